@@ -1,0 +1,3 @@
+from attnsieve.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""`attnsieve.attention`: one entry point that picks the backend for the tensors' device."""
+
+from __future__ import annotations
+
+import os
+
+from torch import Tensor
+
+from attnsieve.layout import Layout
+from attnsieve.reference import attention_reference
+
+BACKENDS = ("auto", "triton", "reference")
+
+
+def resolve_backend(backend: str | None, device_type: str) -> str:
+    """'triton' or 'reference' for a device: the argument wins, then $ATTNSIEVE_BACKEND, then auto."""
+    choice = backend or os.environ.get("ATTNSIEVE_BACKEND") or "auto"
+    if choice not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {choice!r}")
+    if choice == "auto":
+        return "triton" if device_type == "cuda" else "reference"
+    return choice
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: Layout | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    return_lse: bool = False,
+    backend: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention of q (B, H_q, N, D) over k, v (B, H_kv, M, D), restricted to ``layout`` if given.
+
+    ``layout=None`` is dense attention. Causal masking is bottom-right aligned. On CUDA the Triton
+    kernel runs (a dense layout dispatches to PyTorch SDPA when that is faster); on CPU the exact
+    reference runs. ``backend`` ("auto", "triton", "reference") or $ATTNSIEVE_BACKEND forces one;
+    "triton" on CPU needs TRITON_INTERPRET=1 set before triton is imported.
+    """
+    if resolve_backend(backend, q.device.type) == "reference":
+        return attention_reference(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse)
+    from attnsieve.kernels.prefill import sparse_attention
+
+    if layout is None:
+        layout = Layout.dense(q.shape[2], k.shape[2], causal=causal, device=q.device)
+    return sparse_attention(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse)

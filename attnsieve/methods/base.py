@@ -1,0 +1,51 @@
+"""The planner interface: a method decides *which* blocks to compute; kernels compute them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor
+
+from attnsieve.layout import Layout
+
+
+class Planner:
+    """Base of every prefill method: ``plan(q, k)`` returns the `Layout` attention will execute.
+
+    q is (B, H_q, N, D), k is (B, H_kv, M, D); the layout's heads are 1, H_kv or H_q. Subclasses are
+    dataclasses whose fields are the paper's hyper-parameters, registered by name with `register`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+        raise NotImplementedError
+
+
+@dataclass
+class PerHeadPlanner(Planner):
+    """A different planner for every query head (e.g. from `attnsieve calibrate`), stacked.
+
+    Each inner planner sees only its own query head (and that head's KV head), so a head's plan
+    depends on nothing but its own data.
+    """
+
+    planners: list[Planner]
+
+    name: ClassVar[str] = "per_head"
+
+    def __post_init__(self) -> None:
+        if not self.planners or not all(isinstance(p, Planner) for p in self.planners):
+            raise TypeError("planners: expected a non-empty list of Planner instances")
+
+    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+        h_q, h_kv = q.shape[1], k.shape[1]
+        if len(self.planners) != h_q:
+            raise ValueError(f"planners: got {len(self.planners)} planners for {h_q} query heads")
+        g = h_q // h_kv
+        layouts = []
+        for h, planner in enumerate(self.planners):
+            layout = planner.plan(q[:, h : h + 1], k[:, h // g : h // g + 1], causal=causal)
+            layouts.append(layout)
+        return Layout.cat(layouts, dim=1)

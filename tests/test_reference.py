@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+
+import attnsieve
+from attnsieve.layout import Layout
+from attnsieve.reference import attention_reference
+from tests.test_layout import random_layout
+
+
+def naive(q, k, v, mask, scale):
+    """Textbook attention on an explicit (B, H_q, N, M) mask, K/V repeated (fine at test sizes)."""
+    g = q.shape[1] // k.shape[1]
+    k, v = k.double().repeat_interleave(g, 1), v.double().repeat_interleave(g, 1)
+    scores = (q.double() @ k.transpose(-1, -2) * scale).masked_fill(~mask, -math.inf)
+    lse = torch.logsumexp(scores, -1)
+    return torch.softmax(scores, -1).nan_to_num(0.0) @ v, lse
+
+
+@pytest.mark.parametrize("g", [1, 2, 4, 8])
+@pytest.mark.parametrize("n,m", [(50, 50), (17, 70), (70, 17)])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("layout_heads", ["one", "kv", "q"])
+def test_reference_matches_naive(g, n, m, causal, layout_heads):
+    h_kv = 2
+    q = torch.randn(2, g * h_kv, n, 32)
+    k, v = torch.randn(2, h_kv, m, 32), torch.randn(2, h_kv, m, 32)
+    heads = {"one": 1, "kv": h_kv, "q": g * h_kv}[layout_heads]
+    layout = random_layout(2, heads, n, m, 16, 8, columns=3)
+    out, lse = attention_reference(q, k, v, layout, causal=causal, scale=0.3, return_lse=True)
+    mask = layout.to_dense_mask(causal=causal)[:, layout.heads_for(g * h_kv, h_kv)]
+    ref_out, ref_lse = naive(q, k, v, mask, 0.3)
+    torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-5)
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
+    finite = ~torch.isinf(lse)
+    torch.testing.assert_close(lse[finite].double(), ref_lse[finite], atol=1e-5, rtol=1e-5)
+    assert not out.isnan().any()
+
+
+def test_empty_layout_gives_zero_and_minus_inf():
+    q, k = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+    empty = Layout.from_block_mask(torch.zeros(1, 1, 3, 3, dtype=torch.bool), block_q=16, block_k=16,
+                                   num_queries=40, num_keys=40)
+    out, lse = attention_reference(q, k, k, empty, return_lse=True)
+    assert torch.equal(out, torch.zeros_like(out))
+    assert torch.isneginf(lse).all()
+
+
+def test_dense_reference_matches_sdpa_and_keeps_dtype():
+    q, k, v = (torch.randn(1, 4, 33, 64, dtype=torch.float16) for _ in range(3))
+    out = attnsieve.attention(q, k, v, causal=True)
+    expected = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), expected, atol=2e-3, rtol=2e-3)
+
+
+MALFORMED = [
+    ("q", lambda: (torch.randn(2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
+    ("q", lambda: (torch.randint(0, 3, (1, 2, 8, 16)), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), TypeError),
+    ("one dtype", lambda: (torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16).half(), torch.randn(1, 2, 8, 16)), TypeError),
+    ("k, v", lambda: (torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 9, 16)), ValueError),
+    ("batch", lambda: (torch.randn(2, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
+    ("head_dim", lambda: (torch.randn(1, 2, 8, 32), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
+    ("multiple", lambda: (torch.randn(1, 3, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
+    ("k", lambda: (torch.randn(1, 2, 8, 16), "k", torch.randn(1, 2, 8, 16)), TypeError),
+]
+
+
+@pytest.mark.parametrize("match,make,error", MALFORMED)
+def test_malformed_attention_inputs(match, make, error):
+    with pytest.raises(error, match=match):
+        attnsieve.attention(*make())
+
+
+def test_unknown_backend_is_rejected(monkeypatch):
+    q = torch.randn(1, 1, 4, 16)
+    with pytest.raises(ValueError, match="backend"):
+        attnsieve.attention(q, q, q, backend="cuda")
+    monkeypatch.setenv("ATTNSIEVE_BACKEND", "fast")
+    with pytest.raises(ValueError, match="backend"):
+        attnsieve.attention(q, q, q)
