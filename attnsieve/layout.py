@@ -263,14 +263,13 @@ class Layout:
         return Layout(idx, count, first.block_q, first.block_k, first.num_queries, first.num_keys, cols, counts)
 
     # ---- views ---------------------------------------------------------------------------------
-    def block_mask(self) -> Tensor:
-        """bool (B, H, QB, KB) of the block part."""
-        mask = torch.zeros(
-            (*self.block_count.shape, self.num_k_blocks + 1), dtype=torch.bool, device=self.device
-        )
-        slot = torch.arange(self.block_idx.shape[-1], device=self.device)
-        valid = slot < self.block_count[..., None]
-        target = torch.where(valid, self.block_idx.long(), self.num_k_blocks)
+    def block_mask(self, q_blocks: slice = slice(None)) -> Tensor:
+        """bool (B, H, QB, KB) of the block part (of the query blocks ``q_blocks`` only)."""
+        idx, count = self.block_idx[:, :, q_blocks], self.block_count[:, :, q_blocks]
+        mask = torch.zeros((*count.shape, self.num_k_blocks + 1), dtype=torch.bool, device=self.device)
+        slot = torch.arange(idx.shape[-1], device=self.device)
+        valid = slot < count[..., None]
+        target = torch.where(valid, idx.long(), self.num_k_blocks)
         mask.scatter_(-1, target, True)
         return mask[..., :-1]
 
@@ -279,7 +278,7 @@ class Layout:
         if not 0 <= start <= stop <= self.num_queries:
             raise ValueError(f"rows: expected 0 <= start <= stop <= {self.num_queries}, got [{start}, {stop})")
         qb0, qb1 = start // self.block_q, _cdiv(stop, self.block_q)
-        blocks = self.block_mask()[:, :, qb0:qb1]
+        blocks = self.block_mask(slice(qb0, qb1))
         tokens = blocks.repeat_interleave(self.block_k, dim=-1)[..., : self.num_keys]
         if self.has_columns:
             tokens = tokens.clone()

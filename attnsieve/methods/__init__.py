@@ -29,7 +29,6 @@ def get_planner(name: str, **kwargs: Any) -> Planner:
 
 
 for _module in _MODULES:
-    if (__import__("pathlib").Path(__file__).parent / f"{_module}.py").exists():  # DEVONLY
-        importlib.import_module(f"attnsieve.methods.{_module}")
+    importlib.import_module(f"attnsieve.methods.{_module}")
 
 __all__ = ["PLANNERS", "PerHeadPlanner", "Planner", "get_planner", "register"]

@@ -1,0 +1,113 @@
+"""Block-sparse prefill from mean-pooled Q/K: MInference block-sparse + SpargeAttn prediction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from attnsieve.layout import Layout
+from attnsieve.methods import register
+from attnsieve.methods.base import Planner
+from attnsieve.methods.pooling import (
+    block_self_similarity,
+    check_float,
+    check_int,
+    check_qk,
+    cumulative_threshold,
+    group_reduce,
+    pooled_scores,
+    window_block_mask,
+)
+
+
+@register
+@dataclass
+class BlockTopKPlanner(Planner):
+    """Key blocks chosen from pooled block scores: MInference's block-sparse head pattern
+    (arXiv 2407.02490) with SpargeAttn's selective prediction (Zhang et al., arXiv 2502.18137).
+
+    Algorithm (SpargeAttn, stage 1): mean-pool every query block and key block, score the pooled
+    pairs (scaled dot product, causal-masked), softmax over key blocks, and keep either the ``topk``
+    best key blocks (MInference) or the fewest blocks whose probability reaches ``cdf_threshold``
+    (SpargeAttn's CDF mode). Pooling only summarises a block whose tokens are alike, so SpargeAttn
+    measures each block's self-similarity (mean pairwise cosine of its tokens, keys centred by
+    their sequence mean when ``smooth_k``): a query block below ``simthreshd1`` keeps its whole
+    causal row, a key block below it is kept in every row (and left out of the softmax). The
+    diagonal key blocks and the first key block are always kept. Defaults are SpargeAttn's
+    (128 x 64 blocks, simthreshd1 = 0.6, cdf_threshold = 0.98); set ``topk`` (and
+    ``cdf_threshold=None``) for MInference's top-k mode.
+
+    Differences from the papers: SpargeAttn's second stage (skipping P·V inside the kernel by the
+    ``pvthreshd`` test) belongs to a kernel and is not done; its block-level causal mask is
+    top-left aligned, ours bottom-right. MInference's block-sparse heads use top-k over 64 x 64
+    blocks with a per-head searched k. GQA: one plan per query head, or with ``share_kv_group``
+    the block probabilities are averaged over the g heads of a KV group (a query block is kept whole
+    if any head of the group finds it dissimilar).
+    """
+
+    block_q: int = 128
+    block_k: int = 64
+    topk: int | None = None
+    cdf_threshold: float | None = 0.98
+    simthreshd1: float = 0.6
+    smooth_k: bool = True
+    share_kv_group: bool = False
+
+    name: ClassVar[str] = "block_topk"
+
+    def __post_init__(self) -> None:
+        check_int("block_q", self.block_q, 1)
+        check_int("block_k", self.block_k, 1)
+        if (self.topk is None) == (self.cdf_threshold is None):
+            raise ValueError("topk, cdf_threshold: set exactly one of them (the other to None)")
+        if self.topk is not None:
+            check_int("topk", self.topk, 1)
+        if self.cdf_threshold is not None:
+            check_float("cdf_threshold", self.cdf_threshold, 0.0, 1.0)
+        check_float("simthreshd1", self.simthreshd1, -1.0, 1.0)
+        for field in ("smooth_k", "share_kv_group"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field}: expected a bool, got {getattr(self, field)!r}")
+
+    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+        check_qk(q, k)
+        _, h_q, n, _ = q.shape
+        h_kv, m = k.shape[1], k.shape[2]
+        bq, bk = self.block_q, self.block_k
+        visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
+        if not causal:
+            visible = torch.ones_like(visible)
+
+        q_similar = block_self_similarity(q, bq) > self.simthreshd1  # (B, H_q, QB)
+        centred = k.float() - k.float().mean(-2, keepdim=True) if self.smooth_k else k
+        k_similar = block_self_similarity(centred, bk) > self.simthreshd1  # (B, H_kv, KB)
+        per_query_head = k_similar[:, torch.arange(h_q, device=q.device) // (h_q // h_kv), None]
+        probs = self._probs(pooled_scores(q, k, bq, bk), visible, per_query_head)
+        if self.share_kv_group:
+            # Softmax per query head first, so every head weighs equally in the group's mean.
+            probs = group_reduce(probs, h_kv, "mean")
+            q_similar = group_reduce(q_similar, h_kv, "all")
+            k_similar = k_similar[:, :, None]
+        else:
+            k_similar = per_query_head
+        candidates = visible & k_similar
+        if self.topk is not None:
+            best = probs.topk(min(self.topk, probs.shape[-1]), -1).indices
+            mask = torch.zeros_like(candidates).scatter_(-1, best, True) & candidates
+        else:
+            mask = cumulative_threshold(probs, self.cdf_threshold, candidates)
+        mask |= ~k_similar | ~q_similar[..., None]
+        mask |= window_block_mask(n, m, bq, bk, 1, q.device)  # diagonal blocks
+        mask[..., 0] = True  # first key block (attention sink)
+        return Layout.from_block_mask(
+            mask & visible, block_q=bq, block_k=bk, num_queries=n, num_keys=m
+        )
+
+    @staticmethod
+    def _probs(scores: Tensor, visible: Tensor, k_similar: Tensor) -> Tensor:
+        """Softmax over the visible, self-similar key blocks of every row; 0 elsewhere."""
+        return scores.masked_fill(~(visible & k_similar), -math.inf).softmax(-1).nan_to_num(0.0)

@@ -1,0 +1,43 @@
+"""Dense attention as a planner: every causal block, the baseline of every other plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor
+
+from attnsieve.layout import Layout
+from attnsieve.methods import register
+from attnsieve.methods.base import Planner
+from attnsieve.methods.pooling import check_int, check_qk
+
+
+@register
+@dataclass
+class DensePlanner(Planner):
+    """Every key block a query block can see (all blocks with ``causal=False``).
+
+    Not a method from the literature: the exact reference point. The layout is flagged dense so the
+    kernels dispatch to PyTorch SDPA.
+    """
+
+    block_q: int = 128
+    block_k: int = 128
+
+    name: ClassVar[str] = "dense"
+
+    def __post_init__(self) -> None:
+        check_int("block_q", self.block_q, 1)
+        check_int("block_k", self.block_k, 1)
+
+    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+        check_qk(q, k)
+        return Layout.dense(
+            q.shape[2],
+            k.shape[2],
+            block_q=self.block_q,
+            block_k=self.block_k,
+            causal=causal,
+            device=q.device,
+        )

@@ -1,0 +1,207 @@
+"""Shared planning helpers in plain PyTorch: pooled block scores, last-query estimates, selection.
+
+Every planner estimates attention cheaply and turns the estimate into a block mask. The pieces they
+share live here, each O(N·D) or O(layout size) in memory, never O(N·M): mean-pooled Q/K blocks,
+within-block self-similarity (SpargeAttn), softmax scores of the last queries against all keys and
+their per-column / per-diagonal sums and the blocks chosen diagonals cross (MInference), minimal
+cumulative-probability sets (FlexPrefill, XAttention, SpargeAttn), and the block masks of sink /
+local windows. Triton twins of the heavy estimates live in `attnsieve.kernels.planning`. GQA is
+handled by viewing the g query heads of a KV group together; K is never repeated. Positions are
+bottom-right aligned: query ``i`` of ``N`` sits at absolute position ``M - N + i``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attnsieve.layout import Layout
+
+
+def check_qk(q: Tensor, k: Tensor) -> None:
+    """Raise unless q is (B, H_q, N, D) and k is (B, H_kv, M, D) with H_q a multiple of H_kv."""
+    for name, t in (("q", q), ("k", k)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4 or not t.is_floating_point():
+            raise ValueError(f"{name}: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3] or q.device != k.device:
+        raise ValueError(
+            f"q, k: batch, head_dim and device must match, got {q.shape} and {k.shape}"
+        )
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
+    if q.shape[2] == 0 or k.shape[2] == 0:
+        raise ValueError("q, k: sequence lengths must be positive")
+
+
+def check_int(name: str, value: object, minimum: int) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an int >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+
+
+def check_float(name: str, value: object, low: float, high: float) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
+
+
+def query_block_positions(
+    num_queries: int, num_keys: int, block_q: int, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
+    """Absolute positions (first, last) of every query block, int64 (QB,) each; may be negative."""
+    start = torch.arange(0, num_queries, block_q, device=device)
+    stop = torch.clamp(start + block_q, max=num_queries)
+    return start + (num_keys - num_queries), stop - 1 + (num_keys - num_queries)
+
+
+def window_block_mask(
+    num_queries: int, num_keys: int, block_q: int, block_k: int, window: int, device=None
+) -> Tensor:
+    """bool (QB, KB): key blocks with a key less than ``window`` tokens before a query of the block.
+
+    A query at position p sees keys (p - window, p]; ``window=1`` gives the diagonal blocks. Blocks
+    are rounded outwards, so the mask covers the token window of every query in the block.
+    """
+    first, last = query_block_positions(num_queries, num_keys, block_q, device)
+    k0 = torch.arange(0, num_keys, block_k, device=device)
+    k1 = torch.clamp(k0 + block_k, max=num_keys) - 1
+    return (k0[None, :] <= last[:, None]) & (k1[None, :] > first[:, None] - window)
+
+
+def sink_block_mask(
+    num_queries: int, num_keys: int, block_q: int, block_k: int, sink_tokens: int, device=None
+) -> Tensor:
+    """bool (QB, KB): key blocks covering the first ``sink_tokens`` keys, in every visible row."""
+    k0 = torch.arange(0, num_keys, block_k, device=device)
+    visible = Layout.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
+    return visible & (k0 < sink_tokens)[None, :]
+
+
+def slash_block_mask(
+    offsets: Tensor, num_queries: int, num_keys: int, block_q: int, block_k: int
+) -> Tensor:
+    """bool (B, H, QB, KB): blocks crossed by the chosen diagonals, ``offsets`` bool (B, H, M).
+
+    Diagonal o links the query at position p to key p - o. It crosses query rows [first, last] and
+    keys [k0, k1] iff first - k1 <= o <= last - k0; a prefix count over o answers that for every
+    block at once, in O(B · H · (QB · KB + M)).
+    """
+    first, last = query_block_positions(num_queries, num_keys, block_q, offsets.device)
+    k0 = torch.arange(0, num_keys, block_k, device=offsets.device)
+    k1 = torch.clamp(k0 + block_k, max=num_keys) - 1
+    lo = (first[:, None] - k1[None, :]).clamp(min=0, max=num_keys)
+    hi = (last[:, None] - k0[None, :]).clamp(max=num_keys - 1)
+    prefix = torch.nn.functional.pad(offsets.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))
+    hits = prefix[..., (hi + 1).clamp(min=0)] - prefix[..., lo]
+    return (hi >= lo) & (hits > 0)
+
+
+def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: int) -> Tensor:
+    """int (B, H, QB, C): the key ``columns`` (B, H, C) each query block can see, -1 elsewhere."""
+    _, last = query_block_positions(num_queries, num_keys, block_q, columns.device)
+    cols = columns[:, :, None, :]
+    return torch.where(cols <= last[:, None], cols, -1)
+
+
+def mean_pool(x: Tensor, block: int) -> Tensor:
+    """float32 (B, H, ceil(S / block), D): mean of each block's tokens (the last may be short)."""
+    b, h, s, d = x.shape
+    nb = -(-s // block)
+    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, nb * block - s))
+    sums = padded.view(b, h, nb, block, d).sum(3)
+    counts = torch.clamp(s - torch.arange(nb, device=x.device) * block, max=block)
+    return sums / counts[:, None].to(sums.dtype)
+
+
+def block_self_similarity(x: Tensor, block: int) -> Tensor:
+    """float32 (B, H, ceil(S / block)): mean pairwise cosine similarity of the tokens of each block.
+
+    SpargeAttn's criterion (arXiv 2502.18137): mean_{i,j} cos(x_i, x_j) = |mean_i x_i / |x_i||^2,
+    so it costs O(S·D), not O(block^2) per block.
+    """
+    unit = x.float() / x.float().norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return mean_pool(unit, block).square().sum(-1)
+
+
+def pooled_scores(
+    q: Tensor, k: Tensor, block_q: int, block_k: int, scale: float | None = None
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): scaled dot products of mean-pooled query and key blocks."""
+    b, h_q, _, d = q.shape
+    h_kv = k.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    pq = mean_pool(q, block_q)
+    pk = mean_pool(k, block_k)
+    scores = pq.view(b, h_kv, h_q // h_kv, -1, d) @ pk[:, :, None].transpose(-1, -2)
+    return (scores * scale).view(b, h_q, pq.shape[2], pk.shape[2])
+
+
+def last_query_probs(
+    q: Tensor, k: Tensor, last_q: int, *, causal: bool = True, scale: float | None = None
+) -> Tensor:
+    """float32 (B, H_q, last_q, M): softmax attention of the last ``last_q`` queries over all keys.
+
+    O(last_q · M) memory per head (MInference's estimate). Rows that see no key are all zero.
+    """
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    if not 1 <= last_q <= n:
+        raise ValueError(f"last_q: expected 1 <= last_q <= N={n}, got {last_q}")
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    ql = q[:, :, n - last_q :].float().view(b, h_kv, h_q // h_kv, last_q, d)
+    scores = (ql @ k.float()[:, :, None].transpose(-1, -2)) * scale
+    if causal:
+        pos = torch.arange(m - last_q, m, device=q.device)  # absolute positions of the last rows
+        scores = scores.masked_fill(
+            torch.arange(m, device=q.device)[None, :] > pos[:, None], -math.inf
+        )
+    return scores.softmax(-1).nan_to_num(0.0).view(b, h_q, last_q, m)
+
+
+def diagonal_sums(probs: Tensor) -> Tensor:
+    """(..., M): attention mass per diagonal offset o = position(query) - key, o in [0, M).
+
+    ``probs`` (..., L, M) holds the last L query rows, row r at absolute position M - L + r.
+    """
+    rows, m = probs.shape[-2:]
+    out = torch.zeros((*probs.shape[:-2], m), dtype=probs.dtype, device=probs.device)
+    for r in range(rows):  # L is small (64): one shifted add per row keeps memory O(M)
+        pos = m - rows + r
+        if pos >= 0:
+            out[..., : pos + 1] += probs[..., r, : pos + 1].flip(-1)
+    return out
+
+
+def group_reduce(x: Tensor, num_kv_heads: int, reduce: str = "sum") -> Tensor:
+    """(B, H_kv, ...): combine the g query heads of each KV group (sum, mean, max, any, all)."""
+    groups = x.view(x.shape[0], num_kv_heads, x.shape[1] // num_kv_heads, *x.shape[2:])
+    ops = {"sum": torch.sum, "mean": torch.mean, "any": torch.any, "all": torch.all}
+    if reduce == "max":
+        return groups.amax(2)
+    if reduce not in ops:
+        raise ValueError(f"reduce: expected sum, mean, max, any or all, got {reduce!r}")
+    return ops[reduce](groups, 2)
+
+
+def cumulative_threshold(
+    probs: Tensor, threshold: float | Tensor, valid: Tensor | None = None
+) -> Tensor:
+    """bool like ``probs``: the fewest entries of each row whose mass reaches ``threshold``.
+
+    Entries are taken in descending order until their sum is >= threshold × row total; ``valid``
+    entries only (others count as 0 and are never kept). ``threshold >= 1`` keeps every valid entry
+    exactly, whatever the rounding of the cumulative sum. ``threshold`` may be a tensor broadcasting
+    against (..., 1), e.g. one value per head.
+    """
+    valid = torch.ones_like(probs, dtype=torch.bool) if valid is None else valid.expand_as(probs)
+    p = probs.float().masked_fill(~valid, 0.0)
+    threshold = torch.as_tensor(threshold, dtype=p.dtype, device=p.device)
+    ranked, order = p.sort(-1, descending=True)
+    before = ranked.cumsum(-1) - ranked  # mass of the strictly better entries
+    keep_ranked = before < threshold * ranked.sum(-1, keepdim=True)
+    keep = torch.zeros_like(valid).scatter(-1, order, keep_ranked)
+    return (keep | (threshold >= 1)) & valid

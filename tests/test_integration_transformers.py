@@ -1,0 +1,299 @@
+"""attnsieve.patch on tiny random models of every supported transformers architecture (CPU)."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from attnsieve.integrations import AttentionConfig, patch  # noqa: E402
+from attnsieve.integrations import transformers as hf  # noqa: E402
+from attnsieve.methods import PerHeadPlanner  # noqa: E402
+
+PROMPT, NEW = 40, 8  # a 40-token prompt is 3 blocks of 16: the sparse path really runs
+BLOCKS = {"block_q": 16, "block_k": 16}
+DENSE = AttentionConfig(prefill="dense", prefill_kwargs=BLOCKS, min_prefill_length=16)
+# a window covering the whole prompt: a streaming layout that is in fact dense
+FULL = AttentionConfig(
+    prefill="streaming",
+    prefill_kwargs={"sink_tokens": 0, "window_tokens": 512, **BLOCKS},
+    min_prefill_length=16,
+)
+# one sink block + the diagonal block: truly sparse
+SPARSE = AttentionConfig(
+    prefill="streaming",
+    prefill_kwargs={"sink_tokens": 1, "window_tokens": 1, **BLOCKS},
+    min_prefill_length=16,
+)
+COMMON = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    max_position_embeddings=256,
+    initializer_range=0.1,  # peakier attention than 0.02, so sparse plans visibly change outputs
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+WINDOW = {"sliding_window": 24}  # shorter than the prompt: those layers must fall back
+GEMMA = {"head_dim": 16, "query_pre_attn_scalar": 16, **WINDOW}
+# name: (config class, model class, extra config, fallback reason per layer, baseline attention)
+ARCHS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {"head_dim": 16}, [None, None], "sdpa"),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        {"sliding_window": None},
+        [None, None],
+        "sdpa",
+    ),
+    "mistral_swa": ("MistralConfig", "MistralForCausalLM", WINDOW, ["sliding_window"] * 2, "sdpa"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}, [None, None], "sdpa"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32}, [None, None], "sdpa"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", GEMMA, ["softcap"] * 2, "eager"),
+    "gemma2_nocap": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {**GEMMA, "attn_logit_softcapping": None},
+        ["sliding_window", None],
+        "eager",  # Gemma 2 has no sdpa path in transformers
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {**GEMMA, "layer_types": ["sliding_attention", "full_attention"]},
+        ["sliding_window", None],
+        "sdpa",
+    ),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {}, [None, None], "sdpa"),
+}
+
+
+def build(arch: str) -> torch.nn.Module:
+    config_cls, model_cls, extra, _, attn = ARCHS[arch]
+    heads = {"num_attention_heads": 2, "num_key_value_heads": 1} if arch == "qwen3" else {}
+    heads = heads or {"num_attention_heads": 4, "num_key_value_heads": 2}
+    config = getattr(transformers, config_cls)(**COMMON, **heads, **extra)
+    torch.manual_seed(0)
+    return getattr(transformers, model_cls)._from_config(config, attn_implementation=attn).eval()
+
+
+def prompt(batch: int = 1, length: int = PROMPT) -> torch.Tensor:
+    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def run(model, ids, mask=None):
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=NEW,
+        min_new_tokens=NEW,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return logits, out[:, ids.shape[1] :]
+
+
+def attnsieve_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "attnsieve" in str(w.message)]
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_matches_unpatched_and_restores(arch):
+    model = build(arch)
+    fallback = ARCHS[arch][3]
+    ids = prompt()
+    base_logits, base_tokens = run(model, ids)
+    previous = model.config._attn_implementation
+
+    reasons = {r for r in fallback if r is not None}
+    for config in (DENSE, FULL, SPARSE):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            with patch(model, config) as stats:
+                assert model.config._attn_implementation == "attnsieve"
+                logits, tokens = run(model, ids)
+        # one warning per reason, not one per layer or call
+        assert len(attnsieve_warnings(record)) == len(reasons)
+        assert stats.fallback_per_layer == fallback
+        if config is not SPARSE:
+            torch.testing.assert_close(logits, base_logits, rtol=1e-4, atol=1e-5)
+            assert torch.equal(tokens, base_tokens)
+            assert stats.density_per_layer == [1.0, 1.0]
+    sparse_logits = logits
+    assert model.config._attn_implementation == previous
+    for density, reason in zip(stats.density_per_layer, fallback, strict=True):
+        assert (density == 1.0) if reason else (density < 0.9)
+    if any(r is None for r in fallback):  # some layer ran the sparse plan: outputs must move
+        assert (sparse_logits - base_logits).abs().max() > 1e-3
+    else:
+        torch.testing.assert_close(sparse_logits, base_logits, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, base_logits)  # unpatched path again
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gemma3"])
+def test_left_padded_batch_falls_back(arch):
+    model = build(arch)
+    ids = prompt(batch=2)
+    mask = torch.ones_like(ids)
+    mask[1, :12] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    base_logits, base_tokens = run(model, ids, mask)
+    with pytest.warns(UserWarning, match="attnsieve"), patch(model, SPARSE) as stats:
+        logits, tokens = run(model, ids, mask)
+    assert torch.equal(tokens, base_tokens)
+    keep = mask.bool()  # logits at padded positions are meaningless either way
+    torch.testing.assert_close(logits[keep], base_logits[keep], rtol=1e-4, atol=1e-5)
+    assert all(r is not None for r in stats.fallback_per_layer)
+
+
+@torch.no_grad()
+def test_chunked_prefill_uses_bottom_right_alignment():
+    model = build("llama")
+    ids = prompt()
+    base = model(input_ids=ids).logits
+    with patch(model, FULL) as stats:
+        first = model(input_ids=ids[:, :24], use_cache=True)
+        second = model(input_ids=ids[:, 24:], past_key_values=first.past_key_values)
+    assert stats.fallback_per_layer == [None, None]  # the 16-token chunk ran the planner (M > N)
+    torch.testing.assert_close(second.logits, base[:, 24:], rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_and_bidirectional_layers_fall_back():
+    model = build("llama")
+    model.config.attention_dropout = 0.5
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = 0.5
+    with pytest.warns(UserWarning, match="dropout"), patch(model.train(), SPARSE) as stats:
+        model(input_ids=prompt())
+    assert stats.fallback_per_layer == ["dropout", "dropout"]
+
+    config = transformers.Gemma3TextConfig(**COMMON, **GEMMA, use_bidirectional_attention=True)
+    model = transformers.Gemma3ForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        base = model(input_ids=prompt()).logits
+        with pytest.warns(UserWarning, match="non-causal"), patch(model, SPARSE) as stats:
+            logits = model(input_ids=prompt()).logits
+    assert stats.fallback_per_layer == ["non_causal", "non_causal"]
+    torch.testing.assert_close(logits, base, rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_short_prompts_and_decode_stay_dense():
+    model = build("llama")
+    ids = prompt(length=12)
+    base = model(input_ids=ids).logits
+    with patch(model, SPARSE) as stats:
+        assert torch.allclose(model(input_ids=ids).logits, base, rtol=1e-4, atol=1e-5)
+    assert stats.density_per_layer == [None, None] and stats.prefill_calls == 0
+
+
+@torch.no_grad()
+def test_register_attn_implementation_uses_default_config():
+    base_model = build("llama")
+    ids = prompt()
+    base = base_model(input_ids=ids).logits
+    hf.register()
+    hf.set_default_config(SPARSE)
+    try:
+        model = transformers.LlamaForCausalLM._from_config(
+            base_model.config, attn_implementation="attnsieve"
+        )
+        model.load_state_dict(base_model.state_dict())
+        assert (model.eval()(input_ids=ids).logits - base).abs().max() > 1e-3
+        with patch(model, DENSE):  # an explicit patch takes over from the default config
+            torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=1e-4, atol=1e-5)
+        assert model.config._attn_implementation == "attnsieve"
+        assert (model(input_ids=ids).logits - base).abs().max() > 1e-3
+    finally:
+        hf.set_default_config(None)
+    with pytest.raises(TypeError, match="config"):
+        hf.set_default_config({"prefill": "dense"})
+
+
+def test_per_layer_and_per_head_configs(tmp_path):
+    model = build("llama")
+    heads = [{"prefill": "dense", "prefill_kwargs": BLOCKS}] * 2 + [
+        {"prefill": "streaming", "prefill_kwargs": {"sink_tokens": 0, "window_tokens": 1, **BLOCKS}}
+    ] * 2
+    path = tmp_path / "calibrated.json"
+    calibrated = {
+        "metadata": {"model": "tiny"},
+        "prefill": "dense",
+        "layers": {"1": {"heads": heads}},
+    }
+    path.write_text(json.dumps(calibrated))
+    config = AttentionConfig.from_json(path)
+    assert set(config.per_layer) == {1} and isinstance(config.planner(1), PerHeadPlanner)
+    config = AttentionConfig.from_json(
+        {**config.to_dict(), "per_layer": {"0": {"prefill": "dense"}}}
+    )
+    config = AttentionConfig.from_json(
+        {
+            "prefill": "dense",
+            "prefill_kwargs": BLOCKS,
+            "min_prefill_length": 16,
+            "layers": {"1": {"heads": heads}},
+        }
+    )
+    with torch.no_grad(), patch(model, config) as stats:
+        model(input_ids=prompt())
+    assert stats.density_per_layer[0] == 1.0
+    assert 0.5 < stats.density_per_layer[1] < 1.0  # half the heads dense, half one block per row
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"prefill": "nope"}, ValueError, "unknown planner"),
+        ({"prefill": 3}, TypeError, "prefill"),
+        ({"prefill": "dense", "prefill_kwargs": {"gamma": 0.9}}, TypeError, "prefill_kwargs"),
+        (
+            {"prefill": "streaming", "prefill_kwargs": {"window_tokens": 0}},
+            ValueError,
+            "window_tokens",
+        ),
+        ({"prefill": "dense", "min_prefill_length": 0}, ValueError, "min_prefill_length"),
+        ({"prefill": "dense", "backend": "cuda"}, ValueError, "backend"),
+        ({"prefill": "dense", "per_layer": {"0": {}}}, ValueError, "per_layer"),
+        ({"prefill": "dense", "per_layer": {0: {"prefil": "dense"}}}, ValueError, "unknown keys"),
+        ({"prefill": "dense", "per_layer": {0: {"heads": []}}}, ValueError, "heads"),
+        (
+            {"prefill": "dense", "per_layer": {0: {"heads": [{"prefill": "nope"}]}}},
+            ValueError,
+            "unknown planner",
+        ),
+    ],
+)
+def test_config_validation(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AttentionConfig(**kwargs)
+
+
+def test_from_json_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown keys"):
+        AttentionConfig.from_json({"prefil": "dense"})
+    with pytest.raises(ValueError, match="layer indices"):
+        AttentionConfig.from_json({"prefill": "dense", "layers": {"first": {"prefill": "dense"}}})
+    with pytest.raises(TypeError, match="path_or_dict"):
+        AttentionConfig.from_json(3)
+
+
+def test_patch_rejects_bad_arguments_and_double_patch():
+    model = build("llama")
+    with pytest.raises(TypeError, match="model"):
+        patch(torch.nn.Linear(2, 2), DENSE)
+    with pytest.raises(TypeError, match="config"):
+        patch(model, {"prefill": "dense"})
+    handle = patch(model, DENSE)
+    with pytest.raises(ValueError, match="already patched"):
+        patch(model, DENSE)
+    handle.remove()
+    handle.remove()  # idempotent
+    assert model.config._attn_implementation == "sdpa"

@@ -1,0 +1,117 @@
+"""`attnsieve run` end to end on a tiny saved Llama and an offline word-level tokenizer (CPU)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from attnsieve.integrations import run  # noqa: E402
+
+WORDS = [f"w{i}" for i in range(124)]
+BLOCKS = {"block_q": 16, "block_k": 16}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    vocab = {
+        "[PAD]": 0,
+        "[BOS]": 1,
+        "[EOS]": 2,
+        "[UNK]": 3,
+        **{w: i + 4 for i, w in enumerate(WORDS)},
+    }
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    backend.decoder = tokenizers.decoders.WordPiece()  # joins words with spaces
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+    )
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.1,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def cli(model_dir, tmp_path, config, *extra):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text(" ".join(WORDS[(7 * i) % len(WORDS)] for i in range(40)))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    argv = ["--model", str(model_dir), "--prompt-file", str(prompt), "--config", str(config_path)]
+    return parser.parse_args(argv + ["--dtype", "fp32", "--device", "cpu", *extra]), prompt
+
+
+def expected_text(model_dir, prompt, new_tokens):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = tokenizer(prompt.read_text(), return_tensors="pt").input_ids
+    out = model.generate(input_ids=ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def test_run_chunked_prefill_matches_generate(model_dir, tmp_path, capsys):
+    full_window = {"sink_tokens": 0, "window_tokens": 512, **BLOCKS}
+    config = {"prefill": "streaming", "prefill_kwargs": full_window, "min_prefill_length": 8}
+    # 40 tokens in chunks of 16, 16, 8: every chunk after the first attends to the cache (M > N)
+    args, prompt = cli(model_dir, tmp_path, config, "--max-new-tokens", "6", "--chunk-size", "16")
+    assert run.main(args) == 0
+    out = capsys.readouterr()
+    text, summary = out.out.split("\n---\n")
+    assert text.strip() == expected_text(model_dir, prompt, 6).strip()
+    assert (
+        "prompt tokens: 40" in summary
+        and "time to first token:" in summary
+        and "decode:" in summary
+    )
+    assert "mean density per layer: 1.000 1.000" in summary
+    assert "prefill" in out.err  # the progress bar of a multi-chunk prompt
+
+
+def test_run_sparse_method_reports_density(model_dir, tmp_path, capsys):
+    config = {"prefill": "dense", "min_prefill_length": 16}
+    sparse = {"sink_tokens": 0, "window_tokens": 1, **BLOCKS}
+    args, _ = cli(
+        model_dir,
+        tmp_path,
+        {**config, "per_layer": {"1": {"prefill": "streaming", "prefill_kwargs": sparse}}},
+    )
+    args.max_new_tokens = 3
+    assert run.main(args) == 0
+    line = next(
+        s for s in capsys.readouterr().out.splitlines() if s.startswith("mean density per layer")
+    )
+    dense, sparse_density = (float(x) for x in line.split(":")[1].split())
+    assert dense == 1.0 and sparse_density < 0.9
+
+
+def test_run_rejects_bad_arguments(model_dir, tmp_path):
+    args, _ = cli(model_dir, tmp_path, {"prefill": "dense"}, "--max-new-tokens", "0")
+    with pytest.raises(ValueError, match="max-new-tokens"):
+        run.main(args)
+    args, _ = cli(model_dir, tmp_path, {"prefill": "dense"}, "--method", "nope")
+    with pytest.raises(ValueError, match="unknown planner"):
+        run.main(args)
