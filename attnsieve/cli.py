@@ -12,8 +12,14 @@ import sys
 
 COMMANDS = {
     "demo": ("attnsieve.demo", "sparse vs dense attention on the embedded default (CPU, < 1 min)"),
-    "run": ("attnsieve.integrations.run", "generate with a transformers model under a sparse method"),
-    "eval": ("attnsieve.eval.harness", "accuracy and speed of methods on synthetic long-context tasks"),
+    "run": (
+        "attnsieve.integrations.run",
+        "generate with a transformers model under a sparse method",
+    ),
+    "eval": (
+        "attnsieve.eval.harness",
+        "accuracy and speed of methods on synthetic long-context tasks",
+    ),
     "calibrate": ("attnsieve.methods.calibrate", "choose a method and budget per layer and head"),
     "bench kernels": ("attnsieve.bench.kernels", "prefill kernel vs SDPA and FlexAttention (GPU)"),
     "bench prefill": ("attnsieve.bench.prefill", "every planner: density, recall, time (GPU)"),
@@ -24,7 +30,9 @@ COMMANDS = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  attnsieve {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    return "usage:\n" + "\n".join(lines) + "\n\n`attnsieve COMMAND --help` lists a command's options."
+    return (
+        "usage:\n" + "\n".join(lines) + "\n\n`attnsieve COMMAND --help` lists a command's options."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,9 @@
 
 A layout lists, for every (batch, head, query block), the sorted key blocks to attend plus optional
 single key *columns* (token indices, for MInference-style vertical lines) that lie outside those
-blocks. Causality is not encoded: kernels apply it, bottom-right aligned (query ``i`` of ``N`` sits at
-absolute position ``M - N + i`` among ``M`` keys). Batch and head dimensions broadcast: a layout's
-batch is 1 or B, its heads 1, H_kv (one plan per KV group) or H_q.
+blocks. Causality is not encoded: kernels apply it, bottom-right aligned (query ``i`` of ``N``
+sits at absolute position ``M - N + i`` among ``M`` keys). Batch and head dimensions broadcast: a
+layout's batch is 1 or B, its heads 1, H_kv (one plan per KV group) or H_q.
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ def _clamped_ramp_sum(x: Tensor, length: Tensor) -> Tensor:
 class Layout:
     """Block-sparse pattern of a prefill; see the module docstring.
 
-    Fields: ``block_idx`` int32 (B, H, QB, K) sorted key blocks padded with -1; ``block_count`` int32
-    (B, H, QB); ``column_idx`` int32 (B, H, QB, C) sorted key tokens outside the chosen blocks, or
-    None; ``column_count`` int32 (B, H, QB) or None; block sizes in tokens; ``num_queries`` N and
-    ``num_keys`` M. ``is_dense`` is set only by :meth:`dense` so kernels can dispatch to SDPA without
-    inspecting device memory.
+    Fields: ``block_idx`` int32 (B, H, QB, K) sorted key blocks padded with -1;
+    ``block_count`` int32 (B, H, QB); ``column_idx`` int32 (B, H, QB, C) sorted key tokens outside
+    the chosen blocks, or None; ``column_count`` int32 (B, H, QB) or None; block sizes in tokens;
+    ``num_queries`` N and ``num_keys`` M. ``is_dense`` is set only by :meth:`dense` so kernels
+    can dispatch to SDPA without inspecting device memory.
     """
 
     block_idx: Tensor
@@ -103,7 +103,7 @@ class Layout:
         return self.column_idx is not None
 
     def to(self, device: torch.device | str) -> Layout:
-        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(
             self,
             block_idx=move(self.block_idx),
@@ -172,7 +172,10 @@ class Layout:
         _check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (_cdiv(num_queries, block_q), _cdiv(num_keys, block_k))
         if mask.dim() != 4 or tuple(mask.shape[2:]) != expected:
-            raise ValueError(f"mask: expected shape (B, H, {expected[0]}, {expected[1]}), got {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask: expected shape (B, H, {expected[0]}, {expected[1]}), "
+                f"got {tuple(mask.shape)}"
+            )
         idx, count = _pack_sorted(mask)
         return cls(idx, count, block_q, block_k, num_queries, num_keys)
 
@@ -190,8 +193,8 @@ class Layout:
     ) -> Layout:
         """Keep the ``k`` highest-scoring key blocks of every query block.
 
-        Blocks scored -inf, and with ``causal`` blocks no query of the block can see, are never kept,
-        so a row may hold fewer than ``k`` blocks.
+        Blocks scored -inf, and with ``causal`` blocks no query of the block can see, are never
+        kept,         so a row may hold fewer than ``k`` blocks.
         """
         if not isinstance(scores, Tensor) or not scores.is_floating_point():
             raise TypeError("scores: expected a floating-point tensor of shape (B, H, QB, KB)")
@@ -200,7 +203,10 @@ class Layout:
         _check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (_cdiv(num_queries, block_q), _cdiv(num_keys, block_k))
         if scores.dim() != 4 or tuple(scores.shape[2:]) != expected:
-            raise ValueError(f"scores: expected shape (B, H, {expected[0]}, {expected[1]}), got {tuple(scores.shape)}")
+            raise ValueError(
+                f"scores: expected shape (B, H, {expected[0]}, {expected[1]}), "
+                f"got {tuple(scores.shape)}"
+            )
         if causal:
             visible = cls.causal_block_mask(num_queries, num_keys, block_q, block_k, scores.device)
             scores = scores.masked_fill(~visible, -math.inf)
@@ -213,23 +219,26 @@ class Layout:
         )
 
     def with_columns(self, column_idx: Tensor, column_count: Tensor | None = None) -> Layout:
-        """Copy with a column part; columns inside chosen blocks or repeated are dropped, the rest sorted.
+        """Copy with a column part; columns in chosen blocks or repeated are dropped, rest sorted.
 
-        ``column_idx`` is int (B, H, QB, C) of key token indices (-1 = none); ``column_count`` limits
-        the valid prefix of each row when given.
+        ``column_idx`` is int (B, H, QB, C) of key token indices (-1 = none); ``column_count``
+        limits         the valid prefix of each row when given.
         """
         if not isinstance(column_idx, Tensor) or column_idx.dtype not in (torch.int32, torch.int64):
             raise TypeError("column_idx: expected an int32/int64 tensor of shape (B, H, QB, C)")
         if column_idx.dim() != 4 or column_idx.shape[2] != self.num_q_blocks:
             raise ValueError(
-                f"column_idx: expected shape (B, H, {self.num_q_blocks}, C), got {tuple(column_idx.shape)}"
+                f"column_idx: expected shape (B, H, {self.num_q_blocks}, C), "
+                f"got {tuple(column_idx.shape)}"
             )
         cols = column_idx.to(torch.int64)
         if column_count is not None:
             slot = torch.arange(cols.shape[-1], device=cols.device)
             cols = torch.where(slot < column_count[..., None].to(cols.device), cols, PAD)
         if ((cols < PAD) | (cols >= self.num_keys)).any():
-            raise ValueError(f"column_idx: token indices must lie in [0, {self.num_keys}) (or -1 for none)")
+            raise ValueError(
+                f"column_idx: token indices must lie in [0, {self.num_keys}) (or -1 for none)"
+            )
         b = max(self.batch, cols.shape[0])
         h = max(self.heads, cols.shape[1])
         block_mask = self.block_mask().expand(b, h, -1, -1)
@@ -251,7 +260,10 @@ class Layout:
             first._check_same_geometry(other, "layouts")
         other_dim = 1 - dim
         size = max(lay.block_idx.shape[other_dim] for lay in layouts)
-        parts = [lay._expanded(size, lay.heads) if dim == 1 else lay._expanded(lay.batch, size) for lay in layouts]
+        parts = [
+            lay._expanded(size, lay.heads) if dim == 1 else lay._expanded(lay.batch, size)
+            for lay in layouts
+        ]
         width = max(p.block_idx.shape[-1] for p in parts)
         idx = torch.cat([_pad_last(p.block_idx, width) for p in parts], dim)
         count = torch.cat([p.block_count for p in parts], dim)
@@ -260,13 +272,24 @@ class Layout:
             cwidth = max(p.column_idx.shape[-1] for p in parts if p.has_columns)
             cols = torch.cat([_pad_last(p._columns_or_empty()[0], cwidth) for p in parts], dim)
             counts = torch.cat([p._columns_or_empty()[1] for p in parts], dim)
-        return Layout(idx, count, first.block_q, first.block_k, first.num_queries, first.num_keys, cols, counts)
+        return Layout(
+            idx,
+            count,
+            first.block_q,
+            first.block_k,
+            first.num_queries,
+            first.num_keys,
+            cols,
+            counts,
+        )
 
     # ---- views ---------------------------------------------------------------------------------
     def block_mask(self, q_blocks: slice = slice(None)) -> Tensor:
         """bool (B, H, QB, KB) of the block part (of the query blocks ``q_blocks`` only)."""
         idx, count = self.block_idx[:, :, q_blocks], self.block_count[:, :, q_blocks]
-        mask = torch.zeros((*count.shape, self.num_k_blocks + 1), dtype=torch.bool, device=self.device)
+        mask = torch.zeros(
+            (*count.shape, self.num_k_blocks + 1), dtype=torch.bool, device=self.device
+        )
         slot = torch.arange(idx.shape[-1], device=self.device)
         valid = slot < count[..., None]
         target = torch.where(valid, idx.long(), self.num_k_blocks)
@@ -276,7 +299,9 @@ class Layout:
     def mask_rows(self, start: int, stop: int) -> Tensor:
         """bool (B, H, stop - start, M): the layout's token mask for query rows [start, stop)."""
         if not 0 <= start <= stop <= self.num_queries:
-            raise ValueError(f"rows: expected 0 <= start <= stop <= {self.num_queries}, got [{start}, {stop})")
+            raise ValueError(
+                f"rows: expected 0 <= start <= stop <= {self.num_queries}, got [{start}, {stop})"
+            )
         qb0, qb1 = start // self.block_q, _cdiv(stop, self.block_q)
         blocks = self.block_mask(slice(qb0, qb1))
         tokens = blocks.repeat_interleave(self.block_k, dim=-1)[..., : self.num_keys]
@@ -286,7 +311,9 @@ class Layout:
             slot = torch.arange(cols.shape[-1], device=self.device)
             valid = slot < self.column_count[:, :, qb0:qb1, None]
             target = torch.where(valid, cols, self.num_keys)
-            extra = torch.zeros((*cols.shape[:-1], self.num_keys + 1), dtype=torch.bool, device=self.device)
+            extra = torch.zeros(
+                (*cols.shape[:-1], self.num_keys + 1), dtype=torch.bool, device=self.device
+            )
             extra.scatter_(-1, target, True)
             tokens |= extra[..., :-1]
         row_block = torch.arange(start, stop, device=self.device) // self.block_q - qb0
@@ -296,7 +323,9 @@ class Layout:
         """bool (B, H, N, M) token mask (for tests; O(N·M) memory)."""
         mask = self.mask_rows(0, self.num_queries)
         if causal:
-            mask = mask & causal_token_mask(self.num_queries, self.num_keys, 0, self.num_queries, self.device)
+            mask = mask & causal_token_mask(
+                self.num_queries, self.num_keys, 0, self.num_queries, self.device
+            )
         return mask
 
     def density(self, causal: bool = True, reduce: bool = True) -> float | Tensor:
@@ -342,12 +371,20 @@ class Layout:
         b, h = max(self.batch, other.batch), max(self.heads, other.heads)
         mask = self.block_mask().expand(b, h, -1, -1) | other.block_mask().expand(b, h, -1, -1)
         merged = Layout.from_block_mask(
-            mask, block_q=self.block_q, block_k=self.block_k, num_queries=self.num_queries, num_keys=self.num_keys
+            mask,
+            block_q=self.block_q,
+            block_k=self.block_k,
+            num_queries=self.num_queries,
+            num_keys=self.num_keys,
         )
         if not (self.has_columns or other.has_columns):
             return merged
         cols = torch.cat(
-            [self._columns_or_empty()[0].expand(b, h, -1, -1), other._columns_or_empty()[0].expand(b, h, -1, -1)], -1
+            [
+                self._columns_or_empty()[0].expand(b, h, -1, -1),
+                other._columns_or_empty()[0].expand(b, h, -1, -1),
+            ],
+            -1,
         )
         return merged.with_columns(cols)
 
@@ -357,7 +394,11 @@ class Layout:
         b, h = max(self.batch, other.batch), max(self.heads, other.heads)
         mask = self.block_mask().expand(b, h, -1, -1) & other.block_mask().expand(b, h, -1, -1)
         merged = Layout.from_block_mask(
-            mask, block_q=self.block_q, block_k=self.block_k, num_queries=self.num_queries, num_keys=self.num_keys
+            mask,
+            block_q=self.block_q,
+            block_k=self.block_k,
+            num_queries=self.num_queries,
+            num_keys=self.num_keys,
         )
         if not (self.has_columns or other.has_columns):
             return merged
@@ -365,9 +406,11 @@ class Layout:
         return merged.with_columns(torch.cat(kept, -1))
 
     def _columns_in(self, other: Layout, b: int, h: int) -> Tensor:
-        """This layout's columns that ``other`` also covers (by a block or a column); PAD elsewhere."""
+        """This layout's columns that ``other`` covers too (block or column); PAD elsewhere."""
         cols = self._columns_or_empty()[0].expand(b, h, -1, -1).long()
-        covered = torch.gather(other.block_mask().expand(b, h, -1, -1), -1, cols.clamp(min=0) // other.block_k)
+        covered = torch.gather(
+            other.block_mask().expand(b, h, -1, -1), -1, cols.clamp(min=0) // other.block_k
+        )
         other_cols = other._columns_or_empty()[0].expand(b, h, -1, -1).long()
         keyed = torch.where(other_cols == PAD, _BIG, other_cols).sort(-1).values.contiguous()
         pos = torch.searchsorted(keyed, cols.contiguous()).clamp(max=keyed.shape[-1] - 1)
@@ -422,27 +465,44 @@ class Layout:
             if t.dtype != torch.int32:
                 raise TypeError(f"{name}: expected dtype torch.int32, got {t.dtype}")
             if t.device != self.block_idx.device:
-                raise ValueError(f"{name}: on {t.device}, expected {self.block_idx.device} like block_idx")
+                raise ValueError(
+                    f"{name}: on {t.device}, expected {self.block_idx.device} like block_idx"
+                )
         if (self.column_idx is None) != (self.column_count is None):
             raise ValueError("column_idx and column_count must both be given or both be None")
         if self.block_idx.dim() != 4:
-            raise ValueError(f"block_idx: expected 4 dims (B, H, QB, K), got shape {tuple(self.block_idx.shape)}")
+            raise ValueError(
+                f"block_idx: expected 4 dims (B, H, QB, K), got shape {tuple(self.block_idx.shape)}"
+            )
         lead = (*self.block_idx.shape[:2], self.num_q_blocks)
         if tuple(self.block_idx.shape[:3]) != lead:
-            raise ValueError(f"block_idx: expected (B, H, {self.num_q_blocks}, K), got {tuple(self.block_idx.shape)}")
+            raise ValueError(
+                f"block_idx: expected (B, H, {self.num_q_blocks}, K), "
+                f"got {tuple(self.block_idx.shape)}"
+            )
         if tuple(self.block_count.shape) != lead:
-            raise ValueError(f"block_count: expected shape {lead}, got {tuple(self.block_count.shape)}")
+            raise ValueError(
+                f"block_count: expected shape {lead}, got {tuple(self.block_count.shape)}"
+            )
         if self.has_columns:
             if self.column_idx.dim() != 4 or tuple(self.column_idx.shape[:3]) != lead:
-                raise ValueError(f"column_idx: expected (*{lead}, C), got {tuple(self.column_idx.shape)}")
+                raise ValueError(
+                    f"column_idx: expected (*{lead}, C), got {tuple(self.column_idx.shape)}"
+                )
             if tuple(self.column_count.shape) != lead:
-                raise ValueError(f"column_count: expected shape {lead}, got {tuple(self.column_count.shape)}")
+                raise ValueError(
+                    f"column_count: expected shape {lead}, got {tuple(self.column_count.shape)}"
+                )
 
     def validate(self) -> Layout:
         """Full check of the index contents (syncs with the device); returns self."""
-        self._check_sorted_in_range(self.block_idx, self.block_count, self.num_k_blocks, "block_idx", "block_count")
+        self._check_sorted_in_range(
+            self.block_idx, self.block_count, self.num_k_blocks, "block_idx", "block_count"
+        )
         if self.has_columns:
-            self._check_sorted_in_range(self.column_idx, self.column_count, self.num_keys, "column_idx", "column_count")
+            self._check_sorted_in_range(
+                self.column_idx, self.column_count, self.num_keys, "column_idx", "column_count"
+            )
             cols = self.column_idx.long()
             slot = torch.arange(cols.shape[-1], device=self.device)
             valid = slot < self.column_count[..., None]
@@ -452,7 +512,9 @@ class Layout:
         return self
 
     @staticmethod
-    def _check_sorted_in_range(idx: Tensor, count: Tensor, bound: int, name: str, count_name: str) -> None:
+    def _check_sorted_in_range(
+        idx: Tensor, count: Tensor, bound: int, name: str, count_name: str
+    ) -> None:
         if ((count < 0) | (count > idx.shape[-1])).any():
             raise ValueError(f"{count_name}: expected values in [0, {idx.shape[-1]}]")
         slot = torch.arange(idx.shape[-1], device=idx.device)
@@ -463,11 +525,14 @@ class Layout:
             raise ValueError(f"{name}: valid entries must be strictly increasing")
 
     def check_inputs(self, q: Tensor, k: Tensor) -> None:
-        """Raise if this layout cannot drive attention of q (B, H_q, N, D) over k (B, H_kv, M, D)."""
+        """Raise unless this layout fits q (B, H_q, N, D) attending over k (B, H_kv, M, D)."""
         b, h_q, n, _ = q.shape
         h_kv, m = k.shape[1], k.shape[2]
         if (n, m) != (self.num_queries, self.num_keys):
-            raise ValueError(f"layout: built for (N, M)=({self.num_queries}, {self.num_keys}), inputs have ({n}, {m})")
+            raise ValueError(
+                f"layout: built for (N, M)=({self.num_queries}, {self.num_keys}), "
+                f"inputs have ({n}, {m})"
+            )
         if self.batch not in (1, b):
             raise ValueError(f"layout: batch {self.batch} does not broadcast to batch {b}")
         if self.heads not in (1, h_kv, h_q):
@@ -476,8 +541,10 @@ class Layout:
             raise ValueError(f"layout: on {self.device}, inputs on {q.device}")
 
 
-def causal_token_mask(num_queries: int, num_keys: int, start: int, stop: int, device=None) -> Tensor:
-    """bool (stop - start, M): bottom-right aligned causal visibility of query rows [start, stop)."""
+def causal_token_mask(
+    num_queries: int, num_keys: int, start: int, stop: int, device=None
+) -> Tensor:
+    """bool (stop - start, M): bottom-right aligned causal visibility of rows [start, stop)."""
     pos = torch.arange(start, stop, device=device) + (num_keys - num_queries)
     return torch.arange(num_keys, device=device)[None, :] <= pos[:, None]
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from attnsieve.layout import Layout, causal_token_mask
 
-_CHUNK_BYTES = 1 << 30
+_CHUNK_BYTES = 1 << 28
 
 
 def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -23,7 +23,9 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
-            raise ValueError(f"{name}: expected 4 dims (batch, heads, seq, head_dim), got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{name}: expected 4 dims (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"
+            )
         if not t.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
     if not (q.dtype == k.dtype == v.dtype):

@@ -67,13 +67,19 @@ def test_topk_respects_causality_and_minus_inf():
     assert not (mask & ~torch.ones(4, 4, dtype=torch.bool).tril()).any()
     assert layout.block_count[0, 0].tolist() == [1, 2, 3, 3]
     assert not mask[0, 0, 3, 0]
-    full = Layout.from_topk(torch.randn(1, 1, 4, 4), 99, block_q=16, block_k=16, num_queries=64, num_keys=64)
+    full = Layout.from_topk(
+        torch.randn(1, 1, 4, 4), 99, block_q=16, block_k=16, num_queries=64, num_keys=64
+    )
     assert torch.equal(full.block_mask(), Layout.dense(64, 64, block_q=16, block_k=16).block_mask())
 
 
 def test_columns_inside_blocks_are_dropped_and_sorted():
     layout = Layout.from_block_mask(
-        torch.tensor([[[[True, False, False]]]]), block_q=32, block_k=16, num_queries=32, num_keys=48
+        torch.tensor([[[[True, False, False]]]]),
+        block_q=32,
+        block_k=16,
+        num_queries=32,
+        num_keys=48,
     )
     layout = layout.with_columns(torch.tensor([[[[40, 3, 20, 40, -1]]]]))
     assert layout.column_count.item() == 2
@@ -108,7 +114,11 @@ MALFORMED = [
     ("block_q", dict(block_q=0), ValueError),
     ("num_keys", dict(num_keys=-5), ValueError),
     ("num_queries", dict(num_queries=3.5), ValueError),
-    ("column_idx and column_count", dict(column_idx=torch.zeros(1, 1, 2, 1, dtype=torch.int32)), ValueError),
+    (
+        "column_idx and column_count",
+        dict(column_idx=torch.zeros(1, 1, 2, 1, dtype=torch.int32)),
+        ValueError,
+    ),
     (
         "column_count",
         dict(
@@ -127,15 +137,35 @@ def test_malformed_construction(name, override, error):
 
 
 VALIDATE = [
-    ("block_idx", dict(block_idx=torch.tensor([[[[0, 5], [0, 0]]]], dtype=torch.int32),
-                       block_count=torch.tensor([[[2, 1]]], dtype=torch.int32))),
-    ("strictly increasing", dict(block_idx=torch.tensor([[[[1, 0], [0, 0]]]], dtype=torch.int32),
-                                 block_count=torch.tensor([[[2, 1]]], dtype=torch.int32))),
+    (
+        "block_idx",
+        dict(
+            block_idx=torch.tensor([[[[0, 5], [0, 0]]]], dtype=torch.int32),
+            block_count=torch.tensor([[[2, 1]]], dtype=torch.int32),
+        ),
+    ),
+    (
+        "strictly increasing",
+        dict(
+            block_idx=torch.tensor([[[[1, 0], [0, 0]]]], dtype=torch.int32),
+            block_count=torch.tensor([[[2, 1]]], dtype=torch.int32),
+        ),
+    ),
     ("block_count", dict(block_count=torch.tensor([[[3, 1]]], dtype=torch.int32))),
-    ("disjoint", dict(column_idx=torch.tensor([[[[3], [20]]]], dtype=torch.int32),
-                      column_count=torch.ones(1, 1, 2, dtype=torch.int32))),
-    ("column_idx", dict(column_idx=torch.tensor([[[[99], [20]]]], dtype=torch.int32),
-                        column_count=torch.ones(1, 1, 2, dtype=torch.int32))),
+    (
+        "disjoint",
+        dict(
+            column_idx=torch.tensor([[[[3], [20]]]], dtype=torch.int32),
+            column_count=torch.ones(1, 1, 2, dtype=torch.int32),
+        ),
+    ),
+    (
+        "column_idx",
+        dict(
+            column_idx=torch.tensor([[[[99], [20]]]], dtype=torch.int32),
+            column_count=torch.ones(1, 1, 2, dtype=torch.int32),
+        ),
+    ),
 ]
 
 
@@ -153,12 +183,21 @@ def test_malformed_operations():
     with pytest.raises(TypeError, match="other"):
         layout.intersection("dense")
     with pytest.raises(ValueError, match="mask"):
-        Layout.from_block_mask(torch.ones(1, 1, 3, 3, dtype=torch.bool), block_q=16, block_k=16,
-                               num_queries=32, num_keys=32)
+        Layout.from_block_mask(
+            torch.ones(1, 1, 3, 3, dtype=torch.bool),
+            block_q=16,
+            block_k=16,
+            num_queries=32,
+            num_keys=32,
+        )
     with pytest.raises(TypeError, match="mask"):
-        Layout.from_block_mask(torch.ones(1, 1, 2, 2), block_q=16, block_k=16, num_queries=32, num_keys=32)
+        Layout.from_block_mask(
+            torch.ones(1, 1, 2, 2), block_q=16, block_k=16, num_queries=32, num_keys=32
+        )
     with pytest.raises(ValueError, match="k"):
-        Layout.from_topk(torch.randn(1, 1, 2, 2), -1, block_q=16, block_k=16, num_queries=32, num_keys=32)
+        Layout.from_topk(
+            torch.randn(1, 1, 2, 2), -1, block_q=16, block_k=16, num_queries=32, num_keys=32
+        )
     with pytest.raises(ValueError, match="column_idx"):
         layout.with_columns(torch.tensor([[[[40], [1]]]]))
     with pytest.raises(ValueError, match="dim"):
@@ -169,5 +208,9 @@ def test_malformed_operations():
     with pytest.raises(ValueError, match="layout"):
         attention_reference(q, k, k, layout)
     with pytest.raises(ValueError, match="heads"):
-        attention_reference(torch.randn(1, 4, 32, 16), torch.randn(1, 4, 32, 16), torch.randn(1, 4, 32, 16),
-                            random_layout(1, 3, 32, 32, 16, 16))
+        attention_reference(
+            torch.randn(1, 4, 32, 16),
+            torch.randn(1, 4, 32, 16),
+            torch.randn(1, 4, 32, 16),
+            random_layout(1, 3, 32, 32, 16, 16),
+        )

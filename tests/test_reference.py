@@ -40,8 +40,13 @@ def test_reference_matches_naive(g, n, m, causal, layout_heads):
 
 def test_empty_layout_gives_zero_and_minus_inf():
     q, k = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
-    empty = Layout.from_block_mask(torch.zeros(1, 1, 3, 3, dtype=torch.bool), block_q=16, block_k=16,
-                                   num_queries=40, num_keys=40)
+    empty = Layout.from_block_mask(
+        torch.zeros(1, 1, 3, 3, dtype=torch.bool),
+        block_q=16,
+        block_k=16,
+        num_queries=40,
+        num_keys=40,
+    )
     out, lse = attention_reference(q, k, k, empty, return_lse=True)
     assert torch.equal(out, torch.zeros_like(out))
     assert torch.isneginf(lse).all()
@@ -50,19 +55,57 @@ def test_empty_layout_gives_zero_and_minus_inf():
 def test_dense_reference_matches_sdpa_and_keeps_dtype():
     q, k, v = (torch.randn(1, 4, 33, 64, dtype=torch.float16) for _ in range(3))
     out = attnsieve.attention(q, k, v, causal=True)
-    expected = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), is_causal=True
+    )
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), expected, atol=2e-3, rtol=2e-3)
 
 
 MALFORMED = [
-    ("q", lambda: (torch.randn(2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
-    ("q", lambda: (torch.randint(0, 3, (1, 2, 8, 16)), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), TypeError),
-    ("one dtype", lambda: (torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16).half(), torch.randn(1, 2, 8, 16)), TypeError),
-    ("k, v", lambda: (torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 9, 16)), ValueError),
-    ("batch", lambda: (torch.randn(2, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
-    ("head_dim", lambda: (torch.randn(1, 2, 8, 32), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
-    ("multiple", lambda: (torch.randn(1, 3, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)), ValueError),
+    (
+        "q",
+        lambda: (torch.randn(2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)),
+        ValueError,
+    ),
+    (
+        "q",
+        lambda: (
+            torch.randint(0, 3, (1, 2, 8, 16)),
+            torch.randn(1, 2, 8, 16),
+            torch.randn(1, 2, 8, 16),
+        ),
+        TypeError,
+    ),
+    (
+        "one dtype",
+        lambda: (
+            torch.randn(1, 2, 8, 16),
+            torch.randn(1, 2, 8, 16).half(),
+            torch.randn(1, 2, 8, 16),
+        ),
+        TypeError,
+    ),
+    (
+        "k, v",
+        lambda: (torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 9, 16)),
+        ValueError,
+    ),
+    (
+        "batch",
+        lambda: (torch.randn(2, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)),
+        ValueError,
+    ),
+    (
+        "head_dim",
+        lambda: (torch.randn(1, 2, 8, 32), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)),
+        ValueError,
+    ),
+    (
+        "multiple",
+        lambda: (torch.randn(1, 3, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)),
+        ValueError,
+    ),
     ("k", lambda: (torch.randn(1, 2, 8, 16), "k", torch.randn(1, 2, 8, 16)), TypeError),
 ]
 

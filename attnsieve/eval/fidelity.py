@@ -1,9 +1,9 @@
 """Operator fidelity of a layout: attention mass it keeps (recall) and output error versus dense.
 
-Both are computed blockwise, never with N × M memory. Recall uses the log-sum-exps: the softmax mass that row i puts on the
-layout's keys is exp(lse_layout_i - lse_dense_i), since both sums share the same logits.
-On CUDA with half-precision inputs both passes run through the Triton kernel (seconds at 128K);
-elsewhere through the exact float32 reference. ``backend`` forces one.
+Both are computed blockwise, never with N × M memory. Recall uses the log-sum-exps: the softmax
+mass that row i puts on the layout's keys is exp(lse_layout_i - lse_dense_i), since both sums
+share the same logits. On CUDA with half-precision inputs both passes run through the Triton
+kernel (seconds at 128K); elsewhere through the exact float32 reference. ``backend`` forces one.
 """
 
 from __future__ import annotations

@@ -8,7 +8,16 @@ from typing import Any, TypeVar
 from attnsieve.methods.base import PerHeadPlanner, Planner
 
 PLANNERS: dict[str, type[Planner]] = {}
-_MODULES = ("dense", "streaming", "power", "vertical_slash", "block_topk", "flexprefill", "xattention", "hip")
+_MODULES = (
+    "dense",
+    "streaming",
+    "power",
+    "vertical_slash",
+    "block_topk",
+    "flexprefill",
+    "xattention",
+    "hip",
+)
 
 P = TypeVar("P", bound=type[Planner])
 

@@ -1,0 +1,115 @@
+"""Shared benchmark helpers: GPU check, median timing, attention FLOPs, JSON + PNG writers."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+
+def require_cuda() -> torch.device:
+    """The CUDA device benchmarks run on; a clear error where there is none."""
+    if not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU (torch.cuda.is_available() is False)")
+    return torch.device("cuda")
+
+
+def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
+    """Median wall time of ``fn`` in ms, from CUDA events (triton.testing.do_bench)."""
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def causal_pairs(num_queries: int, num_keys: int) -> int:
+    """Pairs of bottom-right aligned causal attention: sum over i of clamp(M - N + i + 1, 0, M)."""
+    n, m = num_queries, num_keys
+    if n <= m:  # query i sees M - N + i + 1 keys
+        return n * (m - n + 1) + n * (n - 1) // 2
+    return m * (m + 1) // 2  # the first N - M queries see nothing
+
+
+def attention_tflops(ms: float, batch: int, heads: int, head_dim: int, pairs: float) -> float:
+    """Forward attention TFLOP/s.
+
+    FLOPs = 4 * B * H * D * pairs: per computed (query, key) pair, QK^T costs 2*D (multiply + add)
+    and PV another 2*D; softmax is not counted (the convention of FlashAttention and Triton's
+    tutorial). ``pairs`` are the pairs actually computed (causal: about N^2 / 2; sparse: density x
+    that).
+    """
+    return 4.0 * batch * heads * head_dim * pairs / (ms * 1e-3) / 1e12
+
+
+def environment() -> dict:
+    """Versions and device for a results file."""
+    import triton
+
+    props = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None
+    return {
+        "device": props.name if props else "cpu",
+        "sm_count": props.multi_processor_count if props else None,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+    }
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
+
+
+def save_line_plots(
+    path: Path,
+    panels: Sequence[dict],
+    title: str,
+) -> Path:
+    """One PNG, a panel per dict: {"series": {label: (xs, ys)}, "xlabel", "ylabel"} plus optional
+    "logx", "logy", "title"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for label, (xs, ys) in panel["series"].items():
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        if panel.get("logx"):
+            ax.set_xscale("log", base=2)
+        if panel.get("logy"):
+            ax.set_yscale("log")
+        if panel.get("title"):
+            ax.set_title(panel["title"])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """Plain-text table of ``rows`` (dicts) restricted to ``columns``."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, "-" * len(line), *body])
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)

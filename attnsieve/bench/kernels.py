@@ -1,0 +1,342 @@
+"""`attnsieve bench kernels`: the block-sparse prefill kernel against PyTorch SDPA (flash, cuDNN)
+and FlexAttention, side by side in one process on identical inputs and block masks (GPU only).
+
+For every length: dense causal attention through SDPA flash, SDPA cuDNN, FlexAttention and attnsieve
+(Triton kernel with dense dispatch off, and on), then random causal block layouts (diagonal and sink
+block always kept) at several densities through attnsieve and FlexAttention on the same block mask.
+Every attnsieve output is checked against SDPA / FlexAttention on the same mask before it is timed;
+a failed check is reported as such, with no speed-up. Writes kernels.json and kernels.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from attnsieve.bench.common import (
+    attention_tflops,
+    causal_pairs,
+    environment,
+    format_table,
+    median_ms,
+    require_cuda,
+    save_line_plots,
+    write_json,
+)
+from attnsieve.layout import Layout
+
+REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lengths",
+        type=_ints,
+        default=_ints("4096,16384,65536,131072"),
+        help="comma-separated sequence lengths N (= M)",
+    )
+    parser.add_argument(
+        "--densities",
+        type=_floats,
+        default=_floats("0.5,0.2,0.1,0.05,0.02"),
+        help="target fractions of causal (query, key) pairs for sparse layouts",
+    )
+    parser.add_argument("--heads", type=int, default=32, help="query heads H_q")
+    parser.add_argument("--kv-heads", type=int, default=8, help="key/value heads H_kv")
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--block", type=int, default=128, help="layout block size (q and k)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--rep-ms", type=float, default=200.0, help="timing budget per kernel")
+    parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+
+
+def main(args: argparse.Namespace) -> int:
+    device = require_cuda()
+    from tqdm import tqdm
+
+    flex = None if args.no_flex else _compiled_flex()
+    rows: list[dict] = []
+    with tqdm(total=len(args.lengths) * (5 + 2 * len(args.densities)), desc="bench kernels") as bar:
+        for n in args.lengths:
+            rows += _bench_length(n, args, flex, bar, device)
+            gc.collect()  # inputs, masks and outputs of this length are gone: free them
+            torch.cuda.empty_cache()
+    _add_speedups(rows)
+    env = environment()
+    config = {
+        key: str(val) if isinstance(val, Path) else val
+        for key, val in vars(args).items()
+        if not callable(val)
+    }
+    payload = {
+        "benchmark": "kernels",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **env,
+        "config": config,
+        "flops": "4 * B * H_q * D * computed causal pairs",
+        "rows": rows,
+    }
+    json_path = write_json(args.out / "kernels.json", payload)
+    png_path = _plot(rows, args.out / "kernels.png", env["device"])
+    cols = [
+        "N",
+        "method",
+        "density",
+        "ms",
+        "tflops",
+        "vs_dense",
+        "vs_flex",
+        "rel_err",
+        "extra_mem_gb",
+        "status",
+    ]
+    print(format_table(rows, cols))
+    print(f"wrote {json_path} and {png_path}")
+    return 1 if any(r["status"].startswith("correctness") for r in rows) else 0
+
+
+def _bench_length(
+    n: int, args: argparse.Namespace, flex: Callable | None, bar, dev: torch.device
+) -> list[dict]:
+    """All rows of one sequence length (N = M, causal)."""
+    from attnsieve.kernels.prefill import sparse_attention
+
+    dtype = DTYPES[args.dtype]
+    b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+    q = torch.randn(b, h, n, d, device=dev, dtype=dtype, generator=gen)
+    k = torch.randn(b, h_kv, n, d, device=dev, dtype=dtype, generator=gen)
+    v = torch.randn(b, h_kv, n, d, device=dev, dtype=dtype, generator=gen)
+    full_pairs = causal_pairs(n, n)
+    rows: list[dict] = []
+
+    def record(method, fn, density, target=None, ref=None, needs_ref=False):
+        """Check ``fn`` against ``ref``, time it, append a row; return its output (or None)."""
+        row = {"N": n, "method": method, "density": density, "density_target": target}
+        rows.append(row)
+        bar.update()
+        if needs_ref and ref is None:  # nothing to check against: refuse to time
+            row["status"] = "correctness failed (no reference)"
+            return None
+        try:
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            out = fn()
+            torch.cuda.synchronize()
+        except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
+            row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
+            return None
+        row["extra_mem_gb"] = (torch.cuda.max_memory_allocated() - base) / 2**30
+        row["rel_err"] = None if ref is None else _rel_err(out, ref)
+        if ref is not None and not row["rel_err"] < REL_TOL:
+            row["status"] = "correctness failed"
+            return None
+        row["status"] = "ok"
+        row["ms"] = median_ms(fn, rep_ms=args.rep_ms)
+        row["tflops"] = attention_tflops(row["ms"], b, h, d, density * full_pairs)
+        return out
+
+    # dense causal: the reference is the first backend that runs (flash, else cuDNN)
+    dense = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)
+    ref = record("sdpa-flash", _sdpa(q, k, v, "FLASH_ATTENTION"), 1.0)
+    out = record("sdpa-cudnn", _sdpa(q, k, v, "CUDNN_ATTENTION"), 1.0, ref=ref)
+    ref = out if ref is None else ref
+    del out
+    if flex is not None:
+        mask = flex_block_mask(dense)
+        record("flex", lambda: flex(q, k, v, block_mask=mask, enable_gqa=True), 1.0, ref=ref)
+    else:
+        bar.update()
+    record(
+        "attnsieve-triton",
+        lambda: sparse_attention(q, k, v, dense, dense_dispatch=False),
+        1.0,
+        ref=ref,
+        needs_ref=True,
+    )
+    record(
+        "attnsieve-dispatch", lambda: sparse_attention(q, k, v, dense), 1.0, ref=ref, needs_ref=True
+    )
+    del ref
+
+    # block-sparse: the same random block mask through FlexAttention (reference) and attnsieve
+    for target in args.densities:
+        layout = random_causal_layout(n, h, blk, target, dev, gen)
+        density = layout.density(causal=True)
+        ref = None
+        if flex is not None:
+            mask = flex_block_mask(layout)
+            ref = record(
+                "flex", lambda m=mask: flex(q, k, v, block_mask=m, enable_gqa=True), density, target
+            )
+        else:
+            bar.update()
+        record(
+            "attnsieve",
+            lambda lay=layout: sparse_attention(q, k, v, lay),
+            density,
+            target,
+            ref=ref,
+            needs_ref=True,
+        )
+        del ref
+    return rows
+
+
+def random_causal_layout(
+    n: int, heads: int, block: int, density: float, device: torch.device, gen: torch.Generator
+) -> Layout:
+    """Per-head random causal block layout of about ``density``; diagonal and sink blocks kept."""
+    nb = -(-n // block)
+    scores = torch.rand(1, heads, nb, nb, device=device, generator=gen)
+    diag = torch.arange(nb, device=device)
+    scores[..., diag, diag] = math.inf
+    scores[..., 0] = math.inf
+    return Layout.from_topk(
+        scores,
+        _blocks_for_density(nb, density),
+        block_q=block,
+        block_k=block,
+        num_queries=n,
+        num_keys=n,
+        causal=True,
+    )
+
+
+def _blocks_for_density(nb: int, density: float) -> int:
+    """Blocks per query-block row whose causal pair fraction is closest to ``density``."""
+    per_row = torch.arange(1, nb + 1, dtype=torch.float64)  # visible blocks of each row
+    ks = torch.arange(1, nb + 1, dtype=torch.float64)[:, None]
+    # a diagonal block holds about half a block of causal pairs
+    frac = (torch.minimum(ks, per_row) - 0.5).sum(1) / (per_row - 0.5).sum()
+    return int((frac - density).abs().argmin()) + 1
+
+
+def flex_block_mask(layout: Layout):
+    """FlexAttention BlockMask with exactly the layout's blocks.
+
+    Blocks wholly below the causal diagonal are marked full (no mask_mod call), the diagonal ones
+    partial: Flex's best case for this mask."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    n, m, bq, bk = layout.num_queries, layout.num_keys, layout.block_q, layout.block_k
+    qb, kb = layout.num_q_blocks, layout.num_k_blocks
+    dev = layout.device
+    idx = layout.block_idx.long()
+    valid = torch.arange(idx.shape[-1], device=dev) < layout.block_count[..., None]
+    q_first = (torch.arange(qb, device=dev) * bq + (m - n))[:, None]
+    q_last = (torch.clamp((torch.arange(qb, device=dev) + 1) * bq, max=n) - 1 + (m - n))[:, None]
+    k_last = torch.clamp((idx + 1) * bk, max=m) - 1
+    full = valid & (k_last <= q_first)
+    partial = valid & ~full & (idx * bk <= q_last)
+
+    def pack(sel: Tensor) -> tuple[Tensor, Tensor]:
+        keyed = torch.where(sel, idx, kb).sort(-1).values
+        keyed = torch.nn.functional.pad(keyed, (0, kb - keyed.shape[-1]), value=kb)
+        return sel.sum(-1, dtype=torch.int32), torch.where(keyed == kb, 0, keyed).to(torch.int32)
+
+    shift = m - n
+
+    def causal(b, h, q_idx, kv_idx):
+        return kv_idx <= q_idx + shift
+
+    p_cnt, p_idx = pack(partial)
+    f_cnt, f_idx = pack(full)
+    return BlockMask.from_kv_blocks(
+        p_cnt, p_idx, f_cnt, f_idx, BLOCK_SIZE=(bq, bk), mask_mod=causal, seq_lengths=(n, m)
+    )
+
+
+def _compiled_flex() -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, backend: str) -> Callable[[], Tensor]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def run() -> Tensor:
+        with sdpa_kernel(getattr(SDPBackend, backend)):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1]
+            )
+
+    return run
+
+
+def _rel_err(out: Tensor, ref: Tensor) -> float:
+    return float((out.float() - ref.float()).norm() / ref.float().norm())
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    """vs_dense: attnsieve-triton (dense layout) time / row time; vs_flex: flex on the same mask."""
+    ok = {
+        (r["N"], r["method"], r["density_target"]): r.get("ms") for r in rows if r["status"] == "ok"
+    }
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        dense = ok.get((r["N"], "attnsieve-triton", None))
+        flex = ok.get((r["N"], "flex", r["density_target"]))
+        r["vs_dense"] = dense / r["ms"] if dense else None
+        r["vs_flex"] = flex / r["ms"] if flex and r["method"].startswith("attnsieve") else None
+
+
+def _plot(rows: list[dict], path: Path, device: str) -> Path:
+    """Left: dense TFLOP/s by length. Right: speed-up over the attnsieve dense kernel by density."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    dense_ms = {r["N"]: r["ms"] for r in ok if r["method"] == "attnsieve-triton"}
+    dense, sparse = {}, {}
+    for r in ok:
+        if r["density_target"] is None:
+            xs, ys = dense.setdefault(r["method"], ([], []))
+            xs.append(r["N"])
+            ys.append(r["tflops"])
+        elif r["N"] in dense_ms:
+            xs, ys = sparse.setdefault(f"{r['method']} N={r['N']}", ([], []))
+            xs.append(r["density"])
+            ys.append(dense_ms[r["N"]] / r["ms"])
+    panels = [
+        {
+            "series": dense,
+            "xlabel": "sequence length N",
+            "ylabel": "TFLOP/s",
+            "logx": True,
+            "title": "dense causal",
+        },
+        {
+            "series": sparse,
+            "xlabel": "density (fraction of causal pairs)",
+            "logx": True,
+            "ylabel": "speed-up vs attnsieve dense kernel",
+            "logy": True,
+            "title": "block-sparse, same block mask",
+        },
+    ]
+    return save_line_plots(path, panels, f"attnsieve bench kernels on {device}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

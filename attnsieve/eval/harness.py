@@ -1,0 +1,438 @@
+"""`attnsieve eval`: what each prefill method costs in task accuracy and buys in prefill time.
+
+For every (method, length, task) cell the same seeded samples (`attnsieve.eval.tasks`) are run
+through prefill + greedy decoding under ``attnsieve.patch(model, AttentionConfig(prefill=method))``;
+accuracy, mean layout density, prefill time and peak memory are recorded. Each finished cell is
+appended to OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep
+resumes. Then OUT/results.json, OUT/results.csv, OUT/accuracy_vs_length.png and OUT/frontier.png
+(accuracy vs prefill speed-up over dense; needs ``dense`` among the methods) are written.
+
+``--fidelity`` instead runs one prompt of the first task at ``--fidelity-length`` through the
+dense model, captures Q/K/V of every layer through transformers' AttentionInterface, and reports
+each method's attention recall and relative output error per layer and head
+(OUT/fidelity.json, OUT/fidelity.png).
+
+    attnsieve eval --model probe --methods dense,streaming,flexprefill --lengths 4k,8k,16k
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from attnsieve.eval.probe import weights_dir
+from attnsieve.eval.probe.tokenizer import FILE_NAME as BYTE_TOKENIZER_FILE
+from attnsieve.eval.probe.tokenizer import ByteTokenizer
+from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
+
+FIDELITY_ATTN = "attnsieve_fidelity_capture"
+CSV_COLUMNS = [
+    "model",
+    "method",
+    "length",
+    "task",
+    "samples",
+    "seed",
+    "accuracy",
+    "density",
+    "prefill_seconds",
+    "prefill_seconds_median",
+    "peak_memory_mb",
+    "memory_kind",
+    "mean_prompt_tokens",
+    "device",
+    "finished_at",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="transformers model path or hub id, or 'probe' (shipped probe weights)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="dense,flexprefill",
+        help="comma-separated planner names and/or AttentionConfig JSON files",
+    )
+    parser.add_argument(
+        "--method-kwargs",
+        default="{}",
+        help='JSON {planner: {hyper-parameter: value}}, e.g. \'{"streaming": '
+        '{"window_tokens": 1024}}\'',
+    )
+    parser.add_argument(
+        "--lengths", default="4k,8k,16k", help="prompt lengths in tokens: 4k = 4096"
+    )
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"any of {', '.join(TASKS)}")
+    parser.add_argument("--samples", type=int, default=10, help="samples per cell")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="results folder (default: eval-results/MODEL)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        default="auto",
+        help="auto: bfloat16 on GPU, float32 on CPU",
+    )
+    parser.add_argument(
+        "--min-prefill-length",
+        type=int,
+        default=1,
+        help="prompts shorter than this stay dense (AttentionConfig field)",
+    )
+    parser.add_argument("--backend", help="attnsieve kernel backend: auto, triton or reference")
+    parser.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="report per layer/head attention recall and output error instead",
+    )
+    parser.add_argument(
+        "--fidelity-length", help="prompt length of --fidelity (default: largest of --lengths)"
+    )
+
+
+def parse_length(text: str) -> int:
+    """'4k' -> 4096, '4096' -> 4096."""
+    t = text.strip().lower()
+    digits = t[:-1] if t.endswith("k") else t
+    if not digits.isdigit() or int(digits) <= 0:
+        raise ValueError(f"lengths: expected entries like 4k or 4096, got {text!r}")
+    return int(digits) * (1024 if t.endswith("k") else 1)
+
+
+def _split(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(label, AttentionConfig) per entry of --methods; a JSON file is labelled by its stem."""
+    from attnsieve.integrations import AttentionConfig
+
+    kwargs = json.loads(args.method_kwargs)
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"method-kwargs: expected a JSON object, got {args.method_kwargs!r}")
+    common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
+    out = []
+    for method in _split(args.methods):
+        if method.endswith(".json"):
+            data = json.loads(Path(method).read_text())
+            out.append((Path(method).stem, AttentionConfig.from_json({**common, **data})))
+        else:
+            config = AttentionConfig(
+                prefill=method, prefill_kwargs=kwargs.get(method, {}), **common
+            )
+            out.append((method, config))
+    if not out:
+        raise ValueError("methods: expected at least one method")
+    return out
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The probe's byte tokenizer where the folder has one, else the transformers AutoTokenizer."""
+    if (Path(path) / BYTE_TOKENIZER_FILE).is_file():
+        return ByteTokenizer.from_pretrained(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_model(spec: str, device: str, dtype: str) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name); ``spec`` 'probe' means the shipped probe weights."""
+    from transformers import AutoModelForCausalLM
+
+    path = weights_dir() if spec == "probe" else spec
+    name = "probe" if spec == "probe" else Path(spec).name or spec
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+    )
+    return model.to(device).eval(), load_tokenizer(path), name
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> tuple[str, float]:
+    """Greedy continuation of ``prompt`` (stops at EOS) and the prefill time in seconds."""
+    device = model.device
+    ids = torch.tensor([list(tokenizer.encode(prompt))], device=device)
+    eos = model.generation_config.eos_token_id
+    eos = {*(eos if isinstance(eos, list) else [eos]), getattr(tokenizer, "eos_token_id", None)}
+    eos.discard(None)
+    _sync(device)
+    start = time.perf_counter()
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    _sync(device)
+    prefill = time.perf_counter() - start
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        if int(token) in eos:
+            break
+        new.append(int(token))
+        out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+    return tokenizer.decode(new, skip_special_tokens=True), prefill
+
+
+class PeakMemory:
+    """Peak memory of a span: CUDA max allocated on GPU; on CPU the peak RSS (VmHWM), reset through
+    /proc/self/clear_refs where Linux allows it, else the process-lifetime peak."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "rss_peak"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.kind = "rss_peak_process_lifetime"
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.kind == "rss_peak":
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def answer_budget(tokenizer: Any, sample: Sample) -> int:
+    return len(encode(tokenizer, sample.target)) + 8
+
+
+def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar: tqdm) -> dict:
+    """Accuracy, density, prefill time and memory of one method on ``samples``."""
+    from attnsieve.integrations import patch
+
+    memory = PeakMemory(model.device)
+    scores, predictions, seconds, densities, layers, peaks = [], [], [], [], [], []
+    with patch(model, config) as stats:
+        generate(model, tokenizer, samples[0].prompt, 0)  # warm-up: compile/autotune untimed
+        for sample in samples:
+            memory.reset()
+            text, prefill = generate(
+                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample)
+            )
+            peaks.append(memory.peak_mb())
+            scores.append(sample.score(text))
+            predictions.append(text[:200])
+            seconds.append(prefill)
+            if all(d is not None for d in stats.density_per_layer):
+                layers.append(list(stats.density_per_layer))
+                densities.append(statistics.fmean(stats.density_per_layer))
+            bar.update(1)
+    return {
+        "accuracy": statistics.fmean(scores),
+        "scores": scores,
+        "predictions": predictions,
+        "density": statistics.fmean(densities) if densities else None,
+        "density_per_layer": [statistics.fmean(c) for c in zip(*layers, strict=True)]
+        if layers
+        else None,
+        "prefill_seconds": statistics.fmean(seconds),
+        "prefill_seconds_median": statistics.median(seconds),
+        "peak_memory_mb": max(peaks),
+        "memory_kind": memory.kind,
+        "mean_prompt_tokens": statistics.fmean(s.num_tokens for s in samples),
+    }
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_grid(model, tokenizer, name, methods, lengths, tasks, args, out: Path) -> list[dict]:
+    """Every (method, length, task) cell, resuming from OUT/cells.jsonl."""
+    path = out / "cells.jsonl"
+
+    def key(label: str, config: Any, length: int, task: str) -> str:
+        spec = json.dumps(config.to_dict(), sort_keys=True)
+        return f"{name}|{label}|{spec}|{length}|{task}|{args.samples}|{args.seed}"
+
+    done = {r["key"]: r for r in _read_jsonl(path)}
+    grid = [(lab, cfg, n, t) for n in lengths for t in tasks for lab, cfg in methods]
+    todo = [cell for cell in grid if key(*cell) not in done]
+    bar = tqdm(total=len(todo) * args.samples, desc="attnsieve eval", unit="sample")
+    for length in lengths:
+        for task in tasks:
+            pending = [
+                (lab, cfg) for lab, cfg in methods if key(lab, cfg, length, task) not in done
+            ]
+            if not pending:
+                continue
+            samples = make_samples(task, tokenizer, length, args.samples, args.seed)
+            for label, config in pending:
+                bar.set_postfix_str(f"{label} {task} {length}")
+                record = {
+                    "key": key(label, config, length, task),
+                    "model": name,
+                    "method": label,
+                    "config": config.to_dict(),
+                    "length": length,
+                    "task": task,
+                    "samples": args.samples,
+                    "seed": args.seed,
+                    "device": args.device,
+                    **run_cell(model, tokenizer, samples, config, bar),
+                    "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+                }
+                with open(path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                done[record["key"]] = record
+    bar.close()
+    return [done[key(*cell)] for cell in grid]
+
+
+def write_results(out: Path, cells: list[dict], meta: dict) -> None:
+    (out / "results.json").write_text(json.dumps({**meta, "cells": cells}, indent=2) + "\n")
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(cells)
+
+
+def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
+    """Per layer/head recall and output error of every method's layout on one prompt."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    from attnsieve.eval.fidelity import attention_recall, output_error
+
+    sample = make_samples(task, tokenizer, length, 1, args.seed)[0]
+    metrics = ("recall", "rel_l2", "cosine", "density")
+    layers: dict[str, dict[str, dict[int, Any]]] = {
+        lab: {m: {} for m in metrics} for lab, _ in methods
+    }
+    bar = tqdm(
+        total=model.config.get_text_config().num_hidden_layers, desc="fidelity", unit="layer"
+    )
+
+    def capture(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        layer = module.layer_idx
+        for label, config in methods:
+            layout = config.planner(layer).plan(query, key, causal=True)
+            error = output_error(query, key, value, layout, causal=True, scale=scaling)
+            recall = attention_recall(query, key, layout, causal=True, scale=scaling)
+            result = layers[label]
+            result["recall"][layer] = recall.mean(0).tolist()  # mean over batch -> per head
+            result["rel_l2"][layer] = error["rel_l2"].mean(0).tolist()
+            result["cosine"][layer] = error["cosine"].mean(0).tolist()
+            result["density"][layer] = layout.density(causal=True)
+        bar.update(1)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+
+    AttentionInterface.register(FIDELITY_ATTN, capture)
+    AttentionMaskInterface.register(FIDELITY_ATTN, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(FIDELITY_ATTN)
+    try:
+        ids = torch.tensor([list(tokenizer.encode(sample.prompt))], device=model.device)
+        with torch.inference_mode():
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    finally:
+        model.set_attn_implementation(previous)
+        bar.close()
+    results = {}
+    for label, config in methods:
+        per = {m: [layers[label][m][i] for i in sorted(layers[label][m])] for m in metrics}
+        flat = {m: [x for row in per[m] for x in row] for m in ("recall", "rel_l2", "cosine")}
+        results[label] = {
+            "config": config.to_dict(),
+            **per,
+            **{f"mean_{m}": statistics.fmean(v) for m, v in flat.items()},
+            "mean_density": statistics.fmean(per["density"]),
+        }
+    return {
+        "model": name,
+        "task": task,
+        "length": length,
+        "num_tokens": sample.num_tokens,
+        "seed": args.seed,
+        "methods": results,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    from attnsieve.eval import plots
+
+    try:
+        lengths = [parse_length(x) for x in _split(args.lengths)]
+        tasks = _split(args.tasks)
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown or not tasks or not lengths:
+            raise ValueError(
+                f"tasks/lengths: unknown tasks {unknown} (known: {sorted(TASKS)}) or an empty list"
+            )
+        if args.samples <= 0:
+            raise ValueError(f"samples: expected a positive int, got {args.samples}")
+        methods = method_configs(args)
+        model, tokenizer, name = load_model(args.model, args.device, args.dtype)
+    except (ValueError, TypeError, FileNotFoundError, OSError) as e:
+        print(f"attnsieve eval: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("eval-results") / name.replace("/", "--"))
+    out.mkdir(parents=True, exist_ok=True)
+    if args.fidelity:
+        length = parse_length(args.fidelity_length) if args.fidelity_length else max(lengths)
+        result = run_fidelity(model, tokenizer, name, methods, tasks[0], length, args)
+        (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
+        plots.plot_fidelity(result, out / "fidelity.png")
+        for label, r in result["methods"].items():
+            print(
+                f"{label:>16}: recall {r['mean_recall']:.4f}  rel_l2 {r['mean_rel_l2']:.4f}  "
+                f"density {r['mean_density']:.3f}"
+            )
+        print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
+        return 0
+    try:
+        cells = run_grid(model, tokenizer, name, methods, lengths, tasks, args, out)
+    except LengthTooShortError as e:  # finished cells are kept in cells.jsonl
+        print(f"attnsieve eval: error: {e}", file=sys.stderr)
+        return 2
+    meta = {
+        "model": name,
+        "device": args.device,
+        "torch": torch.__version__,
+        "lengths": lengths,
+        "tasks": tasks,
+        "methods": [lab for lab, _ in methods],
+    }
+    write_results(out, cells, meta)
+    plots.plot_accuracy_vs_length(cells, out / "accuracy_vs_length.png")
+    if not plots.plot_frontier(cells, out / "frontier.png"):
+        print("no frontier plot: it needs 'dense' among --methods", file=sys.stderr)
+    for cell in cells:
+        density = "-" if cell["density"] is None else f"{cell['density']:.3f}"
+        print(
+            f"{cell['method']:>16} {cell['length']:>7} {cell['task']:>18}: acc "
+            f"{cell['accuracy']:.3f} density {density} prefill {cell['prefill_seconds']:.4f} s"
+        )
+    print(f"wrote {out}/results.json, results.csv and plots")
+    return 0

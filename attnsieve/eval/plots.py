@@ -1,0 +1,117 @@
+"""PNG plots of `attnsieve eval` results (matplotlib's object API: no pyplot global state)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def _figure(cols: int, rows: int, width: float = 4.2, height: float = 3.3) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def _length_label(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def plot_accuracy_vs_length(cells: list[dict], path: Path) -> None:
+    """One panel per task plus the mean over tasks; a line per method."""
+    tasks = sorted({c["task"] for c in cells})
+    panels = (["mean over tasks"] if len(tasks) > 1 else []) + tasks
+    cols = min(3, len(panels))
+    fig, axes = _figure(cols, math.ceil(len(panels) / cols))
+    lengths = sorted({c["length"] for c in cells})
+    methods = list(dict.fromkeys(c["method"] for c in cells))
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for method in methods:
+            points = []
+            for n in lengths:
+                accs = [
+                    c["accuracy"]
+                    for c in cells
+                    if c["method"] == method
+                    and c["length"] == n
+                    and (panel == c["task"] or panel == "mean over tasks")
+                ]
+                if accs:
+                    points.append((n, statistics.fmean(accs)))
+            ax.plot(*zip(*points, strict=True), marker="o", label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [_length_label(n) for n in lengths])
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(panel)
+        ax.set_xlabel("prompt length (tokens)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+
+
+def plot_frontier(cells: list[dict], path: Path) -> bool:
+    """Accuracy (mean over tasks) vs prefill speed-up over dense, one point per (method, length).
+
+    The speed-up at a length is total dense prefill time / total method prefill time over the
+    tasks both ran. Returns False (and writes nothing) without dense cells.
+    """
+    by = defaultdict(dict)  # (method, length) -> task -> cell
+    for c in cells:
+        by[(c["method"], c["length"])][c["task"]] = c
+    if not any(method == "dense" for method, _ in by):
+        return False
+    fig, axes = _figure(1, 1, width=6.0, height=4.5)
+    ax = axes[0, 0]
+    methods = list(dict.fromkeys(c["method"] for c in cells))
+    for method in methods:
+        xs, ys, labels = [], [], []
+        for length in sorted({n for m, n in by if m == method}):
+            dense, mine = by.get(("dense", length), {}), by[(method, length)]
+            shared = [t for t in mine if t in dense]
+            if not shared:
+                continue
+            t_dense = sum(dense[t]["prefill_seconds"] for t in shared)
+            t_mine = sum(mine[t]["prefill_seconds"] for t in shared)
+            xs.append(t_dense / t_mine)
+            ys.append(statistics.fmean(mine[t]["accuracy"] for t in shared))
+            labels.append(_length_label(length))
+        ax.plot(xs, ys, marker="o", label=method)
+        for x, y, label in zip(xs, ys, labels, strict=True):
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.axvline(1.0, color="gray", lw=0.8)
+    ax.set_xlabel("prefill speed-up over dense (x)")
+    ax.set_ylabel("accuracy (mean over tasks)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def plot_fidelity(result: dict, path: Path) -> None:
+    """Heatmaps (layer x query head) of attention recall and relative output error per method."""
+    methods = list(result["methods"])
+    fig, axes = _figure(len(methods), 2, width=3.6, height=3.2)
+    for col, method in enumerate(methods):
+        r = result["methods"][method]
+        for row, (metric, cmap, vmax) in enumerate(
+            (("recall", "viridis", 1.0), ("rel_l2", "magma", None))
+        ):
+            ax = axes[row, col]
+            image = ax.imshow(
+                r[metric], aspect="auto", cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest"
+            )
+            ax.set_title(f"{method}: {metric} (mean {r[f'mean_{metric}']:.3f})", fontsize=9)
+            ax.set_xlabel("query head")
+            ax.set_ylabel("layer")
+            fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(f"{result['model']}, {result['task']}, {result['num_tokens']} tokens")
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,1 @@
+"""Triton kernels: each file holds one public launcher and its autotune table."""

@@ -1,0 +1,505 @@
+"""Fused Triton kernels that planners use to estimate attention cheaply.
+
+Four estimates, each a few passes over Q/K with outputs of at most O(N·KB) entries, never N×M:
+
+- `block_mean_pool`: mean of every block of tokens (Q per query head, K per KV head).
+- `pooled_block_probs`: pooled-Q · pooled-K scores, causal block mask, softmax over key blocks.
+- `antidiagonal_block_scores`: XAttention's strided antidiagonal scores, softmax per strided row,
+  summed per (query block, key block); one pass over K per row tile plus a cheap reduction.
+- `last_query_stats`: attention of the last queries, summed per key (vertical) and per block of
+  diagonal offsets (slash).
+
+Every public function takes ``backend`` (None/"auto", "triton", "reference"; see
+`attnsieve.api.resolve_backend`): CUDA tensors run the Triton kernels, CPU tensors the plain-PyTorch
+twins of the same name in `attnsieve.kernels.planning_reference`, which define the semantics.
+Scores are kept in base 2 inside the kernels (log2(e) folded into the scale).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from attnsieve.api import resolve_backend
+from attnsieve.kernels import planning_reference as ref
+
+LOG2E = 1.4426950408889634
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
+_POOLED_PRECISION = tl.constexpr("ieee" if _INTERPRET else "tf32x3")
+# XAttention's per-(strided row, key block) scratch is split over head groups beyond this size
+_SCRATCH_BYTES = 1 << 30
+
+# fmt: off
+
+
+# ---- (a) block mean pooling ---------------------------------------------------------------------
+@triton.jit
+def _mean_pool_kernel(
+    X, OUT, stride_xb, stride_xh, stride_xn, stride_ob, stride_oh, stride_on, H, L, D,
+    BLOCK: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    i_bh, i_n = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < D
+    p_x = X + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
+    b_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for t0 in tl.static_range(0, BLOCK, CHUNK):
+        o_t = i_n * BLOCK + t0 + tl.arange(0, CHUNK)
+        m_t = (t0 + tl.arange(0, CHUNK) < BLOCK) & (o_t < L)
+        b_x = tl.load(p_x + o_t.to(tl.int64)[:, None] * stride_xn + o_d[None, :],
+                      mask=m_t[:, None] & m_d[None, :], other=0.0)
+        b_sum += tl.sum(b_x.to(tl.float32), 0)  # [BLOCK_D]
+    count = tl.minimum(L - i_n * BLOCK, BLOCK).to(tl.float32)
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    tl.store(p_o + i_n.to(tl.int64) * stride_on + o_d, b_sum / count, mask=m_d)
+
+
+# ---- (b) pooled block scores + causal mask + softmax --------------------------------------------
+@triton.jit
+def _pooled_scores(b_q, p_k, o_j, o_d, m_d, stride_kj, KB, o_last, qk_scale, BLOCK_K,
+                   CAUSAL: tl.constexpr):
+    """[BLOCK_I, BLOCK_J] base-2 scores of pooled queries vs pooled keys ``o_j``, masked -inf."""
+    m_j = o_j < KB
+    b_k = tl.load(p_k + o_j[:, None] * stride_kj + o_d[None, :], mask=m_j[:, None] & m_d[None, :],
+                  other=0.0)
+    b_s = tl.dot(b_q, tl.trans(b_k), input_precision=_POOLED_PRECISION) * qk_scale
+    m_s = m_j[None, :]
+    if CAUSAL:
+        m_s = m_s & (o_j[None, :] * BLOCK_K <= o_last[:, None])
+    return tl.where(m_s, b_s, float("-inf"))
+
+
+@triton.jit
+def _pooled_probs_kernel(
+    QP, KP, OUT, stride_qb, stride_qh, stride_qi, stride_kb, stride_kh, stride_kj,
+    stride_ob, stride_oh, stride_oi, H_Q, GROUP, QB, KB, D, N, M, BLOCK_Q, BLOCK_K, qk_scale,
+    CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    i_bh, i_i = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    o_i = i_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_i = o_i < QB
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < D
+    p_q = QP + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+    b_q = tl.load(p_q + o_i[:, None] * stride_qi + o_d[None, :], mask=m_i[:, None] & m_d[None, :],
+                  other=0.0)
+    p_k = KP + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
+    # absolute position of each query block's last query: key block j is visible iff j*BLOCK_K <= it
+    o_last = M - N + tl.minimum((o_i + 1) * BLOCK_Q, N) - 1
+    j_end = KB
+    if CAUSAL:
+        last = M - N + tl.minimum(tl.minimum(i_i * BLOCK_I + BLOCK_I, QB) * BLOCK_Q, N) - 1
+        j_end = tl.where(last >= 0, tl.minimum(KB, last // BLOCK_K + 1), 0)
+    b_m = tl.full([BLOCK_I], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([BLOCK_I], dtype=tl.float32)
+    for j0 in range(0, j_end, BLOCK_J):
+        b_s = _pooled_scores(b_q, p_k, j0 + tl.arange(0, BLOCK_J), o_d, m_d, stride_kj, KB,
+                             o_last, qk_scale, BLOCK_K, CAUSAL)
+        b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
+        b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)  # rows without a key: no NaN
+        b_l = b_l * tl.exp2(b_m - b_m_sub) + tl.sum(tl.exp2(b_s - b_m_sub[:, None]), 1)
+        b_m = b_m_new
+    b_m_sub = tl.where(b_m == float("-inf"), 0.0, b_m)
+    b_inv = tl.where(b_l > 0, 1.0 / tl.maximum(b_l, 1.0), 0.0)  # b_l >= 1 once a key is seen
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    for j0 in range(0, j_end, BLOCK_J):  # blocks past j_end stay zero (output is zero-filled)
+        o_j = j0 + tl.arange(0, BLOCK_J)
+        b_s = _pooled_scores(b_q, p_k, o_j, o_d, m_d, stride_kj, KB, o_last, qk_scale, BLOCK_K,
+                             CAUSAL)
+        b_p = tl.exp2(b_s - b_m_sub[:, None]) * b_inv[:, None]
+        tl.store(p_o + o_i[:, None] * stride_oi + o_j[None, :], b_p,
+                 mask=m_i[:, None] & (o_j < KB)[None, :])
+
+
+# ---- (c) XAttention strided antidiagonal block scores -------------------------------------------
+def _antidiag_configs() -> list[triton.Config]:
+    if _INTERPRET:
+        return [triton.Config({"BLOCK_R": 16, "BLOCK_C": 32}, num_warps=4)]
+    return [
+        triton.Config({"BLOCK_R": r, "BLOCK_C": c}, num_warps=w, num_stages=s)
+        for r, c, w, s in ((64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 4, 2),
+                           (64, 64, 4, 1), (128, 128, 8, 1))
+    ]
+
+
+def _keep_antidiag(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    # a row tile must hold whole query blocks and a key tile whole key blocks (reshape-reduce)
+    rq, rb = kwargs["RQ"], kwargs["RB"]
+    kept = [c for c in configs if c.kwargs["BLOCK_R"] % rq == 0 and c.kwargs["BLOCK_C"] % rb == 0]
+    if not kept:
+        raise ValueError(f"stride: blocks of {rq} x {rb} strided rows/columns exceed the tiles")
+    return kept
+
+
+@triton.autotune(configs=_antidiag_configs(), key=["STRIDE", "HEAD_DIM", "RQ", "RB", "CAUSAL"],
+                 prune_configs_by={"early_config_prune": _keep_antidiag})
+@triton.jit
+def _antidiag_lse_kernel(
+    Q, K, LSE_RB, LSE_R, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    stride_xb, stride_xh, stride_xr, stride_yb, stride_yh, H_Q, GROUP, N, M, R, C, KB, qk_scale,
+    STRIDE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, RQ: tl.constexpr,
+    RB: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Per strided row: log-sum-exp (base 2) of its scores within every key block, and overall."""
+    i_bh, i_r = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    o_r = i_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    m_r = o_r < R
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    p_q = Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+    p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
+    o_pos = M - N + tl.minimum(o_r * STRIDE + STRIDE - 1, N - 1)  # last query of each strided row
+    c_end = C
+    if CAUSAL:
+        last = M - N + tl.minimum(tl.minimum(i_r * BLOCK_R + BLOCK_R, R) * STRIDE, N) - 1
+        c_end = tl.where(last >= 0, tl.minimum(C, last // STRIDE + 1), 0)
+    b_m = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([BLOCK_R], dtype=tl.float32)
+    p_x = LSE_RB + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
+    p_x = p_x + o_r.to(tl.int64)[:, None] * stride_xr
+    for c0 in range(0, c_end, BLOCK_C):
+        o_c = c0 + tl.arange(0, BLOCK_C)
+        b_s = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+        # a runtime loop, not unrolled: unrolling keeps STRIDE q/k tiles per pipeline stage in
+        # shared memory (787 KB at stride 8 on an H100, over its 227 KB)
+        for t in range(STRIDE):  # one antidiagonal of every (row, column) S×S tile
+            o_qn = o_r * STRIDE + (STRIDE - 1 - t)
+            o_kn = o_c * STRIDE + t
+            b_q = tl.load(p_q + o_qn.to(tl.int64)[:, None] * stride_qn + o_d[None, :],
+                          mask=(o_qn < N)[:, None] & m_d[None, :], other=0.0)
+            b_k = tl.load(p_k + o_kn.to(tl.int64)[:, None] * stride_kn + o_d[None, :],
+                          mask=(o_kn < M)[:, None] & m_d[None, :], other=0.0)
+            b_s = tl.dot(b_q, tl.trans(b_k), b_s)  # [BLOCK_R, BLOCK_C]
+        m_s = m_r[:, None] & (o_c < C)[None, :]
+        if CAUSAL:
+            m_s = m_s & (o_c[None, :] * STRIDE <= o_pos[:, None])
+        b_s = tl.where(m_s, b_s * qk_scale, float("-inf"))
+        # the tile holds BLOCK_C // RB whole key blocks: reduce each to a log-sum-exp
+        b_s3 = tl.reshape(b_s, (BLOCK_R, BLOCK_C // RB, RB))
+        b_mb = tl.max(b_s3, 2)  # [BLOCK_R, BLOCK_C // RB]
+        b_mb_sub = tl.where(b_mb == float("-inf"), 0.0, b_mb)
+        b_lb = tl.sum(tl.exp2(b_s3 - b_mb_sub[:, :, None]), 2)
+        # b_lb >= 1 wherever a key is visible (its max contributes exp2(0)); -inf elsewhere
+        b_lse_b = tl.where(b_lb > 0, b_mb_sub + tl.log2(tl.maximum(b_lb, 1.0)), float("-inf"))
+        o_kb = c0 // RB + tl.arange(0, BLOCK_C // RB)
+        tl.store(p_x + o_kb[None, :], b_lse_b, mask=m_r[:, None] & (o_kb < KB)[None, :])
+        # fold the block sums into the row's running log-sum-exp (no second pass over the tile)
+        b_m_new = tl.maximum(b_m, tl.max(b_mb, 1))
+        b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
+        b_l = b_l * tl.exp2(b_m - b_m_sub) + tl.sum(b_lb * tl.exp2(b_mb - b_m_sub[:, None]), 1)
+        b_m = b_m_new
+    b_lse = tl.where(b_l > 0, b_m + tl.log2(tl.maximum(b_l, 1.0)), float("-inf"))
+    p_y = LSE_R + i_b.to(tl.int64) * stride_yb + i_h.to(tl.int64) * stride_yh
+    tl.store(p_y + o_r, b_lse, mask=m_r)
+
+
+@triton.jit
+def _antidiag_sum_kernel(
+    LSE_RB, LSE_R, OUT, stride_xb, stride_xh, stride_xr, stride_yb, stride_yh,
+    stride_ob, stride_oh, stride_oq, H_Q, N, M, R, KB, BLOCK_Q, BLOCK_K,
+    CAUSAL: tl.constexpr, RQ: tl.constexpr, BLOCK_KB: tl.constexpr,
+):
+    """Block score = sum over the query block's strided rows of exp2(lse(row, kb) - lse(row))."""
+    i_bh, i_q = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    o_r = i_q * RQ + tl.arange(0, RQ)
+    m_r = o_r < R
+    p_y = LSE_R + i_b.to(tl.int64) * stride_yb + i_h.to(tl.int64) * stride_yh
+    b_lse = tl.load(p_y + o_r, mask=m_r, other=float("-inf"))
+    b_sub = tl.where(b_lse == float("-inf"), 0.0, b_lse)  # such rows hold only -inf block entries
+    kb_end = KB
+    if CAUSAL:
+        last = M - N + tl.minimum((i_q + 1) * BLOCK_Q, N) - 1
+        kb_end = tl.where(last >= 0, tl.minimum(KB, last // BLOCK_K + 1), 0)
+    p_x = LSE_RB + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
+    p_x = p_x + o_r.to(tl.int64)[:, None] * stride_xr
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    p_o = p_o + i_q.to(tl.int64) * stride_oq
+    for kb0 in range(0, kb_end, BLOCK_KB):
+        o_kb = kb0 + tl.arange(0, BLOCK_KB)
+        m_kb = o_kb < kb_end
+        b_x = tl.load(p_x + o_kb[None, :], mask=m_r[:, None] & m_kb[None, :], other=float("-inf"))
+        tl.store(p_o + o_kb, tl.sum(tl.exp2(b_x - b_sub[:, None]), 0), mask=m_kb)
+
+
+# ---- (d) last-query attention: vertical (per key) and slash (per offset block) sums --------------
+@triton.jit
+def _last_rows(Q, i_b, i_h, stride_qb, stride_qh, stride_qn, N, L, o_d, m_d,
+               BLOCK_L: tl.constexpr):
+    o_t = tl.arange(0, BLOCK_L)
+    p_q = Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+    return tl.load(p_q + (N - L + o_t).to(tl.int64)[:, None] * stride_qn + o_d[None, :],
+                   mask=(o_t < L)[:, None] & m_d[None, :], other=0.0)
+
+
+@triton.jit
+def _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale,
+                 BLOCK_L: tl.constexpr):
+    """[BLOCK_L, BLOCK_N] base-2 causal scores of the last rows vs keys ``o_n``, masked -inf."""
+    m_n = o_n < M
+    b_k = tl.load(p_k + o_n.to(tl.int64)[:, None] * stride_kn + o_d[None, :],
+                  mask=m_n[:, None] & m_d[None, :], other=0.0)
+    b_s = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+    m_s = (tl.arange(0, BLOCK_L) < L)[:, None] & m_n[None, :] & (o_n[None, :] <= o_pos[:, None])
+    return tl.where(m_s, b_s, float("-inf"))
+
+
+@triton.jit
+def _last_lse_kernel(
+    Q, K, PART_M, PART_L, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    H_Q, GROUP, N, M, L, SPLIT, NUM_SPLITS, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Partial (max, sum) of the last rows' softmax over one split of the keys (split-K)."""
+    i_bh, i_s = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    b_q = _last_rows(Q, i_b, i_h, stride_qb, stride_qh, stride_qn, N, L, o_d, m_d, BLOCK_L)
+    o_pos = M - L + tl.arange(0, BLOCK_L)
+    p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
+    b_m = tl.full([BLOCK_L], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([BLOCK_L], dtype=tl.float32)
+    for n0 in range(i_s * SPLIT, tl.minimum(M, i_s * SPLIT + SPLIT), BLOCK_N):
+        b_s = _last_scores(b_q, p_k, n0 + tl.arange(0, BLOCK_N), o_pos, o_d, m_d, stride_kn, M, L,
+                           qk_scale, BLOCK_L)
+        b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
+        b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
+        b_l = b_l * tl.exp2(b_m - b_m_sub) + tl.sum(tl.exp2(b_s - b_m_sub[:, None]), 1)
+        b_m = b_m_new
+    o_out = (i_bh.to(tl.int64) * NUM_SPLITS + i_s) * BLOCK_L + tl.arange(0, BLOCK_L)
+    tl.store(PART_M + o_out, b_m)
+    tl.store(PART_L + o_out, b_l)
+
+
+@triton.jit
+def _last_sums_kernel(
+    Q, K, LSE, VERT, SLASH, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    H_Q, GROUP, N, M, L, KB, BLOCK_K, qk_scale, inv_rows,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Probabilities of one key tile: column sums (vertical) and per offset-block sums (slash)."""
+    i_bh, i_n = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    b_q = _last_rows(Q, i_b, i_h, stride_qb, stride_qh, stride_qn, N, L, o_d, m_d, BLOCK_L)
+    o_pos = M - L + tl.arange(0, BLOCK_L)
+    p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
+    o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L)
+    b_lse = tl.load(LSE + i_bh.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L))
+    b_p = tl.exp2(b_s - tl.where(b_lse == float("-inf"), 0.0, b_lse)[:, None])  # [L, BLOCK_N]
+    tl.store(VERT + i_bh.to(tl.int64) * M + o_n, tl.sum(b_p, 0) * inv_rows, mask=o_n < M)
+    # the offsets o = pos - key met by this tile span only a few offset blocks: one sum each
+    b_off = o_pos[:, None] - o_n[None, :]
+    b_blk = tl.where(b_off >= 0, b_off // BLOCK_K, -1)
+    s_lo = tl.maximum(M - L - (i_n * BLOCK_N + BLOCK_N - 1), 0) // BLOCK_K
+    s_hi = tl.minimum((M - 1 - i_n * BLOCK_N) // BLOCK_K, KB - 1)
+    for s in range(s_lo, s_hi + 1):
+        mass = tl.sum(tl.sum(tl.where(b_blk == s, b_p, 0.0), 1), 0)
+        tl.atomic_add(SLASH + i_bh.to(tl.int64) * KB + s, mass * inv_rows)
+
+
+# fmt: on
+
+
+def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Tensor:
+    """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
+
+    Pool Q per query head and K per KV head (GQA needs no repeat). The last block averages only
+    the tokens it has. Twin: `planning_reference.block_mean_pool`.
+    """
+    if resolve_backend(backend, x.device.type) == "reference":
+        return ref.block_mean_pool(x, block)
+    ref.check_block("block", block)
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError("x: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
+    x = _unit_last(x)
+    b, h, n, d = x.shape
+    nb = triton.cdiv(n, block)
+    out = torch.empty(b, h, nb, d, device=x.device, dtype=torch.float32)
+    _mean_pool_kernel[(b * h, nb)](
+        x, out, *x.stride()[:3], *out.stride()[:3], h, n, d,
+        BLOCK=block, CHUNK=min(32, triton.next_power_of_2(block)),
+        BLOCK_D=triton.next_power_of_2(d),
+    )  # fmt: skip
+    return out
+
+
+def pooled_block_probs(
+    q_pooled: Tensor,
+    k_pooled: Tensor,
+    *,
+    num_queries: int,
+    num_keys: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K.
+
+    FlexPrefill's query-aware estimate (and SpargeAttn's). Inputs are `block_mean_pool` outputs,
+    (B, H_q, QB, D) and (B, H_kv, KB, D); rows that see no key block are zero. With ``causal``, key
+    block j is visible iff its first key is at or before the query block's last query. Twin:
+    `planning_reference.pooled_block_probs`.
+    """
+    qb, kb = triton.cdiv(num_queries, block_q), triton.cdiv(num_keys, block_k)
+    for name, t, blocks in (("q_pooled", q_pooled, qb), ("k_pooled", k_pooled, kb)):
+        ok = isinstance(t, Tensor) and t.dim() == 4 and t.dtype == torch.float32
+        if not ok or t.shape[2] != blocks:
+            raise ValueError(f"{name}: expected float32 (B, H, {blocks}, D), got {t!r:.80}")
+    if q_pooled.shape[1] % k_pooled.shape[1] or q_pooled.shape[3] != k_pooled.shape[3]:
+        raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
+    if resolve_backend(backend, q_pooled.device.type) == "reference":
+        return ref.pooled_block_probs(
+            q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys,
+            block_q=block_q, block_k=block_k, scale=scale, causal=causal,
+        )  # fmt: skip
+    b, h_q, _, d = q_pooled.shape
+    h_kv = k_pooled.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    q_pooled, k_pooled = _unit_last(q_pooled), _unit_last(k_pooled)
+    out = torch.zeros(b, h_q, qb, kb, device=q_pooled.device, dtype=torch.float32)
+    block_i = 16
+    _pooled_probs_kernel[(b * h_q, triton.cdiv(qb, block_i))](
+        q_pooled, k_pooled, out, *q_pooled.stride()[:3], *k_pooled.stride()[:3],
+        *out.stride()[:3], h_q, h_q // h_kv, qb, kb, d, num_queries, num_keys, block_q, block_k,
+        scale * LOG2E, CAUSAL=causal, BLOCK_I=block_i, BLOCK_J=64,
+        BLOCK_D=max(16, triton.next_power_of_2(d)),
+    )  # fmt: skip
+    return out
+
+
+def antidiagonal_block_scores(
+    q: Tensor,
+    k: Tensor,
+    *,
+    stride: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): XAttention's antidiagonal block scores (arXiv 2503.16428).
+
+    q (B, H_q, N, D), k (B, H_kv, M, D). Strided row r pairs the query group [rS, rS+S) read
+    backwards with key group c read forwards (one antidiagonal per S×S tile), is softmax-normalised
+    over the key groups it sees (logits scaled by ``scale / stride``, as the paper), and its
+    probabilities are summed per (query block, key block). Semantics: the twin
+    `planning_reference.antidiagonal_block_scores`.
+
+    The kernel makes one pass over K per tile of strided rows, keeping a log-sum-exp per (row, key
+    block) in a float32 scratch of B·H_q·(N/S)·KB entries (launched per head group beyond 1 GiB),
+    then a second small kernel turns it into block sums. ``block_q / stride`` and
+    ``block_k / stride`` must be powers of two.
+    """
+    if resolve_backend(backend, q.device.type) == "reference":
+        return ref.antidiagonal_block_scores(
+            q, k, stride=stride, block_q=block_q, block_k=block_k, scale=scale, causal=causal
+        )
+    ref.check_qk(q, k)
+    ref.check_stride(stride, block_q, block_k)
+    rq, rb = block_q // stride, block_k // stride
+    if rq & (rq - 1) or rb & (rb - 1):
+        raise ValueError(
+            f"stride: block_q / stride = {rq}, block_k / stride = {rb}: need powers of 2"
+        )
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    g = h_q // h_kv
+    q, k = _unit_last(q), _unit_last(k)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    rows, cols = triton.cdiv(n, stride), triton.cdiv(m, stride)
+    qb, kb = triton.cdiv(n, block_q), triton.cdiv(m, block_k)
+    out = torch.zeros(b, h_q, qb, kb, device=q.device, dtype=torch.float32)
+    kv_per_launch = max(1, _SCRATCH_BYTES // (b * g * rows * kb * 4))
+    for h0 in range(0, h_kv, kv_per_launch):
+        h1 = min(h_kv, h0 + kv_per_launch)
+        qc, kc, oc = q[:, h0 * g : h1 * g], k[:, h0:h1], out[:, h0 * g : h1 * g]
+        heads = qc.shape[1]
+        lse_rb = torch.empty(b, heads, rows, kb, device=q.device, dtype=torch.float32)
+        lse_r = torch.empty(b, heads, rows, device=q.device, dtype=torch.float32)
+        _antidiag_lse_kernel[_row_grid(b * heads, rows)](
+            qc, kc, lse_rb, lse_r, *qc.stride()[:3], *kc.stride()[:3], *lse_rb.stride()[:3],
+            *lse_r.stride()[:2], heads, g, n, m, rows, cols, kb, scale / stride * LOG2E,
+            STRIDE=stride, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), RQ=rq, RB=rb,
+            CAUSAL=causal,
+        )  # fmt: skip
+        _antidiag_sum_kernel[(b * heads, qb)](
+            lse_rb, lse_r, oc, *lse_rb.stride()[:3], *lse_r.stride()[:2], *oc.stride()[:3],
+            heads, n, m, rows, kb, block_q, block_k, CAUSAL=causal, RQ=rq, BLOCK_KB=64,
+        )  # fmt: skip
+    return out
+
+
+def last_query_stats(
+    q: Tensor,
+    k: Tensor,
+    *,
+    last_q: int,
+    block_k: int,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
+
+    ``vertical`` (B, H_q, M): probability per key averaged over those rows; ``slash``
+    (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k). Twin:
+    `planning_reference.last_query_stats`. Two launches: split-K partial log-sum-exps of the rows,
+    then one program per key tile computes probabilities, column sums and the few (≤ 3 when
+    block_k >= last_q) offset-block sums the tile meets.
+    """
+    if resolve_backend(backend, q.device.type) == "reference":
+        return ref.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
+    ref.check_qk(q, k)
+    ref.check_block("block_k", block_k)
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    if not isinstance(last_q, int) or not 1 <= last_q <= n:
+        raise ValueError(f"last_q: expected an int in [1, N={n}], got {last_q!r}")
+    q, k = _unit_last(q), _unit_last(k)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    block_l, block_n = max(16, triton.next_power_of_2(last_q)), 64
+    split = block_n * max(1, triton.cdiv(triton.cdiv(m, block_n), 32))  # ≤ 32 splits per head
+    splits = triton.cdiv(m, split)
+    part_m = torch.empty(b * h_q, splits, block_l, device=q.device, dtype=torch.float32)
+    part_l = torch.empty_like(part_m)
+    common = (*q.stride()[:3], *k.stride()[:3], h_q, h_q // h_kv, n, m, last_q)
+    meta = {"HEAD_DIM": d, "BLOCK_D": max(16, triton.next_power_of_2(d)), "BLOCK_L": block_l,
+            "BLOCK_N": block_n}  # fmt: skip
+    _last_lse_kernel[(b * h_q, splits)](
+        q, k, part_m, part_l, *common, split, splits, scale * LOG2E, **meta
+    )
+    top = part_m.amax(1, keepdim=True)
+    top_sub = torch.where(top == -math.inf, 0.0, top)
+    total = (part_l * torch.exp2(part_m - top_sub)).sum(1)
+    lse = torch.where(total > 0, top_sub.squeeze(1) + torch.log2(total), -math.inf).contiguous()
+    kb = triton.cdiv(m, block_k)
+    vertical = torch.empty(b, h_q, m, device=q.device, dtype=torch.float32)
+    slash = torch.zeros(b, h_q, kb, device=q.device, dtype=torch.float32)
+    _last_sums_kernel[(b * h_q, triton.cdiv(m, block_n))](
+        q, k, lse, vertical, slash, *common, kb, block_k, scale * LOG2E, 1.0 / last_q, **meta
+    )
+    return vertical, slash
+
+
+def _row_grid(programs: int, rows: int):
+    return lambda meta: (programs, triton.cdiv(rows, meta["BLOCK_R"]))
+
+
+def _unit_last(t: Tensor) -> Tensor:
+    """Kernels index the last dim with unit stride; other strides are passed through."""
+    return t if t.stride(-1) == 1 else t.contiguous()

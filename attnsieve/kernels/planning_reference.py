@@ -1,0 +1,193 @@
+"""Plain-PyTorch twins of the planning kernels in `attnsieve.kernels.planning`.
+
+Each function here has the signature and the exact semantics of its fused Triton twin and is what
+runs on CPU. Everything is float32. Memory stays O(N·D + N·M/S²)-per-chunk, never O(N·M): the
+strided XAttention scores are built a chunk of rows at a time, the last-query statistics hold only
+``last_q × M`` probabilities. Positions are bottom-right aligned: query ``i`` of ``N`` sits at
+absolute position ``M - N + i``; GQA query head ``h`` reads KV head ``h // (H_q // H_kv)`` through a
+view, K is never repeated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_CHUNK_ELEMENTS = 1 << 26  # score elements per chunk of strided rows (256 MiB of float32)
+
+
+def check_qk(q: Tensor, k: Tensor) -> None:
+    """Raise unless q is (B, H_q, N, D) and k is (B, H_kv, M, D), same dtype/device, H_kv | H_q."""
+    for name, t in (("q", q), ("k", k)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4 or not t.is_floating_point():
+            raise ValueError(f"{name}: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
+    if q.dtype != k.dtype or q.device != k.device:
+        raise ValueError(
+            f"q, k: expected one dtype and device, got {q.dtype}/{q.device}, {k.dtype}/{k.device}"
+        )
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(
+            f"q, k: batch and head_dim must match, got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
+    if q.shape[2] == 0 or k.shape[2] == 0:
+        raise ValueError("q, k: sequence lengths must be positive")
+
+
+def check_block(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+def last_visible_position(num_queries: int, num_keys: int, block_q: int, device=None) -> Tensor:
+    """int64 (QB,): absolute position of the last query of every query block (may be negative)."""
+    stop = torch.clamp(
+        torch.arange(1, -(-num_queries // block_q) + 1, device=device) * block_q, max=num_queries
+    )
+    return stop - 1 + (num_keys - num_queries)
+
+
+def block_mean_pool(x: Tensor, block: int) -> Tensor:
+    """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
+
+    The last block averages only the tokens it has.
+    """
+    check_block("block", block)
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError("x: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
+    b, h, n, d = x.shape
+    nb = -(-n // block)
+    sums = (
+        torch.nn.functional.pad(x.float(), (0, 0, 0, nb * block - n))
+        .view(b, h, nb, block, d)
+        .sum(3)
+    )
+    counts = torch.clamp(n - torch.arange(nb, device=x.device) * block, max=block)
+    return sums / counts[:, None].float()
+
+
+def pooled_block_probs(
+    q_pooled: Tensor,
+    k_pooled: Tensor,
+    *,
+    num_queries: int,
+    num_keys: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-query · pooled-key scores.
+
+    ``q_pooled`` (B, H_q, QB, D) and ``k_pooled`` (B, H_kv, KB, D) are block means (see
+    `block_mean_pool`). With ``causal``, key block j is visible to query block i iff its first key
+    is at or before the last query of i; rows that see no block are all zero. ``scale`` defaults to
+    1/sqrt(D).
+    """
+    b, h_q, qb, d = q_pooled.shape
+    h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    scores = q_pooled.float().view(b, h_kv, h_q // h_kv * qb, d) @ k_pooled.float().transpose(
+        -1, -2
+    )
+    scores = scores.view(b, h_q, qb, kb) * scale
+    if causal:
+        last = last_visible_position(num_queries, num_keys, block_q, q_pooled.device)
+        first_key = torch.arange(kb, device=q_pooled.device) * block_k
+        scores = scores.masked_fill(first_key[None, :] > last[:, None], -math.inf)
+    return scores.softmax(-1).nan_to_num(0.0)
+
+
+def antidiagonal_block_scores(
+    q: Tensor,
+    k: Tensor,
+    *,
+    stride: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): XAttention's strided antidiagonal block scores (arXiv 2503.16428).
+
+    Queries and keys are cut into groups of ``stride`` tokens; strided row r pairs query group r
+    read backwards with key group c read forwards, so its score is the sum over one antidiagonal
+    of the (r, c) tile: ``sum_t q[r·S + S-1-t] · k[c·S + t] · scale / S`` (tokens past N or M count
+    as zero). Every row is softmax-normalised over the key groups it sees (with ``causal``, group c
+    is visible iff its first key is at or before the row's last query), and the probabilities are
+    summed per (query block, key block), so a full query block's row sums to ``block_q / stride``.
+    ``stride`` must divide ``block_q`` and ``block_k``.
+    """
+    check_qk(q, k)
+    check_stride(stride, block_q, block_k)
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    g = h_q // h_kv
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    rows, cols = -(-n // stride), -(-m // stride)
+    # reshaped Q: row r = [q[rS+S-1], ..., q[rS]]; reshaped K: column c = [k[cS], ..., k[cS+S-1]]
+    q_r = torch.nn.functional.pad(q.float(), (0, 0, 0, rows * stride - n))
+    q_r = q_r.view(b, h_q, rows, stride, d).flip(3).reshape(b, h_kv, g, rows, stride * d)
+    k_r = torch.nn.functional.pad(k.float(), (0, 0, 0, cols * stride - m))
+    k_r = k_r.view(b, h_kv, 1, cols, stride * d)
+    row_block = torch.arange(rows, device=q.device) * stride // block_q
+    col_block = torch.arange(cols, device=q.device) * stride // block_k
+    qb, kb = -(-n // block_q), -(-m // block_k)
+    out = torch.zeros(b, h_kv, g, qb, kb, device=q.device)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, b * h_q * cols))
+    for r0 in range(0, rows, chunk):
+        r = torch.arange(r0, min(rows, r0 + chunk), device=q.device)
+        s = (q_r[..., r, :] @ k_r.transpose(-1, -2)) * (scale / stride)
+        if causal:
+            pos = torch.clamp(r * stride + stride - 1, max=n - 1) + (m - n)
+            s = s.masked_fill(
+                torch.arange(cols, device=q.device)[None, :] * stride > pos[:, None], -math.inf
+            )
+        p = s.softmax(-1).nan_to_num(0.0)
+        per_kb = torch.zeros(*p.shape[:-1], kb, device=q.device).index_add_(-1, col_block, p)
+        out.index_add_(3, row_block[r], per_kb)
+    return out.view(b, h_q, qb, kb)
+
+
+def last_query_stats(
+    q: Tensor, k: Tensor, *, last_q: int, block_k: int, scale: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Causal attention of the last ``last_q`` queries, summarised as (vertical, slash), float32.
+
+    ``vertical`` (B, H_q, M): per key, the attention probability averaged over the last rows.
+    ``slash`` (B, H_q, KB): per block of diagonal offsets o = position(query) - key in
+    [s·block_k, (s+1)·block_k), the probability mass averaged over the last rows. Both sum to 1 when
+    every last row sees a key (FlexPrefill's estimate, arXiv 2502.20766; MInference's for lines).
+    """
+    check_qk(q, k)
+    check_block("block_k", block_k)
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    if not isinstance(last_q, int) or not 1 <= last_q <= n:
+        raise ValueError(f"last_q: expected an int in [1, N={n}], got {last_q!r}")
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    rows = q[:, :, n - last_q :].float().reshape(b, h_kv, h_q // h_kv * last_q, d)
+    s = (rows @ k.float().transpose(-1, -2)).view(b, h_q, last_q, m) * scale
+    pos = torch.arange(m - last_q, m, device=q.device)
+    offset = pos[:, None] - torch.arange(m, device=q.device)[None, :]  # (last_q, M)
+    p = s.masked_fill(offset < 0, -math.inf).softmax(-1).nan_to_num(0.0)
+    vertical = p.mean(2)
+    kb = -(-m // block_k)
+    slash_block = (offset.clamp(min=0) // block_k).flatten()
+    slash = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, slash_block, p.flatten(2))
+    return vertical, slash / last_q
+
+
+def check_stride(stride: int, block_q: int, block_k: int) -> None:
+    check_block("stride", stride)
+    check_block("block_q", block_q)
+    check_block("block_k", block_k)
+    if block_q % stride or block_k % stride:
+        raise ValueError(
+            f"stride: must divide block_q={block_q} and block_k={block_k}, got {stride}"
+        )

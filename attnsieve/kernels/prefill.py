@@ -1,0 +1,380 @@
+"""Block-sparse prefill attention in Triton: one online softmax over a Layout's blocks and columns.
+
+One program handles BLOCK_M query rows of one query head (GQA: it reads KV head h // g, never a
+repeated copy). It walks the sorted key blocks of its query block (``layout.block_idx``) in two
+phases, blocks every row sees in full (no mask math) and blocks that cross the causal diagonal or
+the end of the keys (masked), skipping blocks entirely above the diagonal; then it gathers the
+layout's key columns BLOCK_N at a time. On Hopper, K/V block tiles come through TMA descriptors.
+The plain-PyTorch twin is :func:`attnsieve.reference.attention_reference`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from attnsieve.layout import Layout
+from attnsieve.reference import check_qkv
+
+LOG2E = 1.4426950408889634
+# The interpreter (CPU tests) runs one config; it halves the layout blocks so tests also cover the
+# sub-tiled loops (BLOCK_M < block_q, BLOCK_N < block_k).
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# dense dispatch target, in priority order (measured on H100: benchmarks/NOTES-kernels.md)
+_SDPA_BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]
+
+
+# Kernel argument lists stay dense (one role per line) rather than one name per line.
+# fmt: off
+@triton.jit
+def _load_kv(
+    DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_n, o_d, stride_kn, stride_vn,
+    MASKED: tl.constexpr, USE_TMA: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    """K, V rows ``o_n`` [BLOCK_N] (start + arange under USE_TMA), zero where ``m_n`` is off."""
+    if USE_TMA:  # bulk tensor copy of rows [start, start + BLOCK_N); rows past M come back zero
+        b_k = DK.load([i_b, i_hkv, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+        b_v = DV.load([i_b, i_hkv, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+    else:
+        o_kn = o_n.to(tl.int64)[:, None]
+        if MASKED:
+            b_k = tl.load(p_k + o_kn * stride_kn + o_d[None, :], mask=m_n[:, None], other=0.0)
+            b_v = tl.load(p_v + o_kn * stride_vn + o_d[None, :], mask=m_n[:, None], other=0.0)
+        else:
+            b_k = tl.load(p_k + o_kn * stride_kn + o_d[None, :])
+            b_v = tl.load(p_v + o_kn * stride_vn + o_d[None, :])
+    return b_k, b_v
+
+
+@triton.jit
+def _attend_tile(
+    b_acc, b_l, b_m, b_q, b_k, b_v, o_n, m_n, o_qpos, qk_scale,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+):
+    """Fold keys ``b_k`` / values ``b_v`` at positions ``o_n`` into the running softmax of b_q."""
+    b_s = tl.dot(b_q, tl.trans(b_k))  # [BLOCK_M, BLOCK_N]
+    if MASKED:
+        m_s = m_n[None, :]
+        if CAUSAL:
+            m_s = m_s & (o_n[None, :] <= o_qpos[:, None])
+        b_s = tl.where(m_s, b_s * qk_scale, float("-inf"))
+        b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
+        # a row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not NaN
+        b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
+        b_p = tl.exp2(b_s - b_m_sub[:, None])
+    else:
+        # every key of the tile is visible to every row: scale folded into one FMA per score
+        b_m_new = tl.maximum(b_m, tl.max(b_s, 1) * qk_scale)
+        b_m_sub = b_m_new
+        b_p = tl.exp2(b_s * qk_scale - b_m_sub[:, None])
+    b_alpha = tl.exp2(b_m - b_m_sub)
+    b_l = b_l * b_alpha + tl.sum(b_p, 1)
+    b_acc = b_acc * b_alpha[:, None]
+    b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc)  # [BLOCK_M, HEAD_DIM]
+    return b_acc, b_l, b_m_new
+
+
+# layout strides and lengths vary per call: specializing on their divisibility only recompiles
+@triton.jit(do_not_specialize=[
+    "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
+    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "N", "M", "LEN_BUCKET",
+])
+def _sparse_fwd_kernel(
+    Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT,
+    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+    stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
+    stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # heaviest query tiles (last rows under causal masking) launch first: fewer idle SMs at the end
+    i_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    i_hkv = i_h // GROUP  # native GQA: K/V are indexed, never repeated
+    i_hl = i_h // LAYOUT_DIV  # layout head: 0, i_h // GROUP or i_h
+    i_qb = i_m // (BLOCK_Q // BLOCK_M)
+
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_m = o_m < N
+    o_qpos = o_m + (M - N)  # bottom-right aligned absolute query positions
+    q_lo = i_m * BLOCK_M
+    q_hi = tl.minimum(q_lo + BLOCK_M, N) - 1
+    if CAUSAL:
+        kv_end = tl.minimum(M, q_hi + (M - N) + 1)  # keys past kv_end are hidden from every row
+        full_end = tl.minimum(M, q_lo + (M - N) + 1)  # keys before full_end are seen by every row
+    else:
+        kv_end = M
+        full_end = M
+
+    i_b64, i_hkv64 = i_b.to(tl.int64), i_hkv.to(tl.int64)
+    p_q = Q + i_b64 * stride_qb + i_h.to(tl.int64) * stride_qh
+    p_k = K + i_b64 * stride_kb + i_hkv64 * stride_kh
+    p_v = V + i_b64 * stride_vb + i_hkv64 * stride_vh
+    o_q = o_m.to(tl.int64)[:, None] * stride_qn + o_d[None, :]
+    b_q = tl.load(p_q + o_q, mask=m_m[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
+
+    b_acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
+    b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+
+    # block list of this query block; batch/head broadcast through zero strides and LAYOUT_DIV
+    p_idx = BIDX + i_b * stride_ib + i_hl * stride_ih + i_qb * stride_iq
+    n_vis = tl.load(BCNT + i_b * stride_cb + i_hl * stride_ch + i_qb * stride_cq)
+    # The list is sorted, so blocks hidden from every row (past kv_end) form a suffix, and blocks
+    # that need the mask the suffix before it; both are short, so scan them from the end.
+    while (n_vis > 0) & (tl.load(p_idx + n_vis - 1, mask=n_vis > 0, other=0) * BLOCK_K >= kv_end):
+        n_vis -= 1
+    n_full = n_vis
+    while (n_full > 0) & (
+        (tl.load(p_idx + n_full - 1, mask=n_full > 0, other=0) + 1) * BLOCK_K > full_end
+    ):
+        n_full -= 1
+
+    SUBS: tl.constexpr = BLOCK_K // BLOCK_N  # BLOCK_N-wide tiles per layout block
+    o_t = tl.arange(0, BLOCK_N)
+    for it in range(0, n_full * SUBS):
+        start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+        o_n = start + o_t
+        b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
+                            stride_kn, stride_vn, False, USE_TMA, BLOCK_N, HEAD_DIM)
+        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_k, b_v, o_n, o_n < M, o_qpos,
+                                       qk_scale, False, CAUSAL)
+    for it in range(n_full * SUBS, n_vis * SUBS):
+        start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+        o_n = start + o_t
+        b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
+                            stride_kn, stride_vn, True, USE_TMA, BLOCK_N, HEAD_DIM)
+        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_k, b_v, o_n, o_n < M, o_qpos,
+                                       qk_scale, True, CAUSAL)
+    if HAS_COLUMNS:
+        p_col = CIDX + i_b * stride_xb + i_hl * stride_xh + i_qb * stride_xq
+        n_col = tl.load(CCNT + i_b * stride_yb + i_hl * stride_yh + i_qb * stride_yq)
+        for start in range(0, n_col, BLOCK_N):
+            m_c = start + o_t < n_col
+            o_n = tl.load(p_col + start + o_t, mask=m_c, other=0)  # gathered key tokens
+            b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_c, o_d,
+                                stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
+            b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_k, b_v, o_n, m_c, o_qpos,
+                                           qk_scale, True, CAUSAL)
+
+    # rows that saw no key: out 0 and lse -inf, never 0/0
+    b_empty = b_l == 0.0
+    b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
+    p_o = Out + i_b64 * stride_ob + i_h.to(tl.int64) * stride_oh
+    o_o = o_m.to(tl.int64)[:, None] * stride_on + o_d[None, :]
+    tl.store(p_o + o_o, b_o.to(Out.dtype.element_ty), mask=m_m[:, None])
+    b_lse = (b_m + tl.log2(tl.where(b_empty, 1.0, b_l))) * 0.6931471805599453  # x ln 2: natural
+    b_lse = tl.where(b_empty, float("-inf"), b_lse)
+    tl.store(LSE + i_bh.to(tl.int64) * N + o_m, b_lse, mask=m_m)
+# fmt: on
+
+
+def _set_tma_block(nargs: dict) -> None:
+    """TMA descriptors copy [1, 1, BLOCK_N, HEAD_DIM] boxes; BLOCK_N is known once a config is."""
+    if nargs["USE_TMA"]:
+        box = [1, 1, nargs["BLOCK_N"], nargs["HEAD_DIM"]]
+        nargs["DK"].block_shape = box
+        nargs["DV"].block_shape = box
+
+
+def _config_space() -> list[triton.Config]:
+    """Candidate tiles, warps and pipeline depths; _keep picks the few that suit a layout."""
+    sizes = (128, 64, 32, 16)
+    return [
+        triton.Config(
+            {"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s, pre_hook=_set_tma_block
+        )
+        for bm, bn, w, s in itertools.product(sizes, sizes, (4, 8), (2, 3))
+    ]
+
+
+def _keep(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The layout's own blocks as tiles, or both halved; 8 warps on 128 x 128 tiles, else 4.
+
+    Measured on H100 (benchmarks/NOTES-kernels.md): 128 x 128 / 8 warps / TMA is fastest from 16K
+    keys on; 64 x 64 / 4 warps wins on short or very sparse rows; 128 x 64 and 4-warp 128-row
+    tiles never won; 4 stages did not beat 3 overall. Head dim 256 leaves shared memory for 2
+    stages of 64 rows.
+    """
+    args = {**named_args, **kwargs}
+    bq, bk, d = args["BLOCK_Q"], args["BLOCK_K"], args["HEAD_DIM"]
+    halves = (max(16, bq // 2), max(16, bk // 2))
+    kept = []
+    for c in configs:
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        if (bm, bn) not in ((bq, bk), halves) or c.num_warps != (8 if bm * bn >= 128 * 128 else 4):
+            continue
+        if d >= 256 and (bn > 64 or c.num_stages > 2):
+            continue
+        kept.append(c)
+    return kept
+
+
+_sparse_fwd_tuned = triton.autotune(
+    configs=_config_space(),
+    key=["HEAD_DIM", "BLOCK_Q", "BLOCK_K", "CAUSAL", "HAS_COLUMNS", "LEN_BUCKET"],
+    prune_configs_by={"early_config_prune": _keep},
+)(_sparse_fwd_kernel)
+
+
+def sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: Layout,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    return_lse: bool = False,
+    dense_dispatch: bool = True,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention of q over k, v restricted to ``layout`` (block-sparse + columns), Triton forward.
+
+    Args:
+        q: (B, H_q, N, D) float16/bfloat16; k, v: (B, H_kv, M, D), H_q a multiple of H_kv (native
+            GQA: query head h reads KV head h // (H_q // H_kv)). Any strides with a unit last one.
+            D is a power of two in [16, 256].
+        layout: key blocks (and columns) per query block; its batch broadcasts from 1 and its heads
+            from 1 or H_kv; block sizes must be powers of two in [16, 128].
+        causal: bottom-right aligned causal mask (query i sits at key position M - N + i).
+        scale: softmax scale, default 1/sqrt(D).
+        return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
+        dense_dispatch: a causal ``Layout.dense`` layout with N == M runs PyTorch SDPA (cuDNN or
+            flash backend, faster than this kernel on dense work) unless ``return_lse``.
+
+    Returns:
+        out (B, H_q, N, D) in q's dtype, and lse if asked. Rows that see no key give 0 and -inf.
+
+    Example:
+        >>> layout = Layout.dense(4096, 4096, device="cuda")  # doctest: +SKIP
+        >>> out = sparse_attention(q, k, v, layout, causal=True)  # doctest: +SKIP
+    """
+    _check_inputs(q, k, v, layout, scale)
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    # SDPA's is_causal is top-left aligned, which equals ours only when N == M
+    if dense_dispatch and not return_lse and q.is_cuda and layout.is_dense and causal and n == m:
+        return _sdpa_dense(q, k, v, scale)
+
+    out = torch.empty((b, h_q, n, d), dtype=q.dtype, device=q.device)
+    lse = torch.empty((b, h_q, n), dtype=torch.float32, device=q.device)
+    bidx, bcnt = _unit_last(layout.block_idx), layout.block_count
+    # without columns the column pointers are never read; pass the block ones as placeholders
+    cidx = _unit_last(layout.column_idx) if layout.has_columns else bidx
+    ccnt = layout.column_count if layout.has_columns else bcnt
+    bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch through a zero stride
+    use_tma = _use_tma(q, k, v)
+    dk, dv = (_descriptor(k), _descriptor(v)) if use_tma else (k, v)
+    # fmt: off
+    args = (
+        q, k, v, dk, dv, out, lse, bidx, bcnt, cidx, ccnt,
+        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        bs * bidx.stride(0), bidx.stride(1), bidx.stride(2),
+        bs * bcnt.stride(0), bcnt.stride(1), bcnt.stride(2),
+        bs * cidx.stride(0), cidx.stride(1), cidx.stride(2),
+        bs * ccnt.stride(0), ccnt.stride(1), ccnt.stride(2),
+        h_q, h_q // h_kv, h_q // layout.heads, n, m, scale * LOG2E,
+        # autotune key only (unused in the kernel): short and long prefills tune apart
+        min(max((m - 1).bit_length(), 12), 17),
+    )
+    # fmt: on
+    meta = {
+        "HEAD_DIM": d,
+        "BLOCK_Q": layout.block_q,
+        "BLOCK_K": layout.block_k,
+        "CAUSAL": bool(causal),
+        "HAS_COLUMNS": layout.has_columns,
+        "USE_TMA": use_tma,
+    }
+
+    def grid(cfg: dict) -> tuple[int, int]:
+        return (triton.cdiv(n, cfg["BLOCK_M"]), b * h_q)
+
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        if _INTERPRET:
+            tiles = {
+                "BLOCK_M": max(16, layout.block_q // 2),
+                "BLOCK_N": max(16, layout.block_k // 2),
+            }
+            _set_tma_block({"DK": dk, "DV": dv, **meta, **tiles})
+            _sparse_fwd_kernel[grid(tiles)](*args, **meta, **tiles)
+        else:
+            _sparse_fwd_tuned[grid](*args, **meta)
+    return (out, lse) if return_lse else out
+
+
+def _sdpa_dense(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Dense causal attention through SDPA's cuDNN / flash backends (GQA native, never repeated)."""
+    with sdpa_kernel(_SDPA_BACKENDS, set_priority=True):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+        )
+
+
+def _use_tma(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """K/V blocks through the bulk tensor copy engine: Hopper or newer, 16-byte aligned strides."""
+    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] < 9:
+        return False
+    return all(
+        t.data_ptr() % 16 == 0 and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1])
+        for t in (k, v)
+    )
+
+
+def _descriptor(t: Tensor) -> TensorDescriptor:
+    """Host TMA descriptor over (B, H_kv, M, D); the box is set per config by _set_tma_block."""
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, 16, t.shape[-1]])
+
+
+def _unit_last(t: Tensor) -> Tensor:
+    """Index rows are read with unit stride; other strides (expanded batch/head) pass through."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _pow2_in(x: int, lo: int, hi: int) -> bool:
+    return lo <= x <= hi and x & (x - 1) == 0
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, layout: Layout, scale: float | None) -> None:
+    check_qkv(q, k, v)
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(f"q, k, v: expected float16 or bfloat16, got {q.dtype}")
+    if not _pow2_in(q.shape[-1], 16, 256):
+        raise ValueError(f"q: head_dim must be a power of two in [16, 256], got {q.shape[-1]}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.stride(-1) != 1 and t.shape[-1] > 1:
+            raise ValueError(
+                f"{name}: the head_dim axis must have stride 1, got strides {t.stride()}"
+            )
+    if not q.is_cuda and not _INTERPRET:
+        raise ValueError(
+            f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
+        )
+    if not isinstance(layout, Layout):
+        raise TypeError(f"layout: expected an attnsieve Layout, got {type(layout).__name__}")
+    layout.check_inputs(q, k)
+    for name in ("block_q", "block_k"):
+        if not _pow2_in(getattr(layout, name), 16, 128):
+            raise ValueError(
+                f"layout.{name}: must be a power of two in [16, 128], got {getattr(layout, name)}"
+            )
+    if scale is not None and not (
+        isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0
+    ):
+        raise ValueError(f"scale: expected a positive finite float or None, got {scale!r}")

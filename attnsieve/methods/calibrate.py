@@ -1,0 +1,216 @@
+"""`attnsieve calibrate`: per layer and head, the cheapest planner and budget reaching a recall.
+
+Offline per-head configuration as in MInference (arXiv 2407.02490: one pattern and budget per head,
+searched once on a sample), MoA (arXiv 2406.14909: heterogeneous budgets across heads and layers)
+and TCA-Attention (one calibration pass over a sample, no training). Every candidate (planner
+name, hyper-parameters) plans every layer of a captured sample once; each query head then takes
+the candidate of least density (computed / dense-causal pairs) among those whose attention recall
+(`attnsieve.eval.fidelity.attention_recall`) reaches the target, else the one of highest recall.
+
+Output JSON, readable by `AttentionConfig.from_json` and `load_planners`::
+
+    {"layers": {"0": {"heads": [{"prefill": "xattention", "prefill_kwargs": {"threshold": 0.9}},
+                                ...]}},
+     "metadata": {"target_recall": 0.95, "candidates": [...],
+                  "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnsieve.methods import PerHeadPlanner, get_planner
+from attnsieve.methods.pooling import check_float, check_qk
+
+Candidate = tuple[str, dict[str, Any]]
+# Families in increasing budget; dense last so every head has a candidate of recall 1.
+DEFAULT_CANDIDATES: list[Candidate] = [
+    ("streaming", {"window_tokens": 256}),
+    ("streaming", {"window_tokens": 1024}),
+    ("streaming", {"window_tokens": 4096}),
+    ("vertical_slash", {"vertical_size": 100, "slash_size": 500}),
+    ("vertical_slash", {"vertical_size": 500, "slash_size": 2000}),
+    ("vertical_slash", {"vertical_size": 1000, "slash_size": 6096}),
+    ("flexprefill", {"gamma": 0.85}),
+    ("flexprefill", {"gamma": 0.9}),
+    ("flexprefill", {"gamma": 0.95}),
+    ("xattention", {"threshold": 0.8}),
+    ("xattention", {"threshold": 0.9}),
+    ("xattention", {"threshold": 0.95}),
+    ("dense", {}),
+]
+
+
+def calibrate(
+    qk_per_layer: Iterable[tuple[Tensor, Tensor]],
+    target_recall: float = 0.95,
+    candidates: Sequence[Candidate] = DEFAULT_CANDIDATES,
+    *,
+    causal: bool = True,
+) -> dict[str, Any]:
+    """Choose a candidate per (layer, query head); returns the JSON-ready dict described above.
+
+    ``qk_per_layer`` yields (q (B, H_q, N, D), k (B, H_kv, M, D)) per layer, e.g. from
+    `capture_qk`; recall and density are averaged over the batch. ``candidates`` are
+    (planner name, kwargs) pairs; on equal density the earlier candidate wins.
+    """
+    check_float("target_recall", target_recall, 0.0, 1.0)
+    if isinstance(candidates, (str, bytes)) or not candidates:
+        raise ValueError("candidates: expected a non-empty list of (planner name, kwargs) pairs")
+    candidates = [_candidate(c, i) for i, c in enumerate(candidates)]
+    planners = [get_planner(name, **kwargs) for name, kwargs in candidates]  # fail early
+    from attnsieve.eval.fidelity import attention_recall  # eval depends on methods, not back
+
+    layers: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    for index, (q, k) in enumerate(qk_per_layer):
+        check_qk(q, k)
+        h_q, h_kv = q.shape[1], k.shape[1]
+        recall, density = [], []
+        for planner in planners:
+            layout = planner.plan(q, k, causal=causal)
+            recall.append(attention_recall(q, k, layout, causal=causal).mean(0).cpu())
+            per_head = layout.density(causal=causal, reduce=False).mean(0)
+            density.append(per_head[layout.heads_for(h_q, h_kv)].cpu())
+        recall_t, density_t = torch.stack(recall), torch.stack(density).float()  # (C, H_q)
+        reached = recall_t >= target_recall
+        cheapest = torch.where(reached, density_t, torch.inf).argmin(0)  # first of equal minima
+        choice = torch.where(reached.any(0), cheapest, recall_t.argmax(0)).tolist()
+        layers[str(index)] = {
+            "heads": [
+                {"prefill": candidates[c][0], "prefill_kwargs": candidates[c][1]} for c in choice
+            ]
+        }
+        stats[str(index)] = [
+            {"recall": float(recall_t[c, h]), "density": float(density_t[c, h])}
+            for h, c in enumerate(choice)
+        ]
+    if not layers:
+        raise ValueError("qk_per_layer: expected at least one (q, k) layer")
+    metadata = {
+        "target_recall": target_recall,
+        "candidates": [list(c) for c in candidates],
+        "layers": stats,
+    }
+    return {"layers": layers, "metadata": metadata}
+
+
+def load_planners(path_or_dict: str | os.PathLike | dict[str, Any]) -> dict[int, PerHeadPlanner]:
+    """{layer: PerHeadPlanner} from a `calibrate` result (dict or JSON file)."""
+    if isinstance(path_or_dict, dict):
+        data = path_or_dict
+    else:
+        with open(path_or_dict) as f:
+            data = json.load(f)
+    layers = data.get("layers") if isinstance(data, dict) else None
+    if not isinstance(layers, dict) or not layers:
+        raise ValueError("path_or_dict: expected a calibrate result with a non-empty 'layers' dict")
+    out = {}
+    for layer, entry in layers.items():
+        heads = entry.get("heads") if isinstance(entry, dict) else None
+        if not isinstance(heads, list) or not heads:
+            raise ValueError(f"layers[{layer!r}]: expected {{'heads': [entry, ...]}}")
+        out[int(layer)] = PerHeadPlanner(
+            [get_planner(h["prefill"], **h.get("prefill_kwargs", {})) for h in heads]
+        )
+    return out
+
+
+def capture_qk(model: Any, input_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """(q, k) of every attention layer of a transformers model for one forward pass, on the CPU.
+
+    q and k are what the attention receives (after RoPE), captured through a temporary
+    `AttentionInterface` function that then runs PyTorch SDPA; the model is restored afterwards.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    captured: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def capture(module, query, key, value, attention_mask, **kwargs):  # noqa: ANN001
+        captured[module.layer_idx] = (query.detach().cpu(), key.detach().cpu())
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("attnsieve_capture", capture)
+    AttentionMaskInterface.register("attnsieve_capture", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("attnsieve_capture")
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, use_cache=False)
+    finally:
+        model.set_attn_implementation(previous)
+    return [captured[i] for i in sorted(captured)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--qk", help=".pt file holding a list, per layer, of (q, k) tensors")
+    source.add_argument("--model", help="transformers model path or name (with --prompt-file)")
+    parser.add_argument("--prompt-file", help="text whose first --length tokens are the sample")
+    parser.add_argument("--length", type=int, default=8192, help="sample length in tokens")
+    parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument(
+        "--candidates", help="JSON file with a list of [planner name, kwargs] (default: built-in)"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", default="calibration.json")
+
+
+def main(args: argparse.Namespace) -> int:
+    candidates = DEFAULT_CANDIDATES
+    if args.candidates:
+        with open(args.candidates) as f:
+            candidates = [tuple(c) for c in json.load(f)]
+    if args.qk:
+        layers = torch.load(args.qk, map_location="cpu")
+        if not isinstance(layers, (list, tuple)):
+            raise ValueError(
+                f"--qk: expected a list of (q, k) per layer, got {type(layers).__name__}"
+            )
+    else:
+        layers = _model_sample(args)
+    device = torch.device(args.device)
+    moved = ((q.to(device), k.to(device)) for q, k in layers)
+    result = calibrate(moved, args.target_recall, candidates)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    densities = [h["density"] for heads in result["metadata"]["layers"].values() for h in heads]
+    mean = sum(densities) / len(densities)
+    print(f"wrote {args.output}: {len(result['layers'])} layers, mean density {mean:.3f}")
+    return 0
+
+
+def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
+    if not args.prompt_file:
+        raise ValueError("--prompt-file: required with --model")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    with open(args.prompt_file) as f:
+        ids = tokenizer(f.read(), return_tensors="pt").input_ids
+    if ids.shape[1] < args.length:
+        raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")
+    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
+    return capture_qk(model, ids[:, : args.length].to(args.device))
+
+
+def _candidate(c: Any, i: int) -> Candidate:
+    if (
+        not isinstance(c, (tuple, list))
+        or len(c) != 2
+        or not isinstance(c[0], str)
+        or not isinstance(c[1], dict)
+    ):
+        raise ValueError(f"candidates[{i}]: expected (planner name, kwargs dict), got {c!r}")
+    return c[0], dict(c[1])

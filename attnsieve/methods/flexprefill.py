@@ -1,0 +1,165 @@
+"""FlexPrefill: per-head pattern and budget chosen from the prompt (arXiv 2502.20766)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from attnsieve.kernels.planning import (
+    block_mean_pool,
+    last_query_stats,
+    pooled_block_probs,
+)
+from attnsieve.layout import Layout
+from attnsieve.methods import register
+from attnsieve.methods.base import Planner
+from attnsieve.methods.pooling import (
+    check_float,
+    check_int,
+    check_qk,
+    cumulative_threshold,
+    query_block_positions,
+)
+
+
+@register
+@dataclass
+class FlexPrefillPlanner(Planner):
+    """FlexPrefill (Lai et al., ICLR 2025, arXiv 2502.20766), defaults of the official code.
+
+    For every head, the last ``block_size`` queries attend to all keys (the true estimate â) and
+    their mean attends to the mean-pooled key blocks (the pooled estimate ā). Query-aware pattern
+    determination: if the square-root Jensen-Shannon divergence between ā and the per-block sums of
+    â is below ``tau``, the head is *query-aware*: every query block is scored against every key
+    block with pooled Q and K (softmax over key blocks) and the highest-scoring blocks of the whole
+    map are kept until they hold ``gamma`` of its mass. Otherwise the head is *vertical-slash*:
+    the key blocks (verticals) and diagonal-offset blocks (slashes) of â are each kept in
+    descending order until they hold ``gamma`` of the last queries' attention. Budgets are clamped
+    to [``min_budget``, ``max_budget``] tokens (rounded up to blocks); query-aware heads also keep
+    ``min_budget`` of verticals and slashes. The first key block and the diagonal are always kept,
+    and prompts of at most max(2 blocks, min_budget) tokens stay dense, as in the code.
+
+    Differences from the paper: the vertical/slash budgets are counted on the block sums (fewest
+    blocks reaching ``gamma``) rather than the code's token count // block_size + 1, which
+    undercounts scattered lines. A chosen slash block is drawn on both key blocks its diagonals
+    cross in each query block (the code draws one, missing part of every unaligned diagonal).
+    Positions are bottom-right aligned, so N != M works. Causal only; one plan per query head.
+    """
+
+    gamma: float = 0.9
+    tau: float = 0.1
+    min_budget: int = 512
+    max_budget: int | None = None
+    block_size: int = 128
+
+    name: ClassVar[str] = "flexprefill"
+
+    def __post_init__(self) -> None:
+        check_float("gamma", self.gamma, 0.0, 1.0)
+        if self.gamma == 0:
+            raise ValueError("gamma: expected a number in (0, 1], got 0")
+        check_float("tau", self.tau, 0.0, 1.0)
+        check_int("min_budget", self.min_budget, 0)
+        if self.max_budget is not None:
+            check_int("max_budget", self.max_budget, max(1, self.min_budget))
+        check_int("block_size", self.block_size, 1)
+
+    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+        check_qk(q, k)
+        if not causal:
+            raise ValueError("causal: FlexPrefill plans causal prefill only (the paper's setting)")
+        b, h_q, n, d = q.shape
+        h_kv, m = k.shape[1], k.shape[2]
+        bs = self.block_size
+        lo = max(1, -(-self.min_budget // bs))
+        if self.gamma >= 1 or n <= max(2, lo) * bs:
+            return Layout.dense(n, m, block_q=bs, block_k=bs, device=q.device)
+        kb = -(-m // bs)
+        hi = kb if self.max_budget is None else max(lo, -(-self.max_budget // bs))
+
+        # â: attention of the last block of queries; ā: their mean against pooled keys
+        last = min(bs, n)
+        vertical, slash = last_query_stats(q, k, last_q=last, block_k=bs)
+        vertical = torch.nn.functional.pad(vertical, (0, kb * bs - m)).view(b, h_q, kb, bs).sum(-1)
+        k_pooled = block_mean_pool(k, bs)
+        q_mean = q[:, :, n - last :].float().mean(2).view(b, h_kv, h_q // h_kv, d)
+        pooled = (q_mean @ k_pooled.transpose(-1, -2) / math.sqrt(d)).softmax(-1).view(b, h_q, kb)
+        query_aware = _sqrt_js_divergence(pooled, vertical) < self.tau  # (B, H_q)
+
+        def budget(x: Tensor) -> Tensor:
+            return torch.where(query_aware, lo, _cover_count(x, self.gamma).clamp(lo, hi))
+
+        chosen_vertical = _top(vertical, budget(vertical))
+        chosen_slash = _top(slash, budget(slash))
+        chosen_vertical[..., 0] = True  # the first key block (attention sink), beyond the budget
+        chosen_slash[..., 0] = True  # the diagonal, beyond the budget
+        mask = _vertical_slash_mask(chosen_vertical, chosen_slash, n, m, bs)
+        if bool(query_aware.any()):  # one host sync; vertical-slash heads skip the block map
+            mask |= self._query_aware(q, k_pooled, query_aware, m)
+        return Layout.from_block_mask(mask, block_q=bs, block_k=bs, num_queries=n, num_keys=m)
+
+    def _query_aware(self, q: Tensor, k_pooled: Tensor, heads: Tensor, m: int) -> Tensor:
+        """bool (B, H_q, QB, KB): blocks holding ``gamma`` of the pooled map of the chosen heads."""
+        b, h_q, n, _ = q.shape
+        g, bs = h_q // k_pooled.shape[1], self.block_size
+        i_b, i_h = heads.nonzero(as_tuple=True)
+        probs = pooled_block_probs(
+            block_mean_pool(q, bs)[i_b, i_h][None],
+            k_pooled[i_b, i_h // g][None],
+            num_queries=n,
+            num_keys=m,
+            block_q=bs,
+            block_k=bs,
+        )
+        # one cumulative threshold over the whole map of a head (the code's flattened selection)
+        keep = cumulative_threshold(probs.flatten(2), self.gamma).view_as(probs)
+        out = torch.zeros(b, h_q, *probs.shape[2:], dtype=torch.bool, device=q.device)
+        out[i_b, i_h] = keep[0]
+        return out
+
+
+def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:
+    """sqrt of the Jensen-Shannon divergence (natural log) of distributions along the last dim."""
+    mid = (p + q) / 2
+
+    def kl(a: Tensor) -> Tensor:
+        return torch.where(a > 0, a * (a / mid.clamp(min=1e-30)).log(), 0.0).sum(-1)
+
+    return (0.5 * kl(p) + 0.5 * kl(q)).clamp(min=0).sqrt()
+
+
+def _cover_count(x: Tensor, gamma: float) -> Tensor:
+    """int64 (...): fewest entries of each row, largest first, that hold ``gamma`` of its sum."""
+    ranked = x.sort(-1, descending=True).values
+    before = ranked.cumsum(-1) - ranked
+    return (before < gamma * ranked.sum(-1, keepdim=True)).sum(-1)
+
+
+def _top(x: Tensor, count: Tensor) -> Tensor:
+    """bool like x: the ``count`` (per row) largest entries, without a host sync."""
+    order = x.argsort(-1, descending=True)
+    rank = torch.empty_like(order).scatter_(
+        -1, order, torch.arange(x.shape[-1], device=x.device).expand_as(order)
+    )
+    return rank < count[..., None]
+
+
+def _vertical_slash_mask(vertical: Tensor, slash: Tensor, n: int, m: int, bs: int) -> Tensor:
+    """bool (B, H, QB, KB) from chosen key blocks and offset blocks (B, H, KB), causal.
+
+    Tile (i, j) holds the diagonal offsets [first_i - last_key_j, last_i - first_key_j]; it is kept
+    if one of the offset blocks it meets is chosen (prefix sums: no loop over offsets).
+    """
+    first, last = query_block_positions(n, m, bs, vertical.device)
+    k0 = torch.arange(0, m, bs, device=vertical.device)
+    k1 = torch.clamp(k0 + bs, max=m) - 1
+    lo = (first[:, None] - k1[None, :]).clamp(min=0) // bs
+    hi = (last[:, None] - k0[None, :]).clamp(min=0) // bs
+    prefix = torch.nn.functional.pad(slash.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))
+    hits = prefix[..., hi + 1] - prefix[..., lo]
+    visible = k0[None, :] <= last[:, None]
+    return (vertical[:, :, None, :] | (hits > 0)) & visible

@@ -1,0 +1,114 @@
+"""`attnsieve calibrate`: per-head choice, JSON round trip, CLI and Q/K capture."""
+
+import json
+
+import pytest
+import torch
+
+from attnsieve.eval.fidelity import attention_recall
+from attnsieve.eval.workloads import make_workload
+from attnsieve.integrations.config import AttentionConfig
+from attnsieve.methods import PerHeadPlanner, get_planner
+from attnsieve.methods.calibrate import calibrate, capture_qk, load_planners, main
+
+BLOCKS = {"block_q": 32, "block_k": 32}
+CANDIDATES = [
+    ("streaming", {"window_tokens": 64, **BLOCKS}),
+    ("streaming", {"window_tokens": 256, **BLOCKS}),
+    ("dense", BLOCKS),
+]
+
+
+def layers():
+    """Layer 0: a sharp local head and a diffuse head; layer 1: a wider local head."""
+    opts = dict(seq_len=512, head_dim=32, num_columns=2, num_spans=1, local_window=16)
+    sharp = make_workload(["sink_local", "diffuse"], temperature=0.05, **opts)
+    wide = make_workload(["sink_local", "diffuse"], temperature=0.15, seed=1, **opts)
+    return [(sharp.q, sharp.k), (wide.q, wide.k)]
+
+
+def test_picks_the_cheapest_candidate_that_reaches_the_target():
+    qk = layers()
+    result = calibrate(qk, 0.95, CANDIDATES)
+    chosen = {
+        layer: [CANDIDATES.index((h["prefill"], h["prefill_kwargs"])) for h in entry["heads"]]
+        for layer, entry in result["layers"].items()
+    }
+    assert chosen == {"0": [0, 2], "1": [1, 2]}
+    # layer 1's local head: the 64-token window misses the target, 256 tokens reach it
+    q, k = qk[1]
+    narrow = attention_recall(q, k, get_planner(*CANDIDATES[0][:1], **CANDIDATES[0][1]).plan(q, k))
+    assert narrow[0, 0] < 0.95
+    stats = result["metadata"]["layers"]
+    assert stats["1"][0]["recall"] >= 0.95 and stats["0"][1]["recall"] == pytest.approx(1.0)
+    assert stats["0"][0]["density"] < stats["1"][0]["density"] < stats["1"][1]["density"] == 1.0
+    assert result["metadata"]["target_recall"] == 0.95
+
+
+def test_without_a_candidate_reaching_the_target_the_best_recall_wins():
+    result = calibrate(layers()[:1], 0.999999, CANDIDATES[:2])
+    heads = result["layers"]["0"]["heads"]
+    assert heads[1]["prefill_kwargs"]["window_tokens"] == 256  # diffuse head: wider is better
+
+
+def test_json_round_trips_into_per_head_planners(tmp_path):
+    qk = layers()
+    result = calibrate(qk, 0.95, CANDIDATES)
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(result))
+    planners = load_planners(path)
+    assert sorted(planners) == [0, 1] and all(
+        isinstance(p, PerHeadPlanner) for p in planners.values()
+    )
+    for layer, (q, k) in enumerate(qk):
+        got = planners[layer].plan(q, k).block_mask()
+        for h, entry in enumerate(result["layers"][str(layer)]["heads"]):
+            want = get_planner(entry["prefill"], **entry["prefill_kwargs"]).plan(q, k)
+            assert torch.equal(got[:, h], want.block_mask().expand(1, 2, -1, -1)[:, h])
+    config = AttentionConfig.from_json(path)  # also a valid integration config
+    assert isinstance(config.planner(1), PerHeadPlanner)
+
+
+def test_cli_with_captured_qk(tmp_path, capsys):
+    qk_path, cand_path, out = tmp_path / "qk.pt", tmp_path / "cands.json", tmp_path / "out.json"
+    torch.save(layers()[:1], qk_path)
+    cand_path.write_text(json.dumps([list(c) for c in CANDIDATES]))
+    args = ["--qk", str(qk_path), "--candidates", str(cand_path), "--output", str(out)]
+    import argparse
+
+    from attnsieve.methods.calibrate import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert main(parser.parse_args([*args, "--device", "cpu", "--target-recall", "0.9"])) == 0
+    result = json.loads(out.read_text())
+    assert len(result["layers"]["0"]["heads"]) == 2 and result["metadata"]["target_recall"] == 0.9
+    assert "mean density" in capsys.readouterr().out
+
+
+def test_capture_qk_from_a_transformers_model():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    captured = capture_qk(model, torch.randint(0, 64, (1, 40)))
+    assert [(q.shape, k.shape) for q, k in captured] == [((1, 4, 40, 16), (1, 2, 40, 16))] * 2
+    assert model.config._attn_implementation == "sdpa"
+    result = calibrate(captured, 0.9, [("dense", BLOCKS)])
+    assert len(result["layers"]) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,field",
+    [
+        ({"target_recall": 1.5}, ValueError, "target_recall"),
+        ({"candidates": []}, ValueError, "candidates"),
+        ({"candidates": [("dense",)]}, ValueError, "candidates"),
+        ({"candidates": [("nope", {})]}, ValueError, "name"),
+    ],
+)
+def test_bad_arguments(kwargs, error, field):
+    with pytest.raises(error, match=field):
+        calibrate(layers()[:1], **kwargs)

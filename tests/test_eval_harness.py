@@ -1,0 +1,127 @@
+"""`attnsieve eval` end to end on a tiny random probe-architecture model (CPU)."""
+
+import argparse
+import csv
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("matplotlib")
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+import attnsieve.eval.probe as probe  # noqa: E402
+from attnsieve.eval import harness  # noqa: E402
+from attnsieve.eval.probe.tokenizer import ByteTokenizer  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64, "block_k": 64}}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    config = probe.probe_config()
+    config.num_hidden_layers, config.hidden_size, config.intermediate_size = 2, 128, 256
+    config.num_attention_heads, config.num_key_value_heads = 4, 2  # head_dim stays 64, GQA g=2
+    path = tmp_path_factory.mktemp("tiny_probe")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    ByteTokenizer().save_pretrained(path)
+    return path
+
+
+def _args(model_dir, out, *extra):
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    return parser.parse_args(
+        ["--model", str(model_dir), "--methods", "dense,streaming", "--lengths", "512",
+         "--tasks", "niah_single,passkey", "--samples", "2", "--out", str(out), "--device", "cpu",
+         "--method-kwargs", json.dumps(STREAMING), *extra]
+    )  # fmt: skip
+
+
+def test_parse_length():
+    assert harness.parse_length("4k") == 4096
+    assert harness.parse_length(" 128K ") == 131072
+    assert harness.parse_length("1000") == 1000
+    for bad in ("0", "4m", "k", "-1"):
+        with pytest.raises(ValueError, match="lengths"):
+            harness.parse_length(bad)
+
+
+def test_eval_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
+    calls = []
+    generate = harness.generate
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "generate", counting)
+    assert harness.main(_args(model_dir, tmp_path)) == 0
+    assert len(calls) == 4 * 3  # 4 cells x (warm-up + 2 samples)
+    results = json.loads((tmp_path / "results.json").read_text())
+    cells = {(c["method"], c["task"]): c for c in results["cells"]}
+    assert len(cells) == 4
+    for (method, _), cell in cells.items():
+        assert 0.0 <= cell["accuracy"] <= 1.0 and len(cell["scores"]) == 2
+        assert cell["prefill_seconds"] > 0 and cell["peak_memory_mb"] > 0
+        assert cell["mean_prompt_tokens"] <= 512
+        assert len(cell["density_per_layer"]) == 2
+        if method == "dense":
+            assert cell["density"] == pytest.approx(1.0)
+        else:
+            assert cell["density"] < 0.9  # sinks + a 64-token window over 512 tokens
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and set(rows[0]) == set(harness.CSV_COLUMNS)
+    for name in ("accuracy_vs_length.png", "frontier.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+    lines = (tmp_path / "cells.jsonl").read_text().splitlines()
+
+    calls.clear()  # the same command again: every cell is done, nothing runs
+    assert harness.main(_args(model_dir, tmp_path)) == 0
+    assert calls == []
+    assert (tmp_path / "cells.jsonl").read_text().splitlines() == lines
+
+    # a new task: only its two cells run; the old ones are reused as they were
+    args = _args(model_dir, tmp_path)
+    args.tasks = "niah_single,passkey,variable_tracking"
+    assert harness.main(args) == 0
+    assert len(calls) == 2 * 3
+    assert (tmp_path / "cells.jsonl").read_text().splitlines()[:4] == lines
+    assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 6
+
+
+def test_fidelity_mode(model_dir, tmp_path):
+    assert harness.main(_args(model_dir, tmp_path, "--fidelity")) == 0
+    result = json.loads((tmp_path / "fidelity.json").read_text())
+    assert result["task"] == "niah_single" and result["length"] == 512
+    dense, streaming = result["methods"]["dense"], result["methods"]["streaming"]
+    for r in (dense, streaming):
+        assert len(r["recall"]) == len(r["rel_l2"]) == len(r["density"]) == 2  # layers
+        assert all(len(row) == 4 for row in r["recall"])  # query heads
+    assert dense["mean_recall"] == pytest.approx(1.0, abs=1e-5)
+    assert dense["mean_rel_l2"] == pytest.approx(0.0, abs=1e-5)
+    assert streaming["mean_recall"] < 1.0 and streaming["mean_rel_l2"] > 0.0
+    assert streaming["mean_density"] < 0.9
+    assert (tmp_path / "fidelity.png").read_bytes()[:8] == PNG
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_missing_probe_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(probe, "WEIGHTS_DIR", tmp_path / "weights")
+    args = _args("probe", tmp_path)
+    assert harness.main(args) == 2
+    err = capsys.readouterr().err
+    assert "probe weights not found" in err and "README.md" in err
+
+
+def test_unknown_task_and_method_are_errors(model_dir, tmp_path, capsys):
+    args = _args(model_dir, tmp_path)
+    args.tasks = "niah_single,nope"
+    assert harness.main(args) == 2
+    assert "unknown tasks ['nope']" in capsys.readouterr().err
+    args = _args(model_dir, tmp_path)
+    args.methods = "dense,no_such_planner"
+    assert harness.main(args) == 2
+    assert "no_such_planner" in capsys.readouterr().err

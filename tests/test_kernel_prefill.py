@@ -1,0 +1,280 @@
+"""Triton block-sparse prefill kernel vs the float32 reference (TRITON_INTERPRET=1 on CPU, fp16)."""
+
+import math
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnsieve.kernels import prefill
+from attnsieve.kernels.prefill import sparse_attention
+from attnsieve.layout import Layout
+from attnsieve.reference import attention_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+RTOL = 4e-3  # relative RMS: fp16 inputs and P, fp32 accumulation
+
+
+@pytest.fixture(autouse=True)
+def _nan_empty(monkeypatch):
+    """torch.empty gives NaN-filled float memory: any output the kernel skips fails the check."""
+    empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        t = empty(*args, **kwargs)
+        return t.fill_(math.nan) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", nan_empty)
+
+
+def _qkv(b, h_q, h_kv, n, m, d, dtype=torch.float16):
+    q = torch.randn(b, h_q, n, d, dtype=dtype, device=DEVICE)
+    k = torch.randn(b, h_kv, m, d, dtype=dtype, device=DEVICE)
+    v = torch.randn(b, h_kv, m, d, dtype=dtype, device=DEVICE)
+    return q, k, v
+
+
+def _random_layout(b, h, n, m, bq, bk, p=0.5, columns=0, empty=False):
+    qb, kb = -(-n // bq), -(-m // bk)
+    mask = torch.rand(b, h, qb, kb, device=DEVICE) < p
+    if empty:
+        mask = torch.zeros_like(mask)
+    layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+    if columns:
+        layout = layout.with_columns(torch.randint(-1, m, (b, h, qb, columns), device=DEVICE))
+    return layout
+
+
+def _check(q, k, v, layout, causal, scale=None):
+    out, lse = sparse_attention(q, k, v, layout, causal=causal, scale=scale, return_lse=True)
+    ref, ref_lse = attention_reference(q, k, v, layout, causal=causal, scale=scale, return_lse=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
+    assert not out.isnan().any() and not lse.isnan().any()
+    err = (out.float() - ref.float()).pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt().clamp(
+        min=1e-6
+    )
+    assert err < RTOL, f"relative RMS {err:.2e}"
+    finite = ref_lse.isfinite()
+    assert torch.equal(lse.isfinite(), finite)
+    assert torch.equal(lse[~finite], ref_lse[~finite])  # both -inf
+    torch.testing.assert_close(lse[finite], ref_lse[finite], atol=2e-3, rtol=0)
+    assert not out[~finite].any()  # empty rows are exactly 0
+    return out, lse
+
+
+@pytest.mark.parametrize("g", [1, 2, 4, 8])
+def test_gqa_ratios(g):
+    q, k, v = _qkv(1, 2 * g, 2, 96, 96, 64)
+    _check(q, k, v, _random_layout(1, 2 * g, 96, 96, 32, 32), causal=True)
+
+
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("causal", [True, False])
+def test_head_dims_and_causality(d, causal):
+    q, k, v = _qkv(1, 2, 1, 80, 80, d)
+    _check(q, k, v, _random_layout(1, 1, 80, 80, 32, 32, p=0.6), causal=causal)
+
+
+@pytest.mark.parametrize(
+    ("n", "m"), [(70, 150), (150, 70), (33, 33), (1, 90), (90, 1), (64, 94), (64, 95), (64, 97)]
+)
+@pytest.mark.parametrize("causal", [True, False])
+def test_lengths_not_multiple_of_block_and_n_ne_m(n, m, causal):
+    """M < N leaves early causal rows with no key: they must come out 0 / -inf. Offsets M - N of
+    -2, -1, +1 modulo the block put the diagonal next to a block edge (masked vs unmasked phase)."""
+    q, k, v = _qkv(1, 2, 2, n, m, 32)
+    _check(q, k, v, _random_layout(1, 2, n, m, 32, 32, p=0.7), causal=causal)
+
+
+@pytest.mark.parametrize(("bq", "bk"), [(16, 64), (64, 16), (32, 128), (128, 32)])
+def test_block_q_differs_from_block_k(bq, bk):
+    q, k, v = _qkv(1, 2, 1, 200, 220, 32)
+    _check(q, k, v, _random_layout(1, 2, 200, 220, bq, bk), causal=True)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_many_blocks_at_or_past_the_diagonal(dense):
+    """More than the kernel's 8-entry tail of blocks crossing or above the diagonal: the scan goes
+    on past the vector tail (block_q 128 over block_k 16; a non-causal layout run causally)."""
+    q, k, v = _qkv(1, 2, 1, 256, 256, 32)
+    layout = _random_layout(1, 1, 256, 256, 128, 16, p=0.9)
+    if dense:
+        layout = Layout.dense(256, 256, block_q=128, block_k=16, causal=False, device=DEVICE)
+    _check(q, k, v, layout, causal=True)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_columns_only(causal):
+    q, k, v = _qkv(1, 4, 2, 100, 130, 64)
+    layout = _random_layout(1, 2, 100, 130, 32, 32, empty=True, columns=40)
+    assert layout.has_columns and int(layout.block_count.sum()) == 0
+    _check(q, k, v, layout, causal=causal)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_blocks_and_columns(causal):
+    q, k, v = _qkv(2, 4, 2, 120, 120, 64)
+    _check(q, k, v, _random_layout(2, 4, 120, 120, 32, 16, p=0.3, columns=20), causal=causal)
+
+
+def test_empty_layout_gives_zero_and_minus_inf():
+    q, k, v = _qkv(1, 2, 1, 50, 70, 64)
+    out, lse = _check(q, k, v, _random_layout(1, 1, 50, 70, 32, 32, empty=True), causal=False)
+    assert not out.any() and bool((lse == -math.inf).all())
+
+
+@pytest.mark.parametrize("layout_heads", ["one", "kv", "q"])
+def test_layout_head_broadcast(layout_heads):
+    h_l = {"one": 1, "kv": 2, "q": 8}[layout_heads]
+    q, k, v = _qkv(2, 8, 2, 64, 64, 32)
+    _check(q, k, v, _random_layout(2, h_l, 64, 64, 16, 16, p=0.4), causal=True)
+
+
+def test_layout_batch_broadcast():
+    q, k, v = _qkv(3, 4, 2, 64, 80, 32)
+    layout = _random_layout(1, 4, 64, 80, 16, 16, p=0.4, columns=6)
+    out, _ = _check(q, k, v, layout, causal=True)
+    # each batch element must use the same plan as when run on its own
+    for i in range(3):
+        alone = sparse_attention(q[i : i + 1], k[i : i + 1], v[i : i + 1], layout)
+        torch.testing.assert_close(alone, out[i : i + 1], atol=0, rtol=0)
+
+
+def test_dense_layout_and_custom_scale():
+    q, k, v = _qkv(1, 4, 1, 100, 100, 64)
+    layout = Layout.dense(100, 100, block_q=32, block_k=32, device=DEVICE)
+    _check(q, k, v, layout, causal=True, scale=0.3)
+
+
+def test_strided_inputs():
+    """(B, N, H, D) storage viewed as (B, H, N, D): no copy needed, strides are honoured."""
+    q = torch.randn(1, 90, 4, 32, dtype=torch.float16, device=DEVICE).transpose(1, 2)
+    kv = torch.randn(2, 1, 90, 2, 32, dtype=torch.float16, device=DEVICE).transpose(2, 3)
+    _check(q, kv[0], kv[1], _random_layout(1, 2, 90, 90, 32, 32), causal=True)
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "bq", "bk", "columns"),
+    [(70, 150, 32, 32, 0), (150, 90, 64, 16, 8), (33, 200, 16, 64, 4)],
+)
+def test_tma_descriptor_path(n, m, bq, bk, columns):
+    """The Hopper path (K/V tiles through TMA descriptors) forced on: zero-filled rows past M."""
+    q = torch.randn(1, 90, 4, 32, dtype=torch.float16, device=DEVICE)[:, :n].transpose(1, 2)
+    k, v = torch.randn(2, 1, 2, m, 32, dtype=torch.float16, device=DEVICE)
+    with mock.patch.object(prefill, "_use_tma", lambda *_: True):
+        layout = _random_layout(1, 4, q.shape[2], m, bq, bk, p=0.6, columns=columns)
+        _check(q, k, v, layout, causal=True)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    b=st.integers(1, 2),
+    h_kv=st.integers(1, 2),
+    g=st.sampled_from([1, 2, 4]),
+    n=st.integers(1, 160),
+    m=st.integers(1, 160),
+    d=st.sampled_from([16, 32, 64]),
+    bq=st.sampled_from([16, 32, 64]),
+    bk=st.sampled_from([16, 32, 64]),
+    p=st.floats(0.0, 1.0),
+    columns=st.sampled_from([0, 5]),
+    causal=st.booleans(),
+    head_mode=st.sampled_from(["one", "kv", "q"]),
+    batch_broadcast=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_random_layouts_match_reference(
+    b, h_kv, g, n, m, d, bq, bk, p, columns, causal, head_mode, batch_broadcast, seed
+):
+    torch.manual_seed(seed)
+    h_q = h_kv * g
+    h_l = {"one": 1, "kv": h_kv, "q": h_q}[head_mode]
+    q, k, v = _qkv(b, h_q, h_kv, n, m, d)
+    layout = _random_layout(1 if batch_broadcast else b, h_l, n, m, bq, bk, p=p, columns=columns)
+    _check(q, k, v, layout, causal=causal)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="SDPA dispatch runs on CUDA only")
+def test_dense_dispatch_matches_triton():
+    q, k, v = _qkv(1, 8, 2, 1000, 1000, 128, dtype=torch.bfloat16)
+    layout = Layout.dense(1000, 1000, device=DEVICE)
+    fast = sparse_attention(q, k, v, layout, dense_dispatch=True)
+    triton_out = sparse_attention(q, k, v, layout, dense_dispatch=False)
+    err = (fast.float() - triton_out.float()).norm() / triton_out.float().norm()
+    assert err < 1e-2
+
+
+# ---- malformed inputs ----------------------------------------------------------------------------
+def _ok():
+    q, k, v = _qkv(1, 4, 2, 40, 40, 32)
+    return q, k, v, Layout.dense(40, 40, block_q=16, block_k=16, device=DEVICE)
+
+
+def test_rejects_float32():
+    q, k, v, layout = _ok()
+    with pytest.raises(TypeError, match="float16 or bfloat16"):
+        sparse_attention(q.float(), k.float(), v.float(), layout)
+
+
+def test_rejects_mixed_dtypes():
+    q, k, v, layout = _ok()
+    with pytest.raises(TypeError, match="one dtype"):
+        sparse_attention(q, k.to(torch.bfloat16), v, layout)
+
+
+def test_rejects_head_dim_mismatch():
+    q, k, v, layout = _ok()
+    with pytest.raises(ValueError, match="head_dim"):
+        sparse_attention(q[..., :16], k, v, layout)
+
+
+@pytest.mark.parametrize("d", [24, 48, 8, 512])
+def test_rejects_unsupported_head_dim(d):
+    q, k, v = _qkv(1, 2, 1, 20, 20, d)
+    with pytest.raises(ValueError, match="power of two"):
+        sparse_attention(q, k, v, Layout.dense(20, 20, block_q=16, block_k=16, device=DEVICE))
+
+
+def test_rejects_heads_not_multiple():
+    q, k, v, layout = _ok()
+    with pytest.raises(ValueError, match="multiple of H_kv"):
+        sparse_attention(q[:, :3], k, v, layout)
+
+
+def test_rejects_layout_length_mismatch():
+    q, k, v, _ = _ok()
+    with pytest.raises(ValueError, match="built for"):
+        sparse_attention(q, k, v, Layout.dense(41, 40, block_q=16, block_k=16, device=DEVICE))
+
+
+def test_rejects_layout_heads_mismatch():
+    q, k, v, _ = _ok()
+    layout = _random_layout(1, 3, 40, 40, 16, 16)
+    with pytest.raises(ValueError, match="heads 3"):
+        sparse_attention(q, k, v, layout)
+
+
+def test_rejects_device_mismatch():
+    q, k, v, layout = _ok()
+    with pytest.raises(ValueError, match="one device"):
+        sparse_attention(q, k.to("meta"), v, layout)
+
+
+def test_rejects_unsupported_block_size():
+    q, k, v = _qkv(1, 2, 1, 40, 40, 32)
+    layout = Layout.dense(40, 40, block_q=16, block_k=24, device=DEVICE)
+    with pytest.raises(ValueError, match="block_k"):
+        sparse_attention(q, k, v, layout)
+
+
+def test_rejects_bad_layout_type_scale_and_strides():
+    q, k, v, layout = _ok()
+    with pytest.raises(TypeError, match="layout"):
+        sparse_attention(q, k, v, layout.block_idx)
+    with pytest.raises(ValueError, match="scale"):
+        sparse_attention(q, k, v, layout, scale=-1.0)
+    with pytest.raises(ValueError, match="stride 1"):
+        sparse_attention(q.transpose(2, 3).contiguous().transpose(2, 3), k, v, layout)

@@ -1,0 +1,207 @@
+"""flexprefill, xattention and hip planners: validity, full budget, planted structure, configs."""
+
+import math
+
+import pytest
+import torch
+
+from attnsieve.eval.fidelity import attention_recall
+from attnsieve.eval.workloads import make_workload
+from attnsieve.kernels import planning_reference
+from attnsieve.layout import Layout
+from attnsieve.methods import PLANNERS, get_planner, pooling
+from attnsieve.methods.flexprefill import _sqrt_js_divergence
+
+BIG = 10**6
+FULL = [
+    ("flexprefill", {"gamma": 1.0, "block_size": 32, "min_budget": 0}),
+    ("flexprefill", {"min_budget": BIG, "block_size": 32}),
+    ("xattention", {"threshold": 1.0, "block_size": 32, "stride": 4}),
+    ("hip", {"k": BIG, "block_q": 32, "block_k": 16}),
+]
+SPARSE = [
+    ("flexprefill", {}),
+    ("flexprefill", {"block_size": 32, "min_budget": 32}),
+    ("flexprefill", {"block_size": 16, "min_budget": 0, "tau": 1.0, "max_budget": 64}),
+    ("xattention", {}),
+    ("xattention", {"block_size": 32, "stride": 4}),
+    ("xattention", {"block_size": 16, "stride": 8, "threshold": 0.5}),
+    ("hip", {}),
+    ("hip", {"k": 64, "block_q": 32, "block_k": 16}),
+]
+SHAPES = [(333, 333), (100, 257), (257, 100), (1000, 1000)]
+
+
+def qk(b, h_q, h_kv, n, m, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, h_q, n, d, generator=g) * 2, torch.randn(b, h_kv, m, d, generator=g)
+
+
+def dense_mask_like(layout, causal=True):
+    dense = Layout.dense(
+        layout.num_queries, layout.num_keys, block_q=layout.block_q, block_k=layout.block_k,
+        causal=causal,
+    )  # fmt: skip
+    return dense.block_mask().expand(layout.batch, layout.heads, -1, -1)
+
+
+def workload(kinds, n=2048, **kwargs):
+    opts = dict(seq_len=n, head_dim=128, num_columns=4, local_window=16, span_len=16)
+    return make_workload(kinds, **{**opts, **kwargs})
+
+
+def test_registered():
+    for name in ("flexprefill", "xattention", "hip"):
+        assert PLANNERS[name].name == name and type(get_planner(name)) is PLANNERS[name]
+
+
+@pytest.mark.parametrize("name,kwargs", FULL)
+@pytest.mark.parametrize("n,m", SHAPES[:3])
+@pytest.mark.parametrize("h_q,h_kv", [(4, 1), (2, 2)])
+def test_full_budget_is_dense(name, kwargs, n, m, h_q, h_kv):
+    q, k = qk(2, h_q, h_kv, n, m)
+    causal_modes = (True,) if name == "flexprefill" else (True, False)
+    for causal in causal_modes:
+        layout = get_planner(name, **kwargs).plan(q, k, causal=causal).validate()
+        assert torch.equal(layout.block_mask(), dense_mask_like(layout, causal))
+
+
+@pytest.mark.parametrize("name,kwargs", SPARSE)
+@pytest.mark.parametrize("n,m", SHAPES)
+@pytest.mark.parametrize("h_q,h_kv,b", [(4, 1, 2), (2, 2, 1)])
+def test_layouts_are_valid(name, kwargs, n, m, h_q, h_kv, b):
+    q, k = qk(b, h_q, h_kv, n, m)
+    layout = get_planner(name, **kwargs).plan(q, k).validate()
+    layout.check_inputs(q, k)
+    assert layout.batch in (1, b) and layout.heads in (1, h_q)
+    blocks = layout.block_mask()
+    visible = Layout.causal_block_mask(n, m, layout.block_q, layout.block_k)
+    assert not (blocks & ~visible).any()  # nothing above the causal diagonal
+    diagonal = pooling.window_block_mask(n, m, layout.block_q, layout.block_k, 1)
+    assert (blocks | ~diagonal).all()  # every query block keeps its own diagonal block(s)
+    assert 0 < layout.density() <= 1
+
+
+@pytest.mark.parametrize("name,kwargs", SPARSE[1:3] + SPARSE[4:6] + SPARSE[7:])
+def test_triton_and_reference_plans_agree(name, kwargs, monkeypatch):
+    if name == "hip":  # planted keys score exactly 0 off the structure: ties break on rounding
+        q, k = qk(1, 4, 2, 300, 300)
+    else:
+        w = workload(["sink_local", "vertical", "slash", "retrieval"], n=300, num_kv_heads=2)
+        q, k = w.q, w.k
+    want = get_planner(name, **kwargs).plan(q, k).block_mask()
+    monkeypatch.setenv("ATTNSIEVE_BACKEND", "triton")  # the interpreted kernels on CPU
+    got = get_planner(name, **kwargs).plan(q, k).block_mask()
+    assert torch.equal(got, want)
+
+
+def _check_planted(layout, w, heads, min_recall, max_density):
+    recall = attention_recall(w.q, w.k, layout)[0]
+    density = layout.density(reduce=False)[0]
+    for h in heads:
+        assert recall[h] >= min_recall, (w.head_kinds[h], recall.tolist())
+        assert density[h] <= max_density, (w.head_kinds[h], density.tolist())
+
+
+def test_flexprefill_finds_planted_heads():
+    w = workload(["sink_local", "vertical", "slash", "retrieval"], num_kv_heads=2)
+    layout = get_planner("flexprefill", block_size=32, min_budget=32).plan(w.q, w.k)
+    _check_planted(layout, w, range(4), 0.9, 0.25)
+
+
+def test_flexprefill_query_aware_heads_cover_gamma_of_the_pooled_map():
+    q, k = qk(1, 2, 1, 300, 300, seed=3)
+    layout = get_planner("flexprefill", block_size=16, min_budget=0, tau=1.0).plan(q, k)
+    probs = planning_reference.pooled_block_probs(
+        planning_reference.block_mean_pool(q, 16), planning_reference.block_mean_pool(k, 16),
+        num_queries=300, num_keys=300, block_q=16, block_k=16,
+    )  # fmt: skip
+    kept = (probs * layout.block_mask()).sum((-1, -2)) / probs.sum((-1, -2))
+    assert (kept >= 0.9).all()  # tau = 1 > sqrt(ln 2) makes every head query-aware
+
+
+def test_sqrt_js_divergence():
+    p = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    disjoint = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.25, 0.25]])
+    torch.testing.assert_close(
+        _sqrt_js_divergence(p, disjoint), torch.tensor([math.log(2) ** 0.5, 0])
+    )
+
+
+def test_xattention_finds_planted_heads():
+    # Not vertical/slash heads: single-token lines are where antidiagonal scoring is weak (a
+    # diagonal at an even offset never meets an antidiagonal of an even stride; a stride group
+    # holding several planted keys outweighs one holding one, as its logits add up).
+    w = workload(["sink_local", "retrieval"], num_kv_heads=1)
+    layout = get_planner("xattention", block_size=32, stride=4).plan(w.q, w.k)
+    _check_planted(layout, w, range(2), 0.9, 0.2)
+
+
+def test_xattention_always_keeps_first_and_diagonal_blocks():
+    q, k = qk(1, 2, 1, 257, 300)
+    layout = get_planner("xattention", block_size=16, stride=4, threshold=0.01).plan(q, k)
+    blocks = layout.block_mask()
+    assert blocks[..., 0].all()
+    assert (blocks | ~pooling.window_block_mask(257, 300, 16, 16, 1)).all()
+    assert layout.block_count.max() <= 4  # first + diagonal(s) + at most the single best block
+
+
+def test_hip_finds_a_local_region_within_budget():
+    """HiP assumes attention locality: keys near a hidden centre score high, decaying smoothly."""
+    n, d, bs, centre = 2048, 32, 32, 700
+    g = torch.Generator().manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    bump = torch.exp(-(((torch.arange(n) - centre) / 48.0) ** 2))
+    k = torch.randn(1, 1, n, d, generator=g) * 0.3 + bump[:, None] * u * 6
+    q = (u * 10).expand(1, 1, n, d).clone()
+    q[:, :, :centre] = torch.randn(1, 1, centre, d, generator=g)  # rows before the centre: noise
+    layout = get_planner("hip", k=4 * bs, block_q=bs, block_k=bs).plan(q, k)
+    assert layout.block_count.max() <= 4 + 2  # k / block_k branches plus the diagonal block(s)
+    recall = attention_recall(q[:, :, 1024:], k, _last_rows(layout, 1024))  # rows past the centre
+    assert recall.item() >= 0.9
+
+
+def _last_rows(layout, start):
+    """The layout of query rows [start, N) (block-aligned), same keys (bottom-right aligned)."""
+    qb0 = start // layout.block_q
+    mask = layout.block_mask()[:, :, qb0:]
+    n = layout.num_queries - qb0 * layout.block_q
+    return Layout.from_block_mask(
+        mask, block_q=layout.block_q, block_k=layout.block_k, num_queries=n,
+        num_keys=layout.num_keys,
+    )  # fmt: skip
+
+
+def test_hip_keeps_every_visible_block_when_the_budget_allows():
+    q, k = qk(1, 2, 2, 256, 256)
+    layout = get_planner("hip", k=8 * 32, block_q=32, block_k=32).plan(q, k)  # 8 blocks = KB
+    assert torch.equal(layout.block_mask(), dense_mask_like(layout))
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,field",
+    [
+        ("flexprefill", {"gamma": 0.0}, "gamma"),
+        ("flexprefill", {"gamma": 1.5}, "gamma"),
+        ("flexprefill", {"tau": -0.1}, "tau"),
+        ("flexprefill", {"min_budget": -1}, "min_budget"),
+        ("flexprefill", {"max_budget": 100}, "max_budget"),
+        ("flexprefill", {"block_size": 0}, "block_size"),
+        ("xattention", {"threshold": 2.0}, "threshold"),
+        ("xattention", {"stride": 0}, "stride"),
+        ("xattention", {"stride": 3}, "stride"),
+        ("xattention", {"block_size": 12.5}, "block_size"),
+        ("hip", {"k": 0}, "k"),
+        ("hip", {"block_q": 0}, "block_q"),
+        ("hip", {"block_k": True}, "block_k"),
+    ],
+)
+def test_bad_config_names_the_field(name, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        get_planner(name, **kwargs)
+
+
+def test_flexprefill_is_causal_only():
+    q, k = qk(1, 2, 1, 300, 300)
+    with pytest.raises(ValueError, match="causal"):
+        get_planner("flexprefill", block_size=16, min_budget=0).plan(q, k, causal=False)

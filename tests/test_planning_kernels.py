@@ -1,0 +1,152 @@
+"""Fused planning kernels (Triton, interpreted on CPU) against their plain-PyTorch twins."""
+
+import math
+
+import pytest
+import torch
+
+from attnsieve.kernels import planning, planning_reference
+
+# (batch, H_q, H_kv, N, M, D, dtype): odd lengths, N != M (both ways), GQA 1/2/4, batch 2
+SHAPES = [
+    (2, 4, 2, 150, 173, 64, torch.float32),
+    (1, 4, 1, 97, 97, 32, torch.float16),
+    (1, 2, 2, 160, 40, 16, torch.float32),  # M < N: early query blocks see no key
+    (1, 2, 1, 33, 250, 128, torch.float16),
+]
+
+
+def _inputs(b, h_q, h_kv, n, m, d, dtype, sharp=3.0):
+    q = (torch.randn(b, h_q, n, d) * sharp).to(dtype)
+    k = torch.randn(b, h_kv, m, d).to(dtype)
+    return q, k
+
+
+def _close(a, b, dtype):
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    assert torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_block_mean_pool(shape):
+    q, k = _inputs(*shape)
+    for x, block in ((q, 32), (k, 16), (q, 48)):
+        got = planning.block_mean_pool(x, block, backend="triton")
+        want = planning_reference.block_mean_pool(x, block)
+        assert got.shape == (x.shape[0], x.shape[1], -(-x.shape[2] // block), x.shape[3])
+        _close(got, want, torch.float32)
+    # the twin is the plain block mean, short last block included
+    x = torch.arange(10.0).view(1, 1, 5, 2)
+    assert planning_reference.block_mean_pool(x, 2)[0, 0].tolist() == [[1, 2], [5, 6], [8, 9]]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("causal", [True, False])
+def test_pooled_block_probs(shape, causal):
+    q, k = _inputs(*shape)
+    n, m = q.shape[2], k.shape[2]
+    qp = planning_reference.block_mean_pool(q, 32)
+    kp = planning_reference.block_mean_pool(k, 16)
+    kwargs = dict(num_queries=n, num_keys=m, block_q=32, block_k=16, causal=causal)
+    got = planning.pooled_block_probs(qp, kp, backend="triton", **kwargs)
+    want = planning_reference.pooled_block_probs(qp, kp, **kwargs)
+    _close(got, want, torch.float32)
+    sums = got.sum(-1)
+    seen = (torch.arange(sums.shape[-1]) * 32 + 31).clamp(max=n - 1) + m - n >= 0
+    if not causal:
+        seen = torch.ones_like(seen)
+    torch.testing.assert_close(sums, seen.float().expand_as(sums))  # 1 per row, 0 if blind
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("stride", [4, 8])
+def test_antidiagonal_block_scores(shape, causal, stride):
+    q, k = _inputs(*shape)
+    kwargs = dict(stride=stride, block_q=32, block_k=32, causal=causal)
+    got = planning.antidiagonal_block_scores(q, k, backend="triton", **kwargs)
+    want = planning_reference.antidiagonal_block_scores(q, k, **kwargs)
+    _close(got, want, q.dtype)
+    # every strided row that sees a key contributes a mass of exactly 1
+    n, m = q.shape[2], k.shape[2]
+    last = torch.clamp(torch.arange(-(-n // stride)) * stride + stride - 1, max=n - 1) + m - n
+    rows = int((last >= 0).sum()) if causal else -(-n // stride)
+    torch.testing.assert_close(got.sum((-1, -2)), torch.full(got.shape[:2], float(rows)))
+
+
+def test_antidiagonal_twin_matches_definition():
+    """The twin sums one antidiagonal of each stride x stride tile, softmax per strided row."""
+    torch.manual_seed(1)
+    s, n, d = 2, 8, 4
+    q, k = torch.randn(1, 1, n, d), torch.randn(1, 1, n, d)
+    got = planning_reference.antidiagonal_block_scores(q, k, stride=s, block_q=4, block_k=4)
+    logits = torch.full((n // s, n // s), -math.inf)
+    for r in range(n // s):
+        for c in range(r + 1):  # causal, N == M: group c visible iff c <= r
+            logits[r, c] = sum(q[0, 0, r * s + s - 1 - t] @ k[0, 0, c * s + t] for t in range(s))
+    probs = (logits / math.sqrt(d) / s).softmax(-1)
+    want = probs.view(2, 2, 2, 2).sum((1, 3))  # 2 strided rows / columns per block of 4
+    torch.testing.assert_close(got[0, 0], want)
+
+
+def test_antidiagonal_scratch_split(monkeypatch):
+    """Launching per KV-head group (bounded scratch) gives the same scores."""
+    q, k = _inputs(1, 4, 2, 100, 100, 32, torch.float32)
+    whole = planning.antidiagonal_block_scores(
+        q, k, stride=4, block_q=16, block_k=16, backend="triton"
+    )
+    monkeypatch.setattr(planning, "_SCRATCH_BYTES", 1)
+    split = planning.antidiagonal_block_scores(
+        q, k, stride=4, block_q=16, block_k=16, backend="triton"
+    )
+    torch.testing.assert_close(whole, split)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block_k", [16, 64])
+def test_last_query_stats(shape, block_k):
+    q, k = _inputs(*shape)
+    n, m = q.shape[2], k.shape[2]
+    last_q = min(40, n)
+    vertical, slash = planning.last_query_stats(
+        q, k, last_q=last_q, block_k=block_k, backend="triton"
+    )
+    want_v, want_s = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
+    assert vertical.shape == (q.shape[0], q.shape[1], m)
+    assert slash.shape == (q.shape[0], q.shape[1], -(-m // block_k))
+    _close(vertical, want_v, q.dtype)
+    _close(slash, want_s, q.dtype)
+    # both are averaged probability distributions over the rows that see a key
+    seen = float((torch.arange(m - last_q, m) >= 0).sum()) / last_q
+    torch.testing.assert_close(vertical.sum(-1), torch.full(vertical.shape[:2], seen))
+    torch.testing.assert_close(slash.sum(-1), torch.full(slash.shape[:2], seen))
+
+
+def test_last_query_stats_slash_of_a_diagonal():
+    """Keys that match their query exactly put all the slash mass on offset block 0."""
+    d, n = 32, 96
+    k = torch.nn.functional.normalize(torch.randn(1, 1, n, d), dim=-1)
+    q = k * 60.0  # each query scores its own key far above the others
+    for backend in ("triton", "reference"):
+        _, slash = planning.last_query_stats(q, k, last_q=32, block_k=16, backend=backend)
+        assert slash[0, 0, 0] > 0.99
+
+
+def test_bad_inputs_name_the_argument():
+    q, k = _inputs(1, 2, 1, 64, 64, 32, torch.float32)
+    with pytest.raises(ValueError, match="stride"):
+        planning.antidiagonal_block_scores(q, k, stride=3, block_q=32, block_k=32, backend="triton")
+    with pytest.raises(ValueError, match="stride"):
+        planning.antidiagonal_block_scores(q, k, stride=4, block_q=48, block_k=32, backend="triton")
+    with pytest.raises(ValueError, match="last_q"):
+        planning.last_query_stats(q, k, last_q=65, block_k=16, backend="triton")
+    with pytest.raises(ValueError, match="block"):
+        planning.block_mean_pool(q, 0, backend="triton")
+    with pytest.raises(ValueError, match="H_q"):
+        planning.last_query_stats(q[:, :1], k.expand(1, 2, 64, 32), last_q=8, block_k=16)
+    qp = planning_reference.block_mean_pool(q, 32)
+    with pytest.raises(ValueError, match="k_pooled"):
+        planning.pooled_block_probs(
+            qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16, backend="triton"
+        )
