@@ -25,12 +25,16 @@ def _cdiv(a: int, b: int) -> int:
 
 def _pack_sorted(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Indices of True entries along the last dim, ascending, padded with PAD; plus counts."""
-    count = mask.sum(-1, dtype=torch.int32)
+    # a prefix sum gives each True entry its slot: a scatter instead of a sort of the whole mask
+    slot = mask.cumsum(-1, dtype=torch.int32)
+    count = slot[..., -1].contiguous()
     width = max(int(count.max()) if count.numel() else 0, 1)
     positions = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32)
-    keyed = torch.where(mask, positions, torch.full_like(positions, _BIG))
-    idx = keyed.sort(-1).values[..., :width]
-    return torch.where(idx == _BIG, PAD, idx).contiguous(), count
+    out = torch.full((*mask.shape[:-1], width + 1), PAD, dtype=torch.int32, device=mask.device)
+    # entries that are not kept all land in the spare last column, which is dropped
+    target = torch.where(mask, slot - 1, width).long()
+    out.scatter_(-1, target, positions.expand_as(target))
+    return out[..., :width].contiguous(), count
 
 
 def _compact(values: Tensor) -> tuple[Tensor, Tensor]:
