@@ -107,14 +107,13 @@ class Layout:
         return self.column_idx is not None
 
     def to(self, device: torch.device | str) -> Layout:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(
-            self,
-            block_idx=move(self.block_idx),
-            block_count=move(self.block_count),
-            column_idx=move(self.column_idx),
-            column_count=move(self.column_count),
-        )
+        return self._map(lambda t: t.to(device))
+
+    def _map(self, fn) -> Layout:
+        """Copy with ``fn`` applied to each index tensor (the absent column part stays None)."""
+        fields = ("block_idx", "block_count", "column_idx", "column_count")
+        changes = {f: None if getattr(self, f) is None else fn(getattr(self, f)) for f in fields}
+        return replace(self, **changes)
 
     def heads_for(self, h_q: int, h_kv: int) -> Tensor:
         """Layout head used by each of ``h_q`` query heads (0, h // g or h)."""
@@ -431,16 +430,7 @@ class Layout:
         )
 
     def _expanded(self, b: int, h: int) -> Layout:
-        def grow(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.expand(b, h, *t.shape[2:]).contiguous()
-
-        return replace(
-            self,
-            block_idx=grow(self.block_idx),
-            block_count=grow(self.block_count),
-            column_idx=grow(self.column_idx),
-            column_count=grow(self.column_count),
-        )
+        return self._map(lambda t: t.expand(b, h, *t.shape[2:]).contiguous())
 
     # ---- validation ----------------------------------------------------------------------------
     def _check_same_geometry(self, other: Layout, name: str) -> None:

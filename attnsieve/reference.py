@@ -17,9 +17,10 @@ from attnsieve.layout import Layout, causal_token_mask
 _CHUNK_BYTES = 1 << 28
 
 
-def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
-    """Shape/dtype/device contract shared by every attention entry point."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
+def check_qk(q: Tensor, k: Tensor) -> None:
+    """Raise unless q is (B, H_q, N, D) and k (B, H_kv, M, D) of one float dtype and device, with
+    H_q a multiple of H_kv: the contract of every attention and planning entry point."""
+    for name, t in (("q", q), ("k", k)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
@@ -28,18 +29,29 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
             )
         if not t.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v: expected one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v: expected one device, got {q.device}, {k.device}, {v.device}")
-    if k.shape != v.shape:
-        raise ValueError(f"k, v: expected equal shapes, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if q.dtype != k.dtype:
+        raise TypeError(f"q, k: expected one dtype, got {q.dtype} and {k.dtype}")
+    if q.device != k.device:
+        raise ValueError(f"q, k: expected one device, got {q.device} and {k.device}")
     if q.shape[0] != k.shape[0]:
         raise ValueError(f"q, k: batch sizes differ ({q.shape[0]} vs {k.shape[0]})")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q, k: head_dim differs ({q.shape[-1]} vs {k.shape[-1]})")
     if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
         raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
+
+
+def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """`check_qk` plus v: same shape, dtype and device as k."""
+    check_qk(q, k)
+    if not isinstance(v, Tensor):
+        raise TypeError(f"v: expected a torch.Tensor, got {type(v).__name__}")
+    if v.dtype != k.dtype:
+        raise TypeError(f"k, v: expected one dtype, got {k.dtype} and {v.dtype}")
+    if v.device != k.device:
+        raise ValueError(f"k, v: expected one device, got {k.device} and {v.device}")
+    if k.shape != v.shape:
+        raise ValueError(f"k, v: expected equal shapes, got {tuple(k.shape)} and {tuple(v.shape)}")
 
 
 def attention_reference(

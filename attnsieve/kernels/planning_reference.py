@@ -15,28 +15,9 @@ import math
 import torch
 from torch import Tensor
 
+from attnsieve.reference import check_qk
+
 _CHUNK_ELEMENTS = 1 << 26  # score elements per chunk of strided rows (256 MiB of float32)
-
-
-def check_qk(q: Tensor, k: Tensor) -> None:
-    """Raise unless q is (B, H_q, N, D) and k is (B, H_kv, M, D), same dtype/device, H_kv | H_q."""
-    for name, t in (("q", q), ("k", k)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4 or not t.is_floating_point():
-            raise ValueError(f"{name}: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
-    if q.dtype != k.dtype or q.device != k.device:
-        raise ValueError(
-            f"q, k: expected one dtype and device, got {q.dtype}/{q.device}, {k.dtype}/{k.device}"
-        )
-    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
-        raise ValueError(
-            f"q, k: batch and head_dim must match, got {tuple(q.shape)} and {tuple(k.shape)}"
-        )
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
-    if q.shape[2] == 0 or k.shape[2] == 0:
-        raise ValueError("q, k: sequence lengths must be positive")
 
 
 def check_block(name: str, value: object) -> None:

@@ -16,12 +16,12 @@ from attnsieve.methods.pooling import (
     block_self_similarity,
     check_float,
     check_int,
-    check_qk,
     cumulative_threshold,
     group_reduce,
     pooled_scores,
     window_block_mask,
 )
+from attnsieve.reference import check_qk
 
 
 @register

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from attnsieve.methods import PerHeadPlanner, get_planner
-from attnsieve.methods.pooling import check_float, check_qk
+from attnsieve.methods.pooling import check_float
+from attnsieve.reference import check_qk
 
 Candidate = tuple[str, dict[str, Any]]
 # Families in increasing budget; dense last so every head has a candidate of recall 1.

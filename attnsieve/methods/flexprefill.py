@@ -20,10 +20,10 @@ from attnsieve.methods.base import Planner
 from attnsieve.methods.pooling import (
     check_float,
     check_int,
-    check_qk,
     cumulative_threshold,
     query_block_positions,
 )
+from attnsieve.reference import check_qk
 
 
 @register

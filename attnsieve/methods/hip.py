@@ -12,7 +12,8 @@ from attnsieve.kernels.planning import block_mean_pool
 from attnsieve.layout import Layout
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import check_int, check_qk, query_block_positions, window_block_mask
+from attnsieve.methods.pooling import check_int, query_block_positions, window_block_mask
+from attnsieve.reference import check_qk
 
 
 @register

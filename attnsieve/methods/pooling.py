@@ -20,23 +20,6 @@ from torch import Tensor
 from attnsieve.layout import Layout
 
 
-def check_qk(q: Tensor, k: Tensor) -> None:
-    """Raise unless q is (B, H_q, N, D) and k is (B, H_kv, M, D) with H_q a multiple of H_kv."""
-    for name, t in (("q", q), ("k", k)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4 or not t.is_floating_point():
-            raise ValueError(f"{name}: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
-    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3] or q.device != k.device:
-        raise ValueError(
-            f"q, k: batch, head_dim and device must match, got {q.shape} and {k.shape}"
-        )
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
-    if q.shape[2] == 0 or k.shape[2] == 0:
-        raise ValueError("q, k: sequence lengths must be positive")
-
-
 def check_int(name: str, value: object, minimum: int) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is an int >= ``minimum``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:

@@ -14,13 +14,13 @@ from attnsieve.methods import register
 from attnsieve.methods.base import Planner
 from attnsieve.methods.pooling import (
     check_int,
-    check_qk,
     diagonal_sums,
     group_reduce,
     last_query_probs,
     slash_block_mask,
     visible_columns,
 )
+from attnsieve.reference import check_qk
 
 
 @register

@@ -15,10 +15,10 @@ from attnsieve.methods.base import Planner
 from attnsieve.methods.pooling import (
     check_float,
     check_int,
-    check_qk,
     cumulative_threshold,
     window_block_mask,
 )
+from attnsieve.reference import check_qk
 
 
 @register
