@@ -286,28 +286,32 @@ def _last_sums_kernel(
     Q, K, LSE, VERT, SLASH, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     H_Q, GROUP, N, M, L, KB, BLOCK_K, qk_scale, inv_rows,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+    TILES: tl.constexpr,
 ):
-    """Probabilities of one key tile: column sums (vertical) and per offset-block sums (slash)."""
-    i_bh, i_n = tl.program_id(0), tl.program_id(1)
+    """Probabilities of TILES key tiles: column sums (vertical), per offset-block sums (slash)."""
+    i_bh, i_n0 = tl.program_id(0), tl.program_id(1) * TILES
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < HEAD_DIM
+    # the query rows and their lse are loaded once per program, not once per key tile
     b_q = _last_rows(Q, i_b, i_h, stride_qb, stride_qh, stride_qn, N, L, o_d, m_d, BLOCK_L)
     o_pos = M - L + tl.arange(0, BLOCK_L)
     p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
-    o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L)
     b_lse = tl.load(LSE + i_bh.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L))
-    b_p = tl.exp2(b_s - tl.where(b_lse == float("-inf"), 0.0, b_lse)[:, None])  # [L, BLOCK_N]
-    tl.store(VERT + i_bh.to(tl.int64) * M + o_n, tl.sum(b_p, 0) * inv_rows, mask=o_n < M)
-    # the offsets o = pos - key met by this tile span only a few offset blocks: one sum each
-    b_off = o_pos[:, None] - o_n[None, :]
-    b_blk = tl.where(b_off >= 0, b_off // BLOCK_K, -1)
-    s_lo = tl.maximum(M - L - (i_n * BLOCK_N + BLOCK_N - 1), 0) // BLOCK_K
-    s_hi = tl.minimum((M - 1 - i_n * BLOCK_N) // BLOCK_K, KB - 1)
-    for s in range(s_lo, s_hi + 1):
-        mass = tl.sum(tl.sum(tl.where(b_blk == s, b_p, 0.0), 1), 0)
-        tl.atomic_add(SLASH + i_bh.to(tl.int64) * KB + s, mass * inv_rows)
+    b_lse = tl.where(b_lse == float("-inf"), 0.0, b_lse)
+    for i_n in range(i_n0, tl.minimum(i_n0 + TILES, tl.cdiv(M, BLOCK_N))):
+        o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L)
+        b_p = tl.exp2(b_s - b_lse[:, None])  # [L, BLOCK_N]
+        tl.store(VERT + i_bh.to(tl.int64) * M + o_n, tl.sum(b_p, 0) * inv_rows, mask=o_n < M)
+        # the offsets o = pos - key met by this tile span only a few offset blocks: one sum each
+        b_off = o_pos[:, None] - o_n[None, :]
+        b_blk = tl.where(b_off >= 0, b_off // BLOCK_K, -1)
+        s_lo = tl.maximum(M - L - (i_n * BLOCK_N + BLOCK_N - 1), 0) // BLOCK_K
+        s_hi = tl.minimum((M - 1 - i_n * BLOCK_N) // BLOCK_K, KB - 1)
+        for s in range(s_lo, s_hi + 1):
+            mass = tl.sum(tl.sum(tl.where(b_blk == s, b_p, 0.0), 1), 0)
+            tl.atomic_add(SLASH + i_bh.to(tl.int64) * KB + s, mass * inv_rows)
 
 
 # fmt: on
@@ -490,9 +494,11 @@ def last_query_stats(
     kb = triton.cdiv(m, block_k)
     vertical = torch.empty(b, h_q, m, device=q.device, dtype=torch.float32)
     slash = torch.zeros(b, h_q, kb, device=q.device, dtype=torch.float32)
-    _last_sums_kernel[(b * h_q, triton.cdiv(m, block_n))](
-        q, k, lse, vertical, slash, *common, kb, block_k, scale * LOG2E, 1.0 / last_q, **meta
-    )
+    tiles = 8  # key tiles per program: the query rows are reloaded M / (8 * 64) times, not M / 64
+    _last_sums_kernel[(b * h_q, triton.cdiv(m, block_n * tiles))](
+        q, k, lse, vertical, slash, *common, kb, block_k, scale * LOG2E, 1.0 / last_q, **meta,
+        TILES=tiles,
+    )  # fmt: skip
     return vertical, slash
 
 

@@ -108,7 +108,7 @@ class FlexPrefillPlanner(Planner):
         g, bs = h_q // k_pooled.shape[1], self.block_size
         i_b, i_h = heads.nonzero(as_tuple=True)
         probs = pooled_block_probs(
-            block_mean_pool(q, bs)[i_b, i_h][None],
+            block_mean_pool(q[i_b, i_h][None], bs),  # pool only the chosen heads' queries
             k_pooled[i_b, i_h // g][None],
             num_queries=n,
             num_keys=m,
