@@ -20,7 +20,7 @@ COMMANDS = {
         "attnsieve.eval.harness",
         "accuracy and speed of methods on synthetic long-context tasks",
     ),
-    "calibrate": ("attnsieve.methods.calibrate", "choose a method and budget per layer and head"),
+    "calibrate": ("attnsieve.eval.calibrate", "choose a method and budget per layer and head"),
     "bench kernels": ("attnsieve.bench.kernels", "prefill kernel vs SDPA and FlexAttention (GPU)"),
     "bench prefill": ("attnsieve.bench.prefill", "every planner: density, recall, time (GPU)"),
     "bench e2e": ("attnsieve.bench.e2e", "time to first token, Llama-3-8B-shaped model (GPU)"),

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from attnsieve.eval.calibrate import calibrate, capture_qk, load_planners, main
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.methods import PerHeadPlanner, get_planner
-from attnsieve.methods.calibrate import calibrate, capture_qk, load_planners, main
 
 BLOCKS = {"block_q": 32, "block_k": 32}
 CANDIDATES = [
@@ -76,7 +76,7 @@ def test_cli_with_captured_qk(tmp_path, capsys):
     args = ["--qk", str(qk_path), "--candidates", str(cand_path), "--output", str(out)]
     import argparse
 
-    from attnsieve.methods.calibrate import add_arguments
+    from attnsieve.eval.calibrate import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.eval.fidelity import attention_recall
 from attnsieve.methods import PerHeadPlanner, get_planner
 from attnsieve.methods.pooling import check_float
 from attnsieve.reference import check_qk
@@ -67,7 +68,6 @@ def calibrate(
         raise ValueError("candidates: expected a non-empty list of (planner name, kwargs) pairs")
     candidates = [_candidate(c, i) for i, c in enumerate(candidates)]
     planners = [get_planner(name, **kwargs) for name, kwargs in candidates]  # fail early
-    from attnsieve.eval.fidelity import attention_recall  # eval depends on methods, not back
 
     layers: dict[str, Any] = {}
     stats: dict[str, Any] = {}
