@@ -349,8 +349,7 @@ class Layout:
             p0 = (row0 + m - n)[:, None]
             p1 = (row1 - 1 + m - n)[:, None]
             pairs = _clamped_ramp_sum(p1 + 1 - k0, width) - _clamped_ramp_sum(p0 - k0, width)
-            total_rows = torch.arange(n, device=self.device) + (m - n) + 1
-            total = int(total_rows.clamp(min=0, max=m).sum())
+            total = causal_pairs(n, m)
         else:
             pairs = width * (row1 - row0)[:, None]
             total = n * m
@@ -533,6 +532,14 @@ class Layout:
             raise ValueError(f"layout: heads {self.heads}; expected 1, H_kv={h_kv} or H_q={h_q}")
         if self.device != q.device:
             raise ValueError(f"layout: on {self.device}, inputs on {q.device}")
+
+
+def causal_pairs(num_queries: int, num_keys: int) -> int:
+    """Pairs of bottom-right aligned causal attention: sum over i of clamp(M - N + i + 1, 0, M)."""
+    n, m = num_queries, num_keys
+    if n <= m:  # query i sees M - N + i + 1 keys
+        return n * (m - n + 1) + n * (n - 1) // 2
+    return m * (m + 1) // 2  # the first N - M queries see nothing
 
 
 def causal_token_mask(

@@ -82,16 +82,23 @@ def test_layouts_are_valid(name, kwargs, n, m, h_q, h_kv, b):
     assert 0 < layout.density() <= 1
 
 
-@pytest.mark.parametrize("name,kwargs", SPARSE[1:3] + SPARSE[4:6] + SPARSE[7:])
+# vertical_slash and block_topk also plan on the kernels (last-query stats, block pooling)
+KERNEL_STATIC = [
+    ("vertical_slash", {"vertical_size": 20, "slash_size": 40, "block_q": 32, "block_k": 32}),
+    ("block_topk", {"block_q": 32, "block_k": 16}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", SPARSE[1:3] + SPARSE[4:6] + SPARSE[7:] + KERNEL_STATIC)
 def test_triton_and_reference_plans_agree(name, kwargs, monkeypatch):
     if name == "hip":  # planted keys score exactly 0 off the structure: ties break on rounding
         q, k = qk(1, 4, 2, 300, 300)
     else:
         w = workload(["sink_local", "vertical", "slash", "retrieval"], n=300, num_kv_heads=2)
         q, k = w.q, w.k
-    want = get_planner(name, **kwargs).plan(q, k).block_mask()
+    want = get_planner(name, **kwargs).plan(q, k).to_dense_mask()  # blocks and columns
     monkeypatch.setenv("ATTNSIEVE_BACKEND", "triton")  # the interpreted kernels on CPU
-    got = get_planner(name, **kwargs).plan(q, k).block_mask()
+    got = get_planner(name, **kwargs).plan(q, k).to_dense_mask()
     assert torch.equal(got, want)
 
 

@@ -7,6 +7,7 @@ import torch
 
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
+from attnsieve.kernels import planning_reference
 from attnsieve.layout import Layout, causal_token_mask
 from attnsieve.methods import PLANNERS, get_planner, pooling
 from attnsieve.reference import attention_reference
@@ -287,7 +288,7 @@ def test_bad_inputs(name):
 # ---- pooling helpers against brute force -------------------------------------------------------
 def test_mean_pool_and_self_similarity_ragged():
     x = torch.randn(2, 3, 37, 8)
-    pooled = pooling.mean_pool(x, 16)
+    pooled = planning_reference.block_mean_pool(x, 16)
     sim = pooling.block_self_similarity(x, 16)
     for i, chunk in enumerate(x.split(16, dim=2)):
         torch.testing.assert_close(pooled[:, :, i], chunk.mean(2))
@@ -298,23 +299,24 @@ def test_mean_pool_and_self_similarity_ragged():
 def test_pooled_scores_use_gqa_views():
     q, k = qk(2, 6, 3, 50, 70)
     scores = pooling.pooled_scores(q, k, 16, 32)
-    pq = pooling.mean_pool(q, 16)
-    pk = pooling.mean_pool(k, 32).repeat_interleave(2, 1)
+    pq = planning_reference.block_mean_pool(q, 16)
+    pk = planning_reference.block_mean_pool(k, 32).repeat_interleave(2, 1)
     torch.testing.assert_close(scores, pq @ pk.transpose(-1, -2) / 4.0)
 
 
 @pytest.mark.parametrize("n,m,last_q", [(100, 100, 64), (30, 100, 30), (100, 20, 64)])
-def test_last_query_probs_and_diagonal_sums(n, m, last_q):
+def test_last_query_stats_per_key_and_per_diagonal(n, m, last_q):
+    """With one-token offset blocks (vertical_slash's use): per-key and per-diagonal mass."""
     q, k = qk(1, 4, 2, n, m)
-    probs = pooling.last_query_probs(q, k, last_q)
+    vertical, slash = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=1)
     scores = torch.einsum("bhnd,bhmd->bhnm", q[:, :, n - last_q :], k.repeat_interleave(2, 1)) / 4.0
     visible = causal_token_mask(n, m, n - last_q, n)
     brute = scores.masked_fill(~visible, -math.inf).softmax(-1).nan_to_num(0.0)
-    torch.testing.assert_close(probs, brute)
+    torch.testing.assert_close(vertical, brute.mean(2))
     pos = torch.arange(m - last_q, m)[:, None]  # absolute position of each of the last rows
     offset = pos - torch.arange(m)[None, :]
     expected = torch.stack([(brute * (offset == o)).sum((-1, -2)) for o in range(m)], -1)
-    torch.testing.assert_close(pooling.diagonal_sums(probs), expected)
+    torch.testing.assert_close(slash, expected / last_q)
 
 
 def test_cumulative_threshold_is_minimal_prefix():

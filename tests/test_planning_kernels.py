@@ -105,7 +105,7 @@ def test_antidiagonal_scratch_split(monkeypatch):
 
 # M = 1100 spans three programs of the kernel's 8 x 64-key tiles, the last one partial
 @pytest.mark.parametrize("shape", [*SHAPES, (1, 2, 1, 70, 1100, 32, torch.float16)])
-@pytest.mark.parametrize("block_k", [16, 64])
+@pytest.mark.parametrize("block_k", [1, 16, 64])  # 1: vertical_slash's per-diagonal sums
 def test_last_query_stats(shape, block_k):
     q, k = _inputs(*shape)
     n, m = q.shape[2], k.shape[2]

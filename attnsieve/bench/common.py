@@ -24,14 +24,6 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
-def causal_pairs(num_queries: int, num_keys: int) -> int:
-    """Pairs of bottom-right aligned causal attention: sum over i of clamp(M - N + i + 1, 0, M)."""
-    n, m = num_queries, num_keys
-    if n <= m:  # query i sees M - N + i + 1 keys
-        return n * (m - n + 1) + n * (n - 1) // 2
-    return m * (m + 1) // 2  # the first N - M queries see nothing
-
-
 def attention_tflops(ms: float, batch: int, heads: int, head_dim: int, pairs: float) -> float:
     """Forward attention TFLOP/s.
 

@@ -22,7 +22,6 @@ from torch import Tensor
 
 from attnsieve.bench.common import (
     attention_tflops,
-    causal_pairs,
     environment,
     format_table,
     median_ms,
@@ -30,7 +29,7 @@ from attnsieve.bench.common import (
     save_line_plots,
     write_json,
 )
-from attnsieve.layout import Layout
+from attnsieve.layout import Layout, causal_pairs
 
 REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

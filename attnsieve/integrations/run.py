@@ -18,6 +18,7 @@ from torch import Tensor
 
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.transformers import PatchStats, patch
+from attnsieve.layout import causal_pairs
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -118,8 +119,7 @@ def generate(
     start = time.perf_counter()
     with _progress(length, enabled=len(bounds) > 2) as bar:
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            for i in range(num_layers):  # None after the forward = this chunk stayed dense
-                stats.density_per_layer[i] = None
+            stats.clear()  # a layer still None after the forward ran this chunk dense
             out = model(
                 input_ids=input_ids[:, lo:hi],
                 past_key_values=cache,
@@ -127,9 +127,7 @@ def generate(
                 logits_to_keep=1,
             )
             cache = out.past_key_values
-            pairs = (hi - lo) * lo + (hi - lo) * (
-                hi - lo + 1
-            ) // 2  # dense causal pairs of the chunk
+            pairs = causal_pairs(hi - lo, hi)
             for i, d in enumerate(stats.density_per_layer[:num_layers]):
                 weighted[i] += pairs * (1.0 if d is None else d)
             total += pairs

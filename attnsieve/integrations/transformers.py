@@ -38,23 +38,42 @@ _default_config: AttentionConfig | None = None
 _states: dict[int, _State] = {}  # id(config the attention modules hold) -> state
 
 
-@dataclass
 class PatchStats:
     """What the last prefill call of each layer did (index = layer).
 
     ``density_per_layer``: computed / dense-causal (query, key) pairs (1.0 for a dense fallback);
     ``fallback_per_layer``: None when the layer ran its planner's layout, else the fallback reason.
-    Entries stay None until the layer has seen a prefill call.
+    Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
+    kept as device tensors and read on access, so recording them never waits for the GPU.
     """
 
-    density_per_layer: list[float | None]
-    fallback_per_layer: list[str | None]
-    prefill_calls: int = 0
+    def __init__(self, num_layers: int) -> None:
+        self._density: list[Tensor | float | None] = [None] * num_layers
+        self.fallback_per_layer: list[str | None] = [None] * num_layers
+        self.prefill_calls = 0
+
+    @property
+    def density_per_layer(self) -> list[float | None]:
+        return [None if d is None else float(d) for d in self._density]
 
     @property
     def mean_density(self) -> float | None:
         seen = [d for d in self.density_per_layer if d is not None]
         return sum(seen) / len(seen) if seen else None
+
+    def record(self, layer: int, density: Tensor | float, fallback: str | None) -> None:
+        if layer >= len(self._density):  # a model whose config under-reports its layers
+            grow = layer + 1 - len(self._density)
+            self._density.extend([None] * grow)
+            self.fallback_per_layer.extend([None] * grow)
+        self._density[layer] = density
+        self.fallback_per_layer[layer] = fallback
+        self.prefill_calls += 1
+
+    def clear(self) -> None:
+        """Forget the per-layer entries (before a forward whose layers may all run dense)."""
+        self._density = [None] * len(self._density)
+        self.fallback_per_layer = [None] * len(self.fallback_per_layer)
 
 
 @dataclass
@@ -71,16 +90,6 @@ class _State:
         if layer not in self.planners:
             self.planners[layer] = self.config.planner(layer)
         return self.planners[layer]
-
-    def record(self, layer: int, density: float, fallback: str | None) -> None:
-        s = self.stats
-        if layer >= len(s.density_per_layer):  # a model whose config under-reports its layers
-            grow = layer + 1 - len(s.density_per_layer)
-            s.density_per_layer.extend([None] * grow)
-            s.fallback_per_layer.extend([None] * grow)
-        s.density_per_layer[layer] = density
-        s.fallback_per_layer[layer] = fallback
-        s.prefill_calls += 1
 
 
 class PatchHandle:
@@ -210,7 +219,7 @@ def attention_forward(
                 "runs dense attention instead. This warning is shown once per reason.",
                 stacklevel=2,
             )
-        state.record(layer, 1.0, kind)
+        state.stats.record(layer, 1.0, kind)
         return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
 
     if attention_mask is None and key.shape[2] > n:
@@ -221,14 +230,14 @@ def attention_forward(
     out = attention(
         query, key, value, layout, causal=True, scale=scaling, backend=state.config.backend
     )
-    state.record(layer, layout.density(causal=True), None)
+    state.stats.record(layer, layout.density(causal=True, reduce=False).mean(), None)
     return out.transpose(1, 2).contiguous(), None
 
 
 def _install(config: AttentionConfig, model_config: Any, from_handle: bool) -> _State:
     """A fresh state for the model whose attention modules hold ``model_config``."""
     layers = int(getattr(model_config, "num_hidden_layers", 0) or 0)
-    state = _State(config, PatchStats([None] * layers, [None] * layers), from_handle=from_handle)
+    state = _State(config, PatchStats(layers), from_handle=from_handle)
     key = id(model_config)
     _states[key] = state
     # a model dropped without remove(): forget it, so a new object at the same id starts clean

@@ -21,7 +21,7 @@ from attnsieve.methods.pooling import (
     check_float,
     check_int,
     cumulative_threshold,
-    query_block_positions,
+    slash_block_mask,
 )
 from attnsieve.reference import check_qk
 
@@ -91,13 +91,17 @@ class FlexPrefillPlanner(Planner):
         query_aware = _sqrt_js_divergence(pooled, vertical) < self.tau  # (B, H_q)
 
         def budget(x: Tensor) -> Tensor:
-            return torch.where(query_aware, lo, _cover_count(x, self.gamma).clamp(lo, hi))
+            cover = cumulative_threshold(x, self.gamma).sum(-1)
+            return torch.where(query_aware, lo, cover.clamp(lo, hi))
 
         chosen_vertical = _top(vertical, budget(vertical))
         chosen_slash = _top(slash, budget(slash))
         chosen_vertical[..., 0] = True  # the first key block (attention sink), beyond the budget
         chosen_slash[..., 0] = True  # the diagonal, beyond the budget
-        mask = _vertical_slash_mask(chosen_vertical, chosen_slash, n, m, bs)
+        # a chosen offset block keeps every block its diagonals cross; a chosen key block its column
+        offsets = chosen_slash.repeat_interleave(bs, -1)[..., :m]
+        visible = Layout.causal_block_mask(n, m, bs, bs, q.device)
+        mask = slash_block_mask(offsets, n, m, bs, bs) | (chosen_vertical[:, :, None] & visible)
         if bool(query_aware.any()):  # one host sync; vertical-slash heads skip the block map
             mask |= self._query_aware(q, k_pooled, query_aware, m)
         return Layout.from_block_mask(mask, block_q=bs, block_k=bs, num_queries=n, num_keys=m)
@@ -108,7 +112,7 @@ class FlexPrefillPlanner(Planner):
         g, bs = h_q // k_pooled.shape[1], self.block_size
         i_b, i_h = heads.nonzero(as_tuple=True)
         probs = pooled_block_probs(
-            block_mean_pool(q[i_b, i_h][None], bs),  # pool only the chosen heads' queries
+            block_mean_pool(q, bs)[i_b, i_h][None],  # index after pooling: no copy of Q heads
             k_pooled[i_b, i_h // g][None],
             num_queries=n,
             num_keys=m,
@@ -132,13 +136,6 @@ def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:
     return (0.5 * kl(p) + 0.5 * kl(q)).clamp(min=0).sqrt()
 
 
-def _cover_count(x: Tensor, gamma: float) -> Tensor:
-    """int64 (...): fewest entries of each row, largest first, that hold ``gamma`` of its sum."""
-    ranked = x.sort(-1, descending=True).values
-    before = ranked.cumsum(-1) - ranked
-    return (before < gamma * ranked.sum(-1, keepdim=True)).sum(-1)
-
-
 def _top(x: Tensor, count: Tensor) -> Tensor:
     """bool like x: the ``count`` (per row) largest entries, without a host sync."""
     order = x.argsort(-1, descending=True)
@@ -146,20 +143,3 @@ def _top(x: Tensor, count: Tensor) -> Tensor:
         -1, order, torch.arange(x.shape[-1], device=x.device).expand_as(order)
     )
     return rank < count[..., None]
-
-
-def _vertical_slash_mask(vertical: Tensor, slash: Tensor, n: int, m: int, bs: int) -> Tensor:
-    """bool (B, H, QB, KB) from chosen key blocks and offset blocks (B, H, KB), causal.
-
-    Tile (i, j) holds the diagonal offsets [first_i - last_key_j, last_i - first_key_j]; it is kept
-    if one of the offset blocks it meets is chosen (prefix sums: no loop over offsets).
-    """
-    first, last = query_block_positions(n, m, bs, vertical.device)
-    k0 = torch.arange(0, m, bs, device=vertical.device)
-    k1 = torch.clamp(k0 + bs, max=m) - 1
-    lo = (first[:, None] - k1[None, :]).clamp(min=0) // bs
-    hi = (last[:, None] - k0[None, :]).clamp(min=0) // bs
-    prefix = torch.nn.functional.pad(slash.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))
-    hits = prefix[..., hi + 1] - prefix[..., lo]
-    visible = k0[None, :] <= last[:, None]
-    return (vertical[:, :, None, :] | (hits > 0)) & visible

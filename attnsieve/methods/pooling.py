@@ -1,13 +1,14 @@
-"""Shared planning helpers in plain PyTorch: pooled block scores, last-query estimates, selection.
+"""Shared planning helpers: pooled block scores, block self-similarity, selection, block masks.
 
 Every planner estimates attention cheaply and turns the estimate into a block mask. The pieces they
-share live here, each O(N·D) or O(layout size) in memory, never O(N·M): mean-pooled Q/K blocks,
-within-block self-similarity (SpargeAttn), softmax scores of the last queries against all keys and
-their per-column / per-diagonal sums and the blocks chosen diagonals cross (MInference), minimal
-cumulative-probability sets (FlexPrefill, XAttention, SpargeAttn), and the block masks of sink /
-local windows. Triton twins of the heavy estimates live in `attnsieve.kernels.planning`. GQA is
-handled by viewing the g query heads of a KV group together; K is never repeated. Positions are
-bottom-right aligned: query ``i`` of ``N`` sits at absolute position ``M - N + i``.
+share live here, each O(N·D) or O(layout size) in memory, never O(N·M): pooled block scores and
+within-block self-similarity (SpargeAttn) on top of `attnsieve.kernels.planning.block_mean_pool`,
+the blocks chosen diagonals cross (MInference), minimal cumulative-probability sets (FlexPrefill,
+XAttention, SpargeAttn), and the block masks of sink / local windows. The heavy estimates (pooling,
+pooled softmax, last-query and antidiagonal scores) are Triton kernels in
+`attnsieve.kernels.planning`. GQA is handled by viewing the g query heads of a KV group together;
+K is never repeated. Positions are bottom-right aligned: query ``i`` of ``N`` sits at absolute
+position ``M - N + i``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from attnsieve.kernels.planning import block_mean_pool
 from attnsieve.layout import Layout
 
 
@@ -90,16 +92,6 @@ def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: i
     return torch.where(cols <= last[:, None], cols, -1)
 
 
-def mean_pool(x: Tensor, block: int) -> Tensor:
-    """float32 (B, H, ceil(S / block), D): mean of each block's tokens (the last may be short)."""
-    b, h, s, d = x.shape
-    nb = -(-s // block)
-    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, nb * block - s))
-    sums = padded.view(b, h, nb, block, d).sum(3)
-    counts = torch.clamp(s - torch.arange(nb, device=x.device) * block, max=block)
-    return sums / counts[:, None].to(sums.dtype)
-
-
 def block_self_similarity(x: Tensor, block: int) -> Tensor:
     """float32 (B, H, ceil(S / block)): mean pairwise cosine similarity of the tokens of each block.
 
@@ -107,7 +99,7 @@ def block_self_similarity(x: Tensor, block: int) -> Tensor:
     so it costs O(S·D), not O(block^2) per block.
     """
     unit = x.float() / x.float().norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    return mean_pool(unit, block).square().sum(-1)
+    return block_mean_pool(unit, block).square().sum(-1)
 
 
 def pooled_scores(
@@ -117,56 +109,18 @@ def pooled_scores(
     b, h_q, _, d = q.shape
     h_kv = k.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    pq = mean_pool(q, block_q)
-    pk = mean_pool(k, block_k)
+    pq = block_mean_pool(q, block_q)
+    pk = block_mean_pool(k, block_k)
     scores = pq.view(b, h_kv, h_q // h_kv, -1, d) @ pk[:, :, None].transpose(-1, -2)
     return (scores * scale).view(b, h_q, pq.shape[2], pk.shape[2])
 
 
-def last_query_probs(
-    q: Tensor, k: Tensor, last_q: int, *, causal: bool = True, scale: float | None = None
-) -> Tensor:
-    """float32 (B, H_q, last_q, M): softmax attention of the last ``last_q`` queries over all keys.
-
-    O(last_q · M) memory per head (MInference's estimate). Rows that see no key are all zero.
-    """
-    b, h_q, n, d = q.shape
-    h_kv, m = k.shape[1], k.shape[2]
-    if not 1 <= last_q <= n:
-        raise ValueError(f"last_q: expected 1 <= last_q <= N={n}, got {last_q}")
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    ql = q[:, :, n - last_q :].float().view(b, h_kv, h_q // h_kv, last_q, d)
-    scores = (ql @ k.float()[:, :, None].transpose(-1, -2)) * scale
-    if causal:
-        pos = torch.arange(m - last_q, m, device=q.device)  # absolute positions of the last rows
-        scores = scores.masked_fill(
-            torch.arange(m, device=q.device)[None, :] > pos[:, None], -math.inf
-        )
-    return scores.softmax(-1).nan_to_num(0.0).view(b, h_q, last_q, m)
-
-
-def diagonal_sums(probs: Tensor) -> Tensor:
-    """(..., M): attention mass per diagonal offset o = position(query) - key, o in [0, M).
-
-    ``probs`` (..., L, M) holds the last L query rows, row r at absolute position M - L + r.
-    """
-    rows, m = probs.shape[-2:]
-    out = torch.zeros((*probs.shape[:-2], m), dtype=probs.dtype, device=probs.device)
-    for r in range(rows):  # L is small (64): one shifted add per row keeps memory O(M)
-        pos = m - rows + r
-        if pos >= 0:
-            out[..., : pos + 1] += probs[..., r, : pos + 1].flip(-1)
-    return out
-
-
 def group_reduce(x: Tensor, num_kv_heads: int, reduce: str = "sum") -> Tensor:
-    """(B, H_kv, ...): combine the g query heads of each KV group (sum, mean, max, any, all)."""
+    """(B, H_kv, ...): combine the g query heads of each KV group (sum, mean or all)."""
     groups = x.view(x.shape[0], num_kv_heads, x.shape[1] // num_kv_heads, *x.shape[2:])
-    ops = {"sum": torch.sum, "mean": torch.mean, "any": torch.any, "all": torch.all}
-    if reduce == "max":
-        return groups.amax(2)
+    ops = {"sum": torch.sum, "mean": torch.mean, "all": torch.all}
     if reduce not in ops:
-        raise ValueError(f"reduce: expected sum, mean, max, any or all, got {reduce!r}")
+        raise ValueError(f"reduce: expected sum, mean or all, got {reduce!r}")
     return ops[reduce](groups, 2)
 
 

@@ -9,14 +9,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from attnsieve.kernels.planning import last_query_stats
 from attnsieve.layout import Layout
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
 from attnsieve.methods.pooling import (
     check_int,
-    diagonal_sums,
     group_reduce,
-    last_query_probs,
     slash_block_mask,
     visible_columns,
 )
@@ -67,17 +66,9 @@ class VerticalSlashPlanner(Planner):
         check_qk(q, k)
         if not causal:
             raise ValueError("causal: the vertical-slash estimate is defined for causal attention")
-        b, h_q, n, _ = q.shape
-        h_kv, m = k.shape[1], k.shape[2]
-        g = h_q // h_kv
-        vertical = torch.empty(b, h_q, m, device=q.device)
-        slash = torch.empty(b, h_q, m, device=q.device)
-        for h in range(h_kv):  # one KV group at a time bounds memory to g · last_q · M
-            probs = last_query_probs(
-                q[:, h * g : (h + 1) * g], k[:, h : h + 1], min(self.last_q, n)
-            )
-            vertical[:, h * g : (h + 1) * g] = probs.sum(-2)
-            slash[:, h * g : (h + 1) * g] = diagonal_sums(probs)
+        n, h_kv, m = q.shape[2], k.shape[1], k.shape[2]
+        # mean probability per key column and per diagonal offset (offset blocks of one token)
+        vertical, slash = last_query_stats(q, k, last_q=min(self.last_q, n), block_k=1)
         if self.share_kv_group:
             vertical, slash = group_reduce(vertical, h_kv), group_reduce(slash, h_kv)
         vertical[..., : self.sink_tokens] = math.inf
