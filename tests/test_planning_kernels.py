@@ -124,6 +124,16 @@ def test_last_query_stats(shape, block_k):
     torch.testing.assert_close(slash.sum(-1), torch.full(slash.shape[:2], seen))
 
 
+def test_last_query_stats_more_rows_than_a_key_tile():
+    """last_q = 100 > 64 keys per tile: each tile meets 163 diagonals, three gathers' worth."""
+    q, k = _inputs(2, 4, 2, 130, 300, 64, torch.float16)
+    for block_k in (1, 128):
+        got = planning.last_query_stats(q, k, last_q=100, block_k=block_k, backend="triton")
+        want = planning_reference.last_query_stats(q, k, last_q=100, block_k=block_k)
+        for g, w in zip(got, want, strict=True):
+            _close(g, w, q.dtype)
+
+
 def test_last_query_stats_slash_of_a_diagonal():
     """Keys that match their query exactly put all the slash mass on offset block 0."""
     d, n = 32, 96

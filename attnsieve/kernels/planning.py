@@ -286,9 +286,10 @@ def _last_sums_kernel(
     Q, K, LSE, VERT, SLASH, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     H_Q, GROUP, N, M, L, KB, BLOCK_K, qk_scale, inv_rows,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    TILES: tl.constexpr,
+    TILES: tl.constexpr, PER_OFFSET: tl.constexpr,
 ):
-    """Probabilities of TILES key tiles: column sums (vertical), per offset-block sums (slash)."""
+    """Probabilities of TILES key tiles: sums per key (vertical) and per block of diagonal offsets
+    (slash; with PER_OFFSET, per offset: the caller sums the blocks)."""
     i_bh, i_n0 = tl.program_id(0), tl.program_id(1) * TILES
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_d = tl.arange(0, BLOCK_D)
@@ -299,19 +300,32 @@ def _last_sums_kernel(
     p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
     b_lse = tl.load(LSE + i_bh.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L))
     b_lse = tl.where(b_lse == float("-inf"), 0.0, b_lse)
+    p_slash = SLASH + i_bh.to(tl.int64) * KB
     for i_n in range(i_n0, tl.minimum(i_n0 + TILES, tl.cdiv(M, BLOCK_N))):
-        o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        n0 = i_n * BLOCK_N
+        o_n = n0 + tl.arange(0, BLOCK_N)
         b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L)
         b_p = tl.exp2(b_s - b_lse[:, None])  # [L, BLOCK_N]
         tl.store(VERT + i_bh.to(tl.int64) * M + o_n, tl.sum(b_p, 0) * inv_rows, mask=o_n < M)
-        # the offsets o = pos - key met by this tile span only a few offset blocks: one sum each
-        b_off = o_pos[:, None] - o_n[None, :]
-        b_blk = tl.where(b_off >= 0, b_off // BLOCK_K, -1)
-        s_lo = tl.maximum(M - L - (i_n * BLOCK_N + BLOCK_N - 1), 0) // BLOCK_K
-        s_hi = tl.minimum((M - 1 - i_n * BLOCK_N) // BLOCK_K, KB - 1)
-        for s in range(s_lo, s_hi + 1):
-            mass = tl.sum(tl.sum(tl.where(b_blk == s, b_p, 0.0), 1), 0)
-            tl.atomic_add(SLASH + i_bh.to(tl.int64) * KB + s, mass * inv_rows)
+        if PER_OFFSET:
+            # the tile meets offsets M - 1 - n0 - j, j < BLOCK_N + L - 1, and row r meets offset j
+            # at column r + j - (L - 1): a skewing gather turns every offset into a column
+            for j0 in tl.static_range(0, BLOCK_N + BLOCK_L - 1, BLOCK_N):
+                col = tl.arange(0, BLOCK_L)[:, None] + (j0 + tl.arange(0, BLOCK_N))[None, :] - L + 1
+                inside = (col >= 0) & (col < BLOCK_N)
+                b_g = tl.gather(b_p, tl.where(inside, col, 0), 1)
+                mass = tl.sum(tl.where(inside, b_g, 0.0), 0)  # [BLOCK_N]
+                o_off = M - 1 - n0 - (j0 + tl.arange(0, BLOCK_N))
+                tl.atomic_add(p_slash + o_off, mass * inv_rows, mask=(o_off >= 0) & (mass > 0))
+        else:
+            # offset blocks at least a tile wide: the tile meets at most three, one sum each
+            b_off = o_pos[:, None] - o_n[None, :]
+            b_blk = tl.where(b_off >= 0, b_off // BLOCK_K, -1)
+            s_lo = tl.maximum(M - L - (n0 + BLOCK_N - 1), 0) // BLOCK_K
+            s_hi = tl.minimum((M - 1 - n0) // BLOCK_K, KB - 1)
+            for s in range(s_lo, s_hi + 1):
+                mass = tl.sum(tl.sum(tl.where(b_blk == s, b_p, 0.0), 1), 0)
+                tl.atomic_add(p_slash + s, mass * inv_rows)
 
 
 # fmt: on
@@ -463,8 +477,9 @@ def last_query_stats(
     ``vertical`` (B, H_q, M): probability per key averaged over those rows; ``slash``
     (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k). Twin:
     `planning_reference.last_query_stats`. Two launches: split-K partial log-sum-exps of the rows,
-    then one program per key tile computes probabilities, column sums and the few (≤ 3 when
-    block_k >= last_q) offset-block sums the tile meets.
+    then each program walks key tiles, computing probabilities, column sums and the offset-block
+    sums each tile meets: one masked sum per block when blocks are at least a tile (64 keys) wide,
+    else per diagonal through a skewing gather, summed into blocks afterwards.
     """
     if resolve_backend(backend, q.device.type) == "reference":
         return ref.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
@@ -491,14 +506,18 @@ def last_query_stats(
     top_sub = torch.where(top == -math.inf, 0.0, top)
     total = (part_l * torch.exp2(part_m - top_sub)).sum(1)
     lse = torch.where(total > 0, top_sub.squeeze(1) + torch.log2(total), -math.inf).contiguous()
+    # narrow offset blocks: sum per offset in the kernel, then per block here
+    per_offset = block_k < block_n
     kb = triton.cdiv(m, block_k)
     vertical = torch.empty(b, h_q, m, device=q.device, dtype=torch.float32)
-    slash = torch.zeros(b, h_q, kb, device=q.device, dtype=torch.float32)
+    slash = torch.zeros(b, h_q, m if per_offset else kb, device=q.device, dtype=torch.float32)
     tiles = 8  # key tiles per program: the query rows are reloaded M / (8 * 64) times, not M / 64
     _last_sums_kernel[(b * h_q, triton.cdiv(m, block_n * tiles))](
-        q, k, lse, vertical, slash, *common, kb, block_k, scale * LOG2E, 1.0 / last_q, **meta,
-        TILES=tiles,
+        q, k, lse, vertical, slash, *common, slash.shape[-1], block_k, scale * LOG2E,
+        1.0 / last_q, **meta, TILES=tiles, PER_OFFSET=per_offset,
     )  # fmt: skip
+    if per_offset and block_k > 1:
+        slash = torch.nn.functional.pad(slash, (0, kb * block_k - m)).view(b, h_q, kb, -1).sum(-1)
     return vertical, slash
 
 
