@@ -37,8 +37,9 @@ def attention(
     """Attention of q (B, H_q, N, D) over k, v (B, H_kv, M, D), restricted to ``layout`` if given.
 
     ``layout=None`` is dense attention. Causal masking is bottom-right aligned. On CUDA the Triton
-    kernel runs (a dense layout dispatches to PyTorch SDPA when that is faster); on CPU the exact
-    reference runs, except dense float32 work, which PyTorch SDPA does faster. ``backend``
+    kernel runs (a dense causal layout with N == M and no lse goes to PyTorch SDPA's cuDNN / flash
+    backends, which are faster); on CPU the exact reference runs, except dense float32 work
+    without lse (causal only when N == M), which PyTorch SDPA does faster. ``backend``
     ("auto", "triton", "reference") or $ATTNSIEVE_BACKEND forces one; "triton" on CPU needs
     TRITON_INTERPRET=1 set before triton is imported.
     """

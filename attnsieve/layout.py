@@ -197,7 +197,7 @@ class Layout:
         """Keep the ``k`` highest-scoring key blocks of every query block.
 
         Blocks scored -inf, and with ``causal`` blocks no query of the block can see, are never
-        kept,         so a row may hold fewer than ``k`` blocks.
+        kept, so a row may hold fewer than ``k`` blocks.
         """
         if not isinstance(scores, Tensor) or not scores.is_floating_point():
             raise TypeError("scores: expected a floating-point tensor of shape (B, H, QB, KB)")
@@ -224,8 +224,9 @@ class Layout:
     def with_columns(self, column_idx: Tensor, column_count: Tensor | None = None) -> Layout:
         """Copy with a column part; columns in chosen blocks or repeated are dropped, rest sorted.
 
-        ``column_idx`` is int (B, H, QB, C) of key token indices (-1 = none); ``column_count``
-        limits         the valid prefix of each row when given.
+        ``column_idx`` is int (B, H, QB, C) of key token indices (-1 = none); ``column_count``,
+        int (B, H, QB), limits the valid prefix of each row when given. Batch and heads broadcast
+        against the layout's (sizes 1 or equal).
         """
         if not isinstance(column_idx, Tensor) or column_idx.dtype not in (torch.int32, torch.int64):
             raise TypeError("column_idx: expected an int32/int64 tensor of shape (B, H, QB, C)")
@@ -234,8 +235,24 @@ class Layout:
                 f"column_idx: expected shape (B, H, {self.num_q_blocks}, C), "
                 f"got {tuple(column_idx.shape)}"
             )
+        for dim, name, own in ((0, "batch", self.batch), (1, "heads", self.heads)):
+            size = column_idx.shape[dim]
+            if size != own and 1 not in (size, own):
+                raise ValueError(
+                    f"column_idx: {name} {size} does not broadcast against the layout's {own}"
+                )
         cols = column_idx.to(torch.int64)
         if column_count is not None:
+            if not isinstance(column_count, Tensor) or column_count.dtype not in (
+                torch.int32,
+                torch.int64,
+            ):
+                raise TypeError("column_count: expected an int32/int64 tensor of shape (B, H, QB)")
+            if tuple(column_count.shape) != tuple(cols.shape[:3]):
+                raise ValueError(
+                    f"column_count: expected shape {tuple(cols.shape[:3])}, "
+                    f"got {tuple(column_count.shape)}"
+                )
             slot = torch.arange(cols.shape[-1], device=cols.device)
             cols = torch.where(slot < column_count[..., None].to(cols.device), cols, PAD)
         if ((cols < PAD) | (cols >= self.num_keys)).any():

@@ -97,8 +97,9 @@ def test_block_q_differs_from_block_k(bq, bk):
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_many_blocks_at_or_past_the_diagonal(dense):
-    """More than the kernel's 8-entry tail of blocks crossing or above the diagonal: the scan goes
-    on past the vector tail (block_q 128 over block_k 16; a non-causal layout run causally)."""
+    """Many blocks crossing or above the diagonal: the kernel's backward scans for the masked and
+    the hidden suffix of the block list walk far (block_q 128 over block_k 16; a non-causal layout
+    run causally)."""
     q, k, v = _qkv(1, 2, 1, 256, 256, 32)
     layout = _random_layout(1, 1, 256, 256, 128, 16, p=0.9)
     if dense:

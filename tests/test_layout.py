@@ -200,6 +200,15 @@ def test_malformed_operations():
         )
     with pytest.raises(ValueError, match="column_idx"):
         layout.with_columns(torch.tensor([[[[40], [1]]]]))
+    two_heads = random_layout(1, 2, 32, 32, 16, 16)
+    with pytest.raises(ValueError, match="column_idx: heads 3"):
+        two_heads.with_columns(torch.zeros(1, 3, 2, 1, dtype=torch.long))
+    with pytest.raises(TypeError, match="column_count"):
+        two_heads.with_columns(torch.zeros(1, 2, 2, 1, dtype=torch.long), torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="column_count: expected shape"):
+        two_heads.with_columns(
+            torch.zeros(1, 2, 2, 1, dtype=torch.long), torch.ones(2, dtype=torch.long)
+        )
     with pytest.raises(ValueError, match="dim"):
         Layout.cat([layout], dim=2)
     with pytest.raises(ValueError, match="rows"):

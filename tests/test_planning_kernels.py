@@ -161,3 +161,7 @@ def test_bad_inputs_name_the_argument():
         planning.pooled_block_probs(
             qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16, backend="triton"
         )
+    with pytest.raises(TypeError, match="q_pooled: expected a float32"):
+        planning.pooled_block_probs(
+            qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32, backend="triton"
+        )

@@ -375,9 +375,11 @@ def pooled_block_probs(
     """
     qb, kb = triton.cdiv(num_queries, block_q), triton.cdiv(num_keys, block_k)
     for name, t, blocks in (("q_pooled", q_pooled, qb), ("k_pooled", k_pooled, kb)):
-        ok = isinstance(t, Tensor) and t.dim() == 4 and t.dtype == torch.float32
-        if not ok or t.shape[2] != blocks:
-            raise ValueError(f"{name}: expected float32 (B, H, {blocks}, D), got {t!r:.80}")
+        if not isinstance(t, Tensor) or t.dtype != torch.float32:
+            got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"{name}: expected a float32 tensor (block_mean_pool's), got {got}")
+        if t.dim() != 4 or t.shape[2] != blocks:
+            raise ValueError(f"{name}: expected shape (B, H, {blocks}, D), got {tuple(t.shape)}")
     if q_pooled.shape[1] % k_pooled.shape[1] or q_pooled.shape[3] != k_pooled.shape[3]:
         raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
     if resolve_backend(backend, q_pooled.device.type) == "reference":

@@ -249,7 +249,8 @@ def sparse_attention(
             GQA: query head h reads KV head h // (H_q // H_kv)). Any strides with a unit last one.
             D is a power of two in [16, 256].
         layout: key blocks (and columns) per query block; its batch broadcasts from 1 and its heads
-            from 1 or H_kv; block sizes must be powers of two in [16, 128].
+            from 1 or H_kv (one plan per KV group), or are H_q; block sizes must be powers of two
+            in [16, 128].
         causal: bottom-right aligned causal mask (query i sits at key position M - N + i).
         scale: softmax scale, default 1/sqrt(D).
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
