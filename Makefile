@@ -21,8 +21,8 @@ test: $(VENV)/.installed
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 --durations=15
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check attnsieve tests
-	$(PY) -m ruff format --check attnsieve tests
+	$(PY) -m ruff check attnsieve tests benchmarks
+	$(PY) -m ruff format --check attnsieve tests benchmarks
 
 clean:
 	rm -rf $(VENV)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from attnsieve.eval.calibrate import calibrate, capture_qk, load_planners, main
+from attnsieve.eval.calibrate import calibrate, capture_qk, main
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.integrations.config import AttentionConfig
@@ -56,17 +56,15 @@ def test_json_round_trips_into_per_head_planners(tmp_path):
     result = calibrate(qk, 0.95, CANDIDATES)
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(result))
-    planners = load_planners(path)
-    assert sorted(planners) == [0, 1] and all(
-        isinstance(p, PerHeadPlanner) for p in planners.values()
-    )
+    config = AttentionConfig.from_json(path)
+    assert sorted(config.per_layer) == [0, 1]
     for layer, (q, k) in enumerate(qk):
-        got = planners[layer].plan(q, k).block_mask()
+        planner = config.planner(layer)
+        assert isinstance(planner, PerHeadPlanner)
+        got = planner.plan(q, k).block_mask()
         for h, entry in enumerate(result["layers"][str(layer)]["heads"]):
             want = get_planner(entry["prefill"], **entry["prefill_kwargs"]).plan(q, k)
             assert torch.equal(got[:, h], want.block_mask().expand(1, 2, -1, -1)[:, h])
-    config = AttentionConfig.from_json(path)  # also a valid integration config
-    assert isinstance(config.planner(1), PerHeadPlanner)
 
 
 def test_cli_with_captured_qk(tmp_path, capsys):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from attnsieve.eval.fidelity import attention_recall, output_error
+from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
 from attnsieve.eval.workloads import KINDS, make_workload
 from attnsieve.layout import Layout, causal_token_mask
 
@@ -92,6 +92,21 @@ def test_output_error_zero_for_dense_and_matches_brute_force():
     torch.testing.assert_close(err["cosine"].double(), cos, atol=1e-5, rtol=1e-4)
     assert err["rel_l2_mean"] == pytest.approx(float(rel.mean()), rel=1e-4)
     assert err["cosine_mean"] == pytest.approx(float(cos.mean()), rel=1e-4)
+
+
+def test_precomputed_dense_attention_gives_the_same_metrics():
+    q, k, v = torch.randn(1, 4, 70, 16), torch.randn(1, 2, 90, 16), torch.randn(1, 2, 90, 16)
+    layout = random_layout(1, 4, 70, 90, 16, 16, p=0.4, columns=2, seed=5)
+    out, lse = dense_attention(q, k, v)
+    assert torch.equal(
+        attention_recall(q, k, layout, dense_lse=lse), attention_recall(q, k, layout)
+    )
+    got, want = output_error(q, k, v, layout, dense_out=out), output_error(q, k, v, layout)
+    torch.testing.assert_close(got["rel_l2"], want["rel_l2"])
+    with pytest.raises(ValueError, match="dense_lse"):
+        attention_recall(q, k, layout, dense_lse=lse[:, :2])
+    with pytest.raises(ValueError, match="dense_out"):
+        output_error(q, k, v, layout, dense_out=out[..., :8])
 
 
 # ---- workloads ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 
 def require_cuda() -> torch.device:
@@ -22,6 +23,16 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def ints(text: str) -> list[int]:
+    """Comma-separated ints (an argparse type)."""
+    return [int(x) for x in text.split(",") if x]
+
+
+def rel_err(out: Tensor, ref: Tensor) -> float:
+    """|out - ref| / |ref| over all elements, in float32."""
+    return float((out.float() - ref.float()).norm() / ref.float().norm().clamp(min=1e-12))
 
 
 def attention_tflops(ms: float, batch: int, heads: int, head_dim: int, pairs: float) -> float:

@@ -22,7 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnsieve.bench.common import environment, require_cuda, save_line_plots, write_json
+from attnsieve.bench.common import (
+    environment,
+    rel_err,
+    require_cuda,
+    save_line_plots,
+    write_json,
+)
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.transformers import patch
 
@@ -95,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
             "density_per_layer": stats.density_per_layer,
             "fallback_per_layer": stats.fallback_per_layer,
             "top1_match": bool(sdpa_logits.argmax() == sparse_logits.argmax()),
-            "logits_rel_err": _rel_err(sparse_logits, sdpa_logits),
+            "logits_rel_err": rel_err(sparse_logits, sdpa_logits),
             "peak_mem_gb": {"sdpa": sdpa_mem, config.prefill: sparse_mem},
         }
         rows.append(row)
@@ -171,7 +177,7 @@ def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:
     _, reference, _ = time_prefill(model, ids, 1)
     with patch(model, full):
         _, logits, _ = time_prefill(model, ids, 1)
-    err = _rel_err(logits, reference)
+    err = rel_err(logits, reference)
     return {
         "length": CHECK_LENGTH,
         "rel_err": err,
@@ -216,10 +222,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     layers = result["model"]["layers"]
     device = result["environment"]["device"]
     save_line_plots(path, panels, f"Llama-3-8B shapes, {layers} layers, random weights, {device}")
-
-
-def _rel_err(a: Tensor, b: Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
 
 def _argv(args: argparse.Namespace) -> list[str]:

@@ -24,7 +24,9 @@ from attnsieve.bench.common import (
     attention_tflops,
     environment,
     format_table,
+    ints,
     median_ms,
+    rel_err,
     require_cuda,
     save_line_plots,
     write_json,
@@ -35,10 +37,6 @@ REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
 
@@ -46,8 +44,8 @@ def _floats(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lengths",
-        type=_ints,
-        default=_ints("4096,16384,65536,131072"),
+        type=ints,
+        default=ints("4096,16384,65536,131072"),
         help="comma-separated sequence lengths N (= M)",
     )
     parser.add_argument(
@@ -145,7 +143,7 @@ def _bench_length(
             row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
             return None
         row["extra_mem_gb"] = (torch.cuda.max_memory_allocated() - base) / 2**30
-        row["rel_err"] = None if ref is None else _rel_err(out, ref)
+        row["rel_err"] = None if ref is None else rel_err(out, ref)
         if ref is not None and not row["rel_err"] < REL_TOL:
             row["status"] = "correctness failed"
             return None
@@ -281,10 +279,6 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, backend: str) -> Callable[[], Tensor]
             )
 
     return run
-
-
-def _rel_err(out: Tensor, ref: Tensor) -> float:
-    return float((out.float() - ref.float()).norm() / ref.float().norm())
 
 
 def _add_speedups(rows: list[dict]) -> None:

@@ -34,6 +34,7 @@ from torch import Tensor
 from attnsieve.bench.common import (
     environment,
     format_table,
+    ints,
     median_ms,
     require_cuda,
     save_line_plots,
@@ -51,12 +52,8 @@ REL_TOL = 2e-2  # bf16 kernel output vs the fp32 reference (relative Frobenius e
 TARGETS = {"min_recall": 0.95, "max_density": 0.10, "min_speedup": 8.0, "max_plan_fraction": 0.10}
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lengths", type=_ints, default=_ints("16384,65536,131072"))
+    parser.add_argument("--lengths", type=ints, default=ints("16384,65536,131072"))
     parser.add_argument(
         "--planners", default=",".join(sorted(PLANNERS)), help="comma-separated planner names"
     )

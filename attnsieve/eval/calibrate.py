@@ -7,7 +7,8 @@ name, hyper-parameters) plans every layer of a captured sample once; each query 
 the candidate of least density (computed / dense-causal pairs) among those whose attention recall
 (`attnsieve.eval.fidelity.attention_recall`) reaches the target, else the one of highest recall.
 
-Output JSON, readable by `AttentionConfig.from_json` and `load_planners`::
+Output JSON, readable by `attnsieve.integrations.AttentionConfig.from_json` (its ``planner(layer)``
+is the layer's `PerHeadPlanner`)::
 
     {"layers": {"0": {"heads": [{"prefill": "xattention", "prefill_kwargs": {"threshold": 0.9}},
                                 ...]}},
@@ -19,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from attnsieve.eval.fidelity import attention_recall
-from attnsieve.methods import PerHeadPlanner, get_planner
+from attnsieve.eval.fidelity import attention_recall, dense_attention
+from attnsieve.methods import get_planner
 from attnsieve.methods.pooling import check_float
 from attnsieve.reference import check_qk
 
@@ -75,9 +75,12 @@ def calibrate(
         check_qk(q, k)
         h_q, h_kv = q.shape[1], k.shape[1]
         recall, density = [], []
+        lse = dense_attention(q, k, k, causal=causal)[1]  # shared by every candidate's recall
         for planner in planners:
             layout = planner.plan(q, k, causal=causal)
-            recall.append(attention_recall(q, k, layout, causal=causal).mean(0).cpu())
+            recall.append(
+                attention_recall(q, k, layout, causal=causal, dense_lse=lse).mean(0).cpu()
+            )
             per_head = layout.density(causal=causal, reduce=False).mean(0)
             density.append(per_head[layout.heads_for(h_q, h_kv)].cpu())
         recall_t, density_t = torch.stack(recall), torch.stack(density).float()  # (C, H_q)
@@ -103,53 +106,20 @@ def calibrate(
     return {"layers": layers, "metadata": metadata}
 
 
-def load_planners(path_or_dict: str | os.PathLike | dict[str, Any]) -> dict[int, PerHeadPlanner]:
-    """{layer: PerHeadPlanner} from a `calibrate` result (dict or JSON file)."""
-    if isinstance(path_or_dict, dict):
-        data = path_or_dict
-    else:
-        with open(path_or_dict) as f:
-            data = json.load(f)
-    layers = data.get("layers") if isinstance(data, dict) else None
-    if not isinstance(layers, dict) or not layers:
-        raise ValueError("path_or_dict: expected a calibrate result with a non-empty 'layers' dict")
-    out = {}
-    for layer, entry in layers.items():
-        heads = entry.get("heads") if isinstance(entry, dict) else None
-        if not isinstance(heads, list) or not heads:
-            raise ValueError(f"layers[{layer!r}]: expected {{'heads': [entry, ...]}}")
-        out[int(layer)] = PerHeadPlanner(
-            [get_planner(h["prefill"], **h.get("prefill_kwargs", {})) for h in heads]
-        )
-    return out
-
-
 def capture_qk(model: Any, input_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
     """(q, k) of every attention layer of a transformers model for one forward pass, on the CPU.
 
-    q and k are what the attention receives (after RoPE), captured through a temporary
-    `AttentionInterface` function that then runs PyTorch SDPA; the model is restored afterwards.
+    q and k are what the attention receives (after RoPE), seen through `observe_attention`.
     """
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from attnsieve.integrations.transformers import observe_attention
 
-    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
     captured: dict[int, tuple[Tensor, Tensor]] = {}
 
-    def capture(module, query, key, value, attention_mask, **kwargs):  # noqa: ANN001
+    def keep(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
         captured[module.layer_idx] = (query.detach().cpu(), key.detach().cpu())
-        return sdpa(module, query, key, value, attention_mask, **kwargs)
 
-    AttentionInterface.register("attnsieve_capture", capture)
-    AttentionMaskInterface.register("attnsieve_capture", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("attnsieve_capture")
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids, use_cache=False)
-    finally:
-        model.set_attn_implementation(previous)
+    with observe_attention(model, keep), torch.no_grad():
+        model(input_ids=input_ids, use_cache=False)
     return [captured[i] for i in sorted(captured)]
 
 

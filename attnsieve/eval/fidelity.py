@@ -23,6 +23,21 @@ def _backend(q: Tensor, backend: str | None) -> str:
     return "triton" if fast else "reference"
 
 
+def dense_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Dense (output, lse) on the backend the metrics use: computed once, reused for many layouts
+    through the ``dense`` arguments of `attention_recall` and `output_error`."""
+    backend = _backend(q, backend)
+    return attention(q, k, v, causal=causal, scale=scale, return_lse=True, backend=backend)
+
+
 def attention_recall(
     q: Tensor,
     k: Tensor,
@@ -31,21 +46,28 @@ def attention_recall(
     causal: bool = True,
     scale: float | None = None,
     backend: str | None = None,
+    dense_lse: Tensor | None = None,
 ) -> Tensor:
     """float32 (B, H_q): mean over query rows of the dense attention mass that ``layout`` covers.
 
     q is (B, H_q, N, D), k (B, H_kv, M, D). 1 means the layout keeps every visible key with weight;
     an empty layout gives 0. Rows that see no key at all (the first N - M rows when N > M under
     causality) have no mass to recall and are left out of the mean; the last row always sees keys.
+    ``dense_lse`` (B, H_q, N), from `dense_attention`, saves recomputing dense attention.
     """
     # Values do not change the lse: k stands in for v so attention can be reused unchanged.
     backend = _backend(q, backend)
-    _, dense = attention(q, k, k, causal=causal, scale=scale, return_lse=True, backend=backend)
+    if dense_lse is None:
+        dense_lse = dense_attention(q, k, k, causal=causal, scale=scale, backend=backend)[1]
+    elif dense_lse.shape != q.shape[:3]:
+        raise ValueError(
+            f"dense_lse: expected shape {tuple(q.shape[:3])}, got {tuple(dense_lse.shape)}"
+        )
     _, sparse = attention(
         q, k, k, layout, causal=causal, scale=scale, return_lse=True, backend=backend
     )
-    has_keys = torch.isfinite(dense)
-    kept = torch.exp(sparse - dense.masked_fill(~has_keys, 0.0)).clamp(max=1.0)
+    has_keys = torch.isfinite(dense_lse)
+    kept = torch.exp(sparse - dense_lse.masked_fill(~has_keys, 0.0)).clamp(max=1.0)
     return kept.masked_fill(~has_keys, 0.0).sum(-1) / has_keys.sum(-1)
 
 
@@ -58,15 +80,24 @@ def output_error(
     causal: bool = True,
     scale: float | None = None,
     backend: str | None = None,
+    dense_out: Tensor | None = None,
 ) -> dict[str, Tensor | float]:
     """Error of layout-restricted attention against dense attention, per (batch, query head).
 
     Returns ``rel_l2`` float32 (B, H_q): |O_layout - O_dense|_F / |O_dense|_F over the (N, D)
     output of each head (0 where both are 0); ``cosine`` (B, H_q): cosine similarity of the
     flattened outputs; and their means ``rel_l2_mean`` and ``cosine_mean`` as floats.
+    ``dense_out`` (B, H_q, N, D), from `dense_attention`, saves recomputing dense attention.
     """
     backend = _backend(q, backend)
-    dense = attention(q, k, v, causal=causal, scale=scale, backend=backend).float().flatten(2)
+    if dense_out is None:
+        dense_out = attention(q, k, v, causal=causal, scale=scale, backend=backend)
+    elif dense_out.shape != q.shape[:3] + v.shape[3:]:
+        raise ValueError(
+            f"dense_out: expected shape {tuple(q.shape[:3] + v.shape[3:])}, "
+            f"got {tuple(dense_out.shape)}"
+        )
+    dense = dense_out.float().flatten(2)
     sparse = attention(q, k, v, layout, causal=causal, scale=scale, backend=backend)
     sparse = sparse.float().flatten(2)
     diff = (sparse - dense).norm(dim=-1)

@@ -24,19 +24,21 @@ import json
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from attnsieve.eval.probe import weights_dir
 from attnsieve.eval.probe.tokenizer import FILE_NAME as BYTE_TOKENIZER_FILE
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
+from attnsieve.integrations.run import eos_token_ids
+from attnsieve.integrations.run import generate as run_generate
+from attnsieve.integrations.transformers import PatchStats
 
-FIDELITY_ATTN = "attnsieve_fidelity_capture"
 CSV_COLUMNS = [
     "model",
     "method",
@@ -163,32 +165,17 @@ def load_model(spec: str, device: str, dtype: str) -> tuple[Any, Any, str]:
     return model.to(device).eval(), load_tokenizer(path), name
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.inference_mode()
-def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> tuple[str, float]:
-    """Greedy continuation of ``prompt`` (stops at EOS) and the prefill time in seconds."""
-    device = model.device
-    ids = torch.tensor([list(tokenizer.encode(prompt))], device=device)
-    eos = model.generation_config.eos_token_id
-    eos = {*(eos if isinstance(eos, list) else [eos]), getattr(tokenizer, "eos_token_id", None)}
-    eos.discard(None)
-    _sync(device)
-    start = time.perf_counter()
-    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    _sync(device)
-    prefill = time.perf_counter() - start
-    new: list[int] = []
-    for _ in range(max_new_tokens):
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
-        if int(token) in eos:
-            break
-        new.append(int(token))
-        out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
-    return tokenizer.decode(new, skip_special_tokens=True), prefill
+def generate(
+    model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, stats: PatchStats
+) -> tuple[str, float]:
+    """Greedy continuation of ``prompt`` (stops at EOS, which is left out) and its time to first
+    token in seconds: `attnsieve.integrations.run.generate` with the prompt in one chunk."""
+    ids = torch.tensor([list(tokenizer.encode(prompt))], device=model.device)
+    eos = eos_token_ids(model, tokenizer)
+    tokens, ttft, _, _ = run_generate(model, ids, max_new_tokens, ids.shape[1], eos, stats)
+    if tokens[-1] in eos:
+        tokens = tokens[:-1]
+    return tokenizer.decode(tokens, skip_special_tokens=True), ttft
 
 
 class PeakMemory:
@@ -229,11 +216,11 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
     memory = PeakMemory(model.device)
     scores, predictions, seconds, densities, layers, peaks = [], [], [], [], [], []
     with patch(model, config) as stats:
-        generate(model, tokenizer, samples[0].prompt, 0)  # warm-up: compile/autotune untimed
+        generate(model, tokenizer, samples[0].prompt, 1, stats)  # warm-up: compile, autotune
         for sample in samples:
             memory.reset()
             text, prefill = generate(
-                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample)
+                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample), stats
             )
             peaks.append(memory.peak_mb())
             scores.append(sample.score(text))
@@ -317,11 +304,8 @@ def write_results(out: Path, cells: list[dict], meta: dict) -> None:
 
 def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     """Per layer/head recall and output error of every method's layout on one prompt."""
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    from attnsieve.eval.fidelity import attention_recall, output_error
+    from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
+    from attnsieve.integrations.transformers import observe_attention
 
     sample = make_samples(task, tokenizer, length, 1, args.seed)[0]
     metrics = ("recall", "rel_l2", "cosine", "density")
@@ -332,32 +316,25 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
         total=model.config.get_text_config().num_hidden_layers, desc="fidelity", unit="layer"
     )
 
-    def capture(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    def measure(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
         layer = module.layer_idx
+        dense_out, dense_lse = dense_attention(query, key, value, scale=scaling)  # once per layer
         for label, config in methods:
             layout = config.planner(layer).plan(query, key, causal=True)
-            error = output_error(query, key, value, layout, causal=True, scale=scaling)
-            recall = attention_recall(query, key, layout, causal=True, scale=scaling)
+            error = output_error(query, key, value, layout, scale=scaling, dense_out=dense_out)
+            recall = attention_recall(query, key, layout, scale=scaling, dense_lse=dense_lse)
             result = layers[label]
             result["recall"][layer] = recall.mean(0).tolist()  # mean over batch -> per head
             result["rel_l2"][layer] = error["rel_l2"].mean(0).tolist()
             result["cosine"][layer] = error["cosine"].mean(0).tolist()
             result["density"][layer] = layout.density(causal=True)
         bar.update(1)
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-        )
 
-    AttentionInterface.register(FIDELITY_ATTN, capture)
-    AttentionMaskInterface.register(FIDELITY_ATTN, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(FIDELITY_ATTN)
+    ids = torch.tensor([list(tokenizer.encode(sample.prompt))], device=model.device)
     try:
-        ids = torch.tensor([list(tokenizer.encode(sample.prompt))], device=model.device)
-        with torch.inference_mode():
+        with observe_attention(model, measure), torch.inference_mode():
             model(input_ids=ids, use_cache=False, logits_to_keep=1)
     finally:
-        model.set_attn_implementation(previous)
         bar.close()
     results = {}
     for label, config in methods:

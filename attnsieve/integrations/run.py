@@ -66,8 +66,7 @@ def main(args: argparse.Namespace) -> int:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype])
     model = model.to(args.device).eval()
     input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(args.device)
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    eos_ids = eos_token_ids(model, tokenizer)
 
     with patch(model, config) as stats:
         new_tokens, ttft, decode_s, density = generate(
@@ -93,6 +92,14 @@ def main(args: argparse.Namespace) -> int:
     for reason, layers in fallbacks.items():
         print(f"dense fallback ({reason}): layers {layers}")
     return 0
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Tokens that end generation: the model's generation config's and the tokenizer's EOS."""
+    eos = model.generation_config.eos_token_id
+    ids = {*(eos if isinstance(eos, list) else [eos]), getattr(tokenizer, "eos_token_id", None)}
+    ids.discard(None)
+    return ids
 
 
 @torch.inference_mode()

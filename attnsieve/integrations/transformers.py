@@ -14,9 +14,11 @@ prefill (M > N) uses the kernels' bottom-right causal alignment. It expects (B, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from attnsieve.methods import Planner
 
 ATTN_NAME = "attnsieve"
+OBSERVE_NAME = "attnsieve_observe"
 _MASK_CHECK_ELEMENTS = 1 << 24  # rows of the mask compared at once: bounded memory at any length
 
 _default_config: AttentionConfig | None = None
@@ -180,6 +183,44 @@ def patch(model: Any, config: AttentionConfig | None = None) -> PatchHandle:
         model.set_attn_implementation(previous)
         raise
     return PatchHandle(model, key, previous, state)
+
+
+@contextlib.contextmanager
+def observe_attention(
+    model: Any, observer: Callable[[torch.nn.Module, Tensor, Tensor, Tensor, float | None], None]
+) -> Iterator[None]:
+    """Within the block, ``model``'s attention runs PyTorch SDPA ("sdpa" conventions) and every
+    call first shows its inputs to ``observer(module, query, key, value, scaling)``: q
+    (B, H_q, N, D) and k, v (B, H_kv, M, D) as the layer computed them (after RoPE). Capture for
+    calibration and fidelity; the model's attention implementation is restored on exit.
+    """
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    def forward(
+        module: torch.nn.Module,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Tensor | None,
+        scaling: float | None = None,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> tuple[Tensor, Any]:
+        observer(module, query, key, value, scaling)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+
+    AttentionInterface.register(OBSERVE_NAME, forward)
+    AttentionMaskInterface.register(OBSERVE_NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(OBSERVE_NAME)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
 
 
 def attention_forward(

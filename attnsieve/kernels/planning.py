@@ -18,7 +18,6 @@ Scores are kept in base 2 inside the kernels (log2(e) folded into the scale).
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
@@ -27,11 +26,10 @@ from torch import Tensor
 
 from attnsieve.api import resolve_backend
 from attnsieve.kernels import planning_reference as ref
+from attnsieve.kernels.prefill import INTERPRET, LOG2E, unit_last
 
-LOG2E = 1.4426950408889634
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
-_POOLED_PRECISION = tl.constexpr("ieee" if _INTERPRET else "tf32x3")
+_POOLED_PRECISION = tl.constexpr("ieee" if INTERPRET else "tf32x3")
 # XAttention's per-(strided row, key block) scratch is split over head groups beyond this size
 _SCRATCH_BYTES = 1 << 30
 
@@ -121,7 +119,7 @@ def _pooled_probs_kernel(
 
 # ---- (c) XAttention strided antidiagonal block scores -------------------------------------------
 def _antidiag_configs() -> list[triton.Config]:
-    if _INTERPRET:
+    if INTERPRET:
         return [triton.Config({"BLOCK_R": 16, "BLOCK_C": 32}, num_warps=4)]
     return [
         triton.Config({"BLOCK_R": r, "BLOCK_C": c}, num_warps=w, num_stages=s)
@@ -342,7 +340,7 @@ def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Ten
     ref.check_block("block", block)
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         raise ValueError("x: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
-    x = _unit_last(x)
+    x = unit_last(x)
     b, h, n, d = x.shape
     nb = triton.cdiv(n, block)
     out = torch.empty(b, h, nb, d, device=x.device, dtype=torch.float32)
@@ -390,7 +388,7 @@ def pooled_block_probs(
     b, h_q, _, d = q_pooled.shape
     h_kv = k_pooled.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    q_pooled, k_pooled = _unit_last(q_pooled), _unit_last(k_pooled)
+    q_pooled, k_pooled = unit_last(q_pooled), unit_last(k_pooled)
     out = torch.zeros(b, h_q, qb, kb, device=q_pooled.device, dtype=torch.float32)
     block_i = 16
     _pooled_probs_kernel[(b * h_q, triton.cdiv(qb, block_i))](
@@ -440,7 +438,7 @@ def antidiagonal_block_scores(
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     g = h_q // h_kv
-    q, k = _unit_last(q), _unit_last(k)
+    q, k = unit_last(q), unit_last(k)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     rows, cols = triton.cdiv(n, stride), triton.cdiv(m, stride)
     qb, kb = triton.cdiv(n, block_q), triton.cdiv(m, block_k)
@@ -491,7 +489,7 @@ def last_query_stats(
     h_kv, m = k.shape[1], k.shape[2]
     if not isinstance(last_q, int) or not 1 <= last_q <= n:
         raise ValueError(f"last_q: expected an int in [1, N={n}], got {last_q!r}")
-    q, k = _unit_last(q), _unit_last(k)
+    q, k = unit_last(q), unit_last(k)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     block_l, block_n = max(16, triton.next_power_of_2(last_q)), 64
     split = block_n * max(1, triton.cdiv(triton.cdiv(m, block_n), 32))  # ≤ 32 splits per head
@@ -525,8 +523,3 @@ def last_query_stats(
 
 def _row_grid(programs: int, rows: int):
     return lambda meta: (programs, triton.cdiv(rows, meta["BLOCK_R"]))
-
-
-def _unit_last(t: Tensor) -> Tensor:
-    """Kernels index the last dim with unit stride; other strides are passed through."""
-    return t if t.stride(-1) == 1 else t.contiguous()

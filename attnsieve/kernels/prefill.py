@@ -28,7 +28,7 @@ from attnsieve.reference import check_qkv
 LOG2E = 1.4426950408889634
 # The interpreter (CPU tests) runs one config; it halves the layout blocks so tests also cover the
 # sub-tiled loops (BLOCK_M < block_q, BLOCK_N < block_k).
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # dense dispatch target, in priority order (measured on H100: benchmarks/NOTES-kernels.md)
 _SDPA_BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]
 
@@ -274,9 +274,9 @@ def sparse_attention(
 
     out = torch.empty((b, h_q, n, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h_q, n), dtype=torch.float32, device=q.device)
-    bidx, bcnt = _unit_last(layout.block_idx), layout.block_count
+    bidx, bcnt = unit_last(layout.block_idx), layout.block_count
     # without columns the column pointers are never read; pass the block ones as placeholders
-    cidx = _unit_last(layout.column_idx) if layout.has_columns else bidx
+    cidx = unit_last(layout.column_idx) if layout.has_columns else bidx
     ccnt = layout.column_count if layout.has_columns else bcnt
     bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch through a zero stride
     use_tma = _use_tma(q, k, v)
@@ -308,7 +308,7 @@ def sparse_attention(
         return (triton.cdiv(n, cfg["BLOCK_M"]), b * h_q)
 
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        if _INTERPRET:
+        if INTERPRET:
             tiles = {
                 "BLOCK_M": max(16, layout.block_q // 2),
                 "BLOCK_N": max(16, layout.block_k // 2),
@@ -343,7 +343,7 @@ def _descriptor(t: Tensor) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, 16, t.shape[-1]])
 
 
-def _unit_last(t: Tensor) -> Tensor:
+def unit_last(t: Tensor) -> Tensor:
     """Index rows are read with unit stride; other strides (expanded batch/head) pass through."""
     return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -363,7 +363,7 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, layout: Layout, scale: float 
             raise ValueError(
                 f"{name}: the head_dim axis must have stride 1, got strides {t.stride()}"
             )
-    if not q.is_cuda and not _INTERPRET:
+    if not q.is_cuda and not INTERPRET:
         raise ValueError(
             f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
         )

@@ -43,6 +43,7 @@ from attnsieve.eval.harness import generate
 from attnsieve.eval.probe import probe_config, write_checksums
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, make_samples
+from attnsieve.integrations.transformers import PatchStats
 
 MIXTURE = {  # row sources and their probabilities
     "niah_single": 0.20,
@@ -261,6 +262,7 @@ def evaluate(weights: Path, args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype, attn_implementation="sdpa")
     model = model.to(args.device).eval()
     accuracy: dict[str, dict[str, float]] = {}
+    unpatched = PatchStats(0)  # dense SDPA model: no layer records a density
     for length in args.eval_lengths:
         accuracy[str(length)] = {}
         for task in args.eval_tasks:
@@ -268,7 +270,8 @@ def evaluate(weights: Path, args: argparse.Namespace) -> dict:
             scores = []
             for s in samples:
                 budget = len(TOK.encode(s.target, add_special_tokens=False)) + 8
-                scores.append(s.score(generate(model, TOK, s.prompt, budget)[0]))
+                text, _ = generate(model, TOK, s.prompt, budget, unpatched)
+                scores.append(s.score(text))
             accuracy[str(length)][task] = sum(scores) / len(scores)
         log.info(
             "eval %6d tokens: %s",
