@@ -551,6 +551,15 @@ class Layout:
             raise ValueError(f"layout: on {self.device}, inputs on {q.device}")
 
 
+def query_block_positions(
+    num_queries: int, num_keys: int, block_q: int, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
+    """Absolute positions (first, last) of every query block, int64 (QB,) each; may be negative."""
+    start = torch.arange(0, num_queries, block_q, device=device)
+    stop = torch.clamp(start + block_q, max=num_queries)
+    return start + (num_keys - num_queries), stop - 1 + (num_keys - num_queries)
+
+
 def causal_pairs(num_queries: int, num_keys: int) -> int:
     """Pairs of bottom-right aligned causal attention: sum over i of clamp(M - N + i + 1, 0, M)."""
     n, m = num_queries, num_keys

@@ -17,6 +17,18 @@ from attnsieve.layout import Layout, causal_token_mask
 _CHUNK_BYTES = 1 << 28
 
 
+def check_int(name: str, value: object, minimum: int) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an int >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+
+
+def check_float(name: str, value: object, low: float, high: float) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
+
+
 def check_qk(q: Tensor, k: Tensor) -> None:
     """Raise unless q is (B, H_q, N, D) and k (B, H_kv, M, D) of one float dtype and device, with
     H_q a multiple of H_kv: the contract of every attention and planning entry point."""

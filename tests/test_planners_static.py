@@ -8,7 +8,7 @@ import torch
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels import planning_reference
-from attnsieve.layout import Layout, causal_token_mask
+from attnsieve.layout import Layout, causal_token_mask, query_block_positions
 from attnsieve.methods import PLANNERS, get_planner, pooling
 from attnsieve.reference import attention_reference
 
@@ -90,7 +90,7 @@ def test_layouts_valid_and_broadcast(name, kwargs, n, m):
     # Sparse planners never keep blocks or columns no query of the row can see.
     assert not (layout.block_mask() & ~dense_mask_like(layout)).any()
     if layout.has_columns:
-        _, last = pooling.query_block_positions(n, m, layout.block_q)
+        _, last = query_block_positions(n, m, layout.block_q)
         slot = torch.arange(layout.column_idx.shape[-1])
         valid = slot < layout.column_count[..., None]
         assert not (valid & (layout.column_idx > last[:, None])).any()

@@ -28,8 +28,7 @@ from torch import Tensor
 
 from attnsieve.eval.fidelity import attention_recall, dense_attention
 from attnsieve.methods import get_planner
-from attnsieve.methods.pooling import check_float
-from attnsieve.reference import check_qk
+from attnsieve.reference import check_float, check_qk
 
 Candidate = tuple[str, dict[str, Any]]
 # Families in increasing budget; dense last so every head has a candidate of recall 1.

@@ -27,6 +27,7 @@ from torch import Tensor
 from attnsieve.api import resolve_backend
 from attnsieve.kernels import planning_reference as ref
 from attnsieve.kernels.prefill import INTERPRET, LOG2E, unit_last
+from attnsieve.reference import check_int
 
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
 _POOLED_PRECISION = tl.constexpr("ieee" if INTERPRET else "tf32x3")
@@ -337,7 +338,7 @@ def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Ten
     """
     if resolve_backend(backend, x.device.type) == "reference":
         return ref.block_mean_pool(x, block)
-    ref.check_block("block", block)
+    check_int("block", block, 1)
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         raise ValueError("x: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
     x = unit_last(x)
@@ -484,7 +485,7 @@ def last_query_stats(
     if resolve_backend(backend, q.device.type) == "reference":
         return ref.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
     ref.check_qk(q, k)
-    ref.check_block("block_k", block_k)
+    check_int("block_k", block_k, 1)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     if not isinstance(last_q, int) or not 1 <= last_q <= n:

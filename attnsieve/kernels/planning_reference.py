@@ -15,22 +15,10 @@ import math
 import torch
 from torch import Tensor
 
-from attnsieve.reference import check_qk
+from attnsieve.layout import query_block_positions
+from attnsieve.reference import check_int, check_qk
 
 _CHUNK_ELEMENTS = 1 << 26  # score elements per chunk of strided rows (256 MiB of float32)
-
-
-def check_block(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
-def last_visible_position(num_queries: int, num_keys: int, block_q: int, device=None) -> Tensor:
-    """int64 (QB,): absolute position of the last query of every query block (may be negative)."""
-    stop = torch.clamp(
-        torch.arange(1, -(-num_queries // block_q) + 1, device=device) * block_q, max=num_queries
-    )
-    return stop - 1 + (num_keys - num_queries)
 
 
 def block_mean_pool(x: Tensor, block: int) -> Tensor:
@@ -38,7 +26,7 @@ def block_mean_pool(x: Tensor, block: int) -> Tensor:
 
     The last block averages only the tokens it has.
     """
-    check_block("block", block)
+    check_int("block", block, 1)
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         raise ValueError("x: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
     b, h, n, d = x.shape
@@ -78,7 +66,7 @@ def pooled_block_probs(
     )
     scores = scores.view(b, h_q, qb, kb) * scale
     if causal:
-        last = last_visible_position(num_queries, num_keys, block_q, q_pooled.device)
+        _, last = query_block_positions(num_queries, num_keys, block_q, q_pooled.device)
         first_key = torch.arange(kb, device=q_pooled.device) * block_k
         scores = scores.masked_fill(first_key[None, :] > last[:, None], -math.inf)
     return scores.softmax(-1).nan_to_num(0.0)
@@ -146,7 +134,7 @@ def last_query_stats(
     every last row sees a key (FlexPrefill's estimate, arXiv 2502.20766; MInference's for lines).
     """
     check_qk(q, k)
-    check_block("block_k", block_k)
+    check_int("block_k", block_k, 1)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     if not isinstance(last_q, int) or not 1 <= last_q <= n:
@@ -165,9 +153,9 @@ def last_query_stats(
 
 
 def check_stride(stride: int, block_q: int, block_k: int) -> None:
-    check_block("stride", stride)
-    check_block("block_q", block_q)
-    check_block("block_k", block_k)
+    check_int("stride", stride, 1)
+    check_int("block_q", block_q, 1)
+    check_int("block_k", block_k, 1)
     if block_q % stride or block_k % stride:
         raise ValueError(
             f"stride: must divide block_q={block_q} and block_k={block_k}, got {stride}"

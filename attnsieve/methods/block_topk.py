@@ -14,14 +14,12 @@ from attnsieve.methods import register
 from attnsieve.methods.base import Planner
 from attnsieve.methods.pooling import (
     block_self_similarity,
-    check_float,
-    check_int,
     cumulative_threshold,
     group_reduce,
     pooled_scores,
     window_block_mask,
 )
-from attnsieve.reference import check_qk
+from attnsieve.reference import check_float, check_int, check_qk
 
 
 @register

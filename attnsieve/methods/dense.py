@@ -10,8 +10,7 @@ from torch import Tensor
 from attnsieve.layout import Layout
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import check_int
-from attnsieve.reference import check_qk
+from attnsieve.reference import check_int, check_qk
 
 
 @register

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 from attnsieve.kernels.planning import block_mean_pool
-from attnsieve.layout import Layout
+from attnsieve.layout import Layout, query_block_positions
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import check_int, query_block_positions, window_block_mask
-from attnsieve.reference import check_qk
+from attnsieve.methods.pooling import window_block_mask
+from attnsieve.reference import check_int, check_qk
 
 
 @register

@@ -19,28 +19,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.kernels.planning import block_mean_pool
-from attnsieve.layout import Layout
-
-
-def check_int(name: str, value: object, minimum: int) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is an int >= ``minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def check_float(name: str, value: object, low: float, high: float) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is a real number in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
-
-
-def query_block_positions(
-    num_queries: int, num_keys: int, block_q: int, device: torch.device | None = None
-) -> tuple[Tensor, Tensor]:
-    """Absolute positions (first, last) of every query block, int64 (QB,) each; may be negative."""
-    start = torch.arange(0, num_queries, block_q, device=device)
-    stop = torch.clamp(start + block_q, max=num_queries)
-    return start + (num_keys - num_queries), stop - 1 + (num_keys - num_queries)
+from attnsieve.layout import Layout, query_block_positions
 
 
 def window_block_mask(

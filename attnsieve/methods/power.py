@@ -8,11 +8,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.layout import Layout
+from attnsieve.layout import Layout, query_block_positions
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import check_int, query_block_positions, sink_block_mask
-from attnsieve.reference import check_qk
+from attnsieve.methods.pooling import sink_block_mask
+from attnsieve.reference import check_int, check_qk
 
 
 @register

@@ -10,8 +10,8 @@ from torch import Tensor
 from attnsieve.layout import Layout
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import check_int, sink_block_mask, window_block_mask
-from attnsieve.reference import check_qk
+from attnsieve.methods.pooling import sink_block_mask, window_block_mask
+from attnsieve.reference import check_int, check_qk
 
 
 @register

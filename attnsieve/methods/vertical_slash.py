@@ -13,13 +13,8 @@ from attnsieve.kernels.planning import last_query_stats
 from attnsieve.layout import Layout
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import (
-    check_int,
-    group_reduce,
-    slash_block_mask,
-    visible_columns,
-)
-from attnsieve.reference import check_qk
+from attnsieve.methods.pooling import group_reduce, slash_block_mask, visible_columns
+from attnsieve.reference import check_int, check_qk
 
 
 @register

@@ -12,13 +12,8 @@ from attnsieve.kernels.planning import antidiagonal_block_scores
 from attnsieve.layout import Layout
 from attnsieve.methods import register
 from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import (
-    check_float,
-    check_int,
-    cumulative_threshold,
-    window_block_mask,
-)
-from attnsieve.reference import check_qk
+from attnsieve.methods.pooling import cumulative_threshold, window_block_mask
+from attnsieve.reference import check_float, check_int, check_qk
 
 
 @register
