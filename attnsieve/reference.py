@@ -97,7 +97,7 @@ def attention_reference(
     kf = k.float()[:, :, None]  # (B, H_kv, 1, M, D)
     vf = v.float()[:, :, None]
     out = torch.empty(b, h_q, n, d, dtype=q.dtype, device=q.device)
-    lse = torch.empty(b, h_q, n, dtype=torch.float32, device=q.device)
+    lse = torch.empty(b, h_q, n, dtype=torch.float32, device=q.device) if return_lse else None
     rows = max(1, _CHUNK_BYTES // (4 * b * h_q * max(m, 1) * 3))
     for start in range(0, n, rows):
         stop = min(n, start + rows)
@@ -109,10 +109,16 @@ def attention_reference(
         if layout is not None:
             visible = visible & _layout_rows(layout, start, stop, h_q, h_kv)
         scores = scores.masked_fill(~visible, -math.inf)
-        row_lse = torch.logsumexp(scores, -1)
-        probs = torch.exp(scores - row_lse.clamp(min=-1e30)[..., None])
-        out[:, :, start:stop] = (probs @ vf).view(b, h_q, stop - start, d).to(q.dtype)
-        lse[:, :, start:stop] = row_lse.view(b, h_q, stop - start)
+        if return_lse:
+            row_lse = torch.logsumexp(scores, -1)
+            probs = torch.exp(scores - row_lse.clamp(min=-1e30)[..., None])
+            lse[:, :, start:stop] = row_lse.view(b, h_q, stop - start)
+        else:  # one fused pass; rows without a visible key come out NaN and are zeroed below
+            probs = scores.softmax(-1)
+        rows_out = probs @ vf
+        if not return_lse:
+            rows_out = torch.where(visible.any(-1, keepdim=True), rows_out, 0.0)
+        out[:, :, start:stop] = rows_out.view(b, h_q, stop - start, d).to(q.dtype)
     return (out, lse) if return_lse else out
 
 

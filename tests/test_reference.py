@@ -36,6 +36,10 @@ def test_reference_matches_naive(g, n, m, causal, layout_heads):
     finite = ~torch.isinf(lse)
     torch.testing.assert_close(lse[finite].double(), ref_lse[finite], atol=1e-5, rtol=1e-5)
     assert not out.isnan().any()
+    # without lse the reference takes its fused-softmax path: same output, empty rows still 0
+    alone = attention_reference(q, k, v, layout, causal=causal, scale=0.3)
+    torch.testing.assert_close(alone.double(), ref_out, atol=1e-5, rtol=1e-5)
+    assert not alone.isnan().any()
 
 
 def test_empty_layout_gives_zero_and_minus_inf():
@@ -50,6 +54,7 @@ def test_empty_layout_gives_zero_and_minus_inf():
     out, lse = attention_reference(q, k, k, empty, return_lse=True)
     assert torch.equal(out, torch.zeros_like(out))
     assert torch.isneginf(lse).all()
+    assert torch.equal(attention_reference(q, k, k, empty), torch.zeros_like(out))
 
 
 def test_dense_reference_matches_sdpa_and_keeps_dtype():
