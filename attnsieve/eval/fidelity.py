@@ -33,7 +33,7 @@ def dense_attention(
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Dense (output, lse) on the backend the metrics use: computed once, reused for many layouts
-    through the ``dense`` arguments of `attention_recall` and `output_error`."""
+    through the ``dense_lse`` / ``dense_out`` arguments of `attention_recall` and `output_error`."""
     backend = _backend(q, backend)
     return attention(q, k, v, causal=causal, scale=scale, return_lse=True, backend=backend)
 
