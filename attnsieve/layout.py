@@ -39,14 +39,16 @@ def _pack_sorted(mask: Tensor) -> tuple[Tensor, Tensor]:
 
 def _compact(values: Tensor) -> tuple[Tensor, Tensor]:
     """Sort rows of int indices (PAD = absent), drop duplicates and re-pad; return (idx, count)."""
-    keyed = torch.where(values == PAD, _BIG, values).sort(-1).values
-    dup = torch.zeros_like(keyed, dtype=torch.bool)
-    dup[..., 1:] = keyed[..., 1:] == keyed[..., :-1]
-    keyed = torch.where(dup, _BIG, keyed).sort(-1).values
-    count = (keyed != _BIG).sum(-1, dtype=torch.int32)
+    keyed = torch.where(values == PAD, _BIG, values.to(torch.int32)).sort(-1).values
+    keep = keyed != _BIG
+    keep[..., 1:] &= keyed[..., 1:] != keyed[..., :-1]  # the first of equal neighbours stays
+    # as in _pack_sorted: a prefix sum gives every kept entry its slot, no second sort
+    slot = keep.cumsum(-1, dtype=torch.int32)
+    count = keep.sum(-1, dtype=torch.int32)  # not slot[..., -1]: rows may hold no entry at all
     width = max(int(count.max()) if count.numel() else 0, 1)
-    keyed = keyed[..., :width]
-    return torch.where(keyed == _BIG, PAD, keyed).to(torch.int32).contiguous(), count
+    out = torch.full((*keyed.shape[:-1], width + 1), PAD, dtype=torch.int32, device=keyed.device)
+    out.scatter_(-1, torch.where(keep, slot - 1, width).long(), keyed)
+    return out[..., :width].contiguous(), count
 
 
 def _clamped_ramp_sum(x: Tensor, length: Tensor) -> Tensor:
