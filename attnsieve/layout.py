@@ -23,18 +23,24 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _pack(keep: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """``values`` where ``keep`` (in order) moved to the front of each row, padded with PAD; counts.
+
+    A prefix sum gives each kept entry its slot: a scatter instead of a sort of the whole row.
+    """
+    slot = keep.cumsum(-1, dtype=torch.int32)
+    count = keep.sum(-1, dtype=torch.int32)  # not slot[..., -1]: rows may be empty
+    width = max(int(count.max()) if count.numel() else 0, 1)
+    out = torch.full((*keep.shape[:-1], width + 1), PAD, dtype=torch.int32, device=keep.device)
+    # entries that are not kept all land in the spare last column, which is dropped
+    out.scatter_(-1, torch.where(keep, slot - 1, width).long(), values.to(torch.int32))
+    return out[..., :width].contiguous(), count
+
+
 def _pack_sorted(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Indices of True entries along the last dim, ascending, padded with PAD; plus counts."""
-    # a prefix sum gives each True entry its slot: a scatter instead of a sort of the whole mask
-    slot = mask.cumsum(-1, dtype=torch.int32)
-    count = slot[..., -1].contiguous()
-    width = max(int(count.max()) if count.numel() else 0, 1)
     positions = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32)
-    out = torch.full((*mask.shape[:-1], width + 1), PAD, dtype=torch.int32, device=mask.device)
-    # entries that are not kept all land in the spare last column, which is dropped
-    target = torch.where(mask, slot - 1, width).long()
-    out.scatter_(-1, target, positions.expand_as(target))
-    return out[..., :width].contiguous(), count
+    return _pack(mask, positions.expand_as(mask))
 
 
 def _compact(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,13 +48,7 @@ def _compact(values: Tensor) -> tuple[Tensor, Tensor]:
     keyed = torch.where(values == PAD, _BIG, values.to(torch.int32)).sort(-1).values
     keep = keyed != _BIG
     keep[..., 1:] &= keyed[..., 1:] != keyed[..., :-1]  # the first of equal neighbours stays
-    # as in _pack_sorted: a prefix sum gives every kept entry its slot, no second sort
-    slot = keep.cumsum(-1, dtype=torch.int32)
-    count = keep.sum(-1, dtype=torch.int32)  # not slot[..., -1]: rows may hold no entry at all
-    width = max(int(count.max()) if count.numel() else 0, 1)
-    out = torch.full((*keyed.shape[:-1], width + 1), PAD, dtype=torch.int32, device=keyed.device)
-    out.scatter_(-1, torch.where(keep, slot - 1, width).long(), keyed)
-    return out[..., :width].contiguous(), count
+    return _pack(keep, keyed)
 
 
 def _clamped_ramp_sum(x: Tensor, length: Tensor) -> Tensor:
