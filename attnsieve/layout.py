@@ -138,8 +138,7 @@ class Layout:
         device: torch.device | str | None = None,
     ) -> Tensor:
         """bool (QB, KB): key blocks holding at least one key visible to some query of the block."""
-        qb = torch.arange(_cdiv(num_queries, block_q), device=device)
-        last_pos = torch.clamp((qb + 1) * block_q, max=num_queries) - 1 + (num_keys - num_queries)
+        _, last_pos = query_block_positions(num_queries, num_keys, block_q, device)
         first_key = torch.arange(_cdiv(num_keys, block_k), device=device) * block_k
         return first_key[None, :] <= last_pos[:, None]
 
