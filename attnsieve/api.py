@@ -1,25 +1,58 @@
-"""`attnsieve.attention`: one entry point that picks the backend for the tensors' device."""
+"""Public ops: the one place that picks a backend for each op (Triton, the reference twin or SDPA).
+
+- `attention`: prefill attention restricted to a `Layout` (dense when None).
+- `dense_attention`: dense attention with transformers' "sdpa" mask conventions and logit
+  soft-capping (the fallback of the transformers adapter).
+- `decode_attention`: one query token per sequence over a paged `Cache` layer, optionally
+  restricted to a list of pages (sparse decode).
+- Planning estimates (`block_mean_pool`, `pooled_block_probs`, `antidiagonal_block_scores`,
+  `last_query_stats`): the inner steps of planners.
+
+Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors and the float32
+reference twin elsewhere; "triton" or "reference" (argument or $ATTNSIEVE_BACKEND) forces one.
+"triton" on CPU needs TRITON_INTERPRET=1 set before triton is imported.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from attnsieve.layout import Layout
-from attnsieve.reference import attention_reference, check_qkv
+from attnsieve.checks import (
+    cdiv,
+    check_int,
+    check_out,
+    check_qk,
+    check_qkv,
+    check_scale,
+    check_tensor,
+)
+from attnsieve.kernels import planning_reference
+from attnsieve.kernels.prefill_reference import attention_reference
+from attnsieve.layout import Layout, causal_token_mask
+
+if TYPE_CHECKING:
+    from attnsieve.cache import Cache
+    from attnsieve.methods.decode.base import Pages
 
 BACKENDS = ("auto", "triton", "reference")
+PRECISIONS = ("bf16", "int8-fp8")
+_HALF = (torch.float16, torch.bfloat16)
+_CHUNK_ELEMENTS = 1 << 24  # score elements per chunk of the soft-capping path
 
 
-def resolve_backend(backend: str | None, device_type: str) -> str:
-    """'triton' or 'reference' for a device: the argument, else $ATTNSIEVE_BACKEND, else auto."""
+def resolve_backend(backend: str | None, t: Tensor) -> str:
+    """'triton' or 'reference' for ``t``: the argument, else $ATTNSIEVE_BACKEND, else auto."""
     choice = backend or os.environ.get("ATTNSIEVE_BACKEND") or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {choice!r}")
     if choice == "auto":
-        return "triton" if device_type == "cuda" else "reference"
+        return "triton" if t.is_cuda and t.dtype in _HALF else "reference"
     return choice
 
 
@@ -32,33 +65,280 @@ def attention(
     causal: bool = True,
     scale: float | None = None,
     return_lse: bool = False,
+    out: Tensor | None = None,
+    precision: str = "bf16",
     backend: str | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Attention of q (B, H_q, N, D) over k, v (B, H_kv, M, D), restricted to ``layout`` if given.
 
-    ``layout=None`` is dense attention. Causal masking is bottom-right aligned. On CUDA the Triton
-    kernel runs (a dense causal layout with N == M and no lse goes to PyTorch SDPA's cuDNN / flash
-    backends, which are faster); on CPU the exact reference runs, except dense float32 work
-    without lse (causal only when N == M), which PyTorch SDPA does faster. ``backend``
-    ("auto", "triton", "reference") or $ATTNSIEVE_BACKEND forces one; "triton" on CPU needs
-    TRITON_INTERPRET=1 set before triton is imported.
+    Args:
+        q, k, v: one float dtype and device; H_q a multiple of H_kv (native GQA, K/V never
+            repeated).
+        layout: the key blocks (and columns) each query block computes; None is dense.
+        causal: bottom-right aligned (query i sits at key position M - N + i = query_offset + i).
+        scale: softmax scale, default 1/sqrt(D); a positive finite number.
+        return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
+        out: optional (B, H_q, N, D) buffer of q's dtype written in place (any strides, e.g. a
+            transposed view of a (B, N, H_q, D) tensor); returned.
+        precision: "bf16" (inputs' precision) or "int8-fp8" (SageAttention2-style INT8 Q·Kᵀ and
+            FP8 P·V, Triton only).
+        backend: see the module docstring.
+
+    Rows that see no key give 0 and lse -inf. Keys that the layout or causality hides never
+    contribute, whatever their values, on every backend. A dense causal layout with N == M and no
+    lse runs PyTorch SDPA (cuDNN / flash) on CUDA, faster than the Triton kernel on dense work;
+    SDPA propagates a NaN in a hidden key (see README, Known limits).
     """
     check_qkv(q, k, v)
-    if resolve_backend(backend, q.device.type) == "reference":
+    check_scale(scale)
+    if layout is not None:
+        if not isinstance(layout, Layout):
+            raise TypeError(f"layout: expected an attnsieve Layout or None, got {layout!r}")
+        layout.check_inputs(q, k)
+    if out is not None:
+        check_out(out, q)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    use = resolve_backend(backend, q)
+    if precision == "int8-fp8":
+        if use != "triton":
+            raise ValueError("precision: 'int8-fp8' runs on the Triton backend only (CUDA)")
+        from attnsieve.kernels.quant import quant_attention
+
+        return quant_attention(
+            q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out
+        )
+    if use == "reference":
         # SDPA's causal mask is top-left aligned: it equals ours only when N == M
         dense = layout is None or (layout.is_dense and causal)
         plain = dense and not return_lse and (not causal or q.shape[2] == k.shape[2])
         if plain and q.dtype in (torch.float32, torch.float64):
-            if layout is not None:
-                layout.check_inputs(q, k)
-            return torch.nn.functional.scaled_dot_product_attention(
+            result = F.scaled_dot_product_attention(
                 q, k, v, is_causal=causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
             )
-        return attention_reference(
+            return _into(out, result)
+        result = attention_reference(
             q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse
         )
+        if return_lse:
+            return _into(out, result[0]), result[1]
+        return _into(out, result)
     from attnsieve.kernels.prefill import sparse_attention
 
     if layout is None:
         layout = Layout.dense(q.shape[2], k.shape[2], causal=causal, device=q.device)
-    return sparse_attention(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse)
+    return sparse_attention(
+        q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out
+    )
+
+
+def _into(out: Tensor | None, result: Tensor) -> Tensor:
+    if out is None:
+        return result
+    return out.copy_(result)
+
+
+def dense_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+) -> Tensor:
+    """Dense attention with transformers' "sdpa" conventions, (B, H_q, N, D).
+
+    ``mask`` is None or a bool (True = attend) / additive float mask broadcasting to
+    (B, 1, N, M); ``causal`` applies only without a mask, top-left aligned as in SDPA (keys past
+    N are empty static-cache slots and are dropped). ``softcap`` is Gemma-2's tanh logit
+    soft-capping, computed chunked over queries (no N × M score tensor).
+    """
+    check_qkv(q, k, v)
+    check_scale(scale)
+    n, m = q.shape[2], k.shape[2]
+    causal = mask is None and n > 1 and causal
+    if causal and m > n:
+        k, v = k[:, :, :n], v[:, :, :n]
+    gqa = q.shape[1] != k.shape[1]
+    if softcap is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale,
+            enable_gqa=gqa,
+        )  # fmt: skip
+    return _softcap_attention(q, k, v, mask, scale, dropout, softcap, causal)
+
+
+def _softcap_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    scale: float | None,
+    dropout: float,
+    softcap: float,
+    causal: bool,
+) -> Tensor:
+    """Gemma-2 attention (tanh logit soft-capping) chunked over queries; GQA through views."""
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    kt = k[:, :, None].transpose(-1, -2)  # (B, H_kv, 1, D, M)
+    out = torch.empty(b, h_q, n, d, dtype=q.dtype, device=q.device)
+    rows = max(1, _CHUNK_ELEMENTS // max(b * h_q * m, 1))
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        qc = q[:, :, start:stop].unflatten(1, (h_kv, h_q // h_kv))  # (B, H_kv, g, rows, D)
+        scores = torch.tanh((qc @ kt).float() * (scale / softcap)) * softcap
+        if mask is not None:
+            visible = mask[:, :, None, start:stop]  # (B, 1, 1, rows, M)
+        elif causal:
+            visible = causal_token_mask(n, m, start, stop, q.device)
+        else:
+            visible = None
+        if visible is not None and visible.dtype != torch.bool:  # an additive float mask
+            scores = scores + visible
+        elif visible is not None:  # finfo.min, not -inf: fully masked (padding) rows stay finite
+            scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
+        probs = F.dropout(scores.softmax(-1).to(q.dtype), p=dropout, training=dropout > 0)
+        out[:, :, start:stop] = (probs @ v[:, :, None]).flatten(1, 2)
+    return out
+
+
+def decode_attention(
+    q: Tensor,
+    cache: Cache,
+    layer: int,
+    *,
+    pages: Pages | None = None,
+    scale: float | None = None,
+    out: Tensor | None = None,
+    return_lse: bool = False,
+    backend: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention of one query token per sequence, q (B, H_q, D), over layer ``layer`` of ``cache``.
+
+    ``pages`` (from a decode selector) restricts the read to those logical pages of each KV head;
+    None reads every cached token. Returns (B, H_q, D) in q's dtype (and lse float32 (B, H_q)).
+    Heads with no cached token give 0 and lse -inf.
+    """
+    from attnsieve.kernels import decode, decode_reference
+
+    if not isinstance(q, Tensor) or q.dim() != 3 or not q.is_floating_point():
+        raise TypeError(f"q: expected a float tensor (batch, heads, head_dim), got {q!r:.80}")
+    check_int("layer", layer, 0)
+    check_scale(scale)
+    args = cache.kernel_args(layer)
+    sparse = {} if pages is None else {"pages": pages.idx, "page_count": pages.count}
+    run = decode.decode_attention
+    if resolve_backend(backend, q) == "reference":
+        run = decode_reference.decode_reference
+    return run(q, *args, **sparse, scale=scale, out=out, return_lse=return_lse)
+
+
+# ---- planning estimates ---------------------------------------------------------------------
+def _planning(backend: str | None, t: Tensor):
+    """The module holding the planning op for ``t``: Triton kernels or their float32 twins."""
+    if resolve_backend(backend, t) == "reference":
+        return planning_reference
+    from attnsieve.kernels import planning
+
+    return planning
+
+
+def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Tensor:
+    """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
+
+    Pool Q per query head and K per KV head (GQA needs no repeat); the last block averages only
+    the tokens it has.
+    """
+    check_int("block", block, 1)
+    check_tensor("x", x, 4, "(batch, heads, seq, head_dim)")
+    return _planning(backend, x).block_mean_pool(x, block)
+
+
+def pooled_block_probs(
+    q_pooled: Tensor,
+    k_pooled: Tensor,
+    *,
+    num_queries: int,
+    num_keys: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K.
+
+    FlexPrefill's query-aware estimate (and SpargeAttn's). Inputs are `block_mean_pool` outputs,
+    (B, H_q, QB, D) and (B, H_kv, KB, D); rows that see no key block are zero. With ``causal``, key
+    block j is visible iff its first key is at or before the query block's last query.
+    """
+    qb, kb = cdiv(num_queries, block_q), cdiv(num_keys, block_k)
+    for name, t, blocks in (("q_pooled", q_pooled, qb), ("k_pooled", k_pooled, kb)):
+        if not isinstance(t, Tensor) or t.dtype != torch.float32:
+            got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"{name}: expected a float32 tensor (block_mean_pool's), got {got}")
+        if t.dim() != 4 or t.shape[2] != blocks:
+            raise ValueError(f"{name}: expected shape (B, H, {blocks}, D), got {tuple(t.shape)}")
+    if q_pooled.shape[1] % k_pooled.shape[1] or q_pooled.shape[3] != k_pooled.shape[3]:
+        raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
+    return _planning(backend, q_pooled).pooled_block_probs(
+        q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys, block_q=block_q,
+        block_k=block_k, scale=scale, causal=causal,
+    )  # fmt: skip
+
+
+def antidiagonal_block_scores(
+    q: Tensor,
+    k: Tensor,
+    *,
+    stride: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): XAttention's antidiagonal block scores (arXiv 2503.16428).
+
+    Strided row r pairs the query group [rS, rS+S) read backwards with key group c read forwards
+    (one antidiagonal per S×S tile), is softmax-normalised over the key groups it sees (logits
+    scaled by ``scale / stride``, as the paper), and its probabilities are summed per (query
+    block, key block). ``block_q / stride`` and ``block_k / stride`` must be powers of two.
+    """
+    check_qk(q, k)
+    check_int("stride", stride, 1)
+    rq, rb = block_q // stride, block_k // stride
+    if block_q % stride or block_k % stride or rq & (rq - 1) or rb & (rb - 1):
+        raise ValueError(
+            f"stride: must divide block_q={block_q} and block_k={block_k} into powers of two, "
+            f"got {stride}"
+        )
+    return _planning(backend, q).antidiagonal_block_scores(
+        q, k, stride=stride, block_q=block_q, block_k=block_k, scale=scale, causal=causal
+    )
+
+
+def last_query_stats(
+    q: Tensor,
+    k: Tensor,
+    *,
+    last_q: int,
+    block_k: int,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
+
+    ``vertical`` (B, H_q, M): probability per key averaged over those rows; ``slash``
+    (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k).
+    """
+    check_qk(q, k)
+    check_int("block_k", block_k, 1)
+    if not isinstance(last_q, int) or not 1 <= last_q <= q.shape[2]:
+        raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")
+    return _planning(backend, q).last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)

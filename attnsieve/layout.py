@@ -10,17 +10,15 @@ layout's batch is 1 or B, its heads 1, H_kv (one plan per KV group) or H_q.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
+from attnsieve.checks import cdiv
+
 PAD = -1
 _BIG = torch.iinfo(torch.int32).max
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _pack(keep: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,6 +66,11 @@ class Layout:
     the chosen blocks, or None; ``column_count`` int32 (B, H, QB) or None; block sizes in tokens;
     ``num_queries`` N and ``num_keys`` M. ``is_dense`` is set only by :meth:`dense` so kernels
     can dispatch to SDPA without inspecting device memory.
+
+    A layout cannot be built invalid: the constructors below produce sorted, in-range,
+    duplicate-free index lists by construction, and a layout built directly from tensors is
+    checked in full on construction (`validate`, one device sync), so every backend sees the same
+    contents and a bad list fails with a named error before any kernel reads it.
     """
 
     block_idx: Tensor
@@ -79,18 +82,28 @@ class Layout:
     column_idx: Tensor | None = None
     column_count: Tensor | None = None
     is_dense: bool = False
+    # True only for layouts made by this class's constructors, whose contents are valid by
+    # construction; a layout built from user tensors is validated in full
+    _valid: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_structure()
+        if not self._valid:
+            self.validate()
 
     # ---- shape helpers -------------------------------------------------------------------------
     @property
     def num_q_blocks(self) -> int:
-        return _cdiv(self.num_queries, self.block_q)
+        return cdiv(self.num_queries, self.block_q)
 
     @property
     def num_k_blocks(self) -> int:
-        return _cdiv(self.num_keys, self.block_k)
+        return cdiv(self.num_keys, self.block_k)
+
+    @property
+    def query_offset(self) -> int:
+        """Absolute position of the first query among the keys, M - N (bottom-right alignment)."""
+        return self.num_keys - self.num_queries
 
     @property
     def batch(self) -> int:
@@ -139,7 +152,7 @@ class Layout:
     ) -> Tensor:
         """bool (QB, KB): key blocks holding at least one key visible to some query of the block."""
         _, last_pos = query_block_positions(num_queries, num_keys, block_q, device)
-        first_key = torch.arange(_cdiv(num_keys, block_k), device=device) * block_k
+        first_key = torch.arange(cdiv(num_keys, block_k), device=device) * block_k
         return first_key[None, :] <= last_pos[:, None]
 
     @classmethod
@@ -174,14 +187,14 @@ class Layout:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError("mask: expected a torch.bool tensor of shape (B, H, QB, KB)")
         _check_sizes(num_queries, num_keys, block_q, block_k)
-        expected = (_cdiv(num_queries, block_q), _cdiv(num_keys, block_k))
+        expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))
         if mask.dim() != 4 or tuple(mask.shape[2:]) != expected:
             raise ValueError(
                 f"mask: expected shape (B, H, {expected[0]}, {expected[1]}), "
                 f"got {tuple(mask.shape)}"
             )
         idx, count = _pack_sorted(mask)
-        return cls(idx, count, block_q, block_k, num_queries, num_keys)
+        return cls(idx, count, block_q, block_k, num_queries, num_keys, _valid=True)
 
     @classmethod
     def from_topk(
@@ -205,12 +218,14 @@ class Layout:
         if not isinstance(k, int) or k < 0:
             raise ValueError(f"k: expected a non-negative int, got {k!r}")
         _check_sizes(num_queries, num_keys, block_q, block_k)
-        expected = (_cdiv(num_queries, block_q), _cdiv(num_keys, block_k))
+        expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))
         if scores.dim() != 4 or tuple(scores.shape[2:]) != expected:
             raise ValueError(
                 f"scores: expected shape (B, H, {expected[0]}, {expected[1]}), "
                 f"got {tuple(scores.shape)}"
             )
+        if bool(scores.isnan().any()):
+            raise ValueError("scores: contain NaN; expected real scores (-inf: never kept)")
         if causal:
             visible = cls.causal_block_mask(num_queries, num_keys, block_q, block_k, scores.device)
             scores = scores.masked_fill(~visible, -math.inf)
@@ -302,6 +317,7 @@ class Layout:
             first.num_keys,
             cols,
             counts,
+            _valid=True,
         )
 
     # ---- views ---------------------------------------------------------------------------------
@@ -323,7 +339,7 @@ class Layout:
             raise ValueError(
                 f"rows: expected 0 <= start <= stop <= {self.num_queries}, got [{start}, {stop})"
             )
-        qb0, qb1 = start // self.block_q, _cdiv(stop, self.block_q)
+        qb0, qb1 = start // self.block_q, cdiv(stop, self.block_q)
         blocks = self.block_mask(slice(qb0, qb1))
         tokens = blocks.repeat_interleave(self.block_k, dim=-1)[..., : self.num_keys]
         if self.has_columns:
@@ -364,8 +380,8 @@ class Layout:
         width = k1 - k0
         if causal:
             # keys visible to the row at absolute position p: clamp(p + 1 - k0, 0, width)
-            p0 = (row0 + m - n)[:, None]
-            p1 = (row1 - 1 + m - n)[:, None]
+            p0 = (row0 + self.query_offset)[:, None]
+            p1 = (row1 - 1 + self.query_offset)[:, None]
             pairs = _clamped_ramp_sum(p1 + 1 - k0, width) - _clamped_ramp_sum(p0 - k0, width)
             total = causal_pairs(n, m)
         else:
@@ -378,7 +394,7 @@ class Layout:
             col = self.column_idx.long()
             rows = (row1 - row0)[:, None].expand_as(col)
             if causal:
-                first_row = (col - (m - n)).clamp(min=0)  # first query row that sees the column
+                first_row = (col - self.query_offset).clamp(min=0)  # first row seeing the column
                 rows = (row1[:, None] - torch.maximum(first_row, row0[:, None])).clamp(min=0)
             count = count + (rows * cvalid).sum((-1, -2))
         fraction = count.double() / max(total, 1)

@@ -27,11 +27,16 @@ def layers():
     return [(sharp.q, sharp.k), (wide.q, wide.k)]
 
 
+def _candidate(entry: dict) -> tuple:
+    """(name, fields) of a config entry, as the candidates list spells it."""
+    return entry["method"], {k: v for k, v in entry.items() if k != "method"}
+
+
 def test_picks_the_cheapest_candidate_that_reaches_the_target():
     qk = layers()
     result = calibrate(qk, 0.95, CANDIDATES)
     chosen = {
-        layer: [CANDIDATES.index((h["prefill"], h["prefill_kwargs"])) for h in entry["heads"]]
+        layer: [CANDIDATES.index(_candidate(h)) for h in entry["prefill"]]
         for layer, entry in result["layers"].items()
     }
     assert chosen == {"0": [0, 2], "1": [1, 2]}
@@ -47,8 +52,8 @@ def test_picks_the_cheapest_candidate_that_reaches_the_target():
 
 def test_without_a_candidate_reaching_the_target_the_best_recall_wins():
     result = calibrate(layers()[:1], 0.999999, CANDIDATES[:2])
-    heads = result["layers"]["0"]["heads"]
-    assert heads[1]["prefill_kwargs"]["window_tokens"] == 256  # diffuse head: wider is better
+    heads = result["layers"]["0"]["prefill"]
+    assert heads[1]["window_tokens"] == 256  # diffuse head: wider is better
 
 
 def test_json_round_trips_into_per_head_planners(tmp_path):
@@ -57,13 +62,14 @@ def test_json_round_trips_into_per_head_planners(tmp_path):
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(result))
     config = AttentionConfig.from_json(path)
-    assert sorted(config.per_layer) == [0, 1]
+    assert sorted(config.layers) == [0, 1]
     for layer, (q, k) in enumerate(qk):
         planner = config.planner(layer)
         assert isinstance(planner, PerHeadPlanner)
         got = planner.plan(q, k).block_mask()
-        for h, entry in enumerate(result["layers"][str(layer)]["heads"]):
-            want = get_planner(entry["prefill"], **entry["prefill_kwargs"]).plan(q, k)
+        for h, entry in enumerate(result["layers"][str(layer)]["prefill"]):
+            name, fields = _candidate(entry)
+            want = get_planner(name, **fields).plan(q, k)
             assert torch.equal(got[:, h], want.block_mask().expand(1, 2, -1, -1)[:, h])
 
 
@@ -80,7 +86,7 @@ def test_cli_with_captured_qk(tmp_path, capsys):
     add_arguments(parser)
     assert main(parser.parse_args([*args, "--device", "cpu", "--target-recall", "0.9"])) == 0
     result = json.loads(out.read_text())
-    assert len(result["layers"]["0"]["heads"]) == 2 and result["metadata"]["target_recall"] == 0.9
+    assert len(result["layers"]["0"]["prefill"]) == 2 and result["metadata"]["target_recall"] == 0.9
     assert "mean density" in capsys.readouterr().out
 
 

@@ -14,17 +14,15 @@ from attnsieve.methods import PerHeadPlanner  # noqa: E402
 
 PROMPT, NEW = 40, 8  # a 40-token prompt is 3 blocks of 16: the sparse path really runs
 BLOCKS = {"block_q": 16, "block_k": 16}
-DENSE = AttentionConfig(prefill="dense", prefill_kwargs=BLOCKS, min_prefill_length=16)
+DENSE = AttentionConfig(prefill={"method": "dense", **BLOCKS}, min_prefill_length=16)
 # a window covering the whole prompt: a streaming layout that is in fact dense
 FULL = AttentionConfig(
-    prefill="streaming",
-    prefill_kwargs={"sink_tokens": 0, "window_tokens": 512, **BLOCKS},
+    prefill={"method": "streaming", "sink_tokens": 0, "window_tokens": 512, **BLOCKS},
     min_prefill_length=16,
 )
 # one sink block + the diagonal block: truly sparse
 SPARSE = AttentionConfig(
-    prefill="streaming",
-    prefill_kwargs={"sink_tokens": 1, "window_tokens": 1, **BLOCKS},
+    prefill={"method": "streaming", "sink_tokens": 1, "window_tokens": 1, **BLOCKS},
     min_prefill_length=16,
 )
 COMMON = dict(
@@ -219,56 +217,60 @@ def test_register_attn_implementation_uses_default_config():
 
 def test_per_layer_and_per_head_configs(tmp_path):
     model = build("llama")
-    heads = [{"prefill": "dense", "prefill_kwargs": BLOCKS}] * 2 + [
-        {"prefill": "streaming", "prefill_kwargs": {"sink_tokens": 0, "window_tokens": 1, **BLOCKS}}
+    heads = [{"method": "dense", **BLOCKS}] * 2 + [
+        {"method": "streaming", "sink_tokens": 0, "window_tokens": 1, **BLOCKS}
     ] * 2
     path = tmp_path / "calibrated.json"
     calibrated = {
         "metadata": {"model": "tiny"},
-        "prefill": "dense",
-        "layers": {"1": {"heads": heads}},
+        "prefill": {"method": "dense", **BLOCKS},
+        "layers": {"1": {"prefill": heads}},
+        "min_prefill_length": 16,
     }
     path.write_text(json.dumps(calibrated))
     config = AttentionConfig.from_json(path)
-    assert set(config.per_layer) == {1} and isinstance(config.planner(1), PerHeadPlanner)
-    config = AttentionConfig.from_json(
-        {**config.to_dict(), "per_layer": {"0": {"prefill": "dense"}}}
-    )
-    config = AttentionConfig.from_json(
-        {
-            "prefill": "dense",
-            "prefill_kwargs": BLOCKS,
-            "min_prefill_length": 16,
-            "layers": {"1": {"heads": heads}},
-        }
-    )
+    assert set(config.layers) == {1} and isinstance(config.planner(1), PerHeadPlanner)
+    assert config.planner(1) is config.planner(1)  # built once
+    assert AttentionConfig.from_json(config.to_dict()).to_dict() == config.to_dict()
     with torch.no_grad(), patch(model, config) as stats:
         model(input_ids=prompt())
     assert stats.density_per_layer[0] == 1.0
     assert 0.5 < stats.density_per_layer[1] < 1.0  # half the heads dense, half one block per row
 
 
+def test_patch_checks_the_config_against_the_model():
+    model = build("llama")  # 2 layers, 4 query heads
+    beyond = AttentionConfig(prefill="dense", layers={5: {"prefill": "streaming"}})
+    with pytest.raises(ValueError, match=r"layers\[5\]: the model has 2 layers"):
+        patch(model, beyond)
+    short = AttentionConfig(prefill="dense", layers={1: {"prefill": ["dense"] * 3}})
+    with pytest.raises(ValueError, match=r"layers\[1\]\['prefill'\]: 3 per-head entries"):
+        patch(model, short)
+    assert model.config._attn_implementation == "sdpa"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"prefill": "nope"}, ValueError, "unknown planner"),
+        ({"prefill": "nope"}, ValueError, "prefill: unknown prefill method"),
         ({"prefill": 3}, TypeError, "prefill"),
-        ({"prefill": "dense", "prefill_kwargs": {"gamma": 0.9}}, TypeError, "prefill_kwargs"),
-        (
-            {"prefill": "streaming", "prefill_kwargs": {"window_tokens": 0}},
-            ValueError,
-            "window_tokens",
-        ),
+        ({"prefill": {"method": "dense", "gamma": 0.9}}, TypeError, "prefill: .*gamma"),
+        ({"prefill": {"method": "streaming", "window_tokens": 0}}, ValueError, "window_tokens"),
+        ({"prefill": {"method": "flexprefill", "block_q": 48}}, ValueError, "block_q"),
+        ({"prefill": {"gamma": 0.9}}, TypeError, "'method'"),
         ({"prefill": "dense", "min_prefill_length": 0}, ValueError, "min_prefill_length"),
         ({"prefill": "dense", "backend": "cuda"}, ValueError, "backend"),
-        ({"prefill": "dense", "per_layer": {"0": {}}}, ValueError, "per_layer"),
-        ({"prefill": "dense", "per_layer": {0: {"prefil": "dense"}}}, ValueError, "unknown keys"),
-        ({"prefill": "dense", "per_layer": {0: {"heads": []}}}, ValueError, "heads"),
+        ({"prefill": "dense", "precision": "fp4"}, ValueError, "precision"),
+        ({"prefill": "dense", "layers": {"0": []}}, TypeError, r"layers\[0\]"),
+        ({"prefill": "dense", "layers": {0: {"prefil": "dense"}}}, ValueError, "unknown roles"),
+        ({"prefill": "dense", "layers": {0: {"prefill": []}}}, ValueError, "non-empty"),
+        ({"prefill": "dense", "layers": {-1: {}}}, ValueError, "layer indices"),
         (
-            {"prefill": "dense", "per_layer": {0: {"heads": [{"prefill": "nope"}]}}},
+            {"prefill": "dense", "layers": {3: {"prefill": [{"method": "nope"}]}}},
             ValueError,
-            "unknown planner",
+            r"layers\[3\]\['prefill'\]\[0\]: unknown prefill method 'nope'",
         ),
+        ({"prefill": "dense", "layers": {0: {"kv": ["snapkv"]}}}, ValueError, "per-head"),
     ],
 )
 def test_config_validation(kwargs, error, match):
@@ -276,13 +278,19 @@ def test_config_validation(kwargs, error, match):
         AttentionConfig(**kwargs)
 
 
-def test_from_json_rejects_bad_input():
+def test_from_json_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="unknown keys"):
         AttentionConfig.from_json({"prefil": "dense"})
     with pytest.raises(ValueError, match="layer indices"):
         AttentionConfig.from_json({"prefill": "dense", "layers": {"first": {"prefill": "dense"}}})
-    with pytest.raises(TypeError, match="path_or_dict"):
+    with pytest.raises(TypeError, match="source"):
         AttentionConfig.from_json(3)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{\"prefill\": ")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        AttentionConfig.from_json(broken)
+    with pytest.raises(ValueError, match="missing.json: cannot read"):
+        AttentionConfig.from_json(tmp_path / "missing.json")
 
 
 def test_patch_rejects_bad_arguments_and_double_patch():

@@ -8,10 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attnsieve.api import attention
 from attnsieve.kernels import prefill
 from attnsieve.kernels.prefill import sparse_attention
+from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout
-from attnsieve.reference import attention_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RTOL = 4e-3  # relative RMS: fp16 inputs and P, fp32 accumulation
@@ -214,68 +215,73 @@ def _ok():
     return q, k, v, Layout.dense(40, 40, block_q=16, block_k=16, device=DEVICE)
 
 
+def checked_attention(*args, **kwargs):
+    """The public entry point, which checks the arguments once, forced onto the Triton kernel."""
+    return attention(*args, backend="triton", **kwargs)
+
+
 def test_rejects_float32():
     q, k, v, layout = _ok()
     with pytest.raises(TypeError, match="float16 or bfloat16"):
-        sparse_attention(q.float(), k.float(), v.float(), layout)
+        checked_attention(q.float(), k.float(), v.float(), layout)
 
 
 def test_rejects_mixed_dtypes():
     q, k, v, layout = _ok()
     with pytest.raises(TypeError, match="one dtype"):
-        sparse_attention(q, k.to(torch.bfloat16), v, layout)
+        checked_attention(q, k.to(torch.bfloat16), v, layout)
 
 
 def test_rejects_head_dim_mismatch():
     q, k, v, layout = _ok()
     with pytest.raises(ValueError, match="head_dim"):
-        sparse_attention(q[..., :16], k, v, layout)
+        checked_attention(q[..., :16], k, v, layout)
 
 
 @pytest.mark.parametrize("d", [24, 48, 8, 512])
 def test_rejects_unsupported_head_dim(d):
     q, k, v = _qkv(1, 2, 1, 20, 20, d)
     with pytest.raises(ValueError, match="power of two"):
-        sparse_attention(q, k, v, Layout.dense(20, 20, block_q=16, block_k=16, device=DEVICE))
+        checked_attention(q, k, v, Layout.dense(20, 20, block_q=16, block_k=16, device=DEVICE))
 
 
 def test_rejects_heads_not_multiple():
     q, k, v, layout = _ok()
     with pytest.raises(ValueError, match="multiple of H_kv"):
-        sparse_attention(q[:, :3], k, v, layout)
+        checked_attention(q[:, :3], k, v, layout)
 
 
 def test_rejects_layout_length_mismatch():
     q, k, v, _ = _ok()
     with pytest.raises(ValueError, match="built for"):
-        sparse_attention(q, k, v, Layout.dense(41, 40, block_q=16, block_k=16, device=DEVICE))
+        checked_attention(q, k, v, Layout.dense(41, 40, block_q=16, block_k=16, device=DEVICE))
 
 
 def test_rejects_layout_heads_mismatch():
     q, k, v, _ = _ok()
     layout = _random_layout(1, 3, 40, 40, 16, 16)
     with pytest.raises(ValueError, match="heads 3"):
-        sparse_attention(q, k, v, layout)
+        checked_attention(q, k, v, layout)
 
 
 def test_rejects_device_mismatch():
     q, k, v, layout = _ok()
-    with pytest.raises(ValueError, match="one device"):
-        sparse_attention(q, k.to("meta"), v, layout)
+    with pytest.raises(ValueError, match="meta"):
+        checked_attention(q, k.to("meta"), v, layout)
 
 
 def test_rejects_unsupported_block_size():
     q, k, v = _qkv(1, 2, 1, 40, 40, 32)
     layout = Layout.dense(40, 40, block_q=16, block_k=24, device=DEVICE)
     with pytest.raises(ValueError, match="block_k"):
-        sparse_attention(q, k, v, layout)
+        checked_attention(q, k, v, layout)
 
 
 def test_rejects_bad_layout_type_scale_and_strides():
     q, k, v, layout = _ok()
     with pytest.raises(TypeError, match="layout"):
-        sparse_attention(q, k, v, layout.block_idx)
+        checked_attention(q, k, v, layout.block_idx)
     with pytest.raises(ValueError, match="scale"):
-        sparse_attention(q, k, v, layout, scale=-1.0)
+        checked_attention(q, k, v, layout, scale=-1.0)
     with pytest.raises(ValueError, match="stride 1"):
-        sparse_attention(q.transpose(2, 3).contiguous().transpose(2, 3), k, v, layout)
+        checked_attention(q.transpose(2, 3).contiguous().transpose(2, 3), k, v, layout)

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attnsieve.api import attention
 from attnsieve.layout import Layout, causal_token_mask
-from attnsieve.reference import attention_reference
 
 
 def random_layout(b, h, n, m, bq, bk, p=0.4, columns=0, seed=0):
@@ -215,11 +215,12 @@ def test_malformed_operations():
         layout.mask_rows(10, 5)
     q, k = torch.randn(1, 4, 32, 16), torch.randn(1, 2, 40, 16)
     with pytest.raises(ValueError, match="layout"):
-        attention_reference(q, k, k, layout)
+        attention(q, k, k, layout, backend="reference")
     with pytest.raises(ValueError, match="heads"):
-        attention_reference(
+        attention(
             torch.randn(1, 4, 32, 16),
             torch.randn(1, 4, 32, 16),
             torch.randn(1, 4, 32, 16),
             random_layout(1, 3, 32, 32, 16, 16),
+            backend="reference",
         )

@@ -9,25 +9,26 @@ from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels import planning_reference
 from attnsieve.layout import Layout
-from attnsieve.methods import PLANNERS, get_planner, pooling
-from attnsieve.methods.flexprefill import _sqrt_js_divergence
+from attnsieve.methods import PLANNERS, get_planner
+from attnsieve.methods.prefill import masks
+from attnsieve.methods.prefill.flexprefill import _sqrt_js_divergence
 
 BIG = 10**6
 FULL = [
-    ("flexprefill", {"gamma": 1.0, "block_size": 32, "min_budget": 0}),
-    ("flexprefill", {"min_budget": BIG, "block_size": 32}),
-    ("xattention", {"threshold": 1.0, "block_size": 32, "stride": 4}),
-    ("hip", {"k": BIG, "block_q": 32, "block_k": 16}),
+    ("flexprefill", {"gamma": 1.0, "block_q": 32, "block_k": 32, "min_budget": 0}),
+    ("flexprefill", {"min_budget": BIG, "block_q": 32, "block_k": 32}),
+    ("xattention", {"threshold": 1.0, "block_q": 32, "block_k": 32, "stride": 4}),
+    ("hip", {"budget_tokens": BIG, "block_q": 32, "block_k": 16}),
 ]
 SPARSE = [
     ("flexprefill", {}),
-    ("flexprefill", {"block_size": 32, "min_budget": 32}),
-    ("flexprefill", {"block_size": 16, "min_budget": 0, "tau": 1.0, "max_budget": 64}),
+    ("flexprefill", {"block_q": 32, "block_k": 32, "min_budget": 32}),
+    ("flexprefill", {"block_q": 16, "block_k": 16, "min_budget": 0, "tau": 1.0, "max_budget": 64}),
     ("xattention", {}),
-    ("xattention", {"block_size": 32, "stride": 4}),
-    ("xattention", {"block_size": 16, "stride": 8, "threshold": 0.5}),
+    ("xattention", {"block_q": 32, "block_k": 32, "stride": 4}),
+    ("xattention", {"block_q": 16, "block_k": 16, "stride": 8, "threshold": 0.5}),
     ("hip", {}),
-    ("hip", {"k": 64, "block_q": 32, "block_k": 16}),
+    ("hip", {"budget_tokens": 64, "block_q": 32, "block_k": 16}),
 ]
 SHAPES = [(333, 333), (100, 257), (257, 100), (1000, 1000)]
 
@@ -77,7 +78,7 @@ def test_layouts_are_valid(name, kwargs, n, m, h_q, h_kv, b):
     blocks = layout.block_mask()
     visible = Layout.causal_block_mask(n, m, layout.block_q, layout.block_k)
     assert not (blocks & ~visible).any()  # nothing above the causal diagonal
-    diagonal = pooling.window_block_mask(n, m, layout.block_q, layout.block_k, 1)
+    diagonal = masks.window_block_mask(n, m, layout.block_q, layout.block_k, 1)
     assert (blocks | ~diagonal).all()  # every query block keeps its own diagonal block(s)
     assert 0 < layout.density() <= 1
 
@@ -112,13 +113,13 @@ def _check_planted(layout, w, heads, min_recall, max_density):
 
 def test_flexprefill_finds_planted_heads():
     w = workload(["sink_local", "vertical", "slash", "retrieval"], num_kv_heads=2)
-    layout = get_planner("flexprefill", block_size=32, min_budget=32).plan(w.q, w.k)
+    layout = get_planner("flexprefill", block_q=32, block_k=32, min_budget=32).plan(w.q, w.k)
     _check_planted(layout, w, range(4), 0.9, 0.25)
 
 
 def test_flexprefill_query_aware_heads_cover_gamma_of_the_pooled_map():
     q, k = qk(1, 2, 1, 300, 300, seed=3)
-    layout = get_planner("flexprefill", block_size=16, min_budget=0, tau=1.0).plan(q, k)
+    layout = get_planner("flexprefill", block_q=16, block_k=16, min_budget=0, tau=1.0).plan(q, k)
     probs = planning_reference.pooled_block_probs(
         planning_reference.block_mean_pool(q, 16), planning_reference.block_mean_pool(k, 16),
         num_queries=300, num_keys=300, block_q=16, block_k=16,
@@ -140,16 +141,16 @@ def test_xattention_finds_planted_heads():
     # diagonal at an even offset never meets an antidiagonal of an even stride; a stride group
     # holding several planted keys outweighs one holding one, as its logits add up).
     w = workload(["sink_local", "retrieval"], num_kv_heads=1)
-    layout = get_planner("xattention", block_size=32, stride=4).plan(w.q, w.k)
+    layout = get_planner("xattention", block_q=32, block_k=32, stride=4).plan(w.q, w.k)
     _check_planted(layout, w, range(2), 0.9, 0.2)
 
 
 def test_xattention_always_keeps_first_and_diagonal_blocks():
     q, k = qk(1, 2, 1, 257, 300)
-    layout = get_planner("xattention", block_size=16, stride=4, threshold=0.01).plan(q, k)
+    layout = get_planner("xattention", block_q=16, block_k=16, stride=4, threshold=0.01).plan(q, k)
     blocks = layout.block_mask()
     assert blocks[..., 0].all()
-    assert (blocks | ~pooling.window_block_mask(257, 300, 16, 16, 1)).all()
+    assert (blocks | ~masks.window_block_mask(257, 300, 16, 16, 1)).all()
     assert layout.block_count.max() <= 4  # first + diagonal(s) + at most the single best block
 
 
@@ -162,7 +163,7 @@ def test_hip_finds_a_local_region_within_budget():
     k = torch.randn(1, 1, n, d, generator=g) * 0.3 + bump[:, None] * u * 6
     q = (u * 10).expand(1, 1, n, d).clone()
     q[:, :, :centre] = torch.randn(1, 1, centre, d, generator=g)  # rows before the centre: noise
-    layout = get_planner("hip", k=4 * bs, block_q=bs, block_k=bs).plan(q, k)
+    layout = get_planner("hip", budget_tokens=4 * bs, block_q=bs, block_k=bs).plan(q, k)
     assert layout.block_count.max() <= 4 + 2  # k / block_k branches plus the diagonal block(s)
     recall = attention_recall(q[:, :, 1024:], k, _last_rows(layout, 1024))  # rows past the centre
     assert recall.item() >= 0.9
@@ -181,7 +182,7 @@ def _last_rows(layout, start):
 
 def test_hip_keeps_every_visible_block_when_the_budget_allows():
     q, k = qk(1, 2, 2, 256, 256)
-    layout = get_planner("hip", k=8 * 32, block_q=32, block_k=32).plan(q, k)  # 8 blocks = KB
+    layout = get_planner("hip", budget_tokens=8 * 32, block_q=32, block_k=32).plan(q, k)  # 8 blocks = KB
     assert torch.equal(layout.block_mask(), dense_mask_like(layout))
 
 
@@ -193,12 +194,12 @@ def test_hip_keeps_every_visible_block_when_the_budget_allows():
         ("flexprefill", {"tau": -0.1}, "tau"),
         ("flexprefill", {"min_budget": -1}, "min_budget"),
         ("flexprefill", {"max_budget": 100}, "max_budget"),
-        ("flexprefill", {"block_size": 0}, "block_size"),
+        ("flexprefill", {"block_q": 48}, "block_q"),
         ("xattention", {"threshold": 2.0}, "threshold"),
         ("xattention", {"stride": 0}, "stride"),
         ("xattention", {"stride": 3}, "stride"),
-        ("xattention", {"block_size": 12.5}, "block_size"),
-        ("hip", {"k": 0}, "k"),
+        ("xattention", {"block_k": 12.5}, "block_k"),
+        ("hip", {"budget_tokens": 0}, "budget_tokens"),
         ("hip", {"block_q": 0}, "block_q"),
         ("hip", {"block_k": True}, "block_k"),
     ],
@@ -211,4 +212,4 @@ def test_bad_config_names_the_field(name, kwargs, field):
 def test_flexprefill_is_causal_only():
     q, k = qk(1, 2, 1, 300, 300)
     with pytest.raises(ValueError, match="causal"):
-        get_planner("flexprefill", block_size=16, min_budget=0).plan(q, k, causal=False)
+        get_planner("flexprefill", block_q=16, block_k=16, min_budget=0).plan(q, k, causal=False)

@@ -8,9 +8,10 @@ import torch
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels import planning_reference
+from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout, causal_token_mask, query_block_positions
-from attnsieve.methods import PLANNERS, get_planner, pooling
-from attnsieve.reference import attention_reference
+from attnsieve.methods import PLANNERS, get_planner
+from attnsieve.methods.prefill import masks, scores
 
 BIG = 10**6
 # Small blocks so that short sequences still have many blocks; every planner at its full budget.
@@ -154,13 +155,13 @@ def test_power_pattern_is_sinks_local_and_powers_of_two():
 
 
 def test_streaming_pattern_rounds_sinks_and_window_out_to_blocks():
-    q, k = qk(1, 1, 1, 100, 100)
+    q, k = qk(1, 1, 1, 160, 160)
     layout = get_planner(
-        "streaming", sink_tokens=12, window_tokens=15, block_q=10, block_k=10
+        "streaming", sink_tokens=20, window_tokens=24, block_q=16, block_k=16
     ).plan(q, k)
     mask = layout.block_mask()[0, 0]
-    for i in range(10):  # rows [10i, 10i + 9] need keys (10i - 15, 10i + 9] and keys < 12
-        expected = {0, 1} & set(range(i + 1)) | set(range(max(0, (10 * i - 14) // 10), i + 1))
+    for i in range(10):  # rows [16i, 16i + 15] need keys (16i - 24, 16i + 15] and keys < 20
+        expected = {0, 1} & set(range(i + 1)) | set(range(max(0, (16 * i - 23) // 16), i + 1))
         assert set(mask[i].nonzero().flatten().tolist()) == expected
 
 
@@ -289,7 +290,7 @@ def test_bad_inputs(name):
 def test_mean_pool_and_self_similarity_ragged():
     x = torch.randn(2, 3, 37, 8)
     pooled = planning_reference.block_mean_pool(x, 16)
-    sim = pooling.block_self_similarity(x, 16)
+    sim = scores.block_self_similarity(x, 16)
     for i, chunk in enumerate(x.split(16, dim=2)):
         torch.testing.assert_close(pooled[:, :, i], chunk.mean(2))
         unit = torch.nn.functional.normalize(chunk, dim=-1)
@@ -298,10 +299,10 @@ def test_mean_pool_and_self_similarity_ragged():
 
 def test_pooled_scores_use_gqa_views():
     q, k = qk(2, 6, 3, 50, 70)
-    scores = pooling.pooled_scores(q, k, 16, 32)
+    pooled = scores.pooled_scores(q, k, 16, 32)
     pq = planning_reference.block_mean_pool(q, 16)
     pk = planning_reference.block_mean_pool(k, 32).repeat_interleave(2, 1)
-    torch.testing.assert_close(scores, pq @ pk.transpose(-1, -2) / 4.0)
+    torch.testing.assert_close(pooled, pq @ pk.transpose(-1, -2) / 4.0)
 
 
 @pytest.mark.parametrize("n,m,last_q", [(100, 100, 64), (30, 100, 30), (100, 20, 64)])
@@ -323,7 +324,7 @@ def test_cumulative_threshold_is_minimal_prefix():
     probs = torch.rand(3, 5, 40).softmax(-1)
     valid = torch.rand(3, 5, 40) > 0.2
     for threshold in (0.0, 0.3, 0.9, 0.999, 1.0):
-        keep = pooling.cumulative_threshold(probs, threshold, valid)
+        keep = masks.cumulative_threshold(probs, threshold, valid)
         p = probs * valid
         for row, kept, ok in zip(
             p.flatten(0, 1), keep.flatten(0, 1), valid.flatten(0, 1), strict=True
@@ -335,8 +336,8 @@ def test_cumulative_threshold_is_minimal_prefix():
                 expected = set(ok.nonzero().flatten().tolist())
             assert set(kept.nonzero().flatten().tolist()) == expected
     # Rounding: the running sum reaches the total before the tiny tail; 1.0 still keeps it all.
-    assert pooling.cumulative_threshold(torch.tensor([1.0, 1e-9, 1e-9]), 1.0).all()
-    per_head = pooling.cumulative_threshold(
+    assert masks.cumulative_threshold(torch.tensor([1.0, 1e-9, 1e-9]), 1.0).all()
+    per_head = masks.cumulative_threshold(
         probs, torch.tensor([0.2, 1.0, 0.5])[:, None, None], valid
     )
     assert torch.equal(per_head[1], valid[1])
@@ -349,7 +350,7 @@ def test_window_and_sink_block_masks_match_token_masks():
     keys = torch.arange(m)[None, :]
     for window, sinks in [(w, w % 19) for w in range(1, 41)]:
         need = rows & ((keys > pos - window) | (keys < sinks))
-        got = pooling.window_block_mask(n, m, bq, bk, window) | pooling.sink_block_mask(
+        got = masks.window_block_mask(n, m, bq, bk, window) | masks.sink_block_mask(
             n, m, bq, bk, sinks
         )
         for i in range(got.shape[0]):
@@ -367,9 +368,9 @@ def test_slash_block_mask_matches_token_level(n, m, bq, bk):
     on = (diff >= 0) & offsets[..., diff.clamp(0, m - 1)]  # (2, 3, N, M) tokens on a diagonal
     on = torch.nn.functional.pad(on, (0, -m % bk, 0, -n % bq))
     expected = on.view(2, 3, -(-n // bq), bq, -(-m // bk), bk).any(-1).any(-2)
-    assert torch.equal(pooling.slash_block_mask(offsets, n, m, bq, bk), expected)
+    assert torch.equal(masks.slash_block_mask(offsets, n, m, bq, bk), expected)
     columns = torch.randint(0, m, (2, 3, 5))
-    visible = pooling.visible_columns(columns, n, m, bq)
+    visible = masks.visible_columns(columns, n, m, bq)
     seen = on.new_zeros(2, 3, -(-n // bq), m)
     for i in range(seen.shape[2]):
         rows = pos[i * bq : (i + 1) * bq]

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from attnsieve import api
 from attnsieve.kernels import planning, planning_reference
 
 # (batch, H_q, H_kv, N, M, D, dtype): odd lengths, N != M (both ways), GQA 1/2/4, batch 2
@@ -32,7 +33,7 @@ def _close(a, b, dtype):
 def test_block_mean_pool(shape):
     q, k = _inputs(*shape)
     for x, block in ((q, 32), (k, 16), (q, 48)):
-        got = planning.block_mean_pool(x, block, backend="triton")
+        got = planning.block_mean_pool(x, block)
         want = planning_reference.block_mean_pool(x, block)
         assert got.shape == (x.shape[0], x.shape[1], -(-x.shape[2] // block), x.shape[3])
         _close(got, want, torch.float32)
@@ -49,7 +50,7 @@ def test_pooled_block_probs(shape, causal):
     qp = planning_reference.block_mean_pool(q, 32)
     kp = planning_reference.block_mean_pool(k, 16)
     kwargs = dict(num_queries=n, num_keys=m, block_q=32, block_k=16, causal=causal)
-    got = planning.pooled_block_probs(qp, kp, backend="triton", **kwargs)
+    got = planning.pooled_block_probs(qp, kp, **kwargs)
     want = planning_reference.pooled_block_probs(qp, kp, **kwargs)
     _close(got, want, torch.float32)
     sums = got.sum(-1)
@@ -65,7 +66,7 @@ def test_pooled_block_probs(shape, causal):
 def test_antidiagonal_block_scores(shape, causal, stride):
     q, k = _inputs(*shape)
     kwargs = dict(stride=stride, block_q=32, block_k=32, causal=causal)
-    got = planning.antidiagonal_block_scores(q, k, backend="triton", **kwargs)
+    got = planning.antidiagonal_block_scores(q, k, **kwargs)
     want = planning_reference.antidiagonal_block_scores(q, k, **kwargs)
     _close(got, want, q.dtype)
     # every strided row that sees a key contributes a mass of exactly 1
@@ -94,11 +95,11 @@ def test_antidiagonal_scratch_split(monkeypatch):
     """Launching per KV-head group (bounded scratch) gives the same scores."""
     q, k = _inputs(1, 4, 2, 100, 100, 32, torch.float32)
     whole = planning.antidiagonal_block_scores(
-        q, k, stride=4, block_q=16, block_k=16, backend="triton"
+        q, k, stride=4, block_q=16, block_k=16
     )
     monkeypatch.setattr(planning, "_SCRATCH_BYTES", 1)
     split = planning.antidiagonal_block_scores(
-        q, k, stride=4, block_q=16, block_k=16, backend="triton"
+        q, k, stride=4, block_q=16, block_k=16
     )
     torch.testing.assert_close(whole, split)
 
@@ -111,7 +112,7 @@ def test_last_query_stats(shape, block_k):
     n, m = q.shape[2], k.shape[2]
     last_q = min(40, n)
     vertical, slash = planning.last_query_stats(
-        q, k, last_q=last_q, block_k=block_k, backend="triton"
+        q, k, last_q=last_q, block_k=block_k
     )
     want_v, want_s = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
     assert vertical.shape == (q.shape[0], q.shape[1], m)
@@ -128,7 +129,7 @@ def test_last_query_stats_more_rows_than_a_key_tile():
     """last_q = 100 > 64 keys per tile: each tile meets 163 diagonals, three gathers' worth."""
     q, k = _inputs(2, 4, 2, 130, 300, 64, torch.float16)
     for block_k in (1, 128):
-        got = planning.last_query_stats(q, k, last_q=100, block_k=block_k, backend="triton")
+        got = planning.last_query_stats(q, k, last_q=100, block_k=block_k)
         want = planning_reference.last_query_stats(q, k, last_q=100, block_k=block_k)
         for g, w in zip(got, want, strict=True):
             _close(g, w, q.dtype)
@@ -140,28 +141,28 @@ def test_last_query_stats_slash_of_a_diagonal():
     k = torch.nn.functional.normalize(torch.randn(1, 1, n, d), dim=-1)
     q = k * 60.0  # each query scores its own key far above the others
     for backend in ("triton", "reference"):
-        _, slash = planning.last_query_stats(q, k, last_q=32, block_k=16, backend=backend)
+        _, slash = api.last_query_stats(q, k, last_q=32, block_k=16, backend=backend)
         assert slash[0, 0, 0] > 0.99
 
 
 def test_bad_inputs_name_the_argument():
     q, k = _inputs(1, 2, 1, 64, 64, 32, torch.float32)
     with pytest.raises(ValueError, match="stride"):
-        planning.antidiagonal_block_scores(q, k, stride=3, block_q=32, block_k=32, backend="triton")
+        api.antidiagonal_block_scores(q, k, stride=3, block_q=32, block_k=32)
     with pytest.raises(ValueError, match="stride"):
-        planning.antidiagonal_block_scores(q, k, stride=4, block_q=48, block_k=32, backend="triton")
+        api.antidiagonal_block_scores(q, k, stride=4, block_q=48, block_k=32)
     with pytest.raises(ValueError, match="last_q"):
-        planning.last_query_stats(q, k, last_q=65, block_k=16, backend="triton")
+        api.last_query_stats(q, k, last_q=65, block_k=16)
     with pytest.raises(ValueError, match="block"):
-        planning.block_mean_pool(q, 0, backend="triton")
+        api.block_mean_pool(q, 0)
     with pytest.raises(ValueError, match="H_q"):
-        planning.last_query_stats(q[:, :1], k.expand(1, 2, 64, 32), last_q=8, block_k=16)
+        api.last_query_stats(q[:, :1], k.expand(1, 2, 64, 32), last_q=8, block_k=16)
     qp = planning_reference.block_mean_pool(q, 32)
     with pytest.raises(ValueError, match="k_pooled"):
-        planning.pooled_block_probs(
-            qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16, backend="triton"
+        api.pooled_block_probs(
+            qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16
         )
     with pytest.raises(TypeError, match="q_pooled: expected a float32"):
-        planning.pooled_block_probs(
-            qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32, backend="triton"
+        api.pooled_block_probs(
+            qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32
         )

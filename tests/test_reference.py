@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import attnsieve
+from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout
-from attnsieve.reference import attention_reference
 from tests.test_layout import random_layout
 
 

@@ -75,7 +75,7 @@ def expected_text(model_dir, prompt, new_tokens):
 
 def test_run_chunked_prefill_matches_generate(model_dir, tmp_path, capsys):
     full_window = {"sink_tokens": 0, "window_tokens": 512, **BLOCKS}
-    config = {"prefill": "streaming", "prefill_kwargs": full_window, "min_prefill_length": 8}
+    config = {"prefill": {"method": "streaming", **full_window}, "min_prefill_length": 8}
     # 40 tokens in chunks of 16, 16, 8: every chunk after the first attends to the cache (M > N)
     args, prompt = cli(model_dir, tmp_path, config, "--max-new-tokens", "6", "--chunk-size", "16")
     assert run.main(args) == 0
@@ -97,7 +97,7 @@ def test_run_sparse_method_reports_density(model_dir, tmp_path, capsys):
     args, _ = cli(
         model_dir,
         tmp_path,
-        {**config, "per_layer": {"1": {"prefill": "streaming", "prefill_kwargs": sparse}}},
+        {**config, "layers": {"1": {"prefill": {"method": "streaming", **sparse}}}},
     )
     args.max_new_tokens = 3
     assert run.main(args) == 0
@@ -113,5 +113,5 @@ def test_run_rejects_bad_arguments(model_dir, tmp_path):
     with pytest.raises(ValueError, match="max-new-tokens"):
         run.main(args)
     args, _ = cli(model_dir, tmp_path, {"prefill": "dense"}, "--method", "nope")
-    with pytest.raises(ValueError, match="unknown planner"):
+    with pytest.raises(ValueError, match="unknown prefill method"):
         run.main(args)

@@ -43,9 +43,9 @@ from attnsieve.bench.common import (
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels.prefill import sparse_attention
+from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout
 from attnsieve.methods import PLANNERS, get_planner
-from attnsieve.reference import attention_reference
 
 KINDS = ("sink_local", "vertical", "slash", "retrieval")
 REL_TOL = 2e-2  # bf16 kernel output vs the fp32 reference (relative Frobenius error)

@@ -7,11 +7,11 @@ name, hyper-parameters) plans every layer of a captured sample once; each query 
 the candidate of least density (computed / dense-causal pairs) among those whose attention recall
 (`attnsieve.eval.fidelity.attention_recall`) reaches the target, else the one of highest recall.
 
-Output JSON, readable by `attnsieve.integrations.AttentionConfig.from_json` (its ``planner(layer)``
-is the layer's `PerHeadPlanner`)::
+Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)`` is the layer's
+`PerHeadPlanner`) with the calibration record under "metadata"::
 
-    {"layers": {"0": {"heads": [{"prefill": "xattention", "prefill_kwargs": {"threshold": 0.9}},
-                                ...]}},
+    {"prefill": "dense",
+     "layers": {"0": {"prefill": [{"method": "xattention", "threshold": 0.9}, ...one per head]}},
      "metadata": {"target_recall": 0.95, "candidates": [...],
                   "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
 """
@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.checks import check_float, check_qk
 from attnsieve.eval.fidelity import attention_recall, dense_attention
 from attnsieve.methods import get_planner
-from attnsieve.reference import check_float, check_qk
 
 Candidate = tuple[str, dict[str, Any]]
 # Families in increasing budget; dense last so every head has a candidate of recall 1.
@@ -87,9 +87,7 @@ def calibrate(
         cheapest = torch.where(reached, density_t, torch.inf).argmin(0)  # first of equal minima
         choice = torch.where(reached.any(0), cheapest, recall_t.argmax(0)).tolist()
         layers[str(index)] = {
-            "heads": [
-                {"prefill": candidates[c][0], "prefill_kwargs": candidates[c][1]} for c in choice
-            ]
+            "prefill": [{"method": candidates[c][0], **candidates[c][1]} for c in choice]
         }
         stats[str(index)] = [
             {"recall": float(recall_t[c, h]), "density": float(density_t[c, h])}
@@ -102,7 +100,7 @@ def calibrate(
         "candidates": [list(c) for c in candidates],
         "layers": stats,
     }
-    return {"layers": layers, "metadata": metadata}
+    return {"prefill": "dense", "layers": layers, "metadata": metadata}
 
 
 def capture_qk(model: Any, input_ids: Tensor) -> list[tuple[Tensor, Tensor]]:

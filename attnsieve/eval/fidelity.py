@@ -2,8 +2,9 @@
 
 Both are computed blockwise, never with N × M memory. Recall uses the log-sum-exps: the softmax
 mass that row i puts on the layout's keys is exp(lse_layout_i - lse_dense_i), since both sums
-share the same logits. On CUDA with half-precision inputs both passes run through the Triton
-kernel (seconds at 128K); elsewhere through the exact float32 reference. ``backend`` forces one.
+share the same logits. Both passes run where `attnsieve.api` sends them (the Triton kernel for
+half-precision CUDA inputs, seconds at 128K; the exact float32 reference elsewhere); ``backend``
+forces one.
 """
 
 from __future__ import annotations
@@ -13,14 +14,6 @@ from torch import Tensor
 
 from attnsieve.api import attention
 from attnsieve.layout import Layout
-
-
-def _backend(q: Tensor, backend: str | None) -> str:
-    """The Triton kernel where it applies (CUDA, half precision), else the exact reference."""
-    if backend is not None:
-        return backend
-    fast = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-    return "triton" if fast else "reference"
 
 
 def dense_attention(
@@ -34,7 +27,6 @@ def dense_attention(
 ) -> tuple[Tensor, Tensor]:
     """Dense (output, lse) on the backend the metrics use: computed once, reused for many layouts
     through the ``dense_lse`` / ``dense_out`` arguments of `attention_recall` and `output_error`."""
-    backend = _backend(q, backend)
     return attention(q, k, v, causal=causal, scale=scale, return_lse=True, backend=backend)
 
 
@@ -56,7 +48,6 @@ def attention_recall(
     ``dense_lse`` (B, H_q, N), from `dense_attention`, saves recomputing dense attention.
     """
     # Values do not change the lse: k stands in for v so attention can be reused unchanged.
-    backend = _backend(q, backend)
     if dense_lse is None:
         dense_lse = dense_attention(q, k, k, causal=causal, scale=scale, backend=backend)[1]
     elif dense_lse.shape != q.shape[:3]:
@@ -89,7 +80,6 @@ def output_error(
     flattened outputs; and their means ``rel_l2_mean`` and ``cosine_mean`` as floats.
     ``dense_out`` (B, H_q, N, D), from `dense_attention`, saves recomputing dense attention.
     """
-    backend = _backend(q, backend)
     if dense_out is None:
         dense_out = attention(q, k, v, causal=causal, scale=scale, backend=backend)
     elif dense_out.shape != q.shape[:3] + v.shape[3:]:

@@ -1,191 +1,212 @@
-"""`AttentionConfig`: which planner each layer (or head) of a patched model uses, as plain data."""
+"""`AttentionConfig`: one entry per method role, with per-layer (and per-head) overrides, as data.
+
+JSON form (what `to_dict` writes, `from_json` reads and `attnsieve calibrate` writes)::
+
+    {"prefill": {"method": "flexprefill", "gamma": 0.9},
+     "kv": {"method": "snapkv", "ratio": 0.25},
+     "decode": {"method": "quest", "budget_tokens": 2048},
+     "precision": "bf16",
+     "layers": {"0": {"prefill": {"method": "dense"}},
+                "5": {"prefill": [{"method": "streaming"}, ...one entry per query head...]}},
+     "min_prefill_length": 2048}
+
+An entry is a dict with a ``method`` name and the method's dataclass fields, or the bare name; a
+role set to None is off (dense prefill, no compression, every page read). A layer override
+replaces the given roles of that layer; for ``prefill`` it may be a list with one entry per query
+head. Every method is built once, at construction, so a bad name or field fails there, naming the
+entry it came from.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from attnsieve.api import BACKENDS
+from attnsieve.checks import check_int
 
-if TYPE_CHECKING:  # attnsieve.methods (and Triton) load on first use, not on `import attnsieve`
-    from attnsieve.methods import Planner
+if TYPE_CHECKING:  # attnsieve.methods (and Triton) load when a config is built, not on import
+    from attnsieve.methods.decode.base import DecodeSelector
+    from attnsieve.methods.kv.base import KVPolicy
+    from attnsieve.methods.prefill import Planner
 
-_ENTRY_KEYS = ("prefill", "prefill_kwargs")
-_FIELDS = ("prefill", "prefill_kwargs", "per_layer", "min_prefill_length", "backend")
+ROLES = ("prefill", "kv", "decode")
+PRECISIONS = ("bf16", "int8-fp8", "fp8-kv", "int8-fp8+fp8-kv")
+_FIELDS = ("prefill", "kv", "decode", "precision", "layers", "min_prefill_length", "backend")
 
 
 @dataclass
 class AttentionConfig:
-    """Sparse-prefill settings of a patched model.
+    """Which method each role uses, per layer.
 
     Args:
-        prefill: planner name (see ``attnsieve.methods.PLANNERS``) used by every layer by default.
-        prefill_kwargs: that planner's hyper-parameters (its dataclass fields).
-        per_layer: overrides by layer index, either ``{"prefill": name, "prefill_kwargs": {...}}``
-            (a missing name means ``prefill``; missing kwargs mean ``prefill_kwargs`` when the name
-            is the default one, else the planner's own defaults) or ``{"heads": [entry, ...]}`` with
-            one such entry per query head, as written by ``attnsieve calibrate``.
+        prefill: planner entry (see `attnsieve.methods.prefill.PLANNERS`) for prompts of at least
+            ``min_prefill_length`` tokens; None runs every prefill dense.
+        kv: KV-cache policy entry (`attnsieve.methods.kv.POLICIES`), or None to keep every token.
+        decode: decode selector entry (`attnsieve.methods.decode.SELECTORS`), or None to read
+            every cached page.
+        precision: "bf16" (the model's precision), "int8-fp8" (INT8 Q·Kᵀ / FP8 P·V prefill),
+            "fp8-kv" (FP8 KV cache) or both ("int8-fp8+fp8-kv").
+        layers: overrides by layer index (int, or digit strings as JSON has them), each
+            ``{role: entry}``; ``prefill`` may be a list of one entry per query head.
         min_prefill_length: prompts (forward calls) with fewer query tokens stay dense.
-        backend: kernel backend for `attnsieve.attention` (None, "auto", "triton", "reference").
-
-    Every planner is built once here, so a bad name or hyper-parameter fails at construction.
+        backend: kernel backend for `attnsieve.api` (None, "auto", "triton", "reference").
     """
 
-    prefill: str = "flexprefill"
-    prefill_kwargs: dict[str, Any] = field(default_factory=dict)
-    per_layer: dict[int, dict[str, Any]] = field(default_factory=dict)
+    prefill: str | dict[str, Any] | None = "flexprefill"
+    kv: str | dict[str, Any] | None = None
+    decode: str | dict[str, Any] | None = None
+    precision: str = "bf16"
+    layers: dict[int, dict[str, Any]] = field(default_factory=dict)
     min_prefill_length: int = 2048
     backend: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prefill, str):
-            raise TypeError(
-                f"prefill: expected a planner name (str), got {type(self.prefill).__name__}"
-            )
-        _check_kwargs(self.prefill_kwargs, "prefill_kwargs")
-        if not isinstance(self.per_layer, dict):
-            raise TypeError(
-                f"per_layer: expected a dict {{layer: entry}}, got {type(self.per_layer).__name__}"
-            )
-        for layer, entry in self.per_layer.items():
-            if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
-                raise ValueError(f"per_layer: keys must be layer indices (int >= 0), got {layer!r}")
-            _check_layer_entry(entry, f"per_layer[{layer}]")
-        if (
-            not isinstance(self.min_prefill_length, int)
-            or isinstance(self.min_prefill_length, bool)
-            or self.min_prefill_length < 1
-        ):
-            raise ValueError(
-                f"min_prefill_length: expected an int >= 1, got {self.min_prefill_length!r}"
-            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        check_int("min_prefill_length", self.min_prefill_length, 1)
         if self.backend is not None and self.backend not in BACKENDS:
             raise ValueError(f"backend: expected None or one of {BACKENDS}, got {self.backend!r}")
-        self._build(self.prefill, self.prefill_kwargs, "prefill")
-        for layer, entry in self.per_layer.items():
-            for i, head in enumerate(entry.get("heads", [entry])):
-                self._entry_planner(
-                    head, f"per_layer[{layer}]" + ("" if head is entry else f"['heads'][{i}]")
+        if not isinstance(self.layers, dict):
+            raise TypeError(
+                f"layers: expected a dict {{layer: {{role: entry}}}}, got {type(self.layers)}"
+            )
+        self.layers = {_layer_index(key): value for key, value in self.layers.items()}
+        self._default = {role: _build(role, getattr(self, role), role) for role in ROLES}
+        self._built: dict[int, dict[str, Any]] = {}
+        for layer, override in self.layers.items():
+            where = f"layers[{layer}]"
+            if not isinstance(override, dict):
+                raise TypeError(f"{where}: expected a dict {{role: entry}}, got {override!r}")
+            unknown = set(override) - set(ROLES)
+            if unknown:
+                raise ValueError(f"{where}: unknown roles {sorted(unknown)}; expected {ROLES}")
+            self._built[layer] = {
+                role: _build(role, entry, f"{where}[{role!r}]") for role, entry in override.items()
+            }
+
+    # ---- the built methods -------------------------------------------------------------------
+    def planner(self, layer: int) -> Planner | None:
+        """The planner of layer ``layer`` (a `PerHeadPlanner` for per-head entries), or None."""
+        return self._role(layer, "prefill")
+
+    def policy(self, layer: int) -> KVPolicy | None:
+        """The KV policy of layer ``layer``, or None."""
+        return self._role(layer, "kv")
+
+    def selector(self, layer: int) -> DecodeSelector | None:
+        """The decode selector of layer ``layer``, or None."""
+        return self._role(layer, "decode")
+
+    def _role(self, layer: int, role: str) -> Any:
+        built = self._built.get(layer, {})
+        return built[role] if role in built else self._default[role]
+
+    @property
+    def fp8_kv(self) -> bool:
+        return self.precision.endswith("fp8-kv")
+
+    @property
+    def prefill_precision(self) -> str:
+        return "int8-fp8" if self.precision.startswith("int8-fp8") else "bf16"
+
+    def check_model(self, num_layers: int, num_heads: int) -> None:
+        """Raise unless every override fits a model of ``num_layers`` layers and ``num_heads``
+        query heads: a layer index beyond the model, or a per-head list of another length."""
+        for layer, override in self.layers.items():
+            if layer >= num_layers:
+                raise ValueError(
+                    f"layers[{layer}]: the model has {num_layers} layers (0..{num_layers - 1})"
+                )
+            heads = override.get("prefill")
+            if isinstance(heads, list) and len(heads) != num_heads:
+                raise ValueError(
+                    f"layers[{layer}]['prefill']: {len(heads)} per-head entries, but the model "
+                    f"has {num_heads} query heads"
                 )
 
-    def planner(self, layer_idx: int) -> Planner:
-        """A fresh planner for layer ``layer_idx`` (a `PerHeadPlanner` for per-head entries)."""
-        entry = self.per_layer.get(layer_idx)
-        if entry is None:
-            return self._build(self.prefill, self.prefill_kwargs, "prefill")
-        if "heads" in entry:
-            from attnsieve.methods import PerHeadPlanner
-
-            return PerHeadPlanner(
-                [self._entry_planner(h, f"per_layer[{layer_idx}]") for h in entry["heads"]]
-            )
-        return self._entry_planner(entry, f"per_layer[{layer_idx}]")
-
+    # ---- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict that `from_json` reads back."""
-        out = asdict(self)
-        out["per_layer"] = {str(k): v for k, v in self.per_layer.items()}
+        out = {name: getattr(self, name) for name in _FIELDS}
+        out["layers"] = {str(k): v for k, v in self.layers.items()}
         return out
 
     @classmethod
-    def from_json(cls, path_or_dict: str | os.PathLike | dict[str, Any]) -> AttentionConfig:
-        """Read a config from a JSON file or dict.
-
-        Accepts this class's fields (``per_layer`` keys may be strings, as JSON requires) and the
-        calibrate format ``{"layers": {"0": {"heads": [...]}, ...}}`` (optionally with the fields
-        above beside ``"layers"``, and a free-form ``"metadata"`` entry, which is ignored).
-        """
-        if isinstance(path_or_dict, (str, os.PathLike)):
-            with open(path_or_dict) as f:
-                data = json.load(f)
-        elif isinstance(path_or_dict, dict):
-            data = path_or_dict
+    def from_json(cls, source: str | os.PathLike | dict[str, Any]) -> AttentionConfig:
+        """A config from a JSON file (or an already-parsed dict) in the format above; a free-form
+        ``"metadata"`` entry (as calibrate writes) is ignored."""
+        where = "source"
+        if isinstance(source, (str, os.PathLike)):
+            where = os.fspath(source)
+            try:
+                with open(source) as f:
+                    data = json.load(f)
+            except OSError as e:
+                raise ValueError(f"{where}: cannot read the config file ({e.strerror})") from e
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e})") from e
+        elif isinstance(source, dict):
+            data = source
         else:
-            raise TypeError(
-                f"path_or_dict: expected a path or a dict, got {type(path_or_dict).__name__}"
-            )
+            raise TypeError(f"source: expected a path or a dict, got {type(source).__name__}")
         if not isinstance(data, dict):
-            raise ValueError(f"path_or_dict: expected a JSON object, got {type(data).__name__}")
-        unknown = set(data) - set(_FIELDS) - {"layers", "metadata"}
+            raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        unknown = set(data) - set(_FIELDS) - {"metadata"}
         if unknown:
-            raise ValueError(
-                f"path_or_dict: unknown keys {sorted(unknown)}; expected {_FIELDS + ('layers',)}"
-            )
-        if "layers" in data and "per_layer" in data:
-            raise ValueError(
-                "path_or_dict: give either 'layers' (calibrate format) or 'per_layer', not both"
-            )
-        kwargs = {k: v for k, v in data.items() if k in _FIELDS}
-        layers = data.get("layers", data.get("per_layer", {}))
-        if not isinstance(layers, dict):
-            raise ValueError(
-                f"path_or_dict: 'layers' must map layer index to entry, got {type(layers).__name__}"
-            )
-        kwargs["per_layer"] = {_layer_index(k): v for k, v in layers.items()}
-        return cls(**kwargs)
-
-    def _entry_planner(self, entry: dict[str, Any], where: str) -> Planner:
-        name = entry.get("prefill", self.prefill)
-        default_kwargs = self.prefill_kwargs if name == self.prefill else {}
-        return self._build(name, entry.get("prefill_kwargs", default_kwargs), where)
-
-    @staticmethod
-    def _build(name: str, kwargs: dict[str, Any], where: str) -> Planner:
-        from attnsieve.methods import get_planner
-
-        try:
-            return get_planner(name, **kwargs)
-        except TypeError as e:  # an unknown hyper-parameter: name the config entry it came from
-            raise TypeError(
-                f"{where}: bad prefill_kwargs {kwargs!r} for planner {name!r}: {e}"
-            ) from e
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected {_FIELDS}")
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
 
 def _layer_index(key: Any) -> int:
-    if isinstance(key, int) and not isinstance(key, bool):
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
         return key
     if isinstance(key, str) and key.isdigit():
         return int(key)
-    raise ValueError(f"layers: keys must be layer indices (int or digit string), got {key!r}")
+    raise ValueError(f"layers: keys must be layer indices (int >= 0 or digit string), got {key!r}")
 
 
-def _check_kwargs(kwargs: Any, where: str) -> None:
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise TypeError(f"{where}: expected a dict with str keys, got {kwargs!r}")
+def _build(role: str, entry: Any, where: str) -> Any:
+    """The method an entry names, built with its fields; a list builds a `PerHeadPlanner`."""
+    if entry is None:
+        return None
+    if isinstance(entry, list):
+        if role != "prefill":
+            raise ValueError(f"{where}: per-head lists are supported for 'prefill' only")
+        if not entry:
+            raise ValueError(f"{where}: expected a non-empty list of per-head entries")
+        from attnsieve.methods.prefill import PerHeadPlanner
 
-
-def _check_layer_entry(entry: Any, where: str) -> None:
-    if not isinstance(entry, dict):
-        raise TypeError(f"{where}: expected a dict, got {type(entry).__name__}")
-    if "heads" in entry:
-        if set(entry) != {"heads"}:
-            raise ValueError(
-                f"{where}: a per-head entry has only the key 'heads', got {sorted(entry)}"
-            )
-        heads = entry["heads"]
-        if not isinstance(heads, list) or not heads:
-            raise ValueError(f"{where}['heads']: expected a non-empty list of entries")
-        for i, head in enumerate(heads):
-            if not isinstance(head, dict):
-                raise TypeError(
-                    f"{where}['heads'][{i}]: expected a dict, got {type(head).__name__}"
-                )
-            _check_entry_keys(head, f"{where}['heads'][{i}]")
-        return
-    _check_entry_keys(entry, where)
-
-
-def _check_entry_keys(entry: dict[str, Any], where: str) -> None:
-    unknown = set(entry) - set(_ENTRY_KEYS)
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown keys {sorted(unknown)}; expected {_ENTRY_KEYS} or 'heads'"
-        )
-    if "prefill" in entry and not isinstance(entry["prefill"], str):
+        return PerHeadPlanner([_build(role, e, f"{where}[{i}]") for i, e in enumerate(entry)])
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
         raise TypeError(
-            f"{where}['prefill']: expected a planner name (str), got {entry['prefill']!r}"
+            f"{where}: expected a method name or a dict with a 'method' name, got {entry!r}"
         )
-    if "prefill_kwargs" in entry:
-        _check_kwargs(entry["prefill_kwargs"], f"{where}['prefill_kwargs']")
+    fields = {k: v for k, v in entry.items() if k != "method"}
+    registry, factory = _registry(role)
+    if entry["method"] not in registry:
+        raise ValueError(
+            f"{where}: unknown {role} method {entry['method']!r}; available: {sorted(registry)}"
+        )
+    try:
+        return factory(entry["method"], **fields)
+    except (TypeError, ValueError) as e:  # a bad field: name the entry it came from
+        raise type(e)(f"{where}: {e}") from e
+
+
+def _registry(role: str) -> tuple[dict[str, type], Any]:
+    if role == "prefill":
+        from attnsieve.methods.prefill import PLANNERS, get_planner
+
+        return PLANNERS, get_planner
+    if role == "kv":
+        from attnsieve.methods.kv import POLICIES, get_policy
+
+        return POLICIES, get_policy
+    from attnsieve.methods.decode import SELECTORS, get_selector
+
+    return SELECTORS, get_selector

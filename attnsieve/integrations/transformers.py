@@ -15,30 +15,22 @@ prefill (M > N) uses the kernels' bottom-right causal alignment. It expects (B, 
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from attnsieve.api import attention
+from attnsieve.api import attention, dense_attention
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.layout import causal_token_mask
-
-if TYPE_CHECKING:
-    from attnsieve.methods import Planner
 
 ATTN_NAME = "attnsieve"
 OBSERVE_NAME = "attnsieve_observe"
 _MASK_CHECK_ELEMENTS = 1 << 24  # rows of the mask compared at once: bounded memory at any length
-
-_default_config: AttentionConfig | None = None
-_states: dict[int, _State] = {}  # id(config the attention modules hold) -> state
+_HANDLE_ATTR = "_attnsieve_patch"  # set on each attention module of a patched model
 
 
 class PatchStats:
@@ -79,41 +71,32 @@ class PatchStats:
         self.fallback_per_layer = [None] * len(self.fallback_per_layer)
 
 
-@dataclass
-class _State:
-    config: AttentionConfig
-    stats: PatchStats
-    planners: dict[int, Planner] = field(default_factory=dict)
-    warned: set[str] = field(default_factory=set)
-    checked_mask: tuple[Any, ...] = ()  # (weakref to mask, window, verdict): one check per forward
-    from_handle: bool = True  # False: for a model loaded with attn_implementation="attnsieve"
-    finalizer: weakref.finalize | None = None
-
-    def planner(self, layer: int) -> Planner:
-        if layer not in self.planners:
-            self.planners[layer] = self.config.planner(layer)
-        return self.planners[layer]
-
-
 class PatchHandle:
-    """Returned by `patch`; ``remove()`` (or leaving the ``with`` block) restores the model."""
+    """The state of one patched model: its config, stats and per-call caches.
 
-    def __init__(self, model: Any, key: int, previous: str, state: _State) -> None:
-        self.model, self._key, self.previous, self._state = model, key, previous, state
+    Returned by `patch`; ``remove()`` (or leaving the ``with`` block) restores the model. Each
+    attention module of the model points to its handle while patched, so the attention function
+    finds its state through the module it is called with.
+    """
+
+    def __init__(self, config: AttentionConfig, num_layers: int) -> None:
+        self.config = config
+        self.stats = PatchStats(num_layers)
+        self.warned: set[str] = set()
+        # (weakref to the mask, window, verdict): layers of one forward share the mask tensor
+        self.checked_mask: tuple[Any, ...] = ()
+        self.model: Any = None
+        self.previous: str | None = None
         self.removed = False
 
-    @property
-    def stats(self) -> PatchStats:
-        return self._state.stats
-
     def remove(self) -> None:
-        if self.removed:
+        if self.removed or self.model is None:
             return
         self.removed = True
         try:
             self.model.set_attn_implementation(self.previous)
         finally:
-            _forget(self._key, self._state)
+            _detach(self.model, self)
 
     def __enter__(self) -> PatchStats:
         return self.stats
@@ -122,12 +105,15 @@ class PatchHandle:
         self.remove()
 
 
+_default = PatchHandle(AttentionConfig(), 0)  # models loaded with attn_implementation="attnsieve"
+
+
 def register() -> None:
     """Make ``attn_implementation="attnsieve"`` valid (idempotent).
 
-    Models loaded that way use the config given to `set_default_config` (or `AttentionConfig()`).
-    Masks are built as for "sdpa": None for plain causal prompts, a bool (B, 1, N, M) tensor
-    otherwise (True = attend).
+    Models loaded that way and not patched use the config given to `set_default_config` (or
+    `AttentionConfig()`) and share one set of stats (`default_stats`). Masks are built as for
+    "sdpa": None for plain causal prompts, a bool (B, 1, N, M) tensor otherwise (True = attend).
     """
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
@@ -138,16 +124,22 @@ def register() -> None:
 
 def set_default_config(config: AttentionConfig | None) -> None:
     """Config of models loaded with ``attn_implementation="attnsieve"`` (None: the default)."""
-    global _default_config
+    global _default
     if config is not None and not isinstance(config, AttentionConfig):
         raise TypeError(f"config: expected an AttentionConfig or None, got {type(config).__name__}")
-    _default_config = config
+    _default = PatchHandle(config or AttentionConfig(), 0)
+
+
+def default_stats() -> PatchStats:
+    """Stats of the models that run with the default config (see `register`)."""
+    return _default.stats
 
 
 def patch(model: Any, config: AttentionConfig | None = None) -> PatchHandle:
     """Route ``model``'s attention through attnsieve until the returned handle is removed.
 
-    Example::
+    The config is checked against the model first (layer overrides beyond its layers, per-head
+    lists of another length than its query heads). Example::
 
         with attnsieve.patch(model, AttentionConfig(prefill="flexprefill")) as stats:
             out = model.generate(**inputs, max_new_tokens=32)
@@ -163,14 +155,18 @@ def patch(model: Any, config: AttentionConfig | None = None) -> PatchHandle:
     if not isinstance(config, AttentionConfig):
         raise TypeError(f"config: expected an AttentionConfig, got {type(config).__name__}")
     text_config = model.config.get_text_config()
-    key = id(text_config)
-    if key in _states and _states[key].from_handle:
+    num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
+    config.check_model(num_layers, int(getattr(text_config, "num_attention_heads", 0) or 0))
+    modules = [m for m in model.modules() if getattr(m, "layer_idx", None) is not None]
+    if any(getattr(m, _HANDLE_ATTR, None) is not None for m in modules):
         raise ValueError(
             "model: already patched by attnsieve; remove the first handle before patching again"
         )
     register()
-    previous = model.config._attn_implementation
-    state = _install(config, text_config, from_handle=True)
+    handle = PatchHandle(config, num_layers)
+    handle.model, handle.previous = model, model.config._attn_implementation
+    for module in modules:
+        setattr(module, _HANDLE_ATTR, handle)
     try:
         model.set_attn_implementation(ATTN_NAME)
         if text_config._attn_implementation != ATTN_NAME:
@@ -179,10 +175,17 @@ def patch(model: Any, config: AttentionConfig | None = None) -> PatchHandle:
                 "(it does not use transformers' AttentionInterface)"
             )
     except BaseException:
-        _forget(key, state)
-        model.set_attn_implementation(previous)
+        handle.removed = True
+        _detach(model, handle)
+        model.set_attn_implementation(handle.previous)
         raise
-    return PatchHandle(model, key, previous, state)
+    return handle
+
+
+def _detach(model: Any, handle: PatchHandle) -> None:
+    for module in model.modules():
+        if getattr(module, _HANDLE_ATTR, None) is handle:
+            delattr(module, _HANDLE_ATTR)
 
 
 @contextlib.contextmanager
@@ -235,79 +238,59 @@ def attention_forward(
 ) -> tuple[Tensor, None]:
     """The function registered as "attnsieve".
 
-    q (B, H_q, N, D) and k, v (B, H_kv, M, D) in, attention output (B, N, H_q, D) and None out.
+    q (B, H_q, N, D) and k, v (B, H_kv, M, D) in, attention output (B, N, H_q, D) and None out
+    (a transposed view: the kernel writes that layout through strides, no extra copy).
     """
     if kwargs.get("s_aux") is not None:
         raise NotImplementedError("attnsieve: attention sinks (s_aux) are not supported")
-    state = _state_for(module)
+    if getattr(module, "layer_idx", None) is None:
+        raise TypeError(
+            f"attnsieve: {type(module).__name__} has no `layer_idx`; only decoder attention "
+            "modules of transformers models are supported"
+        )
+    handle = getattr(module, _HANDLE_ATTR, None) or _default
+    config = handle.config
     softcap = kwargs.get("softcap")
     is_causal = kwargs.get("is_causal")
     is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     n = query.shape[2]
-    if n == 1 or n < state.config.min_prefill_length:
+    planner = config.planner(module.layer_idx)
+    if n == 1 or n < config.min_prefill_length or planner is None:
         return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
 
     layer = module.layer_idx
     reason = _fallback_reason(
-        state, attention_mask, query, key, dropout, softcap, is_causal, kwargs
+        handle, attention_mask, query, key, dropout, softcap, is_causal, kwargs
     )
     if reason is not None:
         kind, detail = reason
-        if kind not in state.warned:
-            state.warned.add(kind)
+        if kind not in handle.warned:
+            handle.warned.add(kind)
             warnings.warn(
                 f"attnsieve: {detail}; layer {layer} (and any other layer with this reason) "
                 "runs dense attention instead. This warning is shown once per reason.",
                 stacklevel=2,
             )
-        state.stats.record(layer, 1.0, kind)
+        handle.stats.record(layer, 1.0, kind)
         return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
 
     if attention_mask is None and key.shape[2] > n:
         # transformers drops the mask only when the keys past the prompt are empty static-cache
         # slots (its "sdpa" convention is top-left causal); they must not be attended.
         key, value = key[:, :, :n], value[:, :, :n]
-    layout = state.planner(layer).plan(query, key, causal=True)
-    out = attention(
-        query, key, value, layout, causal=True, scale=scaling, backend=state.config.backend
-    )
-    state.stats.record(layer, layout.density(causal=True, reduce=False).mean(), None)
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _install(config: AttentionConfig, model_config: Any, from_handle: bool) -> _State:
-    """A fresh state for the model whose attention modules hold ``model_config``."""
-    layers = int(getattr(model_config, "num_hidden_layers", 0) or 0)
-    state = _State(config, PatchStats(layers), from_handle=from_handle)
-    key = id(model_config)
-    _states[key] = state
-    # a model dropped without remove(): forget it, so a new object at the same id starts clean
-    state.finalizer = weakref.finalize(model_config, _forget, key, state)
-    return state
-
-
-def _forget(key: int, state: _State) -> None:
-    if state.finalizer is not None:
-        state.finalizer.detach()
-    if _states.get(key) is state:
-        del _states[key]
-
-
-def _state_for(module: torch.nn.Module) -> _State:
-    model_config = getattr(module, "config", None)
-    if model_config is None or getattr(module, "layer_idx", None) is None:
-        raise TypeError(
-            f"attnsieve: {type(module).__name__} has no `config`/`layer_idx`; only decoder "
-            "attention modules of transformers models are supported"
-        )
-    key = id(model_config)
-    if key not in _states:  # loaded with attn_implementation="attnsieve" (see `register`)
-        _install(_default_config or AttentionConfig(), model_config, from_handle=False)
-    return _states[key]
+    layout = planner.plan(query, key, causal=True)
+    b, h_q, _, d = query.shape
+    out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
+    attention(
+        query, key, value, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
+        precision=config.prefill_precision, backend=config.backend,
+    )  # fmt: skip
+    handle.stats.record(layer, layout.density(causal=True, reduce=False).mean(), None)
+    return out, None
 
 
 def _fallback_reason(
-    state: _State,
+    handle: PatchHandle,
     mask: Tensor | None,
     query: Tensor,
     key: Tensor,
@@ -331,7 +314,7 @@ def _fallback_reason(
     if mask.dtype != torch.bool:
         return "float_mask", f"an additive {mask.dtype} attention_mask is not supported"
     window = kwargs.get("sliding_window")
-    verdict = _mask_verdict(state, mask, query.shape[2], key.shape[2], window)
+    verdict = _mask_verdict(handle, mask, query.shape[2], key.shape[2], window)
     if verdict == "window":
         return "sliding_window", (
             f"a sliding window ({window} tokens) shorter than the keys is not expressible as a "
@@ -345,13 +328,14 @@ def _fallback_reason(
     return None
 
 
-def _mask_verdict(state: _State, mask: Tensor, n: int, m: int, window: int | None) -> str:
+def _mask_verdict(handle: PatchHandle, mask: Tensor, n: int, m: int, window: int | None) -> str:
     """'causal', 'window' (causal + a restricting sliding window) or 'other' for a bool mask.
 
     Layers of one forward share the mask tensor, so the verdict is cached on its identity.
     """
-    if state.checked_mask and state.checked_mask[0]() is mask and state.checked_mask[1] == window:
-        return state.checked_mask[2]
+    checked = handle.checked_mask
+    if checked and checked[0]() is mask and checked[1] == window:
+        return checked[2]
     restricts = window is not None and window < m
     verdict = "window" if restricts else "causal"
     if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (n, m):
@@ -366,7 +350,7 @@ def _mask_verdict(state: _State, mask: Tensor, n: int, m: int, window: int | Non
         if not torch.equal(mask[:, 0, start:stop], expected.expand(mask.shape[0], -1, -1)):
             verdict = "other"
             break
-    state.checked_mask = (weakref.ref(mask), window, verdict)
+    handle.checked_mask = (weakref.ref(mask), window, verdict)
     return verdict
 
 
@@ -380,59 +364,8 @@ def _dense(
     softcap: float | None,
     is_causal: bool,
 ) -> Tensor:
-    """Dense attention with transformers' "sdpa" mask conventions, returned as (B, N, H_q, D)."""
-    n, m = query.shape[2], key.shape[2]
-    causal = mask is None and n > 1 and is_causal
-    if causal and m > n:  # mask dropped with empty static-cache slots past the prompt (top-left)
-        key, value = key[:, :, :n], value[:, :, :n]
-    if softcap is None:
-        gqa = query.shape[1] != key.shape[1]
-        out = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=mask,
-            dropout_p=dropout,
-            is_causal=causal,
-            scale=scaling,
-            enable_gqa=gqa,
-        )
-    else:
-        out = _softcap_attention(query, key, value, mask, scaling, dropout, softcap, causal)
-    return out.transpose(1, 2).contiguous()
-
-
-def _softcap_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask: Tensor | None,
-    scaling: float | None,
-    dropout: float,
-    softcap: float,
-    causal: bool,
-) -> Tensor:
-    """Gemma-2 attention (tanh logit soft-capping) chunked over queries; GQA through views."""
-    b, h_q, n, d = q.shape
-    h_kv, m = k.shape[1], k.shape[2]
-    scale = 1.0 / math.sqrt(d) if scaling is None else scaling
-    kt = k[:, :, None].transpose(-1, -2)  # (B, H_kv, 1, D, M)
-    out = torch.empty(b, h_q, n, d, dtype=q.dtype, device=q.device)
-    rows = max(1, _MASK_CHECK_ELEMENTS // max(b * h_q * m, 1))
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        qc = q[:, :, start:stop].unflatten(1, (h_kv, h_q // h_kv))  # (B, H_kv, g, rows, D)
-        scores = torch.tanh((qc @ kt).float() * (scale / softcap)) * softcap
-        if mask is not None:
-            visible = mask[:, :, None, start:stop]  # (B, 1, 1, rows, M)
-        elif causal:
-            visible = causal_token_mask(n, m, start, stop, q.device)
-        else:
-            visible = None
-        if visible is not None and visible.dtype != torch.bool:  # an additive float mask
-            scores = scores + visible
-        elif visible is not None:  # finfo.min, not -inf: fully masked (padding) rows stay finite
-            scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
-        probs = F.dropout(scores.softmax(-1).to(q.dtype), p=dropout, training=dropout > 0)
-        out[:, :, start:stop] = (probs @ v[:, :, None]).flatten(1, 2)
-    return out
+    """Dense attention with transformers' "sdpa" mask conventions, as a (B, N, H_q, D) view."""
+    out = dense_attention(
+        query, key, value, mask, causal=is_causal, scale=scaling, dropout=dropout, softcap=softcap
+    )
+    return out.transpose(1, 2)

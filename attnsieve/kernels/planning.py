@@ -9,9 +9,9 @@ Four estimates, each a few passes over Q/K with outputs of at most O(N·KB) entr
 - `last_query_stats`: attention of the last queries, summed per key (vertical) and per block of
   diagonal offsets (slash).
 
-Every public function takes ``backend`` (None/"auto", "triton", "reference"; see
-`attnsieve.api.resolve_backend`): CUDA tensors run the Triton kernels, CPU tensors the plain-PyTorch
-twins of the same name in `attnsieve.kernels.planning_reference`, which define the semantics.
+Each launcher has a plain-PyTorch twin of the same name and signature in
+`attnsieve.kernels.planning_reference`, which defines the semantics; `attnsieve.api` picks between
+them and checks the arguments (launchers trust their callers).
 Scores are kept in base 2 inside the kernels (log2(e) folded into the scale).
 """
 
@@ -24,10 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.api import resolve_backend
-from attnsieve.kernels import planning_reference as ref
 from attnsieve.kernels.prefill import INTERPRET, LOG2E, unit_last
-from attnsieve.reference import check_int
 
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
 _POOLED_PRECISION = tl.constexpr("ieee" if INTERPRET else "tf32x3")
@@ -330,17 +327,8 @@ def _last_sums_kernel(
 # fmt: on
 
 
-def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Tensor:
-    """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
-
-    Pool Q per query head and K per KV head (GQA needs no repeat). The last block averages only
-    the tokens it has. Twin: `planning_reference.block_mean_pool`.
-    """
-    if resolve_backend(backend, x.device.type) == "reference":
-        return ref.block_mean_pool(x, block)
-    check_int("block", block, 1)
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError("x: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
+def block_mean_pool(x: Tensor, block: int) -> Tensor:
+    """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D)."""
     x = unit_last(x)
     b, h, n, d = x.shape
     nb = triton.cdiv(n, block)
@@ -363,29 +351,9 @@ def pooled_block_probs(
     block_k: int,
     scale: float | None = None,
     causal: bool = True,
-    backend: str | None = None,
 ) -> Tensor:
-    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K.
-
-    FlexPrefill's query-aware estimate (and SpargeAttn's). Inputs are `block_mean_pool` outputs,
-    (B, H_q, QB, D) and (B, H_kv, KB, D); rows that see no key block are zero. With ``causal``, key
-    block j is visible iff its first key is at or before the query block's last query. Twin:
-    `planning_reference.pooled_block_probs`.
-    """
+    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K."""
     qb, kb = triton.cdiv(num_queries, block_q), triton.cdiv(num_keys, block_k)
-    for name, t, blocks in (("q_pooled", q_pooled, qb), ("k_pooled", k_pooled, kb)):
-        if not isinstance(t, Tensor) or t.dtype != torch.float32:
-            got = t.dtype if isinstance(t, Tensor) else type(t).__name__
-            raise TypeError(f"{name}: expected a float32 tensor (block_mean_pool's), got {got}")
-        if t.dim() != 4 or t.shape[2] != blocks:
-            raise ValueError(f"{name}: expected shape (B, H, {blocks}, D), got {tuple(t.shape)}")
-    if q_pooled.shape[1] % k_pooled.shape[1] or q_pooled.shape[3] != k_pooled.shape[3]:
-        raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
-    if resolve_backend(backend, q_pooled.device.type) == "reference":
-        return ref.pooled_block_probs(
-            q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys,
-            block_q=block_q, block_k=block_k, scale=scale, causal=causal,
-        )  # fmt: skip
     b, h_q, _, d = q_pooled.shape
     h_kv = k_pooled.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
@@ -410,7 +378,6 @@ def antidiagonal_block_scores(
     block_k: int,
     scale: float | None = None,
     causal: bool = True,
-    backend: str | None = None,
 ) -> Tensor:
     """float32 (B, H_q, QB, KB): XAttention's antidiagonal block scores (arXiv 2503.16428).
 
@@ -425,17 +392,7 @@ def antidiagonal_block_scores(
     then a second small kernel turns it into block sums. ``block_q / stride`` and
     ``block_k / stride`` must be powers of two.
     """
-    if resolve_backend(backend, q.device.type) == "reference":
-        return ref.antidiagonal_block_scores(
-            q, k, stride=stride, block_q=block_q, block_k=block_k, scale=scale, causal=causal
-        )
-    ref.check_qk(q, k)
-    ref.check_stride(stride, block_q, block_k)
     rq, rb = block_q // stride, block_k // stride
-    if rq & (rq - 1) or rb & (rb - 1):
-        raise ValueError(
-            f"stride: block_q / stride = {rq}, block_k / stride = {rb}: need powers of 2"
-        )
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     g = h_q // h_kv
@@ -471,7 +428,6 @@ def last_query_stats(
     last_q: int,
     block_k: int,
     scale: float | None = None,
-    backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
 
@@ -482,14 +438,8 @@ def last_query_stats(
     sums each tile meets: one masked sum per block when blocks are at least a tile (64 keys) wide,
     else per diagonal through a skewing gather, summed into blocks afterwards.
     """
-    if resolve_backend(backend, q.device.type) == "reference":
-        return ref.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
-    ref.check_qk(q, k)
-    check_int("block_k", block_k, 1)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
-    if not isinstance(last_q, int) or not 1 <= last_q <= n:
-        raise ValueError(f"last_q: expected an int in [1, N={n}], got {last_q!r}")
     q, k = unit_last(q), unit_last(k)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     block_l, block_n = max(16, triton.next_power_of_2(last_q)), 64

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor
 
+from attnsieve.checks import cdiv
 from attnsieve.layout import query_block_positions
-from attnsieve.reference import check_int, check_qk
 
 _CHUNK_ELEMENTS = 1 << 26  # score elements per chunk of strided rows (256 MiB of float32)
 
@@ -26,11 +26,8 @@ def block_mean_pool(x: Tensor, block: int) -> Tensor:
 
     The last block averages only the tokens it has.
     """
-    check_int("block", block, 1)
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError("x: expected a 4-dim float tensor (batch, heads, seq, head_dim)")
     b, h, n, d = x.shape
-    nb = -(-n // block)
+    nb = cdiv(n, block)
     sums = (
         torch.nn.functional.pad(x.float(), (0, 0, 0, nb * block - n))
         .view(b, h, nb, block, d)
@@ -92,13 +89,11 @@ def antidiagonal_block_scores(
     summed per (query block, key block), so a full query block's row sums to ``block_q / stride``.
     ``stride`` must divide ``block_q`` and ``block_k``.
     """
-    check_qk(q, k)
-    check_stride(stride, block_q, block_k)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     g = h_q // h_kv
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    rows, cols = -(-n // stride), -(-m // stride)
+    rows, cols = cdiv(n, stride), cdiv(m, stride)
     # reshaped Q: row r = [q[rS+S-1], ..., q[rS]]; reshaped K: column c = [k[cS], ..., k[cS+S-1]]
     q_r = torch.nn.functional.pad(q.float(), (0, 0, 0, rows * stride - n))
     q_r = q_r.view(b, h_q, rows, stride, d).flip(3).reshape(b, h_kv, g, rows, stride * d)
@@ -106,7 +101,7 @@ def antidiagonal_block_scores(
     k_r = k_r.view(b, h_kv, 1, cols, stride * d)
     row_block = torch.arange(rows, device=q.device) * stride // block_q
     col_block = torch.arange(cols, device=q.device) * stride // block_k
-    qb, kb = -(-n // block_q), -(-m // block_k)
+    qb, kb = cdiv(n, block_q), cdiv(m, block_k)
     out = torch.zeros(b, h_kv, g, qb, kb, device=q.device)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, b * h_q * cols))
     for r0 in range(0, rows, chunk):
@@ -133,12 +128,8 @@ def last_query_stats(
     [s·block_k, (s+1)·block_k), the probability mass averaged over the last rows. Both sum to 1 when
     every last row sees a key (FlexPrefill's estimate, arXiv 2502.20766; MInference's for lines).
     """
-    check_qk(q, k)
-    check_int("block_k", block_k, 1)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
-    if not isinstance(last_q, int) or not 1 <= last_q <= n:
-        raise ValueError(f"last_q: expected an int in [1, N={n}], got {last_q!r}")
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     rows = q[:, :, n - last_q :].float().reshape(b, h_kv, h_q // h_kv * last_q, d)
     s = (rows @ k.float().transpose(-1, -2)).view(b, h_q, last_q, m) * scale
@@ -146,17 +137,7 @@ def last_query_stats(
     offset = pos[:, None] - torch.arange(m, device=q.device)[None, :]  # (last_q, M)
     p = s.masked_fill(offset < 0, -math.inf).softmax(-1).nan_to_num(0.0)
     vertical = p.mean(2)
-    kb = -(-m // block_k)
+    kb = cdiv(m, block_k)
     slash_block = (offset.clamp(min=0) // block_k).flatten()
     slash = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, slash_block, p.flatten(2))
     return vertical, slash / last_q
-
-
-def check_stride(stride: int, block_q: int, block_k: int) -> None:
-    check_int("stride", stride, 1)
-    check_int("block_q", block_q, 1)
-    check_int("block_k", block_k, 1)
-    if block_q % stride or block_k % stride:
-        raise ValueError(
-            f"stride: must divide block_q={block_q} and block_k={block_k}, got {stride}"
-        )

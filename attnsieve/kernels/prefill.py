@@ -5,7 +5,7 @@ repeated copy). It walks the sorted key blocks of its query block (``layout.bloc
 phases, blocks every row sees in full (no mask math) and blocks that cross the causal diagonal or
 the end of the keys (masked), skipping blocks entirely above the diagonal; then it gathers the
 layout's key columns BLOCK_N at a time. On Hopper, K/V block tiles come through TMA descriptors.
-The plain-PyTorch twin is :func:`attnsieve.reference.attention_reference`.
+The plain-PyTorch twin is `attnsieve.kernels.prefill_reference.attention_reference`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.layout import Layout
-from attnsieve.reference import check_qkv
 
 LOG2E = 1.4426950408889634
 # The interpreter (CPU tests) runs one config; it halves the layout blocks so tests also cover the
@@ -57,7 +56,7 @@ def _load_kv(
 
 @triton.jit
 def _attend_tile(
-    b_acc, b_l, b_m, b_q, b_k, b_v, o_n, m_n, o_qpos, qk_scale,
+    b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, m_n, o_qpos, qk_scale,
     MASKED: tl.constexpr, CAUSAL: tl.constexpr,
 ):
     """Fold keys ``b_k`` / values ``b_v`` at positions ``o_n`` into the running softmax of b_q."""
@@ -79,8 +78,15 @@ def _attend_tile(
     b_alpha = tl.exp2(b_m - b_m_sub)
     b_l = b_l * b_alpha + tl.sum(b_p, 1)
     b_acc = b_acc * b_alpha[:, None]
+    if MASKED:
+        # 0 * NaN is NaN: a non-finite value row is multiplied as zeros, and only the rows that
+        # give it weight are flagged (they come out NaN): it never reaches rows it is hidden from
+        b_vf = b_v.to(tl.float32)
+        m_bad = tl.max(((b_vf != b_vf) | (tl.abs(b_vf) == float("inf"))).to(tl.int32), 1)
+        b_v = tl.where(m_bad[:, None] > 0, 0.0, b_v).to(b_v.dtype)
+        b_nan = b_nan | (tl.max(tl.where((b_p > 0) & (m_bad[None, :] > 0), 1, 0), 1) > 0)
     b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc)  # [BLOCK_M, HEAD_DIM]
-    return b_acc, b_l, b_m_new
+    return b_acc, b_l, b_m_new, b_nan
 
 
 # layout strides and lengths vary per call: specializing on their divisibility only recompiles
@@ -130,6 +136,7 @@ def _sparse_fwd_kernel(
     b_acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
     b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    b_nan = tl.zeros([BLOCK_M], dtype=tl.int1)  # rows that weighted a non-finite value row
 
     # block list of this query block; batch/head broadcast through zero strides and LAYOUT_DIV
     p_idx = BIDX + i_b * stride_ib + i_hl * stride_ih + i_qb * stride_iq
@@ -151,15 +158,15 @@ def _sparse_fwd_kernel(
         o_n = start + o_t
         b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
                             stride_kn, stride_vn, False, USE_TMA, BLOCK_N, HEAD_DIM)
-        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_k, b_v, o_n, o_n < M, o_qpos,
-                                       qk_scale, False, CAUSAL)
+        b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, o_n < M,
+                                              o_qpos, qk_scale, False, CAUSAL)
     for it in range(n_full * SUBS, n_vis * SUBS):
         start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
         o_n = start + o_t
         b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
                             stride_kn, stride_vn, True, USE_TMA, BLOCK_N, HEAD_DIM)
-        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_k, b_v, o_n, o_n < M, o_qpos,
-                                       qk_scale, True, CAUSAL)
+        b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, o_n < M,
+                                              o_qpos, qk_scale, True, CAUSAL)
     if HAS_COLUMNS:
         p_col = CIDX + i_b * stride_xb + i_hl * stride_xh + i_qb * stride_xq
         n_col = tl.load(CCNT + i_b * stride_yb + i_hl * stride_yh + i_qb * stride_yq)
@@ -168,12 +175,13 @@ def _sparse_fwd_kernel(
             o_n = tl.load(p_col + start + o_t, mask=m_c, other=0)  # gathered key tokens
             b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_c, o_d,
                                 stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
-            b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_k, b_v, o_n, m_c, o_qpos,
-                                           qk_scale, True, CAUSAL)
+            b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, m_c,
+                                                  o_qpos, qk_scale, True, CAUSAL)
 
     # rows that saw no key: out 0 and lse -inf, never 0/0
     b_empty = b_l == 0.0
     b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
+    b_o = tl.where(b_nan[:, None], float("nan"), b_o)
     p_o = Out + i_b64 * stride_ob + i_h.to(tl.int64) * stride_oh
     o_o = o_m.to(tl.int64)[:, None] * stride_on + o_d[None, :]
     tl.store(p_o + o_o, b_o.to(Out.dtype.element_ty), mask=m_m[:, None])
@@ -240,6 +248,7 @@ def sparse_attention(
     causal: bool = True,
     scale: float | None = None,
     return_lse: bool = False,
+    out: Tensor | None = None,
     dense_dispatch: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Attention of q over k, v restricted to ``layout`` (block-sparse + columns), Triton forward.
@@ -254,6 +263,8 @@ def sparse_attention(
         causal: bottom-right aligned causal mask (query i sits at key position M - N + i).
         scale: softmax scale, default 1/sqrt(D).
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
+        out: optional (B, H_q, N, D) output buffer of q's dtype, any strides with a unit last one
+            (a transposed view of a (B, N, H_q, D) tensor writes the transformers layout directly).
         dense_dispatch: a causal ``Layout.dense`` layout with N == M runs PyTorch SDPA (cuDNN or
             flash backend, faster than this kernel on dense work) unless ``return_lse``.
 
@@ -264,15 +275,17 @@ def sparse_attention(
         >>> layout = Layout.dense(4096, 4096, device="cuda")  # doctest: +SKIP
         >>> out = sparse_attention(q, k, v, layout, causal=True)  # doctest: +SKIP
     """
-    _check_inputs(q, k, v, layout, scale)
+    _check_kernel_inputs(q, k, v, layout, out)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     # SDPA's is_causal is top-left aligned, which equals ours only when N == M
     if dense_dispatch and not return_lse and q.is_cuda and layout.is_dense and causal and n == m:
-        return _sdpa_dense(q, k, v, scale)
+        result = _sdpa_dense(q, k, v, scale)
+        return result if out is None else out.copy_(result)
 
-    out = torch.empty((b, h_q, n, d), dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty((b, h_q, n, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h_q, n), dtype=torch.float32, device=q.device)
     bidx, bcnt = unit_last(layout.block_idx), layout.block_count
     # without columns the column pointers are never read; pass the block ones as placeholders
@@ -352,14 +365,16 @@ def _pow2_in(x: int, lo: int, hi: int) -> bool:
     return lo <= x <= hi and x & (x - 1) == 0
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, layout: Layout, scale: float | None) -> None:
-    check_qkv(q, k, v)
+def _check_kernel_inputs(
+    q: Tensor, k: Tensor, v: Tensor, layout: Layout, out: Tensor | None
+) -> None:
+    """What this kernel needs beyond the public contract that `attnsieve.api` checks."""
     if q.dtype not in (torch.float16, torch.bfloat16):
-        raise TypeError(f"q, k, v: expected float16 or bfloat16, got {q.dtype}")
+        raise TypeError(f"q, k, v: the Triton kernel takes float16 or bfloat16, got {q.dtype}")
     if not _pow2_in(q.shape[-1], 16, 256):
         raise ValueError(f"q: head_dim must be a power of two in [16, 256], got {q.shape[-1]}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.stride(-1) != 1 and t.shape[-1] > 1:
+    for name, t in (("q", q), ("k", k), ("v", v), ("out", out)):
+        if t is not None and t.stride(-1) != 1 and t.shape[-1] > 1:
             raise ValueError(
                 f"{name}: the head_dim axis must have stride 1, got strides {t.stride()}"
             )
@@ -367,15 +382,8 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, layout: Layout, scale: float 
         raise ValueError(
             f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
         )
-    if not isinstance(layout, Layout):
-        raise TypeError(f"layout: expected an attnsieve Layout, got {type(layout).__name__}")
-    layout.check_inputs(q, k)
     for name in ("block_q", "block_k"):
         if not _pow2_in(getattr(layout, name), 16, 128):
             raise ValueError(
                 f"layout.{name}: must be a power of two in [16, 128], got {getattr(layout, name)}"
             )
-    if scale is not None and not (
-        isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0
-    ):
-        raise ValueError(f"scale: expected a positive finite float or None, got {scale!r}")

@@ -9,20 +9,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from attnsieve.checks import check_float, check_int, check_pow2
 from attnsieve.layout import Layout
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import (
-    block_self_similarity,
-    cumulative_threshold,
-    group_reduce,
-    pooled_scores,
-    window_block_mask,
-)
-from attnsieve.reference import check_float, check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
+from attnsieve.methods.prefill.masks import cumulative_threshold, window_block_mask
+from attnsieve.methods.prefill.scores import block_self_similarity, group_reduce, pooled_scores
 
 
-@register
 @dataclass
 class BlockTopKPlanner(Planner):
     """Key blocks chosen from pooled block scores: MInference's block-sparse head pattern
@@ -58,8 +51,8 @@ class BlockTopKPlanner(Planner):
     name: ClassVar[str] = "block_topk"
 
     def __post_init__(self) -> None:
-        check_int("block_q", self.block_q, 1)
-        check_int("block_k", self.block_k, 1)
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
         if (self.topk is None) == (self.cdf_threshold is None):
             raise ValueError("topk, cdf_threshold: set exactly one of them (the other to None)")
         if self.topk is not None:
@@ -71,8 +64,7 @@ class BlockTopKPlanner(Planner):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{field}: expected a bool, got {getattr(self, field)!r}")
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         _, h_q, n, _ = q.shape
         h_kv, m = k.shape[1], k.shape[2]
         bq, bk = self.block_q, self.block_k

@@ -7,19 +7,28 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from attnsieve.checks import check_qk
 from attnsieve.layout import Layout
 
 
 class Planner:
     """Base of every prefill method: ``plan(q, k)`` returns the `Layout` attention will execute.
 
-    q is (B, H_q, N, D), k is (B, H_kv, M, D); the layout's heads are 1, H_kv or H_q. Subclasses are
-    dataclasses whose fields are the paper's hyper-parameters, registered by name with `register`.
+    q is (B, H_q, N, D), k is (B, H_kv, M, D); the layout's heads are 1, H_kv or H_q. ``plan``
+    checks its arguments once and calls ``_plan``, the method's algorithm. Subclasses are
+    dataclasses whose fields are the paper's hyper-parameters, listed by name in
+    `attnsieve.methods.prefill.PLANNERS`.
     """
 
     name: ClassVar[str] = ""
 
     def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+        check_qk(q, k)
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal: expected a bool, got {causal!r}")
+        return self._plan(q, k, causal)
+
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         raise NotImplementedError
 
 
@@ -39,13 +48,13 @@ class PerHeadPlanner(Planner):
         if not self.planners or not all(isinstance(p, Planner) for p in self.planners):
             raise TypeError("planners: expected a non-empty list of Planner instances")
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         h_q, h_kv = q.shape[1], k.shape[1]
         if len(self.planners) != h_q:
             raise ValueError(f"planners: got {len(self.planners)} planners for {h_q} query heads")
         g = h_q // h_kv
         layouts = []
         for h, planner in enumerate(self.planners):
-            layout = planner.plan(q[:, h : h + 1], k[:, h // g : h // g + 1], causal=causal)
+            layout = planner._plan(q[:, h : h + 1], k[:, h // g : h // g + 1], causal)
             layouts.append(layout)
         return Layout.cat(layouts, dim=1)

@@ -1,24 +1,16 @@
-"""Shared planning helpers: pooled block scores, block self-similarity, selection, block masks.
+"""Block masks that planners build and select: sink and local windows, the blocks chosen diagonals
+cross (MInference), key columns each query block can see, and minimal cumulative-probability sets
+(FlexPrefill, XAttention, SpargeAttn).
 
-Every planner estimates attention cheaply and turns the estimate into a block mask. The pieces they
-share live here, each O(N·D) or O(layout size) in memory, never O(N·M): pooled block scores and
-within-block self-similarity (SpargeAttn) on top of `attnsieve.kernels.planning.block_mean_pool`,
-the blocks chosen diagonals cross (MInference), minimal cumulative-probability sets (FlexPrefill,
-XAttention, SpargeAttn), and the block masks of sink / local windows. The heavy estimates (pooling,
-pooled softmax, last-query and antidiagonal scores) are Triton kernels in
-`attnsieve.kernels.planning`. GQA is handled by viewing the g query heads of a KV group together;
-K is never repeated. Positions are bottom-right aligned: query ``i`` of ``N`` sits at absolute
-position ``M - N + i``.
+Each is O(layout size) in memory, never O(N·M). Positions are bottom-right aligned: query ``i`` of
+``N`` sits at absolute position ``M - N + i``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from attnsieve.kernels.planning import block_mean_pool
 from attnsieve.layout import Layout, query_block_positions
 
 
@@ -69,38 +61,6 @@ def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: i
     _, last = query_block_positions(num_queries, num_keys, block_q, columns.device)
     cols = columns[:, :, None, :]
     return torch.where(cols <= last[:, None], cols, -1)
-
-
-def block_self_similarity(x: Tensor, block: int) -> Tensor:
-    """float32 (B, H, ceil(S / block)): mean pairwise cosine similarity of the tokens of each block.
-
-    SpargeAttn's criterion (arXiv 2502.18137): mean_{i,j} cos(x_i, x_j) = |mean_i x_i / |x_i||^2,
-    so it costs O(S·D), not O(block^2) per block.
-    """
-    unit = x.float() / x.float().norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    return block_mean_pool(unit, block).square().sum(-1)
-
-
-def pooled_scores(
-    q: Tensor, k: Tensor, block_q: int, block_k: int, scale: float | None = None
-) -> Tensor:
-    """float32 (B, H_q, QB, KB): scaled dot products of mean-pooled query and key blocks."""
-    b, h_q, _, d = q.shape
-    h_kv = k.shape[1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    pq = block_mean_pool(q, block_q)
-    pk = block_mean_pool(k, block_k)
-    scores = pq.view(b, h_kv, h_q // h_kv, -1, d) @ pk[:, :, None].transpose(-1, -2)
-    return (scores * scale).view(b, h_q, pq.shape[2], pk.shape[2])
-
-
-def group_reduce(x: Tensor, num_kv_heads: int, reduce: str = "sum") -> Tensor:
-    """(B, H_kv, ...): combine the g query heads of each KV group (sum, mean or all)."""
-    groups = x.view(x.shape[0], num_kv_heads, x.shape[1] // num_kv_heads, *x.shape[2:])
-    ops = {"sum": torch.sum, "mean": torch.mean, "all": torch.all}
-    if reduce not in ops:
-        raise ValueError(f"reduce: expected sum, mean or all, got {reduce!r}")
-    return ops[reduce](groups, 2)
 
 
 def cumulative_threshold(

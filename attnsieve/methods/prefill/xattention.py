@@ -8,15 +8,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.kernels.planning import antidiagonal_block_scores
+from attnsieve.api import antidiagonal_block_scores
+from attnsieve.checks import check_float, check_int, check_pow2
 from attnsieve.layout import Layout
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import cumulative_threshold, window_block_mask
-from attnsieve.reference import check_float, check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
+from attnsieve.methods.prefill.masks import cumulative_threshold, window_block_mask
 
 
-@register
 @dataclass
 class XAttentionPlanner(Planner):
     """XAttention (Xu et al., arXiv 2503.16428), defaults of the official ``xattn_estimate``.
@@ -25,7 +23,7 @@ class XAttentionPlanner(Planner):
     by the sum of one antidiagonal of their stride×stride tile; the paper gets all antidiagonals at
     once by reshaping Q with every stride-th row taken in reverse order and K in forward order, so
     one GEMM of (N/S, S·D) by (S·D, M/S) does it. The strided scores are softmax-normalised per
-    row (logits scaled by 1/(sqrt(D)·stride)) and summed per ``block_size`` × ``block_size`` block.
+    row (logits scaled by 1/(sqrt(D)·stride)) and summed per ``block_q`` × ``block_k`` block.
     Each query block then keeps its first key block and its diagonal block(s), and adds the other
     blocks by decreasing score until the kept blocks hold ``threshold`` of the row's total
     (``find_blocks_chunked``). ``stride`` 8, ``threshold`` 0.9 and 128-token blocks are the
@@ -40,29 +38,33 @@ class XAttentionPlanner(Planner):
 
     threshold: float = 0.9
     stride: int = 8
-    block_size: int = 128
+    block_q: int = 128
+    block_k: int = 128
 
     name: ClassVar[str] = "xattention"
 
     def __post_init__(self) -> None:
         check_float("threshold", self.threshold, 0.0, 1.0)
         check_int("stride", self.stride, 1)
-        check_int("block_size", self.block_size, 1)
-        if self.block_size % self.stride:
-            raise ValueError(f"stride: must divide block_size={self.block_size}, got {self.stride}")
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
+        if self.block_q % self.stride or self.block_k % self.stride:
+            raise ValueError(
+                f"stride: must divide block_q={self.block_q} and block_k={self.block_k}, "
+                f"got {self.stride}"
+            )
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
-        n, m, bs = q.shape[2], k.shape[2], self.block_size
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
+        n, m, bq, bk = q.shape[2], k.shape[2], self.block_q, self.block_k
         if self.threshold >= 1:
-            return Layout.dense(n, m, block_q=bs, block_k=bs, causal=causal, device=q.device)
+            return Layout.dense(n, m, block_q=bq, block_k=bk, causal=causal, device=q.device)
         scores = antidiagonal_block_scores(
-            q, k, stride=self.stride, block_q=bs, block_k=bs, causal=causal
+            q, k, stride=self.stride, block_q=bq, block_k=bk, causal=causal
         )
-        visible = Layout.causal_block_mask(n, m, bs, bs, q.device)
+        visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
         if not causal:
             visible = torch.ones_like(visible)
-        forced = window_block_mask(n, m, bs, bs, 1, q.device)  # diagonal block(s)
+        forced = window_block_mask(n, m, bq, bk, 1, q.device)  # diagonal block(s)
         forced[:, 0] = True  # first key block
         forced &= visible
         # The forced blocks count first; the rest must bring the kept mass to threshold × total.
@@ -72,4 +74,4 @@ class XAttentionPlanner(Planner):
         rest = total - held
         needed = torch.where(rest > 0, (self.threshold * total - held) / rest.clamp(min=1e-30), 0.0)
         mask = cumulative_threshold(scores, needed, visible & ~forced) | forced
-        return Layout.from_block_mask(mask, block_q=bs, block_k=bs, num_queries=n, num_keys=m)
+        return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)

@@ -9,15 +9,14 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.kernels.planning import last_query_stats
+from attnsieve.api import last_query_stats
+from attnsieve.checks import check_int, check_pow2
 from attnsieve.layout import Layout
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import group_reduce, slash_block_mask, visible_columns
-from attnsieve.reference import check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
+from attnsieve.methods.prefill.masks import slash_block_mask, visible_columns
+from attnsieve.methods.prefill.scores import group_reduce
 
 
-@register
 @dataclass
 class VerticalSlashPlanner(Planner):
     """Vertical lines (key columns) and slash lines (diagonals) of MInference (arXiv 2407.02490).
@@ -52,13 +51,13 @@ class VerticalSlashPlanner(Planner):
     def __post_init__(self) -> None:
         for field in ("vertical_size", "slash_size", "sink_tokens", "local_slashes"):
             check_int(field, getattr(self, field), 0)
-        for field in ("last_q", "block_q", "block_k"):
-            check_int(field, getattr(self, field), 1)
+        check_int("last_q", self.last_q, 1)
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
         if not isinstance(self.share_kv_group, bool):
             raise ValueError(f"share_kv_group: expected a bool, got {self.share_kv_group!r}")
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         if not causal:
             raise ValueError("causal: the vertical-slash estimate is defined for causal attention")
         n, h_kv, m = q.shape[2], k.shape[1], k.shape[2]

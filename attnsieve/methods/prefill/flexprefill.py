@@ -9,24 +9,22 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.kernels.planning import (
+from attnsieve.api import (
     block_mean_pool,
     last_query_stats,
     pooled_block_probs,
 )
+from attnsieve.checks import cdiv, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import cumulative_threshold, slash_block_mask
-from attnsieve.reference import check_float, check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
+from attnsieve.methods.prefill.masks import cumulative_threshold, slash_block_mask
 
 
-@register
 @dataclass
 class FlexPrefillPlanner(Planner):
     """FlexPrefill (Lai et al., ICLR 2025, arXiv 2502.20766), defaults of the official code.
 
-    For every head, the last ``block_size`` queries attend to all keys (the true estimate â) and
+    For every head, the last ``block_q`` queries attend to all keys (the true estimate â) and
     their mean attends to the mean-pooled key blocks (the pooled estimate ā). Query-aware pattern
     determination: if the square-root Jensen-Shannon divergence between ā and the per-block sums of
     â is below ``tau``, the head is *query-aware*: every query block is scored against every key
@@ -39,7 +37,7 @@ class FlexPrefillPlanner(Planner):
     and prompts of at most max(2 blocks, min_budget) tokens stay dense, as in the code.
 
     Differences from the paper: the vertical/slash budgets are counted on the block sums (fewest
-    blocks reaching ``gamma``) rather than the code's token count // block_size + 1, which
+    blocks reaching ``gamma``) rather than the code's token count // block size + 1, which
     undercounts scattered lines. A chosen slash block is drawn on both key blocks its diagonals
     cross in each query block (the code draws one, missing part of every unaligned diagonal).
     Positions are bottom-right aligned, so N != M works. Causal only; one plan per query head.
@@ -49,7 +47,8 @@ class FlexPrefillPlanner(Planner):
     tau: float = 0.1
     min_budget: int = 512
     max_budget: int | None = None
-    block_size: int = 128
+    block_q: int = 128
+    block_k: int = 128
 
     name: ClassVar[str] = "flexprefill"
 
@@ -61,26 +60,26 @@ class FlexPrefillPlanner(Planner):
         check_int("min_budget", self.min_budget, 0)
         if self.max_budget is not None:
             check_int("max_budget", self.max_budget, max(1, self.min_budget))
-        check_int("block_size", self.block_size, 1)
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         if not causal:
             raise ValueError("causal: FlexPrefill plans causal prefill only (the paper's setting)")
         b, h_q, n, d = q.shape
         h_kv, m = k.shape[1], k.shape[2]
-        bs = self.block_size
-        lo = max(1, -(-self.min_budget // bs))
-        if self.gamma >= 1 or n <= max(2, lo) * bs:
-            return Layout.dense(n, m, block_q=bs, block_k=bs, device=q.device)
-        kb = -(-m // bs)
-        hi = kb if self.max_budget is None else max(lo, -(-self.max_budget // bs))
+        bq, bk = self.block_q, self.block_k
+        lo = max(1, cdiv(self.min_budget, bk))
+        if self.gamma >= 1 or n <= max(2, lo) * bk:
+            return Layout.dense(n, m, block_q=bq, block_k=bk, device=q.device)
+        kb = cdiv(m, bk)
+        hi = kb if self.max_budget is None else max(lo, cdiv(self.max_budget, bk))
 
         # â: attention of the last block of queries; ā: their mean against pooled keys
-        last = min(bs, n)
-        vertical, slash = last_query_stats(q, k, last_q=last, block_k=bs)
-        vertical = torch.nn.functional.pad(vertical, (0, kb * bs - m)).view(b, h_q, kb, bs).sum(-1)
-        k_pooled = block_mean_pool(k, bs)
+        last = min(bq, n)
+        vertical, slash = last_query_stats(q, k, last_q=last, block_k=bk)
+        vertical = torch.nn.functional.pad(vertical, (0, kb * bk - m)).view(b, h_q, kb, bk).sum(-1)
+        k_pooled = block_mean_pool(k, bk)
         q_mean = q[:, :, n - last :].float().mean(2).view(b, h_kv, h_q // h_kv, d)
         pooled = (q_mean @ k_pooled.transpose(-1, -2) / math.sqrt(d)).softmax(-1).view(b, h_q, kb)
         query_aware = _sqrt_js_divergence(pooled, vertical) < self.tau  # (B, H_q)
@@ -94,25 +93,25 @@ class FlexPrefillPlanner(Planner):
         chosen_vertical[..., 0] = True  # the first key block (attention sink), beyond the budget
         chosen_slash[..., 0] = True  # the diagonal, beyond the budget
         # a chosen offset block keeps every block its diagonals cross; a chosen key block its column
-        offsets = chosen_slash.repeat_interleave(bs, -1)[..., :m]
-        visible = Layout.causal_block_mask(n, m, bs, bs, q.device)
-        mask = slash_block_mask(offsets, n, m, bs, bs) | (chosen_vertical[:, :, None] & visible)
+        offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
+        visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
+        mask = slash_block_mask(offsets, n, m, bq, bk) | (chosen_vertical[:, :, None] & visible)
         if bool(query_aware.any()):  # one host sync; vertical-slash heads skip the block map
             mask |= self._query_aware(q, k_pooled, query_aware, m)
-        return Layout.from_block_mask(mask, block_q=bs, block_k=bs, num_queries=n, num_keys=m)
+        return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
 
     def _query_aware(self, q: Tensor, k_pooled: Tensor, heads: Tensor, m: int) -> Tensor:
         """bool (B, H_q, QB, KB): blocks holding ``gamma`` of the pooled map of the chosen heads."""
         b, h_q, n, _ = q.shape
-        g, bs = h_q // k_pooled.shape[1], self.block_size
+        g = h_q // k_pooled.shape[1]
         i_b, i_h = heads.nonzero(as_tuple=True)
         probs = pooled_block_probs(
-            block_mean_pool(q, bs)[i_b, i_h][None],  # index after pooling: no copy of Q heads
+            block_mean_pool(q, self.block_q)[i_b, i_h][None],  # index after pooling: no Q copy
             k_pooled[i_b, i_h // g][None],
             num_queries=n,
             num_keys=m,
-            block_q=bs,
-            block_k=bs,
+            block_q=self.block_q,
+            block_k=self.block_k,
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
         keep = cumulative_threshold(probs.flatten(2), self.gamma).view_as(probs)

@@ -1,4 +1,5 @@
-"""Exact attention in plain PyTorch: the oracle every kernel and planner is tested against.
+"""Exact prefill attention in plain PyTorch: the twin of `attnsieve.kernels.prefill`, and the
+oracle every kernel and planner is tested against.
 
 Float32 throughout, chunked over queries so that the (rows × M) score tile stays within a memory
 budget (32K × 32K with 32 heads fits in a few GB). GQA is computed by viewing the g query heads of
@@ -15,55 +16,6 @@ from torch import Tensor
 from attnsieve.layout import Layout, causal_token_mask
 
 _CHUNK_BYTES = 1 << 28
-
-
-def check_int(name: str, value: object, minimum: int) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is an int >= ``minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def check_float(name: str, value: object, low: float, high: float) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is a real number in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
-
-
-def check_qk(q: Tensor, k: Tensor) -> None:
-    """Raise unless q is (B, H_q, N, D) and k (B, H_kv, M, D) of one float dtype and device, with
-    H_q a multiple of H_kv: the contract of every attention and planning entry point."""
-    for name, t in (("q", q), ("k", k)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name}: expected 4 dims (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"
-            )
-        if not t.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
-    if q.dtype != k.dtype:
-        raise TypeError(f"q, k: expected one dtype, got {q.dtype} and {k.dtype}")
-    if q.device != k.device:
-        raise ValueError(f"q, k: expected one device, got {q.device} and {k.device}")
-    if q.shape[0] != k.shape[0]:
-        raise ValueError(f"q, k: batch sizes differ ({q.shape[0]} vs {k.shape[0]})")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q, k: head_dim differs ({q.shape[-1]} vs {k.shape[-1]})")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
-
-
-def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
-    """`check_qk` plus v: same shape, dtype and device as k."""
-    check_qk(q, k)
-    if not isinstance(v, Tensor):
-        raise TypeError(f"v: expected a torch.Tensor, got {type(v).__name__}")
-    if v.dtype != k.dtype:
-        raise TypeError(f"k, v: expected one dtype, got {k.dtype} and {v.dtype}")
-    if v.device != k.device:
-        raise ValueError(f"k, v: expected one device, got {k.device} and {v.device}")
-    if k.shape != v.shape:
-        raise ValueError(f"k, v: expected equal shapes, got {tuple(k.shape)} and {tuple(v.shape)}")
 
 
 def attention_reference(
@@ -85,17 +37,20 @@ def attention_reference(
         scale: softmax scale, default 1/sqrt(D).
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
 
-    Rows that see no key give output 0 and lse -inf.
+    Rows that see no key give output 0 and lse -inf. A hidden key contributes nothing whatever its
+    values: a NaN or Inf in a K/V row reaches only the rows that see that key (as NaN).
     """
-    check_qkv(q, k, v)
-    if layout is not None:
-        layout.check_inputs(q, k)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     g = h_q // h_kv
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     kf = k.float()[:, :, None]  # (B, H_kv, 1, M, D)
     vf = v.float()[:, :, None]
+    # 0 · NaN is NaN in P·V: non-finite values are multiplied as 0 and flagged separately
+    bad_v = ~torch.isfinite(vf).all(-1)  # (B, H_kv, 1, M)
+    any_bad = bool(bad_v.any())
+    if any_bad:
+        vf = torch.where(bad_v[..., None], 0.0, vf)
     out = torch.empty(b, h_q, n, d, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, n, dtype=torch.float32, device=q.device) if return_lse else None
     rows = max(1, _CHUNK_BYTES // (4 * b * h_q * max(m, 1) * 3))
@@ -118,6 +73,9 @@ def attention_reference(
         rows_out = probs @ vf
         if not return_lse:
             rows_out = torch.where(visible.any(-1, keepdim=True), rows_out, 0.0)
+        if any_bad:
+            touched = ((probs > 0) & bad_v[..., None, :]).any(-1, keepdim=True)
+            rows_out = torch.where(touched, math.nan, rows_out)
         out[:, :, start:stop] = rows_out.view(b, h_q, stop - start, d).to(q.dtype)
     return (out, lse) if return_lse else out
 

@@ -7,13 +7,11 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from attnsieve.checks import check_pow2
 from attnsieve.layout import Layout
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.reference import check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
 
 
-@register
 @dataclass
 class DensePlanner(Planner):
     """Every key block a query block can see (all blocks with ``causal=False``).
@@ -28,11 +26,10 @@ class DensePlanner(Planner):
     name: ClassVar[str] = "dense"
 
     def __post_init__(self) -> None:
-        check_int("block_q", self.block_q, 1)
-        check_int("block_k", self.block_k, 1)
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         return Layout.dense(
             q.shape[2],
             k.shape[2],

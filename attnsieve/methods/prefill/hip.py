@@ -8,25 +8,24 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.kernels.planning import block_mean_pool
+from attnsieve.api import block_mean_pool
+from attnsieve.checks import cdiv, check_int, check_pow2
 from attnsieve.layout import Layout, query_block_positions
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import window_block_mask
-from attnsieve.reference import check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
+from attnsieve.methods.prefill.masks import window_block_mask
 
 
-@register
 @dataclass
 class HiPPlanner(Planner):
     """Hierarchically Pruned Attention (Lee et al., arXiv 2406.09827), mask estimation only.
 
     Algorithm (the paper's tree search, O(N log N)): for every query block, split the keys it may
-    see into k' = ``k`` / ``block_k`` equal groups (branches). Then repeat until every branch is a
-    single key block: split each branch into two halves, score each half by its representative
-    (its first key block) against the query block, and keep the k' best halves. The survivors are
-    the query block's key blocks; the diagonal block is always kept (the code's sliding window).
-    ``k`` = 512 tokens is the paper's budget.
+    see into k' = ``budget_tokens`` / ``block_k`` equal groups (branches). Then repeat until every
+    branch is a single key block: split each branch into two halves, score each half by its
+    representative (its first key block) against the query block, and keep the k' best halves.
+    The survivors are the query block's key blocks; the diagonal block is always kept (the code's
+    sliding window).
+    ``budget_tokens`` = 512 is the paper's budget k.
 
     Differences from the paper: HiP works on blocks of b_q = 32 queries and b_k = 2 keys and scores
     a representative by the max over its queries and keys; our leaves are the layout's key blocks
@@ -37,23 +36,22 @@ class HiPPlanner(Planner):
     score map). RoPE-free (the paper's self-extend options are left out); one plan per query head.
     """
 
-    k: int = 512
+    budget_tokens: int = 512
     block_q: int = 128
     block_k: int = 128
 
     name: ClassVar[str] = "hip"
 
     def __post_init__(self) -> None:
-        check_int("k", self.k, 1)
-        check_int("block_q", self.block_q, 1)
-        check_int("block_k", self.block_k, 1)
+        check_int("budget_tokens", self.budget_tokens, 1)
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         b, h_q, n, _ = q.shape
         m, bq, bk, dev = k.shape[2], self.block_q, self.block_k, q.device
-        qb, kb = -(-n // bq), -(-m // bk)
-        branches = -(-self.k // bk)
+        qb, kb = cdiv(n, bq), cdiv(m, bk)
+        branches = cdiv(self.budget_tokens, bk)
         q_pooled = block_mean_pool(q, bq)  # (B, H_q, QB, D)
         k_pooled = block_mean_pool(k, bk)  # (B, H_kv, KB, D)
         _, last = query_block_positions(n, m, bq, dev)
@@ -62,7 +60,7 @@ class HiPPlanner(Planner):
         j = torch.arange(branches + 1, device=dev)
         edges = (seen[:, None] * j // branches).expand(b, h_q, qb, branches + 1)
         start, size = edges[..., :-1], edges[..., 1:] - edges[..., :-1]
-        longest = -(-kb // branches)
+        longest = cdiv(kb, branches)
         while longest > 1:  # ceil(log2(KB / k')) iterations, known without a host sync
             half = size // 2
             start = torch.cat([start, start + half], -1)
@@ -72,7 +70,7 @@ class HiPPlanner(Planner):
             )
             best = score.topk(branches, -1).indices
             start, size = start.gather(-1, best), size.gather(-1, best)
-            longest = -(-longest // 2)
+            longest = cdiv(longest, 2)
         leaves = torch.where(size > 0, start, kb)
         mask = torch.zeros(b, h_q, qb, kb + 1, dtype=torch.bool, device=dev)
         mask = mask.scatter_(-1, leaves, True)[..., :kb]

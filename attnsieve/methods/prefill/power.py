@@ -8,14 +8,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from attnsieve.checks import cdiv, check_int, check_pow2
 from attnsieve.layout import Layout, query_block_positions
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import sink_block_mask
-from attnsieve.reference import check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
+from attnsieve.methods.prefill.masks import sink_block_mask
 
 
-@register
 @dataclass
 class PowerPlanner(Planner):
     """Static exponentially-spaced block pattern of PowerAttention (Chen et al., arXiv 2503.03588).
@@ -45,18 +43,17 @@ class PowerPlanner(Planner):
     def __post_init__(self) -> None:
         check_int("local_blocks", self.local_blocks, 1)
         check_int("sink_blocks", self.sink_blocks, 0)
-        check_int("block_q", self.block_q, 1)
-        check_int("block_k", self.block_k, 1)
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         if not causal:
             raise ValueError("causal: the PowerAttention pattern is defined for causal attention")
         n, m, bq, bk = q.shape[2], k.shape[2], self.block_q, self.block_k
         _, last = query_block_positions(n, m, bq, q.device)
         # Distances count from the key block that holds each query block's last query.
         diagonal = torch.div(last, bk, rounding_mode="floor")
-        distance = diagonal[:, None] - torch.arange(-(-m // bk), device=q.device)[None, :]
+        distance = diagonal[:, None] - torch.arange(cdiv(m, bk), device=q.device)[None, :]
         power_of_two = (distance > 0) & ((distance & (distance - 1)) == 0)
         mask = (distance < self.local_blocks) | power_of_two
         mask |= sink_block_mask(n, m, bq, bk, self.sink_blocks * bk, q.device)

@@ -7,14 +7,12 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from attnsieve.checks import check_int, check_pow2
 from attnsieve.layout import Layout
-from attnsieve.methods import register
-from attnsieve.methods.base import Planner
-from attnsieve.methods.pooling import sink_block_mask, window_block_mask
-from attnsieve.reference import check_int, check_qk
+from attnsieve.methods.prefill.base import Planner
+from attnsieve.methods.prefill.masks import sink_block_mask, window_block_mask
 
 
-@register
 @dataclass
 class StreamingPlanner(Planner):
     """Static sink + sliding-window pattern of StreamingLLM (Xiao et al., arXiv 2309.17453).
@@ -40,11 +38,10 @@ class StreamingPlanner(Planner):
     def __post_init__(self) -> None:
         check_int("sink_tokens", self.sink_tokens, 0)
         check_int("window_tokens", self.window_tokens, 1)
-        check_int("block_q", self.block_q, 1)
-        check_int("block_k", self.block_k, 1)
+        check_pow2("block_q", self.block_q, 16, 128)
+        check_pow2("block_k", self.block_k, 16, 128)
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
-        check_qk(q, k)
+    def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         if not causal:
             raise ValueError(
                 "causal: the streaming (sink + window) pattern is defined for causal attention"

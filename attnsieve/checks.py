@@ -1,0 +1,108 @@
+"""Argument checks shared by every public boundary: each raises a named ValueError or TypeError.
+
+Public entry points (`attnsieve.api`, a planner's ``plan``, `Layout` constructors, the config, the
+cache) check their arguments once, here; kernels and inner helpers trust their callers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division of non-negative ints: the number of ``b``-sized blocks covering ``a``."""
+    return -(-a // b)
+
+
+def check_int(name: str, value: object, minimum: int) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an int >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+
+
+def check_pow2(name: str, value: object, low: int, high: int) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a power of two in [low, high]."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not low <= value <= high
+        or value & (value - 1)
+    ):
+        raise ValueError(f"{name}: expected a power of two in [{low}, {high}], got {value!r}")
+
+
+def check_float(name: str, value: object, low: float, high: float) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
+
+
+def check_scale(scale: object) -> None:
+    """``scale`` is None (1/sqrt(D)) or a positive finite real number, on every backend."""
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale: expected a positive finite float or None, got {scale!r}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale: expected a positive finite float or None, got {scale!r}")
+
+
+def check_tensor(name: str, t: object, dims: int, what: str) -> None:
+    """A real (not meta) floating-point tensor with ``dims`` dims, described by ``what``."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != dims:
+        raise ValueError(f"{name}: expected {dims} dims {what}, got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
+    if t.device.type == "meta":
+        raise ValueError(f"{name}: meta tensors hold no data; expected a CPU or CUDA tensor")
+
+
+def check_qk(q: Tensor, k: Tensor) -> None:
+    """Raise unless q is (B, H_q, N, D) and k (B, H_kv, M, D) of one float dtype and device, with
+    H_q a multiple of H_kv: the contract of every attention and planning entry point."""
+    check_tensor("q", q, 4, "(batch, heads, seq, head_dim)")
+    check_tensor("k", k, 4, "(batch, heads, seq, head_dim)")
+    if q.dtype != k.dtype:
+        raise TypeError(f"q, k: expected one dtype, got {q.dtype} and {k.dtype}")
+    if q.device != k.device:
+        raise ValueError(f"q, k: expected one device, got {q.device} and {k.device}")
+    if q.shape[0] != k.shape[0]:
+        raise ValueError(f"q, k: batch sizes differ ({q.shape[0]} vs {k.shape[0]})")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q, k: head_dim differs ({q.shape[-1]} vs {k.shape[-1]})")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
+
+
+def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """`check_qk` plus v: same shape, dtype and device as k."""
+    check_qk(q, k)
+    if not isinstance(v, Tensor):
+        raise TypeError(f"v: expected a torch.Tensor, got {type(v).__name__}")
+    if v.dtype != k.dtype:
+        raise TypeError(f"k, v: expected one dtype, got {k.dtype} and {v.dtype}")
+    if v.device != k.device:
+        raise ValueError(f"k, v: expected one device, got {k.device} and {v.device}")
+    if k.shape != v.shape:
+        raise ValueError(f"k, v: expected equal shapes, got {tuple(k.shape)} and {tuple(v.shape)}")
+
+
+def check_out(out: object, like: Tensor) -> None:
+    """An ``out=`` buffer: a tensor of ``like``'s shape, dtype and device (any strides)."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
+    if out.shape != like.shape or out.dtype != like.dtype or out.device != like.device:
+        raise ValueError(
+            f"out: expected shape {tuple(like.shape)}, {like.dtype} on {like.device}; got "
+            f"{tuple(out.shape)}, {out.dtype} on {out.device}"
+        )
+
+
+def check_dtype(name: str, t: Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")

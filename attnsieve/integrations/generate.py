@@ -1,0 +1,85 @@
+"""Greedy generation with chunked prefill, timed: shared by `attnsieve run`, eval and bench."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnsieve.integrations.transformers import PatchStats
+from attnsieve.layout import causal_pairs
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Tokens that end generation: the model's generation config's and the tokenizer's EOS."""
+    eos = model.generation_config.eos_token_id
+    ids = {*(eos if isinstance(eos, list) else [eos]), getattr(tokenizer, "eos_token_id", None)}
+    ids.discard(None)
+    return ids
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    chunk_size: int,
+    eos_ids: set[int],
+    stats: PatchStats,
+    cache: Any = None,
+) -> tuple[list[int], float, float, list[float]]:
+    """Greedy generation with chunked prefill for a batch of one.
+
+    ``cache`` is the initial ``past_key_values`` (None: transformers' default cache). Returns
+    (new token ids, seconds to first token, seconds of decode, density per layer). The density of
+    a layer is over the whole prompt: each chunk's density weighted by its number of dense-causal
+    pairs; a chunk that ran dense (shorter than ``min_prefill_length``) counts as 1.
+    """
+    length = input_ids.shape[1]
+    bounds = list(range(0, length, chunk_size)) + [length]
+    num_layers = len(stats.density_per_layer)
+    weighted, total = [0.0] * num_layers, 0
+    _sync(input_ids.device)
+    start = time.perf_counter()
+    with _progress(length, enabled=len(bounds) > 2) as bar:
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            stats.clear()  # a layer still None after the forward ran this chunk dense
+            out = model(
+                input_ids=input_ids[:, lo:hi],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = out.past_key_values
+            pairs = causal_pairs(hi - lo, hi)
+            for i, d in enumerate(stats.density_per_layer[:num_layers]):
+                weighted[i] += pairs * (1.0 if d is None else d)
+            total += pairs
+            bar.update(hi - lo)
+    token = out.logits[:, -1].argmax(-1)
+    _sync(input_ids.device)
+    ttft = time.perf_counter() - start
+
+    new_tokens = [int(token)]
+    start = time.perf_counter()
+    while len(new_tokens) < max_new_tokens and new_tokens[-1] not in eos_ids:
+        out = model(input_ids=token[:, None], past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        token = out.logits[:, -1].argmax(-1)
+        new_tokens.append(int(token))  # int() syncs, so the timing below is complete
+    decode_s = time.perf_counter() - start
+    return new_tokens, ttft, decode_s, [w / total for w in weighted]
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tok", desc="prefill", disable=not enabled, file=sys.stderr)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
