@@ -224,7 +224,7 @@ def decode_attention(
     None reads every cached token. Returns (B, H_q, D) in q's dtype (and lse float32 (B, H_q)).
     Heads with no cached token give 0 and lse -inf.
     """
-    from attnsieve.kernels import decode, decode_reference
+    from attnsieve.kernels import decode_reference
 
     if not isinstance(q, Tensor) or q.dim() != 3 or not q.is_floating_point():
         raise TypeError(f"q: expected a float tensor (batch, heads, head_dim), got {q!r:.80}")
@@ -232,10 +232,14 @@ def decode_attention(
     check_scale(scale)
     args = cache.kernel_args(layer)
     sparse = {} if pages is None else {"pages": pages.idx, "page_count": pages.count}
-    run = decode.decode_attention
     if resolve_backend(backend, q) == "reference":
         run = decode_reference.decode_reference
-    return run(q, *args, **sparse, scale=scale, out=out, return_lse=return_lse)
+    else:
+        from attnsieve.kernels.decode import decode_attention as run
+    return run(
+        q, args.k_pages, args.v_pages, args.page_table, args.lengths, **sparse, scale=scale,
+        k_scale=args.k_scale, v_scale=args.v_scale, out=out, return_lse=return_lse,
+    )  # fmt: skip
 
 
 # ---- planning estimates ---------------------------------------------------------------------

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from attnsieve.api import BACKENDS
-from attnsieve.checks import check_int
+from attnsieve.checks import check_int, check_pow2
 
 if TYPE_CHECKING:  # attnsieve.methods (and Triton) load when a config is built, not on import
     from attnsieve.methods.decode.base import DecodeSelector
@@ -34,7 +34,17 @@ if TYPE_CHECKING:  # attnsieve.methods (and Triton) load when a config is built,
 
 ROLES = ("prefill", "kv", "decode")
 PRECISIONS = ("bf16", "int8-fp8", "fp8-kv", "int8-fp8+fp8-kv")
-_FIELDS = ("prefill", "kv", "decode", "precision", "layers", "min_prefill_length", "backend")
+_FIELDS = (
+    "prefill",
+    "kv",
+    "decode",
+    "precision",
+    "layers",
+    "min_prefill_length",
+    "kv_interval",
+    "page_size",
+    "backend",
+)
 
 
 @dataclass
@@ -52,6 +62,10 @@ class AttentionConfig:
         layers: overrides by layer index (int, or digit strings as JSON has them), each
             ``{role: entry}``; ``prefill`` may be a list of one entry per query head.
         min_prefill_length: prompts (forward calls) with fewer query tokens stay dense.
+        kv_interval: with a KV policy, compress again every ``kv_interval`` decode steps, back to
+            the size the prompt's compression left (0: only once, when the prompt is done).
+        page_size: tokens per page of the paged KV cache (used when ``kv``, ``decode`` or an
+            FP8 KV cache asks for it).
         backend: kernel backend for `attnsieve.api` (None, "auto", "triton", "reference").
     """
 
@@ -61,12 +75,16 @@ class AttentionConfig:
     precision: str = "bf16"
     layers: dict[int, dict[str, Any]] = field(default_factory=dict)
     min_prefill_length: int = 2048
+    kv_interval: int = 0
+    page_size: int = 16
     backend: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
         check_int("min_prefill_length", self.min_prefill_length, 1)
+        check_int("kv_interval", self.kv_interval, 0)
+        check_pow2("page_size", self.page_size, 8, 256)
         if self.backend is not None and self.backend not in BACKENDS:
             raise ValueError(f"backend: expected None or one of {BACKENDS}, got {self.backend!r}")
         if not isinstance(self.layers, dict):
@@ -107,6 +125,14 @@ class AttentionConfig:
     @property
     def fp8_kv(self) -> bool:
         return self.precision.endswith("fp8-kv")
+
+    @property
+    def paged(self) -> bool:
+        """Whether generation needs attnsieve's paged cache (a KV policy, a decode selector or an
+        FP8 KV cache)."""
+        if self.fp8_kv or self._default["kv"] is not None or self._default["decode"] is not None:
+            return True
+        return any(b.get("kv") or b.get("decode") for b in self._built.values())
 
     @property
     def prefill_precision(self) -> str:

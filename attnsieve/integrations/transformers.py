@@ -15,6 +15,7 @@ prefill (M > N) uses the kernels' bottom-right causal alignment. It expects (B, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -23,21 +24,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnsieve.api import attention, dense_attention
+from attnsieve.api import attention, dense_attention, resolve_backend
 from attnsieve.integrations.config import AttentionConfig
+from attnsieve.integrations.cost import CostModel
+from attnsieve.integrations.hf_cache import AttnsieveCache
+from attnsieve.integrations.paged import PagedSession
 from attnsieve.layout import causal_token_mask
 
 ATTN_NAME = "attnsieve"
 OBSERVE_NAME = "attnsieve_observe"
 _MASK_CHECK_ELEMENTS = 1 << 24  # rows of the mask compared at once: bounded memory at any length
 _HANDLE_ATTR = "_attnsieve_patch"  # set on each attention module of a patched model
+DEFAULT_COST = CostModel()  # H200 measurements; frozen, so one instance serves every patch
 
 
 class PatchStats:
     """What the last prefill call of each layer did (index = layer).
 
     ``density_per_layer``: computed / dense-causal (query, key) pairs (1.0 for a dense fallback);
-    ``fallback_per_layer``: None when the layer ran its planner's layout, else the fallback reason.
+    ``fallback_per_layer``: None when the layer ran its planner's layout, else the fallback reason
+    ("cost" when the cost model predicted that planning would not pay for itself).
     Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
     kept as device tensors and read on access, so recording them never waits for the GPU.
     """
@@ -79,15 +85,54 @@ class PatchHandle:
     finds its state through the module it is called with.
     """
 
-    def __init__(self, config: AttentionConfig, num_layers: int) -> None:
+    def __init__(
+        self, config: AttentionConfig, num_layers: int, cost: CostModel | None = None
+    ) -> None:
         self.config = config
+        self.cost = cost
         self.stats = PatchStats(num_layers)
+        # per layer: the last plan's density copied to the host without waiting (copy, event)
+        self._densities: dict[int, tuple[Tensor, Any]] = {}
         self.warned: set[str] = set()
         # (weakref to the mask, window, verdict): layers of one forward share the mask tensor
         self.checked_mask: tuple[Any, ...] = ()
         self.model: Any = None
         self.previous: str | None = None
         self.removed = False
+        self.session: PagedSession | None = None
+
+    def new_cache(self) -> AttnsieveCache:
+        """A fresh paged cache for one generation, served by this handle's KV policy, decode
+        selector and KV precision: pass it as ``past_key_values`` (``model.generate`` does so by
+        itself while the model is patched with a config that needs one)."""
+        num_layers = len(self.stats.density_per_layer)
+        self.session = PagedSession(self.config, num_layers)
+        return self.session.cache
+
+    def compress(self) -> None:
+        """Compress the current generation's cache now (e.g. after the context, before the
+        question: the protocol that keeps the question out of the policy's view)."""
+        if self.session is None:
+            raise ValueError("compress: no paged cache yet; call new_cache() and prefill first")
+        self.session.compress()
+
+    def keep_density(self, layer: int, density: Tensor) -> None:
+        """Start a non-blocking copy of a layer's density for the cost model's next decision."""
+        if not density.is_cuda:
+            self._densities[layer] = (density, None)
+            return
+        host = torch.empty((), dtype=density.dtype, pin_memory=True)
+        host.copy_(density, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._densities[layer] = (host, event)
+
+    def last_density(self, layer: int) -> float | None:
+        """The layer's last density if its copy has landed (never waits for the GPU), else None."""
+        host, event = self._densities.get(layer, (None, None))
+        if host is None or (event is not None and not event.query()):
+            return None
+        return float(host)
 
     def remove(self) -> None:
         if self.removed or self.model is None:
@@ -97,6 +142,7 @@ class PatchHandle:
             self.model.set_attn_implementation(self.previous)
         finally:
             _detach(self.model, self)
+            self.model.__dict__.pop("generate", None)
 
     def __enter__(self) -> PatchStats:
         return self.stats
@@ -105,7 +151,8 @@ class PatchHandle:
         self.remove()
 
 
-_default = PatchHandle(AttentionConfig(), 0)  # models loaded with attn_implementation="attnsieve"
+# models loaded with attn_implementation="attnsieve"
+_default = PatchHandle(AttentionConfig(), 0, DEFAULT_COST)
 
 
 def register() -> None:
@@ -127,7 +174,7 @@ def set_default_config(config: AttentionConfig | None) -> None:
     global _default
     if config is not None and not isinstance(config, AttentionConfig):
         raise TypeError(f"config: expected an AttentionConfig or None, got {type(config).__name__}")
-    _default = PatchHandle(config or AttentionConfig(), 0)
+    _default = PatchHandle(config or AttentionConfig(), 0, DEFAULT_COST)
 
 
 def default_stats() -> PatchStats:
@@ -135,11 +182,16 @@ def default_stats() -> PatchStats:
     return _default.stats
 
 
-def patch(model: Any, config: AttentionConfig | None = None) -> PatchHandle:
+def patch(
+    model: Any, config: AttentionConfig | None = None, *, cost: CostModel | None = DEFAULT_COST
+) -> PatchHandle:
     """Route ``model``'s attention through attnsieve until the returned handle is removed.
 
     The config is checked against the model first (layer overrides beyond its layers, per-head
-    lists of another length than its query heads). Example::
+    lists of another length than its query heads). On the Triton backend, ``cost`` decides per
+    layer whether planning can pay for itself (`attnsieve.integrations.cost`); a layer where it
+    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans.
+    Example::
 
         with attnsieve.patch(model, AttentionConfig(prefill="flexprefill")) as stats:
             out = model.generate(**inputs, max_new_tokens=32)
@@ -163,10 +215,14 @@ def patch(model: Any, config: AttentionConfig | None = None) -> PatchHandle:
             "model: already patched by attnsieve; remove the first handle before patching again"
         )
     register()
-    handle = PatchHandle(config, num_layers)
+    if cost is not None and not isinstance(cost, CostModel):
+        raise TypeError(f"cost: expected a CostModel or None, got {type(cost).__name__}")
+    handle = PatchHandle(config, num_layers, cost)
     handle.model, handle.previous = model, model.config._attn_implementation
     for module in modules:
         setattr(module, _HANDLE_ATTR, handle)
+    if config.paged:
+        model.generate = _generate_with_paged_cache(model.generate, handle)
     try:
         model.set_attn_implementation(ATTN_NAME)
         if text_config._attn_implementation != ATTN_NAME:
@@ -177,9 +233,22 @@ def patch(model: Any, config: AttentionConfig | None = None) -> PatchHandle:
     except BaseException:
         handle.removed = True
         _detach(model, handle)
+        model.__dict__.pop("generate", None)
         model.set_attn_implementation(handle.previous)
         raise
     return handle
+
+
+def _generate_with_paged_cache(generate: Callable[..., Any], handle: PatchHandle) -> Any:
+    """``model.generate`` that starts each call on a fresh paged cache of ``handle``."""
+
+    @functools.wraps(generate)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("past_key_values") is None:
+            kwargs["past_key_values"] = handle.new_cache()
+        return generate(*args, **kwargs)
+
+    return wrapped
 
 
 def _detach(model: Any, handle: PatchHandle) -> None:
@@ -254,6 +323,16 @@ def attention_forward(
     is_causal = kwargs.get("is_causal")
     is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     n = query.shape[2]
+    session = handle.session
+    if session is not None and session.serves(module.layer_idx, key):
+        layer = module.layer_idx
+        session.observe(layer, query, scaling)
+        if softcap is not None or kwargs.get("sliding_window") is not None:
+            session.keep_whole(layer)  # token-exact features: no eviction, no sparse reads
+            if n == 1:
+                key, value, _ = session.paged.gather(layer)
+        elif n == 1 or session.ragged(layer):
+            return session.attend(layer, query, scaling), None
     planner = config.planner(module.layer_idx)
     if n == 1 or n < config.min_prefill_length or planner is None:
         return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
@@ -278,14 +357,22 @@ def attention_forward(
         # transformers drops the mask only when the keys past the prompt are empty static-cache
         # slots (its "sdpa" convention is top-left causal); they must not be attended.
         key, value = key[:, :, :n], value[:, :, :n]
-    layout = planner.plan(query, key, causal=True)
     b, h_q, _, d = query.shape
+    if handle.cost is not None and resolve_backend(config.backend, query) == "triton":
+        name = getattr(planner, "name", "")
+        density = handle.last_density(layer)
+        if not handle.cost.plan_pays(name, density, b, h_q, n, key.shape[2], d):
+            handle.stats.record(layer, 1.0, "cost")
+            return _dense(query, key, value, None, scaling, dropout, None, True), None
+    layout = planner.plan(query, key, causal=True)
     out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
     attention(
         query, key, value, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
         precision=config.prefill_precision, backend=config.backend,
     )  # fmt: skip
-    handle.stats.record(layer, layout.density(causal=True, reduce=False).mean(), None)
+    density = layout.density(causal=True, reduce=False).mean()
+    handle.stats.record(layer, density, None)
+    handle.keep_density(layer, density)
     return out, None
 
 

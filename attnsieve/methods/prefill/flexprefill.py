@@ -96,28 +96,23 @@ class FlexPrefillPlanner(Planner):
         offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
         visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
         mask = slash_block_mask(offsets, n, m, bq, bk) | (chosen_vertical[:, :, None] & visible)
-        if bool(query_aware.any()):  # one host sync; vertical-slash heads skip the block map
-            mask |= self._query_aware(q, k_pooled, query_aware, m)
+        # every head's block map is scored (no host sync to find the query-aware ones), and
+        # only the query-aware heads keep theirs
+        mask |= self._query_aware(q, k_pooled, m) & query_aware[..., None, None]
         return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
 
-    def _query_aware(self, q: Tensor, k_pooled: Tensor, heads: Tensor, m: int) -> Tensor:
-        """bool (B, H_q, QB, KB): blocks holding ``gamma`` of the pooled map of the chosen heads."""
-        b, h_q, n, _ = q.shape
-        g = h_q // k_pooled.shape[1]
-        i_b, i_h = heads.nonzero(as_tuple=True)
+    def _query_aware(self, q: Tensor, k_pooled: Tensor, m: int) -> Tensor:
+        """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` of its pooled map."""
         probs = pooled_block_probs(
-            block_mean_pool(q, self.block_q)[i_b, i_h][None],  # index after pooling: no Q copy
-            k_pooled[i_b, i_h // g][None],
-            num_queries=n,
+            block_mean_pool(q, self.block_q),
+            k_pooled,
+            num_queries=q.shape[2],
             num_keys=m,
             block_q=self.block_q,
             block_k=self.block_k,
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
-        keep = cumulative_threshold(probs.flatten(2), self.gamma).view_as(probs)
-        out = torch.zeros(b, h_q, *probs.shape[2:], dtype=torch.bool, device=q.device)
-        out[i_b, i_h] = keep[0]
-        return out
+        return cumulative_threshold(probs.flatten(2), self.gamma).view_as(probs)
 
 
 def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:

@@ -1,0 +1,283 @@
+"""`attnsieve bench decode`: the paged decode kernel vs PyTorch SDPA on Llama-3-8B heads (GPU).
+
+For every (batch, context length): SDPA decode (one query token, enable_gqa) over the same tokens
+laid out contiguously, our dense paged kernel in bf16 and over an FP8 pool, and sparse reads of
+1/16 of the pages (bf16 and FP8). Each kernel row is checked against SDPA or the float32 twin
+before it is timed; a failed check is reported as such, with no speed-up. Times are medians of
+CUDA-graph replays with L2 flushed before each (a decode step runs in a graph, after other layers
+evicted L2). Bandwidth = bytes of K, V (and FP8 scales) read / time, also as a share of the
+4.3 TB/s quoted copy rate and of the device-to-device copy rate measured in the same run. Writes
+decode.json and decode.png.
+
+Sparse rows take a selector ``select(q, cache) -> (pages, page_count)``: ``sparse_cases`` lists the
+random page list (not timed: it stands for a plan made elsewhere); a method's selector added there
+with ``timed=True`` gets its own time, added to the kernel's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from attnsieve.bench.common import (
+    environment,
+    format_table,
+    ints,
+    median_ms,
+    rel_err,
+    save_line_plots,
+    write_json,
+)
+
+PEAK_TBPS = 4.3  # measured copy bandwidth quoted for H200 HBM3e (brief); re-measured below
+REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
+FP8_MAX = 448.0
+
+
+@dataclass
+class Paged:
+    """One layer's cache in both layouts: contiguous (for SDPA) and paged on shuffled pages."""
+
+    q: Tensor  # (B, H_q, D)
+    k: Tensor  # (B, H_kv, L, D)
+    v: Tensor
+    paged: dict  # k_pages, v_pages, page_table, lengths
+    fp8: dict  # the same pages quantised to float8_e4m3fn with per-token scales
+    page_size: int
+
+
+@dataclass
+class SparseCase:
+    name: str
+    select: Callable[[Tensor, Paged], tuple[Tensor, Tensor]]  # (q, cache) -> pages, page_count
+    timed: bool  # a real selector: its time is reported and added to the kernel's
+
+
+def random_pages(keep: int) -> Callable[[Tensor, Paged], tuple[Tensor, Tensor]]:
+    """1/keep of each head's pages, at random, ascending."""
+
+    def select(q: Tensor, cache: Paged) -> tuple[Tensor, Tensor]:
+        table = cache.paged["page_table"]
+        b, h_kv, n_pages = table.shape
+        n = max(1, n_pages // keep)
+        pick = torch.rand(b, h_kv, n_pages, device=q.device).argsort(-1)[..., :n]
+        pages = pick.sort(-1).values.to(torch.int32)
+        return pages, torch.full((b, h_kv), n, dtype=torch.int32, device=q.device)
+
+    return select
+
+
+def sparse_cases(args: argparse.Namespace) -> list[SparseCase]:
+    return [SparseCase(f"sparse 1/{args.keep}", random_pages(args.keep), timed=False)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lengths", type=ints, default=ints("32768,131072"), help="context L")
+    parser.add_argument("--batch", type=ints, default=ints("1,8"), help="comma-separated batches")
+    parser.add_argument("--heads", type=int, default=32, help="query heads H_q")
+    parser.add_argument("--kv-heads", type=int, default=8, help="key/value heads H_kv")
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--page-size", type=int, default=16)
+    parser.add_argument("--keep", type=int, default=16, help="sparse rows read 1/keep of pages")
+    parser.add_argument("--reps", type=int, default=50, help="timed graph replays per row")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+
+
+def main(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        print("attnsieve bench decode: needs a CUDA GPU (none found)", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    copy_tbps = copy_bandwidth()
+    rows: list[dict] = []
+    for b in args.batch:
+        for n in args.lengths:
+            rows += bench_one(b, n, args, copy_tbps)
+            torch.cuda.empty_cache()
+    env = environment()
+    payload = {
+        "benchmark": "decode",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **env,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "copy_tbps": copy_tbps,
+        "bytes": "K + V (+ FP8 scales) of the tokens read, per decode step of one layer",
+        "rows": rows,
+    }
+    json_path = write_json(args.out / "decode.json", payload)
+    png_path = _plot(rows, args.out / "decode.png", env["device"])
+    cols = ["B", "L", "method", "ms", "tbps", "pct_4.3", "pct_copy", "speedup", "vs", "rel_err"]
+    print(f"device-to-device copy: {copy_tbps:.2f} TB/s")
+    print(format_table(rows, [*cols, "status"]))
+    print(f"wrote {json_path} and {png_path}")
+    return 1 if any(r["status"] != "ok" for r in rows) else 0
+
+
+def copy_bandwidth(gib: float = 4.0) -> float:
+    """Device-to-device copy TB/s (bytes read + written) of a ``gib`` GiB buffer. Timed eagerly:
+    in a CUDA graph the copy becomes a copy-engine memcpy node, slower than the SMs' copy."""
+    src = torch.empty(int(gib * 2**30) // 4, dtype=torch.float32, device="cuda")
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src))
+    return 2 * src.numel() * 4 / (ms * 1e-3) / 1e12
+
+
+_FLUSH: list[Tensor] = []
+
+
+def graph_ms(fn: Callable[[], object], reps: int, flush: bool = True) -> float:
+    """Median ms of one replay of ``fn`` captured in a CUDA graph, L2 flushed before each."""
+    if not _FLUSH:
+        _FLUSH.append(torch.empty(256 * 2**20, dtype=torch.int8, device="cuda"))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up: compile, autotune, allocate outside the graph
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    times = []
+    for _ in range(reps + 3):
+        if flush:
+            _FLUSH[0].zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(torch.tensor(times[3:]).median())
+
+
+def make_cache(b: int, n: int, args: argparse.Namespace) -> Paged:
+    h, h_kv, d, ps = args.heads, args.kv_heads, args.head_dim, args.page_size
+    dev, bf16 = torch.device("cuda"), torch.bfloat16
+    q = torch.randn(b, h, d, device=dev, dtype=bf16)
+    k = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
+    v = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
+    n_pages = b * h_kv * (n // ps)
+    perm = torch.randperm(n_pages, device=dev)  # logical page i lives at physical page perm[i]
+
+    def pool(x: Tensor) -> Tensor:
+        out = torch.empty(n_pages, ps, d, device=dev, dtype=x.dtype)
+        out[perm] = x.reshape(n_pages, ps, *x.shape[3:])
+        return out
+
+    table = perm.view(b, h_kv, n // ps).to(torch.int32)
+    lengths = torch.full((b, h_kv), n, dtype=torch.int32, device=dev)
+    paged = {"k_pages": pool(k), "v_pages": pool(v), "page_table": table, "lengths": lengths}
+    ks = k.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX  # per-token scales
+    vs = v.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX
+    k8 = (k.float() / ks[..., None]).to(torch.float8_e4m3fn)
+    v8 = (v.float() / vs[..., None]).to(torch.float8_e4m3fn)
+    fp8 = {"k_pages": pool(k8), "v_pages": pool(v8), "k_scale": pool(ks[..., None])[..., 0]}
+    fp8.update(v_scale=pool(vs[..., None])[..., 0], page_table=table, lengths=lengths)
+    return Paged(q, k, v, paged, fp8, ps)
+
+
+def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> list[dict]:
+    """Rows of one (batch, length): SDPA, dense bf16 / FP8, and every sparse case."""
+    from attnsieve.kernels.decode import decode_attention
+    from attnsieve.kernels.decode_reference import decode_reference
+
+    c = make_cache(b, n, args)
+    h_kv, d = args.kv_heads, args.head_dim
+    tok_bytes = {"bf16": 2 * 2 * d, "fp8": 2 * (d + 4)}  # K + V rows (+ two fp32 scales)
+    rows: list[dict] = []
+
+    def record(method, fn, tokens, dtype, ref=None, ref_fn=None, extra_ms=0.0):
+        row = {"B": b, "L": n, "method": method, "status": "ok"}
+        rows.append(row)
+        try:
+            out = fn()
+            expect = ref if ref_fn is None else ref_fn()
+            if expect is not None:
+                row["rel_err"] = rel_err(out, expect)
+                if not row["rel_err"] < REL_TOL:
+                    row["status"] = "correctness failed"
+                    return row
+            row["ms"] = graph_ms(fn, args.reps) + extra_ms
+        except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
+            row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
+            return row
+        row["tbps"] = b * h_kv * tokens * tok_bytes[dtype] / (row["ms"] * 1e-3) / 1e12
+        row["pct_4.3"] = 100 * row["tbps"] / PEAK_TBPS
+        row["pct_copy"] = 100 * row["tbps"] / copy_tbps
+        return row
+
+    q4 = c.q.unsqueeze(2)  # (B, H_q, 1, D)
+
+    def sdpa():
+        return torch.nn.functional.scaled_dot_product_attention(q4, c.k, c.v, enable_gqa=True)
+
+    ref = sdpa()[:, :, 0]
+    sd = record("sdpa", sdpa, n, "bf16")
+    dense = record("dense bf16", lambda: decode_attention(c.q, **c.paged), n, "bf16", ref=ref)
+
+    def twin(cache, **kw):
+        return lambda: decode_reference(c.q, **cache, **kw)
+
+    fp8 = record("dense fp8", lambda: decode_attention(c.q, **c.fp8), n, "fp8", ref_fn=twin(c.fp8))
+    if fp8["status"] == "ok":  # what FP8 storage costs in accuracy, against bf16 SDPA
+        fp8["err_vs_bf16"] = rel_err(decode_attention(c.q, **c.fp8), ref)
+    _speedup(dense, sd)
+    _speedup(fp8, dense)
+    for case in sparse_cases(args):
+        pages, count = case.select(c.q, c)
+        sel = {"pages": pages, "page_count": count}
+        sel_ms = graph_ms(lambda s=case.select: s(c.q, c), args.reps) if case.timed else 0.0
+        kept = pages.shape[-1] * c.page_size  # tokens read per head (full pages)
+        for label, cache in (("bf16", c.paged), ("fp8", c.fp8)):
+            row = record(
+                f"{case.name} {label}",
+                lambda ca=cache, se=sel: decode_attention(c.q, **ca, **se),
+                kept,
+                label,
+                ref_fn=twin(cache, **sel),
+                extra_ms=sel_ms,
+            )
+            if case.timed:
+                row["select_ms"] = sel_ms
+            _speedup(row, dense if label == "bf16" else fp8)
+    return rows
+
+
+def _speedup(row: dict, base: dict) -> None:
+    """Only between two rows that passed their checks."""
+    if row["status"] == "ok" and base["status"] == "ok":
+        row["speedup"], row["vs"] = base["ms"] / row["ms"], base["method"]
+
+
+def _plot(rows: list[dict], path: Path, device: str) -> Path:
+    """Left: achieved TB/s by context length. Right: time by context length."""
+    bw: dict = {}
+    ms: dict = {}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        for store, key in ((bw, "tbps"), (ms, "ms")):
+            xs, ys = store.setdefault(f"{r['method']} B={r['B']}", ([], []))
+            xs.append(r["L"])
+            ys.append(r[key])
+    panels = [
+        {"series": bw, "xlabel": "context L", "ylabel": "TB/s read", "logx": True},
+        {"series": ms, "xlabel": "context L", "ylabel": "ms per layer step", "logx": True,
+         "logy": True},
+    ]  # fmt: skip
+    return save_line_plots(path, panels, f"attnsieve bench decode on {device}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

@@ -1,0 +1,431 @@
+"""`Cache`: the paged KV cache, ragged per KV head, with the page summaries selectors read.
+
+Per layer (`LayerCache`; `kernels/decode.py` reads exactly this):
+
+- ``k_pages``, ``v_pages``: (num_pages, page_size, D) pool, in the model dtype or float8_e4m3fn
+  (``kv_dtype="fp8"``), then ``k_scale``, ``v_scale``: float32 (num_pages, page_size) per-token
+  scales (value = fp8 * scale, scale = absmax over D / 448); else None.
+- ``page_table``: int32 (B, H_kv, max_pages), the physical page of each logical page, -1 unused.
+- ``lengths``: int32 (B, H_kv) valid tokens per head. Token t of a head lives at
+  ``page_table[b, h, t // page_size]``, slot ``t % page_size``.
+- ``positions``: int64 (num_pages, page_size) absolute position of each stored token.
+- ``key_min``, ``key_max``: float32 (num_pages, D) channel-wise min / max of a page's stored keys
+  (dequantised when FP8), +inf / -inf for an empty page.
+- ``labels``: (num_pages, page_size, R) the label channels of every stored key (Double Sparsity),
+  once `Cache.set_label_channels` gave the layer its channels; else None.
+
+The pool grows geometrically on demand and reuses freed pages through a free list; `compact` moves
+only the kept tokens into their head's first pages and frees the rest; `shrink` re-allocates the
+pool to the pages in use. Page allocation is host bookkeeping over a host mirror of ``lengths``, so
+`append` never waits for the device; `compact`, `shrink` and explicit ``positions`` do (once).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor
+
+from attnsieve import cache_reference as ref  # the argument checks both share
+from attnsieve.checks import cdiv
+
+if TYPE_CHECKING:  # imported where used: methods may import this module
+    from attnsieve.methods.decode.base import PageView
+    from attnsieve.methods.kv.base import Kept, KVView
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+
+
+class KernelArgs(NamedTuple):
+    """The tensors `kernels.decode.decode_attention` takes for one layer."""
+
+    k_pages: Tensor
+    v_pages: Tensor
+    page_table: Tensor
+    lengths: Tensor
+    k_scale: Tensor | None
+    v_scale: Tensor | None
+
+
+@dataclass
+class LayerCache:
+    """One layer's pool and tables (see the module docstring), plus host-side bookkeeping."""
+
+    k_pages: Tensor
+    v_pages: Tensor
+    k_scale: Tensor | None
+    v_scale: Tensor | None
+    positions: Tensor
+    key_min: Tensor
+    key_max: Tensor
+    labels: Tensor | None
+    label_channels: Tensor | None  # int64 (H_kv, R) on the device
+    page_table: Tensor
+    lengths: Tensor
+    host_lengths: Tensor  # int64 (B, H_kv) on the CPU, mirrors ``lengths``
+    seen: Tensor  # int64 (B,) on the CPU: the next default position of each batch row
+    next_pos: Tensor  # the same on the device: default positions need no host-to-device copy
+    free: Tensor  # int64 on the device: free page ids, taken from the front
+
+    def page_tensors(self) -> dict[str, Tensor]:
+        """Every tensor indexed by physical page (first axis)."""
+        names = ("k_pages", "v_pages", "k_scale", "v_scale", "positions", "key_min", "key_max")
+        out = {n: getattr(self, n) for n in (*names, "labels") if getattr(self, n) is not None}
+        return out
+
+    def slot_tensors(self) -> list[Tensor]:
+        """The per-token tensors, flattened to (num_pages * page_size, ...) views."""
+        ts = (self.k_pages, self.v_pages, self.k_scale, self.v_scale, self.positions, self.labels)
+        return [_raw(t).flatten(0, 1) for t in ts if t is not None]
+
+
+def _raw(t: Tensor) -> Tensor:
+    """FP8 data moves as bytes: not every device implements indexing for float8."""
+    return t.view(torch.uint8) if t.dtype == FP8 else t
+
+
+def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token FP8: (x / scale as float8_e4m3fn, float32 scale = absmax over D / 448)."""
+    x = x.float()
+    amax = x.abs().amax(-1)
+    scale = torch.where(amax > 0, amax / FP8_MAX, 1.0)  # all-zero rows stay 0
+    return (x / scale[..., None]).to(FP8), scale
+
+
+class Cache:
+    """Paged KV cache of ``num_layers`` layers, ragged per (batch row, KV head).
+
+    Example:
+        >>> cache = Cache(2, batch=1, kv_heads=2, head_dim=64, dtype=torch.float16, device="cuda")
+        >>> cache.append(0, k, v)            # k, v: (1, 2, T, 64); all heads grow by T
+        >>> cache.compact(0, policy.compress(cache.kv_view(0, q_window, q_positions)))
+        >>> decode_attention(q, *cache.kernel_args(0)[:4], k_scale=..., v_scale=...)
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        kv_heads: int,
+        head_dim: int,
+        *,
+        page_size: int = 16,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        kv_dtype: str | None = None,
+    ) -> None:
+        ref.check_config(num_layers, batch, kv_heads, head_dim, page_size, dtype, kv_dtype)
+        self.num_layers, self.batch = num_layers, batch
+        self.kv_heads, self.head_dim = kv_heads, head_dim
+        self.page_size, self.dtype, self.kv_dtype = page_size, dtype, kv_dtype
+        self.device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0": comparable
+        self.layers = [self._empty_layer() for _ in range(num_layers)]
+
+    def __len__(self) -> int:
+        return self.num_layers
+
+    def _pool(self, n: int, *rest: int, dtype: torch.dtype, fill: float | None = None) -> Tensor:
+        if fill is None:
+            return torch.empty(n, *rest, dtype=dtype, device=self.device)
+        return torch.full((n, *rest), fill, dtype=dtype, device=self.device)
+
+    def _empty_layer(self) -> LayerCache:
+        ps, d, b, h = self.page_size, self.head_dim, self.batch, self.kv_heads
+        fp8 = self.kv_dtype == "fp8"
+        store = FP8 if fp8 else self.dtype
+        scale = (lambda: self._pool(0, ps, dtype=torch.float32)) if fp8 else (lambda: None)
+        return LayerCache(
+            k_pages=self._pool(0, ps, d, dtype=store),
+            v_pages=self._pool(0, ps, d, dtype=store),
+            k_scale=scale(),
+            v_scale=scale(),
+            positions=self._pool(0, ps, dtype=torch.int64),
+            key_min=self._pool(0, d, dtype=torch.float32),
+            key_max=self._pool(0, d, dtype=torch.float32),
+            labels=None,
+            label_channels=None,
+            page_table=torch.full((b, h, 1), -1, dtype=torch.int32, device=self.device),
+            lengths=torch.zeros(b, h, dtype=torch.int32, device=self.device),
+            host_lengths=torch.zeros(b, h, dtype=torch.int64),
+            seen=torch.zeros(b, dtype=torch.int64),
+            next_pos=torch.zeros(b, dtype=torch.int64, device=self.device),
+            free=torch.zeros(0, dtype=torch.int64, device=self.device),
+        )
+
+    def _take(self, lc: LayerCache, n: int) -> Tensor:
+        """``n`` free page ids (int64, on the device), growing the pool by half when short."""
+        short = n - lc.free.numel()
+        if short > 0:
+            old = lc.k_pages.shape[0]
+            grow = max(short, old // 2)  # geometric: O(1) amortised copies, <= 50 % slack
+            for name, t in lc.page_tensors().items():
+                setattr(lc, name, torch.cat([t, self._pool(grow, *t.shape[1:], dtype=t.dtype)]))
+            lc.free = torch.cat([lc.free, torch.arange(old, old + grow, device=self.device)])
+        pages, lc.free = lc.free[:n], lc.free[n:]
+        return pages
+
+    def _ensure_table(self, lc: LayerCache, max_pages: int) -> None:
+        have = lc.page_table.shape[-1]
+        if max_pages > have:
+            pad = torch.full_like(lc.page_table[..., :1], -1).expand(
+                -1, -1, max(max_pages, 2 * have) - have
+            )
+            lc.page_table = torch.cat([lc.page_table, pad], -1)
+
+    def _dequant(self, data: Tensor, scale: Tensor | None) -> Tensor:
+        """float32 values of stored K or V (data (..., D), scale (...))."""
+        return data.float() if scale is None else data.float() * scale[..., None]
+
+    def _refresh_summaries(self, lc: LayerCache) -> None:
+        """Recompute key_min / key_max of every page in use from its valid slots."""
+        ps = self.page_size
+        n = lc.lengths.long()[..., None]
+        start = torch.arange(lc.page_table.shape[-1], device=self.device) * ps
+        used = start < n
+        pages = lc.page_table[used].long()
+        valid = (n - start).clamp(0, ps)[used]
+        ks = None if lc.k_scale is None else lc.k_scale[pages]
+        keys = self._dequant(lc.k_pages[pages], ks)  # [N, ps, D]
+        dead = (torch.arange(ps, device=self.device) >= valid[:, None])[..., None]
+        lc.key_min[pages] = keys.masked_fill(dead, math.inf).amin(1)
+        lc.key_max[pages] = keys.masked_fill(dead, -math.inf).amax(1)
+
+    def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
+        """Append k, v (B, H_kv, T, D) to every head of ``layer``. ``positions`` int64 (B, T)
+        defaults to continuing each batch row's counter (absolute: eviction does not rewind it)."""
+        ref.check_layer(layer, self.num_layers)
+        shape = (self.batch, self.kv_heads, self.head_dim)
+        ref.check_kv_append(k, v, shape, self.dtype, self.device)
+        lc, ps, t = self.layers[layer], self.page_size, k.shape[2]
+        if positions is None:
+            seen = lc.seen + t
+            pos = lc.next_pos[:, None] + torch.arange(t, device=self.device)
+        else:
+            seen = ref.check_positions(positions, lc.seen, t, self.device)[:, -1] + 1
+            pos = positions
+        # sizes come from the host mirror, page ids and indices stay on the device: no sync
+        last = cdiv(lc.host_lengths + t, ps)
+        total = int((last - cdiv(lc.host_lengths, ps)).sum())
+        self._ensure_table(lc, int(last.max()))
+        if total:
+            pages = self._take(lc, total)
+            n = lc.lengths.long().flatten()
+            first = cdiv(n, ps)
+            need = cdiv(n + t, ps) - first
+            heads = torch.arange(n.numel(), device=self.device).repeat_interleave(
+                need, output_size=total
+            )
+            start = (need.cumsum(0) - need).repeat_interleave(need, output_size=total)
+            logical = torch.arange(total, device=self.device) - start + first[heads]
+            rows = lc.page_table.view(-1, lc.page_table.shape[-1])
+            rows[heads, logical] = pages.to(torch.int32)
+            lc.key_min.index_fill_(0, pages, math.inf)  # not `[pages] = inf`: that syncs
+            lc.key_max.index_fill_(0, pages, -math.inf)
+        tok = lc.lengths[..., None].long() + torch.arange(t, device=self.device)  # [B, H, T]
+        phys = lc.page_table.gather(-1, tok // ps).long()
+        flat = (phys * ps + tok % ps).flatten()
+        k2, v2 = k.reshape(-1, self.head_dim), v.reshape(-1, self.head_dim)
+        if self.kv_dtype == "fp8":
+            q8, sc = quantize_fp8(torch.stack([k2, v2]))  # K and V in one pass: fewer launches
+            lc.k_scale.view(-1)[flat], lc.v_scale.view(-1)[flat] = sc[0], sc[1]
+            k2, v2, kf = q8[0], q8[1], self._dequant(q8[0], sc[0])
+        else:
+            kf = k2.float()
+        _raw(lc.k_pages).flatten(0, 1)[flat] = _raw(k2)
+        _raw(lc.v_pages).flatten(0, 1)[flat] = _raw(v2)
+        lc.positions.view(-1)[flat] = pos[:, None, :].expand(-1, self.kv_heads, -1).flatten()
+        page_of = phys.flatten()[:, None].expand(-1, self.head_dim)
+        lc.key_min.scatter_reduce_(0, page_of, kf, "amin")
+        lc.key_max.scatter_reduce_(0, page_of, kf, "amax")
+        if lc.labels is not None:
+            ch = lc.label_channels[None, :, None, :].expand(self.batch, -1, t, -1)
+            lab = kf.view(self.batch, self.kv_heads, t, -1).gather(-1, ch)
+            lc.labels.flatten(0, 1)[flat] = lab.reshape(flat.numel(), -1).to(lc.labels.dtype)
+        lc.lengths += t
+        lc.host_lengths += t
+        lc.seen, lc.next_pos = seen, pos[:, -1] + 1
+
+    def compact(self, layer: int, kept: Kept) -> None:
+        """Keep, per head, only the entries ``kept`` lists (indices into the head's current order),
+        in order: they move into the head's first pages (only kept tokens move, and only those not
+        already in place); the head's other pages return to the free list."""
+        ref.check_layer(layer, self.num_layers)
+        ref.check_kept(kept, self.layers[layer].host_lengths, self.device)
+        lc, ps = self.layers[layer], self.page_size
+        width = kept.idx.shape[-1]
+        slot = torch.arange(width, device=self.device)
+        table = lc.page_table.long()
+        cap = table.shape[-1] * ps - 1  # padding columns past the table: clamped, then dropped
+        src_t = kept.idx.long().clamp(0, cap)
+        dst_t = slot.clamp(max=cap).expand_as(src_t)
+        src = table.gather(-1, src_t // ps) * ps + src_t % ps
+        dst = table.gather(-1, dst_t // ps) * ps + dst_t % ps
+        move = (slot < kept.count[..., None]) & (src != dst)
+        src, dst = src[move], dst[move]
+        for t in lc.slot_tensors():
+            t[dst] = t[src]  # the right side is gathered into a new tensor first: overlap is safe
+        keep_pages = cdiv(kept.count.long(), ps)[..., None]
+        drop = torch.arange(table.shape[-1], device=self.device) >= keep_pages
+        freed = lc.page_table[drop & (lc.page_table >= 0)].long()
+        lc.page_table.masked_fill_(drop, -1)
+        lc.free = torch.cat([freed, lc.free])  # freed pages are reused first
+        lc.lengths.copy_(kept.count)
+        lc.host_lengths = kept.count.long().cpu()
+        self._refresh_summaries(lc)
+
+    def shrink(self, layer: int | None = None) -> None:
+        """Re-allocate the pool of ``layer`` (default: every layer) to exactly the pages in use."""
+        for i in self._layer_range(layer):
+            lc = self.layers[i]
+            used = lc.page_table >= 0
+            pages = lc.page_table[used].long()
+            for name, t in lc.page_tensors().items():
+                setattr(lc, name, t[pages])  # advanced indexing: a fresh, exactly sized tensor
+            width = max(int(cdiv(lc.host_lengths, self.page_size).max()), 1)
+            # page_table[used] lists the kept pages in the order they were just copied
+            lc.page_table[used] = torch.arange(pages.numel(), device=self.device, dtype=torch.int32)
+            lc.page_table = lc.page_table[..., :width].contiguous()
+            lc.free = lc.free[:0]
+
+    def set_label_channels(self, layer: int, channels: Tensor) -> None:
+        """Store channels ``channels`` int64 (H_kv, R) of every key of ``layer`` (Double Sparsity's
+        label cache), from now on and for the tokens already cached."""
+        ref.check_layer(layer, self.num_layers)
+        ref.check_label_channels(channels, self.kv_heads, self.head_dim, self.device)
+        lc, ps = self.layers[layer], self.page_size
+        lc.label_channels = channels.clone()
+        lc.labels = self._pool(lc.k_pages.shape[0], ps, channels.shape[1], dtype=self.dtype, fill=0)
+        used = lc.page_table >= 0
+        pages = lc.page_table[used].long()
+        heads = torch.arange(self.kv_heads, device=self.device)[None, :, None].expand_as(used)[used]
+        ks = None if lc.k_scale is None else lc.k_scale[pages]
+        keys = self._dequant(lc.k_pages[pages], ks)  # [N, ps, D]
+        ch = channels[heads][:, None, :].expand(-1, ps, -1)
+        lc.labels[pages] = keys.gather(-1, ch).to(self.dtype)
+
+    def gather(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Padded keys, values (B, H_kv, L, D) in the model dtype (zeros past a head's length,
+        L = the longest head) and lengths int32 (B, H_kv)."""
+        ref.check_layer(layer, self.num_layers)
+        keys, values, _ = self._gather(self.layers[layer])
+        return keys, values, self.layers[layer].lengths.clone()
+
+    def _gather(self, lc: LayerCache) -> tuple[Tensor, Tensor, Tensor]:
+        ps, longest = self.page_size, int(lc.host_lengths.max())
+        tok = torch.arange(longest, device=self.device)
+        ok = tok < lc.lengths[..., None]  # [B, H, L]
+        phys = lc.page_table.gather(-1, (tok // ps).expand(*ok.shape)).long().clamp(min=0)
+        flat = phys * ps + tok % ps
+        out = []
+        for data, scale in ((lc.k_pages, lc.k_scale), (lc.v_pages, lc.v_scale)):
+            sc = None if scale is None else scale.view(-1)[flat]
+            x = self._dequant(_raw(data).flatten(0, 1)[flat].view(data.dtype), sc)
+            out.append(x.masked_fill(~ok[..., None], 0).to(self.dtype))
+        positions = lc.positions.view(-1)[flat].masked_fill(~ok, -1)
+        return out[0], out[1], positions
+
+    def kv_view(self, layer: int, queries: Tensor, query_positions: Tensor) -> KVView:
+        """What a KV policy sees of ``layer``: a padded copy, positions -1 past a head's end."""
+        from attnsieve.methods.kv.base import KVView
+
+        ref.check_layer(layer, self.num_layers)
+        ref.check_queries(
+            queries, query_positions, self.batch, self.kv_heads, self.head_dim, self.device
+        )
+        keys, values, pos = self._gather(self.layers[layer])
+        n = self.layers[layer].lengths.clone()
+        return KVView(keys, values, pos, n, queries, query_positions, layer, self.num_layers)
+
+    def page_view(self, layer: int) -> PageView:
+        """What a decode selector sees of ``layer``: per-head page summaries, padded with +inf /
+        -inf past a head's pages (labels: 0 past its tokens). ``keys()`` reads the pool when
+        called: valid until the layer's next append or compaction."""
+        from attnsieve.methods.decode.base import PageView
+
+        ref.check_layer(layer, self.num_layers)
+        lc, ps = self.layers[layer], self.page_size
+        count = cdiv(lc.lengths, ps)
+        width = int(cdiv(lc.host_lengths, ps).max())
+        used = torch.arange(width, device=self.device) < count[..., None]  # [B, H, P]
+        phys = lc.page_table[..., :width].long().clamp(min=0)
+        kmin = lc.key_min[phys].masked_fill(~used[..., None], math.inf)
+        kmax = lc.key_max[phys].masked_fill(~used[..., None], -math.inf)
+        labels = None
+        if lc.labels is not None:
+            tok = torch.arange(width * ps, device=self.device).view(width, ps)
+            dead = tok >= lc.lengths[..., None, None]  # [B, H, P, ps]
+            labels = lc.labels[phys].masked_fill(dead[..., None], 0)
+
+        def keys() -> Tensor:  # (B, H_kv, P, ps, D), read only by selectors that need it
+            sc = None if lc.k_scale is None else lc.k_scale[phys]
+            return self._dequant(lc.k_pages[phys], sc).to(self.dtype)
+
+        n, ch = lc.lengths.clone(), lc.label_channels
+        return PageView(kmin, kmax, count, ps, n, labels, layer, len(self), ch, keys)
+
+    def kernel_args(self, layer: int) -> KernelArgs:
+        """The pool and tables of ``layer`` as the decode kernel takes them (no copies)."""
+        ref.check_layer(layer, self.num_layers)
+        lc = self.layers[layer]
+        return KernelArgs(lc.k_pages, lc.v_pages, lc.page_table, lc.lengths, lc.k_scale, lc.v_scale)
+
+    def head_tokens(self, layer: int) -> Tensor:
+        """Tokens each head holds: int64 (B, H_kv) on the CPU (no device sync)."""
+        ref.check_layer(layer, self.num_layers)
+        return self.layers[layer].host_lengths.clone()
+
+    def page_bytes(self, layer: int) -> int:
+        """Bytes of one page of ``layer``: K, V, scales, positions, summaries and labels."""
+        ref.check_layer(layer, self.num_layers)
+        tensors = self.layers[layer].page_tensors().values()
+        return sum(t.shape[1:].numel() * t.element_size() for t in tensors)
+
+    def memory_bytes(self, layer: int | None = None) -> int:
+        """Bytes of the pages heads hold (ceil(length / page_size) each) in ``layer`` or all."""
+        held = [
+            int(cdiv(self.layers[i].host_lengths, self.page_size).sum()) for i in range(len(self))
+        ]
+        return sum(held[i] * self.page_bytes(i) for i in self._layer_range(layer))
+
+    def reserved_bytes(self, layer: int | None = None) -> int:
+        """Bytes of the allocated pools, free pages included (what `shrink` gives back)."""
+        return sum(
+            self.layers[i].k_pages.shape[0] * self.page_bytes(i) for i in self._layer_range(layer)
+        )
+
+    def seq_length(self, layer: int | None = None) -> int:
+        """Positions seen (the longest batch row), in ``layer`` or any layer; eviction keeps it."""
+        return max(int(self.layers[i].seen.max()) for i in self._layer_range(layer))
+
+    def reset(self) -> None:
+        """Empty every layer and release its pool; label channels are kept."""
+        for i, lc in enumerate(self.layers):
+            self.layers[i] = self._empty_layer()
+            if lc.label_channels is not None:
+                self.set_label_channels(i, lc.label_channels)
+
+    def validate(self) -> Cache:
+        """Check the bookkeeping invariants (syncs; for tests and debugging); returns self."""
+        for i, lc in enumerate(self.layers):
+            pages = lc.k_pages.shape[0]
+            if not torch.equal(lc.lengths.long().cpu(), lc.host_lengths):
+                raise ValueError(f"layer {i}: lengths disagree with their host mirror")
+            start = torch.arange(lc.page_table.shape[-1]) * self.page_size
+            used = start < lc.host_lengths[..., None]
+            table = lc.page_table.long().cpu()
+            if not ((table[used] >= 0) & (table[used] < pages)).all() or (table[~used] != -1).any():
+                raise ValueError(f"layer {i}: page_table entries disagree with the lengths")
+            held = torch.cat([table[used], lc.free.cpu()])
+            if held.numel() != pages or not torch.equal(held.sort().values, torch.arange(pages)):
+                raise ValueError(f"layer {i}: pages in use + free pages are not the pool, once")
+        return self
+
+    def _layer_range(self, layer: int | None) -> range:
+        if layer is None:
+            return range(self.num_layers)
+        ref.check_layer(layer, self.num_layers)
+        return range(layer, layer + 1)

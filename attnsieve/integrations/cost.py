@@ -1,0 +1,108 @@
+"""When sparse prefill pays for itself: a per-layer decision from measured kernel throughput.
+
+Dense attention of a layer costs its FLOPs at SDPA's rate. A sparse prefill costs its plan (mostly
+a fixed number of launches, so nearly constant in the prompt length) plus the sparse kernel at its
+own rate times the density. A layer runs its planner only when the predicted plan + sparse time is
+below dense; once planned, the layout runs only if the sparse kernel alone (the plan's cost is
+spent) still beats dense. Otherwise the dense path runs and the stats record the reason "cost".
+
+The default rates and planning times are the NVIDIA H200 measurements of `attnsieve bench kernels`
+and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); planning
+time is read per planner at the nearest measured length. On another GPU, measure and pass your own.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from attnsieve.checks import check_float
+from attnsieve.layout import causal_pairs
+
+# plan ms per planner at 16K / 64K / 128K tokens (bench prefill, H200, 32 query heads)
+_LENGTHS = (16384, 65536, 131072)
+_PLAN_MS = {
+    "dense": (0.63, 0.42, 0.48),
+    "streaming": (0.44, 0.79, 0.91),
+    "power": (0.57, 0.97, 1.21),
+    "hip": (2.04, 3.70, 4.48),
+    "flexprefill": (4.98, 5.25, 6.16),
+    "xattention": (1.74, 11.19, 41.77),
+    "vertical_slash": (3.70, 7.01, 16.50),
+    "block_topk": (2.89, 6.83, 16.40),
+}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Predicted milliseconds of a layer's prefill attention, dense vs planned.
+
+    Args:
+        dense_tflops: SDPA's causal throughput (cuDNN, bf16).
+        sparse_tflops: the Triton kernel's throughput on the pairs it computes.
+        call_ms: fixed cost of one sparse attention call (launch, layout reads).
+        plan_ms: per planner, planning milliseconds at the lengths ``plan_lengths``.
+        prior_density: density assumed for a layer before it has been planned once.
+    """
+
+    dense_tflops: float = 570.0
+    sparse_tflops: float = 480.0
+    call_ms: float = 0.05
+    plan_ms: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: dict(_PLAN_MS))
+    plan_lengths: tuple[int, ...] = _LENGTHS
+    prior_density: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("dense_tflops", "sparse_tflops"):
+            check_float(name, getattr(self, name), 1e-6, 1e6)
+        check_float("call_ms", self.call_ms, 0.0, 1e6)
+        check_float("prior_density", self.prior_density, 0.0, 1.0)
+
+    def dense_ms(self, batch: int, heads: int, n: int, m: int, head_dim: int) -> float:
+        return _ms(_flops(batch, heads, n, m, head_dim), self.dense_tflops)
+
+    def sparse_ms(
+        self, density: float, batch: int, heads: int, n: int, m: int, head_dim: int
+    ) -> float:
+        flops = density * _flops(batch, heads, n, m, head_dim)
+        return self.call_ms + _ms(flops, self.sparse_tflops)
+
+    def planning_ms(self, planner: str, n: int) -> float:
+        """Planning time of ``planner`` at ``n`` tokens: the nearest measured length's (unknown
+        planners, e.g. per-head mixes, cost the slowest measured planner's)."""
+        times = self.plan_ms.get(planner) or max(self.plan_ms.values(), key=max)
+        i = min(bisect.bisect_left(self.plan_lengths, n), len(self.plan_lengths) - 1)
+        return times[i]
+
+    def plan_pays(
+        self,
+        planner: str,
+        density: float | None,
+        batch: int,
+        heads: int,
+        n: int,
+        m: int,
+        head_dim: int,
+    ) -> bool:
+        """Before planning: is plan + sparse (at ``density``, the layer's last, or the prior)
+        predicted to beat dense?"""
+        density = self.prior_density if density is None else density
+        shape = (batch, heads, n, m, head_dim)
+        planned = self.planning_ms(planner, n) + self.sparse_ms(density, *shape)
+        return planned < self.dense_ms(*shape)
+
+    def layout_pays(
+        self, density: float, batch: int, heads: int, n: int, m: int, head_dim: int
+    ) -> bool:
+        """After planning (its cost is spent): does the sparse kernel beat dense?"""
+        shape = (batch, heads, n, m, head_dim)
+        return self.sparse_ms(density, *shape) < self.dense_ms(*shape)
+
+
+def _flops(batch: int, heads: int, n: int, m: int, head_dim: int) -> float:
+    return 4.0 * batch * heads * head_dim * causal_pairs(n, m)  # Q·Kᵀ and P·V, 2 FLOPs each
+
+
+def _ms(flops: float, tflops: float) -> float:
+    return flops / (tflops * 1e9)

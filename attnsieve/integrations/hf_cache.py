@@ -1,0 +1,194 @@
+"""A transformers (>= 5) `Cache` over attnsieve's paged, per-head ragged `attnsieve.cache.Cache`.
+
+    >>> cache = AttnsieveCache(model.config.num_hidden_layers, materialize=True)
+    >>> model.generate(input_ids, past_key_values=cache, max_new_tokens=20)
+
+The paged cache is built on the first ``update`` (batch, KV heads, head_dim, dtype and device come
+from the keys) unless one is passed in. What ``update`` returns to the attention function:
+
+- a multi-token (prefill) call: the prompt's K/V, after the tokens already cached if any;
+- a single-token (decode) call: that token's K/V only, for attnsieve's decode attention, which
+  reads the pages itself; or, with ``materialize=True``, every cached K/V of the layer, for plain
+  attention (SDPA / eager).
+
+Returning cached tokens as one dense tensor needs every head to hold as many: after a ragged
+compression it raises instead of padding (the padding would take part in the softmax).
+Sequence lengths and mask sizes follow the absolute positions seen, not the compressed length,
+so RoPE positions stay right after eviction.
+
+Extension point: ``on_prefill_end``, a callable ``(layer) -> None`` set by its owner (the KV-policy
+integration), runs once per layer at that layer's first decode call after a prefill, before the
+new token is appended: the prefill attention has run (its queries could be recorded) and the cache
+holds exactly the prompt, so compressing it there is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import Cache as HFCache
+from transformers.cache_utils import CacheLayerMixin
+
+from attnsieve import cache_reference as ref
+from attnsieve.cache import Cache
+from attnsieve.checks import check_int, check_pow2, check_tensor
+
+
+class _Layer(CacheLayerMixin):
+    """One layer as transformers sees it; the data live in the owner's paged cache."""
+
+    is_sliding = False
+    supports_early_init = False  # the paged cache is built on the first update
+
+    def __init__(self, owner: AttnsieveCache, layer: int) -> None:
+        # CacheLayerMixin.__init__ would set is_initialized, a property here
+        self.keys = self.values = None
+        self._owner, self._layer = owner, layer
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._owner.cache is not None
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        pass
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any):
+        return self._owner.update(key_states, value_states, self._layer)
+
+    def get_seq_length(self) -> int:
+        cache = self._owner.cache
+        return 0 if cache is None else cache.seq_length(self._layer)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0  # (kv_length, kv_offset)
+
+    def get_max_length(self) -> int:
+        return -1  # grows without bound
+
+    def reset(self) -> None:
+        pass  # AttnsieveCache.reset empties every layer at once
+
+    def offload(self) -> None:
+        raise NotImplementedError("AttnsieveCache: offloading is not supported")
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        raise NotImplementedError("AttnsieveCache: beam search is not supported")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove != 0:
+            raise NotImplementedError("AttnsieveCache: crop (assisted decoding) is not supported")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("AttnsieveCache: expanding the batch is not supported")
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        raise NotImplementedError("AttnsieveCache: selecting batch rows is not supported")
+
+
+class AttnsieveCache(HFCache):
+    """transformers `Cache` of ``num_layers`` layers stored in an `attnsieve.cache.Cache`.
+
+    Args:
+        num_layers: decoder layers of the model (``config.num_hidden_layers``).
+        page_size, kv_dtype: passed to the paged cache (``kv_dtype="fp8"`` stores FP8 pages).
+        materialize: decode calls return every cached K/V (plain attention) instead of the new
+            token's only (attnsieve's paged decode attention).
+        cache: an existing paged cache to fill instead of building one on the first update.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        *,
+        page_size: int = 16,
+        kv_dtype: str | None = None,
+        materialize: bool = False,
+        cache: Cache | None = None,
+    ) -> None:
+        check_int("num_layers", num_layers, 1)
+        check_pow2("page_size", page_size, 8, 256)
+        if kv_dtype not in (None, "fp8"):
+            raise ValueError(f"kv_dtype: expected None or 'fp8', got {kv_dtype!r}")
+        if not isinstance(materialize, bool):
+            raise TypeError(f"materialize: expected a bool, got {type(materialize).__name__}")
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(f"cache: expected an attnsieve.cache.Cache, got {type(cache).__name__}")
+        if cache is not None and len(cache) != num_layers:
+            raise ValueError(f"cache: has {len(cache)} layers, expected num_layers={num_layers}")
+        super().__init__(layers=[_Layer(self, i) for i in range(num_layers)])
+        self.num_layers, self.page_size, self.kv_dtype = num_layers, page_size, kv_dtype
+        self.materialize = materialize
+        self.cache = cache
+        self.on_prefill_end: Callable[[int], None] | None = None
+        self._prefilled: set[int] = set()  # layers whose last call was a prefill
+        self.returned: dict[int, Tensor] = {}  # layer -> the keys its last update returned
+
+    def update(
+        self,
+        key_states: Tensor,
+        value_states: Tensor,
+        layer_idx: int,
+        cache_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Tensor, Tensor]:
+        """Append (B, H_kv, T, D) keys / values to layer ``layer_idx``; return what its attention
+        reads (see the module docstring)."""
+        ref.check_layer(layer_idx, self.num_layers)
+        check_tensor("key_states", key_states, 4, "(batch, kv_heads, seq, head_dim)")
+        if self.cache is None:
+            b, h, _, d = key_states.shape
+            self.cache = Cache(
+                self.num_layers, b, h, d, page_size=self.page_size, dtype=key_states.dtype,
+                device=key_states.device, kv_dtype=self.kv_dtype,
+            )  # fmt: skip
+        prefill = key_states.shape[2] > 1
+        if not prefill and layer_idx in self._prefilled:
+            self._prefilled.discard(layer_idx)
+            if self.on_prefill_end is not None:
+                self.on_prefill_end(layer_idx)
+        past = None
+        if (
+            prefill
+            and self.cache.seq_length(layer_idx)
+            and (self.materialize or self._even(layer_idx))
+        ):
+            past = self._dense(layer_idx)
+        self.cache.append(layer_idx, key_states, value_states)
+        if prefill:
+            self._prefilled.add(layer_idx)
+            # after a compression that left heads ragged, a prompt chunk gets its own K/V only:
+            # attnsieve's attention reads the rest from the pages (`integrations.paged`)
+            out = (key_states, value_states) if past is None else (
+                torch.cat([past[0], key_states], 2), torch.cat([past[1], value_states], 2)
+            )  # fmt: skip
+        elif self.materialize:
+            out = self._dense(layer_idx)
+        else:
+            out = (key_states, value_states)
+        self.returned[layer_idx] = out[0]  # lets attnsieve's attention recognise this cache
+        return out
+
+    def _even(self, layer: int) -> bool:
+        n = self.cache.head_tokens(layer)
+        return bool((n == n.flatten()[0]).all())
+
+    def _dense(self, layer: int) -> tuple[Tensor, Tensor]:
+        """Every cached K/V of ``layer`` as (B, H_kv, L, D), if every head holds L tokens."""
+        n = self.cache.head_tokens(layer)
+        if (n != n.flatten()[0]).any():
+            raise ValueError(
+                f"layer {layer}: heads hold different numbers of tokens ({n.tolist()}) after "
+                "compression; dense attention cannot read them, use attnsieve's decode attention "
+                "(materialize=False)"
+            )
+        keys, values, _ = self.cache.gather(layer)
+        return keys, values
+
+    def reset(self) -> None:
+        """Empty the paged cache (its pools are released; label channels are kept)."""
+        if self.cache is not None:
+            self.cache.reset()
+        self._prefilled.clear()

@@ -1,0 +1,139 @@
+"""One generation on attnsieve's paged cache: KV compression, sparse decode, FP8 KV.
+
+A `PagedSession` is what a patch handle keeps for the cache it handed out (`PatchHandle.new_cache`):
+the `AttnsieveCache` that transformers fills, each layer's most recent queries (the observation
+window KV policies read), and the scratch one decode step shares across layers. The adapter calls
+it for three things:
+
+- ``observe``: remember the queries of every forward call (prompt chunks and decode steps);
+- ``attend``: attention of a call that the paged cache must serve: a decode step (the paged decode
+  kernel, over the pages the layer's selector picks), or a prompt chunk after compression made the
+  heads ragged (dense attention over each head's kept tokens, masked per head);
+- ``compress``: run the layer's KV policy on the cache and compact it (memory is freed per head).
+  It runs once when the prompt is done (explicitly, or at the first decode step), then every
+  ``kv_interval`` decode steps back to the size that first compression left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnsieve.api import decode_attention
+from attnsieve.integrations.config import AttentionConfig
+from attnsieve.integrations.hf_cache import AttnsieveCache
+from attnsieve.methods.decode.base import StepState
+
+WINDOW = 64  # recent queries kept per layer: the largest observation window of the policies
+
+
+class PagedSession:
+    """State of one generation on a paged cache (see the module docstring)."""
+
+    def __init__(self, config: AttentionConfig, num_layers: int) -> None:
+        self.config = config
+        self.num_layers = num_layers
+        self.cache = AttnsieveCache(
+            num_layers, page_size=config.page_size, kv_dtype="fp8" if config.fp8_kv else None
+        )
+        self.cache.on_prefill_end = self._prefill_ended
+        self.queries: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> (B, H_q, W, D), (B, W)
+        self.compressed: set[int] = set()
+        self.target: dict[int, int] = {}  # layer -> mean tokens per head after the first pass
+        self.steps: dict[int, int] = {}  # layer -> decode steps since the last compression
+        self.step = StepState()
+        self.scales: dict[int, float | None] = {}
+        self.whole: set[int] = set()  # layers whose attention must see every token
+
+    @property
+    def paged(self) -> Any:
+        """The `attnsieve.cache.Cache` (None until transformers' first update)."""
+        return self.cache.cache
+
+    def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
+        """Keep the last `WINDOW` queries of ``layer`` (they sit at the newest positions)."""
+        n = query.shape[2]
+        end = self.paged.seq_length(layer)
+        pos = torch.arange(end - n, end, device=query.device).expand(query.shape[0], n)
+        old = self.queries.get(layer)
+        if old is not None:
+            query, pos = torch.cat([old[0], query], 2), torch.cat([old[1], pos], 1)
+        self.queries[layer] = (query[:, :, -WINDOW:], pos[:, -WINDOW:])
+        self.scales[layer] = scale
+
+    def serves(self, layer: int, key: Tensor) -> bool:
+        """Whether this call's keys came from this session's cache (transformers may run a
+        forward on another cache while the session exists)."""
+        return self.paged is not None and self.cache.returned.get(layer) is key
+
+    def keep_whole(self, layer: int) -> None:
+        """Never compress ``layer`` (soft-capped or sliding-window attention runs dense)."""
+        self.whole.add(layer)
+
+    def ragged(self, layer: int) -> bool:
+        return layer in self.compressed
+
+    def attend(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
+        """(B, N, H_q, D) attention of ``query`` over the layer's paged cache (after update)."""
+        if query.shape[2] == 1:
+            return self._decode(layer, query, scale)
+        return self._chunk(layer, query, scale)
+
+    def _decode(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
+        if layer == 0:
+            self.step = StepState()
+        selector = self.config.selector(layer)
+        pages = None
+        if selector is not None:
+            pages = selector.select(query[:, :, 0], self.paged.page_view(layer), self.step)
+        out = decode_attention(
+            query[:, :, 0], self.paged, layer, pages=pages, scale=scale,
+            backend=self.config.backend,
+        )  # fmt: skip
+        if layer in self.target and self.config.kv_interval:
+            self.steps[layer] = self.steps.get(layer, 0) + 1
+            if self.steps[layer] >= self.config.kv_interval:
+                self.compress(layer)
+        return out[:, None]
+
+    def _chunk(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
+        """A prompt chunk over ragged heads: each head's kept tokens then the chunk, causal."""
+        keys, values, lengths = self.paged.gather(layer)  # the chunk is each head's last n tokens
+        b, h_q, n, _ = query.shape
+        g = h_q // keys.shape[1]
+        col = torch.arange(keys.shape[2], device=query.device)
+        row_end = lengths[..., None].long() - n + torch.arange(n, device=query.device)  # [B, H, n]
+        visible = col <= row_end[..., None]  # [B, H_kv, n, L]
+        mask = visible.repeat_interleave(g, 1)
+        out = F.scaled_dot_product_attention(
+            query, keys, values, attn_mask=mask, scale=scale, enable_gqa=g > 1
+        )
+        return out.transpose(1, 2)
+
+    def _prefill_ended(self, layer: int) -> None:
+        if layer not in self.compressed and self.config.policy(layer) is not None:
+            self.compress(layer)
+
+    def compress(self, layer: int | None = None) -> None:
+        """Run the KV policy of ``layer`` (default: every layer with one) and compact the cache."""
+        layers = range(self.num_layers) if layer is None else [layer]
+        for i in layers:
+            policy = self.config.policy(i)
+            if policy is None or i not in self.queries or i in self.whole or self.paged is None:
+                continue
+            if i in self.target:  # a periodic pass: back to the first pass's size
+                policy = dataclasses.replace(policy, budget=self.target[i], ratio=None)
+            queries, positions = self.queries[i]
+            view = self.paged.kv_view(i, queries, positions)
+            view = dataclasses.replace(view, scale=self.scales.get(i))
+            kept = policy.compress(view)
+            self.paged.compact(i, kept)
+            if i not in self.target:
+                held = self.paged.head_tokens(i)
+                self.target[i] = max(1, int(held.float().mean().round()))
+            self.compressed.add(i)
+            self.steps[i] = 0

@@ -1,0 +1,198 @@
+"""Paged decode attention in plain PyTorch float32: the semantics the Triton kernel is tested on.
+
+Each (batch, KV head) gathers its tokens through the page table (all of its pages, or the listed
+ones), dequantises FP8 pages with their per-token scales, and runs an exact softmax for its
+``g = H_q // H_kv`` query heads. :func:`check_decode_inputs` is the argument check shared with
+:func:`attnsieve.kernels.decode.decode_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attnsieve.checks import check_out, check_scale, check_tensor
+
+FP8 = torch.float8_e4m3fn
+PAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, FP8)
+
+
+def _check_index(name: str, t: object, shape: tuple[int, ...], what: str, device) -> None:
+    """An int32 index tensor of exactly ``shape`` on ``device``."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.int32:
+        raise TypeError(f"{name}: expected int32, got {t.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape} {what}, got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device} (q's), got {t.device}")
+
+
+def check_decode_inputs(
+    q: Tensor,
+    k_pages: Tensor,
+    v_pages: Tensor,
+    page_table: Tensor,
+    lengths: Tensor,
+    pages: Tensor | None,
+    page_count: Tensor | None,
+    scale: float | None,
+    k_scale: Tensor | None,
+    v_scale: Tensor | None,
+    out: Tensor | None,
+) -> None:
+    """Shapes, dtypes and devices of a paged decode call; named TypeError / ValueError otherwise.
+
+    Values (page ids, lengths within the table's capacity, the page list) are not read here: that
+    would synchronise with the GPU. :func:`decode_reference` checks them.
+    """
+    check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"q: expected float16, bfloat16 or float32, got {q.dtype}")
+    b, h_q, d = q.shape
+    if d < 16 or d > 256 or d & (d - 1):
+        raise ValueError(f"q: head_dim must be a power of two in [16, 256], got {d}")
+    for name, t in (("k_pages", k_pages), ("v_pages", v_pages)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise ValueError(
+                f"{name}: expected 3 dims (num_pages, page_size, head_dim), got {tuple(t.shape)}"
+            )
+        if t.dtype not in PAGE_DTYPES:
+            raise TypeError(f"{name}: expected dtype in {PAGE_DTYPES}, got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: expected device {q.device} (q's), got {t.device}")
+        if t.shape[-1] > 1 and t.stride(-1) != 1:
+            raise ValueError(f"{name}: the head_dim axis must have stride 1, got {t.stride()}")
+    if k_pages.dtype != v_pages.dtype:
+        raise TypeError(
+            f"k_pages, v_pages: expected one dtype, got {k_pages.dtype}, {v_pages.dtype}"
+        )
+    if k_pages.shape != v_pages.shape:
+        raise ValueError(
+            f"k_pages, v_pages: expected one shape, got {tuple(k_pages.shape)}, "
+            f"{tuple(v_pages.shape)}"
+        )
+    num_pages, page_size, d_kv = k_pages.shape
+    if d_kv != d:
+        raise ValueError(f"k_pages: head_dim {d_kv} differs from q's {d}")
+    if page_size < 8 or page_size > 256 or page_size & (page_size - 1):
+        raise ValueError(f"k_pages: page_size must be a power of two in [8, 256], got {page_size}")
+    if q.stride(-1) != 1:
+        raise ValueError(f"q: the head_dim axis must have stride 1, got strides {q.stride()}")
+    if not isinstance(page_table, Tensor) or page_table.dim() != 3:
+        got = tuple(page_table.shape) if isinstance(page_table, Tensor) else type(page_table)
+        raise ValueError(f"page_table: expected 3 dims (batch, kv_heads, max_pages), got {got}")
+    h_kv = page_table.shape[1]
+    _check_index("page_table", page_table, (b, h_kv, page_table.shape[2]), "", q.device)
+    if h_kv == 0 or h_q % h_kv:
+        raise ValueError(f"page_table: H_q={h_q} must be a multiple of its H_kv={h_kv}")
+    _check_index("lengths", lengths, (b, h_kv), "(batch, kv_heads)", q.device)
+    if (pages is None) != (page_count is None):
+        raise ValueError("pages, page_count: give both (a sparse read list) or neither")
+    if pages is not None:
+        if not isinstance(pages, Tensor) or pages.dim() != 3:
+            got = tuple(pages.shape) if isinstance(pages, Tensor) else type(pages)
+            raise ValueError(f"pages: expected 3 dims (batch, kv_heads, selected), got {got}")
+        _check_index("pages", pages, (b, h_kv, pages.shape[2]), "", q.device)
+        _check_index("page_count", page_count, (b, h_kv), "(batch, kv_heads)", q.device)
+    check_scale(scale)
+    fp8 = k_pages.dtype == FP8
+    if not fp8 and k_pages.dtype != q.dtype:
+        raise TypeError(
+            f"k_pages: expected q's dtype {q.dtype} or float8_e4m3fn, got {k_pages.dtype}"
+        )
+    for name, s in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if not fp8:
+            if s is not None:
+                raise ValueError(f"{name}: only FP8 pages take scales; expected None")
+            continue
+        if not isinstance(s, Tensor):
+            raise TypeError(f"{name}: FP8 pages need a float32 tensor of scales, got {s!r}")
+        if s.dtype != torch.float32:
+            raise TypeError(f"{name}: expected float32, got {s.dtype}")
+        if tuple(s.shape) != (num_pages, page_size) or s.device != q.device:
+            raise ValueError(
+                f"{name}: expected shape {(num_pages, page_size)} on {q.device}, got "
+                f"{tuple(s.shape)} on {s.device}"
+            )
+    if out is not None:
+        check_out(out, q)
+
+
+def _check_values(page_table, lengths, pages, page_count, num_pages, page_size) -> None:
+    """What the launcher cannot check without a host sync; invalid values would read garbage."""
+    max_pages = page_table.shape[-1]
+    if bool((lengths < 0).any()) or bool((lengths > max_pages * page_size).any()):
+        raise ValueError(f"lengths: expected values in [0, {max_pages * page_size}]")
+    n_pages = (lengths[..., None] + page_size - 1) // page_size
+    used = torch.arange(max_pages, device=lengths.device) < n_pages
+    if bool(((page_table < 0) | (page_table >= num_pages))[used].any()):
+        raise ValueError(f"page_table: used entries must be page ids in [0, {num_pages})")
+    if pages is not None:
+        if bool((page_count < 0).any()) or bool((page_count > pages.shape[-1]).any()):
+            raise ValueError(f"page_count: expected values in [0, {pages.shape[-1]}]")
+        listed = torch.arange(pages.shape[-1], device=pages.device) < page_count[..., None]
+        if bool(((pages < 0) | (pages >= max_pages))[listed].any()):
+            raise ValueError(f"pages: listed entries must be logical pages in [0, {max_pages})")
+
+
+def decode_reference(
+    q: Tensor,
+    k_pages: Tensor,
+    v_pages: Tensor,
+    page_table: Tensor,
+    lengths: Tensor,
+    *,
+    pages: Tensor | None = None,
+    page_count: Tensor | None = None,
+    scale: float | None = None,
+    k_scale: Tensor | None = None,
+    v_scale: Tensor | None = None,
+    out: Tensor | None = None,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Float32 twin of :func:`attnsieve.kernels.decode.decode_attention` (same arguments, same
+    results up to rounding); it also checks the values the launcher trusts."""
+    check_decode_inputs(
+        q, k_pages, v_pages, page_table, lengths, pages, page_count, scale, k_scale, v_scale, out
+    )
+    b, h_q, d = q.shape
+    h_kv, page_size = page_table.shape[1], k_pages.shape[1]
+    g = h_q // h_kv
+    _check_values(page_table, lengths, pages, page_count, k_pages.shape[0], page_size)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    res = torch.zeros(b, h_q, d, dtype=torch.float32, device=q.device)
+    lse = torch.full((b, h_q), -math.inf, dtype=torch.float32, device=q.device)
+    slots = torch.arange(page_size, device=q.device)
+    for i_b in range(b):
+        for i_h in range(h_kv):
+            n = int(lengths[i_b, i_h])
+            if pages is None:
+                logical = torch.arange(-(-n // page_size), device=q.device)
+            else:
+                logical = pages[i_b, i_h, : int(page_count[i_b, i_h])].long()
+            tok = (logical[:, None] * page_size + slots).flatten()
+            keep = tok < n  # a listed page's slots past the length are masked
+            phys = page_table[i_b, i_h].long()[logical][:, None].expand(-1, page_size).flatten()
+            phys, slot = phys[keep], (tok % page_size)[keep]
+            k = k_pages[phys, slot].float()  # [T, D]
+            v = v_pages[phys, slot].float()
+            if k_scale is not None:
+                k = k * k_scale[phys, slot][:, None]
+                v = v * v_scale[phys, slot][:, None]
+            if k.shape[0] == 0:
+                continue  # empty head (or empty selection): out 0, lse -inf
+            rows = slice(i_h * g, (i_h + 1) * g)
+            s = q[i_b, rows].float() @ k.T * scale  # [g, T]
+            lse[i_b, rows] = torch.logsumexp(s, -1)
+            res[i_b, rows] = torch.softmax(s, -1) @ v
+    if out is None:
+        out = res.to(q.dtype)
+    else:
+        out.copy_(res)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,187 @@
+"""The decode-selector interface: a method decides which cached pages a decode step reads.
+
+Also what selectors share: the token budget (``budget_tokens`` or ``ratio``, exactly one set) and
+the ragged top-k of pages that always includes each head's last (current) page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from attnsieve.checks import check_float, check_int, check_scale, check_tensor
+from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
+
+
+@dataclass(frozen=True)
+class PageView:
+    """What a selector sees of one layer's paged cache at a decode step.
+
+    Fields:
+        key_min, key_max: (B, H_kv, P, D) per-page channel-wise min / max of the keys (Quest's
+            summaries), float32; pages past a head's page count hold +inf / -inf.
+        page_count: int32 (B, H_kv) valid pages per head; page_size: tokens per page.
+        lengths: int32 (B, H_kv) valid tokens per head (the current token included).
+        labels: (B, H_kv, P, page_size, R) the calibrated label channels of every cached key
+            (Double Sparsity), or None when the layer has none.
+        layer, num_layers: which layer, of how many.
+        label_channels: int64 (H_kv, R) the key channels ``labels`` holds, by which a selector
+            picks the same channels of the query; None when ``labels`` is None.
+        keys: called with no argument, returns the (B, H_kv, P, page_size, D) keys of the logical
+            pages, slots past a head's length any value; None when the cache does not offer it.
+            Only selectors that need exact scores call it (TidalDecode's selection layers).
+        scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
+    """
+
+    key_min: Tensor
+    key_max: Tensor
+    page_count: Tensor
+    page_size: int
+    lengths: Tensor
+    labels: Tensor | None
+    layer: int
+    num_layers: int
+    label_channels: Tensor | None = None
+    keys: Callable[[], Tensor] | None = None
+    scale: float | None = None
+
+    def __post_init__(self) -> None:  # shapes only: no host synchronisation
+        check_tensor("key_min", self.key_min, 4, "(batch, kv_heads, pages, head_dim)")
+        b, h, p, _ = self.key_min.shape
+        if self.key_max.shape != self.key_min.shape:
+            raise ValueError(
+                f"key_max: expected shape {tuple(self.key_min.shape)}, "
+                f"got {tuple(self.key_max.shape)}"
+            )
+        if self.page_count.shape != (b, h) or self.lengths.shape != (b, h):
+            raise ValueError(
+                f"page_count, lengths: expected shape {(b, h)}, got "
+                f"{tuple(self.page_count.shape)} and {tuple(self.lengths.shape)}"
+            )
+        check_int("page_size", self.page_size, 1)
+        if (self.labels is None) != (self.label_channels is None):
+            raise ValueError("labels, label_channels: expected both or neither")
+        if self.labels is not None:
+            r = self.labels.shape[-1]
+            if self.labels.shape != (b, h, p, self.page_size, r):
+                raise ValueError(
+                    f"labels: expected shape {(b, h, p, self.page_size, 'R')}, "
+                    f"got {tuple(self.labels.shape)}"
+                )
+            if self.label_channels.shape != (h, r):
+                raise ValueError(
+                    f"label_channels: expected shape {(h, r)}, "
+                    f"got {tuple(self.label_channels.shape)}"
+                )
+        check_int("num_layers", self.num_layers, 1)
+        check_int("layer", self.layer, 0)
+        if self.layer >= self.num_layers:
+            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
+        check_scale(self.scale)
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Logical pages a step reads per KV head: ``idx`` int32 (B, H_kv, S) ascending, padded with
+    -1 past ``count`` int32 (B, H_kv). ``None`` from a selector means all pages (dense)."""
+
+    idx: Tensor
+    count: Tensor
+
+
+@dataclass
+class StepState:
+    """Scratch shared by the layers of one decode step (TidalDecode passes selections down)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DecodeSelector:
+    """Base of every sparse-decode method: ``select(q, view, step)`` picks the pages a decode step
+    reads for query ``q`` (B, H_q, D), or returns None to read them all.
+
+    ``budget_tokens`` is the number of tokens a KV head reads; ``ratio`` that number as a fraction
+    of the head's length. Exactly one is set; when neither is, the class's paper default applies.
+    """
+
+    budget_tokens: int | None = None
+    ratio: float | None = None
+
+    name: ClassVar[str] = ""
+    default_budget_tokens: ClassVar[int | None] = 4096
+    default_ratio: ClassVar[float | None] = None
+
+    def __post_init__(self) -> None:
+        if self.budget_tokens is not None and self.ratio is not None:
+            raise ValueError(
+                f"budget_tokens, ratio: set exactly one, got budget_tokens="
+                f"{self.budget_tokens!r} and ratio={self.ratio!r}"
+            )
+        if self.budget_tokens is None and self.ratio is None:
+            self.budget_tokens, self.ratio = self.default_budget_tokens, self.default_ratio
+        if self.budget_tokens is not None:
+            check_int("budget_tokens", self.budget_tokens, 1)
+        else:
+            check_float("ratio", self.ratio, 0.0, 1.0)
+
+    def token_targets(self, view: PageView) -> Tensor:
+        """int64 (B, H_kv): tokens each head reads, at most its length."""
+        lengths = view.lengths.long()
+        if self.budget_tokens is not None:
+            return lengths.clamp(max=self.budget_tokens)
+        return torch.ceil(self.ratio * lengths).long().clamp(max=lengths)
+
+    def max_tokens(self, max_len: int) -> int:
+        """A host-side bound on any head's token target."""
+        if self.budget_tokens is not None:
+            return min(max_len, self.budget_tokens)
+        return min(max_len, math.ceil(self.ratio * max_len))
+
+    def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
+        raise NotImplementedError
+
+
+def check_query(q: Tensor, view: PageView) -> None:
+    """``q`` is a (B, H_q, D) float tensor matching the view (H_q a multiple of H_kv)."""
+    check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    b, h, _, d = view.key_min.shape
+    if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h:
+        raise ValueError(
+            f"q: expected (B={b}, a multiple of H_kv={h}, D={d}), got {tuple(q.shape)}"
+        )
+
+
+def last_page(view: PageView) -> Tensor:
+    """bool (B, H_kv, P): each head's last valid page (it holds the current token)."""
+    pages = torch.arange(view.key_min.shape[2], device=view.key_min.device)
+    return pages == view.page_count[..., None] - 1
+
+
+def valid_tokens(view: PageView) -> Tensor:
+    """bool (B, H_kv, P * page_size): the token slots before each head's length."""
+    n = view.key_min.shape[2] * view.page_size
+    return torch.arange(n, device=view.key_min.device) < view.lengths[..., None]
+
+
+def top_pages(score: Tensor, count: Tensor, width: int, view: PageView) -> Pages:
+    """The ``count`` (per head, at most ``width``) best pages by ``score`` (B, H_kv, P), the last
+    page always among them, invalid pages never."""
+    p = score.shape[-1]
+    valid = torch.arange(p, device=score.device) < view.page_count[..., None]
+    key = rank_key(score, last_page(view), valid)
+    count = torch.minimum(count.clamp(min=1), view.page_count.long())
+    return Pages(*pack_indices(top_mask(key, count, width), width))
+
+
+def pages_of(tokens: Tensor, view: PageView, width: int) -> Pages:
+    """The pages holding the set token slots of ``tokens`` bool (B, H_kv, P * page_size), plus
+    each head's last page, as at most ``width`` pages."""
+    b, h, p = view.key_min.shape[:3]
+    chosen = tokens.view(b, h, p, view.page_size).any(-1) | last_page(view)
+    return Pages(*pack_indices(chosen, min(p, width)))

@@ -1,0 +1,89 @@
+"""Double Sparsity: top-k tokens from a few calibrated label channels (arXiv 2408.07092)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from attnsieve.checks import check_int, check_qk
+from attnsieve.methods.decode.base import (
+    DecodeSelector,
+    Pages,
+    PageView,
+    StepState,
+    check_query,
+    pages_of,
+    valid_tokens,
+)
+from attnsieve.methods.kv.base import rank_key, top_mask
+
+
+@dataclass
+class DoubleSparsity(DecodeSelector):
+    """Double Sparsity (Yang et al., arXiv 2408.07092).
+
+    Token sparsity from channel sparsity: ``q . k`` is approximated on R label channels (D/8, i.e.
+    16 of 128, in the paper), chosen offline per head as the channels whose ``|q_d k_d|`` is
+    largest (`calibrate_label_channels`); the cache keeps those channels of every key (the label
+    cache, `PageView.labels`). The approximate scores pick each KV head's top ``budget_tokens``
+    tokens. The default ``ratio`` 1/16 is the paper's headline token sparsity.
+
+    Differences from the paper: the cache is paged, so the step reads the pages holding the chosen
+    tokens (and the current page): more tokens than the budget, at most ``page_size`` times more.
+    GQA: the g query heads' label channels are summed before the product (the scores summed over
+    the group, as in the authors' GQA code). Labels are stored at the cache's precision (the paper
+    quantises them to 4 bits). The first ``dense_layers`` (2) layers read every page: our choice,
+    following Quest; we have not verified the paper's setting.
+    """
+
+    dense_layers: int = 2
+
+    name: ClassVar[str] = "double_sparsity"
+    default_budget_tokens: ClassVar[int | None] = None
+    default_ratio: ClassVar[float | None] = 1 / 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("dense_layers", self.dense_layers, 0)
+
+    def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
+        check_query(q, view)
+        b, h, p, d = view.key_min.shape
+        width = self.max_tokens(p * view.page_size)
+        if view.layer < self.dense_layers or width >= p * view.page_size:
+            return None
+        if view.labels is None or view.label_channels is None:
+            raise ValueError(
+                f"view.labels: Double Sparsity needs the label cache of layer {view.layer} "
+                "(calibrated label channels; see calibrate_label_channels)"
+            )
+        r = view.label_channels.shape[1]
+        channels = view.label_channels[None, :, None, :].expand(b, h, q.shape[1] // h, r)
+        q_label = q.float().view(b, h, -1, d).gather(-1, channels).sum(2)  # (B, H, R)
+        labels = view.labels.float().reshape(b, h, p * view.page_size, r)
+        score = (labels @ q_label[..., None])[..., 0]  # (B, H, P * page_size)
+        key = rank_key(score, torch.zeros_like(score, dtype=torch.bool), valid_tokens(view))
+        tokens = top_mask(key, self.token_targets(view), width)
+        return pages_of(tokens, view, width + 1)
+
+
+def calibrate_label_channels(q_samples: Tensor, k_samples: Tensor, r: int) -> Tensor:
+    """Offline calibration of the label channels: int64 (H_kv, r), ascending, from sample queries
+    (B, H_q, N, D) and keys (B, H_kv, M, D) of one layer (after RoPE).
+
+    A channel's importance is its mean contribution ``|q_d k_d|`` over all (query, key) pairs,
+    mean|q_d| x mean|k_d| exactly, summed over the g query heads of a KV head (the paper's
+    "qk-outlier" channels); each KV head keeps its r most important channels."""
+    check_qk(q_samples, k_samples)
+    d = q_samples.shape[-1]
+    check_int("r", r, 1)
+    if r > d:
+        raise ValueError(f"r: expected at most head_dim={d}, got {r}")
+    h = k_samples.shape[1]
+    q_mag = q_samples.float().abs().mean((0, 2)).view(h, -1, d)  # (H_kv, g, D)
+    k_mag = k_samples.float().abs().mean((0, 2))  # (H_kv, D)
+    importance = (q_mag * k_mag[:, None]).sum(1)
+    return importance.topk(r, dim=-1).indices.sort(-1).values

@@ -1,0 +1,100 @@
+"""TidalDecode: a few token-selection layers choose the tokens all other layers read
+(arXiv 2410.05076)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from attnsieve.checks import check_int
+from attnsieve.methods.decode.base import (
+    DecodeSelector,
+    Pages,
+    PageView,
+    StepState,
+    check_query,
+    pages_of,
+    valid_tokens,
+)
+from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
+
+STATE_KEY = "tidaldecode.tokens"
+
+
+@dataclass
+class TidalDecode(DecodeSelector):
+    """TidalDecode, position persistent sparse attention (Yang et al., ICLR 2025, arXiv
+    2410.05076).
+
+    Layers before ``select_layer`` (2: the first two layers) attend densely. The token-selection
+    layers, ``select_layer`` and ``reselect_layer`` (13, the paper's choice for Llama-3-8B's 32
+    layers; None: no re-selection), also attend densely, and pick the ``budget_tokens`` tokens of
+    highest exact attention score for the current query; every other layer reads the tokens the
+    last selection layer picked. The selection travels down the layers of one step in
+    ``StepState.values``.
+
+    Differences from the paper: the cache is paged, so a layer reads the pages holding the chosen
+    tokens (and its current page): more tokens than the budget. GQA: a KV head keeps the tokens of
+    highest attention summed over its g query heads (softmax probabilities, so each head weighs
+    equally). Token indices are reused across layers as logical cache indices: correct for an
+    uncompressed cache, where index = position in every layer; after a KV policy has evicted
+    tokens differently per layer the reused indices no longer name the same tokens. The default
+    budget 4096 is the largest the paper evaluates, not a single documented default. The paper's
+    KV-cache correction (re-filling tokens decoded sparsely) is not done.
+    """
+
+    select_layer: int = 2
+    reselect_layer: int | None = 13
+
+    name: ClassVar[str] = "tidaldecode"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("select_layer", self.select_layer, 0)
+        if self.reselect_layer is not None:
+            check_int("reselect_layer", self.reselect_layer, self.select_layer + 1)
+
+    def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
+        check_query(q, view)
+        if view.layer < self.select_layer:
+            return None
+        if view.layer in (self.select_layer, self.reselect_layer):
+            step.values[STATE_KEY] = self._choose(q, view)
+            return None  # a selection layer attends to everything
+        if STATE_KEY not in step.values:
+            raise ValueError(
+                f"step: no TidalDecode selection for layer {view.layer}; the integration must pass "
+                f"one StepState through the layers of a step in order (from {self.select_layer})"
+            )
+        chosen = step.values[STATE_KEY]  # int32 (B, H_kv, K) token indices, -1 padded
+        b, h, p = view.key_min.shape[:3]
+        n = p * view.page_size
+        if chosen.shape[-1] >= n:
+            return None
+        ok = (chosen >= 0) & (chosen < view.lengths[..., None])
+        slot = torch.where(ok, chosen.long(), n)
+        tokens = torch.zeros(b, h, n + 1, dtype=torch.bool, device=chosen.device)
+        tokens.scatter_(-1, slot, True)
+        return pages_of(tokens[..., :n], view, chosen.shape[-1] + 1)
+
+    def _choose(self, q: Tensor, view: PageView) -> Tensor:
+        """int32 (B, H_kv, K): the top tokens of each head by exact attention, -1 padded."""
+        if view.keys is None:
+            raise ValueError(
+                "view.keys: TidalDecode's token-selection layers need the cache's keys "
+                "(PageView.keys)"
+            )
+        b, h, p, d = view.key_min.shape
+        n = p * view.page_size
+        keys = view.keys().reshape(b, h, n, d).float()
+        scale = view.scale if view.scale is not None else d**-0.5
+        logits = (q.float().view(b, h, -1, d) @ keys.transpose(-1, -2)) * scale  # (B, H, g, N)
+        valid = valid_tokens(view)
+        probs = logits.masked_fill(~valid[:, :, None], float("-inf")).softmax(-1)
+        score = probs.nan_to_num(0.0).sum(2)
+        width = self.max_tokens(n)
+        key = rank_key(score, torch.zeros_like(valid), valid)
+        return pack_indices(top_mask(key, self.token_targets(view), width), width)[0]

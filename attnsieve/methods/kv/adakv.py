@@ -1,0 +1,70 @@
+"""Ada-KV: one top-k over all heads of a layer, so heads keep ragged counts (arXiv 2407.11550)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import torch
+
+from attnsieve.checks import check_float
+from attnsieve.methods.kv.base import (
+    FORCED,
+    Kept,
+    KVPolicy,
+    KVView,
+    ScoredPolicy,
+    pack,
+    rank_key,
+    top_mask,
+    valid_entries,
+)
+from attnsieve.methods.kv.snapkv import SnapKV
+
+
+@dataclass
+class AdaKV(KVPolicy):
+    """Ada-KV (Feng et al., arXiv 2407.11550): head-wise adaptive budgets around a scoring policy.
+
+    The ``inner`` policy (SnapKV by default: Ada-SnapKV) scores every entry of every head. Each
+    head first keeps its always-kept entries and its ``alpha_safeguard`` (0.2, the paper's)
+    fraction of the per-head target, the highest-scoring; then the layer's remaining budget (the
+    sum of the heads' targets, e.g. budget x H_kv) goes to the highest scores of the whole layer,
+    whatever their head. Heads with concentrated attention keep few tokens, heads with diffuse
+    attention many: the counts are ragged and the cache frees the difference.
+
+    ``budget`` / ``ratio`` set here are passed to ``inner``, whose per-head targets (per layer,
+    for PyramidKV: Ada-Pyramid) are pooled; left unset, the inner policy's own apply.
+
+    Differences from the paper: the safeguard floor is counted per head from its target, as in
+    kvpress, and the scores of different heads are compared as the inner policy gives them
+    (SnapKV's are attention masses, comparable across heads).
+    """
+
+    inner: ScoredPolicy = field(default_factory=SnapKV)
+    alpha_safeguard: float = 0.2
+
+    name: ClassVar[str] = "adakv"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.inner, ScoredPolicy) or isinstance(self.inner, AdaKV):
+            raise TypeError(
+                f"inner: expected a scoring policy (a ScoredPolicy, e.g. SnapKV()), "
+                f"got {type(self.inner).__name__}"
+            )
+        if self.budget is not None or self.ratio is not None:
+            super().__post_init__()  # checks the pair before handing it to the inner policy
+            self.inner = replace(self.inner, budget=self.budget, ratio=self.ratio)
+        self.budget, self.ratio = self.inner.budget, self.inner.ratio
+        check_float("alpha_safeguard", self.alpha_safeguard, 0.0, 1.0)
+
+    def compress(self, view: KVView) -> Kept:
+        target = self.inner.targets(view)  # (B, H)
+        valid = valid_entries(view)
+        key = rank_key(self.inner.score(view), self.inner.always_kept(view, target), valid)
+        b, h, n = key.shape
+        floor = torch.floor(self.alpha_safeguard * target).long()
+        safe = top_mask(key, floor, n)  # the floor: each head's best (always-kept first)
+        key = torch.where(safe, key + 2 * FORCED, key)  # ranked above every other entry
+        layer = top_mask(key.view(b, h * n), target.sum(-1), h * n).view(b, h, n)
+        return pack(layer & valid, n)

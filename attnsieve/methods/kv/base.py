@@ -1,0 +1,240 @@
+"""The KV-policy interface: a method decides which cached tokens each KV head keeps.
+
+Also the pieces every policy shares: the budget (``budget`` tokens or ``ratio`` of the length,
+exactly one set), the attention of the observation window, and the ragged top-k that turns
+per-token scores into a `Kept` without a host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from attnsieve.checks import check_float, check_int, check_scale, check_tensor
+
+FORCED = 1e12  # ranking key of always-kept entries (+ index: the later first); exact in float64
+
+
+@dataclass(frozen=True)
+class KVView:
+    """What a policy sees of one layer's cache, padded to the longest head.
+
+    Fields:
+        keys, values: (B, H_kv, L, D) cached keys (after RoPE) and values; entries past a head's
+            length are padding (any values) and are never kept.
+        positions: int64 (B, H_kv, L) absolute token positions of the entries (non-decreasing per
+            head; after eviction they have gaps; a synthetic compensation token sits at -1).
+        lengths: int32 (B, H_kv) valid entries per head.
+        queries: (B, H_q, W, D) the most recent queries of this layer (the observation window:
+            the prompt's last W at prefill, the last W decode steps later), oldest first.
+        query_positions: int64 (B, W) their absolute positions; -1 marks an absent query (a
+            sequence shorter than W), which scores nothing.
+        layer: index of the layer; num_layers: how many the model has (for per-layer budgets).
+        scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
+    """
+
+    keys: Tensor
+    values: Tensor
+    positions: Tensor
+    lengths: Tensor
+    queries: Tensor
+    query_positions: Tensor
+    layer: int
+    num_layers: int
+    scale: float | None = None
+
+    def __post_init__(self) -> None:  # shapes only: no host synchronisation
+        check_tensor("keys", self.keys, 4, "(batch, kv_heads, len, head_dim)")
+        check_tensor("queries", self.queries, 4, "(batch, heads, window, head_dim)")
+        b, h, n, _ = self.keys.shape
+        if self.values.shape != self.keys.shape:
+            raise ValueError(
+                f"values: expected shape {tuple(self.keys.shape)}, got {tuple(self.values.shape)}"
+            )
+        if self.positions.shape != (b, h, n) or self.lengths.shape != (b, h):
+            raise ValueError(
+                f"positions, lengths: expected shapes {(b, h, n)} and {(b, h)}, got "
+                f"{tuple(self.positions.shape)} and {tuple(self.lengths.shape)}"
+            )
+        q = self.queries.shape
+        if q[0] != b or q[3] != self.keys.shape[3] or q[1] % h:
+            raise ValueError(
+                f"queries: expected (B={b}, a multiple of H_kv={h}, W, D="
+                f"{self.keys.shape[3]}), got {tuple(q)}"
+            )
+        if self.query_positions.shape != (b, q[2]):
+            raise ValueError(
+                f"query_positions: expected shape {(b, q[2])}, "
+                f"got {tuple(self.query_positions.shape)}"
+            )
+        check_int("num_layers", self.num_layers, 1)
+        check_int("layer", self.layer, 0)
+        if self.layer >= self.num_layers:
+            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
+        check_scale(self.scale)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Indices into a `KVView`'s L axis that each head keeps: ``idx`` int32 (B, H_kv, K) ascending,
+    padded with -1 past ``count`` int32 (B, H_kv). Counts may differ per head (ragged).
+
+    Optional synthetic tokens (RazorAttention's compensation token), appended by the cache after
+    compaction: ``extra_keys``/``extra_values`` (B, H_kv, E, D) and ``extra_weight`` float32
+    (B, H_kv, E), the number of evicted tokens each one stands for. A token of weight 0 is not
+    stored; the others sit at position -1 and attention adds log(weight) to their logits.
+    """
+
+    idx: Tensor
+    count: Tensor
+    extra_keys: Tensor | None = None
+    extra_values: Tensor | None = None
+    extra_weight: Tensor | None = None
+
+
+@dataclass
+class KVPolicy:
+    """Base of every KV-cache compression method: ``compress(view)`` returns the tokens each KV
+    head keeps.
+
+    ``budget`` is the mean number of tokens a head keeps in a layer (per-layer and per-head
+    methods redistribute it); ``ratio`` is that number as a fraction of the head's current length.
+    Exactly one is set; when neither is, the class's paper default (``default_budget`` or
+    ``default_ratio``) applies. Subclasses are dataclasses whose fields are the paper's
+    hyper-parameters.
+    """
+
+    budget: int | None = None
+    ratio: float | None = None
+
+    name: ClassVar[str] = ""
+    default_budget: ClassVar[int | None] = 2048
+    default_ratio: ClassVar[float | None] = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and self.ratio is not None:
+            raise ValueError(
+                f"budget, ratio: set exactly one, got budget={self.budget!r} and "
+                f"ratio={self.ratio!r}"
+            )
+        if self.budget is None and self.ratio is None:
+            self.budget, self.ratio = self.default_budget, self.default_ratio
+        if self.budget is not None:
+            check_int("budget", self.budget, 0)
+        else:
+            check_float("ratio", self.ratio, 0.0, 1.0)
+
+    def targets(self, view: KVView) -> Tensor:
+        """int64 (B, H_kv): tokens each head keeps, at most its length."""
+        lengths = view.lengths.long()
+        if self.budget is not None:
+            return lengths.clamp(max=self.budget)
+        return torch.floor(self.ratio * lengths + 0.5).long().clamp(max=lengths)
+
+    def max_keep(self, max_len: int) -> int:
+        """A host-side bound on any head's kept count, the width of `Kept.idx`."""
+        if self.budget is not None:
+            return min(max_len, self.budget)
+        return min(max_len, math.floor(self.ratio * max_len + 0.5))
+
+    def compress(self, view: KVView) -> Kept:
+        raise NotImplementedError
+
+
+@dataclass
+class ScoredPolicy(KVPolicy):
+    """A policy that is a per-token score plus always-kept tokens: each head keeps its always-kept
+    entries, then its highest-scoring ones up to its target. Wrappers (Ada-KV) reuse ``score``."""
+
+    def score(self, view: KVView) -> Tensor:
+        """float (B, H_kv, L): importance of each entry (padding entries: anything)."""
+        raise NotImplementedError
+
+    def always_kept(self, view: KVView, target: Tensor) -> Tensor:
+        """bool (B, H_kv, L): entries kept before any scored one (e.g. the observation window)."""
+        return torch.zeros_like(view.positions, dtype=torch.bool)
+
+    def compress(self, view: KVView) -> Kept:
+        target = self.targets(view)
+        key = rank_key(self.score(view), self.always_kept(view, target), valid_entries(view))
+        width = self.max_keep(view.keys.shape[2])
+        return pack(top_mask(key, target, width), width)
+
+
+def valid_entries(view: KVView) -> Tensor:
+    """bool (B, H_kv, L): the entries before each head's length."""
+    n = view.keys.shape[2]
+    return torch.arange(n, device=view.keys.device) < view.lengths[..., None]
+
+
+def rank_key(score: Tensor, forced: Tensor, valid: Tensor) -> Tensor:
+    """float64 ranking key: forced entries first (the later ones first), then by score; padding
+    last. Ties between scores go either way."""
+    index = torch.arange(score.shape[-1], device=score.device, dtype=torch.float64)
+    key = torch.where(forced, FORCED + index, score.double())
+    return key.masked_fill(~valid, -math.inf)
+
+
+def top_mask(key: Tensor, count: Tensor, width: int) -> Tensor:
+    """bool like key: the ``count`` (per row, at most ``width``) largest entries of each row."""
+    width = min(width, key.shape[-1])
+    order = key.topk(width, dim=-1).indices
+    rank_ok = torch.arange(width, device=key.device) < count[..., None]
+    return torch.zeros_like(key, dtype=torch.bool).scatter_(-1, order, rank_ok)
+
+
+def pack(mask: Tensor, width: int) -> Kept:
+    """`Kept` of a bool (B, H_kv, L) mask: ascending indices, -1 past the count. An overfull row
+    (more than ``width`` entries) raises instead of being truncated."""
+    idx, count = pack_indices(mask, width)
+    return Kept(idx, count)
+
+
+def pack_indices(mask: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """int32 (..., width) ascending indices of the set entries of ``mask`` (-1 padded), and their
+    int32 (...) count, with one scatter (no host synchronisation)."""
+    count = mask.sum(-1, dtype=torch.int32)
+    slot = torch.where(mask, mask.cumsum(-1) - 1, width)  # unset entries go to a spare column
+    idx = torch.full((*mask.shape[:-1], width + 1), -1, dtype=torch.int32, device=mask.device)
+    src = torch.arange(mask.shape[-1], dtype=torch.int32, device=mask.device).expand_as(mask)
+    idx.scatter_(-1, slot, src)
+    return idx[..., :width].contiguous(), count
+
+
+def window_attention(view: KVView, window: int) -> Tensor:
+    """float32 (B, H_kv, W, L): softmax attention of the last ``window`` queries over the entries,
+    causal w.r.t. positions, padding and absent queries masked (rows of zeros), averaged over the
+    g query heads of each KV head."""
+    q, qpos = view.queries[:, :, -window:], view.query_positions[:, -window:]
+    b, h_q, w, d = q.shape
+    h = view.keys.shape[1]
+    scale = view.scale if view.scale is not None else d**-0.5
+    logits = (
+        torch.einsum("bhgwd,bhld->bhgwl", q.view(b, h, h_q // h, w, d).float(), view.keys.float())
+        * scale
+    )
+    visible = (view.positions[:, :, None, :] <= qpos[:, None, :, None]) & (qpos >= 0)[
+        :, None, :, None
+    ]
+    visible = visible & valid_entries(view)[:, :, None, :]
+    probs = logits.masked_fill(~visible[:, :, None], -math.inf).softmax(-1)
+    return probs.nan_to_num(0.0).mean(2)
+
+
+def window_tokens(view: KVView, window: int) -> Tensor:
+    """bool (B, H_kv, L): the valid entries at or after the first query of the window (the
+    window's own tokens, which SnapKV-style methods always keep)."""
+    qpos = view.query_positions[:, -window:]
+    first = torch.where(qpos >= 0, qpos, torch.iinfo(qpos.dtype).max).amin(-1)
+    return (view.positions >= first[:, None, None]) & valid_entries(view)
+
+
+def recent_tokens(view: KVView, count: Tensor) -> Tensor:
+    """bool (B, H_kv, L): the last ``count`` (per head) valid entries."""
+    index = torch.arange(view.keys.shape[2], device=view.keys.device)
+    lengths = view.lengths[..., None].long()
+    return (index >= lengths - count[..., None]) & (index < lengths)

@@ -1,0 +1,132 @@
+"""RazorAttention: full caches for retrieval heads, sink + window + one compensation token for the
+rest (arXiv 2407.15891)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from attnsieve.checks import check_float, check_int
+from attnsieve.methods.kv.base import (
+    Kept,
+    KVPolicy,
+    KVView,
+    pack,
+    top_mask,
+    valid_entries,
+    window_attention,
+)
+
+
+@dataclass
+class RazorAttention(KVPolicy):
+    """RazorAttention (Tang et al., ICLR 2025, arXiv 2407.15891).
+
+    Retrieval heads (echo and induction heads, 15 % of the heads in the paper:
+    ``retrieval_ratio``) keep their whole cache. Every other head keeps its first ``sink`` (4)
+    entries and its most recent ones up to its target, and the evicted entries are folded into
+    one compensation token, the mean of their keys and of their values, which stands for all of
+    them: attention adds log(count) to its logit (the paper's eq. 5). The budget (``budget`` or
+    ``ratio``) sets the tokens kept by each non-retrieval head, sink included; the paper's buffer
+    is max(S0, N / C): the default ``ratio`` 0.2 is our reading of C = 5, unverified, and S0 is
+    not modelled.
+
+    Retrieval heads are either given, ``retrieval_heads`` {layer: [KV head indices]} (the
+    paper's way: found offline on repeated random tokens, see `echo_induction_scores`), or
+    guessed per layer from the view: the ``retrieval_ratio`` of KV heads (rounded up) whose
+    observation-window queries (``window`` 32) put the most attention on the entries a
+    non-retrieval head would evict.
+
+    Differences from the paper: the view heuristic stands in for the offline echo/induction
+    scores when no list is given; the ratio counts KV heads per layer (GQA: a KV head is one
+    head), not query heads of the whole model. The compensation token is returned through
+    `Kept.extra_keys` / ``extra_values`` / ``extra_weight`` (weight 0: none), for the cache to
+    append; repeated compression appends one more per call.
+    """
+
+    sink: int = 4
+    retrieval_ratio: float = 0.15
+    retrieval_heads: dict[int, list[int]] | None = None
+    window: int = 32
+
+    name: ClassVar[str] = "razor"
+    default_budget: ClassVar[int | None] = None
+    default_ratio: ClassVar[float | None] = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("sink", self.sink, 0)
+        check_float("retrieval_ratio", self.retrieval_ratio, 0.0, 1.0)
+        check_int("window", self.window, 1)
+        if self.retrieval_heads is not None:
+            if not isinstance(self.retrieval_heads, dict):
+                raise TypeError(
+                    f"retrieval_heads: expected a dict {{layer: [head, ...]}} or None, "
+                    f"got {type(self.retrieval_heads).__name__}"
+                )
+            for layer, heads in self.retrieval_heads.items():
+                check_int("retrieval_heads (layer)", layer, 0)
+                for head in heads:
+                    check_int(f"retrieval_heads[{layer}]", head, 0)
+
+    def compress(self, view: KVView) -> Kept:
+        b, h, n = view.positions.shape
+        valid = valid_entries(view)
+        target = self.targets(view)[..., None]
+        sinks = target.clamp(max=self.sink)
+        index = torch.arange(n, device=view.keys.device)
+        local = (index < sinks) | (index >= view.lengths[..., None] - (target - sinks))
+        local &= valid
+        retrieval = self._retrieval(view, local)
+        keep = torch.where(retrieval[..., None], valid, local)
+        kept = pack(keep, n)
+
+        evicted = (valid & ~keep)[..., None]
+        weight = evicted.sum(2, dtype=torch.float32)  # (B, H, 1)
+
+        def mean(x: Tensor) -> Tensor:  # where, not a product: padding may hold NaN
+            total = torch.where(evicted, x.float(), 0.0).sum(2, keepdim=True)
+            return (total / weight.clamp(min=1)[..., None]).to(x.dtype)
+
+        return Kept(kept.idx, kept.count, mean(view.keys), mean(view.values), weight)
+
+    def _retrieval(self, view: KVView, local: Tensor) -> Tensor:
+        """bool (B, H_kv): the heads that keep everything."""
+        b, h, _ = local.shape
+        if self.retrieval_heads is not None:
+            heads = self.retrieval_heads.get(view.layer, [])
+            if any(head >= h for head in heads):
+                raise ValueError(
+                    f"retrieval_heads[{view.layer}]: expected KV head indices < {h}, got {heads}"
+                )
+            mask = torch.zeros(h, dtype=torch.bool, device=local.device)
+            mask[torch.tensor(heads, dtype=torch.long, device=local.device)] = True
+            return mask.expand(b, h)
+        remote = (window_attention(view, self.window) * ~local[:, :, None]).sum(-1).mean(2)
+        count = math.ceil(self.retrieval_ratio * h - 1e-9)
+        return top_mask(remote, torch.full_like(view.lengths[:, 0], count), count)
+
+
+def echo_induction_scores(probs: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Offline retrieval-head scores of RazorAttention: the attention of each head on a sequence of
+    random tokens repeated (the paper's probe), ``probs`` (B, H, N, N) (query, key), ``tokens``
+    int (B, N). Returns the (B, H) echo scores (mean attention mass a query puts on earlier
+    occurrences of its own token) and induction scores (mass on the tokens that followed them),
+    each averaged over the queries that have an earlier occurrence."""
+    n = tokens.shape[1]
+    same = tokens[:, :, None] == tokens[:, None, :]  # (B, N query, N key)
+    earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)
+    echo = same & earlier
+    induction = torch.zeros_like(echo)
+    induction[:, :, 1:] = echo[:, :, :-1]  # key j follows an earlier occurrence j - 1 < i
+
+    def mass(mask: Tensor) -> Tensor:
+        hit = mask.any(-1)  # (B, N): queries with a target
+        per_query = (probs.float() * mask[:, None]).sum(-1)
+        return (per_query * hit[:, None]).sum(-1) / hit.sum(-1).clamp(min=1)[:, None]
+
+    return mass(echo), mass(induction)

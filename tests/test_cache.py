@@ -1,0 +1,402 @@
+"""attnsieve.cache.Cache against its twin (cache_reference.ReferenceCache) and its own promises:
+real memory freed, pool growth / shrink / free-list reuse, FP8, positions, summaries, bad input."""
+
+import math
+
+import pytest
+import torch
+
+from attnsieve.cache import Cache
+from attnsieve.cache_reference import ReferenceCache
+from attnsieve.kernels.decode_reference import decode_reference
+from attnsieve.methods.kv.base import Kept
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+
+
+def pair(num_layers=2, batch=2, kv_heads=2, head_dim=16, device="cpu", **kw):
+    args = (num_layers, batch, kv_heads, head_dim)
+    kw = {"dtype": F32, "page_size": 8, "device": device, **kw}
+    return Cache(*args, **kw), ReferenceCache(*args, **kw)
+
+
+def kv(cache, t, scale=1.0, g=None):
+    shape = (cache.batch, cache.kv_heads, t, cache.head_dim)
+    make = lambda: (torch.randn(shape, generator=g) * scale).to(cache.dtype).to(cache.device)  # noqa: E731
+    return make(), make()
+
+
+def kept_from(lists, device="cpu"):
+    """Kept from nested lists [b][h] of kept indices."""
+    b, h = len(lists), len(lists[0])
+    width = max(1, max(len(x) for row in lists for x in row))
+    idx = torch.full((b, h, width), -1, dtype=torch.int32)
+    count = torch.zeros(b, h, dtype=torch.int32)
+    for i, row in enumerate(lists):
+        for j, x in enumerate(row):
+            idx[i, j, : len(x)] = torch.tensor(x, dtype=torch.int32)
+            count[i, j] = len(x)
+    return Kept(idx.to(device), count.to(device))
+
+
+def random_kept(cache, layer, g, p):
+    n = cache.head_tokens(layer)
+    lists = [
+        [torch.nonzero(torch.rand(int(m), generator=g) < p).flatten().tolist() for m in row]
+        for row in n
+    ]
+    return kept_from(lists, cache.device)
+
+
+def assert_same(cache, twin, layer, h_q):
+    cache.validate()
+    for x, y in zip(cache.gather(layer), twin.gather(layer), strict=True):
+        assert torch.equal(x, y)
+    w = 3
+    q = torch.randn(cache.batch, h_q, w, cache.head_dim).to(cache.dtype).to(cache.device)
+    qp = torch.arange(w, device=cache.device).expand(cache.batch, w).contiguous()
+    a, b = cache.kv_view(layer, q, qp), twin.kv_view(layer, q, qp)
+    for name in ("keys", "values", "positions", "lengths", "queries", "query_positions"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.layer, a.num_layers) == (b.layer, b.num_layers)
+    a, b = cache.page_view(layer), twin.page_view(layer)
+    for name in ("key_min", "key_max", "page_count", "lengths"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.labels is None) == (b.labels is None)
+    if a.labels is not None:
+        assert torch.equal(a.labels, b.labels)
+        assert torch.equal(a.label_channels, b.label_channels)
+    valid = torch.arange(a.key_min.shape[2] * cache.page_size, device=cache.device)
+    valid = (valid < a.lengths[..., None]).view(*a.key_min.shape[:3], cache.page_size)
+    assert torch.equal(a.keys()[valid], b.keys()[valid])  # slots past the length: any value
+    assert torch.equal(cache.head_tokens(layer), twin.head_tokens(layer))
+    assert cache.memory_bytes(layer) == twin.memory_bytes(layer)
+    assert cache.seq_length(layer) == twin.seq_length(layer)
+
+
+CONFIGS = {
+    "b1_h1_f32": dict(batch=1, kv_heads=1, head_dim=16, dtype=F32, page_size=8),
+    "b2_h2_bf16_fp8": dict(batch=2, kv_heads=2, head_dim=64, dtype=BF16, kv_dtype="fp8"),
+    "b3_h4_f16_ps16": dict(batch=3, kv_heads=4, head_dim=32, dtype=F16, page_size=16),
+    "b2_h3_f32_fp8": dict(batch=2, kv_heads=3, head_dim=16, dtype=F32, kv_dtype="fp8"),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_random_appends_and_compactions_match_twin(name, device):
+    cfg = CONFIGS[name]
+    cache, twin = pair(device=device, **cfg)
+    g = torch.Generator().manual_seed(len(name))
+    h_q = cfg["kv_heads"] * 4  # GQA: policies see 4 query heads per KV head
+    for step in range(24):
+        layer = step % 2
+        op = torch.rand((), generator=g).item()
+        if step == 9:  # label channels set after tokens exist: back-filled, then kept up to date
+            ch = torch.randint(0, cfg["head_dim"], (cfg["kv_heads"], 3), generator=g).to(device)
+            cache.set_label_channels(layer, ch)
+            twin.set_label_channels(layer, ch)
+        elif op < 0.55 or cache.seq_length(layer) == 0:
+            t = int(torch.randint(1, 40, (), generator=g))
+            k, v = kv(cache, t, scale=float(torch.rand((), generator=g)) * 4, g=g)
+            positions = None
+            if op < 0.1:  # explicit positions with gaps
+                start = cache.seq_length(layer) + 5
+                positions = (start + 2 * torch.arange(t)).expand(cfg["batch"], t).contiguous()
+                positions = positions.to(device)
+            cache.append(layer, k, v, positions)
+            twin.append(layer, k, v, positions)
+        else:
+            kept = random_kept(cache, layer, g, p=float(torch.rand((), generator=g)))
+            cache.compact(layer, kept)
+            twin.compact(layer, kept)
+            if op > 0.9:
+                cache.shrink()
+                twin.shrink()
+        assert_same(cache, twin, layer, h_q)
+    assert cache.memory_bytes() == twin.memory_bytes()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kv_dtype", [None, "fp8"])
+def test_kernel_args_follow_the_documented_layout(device, kv_dtype):
+    """Token t of a head is page_table[b, h, t // ps], slot t % ps: the decode kernel's reference,
+    fed the kernel args, equals attention over the twin's tokens, head by head (ragged)."""
+    cache, twin = pair(batch=2, kv_heads=2, head_dim=16, device=device, kv_dtype=kv_dtype)
+    for c in (cache, twin):
+        torch.manual_seed(1)
+        c.append(0, *kv(c, 45))
+        c.compact(0, kept_from([[[0, 3, 4, 40], list(range(2, 30))], [[], [44]]], device))
+        c.append(0, *kv(c, 3))
+    q = torch.randn(2, 4, 16, device=device)
+    a = cache.kernel_args(0)
+    assert a.page_table.dtype == a.lengths.dtype == torch.int32
+    out = decode_reference(q, a.k_pages, a.v_pages, a.page_table, a.lengths, k_scale=a.k_scale,
+                           v_scale=a.v_scale)  # fmt: skip
+    keys, values, n = twin.gather(0)
+    for b in range(2):
+        for h in range(2):
+            m = int(n[b, h])
+            s = q[b, 2 * h : 2 * h + 2] @ keys[b, h, :m].float().T / 4.0
+            ref = torch.softmax(s, -1) @ values[b, h, :m].float()
+            torch.testing.assert_close(out[b, 2 * h : 2 * h + 2], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compress_to_budget_frees_real_memory(device):
+    ps, d = 16, 64
+    cache = Cache(1, 2, 4, d, page_size=ps, dtype=F16, device=device)
+    cache.append(0, *kv(cache, 200))
+    page = 2 * ps * d * 2 + ps * 8 + 2 * d * 4  # K, V, positions, key min / max
+    assert cache.page_bytes(0) == page
+    assert cache.memory_bytes() == 2 * 4 * math.ceil(200 / ps) * page
+    budgets = [[5, 16, 17, 33], [0, 1, 64, 200]]
+    lists = [[list(range(200 - t, 200)) for t in row] for row in budgets]
+    cache.compact(0, kept_from(lists, device))
+    held = cache.head_tokens(0)
+    assert held.tolist() == budgets
+    assert cache.memory_bytes() == sum(math.ceil(t / ps) for row in budgets for t in row) * page
+    # within one page per head of the budget itself
+    assert cache.memory_bytes() <= sum(t * page / ps + page for row in budgets for t in row)
+    table = cache.kernel_args(0).page_table
+    assert ((table >= 0).sum(-1).cpu() == (held + ps - 1) // ps).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pool_grows_geometrically_reuses_free_pages_and_shrinks(device):
+    ps = 8
+    cache = Cache(1, 1, 2, 16, page_size=ps, dtype=F32, device=device)
+    sizes = []
+    for _ in range(400):  # decode-like growth: one token at a time
+        cache.append(0, *kv(cache, 1))
+        sizes.append(cache.layers[0].k_pages.shape[0])
+    assert sizes[-1] >= 2 * 400 // ps
+    assert len(set(sizes)) <= 14  # geometric growth: a handful of re-allocations, not 100
+    cache.validate()
+    before = cache.gather(0)
+    table = cache.layers[0].page_table.clone()
+    # keep the first 20 tokens of head 0 and the last 20 of head 1: 3 pages each stay
+    cache.compact(0, kept_from([[list(range(20)), list(range(380, 400))]], device))
+    reserved = cache.reserved_bytes()
+    assert reserved == sizes[-1] * cache.page_bytes(0)  # compaction frees pages, not the pool
+    assert cache.memory_bytes() == 2 * 3 * cache.page_bytes(0)
+    # in place: the retained logical pages keep their physical pages
+    assert torch.equal(cache.layers[0].page_table[..., :3], table[..., :3])
+    freed = set(table[0, 0, 3:50].tolist()) | set(table[0, 1, 3:50].tolist())
+    cache.append(0, *kv(cache, 100))  # 20 -> 120 tokens: 12 new pages per head, all free ones
+    assert cache.layers[0].k_pages.shape[0] == sizes[-1]  # no growth
+    new = cache.layers[0].page_table[..., 3:15].flatten().tolist()
+    assert set(new) <= freed
+    kept = cache.gather(0)
+    cache.shrink()
+    cache.validate()
+    assert cache.reserved_bytes() == cache.memory_bytes() == 2 * 15 * cache.page_bytes(0)
+    for x, y in zip(kept, cache.gather(0), strict=True):
+        assert torch.equal(x, y)
+    assert torch.equal(before[0][0, 0, :20], kept[0][0, 0, :20])
+
+
+def test_compact_moves_only_kept_tokens_not_in_place():
+    cache = Cache(1, 1, 1, 16, page_size=8, dtype=F32, device="cpu")
+    cache.append(0, *kv(cache, 40))
+    pages = cache.layers[0].k_pages
+    before = pages.clone()
+    cache.compact(0, kept_from([[list(range(16)) + [30, 31]]]))  # two full pages stay put
+    assert cache.layers[0].k_pages is pages  # no re-allocation
+    first = cache.layers[0].page_table[0, 0, :2].long()
+    assert torch.equal(pages[first], before[first])
+    assert cache.head_tokens(0).tolist() == [[18]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp8_round_trip_error_bound(device):
+    cache = Cache(1, 2, 2, 64, dtype=BF16, device=device, kv_dtype="fp8")
+    g = torch.Generator().manual_seed(3)
+    k = (torch.randn(2, 2, 50, 64, generator=g) * torch.logspace(-3, 3, 50)[:, None]).to(BF16)
+    v = (torch.randn(2, 2, 50, 64, generator=g) * 7).to(BF16)
+    cache.append(0, k.to(device), v.to(device))
+    a = cache.kernel_args(0)
+    assert a.k_pages.dtype == a.v_pages.dtype == torch.float8_e4m3fn
+    assert a.k_scale.dtype == torch.float32
+    keys, values, _ = cache.gather(0)
+    for got, want in ((keys, k), (values, v)):
+        got, want = got.float().cpu(), want.float()
+        amax = want.abs().amax(-1, keepdim=True)
+        # e4m3: 3 mantissa bits (relative 2^-4), subnormals below 2^-6 * scale (step 2^-9 * scale)
+        bound = want.abs() * 2**-4 + amax / 448 * 2**-9 + want.abs() * 2**-8  # + bf16 output
+        assert ((got - want).abs() <= bound).all()
+        assert (got - want).abs().max() > 0  # it really is quantised
+    bf16 = Cache(1, 2, 2, 64, dtype=BF16, device=device)
+    bf16.append(0, k.to(device), v.to(device))
+    assert cache.memory_bytes() < 0.6 * bf16.memory_bytes()
+
+
+def test_positions_survive_eviction():
+    cache = Cache(1, 2, 2, 16, dtype=F32, device="cpu")
+    cache.append(0, *kv(cache, 20))
+    keep = [0, 1, *range(15, 20)]
+    cache.compact(0, kept_from([[keep, keep[2:]], [keep[:2], []]]))
+    cache.append(0, *kv(cache, 3))  # continues at 20, not at the compressed length
+    assert cache.seq_length(0) == cache.seq_length() == 23
+    q, qp = torch.randn(2, 2, 1, 16), torch.zeros(2, 1, dtype=torch.int64)
+    view = cache.kv_view(0, q, qp)
+    got = [
+        [view.positions[b, h, : view.lengths[b, h]].tolist() for h in range(2)] for b in range(2)
+    ]
+    tail = [20, 21, 22]
+    assert got == [[keep + tail, keep[2:] + tail], [keep[:2] + tail, tail]]
+    assert (view.positions[1, 1, 3:] == -1).all()
+    cache.append(0, *kv(cache, 2), positions=torch.tensor([[100, 105], [30, 31]]))
+    cache.append(0, *kv(cache, 1))
+    view = cache.kv_view(0, q, qp)
+    last = [
+        view.positions[b, 0, int(view.lengths[b, 0]) - 3 : int(view.lengths[b, 0])] for b in (0, 1)
+    ]
+    assert [x.tolist() for x in last] == [[100, 105, 106], [30, 31, 32]]
+
+
+def test_summaries_forget_evicted_keys():
+    cache = Cache(1, 1, 2, 16, page_size=8, dtype=F32, device="cpu")
+    k, v = kv(cache, 12)
+    k[0, :, 3] = 100.0  # an outlier in page 0 of both heads
+    cache.append(0, k, v)
+    assert (cache.page_view(0).key_max[0, :, 0] == 100).all()
+    cache.compact(0, kept_from([[[0, 1, 2, 4, 5, 6, 7, 8, 9], [3]]]))
+    view = cache.page_view(0)
+    want = k[0, 0, [0, 1, 2, 4, 5, 6, 7, 8]]
+    assert torch.equal(view.key_max[0, 0, 0], want.amax(0))
+    assert torch.equal(view.key_min[0, 0, 1], k[0, 0, 9])  # page 1 holds one token
+    assert torch.equal(view.key_max[0, 1, 0], k[0, 0, 3].new_full((16,), 100.0))
+    assert view.page_count.tolist() == [[2, 1]]
+    assert torch.isinf(view.key_min[0, 1, 1]).all() and (view.key_min[0, 1, 1] > 0).all()
+
+
+def test_reset_releases_everything_but_label_channels():
+    cache = Cache(2, 1, 2, 16, dtype=F32, device="cpu")
+    cache.set_label_channels(1, torch.tensor([[0, 1], [2, 3]]))
+    for layer in (0, 1):
+        cache.append(layer, *kv(cache, 30))
+    cache.reset()
+    assert cache.memory_bytes() == cache.reserved_bytes() == cache.seq_length() == 0
+    cache.append(1, *kv(cache, 3))
+    assert cache.page_view(1).labels.shape == (1, 2, 1, 16, 2)
+
+
+# ---- malformed input: (call, exception, text the message names) -------------------------------
+
+C = Cache(2, 2, 2, 16, dtype=F32, device="cpu")
+C.append(0, torch.randn(2, 2, 10, 16), torch.randn(2, 2, 10, 16))
+K4 = torch.randn(2, 2, 3, 16)
+Q, QP = torch.randn(2, 4, 1, 16), torch.zeros(2, 1, dtype=torch.int64)
+I32 = torch.int32
+
+
+def _kept(idx, count):
+    return Kept(torch.tensor(idx, dtype=I32), torch.tensor(count, dtype=I32))
+
+
+GOOD_IDX = [[[0, 1], [0, -1]], [[2, 3], [4, 5]]]
+BAD = {
+    "num_layers": (lambda: Cache(0, 1, 1, 16, dtype=F32, device="cpu"), ValueError, "num_layers"),
+    "batch": (lambda: Cache(1, 1.0, 1, 16, dtype=F32, device="cpu"), ValueError, "batch"),
+    "page_size": (
+        lambda: Cache(1, 1, 1, 16, page_size=12, dtype=F32, device="cpu"),
+        ValueError,
+        "page_size",
+    ),  # fmt: skip
+    "dtype": (lambda: Cache(1, 1, 1, 16, dtype=torch.int8, device="cpu"), TypeError, "dtype"),
+    "kv_dtype": (
+        lambda: Cache(1, 1, 1, 16, dtype=F32, device="cpu", kv_dtype="int4"),
+        ValueError,
+        "kv_dtype",
+    ),  # fmt: skip
+    "layer_range": (lambda: C.append(2, K4, K4), ValueError, "layer"),
+    "layer_type": (lambda: C.gather(True), ValueError, "layer"),
+    "k_type": (lambda: C.append(0, K4.numpy(), K4), TypeError, "k:"),
+    "k_dims": (lambda: C.append(0, K4[0], K4), ValueError, "k:"),
+    "k_dtype": (lambda: C.append(0, K4.half(), K4), TypeError, "k:"),
+    "v_heads": (lambda: C.append(0, K4, K4[:, :1]), ValueError, "v:"),
+    "k_head_dim": (lambda: C.append(0, K4[..., :8], K4[..., :8]), ValueError, "k:"),
+    "k_empty": (lambda: C.append(0, K4[:, :, :0], K4[:, :, :0]), ValueError, "k:"),
+    "kv_shapes": (lambda: C.append(0, K4, K4[:, :, :2]), ValueError, "k, v"),
+    "positions_dtype": (
+        lambda: C.append(0, K4, K4, torch.zeros(2, 3, dtype=I32)),
+        TypeError,
+        "positions",
+    ),  # fmt: skip
+    "positions_shape": (lambda: C.append(0, K4, K4, torch.arange(3)), ValueError, "positions"),
+    "positions_past": (
+        lambda: C.append(0, K4, K4, torch.arange(3).expand(2, 3)),
+        ValueError,
+        "positions",
+    ),  # fmt: skip
+    "positions_order": (
+        lambda: C.append(0, K4, K4, torch.tensor([[12, 11, 13]] * 2)),
+        ValueError,
+        "positions",
+    ),  # fmt: skip
+    "kept_type": (lambda: C.compact(0, (torch.zeros(2, 2, 1), None)), TypeError, "kept"),
+    "kept_idx_dtype": (
+        lambda: C.compact(
+            0, Kept(torch.zeros(2, 2, 1, dtype=torch.int64), torch.zeros(2, 2, dtype=I32))
+        ),
+        TypeError,
+        "kept.idx",
+    ),  # fmt: skip
+    "kept_idx_dims": (
+        lambda: C.compact(0, Kept(torch.zeros(2, 2, dtype=I32), torch.zeros(2, 2, dtype=I32))),
+        ValueError,
+        "kept.idx",
+    ),  # fmt: skip
+    "kept_count_shape": (lambda: C.compact(0, _kept(GOOD_IDX, [2, 1])), ValueError, "kept.count"),
+    "kept_count_big": (
+        lambda: C.compact(0, _kept(GOOD_IDX, [[2, 3], [2, 2]])),
+        ValueError,
+        "kept.count",
+    ),  # fmt: skip
+    "kept_idx_range": (
+        lambda: C.compact(0, _kept([[[0, 10], [0, -1]], [[2, 3], [4, 5]]], [[2, 1], [2, 2]])),
+        ValueError,
+        "kept.idx",
+    ),  # fmt: skip
+    "kept_idx_order": (
+        lambda: C.compact(0, _kept([[[1, 0], [0, -1]], [[2, 3], [4, 5]]], [[2, 1], [2, 2]])),
+        ValueError,
+        "ascending",
+    ),  # fmt: skip
+    "kept_idx_pad": (
+        lambda: C.compact(0, _kept(GOOD_IDX, [[2, 1], [2, 1]])),
+        ValueError,
+        "kept.idx",
+    ),  # fmt: skip
+    "queries_heads": (lambda: C.kv_view(0, Q[:, :3], QP), ValueError, "queries"),
+    "queries_dim": (lambda: C.kv_view(0, Q[..., :8], QP), ValueError, "queries"),
+    "query_positions": (lambda: C.kv_view(0, Q, QP[:, :0]), ValueError, "query_positions"),
+    "channels_range": (
+        lambda: C.set_label_channels(0, torch.full((2, 1), 16)),
+        ValueError,
+        "channels",
+    ),  # fmt: skip
+    "channels_heads": (
+        lambda: C.set_label_channels(0, torch.zeros(3, 1, dtype=torch.int64)),
+        ValueError,
+        "channels",
+    ),  # fmt: skip
+    "channels_dtype": (
+        lambda: C.set_label_channels(0, torch.zeros(2, 1, dtype=I32)),
+        TypeError,
+        "channels",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_malformed_input_names_the_argument(case):
+    call, exc, text = BAD[case]
+    before = C.gather(0)
+    with pytest.raises(exc, match=text):
+        call()
+    C.validate()  # a rejected call leaves the cache as it was
+    for x, y in zip(before, C.gather(0), strict=True):
+        assert torch.equal(x, y)

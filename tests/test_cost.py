@@ -1,0 +1,70 @@
+"""The cost model: when sparse prefill is predicted to pay for itself, and its use in the patch."""
+
+import pytest
+import torch
+
+from attnsieve.integrations.cost import CostModel
+from attnsieve.layout import causal_pairs
+
+SMOLLM2 = {"batch": 1, "heads": 9, "head_dim": 64}  # SmolLM2-135M: 9 query heads of 64
+
+
+def shape(n: int) -> tuple[int, int, int, int, int]:
+    return (SMOLLM2["batch"], SMOLLM2["heads"], n, n, SMOLLM2["head_dim"])
+
+
+def test_dense_time_is_flops_over_rate():
+    model = CostModel(dense_tflops=500.0)
+    flops = 4 * 9 * 64 * causal_pairs(32768, 32768)
+    assert model.dense_ms(*shape(32768)) == pytest.approx(flops / 500e9)
+
+
+def test_short_prompts_stay_dense_long_sparse_ones_plan():
+    model = CostModel()
+    # 8K on SmolLM2: a whole layer of dense attention costs less than planning
+    assert model.dense_ms(*shape(8192)) < model.planning_ms("flexprefill", 8192)
+    assert not model.plan_pays("flexprefill", 0.1, *shape(8192))
+    assert model.plan_pays("flexprefill", 0.1, *shape(131072))
+    # a denser plan needs a longer prompt to pay
+    assert not model.plan_pays("flexprefill", 0.95, *shape(131072))
+
+
+def test_planning_time_is_read_at_the_nearest_measured_length():
+    model = CostModel(plan_ms={"a": (1.0, 2.0, 3.0)}, plan_lengths=(10, 20, 30))
+    assert [model.planning_ms("a", n) for n in (5, 10, 11, 25, 99)] == [1, 1, 2, 3, 3]
+    assert model.planning_ms("per_head", 15) == 2.0  # unknown: the slowest planner's time
+
+
+def test_layout_pays_only_below_the_rate_ratio():
+    model = CostModel(dense_tflops=600.0, sparse_tflops=300.0, call_ms=0.0)
+    assert model.layout_pays(0.49, *shape(65536))
+    assert not model.layout_pays(0.51, *shape(65536))
+
+
+@pytest.mark.parametrize("field", ["dense_tflops", "sparse_tflops", "call_ms", "prior_density"])
+def test_bad_fields_are_named(field):
+    with pytest.raises(ValueError, match=field):
+        CostModel(**{field: -1.0})
+
+
+@torch.no_grad()
+def test_patch_records_cost_fallbacks_on_the_triton_backend():
+    transformers = pytest.importorskip("transformers")
+    from attnsieve.integrations import AttentionConfig, patch
+
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    model = model.half()
+    ids = torch.randint(0, 64, (1, 48))
+    base = model(input_ids=ids).logits
+    never = CostModel(dense_tflops=1e6)  # dense is predicted faster than any plan
+    attn = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
+    with patch(model, attn, cost=never) as stats:
+        logits = model(input_ids=ids).logits
+    assert stats.fallback_per_layer == ["cost", "cost"]
+    torch.testing.assert_close(logits, base)
+    with pytest.raises(TypeError, match="cost"):
+        patch(model, attn, cost="fast")

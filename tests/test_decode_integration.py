@@ -1,0 +1,132 @@
+"""Decode through attnsieve's paged cache: KV policies, decode selectors and FP8 KV under patch()."""
+
+import time
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from attnsieve.integrations import AttentionConfig, patch  # noqa: E402
+from tests.test_integration_transformers import ARCHS, build, prompt  # noqa: E402
+
+NEW = 8
+# budgets far above the prompt: every policy keeps every token, every selector reads every page
+FULL_KV = {"method": "snapkv", "budget": 10_000}
+FULL_DECODE = {"method": "quest", "budget_tokens": 10_000, "dense_layers": 0}
+
+
+@torch.no_grad()
+def greedy(model, ids, new=NEW):
+    out = model.generate(
+        input_ids=ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0
+    )
+    return out[:, ids.shape[1] :]
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_full_budget_policy_and_selector_match_stock_generate(arch):
+    model = build(arch)
+    ids = prompt(batch=2)
+    stock = greedy(model, ids)
+    config = AttentionConfig(prefill="dense", kv=FULL_KV, decode=FULL_DECODE)
+    with patch(model, config) as stats:
+        tokens = greedy(model, ids)
+    assert torch.equal(tokens, stock)
+    assert stats is not None
+    assert "generate" not in model.__dict__  # the generate wrapper is gone with the patch
+
+
+@torch.no_grad()
+def test_compression_frees_memory_per_head_and_generation_runs():
+    model = build("llama")
+    ids = prompt(length=96)
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 40, "window": 8})
+    handle = patch(model, config)
+    with handle:
+        tokens = greedy(model, ids, new=4)
+    paged = handle.session.paged
+    assert tokens.shape == (1, 4)
+    for layer in range(2):
+        held = paged.head_tokens(layer)
+        # 40 kept at the prompt's end, then 3 decode tokens appended (the 4th is never cached)
+        assert (held == 40 + 3).all()
+        pages = -(-held // paged.page_size)
+        assert paged.memory_bytes(layer) == int(pages.sum()) * paged.page_bytes(layer)
+
+
+@torch.no_grad()
+def test_adakv_gives_heads_different_budgets():
+    model = build("llama")
+    for p in model.model.layers.parameters():  # peakier attention: heads differ in focus
+        p.mul_(4.0)
+    ids = prompt(length=120)
+    config = AttentionConfig(prefill="dense", kv={"method": "adakv", "budget": 64})
+    handle = patch(model, config)
+    with handle:
+        greedy(model, ids, new=2)
+    held = torch.stack([handle.session.paged.head_tokens(i) for i in range(2)])
+    assert held.float().mean() == pytest.approx(64 + 1, abs=1)  # layer budget, +1 decode token
+    assert len(set(held.flatten().tolist())) > 1  # ragged: heads keep different counts
+
+
+@torch.no_grad()
+def test_explicit_compression_keeps_the_question_out_of_the_window():
+    """kvpress protocol: compress after the context, then prefill the question uncompressed."""
+    model = build("llama")
+    context, question = prompt(length=80), prompt(length=12)[:, :12]
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 24, "window": 8})
+    handle = patch(model, config)
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=context, past_key_values=cache, use_cache=True)
+        handle.compress()
+        assert (handle.session.paged.head_tokens(0) == 24).all()
+        out = model(input_ids=question, past_key_values=cache, use_cache=True)
+        assert (handle.session.paged.head_tokens(0) == 24 + 12).all()  # the question is whole
+        # the question's attention over the compressed context equals masking the evicted keys
+        step = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=cache)
+    assert torch.isfinite(step.logits).all()
+
+
+@torch.no_grad()
+def test_streaming_soak_keeps_memory_and_step_time_flat():
+    model = build("llama")
+    config = AttentionConfig(
+        prefill="dense", kv={"method": "streaming", "budget": 32}, kv_interval=16
+    )
+    handle = patch(model, config)
+    token = prompt(length=48)
+    with handle:
+        cache = handle.new_cache()
+        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        sizes, times = [], []
+        for step in range(2000):
+            token = out.logits[:, -1:].argmax(-1)
+            start = time.perf_counter()
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            times.append(time.perf_counter() - start)
+            if step == 0:
+                handle.compress()
+            sizes.append(int(handle.session.paged.head_tokens(0).max()))
+    assert max(sizes[16:]) <= 32 + 16  # back to budget every 16 steps: bounded
+    reserved = handle.session.paged.reserved_bytes()
+    assert reserved <= 4 * handle.session.paged.memory_bytes()  # the pool does not grow
+    early, late = sorted(times[100:300])[100], sorted(times[-200:])[100]  # medians
+    assert late < 2.0 * early  # flat, not growing with the 2000 steps
+
+
+@torch.no_grad()
+def test_fp8_kv_cache_decodes_close_to_full_precision():
+    model = build("llama")
+    ids = prompt(length=40)
+    base = model(input_ids=ids).logits[:, -1]
+    config = AttentionConfig(prefill="dense", precision="fp8-kv")
+    handle = patch(model, config)
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
+        logits = model(input_ids=ids[:, -1:], past_key_values=cache).logits[:, -1]
+    assert handle.session.paged.kv_dtype == "fp8"
+    rel = (logits - base).norm() / base.norm()
+    assert 0 < rel < 0.05  # FP8 rounding shows, but small

@@ -1,0 +1,316 @@
+"""Sparse-decode selectors (methods/decode): the Pages contract, budgets, planted needles."""
+
+import math
+
+import pytest
+import torch
+
+from attnsieve.methods.decode import (
+    SELECTORS,
+    DoubleSparsity,
+    PageView,
+    Quest,
+    StepState,
+    TidalDecode,
+    calibrate_label_channels,
+    get_selector,
+)
+from attnsieve.methods.decode.tidaldecode import STATE_KEY
+
+D = 16
+PS = 4  # page size
+
+
+def make_view(keys, lengths, page_size=PS, layer=2, num_layers=4, channels=None):
+    """A PageView of keys (B, H, N, D) holding ``lengths`` (B, H) tokens per head: summaries over
+    the valid tokens, +inf/-inf past the page count, NaN keys in padding slots."""
+    b, h, n, d = keys.shape
+    lens = torch.tensor(lengths, dtype=torch.int32)
+    p = math.ceil(n / page_size)
+    slots = torch.full((b, h, p * page_size, d), float("nan"))
+    valid = torch.arange(p * page_size) < lens[..., None]
+    slots[..., :n, :][valid[..., :n]] = keys[valid[..., :n]]
+    paged = slots.view(b, h, p, page_size, d)
+    ok = valid.view(b, h, p, page_size, 1)
+    key_min = torch.where(ok, paged, math.inf).amin(3)
+    key_max = torch.where(ok, paged, -math.inf).amax(3)
+    page_count = ((lens + page_size - 1) // page_size).int()
+    labels = None
+    if channels is not None:  # (B, H, P, page_size, R): each head's label channels
+        labels = torch.stack([paged[:, j, ..., channels[j]] for j in range(h)], 1)
+    return PageView(
+        key_min,
+        key_max,
+        page_count,
+        page_size,
+        lens,
+        labels,
+        layer,
+        num_layers,
+        label_channels=channels,
+        keys=lambda: paged,
+    )
+
+
+def page_sets(pages, view):
+    """[b][h] -> set of pages, checking the Pages contract on the way: ascending, valid pages,
+    -1 padded, the last (current) page always in."""
+    assert pages.idx.dtype == torch.int32 and pages.count.dtype == torch.int32
+    out = []
+    for i in range(pages.idx.shape[0]):
+        row = []
+        for j in range(pages.idx.shape[1]):
+            c = int(pages.count[i, j])
+            head = pages.idx[i, j, :c].tolist()
+            assert head == sorted(set(head))
+            assert bool((pages.idx[i, j, c:] == -1).all())
+            pc = int(view.page_count[i, j])
+            assert all(0 <= x < pc for x in head)
+            assert pc - 1 in head, "the current page is always read"
+            row.append(set(head))
+        out.append(row)
+    return out
+
+
+LENGTHS = [[64, 37], [50, 64]]  # batch 2, 2 KV heads, ragged (16, 10, 13, 16 pages)
+
+
+def random_case(g=2, seed=0, lengths=LENGTHS):
+    gen = torch.Generator().manual_seed(seed)
+    b, h = len(lengths), len(lengths[0])
+    keys = torch.randn(b, h, 64, D, generator=gen)
+    q = torch.randn(b, h * g, D, generator=gen)
+    return keys, q
+
+
+def test_registry_names_every_selector():
+    assert set(SELECTORS) == {"quest", "double_sparsity", "tidaldecode"}
+    for name, cls in SELECTORS.items():
+        assert cls.name == name and isinstance(get_selector(name), cls)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_every_selector_with_its_defaults_through_all_layers(name):
+    """Each registered selector, paper defaults, one step through every layer (GQA, ragged)."""
+    keys, q = random_case(g=4)
+    channels = torch.tensor([[0, 3], [5, 9]])
+    selector, step = get_selector(name), StepState()
+    for layer in range(16):
+        view = make_view(keys, LENGTHS, layer=layer, num_layers=16, channels=channels)
+        pages = selector.select(q, view, step)
+        if pages is not None:
+            page_sets(pages, view)
+
+
+@pytest.mark.parametrize("g", [1, 2])
+def test_quest_bound_is_the_paper_formula_and_an_upper_bound(g):
+    keys, q = random_case(g=g, seed=1)
+    view = make_view(keys, LENGTHS)
+    b, h, p, _ = view.key_min.shape
+    seen = {}  # the bound, recomputed channel by channel; GQA: max over the group
+    for i in range(b):
+        for j in range(h):
+            for qh in range(j * g, (j + 1) * g):
+                for page in range(int(view.page_count[i, j])):
+                    lo, hi = view.key_min[i, j, page], view.key_max[i, j, page]
+                    bound = torch.maximum(q[i, qh] * lo, q[i, qh] * hi).sum()
+                    start, stop = page * PS, min((page + 1) * PS, int(view.lengths[i, j]))
+                    actual = keys[i, j, start:stop] @ q[i, qh]
+                    assert bool((actual <= bound + 1e-5).all()), "an upper bound of q.k"
+                    seen[i, j, page] = max(seen.get((i, j, page), -math.inf), float(bound))
+    small = Quest(budget_tokens=3 * PS, dense_layers=0).select(q, view, StepState())
+    for i, row in enumerate(page_sets(small, view)):
+        for j, chosen in enumerate(row):
+            pc = int(view.page_count[i, j])
+            ranked = sorted(range(pc - 1), key=lambda x: seen[i, j, x], reverse=True)
+            assert chosen == {pc - 1} | set(ranked[:2])
+
+
+def test_quest_finds_the_needle_page_for_one_query_head_of_the_group():
+    keys, q = random_case(g=2, seed=2)
+    keys = keys * 0.1
+    needle = {(0, 0): 5, (0, 1): 2, (1, 0): 9, (1, 1): 0}
+    for (i, j), page in needle.items():
+        keys[i, j, page * PS + 1] = 5 * torch.eye(D)[3]
+        q[i, 2 * j + 1] = 0.1 * q[i, 2 * j + 1] + 5 * torch.eye(D)[3]  # only one query head
+    view = make_view(keys, LENGTHS)
+    pages = Quest(budget_tokens=2 * PS, dense_layers=0).select(q, view, StepState())
+    for i, row in enumerate(page_sets(pages, view)):
+        for j, chosen in enumerate(row):
+            assert needle[i, j] in chosen and len(chosen) == 2
+
+
+@pytest.mark.parametrize("budget", [1, PS, 3 * PS, 5 * PS + 2])
+def test_quest_budget_honoured_exactly(budget):
+    keys, q = random_case()
+    view = make_view(keys, LENGTHS)
+    pages = Quest(budget_tokens=budget, dense_layers=0).select(q, view, StepState())
+    page_sets(pages, view)
+    expected = torch.minimum(torch.tensor(max(1, budget // PS)), view.page_count)
+    assert torch.equal(pages.count, expected.int())
+
+
+def test_quest_ratio_and_dense_cases():
+    keys, q = random_case()
+    view = make_view(keys, LENGTHS)
+    pages = Quest(ratio=0.25, dense_layers=0).select(q, view, StepState())
+    expected = (torch.ceil(0.25 * view.lengths.double()).long() // PS).clamp(min=1)
+    assert torch.equal(pages.count.long(), expected.minimum(view.page_count.long()))
+    assert Quest(budget_tokens=64, dense_layers=0).select(q, view, StepState()) is None
+    assert Quest(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=1), StepState()) is None
+    assert Quest(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=2), StepState())
+
+
+def test_calibrate_label_channels_finds_the_outlier_channels():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 30, D, generator=gen)
+    k = torch.randn(2, 2, 30, D, generator=gen)
+    q[:, :2, :, 3] *= 10  # KV head 0: channels 3 and 11 carry q.k; head 1: channels 0 and 7
+    k[:, 0, :, 11] *= 10
+    q[:, 2:, :, [0, 7]] *= 10
+    k[:, 1, :, [0, 7]] *= 10
+    k[:, 0, :, 3] *= 10
+    q[:, :2, :, 11] *= 10
+    channels = calibrate_label_channels(q, k, 2)
+    assert channels.tolist() == [[3, 11], [0, 7]]
+    with pytest.raises(ValueError, match="r"):
+        calibrate_label_channels(q, k, D + 1)
+
+
+def test_double_sparsity_with_all_channels_reads_the_pages_of_the_exact_top_tokens():
+    keys, q = random_case(g=2, seed=3)
+    channels = torch.arange(D).expand(2, D)
+    view = make_view(keys, LENGTHS, channels=channels)
+    pages = DoubleSparsity(budget_tokens=5, dense_layers=0).select(q, view, StepState())
+    for i, row in enumerate(page_sets(pages, view)):
+        for j, chosen in enumerate(row):
+            n = int(view.lengths[i, j])
+            scores = keys[i, j, :n] @ q[i, 2 * j : 2 * j + 2].sum(0)  # GQA: summed over the group
+            top = scores.topk(5).indices // PS
+            assert chosen == set(top.tolist()) | {int(view.page_count[i, j]) - 1}
+
+
+def test_double_sparsity_finds_the_needle_on_its_label_channels():
+    keys, q = random_case(g=1, seed=4)
+    keys = keys * 0.1
+    keys[:, :, 21, 6] = 5.0  # page 5, visible on label channel 6
+    keys[:, :, 42, 2] = 5.0  # page 10, on a channel the labels do not hold: not seen
+    q[..., 6] = 5.0
+    q[..., 2] = 6.0
+    channels = torch.tensor([[1, 6], [6, 12]])
+    view = make_view(keys, LENGTHS, channels=channels)
+    pages = DoubleSparsity(budget_tokens=1, dense_layers=0).select(q, view, StepState())
+    for row, counts in zip(page_sets(pages, view), view.page_count.tolist(), strict=True):
+        for chosen, pc in zip(row, counts, strict=True):
+            assert chosen == {5, pc - 1}
+
+
+def test_double_sparsity_needs_labels():
+    keys, q = random_case()
+    with pytest.raises(ValueError, match="view.labels"):
+        DoubleSparsity(budget_tokens=8, dense_layers=0).select(
+            q, make_view(keys, LENGTHS), StepState()
+        )
+
+
+def test_tidaldecode_selects_at_layer_2_and_13_and_reuses_between():
+    keys, q = random_case(g=2, seed=5)
+    selector, step = TidalDecode(budget_tokens=6), StepState()
+    results = {}
+    for layer in range(20):
+        qq = q if layer < 13 else torch.flip(q, dims=[0])  # a different query from layer 13 on
+        view = make_view(keys, LENGTHS, layer=layer, num_layers=20)
+        results[layer] = selector.select(qq, view, step)
+        if layer in (2, 13):
+            chosen = step.values[STATE_KEY]
+            b, h = view.lengths.shape
+            for i in range(b):
+                for j in range(h):
+                    n = int(view.lengths[i, j])
+                    probs = (keys[i, j, :n] @ qq[i, 2 * j : 2 * j + 2].T / math.sqrt(D)).softmax(0)
+                    top = set(probs.sum(1).topk(6).indices.tolist())
+                    assert set(chosen[i, j].tolist()) == top
+                    tokens_pages = {t // PS for t in top} | {int(view.page_count[i, j]) - 1}
+                    results[layer, i, j] = tokens_pages
+    for layer in range(20):
+        view = make_view(keys, LENGTHS, layer=layer, num_layers=20)
+        if layer <= 2 or layer == 13:
+            assert results[layer] is None  # dense layers and the selection layers
+            continue
+        source = 2 if layer < 13 else 13
+        sets = page_sets(results[layer], view)
+        for i in range(2):
+            for j in range(2):
+                assert sets[i][j] == results[source, i, j]
+    assert any(results[2, i, j] != results[13, i, j] for i in range(2) for j in range(2))
+
+
+def test_tidaldecode_needs_keys_and_an_ordered_step():
+    keys, q = random_case()
+    view = make_view(keys, LENGTHS, layer=2)
+    no_keys = PageView(
+        view.key_min, view.key_max, view.page_count, view.page_size, view.lengths, None, 2, 4
+    )
+    with pytest.raises(ValueError, match="view.keys"):
+        TidalDecode(budget_tokens=8).select(q, no_keys, StepState())
+    with pytest.raises(ValueError, match="step"):
+        TidalDecode(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=3), StepState())
+
+
+@pytest.mark.parametrize(
+    "build,error,match",
+    [
+        (lambda: get_selector("nope"), ValueError, "name: unknown decode selector"),
+        (lambda: get_selector(None), TypeError, "name"),
+        (lambda: get_selector("quest", page_size=16), TypeError, "page_size"),
+        (lambda: Quest(budget_tokens=8, ratio=0.5), ValueError, "budget_tokens, ratio"),
+        (lambda: Quest(budget_tokens=0), ValueError, "budget_tokens"),
+        (lambda: Quest(budget_tokens=-4), ValueError, "budget_tokens"),
+        (lambda: Quest(ratio=2.0), ValueError, "ratio"),
+        (lambda: Quest(dense_layers=-1), ValueError, "dense_layers"),
+        (lambda: DoubleSparsity(budget_tokens=1.5), ValueError, "budget_tokens"),
+        (lambda: TidalDecode(select_layer=2, reselect_layer=2), ValueError, "reselect_layer"),
+        (lambda: TidalDecode(select_layer=-1), ValueError, "select_layer"),
+    ],
+)
+def test_malformed_selector_arguments(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_malformed_views_and_queries():
+    keys, q = random_case()
+    view = make_view(keys, LENGTHS, channels=torch.tensor([[0, 1], [2, 3]]))
+    fields = dict(
+        key_min=view.key_min,
+        key_max=view.key_max,
+        page_count=view.page_count,
+        page_size=PS,
+        lengths=view.lengths,
+        labels=view.labels,
+        layer=2,
+        num_layers=4,
+        label_channels=view.label_channels,
+    )
+    cases = [
+        ({"key_max": view.key_max[:, :1]}, ValueError, "key_max"),
+        ({"page_count": view.page_count[:1]}, ValueError, "page_count, lengths"),
+        ({"page_size": 0}, ValueError, "page_size"),
+        ({"label_channels": None}, ValueError, "labels, label_channels"),
+        ({"labels": view.labels[..., :1]}, ValueError, "label_channels"),
+        ({"labels": view.labels[:, :, :, :2]}, ValueError, "labels"),
+        ({"layer": 4}, ValueError, "layer"),
+        ({"key_min": view.key_min.int()}, TypeError, "key_min"),
+    ]
+    for change, error, match in cases:
+        with pytest.raises(error, match=match):
+            PageView(**{**fields, **change})
+    selector = Quest(budget_tokens=8, dense_layers=0)
+    for bad, error in [
+        (q[None], ValueError),
+        (q[:, :3], ValueError),
+        (q[..., :4], ValueError),
+        (q.long(), TypeError),
+    ]:
+        with pytest.raises(error, match="q"):
+            selector.select(bad, view, StepState())

@@ -1,0 +1,316 @@
+"""Triton paged decode kernel vs its float32 twin (TRITON_INTERPRET=1 on CPU: fp16; CUDA: bf16)."""
+
+import math
+
+import pytest
+import torch
+
+from attnsieve.kernels import decode
+from attnsieve.kernels.decode import decode_attention, num_splits_for
+from attnsieve.kernels.decode_reference import FP8, decode_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+RTOL = 4e-3  # relative RMS: fp16 inputs and P, fp32 accumulation
+
+
+@pytest.fixture(autouse=True)
+def _nan_empty(monkeypatch):
+    """torch.empty(_like) give NaN-filled float memory: any output the kernel skips fails."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def nan(t):
+        return t.fill_(math.nan) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(empty_like(*a, **k)))
+
+
+def _paged(lengths, h_q, d, page_size, dtype=torch.float16, fp8=False, fill=math.nan, spare=2):
+    """A paged cache holding ``lengths`` (B, H_kv) tokens per head, on shuffled physical pages.
+
+    Every slot that no valid token uses (the tail of a head's last page, unused and spare pages)
+    holds ``fill``, in the pages and in the FP8 scales."""
+    lengths = torch.tensor(lengths, dtype=torch.int32)
+    b, h_kv = lengths.shape
+    n_pages = (lengths + page_size - 1) // page_size
+    max_pages = int(n_pages.max()) + 1  # one never-used column of -1
+    num = int(n_pages.sum()) + spare
+    phys = torch.randperm(num)
+    table = torch.full((b, h_kv, max_pages), -1, dtype=torch.int32)
+    valid = torch.zeros(num, page_size, dtype=torch.bool)
+    used = 0
+    for i_b in range(b):
+        for i_h in range(h_kv):
+            n, pg = int(lengths[i_b, i_h]), int(n_pages[i_b, i_h])
+            ids = phys[used : used + pg]
+            used += pg
+            table[i_b, i_h, :pg] = ids.int()
+            valid[ids] = (torch.arange(pg)[:, None] * page_size + torch.arange(page_size)) < n
+    k = torch.randn(num, page_size, d)
+    v = torch.randn(num, page_size, d)
+    k_scale = v_scale = None
+    if fp8:  # per-token scales; values in [-448, 448] after division
+        k_scale = k.abs().amax(-1) / 448 * torch.rand(num, page_size).add(0.5)
+        v_scale = v.abs().amax(-1) / 448 * torch.rand(num, page_size).add(0.5)
+        k = (k / k_scale[..., None]).clamp(-448, 448).to(FP8)
+        v = (v / v_scale[..., None]).clamp(-448, 448).to(FP8)
+        k_scale = torch.where(valid, k_scale, fill).to(DEVICE)
+        v_scale = torch.where(valid, v_scale, fill).to(DEVICE)
+        bits = torch.tensor([fill]).to(FP8).view(torch.uint8)  # fp8 has no masked_fill on CPU
+        k.view(torch.uint8)[~valid] = bits
+        v.view(torch.uint8)[~valid] = bits
+    else:
+        k, v = k.to(dtype), v.to(dtype)
+        k[~valid] = fill
+        v[~valid] = fill
+    q = torch.randn(b, h_q, d, dtype=dtype, device=DEVICE)
+    cache = {"k_pages": k.to(DEVICE), "v_pages": v.to(DEVICE), "page_table": table.to(DEVICE)}
+    cache["lengths"] = lengths.to(DEVICE)
+    if fp8:
+        cache.update(k_scale=k_scale, v_scale=v_scale)
+    return q, cache
+
+
+def _select(lengths, page_size, frac=0.5, beyond=0):
+    """Random ascending logical pages per head (about ``frac`` of them), -1 padded; ``beyond``
+    extra listed pages past a head's length (they hold no token)."""
+    lengths = torch.as_tensor(lengths, dtype=torch.int32, device="cpu")
+    b, h_kv = lengths.shape
+    n_pages = (lengths + page_size - 1) // page_size
+    width = int(n_pages.max()) + beyond + 1
+    idx = torch.full((b, h_kv, width), -1, dtype=torch.int32)
+    count = torch.zeros(b, h_kv, dtype=torch.int32)
+    for i_b in range(b):
+        for i_h in range(h_kv):
+            n = int(n_pages[i_b, i_h])
+            sel = torch.nonzero(torch.rand(n) < frac).flatten()
+            sel = torch.cat([sel, torch.arange(n, n + beyond)]).int()
+            idx[i_b, i_h, : len(sel)], count[i_b, i_h] = sel, len(sel)
+    return {"pages": idx.to(DEVICE), "page_count": count.to(DEVICE)}
+
+
+def _rel_rms(out, ref):
+    return float(
+        (out.float() - ref.float()).pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt()
+    )
+
+
+def _check(q, cache, rtol=RTOL, **kw):
+    out, lse = decode_attention(q, **cache, return_lse=True, **kw)
+    kw.pop("num_splits", None)
+    ref, ref_lse = decode_reference(q, **cache, return_lse=True, **kw)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert lse.shape == q.shape[:2] and lse.dtype == torch.float32
+    assert not out.isnan().any() and not lse.isnan().any()
+    assert _rel_rms(out, ref) < rtol, f"relative RMS {_rel_rms(out, ref):.2e}"
+    finite = ref_lse.isfinite()
+    assert torch.equal(lse.isfinite(), finite)
+    assert (lse[~finite] == -math.inf).all()
+    torch.testing.assert_close(lse[finite], ref_lse[finite], atol=2e-3, rtol=0)
+    assert not out[~finite].any()  # heads that read nothing are exactly 0
+    return out, lse
+
+
+# (lengths per (batch, KV head), g, head_dim, page_size, sparse, splits)
+CASES = [
+    ([[37, 0]], 1, 64, 8, False, None),
+    ([[100, 17], [0, 64]], 3, 64, 16, False, 3),
+    ([[130], [5], [64]], 4, 128, 64, False, 2),
+    ([[61, 200]], 8, 64, 8, False, 4),
+    ([[150, 9, 0]], 4, 64, 16, True, None),
+    ([[90, 33], [128, 1]], 3, 128, 8, True, 3),
+    ([[200], [71]], 8, 64, 64, True, 2),
+    ([[256, 255]], 1, 128, 16, False, 1),
+]
+
+
+@pytest.mark.parametrize(("lengths", "g", "d", "page_size", "sparse", "splits"), CASES)
+def test_matches_twin(lengths, g, d, page_size, sparse, splits):
+    """Ragged lengths (0, < a page, not multiples of the page), GQA 1-8, pages smaller and larger
+    than the 16-token tile, NaN in every slot no valid token uses."""
+    q, cache = _paged(lengths, g * len(lengths[0]), d, page_size)
+    sel = _select(lengths, page_size) if sparse else {}
+    _check(q, cache, num_splits=splits, **sel)
+
+
+@pytest.mark.parametrize(("d", "sparse", "splits"), [(64, False, 1), (128, True, 3)])
+def test_fp8_pool(d, sparse, splits):
+    lengths = [[70, 0], [33, 128]]
+    q, cache = _paged(lengths, 8, d, 16, fp8=True)
+    sel = _select(lengths, 16) if sparse else {}
+    _check(q, cache, num_splits=splits, **sel)
+
+
+def test_masked_garbage_changes_nothing():
+    """Bit-identical outputs whether unused slots hold NaN, Inf or 0 (sparse, several splits)."""
+    lengths = [[45, 3], [0, 100]]
+    outs = []
+    for fill in (math.nan, math.inf, 0.0):
+        torch.manual_seed(1)
+        q, cache = _paged(lengths, 4, 64, 16, fill=fill)
+        torch.manual_seed(2)
+        sel = _select(lengths, 16, beyond=1)
+        outs.append(decode_attention(q, **cache, num_splits=3, return_lse=True, **sel))
+    for out, lse in outs[1:]:
+        assert torch.equal(out, outs[0][0]) and torch.equal(lse, outs[0][1])
+    assert not outs[0][0].isnan().any()
+
+
+def test_listed_pages_past_length_and_empty_selection():
+    """A head whose list is empty (count 0) or holds only pages past its length reads nothing."""
+    lengths = [[40, 40, 20]]
+    q, cache = _paged(lengths, 3, 64, 8)
+    sel = _select(lengths, 8)
+    sel["page_count"][0, 0] = 0
+    sel["pages"][0, 0] = -1
+    sel["pages"][0, 2, :2] = torch.tensor([3, 4], dtype=torch.int32)  # tokens 24..39 > 20
+    sel["page_count"][0, 2] = 2
+    out, lse = _check(q, cache, num_splits=2, **sel)
+    assert (lse[0, [0, 2]] == -math.inf).all() and lse[0, 1].isfinite()
+
+
+@pytest.mark.parametrize("splits", [1, 4])
+def test_all_heads_empty(splits):
+    q, cache = _paged([[0, 0], [0, 0]], 4, 64, 16)
+    out, lse = decode_attention(q, **cache, return_lse=True, num_splits=splits)
+    assert not out.any() and (lse == -math.inf).all()
+
+
+def test_more_splits_than_tiles():
+    """Splits past a short head's last tile are empty and must merge as weight 0."""
+    q, cache = _paged([[20, 1], [3, 47]], 2, 64, 8)
+    _check(q, cache, num_splits=9)
+
+
+def test_out_buffer_and_scale():
+    q, cache = _paged([[77, 12]], 6, 64, 16)
+    buf = torch.full((q.shape[2], q.shape[0], q.shape[1]), math.nan, dtype=q.dtype, device=DEVICE)
+    out_view = buf.permute(1, 2, 0)  # non-contiguous (B, H_q, D)
+    res = decode_attention(q, **cache, out=out_view, scale=0.3, num_splits=2)
+    assert res is out_view
+    ref = decode_reference(q, **cache, scale=0.3)
+    assert _rel_rms(out_view, ref) < RTOL
+    res = decode_attention(q, **cache, out=out_view, scale=0.3, num_splits=1)  # direct write
+    assert _rel_rms(res, ref) < RTOL
+
+
+def test_float32_pool():
+    q, cache = _paged([[30, 70]], 4, 64, 8, dtype=torch.float32)
+    _check(q, cache, rtol=1e-5, num_splits=2)
+
+
+def test_num_splits_fill_the_gpu(monkeypatch):
+    """Batch 1 at 32K-128K fills 132 SMs at least twice over; short caches take one split."""
+    monkeypatch.setattr(decode, "_sm_count", lambda device: 132)
+    dev = torch.device("cuda")
+    for tokens in (32768, 131072):
+        assert 8 * num_splits_for(1, 8, tokens, dev) >= 2 * 132
+    assert num_splits_for(1, 8, 512, dev) == 1
+    assert num_splits_for(64, 8, 131072, dev) == 1
+
+
+def _valid():
+    q, cache = _paged([[20, 9]], 4, 64, 8)
+    return {"q": q, **cache, **_select([[20, 9]], 8, frac=1.0)}
+
+
+def _fp8():
+    q, cache = _paged([[20, 9]], 4, 64, 8, fp8=True)
+    return {"q": q, **cache}
+
+
+def _with(**changes):
+    return lambda a: {**a, **{k: f(a) for k, f in changes.items()}}
+
+
+BAD = [
+    (_with(q=lambda a: a["q"][None]), ValueError, "q"),
+    (_with(q=lambda a: a["q"].int()), TypeError, "q"),
+    (_with(q=lambda a: a["q"][..., :48]), ValueError, "q"),
+    (_with(q=lambda a: a["q"].repeat(1, 1, 2)[..., ::2]), ValueError, "q"),
+    (_with(q=lambda a: a["q"][:, :3]), ValueError, "H_q"),
+    (_with(k_pages=lambda a: a["k_pages"].bfloat16()), TypeError, "v_pages"),
+    (
+        _with(k_pages=lambda a: a["k_pages"].bfloat16(), v_pages=lambda a: a["v_pages"].bfloat16()),
+        TypeError,
+        "k_pages",
+    ),
+    (_with(k_pages=lambda a: a["k_pages"].tolist()), TypeError, "k_pages"),
+    (_with(k_pages=lambda a: a["k_pages"][:, :4]), ValueError, "v_pages"),
+    (
+        _with(k_pages=lambda a: a["k_pages"][..., :32], v_pages=lambda a: a["v_pages"][..., :32]),
+        ValueError,
+        "k_pages",
+    ),
+    (_with(v_pages=lambda a: a["v_pages"][0]), ValueError, "v_pages"),
+    (
+        _with(k_pages=lambda a: a["k_pages"][:, :6], v_pages=lambda a: a["v_pages"][:, :6]),
+        ValueError,
+        "k_pages",
+    ),
+    (_with(page_table=lambda a: a["page_table"].long()), TypeError, "page_table"),
+    (_with(page_table=lambda a: a["page_table"][0]), ValueError, "page_table"),
+    (_with(page_table=lambda a: a["page_table"].repeat(2, 1, 1)), ValueError, "page_table"),
+    (_with(lengths=lambda a: a["lengths"].long()), TypeError, "lengths"),
+    (_with(lengths=lambda a: a["lengths"][0]), ValueError, "lengths"),
+    (_with(pages=lambda a: a["pages"].long()), TypeError, "pages"),
+    (_with(pages=lambda a: a["pages"][0]), ValueError, "pages"),
+    (_with(page_count=lambda a: None), ValueError, "page_count"),
+    (_with(page_count=lambda a: a["page_count"][..., None]), ValueError, "page_count"),
+    (_with(scale=lambda a: -1.0), ValueError, "scale"),
+    (_with(scale=lambda a: math.nan), ValueError, "scale"),
+    (_with(scale=lambda a: "0.1"), TypeError, "scale"),
+    (_with(k_scale=lambda a: torch.ones(a["k_pages"].shape[:2])), ValueError, "k_scale"),
+    (_with(out=lambda a: torch.zeros_like(a["q"])[:, :1]), ValueError, "out"),
+    (_with(out=lambda a: torch.zeros_like(a["q"]).float()), ValueError, "out"),
+    (_with(out=lambda a: a["q"].tolist()), TypeError, "out"),
+]
+BAD_FP8 = [
+    (_with(k_scale=lambda a: None), TypeError, "k_scale"),
+    (_with(v_scale=lambda a: a["v_scale"].half()), TypeError, "v_scale"),
+    (_with(v_scale=lambda a: a["v_scale"][:, :4]), ValueError, "v_scale"),
+]
+
+
+@pytest.mark.parametrize("fn", [decode_attention, decode_reference], ids=["kernel", "twin"])
+@pytest.mark.parametrize(
+    ("make", "bad", "exc", "name"), [(_valid, *c) for c in BAD] + [(_fp8, *c) for c in BAD_FP8]
+)
+def test_malformed_inputs(fn, make, bad, exc, name):
+    args = bad(make())
+    with pytest.raises(exc, match=name):
+        fn(**args)
+
+
+def test_num_splits_argument():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_splits"):
+            decode_attention(**_valid(), num_splits=bad)
+
+
+@pytest.mark.parametrize(
+    ("key", "edit", "name"),
+    [
+        ("lengths", lambda t: t.fill_(10_000), "lengths"),
+        ("page_table", lambda t: t.fill_(10_000), "page_table"),
+        ("page_count", lambda t: t.fill_(100), "page_count"),
+        ("pages", lambda t: t.fill_(-1), "pages"),
+    ],
+)
+def test_twin_checks_values(key, edit, name):
+    """Values the launcher trusts (reading them would sync with the GPU), the twin checks."""
+    args = _valid()
+    edit(args[key])
+    with pytest.raises(ValueError, match=name):
+        decode_reference(**args)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cuda_long_bf16_and_fp8(fp8, sparse):
+    """Llama-3-8B heads (32 / 8, D 128), ragged 4K-32K tokens, default splits."""
+    lengths = [[4096, 32768, 9000, 20001, 0, 16384, 31000, 5555], [32768] * 4 + [4097] * 4]
+    q, cache = _paged(lengths, 32, 128, 16, dtype=torch.bfloat16, fp8=fp8)
+    sel = _select(lengths, 16, frac=1 / 16) if sparse else {}
+    _check(q, cache, rtol=1e-2, **sel)

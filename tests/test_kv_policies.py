@@ -1,0 +1,437 @@
+"""KV-cache compression policies (methods/kv): the Kept contract, budgets, planted structure."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnsieve.methods.kv import (
+    A2SF,
+    H2O,
+    POLICIES,
+    AdaKV,
+    KVView,
+    PyramidKV,
+    RazorAttention,
+    SnapKV,
+    StreamingLLM,
+    echo_induction_scores,
+    get_policy,
+)
+
+D = 16
+
+
+def make_view(lengths, g=2, window=8, seq_len=None, layer=0, num_layers=4, seed=0, nan_pad=True):
+    """A cache view with ragged heads: head (b, h) holds ``lengths[b][h]`` entries, a sorted random
+    subset of the sequence's positions that ends with the window's ``window`` positions (earlier
+    eviction leaves gaps). Padding keys/values are NaN: a policy that reads them breaks."""
+    gen = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(lengths, dtype=torch.int32)
+    b, h = lens.shape
+    n = int(lens.max())
+    seq = seq_len or n + 5
+    keys = torch.randn(b, h, n, D, generator=gen)
+    values = torch.randn(b, h, n, D, generator=gen)
+    positions = torch.zeros(b, h, n, dtype=torch.int64)
+    for i in range(b):
+        for j in range(h):
+            m = int(lens[i, j])
+            tail = torch.arange(max(seq - window, seq - m), seq)
+            early = torch.randperm(seq - window, generator=gen)[: m - len(tail)].sort().values
+            positions[i, j, :m] = torch.cat([early, tail])
+            positions[i, j, m:] = seq + 100  # padding: beyond every query
+    if nan_pad:
+        pad = torch.arange(n) >= lens[..., None]
+        keys[pad] = float("nan")
+        values[pad] = float("nan")
+    queries = torch.randn(b, h * g, window, D, generator=gen)
+    qpos = torch.arange(seq - window, seq).expand(b, window).clone()
+    return KVView(keys, values, positions, lens, queries, qpos, layer, num_layers)
+
+
+def kept_sets(kept):
+    """[b][h] -> set of kept indices, checking the Kept contract on the way."""
+    idx, count = kept.idx, kept.count
+    assert idx.dtype == torch.int32 and count.dtype == torch.int32
+    assert idx.shape[:2] == count.shape
+    out = []
+    for i in range(idx.shape[0]):
+        row = []
+        for j in range(idx.shape[1]):
+            c = int(count[i, j])
+            assert c <= idx.shape[2]
+            head = idx[i, j, :c].tolist()
+            assert head == sorted(set(head)), "ascending, no duplicates"
+            assert bool((idx[i, j, c:] == -1).all()), "padded with -1 past the count"
+            row.append(set(head))
+        out.append(row)
+    return out
+
+
+def assert_valid(kept, view):
+    for i, row in enumerate(kept_sets(kept)):
+        for j, head in enumerate(row):
+            assert all(0 <= t < int(view.lengths[i, j]) for t in head), "padding never kept"
+
+
+LENGTHS = [[40, 25, 33], [12, 40, 40]]  # batch 2, 3 KV heads, ragged
+SMALL = {"window": 8}  # a window that fits the small views
+SCORED = [
+    ("streaming", {}),
+    ("snapkv", SMALL),
+    ("pyramidkv", SMALL),
+    ("h2o", SMALL),
+    ("a2sf", SMALL),
+]
+
+
+def test_registry_names_every_policy():
+    assert set(POLICIES) == {"streaming", "snapkv", "pyramidkv", "h2o", "a2sf", "adakv", "razor"}
+    for name, cls in POLICIES.items():
+        assert cls.name == name
+        assert isinstance(get_policy(name), cls)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_policy_with_its_defaults(name):
+    """kvpress style: each registered policy, paper defaults, on a ragged GQA view."""
+    view = make_view(LENGTHS, g=4)
+    policy = get_policy(name)
+    kept = policy.compress(view)
+    assert_valid(kept, view)
+    lengths = view.lengths.long()
+    if policy.budget is not None:  # defaults of 2004-2048 tokens: everything fits
+        assert torch.equal(kept.count.long(), lengths)
+    elif name != "razor":
+        assert torch.equal(kept.count.long(), torch.floor(policy.ratio * lengths + 0.5).long())
+
+
+@pytest.mark.parametrize("name,fields", SCORED)
+@pytest.mark.parametrize("budget", [0, 1, 10, 30])
+def test_budget_honoured_exactly(name, fields, budget):
+    view = make_view(LENGTHS, layer=1)
+    kept = get_policy(name, budget=budget, **fields).compress(view)
+    assert_valid(kept, view)
+    expected = view.lengths.long().clamp(max=budget)
+    if name == "pyramidkv":  # per layer: checked against the schedule in its own test
+        expected = get_policy(name, budget=budget, **fields).targets(view)
+    assert torch.equal(kept.count.long(), expected)
+
+
+@pytest.mark.parametrize("name,fields", SCORED)
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.55])
+def test_ratio_honoured_exactly(name, fields, ratio):
+    view = make_view(LENGTHS, layer=1)
+    policy = get_policy(name, ratio=ratio, **fields)
+    kept = policy.compress(view)
+    assert_valid(kept, view)
+    if name != "pyramidkv":
+        lengths = view.lengths.long()
+        assert torch.equal(kept.count.long(), torch.floor(ratio * lengths + 0.5).long())
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_full_budget_keeps_everything(name):
+    view = make_view(LENGTHS, g=1)
+    for fields in ({"budget": 40}, {"budget": 10**6}, {"ratio": 1.0}):
+        kept = get_policy(name, **fields).compress(view)
+        for i, row in enumerate(kept_sets(kept)):
+            for j, head in enumerate(row):
+                assert head == set(range(int(view.lengths[i, j])))
+        if kept.extra_weight is not None:
+            assert bool((kept.extra_weight == 0).all()), "nothing evicted, no compensation"
+
+
+def test_streaming_keeps_sinks_and_recent():
+    view = make_view(LENGTHS)
+    kept = kept_sets(StreamingLLM(budget=10, sink=4).compress(view))
+    for i, row in enumerate(kept):
+        for j, head in enumerate(row):
+            n = int(view.lengths[i, j])
+            assert head == set(range(4)) | set(range(n - 6, n))
+
+
+def heavy_hitter_view(lengths, g=2, window=8, hitter=5, seed=0):
+    """Every query of every head attends mostly to entry ``hitter`` (not a sink, not recent)."""
+    view = make_view(lengths, g=g, window=window, seed=seed)
+    keys, queries = view.keys.clone(), view.queries.clone()
+    u = F.normalize(torch.randn(D, generator=torch.Generator().manual_seed(1)), dim=0)
+    keys[:, :, hitter] = 6 * u
+    queries += 6 * u
+    return KVView(
+        keys, view.values, view.positions, view.lengths, queries, view.query_positions, 0, 4
+    )
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        SnapKV(budget=10, window=4),
+        PyramidKV(budget=10, window=4),
+        H2O(budget=10, window=4),
+        A2SF(budget=10, window=4),
+        AdaKV(budget=10, inner=SnapKV(window=4)),
+        AdaKV(budget=10, inner=H2O(window=4)),
+    ],
+    ids=lambda p: type(p).__name__ + ("-" + type(p.inner).__name__ if hasattr(p, "inner") else ""),
+)
+def test_heavy_hitter_is_kept(policy):
+    view = heavy_hitter_view([[40, 30], [36, 40]], window=8)
+    for row in kept_sets(policy.compress(view)):
+        for head in row:
+            assert 5 in head
+    # the same budget without scores (StreamingLLM) drops it: the test can fail
+    for row in kept_sets(StreamingLLM(budget=10).compress(view)):
+        for head in row:
+            assert 5 not in head
+
+
+def snapkv_reference(view, window, kernel, budget):
+    """SnapKV written out with loops, head by head (MHA or GQA)."""
+    out = []
+    for i in range(view.keys.shape[0]):
+        row = []
+        for j in range(view.keys.shape[1]):
+            n = int(view.lengths[i, j])
+            k, pos = view.keys[i, j, :n], view.positions[i, j, :n]
+            g = view.queries.shape[1] // view.keys.shape[1]
+            votes = torch.zeros(n)
+            for qh in range(j * g, (j + 1) * g):
+                for w in range(window):
+                    q = view.queries[i, qh, -window + w]
+                    qp = view.query_positions[i, -window + w]
+                    logits = (k @ q) / math.sqrt(D)
+                    logits[pos > qp] = -math.inf
+                    votes += logits.softmax(0) / g
+            pooled = F.max_pool1d(votes[None, None], kernel, 1, kernel // 2)[0, 0].tolist()
+            own = set(torch.nonzero(pos >= view.query_positions[i, -window]).flatten().tolist())
+            # pooled score first; its ties (a peak's neighbourhood) broken by the raw vote
+            order = sorted(range(n), key=lambda t: (pooled[t], float(votes[t])), reverse=True)
+            rest = [t for t in order if t not in own]
+            row.append(own | set(rest[: max(budget - len(own), 0)]))
+        out.append(row)
+    return out
+
+
+@pytest.mark.parametrize("g", [1, 3])
+def test_snapkv_matches_a_loop_reference(g):
+    view = make_view([[40, 29], [35, 40]], g=g, window=8, seed=3)
+    kept = kept_sets(SnapKV(budget=17, window=8, kernel=5).compress(view))
+    assert kept == snapkv_reference(view, 8, 5, 17)
+
+
+def test_snapkv_absent_queries_and_short_heads():
+    """A sequence shorter than the window: absent queries (-1) vote for nothing, no NaN."""
+    view = make_view([[6, 12]], window=8, seq_len=12)
+    qpos = view.query_positions.clone()
+    qpos[:, :3] = -1
+    view = KVView(view.keys, view.values, view.positions, view.lengths, view.queries, qpos, 0, 2)
+    assert torch.isfinite(SnapKV(window=8).score(view)[:, :, :6]).all()
+    kept = SnapKV(budget=5, window=8).compress(view)
+    assert_valid(kept, view)
+    assert kept.count.tolist() == [[5, 5]]
+
+
+def test_h2o_keeps_the_recent_half():
+    view = make_view(LENGTHS)
+    kept = kept_sets(H2O(budget=10, window=8).compress(view))
+    for row, lengths in zip(kept, view.lengths, strict=True):
+        for head, n in zip(row, lengths.tolist(), strict=True):
+            assert set(range(n - 5, n)) <= head
+
+
+def test_a2sf_forgets_old_votes():
+    """Seven old queries vote for entry 3, the newest for entry 7, one heavy slot: H2O-like
+    accumulation (factor 1) keeps 3, a strong forgetting factor keeps 7."""
+    view = make_view([[30]], g=1, window=8, nan_pad=False)
+    keys, queries = view.keys.clone() * 0.1, torch.zeros_like(view.queries)
+    keys[0, 0, 3], keys[0, 0, 7] = 10 * torch.eye(D)[0], 10 * torch.eye(D)[1]
+    queries[0, 0, :7] = torch.eye(D)[0]
+    queries[0, 0, 7] = 1.5 * torch.eye(D)[1]
+    view = KVView(
+        keys, view.values, view.positions, view.lengths, queries, view.query_positions, 0, 1
+    )
+
+    def heavy(factor):
+        kept = A2SF(budget=2, window=8, forgetting_factor=factor, recent_ratio=0.5)
+        return kept_sets(kept.compress(view))[0][0] - {29}
+
+    assert heavy(1.0) == {3}
+    assert heavy(0.1) == {7}
+
+
+def test_pyramid_budgets_decrease_with_depth_and_average_to_the_budget():
+    counts = []
+    for layer in range(8):
+        view = make_view([[200, 160]], window=8, layer=layer, num_layers=8, seq_len=260)
+        kept = PyramidKV(budget=40, window=8).compress(view)
+        assert_valid(kept, view)
+        counts.append(kept.count[0].tolist())
+    per_head = list(zip(*counts, strict=True))
+    for series in per_head:
+        assert all(a >= b for a, b in zip(series[:-1], series[1:], strict=True))
+        assert series[0] > series[-1]
+        assert abs(sum(series) / len(series) - 40) <= 0.5
+    single = make_view([[200, 160]], window=8, num_layers=1, seq_len=260)
+    assert kept_sets(PyramidKV(budget=40, window=8).compress(single)) == kept_sets(
+        SnapKV(budget=40, window=8).compress(single)
+    )
+
+
+def test_adakv_gives_concentrated_heads_fewer_tokens():
+    """Head 0's queries all point at one key, head 1's attention is uniform: Ada-KV moves budget
+    from head 0 to head 1, keeps the layer total and each head's floor; SnapKV splits evenly."""
+    view = make_view([[60, 60]], g=2, window=8, seed=2, nan_pad=False)
+    keys, queries = view.keys.clone(), view.queries.clone()
+    keys[0, 0, 10] = 8 * torch.eye(D)[0]
+    queries[0, :2] = 8 * torch.eye(D)[0]
+    queries[0, 2:] = 0.0  # uniform attention
+    view = KVView(
+        keys, view.values, view.positions, view.lengths, queries, view.query_positions, 0, 4
+    )
+    ada = AdaKV(budget=20, inner=SnapKV(window=8)).compress(view)
+    assert_valid(ada, view)
+    concentrated, diffuse = ada.count[0].tolist()
+    assert concentrated < 20 < diffuse
+    assert concentrated + diffuse == 40
+    assert concentrated >= math.floor(0.2 * 20)
+    assert 10 in kept_sets(ada)[0][0]
+    assert SnapKV(budget=20, window=8).compress(view).count[0].tolist() == [20, 20]
+    # a 2-query window without pooling: head 0 wants 3 tokens; the safeguard floor gives it 4
+    floor = AdaKV(budget=20, inner=SnapKV(window=2, kernel=1)).compress(view)
+    assert floor.count[0].tolist() == [4, 36]
+
+
+def test_adakv_budget_goes_to_the_inner_policy():
+    ada = get_policy("adakv", budget=64)
+    assert isinstance(ada.inner, SnapKV) and ada.inner.budget == 64 and ada.budget == 64
+    ada = AdaKV(ratio=0.25, inner=PyramidKV(window=8))
+    assert ada.inner.ratio == 0.25 and ada.inner.budget is None
+    view = make_view(LENGTHS, layer=2)
+    kept = ada.compress(view)  # Ada-Pyramid: the layer total is the pyramid's
+    assert_valid(kept, view)
+    assert torch.equal(kept.count.sum(-1).long(), ada.inner.targets(view).sum(-1))
+
+
+def test_razor_given_heads_sink_window_and_compensation():
+    view = make_view(LENGTHS)
+    policy = RazorAttention(budget=10, sink=4, retrieval_heads={0: [1]})
+    kept = policy.compress(view)
+    sets = kept_sets(kept)
+    for i in range(2):
+        for j in range(3):
+            n = int(view.lengths[i, j])
+            if j == 1:
+                assert sets[i][j] == set(range(n)) and kept.extra_weight[i, j, 0] == 0
+                continue
+            assert sets[i][j] == set(range(4)) | set(range(n - 6, n))
+            evicted = list(range(4, n - 6))
+            assert kept.extra_weight[i, j, 0] == len(evicted)
+            if evicted:
+                torch.testing.assert_close(
+                    kept.extra_keys[i, j, 0], view.keys[i, j, evicted].mean(0)
+                )
+                torch.testing.assert_close(
+                    kept.extra_values[i, j, 0], view.values[i, j, evicted].mean(0)
+                )
+    assert kept.extra_keys.shape == (2, 3, 1, D) and torch.isfinite(kept.extra_keys).all()
+    other_layer = make_view(LENGTHS, layer=3)
+    assert (policy.compress(other_layer).extra_weight > 0).all(), "no list for layer 3: none"
+
+
+def test_razor_view_heuristic_finds_the_remote_head():
+    """Head 1's queries read a remote token, head 0's the recent ones: head 1 is retrieval."""
+    view = make_view([[50, 50]], g=1, window=8, nan_pad=False)
+    keys, queries = view.keys.clone(), view.queries.clone()
+    keys[0, 1, 20] = 8 * torch.eye(D)[0]
+    queries[0, 1] = 8 * torch.eye(D)[0]
+    keys[0, 0, 45] = 8 * torch.eye(D)[1]
+    queries[0, 0] = 8 * torch.eye(D)[1]
+    view = KVView(
+        keys, view.values, view.positions, view.lengths, queries, view.query_positions, 0, 1
+    )
+    kept = RazorAttention(budget=12, retrieval_ratio=0.5, window=8).compress(view)
+    assert kept.count[0].tolist() == [12, 50]
+    assert kept.extra_weight[0, :, 0].tolist() == [38.0, 0.0]
+
+
+def test_echo_induction_scores_on_a_planted_pattern():
+    n = 16
+    tokens = torch.cat([torch.arange(8), torch.arange(8)])[None]  # a repeated random sequence
+    probs = torch.zeros(1, 2, n, n)
+    probs[0, :, 0, 0] = 1
+    for i in range(1, n):
+        probs[0, :, i, i - 1] = 1  # default: previous token
+    for i in range(8, n):
+        probs[0, 0, i] = 0
+        probs[0, 0, i, i - 8] = 1  # echo: the earlier copy of the same token
+        probs[0, 1, i] = 0
+        probs[0, 1, i, i - 7] = 1  # induction: the token that followed it
+    echo, induction = echo_induction_scores(probs, tokens)
+    torch.testing.assert_close(echo, torch.tensor([[1.0, 0.0]]))
+    torch.testing.assert_close(induction, torch.tensor([[0.0, 1.0]]))
+
+
+@pytest.mark.parametrize(
+    "build,error,match",
+    [
+        (lambda: get_policy("nope"), ValueError, "name: unknown KV policy"),
+        (lambda: get_policy(3), TypeError, "name"),
+        (lambda: get_policy("snapkv", bogus=1), TypeError, "bogus"),
+        (lambda: SnapKV(budget=10, ratio=0.5), ValueError, "budget, ratio"),
+        (lambda: get_policy("h2o", budget=10, ratio=0.1), ValueError, "budget, ratio"),
+        (lambda: SnapKV(budget=-1), ValueError, "budget"),
+        (lambda: SnapKV(budget=2.5), ValueError, "budget"),
+        (lambda: SnapKV(ratio=1.5), ValueError, "ratio"),
+        (lambda: SnapKV(ratio="half"), ValueError, "ratio"),
+        (lambda: SnapKV(window=0), ValueError, "window"),
+        (lambda: SnapKV(kernel=4), ValueError, "kernel"),
+        (lambda: StreamingLLM(sink=-1), ValueError, "sink"),
+        (lambda: PyramidKV(beta=0.5), ValueError, "beta"),
+        (lambda: H2O(recent_ratio=2), ValueError, "recent_ratio"),
+        (lambda: A2SF(forgetting_factor=1.5), ValueError, "forgetting_factor"),
+        (lambda: AdaKV(inner="snapkv"), TypeError, "inner"),
+        (lambda: AdaKV(inner=AdaKV()), TypeError, "inner"),
+        (lambda: AdaKV(alpha_safeguard=2.0), ValueError, "alpha_safeguard"),
+        (lambda: AdaKV(budget=5, ratio=0.5), ValueError, "budget, ratio"),
+        (lambda: RazorAttention(retrieval_heads=[1]), TypeError, "retrieval_heads"),
+        (lambda: RazorAttention(retrieval_heads={0: [-1]}), ValueError, "retrieval_heads"),
+        (lambda: RazorAttention(retrieval_ratio=-0.1), ValueError, "retrieval_ratio"),
+    ],
+)
+def test_malformed_policy_arguments(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_malformed_views():
+    view = make_view([[20, 20]])
+    fields = dict(
+        keys=view.keys,
+        values=view.values,
+        positions=view.positions,
+        lengths=view.lengths,
+        queries=view.queries,
+        query_positions=view.query_positions,
+        layer=0,
+        num_layers=2,
+    )
+    cases = [
+        ({"values": view.values[:, :, :5]}, ValueError, "values"),
+        ({"keys": view.keys[0]}, ValueError, "keys"),
+        ({"keys": view.keys.long(), "values": view.values.long()}, TypeError, "keys"),
+        ({"positions": view.positions[:, :1]}, ValueError, "positions, lengths"),
+        ({"queries": view.queries[..., :4]}, ValueError, "queries"),
+        ({"queries": view.queries[:, :3]}, ValueError, "queries"),
+        ({"query_positions": view.query_positions[:, :2]}, ValueError, "query_positions"),
+        ({"layer": 2}, ValueError, "layer"),
+        ({"num_layers": 0}, ValueError, "num_layers"),
+        ({"scale": -1.0}, ValueError, "scale"),
+    ]
+    for change, error, match in cases:
+        with pytest.raises(error, match=match):
+            KVView(**{**fields, **change})
+    with pytest.raises(ValueError, match=r"retrieval_heads\[0\]"):
+        RazorAttention(budget=4, retrieval_heads={0: [5]}).compress(view)
