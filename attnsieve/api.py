@@ -81,7 +81,7 @@ def attention(
         out: optional (B, H_q, N, D) buffer of q's dtype written in place (any strides, e.g. a
             transposed view of a (B, N, H_q, D) tensor); returned.
         precision: "bf16" (inputs' precision) or "int8-fp8" (SageAttention2-style INT8 Q·Kᵀ and
-            FP8 P·V, Triton only).
+            FP8 P·V; the reference twin quantises identically and computes in float32).
         backend: see the module docstring.
 
     Rows that see no key give 0 and lse -inf. Keys that the layout or causality hides never
@@ -101,13 +101,11 @@ def attention(
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     use = resolve_backend(backend, q)
     if precision == "int8-fp8":
-        if use != "triton":
-            raise ValueError("precision: 'int8-fp8' runs on the Triton backend only (CUDA)")
-        from attnsieve.kernels.quant import quant_attention
-
-        return quant_attention(
-            q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out
-        )
+        if use == "reference":
+            from attnsieve.kernels.quant_reference import quant_attention_reference as run
+        else:
+            from attnsieve.kernels.quant import quant_attention as run
+        return run(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out)
     if use == "reference":
         # SDPA's causal mask is top-left aligned: it equals ours only when N == M
         dense = layout is None or (layout.is_dense and causal)

@@ -6,15 +6,25 @@ For every length: dense causal attention through SDPA flash, SDPA cuDNN, FlexAtt
 block always kept) at several densities through attnsieve and FlexAttention on the same block mask.
 Every attnsieve output is checked against SDPA / FlexAttention on the same mask before it is timed;
 a failed check is reported as such, with no speed-up. Writes kernels.json and kernels.png.
+
+``--precision bf16,int8-fp8`` adds the low-precision rows (`attnsieve.kernels.quant`): dense causal
+at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT8·FP8 kernel and SageAttention
+(its Triton release, INT8 Q·Kᵀ / FP16 P·V, when ``import sageattention`` works), and a random block
+layout of ``--quant-density`` at ``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on
+the same layout. Each output must reach a per-head cosine similarity of 0.999 with the bf16
+reference (SDPA dense, FlexAttention sparse) before it is timed. INT8·FP8 times include quantising
+Q, K and V, which is also timed on its own (quant_ms).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,10 +45,20 @@ from attnsieve.layout import Layout, causal_pairs
 
 REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("bf16", "int8-fp8")
+MIN_COSINE = 0.999  # per head, low-precision output vs the bf16 reference
 
 
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
+
+
+def _precisions(text: str) -> list[str]:
+    values = [x for x in text.split(",") if x]
+    for x in values:
+        if x not in PRECISIONS:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {PRECISIONS}, got {x!r}")
+    return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--precision",
+        type=_precisions,
+        default=["bf16"],
+        help="bf16: the rows above; int8-fp8: the low-precision rows (see the module docstring)",
+    )
+    parser.add_argument(
+        "--quant-lengths", type=ints, default=ints("32768,131072"), help="int8-fp8 dense lengths"
+    )
+    parser.add_argument(
+        "--quant-sparse-lengths", type=ints, default=ints("65536"), help="int8-fp8 sparse lengths"
+    )
+    parser.add_argument("--quant-density", type=float, default=0.1, help="int8-fp8 sparse density")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -72,11 +105,18 @@ def main(args: argparse.Namespace) -> int:
 
     flex = None if args.no_flex else _compiled_flex()
     rows: list[dict] = []
-    with tqdm(total=len(args.lengths) * (5 + 2 * len(args.densities)), desc="bench kernels") as bar:
-        for n in args.lengths:
+    quant_rows: list[dict] = []
+    lengths = args.lengths if "bf16" in args.precision else []
+    quant = "int8-fp8" in args.precision
+    total = len(lengths) * (5 + 2 * len(args.densities))
+    total += 4 * len(args.quant_lengths) + 2 * len(args.quant_sparse_lengths) if quant else 0
+    with tqdm(total=total, desc="bench kernels") as bar:
+        for n in lengths:
             rows += _bench_length(n, args, flex, bar, device)
             gc.collect()  # inputs, masks and outputs of this length are gone: free them
             torch.cuda.empty_cache()
+        if quant:
+            quant_rows = _bench_precision(args, flex, bar, device)
     _add_speedups(rows)
     env = environment()
     config = {
@@ -91,9 +131,10 @@ def main(args: argparse.Namespace) -> int:
         "config": config,
         "flops": "4 * B * H_q * D * computed causal pairs",
         "rows": rows,
+        "precision_rows": quant_rows,
     }
     json_path = write_json(args.out / "kernels.json", payload)
-    png_path = _plot(rows, args.out / "kernels.png", env["device"])
+    png_path = _plot(rows, quant_rows, args.out / "kernels.png", env["device"])
     cols = [
         "N",
         "method",
@@ -106,9 +147,12 @@ def main(args: argparse.Namespace) -> int:
         "extra_mem_gb",
         "status",
     ]
-    print(format_table(rows, cols))
+    if rows:
+        print(format_table(rows, cols))
+    if quant_rows:
+        print(format_table(quant_rows, QUANT_COLUMNS))
     print(f"wrote {json_path} and {png_path}")
-    return 1 if any(r["status"].startswith("correctness") for r in rows) else 0
+    return 1 if any(r["status"].startswith("correctness") for r in rows + quant_rows) else 0
 
 
 def _bench_length(
@@ -197,6 +241,155 @@ def _bench_length(
         )
         del ref
     return rows
+
+
+QUANT_COLUMNS = [
+    "N",
+    "method",
+    "precision",
+    "density",
+    "ms",
+    "quant_ms",
+    "tflops",
+    "vs_bf16",
+    "vs_sage",
+    "cosine",
+    "rel_err",
+    "status",
+]
+
+
+def _bench_precision(
+    args: argparse.Namespace, flex: Callable | None, bar, dev: torch.device
+) -> list[dict]:
+    """INT8·FP8 rows beside their bf16 baselines (cuDNN dense, our bf16 kernel sparse).
+
+    TF/s count the FLOPs of the attention computed (4 * B * H_q * D * causal pairs, times the
+    density), whatever the precision, so rows compare as throughput on the same work.
+    """
+    from attnsieve.kernels.prefill import sparse_attention
+    from attnsieve.kernels.quant import quant_attention, quant_tiles, quantize_qkv
+
+    sage = _sageattn()
+    b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+    rows: list[dict] = []
+
+    def record(n, method, precision, fn, density, target, ref, extra_ms=None):
+        """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""
+        row = {"N": n, "method": method, "precision": precision, "density": density}
+        row["density_target"] = target
+        rows.append(row)
+        bar.update()
+        if fn is None:
+            row["status"] = "not installed"
+            return
+        if ref is None:  # nothing to check against: refuse to time
+            row["status"] = "correctness failed (no reference)"
+            return
+        try:
+            out = fn()
+            torch.cuda.synchronize()
+        except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
+            row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
+            return
+        row["cosine"] = min_head_cosine(out, ref)
+        row["rel_err"] = rel_err(out, ref)
+        del out
+        if not row["cosine"] >= MIN_COSINE:
+            row["status"] = "correctness failed"
+            return
+        row["status"] = "ok"
+        row["ms"] = median_ms(fn, rep_ms=args.rep_ms)
+        row["tflops"] = attention_tflops(row["ms"], b, h, d, density * causal_pairs(n, n))
+        if extra_ms is not None:
+            row["quant_ms"] = median_ms(extra_ms, rep_ms=args.rep_ms)
+
+    def inputs(n):
+        return [torch.randn(b, hh, n, d, device=dev, dtype=torch.bfloat16, generator=gen)
+                for hh in (h, h_kv, h_kv)]  # fmt: skip
+
+    def dense_rows(n):
+        q, k, v = inputs(n)
+        layout = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)
+        ref = None
+        for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
+            with contextlib.suppress(RuntimeError):
+                ref = ref if ref is not None else _sdpa(q, k, v, backend)()
+        bm, bn = quant_tiles(None)
+        record(n, "sdpa-cudnn", "bf16", _sdpa(q, k, v, "CUDNN_ATTENTION"), 1.0, None, ref)
+        bf16 = partial(sparse_attention, q, k, v, layout, dense_dispatch=False)
+        record(n, "attnsieve-triton", "bf16", bf16, 1.0, None, ref)
+        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
+        low = partial(quant_attention, q, k, v)
+        record(n, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
+        sage_fn = None if sage is None else partial(sage, q, k, v, "HND", is_causal=True)
+        record(n, "sageattention", "int8-fp16", sage_fn, 1.0, None, ref)
+
+    def sparse_rows(n):  # the same random block layout through both precisions
+        q, k, v = inputs(n)
+        layout = random_causal_layout(n, h, blk, args.quant_density, dev, gen)
+        density, target = layout.density(causal=True), args.quant_density
+        ref = None
+        if flex is not None:
+            ref = flex(q, k, v, block_mask=flex_block_mask(layout), enable_gqa=True)
+        bm, bn = quant_tiles(layout)
+        bf16 = partial(sparse_attention, q, k, v, layout)
+        record(n, "attnsieve", "bf16", bf16, density, target, ref)
+        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
+        low = partial(quant_attention, q, k, v, layout)
+        record(n, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
+
+    for n in args.quant_lengths:
+        dense_rows(n)
+        gc.collect()  # inputs and outputs of this length are gone: free them
+        torch.cuda.empty_cache()
+    for n in args.quant_sparse_lengths:
+        sparse_rows(n)
+        gc.collect()
+        torch.cuda.empty_cache()
+    _add_precision_speedups(rows, sage is not None)
+    return rows
+
+
+def _add_precision_speedups(rows: list[dict], have_sage: bool) -> None:
+    """vs_bf16: the bf16 baseline's time over the row's (cuDNN dense; our bf16 kernel on the same
+    layout sparse); vs_sage: SageAttention's over ours. Only between rows that passed."""
+    ok = {
+        (r["N"], r["method"], r["precision"], r["density_target"]): r["ms"]
+        for r in rows
+        if r["status"] == "ok"
+    }
+    for r in rows:
+        if r["precision"] == "int8-fp8":
+            r["vs_sage"] = None if have_sage else "not installed"
+        if r["status"] != "ok":
+            continue
+        dense = r["density_target"] is None
+        base = ("sdpa-cudnn", "bf16") if dense else ("attnsieve", "bf16")
+        base_ms = ok.get((r["N"], *base, r["density_target"]))
+        r["vs_bf16"] = base_ms / r["ms"] if base_ms else None
+        sage_ms = ok.get((r["N"], "sageattention", "int8-fp16", None))
+        if r["precision"] == "int8-fp8" and sage_ms:
+            r["vs_sage"] = sage_ms / r["ms"]
+
+
+def _sageattn() -> Callable | None:
+    """SageAttention's Triton release (1.0.6: INT8 Q·Kᵀ, FP16 P·V), if installed."""
+    try:
+        from sageattention import sageattn
+    except ImportError:
+        return None
+    return sageattn
+
+
+def min_head_cosine(out: Tensor, ref: Tensor) -> float:
+    """Smallest cosine similarity over (batch, head) of two (B, H, N, D) outputs, in float32."""
+    cos = [
+        torch.nn.functional.cosine_similarity(o.float().flatten(1), r.float().flatten(1), dim=-1)
+        for o, r in zip(out, ref, strict=True)  # one batch element at a time: less memory
+    ]
+    return float(torch.cat(cos).min())
 
 
 def random_causal_layout(
@@ -295,8 +488,9 @@ def _add_speedups(rows: list[dict]) -> None:
         r["vs_flex"] = flex / r["ms"] if flex and r["method"].startswith("attnsieve") else None
 
 
-def _plot(rows: list[dict], path: Path, device: str) -> Path:
-    """Left: dense TFLOP/s by length. Right: speed-up over the attnsieve dense kernel by density."""
+def _plot(rows: list[dict], quant_rows: list[dict], path: Path, device: str) -> Path:
+    """Dense TFLOP/s by length; speed-up over the attnsieve dense kernel by density; dense
+    TFLOP/s by length per precision (with ``--precision int8-fp8``)."""
     ok = [r for r in rows if r["status"] == "ok"]
     dense_ms = {r["N"]: r["ms"] for r in ok if r["method"] == "attnsieve-triton"}
     dense, sparse = {}, {}
@@ -326,6 +520,24 @@ def _plot(rows: list[dict], path: Path, device: str) -> Path:
             "title": "block-sparse, same block mask",
         },
     ]
+    if not rows:
+        panels = []
+    precision = {}
+    for r in quant_rows:
+        if r["status"] == "ok" and r["density_target"] is None:
+            xs, ys = precision.setdefault(f"{r['method']} {r['precision']}", ([], []))
+            xs.append(r["N"])
+            ys.append(r["tflops"])
+    if precision:
+        panels.append(
+            {
+                "series": precision,
+                "xlabel": "sequence length N",
+                "ylabel": "TFLOP/s (bf16-attention FLOPs)",
+                "logx": True,
+                "title": "dense causal by precision",
+            }
+        )
     return save_line_plots(path, panels, f"attnsieve bench kernels on {device}")
 
 

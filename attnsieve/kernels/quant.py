@@ -1,0 +1,627 @@
+"""Low-precision prefill attention in Triton: INT8 Q·Kᵀ and FP8 P·V over a `Layout`.
+
+SageAttention2 (Zhang et al., arXiv 2411.10958) quantised attention on the block-sparse substrate
+of `attnsieve.kernels.prefill`, as SpargeAttn (arXiv 2502.18137) runs it on sparse block masks:
+
+1. K smoothing: K's mean over tokens, per (batch, KV head, channel), is subtracted before
+   quantising. Softmax is invariant to it (it adds one constant to each score row) and it removes
+   the channel outliers that would otherwise set K's INT8 scale.
+2. Q and K to INT8, symmetric, one scale (absmax / 127) per block of BLOCK_M query / BLOCK_N key
+   rows of a head, i.e. per attention tile. Values round half away from zero.
+3. V to FP8 e4m3, one scale (absmax / 448) per (batch, KV head, channel), stored transposed
+   (B, H_kv, D, M) so that V's tile is the K-major operand Hopper's FP8 MMA wants.
+4. The attention kernel: S = int32 (Q8 · K8ᵀ) × q_scale × k_scale in fp32; online softmax in fp32
+   with exp2; P × 448 (P in [0, 1]; log2 448 is folded into exp2's argument, so the row sum
+   carries the 448 too) to FP8 e4m3 and P8 · V8 in fp32; V's channel scale is applied once at the
+   end. Each tile's P8 · V8 is a fresh MMA added to the fp32 accumulator (SageAttention2's
+   two-level accumulation: Hopper's FP8 MMA accumulates with about 22 bits).
+
+Each tensor is quantised in one fused pass (read once, write int8 / fp8 + scales); K's mean and
+V's channel absmax come from one statistics pass over K and V before it.
+
+Differences from the papers:
+- Q scales are per tile (BLOCK_M rows), not per warp (SageAttention2's finer granularity), and Q is
+  not smoothed (no mean-of-Q GEMV correction); V is not smoothed; there is no INT4 variant.
+- SpargeAttn's mask prediction is a planner's job here (any `Layout`), and its sparse-warp online
+  softmax (skipping P·V where the row max barely moves) is not done.
+- A layout's key *columns* (gathered tokens) carry their own K block scales, loaded per key.
+- Non-finite inputs: NaN / inf cannot be quantised, so the passes quantise them as 0 (they never
+  enter a mean, an absmax or a dot) and flag their rows; a query row that is non-finite or sees a
+  flagged key comes out NaN, as in the bf16 kernel. Flagged keys hidden from a row never reach it.
+
+Under the Triton interpreter (CPU tests) the fp32 -> fp8 cast mis-rounds values that round up into
+the next binade, so `_to_fp8` first rounds to the e4m3 grid in fp32 (EMULATE_FP8); the cast is
+then exact and the FP8 dot runs as on the GPU. The twin is
+`attnsieve.kernels.quant_reference.quant_attention_reference`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from attnsieve.checks import check_dtype, check_out, check_pow2, check_qkv, check_scale
+from attnsieve.kernels.prefill import INTERPRET, LOG2E, unit_last
+from attnsieve.layout import Layout
+
+FP8_MAX = 448.0  # largest finite float8 e4m3fn: P in [0, 1] is scaled by it
+LOG2_FP8_MAX = math.log2(FP8_MAX)  # the kernel spells it out: 8.807354922057604
+INT8_MAX = 127.0
+_HALF = (torch.float16, torch.bfloat16)
+DENSE_TILES = (64, 128)  # (BLOCK_M, BLOCK_N) without a layout
+_STATS_CHUNK = 64 if INTERPRET else 1024  # tokens per program of the statistics pass
+
+
+@dataclass(frozen=True)
+class QuantizedQKV:
+    """Q, K, V as the attention kernel reads them.
+
+    ``q`` int8 (B, H_q, N, D) with ``q_scale`` f32 (B, H_q, cdiv(N, block_m)); ``k`` int8
+    (B, H_kv, M, D) of K - ``k_mean`` (f32 (B, H_kv, D)) with ``k_scale`` f32
+    (B, H_kv, cdiv(M, block_n)); ``v_t`` float8_e4m3fn (B, H_kv, D, M), V transposed (a view of a
+    buffer padded along M to 16 bytes) with ``v_scale`` f32 (B, H_kv, D); ``q_bad`` int8
+    (B, H_q, N) and ``kv_bad`` int8 (B, H_kv, M) flag rows that held a NaN / inf (quantised as 0).
+    """
+
+    q: Tensor
+    q_scale: Tensor
+    k: Tensor
+    k_scale: Tensor
+    k_mean: Tensor
+    v_t: Tensor
+    v_scale: Tensor
+    q_bad: Tensor
+    kv_bad: Tensor
+    block_m: int
+    block_n: int
+
+    def dequantize(self) -> tuple[Tensor, Tensor, Tensor]:
+        """float32 (q, k - k_mean, v): what the kernel's integer / fp8 values stand for."""
+        n, m = self.q.shape[2], self.k.shape[2]
+        q_scale = self.q_scale.repeat_interleave(self.block_m, -1)[..., :n, None]
+        k_scale = self.k_scale.repeat_interleave(self.block_n, -1)[..., :m, None]
+        v = self.v_t.float().mT * self.v_scale[..., None, :]
+        return self.q.float() * q_scale, self.k.float() * k_scale, v
+
+
+def quant_tiles(layout: Layout | None) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of the attention tile, and so of Q's and K's quantisation blocks.
+
+    The layout's own blocks; the interpreter halves them (as the bf16 kernel does) so CPU tests
+    cover sub-tiled layout blocks. FP8 / INT8 dots need a reduction dim of at least 32 (BLOCK_N).
+    """
+    bq, bk = DENSE_TILES if layout is None else (layout.block_q, layout.block_k)
+    if INTERPRET:
+        return max(16, bq // 2), max(32, bk // 2)
+    # 64-row tiles, 4 warps: 15 % faster than 128 rows / 8 warps on the H200 (dense, 32K)
+    return min(bq, 64), bk
+
+
+# Kernel argument lists stay dense (one role per line) rather than one name per line.
+# fmt: off
+@triton.jit
+def _to_fp8(x, EMULATE: tl.constexpr):
+    """fp32 ``x`` (|x| <= 448 up to rounding) to float8 e4m3, round to nearest even."""
+    if EMULATE:
+        # round on the e4m3 grid in fp32: 3 mantissa bits, so one step is 2^(exponent - 3),
+        # and 2^-9 throughout the subnormal range (exponents below -6)
+        b_exp = (x.to(tl.int32, bitcast=True) >> 23) & 0xFF
+        b_ulp = ((tl.maximum(b_exp, 127 - 6) - 3) << 23).to(tl.float32, bitcast=True)
+        x = (x / b_ulp + 12582912.0 - 12582912.0) * b_ulp  # + 1.5 * 2^23: round half to even
+    return x.to(tl.float8e4nv)
+
+
+@triton.jit
+def _finite(x):
+    return tl.abs(x) < float("inf")  # False for NaN too
+
+
+@triton.jit(do_not_specialize=["M"])
+def _kv_stats_kernel(
+    K, V, KSUM, VMAX, BAD,
+    stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
+    H_KV, M, CHUNK: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    """One chunk of tokens: K's column sums and V's column absmax (finite values only), and a
+    flag per token whose K or V row holds a NaN / inf."""
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = (i_bh // H_KV).to(tl.int64), (i_bh % H_KV).to(tl.int64)
+    p_k = K + i_b * stride_kb + i_h * stride_kh
+    p_v = V + i_b * stride_vb + i_h * stride_vh
+    o_d = tl.arange(0, HEAD_DIM)
+    b_sum = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    b_max = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    for start in range(i_c * CHUNK, (i_c + 1) * CHUNK, BLOCK):
+        o_n = start + tl.arange(0, BLOCK)
+        m_n = o_n < M
+        o_kn = o_n.to(tl.int64)[:, None]
+        b_k = tl.load(p_k + o_kn * stride_kn + o_d[None, :] * stride_kd, mask=m_n[:, None],
+                      other=0.0).to(tl.float32)  # [BLOCK, HEAD_DIM]
+        b_v = tl.load(p_v + o_kn * stride_vn + o_d[None, :] * stride_vd, mask=m_n[:, None],
+                      other=0.0).to(tl.float32)
+        m_k, m_v = _finite(b_k), _finite(b_v)
+        b_sum += tl.sum(tl.where(m_k, b_k, 0.0), 0)
+        b_max = tl.maximum(b_max, tl.max(tl.where(m_v, tl.abs(b_v), 0.0), 0))
+        b_bad = tl.min((m_k & m_v).to(tl.int32), 1) == 0
+        tl.store(BAD + i_bh.to(tl.int64) * M + o_n, b_bad.to(tl.int8), mask=m_n)
+    o_s = (i_bh.to(tl.int64) * tl.num_programs(0) + i_c) * HEAD_DIM + o_d
+    tl.store(KSUM + o_s, b_sum)
+    tl.store(VMAX + o_s, b_max)
+
+
+@triton.jit(do_not_specialize=["N"])
+def _quant_int8_kernel(
+    X, Y, S, MEAN, BAD, stride_xb, stride_xh, stride_xn, stride_xd, H, N,
+    HAS_MEAN: tl.constexpr, WRITE_BAD: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    """BLOCK rows of one head of X (minus MEAN) to int8 with one absmax scale: Q or K."""
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
+    o_n = i_n * BLOCK + tl.arange(0, BLOCK)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_n = o_n < N
+    p_x = X + i_b * stride_xb + i_h * stride_xh
+    b_x = tl.load(p_x + o_n.to(tl.int64)[:, None] * stride_xn + o_d[None, :] * stride_xd,
+                  mask=m_n[:, None], other=0.0).to(tl.float32)  # [BLOCK, HEAD_DIM]
+    m_x = _finite(b_x)
+    if WRITE_BAD:
+        b_bad = tl.min(m_x.to(tl.int32), 1) == 0
+        tl.store(BAD + i_bh.to(tl.int64) * N + o_n, b_bad.to(tl.int8), mask=m_n)
+    b_x = tl.where(m_x, b_x, 0.0)
+    if HAS_MEAN:  # rows past N stay 0: they must not set the block's scale
+        b_x = tl.where(m_n[:, None], b_x - tl.load(MEAN + i_bh * HEAD_DIM + o_d)[None, :], 0.0)
+    b_amax = tl.max(tl.abs(b_x))
+    b_scale = tl.where(b_amax > 0, tl.math.div_rn(b_amax, 127.0), 1.0)
+    # correctly rounded division: the twin's quantised values are then bit-identical
+    b_y = tl.math.div_rn(b_x, b_scale)
+    b_y = b_y + tl.where(b_y >= 0, 0.5, -0.5)  # round half away from zero, then truncate
+    o_y = (i_bh.to(tl.int64) * N + o_n)[:, None] * HEAD_DIM + o_d[None, :]
+    tl.store(Y + o_y, b_y.to(tl.int8), mask=m_n[:, None])
+    tl.store(S + i_bh.to(tl.int64) * tl.num_programs(0) + i_n, b_scale)
+
+
+@triton.jit(do_not_specialize=["M", "stride_yd"])
+def _quant_fp8_kernel(
+    X, Y, S, stride_xb, stride_xh, stride_xn, stride_xd, stride_yd, H, M,
+    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, EMULATE_FP8: tl.constexpr,
+):
+    """BLOCK rows of one head of V to fp8 e4m3 by its channel scales, stored transposed."""
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
+    o_n = i_n * BLOCK + tl.arange(0, BLOCK)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_n = o_n < M
+    p_x = X + i_b * stride_xb + i_h * stride_xh
+    b_x = tl.load(p_x + o_n.to(tl.int64)[:, None] * stride_xn + o_d[None, :] * stride_xd,
+                  mask=m_n[:, None], other=0.0).to(tl.float32)  # [BLOCK, HEAD_DIM]
+    b_x = tl.where(_finite(b_x), b_x, 0.0)
+    b_s = tl.load(S + i_bh * HEAD_DIM + o_d)
+    b_y = _to_fp8(tl.math.div_rn(b_x, b_s[None, :]), EMULATE_FP8)
+    p_y = Y + i_bh.to(tl.int64) * HEAD_DIM * stride_yd
+    tl.store(p_y + o_d[None, :] * stride_yd + o_n[:, None], b_y, mask=m_n[:, None])
+
+
+@triton.jit
+def _load_kv(
+    DK, DV, p_k, p_v, i_bkv, start, o_n, m_n, o_d, stride_vd,
+    MASKED: tl.constexpr, USE_TMA: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    """int8 K rows ``o_n`` [BLOCK_N, D] and fp8 Vᵀ columns [D, BLOCK_N]; zero where ``m_n`` is
+    off."""
+    if USE_TMA:  # bulk tensor copy of rows [start, start + BLOCK_N); rows past M come back zero
+        b_k = DK.load([i_bkv, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+        b_vt = DV.load([i_bkv, 0, start]).reshape(HEAD_DIM, BLOCK_N)
+    else:
+        o_kn = o_n.to(tl.int64)
+        p_kt = p_k + o_kn[:, None] * HEAD_DIM + o_d[None, :]
+        p_vt = p_v + o_d[:, None] * stride_vd + o_kn[None, :]
+        if MASKED:
+            b_k = tl.load(p_kt, mask=m_n[:, None], other=0)
+            b_vt = tl.load(p_vt, mask=m_n[None, :], other=0.0)
+        else:
+            b_k = tl.load(p_kt)
+            b_vt = tl.load(p_vt)
+    return b_k, b_vt
+
+
+@triton.jit
+def _attend_tile(
+    b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc, b_kbad, o_n, m_n, o_qpos,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, EMULATE_FP8: tl.constexpr,
+):
+    """Fold one key tile into the running softmax; ``b_sc`` is the score scale, a scalar or
+    [1, BLOCK_N] (gathered columns)."""
+    b_s = tl.dot(b_q, tl.trans(b_k), out_dtype=tl.int32)  # [BLOCK_M, BLOCK_N], |s| < 127²·256
+    # int32 -> fp32 without the quarter-rate conversion unit: add s to the bits of 1.5 * 2^23 and
+    # subtract it back in fp32; exact for |s| < 2^22 (head_dim <= 256)
+    b_s = (b_s + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+    if MASKED:
+        m_s = m_n[None, :]
+        if CAUSAL:
+            m_s = m_s & (o_n[None, :] <= o_qpos[:, None])
+        b_s = tl.where(m_s, b_s * b_sc, float("-inf"))
+        b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
+        # a row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not NaN
+        b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
+        b_p = tl.exp2(b_s - (b_m_sub - 8.807354922057604)[:, None])  # P x 448: FP8's full range
+        b_bad = b_bad | (tl.max((m_s & (b_kbad[None, :] != 0)).to(tl.int32), 1) > 0)
+    else:
+        # every key of the tile is visible to every row, and the scale is one positive scalar
+        b_m_new = tl.maximum(b_m, tl.max(b_s, 1) * b_sc)
+        b_m_sub = b_m_new
+        b_p = tl.exp2(b_s * b_sc - (b_m_sub - 8.807354922057604)[:, None])
+        b_bad = b_bad | (tl.max(b_kbad, 0) != 0)
+    b_alpha = tl.exp2(b_m - b_m_sub)
+    b_l = b_l * b_alpha + tl.sum(b_p, 1)
+    b_p8 = _to_fp8(b_p, EMULATE_FP8)
+    # a fresh MMA per tile added in fp32, not accumulated inside the MMA: Hopper's FP8 MMA keeps
+    # about 22 bits of accumulator (Triton keeps the add apart for FP8 dots on sm_90)
+    b_acc = b_acc * b_alpha[:, None] + tl.dot(b_p8, tl.trans(b_vt))  # [BLOCK_M, HEAD_DIM]
+    return b_acc, b_l, b_m_new, b_bad
+
+
+# layout strides and lengths vary per call: specializing on their divisibility only recompiles
+@triton.jit(do_not_specialize=[
+    "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
+    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_vd", "N", "M",
+    "LEN_BUCKET",
+])
+def _quant_fwd_kernel(
+    Q8, QS, QBAD, K8, KS, KMEAN, VT8, VS, KVBAD, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT,
+    stride_ob, stride_oh, stride_on, stride_od, stride_vd,
+    stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
+    stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+    H_Q, H_KV, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    CAUSAL: tl.constexpr, DENSE: tl.constexpr, HAS_COLUMNS: tl.constexpr,
+    USE_TMA: tl.constexpr, EMULATE_FP8: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # heaviest query tiles (last rows under causal masking) launch first: fewer idle SMs at the end
+    i_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    i_bkv = i_b * H_KV + i_h // (H_Q // H_KV)  # native GQA: K/V are indexed, never repeated
+    i_hl = i_h // LAYOUT_DIV  # layout head: 0, i_h // GROUP or i_h
+    i_qb = i_m // (BLOCK_Q // BLOCK_M)
+
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_m = o_m < N
+    o_qpos = o_m + (M - N)  # bottom-right aligned absolute query positions
+    q_lo = i_m * BLOCK_M
+    q_hi = tl.minimum(q_lo + BLOCK_M, N) - 1
+    if CAUSAL:
+        kv_end = tl.maximum(tl.minimum(M, q_hi + (M - N) + 1), 0)  # keys past it: hidden from all
+        full_end = tl.maximum(tl.minimum(M, q_lo + (M - N) + 1), 0)  # keys before it: seen by all
+    else:
+        kv_end = M
+        full_end = M
+
+    i_bh64, i_bkv64 = i_bh.to(tl.int64), i_bkv.to(tl.int64)
+    p_q = Q8 + i_bh64 * N * HEAD_DIM
+    p_k = K8 + i_bkv64 * M * HEAD_DIM
+    p_v = VT8 + i_bkv64 * HEAD_DIM * stride_vd
+    p_ks = KS + i_bkv64 * tl.cdiv(M, BLOCK_N)
+    p_kbad = KVBAD + i_bkv64 * M
+    b_q = tl.load(p_q + o_m.to(tl.int64)[:, None] * HEAD_DIM + o_d[None, :], mask=m_m[:, None],
+                  other=0)  # [BLOCK_M, HEAD_DIM] int8
+    # the tile's Q scale with the softmax scale and log2(e) folded in (exp2 below)
+    b_qs = tl.load(QS + i_bh64 * tl.num_programs(0) + i_m) * qk_scale
+
+    b_acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
+    b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    b_bad = tl.zeros([BLOCK_M], dtype=tl.int1)  # rows that see a non-finite K / V row
+
+    p_idx = BIDX + i_b * stride_ib + i_hl * stride_ih + i_qb * stride_iq
+    if DENSE:  # every key block in order, BLOCK_K == BLOCK_N
+        n_vis = tl.cdiv(kv_end, BLOCK_K)
+        n_full = full_end // BLOCK_K
+    else:
+        # block list of this query block; batch/head broadcast through zero strides and
+        # LAYOUT_DIV. The list is sorted, so blocks hidden from every row (past kv_end) form a
+        # suffix, and blocks that need the mask the suffix before it: scan both from the end.
+        n_vis = tl.load(BCNT + i_b * stride_cb + i_hl * stride_ch + i_qb * stride_cq)
+        while (n_vis > 0) & (tl.load(p_idx + n_vis - 1, mask=n_vis > 0, other=0) * BLOCK_K
+                             >= kv_end):
+            n_vis -= 1
+        n_full = n_vis
+        while (n_full > 0) & (
+            (tl.load(p_idx + n_full - 1, mask=n_full > 0, other=0) + 1) * BLOCK_K > full_end
+        ):
+            n_full -= 1
+
+    SUBS: tl.constexpr = BLOCK_K // BLOCK_N  # BLOCK_N-wide tiles per layout block
+    o_t = tl.arange(0, BLOCK_N)
+    for it in range(0, n_full * SUBS):
+        if DENSE:
+            start = it * BLOCK_N
+        else:
+            start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+        o_n = start + o_t
+        b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, o_n < M, o_d, stride_vd,
+                             False, USE_TMA, BLOCK_N, HEAD_DIM)
+        b_sc = b_qs * tl.load(p_ks + start // BLOCK_N)
+        b_acc, b_l, b_m, b_bad = _attend_tile(
+            b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc, tl.load(p_kbad + o_n), o_n, o_n < M,
+            o_qpos, False, CAUSAL, EMULATE_FP8)
+    for it in range(n_full * SUBS, n_vis * SUBS):
+        if DENSE:
+            start = it * BLOCK_N
+        else:
+            start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+        o_n = start + o_t
+        b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, o_n < M, o_d, stride_vd,
+                             True, USE_TMA, BLOCK_N, HEAD_DIM)
+        b_sc = b_qs * tl.load(p_ks + start // BLOCK_N)
+        b_acc, b_l, b_m, b_bad = _attend_tile(
+            b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc,
+            tl.load(p_kbad + o_n, mask=o_n < M, other=0), o_n, o_n < M, o_qpos,
+            True, CAUSAL, EMULATE_FP8)
+    if HAS_COLUMNS:
+        p_col = CIDX + i_b * stride_xb + i_hl * stride_xh + i_qb * stride_xq
+        n_col = tl.load(CCNT + i_b * stride_yb + i_hl * stride_yh + i_qb * stride_yq)
+        for start in range(0, n_col, BLOCK_N):
+            m_c = start + o_t < n_col
+            o_n = tl.load(p_col + start + o_t, mask=m_c, other=0)  # gathered key tokens
+            b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, m_c, o_d, stride_vd,
+                                 True, False, BLOCK_N, HEAD_DIM)
+            # each gathered key brings its own block's K scale
+            b_sc = b_qs * tl.load(p_ks + o_n // BLOCK_N, mask=m_c, other=0.0)[None, :]
+            b_acc, b_l, b_m, b_bad = _attend_tile(
+                b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc,
+                tl.load(p_kbad + o_n, mask=m_c, other=0), o_n, m_c, o_qpos,
+                True, CAUSAL, EMULATE_FP8)
+
+    # rows that saw no key: out 0 and lse -inf, never 0/0; rows that saw a non-finite input: NaN
+    b_empty = b_l == 0.0
+    b_bad = b_bad | ((tl.load(QBAD + i_bh64 * N + o_m, mask=m_m, other=0) != 0) & ~b_empty)
+    b_vs = tl.load(VS + i_bkv64 * HEAD_DIM + o_d)  # V's channel scale (l carries P's 448)
+    b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None] * b_vs[None, :]
+    b_o = tl.where(b_bad[:, None], float("nan"), b_o)
+    p_o = Out + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    o_o = o_m.to(tl.int64)[:, None] * stride_on + o_d[None, :] * stride_od
+    tl.store(p_o + o_o, b_o.to(Out.dtype.element_ty), mask=m_m[:, None])
+    # K smoothing shifted every score of a row by q . mean(K): softmax ignores it, the lse does not
+    b_shift = tl.sum(b_q.to(tl.float32) * tl.load(KMEAN + i_bkv64 * HEAD_DIM + o_d)[None, :], 1)
+    b_lse = b_m + tl.log2(tl.where(b_empty, 1.0, b_l)) - 8.807354922057604 + b_shift * b_qs
+    b_lse = b_lse * 0.6931471805599453  # x ln 2: natural log
+    b_lse = tl.where(b_empty, float("-inf"), b_lse)
+    b_lse = tl.where(b_bad, float("nan"), b_lse)
+    tl.store(LSE + i_bh64 * N + o_m, b_lse, mask=m_m)
+# fmt: on
+
+
+def _set_tma_block(nargs: dict) -> None:
+    """TMA boxes: [1, BLOCK_N, D] of K, [1, D, BLOCK_N] of Vᵀ; BLOCK_N is the call's tile."""
+    if nargs["USE_TMA"]:
+        nargs["DK"].block_shape = [1, nargs["BLOCK_N"], nargs["HEAD_DIM"]]
+        nargs["DV"].block_shape = [1, nargs["HEAD_DIM"], nargs["BLOCK_N"]]
+
+
+def _keep(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Head dim 256 leaves shared memory for 2 stages only."""
+    args = {**named_args, **kwargs}
+    return [c for c in configs if args["HEAD_DIM"] < 256 or c.num_stages <= 2]
+
+
+# The tile is fixed per call (it is the quantisation block); warps and pipeline depth are tuned.
+_quant_fwd_tuned = triton.autotune(
+    configs=[
+        triton.Config({}, num_warps=w, num_stages=s, pre_hook=_set_tma_block)
+        for w, s in itertools.product((4, 8), (2, 3, 4))
+    ],
+    key=[
+        "HEAD_DIM",
+        "BLOCK_M",
+        "BLOCK_N",
+        "BLOCK_Q",
+        "BLOCK_K",
+        "CAUSAL",
+        "DENSE",
+        "HAS_COLUMNS",
+        "LEN_BUCKET",
+    ],
+    prune_configs_by={"early_config_prune": _keep},
+)(_quant_fwd_kernel)
+
+
+def quantize_qkv(
+    q: Tensor, k: Tensor, v: Tensor, *, block_m: int = 128, block_n: int = 128
+) -> QuantizedQKV:
+    """Quantise q to INT8 per ``block_m`` rows, K - mean(K) to INT8 per ``block_n`` rows and V to
+    FP8 e4m3 per channel (see the module docstring); q (B, H_q, N, D), k, v (B, H_kv, M, D)."""
+    check_quant_inputs(q, k, v)
+    check_pow2("block_m", block_m, 16, 128)
+    check_pow2("block_n", block_n, 32, 128)
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        return _quantize(q, k, v, block_m, block_n)
+
+
+def _quantize(q: Tensor, k: Tensor, v: Tensor, block_m: int, block_n: int) -> QuantizedQKV:
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    dev = q.device
+    chunks = triton.cdiv(m, _STATS_CHUNK)
+    k_sum = torch.empty((b, h_kv, chunks, d), dtype=torch.float32, device=dev)
+    v_max = torch.empty((b, h_kv, chunks, d), dtype=torch.float32, device=dev)
+    kv_bad = torch.empty((b, h_kv, m), dtype=torch.int8, device=dev)
+    _kv_stats_kernel[(chunks, b * h_kv)](
+        k, v, k_sum, v_max, kv_bad, *k.stride(), *v.stride(), h_kv, m,
+        CHUNK=_STATS_CHUNK, BLOCK=min(64, _STATS_CHUNK), HEAD_DIM=d,
+    )  # fmt: skip
+    k_mean = k_sum.sum(2) / m
+    v_max = v_max.amax(2)
+    v_scale = torch.where(v_max > 0, v_max / FP8_MAX, 1.0)
+
+    q8 = torch.empty((b, h_q, n, d), dtype=torch.int8, device=dev)
+    q_scale = torch.empty((b, h_q, triton.cdiv(n, block_m)), dtype=torch.float32, device=dev)
+    q_bad = torch.empty((b, h_q, n), dtype=torch.int8, device=dev)
+    _quant_int8_kernel[(q_scale.shape[-1], b * h_q)](
+        q, q8, q_scale, q_scale, q_bad, *q.stride(), h_q, n,
+        HAS_MEAN=False, WRITE_BAD=True, BLOCK=block_m, HEAD_DIM=d,
+    )  # fmt: skip
+    k8 = torch.empty((b, h_kv, m, d), dtype=torch.int8, device=dev)
+    k_scale = torch.empty((b, h_kv, triton.cdiv(m, block_n)), dtype=torch.float32, device=dev)
+    _quant_int8_kernel[(k_scale.shape[-1], b * h_kv)](
+        k, k8, k_scale, k_mean, kv_bad, *k.stride(), h_kv, m,
+        HAS_MEAN=True, WRITE_BAD=False, BLOCK=block_n, HEAD_DIM=d,
+    )  # fmt: skip
+    # Vᵀ rows padded to 16 bytes: TMA descriptors need 16-byte aligned strides
+    v_t = torch.empty((b, h_kv, d, triton.cdiv(m, 16) * 16), dtype=torch.float8_e4m3fn, device=dev)
+    _quant_fp8_kernel[(triton.cdiv(m, block_n), b * h_kv)](
+        v, v_t, v_scale, *v.stride(), v_t.stride(2), h_kv, m,
+        BLOCK=block_n, HEAD_DIM=d, EMULATE_FP8=INTERPRET,
+    )  # fmt: skip
+    return QuantizedQKV(
+        q8, q_scale, k8, k_scale, k_mean, v_t[..., :m], v_scale, q_bad, kv_bad, block_m, block_n
+    )
+
+
+def quant_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: Layout | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    return_lse: bool = False,
+    out: Tensor | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """INT8 Q·Kᵀ / FP8 P·V attention of q over k, v, restricted to ``layout`` (dense when None).
+
+    Args:
+        q: (B, H_q, N, D) float16/bfloat16; k, v: (B, H_kv, M, D), H_q a multiple of H_kv (native
+            GQA: query head h reads KV head h // (H_q // H_kv)). Any strides. D is a power of two
+            in [32, 256].
+        layout: key blocks (and columns) per query block; its batch broadcasts from 1 and its heads
+            from 1 or H_kv, or are H_q; block_q a power of two in [16, 128], block_k in [32, 128].
+            Its blocks are the quantisation blocks of Q and K.
+        causal: bottom-right aligned causal mask (query i sits at key position M - N + i).
+        scale: softmax scale, default 1/sqrt(D).
+        return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
+        out: optional (B, H_q, N, D) buffer of q's dtype (any strides), written and returned.
+
+    Returns:
+        out (B, H_q, N, D) in q's dtype, and lse if asked. Rows that see no key give 0 and -inf;
+        rows whose query, or a key / value they see, holds a NaN / inf give NaN.
+
+    Example:
+        >>> out = quant_attention(q, k, v)  # dense causal  # doctest: +SKIP
+        >>> out = quant_attention(q, k, v, planner.plan(q, k))  # sparse  # doctest: +SKIP
+    """
+    check_quant_inputs(q, k, v, layout, causal=causal, scale=scale, out=out)
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    block_m, block_n = quant_tiles(layout)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if out is None:
+        out = torch.empty((b, h_q, n, d), dtype=q.dtype, device=q.device)
+    lse = torch.empty((b, h_q, n), dtype=torch.float32, device=q.device)
+    if n == 0 or m == 0:  # nothing to launch: every row is empty
+        out.zero_()
+        return (out, lse.fill_(-math.inf)) if return_lse else out
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        z = _quantize(q, k, v, block_m, block_n)
+        if layout is None:  # the index pointers are never read: placeholders
+            bidx = bcnt = cidx = ccnt = lse
+            bq, bk, div, bs = block_m, block_n, h_q, 0
+        else:
+            bidx, bcnt = unit_last(layout.block_idx), layout.block_count
+            # without columns the column pointers are never read: the block ones stand in
+            cidx = unit_last(layout.column_idx) if layout.has_columns else bidx
+            ccnt = layout.column_count if layout.has_columns else bcnt
+            bq, bk, div = layout.block_q, layout.block_k, h_q // layout.heads
+            bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch: a zero stride
+        use_tma = _use_tma(q)
+        dk, dv = (_descriptor(z.k, 1), _descriptor(z.v_t, 2)) if use_tma else (z.k, z.v_t)
+        # fmt: off
+        args = (
+            z.q, z.q_scale, z.q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad, dk, dv,
+            out, lse, bidx, bcnt, cidx, ccnt,
+            *out.stride(), z.v_t.stride(2),
+            *_strides(bidx, bs), *_strides(bcnt, bs), *_strides(cidx, bs), *_strides(ccnt, bs),
+            h_q, h_kv, div, n, m, scale * LOG2E,
+            # autotune key only (unused in the kernel): short and long prefills tune apart
+            min(max((m - 1).bit_length(), 12), 17),
+        )
+        # fmt: on
+        meta = {
+            "HEAD_DIM": d,
+            "BLOCK_Q": bq,
+            "BLOCK_K": bk,
+            "CAUSAL": bool(causal),
+            "DENSE": layout is None,
+            "HAS_COLUMNS": layout is not None and layout.has_columns,
+            "USE_TMA": use_tma,
+            "EMULATE_FP8": INTERPRET,
+            "BLOCK_M": block_m,
+            "BLOCK_N": block_n,
+        }
+        grid = (triton.cdiv(n, block_m), b * h_q)
+        if INTERPRET:
+            _set_tma_block({"DK": dk, "DV": dv, **meta})
+            _quant_fwd_kernel[grid](*args, **meta)
+        else:
+            _quant_fwd_tuned[grid](*args, **meta)
+    return (out, lse) if return_lse else out
+
+
+def _strides(t: Tensor, batch: int) -> tuple[int, int, int]:
+    """(batch, head, query-block) strides of a layout index tensor; batch 0 broadcasts."""
+    return batch * t.stride(0), t.stride(1), t.stride(2)
+
+
+def _use_tma(q: Tensor) -> bool:
+    """Hopper or newer (the quantised buffers are allocated aligned)."""
+    return q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
+
+
+def _descriptor(t: Tensor, tile_dim: int) -> TensorDescriptor:
+    """Host TMA descriptor over (B·H_kv, rows, cols); the box is set per call by _set_tma_block."""
+    b, h, r, c = t.shape
+    shape, strides = [b * h, r, c], [t.stride(1), t.stride(2), 1]
+    box = [1, 16, c] if tile_dim == 1 else [1, r, 16]
+    return TensorDescriptor(t, shape, strides, box)
+
+
+def check_quant_inputs(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: Layout | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    out: Tensor | None = None,
+    kernel: bool = True,
+) -> None:
+    """The contract of `quant_attention` (and, with ``kernel=False``, of its CPU twin)."""
+    check_qkv(q, k, v)
+    check_dtype("q", q, (torch.float16, torch.bfloat16) if kernel else (*_HALF, torch.float32))
+    check_pow2("head_dim", q.shape[-1], 32, 256)
+    check_scale(scale)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal: expected a bool, got {causal!r}")
+    if layout is not None:
+        if not isinstance(layout, Layout):
+            raise TypeError(f"layout: expected an attnsieve Layout or None, got {layout!r}")
+        layout.check_inputs(q, k)
+        check_pow2("layout.block_q", layout.block_q, 16, 128)
+        check_pow2("layout.block_k", layout.block_k, 32, 128)
+    if out is not None:
+        check_out(out, q)
+    if kernel and not q.is_cuda and not INTERPRET:
+        raise ValueError(
+            f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
+        )

@@ -1,0 +1,174 @@
+"""The plain-PyTorch twin of `attnsieve.kernels.quant`: the same quantisation, then attention on
+the quantised values in float32.
+
+It quantises exactly as the Triton passes do (same blocks, scales, rounding, non-finite handling),
+and walks each query block's key tiles in the kernel's order with the same online softmax, because
+P's FP8 rounding depends on the running row maximum when a tile is folded in. Kernel and twin
+therefore differ only by floating-point summation order (and exp2's last bits on the GPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attnsieve.checks import check_pow2
+from attnsieve.kernels.quant import (
+    FP8_MAX,
+    INT8_MAX,
+    LOG2_FP8_MAX,
+    LOG2E,
+    QuantizedQKV,
+    check_quant_inputs,
+    quant_tiles,
+)
+from attnsieve.layout import Layout
+
+
+def _fp8(x: Tensor) -> Tensor:
+    """Round float32 ``x`` to float8 e4m3 (nearest even, saturating at ±448)."""
+    return x.clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+
+
+def _int8_blocks(x: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """Symmetric INT8 of (B, H, L, D) float32 per ``block`` rows: (int8 values, scales)."""
+    b, h, length, d = x.shape
+    pad = -length % block
+    tiles = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, -1, block, d)
+    amax = tiles.abs().amax((-1, -2))
+    scale = torch.where(amax > 0, amax / INT8_MAX, 1.0)
+    y = tiles / scale[..., None, None]
+    y = torch.trunc(y + torch.where(y >= 0, 0.5, -0.5))  # half away from zero, as the kernel
+    return y.to(torch.int8).view(b, h, -1, d)[:, :, :length], scale
+
+
+def _finite_or_zero(x: Tensor) -> tuple[Tensor, Tensor]:
+    """float32 ``x`` with NaN / inf as 0, and int8 flags of rows that held one."""
+    ok = x.isfinite()
+    return torch.where(ok, x.float(), 0.0), (~ok.all(-1)).to(torch.int8)
+
+
+def quantize_qkv_reference(
+    q: Tensor, k: Tensor, v: Tensor, *, block_m: int = 128, block_n: int = 128
+) -> QuantizedQKV:
+    """Twin of `attnsieve.kernels.quant.quantize_qkv`."""
+    check_quant_inputs(q, k, v, kernel=False)
+    check_pow2("block_m", block_m, 16, 128)
+    check_pow2("block_n", block_n, 32, 128)
+    qf, q_bad = _finite_or_zero(q)
+    kf, k_bad = _finite_or_zero(k)
+    vf, v_bad = _finite_or_zero(v)
+    k_mean = kf.sum(2) / k.shape[2]
+    q8, q_scale = _int8_blocks(qf, block_m)
+    k8, k_scale = _int8_blocks(kf - k_mean[:, :, None], block_n)
+    v_max = vf.abs().amax(2)
+    v_scale = torch.where(v_max > 0, v_max / FP8_MAX, 1.0)
+    v_t = _fp8(vf / v_scale[:, :, None]).mT
+    return QuantizedQKV(
+        q8, q_scale, k8, k_scale, k_mean, v_t, v_scale, q_bad, k_bad | v_bad, block_m, block_n
+    )
+
+
+def quant_attention_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: Layout | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    return_lse: bool = False,
+    out: Tensor | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Twin of `attnsieve.kernels.quant.quant_attention` (same arguments and results)."""
+    check_quant_inputs(q, k, v, layout, causal=causal, scale=scale, out=out, kernel=False)
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    block_m, block_n = quant_tiles(layout)
+    z = quantize_qkv_reference(q, k, v, block_m=block_m, block_n=block_n)
+    if layout is None:  # the kernel's dense walk: every BLOCK_N tile in order
+        layout = Layout.dense(n, m, block_q=block_m, block_k=block_n, causal=False, device=q.device)
+    qk_scale = (1.0 / math.sqrt(d) if scale is None else float(scale)) * LOG2E
+    # per query row: its tile's Q scale, folded with the softmax scale as the kernel does
+    q_scale = (z.q_scale * qk_scale).repeat_interleave(block_m, -1)[..., :n]  # (B, H_q, N)
+    k_scale = z.k_scale.repeat_interleave(block_n, -1)[..., :m]  # (B, H_kv, M)
+    qf, kf, vf = z.q.float(), z.k.float(), z.v_t.float().mT  # (B, H_kv, M, D)
+    i_b = torch.arange(b, device=q.device)[:, None, None]
+    i_kv = (torch.arange(h_q, device=q.device) // (h_q // h_kv))[None, :, None]
+    heads = layout.heads_for(h_q, h_kv)
+    batch = (
+        torch.arange(b, device=q.device) if layout.batch == b else torch.zeros_like(i_b[:, 0, 0])
+    )
+
+    acc = torch.zeros(b, h_q, n, d, device=q.device)
+    row_l = torch.zeros(b, h_q, n, device=q.device)
+    row_m = torch.full((b, h_q, n), -math.inf, device=q.device)
+    bad = torch.zeros(b, h_q, n, dtype=torch.bool, device=q.device)
+    for qb in range(layout.num_q_blocks):
+        rows = slice(qb * layout.block_q, min(n, (qb + 1) * layout.block_q))
+        pos = torch.arange(rows.start, rows.stop, device=q.device) + (m - n)
+        state = acc[:, :, rows], row_l[:, :, rows], row_m[:, :, rows], bad[:, :, rows]
+        for keys, valid in _key_tiles(layout, qb, batch, heads, block_n):
+            keys = keys.clamp(0, m - 1)
+            visible = valid[:, :, None, :]
+            if causal:
+                visible = visible & (keys[:, :, None, :] <= pos[:, None])
+            state = _fold_tile(
+                state,
+                qf[:, :, rows],
+                kf[i_b, i_kv, keys],
+                vf[i_b, i_kv, keys] * valid[..., None],
+                q_scale[:, :, rows, None] * k_scale[i_b, i_kv, keys][:, :, None, :],
+                z.kv_bad[i_b, i_kv, keys] != 0,
+                visible,
+            )
+        acc[:, :, rows], row_l[:, :, rows], row_m[:, :, rows], bad[:, :, rows] = state
+
+    empty = row_l == 0
+    bad |= (z.q_bad != 0) & ~empty
+    kv_head = i_kv[0, :, 0]
+    o = acc / torch.where(empty, 1.0, row_l)[..., None] * z.v_scale[:, kv_head, None]
+    o = torch.where(bad[..., None], math.nan, o).to(q.dtype)
+    out = o if out is None else out.copy_(o)
+    if not return_lse:
+        return out
+    shift = (qf * z.k_mean[:, kv_head, None, :]).sum(-1) * q_scale  # K smoothing's shift
+    lse = row_m + torch.log2(torch.where(empty, 1.0, row_l)) - LOG2_FP8_MAX + shift
+    lse = lse * math.log(2)
+    lse = torch.where(empty, -math.inf, lse)
+    return out, torch.where(bad, math.nan, lse)
+
+
+def _key_tiles(layout: Layout, qb: int, batch: Tensor, heads: Tensor, block_n: int):
+    """Key tokens (B, H_q, BLOCK_N) and their validity, tile by tile in the kernel's order: the
+    listed blocks cut into BLOCK_N tiles, then the columns BLOCK_N at a time."""
+    offs = torch.arange(block_n, device=layout.device)
+    idx = layout.block_idx[batch][:, heads, qb].long()  # (B, H_q, width)
+    count = layout.block_count[batch][:, heads, qb]
+    for j in range(idx.shape[-1]):
+        for sub in range(layout.block_k // block_n):
+            keys = idx[..., j, None] * layout.block_k + sub * block_n + offs
+            yield keys, (j < count)[..., None] & (keys < layout.num_keys)
+    if layout.has_columns:
+        cols = layout.column_idx[batch][:, heads, qb].long()
+        c_count = layout.column_count[batch][:, heads, qb]
+        for start in range(0, cols.shape[-1], block_n):
+            keys = cols[..., start : start + block_n]
+            yield keys, (start + offs[: keys.shape[-1]]) < c_count[..., None]
+
+
+def _fold_tile(state, q, k, v, score_scale, k_bad, visible):
+    """One key tile into the running softmax of rows ``q`` (B, H_q, R, D): the kernel's steps."""
+    acc, row_l, row_m, bad = state
+    s = torch.where(visible, (q @ k.mT) * score_scale, -math.inf)  # integer dot: exact in fp32
+    m_new = torch.maximum(row_m, s.amax(-1))
+    m_sub = torch.where(m_new == -math.inf, 0.0, m_new)
+    p = torch.exp2(s - (m_sub - LOG2_FP8_MAX)[..., None])  # P x 448, as the kernel
+    alpha = torch.exp2(row_m - m_sub)
+    row_l = row_l * alpha + p.sum(-1)
+    p8 = _fp8(p).float()
+    acc = acc * alpha[..., None] + p8 @ v
+    bad = bad | (visible & k_bad[:, :, None, :]).any(-1)
+    return acc, row_l, m_new, bad

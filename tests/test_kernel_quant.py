@@ -1,0 +1,313 @@
+"""INT8 Q·Kᵀ / FP8 P·V prefill kernel vs its twin (same quantisation, float32 attention), and the
+twin vs exact float32 attention (TRITON_INTERPRET=1 on CPU, fp16 inputs; bf16 on CUDA)."""
+
+import math
+from unittest import mock
+
+import pytest
+import torch
+
+from attnsieve.kernels import quant
+from attnsieve.kernels.prefill_reference import attention_reference
+from attnsieve.kernels.quant import quant_attention, quantize_qkv
+from attnsieve.kernels.quant_reference import quant_attention_reference, quantize_qkv_reference
+from attnsieve.layout import Layout
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TWIN_RTOL = 1e-3  # relative RMS kernel vs twin: identical quantisation, fp32 summation order
+MIN_COSINE = 0.999  # per head, twin vs exact attention, random data
+
+
+@pytest.fixture(autouse=True)
+def _nan_empty(monkeypatch):
+    """torch.empty gives NaN-filled float memory: any output the kernel skips fails the check."""
+    empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        t = empty(*args, **kwargs)
+        return t.fill_(math.nan) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", nan_empty)
+
+
+def _qkv(b, h_q, h_kv, n, m, d, dtype=torch.float16):
+    q = torch.randn(b, h_q, n, d, dtype=dtype, device=DEVICE)
+    k = torch.randn(b, h_kv, m, d, dtype=dtype, device=DEVICE)
+    v = torch.randn(b, h_kv, m, d, dtype=dtype, device=DEVICE)
+    return q, k, v
+
+
+def _random_layout(b, h, n, m, bq, bk, p=0.5, columns=0, empty_blocks=False):
+    mask = torch.rand(b, h, -(-n // bq), -(-m // bk), device=DEVICE) < p
+    if empty_blocks:
+        mask[:] = False
+    layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+    if columns:
+        cols = torch.randint(-1, m, (b, h, layout.num_q_blocks, columns), device=DEVICE)
+        layout = layout.with_columns(cols)
+    return layout
+
+
+def _rel_rms(a, b):
+    a, b = a.float(), b.float()
+    return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp(min=1e-12))
+
+
+def _head_cosines(a, b):
+    """Cosine similarity per (batch, head) of two (B, H, N, D) tensors, heads with output only."""
+    a, b = a.float().flatten(2), b.float().flatten(2)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    return cos[b.norm(dim=-1) > 0]
+
+
+def _check(q, k, v, layout, causal, scale=None, exact_inputs=None):
+    """Kernel vs twin (tight), twin vs exact attention (cosine per head); returns (out, lse)."""
+    out, lse = quant_attention(q, k, v, layout, causal=causal, scale=scale, return_lse=True)
+    ref, ref_lse = quant_attention_reference(
+        q, k, v, layout, causal=causal, scale=scale, return_lse=True
+    )
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
+    assert not out.isnan().any() and not lse.isnan().any()
+    err = _rel_rms(out, ref)
+    assert err < TWIN_RTOL, f"kernel vs twin: relative RMS {err:.2e}"
+    finite = ref_lse.isfinite()
+    assert torch.equal(lse.isfinite(), finite)
+    torch.testing.assert_close(lse[finite], ref_lse[finite], atol=1e-4, rtol=0)
+    assert not out[~finite].any()  # rows without a key are exactly 0
+
+    exact, exact_lse = attention_reference(
+        *(exact_inputs or (q, k, v)), layout, causal=causal, scale=scale, return_lse=True
+    )
+    cos = _head_cosines(ref, exact)
+    assert cos.numel() and cos.min() >= MIN_COSINE, f"twin vs exact: min cosine {cos.min():.5f}"
+    assert torch.equal(exact_lse.isfinite(), finite)
+    # the lse carries back the shift K smoothing took out of every score
+    torch.testing.assert_close(ref_lse[finite], exact_lse[finite], atol=0.1, rtol=0)
+    return out, lse
+
+
+# (b, h_q, h_kv, n, m, d, block_q, block_k, density, columns, causal, layout heads, layout batch)
+CASES = [
+    (1, 4, 1, 63, 150, 64, 32, 64, 0.6, 0, True, "q", 1),
+    (2, 2, 2, 100, 140, 128, 64, 32, 0.5, 8, False, "kv", 2),
+    (1, 8, 2, 300, 310, 64, 64, 64, 0.4, 16, True, "kv", 1),
+    (2, 4, 1, 130, 257, 128, 16, 128, 0.5, 5, True, "one", 1),
+    (1, 4, 4, 200, 333, 64, 128, 32, 0.3, 12, False, "q", 1),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_sparse_layouts_match_twin_and_exact(case):
+    b, h_q, h_kv, n, m, d, bq, bk, p, cols, causal, heads, lb = case
+    q, k, v = _qkv(b, h_q, h_kv, n, m, d)
+    h_l = {"one": 1, "kv": h_kv, "q": h_q}[heads]
+    _check(q, k, v, _random_layout(lb, h_l, n, m, bq, bk, p=p, columns=cols), causal)
+
+
+@pytest.mark.parametrize(
+    ("b", "h_q", "h_kv", "n", "m", "d", "causal"),
+    [(1, 4, 1, 200, 260, 128, True), (2, 2, 1, 77, 90, 64, False), (1, 2, 2, 96, 161, 64, True)],
+)
+def test_dense_matches_twin_and_exact(b, h_q, h_kv, n, m, d, causal):
+    q, k, v = _qkv(b, h_q, h_kv, n, m, d)
+    _check(q, k, v, None, causal)
+
+
+def test_custom_scale_and_smoothing_of_a_key_offset():
+    """A large shared offset in K (the outlier channel smoothing is for) leaves the accuracy and,
+    once the shift is added back, the lse exact."""
+    q, k, v = _qkv(1, 4, 1, 90, 120, 64)
+    k[..., 3] += 30.0
+    k += torch.randn(1, 1, 1, 64, device=DEVICE, dtype=k.dtype)
+    _check(q, k, v, _random_layout(1, 1, 90, 120, 32, 32, p=0.7), True, scale=0.07)
+
+
+def test_empty_rows_give_zero_and_minus_inf():
+    q, k, v = _qkv(1, 4, 2, 70, 100, 64)
+    layout = _random_layout(1, 2, 70, 100, 32, 32, p=0.5)
+    layout = Layout.from_block_mask(
+        layout.block_mask() & (torch.arange(3, device=DEVICE) != 1)[:, None],  # q block 1 empty
+        block_q=32,
+        block_k=32,
+        num_queries=70,
+        num_keys=100,
+    )
+    out, lse = _check(q, k, v, layout, causal=True)
+    assert not out[:, :, 32:64].any() and bool((lse[:, :, 32:64] == -math.inf).all())
+    nothing = _random_layout(1, 1, 70, 100, 32, 32, empty_blocks=True)
+    out, lse = quant_attention(q, k, v, nothing, return_lse=True)
+    assert not out.any() and bool((lse == -math.inf).all())
+
+
+def test_zero_lengths():
+    q, k, v = _qkv(1, 4, 2, 0, 30, 64)
+    assert quant_attention(q, k, v).shape == (1, 4, 0, 64)
+    q, k, v = _qkv(1, 4, 2, 20, 0, 64)
+    out, lse = quant_attention(q, k, v, return_lse=True)
+    assert not out.any() and bool((lse == -math.inf).all())
+
+
+def test_columns_only():
+    q, k, v = _qkv(1, 4, 2, 100, 130, 64)
+    layout = _random_layout(1, 2, 100, 130, 32, 32, columns=40, empty_blocks=True)
+    assert layout.has_columns and int(layout.block_count.sum()) == 0
+    _check(q, k, v, layout, causal=False)
+
+
+def test_nan_in_hidden_keys_changes_nothing():
+    """NaN / inf in K / V rows that the layout hides from every query is quantised as 0: the
+    output equals that of zeros there, bit for bit, with no NaN."""
+    n, m = 64, 160
+    q, k, v = _qkv(1, 4, 1, n, m, 64)
+    mask = torch.ones(1, 1, 2, 5, dtype=torch.bool, device=DEVICE)
+    mask[..., 2] = False  # keys 64..95, causally visible to every query, hidden by the layout
+    layout = Layout.from_block_mask(mask, block_q=32, block_k=32, num_queries=n, num_keys=m)
+    k[:, :, [70, 90]] = 0
+    v[:, :, [70, 90]] = 0
+    nan_k, nan_v = k.clone(), v.clone()
+    nan_k[:, :, 70] = math.nan
+    nan_v[:, :, 90, 5] = math.inf
+    out, lse = _check(q, nan_k, nan_v, layout, True, exact_inputs=(q, k, v))
+    clean, clean_lse = quant_attention(q, k, v, layout, return_lse=True)
+    assert torch.equal(out, clean) and torch.equal(lse, clean_lse)
+
+
+def test_visible_nan_flags_exactly_the_rows_that_see_it():
+    """A non-finite key reaches only the rows that see it causally (they come out NaN, as in the
+    bf16 kernel); a non-finite query only its own row. Every other row is unchanged, bit for bit."""
+    n, m = 160, 192  # 64-row tiles (interpreter): key 50 is in a full tile of rows 64..127
+    q, k, v = _qkv(1, 2, 1, n, m, 64)
+    q[:, 1, 5] = 0
+    k[:, :, 50] = 0
+    clean = quant_attention(q, k, v, causal=True)
+    q[:, 1, 5, 3] = math.inf  # query row 5 of head 1 (it sees keys 0..37)
+    k[:, :, 50, 7] = math.nan  # seen by queries at position >= 50: rows 18.. (M - N = 32)
+    out, lse = quant_attention(q, k, v, causal=True, return_lse=True)
+    ref, ref_lse = quant_attention_reference(q, k, v, causal=True, return_lse=True)
+    expect = torch.zeros(1, 2, n, dtype=torch.bool, device=DEVICE)
+    expect[:, :, 18:] = True
+    expect[:, 1, 5] = True
+    assert torch.equal(out.isnan().any(-1), expect) and torch.equal(out.isnan().all(-1), expect)
+    assert torch.equal(lse.isnan(), expect) and torch.equal(ref_lse.isnan(), expect)
+    assert torch.equal(ref.isnan().any(-1), expect)
+    assert torch.equal(out[~expect], clean[~expect])
+
+
+def test_quantizers_match_twin_and_respect_strides():
+    """Every quantised value and scale equals the twin's; inputs viewed from (B, N, H, D)."""
+    q = torch.randn(2, 90, 4, 128, dtype=torch.float16, device=DEVICE).transpose(1, 2)
+    kv = torch.randn(2, 2, 150, 2, 128, dtype=torch.float16, device=DEVICE).transpose(2, 3)
+    k, v = kv[0] * 3 + 1, kv[1]
+    got = quantize_qkv(q, k, v, block_m=32, block_n=64)
+    want = quantize_qkv_reference(q, k, v, block_m=32, block_n=64)
+    for name in ("q", "q_scale", "k", "k_scale", "v_scale", "q_bad", "kv_bad"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert got.v_t.dtype == torch.float8_e4m3fn and got.v_t.shape == (2, 2, 128, 150)
+    assert torch.equal(got.v_t.float(), want.v_t.float())
+    torch.testing.assert_close(got.k_mean, want.k_mean, atol=1e-6, rtol=0)
+
+
+def test_quantizer_round_trip_bounds_and_k_mean():
+    q, k, v = _qkv(1, 2, 1, 100, 140, 64)
+    k = k + 5.0 * torch.randn(64, device=DEVICE, dtype=k.dtype)  # channel offsets
+    z = quantize_qkv(q, k, v, block_m=32, block_n=32)
+    torch.testing.assert_close(z.k_mean, k.float().mean(2), atol=1e-5, rtol=0)
+    q_deq, k_deq, v_deq = z.dequantize()
+    q_step = z.q_scale.repeat_interleave(32, -1)[..., :100, None]
+    k_step = z.k_scale.repeat_interleave(32, -1)[..., :140, None]
+    # INT8 rounds to the nearest step: error at most half a step
+    assert bool(((q_deq - q.float()).abs() <= q_step * 0.5001).all())
+    smoothed = k.float() - z.k_mean[:, :, None]
+    assert bool(((k_deq - smoothed).abs() <= k_step * 0.5001).all())
+    # the scale is set by the block's absmax: the largest value maps to +-127 exactly
+    assert int(z.q.abs().amax()) == 127 and int(z.k.abs().amax()) == 127
+    # smoothing removed the offsets: K's steps are far smaller than unsmoothed K would need
+    assert float(z.k_scale.max()) < float(k.float().abs().amax()) / 127 / 2
+    # FP8 e4m3 rounds to nearest with 3 mantissa bits: relative error <= 2^-4, absolute 2^-10
+    # of the channel scale in the subnormal range
+    bound = torch.maximum(v.float().abs() * 2**-4, 2**-10 * z.v_scale[:, :, None])
+    assert bool(((v_deq - v.float()).abs() <= bound * 1.0001).all())
+    assert float(z.v_t.float().abs().amax()) == 448.0
+
+
+def test_out_buffer_any_strides():
+    q, k, v = _qkv(1, 4, 2, 80, 100, 64)
+    layout = _random_layout(1, 4, 80, 100, 32, 32, p=0.6, columns=4)
+    buf = torch.zeros(1, 80, 4, 64, dtype=q.dtype, device=DEVICE).transpose(1, 2)
+    got = quant_attention(q, k, v, layout, out=buf)
+    assert got is buf
+    assert torch.equal(buf, quant_attention(q, k, v, layout))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_tma_descriptor_path(dense):
+    """The Hopper path (int8 K and fp8 Vᵀ tiles through TMA descriptors) forced on."""
+    q, k, v = _qkv(1, 4, 2, 70, 150, 64)
+    layout = None if dense else _random_layout(1, 4, 70, 150, 32, 64, p=0.6, columns=3)
+    with mock.patch.object(quant, "_use_tma", lambda *_: True):
+        _check(q, k, v, layout, causal=True)
+
+
+def _layout(**kw):
+    return Layout.dense(**{"num_queries": 64, "num_keys": 80, "device": DEVICE, **kw})
+
+
+def _bad_inputs():
+    """(name, call, exception type, text the message must contain)."""
+    q, k, v = _qkv(1, 4, 2, 64, 80, 64)
+    return [
+        ("q not a tensor", lambda: quant_attention(q.tolist(), k, v), TypeError, "q:"),
+        ("q 3 dims", lambda: quant_attention(q[0], k, v), ValueError, "q:"),
+        ("q float32", lambda: quant_attention(q.float(), k.float(), v.float()), TypeError, "q:"),
+        ("k dtype", lambda: quant_attention(q, k.bfloat16(), v), TypeError, "q, k"),
+        ("v dtype", lambda: quant_attention(q, k, v.bfloat16()), TypeError, "k, v"),
+        ("v shape", lambda: quant_attention(q, k, v[:, :, :70]), ValueError, "k, v"),
+        ("gqa", lambda: quant_attention(q[:, :3], k, v), ValueError, "H_q"),
+        ("head_dim 48", lambda: quant_attention(q[..., :48], k[..., :48], v[..., :48]),
+         ValueError, "head_dim"),
+        ("head_dim 16", lambda: quant_attention(q[..., :16], k[..., :16], v[..., :16]),
+         ValueError, "head_dim"),
+        ("scale <= 0", lambda: quant_attention(q, k, v, scale=-1.0), ValueError, "scale"),
+        ("scale type", lambda: quant_attention(q, k, v, scale="0.1"), TypeError, "scale"),
+        ("causal type", lambda: quant_attention(q, k, v, causal=1), TypeError, "causal"),
+        ("layout type", lambda: quant_attention(q, k, v, layout="dense"), TypeError, "layout"),
+        ("layout N", lambda: quant_attention(q, k, v, _layout(num_queries=65)), ValueError,
+         "layout"),
+        ("layout block_k", lambda: quant_attention(q, k, v, _layout(block_k=16)), ValueError,
+         "layout.block_k"),
+        ("layout block_q", lambda: quant_attention(q, k, v, _layout(block_q=256)), ValueError,
+         "layout.block_q"),
+        ("out shape", lambda: quant_attention(q, k, v, out=q[:, :2]), ValueError, "out"),
+        ("out dtype", lambda: quant_attention(q, k, v, out=q.float()), ValueError, "out"),
+        ("block_n", lambda: quantize_qkv(q, k, v, block_n=16), ValueError, "block_n"),
+        ("block_m", lambda: quantize_qkv(q, k, v, block_m=48), ValueError, "block_m"),
+        ("twin q", lambda: quant_attention_reference(q[0], k, v), ValueError, "q:"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(len(_bad_inputs())), ids=[c[0] for c in _bad_inputs()])
+def test_malformed_inputs_raise_named_errors(index):
+    _, call, exc, text = _bad_inputs()[index]
+    with pytest.raises(exc, match=text):
+        call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="real INT8 / FP8 tensor cores: CUDA only")
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cuda_bf16_4k(sparse):
+    """The real FP8 path (no emulated rounding), bf16 inputs, 4K tokens, Llama-3 heads (32 / 8)."""
+    q, k, v = _qkv(1, 32, 8, 4096, 4096, 128, dtype=torch.bfloat16)
+    layout = _random_layout(1, 8, 4096, 4096, 128, 128, p=0.3, columns=64) if sparse else None
+    out, lse = quant_attention(q, k, v, layout, return_lse=True)
+    ref, ref_lse = quant_attention_reference(q, k, v, layout, return_lse=True)
+    # GPU exp2 and FMA differ from the twin's in the last bits, which flips a few FP8 roundings
+    assert _rel_rms(out, ref) < 5e-3
+    finite = ref_lse.isfinite()
+    assert torch.equal(lse.isfinite(), finite)
+    # K's mean is summed in another order: a few K values round the other way, which moves the
+    # lse of rows with few keys by up to ~1e-2
+    diff = (lse - ref_lse)[finite].abs()
+    assert (diff <= 1e-3).float().mean() > 0.999 and diff.max() < 0.05
+    exact = attention_reference(q, k, v, layout, causal=True)
+    assert _head_cosines(out, exact).min() >= MIN_COSINE
