@@ -1,13 +1,19 @@
-"""`attnsieve demo | run | eval | calibrate | bench {kernels,prefill,e2e}`.
+"""`attnsieve demo | run | eval | calibrate | bench {kernels,prefill,e2e,decode}`.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args)``; the
 module is imported only when its subcommand runs, so `attnsieve demo` never imports transformers.
+
+User errors (a bad option value, a missing file, CUDA asked for where there is none: the
+ValueError, TypeError or OSError a subcommand raises, or the message it exits with) print one line,
+``attnsieve COMMAND: error: MESSAGE``, and exit 2. ``ATTNSIEVE_DEBUG=1`` re-raises them instead,
+for the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -24,26 +30,97 @@ COMMANDS = {
     "bench kernels": ("attnsieve.bench.kernels", "prefill kernel vs SDPA and FlexAttention (GPU)"),
     "bench prefill": ("attnsieve.bench.prefill", "every planner: density, recall, time (GPU)"),
     "bench e2e": ("attnsieve.bench.e2e", "time to first token, Llama-3-8B-shaped model (GPU)"),
+    "bench decode": (
+        "attnsieve.bench.decode",
+        "decode kernel vs SDPA decode; KV compression and sparse decode (GPU)",
+    ),
 }
+USER_ERRORS = (ValueError, TypeError, OSError)  # OSError covers FileNotFoundError
+DEBUG_ENV = "ATTNSIEVE_DEBUG"
+_HELP = ("-h", "--help")
 
 
-def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = [f"  attnsieve {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    return (
-        "usage:\n" + "\n".join(lines) + "\n\n`attnsieve COMMAND --help` lists a command's options."
-    )
+class _UsageError(Exception):
+    """A command line argparse rejects; reported in one line like every other user error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own: usage block + line, then exit 2
+        raise _UsageError(message)
+
+
+def _usage(group: str | None = None) -> str:
+    names = [n for n in COMMANDS if group is None or n.split()[0] == group]
+    width = max(map(len, names))
+    lines = [f"  attnsieve {name:<{width}}  {COMMANDS[name][1]}" for name in names]
+    first = "`attnsieve COMMAND --help` lists a command's options"
+    return "usage:\n" + "\n".join(lines) + f"\n\n{first}; {DEBUG_ENV}=1 shows error tracebacks."
+
+
+def _groups() -> set[str]:
+    """First words of the two-word commands ("bench")."""
+    return {name.split()[0] for name in COMMANDS if " " in name}
+
+
+def _fail(prog: str, message: object) -> int:
+    text = " ".join(str(message).split()) or "failed"  # one line, whatever the message held
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    words = 2 if argv[:1] == ["bench"] else 1
+    if not argv or argv[0] in _HELP:
+        print(_usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    group = argv[0] if argv[0] in _groups() else None
+    if group is not None and (len(argv) == 1 or argv[1] in _HELP):
+        print(_usage(group), file=sys.stdout if len(argv) > 1 else sys.stderr)
+        return 0 if len(argv) > 1 else 2
+    words = 2 if group else 1
     name = " ".join(argv[:words])
     if name not in COMMANDS:
-        print(_usage(), file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+        if group:
+            known = [n for n in COMMANDS if n.startswith(group + " ")]
+        else:
+            known = list(dict.fromkeys(n.split()[0] for n in COMMANDS))
+        prog = f"attnsieve {group}" if group else "attnsieve"
+        return _fail(prog, f"unknown command {name!r}; expected one of: {', '.join(known)}")
+    return _run(name, argv[words:])
+
+
+def _run(name: str, rest: list[str]) -> int:
+    prog = f"attnsieve {name}"
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"attnsieve {name}", description=help_text)
+    parser = _Parser(prog=prog, description=help_text)
     module.add_arguments(parser)
-    return int(module.main(parser.parse_args(argv[words:])) or 0)
+    try:
+        args = parser.parse_args(rest)
+    except _UsageError as e:
+        return _fail(prog, e)
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    try:
+        _check_device(args)
+        return int(module.main(args) or 0)
+    except USER_ERRORS as e:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        return _fail(prog, e)
+    except SystemExit as e:  # `raise SystemExit("message")`: a user error in the subcommand
+        if isinstance(e.code, str):
+            if os.environ.get(DEBUG_ENV) == "1":
+                raise
+            return _fail(prog, e.code)
+        return 0 if e.code is None else e.code
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """``--device cuda`` where CUDA is not available: a user error, named, for every command."""
+    device = getattr(args, "device", None)
+    if isinstance(device, str) and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device: {device} asked for, but CUDA is not available here")

@@ -1,0 +1,237 @@
+"""`attnsieve` command line: help, dispatch, and user errors as one line on stderr with exit 2."""
+
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnsieve import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+def one_error_line(capsys, prog):
+    """stderr holds exactly one line, ``PROG: error: ...``; returns the message part."""
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1, out.err
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
+    assert "Traceback" not in out.err and out.out == ""
+    return lines[0].removeprefix(f"{prog}: error: ")
+
+
+def shell(*args, timeout=120, **env):
+    """``python -m attnsieve ARGS`` in a fresh process, offline."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "attnsieve", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def prompt(tmp_path):
+    path = tmp_path / "prompt.txt"
+    path.write_text("The quick brown fox jumps over the lazy dog. " * 4)
+    return path
+
+
+# ---- help and dispatch ---------------------------------------------------------------------
+def test_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert f"attnsieve {name} " in out
+    assert (
+        "bench decode" in cli.COMMANDS and "attnsieve.bench.decode" in cli.COMMANDS["bench decode"]
+    )
+
+
+def test_no_arguments_prints_usage_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "attnsieve demo" in out.err
+
+
+@pytest.mark.parametrize("argv", [["bench", "--help"], ["bench", "-h"]])
+def test_bench_help_lists_the_bench_subcommands(capsys, argv):
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[1:3] for line in out.splitlines() if line.startswith("  attnsieve")]
+    assert listed == [
+        ["bench", "kernels"],
+        ["bench", "prefill"],
+        ["bench", "e2e"],
+        ["bench", "decode"],
+    ]
+
+
+def test_bench_alone_is_a_usage_error(capsys):
+    assert cli.main(["bench"]) == 2
+    assert "attnsieve bench kernels" in capsys.readouterr().err
+
+
+def test_command_help_exits_0(capsys):
+    assert cli.main(["run", "--help"]) == 0
+    assert "--prompt-file" in capsys.readouterr().out
+
+
+def test_every_command_module_has_the_interface():
+    """Each table entry imports (lazily, by name) and exposes add_arguments and main."""
+    import importlib
+
+    for name, (module_name, _) in cli.COMMANDS.items():
+        module = importlib.import_module(module_name)
+        assert callable(module.add_arguments) and callable(module.main), name
+
+
+# ---- user errors: one line, exit 2 ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "prog", "pattern"),
+    [
+        (["nope"], "attnsieve", r"unknown command 'nope'; expected one of: demo, run, eval"),
+        (["bench", "nope"], "attnsieve bench", r"unknown command 'bench nope'.*bench decode"),
+        (["run", "--model", "m"], "attnsieve run", r"required: --prompt-file"),
+        (["run", "--model", "m", "--prompt-file", "p", "--dtype", "fp8"], "attnsieve run",
+         r"argument --dtype: invalid choice: 'fp8'"),
+        (["run", "--model", "m", "--prompt-file", "p", "--max-new-tokens", "x"], "attnsieve run",
+         r"argument --max-new-tokens: invalid int value: 'x'"),
+        (["run", "--model", "m", "--prompt-file", "p", "--bogus"], "attnsieve run",
+         r"unrecognized arguments: --bogus"),
+        (["run", "--model", "m", "--prompt-file", "/no/such/prompt.txt"], "attnsieve run",
+         r"--prompt-file: no such file: /no/such/prompt\.txt"),
+        (["calibrate", "--qk", "/no/such/qk.pt", "--device", "cpu"], "attnsieve calibrate",
+         r"/no/such/qk\.pt"),
+    ],
+    ids=["unknown", "unknown-bench", "missing-option", "bad-choice", "bad-int", "unknown-option",
+         "missing-prompt", "missing-qk-file"],
+)  # fmt: skip
+def test_user_errors_are_one_line(capsys, argv, prog, pattern):
+    assert cli.main(argv) == 2
+    assert re.search(pattern, one_error_line(capsys, prog))
+
+
+def test_bad_option_value_checked_by_the_command(capsys, prompt):
+    argv = ["run", "--model", "m", "--prompt-file", str(prompt), "--max-new-tokens", "0"]
+    assert cli.main([*argv, "--device", "cpu"]) == 2
+    assert one_error_line(capsys, "attnsieve run").startswith("--max-new-tokens: expected >= 1")
+
+
+@NO_CUDA
+@pytest.mark.parametrize("command", [["run", "--prompt-file", "p"], ["eval"], ["calibrate"]])
+def test_cuda_without_cuda(capsys, command):
+    argv = [command[0], "--model", "m", *command[1:], "--device", "cuda"]
+    assert cli.main(argv) == 2
+    message = one_error_line(capsys, f"attnsieve {command[0]}")
+    assert message == "--device: cuda asked for, but CUDA is not available here"
+
+
+@NO_CUDA
+def test_gpu_benchmark_without_cuda(capsys):
+    """A benchmark's ``raise SystemExit("message")`` is reported like any user error."""
+    assert cli.main(["bench", "kernels"]) == 2
+    assert "CUDA" in one_error_line(capsys, "attnsieve bench kernels")
+
+
+# ---- the central handler: which exceptions are user errors ---------------------------------
+@pytest.fixture
+def fake_command(monkeypatch):
+    """Register `attnsieve fake`, whose main raises what ``holder['error']`` holds."""
+    holder = {}
+    module = types.ModuleType("attnsieve_fake_cmd")
+    module.add_arguments = lambda parser: parser.add_argument("--x", type=int, default=0)
+
+    def main(args):
+        raise holder["error"]
+
+    module.main = main
+    monkeypatch.setitem(sys.modules, "attnsieve_fake_cmd", module)
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("attnsieve_fake_cmd", "a test command"))
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    return holder
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("--x: expected something\nsecond line"),
+        TypeError("config: expected an AttentionConfig"),
+        FileNotFoundError(2, "No such file or directory", "a.json"),
+        OSError("disk full"),
+        SystemExit("needs a CUDA GPU"),
+    ],
+    ids=["ValueError", "TypeError", "FileNotFoundError", "OSError", "SystemExit-message"],
+)
+def test_user_error_types_exit_2(fake_command, capsys, error):
+    fake_command["error"] = error
+    assert cli.main(["fake"]) == 2
+    message = one_error_line(capsys, "attnsieve fake")
+    assert message == " ".join(str(error.code if isinstance(error, SystemExit) else error).split())
+
+
+def test_debug_env_reraises_for_the_traceback(fake_command, monkeypatch):
+    fake_command["error"] = ValueError("--x: bad")
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match="--x: bad"):
+        cli.main(["fake"])
+
+
+@pytest.mark.parametrize("error", [RuntimeError("bug"), KeyError("bug"), AssertionError("bug")])
+def test_bugs_are_not_swallowed(fake_command, error):
+    fake_command["error"] = error
+    with pytest.raises(type(error)):
+        cli.main(["fake"])
+
+
+def test_exit_codes_pass_through(fake_command):
+    fake_command["error"] = SystemExit(3)
+    assert cli.main(["fake"]) == 3
+    fake_command["error"] = SystemExit(None)
+    assert cli.main(["fake"]) == 0
+
+
+# ---- in a fresh process ----------------------------------------------------------------------
+def test_python_m_attnsieve_missing_prompt_no_traceback():
+    result = shell("run", "--model", "m", "--prompt-file", "/no/such/prompt.txt")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "attnsieve run: error: --prompt-file: no such file: /no/such/prompt.txt"
+    )
+
+
+def test_python_m_attnsieve_nonexistent_model_path(prompt):
+    result = shell(
+        "run", "--model", "/no/such/model", "--prompt-file", str(prompt), "--device", "cpu"
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("attnsieve run: error: ") and "/no/such/model" in lines[0]
+
+
+def _run_loads_through_eval_models():
+    source = (ROOT / "attnsieve" / "integrations" / "run.py").read_text()
+    return "load_model" in source and "AutoModelForCausalLM" not in source
+
+
+@pytest.mark.xfail(
+    not _run_loads_through_eval_models(),
+    strict=True,
+    reason="waiting for eval.models wiring: attnsieve/integrations/run.py loads the model with "
+    "AutoModelForCausalLM, which does not know 'probe'",
+)
+def test_run_with_the_probe_model_offline(prompt):
+    result = shell(
+        "run", "--model", "probe", "--prompt-file", str(prompt), "--device", "cpu",
+        "--dtype", "fp32", "--max-new-tokens", "4", "--method", "streaming",
+        "--min-prefill-length", "16", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "time to first token:" in result.stdout and "mean density per layer:" in result.stdout
