@@ -25,6 +25,8 @@ from torch import Tensor
 
 from attnsieve.checks import (
     cdiv,
+    check_bool,
+    check_float,
     check_int,
     check_out,
     check_qk,
@@ -38,7 +40,7 @@ from attnsieve.layout import Layout, causal_token_mask
 
 if TYPE_CHECKING:
     from attnsieve.cache import Cache
-    from attnsieve.methods.decode.base import Pages
+    from attnsieve.views import Pages
 
 BACKENDS = ("auto", "triton", "reference")
 PRECISIONS = ("bf16", "int8-fp8")
@@ -91,9 +93,13 @@ def attention(
     """
     check_qkv(q, k, v)
     check_scale(scale)
+    check_bool("causal", causal)
+    check_bool("return_lse", return_lse)
     if layout is not None:
         if not isinstance(layout, Layout):
-            raise TypeError(f"layout: expected an attnsieve Layout or None, got {layout!r}")
+            raise TypeError(
+                f"layout: expected an attnsieve Layout or None, got {type(layout).__name__}"
+            )
         layout.check_inputs(q, k)
     if out is not None:
         check_out(out, q)
@@ -101,20 +107,14 @@ def attention(
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     use = resolve_backend(backend, q)
     if precision == "int8-fp8":
+        if layout is not None and layout.has_spans:  # the quant twins read blocks and columns only
+            raise NotImplementedError("layout: precision 'int8-fp8' does not execute spans yet")
         if use == "reference":
             from attnsieve.kernels.quant_reference import quant_attention_reference as run
         else:
             from attnsieve.kernels.quant import quant_attention as run
         return run(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out)
     if use == "reference":
-        # SDPA's causal mask is top-left aligned: it equals ours only when N == M
-        dense = layout is None or (layout.is_dense and causal)
-        plain = dense and not return_lse and (not causal or q.shape[2] == k.shape[2])
-        if plain and q.dtype in (torch.float32, torch.float64):
-            result = F.scaled_dot_product_attention(
-                q, k, v, is_causal=causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
-            )
-            return _into(out, result)
         result = attention_reference(
             q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse
         )
@@ -156,6 +156,12 @@ def dense_attention(
     """
     check_qkv(q, k, v)
     check_scale(scale)
+    check_bool("causal", causal)
+    check_float("dropout", dropout, 0.0, 1.0)
+    if softcap is not None:
+        check_float("softcap", softcap, 1e-6, math.inf)
+    if mask is not None and not isinstance(mask, Tensor):
+        raise TypeError(f"mask: expected a torch.Tensor or None, got {type(mask).__name__}")
     n, m = q.shape[2], k.shape[2]
     causal = mask is None and n > 1 and causal
     if causal and m > n:
@@ -279,6 +285,11 @@ def pooled_block_probs(
     (B, H_q, QB, D) and (B, H_kv, KB, D); rows that see no key block are zero. With ``causal``, key
     block j is visible iff its first key is at or before the query block's last query.
     """
+    for name, value in (("num_queries", num_queries), ("num_keys", num_keys)):
+        check_int(name, value, 1)
+    check_int("block_q", block_q, 1)
+    check_int("block_k", block_k, 1)
+    check_scale(scale)
     qb, kb = cdiv(num_queries, block_q), cdiv(num_keys, block_k)
     for name, t, blocks in (("q_pooled", q_pooled, qb), ("k_pooled", k_pooled, kb)):
         if not isinstance(t, Tensor) or t.dtype != torch.float32:
@@ -313,7 +324,10 @@ def antidiagonal_block_scores(
     block, key block). ``block_q / stride`` and ``block_k / stride`` must be powers of two.
     """
     check_qk(q, k)
+    check_scale(scale)
     check_int("stride", stride, 1)
+    check_int("block_q", block_q, 1)
+    check_int("block_k", block_k, 1)
     rq, rb = block_q // stride, block_k // stride
     if block_q % stride or block_k % stride or rq & (rq - 1) or rb & (rb - 1):
         raise ValueError(
@@ -340,6 +354,7 @@ def last_query_stats(
     (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k).
     """
     check_qk(q, k)
+    check_scale(scale)
     check_int("block_k", block_k, 1)
     if not isinstance(last_q, int) or not 1 <= last_q <= q.shape[2]:
         raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")

@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from attnsieve import cache_reference as ref  # the argument checks both share
 from attnsieve.checks import cdiv
-
-if TYPE_CHECKING:  # imported where used: methods may import this module
-    from attnsieve.methods.decode.base import PageView
-    from attnsieve.methods.kv.base import Kept, KVView
+from attnsieve.views import Kept, KVView, PageView
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -330,7 +327,6 @@ class Cache:
 
     def kv_view(self, layer: int, queries: Tensor, query_positions: Tensor) -> KVView:
         """What a KV policy sees of ``layer``: a padded copy, positions -1 past a head's end."""
-        from attnsieve.methods.kv.base import KVView
 
         ref.check_layer(layer, self.num_layers)
         ref.check_queries(
@@ -344,7 +340,6 @@ class Cache:
         """What a decode selector sees of ``layer``: per-head page summaries, padded with +inf /
         -inf past a head's pages (labels: 0 past its tokens). ``keys()`` reads the pool when
         called: valid until the layer's next append or compaction."""
-        from attnsieve.methods.decode.base import PageView
 
         ref.check_layer(layer, self.num_layers)
         lc, ps = self.layers[layer], self.page_size

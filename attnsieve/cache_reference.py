@@ -10,16 +10,12 @@ hold theirs).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from attnsieve.checks import cdiv, check_int, check_pow2, check_tensor
-
-if TYPE_CHECKING:  # imported where used: methods may import the cache modules
-    from attnsieve.methods.decode.base import PageView
-    from attnsieve.methods.kv.base import Kept, KVView
+from attnsieve.views import Kept, KVView, PageView
 
 MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -76,7 +72,6 @@ def check_positions(positions: object, seen: Tensor, t: int, device) -> Tensor:
 
 def check_kept(kept: object, host_lengths: Tensor, device) -> None:
     """Per head: count in [0, length], idx[:count] strictly ascending in [0, length), -1 after."""
-    from attnsieve.methods.kv.base import Kept
 
     if not isinstance(kept, Kept):
         raise TypeError(f"kept: expected a Kept, got {type(kept).__name__}")
@@ -243,7 +238,6 @@ class ReferenceCache:
         return keys, values, self._lengths(layer).to(torch.int32).to(self.device)
 
     def kv_view(self, layer: int, queries: Tensor, query_positions: Tensor) -> KVView:
-        from attnsieve.methods.kv.base import KVView
 
         check_layer(layer, self.num_layers)
         check_queries(
@@ -254,7 +248,6 @@ class ReferenceCache:
         return KVView(keys, values, pos, lengths, queries, query_positions, layer, self.num_layers)
 
     def page_view(self, layer: int) -> PageView:
-        from attnsieve.methods.decode.base import PageView
 
         check_layer(layer, self.num_layers)
         n, ps, ch = self._lengths(layer), self.page_size, self._channels[layer]

@@ -23,6 +23,12 @@ def check_int(name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
 
 
+def check_bool(name: str, value: object) -> None:
+    """Raise TypeError naming ``name`` unless ``value`` is a bool (not a truthy stand-in)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+
+
 def check_pow2(name: str, value: object, low: int, high: int) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is a power of two in [low, high]."""
     if (

@@ -9,7 +9,7 @@ import torch
 from attnsieve.cache import Cache
 from attnsieve.cache_reference import ReferenceCache
 from attnsieve.kernels.decode_reference import decode_reference
-from attnsieve.methods.kv.base import Kept
+from attnsieve.views import Kept
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16

@@ -9,7 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 from attnsieve.cache import Cache  # noqa: E402
 from attnsieve.integrations.hf_cache import AttnsieveCache  # noqa: E402
-from attnsieve.methods.kv.base import Kept  # noqa: E402
+from attnsieve.views import Kept  # noqa: E402
 
 # the tiny Llama of tests/test_integration_transformers.py, GQA (4 query heads, 2 KV heads)
 COMMON = dict(

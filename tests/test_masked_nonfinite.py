@@ -229,12 +229,6 @@ def test_float32_and_bfloat16_inputs(backend):
         _check_poison(backend, q, k, v, layout, True, hidden, "kv", math.nan, lse=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.attention's reference branch (`plain and q.dtype in (float32, float64)`) sends "
-    "dense causal N == M calls without lse to F.scaled_dot_product_attention, on the CPU too, "
-    "which propagates a NaN in a causally hidden value row to every query row",
-)
 @pytest.mark.parametrize("layout_kind", ["none", "dense"])
 def test_reference_float32_dense_causal_does_not_leak(layout_kind):
     q, k, v = _qkv(1, 2, 1, 40, 40, dtype=torch.float32)

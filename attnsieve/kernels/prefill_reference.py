@@ -39,7 +39,8 @@ def attention_reference(
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
 
     Rows that see no key give output 0 and lse -inf. A hidden key contributes nothing whatever its
-    values: a NaN or Inf in a K/V row reaches only the rows that see that key (as NaN).
+    values: a NaN or Inf in a K/V row reaches only the rows that see that key (as NaN). Without
+    ``return_lse`` the rows run through PyTorch SDPA with the token mask (same values, faster).
     """
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
@@ -54,8 +55,12 @@ def attention_reference(
         vf = torch.where(bad_v[..., None], 0.0, vf)
     out = torch.empty(b, h_q, n, d, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, n, dtype=torch.float32, device=q.device) if return_lse else None
-    # without lse and with finite K/V, SDPA's masked path computes the same rows much faster
-    fused = not return_lse and not any_bad and bool(torch.isfinite(k).all())
+    # without lse, SDPA's masked path computes the same rows much faster; non-finite keys are
+    # zeroed for it and the rows that see one are flagged, as for values
+    fused = not return_lse
+    if fused:
+        bad = bad_v | ~torch.isfinite(kf).all(-1)  # (B, H_kv, 1, M)
+        kf = torch.where(bad[..., None], 0.0, kf)
     rows = max(1, _CHUNK_BYTES // (4 * b * h_q * max(m, 1) * 3))
     for start in range(0, n, rows):
         stop = min(n, start + rows)
@@ -71,7 +76,9 @@ def attention_reference(
                 scale=scale, enable_gqa=g > 1,
             )  # fmt: skip
             rows_out = torch.where(mask.any(-1, keepdim=True), rows_out, 0.0)
-            out[:, :, start:stop] = rows_out.to(q.dtype)
+            touched = (visible & bad[..., None, :]).any(-1, keepdim=True)  # (B, H_kv, g, rows, 1)
+            touched = touched.expand(b, h_kv, g, -1, 1).reshape(b, h_q, stop - start, 1)
+            out[:, :, start:stop] = torch.where(touched, math.nan, rows_out).to(q.dtype)
             continue
         qc = q[:, :, start:stop].float().view(b, h_kv, g, stop - start, d)
         scores = (qc @ kf.transpose(-1, -2)) * scale  # (B, H_kv, g, rows, M)

@@ -7,91 +7,15 @@ the ragged top-k of pages that always includes each head's last (current) page.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int, check_scale, check_tensor
+from attnsieve.checks import check_float, check_int, check_tensor
 from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
-
-
-@dataclass(frozen=True)
-class PageView:
-    """What a selector sees of one layer's paged cache at a decode step.
-
-    Fields:
-        key_min, key_max: (B, H_kv, P, D) per-page channel-wise min / max of the keys (Quest's
-            summaries), float32; pages past a head's page count hold +inf / -inf.
-        page_count: int32 (B, H_kv) valid pages per head; page_size: tokens per page.
-        lengths: int32 (B, H_kv) valid tokens per head (the current token included).
-        labels: (B, H_kv, P, page_size, R) the calibrated label channels of every cached key
-            (Double Sparsity), or None when the layer has none.
-        layer, num_layers: which layer, of how many.
-        label_channels: int64 (H_kv, R) the key channels ``labels`` holds, by which a selector
-            picks the same channels of the query; None when ``labels`` is None.
-        keys: called with no argument, returns the (B, H_kv, P, page_size, D) keys of the logical
-            pages, slots past a head's length any value; None when the cache does not offer it.
-            Only selectors that need exact scores call it (TidalDecode's selection layers).
-        scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
-    """
-
-    key_min: Tensor
-    key_max: Tensor
-    page_count: Tensor
-    page_size: int
-    lengths: Tensor
-    labels: Tensor | None
-    layer: int
-    num_layers: int
-    label_channels: Tensor | None = None
-    keys: Callable[[], Tensor] | None = None
-    scale: float | None = None
-
-    def __post_init__(self) -> None:  # shapes only: no host synchronisation
-        check_tensor("key_min", self.key_min, 4, "(batch, kv_heads, pages, head_dim)")
-        b, h, p, _ = self.key_min.shape
-        if self.key_max.shape != self.key_min.shape:
-            raise ValueError(
-                f"key_max: expected shape {tuple(self.key_min.shape)}, "
-                f"got {tuple(self.key_max.shape)}"
-            )
-        if self.page_count.shape != (b, h) or self.lengths.shape != (b, h):
-            raise ValueError(
-                f"page_count, lengths: expected shape {(b, h)}, got "
-                f"{tuple(self.page_count.shape)} and {tuple(self.lengths.shape)}"
-            )
-        check_int("page_size", self.page_size, 1)
-        if (self.labels is None) != (self.label_channels is None):
-            raise ValueError("labels, label_channels: expected both or neither")
-        if self.labels is not None:
-            r = self.labels.shape[-1]
-            if self.labels.shape != (b, h, p, self.page_size, r):
-                raise ValueError(
-                    f"labels: expected shape {(b, h, p, self.page_size, 'R')}, "
-                    f"got {tuple(self.labels.shape)}"
-                )
-            if self.label_channels.shape != (h, r):
-                raise ValueError(
-                    f"label_channels: expected shape {(h, r)}, "
-                    f"got {tuple(self.label_channels.shape)}"
-                )
-        check_int("num_layers", self.num_layers, 1)
-        check_int("layer", self.layer, 0)
-        if self.layer >= self.num_layers:
-            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
-        check_scale(self.scale)
-
-
-@dataclass(frozen=True)
-class Pages:
-    """Logical pages a step reads per KV head: ``idx`` int32 (B, H_kv, S) ascending, padded with
-    -1 past ``count`` int32 (B, H_kv). ``None`` from a selector means all pages (dense)."""
-
-    idx: Tensor
-    count: Tensor
+from attnsieve.views import Pages, PageView
 
 
 @dataclass

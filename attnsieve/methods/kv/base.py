@@ -14,86 +14,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int, check_scale, check_tensor
+from attnsieve.checks import check_float, check_int
+from attnsieve.views import Kept, KVView
 
 FORCED = 1e12  # ranking key of always-kept entries (+ index: the later first); exact in float64
-
-
-@dataclass(frozen=True)
-class KVView:
-    """What a policy sees of one layer's cache, padded to the longest head.
-
-    Fields:
-        keys, values: (B, H_kv, L, D) cached keys (after RoPE) and values; entries past a head's
-            length are padding (any values) and are never kept.
-        positions: int64 (B, H_kv, L) absolute token positions of the entries (non-decreasing per
-            head; after eviction they have gaps; a synthetic compensation token sits at -1).
-        lengths: int32 (B, H_kv) valid entries per head.
-        queries: (B, H_q, W, D) the most recent queries of this layer (the observation window:
-            the prompt's last W at prefill, the last W decode steps later), oldest first.
-        query_positions: int64 (B, W) their absolute positions; -1 marks an absent query (a
-            sequence shorter than W), which scores nothing.
-        layer: index of the layer; num_layers: how many the model has (for per-layer budgets).
-        scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
-    """
-
-    keys: Tensor
-    values: Tensor
-    positions: Tensor
-    lengths: Tensor
-    queries: Tensor
-    query_positions: Tensor
-    layer: int
-    num_layers: int
-    scale: float | None = None
-
-    def __post_init__(self) -> None:  # shapes only: no host synchronisation
-        check_tensor("keys", self.keys, 4, "(batch, kv_heads, len, head_dim)")
-        check_tensor("queries", self.queries, 4, "(batch, heads, window, head_dim)")
-        b, h, n, _ = self.keys.shape
-        if self.values.shape != self.keys.shape:
-            raise ValueError(
-                f"values: expected shape {tuple(self.keys.shape)}, got {tuple(self.values.shape)}"
-            )
-        if self.positions.shape != (b, h, n) or self.lengths.shape != (b, h):
-            raise ValueError(
-                f"positions, lengths: expected shapes {(b, h, n)} and {(b, h)}, got "
-                f"{tuple(self.positions.shape)} and {tuple(self.lengths.shape)}"
-            )
-        q = self.queries.shape
-        if q[0] != b or q[3] != self.keys.shape[3] or q[1] % h:
-            raise ValueError(
-                f"queries: expected (B={b}, a multiple of H_kv={h}, W, D="
-                f"{self.keys.shape[3]}), got {tuple(q)}"
-            )
-        if self.query_positions.shape != (b, q[2]):
-            raise ValueError(
-                f"query_positions: expected shape {(b, q[2])}, "
-                f"got {tuple(self.query_positions.shape)}"
-            )
-        check_int("num_layers", self.num_layers, 1)
-        check_int("layer", self.layer, 0)
-        if self.layer >= self.num_layers:
-            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
-        check_scale(self.scale)
-
-
-@dataclass(frozen=True)
-class Kept:
-    """Indices into a `KVView`'s L axis that each head keeps: ``idx`` int32 (B, H_kv, K) ascending,
-    padded with -1 past ``count`` int32 (B, H_kv). Counts may differ per head (ragged).
-
-    Optional synthetic tokens (RazorAttention's compensation token), appended by the cache after
-    compaction: ``extra_keys``/``extra_values`` (B, H_kv, E, D) and ``extra_weight`` float32
-    (B, H_kv, E), the number of evicted tokens each one stands for. A token of weight 0 is not
-    stored; the others sit at position -1 and attention adds log(weight) to their logits.
-    """
-
-    idx: Tensor
-    count: Tensor
-    extra_keys: Tensor | None = None
-    extra_values: Tensor | None = None
-    extra_weight: Tensor | None = None
 
 
 @dataclass

@@ -1,0 +1,169 @@
+"""The contract between the cache and the methods that read it, as plain data.
+
+`KVView` is what a KV policy sees of one layer (`attnsieve.cache.Cache.kv_view`) and `Kept` what it
+returns (`Cache.compact` applies it); `PageView` is what a decode selector sees at a step
+(`Cache.page_view`) and `Pages` what it returns (`attnsieve.api.decode_attention` reads it). They
+live here, below both the cache and the methods, so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from attnsieve.checks import check_int, check_scale, check_tensor
+
+
+@dataclass(frozen=True)
+class KVView:
+    """What a policy sees of one layer's cache, padded to the longest head.
+
+    Fields:
+        keys, values: (B, H_kv, L, D) cached keys (after RoPE) and values; entries past a head's
+            length are padding (any values) and are never kept.
+        positions: int64 (B, H_kv, L) absolute token positions of the entries (non-decreasing per
+            head; after eviction they have gaps; a synthetic compensation token sits at -1).
+        lengths: int32 (B, H_kv) valid entries per head.
+        queries: (B, H_q, W, D) the most recent queries of this layer (the observation window:
+            the prompt's last W at prefill, the last W decode steps later), oldest first.
+        query_positions: int64 (B, W) their absolute positions; -1 marks an absent query (a
+            sequence shorter than W), which scores nothing.
+        layer: index of the layer; num_layers: how many the model has (for per-layer budgets).
+        scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
+    """
+
+    keys: Tensor
+    values: Tensor
+    positions: Tensor
+    lengths: Tensor
+    queries: Tensor
+    query_positions: Tensor
+    layer: int
+    num_layers: int
+    scale: float | None = None
+
+    def __post_init__(self) -> None:  # shapes only: no host synchronisation
+        check_tensor("keys", self.keys, 4, "(batch, kv_heads, len, head_dim)")
+        check_tensor("queries", self.queries, 4, "(batch, heads, window, head_dim)")
+        b, h, n, _ = self.keys.shape
+        if self.values.shape != self.keys.shape:
+            raise ValueError(
+                f"values: expected shape {tuple(self.keys.shape)}, got {tuple(self.values.shape)}"
+            )
+        if self.positions.shape != (b, h, n) or self.lengths.shape != (b, h):
+            raise ValueError(
+                f"positions, lengths: expected shapes {(b, h, n)} and {(b, h)}, got "
+                f"{tuple(self.positions.shape)} and {tuple(self.lengths.shape)}"
+            )
+        q = self.queries.shape
+        if q[0] != b or q[3] != self.keys.shape[3] or q[1] % h:
+            raise ValueError(
+                f"queries: expected (B={b}, a multiple of H_kv={h}, W, D="
+                f"{self.keys.shape[3]}), got {tuple(q)}"
+            )
+        if self.query_positions.shape != (b, q[2]):
+            raise ValueError(
+                f"query_positions: expected shape {(b, q[2])}, "
+                f"got {tuple(self.query_positions.shape)}"
+            )
+        check_int("num_layers", self.num_layers, 1)
+        check_int("layer", self.layer, 0)
+        if self.layer >= self.num_layers:
+            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
+        check_scale(self.scale)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Indices into a `KVView`'s L axis that each head keeps: ``idx`` int32 (B, H_kv, K) ascending,
+    padded with -1 past ``count`` int32 (B, H_kv). Counts may differ per head (ragged).
+
+    Optional synthetic tokens (RazorAttention's compensation token), appended by the cache after
+    compaction: ``extra_keys``/``extra_values`` (B, H_kv, E, D) and ``extra_weight`` float32
+    (B, H_kv, E), the number of evicted tokens each one stands for. A token of weight 0 is not
+    stored; the others sit at position -1 and attention adds log(weight) to their logits.
+    """
+
+    idx: Tensor
+    count: Tensor
+    extra_keys: Tensor | None = None
+    extra_values: Tensor | None = None
+    extra_weight: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PageView:
+    """What a selector sees of one layer's paged cache at a decode step.
+
+    Fields:
+        key_min, key_max: (B, H_kv, P, D) per-page channel-wise min / max of the keys (Quest's
+            summaries), float32; pages past a head's page count hold +inf / -inf.
+        page_count: int32 (B, H_kv) valid pages per head; page_size: tokens per page.
+        lengths: int32 (B, H_kv) valid tokens per head (the current token included).
+        labels: (B, H_kv, P, page_size, R) the calibrated label channels of every cached key
+            (Double Sparsity), or None when the layer has none.
+        layer, num_layers: which layer, of how many.
+        label_channels: int64 (H_kv, R) the key channels ``labels`` holds, by which a selector
+            picks the same channels of the query; None when ``labels`` is None.
+        keys: called with no argument, returns the (B, H_kv, P, page_size, D) keys of the logical
+            pages, slots past a head's length any value; None when the cache does not offer it.
+            Only selectors that need exact scores call it (TidalDecode's selection layers).
+        scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
+    """
+
+    key_min: Tensor
+    key_max: Tensor
+    page_count: Tensor
+    page_size: int
+    lengths: Tensor
+    labels: Tensor | None
+    layer: int
+    num_layers: int
+    label_channels: Tensor | None = None
+    keys: Callable[[], Tensor] | None = None
+    scale: float | None = None
+
+    def __post_init__(self) -> None:  # shapes only: no host synchronisation
+        check_tensor("key_min", self.key_min, 4, "(batch, kv_heads, pages, head_dim)")
+        b, h, p, _ = self.key_min.shape
+        if self.key_max.shape != self.key_min.shape:
+            raise ValueError(
+                f"key_max: expected shape {tuple(self.key_min.shape)}, "
+                f"got {tuple(self.key_max.shape)}"
+            )
+        if self.page_count.shape != (b, h) or self.lengths.shape != (b, h):
+            raise ValueError(
+                f"page_count, lengths: expected shape {(b, h)}, got "
+                f"{tuple(self.page_count.shape)} and {tuple(self.lengths.shape)}"
+            )
+        check_int("page_size", self.page_size, 1)
+        if (self.labels is None) != (self.label_channels is None):
+            raise ValueError("labels, label_channels: expected both or neither")
+        if self.labels is not None:
+            r = self.labels.shape[-1]
+            if self.labels.shape != (b, h, p, self.page_size, r):
+                raise ValueError(
+                    f"labels: expected shape {(b, h, p, self.page_size, 'R')}, "
+                    f"got {tuple(self.labels.shape)}"
+                )
+            if self.label_channels.shape != (h, r):
+                raise ValueError(
+                    f"label_channels: expected shape {(h, r)}, "
+                    f"got {tuple(self.label_channels.shape)}"
+                )
+        check_int("num_layers", self.num_layers, 1)
+        check_int("layer", self.layer, 0)
+        if self.layer >= self.num_layers:
+            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
+        check_scale(self.scale)
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Logical pages a step reads per KV head: ``idx`` int32 (B, H_kv, S) ascending, padded with
+    -1 past ``count`` int32 (B, H_kv). ``None`` from a selector means all pages (dense)."""
+
+    idx: Tensor
+    count: Tensor
