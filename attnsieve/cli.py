@@ -19,7 +19,7 @@ import sys
 COMMANDS = {
     "demo": ("attnsieve.demo", "sparse vs dense attention on the embedded default (CPU, < 1 min)"),
     "run": (
-        "attnsieve.integrations.run",
+        "attnsieve.run",
         "generate with a transformers model under a sparse method",
     ),
     "eval": (

@@ -216,17 +216,6 @@ def test_python_m_attnsieve_nonexistent_model_path(prompt):
     assert lines[0].startswith("attnsieve run: error: ") and "/no/such/model" in lines[0]
 
 
-def _run_loads_through_eval_models():
-    source = (ROOT / "attnsieve" / "integrations" / "run.py").read_text()
-    return "load_model" in source and "AutoModelForCausalLM" not in source
-
-
-@pytest.mark.xfail(
-    not _run_loads_through_eval_models(),
-    strict=True,
-    reason="waiting for eval.models wiring: attnsieve/integrations/run.py loads the model with "
-    "AutoModelForCausalLM, which does not know 'probe'",
-)
 def test_run_with_the_probe_model_offline(prompt):
     result = shell(
         "run", "--model", "probe", "--prompt-file", str(prompt), "--device", "cpu",

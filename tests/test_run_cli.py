@@ -9,7 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from attnsieve.integrations import run  # noqa: E402
+from attnsieve import run  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(124)]
 BLOCKS = {"block_q": 16, "block_k": 16}

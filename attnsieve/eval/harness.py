@@ -149,7 +149,7 @@ def generate(
     model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, stats: PatchStats
 ) -> tuple[str, float]:
     """Greedy continuation of ``prompt`` (stops at EOS, which is left out) and its time to first
-    token in seconds: `attnsieve.integrations.run.generate` with the prompt in one chunk."""
+    token in seconds: `attnsieve.integrations.generate.generate` with the prompt in one chunk."""
     ids = torch.tensor([list(tokenizer.encode(prompt))], device=model.device)
     eos = eos_token_ids(model, tokenizer)
     tokens, ttft, _, _ = run_generate(model, ids, max_new_tokens, ids.shape[1], eos, stats)

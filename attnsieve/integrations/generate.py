@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnsieve.integrations.transformers import PatchStats
+from attnsieve.integrations.transformers import PatchStats, cache_keyword
 from attnsieve.layout import causal_pairs
 
 
@@ -38,6 +38,7 @@ def generate(
     a layer is over the whole prompt: each chunk's density weighted by its number of dense-causal
     pairs; a chunk that ran dense (shorter than ``min_prefill_length``) counts as 1.
     """
+    key = cache_keyword(model)
     length = input_ids.shape[1]
     bounds = list(range(0, length, chunk_size)) + [length]
     num_layers = len(stats.density_per_layer)
@@ -48,10 +49,7 @@ def generate(
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             stats.clear()  # a layer still None after the forward ran this chunk dense
             out = model(
-                input_ids=input_ids[:, lo:hi],
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
+                input_ids=input_ids[:, lo:hi], **{key: cache}, use_cache=True, logits_to_keep=1
             )
             cache = out.past_key_values
             pairs = causal_pairs(hi - lo, hi)
@@ -66,7 +64,7 @@ def generate(
     new_tokens = [int(token)]
     start = time.perf_counter()
     while len(new_tokens) < max_new_tokens and new_tokens[-1] not in eos_ids:
-        out = model(input_ids=token[:, None], past_key_values=cache, use_cache=True)
+        out = model(input_ids=token[:, None], **{key: cache}, use_cache=True)
         cache = out.past_key_values
         token = out.logits[:, -1].argmax(-1)
         new_tokens.append(int(token))  # int() syncs, so the timing below is complete

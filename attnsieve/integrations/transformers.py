@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -222,7 +223,7 @@ def patch(
     for module in modules:
         setattr(module, _HANDLE_ATTR, handle)
     if config.paged:
-        model.generate = _generate_with_paged_cache(model.generate, handle)
+        model.generate = _generate_with_paged_cache(model.generate, handle, cache_keyword(model))
     try:
         model.set_attn_implementation(ATTN_NAME)
         if text_config._attn_implementation != ATTN_NAME:
@@ -239,16 +240,24 @@ def patch(
     return handle
 
 
-def _generate_with_paged_cache(generate: Callable[..., Any], handle: PatchHandle) -> Any:
+def _generate_with_paged_cache(
+    generate: Callable[..., Any], handle: PatchHandle, keyword: str
+) -> Any:
     """``model.generate`` that starts each call on a fresh paged cache of ``handle``."""
 
     @functools.wraps(generate)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("past_key_values") is None:
-            kwargs["past_key_values"] = handle.new_cache()
+        if kwargs.get("past_key_values") is None and kwargs.get("cache") is None:
+            kwargs[keyword] = handle.new_cache()
         return generate(*args, **kwargs)
 
     return wrapped
+
+
+def cache_keyword(model: Any) -> str:
+    """The name under which ``model`` takes its cache: "cache" from transformers 5.2x,
+    "past_key_values" before (still accepted after, with a deprecation warning)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _detach(model: Any, handle: PatchHandle) -> None:

@@ -14,15 +14,23 @@ from typing import Any
 
 import torch
 
+from attnsieve.eval.models import load_model
 from attnsieve.integrations.config import PRECISIONS, AttentionConfig
 from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.transformers import patch
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="local model directory or Hub id")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="'smollm2', 'probe', a .gguf file, or a transformers model directory or Hub id",
+    )
+    parser.add_argument(
+        "--rope-scale", type=float, default=None, help="YaRN factor (smollm2: past 8K tokens)"
+    )
     parser.add_argument(
         "--method", default=None, help="planner name; overrides the config's 'prefill'"
     )
@@ -36,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prompt-file", required=True, help="text file holding the prompt")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="auto", help="auto: bf16 on GPU, fp32 on CPU"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--min-prefill-length", type=int, default=None, help="override the config's value"
@@ -47,8 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens: expected >= 1, got {args.max_new_tokens}")
     if args.chunk_size < 1:
@@ -71,15 +79,17 @@ def main(args: argparse.Namespace) -> int:
     with open(args.prompt_file) as f:
         prompt = f.read()
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype])
-    model = model.to(args.device).eval()
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(args.device)
+    model, tokenizer, _ = load_model(
+        args.model, device=args.device, dtype=DTYPES[args.dtype], rope_scale=args.rope_scale
+    )
+    input_ids = torch.tensor([list(tokenizer.encode(prompt))], device=model.device)
     eos_ids = eos_token_ids(model, tokenizer)
 
-    with patch(model, config) as stats:
+    handle = patch(model, config)
+    with handle as stats:
+        cache = handle.new_cache() if config.paged else None
         new_tokens, ttft, decode_s, density = generate(
-            model, input_ids, args.max_new_tokens, args.chunk_size, eos_ids, stats
+            model, input_ids, args.max_new_tokens, args.chunk_size, eos_ids, stats, cache
         )
     print(tokenizer.decode(new_tokens, skip_special_tokens=True))
     print("---")
@@ -91,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
     decoded = len(new_tokens) - 1
     rate = f"{decoded / decode_s:.1f} tokens/s" if decoded and decode_s > 0 else "n/a (one token)"
     print(f"decode: {rate}")
+    if handle.session is not None and handle.session.paged is not None:
+        print(f"KV cache: {handle.session.paged.memory_bytes() / 2**20:.1f} MiB held")
     print("mean density per layer: " + " ".join(f"{d:.3f}" for d in density))
     if density:
         print(f"mean density: {sum(density) / len(density):.3f}")
