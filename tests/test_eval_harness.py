@@ -125,3 +125,24 @@ def test_unknown_task_and_method_are_errors(model_dir, tmp_path, capsys):
     args.methods = "dense,no_such_planner"
     assert harness.main(args) == 2
     assert "no_such_planner" in capsys.readouterr().err
+
+
+def test_eval_kv_and_decode_axes(model_dir, tmp_path):
+    args = _args(
+        model_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"
+    )
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    assert harness.main(args) == 0
+    cells = {c["method"]: c for c in json.loads((tmp_path / "results.json").read_text())["cells"]}
+    assert set(cells) == {"dense+quest@0.125", "dense+snapkv@0.25+quest@0.125"}
+    full, snap = cells["dense+quest@0.125"], cells["dense+snapkv@0.25+quest@0.125"]
+    # the context is compressed to a quarter: far less KV memory than keeping every token
+    assert snap["kv_memory_mb"] < 0.6 * full["kv_memory_mb"]
+    assert snap["decode_tokens_per_s"] is None or snap["decode_tokens_per_s"] > 0
+    assert (tmp_path / "kv_frontier.png").stat().st_size > 0
+
+
+def test_split_question_keeps_the_question_out_of_the_context():
+    context, question = harness.split_question("text text\nWhat is the pass key? The pass key is")
+    assert context == "text text" and question.startswith("\nWhat is the pass key?")
+    assert harness.split_question("no question") == ("no question", "")

@@ -1,11 +1,16 @@
-"""`attnsieve eval`: what each prefill method costs in task accuracy and buys in prefill time.
+"""`attnsieve eval`: what each method costs in task accuracy and buys in time and memory.
 
-For every (method, length, task) cell the same seeded samples (`attnsieve.eval.tasks`) are run
-through prefill + greedy decoding under ``attnsieve.patch(model, AttentionConfig(prefill=method))``;
-accuracy, mean layout density, prefill time and peak memory are recorded. Each finished cell is
-appended to OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep
-resumes. Then OUT/results.json, OUT/results.csv, OUT/accuracy_vs_length.png and OUT/frontier.png
-(accuracy vs prefill speed-up over dense; needs ``dense`` among the methods) are written.
+The sweep axes are the prefill planner (``--methods``), the KV policy (``--kv`` at
+``--kv-ratio``), the decode selector (``--decode`` at ``--decode-ratio``) and ``--precision``;
+for every combination, length and task the same seeded samples (`attnsieve.eval.tasks`) run
+through prefill + greedy decoding under ``attnsieve.patch``. With a KV policy the protocol is
+kvpress's: the context is prefilled and compressed, then the question is prefilled uncompressed, so
+a policy that looks at the last queries (SnapKV) never sees the question. Accuracy, mean layout
+density, prefill time, decode tokens/s, KV-cache memory (held after the answer; the dense cache's
+size without a paged cache) and peak memory are recorded. Each finished cell is appended to
+OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep resumes. Then
+OUT/results.json, OUT/results.csv and the plots are written: accuracy vs length, accuracy vs
+prefill speed-up over dense (needs ``dense``), and accuracy vs KV memory.
 
 ``--fidelity`` instead runs one prompt of the first task at ``--fidelity-length`` through the
 dense model, captures Q/K/V of every layer through transformers' AttentionInterface, and reports
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import itertools
 import json
 import resource
 import statistics
@@ -35,7 +41,6 @@ from attnsieve.eval.models import load_model, load_tokenizer  # noqa: F401 (re-e
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
 from attnsieve.integrations.generate import eos_token_ids
 from attnsieve.integrations.generate import generate as run_generate
-from attnsieve.integrations.transformers import PatchStats
 
 CSV_COLUMNS = [
     "model",
@@ -48,6 +53,8 @@ CSV_COLUMNS = [
     "density",
     "prefill_seconds",
     "prefill_seconds_median",
+    "decode_tokens_per_s",
+    "kv_memory_mb",
     "peak_memory_mb",
     "memory_kind",
     "mean_prompt_tokens",
@@ -79,6 +86,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="{}",
         help='JSON {planner: {hyper-parameter: value}}, e.g. \'{"streaming": '
         '{"window_tokens": 1024}}\'',
+    )
+    parser.add_argument(
+        "--kv", default="none", help="comma-separated KV policies (none: keep every token)"
+    )
+    parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
+    parser.add_argument(
+        "--decode", default="none", help="comma-separated decode selectors (none: read all)"
+    )
+    parser.add_argument(
+        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
+    )
+    parser.add_argument(
+        "--precision", default="bf16", help="comma-separated: bf16, int8-fp8, fp8-kv"
     )
     parser.add_argument(
         "--lengths", default="4k,8k,16k", help="prompt lengths in tokens: 4k = 4096"
@@ -125,37 +145,79 @@ def _split(text: str) -> list[str]:
 
 
 def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """(label, AttentionConfig) per entry of --methods; a JSON file is labelled by its stem."""
+    """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
+    JSON file among --methods is labelled by its stem and takes the other axes as they are."""
     from attnsieve.integrations import AttentionConfig
 
     kwargs = json.loads(args.method_kwargs)
     if not isinstance(kwargs, dict):
         raise ValueError(f"method-kwargs: expected a JSON object, got {args.method_kwargs!r}")
     common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
+    kvs = [None if x == "none" else x for x in _split(args.kv)] or [None]
+    decodes = [None if x == "none" else x for x in _split(args.decode)] or [None]
+    precisions = _split(args.precision) or ["bf16"]
     out = []
     for method in _split(args.methods):
-        if method.endswith(".json"):
-            data = json.loads(Path(method).read_text())
-            out.append((Path(method).stem, AttentionConfig.from_json({**common, **data})))
-        else:
-            config = AttentionConfig(prefill={"method": method, **kwargs.get(method, {})}, **common)
-            out.append((method, config))
+        for kv, decode, precision in itertools.product(kvs, decodes, precisions):
+            roles = {
+                "kv": None if kv is None else {"method": kv, "ratio": args.kv_ratio},
+                "decode": None
+                if decode is None
+                else {"method": decode, "ratio": args.decode_ratio},
+                "precision": precision,
+            }
+            parts = [Path(method).stem if method.endswith(".json") else method]
+            parts += [f"{kv}@{args.kv_ratio:g}"] if kv else []
+            parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
+            parts += [precision] if precision != "bf16" else []
+            if method.endswith(".json"):
+                data = json.loads(Path(method).read_text())
+                config = AttentionConfig.from_json({**common, **data, **roles})
+            else:
+                prefill = {"method": method, **kwargs.get(method, {})}
+                config = AttentionConfig(prefill=prefill, **roles, **common)
+            out.append(("+".join(parts), config))
     if not out:
         raise ValueError("methods: expected at least one method")
     return out
 
 
+def split_question(prompt: str) -> tuple[str, str]:
+    """(context, question) of a task prompt: the question starts at its last line beginning with
+    "What" or "Question:" (every task's template ends so); no such line: all context."""
+    cut = max(prompt.rfind("\nWhat "), prompt.rfind("\nQuestion:"))
+    return (prompt, "") if cut < 0 else (prompt[:cut], prompt[cut:])
+
+
 def generate(
-    model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, stats: PatchStats
-) -> tuple[str, float]:
-    """Greedy continuation of ``prompt`` (stops at EOS, which is left out) and its time to first
-    token in seconds: `attnsieve.integrations.generate.generate` with the prompt in one chunk."""
+    model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, handle: Any
+) -> tuple[str, float, float, int]:
+    """Greedy continuation of ``prompt`` under the patch ``handle`` (stops at EOS, which is left
+    out): (text, seconds to first token, decode tokens/s, KV-cache bytes held at the end).
+
+    The prompt runs in one chunk; with a paged cache (a KV policy, a decode selector or FP8 KV)
+    the context is compressed before the question is prefilled (see the module docstring)."""
     ids = torch.tensor([list(tokenizer.encode(prompt))], device=model.device)
     eos = eos_token_ids(model, tokenizer)
-    tokens, ttft, _, _ = run_generate(model, ids, max_new_tokens, ids.shape[1], eos, stats)
+    cache, context = None, None
+    if handle.config.paged:
+        cache = handle.new_cache()
+        context = len(tokenizer.encode(split_question(prompt)[0]))
+    tokens, ttft, decode_s, _ = run_generate(
+        model, ids, max_new_tokens, ids.shape[1], eos, handle.stats, cache, context,
+        handle.compress if cache is not None else None,
+    )  # fmt: skip
+    rate = (len(tokens) - 1) / decode_s if len(tokens) > 1 and decode_s > 0 else float("nan")
+    if cache is not None:
+        kv_bytes = handle.session.paged.memory_bytes()
+    else:  # transformers' own cache holds K and V of every token of every layer
+        cfg = model.config.get_text_config()
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim
+        kv_bytes = per_token * (ids.shape[1] + len(tokens) - 1) * model.dtype.itemsize
     if tokens[-1] in eos:
         tokens = tokens[:-1]
-    return tokenizer.decode(tokens, skip_special_tokens=True), ttft
+    return tokenizer.decode(tokens, skip_special_tokens=True), ttft, rate, kv_bytes
 
 
 class PeakMemory:
@@ -190,26 +252,30 @@ def answer_budget(tokenizer: Any, sample: Sample) -> int:
 
 
 def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar: tqdm) -> dict:
-    """Accuracy, density, prefill time and memory of one method on ``samples``."""
+    """Accuracy, density, prefill and decode time and memory of one method on ``samples``."""
     from attnsieve.integrations import patch
 
     memory = PeakMemory(model.device)
-    scores, predictions, seconds, densities, layers, peaks = [], [], [], [], [], []
-    with patch(model, config) as stats:
-        generate(model, tokenizer, samples[0].prompt, 1, stats)  # warm-up: compile, autotune
+    scores, predictions, seconds, rates, kv, densities, layers, peaks = ([] for _ in range(8))
+    handle = patch(model, config)
+    with handle as stats:
+        generate(model, tokenizer, samples[0].prompt, 2, handle)  # warm-up: compile, autotune
         for sample in samples:
             memory.reset()
-            text, prefill = generate(
-                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample), stats
+            text, prefill, rate, kv_bytes = generate(
+                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample), handle
             )
             peaks.append(memory.peak_mb())
             scores.append(sample.score(text))
             predictions.append(text[:200])
             seconds.append(prefill)
+            rates.append(rate)
+            kv.append(kv_bytes / 2**20)
             if all(d is not None for d in stats.density_per_layer):
                 layers.append(list(stats.density_per_layer))
                 densities.append(statistics.fmean(stats.density_per_layer))
             bar.update(1)
+    finite_rates = [r for r in rates if r == r]
     return {
         "accuracy": statistics.fmean(scores),
         "scores": scores,
@@ -220,6 +286,8 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
         else None,
         "prefill_seconds": statistics.fmean(seconds),
         "prefill_seconds_median": statistics.median(seconds),
+        "decode_tokens_per_s": statistics.median(finite_rates) if finite_rates else None,
+        "kv_memory_mb": statistics.fmean(kv),
         "peak_memory_mb": max(peaks),
         "memory_kind": memory.kind,
         "mean_prompt_tokens": statistics.fmean(s.num_tokens for s in samples),
@@ -387,6 +455,7 @@ def main(args: argparse.Namespace) -> int:
     plots.plot_accuracy_vs_length(cells, out / "accuracy_vs_length.png")
     if not plots.plot_frontier(cells, out / "frontier.png"):
         print("no frontier plot: it needs 'dense' among --methods", file=sys.stderr)
+    plots.plot_kv_frontier(cells, out / "kv_frontier.png")
     for cell in cells:
         density = "-" if cell["density"] is None else f"{cell['density']:.3f}"
         print(

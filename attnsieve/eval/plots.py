@@ -96,6 +96,33 @@ def plot_frontier(cells: list[dict], path: Path) -> bool:
     return True
 
 
+def plot_kv_frontier(cells: list[dict], path: Path) -> None:
+    """Accuracy (mean over tasks) vs KV-cache memory, one point per (method, length)."""
+    by = defaultdict(list)  # (method, length) -> cells
+    for c in cells:
+        by[(c["method"], c["length"])].append(c)
+    fig, axes = _figure(1, 1, width=6.0, height=4.5)
+    ax = axes[0, 0]
+    for method in dict.fromkeys(c["method"] for c in cells):
+        points = sorted(
+            (statistics.fmean(c["kv_memory_mb"] for c in group), statistics.fmean(
+                c["accuracy"] for c in group), length)
+            for (m, length), group in by.items()
+            if m == method
+        )  # fmt: skip
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+        for x, y, length in points:
+            ax.annotate(_length_label(length), (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("KV-cache memory after the answer (MiB)")
+    ax.set_ylabel("accuracy (mean over tasks)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+
+
 def plot_fidelity(result: dict, path: Path) -> None:
     """Heatmaps (layer x query head) of attention recall and relative output error per method."""
     methods = list(result["methods"])

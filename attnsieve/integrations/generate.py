@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,17 +31,23 @@ def generate(
     eos_ids: set[int],
     stats: PatchStats,
     cache: Any = None,
+    context_length: int | None = None,
+    after_context: Callable[[], None] | None = None,
 ) -> tuple[list[int], float, float, list[float]]:
     """Greedy generation with chunked prefill for a batch of one.
 
-    ``cache`` is the initial ``past_key_values`` (None: transformers' default cache). Returns
+    ``cache`` is the initial ``past_key_values`` (None: transformers' default cache). With
+    ``context_length``, the first that many tokens are prefilled (in chunks), then
+    ``after_context()`` runs (e.g. KV compression), then the rest of the prompt (the question)
+    is prefilled as one chunk. Returns
     (new token ids, seconds to first token, seconds of decode, density per layer). The density of
     a layer is over the whole prompt: each chunk's density weighted by its number of dense-causal
     pairs; a chunk that ran dense (shorter than ``min_prefill_length``) counts as 1.
     """
     key = cache_keyword(model)
     length = input_ids.shape[1]
-    bounds = list(range(0, length, chunk_size)) + [length]
+    split = length if context_length is None else context_length
+    bounds = list(range(0, split, chunk_size)) + [split] + ([length] if split < length else [])
     num_layers = len(stats.density_per_layer)
     weighted, total = [0.0] * num_layers, 0
     _sync(input_ids.device)
@@ -57,6 +64,8 @@ def generate(
                 weighted[i] += pairs * (1.0 if d is None else d)
             total += pairs
             bar.update(hi - lo)
+            if hi == split and after_context is not None:
+                after_context()
     token = out.logits[:, -1].argmax(-1)
     _sync(input_ids.device)
     ttft = time.perf_counter() - start

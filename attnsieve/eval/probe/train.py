@@ -39,10 +39,10 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import AutoModelForCausalLM
 
-from attnsieve.eval.harness import generate
 from attnsieve.eval.probe import probe_config, write_checksums
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, make_samples
+from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.transformers import PatchStats
 
 MIXTURE = {  # row sources and their probabilities
@@ -270,7 +270,10 @@ def evaluate(weights: Path, args: argparse.Namespace) -> dict:
             scores = []
             for s in samples:
                 budget = len(TOK.encode(s.target, add_special_tokens=False)) + 8
-                text, _ = generate(model, TOK, s.prompt, budget, unpatched)
+                ids = torch.tensor([TOK.encode(s.prompt)], device=model.device)
+                eos = eos_token_ids(model, TOK)
+                tokens = generate(model, ids, budget, ids.shape[1], eos, unpatched)[0]
+                text = TOK.decode([t for t in tokens if t not in eos], skip_special_tokens=True)
                 scores.append(s.score(text))
             accuracy[str(length)][task] = sum(scores) / len(scores)
         log.info(
