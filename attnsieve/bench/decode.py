@@ -74,8 +74,37 @@ def random_pages(keep: int) -> Callable[[Tensor, Paged], tuple[Tensor, Tensor]]:
     return select
 
 
+def quest_pages(keep: int) -> Callable[[Tensor, Paged], tuple[Tensor, Tensor]]:
+    """Quest's selection (`attnsieve.methods.decode.quest`) at a 1/keep token budget, over the
+    page summaries the cache keeps (built here once, outside the timed selection)."""
+    from attnsieve.methods.decode import get_selector
+    from attnsieve.methods.decode.base import StepState
+    from attnsieve.views import PageView
+
+    selector = get_selector("quest", ratio=1.0 / keep, dense_layers=0)
+    views: dict[int, PageView] = {}
+
+    def select(q: Tensor, cache: Paged) -> tuple[Tensor, Tensor]:
+        if id(cache) not in views:
+            b, h, n, d = cache.k.shape
+            pages = cache.k.float().view(b, h, n // cache.page_size, cache.page_size, d)
+            lengths = torch.full((b, h), n, dtype=torch.int32, device=q.device)
+            count = torch.full((b, h), n // cache.page_size, dtype=torch.int32, device=q.device)
+            views.clear()
+            views[id(cache)] = PageView(
+                pages.amin(3), pages.amax(3), count, cache.page_size, lengths, None, 2, 32
+            )
+        picked = selector.select(q, views[id(cache)], StepState())
+        return picked.idx, picked.count
+
+    return select
+
+
 def sparse_cases(args: argparse.Namespace) -> list[SparseCase]:
-    return [SparseCase(f"sparse 1/{args.keep}", random_pages(args.keep), timed=False)]
+    return [
+        SparseCase(f"sparse 1/{args.keep}", random_pages(args.keep), timed=False),
+        SparseCase(f"quest 1/{args.keep}", quest_pages(args.keep), timed=True),
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +160,22 @@ def copy_bandwidth(gib: float = 4.0) -> float:
 
 
 _FLUSH: list[Tensor] = []
+
+
+def selection_ms(case: SparseCase, c: Paged, reps: int) -> float:
+    """A selector's time: in a CUDA graph when it can be captured, else eagerly (its launches and
+    any host synchronisation then count, as they would when serving)."""
+    try:
+        return graph_ms(lambda: case.select(c.q, c), reps)
+    except RuntimeError:
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(reps + 3):
+            start = time.perf_counter()
+            case.select(c.q, c)
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+        return float(torch.tensor(times[3:]).median())
 
 
 def graph_ms(fn: Callable[[], object], reps: int, flush: bool = True) -> float:
@@ -235,7 +280,7 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
     for case in sparse_cases(args):
         pages, count = case.select(c.q, c)
         sel = {"pages": pages, "page_count": count}
-        sel_ms = graph_ms(lambda s=case.select: s(c.q, c), args.reps) if case.timed else 0.0
+        sel_ms = selection_ms(case, c, args.reps) if case.timed else 0.0
         kept = pages.shape[-1] * c.page_size  # tokens read per head (full pages)
         for label, cache in (("bf16", c.paged), ("fp8", c.fp8)):
             row = record(
