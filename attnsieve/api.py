@@ -160,8 +160,13 @@ def dense_attention(
     check_float("dropout", dropout, 0.0, 1.0)
     if softcap is not None:
         check_float("softcap", softcap, 1e-6, math.inf)
-    if mask is not None and not isinstance(mask, Tensor):
-        raise TypeError(f"mask: expected a torch.Tensor or None, got {type(mask).__name__}")
+    if mask is not None and (
+        not isinstance(mask, Tensor)
+        or mask.dtype.is_complex
+        or not (mask.dtype == torch.bool or mask.is_floating_point())
+    ):
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"mask: expected None, a bool or an additive float tensor, got {got}")
     n, m = q.shape[2], k.shape[2]
     causal = mask is None and n > 1 and causal
     if causal and m > n:

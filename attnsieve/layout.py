@@ -1,8 +1,10 @@
 """`Layout`: which (query, key) pairs a sparse prefill computes.
 
-A layout lists, for every (batch, head, query block), the sorted key blocks to attend plus optional
-single key *columns* (token indices, for MInference-style vertical lines) that lie outside those
-blocks. Causality is not encoded: kernels apply it, bottom-right aligned (query ``i`` of ``N``
+A layout lists, for every (batch, head, query block), the sorted key blocks to attend plus two
+optional token-level parts, disjoint from the blocks and from each other: single key *columns*
+(token indices, MInference's vertical lines) and key *spans* (ranges [start, end) that start
+anywhere: the key range each chosen diagonal, MInference's slash line, crosses in the query block,
+merged). Causality is not encoded: kernels apply it, bottom-right aligned (query ``i`` of ``N``
 sits at absolute position ``M - N + i`` among ``M`` keys). Batch and head dimensions broadcast: a
 layout's batch is 1 or B, its heads 1, H_kv (one plan per KV group) or H_q.
 """
@@ -10,43 +12,27 @@ layout's batch is 1 or B, its heads 1, H_kv (one plan per KV group) or H_q.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, replace
 
 import torch
 from torch import Tensor
 
-from attnsieve.checks import cdiv
-
-PAD = -1
-_BIG = torch.iinfo(torch.int32).max
-
-
-def _pack(keep: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-    """``values`` where ``keep`` (in order) moved to the front of each row, padded with PAD; counts.
-
-    A prefix sum gives each kept entry its slot: a scatter instead of a sort of the whole row.
-    """
-    slot = keep.cumsum(-1, dtype=torch.int32)
-    count = keep.sum(-1, dtype=torch.int32)  # not slot[..., -1]: rows may be empty
-    width = max(int(count.max()) if count.numel() else 0, 1)
-    out = torch.full((*keep.shape[:-1], width + 1), PAD, dtype=torch.int32, device=keep.device)
-    # entries that are not kept all land in the spare last column, which is dropped
-    out.scatter_(-1, torch.where(keep, slot - 1, width).long(), values.to(torch.int32))
-    return out[..., :width].contiguous(), count
-
-
-def _pack_sorted(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Indices of True entries along the last dim, ascending, padded with PAD; plus counts."""
-    positions = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32)
-    return _pack(mask, positions.expand_as(mask))
-
-
-def _compact(values: Tensor) -> tuple[Tensor, Tensor]:
-    """Sort rows of int indices (PAD = absent), drop duplicates and re-pad; return (idx, count)."""
-    keyed = torch.where(values == PAD, _BIG, values.to(torch.int32)).sort(-1).values
-    keep = keyed != _BIG
-    keep[..., 1:] &= keyed[..., 1:] != keyed[..., :-1]  # the first of equal neighbours stays
-    return _pack(keep, keyed)
+from attnsieve.checks import cdiv, check_int
+from attnsieve.layout_spans import (
+    PAD,
+    block_ranges,
+    check_spans,
+    checked_rows,
+    compact,
+    diagonal_ranges,
+    in_ranges,
+    intersect_ranges,
+    merge_ranges,
+    pack_sorted,
+    ranges_mask,
+    subtract_blocks,
+    valid_slots,
+)
 
 
 def _clamped_ramp_sum(x: Tensor, length: Tensor) -> Tensor:
@@ -57,15 +43,28 @@ def _clamped_ramp_sum(x: Tensor, length: Tensor) -> Tensor:
     return inside * (inside + 1) // 2 + (x - length).clamp(min=0) * length
 
 
+_FIELDS = (
+    "block_idx",
+    "block_count",
+    "column_idx",
+    "column_count",
+    "span_start",
+    "span_end",
+    "span_count",
+)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Block-sparse pattern of a prefill; see the module docstring.
 
     Fields: ``block_idx`` int32 (B, H, QB, K) sorted key blocks padded with -1;
     ``block_count`` int32 (B, H, QB); ``column_idx`` int32 (B, H, QB, C) sorted key tokens outside
-    the chosen blocks, or None; ``column_count`` int32 (B, H, QB) or None; block sizes in tokens;
-    ``num_queries`` N and ``num_keys`` M. ``is_dense`` is set only by :meth:`dense` so kernels
-    can dispatch to SDPA without inspecting device memory.
+    the chosen blocks, or None; ``column_count`` int32 (B, H, QB) or None; ``span_start`` and
+    ``span_end`` int32 (B, H, QB, S): sorted, disjoint key ranges [start, end) within [0, M),
+    outside the blocks and holding no column, or None; ``span_count`` int32 (B, H, QB) or None;
+    block sizes in tokens; ``num_queries`` N and ``num_keys`` M. ``is_dense`` is set only by
+    :meth:`dense` so kernels can dispatch to SDPA without inspecting device memory.
 
     A layout cannot be built invalid: the constructors below produce sorted, in-range,
     duplicate-free index lists by construction, and a layout built directly from tensors is
@@ -81,14 +80,17 @@ class Layout:
     num_keys: int
     column_idx: Tensor | None = None
     column_count: Tensor | None = None
+    span_start: Tensor | None = None
+    span_end: Tensor | None = None
+    span_count: Tensor | None = None
     is_dense: bool = False
     # True only for layouts made by this class's constructors, whose contents are valid by
     # construction; a layout built from user tensors is validated in full
-    _valid: bool = field(default=False, repr=False, compare=False)
+    _valid: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, _valid: bool) -> None:
         self._check_structure()
-        if not self._valid:
+        if not _valid:
             self.validate()
 
     # ---- shape helpers -------------------------------------------------------------------------
@@ -121,14 +123,17 @@ class Layout:
     def has_columns(self) -> bool:
         return self.column_idx is not None
 
+    @property
+    def has_spans(self) -> bool:
+        return self.span_start is not None
+
     def to(self, device: torch.device | str) -> Layout:
         return self._map(lambda t: t.to(device))
 
     def _map(self, fn) -> Layout:
-        """Copy with ``fn`` applied to each index tensor (the absent column part stays None)."""
-        fields = ("block_idx", "block_count", "column_idx", "column_count")
-        changes = {f: None if getattr(self, f) is None else fn(getattr(self, f)) for f in fields}
-        return replace(self, **changes)
+        """Copy with ``fn`` applied to each index tensor (absent parts stay None)."""
+        changes = {f: None if getattr(self, f) is None else fn(getattr(self, f)) for f in _FIELDS}
+        return replace(self, **changes, _valid=True)
 
     def heads_for(self, h_q: int, h_kv: int) -> Tensor:
         """Layout head used by each of ``h_q`` query heads (0, h // g or h)."""
@@ -170,6 +175,8 @@ class Layout:
     ) -> Layout:
         """Every key block (with ``causal``, every block that touches the causal region)."""
         _check_sizes(num_queries, num_keys, block_q, block_k)
+        check_int("batch", batch, 1)
+        check_int("heads", heads, 1)
         mask = cls.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
         if not causal:
             mask = torch.ones_like(mask)
@@ -177,7 +184,7 @@ class Layout:
         layout = cls.from_block_mask(
             mask, block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys
         )
-        return replace(layout, is_dense=True)
+        return replace(layout, is_dense=True, _valid=True)
 
     @classmethod
     def from_block_mask(
@@ -193,7 +200,7 @@ class Layout:
                 f"mask: expected shape (B, H, {expected[0]}, {expected[1]}), "
                 f"got {tuple(mask.shape)}"
             )
-        idx, count = _pack_sorted(mask)
+        idx, count = pack_sorted(mask)
         return cls(idx, count, block_q, block_k, num_queries, num_keys, _valid=True)
 
     @classmethod
@@ -238,51 +245,104 @@ class Layout:
         )
 
     def with_columns(self, column_idx: Tensor, column_count: Tensor | None = None) -> Layout:
-        """Copy with a column part; columns in chosen blocks or repeated are dropped, rest sorted.
+        """Copy with a column part; columns in chosen blocks or spans, or repeated, are dropped.
 
         ``column_idx`` is int (B, H, QB, C) of key token indices (-1 = none); ``column_count``,
         int (B, H, QB), limits the valid prefix of each row when given. Batch and heads broadcast
-        against the layout's (sizes 1 or equal).
+        against the layout's (sizes 1 or equal). The columns come out sorted.
         """
-        if not isinstance(column_idx, Tensor) or column_idx.dtype not in (torch.int32, torch.int64):
-            raise TypeError("column_idx: expected an int32/int64 tensor of shape (B, H, QB, C)")
-        if column_idx.dim() != 4 or column_idx.shape[2] != self.num_q_blocks:
-            raise ValueError(
-                f"column_idx: expected shape (B, H, {self.num_q_blocks}, C), "
-                f"got {tuple(column_idx.shape)}"
-            )
-        for dim, name, own in ((0, "batch", self.batch), (1, "heads", self.heads)):
-            size = column_idx.shape[dim]
-            if size != own and 1 not in (size, own):
-                raise ValueError(
-                    f"column_idx: {name} {size} does not broadcast against the layout's {own}"
-                )
-        cols = column_idx.to(torch.int64)
-        if column_count is not None:
-            if not isinstance(column_count, Tensor) or column_count.dtype not in (
-                torch.int32,
-                torch.int64,
-            ):
-                raise TypeError("column_count: expected an int32/int64 tensor of shape (B, H, QB)")
-            if tuple(column_count.shape) != tuple(cols.shape[:3]):
-                raise ValueError(
-                    f"column_count: expected shape {tuple(cols.shape[:3])}, "
-                    f"got {tuple(column_count.shape)}"
-                )
-            slot = torch.arange(cols.shape[-1], device=cols.device)
-            cols = torch.where(slot < column_count[..., None].to(cols.device), cols, PAD)
+        cols = self._rows(column_idx, column_count, "column_idx", "column_count", (4,))
         if ((cols < PAD) | (cols >= self.num_keys)).any():
             raise ValueError(
                 f"column_idx: token indices must lie in [0, {self.num_keys}) (or -1 for none)"
             )
-        b = max(self.batch, cols.shape[0])
-        h = max(self.heads, cols.shape[1])
-        block_mask = self.block_mask().expand(b, h, -1, -1)
-        cols = cols.expand(b, h, -1, -1)
-        in_block = torch.gather(block_mask, -1, (cols.clamp(min=0) // self.block_k))
-        idx, count = _compact(torch.where(in_block | (cols == PAD), PAD, cols))
-        base = self._expanded(b, h)
-        return replace(base, column_idx=idx, column_count=count, is_dense=False)
+        base = self._expanded(max(self.batch, cols.shape[0]), max(self.heads, cols.shape[1]))
+        idx, count = base._outside(cols.expand(base.batch, base.heads, -1, -1))
+        return replace(base, column_idx=idx, column_count=count, is_dense=False, _valid=True)
+
+    def with_diagonals(
+        self, offsets: Tensor, count: Tensor | None = None, *, width: int = 1
+    ) -> Layout:
+        """Copy with key spans covering chosen diagonals (slash lines), as MInference's kernel does.
+
+        Diagonal ``o`` >= 0 links the query at absolute position p (query i sits at
+        ``query_offset + i``) to key p - o. In a query block whose rows sit at [P0, P1] it is
+        covered by the key range [P0 - o, P1 - o]: block_q keys that start anywhere. With
+        ``width``, each offset stands for the band of diagonals [o, o + width), covered by
+        [P0 - o - width + 1, P1 - o]. Ranges are clipped to the keys (causality's reach is P1),
+        merged with each other and with the layout's spans; key blocks already in the layout are
+        cut out of them and columns inside them are dropped.
+
+        ``offsets``: int (B, H, QB, S), per query block, or (B, H, S), the same for every query
+        block; -1 = none, else in [0, M). ``count`` (``offsets``' shape without the last dim)
+        limits the valid prefix of each row when given. Batch and heads broadcast against the
+        layout's. On the device, no per-entry loop; host syncs only to cut index widths to the
+        longest row (as `from_block_mask` does).
+        """
+        o = self._rows(offsets, count, "offsets", "count", (3, 4))
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width: expected a positive int, got {width!r}")
+        if ((o < PAD) | (o >= self.num_keys)).any():
+            raise ValueError(
+                f"offsets: diagonal offsets must lie in [0, {self.num_keys}) (or -1 for none)"
+            )
+        first, last = query_block_positions(
+            self.num_queries, self.num_keys, self.block_q, self.device
+        )
+        start, end = diagonal_ranges(o, width, first, last)
+        return self._with_ranges(start, end)
+
+    def with_spans(self, start: Tensor, end: Tensor, count: Tensor | None = None) -> Layout:
+        """Copy whose spans also cover the key ranges [start, end): the primitive under
+        `with_diagonals`. ``start``, ``end``: int (B, H, QB, S), any order, overlaps allowed,
+        end <= start for none; ``count`` as in `with_columns`. Ranges are clipped to [0, M),
+        merged with the present spans, minus the chosen key blocks; columns inside are dropped.
+        """
+        start = self._rows(start, count, "start", "count", (4,))
+        end = self._rows(end, count, "end", "count", (4,))
+        if start.shape != end.shape:
+            raise ValueError(
+                f"end: shape {tuple(end.shape)} differs from start's {tuple(start.shape)}"
+            )
+        return self._with_ranges(start.clamp(min=0), torch.where(start == PAD, 0, end))
+
+    def _with_ranges(self, start: Tensor, end: Tensor) -> Layout:
+        """`with_spans` on ranges known to fit (B, H, QB, S) and broadcast (no checks)."""
+        end = end.clamp(max=self.num_keys)
+        base = self._expanded(max(self.batch, start.shape[0]), max(self.heads, start.shape[1]))
+        b, h, qb = base.batch, base.heads, self.num_q_blocks
+        start, end = start.expand(b, h, qb, -1), end.expand(b, h, qb, -1)
+        if base.has_spans:
+            start = torch.cat([start.long(), base._part("span_start").long()], -1)
+            end = torch.cat([end.long(), base._part("span_end").long()], -1)
+        merged = merge_ranges(start, end)
+        span_start, span_end, span_count = subtract_blocks(
+            *merged, base.block_idx, base.block_count, self.block_k
+        )
+        base = replace(
+            base,
+            span_start=span_start,
+            span_end=span_end,
+            span_count=span_count,
+            is_dense=False,
+            _valid=True,
+        )
+        if base.has_columns:
+            idx, count = base._outside(base.column_idx.long())
+            base = replace(base, column_idx=idx, column_count=count, _valid=True)
+        return base
+
+    def _rows(self, idx, count, name: str, count_name: str, dims: tuple[int, ...]) -> Tensor:
+        return checked_rows(
+            idx, count, name, count_name, dims, self.batch, self.heads, self.num_q_blocks
+        )
+
+    def _outside(self, cols: Tensor) -> tuple[Tensor, Tensor]:
+        """Key tokens ``cols`` (B, H, QB, C of this layout) outside its blocks and spans, packed."""
+        in_block = torch.gather(self.block_mask(), -1, cols.clamp(min=0) // self.block_k)
+        if self.has_spans:
+            in_block |= in_ranges(cols, self.span_start, self.span_end, self.span_count)
+        return compact(torch.where(in_block | (cols == PAD), PAD, cols))
 
     @staticmethod
     def cat(layouts: list[Layout], dim: int = 1) -> Layout:
@@ -303,11 +363,16 @@ class Layout:
         width = max(p.block_idx.shape[-1] for p in parts)
         idx = torch.cat([_pad_last(p.block_idx, width) for p in parts], dim)
         count = torch.cat([p.block_count for p in parts], dim)
-        cols = counts = None
-        if any(p.has_columns for p in parts):
-            cwidth = max(p.column_idx.shape[-1] for p in parts if p.has_columns)
-            cols = torch.cat([_pad_last(p._columns_or_empty()[0], cwidth) for p in parts], dim)
-            counts = torch.cat([p._columns_or_empty()[1] for p in parts], dim)
+        extra = {}  # token-level parts that any layout has, empty in the others
+        for names in (("column_idx", "column_count"), ("span_start", "span_end", "span_count")):
+            if all(getattr(p, names[0]) is None for p in parts):
+                continue
+            for name in names:
+                rows = [p._part(name) for p in parts]
+                if not name.endswith("_count"):
+                    width = max(r.shape[-1] for r in rows)
+                    rows = [_pad_last(r, width) for r in rows]
+                extra[name] = torch.cat(rows, dim)
         return Layout(
             idx,
             count,
@@ -315,8 +380,7 @@ class Layout:
             first.block_k,
             first.num_queries,
             first.num_keys,
-            cols,
-            counts,
+            **extra,
             _valid=True,
         )
 
@@ -343,16 +407,17 @@ class Layout:
         blocks = self.block_mask(slice(qb0, qb1))
         tokens = blocks.repeat_interleave(self.block_k, dim=-1)[..., : self.num_keys]
         if self.has_columns:
-            tokens = tokens.clone()
             cols = self.column_idx[:, :, qb0:qb1].long()
-            slot = torch.arange(cols.shape[-1], device=self.device)
-            valid = slot < self.column_count[:, :, qb0:qb1, None]
+            valid = valid_slots(cols, self.column_count[:, :, qb0:qb1])
             target = torch.where(valid, cols, self.num_keys)
             extra = torch.zeros(
                 (*cols.shape[:-1], self.num_keys + 1), dtype=torch.bool, device=self.device
             )
             extra.scatter_(-1, target, True)
-            tokens |= extra[..., :-1]
+            tokens = tokens | extra[..., :-1]
+        if self.has_spans:
+            part = (self.span_start, self.span_end, self.span_count)
+            tokens = tokens | ranges_mask(*(t[:, :, qb0:qb1] for t in part), self.num_keys)
         row_block = torch.arange(start, stop, device=self.device) // self.block_q - qb0
         return tokens[:, :, row_block]
 
@@ -373,31 +438,28 @@ class Layout:
         n, m, bq, bk = self.num_queries, self.num_keys, self.block_q, self.block_k
         qb = torch.arange(self.num_q_blocks, device=self.device)
         row0, row1 = qb * bq, torch.clamp((qb + 1) * bq, max=n)  # rows [row0, row1) of each q block
-        slot = torch.arange(self.block_idx.shape[-1], device=self.device)
-        valid = slot < self.block_count[..., None]
+        p0 = (row0 + self.query_offset)[:, None]  # absolute positions of their first, last rows
+        p1 = (row1 - 1 + self.query_offset)[:, None]
+
+        def pairs(k0: Tensor, width: Tensor, valid: Tensor) -> Tensor:
+            """Pairs of key tiles [k0, k0 + width) (B, H, QB, T) with the rows of their block."""
+            if causal:  # keys visible to the row at position p: clamp(p + 1 - k0, 0, width)
+                tile = _clamped_ramp_sum(p1 + 1 - k0, width) - _clamped_ramp_sum(p0 - k0, width)
+            else:
+                tile = width * (row1 - row0)[:, None]
+            return (tile * valid).sum((-1, -2))
+
         kb = self.block_idx.long().clamp(min=0)
-        k0, k1 = kb * bk, torch.clamp((kb + 1) * bk, max=m)
-        width = k1 - k0
-        if causal:
-            # keys visible to the row at absolute position p: clamp(p + 1 - k0, 0, width)
-            p0 = (row0 + self.query_offset)[:, None]
-            p1 = (row1 - 1 + self.query_offset)[:, None]
-            pairs = _clamped_ramp_sum(p1 + 1 - k0, width) - _clamped_ramp_sum(p0 - k0, width)
-            total = causal_pairs(n, m)
-        else:
-            pairs = width * (row1 - row0)[:, None]
-            total = n * m
-        count = (pairs * valid).sum((-1, -2))
-        if self.has_columns:
-            cslot = torch.arange(self.column_idx.shape[-1], device=self.device)
-            cvalid = cslot < self.column_count[..., None]
+        k0 = kb * bk
+        count = pairs(k0, torch.clamp(k0 + bk, max=m) - k0, valid_slots(kb, self.block_count))
+        if self.has_columns:  # a column is a tile of width 1
             col = self.column_idx.long()
-            rows = (row1 - row0)[:, None].expand_as(col)
-            if causal:
-                first_row = (col - self.query_offset).clamp(min=0)  # first row seeing the column
-                rows = (row1[:, None] - torch.maximum(first_row, row0[:, None])).clamp(min=0)
-            count = count + (rows * cvalid).sum((-1, -2))
-        fraction = count.double() / max(total, 1)
+            count = count + pairs(col, torch.ones_like(col), valid_slots(col, self.column_count))
+        if self.has_spans:
+            s0 = self.span_start.long()
+            ok = valid_slots(s0, self.span_count)
+            count = count + pairs(s0, self.span_end.long() - s0, ok)
+        fraction = count.double() / max(causal_pairs(n, m) if causal else n * m, 1)
         return float(fraction.mean()) if reduce else fraction
 
     # ---- set algebra ---------------------------------------------------------------------------
@@ -406,60 +468,71 @@ class Layout:
         self._check_same_geometry(other, "other")
         b, h = max(self.batch, other.batch), max(self.heads, other.heads)
         mask = self.block_mask().expand(b, h, -1, -1) | other.block_mask().expand(b, h, -1, -1)
-        merged = Layout.from_block_mask(
-            mask,
-            block_q=self.block_q,
-            block_k=self.block_k,
-            num_queries=self.num_queries,
-            num_keys=self.num_keys,
-        )
-        if not (self.has_columns or other.has_columns):
-            return merged
-        cols = torch.cat(
-            [
-                self._columns_or_empty()[0].expand(b, h, -1, -1),
-                other._columns_or_empty()[0].expand(b, h, -1, -1),
-            ],
-            -1,
-        )
-        return merged.with_columns(cols)
+        merged = self._like(mask)
+        pair = (self._expanded(b, h), other._expanded(b, h))
+        if self.has_columns or other.has_columns:
+            merged = merged.with_columns(torch.cat([x._part("column_idx") for x in pair], -1))
+        if self.has_spans or other.has_spans:
+            ranges = [(x._part("span_start"), x._part("span_end")) for x in pair]
+            start, end = (torch.cat(parts, -1) for parts in zip(*ranges, strict=True))
+            merged = merged._with_ranges(start, end)
+        return merged
 
     def intersection(self, other: Layout) -> Layout:
         """Pairs computed by both layouts."""
         self._check_same_geometry(other, "other")
         b, h = max(self.batch, other.batch), max(self.heads, other.heads)
         mask = self.block_mask().expand(b, h, -1, -1) & other.block_mask().expand(b, h, -1, -1)
-        merged = Layout.from_block_mask(
+        merged = self._like(mask)
+        mine, theirs = self._expanded(b, h), other._expanded(b, h)
+        if self.has_columns or other.has_columns:
+            kept = [x._columns_in(y) for x, y in ((mine, theirs), (theirs, mine))]
+            merged = merged.with_columns(torch.cat(kept, -1))
+        if self.has_spans or other.has_spans:
+            # token ranges both cover (each side's spans and blocks); their shared blocks are
+            # the block part already and are cut out again by _with_ranges
+            merged = merged._with_ranges(*intersect_ranges(mine._covered(), theirs._covered()))
+        return merged
+
+    def _like(self, mask: Tensor) -> Layout:
+        """A layout of this geometry from a block mask."""
+        return Layout.from_block_mask(
             mask,
             block_q=self.block_q,
             block_k=self.block_k,
             num_queries=self.num_queries,
             num_keys=self.num_keys,
         )
-        if not (self.has_columns or other.has_columns):
-            return merged
-        kept = [a._columns_in(b_, b, h) for a, b_ in ((self, other), (other, self))]
-        return merged.with_columns(torch.cat(kept, -1))
 
-    def _columns_in(self, other: Layout, b: int, h: int) -> Tensor:
-        """This layout's columns that ``other`` covers too (block or column); PAD elsewhere."""
-        cols = self._columns_or_empty()[0].expand(b, h, -1, -1).long()
-        covered = torch.gather(
-            other.block_mask().expand(b, h, -1, -1), -1, cols.clamp(min=0) // other.block_k
-        )
-        other_cols = other._columns_or_empty()[0].expand(b, h, -1, -1).long()
-        keyed = torch.where(other_cols == PAD, _BIG, other_cols).sort(-1).values.contiguous()
-        pos = torch.searchsorted(keyed, cols.contiguous()).clamp(max=keyed.shape[-1] - 1)
-        covered |= torch.gather(keyed, -1, pos) == cols
+    def _columns_in(self, other: Layout) -> Tensor:
+        """This layout's columns that ``other`` (of the same B, H) covers too; PAD elsewhere."""
+        cols = self._part("column_idx").long()
+        covered = torch.gather(other.block_mask(), -1, cols.clamp(min=0) // other.block_k)
+        if other.has_columns:
+            covered |= in_ranges(cols, other.column_idx, other.column_idx + 1, other.column_count)
+        if other.has_spans:
+            covered |= in_ranges(cols, other.span_start, other.span_end, other.span_count)
         return torch.where(covered & (cols != PAD), cols, PAD)
 
-    def _columns_or_empty(self) -> tuple[Tensor, Tensor]:
-        if self.has_columns:
-            return self.column_idx, self.column_count
-        shape = self.block_count.shape
+    def _covered(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Packed, merged key ranges that blocks and spans cover (columns aside)."""
+        blocks = block_ranges(self.block_idx, self.block_count, self.block_k, self.num_keys)
+        spans = (self._part("span_start"), self._part("span_end"))
+        return merge_ranges(*(torch.cat(parts, -1) for parts in zip(blocks, spans, strict=True)))
+
+    def _part(self, name: str) -> Tensor:
+        """Index tensor ``name`` with PAD past its row counts, or, if its part is absent, an empty
+        stand-in (counts 0, one PAD entry per row)."""
+        t, count_name = getattr(self, name), name.split("_")[0] + "_count"
+        if t is None:
+            shape = self.block_count.shape
+            if name == count_name:
+                return torch.zeros(shape, dtype=torch.int32, device=self.device)
+            return torch.full((*shape, 1), PAD, dtype=torch.int32, device=self.device)
         return (
-            torch.full((*shape, 1), PAD, dtype=torch.int32, device=self.device),
-            torch.zeros(shape, dtype=torch.int32, device=self.device),
+            t
+            if name == count_name
+            else torch.where(valid_slots(t, getattr(self, count_name)), t, PAD)
         )
 
     def _expanded(self, b: int, h: int) -> Layout:
@@ -483,9 +556,9 @@ class Layout:
     def _check_structure(self) -> None:
         """Cheap checks (no device sync): types, dtypes, shapes, devices."""
         _check_sizes(self.num_queries, self.num_keys, self.block_q, self.block_k)
-        for name in ("block_idx", "block_count", "column_idx", "column_count"):
+        for name in _FIELDS:
             t = getattr(self, name)
-            if t is None and name.startswith("column"):
+            if t is None and not name.startswith("block"):
                 continue
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
@@ -497,6 +570,8 @@ class Layout:
                 )
         if (self.column_idx is None) != (self.column_count is None):
             raise ValueError("column_idx and column_count must both be given or both be None")
+        if len({self.span_start is None, self.span_end is None, self.span_count is None}) > 1:
+            raise ValueError("span_start, span_end and span_count must all be given or all None")
         if self.block_idx.dim() != 4:
             raise ValueError(
                 f"block_idx: expected 4 dims (B, H, QB, K), got shape {tuple(self.block_idx.shape)}"
@@ -507,19 +582,19 @@ class Layout:
                 f"block_idx: expected (B, H, {self.num_q_blocks}, K), "
                 f"got {tuple(self.block_idx.shape)}"
             )
-        if tuple(self.block_count.shape) != lead:
+        for name in _FIELDS[1:]:
+            t = getattr(self, name)
+            if t is None:
+                continue
+            if name.endswith("_count") and tuple(t.shape) != lead:
+                raise ValueError(f"{name}: expected shape {lead}, got {tuple(t.shape)}")
+            if not name.endswith("_count") and (t.dim() != 4 or tuple(t.shape[:3]) != lead):
+                raise ValueError(f"{name}: expected (*{lead}, C), got {tuple(t.shape)}")
+        if self.has_spans and self.span_start.shape != self.span_end.shape:
             raise ValueError(
-                f"block_count: expected shape {lead}, got {tuple(self.block_count.shape)}"
+                f"span_end: shape {tuple(self.span_end.shape)} differs from span_start's "
+                f"{tuple(self.span_start.shape)}"
             )
-        if self.has_columns:
-            if self.column_idx.dim() != 4 or tuple(self.column_idx.shape[:3]) != lead:
-                raise ValueError(
-                    f"column_idx: expected (*{lead}, C), got {tuple(self.column_idx.shape)}"
-                )
-            if tuple(self.column_count.shape) != lead:
-                raise ValueError(
-                    f"column_count: expected shape {lead}, got {tuple(self.column_count.shape)}"
-                )
 
     def validate(self) -> Layout:
         """Full check of the index contents (syncs with the device); returns self."""
@@ -531,11 +606,16 @@ class Layout:
                 self.column_idx, self.column_count, self.num_keys, "column_idx", "column_count"
             )
             cols = self.column_idx.long()
-            slot = torch.arange(cols.shape[-1], device=self.device)
-            valid = slot < self.column_count[..., None]
+            valid = valid_slots(cols, self.column_count)
             in_block = torch.gather(self.block_mask(), -1, cols.clamp(min=0) // self.block_k)
             if (in_block & valid).any():
                 raise ValueError("column_idx: columns must be disjoint from the chosen key blocks")
+        if self.has_spans:
+            check_spans(
+                (self.span_start, self.span_end, self.span_count), self.num_keys,
+                (self.block_idx, self.block_count, self.block_k), self._part("column_idx"),
+                self._part("column_count"),
+            )  # fmt: skip
         return self
 
     @staticmethod

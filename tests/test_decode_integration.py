@@ -1,4 +1,4 @@
-"""Decode through attnsieve's paged cache: KV policies, decode selectors and FP8 KV under patch()."""
+"""Decode through attnsieve's paged cache under patch(): KV policies, selectors, FP8 KV."""
 
 import time
 

@@ -286,7 +286,7 @@ def test_from_json_rejects_bad_input(tmp_path):
     with pytest.raises(TypeError, match="source"):
         AttentionConfig.from_json(3)
     broken = tmp_path / "broken.json"
-    broken.write_text("{\"prefill\": ")
+    broken.write_text('{"prefill": ')
     with pytest.raises(ValueError, match="broken.json: not valid JSON"):
         AttentionConfig.from_json(broken)
     with pytest.raises(ValueError, match="missing.json: cannot read"):

@@ -773,7 +773,7 @@ CASES = (
     + _cache_cases()
     + _decode_cases()
 )
-OPEN = {"dense-mask-int", "layout-dense-heads-negative"}  # gaps not fixed yet
+OPEN: set[str] = set()  # gaps not fixed yet
 PARAMS = (
     [pytest.param(*c[1:], id=c[0]) for c in CASES]
     + [pytest.param(*c[1:4], id=c[0]) for c in GAPS if c[0] not in OPEN]
@@ -859,14 +859,6 @@ def test_valid_hand_built_layout_runs_alike_on_both_backends():
     assert (tri - ref).norm() / ref.norm() < 4e-3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layout.py: `_valid` is an init field, so dataclasses.replace() of a constructor-made "
-    "layout copies _valid=True and skips validate(); an unsorted/out-of-range block list then "
-    "reaches the kernels (Triton reads out of bounds). Fix: make it `_valid: InitVar[bool] = "
-    "False` (replace() then falls back to the default) and pass _valid=True in the internal "
-    "replace() calls that keep contents valid",
-)
 def test_replace_cannot_smuggle_bad_contents():
     good = Layout.dense(64, 64, block_q=32, block_k=32, causal=False)
     with pytest.raises(ValueError, match="block_idx"):

@@ -68,7 +68,11 @@ def test_registry_names_my_planners():
 def test_full_budget_is_dense(name, kwargs, n, m, h_q, h_kv):
     q, k = qk(2, h_q, h_kv, n, m)
     layout = get_planner(name, **kwargs).plan(q, k).validate()
-    assert torch.equal(layout.block_mask(), dense_mask_like(layout))
+    if layout.has_spans:  # token-level parts: compare the pairs computed
+        want = causal_token_mask(n, m, 0, n).expand(layout.batch, layout.heads, -1, -1)
+        assert torch.equal(layout.to_dense_mask(causal=True), want)
+    else:
+        assert torch.equal(layout.block_mask(), dense_mask_like(layout))
 
 
 @pytest.mark.parametrize("name,kwargs", FULL)
@@ -95,6 +99,10 @@ def test_layouts_valid_and_broadcast(name, kwargs, n, m):
         slot = torch.arange(layout.column_idx.shape[-1])
         valid = slot < layout.column_count[..., None]
         assert not (valid & (layout.column_idx > last[:, None])).any()
+    if layout.has_spans:  # nor spans reaching past the block's last query
+        _, last = query_block_positions(n, m, layout.block_q)
+        valid = torch.arange(layout.span_end.shape[-1]) < layout.span_count[..., None]
+        assert not (valid & (layout.span_end > last[:, None] + 1)).any()
 
 
 @pytest.mark.parametrize(
@@ -115,7 +123,7 @@ def test_data_dependent_plans_each_batch_and_head_alone(name, kwargs):
             kv = h if share else h // 2
             alone = planner.plan(q[i : i + 1, qs], k[i : i + 1, kv : kv + 1])
             assert torch.equal(alone.block_mask()[0, 0], mask[i, h])
-            if layout.has_columns:
+            if layout.has_columns or layout.has_spans:
                 tokens = layout.mask_rows(0, 300)[i, h]
                 assert torch.equal(alone.mask_rows(0, 300)[0, 0], tokens)
 
@@ -357,27 +365,3 @@ def test_window_and_sink_block_masks_match_token_masks():
             want = need[i * bq : (i + 1) * bq].any(0)
             want_blocks = torch.nn.functional.pad(want, (0, -m % bk)).view(-1, bk).any(-1)
             assert torch.equal(got[i], want_blocks), (window, sinks, i)
-
-
-@pytest.mark.parametrize("n,m,bq,bk", [(70, 90, 16, 8), (90, 41, 8, 16), (33, 33, 5, 7)])
-def test_slash_block_mask_matches_token_level(n, m, bq, bk):
-    offsets = torch.rand(2, 3, m) < 0.1
-    offsets[0, 0] = False  # an empty row
-    pos = torch.arange(n)[:, None] + (m - n)
-    diff = pos - torch.arange(m)[None, :]  # offset of every (query, key) pair
-    on = (diff >= 0) & offsets[..., diff.clamp(0, m - 1)]  # (2, 3, N, M) tokens on a diagonal
-    on = torch.nn.functional.pad(on, (0, -m % bk, 0, -n % bq))
-    expected = on.view(2, 3, -(-n // bq), bq, -(-m // bk), bk).any(-1).any(-2)
-    assert torch.equal(masks.slash_block_mask(offsets, n, m, bq, bk), expected)
-    columns = torch.randint(0, m, (2, 3, 5))
-    visible = masks.visible_columns(columns, n, m, bq)
-    seen = on.new_zeros(2, 3, -(-n // bq), m)
-    for i in range(seen.shape[2]):
-        rows = pos[i * bq : (i + 1) * bq]
-        seen[:, :, i] = (torch.arange(m)[None, :] <= rows).any(0)
-    expected_cols = torch.where(
-        torch.gather(seen, -1, columns[:, :, None].expand(-1, -1, seen.shape[2], -1)),
-        columns[:, :, None],
-        -1,
-    )
-    assert torch.equal(visible, expected_cols)

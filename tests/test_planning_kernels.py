@@ -94,13 +94,9 @@ def test_antidiagonal_twin_matches_definition():
 def test_antidiagonal_scratch_split(monkeypatch):
     """Launching per KV-head group (bounded scratch) gives the same scores."""
     q, k = _inputs(1, 4, 2, 100, 100, 32, torch.float32)
-    whole = planning.antidiagonal_block_scores(
-        q, k, stride=4, block_q=16, block_k=16
-    )
+    whole = planning.antidiagonal_block_scores(q, k, stride=4, block_q=16, block_k=16)
     monkeypatch.setattr(planning, "_SCRATCH_BYTES", 1)
-    split = planning.antidiagonal_block_scores(
-        q, k, stride=4, block_q=16, block_k=16
-    )
+    split = planning.antidiagonal_block_scores(q, k, stride=4, block_q=16, block_k=16)
     torch.testing.assert_close(whole, split)
 
 
@@ -111,9 +107,7 @@ def test_last_query_stats(shape, block_k):
     q, k = _inputs(*shape)
     n, m = q.shape[2], k.shape[2]
     last_q = min(40, n)
-    vertical, slash = planning.last_query_stats(
-        q, k, last_q=last_q, block_k=block_k
-    )
+    vertical, slash = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k)
     want_v, want_s = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
     assert vertical.shape == (q.shape[0], q.shape[1], m)
     assert slash.shape == (q.shape[0], q.shape[1], -(-m // block_k))
@@ -159,10 +153,6 @@ def test_bad_inputs_name_the_argument():
         api.last_query_stats(q[:, :1], k.expand(1, 2, 64, 32), last_q=8, block_k=16)
     qp = planning_reference.block_mean_pool(q, 32)
     with pytest.raises(ValueError, match="k_pooled"):
-        api.pooled_block_probs(
-            qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16
-        )
+        api.pooled_block_probs(qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16)
     with pytest.raises(TypeError, match="q_pooled: expected a float32"):
-        api.pooled_block_probs(
-            qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32
-        )
+        api.pooled_block_probs(qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32)

@@ -170,6 +170,9 @@ def _sampled_recall_and_error(
             slot = torch.arange(cols.shape[-1], device=cols.device)
             valid = (slot < layout.column_count[:, :, qb : qb + 1, None]) & (cols < m_sub)
             sub = sub.with_columns(torch.where(valid, cols, -1))
+        if layout.has_spans:  # with_spans clips the ranges to the cropped keys
+            part = (layout.span_start, layout.span_end, layout.span_count)
+            sub = sub.with_spans(*(t[:, :, qb : qb + 1] for t in part))
         q_sub, k_sub, v_sub = q[:, :, r0:r1], k[:, :, :m_sub], v[:, :, :m_sub]
         kept = kept + attention_recall(q_sub, k_sub, sub).mean(0) * (r1 - r0)
         rows += r1 - r0

@@ -1,10 +1,12 @@
-"""Block-sparse prefill attention in Triton: one online softmax over a Layout's blocks and columns.
+"""Block-sparse prefill attention in Triton: one online softmax over a Layout's blocks, columns and
+spans.
 
 One program handles BLOCK_M query rows of one query head (GQA: it reads KV head h // g, never a
 repeated copy). It walks the sorted key blocks of its query block (``layout.block_idx``) in two
 phases, blocks every row sees in full (no mask math) and blocks that cross the causal diagonal or
 the end of the keys (masked), skipping blocks entirely above the diagonal; then it gathers the
-layout's key columns BLOCK_N at a time. On Hopper, K/V block tiles come through TMA descriptors.
+layout's key columns BLOCK_N at a time; then it walks each key span [start, end) BLOCK_N keys at a
+time from its (unaligned) start, masked. On Hopper, K/V block tiles come through TMA descriptors.
 The plain-PyTorch twin is `attnsieve.kernels.prefill_reference.attention_reference`.
 """
 
@@ -92,17 +94,19 @@ def _attend_tile(
 # layout strides and lengths vary per call: specializing on their divisibility only recompiles
 @triton.jit(do_not_specialize=[
     "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
-    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "N", "M", "LEN_BUCKET",
+    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_sb", "stride_sh",
+    "stride_sq", "stride_tb", "stride_th", "stride_tq", "N", "M", "LEN_BUCKET",
 ])
 def _sparse_fwd_kernel(
-    Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT,
+    Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT, SSTART, SEND, SCNT,
     stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
     stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
     stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+    stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
     H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, USE_TMA: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # heaviest query tiles (last rows under causal masking) launch first: fewer idle SMs at the end
@@ -177,7 +181,25 @@ def _sparse_fwd_kernel(
                                 stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
             b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, m_c,
                                                   o_qpos, qk_scale, True, CAUSAL)
+    if HAS_SPANS:
+        # span start/end share strides (the launcher makes sure); int64: B·H·QB·S may pass 2^31
+        o_s = i_b64 * stride_sb + i_hl.to(tl.int64) * stride_sh + i_qb.to(tl.int64) * stride_sq
+        n_span = tl.load(SCNT + i_b * stride_tb + i_hl * stride_th + i_qb * stride_tq)
+        for i_s in range(0, n_span):
+            s_lo = tl.load(SSTART + o_s + i_s)
+            s_hi = tl.minimum(tl.load(SEND + o_s + i_s), kv_end)  # keys past kv_end: all hidden
+            for start in range(s_lo, s_hi, BLOCK_N):  # tiles start anywhere: always masked
+                o_n = start + o_t
+                m_n = o_n < s_hi
+                b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_n, o_d,
+                                    stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
+                b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n,
+                                                      m_n, o_qpos, qk_scale, True, CAUSAL)
 
+    # a non-finite value row in an unmasked tile (seen by every row) leaves NaN or inf in some
+    # columns of the accumulator only: flag the row, so it is NaN whole, as in the masked tiles
+    b_bad = (b_acc != b_acc) | (tl.abs(b_acc) == float("inf"))  # [BLOCK_M, HEAD_DIM]
+    b_nan = b_nan | (tl.max(b_bad.to(tl.int32), 1) > 0)
     # rows that saw no key: out 0 and lse -inf, never 0/0
     b_empty = b_l == 0.0
     b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
@@ -234,7 +256,7 @@ def _keep(configs: list[triton.Config], named_args: dict, **kwargs) -> list[trit
 
 _sparse_fwd_tuned = triton.autotune(
     configs=_config_space(),
-    key=["HEAD_DIM", "BLOCK_Q", "BLOCK_K", "CAUSAL", "HAS_COLUMNS", "LEN_BUCKET"],
+    key=["HEAD_DIM", "BLOCK_Q", "BLOCK_K", "CAUSAL", "HAS_COLUMNS", "HAS_SPANS", "LEN_BUCKET"],
     prune_configs_by={"early_config_prune": _keep},
 )(_sparse_fwd_kernel)
 
@@ -251,13 +273,13 @@ def sparse_attention(
     out: Tensor | None = None,
     dense_dispatch: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Attention of q over k, v restricted to ``layout`` (block-sparse + columns), Triton forward.
+    """Attention of q over k, v restricted to ``layout`` (blocks, columns, spans), Triton forward.
 
     Args:
         q: (B, H_q, N, D) float16/bfloat16; k, v: (B, H_kv, M, D), H_q a multiple of H_kv (native
             GQA: query head h reads KV head h // (H_q // H_kv)). Any strides with a unit last one.
             D is a power of two in [16, 256].
-        layout: key blocks (and columns) per query block; its batch broadcasts from 1 and its heads
+        layout: key blocks (and columns, spans) per query block; its batch broadcasts from 1, heads
             from 1 or H_kv (one plan per KV group), or are H_q; block sizes must be powers of two
             in [16, 128].
         causal: bottom-right aligned causal mask (query i sits at key position M - N + i).
@@ -291,18 +313,26 @@ def sparse_attention(
     # without columns the column pointers are never read; pass the block ones as placeholders
     cidx = unit_last(layout.column_idx) if layout.has_columns else bidx
     ccnt = layout.column_count if layout.has_columns else bcnt
+    sstart, send, scnt = bidx, bidx, bcnt  # placeholders likewise
+    if layout.has_spans:
+        sstart, send = unit_last(layout.span_start), unit_last(layout.span_end)
+        scnt = layout.span_count
+        if sstart.stride() != send.stride():  # the kernel reads both with one set of strides
+            sstart, send = sstart.contiguous(), send.contiguous()
     bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch through a zero stride
     use_tma = _use_tma(q, k, v)
     dk, dv = (_descriptor(k), _descriptor(v)) if use_tma else (k, v)
     # fmt: off
     args = (
-        q, k, v, dk, dv, out, lse, bidx, bcnt, cidx, ccnt,
+        q, k, v, dk, dv, out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         bs * bidx.stride(0), bidx.stride(1), bidx.stride(2),
         bs * bcnt.stride(0), bcnt.stride(1), bcnt.stride(2),
         bs * cidx.stride(0), cidx.stride(1), cidx.stride(2),
         bs * ccnt.stride(0), ccnt.stride(1), ccnt.stride(2),
+        bs * sstart.stride(0), sstart.stride(1), sstart.stride(2),
+        bs * scnt.stride(0), scnt.stride(1), scnt.stride(2),
         h_q, h_q // h_kv, h_q // layout.heads, n, m, scale * LOG2E,
         # autotune key only (unused in the kernel): short and long prefills tune apart
         min(max((m - 1).bit_length(), 12), 17),
@@ -314,6 +344,7 @@ def sparse_attention(
         "BLOCK_K": layout.block_k,
         "CAUSAL": bool(causal),
         "HAS_COLUMNS": layout.has_columns,
+        "HAS_SPANS": layout.has_spans,
         "USE_TMA": use_tma,
     }
 

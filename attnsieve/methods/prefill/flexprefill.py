@@ -17,7 +17,7 @@ from attnsieve.api import (
 from attnsieve.checks import cdiv, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import cumulative_threshold, slash_block_mask
+from attnsieve.methods.prefill.masks import cumulative_threshold, window_block_mask
 
 
 @dataclass
@@ -34,13 +34,19 @@ class FlexPrefillPlanner(Planner):
     descending order until they hold ``gamma`` of the last queries' attention. Budgets are clamped
     to [``min_budget``, ``max_budget``] tokens (rounded up to blocks); query-aware heads also keep
     ``min_budget`` of verticals and slashes. The first key block and the diagonal are always kept,
-    and prompts of at most max(2 blocks, min_budget) tokens stay dense, as in the code.
+    and prompts of at most max(2 blocks, min_budget) tokens stay dense, as in the code. Verticals
+    and query-aware maps are key blocks; a chosen slash block s (diagonals [s·bk, (s+1)·bk)) is,
+    in each query block, one key span of ``block_q + block_k - 1`` keys that starts anywhere
+    (`Layout.with_diagonals` with ``width=block_k``), spans of adjacent slash blocks merged.
 
     Differences from the paper: the vertical/slash budgets are counted on the block sums (fewest
     blocks reaching ``gamma``) rather than the code's token count // block size + 1, which
-    undercounts scattered lines. A chosen slash block is drawn on both key blocks its diagonals
-    cross in each query block (the code draws one, missing part of every unaligned diagonal).
-    Positions are bottom-right aligned, so N != M works. Causal only; one plan per query head.
+    undercounts scattered lines. The code draws a slash block on one aligned key block, missing
+    part of every unaligned diagonal; the span covers all of them, and is one key short of the two
+    aligned blocks it crosses when N - M and the offset are block-aligned (no saving there), a
+    third narrower than the three it crosses otherwise. The diagonal key blocks are kept as
+    blocks. Positions are bottom-right aligned, so N != M works. Causal only; one plan per query
+    head.
     """
 
     gamma: float = 0.9
@@ -92,14 +98,17 @@ class FlexPrefillPlanner(Planner):
         chosen_slash = _top(slash, budget(slash))
         chosen_vertical[..., 0] = True  # the first key block (attention sink), beyond the budget
         chosen_slash[..., 0] = True  # the diagonal, beyond the budget
-        # a chosen offset block keeps every block its diagonals cross; a chosen key block its column
-        offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
+        # a chosen key block keeps its column of blocks; the diagonal blocks stay blocks
         visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
-        mask = slash_block_mask(offsets, n, m, bq, bk) | (chosen_vertical[:, :, None] & visible)
+        diagonal = window_block_mask(n, m, bq, bk, 1, q.device)
+        mask = (chosen_vertical[:, :, None] & visible) | diagonal
         # every head's block map is scored (no host sync to find the query-aware ones), and
         # only the query-aware heads keep theirs
         mask |= self._query_aware(q, k_pooled, m) & query_aware[..., None, None]
-        return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+        layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+        # a chosen offset block s: the band of diagonals [s·bk, (s+1)·bk), one span per block
+        first_offset = torch.arange(kb, device=q.device) * bk
+        return layout.with_diagonals(torch.where(chosen_slash, first_offset, -1), width=bk)
 
     def _query_aware(self, q: Tensor, k_pooled: Tensor, m: int) -> Tensor:
         """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` of its pooled map."""

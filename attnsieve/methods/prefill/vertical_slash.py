@@ -6,14 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from attnsieve.api import last_query_stats
 from attnsieve.checks import check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import slash_block_mask, visible_columns
+from attnsieve.methods.prefill.masks import visible_columns, window_block_mask
 from attnsieve.methods.prefill.scores import group_reduce
 
 
@@ -28,13 +27,18 @@ class VerticalSlashPlanner(Planner):
     recent diagonals are always kept. Default budget as in the paper: 1000 columns and 6096
     slashes per head, on 64 x 64 blocks.
 
-    Differences from the paper: MInference's kernel covers each diagonal with 64-token key ranges
-    that start anywhere; our `Layout` has aligned key blocks, so every query block keeps each
-    aligned key block a chosen diagonal crosses (up to two per diagonal, hence a higher density at
-    equal budget). Verticals become the layout's columns (token indices; those inside kept blocks
-    are dropped). The paper plans per head with a searched (size, pattern) per head; here one
-    config applies to all heads, and ``share_kv_group`` sums the estimates of the g query heads of
-    a KV group to make one plan per KV head. Causal only.
+    Execution as in MInference's kernel: in a query block whose rows sit at positions [P0, P1], a
+    chosen diagonal o is covered by the key range [P0 - o, P1 - o] (``block_q`` keys starting
+    anywhere), overlapping ranges merged: the layout's spans (`Layout.with_diagonals`). Verticals
+    become the layout's columns (those inside a span dropped).
+
+    Differences from the paper: the diagonal key block(s) of every query block are kept as blocks
+    (so no row is left without a key when ``local_slashes`` is 0; with the default 100 local
+    diagonals they lie inside the local span anyway, which is cut around them). Like the paper's
+    kernel, a span computes every pair of its (query block x key range) rectangle, about
+    ``block_q`` times the pairs on its diagonals. The paper plans per head with a searched
+    (size, pattern) per head; here one config applies to all heads, and ``share_kv_group`` sums
+    the estimates of the g query heads of a KV group to make one plan per KV head. Causal only.
     """
 
     vertical_size: int = 1000
@@ -68,9 +72,10 @@ class VerticalSlashPlanner(Planner):
         vertical[..., : self.sink_tokens] = math.inf
         slash[..., : self.local_slashes] = math.inf
         columns = vertical.topk(min(self.vertical_size, m), -1).indices
-        offsets = torch.zeros_like(slash, dtype=torch.bool)
-        offsets.scatter_(-1, slash.topk(min(self.slash_size, m), -1).indices, True)
+        offsets = slash.topk(min(self.slash_size, m), -1).indices  # (B, H, S) per head
         bq, bk = self.block_q, self.block_k
-        blocks = slash_block_mask(offsets, n, m, bq, bk)
-        layout = Layout.from_block_mask(blocks, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
-        return layout.with_columns(visible_columns(columns, n, m, bq))
+        diagonal = window_block_mask(n, m, bq, bk, 1, q.device).expand(*slash.shape[:2], -1, -1)
+        layout = Layout.from_block_mask(
+            diagonal, block_q=bq, block_k=bk, num_queries=n, num_keys=m
+        ).with_columns(visible_columns(columns, n, m, bq))
+        return layout.with_diagonals(offsets)
