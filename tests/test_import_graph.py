@@ -24,7 +24,7 @@ RANKS = [
     ("api",),
     ("methods",),
     ("integrations",),  # "integrations -> methods"
-    ("eval", "bench", "demo"),  # "eval/bench -> everything"
+    ("eval", "bench", "demo", "run"),  # "eval/bench -> everything"
     ("cli", "__main__"),
 ]
 # CLI modules: only the CLI entry imports them, by name through importlib. eval.harness and

@@ -347,6 +347,14 @@ def attention_forward(
         return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
 
     layer = module.layer_idx
+    # first the cheap decision: where planning cannot pay for itself, nothing else is examined
+    if handle.cost is not None and resolve_backend(config.backend, query) == "triton":
+        shape = (query.shape[0], query.shape[1], n, key.shape[2], query.shape[3])
+        name, density = getattr(planner, "name", ""), handle.last_density(layer)
+        if not handle.cost.plan_pays(name, density, *shape):
+            handle.stats.record(layer, 1.0, "cost")
+            dense = _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal)
+            return dense, None
     reason = _fallback_reason(
         handle, attention_mask, query, key, dropout, softcap, is_causal, kwargs
     )
@@ -367,12 +375,6 @@ def attention_forward(
         # slots (its "sdpa" convention is top-left causal); they must not be attended.
         key, value = key[:, :, :n], value[:, :, :n]
     b, h_q, _, d = query.shape
-    if handle.cost is not None and resolve_backend(config.backend, query) == "triton":
-        name = getattr(planner, "name", "")
-        density = handle.last_density(layer)
-        if not handle.cost.plan_pays(name, density, b, h_q, n, key.shape[2], d):
-            handle.stats.record(layer, 1.0, "cost")
-            return _dense(query, key, value, None, scaling, dropout, None, True), None
     layout = planner.plan(query, key, causal=True)
     out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
     attention(
