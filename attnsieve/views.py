@@ -68,11 +68,7 @@ class KVView:
                 f"query_positions: expected shape {(b, q[2])}, "
                 f"got {tuple(self.query_positions.shape)}"
             )
-        check_int("num_layers", self.num_layers, 1)
-        check_int("layer", self.layer, 0)
-        if self.layer >= self.num_layers:
-            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
-        check_scale(self.scale)
+        _check_layer_and_scale(self.layer, self.num_layers, self.scale)
 
 
 @dataclass(frozen=True)
@@ -153,11 +149,7 @@ class PageView:
                     f"label_channels: expected shape {(h, r)}, "
                     f"got {tuple(self.label_channels.shape)}"
                 )
-        check_int("num_layers", self.num_layers, 1)
-        check_int("layer", self.layer, 0)
-        if self.layer >= self.num_layers:
-            raise ValueError(f"layer: expected < num_layers={self.num_layers}, got {self.layer}")
-        check_scale(self.scale)
+        _check_layer_and_scale(self.layer, self.num_layers, self.scale)
 
 
 @dataclass(frozen=True)
@@ -167,3 +159,11 @@ class Pages:
 
     idx: Tensor
     count: Tensor
+
+
+def _check_layer_and_scale(layer: int, num_layers: int, scale: float | None) -> None:
+    check_int("num_layers", num_layers, 1)
+    check_int("layer", layer, 0)
+    if layer >= num_layers:
+        raise ValueError(f"layer: expected < num_layers={num_layers}, got {layer}")
+    check_scale(scale)

@@ -9,20 +9,10 @@ from attnsieve.kernels import decode
 from attnsieve.kernels.decode import decode_attention, num_splits_for
 from attnsieve.kernels.decode_reference import FP8, decode_reference
 
+pytestmark = pytest.mark.usefixtures("nan_empty")
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RTOL = 4e-3  # relative RMS: fp16 inputs and P, fp32 accumulation
-
-
-@pytest.fixture(autouse=True)
-def _nan_empty(monkeypatch):
-    """torch.empty(_like) give NaN-filled float memory: any output the kernel skips fails."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def nan(t):
-        return t.fill_(math.nan) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(empty_like(*a, **k)))
 
 
 def _paged(lengths, h_q, d, page_size, dtype=torch.float16, fp8=False, fill=math.nan, spare=2):

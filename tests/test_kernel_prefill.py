@@ -14,20 +14,10 @@ from attnsieve.kernels.prefill import sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout
 
+pytestmark = pytest.mark.usefixtures("nan_empty")
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RTOL = 4e-3  # relative RMS: fp16 inputs and P, fp32 accumulation
-
-
-@pytest.fixture(autouse=True)
-def _nan_empty(monkeypatch):
-    """torch.empty gives NaN-filled float memory: any output the kernel skips fails the check."""
-    empty = torch.empty
-
-    def nan_empty(*args, **kwargs):
-        t = empty(*args, **kwargs)
-        return t.fill_(math.nan) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", nan_empty)
 
 
 def _qkv(b, h_q, h_kv, n, m, d, dtype=torch.float16):

@@ -13,21 +13,11 @@ from attnsieve.kernels.quant import quant_attention, quantize_qkv
 from attnsieve.kernels.quant_reference import quant_attention_reference, quantize_qkv_reference
 from attnsieve.layout import Layout
 
+pytestmark = pytest.mark.usefixtures("nan_empty")
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TWIN_RTOL = 1e-3  # relative RMS kernel vs twin: identical quantisation, fp32 summation order
 MIN_COSINE = 0.999  # per head, twin vs exact attention, random data
-
-
-@pytest.fixture(autouse=True)
-def _nan_empty(monkeypatch):
-    """torch.empty gives NaN-filled float memory: any output the kernel skips fails the check."""
-    empty = torch.empty
-
-    def nan_empty(*args, **kwargs):
-        t = empty(*args, **kwargs)
-        return t.fill_(math.nan) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", nan_empty)
 
 
 def _qkv(b, h_q, h_kv, n, m, d, dtype=torch.float16):
