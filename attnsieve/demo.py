@@ -198,7 +198,8 @@ def _plot(
     path: Path,
 ) -> None:
     """One panel per plan: the head's dense attention pooled to the plan's blocks (log colour),
-    the blocks the plan keeps outlined in red, the needle's key position dashed."""
+    the blocks the plan keeps outlined in red, blocks its columns or diagonal spans reach in
+    orange, the needle's key position dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,16 +218,28 @@ def _plot(
         kept = layout.block_mask()[0, plan_head]
         for i, j in kept.nonzero().tolist():
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=0.7))
+        # blocks that only the token-level parts (columns, diagonal spans) reach
+        tokens = layout.mask_rows(0, layout.num_queries)[0, plan_head]
+        qb, kb = kept.shape
+        pad = (0, kb * bk - tokens.shape[1], 0, qb * bq - tokens.shape[0])
+        touched = torch.nn.functional.pad(tokens, pad).view(qb, bq, kb, bk).any(3).any(1)
+        for i, j in (touched & ~kept).nonzero().tolist():
+            ax.add_patch(
+                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="orange", lw=0.7, ls="--")
+            )
         ax.axvline(
             needle / bk - 0.5, color="white", ls="--", lw=0.8, label=f"needle (token {needle})"
         )
         ax.legend(loc="lower left", fontsize=7)
         density = float(layout.density(reduce=False)[0, plan_head])
-        ax.set_title(f"{name}: kept blocks (red), density {density:.2f}")
+        ax.set_title(f"{name}: density {density:.2f}", fontsize=10)
         ax.set_xlabel(f"key block ({bk} tokens)")
         ax.set_ylabel(f"query block ({bq} tokens)")
     fig.colorbar(image, ax=axes[0].tolist(), label="dense attention mass per block (log)")
-    fig.suptitle(f"SmolLM2-135M-Instruct, layer {layer}, head {head}: plan over dense attention")
+    fig.suptitle(
+        f"SmolLM2-135M-Instruct, layer {layer}, head {head}: plan over dense attention\n"
+        "red: kept blocks; orange dashed: blocks reached only by columns or diagonal spans"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
