@@ -130,3 +130,22 @@ def test_fp8_kv_cache_decodes_close_to_full_precision():
     assert handle.session.paged.kv_dtype == "fp8"
     rel = (logits - base).norm() / base.norm()
     assert 0 < rel < 0.05  # FP8 rounding shows, but small
+
+
+@torch.no_grad()
+def test_calibrated_double_sparsity_runs_on_its_label_cache():
+    from attnsieve.eval.calibrate import add_label_channels, capture_qk
+
+    model = build("llama")
+    ids = prompt(length=64)
+    result = {"prefill": "dense", "layers": {}}
+    add_label_channels(result, capture_qk(model, ids), 4)
+    assert len(result["layers"]["0"]["decode"]["channels"]) == 2  # one list per KV head
+    for layer in result["layers"].values():
+        layer["decode"].update(ratio=0.5, dense_layers=0)
+    handle = patch(model, AttentionConfig.from_json(result))
+    with handle:
+        tokens = greedy(model, ids, new=4)
+    assert tokens.shape == (1, 4)
+    labels = handle.session.paged.layers[0].labels
+    assert labels is not None and labels.shape[-1] == 4

@@ -123,10 +123,23 @@ def capture_qk(model: Any, input_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--qk", help=".pt file holding a list, per layer, of (q, k) tensors")
-    source.add_argument("--model", help="transformers model path or name (with --prompt-file)")
-    parser.add_argument("--prompt-file", help="text whose first --length tokens are the sample")
+    source.add_argument(
+        "--model", help="'smollm2', 'probe', a .gguf file or a transformers model path or name"
+    )
+    parser.add_argument(
+        "--prompt-file",
+        help="text whose first --length tokens are the sample (default: a generated "
+        "needle-in-a-haystack prompt of --length tokens)",
+    )
     parser.add_argument("--length", type=int, default=8192, help="sample length in tokens")
+    parser.add_argument("--rope-scale", type=float, default=None, help="YaRN factor (--model)")
     parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument(
+        "--label-channels",
+        type=int,
+        default=0,
+        help="also calibrate R label channels per KV head for the double_sparsity decode selector",
+    )
     parser.add_argument(
         "--candidates", help="JSON file with a list of [planner name, kwargs] (default: built-in)"
     )
@@ -148,8 +161,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         layers = _model_sample(args)
     device = torch.device(args.device)
-    moved = ((q.to(device), k.to(device)) for q, k in layers)
-    result = calibrate(moved, args.target_recall, candidates)
+    layers = [(q.to(device), k.to(device)) for q, k in layers]
+    result = calibrate(layers, args.target_recall, candidates)
+    if args.label_channels:
+        add_label_channels(result, layers, args.label_channels)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     densities = [h["density"] for heads in result["metadata"]["layers"].values() for h in heads]
@@ -158,19 +173,34 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
-    if not args.prompt_file:
-        raise ValueError("--prompt-file: required with --model")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def add_label_channels(result: dict[str, Any], layers: list[tuple[Tensor, Tensor]], r: int) -> None:
+    """Put Double Sparsity's calibrated label channels of every layer into the config ``result``:
+    each layer's ``decode`` entry gets its ``channels`` (one list per KV head)."""
+    from attnsieve.methods.decode.double_sparsity import calibrate_label_channels
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    with open(args.prompt_file) as f:
-        ids = tokenizer(f.read(), return_tensors="pt").input_ids
-    if ids.shape[1] < args.length:
+    result["decode"] = {"method": "double_sparsity"}
+    for index, (q, k) in enumerate(layers):
+        channels = calibrate_label_channels(q, k, r).tolist()
+        entry = result["layers"].setdefault(str(index), {})
+        entry["decode"] = {"method": "double_sparsity", "channels": channels}
+
+
+def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
+    from attnsieve.eval.models import load_model
+    from attnsieve.eval.tasks import make_samples
+
+    model, tokenizer, _ = load_model(
+        args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
+    )
+    if args.prompt_file:
+        with open(args.prompt_file) as f:
+            text = f.read()
+    else:
+        text = make_samples("niah_single", tokenizer, args.length, 1, 0)[0].prompt
+    ids = torch.tensor([list(tokenizer.encode(text))])
+    if ids.shape[1] < args.length and args.prompt_file:
         raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
-    return capture_qk(model, ids[:, : args.length].to(args.device))
+    return capture_qk(model, ids[:, : args.length].to(model.device))
 
 
 def _candidate(c: Any, i: int) -> Candidate:

@@ -55,7 +55,13 @@ class PagedSession:
         return self.cache.cache
 
     def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
-        """Keep the last `WINDOW` queries of ``layer`` (they sit at the newest positions)."""
+        """Keep the last `WINDOW` queries of ``layer`` (they sit at the newest positions); on the
+        layer's first call, give the cache its selector's label channels (Double Sparsity)."""
+        if layer not in self.queries:
+            channels = getattr(self.config.selector(layer), "label_channels", None)
+            channels = channels(query.device) if channels is not None else None
+            if channels is not None:
+                self.paged.set_label_channels(layer, channels)
         n = query.shape[2]
         end = self.paged.seq_length(layer)
         pos = torch.arange(end - n, end, device=query.device).expand(query.shape[0], n)

@@ -36,10 +36,13 @@ class DoubleSparsity(DecodeSelector):
     GQA: the g query heads' label channels are summed before the product (the scores summed over
     the group, as in the authors' GQA code). Labels are stored at the cache's precision (the paper
     quantises them to 4 bits). The first ``dense_layers`` (2) layers read every page: our choice,
-    following Quest; we have not verified the paper's setting.
+    following Quest; we have not verified the paper's setting. ``channels`` (one list per KV head,
+    from ``attnsieve calibrate --label-channels R``) are handed to the cache when a generation
+    starts under `attnsieve.patch`.
     """
 
     dense_layers: int = 2
+    channels: list[list[int]] | None = None
 
     name: ClassVar[str] = "double_sparsity"
     default_budget_tokens: ClassVar[int | None] = None
@@ -48,6 +51,23 @@ class DoubleSparsity(DecodeSelector):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("dense_layers", self.dense_layers, 0)
+        if self.channels is not None and (
+            not isinstance(self.channels, list)
+            or not self.channels
+            or not all(isinstance(c, list) and c and c == sorted(set(c)) for c in self.channels)
+            or len({len(c) for c in self.channels}) != 1
+            or not all(isinstance(i, int) and i >= 0 for c in self.channels for i in c)
+        ):
+            raise ValueError(
+                "channels: expected one ascending list of R distinct channel indices per KV head "
+                f"(as calibrate writes), got {self.channels!r}"
+            )
+
+    def label_channels(self, device: torch.device | str) -> Tensor | None:
+        """The calibrated channels as the cache takes them, int64 (H_kv, R), or None."""
+        if self.channels is None:
+            return None
+        return torch.tensor(self.channels, dtype=torch.int64, device=device)
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)
