@@ -342,7 +342,8 @@ class Layout:
         in_block = torch.gather(self.block_mask(), -1, cols.clamp(min=0) // self.block_k)
         if self.has_spans:
             in_block |= in_ranges(cols, self.span_start, self.span_end, self.span_count)
-        return compact(torch.where(in_block | (cols == PAD), PAD, cols))
+        # fixed width (the columns' own): no host sync
+        return compact(torch.where(in_block | (cols == PAD), PAD, cols), max(cols.shape[-1], 1))
 
     @staticmethod
     def cat(layouts: list[Layout], dim: int = 1) -> Layout:

@@ -34,9 +34,10 @@ def pack(keep: Tensor, values: Tensor, width: int | None = None) -> tuple[Tensor
 
 
 def pack_sorted(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Indices of True entries along the last dim, ascending, padded with PAD; plus counts."""
+    """Indices of True entries along the last dim, ascending, padded with PAD; plus counts. The
+    width is the row's full length: no host sync, so block plans can be captured in graphs."""
     positions = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32)
-    return pack(mask, positions.expand_as(mask))
+    return pack(mask, positions.expand_as(mask), max(mask.shape[-1], 1))
 
 
 def compact(values: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:

@@ -55,7 +55,9 @@ def cumulative_threshold(
     """
     valid = torch.ones_like(probs, dtype=torch.bool) if valid is None else valid.expand_as(probs)
     p = probs.float().masked_fill(~valid, 0.0)
-    threshold = torch.as_tensor(threshold, dtype=p.dtype, device=p.device)
+    if isinstance(threshold, Tensor):
+        threshold = threshold.to(p.dtype)
+    # a Python number stays one: copying it to the device would wait for the device
     ranked, order = p.sort(-1, descending=True)
     before = ranked.cumsum(-1) - ranked  # mass of the strictly better entries
     keep_ranked = before < threshold * ranked.sum(-1, keepdim=True)
