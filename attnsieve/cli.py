@@ -1,7 +1,7 @@
 """`attnsieve demo | run | eval | calibrate | bench {kernels,prefill,e2e,decode}`.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args)``; the
-module is imported only when its subcommand runs, so `attnsieve demo` never imports transformers.
+module is imported only when its subcommand runs.
 
 User errors (a bad option value, a missing file, CUDA asked for where there is none: the
 ValueError, TypeError or OSError a subcommand raises, or the message it exits with) print one line,
@@ -17,19 +17,19 @@ import os
 import sys
 
 COMMANDS = {
-    "demo": ("attnsieve.demo", "sparse vs dense attention on the embedded default (CPU, < 1 min)"),
+    "demo": ("attnsieve.demo", "dense vs sparse prefill on SmolLM2-135M-Instruct (CPU, ~1 min)"),
     "run": (
         "attnsieve.run",
-        "generate with a transformers model under a sparse method",
+        "generate with a model under a config (prefill, KV policy, decode selector, precision)",
     ),
     "eval": (
         "attnsieve.eval.harness",
-        "accuracy and speed of methods on synthetic long-context tasks",
+        "accuracy, speed and KV memory of methods on synthetic long-context tasks",
     ),
     "calibrate": ("attnsieve.eval.calibrate", "choose a method and budget per layer and head"),
     "bench kernels": ("attnsieve.bench.kernels", "prefill kernel vs SDPA and FlexAttention (GPU)"),
     "bench prefill": ("attnsieve.bench.prefill", "every planner: density, recall, time (GPU)"),
-    "bench e2e": ("attnsieve.bench.e2e", "time to first token, Llama-3-8B-shaped model (GPU)"),
+    "bench e2e": ("attnsieve.bench.e2e", "time to first token, SmolLM2 or a random model (GPU)"),
     "bench decode": (
         "attnsieve.bench.decode",
         "decode kernel vs SDPA decode; KV compression and sparse decode (GPU)",
