@@ -107,8 +107,6 @@ def attention(
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     use = resolve_backend(backend, q)
     if precision == "int8-fp8":
-        if layout is not None and layout.has_spans:  # the quant twins read blocks and columns only
-            raise NotImplementedError("layout: precision 'int8-fp8' does not execute spans yet")
         if use == "reference":
             from attnsieve.kernels.quant_reference import quant_attention_reference as run
         else:

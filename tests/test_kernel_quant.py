@@ -38,6 +38,20 @@ def _random_layout(b, h, n, m, bq, bk, p=0.5, columns=0, empty_blocks=False):
     return layout
 
 
+def _span_layout(b, h, n, m, bq, bk, p=0.15, columns=0, width=1, slashes=4):
+    """Random blocks and columns plus spans: the diagonals 0 and 3 (across the causal diagonal)
+    and random ones, ``width`` diagonals wide; span starts fall off the key tile grid."""
+    layout = _random_layout(b, h, n, m, bq, bk, p=p, columns=columns)
+    offsets = torch.cat(
+        [
+            torch.tensor([0, 3], device=DEVICE).expand(b, h, 2),
+            torch.randint(0, m, (b, h, slashes), device=DEVICE),
+        ],
+        -1,
+    )
+    return layout.with_diagonals(offsets, width=width)
+
+
 def _rel_rms(a, b):
     a, b = a.float(), b.float()
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp(min=1e-12))
@@ -93,6 +107,84 @@ def test_sparse_layouts_match_twin_and_exact(case):
     q, k, v = _qkv(b, h_q, h_kv, n, m, d)
     h_l = {"one": 1, "kv": h_kv, "q": h_q}[heads]
     _check(q, k, v, _random_layout(lb, h_l, n, m, bq, bk, p=p, columns=cols), causal)
+
+
+# (b, h_q, h_kv, n, m, d, block_q, block_k, density, columns, causal, layout heads, batch, width)
+SPAN_CASES = [
+    (1, 4, 1, 63, 150, 64, 32, 64, 0.2, 0, True, "q", 1, 1),
+    (2, 2, 2, 100, 140, 64, 64, 32, 0.2, 6, False, "kv", 2, 2),
+    (1, 4, 2, 150, 97, 64, 32, 32, 0.15, 4, True, "kv", 1, 3),
+    (2, 4, 1, 130, 257, 128, 16, 128, 0.1, 5, False, "one", 1, 1),
+    (1, 2, 2, 97, 97, 64, 64, 32, 0.1, 3, True, "q", 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", SPAN_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_spans_with_blocks_and_columns_match_twin_and_exact(case):
+    b, h_q, h_kv, n, m, d, bq, bk, p, cols, causal, heads, lb, width = case
+    q, k, v = _qkv(b, h_q, h_kv, n, m, d)
+    h_l = {"one": 1, "kv": h_kv, "q": h_q}[heads]
+    layout = _span_layout(lb, h_l, n, m, bq, bk, p=p, columns=cols, width=width)
+    assert int(layout.span_count.sum()) > 0 and int(layout.block_count.sum()) > 0
+    live = torch.arange(layout.span_start.shape[-1], device=DEVICE) < layout.span_count[..., None]
+    assert bool((layout.span_start[live] % quant.quant_tiles(layout)[1] != 0).any())  # off grid
+    _check(q, k, v, layout, causal)
+
+
+def test_long_unaligned_spans_take_each_keys_own_k_scale():
+    """Spans only, many tiles long, starting off the tile grid, over K whose quantisation blocks
+    have scales 1 and 4 in turn: a span tile that took one scale for all its keys would fail."""
+    n, m = 64, 200
+    q, k, v = _qkv(1, 2, 1, n, m, 64)
+    block_n = 32  # K's quantisation block under the interpreter (block_k 32)
+    k = k * (1 + 3 * ((torch.arange(m, device=DEVICE) // block_n) % 2)).to(k.dtype)[:, None]
+    empty = _random_layout(1, 1, n, m, 32, 32, empty_blocks=True)
+    layout = empty.with_spans(
+        torch.tensor([[[[3, 77], [150, 0]]]], device=DEVICE),
+        torch.tensor([[[[70, 160], [190, 1]]]], device=DEVICE),
+    )
+    assert int(layout.block_count.sum()) == 0 and layout.span_count.tolist() == [[[2, 2]]]
+    assert quant.quant_tiles(layout)[1] == block_n
+    for causal in (True, False):
+        _check(q, k, v, layout, causal, scale=0.05)
+
+
+def test_nan_outside_every_span_block_and_column_changes_nothing():
+    """Query blocks at positions [96, 127] and [128, 159]: diagonals 0, 3 and 50 give spans
+    [46, 78), [93, 128) and [78, 110), [125, 160); block 0 (keys 0..31) serves query block 1 and
+    key 40 is a column of query block 0. Keys 32..39 and 41..45 are in no part of any row: NaN /
+    inf there changes no bit of the output. Key 60, in a span of query block 0 only, reaches
+    exactly the rows of that block (they come out NaN) and no other row."""
+    n, m = 64, 160
+    q, k, v = _qkv(1, 4, 2, n, m, 64)
+    mask = torch.zeros(1, 1, 2, 5, dtype=torch.bool, device=DEVICE)
+    mask[0, 0, 1, 0] = True
+    layout = Layout.from_block_mask(mask, block_q=32, block_k=32, num_queries=n, num_keys=m)
+    layout = layout.with_columns(torch.tensor([[[[40], [-1]]]], device=DEVICE))
+    layout = layout.with_diagonals(torch.tensor([[[0, 3, 50]]], device=DEVICE))
+    seen = layout.to_dense_mask()[0, 0]  # (N, M), causality aside
+    assert not seen[:, 32:40].any() and not seen[:, 41:46].any() and seen[:32, 40].all()
+    assert seen[:32, 60].all() and not seen[32:, 60].any()
+    k[:, :, [35, 45, 60]] = 0
+    v[:, :, [35, 45, 60]] = 0
+    nan_k, nan_v = k.clone(), v.clone()
+    nan_k[:, 1, 45, 9] = math.nan
+    nan_v[:, 0, 35, 2] = math.inf
+    nan_v[:, 1, 35] = math.nan
+    for causal in (True, False):
+        out, lse = _check(q, nan_k, nan_v, layout, causal, exact_inputs=(q, k, v))
+        clean, clean_lse = quant_attention(q, k, v, layout, causal=causal, return_lse=True)
+        assert torch.equal(out, clean) and torch.equal(lse, clean_lse)
+    nan_v[:, 0, 60, 5] = math.nan  # KV head 0: query heads 0 and 1 see it
+    out, lse = quant_attention(q, nan_k, nan_v, layout, causal=True, return_lse=True)
+    ref, ref_lse = quant_attention_reference(q, nan_k, nan_v, layout, causal=True, return_lse=True)
+    expect = torch.zeros(1, 4, n, dtype=torch.bool, device=DEVICE)
+    expect[:, :2, :32] = True
+    assert torch.equal(out.isnan().all(-1), expect) and torch.equal(out.isnan().any(-1), expect)
+    assert torch.equal(lse.isnan(), expect) and torch.equal(ref_lse.isnan(), expect)
+    assert torch.equal(ref.isnan().any(-1), expect)
+    clean = quant_attention(q, k, v, layout, causal=True)
+    assert torch.equal(out[~expect], clean[~expect])
 
 
 @pytest.mark.parametrize(
@@ -230,11 +322,16 @@ def test_out_buffer_any_strides():
     assert torch.equal(buf, quant_attention(q, k, v, layout))
 
 
-@pytest.mark.parametrize("dense", [False, True])
-def test_tma_descriptor_path(dense):
-    """The Hopper path (int8 K and fp8 Vᵀ tiles through TMA descriptors) forced on."""
+@pytest.mark.parametrize("kind", ["dense", "sparse", "spans"])
+def test_tma_descriptor_path(kind):
+    """The Hopper path (int8 K and fp8 Vᵀ tiles through TMA descriptors) forced on; columns and
+    spans still gather."""
     q, k, v = _qkv(1, 4, 2, 70, 150, 64)
-    layout = None if dense else _random_layout(1, 4, 70, 150, 32, 64, p=0.6, columns=3)
+    layout = {
+        "dense": lambda: None,
+        "sparse": lambda: _random_layout(1, 4, 70, 150, 32, 64, p=0.6, columns=3),
+        "spans": lambda: _span_layout(1, 4, 70, 150, 32, 64, p=0.3, columns=3, width=2),
+    }[kind]()
     with mock.patch.object(quant, "_use_tma", lambda *_: True):
         _check(q, k, v, layout, causal=True)
 

@@ -416,8 +416,25 @@ def test_vertical_slash_spans_run_on_the_kernel(nan_empty):
     check_kernel(q / 8, k, v, layout, causal=True)  # tamed logits: fp16-friendly scores
 
 
-def test_int8_fp8_refuses_spans_it_cannot_execute():
-    q, k, v = qkv(1, 2, 1, 64, 64)
-    layout = span_layout(1, 1, 64, 64, 32, 32)
-    with pytest.raises(NotImplementedError, match="spans"):
-        attention(q, k, v, layout, precision="int8-fp8", backend="reference")
+@pytest.mark.parametrize("causal", [True, False])
+def test_int8_fp8_executes_spans(causal, nan_empty):
+    """precision 'int8-fp8' runs span layouts: the kernel matches its twin and the exact attention
+    over the same layout (tests/test_kernel_quant.py has the thorough cases)."""
+    q, k, v = qkv(1, 4, 2, 70, 90)
+    layout = span_layout(1, 2, 70, 90, 32, 32, columns=3, seed=4)
+    assert int(layout.span_count.sum()) > 0
+    got = attention(q, k, v, layout, causal=causal, precision="int8-fp8", backend="triton")
+    twin = attention(q, k, v, layout, causal=causal, precision="int8-fp8", backend="reference")
+    exact = attention_reference(q, k, v, layout, causal=causal)
+    assert not got.isnan().any()
+    err = (got.float() - twin.float()).norm() / twin.float().norm()
+    assert err < 1e-3, f"kernel vs twin: relative error {err:.2e}"
+    cos = torch.nn.functional.cosine_similarity(
+        got.float().flatten(2), exact.float().flatten(2), -1
+    )
+    assert cos.min() >= 0.999, cos.tolist()
+    without = Layout.from_block_mask(
+        layout.block_mask(), block_q=32, block_k=32, num_queries=70, num_keys=90
+    ).with_columns(layout.column_idx, layout.column_count)  # the same layout less its spans
+    dropped = attention(q, k, v, without, causal=causal, precision="int8-fp8", backend="triton")
+    assert (dropped.float() - got.float()).abs().max() > 0.1  # the spans did count

@@ -24,7 +24,9 @@ Differences from the papers:
   not smoothed (no mean-of-Q GEMV correction); V is not smoothed; there is no INT4 variant.
 - SpargeAttn's mask prediction is a planner's job here (any `Layout`), and its sparse-warp online
   softmax (skipping P·V where the row max barely moves) is not done.
-- A layout's key *columns* (gathered tokens) carry their own K block scales, loaded per key.
+- A layout's key *columns* (gathered tokens) carry their own K block scales, loaded per key; so
+  do its key *spans* (token ranges walked BLOCK_N keys at a time from an unaligned start, after
+  the columns): a span tile straddles two K quantisation blocks.
 - Non-finite inputs: NaN / inf cannot be quantised, so the passes quantise them as 0 (they never
   enter a mean, an absmax or a dot) and flag their rows; a query row that is non-finite or sees a
   flagged key comes out NaN, as in the bf16 kernel. Flagged keys hidden from a row never reach it.
@@ -271,18 +273,20 @@ def _attend_tile(
 # layout strides and lengths vary per call: specializing on their divisibility only recompiles
 @triton.jit(do_not_specialize=[
     "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
-    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_vd", "N", "M",
-    "LEN_BUCKET",
+    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_sb", "stride_sh",
+    "stride_sq", "stride_tb", "stride_th", "stride_tq", "stride_vd", "N", "M", "LEN_BUCKET",
 ])
 def _quant_fwd_kernel(
     Q8, QS, QBAD, K8, KS, KMEAN, VT8, VS, KVBAD, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT,
+    SSTART, SEND, SCNT,
     stride_ob, stride_oh, stride_on, stride_od, stride_vd,
     stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
     stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+    stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
     H_Q, H_KV, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
     CAUSAL: tl.constexpr, DENSE: tl.constexpr, HAS_COLUMNS: tl.constexpr,
-    USE_TMA: tl.constexpr, EMULATE_FP8: tl.constexpr,
+    HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr, EMULATE_FP8: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # heaviest query tiles (last rows under causal masking) launch first: fewer idle SMs at the end
@@ -381,6 +385,25 @@ def _quant_fwd_kernel(
                 b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc,
                 tl.load(p_kbad + o_n, mask=m_c, other=0), o_n, m_c, o_qpos,
                 True, CAUSAL, EMULATE_FP8)
+    if HAS_SPANS:
+        # span start/end share strides (the launcher makes sure); int64: B·H·QB·S may pass 2^31
+        o_s = (i_b.to(tl.int64) * stride_sb + i_hl.to(tl.int64) * stride_sh
+               + i_qb.to(tl.int64) * stride_sq)
+        n_span = tl.load(SCNT + i_b * stride_tb + i_hl * stride_th + i_qb * stride_tq)
+        for i_s in range(0, n_span):
+            s_lo = tl.load(SSTART + o_s + i_s)
+            s_hi = tl.minimum(tl.load(SEND + o_s + i_s), kv_end)  # keys past kv_end: all hidden
+            for start in range(s_lo, s_hi, BLOCK_N):  # tiles start anywhere: always masked
+                o_n = start + o_t
+                m_n = o_n < s_hi
+                b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, m_n, o_d, stride_vd,
+                                     True, False, BLOCK_N, HEAD_DIM)
+                # a tile off the grid straddles two K quantisation blocks: scales per key
+                b_sc = b_qs * tl.load(p_ks + o_n // BLOCK_N, mask=m_n, other=0.0)[None, :]
+                b_acc, b_l, b_m, b_bad = _attend_tile(
+                    b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc,
+                    tl.load(p_kbad + o_n, mask=m_n, other=0), o_n, m_n, o_qpos,
+                    True, CAUSAL, EMULATE_FP8)
 
     # rows that saw no key: out 0 and lse -inf, never 0/0; rows that saw a non-finite input: NaN
     b_empty = b_l == 0.0
@@ -429,6 +452,7 @@ _quant_fwd_tuned = triton.autotune(
         "CAUSAL",
         "DENSE",
         "HAS_COLUMNS",
+        "HAS_SPANS",
         "LEN_BUCKET",
     ],
     prune_configs_by={"early_config_prune": _keep},
@@ -504,9 +528,9 @@ def quant_attention(
         q: (B, H_q, N, D) float16/bfloat16; k, v: (B, H_kv, M, D), H_q a multiple of H_kv (native
             GQA: query head h reads KV head h // (H_q // H_kv)). Any strides. D is a power of two
             in [32, 256].
-        layout: key blocks (and columns) per query block; its batch broadcasts from 1 and its heads
-            from 1 or H_kv, or are H_q; block_q a power of two in [16, 128], block_k in [32, 128].
-            Its blocks are the quantisation blocks of Q and K.
+        layout: key blocks (and columns, spans) per query block; its batch broadcasts from 1 and
+            its heads from 1 or H_kv, or are H_q; block_q a power of two in [16, 128], block_k in
+            [32, 128]. Its blocks are the quantisation blocks of Q and K.
         causal: bottom-right aligned causal mask (query i sits at key position M - N + i).
         scale: softmax scale, default 1/sqrt(D).
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
@@ -534,13 +558,19 @@ def quant_attention(
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         z = _quantize(q, k, v, block_m, block_n)
         if layout is None:  # the index pointers are never read: placeholders
-            bidx = bcnt = cidx = ccnt = lse
+            bidx = bcnt = cidx = ccnt = sstart = send = scnt = lse
             bq, bk, div, bs = block_m, block_n, h_q, 0
         else:
             bidx, bcnt = unit_last(layout.block_idx), layout.block_count
             # without columns the column pointers are never read: the block ones stand in
             cidx = unit_last(layout.column_idx) if layout.has_columns else bidx
             ccnt = layout.column_count if layout.has_columns else bcnt
+            sstart, send, scnt = bidx, bidx, bcnt  # placeholders likewise
+            if layout.has_spans:
+                sstart, send = unit_last(layout.span_start), unit_last(layout.span_end)
+                scnt = layout.span_count
+                if sstart.stride() != send.stride():  # the kernel reads both with one set
+                    sstart, send = sstart.contiguous(), send.contiguous()
             bq, bk, div = layout.block_q, layout.block_k, h_q // layout.heads
             bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch: a zero stride
         use_tma = _use_tma(q)
@@ -548,9 +578,10 @@ def quant_attention(
         # fmt: off
         args = (
             z.q, z.q_scale, z.q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad, dk, dv,
-            out, lse, bidx, bcnt, cidx, ccnt,
+            out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
             *out.stride(), z.v_t.stride(2),
             *_strides(bidx, bs), *_strides(bcnt, bs), *_strides(cidx, bs), *_strides(ccnt, bs),
+            *_strides(sstart, bs), *_strides(scnt, bs),
             h_q, h_kv, div, n, m, scale * LOG2E,
             # autotune key only (unused in the kernel): short and long prefills tune apart
             min(max((m - 1).bit_length(), 12), 17),
@@ -563,6 +594,7 @@ def quant_attention(
             "CAUSAL": bool(causal),
             "DENSE": layout is None,
             "HAS_COLUMNS": layout is not None and layout.has_columns,
+            "HAS_SPANS": layout is not None and layout.has_spans,
             "USE_TMA": use_tma,
             "EMULATE_FP8": INTERPRET,
             "BLOCK_M": block_m,

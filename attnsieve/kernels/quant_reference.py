@@ -143,7 +143,9 @@ def quant_attention_reference(
 
 def _key_tiles(layout: Layout, qb: int, batch: Tensor, heads: Tensor, block_n: int):
     """Key tokens (B, H_q, BLOCK_N) and their validity, tile by tile in the kernel's order: the
-    listed blocks cut into BLOCK_N tiles, then the columns BLOCK_N at a time."""
+    listed blocks cut into BLOCK_N tiles, then the columns BLOCK_N at a time, then each span
+    BLOCK_N keys at a time from its start. A tile with no valid key is a no-op: rows that walk
+    fewer tiles (shorter spans, the kernel's stop at the causal limit) fold the same ones."""
     offs = torch.arange(block_n, device=layout.device)
     idx = layout.block_idx[batch][:, heads, qb].long()  # (B, H_q, width)
     count = layout.block_count[batch][:, heads, qb]
@@ -157,6 +159,19 @@ def _key_tiles(layout: Layout, qb: int, batch: Tensor, heads: Tensor, block_n: i
         for start in range(0, cols.shape[-1], block_n):
             keys = cols[..., start : start + block_n]
             yield keys, (start + offs[: keys.shape[-1]]) < c_count[..., None]
+    if layout.has_spans:
+        s_lo = layout.span_start[batch][:, heads, qb].long()  # (B, H_q, S)
+        s_hi = layout.span_end[batch][:, heads, qb].long()
+        live = (
+            torch.arange(s_lo.shape[-1], device=layout.device)
+            < layout.span_count[batch][:, heads, qb, None]
+        )
+        s_hi = torch.where(live, s_hi, s_lo)  # padding slots: empty
+        for j in range(s_lo.shape[-1]):
+            longest = int((s_hi[..., j] - s_lo[..., j]).clamp(min=0).max())
+            for start in range(0, longest, block_n):
+                keys = s_lo[..., j, None] + start + offs
+                yield keys, keys < s_hi[..., j, None]
 
 
 def _fold_tile(state, q, k, v, score_scale, k_bad, visible):
