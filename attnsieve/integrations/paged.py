@@ -48,6 +48,7 @@ class PagedSession:
         self.step = StepState()
         self.scales: dict[int, float | None] = {}
         self.whole: set[int] = set()  # layers whose attention must see every token
+        self.started: set[int] = set()  # layers that have seen a call
 
     @property
     def paged(self) -> Any:
@@ -55,15 +56,19 @@ class PagedSession:
         return self.cache.cache
 
     def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
-        """Keep the last `WINDOW` queries of ``layer`` (they sit at the newest positions); on the
-        layer's first call, give the cache its selector's label channels (Double Sparsity)."""
-        if layer not in self.queries:
+        """On the layer's first call, give the cache its selector's label channels (Double
+        Sparsity); with a KV policy, keep the layer's last `WINDOW` queries (the newest
+        positions), which its observation window reads."""
+        if layer not in self.started:
+            self.started.add(layer)
             channels = getattr(self.config.selector(layer), "label_channels", None)
-            channels = channels(query.device) if channels is not None else None
-            if channels is not None:
-                self.paged.set_label_channels(layer, channels)
-        n = query.shape[2]
+            if channels is not None and (table := channels(query.device)) is not None:
+                self.paged.set_label_channels(layer, table)
+        if self.config.policy(layer) is None:
+            return
+        n = min(query.shape[2], WINDOW)  # only the newest queries are ever read
         end = self.paged.seq_length(layer)
+        query = query[:, :, -n:]
         pos = torch.arange(end - n, end, device=query.device).expand(query.shape[0], n)
         old = self.queries.get(layer)
         if old is not None:
