@@ -16,7 +16,9 @@ in float32 with `attention_reference` run on the same inputs upcast to float32:
 Compilation: the kernel's autotuner keys on (head_dim, block_q, block_k, causal, columns, dtype),
 so each run draws those from a palette of ``--palette`` (dtype, head_dim, block_q, block_k)
 combinations (default 6: every dtype x head_dim once, each with its own block pair) and compiles
-a few dozen variants; ``--seed`` picks other block pairs and other cases. Writes
+a few dozen variants; ``--seed`` picks other block pairs and other cases. Triton compiles each
+specialization on the host, so ``--workers`` processes (default: one per 2 CPU cores, at most 8)
+run chunks of cases side by side and share its on-disk cache. Writes
 ``fuzz_prefill.log`` and ``fuzz_prefill.json`` (cases, error maxima, every mismatch with its seed,
 shape and the arguments that run it again) to ``--out``; exits 1 on any mismatch.
 
@@ -29,8 +31,10 @@ On CPU it runs under Triton's interpreter (set TRITON_INTERPRET=1; fp16 only; us
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -229,6 +233,27 @@ def run_case(case: Case, device: torch.device) -> dict:
     return record
 
 
+def run_chunk(seeds: list[int], combos: list, max_len: int, device: str) -> list[tuple]:
+    """(case, record) for each seed; runs in a worker process."""
+    return [
+        (case, run_case(case, torch.device(device)))
+        for case in (draw(seed, combos, max_len) for seed in seeds)
+    ]
+
+
+def _chunk_results(chunks, combos, max_len, device, workers):
+    """Each chunk's results as it finishes: in this process for one worker, else in a pool."""
+    if workers == 1:
+        for chunk in chunks:
+            yield run_chunk(chunk, combos, max_len, device.type)
+        return
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        futures = [pool.submit(run_chunk, c, combos, max_len, device.type) for c in chunks]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=2000)
@@ -236,10 +261,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--palette", type=int, default=6, help="(dtype, D, blocks) combos")
     parser.add_argument("--max-len", type=int, default=2000, help="largest N and M")
     parser.add_argument("--only", type=int, default=None, help="run the case of this seed only")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: cores/2)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the log and JSON")
     args = parser.parse_args(argv)
-    if args.cases < 1 or args.max_len < 1 or args.palette < 1:
-        parser.error("--cases, --max-len and --palette must be >= 1")
+    if args.cases < 1 or args.max_len < 1 or args.palette < 1 or (args.workers or 1) < 1:
+        parser.error("--cases, --max-len, --palette and --workers must be >= 1")
     return args
 
 
@@ -263,24 +289,28 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     say(f"fuzz_prefill: {len(seeds)} cases from seed {seeds[0]} on {device}; palette {combos}")
-    start, mismatches, worst, counts = time.perf_counter(), [], {}, {}
-    for i, seed in enumerate(seeds):
-        case = draw(seed, combos, args.max_len)
-        record = run_case(case, device)
-        key = f"{case.dtype} {case.entry}"
-        counts[key] = counts.get(key, 0) + 1
-        for name in ("err", "lse_err"):
-            if name in record:
-                slot = f"{name} {case.dtype}"
-                worst[slot] = max(worst.get(slot, 0.0), record[name])
-        if record["problems"]:
-            again = f"--seed {args.seed} --palette {args.palette} --max-len {args.max_len}"
-            record["repro"] = f"{again} --only {seed}"
-            mismatches.append({**record, "case": asdict(case)})
-            say(f"MISMATCH seed {seed}: {case.shape}: {'; '.join(record['problems'])}")
-        if (i + 1) % 100 == 0 or i + 1 == len(seeds):
+    start, mismatches, worst, counts, done = time.perf_counter(), [], {}, {}, 0
+    workers = 1 if interpret or args.only is not None else args.workers
+    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+    chunks = [list(seeds[i : i + 20]) for i in range(0, len(seeds), 20)]
+    for results in _chunk_results(chunks, combos, args.max_len, device, workers):
+        for case, record in results:
+            key = f"{case.dtype} {case.entry}"
+            counts[key] = counts.get(key, 0) + 1
+            for name in ("err", "lse_err"):
+                if name in record:
+                    slot = f"{name} {case.dtype}"
+                    worst[slot] = max(worst.get(slot, 0.0), record[name])
+            if record["problems"]:
+                again = f"--seed {args.seed} --palette {args.palette} --max-len {args.max_len}"
+                record["repro"] = f"{again} --only {case.seed}"
+                mismatches.append({**record, "case": asdict(case)})
+                say(f"MISMATCH seed {case.seed}: {case.shape}: {'; '.join(record['problems'])}")
+        done += len(results)
+        if done % 100 < 20 or done == len(seeds):
             elapsed = time.perf_counter() - start
-            say(f"{i + 1}/{len(seeds)} cases, {len(mismatches)} mismatches, {elapsed:.0f} s")
+            say(f"{done}/{len(seeds)} cases, {len(mismatches)} mismatches, {elapsed:.0f} s")
+    mismatches.sort(key=lambda r: r["seed"])
     summary = {
         "cases": len(seeds),
         "first_seed": seeds[0],
@@ -292,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - start, 1),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
         "interpreter": interpret,
+        "workers": workers,
         "torch": torch.__version__,
         "triton": __import__("triton").__version__,
         "command": "PYTHONPATH=. python3 benchmarks/fuzz_prefill.py " + " ".join(sys.argv[1:]),

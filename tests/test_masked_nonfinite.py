@@ -232,7 +232,11 @@ def test_float32_and_bfloat16_inputs(backend):
 @pytest.mark.parametrize("layout_kind", ["none", "dense"])
 def test_reference_float32_dense_causal_does_not_leak(layout_kind):
     q, k, v = _qkv(1, 2, 1, 40, 40, dtype=torch.float32)
-    layout = None if layout_kind == "none" else Layout.dense(40, 40, block_q=16, block_k=16)
+    layout = (
+        None
+        if layout_kind == "none"
+        else Layout.dense(40, 40, block_q=16, block_k=16, device=DEVICE)
+    )
     poison = torch.zeros(1, 1, 40, dtype=torch.bool, device=DEVICE)
     poison[..., 39] = True  # seen by the last row only
     clean = attention(q, k, v, layout, backend="reference")
