@@ -290,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
 
     say(f"fuzz_prefill: {len(seeds)} cases from seed {seeds[0]} on {device}; palette {combos}")
     start, mismatches, worst, counts, done = time.perf_counter(), [], {}, {}, 0
-    workers = 1 if interpret or args.only is not None else args.workers
-    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2))
-    chunks = [list(seeds[i : i + 20]) for i in range(0, len(seeds), 20)]
+    workers = 1 if args.only is not None else args.workers
+    if workers is None:  # the interpreter is CPU-bound already: one process unless asked
+        workers = 1 if interpret else max(1, min(8, (os.cpu_count() or 2) // 2))
+    size = min(20, max(1, len(seeds) // workers))  # chunks small enough to share out
+    chunks = [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
     for results in _chunk_results(chunks, combos, args.max_len, device, workers):
         for case, record in results:
             key = f"{case.dtype} {case.entry}"

@@ -1,32 +1,59 @@
 #!/usr/bin/env bash
-# The GPU runs behind benchmarks/results/h200/ (this session's), in two parts because the device
-# tool carries at most 64 MiB a call and SmolLM2's GGUF is 98 MB: part 1 carries the first half of
-# the file (split -b 50000000) in .stage/p1, part 2 the second half and the gguf wheel in .stage/p2.
-#   bash benchmarks/h200_session.sh 1    # then, at once (the machine stays warm 30 s):
-#   bash benchmarks/h200_session.sh 2
+# The GPU runs behind benchmarks/results/h200/. Each part is one device call (at most 10 minutes
+# and 64 MiB carried); wheels the machine lacks (pytest, pluggy, iniconfig, sageattention 1.0.6,
+# gguf 0.19.0) come in a carried folder, $WHEELS, and install into a scratch --target.
+#   bash benchmarks/h200_session.sh fuzz     # fuzz/, cuda_tests.log
+#   bash benchmarks/h200_session.sh bench    # kernels.*, prefill.*
+#   bash benchmarks/h200_session.sh masked   # regression/masked_cost.json (needs earlier kernels)
+#   bash benchmarks/h200_session.sh model1   # then at once (the machine stays warm 30 s):
+#   bash benchmarks/h200_session.sh model2   # e2e on SmolLM2, check_no_sync (first session)
+# model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
+# .stage/p1, part_ab in .stage/p2.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=.
+export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 PYTHONPATH=.:/tmp/site
 OUT=${OUT:-benchmarks/results/h200}
+WHEELS=${WHEELS:-.stage/t}
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 mkdir -p "$HOME/m" "$OUT"
+pip install -q --no-index --no-deps --target /tmp/site "$WHEELS"/*.whl 2>&1 | grep -v WARNING
 
-if [ "$1" = 1 ]; then
+case "$1" in
+fuzz)
+    mkdir -p "$OUT/fuzz"
+    timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_masked_nonfinite.py \
+        tests/test_kernel_quant.py::test_cuda_bf16_4k \
+        tests/test_kernel_decode.py::test_cuda_long_bf16_and_fp8 \
+        tests/test_kernel_prefill.py::test_dense_dispatch_matches_triton > "$OUT/cuda_tests.log" 2>&1
+    tail -1 "$OUT/cuda_tests.log"
+    timeout 450 python3 benchmarks/fuzz_prefill.py --cases 2000 --workers 15 --out "$OUT/fuzz" | tail -2
+    ;;
+bench)
+    timeout 250 python3 -m attnsieve bench kernels --precision bf16,int8-fp8 --out "$OUT" \
+        > "$OUT/kernels.log" 2>&1
+    timeout 240 python3 -m attnsieve bench prefill --out "$OUT" > "$OUT/prefill.log" 2>&1
+    ;;
+masked)
+    mkdir -p "$OUT/regression" /tmp/kernels
+    git show fd1481d:attnsieve/kernels/prefill.py \
+        | sed 's/^from attnsieve.reference import check_qkv$/check_qkv = lambda *a: None/' \
+        > /tmp/kernels/before.py
+    python3 benchmarks/check_masked_cost.py --out "$OUT/regression" \
+        --variant before=/tmp/kernels/before.py
+    ;;
+model1)
     cp .stage/p1/part_aa "$HOME/m/"
-    pip install -q --no-index --no-deps --target /tmp/site .stage/p1/*.whl 2>&1 | tail -1
-    export PYTHONPATH=.:/tmp/site
-    mkdir -p "$OUT/fuzz" "$OUT/decode" "$OUT/quant"
-    timeout 170 python3 benchmarks/fuzz_prefill.py --cases 2000 --out "$OUT/fuzz" | tail -4
-    timeout 60 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode" | tail -16
-    timeout 110 python3 -m attnsieve bench kernels --precision int8-fp8 --no-flex --rep-ms 60 \
-        --out "$OUT/quant" | tail -12
-else
+    ;;
+model2)
     cat "$HOME/m/part_aa" .stage/p2/part_ab > "$HOME/m/smollm2.gguf"
     echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
-    pip install -q --no-index --no-deps --target /tmp/site .stage/p2/*.whl 2>&1 | tail -1
-    export PYTHONPATH=.:/tmp/site ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
+    export ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
     mkdir -p "$OUT/e2e" "$OUT/sync"
     timeout 180 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 \
-        --lengths 8k,32k,64k,128k --methods flexprefill,streaming --repeats 1 --out "$OUT/e2e" \
-        | tail -12
-    timeout 60 python3 benchmarks/check_no_sync.py --lengths 8192 --out "$OUT/sync" | tail -10
-fi
+        --lengths 8k,32k,64k,128k --methods flexprefill,streaming --repeats 1 --out "$OUT/e2e"
+    timeout 60 python3 benchmarks/check_no_sync.py --lengths 8192 --out "$OUT/sync"
+    ;;
+*)
+    echo "usage: h200_session.sh fuzz|bench|masked|model1|model2" >&2
+    exit 2
+    ;;
+esac

@@ -199,6 +199,16 @@ def test_dense_dispatch_matches_triton():
     assert err < 1e-2
 
 
+def test_sdpa_dispatch_needs_16_byte_rows():
+    """K/V rows padded to 72 bytes (fuzz seed 279: cuDNN returned garbage, flash raised) are not
+    aligned, so the dense dispatch keeps them in the Triton kernel; plain tensors are aligned."""
+    q = torch.zeros(1, 8, 32, 32, dtype=torch.bfloat16)
+    kv = torch.zeros(2, 1, 1, 32, 36, dtype=torch.bfloat16)
+    assert prefill._aligned(q, kv[0, ..., :32].contiguous(), kv[1, ..., :32].contiguous())
+    assert not prefill._aligned(q, kv[0, ..., :32], kv[1, ..., :32])
+    assert not prefill._aligned(q.flatten()[1:].view(1, 1, 1, -1))  # start off 16 bytes
+
+
 # ---- malformed inputs ----------------------------------------------------------------------------
 def _ok():
     q, k, v = _qkv(1, 4, 2, 40, 40, 32)

@@ -376,14 +376,15 @@ def planted_slash_pairs(w, layout, head, n):
     return ok
 
 
+FLEX_SPANS = dict(block_q=32, block_k=32, min_budget=32, slash_spans=True)
 VS = dict(vertical_size=16, slash_size=24, sink_tokens=4, local_slashes=8, block_q=32, block_k=32)
 PLANNED = [
     # (name, kwargs, N, max density / block-granular density) measured: 0.61, 0.88, 0.80, 0.99
     ("vertical_slash", VS, 1024, 0.7),  # a diagonal: 32 keys instead of 2 blocks of 32
     ("vertical_slash", {**VS, "block_q": 64}, 1000, 0.95),
-    ("flexprefill", dict(block_q=32, block_k=32, min_budget=32), 1000, 0.85),  # N - M unaligned
+    ("flexprefill", FLEX_SPANS, 1000, 0.85),  # N - M unaligned
     # aligned N - M, block_q = block_k: a slash block's span is one key short of its two blocks
-    ("flexprefill", dict(block_q=32, block_k=32, min_budget=32), 1024, 1.0),
+    ("flexprefill", FLEX_SPANS, 1024, 1.0),
 ]
 
 
@@ -403,6 +404,22 @@ def test_planners_keep_every_chosen_diagonal_at_lower_density(name, kwargs, n, m
     for h in w.heads_of("slash"):  # the rest of a slash head's mass is noise and half-sinks
         assert planted_slash_pairs(w, layout, h if layout.heads == 4 else h // 2, n).all()
         assert recall[h] >= 0.95, recall.tolist()
+
+
+@pytest.mark.parametrize("n", [1000, 1024])
+def test_flexprefill_slash_blocks_are_the_blocks_its_spans_cross(n):
+    """The default (blocks) keeps every key block the span plan touches, and nothing more."""
+    w = make_workload(
+        ["sink_local", "vertical", "slash", "retrieval"], num_kv_heads=2, seq_len=1024,
+        head_dim=64, num_spans=1, seed=2,
+    )  # fmt: skip
+    q = w.q[:, :, 1024 - n :]
+    spans = get_planner("flexprefill", **FLEX_SPANS).plan(q, w.k)
+    blocks = get_planner("flexprefill", **{**FLEX_SPANS, "slash_spans": False}).plan(q, w.k)
+    assert not blocks.has_spans and spans.has_spans
+    assert torch.equal(blocks.to_dense_mask(), block_granular(spans).to_dense_mask())
+    for h in w.heads_of("slash"):
+        assert planted_slash_pairs(w, blocks, h, n).all()
 
 
 def test_vertical_slash_spans_run_on_the_kernel(nan_empty):

@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 from attnsieve.checks import check_float
 from attnsieve.layout import causal_pairs
 
-# plan ms per planner at 16K / 64K / 128K tokens (bench prefill, H200, 32 query heads)
+# plan ms per planner at 16K / 64K / 128K tokens (bench prefill, H200, 32 query heads), from
+# benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan
+# (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8
 _LENGTHS = (16384, 65536, 131072)
 _PLAN_MS = {
-    "dense": (0.63, 0.42, 0.48),
-    "streaming": (0.44, 0.79, 0.91),
-    "power": (0.57, 0.97, 1.21),
-    "hip": (2.04, 3.70, 4.48),
+    "dense": (0.30, 0.24, 0.22),
+    "streaming": (0.38, 0.74, 0.88),
+    "power": (0.50, 0.84, 1.21),
+    "hip": (1.77, 3.31, 4.92),
     "flexprefill": (4.98, 5.25, 6.16),
-    "xattention": (1.74, 11.19, 41.77),
-    "vertical_slash": (3.70, 7.01, 16.50),
-    "block_topk": (2.89, 6.83, 16.40),
+    "xattention": (1.47, 10.89, 42.78),
+    "vertical_slash": (7.89, 24.17, 68.69),
+    "block_topk": (2.82, 7.23, 17.39),
 }
 
 

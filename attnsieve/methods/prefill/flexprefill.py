@@ -14,10 +14,14 @@ from attnsieve.api import (
     last_query_stats,
     pooled_block_probs,
 )
-from attnsieve.checks import cdiv, check_float, check_int, check_pow2
+from attnsieve.checks import cdiv, check_bool, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import cumulative_threshold, window_block_mask
+from attnsieve.methods.prefill.masks import (
+    cumulative_threshold,
+    slash_block_mask,
+    window_block_mask,
+)
 
 
 @dataclass
@@ -35,17 +39,22 @@ class FlexPrefillPlanner(Planner):
     to [``min_budget``, ``max_budget``] tokens (rounded up to blocks); query-aware heads also keep
     ``min_budget`` of verticals and slashes. The first key block and the diagonal are always kept,
     and prompts of at most max(2 blocks, min_budget) tokens stay dense, as in the code. Verticals
-    and query-aware maps are key blocks; a chosen slash block s (diagonals [s·bk, (s+1)·bk)) is,
-    in each query block, one key span of ``block_q + block_k - 1`` keys that starts anywhere
+    and query-aware maps are key blocks. A chosen slash block s (diagonals [s·bk, (s+1)·bk)) keeps,
+    in each query block, every key block those diagonals cross; with ``slash_spans=True`` it is
+    instead one key span of ``block_q + block_k - 1`` keys that starts anywhere
     (`Layout.with_diagonals` with ``width=block_k``), spans of adjacent slash blocks merged.
+    Blocks are the default: with ``block_q == block_k`` and N - M a multiple of the block, the span
+    covers as many keys as the two blocks it crosses, and the kernel runs span tiles (masked,
+    gathered, unaligned) slower than blocks: on the H200 at 128K (bench prefill, Llama-3-8B shapes)
+    the span plan attended in 61.6 ms and planned in 24.8 ms at density 0.130, the block plan of an
+    earlier run in 37.9 ms and 6.2 ms at density 0.131.
 
     Differences from the paper: the vertical/slash budgets are counted on the block sums (fewest
     blocks reaching ``gamma``) rather than the code's token count // block size + 1, which
     undercounts scattered lines. The code draws a slash block on one aligned key block, missing
-    part of every unaligned diagonal; the span covers all of them, and is one key short of the two
-    aligned blocks it crosses when N - M and the offset are block-aligned (no saving there), a
-    third narrower than the three it crosses otherwise. The diagonal key blocks are kept as
-    blocks. Positions are bottom-right aligned, so N != M works. Causal only; one plan per query
+    part of every unaligned diagonal; we keep every block the diagonals cross (or the span, which
+    is one key short of the two aligned blocks when N - M and the offset are block-aligned, a
+    third narrower than the three it crosses otherwise). Positions are bottom-right aligned, so N != M works. Causal only; one plan per query
     head.
     """
 
@@ -55,6 +64,7 @@ class FlexPrefillPlanner(Planner):
     max_budget: int | None = None
     block_q: int = 128
     block_k: int = 128
+    slash_spans: bool = False
 
     name: ClassVar[str] = "flexprefill"
 
@@ -68,6 +78,7 @@ class FlexPrefillPlanner(Planner):
             check_int("max_budget", self.max_budget, max(1, self.min_budget))
         check_pow2("block_q", self.block_q, 16, 128)
         check_pow2("block_k", self.block_k, 16, 128)
+        check_bool("slash_spans", self.slash_spans)
 
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         if not causal:
@@ -98,13 +109,17 @@ class FlexPrefillPlanner(Planner):
         chosen_slash = _top(slash, budget(slash))
         chosen_vertical[..., 0] = True  # the first key block (attention sink), beyond the budget
         chosen_slash[..., 0] = True  # the diagonal, beyond the budget
-        # a chosen key block keeps its column of blocks; the diagonal blocks stay blocks
+        # a chosen key block keeps its column of blocks; the diagonal blocks are blocks
         visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
         diagonal = window_block_mask(n, m, bq, bk, 1, q.device)
         mask = (chosen_vertical[:, :, None] & visible) | diagonal
         # every head's block map is scored (no host sync to find the query-aware ones), and
         # only the query-aware heads keep theirs
         mask |= self._query_aware(q, k_pooled, m) & query_aware[..., None, None]
+        if not self.slash_spans:  # a chosen offset block keeps every key block its diagonals cross
+            offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
+            mask |= slash_block_mask(offsets, n, m, bq, bk)
+            return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         # a chosen offset block s: the band of diagonals [s·bk, (s+1)·bk), one span per block
         first_offset = torch.arange(kb, device=q.device) * bk
