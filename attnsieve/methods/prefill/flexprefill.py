@@ -54,8 +54,8 @@ class FlexPrefillPlanner(Planner):
     undercounts scattered lines. The code draws a slash block on one aligned key block, missing
     part of every unaligned diagonal; we keep every block the diagonals cross (or the span, which
     is one key short of the two aligned blocks when N - M and the offset are block-aligned, a
-    third narrower than the three it crosses otherwise). Positions are bottom-right aligned, so N != M works. Causal only; one plan per query
-    head.
+    third narrower than the three it crosses otherwise). Positions are bottom-right aligned, so
+    N != M works. Causal only; one plan per query head.
     """
 
     gamma: float = 0.9
