@@ -233,10 +233,10 @@ def decode_attention(
     """
     from attnsieve.kernels import decode_reference
 
+    # q is checked here only as far as choosing a backend needs; the layer (kernel_args), scale
+    # and everything else are checked once, by the kernel's or the twin's argument check
     if not isinstance(q, Tensor) or q.dim() != 3 or not q.is_floating_point():
         raise TypeError(f"q: expected a float tensor (batch, heads, head_dim), got {q!r:.80}")
-    check_int("layer", layer, 0)
-    check_scale(scale)
     args = cache.kernel_args(layer)
     sparse = {} if pages is None else {"pages": pages.idx, "page_count": pages.count}
     if resolve_backend(backend, q) == "reference":
