@@ -5,6 +5,12 @@
 #   bash benchmarks/h200_session.sh fuzz     # fuzz/, cuda_tests.log
 #   bash benchmarks/h200_session.sh bench    # kernels.*, prefill.*
 #   bash benchmarks/h200_session.sh masked   # regression/masked_cost.json (needs earlier kernels)
+#   bash benchmarks/h200_session.sh kernel   # flags/: CUDA tests, masked_cost, bench kernels
+#                                            # (bf16) and bench prefill after the flag pass;
+#   the kernel variants it times are made here first (the device copy has no git history):
+#   git show fd1481d:attnsieve/kernels/prefill.py | sed 's/^from attnsieve.reference import
+#   check_qkv$/check_qkv = lambda *a: None/' > .stage/t/variants/before.py
+#   git show 80cb177:attnsieve/kernels/prefill.py > .stage/t/variants/probe.py
 #   bash benchmarks/h200_session.sh model1   # then at once (the machine stays warm 30 s):
 #   bash benchmarks/h200_session.sh model2   # e2e on SmolLM2, check_no_sync (first session)
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
@@ -40,6 +46,20 @@ masked)
     python3 benchmarks/check_masked_cost.py --out "$OUT/regression" \
         --variant before=/tmp/kernels/before.py
     ;;
+kernel)
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_masked_nonfinite.py \
+        tests/test_kernel_quant.py::test_cuda_bf16_4k \
+        tests/test_kernel_decode.py::test_cuda_long_bf16_and_fp8 \
+        tests/test_kernel_prefill.py::test_dense_dispatch_matches_triton > "$OUT/cuda_tests.log" 2>&1
+    tail -1 "$OUT/cuda_tests.log"
+    timeout 120 python3 benchmarks/check_masked_cost.py --out "$OUT" \
+        --variant before="$WHEELS/variants/before.py" --variant probe="$WHEELS/variants/probe.py"
+    timeout 200 python3 -m attnsieve bench kernels --precision bf16 --out "$OUT" \
+        > "$OUT/kernels.log" 2>&1
+    tail -3 "$OUT/kernels.log"
+    timeout 200 python3 -m attnsieve bench prefill --out "$OUT" > "$OUT/prefill.log" 2>&1
+    tail -3 "$OUT/prefill.log"
+    ;;
 model1)
     cp .stage/p1/part_aa "$HOME/m/"
     ;;
@@ -53,7 +73,7 @@ model2)
     timeout 60 python3 benchmarks/check_no_sync.py --lengths 8192 --out "$OUT/sync"
     ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|model1|model2" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2" >&2
     exit 2
     ;;
 esac
