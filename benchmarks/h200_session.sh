@@ -5,8 +5,8 @@
 #   bash benchmarks/h200_session.sh fuzz     # fuzz/, cuda_tests.log
 #   bash benchmarks/h200_session.sh bench    # kernels.*, prefill.*
 #   bash benchmarks/h200_session.sh masked   # regression/masked_cost.json (needs earlier kernels)
-#   bash benchmarks/h200_session.sh kernel   # flags/: CUDA tests, masked_cost, bench kernels
-#                                            # (bf16) and bench prefill after the flag pass;
+#   bash benchmarks/h200_session.sh kernel   # regression/flags/ (run on 2078184): CUDA tests,
+#                                            # masked_cost, bench kernels (bf16), bench prefill;
 #   the kernel variants it times are made here first (the device copy has no git history):
 #   git show fd1481d:attnsieve/kernels/prefill.py | sed 's/^from attnsieve.reference import
 #   check_qkv$/check_qkv = lambda *a: None/' > .stage/t/variants/before.py
