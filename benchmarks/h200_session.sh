@@ -13,15 +13,25 @@
 #   git show 80cb177:attnsieve/kernels/prefill.py > .stage/t/variants/probe.py
 #   bash benchmarks/h200_session.sh model1   # then at once (the machine stays warm 30 s):
 #   bash benchmarks/h200_session.sh model2   # e2e on SmolLM2, check_no_sync (first session)
+#   bash benchmarks/h200_session.sh eval1    # instead of model2: accuracy tables, fidelity at
+#   bash benchmarks/h200_session.sh eval2    # 8K (eval2 at once after eval1)
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
-# .stage/p1, part_ab in .stage/p2.
+# .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 PYTHONPATH=.:/tmp/site
 OUT=${OUT:-benchmarks/results/h200}
 WHEELS=${WHEELS:-.stage/t}
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 mkdir -p "$HOME/m" "$OUT"
-pip install -q --no-index --no-deps --target /tmp/site "$WHEELS"/*.whl 2>&1 | grep -v WARNING
+if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+    pip install -q --no-index --no-deps --target /tmp/site "$WHEELS"/*.whl 2>&1 | grep -v WARNING
+fi
+
+join_gguf() {
+    cat "$HOME/m/part_aa" .stage/p2/part_ab > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c -
+}
+export ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
 
 case "$1" in
 fuzz)
@@ -64,16 +74,41 @@ model1)
     cp .stage/p1/part_aa "$HOME/m/"
     ;;
 model2)
-    cat "$HOME/m/part_aa" .stage/p2/part_ab > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
-    export ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
+    join_gguf || exit 1
     mkdir -p "$OUT/e2e" "$OUT/sync"
     timeout 180 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 \
         --lengths 8k,32k,64k,128k --methods flexprefill,streaming --repeats 1 --out "$OUT/e2e"
     timeout 60 python3 benchmarks/check_no_sync.py --lengths 8192 --out "$OUT/sync"
     ;;
+eval1 | eval2)
+    # accuracy tables on SmolLM2 (issues 10-12); cells persist in $HOME/res between the two
+    # calls (the machine stays warm), so eval2 resumes what eval1's timeouts cut; each call
+    # returns one archive of $HOME/res
+    [ -f "$HOME/m/smollm2.gguf" ] || join_gguf || exit 1
+    R=$HOME/res
+    mkdir -p "$R/prefill" "$R/kv" "$R/decode" "$R/precision"
+    E="python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k --samples 20"
+    T3=niah_single,passkey,variable_tracking
+    if [ "$1" = eval1 ]; then
+        timeout 100 $E --methods dense,flexprefill --precision bf16,int8-fp8 --fidelity \
+            --lengths 8k --tasks niah_single --out "$R/fidelity8k" | tail -5
+        timeout 400 $E --methods dense,flexprefill,xattention,streaming \
+            --tasks niah_single,niah_multikey,passkey,variable_tracking --out "$R/prefill" \
+            > "$R/prefill/eval.log" 2>&1
+    else
+        for d in kv decode precision; do cp "$R/prefill/cells.jsonl" "$R/$d/"; done  # dense cells
+        timeout 200 $E --methods dense --kv none,snapkv,adakv,streaming --kv-ratio 0.25 \
+            --tasks $T3 --out "$R/kv" > "$R/kv/eval.log" 2>&1
+        timeout 90 $E --methods dense --decode none,quest --decode-ratio 0.125 --tasks $T3 \
+            --out "$R/decode" > "$R/decode/eval.log" 2>&1
+        timeout 150 $E --methods dense --precision bf16,int8-fp8,fp8-kv --tasks $T3 \
+            --out "$R/precision" > "$R/precision/eval.log" 2>&1
+    fi
+    for f in "$R"/*/eval.log; do echo "== $f"; grep -E "acc [0-9]|error" "$f" | tail -40; done
+    tar czf "$OUT/$1.tgz" -C "$R" .
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2" >&2
     exit 2
     ;;
 esac

@@ -106,6 +106,20 @@ def test_fidelity_mode(model_dir, tmp_path):
     assert streaming["mean_density"] < 0.9
     assert (tmp_path / "fidelity.png").read_bytes()[:8] == PNG
     assert not (tmp_path / "results.json").exists()
+    assert dense["logit_rel_err"] < 1e-4 and dense["top1_agrees"]  # patched dense = stock model
+    assert streaming["logit_rel_err"] > dense["logit_rel_err"]
+
+
+def test_fidelity_of_low_precision_is_against_float32(model_dir, tmp_path):
+    args = _args(model_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8")
+    args.methods = "dense"
+    assert harness.main(args) == 0
+    result = json.loads((tmp_path / "fidelity.json").read_text())["methods"]
+    exact, low = result["dense"], result["dense+int8-fp8"]
+    assert exact["min_cosine"] > 0.99999  # float32 model: its dense is the reference
+    assert 0.99 < low["min_cosine"] < exact["min_cosine"] and low["mean_cosine"] < 1.0
+    assert low["mean_density"] == pytest.approx(1.0)
+    assert exact["logit_rel_err"] < low["logit_rel_err"] < 0.1
 
 
 def test_missing_probe_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -72,13 +72,15 @@ def output_error(
     scale: float | None = None,
     backend: str | None = None,
     dense_out: Tensor | None = None,
+    precision: str = "bf16",
 ) -> dict[str, Tensor | float]:
     """Error of layout-restricted attention against dense attention, per (batch, query head).
 
     Returns ``rel_l2`` float32 (B, H_q): |O_layout - O_dense|_F / |O_dense|_F over the (N, D)
     output of each head (0 where both are 0); ``cosine`` (B, H_q): cosine similarity of the
     flattened outputs; and their means ``rel_l2_mean`` and ``cosine_mean`` as floats.
-    ``dense_out`` (B, H_q, N, D), from `dense_attention`, saves recomputing dense attention.
+    ``dense_out`` (B, H_q, N, D), from `dense_attention` or a float32 reference, saves recomputing
+    dense attention. ``precision`` runs the layout's attention at that precision ("int8-fp8").
     """
     if dense_out is None:
         dense_out = attention(q, k, v, causal=causal, scale=scale, backend=backend)
@@ -88,7 +90,9 @@ def output_error(
             f"got {tuple(dense_out.shape)}"
         )
     dense = dense_out.float().flatten(2)
-    sparse = attention(q, k, v, layout, causal=causal, scale=scale, backend=backend)
+    sparse = attention(
+        q, k, v, layout, causal=causal, scale=scale, backend=backend, precision=precision
+    )
     sparse = sparse.float().flatten(2)
     diff = (sparse - dense).norm(dim=-1)
     norm = dense.norm(dim=-1)

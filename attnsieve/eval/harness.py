@@ -12,10 +12,17 @@ OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep
 OUT/results.json, OUT/results.csv and the plots are written: accuracy vs length, accuracy vs
 prefill speed-up over dense (needs ``dense``), and accuracy vs KV memory.
 
+Methods run as planned: `attnsieve.patch`'s cost model, which sends a layer to dense attention
+where planning would not pay for itself on the GPU, is off here, so a cell's accuracy is its
+method's own (``attnsieve bench e2e`` times the patched model with the cost model on).
+
 ``--fidelity`` instead runs one prompt of the first task at ``--fidelity-length`` through the
 dense model, captures Q/K/V of every layer through transformers' AttentionInterface, and reports
-each method's attention recall and relative output error per layer and head
-(OUT/fidelity.json, OUT/fidelity.png).
+each method's attention recall and relative output error and cosine per layer and head
+(OUT/fidelity.json, OUT/fidelity.png). A method at ``int8-fp8`` precision is compared with the
+float32 reference of dense attention (the others with dense attention at the model's precision).
+It also reports each method's relative error of the last position's logits against the stock
+model, and whether their top token agrees.
 
     attnsieve eval --model probe --methods dense,streaming,flexprefill --lengths 4k,8k,16k
 """
@@ -257,7 +264,7 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
 
     memory = PeakMemory(model.device)
     scores, predictions, seconds, rates, kv, densities, layers, peaks = ([] for _ in range(8))
-    handle = patch(model, config)
+    handle = patch(model, config, cost=None)
     with handle as stats:
         generate(model, tokenizer, samples[0].prompt, 2, handle)  # warm-up: compile, autotune
         for sample in samples:
@@ -353,6 +360,7 @@ def write_results(out: Path, cells: list[dict], meta: dict) -> None:
 def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     """Per layer/head recall and output error of every method's layout on one prompt."""
     from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
+    from attnsieve.integrations import patch
     from attnsieve.integrations.transformers import observe_attention
 
     sample = make_samples(task, tokenizer, length, 1, args.seed)[0]
@@ -364,12 +372,23 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
         total=model.config.get_text_config().num_hidden_layers, desc="fidelity", unit="layer"
     )
 
+    quantized = any(config.prefill_precision != "bf16" for _, config in methods)
+
     def measure(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
         layer = module.layer_idx
         dense_out, dense_lse = dense_attention(query, key, value, scale=scaling)  # once per layer
+        exact = None
+        if quantized:  # low precision is judged against float32, not the model's bf16
+            exact = dense_attention(
+                query.float(), key.float(), value.float(), scale=scaling, backend="reference"
+            )[0]
         for label, config in methods:
             layout = config.planner(layer).plan(query, key, causal=True)
-            error = output_error(query, key, value, layout, scale=scaling, dense_out=dense_out)
+            low = config.prefill_precision != "bf16"
+            error = output_error(
+                query, key, value, layout, scale=scaling, dense_out=exact if low else dense_out,
+                precision=config.prefill_precision,
+            )  # fmt: skip
             recall = attention_recall(query, key, layout, scale=scaling, dense_lse=dense_lse)
             result = layers[label]
             result["recall"][layer] = recall.mean(0).tolist()  # mean over batch -> per head
@@ -379,11 +398,25 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
         bar.update(1)
 
     ids = torch.tensor([list(tokenizer.encode(sample.prompt))], device=model.device)
+
+    def last_logits() -> Tensor:
+        with torch.inference_mode():
+            return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+
     try:
         with observe_attention(model, measure), torch.inference_mode():
             model(input_ids=ids, use_cache=False, logits_to_keep=1)
     finally:
         bar.close()
+    stock = last_logits()
+    logits = {}
+    for label, config in methods:
+        with patch(model, config, cost=None):
+            out = last_logits()
+        logits[label] = {
+            "logit_rel_err": float((out - stock).norm() / stock.norm()),
+            "top1_agrees": bool(torch.equal(out.argmax(-1), stock.argmax(-1))),
+        }
     results = {}
     for label, config in methods:
         per = {m: [layers[label][m][i] for i in sorted(layers[label][m])] for m in metrics}
@@ -392,7 +425,9 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             "config": config.to_dict(),
             **per,
             **{f"mean_{m}": statistics.fmean(v) for m, v in flat.items()},
+            "min_cosine": min(flat["cosine"]),
             "mean_density": statistics.fmean(per["density"]),
+            **logits[label],
         }
     return {
         "model": name,
@@ -434,7 +469,8 @@ def main(args: argparse.Namespace) -> int:
         for label, r in result["methods"].items():
             print(
                 f"{label:>16}: recall {r['mean_recall']:.4f}  rel_l2 {r['mean_rel_l2']:.4f}  "
-                f"density {r['mean_density']:.3f}"
+                f"cosine {r['mean_cosine']:.5f} (min {r['min_cosine']:.5f})  "
+                f"density {r['mean_density']:.3f}  logits rel err {r['logit_rel_err']:.2e}"
             )
         print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
         return 0
