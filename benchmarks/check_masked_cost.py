@@ -35,7 +35,8 @@ def load(name: str, path: str):
 
 
 def nan_check(strided: bool) -> dict:
-    """A NaN in value row 900 of 1000 (causal): rows before it unchanged, rows from it all NaN."""
+    """A NaN in value row 900 of 1000 (causal): rows before it unchanged (up to rounding: the
+    program holding rows 900 and before reruns them on smaller tiles), rows from it all NaN."""
     g = torch.Generator(device="cuda").manual_seed(0)
     pad = 8 if strided else 0
     q = torch.randn(1, 8, 1000, 128, generator=g, device="cuda").bfloat16()
@@ -47,7 +48,8 @@ def nan_check(strided: bool) -> dict:
     out = prefill.sparse_attention(q, k, v, layout, dense_dispatch=False)
     return {
         "strided": strided,
-        "rows_before_unchanged": bool(torch.equal(out[:, :, :900], clean[:, :, :900])),
+        "rows_before_close": bool(torch.allclose(out[:, :, :900], clean[:, :, :900], 1e-2, 1e-3)),
+        "rows_before_max_abs_diff": float((out[:, :, :900] - clean[:, :, :900]).abs().max()),
         "rows_after_all_nan": bool(out[:, :, 900:].isnan().all()),
     }
 

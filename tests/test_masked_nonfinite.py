@@ -36,6 +36,15 @@ def _run(backend, q, k, v, layout, causal, lse=True):
     return out.float(), lse_
 
 
+def _same(a, b):
+    """Bitwise equal; on the GPU, equal up to rounding: a Triton program that found a non-finite
+    value in a masked tile reruns its rows on 16-key tiles (the interpreter's tiles are 16 keys
+    wide, so there the rerun is bitwise too)."""
+    if not a.is_cuda:
+        return torch.equal(a, b)
+    return bool(torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-3))
+
+
 def _visible(layout, causal, b, h_q, h_kv):
     """bool (B, H_q, N, M): the (query, key) pairs ``layout`` computes under ``causal``."""
     vis = layout.to_dense_mask(causal=causal)
@@ -73,7 +82,7 @@ def _check_poison(backend, q, k, v, layout, causal, poison, where, value, lse=Tr
     """Plant ``value`` in K and/or V at ``poison`` (B, H_kv, M) and compare with the clean run.
 
     ``where`` is "k", "v", "kv" (whole rows) or "v1" (one element of each value row). Rows that
-    see no poisoned key: bitwise equal output and lse. Rows that see a poisoned value: NaN across
+    see no poisoned key: equal output and lse (`_same`). Rows that see a poisoned value: NaN across
     the whole row, lse unchanged (it does not depend on V). Returns the number of rows that saw
     poison, so callers can assert the case exercised what it meant to.
     """
@@ -93,16 +102,16 @@ def _check_poison(backend, q, k, v, layout, causal, poison, where, value, lse=Tr
     vis = _visible(layout, causal, b, h_q, h_kv)
     sees = (vis & poison[:, group, None, :]).any(-1)  # (B, H_q, N)
     unaffected = ~sees
-    assert torch.equal(out[unaffected], clean[unaffected]), (
+    assert _same(out[unaffected], clean[unaffected]), (
         f"{backend}: poison in {where}={value} reached "
         f"{int((out[unaffected] != clean[unaffected]).any(-1).sum())} rows that cannot see it"
     )
     if lse:
-        assert torch.equal(out_lse[unaffected], clean_lse[unaffected])
+        assert _same(out_lse[unaffected], clean_lse[unaffected])
     if where in ("v", "v1"):
         assert out[sees].isnan().all(), f"{backend}: rows that weight a {value} value are not NaN"
         if lse:
-            assert torch.equal(out_lse, clean_lse)
+            assert _same(out_lse, clean_lse)
     elif value != -math.inf and where == "k":
         # a NaN or +inf logit on a visible key leaves no finite softmax: the row is NaN
         assert out[sees].isnan().any(-1).all(), f"{backend}: a visible {value} logit vanished"

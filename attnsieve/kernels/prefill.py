@@ -7,7 +7,10 @@ phases, blocks every row sees in full (no mask math) and blocks that cross the c
 the end of the keys (masked), skipping blocks entirely above the diagonal; then it gathers the
 layout's key columns BLOCK_N at a time; then it walks each key span [start, end) BLOCK_N keys at a
 time from its (unaligned) start, masked. On Hopper, K/V block tiles come through TMA descriptors.
-The plain-PyTorch twin is `attnsieve.kernels.prefill_reference.attention_reference`.
+A NaN or inf in a value row that causality hides leaves its mark in every row of the accumulator
+(0 * NaN is NaN); a program that finds a non-finite row at the end reruns its pass exactly (masked
+value rows zeroed, on small tiles), so hidden keys never reach an output row at no cost to the
+common case. The plain-PyTorch twin is `attnsieve.kernels.prefill_reference.attention_reference`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def _load_kv(
 @triton.jit
 def _attend_tile(
     b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, m_n, o_qpos, qk_scale,
-    MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, EXACT: tl.constexpr,
 ):
     """Fold keys ``b_k`` / values ``b_v`` at positions ``o_n`` into the running softmax of b_q."""
     b_s = tl.dot(b_q, tl.trans(b_k))  # [BLOCK_M, BLOCK_N]
@@ -80,20 +83,84 @@ def _attend_tile(
     b_alpha = tl.exp2(b_m - b_m_sub)
     b_l = b_l * b_alpha + tl.sum(b_p, 1)
     b_acc = b_acc * b_alpha[:, None]
-    if MASKED and CAUSAL:  # only causality hides keys that were loaded (others load as 0)
+    if MASKED and CAUSAL and EXACT:  # only causality hides keys that were loaded (others: 0)
         # 0 * NaN is NaN: a non-finite value row is multiplied as zeros, and only the rows that
-        # give it weight are flagged (they come out NaN): it never reaches rows it is hidden
-        # from. The tile's sum is finite unless a value is not (or it overflows, and the exact
-        # check runs anyway), so the exact check runs on rare tiles only; reading the value tile
-        # still costs low-density layouts 5-30 % on the H200 (README, "regressions")
-        b_sum = tl.sum(tl.sum(b_v.to(tl.float32), 1), 0)
-        if (b_sum != b_sum) | (tl.abs(b_sum) == float("inf")):
-            b_vf = b_v.to(tl.float32)
-            m_bad = tl.max(((b_vf != b_vf) | (tl.abs(b_vf) == float("inf"))).to(tl.int32), 1)
-            b_v = tl.where(m_bad[:, None] > 0, 0.0, b_v).to(b_v.dtype)
-            b_nan = b_nan | (tl.max(tl.where((b_p > 0) & (m_bad[None, :] > 0), 1, 0), 1) > 0)
+        # give it weight are flagged (they come out NaN). The fast pass skips this: reading V into
+        # registers made the compiler copy it back to shared memory and wait on the MMA in every
+        # masked tile (20-30 % of low-density layouts' time on the H200)
+        b_vf = b_v.to(tl.float32)
+        m_bad = tl.max(((b_vf != b_vf) | (tl.abs(b_vf) == float("inf"))).to(tl.int32), 1)
+        b_v = tl.where(m_bad[:, None] > 0, 0.0, b_v).to(b_v.dtype)
+        b_nan = b_nan | (tl.max(tl.where((b_p > 0) & (m_bad[None, :] > 0), 1, 0), 1) > 0)
     b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc)  # [BLOCK_M, HEAD_DIM]
     return b_acc, b_l, b_m_new, b_nan
+
+
+@triton.jit
+def _nonfinite_rows(b_acc):
+    """[BLOCK_M] int32: 1 where a row of the accumulator holds a NaN or inf."""
+    return tl.max(((b_acc != b_acc) | (tl.abs(b_acc) == float("inf"))).to(tl.int32), 1)
+
+
+@triton.jit
+def _sweep(
+    DK, DV, p_k, p_v, p_idx, n_full, n_vis, i_b, i_hkv, i_b64, i_hl, i_qb, b_q, o_d, o_qpos,
+    kv_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
+    stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+    stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
+    HEAD_DIM: tl.constexpr, BLOCK_K: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_COLUMNS: tl.constexpr, HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EXACT: tl.constexpr,
+):
+    """One pass over the query block's keys: (acc, l, m, nan). EXACT repairs masked tiles that hold
+    non-finite values (rows they are hidden from stay finite); without it such a tile leaves NaN
+    in every row of the accumulator, which the kernel detects and then reruns the pass EXACT."""
+    b_acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
+    b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    b_nan = tl.zeros([BLOCK_M], dtype=tl.int1)  # rows that weighted a non-finite value row
+
+    SUBS: tl.constexpr = BLOCK_K // BLOCK_N  # BLOCK_N-wide tiles per layout block
+    o_t = tl.arange(0, BLOCK_N)
+    for it in range(0, n_full * SUBS):
+        start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+        o_n = start + o_t
+        b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
+                            stride_kn, stride_vn, False, USE_TMA, BLOCK_N, HEAD_DIM)
+        b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, o_n < M,
+                                              o_qpos, qk_scale, False, CAUSAL, EXACT)
+    for it in range(n_full * SUBS, n_vis * SUBS):
+        start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+        o_n = start + o_t
+        b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
+                            stride_kn, stride_vn, True, USE_TMA, BLOCK_N, HEAD_DIM)
+        b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, o_n < M,
+                                              o_qpos, qk_scale, True, CAUSAL, EXACT)
+    if HAS_COLUMNS:
+        p_col = CIDX + i_b * stride_xb + i_hl * stride_xh + i_qb * stride_xq
+        n_col = tl.load(CCNT + i_b * stride_yb + i_hl * stride_yh + i_qb * stride_yq)
+        for start in range(0, n_col, BLOCK_N):
+            m_c = start + o_t < n_col
+            o_n = tl.load(p_col + start + o_t, mask=m_c, other=0)  # gathered key tokens
+            b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_c, o_d,
+                                stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
+            b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, m_c,
+                                                  o_qpos, qk_scale, True, CAUSAL, EXACT)
+    if HAS_SPANS:
+        # span start/end share strides (the launcher makes sure); int64: B·H·QB·S may pass 2^31
+        o_s = i_b64 * stride_sb + i_hl.to(tl.int64) * stride_sh + i_qb.to(tl.int64) * stride_sq
+        n_span = tl.load(SCNT + i_b * stride_tb + i_hl * stride_th + i_qb * stride_tq)
+        for i_s in range(0, n_span):
+            s_lo = tl.load(SSTART + o_s + i_s)
+            s_hi = tl.minimum(tl.load(SEND + o_s + i_s), kv_end)  # keys past kv_end: all hidden
+            for start in range(s_lo, s_hi, BLOCK_N):  # tiles start anywhere: always masked
+                o_n = start + o_t
+                m_n = o_n < s_hi
+                b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_n, o_d,
+                                    stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
+                b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n,
+                                                      m_n, o_qpos, qk_scale, True, CAUSAL, EXACT)
+    return b_acc, b_l, b_m, b_nan
 
 
 # layout strides and lengths vary per call: specializing on their divisibility only recompiles
@@ -142,11 +209,6 @@ def _sparse_fwd_kernel(
     o_q = o_m.to(tl.int64)[:, None] * stride_qn + o_d[None, :]
     b_q = tl.load(p_q + o_q, mask=m_m[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
 
-    b_acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
-    b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    b_nan = tl.zeros([BLOCK_M], dtype=tl.int1)  # rows that weighted a non-finite value row
-
     # block list of this query block; batch/head broadcast through zero strides and LAYOUT_DIV
     p_idx = BIDX + i_b * stride_ib + i_hl * stride_ih + i_qb * stride_iq
     n_vis = tl.load(BCNT + i_b * stride_cb + i_hl * stride_ch + i_qb * stride_cq)
@@ -160,51 +222,30 @@ def _sparse_fwd_kernel(
     ):
         n_full -= 1
 
-    SUBS: tl.constexpr = BLOCK_K // BLOCK_N  # BLOCK_N-wide tiles per layout block
-    o_t = tl.arange(0, BLOCK_N)
-    for it in range(0, n_full * SUBS):
-        start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
-        o_n = start + o_t
-        b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
-                            stride_kn, stride_vn, False, USE_TMA, BLOCK_N, HEAD_DIM)
-        b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, o_n < M,
-                                              o_qpos, qk_scale, False, CAUSAL)
-    for it in range(n_full * SUBS, n_vis * SUBS):
-        start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
-        o_n = start + o_t
-        b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
-                            stride_kn, stride_vn, True, USE_TMA, BLOCK_N, HEAD_DIM)
-        b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, o_n < M,
-                                              o_qpos, qk_scale, True, CAUSAL)
-    if HAS_COLUMNS:
-        p_col = CIDX + i_b * stride_xb + i_hl * stride_xh + i_qb * stride_xq
-        n_col = tl.load(CCNT + i_b * stride_yb + i_hl * stride_yh + i_qb * stride_yq)
-        for start in range(0, n_col, BLOCK_N):
-            m_c = start + o_t < n_col
-            o_n = tl.load(p_col + start + o_t, mask=m_c, other=0)  # gathered key tokens
-            b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_c, o_d,
-                                stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
-            b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, m_c,
-                                                  o_qpos, qk_scale, True, CAUSAL)
-    if HAS_SPANS:
-        # span start/end share strides (the launcher makes sure); int64: B·H·QB·S may pass 2^31
-        o_s = i_b64 * stride_sb + i_hl.to(tl.int64) * stride_sh + i_qb.to(tl.int64) * stride_sq
-        n_span = tl.load(SCNT + i_b * stride_tb + i_hl * stride_th + i_qb * stride_tq)
-        for i_s in range(0, n_span):
-            s_lo = tl.load(SSTART + o_s + i_s)
-            s_hi = tl.minimum(tl.load(SEND + o_s + i_s), kv_end)  # keys past kv_end: all hidden
-            for start in range(s_lo, s_hi, BLOCK_N):  # tiles start anywhere: always masked
-                o_n = start + o_t
-                m_n = o_n < s_hi
-                b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_n, o_d,
-                                    stride_kn, stride_vn, True, False, BLOCK_N, HEAD_DIM)
-                b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n,
-                                                      m_n, o_qpos, qk_scale, True, CAUSAL)
-
+    b_acc, b_l, b_m, b_nan = _sweep(
+        DK, DV, p_k, p_v, p_idx, n_full, n_vis, i_b, i_hkv, i_b64, i_hl, i_qb, b_q, o_d, o_qpos,
+        kv_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
+        stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+        stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
+        HEAD_DIM, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, USE_TMA, BLOCK_M, BLOCK_N, False,
+    )
     # a non-finite value row in an unmasked tile (seen by every row) leaves NaN or inf in some
-    # columns of the accumulator only: flag the row, so it is NaN whole, as in the masked tiles
-    b_bad = (b_acc != b_acc) | (tl.abs(b_acc) == float("inf"))  # [BLOCK_M, HEAD_DIM]
-    b_nan = b_nan | (tl.max(b_bad.to(tl.int32), 1) > 0)
+    # columns of the accumulator only: flag the row, so it is NaN whole. One in a masked tile
+    # (the fast pass multiplies hidden rows by 0, and 0 * NaN is NaN) also reaches rows it is
+    # hidden from: rare, so then the whole pass reruns with the exact masked-tile repair, on
+    # 16-key tiles through plain loads (few registers: the fast pass keeps its allocation)
+    m_row = _nonfinite_rows(b_acc)
+    if CAUSAL:  # noqa: SIM102 (a compile-time test around a run-time one)
+        if tl.max(m_row, 0) > 0:
+            b_acc, b_l, b_m, b_nan = _sweep(
+                DK, DV, p_k, p_v, p_idx, n_full, n_vis, i_b, i_hkv, i_b64, i_hl, i_qb, b_q, o_d,
+                o_qpos, kv_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
+                stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+                stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
+                HEAD_DIM, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, False, BLOCK_M, 16, True,
+            )
+            m_row = _nonfinite_rows(b_acc)
+    b_nan = b_nan | (m_row > 0)
     # rows that saw no key: out 0 and lse -inf, never 0/0
     b_empty = b_l == 0.0
     b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
