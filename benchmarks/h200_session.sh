@@ -67,7 +67,7 @@ kernel)
     timeout 200 python3 -m attnsieve bench kernels --precision bf16 --out "$OUT" \
         > "$OUT/kernels.log" 2>&1
     tail -3 "$OUT/kernels.log"
-    timeout 200 python3 -m attnsieve bench prefill --out "$OUT" > "$OUT/prefill.log" 2>&1
+    timeout 125 python3 -m attnsieve bench prefill --out "$OUT" > "$OUT/prefill.log" 2>&1
     tail -3 "$OUT/prefill.log"
     ;;
 model1)

@@ -20,6 +20,10 @@ speed-up is reported and the command exits 1. JSON + PNG go to ``--out``.
 
     attnsieve bench e2e --model smollm2 --rope-scale 16 --lengths 8k,32k,64k,128k \\
         --methods flexprefill,xattention,streaming
+
+``--decode-steps N`` measures decode tokens/s instead, at each of ``--batch``, for every
+combination of ``--methods``, ``--kv``, ``--decode`` and ``--precision`` and stock SDPA
+(`attnsieve.bench.e2e_decode`; CPU where there is no GPU).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
     environment,
     rel_err,
@@ -87,16 +92,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
     parser.add_argument("--seed", type=int, default=0)
+    decode = parser.add_argument_group("decode speed (with --decode-steps)")
+    decode.add_argument(
+        "--decode-steps", type=int, default=None, help="time N greedy decode steps per cell"
+    )
+    decode.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
+    decode.add_argument("--kv", default="none", help="comma-separated KV policies (none: keep all)")
+    decode.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
+    decode.add_argument(
+        "--decode", default="none", help="comma-separated decode selectors (none: read all)"
+    )
+    decode.add_argument(
+        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
+    )
+    decode.add_argument("--precision", default="bf16", help="comma-separated: bf16, fp8-kv, ...")
 
 
 def main(args: argparse.Namespace) -> int:
-    device = require_cuda()
+    decode = args.decode_steps is not None
+    device = e2e_decode.device() if decode else require_cuda()
     started = time.perf_counter()
     try:
         for name in ("layers", "repeats"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name}: expected >= 1, got {getattr(args, name)}")
-        methods = _methods(args)
+        if decode:
+            batches, configs = e2e_decode.plan(args)
+        else:
+            methods = _methods(args)
         requested = _parse_lengths(args.lengths)
         torch.manual_seed(args.seed)
         model, tokenizer, name = _load(args, device)
@@ -105,8 +128,14 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {e}", file=sys.stderr)
         return 2
-    print(f"model: {name}, {model.config.num_hidden_layers} layers, bf16, {positions} positions, "
-          f"loaded in {time.perf_counter() - started:.0f} s")  # fmt: skip
+    dtype = str(model.dtype).removeprefix("torch.")
+    print(f"model: {name}, {model.config.num_hidden_layers} layers, {dtype}, {positions} "
+          f"positions, loaded in {time.perf_counter() - started:.0f} s")  # fmt: skip
+    if decode:
+        prompts = {n: _prompt(tokenizer, model, n, args.seed, device) for n in lengths}
+        meta = {"command": _command(args), "model": _describe(model, name, args)}
+        stem = Path(args.out) / f"e2e_decode_{name}"
+        return e2e_decode.run(model, prompts, batches, configs, args.decode_steps, meta, stem)
 
     check = correctness_check(model, device)
     print(
@@ -161,6 +190,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     """(label, config) per entry of --methods (a planner name or a JSON file), or of --config."""
+    if (args.kv, args.decode, args.precision) != ("none", "none", "bf16"):
+        raise ValueError("--kv/--decode/--precision: apply to decode speed (--decode-steps)")
     entries = [args.config] if args.config else [m for m in args.methods.split(",") if m.strip()]
     out = []
     for entry in entries:
@@ -208,7 +239,8 @@ def _load(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, str
         return build_model(args.layers, device), None, RANDOM_MODEL
     from attnsieve.eval.models import load_model
 
-    return load_model(args.model, device=device, dtype="bfloat16", rope_scale=args.rope_scale)
+    dtype = "bfloat16" if device.type == "cuda" else "float32"  # CPU: decode mode's tests
+    return load_model(args.model, device=device, dtype=dtype, rope_scale=args.rope_scale)
 
 
 def build_model(layers: int, device: torch.device) -> Any:
@@ -307,7 +339,7 @@ def _describe(model: Any, name: str, args: argparse.Namespace) -> dict[str, Any]
         "layers": config.num_hidden_layers,
         "heads": config.num_attention_heads,
         "kv_heads": config.num_key_value_heads,
-        "dtype": "bfloat16",
+        "dtype": str(model.dtype).removeprefix("torch."),
         "max_position_embeddings": config.max_position_embeddings,
         "rope_parameters": config.rope_parameters,
         "prompt": "random tokens" if name == RANDOM_MODEL else "niah_single text",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -70,15 +70,34 @@ def generate(
     _sync(input_ids.device)
     ttft = time.perf_counter() - start
 
-    new_tokens = [int(token)]
+    steps, _, decode_s = decode(model, token, cache, max_new_tokens - 1, eos_ids)
+    new_tokens = [int(t) for t in [token, *steps]]
+    return new_tokens, ttft, decode_s, [w / total for w in weighted]
+
+
+@torch.inference_mode()
+def decode(
+    model: Any, token: Tensor, cache: Any, steps: int, eos_ids: Collection[int] = ()
+) -> tuple[list[Tensor], Any, float]:
+    """Up to ``steps`` greedy decode steps after ``token`` (B,), each one forward of one token per
+    row on ``cache``: (the new tokens, each (B,); the cache; seconds, synchronised at both ends).
+
+    A batch of one stops before a step once its last token is in ``eos_ids`` (a host read per
+    step, as generation needs); with no ``eos_ids``, or a larger batch, all steps run and this
+    loop adds no host wait."""
+    key = cache_keyword(model)
+    tokens = []
+    _sync(token.device)
     start = time.perf_counter()
-    while len(new_tokens) < max_new_tokens and new_tokens[-1] not in eos_ids:
+    for _ in range(steps):
+        if eos_ids and token.numel() == 1 and int(token) in eos_ids:
+            break
         out = model(input_ids=token[:, None], **{key: cache}, use_cache=True)
         cache = out.past_key_values
         token = out.logits[:, -1].argmax(-1)
-        new_tokens.append(int(token))  # int() syncs, so the timing below is complete
-    decode_s = time.perf_counter() - start
-    return new_tokens, ttft, decode_s, [w / total for w in weighted]
+        tokens.append(token)
+    _sync(token.device)
+    return tokens, cache, time.perf_counter() - start
 
 
 def _progress(total: int, enabled: bool) -> Any:

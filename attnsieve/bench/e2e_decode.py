@@ -1,0 +1,165 @@
+"""`attnsieve bench e2e --decode-steps N`: decode tokens/s of a patched model vs stock SDPA.
+
+For each prompt length, batch size B and config, one prefill of a (B, L) batch (every row the same
+prompt: this measures speed, not answers), then ``WARMUP_STEPS`` untimed greedy decode steps
+(kernel compilation, autotuning) and N timed ones. Reported: decode tokens/s = B·N / seconds, ms
+per step, and the KV cache held after the steps (the pages heads hold on attnsieve's paged cache,
+else 2·layers·kv_heads·head_dim·tokens·B·itemsize), with tokens/s relative to the dense config
+(the first one without a KV policy, decode selector or FP8 cache) and to stock transformers
+("sdpa": DynamicCache, SDPA attention, no patch) at the same length and batch. The configs are
+`attnsieve eval`'s: every combination of --methods, --kv at --kv-ratio, --decode at
+--decode-ratio and --precision (`attnsieve.eval.harness.method_configs`). With a KV policy the
+prompt is compressed once after the prefill; the timed steps include any periodic compression and
+each step's page selection. JSON + PNG go to ``--out``, a table to stdout.
+
+    attnsieve bench e2e --model smollm2 --rope-scale 4 --lengths 32k --decode-steps 64 \\
+        --batch 1,8 --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --decode none,quest \\
+        --decode-ratio 0.125
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from attnsieve.bench.common import environment, format_table, save_line_plots, write_json
+from attnsieve.integrations import AttentionConfig, patch
+from attnsieve.integrations.generate import decode
+from attnsieve.integrations.transformers import cache_keyword
+
+SDPA = "sdpa"
+WARMUP_STEPS = 4
+COLUMNS = ["length", "batch", "label", "ms_per_step", "tokens_per_s", "vs_dense", "vs_sdpa",
+           "kv_mib"]  # fmt: skip
+
+
+def device() -> torch.device:
+    """CUDA where there is one; on CPU the command runs (for tests), but times say little."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, AttentionConfig]]]:
+    """(batch sizes, (label, config) per config) of the command line; ValueError names a bad
+    argument."""
+    from attnsieve.eval.harness import method_configs
+
+    if args.decode_steps < 1:
+        raise ValueError(f"--decode-steps: expected >= 1, got {args.decode_steps}")
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--batch: expected comma-separated ints >= 1, got {args.batch!r}")
+    if args.config is not None:
+        raise ValueError("--config: not used with --decode-steps; give JSON files to --methods")
+    axes = argparse.Namespace(
+        **vars(args),
+        method_kwargs="{}",
+        min_prefill_length=AttentionConfig.min_prefill_length,
+        backend=None,
+    )
+    return batches, method_configs(axes)
+
+
+def run(
+    model: Any,
+    prompts: dict[int, Tensor],
+    batches: list[int],
+    configs: list[tuple[str, AttentionConfig]],
+    steps: int,
+    meta: dict[str, Any],
+    stem: Path,
+) -> int:
+    """Time every (length, batch, config) cell, write ``stem``.json/.png and print a table.
+    ``prompts`` maps each length to its (1, L) prompt ids."""
+    started = time.perf_counter()
+    cells = [(n, b, c) for n in prompts for b in batches for c in [(SDPA, None), *configs]]
+    rows: list[dict[str, Any]] = []
+    for length, batch, (label, config) in tqdm(cells, desc="bench e2e decode", unit="cell"):
+        cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config)
+        rows.append({"length": length, "batch": batch, "label": label, **cell})
+    dense = next((label for label, config in configs if not config.paged), None)
+    rate = {(r["length"], r["batch"], r["label"]): r["tokens_per_s"] for r in rows}
+    for row in rows:
+        at = row["length"], row["batch"]
+        row["vs_sdpa"] = row["tokens_per_s"] / rate[(*at, SDPA)]
+        row["vs_dense"] = row["tokens_per_s"] / rate[(*at, dense)] if dense else None
+    result = {
+        **meta,
+        "environment": environment(),
+        "decode_steps": steps,
+        "warmup_steps": WARMUP_STEPS,
+        "dense_reference": dense,
+        "configs": {label: config.to_dict() for label, config in configs},
+        "results": rows,
+        "wall_s": time.perf_counter() - started,
+    }
+    write_json(stem.with_suffix(".json"), result)
+    plot(result, stem.with_suffix(".png"))
+    print(format_table(rows, COLUMNS))
+    print(f"wrote {stem}.json and {stem}.png in {result['wall_s']:.0f} s")
+    return 0
+
+
+@torch.inference_mode()
+def time_decode(model: Any, ids: Tensor, steps: int, config: AttentionConfig | None) -> dict:
+    """Prefill ``ids`` (B, L) once under ``config`` (None: stock model), then time ``steps``
+    greedy decode steps after ``WARMUP_STEPS`` untimed ones."""
+    handle = None if config is None else patch(model, config)
+    try:
+        paged = handle is not None and handle.config.paged
+        cache = handle.new_cache() if paged else None
+        key = cache_keyword(model)
+        out = model(input_ids=ids, **{key: cache}, use_cache=True, logits_to_keep=1)
+        if paged:
+            handle.compress()  # what the first decode step would do, kept out of the timing
+        token = out.logits[:, -1].argmax(-1)
+        warm, cache, _ = decode(model, token, out.past_key_values, WARMUP_STEPS)
+        del out
+        _, cache, seconds = decode(model, warm[-1], cache, steps)
+        if paged:
+            kv_bytes = handle.session.paged.memory_bytes()
+        else:
+            cfg = model.config.get_text_config()
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            tokens = ids.shape[1] + WARMUP_STEPS + steps
+            per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim
+            kv_bytes = per_token * tokens * ids.shape[0] * model.dtype.itemsize
+    finally:
+        if handle is not None:
+            handle.remove()
+    del cache
+    if ids.is_cuda:
+        torch.cuda.empty_cache()
+    return {
+        "config": None if config is None else config.to_dict(),
+        "prompt_tokens": ids.shape[1],
+        "seconds": seconds,
+        "ms_per_step": seconds / steps * 1e3,
+        "tokens_per_s": ids.shape[0] * steps / seconds,
+        "kv_mib": kv_bytes / 2**20,
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Decode tokens/s against batch size, one line per config, one panel per length."""
+    rows = result["results"]
+    panels = []
+    for length in dict.fromkeys(r["length"] for r in rows):
+        series: dict[str, tuple[list[int], list[float]]] = {}
+        for r in rows:
+            if r["length"] == length:
+                xs, ys = series.setdefault(r["label"], ([], []))
+                xs.append(r["batch"])
+                ys.append(r["tokens_per_s"])
+        panels.append({"series": series, "xlabel": "batch", "ylabel": "decode tokens/s",
+                       "logx": True, "title": f"{length} tokens"})  # fmt: skip
+    title = f"{result['model']['name']}, {result['decode_steps']} decode steps, "
+    save_line_plots(path, panels, title + result["environment"]["device"])

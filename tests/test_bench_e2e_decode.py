@@ -1,0 +1,86 @@
+"""`attnsieve bench e2e --decode-steps`: decode tokens/s per config and batch, on a tiny random
+probe-architecture model (CPU)."""
+
+import argparse
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("matplotlib")
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+import attnsieve.eval.probe as probe  # noqa: E402
+from attnsieve import cli  # noqa: E402
+from attnsieve.bench import e2e, e2e_decode  # noqa: E402
+from attnsieve.eval.probe.tokenizer import ByteTokenizer  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    config = probe.probe_config()
+    config.num_hidden_layers, config.hidden_size, config.intermediate_size = 2, 128, 256
+    config.num_attention_heads, config.num_key_value_heads = 4, 2  # head_dim stays 64, GQA g=2
+    path = tmp_path_factory.mktemp("tiny_probe")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    ByteTokenizer().save_pretrained(path)
+    return path
+
+
+def _argv(model_dir, out, *extra):
+    return ["bench", "e2e", "--model", str(model_dir), "--lengths", "512", "--decode-steps", "3",
+            "--batch", "1,2", "--methods", "dense", "--kv", "none,streaming", "--kv-ratio", "0.25",
+            "--decode", "none,quest", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_decode_speed_rows(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)  # the CPU reference needs no warm-up
+    assert cli.main(_argv(model_dir, tmp_path)) == 0
+    result = json.loads((tmp_path / f"e2e_decode_{model_dir.name}.json").read_text())
+    assert (tmp_path / f"e2e_decode_{model_dir.name}.png").read_bytes().startswith(PNG)
+    labels = ["sdpa", "dense", "dense+quest@0.125", "dense+streaming@0.25",
+              "dense+streaming@0.25+quest@0.125"]  # fmt: skip
+    rows = {(r["label"], r["batch"]): r for r in result["results"]}
+    assert len(rows) == len(result["results"]) == 2 * len(labels)
+    assert set(rows) == {(label, b) for label in labels for b in (1, 2)}
+    assert result["dense_reference"] == "dense" and result["decode_steps"] == 3
+    for (_, batch), r in rows.items():
+        dense = rows["dense", batch]["tokens_per_s"]
+        assert r["length"] == 512 and r["prompt_tokens"] <= 512
+        assert r["tokens_per_s"] > 0 and r["ms_per_step"] > 0
+        assert r["vs_dense"] == pytest.approx(r["tokens_per_s"] / dense)
+        assert rows["sdpa", batch]["vs_sdpa"] == 1
+    for batch in (1, 2):
+        dense = rows["dense", batch]["kv_mib"]
+        assert rows["dense+streaming@0.25", batch]["kv_mib"] < 0.5 * dense
+        assert rows["sdpa", batch]["kv_mib"] == dense
+    # a batch of two holds twice the cache of one
+    assert rows["dense", 2]["kv_mib"] == pytest.approx(2 * rows["dense", 1]["kv_mib"])
+    table = capsys.readouterr().out
+    assert "tokens_per_s" in table and "dense+streaming@0.25+quest@0.125" in table
+
+
+@pytest.mark.parametrize(
+    "extra, name",
+    [
+        (["--batch", "0"], "--batch"),
+        (["--batch", "1,x"], "--batch"),
+        (["--decode-steps", "0"], "--decode-steps"),
+        (["--config", "x.json"], "--config"),
+        (["--kv", "no_such_policy"], "no_such_policy"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_them(model_dir, tmp_path, capsys, extra, name):
+    assert cli.main(_argv(model_dir, tmp_path, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnsieve bench e2e: error: ") and name in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_decode_axes_need_decode_steps():
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    with pytest.raises(ValueError, match="--decode-steps"):
+        e2e._methods(parser.parse_args(["--kv", "snapkv"]))
