@@ -25,3 +25,22 @@ def nan_empty(monkeypatch):
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(empty_like(*a, **k)))
+
+
+@pytest.fixture(scope="session")
+def tiny_probe_dir(tmp_path_factory):
+    """A 2-layer random probe-architecture model (GQA 4/2, head_dim 64) with its byte tokenizer,
+    saved as a transformers folder: the CPU stand-in for a real model in CLI tests."""
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
+    import attnsieve.eval.probe as probe
+    from attnsieve.eval.probe.tokenizer import ByteTokenizer
+
+    config = probe.probe_config()
+    config.num_hidden_layers, config.hidden_size, config.intermediate_size = 2, 128, 256
+    config.num_attention_heads, config.num_key_value_heads = 4, 2  # head_dim stays 64, GQA g=2
+    path = tmp_path_factory.mktemp("tiny_probe")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    ByteTokenizer().save_pretrained(path)
+    return path

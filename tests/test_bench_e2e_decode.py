@@ -8,25 +8,16 @@ import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
-from transformers import AutoModelForCausalLM  # noqa: E402
 
-import attnsieve.eval.probe as probe  # noqa: E402
 from attnsieve import cli  # noqa: E402
 from attnsieve.bench import e2e, e2e_decode  # noqa: E402
-from attnsieve.eval.probe.tokenizer import ByteTokenizer  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    config = probe.probe_config()
-    config.num_hidden_layers, config.hidden_size, config.intermediate_size = 2, 128, 256
-    config.num_attention_heads, config.num_key_value_heads = 4, 2  # head_dim stays 64, GQA g=2
-    path = tmp_path_factory.mktemp("tiny_probe")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    ByteTokenizer().save_pretrained(path)
-    return path
+def model_dir(tiny_probe_dir):
+    return tiny_probe_dir
 
 
 def _argv(model_dir, out, *extra):
