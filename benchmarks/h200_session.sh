@@ -5,16 +5,18 @@
 #   bash benchmarks/h200_session.sh fuzz     # fuzz/, cuda_tests.log
 #   bash benchmarks/h200_session.sh bench    # kernels.*, prefill.*
 #   bash benchmarks/h200_session.sh masked   # regression/masked_cost.json (needs earlier kernels)
-#   bash benchmarks/h200_session.sh kernel   # regression/flags/ (run on 2078184): CUDA tests,
-#                                            # masked_cost, bench kernels (bf16), bench prefill;
+#   bash benchmarks/h200_session.sh kernel   # CUDA tests, regression/masked_cost.json, bench
+#                                            # kernels (bf16) and prefill (on 2078184: flags/);
 #   the kernel variants it times are made here first (the device copy has no git history):
 #   git show fd1481d:attnsieve/kernels/prefill.py | sed 's/^from attnsieve.reference import
 #   check_qkv$/check_qkv = lambda *a: None/' > .stage/t/variants/before.py
 #   git show 80cb177:attnsieve/kernels/prefill.py > .stage/t/variants/probe.py
 #   bash benchmarks/h200_session.sh model1   # then at once (the machine stays warm 30 s):
 #   bash benchmarks/h200_session.sh model2   # e2e on SmolLM2, check_no_sync (first session)
-#   bash benchmarks/h200_session.sh eval1    # instead of model2: accuracy tables, fidelity at
-#   bash benchmarks/h200_session.sh eval2    # 8K (eval2 at once after eval1)
+#   bash benchmarks/h200_session.sh eval1    # instead of model2: smollm2-eval/ (fidelity at 8K,
+#   bash benchmarks/h200_session.sh eval2    # accuracy tables; eval2 at once after eval1)
+# The 1000-case fuzz of fuzz/ ran as: python3 benchmarks/fuzz_prefill.py --cases 1400 --workers 15
+# under a 330 s timeout.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 set -uo pipefail
@@ -82,11 +84,11 @@ model2)
     ;;
 eval1 | eval2)
     # accuracy tables on SmolLM2 (issues 10-12); cells persist in $HOME/res between the two
-    # calls (the machine stays warm), so eval2 resumes what eval1's timeouts cut; each call
-    # returns one archive of $HOME/res
+    # calls (the machine stays warm), so eval2 reuses eval1's dense cells; each call returns
+    # one archive of $HOME/res
     [ -f "$HOME/m/smollm2.gguf" ] || join_gguf || exit 1
     R=$HOME/res
-    mkdir -p "$R/prefill" "$R/kv" "$R/decode" "$R/precision"
+    mkdir -p "$R/prefill" "$R/kv" "$R/precision"
     E="python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k --samples 20"
     T3=niah_single,passkey,variable_tracking
     if [ "$1" = eval1 ]; then
@@ -95,14 +97,12 @@ eval1 | eval2)
         timeout 400 $E --methods dense,flexprefill,xattention,streaming \
             --tasks niah_single,niah_multikey,passkey,variable_tracking --out "$R/prefill" \
             > "$R/prefill/eval.log" 2>&1
-    else
-        for d in kv decode precision; do cp "$R/prefill/cells.jsonl" "$R/$d/"; done  # dense cells
-        timeout 200 $E --methods dense --kv none,snapkv,adakv,streaming --kv-ratio 0.25 \
-            --tasks $T3 --out "$R/kv" > "$R/kv/eval.log" 2>&1
-        timeout 90 $E --methods dense --decode none,quest --decode-ratio 0.125 --tasks $T3 \
-            --out "$R/decode" > "$R/decode/eval.log" 2>&1
-        timeout 150 $E --methods dense --precision bf16,int8-fp8,fp8-kv --tasks $T3 \
+    else  # as run on 2026-11-29 with 260 s of device time left (both cut by their timeouts)
+        for d in kv precision; do cp "$R/prefill/cells.jsonl" "$R/$d/"; done  # dense cells
+        timeout 85 $E --methods dense --precision bf16,int8-fp8 --tasks $T3 \
             --out "$R/precision" > "$R/precision/eval.log" 2>&1
+        timeout 120 $E --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --tasks $T3 \
+            --out "$R/kv" > "$R/kv/eval.log" 2>&1
     fi
     for f in "$R"/*/eval.log; do echo "== $f"; grep -E "acc [0-9]|error" "$f" | tail -40; done
     tar czf "$OUT/$1.tgz" -C "$R" .
