@@ -52,6 +52,7 @@ def test_eval_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     assert harness.main(_args(model_dir, tmp_path)) == 0
     assert len(calls) == 4 * 3  # 4 cells x (warm-up + 2 samples)
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["complete"] is True
     cells = {(c["method"], c["task"]): c for c in results["cells"]}
     assert len(cells) == 4
     for (method, _), cell in cells.items():
@@ -82,6 +83,24 @@ def test_eval_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     assert len(calls) == 2 * 3
     assert (tmp_path / "cells.jsonl").read_text().splitlines()[:4] == lines
     assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 6
+
+
+def test_a_run_cut_short_leaves_results_of_its_finished_cells(model_dir, tmp_path, monkeypatch):
+    run_cell, calls = harness.run_cell, []
+
+    def cut_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt  # as a timeout's signal would end it
+        calls.append(1)
+        return run_cell(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "run_cell", cut_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        harness.main(_args(model_dir, tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["complete"] is False and len(results["cells"]) == 1
+    with open(tmp_path / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
 
 
 def test_fidelity_mode(model_dir, tmp_path):

@@ -307,8 +307,12 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_grid(model, tokenizer, name, methods, lengths, tasks, args, out: Path) -> list[dict]:
-    """Every (method, length, task) cell, resuming from OUT/cells.jsonl."""
+def run_grid(
+    model, tokenizer, name, methods, lengths, tasks, args, out: Path, meta: dict
+) -> list[dict]:
+    """Every (method, length, task) cell, resuming from OUT/cells.jsonl. After each cell the grid's
+    finished cells are written out (``"complete": false`` until the last), so a run cut short by a
+    timeout leaves results.json and results.csv of what it finished."""
     path = out / "cells.jsonl"
 
     def key(label: str, config: Any, length: int, task: str) -> str:
@@ -345,6 +349,8 @@ def run_grid(model, tokenizer, name, methods, lengths, tasks, args, out: Path) -
                 with open(path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 done[record["key"]] = record
+                finished = [done[key(*cell)] for cell in grid if key(*cell) in done]
+                write_results(out, finished, {**meta, "complete": len(finished) == len(grid)})
     bar.close()
     return [done[key(*cell)] for cell in grid]
 
@@ -474,11 +480,6 @@ def main(args: argparse.Namespace) -> int:
             )
         print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
         return 0
-    try:
-        cells = run_grid(model, tokenizer, name, methods, lengths, tasks, args, out)
-    except LengthTooShortError as e:  # finished cells are kept in cells.jsonl
-        print(f"attnsieve eval: error: {e}", file=sys.stderr)
-        return 2
     meta = {
         "model": name,
         "device": args.device,
@@ -487,7 +488,12 @@ def main(args: argparse.Namespace) -> int:
         "tasks": tasks,
         "methods": [lab for lab, _ in methods],
     }
-    write_results(out, cells, meta)
+    try:
+        cells = run_grid(model, tokenizer, name, methods, lengths, tasks, args, out, meta)
+    except LengthTooShortError as e:  # finished cells are kept in cells.jsonl
+        print(f"attnsieve eval: error: {e}", file=sys.stderr)
+        return 2
+    write_results(out, cells, {**meta, "complete": True})
     plots.plot_accuracy_vs_length(cells, out / "accuracy_vs_length.png")
     if not plots.plot_frontier(cells, out / "frontier.png"):
         print("no frontier plot: it needs 'dense' among --methods", file=sys.stderr)
