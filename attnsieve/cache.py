@@ -31,6 +31,8 @@ from torch import Tensor
 
 from attnsieve import cache_reference as ref  # the argument checks both share
 from attnsieve.checks import cdiv
+from attnsieve.kernels.cache_append import append_one
+from attnsieve.kernels.prefill import INTERPRET
 from attnsieve.views import Kept, KVView, PageView
 
 FP8 = torch.float8_e4m3fn
@@ -191,20 +193,10 @@ class Cache:
         lc.key_min[pages] = keys.masked_fill(dead, math.inf).amin(1)
         lc.key_max[pages] = keys.masked_fill(dead, -math.inf).amax(1)
 
-    def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
-        """Append k, v (B, H_kv, T, D) to every head of ``layer``. ``positions`` int64 (B, T)
-        defaults to continuing each batch row's counter (absolute: eviction does not rewind it)."""
-        ref.check_layer(layer, self.num_layers)
-        shape = (self.batch, self.kv_heads, self.head_dim)
-        ref.check_kv_append(k, v, shape, self.dtype, self.device)
-        lc, ps, t = self.layers[layer], self.page_size, k.shape[2]
-        if positions is None:
-            seen = lc.seen + t
-            pos = lc.next_pos[:, None] + torch.arange(t, device=self.device)
-        else:
-            seen = ref.check_positions(positions, lc.seen, t, self.device)[:, -1] + 1
-            pos = positions
-        # sizes come from the host mirror, page ids and indices stay on the device: no sync
+    def _allocate(self, lc: LayerCache, t: int) -> None:
+        """Pages for ``t`` more tokens in every head, entered in the page table with empty
+        summaries. Sizes come from the host mirror; page ids and indices stay on the device."""
+        ps = self.page_size
         last = cdiv(lc.host_lengths + t, ps)
         total = int((last - cdiv(lc.host_lengths, ps)).sum())
         self._ensure_table(lc, int(last.max()))
@@ -222,6 +214,30 @@ class Cache:
             rows[heads, logical] = pages.to(torch.int32)
             lc.key_min.index_fill_(0, pages, math.inf)  # not `[pages] = inf`: that syncs
             lc.key_max.index_fill_(0, pages, -math.inf)
+
+    def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
+        """Append k, v (B, H_kv, T, D) to every head of ``layer``. ``positions`` int64 (B, T)
+        defaults to continuing each batch row's counter (absolute: eviction does not rewind it)."""
+        ref.check_layer(layer, self.num_layers)
+        shape = (self.batch, self.kv_heads, self.head_dim)
+        ref.check_kv_append(k, v, shape, self.dtype, self.device)
+        lc, ps, t = self.layers[layer], self.page_size, k.shape[2]
+        if positions is not None:  # checked before anything changes
+            seen = ref.check_positions(positions, lc.seen, t, self.device)[:, -1] + 1
+        self._allocate(lc, t)
+        if positions is None and self._fused(lc, k, v):
+            append_one(
+                k, v, lc.next_pos, lc.k_pages, lc.v_pages, lc.positions, lc.key_min,
+                lc.key_max, lc.page_table, lc.lengths,
+            )  # fmt: skip
+            lc.host_lengths += 1
+            lc.seen, lc.next_pos = lc.seen + 1, lc.next_pos + 1
+            return
+        if positions is None:
+            seen = lc.seen + t
+            pos = lc.next_pos[:, None] + torch.arange(t, device=self.device)
+        else:
+            pos = positions
         tok = lc.lengths[..., None].long() + torch.arange(t, device=self.device)  # [B, H, T]
         phys = lc.page_table.gather(-1, tok // ps).long()
         flat = (phys * ps + tok % ps).flatten()
@@ -245,6 +261,24 @@ class Cache:
         lc.lengths += t
         lc.host_lengths += t
         lc.seen, lc.next_pos = seen, pos[:, -1] + 1
+
+    def _fused(self, lc: LayerCache, k: Tensor, v: Tensor) -> bool:
+        """Whether `append` can take the one-launch decode path (`kernels.cache_append`) for a
+        default-positioned token: one token, the model dtype, no label channels, a Triton device,
+        and the layouts that kernel indexes."""
+        return (
+            (k.is_cuda or INTERPRET)
+            and k.shape[2] == 1
+            and self.kv_dtype is None
+            and lc.labels is None
+            and k.stride(-1) == 1
+            and v.stride(-1) == 1
+            and lc.k_pages.is_contiguous()
+            and lc.v_pages.is_contiguous()
+            and lc.lengths.is_contiguous()
+            and lc.page_table.stride(-1) == 1
+            and self.head_dim & (self.head_dim - 1) == 0
+        )
 
     def compact(self, layer: int, kept: Kept) -> None:
         """Keep, per head, only the entries ``kept`` lists (indices into the head's current order),

@@ -400,3 +400,39 @@ def test_malformed_input_names_the_argument(case):
     C.validate()  # a rejected call leaves the cache as it was
     for x, y in zip(before, C.gather(0), strict=True):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [F32, F16, BF16])
+def test_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
+    """Decode appends (one token, default positions) take the one-launch kernel
+    (kernels/cache_append.py) on a Triton device; pools, page tables, summaries, positions and
+    lengths come out as the PyTorch path writes them, across page boundaries and ragged heads."""
+    import attnsieve.cache as cache_module
+    import attnsieve.kernels.cache_append as kernel
+
+    launches = []
+    monkeypatch.setattr(
+        cache_module, "append_one", lambda *a: launches.append(kernel.append_one(*a))
+    )
+    caches = []
+    for fused in (True, False):
+        monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
+        g = torch.Generator().manual_seed(0)
+        cache = Cache(1, batch=2, kv_heads=3, head_dim=16, page_size=8, dtype=dtype, device="cpu")
+        cache.append(0, *kv(cache, 10, g=g))
+        cache.compact(0, kept_from([[[0, 9], [1, 2, 3, 8], []], [list(range(10)), [4], [2, 3]]]))
+        for _ in range(13):
+            cache.append(0, *kv(cache, 1, g=g))
+        cache.validate()
+        caches.append(cache)
+    assert len(launches) == 13
+    fused, plain = (c.layers[0] for c in caches)
+    for name in ("lengths", "host_lengths", "seen", "next_pos", "page_table"):
+        assert torch.equal(getattr(fused, name), getattr(plain, name)), name
+    for x, y in zip(caches[0].gather(0), caches[1].gather(0), strict=True):
+        assert torch.equal(x, y)
+    a, b = (c._gather(c.layers[0])[2] for c in caches)  # positions of the stored tokens
+    assert torch.equal(a, b)
+    used = fused.page_table[fused.page_table >= 0].long()
+    for name in ("key_min", "key_max"):
+        assert torch.equal(getattr(fused, name)[used], getattr(plain, name)[used]), name
