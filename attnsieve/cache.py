@@ -273,9 +273,8 @@ class Cache:
             and lc.labels is None
             and k.stride(-1) == 1
             and v.stride(-1) == 1
-            and lc.k_pages.is_contiguous()
-            and lc.v_pages.is_contiguous()
-            and lc.lengths.is_contiguous()
+            and all(t.is_contiguous() for t in (lc.k_pages, lc.v_pages, lc.positions))
+            and all(t.is_contiguous() for t in (lc.key_min, lc.key_max, lc.lengths, lc.next_pos))
             and lc.page_table.stride(-1) == 1
             and self.head_dim & (self.head_dim - 1) == 0
         )
