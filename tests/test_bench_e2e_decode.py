@@ -15,22 +15,17 @@ from attnsieve.bench import e2e, e2e_decode  # noqa: E402
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_probe_dir):
-    return tiny_probe_dir
-
-
 def _argv(model_dir, out, *extra):
     return ["bench", "e2e", "--model", str(model_dir), "--lengths", "512", "--decode-steps", "3",
             "--batch", "1,2", "--methods", "dense", "--kv", "none,streaming", "--kv-ratio", "0.25",
             "--decode", "none,quest", "--out", str(out), *extra]  # fmt: skip
 
 
-def test_decode_speed_rows(model_dir, tmp_path, capsys, monkeypatch):
+def test_decode_speed_rows(tiny_probe_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)  # the CPU reference needs no warm-up
-    assert cli.main(_argv(model_dir, tmp_path)) == 0
-    result = json.loads((tmp_path / f"e2e_decode_{model_dir.name}.json").read_text())
-    assert (tmp_path / f"e2e_decode_{model_dir.name}.png").read_bytes().startswith(PNG)
+    assert cli.main(_argv(tiny_probe_dir, tmp_path)) == 0
+    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    assert (tmp_path / f"e2e_decode_{tiny_probe_dir.name}.png").read_bytes().startswith(PNG)
     labels = ["sdpa", "dense", "dense+quest@0.125", "dense+streaming@0.25",
               "dense+streaming@0.25+quest@0.125"]  # fmt: skip
     rows = {(r["label"], r["batch"]): r for r in result["results"]}
@@ -63,8 +58,8 @@ def test_decode_speed_rows(model_dir, tmp_path, capsys, monkeypatch):
         (["--kv", "no_such_policy"], "no_such_policy"),
     ],
 )
-def test_bad_arguments_exit_2_naming_them(model_dir, tmp_path, capsys, extra, name):
-    assert cli.main(_argv(model_dir, tmp_path, *extra)) == 2
+def test_bad_arguments_exit_2_naming_them(tiny_probe_dir, tmp_path, capsys, extra, name):
+    assert cli.main(_argv(tiny_probe_dir, tmp_path, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("attnsieve bench e2e: error: ") and name in err[0]
     assert not list(tmp_path.iterdir())

@@ -16,11 +16,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64, "block_k": 64}}
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_probe_dir):
-    return tiny_probe_dir
-
-
 def _args(model_dir, out, *extra):
     parser = argparse.ArgumentParser()
     harness.add_arguments(parser)
@@ -40,7 +35,7 @@ def test_parse_length():
             harness.parse_length(bad)
 
 
-def test_eval_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
+def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch):
     calls = []
     generate = harness.generate
 
@@ -49,7 +44,7 @@ def test_eval_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
         return generate(*args, **kwargs)
 
     monkeypatch.setattr(harness, "generate", counting)
-    assert harness.main(_args(model_dir, tmp_path)) == 0
+    assert harness.main(_args(tiny_probe_dir, tmp_path)) == 0
     assert len(calls) == 4 * 3  # 4 cells x (warm-up + 2 samples)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["complete"] is True
@@ -72,12 +67,12 @@ def test_eval_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     lines = (tmp_path / "cells.jsonl").read_text().splitlines()
 
     calls.clear()  # the same command again: every cell is done, nothing runs
-    assert harness.main(_args(model_dir, tmp_path)) == 0
+    assert harness.main(_args(tiny_probe_dir, tmp_path)) == 0
     assert calls == []
     assert (tmp_path / "cells.jsonl").read_text().splitlines() == lines
 
     # a new task: only its two cells run; the old ones are reused as they were
-    args = _args(model_dir, tmp_path)
+    args = _args(tiny_probe_dir, tmp_path)
     args.tasks = "niah_single,passkey,variable_tracking"
     assert harness.main(args) == 0
     assert len(calls) == 2 * 3
@@ -85,7 +80,9 @@ def test_eval_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 6
 
 
-def test_a_run_cut_short_leaves_results_of_its_finished_cells(model_dir, tmp_path, monkeypatch):
+def test_a_run_cut_short_leaves_results_of_its_finished_cells(
+    tiny_probe_dir, tmp_path, monkeypatch
+):
     run_cell, calls = harness.run_cell, []
 
     def cut_after_one(*args, **kwargs):
@@ -96,15 +93,15 @@ def test_a_run_cut_short_leaves_results_of_its_finished_cells(model_dir, tmp_pat
 
     monkeypatch.setattr(harness, "run_cell", cut_after_one)
     with pytest.raises(KeyboardInterrupt):
-        harness.main(_args(model_dir, tmp_path))
+        harness.main(_args(tiny_probe_dir, tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["complete"] is False and len(results["cells"]) == 1
     with open(tmp_path / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
 
 
-def test_fidelity_mode(model_dir, tmp_path):
-    assert harness.main(_args(model_dir, tmp_path, "--fidelity")) == 0
+def test_fidelity_mode(tiny_probe_dir, tmp_path):
+    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity")) == 0
     result = json.loads((tmp_path / "fidelity.json").read_text())
     assert result["task"] == "niah_single" and result["length"] == 512
     dense, streaming = result["methods"]["dense"], result["methods"]["streaming"]
@@ -121,8 +118,8 @@ def test_fidelity_mode(model_dir, tmp_path):
     assert streaming["logit_rel_err"] > dense["logit_rel_err"]
 
 
-def test_fidelity_of_low_precision_is_against_float32(model_dir, tmp_path):
-    args = _args(model_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8")
+def test_fidelity_of_low_precision_is_against_float32(tiny_probe_dir, tmp_path):
+    args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8")
     args.methods = "dense"
     assert harness.main(args) == 0
     result = json.loads((tmp_path / "fidelity.json").read_text())["methods"]
@@ -141,20 +138,20 @@ def test_missing_probe_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "probe weights not found" in err and "README.md" in err
 
 
-def test_unknown_task_and_method_are_errors(model_dir, tmp_path, capsys):
-    args = _args(model_dir, tmp_path)
+def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
+    args = _args(tiny_probe_dir, tmp_path)
     args.tasks = "niah_single,nope"
     assert harness.main(args) == 2
     assert "unknown tasks ['nope']" in capsys.readouterr().err
-    args = _args(model_dir, tmp_path)
+    args = _args(tiny_probe_dir, tmp_path)
     args.methods = "dense,no_such_planner"
     assert harness.main(args) == 2
     assert "no_such_planner" in capsys.readouterr().err
 
 
-def test_eval_kv_and_decode_axes(model_dir, tmp_path):
+def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path):
     args = _args(
-        model_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"
+        tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"
     )
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
     assert harness.main(args) == 0

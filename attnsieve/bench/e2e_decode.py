@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from attnsieve.bench.common import environment, format_table, save_line_plots, write_json
 from attnsieve.integrations import AttentionConfig, patch
-from attnsieve.integrations.generate import decode
+from attnsieve.integrations.generate import decode, dense_cache_bytes
 from attnsieve.integrations.transformers import cache_keyword
 
 SDPA = "sdpa"
@@ -127,11 +127,7 @@ def time_decode(model: Any, ids: Tensor, steps: int, config: AttentionConfig | N
         if paged:
             kv_bytes = handle.session.paged.memory_bytes()
         else:
-            cfg = model.config.get_text_config()
-            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-            tokens = ids.shape[1] + WARMUP_STEPS + steps
-            per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim
-            kv_bytes = per_token * tokens * ids.shape[0] * model.dtype.itemsize
+            kv_bytes = dense_cache_bytes(model, ids.numel() + ids.shape[0] * (WARMUP_STEPS + steps))
     finally:
         if handle is not None:
             handle.remove()

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from attnsieve.eval.models import load_model, load_tokenizer  # noqa: F401 (re-exported)
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
-from attnsieve.integrations.generate import eos_token_ids
+from attnsieve.integrations.generate import dense_cache_bytes, eos_token_ids
 from attnsieve.integrations.generate import generate as run_generate
 
 CSV_COLUMNS = [
@@ -217,11 +217,8 @@ def generate(
     rate = (len(tokens) - 1) / decode_s if len(tokens) > 1 and decode_s > 0 else float("nan")
     if cache is not None:
         kv_bytes = handle.session.paged.memory_bytes()
-    else:  # transformers' own cache holds K and V of every token of every layer
-        cfg = model.config.get_text_config()
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim
-        kv_bytes = per_token * (ids.shape[1] + len(tokens) - 1) * model.dtype.itemsize
+    else:
+        kv_bytes = dense_cache_bytes(model, ids.shape[1] + len(tokens) - 1)
     if tokens[-1] in eos:
         tokens = tokens[:-1]
     return tokenizer.decode(tokens, skip_special_tokens=True), ttft, rate, kv_bytes

@@ -100,6 +100,15 @@ def decode(
     return tokens, cache, time.perf_counter() - start
 
 
+def dense_cache_bytes(model: Any, tokens: int) -> int:
+    """Bytes transformers' own cache holds for ``tokens`` tokens (summed over the batch): K and V
+    of every token of every layer, in the model's dtype."""
+    cfg = model.config.get_text_config()
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim
+    return per_token * tokens * model.dtype.itemsize
+
+
 def _progress(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 

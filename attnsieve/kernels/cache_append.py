@@ -1,7 +1,7 @@
 """One decode token per (batch row, KV head) into the paged cache, in one launch.
 
 `attnsieve.cache.Cache.append` runs this for a single new token of a cache that stores the model
-dtype and has no label channels, in place of about fifteen small PyTorch ops (each a launch on the
+dtype and has no label channels, in place of about twenty small PyTorch ops (each a launch on the
 GPU, ~0.4 ms a layer per decode step on the H200): each program finds its head's next slot from
 ``lengths`` and ``page_table``, writes K, V and the position, folds the key into its page's
 min / max and bumps the head's length. Pages are allocated before, on the host mirror of the

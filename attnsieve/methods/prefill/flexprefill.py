@@ -119,8 +119,9 @@ class FlexPrefillPlanner(Planner):
         if not self.slash_spans:  # a chosen offset block keeps every key block its diagonals cross
             offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
             mask |= slash_block_mask(offsets, n, m, bq, bk)
-            return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+        if not self.slash_spans:
+            return layout
         # a chosen offset block s: the band of diagonals [s·bk, (s+1)·bk), one span per block
         first_offset = torch.arange(kb, device=q.device) * bk
         return layout.with_diagonals(torch.where(chosen_slash, first_offset, -1), width=bk)
