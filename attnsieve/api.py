@@ -7,10 +7,13 @@
   restricted to a list of pages (sparse decode).
 - Planning estimates (`block_mean_pool`, `pooled_block_probs`, `antidiagonal_block_scores`,
   `last_query_stats`): the inner steps of planners.
+- `quest_page_scores`: the page scores by which Quest picks the pages a decode step reads.
+- `select_pages`: the ascending lists of each row's top-``count`` pages by a score.
 
-Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors and the float32
-reference twin elsewhere; "triton" or "reference" (argument or $ATTNSIEVE_BACKEND) forces one.
-"triton" on CPU needs TRITON_INTERPRET=1 set before triton is imported.
+Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
+any CUDA query, it computes in float32 either way; `select_pages`: float32 CUDA scores) and the
+float32 reference twin elsewhere; "triton" or "reference" (argument or $ATTNSIEVE_BACKEND) forces
+one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is imported.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor
 from attnsieve.checks import (
     cdiv,
     check_bool,
+    check_dtype,
     check_float,
     check_int,
     check_out,
@@ -34,7 +38,7 @@ from attnsieve.checks import (
     check_scale,
     check_tensor,
 )
-from attnsieve.kernels import planning_reference
+from attnsieve.kernels import page_scores_reference, page_select_reference, planning_reference
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout, causal_token_mask
 
@@ -45,16 +49,18 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "triton", "reference")
 PRECISIONS = ("bf16", "int8-fp8")
 _HALF = (torch.float16, torch.bfloat16)
+_FLOAT = (*_HALF, torch.float32)
 _CHUNK_ELEMENTS = 1 << 24  # score elements per chunk of the soft-capping path
 
 
-def resolve_backend(backend: str | None, t: Tensor) -> str:
-    """'triton' or 'reference' for ``t``: the argument, else $ATTNSIEVE_BACKEND, else auto."""
+def resolve_backend(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, ...] = _HALF) -> str:
+    """'triton' or 'reference' for ``t``: the argument, else $ATTNSIEVE_BACKEND, else auto
+    (Triton for CUDA tensors of ``dtypes``)."""
     choice = backend or os.environ.get("ATTNSIEVE_BACKEND") or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {choice!r}")
     if choice == "auto":
-        return "triton" if t.is_cuda and t.dtype in _HALF else "reference"
+        return "triton" if t.is_cuda and t.dtype in dtypes else "reference"
     return choice
 
 
@@ -362,3 +368,94 @@ def last_query_stats(
     if not isinstance(last_q, int) or not 1 <= last_q <= q.shape[2]:
         raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")
     return _planning(backend, q).last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
+
+
+# ---- decode page selection ------------------------------------------------------------------
+def quest_page_scores(
+    q: Tensor,
+    key_min: Tensor,
+    key_max: Tensor,
+    page_count: Tensor,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    """float32 (B, H_kv, P): Quest's score of each page of each KV head (arXiv 2406.10774).
+
+    Args:
+        q: (B, H_q, D) float16/bfloat16/float32 decode query; H_q a multiple of H_kv.
+        key_min, key_max: float32 (B, H_kv, P, D) per-page channel-wise key min / max (any
+            strides); pages past a head's count may hold anything (the cache pads +inf / -inf).
+        page_count: int32 (B, H_kv) valid pages per head.
+        backend: see the module docstring.
+
+    A page's score is the max over the KV head's g query heads of the upper bound of q . k over
+    its keys, ``sum_d max(q_d min_d, q_d max_d)``. The last valid page (the current token's)
+    scores +inf and pages past the count -inf, so a plain top-k picks the current page first and
+    an invalid page never; a head with no page scores -inf throughout.
+    """
+    check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    check_dtype("q", q, _FLOAT)
+    for name, t in (("key_min", key_min), ("key_max", key_max)):
+        check_tensor(name, t, 4, "(batch, kv_heads, pages, head_dim)")
+        check_dtype(name, t, (torch.float32,))
+        if t.device != q.device:
+            raise ValueError(f"{name}: expected device {q.device} (q's), got {t.device}")
+    b, h_kv, p, d = key_min.shape
+    if key_max.shape != key_min.shape:
+        raise ValueError(
+            f"key_max: expected key_min's shape {tuple(key_min.shape)}, got {tuple(key_max.shape)}"
+        )
+    if h_kv == 0 or d == 0:
+        raise ValueError(f"key_min: expected H_kv >= 1 and D >= 1, got {tuple(key_min.shape)}")
+    if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h_kv:
+        raise ValueError(
+            f"q: expected (B={b}, a multiple of H_kv={h_kv}, D={d}), got {tuple(q.shape)}"
+        )
+    if not isinstance(page_count, Tensor) or page_count.dtype != torch.int32:
+        got = page_count.dtype if isinstance(page_count, Tensor) else type(page_count).__name__
+        raise TypeError(f"page_count: expected an int32 tensor, got {got}")
+    if page_count.shape != (b, h_kv) or page_count.device != q.device:
+        raise ValueError(
+            f"page_count: expected shape {(b, h_kv)} on {q.device}, got "
+            f"{tuple(page_count.shape)} on {page_count.device}"
+        )
+    if resolve_backend(backend, q, _FLOAT) == "reference":
+        return page_scores_reference.page_scores(q, key_min, key_max, page_count)
+    from attnsieve.kernels.page_scores import page_scores
+
+    return page_scores(q, key_min, key_max, page_count)
+
+
+def select_pages(
+    score: Tensor, count: Tensor, width: int, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Each row's ``count`` highest-scoring pages as an ascending list: ``(idx, n)``.
+
+    Args:
+        score: float32 (B, H, P) page scores (any strides), e.g. `quest_page_scores`'s.
+        count: integer (B, H) pages to pick per row, on score's device; clamped to
+            [0, min(width, P)].
+        width: list slots per row, an int >= 1.
+        backend: see the module docstring.
+
+    Returns ``idx`` int32 (B, H, width), contiguous: the picked page indices ascending, then -1;
+    and ``n`` int32 (B, H), the clamped count. Ties at the threshold go to the lower indices, so
+    every backend picks the same pages; a -inf page is picked only when fewer than ``n`` pages
+    score above -inf. No host synchronisation (capturable in a CUDA graph).
+    """
+    check_tensor("score", score, 3, "(batch, heads, pages)")
+    check_dtype("score", score, (torch.float32,))
+    if not isinstance(count, Tensor) or count.dtype.is_floating_point or count.dtype == torch.bool:
+        got = count.dtype if isinstance(count, Tensor) else type(count).__name__
+        raise TypeError(f"count: expected an integer tensor, got {got}")
+    if count.shape != score.shape[:2] or count.device != score.device:
+        raise ValueError(
+            f"count: expected shape {tuple(score.shape[:2])} on {score.device}, got "
+            f"{tuple(count.shape)} on {count.device}"
+        )
+    check_int("width", width, 1)
+    if resolve_backend(backend, score, (torch.float32,)) == "reference":
+        return page_select_reference.select_pages(score, count, width)
+    from attnsieve.kernels.page_select import select_pages
+
+    return select_pages(score, count, width)

@@ -5,7 +5,10 @@ For every planner, plan + attention runs once to compile, then again under
 ``torch.cuda.set_sync_debug_mode("error")``, which raises at the first operation that waits for
 the device; the table says "none" or the operation that synchronised. Planning time is the median
 of 20 CUDA-event timings of ``plan`` alone, on SmolLM2-135M shapes (9 query / 3 KV heads,
-head_dim 64, bf16) at ``--lengths``.
+head_dim 64, bf16) at ``--lengths``: launched eagerly (``plan_ms``: host launch cost included),
+and, for a plan without a host sync, replayed from a CUDA graph (``graph_plan_ms``: what
+`attnsieve.patch` pays per layer once a shape repeats). ``graph_attention_ms`` is plan +
+attention replayed, ``dense_ms`` SDPA's causal attention on the same tensors.
 
     PYTHONPATH=. python3 benchmarks/check_no_sync.py --out benchmarks/results/h200
 """
@@ -37,6 +40,27 @@ def plan_ms(planner, q, k, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def graph_ms(work, reps: int = 20) -> float:
+    """Median ms of ``work()`` replayed from a CUDA graph (warmed up on a side stream first)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        work()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        work()
+    times = []
+    for _ in range(reps):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        stop.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
 def sync_point(planner, q, k, v) -> str:
     """'none', or the last line of the error raised by the first synchronising operation."""
     torch.cuda.set_sync_debug_mode("error")
@@ -48,6 +72,28 @@ def sync_point(planner, q, k, v) -> str:
         return lines[-1].strip() if lines else "synchronised (outside attnsieve)"
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+GRAPHED = ("graph_plan_ms", "graph_attention_ms", "dense_ms")
+
+
+def measure(name: str, w, n: int) -> dict:
+    planner = get_planner(name)
+    attnsieve.attention(w.q, w.k, w.v, planner.plan(w.q, w.k))  # compile
+    torch.cuda.synchronize()
+    row = {
+        "planner": name,
+        "length": n,
+        "plan_ms": plan_ms(planner, w.q, w.k),
+        "sync": sync_point(planner, w.q, w.k, w.v),
+    }
+    if row["sync"] == "none":
+        row["graph_plan_ms"] = graph_ms(lambda: planner.plan(w.q, w.k), 20)
+        row["graph_attention_ms"] = graph_ms(
+            lambda: attnsieve.attention(w.q, w.k, w.v, planner.plan(w.q, w.k)), 20
+        )
+    row["dense_ms"] = graph_ms(lambda: attnsieve.dense_attention(w.q, w.k, w.v), 20)
+    return row
 
 
 def main() -> None:
@@ -62,17 +108,10 @@ def main() -> None:
             kinds, num_kv_heads=3, seq_len=n, head_dim=64, dtype=torch.bfloat16, device="cuda"
         )
         for name in PLANNERS:
-            planner = get_planner(name)
-            attnsieve.attention(w.q, w.k, w.v, planner.plan(w.q, w.k))  # compile
-            torch.cuda.synchronize()
-            row = {
-                "planner": name,
-                "length": n,
-                "plan_ms": plan_ms(planner, w.q, w.k),
-                "sync": sync_point(planner, w.q, w.k, w.v),
-            }
+            row = measure(name, w, n)
             rows.append(row)
-            print(f"{name:>15} {n:>7}  plan {row['plan_ms']:7.3f} ms  host sync: {row['sync']}")
+            graphed = " ".join(f"{k} {row[k]:.3f}" for k in GRAPHED if k in row)
+            print(f"{name:>15} {n:>7}  plan_ms {row['plan_ms']:.3f} {graphed}  sync: {row['sync']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name()

@@ -107,8 +107,82 @@ eval1 | eval2)
     for f in "$R"/*/eval.log; do echo "== $f"; grep -E "acc [0-9]|error" "$f" | tail -40; done
     tar czf "$OUT/$1.tgz" -C "$R" .
     ;;
+stage1)  # first session of 2026-11-30: GGUF half 1 (carried alone: 64 MiB), 2000 fuzz cases
+    cp .stage/p1/part_aa "$HOME/m/"
+    mkdir -p "$OUT/fuzz"
+    timeout 500 python3 benchmarks/fuzz_prefill.py --cases 2000 --workers 15 --out "$OUT/fuzz" \
+        | grep -v "cases, 0 mismatches" | tail -4
+    tail -2 "$OUT/fuzz/fuzz_prefill.log"
+    ;;
+decode)  # at once after stage1 (carrying .stage/p2 and .stage/t): CUDA tests, decode speed at
+    # 32K, then the accuracy tables, 6 evals at once
+    pip install -q --no-index --no-deps --target /tmp/site .stage/p2/*.whl 2>&1 | grep -v WARNING
+    join_gguf || exit 1
+    timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_masked_nonfinite.py \
+        tests/test_kernel_quant.py::test_cuda_bf16_4k \
+        tests/test_kernel_decode.py::test_cuda_long_bf16_and_fp8 \
+        tests/test_cache.py::test_cuda_one_token_appends_match_the_pytorch_path \
+        tests/test_kernel_prefill.py::test_dense_dispatch_matches_triton > "$OUT/cuda_tests.log" 2>&1
+    tail -1 "$OUT/cuda_tests.log"
+    E2E="python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+        --decode-steps 64 --batch 1,8 --methods dense"
+    timeout 150 $E2E --kv none,streaming,snapkv --kv-ratio 0.25 --decode none,quest \
+        --decode-ratio 0.125 --out "$OUT/e2e-decode" 2>&1 | grep -v "it/s\|cell/s" | tail -16
+    timeout 60 $E2E --precision bf16,fp8-kv --out "$OUT/e2e-decode-fp8" 2>&1 \
+        | grep -v "it/s\|cell/s" | tail -6
+    R=$HOME/res
+    E="python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k --samples 20"
+    T3=niah_single,passkey,variable_tracking
+    S=benchmarks/results/h200/smollm2-eval
+    run_eval() {  # folder, then eval arguments; the cells of 2026-11-29's runs are reused
+        mkdir -p "$R/$1"
+        cat $S/prefill/cells.jsonl $S/kv/cells.jsonl $S/precision/cells.jsonl > "$R/$1/cells.jsonl"
+        local d=$1
+        shift
+        timeout 330 $E --methods dense --tasks $T3 "$@" --out "$R/$d" > "$R/$d/eval.log" 2>&1
+    }
+    run_eval precision --precision bf16,int8-fp8 &
+    run_eval kv --kv none,snapkv --kv-ratio 0.25 &
+    run_eval kv-adakv --kv none,adakv --kv-ratio 0.25 &
+    run_eval kv-streaming --kv none,streaming --kv-ratio 0.25 &
+    run_eval quest --decode none,quest --decode-ratio 0.125 &
+    run_eval fp8-kv --precision bf16,fp8-kv &
+    wait
+    for f in "$R"/*/eval.log; do echo "== $f"; grep -E "acc [0-9]|error" "$f" | tail -20; done
+    tar czf "$OUT/eval.tgz" -C "$R" .
+    ;;
+final1)  # GGUF in three parts (.stage/r1..r3; the tree is 17 MiB of the 64 a call carries), with
+    # .stage/t: CUDA tests of the graph runner and Quest's page kernels, planning eager vs graphed,
+    # bench decode (an earlier call of this part, with the check script's bug, gave decode.json)
+    cp .stage/r1/part_0 "$HOME/m/"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
+        tests/test_kernel_page_scores.py $(ls tests/test_kernel_page_select.py 2> /dev/null) \
+        > "$OUT/cuda_tests2.log" 2>&1
+    tail -3 "$OUT/cuda_tests2.log"
+    timeout 120 python3 benchmarks/check_no_sync.py --lengths 8192,32768 --out "$OUT" 2>&1 \
+        | grep -v Warn | tail -20
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT" > "$OUT/decode.log" 2>&1
+    tail -14 "$OUT/decode.log"
+    ;;
+final2)  # at once after final1
+    cp .stage/r2/part_1 "$HOME/m/"
+    ;;
+final3)  # at once after final2, carrying .stage/r3: time to first token with graphs (cost model
+    # off / on) and without, and flexprefill's recall at 32K
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    B="python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 1 --out $OUT"
+    B="$B --lengths 8k,32k,64k,128k --methods flexprefill"
+    timeout 100 $B --no-cost 2>&1 | grep "tokens:\|wrote\|error"
+    timeout 100 $B --no-cost --no-graphs 2>&1 | grep "tokens:\|wrote\|error"
+    timeout 100 $B 2>&1 | grep "tokens:\|wrote\|error"
+    timeout 80 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
+        --fidelity --lengths 32k --methods dense,flexprefill --tasks niah_single \
+        --out "$OUT/fidelity32k" 2>&1 | tail -4
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3" >&2
     exit 2
     ;;
 esac

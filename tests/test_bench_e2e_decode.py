@@ -70,3 +70,12 @@ def test_decode_axes_need_decode_steps():
     e2e.add_arguments(parser)
     with pytest.raises(ValueError, match="--decode-steps"):
         e2e._methods(parser.parse_args(["--kv", "snapkv"]))
+
+
+def test_the_recorded_command_spells_flags_as_flags():
+    import argparse
+
+    from attnsieve.bench.e2e import _command
+
+    args = argparse.Namespace(model="smollm2", lengths=["8k,32k"], no_cost=True, no_graphs=False)
+    assert _command(args) == "attnsieve bench e2e --model smollm2 --lengths 8k,32k --no-cost"

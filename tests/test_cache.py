@@ -436,3 +436,28 @@ def test_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
     used = fused.page_table[fused.page_table >= 0].long()
     for name in ("key_min", "key_max"):
         assert torch.equal(getattr(fused, name)[used], getattr(plain, name)[used]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_cuda_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
+    """On the GPU, the compiled one-launch append writes what the PyTorch path writes."""
+    caches = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(Cache, "_fused", lambda *a: False)
+        g = torch.Generator().manual_seed(0)
+        cache = Cache(1, batch=2, kv_heads=3, head_dim=64, page_size=16, dtype=dtype, device="cuda")
+        cache.append(0, *kv(cache, 40, g=g))
+        for _ in range(37):
+            cache.append(0, *kv(cache, 1, g=g))
+        cache.validate()
+        caches.append(cache)
+    fused, plain = (c.layers[0] for c in caches)
+    for name in ("lengths", "host_lengths", "next_pos", "page_table"):
+        assert torch.equal(getattr(fused, name), getattr(plain, name)), name
+    for x, y in zip(caches[0].gather(0), caches[1].gather(0), strict=True):
+        assert torch.equal(x, y)
+    used = fused.page_table[fused.page_table >= 0].long()
+    for name in ("key_min", "key_max"):
+        assert torch.equal(getattr(fused, name)[used], getattr(plain, name)[used]), name

@@ -112,7 +112,8 @@ def test_streaming_soak_keeps_memory_and_step_time_flat():
     assert max(sizes[16:]) <= 32 + 16  # back to budget every 16 steps: bounded
     reserved = handle.session.paged.reserved_bytes()
     assert reserved <= 4 * handle.session.paged.memory_bytes()  # the pool does not grow
-    early, late = sorted(times[100:300])[100], sorted(times[-200:])[100]  # medians
+    # fastest steps: robust to other processes on the machine, still growing if the work grows
+    early, late = min(times[100:300]), min(times[-200:])
     assert late < 2.0 * early  # flat, not growing with the 2000 steps
 
 

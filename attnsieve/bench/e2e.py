@@ -14,9 +14,12 @@ Time to first token is one forward over the whole prompt (KV cache filled, logit
 position only) plus the argmax, timed after one warm-up, best of ``--repeats``. The baseline is
 transformers' own "sdpa" attention; the same weights then run under `attnsieve.patch` with each of
 ``--methods``. Every run records the mean layout density and each layer's dense-fallback decision
-(None: the layer ran its layout). Before timing, a full-budget streaming layout (every block,
-through the attnsieve kernel) must reproduce SDPA's last-position logits; if it does not, no
-speed-up is reported and the command exits 1. JSON + PNG go to ``--out``.
+(None: the layer ran its layout). Layers plan as `attnsieve.patch` does by default: the cost model
+on (``--no-cost``: every layer plans) and plan + attention replayed from CUDA graphs once a shape
+repeats (``--no-graphs``: eager); the warm-up forward captures them. Before timing, a full-budget
+streaming layout (every block, through the attnsieve kernel) must reproduce SDPA's last-position
+logits; if it does not, no speed-up is reported and the command exits 1. JSON + PNG go to
+``--out``.
 
     attnsieve bench e2e --model smollm2 --rope-scale 16 --lengths 8k,32k,64k,128k \\
         --methods flexprefill,xattention,streaming
@@ -46,6 +49,7 @@ from attnsieve.bench.common import (
     write_json,
 )
 from attnsieve.integrations import AttentionConfig, patch
+from attnsieve.integrations.transformers import DEFAULT_COST
 
 RANDOM_MODEL = "llama3-8b-random"
 LLAMA3_8B = dict(
@@ -92,6 +96,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-cost",
+        action="store_true",
+        help="plan every layer (the cost model otherwise keeps a layer dense where planning "
+        "is predicted not to pay for itself)",
+    )
+    parser.add_argument(
+        "--no-graphs",
+        action="store_true",
+        help="plan eagerly (otherwise a layer's plan + attention replays from a CUDA graph)",
+    )
     decode = parser.add_argument_group("decode speed (with --decode-steps)")
     decode.add_argument(
         "--decode-steps", type=int, default=None, help="time N greedy decode steps per cell"
@@ -153,8 +168,11 @@ def main(args: argparse.Namespace) -> int:
             "methods": {},
         }
         for label, config in methods:
-            with patch(model, config) as stats:
+            cost = None if args.no_cost else DEFAULT_COST
+            handle = patch(model, config, cost=cost, graphs=not args.no_graphs)
+            with handle as stats:
                 sparse_s, sparse_logits, sparse_mem = time_prefill(model, ids, args.repeats)
+                graphs = None if handle.graphs is None else handle.graphs.captured
             row["methods"][label] = {
                 "ttft_s": sparse_s,
                 "speedup": sdpa_s / sparse_s if check["passed"] else None,
@@ -164,6 +182,7 @@ def main(args: argparse.Namespace) -> int:
                 "top1_match": bool(sdpa_logits.argmax() == sparse_logits.argmax()),
                 "logits_rel_err": rel_err(sparse_logits, sdpa_logits),
                 "peak_mem_gb": sparse_mem,
+                "graphs_captured": graphs,
             }
             print(_summary(length, sdpa_s, label, row["methods"][label]))
         rows.append(row)
@@ -176,11 +195,14 @@ def main(args: argparse.Namespace) -> int:
         "model": _describe(model, name, args),
         "methods": {label: config.to_dict() for label, config in methods},
         "sdpa_backend": sdpa_backend(model, device),
+        "cost_model": not args.no_cost,
+        "graphs": not args.no_graphs,
         "correctness_check": check,
         "results": rows,
         "wall_s": time.perf_counter() - started,
     }
     labels = "-".join(label for label, _ in methods)
+    labels += "_nocost" * args.no_cost + "_nographs" * args.no_graphs
     stem = Path(args.out) / (f"e2e_{labels}" if name == RANDOM_MODEL else f"e2e_{name}_{labels}")
     write_json(stem.with_suffix(".json"), result)
     plot(result, stem.with_suffix(".png"))
@@ -326,7 +348,8 @@ def _summary(length: int, sdpa_s: float, label: str, r: dict[str, Any]) -> str:
     dense = sum(f is not None for f in r["fallback_per_layer"])
     return (
         f"{length:>7} tokens: sdpa {sdpa_s * 1e3:.1f} ms, {label} {r['ttft_s'] * 1e3:.1f} ms "
-        f"(density {density}, {dense} dense-fallback layers), speed-up {speedup}"
+        f"(density {density}, {dense} dense-fallback layers, {r['graphs_captured']} graphs), "
+        f"speed-up {speedup}"
     )
 
 
@@ -371,9 +394,12 @@ def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (every option spelled out)."""
     parts = []
     for key, value in vars(args).items():
-        if value is not None:
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):  # a store_true flag: present or absent
+            parts += [flag] if value else []
+        elif value is not None:
             value = " ".join(value) if isinstance(value, list) else value
-            parts.append(f"--{key.replace('_', '-')} {value}")
+            parts.append(f"{flag} {value}")
     return "attnsieve bench e2e " + " ".join(parts)
 
 

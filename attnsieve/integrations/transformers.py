@@ -26,8 +26,10 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import attention, dense_attention, resolve_backend
+from attnsieve.checks import check_bool
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.cost import CostModel
+from attnsieve.integrations.graphs import PlanGraphs
 from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.integrations.paged import PagedSession
 from attnsieve.layout import causal_token_mask
@@ -87,10 +89,15 @@ class PatchHandle:
     """
 
     def __init__(
-        self, config: AttentionConfig, num_layers: int, cost: CostModel | None = None
+        self,
+        config: AttentionConfig,
+        num_layers: int,
+        cost: CostModel | None = None,
+        graphs: bool = False,
     ) -> None:
         self.config = config
         self.cost = cost
+        self.graphs = PlanGraphs() if graphs else None
         self.stats = PatchStats(num_layers)
         # per layer: the last plan's density copied to the host without waiting (copy, event)
         self._densities: dict[int, tuple[Tensor, Any]] = {}
@@ -139,6 +146,8 @@ class PatchHandle:
         if self.removed or self.model is None:
             return
         self.removed = True
+        if self.graphs is not None:
+            self.graphs.clear()
         try:
             self.model.set_attn_implementation(self.previous)
         finally:
@@ -153,7 +162,7 @@ class PatchHandle:
 
 
 # models loaded with attn_implementation="attnsieve"
-_default = PatchHandle(AttentionConfig(), 0, DEFAULT_COST)
+_default = PatchHandle(AttentionConfig(), 0, DEFAULT_COST, graphs=True)
 
 
 def register() -> None:
@@ -184,14 +193,20 @@ def default_stats() -> PatchStats:
 
 
 def patch(
-    model: Any, config: AttentionConfig | None = None, *, cost: CostModel | None = DEFAULT_COST
+    model: Any,
+    config: AttentionConfig | None = None,
+    *,
+    cost: CostModel | None = DEFAULT_COST,
+    graphs: bool = True,
 ) -> PatchHandle:
     """Route ``model``'s attention through attnsieve until the returned handle is removed.
 
     The config is checked against the model first (layer overrides beyond its layers, per-head
     lists of another length than its query heads). On the Triton backend, ``cost`` decides per
     layer whether planning can pay for itself (`attnsieve.integrations.cost`); a layer where it
-    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans.
+    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans. With
+    ``graphs`` (CUDA only), a layer's plan + attention is captured in a CUDA graph the second
+    time its planner sees the same shapes, and replayed after (`attnsieve.integrations.graphs`).
     Example::
 
         with attnsieve.patch(model, AttentionConfig(prefill="flexprefill")) as stats:
@@ -218,7 +233,8 @@ def patch(
     register()
     if cost is not None and not isinstance(cost, CostModel):
         raise TypeError(f"cost: expected a CostModel or None, got {type(cost).__name__}")
-    handle = PatchHandle(config, num_layers, cost)
+    check_bool("graphs", graphs)
+    handle = PatchHandle(config, num_layers, cost, graphs)
     handle.model, handle.previous = model, model.config._attn_implementation
     for module in modules:
         setattr(module, _HANDLE_ATTR, handle)
@@ -375,13 +391,21 @@ def attention_forward(
         # slots (its "sdpa" convention is top-left causal); they must not be attended.
         key, value = key[:, :, :n], value[:, :, :n]
     b, h_q, _, d = query.shape
-    layout = planner.plan(query, key, causal=True)
+
+    def planned(q: Tensor, k: Tensor, v: Tensor, out: Tensor) -> Tensor:
+        layout = planner.plan(q, k, causal=True)
+        attention(
+            q, k, v, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
+            precision=config.prefill_precision, backend=config.backend,
+        )  # fmt: skip
+        return layout.density(causal=True, reduce=False).mean()
+
     out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
-    attention(
-        query, key, value, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
-        precision=config.prefill_precision, backend=config.backend,
-    )  # fmt: skip
-    density = layout.density(causal=True, reduce=False).mean()
+    if handle.graphs is not None and resolve_backend(config.backend, query) == "triton":
+        name = getattr(planner, "name", "") or type(planner).__name__
+        density = handle.graphs.run((id(planner), scaling), name, planned, query, key, value, out)
+    else:
+        density = planned(query, key, value, out)
     handle.stats.record(layer, density, None)
     handle.keep_density(layer, density)
     return out, None

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from attnsieve.api import select_pages
 from attnsieve.checks import check_float, check_int, check_tensor
-from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
+from attnsieve.methods.kv.base import pack_indices
 from attnsieve.views import Pages, PageView
 
 
@@ -94,13 +95,16 @@ def valid_tokens(view: PageView) -> Tensor:
 
 
 def top_pages(score: Tensor, count: Tensor, width: int, view: PageView) -> Pages:
-    """The ``count`` (per head, at most ``width``) best pages by ``score`` (B, H_kv, P), the last
-    page always among them, invalid pages never."""
-    p = score.shape[-1]
-    valid = torch.arange(p, device=score.device) < view.page_count[..., None]
-    key = rank_key(score, last_page(view), valid)
+    """The ``count`` (per head, at least 1, at most ``width`` <= P and the head's page count) best
+    pages by ``score`` float32 (B, H_kv, P), which ranks each head's last page first (+inf) and
+    its invalid pages last (-inf), as `attnsieve.api.quest_page_scores` does; ties go to the
+    lower pages.
+
+    One `attnsieve.api.select_pages` (a threshold search and an ordered pass in one kernel on
+    CUDA): ascending lists padded with -1, no host synchronisation, no bool mask over all P
+    pages."""
     count = torch.minimum(count.clamp(min=1), view.page_count.long())
-    return Pages(*pack_indices(top_mask(key, count, width), width))
+    return Pages(*select_pages(score, count, width))
 
 
 def pages_of(tokens: Tensor, view: PageView, width: int) -> Pages:

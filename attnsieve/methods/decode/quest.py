@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from attnsieve.api import quest_page_scores
 from attnsieve.checks import check_int
 from attnsieve.methods.decode.base import (
     DecodeSelector,
@@ -46,13 +47,10 @@ class Quest(DecodeSelector):
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)
-        b, h, p, d = view.key_min.shape
+        p = view.key_min.shape[2]
         width = max(1, self.max_tokens(p * view.page_size) // view.page_size)
         if view.layer < self.dense_layers or width >= p:
             return None
-        qg = q.float().view(b, h, -1, d)
-        # sum_d max(q_d min_d, q_d max_d) = q+ . max + q- . min: two matmuls, no (P, D) product
-        bound = qg.clamp(min=0) @ view.key_max.float().transpose(-1, -2)
-        bound = bound + qg.clamp(max=0) @ view.key_min.float().transpose(-1, -2)
+        score = quest_page_scores(q, view.key_min, view.key_max, view.page_count)
         count = self.token_targets(view) // view.page_size
-        return top_pages(bound.amax(2), count, width, view)
+        return top_pages(score, count, width, view)

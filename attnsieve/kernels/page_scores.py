@@ -1,0 +1,93 @@
+"""Quest's page scores in Triton: one launch from the query and the page summaries to the score
+that decode-time page selection ranks by.
+
+Program (b, h_kv, i) loads the key minima and maxima of the i-th block of BLOCK_P pages of KV head
+h_kv (whole rows of D channels: no loop over D), uses them for all g query heads of the group, and
+writes the max over those heads of ``sum_d max(q_d min_d, q_d max_d)``, with the head's last page
++inf (always read) and pages past its page count -inf (never loaded). It replaces the PyTorch
+path's two batched matmuls, group max and float64 ranking key; float32 throughout. The twin is
+:func:`attnsieve.kernels.page_scores_reference.page_scores`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# summary elements per tile (min and max each): 64 registers a thread at 4 warps
+_TILE_ELEMENTS = 4096
+
+
+# fmt: off
+@triton.jit
+def _page_scores_kernel(
+    Q, KMIN, KMAX, COUNT, OUT,
+    stride_qb, stride_qh, stride_qd,
+    stride_nb, stride_nh, stride_np, stride_nd,
+    stride_xb, stride_xh, stride_xp, stride_xd,
+    stride_cb, stride_ch, H_KV, P, D,
+    GROUP: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    i_bh, i_p = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = (i_bh // H_KV).to(tl.int64), (i_bh % H_KV).to(tl.int64)
+    # clamped to the summaries: a count past them must not read outside
+    n_pages = tl.minimum(tl.load(COUNT + i_b * stride_cb + i_h * stride_ch), P)
+    o_p = i_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    o_d = tl.arange(0, BLOCK_D)
+    m_p, m_d = o_p < n_pages, o_d < D
+    m_pd = m_p[:, None] & m_d[None, :]
+    # pages past the count are never loaded: their +inf / -inf (or anything) stays out
+    o_n = o_p.to(tl.int64)[:, None] * stride_np + o_d[None, :] * stride_nd
+    o_x = o_p.to(tl.int64)[:, None] * stride_xp + o_d[None, :] * stride_xd
+    b_min = tl.load(KMIN + i_b * stride_nb + i_h * stride_nh + o_n, mask=m_pd, other=0.0)
+    b_max = tl.load(KMAX + i_b * stride_xb + i_h * stride_xh + o_x, mask=m_pd, other=0.0)
+
+    b_score = tl.full([BLOCK_P], float("-inf"), dtype=tl.float32)
+    p_q = Q + i_b * stride_qb + (i_h * GROUP) * stride_qh + o_d * stride_qd
+    for i_g in tl.static_range(GROUP):
+        b_q = tl.load(p_q + i_g * stride_qh, mask=m_d, other=0.0).to(tl.float32)[None, :]
+        b_bound = tl.sum(tl.maximum(b_q * b_min, b_q * b_max), 1)  # [BLOCK_P]
+        b_score = tl.maximum(b_score, b_bound)
+
+    b_score = tl.where(m_p, b_score, float("-inf"))
+    b_score = tl.where(o_p == n_pages - 1, float("inf"), b_score)
+    tl.store(OUT + i_bh.to(tl.int64) * P + o_p, b_score, mask=o_p < P)
+# fmt: on
+
+
+def page_scores(q: Tensor, key_min: Tensor, key_max: Tensor, page_count: Tensor) -> Tensor:
+    """float32 (B, H_kv, P) Quest scores of the pages of each KV head, Triton.
+
+    Args:
+        q: (B, H_q, D) float16/bfloat16/float32, H_q = g * H_kv; any strides.
+        key_min, key_max: float32 (B, H_kv, P, D) per-page channel-wise key min / max; any
+            strides; pages past a head's count are never read.
+        page_count: int32 (B, H_kv) valid pages per head (clamped to P).
+
+    A page's score is the max over the head's g query heads of ``sum_d max(q_d min_d,
+    q_d max_d)``; the last valid page scores +inf, pages past the count -inf (a head with no page:
+    all -inf). `attnsieve.api.quest_page_scores` checks the arguments.
+    """
+    if not q.is_cuda and not INTERPRET:
+        raise ValueError(
+            f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
+        )
+    b, h_kv, p, d = key_min.shape
+    out = torch.empty((b, h_kv, p), dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out
+    block_d = triton.next_power_of_2(d)
+    block_p = min(128, max(16, _TILE_ELEMENTS // block_d))
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        _page_scores_kernel[(b * h_kv, triton.cdiv(p, block_p))](
+            q, key_min, key_max, page_count, out, *q.stride(), *key_min.stride(),
+            *key_max.stride(), *page_count.stride(), h_kv, p, d,
+            GROUP=q.shape[1] // h_kv, BLOCK_P=block_p, BLOCK_D=block_d,
+        )  # fmt: skip
+    return out

@@ -1,0 +1,128 @@
+"""Top-``count`` page selection in Triton: one launch from page scores to the ascending index
+list a sparse decode step reads, replacing a top-k and a sort.
+
+Program (b, h) maps its row of float32 scores to order-preserving int32 keys and finds the
+count-th largest key T by bisection on its bits (the sign, then 31 bits from the top: each step
+counts the keys above a candidate). One pass in index order then keeps the keys above T and the
+first (count - #above) keys equal to T (ties go to lower indices) and writes each kept index to
+its exclusive prefix count, so the list comes out ascending; slots [count, width) get -1. A row of
+at most BLOCK pages stays in registers through the bisection; longer rows are re-read BLOCK
+pages at a time. No host synchronisation, fixed output shapes (CUDA-graph capturable). The twin
+is :func:`attnsieve.kernels.page_select_reference.select_pages`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INT32_MIN = tl.constexpr(-2147483648)
+# keys a program holds in registers at once: 16 a thread at 16 warps
+_MAX_BLOCK = 8192
+
+
+# fmt: off
+@triton.jit
+def _keys(p_s, o_p, P, stride_sp):
+    """int32 order keys of the scores at pages o_p (INT32_MIN past P: never above a threshold)."""
+    m_p = o_p < P
+    b_score = tl.load(p_s + o_p.to(tl.int64) * stride_sp, mask=m_p, other=0.0)
+    b_bits = b_score.to(tl.int32, bitcast=True)
+    b_key = tl.where(b_bits < 0, b_bits ^ 0x7FFFFFFF, b_bits)
+    return tl.where(m_p, b_key, INT32_MIN)
+
+
+@triton.jit
+def _count_above(p_s, b_key, t, P, stride_sp, SINGLE: tl.constexpr, BLOCK: tl.constexpr):
+    """Number of keys of the row strictly above t (b_key: the whole row when SINGLE)."""
+    if SINGLE:
+        n = tl.sum((b_key > t).to(tl.int32), 0)
+    else:
+        n = 0
+        for i_p in range(0, P, BLOCK):
+            b_chunk = _keys(p_s, i_p + tl.arange(0, BLOCK), P, stride_sp)
+            n += tl.sum((b_chunk > t).to(tl.int32), 0)
+    return n
+
+
+@triton.jit
+def _page_select_kernel(
+    S, COUNT, IDX, N_OUT,
+    stride_sb, stride_sh, stride_sp, stride_cb, stride_ch,
+    H, P, WIDTH,
+    SINGLE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    i_bh = tl.program_id(0)
+    i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
+    p_s = S + i_b * stride_sb + i_h * stride_sh
+    n_sel = tl.load(COUNT + i_b * stride_cb + i_h * stride_ch)  # clamped before any narrowing
+    n_sel = tl.minimum(tl.maximum(n_sel, 0), tl.minimum(WIDTH, P)).to(tl.int32)
+    o_b = tl.arange(0, BLOCK)
+    b_key = _keys(p_s, o_b, P, stride_sp)  # [BLOCK]; only used when SINGLE
+
+    # T = the largest t with #(key >= t) >= n_sel, i.e. #(key > t - 1) >= n_sel; fixing the sign
+    # first, setting a lower bit always raises t (two's complement), so t - 1 never wraps
+    n = _count_above(p_s, b_key, -1, P, stride_sp, SINGLE, BLOCK)
+    t = tl.where(n >= n_sel, 0, INT32_MIN)
+    for i_bit in range(31):
+        cand = t | (1 << (30 - i_bit))
+        n = _count_above(p_s, b_key, cand - 1, P, stride_sp, SINGLE, BLOCK)
+        t = tl.where(n >= n_sel, cand, t)
+    n_tie = n_sel - _count_above(p_s, b_key, t, P, stride_sp, SINGLE, BLOCK)
+
+    # in index order: every key above T, the first n_tie keys equal to it; slot = prefix count
+    p_idx = IDX + i_bh.to(tl.int64) * WIDTH
+    n_kept, n_eq = 0, 0
+    for i_p in range(0, P, BLOCK):
+        o_p = i_p + o_b
+        b_chunk = _keys(p_s, o_p, P, stride_sp)
+        m_eq = (b_chunk == t) & (o_p < P)
+        b_eq = m_eq.to(tl.int32)
+        m_keep = (b_chunk > t) | (m_eq & (n_eq + tl.cumsum(b_eq, 0) - b_eq < n_tie))
+        b_keep = m_keep.to(tl.int32)
+        tl.store(p_idx + n_kept + tl.cumsum(b_keep, 0) - b_keep, o_p, mask=m_keep)
+        n_kept += tl.sum(b_keep, 0)
+        n_eq += tl.sum(b_eq, 0)
+    for i_w in range(0, WIDTH, BLOCK):
+        o_w = i_w + o_b
+        tl.store(p_idx + o_w, -1, mask=(o_w >= n_sel) & (o_w < WIDTH))
+    tl.store(N_OUT + i_bh, n_sel)
+# fmt: on
+
+
+def select_pages(score: Tensor, count: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """The ``count`` largest entries of each row of ``score``, as ascending page lists, Triton.
+
+    Args:
+        score: float32 (B, H, P), any strides; NaNs rank by their bits (as the twin's keys).
+        count: integer (B, H) entries to pick per row, clamped to [0, min(width, P)].
+        width: slots per list, >= 1.
+
+    Returns ``(idx, n)``: int32 (B, H, width) contiguous, the picked indices ascending then -1;
+    int32 (B, H) the clamped count. Ties at the threshold go to the lower indices. A row of
+    distinct entries picks what ``score.topk(count)`` picks. `attnsieve.api.select_pages` checks
+    the arguments.
+    """
+    if not score.is_cuda and not INTERPRET:
+        raise ValueError(
+            f"score: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got "
+            f"{score.device}"
+        )
+    b, h, p = score.shape
+    idx = torch.empty((b, h, width), dtype=torch.int32, device=score.device)
+    n = torch.empty((b, h), dtype=torch.int32, device=score.device)
+    if n.numel() == 0:
+        return idx, n
+    block = min(max(triton.next_power_of_2(p), 128), _MAX_BLOCK)
+    with torch.cuda.device(score.device) if score.is_cuda else contextlib.nullcontext():
+        _page_select_kernel[(b * h,)](
+            score, count, idx, n, *score.stride(), *count.stride(), h, p, width,
+            SINGLE=p <= block, BLOCK=block, num_warps=min(16, max(4, block // 512)),
+        )  # fmt: skip
+    return idx, n

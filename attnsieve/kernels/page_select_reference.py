@@ -1,0 +1,32 @@
+"""Top-``count`` page selection in plain PyTorch: the semantics the Triton kernel is tested on."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def order_key(score: Tensor) -> Tensor:
+    """int32 keys ordered as the float32 ``score``s: the bits, with the 31 low bits of negative
+    numbers inverted (-0.0 sorts just below +0.0; NaNs sort by their bits, beyond +-inf)."""
+    bits = score.contiguous().view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def select_pages(score: Tensor, count: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Per row of ``score`` float32 (B, H, P), the indices of its ``count`` (B, H) largest entries
+    (count clamped to [0, min(width, P)]), ties broken towards lower indices, in ascending order
+    and padded with -1 to int32 (B, H, width); and the clamped count, int32 (B, H).
+
+    One stable descending sort of the order keys (so equal keys keep index order), the first
+    ``count`` ranks kept, one ascending sort.
+    """
+    p = score.shape[-1]
+    n = count.long().clamp(0, min(width, p))
+    best = order_key(score).argsort(dim=-1, descending=True, stable=True)[..., :width]
+    rank = torch.arange(best.shape[-1], device=score.device)
+    idx = torch.where(rank < n[..., None], best, p).sort(dim=-1).values  # dropped (p) last
+    idx = torch.where(idx < p, idx, -1).int()
+    if idx.shape[-1] < width:  # width > P: nothing to place in the extra slots
+        idx = torch.nn.functional.pad(idx, (0, width - idx.shape[-1]), value=-1)
+    return idx, n.int()

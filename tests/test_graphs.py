@@ -1,0 +1,110 @@
+"""CUDA graphs of plan + attention (attnsieve.integrations.graphs): plans that can be captured,
+and (on a GPU) replays that equal eager runs."""
+
+import warnings
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+from attnsieve.methods import PLANNERS, get_planner
+
+# vertical_slash checks its span rows on the host (layout_spans), so it stays eager
+CAPTURABLE = sorted(set(PLANNERS) - {"vertical_slash"})
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("name", CAPTURABLE)
+def test_plans_have_no_data_dependent_host_step(name):
+    """Fake tensors have no values: any .item(), bool(tensor), nonzero or value-sized shape in a
+    plan raises here, as it would wait for the GPU (and break a graph capture) there."""
+    with FakeTensorMode():
+        q, k = torch.randn(2, 6, 1100, 32), torch.randn(2, 2, 1100, 32)
+        layout = get_planner(name).plan(q, k, causal=True)
+        layout.density(causal=True, reduce=False).mean()
+
+
+def test_a_host_step_is_detected():
+    """The check above can fail: vertical_slash's span packing reads values on the host."""
+    with FakeTensorMode(), pytest.raises(DataDependentOutputException):
+        q, k = torch.randn(1, 2, 1100, 32), torch.randn(1, 2, 1100, 32)
+        get_planner("vertical_slash").plan(q, k, causal=True)
+
+
+@CUDA
+def test_replays_read_new_inputs_and_write_the_caller_buffer():
+    from attnsieve.integrations.graphs import PlanGraphs
+
+    def call(q, k, v, out):
+        out.copy_((q + k.sum(2, keepdim=True)).transpose(1, 2) * v.mean())
+        return q.float().mean()
+
+    graphs = PlanGraphs()
+    for step in range(5):
+        q, k, v = (torch.randn(2, 3, 40, 16, device="cuda") + step for _ in range(3))
+        out, expected = (
+            torch.empty(2, 40, 3, 16, device="cuda"),
+            torch.empty(2, 40, 3, 16, device="cuda"),
+        )
+        density = graphs.run(("toy",), "toy", call, q, k, v, out)
+        assert torch.equal(density, call(q, k, v, expected))
+        assert torch.equal(out, expected), step
+    buffers = next(iter(graphs._buffers.values()))
+    assert buffers.graphs[("toy",)] is not None  # captured at the second call, replayed after
+
+
+@CUDA
+def test_a_synchronising_call_warns_once_and_stays_eager():
+    from attnsieve.integrations.graphs import PlanGraphs
+
+    def call(q, k, v, out):
+        out.copy_(q.transpose(1, 2) * float(k.max()))  # float(tensor) waits for the GPU
+        return q.float().mean()
+
+    graphs = PlanGraphs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            q, k, v = (torch.randn(1, 2, 8, 16, device="cuda") for _ in range(3))
+            out, expected = (
+                torch.empty(1, 8, 2, 16, device="cuda"),
+                torch.empty(1, 8, 2, 16, device="cuda"),
+            )
+            graphs.run(("sync",), "sync", call, q, k, v, out)
+            call(q, k, v, expected)
+            assert torch.equal(out, expected)
+    assert sum("cannot be captured" in str(w.message) for w in caught) == 1
+
+
+@CUDA
+@pytest.mark.parametrize("name", ["flexprefill", "xattention", "vertical_slash"])
+def test_a_patched_model_gives_the_same_logits_with_graphs(name):
+    """Three prefill forwards of a tiny Llama (two shapes, so graphs are captured and replayed
+    for one and evicted from nothing): identical logits and densities with and without graphs."""
+    transformers = pytest.importorskip("transformers")
+    from attnsieve.integrations import AttentionConfig, patch
+
+    config = transformers.LlamaConfig(
+        vocab_size=128, hidden_size=256, intermediate_size=256, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=4096,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config).cuda().to(torch.bfloat16).eval()
+    attn = AttentionConfig(prefill={"method": name}, min_prefill_length=1)
+    runs = {}
+    for graphs in (False, True):
+        logits, densities = [], []
+        handle = patch(model, attn, cost=None, graphs=graphs)
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            for n in (1500, 1500, 1500, 1100):
+                ids = torch.randint(3, 128, (1, n), generator=torch.Generator().manual_seed(n))
+                logits.append(model(input_ids=ids.cuda(), use_cache=False).logits)
+                densities.append(handle.stats.density_per_layer)
+            captured = handle.graphs.captured if graphs else 0
+        handle.remove()
+        runs[graphs] = logits, densities
+    for eager, graphed in zip(*(runs[g][0] for g in (False, True)), strict=True):
+        assert torch.equal(eager, graphed)
+    assert runs[False][1] == runs[True][1]
+    # one planner object serves every layer: one graph per shape seen at least twice
+    assert captured == (0 if name == "vertical_slash" else 2)

@@ -1,0 +1,155 @@
+"""The top-``count`` page-selection kernel vs its PyTorch twin (exactly equal, ties included), what
+both pick, and the argument checks of `api.select_pages` (TRITON_INTERPRET=1 on CPU)."""
+
+import math
+
+import pytest
+import torch
+
+from attnsieve import api
+from attnsieve.kernels import page_select, page_select_reference
+
+pytestmark = pytest.mark.usefixtures("nan_empty")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _scores(b, h, p, levels=None, transposed=False):
+    """float32 (B, H, P): normal, or drawn from ``levels`` distinct values (many ties); each row
+    with its last valid page +inf and a random tail of -inf, as Quest's scores; (B, P, H)
+    storage transposed when asked."""
+    if levels:
+        score = torch.randint(0, levels, (b, h, p)).float() - levels // 2
+    else:
+        score = torch.randn(b, h, p)
+    valid = torch.randint(1, p + 1, (b, h))
+    pages = torch.arange(p)
+    score = score.masked_fill(pages >= valid[..., None], -math.inf)
+    score = score.masked_fill(pages == valid[..., None] - 1, math.inf)
+    if transposed:
+        return score.transpose(1, 2).contiguous().to(DEVICE).transpose(1, 2), valid.to(DEVICE)
+    return score.to(DEVICE), valid.to(DEVICE)
+
+
+def _check(score, count, width):
+    """Kernel == twin exactly; the lists ascending, -1 padded, the top entries of each row."""
+    idx, n = page_select.select_pages(score, count, width)
+    ref_idx, ref_n = page_select_reference.select_pages(score, count, width)
+    assert idx.dtype == n.dtype == torch.int32 and idx.shape == (*score.shape[:2], width)
+    assert idx.is_contiguous()
+    assert torch.equal(n, ref_n) and torch.equal(idx, ref_idx)
+    for row, s, k in zip(idx.flatten(0, 1), score.flatten(0, 1), n.flatten().tolist(), strict=True):
+        head, pad = row[:k], row[k:]
+        assert bool((pad == -1).all()) and bool((head >= 0).all())
+        assert bool((head[1:] > head[:-1]).all()), "strictly ascending"
+        if 0 < k < s.numel():  # nothing left out beats the least picked; ties by lowest index
+            key = page_select_reference.order_key(s)
+            picked = torch.zeros_like(s, dtype=torch.bool)
+            picked[head.long()] = True
+            low = key[picked].min()
+            assert bool((key[~picked] <= low).all())
+            tied_out = (~picked & (key == low)).nonzero()
+            if tied_out.numel():
+                assert int(tied_out.min()) > int(head[key[head.long()] == low].max())
+
+
+def _counts(valid, width, kind):
+    """Counts clamped as `top_pages` clamps them (1 <= count <= min(width, valid pages))."""
+    cap = valid.clamp(max=width)
+    if kind == "one":
+        return torch.ones_like(valid)
+    if kind == "width":
+        return cap
+    return torch.randint(1, 1 << 20, valid.shape, device=valid.device) % cap + 1  # ragged
+
+
+# (B, H, P, width, levels, transposed); the in-register path: P <= the kernel's block
+SINGLE = [
+    (2, 3, 300, 40, None, False),
+    (1, 4, 129, 129, 3, True),
+    (3, 1, 1000, 250, 2, False),
+    (1, 2, 77, 16, 1, False),  # every finite score equal: ties decide everything
+]
+
+
+@pytest.mark.parametrize("kind", ["one", "width", "ragged"])
+@pytest.mark.parametrize(("b", "h", "p", "width", "levels", "transposed"), SINGLE)
+def test_matches_twin(b, h, p, width, levels, transposed, kind):
+    score, valid = _scores(b, h, p, levels, transposed)
+    _check(score, _counts(valid, width, kind), width)
+
+
+# P over several blocks of 64 (the last partial), width over one block too
+CHUNKED = [
+    (1, 2, 300, 70, None),
+    (2, 1, 201, 33, 4),
+]
+
+
+@pytest.mark.parametrize(("b", "h", "p", "width", "levels"), CHUNKED)
+def test_matches_twin_over_blocks(monkeypatch, b, h, p, width, levels):
+    monkeypatch.setattr(page_select, "_MAX_BLOCK", 64)
+    score, valid = _scores(b, h, p, levels)
+    count = _counts(valid, width, "ragged")
+    count[0, 0] = min(width, int(valid[0, 0]))
+    _check(score, count, width)
+
+
+def test_counts_clamped_and_signed_zeros_and_nan():
+    """Counts past width or P, 0 and negative are clamped identically; -0.0 ranks just below
+    +0.0; NaNs rank by their bits (a positive NaN above +inf); int64 counts work."""
+    score = torch.zeros(1, 5, 90)
+    score[0, 1, ::2] = -0.0
+    score[0, 2, 7] = math.nan
+    score[0, 3, :] = -math.inf
+    score[0, 4, 50:] = math.inf
+    score = score.to(DEVICE)
+    count = torch.tensor([[1 << 40, 3, 2, 0, -4]], device=DEVICE)
+    _check(score, count, 60)
+    idx, n = page_select_reference.select_pages(score, count, 60)
+    assert n.tolist() == [[60, 3, 2, 0, 0]]
+    assert idx[0, 1, :3].tolist() == [1, 3, 5]  # the +0.0 pages first
+    assert idx[0, 2, :2].tolist() == [0, 7]
+    assert idx[0, 0, :60].tolist() == list(range(60))
+    _check(score, count, 120)  # width > P: the extra slots stay -1
+
+
+def test_distinct_scores_pick_what_topk_picks():
+    score, valid = _scores(2, 4, 500)
+    count = _counts(valid, 64, "ragged")
+    idx, n = api.select_pages(score, count, 64, backend="triton")
+    for row, s, k in zip(idx.flatten(0, 1), score.flatten(0, 1), n.flatten().tolist(), strict=True):
+        assert row[:k].tolist() == sorted(s.topk(k).indices.tolist())
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_api_dispatch(backend):
+    score, valid = _scores(1, 2, 50, levels=3)
+    out = api.select_pages(score, valid.clamp(max=8), 8, backend=backend)
+    ref = page_select_reference.select_pages(score, valid.clamp(max=8), 8)
+    assert all(torch.equal(a, b) for a, b in zip(out, ref, strict=True))
+
+
+def _args():
+    return {"score": torch.randn(2, 3, 10), "count": torch.ones(2, 3, dtype=torch.int32),
+            "width": 4}  # fmt: skip
+
+
+MALFORMED = [
+    ({"score": torch.randn(2, 3)}, ValueError, "score"),
+    ({"score": torch.randn(2, 3, 10).double()}, TypeError, "score"),
+    ({"score": torch.ones(2, 3, 10, dtype=torch.int32)}, TypeError, "score"),
+    ({"count": torch.ones(2, 3)}, TypeError, "count"),
+    ({"count": torch.ones(2, 3, dtype=torch.bool)}, TypeError, "count"),
+    ({"count": [[1]]}, TypeError, "count"),
+    ({"count": torch.ones(2, 4, dtype=torch.int32)}, ValueError, "count"),
+    ({"width": 0}, ValueError, "width"),
+    ({"width": 2.0}, ValueError, "width"),
+    ({"backend": "fast"}, ValueError, "backend"),
+]
+
+
+@pytest.mark.parametrize(("change", "error", "name"), MALFORMED)
+def test_malformed_input_is_named(change, error, name):
+    with pytest.raises(error, match=f"^{name}:"):
+        api.select_pages(**{**_args(), **change})
