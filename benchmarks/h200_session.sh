@@ -155,13 +155,13 @@ final1)  # GGUF in three parts (.stage/r1..r3; the tree is 17 MiB of the 64 a ca
     # .stage/t: CUDA tests of the graph runner and Quest's page kernels, planning eager vs graphed,
     # bench decode (an earlier call of this part, with the check script's bug, gave decode.json)
     cp .stage/r1/part_0 "$HOME/m/"
-    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
+    timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
         tests/test_kernel_page_scores.py $(ls tests/test_kernel_page_select.py 2> /dev/null) \
         > "$OUT/cuda_tests2.log" 2>&1
     tail -3 "$OUT/cuda_tests2.log"
-    timeout 120 python3 benchmarks/check_no_sync.py --lengths 8192,32768 --out "$OUT" 2>&1 \
+    timeout 90 python3 benchmarks/check_no_sync.py --lengths 8192,32768 --out "$OUT" 2>&1 \
         | grep -v Warn | tail -20
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT" > "$OUT/decode.log" 2>&1
+    timeout 100 python3 -m attnsieve bench decode --reps 20 --out "$OUT" > "$OUT/decode.log" 2>&1
     tail -14 "$OUT/decode.log"
     ;;
 final2)  # at once after final1
@@ -174,10 +174,10 @@ final3)  # at once after final2, carrying .stage/r3: time to first token with gr
     echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
     B="python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 1 --out $OUT"
     B="$B --lengths 8k,32k,64k,128k --methods flexprefill"
-    timeout 100 $B --no-cost 2>&1 | grep "tokens:\|wrote\|error"
-    timeout 100 $B --no-cost --no-graphs 2>&1 | grep "tokens:\|wrote\|error"
-    timeout 100 $B 2>&1 | grep "tokens:\|wrote\|error"
-    timeout 80 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
+    timeout 90 $B --no-cost 2>&1 | grep "tokens:\|wrote\|error"
+    timeout 90 $B --no-cost --no-graphs 2>&1 | grep "tokens:\|wrote\|error"
+    timeout 90 $B 2>&1 | grep "tokens:\|wrote\|error"
+    timeout 60 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
         --fidelity --lengths 32k --methods dense,flexprefill --tasks niah_single \
         --out "$OUT/fidelity32k" 2>&1 | tail -4
     ;;
