@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import attnsieve
+from attnsieve.bench.decode import graph_ms
 from attnsieve.eval.workloads import make_workload
 from attnsieve.methods import PLANNERS, get_planner
 
@@ -34,27 +35,6 @@ def plan_ms(planner, q, k, reps: int = 20) -> float:
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         planner.plan(q, k)
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
-
-
-def graph_ms(work, reps: int = 20) -> float:
-    """Median ms of ``work()`` replayed from a CUDA graph (warmed up on a side stream first)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        work()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        work()
-    times = []
-    for _ in range(reps):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
         stop.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(stop))
@@ -92,7 +72,7 @@ def measure(name: str, w, n: int) -> dict:
         row["graph_attention_ms"] = graph_ms(
             lambda: attnsieve.attention(w.q, w.k, w.v, planner.plan(w.q, w.k)), 20
         )
-    row["dense_ms"] = graph_ms(lambda: attnsieve.dense_attention(w.q, w.k, w.v), 20)
+    row["dense_ms"] = graph_ms(lambda: attnsieve.api.dense_attention(w.q, w.k, w.v), 20)
     return row
 
 

@@ -181,8 +181,15 @@ final3)  # at once after final2, carrying .stage/r3: time to first token with gr
         --fidelity --lengths 32k --methods dense,flexprefill --tasks niah_single \
         --out "$OUT/fidelity32k" 2>&1 | tail -4
     ;;
+final4)  # planning eager vs replayed from a CUDA graph: SmolLM2 shapes, then Llama-3-8B shapes
+    timeout 110 python3 benchmarks/check_no_sync.py --lengths 8192,32768,131072 --out "$OUT" 2>&1 \
+        | grep -v Warn | tail -26
+    timeout 120 python3 -m attnsieve bench prefill --lengths 16384,131072 --out "$OUT" \
+        > "$OUT/prefill.log" 2>&1
+    tail -20 "$OUT/prefill.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4" >&2
     exit 2
     ;;
 esac

@@ -13,6 +13,9 @@ retrieval heads cycling over the query heads) is planned by every planner with i
 - ``plan_ms``, ``attn_ms`` (`attnsieve.kernels.prefill.sparse_attention` on the layout),
   ``total_ms`` and ``speedup`` = SDPA cuDNN causal dense ms / total_ms; ``plan_fraction`` =
   plan_ms / attn_ms. Times are CUDA-event medians (`median_ms`) after a warm-up call.
+- ``graph_plan_ms``: the plan replayed from a CUDA graph, as `attnsieve.patch` runs it once a
+  shape repeats (None where the plan waits for the GPU and cannot be captured), and
+  ``graph_speedup`` = dense ms / (graph_plan_ms + attn_ms).
 
 The sparse output is checked against the float32 reference on the sampled rows first; a planner
 whose check fails gets no times or speed-up. Writes prefill.json and prefill.png (recall vs
@@ -94,6 +97,8 @@ def main(args: argparse.Namespace) -> int:
                 row.update(length=n, planner=name, baseline=baseline, dense_ms=dense_ms)
                 if "total_ms" in row:
                     row["speedup"] = dense_ms / row["total_ms"]
+                if row.get("graph_plan_ms") is not None:
+                    row["graph_speedup"] = dense_ms / (row["graph_plan_ms"] + row["attn_ms"])
                 rows.append(row)
                 bar.update()
             del w
@@ -114,7 +119,8 @@ def main(args: argparse.Namespace) -> int:
     }  # fmt: skip
     write_json(args.out / "prefill.json", payload)
     _plot(args.out / "prefill.png", rows, args.lengths)
-    columns = ["length", "planner", "density", "recall", "plan_ms", "attn_ms", "speedup", "check"]
+    columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
+               "speedup", "graph_speedup", "check"]  # fmt: skip
     print(format_table(rows, columns))
     return 0
 
@@ -141,7 +147,24 @@ def _bench(planner: Any, w: Any, args: argparse.Namespace) -> dict[str, Any]:
     row["attn_ms"] = median_ms(lambda: sparse_attention(q, k, v, layout), rep_ms=args.rep_ms)
     row["total_ms"] = row["plan_ms"] + row["attn_ms"]
     row["plan_fraction"] = row["plan_ms"] / row["attn_ms"]
+    row["graph_plan_ms"] = _graph_plan_ms(planner, q, k)
     return row
+
+
+def _graph_plan_ms(planner: Any, q: Tensor, k: Tensor) -> float | None:
+    """The plan's median ms replayed from a CUDA graph; None if it waits for the GPU (checked
+    under the sync debug mode first, as `attnsieve.integrations.graphs` does)."""
+    from attnsieve.bench.decode import graph_ms
+
+    mode = torch.cuda.get_sync_debug_mode()
+    try:
+        torch.cuda.set_sync_debug_mode("error")
+        planner.plan(q, k)
+    except RuntimeError:
+        return None
+    finally:
+        torch.cuda.set_sync_debug_mode(mode)
+    return graph_ms(lambda: planner.plan(q, k), 20)
 
 
 def _sampled_recall_and_error(
