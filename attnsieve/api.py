@@ -156,7 +156,8 @@ def dense_attention(
     ``mask`` is None or a bool (True = attend) / additive float mask broadcasting to
     (B, 1, N, M); ``causal`` applies only without a mask, top-left aligned as in SDPA (keys past
     N are empty static-cache slots and are dropped). ``softcap`` is Gemma-2's tanh logit
-    soft-capping, computed chunked over queries (no N × M score tensor).
+    soft-capping, computed chunked over queries (no N × M score tensor). Causal attention without
+    a mask on CUDA half tensors runs SDPA's cuDNN backend first (`kernels.prefill.sdpa_dense`).
     """
     check_qkv(q, k, v)
     check_scale(scale)
@@ -175,6 +176,11 @@ def dense_attention(
     causal = mask is None and n > 1 and causal
     if causal and m > n:
         k, v = k[:, :, :n], v[:, :, :n]
+    if causal and dropout == 0 and softcap is None:
+        from attnsieve.kernels.prefill import sdpa_dense, sdpa_serves
+
+        if sdpa_serves(q, k, v):
+            return sdpa_dense(q, k, v, 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
     gqa = q.shape[1] != k.shape[1]
     if softcap is None:
         return F.scaled_dot_product_attention(

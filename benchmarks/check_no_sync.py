@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import attnsieve
-from attnsieve.bench.decode import graph_ms
+from attnsieve.bench.common import graph_ms
 from attnsieve.eval.workloads import make_workload
 from attnsieve.methods import PLANNERS, get_planner
 

@@ -35,6 +35,30 @@ def test_planning_time_is_read_at_the_nearest_measured_length():
     assert model.planning_ms("per_head", 15) == 2.0  # unknown: the slowest planner's time
 
 
+def test_graphed_plans_cost_their_gpu_time_scaled_by_heads():
+    model = CostModel(
+        plan_ms={"a": (5.0, 5.0, 5.0)},
+        graph_plan_ms={"a": (1.0, 2.0)},
+        graph_plan_lengths=(10, 20),
+        graph_plan_heads=4,
+    )
+    assert model.planning_ms("a", 15, graphed_heads=8) == 4.0  # twice the measured heads
+    assert model.planning_ms("a", 15, graphed_heads=40) == 5.0  # never above the eager time
+    # a planner without a graph time (it cannot be captured) keeps its eager time
+    assert model.planning_ms("vertical_slash", 8192, graphed_heads=9) == model.planning_ms(
+        "vertical_slash", 8192
+    )
+
+
+def test_graphs_make_planning_pay_from_32k_on_smollm2():
+    """The H200 measurements (graphs/no_sync.json, e2e_*_nocost*.json): replayed, flexprefill's
+    plan + attention beats dense from 32K on; eager planning does not at 32K."""
+    model = CostModel()
+    assert not model.plan_pays("flexprefill", None, *shape(8192), graphed=True)
+    assert model.plan_pays("flexprefill", None, *shape(32768), graphed=True)
+    assert not model.plan_pays("flexprefill", None, *shape(32768))
+
+
 def test_layout_pays_only_below_the_rate_ratio():
     model = CostModel(dense_tflops=600.0, sparse_tflops=300.0, call_ms=0.0)
     assert model.layout_pays(0.49, *shape(65536))

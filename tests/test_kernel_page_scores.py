@@ -146,3 +146,13 @@ def test_malformed_input_is_named(change, error, name):
     kwargs = {**_args(), **change}
     with pytest.raises(error, match=f"^{name}:"):
         api.quest_page_scores(**kwargs)
+
+
+@pytest.mark.parametrize("scores", [page_scores.page_scores, page_scores_reference.page_scores])
+def test_a_nan_summary_ranks_last_unless_it_holds_the_current_token(scores):
+    key_min, key_max, count = _summaries([[20, 9]], 20, 64)
+    key_min[0, 0, 3, 5] = math.nan  # a valid page of head 0
+    key_max[0, 1, 8, 0] = math.nan  # head 1's current (last) page
+    out = scores(_query(1, 4, 64, torch.float16), key_min, key_max, count)
+    assert out[0, 0, 3] == -math.inf and out[0, 1, 8] == math.inf
+    assert not out.isnan().any()

@@ -199,6 +199,23 @@ def test_dense_dispatch_matches_triton():
     assert err < 1e-2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="SDPA dispatch runs on CUDA only")
+@pytest.mark.parametrize("d", [64, 128])
+def test_dense_attention_on_cudnn_matches_default_sdpa(d):
+    """api.dense_attention's causal path (cuDNN first) against SDPA's own backend choice, on a
+    transposed q as transformers passes it."""
+    from attnsieve.api import dense_attention
+
+    q = torch.randn(1, 777, 9, d, dtype=torch.bfloat16, device="cuda").transpose(1, 2)
+    k, v = (torch.randn(1, 3, 777, d, dtype=torch.bfloat16, device="cuda") for _ in range(2))
+    assert prefill.sdpa_serves(q, k, v)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, is_causal=True, enable_gqa=True
+    )
+    got = dense_attention(q, k, v)
+    assert ((got.float() - want.float()).norm() / want.float().norm()) < 1e-2
+
+
 def test_sdpa_dispatch_needs_16_byte_rows():
     """K/V rows padded to 72 bytes (fuzz seed 279: cuDNN returned garbage, flash raised) are not
     aligned, so the dense dispatch keeps them in the Triton kernel; plain tensors are aligned."""

@@ -29,6 +29,7 @@ from torch import Tensor
 from attnsieve.bench.common import (
     environment,
     format_table,
+    graph_ms,
     ints,
     median_ms,
     rel_err,
@@ -159,9 +160,6 @@ def copy_bandwidth(gib: float = 4.0) -> float:
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e12
 
 
-_FLUSH: list[Tensor] = []
-
-
 def selection_ms(case: SparseCase, c: Paged, reps: int) -> float:
     """A selector's time: in a CUDA graph when it can be captured, else eagerly (its launches and
     any host synchronisation then count, as they would when serving)."""
@@ -176,32 +174,6 @@ def selection_ms(case: SparseCase, c: Paged, reps: int) -> float:
             torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1e3)
         return float(torch.tensor(times[3:]).median())
-
-
-def graph_ms(fn: Callable[[], object], reps: int, flush: bool = True) -> float:
-    """Median ms of one replay of ``fn`` captured in a CUDA graph, L2 flushed before each."""
-    if not _FLUSH:
-        _FLUSH.append(torch.empty(256 * 2**20, dtype=torch.int8, device="cuda"))
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):  # warm-up: compile, autotune, allocate outside the graph
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    times = []
-    for _ in range(reps + 3):
-        if flush:
-            _FLUSH[0].zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return float(torch.tensor(times[3:]).median())
 
 
 def make_cache(b: int, n: int, args: argparse.Namespace) -> Paged:

@@ -37,6 +37,7 @@ from torch import Tensor
 from attnsieve.bench.common import (
     environment,
     format_table,
+    graph_ms,
     ints,
     median_ms,
     require_cuda,
@@ -154,8 +155,6 @@ def _bench(planner: Any, w: Any, args: argparse.Namespace) -> dict[str, Any]:
 def _graph_plan_ms(planner: Any, q: Tensor, k: Tensor) -> float | None:
     """The plan's median ms replayed from a CUDA graph; None if it waits for the GPU (checked
     under the sync debug mode first, as `attnsieve.integrations.graphs` does)."""
-    from attnsieve.bench.decode import graph_ms
-
     mode = torch.cuda.get_sync_debug_mode()
     try:
         torch.cuda.set_sync_debug_mode("error")

@@ -8,7 +8,11 @@ spent) still beats dense. Otherwise the dense path runs and the stats record the
 
 The default rates and planning times are the NVIDIA H200 measurements of `attnsieve bench kernels`
 and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); planning
-time is read per planner at the nearest measured length. On another GPU, measure and pass your own.
+time is read per planner at the nearest measured length. A plan replayed from a CUDA graph
+(`attnsieve.integrations.graphs`, the patch's default) costs only its GPU time: those times come
+from `benchmarks/check_no_sync.py` (benchmarks/results/h200/graphs/no_sync.json, SmolLM2's 9 query
+heads) and scale with batch x query heads; a planner that cannot be captured (vertical_slash)
+keeps its eager time. On another GPU, measure and pass your own.
 """
 
 from __future__ import annotations
@@ -24,6 +28,18 @@ from attnsieve.layout import causal_pairs
 # benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan
 # (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8
 _LENGTHS = (16384, 65536, 131072)
+# graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64)
+_GRAPH_LENGTHS = (8192, 32768, 131072)
+_GRAPH_HEADS = 9
+_GRAPH_PLAN_MS = {
+    "dense": (0.04, 0.05, 0.09),
+    "streaming": (0.07, 0.08, 0.12),
+    "power": (0.08, 0.10, 0.15),
+    "hip": (0.30, 0.46, 1.19),
+    "flexprefill": (0.52, 0.93, 4.70),
+    "xattention": (0.22, 0.60, 5.98),
+    "block_topk": (0.33, 0.85, 4.10),
+}
 _PLAN_MS = {
     "dense": (0.30, 0.24, 0.22),
     "streaming": (0.38, 0.74, 0.88),
@@ -45,6 +61,8 @@ class CostModel:
         sparse_tflops: the Triton kernel's throughput on the pairs it computes.
         call_ms: fixed cost of one sparse attention call (launch, layout reads).
         plan_ms: per planner, planning milliseconds at the lengths ``plan_lengths``.
+        graph_plan_ms: per planner, planning milliseconds replayed from a CUDA graph at the
+            lengths ``graph_plan_lengths`` for ``graph_plan_heads`` query heads (batch 1).
         prior_density: density assumed for a layer before it has been planned once.
     """
 
@@ -53,6 +71,11 @@ class CostModel:
     call_ms: float = 0.05
     plan_ms: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: dict(_PLAN_MS))
     plan_lengths: tuple[int, ...] = _LENGTHS
+    graph_plan_ms: Mapping[str, tuple[float, ...]] = field(
+        default_factory=lambda: dict(_GRAPH_PLAN_MS)
+    )
+    graph_plan_lengths: tuple[int, ...] = _GRAPH_LENGTHS
+    graph_plan_heads: int = _GRAPH_HEADS
     prior_density: float = 0.3
 
     def __post_init__(self) -> None:
@@ -70,12 +93,18 @@ class CostModel:
         flops = density * _flops(batch, heads, n, m, head_dim)
         return self.call_ms + _ms(flops, self.sparse_tflops)
 
-    def planning_ms(self, planner: str, n: int) -> float:
-        """Planning time of ``planner`` at ``n`` tokens: the nearest measured length's (unknown
-        planners, e.g. per-head mixes, cost the slowest measured planner's)."""
-        times = self.plan_ms.get(planner) or max(self.plan_ms.values(), key=max)
-        i = min(bisect.bisect_left(self.plan_lengths, n), len(self.plan_lengths) - 1)
-        return times[i]
+    def planning_ms(self, planner: str, n: int, graphed_heads: int | None = None) -> float:
+        """Planning time of ``planner`` at ``n`` tokens, read at the first measured length at or
+        above ``n`` (the last beyond them; unknown planners, e.g. per-head mixes, cost the
+        slowest measured planner's). With ``graphed_heads`` (batch x query heads of a plan
+        replayed from a CUDA graph), the graph time scaled linearly to those heads where one was
+        measured, if below the eager time (linear scaling overstates many heads)."""
+        eager = self.plan_ms.get(planner) or max(self.plan_ms.values(), key=max)
+        eager_ms = eager[_at(self.plan_lengths, n)]
+        if graphed_heads is None or planner not in self.graph_plan_ms:
+            return eager_ms
+        graphed = self.graph_plan_ms[planner][_at(self.graph_plan_lengths, n)]
+        return min(eager_ms, graphed * graphed_heads / self.graph_plan_heads)
 
     def plan_pays(
         self,
@@ -86,12 +115,14 @@ class CostModel:
         n: int,
         m: int,
         head_dim: int,
+        graphed: bool = False,
     ) -> bool:
         """Before planning: is plan + sparse (at ``density``, the layer's last, or the prior)
-        predicted to beat dense?"""
+        predicted to beat dense? ``graphed``: the plan replays from a CUDA graph."""
         density = self.prior_density if density is None else density
         shape = (batch, heads, n, m, head_dim)
-        planned = self.planning_ms(planner, n) + self.sparse_ms(density, *shape)
+        plan = self.planning_ms(planner, n, batch * heads if graphed else None)
+        planned = plan + self.sparse_ms(density, *shape)
         return planned < self.dense_ms(*shape)
 
     def layout_pays(
@@ -100,6 +131,10 @@ class CostModel:
         """After planning (its cost is spent): does the sparse kernel beat dense?"""
         shape = (batch, heads, n, m, head_dim)
         return self.sparse_ms(density, *shape) < self.dense_ms(*shape)
+
+
+def _at(lengths: tuple[int, ...], n: int) -> int:
+    return min(bisect.bisect_left(lengths, n), len(lengths) - 1)
 
 
 def _flops(batch: int, heads: int, n: int, m: int, head_dim: int) -> float:

@@ -9,9 +9,11 @@ Per key (planner, scale, shapes and strides of q, k, v): the first call runs eag
 and autotunes the kernels); the second runs once more under ``torch.cuda.set_sync_debug_mode
 ("error")`` and, if nothing waited for the device, is captured; later calls copy q, k, v into the
 graph's inputs, replay, and copy the output out. Work that synchronises (e.g. vertical_slash's
-span packing) keeps running eagerly, with one warning per planner. Graphs of the same shapes share
-their input / output buffers and one memory pool (they replay one at a time and their results are
-copied out at once), so 30 layers of per-layer planners cost one set of buffers.
+column check) or whose capture fails keeps running eagerly, with one warning per planner. Graphs
+of the same shapes share their input / output buffers and one memory pool (they replay one at a
+time and their results are copied out at once), so 30 layers of per-layer planners cost one set
+of buffers. The sync debug mode is process-wide: another thread that synchronises during that
+one checking run gets its error.
 """
 
 from __future__ import annotations
@@ -33,16 +35,23 @@ def _signature(*tensors: Tensor) -> tuple:
     return tuple((t.shape, t.stride(), t.dtype, t.device) for t in tensors)
 
 
+def _like(t: Tensor) -> Tensor:
+    """An empty tensor with t's strides (the kernels compiled for them), unless t is a view into
+    a larger storage (e.g. a static cache's prefix), which would allocate all of it."""
+    if t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+
 class _Buffers:
     """Static q, k, v, out and density of one shape signature, and the graphs that read them."""
 
     def __init__(self, q: Tensor, k: Tensor, v: Tensor, out: Tensor) -> None:
-        self.inputs = tuple(torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
-                            for t in (q, k, v))  # fmt: skip
-        self.out = torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device=out.device)
-        self.density: Tensor | None = None  # the first check run's, so its dtype is the eager one
+        self.inputs = tuple(_like(t) for t in (q, k, v))
+        self.out = _like(out)
+        # Layout.density's dtype, so replayed densities equal eager ones bit for bit
+        self.density = torch.zeros((), dtype=torch.float64, device=out.device)
         self.graphs: dict[tuple, torch.cuda.CUDAGraph | None] = {}  # None: runs eagerly
-        self.calls: dict[tuple, int] = {}
 
     def load(self, q: Tensor, k: Tensor, v: Tensor) -> None:
         for static, t in zip(self.inputs, (q, k, v), strict=True):
@@ -54,8 +63,10 @@ class PlanGraphs:
 
     def __init__(self) -> None:
         self._buffers: OrderedDict[tuple, _Buffers] = OrderedDict()
+        self._calls: dict[tuple, int] = {}
         self._pool: Any = None
-        self._warned: set[str] = set()
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
+        self.eager: set[str] = set()  # planners that could not be captured
 
     def run(
         self, key: tuple, name: str, call: PlannedCall, q: Tensor, k: Tensor, v: Tensor, out: Tensor
@@ -63,66 +74,91 @@ class PlanGraphs:
         """``call(q, k, v, out)``'s density, replayed from a graph once the key has been seen;
         ``key`` names everything besides the tensors' shapes that the work depends on."""
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-        if not q.is_cuda or grad or torch.cuda.is_current_stream_capturing():
+        if not q.is_cuda or grad or name in self.eager or torch.cuda.is_current_stream_capturing():
             return call(q, k, v, out)  # a graph records no autograd; nested captures stay whole
         # buffers made under inference mode cannot be written outside it
         signature = (*_signature(q, k, v, out), torch.is_inference_mode_enabled())
+        if len(self._calls) > 4 * MAX_SHAPES * 64:  # many one-off shapes (e.g. an eval sweep)
+            self._calls = {c: n for c, n in self._calls.items() if n > 1}
+        calls = self._calls[(signature, key)] = self._calls.get((signature, key), 0) + 1
+        if calls == 1:  # compiles and autotunes; nothing is kept for a shape seen once
+            return call(q, k, v, out)
+        with torch.cuda.device(q.device):
+            buffers = self._buffers.get(signature)
+            graph = None if buffers is None else buffers.graphs.get(key)
+            if graph is None and buffers is not None and key in buffers.graphs:
+                return call(q, k, v, out)  # its capture failed
+            if graph is None:
+                return self._capture(signature, key, name, call, q, k, v, out)
+            self._buffers.move_to_end(signature)
+            buffers.load(q, k, v)
+            graph.replay()
+            out.copy_(buffers.out)
+            return buffers.density.clone()
+
+    def _capture(
+        self, signature: tuple, key: tuple, name: str, call: PlannedCall,
+        q: Tensor, k: Tensor, v: Tensor, out: Tensor,
+    ) -> Tensor:  # fmt: skip
+        """Run ``call`` on the static buffers (this call's result), again without any host
+        synchronisation, then capture it. A call that synchronises, or whose capture fails, runs
+        eagerly from then on."""
         buffers = self._buffers.get(signature)
         if buffers is None:
             buffers = self._buffers[signature] = _Buffers(q, k, v, out)
             while len(self._buffers) > MAX_SHAPES:
                 self._buffers.popitem(last=False)
         self._buffers.move_to_end(signature)
-        calls = buffers.calls[key] = buffers.calls.get(key, 0) + 1
-        graph = buffers.graphs.get(key)
-        if calls == 1 or (calls > 2 and graph is None):
-            return call(q, k, v, out)
-        buffers.load(q, k, v)
-        if calls == 2:
-            if not self._capture(buffers, key, name, call):
-                return call(q, k, v, out)
-        else:
-            graph.replay()
-        out.copy_(buffers.out)
-        return buffers.density.clone()
-
-    def _capture(self, buffers: _Buffers, key: tuple, name: str, call: PlannedCall) -> bool:
-        """Run ``call`` on the static buffers without any host synchronisation, then capture it;
-        False (and an eager key from then on) if it synchronised."""
         buffers.graphs[key] = None
-        side = torch.cuda.Stream()
+        buffers.load(q, k, v)
+        # first without the sync check: the buffers' strides may compile and autotune anew
+        buffers.density.copy_(call(*buffers.inputs, buffers.out))
+        out.copy_(buffers.out)
+        result = buffers.density.clone()
+        if not self._runs_without_sync(name, call, buffers):
+            return result
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        stream = self._streams.setdefault(q.device, torch.cuda.Stream(q.device))
+        try:  # the capture only records
+            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+                buffers.density.copy_(call(*buffers.inputs, buffers.out))
+        except RuntimeError as error:
+            self._give_up(name, error)
+            torch.cuda.synchronize(q.device)
+            return result
+        buffers.graphs[key] = graph
+        return result
+
+    def _runs_without_sync(self, name: str, call: PlannedCall, buffers: _Buffers) -> bool:
+        """Run ``call`` on the buffers on a side stream, where any wait for the GPU raises; False
+        (and the planner marked eager) if one did."""
+        side = torch.cuda.Stream(buffers.out.device)
         side.wait_stream(torch.cuda.current_stream())
         mode = torch.cuda.get_sync_debug_mode()
         try:
             with torch.cuda.stream(side):
                 torch.cuda.set_sync_debug_mode("error")
-                density = call(*buffers.inputs, buffers.out)
+                call(*buffers.inputs, buffers.out)
         except RuntimeError as error:
-            if name not in self._warned:
-                self._warned.add(name)
-                warnings.warn(
-                    f"attnsieve: {name}'s plan waits for the GPU ({str(error).splitlines()[0]}), "
-                    "so it cannot be captured in a CUDA graph; it runs eagerly",
-                    stacklevel=3,
-                )
+            if "synchroniz" not in str(error):
+                raise  # a real error (out of memory, a kernel's), not a host wait
+            self._give_up(name, error)
             return False
         finally:
             torch.cuda.set_sync_debug_mode(mode)
             torch.cuda.current_stream().wait_stream(side)
-        density.record_stream(torch.cuda.current_stream())  # made on `side`, read here
-        if buffers.density is None:  # the eager dtype (float64 from Layout.density)
-            buffers.density = density.clone()
-        else:
-            buffers.density.copy_(density)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        # the capture only records: the eager run above produced this call's output
-        with torch.cuda.graph(graph, pool=self._pool):
-            density = call(*buffers.inputs, buffers.out)
-            buffers.density.copy_(density)
-        buffers.graphs[key] = graph
         return True
+
+    def _give_up(self, name: str, error: Exception) -> None:
+        if name not in self.eager:
+            self.eager.add(name)
+            warnings.warn(
+                f"attnsieve: {name}'s plan cannot be captured in a CUDA graph "
+                f"({str(error).splitlines()[0]}); it runs eagerly",
+                stacklevel=4,
+            )
 
     @property
     def captured(self) -> int:
@@ -131,3 +167,4 @@ class PlanGraphs:
 
     def clear(self) -> None:
         self._buffers.clear()
+        self._calls.clear()

@@ -184,7 +184,7 @@ def set_default_config(config: AttentionConfig | None) -> None:
     global _default
     if config is not None and not isinstance(config, AttentionConfig):
         raise TypeError(f"config: expected an AttentionConfig or None, got {type(config).__name__}")
-    _default = PatchHandle(config or AttentionConfig(), 0, DEFAULT_COST)
+    _default = PatchHandle(config or AttentionConfig(), 0, DEFAULT_COST, graphs=True)
 
 
 def default_stats() -> PatchStats:
@@ -367,7 +367,8 @@ def attention_forward(
     if handle.cost is not None and resolve_backend(config.backend, query) == "triton":
         shape = (query.shape[0], query.shape[1], n, key.shape[2], query.shape[3])
         name, density = getattr(planner, "name", ""), handle.last_density(layer)
-        if not handle.cost.plan_pays(name, density, *shape):
+        graphed = handle.graphs is not None and name not in handle.graphs.eager
+        if not handle.cost.plan_pays(name, density, *shape, graphed=graphed):
             handle.stats.record(layer, 1.0, "cost")
             dense = _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal)
             return dense, None

@@ -55,7 +55,9 @@ def _page_scores_kernel(
         b_bound = tl.sum(tl.maximum(b_q * b_min, b_q * b_max), 1)  # [BLOCK_P]
         b_score = tl.maximum(b_score, b_bound)
 
-    b_score = tl.where(m_p, b_score, float("-inf"))
+    # a NaN summary ranks last, as in the twin (tl.maximum would drop a NaN channel)
+    b_nan = tl.sum(((b_min != b_min) | (b_max != b_max)).to(tl.int32), 1) > 0
+    b_score = tl.where(m_p & ~b_nan, b_score, float("-inf"))
     b_score = tl.where(o_p == n_pages - 1, float("inf"), b_score)
     tl.store(OUT + i_bh.to(tl.int64) * P + o_p, b_score, mask=o_p < P)
 # fmt: on
