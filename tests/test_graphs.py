@@ -108,3 +108,96 @@ def test_a_patched_model_gives_the_same_logits_with_graphs(name):
     assert runs[False][1] == runs[True][1]
     # one planner object serves every layer: one graph per shape seen at least twice
     assert captured == (0 if name == "vertical_slash" else 2)
+
+
+class _OnCuda(torch.Tensor):
+    """A CPU tensor that says it is on CUDA: drives PlanGraphs' control flow without a GPU."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+def _toy(q, k, v, out):
+    out.copy_((q + k.sum(2, keepdim=True)).transpose(1, 2) * v.mean())
+    return q.double().mean()
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda stubs on the CPU: a capture records the captured call, a replay re-runs it on the
+    graph's static buffers (what a real replay computes); the sync debug mode is a flag that
+    `waits_for_gpu` below turns into the error a real synchronisation raises."""
+    import contextlib
+
+    import attnsieve.integrations.graphs as graphs_module
+
+    state = {"debug": 0, "capture": None, "fail_capture": False}
+
+    class Graph:
+        def replay(self):  # what the captured body does
+            self.buffers.density.copy_(self.call(*self.buffers.inputs, self.buffers.out))
+
+    @contextlib.contextmanager
+    def graph(g, pool=None, stream=None):
+        state["capture"] = g
+        yield
+        if state["fail_capture"]:
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    class Stream:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    cuda = torch.cuda
+    for name, value in {
+        "Stream": Stream, "stream": lambda s: contextlib.nullcontext(),
+        "current_stream": lambda *a: Stream(), "device": lambda d: contextlib.nullcontext(),
+        "synchronize": lambda *a: None, "graph_pool_handle": object,
+        "is_current_stream_capturing": lambda: False, "CUDAGraph": Graph, "graph": graph,
+        "get_sync_debug_mode": lambda: state["debug"],
+        "set_sync_debug_mode": lambda m: state.update(debug=2 if m == "error" else m),
+    }.items():  # fmt: skip
+        monkeypatch.setattr(cuda, name, value)
+    original = graphs_module.PlanGraphs._capture
+
+    def capture(self, signature, key, name, call, *tensors):
+        result = original(self, signature, key, name, call, *tensors)
+        g = self._buffers[signature].graphs.get(key)
+        if g is not None:
+            g.call, g.buffers = call, self._buffers[signature]
+        return result
+
+    monkeypatch.setattr(graphs_module.PlanGraphs, "_capture", capture)
+    return state
+
+
+@pytest.mark.parametrize("case", ["captured", "waits_for_gpu", "capture_fails"])
+def test_graph_control_flow_on_stubs(fake_cuda, case):
+    """Replays read each call's new inputs and write the caller's buffer; a call that waits for
+    the GPU, or whose capture fails, warns once and runs eagerly from then on."""
+    from attnsieve.integrations.graphs import PlanGraphs
+
+    def waits(q, k, v, out):
+        if fake_cuda["debug"] == 2:
+            raise RuntimeError("called a synchronizing CUDA operation")
+        return _toy(q, k, v, out)
+
+    fake_cuda["fail_capture"] = case == "capture_fails"
+    call = waits if case == "waits_for_gpu" else _toy
+    graphs = PlanGraphs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(5):
+            q, k, v = (torch.randn(2, 3, 40, 16).add(step).as_subclass(_OnCuda) for _ in range(3))
+            out, want = torch.empty(2, 40, 3, 16).as_subclass(_OnCuda), torch.empty(2, 40, 3, 16)
+            density = graphs.run(("toy",), case, call, q, k, v, out)
+            plain = [t.as_subclass(torch.Tensor) for t in (q, k, v)]
+            assert torch.equal(density.as_subclass(torch.Tensor), _toy(*plain, want)), step
+            assert torch.equal(out.as_subclass(torch.Tensor), want), step
+    assert graphs.captured == (case == "captured")
+    assert graphs.eager == (set() if case == "captured" else {case})
+    assert sum("cannot be captured" in str(w.message) for w in caught) == (case != "captured")
