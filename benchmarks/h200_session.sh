@@ -15,10 +15,15 @@
 #   bash benchmarks/h200_session.sh model2   # e2e on SmolLM2, check_no_sync (first session)
 #   bash benchmarks/h200_session.sh eval1    # instead of model2: smollm2-eval/ (fidelity at 8K,
 #   bash benchmarks/h200_session.sh eval2    # accuracy tables; eval2 at once after eval1)
-# The 1000-case fuzz of fuzz/ ran as: python3 benchmarks/fuzz_prefill.py --cases 1400 --workers 15
-# under a 330 s timeout.
+#   2026-11-30: stage1 (carry .stage/p1/part_aa: fuzz/) then decode (carry .stage/p2 .stage/t:
+#   cuda_tests.log, e2e-decode/, smollm2-eval/*); final1, final2, final3 (carry .stage/r1 +
+#   .stage/t, .stage/r2, .stage/r3: decode.*, graphs/cuda_tests.log, graphs/e2e_*,
+#   smollm2-eval/fidelity32k/), each at once after the last; final4 alone (graphs/no_sync.json,
+#   graphs/prefill.*).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
+# The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
+# final parts take three parts (split -b 32800000 -d -a 1 into .stage/r1..r3, the wheel in r3).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 PYTHONPATH=.:/tmp/site
 OUT=${OUT:-benchmarks/results/h200}
