@@ -155,14 +155,13 @@ def _bench(planner: Any, w: Any, args: argparse.Namespace) -> dict[str, Any]:
 def _graph_plan_ms(planner: Any, q: Tensor, k: Tensor) -> float | None:
     """The plan's median ms replayed from a CUDA graph; None if it waits for the GPU (checked
     under the sync debug mode first, as `attnsieve.integrations.graphs` does)."""
-    mode = torch.cuda.get_sync_debug_mode()
+    from attnsieve.integrations.graphs import forbid_host_sync
+
     try:
-        torch.cuda.set_sync_debug_mode("error")
-        planner.plan(q, k)
+        with forbid_host_sync():
+            planner.plan(q, k)
     except RuntimeError:
         return None
-    finally:
-        torch.cuda.set_sync_debug_mode(mode)
     return graph_ms(lambda: planner.plan(q, k), 20)
 
 

@@ -18,9 +18,10 @@ one checking run gets its error.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,6 +30,18 @@ from torch import Tensor
 # (q, k, v, out) -> density: the eager work a graph captures; it writes its output into `out`
 PlannedCall = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 MAX_SHAPES = 4  # shape signatures whose buffers and graphs are kept (least recently used first out)
+
+
+@contextlib.contextmanager
+def forbid_host_sync() -> Iterator[None]:
+    """Inside the block any CUDA operation that waits for the GPU raises a RuntimeError (torch's
+    sync debug mode, process-wide; the previous mode comes back after)."""
+    mode = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(mode)
 
 
 def _signature(*tensors: Tensor) -> tuple:
@@ -120,7 +133,9 @@ class PlanGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        stream = self._streams.setdefault(q.device, torch.cuda.Stream(q.device))
+        if q.device not in self._streams:  # one capture stream per device, made once
+            self._streams[q.device] = torch.cuda.Stream(q.device)
+        stream = self._streams[q.device]
         try:  # the capture only records
             with torch.cuda.graph(graph, pool=self._pool, stream=stream):
                 buffers.density.copy_(call(*buffers.inputs, buffers.out))
@@ -136,10 +151,8 @@ class PlanGraphs:
         (and the planner marked eager) if one did."""
         side = torch.cuda.Stream(buffers.out.device)
         side.wait_stream(torch.cuda.current_stream())
-        mode = torch.cuda.get_sync_debug_mode()
         try:
-            with torch.cuda.stream(side):
-                torch.cuda.set_sync_debug_mode("error")
+            with torch.cuda.stream(side), forbid_host_sync():
                 call(*buffers.inputs, buffers.out)
         except RuntimeError as error:
             if "synchroniz" not in str(error):
@@ -147,7 +160,6 @@ class PlanGraphs:
             self._give_up(name, error)
             return False
         finally:
-            torch.cuda.set_sync_debug_mode(mode)
             torch.cuda.current_stream().wait_stream(side)
         return True
 

@@ -363,11 +363,13 @@ def attention_forward(
         return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
 
     layer = module.layer_idx
+    on_triton = resolve_backend(config.backend, query) == "triton"
+    name = getattr(planner, "name", "") or type(planner).__name__
     # first the cheap decision: where planning cannot pay for itself, nothing else is examined
-    if handle.cost is not None and resolve_backend(config.backend, query) == "triton":
+    if handle.cost is not None and on_triton:
         shape = (query.shape[0], query.shape[1], n, key.shape[2], query.shape[3])
-        name, density = getattr(planner, "name", ""), handle.last_density(layer)
         graphed = handle.graphs is not None and name not in handle.graphs.eager
+        density = handle.last_density(layer)
         if not handle.cost.plan_pays(name, density, *shape, graphed=graphed):
             handle.stats.record(layer, 1.0, "cost")
             dense = _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal)
@@ -402,8 +404,7 @@ def attention_forward(
         return layout.density(causal=True, reduce=False).mean()
 
     out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
-    if handle.graphs is not None and resolve_backend(config.backend, query) == "triton":
-        name = getattr(planner, "name", "") or type(planner).__name__
+    if handle.graphs is not None and on_triton:
         density = handle.graphs.run((id(planner), scaling), name, planned, query, key, value, out)
     else:
         density = planned(query, key, value, out)
