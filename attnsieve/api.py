@@ -9,11 +9,14 @@
   `last_query_stats`): the inner steps of planners.
 - `quest_page_scores`: the page scores by which Quest picks the pages a decode step reads.
 - `select_pages`: the ascending lists of each row's top-``count`` pages by a score.
+- `mass_threshold`: each row's largest entries holding a fraction of its mass (the cumulative
+  thresholds of FlexPrefill, XAttention and SpargeAttn), without a sort.
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
-any CUDA query, it computes in float32 either way; `select_pages`: float32 CUDA scores) and the
-float32 reference twin elsewhere; "triton" or "reference" (argument or $ATTNSIEVE_BACKEND) forces
-one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is imported.
+any CUDA query, it computes in float32 either way; `select_pages`, `mass_threshold`: float32 CUDA
+inputs) and the float32 reference twin elsewhere; "triton" or "reference" (argument or
+$ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
+imported.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ from attnsieve.checks import (
     check_scale,
     check_tensor,
 )
-from attnsieve.kernels import page_scores_reference, page_select_reference, planning_reference
+from attnsieve.kernels import (
+    mass_threshold_reference,
+    page_scores_reference,
+    page_select_reference,
+    planning_reference,
+)
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout, causal_token_mask
 
@@ -465,3 +473,67 @@ def select_pages(
     from attnsieve.kernels.page_select import select_pages
 
     return select_pages(score, count, width)
+
+
+# ---- cumulative-mass thresholds -------------------------------------------------------------
+def mass_threshold(
+    probs: Tensor,
+    threshold: float | Tensor,
+    valid: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    """bool like ``probs``: per row (last dim), the largest entries holding ``threshold`` of it.
+
+    Args:
+        probs: float (..., L), entries >= 0 (computed in float32), any strides.
+        threshold: gamma, a real number or a float tensor broadcasting against (..., 1) (one per
+            row, e.g. per head) on probs' device.
+        valid: None or a bool tensor broadcasting to probs: other entries count as 0 and are
+            never kept.
+        backend: see the module docstring.
+
+    With T the row's total, t* is the largest value such that the entries >= t* hold >= gamma·T;
+    the row keeps the entries >= t* that are > 0 and valid. For distinct values these are the
+    fewest entries, taken in descending order, that reach gamma·T; every entry tied with t* is
+    kept, so all backends keep the same set (up to float sums rounding differently at the
+    boundary). gamma >= 1 keeps every valid entry (zeros too), whatever the rounding; gamma·T <= 0
+    (gamma <= 0, or a row of zeros) keeps nothing. A NaN entry (valid) or a NaN gamma keeps
+    nothing in its row (everything valid if gamma >= 1). No host synchronisation.
+    """
+    if not isinstance(probs, Tensor) or not probs.is_floating_point():
+        got = probs.dtype if isinstance(probs, Tensor) else type(probs).__name__
+        raise TypeError(f"probs: expected a floating-point tensor, got {got}")
+    if probs.dim() == 0:
+        raise ValueError("probs: expected at least one dim (..., L), got a 0-dim tensor")
+    rows = (*probs.shape[:-1], 1)
+    if isinstance(threshold, Tensor):
+        if not threshold.is_floating_point() or threshold.device != probs.device:
+            raise TypeError(
+                f"threshold: expected a float tensor on {probs.device}, got {threshold.dtype} on "
+                f"{threshold.device}"
+            )
+        _check_broadcasts("threshold", threshold, rows)
+    elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold: expected a number or a float tensor, got {threshold!r:.80}")
+    if valid is not None:
+        if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
+            got = valid.dtype if isinstance(valid, Tensor) else type(valid).__name__
+            raise TypeError(f"valid: expected None or a bool tensor, got {got}")
+        if valid.device != probs.device:
+            raise ValueError(f"valid: expected device {probs.device}, got {valid.device}")
+        _check_broadcasts("valid", valid, probs.shape)
+    if resolve_backend(backend, probs, (torch.float32,)) == "reference":
+        return mass_threshold_reference.mass_threshold(probs, threshold, valid)
+    from attnsieve.kernels.mass_threshold import mass_threshold as run
+
+    return run(probs, threshold, valid)
+
+
+def _check_broadcasts(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
+    try:
+        ok = torch.broadcast_shapes(t.shape, shape) == shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected a shape broadcasting to {shape}, got {tuple(t.shape)}")

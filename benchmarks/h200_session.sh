@@ -20,6 +20,13 @@
 #   .stage/t, .stage/r2, .stage/r3: decode.*, graphs/cuda_tests.log, graphs/e2e_*,
 #   smollm2-eval/fidelity32k/), each at once after the last; final4 alone (graphs/no_sync.json,
 #   graphs/prefill.*).
+#   2026-11-30, second session: repair1 (carry .stage/r1 + .stage/t), repair2 (.stage/r2, fuzz/),
+#   repair3 (.stage/r3), each at once after the last; before them, by hand in the same way:
+#   benchmarks/profile_planning.py for flexprefill, xattention and block_topk at 131072
+#   (planning/profile_128k.log), check_masked_cost.py with the variants of that morning's
+#   kernel (regression/repair_launch/variants_masked_cost.json: v0 = git show 3d20bab:attnsieve/
+#   kernels/prefill.py, v2 = v0 with the end check as a sum of acc * 0, v3 = v0 without the
+#   end check and rerun), and benchmarks/profile_adapter_8k.py (graphs/overhead_8k.log).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -193,8 +200,43 @@ final4)  # planning eager vs replayed from a CUDA graph: SmolLM2 shapes, then Ll
         > "$OUT/prefill.log" 2>&1
     tail -20 "$OUT/prefill.log"
     ;;
+repair1)  # second session of 2026-11-30, carrying .stage/r1 and .stage/t: the kernel with the
+    # repair pass in its own launch against the pre-issue-9 kernel (same run, eager and graphed),
+    # bench kernels (bf16), CUDA tests
+    cp .stage/r1/part_0 "$HOME/m/"
+    timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_masked_nonfinite.py \
+        tests/test_kernel_prefill.py::test_dense_dispatch_matches_triton \
+        tests/test_kernel_mass_threshold.py > "$OUT/cuda_tests.log" 2>&1
+    tail -3 "$OUT/cuda_tests.log"
+    mkdir -p "$OUT/regression"
+    timeout 120 python3 benchmarks/check_masked_cost.py --out "$OUT/regression" \
+        --variant before="$WHEELS/variants/before.py" 2>&1 | tail -12
+    timeout 230 python3 -m attnsieve bench kernels --precision bf16 --out "$OUT" \
+        > "$OUT/kernels.log" 2>&1
+    tail -3 "$OUT/kernels.log"
+    ;;
+repair2)  # at once after repair1, carrying .stage/r2: 2000 fuzz cases of the final kernel
+    cp .stage/r2/part_1 "$HOME/m/"
+    mkdir -p "$OUT/fuzz"
+    timeout 560 python3 benchmarks/fuzz_prefill.py --cases 2000 --workers 15 --out "$OUT/fuzz" \
+        | grep -v "cases, 0 mismatches" | tail -4
+    tail -2 "$OUT/fuzz/fuzz_prefill.log"
+    ;;
+repair3)  # at once after repair2, carrying .stage/r3: the mass-threshold op's speed, time to
+    # first token with the default cost model and graphs, then bench prefill as time allows
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    timeout 40 python3 benchmarks/time_mass_threshold.py 2>&1 | tail -6 | tee "$OUT/mass_threshold.log"
+    timeout 100 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 1 \
+        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT" 2>&1 \
+        | grep "tokens:\|wrote\|error"
+    timeout "${PREFILL_S:-60}" python3 -m attnsieve bench prefill --lengths 16384,131072 \
+        --out "$OUT" > "$OUT/prefill.log" 2>&1
+    tail -20 "$OUT/prefill.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3" >&2
     exit 2
     ;;
 esac

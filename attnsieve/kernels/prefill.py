@@ -8,9 +8,11 @@ the end of the keys (masked), skipping blocks entirely above the diagonal; then 
 layout's key columns BLOCK_N at a time; then it walks each key span [start, end) BLOCK_N keys at a
 time from its (unaligned) start, masked. On Hopper, K/V block tiles come through TMA descriptors.
 A NaN or inf in a value row that causality hides leaves its mark in every row of the accumulator
-(0 * NaN is NaN); a program that finds a non-finite row at the end reruns its pass exactly (masked
-value rows zeroed, on small tiles), so hidden keys never reach an output row at no cost to the
-common case. The plain-PyTorch twin is `attnsieve.kernels.prefill_reference.attention_reference`.
+(0 * NaN is NaN); the fast pass marks such rows with a NaN lse, and a second launch after every
+causal pass reruns the marked tiles exactly (masked value rows zeroed, on small tiles), so hidden
+keys never reach an output row. Kept out of the fast kernel, the rerun costs the common case no
+registers; the second launch costs it a few microseconds. The plain-PyTorch twin is
+`attnsieve.kernels.prefill_reference.attention_reference`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ LOG2E = 1.4426950408889634
 # The interpreter (CPU tests) runs one config; it halves the layout blocks so tests also cover the
 # sub-tiled loops (BLOCK_M < block_q, BLOCK_N < block_k).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# query rows whose marks one program of the repair pass reads: few programs, so the common case
+# (nothing marked) costs microseconds although each program is sized for the rerun (the
+# interpreter's small test shapes cover several programs per head with 256)
+_REPAIR_ROWS = 256 if INTERPRET else 2048
 # dense dispatch target, in priority order (measured on H100: benchmarks/NOTES-kernels.md)
 # cuDNN first (SDPA's default order tries flash first), then the rest, so no input is refused
 _SDPA_BACKENDS = [
@@ -169,27 +175,20 @@ def _sweep(
     return b_acc, b_l, b_m, b_nan
 
 
-# layout strides and lengths vary per call: specializing on their divisibility only recompiles
-@triton.jit(do_not_specialize=[
-    "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
-    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_sb", "stride_sh",
-    "stride_sq", "stride_tb", "stride_th", "stride_tq", "N", "M", "LEN_BUCKET",
-])
-def _sparse_fwd_kernel(
+@triton.jit
+def _query_tile(
     Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT, SSTART, SEND, SCNT,
     stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
     stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
     stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
     stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
-    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
+    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, i_m, i_bh,
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EXACT: tl.constexpr,
 ):
-    # heaviest query tiles (last rows under causal masking) launch first: fewer idle SMs at the end
-    i_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    i_bh = tl.program_id(1)
+    """Rows [i_m * BLOCK_M, +BLOCK_M) of query head i_bh % H_Q: one pass, then out and lse."""
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     i_hkv = i_h // GROUP  # native GQA: K/V are indexed, never repeated
     i_hl = i_h // LAYOUT_DIV  # layout head: 0, i_h // GROUP or i_h
@@ -233,25 +232,12 @@ def _sparse_fwd_kernel(
         kv_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
         stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
         stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
-        HEAD_DIM, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, USE_TMA, BLOCK_M, BLOCK_N, False,
+        HEAD_DIM, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, USE_TMA, BLOCK_M, BLOCK_N, EXACT,
     )
     # a non-finite value row in an unmasked tile (seen by every row) leaves NaN or inf in some
-    # columns of the accumulator only: flag the row, so it is NaN whole. One in a masked tile
-    # (the fast pass multiplies hidden rows by 0, and 0 * NaN is NaN) also reaches rows it is
-    # hidden from: rare, so then the whole pass reruns with the exact masked-tile repair, on
-    # 16-key tiles through plain loads (few registers: the fast pass keeps its allocation)
-    m_row = _nonfinite_rows(b_acc)
-    if CAUSAL:  # noqa: SIM102 (a compile-time test around a run-time one)
-        if tl.max(m_row, 0) > 0:
-            b_acc, b_l, b_m, b_nan = _sweep(
-                DK, DV, p_k, p_v, p_idx, n_full, n_vis, i_b, i_hkv, i_b64, i_hl, i_qb, b_q, o_d,
-                o_qpos, kv_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
-                stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
-                stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
-                HEAD_DIM, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, False, BLOCK_M, 16, True,
-            )
-            m_row = _nonfinite_rows(b_acc)
-    b_nan = b_nan | (m_row > 0)
+    # columns of the accumulator only: flag the row, so it is NaN whole
+    m_row = _nonfinite_rows(b_acc) > 0
+    b_nan = b_nan | m_row
     # rows that saw no key: out 0 and lse -inf, never 0/0
     b_empty = b_l == 0.0
     b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
@@ -261,7 +247,89 @@ def _sparse_fwd_kernel(
     tl.store(p_o + o_o, b_o.to(Out.dtype.element_ty), mask=m_m[:, None])
     b_lse = (b_m + tl.log2(tl.where(b_empty, 1.0, b_l))) * 0.6931471805599453  # x ln 2: natural
     b_lse = tl.where(b_empty, float("-inf"), b_lse)
+    if CAUSAL and not EXACT:
+        # One in a masked tile (the fast pass multiplies hidden value rows by 0, and 0 * NaN is
+        # NaN) also reaches rows it is hidden from. That is rare, so the fast pass only marks
+        # such rows with a NaN lse, and `_repair_kernel` reruns their tiles exactly.
+        b_lse = tl.where(m_row, float("nan"), b_lse)
     tl.store(LSE + i_bh.to(tl.int64) * N + o_m, b_lse, mask=m_m)
+
+
+# layout strides and lengths vary per call: specializing on their divisibility only recompiles
+@triton.jit(do_not_specialize=[
+    "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
+    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_sb", "stride_sh",
+    "stride_sq", "stride_tb", "stride_th", "stride_tq", "N", "M", "LEN_BUCKET",
+])
+def _sparse_fwd_kernel(
+    Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT, SSTART, SEND, SCNT,
+    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+    stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
+    stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+    stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
+    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # heaviest query tiles (last rows under causal masking) launch first: fewer idle SMs at the end
+    _query_tile(
+        Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT, SSTART, SEND, SCNT,
+        stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+        stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+        stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
+        stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+        stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
+        H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale,
+        tl.num_programs(0) - 1 - tl.program_id(0), tl.program_id(1),
+        HEAD_DIM, BLOCK_Q, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, USE_TMA, BLOCK_M, BLOCK_N,
+        False,
+    )
+
+
+@triton.jit(do_not_specialize=[
+    "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
+    "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_sb", "stride_sh",
+    "stride_sq", "stride_tb", "stride_th", "stride_tq", "N", "M", "LEN_BUCKET",
+])
+def _repair_kernel(
+    Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT, SSTART, SEND, SCNT,
+    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+    stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
+    stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+    stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
+    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr,
+):
+    """Reruns, with the exact masked-tile repair, the tiles where the fast pass marked a row (NaN
+    lse); on 16-key tiles through plain loads, so it needs few registers. Launched after every
+    causal pass: one program reads the lse of TILES query tiles at once, so the common case (no
+    mark) costs a few microseconds and no host sync."""
+    i_r, i_bh = tl.program_id(0), tl.program_id(1)
+    p_lse = LSE + i_bh.to(tl.int64) * N
+    o_r = i_r * (TILES * BLOCK_M) + tl.arange(0, TILES * BLOCK_M)
+    b_marked = tl.load(p_lse + o_r, mask=o_r < N, other=0.0)
+    if tl.max((b_marked != b_marked).to(tl.int32), 0) > 0:
+        for i_t in range(0, TILES):
+            i_m = i_r * TILES + i_t
+            o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            b_lse = tl.load(p_lse + o_m, mask=o_m < N, other=0.0)
+            if tl.max((b_lse != b_lse).to(tl.int32), 0) > 0:
+                _query_tile(
+                    Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT, SSTART, SEND, SCNT,
+                    stride_qb, stride_qh, stride_qn, stride_ob, stride_oh, stride_on,
+                    stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                    stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
+                    stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
+                    stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
+                    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, i_m, i_bh,
+                    HEAD_DIM, BLOCK_Q, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, False, BLOCK_M,
+                    BLOCK_N, True,
+                )
 # fmt: on
 
 
@@ -416,6 +484,13 @@ def sparse_attention(
             _sparse_fwd_kernel[grid(tiles)](*args, **meta, **tiles)
         else:
             _sparse_fwd_tuned[grid](*args, **meta)
+        if causal:
+            tile = min(64, layout.block_q)
+            repair = {**meta, "USE_TMA": False, "BLOCK_M": tile, "BLOCK_N": 16}
+            plain = (*args[:3], k, v, *args[5:])  # no TMA descriptors
+            _repair_kernel[(triton.cdiv(n, _REPAIR_ROWS), b * h_q)](
+                *plain, **repair, TILES=_REPAIR_ROWS // tile, num_warps=4, num_stages=2
+            )
     return (out, lse) if return_lse else out
 
 

@@ -37,7 +37,9 @@ class BlockTopKPlanner(Planner):
     top-left aligned, ours bottom-right. MInference's block-sparse heads use top-k over 64 x 64
     blocks with a per-head searched k. GQA: one plan per query head, or with ``share_kv_group``
     the block probabilities are averaged over the g heads of a KV group (a query block is kept whole
-    if any head of the group finds it dissimilar).
+    if any head of the group finds it dissimilar). In the cumulative mode, blocks tied at the last
+    probability needed are all kept (a threshold search, `attnsieve.api.mass_threshold`, not a
+    sort).
     """
 
     block_q: int = 128

@@ -55,7 +55,9 @@ class FlexPrefillPlanner(Planner):
     part of every unaligned diagonal; we keep every block the diagonals cross (or the span, which
     is one key short of the two aligned blocks when N - M and the offset are block-aligned, a
     third narrower than the three it crosses otherwise). Positions are bottom-right aligned, so
-    N != M works. Causal only; one plan per query head.
+    N != M works. Causal only; one plan per query head. The query-aware selection keeps every block
+    tied at the last probability needed (a threshold search, `attnsieve.api.mass_threshold`,
+    where the code sorts and keeps an arbitrary subset of ties).
     """
 
     gamma: float = 0.9

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnsieve.api import mass_threshold
 from attnsieve.layout import Layout, query_block_positions
 
 
@@ -65,20 +66,14 @@ def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: i
 def cumulative_threshold(
     probs: Tensor, threshold: float | Tensor, valid: Tensor | None = None
 ) -> Tensor:
-    """bool like ``probs``: the fewest entries of each row whose mass reaches ``threshold``.
+    """bool like ``probs``: the largest entries of each row whose mass reaches ``threshold``.
 
-    Entries are taken in descending order until their sum is >= threshold × row total; ``valid``
-    entries only (others count as 0 and are never kept). ``threshold >= 1`` keeps every valid entry
-    exactly, whatever the rounding of the cumulative sum. ``threshold`` may be a tensor broadcasting
-    against (..., 1), e.g. one value per head.
+    With T the row's total, t* is the largest value whose entries >= t* hold >= threshold × T; the
+    row keeps its entries >= t* that are > 0. For distinct values that is the fewest entries, in
+    descending order, reaching threshold × T; an entry tied with t* is always kept (so every
+    backend keeps the same set). ``valid`` entries only (others count as 0 and are never kept).
+    ``threshold >= 1`` keeps every valid entry exactly, whatever the rounding. ``threshold`` may be
+    a tensor broadcasting against (..., 1), e.g. one value per head. A threshold search on the
+    device, no sort and no host synchronisation: see `attnsieve.api.mass_threshold`.
     """
-    valid = torch.ones_like(probs, dtype=torch.bool) if valid is None else valid.expand_as(probs)
-    p = probs.float().masked_fill(~valid, 0.0)
-    if isinstance(threshold, Tensor):
-        threshold = threshold.to(p.dtype)
-    # a Python number stays one: copying it to the device would wait for the device
-    ranked, order = p.sort(-1, descending=True)
-    before = ranked.cumsum(-1) - ranked  # mass of the strictly better entries
-    keep_ranked = before < threshold * ranked.sum(-1, keepdim=True)
-    keep = torch.zeros_like(valid).scatter(-1, order, keep_ranked)
-    return (keep | (threshold >= 1)) & valid
+    return mass_threshold(probs, threshold, valid)

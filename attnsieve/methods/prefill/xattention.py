@@ -34,6 +34,8 @@ class XAttentionPlanner(Planner):
     multiples of the block size or stride (missing tokens count as zero) and N != M is bottom-right
     aligned. One plan per query head (the paper repeats K per query head; we index it). The paper's
     per-head thresholds (found by its offline search) and the video-specific options are left out.
+    Blocks tied at the last score needed are all kept (the code's sort keeps an arbitrary subset):
+    a threshold search instead of a sort (`attnsieve.api.mass_threshold`).
     """
 
     threshold: float = 0.9

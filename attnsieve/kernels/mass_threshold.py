@@ -1,0 +1,218 @@
+"""Cumulative-mass thresholds in Triton: per row, the largest entries holding ``threshold`` of the
+row's mass, found by a search on the bits of the threshold value instead of a sort of the row.
+
+For p >= 0 the float32 bits read as int32 order as the values, so t* (the largest value t whose
+entries >= t hold at least the target gamma × total) is fixed bit by bit from the top: a candidate
+key c is accepted unless mass(key >= c) < target. The mass only falls as c rises, in floats too
+(each is the same fixed-order sum with some entries replaced by 0), so this finds t* exactly as
+the sums round. The mask is then (key >= t*) & (p > 0) & valid, every valid entry where a per-row
+threshold is >= 1.
+
+- Rows of at most _MAX_BLOCK entries: one program per row holds its row in registers, bisects
+  the 31 bits (one masked sum each) and writes the mask. One launch.
+- Longer rows (FlexPrefill's whole-head block maps: few rows of ~1M entries): 8 passes fix the
+  bits 4 at a time (3 in the last). In a pass, program (row, chunk) writes the mass of its chunk
+  at or above 16 candidates t + j · 2^shift (j = 0 in the first pass is the row's total); then a
+  program per row sums the chunks in a fixed order (deterministic) and keeps the largest
+  accepted candidate. A last pass writes the mask: 17 launches, 9 reads of the row.
+
+No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
+or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
+the twin). The twin is :func:`attnsieve.kernels.mass_threshold_reference.mass_threshold`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_MAX_BLOCK = 8192  # longest row one program holds in registers: 16 entries a thread at 16 warps
+_CHUNK = 8192  # entries per program of a long-row pass
+_SUB = 512  # entries a long-row program compares with the candidates at once
+_WAYS = 16  # candidates per long-row pass
+_KEEP_BLOCK = 4096  # entries per program of the long-row mask pass
+_BLOCK_C = 64  # chunk partials a narrowing program sums at once
+# (shift, ways) of the long-row passes: bits 30..27, 26..23, ..., 6..3, then 2..0
+_PASSES = [(27 - 4 * i, 16) for i in range(7)] + [(0, 8)]
+
+
+# fmt: off
+@triton.jit
+def _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl,
+          HAS_VALID: tl.constexpr):
+    """Entries o_l of row i_r as (p, m_v): invalid entries and those past L read p = 0."""
+    o_l64 = o_l.to(tl.int64)
+    m_v = o_l < L
+    if HAS_VALID:
+        m_v &= tl.load(VALID + i_r * stride_vr + o_l64 * stride_vl, mask=m_v, other=0) != 0
+    b_p = tl.load(P + i_r * stride_pr + o_l64 * stride_pl, mask=m_v, other=0.0)
+    return b_p, m_v
+
+
+@triton.jit
+def _gamma(GAMMA, gamma, i_r, GAMMA_ROW: tl.constexpr):
+    """The row's threshold and whether it keeps every valid entry (a number >= 1 never gets here:
+    the launcher answers it, so a number rounding up to 1.0 in float32 is not taken for one)."""
+    g = gamma
+    keep_all = False
+    if GAMMA_ROW:
+        g = tl.load(GAMMA + i_r)
+        keep_all = g >= 1.0
+    return g, keep_all
+
+
+@triton.jit
+def _store_keep(OUT, i_r, o_l, L, b_p, m_v, t, keep_all):
+    b_key = b_p.to(tl.int32, bitcast=True)
+    m_keep = tl.where(keep_all, m_v, (b_key >= t) & (b_p > 0.0) & m_v)
+    tl.store(OUT + i_r * L + o_l, m_keep.to(tl.uint8), mask=o_l < L)
+
+
+@triton.jit
+def _short_kernel(
+    P, VALID, GAMMA, OUT,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, gamma,
+    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, BLOCK: tl.constexpr,
+):
+    i_r = tl.program_id(0).to(tl.int64)
+    o_l = tl.arange(0, BLOCK)
+    b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
+    b_key = b_p.to(tl.int32, bitcast=True)  # [BLOCK]; >= 0 for p >= +0.0
+    g, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
+    target = g * tl.sum(b_p, 0)
+    # t* = the largest t with mass(key >= t) >= target; with bits above fixed, setting a lower
+    # bit raises t, so bits go from the top; "not <" accepts on a NaN target (nothing kept)
+    t = tl.full([], 0, tl.int32)
+    for i_bit in range(31):
+        cand = t | (1 << (30 - i_bit))
+        mass = tl.sum(tl.where(b_key >= cand, b_p, 0.0), 0)
+        t = tl.where(mass < target, t, cand)
+    _store_keep(OUT, i_r, o_l, L, b_p, m_v, t, keep_all)
+
+
+@triton.jit
+def _masses_kernel(
+    P, VALID, T, PART,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, n_chunks, shift, ways,
+    HAS_VALID: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, WAYS: tl.constexpr,
+):
+    i_r, i_c = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    o_w = tl.arange(0, WAYS)
+    # ways < WAYS (the last pass) repeats candidates rather than carrying past bit 0
+    cand = tl.load(T + i_r) + ((o_w % ways) << shift)  # [WAYS]
+    b_acc = tl.zeros([SUB, WAYS], dtype=tl.float32)  # per-lane sums: one reduction per chunk
+    for i_l in range(0, CHUNK, SUB):
+        o_l = i_c * CHUNK + i_l + tl.arange(0, SUB)
+        b_p, _ = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl,
+                       HAS_VALID)
+        b_key = b_p.to(tl.int32, bitcast=True)
+        b_acc += tl.where(b_key[:, None] >= cand[None, :], b_p[:, None], 0.0)  # [SUB, WAYS]
+    tl.store(PART + (i_r * n_chunks + i_c) * WAYS + o_w, tl.sum(b_acc, 0))
+
+
+@triton.jit
+def _narrow_kernel(
+    PART, T, TARGET, GAMMA,
+    n_chunks, shift, ways, gamma,
+    FIRST: tl.constexpr, GAMMA_ROW: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    i_r = tl.program_id(0).to(tl.int64)
+    o_w = tl.arange(0, WAYS)
+    b_mass = tl.zeros([WAYS], dtype=tl.float32)
+    for i_c in range(0, n_chunks, BLOCK_C):  # chunks in a fixed order: the same t* every run
+        o_c = i_c + tl.arange(0, BLOCK_C)
+        p_part = PART + (i_r * n_chunks + o_c[:, None]) * WAYS + o_w[None, :]
+        b_mass += tl.sum(tl.load(p_part, mask=(o_c < n_chunks)[:, None], other=0.0), 0)
+    t = tl.load(T + i_r)
+    if FIRST:  # candidate 0 of the first pass is key 0: the row's total
+        g, _ = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
+        target = g * tl.sum(tl.where(o_w == 0, b_mass, 0.0), 0)
+        tl.store(TARGET + i_r, target)
+    else:
+        target = tl.load(TARGET + i_r)
+    cand = t + ((o_w % ways) << shift)
+    tl.store(T + i_r, tl.max(tl.where(b_mass < target, t, cand), 0))
+
+
+@triton.jit
+def _keep_kernel(
+    P, VALID, T, GAMMA, OUT,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, gamma,
+    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, BLOCK: tl.constexpr,
+):
+    i_r, i_c = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    o_l = i_c * BLOCK + tl.arange(0, BLOCK)
+    b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
+    _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
+    _store_keep(OUT, i_r, o_l, L, b_p, m_v, tl.load(T + i_r), keep_all)
+# fmt: on
+
+
+def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | None = None) -> Tensor:
+    """bool like ``probs`` (contiguous): per row (last dim), the entries at or above t*, the
+    largest value whose entries at or above it hold ``threshold`` × the row's total. Triton.
+
+    Args:
+        probs: float (..., L), entries >= 0, any strides (computed in float32).
+        threshold: a number, or a float tensor broadcasting against (..., 1) on probs' device.
+        valid: None or bool broadcasting to probs: other entries count as 0 and are never kept.
+
+    Zeros are never kept, ties at t* all are; a row whose threshold is >= 1 keeps every valid
+    entry. `attnsieve.api.mass_threshold` checks the arguments.
+    """
+    if not probs.is_cuda and not INTERPRET:
+        raise ValueError(
+            f"probs: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got "
+            f"{probs.device}"
+        )
+    if valid is not None:
+        valid = valid.expand_as(probs)
+    if not isinstance(threshold, Tensor) and threshold >= 1:  # every valid entry, no rounding
+        if valid is None:
+            return torch.ones_like(probs, dtype=torch.bool, memory_format=torch.contiguous_format)
+        return valid.clone(memory_format=torch.contiguous_format)
+    lead, length = probs.shape[:-1], probs.shape[-1]
+    rows = math.prod(lead)
+    out = torch.empty((rows, length), dtype=torch.uint8, device=probs.device)
+    if out.numel() == 0:
+        return out.view(torch.bool).view(probs.shape)
+    p = probs.float().reshape(rows, length)
+    v = p if valid is None else valid.view(torch.uint8).reshape(rows, length)
+    if isinstance(threshold, Tensor):
+        g, gamma = threshold.to(torch.float32).expand(*lead, 1).contiguous().view(rows), 0.0
+    else:
+        g, gamma = p, float(threshold)  # stays a kernel argument: no copy to the device
+    flags = {"HAS_VALID": valid is not None, "GAMMA_ROW": isinstance(threshold, Tensor)}
+    strides = (*p.stride(), *(v.stride() if valid is not None else (0, 0)))
+    with torch.cuda.device(probs.device) if probs.is_cuda else contextlib.nullcontext():
+        if length <= _MAX_BLOCK:
+            block = max(triton.next_power_of_2(length), 16)
+            _short_kernel[(rows,)](
+                p, v, g, out, *strides, length, gamma, **flags, BLOCK=block,
+                num_warps=min(16, max(1, block // 512)),
+            )  # fmt: skip
+            return out.view(torch.bool).view(probs.shape)
+        n_chunks = triton.cdiv(length, _CHUNK)
+        t = torch.zeros(rows, dtype=torch.int32, device=probs.device)
+        target = torch.empty(rows, dtype=torch.float32, device=probs.device)
+        part = torch.empty((rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
+        for i, (shift, ways) in enumerate(_PASSES):
+            _masses_kernel[(rows, n_chunks)](
+                p, v, t, part, *strides, length, n_chunks, shift, ways,
+                HAS_VALID=flags["HAS_VALID"], CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=4,
+            )  # fmt: skip
+            _narrow_kernel[(rows,)](
+                part, t, target, g, n_chunks, shift, ways, gamma, FIRST=i == 0,
+                GAMMA_ROW=flags["GAMMA_ROW"], WAYS=_WAYS, BLOCK_C=_BLOCK_C, num_warps=4,
+            )  # fmt: skip
+        _keep_kernel[(rows, triton.cdiv(length, _KEEP_BLOCK))](
+            p, v, t, g, out, *strides, length, gamma, **flags, BLOCK=_KEEP_BLOCK, num_warps=8,
+        )  # fmt: skip
+    return out.view(torch.bool).view(probs.shape)
