@@ -37,9 +37,9 @@ def _run(backend, q, k, v, layout, causal, lse=True):
 
 
 def _same(a, b):
-    """Bitwise equal; on the GPU, equal up to rounding: a Triton program that found a non-finite
-    value in a masked tile reruns its rows on 16-key tiles (the interpreter's tiles are 16 keys
-    wide, so there the rerun is bitwise too)."""
+    """Bitwise equal; on the GPU, equal up to rounding: the repair launch reruns a tile that met a
+    non-finite value in a masked tile on 16-key tiles (the interpreter's tiles are 16 keys wide,
+    so there the rerun is bitwise too)."""
     if not a.is_cuda:
         return torch.equal(a, b)
     return bool(torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-3))
@@ -181,6 +181,18 @@ def test_partially_visible_keys(backend, shape):
     for where, value in cases + [("k", math.nan), ("k", math.inf)]:
         seen = _check_poison(backend, q, k, v, layout, True, poison, where, value, clean=clean)
         assert 0 < seen < b * h_q * n
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_long_prompt_repairs_every_marked_tile(backend):
+    """Value rows poisoned far apart in a prompt longer than one repair program's rows (256 under
+    the interpreter): every tile they reach through a masked tile is rerun, in each program."""
+    n = 600
+    q, k, v = _qkv(1, 2, 1, n, n)
+    layout = Layout.dense(n, n, block_q=32, block_k=32, device=DEVICE)
+    poison = torch.zeros(1, 1, n, dtype=torch.bool, device=DEVICE)
+    poison[..., [100, 333, 590]] = True
+    assert _check_poison(backend, q, k, v, layout, True, poison, "v", math.nan) == 2 * (n - 100)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
