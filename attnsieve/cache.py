@@ -31,8 +31,8 @@ from torch import Tensor
 
 from attnsieve import cache_reference as ref  # the argument checks both share
 from attnsieve.checks import cdiv
+from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.cache_append import append_one
-from attnsieve.kernels.prefill import INTERPRET
 from attnsieve.views import Kept, KVView, PageView
 
 FP8 = torch.float8_e4m3fn

@@ -1,1 +1,17 @@
 """Triton kernels: each file holds one public launcher and its autotune table."""
+
+import os
+
+from torch import Tensor
+
+# Triton's interpreter (the CPU tests) runs the kernels on CPU tensors; it must be chosen before
+# triton is first imported
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_triton_device(name: str, t: Tensor) -> None:
+    """The launchers' one requirement beyond `attnsieve.api`'s checks: a tensor Triton can run."""
+    if not t.is_cuda and not INTERPRET:
+        raise ValueError(
+            f"{name}: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {t.device}"
+        )

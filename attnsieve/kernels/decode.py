@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 
 import torch
 import triton
@@ -22,11 +21,11 @@ import triton.language as tl
 from torch import Tensor
 
 from attnsieve.checks import cdiv
+from attnsieve.kernels import INTERPRET, check_triton_device
 from attnsieve.kernels.decode_reference import FP8, check_decode_inputs
 
 LOG2E = 1.4426950408889634
 LN2 = tl.constexpr(0.6931471805599453)  # a global a kernel reads must be constexpr
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # A split shorter than this costs more in launch, partial writes and merging than it saves.
 MIN_SPLIT_TOKENS = 512
 MAX_SPLITS = 128
@@ -237,10 +236,7 @@ def decode_attention(
         isinstance(num_splits, int) and not isinstance(num_splits, bool) and num_splits >= 1
     ):
         raise ValueError(f"num_splits: expected an int >= 1 or None, got {num_splits!r}")
-    if not q.is_cuda and not INTERPRET:
-        raise ValueError(
-            f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
-        )
+    check_triton_device("q", q)
     b, h_q, d = q.shape
     h_kv, max_pages = page_table.shape[1], page_table.shape[2]
     page_size = k_pages.shape[1]

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from attnsieve.kernels import check_triton_device
+
 _MAX_BLOCK = 8192  # longest row one program holds in registers: 16 entries a thread at 16 warps
 _CHUNK = 8192  # entries per program of a long-row pass
 _SUB = 512  # entries a long-row program compares with the candidates at once
@@ -167,11 +167,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
     Zeros are never kept, ties at t* all are; a row whose threshold is >= 1 keeps every valid
     entry. `attnsieve.api.mass_threshold` checks the arguments.
     """
-    if not probs.is_cuda and not INTERPRET:
-        raise ValueError(
-            f"probs: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got "
-            f"{probs.device}"
-        )
+    check_triton_device("probs", probs)
     if valid is not None:
         valid = valid.expand_as(probs)
     if not isinstance(threshold, Tensor) and threshold >= 1:  # every valid entry, no rounding

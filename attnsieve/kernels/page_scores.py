@@ -12,14 +12,14 @@ path's two batched matmuls, group max and float64 ranking key; float32 throughou
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from attnsieve.kernels import check_triton_device
+
 # summary elements per tile (min and max each): 64 registers a thread at 4 warps
 _TILE_ELEMENTS = 4096
 
@@ -76,10 +76,7 @@ def page_scores(q: Tensor, key_min: Tensor, key_max: Tensor, page_count: Tensor)
     q_d max_d)``; the last valid page scores +inf, pages past the count -inf (a head with no page:
     all -inf). `attnsieve.api.quest_page_scores` checks the arguments.
     """
-    if not q.is_cuda and not INTERPRET:
-        raise ValueError(
-            f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
-        )
+    check_triton_device("q", q)
     b, h_kv, p, d = key_min.shape
     out = torch.empty((b, h_kv, p), dtype=torch.float32, device=q.device)
     if out.numel() == 0:

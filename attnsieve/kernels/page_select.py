@@ -14,14 +14,14 @@ is :func:`attnsieve.kernels.page_select_reference.select_pages`.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from attnsieve.kernels import check_triton_device
+
 INT32_MIN = tl.constexpr(-2147483648)
 # keys a program holds in registers at once: 16 a thread at 16 warps
 _MAX_BLOCK = 8192
@@ -109,11 +109,7 @@ def select_pages(score: Tensor, count: Tensor, width: int) -> tuple[Tensor, Tens
     distinct entries picks what ``score.topk(count)`` picks. `attnsieve.api.select_pages` checks
     the arguments.
     """
-    if not score.is_cuda and not INTERPRET:
-        raise ValueError(
-            f"score: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got "
-            f"{score.device}"
-        )
+    check_triton_device("score", score)
     b, h, p = score.shape
     idx = torch.empty((b, h, width), dtype=torch.int32, device=score.device)
     n = torch.empty((b, h), dtype=torch.int32, device=score.device)

@@ -24,7 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels.prefill import INTERPRET, LOG2E, unit_last
+from attnsieve.kernels import INTERPRET
+from attnsieve.kernels.prefill import LOG2E, unit_last
 
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
 _POOLED_PRECISION = tl.constexpr("ieee" if INTERPRET else "tf32x3")

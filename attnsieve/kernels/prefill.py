@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
 
 import torch
 import triton
@@ -29,12 +28,12 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from attnsieve.kernels import INTERPRET, check_triton_device
 from attnsieve.layout import Layout
 
 LOG2E = 1.4426950408889634
 # The interpreter (CPU tests) runs one config; it halves the layout blocks so tests also cover the
 # sub-tiled loops (BLOCK_M < block_q, BLOCK_N < block_k).
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # query rows whose marks one program of the repair pass reads: few programs, so the common case
 # (nothing marked) costs microseconds although each program is sized for the rerun (the
 # interpreter's small test shapes cover several programs per head with 256)
@@ -557,10 +556,7 @@ def _check_kernel_inputs(
             raise ValueError(
                 f"{name}: the head_dim axis must have stride 1, got strides {t.stride()}"
             )
-    if not q.is_cuda and not INTERPRET:
-        raise ValueError(
-            f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
-        )
+    check_triton_device("q", q)
     for name in ("block_q", "block_k"):
         if not _pow2_in(getattr(layout, name), 16, 128):
             raise ValueError(

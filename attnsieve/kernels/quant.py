@@ -51,7 +51,8 @@ from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_dtype, check_out, check_pow2, check_qkv, check_scale
-from attnsieve.kernels.prefill import INTERPRET, LOG2E, unit_last
+from attnsieve.kernels import INTERPRET, check_triton_device
+from attnsieve.kernels.prefill import LOG2E, unit_last
 from attnsieve.layout import Layout
 
 FP8_MAX = 448.0  # largest finite float8 e4m3fn: P in [0, 1] is scaled by it
@@ -653,7 +654,5 @@ def check_quant_inputs(
         check_pow2("layout.block_k", layout.block_k, 32, 128)
     if out is not None:
         check_out(out, q)
-    if kernel and not q.is_cuda and not INTERPRET:
-        raise ValueError(
-            f"q: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
-        )
+    if kernel:
+        check_triton_device("q", q)
