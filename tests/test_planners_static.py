@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from attnsieve.api import mass_threshold
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels import planning_reference
@@ -328,14 +329,14 @@ def test_last_query_stats_per_key_and_per_diagonal(n, m, last_q):
     torch.testing.assert_close(slash, expected / last_q)
 
 
-def test_cumulative_threshold_is_minimal_prefix_plus_ties():
+def test_mass_threshold_is_minimal_prefix_plus_ties():
     """The fewest largest entries reaching threshold × total, and every entry tied with the
     smallest of them (the sort used to keep an arbitrary subset of a tie)."""
     probs = torch.rand(3, 5, 40).softmax(-1)
     probs[0, 0, :20] = probs[0, 0, 0]  # a tie across the boundary
     valid = torch.rand(3, 5, 40) > 0.2
     for threshold in (0.0, 0.3, 0.9, 0.999, 1.0):
-        keep = masks.cumulative_threshold(probs, threshold, valid)
+        keep = mass_threshold(probs, threshold, valid)
         p = probs * valid
         for row, kept, ok in zip(
             p.flatten(0, 1), keep.flatten(0, 1), valid.flatten(0, 1), strict=True
@@ -347,13 +348,11 @@ def test_cumulative_threshold_is_minimal_prefix_plus_ties():
                 expected = ok
             assert torch.equal(kept, expected)
     # 3 + 2 < 6 <= 3 + 2 + 2 of 10: the 3 and every 2, not the one 2 a sort would rank first
-    tied = masks.cumulative_threshold(torch.tensor([2.0, 3.0, 2.0, 1.0, 2.0]), 0.6)
+    tied = mass_threshold(torch.tensor([2.0, 3.0, 2.0, 1.0, 2.0]), 0.6)
     assert tied.tolist() == [True, True, True, False, True]
     # Rounding: the running sum reaches the total before the tiny tail; 1.0 still keeps it all.
-    assert masks.cumulative_threshold(torch.tensor([1.0, 1e-9, 1e-9]), 1.0).all()
-    per_head = masks.cumulative_threshold(
-        probs, torch.tensor([0.2, 1.0, 0.5])[:, None, None], valid
-    )
+    assert mass_threshold(torch.tensor([1.0, 1e-9, 1e-9]), 1.0).all()
+    per_head = mass_threshold(probs, torch.tensor([0.2, 1.0, 0.5])[:, None, None], valid)
     assert torch.equal(per_head[1], valid[1])
 
 

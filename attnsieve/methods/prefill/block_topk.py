@@ -9,10 +9,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from attnsieve.api import mass_threshold
 from attnsieve.checks import check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import cumulative_threshold, window_block_mask
+from attnsieve.methods.prefill.masks import window_block_mask
 from attnsieve.methods.prefill.scores import block_self_similarity, group_reduce, pooled_scores
 
 
@@ -91,7 +92,7 @@ class BlockTopKPlanner(Planner):
             best = probs.topk(min(self.topk, probs.shape[-1]), -1).indices
             mask = torch.zeros_like(candidates).scatter_(-1, best, True) & candidates
         else:
-            mask = cumulative_threshold(probs, self.cdf_threshold, candidates)
+            mask = mass_threshold(probs, self.cdf_threshold, candidates)
         mask |= ~k_similar | ~q_similar[..., None]
         mask |= window_block_mask(n, m, bq, bk, 1, q.device)  # diagonal blocks
         mask[..., 0] = True  # first key block (attention sink)

@@ -12,16 +12,13 @@ from torch import Tensor
 from attnsieve.api import (
     block_mean_pool,
     last_query_stats,
+    mass_threshold,
     pooled_block_probs,
 )
 from attnsieve.checks import cdiv, check_bool, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import (
-    cumulative_threshold,
-    slash_block_mask,
-    window_block_mask,
-)
+from attnsieve.methods.prefill.masks import slash_block_mask, window_block_mask
 
 
 @dataclass
@@ -104,7 +101,7 @@ class FlexPrefillPlanner(Planner):
         query_aware = _sqrt_js_divergence(pooled, vertical) < self.tau  # (B, H_q)
 
         def budget(x: Tensor) -> Tensor:
-            cover = cumulative_threshold(x, self.gamma).sum(-1)
+            cover = mass_threshold(x, self.gamma).sum(-1)
             return torch.where(query_aware, lo, cover.clamp(lo, hi))
 
         chosen_vertical = _top(vertical, budget(vertical))
@@ -139,7 +136,7 @@ class FlexPrefillPlanner(Planner):
             block_k=self.block_k,
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
-        return cumulative_threshold(probs.flatten(2), self.gamma).view_as(probs)
+        return mass_threshold(probs.flatten(2), self.gamma).view_as(probs)
 
 
 def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
 """Block masks that planners build and select: sink and local windows, the key columns each
-query block can see, and minimal cumulative-probability sets (FlexPrefill, XAttention, SpargeAttn).
+query block can see, and diagonal (slash) blocks. The cumulative-probability sets of FlexPrefill,
+XAttention and SpargeAttn are `attnsieve.api.mass_threshold`.
 
 Each is O(layout size) in memory, never O(N·M). Positions are bottom-right aligned: query ``i`` of
 ``N`` sits at absolute position ``M - N + i``.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnsieve.api import mass_threshold
 from attnsieve.layout import Layout, query_block_positions
 
 
@@ -61,19 +61,3 @@ def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: i
     _, last = query_block_positions(num_queries, num_keys, block_q, columns.device)
     cols = columns[:, :, None, :]
     return torch.where(cols <= last[:, None], cols, -1)
-
-
-def cumulative_threshold(
-    probs: Tensor, threshold: float | Tensor, valid: Tensor | None = None
-) -> Tensor:
-    """bool like ``probs``: the largest entries of each row whose mass reaches ``threshold``.
-
-    With T the row's total, t* is the largest value whose entries >= t* hold >= threshold × T; the
-    row keeps its entries >= t* that are > 0. For distinct values that is the fewest entries, in
-    descending order, reaching threshold × T; an entry tied with t* is always kept (so every
-    backend keeps the same set). ``valid`` entries only (others count as 0 and are never kept).
-    ``threshold >= 1`` keeps every valid entry exactly, whatever the rounding. ``threshold`` may be
-    a tensor broadcasting against (..., 1), e.g. one value per head. A threshold search on the
-    device, no sort and no host synchronisation: see `attnsieve.api.mass_threshold`.
-    """
-    return mass_threshold(probs, threshold, valid)

@@ -8,11 +8,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.api import antidiagonal_block_scores
+from attnsieve.api import antidiagonal_block_scores, mass_threshold
 from attnsieve.checks import check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import cumulative_threshold, window_block_mask
+from attnsieve.methods.prefill.masks import window_block_mask
 
 
 @dataclass
@@ -75,5 +75,5 @@ class XAttentionPlanner(Planner):
         held = scores.masked_fill(~forced, 0.0).sum(-1, keepdim=True)
         rest = total - held
         needed = torch.where(rest > 0, (self.threshold * total - held) / rest.clamp(min=1e-30), 0.0)
-        mask = cumulative_threshold(scores, needed, visible & ~forced) | forced
+        mask = mass_threshold(scores, needed, visible & ~forced) | forced
         return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
