@@ -235,8 +235,32 @@ repair3)  # at once after repair2, carrying .stage/r3: the mass-threshold op's s
         --out "$OUT" > "$OUT/prefill.log" 2>&1
     tail -20 "$OUT/prefill.log"
     ;;
+adapter1)  # carrying .stage/r1 + .stage/t: host time of the adapter on short prompts (random
+    # SmolLM2-shaped model) and the dense paths' host and GPU time
+    mkdir -p "$OUT/adapter"
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    timeout 200 python3 benchmarks/time_short_prompts.py --lengths 1k,2k,4k,8k,16k \
+        --out "$OUT/adapter" 2>&1 | grep -v Warning
+    timeout 60 python3 benchmarks/time_dense_path.py --lengths 1024,8192,32768 \
+        | tee "$OUT/adapter/dense_path.log"
+    ;;
+adapter2)  # at once after adapter1, carrying .stage/r2 + .stage/t
+    mkdir -p "$OUT/adapter"
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
+        tests/test_integration_transformers.py tests/test_cost.py > "$OUT/adapter/cuda_tests.log" 2>&1
+    tail -1 "$OUT/adapter/cuda_tests.log"
+    ;;
+adapter3)  # at once after adapter2, carrying .stage/r3: time to first token from 1K to 128K
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 1k,2k,4k,8k,16k,32k,64k,128k --methods flexprefill --out "$OUT/adapter" 2>&1 \
+        | grep "tokens:\|wrote\|error\|Error"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3" >&2
     exit 2
     ;;
 esac

@@ -59,6 +59,37 @@ def test_graphs_make_planning_pay_from_32k_on_smollm2():
     assert not model.plan_pays("flexprefill", None, *shape(32768))
 
 
+@pytest.mark.parametrize("graphed", [False, True])
+def test_break_even_density_separates_paying_from_losing_plans(graphed):
+    model = CostModel()
+    for n in (8192, 32768, 131072):
+        limit = model.break_even_density("flexprefill", *shape(n), graphed=graphed)
+        for density in (0.0, 0.05, 0.3, 0.9):
+            expected = density < limit
+            assert model.plan_pays("flexprefill", density, *shape(n), graphed=graphed) == expected
+    # the plan alone costs more than dense attention at 8K: no density pays
+    assert model.break_even_density("flexprefill", *shape(8192)) < 0
+
+
+def test_patch_handle_decides_from_the_layers_last_density():
+    """The handle memoises the break-even density per shape; the layer's own density (once its
+    copy has landed) decides, the prior before."""
+    from attnsieve.integrations.config import AttentionConfig
+    from attnsieve.integrations.transformers import PatchHandle
+
+    model = CostModel(prior_density=0.3)
+    handle = PatchHandle(AttentionConfig(), 2, model)
+    q, k = torch.empty(1, 9, 65536, 64, device="meta"), torch.empty(1, 3, 65536, 64, device="meta")
+    limit = model.break_even_density("flexprefill", *shape(65536))
+    assert 0.3 < limit < 0.9  # both outcomes reachable at this length
+    assert handle.plan_pays("flexprefill", 0, q, k)  # no density yet: the prior
+    handle.keep_density(0, torch.tensor(0.9))
+    assert not handle.plan_pays("flexprefill", 0, q, k)
+    handle.keep_density(0, torch.tensor(0.05))
+    assert handle.plan_pays("flexprefill", 0, q, k)
+    assert handle.plan_pays("flexprefill", 1, q, k)  # another layer: still the prior
+
+
 def test_layout_pays_only_below_the_rate_ratio():
     model = CostModel(dense_tflops=600.0, sparse_tflops=300.0, call_ms=0.0)
     assert model.layout_pays(0.49, *shape(65536))

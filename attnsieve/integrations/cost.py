@@ -10,7 +10,7 @@ The default rates and planning times are the NVIDIA H200 measurements of `attnsi
 and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); planning
 time is read per planner at the nearest measured length. A plan replayed from a CUDA graph
 (`attnsieve.integrations.graphs`, the patch's default) costs only its GPU time: those times come
-from `benchmarks/check_no_sync.py` (benchmarks/results/h200/graphs/no_sync.json, SmolLM2's 9 query
+from `benchmarks/check_no_sync.py` (benchmarks/results/h200/adapter/no_sync.json, SmolLM2's 9 query
 heads) and scale with batch x query heads; a planner that cannot be captured (vertical_slash)
 keeps its eager time. On another GPU, measure and pass your own.
 """
@@ -28,10 +28,20 @@ from attnsieve.layout import causal_pairs
 # benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan
 # (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8
 _LENGTHS = (16384, 65536, 131072)
-# graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64)
+# graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64),
+# benchmarks/results/h200/adapter/no_sync.json (after the threshold search replaced the sort)
 _GRAPH_LENGTHS = (8192, 32768, 131072)
 _GRAPH_HEADS = 9
 _GRAPH_PLAN_MS = {
+    "dense": (0.04, 0.05, 0.09),
+    "streaming": (0.07, 0.08, 0.12),
+    "power": (0.08, 0.10, 0.15),
+    "hip": (0.30, 0.46, 1.19),
+    "flexprefill": (0.39, 0.74, 2.40),
+    "xattention": (0.18, 0.49, 5.45),
+    "block_topk": (0.29, 0.72, 3.22),
+}
+_PLAN_MS = {
     "dense": (0.04, 0.05, 0.09),
     "streaming": (0.07, 0.08, 0.12),
     "power": (0.08, 0.10, 0.15),
@@ -106,6 +116,23 @@ class CostModel:
         graphed = self.graph_plan_ms[planner][_at(self.graph_plan_lengths, n)]
         return min(eager_ms, graphed * graphed_heads / self.graph_plan_heads)
 
+    def break_even_density(
+        self,
+        planner: str,
+        batch: int,
+        heads: int,
+        n: int,
+        m: int,
+        head_dim: int,
+        graphed: bool = False,
+    ) -> float:
+        """The density below which planning + the sparse kernel is predicted to beat dense (at
+        most 0 where the plan alone costs more). ``graphed``: the plan replays from a CUDA graph."""
+        shape = (batch, heads, n, m, head_dim)
+        plan = self.planning_ms(planner, n, batch * heads if graphed else None)
+        spare = self.dense_ms(*shape) - plan - self.call_ms
+        return spare / _ms(_flops(*shape), self.sparse_tflops)
+
     def plan_pays(
         self,
         planner: str,
@@ -118,12 +145,10 @@ class CostModel:
         graphed: bool = False,
     ) -> bool:
         """Before planning: is plan + sparse (at ``density``, the layer's last, or the prior)
-        predicted to beat dense? ``graphed``: the plan replays from a CUDA graph."""
+        predicted to beat dense?"""
         density = self.prior_density if density is None else density
         shape = (batch, heads, n, m, head_dim)
-        plan = self.planning_ms(planner, n, batch * heads if graphed else None)
-        planned = plan + self.sparse_ms(density, *shape)
-        return planned < self.dense_ms(*shape)
+        return density < self.break_even_density(planner, *shape, graphed=graphed)
 
     def layout_pays(
         self, density: float, batch: int, heads: int, n: int, m: int, head_dim: int

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from attnsieve.api import attention, dense_attention, resolve_backend
 from attnsieve.checks import check_bool
@@ -101,6 +102,8 @@ class PatchHandle:
         self.stats = PatchStats(num_layers)
         # per layer: the last plan's density copied to the host without waiting (copy, event)
         self._densities: dict[int, tuple[Tensor, Any]] = {}
+        # (planner, shapes, graphed) -> density below which planning pays (`CostModel`)
+        self._break_even: dict[tuple, float] = {}
         self.warned: set[str] = set()
         # (weakref to the mask, window, verdict): layers of one forward share the mask tensor
         self.checked_mask: tuple[Any, ...] = ()
@@ -123,6 +126,20 @@ class PatchHandle:
         if self.session is None:
             raise ValueError("compress: no paged cache yet; call new_cache() and prefill first")
         self.session.compress()
+
+    def plan_pays(self, planner: str, layer: int, query: Tensor, key: Tensor) -> bool:
+        """The cost model's decision for this call, before planning: the layer's last density
+        (or the prior) against the break-even density of these shapes, computed once per shape."""
+        shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2], query.shape[3])
+        graphed = self.graphs is not None and planner not in self.graphs.eager
+        memo = (planner, shape, graphed)
+        limit = self._break_even.get(memo)
+        if limit is None:
+            limit = self._break_even[memo] = self.cost.break_even_density(
+                planner, *shape, graphed=graphed
+            )
+        density = self.last_density(layer)
+        return (self.cost.prior_density if density is None else density) < limit
 
     def keep_density(self, layer: int, density: Tensor) -> None:
         """Start a non-blocking copy of a layer's density for the cost model's next decision."""
@@ -292,7 +309,6 @@ def observe_attention(
     calibration and fidelity; the model's attention implementation is restored on exit.
     """
     from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     def forward(
@@ -360,20 +376,18 @@ def attention_forward(
             return session.attend(layer, query, scaling), None
     planner = config.planner(module.layer_idx)
     if n == 1 or n < config.min_prefill_length or planner is None:
-        return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
+        return _dense(
+            module, query, key, value, attention_mask, scaling, dropout, softcap, kwargs
+        ), None
 
     layer = module.layer_idx
     on_triton = resolve_backend(config.backend, query) == "triton"
     name = getattr(planner, "name", "") or type(planner).__name__
     # first the cheap decision: where planning cannot pay for itself, nothing else is examined
-    if handle.cost is not None and on_triton:
-        shape = (query.shape[0], query.shape[1], n, key.shape[2], query.shape[3])
-        graphed = handle.graphs is not None and name not in handle.graphs.eager
-        density = handle.last_density(layer)
-        if not handle.cost.plan_pays(name, density, *shape, graphed=graphed):
-            handle.stats.record(layer, 1.0, "cost")
-            dense = _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal)
-            return dense, None
+    if handle.cost is not None and on_triton and not handle.plan_pays(name, layer, query, key):
+        handle.stats.record(layer, 1.0, "cost")
+        dense = _dense(module, query, key, value, attention_mask, scaling, dropout, softcap, kwargs)
+        return dense, None
     reason = _fallback_reason(
         handle, attention_mask, query, key, dropout, softcap, is_causal, kwargs
     )
@@ -387,7 +401,9 @@ def attention_forward(
                 stacklevel=2,
             )
         handle.stats.record(layer, 1.0, kind)
-        return _dense(query, key, value, attention_mask, scaling, dropout, softcap, is_causal), None
+        return _dense(
+            module, query, key, value, attention_mask, scaling, dropout, softcap, kwargs
+        ), None
 
     if attention_mask is None and key.shape[2] > n:
         # transformers drops the mask only when the keys past the prompt are empty static-cache
@@ -479,6 +495,7 @@ def _mask_verdict(handle: PatchHandle, mask: Tensor, n: int, m: int, window: int
 
 
 def _dense(
+    module: torch.nn.Module,
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -486,9 +503,19 @@ def _dense(
     scaling: float | None,
     dropout: float,
     softcap: float | None,
-    is_causal: bool,
+    kwargs: dict[str, Any],
 ) -> Tensor:
-    """Dense attention with transformers' "sdpa" mask conventions, as a (B, N, H_q, D) view."""
+    """Dense attention as a (B, N, H_q, D) tensor: transformers' own "sdpa" function, so a layer
+    that runs dense costs what it costs the stock model, host time and SDPA's backend choice
+    included (forcing cuDNN cost 33 us of host time a call and was 4x slower at 1K on the H200:
+    benchmarks/results/h200/short/); Gemma-2's logit soft-capping, which it lacks, through
+    `attnsieve.api.dense_attention`."""
+    if softcap is None:
+        return sdpa_attention_forward(
+            module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
+        )[0]
+    is_causal = kwargs.get("is_causal")
+    is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     out = dense_attention(
         query, key, value, mask, causal=is_causal, scale=scaling, dropout=dropout, softcap=softcap
     )
