@@ -27,6 +27,16 @@
 #   kernel (regression/repair_launch/variants_masked_cost.json: v0 = git show 3d20bab:attnsieve/
 #   kernels/prefill.py, v2 = v0 with the end check as a sum of acc * 0, v3 = v0 without the
 #   end check and rerun), and benchmarks/profile_adapter_8k.py (graphs/overhead_8k.log).
+#   2026-11-30, third session: by hand, check_masked_cost.py with end-check variants of the
+#   current kernel (regression/repair_launch/variants_end_check_masked_cost.json: sum0 = the end
+#   check as a sum of acc * 0, sumdiff = a row sum s tested by s - s != 0, norepair = no second
+#   launch, before = .stage/t/variants/before.py), time_short_prompts.py, time_dense_path.py and
+#   check_no_sync.py --lengths 8192,32768,131072 (adapter/); then adapter1..3 (adapter/, each at
+#   once after the last); benchmarks/tune_decode_fp8.py --variant f16=PATH, PATH being
+#   attnsieve/kernels/decode.py with "if FP8: b_q = b_q.to(tl.float16)" after the query load
+#   (decode_fp8_tune/; its bf16 column for all but the first shape ran with the last config of
+#   the sweep, a bug since fixed); alt1..3 (adapter/alternating/), and at once after alt3 the
+#   same bench with --repeats 15 --lengths 1k,2k,3k,4k,6k,8k,16k (adapter/alternating_short/).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -259,8 +269,22 @@ adapter3)  # at once after adapter2, carrying .stage/r3: time to first token fro
         --lengths 1k,2k,4k,8k,16k,32k,64k,128k --methods flexprefill --out "$OUT/adapter" 2>&1 \
         | grep "tokens:\|wrote\|error\|Error"
     ;;
+alt1)  # carrying .stage/r1: the first part of the GGUF
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+alt2)  # at once after alt1, carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+alt3)  # at once after alt2, carrying .stage/r3: time to first token, stock and patched alternating
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    timeout 500 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 5 \
+        --lengths 1k,2k,3k,4k,6k,8k,16k,32k,64k,128k --methods flexprefill \
+        --out "$OUT/alternating" 2>&1 | grep "tokens:\|wrote\|error\|Error"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3" >&2
     exit 2
     ;;
 esac

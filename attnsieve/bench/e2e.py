@@ -11,15 +11,17 @@ Two kinds of model:
   ``--rope-scale F`` applies YaRN to go past the trained length (SmolLM2: 8192·F positions).
 
 Time to first token is one forward over the whole prompt (KV cache filled, logits of the last
-position only) plus the argmax, timed after one warm-up, best of ``--repeats``. The baseline is
-transformers' own "sdpa" attention; the same weights then run under `attnsieve.patch` with each of
-``--methods``. Every run records the mean layout density and each layer's dense-fallback decision
-(None: the layer ran its layout). Layers plan as `attnsieve.patch` does by default: the cost model
-on (``--no-cost``: every layer plans) and plan + attention replayed from CUDA graphs once a shape
-repeats (``--no-graphs``: eager); the warm-up forward captures them. Before timing, a full-budget
-streaming layout (every block, through the attnsieve kernel) must reproduce SDPA's last-position
-logits; if it does not, no speed-up is reported and the command exits 1. JSON + PNG go to
-``--out``.
+position only) plus the argmax. The baseline is transformers' own "sdpa" attention; the same
+weights run under `attnsieve.patch` with each of ``--methods``, and stock and patched forwards
+alternate (after one warm-up of each), so that drift in GPU clocks or host load weighs on both
+alike: each is the best of ``--repeats`` (the stock time of a length is the best over all its
+methods' runs; ``paired_sdpa_ttft_s`` keeps each method's own). Every run records the mean layout
+density and each layer's dense-fallback decision (None: the layer ran its layout). Layers plan as
+`attnsieve.patch` does by default: the cost model on (``--no-cost``: every layer plans) and
+plan + attention replayed from CUDA graphs once a shape repeats (``--no-graphs``: eager). Before
+timing, a full-budget streaming layout (every block, through the attnsieve kernel) must reproduce
+SDPA's last-position logits; if it does not, no speed-up is reported and the command exits 1.
+JSON + PNG go to ``--out``.
 
     attnsieve bench e2e --model smollm2 --rope-scale 16 --lengths 8k,32k,64k,128k \\
         --methods flexprefill,xattention,streaming
@@ -159,32 +161,32 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for length in lengths:
         ids = _prompt(tokenizer, model, length, args.seed, device)
-        sdpa_s, sdpa_logits, sdpa_mem = time_prefill(model, ids, args.repeats)
-        row: dict[str, Any] = {
-            "length": length,
-            "prompt_tokens": ids.shape[1],
-            "sdpa_ttft_s": sdpa_s,
-            "sdpa_peak_mem_gb": sdpa_mem,
-            "methods": {},
-        }
+        row: dict[str, Any] = {"length": length, "prompt_tokens": ids.shape[1], "methods": {}}
+        stock_runs = []
         for label, config in methods:
             cost = None if args.no_cost else DEFAULT_COST
             handle = patch(model, config, cost=cost, graphs=not args.no_graphs)
             with handle as stats:
-                sparse_s, sparse_logits, sparse_mem = time_prefill(model, ids, args.repeats)
+                stock, patched = time_alternating(model, ids, args.repeats, handle.previous)
                 graphs = None if handle.graphs is None else handle.graphs.captured
+            stock_runs += stock
+            sdpa_logits = stock[-1][1]
             row["methods"][label] = {
-                "ttft_s": sparse_s,
-                "speedup": sdpa_s / sparse_s if check["passed"] else None,
+                "ttft_s": _best(patched),
+                "paired_sdpa_ttft_s": _best(stock),
                 "mean_density": stats.mean_density,
                 "density_per_layer": stats.density_per_layer,
                 "fallback_per_layer": stats.fallback_per_layer,
-                "top1_match": bool(sdpa_logits.argmax() == sparse_logits.argmax()),
-                "logits_rel_err": rel_err(sparse_logits, sdpa_logits),
-                "peak_mem_gb": sparse_mem,
+                "top1_match": bool(sdpa_logits.argmax() == patched[-1][1].argmax()),
+                "logits_rel_err": rel_err(patched[-1][1], sdpa_logits),
+                "peak_mem_gb": max(run[2] for run in patched),
                 "graphs_captured": graphs,
             }
-            print(_summary(length, sdpa_s, label, row["methods"][label]))
+        row["sdpa_ttft_s"] = _best(stock_runs)
+        row["sdpa_peak_mem_gb"] = max(run[2] for run in stock_runs)
+        for label, entry in row["methods"].items():
+            entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if check["passed"] else None
+            print(_summary(length, row["sdpa_ttft_s"], label, entry))
         rows.append(row)
         del ids
         torch.cuda.empty_cache()
@@ -287,21 +289,48 @@ def _prompt(tokenizer: Any, model: Any, length: int, seed: int, device: torch.de
     return torch.tensor([encode(tokenizer, sample.prompt)], device=device)
 
 
+Run = tuple[float, Tensor, float]  # seconds to first token, last-position logits, peak GB
+
+
 @torch.inference_mode()
-def time_prefill(model: Any, ids: Tensor, repeats: int) -> tuple[float, Tensor, float]:
-    """(best seconds to first token, last-position logits, peak GB) after one warm-up run."""
-    times = []
+def _forward(model: Any, ids: Tensor) -> Run:
+    torch.cuda.synchronize(ids.device)
     torch.cuda.reset_peak_memory_stats(ids.device)
+    start = time.perf_counter()
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    out.logits[:, -1].argmax(-1)
+    torch.cuda.synchronize(ids.device)
+    elapsed = time.perf_counter() - start
+    logits = out.logits[0, -1].float()
+    del out  # frees the KV cache before the next run
+    return elapsed, logits, torch.cuda.max_memory_allocated(ids.device) / 2**30
+
+
+def _best(runs: list[Run]) -> float:
+    """The best seconds to first token of ``runs``."""
+    return min(run[0] for run in runs)
+
+
+def time_prefill(model: Any, ids: Tensor, repeats: int) -> Run:
+    """(best seconds to first token, last-position logits, peak GB) after one warm-up run."""
+    runs = [_forward(model, ids) for _ in range(repeats + 1)]
+    return _best(runs[1:]), runs[-1][1], max(run[2] for run in runs)
+
+
+def time_alternating(
+    model: Any, ids: Tensor, repeats: int, stock: str
+) -> tuple[list[Run], list[Run]]:
+    """Runs of the stock model (attention implementation ``stock``) and of the patched one,
+    alternated after one warm-up of each, so that drift in clocks or host load weighs on both
+    alike. The model is patched; it runs stock by switching its attention implementation."""
+    patched = model.config._attn_implementation
+    stock_runs, patched_runs = [], []
     for _ in range(repeats + 1):
-        torch.cuda.synchronize(ids.device)
-        start = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        out.logits[:, -1].argmax(-1)
-        torch.cuda.synchronize(ids.device)
-        times.append(time.perf_counter() - start)
-        logits = out.logits[0, -1].float()
-        del out  # frees the KV cache before the next run
-    return min(times[1:]), logits, torch.cuda.max_memory_allocated(ids.device) / 2**30
+        model.set_attn_implementation(stock)
+        stock_runs.append(_forward(model, ids))
+        model.set_attn_implementation(patched)
+        patched_runs.append(_forward(model, ids))
+    return stock_runs[1:], patched_runs[1:]
 
 
 def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""`attnsieve bench e2e --decode-steps`: decode tokens/s per config and batch, on a tiny random
-probe-architecture model (CPU)."""
+"""`attnsieve bench e2e`: decode tokens/s (``--decode-steps``) per config and batch on a tiny
+random probe-architecture model (CPU), and the alternating time-to-first-token loop."""
 
 import argparse
 import json
@@ -79,3 +79,31 @@ def test_the_recorded_command_spells_flags_as_flags():
 
     args = argparse.Namespace(model="smollm2", lengths=["8k,32k"], no_cost=True, no_graphs=False)
     assert _command(args) == "attnsieve bench e2e --model smollm2 --lengths 8k,32k --no-cost"
+
+
+def test_prefill_timing_alternates_stock_and_patched(monkeypatch):
+    """Time to first token: stock and patched forwards alternate after one warm-up each; the
+    stock ones run transformers' "sdpa" while the model stays patched, which it still is after."""
+    import torch
+    import transformers
+
+    from attnsieve.integrations import AttentionConfig, patch
+
+    config = transformers.LlamaConfig(
+        vocab_size=32, hidden_size=32, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    seen = []
+
+    def forward(model, ids):
+        seen.append(model.config._attn_implementation)
+        return float(len(seen)), torch.zeros(3), 0.0
+
+    monkeypatch.setattr(e2e, "_forward", forward)
+    with patch(model, AttentionConfig()):
+        stock, patched = e2e.time_alternating(model, torch.zeros(1, 4, dtype=torch.long), 2, "sdpa")
+        assert model.config._attn_implementation == "attnsieve"
+    assert seen == ["sdpa", "attnsieve"] * 3
+    assert [run[0] for run in stock] == [3.0, 5.0] and [run[0] for run in patched] == [4.0, 6.0]
+    assert e2e._best(stock) == 3.0

@@ -1,0 +1,81 @@
+"""Tile, warps, pipeline depth and split count of the FP8 paged decode against bf16 (H200).
+
+For each kernel module (the current one and variants given by path, e.g. one that dequantises to
+another dtype) and each (BLOCK_N, warps, stages, waves of programs over the SMs), times the dense
+FP8 decode at ``--lengths`` x ``--batch`` on Llama-3-8B heads (CUDA-graph median, L2 flushed, as
+`attnsieve bench decode`), checks it against the float32 twin, and prints it beside the bf16
+kernel's time at its own settings. Writes tune_decode_fp8.json.
+
+    PYTHONPATH=. python3 benchmarks/tune_decode_fp8.py --out DIR [--variant NAME=PATH ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+from attnsieve.bench.common import environment, graph_ms, rel_err
+from attnsieve.bench.decode import make_cache
+from attnsieve.checks import cdiv
+from attnsieve.kernels import decode
+from attnsieve.kernels.decode_reference import decode_reference
+from benchmarks.check_masked_cost import load
+
+# BLOCK_N, warps, pipeline stages, waves of programs over the SMs
+CONFIGS = list(itertools.product((64, 128), (4, 8), (2, 3), (2, 4)))
+
+
+def sweep(modules: dict, c, b: int, n: int) -> list[dict]:
+    """Rows of one (batch, length): every module under every config, beside bf16 at its own
+    settings (each module's tile choice is restored after its configs)."""
+    bf16_ms = graph_ms(lambda: decode.decode_attention(c.q, **c.paged), 30)
+    ref = decode_reference(c.q, **c.fp8)
+    rows = []
+    chosen = {name: module._tile for name, module in modules.items()}
+    for (name, module), (block_n, warps, stages, waves) in itertools.product(
+        modules.items(), CONFIGS
+    ):
+        module._tile = lambda d, fp8, t=(block_n, warps, stages): t
+        splits = max(1, min(cdiv(n, 512), cdiv(waves * 132, b * 8), 128))
+        fn = lambda m=module, s=splits: m.decode_attention(c.q, **c.fp8, num_splits=s)  # noqa: E731
+        try:
+            err = rel_err(fn(), ref)
+            ms = graph_ms(fn, 30)
+        except Exception as exc:  # a config that does not compile is a result
+            print(f"{b} {n} {name} {block_n} {warps} {stages} {waves}: {type(exc).__name__}")
+            continue
+        rows.append({"B": b, "L": n, "kernel": name, "block_n": block_n, "warps": warps,
+                     "stages": stages, "waves": waves, "splits": splits, "ms": ms,
+                     "bf16_ms": bf16_ms, "vs_bf16": bf16_ms / ms, "rel_err": err})  # fmt: skip
+        print(f"B{b} L{n:6d} {name:8s} bn{block_n:3d} w{warps} s{stages} waves{waves} "
+              f"{ms * 1e3:7.1f} us  bf16 {bf16_ms * 1e3:7.1f} us  {bf16_ms / ms:4.2f}x  "
+              f"err {err:.1e}", flush=True)  # fmt: skip
+    for name, module in modules.items():
+        module._tile = chosen[name]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a kernel")
+    parser.add_argument("--lengths", default="32768,131072")
+    parser.add_argument("--batch", default="1,8")
+    args = parser.parse_args()
+    modules = {"current": decode}
+    modules.update({v.split("=")[0]: load(*v.split("=", 1)) for v in args.variant})
+    shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
+    rows = []
+    batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))
+    for b, n in itertools.product(batches, lengths):
+        rows += sweep(modules, make_cache(b, n, shape), b, n)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tune_decode_fp8.json").write_text(
+        json.dumps({"environment": environment(), "rows": rows}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
