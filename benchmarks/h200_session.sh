@@ -37,6 +37,15 @@
 #   (decode_fp8_tune/; its bf16 column for all but the first shape ran with the last config of
 #   the sweep, a bug since fixed); alt1..3 (adapter/alternating/), and at once after alt3 the
 #   same bench with --repeats 15 --lengths 1k,2k,3k,4k,6k,8k,16k (adapter/alternating_short/).
+#   Then benchmarks/profile_planning.py for flexprefill (llama 131072; --shape smollm2 8192,32768:
+#   planning/profile_flexprefill.log); benchmarks/time_planning_kernels.py with variants of the
+#   planning kernels (planning2/planning_kernels_variants.log: "before" = the planning module before
+#   BLOCK_K became a constexpr, w8 = 8 warps for the last-query sums, bn128 = 128-key tiles,
+#   t16 = 16 tiles a program; mass_threshold with the candidates' rows loaded as a [SUB, 1]
+#   column ("2d"), with 256 rows or 8 warps, or with 128 rows); after adopting "2d" + 8 warps, the
+#   constexpr BLOCK_K and a one-reduction mean pool: CUDA tests, time_planning_kernels.py against
+#   the previous modules, check_no_sync.py and bench prefill --lengths 131072 --planners
+#   flexprefill (planning2/), then alt1..3 again (planning2/alternating/).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the

@@ -1,4 +1,7 @@
-"""Where a planner's time goes on the GPU: torch.profiler table of one `plan` call.
+"""Where a planner's time goes on the GPU: torch.profiler tables of `plan` calls.
+
+Llama-3-8B heads (32 query / 8 KV, d 128) or SmolLM2's (9 / 3, d 64) with ``--shape smollm2``;
+per length the median plan time, then the kernels by their own GPU time and the ops by host time.
 
 PYTHONPATH=. python3 benchmarks/profile_planning.py --planner flexprefill --lengths 65536,131072
 """
@@ -12,22 +15,27 @@ from triton.testing import do_bench
 from attnsieve.eval.workloads import make_workload
 from attnsieve.methods import get_planner
 
+SHAPES = {"llama": (8, 4, 128), "smollm2": (3, 3, 64)}  # KV heads, query heads per KV head, d
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--planner", default="flexprefill")
 parser.add_argument("--lengths", default="65536,131072")
+parser.add_argument("--shape", choices=sorted(SHAPES), default="llama")
 args = parser.parse_args()
-kinds = ("sink_local", "vertical", "slash", "retrieval") * 8
+kv_heads, group, head_dim = SHAPES[args.shape]
+kinds = ("sink_local", "vertical", "slash", "retrieval") * (kv_heads * group // 4 + 1)
 for n in map(int, args.lengths.split(",")):
     w = make_workload(
-        kinds, num_kv_heads=8, seq_len=n, head_dim=128, device="cuda", dtype=torch.bfloat16
-    )
+        kinds[: kv_heads * group], num_kv_heads=kv_heads, seq_len=n, head_dim=head_dim,
+        device="cuda", dtype=torch.bfloat16,
+    )  # fmt: skip
     planner = get_planner(args.planner)
     planner.plan(w.q, w.k)
     ms = do_bench(lambda p=planner, w=w: p.plan(w.q, w.k), warmup=50, rep=300, return_mode="median")
-    print(f"\n{args.planner} N={n}: {ms:.3f} ms per plan (median)")
+    print(f"\n{args.planner} {args.shape} N={n}: {ms:.3f} ms per plan (median)")
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
             planner.plan(w.q, w.k)
         torch.cuda.synchronize()
-    for key, rows in (("cuda_time_total", 18), ("cpu_time_total", 12)):
+    for key, rows in (("self_cuda_time_total", 40), ("cpu_time_total", 12)):
         print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))

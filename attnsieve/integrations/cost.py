@@ -10,9 +10,9 @@ The default rates and planning times are the NVIDIA H200 measurements of `attnsi
 and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); planning
 time is read per planner at the nearest measured length. A plan replayed from a CUDA graph
 (`attnsieve.integrations.graphs`, the patch's default) costs only its GPU time: those times come
-from `benchmarks/check_no_sync.py` (benchmarks/results/h200/adapter/no_sync.json, SmolLM2's 9 query
-heads) and scale with batch x query heads; a planner that cannot be captured (vertical_slash)
-keeps its eager time. On another GPU, measure and pass your own.
+from `benchmarks/check_no_sync.py` (benchmarks/results/h200/planning2/no_sync.json, SmolLM2's 9
+query heads) and scale with batch x query heads; a planner that cannot be captured
+(vertical_slash) keeps its eager time. On another GPU, measure and pass your own.
 """
 
 from __future__ import annotations
@@ -29,10 +29,20 @@ from attnsieve.layout import causal_pairs
 # (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8
 _LENGTHS = (16384, 65536, 131072)
 # graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64),
-# benchmarks/results/h200/adapter/no_sync.json (after the threshold search replaced the sort)
+# benchmarks/results/h200/planning2/no_sync.json (the threshold search and the planning kernels of
+# 2026-11-30's third session)
 _GRAPH_LENGTHS = (8192, 32768, 131072)
 _GRAPH_HEADS = 9
 _GRAPH_PLAN_MS = {
+    "dense": (0.04, 0.05, 0.09),
+    "streaming": (0.07, 0.08, 0.12),
+    "power": (0.08, 0.10, 0.15),
+    "hip": (0.29, 0.45, 1.14),
+    "flexprefill": (0.38, 0.63, 2.04),
+    "xattention": (0.18, 0.50, 5.47),
+    "block_topk": (0.28, 0.71, 3.16),
+}
+_PLAN_MS = {
     "dense": (0.04, 0.05, 0.09),
     "streaming": (0.07, 0.08, 0.12),
     "power": (0.08, 0.10, 0.15),

@@ -109,11 +109,13 @@ def _masses_kernel(
     cand = tl.load(T + i_r) + ((o_w % ways) << shift)  # [WAYS]
     b_acc = tl.zeros([SUB, WAYS], dtype=tl.float32)  # per-lane sums: one reduction per chunk
     for i_l in range(0, CHUNK, SUB):
-        o_l = i_c * CHUNK + i_l + tl.arange(0, SUB)
+        # loaded as a [SUB, 1] column: widening a loaded vector to [SUB, WAYS] converted its
+        # layout through shared memory on every step (1.69 against 0.75 ms for 32 x 1M, H200)
+        o_l = i_c * CHUNK + i_l + tl.arange(0, SUB)[:, None]
         b_p, _ = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl,
                        HAS_VALID)
         b_key = b_p.to(tl.int32, bitcast=True)
-        b_acc += tl.where(b_key[:, None] >= cand[None, :], b_p[:, None], 0.0)  # [SUB, WAYS]
+        b_acc += tl.where(b_key >= cand[None, :], b_p, 0.0)  # [SUB, WAYS]
     tl.store(PART + (i_r * n_chunks + i_c) * WAYS + o_w, tl.sum(b_acc, 0))
 
 
@@ -202,7 +204,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
         for i, (shift, ways) in enumerate(_PASSES):
             _masses_kernel[(rows, n_chunks)](
                 p, v, t, part, *strides, length, n_chunks, shift, ways,
-                HAS_VALID=flags["HAS_VALID"], CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=4,
+                HAS_VALID=flags["HAS_VALID"], CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=8,
             )  # fmt: skip
             _narrow_kernel[(rows,)](
                 part, t, target, g, n_chunks, shift, ways, gamma, FIRST=i == 0,

@@ -46,13 +46,15 @@ def _mean_pool_kernel(
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < D
     p_x = X + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
-    b_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    # rows summed elementwise, reduced across threads once at the end, not once per chunk
+    b_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
     for t0 in tl.static_range(0, BLOCK, CHUNK):
         o_t = i_n * BLOCK + t0 + tl.arange(0, CHUNK)
         m_t = (t0 + tl.arange(0, CHUNK) < BLOCK) & (o_t < L)
         b_x = tl.load(p_x + o_t.to(tl.int64)[:, None] * stride_xn + o_d[None, :],
                       mask=m_t[:, None] & m_d[None, :], other=0.0)
-        b_sum += tl.sum(b_x.to(tl.float32), 0)  # [BLOCK_D]
+        b_acc += b_x.to(tl.float32)
+    b_sum = tl.sum(b_acc, 0)  # [BLOCK_D]
     count = tl.minimum(L - i_n * BLOCK, BLOCK).to(tl.float32)
     p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
     tl.store(p_o + i_n.to(tl.int64) * stride_on + o_d, b_sum / count, mask=m_d)
@@ -281,9 +283,9 @@ def _last_lse_kernel(
 @triton.jit
 def _last_sums_kernel(
     Q, K, LSE, VERT, SLASH, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-    H_Q, GROUP, N, M, L, KB, BLOCK_K, qk_scale, inv_rows,
+    H_Q, GROUP, N, M, L, KB, qk_scale, inv_rows,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    TILES: tl.constexpr, PER_OFFSET: tl.constexpr,
+    TILES: tl.constexpr, PER_OFFSET: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Probabilities of TILES key tiles: sums per key (vertical) and per block of diagonal offsets
     (slash; with PER_OFFSET, per offset: the caller sums the blocks)."""
@@ -465,8 +467,8 @@ def last_query_stats(
     slash = torch.zeros(b, h_q, m if per_offset else kb, device=q.device, dtype=torch.float32)
     tiles = 8  # key tiles per program: the query rows are reloaded M / (8 * 64) times, not M / 64
     _last_sums_kernel[(b * h_q, triton.cdiv(m, block_n * tiles))](
-        q, k, lse, vertical, slash, *common, slash.shape[-1], block_k, scale * LOG2E,
-        1.0 / last_q, **meta, TILES=tiles, PER_OFFSET=per_offset,
+        q, k, lse, vertical, slash, *common, slash.shape[-1], scale * LOG2E, 1.0 / last_q,
+        **meta, TILES=tiles, PER_OFFSET=per_offset, BLOCK_K=block_k,
     )  # fmt: skip
     if per_offset and block_k > 1:
         slash = torch.nn.functional.pad(slash, (0, kb * block_k - m)).view(b, h_q, kb, -1).sum(-1)
