@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lengths", default="8192,32768")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--planners", default=",".join(PLANNERS), help="comma-separated names")
     args = parser.parse_args()
     rows = []
     for n in (int(x) for x in args.lengths.split(",")):
@@ -86,7 +87,7 @@ def main() -> None:
         w = make_workload(
             kinds, num_kv_heads=3, seq_len=n, head_dim=64, dtype=torch.bfloat16, device="cuda"
         )
-        for name in PLANNERS:
+        for name in args.planners.split(","):
             row = measure(name, w, n)
             rows.append(row)
             graphed = " ".join(f"{k} {row[k]:.3f}" for k in GRAPHED if k in row)

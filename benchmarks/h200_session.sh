@@ -45,7 +45,10 @@
 #   column ("2d"), with 256 rows or 8 warps, or with 128 rows); after adopting "2d" + 8 warps, the
 #   constexpr BLOCK_K and a one-reduction mean pool: CUDA tests, time_planning_kernels.py against
 #   the previous modules, check_no_sync.py and bench prefill --lengths 131072 --planners
-#   flexprefill (planning2/), then alt1..3 again (planning2/alternating/).
+#   flexprefill (planning2/), then alt1..3 again (planning2/alternating/). Last, with flexprefill's
+#   fewer launches: tests/test_graphs.py, time_planning_kernels.py --variant before=PATH (PATH =
+#   the planning module before the log-sum-exp combine kernel), check_no_sync.py --planners
+#   flexprefill and bench prefill --lengths 131072 --planners flexprefill (planning3/).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the

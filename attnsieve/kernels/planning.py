@@ -281,6 +281,25 @@ def _last_lse_kernel(
 
 
 @triton.jit
+def _combine_lse_kernel(PART_M, PART_L, LSE, NUM_SPLITS,
+                        S_PAD: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Base-2 log-sum-exp of the last rows from the splits' partial (max, sum): one launch where
+    PyTorch took eleven; -inf for a row that saw no key."""
+    i_bh = tl.program_id(0).to(tl.int64)
+    o_s = tl.arange(0, S_PAD)
+    o_l = tl.arange(0, BLOCK_L)
+    o_p = (i_bh * NUM_SPLITS + o_s[:, None]) * BLOCK_L + o_l[None, :]
+    m_s = (o_s < NUM_SPLITS)[:, None]
+    b_m = tl.load(PART_M + o_p, mask=m_s, other=float("-inf"))  # [S_PAD, BLOCK_L]
+    b_l = tl.load(PART_L + o_p, mask=m_s, other=0.0)
+    b_top = tl.max(b_m, 0)
+    b_top = tl.where(b_top == float("-inf"), 0.0, b_top)
+    b_total = tl.sum(b_l * tl.exp2(b_m - b_top[None, :]), 0)
+    b_lse = tl.where(b_total > 0, b_top + tl.log2(b_total), float("-inf"))
+    tl.store(LSE + i_bh * BLOCK_L + o_l, b_lse)
+
+
+@triton.jit
 def _last_sums_kernel(
     Q, K, LSE, VERT, SLASH, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     H_Q, GROUP, N, M, L, KB, qk_scale, inv_rows,
@@ -436,10 +455,11 @@ def last_query_stats(
 
     ``vertical`` (B, H_q, M): probability per key averaged over those rows; ``slash``
     (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k). Twin:
-    `planning_reference.last_query_stats`. Two launches: split-K partial log-sum-exps of the rows,
-    then each program walks key tiles, computing probabilities, column sums and the offset-block
-    sums each tile meets: one masked sum per block when blocks are at least a tile (64 keys) wide,
-    else per diagonal through a skewing gather, summed into blocks afterwards.
+    `planning_reference.last_query_stats`. Three launches: split-K partial log-sum-exps of the
+    rows, their combination, then each program walks key tiles, computing probabilities, column
+    sums and the offset-block sums each tile meets: one masked sum per block when blocks are at
+    least a tile (64 keys) wide, else per diagonal through a skewing gather, summed into blocks
+    afterwards.
     """
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
@@ -456,10 +476,10 @@ def last_query_stats(
     _last_lse_kernel[(b * h_q, splits)](
         q, k, part_m, part_l, *common, split, splits, scale * LOG2E, **meta
     )
-    top = part_m.amax(1, keepdim=True)
-    top_sub = torch.where(top == -math.inf, 0.0, top)
-    total = (part_l * torch.exp2(part_m - top_sub)).sum(1)
-    lse = torch.where(total > 0, top_sub.squeeze(1) + torch.log2(total), -math.inf).contiguous()
+    lse = torch.empty(b * h_q, block_l, device=q.device, dtype=torch.float32)
+    _combine_lse_kernel[(b * h_q,)](
+        part_m, part_l, lse, splits, S_PAD=triton.next_power_of_2(splits), BLOCK_L=block_l
+    )
     # narrow offset blocks: sum per offset in the kernel, then per block here
     per_offset = block_k < block_n
     kb = triton.cdiv(m, block_k)
