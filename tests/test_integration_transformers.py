@@ -193,6 +193,40 @@ def test_short_prompts_and_decode_stay_dense():
 
 
 @torch.no_grad()
+def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
+    """A layer that runs dense (a short prompt, a cost fallback) calls the stock "sdpa" function
+    itself, so it costs what it costs the stock model; soft-capping, which that function lacks,
+    does not reach it."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from attnsieve.integrations.cost import CostModel
+
+    calls = []
+
+    def spy(module, *args, **kwargs):
+        calls.append(module.layer_idx)
+        return sdpa_attention_forward(module, *args, **kwargs)
+
+    monkeypatch.setattr(hf, "sdpa_attention_forward", spy)
+    model = build("llama")
+    ids = prompt(length=48)
+    base = model(input_ids=ids).logits
+    with patch(model, AttentionConfig(prefill="streaming", min_prefill_length=64)):
+        torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
+    assert calls == [0, 1]
+    costed = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
+    with patch(model, costed, cost=CostModel(dense_tflops=1e6)) as stats:  # dense always wins
+        model(input_ids=ids)
+    assert calls == [0, 1, 0, 1] and stats.fallback_per_layer == ["cost", "cost"]
+    calls.clear()
+    gemma = build("gemma2")
+    gemma_config = AttentionConfig(prefill="streaming", min_prefill_length=16)
+    with patch(gemma, gemma_config), pytest.warns(UserWarning, match="soft-capping"):
+        gemma(input_ids=ids)
+    assert calls == []  # logit soft-capping: attnsieve's own dense attention
+
+
+@torch.no_grad()
 def test_register_attn_implementation_uses_default_config():
     base_model = build("llama")
     ids = prompt()
