@@ -28,38 +28,6 @@ from attnsieve.layout import causal_pairs
 # benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan
 # (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8
 _LENGTHS = (16384, 65536, 131072)
-# graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64),
-# benchmarks/results/h200/planning2/no_sync.json (the threshold search and the planning kernels of
-# 2026-11-30's third session)
-_GRAPH_LENGTHS = (8192, 32768, 131072)
-_GRAPH_HEADS = 9
-_GRAPH_PLAN_MS = {
-    "dense": (0.04, 0.05, 0.09),
-    "streaming": (0.07, 0.08, 0.12),
-    "power": (0.08, 0.10, 0.15),
-    "hip": (0.29, 0.45, 1.14),
-    "flexprefill": (0.31, 0.56, 1.96),  # planning3/no_sync.json: its plan's fewer launches
-    "xattention": (0.18, 0.50, 5.47),
-    "block_topk": (0.28, 0.71, 3.16),
-}
-_PLAN_MS = {
-    "dense": (0.04, 0.05, 0.09),
-    "streaming": (0.07, 0.08, 0.12),
-    "power": (0.08, 0.10, 0.15),
-    "hip": (0.30, 0.46, 1.19),
-    "flexprefill": (0.39, 0.74, 2.40),
-    "xattention": (0.18, 0.49, 5.45),
-    "block_topk": (0.29, 0.72, 3.22),
-}
-_PLAN_MS = {
-    "dense": (0.04, 0.05, 0.09),
-    "streaming": (0.07, 0.08, 0.12),
-    "power": (0.08, 0.10, 0.15),
-    "hip": (0.30, 0.46, 1.19),
-    "flexprefill": (0.52, 0.93, 4.70),
-    "xattention": (0.22, 0.60, 5.98),
-    "block_topk": (0.33, 0.85, 4.10),
-}
 _PLAN_MS = {
     "dense": (0.30, 0.24, 0.22),
     "streaming": (0.38, 0.74, 0.88),
@@ -69,6 +37,20 @@ _PLAN_MS = {
     "xattention": (1.47, 10.89, 42.78),
     "vertical_slash": (7.89, 24.17, 68.69),
     "block_topk": (2.82, 7.23, 17.39),
+}
+# graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64),
+# benchmarks/results/h200/planning2/no_sync.json (the threshold search and the planning kernels of
+# 2026-11-30's third session); flexprefill's from planning3/no_sync.json (its plan's fewer launches)
+_GRAPH_LENGTHS = (8192, 32768, 131072)
+_GRAPH_HEADS = 9
+_GRAPH_PLAN_MS = {
+    "dense": (0.04, 0.05, 0.09),
+    "streaming": (0.07, 0.08, 0.12),
+    "power": (0.08, 0.10, 0.15),
+    "hip": (0.29, 0.45, 1.14),
+    "flexprefill": (0.31, 0.56, 1.96),
+    "xattention": (0.18, 0.50, 5.47),
+    "block_topk": (0.28, 0.71, 3.16),
 }
 
 
