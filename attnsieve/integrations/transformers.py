@@ -377,7 +377,7 @@ def attention_forward(
     planner = config.planner(module.layer_idx)
     if n == 1 or n < config.min_prefill_length or planner is None:
         return _dense(
-            module, query, key, value, attention_mask, scaling, dropout, softcap, kwargs
+            module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
         ), None
 
     layer = module.layer_idx
@@ -386,8 +386,9 @@ def attention_forward(
     # first the cheap decision: where planning cannot pay for itself, nothing else is examined
     if handle.cost is not None and on_triton and not handle.plan_pays(name, layer, query, key):
         handle.stats.record(layer, 1.0, "cost")
-        dense = _dense(module, query, key, value, attention_mask, scaling, dropout, softcap, kwargs)
-        return dense, None
+        return _dense(
+            module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
+        ), None
     reason = _fallback_reason(
         handle, attention_mask, query, key, dropout, softcap, is_causal, kwargs
     )
@@ -402,7 +403,7 @@ def attention_forward(
             )
         handle.stats.record(layer, 1.0, kind)
         return _dense(
-            module, query, key, value, attention_mask, scaling, dropout, softcap, kwargs
+            module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
         ), None
 
     if attention_mask is None and key.shape[2] > n:
@@ -503,19 +504,18 @@ def _dense(
     scaling: float | None,
     dropout: float,
     softcap: float | None,
+    is_causal: bool,
     kwargs: dict[str, Any],
 ) -> Tensor:
-    """Dense attention as a (B, N, H_q, D) tensor: transformers' own "sdpa" function, so a layer
-    that runs dense costs what it costs the stock model, host time and SDPA's backend choice
-    included (forcing cuDNN cost 33 us of host time a call and was 4x slower at 1K on the H200:
-    benchmarks/results/h200/short/); Gemma-2's logit soft-capping, which it lacks, through
-    `attnsieve.api.dense_attention`."""
+    """Dense attention as a (B, N, H_q, D) tensor: transformers' own "sdpa" function (given the
+    call's ``kwargs``), so a layer that runs dense costs what it costs the stock model, host time
+    and SDPA's backend choice included (forcing cuDNN cost 33-62 us of host time a call and was
+    4x slower at 1K on the H200: benchmarks/results/h200/adapter/dense_path.log); Gemma-2's logit
+    soft-capping, which it lacks, through `attnsieve.api.dense_attention`."""
     if softcap is None:
         return sdpa_attention_forward(
             module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
         )[0]
-    is_causal = kwargs.get("is_causal")
-    is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
     out = dense_attention(
         query, key, value, mask, causal=is_causal, scale=scaling, dropout=dropout, softcap=softcap
     )
