@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from attnsieve import cache_reference as ref  # the argument checks both share
-from attnsieve.checks import cdiv
+from attnsieve.checks import cdiv, check_int
 from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.cache_append import append_one
 from attnsieve.views import Kept, KVView, PageView
@@ -66,6 +66,7 @@ class LayerCache:
     page_table: Tensor
     lengths: Tensor
     host_lengths: Tensor  # int64 (B, H_kv) on the CPU, mirrors ``lengths``
+    host_pages: Tensor  # int64 (B, H_kv) on the CPU: logical pages with a physical page
     seen: Tensor  # int64 (B,) on the CPU: the next default position of each batch row
     next_pos: Tensor  # the same on the device: default positions need no host-to-device copy
     free: Tensor  # int64 on the device: free page ids, taken from the front
@@ -123,6 +124,9 @@ class Cache:
         self.page_size, self.dtype, self.kv_dtype = page_size, dtype, kv_dtype
         self.device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0": comparable
         self.layers = [self._empty_layer() for _ in range(num_layers)]
+        # bumped whenever a pool, table or page assignment changes: a CUDA graph that captured
+        # decode steps is valid while it holds (`attnsieve.integrations.decode_graphs`)
+        self.version = 0
 
     def __len__(self) -> int:
         return self.num_layers
@@ -150,6 +154,7 @@ class Cache:
             page_table=torch.full((b, h, 1), -1, dtype=torch.int32, device=self.device),
             lengths=torch.zeros(b, h, dtype=torch.int32, device=self.device),
             host_lengths=torch.zeros(b, h, dtype=torch.int64),
+            host_pages=torch.zeros(b, h, dtype=torch.int64),
             seen=torch.zeros(b, dtype=torch.int64),
             next_pos=torch.zeros(b, dtype=torch.int64, device=self.device),
             free=torch.zeros(0, dtype=torch.int64, device=self.device),
@@ -195,16 +200,18 @@ class Cache:
 
     def _allocate(self, lc: LayerCache, t: int) -> None:
         """Pages for ``t`` more tokens in every head, entered in the page table with empty
-        summaries. Sizes come from the host mirror; page ids and indices stay on the device."""
+        summaries; pages already there (`reserve`) are kept. Sizes come from the host mirrors;
+        page ids and indices stay on the device."""
         ps = self.page_size
-        last = cdiv(lc.host_lengths + t, ps)
-        total = int((last - cdiv(lc.host_lengths, ps)).sum())
+        last = torch.maximum(cdiv(lc.host_lengths + t, ps), lc.host_pages)
+        total = int((last - lc.host_pages).sum())
         self._ensure_table(lc, int(last.max()))
         if total:
+            self.version += 1
             pages = self._take(lc, total)
             n = lc.lengths.long().flatten()
-            first = cdiv(n, ps)
-            need = cdiv(n + t, ps) - first
+            first = (lc.page_table >= 0).sum(-1).flatten()  # a head's pages fill its table's front
+            need = (cdiv(n + t, ps) - first).clamp(min=0)
             heads = torch.arange(n.numel(), device=self.device).repeat_interleave(
                 need, output_size=total
             )
@@ -214,6 +221,39 @@ class Cache:
             rows[heads, logical] = pages.to(torch.int32)
             lc.key_min.index_fill_(0, pages, math.inf)  # not `[pages] = inf`: that syncs
             lc.key_max.index_fill_(0, pages, -math.inf)
+        lc.host_pages = last
+
+    def reserve(self, tokens: int) -> None:
+        """Give every head of every layer its pages for ``tokens`` more tokens now, so that the
+        next ``tokens`` single-token appends allocate nothing on the host and never grow a pool
+        or a table: the tensors a CUDA graph of decode steps captured stay the ones in use.
+        Reserved pages hold no token: `memory_bytes` does not count them, `reserved_bytes` does;
+        `compact` frees them."""
+        check_int("tokens", tokens, 0)
+        for lc in self.layers:
+            self._allocate(lc, tokens)
+
+    def advance_host(self, tokens: int = 1) -> None:
+        """Count ``tokens`` appended tokens per head in every layer's host mirrors, for appends
+        that ran on the device alone (a replayed CUDA graph of decode steps, whose tokens
+        `reserve` gave pages)."""
+        for lc in self.layers:
+            lc.host_lengths += tokens
+            lc.seen += tokens
+            if bool((cdiv(lc.host_lengths, self.page_size) > lc.host_pages).any()):
+                raise ValueError(f"tokens: {tokens} more tokens overrun the reserved pages")
+
+    def host_state(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """A copy of every layer's host mirrors (lengths, pages, positions seen), for
+        `set_host_state`: capturing a CUDA graph runs the host bookkeeping without the device
+        work."""
+        return [
+            (lc.host_lengths.clone(), lc.host_pages.clone(), lc.seen.clone()) for lc in self.layers
+        ]
+
+    def set_host_state(self, state: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        for lc, (lengths, pages, seen) in zip(self.layers, state, strict=True):
+            lc.host_lengths, lc.host_pages, lc.seen = lengths, pages, seen
 
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
         """Append k, v (B, H_kv, T, D) to every head of ``layer``. ``positions`` int64 (B, T)
@@ -231,7 +271,8 @@ class Cache:
                 lc.key_max, lc.page_table, lc.lengths,
             )  # fmt: skip
             lc.host_lengths += 1
-            lc.seen, lc.next_pos = lc.seen + 1, lc.next_pos + 1
+            lc.seen = lc.seen + 1
+            lc.next_pos.add_(1)  # in place: a captured graph keeps reading this tensor
             return
         if positions is None:
             seen = lc.seen + t
@@ -260,7 +301,8 @@ class Cache:
             lc.labels.flatten(0, 1)[flat] = lab.reshape(flat.numel(), -1).to(lc.labels.dtype)
         lc.lengths += t
         lc.host_lengths += t
-        lc.seen, lc.next_pos = seen, pos[:, -1] + 1
+        lc.seen = seen
+        lc.next_pos.copy_(pos[:, -1] + 1)
 
     def _fused(self, lc: LayerCache, k: Tensor, v: Tensor) -> bool:
         """Whether `append` can take the one-launch decode path (`kernels.cache_append`) for a
@@ -286,6 +328,7 @@ class Cache:
         ref.check_layer(layer, self.num_layers)
         ref.check_kept(kept, self.layers[layer].host_lengths, self.device)
         lc, ps = self.layers[layer], self.page_size
+        self.version += 1
         width = kept.idx.shape[-1]
         slot = torch.arange(width, device=self.device)
         table = lc.page_table.long()
@@ -305,17 +348,19 @@ class Cache:
         lc.free = torch.cat([freed, lc.free])  # freed pages are reused first
         lc.lengths.copy_(kept.count)
         lc.host_lengths = kept.count.long().cpu()
+        lc.host_pages = cdiv(lc.host_lengths, ps)
         self._refresh_summaries(lc)
 
     def shrink(self, layer: int | None = None) -> None:
         """Re-allocate the pool of ``layer`` (default: every layer) to exactly the pages in use."""
+        self.version += 1
         for i in self._layer_range(layer):
             lc = self.layers[i]
             used = lc.page_table >= 0
             pages = lc.page_table[used].long()
             for name, t in lc.page_tensors().items():
                 setattr(lc, name, t[pages])  # advanced indexing: a fresh, exactly sized tensor
-            width = max(int(cdiv(lc.host_lengths, self.page_size).max()), 1)
+            width = max(int(lc.host_pages.max()), 1)
             # page_table[used] lists the kept pages in the order they were just copied
             lc.page_table[used] = torch.arange(pages.numel(), device=self.device, dtype=torch.int32)
             lc.page_table = lc.page_table[..., :width].contiguous()
@@ -327,6 +372,7 @@ class Cache:
         ref.check_layer(layer, self.num_layers)
         ref.check_label_channels(channels, self.kv_heads, self.head_dim, self.device)
         lc, ps = self.layers[layer], self.page_size
+        self.version += 1
         lc.label_channels = channels.clone()
         lc.labels = self._pool(lc.k_pages.shape[0], ps, channels.shape[1], dtype=self.dtype, fill=0)
         used = lc.page_table >= 0
@@ -377,7 +423,7 @@ class Cache:
         ref.check_layer(layer, self.num_layers)
         lc, ps = self.layers[layer], self.page_size
         count = cdiv(lc.lengths, ps)
-        width = int(cdiv(lc.host_lengths, ps).max())
+        width = int(lc.host_pages.max())  # reserved pages too: a captured graph sees them fill
         used = torch.arange(width, device=self.device) < count[..., None]  # [B, H, P]
         phys = lc.page_table[..., :width].long().clamp(min=0)
         kmin = lc.key_min[phys].masked_fill(~used[..., None], math.inf)
@@ -431,6 +477,7 @@ class Cache:
 
     def reset(self) -> None:
         """Empty every layer and release its pool; label channels are kept."""
+        self.version += 1
         for i, lc in enumerate(self.layers):
             self.layers[i] = self._empty_layer()
             if lc.label_channels is not None:
@@ -442,8 +489,9 @@ class Cache:
             pages = lc.k_pages.shape[0]
             if not torch.equal(lc.lengths.long().cpu(), lc.host_lengths):
                 raise ValueError(f"layer {i}: lengths disagree with their host mirror")
-            start = torch.arange(lc.page_table.shape[-1]) * self.page_size
-            used = start < lc.host_lengths[..., None]
+            if (lc.host_pages < cdiv(lc.host_lengths, self.page_size)).any():
+                raise ValueError(f"layer {i}: heads hold tokens past their pages")
+            used = torch.arange(lc.page_table.shape[-1]) < lc.host_pages[..., None]
             table = lc.page_table.long().cpu()
             if not ((table[used] >= 0) & (table[used] < pages)).all() or (table[~used] != -1).any():
                 raise ValueError(f"layer {i}: page_table entries disagree with the lengths")

@@ -49,6 +49,8 @@
 #   fewer launches: tests/test_graphs.py, time_planning_kernels.py --variant before=PATH (PATH =
 #   the planning module before the log-sum-exp combine kernel), check_no_sync.py --planners
 #   flexprefill and bench prefill --lengths 131072 --planners flexprefill (planning3/).
+#   2026-11-30, fourth session: gd1, gd2, gd3 (carry .stage/r1 + .stage/t, .stage/r2, .stage/r3,
+#   each at once after the last): decode_graphs/.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -295,8 +297,35 @@ alt3)  # at once after alt2, carrying .stage/r3: time to first token, stock and 
         --lengths 1k,2k,3k,4k,6k,8k,16k,32k,64k,128k --methods flexprefill \
         --out "$OUT/alternating" 2>&1 | grep "tokens:\|wrote\|error\|Error"
     ;;
+gd1)  # fourth session of 2026-11-30, carrying .stage/r1 + .stage/t: CUDA tests of the decode
+    # graphs (tests/test_decode_graphs.py) and the paged cache
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    mkdir -p "$OUT/decode_graphs"
+    timeout 300 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_decode_graphs.py \
+        tests/test_cache.py -k "cuda or replayed or reserved or paged or host" > "$OUT/decode_graphs/cuda_tests.log" 2>&1
+    tail -15 "$OUT/decode_graphs/cuda_tests.log"
+    ;;
+gd2)  # at once after gd1, carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+gd3)  # at once after gd2, carrying .stage/r3: decode tokens/s on SmolLM2 at 32K, CUDA-graph steps
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    for run in "paged --paged-cache" "hfcache" "eager --paged-cache --no-graphs"; do
+        set -- $run
+        name=$1; shift
+        timeout 150 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+            --decode-steps 64 --batch 1,8 --methods dense --kv none,streaming,snapkv \
+            --kv-ratio 0.25 --decode none,quest --decode-ratio 0.125 "$@" \
+            --out "$OUT/decode_graphs/$name" 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn"
+    done
+    timeout 90 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+        --decode-steps 64 --batch 1,8 --methods dense --precision bf16,fp8-kv --paged-cache \
+        --out "$OUT/decode_graphs/fp8" 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3" >&2
     exit 2
     ;;
 esac

@@ -107,3 +107,17 @@ def test_prefill_timing_alternates_stock_and_patched(monkeypatch):
     assert seen == ["sdpa", "attnsieve"] * 3
     assert [run[0] for run in stock] == [3.0, 5.0] and [run[0] for run in patched] == [4.0, 6.0]
     assert e2e._best(stock) == 3.0
+
+
+def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, monkeypatch):
+    """--paged-cache: the dense config decodes on attnsieve's paged cache and stays the dense
+    reference; on the CPU no step replays a CUDA graph."""
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    argv = _argv(tiny_probe_dir, tmp_path, "--paged-cache", "--kv", "none", "--batch", "2")
+    assert cli.main(argv) == 0
+    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    labels = {r["label"] for r in result["results"]}
+    assert labels == {"sdpa", "dense+paged", "dense+quest@0.125"}
+    assert result["dense_reference"] == "dense+paged" and result["graphs"]
+    assert result["configs"]["dense+paged"]["paged_cache"]
+    assert not any(r["graph_replayed"] for r in result["results"])

@@ -194,9 +194,9 @@ def test_short_prompts_and_decode_stay_dense():
 
 @torch.no_grad()
 def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
-    """A layer that runs dense (a short prompt, a cost fallback) calls the stock "sdpa" function
-    itself, so it costs what it costs the stock model; soft-capping, which that function lacks,
-    does not reach it."""
+    """A layer that runs a prompt dense (a short prompt, a cost fallback) calls the stock "sdpa"
+    function itself, so it costs what it costs the stock model; decode steps and soft-capping
+    (which that function lacks) do not reach it."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from attnsieve.integrations.cost import CostModel
@@ -213,11 +213,18 @@ def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
     base = model(input_ids=ids).logits
     with patch(model, AttentionConfig(prefill="streaming", min_prefill_length=64)):
         torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
-    assert calls == [0, 1]
+        assert calls == [0, 1]
+        # a decode step runs attnsieve's dense attention (native GQA), not the stock function
+        past = model(input_ids=ids, use_cache=True).past_key_values
+        step = model(input_ids=ids[:, :1], past_key_values=past).logits
+        assert calls == [0, 1, 0, 1]
+    past = model(input_ids=ids, use_cache=True).past_key_values
+    torch.testing.assert_close(step, model(input_ids=ids[:, :1], past_key_values=past).logits)
+    calls.clear()
     costed = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
     with patch(model, costed, cost=CostModel(dense_tflops=1e6)) as stats:  # dense always wins
         model(input_ids=ids)
-    assert calls == [0, 1, 0, 1] and stats.fallback_per_layer == ["cost", "cost"]
+    assert calls == [0, 1] and stats.fallback_per_layer == ["cost", "cost"]
     calls.clear()
     gemma = build("gemma2")
     gemma_config = AttentionConfig(prefill="streaming", min_prefill_length=16)

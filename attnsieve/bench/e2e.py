@@ -123,6 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
     )
     decode.add_argument("--precision", default="bf16", help="comma-separated: bf16, fp8-kv, ...")
+    decode.add_argument(
+        "--paged-cache",
+        action="store_true",
+        help="run the dense configs on attnsieve's paged cache too (its decode kernel and, unless "
+        "--no-graphs, CUDA-graph decode steps), so that every config decodes the same way",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -152,7 +158,9 @@ def main(args: argparse.Namespace) -> int:
         prompts = {n: _prompt(tokenizer, model, n, args.seed, device) for n in lengths}
         meta = {"command": _command(args), "model": _describe(model, name, args)}
         stem = Path(args.out) / f"e2e_decode_{name}"
-        return e2e_decode.run(model, prompts, batches, configs, args.decode_steps, meta, stem)
+        return e2e_decode.run(
+            model, prompts, batches, configs, args.decode_steps, meta, stem, not args.no_graphs
+        )
 
     check = correctness_check(model, device)
     print(

@@ -10,7 +10,10 @@ else 2·layers·kv_heads·head_dim·tokens·B·itemsize), with tokens/s relative
 `attnsieve eval`'s: every combination of --methods, --kv at --kv-ratio, --decode at
 --decode-ratio and --precision (`attnsieve.eval.harness.method_configs`). With a KV policy the
 prompt is compressed once after the prefill; the timed steps include any periodic compression and
-each step's page selection. JSON + PNG go to ``--out``, a table to stdout.
+each step's page selection. On attnsieve's paged cache (every config with --paged-cache) on CUDA
+the warm-up captures a CUDA graph of the decode step and the timed steps replay it (unless
+--no-graphs; `attnsieve.integrations.decode_graphs`); each row records whether they did. JSON +
+PNG go to ``--out``, a table to stdout.
 
     attnsieve bench e2e --model smollm2 --rope-scale 4 --lengths 32k --decode-steps 64 \\
         --batch 1,8 --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --decode none,quest \\
@@ -20,6 +23,7 @@ each step's page selection. JSON + PNG go to ``--out``, a table to stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from tqdm import tqdm
 
 from attnsieve.bench.common import environment, format_table, save_line_plots, write_json
 from attnsieve.integrations import AttentionConfig, patch
+from attnsieve.integrations.decode_graphs import graphs_apply
 from attnsieve.integrations.generate import decode, dense_cache_bytes
 from attnsieve.integrations.transformers import cache_keyword
 
@@ -65,7 +70,16 @@ def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, Attention
         min_prefill_length=AttentionConfig.min_prefill_length,
         backend=None,
     )
-    return batches, method_configs(axes)
+    configs = method_configs(axes)
+    if args.paged_cache:
+        configs = [
+            (
+                label if config.paged else f"{label}+paged",
+                dataclasses.replace(config, paged_cache=True),
+            )
+            for label, config in configs
+        ]
+    return batches, configs
 
 
 def run(
@@ -76,16 +90,17 @@ def run(
     steps: int,
     meta: dict[str, Any],
     stem: Path,
+    graphs: bool = True,
 ) -> int:
     """Time every (length, batch, config) cell, write ``stem``.json/.png and print a table.
-    ``prompts`` maps each length to its (1, L) prompt ids."""
+    ``prompts`` maps each length to its (1, L) prompt ids; ``graphs`` is `patch`'s."""
     started = time.perf_counter()
     cells = [(n, b, c) for n in prompts for b in batches for c in [(SDPA, None), *configs]]
     rows: list[dict[str, Any]] = []
     for length, batch, (label, config) in tqdm(cells, desc="bench e2e decode", unit="cell"):
-        cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config)
+        cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config, graphs)
         rows.append({"length": length, "batch": batch, "label": label, **cell})
-    dense = next((label for label, config in configs if not config.paged), None)
+    dense = next((label for label, config in configs if not config.needs_paged_cache), None)
     rate = {(r["length"], r["batch"], r["label"]): r["tokens_per_s"] for r in rows}
     for row in rows:
         at = row["length"], row["batch"]
@@ -96,6 +111,7 @@ def run(
         "environment": environment(),
         "decode_steps": steps,
         "warmup_steps": WARMUP_STEPS,
+        "graphs": graphs,
         "dense_reference": dense,
         "configs": {label: config.to_dict() for label, config in configs},
         "results": rows,
@@ -109,10 +125,13 @@ def run(
 
 
 @torch.inference_mode()
-def time_decode(model: Any, ids: Tensor, steps: int, config: AttentionConfig | None) -> dict:
-    """Prefill ``ids`` (B, L) once under ``config`` (None: stock model), then time ``steps``
-    greedy decode steps after ``WARMUP_STEPS`` untimed ones."""
-    handle = None if config is None else patch(model, config)
+def time_decode(
+    model: Any, ids: Tensor, steps: int, config: AttentionConfig | None, graphs: bool = True
+) -> dict:
+    """Prefill ``ids`` (B, L) once under ``config`` (None: stock model; ``graphs`` is `patch`'s),
+    then time ``steps`` greedy decode steps after ``WARMUP_STEPS`` untimed ones (on the paged
+    cache, the warm-up captures the CUDA graph that the timed steps replay)."""
+    handle = None if config is None else patch(model, config, graphs=graphs)
     try:
         paged = handle is not None and handle.config.paged
         cache = handle.new_cache() if paged else None
@@ -123,6 +142,7 @@ def time_decode(model: Any, ids: Tensor, steps: int, config: AttentionConfig | N
         token = out.logits[:, -1].argmax(-1)
         warm, cache, _ = decode(model, token, out.past_key_values, WARMUP_STEPS)
         del out
+        replayed = graphs_apply(model, cache)
         _, cache, seconds = decode(model, warm[-1], cache, steps)
         if paged:
             kv_bytes = handle.session.paged.memory_bytes()
@@ -141,6 +161,7 @@ def time_decode(model: Any, ids: Tensor, steps: int, config: AttentionConfig | N
         "ms_per_step": seconds / steps * 1e3,
         "tokens_per_s": ids.shape[0] * steps / seconds,
         "kv_mib": kv_bytes / 2**20,
+        "graph_replayed": replayed,
     }
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from attnsieve.api import BACKENDS
-from attnsieve.checks import check_int, check_pow2
+from attnsieve.checks import check_bool, check_int, check_pow2
 
 if TYPE_CHECKING:  # attnsieve.methods (and Triton) load when a config is built, not on import
     from attnsieve.methods.decode.base import DecodeSelector
@@ -43,6 +43,7 @@ _FIELDS = (
     "min_prefill_length",
     "kv_interval",
     "page_size",
+    "paged_cache",
     "backend",
 )
 
@@ -66,6 +67,9 @@ class AttentionConfig:
             the size the prompt's compression left (0: only once, when the prompt is done).
         page_size: tokens per page of the paged KV cache (used when ``kv``, ``decode`` or an
             FP8 KV cache asks for it).
+        paged_cache: generate on the paged KV cache even when no role needs it: dense decode
+            then runs attnsieve's decode kernel, and on CUDA whole decode steps replay as CUDA
+            graphs (`attnsieve.integrations.decode_graphs`).
         backend: kernel backend for `attnsieve.api` (None, "auto", "triton", "reference").
     """
 
@@ -77,6 +81,7 @@ class AttentionConfig:
     min_prefill_length: int = 2048
     kv_interval: int = 0
     page_size: int = 16
+    paged_cache: bool = False
     backend: str | None = None
 
     def __post_init__(self) -> None:
@@ -85,6 +90,7 @@ class AttentionConfig:
         check_int("min_prefill_length", self.min_prefill_length, 1)
         check_int("kv_interval", self.kv_interval, 0)
         check_pow2("page_size", self.page_size, 8, 256)
+        check_bool("paged_cache", self.paged_cache)
         if self.backend is not None and self.backend not in BACKENDS:
             raise ValueError(f"backend: expected None or one of {BACKENDS}, got {self.backend!r}")
         if not isinstance(self.layers, dict):
@@ -128,8 +134,13 @@ class AttentionConfig:
 
     @property
     def paged(self) -> bool:
-        """Whether generation needs attnsieve's paged cache (a KV policy, a decode selector or an
-        FP8 KV cache)."""
+        """Whether generation runs on attnsieve's paged cache (``paged_cache``, or a role that
+        needs it: see `needs_paged_cache`)."""
+        return self.paged_cache or self.needs_paged_cache
+
+    @property
+    def needs_paged_cache(self) -> bool:
+        """Whether a KV policy, a decode selector or an FP8 KV cache is configured."""
         if self.fp8_kv or self._default["kv"] is not None or self._default["decode"] is not None:
             return True
         return any(b.get("kv") or b.get("decode") for b in self._built.values())

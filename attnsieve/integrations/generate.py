@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.integrations import decode_graphs
 from attnsieve.integrations.transformers import PatchStats, cache_keyword
 from attnsieve.layout import causal_pairs
 
@@ -81,11 +82,15 @@ def decode(
 ) -> tuple[list[Tensor], Any, float]:
     """Up to ``steps`` greedy decode steps after ``token`` (B,), each one forward of one token per
     row on ``cache``: (the new tokens, each (B,); the cache; seconds, synchronised at both ends).
+    On a patched model's paged cache on CUDA the steps replay a CUDA graph
+    (`attnsieve.integrations.decode_graphs`).
 
     A batch of one stops before a step once its last token is in ``eos_ids`` (a host read per
     step, as generation needs); with no ``eos_ids``, or a larger batch, all steps run and this
     loop adds no host wait."""
     key = cache_keyword(model)
+    if decode_graphs.graphs_apply(model, cache):
+        return decode_graphs.decode(model, token, cache, steps, eos_ids, key)
     tokens = []
     _sync(token.device)
     start = time.perf_counter()

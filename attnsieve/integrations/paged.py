@@ -49,6 +49,7 @@ class PagedSession:
         self.scales: dict[int, float | None] = {}
         self.whole: set[int] = set()  # layers whose attention must see every token
         self.started: set[int] = set()  # layers that have seen a call
+        self.decode_graph: Any = None  # the captured decode step (`integrations.decode_graphs`)
 
     @property
     def paged(self) -> Any:
@@ -57,15 +58,17 @@ class PagedSession:
 
     def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
         """On the layer's first call, give the cache its selector's label channels (Double
-        Sparsity); with a KV policy, keep the layer's last `WINDOW` queries (the newest
-        positions), which its observation window reads."""
+        Sparsity); with a KV policy that will still compress, keep the layer's last `WINDOW`
+        queries (the newest positions), which its observation window reads."""
         if layer not in self.started:
             self.started.add(layer)
             channels = getattr(self.config.selector(layer), "label_channels", None)
             if channels is not None and (table := channels(query.device)) is not None:
                 self.paged.set_label_channels(layer, table)
-        if self.config.policy(layer) is None:
-            return
+        if self.config.policy(layer) is None or (
+            layer in self.compressed and not self.config.kv_interval
+        ):
+            return  # no compression will read the window
         n = min(query.shape[2], WINDOW)  # only the newest queries are ever read
         end = self.paged.seq_length(layer)
         query = query[:, :, -n:]

@@ -287,6 +287,15 @@ def _generate_with_paged_cache(
     return wrapped
 
 
+def handle_of(model: Any) -> PatchHandle | None:
+    """The live patch handle of ``model``, or None when it is not patched."""
+    for module in model.modules():
+        handle = getattr(module, _HANDLE_ATTR, None)
+        if handle is not None:
+            return handle
+    return None
+
+
 def cache_keyword(model: Any) -> str:
     """The name under which ``model`` takes its cache: "cache" from transformers 5.2x,
     "past_key_values" before (still accepted after, with a deprecation warning)."""
@@ -507,12 +516,15 @@ def _dense(
     is_causal: bool,
     kwargs: dict[str, Any],
 ) -> Tensor:
-    """Dense attention as a (B, N, H_q, D) tensor: transformers' own "sdpa" function (given the
-    call's ``kwargs``), so a layer that runs dense costs what it costs the stock model, host time
-    and SDPA's backend choice included (forcing cuDNN cost 33-62 us of host time a call and was
-    4x slower at 1K on the H200: benchmarks/results/h200/adapter/dense_path.log); Gemma-2's logit
-    soft-capping, which it lacks, through `attnsieve.api.dense_attention`."""
-    if softcap is None:
+    """Dense attention as a (B, N, H_q, D) tensor: for a prompt, transformers' own "sdpa" function
+    (given the call's ``kwargs``), so a layer that runs dense costs what it costs the stock model,
+    host time and SDPA's backend choice included (forcing cuDNN cost 33-62 us of host time a call
+    and was 4x slower at 1K on the H200: benchmarks/results/h200/adapter/dense_path.log). A decode
+    step, and Gemma-2's logit soft-capping (which transformers' SDPA lacks), go through
+    `attnsieve.api.dense_attention`: one SDPA call with native GQA, which decoded SmolLM2 at 32K
+    in 16-17 ms a step on the H200 where the stock model took 55-58 ms (its SDPA function of
+    transformers 5.17; benchmarks/results/h200/e2e-decode/)."""
+    if softcap is None and query.shape[2] > 1:
         return sdpa_attention_forward(
             module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
         )[0]

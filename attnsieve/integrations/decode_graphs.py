@@ -1,0 +1,161 @@
+"""Whole decode steps on the paged cache, captured once as a CUDA graph and replayed.
+
+A decode step of a small model is almost all host time: on the H200, SmolLM2 at 32K took 17 ms a
+step at batch 1 and 19 ms at batch 8 (README, "Decode speed on SmolLM2"), for a cache of 0.75 GB
+a row that the GPU reads in a fraction of a millisecond. On attnsieve's paged cache every step
+has the same shapes, and the device holds all that a step reads (lengths, page tables,
+positions), so the whole step is captured once: the model's forward for one token per row, its
+greedy argmax written back as the next input, and the position bump. Later steps replay it; the
+host's share of a step is one replay.
+
+What makes a step replayable:
+
+- `Cache.reserve` gives every head its pages for the steps ahead before the capture: inside the
+  graph nothing allocates, and no pool or page table grows (the graph keeps their addresses).
+- Positions come from a device tensor the graph bumps (``position_ids``), never from the cache's
+  host counter; the cache's host mirrors, which the capture advanced without the device work,
+  are restored after it and advanced once by the replayed steps at the end.
+- The graph is valid while the cache's ``version`` is the one captured: a compaction, a pool or
+  table growth, or a reset makes the next call capture again.
+
+Steps that need the host each step run eagerly instead: periodic compression (``kv_interval``),
+layers kept whole (soft-capping, sliding windows), and anything whose capture fails (warned once).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import warnings
+from collections.abc import Collection
+from typing import Any
+
+import torch
+from torch import Tensor
+
+RESERVE_STEPS = 256  # tokens per head reserved per capture: one capture serves this many steps
+EAGER_KEY = "decode steps"  # in `PlanGraphs.eager` once a capture failed: decode stays eager
+
+
+class DecodeGraph:
+    """One captured decode step of a patched model on its session's paged cache."""
+
+    def __init__(
+        self, model: Any, cache: Any, keyword: str, token: Tensor, steps: int, stream: Any
+    ) -> None:
+        """Reserve pages for ``steps`` more steps (at least `RESERVE_STEPS`) and capture the step
+        that follows ``token`` (B,) on ``stream``, where an eager step has just run (it compiled
+        the kernels and ran any pending compression)."""
+        self.cache, paged = cache, cache.cache
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):
+            paged.reserve(max(steps, RESERVE_STEPS))
+            self.reserved = min(
+                int((lc.host_pages * paged.page_size - lc.host_lengths).min())
+                for lc in paged.layers
+            )
+            self.ids = token[:, None].clone()
+            self.positions = paged.layers[0].next_pos[:, None].clone()
+            # transformers releases that still take cache_position get it from the same tensor
+            where = {"position_ids": self.positions}
+            if "cache_position" in inspect.signature(model.forward).parameters:
+                where["cache_position"] = self.positions[0]
+            host = paged.host_state()
+            try:
+                with torch.cuda.graph(self.graph, stream=stream):
+                    out = model(input_ids=self.ids, **where, **{keyword: cache}, use_cache=True)
+                    self.ids.copy_(out.logits[:, -1].argmax(-1, keepdim=True))
+                    self.positions.add_(1)
+            finally:
+                paged.set_host_state(host)
+        torch.cuda.current_stream(token.device).wait_stream(stream)
+        self.version = paged.version
+
+    def valid(self, cache: Any, steps: int) -> bool:
+        """Whether this graph can run ``steps`` more steps on ``cache`` as it stands."""
+        return (
+            cache is self.cache and cache.cache.version == self.version and steps <= self.reserved
+        )
+
+    def run(self, token: Tensor, steps: int, eos_ids: Collection[int]) -> list[Tensor]:
+        """Replay up to ``steps`` steps after ``token`` (B,): the new tokens (see `decode`)."""
+        paged = self.cache.cache
+        self.ids.copy_(token[:, None])
+        self.positions.copy_(paged.layers[0].next_pos[:, None])
+        tokens = []
+        for _ in range(steps):
+            if eos_ids and token.numel() == 1 and int(self.ids) in eos_ids:
+                break
+            self.graph.replay()
+            tokens.append(self.ids[:, 0].clone())
+        self.reserved -= len(tokens)
+        paged.advance_host(len(tokens))
+        return tokens
+
+
+def graphs_apply(model: Any, cache: Any) -> bool:
+    """Whether `decode` on ``cache`` replays CUDA graphs: ``cache`` is the paged cache of the
+    patch handle of ``model`` (created with ``graphs=True``), on CUDA, without periodic
+    compression, and no layer has been kept whole."""
+    from attnsieve.integrations.transformers import handle_of
+
+    handle = handle_of(model)
+    if handle is None or handle.graphs is None or handle.session is None:
+        return False
+    session = handle.session
+    return (
+        session.cache is cache
+        and session.paged is not None
+        and session.paged.device.type == "cuda"
+        and not handle.config.kv_interval
+        and not session.whole
+        and EAGER_KEY not in handle.graphs.eager
+    )
+
+
+@torch.inference_mode()
+def decode(
+    model: Any, token: Tensor, cache: Any, steps: int, eos_ids: Collection[int], keyword: str
+) -> tuple[list[Tensor], Any, float]:
+    """`attnsieve.integrations.generate.decode` on a cache for which `graphs_apply` holds: the
+    same greedy tokens, replayed from a CUDA graph that lives on the patch handle's session. When
+    there is no graph that fits, one eager step runs on a side stream (the warm-up a capture
+    needs) and the next step is captured; if the capture fails, the rest runs eagerly."""
+    from attnsieve.integrations import generate
+    from attnsieve.integrations.transformers import handle_of
+
+    handle = handle_of(model)
+    session = handle.session
+    tokens: list[Tensor] = []
+    torch.cuda.synchronize(token.device)
+    start = time.perf_counter()
+    if eos_ids and token.numel() == 1 and int(token) in eos_ids:
+        steps = 0
+    graph = session.decode_graph
+    if steps and (graph is None or not graph.valid(cache, steps)):
+        session.decode_graph = graph = None  # its memory pool goes before a new capture
+        stream = torch.cuda.Stream(device=token.device)
+        stream.wait_stream(torch.cuda.current_stream(token.device))
+        with torch.cuda.stream(stream):
+            out = model(input_ids=token[:, None], **{keyword: cache}, use_cache=True)
+            token = out.logits[:, -1].argmax(-1)
+        torch.cuda.current_stream(token.device).wait_stream(stream)
+        tokens.append(token)
+        steps -= 1
+        if steps:
+            try:
+                graph = DecodeGraph(model, cache, keyword, token, steps, stream)
+            except RuntimeError as e:  # e.g. an operation that waits for the GPU
+                handle.graphs.eager.add(EAGER_KEY)
+                warnings.warn(
+                    f"attnsieve: a decode step cannot be captured in a CUDA graph ({e}); "
+                    "decode steps run eagerly",
+                    stacklevel=3,
+                )
+            session.decode_graph = graph
+    if graph is not None and steps:
+        tokens += graph.run(token, steps, eos_ids)
+    elif steps:
+        tokens += generate.decode(model, token, cache, steps, eos_ids)[0]
+    torch.cuda.synchronize(token.device)
+    return tokens, cache, time.perf_counter() - start

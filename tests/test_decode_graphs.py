@@ -1,0 +1,190 @@
+"""CUDA-graph decode steps on the paged cache (`attnsieve.integrations.decode_graphs`): the page
+reservation and host-mirror bookkeeping they rest on (CPU), `paged_cache` in the config, and on a
+GPU the replayed tokens against eager decode."""
+
+import pytest
+import torch
+
+from attnsieve.cache import Cache
+from attnsieve.integrations import AttentionConfig, patch
+from attnsieve.kernels.decode_reference import decode_reference
+from attnsieve.methods.decode.base import StepState
+from attnsieve.methods.decode.quest import Quest
+from tests.test_cache import kept_from, kv
+
+transformers = pytest.importorskip("transformers")
+
+from attnsieve.integrations import decode_graphs  # noqa: E402
+from attnsieve.integrations.generate import decode  # noqa: E402
+from attnsieve.integrations.transformers import cache_keyword, handle_of  # noqa: E402
+from tests.test_integration_transformers import build, prompt  # noqa: E402
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _filled(reserve: int | None, kv_dtype=None, steps=21):
+    """A 2-layer cache with ragged heads (a compaction), then ``steps`` one-token appends, with
+    ``reserve`` tokens reserved before them (None: none). Returns (cache, versions seen)."""
+    g = torch.Generator().manual_seed(0)
+    cache = Cache(2, batch=2, kv_heads=2, head_dim=16, page_size=8, dtype=torch.float32,
+                  device="cpu", kv_dtype=kv_dtype)  # fmt: skip
+    for layer in range(2):
+        cache.append(layer, *kv(cache, 13, g=g))
+        cache.compact(layer, kept_from([[[0, 5, 12], list(range(13))], [[7], [1, 2, 3, 4, 9]]]))
+    if reserve is not None:
+        cache.reserve(reserve)
+    versions, pointers = [], []
+    for _ in range(steps):
+        for layer in range(2):
+            cache.append(layer, *kv(cache, 1, g=g))
+        versions.append(cache.version)
+        pointers.append([(lc.k_pages.data_ptr(), lc.page_table.data_ptr()) for lc in cache.layers])
+    cache.validate()
+    return cache, versions, pointers
+
+
+@pytest.mark.parametrize("kv_dtype", [None, "fp8"])
+def test_reserved_pages_make_appends_allocate_nothing(kv_dtype):
+    """After reserve(n), n appends keep every pool, table and page assignment (the cache's
+    version), and the cache holds exactly what an unreserved one holds: tokens, positions,
+    page summaries, the decode result and the memory counted as held."""
+    reserved, versions, pointers = _filled(21, kv_dtype)
+    plain, plain_versions, _ = _filled(None, kv_dtype)
+    assert len(set(versions)) == 1 and len({tuple(p) for p in pointers}) == 1
+    assert len(set(plain_versions)) > 1  # without a reservation, appends allocate pages
+    for layer in range(2):
+        for x, y in zip(reserved.gather(layer), plain.gather(layer), strict=True):
+            assert torch.equal(x, y)
+        a, b = reserved._gather(reserved.layers[layer])[2], plain._gather(plain.layers[layer])[2]
+        assert torch.equal(a, b)
+        va, vb = reserved.page_view(layer), plain.page_view(layer)
+        assert va.key_min.shape[2] >= vb.key_min.shape[2]  # reserved pages are in the view...
+        width = vb.key_min.shape[2]
+        assert torch.equal(va.key_min[:, :, :width], vb.key_min)
+        assert torch.isinf(va.key_min[:, :, width:]).all()  # ...as empty pages
+        q = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(layer))
+        a = decode_reference(q, *reserved.kernel_args(layer)[:4], k_scale=reserved.layers[layer]
+                             .k_scale, v_scale=reserved.layers[layer].v_scale)  # fmt: skip
+        b = decode_reference(q, *plain.kernel_args(layer)[:4], k_scale=plain.layers[layer]
+                             .k_scale, v_scale=plain.layers[layer].v_scale)  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert reserved.memory_bytes() == plain.memory_bytes()
+
+
+def test_quest_picks_the_same_pages_with_pages_reserved():
+    reserved, _, _ = _filled(40)
+    plain, _, _ = _filled(None)
+    q = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(3))
+    quest = Quest(budget_tokens=16, dense_layers=0)
+    for layer in range(2):
+        a = quest.select(q, reserved.page_view(layer), StepState())
+        b = quest.select(q, plain.page_view(layer), StepState())
+        assert torch.equal(a.count, b.count)
+        for i in range(2):
+            for h in range(2):
+                n = int(a.count[i, h])
+                assert torch.equal(a.idx[i, h, :n], b.idx[i, h, :n])
+
+
+def test_compaction_frees_reserved_pages_and_bumps_the_version():
+    cache, _, _ = _filled(64)
+    before = cache.version
+    held = cache.layers[0].k_pages.shape[0] - cache.layers[0].free.numel()
+    cache.compact(0, kept_from([[[0], [1]], [[2], [0, 1]]]))
+    cache.validate()
+    assert cache.version > before
+    assert cache.layers[0].k_pages.shape[0] - cache.layers[0].free.numel() == 4 < held
+    assert cache.memory_bytes(0) == 4 * cache.page_bytes(0)
+
+
+def test_host_mirrors_restore_and_advance():
+    cache, _, _ = _filled(8, steps=0)
+    state = cache.host_state()
+    for layer in range(2):
+        cache.append(layer, *kv(cache, 1))
+    cache.set_host_state(state)  # what a capture does: the device work did not happen
+    pairs = list(zip(cache.layers, state, strict=True))
+    assert all(torch.equal(lc.host_lengths, s[0]) for lc, s in pairs)
+    cache.set_host_state([tuple(t.clone() for t in s) for s in state])
+    cache.advance_host(3)
+    assert all(torch.equal(lc.host_lengths, s[0] + 3) for lc, s in pairs)
+    assert all(torch.equal(lc.seen, s[2] + 3) for lc, s in pairs)
+    with pytest.raises(ValueError, match="tokens: .*reserved pages"):
+        cache.advance_host(100)
+    with pytest.raises(ValueError, match="tokens"):
+        cache.reserve(-1)
+
+
+def test_paged_cache_config_field():
+    config = AttentionConfig(prefill="dense", paged_cache=True)
+    assert config.paged and not config.needs_paged_cache
+    again = AttentionConfig.from_json(config.to_dict())
+    assert again.paged_cache and again.paged
+    assert AttentionConfig(kv="snapkv").needs_paged_cache
+    with pytest.raises(TypeError, match="paged_cache"):
+        AttentionConfig(paged_cache="yes")
+
+
+@torch.no_grad()
+def test_dense_decode_on_the_paged_cache_matches_stock():
+    """paged_cache=True: the same greedy tokens as the stock model (fp32, CPU), through the paged
+    cache and its decode attention; on the CPU no graph applies."""
+    model = build("llama")
+    ids = prompt(batch=2)
+    stock = model.generate(input_ids=ids, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                           pad_token_id=0)[:, ids.shape[1]:]  # fmt: skip
+    with patch(model, AttentionConfig(prefill="dense", paged_cache=True)):
+        handle = handle_of(model)
+        cache = handle.new_cache()
+        out = model(input_ids=ids, **{cache_keyword(model): cache}, use_cache=True)
+        first = out.logits[:, -1].argmax(-1)
+        assert not decode_graphs.graphs_apply(model, cache)
+        tokens, _, _ = decode(model, first, cache, 5)
+    assert torch.equal(torch.stack([first, *tokens], 1), stock)
+    assert handle.session.paged is not None
+
+
+def _generate(model, config, ids, chunks, graphs):
+    """Prefill, compress, then greedy decode in calls of ``chunks`` steps each."""
+    with patch(model, config, graphs=graphs):
+        handle = handle_of(model)
+        cache = handle.new_cache()
+        out = model(input_ids=ids, **{cache_keyword(model): cache}, use_cache=True)
+        handle.compress()
+        tokens = [out.logits[:, -1].argmax(-1)]
+        for steps in chunks:
+            tokens += decode(model, tokens[-1], cache, steps)[0]
+        replayed = handle.session.decode_graph is not None
+        paged = handle.session.paged
+        paged.validate()
+        lengths = [paged.head_tokens(i) for i in range(len(paged))]
+    return torch.stack(tokens, 1), replayed, lengths
+
+
+@CUDA
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "roles",
+    [
+        {},
+        {"decode": {"method": "quest", "budget_tokens": 32, "dense_layers": 0}},
+        {"kv": {"method": "snapkv", "budget": 40, "window": 8}},
+        {"kv": {"method": "adakv", "budget": 40}},
+        {"precision": "fp8-kv"},
+        {"decode": {"method": "tidaldecode", "budget_tokens": 32}},
+    ],
+)
+def test_replayed_decode_steps_match_eager_ones(roles, monkeypatch):
+    """Graphs replay the eager steps token for token, and the cache's host mirrors agree with
+    its device state after; a small reservation forces several captures within one call."""
+    monkeypatch.setattr(decode_graphs, "RESERVE_STEPS", 8)
+    model = build("llama").to("cuda", torch.float16)
+    ids = prompt(batch=2, length=100).cuda()
+    config = AttentionConfig(prefill="dense", paged_cache=True, **roles)
+    chunks = (5, 25, 3)  # the second call outruns the first capture's reservation: a new one
+    eager, replayed_eager, lengths_eager = _generate(model, config, ids, chunks, graphs=False)
+    graphed, replayed, lengths = _generate(model, config, ids, chunks, graphs=True)
+    assert replayed and not replayed_eager
+    assert torch.equal(graphed, eager)
+    for a, b in zip(lengths, lengths_eager, strict=True):
+        assert torch.equal(a, b)
