@@ -267,8 +267,8 @@ class Cache:
         self._allocate(lc, t)
         if positions is None and self._fused(lc, k, v):
             append_one(
-                k, v, lc.next_pos, lc.k_pages, lc.v_pages, lc.positions, lc.key_min,
-                lc.key_max, lc.page_table, lc.lengths,
+                k, v, lc.next_pos, lc.k_pages, lc.v_pages, lc.k_scale, lc.v_scale, lc.positions,
+                lc.key_min, lc.key_max, lc.page_table, lc.lengths,
             )  # fmt: skip
             lc.host_lengths += 1
             lc.seen = lc.seen + 1
@@ -306,13 +306,14 @@ class Cache:
 
     def _fused(self, lc: LayerCache, k: Tensor, v: Tensor) -> bool:
         """Whether `append` can take the one-launch decode path (`kernels.cache_append`) for a
-        default-positioned token: one token, the model dtype, no label channels, a Triton device,
-        and the layouts that kernel indexes."""
+        default-positioned token: one token, no label channels, a Triton device, and the layouts
+        that kernel indexes."""
+        scales = [t for t in (lc.k_scale, lc.v_scale) if t is not None]
         return (
             (k.is_cuda or INTERPRET)
             and k.shape[2] == 1
-            and self.kv_dtype is None
             and lc.labels is None
+            and all(t.is_contiguous() for t in scales)
             and k.stride(-1) == 1
             and v.stride(-1) == 1
             and all(t.is_contiguous() for t in (lc.k_pages, lc.v_pages, lc.positions))

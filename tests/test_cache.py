@@ -402,11 +402,12 @@ def test_malformed_input_names_the_argument(case):
         assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("dtype", [F32, F16, BF16])
-def test_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
+@pytest.mark.parametrize("dtype, kv_dtype", [(F32, None), (F16, None), (BF16, None), (F16, "fp8")])
+def test_one_token_appends_match_the_pytorch_path(dtype, kv_dtype, monkeypatch):
     """Decode appends (one token, default positions) take the one-launch kernel
-    (kernels/cache_append.py) on a Triton device; pools, page tables, summaries, positions and
-    lengths come out as the PyTorch path writes them, across page boundaries and ragged heads."""
+    (kernels/cache_append.py) on a Triton device; pools (FP8 ones with their scales), page
+    tables, summaries, positions and lengths come out as the PyTorch path writes them, across
+    page boundaries and ragged heads."""
     import attnsieve.cache as cache_module
     import attnsieve.kernels.cache_append as kernel
 
@@ -418,7 +419,8 @@ def test_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
     for fused in (True, False):
         monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
         g = torch.Generator().manual_seed(0)
-        cache = Cache(1, batch=2, kv_heads=3, head_dim=16, page_size=8, dtype=dtype, device="cpu")
+        cache = Cache(1, batch=2, kv_heads=3, head_dim=16, page_size=8, dtype=dtype, device="cpu",
+                      kv_dtype=kv_dtype)  # fmt: skip
         cache.append(0, *kv(cache, 10, g=g))
         cache.compact(0, kept_from([[[0, 9], [1, 2, 3, 8], []], [list(range(10)), [4], [2, 3]]]))
         for _ in range(13):
@@ -431,6 +433,14 @@ def test_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
         assert torch.equal(getattr(fused, name), getattr(plain, name)), name
     for x, y in zip(caches[0].gather(0), caches[1].gather(0), strict=True):
         assert torch.equal(x, y)
+    if kv_dtype == "fp8":  # the scales of every stored token (other slots hold anything)
+        ps = caches[0].page_size
+        tok = torch.arange(fused.page_table.shape[-1] * ps)
+        stored = tok < fused.lengths[..., None]
+        slots = fused.page_table.long().gather(-1, (tok // ps).expand_as(stored)) * ps + tok % ps
+        for name in ("k_scale", "v_scale"):
+            a, b = (getattr(lc, name).flatten()[slots[stored]] for lc in (fused, plain))
+            assert torch.equal(a, b), name
     a, b = (c._gather(c.layers[0])[2] for c in caches)  # positions of the stored tokens
     assert torch.equal(a, b)
     used = fused.page_table[fused.page_table >= 0].long()
@@ -439,15 +449,16 @@ def test_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("dtype", [F16, BF16])
-def test_cuda_one_token_appends_match_the_pytorch_path(dtype, monkeypatch):
+@pytest.mark.parametrize("dtype, kv_dtype", [(F16, None), (BF16, None), (BF16, "fp8")])
+def test_cuda_one_token_appends_match_the_pytorch_path(dtype, kv_dtype, monkeypatch):
     """On the GPU, the compiled one-launch append writes what the PyTorch path writes."""
     caches = []
     for fused in (True, False):
         if not fused:
             monkeypatch.setattr(Cache, "_fused", lambda *a: False)
         g = torch.Generator().manual_seed(0)
-        cache = Cache(1, batch=2, kv_heads=3, head_dim=64, page_size=16, dtype=dtype, device="cuda")
+        cache = Cache(1, batch=2, kv_heads=3, head_dim=64, page_size=16, dtype=dtype, device="cuda",
+                      kv_dtype=kv_dtype)  # fmt: skip
         cache.append(0, *kv(cache, 40, g=g))
         for _ in range(37):
             cache.append(0, *kv(cache, 1, g=g))
