@@ -50,7 +50,7 @@
 #   the planning module before the log-sum-exp combine kernel), check_no_sync.py --planners
 #   flexprefill and bench prefill --lengths 131072 --planners flexprefill (planning3/).
 #   2026-11-30, fourth session: gd1, gd2, gd3 (carry .stage/r1 + .stage/t, .stage/r2, .stage/r3,
-#   each at once after the last): decode_graphs/.
+#   each at once after the last): decode_graphs/; then gd4, gd5, gd6 in the same way.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -324,8 +324,41 @@ gd3)  # at once after gd2, carrying .stage/r3: decode tokens/s on SmolLM2 at 32K
         --decode-steps 64 --batch 1,8 --methods dense --precision bf16,fp8-kv --paged-cache \
         --out "$OUT/decode_graphs/fp8" 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn"
     ;;
+gd4)  # carrying .stage/r1 + .stage/t: CUDA tests after the fused FP8 append and flexprefill's
+    # kept shape masks; flexprefill's plan replayed (SmolLM2 shapes) and bench prefill at 128K
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    mkdir -p "$OUT/decode_graphs/planning"
+    timeout 240 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_decode_graphs.py \
+        tests/test_cache.py tests/test_graphs.py tests/test_kernel_decode.py \
+        -k "cuda or replayed or graph or reserved or paged or host" \
+        > "$OUT/decode_graphs/cuda_tests_fp8.log" 2>&1
+    tail -3 "$OUT/decode_graphs/cuda_tests_fp8.log"
+    timeout 150 python3 benchmarks/check_no_sync.py --planners flexprefill \
+        --lengths 8192,32768,131072 --out "$OUT/decode_graphs/planning" 2>&1 | tail -6
+    timeout 150 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
+        --out "$OUT/decode_graphs/planning" 2>&1 | tail -8
+    ;;
+gd5)  # at once after gd4, carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+gd6)  # at once after gd5, carrying .stage/r3: FP8 KV decode with the fused append, 32K and 128K;
+    # then time to first token 32K-128K with flexprefill's kept masks
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    filter() { grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"; }
+    timeout 120 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+        --decode-steps 64 --batch 1,8 --methods dense --kv none,snapkv --precision bf16,fp8-kv \
+        --paged-cache --out "$OUT/decode_graphs/fp8_fused" 2>&1 | filter
+    timeout 150 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --lengths 128k \
+        --decode-steps 64 --batch 1 --methods dense --kv none,snapkv --precision bf16,fp8-kv \
+        --paged-cache --out "$OUT/decode_graphs/fp8_fused_128k" 2>&1 | filter
+    timeout 200 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 32k,64k,128k --methods flexprefill --out "$OUT/decode_graphs/ttft" 2>&1 \
+        | grep "tokens:\|wrote\|error\|Error"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6" >&2
     exit 2
     ;;
 esac
