@@ -92,7 +92,9 @@ def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-token FP8: (x / scale as float8_e4m3fn, float32 scale = absmax over D / 448)."""
     x = x.float()
     amax = x.abs().amax(-1)
-    scale = torch.where(amax > 0, amax / FP8_MAX, 1.0)  # all-zero rows stay 0
+    # times the reciprocal, as PyTorch's CUDA division by a scalar does: one rounding on every
+    # device, which the fused append kernel (`kernels.cache_append`) reproduces
+    scale = torch.where(amax > 0, amax * (1 / FP8_MAX), 1.0)  # all-zero rows stay 0
     return (x / scale[..., None]).to(FP8), scale
 
 

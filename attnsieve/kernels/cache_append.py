@@ -18,7 +18,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.quant import _to_fp8
 
 
@@ -56,10 +55,17 @@ def _append_one_kernel(
 
 @triton.jit
 def _quantize(x, EMULATE_FP8: tl.constexpr):
-    """(x / scale as float8 e4m3, scale = absmax / 448, 1 for an all-zero x) of one token."""
+    """(x / scale as float8 e4m3, scale = absmax / 448, 1 for an all-zero x) of one token.
+
+    The scale is absmax times the fp32 reciprocal of 448, as `attnsieve.cache.quantize_fp8`
+    computes it on every device (PyTorch's CUDA division by a scalar multiplies by the
+    reciprocal). The launcher always rounds on the e4m3 grid in fp32 first (EMULATE_FP8), so
+    the cast itself is exact and rounds to nearest even like torch's: the first version of this
+    kernel, with a true division and the plain cast, stored other values than the PyTorch path
+    on the H200 (benchmarks/results/h200/decode_graphs/cuda_tests_fp8.log)."""
     b_x = x.to(tl.float32)
     b_amax = tl.max(tl.abs(b_x), 0)
-    b_scale = tl.where(b_amax > 0, tl.math.div_rn(b_amax, 448.0), 1.0)
+    b_scale = tl.where(b_amax > 0, b_amax * (1.0 / 448.0), 1.0)
     return _to_fp8(tl.math.div_rn(b_x, b_scale), EMULATE_FP8), b_scale
 
 
@@ -93,5 +99,5 @@ def append_one(
             k, v, positions, k_pages, v_pages, *scales, page_positions, key_min, key_max,
             page_table, lengths, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             page_table.stride(0), page_table.stride(1), h_kv, PAGE_SIZE=k_pages.shape[1],
-            HEAD_DIM=d, FP8=fp8, EMULATE_FP8=INTERPRET,
+            HEAD_DIM=d, FP8=fp8, EMULATE_FP8=True,
         )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -19,11 +18,7 @@ from attnsieve.api import (
 from attnsieve.checks import cdiv, check_bool, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import (
-    slash_block_bounds,
-    slash_block_mask,
-    window_block_mask,
-)
+from attnsieve.methods.prefill.masks import slash_block_mask, window_block_mask
 
 
 @dataclass
@@ -113,14 +108,15 @@ class FlexPrefillPlanner(Planner):
         chosen[..., 0] = True  # the first key block (sink) and the diagonal, beyond the budget
         chosen_vertical, chosen_slash = chosen.unbind(2)
         # a chosen key block keeps its column of blocks; the diagonal blocks are blocks
-        visible, diagonal, slash_bounds = _shape_masks(n, m, bq, bk, q.device)
+        visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
+        diagonal = window_block_mask(n, m, bq, bk, 1, q.device)
         mask = (chosen_vertical[:, :, None] & visible) | diagonal
         # every head's block map is scored (no host sync to find the query-aware ones), and
         # only the query-aware heads keep theirs
         mask |= self._query_aware(q, k_pooled, m) & query_aware[..., None, None]
         if not self.slash_spans:  # a chosen offset block keeps every key block its diagonals cross
             offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
-            mask |= slash_block_mask(offsets, n, m, bq, bk, slash_bounds)
+            mask |= slash_block_mask(offsets, n, m, bq, bk)
         layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         if not self.slash_spans:
             return layout
@@ -140,31 +136,6 @@ class FlexPrefillPlanner(Planner):
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
         return mass_threshold(probs.flatten(2), self.gamma).view_as(probs)
-
-
-def _shape_masks(
-    n: int, m: int, bq: int, bk: int, device: torch.device
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
-    """(causal block mask, diagonal blocks, slash block bounds) of these sizes: functions of the
-    shapes alone (47 PyTorch ops, counted on the CPU at 8K), made once per shape and never
-    written to. Not kept from inside a CUDA-graph capture, where
-    nothing runs and a new tensor has no values until the graph replays."""
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return _make_shape_masks(n, m, bq, bk, device)
-    return _kept_shape_masks(n, m, bq, bk, device)
-
-
-def _make_shape_masks(
-    n: int, m: int, bq: int, bk: int, device: torch.device
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
-    return (
-        Layout.causal_block_mask(n, m, bq, bk, device),
-        window_block_mask(n, m, bq, bk, 1, device),
-        slash_block_bounds(n, m, bq, bk, device),
-    )
-
-
-_kept_shape_masks = functools.lru_cache(maxsize=16)(_make_shape_masks)
 
 
 def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:

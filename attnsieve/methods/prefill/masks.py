@@ -38,39 +38,22 @@ def sink_block_mask(
 
 
 def slash_block_mask(
-    offsets: Tensor,
-    num_queries: int,
-    num_keys: int,
-    block_q: int,
-    block_k: int,
-    bounds: tuple[Tensor, Tensor] | None = None,
+    offsets: Tensor, num_queries: int, num_keys: int, block_q: int, block_k: int
 ) -> Tensor:
     """bool (B, H, QB, KB): blocks crossed by the chosen diagonals, ``offsets`` bool (B, H, M).
 
     Diagonal o links the query at position p to key p - o. It crosses query rows [first, last] and
     keys [k0, k1] iff first - k1 <= o <= last - k0; a prefix count over o answers that for every
-    block at once, in O(B · H · (QB · KB + M)). ``bounds`` is `slash_block_bounds` of the same
-    sizes, when the caller keeps it.
+    block at once, in O(B · H · (QB · KB + M)).
     """
-    if bounds is None:
-        bounds = slash_block_bounds(num_queries, num_keys, block_q, block_k, offsets.device)
-    lo, hi = bounds
-    prefix = torch.nn.functional.pad(offsets.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))
-    hits = prefix[..., hi + 1] - prefix[..., lo]
-    return (hi >= lo) & (hits > 0)
-
-
-def slash_block_bounds(
-    num_queries: int, num_keys: int, block_q: int, block_k: int, device=None
-) -> tuple[Tensor, Tensor]:
-    """int64 (QB, KB) each: the range [lo, hi] of diagonal offsets crossing each block, clamped
-    to [0, M - 1] (an empty block has hi < lo, and hi >= -1)."""
-    first, last = query_block_positions(num_queries, num_keys, block_q, device)
-    k0 = torch.arange(0, num_keys, block_k, device=device)
+    first, last = query_block_positions(num_queries, num_keys, block_q, offsets.device)
+    k0 = torch.arange(0, num_keys, block_k, device=offsets.device)
     k1 = torch.clamp(k0 + block_k, max=num_keys) - 1
     lo = (first[:, None] - k1[None, :]).clamp(min=0, max=num_keys)
-    hi = (last[:, None] - k0[None, :]).clamp(min=-1, max=num_keys - 1)
-    return lo, hi
+    hi = (last[:, None] - k0[None, :]).clamp(max=num_keys - 1)
+    prefix = torch.nn.functional.pad(offsets.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))
+    hits = prefix[..., (hi + 1).clamp(min=0)] - prefix[..., lo]
+    return (hi >= lo) & (hits > 0)
 
 
 def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: int) -> Tensor:
