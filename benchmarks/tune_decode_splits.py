@@ -24,6 +24,31 @@ from attnsieve.kernels import decode
 SPLITS = (8, 16, 24, 33, 48, 66, 96, 128)
 
 
+def sweep(c, b: int, n: int, kv_heads: int, copy_tbps: float) -> list[dict]:
+    """Rows of one (batch, length): the default split count, then each of SPLITS."""
+    q4 = c.q.unsqueeze(2)
+
+    def sdpa():
+        return torch.nn.functional.scaled_dot_product_attention(q4, c.k, c.v, enable_gqa=True)
+
+    ref, sdpa_ms = sdpa()[:, :, 0], graph_ms(sdpa, 30)
+    kv_bytes = b * kv_heads * n * 2 * 2 * c.q.shape[-1]
+    default = decode.num_splits_for(b, kv_heads, n, c.q.device)
+    rows = []
+    for splits in (None, *SPLITS):
+        fn = lambda s=splits: decode.decode_attention(c.q, **c.paged, num_splits=s)  # noqa: E731
+        err = rel_err(fn(), ref)
+        ms = graph_ms(fn, 30)
+        pct = 100 * kv_bytes / (ms * 1e-3) / 1e12 / copy_tbps
+        rows.append({"B": b, "L": n, "splits": splits or default, "default": splits is None,
+                     "ms": ms, "sdpa_ms": sdpa_ms, "vs_sdpa": sdpa_ms / ms,
+                     "pct_copy": pct, "rel_err": err})  # fmt: skip
+        print(f"B{b} L{n:6d} splits {splits or default:3d}{'*' if splits is None else ' '} "
+              f"{ms * 1e3:7.1f} us ({pct:4.1f} % of copy)  sdpa {sdpa_ms * 1e3:7.1f} us  "
+              f"{sdpa_ms / ms:4.2f}x  err {err:.1e}", flush=True)  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -35,26 +60,7 @@ def main() -> None:
     rows = []
     batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))
     for b, n in itertools.product(batches, lengths):
-        c = make_cache(b, n, shape)
-        q4 = c.q.unsqueeze(2)
-        ref = torch.nn.functional.scaled_dot_product_attention(q4, c.k, c.v, enable_gqa=True)
-        kv_bytes = b * shape.kv_heads * n * 2 * 2 * shape.head_dim
-        sdpa_ms = graph_ms(
-            lambda: torch.nn.functional.scaled_dot_product_attention(q4, c.k, c.v, enable_gqa=True),
-            30,
-        )
-        default = decode.num_splits_for(b, shape.kv_heads, n, c.q.device)
-        for splits in (None, *SPLITS):
-            fn = lambda s=splits: decode.decode_attention(c.q, **c.paged, num_splits=s)  # noqa: E731
-            err = rel_err(fn(), ref[:, :, 0])
-            ms = graph_ms(fn, 30)
-            pct = 100 * kv_bytes / (ms * 1e-3) / 1e12 / copy_tbps
-            rows.append({"B": b, "L": n, "splits": splits or default, "default": splits is None,
-                         "ms": ms, "sdpa_ms": sdpa_ms, "vs_sdpa": sdpa_ms / ms,
-                         "pct_copy": pct, "rel_err": err})  # fmt: skip
-            print(f"B{b} L{n:6d} splits {splits or default:3d}{'*' if splits is None else ' '} "
-                  f"{ms * 1e3:7.1f} us ({pct:4.1f} % of copy)  sdpa {sdpa_ms * 1e3:7.1f} us  "
-                  f"{sdpa_ms / ms:4.2f}x  err {err:.1e}", flush=True)  # fmt: skip
+        rows += sweep(make_cache(b, n, shape), b, n, shape.kv_heads, copy_tbps)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_decode_splits.json").write_text(
         json.dumps({"environment": environment(), "copy_tbps": copy_tbps, "rows": rows}, indent=1)
