@@ -188,3 +188,23 @@ def test_replayed_decode_steps_match_eager_ones(roles, monkeypatch):
     assert torch.equal(graphed, eager)
     for a, b in zip(lengths, lengths_eager, strict=True):
         assert torch.equal(a, b)
+
+
+@torch.no_grad()
+def test_finish_prefill_runs_each_pending_hook_once():
+    """The hook a decode step would run (compression after the prompt) runs at finish_prefill,
+    once per prefilled layer, and not again at the next decode step."""
+    from attnsieve.integrations.hf_cache import AttnsieveCache
+
+    cache = AttnsieveCache(2)
+    ran = []
+    cache.on_prefill_end = ran.append
+    k = torch.randn(1, 2, 5, 16)
+    for layer in (1, 0):
+        cache.update(k, k, layer)
+    cache.finish_prefill()
+    assert ran == [0, 1]
+    for layer in (0, 1):
+        cache.update(k[:, :, :1], k[:, :, :1], layer)
+    cache.finish_prefill()
+    assert ran == [0, 1]

@@ -41,19 +41,15 @@ class DecodeGraph:
     """One captured decode step of a patched model on its session's paged cache."""
 
     def __init__(
-        self, model: Any, cache: Any, keyword: str, token: Tensor, steps: int, stream: Any
+        self, model: Any, cache: Any, keyword: str, token: Tensor, reserved: int, stream: Any
     ) -> None:
-        """Reserve pages for ``steps`` more steps (at least `RESERVE_STEPS`) and capture the step
-        that follows ``token`` (B,) on ``stream``, where an eager step has just run (it compiled
-        the kernels and ran any pending compression)."""
+        """Capture the step that follows ``token`` (B,) on ``stream``, where an eager step of the
+        same shapes has just run (it compiled and loaded every kernel: nothing may load inside a
+        capture), with pages reserved for ``reserved`` more tokens per head."""
         self.cache, paged = cache, cache.cache
         self.graph = torch.cuda.CUDAGraph()
+        self.reserved = reserved
         with torch.cuda.stream(stream):
-            paged.reserve(max(steps, RESERVE_STEPS))
-            self.reserved = min(
-                int((lc.host_pages * paged.page_size - lc.host_lengths).min())
-                for lc in paged.layers
-            )
             self.ids = token[:, None].clone()
             self.positions = paged.layers[0].next_pos[:, None].clone()
             # transformers releases that still take cache_position get it from the same tensor
@@ -119,8 +115,10 @@ def decode(
 ) -> tuple[list[Tensor], Any, float]:
     """`attnsieve.integrations.generate.decode` on a cache for which `graphs_apply` holds: the
     same greedy tokens, replayed from a CUDA graph that lives on the patch handle's session. When
-    there is no graph that fits, one eager step runs on a side stream (the warm-up a capture
-    needs) and the next step is captured; if the capture fails, the rest runs eagerly."""
+    there is no graph that fits, any pending compression runs, pages are reserved, one eager step
+    runs on a side stream (the warm-up a capture needs, on the shapes the graph will see) and the
+    next step is captured; if the capture fails, the rest runs eagerly (a failed capture can leave
+    PyTorch's CUDA random generator unusable in this process: a failure is a bug to report)."""
     from attnsieve.integrations import generate
     from attnsieve.integrations.transformers import handle_of
 
@@ -133,7 +131,13 @@ def decode(
         steps = 0
     graph = session.decode_graph
     if steps and (graph is None or not graph.valid(cache, steps)):
-        session.decode_graph = graph = None  # its memory pool goes before a new capture
+        session.drop_decode_graph()  # its memory goes before a new capture, not in a GC pass
+        graph = None
+        # the cache takes the shapes the graph will see before the warm-up step: compressed, and
+        # with every page of the steps ahead (a step after reserve reads wider page lists)
+        cache.finish_prefill()
+        paged = cache.cache
+        paged.reserve(max(steps, RESERVE_STEPS))
         stream = torch.cuda.Stream(device=token.device)
         stream.wait_stream(torch.cuda.current_stream(token.device))
         with torch.cuda.stream(stream):
@@ -143,8 +147,12 @@ def decode(
         tokens.append(token)
         steps -= 1
         if steps:
+            reserved = min(
+                int((lc.host_pages * paged.page_size - lc.host_lengths).min())
+                for lc in paged.layers
+            )
             try:
-                graph = DecodeGraph(model, cache, keyword, token, steps, stream)
+                graph = DecodeGraph(model, cache, keyword, token, reserved, stream)
             except RuntimeError as e:  # e.g. an operation that waits for the GPU
                 handle.graphs.eager.add(EAGER_KEY)
                 warnings.warn(

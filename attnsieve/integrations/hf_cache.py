@@ -171,6 +171,14 @@ class AttnsieveCache(HFCache):
         self.returned[layer_idx] = out[0]  # lets attnsieve's attention recognise this cache
         return out
 
+    def finish_prefill(self) -> None:
+        """Run ``on_prefill_end`` now for every layer whose last call was a prefill, as its next
+        decode call would (the cache holds exactly the prompt either way)."""
+        for layer in sorted(self._prefilled):
+            self._prefilled.discard(layer)
+            if self.on_prefill_end is not None:
+                self.on_prefill_end(layer)
+
     def _even(self, layer: int) -> bool:
         n = self.cache.head_tokens(layer)
         return bool((n == n.flatten()[0]).all())

@@ -51,6 +51,14 @@ class PagedSession:
         self.started: set[int] = set()  # layers that have seen a call
         self.decode_graph: Any = None  # the captured decode step (`integrations.decode_graphs`)
 
+    def drop_decode_graph(self) -> None:
+        """Release the captured decode step now: left to the garbage collector (the session and
+        its cache reference each other), a graph could be freed in the middle of another
+        capture, which CUDA forbids."""
+        if self.decode_graph is not None:
+            self.decode_graph.graph.reset()
+            self.decode_graph = None
+
     @property
     def paged(self) -> Any:
         """The `attnsieve.cache.Cache` (None until transformers' first update)."""

@@ -117,6 +117,8 @@ class PatchHandle:
         selector and KV precision: pass it as ``past_key_values`` (``model.generate`` does so by
         itself while the model is patched with a config that needs one)."""
         num_layers = len(self.stats.density_per_layer)
+        if self.session is not None:
+            self.session.drop_decode_graph()
         self.session = PagedSession(self.config, num_layers)
         return self.session.cache
 
@@ -165,6 +167,8 @@ class PatchHandle:
         self.removed = True
         if self.graphs is not None:
             self.graphs.clear()
+        if self.session is not None:
+            self.session.drop_decode_graph()
         try:
             self.model.set_attn_implementation(self.previous)
         finally:
