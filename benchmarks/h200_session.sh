@@ -50,7 +50,7 @@
 #   the planning module before the log-sum-exp combine kernel), check_no_sync.py --planners
 #   flexprefill and bench prefill --lengths 131072 --planners flexprefill (planning3/).
 #   2026-11-30, fourth session: gd1, gd2, gd3 (carry .stage/r1 + .stage/t, .stage/r2, .stage/r3,
-#   each at once after the last): decode_graphs/; then gd4, gd5, gd6 in the same way; gd7, gd8.
+#   each at once after the last): decode_graphs/; then gd4, gd5, gd6 in the same way; gd7, gd8, gd9.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -374,8 +374,14 @@ gd8)  # carrying .stage/t: the decode-graph tests three times after the warm-up 
     done > "$OUT/decode_graphs/cuda_tests_3x.log"
     cat "$OUT/decode_graphs/cuda_tests_3x.log"
     ;;
+gd9)  # carrying .stage/t: the decode kernel with the next tile's rows loaded before the current
+    # tile is folded (.stage/t/dec_prefetch.py: attnsieve/kernels/decode.py with _attend_tile split
+    # into _load_tile and _fold_tile and the loop one tile ahead), FP8 and bf16 pools
+    timeout 560 python3 benchmarks/tune_decode_fp8.py --variant prefetch=.stage/t/dec_prefetch.py \
+        --waves 2 --dtypes fp8,bf16 --out "$OUT/decode_prefetch" 2>&1 | grep -v Warning
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9" >&2
     exit 2
     ;;
 esac

@@ -2,9 +2,10 @@
 
 For each kernel module (the current one and variants given by path, e.g. one that dequantises to
 another dtype) and each (BLOCK_N, warps, stages, waves of programs over the SMs), times the dense
-FP8 decode at ``--lengths`` x ``--batch`` on Llama-3-8B heads (CUDA-graph median, L2 flushed, as
-`attnsieve bench decode`), checks it against the float32 twin, and prints it beside the bf16
-kernel's time at its own settings. Writes tune_decode_fp8.json.
+decode over FP8 pools (and bf16 ones with ``--dtypes fp8,bf16``) at ``--lengths`` x ``--batch``
+on Llama-3-8B heads (CUDA-graph median, L2 flushed, as `attnsieve bench decode`), checks it
+against the float32 twin, and prints it beside the current kernel's bf16 time at its own
+settings. Writes tune_decode_fp8.json.
 
     PYTHONPATH=. python3 benchmarks/tune_decode_fp8.py --out DIR [--variant NAME=PATH ...]
 """
@@ -27,31 +28,35 @@ from benchmarks.check_masked_cost import load
 CONFIGS = list(itertools.product((64, 128), (4, 8), (2, 3), (2, 4)))
 
 
-def sweep(modules: dict, c, b: int, n: int) -> list[dict]:
-    """Rows of one (batch, length): every module under every config, beside bf16 at its own
-    settings (each module's tile choice is restored after its configs)."""
+def sweep(modules: dict, c, b: int, n: int, configs: list, dtypes: list[str]) -> list[dict]:
+    """Rows of one (batch, length): every module under every config and pool dtype, beside the
+    current kernel's bf16 at its own settings (each module's tile choice is restored after)."""
     bf16_ms = graph_ms(lambda: decode.decode_attention(c.q, **c.paged), 30)
-    ref = decode_reference(c.q, **c.fp8)
+    refs = {"fp8": decode_reference(c.q, **c.fp8), "bf16": decode_reference(c.q, **c.paged)}
+    pools = {"fp8": c.fp8, "bf16": c.paged}
     rows = []
     chosen = {name: module._tile for name, module in modules.items()}
-    for (name, module), (block_n, warps, stages, waves) in itertools.product(
-        modules.items(), CONFIGS
+    for (name, module), (block_n, warps, stages, waves), dtype in itertools.product(
+        modules.items(), configs, dtypes
     ):
         module._tile = lambda d, fp8, t=(block_n, warps, stages): t
         splits = max(1, min(cdiv(n, 512), cdiv(waves * 132, b * 8), 128))
-        fn = lambda m=module, s=splits: m.decode_attention(c.q, **c.fp8, num_splits=s)  # noqa: E731
+        pool = pools[dtype]
+        fn = lambda m=module, s=splits, p=pool: m.decode_attention(c.q, **p, num_splits=s)  # noqa: E731
         try:
-            err = rel_err(fn(), ref)
+            err = rel_err(fn(), refs[dtype])
             ms = graph_ms(fn, 30)
         except Exception as exc:  # a config that does not compile is a result
-            print(f"{b} {n} {name} {block_n} {warps} {stages} {waves}: {type(exc).__name__}")
+            print(f"{b} {n} {name} {dtype} {block_n} {warps} {stages} {waves}: "
+                  f"{type(exc).__name__}")  # fmt: skip
             continue
-        rows.append({"B": b, "L": n, "kernel": name, "block_n": block_n, "warps": warps,
-                     "stages": stages, "waves": waves, "splits": splits, "ms": ms,
-                     "bf16_ms": bf16_ms, "vs_bf16": bf16_ms / ms, "rel_err": err})  # fmt: skip
-        print(f"B{b} L{n:6d} {name:8s} bn{block_n:3d} w{warps} s{stages} waves{waves} "
-              f"{ms * 1e3:7.1f} us  bf16 {bf16_ms * 1e3:7.1f} us  {bf16_ms / ms:4.2f}x  "
-              f"err {err:.1e}", flush=True)  # fmt: skip
+        rows.append({"B": b, "L": n, "kernel": name, "dtype": dtype, "block_n": block_n,
+                     "warps": warps, "stages": stages, "waves": waves, "splits": splits,
+                     "ms": ms, "bf16_ms": bf16_ms, "vs_bf16": bf16_ms / ms,
+                     "rel_err": err})  # fmt: skip
+        print(f"B{b} L{n:6d} {name:8s} {dtype:4s} bn{block_n:3d} w{warps} s{stages} "
+              f"waves{waves} {ms * 1e3:7.1f} us  bf16 {bf16_ms * 1e3:7.1f} us  "
+              f"{bf16_ms / ms:4.2f}x  err {err:.1e}", flush=True)  # fmt: skip
     for name, module in modules.items():
         module._tile = chosen[name]
     return rows
@@ -63,14 +68,19 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a kernel")
     parser.add_argument("--lengths", default="32768,131072")
     parser.add_argument("--batch", default="1,8")
+    parser.add_argument("--waves", default="2,4", help="waves of programs over the SMs")
+    parser.add_argument("--dtypes", default="fp8", help="pool dtypes to time: fp8, bf16")
     args = parser.parse_args()
+    waves = {int(w) for w in args.waves.split(",")}
+    configs = [cfg for cfg in CONFIGS if cfg[3] in waves]
+    dtypes = args.dtypes.split(",")
     modules = {"current": decode}
     modules.update({v.split("=")[0]: load(*v.split("=", 1)) for v in args.variant})
     shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
     rows = []
     batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))
     for b, n in itertools.product(batches, lengths):
-        rows += sweep(modules, make_cache(b, n, shape), b, n)
+        rows += sweep(modules, make_cache(b, n, shape), b, n, configs, dtypes)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_decode_fp8.json").write_text(
         json.dumps({"environment": environment(), "rows": rows}, indent=1)
