@@ -50,7 +50,7 @@
 #   the planning module before the log-sum-exp combine kernel), check_no_sync.py --planners
 #   flexprefill and bench prefill --lengths 131072 --planners flexprefill (planning3/).
 #   2026-11-30, fourth session: gd1, gd2, gd3 (carry .stage/r1 + .stage/t, .stage/r2, .stage/r3,
-#   each at once after the last): decode_graphs/; then gd4, gd5, gd6 in the same way; gd7, gd8, gd9.
+#   each at once after the last): decode_graphs/; then gd4, gd5, gd6 in the same way; gd7, gd8, gd9, gd10.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -380,8 +380,19 @@ gd9)  # carrying .stage/t: the decode kernel with the next tile's rows loaded be
     timeout 560 python3 benchmarks/tune_decode_fp8.py --variant prefetch=.stage/t/dec_prefetch.py \
         --waves 2 --dtypes fp8,bf16 --out "$OUT/decode_prefetch" 2>&1 | grep -v Warning
     ;;
+gd10)  # nothing carried: decode tokens/s on a random model of Llama-3-8B's shapes (32 layers),
+    # where the KV cache, not the launches, dominates a step
+    filter() { grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"; }
+    timeout 330 python3 -m attnsieve bench e2e --model random --layers 32 --lengths 32k \
+        --decode-steps 32 --batch 1,8 --methods dense --kv none,snapkv --kv-ratio 0.25 \
+        --decode none,quest --decode-ratio 0.125 --paged-cache \
+        --out "$OUT/decode_graphs/llama8b" 2>&1 | filter
+    timeout 200 python3 -m attnsieve bench e2e --model random --layers 32 --lengths 32k \
+        --decode-steps 32 --batch 8 --methods dense --precision bf16,fp8-kv --paged-cache \
+        --out "$OUT/decode_graphs/llama8b_fp8" 2>&1 | filter
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10" >&2
     exit 2
     ;;
 esac
