@@ -383,11 +383,11 @@ gd9)  # carrying .stage/t: the decode kernel with the next tile's rows loaded be
 gd10)  # nothing carried: decode tokens/s on a random model of Llama-3-8B's shapes (32 layers),
     # where the KV cache, not the launches, dominates a step
     filter() { grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"; }
-    timeout 330 python3 -m attnsieve bench e2e --model random --layers 32 --lengths 32k \
+    timeout 330 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 --lengths 32k \
         --decode-steps 32 --batch 1,8 --methods dense --kv none,snapkv --kv-ratio 0.25 \
         --decode none,quest --decode-ratio 0.125 --paged-cache \
         --out "$OUT/decode_graphs/llama8b" 2>&1 | filter
-    timeout 200 python3 -m attnsieve bench e2e --model random --layers 32 --lengths 32k \
+    timeout 200 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 --lengths 32k \
         --decode-steps 32 --batch 8 --methods dense --precision bf16,fp8-kv --paged-cache \
         --out "$OUT/decode_graphs/llama8b_fp8" 2>&1 | filter
     ;;
