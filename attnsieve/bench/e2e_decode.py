@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,8 @@ def time_decode(
     finally:
         if handle is not None:
             handle.remove()
-    del cache
+    del cache, handle
+    gc.collect()  # a paged session and its cache refer to each other: free them before the next
     if ids.is_cuda:
         torch.cuda.empty_cache()
     return {
