@@ -381,20 +381,29 @@ gd9)  # carrying .stage/t: the decode kernel with the next tile's rows loaded be
         --waves 2 --dtypes fp8,bf16 --out "$OUT/decode_prefetch" 2>&1 | grep -v Warning
     ;;
 gd10)  # nothing carried: decode tokens/s on a random model of Llama-3-8B's shapes (32 layers),
-    # where the KV cache, not the launches, dominates a step; at batch 8 three cells a process
-    # (a fourth 37 GB cache ran out of memory in one process)
+    # where the KV cache, not the launches, dominates a step. Batch 1: every config in one
+    # process (llama8b_b1/); batch 8 with bf16 and FP8 pages (llama8b_fp8/, run first); batch 8
+    # with --kv none,snapkv ran out of memory at its third 37 GB cell, so SnapKV at batch 8 runs
+    # in a process of its own (llama8b_b8_snapkv/)
     export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     filter() { grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"; }
-    timeout 200 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
-        --lengths 32k --decode-steps 32 --batch 8 --methods dense --kv none,snapkv \
-        --kv-ratio 0.25 --paged-cache --out "$OUT/decode_graphs/llama8b_b8" 2>&1 | filter
     timeout 200 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
         --lengths 32k --decode-steps 32 --batch 1 --methods dense --kv none,snapkv \
         --kv-ratio 0.25 --decode none,quest --decode-ratio 0.125 --paged-cache \
         --out "$OUT/decode_graphs/llama8b_b1" 2>&1 | filter
+    timeout 200 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
+        --lengths 32k --decode-steps 32 --batch 8 --methods dense --kv snapkv \
+        --kv-ratio 0.25 --paged-cache --out "$OUT/decode_graphs/llama8b_b8_snapkv" 2>&1 | filter
+    ;;
+gd11)  # the batch-8 SnapKV part of gd10 alone
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    timeout 200 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
+        --lengths 32k --decode-steps 32 --batch 8 --methods dense --kv snapkv \
+        --kv-ratio 0.25 --paged-cache --out "$OUT/decode_graphs/llama8b_b8_snapkv" 2>&1 \
+        | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11" >&2
     exit 2
     ;;
 esac
