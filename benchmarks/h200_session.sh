@@ -395,11 +395,13 @@ gd10)  # nothing carried: decode tokens/s on a random model of Llama-3-8B's shap
         --lengths 32k --decode-steps 32 --batch 8 --methods dense --kv snapkv \
         --kv-ratio 0.25 --paged-cache --out "$OUT/decode_graphs/llama8b_b8_snapkv" 2>&1 | filter
     ;;
-gd11)  # the batch-8 SnapKV part of gd10 alone
+gd11)  # after the query-window fix (the window had kept a view of every layer's prompt queries:
+    # ~64 GB at batch 8, which is what ran gd10's batch-8 SnapKV cells out of memory): batch 8,
+    # dense and SnapKV in one process
     export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-    timeout 200 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
-        --lengths 32k --decode-steps 32 --batch 8 --methods dense --kv snapkv \
-        --kv-ratio 0.25 --paged-cache --out "$OUT/decode_graphs/llama8b_b8_snapkv" 2>&1 \
+    timeout 250 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
+        --lengths 32k --decode-steps 32 --batch 8 --methods dense --kv none,snapkv \
+        --kv-ratio 0.25 --paged-cache --out "$OUT/decode_graphs/llama8b_b8" 2>&1 \
         | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     ;;
 *)

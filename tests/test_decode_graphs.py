@@ -208,3 +208,18 @@ def test_finish_prefill_runs_each_pending_hook_once():
         cache.update(k[:, :, :1], k[:, :, :1], layer)
     cache.finish_prefill()
     assert ran == [0, 1]
+
+
+@torch.no_grad()
+def test_the_query_window_does_not_hold_the_prompts_queries():
+    """A KV policy's observation window is a copy of the last queries, not a view that keeps a
+    prefill's whole query tensor alive."""
+    model = build("llama")
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 40, "window": 8})
+    with patch(model, config):
+        handle = handle_of(model)
+        cache = handle.new_cache()
+        model(input_ids=prompt(length=200), **{cache_keyword(model): cache}, use_cache=True)
+        for queries, positions in handle.session.queries.values():
+            for t in (queries, positions):
+                assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
