@@ -18,6 +18,8 @@ The pool grows geometrically on demand and reuses freed pages through a free lis
 only the kept tokens into their head's first pages and frees the rest; `shrink` re-allocates the
 pool to the pages in use. Page allocation is host bookkeeping over a host mirror of ``lengths``, so
 `append` never waits for the device; `compact`, `shrink` and explicit ``positions`` do (once).
+`reserve` hands out the pages of the tokens ahead at once, so that a CUDA graph of decode steps
+appends into fixed pools and tables (`attnsieve.integrations.decode_graphs`).
 """
 
 from __future__ import annotations
@@ -240,10 +242,11 @@ class Cache:
         that ran on the device alone (a replayed CUDA graph of decode steps, whose tokens
         `reserve` gave pages)."""
         for lc in self.layers:
+            if bool((cdiv(lc.host_lengths + tokens, self.page_size) > lc.host_pages).any()):
+                raise ValueError(f"tokens: {tokens} more tokens overrun the reserved pages")
+        for lc in self.layers:
             lc.host_lengths += tokens
             lc.seen += tokens
-            if bool((cdiv(lc.host_lengths, self.page_size) > lc.host_pages).any()):
-                raise ValueError(f"tokens: {tokens} more tokens overrun the reserved pages")
 
     def host_state(self) -> list[tuple[Tensor, Tensor, Tensor]]:
         """A copy of every layer's host mirrors (lengths, pages, positions seen), for
