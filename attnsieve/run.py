@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default=None)
     parser.add_argument(
+        "--paged-cache",
+        action="store_true",
+        help="decode on attnsieve's paged cache even without --kv, --decode or an FP8 cache (on "
+        "CUDA its decode steps replay a CUDA graph)",
+    )
+    parser.add_argument(
         "--config", default=None, help="AttentionConfig JSON (e.g. from attnsieve calibrate)"
     )
     parser.add_argument("--prompt-file", required=True, help="text file holding the prompt")
@@ -75,6 +81,8 @@ def main(args: argparse.Namespace) -> int:
         changes["precision"] = args.precision
     if args.min_prefill_length is not None:
         changes["min_prefill_length"] = args.min_prefill_length
+    if args.paged_cache:
+        changes["paged_cache"] = True
     config = dataclasses.replace(config, **changes)
     with open(args.prompt_file) as f:
         prompt = f.read()

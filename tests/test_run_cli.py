@@ -91,6 +91,17 @@ def test_run_chunked_prefill_matches_generate(model_dir, tmp_path, capsys):
     assert "prefill" in out.err  # the progress bar of a multi-chunk prompt
 
 
+def test_run_on_the_paged_cache_matches_generate(model_dir, tmp_path, capsys):
+    """--paged-cache: dense decode through attnsieve's paged cache and decode attention gives
+    transformers' greedy text and reports the cache it held."""
+    args, prompt = cli(model_dir, tmp_path, {"prefill": "dense"}, "--max-new-tokens", "6",
+                       "--paged-cache")  # fmt: skip
+    assert run.main(args) == 0
+    text, summary = capsys.readouterr().out.split("\n---\n")
+    assert text.strip() == expected_text(model_dir, prompt, 6).strip()
+    assert "KV cache:" in summary and "MiB held" in summary
+
+
 def test_run_sparse_method_reports_density(model_dir, tmp_path, capsys):
     config = {"prefill": "dense", "min_prefill_length": 16}
     sparse = {"sink_tokens": 0, "window_tokens": 1, **BLOCKS}
