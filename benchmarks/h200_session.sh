@@ -404,8 +404,27 @@ gd11)  # after the query-window fix (the window had kept a view of every layer's
         --kv-ratio 0.25 --paged-cache --out "$OUT/decode_graphs/llama8b_b8" 2>&1 \
         | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     ;;
+gd12)  # carrying .stage/r1
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+gd13)  # at once after gd12, carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+gd14)  # at once after gd13, carrying .stage/r3: `attnsieve run` on a ~6K-token prompt, 128 new
+    # tokens, dense decode on transformers' cache and on the paged cache (graph-replayed steps)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    mkdir -p "$OUT/decode_graphs/run"
+    python3 -c "print(' '.join(f'Line {i}: the grass is green and the sky is blue.' for i in range(500)) + ' Repeat the first line.')" > /tmp/prompt.txt
+    for flag in "" "--paged-cache"; do
+        timeout 90 python3 -m attnsieve run --model smollm2 --prompt-file /tmp/prompt.txt \
+            --max-new-tokens 128 $flag 2>&1 | grep -v "Warning\|warn\|it/s\]" \
+            | tee -a "$OUT/decode_graphs/run/run.log"
+    done
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14" >&2
     exit 2
     ;;
 esac
