@@ -223,3 +223,37 @@ def test_the_query_window_does_not_hold_the_prompts_queries():
         for queries, positions in handle.session.queries.values():
             for t in (queries, positions):
                 assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+@torch.no_grad()
+def test_graphs_apply_only_where_a_step_needs_no_host(monkeypatch):
+    """Graphs replay on a CUDA paged cache of the patched model's own session, with graphs on;
+    not with periodic compression, not once a layer was kept whole, not after a failed
+    capture, not on another cache. (The device is faked: nothing runs on it here.)"""
+    model = build("llama")
+    ids = prompt(length=40)
+
+    def prefilled(config, graphs=True):
+        handle = patch(model, config, graphs=graphs)
+        cache = handle.new_cache()
+        model(input_ids=ids, **{cache_keyword(model): cache}, use_cache=True)
+        monkeypatch.setattr(handle.session.paged, "device", torch.device("cuda", 0))
+        return handle, cache
+
+    base = AttentionConfig(prefill="dense", paged_cache=True)
+    handle, cache = prefilled(base)
+    with handle:
+        assert decode_graphs.graphs_apply(model, cache)
+        assert not decode_graphs.graphs_apply(model, object())
+        handle.session.keep_whole(1)
+        assert not decode_graphs.graphs_apply(model, cache)
+    handle, cache = prefilled(base)
+    with handle:
+        handle.graphs.eager.add(decode_graphs.EAGER_KEY)
+        assert not decode_graphs.graphs_apply(model, cache)
+    for config, graphs in ((base, False), (AttentionConfig(prefill="dense", kv="snapkv",
+                                                           kv_interval=8), True)):  # fmt: skip
+        handle, cache = prefilled(config, graphs)
+        with handle:
+            assert not decode_graphs.graphs_apply(model, cache)
+    assert not decode_graphs.graphs_apply(model, cache)  # unpatched
