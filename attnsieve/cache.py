@@ -237,13 +237,18 @@ class Cache:
         for lc in self.layers:
             self._allocate(lc, tokens)
 
+    def reserved_tokens(self) -> int:
+        """Tokens every head of every layer can still take without a page allocation."""
+        return min(
+            int((lc.host_pages * self.page_size - lc.host_lengths).min()) for lc in self.layers
+        )
+
     def advance_host(self, tokens: int = 1) -> None:
         """Count ``tokens`` appended tokens per head in every layer's host mirrors, for appends
         that ran on the device alone (a replayed CUDA graph of decode steps, whose tokens
         `reserve` gave pages)."""
-        for lc in self.layers:
-            if bool((cdiv(lc.host_lengths + tokens, self.page_size) > lc.host_pages).any()):
-                raise ValueError(f"tokens: {tokens} more tokens overrun the reserved pages")
+        if tokens > self.reserved_tokens():
+            raise ValueError(f"tokens: {tokens} more tokens overrun the reserved pages")
         for lc in self.layers:
             lc.host_lengths += tokens
             lc.seen += tokens

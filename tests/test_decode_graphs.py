@@ -109,8 +109,13 @@ def test_host_mirrors_restore_and_advance():
     cache.advance_host(3)
     assert all(torch.equal(lc.host_lengths, s[0] + 3) for lc, s in pairs)
     assert all(torch.equal(lc.seen, s[2] + 3) for lc, s in pairs)
+    left = cache.reserved_tokens()
+    assert left >= 8 - 3
+    for layer in range(2):  # an eager append in between uses the reservation up too
+        cache.append(layer, *kv(cache, 1))
+    assert cache.reserved_tokens() == left - 1
     with pytest.raises(ValueError, match="tokens: .*reserved pages"):
-        cache.advance_host(100)
+        cache.advance_host(left)
     with pytest.raises(ValueError, match="tokens"):
         cache.reserve(-1)
 

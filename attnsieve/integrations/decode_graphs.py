@@ -40,15 +40,12 @@ EAGER_KEY = "decode steps"  # in `PlanGraphs.eager` once a capture failed: decod
 class DecodeGraph:
     """One captured decode step of a patched model on its session's paged cache."""
 
-    def __init__(
-        self, model: Any, cache: Any, keyword: str, token: Tensor, reserved: int, stream: Any
-    ) -> None:
+    def __init__(self, model: Any, cache: Any, keyword: str, token: Tensor, stream: Any) -> None:
         """Capture the step that follows ``token`` (B,) on ``stream``, where an eager step of the
         same shapes has just run (it compiled and loaded every kernel: nothing may load inside a
-        capture), with pages reserved for ``reserved`` more tokens per head."""
+        capture), on a cache whose pages are reserved for the steps ahead."""
         self.cache, paged = cache, cache.cache
         self.graph = torch.cuda.CUDAGraph()
-        self.reserved = reserved
         with torch.cuda.stream(stream):
             self.ids = token[:, None].clone()
             self.positions = paged.layers[0].next_pos[:, None].clone()
@@ -68,9 +65,13 @@ class DecodeGraph:
         self.version = paged.version
 
     def valid(self, cache: Any, steps: int) -> bool:
-        """Whether this graph can run ``steps`` more steps on ``cache`` as it stands."""
+        """Whether this graph can run ``steps`` more steps on ``cache`` as it stands: the same
+        pools and tables, and pages for every step (eager calls in between may have used some)."""
+        paged = cache.cache
         return (
-            cache is self.cache and cache.cache.version == self.version and steps <= self.reserved
+            cache is self.cache
+            and paged.version == self.version
+            and steps <= paged.reserved_tokens()
         )
 
     def run(self, token: Tensor, steps: int, eos_ids: Collection[int]) -> list[Tensor]:
@@ -84,7 +85,6 @@ class DecodeGraph:
                 break
             self.graph.replay()
             tokens.append(self.ids[:, 0].clone())
-        self.reserved -= len(tokens)
         paged.advance_host(len(tokens))
         return tokens
 
@@ -147,12 +147,8 @@ def decode(
         tokens.append(token)
         steps -= 1
         if steps:
-            reserved = min(
-                int((lc.host_pages * paged.page_size - lc.host_lengths).min())
-                for lc in paged.layers
-            )
             try:
-                graph = DecodeGraph(model, cache, keyword, token, reserved, stream)
+                graph = DecodeGraph(model, cache, keyword, token, stream)
             except RuntimeError as e:  # e.g. an operation that waits for the GPU
                 handle.graphs.eager.add(EAGER_KEY)
                 warnings.warn(
