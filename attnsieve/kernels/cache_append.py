@@ -26,7 +26,6 @@ def _append_one_kernel(
     K, V, POS, K_PAGES, V_PAGES, K_SCALE, V_SCALE, POSITIONS, KEY_MIN, KEY_MAX, PAGE_TABLE,
     LENGTHS, stride_kb, stride_kh, stride_vb, stride_vh, stride_tb, stride_th, H_KV,
     PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr,
-    EMULATE_FP8: tl.constexpr,
 ):  # fmt: skip
     i_bh = tl.program_id(0)
     i_b, i_h = (i_bh // H_KV).to(tl.int64), (i_bh % H_KV).to(tl.int64)
@@ -37,8 +36,8 @@ def _append_one_kernel(
     b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_d)
     b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_d)
     if FP8:  # per-token scale = absmax / 448, as `attnsieve.cache.quantize_fp8`
-        b_k, b_ks = _quantize(b_k, EMULATE_FP8)
-        b_v, b_vs = _quantize(b_v, EMULATE_FP8)
+        b_k, b_ks = _quantize(b_k)
+        b_v, b_vs = _quantize(b_v)
         tl.store(K_SCALE + slot, b_ks)
         tl.store(V_SCALE + slot, b_vs)
         b_kf = b_k.to(tl.float32) * b_ks  # the page summaries hold the dequantised key
@@ -54,19 +53,19 @@ def _append_one_kernel(
 
 
 @triton.jit
-def _quantize(x, EMULATE_FP8: tl.constexpr):
+def _quantize(x):
     """(x / scale as float8 e4m3, scale = absmax / 448, 1 for an all-zero x) of one token.
 
     The scale is absmax times the fp32 reciprocal of 448, as `attnsieve.cache.quantize_fp8`
     computes it on every device (PyTorch's CUDA division by a scalar multiplies by the
-    reciprocal). The launcher always rounds on the e4m3 grid in fp32 first (EMULATE_FP8), so
-    the cast itself is exact and rounds to nearest even like torch's: the first version of this
-    kernel, with a true division and the plain cast, stored other values than the PyTorch path
-    on the H200 (benchmarks/results/h200/decode_graphs/cuda_tests_fp8.log)."""
+    reciprocal). It rounds on the e4m3 grid in fp32 first (`_to_fp8`'s emulation, on every
+    device), so the cast itself is exact and rounds to nearest even like torch's: the first
+    version of this kernel, with a true division and the plain cast, stored other values than the
+    PyTorch path on the H200 (benchmarks/results/h200/decode_graphs/cuda_tests_fp8_first.log)."""
     b_x = x.to(tl.float32)
     b_amax = tl.max(tl.abs(b_x), 0)
     b_scale = tl.where(b_amax > 0, b_amax * (1.0 / 448.0), 1.0)
-    return _to_fp8(tl.math.div_rn(b_x, b_scale), EMULATE_FP8), b_scale
+    return _to_fp8(tl.math.div_rn(b_x, b_scale), True), b_scale
 
 
 def append_one(
@@ -99,5 +98,5 @@ def append_one(
             k, v, positions, k_pages, v_pages, *scales, page_positions, key_min, key_max,
             page_table, lengths, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             page_table.stride(0), page_table.stride(1), h_kv, PAGE_SIZE=k_pages.shape[1],
-            HEAD_DIM=d, FP8=fp8, EMULATE_FP8=True,
+            HEAD_DIM=d, FP8=fp8,
         )  # fmt: skip
