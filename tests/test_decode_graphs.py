@@ -143,7 +143,7 @@ def test_dense_decode_on_the_paged_cache_matches_stock():
         cache = handle.new_cache()
         out = model(input_ids=ids, **{cache_keyword(model): cache}, use_cache=True)
         first = out.logits[:, -1].argmax(-1)
-        assert not decode_graphs.graphs_apply(model, cache)
+        assert decode_graphs.graph_handle(model, cache) is None
         tokens, _, _ = decode(model, first, cache, 5)
     assert torch.equal(torch.stack([first, *tokens], 1), stock)
     assert handle.session.paged is not None
@@ -231,7 +231,7 @@ def test_the_query_window_does_not_hold_the_prompts_queries():
 
 
 @torch.no_grad()
-def test_graphs_apply_only_where_a_step_needs_no_host(monkeypatch):
+def test_graphs_replay_only_where_a_step_needs_no_host(monkeypatch):
     """Graphs replay on a CUDA paged cache of the patched model's own session, with graphs on;
     not with periodic compression, not once a layer was kept whole, not after a failed
     capture, not on another cache. (The device is faked: nothing runs on it here.)"""
@@ -248,17 +248,17 @@ def test_graphs_apply_only_where_a_step_needs_no_host(monkeypatch):
     base = AttentionConfig(prefill="dense", paged_cache=True)
     handle, cache = prefilled(base)
     with handle:
-        assert decode_graphs.graphs_apply(model, cache)
-        assert not decode_graphs.graphs_apply(model, object())
+        assert decode_graphs.graph_handle(model, cache) is handle
+        assert decode_graphs.graph_handle(model, object()) is None
         handle.session.keep_whole(1)
-        assert not decode_graphs.graphs_apply(model, cache)
+        assert decode_graphs.graph_handle(model, cache) is None
     handle, cache = prefilled(base)
     with handle:
         handle.graphs.eager.add(decode_graphs.EAGER_KEY)
-        assert not decode_graphs.graphs_apply(model, cache)
+        assert decode_graphs.graph_handle(model, cache) is None
     for config, graphs in ((base, False), (AttentionConfig(prefill="dense", kv="snapkv",
                                                            kv_interval=8), True)):  # fmt: skip
         handle, cache = prefilled(config, graphs)
         with handle:
-            assert not decode_graphs.graphs_apply(model, cache)
-    assert not decode_graphs.graphs_apply(model, cache)  # unpatched
+            assert decode_graphs.graph_handle(model, cache) is None
+    assert decode_graphs.graph_handle(model, cache) is None  # unpatched

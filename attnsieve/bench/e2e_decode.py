@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from attnsieve.bench.common import environment, format_table, save_line_plots, write_json
 from attnsieve.integrations import AttentionConfig, patch
-from attnsieve.integrations.decode_graphs import graphs_apply
+from attnsieve.integrations.decode_graphs import graph_handle
 from attnsieve.integrations.generate import decode, dense_cache_bytes
 from attnsieve.integrations.transformers import cache_keyword
 
@@ -143,7 +143,7 @@ def time_decode(
         token = out.logits[:, -1].argmax(-1)
         warm, cache, _ = decode(model, token, out.past_key_values, WARMUP_STEPS)
         del out
-        replayed = graphs_apply(model, cache)
+        replayed = graph_handle(model, cache) is not None
         _, cache, seconds = decode(model, warm[-1], cache, steps)
         if paged:
             kv_bytes = handle.session.paged.memory_bytes()

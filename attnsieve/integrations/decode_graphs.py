@@ -89,17 +89,18 @@ class DecodeGraph:
         return tokens
 
 
-def graphs_apply(model: Any, cache: Any) -> bool:
-    """Whether `decode` on ``cache`` replays CUDA graphs: ``cache`` is the paged cache of the
-    patch handle of ``model`` (created with ``graphs=True``), on CUDA, without periodic
-    compression, and no layer has been kept whole."""
+def graph_handle(model: Any, cache: Any) -> Any:
+    """The patch handle whose session `decode` replays on ``cache`` from a CUDA graph, or None
+    where graphs do not apply: ``cache`` must be the paged cache of ``model``'s patch handle
+    (created with ``graphs=True``), on CUDA, without periodic compression, with no layer kept
+    whole and no failed capture."""
     from attnsieve.integrations.transformers import handle_of
 
     handle = handle_of(model)
     if handle is None or handle.graphs is None or handle.session is None:
-        return False
+        return None
     session = handle.session
-    return (
+    applies = (
         session.cache is cache
         and session.paged is not None
         and session.paged.device.type == "cuda"
@@ -107,22 +108,27 @@ def graphs_apply(model: Any, cache: Any) -> bool:
         and not session.whole
         and EAGER_KEY not in handle.graphs.eager
     )
+    return handle if applies else None
 
 
 @torch.inference_mode()
 def decode(
-    model: Any, token: Tensor, cache: Any, steps: int, eos_ids: Collection[int], keyword: str
+    model: Any,
+    handle: Any,
+    token: Tensor,
+    cache: Any,
+    steps: int,
+    eos_ids: Collection[int],
+    keyword: str,
 ) -> tuple[list[Tensor], Any, float]:
-    """`attnsieve.integrations.generate.decode` on a cache for which `graphs_apply` holds: the
-    same greedy tokens, replayed from a CUDA graph that lives on the patch handle's session. When
+    """`attnsieve.integrations.generate.decode` on a cache whose `graph_handle` is ``handle``:
+    the same greedy tokens, replayed from a CUDA graph that lives on the handle's session. When
     there is no graph that fits, any pending compression runs, pages are reserved, one eager step
     runs on a side stream (the warm-up a capture needs, on the shapes the graph will see) and the
     next step is captured; if the capture fails, the rest runs eagerly (a failed capture can leave
     PyTorch's CUDA random generator unusable in this process: a failure is a bug to report)."""
     from attnsieve.integrations import generate
-    from attnsieve.integrations.transformers import handle_of
 
-    handle = handle_of(model)
     session = handle.session
     tokens: list[Tensor] = []
     torch.cuda.synchronize(token.device)

@@ -89,8 +89,9 @@ def decode(
     step, as generation needs); with no ``eos_ids``, or a larger batch, all steps run and this
     loop adds no host wait."""
     key = cache_keyword(model)
-    if decode_graphs.graphs_apply(model, cache):
-        return decode_graphs.decode(model, token, cache, steps, eos_ids, key)
+    handle = decode_graphs.graph_handle(model, cache)
+    if handle is not None:
+        return decode_graphs.decode(model, handle, token, cache, steps, eos_ids, key)
     tokens = []
     _sync(token.device)
     start = time.perf_counter()
