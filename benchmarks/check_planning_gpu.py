@@ -31,7 +31,7 @@ for b, h_q, h_kv, n, m, d in SHAPES:
         k = torch.randn(b, h_kv, m, d, device="cuda").to(dtype)
         tag = f"{tuple(q.shape)} k {tuple(k.shape)} {dtype}"
         for block in (64, 128):
-            got = planning.block_mean_pool(q, block, backend="triton")
+            got = planning.block_mean_pool(q, block)
             check(
                 f"block_mean_pool {block} {tag}",
                 got,
@@ -40,7 +40,7 @@ for b, h_q, h_kv, n, m, d in SHAPES:
             )
         for last_q, block_k in ((64, 1), (64, 64), (128, 128), (100, 16)):
             last_q = min(last_q, n)
-            got = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k, backend="triton")
+            got = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k)
             want = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
             for part, g, w in zip(("vertical", "slash"), got, want, strict=True):
                 check(
@@ -48,7 +48,7 @@ for b, h_q, h_kv, n, m, d in SHAPES:
                 )
         qp, kp = planning.block_mean_pool(q, 64), planning.block_mean_pool(k, 64)
         kwargs = dict(num_queries=n, num_keys=m, block_q=64, block_k=64)
-        got = planning.pooled_block_probs(qp, kp, **kwargs, backend="triton")
+        got = planning.pooled_block_probs(qp, kp, **kwargs)
         check(
             f"pooled_block_probs {tag}",
             got,
@@ -56,7 +56,7 @@ for b, h_q, h_kv, n, m, d in SHAPES:
             1e-3,
         )
         kwargs = dict(stride=8, block_q=128, block_k=128)
-        got = planning.antidiagonal_block_scores(q, k, **kwargs, backend="triton")
+        got = planning.antidiagonal_block_scores(q, k, **kwargs)
         want = planning_reference.antidiagonal_block_scores(q, k, **kwargs)
         check(f"antidiagonal_block_scores {tag}", got, want, 5e-3)
 sys.exit(1 if failed else 0)

@@ -423,8 +423,77 @@ gd14)  # at once after gd13, carrying .stage/r3: `attnsieve run` on a ~6K-token 
             | tee -a "$OUT/decode_graphs/run/run.log"
     done
     ;;
+dk1)  # fifth session, carrying .stage/t: the CUDA tests of the decode graphs and the cache (the
+    # last commits of the fourth session were CPU-only), then the decode kernel with the next
+    # tile's page ids loaded one iteration ahead, so Triton's pipeliner double-buffers K/V
+    # (.stage/t/variants/carry.py), and the same with FP8 pages widened to fp16 instead of bf16
+    # (carry16.py: one F2FP per two values instead of an F2F each; q scaled per row into fp16)
+    mkdir -p "$OUT/decode_carry"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_decode_graphs.py \
+        tests/test_cache.py tests/test_kernel_decode.py -k "cuda or replayed" \
+        > "$OUT/decode_carry/cuda_tests.log" 2>&1
+    tail -2 "$OUT/decode_carry/cuda_tests.log"
+    timeout 400 python3 benchmarks/tune_decode_fp8.py --no-current --stages 3,4 \
+        --variant carry=.stage/t/variants/carry.py@bf16 \
+        --variant carry16=.stage/t/variants/carry16.py@fp8 --out "$OUT/decode_carry" 2>&1 \
+        | grep -v Warning
+    ;;
+dk2)  # carrying .stage/t: the decode kernel with a whole-page path (.stage/t/variants/wp.py:
+    # when a page holds at least a tile, one page id per tile and contiguous rows instead of a
+    # per-row gather) against the current kernel, pages of 16 and 128 tokens, bf16 and FP8
+    for ps in 16 128; do
+        timeout 280 python3 benchmarks/tune_decode_fp8.py --stages 2 --dtypes bf16,fp8 \
+            --page-size $ps --variant wp=.stage/t/variants/wp.py \
+            --out "$OUT/decode_whole_page/ps$ps" 2>&1 | grep -v Warning
+    done
+    ;;
+dk3)  # carrying .stage/t: flexprefill's replayed plan at 8K / 32K (SmolLM2 shapes) with the
+    # last-query sums walking fewer key tiles per program when that fills two waves of programs
+    # (kernels.planning.sum_tiles_per_program: 4 at 8K) against the previous module, which
+    # always walked 8 (.stage/t/variants/planning_before.py = git show 34d5da1:attnsieve/kernels/
+    # planning.py); alternating, twice each, then the CUDA tests of the planning kernels
+    cp attnsieve/kernels/planning.py /tmp/planning_after.py
+    cp .stage/t/variants/planning_before.py /tmp/planning_before.py
+    for round in 1 2; do
+        for which in after before; do
+            cp "/tmp/planning_$which.py" attnsieve/kernels/planning.py
+            timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
+                --lengths 8192,32768 --out "$OUT/plan_tiles/$which$round" 2>&1 | grep flexprefill
+        done
+    done
+    cp /tmp/planning_after.py attnsieve/kernels/planning.py
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
+        > "$OUT/plan_tiles/cuda_tests.log" 2>&1
+    tail -2 "$OUT/plan_tiles/cuda_tests.log"
+    ;;
+dk4)  # carrying .stage/t: as dk3 with four and eight waves of programs instead of two
+    # (.stage/t/variants/planning_w4.py, planning_w8.py: 2 and 1 tiles a program at 8K), then the
+    # planning kernels against their twins on the GPU (the first CUDA tests of dk3 had picked the
+    # interpreter-only tests/test_planning_kernels.py by mistake)
+    cp attnsieve/kernels/planning.py /tmp/planning_w2.py
+    cp .stage/t/variants/planning_w4.py .stage/t/variants/planning_w8.py /tmp/
+    for round in 1 2; do
+        for which in w2 w4 w8; do
+            cp "/tmp/planning_$which.py" attnsieve/kernels/planning.py
+            timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
+                --lengths 8192,32768 --out "$OUT/plan_tiles/$which-$round" 2>&1 | grep flexprefill
+        done
+    done
+    cp /tmp/planning_w2.py attnsieve/kernels/planning.py
+    timeout 120 python3 benchmarks/check_planning_gpu.py > "$OUT/plan_tiles/check_planning_gpu.log" 2>&1
+    tail -2 "$OUT/plan_tiles/check_planning_gpu.log"
+    ;;
+dk5)  # nothing carried: with eight waves adopted, the planning kernels against their twins on
+    # the GPU and flexprefill's replayed plan at 8K / 32K (plan_tiles/adopted/)
+    mkdir -p "$OUT/plan_tiles/adopted"
+    timeout 120 python3 benchmarks/check_planning_gpu.py > "$OUT/plan_tiles/adopted/check_planning_gpu.log" 2>&1
+    echo "check_planning_gpu exit $?"; grep -c "^ok" "$OUT/plan_tiles/adopted/check_planning_gpu.log"
+    grep FAIL "$OUT/plan_tiles/adopted/check_planning_gpu.log"
+    timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
+        --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5" >&2
     exit 2
     ;;
 esac

@@ -24,21 +24,17 @@ from attnsieve.kernels import decode
 from attnsieve.kernels.decode_reference import decode_reference
 from benchmarks.check_masked_cost import load
 
-# BLOCK_N, warps, pipeline stages, waves of programs over the SMs
-CONFIGS = list(itertools.product((64, 128), (4, 8), (2, 3), (2, 4)))
 
-
-def sweep(modules: dict, c, b: int, n: int, configs: list, dtypes: list[str]) -> list[dict]:
-    """Rows of one (batch, length): every module under every config and pool dtype, beside the
-    current kernel's bf16 at its own settings (each module's tile choice is restored after)."""
+def sweep(modules: dict, c, b: int, n: int, configs: list, dtypes: dict) -> list[dict]:
+    """Rows of one (batch, length): every module under every config and its pool dtypes, beside
+    the current kernel's bf16 at its own settings (each module's tile choice is restored after)."""
     bf16_ms = graph_ms(lambda: decode.decode_attention(c.q, **c.paged), 30)
     refs = {"fp8": decode_reference(c.q, **c.fp8), "bf16": decode_reference(c.q, **c.paged)}
     pools = {"fp8": c.fp8, "bf16": c.paged}
     rows = []
     chosen = {name: module._tile for name, module in modules.items()}
-    for (name, module), (block_n, warps, stages, waves), dtype in itertools.product(
-        modules.items(), configs, dtypes
-    ):
+    runs = [(name, module, dtype) for name, module in modules.items() for dtype in dtypes[name]]
+    for (name, module, dtype), (block_n, warps, stages, waves) in itertools.product(runs, configs):
         module._tile = lambda d, fp8, t=(block_n, warps, stages): t
         splits = max(1, min(cdiv(n, 512), cdiv(waves * 132, b * 8), 128))
         pool = pools[dtype]
@@ -65,18 +61,29 @@ def sweep(modules: dict, c, b: int, n: int, configs: list, dtypes: list[str]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a kernel")
+    parser.add_argument(
+        "--variant", action="append", default=[],
+        help="NAME=PATH[@DTYPES] of a kernel, DTYPES as --dtypes (default: --dtypes)",
+    )  # fmt: skip
+    parser.add_argument("--no-current", action="store_true", help="sweep only the variants")
+    parser.add_argument("--stages", default="2,3", help="pipeline stages to try")
+    parser.add_argument("--page-size", type=int, default=16, help="tokens per page")
     parser.add_argument("--lengths", default="32768,131072")
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--waves", default="2,4", help="waves of programs over the SMs")
     parser.add_argument("--dtypes", default="fp8", help="pool dtypes to time: fp8, bf16")
     args = parser.parse_args()
     waves = {int(w) for w in args.waves.split(",")}
-    configs = [cfg for cfg in CONFIGS if cfg[3] in waves]
-    dtypes = args.dtypes.split(",")
-    modules = {"current": decode}
-    modules.update({v.split("=")[0]: load(*v.split("=", 1)) for v in args.variant})
-    shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
+    stages = [int(s) for s in args.stages.split(",")]
+    configs = list(itertools.product((64, 128), (4, 8), stages, sorted(waves)))
+    modules = {} if args.no_current else {"current": decode}
+    dtypes = dict.fromkeys(modules, args.dtypes.split(","))
+    for spec in args.variant:
+        name, rest = spec.split("=", 1)
+        path, _, kinds = rest.partition("@")
+        modules[name] = load(name, path)
+        dtypes[name] = (kinds or args.dtypes).split(",")
+    shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=args.page_size)
     rows = []
     batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))
     for b, n in itertools.product(batches, lengths):

@@ -191,7 +191,7 @@ def test_float32_pool():
 
 def test_num_splits_fill_the_gpu(monkeypatch):
     """Batch 1 at 32K-128K fills 132 SMs at least twice over; short caches take one split."""
-    monkeypatch.setattr(decode, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(decode, "sm_count", lambda device: 132)
     dev = torch.device("cuda")
     for tokens in (32768, 131072):
         assert 8 * num_splits_for(1, 8, tokens, dev) >= 2 * 132

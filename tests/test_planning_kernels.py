@@ -129,6 +129,27 @@ def test_last_query_stats_more_rows_than_a_key_tile():
             _close(g, w, q.dtype)
 
 
+@pytest.mark.parametrize("tiles", [1, 3, 8])
+def test_last_query_stats_any_tiles_per_program(tiles, monkeypatch):
+    """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""
+    monkeypatch.setattr(planning, "sum_tiles_per_program", lambda rows, key_tiles, device: tiles)
+    q, k = _inputs(1, 4, 2, 100, 700, 64, torch.float16)
+    for block_k in (16, 64):
+        got = planning.last_query_stats(q, k, last_q=64, block_k=block_k)
+        want = planning_reference.last_query_stats(q, k, last_q=64, block_k=block_k)
+        for g, w in zip(got, want, strict=True):
+            _close(g, w, q.dtype)
+
+
+def test_sum_tiles_per_program_fills_eight_waves(monkeypatch):
+    monkeypatch.setattr(planning, "sm_count", lambda device: 132)
+    cpu = torch.device("cpu")
+    assert planning.sum_tiles_per_program(9, 128, cpu) == 1  # SmolLM2 at 8K: 1152 programs
+    assert planning.sum_tiles_per_program(9, 512, cpu) == 4  # at 32K
+    assert planning.sum_tiles_per_program(32, 2048, cpu) == 8  # Llama-3-8B at 128K: capped
+    assert planning.sum_tiles_per_program(1, 1, cpu) == 1
+
+
 def test_last_query_stats_slash_of_a_diagonal():
     """Keys that match their query exactly put all the slash mass on offset block 0."""
     d, n = 32, 96

@@ -1,7 +1,9 @@
 """Triton kernels: each file holds one public launcher and its autotune table."""
 
+import functools
 import os
 
+import torch
 from torch import Tensor
 
 # Triton's interpreter (the CPU tests) runs the kernels on CPU tensors; it must be chosen before
@@ -15,3 +17,11 @@ def check_triton_device(name: str, t: Tensor) -> None:
         raise ValueError(
             f"{name}: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {t.device}"
         )
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 4 for the interpreter (any small number)."""
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -12,7 +12,6 @@ constexpr flag). The float32 twin is :func:`attnsieve.kernels.decode_reference.d
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 
 import torch
@@ -21,7 +20,7 @@ import triton.language as tl
 from torch import Tensor
 
 from attnsieve.checks import cdiv
-from attnsieve.kernels import INTERPRET, check_triton_device
+from attnsieve.kernels import INTERPRET, check_triton_device, sm_count
 from attnsieve.kernels.decode_reference import FP8, check_decode_inputs
 
 LOG2E = 1.4426950408889634
@@ -172,18 +171,11 @@ def _combine_kernel(
 # fmt: on
 
 
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: any small number
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def num_splits_for(batch: int, kv_heads: int, max_tokens: int, device: torch.device) -> int:
     """Splits per KV head: enough programs for two waves over the SMs, none below
     MIN_SPLIT_TOKENS tokens; decided from shapes alone (no host sync, CUDA-graph safe)."""
     by_work = cdiv(max_tokens, MIN_SPLIT_TOKENS)
-    by_sms = cdiv(2 * _sm_count(device), batch * kv_heads)
+    by_sms = cdiv(2 * sm_count(device), batch * kv_heads)
     return max(1, min(by_work, by_sms, MAX_SPLITS))
 
 
