@@ -71,6 +71,19 @@ join_gguf() {
 }
 export ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
 
+alternate_plans() {  # SEP NAME...: flexprefill's plan with each /tmp/planning_NAME.py in turn,
+    # twice, into plan_tiles/NAME SEP round
+    local sep=$1
+    shift
+    for round in 1 2; do
+        for which in "$@"; do
+            cp "/tmp/planning_$which.py" attnsieve/kernels/planning.py
+            timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
+                --lengths 8192,32768 --out "$OUT/plan_tiles/$which$sep$round" 2>&1 | grep flexprefill
+        done
+    done
+}
+
 case "$1" in
 fuzz)
     mkdir -p "$OUT/fuzz"
@@ -454,13 +467,7 @@ dk3)  # carrying .stage/t: flexprefill's replayed plan at 8K / 32K (SmolLM2 shap
     # planning.py); alternating, twice each, then the CUDA tests of the planning kernels
     cp attnsieve/kernels/planning.py /tmp/planning_after.py
     cp .stage/t/variants/planning_before.py /tmp/planning_before.py
-    for round in 1 2; do
-        for which in after before; do
-            cp "/tmp/planning_$which.py" attnsieve/kernels/planning.py
-            timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
-                --lengths 8192,32768 --out "$OUT/plan_tiles/$which$round" 2>&1 | grep flexprefill
-        done
-    done
+    alternate_plans "" after before
     cp /tmp/planning_after.py attnsieve/kernels/planning.py
     timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
         > "$OUT/plan_tiles/cuda_tests.log" 2>&1
@@ -472,13 +479,7 @@ dk4)  # carrying .stage/t: as dk3 with four and eight waves of programs instead 
     # interpreter-only tests/test_planning_kernels.py by mistake)
     cp attnsieve/kernels/planning.py /tmp/planning_w2.py
     cp .stage/t/variants/planning_w4.py .stage/t/variants/planning_w8.py /tmp/
-    for round in 1 2; do
-        for which in w2 w4 w8; do
-            cp "/tmp/planning_$which.py" attnsieve/kernels/planning.py
-            timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
-                --lengths 8192,32768 --out "$OUT/plan_tiles/$which-$round" 2>&1 | grep flexprefill
-        done
-    done
+    alternate_plans - w2 w4 w8
     cp /tmp/planning_w2.py attnsieve/kernels/planning.py
     timeout 120 python3 benchmarks/check_planning_gpu.py > "$OUT/plan_tiles/check_planning_gpu.log" 2>&1
     tail -2 "$OUT/plan_tiles/check_planning_gpu.log"

@@ -119,26 +119,24 @@ def test_last_query_stats(shape, block_k):
     torch.testing.assert_close(slash.sum(-1), torch.full(slash.shape[:2], seen))
 
 
-def test_last_query_stats_more_rows_than_a_key_tile():
-    """last_q = 100 > 64 keys per tile: each tile meets 163 diagonals, three gathers' worth."""
-    q, k = _inputs(2, 4, 2, 130, 300, 64, torch.float16)
-    for block_k in (1, 128):
-        got = planning.last_query_stats(q, k, last_q=100, block_k=block_k)
-        want = planning_reference.last_query_stats(q, k, last_q=100, block_k=block_k)
+def _matches_twin(q, k, last_q, block_ks):
+    for block_k in block_ks:
+        got = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k)
+        want = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
         for g, w in zip(got, want, strict=True):
             _close(g, w, q.dtype)
+
+
+def test_last_query_stats_more_rows_than_a_key_tile():
+    """last_q = 100 > 64 keys per tile: each tile meets 163 diagonals, three gathers' worth."""
+    _matches_twin(*_inputs(2, 4, 2, 130, 300, 64, torch.float16), 100, (1, 128))
 
 
 @pytest.mark.parametrize("tiles", [1, 3, 8])
 def test_last_query_stats_any_tiles_per_program(tiles, monkeypatch):
     """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""
     monkeypatch.setattr(planning, "sum_tiles_per_program", lambda rows, key_tiles, device: tiles)
-    q, k = _inputs(1, 4, 2, 100, 700, 64, torch.float16)
-    for block_k in (16, 64):
-        got = planning.last_query_stats(q, k, last_q=64, block_k=block_k)
-        want = planning_reference.last_query_stats(q, k, last_q=64, block_k=block_k)
-        for g, w in zip(got, want, strict=True):
-            _close(g, w, q.dtype)
+    _matches_twin(*_inputs(1, 4, 2, 100, 700, 64, torch.float16), 64, (16, 64))
 
 
 def test_sum_tiles_per_program_fills_eight_waves(monkeypatch):
