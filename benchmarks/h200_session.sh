@@ -493,8 +493,31 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
+s6a)  # sixth session, carrying .stage/r1 (then s6b, s6c at once, each after the last)
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+s6b)  # carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
+    # flexprefill's recall at 32K with the cost model's dense layers (smollm2-eval/fidelity32k_patched/)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    timeout 240 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/bound" 2>&1 \
+        | grep "tokens\|wrote\|error\|check"
+    timeout 150 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
+        --fidelity --lengths 32k --methods dense,flexprefill --tasks niah_single \
+        --out "$OUT/smollm2-eval/fidelity32k_patched" 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn"
+    ;;
+s6d)  # nothing carried: the same bound on Llama-3-8B's shapes (random weights, 32 layers)
+    timeout 400 python3 -m attnsieve bench e2e --model llama3-8b-random --repeats 2 \
+        --lengths 64k,128k --methods flexprefill --out "$OUT/bound" 2>&1 \
+        | grep "tokens\|wrote\|error\|check"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d" >&2
     exit 2
     ;;
 esac

@@ -41,6 +41,13 @@ def tiny_probe_dir(tmp_path_factory):
     config.num_hidden_layers, config.hidden_size, config.intermediate_size = 2, 128, 256
     config.num_attention_heads, config.num_key_value_heads = 4, 2  # head_dim stays 64, GQA g=2
     path = tmp_path_factory.mktemp("tiny_probe")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    with torch.random.fork_rng():  # the same weights whichever test builds the fixture first
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config)
+    # the embedding's padding rows (264 rows, 259 ids) must not win a greedy step, as in the
+    # trained probe: the tokenizer cannot decode them
+    with torch.no_grad():
+        model.get_output_embeddings().weight[ByteTokenizer.vocab_size :] = 0
+    model.save_pretrained(path)
     ByteTokenizer().save_pretrained(path)
     return path

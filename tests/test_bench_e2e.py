@@ -121,3 +121,57 @@ def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, mon
     assert result["dense_reference"] == "dense+paged" and result["graphs"]
     assert result["configs"]["dense+paged"]["paged_cache"]
     assert not any(r["graph_replayed"] for r in result["results"])
+
+
+def _tiny_llama():
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=32, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+
+
+def test_attention_free_forward_skips_attention_and_restores_the_model(monkeypatch):
+    """The bound's forward runs every layer with attention replaced by zeros (so its hidden states
+    differ from the stock model's) and gives the model back its attention implementation."""
+    import torch
+
+    model = _tiny_llama()
+    ids = torch.randint(0, 32, (1, 7), generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def forward(model, ids):
+        seen.append(model.config._attn_implementation)
+        with torch.no_grad():
+            out = model(input_ids=ids, output_hidden_states=True)
+        seen.append(out.hidden_states[1])
+        return float(len(seen)), out.logits[0, -1], 0.0
+
+    monkeypatch.setattr(e2e, "_forward", forward)
+    assert e2e.time_attention_free(model, ids, 2) == 4.0  # best of the runs after the warm-up
+    assert seen[0::2] == [e2e.ATTENTION_FREE] * 3
+    assert model.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        stock = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        embedded = model.model.embed_tokens(ids)
+    free = seen[1]
+    assert not torch.allclose(free, stock)
+    # attention contributes nothing: the first layer's output is its input plus the MLP's alone
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        expected = embedded + layer.mlp(layer.post_attention_layernorm(embedded))
+    torch.testing.assert_close(free, expected)
+
+
+def test_plot_draws_the_attention_free_bound(tmp_path):
+    rows = [{"length": n, "sdpa_ttft_s": 0.1 * n, "attention_free_ttft_s": 0.02 * n,
+             "speedup_bound": 5.0, "methods": {"flexprefill": {"ttft_s": 0.05 * n, "speedup": 2.0,
+                                                               "mean_density": 0.3}}}
+            for n in (1, 2)]  # fmt: skip
+    result = {"results": rows, "methods": {"flexprefill": {}}, "sdpa_backend": "CUDNN_ATTENTION",
+              "correctness_check": {"passed": True}, "environment": {"device": "cpu"},
+              "model": {"name": "m", "layers": 2, "weights": "random"}}  # fmt: skip
+    e2e.plot(result, tmp_path / "e2e.png")
+    assert (tmp_path / "e2e.png").read_bytes().startswith(PNG)

@@ -118,6 +118,21 @@ def test_fidelity_mode(tiny_probe_dir, tmp_path):
     assert streaming["logit_rel_err"] > dense["logit_rel_err"]
 
 
+def test_fidelity_as_patched_counts_cost_dense_layers(tiny_probe_dir, tmp_path, monkeypatch):
+    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity")) == 0
+    planned = json.loads((tmp_path / "fidelity.json").read_text())["methods"]["streaming"]
+    assert planned["as_patched"]["cost_dense_layers"] == []  # CPU: the patched model plans all
+    assert planned["as_patched"]["mean_recall"] == pytest.approx(planned["mean_recall"])
+    assert planned["as_patched"]["mean_density"] == pytest.approx(planned["mean_density"])
+
+    monkeypatch.setattr(harness, "cost_model_runs_dense", lambda *a: a[0].name == "streaming")
+    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity")) == 0
+    streaming = json.loads((tmp_path / "fidelity.json").read_text())["methods"]["streaming"]
+    assert streaming["as_patched"] == {"cost_dense_layers": [0, 1], "mean_recall": 1.0,
+                                       "mean_density": 1.0}  # fmt: skip
+    assert streaming["mean_recall"] < 1.0  # the planner's own numbers stay
+
+
 def test_fidelity_of_low_precision_is_against_float32(tiny_probe_dir, tmp_path):
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8")
     args.methods = "dense"

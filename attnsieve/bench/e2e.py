@@ -21,7 +21,10 @@ density and each layer's dense-fallback decision (None: the layer ran its layout
 plan + attention replayed from CUDA graphs once a shape repeats (``--no-graphs``: eager). Before
 timing, a full-budget streaming layout (every block, through the attnsieve kernel) must reproduce
 SDPA's last-position logits; if it does not, no speed-up is reported and the command exits 1.
-JSON + PNG go to ``--out``.
+Each length also times the model with attention that costs nothing (its output is zeros, its
+logits meaningless): the rest of the forward, whose time no attention method removes, so
+``sdpa_ttft_s / attention_free_ttft_s`` bounds every method's speed-up at that length
+(``speedup_bound``). JSON + PNG go to ``--out``.
 
     attnsieve bench e2e --model smollm2 --rope-scale 16 --lengths 8k,32k,64k,128k \\
         --methods flexprefill,xattention,streaming
@@ -68,6 +71,7 @@ LLAMA3_8B = dict(
 )
 CHECK_LENGTH = 4096
 CHECK_REL_ERR = 0.05  # bf16 through every layer; a wrong kernel or transpose gives O(1)
+ATTENTION_FREE = "attnsieve_attention_free"  # the attention implementation of the bound's runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +196,10 @@ def main(args: argparse.Namespace) -> int:
             }
         row["sdpa_ttft_s"] = _best(stock_runs)
         row["sdpa_peak_mem_gb"] = max(run[2] for run in stock_runs)
+        row["attention_free_ttft_s"] = time_attention_free(model, ids, args.repeats)
+        row["speedup_bound"] = row["sdpa_ttft_s"] / row["attention_free_ttft_s"]
+        print(f"{length:>7} tokens: attention-free forward {row['attention_free_ttft_s'] * 1e3:.1f}"
+              f" ms, so no attention method exceeds {row['speedup_bound']:.2f}x here")  # fmt: skip
         for label, entry in row["methods"].items():
             entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if check["passed"] else None
             print(_summary(length, row["sdpa_ttft_s"], label, entry))
@@ -341,6 +349,30 @@ def time_alternating(
     return stock_runs[1:], patched_runs[1:]
 
 
+def _attention_free(
+    module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any
+) -> tuple[Tensor, None]:
+    """Attention that computes nothing: zeros shaped like its output (B, N, H_q, D_v)."""
+    b, h, n, _ = query.shape
+    return query.new_zeros(b, n, h, value.shape[-1]), None
+
+
+def time_attention_free(model: Any, ids: Tensor, repeats: int) -> float:
+    """Best seconds to first token with `_attention_free` as every layer's attention: what the
+    forward costs besides attention (its logits are meaningless)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION_FREE, _attention_free)
+    AttentionMaskInterface.register(ATTENTION_FREE, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(ATTENTION_FREE)
+    try:
+        return time_prefill(model, ids, repeats)[0]
+    finally:
+        model.set_attn_implementation(previous)
+
+
 def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:
     """Every block through the attnsieve kernel (a streaming window over the whole prompt, not a
     layout flagged dense, so SDPA dispatch is bypassed) must give SDPA's last-position logits."""
@@ -415,13 +447,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
         return {m: (lengths, [r["methods"][m][key] for r in rows]) for m in labels}
 
     axis = {"xlabel": "prompt tokens", "logx": True}
-    ttft = {f"sdpa ({result['sdpa_backend']})": (lengths, [r["sdpa_ttft_s"] for r in rows])}
+    ttft = {
+        f"sdpa ({result['sdpa_backend']})": (lengths, [r["sdpa_ttft_s"] for r in rows]),
+        "attention-free forward": (lengths, [r["attention_free_ttft_s"] for r in rows]),
+    }
     panels = [
         {"series": {**ttft, **series("ttft_s")}, "ylabel": "time to first token (s)", **axis},
         {"series": series("mean_density"), "ylabel": "mean layout density", **axis},
     ]
     if result["correctness_check"]["passed"]:  # no speed-up when the correctness check failed
-        panels.insert(1, {"series": series("speedup"), "ylabel": "speed-up over sdpa", **axis})
+        bound = {"bound (attention free)": (lengths, [r["speedup_bound"] for r in rows])}
+        speedup = {**series("speedup"), **bound}
+        panels.insert(1, {"series": speedup, "ylabel": "speed-up over sdpa", **axis})
     model = result["model"]
     title = f"{model['name']}, {model['layers']} layers, {model['weights']} weights, "
     save_line_plots(path, panels, title + result["environment"]["device"])

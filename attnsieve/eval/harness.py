@@ -22,7 +22,9 @@ each method's attention recall and relative output error and cosine per layer an
 (OUT/fidelity.json, OUT/fidelity.png). A method at ``int8-fp8`` precision is compared with the
 float32 reference of dense attention (the others with dense attention at the model's precision).
 It also reports each method's relative error of the last position's logits against the stock
-model, and whether their top token agrees.
+model, and whether their top token agrees. On a GPU, "as_patched" gives recall and density of
+what `attnsieve.patch` runs by default: its cost model sends a layer whose plan (this density)
+would not pay for itself to dense attention, which recalls everything.
 
     attnsieve eval --model probe --methods dense,streaming,flexprefill --lengths 4k,8k,16k
 """
@@ -360,6 +362,19 @@ def write_results(out: Path, cells: list[dict], meta: dict) -> None:
         writer.writerows(cells)
 
 
+def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: float) -> bool:
+    """Whether `attnsieve.patch`'s default cost model sends a layer whose plan has ``density`` to
+    dense attention (with CUDA graphs, as patched by default). Only on a GPU: elsewhere the
+    patched model plans every layer."""
+    from attnsieve.integrations.transformers import DEFAULT_COST, planner_name
+
+    if not query.is_cuda:
+        return False
+    b, h, n, d = query.shape
+    name = planner_name(planner)
+    return not DEFAULT_COST.plan_pays(name, density, b, h, n, key.shape[2], d, graphed=True)
+
+
 def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     """Per layer/head recall and output error of every method's layout on one prompt."""
     from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
@@ -367,7 +382,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     from attnsieve.integrations.transformers import observe_attention
 
     sample = make_samples(task, tokenizer, length, 1, args.seed)[0]
-    metrics = ("recall", "rel_l2", "cosine", "density")
+    metrics = ("recall", "rel_l2", "cosine", "density", "cost_dense")
     layers: dict[str, dict[str, dict[int, Any]]] = {
         lab: {m: {} for m in metrics} for lab, _ in methods
     }
@@ -398,6 +413,9 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             result["rel_l2"][layer] = error["rel_l2"].mean(0).tolist()
             result["cosine"][layer] = error["cosine"].mean(0).tolist()
             result["density"][layer] = layout.density(causal=True)
+            result["cost_dense"][layer] = cost_model_runs_dense(
+                config.planner(layer), query, key, result["density"][layer]
+            )
         bar.update(1)
 
     ids = torch.tensor([list(tokenizer.encode(sample.prompt))], device=model.device)
@@ -424,6 +442,8 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     for label, config in methods:
         per = {m: [layers[label][m][i] for i in sorted(layers[label][m])] for m in metrics}
         flat = {m: [x for row in per[m] for x in row] for m in ("recall", "rel_l2", "cosine")}
+        dense = per.pop("cost_dense")
+        as_patched = [[1.0] * len(r) if d else r for r, d in zip(per["recall"], dense, strict=True)]
         results[label] = {
             "config": config.to_dict(),
             **per,
@@ -431,6 +451,13 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             "min_cosine": min(flat["cosine"]),
             "mean_density": statistics.fmean(per["density"]),
             **logits[label],
+            "as_patched": {
+                "cost_dense_layers": [i for i, d in enumerate(dense) if d],
+                "mean_recall": statistics.fmean(x for row in as_patched for x in row),
+                "mean_density": statistics.fmean(
+                    1.0 if d else x for x, d in zip(per["density"], dense, strict=True)
+                ),
+            },
         }
     return {
         "model": name,
@@ -475,6 +502,13 @@ def main(args: argparse.Namespace) -> int:
                 f"cosine {r['mean_cosine']:.5f} (min {r['min_cosine']:.5f})  "
                 f"density {r['mean_density']:.3f}  logits rel err {r['logit_rel_err']:.2e}"
             )
+            if r["as_patched"]["cost_dense_layers"]:
+                patched = r["as_patched"]
+                print(
+                    f"{'':>16}  as patched (cost model: {len(patched['cost_dense_layers'])} "
+                    f"layers dense): recall {patched['mean_recall']:.4f}  density "
+                    f"{patched['mean_density']:.3f}"
+                )
         print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
         return 0
     meta = {

@@ -395,7 +395,7 @@ def attention_forward(
 
     layer = module.layer_idx
     on_triton = resolve_backend(config.backend, query) == "triton"
-    name = getattr(planner, "name", "") or type(planner).__name__
+    name = planner_name(planner)
     # first the cheap decision: where planning cannot pay for itself, nothing else is examined
     if handle.cost is not None and on_triton and not handle.plan_pays(name, layer, query, key):
         handle.stats.record(layer, 1.0, "cost")
@@ -441,6 +441,11 @@ def attention_forward(
     handle.stats.record(layer, density, None)
     handle.keep_density(layer, density)
     return out, None
+
+
+def planner_name(planner: Any) -> str:
+    """The name the cost model and the CUDA graphs know ``planner`` by."""
+    return getattr(planner, "name", "") or type(planner).__name__
 
 
 def _fallback_reason(
