@@ -1,30 +1,43 @@
-"""Is Quest's page selection the limit on SmolLM2, or something after it? (CPU, the real model.)
+"""Is Quest's page selection the limit on SmolLM2, or its budget? (CPU, the real model.)
 
-For one sample per task at ``--length`` tokens: the stock model's first decode step after the
-prompt, each layer's attention mass held by Quest's pages (`attnsieve.api.quest_page_scores`,
-top ``--ratio`` of the tokens in 16-token pages, the pages a KV head's query heads share)
-against the best pages for the same budget (by the true mass of the group) and random pages.
-Then greedy answers, and the target's probability at each answer token with the dense answer
-fed in (teacher forcing), dense against Quest on attnsieve's paged cache.
+For ``--samples`` samples per task at ``--length`` tokens:
 
-    PYTHONPATH=. python3 benchmarks/check_quest_selection.py --out DIR
+1. the stock model's first decode step after the prompt: each layer's attention mass held by
+   Quest's pages (`attnsieve.api.quest_page_scores`, top ``--ratio`` of the tokens in 16-token
+   pages, the pages a KV head's query heads share) against the best pages for the same budget
+   (by the true mass of the group) and random pages;
+2. the probability of each answer token with the dense answer fed in (teacher forcing) on
+   attnsieve's paged cache, for: dense; Quest; the best pages of the same budget ("best": what a
+   perfect selector would read); Quest with each head's first page always read ("quest+first",
+   the attention sink of StreamingLLM, arXiv 2309.17453; one of the budget's pages).
+
+``--ablate N``: on sample N of the first task, Quest in one layer at a time and the best pages in
+every other: which layers' selections cost the answer.
+
+    PYTHONPATH=. python3 benchmarks/check_quest_selection.py --out DIR [--samples 4 --length 2048]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
+from torch import Tensor
 
 from attnsieve.api import quest_page_scores
 from attnsieve.eval.models import load_model
 from attnsieve.eval.tasks import encode, make_samples
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.transformers import cache_keyword, handle_of, observe_attention
+from attnsieve.methods.decode.base import last_page, top_pages
+from attnsieve.methods.decode.quest import Quest
 
 PAGE = 16
+quest_select = Quest.select
 
 
 def page_mass(q, k, scale, ratio: float) -> tuple[float, float, float]:
@@ -51,49 +64,116 @@ def page_mass(q, k, scale, ratio: float) -> tuple[float, float, float]:
     return held(chosen), held(best), held(rand.expand(b, hk, -1))
 
 
+def _width(self: Quest, view) -> int | None:
+    """Pages a head reads, or None where Quest reads them all (as `Quest.select`)."""
+    p = view.key_min.shape[2]
+    width = max(1, self.max_tokens(p * view.page_size) // view.page_size)
+    return None if view.layer < self.dense_layers or width >= p else width
+
+
+def best_pages(self: Quest, q: Tensor, view, step):
+    """Quest's budget spent on the pages of largest true attention mass of the group."""
+    if (width := _width(self, view)) is None:
+        return None
+    p = view.key_min.shape[2]
+    keys = view.keys().float()  # (B, H_kv, P, page, D)
+    b, hk, _, page, d = keys.shape
+    logits = torch.einsum("bhgd,bhptd->bhgpt", q.float().view(b, hk, -1, d), keys)
+    valid = (torch.arange(p * page) < view.lengths[..., None]).view(b, hk, 1, p, page)
+    logits = logits.masked_fill(~valid, float("-inf")) * (view.scale or d**-0.5)
+    mass = logits.flatten(-2).softmax(-1).view_as(logits).sum((2, 4))
+    score = mass.masked_fill(~valid.any(-1).squeeze(2), float("-inf"))
+    score = score.masked_fill(last_page(view), float("inf"))
+    return top_pages(score, self.token_targets(view) // view.page_size, width, view)
+
+
+def quest_with_first_page(self: Quest, q: Tensor, view, step):
+    """Quest's pages, with each head's first page (the attention sink) ranked first."""
+    if (width := _width(self, view)) is None:
+        return None
+    score = quest_page_scores(q, view.key_min, view.key_max, view.page_count)
+    first = torch.arange(score.shape[-1], device=score.device) == 0
+    score = score.masked_fill(first, float("inf"))
+    return top_pages(score, self.token_targets(view) // view.page_size, width, view)
+
+
+def only_in_layer(layer: int) -> Callable:
+    """Quest's own pages in ``layer``, the best pages in every other."""
+
+    def select(self: Quest, q: Tensor, view, step):
+        return (quest_select if view.layer == layer else best_pages)(self, q, view, step)
+
+    return select
+
+
+VARIANTS = {"quest": quest_select, "best": best_pages, "quest+first": quest_with_first_page}
+
+
+@torch.no_grad()
+def teacher_forced(model, ids: Tensor, answer: list[int], decode, select=None) -> list[float]:
+    """p(answer token | prompt + the answer's previous tokens), one per answer token."""
+    key = cache_keyword(model)
+    config = AttentionConfig(prefill="dense", decode=decode, paged_cache=True)
+    with mock.patch.object(Quest, "select", select or quest_select), patch(model, config):
+        cache = handle_of(model).new_cache()
+        logits = model(input_ids=ids, **{key: cache}, use_cache=True).logits[0, -1]
+        probs = [float(logits.softmax(-1)[answer[0]])]
+        for t_in, t_next in zip(answer[:-1], answer[1:], strict=True):
+            step = model(input_ids=torch.tensor([[t_in]]), **{key: cache}, use_cache=True)
+            probs.append(float(step.logits[0, -1].softmax(-1)[t_next]))
+    return [round(p, 3) for p in probs]
+
+
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tasks", default="passkey,niah_single")
     parser.add_argument("--length", type=int, default=4096)
+    parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--ratio", type=float, default=0.125)
+    parser.add_argument("--ablate", type=int, default=None, help="sample of the per-layer ablation")
     args = parser.parse_args()
     model, tok, _ = load_model("smollm2", device="cpu", dtype="float32")
-    key = cache_keyword(model)
+    quest = {"method": "quest", "ratio": args.ratio}
     result = {"length": args.length, "ratio": args.ratio, "tasks": {}}
     for task in args.tasks.split(","):
-        sample = make_samples(task, tok, args.length, 1, 0)[0]
+        result["tasks"][task] = []
+        for sample in make_samples(task, tok, args.length, args.samples, 0):
+            ids = torch.tensor([encode(tok, sample.prompt)])
+            out = model(input_ids=ids, use_cache=True)
+            caught: dict[int, tuple] = {}
+
+            def keep(module, q, k, v, scale, caught=caught):
+                caught[module.layer_idx] = (q, k, scale)
+
+            with observe_attention(model, keep):
+                step = {cache_keyword(model): out.past_key_values}
+                model(input_ids=out.logits[:, -1:].argmax(-1), **step)
+            layers = [page_mass(*caught[i], args.ratio) for i in sorted(caught)]
+            mean = [sum(x[i] for x in layers) / len(layers) for i in range(3)]
+            answer = tok.encode(" " + sample.answers[0], add_special_tokens=False)
+            runs = {"dense": teacher_forced(model, ids, answer, None)}
+            for name, select in VARIANTS.items():
+                runs[name] = teacher_forced(model, ids, answer, quest, select)
+            result["tasks"][task].append({
+                "answer": sample.answers[0], "tokens": ids.shape[1],
+                "mass_quest_best_random": layers, "mean": mean, "p_answer_teacher_forced": runs,
+            })  # fmt: skip
+            print(f"{task} ({sample.answers[0]}, {ids.shape[1]} tokens): mass held: Quest "
+                  f"{mean[0]:.3f}, best pages {mean[1]:.3f}, random {mean[2]:.3f}")  # fmt: skip
+            for label, probs in runs.items():
+                print(f"  p(answer token | dense answer so far), {label:>11}: {probs}")
+    if args.ablate is not None:
+        task = args.tasks.split(",")[0]
+        sample = make_samples(task, tok, args.length, args.ablate + 1, 0)[args.ablate]
         ids = torch.tensor([encode(tok, sample.prompt)])
-        out = model(input_ids=ids, use_cache=True)
-        caught: dict[int, tuple] = {}
-
-        def keep(module, q, k, v, scale, caught=caught):
-            caught[module.layer_idx] = (q, k, scale)
-
-        with observe_attention(model, keep):
-            model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values)
-        layers = [page_mass(*caught[i], args.ratio) for i in sorted(caught)]
         answer = tok.encode(" " + sample.answers[0], add_special_tokens=False)
-        runs = {}
-        for label, decode in (("dense", None), ("quest", {"method": "quest", "ratio": args.ratio})):
-            config = AttentionConfig(prefill="dense", decode=decode, paged_cache=True)
-            with patch(model, config):
-                cache = handle_of(model).new_cache()
-                logits = model(input_ids=ids, **{key: cache}, use_cache=True).logits[0, -1]
-                probs = [float(logits.softmax(-1)[answer[0]])]
-                for t_in, t_next in zip(answer[:-1], answer[1:], strict=True):
-                    step = model(input_ids=torch.tensor([[t_in]]), **{key: cache}, use_cache=True)
-                    probs.append(float(step.logits[0, -1].softmax(-1)[t_next]))
-            runs[label] = [round(p, 3) for p in probs]
-        mean = [sum(x[i] for x in layers) / len(layers) for i in range(3)]
-        result["tasks"][task] = {"answer": sample.answers[0], "tokens": ids.shape[1],
-                                 "mass_quest_best_random": layers, "mean": mean,
-                                 "p_answer_teacher_forced": runs}  # fmt: skip
-        print(f"{task}: {ids.shape[1]} tokens, mean mass held: Quest {mean[0]:.3f}, best pages "
-              f"{mean[1]:.3f}, random {mean[2]:.3f}")  # fmt: skip
-        for label, probs in runs.items():
-            print(f"  p(answer token | dense answer so far), {label}: {probs}")
+        ablation = {}
+        for layer in range(Quest.dense_layers, model.config.num_hidden_layers):
+            ablation[layer] = teacher_forced(model, ids, answer, quest, only_in_layer(layer))
+            print(f"  Quest only in layer {layer:>2}, best pages elsewhere: {ablation[layer]}")
+        result["ablation"] = {"task": task, "sample": args.ablate, "p_by_layer": ablation}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quest_selection.json").write_text(json.dumps(result, indent=1))
 

@@ -516,8 +516,43 @@ s6d)  # nothing carried: the same bound on Llama-3-8B's shapes (random weights, 
         --lengths 64k,128k --methods flexprefill --out "$OUT/bound" 2>&1 \
         | grep "tokens\|wrote\|error\|check"
     ;;
+s6e)  # nothing carried: the decode kernel, SDPA and a plain read of the same bytes under a
+    # write flush (zeroing 256 MB, as before) and a read flush of L2 (flush/flush.json), then
+    # bench decode with the read flush, now the default (flush/decode.*)
+    mkdir -p "$OUT/flush"
+    timeout 200 python3 benchmarks/check_flush.py --out "$OUT/flush" 2>&1 | grep -v Warning
+    timeout 200 python3 -m attnsieve bench decode --reps 20 --out "$OUT/flush" \
+        > "$OUT/flush/decode.log" 2>&1
+    tail -30 "$OUT/flush/decode.log"
+    ;;
+s6f)  # nothing carried: decode with the attention-free row on Llama-3-8B's shapes (random
+    # weights, 32 layers, 32K), batch 1 and 8, dense and SnapKV 25 % (decode_bound/llama8b_b*)
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    for b in 1 8; do
+        timeout 280 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
+            --lengths 32k --decode-steps 32 --batch $b --methods dense --kv none,snapkv \
+            --kv-ratio 0.25 --paged-cache --out "$OUT/decode_bound/llama8b_b$b" 2>&1 \
+            | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
+    done
+    ;;
+s6g)  # carrying .stage/r1 (then s6h, s6i at once)
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+s6h)  # carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+s6i)  # carrying .stage/r3: decode with the attention-free row on SmolLM2 at 32K, batch 1 and 8,
+    # dense, StreamingLLM and SnapKV 25 % (decode_bound/smollm2/)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+        --decode-steps 64 --batch 1,8 --methods dense --kv none,streaming,snapkv --kv-ratio 0.25 \
+        --paged-cache --out "$OUT/decode_bound/smollm2" 2>&1 \
+        | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i" >&2
     exit 2
     ;;
 esac

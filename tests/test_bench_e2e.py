@@ -117,10 +117,48 @@ def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, mon
     assert cli.main(argv) == 0
     result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
     labels = {r["label"] for r in result["results"]}
-    assert labels == {"sdpa", "dense+paged", "dense+quest@0.125"}
+    assert labels == {"sdpa", "dense+paged", "dense+quest@0.125", "attention-free"}
     assert result["dense_reference"] == "dense+paged" and result["graphs"]
     assert result["configs"]["dense+paged"]["paged_cache"]
     assert not any(r["graph_replayed"] for r in result["results"])
+
+
+def test_attention_free_decode_row_reads_no_cache(tiny_probe_dir, tmp_path, monkeypatch):
+    """The bound's row decodes as the dense config on the paged cache, but no step calls the
+    decode kernel (the cache still fills); without --paged-cache there is no such row (its dense
+    reference would decode another way)."""
+    from attnsieve.integrations import paged
+
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    reads: dict[str, int] = {}
+    time_decode, decode_attention = e2e_decode.time_decode, paged.decode_attention
+    labels = iter(["sdpa", "dense+paged", "attention-free"])  # the order of the cells
+    cell = [None]
+
+    def each_cell(*args, **kwargs):
+        cell[0] = next(labels)
+        return time_decode(*args, **kwargs)
+
+    def counted(*args, **kwargs):
+        reads[cell[0]] = reads.get(cell[0], 0) + 1
+        return decode_attention(*args, **kwargs)
+
+    monkeypatch.setattr(e2e_decode, "time_decode", each_cell)
+    monkeypatch.setattr(paged, "decode_attention", counted)
+    flags = ["--kv", "none", "--decode", "none", "--batch", "1"]
+    assert cli.main(_argv(tiny_probe_dir, tmp_path, "--paged-cache", *flags)) == 0
+    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    rows = {r["label"]: r for r in result["results"]}
+    assert set(rows) == {"sdpa", "dense+paged", "attention-free"}
+    assert reads["dense+paged"] >= 2 * 3 and "attention-free" not in reads  # 2 layers, 3 steps
+    free, dense = rows["attention-free"], rows["dense+paged"]
+    assert free["vs_dense"] == pytest.approx(free["tokens_per_s"] / dense["tokens_per_s"])
+    assert free["kv_mib"] == dense["kv_mib"]
+
+    labels = iter(["sdpa", "dense"])
+    assert cli.main(_argv(tiny_probe_dir, tmp_path, *flags)) == 0
+    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    assert {r["label"] for r in result["results"]} == {"sdpa", "dense"}
 
 
 def _tiny_llama():

@@ -119,12 +119,21 @@ def _cell(value: object) -> str:
 
 
 _FLUSH: list[Tensor] = []
+FLUSHES = ("read", "write", "none")
 
 
-def graph_ms(fn: Callable[[], object], reps: int, flush: bool = True) -> float:
-    """Median ms of one replay of ``fn`` captured in a CUDA graph, L2 flushed before each."""
+def graph_ms(fn: Callable[[], object], reps: int, flush: str = "read") -> float:
+    """Median ms of one replay of ``fn`` captured in a CUDA graph, L2 flushed before each.
+
+    ``flush``: "read" reads a 256 MB buffer, leaving L2 full of clean lines; "write" sets it to
+    zero (as `triton.testing.do_bench` flushes), which leaves up to an L2's worth of dirty lines
+    (50 MB on an H100 or H200) whose write-back to HBM can then run during ``fn`` and be timed with
+    it (benchmarks/check_flush.py measures both); "none" keeps L2 as ``fn`` left it.
+    """
+    if flush not in FLUSHES:
+        raise ValueError(f"flush: expected one of {FLUSHES}, got {flush!r}")
     if not _FLUSH:
-        _FLUSH.append(torch.empty(256 * 2**20, dtype=torch.int8, device="cuda"))
+        _FLUSH.append(torch.zeros(256 * 2**20, dtype=torch.int8, device="cuda"))
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -136,7 +145,9 @@ def graph_ms(fn: Callable[[], object], reps: int, flush: bool = True) -> float:
         fn()
     times = []
     for _ in range(reps + 3):
-        if flush:
+        if flush == "read":
+            _FLUSH[0].max()
+        elif flush == "write":
             _FLUSH[0].zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()

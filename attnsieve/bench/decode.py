@@ -4,8 +4,9 @@ For every (batch, context length): SDPA decode (one query token, enable_gqa) ove
 laid out contiguously, our dense paged kernel in bf16 and over an FP8 pool, and sparse reads of
 1/16 of the pages (bf16 and FP8). Each kernel row is checked against SDPA or the float32 twin
 before it is timed; a failed check is reported as such, with no speed-up. Times are medians of
-CUDA-graph replays with L2 flushed before each (a decode step runs in a graph, after other layers
-evicted L2). Bandwidth = bytes of K, V (and FP8 scales) read / time, also as a share of the
+CUDA-graph replays with L2 flushed before each by reading a 256 MB buffer (a decode step runs in a
+graph, after other layers evicted L2; `attnsieve.bench.common.graph_ms` says why reading).
+Bandwidth = bytes of K, V (and FP8 scales) read / time, also as a share of the
 4.3 TB/s quoted copy rate and of the device-to-device copy rate measured in the same run. Writes
 decode.json and decode.png.
 

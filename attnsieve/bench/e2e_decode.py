@@ -12,8 +12,11 @@ else 2·layers·kv_heads·head_dim·tokens·B·itemsize), with tokens/s relative
 prompt is compressed once after the prefill; the timed steps include any periodic compression and
 each step's page selection. On attnsieve's paged cache (every config with --paged-cache) on CUDA
 the warm-up captures a CUDA graph of the decode step and the timed steps replay it (unless
---no-graphs; `attnsieve.integrations.decode_graphs`); each row records whether they did. JSON +
-PNG go to ``--out``, a table to stdout.
+--no-graphs; `attnsieve.integrations.decode_graphs`); each row records whether they did. With
+--paged-cache, an "attention-free" row decodes as the dense config does with attention replaced
+by zeros (the cache still appends): the part of a step that no KV policy or decode selector
+removes, so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a table
+to stdout.
 
     attnsieve bench e2e --model smollm2 --rope-scale 4 --lengths 32k --decode-steps 64 \\
         --batch 1,8 --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --decode none,quest \\
@@ -23,11 +26,13 @@ PNG go to ``--out``, a table to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from torch import Tensor
@@ -37,9 +42,11 @@ from attnsieve.bench.common import environment, format_table, save_line_plots, w
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.decode_graphs import graph_handle
 from attnsieve.integrations.generate import decode, dense_cache_bytes
+from attnsieve.integrations.paged import PagedSession
 from attnsieve.integrations.transformers import cache_keyword
 
 SDPA = "sdpa"
+ATTENTION_FREE = "attention-free"
 WARMUP_STEPS = 4
 COLUMNS = ["length", "batch", "label", "ms_per_step", "tokens_per_s", "vs_dense", "vs_sdpa",
            "kv_mib"]  # fmt: skip
@@ -96,12 +103,16 @@ def run(
     """Time every (length, batch, config) cell, write ``stem``.json/.png and print a table.
     ``prompts`` maps each length to its (1, L) prompt ids; ``graphs`` is `patch`'s."""
     started = time.perf_counter()
-    cells = [(n, b, c) for n in prompts for b in batches for c in [(SDPA, None), *configs]]
+    dense = next((label for label, config in configs if not config.needs_paged_cache), None)
+    # the bound is only a bound against a dense config that decodes the same way
+    free = [(ATTENTION_FREE, dict(configs)[dense])] if dense and dict(configs)[dense].paged else []
+    cells = [(n, b, c) for n in prompts for b in batches for c in [(SDPA, None), *configs, *free]]
     rows: list[dict[str, Any]] = []
     for length, batch, (label, config) in tqdm(cells, desc="bench e2e decode", unit="cell"):
-        cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config, graphs)
+        free_of_attention = mock.patch.object(PagedSession, "_decode", _zeros)
+        with free_of_attention if label == ATTENTION_FREE else contextlib.nullcontext():
+            cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config, graphs)
         rows.append({"length": length, "batch": batch, "label": label, **cell})
-    dense = next((label for label, config in configs if not config.needs_paged_cache), None)
     rate = {(r["length"], r["batch"], r["label"]): r["tokens_per_s"] for r in rows}
     for row in rows:
         at = row["length"], row["batch"]
@@ -123,6 +134,12 @@ def run(
     print(format_table(rows, COLUMNS))
     print(f"wrote {stem}.json and {stem}.png in {result['wall_s']:.0f} s")
     return 0
+
+
+def _zeros(session: PagedSession, layer: int, query: Tensor, scale: float | None) -> Tensor:
+    """`PagedSession._decode` with attention that reads nothing: zeros (B, 1, H_q, D)."""
+    b, h, _, d = query.shape
+    return query.new_zeros(b, 1, h, d)
 
 
 @torch.inference_mode()
