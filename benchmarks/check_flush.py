@@ -6,7 +6,8 @@ write-back can overlap the timed kernel; reading it (the "read" flush) leaves cl
 Llama-3-8B's decode shapes (8 KV heads, head_dim 128, pages of 16) at batch 1 and 8, 32K and 128K
 tokens: SDPA decode, attnsieve's dense decode kernel and a plain read of the same K/V bytes (two
 `torch.sum`), under each flush, as TB/s of K/V read and as a share of the device-to-device copy
-rate. Writes flush.json to --out.
+rate; the kernel also on pages that lie in order in the pool (elsewhere they are shuffled, as in
+`attnsieve bench decode`). Writes flush.json to --out.
 
     PYTHONPATH=. python3 benchmarks/check_flush.py --out DIR
 """
@@ -25,7 +26,9 @@ from attnsieve.kernels.decode import decode_attention
 
 
 def time_shape(b: int, n: int, copy: float, reps: int) -> list[dict]:
-    c = make_cache(b, n, argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16))
+    shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
+    c = make_cache(b, n, shape)
+    in_order = make_cache(b, n, shape, shuffled=False).paged
     q4 = c.q.unsqueeze(2)
     k_pages, v_pages = c.paged["k_pages"], c.paged["v_pages"]
     fns = {
@@ -33,6 +36,7 @@ def time_shape(b: int, n: int, copy: float, reps: int) -> list[dict]:
             q4, c.k, c.v, enable_gqa=True
         ),
         "dense kernel": lambda: decode_attention(c.q, **c.paged),
+        "dense kernel, pages in order": lambda: decode_attention(c.q, **in_order),
         "read (sum)": lambda: (k_pages.sum(dtype=torch.float32), v_pages.sum(dtype=torch.float32)),
     }
     gbytes = 2 * c.k.numel() * c.k.element_size() / 1e9
@@ -43,7 +47,7 @@ def time_shape(b: int, n: int, copy: float, reps: int) -> list[dict]:
             row = {"B": b, "L": n, "what": name, "flush": flush, "ms": ms, "tbps": gbytes / ms}
             row["pct_copy"] = 100 * row["tbps"] / copy
             rows.append(row)
-            print(f"B={b} L={n:>6} {name:>12} flush={flush:<5} {ms * 1e3:8.1f} us "
+            print(f"B={b} L={n:>6} {name:>28} flush={flush:<5} {ms * 1e3:8.1f} us "
                   f"{row['tbps']:5.2f} TB/s {row['pct_copy']:5.1f} % of copy")  # fmt: skip
     return rows
 

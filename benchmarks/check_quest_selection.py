@@ -11,8 +11,8 @@ For ``--samples`` samples per task at ``--length`` tokens:
    perfect selector would read); Quest with each head's first page always read ("quest+first",
    the attention sink of StreamingLLM, arXiv 2309.17453; one of the budget's pages).
 
-``--ablate N``: on sample N of the first task, Quest in one layer at a time and the best pages in
-every other: which layers' selections cost the answer.
+``--ablate N``: on sample N (of ``--samples``) of the first task, Quest in one layer at a time and
+the best pages in every other: which layers' selections cost the answer.
 
     PYTHONPATH=. python3 benchmarks/check_quest_selection.py --out DIR [--samples 4 --length 2048]
 """
@@ -166,7 +166,7 @@ def main() -> None:
                 print(f"  p(answer token | dense answer so far), {label:>11}: {probs}")
     if args.ablate is not None:
         task = args.tasks.split(",")[0]
-        sample = make_samples(task, tok, args.length, args.ablate + 1, 0)[args.ablate]
+        sample = make_samples(task, tok, args.length, args.samples, 0)[args.ablate]
         ids = torch.tensor([encode(tok, sample.prompt)])
         answer = tok.encode(" " + sample.answers[0], add_special_tokens=False)
         ablation = {}

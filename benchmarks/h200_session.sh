@@ -525,8 +525,10 @@ s6e)  # nothing carried: the decode kernel, SDPA and a plain read of the same by
         > "$OUT/flush/decode.log" 2>&1
     tail -30 "$OUT/flush/decode.log"
     ;;
-s6f)  # nothing carried: decode with the attention-free row on Llama-3-8B's shapes (random
+s6f)  # nothing carried: check_flush.py again, now with the kernel on pages in pool order too
+    # (flush/in_order/); decode with the attention-free row on Llama-3-8B's shapes (random
     # weights, 32 layers, 32K), batch 1 and 8, dense and SnapKV 25 % (decode_bound/llama8b_b*)
+    timeout 200 python3 benchmarks/check_flush.py --out "$OUT/flush/in_order" 2>&1 | grep -v Warning
     export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     for b in 1 8; do
         timeout 280 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \

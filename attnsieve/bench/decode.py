@@ -177,14 +177,17 @@ def selection_ms(case: SparseCase, c: Paged, reps: int) -> float:
         return float(torch.tensor(times[3:]).median())
 
 
-def make_cache(b: int, n: int, args: argparse.Namespace) -> Paged:
+def make_cache(b: int, n: int, args: argparse.Namespace, shuffled: bool = True) -> Paged:
+    """One layer's random cache; its pages lie in the pool in random order (a cache that has
+    allocated and freed pages for a while), or in order with ``shuffled=False``."""
     h, h_kv, d, ps = args.heads, args.kv_heads, args.head_dim, args.page_size
     dev, bf16 = torch.device("cuda"), torch.bfloat16
     q = torch.randn(b, h, d, device=dev, dtype=bf16)
     k = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
     v = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
     n_pages = b * h_kv * (n // ps)
-    perm = torch.randperm(n_pages, device=dev)  # logical page i lives at physical page perm[i]
+    # logical page i lives at physical page perm[i]
+    perm = torch.randperm(n_pages, device=dev) if shuffled else torch.arange(n_pages, device=dev)
 
     def pool(x: Tensor) -> Tensor:
         out = torch.empty(n_pages, ps, d, device=dev, dtype=x.dtype)
