@@ -553,8 +553,42 @@ s6i)  # carrying .stage/r3: decode with the attention-free row on SmolLM2 at 32K
         --paged-cache --out "$OUT/decode_bound/smollm2" 2>&1 \
         | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     ;;
+s6j)  # carrying .stage/t: the decode kernel's tiles, warps, stages and waves of programs in
+    # bf16 under the read flush, today's kernel beside the fifth session's double-buffered
+    # variant (.stage/t/variants/carry.py), batch 1 and 8, 32K and 128K (decode_tune_read/)
+    timeout 560 python3 benchmarks/tune_decode_fp8.py --dtypes bf16 --stages 2,3 \
+        --variant carry=.stage/t/variants/carry.py@bf16 --out "$OUT/decode_tune_read" 2>&1 \
+        | grep -v Warning
+    ;;
+s6k)  # nothing carried: after s6j, a few decode configs at batch 1, 2, 4 and 8 (Llama-3-8B
+    # heads, bf16 and FP8 pages) and on SmolLM2's heads (9 / 3, d 64), read flush
+    # (decode_tune_read/configs_*)
+    C=128x8x2x2,128x8x2x4,64x4x2x2,64x4x2x4,64x4x3x4,64x8x2x4
+    timeout 300 python3 benchmarks/tune_decode_fp8.py --dtypes bf16,fp8 --configs $C \
+        --batch 1,2,4,8 --out "$OUT/decode_tune_read/configs_llama" 2>&1 | grep -v Warning
+    timeout 200 python3 benchmarks/tune_decode_fp8.py --dtypes bf16 --configs $C --batch 1,2,8 \
+        --lengths 32768,131072 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode_tune_read/configs_smollm2" 2>&1 | grep -v Warning
+    ;;
+s6l)  # nothing carried: after adopting per-shape decode tiles (kernels/decode.py _tile): the
+    # decode CUDA tests, the new default against the old one (128 x 8 warps, two waves) on
+    # Llama-3-8B's and SmolLM2's heads, and bench decode (decode_tune_read/adopted*)
+    mkdir -p "$OUT/decode_tune_read/adopted"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_cache.py -k "cuda or replayed" \
+        > "$OUT/decode_tune_read/adopted/cuda_tests.log" 2>&1
+    tail -2 "$OUT/decode_tune_read/adopted/cuda_tests.log"
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --dtypes bf16 --configs 128x8x2x2 \
+        --batch 1,2,8 --out "$OUT/decode_tune_read/adopted_llama" 2>&1 | grep -v Warning
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --dtypes bf16 --configs 128x8x2x2 \
+        --batch 1,2,8 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode_tune_read/adopted_smollm2" 2>&1 | grep -v Warning
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode_tune_read/adopted" \
+        > "$OUT/decode_tune_read/adopted/decode.log" 2>&1
+    tail -30 "$OUT/decode_tune_read/adopted/decode.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l" >&2
     exit 2
     ;;
 esac

@@ -3,7 +3,8 @@
 For each kernel module (the current one and variants given by path, e.g. one that dequantises to
 another dtype) and each (BLOCK_N, warps, stages, waves of programs over the SMs), times the dense
 decode over FP8 pools (and bf16 ones with ``--dtypes fp8,bf16``) at ``--lengths`` x ``--batch``
-on Llama-3-8B heads (CUDA-graph median, L2 flushed, as `attnsieve bench decode`), checks it
+on Llama-3-8B heads unless ``--heads/--kv-heads/--head-dim`` say otherwise (CUDA-graph median,
+L2 flushed, as `attnsieve bench decode`), checks it
 against the float32 twin, and prints it beside the current kernel's bf16 time at its own
 settings. Writes tune_decode_fp8.json.
 
@@ -35,8 +36,8 @@ def sweep(modules: dict, c, b: int, n: int, configs: list, dtypes: dict) -> list
     chosen = {name: module._tile for name, module in modules.items()}
     runs = [(name, module, dtype) for name, module in modules.items() for dtype in dtypes[name]]
     for (name, module, dtype), (block_n, warps, stages, waves) in itertools.product(runs, configs):
-        module._tile = lambda d, fp8, t=(block_n, warps, stages): t
-        splits = max(1, min(cdiv(n, 512), cdiv(waves * 132, b * 8), 128))
+        module._tile = lambda *shape, t=(block_n, warps, stages, waves): t
+        splits = max(1, min(cdiv(n, 512), cdiv(waves * 132, b * c.k.shape[1]), 128))
         pool = pools[dtype]
         fn = lambda m=module, s=splits, p=pool: m.decode_attention(c.q, **p, num_splits=s)  # noqa: E731
         try:
@@ -72,10 +73,19 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--waves", default="2,4", help="waves of programs over the SMs")
     parser.add_argument("--dtypes", default="fp8", help="pool dtypes to time: fp8, bf16")
+    parser.add_argument(
+        "--configs", default=None,
+        help="BLOCK_NxWARPSxSTAGESxWAVES,... instead of the sweep, e.g. 128x8x2x2,64x4x2x4",
+    )  # fmt: skip
+    parser.add_argument("--heads", type=int, default=32, help="query heads")
+    parser.add_argument("--kv-heads", type=int, default=8, help="KV heads")
+    parser.add_argument("--head-dim", type=int, default=128)
     args = parser.parse_args()
     waves = {int(w) for w in args.waves.split(",")}
     stages = [int(s) for s in args.stages.split(",")]
     configs = list(itertools.product((64, 128), (4, 8), stages, sorted(waves)))
+    if args.configs:
+        configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
     modules = {} if args.no_current else {"current": decode}
     dtypes = dict.fromkeys(modules, args.dtypes.split(","))
     for spec in args.variant:
@@ -83,7 +93,9 @@ def main() -> None:
         path, _, kinds = rest.partition("@")
         modules[name] = load(name, path)
         dtypes[name] = (kinds or args.dtypes).split(",")
-    shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=args.page_size)
+    shape = argparse.Namespace(
+        heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim, page_size=args.page_size
+    )
     rows = []
     batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))
     for b, n in itertools.product(batches, lengths):

@@ -295,12 +295,19 @@ def test_twin_checks_values(key, edit, name):
         decode_reference(**args)
 
 
+LLAMA_LENGTHS = [[4096, 32768, 9000, 20001, 0, 16384, 31000, 5555], [32768] * 4 + [4097] * 4]
+SMOLLM2_LENGTHS = [[4096, 32768, 0], [20001, 5555, 31000]]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
 @pytest.mark.parametrize("fp8", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_cuda_long_bf16_and_fp8(fp8, sparse):
-    """Llama-3-8B heads (32 / 8, D 128), ragged 4K-32K tokens, default splits."""
-    lengths = [[4096, 32768, 9000, 20001, 0, 16384, 31000, 5555], [32768] * 4 + [4097] * 4]
-    q, cache = _paged(lengths, 32, 128, 16, dtype=torch.bfloat16, fp8=fp8)
+@pytest.mark.parametrize(
+    ("lengths", "h_q", "d"), [(LLAMA_LENGTHS, 32, 128), (SMOLLM2_LENGTHS, 9, 64)]
+)
+def test_cuda_long_bf16_and_fp8(fp8, sparse, lengths, h_q, d):
+    """Llama-3-8B heads (32 / 8, D 128) and SmolLM2's (9 / 3, D 64), batch 2, ragged 4K-32K
+    tokens, default tiles and splits (in bf16 both pick 64-token tiles over four waves)."""
+    q, cache = _paged(lengths, h_q, d, 16, dtype=torch.bfloat16, fp8=fp8)
     sel = _select(lengths, 16, frac=1 / 16) if sparse else {}
     _check(q, cache, rtol=1e-2, **sel)

@@ -171,11 +171,13 @@ def _combine_kernel(
 # fmt: on
 
 
-def num_splits_for(batch: int, kv_heads: int, max_tokens: int, device: torch.device) -> int:
-    """Splits per KV head: enough programs for two waves over the SMs, none below
+def num_splits_for(
+    batch: int, kv_heads: int, max_tokens: int, device: torch.device, waves: int = 2
+) -> int:
+    """Splits per KV head: enough programs for ``waves`` waves over the SMs, none below
     MIN_SPLIT_TOKENS tokens; decided from shapes alone (no host sync, CUDA-graph safe)."""
     by_work = cdiv(max_tokens, MIN_SPLIT_TOKENS)
-    by_sms = cdiv(2 * sm_count(device), batch * kv_heads)
+    by_sms = cdiv(waves * sm_count(device), batch * kv_heads)
     return max(1, min(by_work, by_sms, MAX_SPLITS))
 
 
@@ -235,8 +237,10 @@ def decode_attention(
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     sparse, fp8 = pages is not None, k_pages.dtype == FP8
     max_list = pages.shape[2] if sparse else max_pages
+    block_n, warps, stages, waves = _tile(b * h_kv, d, fp8)
     if num_splits is None:
-        num_splits = num_splits_for(b, h_kv, min(max_list, max_pages) * page_size, q.device)
+        tokens = min(max_list, max_pages) * page_size
+        num_splits = num_splits_for(b, h_kv, tokens, q.device, waves)
     out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
     lse = torch.empty((b, h_q), dtype=torch.float32, device=q.device)
     if num_splits == 1:  # the split kernel writes the result itself
@@ -258,7 +262,6 @@ def decode_attention(
         h_kv, g, max_pages * page_size, max_list, num_splits, scale * LOG2E,
     )
     # fmt: on
-    block_n, warps, stages = _tile(d, fp8)
     meta = {
         "HEAD_DIM": d,
         "G_PAD": max(16, triton.next_power_of_2(g)),
@@ -280,13 +283,21 @@ def decode_attention(
     return (out, lse) if return_lse else out
 
 
-def _tile(head_dim: int, fp8: bool) -> tuple[int, int, int]:
-    """BLOCK_N, warps, pipeline stages. The interpreter takes 16-token tiles, so tests cover
-    tiles spanning several pages as well as pages spanning several tiles."""
+def _tile(heads: int, head_dim: int, fp8: bool) -> tuple[int, int, int, int]:
+    """BLOCK_N, warps, pipeline stages and waves of programs over the SMs for ``heads`` (batch x
+    KV heads) heads of ``head_dim``. The interpreter takes 16-token tiles, so tests cover tiles
+    spanning several pages as well as pages spanning several tiles."""
     if INTERPRET:
-        return 16, 4, 1
-    # measured on H200 at 32K-128K (Llama-3-8B heads): 128 x 8 warps best for bf16; FP8 pages
-    # convert in registers, where 4 warps won. D = 256 halves the tile (not measured).
+        return 16, 4, 1, 2
+    # Measured on the H200 with the read flush (benchmarks/results/h200/decode_tune_read/), bf16
+    # pages, 32K and 128K tokens. D 128 (Llama-3-8B): 64-token tiles at 4 warps over four waves
+    # are 5-10 % faster than 128 x 8 warps over two at 8-16 heads (batch 1-2); at 32 heads 7 %
+    # faster at 32K and 19 % slower at 128K, at 64 heads 21-28 % slower. D 64 (SmolLM2): 64 x 4
+    # warps, 3 stages, four waves are 7-24 % faster at 6-24 heads (batch 2-8); at 3 heads (batch
+    # 1) 9 % slower at 32K and 11 % faster at 128K, so batch 1 keeps the default.
+    # FP8 pages convert in registers, where 4 warps won. D = 256 halves the tile (not measured).
     if head_dim > 128:
-        return 64, 4 if fp8 else 8, 2
-    return 128, 4 if fp8 else 8, 2
+        return 64, 4 if fp8 else 8, 2, 2
+    if not fp8 and ((head_dim == 128 and heads <= 16) or (head_dim == 64 and 6 <= heads <= 24)):
+        return 64, 4, 3 if head_dim == 64 else 2, 4
+    return 128, 4 if fp8 else 8, 2, 2
