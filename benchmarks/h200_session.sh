@@ -587,8 +587,20 @@ s6l)  # nothing carried: after adopting per-shape decode tiles (kernels/decode.p
         > "$OUT/decode_tune_read/adopted/decode.log" 2>&1
     tail -30 "$OUT/decode_tune_read/adopted/decode.log"
     ;;
+s6m)  # nothing carried: after limiting the small decode tiles to reads of 32K tokens or more
+    # (s6l's bench decode showed 1/16 sparse reads at batch 1 16-20 % slower with them): the
+    # decode CUDA tests and bench decode again (decode_tune_read/adopted2/)
+    mkdir -p "$OUT/decode_tune_read/adopted2"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_cache.py -k "cuda or replayed" \
+        > "$OUT/decode_tune_read/adopted2/cuda_tests.log" 2>&1
+    tail -2 "$OUT/decode_tune_read/adopted2/cuda_tests.log"
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode_tune_read/adopted2" \
+        > "$OUT/decode_tune_read/adopted2/decode.log" 2>&1
+    tail -30 "$OUT/decode_tune_read/adopted2/decode.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m" >&2
     exit 2
     ;;
 esac
