@@ -51,6 +51,10 @@
 #   flexprefill and bench prefill --lengths 131072 --planners flexprefill (planning3/).
 #   2026-11-30, fourth session: gd1, gd2, gd3 (carry .stage/r1 + .stage/t, .stage/r2, .stage/r3,
 #   each at once after the last): decode_graphs/; then gd4, gd5, gd6 in the same way; gd7, gd8, gd9, gd10.
+#   2026-11-30, fifth session: dk1, dk2, dk3, dk4 (carry .stage/t), dk5.
+#   2026-11-30, sixth session: s6a, s6b, s6c (carry .stage/r1, .stage/r2, .stage/r3, each at once
+#   after the last), s6d; s6e; s6f; s6g, s6h, s6i (as s6a-s6c); s6j (carry .stage/t); s6k; s6l;
+#   s6m; s6g, s6h, s6n.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -70,6 +74,18 @@ join_gguf() {
     echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c -
 }
 export ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
+
+smollm2_decode_bound() {  # DIR: join SmolLM2's GGUF (parts 0 and 1 in $HOME/m, part 2 carried in
+    # .stage/r3), then decode with the attention-free row at 32K, batch 1 and 8, dense,
+    # StreamingLLM and SnapKV 25 % (decode_bound/DIR/)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || return 1
+    timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+        --decode-steps 64 --batch 1,8 --methods dense --kv none,streaming,snapkv --kv-ratio 0.25 \
+        --paged-cache --out "$OUT/decode_bound/$1" 2>&1 \
+        | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
+}
 
 alternate_plans() {  # SEP NAME...: flexprefill's plan with each /tmp/planning_NAME.py in turn,
     # twice, into plan_tiles/NAME SEP round
@@ -545,13 +561,7 @@ s6h)  # carrying .stage/r2
     ;;
 s6i)  # carrying .stage/r3: decode with the attention-free row on SmolLM2 at 32K, batch 1 and 8,
     # dense, StreamingLLM and SnapKV 25 % (decode_bound/smollm2/)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
-    timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
-        --decode-steps 64 --batch 1,8 --methods dense --kv none,streaming,snapkv --kv-ratio 0.25 \
-        --paged-cache --out "$OUT/decode_bound/smollm2" 2>&1 \
-        | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
+    smollm2_decode_bound smollm2
     ;;
 s6j)  # carrying .stage/t: the decode kernel's tiles, warps, stages and waves of programs in
     # bf16 under the read flush, today's kernel beside the fifth session's double-buffered
@@ -599,8 +609,16 @@ s6m)  # nothing carried: after limiting the small decode tiles to reads of 32K t
         > "$OUT/decode_tune_read/adopted2/decode.log" 2>&1
     tail -30 "$OUT/decode_tune_read/adopted2/decode.log"
     ;;
+s6n)  # carrying .stage/r3, at once after s6g and s6h: s6i again with the per-shape decode tiles
+    # (decode_bound/smollm2_tiles/)
+    smollm2_decode_bound smollm2_tiles
+    ;;
+s6o)  # nothing carried: where Quest's selection time goes (scores, top pages, the whole select)
+    timeout 120 python3 benchmarks/time_quest_selection.py 2>&1 | grep -v Warning \
+        | tee "$OUT/quest_selection_time.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,41 @@
+"""Where Quest's selection time goes on the GPU: the page scores, the top-pages kernel, and the
+whole `Quest.select` (with its budget arithmetic), on the decode bench's Llama-3-8B caches
+(8 KV heads, head_dim 128, pages of 16, 1/16 of the tokens). CUDA-graph medians, L2 flushed.
+
+    PYTHONPATH=. python3 benchmarks/time_quest_selection.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from attnsieve.api import quest_page_scores, select_pages
+from attnsieve.bench.common import graph_ms
+from attnsieve.bench.decode import make_cache, quest_pages
+
+
+def time_shape(b: int, n: int) -> dict[str, float]:
+    c = make_cache(b, n, argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16))
+    pages = c.k.float().view(b, 8, n // 16, 16, 128)
+    kmin, kmax = pages.amin(3), pages.amax(3)
+    count = torch.full((b, 8), n // 16, dtype=torch.int32, device="cuda")
+    keep = torch.full((b, 8), n // 256, dtype=torch.int64, device="cuda")
+    score = quest_page_scores(c.q, kmin, kmax, count)
+    select = quest_pages(16)  # builds its page view on the first (warm-up) call
+    return {
+        "scores": graph_ms(lambda: quest_page_scores(c.q, kmin, kmax, count), 30),
+        "top pages": graph_ms(lambda: select_pages(score, keep, n // 256), 30),
+        "Quest.select": graph_ms(lambda: select(c.q, c), 30),
+    }
+
+
+def main() -> None:
+    for b, n in ((1, 32768), (1, 131072), (8, 32768), (8, 131072)):
+        times = time_shape(b, n)
+        print(f"B={b} L={n:>6}: " + ", ".join(f"{k} {v * 1e3:.1f} us" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
