@@ -32,7 +32,12 @@ from attnsieve.api import quest_page_scores
 from attnsieve.eval.models import load_model
 from attnsieve.eval.tasks import encode, make_samples
 from attnsieve.integrations import AttentionConfig, patch
-from attnsieve.integrations.transformers import cache_keyword, handle_of, observe_attention
+from attnsieve.integrations.transformers import (
+    cache_keyword,
+    handle_of,
+    observe_attention,
+    output_cache,
+)
 from attnsieve.methods.decode.base import last_page, top_pages
 from attnsieve.methods.decode.quest import Quest
 
@@ -148,7 +153,7 @@ def main() -> None:
                 caught[module.layer_idx] = (q, k, scale)
 
             with observe_attention(model, keep):
-                step = {cache_keyword(model): out.past_key_values}
+                step = {cache_keyword(model): output_cache(out)}
                 model(input_ids=out.logits[:, -1:].argmax(-1), **step)
             layers = [page_mass(*caught[i], args.ratio) for i in sorted(caught)]
             mean = [sum(x[i] for x in layers) / len(layers) for i in range(3)]

@@ -43,7 +43,7 @@ from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.decode_graphs import graph_handle
 from attnsieve.integrations.generate import decode, dense_cache_bytes
 from attnsieve.integrations.paged import PagedSession
-from attnsieve.integrations.transformers import cache_keyword
+from attnsieve.integrations.transformers import cache_keyword, output_cache
 
 SDPA = "sdpa"
 ATTENTION_FREE = "attention-free"
@@ -158,7 +158,7 @@ def time_decode(
         if paged:
             handle.compress()  # what the first decode step would do, kept out of the timing
         token = out.logits[:, -1].argmax(-1)
-        warm, cache, _ = decode(model, token, out.past_key_values, WARMUP_STEPS)
+        warm, cache, _ = decode(model, token, output_cache(out), WARMUP_STEPS)
         del out
         replayed = graph_handle(model, cache) is not None
         _, cache, seconds = decode(model, warm[-1], cache, steps)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.integrations import decode_graphs
-from attnsieve.integrations.transformers import PatchStats, cache_keyword
+from attnsieve.integrations.transformers import PatchStats, cache_keyword, output_cache
 from attnsieve.layout import causal_pairs
 
 
@@ -59,7 +59,7 @@ def generate(
             out = model(
                 input_ids=input_ids[:, lo:hi], **{key: cache}, use_cache=True, logits_to_keep=1
             )
-            cache = out.past_key_values
+            cache = output_cache(out)
             pairs = causal_pairs(hi - lo, hi)
             for i, d in enumerate(stats.density_per_layer[:num_layers]):
                 weighted[i] += pairs * (1.0 if d is None else d)
@@ -99,7 +99,7 @@ def decode(
         if eos_ids and token.numel() == 1 and int(token) in eos_ids:
             break
         out = model(input_ids=token[:, None], **{key: cache}, use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         token = out.logits[:, -1].argmax(-1)
         tokens.append(token)
     _sync(token.device)

@@ -306,6 +306,12 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def output_cache(out: Any) -> Any:
+    """The cache a forward returned: ``out.cache`` from transformers 5.2x, ``out.past_key_values``
+    before (still readable after, with a deprecation warning)."""
+    return out["cache" if "cache" in out else "past_key_values"]
+
+
 def _detach(model: Any, handle: PatchHandle) -> None:
     for module in model.modules():
         if getattr(module, _HANDLE_ATTR, None) is handle:
