@@ -617,8 +617,14 @@ s6o)  # nothing carried: where Quest's selection time goes (scores, top pages, t
     timeout 120 python3 benchmarks/time_quest_selection.py 2>&1 | grep -v Warning \
         | tee "$OUT/quest_selection_time.log"
     ;;
+s6p)  # nothing carried: transformers 5.17 still returns past_key_values; a short decode run on
+    # the random Llama-3-8B shapes after the output_cache change
+    timeout 200 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 2 --lengths 4k \
+        --decode-steps 4 --batch 1 --methods dense --kv none,snapkv --paged-cache \
+        --out /tmp/s6p 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p" >&2
     exit 2
     ;;
 esac
