@@ -623,8 +623,16 @@ s6p)  # nothing carried: transformers 5.17 still returns past_key_values; a shor
         --decode-steps 4 --batch 1 --methods dense --kv none,snapkv --paged-cache \
         --out /tmp/s6p 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     ;;
+s6q)  # nothing carried: batch 1 / 32K on Llama-3-8B heads with shorter splits (256 and 128
+    # tokens) and more waves, bf16 (decode_tune_read/short_splits_*)
+    for m in 256 128; do
+        timeout 150 python3 benchmarks/tune_decode_fp8.py --dtypes bf16 --batch 1 --lengths 32768 \
+            --configs 64x4x2x4,64x4x2x8,64x4x2x16,32x4x2x8,32x4x2x16,64x8x2x8 \
+            --min-split-tokens $m --out "$OUT/decode_tune_read/short_splits_$m" 2>&1 | grep -v Warning
+    done
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q" >&2
     exit 2
     ;;
 esac

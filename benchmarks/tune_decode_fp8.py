@@ -26,7 +26,9 @@ from attnsieve.kernels.decode_reference import decode_reference
 from benchmarks.check_masked_cost import load
 
 
-def sweep(modules: dict, c, b: int, n: int, configs: list, dtypes: dict) -> list[dict]:
+def sweep(
+    modules: dict, c, b: int, n: int, configs: list, dtypes: dict, min_split: int = 512
+) -> list[dict]:
     """Rows of one (batch, length): every module under every config and its pool dtypes, beside
     the current kernel's bf16 at its own settings (each module's tile choice is restored after)."""
     bf16_ms = graph_ms(lambda: decode.decode_attention(c.q, **c.paged), 30)
@@ -37,7 +39,7 @@ def sweep(modules: dict, c, b: int, n: int, configs: list, dtypes: dict) -> list
     runs = [(name, module, dtype) for name, module in modules.items() for dtype in dtypes[name]]
     for (name, module, dtype), (block_n, warps, stages, waves) in itertools.product(runs, configs):
         module._tile = lambda *shape, t=(block_n, warps, stages, waves): t
-        splits = max(1, min(cdiv(n, 512), cdiv(waves * 132, b * c.k.shape[1]), 128))
+        splits = max(1, min(cdiv(n, min_split), cdiv(waves * 132, b * c.k.shape[1]), 128))
         pool = pools[dtype]
         fn = lambda m=module, s=splits, p=pool: m.decode_attention(c.q, **p, num_splits=s)  # noqa: E731
         try:
@@ -80,6 +82,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=32, help="query heads")
     parser.add_argument("--kv-heads", type=int, default=8, help="KV heads")
     parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument(
+        "--min-split-tokens", type=int, default=512, help="fewest tokens a split reads"
+    )
     args = parser.parse_args()
     waves = {int(w) for w in args.waves.split(",")}
     stages = [int(s) for s in args.stages.split(",")]
@@ -99,7 +104,8 @@ def main() -> None:
     rows = []
     batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))
     for b, n in itertools.product(batches, lengths):
-        rows += sweep(modules, make_cache(b, n, shape), b, n, configs, dtypes)
+        cache = make_cache(b, n, shape)
+        rows += sweep(modules, cache, b, n, configs, dtypes, args.min_split_tokens)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_decode_fp8.json").write_text(
         json.dumps({"environment": environment(), "rows": rows}, indent=1)
