@@ -141,6 +141,7 @@ def main(args: argparse.Namespace) -> int:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "copy_tbps": copy_tbps,
         "bytes": "K + V (+ FP8 scales) of the tokens read, per decode step of one layer",
+        "l2_flush": "a 256 MB buffer read before each replay (attnsieve.bench.common.graph_ms)",
         "rows": rows,
     }
     json_path = write_json(args.out / "decode.json", payload)

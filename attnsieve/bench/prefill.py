@@ -114,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
             "kwargs": {name: vars(p) for name, p in planners.items()},
             "recall": f"exact fp32 recall over {args.recall_blocks} query blocks spread evenly "
             "over the sequence (all heads, all keys), not over all N rows",
+            "l2_flush": "replayed plans: a 256 MB buffer read before each replay",
         },
         "targets": TARGETS,
         "rows": rows,
