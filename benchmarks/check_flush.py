@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from attnsieve.bench.common import environment, graph_ms
-from attnsieve.bench.decode import copy_bandwidth, make_cache
+from attnsieve.bench.decode import LLAMA3_8B_DECODE, copy_bandwidth, make_cache
 from attnsieve.kernels.decode import decode_attention
 
 
 def time_shape(b: int, n: int, copy: float, reps: int) -> list[dict]:
-    shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
+    shape = LLAMA3_8B_DECODE
     c = make_cache(b, n, shape)
     in_order = make_cache(b, n, shape, shuffled=False).paged
     q4 = c.q.unsqueeze(2)

@@ -69,16 +69,9 @@ def page_mass(q, k, scale, ratio: float) -> tuple[float, float, float]:
     return held(chosen), held(best), held(rand.expand(b, hk, -1))
 
 
-def _width(self: Quest, view) -> int | None:
-    """Pages a head reads, or None where Quest reads them all (as `Quest.select`)."""
-    p = view.key_min.shape[2]
-    width = max(1, self.max_tokens(p * view.page_size) // view.page_size)
-    return None if view.layer < self.dense_layers or width >= p else width
-
-
 def best_pages(self: Quest, q: Tensor, view, step):
     """Quest's budget spent on the pages of largest true attention mass of the group."""
-    if (width := _width(self, view)) is None:
+    if (width := self.width(view)) is None:
         return None
     p = view.key_min.shape[2]
     keys = view.keys().float()  # (B, H_kv, P, page, D)
@@ -94,7 +87,7 @@ def best_pages(self: Quest, q: Tensor, view, step):
 
 def quest_with_first_page(self: Quest, q: Tensor, view, step):
     """Quest's pages, with each head's first page (the attention sink) ranked first."""
-    if (width := _width(self, view)) is None:
+    if (width := self.width(view)) is None:
         return None
     score = quest_page_scores(q, view.key_min, view.key_max, view.page_count)
     first = torch.arange(score.shape[-1], device=score.device) == 0

@@ -7,17 +7,15 @@ whole `Quest.select` (with its budget arithmetic), on the decode bench's Llama-3
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from attnsieve.api import quest_page_scores, select_pages
 from attnsieve.bench.common import graph_ms
-from attnsieve.bench.decode import make_cache, quest_pages
+from attnsieve.bench.decode import LLAMA3_8B_DECODE, make_cache, quest_pages
 
 
 def time_shape(b: int, n: int) -> dict[str, float]:
-    c = make_cache(b, n, argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16))
+    c = make_cache(b, n, LLAMA3_8B_DECODE)
     pages = c.k.float().view(b, 8, n // 16, 16, 128)
     kmin, kmax = pages.amin(3), pages.amax(3)
     count = torch.full((b, 8), n // 16, dtype=torch.int32, device="cuda")

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from attnsieve.bench.common import environment, graph_ms, rel_err
-from attnsieve.bench.decode import make_cache
+from attnsieve.bench.decode import LLAMA3_8B_DECODE, make_cache
 from attnsieve.checks import cdiv
 from attnsieve.kernels import decode
 from attnsieve.kernels.decode_reference import decode_reference
@@ -79,9 +79,9 @@ def main() -> None:
         "--configs", default=None,
         help="BLOCK_NxWARPSxSTAGESxWAVES,... instead of the sweep, e.g. 128x8x2x2,64x4x2x4",
     )  # fmt: skip
-    parser.add_argument("--heads", type=int, default=32, help="query heads")
-    parser.add_argument("--kv-heads", type=int, default=8, help="KV heads")
-    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=LLAMA3_8B_DECODE.heads, help="query heads")
+    parser.add_argument("--kv-heads", type=int, default=LLAMA3_8B_DECODE.kv_heads, help="KV heads")
+    parser.add_argument("--head-dim", type=int, default=LLAMA3_8B_DECODE.head_dim)
     parser.add_argument(
         "--min-split-tokens", type=int, default=512, help="fewest tokens a split reads"
     )

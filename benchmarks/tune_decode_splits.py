@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from attnsieve.bench.common import environment, graph_ms, rel_err
-from attnsieve.bench.decode import copy_bandwidth, make_cache
+from attnsieve.bench.decode import LLAMA3_8B_DECODE, copy_bandwidth, make_cache
 from attnsieve.kernels import decode
 
 SPLITS = (8, 16, 24, 33, 48, 66, 96, 128)
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--lengths", default="32768,131072")
     parser.add_argument("--batch", default="1,8")
     args = parser.parse_args()
-    shape = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
+    shape = LLAMA3_8B_DECODE
     copy_tbps = copy_bandwidth()
     rows = []
     batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))

@@ -38,6 +38,8 @@ from attnsieve.bench.common import (
     write_json,
 )
 
+# one Llama-3-8B layer's decode shapes, the defaults of the options below (scripts reuse them)
+LLAMA3_8B_DECODE = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
 PEAK_TBPS = 4.3  # measured copy bandwidth quoted for H200 HBM3e (brief); re-measured below
 REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 FP8_MAX = 448.0
@@ -112,10 +114,11 @@ def sparse_cases(args: argparse.Namespace) -> list[SparseCase]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", type=ints, default=ints("32768,131072"), help="context L")
     parser.add_argument("--batch", type=ints, default=ints("1,8"), help="comma-separated batches")
-    parser.add_argument("--heads", type=int, default=32, help="query heads H_q")
-    parser.add_argument("--kv-heads", type=int, default=8, help="key/value heads H_kv")
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--page-size", type=int, default=16)
+    shape = LLAMA3_8B_DECODE
+    parser.add_argument("--heads", type=int, default=shape.heads, help="query heads H_q")
+    parser.add_argument("--kv-heads", type=int, default=shape.kv_heads, help="key/value heads")
+    parser.add_argument("--head-dim", type=int, default=shape.head_dim)
+    parser.add_argument("--page-size", type=int, default=shape.page_size)
     parser.add_argument("--keep", type=int, default=16, help="sparse rows read 1/keep of pages")
     parser.add_argument("--reps", type=int, default=50, help="timed graph replays per row")
     parser.add_argument("--seed", type=int, default=0)

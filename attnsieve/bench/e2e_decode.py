@@ -104,13 +104,17 @@ def run(
     ``prompts`` maps each length to its (1, L) prompt ids; ``graphs`` is `patch`'s."""
     started = time.perf_counter()
     dense = next((label for label, config in configs if not config.needs_paged_cache), None)
+    dense_config = dict(configs).get(dense)
     # the bound is only a bound against a dense config that decodes the same way
-    free = [(ATTENTION_FREE, dict(configs)[dense])] if dense and dict(configs)[dense].paged else []
+    free = [(ATTENTION_FREE, dense_config)] if dense_config and dense_config.paged else []
     cells = [(n, b, c) for n in prompts for b in batches for c in [(SDPA, None), *configs, *free]]
     rows: list[dict[str, Any]] = []
     for length, batch, (label, config) in tqdm(cells, desc="bench e2e decode", unit="cell"):
-        free_of_attention = mock.patch.object(PagedSession, "_decode", _zeros)
-        with free_of_attention if label == ATTENTION_FREE else contextlib.nullcontext():
+        if label == ATTENTION_FREE:
+            attention = mock.patch.object(PagedSession, "_decode", _zeros)
+        else:
+            attention = contextlib.nullcontext()
+        with attention:
             cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config, graphs)
         rows.append({"length": length, "batch": batch, "label": label, **cell})
     rate = {(r["length"], r["batch"], r["label"]): r["tokens_per_s"] for r in rows}

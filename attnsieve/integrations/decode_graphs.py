@@ -37,6 +37,12 @@ RESERVE_STEPS = 256  # tokens per head reserved per capture: one capture serves 
 EAGER_KEY = "decode steps"  # in `PlanGraphs.eager` once a capture failed: decode stays eager
 
 
+def at_eos(token: Tensor, eos_ids: Collection[int]) -> bool:
+    """Whether greedy decoding stops before the next step: a batch of one whose last token is in
+    ``eos_ids`` (a host read; a larger batch, or no ``eos_ids``, never stops early)."""
+    return bool(eos_ids) and token.numel() == 1 and int(token) in eos_ids
+
+
 class DecodeGraph:
     """One captured decode step of a patched model on its session's paged cache."""
 
@@ -81,7 +87,7 @@ class DecodeGraph:
         self.positions.copy_(paged.layers[0].next_pos[:, None])
         tokens = []
         for _ in range(steps):
-            if eos_ids and token.numel() == 1 and int(self.ids) in eos_ids:
+            if at_eos(self.ids, eos_ids):
                 break
             self.graph.replay()
             tokens.append(self.ids[:, 0].clone())
@@ -133,7 +139,7 @@ def decode(
     tokens: list[Tensor] = []
     torch.cuda.synchronize(token.device)
     start = time.perf_counter()
-    if eos_ids and token.numel() == 1 and int(token) in eos_ids:
+    if at_eos(token, eos_ids):
         steps = 0
     graph = session.decode_graph
     if steps and (graph is None or not graph.valid(cache, steps)):

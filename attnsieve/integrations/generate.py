@@ -96,7 +96,7 @@ def decode(
     _sync(token.device)
     start = time.perf_counter()
     for _ in range(steps):
-        if eos_ids and token.numel() == 1 and int(token) in eos_ids:
+        if decode_graphs.at_eos(token, eos_ids):
             break
         out = model(input_ids=token[:, None], **{key: cache}, use_cache=True)
         cache = output_cache(out)

@@ -247,7 +247,7 @@ def patch(
     num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
     config.check_model(num_layers, int(getattr(text_config, "num_attention_heads", 0) or 0))
     modules = [m for m in model.modules() if getattr(m, "layer_idx", None) is not None]
-    if any(getattr(m, _HANDLE_ATTR, None) is not None for m in modules):
+    if handle_of(model) is not None:
         raise ValueError(
             "model: already patched by attnsieve; remove the first handle before patching again"
         )

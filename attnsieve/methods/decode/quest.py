@@ -45,11 +45,16 @@ class Quest(DecodeSelector):
         super().__post_init__()
         check_int("dense_layers", self.dense_layers, 0)
 
-    def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
-        check_query(q, view)
+    def width(self, view: PageView) -> int | None:
+        """Pages a head reads at most, or None where this layer reads every page (a dense layer,
+        or a budget that covers every page)."""
         p = view.key_min.shape[2]
         width = max(1, self.max_tokens(p * view.page_size) // view.page_size)
-        if view.layer < self.dense_layers or width >= p:
+        return None if view.layer < self.dense_layers or width >= p else width
+
+    def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
+        check_query(q, view)
+        if (width := self.width(view)) is None:
             return None
         score = quest_page_scores(q, view.key_min, view.key_max, view.page_count)
         count = self.token_targets(view) // view.page_size
