@@ -631,8 +631,12 @@ s6q)  # nothing carried: batch 1 / 32K on Llama-3-8B heads with shorter splits (
             --min-split-tokens $m --out "$OUT/decode_tune_read/short_splits_$m" 2>&1 | grep -v Warning
     done
     ;;
+s6r)  # nothing carried: the decode CUDA tests after the review's refactor (decode_graphs.at_eos)
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_cache.py -k "cuda or replayed" 2>&1 | tail -3
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r" >&2
     exit 2
     ;;
 esac
