@@ -265,7 +265,8 @@ def decode_attention(
         from attnsieve.kernels.decode import decode_attention as run
     return run(
         q, args.k_pages, args.v_pages, args.page_table, args.lengths, **sparse, scale=scale,
-        k_scale=args.k_scale, v_scale=args.v_scale, out=out, return_lse=return_lse,
+        k_scale=args.k_scale, v_scale=args.v_scale, log_weight=args.log_weight, out=out,
+        return_lse=return_lse,
     )  # fmt: skip
 
 

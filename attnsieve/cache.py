@@ -13,6 +13,9 @@ Per layer (`LayerCache`; `kernels/decode.py` reads exactly this):
   (dequantised when FP8), +inf / -inf for an empty page.
 - ``labels``: (num_pages, page_size, R) the label channels of every stored key (Double Sparsity),
   once `Cache.set_label_channels` gave the layer its channels; else None.
+- ``log_weight``: float32 (num_pages, page_size), the natural log of how many tokens each stored
+  token stands for (0 for a plain token), which attention adds to its logit, once a compaction
+  stored a compensation token (RazorAttention) in the layer; else None.
 
 The pool grows geometrically on demand and reuses freed pages through a free list; `compact` moves
 only the kept tokens into their head's first pages and frees the rest; `shrink` re-allocates the
@@ -50,6 +53,7 @@ class KernelArgs(NamedTuple):
     lengths: Tensor
     k_scale: Tensor | None
     v_scale: Tensor | None
+    log_weight: Tensor | None
 
 
 @dataclass
@@ -65,6 +69,7 @@ class LayerCache:
     key_max: Tensor
     labels: Tensor | None
     label_channels: Tensor | None  # int64 (H_kv, R) on the device
+    log_weight: Tensor | None
     page_table: Tensor
     lengths: Tensor
     host_lengths: Tensor  # int64 (B, H_kv) on the CPU, mirrors ``lengths``
@@ -73,16 +78,21 @@ class LayerCache:
     next_pos: Tensor  # the same on the device: default positions need no host-to-device copy
     free: Tensor  # int64 on the device: free page ids, taken from the front
 
+    @property
+    def weighted(self) -> bool:
+        """Whether the layer holds log weights (a compaction stored a compensation token)."""
+        return self.log_weight is not None
+
     def page_tensors(self) -> dict[str, Tensor]:
         """Every tensor indexed by physical page (first axis)."""
         names = ("k_pages", "v_pages", "k_scale", "v_scale", "positions", "key_min", "key_max")
-        out = {n: getattr(self, n) for n in (*names, "labels") if getattr(self, n) is not None}
-        return out
+        names = (*names, "labels", "log_weight")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def slot_tensors(self) -> list[Tensor]:
         """The per-token tensors, flattened to (num_pages * page_size, ...) views."""
         ts = (self.k_pages, self.v_pages, self.k_scale, self.v_scale, self.positions, self.labels)
-        return [_raw(t).flatten(0, 1) for t in ts if t is not None]
+        return [_raw(t).flatten(0, 1) for t in (*ts, self.log_weight) if t is not None]
 
 
 def _raw(t: Tensor) -> Tensor:
@@ -155,6 +165,7 @@ class Cache:
             key_max=self._pool(0, d, dtype=torch.float32),
             labels=None,
             label_channels=None,
+            log_weight=None,
             page_table=torch.full((b, h, 1), -1, dtype=torch.int32, device=self.device),
             lengths=torch.zeros(b, h, dtype=torch.int32, device=self.device),
             host_lengths=torch.zeros(b, h, dtype=torch.int64),
@@ -278,7 +289,7 @@ class Cache:
         if positions is None and self._fused(lc, k, v):
             append_one(
                 k, v, lc.next_pos, lc.k_pages, lc.v_pages, lc.k_scale, lc.v_scale, lc.positions,
-                lc.key_min, lc.key_max, lc.page_table, lc.lengths,
+                lc.key_min, lc.key_max, lc.page_table, lc.lengths, lc.log_weight,
             )  # fmt: skip
             lc.host_lengths += 1
             lc.seen = lc.seen + 1
@@ -292,16 +303,10 @@ class Cache:
         tok = lc.lengths[..., None].long() + torch.arange(t, device=self.device)  # [B, H, T]
         phys = lc.page_table.gather(-1, tok // ps).long()
         flat = (phys * ps + tok % ps).flatten()
-        k2, v2 = k.reshape(-1, self.head_dim), v.reshape(-1, self.head_dim)
-        if self.kv_dtype == "fp8":
-            q8, sc = quantize_fp8(torch.stack([k2, v2]))  # K and V in one pass: fewer launches
-            lc.k_scale.view(-1)[flat], lc.v_scale.view(-1)[flat] = sc[0], sc[1]
-            k2, v2, kf = q8[0], q8[1], self._dequant(q8[0], sc[0])
-        else:
-            kf = k2.float()
-        _raw(lc.k_pages).flatten(0, 1)[flat] = _raw(k2)
-        _raw(lc.v_pages).flatten(0, 1)[flat] = _raw(v2)
+        kf = self._write_kv(lc, flat, k.reshape(-1, self.head_dim), v.reshape(-1, self.head_dim))
         lc.positions.view(-1)[flat] = pos[:, None, :].expand(-1, self.kv_heads, -1).flatten()
+        if lc.log_weight is not None:  # a freed or vacated slot may hold an old weight
+            lc.log_weight.view(-1)[flat] = 0.0
         page_of = phys.flatten()[:, None].expand(-1, self.head_dim)
         lc.key_min.scatter_reduce_(0, page_of, kf, "amin")
         lc.key_max.scatter_reduce_(0, page_of, kf, "amax")
@@ -313,6 +318,20 @@ class Cache:
         lc.host_lengths += t
         lc.seen = seen
         lc.next_pos.copy_(pos[:, -1] + 1)
+
+    def _write_kv(self, lc: LayerCache, flat: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store k, v (N, D) at pool slots ``flat`` (N,), quantised in an FP8 cache; returns the
+        float32 keys as stored (for the page summaries and labels)."""
+        if self.kv_dtype == "fp8":
+            q8, sc = quantize_fp8(torch.stack([k, v]))  # K and V in one pass: fewer launches
+            lc.k_scale.view(-1)[flat], lc.v_scale.view(-1)[flat] = sc[0], sc[1]
+            k, v = q8[0], q8[1]
+            kf = self._dequant(k, sc[0])
+        else:
+            kf = k.float()
+        _raw(lc.k_pages).flatten(0, 1)[flat] = _raw(k)
+        _raw(lc.v_pages).flatten(0, 1)[flat] = _raw(v)
+        return kf
 
     def _fused(self, lc: LayerCache, k: Tensor, v: Tensor) -> bool:
         """Whether `append` can take the one-launch decode path (`kernels.cache_append`) for a
@@ -328,39 +347,76 @@ class Cache:
             and v.stride(-1) == 1
             and all(t.is_contiguous() for t in (lc.k_pages, lc.v_pages, lc.positions))
             and all(t.is_contiguous() for t in (lc.key_min, lc.key_max, lc.lengths, lc.next_pos))
+            and (lc.log_weight is None or lc.log_weight.is_contiguous())
             and lc.page_table.stride(-1) == 1
             and self.head_dim & (self.head_dim - 1) == 0
         )
 
     def compact(self, layer: int, kept: Kept) -> None:
         """Keep, per head, only the entries ``kept`` lists (indices into the head's current order),
-        in order: they move into the head's first pages (only kept tokens move, and only those not
-        already in place); the head's other pages return to the free list."""
+        in order, with its stored extras inserted by position: they move into the head's first
+        pages (only entries not already in place move); the head's other pages return to the
+        free list."""
         ref.check_layer(layer, self.num_layers)
-        ref.check_kept(kept, self.layers[layer].host_lengths, self.device)
         lc, ps = self.layers[layer], self.page_size
+        stored = ref.check_kept(kept, lc.host_lengths, self.dtype, self.head_dim, self.device)
         self.version += 1
         width = kept.idx.shape[-1]
         slot = torch.arange(width, device=self.device)
         table = lc.page_table.long()
         cap = table.shape[-1] * ps - 1  # padding columns past the table: clamped, then dropped
         src_t = kept.idx.long().clamp(0, cap)
-        dst_t = slot.clamp(max=cap).expand_as(src_t)
         src = table.gather(-1, src_t // ps) * ps + src_t % ps
+        kept_ok = slot < kept.count[..., None]
+        dst_t = slot.expand_as(src_t)
+        extras = bool(stored.any())
+        if extras:
+            extra_ok = (
+                torch.arange(kept.extra_weight.shape[-1], device=self.device)
+                < stored.to(self.device)[..., None]
+            )
+            kept_pos, extra_pos = lc.positions.view(-1)[src], kept.extra_positions
+            # an extra goes after the kept entries of its position, and so after its earlier extras
+            before = (extra_pos[..., None, :] < kept_pos[..., :, None]) & extra_ok[..., None, :]
+            dst_t = dst_t + before.sum(-1)
+            upto = (kept_pos[..., None, :] <= extra_pos[..., :, None]) & kept_ok[..., None, :]
+            extra_t = torch.arange(extra_pos.shape[-1], device=self.device) + upto.sum(-1)
+        dst_t = dst_t.clamp(max=cap)
         dst = table.gather(-1, dst_t // ps) * ps + dst_t % ps
-        move = (slot < kept.count[..., None]) & (src != dst)
+        move = kept_ok & (src != dst)
         src, dst = src[move], dst[move]
         for t in lc.slot_tensors():
             t[dst] = t[src]  # the right side is gathered into a new tensor first: overlap is safe
-        keep_pages = cdiv(kept.count.long(), ps)[..., None]
-        drop = torch.arange(table.shape[-1], device=self.device) >= keep_pages
+        if extras:  # into slots no kept entry moved to
+            self._write_extras(lc, kept, extra_ok, table, extra_t.clamp(max=cap))
+        lc.host_lengths = kept.count.long().cpu() + stored
+        lc.host_pages = cdiv(lc.host_lengths, ps)
+        lc.lengths.copy_(lc.host_lengths)
+        drop = (
+            torch.arange(table.shape[-1], device=self.device)
+            >= lc.host_pages.to(self.device)[..., None]
+        )
         freed = lc.page_table[drop & (lc.page_table >= 0)].long()
         lc.page_table.masked_fill_(drop, -1)
         lc.free = torch.cat([freed, lc.free])  # freed pages are reused first
-        lc.lengths.copy_(kept.count)
-        lc.host_lengths = kept.count.long().cpu()
-        lc.host_pages = cdiv(lc.host_lengths, ps)
         self._refresh_summaries(lc)
+
+    def _write_extras(
+        self, lc: LayerCache, kept: Kept, stored: Tensor, table: Tensor, index: Tensor
+    ) -> None:
+        """Store the extras ``stored`` marks (bool (B, H_kv, E)) at head entries ``index``:
+        keys and values (quantised in an FP8 cache), positions, labels and log weights."""
+        ps = self.page_size
+        flat = (table.gather(-1, index // ps) * ps + index % ps)[stored]
+        if lc.log_weight is None:
+            lc.log_weight = self._pool(lc.k_pages.shape[0], ps, dtype=torch.float32, fill=0)
+        kf = self._write_kv(lc, flat, kept.extra_keys[stored], kept.extra_values[stored])
+        lc.positions.view(-1)[flat] = kept.extra_positions[stored]
+        lc.log_weight.view(-1)[flat] = kept.extra_weight[stored].log()
+        if lc.labels is not None:
+            heads = torch.arange(self.kv_heads, device=self.device)[None, :, None]
+            ch = lc.label_channels[heads.expand_as(stored)[stored]]  # [N, R]
+            lc.labels.flatten(0, 1)[flat] = kf.gather(-1, ch).to(lc.labels.dtype)
 
     def shrink(self, layer: int | None = None) -> None:
         """Re-allocate the pool of ``layer`` (default: every layer) to exactly the pages in use."""
@@ -398,22 +454,38 @@ class Cache:
         """Padded keys, values (B, H_kv, L, D) in the model dtype (zeros past a head's length,
         L = the longest head) and lengths int32 (B, H_kv)."""
         ref.check_layer(layer, self.num_layers)
-        keys, values, _ = self._gather(self.layers[layer])
+        keys, values, _, _ = self._gather(self.layers[layer])
         return keys, values, self.layers[layer].lengths.clone()
 
-    def _gather(self, lc: LayerCache) -> tuple[Tensor, Tensor, Tensor]:
+    def log_weights(self, layer: int) -> Tensor | None:
+        """float32 (B, H_kv, L) log weight of every entry, padded like `gather` (0 past a head's
+        length), or None when the layer holds no weighted token."""
+        ref.check_layer(layer, self.num_layers)
+        lc = self.layers[layer]
+        if lc.log_weight is None:
+            return None
+        flat, ok = self._slots(lc)
+        return lc.log_weight.view(-1)[flat].masked_fill(~ok, 0)
+
+    def _slots(self, lc: LayerCache) -> tuple[Tensor, Tensor]:
+        """Pool slot of every head entry, padded to the longest head (B, H_kv, L), and which
+        entries are valid."""
         ps, longest = self.page_size, int(lc.host_lengths.max())
         tok = torch.arange(longest, device=self.device)
         ok = tok < lc.lengths[..., None]  # [B, H, L]
         phys = lc.page_table.gather(-1, (tok // ps).expand(*ok.shape)).long().clamp(min=0)
-        flat = phys * ps + tok % ps
+        return phys * ps + tok % ps, ok
+
+    def _gather(self, lc: LayerCache) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        flat, ok = self._slots(lc)
         out = []
         for data, scale in ((lc.k_pages, lc.k_scale), (lc.v_pages, lc.v_scale)):
             sc = None if scale is None else scale.view(-1)[flat]
             x = self._dequant(_raw(data).flatten(0, 1)[flat].view(data.dtype), sc)
             out.append(x.masked_fill(~ok[..., None], 0).to(self.dtype))
         positions = lc.positions.view(-1)[flat].masked_fill(~ok, -1)
-        return out[0], out[1], positions
+        lw = None if lc.log_weight is None else lc.log_weight.view(-1)[flat].masked_fill(~ok, 0)
+        return out[0], out[1], positions, lw
 
     def kv_view(self, layer: int, queries: Tensor, query_positions: Tensor) -> KVView:
         """What a KV policy sees of ``layer``: a padded copy, positions -1 past a head's end."""
@@ -422,9 +494,11 @@ class Cache:
         ref.check_queries(
             queries, query_positions, self.batch, self.kv_heads, self.head_dim, self.device
         )
-        keys, values, pos = self._gather(self.layers[layer])
+        keys, values, pos, lw = self._gather(self.layers[layer])
         n = self.layers[layer].lengths.clone()
-        return KVView(keys, values, pos, n, queries, query_positions, layer, self.num_layers)
+        return KVView(
+            keys, values, pos, n, queries, query_positions, layer, self.num_layers, log_weights=lw
+        )
 
     def page_view(self, layer: int) -> PageView:
         """What a decode selector sees of ``layer``: per-head page summaries, padded with +inf /
@@ -456,7 +530,9 @@ class Cache:
         """The pool and tables of ``layer`` as the decode kernel takes them (no copies)."""
         ref.check_layer(layer, self.num_layers)
         lc = self.layers[layer]
-        return KernelArgs(lc.k_pages, lc.v_pages, lc.page_table, lc.lengths, lc.k_scale, lc.v_scale)
+        return KernelArgs(
+            lc.k_pages, lc.v_pages, lc.page_table, lc.lengths, lc.k_scale, lc.v_scale, lc.log_weight
+        )
 
     def head_tokens(self, layer: int) -> Tensor:
         """Tokens each head holds: int64 (B, H_kv) on the CPU (no device sync)."""

@@ -1,10 +1,11 @@
 """Reference twin of `attnsieve.cache.Cache`: plain tensors per (layer, batch row, KV head).
 
-It defines what the paged cache means: each head holds a list of (key, value, position) in order;
-`compact` keeps the listed entries; a page is ``page_size`` consecutive entries of a head, and its
-summary the channel-wise min / max of its keys. FP8 stores ``fp8(x / scale) * scale`` with one scale
-per token (absmax over D / 448). The argument checks both share live here (as the kernels' twins
-hold theirs).
+It defines what the paged cache means: each head holds a list of (key, value, position, log weight)
+in order; `compact` keeps the listed entries and inserts the extras (`Kept`) by position, each with
+the log of its weight (plain tokens: 0); a page is ``page_size`` consecutive entries of a head, and
+its summary the channel-wise min / max of its keys. FP8 stores ``fp8(x / scale) * scale`` with one
+scale per token (absmax over D / 448). The argument checks both share live here (as the kernels'
+twins hold theirs).
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def check_positions(positions: object, seen: Tensor, t: int, device) -> Tensor:
     return p
 
 
-def check_kept(kept: object, host_lengths: Tensor, device) -> None:
-    """Per head: count in [0, length], idx[:count] strictly ascending in [0, length), -1 after."""
+def check_kept(kept: object, host_lengths: Tensor, dtype, head_dim: int, device) -> Tensor:
+    """Per head: count in [0, length], idx[:count] strictly ascending in [0, length), -1 after;
+    the extras (`Kept`) all given or none. Returns int64 (B, H_kv) on the CPU: the extras each
+    head stores (weight > 0)."""
 
     if not isinstance(kept, Kept):
         raise TypeError(f"kept: expected a Kept, got {type(kept).__name__}")
@@ -81,13 +84,6 @@ def check_kept(kept: object, host_lengths: Tensor, device) -> None:
     width = kept.idx.shape[-1] if isinstance(kept.idx, Tensor) else 0
     check_index("kept.idx", kept.idx, (b, h, width), torch.int32, device)
     check_index("kept.count", kept.count, (b, h), torch.int32, device)
-    extras = (kept.extra_keys, kept.extra_values, kept.extra_weight)
-    w = kept.extra_weight
-    if any(e is not None for e in extras) and (not isinstance(w, Tensor) or bool((w != 0).any())):
-        raise NotImplementedError(
-            "kept.extra_keys, extra_values, extra_weight: compensation tokens need a per-token "
-            "logit bias (log weight), which the paged cache and the decode kernel do not hold yet"
-        )
     idx, count = kept.idx.cpu().long(), kept.count.cpu().long()
     if ((count < 0) | (count > host_lengths) | (count > idx.shape[-1])).any():
         raise ValueError("kept.count: expected values in [0, min(head length, kept.idx width)]")
@@ -98,6 +94,43 @@ def check_kept(kept: object, host_lengths: Tensor, device) -> None:
         raise ValueError("kept.idx: kept entries must be strictly ascending")
     if (~valid & (idx != -1)).any():
         raise ValueError("kept.idx: entries past kept.count must be -1")
+    stored = _check_extras(kept, b, h, dtype, head_dim, device)
+    if (count + stored > host_lengths).any():
+        raise ValueError(
+            "kept.extra_weight: kept entries plus stored extras must not outnumber a head's "
+            "entries before compaction"
+        )
+    return stored
+
+
+def _check_extras(kept: Kept, b: int, h: int, dtype, head_dim: int, device) -> Tensor:
+    """int64 (B, H_kv) extras stored per head (0 without extras), after checking them."""
+    extras = {
+        "kept.extra_keys": kept.extra_keys,
+        "kept.extra_values": kept.extra_values,
+        "kept.extra_weight": kept.extra_weight,
+        "kept.extra_positions": kept.extra_positions,
+    }
+    given = [name for name, t in extras.items() if t is not None]
+    if not given:
+        return torch.zeros(b, h, dtype=torch.int64)
+    if len(given) < len(extras):
+        raise ValueError(f"{', '.join(extras)}: give all four or none, got only {given}")
+    w = kept.extra_weight
+    e = w.shape[-1] if isinstance(w, Tensor) and w.dim() == 3 else 0
+    check_index("kept.extra_weight", w, (b, h, e), torch.float32, device)
+    check_index("kept.extra_positions", kept.extra_positions, (b, h, e), torch.int64, device)
+    for name in ("kept.extra_keys", "kept.extra_values"):
+        check_index(name, extras[name], (b, h, e, head_dim), dtype, device)
+    w, pos = w.cpu(), kept.extra_positions.cpu()
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("kept.extra_weight: expected finite weights >= 0")
+    stored = w > 0
+    if (stored[..., 1:] & ~stored[..., :-1]).any():
+        raise ValueError("kept.extra_weight: the stored extras (weight > 0) must come first")
+    if (stored[..., 1:] & (pos[..., 1:] <= pos[..., :-1])).any():
+        raise ValueError("kept.extra_positions: stored extras must be strictly ascending")
+    return stored.sum(-1)
 
 
 def check_queries(queries: object, query_positions: object, b: int, h: int, d: int, device) -> None:
@@ -169,6 +202,8 @@ class ReferenceCache:
         self._k = _nested(shape, lambda: torch.zeros(0, self.head_dim, device=self.device))
         self._v = _nested(shape, lambda: torch.zeros(0, self.head_dim, device=self.device))
         self._pos = _nested(shape, lambda: torch.zeros(0, dtype=torch.int64, device=self.device))
+        self._lw = _nested(shape, lambda: torch.zeros(0, device=self.device))  # log weights
+        self._weighted = [False] * self.num_layers  # a layer holds log weights once it stored one
         self._seen = [torch.zeros(self.batch, dtype=torch.int64) for _ in range(self.num_layers)]
 
     def _lengths(self, layer: int) -> Tensor:
@@ -198,16 +233,32 @@ class ReferenceCache:
                 self._v[layer][b][h] = torch.cat([self._v[layer][b][h], self._store(v[b, h])])
                 p = pos[b].to(self.device)
                 self._pos[layer][b][h] = torch.cat([self._pos[layer][b][h], p])
+                zeros = torch.zeros(t, device=self.device)
+                self._lw[layer][b][h] = torch.cat([self._lw[layer][b][h], zeros])
         self._seen[layer] = pos[:, -1] + 1
 
     def compact(self, layer: int, kept: Kept) -> None:
         check_layer(layer, self.num_layers)
-        check_kept(kept, self._lengths(layer), self.device)
+        lengths = self._lengths(layer)
+        stored = check_kept(kept, lengths, self.dtype, self.head_dim, self.device)
+        stores = (self._k, self._v, self._pos, self._lw)
         for b in range(self.batch):
             for h in range(self.kv_heads):
                 keep = kept.idx[b, h, : int(kept.count[b, h])].long()
-                for store in (self._k, self._v, self._pos):
-                    store[layer][b][h] = store[layer][b][h][keep]
+                k, v, pos, lw = (store[layer][b][h][keep] for store in stores)
+                e = int(stored[b, h])
+                if e:
+                    # extras go after kept entries of their position: sort on (position, is extra)
+                    pos = torch.cat([pos, kept.extra_positions[b, h, :e]])
+                    is_extra = torch.arange(len(pos), device=self.device) >= len(keep)
+                    order = torch.argsort(pos * 2 + is_extra, stable=True)
+                    k = torch.cat([k, self._store(kept.extra_keys[b, h, :e])])[order]
+                    v = torch.cat([v, self._store(kept.extra_values[b, h, :e])])[order]
+                    lw = torch.cat([lw, kept.extra_weight[b, h, :e].log()])[order]
+                    pos = pos[order]
+                    self._weighted[layer] = True
+                for store, x in zip(stores, (k, v, pos, lw), strict=True):
+                    store[layer][b][h] = x
 
     def shrink(self, layer: int | None = None) -> None:
         if layer is not None:
@@ -218,24 +269,30 @@ class ReferenceCache:
         check_label_channels(channels, self.kv_heads, self.head_dim, self.device)
         self._channels[layer] = channels.clone()
 
-    def _padded(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _padded(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         n = self._lengths(layer)
         longest = int(n.max())
         b, h, d = self.batch, self.kv_heads, self.head_dim
         keys = torch.zeros(b, h, longest, d, device=self.device)
         values = torch.zeros_like(keys)
         pos = torch.full((b, h, longest), -1, dtype=torch.int64, device=self.device)
+        lw = torch.zeros(b, h, longest, device=self.device)
         for i in range(b):
             for j in range(h):
                 m = int(n[i, j])
                 keys[i, j, :m], values[i, j, :m] = self._k[layer][i][j], self._v[layer][i][j]
-                pos[i, j, :m] = self._pos[layer][i][j]
-        return keys.to(self.dtype), values.to(self.dtype), pos
+                pos[i, j, :m], lw[i, j, :m] = self._pos[layer][i][j], self._lw[layer][i][j]
+        lw = lw if self._weighted[layer] else None
+        return keys.to(self.dtype), values.to(self.dtype), pos, lw
 
     def gather(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
         check_layer(layer, self.num_layers)
-        keys, values, _ = self._padded(layer)
+        keys, values, _, _ = self._padded(layer)
         return keys, values, self._lengths(layer).to(torch.int32).to(self.device)
+
+    def log_weights(self, layer: int) -> Tensor | None:
+        check_layer(layer, self.num_layers)
+        return self._padded(layer)[3]
 
     def kv_view(self, layer: int, queries: Tensor, query_positions: Tensor) -> KVView:
 
@@ -243,9 +300,12 @@ class ReferenceCache:
         check_queries(
             queries, query_positions, self.batch, self.kv_heads, self.head_dim, self.device
         )
-        keys, values, pos = self._padded(layer)
+        keys, values, pos, lw = self._padded(layer)
         lengths = self._lengths(layer).to(torch.int32).to(self.device)
-        return KVView(keys, values, pos, lengths, queries, query_positions, layer, self.num_layers)
+        return KVView(
+            keys, values, pos, lengths, queries, query_positions, layer, self.num_layers,
+            log_weights=lw,
+        )  # fmt: skip
 
     def page_view(self, layer: int) -> PageView:
 
@@ -290,6 +350,7 @@ class ReferenceCache:
         total = 0
         for i in layers:
             page = 2 * ps * d * elem + (2 * ps * 4 if fp8 else 0) + ps * 8 + 2 * d * 4
+            page += ps * 4 if self._weighted[i] else 0
             if self._channels[i] is not None:
                 page += ps * self._channels[i].shape[1] * (torch.finfo(self.dtype).bits // 8)
             total += int(cdiv(self._lengths(i), ps).sum()) * page

@@ -24,7 +24,8 @@ class KVView:
         keys, values: (B, H_kv, L, D) cached keys (after RoPE) and values; entries past a head's
             length are padding (any values) and are never kept.
         positions: int64 (B, H_kv, L) absolute token positions of the entries (non-decreasing per
-            head; after eviction they have gaps; a synthetic compensation token sits at -1).
+            head; after eviction they have gaps; a compensation token takes the position `Kept`
+            gave it).
         lengths: int32 (B, H_kv) valid entries per head.
         queries: (B, H_q, W, D) the most recent queries of this layer (the observation window:
             the prompt's last W at prefill, the last W decode steps later), oldest first.
@@ -32,6 +33,9 @@ class KVView:
             sequence shorter than W), which scores nothing.
         layer: index of the layer; num_layers: how many the model has (for per-layer budgets).
         scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
+        log_weights: float32 (B, H_kv, L), the natural log of how many tokens each entry stands
+            for (a compensation token stands for those it replaced; attention adds this to its
+            logit), 0 for a plain token and for padding; None when the layer holds none.
     """
 
     keys: Tensor
@@ -43,6 +47,7 @@ class KVView:
     layer: int
     num_layers: int
     scale: float | None = None
+    log_weights: Tensor | None = None
 
     def __post_init__(self) -> None:  # shapes only: no host synchronisation
         check_tensor("keys", self.keys, 4, "(batch, kv_heads, len, head_dim)")
@@ -56,6 +61,11 @@ class KVView:
             raise ValueError(
                 f"positions, lengths: expected shapes {(b, h, n)} and {(b, h)}, got "
                 f"{tuple(self.positions.shape)} and {tuple(self.lengths.shape)}"
+            )
+        if self.log_weights is not None and self.log_weights.shape != (b, h, n):
+            raise ValueError(
+                f"log_weights: expected shape {(b, h, n)} or None, "
+                f"got {tuple(self.log_weights.shape)}"
             )
         q = self.queries.shape
         if q[0] != b or q[3] != self.keys.shape[3] or q[1] % h:
@@ -76,10 +86,14 @@ class Kept:
     """Indices into a `KVView`'s L axis that each head keeps: ``idx`` int32 (B, H_kv, K) ascending,
     padded with -1 past ``count`` int32 (B, H_kv). Counts may differ per head (ragged).
 
-    Optional synthetic tokens (RazorAttention's compensation token), appended by the cache after
-    compaction: ``extra_keys``/``extra_values`` (B, H_kv, E, D) and ``extra_weight`` float32
-    (B, H_kv, E), the number of evicted tokens each one stands for. A token of weight 0 is not
-    stored; the others sit at position -1 and attention adds log(weight) to their logits.
+    Optional synthetic tokens (RazorAttention's compensation token), which the cache inserts
+    while it compacts: ``extra_keys``/``extra_values`` (B, H_kv, E, D), ``extra_weight`` float32
+    (B, H_kv, E), the number of tokens each one stands for, and ``extra_positions`` int64
+    (B, H_kv, E), the position it takes in its head's order (after a kept entry of the same
+    position). An extra of weight 0 is not stored; the others, ascending in position per head,
+    come first among the E, and attention adds log(weight) to their logits: one token of weight
+    w weighs in the softmax as w copies of itself. A head holds at most as many entries after
+    compaction as before (kept + stored extras <= length).
     """
 
     idx: Tensor
@@ -87,6 +101,7 @@ class Kept:
     extra_keys: Tensor | None = None
     extra_values: Tensor | None = None
     extra_weight: Tensor | None = None
+    extra_positions: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@
 #   2026-11-30, sixth session: s6a, s6b, s6c (carry .stage/r1, .stage/r2, .stage/r3, each at once
 #   after the last), s6d; s6e; s6f; s6g, s6h, s6i (as s6a-s6c); s6j (carry .stage/t); s6k; s6l;
 #   s6m; s6g, s6h, s6n.
+#   2026-11-30, seventh session: s7a, s7b, s7c (as s6a-s6c, s7c also carrying .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -635,8 +636,42 @@ s6r)  # nothing carried: the decode CUDA tests after the review's refactor (deco
     timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         tests/test_decode_graphs.py tests/test_cache.py -k "cuda or replayed" 2>&1 | tail -3
     ;;
+s7a)  # seventh session, carrying .stage/r1 (then s7b, s7c at once, each after the last)
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+s7b)  # carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+s7c)  # carrying .stage/r3 and .stage/t: CUDA tests of the decode kernel, cache and appends with
+    # log weights (razor/cuda_tests.log); SmolLM2's retrieval heads (razor/razor_smollm2.json);
+    # accuracy of RazorAttention at 25 %, guessed and calibrated heads (smollm2-eval/razor*/)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    mkdir -p "$OUT/razor"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_cache.py tests/test_decode_graphs.py > "$OUT/razor/cuda_tests.log" 2>&1
+    tail -3 "$OUT/razor/cuda_tests.log"
+    timeout 90 python3 -m attnsieve calibrate --model smollm2 --device cuda \
+        --retrieval-heads "$OUT/razor/razor_smollm2.json" 2>&1 | grep "wrote\|rror"
+    R=$HOME/res
+    E="python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k --samples 20"
+    E="$E --methods dense --tasks niah_single,passkey,variable_tracking --kv-ratio 0.25"
+    for d in razor razor-heads; do
+        mkdir -p "$R/$d"
+        cp benchmarks/results/h200/smollm2-eval/kv/cells.jsonl "$R/$d/"  # dense, 2026-11-29
+    done
+    timeout 300 $E --kv none,razor --out "$R/razor" > "$R/razor/eval.log" 2>&1 &
+    timeout 300 $E --kv "none,$OUT/razor/razor_smollm2.json" --out "$R/razor-heads" \
+        > "$R/razor-heads/eval.log" 2>&1 &
+    wait
+    for d in razor razor-heads; do
+        grep -E "acc [0-9]|rror" "$R/$d/eval.log" | tail -12
+        mkdir -p "$OUT/smollm2-eval/$d" && cp -r "$R/$d"/. "$OUT/smollm2-eval/$d/"
+    done
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c" >&2
     exit 2
     ;;
 esac

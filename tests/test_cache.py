@@ -1,6 +1,7 @@
 """attnsieve.cache.Cache against its twin (cache_reference.ReferenceCache) and its own promises:
 real memory freed, pool growth / shrink / free-list reuse, FP8, positions, summaries, bad input."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,10 +9,14 @@ import torch
 
 from attnsieve.cache import Cache
 from attnsieve.cache_reference import ReferenceCache
+from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.decode_reference import decode_reference
 from attnsieve.views import Kept
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Triton kernels on CPU tensors run in the interpreter only (a GPU run sets TRITON_INTERPRET=0)
+needs_interpreter = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 on CPU")
+TRITON_DEVICES = [pytest.param("cpu", marks=needs_interpreter)] + DEVICES[1:]
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
 
@@ -49,6 +54,27 @@ def random_kept(cache, layer, g, p):
     return kept_from(lists, cache.device)
 
 
+def with_extras(cache, layer, kept, g, most=2):
+    """``kept`` plus up to ``most`` compensation tokens per head (as many as it evicts at most),
+    each at a random evicted entry's position, of random weight; heads store different counts."""
+    b, h, e, d = cache.batch, cache.kv_heads, most, cache.head_dim
+    _, _, positions, _ = cache._gather(cache.layers[layer])
+    weight = torch.zeros(b, h, e)
+    pos = torch.zeros(b, h, e, dtype=torch.int64)
+    n = cache.head_tokens(layer)
+    for i in range(b):
+        for j in range(h):
+            keep = set(kept.idx[i, j, : int(kept.count[i, j])].tolist())
+            gone = [t for t in range(int(n[i, j])) if t not in keep]
+            stored = int(torch.randint(0, min(e, len(gone)) + 1, (), generator=g))
+            pick = sorted(torch.randperm(len(gone), generator=g)[:stored].tolist())
+            weight[i, j, :stored] = 1 + torch.rand(stored, generator=g) * 40
+            pos[i, j, :stored] = positions[i, j, [gone[t] for t in pick]].cpu()
+    k, v = (torch.randn(b, h, e, d, generator=g).to(cache.dtype) for _ in range(2))
+    to = lambda t: t.to(cache.device)  # noqa: E731
+    return Kept(kept.idx, kept.count, to(k), to(v), to(weight), to(pos))
+
+
 def assert_same(cache, twin, layer, h_q):
     cache.validate()
     for x, y in zip(cache.gather(layer), twin.gather(layer), strict=True):
@@ -60,6 +86,10 @@ def assert_same(cache, twin, layer, h_q):
     for name in ("keys", "values", "positions", "lengths", "queries", "query_positions"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert (a.layer, a.num_layers) == (b.layer, b.num_layers)
+    assert (a.log_weights is None) == (b.log_weights is None)
+    if a.log_weights is not None:
+        assert torch.equal(a.log_weights, b.log_weights)
+        assert torch.equal(cache.log_weights(layer), a.log_weights)
     a, b = cache.page_view(layer), twin.page_view(layer)
     for name in ("key_min", "key_max", "page_count", "lengths"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
@@ -109,6 +139,8 @@ def test_random_appends_and_compactions_match_twin(name, device):
             twin.append(layer, k, v, positions)
         else:
             kept = random_kept(cache, layer, g, p=float(torch.rand((), generator=g)))
+            if op < 0.75:  # compensation tokens: inserted by position, weighted
+                kept = with_extras(cache, layer, kept, g)
             cache.compact(layer, kept)
             twin.compact(layer, kept)
             if op > 0.9:
@@ -141,6 +173,61 @@ def test_kernel_args_follow_the_documented_layout(device, kv_dtype):
             s = q[b, 2 * h : 2 * h + 2] @ keys[b, h, :m].float().T / 4.0
             ref = torch.softmax(s, -1) @ values[b, h, :m].float()
             torch.testing.assert_close(out[b, 2 * h : 2 * h + 2], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("kv_dtype", [None, "fp8"])
+def test_compensation_token_weighs_as_its_copies(device, kv_dtype):
+    """A stored extra of weight w sits at its position among the kept tokens (after a kept one
+    of the same position) and attends, in the decode kernel and its twin, as w copies of
+    itself."""
+    from attnsieve.cache import quantize_fp8
+    from attnsieve.kernels.decode import decode_attention
+
+    cache = Cache(1, 2, 2, 16, page_size=8, dtype=F32, device=device, kv_dtype=kv_dtype)
+    torch.manual_seed(0)
+    cache.append(0, *kv(cache, 30))
+    keep = [0, 1, 2, 3, *range(24, 30)]
+    weight = torch.tensor([[3.0, 0.0], [20.0, 1.0]])  # head (0, 1) stores none
+    extra_k, extra_v = torch.randn(2, 2, 1, 16), torch.randn(2, 2, 1, 16)
+    kept = dataclasses.replace(
+        kept_from([[keep, keep], [keep, keep[:6]]], device),
+        extra_keys=extra_k.to(device), extra_values=extra_v.to(device),
+        extra_weight=weight[..., None].to(device),
+        extra_positions=torch.tensor([[[23], [0]], [[4], [25]]], device=device),
+    )  # fmt: skip
+    cache.compact(0, kept)
+    cache.append(0, *kv(cache, 2))
+    keys, values, n = cache.gather(0)
+    assert n.tolist() == [[13, 12], [13, 9]]
+    pos = cache.kv_view(0, torch.zeros(2, 4, 1, 16, device=device), torch.zeros(2, 1).long().to(
+        device)).positions  # fmt: skip
+    assert pos[0, 0, :13].tolist() == [0, 1, 2, 3, 23, 24, 25, 26, 27, 28, 29, 30, 31]
+    assert pos[1, 1, :9].tolist() == [0, 1, 2, 3, 24, 25, 25, 30, 31]
+    lw = cache.log_weights(0).cpu()
+    at = {(0, 0): 4, (1, 0): 4, (1, 1): 6}  # where each stored extra landed
+    for (b, h), i in at.items():
+        assert lw[b, h, i] == weight[b, h].log() and lw[b, h].count_nonzero() == (weight[b, h] > 1)
+        want = extra_k[b, h, 0]
+        if kv_dtype == "fp8":
+            q8, sc = quantize_fp8(want)
+            want = q8.float() * sc
+        assert torch.equal(keys[b, h, i].cpu(), want)
+    assert not lw[0, 1].any()
+    q = torch.randn(2, 4, 16, device=device)
+    a = cache.kernel_args(0)
+    args = (q, a.k_pages, a.v_pages, a.page_table, a.lengths)
+    scales = {"k_scale": a.k_scale, "v_scale": a.v_scale, "log_weight": a.log_weight}
+    outs = [decode_reference(*args, **scales), decode_attention(*args, **scales)]
+    for b in range(2):
+        for h in range(2):
+            m = int(n[b, h])
+            copies = lw[b, h, :m].exp().round().long().to(device)
+            k = keys[b, h, :m].float().repeat_interleave(copies, 0)
+            v = values[b, h, :m].float().repeat_interleave(copies, 0)
+            want = torch.softmax(q[b, 2 * h : 2 * h + 2] @ k.T / 4.0, -1) @ v
+            for out in outs:
+                torch.testing.assert_close(out[b, 2 * h : 2 * h + 2], want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -297,6 +384,26 @@ def _kept(idx, count):
 
 
 GOOD_IDX = [[[0, 1], [0, -1]], [[2, 3], [4, 5]]]
+
+
+def _two_extras(weights, positions):
+    """A Kept of GOOD_IDX with two extras per head, of these weights and positions."""
+    zeros = torch.zeros(2, 2, 2, 16)
+    weight, pos = torch.tensor(weights).expand(2, 2, 2), torch.tensor(positions).expand(2, 2, 2)
+    return _extras(weight, pos, zeros, extra_values=zeros)
+
+
+def _extras(weight=None, positions=None, keys=None, count=((2, 1), (2, 2)), **drop):
+    """A Kept of GOOD_IDX with one extra per head (weight 3 at position 7 unless given)."""
+    weight = torch.full((2, 2, 1), 3.0) if weight is None else weight
+    positions = torch.full((2, 2, 1), 7) if positions is None else positions
+    keys = torch.zeros(2, 2, 1, 16) if keys is None else keys
+    extras = {"extra_keys": keys, "extra_values": torch.zeros(2, 2, 1, 16),
+              "extra_weight": weight, "extra_positions": positions}  # fmt: skip
+    extras.update(drop)
+    return Kept(torch.tensor(GOOD_IDX, dtype=I32), torch.tensor(count, dtype=I32), **extras)
+
+
 BAD = {
     "num_layers": (lambda: Cache(0, 1, 1, 16, dtype=F32, device="cpu"), ValueError, "num_layers"),
     "batch": (lambda: Cache(1, 1.0, 1, 16, dtype=F32, device="cpu"), ValueError, "batch"),
@@ -370,6 +477,44 @@ BAD = {
         ValueError,
         "kept.idx",
     ),  # fmt: skip
+    "extras_partial": (lambda: C.compact(0, _extras(extra_values=None)), ValueError, "all four"),
+    "extras_weight_dtype": (
+        lambda: C.compact(0, _extras(torch.full((2, 2, 1), 3, dtype=torch.float64))),
+        TypeError,
+        "kept.extra_weight",
+    ),  # fmt: skip
+    "extras_weight_negative": (
+        lambda: C.compact(0, _extras(torch.full((2, 2, 1), -1.0))),
+        ValueError,
+        "kept.extra_weight",
+    ),  # fmt: skip
+    "extras_stored_first": (
+        lambda: C.compact(0, _two_extras([0.0, 2.0], [5, 6])),
+        ValueError,
+        "come first",
+    ),  # fmt: skip
+    "extras_positions_order": (
+        lambda: C.compact(0, _two_extras([2.0, 2.0], [6, 5])),
+        ValueError,
+        "kept.extra_positions",
+    ),  # fmt: skip
+    "extras_keys_dtype": (
+        lambda: C.compact(0, _extras(keys=torch.zeros(2, 2, 1, 16, dtype=F16))),
+        TypeError,
+        "kept.extra_keys",
+    ),  # fmt: skip
+    "extras_outnumber": (
+        lambda: C.compact(
+            0,
+            dataclasses.replace(
+                _extras(),
+                idx=torch.arange(10, dtype=I32).expand(2, 2, 10),
+                count=torch.full((2, 2), 10, dtype=I32),
+            ),
+        ),
+        ValueError,
+        "outnumber",
+    ),  # fmt: skip
     "queries_heads": (lambda: C.kv_view(0, Q[:, :3], QP), ValueError, "queries"),
     "queries_dim": (lambda: C.kv_view(0, Q[..., :8], QP), ValueError, "queries"),
     "query_positions": (lambda: C.kv_view(0, Q, QP[:, :0]), ValueError, "query_positions"),
@@ -402,6 +547,7 @@ def test_malformed_input_names_the_argument(case):
         assert torch.equal(x, y)
 
 
+@needs_interpreter
 @pytest.mark.parametrize("dtype, kv_dtype", [(F32, None), (F16, None), (BF16, None), (F16, "fp8")])
 def test_one_token_appends_match_the_pytorch_path(dtype, kv_dtype, monkeypatch):
     """Decode appends (one token, default positions) take the one-launch kernel
@@ -446,6 +592,38 @@ def test_one_token_appends_match_the_pytorch_path(dtype, kv_dtype, monkeypatch):
     used = fused.page_table[fused.page_table >= 0].long()
     for name in ("key_min", "key_max"):
         assert torch.equal(getattr(fused, name)[used], getattr(plain, name)[used]), name
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("fused", [True, False])
+def test_appends_reset_the_log_weight_of_reused_slots(fused, device, monkeypatch):
+    """A slot that held a compensation token, vacated by a later compaction, holds a plain token
+    (log weight 0) once an append reuses it: on the one-launch path and the PyTorch one."""
+    import attnsieve.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "INTERPRET", fused)  # CPU: the interpreted kernel
+    if not fused:
+        monkeypatch.setattr(Cache, "_fused", lambda *a: False)
+    launches = []
+    append_one = cache_module.append_one
+    monkeypatch.setattr(cache_module, "append_one", lambda *a: launches.append(append_one(*a)))
+    cache = Cache(1, 1, 2, 16, page_size=8, dtype=F32, device=device)
+    cache.append(0, *kv(cache, 20))
+    kept = kept_from([[[0, 1], [0, 1, 2]]], device)
+    ones = torch.ones(1, 2, 1, 16, device=device)
+    cache.compact(0, dataclasses.replace(
+        kept, extra_keys=ones, extra_values=ones,
+        extra_weight=torch.tensor([[[4.0], [9.0]]], device=device),
+        extra_positions=torch.full((1, 2, 1), 5, device=device),
+    ))  # fmt: skip
+    want = torch.tensor([[4.0, 1.0], [1.0, 9.0]]).log()
+    assert torch.equal(cache.log_weights(0)[0, :, 2:4].cpu(), want)
+    cache.compact(0, kept)  # the compensation tokens leave; their slots stay in the head's page
+    for _ in range(3):
+        cache.append(0, *kv(cache, 1))
+    assert len(launches) == (3 if fused else 0)
+    assert cache.layers[0].weighted and cache.head_tokens(0).tolist() == [[5, 6]]
+    assert not cache.log_weights(0).any()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

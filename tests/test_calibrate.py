@@ -116,3 +116,86 @@ def test_capture_qk_from_a_transformers_model():
 def test_bad_arguments(kwargs, error, field):
     with pytest.raises(error, match=field):
         calibrate(layers()[:1], **kwargs)
+
+
+def _tiny_llama(attn="sdpa"):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM._from_config(config, attn_implementation=attn).eval()
+    for p in model.model.layers.parameters():  # peakier attention: scores that differ
+        p.data.mul_(3.0)
+    return model
+
+
+def test_retrieval_heads_score_the_model_s_own_attention():
+    """Scores equal echo_induction_scores over the eager attention's probabilities (max over a
+    KV head's query heads); the picks are the top 1 % by echo and 14 % by induction."""
+    from attnsieve.eval.calibrate import retrieval_heads
+    from attnsieve.methods.kv import echo_induction_scores
+
+    model = _tiny_llama()
+    tokens = torch.randperm(60)[:12].repeat(4)[None]
+    heads, echo, induction = retrieval_heads(model, tokens, echo=0.2, induction=0.34)
+    assert echo.shape == induction.shape == (3, 2)
+    eager = _tiny_llama("eager")
+    with torch.no_grad():
+        probs = eager(input_ids=tokens, output_attentions=True).attentions
+    for layer, p in enumerate(probs):
+        want_echo, want_induction = (
+            s.view(2, 2).amax(-1) for s in echo_induction_scores(p, tokens)
+        )
+        torch.testing.assert_close(echo[layer], want_echo)
+        torch.testing.assert_close(induction[layer], want_induction)
+    picked = set(echo.flatten().topk(2).indices.tolist()) | set(
+        induction.flatten().topk(3).indices.tolist()
+    )  # ceil(0.2 * 6) = 2, ceil(0.34 * 6) = 3
+    assert {2 * layer + h for layer, hs in heads.items() for h in hs} == picked
+
+
+def test_retrieval_heads_cli_writes_a_razor_entry_that_eval_and_config_take(tmp_path, monkeypatch):
+    import argparse
+
+    from attnsieve.eval import calibrate as module
+    from attnsieve.eval.calibrate import add_arguments
+    from attnsieve.eval.harness import add_arguments as eval_arguments
+    from attnsieve.eval.harness import method_configs
+
+    model = _tiny_llama()
+    tokenizer = type("Tok", (), {"all_special_ids": [0, 1], "__len__": lambda self: 64})()
+    monkeypatch.setattr(
+        "attnsieve.eval.models.load_model", lambda *a, **k: (model, tokenizer, "tiny")
+    )
+    out = tmp_path / "razor_tiny.json"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert module.main(parser.parse_args(["--model", "x", "--retrieval-heads", str(out)])) == 0
+    entry = json.loads(out.read_text())
+    assert entry["method"] == "razor" and all(k.isdigit() for k in entry["retrieval_heads"])
+    parser = argparse.ArgumentParser()
+    eval_arguments(parser)
+    args = parser.parse_args(
+        ["--model", "x", "--methods", "dense", "--kv", f"none,{out}", "--kv-ratio", "0.3"]
+    )
+    (_, plain), (label, config) = method_configs(args)
+    assert plain.policy(0) is None and label == "dense+razor_tiny@0.3"
+    policy = config.policy(0)
+    assert policy.ratio == 0.3
+    assert policy.retrieval_heads == {int(k): v for k, v in entry["retrieval_heads"].items()}
+    with pytest.raises(ValueError, match="needs --model"):
+        module.main(parser_for_qk(tmp_path, out))
+
+
+def parser_for_qk(tmp_path, out):
+    import argparse
+
+    from attnsieve.eval.calibrate import add_arguments
+
+    qk = tmp_path / "qk.pt"
+    torch.save(layers()[:1], qk)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(["--qk", str(qk), "--retrieval-heads", str(out)])

@@ -150,3 +150,34 @@ def test_calibrated_double_sparsity_runs_on_its_label_cache():
     assert tokens.shape == (1, 4)
     labels = handle.session.paged.layers[0].labels
     assert labels is not None and labels.shape[-1] == 4
+
+
+@torch.no_grad()
+def test_razor_compensation_tokens_weigh_the_same_in_prompt_chunks_and_decode():
+    """RazorAttention stores one weighted compensation token per evicting head; a question
+    prefilled as one chunk after compression (dense attention over the ragged heads) gives the
+    logits that the same tokens decoded one by one (the paged decode kernel) give."""
+    model = build("llama")
+    context, question = prompt(batch=2, length=80), prompt(batch=2, length=3)
+    razor = {"method": "razor", "budget": 16, "retrieval_heads": {0: [1]}}
+    handle = patch(model, AttentionConfig(prefill="dense", kv=razor))
+    logits = []
+    with handle:
+        for chunks in ([question], list(question.split(1, 1))):
+            cache = handle.new_cache()
+            model(input_ids=context, past_key_values=cache, use_cache=True)
+            handle.compress()
+            for chunk in chunks:
+                out = model(input_ids=chunk, past_key_values=cache, use_cache=True)
+            logits.append(out.logits[:, -1])
+            paged = handle.session.paged
+            # layer 0: KV head 1 is a retrieval head (whole), head 0 keeps 16 + 1 compensation
+            assert paged.head_tokens(0).tolist() == [[17 + 3, 80 + 3]] * 2
+            weights = paged.log_weights(0).exp()
+            kept = weights[:, 0, :20].round()  # sink 4, the compensation token, 12 + 3 recent
+            assert (kept[:, 4] == 80 - 16).all() and (kept.sum(-1) == 64 + 19).all()
+            assert (weights[:, 1] == 1).all()
+            assert paged.layers[1].weighted  # layer 1 guesses its retrieval head from the view
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(logits[0], model(input_ids=torch.cat([context, question], 1)).logits[
+        :, -1], rtol=1e-4, atol=1e-4)  # fmt: skip

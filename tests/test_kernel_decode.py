@@ -131,6 +131,37 @@ def test_fp8_pool(d, sparse, splits):
     _check(q, cache, num_splits=splits, **sel)
 
 
+@pytest.mark.parametrize(("fp8", "sparse", "splits"), [(False, False, 1), (False, True, 3),
+                                                      (True, False, 2)])  # fmt: skip
+def test_log_weights(fp8, sparse, splits):
+    """Per-token log weights (compensation tokens) are added to the logits, also in FP8 pools
+    and over sparse reads; NaN in slots no valid token uses stays out."""
+    lengths = [[70, 0], [33, 128]]
+    q, cache = _paged(lengths, 8, 64, 16, fp8=fp8)
+    lw = torch.rand(cache["k_pages"].shape[:2]) * 5
+    lw.view(-1)[torch.randperm(lw.numel())[: lw.numel() // 2]] = 0  # plain tokens among them
+    unused = (cache["k_scale"] if fp8 else cache["k_pages"][..., 0].float()).isnan().cpu()
+    lw[unused] = math.nan
+    sel = _select(lengths, 16) if sparse else {}
+    out, _ = _check(q, cache, num_splits=splits, log_weight=lw.to(DEVICE), **sel)
+    plain = decode_reference(q, **cache, **sel)
+    assert _rel_rms(out, plain) > 10 * RTOL  # the weights change the result
+
+
+def test_log_weight_of_a_token_is_that_many_copies():
+    """Twin: a token of log weight log(w) attends as w copies of itself would (exact softmax)."""
+    q, cache = _paged([[9]], 2, 64, 16, dtype=torch.float32, fill=0.0)
+    lw = torch.zeros(cache["k_pages"].shape[:2], device=DEVICE)
+    phys = int(cache["page_table"][0, 0, 0])
+    lw[phys, 3] = math.log(5)
+    out = decode_reference(q, **cache, log_weight=lw)
+    k, v = cache["k_pages"][phys, :9], cache["v_pages"][phys, :9]
+    copies = torch.tensor([1, 1, 1, 5, 1, 1, 1, 1, 1], device=DEVICE)
+    k, v = k.repeat_interleave(copies, 0), v.repeat_interleave(copies, 0)
+    want = torch.softmax(q[0] @ k.T / 8.0, -1) @ v
+    torch.testing.assert_close(out[0], want, rtol=1e-5, atol=1e-5)
+
+
 def test_masked_garbage_changes_nothing():
     """Bit-identical outputs whether unused slots hold NaN, Inf or 0 (sparse, several splits)."""
     lengths = [[45, 3], [0, 100]]
@@ -251,6 +282,9 @@ BAD = [
     (_with(scale=lambda a: math.nan), ValueError, "scale"),
     (_with(scale=lambda a: "0.1"), TypeError, "scale"),
     (_with(k_scale=lambda a: torch.ones(a["k_pages"].shape[:2])), ValueError, "k_scale"),
+    (_with(log_weight=lambda a: torch.zeros(a["k_pages"].shape[:2]).half()), TypeError, "log_w"),
+    (_with(log_weight=lambda a: torch.zeros(a["k_pages"].shape[0])), ValueError, "log_weight"),
+    (_with(log_weight=lambda a: 0.0), TypeError, "log_weight"),
     (_with(out=lambda a: torch.zeros_like(a["q"])[:, :1]), ValueError, "out"),
     (_with(out=lambda a: torch.zeros_like(a["q"]).float()), ValueError, "out"),
     (_with(out=lambda a: a["q"].tolist()), TypeError, "out"),
@@ -311,3 +345,15 @@ def test_cuda_long_bf16_and_fp8(fp8, sparse, lengths, h_q, d):
     q, cache = _paged(lengths, h_q, d, 16, dtype=torch.bfloat16, fp8=fp8)
     sel = _select(lengths, 16, frac=1 / 16) if sparse else {}
     _check(q, cache, rtol=1e-2, **sel)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cuda_long_log_weights(fp8, sparse):
+    """Compiled log weights on SmolLM2's heads: a few heavy tokens among 4K-32K plain ones."""
+    q, cache = _paged(SMOLLM2_LENGTHS, 9, 64, 16, dtype=torch.bfloat16, fp8=fp8)
+    lw = torch.zeros(cache["k_pages"].shape[:2], device=DEVICE)
+    lw.view(-1)[torch.randperm(lw.numel(), device=DEVICE)[:64]] = 8.0
+    sel = _select(SMOLLM2_LENGTHS, 16, frac=1 / 16) if sparse else {}
+    _check(q, cache, rtol=1e-2, log_weight=lw, **sel)

@@ -435,3 +435,34 @@ def test_malformed_views():
             KVView(**{**fields, **change})
     with pytest.raises(ValueError, match=r"retrieval_heads\[0\]"):
         RazorAttention(budget=4, retrieval_heads={0: [5]}).compress(view)
+
+
+def test_razor_folds_its_earlier_compensation_token_by_weight():
+    """Compressing again evicts the stored compensation token with the tokens that left the
+    window since: the new one is the mean of every token evicted so far, of their total count,
+    and each head holds exactly one."""
+    from attnsieve.cache import Cache
+
+    cache = Cache(1, 2, 2, D, page_size=8, dtype=torch.float32, device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    keys, values = torch.randn(2, 2, 55, D, generator=gen), torch.randn(2, 2, 55, D, generator=gen)
+    policy = RazorAttention(budget=10, sink=4, retrieval_heads={0: []})
+    queries = torch.randn(2, 4, 8, D, generator=gen)
+
+    def compress(end):
+        qpos = torch.arange(end - 8, end).expand(2, 8).contiguous()
+        cache.compact(0, policy.compress(cache.kv_view(0, queries, qpos)))
+
+    cache.append(0, keys[:, :, :40], values[:, :, :40])
+    compress(40)  # evicts positions 4..33 into one token of weight 30 at position 33
+    view = cache.kv_view(0, queries, torch.zeros(2, 8, dtype=torch.int64))
+    assert view.positions[0, 0].tolist() == [0, 1, 2, 3, 33, *range(34, 40)]
+    cache.append(0, keys[:, :, 40:], values[:, :, 40:])
+    compress(55)  # evicts it and positions 34..48
+    view = cache.kv_view(0, queries, torch.zeros(2, 8, dtype=torch.int64))
+    assert view.positions[0, 0].tolist() == [0, 1, 2, 3, 48, *range(49, 55)]
+    weights = view.log_weights.exp()
+    assert torch.allclose(weights[..., 4], torch.tensor(45.0))
+    assert torch.equal((weights - 1).abs() > 1e-6, (torch.arange(11) == 4).expand(2, 2, 11))
+    torch.testing.assert_close(view.keys[..., 4, :], keys[:, :, 4:49].mean(2))
+    torch.testing.assert_close(view.values[..., 4, :], values[:, :, 4:49].mean(2))

@@ -7,6 +7,11 @@ name, hyper-parameters) plans every layer of a captured sample once; each query 
 the candidate of least density (computed / dense-causal pairs) among those whose attention recall
 (`attnsieve.eval.fidelity.attention_recall`) reaches the target, else the one of highest recall.
 
+With ``--retrieval-heads PATH`` it finds RazorAttention's retrieval heads instead (arXiv 2407.15891,
+section 3.2: the echo and induction heads of the model, on random tokens repeated) and writes the
+KV-policy entry ``{"method": "razor", "retrieval_heads": {layer: [KV heads]}}`` that ``attnsieve
+eval --kv PATH`` and ``AttentionConfig(kv=...)`` take.
+
 Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)`` is the layer's
 `PerHeadPlanner`) with the calibration record under "metadata"::
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -120,6 +126,63 @@ def capture_qk(model: Any, input_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
     return [captured[i] for i in sorted(captured)]
 
 
+def retrieval_heads(
+    model: Any,
+    tokens: Tensor,
+    *,
+    echo: float = 0.01,
+    induction: float = 0.14,
+) -> tuple[dict[int, list[int]], Tensor, Tensor]:
+    """RazorAttention's retrieval heads of a transformers ``model``: the ``echo`` fraction of its
+    KV heads (the paper's 1 %) of highest echo score and the ``induction`` fraction (14 %) of
+    highest induction score, on ``tokens`` int (1, N), a random sequence repeated (see
+    `attnsieve.methods.kv.echo_induction_scores`). The paper ranks query heads; a KV head here
+    scores the most any of its query heads does (it must keep everything for that head).
+
+    Returns ({layer: [KV heads]}, echo and induction scores float32 (layers, KV heads))."""
+    from attnsieve.integrations.transformers import observe_attention
+    from attnsieve.methods.kv import echo_induction_scores
+
+    check_float("echo", echo, 0.0, 1.0)
+    check_float("induction", induction, 0.0, 1.0)
+    scores: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def keep(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
+        b, h_q, n, d = query.shape
+        g = h_q // key.shape[1]
+        logits = query.float().view(b, -1, g, n, d) @ key.float()[:, :, None].transpose(-1, -2)
+        logits = logits * (d**-0.5 if scaling is None else scaling)
+        causal = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
+        probs = logits.masked_fill(~causal, -torch.inf).softmax(-1).flatten(1, 2)
+        per_query = echo_induction_scores(probs, tokens.to(query.device))
+        scores[module.layer_idx] = tuple(s.view(-1, g).amax(-1).cpu() for s in per_query)
+
+    with observe_attention(model, keep), torch.no_grad():
+        model(input_ids=tokens.to(model.device), use_cache=False)
+    echo_scores, induction_scores = (
+        torch.stack([scores[i][j] for i in sorted(scores)]) for j in (0, 1)
+    )
+    picked = torch.zeros_like(echo_scores, dtype=torch.bool)
+    for ratio, score in ((echo, echo_scores), (induction, induction_scores)):
+        count = math.ceil(ratio * score.numel() - 1e-9)
+        picked.view(-1)[score.flatten().topk(count).indices] = True
+    heads = {layer: row.nonzero().flatten().tolist() for layer, row in enumerate(picked)}
+    return {layer: h for layer, h in heads.items() if h}, echo_scores, induction_scores
+
+
+def repeated_random_tokens(
+    tokenizer: Any, period: int = 256, repeats: int = 4, seed: int = 0
+) -> Tensor:
+    """int (1, period x repeats): ``period`` random ordinary tokens of the tokenizer's vocabulary
+    (special tokens left out), ``repeats`` times over: the probe on which echo heads attend to the
+    earlier copy of the current token and induction heads to the token that followed it."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    gen = torch.Generator().manual_seed(seed)
+    block = ordinary[torch.randperm(len(ordinary), generator=gen)[:period]]  # no repeats inside
+    return block.repeat(repeats)[None]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--qk", help=".pt file holding a list, per layer, of (q, k) tensors")
@@ -143,11 +206,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--candidates", help="JSON file with a list of [planner name, kwargs] (default: built-in)"
     )
+    parser.add_argument(
+        "--retrieval-heads",
+        metavar="PATH",
+        help="instead: find RazorAttention's retrieval heads (--model) and write its KV-policy "
+        "entry to PATH",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="calibration.json")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.retrieval_heads:
+        return _main_retrieval_heads(args)
     candidates = DEFAULT_CANDIDATES
     if args.candidates:
         with open(args.candidates) as f:
@@ -170,6 +241,26 @@ def main(args: argparse.Namespace) -> int:
     densities = [h["density"] for heads in result["metadata"]["layers"].values() for h in heads]
     mean = sum(densities) / len(densities)
     print(f"wrote {args.output}: {len(result['layers'])} layers, mean density {mean:.3f}")
+    return 0
+
+
+def _main_retrieval_heads(args: argparse.Namespace) -> int:
+    from attnsieve.eval.models import load_model
+
+    if not args.model:
+        raise ValueError("--retrieval-heads: needs --model (it runs the model on its own probe)")
+    model, tokenizer, _ = load_model(
+        args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
+    )
+    heads, echo, induction = retrieval_heads(model, repeated_random_tokens(tokenizer))
+    entry = {"method": "razor", "retrieval_heads": {str(k): v for k, v in heads.items()}}
+    with open(args.retrieval_heads, "w") as f:
+        json.dump(entry, f, indent=1)
+    total = sum(len(v) for v in heads.values())
+    print(
+        f"wrote {args.retrieval_heads}: {total} of {echo.numel()} KV heads in {len(heads)} layers "
+        f"(echo scores up to {echo.max():.2f}, induction up to {induction.max():.2f})"
+    )
     return 0
 
 

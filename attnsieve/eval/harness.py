@@ -155,7 +155,9 @@ def _split(text: str) -> list[str]:
 
 def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
-    JSON file among --methods is labelled by its stem and takes the other axes as they are."""
+    JSON file among --methods is labelled by its stem and takes the other axes as they are. A
+    JSON file among --kv is a KV-policy entry (``attnsieve calibrate --retrieval-heads``), labelled
+    by its stem, at --kv-ratio unless it sets a budget or ratio itself."""
     from attnsieve.integrations import AttentionConfig
 
     kwargs = json.loads(args.method_kwargs)
@@ -169,14 +171,16 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     for method in _split(args.methods):
         for kv, decode, precision in itertools.product(kvs, decodes, precisions):
             roles = {
-                "kv": None if kv is None else {"method": kv, "ratio": args.kv_ratio},
+                "kv": _kv_entry(kv, args.kv_ratio),
                 "decode": None
                 if decode is None
                 else {"method": decode, "ratio": args.decode_ratio},
                 "precision": precision,
             }
             parts = [Path(method).stem if method.endswith(".json") else method]
-            parts += [f"{kv}@{args.kv_ratio:g}"] if kv else []
+            if kv:
+                budget = roles["kv"].get("budget", roles["kv"].get("ratio"))
+                parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
             parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
             parts += [precision] if precision != "bf16" else []
             if method.endswith(".json"):
@@ -189,6 +193,17 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     if not out:
         raise ValueError("methods: expected at least one method")
     return out
+
+
+def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
+    if kv is None:
+        return None
+    if not kv.endswith(".json"):
+        return {"method": kv, "ratio": ratio}
+    entry = json.loads(Path(kv).read_text())
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise ValueError(f"kv: {kv} must hold a KV-policy entry {{'method': ..., ...}}")
+    return entry if {"budget", "ratio"} & entry.keys() else {**entry, "ratio": ratio}
 
 
 def split_question(prompt: str) -> tuple[str, str]:

@@ -180,17 +180,19 @@ class AttnsieveCache(HFCache):
                 self.on_prefill_end(layer)
 
     def _even(self, layer: int) -> bool:
+        """Whether plain attention can read the layer: every head holds as many tokens, none of
+        them weighted."""
         n = self.cache.head_tokens(layer)
-        return bool((n == n.flatten()[0]).all())
+        return bool((n == n.flatten()[0]).all()) and not self.cache.layers[layer].weighted
 
     def _dense(self, layer: int) -> tuple[Tensor, Tensor]:
         """Every cached K/V of ``layer`` as (B, H_kv, L, D), if every head holds L tokens."""
         n = self.cache.head_tokens(layer)
-        if (n != n.flatten()[0]).any():
+        if (n != n.flatten()[0]).any() or self.cache.layers[layer].weighted:
             raise ValueError(
-                f"layer {layer}: heads hold different numbers of tokens ({n.tolist()}) after "
-                "compression; dense attention cannot read them, use attnsieve's decode attention "
-                "(materialize=False)"
+                f"layer {layer}: heads hold different numbers of tokens ({n.tolist()}) or "
+                "weighted compensation tokens after compression; dense attention cannot read "
+                "them, use attnsieve's decode attention (materialize=False)"
             )
         keys, values, _ = self.cache.gather(layer)
         return keys, values

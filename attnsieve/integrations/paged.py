@@ -8,7 +8,8 @@ it for three things:
 - ``observe``: remember the queries of every forward call (prompt chunks and decode steps);
 - ``attend``: attention of a call that the paged cache must serve: a decode step (the paged decode
   kernel, over the pages the layer's selector picks), or a prompt chunk after compression made the
-  heads ragged (dense attention over each head's kept tokens, masked per head);
+  heads ragged (dense attention over each head's kept tokens, masked per head, compensation
+  tokens weighted);
 - ``compress``: run the layer's KV policy on the cache and compact it (memory is freed per head).
   It runs once when the prompt is done (explicitly, or at the first decode step), then every
   ``kv_interval`` decode steps back to the size that first compression left.
@@ -133,6 +134,10 @@ class PagedSession:
         row_end = lengths[..., None].long() - n + torch.arange(n, device=query.device)  # [B, H, n]
         visible = col <= row_end[..., None]  # [B, H_kv, n, L]
         mask = visible.repeat_interleave(g, 1)
+        log_weights = self.paged.log_weights(layer)
+        if log_weights is not None:  # compensation tokens weigh as the tokens they replaced
+            bias = log_weights[:, :, None].to(query.dtype).repeat_interleave(g, 1)
+            mask = bias.masked_fill(~mask, -torch.inf)
         out = F.scaled_dot_product_attention(
             query, keys, values, attn_mask=mask, scale=scale, enable_gqa=g > 1
         )

@@ -4,7 +4,8 @@
 channels, in place of about twenty small PyTorch ops (each a launch on the GPU, ~0.4 ms a layer
 per decode step on the H200; more with an FP8 cache): each program finds its head's next slot
 from ``lengths`` and ``page_table``, writes K, V (quantised, with their per-token scales, in an
-FP8 cache) and the position, folds the key into its page's min / max and bumps the head's length.
+FP8 cache), the position and, in a layer with log weights, the plain token's 0, folds the key into
+its page's min / max and bumps the head's length.
 Pages are allocated before, on the host mirror of the lengths. Its twin is the PyTorch path of
 `Cache.append`; the tests compare the two.
 """
@@ -24,8 +25,8 @@ from attnsieve.kernels.quant import _to_fp8
 @triton.jit
 def _append_one_kernel(
     K, V, POS, K_PAGES, V_PAGES, K_SCALE, V_SCALE, POSITIONS, KEY_MIN, KEY_MAX, PAGE_TABLE,
-    LENGTHS, stride_kb, stride_kh, stride_vb, stride_vh, stride_tb, stride_th, H_KV,
-    PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr,
+    LENGTHS, LOG_WEIGHT, stride_kb, stride_kh, stride_vb, stride_vh, stride_tb, stride_th, H_KV,
+    PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr, WEIGHTED: tl.constexpr,
 ):  # fmt: skip
     i_bh = tl.program_id(0)
     i_b, i_h = (i_bh // H_KV).to(tl.int64), (i_bh % H_KV).to(tl.int64)
@@ -46,6 +47,8 @@ def _append_one_kernel(
     tl.store(K_PAGES + slot * HEAD_DIM + o_d, b_k)
     tl.store(V_PAGES + slot * HEAD_DIM + o_d, b_v)
     tl.store(POSITIONS + slot, tl.load(POS + i_b))
+    if WEIGHTED:  # the slot may hold the weight of a token that left it
+        tl.store(LOG_WEIGHT + slot, 0.0)
     p_min, p_max = KEY_MIN + page * HEAD_DIM + o_d, KEY_MAX + page * HEAD_DIM + o_d
     tl.store(p_min, tl.minimum(tl.load(p_min), b_kf))
     tl.store(p_max, tl.maximum(tl.load(p_max), b_kf))
@@ -81,22 +84,24 @@ def append_one(
     key_max: Tensor,
     page_table: Tensor,
     lengths: Tensor,
+    log_weight: Tensor | None = None,
 ) -> None:
     """Write k, v (B, H_kv, 1, D) at position ``positions`` (B,) into each head's next slot;
     into FP8 pools (``k_scale``, ``v_scale`` float32 (num_pages, page_size)) quantised with a
-    per-token scale.
+    per-token scale; into ``log_weight`` (float32 (num_pages, page_size)), when given, 0.
 
-    ``page_table`` must already hold the page of that slot; ``lengths`` (contiguous int32
-    (B, H_kv)) is bumped by one. Pools and scales are contiguous (num_pages, page_size[, D]); k
+    ``page_table`` must already hold the page of that slot; ``lengths`` (contiguous int32 (B, H_kv))
+    is bumped by one. Pools, scales and log weights are contiguous (num_pages, page_size[, D]); k
     and v have a unit last stride. `Cache.append` checks all of this before it calls.
     """
     b, h_kv, _, d = k.shape
     fp8 = k_scale is not None
     scales = (k_scale, v_scale) if fp8 else (lengths, lengths)  # never read without FP8
+    weights = lengths if log_weight is None else log_weight  # never written without weights
     with torch.cuda.device(k.device) if k.is_cuda else contextlib.nullcontext():
         _append_one_kernel[(b * h_kv,)](
             k, v, positions, k_pages, v_pages, *scales, page_positions, key_min, key_max,
-            page_table, lengths, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            page_table, lengths, weights, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             page_table.stride(0), page_table.stride(1), h_kv, PAGE_SIZE=k_pages.shape[1],
-            HEAD_DIM=d, FP8=fp8,
+            HEAD_DIM=d, FP8=fp8, WEIGHTED=log_weight is not None,
         )  # fmt: skip

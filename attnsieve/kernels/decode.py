@@ -6,7 +6,9 @@ head's tokens (all of them, or the pages of a sparse read list) BLOCK_N at a tim
 addresses through the page table so that pages smaller than BLOCK_N work. Each split writes its
 normalised partial output and log-sum-exp; a small second kernel merges the splits (skipped when
 there is one). FP8 pools are loaded as FP8 and dequantised in registers by per-token scales (a
-constexpr flag). The float32 twin is :func:`attnsieve.kernels.decode_reference.decode_reference`.
+constexpr flag); per-token log weights (RazorAttention's compensation tokens), when given, are added
+to the logits (another). The float32 twin is
+:func:`attnsieve.kernels.decode_reference.decode_reference`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from attnsieve.kernels.decode_reference import FP8, check_decode_inputs
 
 LOG2E = 1.4426950408889634
 LN2 = tl.constexpr(0.6931471805599453)  # a global a kernel reads must be constexpr
+LOG2E_C = tl.constexpr(LOG2E)
 # A split shorter than this costs more in launch, partial writes and merging than it saves.
 MIN_SPLIT_TOKENS = 512
 MAX_SPLITS = 128
@@ -53,9 +56,9 @@ def _gather_rows(
 
 @triton.jit
 def _attend_tile(
-    b_acc, b_l, b_m, b_q, KP, VP, KS, VS, o_pp, o_slot, m_n, o_d, qk_scale,
-    stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss,
-    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    b_acc, b_l, b_m, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
+    stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
+    FP8: tl.constexpr, LOG_WEIGHT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Fold the gathered key/value rows into the running softmax of the [G_PAD, D] query tile."""
     o_k = o_pp * stride_kp + o_slot.to(tl.int64) * stride_ks
@@ -71,6 +74,9 @@ def _attend_tile(
         b_v = b_v.to(b_q.dtype)
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION)  # [G_PAD, BLOCK_N]
     b_s = b_s * b_sk[None, :] if FP8 else b_s * qk_scale
+    if LOG_WEIGHT:  # natural log, into the log2 domain of the scores
+        o_w = o_pp * stride_wp + o_slot.to(tl.int64) * stride_ws
+        b_s += tl.load(LW + o_w, mask=m_n, other=0.0)[None, :] * LOG2E_C
     b_s = tl.where(m_n[None, :], b_s, float("-inf"))
     b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
     # a row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not NaN
@@ -90,14 +96,16 @@ def _attend_tile(
     "stride_tb", "stride_th", "stride_ib", "stride_ih", "MAX_TOK", "MAX_LIST", "SPLITS",
 ])
 def _decode_split_kernel(
-    Q, KP, VP, KS, VS, PT, LEN, LIST, CNT, Part, PartLSE,
+    Q, KP, VP, KS, VS, LW, PT, LEN, LIST, CNT, Part, PartLSE,
     stride_qb, stride_qh, stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss,
+    stride_wp, stride_ws,
     stride_tb, stride_th, stride_tp, stride_lb, stride_lh,
     stride_ib, stride_ih, stride_ip, stride_cb, stride_ch,
     stride_ob, stride_oh, stride_os, stride_od, stride_eb, stride_eh, stride_es,
     H_KV, GROUP, MAX_TOK, MAX_LIST, SPLITS, qk_scale,
     HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPARSE: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    SPARSE: tl.constexpr, FP8: tl.constexpr, LOG_WEIGHT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_hkv = (i_bh // H_KV).to(tl.int64), (i_bh % H_KV).to(tl.int64)
@@ -130,9 +138,10 @@ def _decode_split_kernel(
     for j0 in range(j_lo, j_hi, BLOCK_N):
         o_pp, o_slot, m_n = _gather_rows(p_pt, p_list, j0, j_hi, n_len, o_t, stride_tp,
                                          stride_ip, PAGE_SIZE, SPARSE)
-        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, KP, VP, KS, VS, o_pp, o_slot, m_n,
-                                       o_d, qk_scale, stride_kp, stride_ks, stride_vp, stride_vs,
-                                       stride_sp, stride_ss, FP8, DOT_PRECISION)
+        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, KP, VP, KS, VS, LW, o_pp, o_slot,
+                                       m_n, o_d, qk_scale, stride_kp, stride_ks, stride_vp,
+                                       stride_vs, stride_sp, stride_ss, stride_wp, stride_ws, FP8,
+                                       LOG_WEIGHT, DOT_PRECISION)
 
     # an empty split (or head) gives 0 and lse -inf, never 0/0
     b_empty = b_l == 0.0
@@ -193,6 +202,7 @@ def decode_attention(
     scale: float | None = None,
     k_scale: Tensor | None = None,
     v_scale: Tensor | None = None,
+    log_weight: Tensor | None = None,
     out: Tensor | None = None,
     return_lse: bool = False,
     num_splits: int | None = None,
@@ -213,6 +223,9 @@ def decode_attention(
         scale: softmax scale, default 1/sqrt(D).
         k_scale, v_scale: float32 (num_pages, page_size) per-token dequantisation scales of FP8
             pools (value = fp8 * scale); None otherwise.
+        log_weight: optional float32 (num_pages, page_size), natural log of the number of tokens
+            each cached token stands for, added to its logit (a token of weight w counts as w
+            copies of itself); None: every token counts once.
         out: optional (B, H_q, D) output buffer of q's dtype.
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q).
         num_splits: splits per KV head; default :func:`num_splits_for` the table's capacity.
@@ -224,8 +237,9 @@ def decode_attention(
         >>> out = decode_attention(q, k_pages, v_pages, page_table, lengths)  # doctest: +SKIP
     """
     check_decode_inputs(
-        q, k_pages, v_pages, page_table, lengths, pages, page_count, scale, k_scale, v_scale, out
-    )
+        q, k_pages, v_pages, page_table, lengths, pages, page_count, scale, k_scale, v_scale, out,
+        log_weight,
+    )  # fmt: skip
     if num_splits is not None and not (
         isinstance(num_splits, int) and not isinstance(num_splits, bool) and num_splits >= 1
     ):
@@ -251,12 +265,14 @@ def decode_attention(
     # without a list / scales their pointers are never read: pass placeholders
     lst, cnt = (pages, page_count) if sparse else (page_table, lengths)
     ks, vs = (k_scale, v_scale) if fp8 else (lengths, lengths)
+    lw = lengths if log_weight is None else log_weight
     g = h_q // h_kv
     # fmt: off
     args = (
-        q, k_pages, v_pages, ks, vs, page_table, lengths, lst, cnt, part, part_lse,
+        q, k_pages, v_pages, ks, vs, lw, page_table, lengths, lst, cnt, part, part_lse,
         q.stride(0), q.stride(1), k_pages.stride(0), k_pages.stride(1),
         v_pages.stride(0), v_pages.stride(1), ks.stride(0), ks.stride(-1),
+        lw.stride(0), lw.stride(-1),
         *page_table.stride(), *lengths.stride(), *lst.stride(), *cnt.stride(),
         *part.stride(), *part_lse.stride(),
         h_kv, g, max_pages * page_size, max_list, num_splits, scale * LOG2E,
@@ -269,6 +285,7 @@ def decode_attention(
         "BLOCK_N": block_n,
         "SPARSE": sparse,
         "FP8": fp8,
+        "LOG_WEIGHT": log_weight is not None,
         "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
     }
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():

@@ -1,8 +1,9 @@
 """Paged decode attention in plain PyTorch float32: the semantics the Triton kernel is tested on.
 
 Each (batch, KV head) gathers its tokens through the page table (all of its pages, or the listed
-ones), dequantises FP8 pages with their per-token scales, and runs an exact softmax for its
-``g = H_q // H_kv`` query heads. :func:`check_decode_inputs` is the argument check shared with
+ones), dequantises FP8 pages with their per-token scales, adds each token's log weight (if given) to
+its logits, and runs an exact softmax for its ``g = H_q // H_kv`` query heads.
+:func:`check_decode_inputs` is the argument check shared with
 :func:`attnsieve.kernels.decode.decode_attention`.
 """
 
@@ -43,6 +44,7 @@ def check_decode_inputs(
     k_scale: Tensor | None,
     v_scale: Tensor | None,
     out: Tensor | None,
+    log_weight: Tensor | None = None,
 ) -> None:
     """Shapes, dtypes and devices of a paged decode call; named TypeError / ValueError otherwise.
 
@@ -113,15 +115,23 @@ def check_decode_inputs(
             continue
         if not isinstance(s, Tensor):
             raise TypeError(f"{name}: FP8 pages need a float32 tensor of scales, got {s!r}")
-        if s.dtype != torch.float32:
-            raise TypeError(f"{name}: expected float32, got {s.dtype}")
-        if tuple(s.shape) != (num_pages, page_size) or s.device != q.device:
-            raise ValueError(
-                f"{name}: expected shape {(num_pages, page_size)} on {q.device}, got "
-                f"{tuple(s.shape)} on {s.device}"
-            )
+        _check_per_slot(name, s, (num_pages, page_size), q.device)
+    if log_weight is not None:
+        if not isinstance(log_weight, Tensor):
+            raise TypeError(f"log_weight: expected a float32 tensor or None, got {log_weight!r}")
+        _check_per_slot("log_weight", log_weight, (num_pages, page_size), q.device)
     if out is not None:
         check_out(out, q)
+
+
+def _check_per_slot(name: str, t: Tensor, shape: tuple[int, int], device) -> None:
+    """A float32 value per pool slot: (num_pages, page_size) on q's device."""
+    if t.dtype != torch.float32:
+        raise TypeError(f"{name}: expected float32, got {t.dtype}")
+    if tuple(t.shape) != shape or t.device != device:
+        raise ValueError(
+            f"{name}: expected shape {shape} on {device}, got {tuple(t.shape)} on {t.device}"
+        )
 
 
 def _check_values(page_table, lengths, pages, page_count, num_pages, page_size) -> None:
@@ -153,14 +163,16 @@ def decode_reference(
     scale: float | None = None,
     k_scale: Tensor | None = None,
     v_scale: Tensor | None = None,
+    log_weight: Tensor | None = None,
     out: Tensor | None = None,
     return_lse: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Float32 twin of :func:`attnsieve.kernels.decode.decode_attention` (same arguments, same
     results up to rounding); it also checks the values the launcher trusts."""
     check_decode_inputs(
-        q, k_pages, v_pages, page_table, lengths, pages, page_count, scale, k_scale, v_scale, out
-    )
+        q, k_pages, v_pages, page_table, lengths, pages, page_count, scale, k_scale, v_scale, out,
+        log_weight,
+    )  # fmt: skip
     b, h_q, d = q.shape
     h_kv, page_size = page_table.shape[1], k_pages.shape[1]
     g = h_q // h_kv
@@ -189,6 +201,8 @@ def decode_reference(
                 continue  # empty head (or empty selection): out 0, lse -inf
             rows = slice(i_h * g, (i_h + 1) * g)
             s = q[i_b, rows].float() @ k.T * scale  # [g, T]
+            if log_weight is not None:
+                s = s + log_weight[phys, slot]
             lse[i_b, rows] = torch.logsumexp(s, -1)
             res[i_b, rows] = torch.softmax(s, -1) @ v
     if out is None:

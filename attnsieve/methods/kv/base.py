@@ -131,8 +131,8 @@ def pack_indices(mask: Tensor, width: int) -> tuple[Tensor, Tensor]:
 
 def window_attention(view: KVView, window: int) -> Tensor:
     """float32 (B, H_kv, W, L): softmax attention of the last ``window`` queries over the entries,
-    causal w.r.t. positions, padding and absent queries masked (rows of zeros), averaged over the
-    g query heads of each KV head."""
+    causal w.r.t. positions, weighted entries counted by their weight, padding and absent queries
+    masked (rows of zeros), averaged over the g query heads of each KV head."""
     q, qpos = view.queries[:, :, -window:], view.query_positions[:, -window:]
     b, h_q, w, d = q.shape
     h = view.keys.shape[1]
@@ -141,6 +141,8 @@ def window_attention(view: KVView, window: int) -> Tensor:
         torch.einsum("bhgwd,bhld->bhgwl", q.view(b, h, h_q // h, w, d).float(), view.keys.float())
         * scale
     )
+    if view.log_weights is not None:
+        logits = logits + view.log_weights[:, :, None, None, :]
     visible = (view.positions[:, :, None, :] <= qpos[:, None, :, None]) & (qpos >= 0)[
         :, None, :, None
     ]

@@ -36,7 +36,8 @@ class RazorAttention(KVPolicy):
     not modelled.
 
     Retrieval heads are either given, ``retrieval_heads`` {layer: [KV head indices]} (the
-    paper's way: found offline on repeated random tokens, see `echo_induction_scores`), or
+    paper's way: found offline on repeated random tokens, ``attnsieve calibrate --model M
+    --retrieval-heads PATH``, see `attnsieve.eval.calibrate.retrieval_heads`), or
     guessed per layer from the view: the ``retrieval_ratio`` of KV heads (rounded up) whose
     observation-window queries (``window`` 32) put the most attention on the entries a
     non-retrieval head would evict.
@@ -44,8 +45,13 @@ class RazorAttention(KVPolicy):
     Differences from the paper: the view heuristic stands in for the offline echo/induction
     scores when no list is given; the ratio counts KV heads per layer (GQA: a KV head is one
     head), not query heads of the whole model. The compensation token is returned through
-    `Kept.extra_keys` / ``extra_values`` / ``extra_weight`` (weight 0: none), for the cache to
-    append; repeated compression appends one more per call.
+    `Kept.extra_keys` / ``extra_values`` / ``extra_weight`` / ``extra_positions`` (weight 0:
+    none); the cache stores it at the position of the last token it replaces, with log(weight)
+    for attention to add. A later compression evicts it with the tokens that left the window
+    since and folds it into the new one by its weight, so a head holds one compensation token,
+    the mean of every token it ever evicted. Decode selectors rank pages without the weight
+    (Quest's bound and TidalDecode's scores see the token as one token); the decode kernel and
+    prompt chunks count it.
     """
 
     sink: int = 4
@@ -68,6 +74,11 @@ class RazorAttention(KVPolicy):
                     f"retrieval_heads: expected a dict {{layer: [head, ...]}} or None, "
                     f"got {type(self.retrieval_heads).__name__}"
                 )
+            # JSON object keys are strings: digit strings name layers, as in AttentionConfig
+            self.retrieval_heads = {
+                int(k) if isinstance(k, str) and k.isdigit() else k: v
+                for k, v in self.retrieval_heads.items()
+            }
             for layer, heads in self.retrieval_heads.items():
                 check_int("retrieval_heads (layer)", layer, 0)
                 for head in heads:
@@ -85,14 +96,22 @@ class RazorAttention(KVPolicy):
         keep = torch.where(retrieval[..., None], valid, local)
         kept = pack(keep, n)
 
-        evicted = (valid & ~keep)[..., None]
-        weight = evicted.sum(2, dtype=torch.float32)  # (B, H, 1)
+        # the compensation token: the mean of what is evicted, each entry counted by its weight
+        # (an earlier compensation token stands for all the tokens it replaced)
+        evicted = valid & ~keep
+        each = torch.ones_like(evicted, dtype=torch.float32)
+        if view.log_weights is not None:
+            each = view.log_weights.exp()
+        each = torch.where(evicted, each, 0.0)  # where, not a product: padding may hold NaN
+        weight = each.sum(2, keepdim=True)  # (B, H, 1)
 
-        def mean(x: Tensor) -> Tensor:  # where, not a product: padding may hold NaN
-            total = torch.where(evicted, x.float(), 0.0).sum(2, keepdim=True)
-            return (total / weight.clamp(min=1)[..., None]).to(x.dtype)
+        def mean(x: Tensor) -> Tensor:
+            total = torch.where(evicted[..., None], x.float() * each[..., None], 0.0).sum(2)
+            return (total[:, :, None] / weight.clamp(min=1e-30)[..., None]).to(x.dtype)
 
-        return Kept(kept.idx, kept.count, mean(view.keys), mean(view.values), weight)
+        # it takes the place of the last entry it replaces: between the sink and the window
+        last = torch.where(evicted, view.positions, -1).amax(2, keepdim=True)
+        return Kept(kept.idx, kept.count, mean(view.keys), mean(view.values), weight, last)
 
     def _retrieval(self, view: KVView, local: Tensor) -> Tensor:
         """bool (B, H_kv): the heads that keep everything."""
