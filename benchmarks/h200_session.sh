@@ -55,7 +55,8 @@
 #   2026-11-30, sixth session: s6a, s6b, s6c (carry .stage/r1, .stage/r2, .stage/r3, each at once
 #   after the last), s6d; s6e; s6f; s6g, s6h, s6i (as s6a-s6c); s6j (carry .stage/t); s6k; s6l;
 #   s6m; s6g, s6h, s6n.
-#   2026-11-30, seventh session: s7a, s7b, s7c (as s6a-s6c, s7c also carrying .stage/t).
+#   2026-11-30, seventh session: s7a, s7b, s7c (as s6a-s6c, s7c also carrying .stage/t); s7d,
+#   s7e, s7f in the same way.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -670,8 +671,48 @@ s7c)  # carrying .stage/r3 and .stage/t: CUDA tests of the decode kernel, cache 
         mkdir -p "$OUT/smollm2-eval/$d" && cp -r "$R/$d"/. "$OUT/smollm2-eval/$d/"
     done
     ;;
+s7d)  # carrying .stage/r1 (then s7e, s7f at once)
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+s7e)  # carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+s7f)  # carrying .stage/r3 and .stage/t: the CUDA tests again (razor/cuda_tests2.log); RazorAttention
+    # ablations on SmolLM2, 4K and 8K, niah_single and passkey (razor/ablation.tgz): calibrated
+    # heads at 25 % and 50 %, without the compensation token, with 30 % induction heads
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    mkdir -p "$OUT/razor"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_cache.py tests/test_decode_graphs.py > "$OUT/razor/cuda_tests2.log" 2>&1
+    tail -1 "$OUT/razor/cuda_tests2.log"
+    R=$HOME/ablation
+    mkdir -p "$R"
+    C="python3 -m attnsieve calibrate --model smollm2 --device cuda --retrieval-heads"
+    $C "$R/heads.json" 2>&1 | grep "wrote\|rror"
+    $C "$R/heads_i30.json" --induction-ratio 0.3 2>&1 | grep "wrote\|rror"
+    python3 -c "import json, sys; e = json.load(open(sys.argv[1])); e['compensation'] = False
+json.dump(e, open(sys.argv[2], 'w'))" "$R/heads.json" "$R/heads_nocomp.json"
+    E="python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k --samples 20"
+    E="$E --methods dense --tasks niah_single,passkey"
+    for d in heads heads_nocomp heads_i30 heads_50; do
+        mkdir -p "$R/$d"
+        cp benchmarks/results/h200/smollm2-eval/kv/cells.jsonl "$R/$d/"  # dense, 2026-11-29
+    done
+    for d in heads heads_nocomp heads_i30; do
+        timeout 330 $E --kv "none,$R/$d.json" --kv-ratio 0.25 --out "$R/$d" > "$R/$d/eval.log" 2>&1 &
+    done
+    timeout 330 $E --kv "none,$R/heads.json" --kv-ratio 0.5 --out "$R/heads_50" \
+        > "$R/heads_50/eval.log" 2>&1 &
+    wait
+    for d in heads heads_nocomp heads_i30 heads_50; do
+        grep -E "acc [0-9]|rror" "$R/$d/eval.log" | grep -v "^ *dense "
+    done
+    tar czf "$OUT/razor/ablation.tgz" -C "$R" .
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f" >&2
     exit 2
     ;;
 esac

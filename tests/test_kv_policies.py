@@ -339,6 +339,11 @@ def test_razor_given_heads_sink_window_and_compensation():
     assert kept.extra_keys.shape == (2, 3, 1, D) and torch.isfinite(kept.extra_keys).all()
     other_layer = make_view(LENGTHS, layer=3)
     assert (policy.compress(other_layer).extra_weight > 0).all(), "no list for layer 3: none"
+    plain = RazorAttention(budget=10, sink=4, retrieval_heads={0: [1]}, compensation=False)
+    dropped = plain.compress(view)  # the paper's ablation: the same tokens, no extra one
+    assert dropped.extra_weight is None and kept_sets(dropped) == sets
+    with pytest.raises(TypeError, match="compensation"):
+        RazorAttention(compensation=1)
 
 
 def test_razor_view_heuristic_finds_the_remote_head():

@@ -212,6 +212,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead: find RazorAttention's retrieval heads (--model) and write its KV-policy "
         "entry to PATH",
     )
+    parser.add_argument(
+        "--echo-ratio", type=float, default=0.01, help="--retrieval-heads: fraction of echo heads"
+    )
+    parser.add_argument(
+        "--induction-ratio",
+        type=float,
+        default=0.14,
+        help="--retrieval-heads: fraction of induction heads",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="calibration.json")
 
@@ -252,7 +261,12 @@ def _main_retrieval_heads(args: argparse.Namespace) -> int:
     model, tokenizer, _ = load_model(
         args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
     )
-    heads, echo, induction = retrieval_heads(model, repeated_random_tokens(tokenizer))
+    heads, echo, induction = retrieval_heads(
+        model,
+        repeated_random_tokens(tokenizer),
+        echo=args.echo_ratio,
+        induction=args.induction_ratio,
+    )
     entry = {"method": "razor", "retrieval_heads": {str(k): v for k, v in heads.items()}}
     with open(args.retrieval_heads, "w") as f:
         json.dump(entry, f, indent=1)

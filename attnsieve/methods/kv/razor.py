@@ -40,7 +40,8 @@ class RazorAttention(KVPolicy):
     --retrieval-heads PATH``, see `attnsieve.eval.calibrate.retrieval_heads`), or
     guessed per layer from the view: the ``retrieval_ratio`` of KV heads (rounded up) whose
     observation-window queries (``window`` 32) put the most attention on the entries a
-    non-retrieval head would evict.
+    non-retrieval head would evict. ``compensation=False`` drops the evicted tokens without a
+    compensation token (the paper's ablation).
 
     Differences from the paper: the view heuristic stands in for the offline echo/induction
     scores when no list is given; the ratio counts KV heads per layer (GQA: a KV head is one
@@ -58,6 +59,7 @@ class RazorAttention(KVPolicy):
     retrieval_ratio: float = 0.15
     retrieval_heads: dict[int, list[int]] | None = None
     window: int = 32
+    compensation: bool = True
 
     name: ClassVar[str] = "razor"
     default_budget: ClassVar[int | None] = None
@@ -66,6 +68,8 @@ class RazorAttention(KVPolicy):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("sink", self.sink, 0)
+        if not isinstance(self.compensation, bool):
+            raise TypeError(f"compensation: expected a bool, got {self.compensation!r}")
         check_float("retrieval_ratio", self.retrieval_ratio, 0.0, 1.0)
         check_int("window", self.window, 1)
         if self.retrieval_heads is not None:
@@ -95,6 +99,8 @@ class RazorAttention(KVPolicy):
         retrieval = self._retrieval(view, local)
         keep = torch.where(retrieval[..., None], valid, local)
         kept = pack(keep, n)
+        if not self.compensation:
+            return kept
 
         # the compensation token: the mean of what is evicted, each entry counted by its weight
         # (an earlier compensation token stands for all the tokens it replaced)
