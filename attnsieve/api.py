@@ -35,6 +35,7 @@ from attnsieve.checks import (
     check_dtype,
     check_float,
     check_int,
+    check_int32,
     check_out,
     check_qk,
     check_qkv,
@@ -390,38 +391,49 @@ def quest_page_scores(
     q: Tensor,
     key_min: Tensor,
     key_max: Tensor,
+    page_table: Tensor,
     page_count: Tensor,
     *,
     backend: str | None = None,
 ) -> Tensor:
-    """float32 (B, H_kv, P): Quest's score of each page of each KV head (arXiv 2406.10774).
+    """float32 (B, H_kv, P): Quest's score of each logical page of each KV head (arXiv 2406.10774).
 
     Args:
         q: (B, H_q, D) float16/bfloat16/float32 decode query; H_q a multiple of H_kv.
-        key_min, key_max: float32 (B, H_kv, P, D) per-page channel-wise key min / max (any
-            strides); pages past a head's count may hold anything (the cache pads +inf / -inf).
+        key_min, key_max: (N, D) float32 or bfloat16 pools of per-page channel-wise key min / max
+            (any strides), e.g. a `PageView`'s ``key_min_pool`` / ``key_max_pool``.
+        page_table: int32 (B, H_kv, P), the pool row of each logical page; entries past a head's
+            count may hold anything (they are never read).
         page_count: int32 (B, H_kv) valid pages per head.
         backend: see the module docstring.
 
     A page's score is the max over the KV head's g query heads of the upper bound of q . k over
     its keys, ``sum_d max(q_d min_d, q_d max_d)``. The last valid page (the current token's)
     scores +inf and pages past the count -inf, so a plain top-k picks the current page first and
-    an invalid page never; a head with no page scores -inf throughout.
+    an invalid page never; a head with no page scores -inf throughout. Page table entries are
+    trusted (reading them would synchronise with the GPU).
     """
     check_tensor("q", q, 3, "(batch, heads, head_dim)")
     check_dtype("q", q, _FLOAT)
     for name, t in (("key_min", key_min), ("key_max", key_max)):
-        check_tensor(name, t, 4, "(batch, kv_heads, pages, head_dim)")
-        check_dtype(name, t, (torch.float32,))
+        check_tensor(name, t, 2, "(pool pages, head_dim)")
+        check_dtype(name, t, (torch.float32, torch.bfloat16))
         if t.device != q.device:
             raise ValueError(f"{name}: expected device {q.device} (q's), got {t.device}")
-    b, h_kv, p, d = key_min.shape
     if key_max.shape != key_min.shape:
         raise ValueError(
             f"key_max: expected key_min's shape {tuple(key_min.shape)}, got {tuple(key_max.shape)}"
         )
+    check_int32("page_table", page_table, 3, "(batch, kv_heads, pages)")
+    b, h_kv, p = page_table.shape
+    d = key_min.shape[1]
     if h_kv == 0 or d == 0:
-        raise ValueError(f"key_min: expected H_kv >= 1 and D >= 1, got {tuple(key_min.shape)}")
+        raise ValueError(
+            f"page_table, key_min: expected H_kv >= 1 and D >= 1, got {tuple(page_table.shape)} "
+            f"and {tuple(key_min.shape)}"
+        )
+    if page_table.device != q.device:
+        raise ValueError(f"page_table: expected device {q.device} (q's), got {page_table.device}")
     if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h_kv:
         raise ValueError(
             f"q: expected (B={b}, a multiple of H_kv={h_kv}, D={d}), got {tuple(q.shape)}"
@@ -434,11 +446,12 @@ def quest_page_scores(
             f"page_count: expected shape {(b, h_kv)} on {q.device}, got "
             f"{tuple(page_count.shape)} on {page_count.device}"
         )
+    args = (q, key_min, key_max, page_table, page_count)
     if resolve_backend(backend, q, _FLOAT) == "reference":
-        return page_scores_reference.page_scores(q, key_min, key_max, page_count)
+        return page_scores_reference.page_scores(*args)
     from attnsieve.kernels.page_scores import page_scores
 
-    return page_scores(q, key_min, key_max, page_count)
+    return page_scores(*args)
 
 
 def select_pages(

@@ -9,7 +9,8 @@ Per layer (`LayerCache`; `kernels/decode.py` reads exactly this):
 - ``lengths``: int32 (B, H_kv) valid tokens per head. Token t of a head lives at
   ``page_table[b, h, t // page_size]``, slot ``t % page_size``.
 - ``positions``: int64 (num_pages, page_size) absolute position of each stored token.
-- ``key_min``, ``key_max``: float32 (num_pages, D) channel-wise min / max of a page's stored keys
+- ``key_min``, ``key_max``: bfloat16 (num_pages, D) channel-wise min / max of a page's stored keys,
+  rounded outward (`cache_reference.round_bf16`)
   (dequantised when FP8), +inf / -inf for an empty page.
 - ``labels``: (num_pages, page_size, R) the label channels of every stored key (Double Sparsity),
   once `Cache.set_label_channels` gave the layer its channels; else None.
@@ -161,8 +162,8 @@ class Cache:
             k_scale=scale(),
             v_scale=scale(),
             positions=self._pool(0, ps, dtype=torch.int64),
-            key_min=self._pool(0, d, dtype=torch.float32),
-            key_max=self._pool(0, d, dtype=torch.float32),
+            key_min=self._pool(0, d, dtype=ref.SUMMARY_DTYPE),
+            key_max=self._pool(0, d, dtype=ref.SUMMARY_DTYPE),
             labels=None,
             label_channels=None,
             log_weight=None,
@@ -210,8 +211,8 @@ class Cache:
         ks = None if lc.k_scale is None else lc.k_scale[pages]
         keys = self._dequant(lc.k_pages[pages], ks)  # [N, ps, D]
         dead = (torch.arange(ps, device=self.device) >= valid[:, None])[..., None]
-        lc.key_min[pages] = keys.masked_fill(dead, math.inf).amin(1)
-        lc.key_max[pages] = keys.masked_fill(dead, -math.inf).amax(1)
+        lc.key_min[pages] = ref.round_bf16(keys.masked_fill(dead, math.inf).amin(1), up=False)
+        lc.key_max[pages] = ref.round_bf16(keys.masked_fill(dead, -math.inf).amax(1), up=True)
 
     def _allocate(self, lc: LayerCache, t: int) -> None:
         """Pages for ``t`` more tokens in every head, entered in the page table with empty
@@ -308,8 +309,8 @@ class Cache:
         if lc.log_weight is not None:  # a freed or vacated slot may hold an old weight
             lc.log_weight.view(-1)[flat] = 0.0
         page_of = phys.flatten()[:, None].expand(-1, self.head_dim)
-        lc.key_min.scatter_reduce_(0, page_of, kf, "amin")
-        lc.key_max.scatter_reduce_(0, page_of, kf, "amax")
+        lc.key_min.scatter_reduce_(0, page_of, ref.round_bf16(kf, up=False), "amin")
+        lc.key_max.scatter_reduce_(0, page_of, ref.round_bf16(kf, up=True), "amax")
         if lc.labels is not None:
             ch = lc.label_channels[None, :, None, :].expand(self.batch, -1, t, -1)
             lab = kf.view(self.batch, self.kv_heads, t, -1).gather(-1, ch)
@@ -501,30 +502,32 @@ class Cache:
         )
 
     def page_view(self, layer: int) -> PageView:
-        """What a decode selector sees of ``layer``: per-head page summaries, padded with +inf /
-        -inf past a head's pages (labels: 0 past its tokens). ``keys()`` reads the pool when
-        called: valid until the layer's next append or compaction."""
+        """What a decode selector sees of ``layer``: the page summaries' pools and the page table
+        (no copies), labels per head (0 past its tokens). The view and ``keys()`` (which reads the
+        pool when called) are valid until the layer's next append or compaction."""
 
         ref.check_layer(layer, self.num_layers)
         lc, ps = self.layers[layer], self.page_size
         count = cdiv(lc.lengths, ps)
         width = int(lc.host_pages.max())  # reserved pages too: a captured graph sees them fill
-        used = torch.arange(width, device=self.device) < count[..., None]  # [B, H, P]
-        phys = lc.page_table[..., :width].long().clamp(min=0)
-        kmin = lc.key_min[phys].masked_fill(~used[..., None], math.inf)
-        kmax = lc.key_max[phys].masked_fill(~used[..., None], -math.inf)
+        table = lc.page_table[..., :width]
+        phys = None
         labels = None
         if lc.labels is not None:
+            phys = table.long().clamp(min=0)
             tok = torch.arange(width * ps, device=self.device).view(width, ps)
             dead = tok >= lc.lengths[..., None, None]  # [B, H, P, ps]
             labels = lc.labels[phys].masked_fill(dead[..., None], 0)
 
         def keys() -> Tensor:  # (B, H_kv, P, ps, D), read only by selectors that need it
-            sc = None if lc.k_scale is None else lc.k_scale[phys]
-            return self._dequant(lc.k_pages[phys], sc).to(self.dtype)
+            rows = table.long().clamp(min=0) if phys is None else phys
+            sc = None if lc.k_scale is None else lc.k_scale[rows]
+            return self._dequant(lc.k_pages[rows], sc).to(self.dtype)
 
         n, ch = lc.lengths.clone(), lc.label_channels
-        return PageView(kmin, kmax, count, ps, n, labels, layer, len(self), ch, keys)
+        return PageView(
+            lc.key_min, lc.key_max, table, count, ps, n, labels, layer, len(self), ch, keys
+        )
 
     def kernel_args(self, layer: int) -> KernelArgs:
         """The pool and tables of ``layer`` as the decode kernel takes them (no copies)."""

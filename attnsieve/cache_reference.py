@@ -3,9 +3,9 @@
 It defines what the paged cache means: each head holds a list of (key, value, position, log weight)
 in order; `compact` keeps the listed entries and inserts the extras (`Kept`) by position, each with
 the log of its weight (plain tokens: 0); a page is ``page_size`` consecutive entries of a head, and
-its summary the channel-wise min / max of its keys. FP8 stores ``fp8(x / scale) * scale`` with one
-scale per token (absmax over D / 448). The argument checks both share live here (as the kernels'
-twins hold theirs).
+its summary the channel-wise min / max of its keys, in bfloat16 rounded outward (`round_bf16`). FP8
+stores ``fp8(x / scale) * scale`` with one scale per token (absmax over D / 448). The argument
+checks both share live here (as the kernels' twins hold theirs).
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ from attnsieve.checks import cdiv, check_int, check_pow2, check_tensor
 from attnsieve.views import Kept, KVView, PageView
 
 MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SUMMARY_DTYPE = torch.bfloat16  # page key min / max: half the bytes Quest's scores read
+
+
+def round_bf16(x: Tensor, up: bool) -> Tensor:
+    """float32 x as bfloat16 rounded toward +inf (``up``) or -inf: the nearest bfloat16 that
+    stays a bound. bfloat16 is float32's top 16 bits: truncate (toward 0), then step one unit
+    away from 0 where that moved the value the wrong way."""
+    bits = x.float().contiguous().view(torch.int32)
+    truncated = bits & -65536  # 0xFFFF0000: keep sign, exponent and 7 mantissa bits
+    t = truncated.view(torch.float32)
+    wrong = t < x if up else t > x
+    out = torch.where(wrong, (truncated + 65536).view(torch.float32), t)
+    return torch.where(x.isnan(), x.float(), out).to(SUMMARY_DTYPE)  # NaN stays NaN
 
 
 # ---- argument checks, shared with the reference twin ------------------------------------------
@@ -312,8 +325,8 @@ class ReferenceCache:
         check_layer(layer, self.num_layers)
         n, ps, ch = self._lengths(layer), self.page_size, self._channels[layer]
         b, h, d, pages = self.batch, self.kv_heads, self.head_dim, int(cdiv(n.max(), ps))
-        kmin = torch.full((b, h, pages, d), math.inf, device=self.device)
-        kmax = torch.full((b, h, pages, d), -math.inf, device=self.device)
+        kmin = torch.full((b, h, pages, d), math.inf, dtype=SUMMARY_DTYPE, device=self.device)
+        kmax = torch.full((b, h, pages, d), -math.inf, dtype=SUMMARY_DTYPE, device=self.device)
         labels = None
         if ch is not None:
             labels = torch.zeros(b, h, pages, ps, ch.shape[1], dtype=self.dtype, device=self.device)
@@ -321,7 +334,8 @@ class ReferenceCache:
             for j in range(h):
                 for p in range(int(cdiv(n[i, j], ps))):
                     chunk = self._k[layer][i][j][p * ps : (p + 1) * ps]
-                    kmin[i, j, p], kmax[i, j, p] = chunk.amin(0), chunk.amax(0)
+                    kmin[i, j, p] = round_bf16(chunk.amin(0), up=False)
+                    kmax[i, j, p] = round_bf16(chunk.amax(0), up=True)
                     if labels is not None:
                         labels[i, j, p, : len(chunk)] = chunk[:, ch[j]].to(self.dtype)
         count = cdiv(n, ps).to(torch.int32).to(self.device)
@@ -331,9 +345,11 @@ class ReferenceCache:
             for j in range(h):
                 keys[i, j, : int(n[i, j])] = self._k[layer][i][j]
         keys = keys.view(b, h, pages, ps, d).to(self.dtype)
+        table = torch.arange(b * h * pages, dtype=torch.int32, device=self.device).view(b, h, pages)
         return PageView(
-            kmin, kmax, count, ps, lengths, labels, layer, self.num_layers, ch, lambda: keys
-        )
+            kmin.view(-1, d), kmax.view(-1, d), table, count, ps, lengths, labels, layer,
+            self.num_layers, ch, lambda: keys,
+        )  # fmt: skip
 
     def head_tokens(self, layer: int) -> Tensor:
         check_layer(layer, self.num_layers)
@@ -349,7 +365,7 @@ class ReferenceCache:
         elem = 1 if fp8 else torch.finfo(self.dtype).bits // 8
         total = 0
         for i in layers:
-            page = 2 * ps * d * elem + (2 * ps * 4 if fp8 else 0) + ps * 8 + 2 * d * 4
+            page = 2 * ps * d * elem + (2 * ps * 4 if fp8 else 0) + ps * 8 + 2 * d * 2
             page += ps * 4 if self._weighted[i] else 0
             if self._channels[i] is not None:
                 page += ps * self._channels[i].shape[1] * (torch.finfo(self.dtype).bits // 8)

@@ -68,6 +68,16 @@ def check_tensor(name: str, t: object, dims: int, what: str) -> None:
         raise ValueError(f"{name}: meta tensors hold no data; expected a CPU or CUDA tensor")
 
 
+def check_int32(name: str, t: object, dims: int, what: str) -> None:
+    """An int32 tensor (an index table) with ``dims`` dims, described by ``what``."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.int32:
+        raise TypeError(f"{name}: expected int32, got {t.dtype}")
+    if t.dim() != dims:
+        raise ValueError(f"{name}: expected {dims} dims {what}, got shape {tuple(t.shape)}")
+
+
 def check_qk(q: Tensor, k: Tensor) -> None:
     """Raise unless q is (B, H_q, N, D) and k (B, H_kv, M, D) of one float dtype and device, with
     H_q a multiple of H_kv: the contract of every attention and planning entry point."""

@@ -8,12 +8,14 @@ live here, below both the cache and the methods, so that neither imports the oth
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from attnsieve.checks import check_int, check_scale, check_tensor
+from attnsieve.checks import check_int, check_int32, check_scale, check_tensor
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,11 @@ class PageView:
     """What a selector sees of one layer's paged cache at a decode step.
 
     Fields:
-        key_min, key_max: (B, H_kv, P, D) per-page channel-wise min / max of the keys (Quest's
-            summaries), float32; pages past a head's page count hold +inf / -inf.
+        key_min_pool, key_max_pool: (N, D) channel-wise min / max of the keys of every page of
+            the cache's pool (Quest's summaries), bfloat16 rounded outward (min down, max up: a
+            bound stays a bound); ``page_table`` says which row is whose.
+        page_table: int32 (B, H_kv, P), the pool row of each logical page of each head; entries
+            past a head's page count are anything (never read).
         page_count: int32 (B, H_kv) valid pages per head; page_size: tokens per page.
         lengths: int32 (B, H_kv) valid tokens per head (the current token included).
         labels: (B, H_kv, P, page_size, R) the calibrated label channels of every cached key
@@ -124,8 +129,9 @@ class PageView:
         scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
     """
 
-    key_min: Tensor
-    key_max: Tensor
+    key_min_pool: Tensor
+    key_max_pool: Tensor
+    page_table: Tensor
     page_count: Tensor
     page_size: int
     lengths: Tensor
@@ -137,13 +143,14 @@ class PageView:
     scale: float | None = None
 
     def __post_init__(self) -> None:  # shapes only: no host synchronisation
-        check_tensor("key_min", self.key_min, 4, "(batch, kv_heads, pages, head_dim)")
-        b, h, p, _ = self.key_min.shape
-        if self.key_max.shape != self.key_min.shape:
+        check_tensor("key_min_pool", self.key_min_pool, 2, "(pool pages, head_dim)")
+        if self.key_max_pool.shape != self.key_min_pool.shape:
             raise ValueError(
-                f"key_max: expected shape {tuple(self.key_min.shape)}, "
-                f"got {tuple(self.key_max.shape)}"
+                f"key_max_pool: expected shape {tuple(self.key_min_pool.shape)}, "
+                f"got {tuple(self.key_max_pool.shape)}"
             )
+        check_int32("page_table", self.page_table, 3, "(batch, kv_heads, pages)")
+        b, h, p = self.page_table.shape
         if self.page_count.shape != (b, h) or self.lengths.shape != (b, h):
             raise ValueError(
                 f"page_count, lengths: expected shape {(b, h)}, got "
@@ -165,6 +172,25 @@ class PageView:
                     f"got {tuple(self.label_channels.shape)}"
                 )
         _check_layer_and_scale(self.layer, self.num_layers, self.scale)
+
+    @property
+    def num_pages(self) -> int:
+        """P: logical pages of the longest head (the page table's width)."""
+        return self.page_table.shape[2]
+
+    @property
+    def head_dim(self) -> int:
+        return self.key_min_pool.shape[1]
+
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        """float32 (B, H_kv, P, D) key min and max of every logical page of every head, +inf /
+        -inf past a head's page count: a gather of the pools, for readers that want the summaries
+        per head (tests, diagnostics); Quest's kernel reads the pools through the table."""
+        used = torch.arange(self.num_pages, device=self.page_table.device)
+        used = (used < self.page_count[..., None])[..., None]
+        rows = self.page_table.long().clamp(min=0)
+        key_min = self.key_min_pool[rows].float().masked_fill(~used, math.inf)
+        return key_min, self.key_max_pool[rows].float().masked_fill(~used, -math.inf)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,8 @@ def page_mass(q, k, scale, ratio: float) -> tuple[float, float, float]:
     kmin = keys.masked_fill(~valid, float("inf")).amin(3)
     kmax = keys.masked_fill(~valid, float("-inf")).amax(3)
     count = torch.full((b, hk), pages, dtype=torch.int32)
-    score = quest_page_scores(q[:, :, 0], kmin, kmax, count)
+    table = torch.arange(b * hk * pages, dtype=torch.int32).view(b, hk, pages)  # row per page
+    score = quest_page_scores(q[:, :, 0], kmin.view(-1, d), kmax.view(-1, d), table, count)
     width = max(1, int(ratio * n) // PAGE)
 
     def held(idx):
@@ -73,7 +74,7 @@ def best_pages(self: Quest, q: Tensor, view, step):
     """Quest's budget spent on the pages of largest true attention mass of the group."""
     if (width := self.width(view)) is None:
         return None
-    p = view.key_min.shape[2]
+    p = view.num_pages
     keys = view.keys().float()  # (B, H_kv, P, page, D)
     b, hk, _, page, d = keys.shape
     logits = torch.einsum("bhgd,bhptd->bhgpt", q.float().view(b, hk, -1, d), keys)
@@ -89,7 +90,9 @@ def quest_with_first_page(self: Quest, q: Tensor, view, step):
     """Quest's pages, with each head's first page (the attention sink) ranked first."""
     if (width := self.width(view)) is None:
         return None
-    score = quest_page_scores(q, view.key_min, view.key_max, view.page_count)
+    score = quest_page_scores(
+        q, view.key_min_pool, view.key_max_pool, view.page_table, view.page_count
+    )
     first = torch.arange(score.shape[-1], device=score.device) == 0
     score = score.masked_fill(first, float("inf"))
     return top_pages(score, self.token_targets(view) // view.page_size, width, view)

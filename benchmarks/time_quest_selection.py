@@ -1,6 +1,8 @@
 """Where Quest's selection time goes on the GPU: the page scores, the top-pages kernel, and the
 whole `Quest.select` (with its budget arithmetic), on the decode bench's Llama-3-8B caches
-(8 KV heads, head_dim 128, pages of 16, 1/16 of the tokens). CUDA-graph medians, L2 flushed.
+(8 KV heads, head_dim 128, pages of 16, 1/16 of the tokens), with the page summaries in bfloat16
+(as the cache keeps them) read through the page table, and in float32 for comparison. CUDA-graph
+medians, L2 flushed.
 
     PYTHONPATH=. python3 benchmarks/time_quest_selection.py
 """
@@ -12,18 +14,21 @@ import torch
 from attnsieve.api import quest_page_scores, select_pages
 from attnsieve.bench.common import graph_ms
 from attnsieve.bench.decode import LLAMA3_8B_DECODE, make_cache, quest_pages
+from attnsieve.cache_reference import round_bf16
 
 
 def time_shape(b: int, n: int) -> dict[str, float]:
     c = make_cache(b, n, LLAMA3_8B_DECODE)
-    pages = c.k.float().view(b, 8, n // 16, 16, 128)
-    kmin, kmax = pages.amin(3), pages.amax(3)
+    pages, table = c.paged["k_pages"].float(), c.paged["page_table"]
+    kmin, kmax = pages.amin(1), pages.amax(1)  # (pool pages, D)
+    low, high = round_bf16(kmin, up=False), round_bf16(kmax, up=True)
     count = torch.full((b, 8), n // 16, dtype=torch.int32, device="cuda")
     keep = torch.full((b, 8), n // 256, dtype=torch.int64, device="cuda")
-    score = quest_page_scores(c.q, kmin, kmax, count)
+    score = quest_page_scores(c.q, low, high, table, count)
     select = quest_pages(16)  # builds its page view on the first (warm-up) call
     return {
-        "scores": graph_ms(lambda: quest_page_scores(c.q, kmin, kmax, count), 30),
+        "scores fp32": graph_ms(lambda: quest_page_scores(c.q, kmin, kmax, table, count), 30),
+        "scores": graph_ms(lambda: quest_page_scores(c.q, low, high, table, count), 30),
         "top pages": graph_ms(lambda: select_pages(score, keep, n // 256), 30),
         "Quest.select": graph_ms(lambda: select(c.q, c), 30),
     }

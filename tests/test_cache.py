@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnsieve.cache import Cache
-from attnsieve.cache_reference import ReferenceCache
+from attnsieve.cache_reference import ReferenceCache, round_bf16
 from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.decode_reference import decode_reference
 from attnsieve.views import Kept
@@ -91,14 +91,17 @@ def assert_same(cache, twin, layer, h_q):
         assert torch.equal(a.log_weights, b.log_weights)
         assert torch.equal(cache.log_weights(layer), a.log_weights)
     a, b = cache.page_view(layer), twin.page_view(layer)
-    for name in ("key_min", "key_max", "page_count", "lengths"):
+    for name in ("page_count", "lengths"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+    for x, y in zip(a.bounds(), b.bounds(), strict=True):
+        assert torch.equal(x, y)
+    assert a.key_min_pool.dtype == b.key_min_pool.dtype == torch.bfloat16
     assert (a.labels is None) == (b.labels is None)
     if a.labels is not None:
         assert torch.equal(a.labels, b.labels)
         assert torch.equal(a.label_channels, b.label_channels)
-    valid = torch.arange(a.key_min.shape[2] * cache.page_size, device=cache.device)
-    valid = (valid < a.lengths[..., None]).view(*a.key_min.shape[:3], cache.page_size)
+    valid = torch.arange(a.num_pages * cache.page_size, device=cache.device)
+    valid = (valid < a.lengths[..., None]).view(*a.page_table.shape, cache.page_size)
     assert torch.equal(a.keys()[valid], b.keys()[valid])  # slots past the length: any value
     assert torch.equal(cache.head_tokens(layer), twin.head_tokens(layer))
     assert cache.memory_bytes(layer) == twin.memory_bytes(layer)
@@ -235,7 +238,7 @@ def test_compress_to_budget_frees_real_memory(device):
     ps, d = 16, 64
     cache = Cache(1, 2, 4, d, page_size=ps, dtype=F16, device=device)
     cache.append(0, *kv(cache, 200))
-    page = 2 * ps * d * 2 + ps * 8 + 2 * d * 4  # K, V, positions, key min / max
+    page = 2 * ps * d * 2 + ps * 8 + 2 * d * 2  # K, V, positions, key min / max (bfloat16)
     assert cache.page_bytes(0) == page
     assert cache.memory_bytes() == 2 * 4 * math.ceil(200 / ps) * page
     budgets = [[5, 16, 17, 33], [0, 1, 64, 200]]
@@ -348,15 +351,31 @@ def test_summaries_forget_evicted_keys():
     k, v = kv(cache, 12)
     k[0, :, 3] = 100.0  # an outlier in page 0 of both heads
     cache.append(0, k, v)
-    assert (cache.page_view(0).key_max[0, :, 0] == 100).all()
+    assert (cache.page_view(0).bounds()[1][0, :, 0] == 100).all()
     cache.compact(0, kept_from([[[0, 1, 2, 4, 5, 6, 7, 8, 9], [3]]]))
     view = cache.page_view(0)
+    key_min, key_max = view.bounds()
     want = k[0, 0, [0, 1, 2, 4, 5, 6, 7, 8]]
-    assert torch.equal(view.key_max[0, 0, 0], want.amax(0))
-    assert torch.equal(view.key_min[0, 0, 1], k[0, 0, 9])  # page 1 holds one token
-    assert torch.equal(view.key_max[0, 1, 0], k[0, 0, 3].new_full((16,), 100.0))
+    assert torch.equal(key_max[0, 0, 0], round_bf16(want.amax(0), up=True).float())
+    assert torch.equal(key_min[0, 0, 1], round_bf16(k[0, 0, 9], up=False).float())  # one token
+    assert torch.equal(key_max[0, 1, 0], k[0, 0, 3].new_full((16,), 100.0))
     assert view.page_count.tolist() == [[2, 1]]
-    assert torch.isinf(view.key_min[0, 1, 1]).all() and (view.key_min[0, 1, 1] > 0).all()
+    assert torch.isinf(key_min[0, 1, 1]).all() and (key_min[0, 1, 1] > 0).all()
+
+
+def test_summaries_are_bfloat16_bounds():
+    """The page summaries round outward to bfloat16: every stored key lies within its page's
+    [min, max], which are within one bfloat16 step of the exact ones."""
+    cache = Cache(1, 2, 2, 16, page_size=8, dtype=F32, device="cpu")
+    k, v = kv(cache, 40, scale=50.0)
+    cache.append(0, k, v)
+    key_min, key_max = cache.page_view(0).bounds()
+    pages = k.view(2, 2, 5, 8, 16)
+    assert ((key_min[..., None, :] <= pages) & (pages <= key_max[..., None, :])).all()
+    exact_min, exact_max = pages.amin(3), pages.amax(3)
+    assert (key_min < exact_min).any() and (key_max > exact_max).any()  # really rounded
+    step = 2.0**-7 * torch.maximum(exact_min.abs(), exact_max.abs())
+    assert (exact_min - key_min <= step).all() and (key_max - exact_max <= step).all()
 
 
 def test_reset_releases_everything_but_label_channels():

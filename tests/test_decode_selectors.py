@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from attnsieve.cache_reference import round_bf16
 from attnsieve.methods.decode import (
     SELECTORS,
     DoubleSparsity,
@@ -38,9 +39,11 @@ def make_view(keys, lengths, page_size=PS, layer=2, num_layers=4, channels=None)
     labels = None
     if channels is not None:  # (B, H, P, page_size, R): each head's label channels
         labels = torch.stack([paged[:, j, ..., channels[j]] for j in range(h)], 1)
+    table = torch.arange(b * h * p, dtype=torch.int32).view(b, h, p)  # a pool row per page
     return PageView(
-        key_min,
-        key_max,
+        round_bf16(key_min, up=False).view(-1, d),  # as the cache keeps them
+        round_bf16(key_max, up=True).view(-1, d),
+        table,
         page_count,
         page_size,
         lens,
@@ -106,13 +109,14 @@ def test_every_selector_with_its_defaults_through_all_layers(name):
 def test_quest_bound_is_the_paper_formula_and_an_upper_bound(g):
     keys, q = random_case(g=g, seed=1)
     view = make_view(keys, LENGTHS)
-    b, h, p, _ = view.key_min.shape
+    key_min, key_max = view.bounds()
+    b, h, p, _ = key_min.shape
     seen = {}  # the bound, recomputed channel by channel; GQA: max over the group
     for i in range(b):
         for j in range(h):
             for qh in range(j * g, (j + 1) * g):
                 for page in range(int(view.page_count[i, j])):
-                    lo, hi = view.key_min[i, j, page], view.key_max[i, j, page]
+                    lo, hi = key_min[i, j, page], key_max[i, j, page]
                     bound = torch.maximum(q[i, qh] * lo, q[i, qh] * hi).sum()
                     start, stop = page * PS, min((page + 1) * PS, int(view.lengths[i, j]))
                     actual = keys[i, j, start:stop] @ q[i, qh]
@@ -249,8 +253,9 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
     keys, q = random_case()
     view = make_view(keys, LENGTHS, layer=2)
     no_keys = PageView(
-        view.key_min, view.key_max, view.page_count, view.page_size, view.lengths, None, 2, 4
-    )
+        view.key_min_pool, view.key_max_pool, view.page_table, view.page_count, view.page_size,
+        view.lengths, None, 2, 4,
+    )  # fmt: skip
     with pytest.raises(ValueError, match="view.keys"):
         TidalDecode(budget_tokens=8).select(q, no_keys, StepState())
     with pytest.raises(ValueError, match="step"):
@@ -282,8 +287,9 @@ def test_malformed_views_and_queries():
     keys, q = random_case()
     view = make_view(keys, LENGTHS, channels=torch.tensor([[0, 1], [2, 3]]))
     fields = dict(
-        key_min=view.key_min,
-        key_max=view.key_max,
+        key_min_pool=view.key_min_pool,
+        key_max_pool=view.key_max_pool,
+        page_table=view.page_table,
         page_count=view.page_count,
         page_size=PS,
         lengths=view.lengths,
@@ -293,14 +299,16 @@ def test_malformed_views_and_queries():
         label_channels=view.label_channels,
     )
     cases = [
-        ({"key_max": view.key_max[:, :1]}, ValueError, "key_max"),
+        ({"key_max_pool": view.key_max_pool[:1]}, ValueError, "key_max_pool"),
+        ({"page_table": view.page_table.long()}, TypeError, "page_table"),
+        ({"page_table": view.page_table[0]}, ValueError, "page_table"),
         ({"page_count": view.page_count[:1]}, ValueError, "page_count, lengths"),
         ({"page_size": 0}, ValueError, "page_size"),
         ({"label_channels": None}, ValueError, "labels, label_channels"),
         ({"labels": view.labels[..., :1]}, ValueError, "label_channels"),
         ({"labels": view.labels[:, :, :, :2]}, ValueError, "labels"),
         ({"layer": 4}, ValueError, "layer"),
-        ({"key_min": view.key_min.int()}, TypeError, "key_min"),
+        ({"key_min_pool": view.key_min_pool.int()}, TypeError, "key_min_pool"),
     ]
     for change, error, match in cases:
         with pytest.raises(error, match=match):

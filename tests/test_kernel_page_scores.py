@@ -17,17 +17,21 @@ pytestmark = pytest.mark.usefixtures("nan_empty")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _summaries(counts, p, d, fill=(math.inf, -math.inf)):
-    """Random key min / max (B, H_kv, P, D) float32 with min <= max, as non-contiguous views of one
-    (B, P, H_kv, 2, D) buffer; pages past ``counts`` (B, H_kv) hold ``fill`` (min, max)."""
+def _summaries(counts, p, d, fill=(math.inf, -math.inf), dtype=torch.float32):
+    """Random key min / max pools (N, D) with min <= max, as non-contiguous views of one (N, 2, D)
+    buffer, and a page table (B, H_kv, P) onto shuffled rows; the rows of pages past ``counts``
+    (B, H_kv) hold ``fill`` (min, max), as does a spare row no page uses."""
     count = torch.tensor(counts, dtype=torch.int32)
     b, h = count.shape
-    lo = torch.randn(b, p, h, d)
-    both = torch.stack([lo, lo + torch.rand(b, p, h, d)], 3)
-    dead = torch.arange(p)[None, :, None] >= count[:, None, :]  # (B, P, H_kv)
-    both[..., 0, :][dead], both[..., 1, :][dead] = fill
-    both = both.to(DEVICE)
-    return both[..., 0, :].transpose(1, 2), both[..., 1, :].transpose(1, 2), count.to(DEVICE)
+    rows = b * h * p + 1
+    lo = torch.randn(rows, d)
+    both = torch.stack([lo, lo + torch.rand(rows, d)], 1)
+    table = torch.randperm(rows)[: b * h * p].view(b, h, p)
+    dead = torch.arange(p) >= count[..., None]
+    both[table[dead], 0], both[table[dead], 1] = fill
+    both[torch.ones(rows, dtype=torch.bool).index_fill_(0, table.flatten(), False)] = fill[0]
+    both = both.to(dtype).to(DEVICE)
+    return both[:, 0], both[:, 1], table.int().to(DEVICE), count.to(DEVICE)
 
 
 def _query(b, h_q, d, dtype, transposed=False):
@@ -36,24 +40,26 @@ def _query(b, h_q, d, dtype, transposed=False):
     return torch.randn(b, h_q, d, dtype=dtype, device=DEVICE)
 
 
-# (page counts per (batch, KV head), g, head_dim, P, q dtype, q transposed); page blocks are 64
-# pages at D = 64 and 32 at D = 128, so every P here ends in a partial block
+# (page counts per (batch, KV head), g, head_dim, P, q dtype, q transposed, summary dtype); page
+# blocks are 64 pages at D = 64 and 32 at D = 128, so every P here ends in a partial block
+BF16 = torch.bfloat16
 CASES = [
-    ([[70, 0], [1, 33]], 1, 64, 70, torch.float16, False),
-    ([[45, 12, 1]], 3, 128, 45, torch.float32, False),
-    ([[130, 129], [64, 0]], 4, 64, 130, torch.float16, True),
-    ([[37], [2]], 8, 128, 37, torch.float32, False),
-    ([[99, 1, 50]], 4, 128, 100, torch.bfloat16, False),
+    ([[70, 0], [1, 33]], 1, 64, 70, torch.float16, False, BF16),
+    ([[45, 12, 1]], 3, 128, 45, torch.float32, False, torch.float32),
+    ([[130, 129], [64, 0]], 4, 64, 130, torch.float16, True, BF16),
+    ([[37], [2]], 8, 128, 37, torch.float32, False, BF16),
+    ([[99, 1, 50]], 4, 128, 100, torch.bfloat16, False, torch.float32),
 ]
 
 
-@pytest.mark.parametrize(("counts", "g", "d", "p", "dtype", "transposed"), CASES)
-def test_matches_twin(counts, g, d, p, dtype, transposed):
-    """Ragged page counts (0, 1, all, P - 1), GQA 1-8, partial page blocks, strided views."""
-    key_min, key_max, count = _summaries(counts, p, d)
+@pytest.mark.parametrize(("counts", "g", "d", "p", "dtype", "transposed", "summary"), CASES)
+def test_matches_twin(counts, g, d, p, dtype, transposed, summary):
+    """Ragged page counts (0, 1, all, P - 1), GQA 1-8, partial page blocks, strided views,
+    shuffled pool rows, float32 and bfloat16 summaries."""
+    key_min, key_max, table, count = _summaries(counts, p, d, dtype=summary)
     q = _query(count.shape[0], g * count.shape[1], d, dtype, transposed)
-    out = page_scores.page_scores(q, key_min, key_max, count)
-    ref = page_scores_reference.page_scores(q, key_min, key_max, count)
+    out = page_scores.page_scores(q, key_min, key_max, table, count)
+    ref = page_scores_reference.page_scores(q, key_min, key_max, table, count)
     assert out.shape == ref.shape == (*count.shape, p) and out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)  # infinities must match exactly
     pages = torch.arange(p, device=DEVICE)
@@ -68,26 +74,27 @@ def test_pages_past_the_count_change_nothing(scores):
     outs = []
     for fill in ((math.inf, -math.inf), (math.nan, math.nan), (0.0, 0.0)):
         torch.manual_seed(1)
-        key_min, key_max, count = _summaries([[40, 3], [0, 64]], 64, 64, fill)
-        outs.append(scores(_query(2, 4, 64, torch.float16), key_min, key_max, count))
+        key_min, key_max, table, count = _summaries([[40, 3], [0, 64]], 64, 64, fill)
+        outs.append(scores(_query(2, 4, 64, torch.float16), key_min, key_max, table, count))
     assert not outs[0].isnan().any()
     for out in outs[1:]:
         assert torch.equal(out, outs[0])
 
 
 def _view(counts, p, d, page_size=16):
-    key_min, key_max, count = _summaries(counts, p, d)
+    key_min, key_max, table, count = _summaries(counts, p, d)
     tail = torch.randint(1, page_size + 1, count.shape, device=DEVICE, dtype=torch.int32)
     lengths = torch.where(count > 0, (count - 1) * page_size + tail, 0).int()
-    return PageView(key_min, key_max, count, page_size, lengths, None, 2, 4)
+    return PageView(key_min, key_max, table, count, page_size, lengths, None, 2, 4)
 
 
 def _previous_selection(selector, q, view):
     """Quest's selection as it was: float32 matmul bounds, float64 ranking key, a bool mask."""
-    b, h, p, d = view.key_min.shape
+    key_min, key_max = view.bounds()
+    b, h, p, d = key_min.shape
     width = max(1, selector.max_tokens(p * view.page_size) // view.page_size)
     qg = q.float().view(b, h, -1, d)
-    bound = qg.clamp(min=0) @ view.key_max.mT + qg.clamp(max=0) @ view.key_min.mT
+    bound = qg.clamp(min=0) @ key_max.mT + qg.clamp(max=0) @ key_min.mT
     valid = torch.arange(p, device=q.device) < view.page_count[..., None]
     key = rank_key(bound.amax(2), last_page(view), valid)
     count = selector.token_targets(view) // view.page_size
@@ -118,9 +125,9 @@ def test_quest_picks_what_the_float64_path_picked(monkeypatch, backend, selector
 
 
 def _args(b=2, h_q=4, h_kv=2, p=10, d=16):
-    key_min, key_max, count = _summaries([[p] * h_kv] * b, p, d)
+    key_min, key_max, table, count = _summaries([[p] * h_kv] * b, p, d)
     return {"q": _query(b, h_q, d, torch.float16), "key_min": key_min, "key_max": key_max,
-            "page_count": count}  # fmt: skip
+            "page_table": table, "page_count": count}  # fmt: skip
 
 
 MALFORMED = [
@@ -135,6 +142,9 @@ MALFORMED = [
     ({"key_min": [[0.0]]}, TypeError, "key_min"),
     ({"key_max": _args()["key_max"].double()}, TypeError, "key_max"),
     ({"key_max": _args(p=11)["key_max"]}, ValueError, "key_max"),
+    ({"page_table": _args()["page_table"].long()}, TypeError, "page_table"),
+    ({"page_table": _args()["page_table"][0]}, ValueError, "page_table"),
+    ({"page_table": _args(b=1)["page_table"]}, ValueError, "q"),
     ({"page_count": _args()["page_count"].long()}, TypeError, "page_count"),
     ({"page_count": _args()["page_count"][:1]}, ValueError, "page_count"),
     ({"backend": "fast"}, ValueError, "backend"),
@@ -150,9 +160,9 @@ def test_malformed_input_is_named(change, error, name):
 
 @pytest.mark.parametrize("scores", [page_scores.page_scores, page_scores_reference.page_scores])
 def test_a_nan_summary_ranks_last_unless_it_holds_the_current_token(scores):
-    key_min, key_max, count = _summaries([[20, 9]], 20, 64)
-    key_min[0, 0, 3, 5] = math.nan  # a valid page of head 0
-    key_max[0, 1, 8, 0] = math.nan  # head 1's current (last) page
-    out = scores(_query(1, 4, 64, torch.float16), key_min, key_max, count)
+    key_min, key_max, table, count = _summaries([[20, 9]], 20, 64)
+    key_min[table[0, 0, 3], 5] = math.nan  # a valid page of head 0
+    key_max[table[0, 1, 8], 0] = math.nan  # head 1's current (last) page
+    out = scores(_query(1, 4, 64, torch.float16), key_min, key_max, table, count)
     assert out[0, 0, 3] == -math.inf and out[0, 1, 8] == math.inf
     assert not out.isnan().any()

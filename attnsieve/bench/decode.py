@@ -80,7 +80,9 @@ def random_pages(keep: int) -> Callable[[Tensor, Paged], tuple[Tensor, Tensor]]:
 
 def quest_pages(keep: int) -> Callable[[Tensor, Paged], tuple[Tensor, Tensor]]:
     """Quest's selection (`attnsieve.methods.decode.quest`) at a 1/keep token budget, over the
-    page summaries the cache keeps (built here once, outside the timed selection)."""
+    page summaries the paged cache keeps (bfloat16, rounded outward; built here once, outside the
+    timed selection), read through the cache's own page table."""
+    from attnsieve.cache_reference import round_bf16
     from attnsieve.methods.decode import get_selector
     from attnsieve.methods.decode.base import StepState
     from attnsieve.views import PageView
@@ -90,14 +92,14 @@ def quest_pages(keep: int) -> Callable[[Tensor, Paged], tuple[Tensor, Tensor]]:
 
     def select(q: Tensor, cache: Paged) -> tuple[Tensor, Tensor]:
         if id(cache) not in views:
-            b, h, n, d = cache.k.shape
-            pages = cache.k.float().view(b, h, n // cache.page_size, cache.page_size, d)
-            lengths = torch.full((b, h), n, dtype=torch.int32, device=q.device)
-            count = torch.full((b, h), n // cache.page_size, dtype=torch.int32, device=q.device)
+            pages, table = cache.paged["k_pages"].float(), cache.paged["page_table"]
+            lengths = cache.paged["lengths"]
+            count = (lengths + cache.page_size - 1) // cache.page_size
             views.clear()
             views[id(cache)] = PageView(
-                pages.amin(3), pages.amax(3), count, cache.page_size, lengths, None, 2, 32
-            )
+                round_bf16(pages.amin(1), up=False), round_bf16(pages.amax(1), up=True), table,
+                count, cache.page_size, lengths, None, 2, 32,
+            )  # fmt: skip
         picked = selector.select(q, views[id(cache)], StepState())
         return picked.idx, picked.count
 

@@ -5,7 +5,7 @@ channels, in place of about twenty small PyTorch ops (each a launch on the GPU, 
 per decode step on the H200; more with an FP8 cache): each program finds its head's next slot
 from ``lengths`` and ``page_table``, writes K, V (quantised, with their per-token scales, in an
 FP8 cache), the position and, in a layer with log weights, the plain token's 0, folds the key into
-its page's min / max and bumps the head's length.
+its page's min / max (bfloat16, rounded outward) and bumps the head's length.
 Pages are allocated before, on the host mirror of the lengths. Its twin is the PyTorch path of
 `Cache.append`; the tests compare the two.
 """
@@ -50,9 +50,23 @@ def _append_one_kernel(
     if WEIGHTED:  # the slot may hold the weight of a token that left it
         tl.store(LOG_WEIGHT + slot, 0.0)
     p_min, p_max = KEY_MIN + page * HEAD_DIM + o_d, KEY_MAX + page * HEAD_DIM + o_d
-    tl.store(p_min, tl.minimum(tl.load(p_min), b_kf))
-    tl.store(p_max, tl.maximum(tl.load(p_max), b_kf))
+    b_min = tl.minimum(tl.load(p_min).to(tl.float32), _round_bf16(b_kf, False))
+    b_max = tl.maximum(tl.load(p_max).to(tl.float32), _round_bf16(b_kf, True))
+    tl.store(p_min, b_min.to(KEY_MIN.dtype.element_ty))  # exact: both sides are bfloat16 values
+    tl.store(p_max, b_max.to(KEY_MAX.dtype.element_ty))
     tl.store(LENGTHS + i_bh, n + 1)
+
+
+@triton.jit
+def _round_bf16(x, UP: tl.constexpr):
+    """float32 x rounded to bfloat16 toward +inf (UP) or -inf, returned as float32: the page
+    summaries stay bounds (`attnsieve.cache_reference.round_bf16`, bit for bit)."""
+    bits = x.to(tl.int32, bitcast=True)
+    truncated = bits & -65536  # bfloat16 is float32's top 16 bits: this rounds toward 0
+    t = truncated.to(tl.float32, bitcast=True)
+    wrong = (t < x) if UP else (t > x)
+    out = tl.where(wrong, (truncated + 65536).to(tl.float32, bitcast=True), t)
+    return tl.where(x != x, x, out)
 
 
 @triton.jit

@@ -2,7 +2,9 @@
 that decode-time page selection ranks by.
 
 Program (b, h_kv, i) loads the key minima and maxima of the i-th block of BLOCK_P pages of KV head
-h_kv (whole rows of D channels: no loop over D), uses them for all g query heads of the group, and
+h_kv straight from the cache's summary pools, through its page table (whole rows of D channels: no
+loop over D, and no per-step copy of the summaries), uses them for all g query heads of the group,
+and
 writes the max over those heads of ``sum_d max(q_d min_d, q_d max_d)``, with the head's last page
 +inf (always read) and pages past its page count -inf (never loaded). It replaces the PyTorch
 path's two batched matmuls, group max and float64 ranking key; float32 throughout. The twin is
@@ -27,26 +29,25 @@ _TILE_ELEMENTS = 4096
 # fmt: off
 @triton.jit
 def _page_scores_kernel(
-    Q, KMIN, KMAX, COUNT, OUT,
-    stride_qb, stride_qh, stride_qd,
-    stride_nb, stride_nh, stride_np, stride_nd,
-    stride_xb, stride_xh, stride_xp, stride_xd,
-    stride_cb, stride_ch, H_KV, P, D,
+    Q, KMIN, KMAX, TABLE, COUNT, OUT,
+    stride_qb, stride_qh, stride_qd, stride_nr, stride_nd, stride_xr, stride_xd,
+    stride_tb, stride_th, stride_tp, stride_cb, stride_ch, H_KV, P, D,
     GROUP: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     i_bh, i_p = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H_KV).to(tl.int64), (i_bh % H_KV).to(tl.int64)
-    # clamped to the summaries: a count past them must not read outside
+    # clamped to the table: a count past it must not read outside
     n_pages = tl.minimum(tl.load(COUNT + i_b * stride_cb + i_h * stride_ch), P)
     o_p = i_p * BLOCK_P + tl.arange(0, BLOCK_P)
     o_d = tl.arange(0, BLOCK_D)
     m_p, m_d = o_p < n_pages, o_d < D
     m_pd = m_p[:, None] & m_d[None, :]
-    # pages past the count are never loaded: their +inf / -inf (or anything) stays out
-    o_n = o_p.to(tl.int64)[:, None] * stride_np + o_d[None, :] * stride_nd
-    o_x = o_p.to(tl.int64)[:, None] * stride_xp + o_d[None, :] * stride_xd
-    b_min = tl.load(KMIN + i_b * stride_nb + i_h * stride_nh + o_n, mask=m_pd, other=0.0)
-    b_max = tl.load(KMAX + i_b * stride_xb + i_h * stride_xh + o_x, mask=m_pd, other=0.0)
+    # pages past the count are never loaded: their table entries and rows stay out
+    p_t = TABLE + i_b * stride_tb + i_h * stride_th + o_p * stride_tp
+    o_row = tl.load(p_t, mask=m_p, other=0).to(tl.int64)[:, None]
+    b_min = tl.load(KMIN + o_row * stride_nr + o_d[None, :] * stride_nd, mask=m_pd, other=0.0)
+    b_max = tl.load(KMAX + o_row * stride_xr + o_d[None, :] * stride_xd, mask=m_pd, other=0.0)
+    b_min, b_max = b_min.to(tl.float32), b_max.to(tl.float32)
 
     b_score = tl.full([BLOCK_P], float("-inf"), dtype=tl.float32)
     p_q = Q + i_b * stride_qb + (i_h * GROUP) * stride_qh + o_d * stride_qd
@@ -63,13 +64,17 @@ def _page_scores_kernel(
 # fmt: on
 
 
-def page_scores(q: Tensor, key_min: Tensor, key_max: Tensor, page_count: Tensor) -> Tensor:
-    """float32 (B, H_kv, P) Quest scores of the pages of each KV head, Triton.
+def page_scores(
+    q: Tensor, key_min: Tensor, key_max: Tensor, page_table: Tensor, page_count: Tensor
+) -> Tensor:
+    """float32 (B, H_kv, P) Quest scores of the logical pages of each KV head, Triton.
 
     Args:
         q: (B, H_q, D) float16/bfloat16/float32, H_q = g * H_kv; any strides.
-        key_min, key_max: float32 (B, H_kv, P, D) per-page channel-wise key min / max; any
-            strides; pages past a head's count are never read.
+        key_min, key_max: (N, D) pools of per-page channel-wise key min / max (float32 or
+            bfloat16, any strides).
+        page_table: int32 (B, H_kv, P), the pool row of each logical page; entries past a head's
+            count are never read.
         page_count: int32 (B, H_kv) valid pages per head (clamped to P).
 
     A page's score is the max over the head's g query heads of ``sum_d max(q_d min_d,
@@ -77,7 +82,8 @@ def page_scores(q: Tensor, key_min: Tensor, key_max: Tensor, page_count: Tensor)
     all -inf). `attnsieve.api.quest_page_scores` checks the arguments.
     """
     check_triton_device("q", q)
-    b, h_kv, p, d = key_min.shape
+    b, h_kv, p = page_table.shape
+    d = key_min.shape[1]
     out = torch.empty((b, h_kv, p), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out
@@ -85,8 +91,8 @@ def page_scores(q: Tensor, key_min: Tensor, key_max: Tensor, page_count: Tensor)
     block_p = min(128, max(16, _TILE_ELEMENTS // block_d))
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         _page_scores_kernel[(b * h_kv, triton.cdiv(p, block_p))](
-            q, key_min, key_max, page_count, out, *q.stride(), *key_min.stride(),
-            *key_max.stride(), *page_count.stride(), h_kv, p, d,
+            q, key_min, key_max, page_table, page_count, out, *q.stride(), *key_min.stride(),
+            *key_max.stride(), *page_table.stride(), *page_count.stride(), h_kv, p, d,
             GROUP=q.shape[1] // h_kv, BLOCK_P=block_p, BLOCK_D=block_d,
         )  # fmt: skip
     return out

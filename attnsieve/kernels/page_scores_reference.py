@@ -8,19 +8,24 @@ import torch
 from torch import Tensor
 
 
-def page_scores(q: Tensor, key_min: Tensor, key_max: Tensor, page_count: Tensor) -> Tensor:
-    """float32 (B, H_kv, P): per page, the max over each KV head's g query heads of
+def page_scores(
+    q: Tensor, key_min: Tensor, key_max: Tensor, page_table: Tensor, page_count: Tensor
+) -> Tensor:
+    """float32 (B, H_kv, P): per logical page (its summaries are rows ``page_table`` names of the
+    pools ``key_min``, ``key_max`` (N, D)), the max over each KV head's g query heads of
     ``sum_d max(q_d min_d, q_d max_d)``; the last valid page +inf, pages past the count -inf, and
     a page with a NaN summary (NaN keys) -inf: never picked unless it holds the current token.
 
     Computed as ``q+ . max + q- . min`` (two matmuls, no (P, D) product per query head), which is
     the same sum wherever min <= max, i.e. on every valid page.
     """
-    b, h_kv, p, d = key_min.shape
-    qg = q.float().unflatten(1, (h_kv, -1))  # (B, H_kv, g, D)
-    bound = qg.clamp(min=0) @ key_max.mT + qg.clamp(max=0) @ key_min.mT  # (B, H_kv, g, P)
+    b, h_kv, p = page_table.shape
     pages = torch.arange(p, device=q.device)
-    count = page_count[..., None].long().clamp(max=p)  # as the kernel: never past the summaries
-    nan = key_min.isnan().any(-1) | key_max.isnan().any(-1)
+    count = page_count[..., None].long().clamp(max=p)  # as the kernel: never past the table
+    rows = torch.where(pages < count, page_table.long(), 0)  # entries past the count: anything
+    kmin, kmax = key_min[rows].float(), key_max[rows].float()  # (B, H_kv, P, D)
+    qg = q.float().unflatten(1, (h_kv, -1))  # (B, H_kv, g, D)
+    bound = qg.clamp(min=0) @ kmax.mT + qg.clamp(max=0) @ kmin.mT  # (B, H_kv, g, P)
+    nan = kmin.isnan().any(-1) | kmax.isnan().any(-1)
     score = bound.amax(2).masked_fill((pages >= count) | nan, -math.inf)
     return score.masked_fill(pages == count - 1, math.inf)

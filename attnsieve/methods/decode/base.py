@@ -75,7 +75,8 @@ class DecodeSelector:
 def check_query(q: Tensor, view: PageView) -> None:
     """``q`` is a (B, H_q, D) float tensor matching the view (H_q a multiple of H_kv)."""
     check_tensor("q", q, 3, "(batch, heads, head_dim)")
-    b, h, _, d = view.key_min.shape
+    b, h, _ = view.page_table.shape
+    d = view.head_dim
     if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h:
         raise ValueError(
             f"q: expected (B={b}, a multiple of H_kv={h}, D={d}), got {tuple(q.shape)}"
@@ -84,14 +85,14 @@ def check_query(q: Tensor, view: PageView) -> None:
 
 def last_page(view: PageView) -> Tensor:
     """bool (B, H_kv, P): each head's last valid page (it holds the current token)."""
-    pages = torch.arange(view.key_min.shape[2], device=view.key_min.device)
+    pages = torch.arange(view.num_pages, device=view.page_table.device)
     return pages == view.page_count[..., None] - 1
 
 
 def valid_tokens(view: PageView) -> Tensor:
     """bool (B, H_kv, P * page_size): the token slots before each head's length."""
-    n = view.key_min.shape[2] * view.page_size
-    return torch.arange(n, device=view.key_min.device) < view.lengths[..., None]
+    n = view.num_pages * view.page_size
+    return torch.arange(n, device=view.page_table.device) < view.lengths[..., None]
 
 
 def top_pages(score: Tensor, count: Tensor, width: int, view: PageView) -> Pages:
@@ -110,6 +111,6 @@ def top_pages(score: Tensor, count: Tensor, width: int, view: PageView) -> Pages
 def pages_of(tokens: Tensor, view: PageView, width: int) -> Pages:
     """The pages holding the set token slots of ``tokens`` bool (B, H_kv, P * page_size), plus
     each head's last page, as at most ``width`` pages."""
-    b, h, p = view.key_min.shape[:3]
+    b, h, p = view.page_table.shape
     chosen = tokens.view(b, h, p, view.page_size).any(-1) | last_page(view)
     return Pages(*pack_indices(chosen, min(p, width)))

@@ -71,7 +71,8 @@ class DoubleSparsity(DecodeSelector):
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)
-        b, h, p, d = view.key_min.shape
+        b, h, p = view.page_table.shape
+        d = view.head_dim
         width = self.max_tokens(p * view.page_size)
         if view.layer < self.dense_layers or width >= p * view.page_size:
             return None

@@ -48,7 +48,7 @@ class Quest(DecodeSelector):
     def width(self, view: PageView) -> int | None:
         """Pages a head reads at most, or None where this layer reads every page (a dense layer,
         or a budget that covers every page)."""
-        p = view.key_min.shape[2]
+        p = view.num_pages
         width = max(1, self.max_tokens(p * view.page_size) // view.page_size)
         return None if view.layer < self.dense_layers or width >= p else width
 
@@ -56,6 +56,8 @@ class Quest(DecodeSelector):
         check_query(q, view)
         if (width := self.width(view)) is None:
             return None
-        score = quest_page_scores(q, view.key_min, view.key_max, view.page_count)
+        score = quest_page_scores(
+            q, view.key_min_pool, view.key_max_pool, view.page_table, view.page_count
+        )
         count = self.token_targets(view) // view.page_size
         return top_pages(score, count, width, view)

@@ -70,7 +70,7 @@ class TidalDecode(DecodeSelector):
                 f"one StepState through the layers of a step in order (from {self.select_layer})"
             )
         chosen = step.values[STATE_KEY]  # int32 (B, H_kv, K) token indices, -1 padded
-        b, h, p = view.key_min.shape[:3]
+        b, h, p = view.page_table.shape
         n = p * view.page_size
         if chosen.shape[-1] >= n:
             return None
@@ -87,8 +87,8 @@ class TidalDecode(DecodeSelector):
                 "view.keys: TidalDecode's token-selection layers need the cache's keys "
                 "(PageView.keys)"
             )
-        b, h, p, d = view.key_min.shape
-        n = p * view.page_size
+        b, h, p = view.page_table.shape
+        d, n = view.head_dim, p * view.page_size
         keys = view.keys().reshape(b, h, n, d).float()
         scale = view.scale if view.scale is not None else d**-0.5
         logits = (q.float().view(b, h, -1, d) @ keys.transpose(-1, -2)) * scale  # (B, H, g, N)
