@@ -489,6 +489,52 @@ def select_pages(
     return select_pages(score, count, width)
 
 
+def page_budget(
+    lengths: Tensor,
+    page_count: Tensor,
+    page_size: int,
+    *,
+    budget_tokens: int | None = None,
+    ratio: float | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """int32 (B, H): how many pages each head of a decode step reads under a token budget.
+
+    Args:
+        lengths: int32 (B, H) tokens per head.
+        page_count: int32 (B, H) pages per head (ceil(length / page_size)).
+        page_size: tokens per page, an int >= 1.
+        budget_tokens, ratio: exactly one: a token budget per head, or a fraction of its length.
+        backend: see the module docstring.
+
+    A head's token target is min(budget_tokens, length) or min(ceil(ratio x length), length)
+    (float32); it reads that many tokens' worth of whole pages, at least 1 (the current token's)
+    and at most its page count. No host synchronisation (capturable in a CUDA graph).
+    """
+    check_int32("lengths", lengths, 2, "(batch, heads)")
+    check_int32("page_count", page_count, 2, "(batch, heads)")
+    if page_count.shape != lengths.shape or page_count.device != lengths.device:
+        raise ValueError(
+            f"page_count: expected shape {tuple(lengths.shape)} on {lengths.device}, got "
+            f"{tuple(page_count.shape)} on {page_count.device}"
+        )
+    check_int("page_size", page_size, 1)
+    if (budget_tokens is None) == (ratio is None):
+        raise ValueError(
+            f"budget_tokens, ratio: set exactly one, got {budget_tokens!r} and {ratio!r}"
+        )
+    if budget_tokens is not None:
+        check_int("budget_tokens", budget_tokens, 1)
+    else:
+        check_float("ratio", ratio, 0.0, 1.0)
+    args = (lengths, page_count, page_size, budget_tokens, ratio)
+    if resolve_backend(backend, lengths, (torch.int32,)) == "reference":
+        return page_select_reference.page_budget(*args)
+    from attnsieve.kernels.page_select import page_budget
+
+    return page_budget(*args)
+
+
 # ---- cumulative-mass thresholds -------------------------------------------------------------
 def mass_threshold(
     probs: Tensor,

@@ -524,7 +524,7 @@ class Cache:
             sc = None if lc.k_scale is None else lc.k_scale[rows]
             return self._dequant(lc.k_pages[rows], sc).to(self.dtype)
 
-        n, ch = lc.lengths.clone(), lc.label_channels
+        n, ch = lc.lengths, lc.label_channels  # no copy: valid until the next append
         return PageView(
             lc.key_min, lc.key_max, table, count, ps, n, labels, layer, len(self), ch, keys
         )

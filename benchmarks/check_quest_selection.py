@@ -28,7 +28,7 @@ from unittest import mock
 import torch
 from torch import Tensor
 
-from attnsieve.api import quest_page_scores
+from attnsieve.api import quest_page_scores, select_pages
 from attnsieve.eval.models import load_model
 from attnsieve.eval.tasks import encode, make_samples
 from attnsieve.integrations import AttentionConfig, patch
@@ -38,8 +38,9 @@ from attnsieve.integrations.transformers import (
     observe_attention,
     output_cache,
 )
-from attnsieve.methods.decode.base import last_page, top_pages
+from attnsieve.methods.decode.base import last_page
 from attnsieve.methods.decode.quest import Quest
+from attnsieve.views import Pages
 
 PAGE = 16
 quest_select = Quest.select
@@ -83,7 +84,7 @@ def best_pages(self: Quest, q: Tensor, view, step):
     mass = logits.flatten(-2).softmax(-1).view_as(logits).sum((2, 4))
     score = mass.masked_fill(~valid.any(-1).squeeze(2), float("-inf"))
     score = score.masked_fill(last_page(view), float("inf"))
-    return top_pages(score, self.token_targets(view) // view.page_size, width, view)
+    return Pages(*select_pages(score, self.page_targets(view), width))
 
 
 def quest_with_first_page(self: Quest, q: Tensor, view, step):
@@ -95,7 +96,7 @@ def quest_with_first_page(self: Quest, q: Tensor, view, step):
     )
     first = torch.arange(score.shape[-1], device=score.device) == 0
     score = score.masked_fill(first, float("inf"))
-    return top_pages(score, self.token_targets(view) // view.page_size, width, view)
+    return Pages(*select_pages(score, self.page_targets(view), width))
 
 
 def only_in_layer(layer: int) -> Callable:

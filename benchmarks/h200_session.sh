@@ -56,7 +56,7 @@
 #   after the last), s6d; s6e; s6f; s6g, s6h, s6i (as s6a-s6c); s6j (carry .stage/t); s6k; s6l;
 #   s6m; s6g, s6h, s6n.
 #   2026-11-30, seventh session: s7a, s7b, s7c (as s6a-s6c, s7c also carrying .stage/t); s7d,
-#   s7e, s7f in the same way; s7g, s7h, s7i in the same way.
+#   s7e, s7f in the same way; s7g, s7h, s7i and s7j, s7k, s7l in the same way.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -738,8 +738,38 @@ s7i)  # carrying .stage/r3 and .stage/t: Quest reading bfloat16 page summaries t
         --paged-cache --out /tmp/e2e 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     tar czf "$OUT/quest/e2e.tgz" -C /tmp/e2e .
     ;;
+s7j)  # carrying .stage/r1 (then s7k, s7l at once)
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+s7k)  # carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+s7l)  # carrying .stage/r3 and .stage/t: Quest's page budget in one launch (quest_budget/): CUDA
+    # tests, selection time, decode with and without Quest on SmolLM2 (32K, batch 1 and 8) and on
+    # Llama-3-8B's shapes (random weights, 32K, batch 1)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    D="$OUT/quest_budget"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short \
+        tests/test_kernel_page_select.py tests/test_kernel_page_scores.py \
+        tests/test_decode_graphs.py tests/test_decode_selectors.py > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    timeout 90 python3 benchmarks/time_quest_selection.py 2>&1 | grep -v Warn \
+        | tee "$D/selection_time.log"
+    F="grep -v it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
+    timeout 150 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+        --decode-steps 64 --batch 1,8 --methods dense --decode none,quest --decode-ratio 0.125 \
+        --paged-cache --out /tmp/e2e 2>&1 | $F
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    timeout 240 python3 -m attnsieve bench e2e --model llama3-8b-random --layers 32 \
+        --lengths 32k --decode-steps 32 --batch 1 --methods dense --decode none,quest \
+        --decode-ratio 0.125 --paged-cache --out /tmp/e2e 2>&1 | $F
+    tar czf "$D/e2e.tgz" -C /tmp/e2e .
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l" >&2
     exit 2
     ;;
 esac

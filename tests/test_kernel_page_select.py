@@ -54,7 +54,7 @@ def _check(score, count, width):
 
 
 def _counts(valid, width, kind):
-    """Counts clamped as `top_pages` clamps them (1 <= count <= min(width, valid pages))."""
+    """Counts clamped as `page_budget` clamps them (1 <= count <= min(width, valid pages))."""
     cap = valid.clamp(max=width)
     if kind == "one":
         return torch.ones_like(valid)
@@ -153,3 +153,52 @@ MALFORMED = [
 def test_malformed_input_is_named(change, error, name):
     with pytest.raises(error, match=f"^{name}:"):
         api.select_pages(**{**_args(), **change})
+
+
+@pytest.mark.parametrize(
+    "budget", [{"budget_tokens": 100}, {"budget_tokens": 1}, {"ratio": 0.125}, {"ratio": 0.3},
+               {"ratio": 1.0}, {"ratio": 0.0}],
+)  # fmt: skip
+@pytest.mark.parametrize("page_size", [16, 64])
+def test_page_budget_matches_twin_and_the_token_rule(budget, page_size):
+    """Pages per head: the token target (budget, or ceil(ratio x length) in float32, at most the
+    length) in whole pages, at least 1, at most the head's pages; 0 for an empty head. Ragged
+    lengths, one transposed (B, H) input."""
+    lengths = torch.randint(0, 40_000, (5, 7), dtype=torch.int32)
+    lengths[0, :4] = torch.tensor([0, 1, page_size, page_size + 1])
+    count = (lengths + page_size - 1) // page_size
+    lengths = lengths.to(DEVICE)
+    count = count.t().contiguous().t().to(DEVICE)  # (B, H) with strides (1, B)
+    out = page_select.page_budget(lengths, count, page_size, budget.get("budget_tokens"),
+                                  budget.get("ratio"))  # fmt: skip
+    ref = page_select_reference.page_budget(lengths, count, page_size, budget.get("budget_tokens"),
+                                            budget.get("ratio"))  # fmt: skip
+    assert out.dtype == torch.int32 and torch.equal(out, ref)
+    for n, pages, got in zip(lengths.flatten().tolist(), count.flatten().tolist(),
+                             out.flatten().tolist(), strict=True):  # fmt: skip
+        if "budget_tokens" in budget:
+            target = min(n, budget["budget_tokens"])
+        else:
+            target = min(n, math.ceil(float(torch.tensor(budget["ratio"]) * n)))
+        assert got == min(max(target // page_size, 1), pages)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "name"),
+    [
+        ({"lengths": torch.ones(2, 3)}, TypeError, "lengths"),
+        ({"lengths": torch.ones(2, 3, 1, dtype=torch.int32)}, ValueError, "lengths"),
+        ({"page_count": torch.ones(3, 2, dtype=torch.int32)}, ValueError, "page_count"),
+        ({"page_size": 0}, ValueError, "page_size"),
+        ({"ratio": 0.5}, ValueError, "budget_tokens, ratio"),
+        ({"budget_tokens": None}, ValueError, "budget_tokens, ratio"),
+        ({"budget_tokens": 0}, ValueError, "budget_tokens"),
+        ({"budget_tokens": None, "ratio": 1.5}, ValueError, "ratio"),
+    ],
+)
+def test_page_budget_malformed_input_is_named(change, error, name):
+    args = {"lengths": torch.ones(2, 3, dtype=torch.int32),
+            "page_count": torch.ones(2, 3, dtype=torch.int32), "page_size": 16,
+            "budget_tokens": 64}  # fmt: skip
+    with pytest.raises(error, match=f"^{name}:"):
+        api.page_budget(**{**args, **change})

@@ -9,6 +9,9 @@ its exclusive prefix count, so the list comes out ascending; slots [count, width
 at most BLOCK pages stays in registers through the bisection; longer rows are re-read BLOCK
 pages at a time. No host synchronisation, fixed output shapes (CUDA-graph capturable). The twin
 is :func:`attnsieve.kernels.page_select_reference.select_pages`.
+
+`page_budget` turns a selector's token budget into pages per head in one launch (the half-dozen
+small PyTorch ops it replaces were, on a replayed decode step, as many launches a layer).
 """
 
 from __future__ import annotations
@@ -122,3 +125,47 @@ def select_pages(score: Tensor, count: Tensor, width: int) -> tuple[Tensor, Tens
             SINGLE=p <= block, BLOCK=block, num_warps=min(16, max(4, block // 512)),
         )  # fmt: skip
     return idx, n
+
+
+@triton.jit
+def _page_budget_kernel(
+    LEN, CNT, OUT, H, N, stride_lb, stride_lh, stride_cb, stride_ch, budget, ratio,
+    PAGE_SIZE: tl.constexpr, BY_RATIO: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = o < N
+    i_b, i_h = o // H, o % H
+    n_len = tl.load(LEN + i_b * stride_lb + i_h * stride_lh, mask=m, other=0)
+    n_pages = tl.load(CNT + i_b * stride_cb + i_h * stride_ch, mask=m, other=0)
+    if BY_RATIO:  # float32 as the twin: ceil(ratio x length)
+        target = tl.minimum(tl.math.ceil(n_len.to(tl.float32) * ratio).to(tl.int32), n_len)
+    else:
+        target = tl.minimum(n_len, budget)
+    pages = tl.minimum(tl.maximum(target // PAGE_SIZE, 1), n_pages)
+    tl.store(OUT + o, pages, mask=m)
+
+
+def page_budget(
+    lengths: Tensor,
+    page_count: Tensor,
+    page_size: int,
+    budget_tokens: int | None,
+    ratio: float | None,
+) -> Tensor:
+    """int32 (B, H) pages each head reads, in one launch; see
+    :func:`attnsieve.kernels.page_select_reference.page_budget`, its twin.
+    `attnsieve.api.page_budget` checks the arguments."""
+    check_triton_device("lengths", lengths)
+    b, h = lengths.shape
+    out = torch.empty((b, h), dtype=torch.int32, device=lengths.device)
+    if out.numel() == 0:
+        return out
+    block = min(1024, triton.next_power_of_2(b * h))
+    by_ratio = budget_tokens is None
+    with torch.cuda.device(lengths.device) if lengths.is_cuda else contextlib.nullcontext():
+        _page_budget_kernel[(triton.cdiv(b * h, block),)](
+            lengths, page_count, out, h, b * h, *lengths.stride(), *page_count.stride(),
+            0 if by_ratio else budget_tokens, ratio if by_ratio else 0.0,
+            PAGE_SIZE=page_size, BY_RATIO=by_ratio, BLOCK=block,
+        )  # fmt: skip
+    return out

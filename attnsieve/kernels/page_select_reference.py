@@ -30,3 +30,22 @@ def select_pages(score: Tensor, count: Tensor, width: int) -> tuple[Tensor, Tens
     if idx.shape[-1] < width:  # width > P: nothing to place in the extra slots
         idx = torch.nn.functional.pad(idx, (0, width - idx.shape[-1]), value=-1)
     return idx, n.int()
+
+
+def page_budget(
+    lengths: Tensor,
+    page_count: Tensor,
+    page_size: int,
+    budget_tokens: int | None,
+    ratio: float | None,
+) -> Tensor:
+    """int32 (B, H): the pages each head reads under a token budget: its token target (at most
+    ``budget_tokens``, or ceil(``ratio`` x length) computed in float32, and never past its
+    length) in whole pages, at least 1 and at most its page count (0 for an empty head)."""
+    n = lengths.long()
+    if budget_tokens is not None:
+        target = n.clamp(max=budget_tokens)
+    else:
+        scaled = n.float() * torch.tensor(ratio, dtype=torch.float32, device=n.device)
+        target = torch.minimum(scaled.ceil().long(), n)
+    return torch.minimum((target // page_size).clamp(min=1), page_count.long()).int()

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.api import select_pages
+from attnsieve.api import page_budget
 from attnsieve.checks import check_float, check_int, check_tensor
 from attnsieve.methods.kv.base import pack_indices
 from attnsieve.views import Pages, PageView
@@ -62,6 +62,14 @@ class DecodeSelector:
             return lengths.clamp(max=self.budget_tokens)
         return torch.ceil(self.ratio * lengths).long().clamp(max=lengths)
 
+    def page_targets(self, view: PageView) -> Tensor:
+        """int32 (B, H_kv): the token target of each head in whole pages, at least 1 (the current
+        token's) and at most its page count: one launch (`attnsieve.api.page_budget`)."""
+        return page_budget(
+            view.lengths, view.page_count, view.page_size,
+            budget_tokens=self.budget_tokens, ratio=self.ratio,
+        )  # fmt: skip
+
     def max_tokens(self, max_len: int) -> int:
         """A host-side bound on any head's token target."""
         if self.budget_tokens is not None:
@@ -93,19 +101,6 @@ def valid_tokens(view: PageView) -> Tensor:
     """bool (B, H_kv, P * page_size): the token slots before each head's length."""
     n = view.num_pages * view.page_size
     return torch.arange(n, device=view.page_table.device) < view.lengths[..., None]
-
-
-def top_pages(score: Tensor, count: Tensor, width: int, view: PageView) -> Pages:
-    """The ``count`` (per head, at least 1, at most ``width`` <= P and the head's page count) best
-    pages by ``score`` float32 (B, H_kv, P), which ranks each head's last page first (+inf) and
-    its invalid pages last (-inf), as `attnsieve.api.quest_page_scores` does; ties go to the
-    lower pages.
-
-    One `attnsieve.api.select_pages` (a threshold search and an ordered pass in one kernel on
-    CUDA): ascending lists padded with -1, no host synchronisation, no bool mask over all P
-    pages."""
-    count = torch.minimum(count.clamp(min=1), view.page_count.long())
-    return Pages(*select_pages(score, count, width))
 
 
 def pages_of(tokens: Tensor, view: PageView, width: int) -> Pages:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.api import quest_page_scores
+from attnsieve.api import quest_page_scores, select_pages
 from attnsieve.checks import check_int
 from attnsieve.methods.decode.base import (
     DecodeSelector,
@@ -15,7 +15,6 @@ from attnsieve.methods.decode.base import (
     PageView,
     StepState,
     check_query,
-    top_pages,
 )
 
 
@@ -59,5 +58,4 @@ class Quest(DecodeSelector):
         score = quest_page_scores(
             q, view.key_min_pool, view.key_max_pool, view.page_table, view.page_count
         )
-        count = self.token_targets(view) // view.page_size
-        return top_pages(score, count, width, view)
+        return Pages(*select_pages(score, self.page_targets(view), width))
