@@ -118,7 +118,7 @@ class Cache:
         >>> cache = Cache(2, batch=1, kv_heads=2, head_dim=64, dtype=torch.float16, device="cuda")
         >>> cache.append(0, k, v)            # k, v: (1, 2, T, 64); all heads grow by T
         >>> cache.compact(0, policy.compress(cache.kv_view(0, q_window, q_positions)))
-        >>> decode_attention(q, *cache.kernel_args(0)[:4], k_scale=..., v_scale=...)
+        >>> attnsieve.api.decode_attention(q, cache, 0)  # all of kernel_args(0), log weights too
     """
 
     def __init__(
@@ -360,7 +360,9 @@ class Cache:
         free list."""
         ref.check_layer(layer, self.num_layers)
         lc, ps = self.layers[layer], self.page_size
-        stored = ref.check_kept(kept, lc.host_lengths, self.dtype, self.head_dim, self.device)
+        stored = ref.check_kept(
+            kept, lc.host_lengths, lc.seen, self.dtype, self.head_dim, self.device
+        )
         self.version += 1
         width = kept.idx.shape[-1]
         slot = torch.arange(width, device=self.device)

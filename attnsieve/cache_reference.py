@@ -84,10 +84,13 @@ def check_positions(positions: object, seen: Tensor, t: int, device) -> Tensor:
     return p
 
 
-def check_kept(kept: object, host_lengths: Tensor, dtype, head_dim: int, device) -> Tensor:
+def check_kept(
+    kept: object, host_lengths: Tensor, seen: Tensor, dtype, head_dim: int, device
+) -> Tensor:
     """Per head: count in [0, length], idx[:count] strictly ascending in [0, length), -1 after;
-    the extras (`Kept`) all given or none. Returns int64 (B, H_kv) on the CPU: the extras each
-    head stores (weight > 0)."""
+    the extras (`Kept`) all given or none, at positions the batch row has seen (``seen`` (B,),
+    its next position). Returns int64 (B, H_kv) on the CPU: the extras each head stores
+    (weight > 0)."""
 
     if not isinstance(kept, Kept):
         raise TypeError(f"kept: expected a Kept, got {type(kept).__name__}")
@@ -107,7 +110,7 @@ def check_kept(kept: object, host_lengths: Tensor, dtype, head_dim: int, device)
         raise ValueError("kept.idx: kept entries must be strictly ascending")
     if (~valid & (idx != -1)).any():
         raise ValueError("kept.idx: entries past kept.count must be -1")
-    stored = _check_extras(kept, b, h, dtype, head_dim, device)
+    stored = _check_extras(kept, b, h, seen, dtype, head_dim, device)
     if (count + stored > host_lengths).any():
         raise ValueError(
             "kept.extra_weight: kept entries plus stored extras must not outnumber a head's "
@@ -116,7 +119,7 @@ def check_kept(kept: object, host_lengths: Tensor, dtype, head_dim: int, device)
     return stored
 
 
-def _check_extras(kept: Kept, b: int, h: int, dtype, head_dim: int, device) -> Tensor:
+def _check_extras(kept: Kept, b: int, h: int, seen: Tensor, dtype, head_dim: int, device) -> Tensor:
     """int64 (B, H_kv) extras stored per head (0 without extras), after checking them."""
     extras = {
         "kept.extra_keys": kept.extra_keys,
@@ -143,6 +146,12 @@ def _check_extras(kept: Kept, b: int, h: int, dtype, head_dim: int, device) -> T
         raise ValueError("kept.extra_weight: the stored extras (weight > 0) must come first")
     if (stored[..., 1:] & (pos[..., 1:] <= pos[..., :-1])).any():
         raise ValueError("kept.extra_positions: stored extras must be strictly ascending")
+    if (stored & ((pos < 0) | (pos >= seen[:, None, None]))).any():
+        # a later token would land before it: the head's order would break
+        raise ValueError(
+            f"kept.extra_positions: stored extras must take positions the row has seen, in "
+            f"[0, {seen.tolist()})"
+        )
     return stored.sum(-1)
 
 
@@ -253,7 +262,9 @@ class ReferenceCache:
     def compact(self, layer: int, kept: Kept) -> None:
         check_layer(layer, self.num_layers)
         lengths = self._lengths(layer)
-        stored = check_kept(kept, lengths, self.dtype, self.head_dim, self.device)
+        stored = check_kept(
+            kept, lengths, self._seen[layer], self.dtype, self.head_dim, self.device
+        )
         stores = (self._k, self._v, self._pos, self._lw)
         for b in range(self.batch):
             for h in range(self.kv_heads):

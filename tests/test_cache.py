@@ -517,6 +517,11 @@ BAD = {
         ValueError,
         "kept.extra_positions",
     ),  # fmt: skip
+    "extras_future": (
+        lambda: C.compact(0, _extras(positions=torch.full((2, 2, 1), 10))),  # seen: 10
+        ValueError,
+        "kept.extra_positions",
+    ),  # fmt: skip
     "extras_keys_dtype": (
         lambda: C.compact(0, _extras(keys=torch.zeros(2, 2, 1, 16, dtype=F16))),
         TypeError,

@@ -182,6 +182,11 @@ def test_retrieval_heads_cli_writes_a_razor_entry_that_eval_and_config_take(tmp_
     )
     (_, plain), (label, config) = method_configs(args)
     assert plain.policy(0) is None and label == "dense+razor_tiny@0.3"
+    unsized = tmp_path / "unsized.json"
+    unsized.write_text(json.dumps({**entry, "budget": None, "ratio": None}))
+    args.kv = str(unsized)
+    (label_unsized, _), *_ = method_configs(args)
+    assert label_unsized == "dense+unsized@0.3"  # null budget and ratio: --kv-ratio
     policy = config.policy(0)
     assert policy.ratio == 0.3
     assert policy.retrieval_heads == {int(k): v for k, v in entry["retrieval_heads"].items()}

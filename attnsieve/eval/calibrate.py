@@ -166,7 +166,10 @@ def retrieval_heads(
     for ratio, score in ((echo, echo_scores), (induction, induction_scores)):
         count = math.ceil(ratio * score.numel() - 1e-9)
         picked.view(-1)[score.flatten().topk(count).indices] = True
-    heads = {layer: row.nonzero().flatten().tolist() for layer, row in enumerate(picked)}
+    layers = sorted(scores)  # the models' own layer indices
+    heads = {
+        layer: row.nonzero().flatten().tolist() for layer, row in zip(layers, picked, strict=True)
+    }
     return {layer: h for layer, h in heads.items() if h}, echo_scores, induction_scores
 
 

@@ -179,7 +179,8 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             }
             parts = [Path(method).stem if method.endswith(".json") else method]
             if kv:
-                budget = roles["kv"].get("budget", roles["kv"].get("ratio"))
+                budget = roles["kv"].get("budget")
+                budget = roles["kv"]["ratio"] if budget is None else budget
                 parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
             parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
             parts += [precision] if precision != "bf16" else []
@@ -203,7 +204,8 @@ def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
     entry = json.loads(Path(kv).read_text())
     if not isinstance(entry, dict) or "method" not in entry:
         raise ValueError(f"kv: {kv} must hold a KV-policy entry {{'method': ..., ...}}")
-    return entry if {"budget", "ratio"} & entry.keys() else {**entry, "ratio": ratio}
+    sized = any(entry.get(name) is not None for name in ("budget", "ratio"))
+    return entry if sized else {**entry, "ratio": ratio}
 
 
 def split_question(prompt: str) -> tuple[str, str]:

@@ -135,13 +135,17 @@ class PagedSession:
         visible = col <= row_end[..., None]  # [B, H_kv, n, L]
         mask = visible.repeat_interleave(g, 1)
         log_weights = self.paged.log_weights(layer)
-        if log_weights is not None:  # compensation tokens weigh as the tokens they replaced
-            bias = log_weights[:, :, None].to(query.dtype).repeat_interleave(g, 1)
+        dtype = query.dtype
+        if log_weights is not None:
+            # compensation tokens weigh as the tokens they replaced; in float32, as the decode
+            # kernel adds them (a bfloat16 mask would move a weight of 64 by 0.3 %)
+            bias = log_weights[:, :, None].repeat_interleave(g, 1)
             mask = bias.masked_fill(~mask, -torch.inf)
+            query, keys, values = query.float(), keys.float(), values.float()
         out = F.scaled_dot_product_attention(
             query, keys, values, attn_mask=mask, scale=scale, enable_gqa=g > 1
         )
-        return out.transpose(1, 2)
+        return out.to(dtype).transpose(1, 2)
 
     def _prefill_ended(self, layer: int) -> None:
         if layer not in self.compressed and self.config.policy(layer) is not None:
