@@ -56,7 +56,7 @@
 #   after the last), s6d; s6e; s6f; s6g, s6h, s6i (as s6a-s6c); s6j (carry .stage/t); s6k; s6l;
 #   s6m; s6g, s6h, s6n.
 #   2026-11-30, seventh session: s7a, s7b, s7c (as s6a-s6c, s7c also carrying .stage/t); s7d,
-#   s7e, s7f in the same way; s7g, s7h, s7i and s7j, s7k, s7l in the same way.
+#   s7e, s7f in the same way; s7g, s7h, s7i and s7j, s7k, s7l in the same way; s7m.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -768,8 +768,16 @@ s7l)  # carrying .stage/r3 and .stage/t: Quest's page budget in one launch (ques
         --decode-ratio 0.125 --paged-cache --out /tmp/e2e 2>&1 | $F
     tar czf "$D/e2e.tgz" -C /tmp/e2e .
     ;;
+s7m)  # carrying .stage/t: the CUDA tests after the review's fixes (review/cuda_tests.log)
+    mkdir -p "$OUT/review"
+    timeout 400 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_cache.py \
+        tests/test_kernel_decode.py tests/test_decode_graphs.py tests/test_kernel_page_select.py \
+        tests/test_kernel_page_scores.py tests/test_decode_selectors.py tests/test_kv_policies.py \
+        tests/test_decode_integration.py > "$OUT/review/cuda_tests.log" 2>&1
+    tail -3 "$OUT/review/cuda_tests.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m" >&2
     exit 2
     ;;
 esac

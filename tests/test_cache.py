@@ -55,10 +55,12 @@ def random_kept(cache, layer, g, p):
 
 
 def with_extras(cache, layer, kept, g, most=2):
-    """``kept`` plus up to ``most`` compensation tokens per head (as many as it evicts at most),
-    each at a random evicted entry's position, of random weight; heads store different counts."""
+    """``kept`` plus up to ``most`` compensation tokens per head (as many as it evicts at most), of
+    random weight, at random positions the row has seen: an evicted entry's, a kept entry's (a
+    tie: the extra goes after it), or one the head never held (before its first entry too)."""
     b, h, e, d = cache.batch, cache.kv_heads, most, cache.head_dim
     _, _, positions, _ = cache._gather(cache.layers[layer])
+    seen = [int(p) for p in cache.layers[layer].seen]
     weight = torch.zeros(b, h, e)
     pos = torch.zeros(b, h, e, dtype=torch.int64)
     n = cache.head_tokens(layer)
@@ -67,9 +69,14 @@ def with_extras(cache, layer, kept, g, most=2):
             keep = set(kept.idx[i, j, : int(kept.count[i, j])].tolist())
             gone = [t for t in range(int(n[i, j])) if t not in keep]
             stored = int(torch.randint(0, min(e, len(gone)) + 1, (), generator=g))
-            pick = sorted(torch.randperm(len(gone), generator=g)[:stored].tolist())
+            held = positions[i, j, : int(n[i, j])].cpu()
+            pool = [int(held[gone[t]]) for t in torch.randperm(len(gone), generator=g)[:e]]
+            fresh = torch.randint(0, seen[i], (e,), generator=g).tolist()
+            pool = torch.tensor(pool + [int(held[t]) for t in keep] + fresh).unique()
+            chosen = pool[torch.randperm(len(pool), generator=g)][:stored]
+            stored = len(chosen)
             weight[i, j, :stored] = 1 + torch.rand(stored, generator=g) * 40
-            pos[i, j, :stored] = positions[i, j, [gone[t] for t in pick]].cpu()
+            pos[i, j, :stored] = chosen.sort().values
     k, v = (torch.randn(b, h, e, d, generator=g).to(cache.dtype) for _ in range(2))
     to = lambda t: t.to(cache.device)  # noqa: E731
     return Kept(kept.idx, kept.count, to(k), to(v), to(weight), to(pos))

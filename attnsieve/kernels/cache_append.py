@@ -51,9 +51,12 @@ def _append_one_kernel(
         tl.store(LOG_WEIGHT + slot, 0.0)
     p_min, p_max = KEY_MIN + page * HEAD_DIM + o_d, KEY_MAX + page * HEAD_DIM + o_d
     # NaN propagates, as in the PyTorch path's scatter_reduce (the scores rank such a page last)
-    nan = tl.PropagateNan.ALL
-    b_min = tl.minimum(tl.load(p_min).to(tl.float32), _round_bf16(b_kf, False), propagate_nan=nan)
-    b_max = tl.maximum(tl.load(p_max).to(tl.float32), _round_bf16(b_kf, True), propagate_nan=nan)
+    b_min = tl.minimum(
+        tl.load(p_min).to(tl.float32), _round_bf16(b_kf, False), propagate_nan=tl.PropagateNan.ALL
+    )
+    b_max = tl.maximum(
+        tl.load(p_max).to(tl.float32), _round_bf16(b_kf, True), propagate_nan=tl.PropagateNan.ALL
+    )
     tl.store(p_min, b_min.to(KEY_MIN.dtype.element_ty))  # exact: both sides are bfloat16 values
     tl.store(p_max, b_max.to(KEY_MAX.dtype.element_ty))
     tl.store(LENGTHS + i_bh, n + 1)
