@@ -56,7 +56,8 @@
 #   after the last), s6d; s6e; s6f; s6g, s6h, s6i (as s6a-s6c); s6j (carry .stage/t); s6k; s6l;
 #   s6m; s6g, s6h, s6n.
 #   2026-11-30, seventh session: s7a, s7b, s7c (as s6a-s6c, s7c also carrying .stage/t); s7d,
-#   s7e, s7f in the same way; s7g, s7h, s7i and s7j, s7k, s7l in the same way; s7m.
+#   s7e, s7f in the same way; s7g, s7h, s7i and s7j, s7k, s7l in the same way; s7m; s7n, s7o,
+#   s7p in the same way (s7p without .stage/t); s7q, s7r, s7s likewise.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -776,8 +777,38 @@ s7m)  # carrying .stage/t: the CUDA tests after the review's fixes (review/cuda_
         tests/test_decode_integration.py > "$OUT/review/cuda_tests.log" 2>&1
     tail -3 "$OUT/review/cuda_tests.log"
     ;;
+s7n)  # carrying .stage/r1 (then s7o, s7p at once)
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+s7o)  # carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+s7p)  # carrying .stage/r3: time to first token from 1K to 16K, best of 40 alternating runs
+    # (adapter/alternating_40/)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
+        --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
+        --out "$OUT/adapter/alternating_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    ;;
+s7q)  # carrying .stage/r1 (then s7r, s7s at once)
+    cp .stage/r1/part_0 "$HOME/m/part_0"
+    ;;
+s7r)  # carrying .stage/r2
+    cp .stage/r2/part_1 "$HOME/m/part_1"
+    ;;
+s7s)  # carrying .stage/r3: s7p again with stock and patched runs in ABBA order
+    # (adapter/abba_40/)
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
+        --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
+        --out "$OUT/adapter/abba_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s" >&2
     exit 2
     ;;
 esac

@@ -338,15 +338,17 @@ def time_alternating(
 ) -> tuple[list[Run], list[Run]]:
     """Runs of the stock model (attention implementation ``stock``) and of the patched one,
     alternated after one warm-up of each, so that drift in clocks or host load weighs on both
-    alike. The model is patched; it runs stock by switching its attention implementation."""
+    alike, and each going first in every other pair (ABBA), so that neither always runs right
+    after the other. The model is patched; it runs stock by switching its attention
+    implementation."""
     patched = model.config._attn_implementation
-    stock_runs, patched_runs = [], []
-    for _ in range(repeats + 1):
-        model.set_attn_implementation(stock)
-        stock_runs.append(_forward(model, ids))
-        model.set_attn_implementation(patched)
-        patched_runs.append(_forward(model, ids))
-    return stock_runs[1:], patched_runs[1:]
+    runs: dict[str, list[Run]] = {stock: [], patched: []}
+    for i in range(repeats + 1):
+        for impl in (stock, patched) if i % 2 == 0 else (patched, stock):
+            model.set_attn_implementation(impl)
+            runs[impl].append(_forward(model, ids))
+    model.set_attn_implementation(patched)
+    return runs[stock][1:], runs[patched][1:]
 
 
 def _attention_free(
