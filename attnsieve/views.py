@@ -117,7 +117,9 @@ class PageView:
         page_table: int32 (B, H_kv, P), the pool row of each logical page of each head; entries
             past a head's page count are anything (never read).
         page_count: int32 (B, H_kv) valid pages per head; page_size: tokens per page.
-        lengths: int32 (B, H_kv) valid tokens per head (the current token included).
+        lengths: int32 (B, H_kv) valid tokens per head (the current token included). A cache's
+            view may hand out its live tensors (`Cache.page_view`: the pools, the table and the
+            lengths): a view is valid until the layer's next append or compaction.
         labels: (B, H_kv, P, page_size, R) the calibrated label channels of every cached key
             (Double Sparsity), or None when the layer has none.
         layer, num_layers: which layer, of how many.
@@ -151,6 +153,8 @@ class PageView:
             )
         check_int32("page_table", self.page_table, 3, "(batch, kv_heads, pages)")
         b, h, p = self.page_table.shape
+        check_int32("page_count", self.page_count, 2, "(batch, kv_heads)")
+        check_int32("lengths", self.lengths, 2, "(batch, kv_heads)")
         if self.page_count.shape != (b, h) or self.lengths.shape != (b, h):
             raise ValueError(
                 f"page_count, lengths: expected shape {(b, h)}, got "

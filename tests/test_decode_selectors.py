@@ -302,6 +302,8 @@ def test_malformed_views_and_queries():
         ({"key_max_pool": view.key_max_pool[:1]}, ValueError, "key_max_pool"),
         ({"page_table": view.page_table.long()}, TypeError, "page_table"),
         ({"page_table": view.page_table[0]}, ValueError, "page_table"),
+        ({"lengths": view.lengths.long()}, TypeError, "lengths"),
+        ({"page_count": view.page_count.long()}, TypeError, "page_count"),
         ({"page_count": view.page_count[:1]}, ValueError, "page_count, lengths"),
         ({"page_size": 0}, ValueError, "page_size"),
         ({"label_channels": None}, ValueError, "labels, label_channels"),
