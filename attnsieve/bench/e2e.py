@@ -118,7 +118,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode-steps", type=int, default=None, help="time N greedy decode steps per cell"
     )
     decode.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
-    decode.add_argument("--kv", default="none", help="comma-separated KV policies (none: keep all)")
+    decode.add_argument(
+        "--kv",
+        default="none",
+        help="comma-separated KV policies or KV-entry JSON files (none: keep all)",
+    )
     decode.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
     decode.add_argument(
         "--decode", default="none", help="comma-separated decode selectors (none: read all)"

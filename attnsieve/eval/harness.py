@@ -97,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         '{"window_tokens": 1024}}\'',
     )
     parser.add_argument(
-        "--kv", default="none", help="comma-separated KV policies (none: keep every token)"
+        "--kv",
+        default="none",
+        help="comma-separated KV policies or KV-entry JSON files (none: keep every token)",
     )
     parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
     parser.add_argument(
