@@ -627,7 +627,8 @@ def test_one_token_appends_match_the_pytorch_path(dtype, kv_dtype, monkeypatch):
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("fused", [True, False])
-def test_appends_reset_the_log_weight_of_reused_slots(fused, device, monkeypatch):
+@pytest.mark.parametrize("kv_dtype", [None, "fp8"])
+def test_appends_reset_the_log_weight_of_reused_slots(fused, device, kv_dtype, monkeypatch):
     """A slot that held a compensation token, vacated by a later compaction, holds a plain token
     (log weight 0) once an append reuses it: on the one-launch path and the PyTorch one."""
     import attnsieve.cache as cache_module
@@ -638,7 +639,7 @@ def test_appends_reset_the_log_weight_of_reused_slots(fused, device, monkeypatch
     launches = []
     append_one = cache_module.append_one
     monkeypatch.setattr(cache_module, "append_one", lambda *a: launches.append(append_one(*a)))
-    cache = Cache(1, 1, 2, 16, page_size=8, dtype=F32, device=device)
+    cache = Cache(1, 1, 2, 16, page_size=8, dtype=F32, device=device, kv_dtype=kv_dtype)
     cache.append(0, *kv(cache, 20))
     kept = kept_from([[[0, 1], [0, 1, 2]]], device)
     ones = torch.ones(1, 2, 1, 16, device=device)
