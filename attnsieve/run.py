@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -34,7 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method", default=None, help="planner name; overrides the config's 'prefill'"
     )
-    parser.add_argument("--kv", default=None, help="KV policy name; overrides the config's 'kv'")
+    parser.add_argument(
+        "--kv",
+        default=None,
+        help="KV policy name, or a KV-entry JSON file (attnsieve calibrate --retrieval-heads); "
+        "overrides the config's 'kv'",
+    )
     parser.add_argument(
         "--decode", default=None, help="decode selector name; overrides the config's 'decode'"
     )
@@ -77,6 +83,12 @@ def main(args: argparse.Namespace) -> int:
         for role, name in (("prefill", "method"), ("kv", "kv"), ("decode", "decode"))
         if getattr(args, name) is not None
     }
+    if isinstance(changes.get("kv"), str) and changes["kv"].endswith(".json"):
+        with open(changes["kv"]) as f:
+            try:
+                changes["kv"] = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--kv: {changes['kv']} is not valid JSON: {e}") from None
     if args.precision is not None:
         changes["precision"] = args.precision
     if args.min_prefill_length is not None:

@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from attnsieve import run  # noqa: E402
+from attnsieve.methods.kv import RazorAttention  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(124)]
 BLOCKS = {"block_q": 16, "block_k": 16}
@@ -117,6 +118,30 @@ def test_run_sparse_method_reports_density(model_dir, tmp_path, capsys):
     )
     dense, sparse_density = (float(x) for x in line.split(":")[1].split())
     assert dense == 1.0 and sparse_density < 0.9
+
+
+def test_run_takes_a_kv_entry_file(model_dir, tmp_path, capsys, monkeypatch):
+    """--kv razor.json (what `attnsieve calibrate --retrieval-heads` writes): RazorAttention with
+    its retrieval heads compresses the prompt on the paged cache and generation runs."""
+    entry = tmp_path / "razor.json"
+    entry.write_text(json.dumps({"method": "razor", "budget": 12, "retrieval_heads": {"0": [1]}}))
+    args, _ = cli(model_dir, tmp_path, {"prefill": "dense"}, "--max-new-tokens", "3", "--kv",
+                  str(entry))  # fmt: skip
+    kept = []
+    compress = RazorAttention.compress
+    monkeypatch.setattr(RazorAttention, "compress", lambda self, view: kept.append(
+        (self.retrieval_heads, compress(self, view))) or kept[-1][1])  # fmt: skip
+    assert run.main(args) == 0
+    assert "KV cache:" in capsys.readouterr().out.split("\n---\n")[1]
+    assert len(kept) == 2 and all(heads == {0: [1]} for heads, _ in kept)  # both layers
+    # layer 0's head 1 keeps everything (the file's list); every other head 12 tokens and a
+    # compensation token (a layer the list leaves out has no retrieval head)
+    assert all(int(k.count.min()) == 12 and bool((k.extra_weight > 0).any()) for _, k in kept)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    args.kv = str(bad)
+    with pytest.raises(ValueError, match="--kv"):
+        run.main(args)
 
 
 def test_run_rejects_bad_arguments(model_dir, tmp_path):
