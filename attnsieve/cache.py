@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from attnsieve import cache_reference as ref  # the argument checks both share
@@ -71,6 +72,7 @@ class LayerCache:
     labels: Tensor | None
     label_channels: Tensor | None  # int64 (H_kv, R) on the device
     log_weight: Tensor | None
+    weighted_pages: Tensor | None  # int32 (B, H_kv, E): logical pages with a weighted token
     page_table: Tensor
     lengths: Tensor
     host_lengths: Tensor  # int64 (B, H_kv) on the CPU, mirrors ``lengths``
@@ -167,6 +169,7 @@ class Cache:
             labels=None,
             label_channels=None,
             log_weight=None,
+            weighted_pages=None,
             page_table=torch.full((b, h, 1), -1, dtype=torch.int32, device=self.device),
             lengths=torch.zeros(b, h, dtype=torch.int32, device=self.device),
             host_lengths=torch.zeros(b, h, dtype=torch.int64),
@@ -403,6 +406,23 @@ class Cache:
         lc.page_table.masked_fill_(drop, -1)
         lc.free = torch.cat([freed, lc.free])  # freed pages are reused first
         self._refresh_summaries(lc)
+        lc.weighted_pages = None if lc.log_weight is None else self._weighted_pages(lc)
+
+    def _weighted_pages(self, lc: LayerCache) -> Tensor | None:
+        """int32 (B, H_kv, E): the logical pages holding a token of nonzero log weight, ascending,
+        -1 padded; None where no head holds one. Only compaction stores such tokens, so it is
+        computed there (one host read of the width)."""
+        flat, ok = self._slots(lc)
+        heavy = (lc.log_weight.view(-1)[flat] != 0) & ok  # [B, H, L]
+        b, h, n = heavy.shape
+        p = cdiv(n, self.page_size)
+        heavy = F.pad(heavy, (0, p * self.page_size - n)).view(b, h, p, -1).any(-1)
+        width = int(heavy.sum(-1).max()) if heavy.numel() else 0
+        if width == 0:
+            return None
+        pages = torch.where(heavy, torch.arange(p, device=self.device), p)
+        pages = pages.sort(-1).values[..., :width]
+        return torch.where(pages < p, pages, -1).int()
 
     def _write_extras(
         self, lc: LayerCache, kept: Kept, stored: Tensor, table: Tensor, index: Tensor
@@ -528,8 +548,9 @@ class Cache:
 
         n, ch = lc.lengths, lc.label_channels  # no copy: valid until the next append
         return PageView(
-            lc.key_min, lc.key_max, table, count, ps, n, labels, layer, len(self), ch, keys
-        )
+            lc.key_min, lc.key_max, table, count, ps, n, labels, layer, len(self), ch, keys,
+            weighted_pages=lc.weighted_pages,
+        )  # fmt: skip
 
     def kernel_args(self, layer: int) -> KernelArgs:
         """The pool and tables of ``layer`` as the decode kernel takes them (no copies)."""

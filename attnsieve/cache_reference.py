@@ -359,8 +359,23 @@ class ReferenceCache:
         table = torch.arange(b * h * pages, dtype=torch.int32, device=self.device).view(b, h, pages)
         return PageView(
             kmin.view(-1, d), kmax.view(-1, d), table, count, ps, lengths, labels, layer,
-            self.num_layers, ch, lambda: keys,
+            self.num_layers, ch, lambda: keys, weighted_pages=self._weighted_pages(layer),
         )  # fmt: skip
+
+    def _weighted_pages(self, layer: int) -> Tensor | None:
+        """Per head, the pages holding a token of nonzero log weight; see `PageView`."""
+        heads = [
+            [sorted({int(t) // self.page_size for t in torch.nonzero(lw).flatten()}) for lw in row]
+            for row in self._lw[layer]
+        ]
+        width = max(len(pages) for row in heads for pages in row)
+        if width == 0:
+            return None
+        out = torch.full((self.batch, self.kv_heads, width), -1, dtype=torch.int32)
+        for i, row in enumerate(heads):
+            for j, pages in enumerate(row):
+                out[i, j, : len(pages)] = torch.tensor(pages, dtype=torch.int32)
+        return out.to(self.device)
 
     def head_tokens(self, layer: int) -> Tensor:
         check_layer(layer, self.num_layers)

@@ -129,6 +129,9 @@ class PageView:
             pages, slots past a head's length any value; None when the cache does not offer it.
             Only selectors that need exact scores call it (TidalDecode's selection layers).
         scale: the softmax scale of the layer's attention; None means 1/sqrt(D).
+        weighted_pages: int32 (B, H_kv, E), the logical pages that hold a weighted token (a
+            compensation token, `Kept`), ascending, -1 padded; None when the layer holds none.
+            Selectors read them always: their bounds and scores see such a token as one token.
     """
 
     key_min_pool: Tensor
@@ -143,6 +146,7 @@ class PageView:
     label_channels: Tensor | None = None
     keys: Callable[[], Tensor] | None = None
     scale: float | None = None
+    weighted_pages: Tensor | None = None
 
     def __post_init__(self) -> None:  # shapes only: no host synchronisation
         check_tensor("key_min_pool", self.key_min_pool, 2, "(pool pages, head_dim)")
@@ -174,6 +178,13 @@ class PageView:
                 raise ValueError(
                     f"label_channels: expected shape {(h, r)}, "
                     f"got {tuple(self.label_channels.shape)}"
+                )
+        if self.weighted_pages is not None:
+            check_int32("weighted_pages", self.weighted_pages, 3, "(batch, kv_heads, E)")
+            if self.weighted_pages.shape[:2] != (b, h):
+                raise ValueError(
+                    f"weighted_pages: expected shape ({b}, {h}, E), "
+                    f"got {tuple(self.weighted_pages.shape)}"
                 )
         _check_layer_and_scale(self.layer, self.num_layers, self.scale)
 

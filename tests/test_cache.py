@@ -102,6 +102,9 @@ def assert_same(cache, twin, layer, h_q):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     for x, y in zip(a.bounds(), b.bounds(), strict=True):
         assert torch.equal(x, y)
+    assert (a.weighted_pages is None) == (b.weighted_pages is None)
+    if a.weighted_pages is not None:
+        assert torch.equal(a.weighted_pages, b.weighted_pages)
     assert a.key_min_pool.dtype == b.key_min_pool.dtype == torch.bfloat16
     assert (a.labels is None) == (b.labels is None)
     if a.labels is not None:

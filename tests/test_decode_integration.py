@@ -184,3 +184,22 @@ def test_razor_compensation_tokens_weigh_the_same_in_prompt_chunks_and_decode(dt
                                else 5e-3)  # fmt: skip
     full = model(input_ids=torch.cat([context, question], 1)).logits[:, -1].float()
     assert not torch.allclose(logits[0], full, rtol=1e-4, atol=1e-2)  # compression shows
+
+
+@torch.no_grad()
+def test_razor_and_quest_compose_on_one_cache():
+    """RazorAttention compresses, Quest selects over the ragged heads, reading the compensation
+    tokens' pages; generation runs."""
+    model = build("llama")
+    config = AttentionConfig(
+        prefill="dense",
+        kv={"method": "razor", "budget": 32, "retrieval_heads": {0: [1]}},
+        decode={"method": "quest", "budget_tokens": 32, "dense_layers": 0},
+    )
+    handle = patch(model, config)
+    with handle:
+        tokens = greedy(model, prompt(length=96), new=4)
+    assert tokens.shape == (1, 4)
+    paged = handle.session.paged
+    assert paged.layers[0].weighted_pages.tolist() == [[[0], [-1]]]  # head 1 keeps everything
+    assert paged.page_view(1).weighted_pages is not None

@@ -1,5 +1,6 @@
 """Sparse-decode selectors (methods/decode): the Pages contract, budgets, planted needles."""
 
+import dataclasses
 import math
 
 import pytest
@@ -324,3 +325,44 @@ def test_malformed_views_and_queries():
     ]:
         with pytest.raises(error, match="q"):
             selector.select(bad, view, StepState())
+
+
+def test_selectors_always_read_the_pages_of_weighted_tokens():
+    """A compensation token's page is read even where its bound ranks it last (Quest) or no
+    token of it is chosen (pages_of, Double Sparsity's and TidalDecode's): its one key stands for
+    many. Without weighted tokens the same page is skipped."""
+    from attnsieve.cache import Cache
+    from attnsieve.methods.decode.base import pages_of
+    from attnsieve.views import Kept
+
+    torch.manual_seed(0)
+    cache = Cache(1, 1, 2, D, page_size=8, dtype=torch.float32, device="cpu")
+    keys = torch.randn(1, 2, 64, D)
+    cache.append(0, keys, torch.randn(1, 2, 64, D))
+    q = torch.zeros(1, 2, D)
+    q[..., 0] = 10.0  # ranks pages by channel 0 of their keys
+    low = torch.zeros(1, 2, 1, D)
+    low[..., 0] = -50.0  # a compensation token no bound would pick
+    keep = torch.arange(1, 64, dtype=torch.int32).expand(1, 2, 63).contiguous()  # evict token 0
+    cache.compact(
+        0,
+        Kept(
+            keep,
+            torch.full((1, 2), 63, dtype=torch.int32),
+            low,
+            low.clone(),
+            torch.tensor([[[30.0], [0.0]]]),
+            torch.zeros(1, 2, 1, dtype=torch.long),
+        ),
+    )
+    view = cache.page_view(0)
+    assert view.weighted_pages.tolist() == [[[0], [-1]]]  # head 1 stored none
+    quest = Quest(budget_tokens=3 * 8, dense_layers=0)
+    chosen = page_sets(quest.select(q, view, StepState()), view)[0]
+    assert 0 in chosen[0] and len(chosen[0]) == 3  # within the budget
+    plain = dataclasses.replace(view, weighted_pages=None)
+    assert 0 not in page_sets(quest.select(q, plain, StepState()), plain)[0][0]
+    tokens = torch.zeros(1, 2, view.num_pages * 8, dtype=torch.bool)
+    tokens[..., 40] = True
+    assert page_sets(pages_of(tokens, view, 2), view)[0][0] == {0, 5, 7}
+    assert page_sets(pages_of(tokens, plain, 2), plain)[0][0] == {5, 7}

@@ -103,9 +103,26 @@ def valid_tokens(view: PageView) -> Tensor:
     return torch.arange(n, device=view.page_table.device) < view.lengths[..., None]
 
 
+def weighted_pages(view: PageView) -> Tensor | None:
+    """bool (B, H_kv, P): the pages holding a weighted token (RazorAttention's compensation
+    token: `PageView.weighted_pages`), which every selector reads, as it reads the current page;
+    None when the layer holds none. Such a token stands for many evicted ones: no bound or score
+    of one token ranks it."""
+    if view.weighted_pages is None:
+        return None
+    b, h, p = view.page_table.shape
+    idx = view.weighted_pages.long()
+    mask = torch.zeros(b, h, p + 1, dtype=torch.bool, device=idx.device)
+    return mask.scatter_(-1, torch.where(idx >= 0, idx, p), True)[..., :p]
+
+
 def pages_of(tokens: Tensor, view: PageView, width: int) -> Pages:
     """The pages holding the set token slots of ``tokens`` bool (B, H_kv, P * page_size), plus
-    each head's last page, as at most ``width`` pages."""
+    each head's last page and its weighted pages, as at most ``width`` pages (plus the weighted
+    ones)."""
     b, h, p = view.page_table.shape
     chosen = tokens.view(b, h, p, view.page_size).any(-1) | last_page(view)
+    if (heavy := weighted_pages(view)) is not None:
+        chosen |= heavy
+        width += view.weighted_pages.shape[-1]
     return Pages(*pack_indices(chosen, min(p, width)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,6 +16,7 @@ from attnsieve.methods.decode.base import (
     PageView,
     StepState,
     check_query,
+    weighted_pages,
 )
 
 
@@ -33,7 +35,9 @@ class Quest(DecodeSelector):
     paper sweeps budgets from 256 to 4096 tokens; the default, 4096, is the largest of them (the
     setting that tracks dense accuracy closest), not a single documented default. ``ratio`` reads
     ceil(ratio x length) tokens' worth of pages per head. When the budget covers every page the
-    selector returns None (dense).
+    selector returns None (dense). A page holding a compensation token (RazorAttention on the
+    same cache) is always read, within the budget: its bound would see one token where it stands
+    for many.
     """
 
     dense_layers: int = 2
@@ -58,4 +62,6 @@ class Quest(DecodeSelector):
         score = quest_page_scores(
             q, view.key_min_pool, view.key_max_pool, view.page_table, view.page_count
         )
+        if (heavy := weighted_pages(view)) is not None:  # compensation tokens: always read
+            score = score.masked_fill(heavy, math.inf)
         return Pages(*select_pages(score, self.page_targets(view), width))
