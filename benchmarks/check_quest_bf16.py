@@ -51,7 +51,7 @@ def main() -> None:
     for task in ("niah_single", "passkey"):
         text = make_samples(task, tokenizer, args.length, 1, 0)[0].prompt
         ids = torch.tensor([list(tokenizer.encode(text))])[:, : args.length]
-        for q, k in capture_qk(model, ids):
+        for q, k in capture_qk(model, ids).values():
             exact, rounded = picks(q[:, :, -1], k, args.ratio)
             for a, c in zip(exact.flatten(0, 1).tolist(), rounded.flatten(0, 1).tolist(),
                             strict=True):  # fmt: skip

@@ -98,10 +98,16 @@ def test_capture_qk_from_a_transformers_model():
     )  # fmt: skip
     model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
     captured = capture_qk(model, torch.randint(0, 64, (1, 40)))
-    assert [(q.shape, k.shape) for q, k in captured] == [((1, 4, 40, 16), (1, 2, 40, 16))] * 2
+    assert list(captured) == [0, 1]  # the model's layer indices
+    shapes = [(q.shape, k.shape) for q, k in captured.values()]
+    assert shapes == [((1, 4, 40, 16), (1, 2, 40, 16))] * 2
     assert model.config._attn_implementation == "sdpa"
     result = calibrate(captured, 0.9, [("dense", BLOCKS)])
     assert len(result["layers"]) == 2
+    model.model.layers[1].self_attn.layer_idx = 5  # attention layers 0 and 5, as in a hybrid model
+    captured = capture_qk(model, torch.randint(0, 64, (1, 40)))
+    assert list(captured) == [0, 5]
+    assert set(calibrate(captured, 0.9, [("dense", BLOCKS)])["layers"]) == {"0", "5"}
 
 
 @pytest.mark.parametrize(

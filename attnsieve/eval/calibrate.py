@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -55,8 +55,19 @@ DEFAULT_CANDIDATES: list[Candidate] = [
 ]
 
 
+QK = tuple[Tensor, Tensor]
+
+
+def by_layer(qk_per_layer: Mapping[int, QK] | Iterable[QK]) -> list[tuple[int, QK]]:
+    """(layer index, (q, k)) pairs: a mapping's own layer indices (as `capture_qk` returns, so a
+    model whose attention layers are not numbered 0..L-1 keeps its numbers), or positions."""
+    if isinstance(qk_per_layer, Mapping):
+        return sorted(qk_per_layer.items())
+    return list(enumerate(qk_per_layer))
+
+
 def calibrate(
-    qk_per_layer: Iterable[tuple[Tensor, Tensor]],
+    qk_per_layer: Mapping[int, QK] | Iterable[QK],
     target_recall: float = 0.95,
     candidates: Sequence[Candidate] = DEFAULT_CANDIDATES,
     *,
@@ -64,9 +75,10 @@ def calibrate(
 ) -> dict[str, Any]:
     """Choose a candidate per (layer, query head); returns the JSON-ready dict described above.
 
-    ``qk_per_layer`` yields (q (B, H_q, N, D), k (B, H_kv, M, D)) per layer, e.g. from
-    `capture_qk`; recall and density are averaged over the batch. ``candidates`` are
-    (planner name, kwargs) pairs; on equal density the earlier candidate wins.
+    ``qk_per_layer`` maps layer indices to (q (B, H_q, N, D), k (B, H_kv, M, D)), as `capture_qk`
+    returns, or lists them from layer 0; recall and density are averaged over the batch.
+    ``candidates`` are (planner name, kwargs) pairs; on equal density the earlier candidate
+    wins.
     """
     check_float("target_recall", target_recall, 0.0, 1.0)
     if isinstance(candidates, (str, bytes)) or not candidates:
@@ -76,7 +88,7 @@ def calibrate(
 
     layers: dict[str, Any] = {}
     stats: dict[str, Any] = {}
-    for index, (q, k) in enumerate(qk_per_layer):
+    for index, (q, k) in by_layer(qk_per_layer):
         check_qk(q, k)
         h_q, h_kv = q.shape[1], k.shape[1]
         recall, density = [], []
@@ -109,8 +121,9 @@ def calibrate(
     return {"prefill": "dense", "layers": layers, "metadata": metadata}
 
 
-def capture_qk(model: Any, input_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """(q, k) of every attention layer of a transformers model for one forward pass, on the CPU.
+def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
+    """{layer index: (q, k)} of every attention layer of a transformers model for one forward
+    pass, on the CPU.
 
     q and k are what the attention receives (after RoPE), seen through `observe_attention`.
     """
@@ -123,7 +136,7 @@ def capture_qk(model: Any, input_ids: Tensor) -> list[tuple[Tensor, Tensor]]:
 
     with observe_attention(model, keep), torch.no_grad():
         model(input_ids=input_ids, use_cache=False)
-    return [captured[i] for i in sorted(captured)]
+    return dict(sorted(captured.items()))
 
 
 def retrieval_heads(
@@ -237,14 +250,15 @@ def main(args: argparse.Namespace) -> int:
             candidates = [tuple(c) for c in json.load(f)]
     if args.qk:
         layers = torch.load(args.qk, map_location="cpu")
-        if not isinstance(layers, (list, tuple)):
+        if not isinstance(layers, (list, tuple, dict)):
             raise ValueError(
-                f"--qk: expected a list of (q, k) per layer, got {type(layers).__name__}"
+                f"--qk: expected a list of (q, k) per layer or a dict {{layer: (q, k)}}, got "
+                f"{type(layers).__name__}"
             )
     else:
         layers = _model_sample(args)
     device = torch.device(args.device)
-    layers = [(q.to(device), k.to(device)) for q, k in layers]
+    layers = {index: (q.to(device), k.to(device)) for index, (q, k) in by_layer(layers)}
     result = calibrate(layers, args.target_recall, candidates)
     if args.label_channels:
         add_label_channels(result, layers, args.label_channels)
@@ -281,13 +295,15 @@ def _main_retrieval_heads(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_label_channels(result: dict[str, Any], layers: list[tuple[Tensor, Tensor]], r: int) -> None:
+def add_label_channels(
+    result: dict[str, Any], layers: Mapping[int, QK] | Iterable[QK], r: int
+) -> None:
     """Put Double Sparsity's calibrated label channels of every layer into the config ``result``:
     each layer's ``decode`` entry gets its ``channels`` (one list per KV head)."""
     from attnsieve.methods.decode.double_sparsity import calibrate_label_channels
 
     result["decode"] = {"method": "double_sparsity"}
-    for index, (q, k) in enumerate(layers):
+    for index, (q, k) in by_layer(layers):
         channels = calibrate_label_channels(q, k, r).tolist()
         entry = result["layers"].setdefault(str(index), {})
         entry["decode"] = {"method": "double_sparsity", "channels": channels}
