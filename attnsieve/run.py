@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from typing import Any
 
 import torch
 
 from attnsieve.eval.models import load_model
-from attnsieve.integrations.config import PRECISIONS, AttentionConfig
+from attnsieve.integrations.config import PRECISIONS, AttentionConfig, read_entry
 from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.transformers import patch
 
@@ -84,11 +83,7 @@ def main(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None
     }
     if isinstance(changes.get("kv"), str) and changes["kv"].endswith(".json"):
-        with open(changes["kv"]) as f:
-            try:
-                changes["kv"] = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--kv: {changes['kv']} is not valid JSON: {e}") from None
+        changes["kv"] = read_entry(changes["kv"], "--kv")
     if args.precision is not None:
         changes["precision"] = args.precision
     if args.min_prefill_length is not None:

@@ -203,9 +203,9 @@ def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
         return None
     if not kv.endswith(".json"):
         return {"method": kv, "ratio": ratio}
-    entry = json.loads(Path(kv).read_text())
-    if not isinstance(entry, dict) or "method" not in entry:
-        raise ValueError(f"kv: {kv} must hold a KV-policy entry {{'method': ..., ...}}")
+    from attnsieve.integrations.config import read_entry
+
+    entry = read_entry(kv, "--kv")
     sized = any(entry.get(name) is not None for name in ("budget", "ratio"))
     return entry if sized else {**entry, "ratio": ratio}
 

@@ -178,13 +178,7 @@ class AttentionConfig:
         where = "source"
         if isinstance(source, (str, os.PathLike)):
             where = os.fspath(source)
-            try:
-                with open(source) as f:
-                    data = json.load(f)
-            except OSError as e:
-                raise ValueError(f"{where}: cannot read the config file ({e.strerror})") from e
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from e
+            data = _read_json(source, where, "the config file")
         elif isinstance(source, dict):
             data = source
         else:
@@ -195,6 +189,27 @@ class AttentionConfig:
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected {_FIELDS}")
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+def read_entry(path: str | os.PathLike, name: str) -> dict[str, Any]:
+    """One role's entry from a JSON file, such as the RazorAttention entry `attnsieve calibrate
+    --retrieval-heads` writes: an object with a ``method``. Errors name the argument ``name``
+    and the file."""
+    where = f"{name}: {os.fspath(path)}"
+    entry = _read_json(path, where, "the file")
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise ValueError(f"{where}: expected an entry {{'method': ..., ...}}, got {entry!r:.60}")
+    return entry
+
+
+def _read_json(path: str | os.PathLike, where: str, what: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read {what} ({e.strerror})") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from e
 
 
 def _layer_index(key: Any) -> int:
