@@ -412,8 +412,7 @@ class Cache:
         """int32 (B, H_kv, E): the logical pages holding a token of nonzero log weight, ascending,
         -1 padded; None where no head holds one. Only compaction stores such tokens, so it is
         computed there (one host read of the width)."""
-        flat, ok = self._slots(lc)
-        heavy = (lc.log_weight.view(-1)[flat] != 0) & ok  # [B, H, L]
+        heavy = self._log_weights(lc, *self._slots(lc)) != 0  # [B, H, L]
         b, h, n = heavy.shape
         p = cdiv(n, self.page_size)
         heavy = F.pad(heavy, (0, p * self.page_size - n)).view(b, h, p, -1).any(-1)
@@ -485,9 +484,10 @@ class Cache:
         length), or None when the layer holds no weighted token."""
         ref.check_layer(layer, self.num_layers)
         lc = self.layers[layer]
-        if lc.log_weight is None:
-            return None
-        flat, ok = self._slots(lc)
+        return None if lc.log_weight is None else self._log_weights(lc, *self._slots(lc))
+
+    def _log_weights(self, lc: LayerCache, flat: Tensor, ok: Tensor) -> Tensor:
+        """The log weights of the entries at pool slots ``flat``, 0 where not ``ok``."""
         return lc.log_weight.view(-1)[flat].masked_fill(~ok, 0)
 
     def _slots(self, lc: LayerCache) -> tuple[Tensor, Tensor]:
@@ -507,7 +507,7 @@ class Cache:
             x = self._dequant(_raw(data).flatten(0, 1)[flat].view(data.dtype), sc)
             out.append(x.masked_fill(~ok[..., None], 0).to(self.dtype))
         positions = lc.positions.view(-1)[flat].masked_fill(~ok, -1)
-        lw = None if lc.log_weight is None else lc.log_weight.view(-1)[flat].masked_fill(~ok, 0)
+        lw = None if lc.log_weight is None else self._log_weights(lc, flat, ok)
         return out[0], out[1], positions, lw
 
     def kv_view(self, layer: int, queries: Tensor, query_positions: Tensor) -> KVView:
@@ -533,16 +533,14 @@ class Cache:
         count = cdiv(lc.lengths, ps)
         width = int(lc.host_pages.max())  # reserved pages too: a captured graph sees them fill
         table = lc.page_table[..., :width]
-        phys = None
         labels = None
         if lc.labels is not None:
-            phys = table.long().clamp(min=0)
             tok = torch.arange(width * ps, device=self.device).view(width, ps)
             dead = tok >= lc.lengths[..., None, None]  # [B, H, P, ps]
-            labels = lc.labels[phys].masked_fill(dead[..., None], 0)
+            labels = lc.labels[table.long().clamp(min=0)].masked_fill(dead[..., None], 0)
 
         def keys() -> Tensor:  # (B, H_kv, P, ps, D), read only by selectors that need it
-            rows = table.long().clamp(min=0) if phys is None else phys
+            rows = table.long().clamp(min=0)
             sc = None if lc.k_scale is None else lc.k_scale[rows]
             return self._dequant(lc.k_pages[rows], sc).to(self.dtype)
 

@@ -50,9 +50,9 @@ class RazorAttention(KVPolicy):
     none); the cache stores it at the position of the last token it replaces, with log(weight)
     for attention to add. A later compression evicts it with the tokens that left the window
     since and folds it into the new one by its weight, so a head holds one compensation token,
-    the mean of every token it ever evicted. Decode selectors rank pages without the weight
-    (Quest's bound and TidalDecode's scores see the token as one token); the decode kernel and
-    prompt chunks count it.
+    the mean of every token it ever evicted. The decode kernel and prompt chunks count its
+    weight; decode selectors, whose bounds and scores would see it as one token, always read its
+    page (`PageView.weighted_pages`).
     """
 
     sink: int = 4
