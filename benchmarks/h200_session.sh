@@ -78,12 +78,17 @@ join_gguf() {
 }
 export ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
 
+join_three_parts() {  # SmolLM2's GGUF from parts 0 and 1 (in $HOME/m) and part 2 with the gguf
+    # wheel (carried in .stage/r3), checked against its sha256
+    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c -
+}
+
 smollm2_decode_bound() {  # DIR: join SmolLM2's GGUF (parts 0 and 1 in $HOME/m, part 2 carried in
     # .stage/r3), then decode with the attention-free row at 32K, batch 1 and 8, dense,
     # StreamingLLM and SnapKV 25 % (decode_bound/DIR/)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || return 1
+    join_three_parts || return 1
     timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
         --decode-steps 64 --batch 1,8 --methods dense --kv none,streaming,snapkv --kv-ratio 0.25 \
         --paged-cache --out "$OUT/decode_bound/$1" 2>&1 \
@@ -237,9 +242,7 @@ final2)  # at once after final1
     ;;
 final3)  # at once after final2, carrying .stage/r3: time to first token with graphs (cost model
     # off / on) and without, and flexprefill's recall at 32K
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     B="python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 1 --out $OUT"
     B="$B --lengths 8k,32k,64k,128k --methods flexprefill"
     timeout 90 $B --no-cost 2>&1 | grep "tokens:\|wrote\|error"
@@ -280,9 +283,7 @@ repair2)  # at once after repair1, carrying .stage/r2: 2000 fuzz cases of the fi
     ;;
 repair3)  # at once after repair2, carrying .stage/r3: the mass-threshold op's speed, time to
     # first token with the default cost model and graphs, then bench prefill as time allows
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     timeout 40 python3 benchmarks/time_mass_threshold.py 2>&1 | tail -6 | tee "$OUT/mass_threshold.log"
     timeout 100 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 1 \
         --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT" 2>&1 \
@@ -308,9 +309,7 @@ adapter2)  # at once after adapter1, carrying .stage/r2 + .stage/t
     tail -1 "$OUT/adapter/cuda_tests.log"
     ;;
 adapter3)  # at once after adapter2, carrying .stage/r3: time to first token from 1K to 128K
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 1k,2k,4k,8k,16k,32k,64k,128k --methods flexprefill --out "$OUT/adapter" 2>&1 \
         | grep "tokens:\|wrote\|error\|Error"
@@ -322,9 +321,7 @@ alt2)  # at once after alt1, carrying .stage/r2
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 alt3)  # at once after alt2, carrying .stage/r3: time to first token, stock and patched alternating
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     timeout 500 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 5 \
         --lengths 1k,2k,3k,4k,6k,8k,16k,32k,64k,128k --methods flexprefill \
         --out "$OUT/alternating" 2>&1 | grep "tokens:\|wrote\|error\|Error"
@@ -341,9 +338,7 @@ gd2)  # at once after gd1, carrying .stage/r2
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 gd3)  # at once after gd2, carrying .stage/r3: decode tokens/s on SmolLM2 at 32K, CUDA-graph steps
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     for run in "paged --paged-cache" "hfcache" "eager --paged-cache --no-graphs"; do
         set -- $run
         name=$1; shift
@@ -375,9 +370,7 @@ gd5)  # at once after gd4, carrying .stage/r2
     ;;
 gd6)  # at once after gd5, carrying .stage/r3: FP8 KV decode with the fused append, 32K and 128K;
     # then time to first token 32K-128K with flexprefill's kept masks
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     filter() { grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"; }
     timeout 120 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
         --decode-steps 64 --batch 1,8 --methods dense --kv none,snapkv --precision bf16,fp8-kv \
@@ -444,9 +437,7 @@ gd13)  # at once after gd12, carrying .stage/r2
     ;;
 gd14)  # at once after gd13, carrying .stage/r3: `attnsieve run` on a ~6K-token prompt, 128 new
     # tokens, dense decode on transformers' cache and on the paged cache (graph-replayed steps)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     mkdir -p "$OUT/decode_graphs/run"
     python3 -c "print(' '.join(f'Line {i}: the grass is green and the sky is blue.' for i in range(500)) + ' Repeat the first line.')" > /tmp/prompt.txt
     for flag in "" "--paged-cache"; do
@@ -512,17 +503,16 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a)  # sixth session, carrying .stage/r1 (then s6b, s6c at once, each after the last)
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q)  # carrying .stage/r1: part 0 of SmolLM2's GGUF (sessions six and
+    # seven; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b)  # carrying .stage/r2
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
     # flexprefill's recall at 32K with the cost model's dense layers (smollm2-eval/fidelity32k_patched/)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     timeout 240 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/bound" 2>&1 \
         | grep "tokens\|wrote\|error\|check"
@@ -555,12 +545,6 @@ s6f)  # nothing carried: check_flush.py again, now with the kernel on pages in p
             --kv-ratio 0.25 --paged-cache --out "$OUT/decode_bound/llama8b_b$b" 2>&1 \
             | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     done
-    ;;
-s6g)  # carrying .stage/r1 (then s6h, s6i at once)
-    cp .stage/r1/part_0 "$HOME/m/part_0"
-    ;;
-s6h)  # carrying .stage/r2
-    cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6i)  # carrying .stage/r3: decode with the attention-free row on SmolLM2 at 32K, batch 1 and 8,
     # dense, StreamingLLM and SnapKV 25 % (decode_bound/smollm2/)
@@ -638,18 +622,10 @@ s6r)  # nothing carried: the decode CUDA tests after the review's refactor (deco
     timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         tests/test_decode_graphs.py tests/test_cache.py -k "cuda or replayed" 2>&1 | tail -3
     ;;
-s7a)  # seventh session, carrying .stage/r1 (then s7b, s7c at once, each after the last)
-    cp .stage/r1/part_0 "$HOME/m/part_0"
-    ;;
-s7b)  # carrying .stage/r2
-    cp .stage/r2/part_1 "$HOME/m/part_1"
-    ;;
 s7c)  # carrying .stage/r3 and .stage/t: CUDA tests of the decode kernel, cache and appends with
     # log weights (razor/cuda_tests.log); SmolLM2's retrieval heads (razor/razor_smollm2.json);
     # accuracy of RazorAttention at 25 %, guessed and calibrated heads (smollm2-eval/razor*/)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     mkdir -p "$OUT/razor"
     timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         tests/test_cache.py tests/test_decode_graphs.py > "$OUT/razor/cuda_tests.log" 2>&1
@@ -672,18 +648,10 @@ s7c)  # carrying .stage/r3 and .stage/t: CUDA tests of the decode kernel, cache 
         mkdir -p "$OUT/smollm2-eval/$d" && cp -r "$R/$d"/. "$OUT/smollm2-eval/$d/"
     done
     ;;
-s7d)  # carrying .stage/r1 (then s7e, s7f at once)
-    cp .stage/r1/part_0 "$HOME/m/part_0"
-    ;;
-s7e)  # carrying .stage/r2
-    cp .stage/r2/part_1 "$HOME/m/part_1"
-    ;;
 s7f)  # carrying .stage/r3 and .stage/t: the CUDA tests again (razor/cuda_tests2.log); RazorAttention
     # ablations on SmolLM2, 4K and 8K, niah_single and passkey (razor/ablation.tgz): calibrated
     # heads at 25 % and 50 %, without the compensation token, with 30 % induction heads
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     mkdir -p "$OUT/razor"
     timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         tests/test_cache.py tests/test_decode_graphs.py > "$OUT/razor/cuda_tests2.log" 2>&1
@@ -712,18 +680,10 @@ json.dump(e, open(sys.argv[2], 'w'))" "$R/heads.json" "$R/heads_nocomp.json"
     done
     tar czf "$OUT/razor/ablation.tgz" -C "$R" .
     ;;
-s7g)  # carrying .stage/r1 (then s7h, s7i at once)
-    cp .stage/r1/part_0 "$HOME/m/part_0"
-    ;;
-s7h)  # carrying .stage/r2
-    cp .stage/r2/part_1 "$HOME/m/part_1"
-    ;;
 s7i)  # carrying .stage/r3 and .stage/t: Quest reading bfloat16 page summaries through the page
     # table (quest/): CUDA tests, its selection time (selection_time.log), bench decode
     # (decode.*), decode on SmolLM2 at 32K with and without Quest (e2e.tgz)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     mkdir -p "$OUT/quest"
     timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short \
         tests/test_kernel_page_scores.py tests/test_cache.py tests/test_decode_graphs.py \
@@ -739,18 +699,10 @@ s7i)  # carrying .stage/r3 and .stage/t: Quest reading bfloat16 page summaries t
         --paged-cache --out /tmp/e2e 2>&1 | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
     tar czf "$OUT/quest/e2e.tgz" -C /tmp/e2e .
     ;;
-s7j)  # carrying .stage/r1 (then s7k, s7l at once)
-    cp .stage/r1/part_0 "$HOME/m/part_0"
-    ;;
-s7k)  # carrying .stage/r2
-    cp .stage/r2/part_1 "$HOME/m/part_1"
-    ;;
 s7l)  # carrying .stage/r3 and .stage/t: Quest's page budget in one launch (quest_budget/): CUDA
     # tests, selection time, decode with and without Quest on SmolLM2 (32K, batch 1 and 8) and on
     # Llama-3-8B's shapes (random weights, 32K, batch 1)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     D="$OUT/quest_budget"
     mkdir -p "$D"
     timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short \
@@ -777,32 +729,16 @@ s7m)  # carrying .stage/t: the CUDA tests after the review's fixes (review/cuda_
         tests/test_decode_integration.py > "$OUT/review/cuda_tests.log" 2>&1
     tail -3 "$OUT/review/cuda_tests.log"
     ;;
-s7n)  # carrying .stage/r1 (then s7o, s7p at once)
-    cp .stage/r1/part_0 "$HOME/m/part_0"
-    ;;
-s7o)  # carrying .stage/r2
-    cp .stage/r2/part_1 "$HOME/m/part_1"
-    ;;
 s7p)  # carrying .stage/r3: time to first token from 1K to 16K, best of 40 alternating runs
     # (adapter/alternating_40/)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
         --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
         --out "$OUT/adapter/alternating_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
     ;;
-s7q)  # carrying .stage/r1 (then s7r, s7s at once)
-    cp .stage/r1/part_0 "$HOME/m/part_0"
-    ;;
-s7r)  # carrying .stage/r2
-    cp .stage/r2/part_1 "$HOME/m/part_1"
-    ;;
 s7s)  # carrying .stage/r3: s7p again with stock and patched runs in ABBA order
     # (adapter/abba_40/)
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c - || exit 1
+    join_three_parts || exit 1
     timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
         --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
         --out "$OUT/adapter/abba_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
