@@ -194,43 +194,81 @@ def test_short_prompts_and_decode_stay_dense():
 
 @torch.no_grad()
 def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
-    """A layer that runs a prompt dense (a short prompt, a cost fallback) calls the stock "sdpa"
-    function itself, so it costs what it costs the stock model; decode steps and soft-capping
-    (which that function lacks) do not reach it."""
+    """A layer that runs a prompt dense (a short prompt, a cost fallback) makes the stock "sdpa"
+    function's SDPA call (logits bit-identical), itself where the call is plain and through the
+    function where it is not (a padding mask); decode steps and soft-capping (which that function
+    lacks) reach neither."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from attnsieve.integrations.cost import CostModel
 
-    calls = []
+    calls, plain = [], []
 
     def spy(module, *args, **kwargs):
         calls.append(module.layer_idx)
         return sdpa_attention_forward(module, *args, **kwargs)
 
+    def plain_spy(module, *args):
+        plain.append(module.layer_idx)
+        return prompt_sdpa(module, *args)
+
+    prompt_sdpa = hf._prompt_sdpa
     monkeypatch.setattr(hf, "sdpa_attention_forward", spy)
+    monkeypatch.setattr(hf, "_prompt_sdpa", plain_spy)
     model = build("llama")
     ids = prompt(length=48)
     base = model(input_ids=ids).logits
     with patch(model, AttentionConfig(prefill="streaming", min_prefill_length=64)):
         torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
-        assert calls == [0, 1]
+        assert plain == [0, 1] and calls == []
         # a decode step runs attnsieve's dense attention (native GQA), not the stock function
         past = model(input_ids=ids, use_cache=True).past_key_values
         step = model(input_ids=ids[:, :1], past_key_values=past).logits
-        assert calls == [0, 1, 0, 1]
+        assert plain == [0, 1, 0, 1] and calls == []
+        padded = torch.ones(2, 48, dtype=torch.long)
+        padded[0, :5] = 0
+        batch = ids.expand(2, -1)
+        masked = model(input_ids=batch, attention_mask=padded).logits
+        assert calls == [0, 1]
     past = model(input_ids=ids, use_cache=True).past_key_values
     torch.testing.assert_close(step, model(input_ids=ids[:, :1], past_key_values=past).logits)
-    calls.clear()
+    torch.testing.assert_close(masked, model(input_ids=batch, attention_mask=padded).logits)
+    plain.clear()
     costed = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
     with patch(model, costed, cost=CostModel(dense_tflops=1e6)) as stats:  # dense always wins
-        model(input_ids=ids)
-    assert calls == [0, 1] and stats.fallback_per_layer == ["cost", "cost"]
+        torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
+    assert plain == [0, 1] and stats.fallback_per_layer == ["cost", "cost"]
+    plain.clear()
     calls.clear()
     gemma = build("gemma2")
     gemma_config = AttentionConfig(prefill="streaming", min_prefill_length=16)
     with patch(gemma, gemma_config), pytest.warns(UserWarning, match="soft-capping"):
         gemma(input_ids=ids)
-    assert calls == []  # logit soft-capping: attnsieve's own dense attention
+    assert calls == [] and plain == []  # logit soft-capping: attnsieve's own dense attention
+
+
+@pytest.mark.parametrize(
+    "heads, groups, keys, causal, head_dim",
+    [(9, 3, 40, True, 64), (4, 1, 40, True, 32), (6, 2, 57, True, 16), (6, 2, 40, False, 16)],
+)
+def test_plain_prompt_sdpa_is_transformers_sdpa_bit_for_bit(heads, groups, keys, causal, head_dim):
+    """The adapter's one-call dense prompt equals transformers' "sdpa" function exactly: GQA or
+    not, empty static-cache slots past the prompt (keys > 40 queries), bidirectional layers."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = causal, groups
+    q = torch.randn(2, heads, 40, head_dim)
+    k, v = torch.randn(2, 2, heads // groups, keys, head_dim).unbind(0)
+    kwargs = {"position_bias": None, "output_attentions": False}
+    assert hf._plain_prompt_sdpa(q, k, v, None, kwargs)
+    assert not hf._plain_prompt_sdpa(q, k, v, torch.ones(2, 1, 40, keys, dtype=torch.bool), kwargs)
+    assert not hf._plain_prompt_sdpa(q, k, v, None, {"position_bias": torch.zeros(1)})
+    stock = sdpa_attention_forward(module, q, k, v, None, scaling=0.3, is_causal=causal)[0]
+    ours = hf._prompt_sdpa(module, q, k, v, 0.3, 0.0, causal)
+    assert ours.is_contiguous()
+    torch.testing.assert_close(ours, stock, rtol=0, atol=0)
 
 
 @torch.no_grad()
@@ -277,6 +315,13 @@ def test_per_layer_and_per_head_configs(tmp_path):
         model(input_ids=prompt())
     assert stats.density_per_layer[0] == 1.0
     assert 0.5 < stats.density_per_layer[1] < 1.0  # half the heads dense, half one block per row
+    # a layer without a planner (as `calibrate --per-layer` writes a dense layer) runs SDPA
+    unplanned = AttentionConfig.from_json({**calibrated, "layers": {"0": {"prefill": None}}})
+    ids = prompt()
+    base = model(input_ids=ids).logits
+    with torch.no_grad(), patch(model, unplanned) as stats:
+        torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=1e-4, atol=1e-5)
+    assert stats.fallback_per_layer == ["unplanned", None] and stats.density_per_layer[0] == 1.0
 
 
 def test_patch_checks_the_config_against_the_model():

@@ -47,7 +47,8 @@ class PatchStats:
 
     ``density_per_layer``: computed / dense-causal (query, key) pairs (1.0 for a dense fallback);
     ``fallback_per_layer``: None when the layer ran its planner's layout, else the fallback reason
-    ("cost" when the cost model predicted that planning would not pay for itself).
+    ("cost" when the cost model predicted that planning would not pay for itself, "unplanned" for
+    a layer configured without a planner).
     Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
     kept as device tensors and read on access, so recording them never waits for the GPU.
     """
@@ -132,13 +133,13 @@ class PatchHandle:
     def plan_pays(self, planner: str, layer: int, query: Tensor, key: Tensor) -> bool:
         """The cost model's decision for this call, before planning: the layer's last density
         (or the prior) against the break-even density of these shapes, computed once per shape."""
-        shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2], query.shape[3])
         graphed = self.graphs is not None and planner not in self.graphs.eager
-        memo = (planner, shape, graphed)
+        memo = (planner, query.shape, key.shape[2], graphed)  # host time counts: one tuple
         limit = self._break_even.get(memo)
         if limit is None:
+            b, h, n, d = query.shape
             limit = self._break_even[memo] = self.cost.break_even_density(
-                planner, *shape, graphed=graphed
+                planner, b, h, n, key.shape[2], d, graphed=graphed
             )
         density = self.last_density(layer)
         return (self.cost.prior_density if density is None else density) < limit
@@ -395,6 +396,8 @@ def attention_forward(
             return session.attend(layer, query, scaling), None
     planner = config.planner(module.layer_idx)
     if n == 1 or n < config.min_prefill_length or planner is None:
+        if planner is None and n > 1 and n >= config.min_prefill_length:
+            handle.stats.record(module.layer_idx, 1.0, "unplanned")  # a layer configured dense
         return _dense(
             module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
         ), None
@@ -531,15 +534,20 @@ def _dense(
     is_causal: bool,
     kwargs: dict[str, Any],
 ) -> Tensor:
-    """Dense attention as a (B, N, H_q, D) tensor: for a prompt, transformers' own "sdpa" function
-    (given the call's ``kwargs``), so a layer that runs dense costs what it costs the stock model,
-    host time and SDPA's backend choice included (forcing cuDNN cost 33-62 us of host time a call
-    and was 4x slower at 1K on the H200: benchmarks/results/h200/adapter/dense_path.log). A decode
-    step, and Gemma-2's logit soft-capping (which transformers' SDPA lacks), go through
-    `attnsieve.api.dense_attention`: one SDPA call with native GQA, which decoded SmolLM2 at 32K
-    in 16-17 ms a step on the H200 where the stock model took 55-58 ms (its SDPA function of
-    transformers 5.17; benchmarks/results/h200/e2e-decode/)."""
+    """Dense attention as a (B, N, H_q, D) tensor. A prompt runs transformers' own "sdpa" function
+    (given the call's ``kwargs``), or, where that function reduces to one SDPA call (no mask, no
+    position bias, CUDA or CPU, head dims up to 256), that call itself: the same kernel on the
+    same arguments, bit for bit, without the function's Python around it, which on SmolLM2's
+    host-bound short prompts costs more than the adapter adds (`_plain_prompt_sdpa`). Forcing
+    cuDNN instead cost 33-62 us of host time a call and was 4x slower at 1K on the H200
+    (benchmarks/results/h200/adapter/dense_path.log). A decode step, and Gemma-2's logit
+    soft-capping (which transformers' SDPA lacks), go through `attnsieve.api.dense_attention`: one
+    SDPA call with native GQA, which decoded SmolLM2 at 32K in 16-17 ms a step on the H200 where
+    the stock model took 55-58 ms (its SDPA function of transformers 5.17;
+    benchmarks/results/h200/e2e-decode/)."""
     if softcap is None and query.shape[2] > 1:
+        if _plain_prompt_sdpa(query, key, value, mask, kwargs):
+            return _prompt_sdpa(module, query, key, value, scaling, dropout, is_causal)
         return sdpa_attention_forward(
             module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
         )[0]
@@ -547,3 +555,39 @@ def _dense(
         query, key, value, mask, causal=is_causal, scale=scaling, dropout=dropout, softcap=softcap
     )
     return out.transpose(1, 2)
+
+
+def _plain_prompt_sdpa(
+    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, kwargs: dict[str, Any]
+) -> bool:
+    """Whether transformers' "sdpa" function would make exactly `_prompt_sdpa`'s one call: no
+    mask (so SDPA's own GQA, and is_causal), no position bias or attention weights asked for, a
+    device whose GQA rule is CUDA's (XPU, MPS and NPU have their own), K and V head dims equal
+    and <= 256."""
+    return (
+        mask is None
+        and kwargs.get("position_bias") is None
+        and not kwargs.get("output_attentions", False)
+        and query.device.type in ("cuda", "cpu")
+        and key.shape[-1] == value.shape[-1] <= 256
+    )
+
+
+def _prompt_sdpa(
+    module: torch.nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    scaling: float | None,
+    dropout: float,
+    is_causal: bool,
+) -> Tensor:
+    """transformers' "sdpa" function on a maskless prompt, as one SDPA call (B, N, H_q, D)."""
+    n = query.shape[2]
+    if is_causal and key.shape[2] > n:  # empty static-cache slots past the prompt
+        key, value = key[:, :, :n], value[:, :, :n]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, dropout_p=dropout, scale=scaling, is_causal=is_causal,
+        enable_gqa=getattr(module, "num_key_value_groups", 1) > 1,
+    )  # fmt: skip
+    return out.transpose(1, 2).contiguous()
