@@ -1,6 +1,7 @@
 """`attnsieve calibrate`: per-head choice, JSON round trip, CLI and Q/K capture."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from attnsieve.eval.calibrate import calibrate, capture_qk, main
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.integrations.config import AttentionConfig
+from attnsieve.integrations.cost import CostModel
 from attnsieve.methods import PerHeadPlanner, get_planner
 
 BLOCKS = {"block_q": 32, "block_k": 32}
@@ -56,6 +58,44 @@ def test_without_a_candidate_reaching_the_target_the_best_recall_wins():
     assert heads[1]["window_tokens"] == 256  # diffuse head: wider is better
 
 
+def test_per_layer_takes_the_fastest_choices_whose_mean_recall_reaches_the_target(tmp_path):
+    opts = dict(seq_len=512, head_dim=32, num_columns=2, num_spans=1, local_window=16)
+    local = make_workload(["sink_local", "sink_local"], temperature=0.05, **opts)
+    qk = {0: (local.q, local.k), 3: layers()[0]}  # layer 3: a sharp local and a diffuse head
+    slow = CostModel(dense_tflops=1e-3, sparse_tflops=1e-3)  # attention dwarfs planning
+    window = {c[1]["window_tokens"]: {"method": "streaming", **c[1]} for c in CANDIDATES[:2]}
+    # layer 0's 64-token window keeps ~0.999, so layer 3 may keep less than 0.97 (its 256-token
+    # window: ~0.95) and the mean still reach 0.97
+    result = calibrate(qk, 0.97, CANDIDATES, per_layer=slow)
+    assert [e["prefill"] for e in result["layers"].values()] == [window[64], window[256]]
+    meta = result["metadata"]
+    assert meta["granularity"] == "layer" and 0.97 <= meta["mean_recall"] < 0.99
+    record = meta["layers"]["3"]
+    assert record["recall"] < 0.97 and record["density"] < 1.0
+    assert record["by_candidate"]["recall"][2] == pytest.approx(1.0)  # dense, as a candidate
+    assert meta["predicted_ms"] == pytest.approx(
+        sum(r["predicted_ms"] for r in meta["layers"].values())
+    )
+    # at 0.99 the diffuse head needs dense: no planner there
+    strict = calibrate(qk, 0.99, CANDIDATES, per_layer=slow)
+    assert [e["prefill"] for e in strict["layers"].values()] == [window[64], None]
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(result))
+    planner = AttentionConfig.from_json(path).planner(3)
+    assert planner == get_planner("streaming", window_tokens=256, **BLOCKS)
+    # planning dearer than dense attention: dense everywhere, although streaming would do
+    dear = {"streaming": (1e9, 1e9, 1e9)}
+    costly = replace(slow, plan_ms={**slow.plan_ms, **dear}, graph_plan_ms=dear)
+    result = calibrate(qk, 0.97, CANDIDATES, per_layer=costly)
+    assert [e["prefill"] for e in result["layers"].values()] == [None, None]
+    # a target no choice reaches: the best recall of each layer
+    unreachable = calibrate(qk, 0.999999, CANDIDATES[:2], per_layer=slow)
+    assert [e["prefill"] for e in unreachable["layers"].values()] == [window[256]] * 2
+    assert unreachable["metadata"]["lagrange_multiplier"] == float("inf")
+    with pytest.raises(TypeError, match="per_layer"):
+        calibrate(qk, 0.95, CANDIDATES, per_layer="cost")
+
+
 def test_json_round_trips_into_per_head_planners(tmp_path):
     qk = layers()
     result = calibrate(qk, 0.95, CANDIDATES)
@@ -88,6 +128,10 @@ def test_cli_with_captured_qk(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert len(result["layers"]["0"]["prefill"]) == 2 and result["metadata"]["target_recall"] == 0.9
     assert "mean density" in capsys.readouterr().out
+    assert main(parser.parse_args([*args, "--device", "cpu", "--per-layer"])) == 0
+    entry = json.loads(out.read_text())["layers"]["0"]["prefill"]
+    assert entry is None or entry["method"] == "streaming"
+    assert "1 layers, mean density" in capsys.readouterr().out
 
 
 def test_capture_qk_from_a_transformers_model():

@@ -133,6 +133,21 @@ def test_fidelity_as_patched_counts_cost_dense_layers(tiny_probe_dir, tmp_path, 
     assert streaming["mean_recall"] < 1.0  # the planner's own numbers stay
 
 
+def test_fidelity_of_a_per_layer_config_with_an_unplanned_layer(tiny_probe_dir, tmp_path):
+    """`calibrate --per-layer` writes None for a layer that runs SDPA: measured as dense."""
+    config = tmp_path / "cal.json"
+    config.write_text(json.dumps({"prefill": "dense", "layers": {
+        "0": {"prefill": None}, "1": {"prefill": {"method": "streaming", "window_tokens": 64}},
+    }, "metadata": {"granularity": "layer"}}))  # fmt: skip
+    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity")
+    args.methods = str(config)
+    assert harness.main(args) == 0
+    cal = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["cal"]
+    assert cal["recall"][0] == pytest.approx([1.0] * 4, abs=1e-5) and cal["density"][0] == 1.0
+    assert min(cal["recall"][1]) < 1.0 and cal["density"][1] < 0.9
+    assert cal["as_patched"]["cost_dense_layers"] == [0]
+
+
 def test_fidelity_of_low_precision_is_against_float32(tiny_probe_dir, tmp_path):
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8")
     args.methods = "dense"

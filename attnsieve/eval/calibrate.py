@@ -6,6 +6,11 @@ and TCA-Attention (one calibration pass over a sample, no training). Every candi
 name, hyper-parameters) plans every layer of a captured sample once; each query head then takes
 the candidate of least density (computed / dense-causal pairs) among those whose attention recall
 (`attnsieve.eval.fidelity.attention_recall`) reaches the target, else the one of highest recall.
+With ``--per-layer`` each layer takes one candidate instead: together the fastest by the cost model
+(`attnsieve.integrations.cost`: planning replayed from a CUDA graph + the sparse kernel at the
+density) whose recall, averaged over layers and heads, reaches the target, as the issue's metric
+and MoA's (a whole-model budget shared unevenly) count it. A per-head mix costs one plan per head
+at run time; a layer's single planner one plan, one graph and one cost decision.
 
 With ``--retrieval-heads PATH`` it finds RazorAttention's retrieval heads instead (arXiv 2407.15891,
 section 3.2: the echo and induction heads of the model, on random tokens repeated) and writes the
@@ -19,6 +24,10 @@ Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)``
      "layers": {"0": {"prefill": [{"method": "xattention", "threshold": 0.9}, ...one per head]}},
      "metadata": {"target_recall": 0.95, "candidates": [...],
                   "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
+
+and with ``--per-layer`` ``"layers": {"0": {"prefill": {"method": "streaming", ...}}}`` (None for
+dense SDPA), one record a layer with its ``predicted_ms`` and every candidate's recall, density and
+ms (``by_candidate``), and the whole model's ``mean_recall`` and ``predicted_ms``.
 """
 
 from __future__ import annotations
@@ -31,9 +40,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from attnsieve.checks import check_float, check_qk
 from attnsieve.eval.fidelity import attention_recall, dense_attention
+from attnsieve.integrations.cost import CostModel
 from attnsieve.methods import get_planner
 
 Candidate = tuple[str, dict[str, Any]]
@@ -41,7 +52,9 @@ Candidate = tuple[str, dict[str, Any]]
 DEFAULT_CANDIDATES: list[Candidate] = [
     ("streaming", {"window_tokens": 256}),
     ("streaming", {"window_tokens": 1024}),
+    ("streaming", {"window_tokens": 2048}),
     ("streaming", {"window_tokens": 4096}),
+    ("streaming", {"window_tokens": 8192}),
     ("vertical_slash", {"vertical_size": 100, "slash_size": 500}),
     ("vertical_slash", {"vertical_size": 500, "slash_size": 2000}),
     ("vertical_slash", {"vertical_size": 1000, "slash_size": 6096}),
@@ -72,15 +85,23 @@ def calibrate(
     candidates: Sequence[Candidate] = DEFAULT_CANDIDATES,
     *,
     causal: bool = True,
+    per_layer: CostModel | None = None,
 ) -> dict[str, Any]:
     """Choose a candidate per (layer, query head); returns the JSON-ready dict described above.
 
     ``qk_per_layer`` maps layer indices to (q (B, H_q, N, D), k (B, H_kv, M, D)), as `capture_qk`
     returns, or lists them from layer 0; recall and density are averaged over the batch.
     ``candidates`` are (planner name, kwargs) pairs; on equal density the earlier candidate
-    wins.
+    wins. With ``per_layer`` (a cost model), each layer instead takes one candidate, so that
+    together they take the least predicted time (the model's planning time for a plan replayed
+    from a CUDA graph, plus the sparse kernel at the layer's mean density; dense SDPA for
+    "dense") while their recall, averaged over layers and heads, reaches the target (`_allocate`);
+    a layer that takes "dense" gets no planner (``None``: SDPA, unplanned). One planner a layer
+    keeps the layer one plan, one CUDA graph and one cost decision at run time.
     """
     check_float("target_recall", target_recall, 0.0, 1.0)
+    if per_layer is not None and not isinstance(per_layer, CostModel):
+        raise TypeError(f"per_layer: expected a CostModel or None, got {type(per_layer).__name__}")
     if isinstance(candidates, (str, bytes)) or not candidates:
         raise ValueError("candidates: expected a non-empty list of (planner name, kwargs) pairs")
     candidates = [_candidate(c, i) for i, c in enumerate(candidates)]
@@ -88,7 +109,8 @@ def calibrate(
 
     layers: dict[str, Any] = {}
     stats: dict[str, Any] = {}
-    for index, (q, k) in by_layer(qk_per_layer):
+    options: list[tuple[int, Tensor, Tensor, Tensor]] = []  # per layer: index, ms, recall, density
+    for index, (q, k) in tqdm(by_layer(qk_per_layer), desc="attnsieve calibrate", unit="layer"):
         check_qk(q, k)
         h_q, h_kv = q.shape[1], k.shape[1]
         recall, density = [], []
@@ -101,6 +123,10 @@ def calibrate(
             per_head = layout.density(causal=causal, reduce=False).mean(0)
             density.append(per_head[layout.heads_for(h_q, h_kv)].cpu())
         recall_t, density_t = torch.stack(recall), torch.stack(density).float()  # (C, H_q)
+        if per_layer is not None:
+            ms = _predicted_ms(per_layer, candidates, density_t.mean(1), q, k)
+            options.append((index, ms, recall_t.mean(1), density_t.mean(1)))
+            continue
         reached = recall_t >= target_recall
         cheapest = torch.where(reached, density_t, torch.inf).argmin(0)  # first of equal minima
         choice = torch.where(reached.any(0), cheapest, recall_t.argmax(0)).tolist()
@@ -111,14 +137,86 @@ def calibrate(
             {"recall": float(recall_t[c, h]), "density": float(density_t[c, h])}
             for h, c in enumerate(choice)
         ]
+    metadata: dict[str, Any] = {"granularity": "head" if per_layer is None else "layer"}
+    if options:
+        layers, stats, summary = _per_layer(options, candidates, target_recall)
+        metadata.update(summary)
     if not layers:
         raise ValueError("qk_per_layer: expected at least one (q, k) layer")
-    metadata = {
-        "target_recall": target_recall,
-        "candidates": [list(c) for c in candidates],
-        "layers": stats,
-    }
+    metadata.update(
+        target_recall=target_recall, candidates=[list(c) for c in candidates], layers=stats
+    )
     return {"prefill": "dense", "layers": layers, "metadata": metadata}
+
+
+def _predicted_ms(
+    cost: CostModel, candidates: Sequence[Candidate], density: Tensor, q: Tensor, k: Tensor
+) -> Tensor:
+    """(C,) predicted ms of a layer under each candidate: dense SDPA for "dense", else planning
+    replayed from a CUDA graph plus the sparse kernel at the candidate's mean ``density``."""
+    b, h_q, n, d = q.shape
+    shape = (b, h_q, n, k.shape[2], d)
+    return torch.tensor([
+        cost.dense_ms(*shape) if name == "dense"
+        else cost.planning_ms(name, n, graphed_heads=b * h_q) + cost.sparse_ms(rho, *shape)
+        for (name, _), rho in zip(candidates, density.tolist(), strict=True)
+    ])  # fmt: skip
+
+
+def _per_layer(
+    options: list[tuple[int, Tensor, Tensor, Tensor]],
+    candidates: Sequence[Candidate],
+    target_recall: float,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """Entries, records and the whole model's summary of the per-layer choice, from each layer's
+    (index, predicted ms, mean recall, mean density), each (C,)."""
+    ms, recall, density = (torch.stack([o[i] for o in options]) for i in (1, 2, 3))  # (L, C)
+    choice, lam = _allocate(ms, recall, target_recall)
+    layers, stats = {}, {}
+    for row, (index, *_) in enumerate(options):
+        c = choice[row]
+        name, fields = candidates[c]
+        layers[str(index)] = {"prefill": None if name == "dense" else {"method": name, **fields}}
+        table = {"recall": recall[row], "density": density[row], "ms": ms[row]}
+        stats[str(index)] = {
+            "recall": float(recall[row, c]),
+            "density": float(density[row, c]),
+            "predicted_ms": float(ms[row, c]),
+            "by_candidate": {key: t.tolist() for key, t in table.items()},
+        }
+    picked = torch.tensor(choice)[:, None]
+    summary = {
+        "mean_recall": float(recall.gather(1, picked).mean()),
+        "predicted_ms": float(ms.gather(1, picked).sum()),
+        "lagrange_multiplier": lam,
+    }
+    return layers, stats, summary
+
+
+def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], float]:
+    """One candidate per layer from (L, C) predicted ms and mean recalls: each layer minimises
+    ms - lam * recall, lam the least (bisected) whose choices' mean recall reaches the target (the
+    Lagrangian relaxation of least total ms at that mean); the best recall per layer if none
+    does. Returns the choices and lam (inf when unreachable)."""
+    best = recall.argmax(1)
+
+    def mean_recall(choice: Tensor) -> float:
+        return float(recall.gather(1, choice[:, None]).mean())
+
+    if mean_recall(best) < target_recall:
+        return best.tolist(), math.inf
+    lo, hi = 0.0, 1.0
+    while mean_recall((ms - hi * recall).argmin(1)) < target_recall:
+        lo, hi = hi, 2 * hi
+        if hi > 1e12:  # ties only: the best recalls reach the target
+            return best.tolist(), math.inf
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if mean_recall((ms - mid * recall).argmin(1)) >= target_recall:
+            hi = mid
+        else:
+            lo = mid
+    return (ms - hi * recall).argmin(1).tolist(), hi
 
 
 def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
@@ -214,6 +312,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rope-scale", type=float, default=None, help="YaRN factor (--model)")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="one candidate per layer, the fastest by the H200 cost model that reaches the target "
+        "layer-mean recall (default: the sparsest per query head)",
+    )
+    parser.add_argument(
         "--label-channels",
         type=int,
         default=0,
@@ -259,12 +363,15 @@ def main(args: argparse.Namespace) -> int:
         layers = _model_sample(args)
     device = torch.device(args.device)
     layers = {index: (q.to(device), k.to(device)) for index, (q, k) in by_layer(layers)}
-    result = calibrate(layers, args.target_recall, candidates)
+    cost = CostModel() if args.per_layer else None
+    result = calibrate(layers, args.target_recall, candidates, per_layer=cost)
     if args.label_channels:
         add_label_channels(result, layers, args.label_channels)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
-    densities = [h["density"] for heads in result["metadata"]["layers"].values() for h in heads]
+    records = result["metadata"]["layers"].values()
+    heads = [[r] if cost else r for r in records]  # per layer: one record, or one per head
+    densities = [h["density"] for r in heads for h in r]
     mean = sum(densities) / len(densities)
     print(f"wrote {args.output}: {len(result['layers'])} layers, mean density {mean:.3f}")
     return 0

@@ -399,6 +399,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
     from attnsieve.integrations import patch
     from attnsieve.integrations.transformers import observe_attention
+    from attnsieve.methods import get_planner
 
     sample = make_samples(task, tokenizer, length, 1, args.seed)[0]
     metrics = ("recall", "rel_l2", "cosine", "density", "cost_dense")
@@ -410,6 +411,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     )
 
     quantized = any(config.prefill_precision != "bf16" for _, config in methods)
+    unplanned = get_planner("dense")
 
     def measure(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
         layer = module.layer_idx
@@ -420,7 +422,8 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
                 query.float(), key.float(), value.float(), scale=scaling, backend="reference"
             )[0]
         for label, config in methods:
-            layout = config.planner(layer).plan(query, key, causal=True)
+            planner = config.planner(layer)  # None: the layer runs SDPA, measured as dense
+            layout = (planner or unplanned).plan(query, key, causal=True)
             low = config.prefill_precision != "bf16"
             error = output_error(
                 query, key, value, layout, scale=scaling, dense_out=exact if low else dense_out,
@@ -432,8 +435,8 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             result["rel_l2"][layer] = error["rel_l2"].mean(0).tolist()
             result["cosine"][layer] = error["cosine"].mean(0).tolist()
             result["density"][layer] = layout.density(causal=True)
-            result["cost_dense"][layer] = cost_model_runs_dense(
-                config.planner(layer), query, key, result["density"][layer]
+            result["cost_dense"][layer] = planner is None or cost_model_runs_dense(
+                planner, query, key, result["density"][layer]
             )
         bar.update(1)
 
