@@ -58,6 +58,8 @@
 #   2026-11-30, seventh session: s7a, s7b, s7c (as s6a-s6c, s7c also carrying .stage/t); s7d,
 #   s7e, s7f in the same way; s7g, s7h, s7i and s7j, s7k, s7l in the same way; s7m; s7n, s7o,
 #   s7p in the same way (s7p without .stage/t); s7q, s7r, s7s likewise.
+#   2026-11-30, eighth session: s8a, s8b, s8c (as s7a-s7c), then s8d and s8e at once, each
+#   carrying .stage/r3.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -503,11 +505,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q)  # carrying .stage/r1: part 0 of SmolLM2's GGUF (sessions six and
-    # seven; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a)  # carrying .stage/r1: part 0 of SmolLM2's GGUF (sessions
+    # six to eight; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -743,8 +745,93 @@ s7s)  # carrying .stage/r3: s7p again with stock and patched runs in ABBA order
         --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
         --out "$OUT/adapter/abba_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
     ;;
+s8c)  # carrying .stage/r3 and .stage/t: SmolLM2 calibrated one planner a layer at 32K
+    # (calibrated/), short prompts with the one-call dense path (adapter/lean_40/), CUDA tests of
+    # the last session's CPU-only changes and this one's (calibrated/cuda_tests.log)
+    join_three_parts || exit 1
+    D="$OUT/calibrated"
+    mkdir -p "$D"
+    timeout 150 python3 -m attnsieve calibrate --model smollm2 --rope-scale 16 --length 32768 \
+        --per-layer --output "$D/smollm2_yarn16_32k.json" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn"
+    cp "$D/smollm2_yarn16_32k.json" "$HOME/smollm2_yarn16_32k.json"
+    timeout 200 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
+        --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
+        --out "$OUT/adapter/lean_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_decode_selectors.py \
+        tests/test_kv_policies.py tests/test_calibrate.py tests/test_integration_transformers.py \
+        > "$D/cuda_tests.log" 2>&1
+    tail -3 "$D/cuda_tests.log"
+    ;;
+s8d)  # carrying .stage/r3, at once after s8c: time to first token with the calibrated config
+    # against flexprefill, and its recall at 32K (calibrated/)
+    join_three_parts || exit 1
+    D="$OUT/calibrated"
+    CAL=/tmp/smollm2_yarn16_32k.json
+    mkdir -p "$D"
+    cp "$HOME/smollm2_yarn16_32k.json" "$CAL" || exit 1
+    timeout 330 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods flexprefill,"$CAL" --out "$D" 2>&1 \
+        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    timeout 200 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
+        --fidelity --lengths 32k --methods dense,flexprefill,"$CAL" --tasks niah_single \
+        --out "$D/fidelity32k" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn"
+    ;;
+s8e)  # carrying .stage/r3, at once after s8d: the calibrated config's accuracy at 4K and 8K
+    # (calibrated/accuracy/)
+    join_three_parts || exit 1
+    CAL=/tmp/smollm2_yarn16_32k.json
+    cp "$HOME/smollm2_yarn16_32k.json" "$CAL" || exit 1
+    timeout 550 python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k \
+        --samples 20 --methods dense,"$CAL" \
+        --tasks niah_single,niah_multikey,passkey,variable_tracking \
+        --out "$OUT/calibrated/accuracy" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn"
+    ;;
+s8f)  # host time of the attention function on short prompts (adapter/lean_host/), then the
+    # decode kernels with Quest's one-launch page budget (quest_budget/decode.*)
+    mkdir -p "$OUT/quest_budget"
+    timeout 200 python3 benchmarks/time_short_prompts.py --lengths 1k,2k,3k,4k,6k --repeats 41 \
+        --out "$OUT/adapter/lean_host" 2>&1 | grep -v Warn
+    timeout 200 python3 -m attnsieve bench decode --reps 20 --out "$OUT/quest_budget" \
+        > "$OUT/quest_budget/decode.log" 2>&1
+    grep -i "quest\|sdpa\|dense bf16" "$OUT/quest_budget/decode.log" | tail -12
+    ;;
+s8g)  # the adapter's host time per attention call on the GPU's host (adapter/lean_host/host.log),
+    # and short prompts with the direct path beside (adapter/lean_host2/)
+    mkdir -p "$OUT/adapter/lean_host"
+    for t in 128 1024; do
+        timeout 60 python3 benchmarks/time_adapter_host.py --device cuda --tokens $t 2>&1 \
+            | grep -v Warn | tee -a "$OUT/adapter/lean_host/host.log"
+    done
+    timeout 200 python3 benchmarks/time_short_prompts.py --lengths 2k,3k,4k,6k --repeats 41 \
+        --out "$OUT/adapter/lean_host2" 2>&1 | grep -v Warn
+    ;;
+s8h)  # carrying .stage/r3 (after s8a and s8b): one planner a layer, chosen for the whole model's
+    # mean recall, calibrated at 32K and at 128K; time to first token against flexprefill and the
+    # 32K config's recall (calibrated/global/)
+    join_three_parts || exit 1
+    D="$OUT/calibrated/global"
+    mkdir -p "$D"
+    F="grep -v it/s\]\|s/it\]\|Warn"
+    for n in 32768 131072; do
+        timeout 150 python3 -m attnsieve calibrate --model smollm2 --rope-scale 16 --length $n \
+            --per-layer --output "$D/smollm2_yarn16_$((n / 1024))k.json" 2>&1 | $F
+        cp "$D/smollm2_yarn16_$((n / 1024))k.json" /tmp/
+    done
+    timeout 240 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 32k,64k,128k \
+        --methods flexprefill,/tmp/smollm2_yarn16_32k.json,/tmp/smollm2_yarn16_128k.json \
+        --out "$D" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    timeout 100 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
+        --fidelity --lengths 32k --methods /tmp/smollm2_yarn16_32k.json,/tmp/smollm2_yarn16_128k.json \
+        --tasks niah_single --out "$D/fidelity32k" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn"
+    ;;
+s8i)  # short prompts: stock, renamed and three adapter variants in rotating order
+    # (adapter/variants/)
+    timeout 300 python3 benchmarks/time_short_prompts.py --lengths 1k,3k,4k,6k --repeats 41 \
+        --out "$OUT/adapter/variants" 2>&1 | grep -v Warn
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i" >&2
     exit 2
     ;;
 esac

@@ -1,22 +1,26 @@
 """Where a patched SmolLM2-shaped model (random weights, bf16) loses time on short prompts.
 
-Median time to first token over ``--lengths`` of:
+Time to first token over ``--lengths`` of, in rotating order within each round (so that drift in
+clocks or host load weighs on all alike), best and median of ``--repeats`` rounds:
 
 - ``stock``: transformers' "sdpa";
 - ``renamed``: transformers' own SDPA function registered under another name (what being a
   custom attention implementation costs by itself, mask creation included);
-- ``patched``: `attnsieve.patch` with the default config (cost model and graphs on);
+- ``patched``: the adapter with the default config (cost model and graphs on);
+- ``direct``: the adapter with ``min_prefill_length`` above every length (no cost decision);
+- ``unplanned``: the adapter with no planner (every prompt layer dense, recorded as such);
 
-and, per attention call, the host time spent inside the attention function (wall time of the call,
-no synchronisation: the forward is host-bound at these lengths) for stock and patched.
+and, per attention call, the host time spent inside the attention function (wall time of the
+call, no synchronisation: the forward is host-bound at these lengths) for stock and patched.
 
-    PYTHONPATH=. python3 benchmarks/time_short_prompts.py --lengths 1k,2k,4k,8k,16k --out DIR
+    PYTHONPATH=. python3 benchmarks/time_short_prompts.py --lengths 2k,3k,4k,6k --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -28,8 +32,14 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 
 from attnsieve.bench.common import environment
 from attnsieve.eval.harness import parse_length
-from attnsieve.integrations import patch
+from attnsieve.integrations import AttentionConfig
 from attnsieve.integrations import transformers as adapter
+
+ADAPTER_CONFIGS = {
+    "patched": AttentionConfig(),
+    "direct": AttentionConfig(min_prefill_length=1 << 30),
+    "unplanned": AttentionConfig(prefill=None),
+}
 
 
 def smollm2_shaped() -> transformers.LlamaForCausalLM:
@@ -39,21 +49,6 @@ def smollm2_shaped() -> transformers.LlamaForCausalLM:
         max_position_embeddings=32768, attn_implementation="sdpa",
     )  # fmt: skip
     return transformers.LlamaForCausalLM(config).cuda().to(torch.bfloat16).eval()
-
-
-@torch.inference_mode()
-def ttft_ms(model, ids: torch.Tensor, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 1):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        out.logits[:, -1].argmax(-1)
-        torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - start))
-        del out
-    times = sorted(times[1:])
-    return times[len(times) // 2]
 
 
 def timed(fn, spent: list[float]):
@@ -71,12 +66,42 @@ def register(name: str, fn) -> None:
     AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
+class Variants:
+    """Switches one model between the variants: an attention implementation, and for the
+    adapter's a handle of its own (kept across runs, as one patch would keep it)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.modules = [m for m in model.modules() if getattr(m, "layer_idx", None) is not None]
+        self.handles = {
+            name: adapter.PatchHandle(config, 30, adapter.DEFAULT_COST, graphs=True)
+            for name, config in ADAPTER_CONFIGS.items()
+        }
+
+    def use(self, name: str, impl: str | None = None) -> None:
+        handle = self.handles.get(name)
+        for module in self.modules:
+            setattr(module, adapter._HANDLE_ATTR, handle)
+        default = adapter.ATTN_NAME if handle else {"stock": "sdpa"}.get(name, "sdpa_renamed")
+        self.model.set_attn_implementation(impl or default)
+
+
 @torch.inference_mode()
-def host_us(model, ids: torch.Tensor, name: str, spent: list[float]) -> float:
-    model(input_ids=ids, use_cache=True, logits_to_keep=1)
+def forward_ms(model, ids: torch.Tensor) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    out.logits[:, -1].argmax(-1)
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def host_us(variants: Variants, ids: torch.Tensor, name: str, impl: str, spent: list[float]):
+    variants.use(name, impl)
+    variants.model(input_ids=ids, use_cache=True, logits_to_keep=1)
     spent.clear()
-    model.set_attn_implementation(name)
-    model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    variants.model(input_ids=ids, use_cache=True, logits_to_keep=1)
     torch.cuda.synchronize()
     return 1e6 * sum(spent) / max(len(spent), 1)
 
@@ -84,29 +109,36 @@ def host_us(model, ids: torch.Tensor, name: str, spent: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", default="1k,2k,4k,8k,16k")
-    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=41)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     model = smollm2_shaped()
+    adapter.register()
     register("sdpa_renamed", sdpa_attention_forward)
     spent: list[float] = []
     register("timed_sdpa", timed(sdpa_attention_forward, spent))
     register("timed_attnsieve", timed(adapter.attention_forward, spent))
+    variants = Variants(model)
+    names = ["stock", "renamed", *ADAPTER_CONFIGS]
     rows = []
     for n in (parse_length(t) for t in args.lengths.split(",")):
         ids = torch.randint(0, 49152, (1, n), device="cuda")
+        runs: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(args.repeats + 1):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                variants.use(name)
+                ms = forward_ms(model, ids)
+                if r:  # the first round warms up
+                    runs[name].append(ms)
         row = {"length": n}
-        model.set_attn_implementation("sdpa")
-        row["stock_ms"] = ttft_ms(model, ids, args.repeats)
-        row["stock_attn_host_us"] = host_us(model, ids, "timed_sdpa", spent)
-        model.set_attn_implementation("sdpa_renamed")
-        row["renamed_ms"] = ttft_ms(model, ids, args.repeats)
-        model.set_attn_implementation("sdpa")
-        with patch(model) as stats:
-            row["patched_ms"] = ttft_ms(model, ids, args.repeats)
-            row["fallbacks"] = sorted({str(f) for f in stats.fallback_per_layer})
-            row["patched_attn_host_us"] = host_us(model, ids, "timed_attnsieve", spent)
-        row["speedup"] = row["stock_ms"] / row["patched_ms"]
+        for name, times in runs.items():
+            row[f"{name}_best_ms"] = min(times)
+            row[f"{name}_median_ms"] = statistics.median(times)
+        row["stock_attn_host_us"] = host_us(variants, ids, "stock", "timed_sdpa", spent)
+        row["patched_attn_host_us"] = host_us(variants, ids, "patched", "timed_attnsieve", spent)
+        row["fallbacks"] = sorted(
+            {str(f) for f in variants.handles["patched"].stats.fallback_per_layer}
+        )
         print(json.dumps(row), flush=True)
         rows.append(row)
     out = Path(args.out)
