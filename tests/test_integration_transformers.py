@@ -208,9 +208,9 @@ def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
         calls.append(module.layer_idx)
         return sdpa_attention_forward(module, *args, **kwargs)
 
-    def plain_spy(module, *args):
-        plain.append(module.layer_idx)
-        return prompt_sdpa(module, *args)
+    def plain_spy(*args):
+        plain.append(1)
+        return prompt_sdpa(*args)
 
     prompt_sdpa = hf._prompt_sdpa
     monkeypatch.setattr(hf, "sdpa_attention_forward", spy)
@@ -220,11 +220,11 @@ def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
     base = model(input_ids=ids).logits
     with patch(model, AttentionConfig(prefill="streaming", min_prefill_length=64)):
         torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
-        assert plain == [0, 1] and calls == []
+        assert plain == [1, 1] and calls == []  # one per layer
         # a decode step runs attnsieve's dense attention (native GQA), not the stock function
         past = model(input_ids=ids, use_cache=True).past_key_values
         step = model(input_ids=ids[:, :1], past_key_values=past).logits
-        assert plain == [0, 1, 0, 1] and calls == []
+        assert plain == [1] * 4 and calls == []
         padded = torch.ones(2, 48, dtype=torch.long)
         padded[0, :5] = 0
         batch = ids.expand(2, -1)
@@ -237,7 +237,7 @@ def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
     costed = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
     with patch(model, costed, cost=CostModel(dense_tflops=1e6)) as stats:  # dense always wins
         torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
-    assert plain == [0, 1] and stats.fallback_per_layer == ["cost", "cost"]
+    assert plain == [1, 1] and stats.fallback_per_layer == ["cost", "cost"]
     plain.clear()
     calls.clear()
     gemma = build("gemma2")
@@ -251,9 +251,12 @@ def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
     "heads, groups, keys, causal, head_dim",
     [(9, 3, 40, True, 64), (4, 1, 40, True, 32), (6, 2, 57, True, 16), (6, 2, 40, False, 16)],
 )
-def test_plain_prompt_sdpa_is_transformers_sdpa_bit_for_bit(heads, groups, keys, causal, head_dim):
-    """The adapter's one-call dense prompt equals transformers' "sdpa" function exactly: GQA or
-    not, empty static-cache slots past the prompt (keys > 40 queries), bidirectional layers."""
+def test_plain_prompt_sdpa_is_transformers_sdpa_bit_for_bit(
+    heads, groups, keys, causal, head_dim, monkeypatch
+):
+    """A dense prompt layer equals transformers' "sdpa" function exactly, and is its one SDPA call
+    where the call is plain: GQA or not, empty static-cache slots past the prompt (keys > 40
+    queries), bidirectional layers; a mask or a position bias goes through the function."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     torch.manual_seed(0)
@@ -261,14 +264,44 @@ def test_plain_prompt_sdpa_is_transformers_sdpa_bit_for_bit(heads, groups, keys,
     module.is_causal, module.num_key_value_groups = causal, groups
     q = torch.randn(2, heads, 40, head_dim)
     k, v = torch.randn(2, 2, heads // groups, keys, head_dim).unbind(0)
-    kwargs = {"position_bias": None, "output_attentions": False}
-    assert hf._plain_prompt_sdpa(q, k, v, None, kwargs)
-    assert not hf._plain_prompt_sdpa(q, k, v, torch.ones(2, 1, 40, keys, dtype=torch.bool), kwargs)
-    assert not hf._plain_prompt_sdpa(q, k, v, None, {"position_bias": torch.zeros(1)})
     stock = sdpa_attention_forward(module, q, k, v, None, scaling=0.3, is_causal=causal)[0]
-    ours = hf._prompt_sdpa(module, q, k, v, 0.3, 0.0, causal)
-    assert ours.is_contiguous()
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return sdpa_attention_forward(*args, **kwargs)
+
+    monkeypatch.setattr(hf, "sdpa_attention_forward", spy)
+    ours = hf._dense(module, q, k, v, None, 0.3, 0.0, None, causal, {})
+    assert ours.is_contiguous() and calls == []
     torch.testing.assert_close(ours, stock, rtol=0, atol=0)
+    mask = torch.ones(2, 1, 40, keys, dtype=torch.bool)
+    hf._dense(module, q, k, v, mask, 0.3, 0.0, None, causal, {})
+    bias = {"position_bias": torch.zeros(1, heads, 40, keys)}
+    hf._dense(module, q, k, v, None, 0.3, 0.0, None, causal, bias)
+    assert calls == [1, 1]
+
+
+def test_cost_verdicts_are_kept_until_the_layer_density_changes():
+    from attnsieve.integrations.cost import CostModel
+
+    handle = hf.PatchHandle(AttentionConfig(prefill="streaming", backend="triton"), 2, CostModel())
+    planner = handle.config.planner(0)
+    asked = []
+    plan_pays = handle.plan_pays
+    handle.plan_pays = lambda *args: asked.append(args[1]) or plan_pays(*args)
+
+    def verdict(n: int, layer: int = 0) -> bool:
+        q, k = torch.zeros(1, 4, n, 64), torch.zeros(1, 2, n, 64)
+        return handle.cost_says_dense(planner, layer, q, k)
+
+    assert verdict(4096) and verdict(4096) and asked == [0]  # dense at 4K, asked once
+    assert verdict(4096, layer=1) and asked == [0, 1]  # per layer
+    handle.keep_density(0, torch.tensor(0.01))  # layer 0 was planned: its verdicts are stale
+    assert verdict(4096) and asked == [0, 1, 0]
+    assert not verdict(131072) and not verdict(131072) and asked == [0, 1, 0, 0, 0]  # plans: asked
+    assert not hf.PatchHandle(AttentionConfig(), 2, None).cost_says_dense(planner, 0, *(
+        torch.zeros(1, 4, 4096, 64), torch.zeros(1, 2, 4096, 64)))  # fmt: skip
 
 
 @torch.no_grad()

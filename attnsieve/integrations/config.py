@@ -125,8 +125,8 @@ class AttentionConfig:
         return self._role(layer, "decode")
 
     def _role(self, layer: int, role: str) -> Any:
-        built = self._built.get(layer, {})
-        return built[role] if role in built else self._default[role]
+        built = self._built.get(layer)
+        return built[role] if built is not None and role in built else self._default[role]
 
     @property
     def fp8_kv(self) -> bool:

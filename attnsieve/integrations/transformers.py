@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -98,6 +99,9 @@ class PatchHandle:
         graphs: bool = False,
     ) -> None:
         self.config = config
+        # read once: on a busy host the environment lookup costs 5-8 us a call, a dense layer's
+        # whole budget (benchmarks/results/h200/adapter/parts.log)
+        self.backend = config.backend or os.environ.get("ATTNSIEVE_BACKEND") or "auto"
         self.cost = cost
         self.graphs = PlanGraphs() if graphs else None
         self.stats = PatchStats(num_layers)
@@ -105,6 +109,8 @@ class PatchHandle:
         self._densities: dict[int, tuple[Tensor, Any]] = {}
         # (planner, shapes, graphed) -> density below which planning pays (`CostModel`)
         self._break_even: dict[tuple, float] = {}
+        # per layer: the shapes the cost model sent dense, while the layer's density stays put
+        self._dense_verdicts: dict[int, set[tuple]] = {}
         self.warned: set[str] = set()
         # (weakref to the mask, window, verdict): layers of one forward share the mask tensor
         self.checked_mask: tuple[Any, ...] = ()
@@ -130,6 +136,22 @@ class PatchHandle:
             raise ValueError("compress: no paged cache yet; call new_cache() and prefill first")
         self.session.compress()
 
+    def cost_says_dense(self, planner: Any, layer: int, query: Tensor, key: Tensor) -> bool:
+        """Whether the cost model sends this prompt call to dense attention (never off the Triton
+        backend). A dense verdict is kept per layer and shapes until the layer's density changes:
+        on a host-bound short prompt the decision's few microseconds show in time to first token
+        (benchmarks/results/h200/adapter/parts.log)."""
+        shapes = (query.shape, key.shape[2], query.dtype, query.is_cuda)
+        if shapes in self._dense_verdicts.get(layer, ()):
+            return True
+        if self.cost is None or resolve_backend(self.backend, query) != "triton":
+            return False
+        if self.plan_pays(planner_name(planner), layer, query, key):
+            return False
+        if self._density_settled(layer):  # the verdict rests on a density that will not change
+            self._dense_verdicts.setdefault(layer, set()).add(shapes)
+        return True
+
     def plan_pays(self, planner: str, layer: int, query: Tensor, key: Tensor) -> bool:
         """The cost model's decision for this call, before planning: the layer's last density
         (or the prior) against the break-even density of these shapes, computed once per shape."""
@@ -146,6 +168,7 @@ class PatchHandle:
 
     def keep_density(self, layer: int, density: Tensor) -> None:
         """Start a non-blocking copy of a layer's density for the cost model's next decision."""
+        self._dense_verdicts.pop(layer, None)
         if not density.is_cuda:
             self._densities[layer] = (density, None)
             return
@@ -161,6 +184,11 @@ class PatchHandle:
         if host is None or (event is not None and not event.query()):
             return None
         return float(host)
+
+    def _density_settled(self, layer: int) -> bool:
+        """Whether ``last_density(layer)`` stays what it is now until the layer is planned again."""
+        _, event = self._densities.get(layer, (None, None))
+        return event is None or event.query()
 
     def remove(self) -> None:
         if self.removed or self.model is None:
@@ -226,7 +254,8 @@ def patch(
     The config is checked against the model first (layer overrides beyond its layers, per-head
     lists of another length than its query heads). On the Triton backend, ``cost`` decides per
     layer whether planning can pay for itself (`attnsieve.integrations.cost`); a layer where it
-    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans. With
+    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans. The
+    backend is the config's, else $ATTNSIEVE_BACKEND as set when patching, else auto. With
     ``graphs`` (CUDA only), a layer's plan + attention is captured in a CUDA graph the second
     time its planner sees the same shapes, and replayed after (`attnsieve.integrations.graphs`).
     Example::
@@ -403,10 +432,8 @@ def attention_forward(
         ), None
 
     layer = module.layer_idx
-    on_triton = resolve_backend(config.backend, query) == "triton"
-    name = planner_name(planner)
     # first the cheap decision: where planning cannot pay for itself, nothing else is examined
-    if handle.cost is not None and on_triton and not handle.plan_pays(name, layer, query, key):
+    if handle.cost_says_dense(planner, layer, query, key):
         handle.stats.record(layer, 1.0, "cost")
         return _dense(
             module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
@@ -438,13 +465,14 @@ def attention_forward(
         layout = planner.plan(q, k, causal=True)
         attention(
             q, k, v, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
-            precision=config.prefill_precision, backend=config.backend,
+            precision=config.prefill_precision, backend=handle.backend,
         )  # fmt: skip
         return layout.density(causal=True, reduce=False).mean()
 
     out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
-    if handle.graphs is not None and on_triton:
-        density = handle.graphs.run((id(planner), scaling), name, planned, query, key, value, out)
+    if handle.graphs is not None and resolve_backend(handle.backend, query) == "triton":
+        graph = (id(planner), scaling)
+        density = handle.graphs.run(graph, planner_name(planner), planned, query, key, value, out)
     else:
         density = planned(query, key, value, out)
     handle.stats.record(layer, density, None)
@@ -537,8 +565,9 @@ def _dense(
     """Dense attention as a (B, N, H_q, D) tensor. A prompt runs transformers' own "sdpa" function
     (given the call's ``kwargs``), or, where that function reduces to one SDPA call (no mask, no
     position bias, CUDA or CPU, head dims up to 256), that call itself: the same kernel on the
-    same arguments, bit for bit, without the function's Python around it, which on SmolLM2's
-    host-bound short prompts costs more than the adapter adds (`_plain_prompt_sdpa`). Forcing
+    same arguments, bit for bit, without the function's Python around it (`_prompt_sdpa`): on
+    SmolLM2's host-bound short prompts every microsecond a layer shows in time to first token
+    (benchmarks/results/h200/adapter/parts.log). Forcing
     cuDNN instead cost 33-62 us of host time a call and was 4x slower at 1K on the H200
     (benchmarks/results/h200/adapter/dense_path.log). A decode step, and Gemma-2's logit
     soft-capping (which transformers' SDPA lacks), go through `attnsieve.api.dense_attention`: one
@@ -546,8 +575,15 @@ def _dense(
     the stock model took 55-58 ms (its SDPA function of transformers 5.17;
     benchmarks/results/h200/e2e-decode/)."""
     if softcap is None and query.shape[2] > 1:
-        if _plain_prompt_sdpa(query, key, value, mask, kwargs):
-            return _prompt_sdpa(module, query, key, value, scaling, dropout, is_causal)
+        plain = (
+            mask is None
+            and (query.is_cuda or query.is_cpu)  # XPU, MPS and NPU have GQA rules of their own
+            and kwargs.get("position_bias") is None
+            and not kwargs.get("output_attentions", False)
+            and key.shape[-1] == value.shape[-1] <= 256
+        )
+        if plain:
+            return _prompt_sdpa(query, key, value, scaling, dropout, is_causal)
         return sdpa_attention_forward(
             module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
         )[0]
@@ -557,24 +593,7 @@ def _dense(
     return out.transpose(1, 2)
 
 
-def _plain_prompt_sdpa(
-    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, kwargs: dict[str, Any]
-) -> bool:
-    """Whether transformers' "sdpa" function would make exactly `_prompt_sdpa`'s one call: no
-    mask (so SDPA's own GQA, and is_causal), no position bias or attention weights asked for, a
-    device whose GQA rule is CUDA's (XPU, MPS and NPU have their own), K and V head dims equal
-    and <= 256."""
-    return (
-        mask is None
-        and kwargs.get("position_bias") is None
-        and not kwargs.get("output_attentions", False)
-        and query.device.type in ("cuda", "cpu")
-        and key.shape[-1] == value.shape[-1] <= 256
-    )
-
-
 def _prompt_sdpa(
-    module: torch.nn.Module,
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -582,12 +601,13 @@ def _prompt_sdpa(
     dropout: float,
     is_causal: bool,
 ) -> Tensor:
-    """transformers' "sdpa" function on a maskless prompt, as one SDPA call (B, N, H_q, D)."""
+    """The one SDPA call transformers' "sdpa" function makes for a maskless prompt (where K and V
+    head dims are equal and at most 256, with SDPA's own GQA), as (B, N, H_q, D)."""
     n = query.shape[2]
     if is_causal and key.shape[2] > n:  # empty static-cache slots past the prompt
         key, value = key[:, :, :n], value[:, :, :n]
     out = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, dropout_p=dropout, scale=scaling, is_causal=is_causal,
-        enable_gqa=getattr(module, "num_key_value_groups", 1) > 1,
+        enable_gqa=query.shape[1] != key.shape[1],
     )  # fmt: skip
     return out.transpose(1, 2).contiguous()
