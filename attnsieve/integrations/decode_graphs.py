@@ -1,12 +1,12 @@
 """Whole decode steps on the paged cache, captured once as a CUDA graph and replayed.
 
 A decode step of a small model is almost all host time: on the H200, SmolLM2 at 32K took 17 ms a
-step at batch 1 and 19 ms at batch 8 (README, "Decode speed on SmolLM2"), for a cache of 0.75 GB
-a row that the GPU reads in a fraction of a millisecond. On attnsieve's paged cache every step
-has the same shapes, and the device holds all that a step reads (lengths, page tables,
-positions), so the whole step is captured once: the model's forward for one token per row, its
-greedy argmax written back as the next input, and the position bump. Later steps replay it; the
-host's share of a step is one replay.
+step at batch 1 and 19 ms at batch 8 (benchmarks/results/h200/SESSIONS.md, "Decode speed on
+SmolLM2"), for a cache of 0.75 GB a row that the GPU reads in a fraction of a millisecond. On
+attnsieve's paged cache every step has the same shapes, and the device holds all that a step
+reads (lengths, page tables, positions), so the whole step is captured once: the model's forward
+for one token per row, its greedy argmax written back as the next input, and the position bump.
+Later steps replay it; the host's share of a step is one replay.
 
 What makes a step replayable:
 
