@@ -300,6 +300,19 @@ def test_cost_verdicts_are_kept_until_the_layer_density_changes():
     handle.keep_density(0, torch.tensor(0.01))  # layer 0 was planned: its verdicts are stale
     assert verdict(4096) and asked == [0, 1, 0]
     assert not verdict(131072) and not verdict(131072) and asked == [0, 1, 0, 0, 0]  # plans: asked
+
+    class LandsOnSecondLook:  # a density copy in flight that lands while a verdict is reached
+        looks = 0
+
+        def query(self) -> bool:
+            self.looks += 1
+            return self.looks > 1
+
+    handle._densities[1] = (torch.tensor(0.5), LandsOnSecondLook())
+    handle._dense_verdicts.clear()
+    asked.clear()
+    assert verdict(4096, layer=1) and verdict(4096, layer=1) and verdict(4096, layer=1)
+    assert asked == [1, 1]  # not kept while in flight; kept once the copy had landed before
     assert not hf.PatchHandle(AttentionConfig(), 2, None).cost_says_dense(planner, 0, *(
         torch.zeros(1, 4, 4096, 64), torch.zeros(1, 2, 4096, 64)))  # fmt: skip
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -99,9 +98,6 @@ class PatchHandle:
         graphs: bool = False,
     ) -> None:
         self.config = config
-        # read once: on a busy host the environment lookup costs 5-8 us a call, a dense layer's
-        # whole budget (benchmarks/results/h200/adapter/parts.log)
-        self.backend = config.backend or os.environ.get("ATTNSIEVE_BACKEND") or "auto"
         self.cost = cost
         self.graphs = PlanGraphs() if graphs else None
         self.stats = PatchStats(num_layers)
@@ -138,17 +134,19 @@ class PatchHandle:
 
     def cost_says_dense(self, planner: Any, layer: int, query: Tensor, key: Tensor) -> bool:
         """Whether the cost model sends this prompt call to dense attention (never off the Triton
-        backend). A dense verdict is kept per layer and shapes until the layer's density changes:
-        on a host-bound short prompt the decision's few microseconds show in time to first token
-        (benchmarks/results/h200/adapter/parts.log)."""
+        backend). A dense verdict is kept per layer and shapes until the layer's density changes
+        (a backend or cost model changed in between does not revisit it): on a host-bound short
+        prompt the decision's microseconds, the environment lookup of the backend among them,
+        show in time to first token (benchmarks/results/h200/adapter/parts.log)."""
         shapes = (query.shape, key.shape[2], query.dtype, query.is_cuda)
         if shapes in self._dense_verdicts.get(layer, ()):
             return True
-        if self.cost is None or resolve_backend(self.backend, query) != "triton":
+        if self.cost is None or resolve_backend(self.config.backend, query) != "triton":
             return False
+        settled = self._density_settled(layer)  # before deciding: the copy may land in between
         if self.plan_pays(planner_name(planner), layer, query, key):
             return False
-        if self._density_settled(layer):  # the verdict rests on a density that will not change
+        if settled:  # the verdict rests on a density that will not change
             self._dense_verdicts.setdefault(layer, set()).add(shapes)
         return True
 
@@ -254,8 +252,7 @@ def patch(
     The config is checked against the model first (layer overrides beyond its layers, per-head
     lists of another length than its query heads). On the Triton backend, ``cost`` decides per
     layer whether planning can pay for itself (`attnsieve.integrations.cost`); a layer where it
-    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans. The
-    backend is the config's, else $ATTNSIEVE_BACKEND as set when patching, else auto. With
+    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans. With
     ``graphs`` (CUDA only), a layer's plan + attention is captured in a CUDA graph the second
     time its planner sees the same shapes, and replayed after (`attnsieve.integrations.graphs`).
     Example::
@@ -465,12 +462,12 @@ def attention_forward(
         layout = planner.plan(q, k, causal=True)
         attention(
             q, k, v, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
-            precision=config.prefill_precision, backend=handle.backend,
+            precision=config.prefill_precision, backend=config.backend,
         )  # fmt: skip
         return layout.density(causal=True, reduce=False).mean()
 
     out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
-    if handle.graphs is not None and resolve_backend(handle.backend, query) == "triton":
+    if handle.graphs is not None and resolve_backend(config.backend, query) == "triton":
         graph = (id(planner), scaling)
         density = handle.graphs.run(graph, planner_name(planner), planned, query, key, value, out)
     else:
