@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from attnsieve.eval.calibrate import calibrate, capture_qk, main
+from attnsieve.eval.calibrate import _allocate, calibrate, capture_qk, main
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.integrations.config import AttentionConfig
@@ -66,7 +66,7 @@ def test_per_layer_takes_the_fastest_choices_whose_mean_recall_reaches_the_targe
     window = {c[1]["window_tokens"]: {"method": "streaming", **c[1]} for c in CANDIDATES[:2]}
     # layer 0's 64-token window keeps ~0.999, so layer 3 may keep less than 0.97 (its 256-token
     # window: ~0.95) and the mean still reach 0.97
-    result = calibrate(qk, 0.97, CANDIDATES, per_layer=slow)
+    result = calibrate(qk, 0.97, CANDIDATES, granularity="layer", cost=slow)
     assert [e["prefill"] for e in result["layers"].values()] == [window[64], window[256]]
     meta = result["metadata"]
     assert meta["granularity"] == "layer" and 0.97 <= meta["mean_recall"] < 0.99
@@ -77,7 +77,7 @@ def test_per_layer_takes_the_fastest_choices_whose_mean_recall_reaches_the_targe
         sum(r["predicted_ms"] for r in meta["layers"].values())
     )
     # at 0.99 the diffuse head needs dense: no planner there
-    strict = calibrate(qk, 0.99, CANDIDATES, per_layer=slow)
+    strict = calibrate(qk, 0.99, CANDIDATES, granularity="layer", cost=slow)
     assert [e["prefill"] for e in strict["layers"].values()] == [window[64], None]
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(result))
@@ -86,14 +86,31 @@ def test_per_layer_takes_the_fastest_choices_whose_mean_recall_reaches_the_targe
     # planning dearer than dense attention: dense everywhere, although streaming would do
     dear = {"streaming": (1e9, 1e9, 1e9)}
     costly = replace(slow, plan_ms={**slow.plan_ms, **dear}, graph_plan_ms=dear)
-    result = calibrate(qk, 0.97, CANDIDATES, per_layer=costly)
+    result = calibrate(qk, 0.97, CANDIDATES, granularity="layer", cost=costly)
     assert [e["prefill"] for e in result["layers"].values()] == [None, None]
     # a target no choice reaches: the best recall of each layer
-    unreachable = calibrate(qk, 0.999999, CANDIDATES[:2], per_layer=slow)
+    unreachable = calibrate(qk, 0.999999, CANDIDATES[:2], granularity="layer", cost=slow)
     assert [e["prefill"] for e in unreachable["layers"].values()] == [window[256]] * 2
-    assert unreachable["metadata"]["lagrange_multiplier"] == float("inf")
-    with pytest.raises(TypeError, match="per_layer"):
-        calibrate(qk, 0.95, CANDIDATES, per_layer="cost")
+    assert not unreachable["metadata"]["target_reached"] and result["metadata"]["target_reached"]
+    with pytest.raises(TypeError, match="cost"):
+        calibrate(qk, 0.95, CANDIDATES, granularity="layer", cost="cost")
+    with pytest.raises(ValueError, match="granularity"):
+        calibrate(qk, 0.95, CANDIDATES, granularity="layers")
+
+
+@pytest.mark.parametrize(
+    "ms, recall, target, want",
+    [
+        # two equal layers: one moving up is enough, not both (the Lagrangian moves both)
+        ([[1, 5], [1, 5]], [[0.9, 1.0], [0.9, 1.0]], 0.95, [[0, 1], [1, 0]]),
+        ([[0, 10], [0, 11]], [[0.8, 1.0], [0.8, 1.0]], 0.9, [[1, 0]]),
+        ([[1, 2]], [[0.9, 1.0]], 0.9, [[0]]),  # met exactly (float32 recall), no dearer choice
+        ([[3, 1, 2]], [[0.5, 0.5, 0.4]], 0.99, [[1]]),  # unreachable: best recall, cheapest
+    ],
+)
+def test_allocation_spends_the_least_time_that_reaches_the_mean(ms, recall, target, want):
+    choice, reached = _allocate(torch.tensor(ms, dtype=torch.float32), torch.tensor(recall), target)
+    assert choice in want and reached == (target < 0.99)
 
 
 def test_json_round_trips_into_per_head_planners(tmp_path):
@@ -129,8 +146,11 @@ def test_cli_with_captured_qk(tmp_path, capsys):
     assert len(result["layers"]["0"]["prefill"]) == 2 and result["metadata"]["target_recall"] == 0.9
     assert "mean density" in capsys.readouterr().out
     assert main(parser.parse_args([*args, "--device", "cpu", "--per-layer"])) == 0
-    entry = json.loads(out.read_text())["layers"]["0"]["prefill"]
-    assert entry is None or entry["method"] == "streaming"
+    per_layer = json.loads(out.read_text())
+    # 512 tokens: dense attention costs less than any plan by the H200's cost model
+    assert per_layer["layers"]["0"]["prefill"] is None
+    assert per_layer["metadata"]["granularity"] == "layer"
+    assert len(per_layer["metadata"]["layers"]["0"]["by_candidate"]["ms"]) == len(CANDIDATES)
     assert "1 layers, mean density" in capsys.readouterr().out
 
 

@@ -85,23 +85,28 @@ def calibrate(
     candidates: Sequence[Candidate] = DEFAULT_CANDIDATES,
     *,
     causal: bool = True,
-    per_layer: CostModel | None = None,
+    granularity: str = "head",
+    cost: CostModel | None = None,
 ) -> dict[str, Any]:
     """Choose a candidate per (layer, query head); returns the JSON-ready dict described above.
 
     ``qk_per_layer`` maps layer indices to (q (B, H_q, N, D), k (B, H_kv, M, D)), as `capture_qk`
     returns, or lists them from layer 0; recall and density are averaged over the batch.
     ``candidates`` are (planner name, kwargs) pairs; on equal density the earlier candidate
-    wins. With ``per_layer`` (a cost model), each layer instead takes one candidate, so that
-    together they take the least predicted time (the model's planning time for a plan replayed
-    from a CUDA graph, plus the sparse kernel at the layer's mean density; dense SDPA for
-    "dense") while their recall, averaged over layers and heads, reaches the target (`_allocate`);
-    a layer that takes "dense" gets no planner (``None``: SDPA, unplanned). One planner a layer
-    keeps the layer one plan, one CUDA graph and one cost decision at run time.
+    wins. With ``granularity="layer"`` each layer instead takes one candidate, so that together
+    they take the least predicted time by ``cost`` (default `CostModel()`, the H200's: the
+    planning time of a plan replayed from a CUDA graph plus the sparse kernel at the layer's mean
+    density; dense SDPA for "dense") while their recall, averaged over layers and heads, reaches
+    the target (`_allocate`); a layer that takes "dense" gets no planner (``None``: SDPA,
+    unplanned). One planner a layer keeps the layer one plan, one CUDA graph and one cost
+    decision at run time.
     """
     check_float("target_recall", target_recall, 0.0, 1.0)
-    if per_layer is not None and not isinstance(per_layer, CostModel):
-        raise TypeError(f"per_layer: expected a CostModel or None, got {type(per_layer).__name__}")
+    if granularity not in ("head", "layer"):
+        raise ValueError(f"granularity: expected 'head' or 'layer', got {granularity!r}")
+    if cost is not None and not isinstance(cost, CostModel):
+        raise TypeError(f"cost: expected a CostModel or None, got {type(cost).__name__}")
+    per_layer = (cost or CostModel()) if granularity == "layer" else None
     if isinstance(candidates, (str, bytes)) or not candidates:
         raise ValueError("candidates: expected a non-empty list of (planner name, kwargs) pairs")
     candidates = [_candidate(c, i) for i, c in enumerate(candidates)]
@@ -123,6 +128,10 @@ def calibrate(
             per_head = layout.density(causal=causal, reduce=False).mean(0)
             density.append(per_head[layout.heads_for(h_q, h_kv)].cpu())
         recall_t, density_t = torch.stack(recall), torch.stack(density).float()  # (C, H_q)
+        if not torch.isfinite(recall_t).all():
+            raise ValueError(
+                f"qk_per_layer[{index}]: the attention recall is not finite (non-finite q or k?)"
+            )
         if per_layer is not None:
             ms = _predicted_ms(per_layer, candidates, density_t.mean(1), q, k)
             options.append((index, ms, recall_t.mean(1), density_t.mean(1)))
@@ -137,7 +146,7 @@ def calibrate(
             {"recall": float(recall_t[c, h]), "density": float(density_t[c, h])}
             for h, c in enumerate(choice)
         ]
-    metadata: dict[str, Any] = {"granularity": "head" if per_layer is None else "layer"}
+    metadata: dict[str, Any] = {"granularity": granularity}
     if options:
         layers, stats, summary = _per_layer(options, candidates, target_recall)
         metadata.update(summary)
@@ -171,7 +180,7 @@ def _per_layer(
     """Entries, records and the whole model's summary of the per-layer choice, from each layer's
     (index, predicted ms, mean recall, mean density), each (C,)."""
     ms, recall, density = (torch.stack([o[i] for o in options]) for i in (1, 2, 3))  # (L, C)
-    choice, lam = _allocate(ms, recall, target_recall)
+    choice, reached = _allocate(ms, recall, target_recall)
     layers, stats = {}, {}
     for row, (index, *_) in enumerate(options):
         c = choice[row]
@@ -188,35 +197,48 @@ def _per_layer(
     summary = {
         "mean_recall": float(recall.gather(1, picked).mean()),
         "predicted_ms": float(ms.gather(1, picked).sum()),
-        "lagrange_multiplier": lam,
+        "target_reached": reached,
     }
     return layers, stats, summary
 
 
-def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], float]:
-    """One candidate per layer from (L, C) predicted ms and mean recalls: each layer minimises
-    ms - lam * recall, lam the least (bisected) whose choices' mean recall reaches the target (the
-    Lagrangian relaxation of least total ms at that mean); the best recall per layer if none
-    does. Returns the choices and lam (inf when unreachable)."""
-    best = recall.argmax(1)
+def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], bool]:
+    """One candidate per layer from (L, C) predicted ms and mean recalls: close to the least total
+    ms whose mean recall reaches the target. Each layer takes the candidate that minimises
+    ms - lam * recall for the largest lam (bisected) that still misses the target, the Lagrangian
+    relaxation; then the layers whose choice changes just above that lam move up, the cheapest
+    recall per ms first, until the mean reaches it. Where even each layer's best recall (the
+    cheapest of equals) misses the target, those. Returns the choices and whether the target
+    was reached. In float64, with float32's tolerance, so that a target met exactly counts."""
+    ms, recall = ms.double(), recall.double()
+    need = (target_recall - 1e-6) * recall.shape[0]  # recalls come in float32
 
-    def mean_recall(choice: Tensor) -> float:
-        return float(recall.gather(1, choice[:, None]).mean())
+    def total(choice: Tensor) -> float:
+        return float(recall.gather(1, choice[:, None]).sum())
 
-    if mean_recall(best) < target_recall:
-        return best.tolist(), math.inf
+    def pick(lam: float) -> Tensor:
+        return (ms - lam * recall).argmin(1)
+
+    best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1)
+    if total(best) < need:
+        return best.tolist(), False
     lo, hi = 0.0, 1.0
-    while mean_recall((ms - hi * recall).argmin(1)) < target_recall:
+    if total(pick(lo)) >= need:  # the cheapest candidates already reach it
+        return pick(lo).tolist(), True
+    while total(pick(hi)) < need and hi < 1e15:
         lo, hi = hi, 2 * hi
-        if hi > 1e12:  # ties only: the best recalls reach the target
-            return best.tolist(), math.inf
-    for _ in range(60):
+    for _ in range(100):
         mid = (lo + hi) / 2
-        if mean_recall((ms - mid * recall).argmin(1)) >= target_recall:
-            hi = mid
-        else:
-            lo = mid
-    return (ms - hi * recall).argmin(1).tolist(), hi
+        lo, hi = (lo, mid) if total(pick(mid)) >= need else (mid, hi)
+    choice, upper = pick(lo), pick(hi) if total(pick(hi)) >= need else best
+    rows = (choice != upper).nonzero().flatten().tolist()
+    gain = {r: float(recall[r, upper[r]] - recall[r, choice[r]]) for r in rows}
+    price = {r: float(ms[r, upper[r]] - ms[r, choice[r]]) for r in rows}
+    for r in sorted(rows, key=lambda r: price[r] / max(gain[r], 1e-12)):
+        if total(choice) >= need:
+            break
+        choice[r] = upper[r]
+    return choice.tolist(), True
 
 
 def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
@@ -363,14 +385,14 @@ def main(args: argparse.Namespace) -> int:
         layers = _model_sample(args)
     device = torch.device(args.device)
     layers = {index: (q.to(device), k.to(device)) for index, (q, k) in by_layer(layers)}
-    cost = CostModel() if args.per_layer else None
-    result = calibrate(layers, args.target_recall, candidates, per_layer=cost)
+    granularity = "layer" if args.per_layer else "head"
+    result = calibrate(layers, args.target_recall, candidates, granularity=granularity)
     if args.label_channels:
         add_label_channels(result, layers, args.label_channels)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     records = result["metadata"]["layers"].values()
-    heads = [[r] if cost else r for r in records]  # per layer: one record, or one per head
+    heads = [[r] if args.per_layer else r for r in records]  # one record a layer, or a head
     densities = [h["density"] for r in heads for h in r]
     mean = sum(densities) / len(densities)
     print(f"wrote {args.output}: {len(result['layers'])} layers, mean density {mean:.3f}")
