@@ -9,7 +9,8 @@ For ``--samples`` samples per task at ``--length`` tokens:
 2. the probability of each answer token with the dense answer fed in (teacher forcing) on
    attnsieve's paged cache, for: dense; Quest; the best pages of the same budget ("best": what a
    perfect selector would read); Quest with each head's first page always read ("quest+first",
-   the attention sink of StreamingLLM, arXiv 2309.17453; one of the budget's pages).
+   the attention sink of StreamingLLM, arXiv 2309.17453; one of the budget's pages); Quest's
+   bound ranked per query head, then the best rank of the group ("quest per head").
 
 ``--ablate N``: on sample N (of ``--samples``) of the first task, Quest in one layer at a time and
 the best pages in every other: which layers' selections cost the answer.
@@ -99,6 +100,23 @@ def quest_with_first_page(self: Quest, q: Tensor, view, step):
     return Pages(*select_pages(score, self.page_targets(view), width))
 
 
+def quest_per_head(self: Quest, q: Tensor, view, step):
+    """Quest's bound ranked per query head: each head's bounds less that head's largest, the
+    group's score the largest of those (a page near the top for any head, whatever the scale of
+    that head's logits), instead of the largest raw bound of the group."""
+    if (width := self.width(view)) is None:
+        return None
+    key_min, key_max = view.bounds()  # (B, H_kv, P, D), +-inf past the pages
+    b, hk, p, d = key_min.shape
+    qg = q.float().view(b, hk, -1, 1, d)
+    valid = torch.arange(p) < view.page_count[..., None]  # (B, H_kv, P)
+    lo, hi = key_min.nan_to_num(posinf=0.0)[:, :, None], key_max.nan_to_num(neginf=0.0)[:, :, None]
+    bound = torch.maximum(qg * lo, qg * hi).sum(-1).masked_fill(~valid[:, :, None], -torch.inf)
+    score = (bound - bound.amax(-1, keepdim=True)).amax(2).masked_fill(~valid, -torch.inf)
+    score = score.masked_fill(last_page(view), torch.inf)
+    return Pages(*select_pages(score, self.page_targets(view), width))
+
+
 def only_in_layer(layer: int) -> Callable:
     """Quest's own pages in ``layer``, the best pages in every other."""
 
@@ -108,7 +126,12 @@ def only_in_layer(layer: int) -> Callable:
     return select
 
 
-VARIANTS = {"quest": quest_select, "best": best_pages, "quest+first": quest_with_first_page}
+VARIANTS = {
+    "quest": quest_select,
+    "best": best_pages,
+    "quest+first": quest_with_first_page,
+    "quest per head": quest_per_head,
+}
 
 
 @torch.no_grad()
