@@ -336,8 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-layer",
         action="store_true",
-        help="one candidate per layer, the fastest by the H200 cost model that reaches the target "
-        "layer-mean recall (default: the sparsest per query head)",
+        help="one candidate per layer: together the fastest by the H200 cost model whose recall, "
+        "averaged over layers and heads, reaches the target (default: the sparsest per head)",
     )
     parser.add_argument(
         "--label-channels",
