@@ -559,18 +559,19 @@ def _dense(
     is_causal: bool,
     kwargs: dict[str, Any],
 ) -> Tensor:
-    """Dense attention as a (B, N, H_q, D) tensor. A prompt runs transformers' own "sdpa" function
-    (given the call's ``kwargs``), or, where that function reduces to one SDPA call (no mask, no
-    position bias, CUDA or CPU, head dims up to 256), that call itself: the same kernel on the
-    same arguments, bit for bit, without the function's Python around it (`_prompt_sdpa`): on
-    SmolLM2's host-bound short prompts every microsecond a layer shows in time to first token
-    (benchmarks/results/h200/adapter/parts.log). Forcing
-    cuDNN instead cost 33-62 us of host time a call and was 4x slower at 1K on the H200
-    (benchmarks/results/h200/adapter/dense_path.log). A decode step, and Gemma-2's logit
-    soft-capping (which transformers' SDPA lacks), go through `attnsieve.api.dense_attention`: one
-    SDPA call with native GQA, which decoded SmolLM2 at 32K in 16-17 ms a step on the H200 where
-    the stock model took 55-58 ms (its SDPA function of transformers 5.17;
-    benchmarks/results/h200/e2e-decode/)."""
+    """Dense attention as a (B, N, H_q, D) tensor.
+
+    A prompt runs transformers' own "sdpa" function (given the call's ``kwargs``), or, where that
+    function reduces to one SDPA call (no mask, no position bias, CUDA or CPU, head dims up to
+    256), that call itself (`_prompt_sdpa`): the same kernel on the same arguments, bit for bit,
+    without the function's Python around it. On SmolLM2's host-bound short prompts every
+    microsecond a layer shows in time to first token (benchmarks/results/h200/adapter/parts.log);
+    forcing cuDNN instead cost 33-62 us of host time a call and was 4x slower at 1K on the H200
+    (adapter/dense_path.log there). A decode step, and Gemma-2's logit soft-capping (which
+    transformers' SDPA lacks), go through `attnsieve.api.dense_attention`: one SDPA call with
+    native GQA, which decoded SmolLM2 at 32K in 16-17 ms a step on the H200 where the stock model
+    took 55-58 ms (its SDPA function of transformers 5.17; e2e-decode/ there).
+    """
     if softcap is None and query.shape[2] > 1:
         plain = (
             mask is None
