@@ -109,7 +109,7 @@ def test_prefill_timing_alternates_stock_and_patched(monkeypatch):
     # ABBA: each goes first in every other pair; the first pair is the warm-up
     assert seen[:6] == ["sdpa", "attnsieve", "attnsieve", "sdpa", "sdpa", "attnsieve"]
     assert [run[0] for run in stock] == [4.0, 5.0] and [run[0] for run in patched] == [3.0, 6.0]
-    assert e2e._best(stock) == 4.0
+    assert e2e._best(stock) == 4.0 and e2e._median(stock) == 4.5 and e2e._median(patched) == 4.5
 
 
 def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, monkeypatch):
@@ -217,3 +217,12 @@ def test_plot_draws_the_attention_free_bound(tmp_path):
               "model": {"name": "m", "layers": 2, "weights": "random"}}  # fmt: skip
     e2e.plot(result, tmp_path / "e2e.png")
     assert (tmp_path / "e2e.png").read_bytes().startswith(PNG)
+
+
+def test_summary_line_gives_the_best_and_the_medians():
+    entry = {"speedup": 1.5, "mean_density": 0.25, "fallback_per_layer": [None, "cost"],
+             "graphs_captured": 1, "ttft_s": 0.010, "median_ttft_s": 0.012,
+             "paired_sdpa_median_ttft_s": 0.015}  # fmt: skip
+    line = e2e._summary(4096, 0.015, "flexprefill", entry)
+    assert "flexprefill 10.0 ms" in line and "1 dense-fallback layers" in line
+    assert line.endswith("speed-up 1.50x (of the medians: 1.25x)")
