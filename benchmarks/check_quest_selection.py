@@ -3,9 +3,9 @@
 For ``--samples`` samples per task at ``--length`` tokens:
 
 1. the stock model's first decode step after the prompt: each layer's attention mass held by
-   Quest's pages (`attnsieve.api.quest_page_scores`, top ``--ratio`` of the tokens in 16-token
-   pages, the pages a KV head's query heads share) against the best pages for the same budget
-   (by the true mass of the group) and random pages;
+   Quest's pages (`attnsieve.api.quest_page_scores`, top ``--ratio`` of the tokens in
+   ``--page-size``-token pages, the pages a KV head's query heads share) against the best pages
+   for the same budget (by the true mass of the group) and random pages;
 2. the probability of each answer token with the dense answer fed in (teacher forcing) on
    attnsieve's paged cache, for: dense; Quest; the best pages of the same budget ("best": what a
    perfect selector would read); Quest with each head's first page always read ("quest+first",
@@ -16,6 +16,7 @@ For ``--samples`` samples per task at ``--length`` tokens:
 the best pages in every other: which layers' selections cost the answer.
 
     PYTHONPATH=. python3 benchmarks/check_quest_selection.py --out DIR [--samples 4 --length 2048]
+        [--page-size 8 --variants quest,best]
 """
 
 from __future__ import annotations
@@ -43,25 +44,24 @@ from attnsieve.methods.decode.base import last_page
 from attnsieve.methods.decode.quest import Quest
 from attnsieve.views import Pages
 
-PAGE = 16
 quest_select = Quest.select
 
 
-def page_mass(q, k, scale, ratio: float) -> tuple[float, float, float]:
+def page_mass(q, k, scale, ratio: float, page: int) -> tuple[float, float, float]:
     """Mean over query heads of the attention mass held by Quest's, the best and random pages."""
     b, hq, _, d = q.shape
     hk, n = k.shape[1], k.shape[2]
-    g, pages, pad = hq // hk, -(-n // PAGE), -n % PAGE
+    g, pages, pad = hq // hk, -(-n // page), -n % page
     probs = ((q.view(b, hk, g, d) @ k.transpose(-1, -2)) * (scale or d**-0.5)).softmax(-1)
-    mass = torch.nn.functional.pad(probs, (0, pad)).view(b, hk, g, pages, PAGE).sum(-1)
-    keys = torch.nn.functional.pad(k, (0, 0, 0, pad)).view(b, hk, pages, PAGE, d)
-    valid = (torch.arange(pages * PAGE) < n).view(1, 1, pages, PAGE, 1)
+    mass = torch.nn.functional.pad(probs, (0, pad)).view(b, hk, g, pages, page).sum(-1)
+    keys = torch.nn.functional.pad(k, (0, 0, 0, pad)).view(b, hk, pages, page, d)
+    valid = (torch.arange(pages * page) < n).view(1, 1, pages, page, 1)
     kmin = keys.masked_fill(~valid, float("inf")).amin(3)
     kmax = keys.masked_fill(~valid, float("-inf")).amax(3)
     count = torch.full((b, hk), pages, dtype=torch.int32)
     table = torch.arange(b * hk * pages, dtype=torch.int32).view(b, hk, pages)  # row per page
     score = quest_page_scores(q[:, :, 0], kmin.view(-1, d), kmax.view(-1, d), table, count)
-    width = max(1, int(ratio * n) // PAGE)
+    width = max(1, int(ratio * n) // page)
 
     def held(idx):
         return mass.gather(-1, idx[:, :, None, :].expand(-1, -1, g, -1)).sum(-1).mean().item()
@@ -135,10 +135,12 @@ VARIANTS = {
 
 
 @torch.no_grad()
-def teacher_forced(model, ids: Tensor, answer: list[int], decode, select=None) -> list[float]:
+def teacher_forced(
+    model, ids: Tensor, answer: list[int], decode, select=None, page_size: int = 16
+) -> list[float]:
     """p(answer token | prompt + the answer's previous tokens), one per answer token."""
     key = cache_keyword(model)
-    config = AttentionConfig(prefill="dense", decode=decode, paged_cache=True)
+    config = AttentionConfig(prefill="dense", decode=decode, paged_cache=True, page_size=page_size)
     with mock.patch.object(Quest, "select", select or quest_select), patch(model, config):
         cache = handle_of(model).new_cache()
         logits = model(input_ids=ids, **{key: cache}, use_cache=True).logits[0, -1]
@@ -158,10 +160,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--ratio", type=float, default=0.125)
     parser.add_argument("--ablate", type=int, default=None, help="sample of the per-layer ablation")
+    parser.add_argument("--page-size", type=int, default=16, help="tokens a page (Quest's: 16)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="selectors to compare")
     args = parser.parse_args()
     model, tok, _ = load_model("smollm2", device="cpu", dtype="float32")
     quest = {"method": "quest", "ratio": args.ratio}
-    result = {"length": args.length, "ratio": args.ratio, "tasks": {}}
+    result = {"length": args.length, "ratio": args.ratio, "page_size": args.page_size, "tasks": {}}
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     for task in args.tasks.split(","):
         result["tasks"][task] = []
         for sample in make_samples(task, tok, args.length, args.samples, 0):
@@ -175,12 +180,12 @@ def main() -> None:
             with observe_attention(model, keep):
                 step = {cache_keyword(model): output_cache(out)}
                 model(input_ids=out.logits[:, -1:].argmax(-1), **step)
-            layers = [page_mass(*caught[i], args.ratio) for i in sorted(caught)]
+            layers = [page_mass(*caught[i], args.ratio, args.page_size) for i in sorted(caught)]
             mean = [sum(x[i] for x in layers) / len(layers) for i in range(3)]
             answer = tok.encode(" " + sample.answers[0], add_special_tokens=False)
             runs = {"dense": teacher_forced(model, ids, answer, None)}
-            for name, select in VARIANTS.items():
-                runs[name] = teacher_forced(model, ids, answer, quest, select)
+            for name, select in variants.items():
+                runs[name] = teacher_forced(model, ids, answer, quest, select, args.page_size)
             result["tasks"][task].append({
                 "answer": sample.answers[0], "tokens": ids.shape[1],
                 "mass_quest_best_random": layers, "mean": mean, "p_answer_teacher_forced": runs,
@@ -196,7 +201,9 @@ def main() -> None:
         answer = tok.encode(" " + sample.answers[0], add_special_tokens=False)
         ablation = {}
         for layer in range(Quest.dense_layers, model.config.num_hidden_layers):
-            ablation[layer] = teacher_forced(model, ids, answer, quest, only_in_layer(layer))
+            ablation[layer] = teacher_forced(
+                model, ids, answer, quest, only_in_layer(layer), args.page_size
+            )
             print(f"  Quest only in layer {layer:>2}, best pages elsewhere: {ablation[layer]}")
         result["ablation"] = {"task": task, "sample": args.ablate, "p_by_layer": ablation}
     args.out.mkdir(parents=True, exist_ok=True)
