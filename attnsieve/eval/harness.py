@@ -385,7 +385,8 @@ def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: flo
     """Whether `attnsieve.patch`'s default cost model sends a layer whose plan has ``density`` to
     dense attention (with CUDA graphs, as patched by default). Only on a GPU: elsewhere the
     patched model plans every layer."""
-    from attnsieve.integrations.transformers import DEFAULT_COST, planner_name
+    from attnsieve.integrations.handle import planner_name
+    from attnsieve.integrations.transformers import DEFAULT_COST
 
     if not query.is_cuda:
         return False

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from attnsieve.integrations import decode_graphs
-from attnsieve.integrations.transformers import PatchStats, cache_keyword, output_cache
+from attnsieve.integrations.handle import PatchStats
+from attnsieve.integrations.transformers import cache_keyword, output_cache
 from attnsieve.layout import causal_pairs
 
 

@@ -43,7 +43,7 @@ from attnsieve.eval.probe import probe_config, write_checksums
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, make_samples
 from attnsieve.integrations.generate import eos_token_ids, generate
-from attnsieve.integrations.transformers import PatchStats
+from attnsieve.integrations.handle import PatchStats
 
 MIXTURE = {  # row sources and their probabilities
     "niah_single": 0.20,

@@ -1,0 +1,199 @@
+"""The state of one patched model: its config, per-layer stats, cost decisions and caches.
+
+`attnsieve.integrations.transformers.patch` returns a `PatchHandle`; the attention function
+finds it through the attention module it is called with (``_HANDLE_ATTR``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnsieve.api import resolve_backend
+from attnsieve.integrations.config import AttentionConfig
+from attnsieve.integrations.cost import CostModel
+from attnsieve.integrations.graphs import PlanGraphs
+from attnsieve.integrations.hf_cache import AttnsieveCache
+from attnsieve.integrations.paged import PagedSession
+
+_HANDLE_ATTR = "_attnsieve_patch"  # set on each attention module of a patched model
+
+
+class PatchStats:
+    """What the last prefill call of each layer did (index = layer).
+
+    ``density_per_layer``: computed / dense-causal (query, key) pairs (1.0 for a dense fallback);
+    ``fallback_per_layer``: None when the layer ran its planner's layout, else the fallback reason
+    ("cost" when the cost model predicted that planning would not pay for itself, "unplanned" for
+    a layer configured without a planner).
+    Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
+    kept as device tensors and read on access, so recording them never waits for the GPU.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self._density: list[Tensor | float | None] = [None] * num_layers
+        self.fallback_per_layer: list[str | None] = [None] * num_layers
+        self.prefill_calls = 0
+
+    @property
+    def density_per_layer(self) -> list[float | None]:
+        return [None if d is None else float(d) for d in self._density]
+
+    @property
+    def mean_density(self) -> float | None:
+        seen = [d for d in self.density_per_layer if d is not None]
+        return sum(seen) / len(seen) if seen else None
+
+    def record(self, layer: int, density: Tensor | float, fallback: str | None) -> None:
+        if layer >= len(self._density):  # a model whose config under-reports its layers
+            grow = layer + 1 - len(self._density)
+            self._density.extend([None] * grow)
+            self.fallback_per_layer.extend([None] * grow)
+        self._density[layer] = density
+        self.fallback_per_layer[layer] = fallback
+        self.prefill_calls += 1
+
+    def clear(self) -> None:
+        """Forget the per-layer entries (before a forward whose layers may all run dense)."""
+        self._density = [None] * len(self._density)
+        self.fallback_per_layer = [None] * len(self.fallback_per_layer)
+
+
+class PatchHandle:
+    """The state of one patched model: its config, stats and per-call caches.
+
+    Returned by `patch`; ``remove()`` (or leaving the ``with`` block) restores the model. Each
+    attention module of the model points to its handle while patched, so the attention function
+    finds its state through the module it is called with.
+    """
+
+    def __init__(
+        self,
+        config: AttentionConfig,
+        num_layers: int,
+        cost: CostModel | None = None,
+        graphs: bool = False,
+    ) -> None:
+        self.config = config
+        self.cost = cost
+        self.graphs = PlanGraphs() if graphs else None
+        self.stats = PatchStats(num_layers)
+        # per layer: the last plan's density copied to the host without waiting (copy, event)
+        self._densities: dict[int, tuple[Tensor, Any]] = {}
+        # (planner, shapes, graphed) -> density below which planning pays (`CostModel`)
+        self._break_even: dict[tuple, float] = {}
+        # per layer: the shapes the cost model sent dense, while the layer's density stays put
+        self._dense_verdicts: dict[int, set[tuple]] = {}
+        self.warned: set[str] = set()
+        # (weakref to the mask, window, verdict): layers of one forward share the mask tensor
+        self.checked_mask: tuple[Any, ...] = ()
+        self.model: Any = None
+        self.previous: str | None = None
+        self.removed = False
+        self.session: PagedSession | None = None
+
+    def new_cache(self) -> AttnsieveCache:
+        """A fresh paged cache for one generation, served by this handle's KV policy, decode
+        selector and KV precision: pass it as ``past_key_values`` (``model.generate`` does so by
+        itself while the model is patched with a config that needs one)."""
+        num_layers = len(self.stats.density_per_layer)
+        if self.session is not None:
+            self.session.drop_decode_graph()
+        self.session = PagedSession(self.config, num_layers)
+        return self.session.cache
+
+    def compress(self) -> None:
+        """Compress the current generation's cache now (e.g. after the context, before the
+        question: the protocol that keeps the question out of the policy's view)."""
+        if self.session is None:
+            raise ValueError("compress: no paged cache yet; call new_cache() and prefill first")
+        self.session.compress()
+
+    def cost_says_dense(self, planner: Any, layer: int, query: Tensor, key: Tensor) -> bool:
+        """Whether the cost model sends this prompt call to dense attention (never off the Triton
+        backend). A dense verdict is kept per layer and shapes until the layer's density changes
+        (a backend or cost model changed in between does not revisit it): on a host-bound short
+        prompt the decision's microseconds, the environment lookup of the backend among them,
+        show in time to first token (benchmarks/results/h200/adapter/parts.log)."""
+        shapes = (query.shape, key.shape[2], query.dtype, query.is_cuda)
+        if shapes in self._dense_verdicts.get(layer, ()):
+            return True
+        if self.cost is None or resolve_backend(self.config.backend, query) != "triton":
+            return False
+        settled = self._density_settled(layer)  # before deciding: the copy may land in between
+        if self.plan_pays(planner_name(planner), layer, query, key):
+            return False
+        if settled:  # the verdict rests on a density that will not change
+            self._dense_verdicts.setdefault(layer, set()).add(shapes)
+        return True
+
+    def plan_pays(self, planner: str, layer: int, query: Tensor, key: Tensor) -> bool:
+        """The cost model's decision for this call, before planning: the layer's last density
+        (or the prior) against the break-even density of these shapes, computed once per shape."""
+        graphed = self.graphs is not None and planner not in self.graphs.eager
+        memo = (planner, query.shape, key.shape[2], graphed)  # host time counts: one tuple
+        limit = self._break_even.get(memo)
+        if limit is None:
+            b, h, n, d = query.shape
+            limit = self._break_even[memo] = self.cost.break_even_density(
+                planner, b, h, n, key.shape[2], d, graphed=graphed
+            )
+        density = self.last_density(layer)
+        return (self.cost.prior_density if density is None else density) < limit
+
+    def keep_density(self, layer: int, density: Tensor) -> None:
+        """Start a non-blocking copy of a layer's density for the cost model's next decision."""
+        self._dense_verdicts.pop(layer, None)
+        if not density.is_cuda:
+            self._densities[layer] = (density, None)
+            return
+        host = torch.empty((), dtype=density.dtype, pin_memory=True)
+        host.copy_(density, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._densities[layer] = (host, event)
+
+    def last_density(self, layer: int) -> float | None:
+        """The layer's last density if its copy has landed (never waits for the GPU), else None."""
+        host, event = self._densities.get(layer, (None, None))
+        if host is None or (event is not None and not event.query()):
+            return None
+        return float(host)
+
+    def _density_settled(self, layer: int) -> bool:
+        """Whether ``last_density(layer)`` stays what it is now until the layer is planned again."""
+        _, event = self._densities.get(layer, (None, None))
+        return event is None or event.query()
+
+    def remove(self) -> None:
+        if self.removed or self.model is None:
+            return
+        self.removed = True
+        if self.graphs is not None:
+            self.graphs.clear()
+        if self.session is not None:
+            self.session.drop_decode_graph()
+        try:
+            self.model.set_attn_implementation(self.previous)
+        finally:
+            _detach(self.model, self)
+            self.model.__dict__.pop("generate", None)
+
+    def __enter__(self) -> PatchStats:
+        return self.stats
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _detach(model: Any, handle: PatchHandle) -> None:
+    for module in model.modules():
+        if getattr(module, _HANDLE_ATTR, None) is handle:
+            delattr(module, _HANDLE_ATTR)
+
+
+def planner_name(planner: Any) -> str:
+    """The name the cost model and the CUDA graphs know ``planner`` by."""
+    return getattr(planner, "name", "") or type(planner).__name__
