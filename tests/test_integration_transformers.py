@@ -288,8 +288,8 @@ def test_cost_verdicts_are_kept_until_the_layer_density_changes():
     handle = hf.PatchHandle(AttentionConfig(prefill="streaming", backend="triton"), 2, CostModel())
     planner = handle.config.planner(0)
     asked = []
-    plan_pays = handle.plan_pays
-    handle.plan_pays = lambda *args: asked.append(args[1]) or plan_pays(*args)
+    last_density = handle.last_density  # read once a decision
+    handle.last_density = lambda layer: asked.append(layer) or last_density(layer)
 
     def verdict(n: int, layer: int = 0) -> bool:
         q, k = torch.zeros(1, 4, n, 64), torch.zeros(1, 2, n, 64)

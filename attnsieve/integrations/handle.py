@@ -122,16 +122,19 @@ class PatchHandle:
             return True
         if self.cost is None or resolve_backend(self.config.backend, query) != "triton":
             return False
-        settled = self._density_settled(layer)  # before deciding: the copy may land in between
-        if self.plan_pays(planner_name(planner), layer, query, key):
+        density = self.last_density(layer)  # one look: a copy in flight may land at any time
+        if self._pays(planner_name(planner), density, query, key):
             return False
-        if settled:  # the verdict rests on a density that will not change
+        if density is not None or layer not in self._densities:  # a density that will not change
             self._dense_verdicts.setdefault(layer, set()).add(shapes)
         return True
 
     def plan_pays(self, planner: str, layer: int, query: Tensor, key: Tensor) -> bool:
         """The cost model's decision for this call, before planning: the layer's last density
         (or the prior) against the break-even density of these shapes, computed once per shape."""
+        return self._pays(planner, self.last_density(layer), query, key)
+
+    def _pays(self, planner: str, density: float | None, query: Tensor, key: Tensor) -> bool:
         graphed = self.graphs is not None and planner not in self.graphs.eager
         memo = (planner, query.shape, key.shape[2], graphed)  # host time counts: one tuple
         limit = self._break_even.get(memo)
@@ -140,7 +143,6 @@ class PatchHandle:
             limit = self._break_even[memo] = self.cost.break_even_density(
                 planner, b, h, n, key.shape[2], d, graphed=graphed
             )
-        density = self.last_density(layer)
         return (self.cost.prior_density if density is None else density) < limit
 
     def keep_density(self, layer: int, density: Tensor) -> None:
@@ -161,11 +163,6 @@ class PatchHandle:
         if host is None or (event is not None and not event.query()):
             return None
         return float(host)
-
-    def _density_settled(self, layer: int) -> bool:
-        """Whether ``last_density(layer)`` stays what it is now until the layer is planned again."""
-        _, event = self._densities.get(layer, (None, None))
-        return event is None or event.query()
 
     def remove(self) -> None:
         if self.removed or self.model is None:
