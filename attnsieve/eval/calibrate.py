@@ -106,7 +106,7 @@ def calibrate(
         raise ValueError(f"granularity: expected 'head' or 'layer', got {granularity!r}")
     if cost is not None and not isinstance(cost, CostModel):
         raise TypeError(f"cost: expected a CostModel or None, got {type(cost).__name__}")
-    per_layer = (cost or CostModel()) if granularity == "layer" else None
+    layer_cost = (cost or CostModel()) if granularity == "layer" else None
     if isinstance(candidates, (str, bytes)) or not candidates:
         raise ValueError("candidates: expected a non-empty list of (planner name, kwargs) pairs")
     candidates = [_candidate(c, i) for i, c in enumerate(candidates)]
@@ -132,8 +132,8 @@ def calibrate(
             raise ValueError(
                 f"qk_per_layer[{index}]: the attention recall is not finite (non-finite q or k?)"
             )
-        if per_layer is not None:
-            ms = _predicted_ms(per_layer, candidates, density_t.mean(1), q, k)
+        if layer_cost is not None:
+            ms = _predicted_ms(layer_cost, candidates, density_t.mean(1), q, k)
             options.append((index, ms, recall_t.mean(1), density_t.mean(1)))
             continue
         reached = recall_t >= target_recall
@@ -222,15 +222,18 @@ def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[in
     best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1)
     if total(best) < need:
         return best.tolist(), False
+    cheapest = pick(0.0)
+    if total(cheapest) >= need:
+        return cheapest.tolist(), True
     lo, hi = 0.0, 1.0
-    if total(pick(lo)) >= need:  # the cheapest candidates already reach it
-        return pick(lo).tolist(), True
     while total(pick(hi)) < need and hi < 1e15:
         lo, hi = hi, 2 * hi
     for _ in range(100):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if total(pick(mid)) >= need else (mid, hi)
-    choice, upper = pick(lo), pick(hi) if total(pick(hi)) >= need else best
+    choice, upper = pick(lo), pick(hi)
+    if total(upper) < need:  # only the best recalls reach it
+        upper = best
     rows = (choice != upper).nonzero().flatten().tolist()
     gain = {r: float(recall[r, upper[r]] - recall[r, choice[r]]) for r in rows}
     price = {r: float(ms[r, upper[r]] - ms[r, choice[r]]) for r in rows}
