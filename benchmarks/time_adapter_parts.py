@@ -13,29 +13,21 @@ from __future__ import annotations
 
 import argparse
 import collections
-import time
 
 import torch
-from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from attnsieve.eval.harness import parse_length
+from attnsieve.integrations import handle as state
 from attnsieve.integrations import patch
 from attnsieve.integrations import transformers as adapter
-from benchmarks.time_short_prompts import smollm2_shaped
+from benchmarks.time_short_prompts import register, smollm2_shaped, timed
 
 spent: dict[str, list[float]] = collections.defaultdict(list)
 
 
-def timed(name: str, fn):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        spent[name].append(time.perf_counter() - start)
-        return out
-
-    return wrapper
+def timer(name: str, fn):
+    return timed(fn, spent[name])
 
 
 def main() -> None:
@@ -45,17 +37,17 @@ def main() -> None:
     args = parser.parse_args()
     model = smollm2_shaped()
     for name, fn in (("stock", sdpa_attention_forward), ("attnsieve", adapter.attention_forward)):
-        AttentionInterface.register(f"timed_{name}", timed(f"{name} attention function", fn))
-        AttentionMaskInterface.register(f"timed_{name}", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+        register(f"timed_{name}", timer(f"{name} attention function", fn))
     functional = torch.nn.functional
-    functional.scaled_dot_product_attention = timed(
+    functional.scaled_dot_product_attention = timer(
         "SDPA call", functional.scaled_dot_product_attention
     )
-    for part in ("_dense", "_prompt_sdpa", "resolve_backend"):
-        setattr(adapter, part, timed(part, getattr(adapter, part)))
-    for part in ("cost_says_dense", "plan_pays"):
-        setattr(adapter.PatchHandle, part, timed(part, getattr(adapter.PatchHandle, part)))
-    adapter.PatchStats.record = timed("stats.record", adapter.PatchStats.record)
+    for part in ("_dense", "_prompt_sdpa"):
+        setattr(adapter, part, timer(part, getattr(adapter, part)))
+    state.resolve_backend = timer("resolve_backend", state.resolve_backend)  # the cost decision's
+    for part in ("cost_says_dense", "_pays"):
+        setattr(state.PatchHandle, part, timer(part, getattr(state.PatchHandle, part)))
+    state.PatchStats.record = timer("stats.record", state.PatchStats.record)
     handle = patch(model)
     with torch.inference_mode():
         for n in (parse_length(t) for t in args.lengths.split(",")):
@@ -64,11 +56,12 @@ def main() -> None:
             for impl in ("timed_stock", "timed_attnsieve"):
                 model.set_attn_implementation(impl)
                 model(input_ids=ids, use_cache=True, logits_to_keep=1)
-                spent.clear()
+                for times in spent.values():
+                    times.clear()
                 for _ in range(args.forwards):
                     model(input_ids=ids, use_cache=True, logits_to_keep=1)
                 torch.cuda.synchronize()
-                means[impl] = {k: 1e6 * sum(v) / len(v) for k, v in spent.items()}
+                means[impl] = {k: 1e6 * sum(v) / len(v) for k, v in spent.items() if v}
             for impl, parts in means.items():
                 print(f"{n} tokens, {impl.removeprefix('timed_')}: " + ", ".join(
                     f"{k} {v:.1f} us" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
