@@ -28,12 +28,14 @@ def _qkv(b, h_q, h_kv, n, m, d, dtype=torch.float16):
 
 
 def _random_layout(b, h, n, m, bq, bk, p=0.5, columns=0, empty_blocks=False):
-    mask = torch.rand(b, h, -(-n // bq), -(-m // bk), device=DEVICE) < p
+    # drawn on the CPU: CUDA's generator would give the GPU run other layouts than the cases
+    # were chosen on (one span case then had no blocks there)
+    mask = (torch.rand(b, h, -(-n // bq), -(-m // bk)) < p).to(DEVICE)
     if empty_blocks:
         mask[:] = False
     layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
     if columns:
-        cols = torch.randint(-1, m, (b, h, layout.num_q_blocks, columns), device=DEVICE)
+        cols = torch.randint(-1, m, (b, h, layout.num_q_blocks, columns)).to(DEVICE)
         layout = layout.with_columns(cols)
     return layout
 
@@ -45,7 +47,7 @@ def _span_layout(b, h, n, m, bq, bk, p=0.15, columns=0, width=1, slashes=4):
     offsets = torch.cat(
         [
             torch.tensor([0, 3], device=DEVICE).expand(b, h, 2),
-            torch.randint(0, m, (b, h, slashes), device=DEVICE),
+            torch.randint(0, m, (b, h, slashes)).to(DEVICE),
         ],
         -1,
     )
@@ -277,14 +279,21 @@ def test_visible_nan_flags_exactly_the_rows_that_see_it():
 
 
 def test_quantizers_match_twin_and_respect_strides():
-    """Every quantised value and scale equals the twin's; inputs viewed from (B, N, H, D)."""
+    """Every quantised value and scale equals the twin's; inputs viewed from (B, N, H, D).
+
+    K is quantised after its mean is subtracted. The kernel sums that mean in chunks, torch sums
+    it in a tree on CUDA, so there the mean's last bit, and with it K's scale, can differ (the
+    H200 measured it): on CUDA K's scale agrees to 1e-6 and its values to one step."""
     q = torch.randn(2, 90, 4, 128, dtype=torch.float16, device=DEVICE).transpose(1, 2)
     kv = torch.randn(2, 2, 150, 2, 128, dtype=torch.float16, device=DEVICE).transpose(2, 3)
     k, v = kv[0] * 3 + 1, kv[1]
     got = quantize_qkv(q, k, v, block_m=32, block_n=64)
     want = quantize_qkv_reference(q, k, v, block_m=32, block_n=64)
-    for name in ("q", "q_scale", "k", "k_scale", "v_scale", "q_bad", "kv_bad"):
+    exact = ("q", "q_scale", "v_scale", "q_bad", "kv_bad")
+    for name in exact + (("k", "k_scale") if DEVICE == "cpu" else ()):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
+    torch.testing.assert_close(got.k_scale, want.k_scale, atol=0, rtol=1e-6)
+    assert int((got.k.int() - want.k.int()).abs().max()) <= 1
     assert got.v_t.dtype == torch.float8_e4m3fn and got.v_t.shape == (2, 2, 128, 150)
     assert torch.equal(got.v_t.float(), want.v_t.float())
     torch.testing.assert_close(got.k_mean, want.k_mean, atol=1e-6, rtol=0)
