@@ -282,6 +282,33 @@ def test_plain_prompt_sdpa_is_transformers_sdpa_bit_for_bit(
     assert calls == [1, 1]
 
 
+@torch.no_grad()
+def test_static_cache_prompts_are_priced_on_the_prompt_keys():
+    """Empty static-cache slots past the prompt are neither attended nor priced: the cost model
+    sees the prompt's keys, so a prompt that runs dense with a growing cache runs dense there."""
+    from attnsieve.integrations.cost import CostModel
+
+    model = build("llama").to(torch.bfloat16)
+    ids = prompt(length=64)
+    config = AttentionConfig(
+        prefill={"method": "streaming", "block_q": 16, "block_k": 16},
+        min_prefill_length=16,
+        backend="triton",
+    )
+    # planning (600 ms) pays only for far more dense work than a 64-token prompt's
+    cost = CostModel(
+        dense_tflops=1e-6, sparse_tflops=1e-6, plan_ms={"streaming": (600.0,) * 3},
+        graph_plan_ms={}, call_ms=0.0,
+    )  # fmt: skip
+    for cache in (
+        transformers.DynamicCache(config=model.config),
+        transformers.StaticCache(config=model.config, max_cache_len=2048),
+    ):
+        with patch(model, config, cost=cost) as stats:
+            model(input_ids=ids, past_key_values=cache, use_cache=True)
+        assert stats.fallback_per_layer == ["cost", "cost"], type(cache).__name__
+
+
 def test_cost_verdicts_are_kept_until_the_layer_density_changes():
     from attnsieve.integrations.cost import CostModel
 
@@ -315,6 +342,28 @@ def test_cost_verdicts_are_kept_until_the_layer_density_changes():
     assert asked == [1, 1]  # not kept while in flight; kept once the copy had landed before
     assert not hf.PatchHandle(AttentionConfig(), 2, None).cost_says_dense(planner, 0, *(
         torch.zeros(1, 4, 4096, 64), torch.zeros(1, 2, 4096, 64)))  # fmt: skip
+
+
+def test_cost_decisions_price_eager_planning_under_autograd_and_stay_bounded():
+    """A forward that autograd records plans eagerly (no graph replay), and the cost model
+    prices it so; prompts of many lengths keep a bounded number of decisions."""
+    from attnsieve.integrations import handle as handle_module
+    from attnsieve.integrations.cost import CostModel
+
+    cost = CostModel(
+        plan_ms={"streaming": (100.0,)}, plan_lengths=(1 << 20,), call_ms=0.0,
+        graph_plan_ms={"streaming": (0.0,)}, graph_plan_lengths=(1 << 20,),
+    )  # fmt: skip
+    config = AttentionConfig(prefill="streaming", backend="triton")
+    handle = hf.PatchHandle(config, 1, cost, graphs=True)
+    planner = config.planner(0)
+    q, k = torch.zeros(1, 4, 4096, 64), torch.zeros(1, 2, 4096, 64)
+    assert not handle.cost_says_dense(planner, 0, q, k)  # a replayed plan costs nothing: plans
+    assert handle.cost_says_dense(planner, 0, q.requires_grad_(), k)  # 100 ms eagerly: dense
+    kept = handle_module._SHAPES_KEPT
+    for n in range(16, 16 + 2 * kept):
+        handle.cost_says_dense(planner, 0, torch.zeros(1, 4, n, 64, requires_grad=True), k)
+    assert 0 < len(handle._dense_verdicts[0]) <= kept and 0 < len(handle._break_even) <= kept
 
 
 @torch.no_grad()

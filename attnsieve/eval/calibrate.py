@@ -69,6 +69,7 @@ DEFAULT_CANDIDATES: list[Candidate] = [
 
 
 QK = tuple[Tensor, Tensor]
+_RECALL_STEPS = 10_000  # `_allocate` counts a layer's recall in steps of 1e-4
 
 
 def by_layer(qk_per_layer: Mapping[int, QK] | Iterable[QK]) -> list[tuple[int, QK]]:
@@ -203,45 +204,45 @@ def _per_layer(
 
 
 def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], bool]:
-    """One candidate per layer from (L, C) predicted ms and mean recalls: close to the least total
-    ms whose mean recall reaches the target. Each layer takes the candidate that minimises
-    ms - lam * recall for the largest lam (bisected) that still misses the target, the Lagrangian
-    relaxation; then the layers whose choice changes just above that lam move up, the cheapest
-    recall per ms first, until the mean reaches it. Where even each layer's best recall (the
-    cheapest of equals) misses the target, those. Returns the choices and whether the target
-    was reached. In float64, with float32's tolerance, so that a target met exactly counts."""
-    ms, recall = ms.double(), recall.double()
-    need = (target_recall - 1e-6) * recall.shape[0]  # recalls come in float32
-
-    def total(choice: Tensor) -> float:
-        return float(recall.gather(1, choice[:, None]).sum())
-
-    def pick(lam: float) -> Tensor:
-        return (ms - lam * recall).argmin(1)
-
-    best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1)
-    if total(best) < need:
-        return best.tolist(), False
-    cheapest = pick(0.0)
-    if total(cheapest) >= need:
-        return cheapest.tolist(), True
-    lo, hi = 0.0, 1.0
-    while total(pick(hi)) < need and hi < 1e15:
-        lo, hi = hi, 2 * hi
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if total(pick(mid)) >= need else (mid, hi)
-    choice, upper = pick(lo), pick(hi)
-    if total(upper) < need:  # only the best recalls reach it
-        upper = best
-    rows = (choice != upper).nonzero().flatten().tolist()
-    gain = {r: float(recall[r, upper[r]] - recall[r, choice[r]]) for r in rows}
-    price = {r: float(ms[r, upper[r]] - ms[r, choice[r]]) for r in rows}
-    for r in sorted(rows, key=lambda r: price[r] / max(gain[r], 1e-12)):
-        if total(choice) >= need:
-            break
-        choice[r] = upper[r]
-    return choice.tolist(), True
+    """One candidate per layer from (L, C) predicted ms and mean recalls: the least total ms whose
+    mean recall reaches the target. A multiple-choice knapsack, solved exactly by dynamic
+    programming over the layers' summed recall, each counted in steps of 1e-4 rounded down (the
+    choice's true mean is then at least the target; a recall within 1e-6 below a step counts as
+    the step: recalls come in float32, and a target met exactly counts). Ties go to the earlier
+    candidate. Where even each layer's best recall (the cheapest of equals) misses the target,
+    those. Returns the choices and whether the target was reached."""
+    ms = ms.double()
+    layers, count = ms.shape
+    steps = torch.floor((recall.double() + 1e-6) * _RECALL_STEPS).long().tolist()
+    need = max(0, math.ceil((target_recall - 1e-6) * layers * _RECALL_STEPS))
+    best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1).tolist()
+    if sum(steps[row][c] for row, c in enumerate(best)) < need:
+        return best, False
+    # least[s]: the least ms of the layers so far whose steps sum to s (s = need: at least need)
+    least = torch.full((need + 1,), torch.inf, dtype=torch.float64)
+    least[0] = 0.0
+    small = torch.int16 if count < 2**15 else torch.int32  # 80 layers: 120 MB of int16
+    picks = torch.zeros(layers, need + 1, dtype=small)  # each layer's choice per state
+    into_need = [0] * layers  # the state a layer's choice into `need` came from
+    for row in range(layers):
+        new = torch.full_like(least, torch.inf)
+        for c in range(count):
+            step, total = steps[row][c], least + ms[row, c]
+            if step < need:  # states s < need - step move to s + step
+                moved, kept = total[: need - step], new[step:need]
+                better = moved < kept
+                new[step:need] = torch.where(better, moved, kept)
+                picks[row, step:need][better] = c
+            start = max(need - step, 0)  # the rest reach the target: state `need`
+            value, at = total[start:].min(0)
+            if value < new[need]:
+                new[need], picks[row, need], into_need[row] = value, c, start + int(at)
+        least = new
+    choice, state = [0] * layers, need
+    for row in reversed(range(layers)):
+        choice[row] = c = int(picks[row, state])
+        state = into_need[row] if state == need else state - steps[row][c]
+    return choice, True
 
 
 def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:

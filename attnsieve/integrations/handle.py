@@ -19,6 +19,9 @@ from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.integrations.paged import PagedSession
 
 _HANDLE_ATTR = "_attnsieve_patch"  # set on each attention module of a patched model
+# shapes whose cost decisions a handle keeps (per layer for dense verdicts): prompts of many
+# lengths (an eval sweep, a server) would otherwise grow them for as long as the model is patched
+_SHAPES_KEPT = 256
 
 
 class PatchStats:
@@ -117,7 +120,7 @@ class PatchHandle:
         (a backend or cost model changed in between does not revisit it): on a host-bound short
         prompt the decision's microseconds, the environment lookup of the backend among them,
         show in time to first token (benchmarks/results/h200/adapter/parts.log)."""
-        shapes = (query.shape, key.shape[2], query.dtype, query.is_cuda)
+        shapes = (query.shape, key.shape[2], query.dtype, query.is_cuda, query.requires_grad)
         if shapes in self._dense_verdicts.get(layer, ()):
             return True
         if self.cost is None or resolve_backend(self.config.backend, query) != "triton":
@@ -126,7 +129,10 @@ class PatchHandle:
         if self._pays(planner_name(planner), density, query, key):
             return False
         if density is not None or layer not in self._densities:  # a density that will not change
-            self._dense_verdicts.setdefault(layer, set()).add(shapes)
+            verdicts = self._dense_verdicts.setdefault(layer, set())
+            if len(verdicts) >= _SHAPES_KEPT:
+                verdicts.clear()
+            verdicts.add(shapes)
         return True
 
     def plan_pays(self, planner: str, layer: int, query: Tensor, key: Tensor) -> bool:
@@ -135,10 +141,16 @@ class PatchHandle:
         return self._pays(planner, self.last_density(layer), query, key)
 
     def _pays(self, planner: str, density: float | None, query: Tensor, key: Tensor) -> bool:
-        graphed = self.graphs is not None and planner not in self.graphs.eager
+        # plans replay from CUDA graphs unless the planner failed capture or autograd records the
+        # call (a forward outside torch.no_grad: PlanGraphs then plans eagerly)
+        graphed = (
+            self.graphs is not None and planner not in self.graphs.eager and not query.requires_grad
+        )
         memo = (planner, query.shape, key.shape[2], graphed)  # host time counts: one tuple
         limit = self._break_even.get(memo)
         if limit is None:
+            if len(self._break_even) >= _SHAPES_KEPT:
+                self._break_even.clear()
             b, h, n, d = query.shape
             limit = self._break_even[memo] = self.cost.break_even_density(
                 planner, b, h, n, key.shape[2], d, graphed=graphed

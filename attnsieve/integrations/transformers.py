@@ -259,8 +259,11 @@ def attention_forward(
         ), None
 
     layer = module.layer_idx
+    # transformers drops the mask only when the keys past the prompt are empty static-cache slots
+    # (its "sdpa" convention is top-left causal): they are neither attended nor priced
+    static_slots = attention_mask is None and key.shape[2] > n
     # first the cheap decision: where planning cannot pay for itself, nothing else is examined
-    if handle.cost_says_dense(planner, layer, query, key):
+    if handle.cost_says_dense(planner, layer, query, key[:, :, :n] if static_slots else key):
         handle.stats.record(layer, 1.0, "cost")
         return _dense(
             module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
@@ -282,9 +285,7 @@ def attention_forward(
             module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
         ), None
 
-    if attention_mask is None and key.shape[2] > n:
-        # transformers drops the mask only when the keys past the prompt are empty static-cache
-        # slots (its "sdpa" convention is top-left causal); they must not be attended.
+    if static_slots:
         key, value = key[:, :, :n], value[:, :, :n]
     b, h_q, _, d = query.shape
 
