@@ -414,9 +414,11 @@ class Cache:
         computed there (one host read of the width)."""
         heavy = self._log_weights(lc, *self._slots(lc)) != 0  # [B, H, L]
         b, h, n = heavy.shape
+        if n == 0:  # every head compacted to nothing
+            return None
         p = cdiv(n, self.page_size)
-        heavy = F.pad(heavy, (0, p * self.page_size - n)).view(b, h, p, -1).any(-1)
-        width = int(heavy.sum(-1).max()) if heavy.numel() else 0
+        heavy = F.pad(heavy, (0, p * self.page_size - n)).view(b, h, p, self.page_size).any(-1)
+        width = int(heavy.sum(-1).max())
         if width == 0:
             return None
         pages = torch.where(heavy, torch.arange(p, device=self.device), p)

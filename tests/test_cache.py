@@ -309,6 +309,19 @@ def test_compact_moves_only_kept_tokens_not_in_place():
     assert cache.head_tokens(0).tolist() == [[18]]
 
 
+def test_a_weighted_layer_compacts_to_nothing():
+    """After a compensation token, every head may still be emptied (an eviction of all)."""
+    cache = Cache(1, 1, 1, 16, page_size=8, dtype=F32, device="cpu")
+    cache.append(0, *kv(cache, 10))
+    one = torch.ones(1, 1, 1, dtype=torch.int32)
+    extra = torch.randn(1, 1, 1, 16)
+    weight, position = torch.full((1, 1, 1), 9.0), torch.full((1, 1, 1), 5)
+    cache.compact(0, Kept(one * 0, one[..., 0], extra, extra, weight, position))
+    assert cache.layers[0].weighted_pages is not None
+    cache.compact(0, Kept(torch.full((1, 1, 0), -1, dtype=torch.int32), one[..., 0] * 0))
+    assert cache.head_tokens(0).tolist() == [[0]] and cache.layers[0].weighted_pages is None
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_fp8_round_trip_error_bound(device):
     cache = Cache(1, 2, 2, 64, dtype=BF16, device=device, kv_dtype="fp8")

@@ -37,6 +37,49 @@ def test_full_budget_policy_and_selector_match_stock_generate(arch):
     assert "generate" not in model.__dict__  # the generate wrapper is gone with the patch
 
 
+PADDED = [("llama", AttentionConfig(prefill="dense", paged_cache=True))] + [
+    (arch, AttentionConfig(prefill="dense", kv=FULL_KV, decode=FULL_DECODE)) for arch in ARCHS
+]
+
+
+@pytest.mark.parametrize(
+    "arch, config", PADDED, ids=[f"{a}-{'paged' if c.kv is None else 'full'}" for a, c in PADDED]
+)
+@torch.no_grad()
+def test_padded_batches_decode_as_stock_generate(arch, config):
+    """Left padding leaves the paged cache when the prompt ends: the decode kernel never sees it,
+    and every row generates what stock transformers generates."""
+    model = build(arch)
+    ids = prompt(batch=3)
+    mask = torch.ones_like(ids)
+    mask[1, :12] = mask[2, :5] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    kwargs = dict(max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)
+    stock = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    handle = patch(model, config)
+    with handle:
+        tokens = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    assert torch.equal(tokens, stock)
+    if ARCHS[arch][3][0] is None:  # layer 0 not sliding (those keep every token, masked)
+        held = handle.session.paged.head_tokens(0)  # each row's tokens, the last one not cached
+        assert held[:, 0].tolist() == [int(n) + NEW - 1 for n in mask.sum(1)]
+
+
+@torch.no_grad()
+def test_padding_in_a_later_prompt_chunk_is_refused():
+    model = build("llama")
+    ids = prompt(batch=2)
+    handle = patch(model, AttentionConfig(prefill="dense", paged_cache=True))
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=ids, past_key_values=cache)
+        cache.finish_prefill()
+        mask = torch.ones(2, ids.shape[1] + 4, dtype=torch.long)
+        mask[1, -2:] = 0  # padding inside the new chunk
+        with pytest.raises(NotImplementedError, match="padding"):
+            model(input_ids=ids[:, :4], attention_mask=mask, past_key_values=cache)
+
+
 @torch.no_grad()
 def test_compression_frees_memory_per_head_and_generation_runs():
     model = build("llama")
@@ -53,6 +96,7 @@ def test_compression_frees_memory_per_head_and_generation_runs():
         assert (held == 40 + 3).all()
         pages = -(-held // paged.page_size)
         assert paged.memory_bytes(layer) == int(pages.sum()) * paged.page_bytes(layer)
+        assert paged.reserved_bytes(layer) == paged.memory_bytes(layer)  # given back, not pooled
 
 
 @torch.no_grad()
@@ -115,6 +159,35 @@ def test_streaming_soak_keeps_memory_and_step_time_flat():
     # fastest steps: robust to other processes on the machine, still growing if the work grows
     early, late = min(times[100:300]), min(times[-200:])
     assert late < 2.0 * early  # flat, not growing with the 2000 steps
+
+
+@pytest.mark.parametrize(
+    "kv, length, want",
+    [
+        # PyramidKV's layer budgets (39 and 9 of a mean 24) hold, not a pyramid of the shorter
+        # lengths periodic passes see
+        ({"method": "pyramidkv", "budget": 24, "window": 8}, 96, [39, 9]),
+        ({"method": "snapkv", "budget": 24, "window": 8}, 96, [24, 24]),
+        # a budget above the prompt: the cache grows towards it, not back to the prompt
+        ({"method": "streaming", "budget": 2004}, 12, [12 + 40, 12 + 40]),
+        # a one-token prompt (a decode call itself): the first pass comes after kv_interval calls;
+        # the 41st call appends after the 40th's pass
+        ({"method": "snapkv", "budget": 40, "window": 8}, 1, [41, 41]),
+    ],
+    ids=["pyramidkv", "snapkv", "short-prompt", "one-token-prompt"],
+)
+@torch.no_grad()
+def test_periodic_compression_returns_to_the_budget(kv, length, want):
+    model = build("llama")
+    handle = patch(model, AttentionConfig(prefill="dense", kv=kv, kv_interval=4))
+    with handle:
+        cache = handle.new_cache()
+        out = model(input_ids=prompt(length=length), past_key_values=cache, use_cache=True)
+        for _ in range(40):  # the 40th decode step ends with a periodic pass
+            token = out.logits[:, -1:].argmax(-1)
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+    held = [handle.session.paged.head_tokens(layer).flatten().tolist() for layer in range(2)]
+    assert held == [[n, n] for n in want]
 
 
 @torch.no_grad()

@@ -129,6 +129,17 @@ def test_eviction_keeps_absolute_positions():
     assert (dense - want).abs().max() > 1e-2  # the eviction really changed the answer
 
 
+def test_a_prompt_chunk_after_eviction_is_refused_on_plain_attention():
+    """Plain attention masks by position: after an eviction it cannot serve a prompt chunk."""
+    model = build(layers=1)
+    ids = torch.randint(3, 128, (1, 24), generator=torch.Generator().manual_seed(2))
+    cache = AttnsieveCache(1, page_size=8, materialize=True)
+    model(input_ids=ids, **cache_arg(model, cache))
+    cache.cache.compact(0, kept_all_heads([0, 1, 2, 3, *range(12, 24)]))
+    with pytest.raises(ValueError, match="holds 16 of the 24 positions"):
+        model(input_ids=torch.tensor([[5, 6, 7]]), **cache_arg(model, cache))
+
+
 def test_ragged_heads_refuse_a_dense_read():
     cache = AttnsieveCache(1, page_size=8, materialize=True)
     x = torch.randn(1, 2, 10, 16)

@@ -163,6 +163,25 @@ def test_power_pattern_is_sinks_local_and_powers_of_two():
         assert set(mask[i].nonzero().flatten().tolist()) == expected
 
 
+@pytest.mark.parametrize("n, m, block_q, block_k", [(128, 128, 64, 16), (200, 333, 128, 16)])
+def test_power_keeps_every_query_on_its_own_key(n, m, block_q, block_k):
+    """A query block four or more key blocks wide keeps every diagonal key block, not only the
+    one its last row sits in."""
+    q, k = qk(1, 1, 1, n, m)
+    planner = get_planner("power", block_q=block_q, block_k=block_k)
+    mask = planner.plan(q, k).to_dense_mask(causal=True)[0, 0]
+    rows = torch.arange(n)
+    assert mask[rows, rows + (m - n)].all()
+
+
+def test_vertical_slash_keeps_sinks_and_local_diagonals_within_smaller_budgets():
+    q, k = qk(1, 1, 1, 512, 512)
+    planner = get_planner("vertical_slash", vertical_size=10, slash_size=0, block_q=16, block_k=16)
+    last = planner.plan(q, k).to_dense_mask(causal=True)[0, 0, -1]
+    assert last[:30].all()  # the 30 sink columns, although only 10 columns are asked for
+    assert last[-100:].all()  # the 100 local diagonals, although no slash is asked for
+
+
 def test_streaming_pattern_rounds_sinks_and_window_out_to_blocks():
     q, k = qk(1, 1, 1, 160, 160)
     layout = get_planner(

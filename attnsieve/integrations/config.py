@@ -64,7 +64,8 @@ class AttentionConfig:
             ``{role: entry}``; ``prefill`` may be a list of one entry per query head.
         min_prefill_length: prompts (forward calls) with fewer query tokens stay dense.
         kv_interval: with a KV policy, compress again every ``kv_interval`` decode steps, back to
-            the size the prompt's compression left (0: only once, when the prompt is done).
+            the policy's budget (a ratio's: of the prompt's length) (0: only once, when the
+            prompt is done).
         page_size: tokens per page of the paged KV cache (used when ``kv``, ``decode`` or an
             FP8 KV cache asks for it).
         paged_cache: generate on the paged KV cache even when no role needs it: dense decode

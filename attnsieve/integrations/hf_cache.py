@@ -150,12 +150,16 @@ class AttnsieveCache(HFCache):
             if self.on_prefill_end is not None:
                 self.on_prefill_end(layer_idx)
         past = None
-        if (
-            prefill
-            and self.cache.seq_length(layer_idx)
-            and (self.materialize or self._even(layer_idx))
-        ):
+        seen = self.cache.seq_length(layer_idx)
+        if prefill and seen and (self.materialize or self._even(layer_idx)):
             past = self._dense(layer_idx)
+            if self.materialize and past[0].shape[2] < seen:
+                raise ValueError(
+                    f"layer {layer_idx}: the cache holds {past[0].shape[2]} of the {seen} "
+                    "positions seen (evicted); plain attention (materialize=True) would mask "
+                    "them by position and cannot serve a prompt chunk: use attnsieve's attention "
+                    "(materialize=False)"
+                )
         self.cache.append(layer_idx, key_states, value_states)
         if prefill:
             self._prefilled.add(layer_idx)

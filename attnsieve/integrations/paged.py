@@ -12,12 +12,20 @@ it for three things:
   tokens weighted);
 - ``compress``: run the layer's KV policy on the cache and compact it (memory is freed per head).
   It runs once when the prompt is done (explicitly, or at the first decode step), then every
-  ``kv_interval`` decode steps back to the size that first compression left.
+  ``kv_interval`` decode steps: a policy that scores tokens (`ScoredPolicy`) back to the tokens
+  each head its budget bound kept at the first pass, other heads and policies back to the budget
+  (a ratio's of the prompt's length). A one-token prompt's first pass comes after
+  ``kv_interval`` steps.
+
+A padded batch (``attention_mask`` hiding keys from a prompt's last query) loses its padding when
+the prompt is done, before any compression: the decode kernel and prompt chunks read every token
+a head holds, and pad tokens must not be among them. Padding in a later prompt chunk is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -28,6 +36,8 @@ from attnsieve.api import decode_attention
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.methods.decode.base import StepState
+from attnsieve.methods.kv.base import ScoredPolicy
+from attnsieve.views import Kept
 
 WINDOW = 64  # recent queries kept per layer: the largest observation window of the policies
 
@@ -44,12 +54,17 @@ class PagedSession:
         self.cache.on_prefill_end = self._prefill_ended
         self.queries: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> (B, H_q, W, D), (B, W)
         self.compressed: set[int] = set()
-        self.target: dict[int, int] = {}  # layer -> mean tokens per head after the first pass
+        # layer -> (policy with its budget fixed, tokens each head kept at the first pass, heads
+        # the budget bound there): what a periodic pass compresses back to
+        self.periodic: dict[int, tuple[Any, Tensor, Tensor]] = {}
         self.steps: dict[int, int] = {}  # layer -> decode steps since the last compression
         self.step = StepState()
         self.scales: dict[int, float | None] = {}
         self.whole: set[int] = set()  # layers whose attention must see every token
         self.started: set[int] = set()  # layers that have seen a call
+        self.padding: dict[int, Tensor] = {}  # layer -> (B, M) keys the prompt's last query sees
+        self.prompt_done: set[int] = set()  # layers whose prompt has ended
+        self.unpadded: set[int] = set()  # layers whose padding was dropped: rows are ragged
         self.decode_graph: Any = None  # the captured decode step (`integrations.decode_graphs`)
 
     def drop_decode_graph(self) -> None:
@@ -99,8 +114,23 @@ class PagedSession:
         """Never compress ``layer`` (soft-capped or sliding-window attention runs dense)."""
         self.whole.add(layer)
 
+    def note_mask(self, layer: int, mask: Tensor) -> None:
+        """A prompt call's (B, 1, N, M) mask (bool, or additive: 0 where visible): the keys its
+        last query cannot see are padding, dropped when the prompt is done. Padding inside a
+        prompt chunk after that is not supported."""
+        last = mask[:, 0, -1]
+        visible = (last if last.dtype == torch.bool else last == 0).expand(self.paged.batch, -1)
+        if layer in self.prompt_done:
+            if not bool(visible[:, -mask.shape[2] :].all()):
+                raise NotImplementedError(
+                    "attnsieve's paged cache: a prompt chunk after the prompt ended holds padding "
+                    "(attention_mask hides some of its own tokens); pad only the first prompt"
+                )
+            return
+        self.padding[layer] = visible
+
     def ragged(self, layer: int) -> bool:
-        return layer in self.compressed
+        return layer in self.compressed or layer in self.unpadded
 
     def attend(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
         """(B, N, H_q, D) attention of ``query`` over the layer's paged cache (after update)."""
@@ -119,7 +149,7 @@ class PagedSession:
             query[:, :, 0], self.paged, layer, pages=pages, scale=scale,
             backend=self.config.backend,
         )  # fmt: skip
-        if layer in self.target and self.config.kv_interval:
+        if self.config.kv_interval and self.config.policy(layer) is not None:
             self.steps[layer] = self.steps.get(layer, 0) + 1
             if self.steps[layer] >= self.config.kv_interval:
                 self.compress(layer)
@@ -148,8 +178,26 @@ class PagedSession:
         return out.to(dtype).transpose(1, 2)
 
     def _prefill_ended(self, layer: int) -> None:
+        if layer not in self.prompt_done:
+            self.prompt_done.add(layer)
+            visible = self.padding.pop(layer, None)
+            if visible is not None and not bool(visible.all()):
+                self._drop_padding(layer, visible)
+                self.unpadded.add(layer)
         if layer not in self.compressed and self.config.policy(layer) is not None:
             self.compress(layer)
+        elif layer in self.unpadded:
+            self.paged.shrink(layer)  # the padding's pages go back to the device
+
+    def _drop_padding(self, layer: int, visible: Tensor) -> None:
+        """Keep, in every head of a row, the tokens ``visible`` (B, M) marks."""
+        b, m = visible.shape
+        h = self.paged.kv_heads
+        count = visible.sum(1).to(torch.int32)
+        slots = torch.arange(m, device=visible.device).expand(b, m)
+        order = torch.where(visible, slots, m).sort(1).values[:, : int(count.max())]
+        idx = torch.where(order < m, order, -1).to(torch.int32)
+        self.paged.compact(layer, Kept(idx[:, None].expand(b, h, -1), count[:, None].expand(b, h)))
 
     def compress(self, layer: int | None = None) -> None:
         """Run the KV policy of ``layer`` (default: every layer with one) and compact the cache."""
@@ -158,15 +206,27 @@ class PagedSession:
             policy = self.config.policy(i)
             if policy is None or i not in self.queries or i in self.whole or self.paged is None:
                 continue
-            if i in self.target:  # a periodic pass: back to the first pass's size
-                policy = dataclasses.replace(policy, budget=self.target[i], ratio=None)
             queries, positions = self.queries[i]
             view = self.paged.kv_view(i, queries, positions)
             view = dataclasses.replace(view, scale=self.scales.get(i))
-            kept = policy.compress(view)
+            if i not in self.periodic:  # the first pass; a ratio counts the prompt's length
+                longest = int(self.paged.head_tokens(i).max())
+                fixed = policy if policy.ratio is None else dataclasses.replace(
+                    policy, budget=math.floor(policy.ratio * longest + 0.5), ratio=None
+                )  # fmt: skip
+                kept = policy.compress(view)
+                # a head its budget bound keeps that many from now on (PyramidKV's schedule, say,
+                # would otherwise be recomputed on the shorter lengths); the others, the budget
+                bound = kept.count < view.lengths
+                self.periodic[i] = (fixed, kept.count, bound)
+            elif isinstance(policy, ScoredPolicy):
+                fixed, count, bound = self.periodic[i]
+                target = torch.where(bound, count, fixed.targets(view)).long()
+                kept = policy.keep(view, target, int(target.max()))
+            else:
+                kept = self.periodic[i][0].compress(view)
             self.paged.compact(i, kept)
-            if i not in self.target:
-                held = self.paged.head_tokens(i)
-                self.target[i] = max(1, int(held.float().mean().round()))
+            if i not in self.compressed:  # the first pass frees most pages: give them back
+                self.paged.shrink(i)
             self.compressed.add(i)
             self.steps[i] = 0

@@ -248,8 +248,11 @@ def attention_forward(
             session.keep_whole(layer)  # token-exact features: no eviction, no sparse reads
             if n == 1:
                 key, value, _ = session.paged.gather(layer)
-        elif n == 1 or session.ragged(layer):
-            return session.attend(layer, query, scaling), None
+        else:
+            if n > 1 and attention_mask is not None:
+                session.note_mask(layer, attention_mask)  # a prompt's padding leaves the cache
+            if n == 1 or session.ragged(layer):
+                return session.attend(layer, query, scaling), None
     planner = config.planner(module.layer_idx)
     if n == 1 or n < config.min_prefill_length or planner is None:
         if planner is None and n > 1 and n >= config.min_prefill_length:

@@ -83,9 +83,12 @@ class ScoredPolicy(KVPolicy):
         return torch.zeros_like(view.positions, dtype=torch.bool)
 
     def compress(self, view: KVView) -> Kept:
-        target = self.targets(view)
+        return self.keep(view, self.targets(view), self.max_keep(view.keys.shape[2]))
+
+    def keep(self, view: KVView, target: Tensor, width: int) -> Kept:
+        """Each head's ``target`` (int64 (B, H_kv), at most ``width``) entries: its always-kept
+        ones, then its highest-scoring ones."""
         key = rank_key(self.score(view), self.always_kept(view, target), valid_entries(view))
-        width = self.max_keep(view.keys.shape[2])
         return pack(top_mask(key, target, width), width)
 
 

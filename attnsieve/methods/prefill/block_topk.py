@@ -40,7 +40,9 @@ class BlockTopKPlanner(Planner):
     the block probabilities are averaged over the g heads of a KV group (a query block is kept whole
     if any head of the group finds it dissimilar). In the cumulative mode, blocks tied at the last
     probability needed are all kept (a threshold search, `attnsieve.api.mass_threshold`, not a
-    sort).
+    sort), and the block whose probability crosses ``cdf_threshold`` is kept too: SpargeAttn's code
+    (``searchsorted(cdf, threshold, right=True)``, at least one) keeps only the blocks whose
+    running sum stays within it, usually one block fewer per row.
     """
 
     block_q: int = 128

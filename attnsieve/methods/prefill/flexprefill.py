@@ -54,7 +54,9 @@ class FlexPrefillPlanner(Planner):
     third narrower than the three it crosses otherwise). Positions are bottom-right aligned, so
     N != M works. Causal only; one plan per query head. The query-aware selection keeps every block
     tied at the last probability needed (a threshold search, `attnsieve.api.mass_threshold`,
-    where the code sorts and keeps an arbitrary subset of ties).
+    where the code sorts and keeps an arbitrary subset of ties), and keeps the block that crosses
+    ``gamma``, where the official selection (as ported to sglang; the original repository was not
+    read for this) keeps the blocks whose running sum stays within it: one block more per row.
     """
 
     gamma: float = 0.9

@@ -11,7 +11,7 @@ from torch import Tensor
 from attnsieve.checks import cdiv, check_int, check_pow2
 from attnsieve.layout import Layout, query_block_positions
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import sink_block_mask
+from attnsieve.methods.prefill.masks import sink_block_mask, window_block_mask
 
 
 @dataclass
@@ -29,7 +29,9 @@ class PowerPlanner(Planner):
     the sparsity of the baselines it compares against; we default to the minimal pattern (diagonal
     block + one sink block + the power-of-2 distances, on 128-token blocks) and expose both as
     fields. The distance of a query block is measured from the key block holding its last query's
-    (bottom-right aligned) position, so N != M and block_q != block_k are handled. Data-independent:
+    (bottom-right aligned) position, so N != M and block_q != block_k are handled; every key block
+    holding one of a query block's own positions is kept too (with block_q > block_k the earlier
+    rows' diagonal is not at a power-of-2 distance from the last one's). Data-independent:
     one plan (batch 1, head 1) broadcasts to all heads. Causal only.
     """
 
@@ -56,6 +58,8 @@ class PowerPlanner(Planner):
         distance = diagonal[:, None] - torch.arange(cdiv(m, bk), device=q.device)[None, :]
         power_of_two = (distance > 0) & ((distance & (distance - 1)) == 0)
         mask = (distance < self.local_blocks) | power_of_two
+        # a query block wider than a key block spans several diagonal key blocks: all of them
+        mask |= window_block_mask(n, m, bq, bk, 1, q.device)
         mask |= sink_block_mask(n, m, bq, bk, self.sink_blocks * bk, q.device)
         mask &= Layout.causal_block_mask(n, m, bq, bk, q.device)  # drops d < 0 (future blocks)
         return Layout.from_block_mask(

@@ -24,8 +24,8 @@ class VerticalSlashPlanner(Planner):
     keys (an O(N) estimate), sum the softmax per key column (vertical) and per diagonal offset
     (slash), and keep the top ``vertical_size`` columns and ``slash_size`` diagonals. As in the
     official code, the first ``sink_tokens`` = 30 columns and the ``local_slashes`` = 100 most
-    recent diagonals are always kept. Default budget as in the paper: 1000 columns and 6096
-    slashes per head, on 64 x 64 blocks.
+    recent diagonals are always kept (a smaller budget is raised to them). Default budget as in
+    the paper: 1000 columns and 6096 slashes per head, on 64 x 64 blocks.
 
     Execution as in MInference's kernel: in a query block whose rows sit at positions [P0, P1], a
     chosen diagonal o is covered by the key range [P0 - o, P1 - o] (``block_q`` keys starting
@@ -71,8 +71,9 @@ class VerticalSlashPlanner(Planner):
             vertical, slash = group_reduce(vertical, h_kv), group_reduce(slash, h_kv)
         vertical[..., : self.sink_tokens] = math.inf
         slash[..., : self.local_slashes] = math.inf
-        columns = vertical.topk(min(self.vertical_size, m), -1).indices
-        offsets = slash.topk(min(self.slash_size, m), -1).indices  # (B, H, S) per head
+        # the sinks and local diagonals always stay, within a smaller budget too
+        columns = vertical.topk(min(max(self.vertical_size, self.sink_tokens), m), -1).indices
+        offsets = slash.topk(min(max(self.slash_size, self.local_slashes), m), -1).indices
         bq, bk = self.block_q, self.block_k
         diagonal = window_block_mask(n, m, bq, bk, 1, q.device).expand(*slash.shape[:2], -1, -1)
         layout = Layout.from_block_mask(
