@@ -252,12 +252,21 @@ def decode_attention(
     None reads every cached token. Returns (B, H_q, D) in q's dtype (and lse float32 (B, H_q)).
     Heads with no cached token give 0 and lse -inf.
     """
+    from attnsieve.cache import Cache
     from attnsieve.kernels import decode_reference
+    from attnsieve.views import Pages
 
     # q is checked here only as far as choosing a backend needs; the layer (kernel_args), scale
     # and everything else are checked once, by the kernel's or the twin's argument check
     if not isinstance(q, Tensor) or q.dim() != 3 or not q.is_floating_point():
         raise TypeError(f"q: expected a float tensor (batch, heads, head_dim), got {q!r:.80}")
+    if not isinstance(cache, Cache):
+        raise TypeError(f"cache: expected an attnsieve.cache.Cache, got {type(cache).__name__}")
+    if pages is not None and not isinstance(pages, Pages):
+        raise TypeError(
+            f"pages: expected a decode selector's Pages or None, got {type(pages).__name__}"
+        )
+    check_bool("return_lse", return_lse)
     args = cache.kernel_args(layer)
     sparse = {} if pages is None else {"pages": pages.idx, "page_count": pages.count}
     if resolve_backend(backend, q) == "reference":
@@ -473,7 +482,12 @@ def select_pages(
     """
     check_tensor("score", score, 3, "(batch, heads, pages)")
     check_dtype("score", score, (torch.float32,))
-    if not isinstance(count, Tensor) or count.dtype.is_floating_point or count.dtype == torch.bool:
+    if (
+        not isinstance(count, Tensor)
+        or count.dtype.is_floating_point
+        or count.dtype.is_complex
+        or count.dtype == torch.bool
+    ):
         got = count.dtype if isinstance(count, Tensor) else type(count).__name__
         raise TypeError(f"count: expected an integer tensor, got {got}")
     if count.shape != score.shape[:2] or count.device != score.device:

@@ -525,10 +525,11 @@ class Cache:
             keys, values, pos, n, queries, query_positions, layer, self.num_layers, log_weights=lw
         )
 
-    def page_view(self, layer: int) -> PageView:
+    def page_view(self, layer: int, scale: float | None = None) -> PageView:
         """What a decode selector sees of ``layer``: the page summaries' pools and the page table
-        (no copies), labels per head (0 past its tokens). The view and ``keys()`` (which reads the
-        pool when called) are valid until the layer's next append or compaction."""
+        (no copies), labels per head (0 past its tokens), and the attention's softmax ``scale``
+        (None: 1/sqrt(D)). The view and ``keys()`` (which reads the pool when called) are valid
+        until the layer's next append or compaction."""
 
         ref.check_layer(layer, self.num_layers)
         lc, ps = self.layers[layer], self.page_size
@@ -549,7 +550,7 @@ class Cache:
         n, ch = lc.lengths, lc.label_channels  # no copy: valid until the next append
         return PageView(
             lc.key_min, lc.key_max, table, count, ps, n, labels, layer, len(self), ch, keys,
-            weighted_pages=lc.weighted_pages,
+            weighted_pages=lc.weighted_pages, scale=scale,
         )  # fmt: skip
 
     def kernel_args(self, layer: int) -> KernelArgs:

@@ -331,7 +331,7 @@ class ReferenceCache:
             log_weights=lw,
         )  # fmt: skip
 
-    def page_view(self, layer: int) -> PageView:
+    def page_view(self, layer: int, scale: float | None = None) -> PageView:
 
         check_layer(layer, self.num_layers)
         n, ps, ch = self._lengths(layer), self.page_size, self._channels[layer]
@@ -360,6 +360,7 @@ class ReferenceCache:
         return PageView(
             kmin.view(-1, d), kmax.view(-1, d), table, count, ps, lengths, labels, layer,
             self.num_layers, ch, lambda: keys, weighted_pages=self._weighted_pages(layer),
+            scale=scale,
         )  # fmt: skip
 
     def _weighted_pages(self, layer: int) -> Tensor | None:

@@ -276,3 +276,25 @@ def test_razor_and_quest_compose_on_one_cache():
     paged = handle.session.paged
     assert paged.layers[0].weighted_pages.tolist() == [[[0], [-1]]]  # head 1 keeps everything
     assert paged.page_view(1).weighted_pages is not None
+
+
+@torch.no_grad()
+def test_selectors_see_the_model_softmax_scale(monkeypatch):
+    """TidalDecode ranks by probabilities summed over a GQA group: the temperature matters, so a
+    selector's view carries the attention's own scale."""
+    from attnsieve.methods.decode.tidaldecode import TidalDecode
+
+    seen = []
+    select = TidalDecode.select
+
+    def spy(self, q, view, step):
+        seen.append(view.scale)
+        return select(self, q, view, step)
+
+    monkeypatch.setattr(TidalDecode, "select", spy)
+    model = build("llama")
+    config = AttentionConfig(prefill="dense", decode={"method": "tidaldecode", "ratio": 0.5})
+    with patch(model, config):
+        greedy(model, prompt(), new=2)
+    scaling = model.model.layers[0].self_attn.scaling
+    assert seen and all(s == scaling for s in seen)

@@ -360,6 +360,8 @@ def test_selectors_always_read_the_pages_of_weighted_tokens():
     quest = Quest(budget_tokens=3 * 8, dense_layers=0)
     chosen = page_sets(quest.select(q, view, StepState()), view)[0]
     assert 0 in chosen[0] and len(chosen[0]) == 3  # within the budget
+    one_page = Quest(budget_tokens=8, dense_layers=0).select(q, view, StepState())
+    assert page_sets(one_page, view)[0][0] == {7}  # a one-page budget: the current page first
     plain = dataclasses.replace(view, weighted_pages=None)
     assert 0 not in page_sets(quest.select(q, plain, StepState()), plain)[0][0]
     tokens = torch.zeros(1, 2, view.num_pages * 8, dtype=torch.bool)

@@ -249,7 +249,7 @@ BAD = [
     (_with(q=lambda a: a["q"].int()), TypeError, "q"),
     (_with(q=lambda a: a["q"][..., :48]), ValueError, "q"),
     (_with(q=lambda a: a["q"].repeat(1, 1, 2)[..., ::2]), ValueError, "q"),
-    (_with(q=lambda a: a["q"][:, :3]), ValueError, "H_q"),
+    (_with(q=lambda a: a["q"][:, :3]), ValueError, "^q: expected batch"),
     (_with(k_pages=lambda a: a["k_pages"].bfloat16()), TypeError, "v_pages"),
     (
         _with(k_pages=lambda a: a["k_pages"].bfloat16(), v_pages=lambda a: a["v_pages"].bfloat16()),
@@ -293,6 +293,8 @@ BAD_FP8 = [
     (_with(k_scale=lambda a: None), TypeError, "k_scale"),
     (_with(v_scale=lambda a: a["v_scale"].half()), TypeError, "v_scale"),
     (_with(v_scale=lambda a: a["v_scale"][:, :4]), ValueError, "v_scale"),
+    # other strides than k_scale's: the kernel reads both scales with one offset
+    (_with(v_scale=lambda a: a["v_scale"].t().contiguous().t()), ValueError, "v_scale"),
 ]
 
 
@@ -304,6 +306,27 @@ def test_malformed_inputs(fn, make, bad, exc, name):
     args = bad(make())
     with pytest.raises(exc, match=name):
         fn(**args)
+
+
+def test_api_decode_attention_names_bad_arguments():
+    from attnsieve import api
+    from attnsieve.cache import Cache
+    from attnsieve.views import Pages
+
+    cache = Cache(1, 1, 2, 64, dtype=torch.float16, device="cpu")
+    cache.append(0, torch.randn(1, 2, 20, 64).half(), torch.randn(1, 2, 20, 64).half())
+    q = torch.randn(1, 4, 64).half()
+    one = torch.ones(1, 2, 1, dtype=torch.int32)
+    cases = [
+        (dict(cache=None), TypeError, "cache"),
+        (dict(pages=(one, one[..., 0])), TypeError, "pages"),
+        (dict(pages=Pages(one * 0, one[..., 0]), return_lse="yes"), TypeError, "return_lse"),
+        (dict(q=torch.randn(2, 4, 64).half()), ValueError, "q"),  # batch 2 on a batch-1 cache
+        (dict(q=torch.randn(1, 3, 64).half()), ValueError, "q"),  # 3 heads over 2 KV heads
+    ]
+    for change, error, name in cases:
+        with pytest.raises(error, match=f"^{name}:"):
+            api.decode_attention(**{"q": q, "cache": cache, "layer": 0, **change})
 
 
 def test_num_splits_argument():

@@ -141,6 +141,7 @@ MALFORMED = [
     ({"score": torch.ones(2, 3, 10, dtype=torch.int32)}, TypeError, "score"),
     ({"count": torch.ones(2, 3)}, TypeError, "count"),
     ({"count": torch.ones(2, 3, dtype=torch.bool)}, TypeError, "count"),
+    ({"count": torch.ones(2, 3, dtype=torch.complex64)}, TypeError, "count"),
     ({"count": [[1]]}, TypeError, "count"),
     ({"count": torch.ones(2, 4, dtype=torch.int32)}, ValueError, "count"),
     ({"width": 0}, ValueError, "width"),

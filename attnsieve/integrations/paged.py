@@ -144,7 +144,10 @@ class PagedSession:
         selector = self.config.selector(layer)
         pages = None
         if selector is not None:
-            pages = selector.select(query[:, :, 0], self.paged.page_view(layer), self.step)
+            # with the model's softmax scale: TidalDecode ranks tokens by probabilities summed
+            # over a GQA group, which the temperature changes
+            view = self.paged.page_view(layer, scale)
+            pages = selector.select(query[:, :, 0], view, self.step)
         out = decode_attention(
             query[:, :, 0], self.paged, layer, pages=pages, scale=scale,
             backend=self.config.backend,

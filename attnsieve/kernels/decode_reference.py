@@ -90,9 +90,12 @@ def check_decode_inputs(
         got = tuple(page_table.shape) if isinstance(page_table, Tensor) else type(page_table)
         raise ValueError(f"page_table: expected 3 dims (batch, kv_heads, max_pages), got {got}")
     h_kv = page_table.shape[1]
+    if page_table.shape[0] != b or h_kv == 0 or h_q % h_kv:  # q against the cache's tables
+        raise ValueError(
+            f"q: expected batch {page_table.shape[0]} and a multiple of the {h_kv} KV heads of "
+            f"page_table, got batch {b} and {h_q} heads"
+        )
     _check_index("page_table", page_table, (b, h_kv, page_table.shape[2]), "", q.device)
-    if h_kv == 0 or h_q % h_kv:
-        raise ValueError(f"page_table: H_q={h_q} must be a multiple of its H_kv={h_kv}")
     _check_index("lengths", lengths, (b, h_kv), "(batch, kv_heads)", q.device)
     if (pages is None) != (page_count is None):
         raise ValueError("pages, page_count: give both (a sparse read list) or neither")
@@ -116,6 +119,10 @@ def check_decode_inputs(
         if not isinstance(s, Tensor):
             raise TypeError(f"{name}: FP8 pages need a float32 tensor of scales, got {s!r}")
         _check_per_slot(name, s, (num_pages, page_size), q.device)
+    if fp8 and k_scale.stride() != v_scale.stride():  # the kernel reads both with one offset
+        raise ValueError(
+            f"v_scale: expected k_scale's strides {k_scale.stride()}, got {v_scale.stride()}"
+        )
     if log_weight is not None:
         if not isinstance(log_weight, Tensor):
             raise TypeError(f"log_weight: expected a float32 tensor or None, got {log_weight!r}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from attnsieve.api import quest_page_scores, select_pages
@@ -16,6 +16,7 @@ from attnsieve.methods.decode.base import (
     PageView,
     StepState,
     check_query,
+    last_page,
     weighted_pages,
 )
 
@@ -62,6 +63,7 @@ class Quest(DecodeSelector):
         score = quest_page_scores(
             q, view.key_min_pool, view.key_max_pool, view.page_table, view.page_count
         )
-        if (heavy := weighted_pages(view)) is not None:  # compensation tokens: always read
-            score = score.masked_fill(heavy, math.inf)
+        if (heavy := weighted_pages(view)) is not None:  # compensation tokens: always read,
+            # after the current page (+inf: ties go to lower pages, and it must stay first)
+            score = score.masked_fill(heavy & ~last_page(view), torch.finfo(score.dtype).max)
         return Pages(*select_pages(score, self.page_targets(view), width))
