@@ -117,10 +117,16 @@ def _run(name: str, rest: list[str]) -> int:
 
 
 def _check_device(args: argparse.Namespace) -> None:
-    """``--device cuda`` where CUDA is not available: a user error, named, for every command."""
+    """A device name torch does not know, or ``--device cuda`` where CUDA is not available: a
+    user error, named, for every command."""
     device = getattr(args, "device", None)
-    if isinstance(device, str) and device.startswith("cuda"):
-        import torch
+    if not isinstance(device, str):
+        return
+    import torch
 
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device: {device} asked for, but CUDA is not available here")
+    try:
+        torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"--device: {e}") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device: {device} asked for, but CUDA is not available here")

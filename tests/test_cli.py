@@ -108,9 +108,15 @@ def test_every_command_module_has_the_interface():
          r"--prompt-file: no such file: /no/such/prompt\.txt"),
         (["calibrate", "--qk", "/no/such/qk.pt", "--device", "cpu"], "attnsieve calibrate",
          r"/no/such/qk\.pt"),
+        (["run", "--model", "m", "--prompt-file", "p", "--device", "tpu"], "attnsieve run",
+         r"^--device: .*tpu"),
+        (["calibrate", "--qk", __file__, "--device", "cpu"], "attnsieve calibrate",
+         r"^--qk: cannot read .* as a torch file"),
+        (["calibrate", "--model", "m", "--length", "0", "--device", "cpu"], "attnsieve calibrate",
+         r"^--length: expected a positive number of tokens, got 0"),
     ],
     ids=["unknown", "unknown-bench", "missing-option", "bad-choice", "bad-int", "unknown-option",
-         "missing-prompt", "missing-qk-file"],
+         "missing-prompt", "missing-qk-file", "unknown-device", "qk-not-torch", "length-0"],
 )  # fmt: skip
 def test_user_errors_are_one_line(capsys, argv, prog, pattern):
     assert cli.main(argv) == 2
@@ -224,3 +230,21 @@ def test_run_with_the_probe_model_offline(prompt):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "time to first token:" in result.stdout and "mean density per layer:" in result.stdout
+
+
+def test_calibrate_qk_of_other_things_is_one_line(capsys, tmp_path):
+    path = tmp_path / "qk_ints.pt"
+    torch.save([(1, 2)], path)
+    assert cli.main(["calibrate", "--qk", str(path), "--device", "cpu"]) == 2
+    assert one_error_line(capsys, "attnsieve calibrate") == (
+        "--qk: layer 0: expected a (q, k) pair of tensors"
+    )
+
+
+def test_an_empty_prompt_is_refused():
+    from attnsieve.integrations.generate import generate
+    from attnsieve.integrations.handle import PatchStats
+    from tests.test_integration_transformers import build
+
+    with pytest.raises(ValueError, match="^input_ids: the prompt has no tokens"):
+        generate(build("llama"), torch.zeros(1, 0, dtype=torch.long), 4, 16, set(), PatchStats(2))

@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -192,6 +193,73 @@ def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path):
     assert snap["kv_memory_mb"] < 0.6 * full["kv_memory_mb"]
     assert snap["decode_tokens_per_s"] is None or snap["decode_tokens_per_s"] > 0
     assert (tmp_path / "kv_frontier.png").stat().st_size > 0
+
+
+def test_paged_cells_report_the_whole_prompt_density(tiny_probe_dir, tmp_path):
+    """A cell on the paged cache prefills context then question; its density is the prompt's,
+    not the question chunk's (nor None where the question ran over a compressed cache)."""
+    args = _args(tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.5")
+    args.methods, args.tasks, args.samples = "streaming", "passkey", 1
+    args.precision = "bf16,fp8-kv"
+    assert harness.main(args) == 0
+    cells = {c["method"]: c for c in json.loads((tmp_path / "results.json").read_text())["cells"]}
+    plain = cells["streaming"]["density"]
+    assert plain < 0.9
+    assert cells["streaming+fp8-kv"]["density"] == pytest.approx(plain, abs=0.02)
+    for label in ("streaming+snapkv@0.5", "streaming+snapkv@0.5+fp8-kv"):
+        # the question over the compressed cache counts as dense attention, weighted by its pairs
+        assert plain < cells[label]["density"] < 1.0, label
+
+
+def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeypatch):
+    calls = []
+    run_cell = harness.run_cell
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return run_cell(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "run_cell", counting)
+    args = _args(tiny_probe_dir, tmp_path)
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    assert harness.main(args) == 0 and len(calls) == 1
+    args.dtype = "bfloat16"  # another precision: not the float32 cell again
+    assert harness.main(args) == 0 and len(calls) == 2
+    cells = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert [c["dtype"] for c in cells] == ["bfloat16"]
+    copy = tmp_path / "other" / tiny_probe_dir.name  # the same folder name elsewhere
+    shutil.copytree(tiny_probe_dir, copy)
+    args.model = str(copy)
+    assert harness.main(args) == 0 and len(calls) == 3
+
+
+def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
+    args = _args(tiny_probe_dir, tmp_path)
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    assert harness.main(args) == 0
+    path = tmp_path / "cells.jsonl"
+    path.write_text(path.read_text()[:-200])  # a write cut off by a killed run
+    assert harness.main(args) == 0
+    assert "cells.jsonl:1: a cell cut short" in capsys.readouterr().err
+    assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 1
+
+
+def test_two_configs_of_one_name_are_refused(tiny_probe_dir, tmp_path, capsys):
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "calibration.json").write_text('{"prefill": "dense"}')
+    args = _args(tiny_probe_dir, tmp_path)
+    args.methods = f"{tmp_path / 'a' / 'calibration.json'},{tmp_path / 'b' / 'calibration.json'}"
+    assert harness.main(args) == 2
+    assert "two entries would be labelled ['calibration']" in capsys.readouterr().err
+
+
+def test_lengths_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys):
+    args = _args(tiny_probe_dir, tmp_path)
+    args.lengths = "64k"  # the probe has 32768 positions
+    assert harness.main(args) == 2
+    assert "--lengths: expected 1 to 32768 tokens" in capsys.readouterr().err
+    assert harness._within_positions([4096, 8192, 16384], 8192, None) == [4096, 8192]
 
 
 def test_split_question_keeps_the_question_out_of_the_context():

@@ -159,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
         positions = model.config.max_position_embeddings
         lengths = _lengths(requested, name, positions)
     except (ValueError, OSError) as e:
-        print(f"attnsieve bench e2e: error: {e}", file=sys.stderr)
+        print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     dtype = str(model.dtype).removeprefix("torch.")
     print(f"model: {name}, {model.config.num_hidden_layers} layers, {dtype}, {positions} "

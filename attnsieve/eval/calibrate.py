@@ -378,13 +378,23 @@ def main(args: argparse.Namespace) -> int:
     if args.candidates:
         with open(args.candidates) as f:
             candidates = [tuple(c) for c in json.load(f)]
+    if args.length < 1:
+        raise ValueError(f"--length: expected a positive number of tokens, got {args.length}")
     if args.qk:
-        layers = torch.load(args.qk, map_location="cpu")
+        try:
+            layers = torch.load(args.qk, map_location="cpu")
+        except Exception as e:  # missing, or not a torch file: OS, pickle, zip and key errors
+            raise ValueError(f"--qk: cannot read {args.qk} as a torch file ({e})") from None
         if not isinstance(layers, (list, tuple, dict)):
             raise ValueError(
                 f"--qk: expected a list of (q, k) per layer or a dict {{layer: (q, k)}}, got "
                 f"{type(layers).__name__}"
             )
+        for index, pair in by_layer(layers):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or not all(
+                isinstance(t, torch.Tensor) for t in pair
+            ):
+                raise ValueError(f"--qk: layer {index}: expected a (q, k) pair of tensors")
     else:
         layers = _model_sample(args)
     device = torch.device(args.device)

@@ -51,6 +51,7 @@ from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, mak
 from attnsieve.integrations.generate import dense_cache_bytes, eos_token_ids
 from attnsieve.integrations.generate import generate as run_generate
 
+DEFAULT_LENGTHS = "4k,8k,16k"
 CSV_COLUMNS = [
     "model",
     "method",
@@ -112,7 +113,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="bf16", help="comma-separated: bf16, int8-fp8, fp8-kv"
     )
     parser.add_argument(
-        "--lengths", default="4k,8k,16k", help="prompt lengths in tokens: 4k = 4096"
+        "--lengths",
+        default=None,
+        help="prompt lengths in tokens: 4k = 4096 (default 4k,8k,16k, those within the model's "
+        "positions)",
     )
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"any of {', '.join(TASKS)}")
     parser.add_argument("--samples", type=int, default=10, help="samples per cell")
@@ -195,6 +199,13 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             out.append(("+".join(parts), config))
     if not out:
         raise ValueError("methods: expected at least one method")
+    labels = [label for label, _ in out]
+    if len(set(labels)) < len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise ValueError(
+            f"methods: two entries would be labelled {twice} (config files are labelled by their "
+            "name): rename one"
+        )
     return out
 
 
@@ -219,9 +230,10 @@ def split_question(prompt: str) -> tuple[str, str]:
 
 def generate(
     model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, handle: Any
-) -> tuple[str, float, float, int]:
+) -> tuple[str, float, float, int, list[float]]:
     """Greedy continuation of ``prompt`` under the patch ``handle`` (stops at EOS, which is left
-    out): (text, seconds to first token, decode tokens/s, KV-cache bytes held at the end).
+    out): (text, seconds to first token, decode tokens/s, KV-cache bytes held at the end, each
+    layer's density over the whole prompt: context and question).
 
     The prompt runs in one chunk; with a paged cache (a KV policy, a decode selector or FP8 KV)
     the context is compressed before the question is prefilled (see the module docstring)."""
@@ -231,7 +243,7 @@ def generate(
     if handle.config.paged:
         cache = handle.new_cache()
         context = len(tokenizer.encode(split_question(prompt)[0]))
-    tokens, ttft, decode_s, _ = run_generate(
+    tokens, ttft, decode_s, density = run_generate(
         model, ids, max_new_tokens, ids.shape[1], eos, handle.stats, cache, context,
         handle.compress if cache is not None else None,
     )  # fmt: skip
@@ -242,7 +254,7 @@ def generate(
         kv_bytes = dense_cache_bytes(model, ids.shape[1] + len(tokens) - 1)
     if tokens[-1] in eos:
         tokens = tokens[:-1]
-    return tokenizer.decode(tokens, skip_special_tokens=True), ttft, rate, kv_bytes
+    return tokenizer.decode(tokens, skip_special_tokens=True), ttft, rate, kv_bytes, density
 
 
 class PeakMemory:
@@ -283,11 +295,11 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
     memory = PeakMemory(model.device)
     scores, predictions, seconds, rates, kv, densities, layers, peaks = ([] for _ in range(8))
     handle = patch(model, config, cost=None)
-    with handle as stats:
+    with handle:
         generate(model, tokenizer, samples[0].prompt, 2, handle)  # warm-up: compile, autotune
         for sample in samples:
             memory.reset()
-            text, prefill, rate, kv_bytes = generate(
+            text, prefill, rate, kv_bytes, density = generate(
                 model, tokenizer, sample.prompt, answer_budget(tokenizer, sample), handle
             )
             peaks.append(memory.peak_mb())
@@ -296,9 +308,8 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
             seconds.append(prefill)
             rates.append(rate)
             kv.append(kv_bytes / 2**20)
-            if all(d is not None for d in stats.density_per_layer):
-                layers.append(list(stats.density_per_layer))
-                densities.append(statistics.fmean(stats.density_per_layer))
+            layers.append(density)
+            densities.append(statistics.fmean(density))
             bar.update(1)
     finite_rates = [r for r in rates if r == r]
     return {
@@ -320,9 +331,18 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The finished cells; a line cut short (a run killed while writing it) is left out."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    cells = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            cells.append(json.loads(line))
+        except json.JSONDecodeError:
+            if line.strip():
+                where = f"{path}:{number}"
+                print(f"attnsieve eval: {where}: a cell cut short, run again", file=sys.stderr)
+    return cells
 
 
 def run_grid(
@@ -335,41 +355,45 @@ def run_grid(
 
     def key(label: str, config: Any, length: int, task: str) -> str:
         spec = json.dumps(config.to_dict(), sort_keys=True)
-        return f"{name}|{label}|{spec}|{length}|{task}|{args.samples}|{args.seed}"
+        run = f"{meta['model_source']}|{meta['dtype']}|{meta['device']}"
+        return f"{run}|{label}|{spec}|{length}|{task}|{args.samples}|{args.seed}"
 
     done = {r["key"]: r for r in _read_jsonl(path)}
     grid = [(lab, cfg, n, t) for n in lengths for t in tasks for lab, cfg in methods]
     todo = [cell for cell in grid if key(*cell) not in done]
     bar = tqdm(total=len(todo) * args.samples, desc="attnsieve eval", unit="sample")
-    for length in lengths:
-        for task in tasks:
-            pending = [
-                (lab, cfg) for lab, cfg in methods if key(lab, cfg, length, task) not in done
-            ]
-            if not pending:
-                continue
-            samples = make_samples(task, tokenizer, length, args.samples, args.seed)
-            for label, config in pending:
-                bar.set_postfix_str(f"{label} {task} {length}")
-                record = {
-                    "key": key(label, config, length, task),
-                    "model": name,
-                    "method": label,
-                    "config": config.to_dict(),
-                    "length": length,
-                    "task": task,
-                    "samples": args.samples,
-                    "seed": args.seed,
-                    "device": args.device,
-                    **run_cell(model, tokenizer, samples, config, bar),
-                    "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
-                }
-                with open(path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                done[record["key"]] = record
-                finished = [done[key(*cell)] for cell in grid if key(*cell) in done]
-                write_results(out, finished, {**meta, "complete": len(finished) == len(grid)})
-    bar.close()
+    try:
+        for length in lengths:
+            for task in tasks:
+                pending = [
+                    (lab, cfg) for lab, cfg in methods if key(lab, cfg, length, task) not in done
+                ]
+                if not pending:
+                    continue
+                samples = make_samples(task, tokenizer, length, args.samples, args.seed)
+                for label, config in pending:
+                    bar.set_postfix_str(f"{label} {task} {length}")
+                    record = {
+                        "key": key(label, config, length, task),
+                        "model": name,
+                        "method": label,
+                        "config": config.to_dict(),
+                        "length": length,
+                        "task": task,
+                        "samples": args.samples,
+                        "seed": args.seed,
+                        "device": args.device,
+                        "dtype": meta["dtype"],
+                        **run_cell(model, tokenizer, samples, config, bar),
+                        "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+                    }
+                    with open(path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    done[record["key"]] = record
+                    finished = [done[key(*cell)] for cell in grid if key(*cell) in done]
+                    write_results(out, finished, {**meta, "complete": len(finished) == len(grid)})
+    finally:  # an error below is printed on a line of its own
+        bar.close()
     return [done[key(*cell)] for cell in grid]
 
 
@@ -492,11 +516,24 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     }
 
 
+def _within_positions(lengths: list[int], positions: int, asked: str | None) -> list[int]:
+    """Lengths the model has positions for: the default ones that fit, or the asked ones (all of
+    them, else an error)."""
+    if asked is None:
+        return [n for n in lengths if n <= positions] or [positions]
+    if max(lengths) > positions:
+        raise ValueError(
+            f"--lengths: expected 1 to {positions} tokens (the model's positions), got {lengths}; "
+            "--rope-scale F extends a pretrained model to F x its trained length"
+        )
+    return lengths
+
+
 def main(args: argparse.Namespace) -> int:
     from attnsieve.eval import plots
 
     try:
-        lengths = [parse_length(x) for x in _split(args.lengths)]
+        lengths = [parse_length(x) for x in _split(args.lengths or DEFAULT_LENGTHS)]
         tasks = _split(args.tasks)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks or not lengths:
@@ -509,8 +546,9 @@ def main(args: argparse.Namespace) -> int:
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
+        lengths = _within_positions(lengths, model.config.max_position_embeddings, args.lengths)
     except (ValueError, TypeError, FileNotFoundError, OSError) as e:
-        print(f"attnsieve eval: error: {e}", file=sys.stderr)
+        print(f"attnsieve eval: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("eval-results") / name.replace("/", "--"))
     out.mkdir(parents=True, exist_ok=True)
@@ -536,7 +574,10 @@ def main(args: argparse.Namespace) -> int:
         return 0
     meta = {
         "model": name,
+        # a local folder by its full path: two folders of one name are two models
+        "model_source": str(Path(args.model).resolve()) if Path(args.model).exists() else name,
         "device": args.device,
+        "dtype": str(model.dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "lengths": lengths,
         "tasks": tasks,
@@ -545,7 +586,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cells = run_grid(model, tokenizer, name, methods, lengths, tasks, args, out, meta)
     except LengthTooShortError as e:  # finished cells are kept in cells.jsonl
-        print(f"attnsieve eval: error: {e}", file=sys.stderr)
+        print(f"attnsieve eval: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     write_results(out, cells, {**meta, "complete": True})
     plots.plot_accuracy_vs_length(cells, out / "accuracy_vs_length.png")

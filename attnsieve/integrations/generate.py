@@ -48,6 +48,8 @@ def generate(
     """
     key = cache_keyword(model)
     length = input_ids.shape[1]
+    if length == 0:
+        raise ValueError("input_ids: the prompt has no tokens")
     split = length if context_length is None else context_length
     bounds = list(range(0, split, chunk_size)) + [split] + ([length] if split < length else [])
     num_layers = len(stats.density_per_layer)
