@@ -95,8 +95,9 @@ def attention(
         causal: bottom-right aligned (query i sits at key position M - N + i = query_offset + i).
         scale: softmax scale, default 1/sqrt(D); a positive finite number.
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
-        out: optional (B, H_q, N, D) buffer of q's dtype written in place (any strides, e.g. a
-            transposed view of a (B, N, H_q, D) tensor); returned.
+        out: optional (B, H_q, N, D) buffer of q's dtype written in place (any strides with a
+            unit last one on the Triton backend, e.g. a transposed view of a (B, N, H_q, D)
+            tensor); returned.
         precision: "bf16" (inputs' precision) or "int8-fp8" (SageAttention2-style INT8 Q·Kᵀ and
             FP8 P·V; the reference twin quantises identically and computes in float32).
         backend: see the module docstring.

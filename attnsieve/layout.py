@@ -91,6 +91,11 @@ class Layout:
     def __post_init__(self, _valid: bool) -> None:
         self._check_structure()
         if not _valid:
+            if self.is_dense:  # dense dispatch (SDPA) would ignore the tensors' blocks
+                raise ValueError(
+                    "is_dense: set only by Layout.dense; a layout built from tensors is never "
+                    "marked dense"
+                )
             self.validate()
 
     # ---- shape helpers -------------------------------------------------------------------------
@@ -222,7 +227,7 @@ class Layout:
         """
         if not isinstance(scores, Tensor) or not scores.is_floating_point():
             raise TypeError("scores: expected a floating-point tensor of shape (B, H, QB, KB)")
-        if not isinstance(k, int) or k < 0:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ValueError(f"k: expected a non-negative int, got {k!r}")
         _check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -223,4 +224,16 @@ def test_malformed_operations():
             torch.randn(1, 4, 32, 16),
             random_layout(1, 3, 32, 32, 16, 16),
             backend="reference",
+        )
+
+
+def test_a_layout_from_tensors_cannot_claim_to_be_dense():
+    """Dense dispatch (SDPA) trusts is_dense and reads no block: only Layout.dense sets it."""
+    dense = Layout.dense(32, 32, block_q=16, block_k=16)
+    diagonal = torch.tensor([[[[0, -1], [1, -1]]]], dtype=torch.int32)
+    with pytest.raises(ValueError, match="^is_dense: set only by Layout.dense"):
+        dataclasses.replace(dense, block_idx=diagonal, block_count=torch.ones(1, 1, 2).int())
+    with pytest.raises(ValueError, match="^k: expected a non-negative int"):
+        Layout.from_topk(
+            torch.zeros(1, 1, 2, 2), True, block_q=16, block_k=16, num_queries=32, num_keys=32
         )

@@ -128,3 +128,8 @@ def test_unknown_backend_is_rejected(monkeypatch):
     monkeypatch.setenv("ATTNSIEVE_BACKEND", "fast")
     with pytest.raises(ValueError, match="backend"):
         attnsieve.attention(q, q, q)
+
+
+def test_an_empty_batch_gives_an_empty_output():
+    q = torch.randn(0, 2, 16, 16)
+    assert attnsieve.attention(q, q, q, backend="reference").shape == (0, 2, 16, 16)

@@ -61,7 +61,7 @@ def attention_reference(
     if fused:
         bad = bad_v | ~torch.isfinite(kf).all(-1)  # (B, H_kv, 1, M)
         kf = torch.where(bad[..., None], 0.0, kf)
-    rows = max(1, _CHUNK_BYTES // (4 * b * h_q * max(m, 1) * 3))
+    rows = max(1, _CHUNK_BYTES // (4 * max(b * h_q * m, 1) * 3))  # an empty batch: one chunk
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         visible = torch.ones(1, 1, 1, stop - start, m, dtype=torch.bool, device=q.device)
