@@ -91,12 +91,12 @@ class Layout:
     def __post_init__(self, _valid: bool) -> None:
         self._check_structure()
         if not _valid:
+            self.validate()
             if self.is_dense:  # dense dispatch (SDPA) would ignore the tensors' blocks
                 raise ValueError(
                     "is_dense: set only by Layout.dense; a layout built from tensors is never "
                     "marked dense"
                 )
-            self.validate()
 
     # ---- shape helpers -------------------------------------------------------------------------
     @property
