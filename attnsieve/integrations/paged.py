@@ -36,8 +36,7 @@ from attnsieve.api import decode_attention
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.methods.decode.base import StepState
-from attnsieve.methods.kv.base import ScoredPolicy
-from attnsieve.views import Kept
+from attnsieve.methods.kv.base import ScoredPolicy, pack
 
 WINDOW = 64  # recent queries kept per layer: the largest observation window of the policies
 
@@ -195,12 +194,8 @@ class PagedSession:
     def _drop_padding(self, layer: int, visible: Tensor) -> None:
         """Keep, in every head of a row, the tokens ``visible`` (B, M) marks."""
         b, m = visible.shape
-        h = self.paged.kv_heads
-        count = visible.sum(1).to(torch.int32)
-        slots = torch.arange(m, device=visible.device).expand(b, m)
-        order = torch.where(visible, slots, m).sort(1).values[:, : int(count.max())]
-        idx = torch.where(order < m, order, -1).to(torch.int32)
-        self.paged.compact(layer, Kept(idx[:, None].expand(b, h, -1), count[:, None].expand(b, h)))
+        keep = visible[:, None].expand(b, self.paged.kv_heads, m)
+        self.paged.compact(layer, pack(keep, int(visible.sum(1).max())))
 
     def compress(self, layer: int | None = None) -> None:
         """Run the KV policy of ``layer`` (default: every layer with one) and compact the cache."""
@@ -213,10 +208,11 @@ class PagedSession:
             view = self.paged.kv_view(i, queries, positions)
             view = dataclasses.replace(view, scale=self.scales.get(i))
             if i not in self.periodic:  # the first pass; a ratio counts the prompt's length
-                longest = int(self.paged.head_tokens(i).max())
-                fixed = policy if policy.ratio is None else dataclasses.replace(
-                    policy, budget=math.floor(policy.ratio * longest + 0.5), ratio=None
-                )  # fmt: skip
+                fixed = policy
+                if policy.ratio is not None:
+                    longest = int(self.paged.head_tokens(i).max())
+                    budget = math.floor(policy.ratio * longest + 0.5)
+                    fixed = dataclasses.replace(policy, budget=budget, ratio=None)
                 kept = policy.compress(view)
                 # a head its budget bound keeps that many from now on (PyramidKV's schedule, say,
                 # would otherwise be recomputed on the shorter lengths); the others, the budget
