@@ -272,12 +272,9 @@ def _lengths(lengths: list[int] | None, name: str, positions: int) -> list[int]:
         if name == RANDOM_MODEL:
             return [65536, 131072]
         return [n for n in (2**i for i in range(13, 18)) if n <= positions] or [positions]
-    if max(lengths) > positions:
-        hint = "; --rope-scale F extends a pretrained model to F x its trained length"
-        raise ValueError(
-            f"--lengths: expected 1 to {positions} tokens (the model's positions), got {lengths}"
-            + (hint if name != RANDOM_MODEL else "")
-        )
+    from attnsieve.eval.harness import check_lengths_fit
+
+    check_lengths_fit(lengths, positions, hint=name != RANDOM_MODEL)
     return lengths
 
 

@@ -516,16 +516,22 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     }
 
 
+def check_lengths_fit(lengths: list[int], positions: int, hint: bool = True) -> None:
+    """Asked lengths beyond the model's positions: a named error (``hint``: how to extend them)."""
+    if max(lengths) > positions:
+        extend = "; --rope-scale F extends a pretrained model to F x its trained length"
+        raise ValueError(
+            f"--lengths: expected 1 to {positions} tokens (the model's positions), got {lengths}"
+            + (extend if hint else "")
+        )
+
+
 def _within_positions(lengths: list[int], positions: int, asked: str | None) -> list[int]:
     """Lengths the model has positions for: the default ones that fit, or the asked ones (all of
     them, else an error)."""
     if asked is None:
         return [n for n in lengths if n <= positions] or [positions]
-    if max(lengths) > positions:
-        raise ValueError(
-            f"--lengths: expected 1 to {positions} tokens (the model's positions), got {lengths}; "
-            "--rope-scale F extends a pretrained model to F x its trained length"
-        )
+    check_lengths_fit(lengths, positions)
     return lengths
 
 
