@@ -150,8 +150,8 @@ class AttnsieveCache(HFCache):
             if self.on_prefill_end is not None:
                 self.on_prefill_end(layer_idx)
         past = None
-        seen = self.cache.seq_length(layer_idx)
-        if prefill and seen and (self.materialize or self._even(layer_idx)):
+        seen = self.cache.seq_length(layer_idx) if prefill else 0  # decode steps: no host work
+        if seen and (self.materialize or self._even(layer_idx)):
             past = self._dense(layer_idx)
             if self.materialize and past[0].shape[2] < seen:
                 raise ValueError(
