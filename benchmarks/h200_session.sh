@@ -62,6 +62,7 @@
 #   carrying .stage/r3.
 #   2026-11-30, ninth session: s9a; s9b; s9c, s9d, s9e (as s7a-s7c, s9e also carrying .stage/t),
 #   s9f at once after s9e; s9g, s9h (carry .stage/t, at once after s9g); s9i (carry .stage/t).
+#   2026-11-30, tenth session: s10a, s10b (each carrying .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -959,8 +960,23 @@ s9i)  # carrying .stage/t: the two tests s9h failed, first fixes (layouts drawn 
         -k "quantizers_match or spans_with" > "$OUT/quant_tiles/cuda_tests_s9i.log" 2>&1
     tail -3 "$OUT/quant_tiles/cuda_tests_s9i.log"
     ;;
+s10a)  # carrying .stage/t: CUDA tests of the decode, cache and adapter fixes the ninth session made
+    # after its device time was spent (review/cuda_tests_s10a.log)
+    mkdir -p "$OUT/review"
+    timeout 560 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_decode_integration.py \
+        tests/test_decode_graphs.py tests/test_kernel_decode.py tests/test_integration_transformers.py \
+        tests/test_cache.py tests/test_hf_cache.py > "$OUT/review/cuda_tests_s10a.log" 2>&1
+    tail -5 "$OUT/review/cuda_tests_s10a.log"
+    ;;
+s10b)  # carrying .stage/t: the INT8-FP8 kernel's CUDA tests with the quantizer test's ninth-session
+    # form (K's scale to 1e-6, values to one step on CUDA) (review/cuda_tests_s10b.log)
+    mkdir -p "$OUT/review"
+    timeout 400 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_quant.py \
+        > "$OUT/review/cuda_tests_s10b.log" 2>&1
+    tail -5 "$OUT/review/cuda_tests_s10b.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b" >&2
     exit 2
     ;;
 esac
