@@ -344,7 +344,9 @@ class Layout:
 
     def _outside(self, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Key tokens ``cols`` (B, H, QB, C of this layout) outside its blocks and spans, packed."""
-        in_block = torch.gather(self.block_mask(), -1, cols.clamp(min=0) // self.block_k)
+        in_block = torch.gather(
+            self.block_mask(), -1, cols.clamp(0, self.num_keys - 1) // self.block_k
+        )
         if self.has_spans:
             in_block |= in_ranges(cols, self.span_start, self.span_end, self.span_count)
         # fixed width (the columns' own): no host sync
@@ -359,7 +361,7 @@ class Layout:
             raise ValueError("layouts: expected at least one layout")
         first = layouts[0]
         for other in layouts[1:]:
-            first._check_same_geometry(other, "layouts")
+            first._check_same_geometry(other, "layouts", stacked=("batch", "heads")[dim])
         other_dim = 1 - dim
         size = max(lay.block_idx.shape[other_dim] for lay in layouts)
         parts = [
@@ -545,7 +547,9 @@ class Layout:
         return self._map(lambda t: t.expand(b, h, *t.shape[2:]).contiguous())
 
     # ---- validation ----------------------------------------------------------------------------
-    def _check_same_geometry(self, other: Layout, name: str) -> None:
+    def _check_same_geometry(self, other: Layout, name: str, stacked: str = "") -> None:
+        """Raise unless ``other`` has this layout's blocks, sizes and device, and a batch and
+        head count that broadcast with its own (except ``stacked``, the axis `cat` stacks)."""
         if not isinstance(other, Layout):
             raise TypeError(f"{name}: expected a Layout, got {type(other).__name__}")
         mine = (self.block_q, self.block_k, self.num_queries, self.num_keys)
@@ -554,7 +558,7 @@ class Layout:
             raise ValueError(f"{name}: (block_q, block_k, N, M) {theirs} differs from {mine}")
         if other.device != self.device:
             raise ValueError(f"{name}: on {other.device}, expected {self.device}")
-        for attr in ("batch", "heads"):
+        for attr in {"batch", "heads"} - {stacked}:
             a, o = getattr(self, attr), getattr(other, attr)
             if a != o and 1 not in (a, o):
                 raise ValueError(f"{name}: {attr} {o} does not broadcast with {a}")
@@ -613,7 +617,9 @@ class Layout:
             )
             cols = self.column_idx.long()
             valid = valid_slots(cols, self.column_count)
-            in_block = torch.gather(self.block_mask(), -1, cols.clamp(min=0) // self.block_k)
+            in_block = torch.gather(
+                self.block_mask(), -1, cols.clamp(0, self.num_keys - 1) // self.block_k
+            )
             if (in_block & valid).any():
                 raise ValueError("column_idx: columns must be disjoint from the chosen key blocks")
         if self.has_spans:

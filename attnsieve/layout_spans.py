@@ -197,6 +197,8 @@ def in_blocks(
     The first listed block at or after the block holding ``start`` meets it iff it begins
     before ``end``.
     """
+    if block_idx.shape[-1] == 0:  # no block slots: nothing to meet (and nothing to gather)
+        return torch.zeros_like(start, dtype=torch.bool)
     blocks = torch.where(valid_slots(block_idx, block_count), block_idx, BIG).to(torch.int32)
     first = (start // block_k).to(torch.int32).contiguous()
     b = blocks.gather(

@@ -49,6 +49,20 @@ def test_layout_invariants(n, m, bq, bk, causal, columns, seed):
     assert torch.equal(stacked.to_dense_mask()[:, :3], a.to_dense_mask())
 
 
+def test_cat_stacks_layouts_whose_stacked_axis_differs():
+    """Head counts may differ when stacking heads, batch sizes when stacking batch; the other
+    axis must broadcast."""
+    two, three = random_layout(1, 2, 40, 70, 16, 16, seed=1), random_layout(2, 3, 40, 70, 16, 16)
+    heads = Layout.cat([two, three], dim=1).validate()
+    assert (heads.batch, heads.heads) == (2, 5)
+    assert torch.equal(heads.to_dense_mask()[:, 2:], three.to_dense_mask())
+    assert torch.equal(heads.to_dense_mask()[1, :2], two.to_dense_mask()[0])
+    batch = Layout.cat([three, random_layout(1, 3, 40, 70, 16, 16, seed=2)], dim=0)
+    assert (batch.batch, batch.heads) == (3, 3)
+    with pytest.raises(ValueError, match="heads 3 does not broadcast with 2"):
+        Layout.cat([two, three], dim=0)
+
+
 @pytest.mark.parametrize("n,m", [(100, 100), (37, 90), (1, 300), (64, 64)])
 def test_dense_layout_covers_causal_region_exactly(n, m):
     layout = Layout.dense(n, m, block_q=16, block_k=32, causal=True).validate()
@@ -174,6 +188,16 @@ VALIDATE = [
 def test_validate_rejects_bad_contents(match, override):
     with pytest.raises(ValueError, match=match):
         Layout(**{**good(), **override}).validate()
+
+
+def test_validate_ignores_column_padding_past_the_keys():
+    """Slots past column_count are padding, whatever they hold (here 99 > M)."""
+    layout = Layout(
+        **{**good(), "block_idx": torch.zeros(1, 1, 2, 1, dtype=torch.int32)},
+        column_idx=torch.tensor([[[[20, 99], [20, 99]]]], dtype=torch.int32),
+        column_count=torch.ones(1, 1, 2, dtype=torch.int32),
+    )
+    assert layout.to_dense_mask()[0, 0, :, 20].sum() == 32
 
 
 def test_malformed_operations():

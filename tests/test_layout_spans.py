@@ -318,6 +318,17 @@ def test_kernel_long_unaligned_spans_only(nan_empty):
         check_kernel(q, k, v, layout, causal)
 
 
+def test_tensor_built_layout_with_no_block_slots_and_spans(nan_empty):
+    """A layout built from tensors with zero block slots (K = 0) and spans only: validated and
+    run like one whose slots are all padding."""
+    q, k, v = qkv(1, 2, 1, 32, 32)
+    layout = Layout(
+        block_idx=torch.zeros(1, 1, 2, 0, dtype=I32), block_count=torch.zeros(1, 1, 2, dtype=I32),
+        block_q=16, block_k=16, num_queries=32, num_keys=32, **_spans([[0], [0]], [[4], [20]]),
+    )  # fmt: skip
+    check_kernel(q, k, v, layout, causal=True)
+
+
 def test_nan_outside_every_part_never_reaches_the_output(nan_empty):
     """Query blocks at positions [96, 127] and [128, 159] with diagonals 0, 3 and 50: spans
     [46, 78), [93, 128) and [78, 110), [125, 160); keys 0..45 are in no part of any row."""
