@@ -115,6 +115,27 @@ def test_adakv_gives_heads_different_budgets():
 
 
 @torch.no_grad()
+def test_periodic_adakv_keeps_the_layer_budget():
+    """Ada-KV leaves heads ragged; a periodic pass must not clamp each head's target to its short
+    length, which shrank the layer's total below budget x heads."""
+    model = build("llama")
+    for p in model.model.layers.parameters():  # peakier attention: heads differ in focus
+        p.mul_(4.0)
+    config = AttentionConfig(prefill="dense", kv={"method": "adakv", "budget": 64}, kv_interval=1)
+    handle = patch(model, config)
+    totals = []
+    with handle:
+        cache = handle.new_cache()
+        out = model(input_ids=prompt(length=120), past_key_values=cache, use_cache=True)
+        for _ in range(8):  # every step ends with a pass
+            out = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=cache)
+            held = [handle.session.paged.head_tokens(layer) for layer in range(2)]
+            assert len(set(torch.cat(held).flatten().tolist())) > 1  # ragged heads
+            totals.append([int(h.sum()) for h in held])
+    assert totals == [[128, 128]] * 8
+
+
+@torch.no_grad()
 def test_explicit_compression_keeps_the_question_out_of_the_window():
     """kvpress protocol: compress after the context, then prefill the question uncompressed."""
     model = build("llama")

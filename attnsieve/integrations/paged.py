@@ -13,9 +13,9 @@ it for three things:
 - ``compress``: run the layer's KV policy on the cache and compact it (memory is freed per head).
   It runs once when the prompt is done (explicitly, or at the first decode step), then every
   ``kv_interval`` decode steps: a policy that scores tokens (`ScoredPolicy`) back to the tokens
-  each head its budget bound kept at the first pass, other heads and policies back to the budget
-  (a ratio's of the prompt's length). A one-token prompt's first pass comes after
-  ``kv_interval`` steps.
+  each head its budget bound kept at the first pass, Ada-KV back to the layer total its budget
+  bound, other heads and policies back to the budget (a ratio's of the prompt's length). A
+  one-token prompt's first pass comes after ``kv_interval`` steps.
 
 A padded batch (``attention_mask`` hiding keys from a prompt's last query) loses its padding when
 the prompt is done, before any compression: the decode kernel and prompt chunks read every token
@@ -36,6 +36,7 @@ from attnsieve.api import decode_attention
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.methods.decode.base import StepState
+from attnsieve.methods.kv.adakv import AdaKV
 from attnsieve.methods.kv.base import ScoredPolicy, pack
 
 WINDOW = 64  # recent queries kept per layer: the largest observation window of the policies
@@ -222,6 +223,15 @@ class PagedSession:
                 fixed, count, bound = self.periodic[i]
                 target = torch.where(bound, count, fixed.targets(view)).long()
                 kept = policy.keep(view, target, int(target.max()))
+            elif isinstance(policy, AdaKV):
+                # a row its budget cut keeps its layer total: the sum of its heads' targets, each
+                # clamped to a head's ragged length, would shrink it at every pass; another row
+                # (whose heads are still even) grows towards its heads' targets
+                fixed, count, bound = self.periodic[i]
+                cut = bound.any(-1)
+                total = torch.where(cut, count.sum(-1), fixed.inner.targets(view).sum(-1))
+                kept = fixed.keep(view, total.long())
+                self.periodic[i] = (fixed, kept.count, bound | (kept.count < view.lengths))
             else:
                 kept = self.periodic[i][0].compress(view)
             self.paged.compact(i, kept)
