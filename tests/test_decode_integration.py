@@ -155,6 +155,31 @@ def test_explicit_compression_keeps_the_question_out_of_the_window():
 
 
 @torch.no_grad()
+def test_explicit_compression_of_a_padded_batch_drops_the_padding_first():
+    """handle.compress() ends the prompt: the padding leaves before the policy runs (it compacted
+    the padded cache, then the first decode step's padding removal indexed the compacted one)."""
+    model = build("llama")
+    ids = prompt(batch=2, length=60)
+    mask = torch.ones_like(ids)
+    mask[1, :20] = 0
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 24, "window": 8})
+    handle = patch(model, config)
+    with handle:
+        cache = handle.new_cache()
+        out = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        handle.compress()
+        session = handle.session
+        for layer in range(2):
+            view = session.paged.kv_view(layer, *session.queries[layer])
+            assert (view.lengths == 24).all()
+            assert (view.positions[1] >= 20).all()  # no pad token kept
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        token = out.logits[:, -1:].argmax(-1)
+        model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+    assert (session.paged.head_tokens(0) == 25).all()
+
+
+@torch.no_grad()
 def test_streaming_soak_keeps_memory_and_step_time_flat():
     model = build("llama")
     config = AttentionConfig(

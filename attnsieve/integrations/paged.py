@@ -181,16 +181,20 @@ class PagedSession:
         return out.to(dtype).transpose(1, 2)
 
     def _prefill_ended(self, layer: int) -> None:
+        self._end_prompt(layer)
+        if layer not in self.compressed and self.config.policy(layer) is not None:
+            self.compress(layer)
+        elif layer in self.unpadded:
+            self.paged.shrink(layer)  # the padding's pages go back to the device
+
+    def _end_prompt(self, layer: int) -> None:
+        """Mark the layer's prompt done and drop its padding (once)."""
         if layer not in self.prompt_done:
             self.prompt_done.add(layer)
             visible = self.padding.pop(layer, None)
             if visible is not None and not bool(visible.all()):
                 self._drop_padding(layer, visible)
                 self.unpadded.add(layer)
-        if layer not in self.compressed and self.config.policy(layer) is not None:
-            self.compress(layer)
-        elif layer in self.unpadded:
-            self.paged.shrink(layer)  # the padding's pages go back to the device
 
     def _drop_padding(self, layer: int, visible: Tensor) -> None:
         """Keep, in every head of a row, the tokens ``visible`` (B, M) marks."""
@@ -205,6 +209,7 @@ class PagedSession:
             policy = self.config.policy(i)
             if policy is None or i not in self.queries or i in self.whole or self.paged is None:
                 continue
+            self._end_prompt(i)  # an explicit pass ends the prompt: its padding goes first
             queries, positions = self.queries[i]
             view = self.paged.kv_view(i, queries, positions)
             view = dataclasses.replace(view, scale=self.scales.get(i))
