@@ -8,6 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from attnsieve.integrations import AttentionConfig, patch  # noqa: E402
+from attnsieve.methods.kv import SnapKV  # noqa: E402
 from tests.test_integration_transformers import ARCHS, build, prompt  # noqa: E402
 
 NEW = 8
@@ -177,6 +178,29 @@ def test_explicit_compression_of_a_padded_batch_drops_the_padding_first():
         token = out.logits[:, -1:].argmax(-1)
         model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
     assert (session.paged.head_tokens(0) == 25).all()
+
+
+@pytest.mark.parametrize("kv", [{"method": "snapkv"}, {"method": "adakv"}])
+@torch.no_grad()
+def test_observation_windows_longer_than_the_kept_queries_are_whole(kv):
+    """A window of 96 queries: the session kept only its last 64 queries, so the policy saw (and
+    always kept) a 64-token window instead, silently."""
+    model = build("llama")
+    kv = {**kv, "budget": 100, "window": 96}
+    if kv["method"] == "adakv":  # Ada-KV's window is its inner policy's
+        kv["inner"] = SnapKV(window=kv.pop("window"))
+    handle = patch(model, AttentionConfig(prefill="dense", kv=kv))
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=prompt(length=150), past_key_values=cache, use_cache=True)
+        session = handle.session
+        assert session.queries[0][0].shape[2] == 96
+        handle.compress()
+        for layer in range(2):
+            view = session.paged.kv_view(layer, *session.queries[layer])
+            for row in range(2):  # every head keeps the window's 96 tokens
+                n = int(view.lengths[0, row])
+                assert int((view.positions[0, row, :n] >= 150 - 96).sum()) == 96
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ from attnsieve.methods.decode.base import StepState
 from attnsieve.methods.kv.adakv import AdaKV
 from attnsieve.methods.kv.base import ScoredPolicy, pack
 
-WINDOW = 64  # recent queries kept per layer: the largest observation window of the policies
+WINDOW = 64  # recent queries kept per layer, at least (more for a policy's longer window)
 
 
 class PagedSession:
@@ -83,17 +83,18 @@ class PagedSession:
     def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
         """On the layer's first call, give the cache its selector's label channels (Double
         Sparsity); with a KV policy that will still compress, keep the layer's last `WINDOW`
-        queries (the newest positions), which its observation window reads."""
+        queries, or as many as the policy's observation window if longer (the newest
+        positions), which its observation window reads."""
         if layer not in self.started:
             self.started.add(layer)
             channels = getattr(self.config.selector(layer), "label_channels", None)
             if channels is not None and (table := channels(query.device)) is not None:
                 self.paged.set_label_channels(layer, table)
-        if self.config.policy(layer) is None or (
-            layer in self.compressed and not self.config.kv_interval
-        ):
+        policy = self.config.policy(layer)
+        if policy is None or (layer in self.compressed and not self.config.kv_interval):
             return  # no compression will read the window
-        n = min(query.shape[2], WINDOW)  # only the newest queries are ever read
+        window = max(WINDOW, getattr(getattr(policy, "inner", policy), "window", 0))  # Ada-KV's
+        n = min(query.shape[2], window)  # only the newest queries are ever read
         end = self.paged.seq_length(layer)
         query = query[:, :, -n:]
         pos = torch.arange(end - n, end, device=query.device).expand(query.shape[0], n)
@@ -102,7 +103,7 @@ class PagedSession:
             query, pos = torch.cat([old[0], query], 2), torch.cat([old[1], pos], 1)
         # copies: a slice would keep the whole prompt's query tensor alive (2 GB a layer for
         # Llama-3-8B at batch 8 and 32K tokens)
-        self.queries[layer] = (query[:, :, -WINDOW:].clone(), pos[:, -WINDOW:].clone())
+        self.queries[layer] = (query[:, :, -window:].clone(), pos[:, -window:].clone())
         self.scales[layer] = scale
 
     def serves(self, layer: int, key: Tensor) -> bool:
