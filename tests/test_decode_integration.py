@@ -240,11 +240,15 @@ def test_streaming_soak_keeps_memory_and_step_time_flat():
         ({"method": "snapkv", "budget": 24, "window": 8}, 96, [24, 24]),
         # a budget above the prompt: the cache grows towards it, not back to the prompt
         ({"method": "streaming", "budget": 2004}, 12, [12 + 40, 12 + 40]),
+        # a prompt shorter than layer 0's budget: the layers grow towards the schedule of a long
+        # sequence, not the one clamped to the short lengths a pass sees (which held layer 1 at
+        # 20-24 tokens)
+        ({"method": "pyramidkv", "budget": 24, "window": 8}, 20, [39, 9]),
         # a one-token prompt (a decode call itself): the first pass comes after kv_interval calls;
         # the 41st call appends after the 40th's pass
         ({"method": "snapkv", "budget": 40, "window": 8}, 1, [41, 41]),
     ],
-    ids=["pyramidkv", "snapkv", "short-prompt", "one-token-prompt"],
+    ids=["pyramidkv", "snapkv", "short-prompt", "pyramidkv-short-prompt", "one-token-prompt"],
 )
 @torch.no_grad()
 def test_periodic_compression_returns_to_the_budget(kv, length, want):

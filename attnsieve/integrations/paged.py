@@ -223,11 +223,12 @@ class PagedSession:
                 kept = policy.compress(view)
                 # a head its budget bound keeps that many from now on (PyramidKV's schedule, say,
                 # would otherwise be recomputed on the shorter lengths); the others, the budget
+                # of a long sequence (`_steady`)
                 bound = kept.count < view.lengths
                 self.periodic[i] = (fixed, kept.count, bound)
             elif isinstance(policy, ScoredPolicy):
                 fixed, count, bound = self.periodic[i]
-                target = torch.where(bound, count, fixed.targets(view)).long()
+                target = torch.where(bound, count, _steady(fixed, view)).long()
                 kept = policy.keep(view, target, int(target.max()))
             elif isinstance(policy, AdaKV):
                 # a row its budget cut keeps its layer total: the sum of its heads' targets, each
@@ -235,7 +236,7 @@ class PagedSession:
                 # (whose heads are still even) grows towards its heads' targets
                 fixed, count, bound = self.periodic[i]
                 cut = bound.any(-1)
-                total = torch.where(cut, count.sum(-1), fixed.inner.targets(view).sum(-1))
+                total = torch.where(cut, count.sum(-1), _steady(fixed.inner, view).sum(-1))
                 kept = fixed.keep(view, total.long())
                 self.periodic[i] = (fixed, kept.count, bound | (kept.count < view.lengths))
             else:
@@ -245,3 +246,12 @@ class PagedSession:
                 self.paged.shrink(i)
             self.compressed.add(i)
             self.steps[i] = 0
+
+
+def _steady(policy: ScoredPolicy, view: Any) -> Tensor:
+    """int64 (B, H_kv): each head's target at a sequence long enough that no schedule is clamped
+    to its length, at most the head's length. A head the first pass did not bound (a short
+    prompt) grows towards it: PyramidKV's schedule, recomputed on short lengths (its top layer
+    budget raised to keep the mean), would hold the top layers far above their budget."""
+    long = torch.full_like(view.lengths, torch.iinfo(torch.int32).max)
+    return policy.targets(dataclasses.replace(view, lengths=long)).minimum(view.lengths.long())
