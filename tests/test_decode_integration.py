@@ -8,6 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from attnsieve.integrations import AttentionConfig, patch  # noqa: E402
+from attnsieve.methods.kv import SnapKV  # noqa: E402
 from tests.test_integration_transformers import ARCHS, build, prompt  # noqa: E402
 
 NEW = 8
@@ -115,6 +116,27 @@ def test_adakv_gives_heads_different_budgets():
 
 
 @torch.no_grad()
+def test_periodic_adakv_keeps_the_layer_budget():
+    """Ada-KV leaves heads ragged; a periodic pass must not clamp each head's target to its short
+    length, which shrank the layer's total below budget x heads."""
+    model = build("llama")
+    for p in model.model.layers.parameters():  # peakier attention: heads differ in focus
+        p.mul_(4.0)
+    config = AttentionConfig(prefill="dense", kv={"method": "adakv", "budget": 64}, kv_interval=1)
+    handle = patch(model, config)
+    totals = []
+    with handle:
+        cache = handle.new_cache()
+        out = model(input_ids=prompt(length=120), past_key_values=cache, use_cache=True)
+        for _ in range(8):  # every step ends with a pass
+            out = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=cache)
+            held = [handle.session.paged.head_tokens(layer) for layer in range(2)]
+            assert len(set(torch.cat(held).flatten().tolist())) > 1  # ragged heads
+            totals.append([int(h.sum()) for h in held])
+    assert totals == [[128, 128]] * 8
+
+
+@torch.no_grad()
 def test_explicit_compression_keeps_the_question_out_of_the_window():
     """kvpress protocol: compress after the context, then prefill the question uncompressed."""
     model = build("llama")
@@ -131,6 +153,54 @@ def test_explicit_compression_keeps_the_question_out_of_the_window():
         # the question's attention over the compressed context equals masking the evicted keys
         step = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=cache)
     assert torch.isfinite(step.logits).all()
+
+
+@torch.no_grad()
+def test_explicit_compression_of_a_padded_batch_drops_the_padding_first():
+    """handle.compress() ends the prompt: the padding leaves before the policy runs (it compacted
+    the padded cache, then the first decode step's padding removal indexed the compacted one)."""
+    model = build("llama")
+    ids = prompt(batch=2, length=60)
+    mask = torch.ones_like(ids)
+    mask[1, :20] = 0
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 24, "window": 8})
+    handle = patch(model, config)
+    with handle:
+        cache = handle.new_cache()
+        out = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        handle.compress()
+        session = handle.session
+        for layer in range(2):
+            view = session.paged.kv_view(layer, *session.queries[layer])
+            assert (view.lengths == 24).all()
+            assert (view.positions[1] >= 20).all()  # no pad token kept
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        token = out.logits[:, -1:].argmax(-1)
+        model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+    assert (session.paged.head_tokens(0) == 25).all()
+
+
+@pytest.mark.parametrize("kv", [{"method": "snapkv"}, {"method": "adakv"}])
+@torch.no_grad()
+def test_observation_windows_longer_than_the_kept_queries_are_whole(kv):
+    """A window of 96 queries: the session kept only its last 64 queries, so the policy saw (and
+    always kept) a 64-token window instead, silently."""
+    model = build("llama")
+    kv = {**kv, "budget": 100, "window": 96}
+    if kv["method"] == "adakv":  # Ada-KV's window is its inner policy's
+        kv["inner"] = SnapKV(window=kv.pop("window"))
+    handle = patch(model, AttentionConfig(prefill="dense", kv=kv))
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=prompt(length=150), past_key_values=cache, use_cache=True)
+        session = handle.session
+        assert session.queries[0][0].shape[2] == 96
+        handle.compress()
+        for layer in range(2):
+            view = session.paged.kv_view(layer, *session.queries[layer])
+            for row in range(2):  # every head keeps the window's 96 tokens
+                n = int(view.lengths[0, row])
+                assert int((view.positions[0, row, :n] >= 150 - 96).sum()) == 96
 
 
 @torch.no_grad()
@@ -170,11 +240,15 @@ def test_streaming_soak_keeps_memory_and_step_time_flat():
         ({"method": "snapkv", "budget": 24, "window": 8}, 96, [24, 24]),
         # a budget above the prompt: the cache grows towards it, not back to the prompt
         ({"method": "streaming", "budget": 2004}, 12, [12 + 40, 12 + 40]),
+        # a prompt shorter than layer 0's budget: the layers grow towards the schedule of a long
+        # sequence, not the one clamped to the short lengths a pass sees (which held layer 1 at
+        # 20-24 tokens)
+        ({"method": "pyramidkv", "budget": 24, "window": 8}, 20, [39, 9]),
         # a one-token prompt (a decode call itself): the first pass comes after kv_interval calls;
         # the 41st call appends after the 40th's pass
         ({"method": "snapkv", "budget": 40, "window": 8}, 1, [41, 41]),
     ],
-    ids=["pyramidkv", "snapkv", "short-prompt", "one-token-prompt"],
+    ids=["pyramidkv", "snapkv", "short-prompt", "pyramidkv-short-prompt", "one-token-prompt"],
 )
 @torch.no_grad()
 def test_periodic_compression_returns_to_the_budget(kv, length, want):

@@ -400,6 +400,8 @@ def test_echo_induction_scores_on_a_planted_pattern():
         (lambda: AdaKV(inner="snapkv"), TypeError, "inner"),
         (lambda: AdaKV(inner=AdaKV()), TypeError, "inner"),
         (lambda: AdaKV(alpha_safeguard=2.0), ValueError, "alpha_safeguard"),
+        (lambda: RazorAttention(retrieval_heads={0: 1}), TypeError, r"retrieval_heads\[0\]"),
+        (lambda: RazorAttention(retrieval_heads={0: "12"}), TypeError, "list of KV head"),
         (lambda: AdaKV(budget=5, ratio=0.5), ValueError, "budget, ratio"),
         (lambda: RazorAttention(retrieval_heads=[1]), TypeError, "retrieval_heads"),
         (lambda: RazorAttention(retrieval_heads={0: [-1]}), ValueError, "retrieval_heads"),

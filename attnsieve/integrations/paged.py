@@ -13,9 +13,9 @@ it for three things:
 - ``compress``: run the layer's KV policy on the cache and compact it (memory is freed per head).
   It runs once when the prompt is done (explicitly, or at the first decode step), then every
   ``kv_interval`` decode steps: a policy that scores tokens (`ScoredPolicy`) back to the tokens
-  each head its budget bound kept at the first pass, other heads and policies back to the budget
-  (a ratio's of the prompt's length). A one-token prompt's first pass comes after
-  ``kv_interval`` steps.
+  each head its budget bound kept at the first pass, Ada-KV back to the layer total its budget
+  bound, other heads and policies back to the budget (a ratio's of the prompt's length). A
+  one-token prompt's first pass comes after ``kv_interval`` steps.
 
 A padded batch (``attention_mask`` hiding keys from a prompt's last query) loses its padding when
 the prompt is done, before any compression: the decode kernel and prompt chunks read every token
@@ -36,9 +36,10 @@ from attnsieve.api import decode_attention
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.methods.decode.base import StepState
+from attnsieve.methods.kv.adakv import AdaKV
 from attnsieve.methods.kv.base import ScoredPolicy, pack
 
-WINDOW = 64  # recent queries kept per layer: the largest observation window of the policies
+WINDOW = 64  # recent queries kept per layer, at least (more for a policy's longer window)
 
 
 class PagedSession:
@@ -82,17 +83,18 @@ class PagedSession:
     def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
         """On the layer's first call, give the cache its selector's label channels (Double
         Sparsity); with a KV policy that will still compress, keep the layer's last `WINDOW`
-        queries (the newest positions), which its observation window reads."""
+        queries, or as many as the policy's observation window if longer (the newest
+        positions), which its observation window reads."""
         if layer not in self.started:
             self.started.add(layer)
             channels = getattr(self.config.selector(layer), "label_channels", None)
             if channels is not None and (table := channels(query.device)) is not None:
                 self.paged.set_label_channels(layer, table)
-        if self.config.policy(layer) is None or (
-            layer in self.compressed and not self.config.kv_interval
-        ):
+        policy = self.config.policy(layer)
+        if policy is None or (layer in self.compressed and not self.config.kv_interval):
             return  # no compression will read the window
-        n = min(query.shape[2], WINDOW)  # only the newest queries are ever read
+        window = max(WINDOW, getattr(getattr(policy, "inner", policy), "window", 0))  # Ada-KV's
+        n = min(query.shape[2], window)  # only the newest queries are ever read
         end = self.paged.seq_length(layer)
         query = query[:, :, -n:]
         pos = torch.arange(end - n, end, device=query.device).expand(query.shape[0], n)
@@ -101,7 +103,7 @@ class PagedSession:
             query, pos = torch.cat([old[0], query], 2), torch.cat([old[1], pos], 1)
         # copies: a slice would keep the whole prompt's query tensor alive (2 GB a layer for
         # Llama-3-8B at batch 8 and 32K tokens)
-        self.queries[layer] = (query[:, :, -WINDOW:].clone(), pos[:, -WINDOW:].clone())
+        self.queries[layer] = (query[:, :, -window:].clone(), pos[:, -window:].clone())
         self.scales[layer] = scale
 
     def serves(self, layer: int, key: Tensor) -> bool:
@@ -180,16 +182,20 @@ class PagedSession:
         return out.to(dtype).transpose(1, 2)
 
     def _prefill_ended(self, layer: int) -> None:
+        self._end_prompt(layer)
+        if layer not in self.compressed and self.config.policy(layer) is not None:
+            self.compress(layer)
+        elif layer in self.unpadded:
+            self.paged.shrink(layer)  # the padding's pages go back to the device
+
+    def _end_prompt(self, layer: int) -> None:
+        """Mark the layer's prompt done and drop its padding (once)."""
         if layer not in self.prompt_done:
             self.prompt_done.add(layer)
             visible = self.padding.pop(layer, None)
             if visible is not None and not bool(visible.all()):
                 self._drop_padding(layer, visible)
                 self.unpadded.add(layer)
-        if layer not in self.compressed and self.config.policy(layer) is not None:
-            self.compress(layer)
-        elif layer in self.unpadded:
-            self.paged.shrink(layer)  # the padding's pages go back to the device
 
     def _drop_padding(self, layer: int, visible: Tensor) -> None:
         """Keep, in every head of a row, the tokens ``visible`` (B, M) marks."""
@@ -204,6 +210,7 @@ class PagedSession:
             policy = self.config.policy(i)
             if policy is None or i not in self.queries or i in self.whole or self.paged is None:
                 continue
+            self._end_prompt(i)  # an explicit pass ends the prompt: its padding goes first
             queries, positions = self.queries[i]
             view = self.paged.kv_view(i, queries, positions)
             view = dataclasses.replace(view, scale=self.scales.get(i))
@@ -216,12 +223,22 @@ class PagedSession:
                 kept = policy.compress(view)
                 # a head its budget bound keeps that many from now on (PyramidKV's schedule, say,
                 # would otherwise be recomputed on the shorter lengths); the others, the budget
+                # of a long sequence (`_steady`)
                 bound = kept.count < view.lengths
                 self.periodic[i] = (fixed, kept.count, bound)
             elif isinstance(policy, ScoredPolicy):
                 fixed, count, bound = self.periodic[i]
-                target = torch.where(bound, count, fixed.targets(view)).long()
+                target = torch.where(bound, count, _steady(fixed, view)).long()
                 kept = policy.keep(view, target, int(target.max()))
+            elif isinstance(policy, AdaKV):
+                # a row its budget cut keeps its layer total: the sum of its heads' targets, each
+                # clamped to a head's ragged length, would shrink it at every pass; another row
+                # (whose heads are still even) grows towards its heads' targets
+                fixed, count, bound = self.periodic[i]
+                cut = bound.any(-1)
+                total = torch.where(cut, count.sum(-1), _steady(fixed.inner, view).sum(-1))
+                kept = fixed.keep(view, total.long())
+                self.periodic[i] = (fixed, kept.count, bound | (kept.count < view.lengths))
             else:
                 kept = self.periodic[i][0].compress(view)
             self.paged.compact(i, kept)
@@ -229,3 +246,12 @@ class PagedSession:
                 self.paged.shrink(i)
             self.compressed.add(i)
             self.steps[i] = 0
+
+
+def _steady(policy: ScoredPolicy, view: Any) -> Tensor:
+    """int64 (B, H_kv): each head's target at a sequence long enough that no schedule is clamped
+    to its length, at most the head's length. A head the first pass did not bound (a short
+    prompt) grows towards it: PyramidKV's schedule, recomputed on short lengths (its top layer
+    budget raised to keep the mean), would hold the top layers far above their budget."""
+    long = torch.full_like(view.lengths, torch.iinfo(torch.int32).max)
+    return policy.targets(dataclasses.replace(view, lengths=long)).minimum(view.lengths.long())

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
+from torch import Tensor
 
 from attnsieve.checks import check_float
 from attnsieve.methods.kv.base import (
@@ -59,6 +60,13 @@ class AdaKV(KVPolicy):
         check_float("alpha_safeguard", self.alpha_safeguard, 0.0, 1.0)
 
     def compress(self, view: KVView) -> Kept:
+        return self.keep(view, self.inner.targets(view).sum(-1))
+
+    def keep(self, view: KVView, total: Tensor) -> Kept:
+        """The ``total`` (int64 (B,)) best entries of each batch row's layer, each head's floor
+        first. `compress` passes the sum of the heads' targets; a periodic pass over heads that an
+        earlier pass left ragged passes the layer budget instead (a short head's target, its own
+        length, would shrink the layer's total: `attnsieve.integrations.paged`)."""
         target = self.inner.targets(view)  # (B, H)
         valid = valid_entries(view)
         key = rank_key(self.inner.score(view), self.inner.always_kept(view, target), valid)
@@ -66,5 +74,5 @@ class AdaKV(KVPolicy):
         floor = torch.floor(self.alpha_safeguard * target).long()
         safe = top_mask(key, floor, n)  # the floor: each head's best (always-kept first)
         key = torch.where(safe, key + 2 * FORCED, key)  # ranked above every other entry
-        layer = top_mask(key.view(b, h * n), target.sum(-1), h * n).view(b, h, n)
+        layer = top_mask(key.view(b, h * n), total, h * n).view(b, h, n)
         return pack(layer & valid, n)

@@ -85,6 +85,11 @@ class RazorAttention(KVPolicy):
             }
             for layer, heads in self.retrieval_heads.items():
                 check_int("retrieval_heads (layer)", layer, 0)
+                if not isinstance(heads, (list, tuple)):
+                    raise TypeError(
+                        f"retrieval_heads[{layer}]: expected a list of KV head indices, "
+                        f"got {heads!r}"
+                    )
                 for head in heads:
                     check_int(f"retrieval_heads[{layer}]", head, 0)
 
