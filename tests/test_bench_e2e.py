@@ -226,3 +226,36 @@ def test_summary_line_gives_the_best_and_the_medians():
     line = e2e._summary(4096, 0.015, "flexprefill", entry)
     assert "flexprefill 10.0 ms" in line and "1 dense-fallback layers" in line
     assert line.endswith("speed-up 1.50x (of the medians: 1.25x)")
+
+
+def test_correctness_check_runs_the_kernel_not_sdpa(monkeypatch):
+    """The check's full-density layout must go through attnsieve's attention: with the cost model
+    on (as on a GPU, where the backend is Triton) every layer of it would run SDPA, and the check
+    would compare SDPA with itself (rel err exactly 0)."""
+    import torch
+
+    from attnsieve.integrations import handle as handle_module
+    from attnsieve.integrations import transformers as hf
+
+    # make the cost model apply on CPU, as it does on the Triton backend
+    monkeypatch.setattr(handle_module, "resolve_backend", lambda backend, query: "triton")
+    monkeypatch.setattr(e2e, "CHECK_LENGTH", 256)
+
+    def forward(model, ids):
+        with torch.no_grad():
+            return 0.0, model(input_ids=ids).logits[0, -1].float(), 0.0
+
+    monkeypatch.setattr(e2e, "_forward", forward)
+    model = _tiny_llama()
+    seen = []
+    attention = hf.attention
+
+    def counted(*args, **kwargs):
+        seen.append(1)
+        return attention(*args, **kwargs)
+
+    monkeypatch.setattr(hf, "attention", counted)
+    check = e2e.correctness_check(model, torch.device("cpu"))
+    assert seen, "no layer ran attnsieve's attention"
+    assert check["dense_fallback_layers"] == 0 and check["passed"]
+    assert check["rel_err"] < e2e.CHECK_REL_ERR
