@@ -259,3 +259,36 @@ def test_correctness_check_runs_the_kernel_not_sdpa(monkeypatch):
     assert seen, "no layer ran attnsieve's attention"
     assert check["dense_fallback_layers"] == 0 and check["passed"]
     assert check["rel_err"] < e2e.CHECK_REL_ERR
+
+
+def test_decode_graph_reservation_covers_the_timed_steps(tiny_probe_dir, monkeypatch):
+    """Where decode steps replay a CUDA graph, the pages of every timed step are reserved before
+    the warm-up captures it: a graph valid for fewer steps than are timed would make the timed
+    call reserve and capture again, inside the timing. (CPU stand-in: graph_handle is forced.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from attnsieve.integrations import AttentionConfig
+    from attnsieve.integrations.transformers import handle_of
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_probe_dir).eval()
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    monkeypatch.setattr(
+        e2e_decode,
+        "graph_handle",
+        lambda m, cache: handle_of(m) if hasattr(cache, "cache") else None,
+    )
+    reserved = []
+    decode = e2e_decode.decode
+
+    def spy(model, token, cache, steps):
+        reserved.append((steps, cache.cache.reserved_tokens()))
+        return decode(model, token, cache, steps)
+
+    monkeypatch.setattr(e2e_decode, "decode", spy)
+    ids = torch.randint(0, 200, (2, 100), generator=torch.Generator().manual_seed(0))
+    config = AttentionConfig(prefill="dense", paged_cache=True)
+    e2e_decode.time_decode(model, ids, 40, config)
+    (warm, warm_reserved), (timed, timed_reserved) = reserved
+    assert warm == 1 and timed == 40
+    assert warm_reserved >= warm + timed and timed_reserved >= timed
