@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.bench.common import (
+    command_line,
     environment,
     format_table,
     graph_ms,
@@ -141,6 +142,7 @@ def main(args: argparse.Namespace) -> int:
     env = environment()
     payload = {
         "benchmark": "decode",
+        "command": command_line("bench decode", args),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **env,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

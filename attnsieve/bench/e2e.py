@@ -49,6 +49,7 @@ from torch import Tensor
 
 from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
+    command_line,
     environment,
     rel_err,
     require_cuda,
@@ -486,15 +487,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (every option spelled out)."""
-    parts = []
-    for key, value in vars(args).items():
-        flag = f"--{key.replace('_', '-')}"
-        if isinstance(value, bool):  # a store_true flag: present or absent
-            parts += [flag] if value else []
-        elif value is not None:
-            value = " ".join(value) if isinstance(value, list) else value
-            parts.append(f"{flag} {value}")
-    return "attnsieve bench e2e " + " ".join(parts)
+    return command_line("bench e2e", args)
 
 
 def _transformers_version() -> str:

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from attnsieve.bench.common import (
     attention_tflops,
+    command_line,
     environment,
     format_table,
     ints,
@@ -126,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
     }
     payload = {
         "benchmark": "kernels",
+        "command": command_line("bench kernels", args),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **env,
         "config": config,
