@@ -56,6 +56,7 @@ def test_decode_speed_rows(tiny_probe_dir, tmp_path, capsys, monkeypatch):
         (["--decode-steps", "0"], "--decode-steps"),
         (["--config", "x.json"], "--config"),
         (["--kv", "no_such_policy"], "no_such_policy"),
+        (["--no-cost"], "--no-cost"),
     ],
 )
 def test_bad_arguments_exit_2_naming_them(tiny_probe_dir, tmp_path, capsys, extra, name):
@@ -65,11 +66,16 @@ def test_bad_arguments_exit_2_naming_them(tiny_probe_dir, tmp_path, capsys, extr
     assert not list(tmp_path.iterdir())
 
 
-def test_decode_axes_need_decode_steps():
+@pytest.mark.parametrize(
+    "argv", [["--kv", "snapkv"], ["--batch", "8"], ["--batch", "1,8"], ["--paged-cache"]]
+)
+def test_decode_axes_need_decode_steps(argv):
+    """Options of decode speed are refused in time-to-first-token mode, not silently ignored
+    (a --batch 8 run would otherwise time a batch of one)."""
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
     with pytest.raises(ValueError, match="--decode-steps"):
-        e2e._methods(parser.parse_args(["--kv", "snapkv"]))
+        e2e._methods(parser.parse_args(argv))
 
 
 def test_the_recorded_command_spells_flags_as_flags():

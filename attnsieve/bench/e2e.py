@@ -243,6 +243,8 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     """(label, config) per entry of --methods (a planner name or a JSON file), or of --config."""
     if (args.kv, args.decode, args.precision) != ("none", "none", "bf16"):
         raise ValueError("--kv/--decode/--precision: apply to decode speed (--decode-steps)")
+    if args.batch.strip() != "1" or args.paged_cache:  # time to first token is of one prompt
+        raise ValueError("--batch/--paged-cache: apply to decode speed (--decode-steps)")
     entries = [args.config] if args.config else [m for m in args.methods.split(",") if m.strip()]
     out = []
     for entry in entries:

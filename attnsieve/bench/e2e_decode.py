@@ -72,6 +72,8 @@ def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, Attention
         raise ValueError(f"--batch: expected comma-separated ints >= 1, got {args.batch!r}")
     if args.config is not None:
         raise ValueError("--config: not used with --decode-steps; give JSON files to --methods")
+    if args.no_cost:  # the prefill is not timed; its layers plan as `attnsieve.patch` does
+        raise ValueError("--no-cost: applies to time to first token, not --decode-steps")
     axes = argparse.Namespace(
         **vars(args),
         method_kwargs="{}",
