@@ -56,6 +56,7 @@ def test_decode_speed_rows(tiny_probe_dir, tmp_path, capsys, monkeypatch):
         (["--decode-steps", "0"], "--decode-steps"),
         (["--config", "x.json"], "--config"),
         (["--kv", "no_such_policy"], "no_such_policy"),
+        (["--no-cost"], "--no-cost"),
     ],
 )
 def test_bad_arguments_exit_2_naming_them(tiny_probe_dir, tmp_path, capsys, extra, name):
@@ -65,11 +66,16 @@ def test_bad_arguments_exit_2_naming_them(tiny_probe_dir, tmp_path, capsys, extr
     assert not list(tmp_path.iterdir())
 
 
-def test_decode_axes_need_decode_steps():
+@pytest.mark.parametrize(
+    "argv", [["--kv", "snapkv"], ["--batch", "8"], ["--batch", "1,8"], ["--paged-cache"]]
+)
+def test_decode_axes_need_decode_steps(argv):
+    """Options of decode speed are refused in time-to-first-token mode, not silently ignored
+    (a --batch 8 run would otherwise time a batch of one)."""
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
     with pytest.raises(ValueError, match="--decode-steps"):
-        e2e._methods(parser.parse_args(["--kv", "snapkv"]))
+        e2e._methods(parser.parse_args(argv))
 
 
 def test_the_recorded_command_spells_flags_as_flags():
@@ -226,3 +232,69 @@ def test_summary_line_gives_the_best_and_the_medians():
     line = e2e._summary(4096, 0.015, "flexprefill", entry)
     assert "flexprefill 10.0 ms" in line and "1 dense-fallback layers" in line
     assert line.endswith("speed-up 1.50x (of the medians: 1.25x)")
+
+
+def test_correctness_check_runs_the_kernel_not_sdpa(monkeypatch):
+    """The check's full-density layout must go through attnsieve's attention: with the cost model
+    on (as on a GPU, where the backend is Triton) every layer of it would run SDPA, and the check
+    would compare SDPA with itself (rel err exactly 0)."""
+    import torch
+
+    from attnsieve.integrations import handle as handle_module
+    from attnsieve.integrations import transformers as hf
+
+    # make the cost model apply on CPU, as it does on the Triton backend
+    monkeypatch.setattr(handle_module, "resolve_backend", lambda backend, query: "triton")
+    monkeypatch.setattr(e2e, "CHECK_LENGTH", 256)
+
+    def forward(model, ids):
+        with torch.no_grad():
+            return 0.0, model(input_ids=ids).logits[0, -1].float(), 0.0
+
+    monkeypatch.setattr(e2e, "_forward", forward)
+    model = _tiny_llama()
+    seen = []
+    attention = hf.attention
+
+    def counted(*args, **kwargs):
+        seen.append(1)
+        return attention(*args, **kwargs)
+
+    monkeypatch.setattr(hf, "attention", counted)
+    check = e2e.correctness_check(model, torch.device("cpu"))
+    assert seen, "no layer ran attnsieve's attention"
+    assert check["dense_fallback_layers"] == 0 and check["passed"]
+    assert check["rel_err"] < e2e.CHECK_REL_ERR
+
+
+def test_decode_graph_reservation_covers_the_timed_steps(tiny_probe_dir, monkeypatch):
+    """Where decode steps replay a CUDA graph, the pages of every timed step are reserved before
+    the warm-up captures it: a graph valid for fewer steps than are timed would make the timed
+    call reserve and capture again, inside the timing. (CPU stand-in: graph_handle is forced.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from attnsieve.integrations import AttentionConfig
+    from attnsieve.integrations.transformers import handle_of
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_probe_dir).eval()
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    monkeypatch.setattr(
+        e2e_decode,
+        "graph_handle",
+        lambda m, cache: handle_of(m) if hasattr(cache, "cache") else None,
+    )
+    reserved = []
+    decode = e2e_decode.decode
+
+    def spy(model, token, cache, steps):
+        reserved.append((steps, cache.cache.reserved_tokens()))
+        return decode(model, token, cache, steps)
+
+    monkeypatch.setattr(e2e_decode, "decode", spy)
+    ids = torch.randint(0, 200, (2, 100), generator=torch.Generator().manual_seed(0))
+    config = AttentionConfig(prefill="dense", paged_cache=True)
+    e2e_decode.time_decode(model, ids, 40, config)
+    (warm, warm_reserved), (timed, timed_reserved) = reserved
+    assert warm == 1 and timed == 40
+    assert warm_reserved >= warm + timed and timed_reserved >= timed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -59,6 +61,20 @@ def environment() -> dict:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
     }
+
+
+def command_line(name: str, args: argparse.Namespace) -> str:
+    """The command line that reproduces a run of ``attnsieve NAME`` (every option spelled out):
+    store_true flags present or absent, lists comma-joined, values shell-quoted."""
+    parts = [f"attnsieve {name}"]
+    for key, value in vars(args).items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):  # a store_true flag: present or absent
+            parts += [flag] if value else []
+        elif value is not None and not callable(value):
+            text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            parts += [flag, shlex.quote(text)]
+    return " ".join(parts)
 
 
 def write_json(path: Path, payload: dict) -> Path:

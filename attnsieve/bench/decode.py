@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.bench.common import (
+    command_line,
     environment,
     format_table,
     graph_ms,
@@ -141,6 +142,7 @@ def main(args: argparse.Namespace) -> int:
     env = environment()
     payload = {
         "benchmark": "decode",
+        "command": command_line("bench decode", args),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **env,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -183,15 +185,19 @@ def selection_ms(case: SparseCase, c: Paged, reps: int) -> float:
         return float(torch.tensor(times[3:]).median())
 
 
-def make_cache(b: int, n: int, args: argparse.Namespace, shuffled: bool = True) -> Paged:
+def make_cache(
+    b: int, n: int, args: argparse.Namespace, shuffled: bool = True, device: str = "cuda"
+) -> Paged:
     """One layer's random cache; its pages lie in the pool in random order (a cache that has
-    allocated and freed pages for a while), or in order with ``shuffled=False``."""
+    allocated and freed pages for a while), or in order with ``shuffled=False``. A length that is
+    not a multiple of the page size leaves each head's last page partly empty (zeros)."""
     h, h_kv, d, ps = args.heads, args.kv_heads, args.head_dim, args.page_size
-    dev, bf16 = torch.device("cuda"), torch.bfloat16
+    dev, bf16 = torch.device(device), torch.bfloat16
     q = torch.randn(b, h, d, device=dev, dtype=bf16)
     k = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
     v = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
-    n_pages = b * h_kv * (n // ps)
+    per_head = -(-n // ps)
+    n_pages = b * h_kv * per_head
     # logical page i lives at physical page perm[i]
     perm = torch.randperm(n_pages, device=dev) if shuffled else torch.arange(n_pages, device=dev)
 
@@ -200,13 +206,14 @@ def make_cache(b: int, n: int, args: argparse.Namespace, shuffled: bool = True) 
         out[perm] = x.reshape(n_pages, ps, *x.shape[3:])
         return out
 
-    table = perm.view(b, h_kv, n // ps).to(torch.int32)
+    table = perm.view(b, h_kv, per_head).to(torch.int32)
     lengths = torch.full((b, h_kv), n, dtype=torch.int32, device=dev)
-    paged = {"k_pages": pool(k), "v_pages": pool(v), "page_table": table, "lengths": lengths}
-    ks = k.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX  # per-token scales
-    vs = v.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX
-    k8 = (k.float() / ks[..., None]).to(torch.float8_e4m3fn)
-    v8 = (v.float() / vs[..., None]).to(torch.float8_e4m3fn)
+    kp, vp = (torch.nn.functional.pad(x, (0, 0, 0, per_head * ps - n)) for x in (k, v))
+    paged = {"k_pages": pool(kp), "v_pages": pool(vp), "page_table": table, "lengths": lengths}
+    ks = kp.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX  # per-token scales
+    vs = vp.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX
+    k8 = (kp.float() / ks[..., None]).to(torch.float8_e4m3fn)
+    v8 = (vp.float() / vs[..., None]).to(torch.float8_e4m3fn)
     fp8 = {"k_pages": pool(k8), "v_pages": pool(v8), "k_scale": pool(ks[..., None])[..., 0]}
     fp8.update(v_scale=pool(vs[..., None])[..., 0], page_table=table, lengths=lengths)
     return Paged(q, k, v, paged, fp8, ps)
@@ -263,7 +270,7 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
         pages, count = case.select(c.q, c)
         sel = {"pages": pages, "page_count": count}
         sel_ms = selection_ms(case, c, args.reps) if case.timed else 0.0
-        kept = pages.shape[-1] * c.page_size  # tokens read per head (full pages)
+        kept = tokens_read(pages, count, c.paged["lengths"], c.page_size)
         for label, cache in (("bf16", c.paged), ("fp8", c.fp8)):
             row = record(
                 f"{case.name} {label}",
@@ -277,6 +284,14 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
                 row["select_ms"] = sel_ms
             _speedup(row, dense if label == "bf16" else fp8)
     return rows
+
+
+def tokens_read(pages: Tensor, count: Tensor, lengths: Tensor, page_size: int) -> float:
+    """Mean tokens per (batch, KV head) that the first ``count`` of ``pages`` (logical page
+    indices, (B, H_kv, P)) hold: full pages, and a head's last page only as far as its length."""
+    valid = torch.arange(pages.shape[-1], device=pages.device) < count[..., None]
+    held = (lengths[..., None].long() - pages.long() * page_size).clamp(0, page_size)
+    return float((held * valid).sum()) / count.numel()
 
 
 def _speedup(row: dict, base: dict) -> None:

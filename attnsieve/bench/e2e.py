@@ -49,6 +49,7 @@ from torch import Tensor
 
 from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
+    command_line,
     environment,
     rel_err,
     require_cuda,
@@ -175,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
     check = correctness_check(model, device)
     print(
         f"check (full-budget layout vs sdpa, {CHECK_LENGTH} tokens): rel err {check['rel_err']:.2e}"
+        f", {check['dense_fallback_layers']} layers ran dense"
     )
     rows = []
     for length in lengths:
@@ -241,6 +243,8 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     """(label, config) per entry of --methods (a planner name or a JSON file), or of --config."""
     if (args.kv, args.decode, args.precision) != ("none", "none", "bf16"):
         raise ValueError("--kv/--decode/--precision: apply to decode speed (--decode-steps)")
+    if args.batch.strip() != "1" or args.paged_cache:  # time to first token is of one prompt
+        raise ValueError("--batch/--paged-cache: apply to decode speed (--decode-steps)")
     entries = [args.config] if args.config else [m for m in args.methods.split(",") if m.strip()]
     out = []
     for entry in entries:
@@ -388,21 +392,26 @@ def time_attention_free(model: Any, ids: Tensor, repeats: int) -> float:
 
 def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:
     """Every block through the attnsieve kernel (a streaming window over the whole prompt, not a
-    layout flagged dense, so SDPA dispatch is bypassed) must give SDPA's last-position logits."""
+    layout flagged dense, so SDPA dispatch is bypassed) must give SDPA's last-position logits.
+
+    The cost model is off: it would send every layer of this full-density layout to SDPA, and the
+    check would compare SDPA with itself. A layer that still ran dense fails the check."""
     ids = torch.randint(0, model.config.vocab_size, (1, CHECK_LENGTH), device=device)
     full = AttentionConfig(
         prefill={"method": "streaming", "sink_tokens": 0, "window_tokens": CHECK_LENGTH},
         min_prefill_length=1,
     )
     _, reference, _ = time_prefill(model, ids, 1)
-    with patch(model, full):
+    with patch(model, full, cost=None) as stats:
         _, logits, _ = time_prefill(model, ids, 1)
+        dense_layers = sum(f is not None for f in stats.fallback_per_layer)
     err = rel_err(logits, reference)
     return {
         "length": CHECK_LENGTH,
         "rel_err": err,
         "tolerance": CHECK_REL_ERR,
-        "passed": err < CHECK_REL_ERR,
+        "dense_fallback_layers": dense_layers,
+        "passed": err < CHECK_REL_ERR and dense_layers == 0,
     }
 
 
@@ -480,15 +489,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (every option spelled out)."""
-    parts = []
-    for key, value in vars(args).items():
-        flag = f"--{key.replace('_', '-')}"
-        if isinstance(value, bool):  # a store_true flag: present or absent
-            parts += [flag] if value else []
-        elif value is not None:
-            value = " ".join(value) if isinstance(value, list) else value
-            parts.append(f"{flag} {value}")
-    return "attnsieve bench e2e " + " ".join(parts)
+    return command_line("bench e2e", args)
 
 
 def _transformers_version() -> str:

@@ -72,6 +72,8 @@ def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, Attention
         raise ValueError(f"--batch: expected comma-separated ints >= 1, got {args.batch!r}")
     if args.config is not None:
         raise ValueError("--config: not used with --decode-steps; give JSON files to --methods")
+    if args.no_cost:  # the prefill is not timed; its layers plan as `attnsieve.patch` does
+        raise ValueError("--no-cost: applies to time to first token, not --decode-steps")
     axes = argparse.Namespace(
         **vars(args),
         method_kwargs="{}",
@@ -162,10 +164,18 @@ def time_decode(
         if paged:
             handle.compress()  # what the first decode step would do, kept out of the timing
         token = out.logits[:, -1].argmax(-1)
-        warm, cache, _ = decode(model, token, output_cache(out), WARMUP_STEPS)
+        cache = output_cache(out)
+        if graph_handle(model, cache) is not None:
+            # pages for every step now, so that the graph the warm-up captures serves all the
+            # timed steps (else past its own reservation the timed call reserves and captures)
+            cache.finish_prefill()
+            cache.cache.reserve(WARMUP_STEPS + steps)
+        warm, cache, _ = decode(model, token, cache, WARMUP_STEPS)
         del out
-        replayed = graph_handle(model, cache) is not None
+        graph = None if handle is None or handle.session is None else handle.session.decode_graph
         _, cache, seconds = decode(model, warm[-1], cache, steps)
+        # the timed steps replayed the warm-up's graph, with no capture of their own
+        replayed = graph is not None and handle.session.decode_graph is graph
         if paged:
             kv_bytes = handle.session.paged.memory_bytes()
         else:

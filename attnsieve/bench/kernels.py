@@ -32,6 +32,7 @@ from torch import Tensor
 
 from attnsieve.bench.common import (
     attention_tflops,
+    command_line,
     environment,
     format_table,
     ints,
@@ -126,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
     }
     payload = {
         "benchmark": "kernels",
+        "command": command_line("bench kernels", args),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **env,
         "config": config,
@@ -354,7 +356,8 @@ def _bench_precision(
 
 def _add_precision_speedups(rows: list[dict], have_sage: bool) -> None:
     """vs_bf16: the bf16 baseline's time over the row's (cuDNN dense; our bf16 kernel on the same
-    layout sparse); vs_sage: SageAttention's over ours. Only between rows that passed."""
+    layout sparse); vs_sage: SageAttention's (dense causal) over ours, dense rows only. Only
+    between rows that passed."""
     ok = {
         (r["N"], r["method"], r["precision"], r["density_target"]): r["ms"]
         for r in rows
@@ -369,8 +372,8 @@ def _add_precision_speedups(rows: list[dict], have_sage: bool) -> None:
         base = ("sdpa-cudnn", "bf16") if dense else ("attnsieve", "bf16")
         base_ms = ok.get((r["N"], *base, r["density_target"]))
         r["vs_bf16"] = base_ms / r["ms"] if base_ms else None
-        sage_ms = ok.get((r["N"], "sageattention", "int8-fp16", None))
-        if r["precision"] == "int8-fp8" and sage_ms:
+        sage_ms = ok.get((r["N"], "sageattention", "int8-fp16", None))  # dense causal only
+        if r["precision"] == "int8-fp8" and dense and sage_ms:
             r["vs_sage"] = sage_ms / r["ms"]
 
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.bench.common import (
+    command_line,
     environment,
     format_table,
     graph_ms,
@@ -105,12 +106,25 @@ def main(args: argparse.Namespace) -> int:
             del w
             gc.collect()
             torch.cuda.empty_cache()
-    payload = {
-        "command": "attnsieve bench prefill",
+    write_json(args.out / "prefill.json", _payload(args, planners, head_kinds, rows))
+    _plot(args.out / "prefill.png", rows, args.lengths)
+    columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
+               "speedup", "graph_speedup", "check"]  # fmt: skip
+    print(format_table(rows, columns))
+    return 0
+
+
+def _payload(
+    args: argparse.Namespace, planners: dict[str, Any], head_kinds: list[str], rows: list[dict]
+) -> dict[str, Any]:
+    """prefill.json: the command that ran, the environment, the settings and the rows."""
+    return {
+        "command": command_line("bench prefill", args),
         "environment": environment(),
         "settings": {
             "lengths": args.lengths, "heads": args.heads, "kv_heads": args.kv_heads,
             "head_dim": args.head_dim, "batch": 1, "dtype": "bfloat16", "head_kinds": head_kinds,
+            "seed": args.seed, "rep_ms": args.rep_ms,
             "kwargs": {name: vars(p) for name, p in planners.items()},
             "recall": f"exact fp32 recall over {args.recall_blocks} query blocks spread evenly "
             "over the sequence (all heads, all keys), not over all N rows",
@@ -119,12 +133,6 @@ def main(args: argparse.Namespace) -> int:
         "targets": TARGETS,
         "rows": rows,
     }  # fmt: skip
-    write_json(args.out / "prefill.json", payload)
-    _plot(args.out / "prefill.png", rows, args.lengths)
-    columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
-               "speedup", "graph_speedup", "check"]  # fmt: skip
-    print(format_table(rows, columns))
-    return 0
 
 
 def _bench(planner: Any, w: Any, args: argparse.Namespace) -> dict[str, Any]:

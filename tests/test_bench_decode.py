@@ -1,0 +1,34 @@
+"""`attnsieve bench decode`: its cache and byte counts, on CPU (the timing needs a GPU)."""
+
+import argparse
+
+import pytest
+import torch
+
+from attnsieve.bench.decode import make_cache, random_pages, tokens_read
+from attnsieve.kernels.decode_reference import decode_reference
+
+
+@pytest.mark.parametrize("n", [1000, 1024])
+def test_cache_of_any_length(n):
+    """A length that is not a multiple of the page size is a valid context: its paged cache holds
+    the same tokens as the contiguous one SDPA reads, and the bytes count the tokens held."""
+    torch.manual_seed(0)
+    args = argparse.Namespace(heads=4, kv_heads=2, head_dim=32, page_size=16)
+    c = make_cache(2, n, args, device="cpu")
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        c.q.float().unsqueeze(2), c.k.float(), c.v.float(), enable_gqa=True
+    )[:, :, 0]
+    out = decode_reference(c.q, **c.paged).float()
+    assert float((out - sdpa).norm() / sdpa.norm()) < 1e-2  # bf16 output
+    fp8 = decode_reference(c.q, **c.fp8).float()
+    assert float((fp8 - sdpa).norm() / sdpa.norm()) < 0.1
+    table = c.paged["page_table"]
+    every = torch.arange(table.shape[-1]).expand_as(table).to(torch.int32)
+    count = torch.full(table.shape[:2], table.shape[-1], dtype=torch.int32)
+    assert tokens_read(every, count, c.paged["lengths"], 16) == n
+    pages, count = random_pages(4)(c.q, c)
+    read = tokens_read(pages, count, c.paged["lengths"], 16)
+    last = table.shape[-1] - 1
+    has_last = (pages == last).float().mean()  # heads whose pick holds the partial page
+    assert read == pytest.approx(count[0, 0] * 16 - has_last * (last + 1) * 16 + has_last * n)
