@@ -368,3 +368,19 @@ def test_selectors_always_read_the_pages_of_weighted_tokens():
     tokens[..., 40] = True
     assert page_sets(pages_of(tokens, view, 2), view)[0][0] == {0, 5, 7}
     assert page_sets(pages_of(tokens, plain, 2), plain)[0][0] == {5, 7}
+
+
+def test_ratio_width_covers_the_float32_target():
+    """ceil(ratio x length) is computed in float32 (token_targets, page_budget): the host-side
+    width must not be the float64 value, one less where float32 rounds up (0.15 x 100 = 15 in
+    float64, 15.000001 in float32), which silently dropped a page or a token."""
+    keys = torch.randn(1, 1, 100, D, generator=torch.Generator().manual_seed(0))
+    q = torch.randn(1, 1, D, generator=torch.Generator().manual_seed(1))
+    view = make_view(keys, [[100]], layer=0)
+    quest = Quest(ratio=0.15, dense_layers=0)
+    assert quest.max_tokens(100) == int(quest.token_targets(view)) == 16
+    assert int(quest.select(q, view, StepState()).count) == int(quest.page_targets(view)) == 4
+    view = make_view(keys[:, :, :50], [[50]], page_size=2, layer=0)
+    tidal, step = TidalDecode(ratio=0.3, select_layer=0, reselect_layer=None), StepState()
+    assert tidal.select(q, view, step) is None
+    assert int((step.values[STATE_KEY] >= 0).sum()) == int(tidal.token_targets(view)) == 16
