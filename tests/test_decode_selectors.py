@@ -275,6 +275,9 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
         (lambda: Quest(ratio=2.0), ValueError, "ratio"),
         (lambda: Quest(dense_layers=-1), ValueError, "dense_layers"),
         (lambda: DoubleSparsity(budget_tokens=1.5), ValueError, "budget_tokens"),
+        (lambda: DoubleSparsity(channels=[[False, 3], [0, 2]]), ValueError, "channels"),  # bools
+        (lambda: DoubleSparsity(channels=[[0, 3], [2]]), ValueError, "channels"),
+        (lambda: DoubleSparsity(channels=[[3, 0], [0, 2]]), ValueError, "channels"),
         (lambda: TidalDecode(select_layer=2, reselect_layer=2), ValueError, "reselect_layer"),
         (lambda: TidalDecode(select_layer=-1), ValueError, "select_layer"),
     ],
