@@ -259,8 +259,14 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
     )  # fmt: skip
     with pytest.raises(ValueError, match="view.keys"):
         TidalDecode(budget_tokens=8).select(q, no_keys, StepState())
-    with pytest.raises(ValueError, match="step"):
-        TidalDecode(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=3), StepState())
+    # a layer past select_layer with no selection in its step (the model ran select_layer whole:
+    # a sliding-window layer) is a selection layer: it attends densely and picks
+    step = StepState()
+    assert TidalDecode(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=3), step) is None
+    assert step.values[STATE_KEY].shape == (2, 2, 8)
+    assert TidalDecode(budget_tokens=8).select(
+        q, make_view(keys, LENGTHS, layer=5, num_layers=6), step
+    )
 
 
 @pytest.mark.parametrize(
