@@ -393,3 +393,13 @@ def test_ratio_width_covers_the_float32_target():
     tidal, step = TidalDecode(ratio=0.3, select_layer=0, reselect_layer=None), StepState()
     assert tidal.select(q, view, step) is None
     assert int((step.values[STATE_KEY] >= 0).sum()) == int(tidal.token_targets(view)) == 16
+
+
+def test_quest_reads_every_page_of_a_head_its_budget_covers():
+    """A ragged batch: 38 tokens cover the 37-token head, which reads its 10 pages (it read 9, 36
+    tokens' worth, dropping one page), while the 64-token head reads 9 of its 16."""
+    keys, q = random_case()
+    view = make_view(keys[:, :1], [[64], [37]], layer=0)
+    pages = Quest(budget_tokens=38, dense_layers=0).select(q[:, :2], view, StepState())
+    assert page_sets(pages, view)[1][0] == set(range(10))
+    assert pages.count.tolist() == [[9], [10]]
