@@ -32,16 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rope-scale", type=float, default=None, help="YaRN factor (smollm2: past 8K tokens)"
     )
     parser.add_argument(
-        "--method", default=None, help="planner name; overrides the config's 'prefill'"
+        "--method",
+        default=None,
+        help="planner name; replaces the config's 'prefill' (its per-layer entries too)",
     )
     parser.add_argument(
         "--kv",
         default=None,
         help="KV policy name, or a KV-entry JSON file (attnsieve calibrate --retrieval-heads); "
-        "overrides the config's 'kv'",
+        "replaces the config's 'kv' (its per-layer entries too)",
     )
     parser.add_argument(
-        "--decode", default=None, help="decode selector name; overrides the config's 'decode'"
+        "--decode",
+        default=None,
+        help="decode selector name; replaces the config's 'decode' (its per-layer entries too)",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default=None)
     parser.add_argument(
@@ -90,7 +94,9 @@ def main(args: argparse.Namespace) -> int:
         changes["min_prefill_length"] = args.min_prefill_length
     if args.paged_cache:
         changes["paged_cache"] = True
-    config = dataclasses.replace(config, **changes)
+    # a role given here replaces the config's in every layer (calibrate writes per-layer entries)
+    layers = {i: {r: e for r, e in o.items() if r not in changes} for i, o in config.layers.items()}
+    config = dataclasses.replace(config, **changes, layers={i: o for i, o in layers.items() if o})
     with open(args.prompt_file) as f:
         prompt = f.read()
 

@@ -178,6 +178,26 @@ def test_cli_with_captured_qk(tmp_path, capsys):
     assert "1 layers, mean density" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("r", ["-1", "33"])  # head_dim 32
+def test_cli_label_channels_out_of_range_is_named(tmp_path, r):
+    """A bad --label-channels is refused under its own name, before the calibration runs (it
+    reached calibrate_label_channels as "r" after every layer had been calibrated)."""
+    import argparse
+
+    from attnsieve.eval.calibrate import add_arguments
+
+    qk_path, cand_path = tmp_path / "qk.pt", tmp_path / "cands.json"
+    torch.save(layers()[:1], qk_path)
+    cand_path.write_text(json.dumps([["nope", {}]]))  # reached only if the check comes too late
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--qk", str(qk_path), "--candidates", str(cand_path), "--device", "cpu"]
+    args = parser.parse_args([*argv, "--label-channels", r, "--output", str(tmp_path / "o.json")])
+    with pytest.raises(ValueError, match="--label-channels"):
+        main(args)
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_capture_qk_from_a_transformers_model():
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(

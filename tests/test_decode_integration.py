@@ -281,6 +281,27 @@ def test_fp8_kv_cache_decodes_close_to_full_precision():
 
 
 @torch.no_grad()
+def test_tidaldecode_whose_selection_layer_runs_whole(monkeypatch):
+    """Gemma 3's layer 0 slides (it runs whole, without the selector): TidalDecode selecting at
+    layer 0 raised at layer 1 ("no TidalDecode selection"), and the step's state, reset only at
+    layer 0, would have carried a selection over to the next step. Layer 1 now selects afresh
+    every step (attending densely), so generation is stock generation."""
+    model = build("gemma3")
+    ids = prompt(batch=2, length=64)
+    stock = greedy(model, ids)
+    tidal = {"method": "tidaldecode", "select_layer": 0, "reselect_layer": None,
+             "budget_tokens": 8}  # fmt: skip
+    from attnsieve.methods.decode import TidalDecode
+
+    select, picked = TidalDecode.select, []
+    monkeypatch.setattr(TidalDecode, "select", lambda self, q, view, step: picked.append(
+        select(self, q, view, step)) or picked[-1])  # fmt: skip
+    with patch(model, AttentionConfig(prefill="dense", decode=tidal)):
+        assert torch.equal(greedy(model, ids), stock)
+    assert len(picked) == NEW - 1 and all(p is None for p in picked)  # a selection every step
+
+
+@torch.no_grad()
 def test_calibrated_double_sparsity_runs_on_its_label_cache():
     from attnsieve.eval.calibrate import add_label_channels, capture_qk
 

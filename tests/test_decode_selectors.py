@@ -259,8 +259,14 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
     )  # fmt: skip
     with pytest.raises(ValueError, match="view.keys"):
         TidalDecode(budget_tokens=8).select(q, no_keys, StepState())
-    with pytest.raises(ValueError, match="step"):
-        TidalDecode(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=3), StepState())
+    # a layer past select_layer with no selection in its step (the model ran select_layer whole:
+    # a sliding-window layer) is a selection layer: it attends densely and picks
+    step = StepState()
+    assert TidalDecode(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=3), step) is None
+    assert step.values[STATE_KEY].shape == (2, 2, 8)
+    assert TidalDecode(budget_tokens=8).select(
+        q, make_view(keys, LENGTHS, layer=5, num_layers=6), step
+    )
 
 
 @pytest.mark.parametrize(
@@ -275,6 +281,9 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
         (lambda: Quest(ratio=2.0), ValueError, "ratio"),
         (lambda: Quest(dense_layers=-1), ValueError, "dense_layers"),
         (lambda: DoubleSparsity(budget_tokens=1.5), ValueError, "budget_tokens"),
+        (lambda: DoubleSparsity(channels=[[False, 3], [0, 2]]), ValueError, "channels"),  # bools
+        (lambda: DoubleSparsity(channels=[[0, 3], [2]]), ValueError, "channels"),
+        (lambda: DoubleSparsity(channels=[[3, 0], [0, 2]]), ValueError, "channels"),
         (lambda: TidalDecode(select_layer=2, reselect_layer=2), ValueError, "reselect_layer"),
         (lambda: TidalDecode(select_layer=-1), ValueError, "select_layer"),
     ],
@@ -368,3 +377,29 @@ def test_selectors_always_read_the_pages_of_weighted_tokens():
     tokens[..., 40] = True
     assert page_sets(pages_of(tokens, view, 2), view)[0][0] == {0, 5, 7}
     assert page_sets(pages_of(tokens, plain, 2), plain)[0][0] == {5, 7}
+
+
+def test_ratio_width_covers_the_float32_target():
+    """ceil(ratio x length) is computed in float32 (token_targets, page_budget): the host-side
+    width must not be the float64 value, one less where float32 rounds up (0.15 x 100 = 15 in
+    float64, 15.000001 in float32), which silently dropped a page or a token."""
+    keys = torch.randn(1, 1, 100, D, generator=torch.Generator().manual_seed(0))
+    q = torch.randn(1, 1, D, generator=torch.Generator().manual_seed(1))
+    view = make_view(keys, [[100]], layer=0)
+    quest = Quest(ratio=0.15, dense_layers=0)
+    assert quest.max_tokens(100) == int(quest.token_targets(view)) == 16
+    assert int(quest.select(q, view, StepState()).count) == int(quest.page_targets(view)) == 4
+    view = make_view(keys[:, :, :50], [[50]], page_size=2, layer=0)
+    tidal, step = TidalDecode(ratio=0.3, select_layer=0, reselect_layer=None), StepState()
+    assert tidal.select(q, view, step) is None
+    assert int((step.values[STATE_KEY] >= 0).sum()) == int(tidal.token_targets(view)) == 16
+
+
+def test_quest_reads_every_page_of_a_head_its_budget_covers():
+    """A ragged batch: 38 tokens cover the 37-token head, which reads its 10 pages (it read 9, 36
+    tokens' worth, dropping one page), while the 64-token head reads 9 of its 16."""
+    keys, q = random_case()
+    view = make_view(keys[:, :1], [[64], [37]], layer=0)
+    pages = Quest(budget_tokens=38, dense_layers=0).select(q[:, :2], view, StepState())
+    assert page_sets(pages, view)[1][0] == set(range(10))
+    assert pages.count.tolist() == [[9], [10]]

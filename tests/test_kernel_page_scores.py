@@ -92,13 +92,15 @@ def _previous_selection(selector, q, view):
     """Quest's selection as it was: float32 matmul bounds, float64 ranking key, a bool mask."""
     key_min, key_max = view.bounds()
     b, h, p, d = key_min.shape
-    width = max(1, selector.max_tokens(p * view.page_size) // view.page_size)
+    width = min(p, -(-selector.max_tokens(p * view.page_size) // view.page_size))
     qg = q.float().view(b, h, -1, d)
     bound = qg.clamp(min=0) @ key_max.mT + qg.clamp(max=0) @ key_min.mT
     valid = torch.arange(p, device=q.device) < view.page_count[..., None]
     key = rank_key(bound.amax(2), last_page(view), valid)
-    count = selector.token_targets(view) // view.page_size
-    count = torch.minimum(count.clamp(min=1), view.page_count.long())
+    target = selector.token_targets(view)
+    count = (target // view.page_size).clamp(min=1)
+    count = torch.where(target >= view.lengths, view.page_count.long(), count)  # budget covers it
+    count = torch.minimum(count, view.page_count.long())
     return pack_indices(top_mask(key, count, width), width)
 
 

@@ -163,7 +163,9 @@ def test_malformed_input_is_named(change, error, name):
 @pytest.mark.parametrize("page_size", [16, 64])
 def test_page_budget_matches_twin_and_the_token_rule(budget, page_size):
     """Pages per head: the token target (budget, or ceil(ratio x length) in float32, at most the
-    length) in whole pages, at least 1, at most the head's pages; 0 for an empty head. Ragged
+    length) in whole pages, at least 1, at most the head's pages; all of them when the target is
+    the whole length (a budget of 100 tokens reads both pages of a 17-token head, not one); 0 for
+    an empty head. Ragged
     lengths, one transposed (B, H) input."""
     lengths = torch.randint(0, 40_000, (5, 7), dtype=torch.int32)
     lengths[0, :4] = torch.tensor([0, 1, page_size, page_size + 1])
@@ -181,7 +183,7 @@ def test_page_budget_matches_twin_and_the_token_rule(budget, page_size):
             target = min(n, budget["budget_tokens"])
         else:
             target = min(n, math.ceil(float(torch.tensor(budget["ratio"]) * n)))
-        assert got == min(max(target // page_size, 1), pages)
+        assert got == (pages if target >= n else min(max(target // page_size, 1), pages))
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,20 @@ def test_run_sparse_method_reports_density(model_dir, tmp_path, capsys):
     assert dense == 1.0 and sparse_density < 0.9
 
 
+def test_run_role_flags_replace_the_config_s_per_layer_entries(model_dir, tmp_path, capsys):
+    """--decode and --method override the config's role in every layer, not only its top-level
+    entry: a calibrated config's per-layer entries (Double Sparsity's channels, per-head planners)
+    had kept running under the flag that was meant to replace them."""
+    sparse = {"method": "streaming", "sink_tokens": 0, "window_tokens": 1, **BLOCKS}
+    no_labels = {"method": "double_sparsity", "ratio": 0.5, "dense_layers": 0}  # fails at decode
+    config = {"prefill": "dense", "min_prefill_length": 16,
+              "layers": {"0": {"decode": no_labels}, "1": {"prefill": sparse}}}  # fmt: skip
+    args, _ = cli(model_dir, tmp_path, config, "--max-new-tokens", "3", "--decode", "quest",
+                  "--method", "dense")  # fmt: skip
+    assert run.main(args) == 0
+    assert "mean density per layer: 1.000 1.000" in capsys.readouterr().out
+
+
 def test_run_takes_a_kv_entry_file(model_dir, tmp_path, capsys, monkeypatch):
     """--kv razor.json (what `attnsieve calibrate --retrieval-heads` writes): RazorAttention with
     its retrieval heads compresses the prompt on the paged cache and generation runs."""

@@ -380,6 +380,8 @@ def main(args: argparse.Namespace) -> int:
             candidates = [tuple(c) for c in json.load(f)]
     if args.length < 1:
         raise ValueError(f"--length: expected a positive number of tokens, got {args.length}")
+    if args.label_channels < 0:
+        raise ValueError(f"--label-channels: expected R >= 0 (0: none), got {args.label_channels}")
     if args.qk:
         try:
             layers = torch.load(args.qk, map_location="cpu")
@@ -399,6 +401,12 @@ def main(args: argparse.Namespace) -> int:
         layers = _model_sample(args)
     device = torch.device(args.device)
     layers = {index: (q.to(device), k.to(device)) for index, (q, k) in by_layer(layers)}
+    for q, _ in layers.values():  # before the calibration, which takes a while
+        if q.dim() and args.label_channels > q.shape[-1]:
+            raise ValueError(
+                f"--label-channels: expected at most the head dimension {q.shape[-1]}, "
+                f"got {args.label_channels}"
+            )
     granularity = "layer" if args.per_layer else "head"
     result = calibrate(layers, args.target_recall, candidates, granularity=granularity)
     if args.label_channels:

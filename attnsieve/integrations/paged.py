@@ -59,6 +59,7 @@ class PagedSession:
         self.periodic: dict[int, tuple[Any, Tensor, Tensor]] = {}
         self.steps: dict[int, int] = {}  # layer -> decode steps since the last compression
         self.step = StepState()
+        self.step_layer = -1  # the last layer that decoded in this step
         self.scales: dict[int, float | None] = {}
         self.whole: set[int] = set()  # layers whose attention must see every token
         self.started: set[int] = set()  # layers that have seen a call
@@ -140,8 +141,9 @@ class PagedSession:
         return self._chunk(layer, query, scale)
 
     def _decode(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
-        if layer == 0:
-            self.step = StepState()
+        if layer <= self.step_layer:  # a new step: not `layer == 0`, which may run whole
+            self.step = StepState()  # (a sliding-window layer) and never come here
+        self.step_layer = layer
         selector = self.config.selector(layer)
         pages = None
         if selector is not None:

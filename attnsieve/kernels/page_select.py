@@ -141,7 +141,8 @@ def _page_budget_kernel(
         target = tl.minimum(tl.math.ceil(n_len.to(tl.float32) * ratio).to(tl.int32), n_len)
     else:
         target = tl.minimum(n_len, budget)
-    pages = tl.minimum(tl.maximum(target // PAGE_SIZE, 1), n_pages)
+    pages = tl.where(target >= n_len, n_pages, tl.maximum(target // PAGE_SIZE, 1))
+    pages = tl.minimum(pages, n_pages)  # a target of the whole length: every page
     tl.store(OUT + o, pages, mask=m)
 
 

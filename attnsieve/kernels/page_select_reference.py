@@ -41,11 +41,13 @@ def page_budget(
 ) -> Tensor:
     """int32 (B, H): the pages each head reads under a token budget: its token target (at most
     ``budget_tokens``, or ceil(``ratio`` x length) computed in float32, and never past its
-    length) in whole pages, at least 1 and at most its page count (0 for an empty head)."""
+    length) in whole pages, at least 1 and at most its page count (0 for an empty head); every
+    page when the target is the head's whole length (its partial last page included)."""
     n = lengths.long()
     if budget_tokens is not None:
         target = n.clamp(max=budget_tokens)
     else:
         scaled = n.float() * torch.tensor(ratio, dtype=torch.float32, device=n.device)
         target = torch.minimum(scaled.ceil().long(), n)
-    return torch.minimum((target // page_size).clamp(min=1), page_count.long()).int()
+    pages = torch.where(target >= n, page_count.long(), (target // page_size).clamp(min=1))
+    return torch.minimum(pages, page_count.long()).int()

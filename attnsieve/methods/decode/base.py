@@ -71,10 +71,14 @@ class DecodeSelector:
         )  # fmt: skip
 
     def max_tokens(self, max_len: int) -> int:
-        """A host-side bound on any head's token target."""
+        """A host-side bound on any head's token target (for ``ratio``: ceil(ratio x max_len) in
+        float32, as `token_targets` and `page_budget` compute it; float64 can be one less)."""
         if self.budget_tokens is not None:
             return min(max_len, self.budget_tokens)
-        return min(max_len, math.ceil(self.ratio * max_len))
+        scaled = torch.tensor(max_len, dtype=torch.float32) * torch.tensor(
+            self.ratio, dtype=torch.float32
+        )
+        return min(max_len, math.ceil(scaled.item()))
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         raise NotImplementedError

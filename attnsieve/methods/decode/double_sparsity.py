@@ -56,7 +56,7 @@ class DoubleSparsity(DecodeSelector):
             or not self.channels
             or not all(isinstance(c, list) and c and c == sorted(set(c)) for c in self.channels)
             or len({len(c) for c in self.channels}) != 1
-            or not all(isinstance(i, int) and i >= 0 for c in self.channels for i in c)
+            or not all(type(i) is int and i >= 0 for c in self.channels for i in c)  # no bools
         ):
             raise ValueError(
                 "channels: expected one ascending list of R distinct channel indices per KV head "

@@ -36,7 +36,8 @@ class Quest(DecodeSelector):
     paper sweeps budgets from 256 to 4096 tokens; the default, 4096, is the largest of them (the
     setting that tracks dense accuracy closest), not a single documented default. ``ratio`` reads
     ceil(ratio x length) tokens' worth of pages per head. When the budget covers every page the
-    selector returns None (dense). A page holding a compensation token (RazorAttention on the
+    selector returns None (dense); a head whose whole length the budget covers (a shorter head of
+    a ragged batch) reads all its pages. A page holding a compensation token (RazorAttention on the
     same cache) is always read, within the budget: its bound would see one token where it stands
     for many.
     """
@@ -52,9 +53,11 @@ class Quest(DecodeSelector):
     def width(self, view: PageView) -> int | None:
         """Pages a head reads at most, or None where this layer reads every page (a dense layer,
         or a budget that covers every page)."""
-        p = view.num_pages
-        width = max(1, self.max_tokens(p * view.page_size) // view.page_size)
-        return None if view.layer < self.dense_layers or width >= p else width
+        p, ps = view.num_pages, view.page_size
+        tokens = self.max_tokens(p * ps)
+        if view.layer < self.dense_layers or max(1, tokens // ps) >= p:
+            return None
+        return min(p, -(-tokens // ps))  # a head the budget covers reads its partial last page
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)

@@ -43,7 +43,10 @@ class TidalDecode(DecodeSelector):
     uncompressed cache, where index = position in every layer; after a KV policy has evicted
     tokens differently per layer the reused indices no longer name the same tokens. The default
     budget 4096 is the largest the paper evaluates, not a single documented default. The paper's
-    KV-cache correction (re-filling tokens decoded sparsely) is not done.
+    KV-cache correction (re-filling tokens decoded sparsely) is not done. A step's first layer
+    past ``select_layer`` that finds no selection of this step selects itself: the integration
+    runs sliding-window and soft-capped layers whole, without the selector (Gemma 3's layer 2
+    is one), so its next layer takes the selection layer's role.
     """
 
     select_layer: int = 2
@@ -61,14 +64,11 @@ class TidalDecode(DecodeSelector):
         check_query(q, view)
         if view.layer < self.select_layer:
             return None
-        if view.layer in (self.select_layer, self.reselect_layer):
+        # a selection layer, or the first layer of the step past it that runs the selector
+        # (the model may run select_layer whole: a sliding-window or soft-capped layer)
+        if view.layer in (self.select_layer, self.reselect_layer) or STATE_KEY not in step.values:
             step.values[STATE_KEY] = self._choose(q, view)
             return None  # a selection layer attends to everything
-        if STATE_KEY not in step.values:
-            raise ValueError(
-                f"step: no TidalDecode selection for layer {view.layer}; the integration must pass "
-                f"one StepState through the layers of a step in order (from {self.select_layer})"
-            )
         chosen = step.values[STATE_KEY]  # int32 (B, H_kv, K) token indices, -1 padded
         b, h, p = view.page_table.shape
         n = p * view.page_size
