@@ -121,7 +121,9 @@ def test_prefill_timing_alternates_stock_and_patched(monkeypatch):
 def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, monkeypatch):
     """--paged-cache: the dense config decodes on attnsieve's paged cache and stays the dense
     reference; steps replay CUDA graphs on a GPU and never on the CPU."""
-    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    # two warm-up steps: the first runs eagerly and the second is captured, so the timed steps
+    # replay (with one, the timed call captures and rightly reports no replay)
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 2)
     argv = _argv(tiny_probe_dir, tmp_path, "--paged-cache", "--kv", "none", "--batch", "2")
     assert cli.main(argv) == 0
     result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
