@@ -19,6 +19,7 @@ entry it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -164,6 +165,15 @@ class AttentionConfig:
                     f"layers[{layer}]['prefill']: {len(heads)} per-head entries, but the model "
                     f"has {num_heads} query heads"
                 )
+
+    def override(self, **changes: Any) -> AttentionConfig:
+        """A copy with ``changes`` (fields, as `dataclasses.replace` takes them); a role among
+        them replaces that role in every layer too, so that no per-layer entry (such as
+        `attnsieve calibrate` writes) keeps running under it (`attnsieve run`'s role flags and
+        `attnsieve eval`'s axes)."""
+        layers = changes.pop("layers", self.layers)
+        kept = {i: {r: e for r, e in o.items() if r not in changes} for i, o in layers.items()}
+        return dataclasses.replace(self, **changes, layers={i: o for i, o in kept.items() if o})
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
