@@ -83,6 +83,11 @@ class DecodeSelector:
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         raise NotImplementedError
 
+    def check_layer(self, layer: int, kv_heads: int | None, head_dim: int | None) -> None:
+        """Raise ValueError unless the selector can run on layer ``layer`` of a model of
+        ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown), before any forward
+        (`AttentionConfig.check_model`). Every selector can, unless it holds per-layer data."""
+
 
 def check_query(q: Tensor, view: PageView) -> None:
     """``q`` is a (B, H_q, D) float tensor matching the view (H_q a multiple of H_kv)."""
