@@ -8,7 +8,6 @@ Prints the output text, time to first token, decode tokens/s and the mean densit
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from typing import Any
 
@@ -94,9 +93,7 @@ def main(args: argparse.Namespace) -> int:
         changes["min_prefill_length"] = args.min_prefill_length
     if args.paged_cache:
         changes["paged_cache"] = True
-    # a role given here replaces the config's in every layer (calibrate writes per-layer entries)
-    layers = {i: {r: e for r, e in o.items() if r not in changes} for i, o in config.layers.items()}
-    config = dataclasses.replace(config, **changes, layers={i: o for i, o in layers.items() if o})
+    config = config.override(**changes)  # a role given here replaces the config's in every layer
     with open(args.prompt_file) as f:
         prompt = f.read()
 

@@ -318,3 +318,57 @@ def parser_for_qk(tmp_path, out):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return parser.parse_args(["--qk", str(qk), "--retrieval-heads", str(out)])
+
+
+def _cli_error(capsys, argv):
+    """The one-line message of ``attnsieve calibrate ARGV``, which must exit 2."""
+    from attnsieve import cli
+
+    assert cli.main(["calibrate", *argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnsieve calibrate: error: "), err
+    return err[0].removeprefix("attnsieve calibrate: error: ")
+
+
+@pytest.mark.parametrize("text", ["5", '{"streaming": {}}', '"dense"', "[]", "[5]", "[1"])
+def test_cli_candidates_file_of_another_shape_is_named(tmp_path, capsys, text):
+    """A --candidates file that is not a list of pairs is refused under its option's name (a
+    number gave "'int' object is not iterable"; a dict's keys were split into letters)."""
+    qk, cands = tmp_path / "qk.pt", tmp_path / "cands.json"
+    torch.save(layers()[:1], qk)
+    cands.write_text(text)
+    out = tmp_path / "out.json"
+    argv = ["--qk", str(qk), "--candidates", str(cands), "--output", str(out)]
+    assert _cli_error(capsys, argv).startswith("--candidates: ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["no_such_folder/out.json", "."])
+def test_cli_output_that_cannot_be_written_is_refused_before_calibrating(
+    tmp_path, capsys, monkeypatch, where
+):
+    """--output (and --retrieval-heads' PATH) in a missing folder or naming a folder fails before
+    the calibration (or the model) runs, not after."""
+    from attnsieve.eval import calibrate as module
+
+    monkeypatch.setattr(module, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    monkeypatch.setattr("attnsieve.eval.models.load_model", lambda *a, **k: pytest.fail("loaded"))
+    qk = tmp_path / "qk.pt"
+    torch.save(layers()[:1], qk)
+    path = str(tmp_path / where)
+    assert _cli_error(capsys, ["--qk", str(qk), "--output", path]).startswith("--output: ")
+    message = _cli_error(capsys, ["--model", "x", "--retrieval-heads", path])
+    assert message.startswith("--retrieval-heads: ")
+
+
+def test_cli_options_of_the_other_mode_are_refused(tmp_path, capsys, monkeypatch):
+    """Options --retrieval-heads ignores are refused with it, naming them, and its own ratios
+    without it."""
+    monkeypatch.setattr("attnsieve.eval.models.load_model", lambda *a, **k: pytest.fail("loaded"))
+    out = str(tmp_path / "razor.json")
+    argv = ["--model", "x", "--retrieval-heads", out, "--label-channels", "4", "--per-layer"]
+    assert _cli_error(capsys, argv) == (
+        "--per-layer, --label-channels: not used with --retrieval-heads"
+    )
+    argv = ["--model", "x", "--echo-ratio", "0.1", "--output", out]
+    assert _cli_error(capsys, argv) == "--echo-ratio: used only with --retrieval-heads"

@@ -320,6 +320,33 @@ def test_calibrated_double_sparsity_runs_on_its_label_cache():
     assert labels is not None and labels.shape[-1] == 4
 
 
+DS = {"method": "double_sparsity", "ratio": 0.5, "dense_layers": 0}
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"decode": {**DS, "channels": [[0, 1]] * 3}}, r"decode \(layer 0\): channels: 3 lists"),
+        (
+            {"decode": DS, "layers": {0: {"decode": {**DS, "channels": [[0, 1]] * 2}}}},
+            r"decode \(layer 1\): channels: none given",
+        ),
+        (
+            {"layers": {1: {"decode": {**DS, "channels": [[0, 16]] * 2}}}},
+            r"layers\[1\]\['decode'\]: channels: index 16, but the head dimension is 16",
+        ),
+    ],
+)
+def test_double_sparsity_channels_that_do_not_fit_are_refused_by_patch(config, message):
+    """Label channels of another KV-head count or head dimension, or none for a sparse layer, are
+    refused when the model is patched, naming the layer; they had failed only at the first sparse
+    decode step (a missing layer), or there without naming it ("channels: expected shape...")."""
+    model = build("llama")  # 2 layers, 2 KV heads of 16 channels
+    with pytest.raises(ValueError, match=message):
+        patch(model, AttentionConfig(prefill="dense", **config))
+    assert model.config._attn_implementation == "sdpa"  # not patched
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_razor_compensation_tokens_weigh_the_same_in_prompt_chunks_and_decode(dtype):

@@ -279,6 +279,11 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
         (lambda: Quest(budget_tokens=0), ValueError, "budget_tokens"),
         (lambda: Quest(budget_tokens=-4), ValueError, "budget_tokens"),
         (lambda: Quest(ratio=2.0), ValueError, "ratio"),
+        *(
+            (lambda cls=cls, r=r: cls(ratio=r), ValueError, r"ratio: .* in \(0, 1\]")
+            for cls in (Quest, DoubleSparsity, TidalDecode)
+            for r in (0.0, 0)
+        ),  # ratio 0 had read only the current page; budget_tokens=0 was already refused
         (lambda: Quest(dense_layers=-1), ValueError, "dense_layers"),
         (lambda: DoubleSparsity(budget_tokens=1.5), ValueError, "budget_tokens"),
         (lambda: DoubleSparsity(channels=[[False, 3], [0, 2]]), ValueError, "channels"),  # bools

@@ -266,3 +266,28 @@ def test_split_question_keeps_the_question_out_of_the_context():
     context, question = harness.split_question("text text\nWhat is the pass key? The pass key is")
     assert context == "text text" and question.startswith("\nWhat is the pass key?")
     assert harness.split_question("no question") == ("no question", "")
+
+
+def test_kv_and_decode_axes_replace_a_config_files_roles_in_every_layer(tmp_path):
+    """A given --kv / --decode replaces the file's role in every layer, as `attnsieve run`'s flags
+    do (calibrate writes per-layer decode entries); left out, the file keeps its own."""
+    path = tmp_path / "cal.json"
+    channels = [[0, 1]]
+    path.write_text(json.dumps({
+        "prefill": "dense", "kv": "snapkv", "decode": "double_sparsity",
+        "layers": {"0": {"decode": {"method": "double_sparsity", "channels": channels},
+                         "kv": "streaming", "prefill": "streaming"}},
+    }))  # fmt: skip
+    args = _args("x", tmp_path, "--decode", "quest", "--kv", "none")
+    args.methods = str(path)
+    ((label, config),) = harness.method_configs(args)
+    assert label == "cal+quest@0.125"
+    assert [type(config.selector(i)).__name__ for i in (0, 1)] == ["Quest", "Quest"]
+    assert config.policy(0) is None and config.policy(1) is None
+    assert config.layers == {0: {"prefill": "streaming"}}  # the other roles stay
+    args = _args("x", tmp_path)
+    args.methods = str(path)
+    ((label, config),) = harness.method_configs(args)
+    assert label == "cal"
+    assert config.selector(0).channels == channels
+    assert [type(config.policy(i)).__name__ for i in (0, 1)] == ["StreamingLLM", "SnapKV"]

@@ -315,6 +315,22 @@ def test_adakv_budget_goes_to_the_inner_policy():
     assert torch.equal(kept.count.sum(-1).long(), ada.inner.targets(view).sum(-1))
 
 
+@pytest.mark.parametrize("inner", ["pyramidkv", {"method": "pyramidkv", "window": 8}])
+def test_adakv_takes_its_inner_policy_from_a_config_entry(inner):
+    """Ada-Pyramid from JSON: ``inner`` as a name or an entry, as a config holds it, and through
+    `to_dict` / `from_json` (an inner policy could only be an object, so no JSON could give one)."""
+    import json
+
+    from attnsieve.integrations import AttentionConfig
+
+    config = AttentionConfig(kv={"method": "adakv", "inner": inner, "ratio": 0.25})
+    again = AttentionConfig.from_json(json.loads(json.dumps(config.to_dict())))
+    window = 8 if isinstance(inner, dict) else PyramidKV.window
+    for policy in (config.policy(0), again.policy(0)):
+        assert policy.inner == PyramidKV(ratio=0.25, window=window)
+    assert get_policy("adakv", inner=inner, ratio=0.25) == config.policy(0)
+
+
 def test_razor_given_heads_sink_window_and_compensation():
     view = make_view(LENGTHS)
     policy = RazorAttention(budget=10, sink=4, retrieval_heads={0: [1]})
@@ -397,7 +413,11 @@ def test_echo_induction_scores_on_a_planted_pattern():
         (lambda: PyramidKV(beta=0.5), ValueError, "beta"),
         (lambda: H2O(recent_ratio=2), ValueError, "recent_ratio"),
         (lambda: A2SF(forgetting_factor=1.5), ValueError, "forgetting_factor"),
-        (lambda: AdaKV(inner="snapkv"), TypeError, "inner"),
+        (lambda: AdaKV(inner="razor"), TypeError, "inner: expected a scoring policy"),
+        (lambda: AdaKV(inner={"method": "streaming", "window": 4}), TypeError, "inner: "),
+        (lambda: AdaKV(inner="nope"), ValueError, "inner: unknown KV policy 'nope'"),
+        (lambda: AdaKV(inner={"window": 8}), TypeError, "inner: expected a policy name"),
+        (lambda: AdaKV(inner=3), TypeError, "inner: expected a scoring policy"),
         (lambda: AdaKV(inner=AdaKV()), TypeError, "inner"),
         (lambda: AdaKV(alpha_safeguard=2.0), ValueError, "alpha_safeguard"),
         (lambda: RazorAttention(retrieval_heads={0: 1}), TypeError, r"retrieval_heads\[0\]"),

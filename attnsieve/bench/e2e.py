@@ -123,12 +123,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     decode.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
     decode.add_argument(
         "--kv",
-        default="none",
-        help="comma-separated KV policies or KV-entry JSON files (none: keep all)",
+        default=None,
+        help="comma-separated KV policies or KV-entry JSON files (none, the default: keep all; a "
+        "config file among --methods keeps its own unless --kv is given)",
     )
     decode.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
     decode.add_argument(
-        "--decode", default="none", help="comma-separated decode selectors (none: read all)"
+        "--decode",
+        default=None,
+        help="comma-separated decode selectors (none, the default: read all; a config file among "
+        "--methods keeps its own unless --decode is given)",
     )
     decode.add_argument(
         "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
@@ -241,7 +245,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     """(label, config) per entry of --methods (a planner name or a JSON file), or of --config."""
-    if (args.kv, args.decode, args.precision) != ("none", "none", "bf16"):
+    if (args.kv, args.decode, args.precision) != (None, None, "bf16"):
         raise ValueError("--kv/--decode/--precision: apply to decode speed (--decode-steps)")
     if args.batch.strip() != "1" or args.paged_cache:  # time to first token is of one prompt
         raise ValueError("--batch/--paged-cache: apply to decode speed (--decode-steps)")

@@ -15,7 +15,9 @@ at run time; a layer's single planner one plan, one graph and one cost decision.
 With ``--retrieval-heads PATH`` it finds RazorAttention's retrieval heads instead (arXiv 2407.15891,
 section 3.2: the echo and induction heads of the model, on random tokens repeated) and writes the
 KV-policy entry ``{"method": "razor", "retrieval_heads": {layer: [KV heads]}}`` that ``attnsieve
-eval --kv PATH`` and ``AttentionConfig(kv=...)`` take.
+eval --kv PATH`` and ``AttentionConfig(kv=...)`` take; the options of the calibration are refused
+with it (and its ``--echo-ratio`` / ``--induction-ratio`` without it). The output path and
+``--candidates`` are checked before any model runs.
 
 Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)`` is the layer's
 `PerHeadPlanner`) with the calibration record under "metadata"::
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -334,20 +337,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="text whose first --length tokens are the sample (default: a generated "
         "needle-in-a-haystack prompt of --length tokens)",
     )
-    parser.add_argument("--length", type=int, default=8192, help="sample length in tokens")
+    parser.add_argument("--length", type=int, help="sample length in tokens (default 8192)")
     parser.add_argument("--rope-scale", type=float, default=None, help="YaRN factor (--model)")
-    parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--target-recall", type=float, help="default 0.95")
     parser.add_argument(
         "--per-layer",
         action="store_true",
+        default=None,  # given or not (see _CALIBRATION_OPTIONS)
         help="one candidate per layer: together the fastest by the H200 cost model whose recall, "
         "averaged over layers and heads, reaches the target (default: the sparsest per head)",
     )
     parser.add_argument(
         "--label-channels",
         type=int,
-        default=0,
-        help="also calibrate R label channels per KV head for the double_sparsity decode selector",
+        help="also calibrate R label channels per KV head for the double_sparsity decode selector "
+        "(default 0: none)",
     )
     parser.add_argument(
         "--candidates", help="JSON file with a list of [planner name, kwargs] (default: built-in)"
@@ -356,28 +360,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--retrieval-heads",
         metavar="PATH",
         help="instead: find RazorAttention's retrieval heads (--model) and write its KV-policy "
-        "entry to PATH",
+        "entry to PATH (the options of the calibration are refused with it)",
     )
     parser.add_argument(
-        "--echo-ratio", type=float, default=0.01, help="--retrieval-heads: fraction of echo heads"
+        "--echo-ratio", type=float, help="--retrieval-heads: fraction of echo heads (default 0.01)"
     )
     parser.add_argument(
         "--induction-ratio",
         type=float,
-        default=0.14,
-        help="--retrieval-heads: fraction of induction heads",
+        help="--retrieval-heads: fraction of induction heads (default 0.14)",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output", default="calibration.json")
+    parser.add_argument("--output", help="the config JSON to write (default calibration.json)")
+
+
+# Options of one mode only (the calibration, or --retrieval-heads) and their defaults; the parser
+# leaves them None unless given, so that given to the other mode they are refused, not ignored.
+_CALIBRATION_OPTIONS = {
+    "prompt_file": None,
+    "length": 8192,
+    "target_recall": 0.95,
+    "per_layer": False,
+    "label_channels": 0,
+    "candidates": None,
+    "output": "calibration.json",
+}
+_RETRIEVAL_OPTIONS = {"echo_ratio": 0.01, "induction_ratio": 0.14}
 
 
 def main(args: argparse.Namespace) -> int:
+    own, other = (_RETRIEVAL_OPTIONS, _CALIBRATION_OPTIONS)
+    if not args.retrieval_heads:
+        own, other = other, own
+    given = [f"--{n.replace('_', '-')}" for n in other if getattr(args, n) is not None]
+    if given:
+        mode = "not used with" if args.retrieval_heads else "used only with"
+        raise ValueError(f"{', '.join(given)}: {mode} --retrieval-heads")
+    for name, default in own.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.retrieval_heads:
         return _main_retrieval_heads(args)
-    candidates = DEFAULT_CANDIDATES
-    if args.candidates:
-        with open(args.candidates) as f:
-            candidates = [tuple(c) for c in json.load(f)]
+    _check_output(args.output, "--output")  # before the calibration, which takes a while
+    candidates = (
+        DEFAULT_CANDIDATES if args.candidates is None else _read_candidates(args.candidates)
+    )
     if args.length < 1:
         raise ValueError(f"--length: expected a positive number of tokens, got {args.length}")
     if args.label_channels < 0:
@@ -426,6 +453,7 @@ def _main_retrieval_heads(args: argparse.Namespace) -> int:
 
     if not args.model:
         raise ValueError("--retrieval-heads: needs --model (it runs the model on its own probe)")
+    _check_output(args.retrieval_heads, "--retrieval-heads")
     model, tokenizer, _ = load_model(
         args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
     )
@@ -476,6 +504,38 @@ def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
     if ids.shape[1] < args.length and args.prompt_file:
         raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")
     return capture_qk(model, ids[:, : args.length].to(model.device))
+
+
+def _check_output(path: str, name: str) -> None:
+    """Refuse an output ``path`` that cannot be written (a folder, or in a missing or read-only
+    one), naming the option ``name``: before the work whose result it would hold."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{name}: {path} is a folder; expected a file to write")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name}: no such folder: {folder}")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{name}: cannot write {path}")
+
+
+def _read_candidates(path: str) -> list[Candidate]:
+    """The (planner name, kwargs) pairs of a --candidates JSON file, each checked."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ValueError(f"--candidates: cannot read {path} ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--candidates: {path} is not valid JSON ({e})") from None
+    if not isinstance(data, list) or not data:
+        raise ValueError(
+            f"--candidates: expected a non-empty JSON list of [planner name, kwargs] pairs, got "
+            f"{json.dumps(data):.60}"
+        )
+    try:
+        return [_candidate(c, i) for i, c in enumerate(data)]
+    except ValueError as e:
+        raise ValueError(f"--candidates: {e}") from None
 
 
 def _candidate(c: Any, i: int) -> Candidate:

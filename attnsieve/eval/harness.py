@@ -99,12 +99,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kv",
-        default="none",
-        help="comma-separated KV policies or KV-entry JSON files (none: keep every token)",
+        default=None,
+        help="comma-separated KV policies or KV-entry JSON files (none, the default: keep every "
+        "token; a config file among --methods keeps its own unless --kv is given)",
     )
     parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
     parser.add_argument(
-        "--decode", default="none", help="comma-separated decode selectors (none: read all)"
+        "--decode",
+        default=None,
+        help="comma-separated decode selectors (none, the default: read all; a config file among "
+        "--methods keeps its own unless --decode is given)",
     )
     parser.add_argument(
         "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
@@ -161,38 +165,41 @@ def _split(text: str) -> list[str]:
 
 def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
-    JSON file among --methods is labelled by its stem and takes the other axes as they are. A
-    JSON file among --kv is a KV-policy entry (``attnsieve calibrate --retrieval-heads``), labelled
-    by its stem, at --kv-ratio unless it sets a budget or ratio itself."""
+    JSON file among --methods is labelled by its stem and takes the other axes as they are: a
+    given --kv or --decode (``none`` included) replaces that role of the file in every layer (its
+    per-layer entries too), one left out keeps the file's. A JSON file among --kv is a KV-policy
+    entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at --kv-ratio unless
+    it sets a budget or ratio itself."""
     from attnsieve.integrations import AttentionConfig
 
     kwargs = json.loads(args.method_kwargs)
     if not isinstance(kwargs, dict):
         raise ValueError(f"method-kwargs: expected a JSON object, got {args.method_kwargs!r}")
     common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
-    kvs = [None if x == "none" else x for x in _split(args.kv)] or [None]
-    decodes = [None if x == "none" else x for x in _split(args.decode)] or [None]
+    kvs, decodes = (
+        [_KEEP] if text is None else [None if x == "none" else x for x in _split(text)] or [None]
+        for text in (args.kv, args.decode)
+    )
     precisions = _split(args.precision) or ["bf16"]
     out = []
     for method in _split(args.methods):
         for kv, decode, precision in itertools.product(kvs, decodes, precisions):
-            roles = {
-                "kv": _kv_entry(kv, args.kv_ratio),
-                "decode": None
-                if decode is None
-                else {"method": decode, "ratio": args.decode_ratio},
-                "precision": precision,
-            }
+            roles: dict[str, Any] = {"precision": precision}
             parts = [Path(method).stem if method.endswith(".json") else method]
-            if kv:
-                budget = roles["kv"].get("budget")
-                budget = roles["kv"]["ratio"] if budget is None else budget
-                parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
-            parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
+            if kv is not _KEEP:
+                roles["kv"] = entry = _kv_entry(kv, args.kv_ratio)
+                if entry is not None:
+                    budget = entry["ratio"] if entry.get("budget") is None else entry["budget"]
+                    parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
+            if decode is not _KEEP:
+                roles["decode"] = (
+                    None if decode is None else {"method": decode, "ratio": args.decode_ratio}
+                )
+                parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
             parts += [precision] if precision != "bf16" else []
             if method.endswith(".json"):
                 data = json.loads(Path(method).read_text())
-                config = AttentionConfig.from_json({**common, **data, **roles})
+                config = AttentionConfig.from_json({**common, **data}).override(**roles)
             else:
                 prefill = {"method": method, **kwargs.get(method, {})}
                 config = AttentionConfig(prefill=prefill, **roles, **common)
@@ -207,6 +214,9 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             "name): rename one"
         )
     return out
+
+
+_KEEP = object()  # --kv / --decode not given: a config file keeps its role
 
 
 def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:

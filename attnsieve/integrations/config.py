@@ -19,6 +19,7 @@ entry it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -150,9 +151,17 @@ class AttentionConfig:
     def prefill_precision(self) -> str:
         return "int8-fp8" if self.precision.startswith("int8-fp8") else "bf16"
 
-    def check_model(self, num_layers: int, num_heads: int) -> None:
-        """Raise unless every override fits a model of ``num_layers`` layers and ``num_heads``
-        query heads: a layer index beyond the model, or a per-head list of another length."""
+    def check_model(
+        self,
+        num_layers: int,
+        num_heads: int,
+        kv_heads: int | None = None,
+        head_dim: int | None = None,
+    ) -> None:
+        """Raise unless every override fits a model of ``num_layers`` layers, ``num_heads`` query
+        heads and ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown): a layer index
+        beyond the model, a per-head list of another length, or a decode selector that cannot
+        run on a layer (Double Sparsity's label channels missing for it, or of another shape)."""
         for layer, override in self.layers.items():
             if layer >= num_layers:
                 raise ValueError(
@@ -164,6 +173,25 @@ class AttentionConfig:
                     f"layers[{layer}]['prefill']: {len(heads)} per-head entries, but the model "
                     f"has {num_heads} query heads"
                 )
+        for layer in range(num_layers):
+            selector = self.selector(layer)
+            if selector is None:
+                continue
+            try:
+                selector.check_layer(layer, kv_heads, head_dim)
+            except ValueError as e:
+                own = "decode" in self.layers.get(layer, {})
+                where = f"layers[{layer}]['decode']" if own else f"decode (layer {layer})"
+                raise ValueError(f"{where}: {e}") from None
+
+    def override(self, **changes: Any) -> AttentionConfig:
+        """A copy with ``changes`` (fields, as `dataclasses.replace` takes them); a role among
+        them replaces that role in every layer too, so that no per-layer entry (such as
+        `attnsieve calibrate` writes) keeps running under it (`attnsieve run`'s role flags and
+        `attnsieve eval`'s axes)."""
+        layers = changes.pop("layers", self.layers)
+        kept = {i: {r: e for r, e in o.items() if r not in changes} for i, o in layers.items()}
+        return dataclasses.replace(self, **changes, layers={i: o for i, o in kept.items() if o})
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -86,11 +86,13 @@ def patch(
     """Route ``model``'s attention through attnsieve until the returned handle is removed.
 
     The config is checked against the model first (layer overrides beyond its layers, per-head
-    lists of another length than its query heads). On the Triton backend, ``cost`` decides per
-    layer whether planning can pay for itself (`attnsieve.integrations.cost`); a layer where it
-    cannot runs dense and records the fallback reason "cost". ``cost=None`` always plans. With
-    ``graphs`` (CUDA only), a layer's plan + attention is captured in a CUDA graph the second
-    time its planner sees the same shapes, and replayed after (`attnsieve.integrations.graphs`).
+    lists of another length than its query heads, Double Sparsity's label channels missing for a
+    sparse layer or of another shape than its KV heads and head dimension). On the Triton
+    backend, ``cost`` decides per layer whether planning can pay for itself
+    (`attnsieve.integrations.cost`); a layer where it cannot runs dense and records the
+    fallback reason "cost". ``cost=None`` always plans. With ``graphs`` (CUDA only), a layer's
+    plan + attention is captured in a CUDA graph the second time its planner sees the same
+    shapes, and replayed after (`attnsieve.integrations.graphs`).
     Example::
 
         with attnsieve.patch(model, AttentionConfig(prefill="flexprefill")) as stats:
@@ -108,7 +110,13 @@ def patch(
         raise TypeError(f"config: expected an AttentionConfig, got {type(config).__name__}")
     text_config = model.config.get_text_config()
     num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
-    config.check_model(num_layers, int(getattr(text_config, "num_attention_heads", 0) or 0))
+    heads = int(getattr(text_config, "num_attention_heads", 0) or 0)
+    hidden = getattr(text_config, "hidden_size", None)
+    head_dim = getattr(text_config, "head_dim", None) or (
+        hidden // heads if hidden and heads else None
+    )
+    kv_heads = getattr(text_config, "num_key_value_heads", None) or heads or None
+    config.check_model(num_layers, heads, kv_heads, head_dim)
     modules = [m for m in model.modules() if getattr(m, "layer_idx", None) is not None]
     if handle_of(model) is not None:
         raise ValueError(

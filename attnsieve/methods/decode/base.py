@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import page_budget
-from attnsieve.checks import check_float, check_int, check_tensor
+from attnsieve.checks import check_int, check_tensor
 from attnsieve.methods.kv.base import pack_indices
 from attnsieve.views import Pages, PageView
 
@@ -33,6 +33,9 @@ class DecodeSelector:
 
     ``budget_tokens`` is the number of tokens a KV head reads; ``ratio`` that number as a fraction
     of the head's length. Exactly one is set; when neither is, the class's paper default applies.
+    Both are positive (``budget_tokens >= 1``, ``ratio`` in (0, 1]): in the papers a budget is
+    the tokens the attention reads (Quest's token budget, Double Sparsity's 1/16 of them); a zero
+    budget selects nothing. Every selection also reads the current page.
     """
 
     budget_tokens: int | None = None
@@ -52,8 +55,14 @@ class DecodeSelector:
             self.budget_tokens, self.ratio = self.default_budget_tokens, self.default_ratio
         if self.budget_tokens is not None:
             check_int("budget_tokens", self.budget_tokens, 1)
-        else:
-            check_float("ratio", self.ratio, 0.0, 1.0)
+        elif (
+            isinstance(self.ratio, bool)
+            or not isinstance(self.ratio, (int, float))
+            or not (0 < self.ratio <= 1)
+        ):  # 0 (as budget_tokens=0) is no budget: it had read only the current page
+            raise ValueError(
+                f"ratio: expected a fraction of each head's tokens in (0, 1], got {self.ratio!r}"
+            )
 
     def token_targets(self, view: PageView) -> Tensor:
         """int64 (B, H_kv): tokens each head reads, at most its length."""
@@ -82,6 +91,11 @@ class DecodeSelector:
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         raise NotImplementedError
+
+    def check_layer(self, layer: int, kv_heads: int | None, head_dim: int | None) -> None:
+        """Raise ValueError unless the selector can run on layer ``layer`` of a model of
+        ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown), before any forward
+        (`AttentionConfig.check_model`). Every selector can, unless it holds per-layer data."""
 
 
 def check_query(q: Tensor, view: PageView) -> None:

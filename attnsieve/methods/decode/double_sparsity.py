@@ -38,7 +38,8 @@ class DoubleSparsity(DecodeSelector):
     quantises them to 4 bits). The first ``dense_layers`` (2) layers read every page: our choice,
     following Quest; we have not verified the paper's setting. ``channels`` (one list per KV head,
     from ``attnsieve calibrate --label-channels R``) are handed to the cache when a generation
-    starts under `attnsieve.patch`.
+    starts under `attnsieve.patch`, which refuses them first where they do not fit the model
+    (`check_layer`: every layer past ``dense_layers`` needs them).
     """
 
     dense_layers: int = 2
@@ -68,6 +69,25 @@ class DoubleSparsity(DecodeSelector):
         if self.channels is None:
             return None
         return torch.tensor(self.channels, dtype=torch.int64, device=device)
+
+    def check_layer(self, layer: int, kv_heads: int | None, head_dim: int | None) -> None:
+        """A layer past ``dense_layers`` needs ``channels``, one list per KV head, each index
+        below the head dimension."""
+        if layer < self.dense_layers:
+            return
+        if self.channels is None:
+            raise ValueError(
+                f"channels: none given, but layer {layer} is past dense_layers="
+                f"{self.dense_layers} (attnsieve calibrate --label-channels R writes them)"
+            )
+        if kv_heads is not None and len(self.channels) != kv_heads:
+            raise ValueError(
+                f"channels: {len(self.channels)} lists (one per KV head), but the model has "
+                f"{kv_heads} KV heads"
+            )
+        top = max(c[-1] for c in self.channels)  # each list is ascending
+        if head_dim is not None and top >= head_dim:
+            raise ValueError(f"channels: index {top}, but the head dimension is {head_dim}")
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)

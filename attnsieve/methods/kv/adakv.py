@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -34,24 +34,29 @@ class AdaKV(KVPolicy):
     whatever their head. Heads with concentrated attention keep few tokens, heads with diffuse
     attention many: the counts are ragged and the cache frees the difference.
 
-    ``budget`` / ``ratio`` set here are passed to ``inner``, whose per-head targets (per layer,
-    for PyramidKV: Ada-Pyramid) are pooled; left unset, the inner policy's own apply.
+    ``inner`` is a `ScoredPolicy`, or as a config's JSON gives it, a policy name or an entry
+    ``{"method": name, ...fields}`` (``{"method": "adakv", "inner": "pyramidkv"}``: Ada-Pyramid,
+    the paper's other pairing). ``budget`` / ``ratio`` set here are passed to ``inner``, whose
+    per-head targets (per layer, for PyramidKV) are pooled; left unset, the inner policy's own
+    apply.
 
     Differences from the paper: the safeguard floor is counted per head from its target, as in
     kvpress, and the scores of different heads are compared as the inner policy gives them
     (SnapKV's are attention masses, comparable across heads).
     """
 
-    inner: ScoredPolicy = field(default_factory=SnapKV)
+    inner: ScoredPolicy | str | dict[str, Any] = field(default_factory=SnapKV)
     alpha_safeguard: float = 0.2
 
     name: ClassVar[str] = "adakv"
 
     def __post_init__(self) -> None:
+        if isinstance(self.inner, (str, dict)):
+            self.inner = _policy(self.inner)
         if not isinstance(self.inner, ScoredPolicy) or isinstance(self.inner, AdaKV):
             raise TypeError(
-                f"inner: expected a scoring policy (a ScoredPolicy, e.g. SnapKV()), "
-                f"got {type(self.inner).__name__}"
+                "inner: expected a scoring policy (a ScoredPolicy such as SnapKV() or "
+                f"PyramidKV(), or its name), got {type(self.inner).__name__}"
             )
         if self.budget is not None or self.ratio is not None:
             super().__post_init__()  # checks the pair before handing it to the inner policy
@@ -76,3 +81,22 @@ class AdaKV(KVPolicy):
         key = torch.where(safe, key + 2 * FORCED, key)  # ranked above every other entry
         layer = top_mask(key.view(b, h * n), total, h * n).view(b, h, n)
         return pack(layer & valid, n)
+
+
+def _policy(entry: str | dict[str, Any]) -> Any:
+    """The policy an ``inner`` entry (a name, or a dict with a ``method`` name and its fields)
+    names, built; errors name ``inner``."""
+    from attnsieve.methods.kv import POLICIES  # the registry imports this module
+
+    spec = {"method": entry} if isinstance(entry, str) else entry
+    name = spec.get("method")
+    if not isinstance(name, str):
+        raise TypeError(
+            f"inner: expected a policy name or a dict with a 'method' name, got {entry!r}"
+        )
+    if name not in POLICIES:
+        raise ValueError(f"inner: unknown KV policy {name!r}; available: {sorted(POLICIES)}")
+    try:
+        return POLICIES[name](**{k: v for k, v in spec.items() if k != "method"})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"inner: {e}") from e
