@@ -6,10 +6,11 @@ retrieval heads cycling over the query heads) is planned by every planner with i
 (paper) hyper-parameters. Reported per (length, planner):
 
 - ``density``: computed / dense-causal (query, key) pairs (`Layout.density`, exact);
-- ``recall``: dense attention mass the layout keeps (`attnsieve.eval.fidelity.attention_recall`,
-  exact float32 reference), over ``--recall-blocks`` query blocks spread evenly over the sequence
-  (all heads, every key) rather than all N rows, which would cost an fp32 dense attention per
-  planner; the mean, the worst head and the mean per head kind;
+- ``recall``: dense attention mass the layout keeps (`attnsieve.eval.fidelity.attention_recall`
+  on the exact float32 reference backend, not the Triton kernel under test), over
+  ``--recall-blocks`` query blocks spread evenly over the sequence (all heads, every key) rather
+  than all N rows, which would cost an fp32 dense attention per planner; the mean, the worst head
+  and the mean per head kind;
 - ``plan_ms``, ``attn_ms`` (`attnsieve.kernels.prefill.sparse_attention` on the layout),
   ``total_ms`` and ``speedup`` = SDPA cuDNN causal dense ms / total_ms; ``plan_fraction`` =
   plan_ms / attn_ms. Times are CUDA-event medians (`median_ms`) after a warm-up call.
@@ -126,8 +127,9 @@ def _payload(
             "head_dim": args.head_dim, "batch": 1, "dtype": "bfloat16", "head_kinds": head_kinds,
             "seed": args.seed, "rep_ms": args.rep_ms,
             "kwargs": {name: vars(p) for name, p in planners.items()},
-            "recall": f"exact fp32 recall over {args.recall_blocks} query blocks spread evenly "
-            "over the sequence (all heads, all keys), not over all N rows",
+            "recall": f"exact fp32 recall (attention_recall on the reference backend, not the "
+            f"Triton kernel) over {args.recall_blocks} query blocks spread evenly over the "
+            "sequence (all heads, all keys), not over all N rows",
             "l2_flush": "replayed plans: a 256 MB buffer read before each replay",
         },
         "targets": TARGETS,
@@ -180,7 +182,8 @@ def _sampled_recall_and_error(
     """Per-head recall (H_q,) over sampled query blocks, and the output's relative error there.
 
     Query block i alone, with the keys up to its last query, is a smaller bottom-right aligned
-    problem, so the exact reference only sees (block_q × M) scores per head.
+    problem, so the exact float32 reference (recall and error alike) only sees (block_q × M)
+    scores per head.
     """
     n, m, bq, bk = layout.num_queries, layout.num_keys, layout.block_q, layout.block_k
     picked = torch.linspace(0, layout.num_q_blocks - 1, blocks).round().long().unique().tolist()
@@ -204,7 +207,9 @@ def _sampled_recall_and_error(
             part = (layout.span_start, layout.span_end, layout.span_count)
             sub = sub.with_spans(*(t[:, :, qb : qb + 1] for t in part))
         q_sub, k_sub, v_sub = q[:, :, r0:r1], k[:, :, :m_sub], v[:, :, :m_sub]
-        kept = kept + attention_recall(q_sub, k_sub, sub).mean(0) * (r1 - r0)
+        # the reference, not the auto choice (on CUDA the Triton kernel whose layout is checked)
+        recall = attention_recall(q_sub, k_sub, sub, backend="reference")
+        kept = kept + recall.mean(0) * (r1 - r0)
         rows += r1 - r0
         want = attention_reference(q_sub, k_sub, v_sub, sub).float()
         err2 += float((out[:, :, r0:r1].float() - want).square().sum())
