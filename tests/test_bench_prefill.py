@@ -47,3 +47,28 @@ def test_recall_is_computed_by_the_reference_not_the_kernel_under_test(monkeypat
     recall, err = prefill._sampled_recall_and_error(q, k, v, layout, out, 3)
     assert recall.shape == (4,) and bool(((recall > 0) & (recall <= 1)).all())
     assert err < 1e-5
+
+
+def test_l2_flush_note_covers_every_timed_field(monkeypatch):
+    """prefill.json's l2_flush note names how L2 was flushed before every time a row holds:
+    triton's do_bench (plan_ms, attn_ms, the dense baseline) and graph_ms (graph_plan_ms) flush
+    differently. The timers are stubbed (CPU)."""
+    from attnsieve.eval.workloads import make_workload
+    from attnsieve.kernels.prefill_reference import attention_reference
+    from attnsieve.methods import get_planner
+
+    monkeypatch.setattr(prefill, "median_ms", lambda fn, rep_ms: 2.0)
+    monkeypatch.setattr(prefill, "_graph_plan_ms", lambda planner, q, k: 1.0)
+    monkeypatch.setattr(prefill, "sparse_attention", attention_reference)
+    w = make_workload(["sink_local", "slash"], num_kv_heads=1, seq_len=256, head_dim=16)
+    planner = get_planner("streaming", sink_tokens=16, window_tokens=64, block_q=32, block_k=32)
+    args = argparse.Namespace(recall_blocks=2, rep_ms=1.0)
+    row = prefill._bench(planner, w, args)
+    assert row["check"] == "ok"
+    timed = {key for key in row if key.endswith("_ms") and key != "total_ms"} | {"dense_ms"}
+    parser = argparse.ArgumentParser()
+    prefill.add_arguments(parser)
+    note = prefill._payload(parser.parse_args([]), {}, [], [row])["settings"]["l2_flush"]
+    assert timed == {"plan_ms", "attn_ms", "graph_plan_ms", "dense_ms"}
+    assert set(note) == timed
+    assert "zero" in note["attn_ms"] and "read" in note["graph_plan_ms"]

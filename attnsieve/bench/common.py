@@ -21,7 +21,8 @@ def require_cuda() -> torch.device:
 
 
 def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
-    """Median wall time of ``fn`` in ms, from CUDA events (triton.testing.do_bench)."""
+    """Median wall time of eager calls of ``fn`` in ms, from CUDA events
+    (triton.testing.do_bench, which flushes L2 before each call by zeroing a 256 MB buffer)."""
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))

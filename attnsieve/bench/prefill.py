@@ -13,10 +13,14 @@ retrieval heads cycling over the query heads) is planned by every planner with i
   and the mean per head kind;
 - ``plan_ms``, ``attn_ms`` (`attnsieve.kernels.prefill.sparse_attention` on the layout),
   ``total_ms`` and ``speedup`` = SDPA cuDNN causal dense ms / total_ms; ``plan_fraction`` =
-  plan_ms / attn_ms. Times are CUDA-event medians (`median_ms`) after a warm-up call.
+  plan_ms / attn_ms. Times are CUDA-event medians of eager calls (`median_ms`, i.e.
+  `triton.testing.do_bench`, which flushes L2 by zeroing a 256 MB buffer before each call).
 - ``graph_plan_ms``: the plan replayed from a CUDA graph, as `attnsieve.patch` runs it once a
-  shape repeats (None where the plan waits for the GPU and cannot be captured), and
+  shape repeats (None where the plan waits for the GPU and cannot be captured), with L2 flushed
+  by reading a 256 MB buffer before each replay (`attnsieve.bench.common.graph_ms`), and
   ``graph_speedup`` = dense ms / (graph_plan_ms + attn_ms).
+
+prefill.json's ``settings.l2_flush`` says which flush preceded each timed field.
 
 The sparse output is checked against the float32 reference on the sampled rows first; a planner
 whose check fails gets no times or speed-up. Writes prefill.json and prefill.png (recall vs
@@ -55,6 +59,17 @@ from attnsieve.methods import PLANNERS, get_planner
 
 KINDS = ("sink_local", "vertical", "slash", "retrieval")
 REL_TOL = 2e-2  # bf16 kernel output vs the fp32 reference (relative Frobenius error)
+_DO_BENCH = (
+    "eager calls timed by triton.testing.do_bench: a 256 MB buffer zeroed (written) before each "
+    "call"
+)
+L2_FLUSH = {  # the flush before each timed field of a row
+    "dense_ms": _DO_BENCH,
+    "plan_ms": _DO_BENCH,
+    "attn_ms": _DO_BENCH,
+    "graph_plan_ms": "CUDA-graph replays timed by attnsieve.bench.common.graph_ms: a 256 MB "
+    "buffer read before each replay",
+}
 TARGETS = {"min_recall": 0.95, "max_density": 0.10, "min_speedup": 8.0, "max_plan_fraction": 0.10}
 
 
@@ -130,7 +145,7 @@ def _payload(
             "recall": f"exact fp32 recall (attention_recall on the reference backend, not the "
             f"Triton kernel) over {args.recall_blocks} query blocks spread evenly over the "
             "sequence (all heads, all keys), not over all N rows",
-            "l2_flush": "replayed plans: a 256 MB buffer read before each replay",
+            "l2_flush": L2_FLUSH,
         },
         "targets": TARGETS,
         "rows": rows,
