@@ -72,3 +72,18 @@ def test_l2_flush_note_covers_every_timed_field(monkeypatch):
     assert timed == {"plan_ms", "attn_ms", "graph_plan_ms", "dense_ms"}
     assert set(note) == timed
     assert "zero" in note["attn_ms"] and "read" in note["graph_plan_ms"]
+
+
+def test_plot_names_the_baseline_that_ran(monkeypatch, tmp_path):
+    """Where cuDNN has no kernel the dense baseline is SDPA flash (the rows record which ran): the
+    plot's speed-up axes name the recorded backend, per length."""
+    panels = []
+    monkeypatch.setattr(prefill, "save_line_plots", lambda path, p, title: panels.extend(p))
+    rows = [
+        {"length": n, "planner": "streaming", "baseline": base, "speedup": 2.0, "recall": 0.9}
+        for n, base in ((4096, "sdpa-flash"), (8192, "sdpa-cudnn"))
+    ]
+    prefill._plot(tmp_path / "p.png", rows, [4096, 8192])
+    assert panels[0]["xlabel"].startswith("speed-up vs sdpa-flash dense")
+    assert panels[1]["xlabel"].startswith("speed-up vs sdpa-cudnn dense")
+    assert panels[2]["ylabel"] == "speed-up vs sdpa-flash / sdpa-cudnn dense"

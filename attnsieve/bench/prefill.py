@@ -1,4 +1,4 @@
-"""`attnsieve bench prefill`: every planner's density, recall and time against cuDNN dense (GPU).
+"""`attnsieve bench prefill`: every planner's density, recall and time against SDPA dense (GPU).
 
 For each length N (= M) a synthetic workload with Llama-3-8B head shapes (32 query / 8 KV heads,
 head_dim 128, batch 1, bf16; `attnsieve.eval.workloads`, planted sink+local / vertical / slash /
@@ -12,9 +12,11 @@ retrieval heads cycling over the query heads) is planned by every planner with i
   than all N rows, which would cost an fp32 dense attention per planner; the mean, the worst head
   and the mean per head kind;
 - ``plan_ms``, ``attn_ms`` (`attnsieve.kernels.prefill.sparse_attention` on the layout),
-  ``total_ms`` and ``speedup`` = SDPA cuDNN causal dense ms / total_ms; ``plan_fraction`` =
-  plan_ms / attn_ms. Times are CUDA-event medians of eager calls (`median_ms`, i.e.
-  `triton.testing.do_bench`, which flushes L2 by zeroing a 256 MB buffer before each call).
+  ``total_ms`` and ``speedup`` = SDPA causal dense ms / total_ms (cuDNN, or flash where cuDNN
+  has no kernel for the inputs: ``baseline`` records which; the plot's axes name it);
+  ``plan_fraction`` = plan_ms / attn_ms. Times are CUDA-event medians of eager calls
+  (`median_ms`, i.e. `triton.testing.do_bench`, which flushes L2 by zeroing a 256 MB buffer
+  before each call).
 - ``graph_plan_ms``: the plan replayed from a CUDA graph, as `attnsieve.patch` runs it once a
   shape repeats (None where the plan waits for the GPU and cannot be captured), with L2 flushed
   by reading a 256 MB buffer before each replay (`attnsieve.bench.common.graph_ms`), and
@@ -255,6 +257,10 @@ def _dense_ms(q: Tensor, k: Tensor, v: Tensor, rep_ms: float) -> tuple[float, st
 def _plot(path: Path, rows: list[dict[str, Any]], lengths: list[int]) -> None:
     timed = [r for r in rows if "speedup" in r]
     planners = list(dict.fromkeys(r["planner"] for r in timed))
+
+    def baseline(rows: list[dict[str, Any]]) -> str:  # the SDPA backend(s) that ran, as recorded
+        return " / ".join(dict.fromkeys(r["baseline"] for r in rows)) or "SDPA"
+
     panels = [
         {
             "series": {
@@ -262,7 +268,8 @@ def _plot(path: Path, rows: list[dict[str, Any]], lengths: list[int]) -> None:
                     [r["recall"] for r in timed if r["planner"] == p and r["length"] == n])
                 for p in planners
             },
-            "xlabel": "speed-up vs SDPA cuDNN dense (plan + attention)",
+            "xlabel": f"speed-up vs {baseline([r for r in timed if r['length'] == n])} dense "
+            "(plan + attention)",
             "ylabel": "attention recall (sampled rows)",
             "logx": True,
             "title": f"N = {n}",
@@ -277,7 +284,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], lengths: list[int]) -> None:
                 for p in planners
             },
             "xlabel": "sequence length",
-            "ylabel": "speed-up vs SDPA cuDNN dense",
+            "ylabel": f"speed-up vs {baseline(timed)} dense",
             "logx": True,
             "title": "speed-up",
         }
