@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 from collections.abc import Callable, Sequence
@@ -29,8 +30,81 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
 
 
 def ints(text: str) -> list[int]:
-    """Comma-separated ints (an argparse type)."""
-    return [int(x) for x in text.split(",") if x]
+    """Comma-separated ints >= 1, at least one (an argparse type)."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints >= 1, got {text!r}")
+    return values
+
+
+def ints_in(low: int, high: int | None, pow2: bool = False) -> Callable[[str], int]:
+    """An argparse type: an int in [low, high] (no upper bound where None), a power of two with
+    ``pow2``."""
+    what = f"a power of two in [{low}, {high}]" if pow2 else f"an int in [{low}, {high}]"
+    what = what if high is not None else f"an int >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if pow2 and value & (value - 1):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = ints_in(1, None)
+seed = ints_in(0, 2**64 - 1)  # what torch.manual_seed takes, non-negative
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def fractions(text: str) -> list[float]:
+    """Comma-separated numbers in (0, 1], at least one (an argparse type)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < x <= 1 for x in values):  # NaN fails the comparison
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in (0, 1], got {text!r}"
+        )
+    return values
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1] (an argparse type)."""
+    try:
+        (value,) = fractions(text)
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    return value
+
+
+def check_heads(args: argparse.Namespace) -> None:
+    """ValueError naming the options unless --kv-heads divides --heads (grouped-query
+    attention: SDPA and every kernel need whole groups)."""
+    if args.heads % args.kv_heads:
+        raise ValueError(
+            f"--heads, --kv-heads: expected --kv-heads to divide --heads, got {args.heads} and "
+            f"{args.kv_heads}"
+        )
 
 
 def rel_err(out: Tensor, ref: Tensor) -> float:

@@ -38,6 +38,7 @@ combination of ``--methods``, ``--kv``, ``--decode`` and ``--precision`` and sto
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -51,9 +52,11 @@ from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
     command_line,
     environment,
+    positive_int,
     rel_err,
     require_cuda,
     save_line_plots,
+    seed,
     write_json,
 )
 from attnsieve.integrations import AttentionConfig, patch
@@ -85,7 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"'{RANDOM_MODEL}' (random weights), 'smollm2', a .gguf file or a transformers model",
     )
     parser.add_argument(
-        "--rope-scale", type=float, default=None, help="YaRN factor for a loaded model"
+        "--rope-scale",
+        type=_yarn_factor,
+        default=None,
+        help="YaRN factor (>= 1) for a loaded model",
     )
     parser.add_argument(
         "--lengths",
@@ -101,10 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated planner names and/or AttentionConfig JSON files",
     )
     parser.add_argument("--config", default=None, help="AttentionConfig JSON (overrides --methods)")
-    parser.add_argument("--layers", type=int, default=32, help="decoder layers of the random model")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
+    parser.add_argument(
+        "--layers", type=positive_int, default=32, help="decoder layers of the random model"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=2, help="timed runs after one warm-up"
+    )
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument(
         "--no-cost",
         action="store_true",
@@ -142,14 +152,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _yarn_factor(text: str) -> float:
+    """A finite number >= 1 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text!r}")
+    return value
+
+
 def main(args: argparse.Namespace) -> int:
     decode = args.decode_steps is not None
     device = e2e_decode.device() if decode else require_cuda()
     started = time.perf_counter()
     try:
-        for name in ("layers", "repeats"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name}: expected >= 1, got {getattr(args, name)}")
         if decode:
             batches, configs = e2e_decode.plan(args)
         else:

@@ -32,14 +32,21 @@ from torch import Tensor
 
 from attnsieve.bench.common import (
     attention_tflops,
+    check_heads,
     command_line,
     environment,
     format_table,
+    fraction,
+    fractions,
     ints,
+    ints_in,
     median_ms,
+    positive_float,
+    positive_int,
     rel_err,
     require_cuda,
     save_line_plots,
+    seed,
     write_json,
 )
 from attnsieve.layout import Layout, causal_pairs
@@ -48,10 +55,6 @@ REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("bf16", "int8-fp8")
 MIN_COSINE = 0.999  # per head, low-precision output vs the bf16 reference
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
 
 
 def _precisions(text: str) -> list[str]:
@@ -71,19 +74,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--densities",
-        type=_floats,
-        default=_floats("0.5,0.2,0.1,0.05,0.02"),
-        help="target fractions of causal (query, key) pairs for sparse layouts",
+        type=fractions,
+        default=fractions("0.5,0.2,0.1,0.05,0.02"),
+        help="target fractions in (0, 1] of causal (query, key) pairs for sparse layouts",
     )
-    parser.add_argument("--heads", type=int, default=32, help="query heads H_q")
-    parser.add_argument("--kv-heads", type=int, default=8, help="key/value heads H_kv")
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--block", type=int, default=128, help="layout block size (q and k)")
+    parser.add_argument("--heads", type=positive_int, default=32, help="query heads H_q")
+    parser.add_argument("--kv-heads", type=positive_int, default=8, help="key/value heads H_kv")
+    parser.add_argument("--head-dim", type=positive_int, default=128)
+    parser.add_argument("--batch", type=positive_int, default=1)
+    parser.add_argument(
+        "--block",
+        type=ints_in(16, 128, pow2=True),
+        default=128,
+        help="layout block size (q and k), as the kernel takes: a power of two in [16, 128]",
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--rep-ms", type=float, default=200.0, help="timing budget per kernel")
+    parser.add_argument(
+        "--rep-ms", type=positive_float, default=200.0, help="timing budget per kernel"
+    )
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--precision",
@@ -97,10 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quant-sparse-lengths", type=ints, default=ints("65536"), help="int8-fp8 sparse lengths"
     )
-    parser.add_argument("--quant-density", type=float, default=0.1, help="int8-fp8 sparse density")
+    parser.add_argument(
+        "--quant-density", type=fraction, default=0.1, help="int8-fp8 sparse density"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    check_heads(args)
     device = require_cuda()
     from tqdm import tqdm
 

@@ -42,14 +42,18 @@ import torch
 from torch import Tensor
 
 from attnsieve.bench.common import (
+    check_heads,
     command_line,
     environment,
     format_table,
     graph_ms,
     ints,
     median_ms,
+    positive_float,
+    positive_int,
     require_cuda,
     save_line_plots,
+    seed,
     write_json,
 )
 from attnsieve.eval.fidelity import attention_recall
@@ -84,16 +88,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kwargs", default="{}", help="JSON {planner: {field: value}} overriding the defaults"
     )
     parser.add_argument("--kinds", default=",".join(KINDS), help="head kinds, cycled over heads")
-    parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--kv-heads", type=int, default=8)
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--recall-blocks", type=int, default=8, help="query blocks for recall")
-    parser.add_argument("--rep-ms", type=float, default=100.0, help="timing budget per measure")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", type=positive_int, default=32)
+    parser.add_argument("--kv-heads", type=positive_int, default=8)
+    parser.add_argument("--head-dim", type=positive_int, default=128)
+    parser.add_argument(
+        "--recall-blocks", type=positive_int, default=8, help="query blocks for recall"
+    )
+    parser.add_argument(
+        "--rep-ms", type=positive_float, default=100.0, help="timing budget per measure"
+    )
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
 
 
 def main(args: argparse.Namespace) -> int:
+    check_heads(args)
+    if not [k for k in args.kinds.split(",") if k]:
+        raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
     device = require_cuda()
     from tqdm import tqdm
 
