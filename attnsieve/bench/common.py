@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from attnsieve.layout import Layout
+
 
 def require_cuda() -> torch.device:
     """The CUDA device benchmarks run on; a clear error where there is none."""
@@ -121,6 +123,39 @@ def attention_tflops(ms: float, batch: int, heads: int, head_dim: int, pairs: fl
     that).
     """
     return 4.0 * batch * heads * head_dim * pairs / (ms * 1e-3) / 1e12
+
+
+def sampled_blocks(layout: Layout, blocks: int) -> list[tuple[int, int, Layout]]:
+    """Up to ``blocks`` query blocks of a causal ``layout``, spread evenly over its sequence, each
+    as (first row, end row, the layout of that block alone).
+
+    Query rows [r0, r1) with the keys up to the last one's position (M - N + r1) are a smaller
+    bottom-right aligned causal problem: an exact reference of the block sees (block_q × M)
+    scores per head, not (N × M). Blocks whose rows see no key are left out.
+    """
+    n, m, bq, bk = layout.num_queries, layout.num_keys, layout.block_q, layout.block_k
+    picked = torch.linspace(0, layout.num_q_blocks - 1, blocks).round().long().unique().tolist()
+    block_mask = layout.block_mask()
+    out = []
+    for qb in picked:
+        r0, r1 = qb * bq, min(n, (qb + 1) * bq)
+        m_sub = m - n + r1
+        if m_sub <= 0:
+            continue
+        sub = Layout.from_block_mask(
+            block_mask[:, :, qb : qb + 1, : math.ceil(m_sub / bk)],
+            block_q=bq, block_k=bk, num_queries=r1 - r0, num_keys=m_sub,
+        )  # fmt: skip
+        if layout.has_columns:
+            cols = layout.column_idx[:, :, qb : qb + 1].long()
+            slot = torch.arange(cols.shape[-1], device=cols.device)
+            valid = (slot < layout.column_count[:, :, qb : qb + 1, None]) & (cols < m_sub)
+            sub = sub.with_columns(torch.where(valid, cols, -1))
+        if layout.has_spans:  # with_spans clips the ranges to the cropped keys
+            part = (layout.span_start, layout.span_end, layout.span_count)
+            sub = sub.with_spans(*(t[:, :, qb : qb + 1] for t in part))
+        out.append((r0, r1, sub))
+    return out
 
 
 def environment() -> dict:

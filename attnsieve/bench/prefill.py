@@ -52,6 +52,7 @@ from attnsieve.bench.common import (
     positive_float,
     positive_int,
     require_cuda,
+    sampled_blocks,
     save_line_plots,
     seed,
     write_json,
@@ -209,31 +210,12 @@ def _sampled_recall_and_error(
 ) -> tuple[Tensor, float]:
     """Per-head recall (H_q,) over sampled query blocks, and the output's relative error there.
 
-    Query block i alone, with the keys up to its last query, is a smaller bottom-right aligned
-    problem, so the exact float32 reference (recall and error alike) only sees (block_q × M)
-    scores per head.
+    Each block is a smaller problem of its own (`attnsieve.bench.common.sampled_blocks`), so the
+    exact float32 reference (recall and error alike) only sees (block_q × M) scores per head.
     """
-    n, m, bq, bk = layout.num_queries, layout.num_keys, layout.block_q, layout.block_k
-    picked = torch.linspace(0, layout.num_q_blocks - 1, blocks).round().long().unique().tolist()
-    block_mask = layout.block_mask()
     kept, rows, err2, norm2 = 0.0, 0, 0.0, 0.0
-    for qb in picked:
-        r0, r1 = qb * bq, min(n, (qb + 1) * bq)
-        m_sub = m - n + r1
-        if m_sub <= 0:
-            continue
-        sub = Layout.from_block_mask(
-            block_mask[:, :, qb : qb + 1, : math.ceil(m_sub / bk)],
-            block_q=bq, block_k=bk, num_queries=r1 - r0, num_keys=m_sub,
-        )  # fmt: skip
-        if layout.has_columns:
-            cols = layout.column_idx[:, :, qb : qb + 1].long()
-            slot = torch.arange(cols.shape[-1], device=cols.device)
-            valid = (slot < layout.column_count[:, :, qb : qb + 1, None]) & (cols < m_sub)
-            sub = sub.with_columns(torch.where(valid, cols, -1))
-        if layout.has_spans:  # with_spans clips the ranges to the cropped keys
-            part = (layout.span_start, layout.span_end, layout.span_count)
-            sub = sub.with_spans(*(t[:, :, qb : qb + 1] for t in part))
+    for r0, r1, sub in sampled_blocks(layout, blocks):
+        m_sub = sub.num_keys
         q_sub, k_sub, v_sub = q[:, :, r0:r1], k[:, :, :m_sub], v[:, :, :m_sub]
         # the reference, not the auto choice (on CUDA the Triton kernel whose layout is checked)
         recall = attention_recall(q_sub, k_sub, sub, backend="reference")
