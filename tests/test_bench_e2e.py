@@ -67,6 +67,37 @@ def test_bad_arguments_exit_2_naming_them(tiny_probe_dir, tmp_path, capsys, extr
 
 
 @pytest.mark.parametrize(
+    "decode, extra, name",
+    [
+        (True, ["--repeats", "3"], "--repeats"),
+        (True, ["--layers", "4"], "--layers"),
+        (False, ["--layers", "4"], "--layers"),
+    ],
+)
+def test_options_a_mode_ignores_are_refused(tiny_probe_dir, tmp_path, capsys, decode, extra, name):
+    """--repeats times first tokens only and --layers sizes the random model only: given in a mode
+    that would ignore them (decode speed; a loaded model), they are refused, not dropped."""
+    argv = _argv(tiny_probe_dir, tmp_path, *extra)
+    if not decode:
+        argv = argv[: argv.index("--decode-steps")] + ["--out", str(tmp_path), *extra]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnsieve bench e2e: error: ") and name in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_mode_options_take_their_defaults_where_they_apply():
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    args = parser.parse_args([])  # the random model, time to first token
+    e2e._mode_options(args, decode=False)
+    assert (args.layers, args.repeats) == (e2e.RANDOM_LAYERS, e2e.REPEATS)
+    args = parser.parse_args(["--model", "smollm2", "--decode-steps", "4"])
+    e2e._mode_options(args, decode=True)
+    assert (args.layers, args.repeats) == (None, None)  # neither applies; the command omits them
+
+
+@pytest.mark.parametrize(
     "argv", [["--kv", "snapkv"], ["--batch", "8"], ["--batch", "1,8"], ["--paged-cache"]]
 )
 def test_decode_axes_need_decode_steps(argv):

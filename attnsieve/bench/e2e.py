@@ -3,7 +3,8 @@
 Two kinds of model:
 
 - ``--model llama3-8b-random`` (default): Llama-3-8B's shapes (hidden 4096, 32 heads, 8 KV heads,
-  head_dim 128, MLP 14336, vocabulary 128256) with random bf16 weights and a random-token prompt.
+  head_dim 128, MLP 14336, vocabulary 128256; ``--layers`` decoder layers, 32 by default, an option
+  refused for a loaded model) with random bf16 weights and a random-token prompt.
   Random weights give diffuse attention, so adaptive planners keep more blocks than on a trained
   model: this measures overhead more than gain.
 - ``--model smollm2`` (or any spec of `attnsieve.eval.models.load_model`): the pretrained model in
@@ -14,9 +15,10 @@ Time to first token is one forward over the whole prompt (KV cache filled, logit
 position only) plus the argmax. The baseline is transformers' own "sdpa" attention; the same
 weights run under `attnsieve.patch` with each of ``--methods``, and stock and patched forwards
 alternate (after one warm-up of each), so that drift in GPU clocks or host load weighs on both
-alike: each is the best of ``--repeats`` (the stock time of a length is the best over all its
-methods' runs; ``paired_sdpa_ttft_s`` keeps each method's own), and the medians of both are kept
-too, to show how much a host-bound forward scatters. Every run records the mean layout
+alike: each is the best of ``--repeats`` runs (2 by default; refused with ``--decode-steps``,
+which times its own steps). The stock time of a length is the best over all its methods' runs
+(``paired_sdpa_ttft_s`` keeps each method's own), and the medians of both are kept too, to show
+how much a host-bound forward scatters. Every run records the mean layout
 density and each layer's dense-fallback decision (None: the layer ran its layout). Layers plan as
 `attnsieve.patch` does by default: the cost model on (``--no-cost``: every layer plans) and
 plan + attention replayed from CUDA graphs once a shape repeats (``--no-graphs``: eager). Before
@@ -75,6 +77,8 @@ LLAMA3_8B = dict(
     bos_token_id=128000,
     eos_token_id=128001,
 )
+RANDOM_LAYERS = 32  # --layers' default: Llama-3-8B's
+REPEATS = 2  # --repeats' default
 CHECK_LENGTH = 4096
 CHECK_REL_ERR = 0.05  # bf16 through every layer; a wrong kernel or transpose gives O(1)
 ATTENTION_FREE = "attnsieve_attention_free"  # the attention implementation of the bound's runs
@@ -108,10 +112,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", default=None, help="AttentionConfig JSON (overrides --methods)")
     parser.add_argument(
-        "--layers", type=positive_int, default=32, help="decoder layers of the random model"
+        "--layers",
+        type=positive_int,
+        default=None,
+        help=f"decoder layers of the random model (default {RANDOM_LAYERS}; refused for a "
+        "loaded model)",
     )
     parser.add_argument(
-        "--repeats", type=positive_int, default=2, help="timed runs after one warm-up"
+        "--repeats",
+        type=positive_int,
+        default=None,
+        help=f"timed runs after one warm-up (default {REPEATS}; time to first token only, "
+        "refused with --decode-steps)",
     )
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
     parser.add_argument("--seed", type=seed, default=0)
@@ -165,6 +177,11 @@ def _yarn_factor(text: str) -> float:
 
 def main(args: argparse.Namespace) -> int:
     decode = args.decode_steps is not None
+    try:
+        _mode_options(args, decode)
+    except ValueError as e:
+        print(f"attnsieve bench e2e: error: {e}", file=sys.stderr)
+        return 2
     device = e2e_decode.device() if decode else require_cuda()
     started = time.perf_counter()
     try:
@@ -255,6 +272,22 @@ def main(args: argparse.Namespace) -> int:
     plot(result, stem.with_suffix(".png"))
     print(f"wrote {stem}.json and {stem}.png in {result['wall_s']:.0f} s")
     return 0 if check["passed"] else 1
+
+
+def _mode_options(args: argparse.Namespace, decode: bool) -> None:
+    """--repeats (time to first token) and --layers (the random model): given where they do not
+    apply, a ValueError naming them; left out, their default where they apply (so that the
+    recorded command spells them there)."""
+    if decode and args.repeats is not None:
+        raise ValueError("--repeats: applies to time to first token, not --decode-steps")
+    if args.model != RANDOM_MODEL and args.layers is not None:
+        raise ValueError(
+            f"--layers: applies to the random model ({RANDOM_MODEL}), not a loaded one"
+        )
+    if not decode and args.repeats is None:
+        args.repeats = REPEATS
+    if args.model == RANDOM_MODEL and args.layers is None:
+        args.layers = RANDOM_LAYERS
 
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
