@@ -138,7 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plan eagerly (otherwise a layer's plan + attention replays from a CUDA graph)",
     )
-    decode = parser.add_argument_group("decode speed (with --decode-steps)")
+    decode = parser.add_argument_group(
+        "decode speed (with --decode-steps)",
+        "KV memory in the JSON: kv_mib, the cache that holds tokens (on the paged cache, the pages "
+        "heads hold); kv_reserved_mib, pages reserved ahead of the tokens for CUDA-graph replays; "
+        "kv_pool_mib, the paged cache's pools, free pages included",
+    )
     decode.add_argument(
         "--decode-steps", type=int, default=None, help="time N greedy decode steps per cell"
     )
