@@ -579,6 +579,14 @@ class Cache:
         ]
         return sum(held[i] * self.page_bytes(i) for i in self._layer_range(layer))
 
+    def ahead_bytes(self, layer: int | None = None) -> int:
+        """Bytes of the pages heads were given ahead of their tokens (`reserve`: a CUDA graph of
+        decode steps writes them) in ``layer`` or all: not in `memory_bytes`, in
+        `reserved_bytes`."""
+        ps = self.page_size
+        ahead = [int((lc.host_pages - cdiv(lc.host_lengths, ps)).sum()) for lc in self.layers]
+        return sum(ahead[i] * self.page_bytes(i) for i in self._layer_range(layer))
+
     def reserved_bytes(self, layer: int | None = None) -> int:
         """Bytes of the allocated pools, free pages included (what `shrink` gives back)."""
         return sum(

@@ -8,3 +8,58 @@ from attnsieve.bench.common import graph_ms
 def test_graph_ms_names_an_unknown_flush():
     with pytest.raises(ValueError, match="flush: expected one of"):
         graph_ms(lambda: None, 1, flush="cold")
+
+
+BAD_OPTIONS = [
+    ("decode", ["--keep", "0"], "--keep"),
+    ("decode", ["--reps", "0"], "--reps"),
+    ("decode", ["--reps", "-3"], "--reps"),
+    ("decode", ["--lengths", "0"], "--lengths"),
+    ("decode", ["--lengths", ","], "--lengths"),
+    ("decode", ["--batch", "0,8"], "--batch"),
+    ("decode", ["--heads", "0"], "--heads"),
+    ("decode", ["--kv-heads", "0"], "--kv-heads"),
+    ("decode", ["--head-dim", "0"], "--head-dim"),
+    ("decode", ["--page-size", "12"], "--page-size"),
+    ("decode", ["--seed", "-1"], "--seed"),
+    ("decode", ["--heads", "6"], "--kv-heads"),
+    ("kernels", ["--densities", "0.1,0"], "--densities"),
+    ("kernels", ["--densities", "nan"], "--densities"),
+    ("kernels", ["--densities", "1.5"], "--densities"),
+    ("kernels", ["--rep-ms", "nan"], "--rep-ms"),
+    ("kernels", ["--rep-ms", "inf"], "--rep-ms"),
+    ("kernels", ["--rep-ms", "0"], "--rep-ms"),
+    ("kernels", ["--block", "96"], "--block"),
+    ("kernels", ["--block", "0"], "--block"),
+    ("kernels", ["--batch", "0"], "--batch"),
+    ("kernels", ["--quant-density", "nan"], "--quant-density"),
+    ("kernels", ["--quant-lengths", "0"], "--quant-lengths"),
+    ("kernels", ["--quant-sparse-lengths", "-1"], "--quant-sparse-lengths"),
+    ("kernels", ["--lengths", ""], "--lengths"),
+    ("kernels", ["--heads", "12"], "--kv-heads"),
+    ("prefill", ["--recall-blocks", "0"], "--recall-blocks"),
+    ("prefill", ["--rep-ms", "nan"], "--rep-ms"),
+    ("prefill", ["--lengths", "0"], "--lengths"),
+    ("prefill", ["--kv-heads", "0"], "--kv-heads"),
+    ("prefill", ["--seed", str(2**64)], "--seed"),
+    ("prefill", ["--kinds", ","], "--kinds"),
+    ("prefill", ["--heads", "4", "--kv-heads", "3"], "--kv-heads"),
+    ("e2e", ["--seed", "-1"], "--seed"),
+    ("e2e", ["--rope-scale", "nan"], "--rope-scale"),
+    ("e2e", ["--rope-scale", "0.5"], "--rope-scale"),
+    ("e2e", ["--repeats", "0"], "--repeats"),
+    ("e2e", ["--layers", "0"], "--layers"),
+]
+
+
+@pytest.mark.parametrize("command, argv, name", BAD_OPTIONS)
+def test_bad_numeric_options_exit_2_naming_them(command, argv, name, capsys, tmp_path):
+    """A value that would crash a benchmark or give NaN times (--keep 0 divided by zero, --reps 0
+    took the median of no replays) is refused before anything runs, with or without a GPU."""
+    from attnsieve import cli
+
+    assert cli.main(["bench", command, *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"attnsieve bench {command}: error: ")
+    assert name in err[0]
+    assert not list(tmp_path.iterdir())

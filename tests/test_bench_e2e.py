@@ -67,6 +67,37 @@ def test_bad_arguments_exit_2_naming_them(tiny_probe_dir, tmp_path, capsys, extr
 
 
 @pytest.mark.parametrize(
+    "decode, extra, name",
+    [
+        (True, ["--repeats", "3"], "--repeats"),
+        (True, ["--layers", "4"], "--layers"),
+        (False, ["--layers", "4"], "--layers"),
+    ],
+)
+def test_options_a_mode_ignores_are_refused(tiny_probe_dir, tmp_path, capsys, decode, extra, name):
+    """--repeats times first tokens only and --layers sizes the random model only: given in a mode
+    that would ignore them (decode speed; a loaded model), they are refused, not dropped."""
+    argv = _argv(tiny_probe_dir, tmp_path, *extra)
+    if not decode:
+        argv = argv[: argv.index("--decode-steps")] + ["--out", str(tmp_path), *extra]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnsieve bench e2e: error: ") and name in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_mode_options_take_their_defaults_where_they_apply():
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    args = parser.parse_args([])  # the random model, time to first token
+    e2e._mode_options(args, decode=False)
+    assert (args.layers, args.repeats) == (e2e.RANDOM_LAYERS, e2e.REPEATS)
+    args = parser.parse_args(["--model", "smollm2", "--decode-steps", "4"])
+    e2e._mode_options(args, decode=True)
+    assert (args.layers, args.repeats) == (None, None)  # neither applies; the command omits them
+
+
+@pytest.mark.parametrize(
     "argv", [["--kv", "snapkv"], ["--batch", "8"], ["--batch", "1,8"], ["--paged-cache"]]
 )
 def test_decode_axes_need_decode_steps(argv):
@@ -300,3 +331,40 @@ def test_decode_graph_reservation_covers_the_timed_steps(tiny_probe_dir, monkeyp
     (warm, warm_reserved), (timed, timed_reserved) = reserved
     assert warm == 1 and timed == 40
     assert warm_reserved >= warm + timed and timed_reserved >= timed
+
+
+def test_decode_kv_memory_counts_reserved_pages_apart(tiny_probe_dir, monkeypatch):
+    """kv_mib counts the pages that hold tokens; the pages a CUDA-graph capture reserved ahead
+    (256 tokens a head, simulated here on the CPU, where steps run eagerly) are kv_reserved_mib,
+    and the pools, free pages included, kv_pool_mib."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from attnsieve.integrations import AttentionConfig
+    from attnsieve.integrations.decode_graphs import RESERVE_STEPS
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_probe_dir).eval()
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    ids = torch.randint(0, 200, (2, 100), generator=torch.Generator().manual_seed(0))
+    config = AttentionConfig(prefill="dense", paged_cache=True)
+    eager = e2e_decode.time_decode(model, ids, 3, config)
+    assert eager["kv_reserved_mib"] == 0 and eager["kv_pool_mib"] >= eager["kv_mib"] > 0
+    decode = e2e_decode.decode
+
+    def capturing(model, token, cache, steps):  # as decode_graphs does before its capture
+        cache.cache.reserve(max(steps, RESERVE_STEPS))
+        return decode(model, token, cache, steps)
+
+    monkeypatch.setattr(e2e_decode, "decode", capturing)
+    row = e2e_decode.time_decode(model, ids, 3, config)
+    assert row["kv_mib"] == eager["kv_mib"]  # the same tokens held
+    # 100 + 1 + 3 tokens a head in ceil(104 / 16) pages; the pages up to 101 + 256 tokens ahead
+    held, ahead = math.ceil(104 / 16), math.ceil((101 + RESERVE_STEPS) / 16) - math.ceil(104 / 16)
+    assert config.page_size == 16 and row["kv_reserved_mib"] > 0
+    assert row["kv_reserved_mib"] / row["kv_mib"] == pytest.approx(ahead / held)
+    assert row["kv_pool_mib"] >= row["kv_mib"] + row["kv_reserved_mib"]
+    monkeypatch.setattr(e2e_decode, "decode", decode)
+    sdpa = e2e_decode.time_decode(model, ids, 3, None)
+    assert sdpa["kv_reserved_mib"] == 0 and sdpa["kv_pool_mib"] is None

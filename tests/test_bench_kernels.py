@@ -26,3 +26,75 @@ def test_vs_sage_compares_dense_rows_only():
     assert dense["vs_bf16"] == pytest.approx(10.0 / 5.0)
     assert sparse["vs_sage"] is None
     assert sparse["vs_bf16"] == pytest.approx(2.0 / 1.0)
+
+
+class _Bar:
+    def update(self, *args):
+        pass
+
+
+def _cpu_bench_length(monkeypatch, kernel):
+    """`_bench_length` on the CPU: CUDA memory statistics and timing stubbed, the Triton kernel
+    replaced by ``kernel``, SDPA's flash / cuDNN by its CPU kernel."""
+    import argparse
+
+    import torch
+
+    import attnsieve.kernels.prefill
+    from attnsieve.bench import kernels
+
+    for name, value in (("reset_peak_memory_stats", None), ("memory_allocated", 0),
+                        ("max_memory_allocated", 0), ("synchronize", None)):  # fmt: skip
+        monkeypatch.setattr(torch.cuda, name, lambda value=value: value)
+    monkeypatch.setattr(kernels, "median_ms", lambda fn, rep_ms: 1.0)
+    monkeypatch.setattr(attnsieve.kernels.prefill, "sparse_attention", kernel)
+
+    def sdpa(q, k, v, backend):
+        return lambda: torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=True
+        )
+
+    monkeypatch.setattr(kernels, "_sdpa", sdpa)
+    args = argparse.Namespace(dtype="bf16", batch=1, heads=4, kv_heads=2, head_dim=16, block=16,
+                              densities=[0.3], rep_ms=1.0, seed=0)  # fmt: skip
+    return kernels._bench_length(200, args, None, _Bar(), torch.device("cpu"))
+
+
+def test_no_flex_still_checks_sparse_rows(monkeypatch):
+    """--no-flex: the sparse rows' reference is not FlexAttention's output (which is not run) but
+    the float32 reference on sampled query blocks, so a right kernel passes and a wrong one fails
+    (before, every sparse row was 'correctness failed (no reference)')."""
+    from attnsieve.kernels.prefill_reference import attention_reference
+
+    def right(q, k, v, layout, dense_dispatch=True):
+        return attention_reference(q, k, v, layout)
+
+    rows = _cpu_bench_length(monkeypatch, right)
+    sparse = [r for r in rows if r["density_target"] is not None]
+    assert [r["method"] for r in sparse] == ["attnsieve"]
+    assert sparse[0]["status"] == "ok" and sparse[0]["rel_err"] < 1e-2
+    assert all(r["status"] == "ok" for r in rows if r["method"].startswith("attnsieve"))
+
+    def dense_instead(q, k, v, layout, dense_dispatch=True):  # ignores the layout
+        return attention_reference(q, k, v)
+
+    rows = _cpu_bench_length(monkeypatch, dense_instead)
+    sparse = [r for r in rows if r["density_target"] is not None]
+    assert sparse[0]["status"] == "correctness failed" and "ms" not in sparse[0]
+
+
+def test_sampled_reference_matches_the_full_reference():
+    """The sampled rows of the reference equal the full reference's rows (the cropped problem of
+    each block keeps its causal alignment and its blocks)."""
+    import torch
+
+    from attnsieve.bench.kernels import random_causal_layout, sampled_reference
+    from attnsieve.kernels.prefill_reference import attention_reference
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, h, 200, 16) for h in (4, 2, 2))
+    layout = random_causal_layout(200, 4, 16, 0.3, torch.device("cpu"), gen)
+    ref = sampled_reference(q, k, v, layout, blocks=4)
+    full = attention_reference(q, k, v, layout)
+    assert ref.rows.numel() == 3 * 16 + 8 and int(ref.rows[-1]) == 199  # a partial last block
+    torch.testing.assert_close(ref.out, full[:, :, ref.rows], rtol=1e-5, atol=1e-5)

@@ -18,3 +18,72 @@ def test_json_records_the_command_that_ran():
     assert words[:3] == ["attnsieve", "bench", "prefill"]
     assert parser.parse_args(words[3:]) == args
     assert payload["settings"]["seed"] == 3 and payload["settings"]["rep_ms"] == 10
+
+
+def test_recall_is_computed_by_the_reference_not_the_kernel_under_test(monkeypatch):
+    """On CUDA, attention's automatic choice is the Triton kernel that prefill.json times: the
+    sampled recall must come from the float32 reference instead (here the automatic choice is
+    forced to Triton, and the Triton kernel refuses to run)."""
+    import torch
+
+    import attnsieve.api
+    import attnsieve.kernels.prefill
+    from attnsieve.kernels.prefill_reference import attention_reference
+    from attnsieve.methods import get_planner
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the Triton kernel computed the recall")
+
+    resolve = attnsieve.api.resolve_backend
+    monkeypatch.setattr(
+        attnsieve.api, "resolve_backend", lambda b, t, *a: resolve(b or "triton", t)
+    )
+    monkeypatch.setattr(attnsieve.kernels.prefill, "sparse_attention", no_kernel)
+    q, k, v = (torch.randn(1, h, 256, 16) for h in (4, 2, 2))
+    layout = get_planner(
+        "streaming", sink_tokens=16, window_tokens=64, block_q=32, block_k=32
+    ).plan(q, k)
+    out = attention_reference(q, k, v, layout)
+    recall, err = prefill._sampled_recall_and_error(q, k, v, layout, out, 3)
+    assert recall.shape == (4,) and bool(((recall > 0) & (recall <= 1)).all())
+    assert err < 1e-5
+
+
+def test_l2_flush_note_covers_every_timed_field(monkeypatch):
+    """prefill.json's l2_flush note names how L2 was flushed before every time a row holds:
+    triton's do_bench (plan_ms, attn_ms, the dense baseline) and graph_ms (graph_plan_ms) flush
+    differently. The timers are stubbed (CPU)."""
+    from attnsieve.eval.workloads import make_workload
+    from attnsieve.kernels.prefill_reference import attention_reference
+    from attnsieve.methods import get_planner
+
+    monkeypatch.setattr(prefill, "median_ms", lambda fn, rep_ms: 2.0)
+    monkeypatch.setattr(prefill, "_graph_plan_ms", lambda planner, q, k: 1.0)
+    monkeypatch.setattr(prefill, "sparse_attention", attention_reference)
+    w = make_workload(["sink_local", "slash"], num_kv_heads=1, seq_len=256, head_dim=16)
+    planner = get_planner("streaming", sink_tokens=16, window_tokens=64, block_q=32, block_k=32)
+    args = argparse.Namespace(recall_blocks=2, rep_ms=1.0)
+    row = prefill._bench(planner, w, args)
+    assert row["check"] == "ok"
+    timed = {key for key in row if key.endswith("_ms") and key != "total_ms"} | {"dense_ms"}
+    parser = argparse.ArgumentParser()
+    prefill.add_arguments(parser)
+    note = prefill._payload(parser.parse_args([]), {}, [], [row])["settings"]["l2_flush"]
+    assert timed == {"plan_ms", "attn_ms", "graph_plan_ms", "dense_ms"}
+    assert set(note) == timed
+    assert "zero" in note["attn_ms"] and "read" in note["graph_plan_ms"]
+
+
+def test_plot_names_the_baseline_that_ran(monkeypatch, tmp_path):
+    """Where cuDNN has no kernel the dense baseline is SDPA flash (the rows record which ran): the
+    plot's speed-up axes name the recorded backend, per length."""
+    panels = []
+    monkeypatch.setattr(prefill, "save_line_plots", lambda path, p, title: panels.extend(p))
+    rows = [
+        {"length": n, "planner": "streaming", "baseline": base, "speedup": 2.0, "recall": 0.9}
+        for n, base in ((4096, "sdpa-flash"), (8192, "sdpa-cudnn"))
+    ]
+    prefill._plot(tmp_path / "p.png", rows, [4096, 8192])
+    assert panels[0]["xlabel"].startswith("speed-up vs sdpa-flash dense")
+    assert panels[1]["xlabel"].startswith("speed-up vs sdpa-cudnn dense")
+    assert panels[2]["ylabel"] == "speed-up vs sdpa-flash / sdpa-cudnn dense"

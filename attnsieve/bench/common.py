@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 from collections.abc import Callable, Sequence
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from attnsieve.layout import Layout
 
 
 def require_cuda() -> torch.device:
@@ -21,15 +24,89 @@ def require_cuda() -> torch.device:
 
 
 def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
-    """Median wall time of ``fn`` in ms, from CUDA events (triton.testing.do_bench)."""
+    """Median wall time of eager calls of ``fn`` in ms, from CUDA events
+    (triton.testing.do_bench, which flushes L2 before each call by zeroing a 256 MB buffer)."""
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
 def ints(text: str) -> list[int]:
-    """Comma-separated ints (an argparse type)."""
-    return [int(x) for x in text.split(",") if x]
+    """Comma-separated ints >= 1, at least one (an argparse type)."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints >= 1, got {text!r}")
+    return values
+
+
+def ints_in(low: int, high: int | None, pow2: bool = False) -> Callable[[str], int]:
+    """An argparse type: an int in [low, high] (no upper bound where None), a power of two with
+    ``pow2``."""
+    what = f"a power of two in [{low}, {high}]" if pow2 else f"an int in [{low}, {high}]"
+    what = what if high is not None else f"an int >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if pow2 and value & (value - 1):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = ints_in(1, None)
+seed = ints_in(0, 2**64 - 1)  # what torch.manual_seed takes, non-negative
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def fractions(text: str) -> list[float]:
+    """Comma-separated numbers in (0, 1], at least one (an argparse type)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < x <= 1 for x in values):  # NaN fails the comparison
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in (0, 1], got {text!r}"
+        )
+    return values
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1] (an argparse type)."""
+    try:
+        (value,) = fractions(text)
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    return value
+
+
+def check_heads(args: argparse.Namespace) -> None:
+    """ValueError naming the options unless --kv-heads divides --heads (grouped-query
+    attention: SDPA and every kernel need whole groups)."""
+    if args.heads % args.kv_heads:
+        raise ValueError(
+            f"--heads, --kv-heads: expected --kv-heads to divide --heads, got {args.heads} and "
+            f"{args.kv_heads}"
+        )
 
 
 def rel_err(out: Tensor, ref: Tensor) -> float:
@@ -46,6 +123,39 @@ def attention_tflops(ms: float, batch: int, heads: int, head_dim: int, pairs: fl
     that).
     """
     return 4.0 * batch * heads * head_dim * pairs / (ms * 1e-3) / 1e12
+
+
+def sampled_blocks(layout: Layout, blocks: int) -> list[tuple[int, int, Layout]]:
+    """Up to ``blocks`` query blocks of a causal ``layout``, spread evenly over its sequence, each
+    as (first row, end row, the layout of that block alone).
+
+    Query rows [r0, r1) with the keys up to the last one's position (M - N + r1) are a smaller
+    bottom-right aligned causal problem: an exact reference of the block sees (block_q × M)
+    scores per head, not (N × M). Blocks whose rows see no key are left out.
+    """
+    n, m, bq, bk = layout.num_queries, layout.num_keys, layout.block_q, layout.block_k
+    picked = torch.linspace(0, layout.num_q_blocks - 1, blocks).round().long().unique().tolist()
+    block_mask = layout.block_mask()
+    out = []
+    for qb in picked:
+        r0, r1 = qb * bq, min(n, (qb + 1) * bq)
+        m_sub = m - n + r1
+        if m_sub <= 0:
+            continue
+        sub = Layout.from_block_mask(
+            block_mask[:, :, qb : qb + 1, : math.ceil(m_sub / bk)],
+            block_q=bq, block_k=bk, num_queries=r1 - r0, num_keys=m_sub,
+        )  # fmt: skip
+        if layout.has_columns:
+            cols = layout.column_idx[:, :, qb : qb + 1].long()
+            slot = torch.arange(cols.shape[-1], device=cols.device)
+            valid = (slot < layout.column_count[:, :, qb : qb + 1, None]) & (cols < m_sub)
+            sub = sub.with_columns(torch.where(valid, cols, -1))
+        if layout.has_spans:  # with_spans clips the ranges to the cropped keys
+            part = (layout.span_start, layout.span_end, layout.span_count)
+            sub = sub.with_spans(*(t[:, :, qb : qb + 1] for t in part))
+        out.append((r0, r1, sub))
+    return out
 
 
 def environment() -> dict:

@@ -28,14 +28,18 @@ import torch
 from torch import Tensor
 
 from attnsieve.bench.common import (
+    check_heads,
     command_line,
     environment,
     format_table,
     graph_ms,
     ints,
+    ints_in,
     median_ms,
+    positive_int,
     rel_err,
     save_line_plots,
+    seed,
     write_json,
 )
 
@@ -118,17 +122,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", type=ints, default=ints("32768,131072"), help="context L")
     parser.add_argument("--batch", type=ints, default=ints("1,8"), help="comma-separated batches")
     shape = LLAMA3_8B_DECODE
-    parser.add_argument("--heads", type=int, default=shape.heads, help="query heads H_q")
-    parser.add_argument("--kv-heads", type=int, default=shape.kv_heads, help="key/value heads")
-    parser.add_argument("--head-dim", type=int, default=shape.head_dim)
-    parser.add_argument("--page-size", type=int, default=shape.page_size)
-    parser.add_argument("--keep", type=int, default=16, help="sparse rows read 1/keep of pages")
-    parser.add_argument("--reps", type=int, default=50, help="timed graph replays per row")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", type=positive_int, default=shape.heads, help="query heads H_q")
+    parser.add_argument(
+        "--kv-heads", type=positive_int, default=shape.kv_heads, help="key/value heads"
+    )
+    parser.add_argument("--head-dim", type=positive_int, default=shape.head_dim)
+    parser.add_argument("--page-size", type=ints_in(8, 256, pow2=True), default=shape.page_size)
+    parser.add_argument(
+        "--keep", type=positive_int, default=16, help="sparse rows read 1/keep of pages"
+    )
+    parser.add_argument("--reps", type=positive_int, default=50, help="timed graph replays per row")
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
 
 
 def main(args: argparse.Namespace) -> int:
+    check_heads(args)
     if not torch.cuda.is_available():
         print("attnsieve bench decode: needs a CUDA GPU (none found)", file=sys.stderr)
         return 2

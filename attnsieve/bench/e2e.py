@@ -3,7 +3,8 @@
 Two kinds of model:
 
 - ``--model llama3-8b-random`` (default): Llama-3-8B's shapes (hidden 4096, 32 heads, 8 KV heads,
-  head_dim 128, MLP 14336, vocabulary 128256) with random bf16 weights and a random-token prompt.
+  head_dim 128, MLP 14336, vocabulary 128256; ``--layers`` decoder layers, 32 by default, an option
+  refused for a loaded model) with random bf16 weights and a random-token prompt.
   Random weights give diffuse attention, so adaptive planners keep more blocks than on a trained
   model: this measures overhead more than gain.
 - ``--model smollm2`` (or any spec of `attnsieve.eval.models.load_model`): the pretrained model in
@@ -14,9 +15,10 @@ Time to first token is one forward over the whole prompt (KV cache filled, logit
 position only) plus the argmax. The baseline is transformers' own "sdpa" attention; the same
 weights run under `attnsieve.patch` with each of ``--methods``, and stock and patched forwards
 alternate (after one warm-up of each), so that drift in GPU clocks or host load weighs on both
-alike: each is the best of ``--repeats`` (the stock time of a length is the best over all its
-methods' runs; ``paired_sdpa_ttft_s`` keeps each method's own), and the medians of both are kept
-too, to show how much a host-bound forward scatters. Every run records the mean layout
+alike: each is the best of ``--repeats`` runs (2 by default; refused with ``--decode-steps``,
+which times its own steps). The stock time of a length is the best over all its methods' runs
+(``paired_sdpa_ttft_s`` keeps each method's own), and the medians of both are kept too, to show
+how much a host-bound forward scatters. Every run records the mean layout
 density and each layer's dense-fallback decision (None: the layer ran its layout). Layers plan as
 `attnsieve.patch` does by default: the cost model on (``--no-cost``: every layer plans) and
 plan + attention replayed from CUDA graphs once a shape repeats (``--no-graphs``: eager). Before
@@ -38,6 +40,7 @@ combination of ``--methods``, ``--kv``, ``--decode`` and ``--precision`` and sto
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -51,9 +54,11 @@ from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
     command_line,
     environment,
+    positive_int,
     rel_err,
     require_cuda,
     save_line_plots,
+    seed,
     write_json,
 )
 from attnsieve.integrations import AttentionConfig, patch
@@ -72,6 +77,8 @@ LLAMA3_8B = dict(
     bos_token_id=128000,
     eos_token_id=128001,
 )
+RANDOM_LAYERS = 32  # --layers' default: Llama-3-8B's
+REPEATS = 2  # --repeats' default
 CHECK_LENGTH = 4096
 CHECK_REL_ERR = 0.05  # bf16 through every layer; a wrong kernel or transpose gives O(1)
 ATTENTION_FREE = "attnsieve_attention_free"  # the attention implementation of the bound's runs
@@ -85,7 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"'{RANDOM_MODEL}' (random weights), 'smollm2', a .gguf file or a transformers model",
     )
     parser.add_argument(
-        "--rope-scale", type=float, default=None, help="YaRN factor for a loaded model"
+        "--rope-scale",
+        type=_yarn_factor,
+        default=None,
+        help="YaRN factor (>= 1) for a loaded model",
     )
     parser.add_argument(
         "--lengths",
@@ -101,10 +111,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated planner names and/or AttentionConfig JSON files",
     )
     parser.add_argument("--config", default=None, help="AttentionConfig JSON (overrides --methods)")
-    parser.add_argument("--layers", type=int, default=32, help="decoder layers of the random model")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
+    parser.add_argument(
+        "--layers",
+        type=positive_int,
+        default=None,
+        help=f"decoder layers of the random model (default {RANDOM_LAYERS}; refused for a "
+        "loaded model)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=None,
+        help=f"timed runs after one warm-up (default {REPEATS}; time to first token only, "
+        "refused with --decode-steps)",
+    )
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument(
         "--no-cost",
         action="store_true",
@@ -116,7 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plan eagerly (otherwise a layer's plan + attention replays from a CUDA graph)",
     )
-    decode = parser.add_argument_group("decode speed (with --decode-steps)")
+    decode = parser.add_argument_group(
+        "decode speed (with --decode-steps)",
+        "KV memory in the JSON: kv_mib, the cache that holds tokens (on the paged cache, the pages "
+        "heads hold); kv_reserved_mib, pages reserved ahead of the tokens for CUDA-graph replays; "
+        "kv_pool_mib, the paged cache's pools, free pages included",
+    )
     decode.add_argument(
         "--decode-steps", type=int, default=None, help="time N greedy decode steps per cell"
     )
@@ -146,14 +173,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _yarn_factor(text: str) -> float:
+    """A finite number >= 1 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text!r}")
+    return value
+
+
 def main(args: argparse.Namespace) -> int:
     decode = args.decode_steps is not None
+    try:
+        _mode_options(args, decode)
+    except ValueError as e:
+        print(f"attnsieve bench e2e: error: {e}", file=sys.stderr)
+        return 2
     device = e2e_decode.device() if decode else require_cuda()
     started = time.perf_counter()
     try:
-        for name in ("layers", "repeats"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name}: expected >= 1, got {getattr(args, name)}")
         if decode:
             batches, configs = e2e_decode.plan(args)
         else:
@@ -241,6 +281,22 @@ def main(args: argparse.Namespace) -> int:
     plot(result, stem.with_suffix(".png"))
     print(f"wrote {stem}.json and {stem}.png in {result['wall_s']:.0f} s")
     return 0 if check["passed"] else 1
+
+
+def _mode_options(args: argparse.Namespace, decode: bool) -> None:
+    """--repeats (time to first token) and --layers (the random model): given where they do not
+    apply, a ValueError naming them; left out, their default where they apply (so that the
+    recorded command spells them there)."""
+    if decode and args.repeats is not None:
+        raise ValueError("--repeats: applies to time to first token, not --decode-steps")
+    if args.model != RANDOM_MODEL and args.layers is not None:
+        raise ValueError(
+            f"--layers: applies to the random model ({RANDOM_MODEL}), not a loaded one"
+        )
+    if not decode and args.repeats is None:
+        args.repeats = REPEATS
+    if args.model == RANDOM_MODEL and args.layers is None:
+        args.layers = RANDOM_LAYERS
 
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:

@@ -3,8 +3,14 @@
 For each prompt length, batch size B and config, one prefill of a (B, L) batch (every row the same
 prompt: this measures speed, not answers), then ``WARMUP_STEPS`` untimed greedy decode steps
 (kernel compilation, autotuning) and N timed ones. Reported: decode tokens/s = B·N / seconds, ms
-per step, and the KV cache held after the steps (the pages heads hold on attnsieve's paged cache,
-else 2·layers·kv_heads·head_dim·tokens·B·itemsize), with tokens/s relative to the dense config
+per step, and the KV cache after the steps: ``kv_mib``, what holds tokens (on attnsieve's paged
+cache the pages heads hold, ceil(tokens / page_size) each, `Cache.memory_bytes`; else
+2·layers·kv_heads·head_dim·tokens·B·itemsize); on the paged cache also ``kv_reserved_mib``, the
+pages given to heads ahead of their tokens for CUDA-graph replays and not yet written
+(`Cache.ahead_bytes`: `attnsieve.integrations.decode_graphs` reserves 256 tokens a head before a
+capture; 0 where the steps run eagerly), and ``kv_pool_mib``, the page pools allocated, held,
+reserved and free pages alike (`Cache.reserved_bytes`: the device memory the cache takes; None off
+the paged cache), with tokens/s relative to the dense config
 (the first one without a KV policy, decode selector or FP8 cache) and to stock transformers
 ("sdpa": DynamicCache, SDPA attention, no patch) at the same length and batch. The configs are
 `attnsieve eval`'s: every combination of --methods, --kv at --kv-ratio, --decode at
@@ -49,7 +55,7 @@ SDPA = "sdpa"
 ATTENTION_FREE = "attention-free"
 WARMUP_STEPS = 4
 COLUMNS = ["length", "batch", "label", "ms_per_step", "tokens_per_s", "vs_dense", "vs_sdpa",
-           "kv_mib"]  # fmt: skip
+           "kv_mib", "kv_reserved_mib"]  # fmt: skip
 
 
 def device() -> torch.device:
@@ -177,9 +183,15 @@ def time_decode(
         # the timed steps replayed the warm-up's graph, with no capture of their own
         replayed = graph is not None and handle.session.decode_graph is graph
         if paged:
-            kv_bytes = handle.session.paged.memory_bytes()
+            store = handle.session.paged
+            kv_bytes, ahead, pool = (
+                store.memory_bytes(),
+                store.ahead_bytes(),
+                store.reserved_bytes(),
+            )
         else:
             kv_bytes = dense_cache_bytes(model, ids.numel() + ids.shape[0] * (WARMUP_STEPS + steps))
+            ahead, pool = 0, None
     finally:
         if handle is not None:
             handle.remove()
@@ -194,6 +206,8 @@ def time_decode(
         "ms_per_step": seconds / steps * 1e3,
         "tokens_per_s": ids.shape[0] * steps / seconds,
         "kv_mib": kv_bytes / 2**20,
+        "kv_reserved_mib": ahead / 2**20,
+        "kv_pool_mib": None if pool is None else pool / 2**20,
         "graph_replayed": replayed,
     }
 

@@ -4,16 +4,19 @@ and FlexAttention, side by side in one process on identical inputs and block mas
 For every length: dense causal attention through SDPA flash, SDPA cuDNN, FlexAttention and attnsieve
 (Triton kernel with dense dispatch off, and on), then random causal block layouts (diagonal and sink
 block always kept) at several densities through attnsieve and FlexAttention on the same block mask.
-Every attnsieve output is checked against SDPA / FlexAttention on the same mask before it is timed;
-a failed check is reported as such, with no speed-up. Writes kernels.json and kernels.png.
+Every output is checked before it is timed: dense ones against SDPA, sparse ones (attnsieve's and
+FlexAttention's alike, so ``--no-flex`` changes nothing about the check) against the exact float32
+reference (`attention_reference`) on ``CHECK_BLOCKS`` query blocks spread evenly over the sequence
+(all heads, every key); a failed check is reported as such, with no speed-up. Writes kernels.json
+and kernels.png.
 
 ``--precision bf16,int8-fp8`` adds the low-precision rows (`attnsieve.kernels.quant`): dense causal
 at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT8·FP8 kernel and SageAttention
 (its Triton release, INT8 Q·Kᵀ / FP16 P·V, when ``import sageattention`` works), and a random block
 layout of ``--quant-density`` at ``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on
-the same layout. Each output must reach a per-head cosine similarity of 0.999 with the bf16
-reference (SDPA dense, FlexAttention sparse) before it is timed. INT8·FP8 times include quantising
-Q, K and V, which is also timed on its own (quant_ms).
+the same layout. Each output must reach a per-head cosine similarity of 0.999 with the reference
+(bf16 SDPA dense; sparse, the float32 reference on sampled query blocks, as above) before it is
+timed. INT8·FP8 times include quantising Q, K and V, which is also timed on its own (quant_ms).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,14 +36,22 @@ from torch import Tensor
 
 from attnsieve.bench.common import (
     attention_tflops,
+    check_heads,
     command_line,
     environment,
     format_table,
+    fraction,
+    fractions,
     ints,
+    ints_in,
     median_ms,
+    positive_float,
+    positive_int,
     rel_err,
     require_cuda,
+    sampled_blocks,
     save_line_plots,
+    seed,
     write_json,
 )
 from attnsieve.layout import Layout, causal_pairs
@@ -48,10 +60,6 @@ REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("bf16", "int8-fp8")
 MIN_COSINE = 0.999  # per head, low-precision output vs the bf16 reference
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
 
 
 def _precisions(text: str) -> list[str]:
@@ -71,19 +79,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--densities",
-        type=_floats,
-        default=_floats("0.5,0.2,0.1,0.05,0.02"),
-        help="target fractions of causal (query, key) pairs for sparse layouts",
+        type=fractions,
+        default=fractions("0.5,0.2,0.1,0.05,0.02"),
+        help="target fractions in (0, 1] of causal (query, key) pairs for sparse layouts",
     )
-    parser.add_argument("--heads", type=int, default=32, help="query heads H_q")
-    parser.add_argument("--kv-heads", type=int, default=8, help="key/value heads H_kv")
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--block", type=int, default=128, help="layout block size (q and k)")
+    parser.add_argument("--heads", type=positive_int, default=32, help="query heads H_q")
+    parser.add_argument("--kv-heads", type=positive_int, default=8, help="key/value heads H_kv")
+    parser.add_argument("--head-dim", type=positive_int, default=128)
+    parser.add_argument("--batch", type=positive_int, default=1)
+    parser.add_argument(
+        "--block",
+        type=ints_in(16, 128, pow2=True),
+        default=128,
+        help="layout block size (q and k), as the kernel takes: a power of two in [16, 128]",
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--rep-ms", type=float, default=200.0, help="timing budget per kernel")
-    parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rep-ms", type=positive_float, default=200.0, help="timing budget per kernel"
+    )
+    parser.add_argument(
+        "--no-flex",
+        action="store_true",
+        help="skip FlexAttention (sparse rows are still checked, against the float32 reference)",
+    )
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--precision",
@@ -97,10 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quant-sparse-lengths", type=ints, default=ints("65536"), help="int8-fp8 sparse lengths"
     )
-    parser.add_argument("--quant-density", type=float, default=0.1, help="int8-fp8 sparse density")
+    parser.add_argument(
+        "--quant-density", type=fraction, default=0.1, help="int8-fp8 sparse density"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    check_heads(args)
     device = require_cuda()
     from tqdm import tqdm
 
@@ -189,7 +211,7 @@ def _bench_length(
             row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
             return None
         row["extra_mem_gb"] = (torch.cuda.max_memory_allocated() - base) / 2**30
-        row["rel_err"] = None if ref is None else rel_err(out, ref)
+        row["rel_err"] = None if ref is None else rel_err(*_compared(out, ref))
         if ref is not None and not row["rel_err"] < REL_TOL:
             row["status"] = "correctness failed"
             return None
@@ -221,16 +243,16 @@ def _bench_length(
     )
     del ref
 
-    # block-sparse: the same random block mask through FlexAttention (reference) and attnsieve
+    # block-sparse: the same random block mask through FlexAttention and attnsieve, both checked
+    # against the float32 reference on sampled query blocks (with or without --no-flex)
     for target in args.densities:
         layout = random_causal_layout(n, h, blk, target, dev, gen)
         density = layout.density(causal=True)
-        ref = None
+        ref = sampled_reference(q, k, v, layout)
         if flex is not None:
             mask = flex_block_mask(layout)
-            ref = record(
-                "flex", lambda m=mask: flex(q, k, v, block_mask=m, enable_gqa=True), density, target
-            )
+            run = partial(flex, q, k, v, block_mask=mask, enable_gqa=True)
+            record("flex", run, density, target, ref=ref)
         else:
             bar.update()
         record(
@@ -295,8 +317,8 @@ def _bench_precision(
         except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
             row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
             return
-        row["cosine"] = min_head_cosine(out, ref)
-        row["rel_err"] = rel_err(out, ref)
+        row["cosine"] = min_head_cosine(*_compared(out, ref))
+        row["rel_err"] = rel_err(*_compared(out, ref))
         del out
         if not row["cosine"] >= MIN_COSINE:
             row["status"] = "correctness failed"
@@ -332,9 +354,7 @@ def _bench_precision(
         q, k, v = inputs(n)
         layout = random_causal_layout(n, h, blk, args.quant_density, dev, gen)
         density, target = layout.density(causal=True), args.quant_density
-        ref = None
-        if flex is not None:
-            ref = flex(q, k, v, block_mask=flex_block_mask(layout), enable_gqa=True)
+        ref = sampled_reference(q, k, v, layout)
         bm, bn = quant_tiles(layout)
         bf16 = partial(sparse_attention, q, k, v, layout)
         record(n, "attnsieve", "bf16", bf16, density, target, ref)
@@ -384,6 +404,42 @@ def _sageattn() -> Callable | None:
     except ImportError:
         return None
     return sageattn
+
+
+CHECK_BLOCKS = 8  # query blocks on which sparse rows are checked against the float32 reference
+
+
+@dataclass
+class SampledReference:
+    """The float32 reference output of a layout on sampled query rows (all heads, every key)."""
+
+    rows: Tensor  # int64 (R,): the query rows, ascending
+    out: Tensor  # float32 (B, H_q, R, D)
+
+
+def sampled_reference(
+    q: Tensor, k: Tensor, v: Tensor, layout: Layout, blocks: int = CHECK_BLOCKS
+) -> SampledReference:
+    """`attention_reference` (exact, float32) of ``layout`` on ``blocks`` query blocks spread
+    evenly over the sequence (`attnsieve.bench.common.sampled_blocks`): a check that needs no
+    other backend (FlexAttention may be skipped) and costs (block_q × M) scores per head and
+    block, not a dense attention."""
+    from attnsieve.kernels.prefill_reference import attention_reference
+
+    rows, outs = [], []
+    for r0, r1, sub in sampled_blocks(layout, blocks):
+        m_sub = sub.num_keys
+        sub_qkv = q[:, :, r0:r1].float(), k[:, :, :m_sub].float(), v[:, :, :m_sub].float()
+        outs.append(attention_reference(*sub_qkv, sub))
+        rows.append(torch.arange(r0, r1, device=q.device))
+    return SampledReference(torch.cat(rows), torch.cat(outs, dim=2))
+
+
+def _compared(out: Tensor, ref: Tensor | SampledReference) -> tuple[Tensor, Tensor]:
+    """``out`` and ``ref`` on the rows ``ref`` holds: all of them, or a `SampledReference`'s."""
+    if isinstance(ref, SampledReference):
+        return out[:, :, ref.rows], ref.out
+    return out, ref
 
 
 def min_head_cosine(out: Tensor, ref: Tensor) -> float:

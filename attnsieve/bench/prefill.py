@@ -1,4 +1,4 @@
-"""`attnsieve bench prefill`: every planner's density, recall and time against cuDNN dense (GPU).
+"""`attnsieve bench prefill`: every planner's density, recall and time against SDPA dense (GPU).
 
 For each length N (= M) a synthetic workload with Llama-3-8B head shapes (32 query / 8 KV heads,
 head_dim 128, batch 1, bf16; `attnsieve.eval.workloads`, planted sink+local / vertical / slash /
@@ -6,16 +6,23 @@ retrieval heads cycling over the query heads) is planned by every planner with i
 (paper) hyper-parameters. Reported per (length, planner):
 
 - ``density``: computed / dense-causal (query, key) pairs (`Layout.density`, exact);
-- ``recall``: dense attention mass the layout keeps (`attnsieve.eval.fidelity.attention_recall`,
-  exact float32 reference), over ``--recall-blocks`` query blocks spread evenly over the sequence
-  (all heads, every key) rather than all N rows, which would cost an fp32 dense attention per
-  planner; the mean, the worst head and the mean per head kind;
+- ``recall``: dense attention mass the layout keeps (`attnsieve.eval.fidelity.attention_recall`
+  on the exact float32 reference backend, not the Triton kernel under test), over
+  ``--recall-blocks`` query blocks spread evenly over the sequence (all heads, every key) rather
+  than all N rows, which would cost an fp32 dense attention per planner; the mean, the worst head
+  and the mean per head kind;
 - ``plan_ms``, ``attn_ms`` (`attnsieve.kernels.prefill.sparse_attention` on the layout),
-  ``total_ms`` and ``speedup`` = SDPA cuDNN causal dense ms / total_ms; ``plan_fraction`` =
-  plan_ms / attn_ms. Times are CUDA-event medians (`median_ms`) after a warm-up call.
+  ``total_ms`` and ``speedup`` = SDPA causal dense ms / total_ms (cuDNN, or flash where cuDNN
+  has no kernel for the inputs: ``baseline`` records which; the plot's axes name it);
+  ``plan_fraction`` = plan_ms / attn_ms. Times are CUDA-event medians of eager calls
+  (`median_ms`, i.e. `triton.testing.do_bench`, which flushes L2 by zeroing a 256 MB buffer
+  before each call).
 - ``graph_plan_ms``: the plan replayed from a CUDA graph, as `attnsieve.patch` runs it once a
-  shape repeats (None where the plan waits for the GPU and cannot be captured), and
+  shape repeats (None where the plan waits for the GPU and cannot be captured), with L2 flushed
+  by reading a 256 MB buffer before each replay (`attnsieve.bench.common.graph_ms`), and
   ``graph_speedup`` = dense ms / (graph_plan_ms + attn_ms).
+
+prefill.json's ``settings.l2_flush`` says which flush preceded each timed field.
 
 The sparse output is checked against the float32 reference on the sampled rows first; a planner
 whose check fails gets no times or speed-up. Writes prefill.json and prefill.png (recall vs
@@ -35,14 +42,19 @@ import torch
 from torch import Tensor
 
 from attnsieve.bench.common import (
+    check_heads,
     command_line,
     environment,
     format_table,
     graph_ms,
     ints,
     median_ms,
+    positive_float,
+    positive_int,
     require_cuda,
+    sampled_blocks,
     save_line_plots,
+    seed,
     write_json,
 )
 from attnsieve.eval.fidelity import attention_recall
@@ -54,6 +66,17 @@ from attnsieve.methods import PLANNERS, get_planner
 
 KINDS = ("sink_local", "vertical", "slash", "retrieval")
 REL_TOL = 2e-2  # bf16 kernel output vs the fp32 reference (relative Frobenius error)
+_DO_BENCH = (
+    "eager calls timed by triton.testing.do_bench: a 256 MB buffer zeroed (written) before each "
+    "call"
+)
+L2_FLUSH = {  # the flush before each timed field of a row
+    "dense_ms": _DO_BENCH,
+    "plan_ms": _DO_BENCH,
+    "attn_ms": _DO_BENCH,
+    "graph_plan_ms": "CUDA-graph replays timed by attnsieve.bench.common.graph_ms: a 256 MB "
+    "buffer read before each replay",
+}
 TARGETS = {"min_recall": 0.95, "max_density": 0.10, "min_speedup": 8.0, "max_plan_fraction": 0.10}
 
 
@@ -66,16 +89,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kwargs", default="{}", help="JSON {planner: {field: value}} overriding the defaults"
     )
     parser.add_argument("--kinds", default=",".join(KINDS), help="head kinds, cycled over heads")
-    parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--kv-heads", type=int, default=8)
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--recall-blocks", type=int, default=8, help="query blocks for recall")
-    parser.add_argument("--rep-ms", type=float, default=100.0, help="timing budget per measure")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", type=positive_int, default=32)
+    parser.add_argument("--kv-heads", type=positive_int, default=8)
+    parser.add_argument("--head-dim", type=positive_int, default=128)
+    parser.add_argument(
+        "--recall-blocks", type=positive_int, default=8, help="query blocks for recall"
+    )
+    parser.add_argument(
+        "--rep-ms", type=positive_float, default=100.0, help="timing budget per measure"
+    )
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
 
 
 def main(args: argparse.Namespace) -> int:
+    check_heads(args)
+    if not [k for k in args.kinds.split(",") if k]:
+        raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
     device = require_cuda()
     from tqdm import tqdm
 
@@ -126,9 +156,10 @@ def _payload(
             "head_dim": args.head_dim, "batch": 1, "dtype": "bfloat16", "head_kinds": head_kinds,
             "seed": args.seed, "rep_ms": args.rep_ms,
             "kwargs": {name: vars(p) for name, p in planners.items()},
-            "recall": f"exact fp32 recall over {args.recall_blocks} query blocks spread evenly "
-            "over the sequence (all heads, all keys), not over all N rows",
-            "l2_flush": "replayed plans: a 256 MB buffer read before each replay",
+            "recall": f"exact fp32 recall (attention_recall on the reference backend, not the "
+            f"Triton kernel) over {args.recall_blocks} query blocks spread evenly over the "
+            "sequence (all heads, all keys), not over all N rows",
+            "l2_flush": L2_FLUSH,
         },
         "targets": TARGETS,
         "rows": rows,
@@ -179,32 +210,16 @@ def _sampled_recall_and_error(
 ) -> tuple[Tensor, float]:
     """Per-head recall (H_q,) over sampled query blocks, and the output's relative error there.
 
-    Query block i alone, with the keys up to its last query, is a smaller bottom-right aligned
-    problem, so the exact reference only sees (block_q × M) scores per head.
+    Each block is a smaller problem of its own (`attnsieve.bench.common.sampled_blocks`), so the
+    exact float32 reference (recall and error alike) only sees (block_q × M) scores per head.
     """
-    n, m, bq, bk = layout.num_queries, layout.num_keys, layout.block_q, layout.block_k
-    picked = torch.linspace(0, layout.num_q_blocks - 1, blocks).round().long().unique().tolist()
-    block_mask = layout.block_mask()
     kept, rows, err2, norm2 = 0.0, 0, 0.0, 0.0
-    for qb in picked:
-        r0, r1 = qb * bq, min(n, (qb + 1) * bq)
-        m_sub = m - n + r1
-        if m_sub <= 0:
-            continue
-        sub = Layout.from_block_mask(
-            block_mask[:, :, qb : qb + 1, : math.ceil(m_sub / bk)],
-            block_q=bq, block_k=bk, num_queries=r1 - r0, num_keys=m_sub,
-        )  # fmt: skip
-        if layout.has_columns:
-            cols = layout.column_idx[:, :, qb : qb + 1].long()
-            slot = torch.arange(cols.shape[-1], device=cols.device)
-            valid = (slot < layout.column_count[:, :, qb : qb + 1, None]) & (cols < m_sub)
-            sub = sub.with_columns(torch.where(valid, cols, -1))
-        if layout.has_spans:  # with_spans clips the ranges to the cropped keys
-            part = (layout.span_start, layout.span_end, layout.span_count)
-            sub = sub.with_spans(*(t[:, :, qb : qb + 1] for t in part))
+    for r0, r1, sub in sampled_blocks(layout, blocks):
+        m_sub = sub.num_keys
         q_sub, k_sub, v_sub = q[:, :, r0:r1], k[:, :, :m_sub], v[:, :, :m_sub]
-        kept = kept + attention_recall(q_sub, k_sub, sub).mean(0) * (r1 - r0)
+        # the reference, not the auto choice (on CUDA the Triton kernel whose layout is checked)
+        recall = attention_recall(q_sub, k_sub, sub, backend="reference")
+        kept = kept + recall.mean(0) * (r1 - r0)
         rows += r1 - r0
         want = attention_reference(q_sub, k_sub, v_sub, sub).float()
         err2 += float((out[:, :, r0:r1].float() - want).square().sum())
@@ -235,6 +250,10 @@ def _dense_ms(q: Tensor, k: Tensor, v: Tensor, rep_ms: float) -> tuple[float, st
 def _plot(path: Path, rows: list[dict[str, Any]], lengths: list[int]) -> None:
     timed = [r for r in rows if "speedup" in r]
     planners = list(dict.fromkeys(r["planner"] for r in timed))
+
+    def baseline(rows: list[dict[str, Any]]) -> str:  # the SDPA backend(s) that ran, as recorded
+        return " / ".join(dict.fromkeys(r["baseline"] for r in rows)) or "SDPA"
+
     panels = [
         {
             "series": {
@@ -242,7 +261,8 @@ def _plot(path: Path, rows: list[dict[str, Any]], lengths: list[int]) -> None:
                     [r["recall"] for r in timed if r["planner"] == p and r["length"] == n])
                 for p in planners
             },
-            "xlabel": "speed-up vs SDPA cuDNN dense (plan + attention)",
+            "xlabel": f"speed-up vs {baseline([r for r in timed if r['length'] == n])} dense "
+            "(plan + attention)",
             "ylabel": "attention recall (sampled rows)",
             "logx": True,
             "title": f"N = {n}",
@@ -257,7 +277,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], lengths: list[int]) -> None:
                 for p in planners
             },
             "xlabel": "sequence length",
-            "ylabel": "speed-up vs SDPA cuDNN dense",
+            "ylabel": f"speed-up vs {baseline(timed)} dense",
             "logx": True,
             "title": "speed-up",
         }
