@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import triton
 
-from attnsieve.bench.common import attention_tflops, causal_pairs, environment, median_ms
+from attnsieve.bench.common import attention_tflops, environment, median_ms
 from attnsieve.bench.kernels import _compiled_flex, _sdpa, flex_block_mask, random_causal_layout
 from attnsieve.kernels import prefill as P
 from attnsieve.kernels.prefill_reference import attention_reference
-from attnsieve.layout import Layout
+from attnsieve.layout import Layout, causal_pairs
 
 CANDIDATES = [  # (BLOCK_M, BLOCK_N, warps, stages, TMA)
     (128, 128, 8, 2, True),
