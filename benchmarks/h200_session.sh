@@ -63,7 +63,7 @@
 #   2026-11-30, ninth session: s9a; s9b; s9c, s9d, s9e (as s7a-s7c, s9e also carrying .stage/t),
 #   s9f at once after s9e; s9g, s9h (carry .stage/t, at once after s9g); s9i (carry .stage/t).
 #   2026-11-30, tenth session: s10a, s10b (each carrying .stage/t); s10c, s10d, s10e (as s7a-s7c,
-#   s10e also carrying .stage/t); s10f (carry .stage/t).
+#   s10e also carrying .stage/t); s10f, s10g (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -1000,8 +1000,26 @@ s10f)  # carrying .stage/t: test_bench_e2e after its paged-cache test took two w
         > "$OUT/review/cuda_tests_s10f.log" 2>&1
     tail -3 "$OUT/review/cuda_tests_s10f.log"
     ;;
+s10g)  # carrying .stage/t: the bench commands after the review fixes: bench kernels whose sparse
+    # rows are checked against the float32 reference on sampled query blocks (with and without
+    # FlexAttention), and bench prefill at 128K with its recall from the reference
+    # (review/kernels/, review/kernels_noflex/, review/prefill/)
+    D="$OUT/review"
+    mkdir -p "$D/kernels" "$D/kernels_noflex" "$D/prefill"
+    timeout 250 python3 -m attnsieve bench kernels --precision bf16,int8-fp8 --out "$D/kernels" \
+        > "$D/kernels/kernels.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$D/kernels/kernels.log" | tail -6
+    timeout 90 python3 -m attnsieve bench kernels --no-flex --lengths 16384 --densities 0.1 \
+        --precision bf16 --out "$D/kernels_noflex" 2>&1 | grep -v "it/s\]\|s/it\]" | tail -4
+    rm -f "$D/kernels_noflex/"*.png
+    start=$(date +%s)
+    timeout 150 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
+        --out "$D/prefill" > "$D/prefill/prefill.log" 2>&1
+    echo "bench prefill wall $(( $(date +%s) - start )) s" | tee -a "$D/prefill/prefill.log"
+    tail -6 "$D/prefill/prefill.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g" >&2
     exit 2
     ;;
 esac
