@@ -109,6 +109,23 @@ def test_decode_axes_need_decode_steps(argv):
         e2e._methods(parser.parse_args(argv))
 
 
+def test_time_to_first_token_sweeps_prefill_precisions(tmp_path):
+    """--precision bf16,int8-fp8 times each method in each prefill precision; bf16 keeps a config
+    file's own; fp8-kv (a decode precision) is refused by name."""
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"prefill": "streaming", "precision": "int8-fp8"}))
+    args = parser.parse_args(["--methods", f"flexprefill,{path}", "--precision", "bf16,int8-fp8"])
+    methods = dict(e2e._methods(args))
+    assert list(methods) == ["flexprefill", "flexprefill+int8-fp8", "mine", "mine+int8-fp8"]
+    assert [c.precision for c in methods.values()] == ["bf16", "int8-fp8", "int8-fp8", "int8-fp8"]
+    assert methods["mine"].prefill == methods["mine+int8-fp8"].prefill == "streaming"
+    for bad in ("fp8-kv", "bf16,int8-fp8+fp8-kv", ","):
+        with pytest.raises(ValueError, match="--precision: time to first token takes"):
+            e2e._methods(parser.parse_args(["--precision", bad]))
+
+
 def test_the_recorded_command_spells_flags_as_flags():
     import argparse
 

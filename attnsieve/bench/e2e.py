@@ -50,6 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.api import PRECISIONS as PREFILL_PRECISIONS
 from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
     command_line,
@@ -164,7 +165,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     decode.add_argument(
         "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
     )
-    decode.add_argument("--precision", default="bf16", help="comma-separated: bf16, fp8-kv, ...")
+    parser.add_argument(
+        "--precision",
+        default="bf16",
+        help="comma-separated: bf16, int8-fp8 (time to first token: each method in each; bf16 "
+        "keeps a config file's own); with --decode-steps also fp8-kv, int8-fp8+fp8-kv",
+    )
     decode.add_argument(
         "--paged-cache",
         action="store_true",
@@ -301,8 +307,14 @@ def _mode_options(args: argparse.Namespace, decode: bool) -> None:
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     """(label, config) per entry of --methods (a planner name or a JSON file), or of --config."""
-    if (args.kv, args.decode, args.precision) != (None, None, "bf16"):
-        raise ValueError("--kv/--decode/--precision: apply to decode speed (--decode-steps)")
+    if (args.kv, args.decode) != (None, None):
+        raise ValueError("--kv/--decode: apply to decode speed (--decode-steps)")
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or not set(precisions) <= set(PREFILL_PRECISIONS):
+        raise ValueError(
+            f"--precision: time to first token takes {', '.join(PREFILL_PRECISIONS)} (fp8-kv "
+            f"applies to decode speed, --decode-steps); got {args.precision!r}"
+        )
     if args.batch.strip() != "1" or args.paged_cache:  # time to first token is of one prompt
         raise ValueError("--batch/--paged-cache: apply to decode speed (--decode-steps)")
     entries = [args.config] if args.config else [m for m in args.methods.split(",") if m.strip()]
@@ -310,9 +322,14 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     for entry in entries:
         entry = entry.strip()
         if entry.endswith(".json"):
-            out.append((Path(entry).stem, AttentionConfig.from_json(entry)))
+            label, config = Path(entry).stem, AttentionConfig.from_json(entry)
         else:
-            out.append((entry, AttentionConfig(prefill=entry)))
+            label, config = entry, AttentionConfig(prefill=entry)
+        for precision in precisions:  # bf16, the default, keeps a config file's own precision
+            if precision == "bf16":
+                out.append((label, config))
+            else:
+                out.append((f"{label}+{precision}", config.override(precision=precision)))
     if not out:
         raise ValueError("--methods: expected at least one method")
     return out
