@@ -1024,6 +1024,7 @@ s10j)  # carrying .stage/r3 (after s10h and s10i): time to first token on SmolLM
     timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 32k,64k,128k --methods dense,flexprefill --precision bf16,int8-fp8 \
         --out "$OUT/review/e2e_int8" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    for f in "$OUT/review/e2e_int8/"*+*; do mv "$f" "${f//+/_}"; done  # '+' does not come back
     ;;
 *)
     echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j" >&2
