@@ -83,6 +83,19 @@ def test_multi_answer_scores_are_fractions_and_targets_follow_the_text():
     assert s.score(s.answers[0]) == 0.25
 
 
+def test_a_longer_word_or_number_holding_an_answer_scores_zero():
+    s = make_samples("common_words", BYTES, 16384, 2, seed=0)[1]
+    listing = s.prompt.split("\n")[1]
+    rare = set(re.findall(r"\d+\. (\w+)", listing)) - set(s.answers)
+    holders = [w for a in s.answers for w in rare if a in w]  # e.g. "vana" in "vanavu"
+    assert holders
+    assert s.score(" " + ", ".join(holders) + ".") == 0.0
+    assert s.score(s.target) == 1.0
+    s = make_samples("niah_single", BYTES, 1024, 1, seed=0)[0]
+    assert s.score(f" {s.answers[0]}9.") == 0.0  # an 8-digit number
+    assert s.score(f"({s.answers[0]})") == 1.0
+
+
 def test_depth_places_the_needle():
     samples = make_samples("niah_single", BYTES, 4096, 3, seed=0)
     assert [s.depth for s in samples] == [0.0, 0.5, 1.0]  # default: an even sweep

@@ -24,6 +24,7 @@ import inspect
 import itertools
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,9 +53,13 @@ class Sample:
     index: int
 
     def score(self, prediction: str) -> float:
-        """RULER's string_match_all: fraction of answers contained in ``prediction`` (any case)."""
+        """RULER's string_match_all on whole words: fraction of answers found in ``prediction``
+        (any case) with no letter or digit next to them. RULER matches substrings; here a longer
+        word or number that holds an answer does not count (cwe's pseudo-words often hold one
+        another: "vana" in "vanavu")."""
         text = prediction.lower()
-        return sum(answer.lower() in text for answer in self.answers) / len(self.answers)
+        found = (re.search(rf"(?<!\w){re.escape(a.lower())}(?!\w)", text) for a in self.answers)
+        return sum(match is not None for match in found) / len(self.answers)
 
 
 @dataclass(frozen=True)
