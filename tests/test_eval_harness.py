@@ -233,6 +233,23 @@ def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeyp
     assert harness.main(args) == 0 and len(calls) == 3
 
 
+def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_path, monkeypatch):
+    calls = []
+    run_cell = harness.run_cell
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return run_cell(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "run_cell", counting)
+    args = _args(tiny_probe_dir, tmp_path)
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    assert harness.main(args) == 0 and len(calls) == 1
+    args.rope_scale = 2.0  # another model (YaRN): not the unscaled cell again
+    assert harness.main(args) == 0 and len(calls) == 2
+    assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
+
+
 def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1

@@ -588,10 +588,13 @@ def main(args: argparse.Namespace) -> int:
                 )
         print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
         return 0
+    # a local folder by its full path: two folders of one name are two models; YaRN's factor
+    # makes another model of it (name has it as "-yarnF")
+    yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
+    source = f"{Path(args.model).resolve()}{yarn}" if Path(args.model).exists() else name
     meta = {
         "model": name,
-        # a local folder by its full path: two folders of one name are two models
-        "model_source": str(Path(args.model).resolve()) if Path(args.model).exists() else name,
+        "model_source": source,
         "device": args.device,
         "dtype": str(model.dtype).removeprefix("torch."),
         "torch": torch.__version__,
