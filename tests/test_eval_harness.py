@@ -279,6 +279,19 @@ def test_lengths_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys):
     assert harness._within_positions([4096, 8192, 16384], 8192, None) == [4096, 8192]
 
 
+def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys, monkeypatch):
+    def never(*args):
+        raise AssertionError("ran a prompt beyond the model's positions")
+
+    monkeypatch.setattr(harness, "run_fidelity", never)
+    args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--fidelity-length", "64k")
+    assert harness.main(args) == 2  # the probe has 32768 positions
+    assert "--fidelity-length: expected 1 to 32768 tokens" in capsys.readouterr().err
+    args.fidelity_length = "4m"
+    assert harness.main(args) == 2
+    assert "--fidelity-length: expected entries like 4k" in capsys.readouterr().err
+
+
 def test_split_question_keeps_the_question_out_of_the_context():
     context, question = harness.split_question("text text\nWhat is the pass key? The pass key is")
     assert context == "text text" and question.startswith("\nWhat is the pass key?")

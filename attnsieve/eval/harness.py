@@ -150,12 +150,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_length(text: str) -> int:
-    """'4k' -> 4096, '4096' -> 4096."""
+def parse_length(text: str, name: str = "lengths") -> int:
+    """'4k' -> 4096, '4096' -> 4096; ``name``: the option an error names."""
     t = text.strip().lower()
     digits = t[:-1] if t.endswith("k") else t
     if not digits.isdigit() or int(digits) <= 0:
-        raise ValueError(f"lengths: expected entries like 4k or 4096, got {text!r}")
+        raise ValueError(f"{name}: expected entries like 4k or 4096, got {text!r}")
     return int(digits) * (1024 if t.endswith("k") else 1)
 
 
@@ -526,12 +526,15 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     }
 
 
-def check_lengths_fit(lengths: list[int], positions: int, hint: bool = True) -> None:
-    """Asked lengths beyond the model's positions: a named error (``hint``: how to extend them)."""
+def check_lengths_fit(
+    lengths: list[int], positions: int, hint: bool = True, name: str = "--lengths"
+) -> None:
+    """Asked lengths beyond the model's positions: an error naming the option ``name`` (``hint``:
+    how to extend them)."""
     if max(lengths) > positions:
         extend = "; --rope-scale F extends a pretrained model to F x its trained length"
         raise ValueError(
-            f"--lengths: expected 1 to {positions} tokens (the model's positions), got {lengths}"
+            f"{name}: expected 1 to {positions} tokens (the model's positions), got {lengths}"
             + (extend if hint else "")
         )
 
@@ -562,14 +565,18 @@ def main(args: argparse.Namespace) -> int:
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
-        lengths = _within_positions(lengths, model.config.max_position_embeddings, args.lengths)
+        positions = model.config.max_position_embeddings
+        lengths = _within_positions(lengths, positions, args.lengths)
+        if args.fidelity:
+            asked = args.fidelity_length
+            length = parse_length(asked, "--fidelity-length") if asked else max(lengths)
+            check_lengths_fit([length], positions, name="--fidelity-length")
     except (ValueError, TypeError, FileNotFoundError, OSError) as e:
         print(f"attnsieve eval: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("eval-results") / name.replace("/", "--"))
     out.mkdir(parents=True, exist_ok=True)
     if args.fidelity:
-        length = parse_length(args.fidelity_length) if args.fidelity_length else max(lengths)
         result = run_fidelity(model, tokenizer, name, methods, tasks[0], length, args)
         (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
         plots.plot_fidelity(result, out / "fidelity.png")
