@@ -68,6 +68,12 @@ def main(args: argparse.Namespace) -> int:
         num_layers = model.config.num_hidden_layers
         layers = sorted({*recall_layers, args.plot_layer})
         heads = model.config.num_attention_heads
+        positions = model.config.max_position_embeddings
+        if args.length > positions:
+            raise ValueError(
+                f"length: expected at most {positions} tokens (the model's positions), got "
+                f"{args.length}"
+            )
         if not all(0 <= i < num_layers for i in layers) or not 0 <= args.plot_head < heads:
             raise ValueError(
                 f"recall-layers/plot-layer/plot-head: layers in [0, {num_layers}), head in "

@@ -139,3 +139,22 @@ def test_demo_without_model_exits_2(monkeypatch, tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("attnsieve demo: error:") and "\n" not in err
+
+
+def test_demo_length_beyond_the_model_positions_exits_2(monkeypatch, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from attnsieve import demo
+
+    (tmp_path / "model.gguf").write_bytes(b"")
+    monkeypatch.setenv(models.SMOLLM2_ENV, str(tmp_path / "model.gguf"))
+    config = SimpleNamespace(
+        num_hidden_layers=30, num_attention_heads=9, max_position_embeddings=8192
+    )
+    monkeypatch.setattr(
+        models, "load_model", lambda *a, **k: (SimpleNamespace(config=config), None, "smollm2")
+    )
+    monkeypatch.setattr(demo, "_run", lambda *a: pytest.fail("ran past the model's positions"))
+    assert cli.main(["demo", "--length", "16384", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "length: expected at most 8192 tokens" in err and "\n" not in err
