@@ -180,6 +180,24 @@ def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
     assert "no_such_planner" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"streaming": {"window_tokens": 64}',
+        '{"streaming": 5}',
+        '{"streming": {"window_tokens": 64}}',
+    ],
+)
+def test_bad_method_kwargs_name_the_option(text, capsys):
+    parser = harness.argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", "probe", "--methods", "streaming", "--method-kwargs", text]
+    )
+    with pytest.raises(ValueError, match="^method-kwargs: "):
+        harness.method_configs(args)  # a typo'd planner would run at its defaults unnoticed
+
+
 def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path):
     args = _args(
         tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"

@@ -171,10 +171,18 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at --kv-ratio unless
     it sets a budget or ratio itself."""
     from attnsieve.integrations import AttentionConfig
+    from attnsieve.methods import PLANNERS
 
-    kwargs = json.loads(args.method_kwargs)
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"method-kwargs: expected a JSON object, got {args.method_kwargs!r}")
+    try:
+        kwargs = json.loads(args.method_kwargs)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"method-kwargs: not JSON ({e}): {args.method_kwargs!r}") from None
+    shape = isinstance(kwargs, dict) and all(isinstance(v, dict) for v in kwargs.values())
+    if not shape or not set(kwargs) <= set(PLANNERS):
+        raise ValueError(
+            f"method-kwargs: expected a JSON object {{planner: {{hyper-parameter: value}}}} "
+            f"with planners among {sorted(PLANNERS)}, got {args.method_kwargs!r}"
+        )
     common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
     kvs, decodes = (
         [_KEEP] if text is None else [None if x == "none" else x for x in _split(text)] or [None]
