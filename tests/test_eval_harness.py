@@ -268,6 +268,27 @@ def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_pat
     assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
+def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path, monkeypatch):
+    calls = []
+    run_cell, load_model = harness.run_cell, harness.load_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return run_cell(*args, **kwargs)
+
+    def hub(spec, **kwargs):  # stands in for two Hub ids whose names end alike
+        model, tokenizer, _ = load_model(str(tiny_probe_dir), **kwargs)
+        return model, tokenizer, spec.split("/")[-1]
+
+    monkeypatch.setattr(harness, "run_cell", counting)
+    monkeypatch.setattr(harness, "load_model", hub)
+    args = _args("org-a/model", tmp_path)
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    assert harness.main(args) == 0 and len(calls) == 1
+    args.model = "org-b/model"  # another model: not org-a's cell again
+    assert harness.main(args) == 0 and len(calls) == 2
+
+
 def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1

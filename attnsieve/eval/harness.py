@@ -603,10 +603,11 @@ def main(args: argparse.Namespace) -> int:
                 )
         print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
         return 0
-    # a local folder by its full path: two folders of one name are two models; YaRN's factor
-    # makes another model of it (name has it as "-yarnF")
+    # a local folder by its full path, a Hub id whole (org/name): two folders or Hub models of one
+    # name are two models; YaRN's factor makes another model of it (name has it as "-yarnF")
     yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
-    source = f"{Path(args.model).resolve()}{yarn}" if Path(args.model).exists() else name
+    where = Path(args.model).resolve() if Path(args.model).exists() else args.model
+    source = f"{where}{yarn}"
     meta = {
         "model": name,
         "model_source": source,
