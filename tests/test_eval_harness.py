@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+import re
 import shutil
 
 import pytest
@@ -196,6 +197,25 @@ def test_bad_method_kwargs_name_the_option(text, capsys):
     )
     with pytest.raises(ValueError, match="^method-kwargs: "):
         harness.method_configs(args)  # a typo'd planner would run at its defaults unnoticed
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (None, "cannot read the config file"),
+        ("{bad", "not valid JSON"),
+        ("[1]", "expected a JSON object"),
+    ],
+)
+def test_a_bad_config_file_among_methods_is_named(text, message, tmp_path):
+    path = tmp_path / "config.json"
+    if text is not None:
+        path.write_text(text)
+    parser = harness.argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(["--model", "probe", "--methods", f"dense,{path}"])
+    with pytest.raises(ValueError, match=re.escape(f"methods: {path}: {message}")):
+        harness.method_configs(args)
 
 
 def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path):

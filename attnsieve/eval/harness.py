@@ -206,7 +206,7 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
                 parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
             parts += [precision] if precision != "bf16" else []
             if method.endswith(".json"):
-                data = json.loads(Path(method).read_text())
+                data = _config_file(method)
                 config = AttentionConfig.from_json({**common, **data}).override(**roles)
             else:
                 prefill = {"method": method, **kwargs.get(method, {})}
@@ -225,6 +225,19 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 _KEEP = object()  # --kv / --decode not given: a config file keeps its role
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    """An AttentionConfig JSON file among --methods, read with errors naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"methods: {path}: cannot read the config file ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"methods: {path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"methods: {path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
