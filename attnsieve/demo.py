@@ -57,7 +57,12 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         smollm2_path()  # a missing model is reported before anything slow starts
-        recall_layers = [int(x) for x in args.recall_layers.split(",") if x.strip()]
+        items = [x.strip() for x in args.recall_layers.split(",") if x.strip()]
+        if not all(x.isdigit() for x in items):
+            raise ValueError(
+                f"recall-layers: expected comma-separated layer numbers, got {args.recall_layers!r}"
+            )
+        recall_layers = [int(x) for x in items]
         if args.length < 1024 or not 0 <= args.depth <= 1 or not recall_layers:
             raise ValueError(
                 f"length/depth/recall-layers: expected >= 1024, in [0, 1] and a non-empty list, "

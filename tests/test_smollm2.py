@@ -158,3 +158,11 @@ def test_demo_length_beyond_the_model_positions_exits_2(monkeypatch, tmp_path, c
     assert cli.main(["demo", "--length", "16384", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "length: expected at most 8192 tokens" in err and "\n" not in err
+
+
+def test_demo_recall_layers_not_numbers_exits_2(monkeypatch, tmp_path, capsys):
+    (tmp_path / "model.gguf").write_bytes(b"")
+    monkeypatch.setenv(models.SMOLLM2_ENV, str(tmp_path / "model.gguf"))
+    assert cli.main(["demo", "--recall-layers", "5,x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "recall-layers: expected comma-separated layer numbers" in err and "\n" not in err
