@@ -162,6 +162,19 @@ def test_fidelity_of_low_precision_is_against_float32(tiny_probe_dir, tmp_path):
     assert exact["logit_rel_err"] < low["logit_rel_err"] < 0.1
 
 
+def test_fidelity_of_an_unplanned_layer_at_low_precision_is_sdpa(tiny_probe_dir, tmp_path):
+    """The patch runs a layer without a planner through SDPA at the model's precision: measured
+    so, not quantized."""
+    config = tmp_path / "cal.json"
+    config.write_text(json.dumps({"prefill": "dense", "layers": {"0": {"prefill": None}}}))
+    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", "--precision", "int8-fp8")
+    args.methods = str(config)
+    assert harness.main(args) == 0
+    cal = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["cal+int8-fp8"]
+    # float32 model: its SDPA is the reference; the planned layer 1 runs INT8-FP8
+    assert min(cal["cosine"][0]) > 0.99999 > min(cal["cosine"][1])
+
+
 def test_missing_probe_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(probe, "WEIGHTS_DIR", tmp_path / "weights")
     args = _args("probe", tmp_path)

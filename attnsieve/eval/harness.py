@@ -20,7 +20,8 @@ method's own (``attnsieve bench e2e`` times the patched model with the cost mode
 dense model, captures Q/K/V of every layer through transformers' AttentionInterface, and reports
 each method's attention recall and relative output error and cosine per layer and head
 (OUT/fidelity.json, OUT/fidelity.png). A method at ``int8-fp8`` precision is compared with the
-float32 reference of dense attention (the others with dense attention at the model's precision).
+float32 reference of dense attention (the others with dense attention at the model's precision);
+its layers without a planner run SDPA at the model's precision, as patched, and are measured so.
 It also reports each method's relative error of the last position's logits against the stock
 model, and whether their top token agrees. On a GPU, "as_patched" gives recall and density of
 what `attnsieve.patch` runs by default: its cost model sends a layer whose plan (this density)
@@ -481,9 +482,11 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             planner = config.planner(layer)  # None: the layer runs SDPA, measured as dense
             layout = (planner or unplanned).plan(query, key, causal=True)
             low = config.prefill_precision != "bf16"
+            # a layer without a planner runs SDPA at the model's precision, never quantized
+            precision = "bf16" if planner is None else config.prefill_precision
             error = output_error(
                 query, key, value, layout, scale=scaling, dense_out=exact if low else dense_out,
-                precision=config.prefill_precision,
+                precision=precision,
             )  # fmt: skip
             recall = attention_recall(query, key, layout, scale=scaling, dense_lse=dense_lse)
             result = layers[label]
