@@ -135,6 +135,22 @@ def test_fidelity_as_patched_counts_cost_dense_layers(tiny_probe_dir, tmp_path, 
     assert streaming["mean_recall"] < 1.0  # the planner's own numbers stay
 
 
+def test_fidelity_as_patched_counts_a_prompt_under_min_prefill_length_dense(
+    tiny_probe_dir, tmp_path
+):
+    config = tmp_path / "short.json"  # the patch runs a 512-token prompt dense under it
+    prefill = {"method": "streaming", "sink_tokens": 4, "window_tokens": 64}
+    config.write_text(json.dumps({"prefill": prefill, "min_prefill_length": 4096}))
+    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity")
+    args.methods = str(config)
+    assert harness.main(args) == 0
+    short = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["short"]
+    assert short["mean_recall"] < 1.0  # the planner's own numbers
+    assert short["as_patched"] == {"cost_dense_layers": [0, 1], "mean_recall": 1.0,
+                                   "mean_density": 1.0}  # fmt: skip
+    assert short["logit_rel_err"] < 1e-4  # as patched it is the dense model
+
+
 def test_fidelity_of_a_per_layer_config_with_an_unplanned_layer(tiny_probe_dir, tmp_path):
     """`calibrate --per-layer` writes None for a layer that runs SDPA: measured as dense."""
     config = tmp_path / "cal.json"

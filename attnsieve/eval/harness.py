@@ -23,9 +23,10 @@ each method's attention recall and relative output error and cosine per layer an
 float32 reference of dense attention (the others with dense attention at the model's precision);
 its layers without a planner run SDPA at the model's precision, as patched, and are measured so.
 It also reports each method's relative error of the last position's logits against the stock
-model, and whether their top token agrees. On a GPU, "as_patched" gives recall and density of
-what `attnsieve.patch` runs by default: its cost model sends a layer whose plan (this density)
-would not pay for itself to dense attention, which recalls everything.
+model, and whether their top token agrees. "as_patched" gives recall and density of what
+`attnsieve.patch` runs by default: a prompt shorter than the config's ``min_prefill_length`` runs
+dense, and on a GPU its cost model sends a layer whose plan (this density) would not pay for itself
+to dense attention, which recalls everything.
 
     attnsieve eval --model probe --methods dense,streaming,flexprefill --lengths 4k,8k,16k
 """
@@ -494,8 +495,11 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             result["rel_l2"][layer] = error["rel_l2"].mean(0).tolist()
             result["cosine"][layer] = error["cosine"].mean(0).tolist()
             result["density"][layer] = layout.density(causal=True)
-            result["cost_dense"][layer] = planner is None or cost_model_runs_dense(
-                planner, query, key, result["density"][layer]
+            # dense as patched: no planner, a prompt under min_prefill_length, or the cost model
+            result["cost_dense"][layer] = (
+                planner is None
+                or query.shape[2] < config.min_prefill_length
+                or cost_model_runs_dense(planner, query, key, result["density"][layer])
             )
         bar.update(1)
 
