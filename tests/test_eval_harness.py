@@ -247,7 +247,7 @@ def test_a_bad_config_file_among_methods_is_named(text, message, tmp_path):
         harness.method_configs(args)
 
 
-def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path):
+def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
     args = _args(
         tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"
     )
@@ -260,6 +260,8 @@ def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path):
     assert snap["kv_memory_mb"] < 0.6 * full["kv_memory_mb"]
     assert snap["decode_tokens_per_s"] is None or snap["decode_tokens_per_s"] > 0
     assert (tmp_path / "kv_frontier.png").stat().st_size > 0
+    # dense is among --methods, but every label has a decode selector: no baseline cell
+    assert "needs a cell labelled 'dense'" in capsys.readouterr().err
 
 
 def test_paged_cells_report_the_whole_prompt_density(tiny_probe_dir, tmp_path):

@@ -646,7 +646,11 @@ def main(args: argparse.Namespace) -> int:
     write_results(out, cells, {**meta, "complete": True})
     plots.plot_accuracy_vs_length(cells, out / "accuracy_vs_length.png")
     if not plots.plot_frontier(cells, out / "frontier.png"):
-        print("no frontier plot: it needs 'dense' among --methods", file=sys.stderr)
+        print(
+            "no frontier plot: it needs a cell labelled 'dense' (--methods dense at --precision "
+            "bf16 with no KV policy or decode selector: add none to --kv and --decode)",
+            file=sys.stderr,
+        )
     plots.plot_kv_frontier(cells, out / "kv_frontier.png")
     for cell in cells:
         density = "-" if cell["density"] is None else f"{cell['density']:.3f}"
