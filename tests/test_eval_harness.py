@@ -340,6 +340,16 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
     assert harness.main(args) == 0 and len(calls) == 2
 
 
+def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
+    args = _args(tiny_probe_dir, tmp_path)
+    args.methods, args.tasks, args.samples, args.lengths = "dense", "passkey,passkey", 1, "512,512"
+    assert harness.main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["cells"]) == 1 and results["lengths"] == [512]
+    with open(tmp_path / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
+
+
 def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1

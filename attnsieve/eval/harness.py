@@ -580,8 +580,11 @@ def main(args: argparse.Namespace) -> int:
     from attnsieve.eval import plots
 
     try:
-        lengths = [parse_length(x) for x in _split(args.lengths or DEFAULT_LENGTHS)]
-        tasks = _split(args.tasks)
+        # an entry given twice ("4k,4096") would list its cells twice in the results
+        lengths = list(
+            dict.fromkeys(parse_length(x) for x in _split(args.lengths or DEFAULT_LENGTHS))
+        )
+        tasks = list(dict.fromkeys(_split(args.tasks)))
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks or not lengths:
             raise ValueError(
