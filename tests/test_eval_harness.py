@@ -392,6 +392,26 @@ def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, ca
     assert "--fidelity-length: expected entries like 4k" in capsys.readouterr().err
 
 
+def test_positions_of_a_multimodal_model_come_from_its_text_config(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import Gemma3Config  # its positions are in the text config only
+
+    class Reached(Exception):
+        pass
+
+    def grid(*args):
+        raise Reached
+
+    model = SimpleNamespace(config=Gemma3Config(), dtype=torch.float32)
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: (model, None, "gemma3"))
+    monkeypatch.setattr(harness, "run_grid", grid)
+    args = _args("gemma3", tmp_path)
+    with pytest.raises(Reached):
+        harness.main(args)
+
+
 def test_split_question_keeps_the_question_out_of_the_context():
     context, question = harness.split_question("text text\nWhat is the pass key? The pass key is")
     assert context == "text text" and question.startswith("\nWhat is the pass key?")

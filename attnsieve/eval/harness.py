@@ -596,7 +596,7 @@ def main(args: argparse.Namespace) -> int:
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
-        positions = model.config.max_position_embeddings
+        positions = model.config.get_text_config().max_position_embeddings
         lengths = _within_positions(lengths, positions, args.lengths)
         if args.fidelity:
             asked = args.fidelity_length
