@@ -151,6 +151,32 @@ def test_fidelity_as_patched_counts_a_prompt_under_min_prefill_length_dense(
     assert short["logit_rel_err"] < 1e-4  # as patched it is the dense model
 
 
+def test_fidelity_names_cost_dense_layers_by_their_layer_idx(tiny_probe_dir, tmp_path, monkeypatch):
+    """A model whose attention layers are not numbered 0..L-1 (here 1 and 3) keeps its numbers."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from attnsieve.integrations import transformers as integration
+
+    observe = integration.observe_attention
+
+    @contextlib.contextmanager
+    def renumbered(model, observer):
+        def shifted(module, *args):
+            observer(SimpleNamespace(layer_idx=2 * module.layer_idx + 1), *args)
+
+        with observe(model, shifted):
+            yield
+
+    monkeypatch.setattr(integration, "observe_attention", renumbered)
+    monkeypatch.setattr(harness, "cost_model_runs_dense", lambda *a: True)
+    args = _args(tiny_probe_dir, tmp_path, "--fidelity")
+    args.methods = "streaming"
+    assert harness.main(args) == 0
+    streaming = json.loads((tmp_path / "fidelity.json").read_text())["methods"]["streaming"]
+    assert streaming["as_patched"]["cost_dense_layers"] == [1, 3]
+
+
 def test_fidelity_of_a_per_layer_config_with_an_unplanned_layer(tiny_probe_dir, tmp_path):
     """`calibrate --per-layer` writes None for a layer that runs SDPA: measured as dense."""
     config = tmp_path / "cal.json"

@@ -528,6 +528,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
         per = {m: [layers[label][m][i] for i in sorted(layers[label][m])] for m in metrics}
         flat = {m: [x for row in per[m] for x in row] for m in ("recall", "rel_l2", "cosine")}
         dense = per.pop("cost_dense")
+        numbers = sorted(layers[label]["cost_dense"])  # the model's layer_idx of each row
         as_patched = [[1.0] * len(r) if d else r for r, d in zip(per["recall"], dense, strict=True)]
         results[label] = {
             "config": config.to_dict(),
@@ -537,7 +538,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             "mean_density": statistics.fmean(per["density"]),
             **logits[label],
             "as_patched": {
-                "cost_dense_layers": [i for i, d in enumerate(dense) if d],
+                "cost_dense_layers": [i for i, d in zip(numbers, dense, strict=True) if d],
                 "mean_recall": statistics.fmean(x for row in as_patched for x in row),
                 "mean_density": statistics.fmean(
                     1.0 if d else x for x, d in zip(per["density"], dense, strict=True)
