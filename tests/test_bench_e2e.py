@@ -5,6 +5,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
@@ -124,6 +125,31 @@ def test_time_to_first_token_sweeps_prefill_precisions(tmp_path):
     for bad in ("fp8-kv", "bf16,int8-fp8+fp8-kv", ","):
         with pytest.raises(ValueError, match="--precision: time to first token takes"):
             e2e._methods(parser.parse_args(["--precision", bad]))
+
+
+def test_a_multimodal_model_is_described_from_its_text_config(tmp_path, monkeypatch):
+    """Gemma 3's positions and sizes live in its text config only: bench e2e reads them there
+    (it raised AttributeError on model.config.max_position_embeddings)."""
+    from types import SimpleNamespace
+
+    from transformers import Gemma3Config
+
+    class Reached(Exception):
+        pass
+
+    def prompt(*args):
+        raise Reached
+
+    config = Gemma3Config()
+    model = SimpleNamespace(config=config, dtype=torch.float32)
+    monkeypatch.setattr(e2e, "_load", lambda *a, **k: (model, None, "gemma3"))
+    monkeypatch.setattr(e2e, "_prompt", prompt)
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    args = parser.parse_args(["--model", "some/gemma3", "--lengths", "1k", "--decode-steps", "2"])
+    with pytest.raises(Reached):
+        e2e.main(args)
+    assert e2e._describe(model, "gemma3", args)["layers"] == config.text_config.num_hidden_layers
 
 
 def test_the_recorded_command_spells_flags_as_flags():

@@ -207,13 +207,15 @@ def main(args: argparse.Namespace) -> int:
         requested = _parse_lengths(args.lengths)
         torch.manual_seed(args.seed)
         model, tokenizer, name = _load(args, device)
-        positions = model.config.max_position_embeddings
+        # a multimodal model (Gemma 3) keeps its decoder's sizes in the text config
+        text = model.config.get_text_config()
+        positions = text.max_position_embeddings
         lengths = _lengths(requested, name, positions)
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     dtype = str(model.dtype).removeprefix("torch.")
-    print(f"model: {name}, {model.config.num_hidden_layers} layers, {dtype}, {positions} "
+    print(f"model: {name}, {text.num_hidden_layers} layers, {dtype}, {positions} "
           f"positions, loaded in {time.perf_counter() - started:.0f} s")  # fmt: skip
     if decode:
         prompts = {n: _prompt(tokenizer, model, n, args.seed, device) for n in lengths}
@@ -523,7 +525,7 @@ def _summary(length: int, sdpa_s: float, label: str, r: dict[str, Any]) -> str:
 
 
 def _describe(model: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    config = model.config
+    config = model.config.get_text_config()
     return {
         "name": name,
         "spec": args.model,
