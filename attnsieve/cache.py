@@ -262,6 +262,7 @@ class Cache:
         """Count ``tokens`` appended tokens per head in every layer's host mirrors, for appends
         that ran on the device alone (a replayed CUDA graph of decode steps, whose tokens
         `reserve` gave pages)."""
+        check_int("tokens", tokens, 0)
         if tokens > self.reserved_tokens():
             raise ValueError(f"tokens: {tokens} more tokens overrun the reserved pages")
         for lc in self.layers:
