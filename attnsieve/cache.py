@@ -139,7 +139,7 @@ class Cache:
         self.num_layers, self.batch = num_layers, batch
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.page_size, self.dtype, self.kv_dtype = page_size, dtype, kv_dtype
-        self.device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0": comparable
+        self.device = ref.check_device(device)
         self.layers = [self._empty_layer() for _ in range(num_layers)]
         # bumped whenever a pool, table or page assignment changes: a CUDA graph that captured
         # decode steps is valid while it holds (`attnsieve.integrations.decode_graphs`)
