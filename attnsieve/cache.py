@@ -445,8 +445,9 @@ class Cache:
 
     def shrink(self, layer: int | None = None) -> None:
         """Re-allocate the pool of ``layer`` (default: every layer) to exactly the pages in use."""
+        layers = self._layer_range(layer)  # checked before anything changes
         self.version += 1
-        for i in self._layer_range(layer):
+        for i in layers:
             lc = self.layers[i]
             used = lc.page_table >= 0
             pages = lc.page_table[used].long()
