@@ -569,7 +569,8 @@ class Cache:
         return self.layers[layer].host_lengths.clone()
 
     def page_bytes(self, layer: int) -> int:
-        """Bytes of one page of ``layer``: K, V, scales, positions, summaries and labels."""
+        """Bytes of one page of ``layer``: K, V, scales, positions, summaries, labels and log
+        weights (the last three once the layer holds them)."""
         ref.check_layer(layer, self.num_layers)
         tensors = self.layers[layer].page_tensors().values()
         return sum(t.shape[1:].numel() * t.element_size() for t in tensors)

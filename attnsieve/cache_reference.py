@@ -206,8 +206,10 @@ def check_config(num_layers, batch, kv_heads, head_dim, page_size, dtype, kv_dty
 
 
 class ReferenceCache:
-    """Same public methods as `attnsieve.cache.Cache` (no pool: no ``kernel_args``, ``validate``,
-    ``reserved_bytes``; ``shrink`` does nothing), slowly and obviously."""
+    """Same public methods as `attnsieve.cache.Cache`, slowly and obviously, but those of the pool
+    (``kernel_args``, ``validate``, ``page_bytes``, ``reserved_bytes``, ``ahead_bytes``) and of
+    CUDA-graph steps (``reserve``, ``reserved_tokens``, ``advance_host``, ``host_state``,
+    ``set_host_state``); ``shrink`` does nothing."""
 
     def __init__(
         self,

@@ -163,6 +163,16 @@ def test_random_appends_and_compactions_match_twin(name, device):
     assert cache.memory_bytes() == twin.memory_bytes()
 
 
+def test_the_twin_documents_the_methods_it_lacks():
+    """ReferenceCache's docstring names exactly the public methods of Cache it does not have."""
+    import re
+
+    public = lambda cls: {n for n in dir(cls) if not n.startswith("_")}  # noqa: E731
+    named = set(re.findall(r"``(\w+)``", ReferenceCache.__doc__)) - {"shrink"}
+    assert named == public(Cache) - public(ReferenceCache)
+    assert public(ReferenceCache) <= public(Cache)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kv_dtype", [None, "fp8"])
 def test_kernel_args_follow_the_documented_layout(device, kv_dtype):
