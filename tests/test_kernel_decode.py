@@ -334,6 +334,8 @@ def test_api_decode_attention_names_bad_arguments():
         (dict(pages=Pages(one * 0, one[..., 0]), return_lse="yes"), TypeError, "return_lse"),
         (dict(q=torch.randn(2, 4, 64).half()), ValueError, "q"),  # batch 2 on a batch-1 cache
         (dict(q=torch.randn(1, 3, 64).half()), ValueError, "q"),  # 3 heads over 2 KV heads
+        (dict(q=torch.randn(1, 1, 4, 64).half()), ValueError, "q"),  # a shape: ValueError
+        (dict(q=torch.ones(1, 4, 64, dtype=torch.int32)), TypeError, "q"),
     ]
     for change, error, name in cases:
         with pytest.raises(error, match=f"^{name}:"):
