@@ -259,8 +259,7 @@ def decode_attention(
 
     # q is checked here only as far as choosing a backend needs; the layer (kernel_args), scale
     # and everything else are checked once, by the kernel's or the twin's argument check
-    if not isinstance(q, Tensor) or q.dim() != 3 or not q.is_floating_point():
-        raise TypeError(f"q: expected a float tensor (batch, heads, head_dim), got {q!r:.80}")
+    check_tensor("q", q, 3, "(batch, heads, head_dim)")
     if not isinstance(cache, Cache):
         raise TypeError(f"cache: expected an attnsieve.cache.Cache, got {type(cache).__name__}")
     if pages is not None and not isinstance(pages, Pages):

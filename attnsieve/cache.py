@@ -139,7 +139,7 @@ class Cache:
         self.num_layers, self.batch = num_layers, batch
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.page_size, self.dtype, self.kv_dtype = page_size, dtype, kv_dtype
-        self.device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0": comparable
+        self.device = ref.check_device(device)
         self.layers = [self._empty_layer() for _ in range(num_layers)]
         # bumped whenever a pool, table or page assignment changes: a CUDA graph that captured
         # decode steps is valid while it holds (`attnsieve.integrations.decode_graphs`)
@@ -262,6 +262,7 @@ class Cache:
         """Count ``tokens`` appended tokens per head in every layer's host mirrors, for appends
         that ran on the device alone (a replayed CUDA graph of decode steps, whose tokens
         `reserve` gave pages)."""
+        check_int("tokens", tokens, 0)
         if tokens > self.reserved_tokens():
             raise ValueError(f"tokens: {tokens} more tokens overrun the reserved pages")
         for lc in self.layers:
@@ -444,8 +445,9 @@ class Cache:
 
     def shrink(self, layer: int | None = None) -> None:
         """Re-allocate the pool of ``layer`` (default: every layer) to exactly the pages in use."""
+        layers = self._layer_range(layer)  # checked before anything changes
         self.version += 1
-        for i in self._layer_range(layer):
+        for i in layers:
             lc = self.layers[i]
             used = lc.page_table >= 0
             pages = lc.page_table[used].long()
@@ -567,7 +569,8 @@ class Cache:
         return self.layers[layer].host_lengths.clone()
 
     def page_bytes(self, layer: int) -> int:
-        """Bytes of one page of ``layer``: K, V, scales, positions, summaries and labels."""
+        """Bytes of one page of ``layer``: K, V, scales, positions, summaries, labels and log
+        weights (the last three once the layer holds them)."""
         ref.check_layer(layer, self.num_layers)
         tensors = self.layers[layer].page_tensors().values()
         return sum(t.shape[1:].numel() * t.element_size() for t in tensors)

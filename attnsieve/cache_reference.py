@@ -180,6 +180,20 @@ def check_label_channels(channels: object, h: int, d: int, device) -> None:
         raise ValueError(f"channels: expected R >= 1 channel indices in [0, {d})")
 
 
+def check_device(device: object) -> torch.device:
+    """The device a cache lives on, as a full `torch.device` ("cuda" -> "cuda:0": comparable): a
+    CPU or an available accelerator (not meta: a cache holds data)."""
+    if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
+        raise TypeError(f"device: expected a torch.device, str or int, got {device!r}")
+    try:
+        dev = torch.empty(0, device=device).device
+    except (RuntimeError, AssertionError) as e:  # torch without CUDA asserts
+        raise ValueError(f"device: expected an available device, got {device!r} ({e})") from None
+    if dev.type == "meta":
+        raise ValueError("device: meta tensors hold no data; expected a CPU or CUDA device")
+    return dev
+
+
 def check_config(num_layers, batch, kv_heads, head_dim, page_size, dtype, kv_dtype) -> None:
     for name, value in (("num_layers", num_layers), ("batch", batch), ("kv_heads", kv_heads)):
         check_int(name, value, 1)
@@ -192,8 +206,10 @@ def check_config(num_layers, batch, kv_heads, head_dim, page_size, dtype, kv_dty
 
 
 class ReferenceCache:
-    """Same public methods as `attnsieve.cache.Cache` (no pool: no ``kernel_args``, ``validate``,
-    ``reserved_bytes``; ``shrink`` does nothing), slowly and obviously."""
+    """Same public methods as `attnsieve.cache.Cache`, slowly and obviously, but those of the pool
+    (``kernel_args``, ``validate``, ``page_bytes``, ``reserved_bytes``, ``ahead_bytes``) and of
+    CUDA-graph steps (``reserve``, ``reserved_tokens``, ``advance_host``, ``host_state``,
+    ``set_host_state``); ``shrink`` does nothing."""
 
     def __init__(
         self,
@@ -211,7 +227,7 @@ class ReferenceCache:
         self.num_layers, self.batch = num_layers, batch
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.page_size, self.dtype, self.kv_dtype = page_size, dtype, kv_dtype
-        self.device = torch.empty(0, device=device).device
+        self.device = check_device(device)
         self._channels: list[Tensor | None] = [None] * num_layers
         self.reset()
 

@@ -163,6 +163,16 @@ def test_random_appends_and_compactions_match_twin(name, device):
     assert cache.memory_bytes() == twin.memory_bytes()
 
 
+def test_the_twin_documents_the_methods_it_lacks():
+    """ReferenceCache's docstring names exactly the public methods of Cache it does not have."""
+    import re
+
+    public = lambda cls: {n for n in dir(cls) if not n.startswith("_")}  # noqa: E731
+    named = set(re.findall(r"``(\w+)``", ReferenceCache.__doc__)) - {"shrink"}
+    assert named == public(Cache) - public(ReferenceCache)
+    assert public(ReferenceCache) <= public(Cache)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kv_dtype", [None, "fp8"])
 def test_kernel_args_follow_the_documented_layout(device, kv_dtype):
@@ -462,6 +472,8 @@ BAD = {
     ),  # fmt: skip
     "layer_range": (lambda: C.append(2, K4, K4), ValueError, "layer"),
     "layer_type": (lambda: C.gather(True), ValueError, "layer"),
+    "shrink_layer": (lambda: C.shrink(2), ValueError, "layer"),
+    "reserve_tokens": (lambda: C.reserve(-1), ValueError, "tokens"),
     "k_type": (lambda: C.append(0, K4.numpy(), K4), TypeError, "k:"),
     "k_dims": (lambda: C.append(0, K4[0], K4), ValueError, "k:"),
     "k_dtype": (lambda: C.append(0, K4.half(), K4), TypeError, "k:"),
@@ -586,10 +598,11 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_malformed_input_names_the_argument(case):
     call, exc, text = BAD[case]
-    before = C.gather(0)
+    before, version = C.gather(0), C.version
     with pytest.raises(exc, match=text):
         call()
-    C.validate()  # a rejected call leaves the cache as it was
+    C.validate()  # a rejected call leaves the cache as it was (a captured graph stays valid)
+    assert C.version == version
     for x, y in zip(before, C.gather(0), strict=True):
         assert torch.equal(x, y)
 

@@ -118,6 +118,13 @@ def test_host_mirrors_restore_and_advance():
         cache.advance_host(left)
     with pytest.raises(ValueError, match="tokens"):
         cache.reserve(-1)
+    before = cache.host_state()
+    for bad in (-1, True, 1.0):  # a negative count would rewind the host mirrors silently
+        with pytest.raises(ValueError, match="tokens: expected an int >= 0"):
+            cache.advance_host(bad)
+    after = [t for state in cache.host_state() for t in state]
+    same = zip(after, [t for state in before for t in state], strict=True)
+    assert all(torch.equal(a, b) for a, b in same)
 
 
 def test_paged_cache_config_field():

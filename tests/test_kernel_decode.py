@@ -197,6 +197,17 @@ def test_all_heads_empty(splits):
     assert not out.any() and (lse == -math.inf).all()
 
 
+def test_empty_batch_gives_empty_outputs_like_the_twin():
+    """A batch of no rows: the split count must not divide by the programs (it raised
+    ZeroDivisionError); both sides return (0, H_q, D) and lse (0, H_q)."""
+    _, cache = _paged([[5, 3]], 4, 64, 8)
+    cache = {**cache, "page_table": cache["page_table"][:0], "lengths": cache["lengths"][:0]}
+    q = torch.randn(0, 4, 64, dtype=torch.float16, device=DEVICE)
+    for fn in (decode_attention, decode_reference):
+        out, lse = fn(q, **cache, return_lse=True)
+        assert out.shape == (0, 4, 64) and lse.shape == (0, 4)
+
+
 def test_more_splits_than_tiles():
     """Splits past a short head's last tile are empty and must merge as weight 0."""
     q, cache = _paged([[20, 1], [3, 47]], 2, 64, 8)
@@ -323,6 +334,8 @@ def test_api_decode_attention_names_bad_arguments():
         (dict(pages=Pages(one * 0, one[..., 0]), return_lse="yes"), TypeError, "return_lse"),
         (dict(q=torch.randn(2, 4, 64).half()), ValueError, "q"),  # batch 2 on a batch-1 cache
         (dict(q=torch.randn(1, 3, 64).half()), ValueError, "q"),  # 3 heads over 2 KV heads
+        (dict(q=torch.randn(1, 1, 4, 64).half()), ValueError, "q"),  # a shape: ValueError
+        (dict(q=torch.ones(1, 4, 64, dtype=torch.int32)), TypeError, "q"),
     ]
     for change, error, name in cases:
         with pytest.raises(error, match=f"^{name}:"):

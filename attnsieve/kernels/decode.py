@@ -186,7 +186,7 @@ def num_splits_for(
     """Splits per KV head: enough programs for ``waves`` waves over the SMs, none below
     MIN_SPLIT_TOKENS tokens; decided from shapes alone (no host sync, CUDA-graph safe)."""
     by_work = cdiv(max_tokens, MIN_SPLIT_TOKENS)
-    by_sms = cdiv(waves * sm_count(device), batch * kv_heads)
+    by_sms = cdiv(waves * sm_count(device), max(batch * kv_heads, 1))  # an empty batch: 1
     return max(1, min(by_work, by_sms, MAX_SPLITS))
 
 
