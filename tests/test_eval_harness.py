@@ -306,7 +306,9 @@ def test_paged_cells_report_the_whole_prompt_density(tiny_probe_dir, tmp_path):
         assert plain < cells[label]["density"] < 1.0, label
 
 
-def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeypatch):
+def _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch):
+    """(calls, args): a one-cell dense passkey run whose cells computed (not resumed) are counted
+    in ``calls``."""
     calls = []
     run_cell = harness.run_cell
 
@@ -317,6 +319,11 @@ def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeyp
     monkeypatch.setattr(harness, "run_cell", counting)
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    return calls, args
+
+
+def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeypatch):
+    calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
     assert harness.main(args) == 0 and len(calls) == 1
     args.dtype = "bfloat16"  # another precision: not the float32 cell again
     assert harness.main(args) == 0 and len(calls) == 2
@@ -329,16 +336,7 @@ def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeyp
 
 
 def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_path, monkeypatch):
-    calls = []
-    run_cell = harness.run_cell
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return run_cell(*args, **kwargs)
-
-    monkeypatch.setattr(harness, "run_cell", counting)
-    args = _args(tiny_probe_dir, tmp_path)
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
     assert harness.main(args) == 0 and len(calls) == 1
     args.rope_scale = 2.0  # another model (YaRN): not the unscaled cell again
     assert harness.main(args) == 0 and len(calls) == 2
