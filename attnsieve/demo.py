@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.checks import cdiv
+
 TASK = "niah_single"
 # Paper defaults, except where a 2K-token prompt needs smaller numbers: 64-token blocks so the
 # prompt holds 32 of them, and StreamingLLM's 2000-token window cut to 512 (else all is kept).
@@ -190,7 +192,7 @@ def _block_attention(
     scores = (q.float() @ k.float().T) * scale
     visible = torch.ones(n, m, dtype=torch.bool).tril(m - n)  # bottom-right aligned
     probs = scores.masked_fill(~visible, -torch.inf).softmax(-1)
-    qb, kb = -(-n // block_q), -(-m // block_k)
+    qb, kb = cdiv(n, block_q), cdiv(m, block_k)
     probs = torch.nn.functional.pad(probs, (0, kb * block_k - m, 0, qb * block_q - n))
     sums = probs.view(qb, block_q, kb, block_k).sum((1, 3))
     rows = torch.full((qb,), float(block_q))

@@ -42,6 +42,7 @@ from attnsieve.bench.common import (
     seed,
     write_json,
 )
+from attnsieve.checks import cdiv
 
 # one Llama-3-8B layer's decode shapes, the defaults of the options below (scripts reuse them)
 LLAMA3_8B_DECODE = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
@@ -205,7 +206,7 @@ def make_cache(
     q = torch.randn(b, h, d, device=dev, dtype=bf16)
     k = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
     v = torch.randn(b, h_kv, n, d, device=dev, dtype=bf16)
-    per_head = -(-n // ps)
+    per_head = cdiv(n, ps)
     n_pages = b * h_kv * per_head
     # logical page i lives at physical page perm[i]
     perm = torch.randperm(n_pages, device=dev) if shuffled else torch.arange(n_pages, device=dev)

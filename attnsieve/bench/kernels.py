@@ -54,6 +54,7 @@ from attnsieve.bench.common import (
     seed,
     write_json,
 )
+from attnsieve.checks import cdiv
 from attnsieve.layout import Layout, causal_pairs
 
 REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
@@ -455,7 +456,7 @@ def random_causal_layout(
     n: int, heads: int, block: int, density: float, device: torch.device, gen: torch.Generator
 ) -> Layout:
     """Per-head random causal block layout of about ``density``; diagonal and sink blocks kept."""
-    nb = -(-n // block)
+    nb = cdiv(n, block)
     scores = torch.rand(1, heads, nb, nb, device=device, generator=gen)
     diag = torch.arange(nb, device=device)
     scores[..., diag, diag] = math.inf

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_out, check_scale, check_tensor
+from attnsieve.checks import cdiv, check_out, check_scale, check_tensor
 
 FP8 = torch.float8_e4m3fn
 PAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, FP8)
@@ -192,7 +192,7 @@ def decode_reference(
         for i_h in range(h_kv):
             n = int(lengths[i_b, i_h])
             if pages is None:
-                logical = torch.arange(-(-n // page_size), device=q.device)
+                logical = torch.arange(cdiv(n, page_size), device=q.device)
             else:
                 logical = pages[i_b, i_h, : int(page_count[i_b, i_h])].long()
             tok = (logical[:, None] * page_size + slots).flatten()

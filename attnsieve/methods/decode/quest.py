@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import quest_page_scores, select_pages
-from attnsieve.checks import check_int
+from attnsieve.checks import cdiv, check_int
 from attnsieve.methods.decode.base import (
     DecodeSelector,
     Pages,
@@ -57,7 +57,7 @@ class Quest(DecodeSelector):
         tokens = self.max_tokens(p * ps)
         if view.layer < self.dense_layers or max(1, tokens // ps) >= p:
             return None
-        return min(p, -(-tokens // ps))  # a head the budget covers reads its partial last page
+        return min(p, cdiv(tokens, ps))  # a head the budget covers reads its partial last page
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)
