@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from attnsieve.checks import check_float, check_qk
 from attnsieve.eval.fidelity import attention_recall, dense_attention
+from attnsieve.integrations.config import read_json
 from attnsieve.integrations.cost import CostModel
 from attnsieve.methods import get_planner
 
@@ -520,13 +521,7 @@ def _check_output(path: str, name: str) -> None:
 
 def _read_candidates(path: str) -> list[Candidate]:
     """The (planner name, kwargs) pairs of a --candidates JSON file, each checked."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ValueError(f"--candidates: cannot read {path} ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--candidates: {path} is not valid JSON ({e})") from None
+    data = read_json(path, f"--candidates: {path}", "the file")
     if not isinstance(data, list) or not data:
         raise ValueError(
             f"--candidates: expected a non-empty JSON list of [planner name, kwargs] pairs, got "

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from attnsieve.eval.models import load_model, load_tokenizer  # noqa: F401 (re-exported)
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
+from attnsieve.integrations.config import read_json
 from attnsieve.integrations.generate import dense_cache_bytes, eos_token_ids
 from attnsieve.integrations.generate import generate as run_generate
 
@@ -231,12 +232,7 @@ _KEEP = object()  # --kv / --decode not given: a config file keeps its role
 
 def _config_file(path: str) -> dict[str, Any]:
     """An AttentionConfig JSON file among --methods, read with errors naming it."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise ValueError(f"methods: {path}: cannot read the config file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"methods: {path}: not valid JSON ({e})") from None
+    data = read_json(path, f"methods: {path}", "the config file")
     if not isinstance(data, dict):
         raise ValueError(f"methods: {path}: expected a JSON object, got {type(data).__name__}")
     return data

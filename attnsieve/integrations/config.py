@@ -207,7 +207,7 @@ class AttentionConfig:
         where = "source"
         if isinstance(source, (str, os.PathLike)):
             where = os.fspath(source)
-            data = _read_json(source, where, "the config file")
+            data = read_json(source, where, "the config file")
         elif isinstance(source, dict):
             data = source
         else:
@@ -225,13 +225,15 @@ def read_entry(path: str | os.PathLike, name: str) -> dict[str, Any]:
     --retrieval-heads` writes: an object with a ``method``. Errors name the argument ``name``
     and the file."""
     where = f"{name}: {os.fspath(path)}"
-    entry = _read_json(path, where, "the file")
+    entry = read_json(path, where, "the file")
     if not isinstance(entry, dict) or "method" not in entry:
         raise ValueError(f"{where}: expected an entry {{'method': ..., ...}}, got {entry!r:.60}")
     return entry
 
 
-def _read_json(path: str | os.PathLike, where: str, what: str) -> Any:
+def read_json(path: str | os.PathLike, where: str, what: str) -> Any:
+    """The JSON value in ``path``; a file that cannot be read or is not JSON is a ValueError
+    beginning with ``where`` (the option and file it names) and calling the file ``what``."""
     try:
         with open(path) as f:
             return json.load(f)
