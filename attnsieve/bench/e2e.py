@@ -63,7 +63,7 @@ from attnsieve.bench.common import (
     write_json,
 )
 from attnsieve.integrations import AttentionConfig, patch
-from attnsieve.integrations.transformers import DEFAULT_COST
+from attnsieve.integrations.transformers import DEFAULT_COST, head_dim_of
 
 RANDOM_MODEL = "llama3-8b-random"
 LLAMA3_8B = dict(
@@ -499,7 +499,7 @@ def sdpa_backend(model: Any, device: torch.device) -> str:
     from torch.nn.attention import SDPBackend
 
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = head_dim_of(config)
     q = torch.zeros(
         1, config.num_attention_heads, 1024, head_dim, device=device, dtype=torch.bfloat16
     )

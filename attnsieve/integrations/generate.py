@@ -12,7 +12,7 @@ from torch import Tensor
 
 from attnsieve.integrations import decode_graphs
 from attnsieve.integrations.handle import PatchStats
-from attnsieve.integrations.transformers import cache_keyword, output_cache
+from attnsieve.integrations.transformers import cache_keyword, head_dim_of, output_cache
 from attnsieve.layout import causal_pairs
 
 
@@ -113,8 +113,7 @@ def dense_cache_bytes(model: Any, tokens: int) -> int:
     """Bytes transformers' own cache holds for ``tokens`` tokens (summed over the batch): K and V
     of every token of every layer, in the model's dtype."""
     cfg = model.config.get_text_config()
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim
+    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim_of(cfg)
     return per_token * tokens * model.dtype.itemsize
 
 

@@ -76,6 +76,14 @@ def default_stats() -> PatchStats:
     return _default.stats
 
 
+def head_dim_of(config: Any) -> int | None:
+    """A (text) model config's attention head size: its ``head_dim``, else hidden_size / heads
+    (None where neither is known)."""
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    return getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
+
+
 def patch(
     model: Any,
     config: AttentionConfig | None = None,
@@ -111,12 +119,8 @@ def patch(
     text_config = model.config.get_text_config()
     num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
     heads = int(getattr(text_config, "num_attention_heads", 0) or 0)
-    hidden = getattr(text_config, "hidden_size", None)
-    head_dim = getattr(text_config, "head_dim", None) or (
-        hidden // heads if hidden and heads else None
-    )
     kv_heads = getattr(text_config, "num_key_value_heads", None) or heads or None
-    config.check_model(num_layers, heads, kv_heads, head_dim)
+    config.check_model(num_layers, heads, kv_heads, head_dim_of(text_config))
     modules = [m for m in model.modules() if getattr(m, "layer_idx", None) is not None]
     if handle_of(model) is not None:
         raise ValueError(
