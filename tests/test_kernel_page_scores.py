@@ -41,7 +41,8 @@ def _query(b, h_q, d, dtype, transposed=False):
 
 
 # (page counts per (batch, KV head), g, head_dim, P, q dtype, q transposed, summary dtype); page
-# blocks are 64 pages at D = 64 and 32 at D = 128, so every P here ends in a partial block
+# blocks are 64 pages at D = 64 and 32 at D = 128 (32 on the tensor-core path), so every P here
+# ends in a partial block
 BF16 = torch.bfloat16
 CASES = [
     ([[70, 0], [1, 33]], 1, 64, 70, torch.float16, False, BF16),
@@ -49,6 +50,8 @@ CASES = [
     ([[130, 129], [64, 0]], 4, 64, 130, torch.float16, True, BF16),
     ([[37], [2]], 8, 128, 37, torch.float32, False, BF16),
     ([[99, 1, 50]], 4, 128, 100, torch.bfloat16, False, torch.float32),
+    ([[77, 5], [1, 40]], 4, 128, 80, torch.bfloat16, False, BF16),  # the cache's case
+    ([[70, 33, 1]], 3, 64, 70, torch.bfloat16, True, BF16),  # SmolLM2's heads
 ]
 
 
