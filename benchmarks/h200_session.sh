@@ -64,6 +64,7 @@
 #   s9f at once after s9e; s9g, s9h (carry .stage/t, at once after s9g); s9i (carry .stage/t).
 #   2026-11-30, tenth session: s10a, s10b (each carrying .stage/t); s10c, s10d, s10e (as s7a-s7c,
 #   s10e also carrying .stage/t); s10f, s10g (carry .stage/t); s10h, s10i, s10j (as s7a-s7c).
+#   2026-11-30, eleventh session: s11a, s11b, s11c, s11d, s11e, s11f, s11g (carry .stage/t), s11h, s11i (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -1026,8 +1027,102 @@ s10j)  # carrying .stage/r3 (after s10h and s10i): time to first token on SmolLM
         --out "$OUT/review/e2e_int8" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
     for f in "$OUT/review/e2e_int8/"*+*; do mv "$f" "${f//+/_}"; done  # '+' does not come back
     ;;
+s11a)  # carrying .stage/t: FP8 decode with V pages stored transposed (.stage/t/variants/vt.py:
+    # V's tile is the K-major P.V operand, converted to fp16 in registers; Q.K^T in bf16 or fp16)
+    # against the current kernel's bf16 and FP8 decode, and the current FP8 kernel at 16 warps,
+    # 256-token tiles and one stage (decode_vt/tune_vt.json)
+    timeout 560 python3 .stage/t/tune_vt.py "$OUT/decode_vt" 2>&1 | tail -40
+    ;;
+s11b)  # carrying .stage/t: as s11a with a register cap (maxnreg 64 / 80 / 96) for more programs
+    # an SM, on the transposed-V kernel and on the current one, bf16 and FP8 (decode_vt/tune_vt2.json)
+    timeout 580 python3 .stage/t/tune_vt2.py "$OUT/decode_vt" 2>&1 | tail -40
+    ;;
+s11c)  # carrying .stage/t: decode against page size (16 / 64 / 128) and page order (shuffled pool
+    # or in order) beside SDPA on contiguous K/V, and FP8 pages at 4 and 8 waves of programs, on
+    # Llama-3-8B and SmolLM2 heads (decode_vt/pages.json)
+    timeout 580 python3 benchmarks/time_decode_pages.py --out "$OUT/decode_vt" 2>&1 | tail -40
+    ;;
+s11d)  # carrying .stage/t: with FP8 pages at eight waves of programs, the decode kernel's CUDA
+    # tests and bench decode (decode_fp8_waves/); whether Nsight Compute is on the machine
+    mkdir -p "$OUT/decode_fp8_waves"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py > "$OUT/decode_fp8_waves/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode_fp8_waves/cuda_tests.log"
+    timeout 200 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode_fp8_waves" \
+        > "$OUT/decode_fp8_waves/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode_fp8_waves/decode.log" | tail -30
+    command -v ncu nsys; ls /usr/local/cuda*/bin 2>/dev/null | grep -i "ncu\|nsight" | head
+    ;;
+s11e)  # carrying .stage/t: Nsight Compute on the decode split kernel (bf16 and FP8 pages, batch 8 /
+    # 128K and batch 1 / 32K, Llama-3-8B heads) and on SDPA's decode kernel (ncu/*.txt)
+    mkdir -p "$OUT/ncu"
+    S="--section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats"
+    S="$S --section MemoryWorkloadAnalysis --section LaunchStats --section SourceCounters"
+    for run in "bf16 8 131072" "fp8 8 131072" "bf16 1 32768" "fp8 1 32768"; do
+        set -- $run
+        timeout 100 ncu $S -k regex:_decode_split_kernel -s 2 -c 1 \
+            python3 benchmarks/profile_decode_ncu.py "$1" "$2" "$3" > "$OUT/ncu/$1_B$2_L$3.txt" 2>&1
+        grep -i "duration\|dram throughput\|achieved occupancy\|theoretical occupancy\|registers per\|block limit" \
+            "$OUT/ncu/$1_B$2_L$3.txt" | head -12
+    done
+    timeout 100 ncu $S -k regex:"flash|fmha|attention|sdpa" -s 2 -c 1 python3 benchmarks/profile_decode_ncu.py \
+        sdpa 8 131072 > "$OUT/ncu/sdpa_B8_L131072.txt" 2>&1
+    grep -i "duration\|dram throughput\|achieved occupancy\|  [a-z_]*flash\|fmha" "$OUT/ncu/sdpa_B8_L131072.txt" | head -8
+    ;;
+s11f)  # carrying .stage/t: Quest's page scores as two tensor-core products (max . q+ + min . q-):
+    # CUDA tests of the kernel and the selectors, the selection's time with 32 / 64 / 128 pages a
+    # program against the per-channel kernel it replaces (.stage/t/ps/old.py), and bench decode
+    # (quest_mma/)
+    mkdir -p "$OUT/quest_mma"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_page_scores.py \
+        tests/test_decode_selectors.py > "$OUT/quest_mma/cuda_tests.log" 2>&1
+    tail -3 "$OUT/quest_mma/cuda_tests.log"
+    cp attnsieve/kernels/page_scores.py /tmp/page_scores_new.py
+    for v in old p32 p64 p128; do
+        cp ".stage/t/ps/$v.py" attnsieve/kernels/page_scores.py
+        echo "$v:" >> "$OUT/quest_mma/selection_time.log"
+        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$OUT/quest_mma/selection_time.log"
+    done
+    cp /tmp/page_scores_new.py attnsieve/kernels/page_scores.py
+    timeout 200 python3 -m attnsieve bench decode --reps 20 --out "$OUT/quest_mma" \
+        > "$OUT/quest_mma/decode.log" 2>&1
+    grep -i "quest\|sdpa\|dense" "$OUT/quest_mma/decode.log" | tail -16
+    ;;
+s11g)  # carrying .stage/t: with 32 pages a program adopted for the tensor-core page scores, their
+    # CUDA tests (two new cases: bfloat16 queries and summaries), the decode kernel's and the
+    # selectors', the selection's time and bench decode (quest_mma/final/)
+    D="$OUT/quest_mma/final"
+    mkdir -p "$D"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_page_scores.py \
+        tests/test_decode_selectors.py tests/test_kernel_decode.py > "$D/cuda_tests.log" 2>&1
+    tail -3 "$D/cuda_tests.log"
+    timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee "$D/selection_time.log"
+    timeout 200 python3 -m attnsieve bench decode --reps 20 --out "$D" > "$D/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$D/decode.log" | tail -32
+    ;;
+s11h)  # nothing carried: decode tiles and waves of programs for short dense and 1/16 sparse reads,
+    # Llama-3-8B and SmolLM2 heads, bf16 and FP8 pages (decode_waves/waves.json)
+    timeout 560 python3 benchmarks/time_decode_waves.py --out "$OUT/decode_waves" 2>&1 | tail -40
+    ;;
+s11i)  # carrying .stage/t: with 128-token tiles, 4 warps, eight waves for sparse reads (and dense
+    # reads below 32K at head_dim 64): CUDA tests of the decode kernel, graphs, selectors and page
+    # scores; bench decode on Llama-3-8B and SmolLM2 heads; the waves sweep again
+    # (decode_final/, decode_final_smollm2/, decode_final_waves/)
+    mkdir -p "$OUT/decode_final" "$OUT/decode_final_smollm2"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_decode_selectors.py tests/test_kernel_page_scores.py \
+        > "$OUT/decode_final/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode_final/cuda_tests.log"
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode_final" \
+        > "$OUT/decode_final/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode_final/decode.log" | tail -30
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode_final_smollm2" > "$OUT/decode_final_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode_final_smollm2/decode.log" | tail -30
+    timeout 150 python3 benchmarks/time_decode_waves.py --out "$OUT/decode_final_waves" 2>&1 | tail -34
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i" >&2
     exit 2
     ;;
 esac

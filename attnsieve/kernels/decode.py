@@ -252,7 +252,7 @@ def decode_attention(
     sparse, fp8 = pages is not None, k_pages.dtype == FP8
     max_list = pages.shape[2] if sparse else max_pages
     tokens = min(max_list, max_pages) * page_size  # the most any head reads
-    block_n, warps, stages, waves = _tile(b * h_kv, tokens, d, fp8)
+    block_n, warps, stages, waves = _tile(b * h_kv, tokens, d, fp8, sparse)
     if num_splits is None:
         num_splits = num_splits_for(b, h_kv, tokens, q.device, waves)
     out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
@@ -300,11 +300,13 @@ def decode_attention(
     return (out, lse) if return_lse else out
 
 
-def _tile(heads: int, tokens: int, head_dim: int, fp8: bool) -> tuple[int, int, int, int]:
+def _tile(
+    heads: int, tokens: int, head_dim: int, fp8: bool, sparse: bool
+) -> tuple[int, int, int, int]:
     """BLOCK_N, warps, pipeline stages and waves of programs over the SMs for ``heads`` (batch x
-    KV heads) heads of ``head_dim`` reading up to ``tokens`` tokens each. The interpreter takes
-    16-token tiles, so tests cover tiles spanning several pages as well as pages spanning
-    several tiles."""
+    KV heads) heads of ``head_dim`` reading up to ``tokens`` tokens each (of a ``sparse`` read
+    list or not). The interpreter takes 16-token tiles, so tests cover tiles spanning several
+    pages as well as pages spanning several tiles."""
     if INTERPRET:
         return 16, 4, 1, 2
     # Measured on the H200 with the read flush (benchmarks/results/h200/decode_tune_read/), bf16
@@ -312,12 +314,20 @@ def _tile(heads: int, tokens: int, head_dim: int, fp8: bool) -> tuple[int, int, 
     # are 5-10 % faster than 128 x 8 warps over two at 8-16 heads (batch 1-2); at 32 heads 7 %
     # faster at 32K and 19 % slower at 128K, at 64 heads 21-28 % slower. D 64 (SmolLM2): 64 x 4
     # warps, 3 stages, four waves are 7-24 % faster at 6-24 heads (batch 2-8); at 3 heads (batch
-    # 1) 9 % slower at 32K and 11 % faster at 128K, so batch 1 keeps the default. Below 32K
-    # tokens (e.g. 1/16 sparse reads: 2K-8K) the small tiles were 16-20 % slower at batch 1.
-    # FP8 pages convert in registers, where 4 warps won. D = 256 halves the tile (not measured).
+    # 1) 9 % slower at 32K and 11 % faster at 128K, so batch 1 keeps the default.
+    # 128 x 4 warps over eight waves (decode_vt/pages.json, decode_waves/waves.json, Llama-3-8B
+    # and SmolLM2 heads, batch 1 and 8): on FP8 pages 9-21 % faster than two waves at batch 8 and
+    # at batch 1 / 128K, equal at batch 1 / 32K; on 1/16 sparse reads of bf16 pages 1.3-2.5x
+    # faster than 128 x 8 warps over two; on dense bf16 reads below 32K tokens 5-17 % faster at
+    # D 64, and at D 128 equal at batch 1, 4-9 % slower at batch 8 (which keeps 8 warps).
+    # D = 256 halves the tile (not measured).
     if head_dim > 128:
         return 64, 4 if fp8 else 8, 2, 2
+    if fp8 or sparse:
+        return 128, 4, 2, 8
     few_heads = (head_dim == 128 and heads <= 16) or (head_dim == 64 and 6 <= heads <= 24)
-    if not fp8 and tokens >= 32768 and few_heads:
+    if tokens >= 32768 and few_heads:
         return 64, 4, 3 if head_dim == 64 else 2, 4
-    return 128, 4 if fp8 else 8, 2, 2
+    if head_dim == 64 and tokens < 32768:
+        return 128, 4, 2, 8
+    return 128, 8, 2, 2
