@@ -64,7 +64,8 @@
 #   s9f at once after s9e; s9g, s9h (carry .stage/t, at once after s9g); s9i (carry .stage/t).
 #   2026-11-30, tenth session: s10a, s10b (each carrying .stage/t); s10c, s10d, s10e (as s7a-s7c,
 #   s10e also carrying .stage/t); s10f, s10g (carry .stage/t); s10h, s10i, s10j (as s7a-s7c).
-#   2026-11-30, eleventh session: s11a, s11b, s11c, s11d, s11e, s11f, s11g (carry .stage/t), s11h, s11i (carry .stage/t).
+#   2026-11-30, eleventh session: s11a, s11b, s11c, s11d, s11e, s11f, s11g (carry .stage/t; s11g
+#   twice, the first with OUT one folder too deep), s11h, s11i (carry .stage/t), s11j (twice).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -1121,8 +1122,23 @@ s11i)  # carrying .stage/t: with 128-token tiles, 4 warps, eight waves for spars
     grep -v "it/s\]\|s/it\]" "$OUT/decode_final_smollm2/decode.log" | tail -30
     timeout 150 python3 benchmarks/time_decode_waves.py --out "$OUT/decode_final_waves" 2>&1 | tail -34
     ;;
+s11j)  # nothing carried: Nsight Compute on the prefill kernels at 32K, Llama-3-8B heads, causal:
+    # the INT8-FP8 attention kernel, the bf16 one over a dense layout and cuDNN's (ncu_prefill/*.txt;
+    # the first run, before the bf16 case passed dense_dispatch=False, profiled no bf16 kernel)
+    mkdir -p "$OUT/ncu_prefill"
+    S="--section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats"
+    S="$S --section MemoryWorkloadAnalysis --section LaunchStats --section ComputeWorkloadAnalysis"
+    timeout 200 ncu $S -k regex:_quant_fwd_kernel -s 1 -c 1 python3 benchmarks/profile_prefill_ncu.py \
+        int8-fp8 32768 > "$OUT/ncu_prefill/int8_fp8_32k.txt" 2>&1
+    timeout 200 ncu $S -k regex:_sparse_fwd_kernel -s 1 -c 1 python3 benchmarks/profile_prefill_ncu.py \
+        bf16 32768 > "$OUT/ncu_prefill/bf16_32k.txt" 2>&1
+    timeout 200 ncu $S -k regex:flash_fprop -s 1 -c 1 python3 benchmarks/profile_prefill_ncu.py \
+        sdpa 32768 > "$OUT/ncu_prefill/sdpa_32k.txt" 2>&1
+    grep -i "duration\|throughput\|registers per\|achieved occupancy\|theoretical occupancy\|grid size\|block size\|issued warp\|eligible warps" \
+        "$OUT"/ncu_prefill/*.txt | head -40
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j" >&2
     exit 2
     ;;
 esac
