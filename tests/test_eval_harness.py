@@ -225,6 +225,24 @@ def test_missing_probe_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "probe weights not found" in err and "README.md" in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "name"),
+    [
+        (("--kv", "snapkv"), "--kv"),
+        (("--kv", "none"), "--kv"),
+        (("--decode", "quest"), "--decode"),
+        (("--precision", "bf16,fp8-kv"), "--precision"),
+    ],
+)
+def test_fidelity_refuses_the_decode_side_axes(tiny_probe_dir, tmp_path, capsys, extra, name):
+    """--fidelity measures prefill layouts: KV policies, selectors and an FP8 KV cache would only
+    repeat its cells under other labels."""
+    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity", *extra)) == 2
+    err = capsys.readouterr().err
+    assert name in err and "--fidelity" in err and "\n" not in err.rstrip("\n")
+    assert not (tmp_path / "fidelity.json").exists()
+
+
 def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.tasks = "niah_single,nope"

@@ -26,7 +26,8 @@ It also reports each method's relative error of the last position's logits again
 model, and whether their top token agrees. "as_patched" gives recall and density of what
 `attnsieve.patch` runs by default: a prompt shorter than the config's ``min_prefill_length`` runs
 dense, and on a GPU its cost model sends a layer whose plan (this density) would not pay for itself
-to dense attention, which recalls everything.
+to dense attention, which recalls everything. It measures prefill only: ``--kv``, ``--decode``
+and an ``fp8-kv`` precision are refused there.
 
     attnsieve eval --model probe --methods dense,streaming,flexprefill --lengths 4k,8k,16k
 """
@@ -448,6 +449,19 @@ def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: flo
     return not DEFAULT_COST.plan_pays(name, density, b, h, n, key.shape[2], d, graphed=True)
 
 
+def _check_prefill_only(args: argparse.Namespace) -> None:
+    """--fidelity measures prefill layouts: a KV policy, a decode selector or an FP8 KV cache
+    would only repeat its cells under other labels."""
+    roles = ("kv", "decode")
+    given = [f"--{r} {getattr(args, r)}" for r in roles if getattr(args, r) is not None]
+    given += [f"--precision {p}" for p in _split(args.precision) if p.endswith("fp8-kv")]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: --fidelity measures prefill layouts only (their recall and "
+            "output error); drop these, or run without --fidelity"
+        )
+
+
 def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     """Per layer/head recall and output error of every method's layout on one prompt."""
     from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
@@ -590,6 +604,8 @@ def main(args: argparse.Namespace) -> int:
         if args.samples <= 0:
             raise ValueError(f"samples: expected a positive int, got {args.samples}")
         methods = method_configs(args)
+        if args.fidelity:
+            _check_prefill_only(args)
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
