@@ -382,6 +382,35 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
     assert harness.main(args) == 0 and len(calls) == 2
 
 
+def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, monkeypatch):
+    """--model smollm2 names whichever GGUF file $ATTNSIEVE_SMOLLM2_GGUF (or the package) holds:
+    another file (e.g. another quantisation) is another model, the same file resumes."""
+    calls = []
+    run_cell, load_model = harness.run_cell, harness.load_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return run_cell(*args, **kwargs)
+
+    def smollm2(spec, **kwargs):  # the probe stands in for the GGUF's model
+        model, tokenizer, _ = load_model(str(tiny_probe_dir), **kwargs)
+        return model, tokenizer, spec
+
+    monkeypatch.setattr(harness, "run_cell", counting)
+    monkeypatch.setattr(harness, "load_model", smollm2)
+    q4, q8 = tmp_path / "q4" / "model.gguf", tmp_path / "q8" / "model.gguf"
+    for path, size in ((q4, 10), (q8, 20)):
+        path.parent.mkdir()
+        path.write_bytes(b"\0" * size)
+    args = _args("smollm2", tmp_path / "out")
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q4))
+    assert harness.main(args) == 0 and len(calls) == 1
+    monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q8))
+    assert harness.main(args) == 0 and len(calls) == 2
+    assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
+
+
 def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples, args.lengths = "dense", "passkey,passkey", 1, "512,512"

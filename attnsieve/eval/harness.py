@@ -49,7 +49,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from attnsieve.eval.models import load_model, load_tokenizer  # noqa: F401 (re-exported)
+from attnsieve.eval.models import (
+    load_model,
+    load_tokenizer,  # noqa: F401 (re-exported)
+    smollm2_path,
+)
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
 from attnsieve.integrations.config import read_json
 from attnsieve.integrations.generate import dense_cache_bytes, eos_token_ids
@@ -640,9 +644,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
         return 0
     # a local folder by its full path, a Hub id whole (org/name): two folders or Hub models of one
-    # name are two models; YaRN's factor makes another model of it (name has it as "-yarnF")
+    # name are two models; so are two GGUF files behind "smollm2" (e.g. two quantisations); YaRN's
+    # factor makes another model of it (name has it as "-yarnF")
     yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
     where = Path(args.model).resolve() if Path(args.model).exists() else args.model
+    if args.model == "smollm2":
+        gguf = smollm2_path().resolve()
+        where = f"smollm2:{gguf}:{gguf.stat().st_size}"
     source = f"{where}{yarn}"
     meta = {
         "model": name,
