@@ -411,6 +411,32 @@ def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, mon
     assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
+def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
+    tiny_probe_dir, tmp_path, monkeypatch, capsys
+):
+    """The resume key of --model smollm2 reads the GGUF file again after the model loaded: a file
+    gone by then (or any other error finding it) is main's one-line error, exit 2, no traceback."""
+    load_model = harness.load_model
+    gguf = tmp_path / "q4" / "model.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"\0" * 10)
+
+    def smollm2(spec, **kwargs):  # loads, then the file goes (replaced, unmounted, deleted)
+        model, tokenizer, _ = load_model(str(tiny_probe_dir), **kwargs)
+        gguf.unlink()
+        return model, tokenizer, spec
+
+    monkeypatch.setattr(harness, "load_model", smollm2)
+    monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(gguf))
+    args = _args("smollm2", tmp_path / "out")
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    assert harness.main(args) == 2
+    lines = capsys.readouterr().err.splitlines()  # the loading progress bar, then the error
+    errors = [line for line in lines if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("attnsieve eval: error: ")
+    assert "ATTNSIEVE_SMOLLM2_GGUF" in errors[0] and "Traceback" not in "".join(lines)
+
+
 def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples, args.lengths = "dense", "passkey,passkey", 1, "512,512"

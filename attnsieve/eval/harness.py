@@ -613,6 +613,16 @@ def main(args: argparse.Namespace) -> int:
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
+        # a local folder by its full path, a Hub id whole (org/name): two folders or Hub models of
+        # one name are two models; so are two GGUF files behind "smollm2" (e.g. two
+        # quantisations); YaRN's factor makes another model of it (name has it as "-yarnF"). Read
+        # here, where a GGUF file gone since loading is a one-line error like the others
+        yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
+        where = Path(args.model).resolve() if Path(args.model).exists() else args.model
+        if args.model == "smollm2":
+            gguf = smollm2_path().resolve()
+            where = f"smollm2:{gguf}:{gguf.stat().st_size}"
+        source = f"{where}{yarn}"
         positions = model.config.get_text_config().max_position_embeddings
         lengths = _within_positions(lengths, positions, args.lengths)
         if args.fidelity:
@@ -643,15 +653,6 @@ def main(args: argparse.Namespace) -> int:
                 )
         print(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
         return 0
-    # a local folder by its full path, a Hub id whole (org/name): two folders or Hub models of one
-    # name are two models; so are two GGUF files behind "smollm2" (e.g. two quantisations); YaRN's
-    # factor makes another model of it (name has it as "-yarnF")
-    yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
-    where = Path(args.model).resolve() if Path(args.model).exists() else args.model
-    if args.model == "smollm2":
-        gguf = smollm2_path().resolve()
-        where = f"smollm2:{gguf}:{gguf.stat().st_size}"
-    source = f"{where}{yarn}"
     meta = {
         "model": name,
         "model_source": source,
