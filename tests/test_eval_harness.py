@@ -226,21 +226,31 @@ def test_missing_probe_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(
-    ("extra", "name"),
+    ("extra", "label"),
     [
-        (("--kv", "snapkv"), "--kv"),
-        (("--kv", "none"), "--kv"),
-        (("--decode", "quest"), "--decode"),
-        (("--precision", "bf16,fp8-kv"), "--precision"),
+        (("--kv", "snapkv"), "dense+snapkv@0.25"),
+        (("--decode", "quest"), "dense+quest@0.125"),
+        (("--precision", "bf16,int8-fp8+fp8-kv"), "dense+int8-fp8+fp8-kv"),
+        ((), "kvfile"),  # a config file's own KV policy, in one layer
     ],
 )
-def test_fidelity_refuses_the_decode_side_axes(tiny_probe_dir, tmp_path, capsys, extra, name):
-    """--fidelity measures prefill layouts: KV policies, selectors and an FP8 KV cache would only
-    repeat its cells under other labels."""
-    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity", *extra)) == 2
+def test_fidelity_refuses_the_decode_side_roles(tiny_probe_dir, tmp_path, capsys, extra, label):
+    """--fidelity measures prefill layouts: KV policies, selectors and an FP8 KV cache would go
+    unmeasured under their labels."""
+    config = tmp_path / "kvfile.json"
+    config.write_text(json.dumps({"prefill": "dense", "layers": {"1": {"kv": "streaming"}}}))
+    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", *extra)
+    args.methods = f"dense,{config}" if not extra else "dense"
+    assert harness.main(args) == 2
     err = capsys.readouterr().err
-    assert name in err and "--fidelity" in err and "\n" not in err.rstrip("\n")
-    assert not (tmp_path / "fidelity.json").exists()
+    assert label in err and "--fidelity" in err and "\n" not in err.rstrip("\n")
+    assert not (tmp_path / "out" / "fidelity.json").exists()
+
+
+def test_fidelity_takes_kv_none(tiny_probe_dir, tmp_path):
+    args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--kv", "none", "--decode", "none")
+    args.methods = "dense"
+    assert harness.main(args) == 0
 
 
 def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):

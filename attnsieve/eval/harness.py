@@ -26,8 +26,9 @@ It also reports each method's relative error of the last position's logits again
 model, and whether their top token agrees. "as_patched" gives recall and density of what
 `attnsieve.patch` runs by default: a prompt shorter than the config's ``min_prefill_length`` runs
 dense, and on a GPU its cost model sends a layer whose plan (this density) would not pay for itself
-to dense attention, which recalls everything. It measures prefill only: ``--kv``, ``--decode``
-and an ``fp8-kv`` precision are refused there.
+to dense attention, which recalls everything. It measures prefill only: a method with a KV
+policy, a decode selector or an FP8 KV cache (``--kv``, ``--decode``, ``fp8-kv`` or a config file's)
+is refused there.
 
     attnsieve eval --model probe --methods dense,streaming,flexprefill --lengths 4k,8k,16k
 """
@@ -453,16 +454,15 @@ def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: flo
     return not DEFAULT_COST.plan_pays(name, density, b, h, n, key.shape[2], d, graphed=True)
 
 
-def _check_prefill_only(args: argparse.Namespace) -> None:
+def _check_prefill_only(methods: list[tuple[str, Any]]) -> None:
     """--fidelity measures prefill layouts: a KV policy, a decode selector or an FP8 KV cache
-    would only repeat its cells under other labels."""
-    roles = ("kv", "decode")
-    given = [f"--{r} {getattr(args, r)}" for r in roles if getattr(args, r) is not None]
-    given += [f"--precision {p}" for p in _split(args.precision) if p.endswith("fp8-kv")]
-    if given:
+    (from --kv, --decode, --precision or a config file, in any layer) would go unmeasured."""
+    decode_side = [label for label, config in methods if config.needs_paged_cache]
+    if decode_side:
         raise ValueError(
-            f"{', '.join(given)}: --fidelity measures prefill layouts only (their recall and "
-            "output error); drop these, or run without --fidelity"
+            f"methods: {decode_side} configure a KV policy, a decode selector or an FP8 KV cache, "
+            "and --fidelity measures prefill layouts only (their recall and output error): drop "
+            "those roles (--kv, --decode, fp8-kv, or the config file's), or run without --fidelity"
         )
 
 
@@ -609,7 +609,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"samples: expected a positive int, got {args.samples}")
         methods = method_configs(args)
         if args.fidelity:
-            _check_prefill_only(args)
+            _check_prefill_only(methods)
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
