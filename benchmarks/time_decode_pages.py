@@ -4,7 +4,9 @@ more waves of programs (H200).
 For Llama-3-8B heads (pages of 16 / 64 / 128, the pool shuffled or in order) and SmolLM2 heads
 (pages of 16, shuffled), batch 1 and 8, 32K and 128K tokens: SDPA decode on the contiguous cache,
 the paged kernel on bf16 pages, and on FP8 pages at its default tile and at 128-token tiles, 4
-warps, over 4 and 8 waves of programs (checked against the float32 twin). CUDA-graph medians, L2
+warps, over 4 and 8 waves of programs (checked against the float32 twin). Since the eleventh
+session of 2026-11-30 the FP8 default is the 8-wave tile; the run in decode_vt/pages.json was
+made before, against two waves. CUDA-graph medians, L2
 flushed, as `attnsieve bench decode`. Writes pages.json.
 
     PYTHONPATH=. python3 benchmarks/time_decode_pages.py --out DIR

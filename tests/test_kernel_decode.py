@@ -377,7 +377,8 @@ SMOLLM2_LENGTHS = [[4096, 32768, 0], [20001, 5555, 31000]]
 )
 def test_cuda_long_bf16_and_fp8(fp8, sparse, lengths, h_q, d):
     """Llama-3-8B heads (32 / 8, D 128) and SmolLM2's (9 / 3, D 64), batch 2, ragged 4K-32K
-    tokens, default tiles and splits (in bf16 both pick 64-token tiles over four waves)."""
+    tokens, default tiles and splits (dense bf16 reads: 64-token tiles over four waves; sparse
+    reads and FP8 pages: 128-token tiles over eight)."""
     q, cache = _paged(lengths, h_q, d, 16, dtype=torch.bfloat16, fp8=fp8)
     sel = _select(lengths, 16, frac=1 / 16) if sparse else {}
     _check(q, cache, rtol=1e-2, **sel)

@@ -171,3 +171,23 @@ def test_a_nan_summary_ranks_last_unless_it_holds_the_current_token(scores):
     out = scores(_query(1, 4, 64, torch.float16), key_min, key_max, table, count)
     assert out[0, 0, 3] == -math.inf and out[0, 1, 8] == math.inf
     assert not out.isnan().any()
+
+
+@pytest.mark.parametrize("summary", [torch.float32, BF16])
+def test_an_infinite_summary_scores_as_the_twin(summary):
+    """An infinite key min / max (keys past the summary dtype's range) met by a query channel of
+    the other sign contributes 0 x inf = NaN to ``q+ . max + q- . min``: the page ranks last, as a
+    NaN summary does; met by a query channel of its own sign it is an infinite bound. The kernel
+    (both of its forms) and the twin agree on both."""
+    key_min, key_max, table, count = _summaries([[20, 9]], 20, 64, dtype=summary)
+    q = _query(1, 4, 64, torch.bfloat16)
+    q[0, :2, 7] = 1.0  # head group 0: channel 7 positive in both query heads
+    q[0, 2:, 7] = -1.0  # group 1: negative
+    key_max[table[0, 0, 3], 7] = math.inf  # met by q+ > 0: +inf bound
+    key_max[table[0, 1, 4], 7] = math.inf  # met by q+ = 0: NaN, ranks last
+    key_min[table[0, 1, 5], 7] = -math.inf  # met by q- < 0: +inf bound
+    out = page_scores.page_scores(q, key_min, key_max, table, count)
+    ref = page_scores_reference.page_scores(q, key_min, key_max, table, count)
+    assert out[0, 0, 3] == math.inf and out[0, 1, 4] == -math.inf and out[0, 1, 5] == math.inf
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    assert not out.isnan().any()

@@ -11,8 +11,10 @@ bfloat16 summaries (the cache's) are scored as two matrix products on tensor cor
 min . q-`` (q+ = max(q, 0), q- = min(q, 0)): the same sum wherever min <= max, in 38 % of the
 per-channel form's instructions a page, which kept the kernel instruction-bound. A product of two
 bfloat16 values is exact in the float32 accumulator; a float16 query is split into two bfloat16
-terms that hold it exactly. Float32 summaries or queries take the per-channel form in float32.
-A page whose bound is NaN (a NaN summary) scores -inf. The twin is
+terms that hold it exactly. Float32 summaries or queries take the same sum channel by channel in
+float32. A page whose bound is NaN for some query head scores -inf: a NaN summary, or an
+infinite one met by a query channel of the other sign (0 x inf in ``q+ . max + q- . min``). The
+twin is
 :func:`attnsieve.kernels.page_scores_reference.page_scores`.
 """
 
@@ -75,16 +77,17 @@ def _page_scores_kernel(
             b_bound = tl.dot(b_min, tl.trans(b_ln), b_bound)
         b_nan = tl.sum(((b_bound != b_bound) & m_g[None, :]).to(tl.int32), 1) > 0
         b_score = tl.max(tl.where(m_g[None, :], b_bound, float("-inf")), 1)
-    else:
+    else:  # the same sum per channel, in float32
         b_min, b_max = b_min.to(tl.float32), b_max.to(tl.float32)
         b_score = tl.full([BLOCK_P], float("-inf"), dtype=tl.float32)
+        b_nan = tl.zeros([BLOCK_P], dtype=tl.int1)
         p_q = Q + i_b * stride_qb + (i_h * GROUP) * stride_qh + o_d * stride_qd
         for i_g in tl.static_range(GROUP):
             b_q = tl.load(p_q + i_g * stride_qh, mask=m_d, other=0.0).to(tl.float32)[None, :]
-            b_bound = tl.sum(tl.maximum(b_q * b_min, b_q * b_max), 1)  # [BLOCK_P]
+            b_qp, b_qn = tl.maximum(b_q, 0.0), tl.minimum(b_q, 0.0)
+            b_bound = tl.sum(b_qp * b_max + b_qn * b_min, 1)  # [BLOCK_P]
+            b_nan = b_nan | (b_bound != b_bound)  # tl.maximum below would drop a NaN
             b_score = tl.maximum(b_score, b_bound)
-        # a NaN summary ranks last, as in the twin (tl.maximum would drop a NaN channel)
-        b_nan = tl.sum(((b_min != b_min) | (b_max != b_max)).to(tl.int32), 1) > 0
 
     b_score = tl.where(m_p & ~b_nan, b_score, float("-inf"))
     b_score = tl.where(o_p == n_pages - 1, float("inf"), b_score)

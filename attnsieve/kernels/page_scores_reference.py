@@ -14,10 +14,12 @@ def page_scores(
     """float32 (B, H_kv, P): per logical page (its summaries are rows ``page_table`` names of the
     pools ``key_min``, ``key_max`` (N, D)), the max over each KV head's g query heads of
     ``sum_d max(q_d min_d, q_d max_d)``; the last valid page +inf, pages past the count -inf, and
-    a page with a NaN summary (NaN keys) -inf: never picked unless it holds the current token.
+    a page whose bound is NaN for some query head -inf: never picked unless it holds the current
+    token. That is a NaN summary (NaN keys), or an infinite one (keys past the summary dtype's
+    range) met by a query channel of the other sign.
 
     Computed as ``q+ . max + q- . min`` (two matmuls, no (P, D) product per query head), which is
-    the same sum wherever min <= max, i.e. on every valid page.
+    the same sum wherever min <= max, i.e. on every valid page; the kernel computes this form too.
     """
     b, h_kv, p = page_table.shape
     pages = torch.arange(p, device=q.device)
@@ -26,6 +28,6 @@ def page_scores(
     kmin, kmax = key_min[rows].float(), key_max[rows].float()  # (B, H_kv, P, D)
     qg = q.float().unflatten(1, (h_kv, -1))  # (B, H_kv, g, D)
     bound = qg.clamp(min=0) @ kmax.mT + qg.clamp(max=0) @ kmin.mT  # (B, H_kv, g, P)
-    nan = kmin.isnan().any(-1) | kmax.isnan().any(-1)
+    nan = bound.isnan().any(2)  # 0 x inf as well as a NaN summary
     score = bound.amax(2).masked_fill((pages >= count) | nan, -math.inf)
     return score.masked_fill(pages == count - 1, math.inf)
