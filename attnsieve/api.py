@@ -331,7 +331,16 @@ def pooled_block_probs(
             raise TypeError(f"{name}: expected a float32 tensor (block_mean_pool's), got {got}")
         if t.dim() != 4 or t.shape[2] != blocks:
             raise ValueError(f"{name}: expected shape (B, H, {blocks}, D), got {tuple(t.shape)}")
-    if q_pooled.shape[1] % k_pooled.shape[1] or q_pooled.shape[3] != k_pooled.shape[3]:
+    if q_pooled.device != k_pooled.device:
+        raise ValueError(
+            f"q_pooled, k_pooled: expected one device, got {q_pooled.device} and {k_pooled.device}"
+        )
+    if q_pooled.shape[0] != k_pooled.shape[0]:
+        raise ValueError(
+            f"q_pooled, k_pooled: batch sizes differ ({q_pooled.shape[0]} vs {k_pooled.shape[0]})"
+        )
+    h_q, h_kv = q_pooled.shape[1], k_pooled.shape[1]
+    if h_kv == 0 or h_q % h_kv or q_pooled.shape[3] != k_pooled.shape[3]:
         raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
     return _planning(backend, q_pooled).pooled_block_probs(
         q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys, block_q=block_q,

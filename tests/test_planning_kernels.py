@@ -175,3 +175,17 @@ def test_bad_inputs_name_the_argument():
         api.pooled_block_probs(qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16)
     with pytest.raises(TypeError, match="q_pooled: expected a float32"):
         api.pooled_block_probs(qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32)
+
+
+def test_pooled_block_probs_refuses_mismatched_batch_and_kv_heads():
+    """A k_pooled of another batch size is refused, not broadcast over q_pooled's batch (the twin
+    repeated a batch-1 K; the kernel read past its end); so are no KV heads (a ZeroDivisionError
+    before) and another device."""
+    qp, kp = torch.randn(2, 2, 2, 16), torch.randn(1, 1, 2, 16)
+    kwargs = dict(num_queries=64, num_keys=64, block_q=32, block_k=32, backend="reference")
+    with pytest.raises(ValueError, match="q_pooled, k_pooled: batch"):
+        api.pooled_block_probs(qp, kp, **kwargs)
+    with pytest.raises(ValueError, match="H_q must be a multiple of H_kv"):
+        api.pooled_block_probs(qp, kp[:, :0].expand(2, 0, 2, 16), **kwargs)
+    with pytest.raises(ValueError, match="q_pooled, k_pooled: expected one device"):
+        api.pooled_block_probs(qp, kp.expand(2, 1, 2, 16).to("meta"), **kwargs)
