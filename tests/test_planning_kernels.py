@@ -189,3 +189,27 @@ def test_pooled_block_probs_refuses_mismatched_batch_and_kv_heads():
         api.pooled_block_probs(qp, kp[:, :0].expand(2, 0, 2, 16), **kwargs)
     with pytest.raises(ValueError, match="q_pooled, k_pooled: expected one device"):
         api.pooled_block_probs(qp, kp.expand(2, 1, 2, 16).to("meta"), **kwargs)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_nonfinite_inputs_match_the_twin(causal):
+    """A row whose scores hold a NaN or +inf (a NaN query, an fp16-overflowed key) has no
+    softmax: the twins zero it (``nan_to_num``) and so do the kernels. Before, the kernels
+    normalised such rows by an lse of -inf: NaN pooled probabilities, antidiagonal rows summing
+    past 1 and infinite last-query statistics."""
+    q, k = _inputs(2, 4, 2, 70, 90, 16, torch.float16)
+    q[0, 1, 5, 3] = math.nan
+    k[0, 0, 37, 2], k[1, 1, 3, 0] = math.inf, -math.inf
+    qp, kp = planning_reference.block_mean_pool(q, 16), planning_reference.block_mean_pool(k, 16)
+    kw = dict(num_queries=70, num_keys=90, block_q=16, block_k=16, causal=causal)
+    got = planning.pooled_block_probs(qp, kp, **kw)
+    _close(got, planning_reference.pooled_block_probs(qp, kp, **kw), torch.float32)
+    kw = dict(stride=4, block_q=16, block_k=16, causal=causal)
+    got = planning.antidiagonal_block_scores(q, k, **kw)
+    _close(got, planning_reference.antidiagonal_block_scores(q, k, **kw), torch.float16)
+    if causal:  # last_query_stats is causal only
+        for block_k in (1, 16, 64):
+            got = planning.last_query_stats(q, k, last_q=20, block_k=block_k)
+            want = planning_reference.last_query_stats(q, k, last_q=20, block_k=block_k)
+            for a, b in zip(got, want, strict=True):
+                _close(a, b, torch.float16)

@@ -108,6 +108,9 @@ def _pooled_probs_kernel(
         b_m = b_m_new
     b_m_sub = tl.where(b_m == float("-inf"), 0.0, b_m)
     b_inv = tl.where(b_l > 0, 1.0 / tl.maximum(b_l, 1.0), 0.0)  # b_l >= 1 once a key is seen
+    # a row without a key, or whose sum is NaN (a NaN or +inf score), is not stored: zero, as in
+    # the twin's nan_to_num
+    m_row = m_i & (b_l > 0)
     p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
     for j0 in range(0, j_end, BLOCK_J):  # blocks past j_end stay zero (output is zero-filled)
         o_j = j0 + tl.arange(0, BLOCK_J)
@@ -115,7 +118,7 @@ def _pooled_probs_kernel(
                              CAUSAL)
         b_p = tl.exp2(b_s - b_m_sub[:, None]) * b_inv[:, None]
         tl.store(p_o + o_i[:, None] * stride_oi + o_j[None, :], b_p,
-                 mask=m_i[:, None] & (o_j < KB)[None, :])
+                 mask=m_row[:, None] & (o_j < KB)[None, :])
 
 
 # ---- (c) XAttention strided antidiagonal block scores -------------------------------------------
@@ -214,7 +217,10 @@ def _antidiag_sum_kernel(
     m_r = o_r < R
     p_y = LSE_R + i_b.to(tl.int64) * stride_yb + i_h.to(tl.int64) * stride_yh
     b_lse = tl.load(p_y + o_r, mask=m_r, other=float("-inf"))
-    b_sub = tl.where(b_lse == float("-inf"), 0.0, b_lse)  # such rows hold only -inf block entries
+    # -inf: the row saw no key, or its sum is NaN (a NaN or +inf score, a NaN softmax that the
+    # twin zeroes) while some of its block entries are finite: it adds nothing either way
+    m_r = m_r & (b_lse != float("-inf"))
+    b_sub = tl.where(m_r, b_lse, 0.0)
     kb_end = KB
     if CAUSAL:
         last = M - N + tl.minimum((i_q + 1) * BLOCK_Q, N) - 1
@@ -317,13 +323,16 @@ def _last_sums_kernel(
     o_pos = M - L + tl.arange(0, BLOCK_L)
     p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
     b_lse = tl.load(LSE + i_bh.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L))
-    b_lse = tl.where(b_lse == float("-inf"), 0.0, b_lse)
+    # -inf: the row saw no key, or its sum is NaN (a NaN or +inf score, a NaN softmax that the
+    # twin zeroes): its probabilities are zero
+    m_row = b_lse != float("-inf")
+    b_lse = tl.where(m_row, b_lse, 0.0)
     p_slash = SLASH + i_bh.to(tl.int64) * KB
     for i_n in range(i_n0, tl.minimum(i_n0 + TILES, tl.cdiv(M, BLOCK_N))):
         n0 = i_n * BLOCK_N
         o_n = n0 + tl.arange(0, BLOCK_N)
         b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L)
-        b_p = tl.exp2(b_s - b_lse[:, None])  # [L, BLOCK_N]
+        b_p = tl.where(m_row[:, None], tl.exp2(b_s - b_lse[:, None]), 0.0)  # [L, BLOCK_N]
         tl.store(VERT + i_bh.to(tl.int64) * M + o_n, tl.sum(b_p, 0) * inv_rows, mask=o_n < M)
         if PER_OFFSET:
             # the tile meets offsets M - 1 - n0 - j, j < BLOCK_N + L - 1, and row r meets offset j
