@@ -432,6 +432,8 @@ def antidiagonal_block_scores(
     rows, cols = triton.cdiv(n, stride), triton.cdiv(m, stride)
     qb, kb = triton.cdiv(n, block_q), triton.cdiv(m, block_k)
     out = torch.zeros(b, h_q, qb, kb, device=q.device, dtype=torch.float32)
+    if out.numel() == 0:  # no query, key or batch: nothing to launch (and no scratch to size)
+        return out
     kv_per_launch = max(1, _SCRATCH_BYTES // (b * g * rows * kb * 4))
     for h0 in range(0, h_kv, kv_per_launch):
         h1 = min(h_kv, h0 + kv_per_launch)
@@ -472,6 +474,10 @@ def last_query_stats(
     """
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
+    if b * h_q * m == 0:  # no key, query head or batch: nothing to launch
+        kb = triton.cdiv(m, block_k)
+        vertical = torch.zeros(b, h_q, m, device=q.device, dtype=torch.float32)
+        return vertical, torch.zeros(b, h_q, kb, device=q.device, dtype=torch.float32)
     q, k = unit_last(q), unit_last(k)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     block_l, block_n = max(16, triton.next_power_of_2(last_q)), 64
