@@ -399,7 +399,7 @@ def last_query_stats(
     check_qk(q, k)
     check_scale(scale)
     check_int("block_k", block_k, 1)
-    if not isinstance(last_q, int) or not 1 <= last_q <= q.shape[2]:
+    if not isinstance(last_q, int) or isinstance(last_q, bool) or not 1 <= last_q <= q.shape[2]:
         raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")
     return _planning(backend, q).last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
 

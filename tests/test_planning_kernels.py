@@ -243,3 +243,10 @@ def test_empty_shapes_match_the_twin():
         ):
             assert a.shape == b.shape and a.dtype == b.dtype, (name, kwargs)
             assert torch.equal(a, b), (name, kwargs)
+
+
+def test_last_query_stats_refuses_a_bool_last_q():
+    """``last_q=True`` is not taken for one row (bool is an int subclass)."""
+    q, k = _inputs(1, 2, 1, 8, 8, 16, torch.float32)
+    with pytest.raises(ValueError, match="last_q: expected an int"):
+        api.last_query_stats(q, k, last_q=True, block_k=4, backend="reference")
