@@ -290,6 +290,12 @@ def _planning(backend: str | None, t: Tensor):
     return planning
 
 
+def _check_head_dim(names: str, d: int) -> None:
+    """The scored planning ops scale by 1/sqrt(head_dim): an empty head has no scores."""
+    if d < 1:
+        raise ValueError(f"{names}: expected head_dim >= 1, got {d}")
+
+
 def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Tensor:
     """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
 
@@ -342,6 +348,7 @@ def pooled_block_probs(
     h_q, h_kv = q_pooled.shape[1], k_pooled.shape[1]
     if h_kv == 0 or h_q % h_kv or q_pooled.shape[3] != k_pooled.shape[3]:
         raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
+    _check_head_dim("q_pooled, k_pooled", q_pooled.shape[3])
     return _planning(backend, q_pooled).pooled_block_probs(
         q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys, block_q=block_q,
         block_k=block_k, scale=scale, causal=causal,
@@ -367,6 +374,7 @@ def antidiagonal_block_scores(
     block, key block). ``block_q / stride`` and ``block_k / stride`` must be powers of two.
     """
     check_qk(q, k)
+    _check_head_dim("q, k", q.shape[3])
     check_scale(scale)
     check_int("stride", stride, 1)
     check_int("block_q", block_q, 1)
@@ -397,6 +405,7 @@ def last_query_stats(
     (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k).
     """
     check_qk(q, k)
+    _check_head_dim("q, k", q.shape[3])
     check_scale(scale)
     check_int("block_k", block_k, 1)
     if not isinstance(last_q, int) or isinstance(last_q, bool) or not 1 <= last_q <= q.shape[2]:

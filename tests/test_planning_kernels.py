@@ -250,3 +250,19 @@ def test_last_query_stats_refuses_a_bool_last_q():
     q, k = _inputs(1, 2, 1, 8, 8, 16, torch.float32)
     with pytest.raises(ValueError, match="last_q: expected an int"):
         api.last_query_stats(q, k, last_q=True, block_k=4, backend="reference")
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_zero_head_dim(backend):
+    """head_dim 0: the scored ops refuse it by name (1/sqrt(0) was a ZeroDivisionError) and the
+    Triton mean pool returns the twin's empty result (an empty arange before)."""
+    q, k = torch.randn(1, 2, 8, 0).half(), torch.randn(1, 1, 8, 0).half()
+    assert api.block_mean_pool(q, 4, backend=backend).shape == (1, 2, 2, 0)
+    qp, kp = torch.zeros(1, 2, 2, 0), torch.zeros(1, 1, 2, 0)
+    kw = dict(num_queries=8, num_keys=8, block_q=4, block_k=4, backend=backend)
+    with pytest.raises(ValueError, match="q_pooled, k_pooled: expected head_dim >= 1"):
+        api.pooled_block_probs(qp, kp, **kw)
+    with pytest.raises(ValueError, match="q, k: expected head_dim >= 1"):
+        api.antidiagonal_block_scores(q, k, stride=2, block_q=4, block_k=4, backend=backend)
+    with pytest.raises(ValueError, match="q, k: expected head_dim >= 1"):
+        api.last_query_stats(q, k, last_q=2, block_k=4, backend=backend)

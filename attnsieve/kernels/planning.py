@@ -364,6 +364,8 @@ def block_mean_pool(x: Tensor, block: int) -> Tensor:
     b, h, n, d = x.shape
     nb = triton.cdiv(n, block)
     out = torch.empty(b, h, nb, d, device=x.device, dtype=torch.float32)
+    if out.numel() == 0:  # nothing to launch (an empty head: no arange of zero width)
+        return out
     _mean_pool_kernel[(b * h, nb)](
         x, out, *x.stride()[:3], *out.stride()[:3], h, n, d,
         BLOCK=block, CHUNK=min(32, triton.next_power_of_2(block)),
