@@ -232,6 +232,21 @@ def test_zero_lengths():
     assert not out.any() and bool((lse == -math.inf).all())
 
 
+@pytest.mark.parametrize("shape", [(1, 0, 30), (1, 20, 0), (0, 20, 30)], ids=["n0", "m0", "b0"])
+def test_twin_zero_lengths_match_kernel(shape):
+    """No query, no key or no batch: the twin returns what the kernel does (rows without a key:
+    0 and lse -inf), as the bf16 twin does; it used to fail inside its dense layout or amax."""
+    b, n, m = shape
+    q, k, v = _qkv(b, 4, 2, n, m, 64)
+    out, lse = quant_attention(q, k, v, return_lse=True)
+    ref, ref_lse = quant_attention_reference(q, k, v, return_lse=True)
+    assert ref.shape == out.shape == q.shape and ref_lse.shape == lse.shape == q.shape[:3]
+    assert torch.equal(ref, out) and not ref.any()
+    assert bool((ref_lse == -math.inf).all()) and bool((lse == -math.inf).all())
+    buf = torch.ones_like(q)
+    assert quant_attention_reference(q, k, v, out=buf) is buf and not buf.any()
+
+
 def test_columns_only():
     q, k, v = _qkv(1, 4, 2, 100, 130, 64)
     layout = _random_layout(1, 2, 100, 130, 32, 32, columns=40, empty_blocks=True)

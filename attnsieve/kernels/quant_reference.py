@@ -87,6 +87,10 @@ def quant_attention_reference(
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     block_m, block_n = quant_tiles(layout)
+    if q.numel() == 0 or m == 0:  # as the kernel: every row (if any) is empty, 0 and lse -inf
+        o = torch.zeros_like(q)
+        out = o if out is None else out.copy_(o)
+        return (out, torch.full((b, h_q, n), -math.inf, device=q.device)) if return_lse else out
     z = quantize_qkv_reference(q, k, v, block_m=block_m, block_n=block_n)
     if layout is None:  # the kernel's dense walk: every BLOCK_N tile in order
         layout = Layout.dense(n, m, block_q=block_m, block_k=block_n, causal=False, device=q.device)
