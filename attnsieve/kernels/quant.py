@@ -50,7 +50,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attnsieve.checks import check_dtype, check_out, check_pow2, check_qkv, check_scale
+from attnsieve.checks import check_bool, check_dtype, check_out, check_pow2, check_qkv, check_scale
 from attnsieve.kernels import INTERPRET, check_triton_device
 from attnsieve.kernels.prefill import LOG2E, unit_last
 from attnsieve.layout import Layout
@@ -545,7 +545,7 @@ def quant_attention(
         >>> out = quant_attention(q, k, v)  # dense causal  # doctest: +SKIP
         >>> out = quant_attention(q, k, v, planner.plan(q, k))  # sparse  # doctest: +SKIP
     """
-    check_quant_inputs(q, k, v, layout, causal=causal, scale=scale, out=out)
+    check_quant_inputs(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     block_m, block_n = quant_tiles(layout)
@@ -636,6 +636,7 @@ def check_quant_inputs(
     *,
     causal: bool = True,
     scale: float | None = None,
+    return_lse: bool = False,
     out: Tensor | None = None,
     kernel: bool = True,
 ) -> None:
@@ -644,8 +645,8 @@ def check_quant_inputs(
     check_dtype("q", q, (torch.float16, torch.bfloat16) if kernel else (*_HALF, torch.float32))
     check_pow2("head_dim", q.shape[-1], 32, 256)
     check_scale(scale)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal: expected a bool, got {causal!r}")
+    check_bool("causal", causal)
+    check_bool("return_lse", return_lse)
     if layout is not None:
         if not isinstance(layout, Layout):
             raise TypeError(f"layout: expected an attnsieve Layout or None, got {layout!r}")

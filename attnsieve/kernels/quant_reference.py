@@ -83,7 +83,9 @@ def quant_attention_reference(
     out: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Twin of `attnsieve.kernels.quant.quant_attention` (same arguments and results)."""
-    check_quant_inputs(q, k, v, layout, causal=causal, scale=scale, out=out, kernel=False)
+    check_quant_inputs(
+        q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out, kernel=False
+    )
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     block_m, block_n = quant_tiles(layout)
