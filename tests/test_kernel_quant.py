@@ -401,6 +401,9 @@ def _bad_inputs():
          lambda: quant_attention_reference(q, k, v, out=q[:, :1].expand(q.shape)), ValueError,
          "out"),
         ("block_n", lambda: quantize_qkv(q, k, v, block_n=16), ValueError, "block_n"),
+        ("no key", lambda: quantize_qkv(q, k[:, :, :0], v[:, :, :0]), ValueError, "k:"),
+        ("twin no key", lambda: quantize_qkv_reference(q, k[:, :, :0], v[:, :, :0]), ValueError,
+         "k:"),
         ("block_m", lambda: quantize_qkv(q, k, v, block_m=48), ValueError, "block_m"),
         ("twin q", lambda: quant_attention_reference(q[0], k, v), ValueError, "q:"),
     ]  # fmt: skip

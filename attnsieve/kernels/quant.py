@@ -468,8 +468,17 @@ def quantize_qkv(
     check_quant_inputs(q, k, v)
     check_pow2("block_m", block_m, 16, 128)
     check_pow2("block_n", block_n, 32, 128)
+    check_keys(k)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         return _quantize(q, k, v, block_m, block_n)
+
+
+def check_keys(k: Tensor) -> None:
+    """K's mean (its smoothing) needs at least one key: quantize_qkv takes no empty K."""
+    if k.shape[2] == 0:
+        raise ValueError(
+            f"k: expected at least one key to quantise (M >= 1), got shape {tuple(k.shape)}"
+        )
 
 
 def _quantize(q: Tensor, k: Tensor, v: Tensor, block_m: int, block_n: int) -> QuantizedQKV:

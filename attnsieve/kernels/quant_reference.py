@@ -21,6 +21,7 @@ from attnsieve.kernels.quant import (
     LOG2_FP8_MAX,
     LOG2E,
     QuantizedQKV,
+    check_keys,
     check_quant_inputs,
     quant_tiles,
 )
@@ -57,6 +58,7 @@ def quantize_qkv_reference(
     check_quant_inputs(q, k, v, kernel=False)
     check_pow2("block_m", block_m, 16, 128)
     check_pow2("block_n", block_n, 32, 128)
+    check_keys(k)
     qf, q_bad = _finite_or_zero(q)
     kf, k_bad = _finite_or_zero(k)
     vf, v_bad = _finite_or_zero(v)
