@@ -29,7 +29,8 @@ Differences from the papers:
   the columns): a span tile straddles two K quantisation blocks.
 - Non-finite inputs: NaN / inf cannot be quantised, so the passes quantise them as 0 (they never
   enter a mean, an absmax or a dot) and flag their rows; a query row that is non-finite or sees a
-  flagged key comes out NaN, as in the bf16 kernel. Flagged keys hidden from a row never reach it.
+  flagged key comes out NaN, as in the bf16 kernel, unless it sees no key at all (0, lse -inf).
+  Flagged keys hidden from a row never reach it.
 
 Under the Triton interpreter (CPU tests) the fp32 -> fp8 cast mis-rounds values that round up into
 the next binade, so `_to_fp8` first rounds to the e4m3 grid in fp32 (EMULATE_FP8); the cast is
@@ -98,8 +99,9 @@ class QuantizedQKV:
 def quant_tiles(layout: Layout | None) -> tuple[int, int]:
     """(BLOCK_M, BLOCK_N) of the attention tile, and so of Q's and K's quantisation blocks.
 
-    The layout's own blocks; the interpreter halves them (as the bf16 kernel does) so CPU tests
-    cover sub-tiled layout blocks. FP8 / INT8 dots need a reduction dim of at least 32 (BLOCK_N).
+    The layout's own blocks, BLOCK_M capped at 64 rows on the GPU; the interpreter halves them
+    (as the bf16 kernel does) so CPU tests cover sub-tiled layout blocks. FP8 / INT8 dots need a
+    reduction dim of at least 32 (BLOCK_N).
     """
     bq, bk = DENSE_TILES if layout is None else (layout.block_q, layout.block_k)
     if INTERPRET:
@@ -540,7 +542,8 @@ def quant_attention(
             in [32, 256].
         layout: key blocks (and columns, spans) per query block; its batch broadcasts from 1 and
             its heads from 1 or H_kv, or are H_q; block_q a power of two in [16, 128], block_k in
-            [32, 128]. Its blocks are the quantisation blocks of Q and K.
+            [32, 128]. The kernel's tiles (`quant_tiles`: its blocks, at most 64 query rows) are
+            the quantisation blocks of Q and K.
         causal: bottom-right aligned causal mask (query i sits at key position M - N + i).
         scale: softmax scale, default 1/sqrt(D).
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
@@ -548,7 +551,7 @@ def quant_attention(
 
     Returns:
         out (B, H_q, N, D) in q's dtype, and lse if asked. Rows that see no key give 0 and -inf;
-        rows whose query, or a key / value they see, holds a NaN / inf give NaN.
+        other rows whose query, or a key / value they see, holds a NaN / inf give NaN.
 
     Example:
         >>> out = quant_attention(q, k, v)  # dense causal  # doctest: +SKIP
