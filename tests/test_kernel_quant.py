@@ -247,6 +247,15 @@ def test_twin_zero_lengths_match_kernel(shape):
     assert quant_attention_reference(q, k, v, out=buf) is buf and not buf.any()
 
 
+def test_empty_batch_on_the_tma_path():
+    """No batch: nothing to launch. The Hopper path used to build its TMA descriptors over the
+    empty (0, M, D) K buffer first, which TensorDescriptor refuses (AssertionError)."""
+    q, k, v = _qkv(0, 4, 2, 20, 30, 64)
+    with mock.patch.object(quant, "_use_tma", lambda *_: True):
+        out, lse = quant_attention(q, k, v, return_lse=True)
+    assert out.shape == q.shape and lse.shape == q.shape[:3]
+
+
 def test_columns_only():
     q, k, v = _qkv(1, 4, 2, 100, 130, 64)
     layout = _random_layout(1, 2, 100, 130, 32, 32, columns=40, empty_blocks=True)

@@ -565,7 +565,7 @@ def quant_attention(
     if out is None:
         out = torch.empty((b, h_q, n, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h_q, n), dtype=torch.float32, device=q.device)
-    if n == 0 or m == 0:  # nothing to launch: every row is empty
+    if q.numel() == 0 or m == 0:  # nothing to launch (no TMA descriptor over an empty buffer)
         out.zero_()
         return (out, lse.fill_(-math.inf)) if return_lse else out
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
