@@ -13,10 +13,10 @@
   thresholds of FlexPrefill, XAttention and SpargeAttn), without a sort.
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
-any CUDA query, it computes in float32 either way; `select_pages`, `mass_threshold`: float32 CUDA
-inputs) and the float32 reference twin elsewhere; "triton" or "reference" (argument or
-$ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
-imported.
+any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
+`mass_threshold`: float32 CUDA inputs) and the float32 reference twin elsewhere; "triton" or
+"reference" (argument or $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1
+set before triton is imported.
 """
 
 from __future__ import annotations
@@ -281,9 +281,10 @@ def decode_attention(
 
 
 # ---- planning estimates ---------------------------------------------------------------------
-def _planning(backend: str | None, t: Tensor):
-    """The module holding the planning op for ``t``: Triton kernels or their float32 twins."""
-    if resolve_backend(backend, t) == "reference":
+def _planning(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, ...] = _HALF):
+    """The module holding the planning op for ``t`` (auto: Triton for CUDA tensors of ``dtypes``):
+    Triton kernels or their float32 twins."""
+    if resolve_backend(backend, t, dtypes) == "reference":
         return planning_reference
     from attnsieve.kernels import planning
 
@@ -349,7 +350,8 @@ def pooled_block_probs(
     if h_kv == 0 or h_q % h_kv or q_pooled.shape[3] != k_pooled.shape[3]:
         raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
     _check_head_dim("q_pooled, k_pooled", q_pooled.shape[3])
-    return _planning(backend, q_pooled).pooled_block_probs(
+    # its inputs are block_mean_pool's float32 means, so float32 is what selects the kernel
+    return _planning(backend, q_pooled, (torch.float32,)).pooled_block_probs(
         q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys, block_q=block_q,
         block_k=block_k, scale=scale, causal=causal,
     )  # fmt: skip

@@ -177,6 +177,24 @@ def test_bad_inputs_name_the_argument():
         api.pooled_block_probs(qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pooled_block_probs_auto_runs_the_kernel_on_cuda(monkeypatch):
+    """Its inputs are float32 block means, so "auto" must pick the kernel for float32 CUDA
+    tensors (it ran the twin, as for a float32 q, and FlexPrefill's map never used the kernel),
+    and the kernel must agree with the twin there (tf32x3 dots)."""
+    q, k = (t.cuda() for t in _inputs(2, 4, 2, 1000, 1000, 64, torch.bfloat16))
+    qp, kp = planning.block_mean_pool(q, 128), planning.block_mean_pool(k, 64)
+    kwargs = dict(num_queries=1000, num_keys=1000, block_q=128, block_k=64)
+    calls = []
+    kernel = planning.pooled_block_probs
+    monkeypatch.setattr(
+        planning, "pooled_block_probs", lambda *a, **kw: calls.append(1) or kernel(*a, **kw)
+    )
+    got = api.pooled_block_probs(qp, kp, **kwargs)
+    assert calls == [1]
+    _close(got, planning_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
+
+
 def test_pooled_block_probs_refuses_mismatched_batch_and_kv_heads():
     """A k_pooled of another batch size is refused, not broadcast over q_pooled's batch (the twin
     repeated a batch-1 K; the kernel read past its end); so are no KV heads (a ZeroDivisionError
