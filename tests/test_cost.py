@@ -90,12 +90,6 @@ def test_patch_handle_decides_from_the_layers_last_density():
     assert handle.plan_pays("flexprefill", 1, q, k)  # another layer: still the prior
 
 
-def test_layout_pays_only_below_the_rate_ratio():
-    model = CostModel(dense_tflops=600.0, sparse_tflops=300.0, call_ms=0.0)
-    assert model.layout_pays(0.49, *shape(65536))
-    assert not model.layout_pays(0.51, *shape(65536))
-
-
 @pytest.mark.parametrize("field", ["dense_tflops", "sparse_tflops", "call_ms", "prior_density"])
 def test_bad_fields_are_named(field):
     with pytest.raises(ValueError, match=field):

@@ -2,9 +2,13 @@
 
 Dense attention of a layer costs its FLOPs at SDPA's rate. A sparse prefill costs its plan (mostly
 a fixed number of launches, so nearly constant in the prompt length) plus the sparse kernel at its
-own rate times the density. A layer runs its planner only when the predicted plan + sparse time is
-below dense; once planned, the layout runs only if the sparse kernel alone (the plan's cost is
-spent) still beats dense. Otherwise the dense path runs and the stats record the reason "cost".
+own rate times the density. A layer runs its planner (and the layout it plans) only when the
+predicted plan + sparse time, at the layer's last density (a prior before its first plan), is
+below dense; otherwise the dense path runs and the stats record the reason "cost". Every
+precision is priced at the bf16 kernel's rate: the INT8·FP8 kernel was no faster end to end on a
+whole layout (0.98x SDPA for the `dense` planner on Llama-3-8B's shapes at 32K) nor on sparse
+ones at 10 % (1.00x the bf16 kernel), and on SmolLM2's 64-channel heads it ran at 0.94-0.98x
+cuDNN on a whole layout (benchmarks/results/h200/select/).
 
 The default rates and planning times are the NVIDIA H200 measurements of `attnsieve bench kernels`
 and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); planning
@@ -142,13 +146,6 @@ class CostModel:
         density = self.prior_density if density is None else density
         shape = (batch, heads, n, m, head_dim)
         return density < self.break_even_density(planner, *shape, graphed=graphed)
-
-    def layout_pays(
-        self, density: float, batch: int, heads: int, n: int, m: int, head_dim: int
-    ) -> bool:
-        """After planning (its cost is spent): does the sparse kernel beat dense?"""
-        shape = (batch, heads, n, m, head_dim)
-        return self.sparse_ms(density, *shape) < self.dense_ms(*shape)
 
 
 def _at(lengths: tuple[int, ...], n: int) -> int:
