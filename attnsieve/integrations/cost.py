@@ -44,8 +44,8 @@ _PLAN_MS = {
 }
 # graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64),
 # benchmarks/results/h200/planning2/no_sync.json (the threshold search and the planning kernels of
-# 2026-11-30's third session); flexprefill's at 8K / 32K from plan_tiles/adopted/no_sync.json (the
-# last-query sums in more, shorter programs; 128K, where nothing changed, from planning3/)
+# 2026-11-30's third session); flexprefill's from select/no_sync_new/no_sync.json (its pooled map
+# on the Triton kernel, 2026-12-01)
 _GRAPH_LENGTHS = (8192, 32768, 131072)
 _GRAPH_HEADS = 9
 _GRAPH_PLAN_MS = {
@@ -53,7 +53,7 @@ _GRAPH_PLAN_MS = {
     "streaming": (0.07, 0.08, 0.12),
     "power": (0.08, 0.10, 0.15),
     "hip": (0.29, 0.45, 1.14),
-    "flexprefill": (0.29, 0.54, 1.96),
+    "flexprefill": (0.27, 0.52, 1.85),
     "xattention": (0.18, 0.50, 5.47),
     "block_topk": (0.28, 0.71, 3.16),
 }
