@@ -216,6 +216,16 @@ def test_dense_attention_on_cudnn_matches_default_sdpa(d):
     assert ((got.float() - want.float()).norm() / want.float().norm()) < 1e-2
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_empty_batch_returns_empty_output(causal):
+    """B = 0 returns (0, H_q, N, D) and its lse without a launch: on Hopper the kernel built TMA
+    descriptors over the empty K, which TensorDescriptor refuses with an AssertionError."""
+    q, k, v = _qkv(0, 4, 2, 100, 100, 64, dtype=torch.bfloat16 if DEVICE == "cuda" else torch.half)
+    layout = Layout.dense(100, 100, block_q=32, block_k=32, causal=causal, device=DEVICE)
+    out, lse = sparse_attention(q, k, v, layout, causal=causal, return_lse=True)
+    assert out.shape == (0, 4, 100, 64) and lse.shape == (0, 4, 100)
+
+
 def test_sdpa_dispatch_needs_16_byte_rows():
     """K/V rows padded to 72 bytes (fuzz seed 279: cuDNN returned garbage, flash raised) are not
     aligned, so the dense dispatch keeps them in the Triton kernel; plain tensors are aligned."""

@@ -431,6 +431,8 @@ def sparse_attention(
     if out is None:
         out = torch.empty((b, h_q, n, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h_q, n), dtype=torch.float32, device=q.device)
+    if b == 0:  # nothing to compute (and TMA descriptors refuse an empty K)
+        return (out, lse) if return_lse else out
     bidx, bcnt = unit_last(layout.block_idx), layout.block_count
     # without columns the column pointers are never read; pass the block ones as placeholders
     cidx = unit_last(layout.column_idx) if layout.has_columns else bidx
