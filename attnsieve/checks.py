@@ -109,7 +109,8 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
 
 
 def check_out(out: object, like: Tensor) -> None:
-    """An ``out=`` buffer: a tensor of ``like``'s shape, dtype and device (any strides)."""
+    """An ``out=`` buffer: a tensor of ``like``'s shape, dtype and device, any strides under which
+    no two elements share memory (kernel programs would race on them; an expanded view fails)."""
     if not isinstance(out, Tensor):
         raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
     if out.shape != like.shape or out.dtype != like.dtype or out.device != like.device:
@@ -117,6 +118,23 @@ def check_out(out: object, like: Tensor) -> None:
             f"out: expected shape {tuple(like.shape)}, {like.dtype} on {like.device}; got "
             f"{tuple(out.shape)}, {out.dtype} on {out.device}"
         )
+    if _self_overlapping(out):
+        raise ValueError(
+            f"out: expected a buffer whose elements do not share memory, got strides "
+            f"{out.stride()} for shape {tuple(out.shape)}"
+        )
+
+
+def _self_overlapping(t: Tensor) -> bool:
+    """Whether two elements of ``t`` may share memory: by stride, each dim must step past the
+    whole extent of the smaller-strided dims (an expanded view, stride 0, fails)."""
+    extent = 0
+    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz > 1)
+    for stride, size in dims:
+        if stride <= extent:
+            return True
+        extent += stride * (size - 1)
+    return False
 
 
 def check_dtype(name: str, t: Tensor, dtypes: tuple[torch.dtype, ...]) -> None:

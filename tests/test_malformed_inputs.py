@@ -72,6 +72,18 @@ ATTENTION = [
     ("layout-heads", lambda: attn(lay=layout(heads=3)), ValueError, r"^layout: heads 3"),
     ("out-shape", lambda: attn(out=torch.empty(B, HQ, N, 16).half()), ValueError, r"^out: "),
     ("out-list", lambda: attn(out=[0.0]), TypeError, r"^out: expected"),
+    (
+        "out-expanded",
+        lambda: attn(out=torch.empty(B, HQ, N, 1).half().expand(B, HQ, N, D)),
+        ValueError,
+        r"^out: expected a buffer whose elements do not share memory",
+    ),
+    (
+        "out-expanded-triton",
+        lambda: attn(backend="triton", out=torch.empty(B, 1, N, D).half().expand(B, HQ, N, D)),
+        ValueError,
+        r"^out: expected a buffer whose elements do not share memory",
+    ),
     ("precision", lambda: attn(precision="fp4"), ValueError, r"^precision: expected"),
     (
         "int8-block-16",
@@ -641,7 +653,8 @@ def _decode_cases():
             lengths=torch.tensor([[20, 30]], dtype=I32),
         )
         args.update(kw)
-        return decode_attention(args.pop("q"), *args.values())
+        out = args.pop("out", None)
+        return decode_attention(args.pop("q"), *args.values(), out=out)
 
     return [
         (
@@ -668,6 +681,12 @@ def _decode_cases():
             r"^k_pages: expected 3 dims",
         ),
         ("decode-page-table-list", lambda: decode(page_table=[[0]]), ValueError, r"^page_table: "),
+        (
+            "decode-out-expanded",
+            lambda: decode(out=torch.empty(1, 1, 32).half().expand(1, 4, 32)),
+            ValueError,
+            r"^out: expected a buffer whose elements do not share memory",
+        ),
         (
             "decode-lengths-int64",
             lambda: decode(lengths=torch.tensor([[20, 30]])),

@@ -667,22 +667,5 @@ def check_quant_inputs(
         check_pow2("layout.block_k", layout.block_k, 32, 128)
     if out is not None:
         check_out(out, q)
-        if _self_overlapping(out):  # programs would race on shared elements (the twin: copy_)
-            raise ValueError(
-                f"out: expected a buffer whose elements do not share memory, got strides "
-                f"{out.stride()} for shape {tuple(out.shape)}"
-            )
     if kernel:
         check_triton_device("q", q)
-
-
-def _self_overlapping(t: Tensor) -> bool:
-    """Whether two elements of ``t`` may share memory: by stride, each dim must step past the
-    whole extent of the smaller-strided dims (an expanded view, stride 0, fails)."""
-    extent = 0
-    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz > 1)
-    for stride, size in dims:
-        if stride <= extent:
-            return True
-        extent += stride * (size - 1)
-    return False
