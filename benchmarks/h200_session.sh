@@ -66,6 +66,8 @@
 #   s10e also carrying .stage/t); s10f, s10g (carry .stage/t); s10h, s10i, s10j (as s7a-s7c).
 #   2026-11-30, eleventh session: s11a, s11b, s11c, s11d, s11e, s11f, s11g (carry .stage/t; s11g
 #   twice, the first with OUT one folder too deep), s11h, s11i (carry .stage/t), s11j (twice).
+#   2026-12-01, twelfth session: s12a (carry .stage/t; its selection timings failed to compile),
+#   s12c (carry .stage/t), s12d; s12e, s12f, s12g (as s7a-s7c); s12h, s12i, s12j (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -511,11 +513,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
     # (sessions six to ten; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1137,8 +1139,118 @@ s11j)  # nothing carried: Nsight Compute on the prefill kernels at 32K, Llama-3-
     grep -i "duration\|throughput\|registers per\|achieved occupancy\|theoretical occupancy\|grid size\|block size\|issued warp\|eligible warps" \
         "$OUT"/ncu_prefill/*.txt | head -40
     ;;
+s12a)  # carrying .stage/t: CUDA tests of the top-pages kernel (radix descent), the planning kernels
+    # (pooled_block_probs on the kernel under "auto"), page scores, selectors and the INT8-FP8
+    # kernel; the selection's time with the bisection kernel it replaces (ps_old) and 5- and 8-bit
+    # digits (ps_r5, ps_r8); flexprefill's plan with the twin's pooled map (api_old) and the
+    # kernel's (api_new), SmolLM2 shapes and 128K (select/)
+    D="$OUT/select"
+    mkdir -p "$D/no_sync_old" "$D/no_sync_new"
+    timeout 240 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_page_select.py \
+        tests/test_decode_selectors.py tests/test_kernel_page_scores.py tests/test_planning_kernels.py \
+        tests/test_kernel_quant.py tests/test_planners_dynamic.py > "$D/cuda_tests.log" 2>&1
+    tail -3 "$D/cuda_tests.log"
+    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
+    for v in old r5 r8; do
+        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
+        echo "$v:" >> "$D/selection_time.log"
+        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
+    done
+    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    for v in old new; do
+        cp ".stage/t/variants/api_$v.py" attnsieve/api.py
+        timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
+            --lengths 8192,32768,131072 --out "$D/no_sync_$v" 2>&1 | grep -v Warning | tail -4
+    done
+    ;;
+s12c)  # carrying .stage/t: s12a again without the plans, the radix kernel now compiling on
+    # Triton 3.6 (a constexpr annotation inside the unrolled pass loop did not)
+    D="$OUT/select"
+    mkdir -p "$D"
+    rm -f "$D/selection_time.log"
+    timeout 400 python3 -m pytest -q -p no:cacheprovider --tb=short -rf tests/test_kernel_page_select.py \
+        tests/test_decode_selectors.py tests/test_kernel_page_scores.py tests/test_planning_kernels.py \
+        tests/test_kernel_quant.py tests/test_planners_dynamic.py > "$D/cuda_tests.log" 2>&1
+    tail -5 "$D/cuda_tests.log"
+    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
+    for v in old r5 r8; do
+        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
+        echo "$v:" >> "$D/selection_time.log"
+        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
+    done
+    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    ;;
+s12d)  # nothing carried: with the cost model pricing INT8-FP8 on whole layouts at its own rate
+    # (a variant dropped after this run; with the committed code the dense planner's INT8-FP8
+    # layers run with --no-cost), the kernels on SmolLM2's heads (select/kernels_d64/), flexprefill at 128K with its pooled map
+    # on the kernel (select/prefill128k/) and time to first token of the dense planner in bf16 and
+    # INT8-FP8 on Llama-3-8B's shapes (select/e2e_llama/)
+    D="$OUT/select"
+    mkdir -p "$D/kernels_d64" "$D/prefill128k" "$D/e2e_llama"
+    timeout 150 python3 -m attnsieve bench kernels --precision int8-fp8 --heads 9 --kv-heads 3 \
+        --head-dim 64 --lengths 32768 --densities 0.1 --quant-lengths 8192,32768,131072 \
+        --quant-sparse-lengths 32768 --no-flex --out "$D/kernels_d64" 2>&1 \
+        | grep -v "it/s\]\|s/it\]" | tail -14 | tee "$D/s12d.log"
+    timeout 100 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
+        --out "$D/prefill128k" 2>&1 | grep -v "it/s\]\|s/it\]" | tail -6 | tee -a "$D/s12d.log"
+    timeout 300 python3 -m attnsieve bench e2e --model llama3-8b-random --repeats 2 --lengths 32k \
+        --methods dense --precision bf16,int8-fp8 --out "$D/e2e_llama" 2>&1 \
+        | grep "tokens\|wrote\|error\|check\|[0-9]x" | tee -a "$D/s12d.log"
+    for f in "$D/e2e_llama/"*+*; do [ -e "$f" ] && mv "$f" "${f//+/_}"; done
+    ;;
+s12g)  # carrying .stage/r3 (after s12e and s12f): decode steps on SmolLM2 at 32K, batch 1 and 8,
+    # after the eleventh session's decode tiles: dense, SnapKV 25 %, Quest 1/8 and both, paged
+    # cache, graphs (select/e2e_decode/)
+    join_three_parts || exit 1
+    timeout 450 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
+        --decode-steps 64 --batch 1,8 --methods dense --kv none,snapkv --kv-ratio 0.25 \
+        --decode none,quest --decode-ratio 0.125 --paged-cache --out "$OUT/select/e2e_decode" 2>&1 \
+        | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
+    for f in "$OUT/select/e2e_decode/"*+*; do [ -e "$f" ] && mv "$f" "${f//+/_}"; done
+    ;;
+s12h)  # carrying .stage/t: the top-pages kernel's threshold search fixing 1 (ps_q1: 33 steps, as
+    # the bisection), 2, 3 or 4 bits a step (2^bits - 1 candidates counted in one reduction), against
+    # the bisection kernel (ps_old): CUDA tests of each and the selection's time (select/q/)
+    D="$OUT/select/q"
+    mkdir -p "$D"
+    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
+    for v in old q1 q2 q3 q4; do
+        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
+        echo "$v:" | tee -a "$D/selection_time.log" >> "$D/cuda_tests.log"
+        timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short \
+            tests/test_kernel_page_select.py >> "$D/cuda_tests.log" 2>&1
+        tail -1 "$D/cuda_tests.log"
+        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
+    done
+    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    ;;
+s12i)  # carrying .stage/t: the top-pages kernel (bisection) at 4 or 8 warps for every row length
+    # (ps_w4, ps_w8) or twice the warps (ps_w2x) against the default (ps_old: 4 warps up to 2048
+    # pages, 16 at 8192): CUDA tests of each and the selection's time (select/warps/)
+    D="$OUT/select/warps"
+    mkdir -p "$D"
+    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
+    for v in old w4 w8 w2x; do
+        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
+        echo "$v:" | tee -a "$D/selection_time.log" >> "$D/cuda_tests.log"
+        timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short \
+            tests/test_kernel_page_select.py >> "$D/cuda_tests.log" 2>&1
+        tail -1 "$D/cuda_tests.log"
+        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
+    done
+    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    ;;
+s12j)  # carrying .stage/t: CUDA tests of this session's last fixes: sparse_attention with an empty
+    # batch (TMA path), the out= checks, the top pages at 8 warps (select/cuda_tests_final.log)
+    mkdir -p "$OUT/select"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short \
+        "tests/test_kernel_prefill.py::test_empty_batch_returns_empty_output" \
+        tests/test_kernel_page_select.py tests/test_kernel_decode.py tests/test_decode_selectors.py \
+        > "$OUT/select/cuda_tests_final.log" 2>&1
+    tail -3 "$OUT/select/cuda_tests_final.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j" >&2
     exit 2
     ;;
 esac
