@@ -198,6 +198,37 @@ def test_dense_matches_twin_and_exact(b, h_q, h_kv, n, m, d, causal):
     _check(q, k, v, None, causal)
 
 
+@pytest.mark.parametrize(("n", "m", "bq", "bk"), [(200, 260, 64, 128), (96, 96, 32, 32)])
+def test_a_dense_causal_layout_runs_in_block_order(monkeypatch, n, m, bq, bk):
+    """`Layout.dense` (the dense planner's) takes the in-order path, with its own tiles: the
+    same result bit for bit as the table path on the same blocks (a layout not marked dense), and
+    as the twin. Not causal, the layout decides which blocks run: the table path."""
+    q, k, v = _qkv(1, 4, 2, n, m, 64)
+    dense = Layout.dense(n, m, block_q=bq, block_k=bk, device=DEVICE)
+    listed = Layout.from_block_mask(
+        Layout.causal_block_mask(n, m, bq, bk, DEVICE)[None, None],
+        block_q=bq, block_k=bk, num_queries=n, num_keys=m,
+    )  # fmt: skip
+    launched = []
+    name = "_quant_fwd_kernel" if quant.INTERPRET else "_quant_fwd_tuned"  # what the launcher runs
+    kernel = getattr(quant, name)
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                launched.append(meta["DENSE"])
+                return kernel[grid](*args, **meta)
+
+            return launch
+
+    monkeypatch.setattr(quant, name, Spy())
+    out = quant_attention(q, k, v, dense, causal=True)
+    assert torch.equal(out, quant_attention(q, k, v, listed, causal=True))
+    quant_attention(q, k, v, dense, causal=False)
+    assert launched == [True, False, False]
+    _check(q, k, v, dense, True)
+
+
 def test_custom_scale_and_smoothing_of_a_key_offset():
     """A large shared offset in K (the outlier channel smoothing is for) leaves the accuracy and,
     once the shift is added back, the lse exact."""

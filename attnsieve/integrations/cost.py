@@ -5,10 +5,11 @@ a fixed number of launches, so nearly constant in the prompt length) plus the sp
 own rate times the density. A layer runs its planner (and the layout it plans) only when the
 predicted plan + sparse time, at the layer's last density (a prior before its first plan), is
 below dense; otherwise the dense path runs and the stats record the reason "cost". Every
-precision is priced at the bf16 kernel's rate: the INT8·FP8 kernel was no faster end to end on a
-whole layout (0.98x SDPA for the `dense` planner on Llama-3-8B's shapes at 32K) nor on sparse
-ones at 10 % (1.00x the bf16 kernel), and on SmolLM2's 64-channel heads it ran at 0.94-0.98x
-cuDNN on a whole layout (benchmarks/results/h200/select/).
+precision is priced at the bf16 kernel's rate: the INT8·FP8 kernel gained little end to end on a
+whole layout (1.03x SDPA for the `dense` planner on Llama-3-8B's shapes at 32K), nothing on
+sparse ones at 10 % (1.00x the bf16 kernel), and on SmolLM2's 64-channel heads it ran at
+0.94-0.98x cuDNN on a whole layout (benchmarks/results/h200/select/): a rate by precision alone
+would send such heads to a slower kernel.
 
 The default rates and planning times are the NVIDIA H200 measurements of `attnsieve bench kernels`
 and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); planning

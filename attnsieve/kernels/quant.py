@@ -568,9 +568,15 @@ def quant_attention(
     if q.numel() == 0 or m == 0:  # nothing to launch (no TMA descriptor over an empty buffer)
         out.zero_()
         return (out, lse.fill_(-math.inf)) if return_lse else out
+    # a whole causal layout (`Layout.dense`, e.g. the dense planner's) lists every visible block
+    # in order: walk them without its table, as for no layout, on the same tiles (bit-identical);
+    # the table's loads made the K/V addresses data-dependent
+    in_order = layout is None or (
+        layout.is_dense and causal and not layout.has_columns and not layout.has_spans
+    )
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         z = _quantize(q, k, v, block_m, block_n)
-        if layout is None:  # the index pointers are never read: placeholders
+        if in_order:  # the index pointers are never read: placeholders
             bidx = bcnt = cidx = ccnt = sstart = send = scnt = lse
             bq, bk, div, bs = block_m, block_n, h_q, 0
         else:
@@ -605,9 +611,9 @@ def quant_attention(
             "BLOCK_Q": bq,
             "BLOCK_K": bk,
             "CAUSAL": bool(causal),
-            "DENSE": layout is None,
-            "HAS_COLUMNS": layout is not None and layout.has_columns,
-            "HAS_SPANS": layout is not None and layout.has_spans,
+            "DENSE": in_order,
+            "HAS_COLUMNS": not in_order and layout.has_columns,
+            "HAS_SPANS": not in_order and layout.has_spans,
             "USE_TMA": use_tma,
             "EMULATE_FP8": INTERPRET,
             "BLOCK_M": block_m,
