@@ -105,6 +105,41 @@ smollm2_decode_bound() {  # DIR: join SmolLM2's GGUF (parts 0 and 1 in $HOME/m, 
         | grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"
 }
 
+radix_tests_and_times() {  # DIR TIMEOUT: CUDA tests of the selection, planning and INT8-FP8
+    # kernels (DIR/cuda_tests.log), then the selection's time with the bisection kernel (ps_old)
+    # and the radix variants (ps_r5, ps_r8) in place (DIR/selection_time.log)
+    timeout "$2" python3 -m pytest -q -p no:cacheprovider --tb=short -rf \
+        tests/test_kernel_page_select.py tests/test_decode_selectors.py \
+        tests/test_kernel_page_scores.py tests/test_planning_kernels.py tests/test_kernel_quant.py \
+        tests/test_planners_dynamic.py > "$1/cuda_tests.log" 2>&1
+    tail -5 "$1/cuda_tests.log"
+    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
+    for v in old r5 r8; do
+        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
+        echo "$v:" >> "$1/selection_time.log"
+        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$1/selection_time.log"
+    done
+    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+}
+
+page_select_variants() {  # DIR NAME...: with each .stage/t/variants/ps_NAME.py in place of the
+    # top-pages kernel, its CUDA tests (DIR/cuda_tests.log) and the selection's time
+    # (DIR/selection_time.log); the kernel restored after
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
+    for v in "$@"; do
+        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
+        echo "$v:" | tee -a "$dir/selection_time.log" >> "$dir/cuda_tests.log"
+        timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short \
+            tests/test_kernel_page_select.py >> "$dir/cuda_tests.log" 2>&1
+        tail -1 "$dir/cuda_tests.log"
+        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$dir/selection_time.log"
+    done
+    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+}
+
 alternate_plans() {  # SEP NAME...: flexprefill's plan with each /tmp/planning_NAME.py in turn,
     # twice, into plan_tiles/NAME SEP round
     local sep=$1
@@ -1146,17 +1181,7 @@ s12a)  # carrying .stage/t: CUDA tests of the top-pages kernel (radix descent), 
     # kernel's (api_new), SmolLM2 shapes and 128K (select/)
     D="$OUT/select"
     mkdir -p "$D/no_sync_old" "$D/no_sync_new"
-    timeout 240 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_page_select.py \
-        tests/test_decode_selectors.py tests/test_kernel_page_scores.py tests/test_planning_kernels.py \
-        tests/test_kernel_quant.py tests/test_planners_dynamic.py > "$D/cuda_tests.log" 2>&1
-    tail -3 "$D/cuda_tests.log"
-    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
-    for v in old r5 r8; do
-        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
-        echo "$v:" >> "$D/selection_time.log"
-        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
-    done
-    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    radix_tests_and_times "$D" 240
     for v in old new; do
         cp ".stage/t/variants/api_$v.py" attnsieve/api.py
         timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
@@ -1165,26 +1190,15 @@ s12a)  # carrying .stage/t: CUDA tests of the top-pages kernel (radix descent), 
     ;;
 s12c)  # carrying .stage/t: s12a again without the plans, the radix kernel now compiling on
     # Triton 3.6 (a constexpr annotation inside the unrolled pass loop did not)
-    D="$OUT/select"
-    mkdir -p "$D"
-    rm -f "$D/selection_time.log"
-    timeout 400 python3 -m pytest -q -p no:cacheprovider --tb=short -rf tests/test_kernel_page_select.py \
-        tests/test_decode_selectors.py tests/test_kernel_page_scores.py tests/test_planning_kernels.py \
-        tests/test_kernel_quant.py tests/test_planners_dynamic.py > "$D/cuda_tests.log" 2>&1
-    tail -5 "$D/cuda_tests.log"
-    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
-    for v in old r5 r8; do
-        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
-        echo "$v:" >> "$D/selection_time.log"
-        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
-    done
-    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    mkdir -p "$OUT/select"
+    rm -f "$OUT/select/selection_time.log"
+    radix_tests_and_times "$OUT/select" 400
     ;;
 s12d)  # nothing carried: with the cost model pricing INT8-FP8 on whole layouts at its own rate
     # (a variant dropped after this run; with the committed code the dense planner's INT8-FP8
-    # layers run with --no-cost), the kernels on SmolLM2's heads (select/kernels_d64/), flexprefill at 128K with its pooled map
-    # on the kernel (select/prefill128k/) and time to first token of the dense planner in bf16 and
-    # INT8-FP8 on Llama-3-8B's shapes (select/e2e_llama/)
+    # layers run with --no-cost), the kernels on SmolLM2's heads (select/kernels_d64/),
+    # flexprefill at 128K with its pooled map on the kernel (select/prefill128k/) and time to first
+    # token of the dense planner in bf16 and INT8-FP8 on Llama-3-8B's shapes (select/e2e_llama/)
     D="$OUT/select"
     mkdir -p "$D/kernels_d64" "$D/prefill128k" "$D/e2e_llama"
     timeout 150 python3 -m attnsieve bench kernels --precision int8-fp8 --heads 9 --kv-heads 3 \
@@ -1211,34 +1225,12 @@ s12g)  # carrying .stage/r3 (after s12e and s12f): decode steps on SmolLM2 at 32
 s12h)  # carrying .stage/t: the top-pages kernel's threshold search fixing 1 (ps_q1: 33 steps, as
     # the bisection), 2, 3 or 4 bits a step (2^bits - 1 candidates counted in one reduction), against
     # the bisection kernel (ps_old): CUDA tests of each and the selection's time (select/q/)
-    D="$OUT/select/q"
-    mkdir -p "$D"
-    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
-    for v in old q1 q2 q3 q4; do
-        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
-        echo "$v:" | tee -a "$D/selection_time.log" >> "$D/cuda_tests.log"
-        timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short \
-            tests/test_kernel_page_select.py >> "$D/cuda_tests.log" 2>&1
-        tail -1 "$D/cuda_tests.log"
-        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
-    done
-    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    page_select_variants "$OUT/select/q" old q1 q2 q3 q4
     ;;
 s12i)  # carrying .stage/t: the top-pages kernel (bisection) at 4 or 8 warps for every row length
     # (ps_w4, ps_w8) or twice the warps (ps_w2x) against the default (ps_old: 4 warps up to 2048
     # pages, 16 at 8192): CUDA tests of each and the selection's time (select/warps/)
-    D="$OUT/select/warps"
-    mkdir -p "$D"
-    cp attnsieve/kernels/page_select.py /tmp/ps_new.py
-    for v in old w4 w8 w2x; do
-        cp ".stage/t/variants/ps_$v.py" attnsieve/kernels/page_select.py
-        echo "$v:" | tee -a "$D/selection_time.log" >> "$D/cuda_tests.log"
-        timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short \
-            tests/test_kernel_page_select.py >> "$D/cuda_tests.log" 2>&1
-        tail -1 "$D/cuda_tests.log"
-        timeout 100 python3 benchmarks/time_quest_selection.py 2>&1 | tee -a "$D/selection_time.log"
-    done
-    cp /tmp/ps_new.py attnsieve/kernels/page_select.py
+    page_select_variants "$OUT/select/warps" old w4 w8 w2x
     ;;
 s12j)  # carrying .stage/t: CUDA tests of this session's last fixes: sparse_attention with an empty
     # batch (TMA path), the out= checks, the top pages at 8 warps (select/cuda_tests_final.log)
