@@ -195,6 +195,29 @@ def test_pooled_block_probs_auto_runs_the_kernel_on_cuda(monkeypatch):
     _close(got, planning_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
 
 
+def test_kernels_refuse_cpu_tensors_without_the_interpreter(monkeypatch):
+    """Forced onto Triton on the CPU without TRITON_INTERPRET=1, each planning op names its
+    tensor (before: Triton's own "Pointer argument (at 0) cannot be accessed" at the launch)."""
+    import attnsieve.kernels
+
+    monkeypatch.setattr(attnsieve.kernels, "INTERPRET", False)
+    q, k = _inputs(1, 2, 1, 64, 64, 32, torch.float16)
+    qp, kp = planning_reference.block_mean_pool(q, 32), planning_reference.block_mean_pool(k, 32)
+    calls = {
+        "x": lambda: api.block_mean_pool(q, 32, backend="triton"),
+        "q_pooled": lambda: api.pooled_block_probs(
+            qp, kp, num_queries=64, num_keys=64, block_q=32, block_k=32, backend="triton"
+        ),
+        "q": lambda: api.antidiagonal_block_scores(
+            q, k, stride=8, block_q=32, block_k=32, backend="triton"
+        ),
+        "q ": lambda: api.last_query_stats(q, k, last_q=16, block_k=16, backend="triton"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{name.strip()}: the Triton kernel needs CUDA"):
+            call()
+
+
 def test_pooled_block_probs_refuses_mismatched_batch_and_kv_heads():
     """A k_pooled of another batch size is refused, not broadcast over q_pooled's batch (the twin
     repeated a batch-1 K; the kernel read past its end); so are no KV heads (a ZeroDivisionError

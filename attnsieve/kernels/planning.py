@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels import INTERPRET, sm_count
+from attnsieve.kernels import INTERPRET, check_triton_device, sm_count
 from attnsieve.kernels.prefill import LOG2E, unit_last
 
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
@@ -360,6 +360,7 @@ def _last_sums_kernel(
 
 def block_mean_pool(x: Tensor, block: int) -> Tensor:
     """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D)."""
+    check_triton_device("x", x)
     x = unit_last(x)
     b, h, n, d = x.shape
     nb = triton.cdiv(n, block)
@@ -386,6 +387,7 @@ def pooled_block_probs(
     causal: bool = True,
 ) -> Tensor:
     """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K."""
+    check_triton_device("q_pooled", q_pooled)
     qb, kb = triton.cdiv(num_queries, block_q), triton.cdiv(num_keys, block_k)
     b, h_q, _, d = q_pooled.shape
     h_kv = k_pooled.shape[1]
@@ -425,6 +427,7 @@ def antidiagonal_block_scores(
     then a second small kernel turns it into block sums. ``block_q / stride`` and
     ``block_k / stride`` must be powers of two.
     """
+    check_triton_device("q", q)
     rq, rb = block_q // stride, block_k // stride
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
@@ -474,6 +477,7 @@ def last_query_stats(
     least a tile (64 keys) wide, else per diagonal through a skewing gather, summed into blocks
     afterwards.
     """
+    check_triton_device("q", q)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     if b * h_q * m == 0:  # no key, query head or batch: nothing to launch
