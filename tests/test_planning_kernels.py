@@ -203,18 +203,24 @@ def test_kernels_refuse_cpu_tensors_without_the_interpreter(monkeypatch):
     monkeypatch.setattr(attnsieve.kernels, "INTERPRET", False)
     q, k = _inputs(1, 2, 1, 64, 64, 32, torch.float16)
     qp, kp = planning_reference.block_mean_pool(q, 32), planning_reference.block_mean_pool(k, 32)
-    calls = {
-        "x": lambda: api.block_mean_pool(q, 32, backend="triton"),
-        "q_pooled": lambda: api.pooled_block_probs(
-            qp, kp, num_queries=64, num_keys=64, block_q=32, block_k=32, backend="triton"
+    calls = [
+        ("x", lambda: api.block_mean_pool(q, 32, backend="triton")),
+        (
+            "q_pooled",
+            lambda: api.pooled_block_probs(
+                qp, kp, num_queries=64, num_keys=64, block_q=32, block_k=32, backend="triton"
+            ),
         ),
-        "q": lambda: api.antidiagonal_block_scores(
-            q, k, stride=8, block_q=32, block_k=32, backend="triton"
+        (
+            "q",
+            lambda: api.antidiagonal_block_scores(
+                q, k, stride=8, block_q=32, block_k=32, backend="triton"
+            ),
         ),
-        "q ": lambda: api.last_query_stats(q, k, last_q=16, block_k=16, backend="triton"),
-    }
-    for name, call in calls.items():
-        with pytest.raises(ValueError, match=rf"^{name.strip()}: the Triton kernel needs CUDA"):
+        ("q", lambda: api.last_query_stats(q, k, last_q=16, block_k=16, backend="triton")),
+    ]
+    for name, call in calls:
+        with pytest.raises(ValueError, match=rf"^{name}: the Triton kernel needs CUDA"):
             call()
 
 
