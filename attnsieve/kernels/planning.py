@@ -107,7 +107,7 @@ def _pooled_probs_kernel(
         b_l = b_l * tl.exp2(b_m - b_m_sub) + tl.sum(tl.exp2(b_s - b_m_sub[:, None]), 1)
         b_m = b_m_new
     b_m_sub = tl.where(b_m == float("-inf"), 0.0, b_m)
-    b_inv = tl.where(b_l > 0, 1.0 / tl.maximum(b_l, 1.0), 0.0)  # b_l >= 1 once a key is seen
+    b_inv = 1.0 / tl.maximum(b_l, 1.0)  # b_l >= 1 once a key is seen
     # a row without a key, or whose sum is NaN (a NaN or +inf score), is not stored: zero, as in
     # the twin's nan_to_num
     m_row = m_i & (b_l > 0)
