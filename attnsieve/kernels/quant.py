@@ -349,11 +349,17 @@ def _quant_fwd_kernel(
 
     SUBS: tl.constexpr = BLOCK_K // BLOCK_N  # BLOCK_N-wide tiles per layout block
     o_t = tl.arange(0, BLOCK_N)
+    # each tile's block index is loaded one iteration ahead, so no K/V copy waits on a load of its
+    # own iteration: the pipeliner then keeps as many tiles in flight as on an in-order walk
+    # (12 against 10 TMA copies at 3 stages, compiled for sm_90)
+    n_tiles = n_vis * SUBS
+    i_blk = tl.load(p_idx, mask=n_tiles > 0, other=0)
     for it in range(0, n_full * SUBS):
         if DENSE:
             start = it * BLOCK_N
         else:
-            start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+            start = i_blk * BLOCK_K + (it % SUBS) * BLOCK_N
+            i_blk = tl.load(p_idx + (it + 1) // SUBS, mask=it + 1 < n_tiles, other=0)
         o_n = start + o_t
         b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, o_n < M, o_d, stride_vd,
                              False, USE_TMA, BLOCK_N, HEAD_DIM)
@@ -365,7 +371,8 @@ def _quant_fwd_kernel(
         if DENSE:
             start = it * BLOCK_N
         else:
-            start = tl.load(p_idx + it // SUBS) * BLOCK_K + (it % SUBS) * BLOCK_N
+            start = i_blk * BLOCK_K + (it % SUBS) * BLOCK_N
+            i_blk = tl.load(p_idx + (it + 1) // SUBS, mask=it + 1 < n_tiles, other=0)
         o_n = start + o_t
         b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, o_n < M, o_d, stride_vd,
                              True, USE_TMA, BLOCK_N, HEAD_DIM)
