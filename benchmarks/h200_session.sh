@@ -68,7 +68,7 @@
 #   twice, the first with OUT one folder too deep), s11h, s11i (carry .stage/t), s11j (twice).
 #   2026-12-01, twelfth session: s12a (carry .stage/t; its selection timings failed to compile),
 #   s12c (carry .stage/t), s12d; s12e, s12f, s12g (as s7a-s7c); s12h, s12i, s12j, s12k (carry .stage/t).
-#   2026-12-01, thirteenth session: s13a, s13b (carry .stage/t).
+#   2026-12-01, thirteenth session: s13a, s13b (carry .stage/t); s13c, s13d, s13e (as s7a-s7c); s13f, s13g (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -549,11 +549,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
-    # (sessions six to ten; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+    # (sessions six to thirteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1286,8 +1286,51 @@ s13b)  # carrying .stage/t: CUDA tests of both prefill kernels after s13a's chan
         tests/test_masked_nonfinite.py tests/test_kernel_quant.py > "$OUT/table/cuda_tests.log" 2>&1
     tail -3 "$OUT/table/cuda_tests.log"
     ;;
+s13e)  # carrying .stage/r3 (after s13c and s13d): time to first token on SmolLM2 with
+    # flexprefill after s13a's change (table/e2e/), and flexprefill at 128K on Llama-3-8B's shapes
+    # (table/prefill128k/)
+    join_three_parts || exit 1
+    mkdir -p "$OUT/table/prefill128k"
+    timeout 260 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/table/e2e" 2>&1 \
+        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    timeout 150 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
+        --out "$OUT/table/prefill128k" > "$OUT/table/prefill128k/prefill.log" 2>&1
+    tail -4 "$OUT/table/prefill128k/prefill.log"
+    ;;
+s13f)  # carrying .stage/t: the decode kernel with its K/V rows loaded into registers one tile ahead
+    # by hand and its pages looked up two ahead, launched with one stage (rp:
+    # .stage/t/variants/decode_rp.py), against the current kernel (its own async copies, whose
+    # page-table load waits in the tile's iteration), dense bf16 reads, Llama-3-8B and SmolLM2
+    # heads (decode_rp/)
+    D="$OUT/decode_rp"
+    mkdir -p "$D/llama" "$D/smollm2"
+    timeout 250 python3 benchmarks/tune_decode_fp8.py --out "$D/llama" --dtypes bf16 \
+        --variant rp=.stage/t/variants/decode_rp.py --lengths 32768,131072 --batch 1,8 \
+        --configs 128x8x2x2,64x4x2x4,128x4x2x8,128x8x1x2,64x4x1x4,128x4x1x8,64x8x1x4 \
+        2>&1 | grep -v "^$" | tee "$D/llama/tune.log" | grep -c "us"
+    timeout 200 python3 benchmarks/tune_decode_fp8.py --out "$D/smollm2" --dtypes bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 \
+        --variant rp=.stage/t/variants/decode_rp.py --lengths 32768,131072 --batch 1,8 \
+        --configs 64x4x3x4,128x4x2x8,128x8x2x2,64x4x1x4,128x4x1x8,64x4x1x8 \
+        2>&1 | grep -v "^$" | tee "$D/smollm2/tune.log" | grep -c "us"
+    ;;
+s13g)  # carrying .stage/t: issue 9's regression points with s13a's kernel against the pre-issue-9
+    # kernel (.stage/t/variants/before.py, made as the header says; regression/table/), the
+    # decode kernel's CUDA tests and SmolLM2-head reads with D 64's new tiles beside the old ones
+    # (decode_rp/smollm2_new/)
+    mkdir -p "$OUT/regression/table" "$OUT/decode_rp/smollm2_new"
+    timeout 150 python3 benchmarks/check_masked_cost.py --out "$OUT/regression/table" \
+        --variant before=.stage/t/variants/before.py 2>&1 | tail -12
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py > "$OUT/decode_rp/cuda_tests.log" 2>&1
+    tail -2 "$OUT/decode_rp/cuda_tests.log"
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode_rp/smollm2_new" \
+        --dtypes bf16 --heads 9 --kv-heads 3 --head-dim 64 --lengths 32768,131072 --batch 1,8 \
+        --configs 64x4x3x4,128x8x2x2 2>&1 | grep "us" | tee "$OUT/decode_rp/smollm2_new/tune.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g" >&2
     exit 2
     ;;
 esac

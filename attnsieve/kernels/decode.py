@@ -312,22 +312,20 @@ def _tile(
     # Measured on the H200 with the read flush (benchmarks/results/h200/decode_tune_read/), bf16
     # pages, 32K and 128K tokens. D 128 (Llama-3-8B): 64-token tiles at 4 warps over four waves
     # are 5-10 % faster than 128 x 8 warps over two at 8-16 heads (batch 1-2); at 32 heads 7 %
-    # faster at 32K and 19 % slower at 128K, at 64 heads 21-28 % slower. D 64 (SmolLM2): 64 x 4
-    # warps, 3 stages, four waves are 7-24 % faster at 6-24 heads (batch 2-8); at 3 heads (batch
-    # 1) 9 % slower at 32K and 11 % faster at 128K, so batch 1 keeps the default.
+    # faster at 32K and 19 % slower at 128K, at 64 heads 21-28 % slower.
     # 128 x 4 warps over eight waves (decode_vt/pages.json, decode_waves/waves.json, Llama-3-8B
     # and SmolLM2 heads, batch 1 and 8): on FP8 pages 9-21 % faster than two waves at batch 8 and
     # at batch 1 / 128K, equal at batch 1 / 32K; on 1/16 sparse reads of bf16 pages 1.3-2.5x
     # faster than 128 x 8 warps over two; on dense bf16 reads below 32K tokens 5-17 % faster at
     # D 64, and at D 128 equal at batch 1, 4-9 % slower at batch 8 (which keeps 8 warps).
     # D = 256 halves the tile (not measured).
+    # D 64 dense bf16 reads of 32K and 128K tokens (decode_rp/smollm2/, batch 1 and 8): 128 x 4
+    # warps over eight waves are 1.05-1.23x faster than the tiles chosen before (64 x 4 warps,
+    # 3 stages, four waves from 6 heads; 128 x 8 warps over two below), so D 64 takes them always.
     if head_dim > 128:
         return 64, 4 if fp8 else 8, 2, 2
-    if fp8 or sparse:
+    if fp8 or sparse or head_dim == 64:
         return 128, 4, 2, 8
-    few_heads = (head_dim == 128 and heads <= 16) or (head_dim == 64 and 6 <= heads <= 24)
-    if tokens >= 32768 and few_heads:
-        return 64, 4, 3 if head_dim == 64 else 2, 4
-    if head_dim == 64 and tokens < 32768:
-        return 128, 4, 2, 8
+    if head_dim == 128 and tokens >= 32768 and heads <= 16:
+        return 64, 4, 2, 4
     return 128, 8, 2, 2
