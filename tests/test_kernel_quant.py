@@ -344,7 +344,7 @@ def test_quantizers_match_twin_and_respect_strides():
     k, v = kv[0] * 3 + 1, kv[1]
     got = quantize_qkv(q, k, v, block_m=32, block_n=64)
     want = quantize_qkv_reference(q, k, v, block_m=32, block_n=64)
-    exact = ("q", "q_scale", "v_scale", "q_bad", "kv_bad")
+    exact = ("q", "q_scale", "v_scale", "q_bad", "kv_bad", "k_block_bad")
     for name in exact + (("k", "k_scale") if DEVICE == "cpu" else ()):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
     torch.testing.assert_close(got.k_scale, want.k_scale, atol=0, rtol=1e-6)
@@ -352,6 +352,19 @@ def test_quantizers_match_twin_and_respect_strides():
     assert got.v_t.dtype == torch.float8_e4m3fn and got.v_t.shape == (2, 2, 128, 150)
     assert torch.equal(got.v_t.float(), want.v_t.float())
     torch.testing.assert_close(got.k_mean, want.k_mean, atol=1e-6, rtol=0)
+
+
+def test_block_flags_mark_the_k_blocks_that_hold_a_flagged_row():
+    """A NaN in a K row or an inf in a V row flags that row and its block of block_n keys (the
+    last one partial): unmasked tiles read the block's flag alone."""
+    q, k, v = _qkv(2, 2, 2, 40, 150, 64)
+    k[0, 1, 70, 5] = math.nan
+    v[1, 0, 149, 0] = math.inf
+    got = quantize_qkv(q, k, v, block_m=32, block_n=64)
+    want = torch.zeros(2, 2, 3, dtype=torch.int8, device=DEVICE)
+    want[0, 1, 1] = want[1, 0, 2] = 1
+    assert torch.equal(got.k_block_bad, want)
+    assert torch.equal(quantize_qkv_reference(q, k, v, block_m=32, block_n=64).k_block_bad, want)
 
 
 def test_quantizer_round_trip_bounds_and_k_mean():

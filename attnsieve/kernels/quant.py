@@ -72,7 +72,8 @@ class QuantizedQKV:
     (B, H_kv, M, D) of K - ``k_mean`` (f32 (B, H_kv, D)) with ``k_scale`` f32
     (B, H_kv, cdiv(M, block_n)); ``v_t`` float8_e4m3fn (B, H_kv, D, M), V transposed (a view of a
     buffer padded along M to 16 bytes) with ``v_scale`` f32 (B, H_kv, D); ``q_bad`` int8
-    (B, H_q, N) and ``kv_bad`` int8 (B, H_kv, M) flag rows that held a NaN / inf (quantised as 0).
+    (B, H_q, N) and ``kv_bad`` int8 (B, H_kv, M) flag rows that held a NaN / inf (quantised as 0);
+    ``k_block_bad`` int8 (B, H_kv, cdiv(M, block_n)) flags K blocks that hold a flagged row.
     """
 
     q: Tensor
@@ -84,6 +85,7 @@ class QuantizedQKV:
     v_scale: Tensor
     q_bad: Tensor
     kv_bad: Tensor
+    k_block_bad: Tensor
     block_m: int
     block_n: int
 
@@ -164,10 +166,11 @@ def _kv_stats_kernel(
 
 @triton.jit(do_not_specialize=["N"])
 def _quant_int8_kernel(
-    X, Y, S, MEAN, BAD, stride_xb, stride_xh, stride_xn, stride_xd, H, N,
+    X, Y, S, MEAN, BAD, BLOCK_BAD, stride_xb, stride_xh, stride_xn, stride_xd, H, N,
     HAS_MEAN: tl.constexpr, WRITE_BAD: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
-    """BLOCK rows of one head of X (minus MEAN) to int8 with one absmax scale: Q or K."""
+    """BLOCK rows of one head of X (minus MEAN) to int8 with one absmax scale: Q (writing its
+    rows' flags to BAD) or K (reading them from BAD, writing the block's to BLOCK_BAD)."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     o_n = i_n * BLOCK + tl.arange(0, BLOCK)
@@ -180,6 +183,9 @@ def _quant_int8_kernel(
     if WRITE_BAD:
         b_bad = tl.min(m_x.to(tl.int32), 1) == 0
         tl.store(BAD + i_bh.to(tl.int64) * N + o_n, b_bad.to(tl.int8), mask=m_n)
+    else:
+        b_bad = tl.load(BAD + i_bh.to(tl.int64) * N + o_n, mask=m_n, other=0)
+        tl.store(BLOCK_BAD + i_bh.to(tl.int64) * tl.num_programs(0) + i_n, tl.max(b_bad, 0))
     b_x = tl.where(m_x, b_x, 0.0)
     if HAS_MEAN:  # rows past N stay 0: they must not set the block's scale
         b_x = tl.where(m_n[:, None], b_x - tl.load(MEAN + i_bh * HEAD_DIM + o_d)[None, :], 0.0)
@@ -243,7 +249,8 @@ def _attend_tile(
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, EMULATE_FP8: tl.constexpr,
 ):
     """Fold one key tile into the running softmax; ``b_sc`` is the score scale, a scalar or
-    [1, BLOCK_N] (gathered columns)."""
+    [1, BLOCK_N] (gathered columns); ``b_kbad`` flags the keys' rows [BLOCK_N], or unmasked, where
+    every row sees every key, the whole tile (a scalar: one load, no reduction a tile)."""
     b_s = tl.dot(b_q, tl.trans(b_k), out_dtype=tl.int32)  # [BLOCK_M, BLOCK_N], |s| < 127²·256
     # int32 -> fp32 without the quarter-rate conversion unit: add s to the bits of 1.5 * 2^23 and
     # subtract it back in fp32; exact for |s| < 2^22 (head_dim <= 256)
@@ -263,7 +270,7 @@ def _attend_tile(
         b_m_new = tl.maximum(b_m, tl.max(b_s, 1) * b_sc)
         b_m_sub = b_m_new
         b_p = tl.exp2(b_s * b_sc - (b_m_sub - 8.807354922057604)[:, None])
-        b_bad = b_bad | (tl.max(b_kbad, 0) != 0)
+        b_bad = b_bad | (b_kbad != 0)
     b_alpha = tl.exp2(b_m - b_m_sub)
     b_l = b_l * b_alpha + tl.sum(b_p, 1)
     b_p8 = _to_fp8(b_p, EMULATE_FP8)
@@ -280,8 +287,8 @@ def _attend_tile(
     "stride_sq", "stride_tb", "stride_th", "stride_tq", "stride_vd", "N", "M", "LEN_BUCKET",
 ])
 def _quant_fwd_kernel(
-    Q8, QS, QBAD, K8, KS, KMEAN, VT8, VS, KVBAD, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT,
-    SSTART, SEND, SCNT,
+    Q8, QS, QBAD, K8, KS, KMEAN, VT8, VS, KVBAD, KBLOCKBAD, DK, DV, Out, LSE, BIDX, BCNT, CIDX,
+    CCNT, SSTART, SEND, SCNT,
     stride_ob, stride_oh, stride_on, stride_od, stride_vd,
     stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
     stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
@@ -318,6 +325,7 @@ def _quant_fwd_kernel(
     p_k = K8 + i_bkv64 * M * HEAD_DIM
     p_v = VT8 + i_bkv64 * HEAD_DIM * stride_vd
     p_ks = KS + i_bkv64 * tl.cdiv(M, BLOCK_N)
+    p_kbb = KBLOCKBAD + i_bkv64 * tl.cdiv(M, BLOCK_N)
     p_kbad = KVBAD + i_bkv64 * M
     b_q = tl.load(p_q + o_m.to(tl.int64)[:, None] * HEAD_DIM + o_d[None, :], mask=m_m[:, None],
                   other=0)  # [BLOCK_M, HEAD_DIM] int8
@@ -365,8 +373,8 @@ def _quant_fwd_kernel(
                              False, USE_TMA, BLOCK_N, HEAD_DIM)
         b_sc = b_qs * tl.load(p_ks + start // BLOCK_N)
         b_acc, b_l, b_m, b_bad = _attend_tile(
-            b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc, tl.load(p_kbad + o_n), o_n, o_n < M,
-            o_qpos, False, CAUSAL, EMULATE_FP8)
+            b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc, tl.load(p_kbb + start // BLOCK_N), o_n,
+            o_n < M, o_qpos, False, CAUSAL, EMULATE_FP8)
     for it in range(n_full * SUBS, n_vis * SUBS):
         if DENSE:
             start = it * BLOCK_N
@@ -510,13 +518,14 @@ def _quantize(q: Tensor, k: Tensor, v: Tensor, block_m: int, block_n: int) -> Qu
     q_scale = torch.empty((b, h_q, triton.cdiv(n, block_m)), dtype=torch.float32, device=dev)
     q_bad = torch.empty((b, h_q, n), dtype=torch.int8, device=dev)
     _quant_int8_kernel[(q_scale.shape[-1], b * h_q)](
-        q, q8, q_scale, q_scale, q_bad, *q.stride(), h_q, n,
+        q, q8, q_scale, q_scale, q_bad, q_bad, *q.stride(), h_q, n,
         HAS_MEAN=False, WRITE_BAD=True, BLOCK=block_m, HEAD_DIM=d,
     )  # fmt: skip
     k8 = torch.empty((b, h_kv, m, d), dtype=torch.int8, device=dev)
     k_scale = torch.empty((b, h_kv, triton.cdiv(m, block_n)), dtype=torch.float32, device=dev)
+    k_block_bad = torch.empty((b, h_kv, k_scale.shape[-1]), dtype=torch.int8, device=dev)
     _quant_int8_kernel[(k_scale.shape[-1], b * h_kv)](
-        k, k8, k_scale, k_mean, kv_bad, *k.stride(), h_kv, m,
+        k, k8, k_scale, k_mean, kv_bad, k_block_bad, *k.stride(), h_kv, m,
         HAS_MEAN=True, WRITE_BAD=False, BLOCK=block_n, HEAD_DIM=d,
     )  # fmt: skip
     # Vᵀ rows padded to 16 bytes: TMA descriptors need 16-byte aligned strides
@@ -526,7 +535,18 @@ def _quantize(q: Tensor, k: Tensor, v: Tensor, block_m: int, block_n: int) -> Qu
         BLOCK=block_n, HEAD_DIM=d, EMULATE_FP8=INTERPRET,
     )  # fmt: skip
     return QuantizedQKV(
-        q8, q_scale, k8, k_scale, k_mean, v_t[..., :m], v_scale, q_bad, kv_bad, block_m, block_n
+        q8,
+        q_scale,
+        k8,
+        k_scale,
+        k_mean,
+        v_t[..., :m],
+        v_scale,
+        q_bad,
+        kv_bad,
+        k_block_bad,
+        block_m,
+        block_n,
     )
 
 
@@ -603,8 +623,8 @@ def quant_attention(
         dk, dv = (_descriptor(z.k, 1), _descriptor(z.v_t, 2)) if use_tma else (z.k, z.v_t)
         # fmt: off
         args = (
-            z.q, z.q_scale, z.q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad, dk, dv,
-            out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
+            z.q, z.q_scale, z.q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad,
+            z.k_block_bad, dk, dv, out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
             *out.stride(), z.v_t.stride(2),
             *_strides(bidx, bs), *_strides(bcnt, bs), *_strides(cidx, bs), *_strides(ccnt, bs),
             *_strides(sstart, bs), *_strides(scnt, bs),

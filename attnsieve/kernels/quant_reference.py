@@ -68,8 +68,22 @@ def quantize_qkv_reference(
     v_max = vf.abs().amax(2)
     v_scale = torch.where(v_max > 0, v_max / FP8_MAX, 1.0)
     v_t = _fp8(vf / v_scale[:, :, None]).mT
+    kv_bad = k_bad | v_bad
+    pad = -kv_bad.shape[2] % block_n
+    k_block_bad = torch.nn.functional.pad(kv_bad, (0, pad)).unflatten(2, (-1, block_n)).amax(-1)
     return QuantizedQKV(
-        q8, q_scale, k8, k_scale, k_mean, v_t, v_scale, q_bad, k_bad | v_bad, block_m, block_n
+        q8,
+        q_scale,
+        k8,
+        k_scale,
+        k_mean,
+        v_t,
+        v_scale,
+        q_bad,
+        kv_bad,
+        k_block_bad,
+        block_m,
+        block_n,
     )
 
 
