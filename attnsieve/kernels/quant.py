@@ -535,19 +535,9 @@ def _quantize(q: Tensor, k: Tensor, v: Tensor, block_m: int, block_n: int) -> Qu
         BLOCK=block_n, HEAD_DIM=d, EMULATE_FP8=INTERPRET,
     )  # fmt: skip
     return QuantizedQKV(
-        q8,
-        q_scale,
-        k8,
-        k_scale,
-        k_mean,
-        v_t[..., :m],
-        v_scale,
-        q_bad,
-        kv_bad,
-        k_block_bad,
-        block_m,
-        block_n,
-    )
+        q8, q_scale, k8, k_scale, k_mean, v_t[..., :m], v_scale, q_bad, kv_bad, k_block_bad,
+        block_m, block_n
+    )  # fmt: skip
 
 
 def quant_attention(

@@ -72,19 +72,9 @@ def quantize_qkv_reference(
     pad = -kv_bad.shape[2] % block_n
     k_block_bad = torch.nn.functional.pad(kv_bad, (0, pad)).unflatten(2, (-1, block_n)).amax(-1)
     return QuantizedQKV(
-        q8,
-        q_scale,
-        k8,
-        k_scale,
-        k_mean,
-        v_t,
-        v_scale,
-        q_bad,
-        kv_bad,
-        k_block_bad,
-        block_m,
-        block_n,
-    )
+        q8, q_scale, k8, k_scale, k_mean, v_t, v_scale, q_bad, kv_bad, k_block_bad, block_m,
+        block_n
+    )  # fmt: skip
 
 
 def quant_attention_reference(
