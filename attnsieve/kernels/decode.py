@@ -319,9 +319,10 @@ def _tile(
     # faster than 128 x 8 warps over two; on dense bf16 reads below 32K tokens 5-17 % faster at
     # D 64, and at D 128 equal at batch 1, 4-9 % slower at batch 8 (which keeps 8 warps).
     # D = 256 halves the tile (not measured).
-    # D 64 dense bf16 reads of 32K and 128K tokens (decode_rp/smollm2/, batch 1 and 8): 128 x 4
+    # D 64 dense bf16 reads of 32K and 128K tokens (decode_rp/smollm2/, 3 and 24 heads): 128 x 4
     # warps over eight waves are 1.05-1.23x faster than the tiles chosen before (64 x 4 warps,
-    # 3 stages, four waves from 6 heads; 128 x 8 warps over two below), so D 64 takes them always.
+    # 3 stages, four waves from 6 heads; 128 x 8 warps over two below), so D 64 takes them always
+    # (above 24 heads, where 128 x 8 warps over two ran before, not measured).
     if head_dim > 128:
         return 64, 4 if fp8 else 8, 2, 2
     if fp8 or sparse or head_dim == 64:

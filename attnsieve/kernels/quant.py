@@ -361,7 +361,8 @@ def _quant_fwd_kernel(
     # own iteration: the pipeliner then keeps as many tiles in flight as on an in-order walk
     # (12 against 10 TMA copies at 3 stages, compiled for sm_90)
     n_tiles = n_vis * SUBS
-    i_blk = tl.load(p_idx, mask=n_tiles > 0, other=0)
+    if not DENSE:  # in order, BIDX is a placeholder
+        i_blk = tl.load(p_idx, mask=n_tiles > 0, other=0)
     for it in range(0, n_full * SUBS):
         if DENSE:
             start = it * BLOCK_N
