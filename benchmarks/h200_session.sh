@@ -68,7 +68,7 @@
 #   twice, the first with OUT one folder too deep), s11h, s11i (carry .stage/t), s11j (twice).
 #   2026-12-01, twelfth session: s12a (carry .stage/t; its selection timings failed to compile),
 #   s12c (carry .stage/t), s12d; s12e, s12f, s12g (as s7a-s7c); s12h, s12i, s12j, s12k (carry .stage/t).
-#   2026-12-01, thirteenth session: s13a, s13b (carry .stage/t); s13c, s13d, s13e (as s7a-s7c); s13f, s13g, s13h, s13i (carry .stage/t).
+#   2026-12-01, thirteenth session: s13a, s13b (carry .stage/t); s13c, s13d, s13e (as s7a-s7c); s13f, s13g, s13h, s13i, s13j (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -1359,8 +1359,21 @@ s13i)  # carrying .stage/t with the sageattention 1.0.6 wheel: bench kernels' IN
         --quant-lengths 32768,131072 --quant-sparse-lengths 65536 --out "$OUT/flags/sage" 2>&1 \
         | grep -v "it/s\]\|s/it\]" | tail -14
     ;;
+s13j)  # carrying .stage/t (with the sageattention wheel): a variant of the INT8-FP8 kernel, since
+    # reverted, that quantised each Q tile itself (no Q pass; bench's quant_ms timing a public
+    # quantize_kv): bench kernels' INT8-FP8 rows and CUDA tests of the quantisers and the NaN
+    # flags (fused_q/); on the committed code the -k selection names one test that is gone
+    mkdir -p "$OUT/fused_q"
+    timeout 150 python3 -m attnsieve bench kernels --precision int8-fp8 --no-flex \
+        --quant-lengths 32768,131072 --quant-sparse-lengths 65536 --out "$OUT/fused_q" 2>&1 \
+        | grep -v "it/s\]\|s/it\]" | tail -14
+    timeout 80 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_quant.py \
+        -k "block_flags or visible_nan or hidden_keys or quantizers_match or quantize_kv" \
+        > "$OUT/fused_q/cuda_tests.log" 2>&1
+    tail -2 "$OUT/fused_q/cuda_tests.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j" >&2
     exit 2
     ;;
 esac
