@@ -68,7 +68,11 @@
 #   twice, the first with OUT one folder too deep), s11h, s11i (carry .stage/t), s11j (twice).
 #   2026-12-01, twelfth session: s12a (carry .stage/t; its selection timings failed to compile),
 #   s12c (carry .stage/t), s12d; s12e, s12f, s12g (as s7a-s7c); s12h, s12i, s12j, s12k (carry .stage/t).
-#   2026-12-01, thirteenth session: s13a, s13b (carry .stage/t); s13c, s13d, s13e (as s7a-s7c); s13f, s13g, s13h, s13i, s13j (carry .stage/t).
+#   2026-12-01, thirteenth session: s13a, s13b (carry .stage/t); s13c, s13d, s13e (as s7a-s7c);
+#   s13f, s13g, s13h, s13i, s13j (carry .stage/t). Their variants: prefill_old.py and quant_old.py
+#   = git show 6d7f45e:attnsieve/kernels/{prefill,quant}.py, quant_head.py = git show
+#   1f720d0:attnsieve/kernels/quant.py, before.py as the kernel case says; decode_rp.py (not kept)
+#   is described in SESSIONS.md.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
