@@ -30,7 +30,8 @@ Differences from the papers:
 - Non-finite inputs: NaN / inf cannot be quantised, so the passes quantise them as 0 (they never
   enter a mean, an absmax or a dot) and flag their rows; a query row that is non-finite or sees a
   flagged key comes out NaN, as in the bf16 kernel, unless it sees no key at all (0, lse -inf).
-  Flagged keys hidden from a row never reach it.
+  Flagged keys hidden from a row never reach it: tiles that every row sees whole read one flag
+  per K block, masked tiles a flag per key.
 
 Under the Triton interpreter (CPU tests) the fp32 -> fp8 cast mis-rounds values that round up into
 the next binade, so `_to_fp8` first rounds to the e4m3 grid in fp32 (EMULATE_FP8); the cast is
