@@ -54,7 +54,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_bool, check_dtype, check_out, check_pow2, check_qkv, check_scale
 from attnsieve.kernels import INTERPRET, check_triton_device
-from attnsieve.kernels.prefill import LOG2E, unit_last
+from attnsieve.kernels.prefill import LOG2E, table_tile, unit_last
 from attnsieve.layout import Layout
 
 FP8_MAX = 448.0  # largest finite float8 e4m3fn: P in [0, 1] is scaled by it
@@ -358,18 +358,14 @@ def _quant_fwd_kernel(
 
     SUBS: tl.constexpr = BLOCK_K // BLOCK_N  # BLOCK_N-wide tiles per layout block
     o_t = tl.arange(0, BLOCK_N)
-    # each tile's block index is loaded one iteration ahead, so no K/V copy waits on a load of its
-    # own iteration: the pipeliner then keeps as many tiles in flight as on an in-order walk
-    # (12 against 10 TMA copies at 3 stages, compiled for sm_90)
     n_tiles = n_vis * SUBS
     if not DENSE:  # in order, BIDX is a placeholder
-        i_blk = tl.load(p_idx, mask=n_tiles > 0, other=0)
+        i_blk = tl.load(p_idx, mask=n_tiles > 0, other=0)  # tile 0's block (see table_tile)
     for it in range(0, n_full * SUBS):
         if DENSE:
             start = it * BLOCK_N
         else:
-            start = i_blk * BLOCK_K + (it % SUBS) * BLOCK_N
-            i_blk = tl.load(p_idx + (it + 1) // SUBS, mask=it + 1 < n_tiles, other=0)
+            start, i_blk = table_tile(p_idx, i_blk, it, n_tiles, BLOCK_K, BLOCK_N)
         o_n = start + o_t
         b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, o_n < M, o_d, stride_vd,
                              False, USE_TMA, BLOCK_N, HEAD_DIM)
@@ -377,12 +373,11 @@ def _quant_fwd_kernel(
         b_acc, b_l, b_m, b_bad = _attend_tile(
             b_acc, b_l, b_m, b_bad, b_q, b_k, b_vt, b_sc, tl.load(p_kbb + start // BLOCK_N), o_n,
             o_n < M, o_qpos, False, CAUSAL, EMULATE_FP8)
-    for it in range(n_full * SUBS, n_vis * SUBS):
+    for it in range(n_full * SUBS, n_tiles):
         if DENSE:
             start = it * BLOCK_N
         else:
-            start = i_blk * BLOCK_K + (it % SUBS) * BLOCK_N
-            i_blk = tl.load(p_idx + (it + 1) // SUBS, mask=it + 1 < n_tiles, other=0)
+            start, i_blk = table_tile(p_idx, i_blk, it, n_tiles, BLOCK_K, BLOCK_N)
         o_n = start + o_t
         b_k, b_vt = _load_kv(DK, DV, p_k, p_v, i_bkv, start, o_n, o_n < M, o_d, stride_vd,
                              True, USE_TMA, BLOCK_N, HEAD_DIM)
