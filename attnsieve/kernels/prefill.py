@@ -365,13 +365,22 @@ def _config_space() -> list[triton.Config]:
     ]
 
 
-def _keep(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """The layout's own blocks as tiles, or both halved; 8 warps on 128 x 128 tiles, else 4.
+def _warps(block_m: int, block_n: int, head_dim: int) -> int:
+    """8 warps on 128 x 128 tiles above head dim 64, else 4: at head dim 64 four warps hold a
+    128 x 128 tile in 255 registers without spilling, so two programs share an SM."""
+    return 8 if block_m * block_n >= 128 * 128 and head_dim > 64 else 4
 
-    Measured on H100 (benchmarks/NOTES-kernels.md): 128 x 128 / 8 warps / TMA is fastest from 16K
-    keys on; 64 x 64 / 4 warps wins on short or very sparse rows; 128 x 64 and 4-warp 128-row
-    tiles never won; 4 stages did not beat 3 overall. Head dim 256 leaves shared memory for 2
-    stages of 64 rows.
+
+def _keep(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The layout's own blocks as tiles, or both halved; warps by `_warps`.
+
+    Measured on H100 (benchmarks/NOTES-kernels.md, head dim 128): 128 x 128 / 8 warps / TMA is
+    fastest from 16K keys on; 64 x 64 / 4 warps wins on short or very sparse rows; 128 x 64 and
+    4-warp 128-row tiles never won; 4 stages did not beat 3 overall. Head dim 256 leaves shared
+    memory for 2 stages of 64 rows. At head dim 64 on the H200, 4-warp 128 x 128 tiles ran 3-10 %
+    faster than 8-warp ones at 32K-128K, dense and at 3-30 % density, in the second of two runs
+    (benchmarks/results/h200/w4/; the first, the call's first bench, read 18-44 % slower at 32K
+    and 3-10 % density, and 6-10 % faster elsewhere).
     """
     args = {**named_args, **kwargs}
     bq, bk, d = args["BLOCK_Q"], args["BLOCK_K"], args["HEAD_DIM"]
@@ -379,7 +388,7 @@ def _keep(configs: list[triton.Config], named_args: dict, **kwargs) -> list[trit
     kept = []
     for c in configs:
         bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        if (bm, bn) not in ((bq, bk), halves) or c.num_warps != (8 if bm * bn >= 128 * 128 else 4):
+        if (bm, bn) not in ((bq, bk), halves) or c.num_warps != _warps(bm, bn, d):
             continue
         if d >= 256 and (bn > 64 or c.num_stages > 2):
             continue
