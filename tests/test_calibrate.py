@@ -63,7 +63,7 @@ def test_per_layer_takes_the_fastest_choices_whose_mean_recall_reaches_the_targe
     opts = dict(seq_len=512, head_dim=32, num_columns=2, num_spans=1, local_window=16)
     local = make_workload(["sink_local", "sink_local"], temperature=0.05, **opts)
     qk = {0: (local.q, local.k), 3: layers()[0]}  # layer 3: a sharp local and a diffuse head
-    slow = CostModel(dense_tflops=1e-3, sparse_tflops=1e-3)  # attention dwarfs planning
+    slow = CostModel(dense_tflops={16: 1e-3}, sparse_tflops={16: 1e-3})  # attention dwarfs planning
     window = {c[1]["window_tokens"]: {"method": "streaming", **c[1]} for c in CANDIDATES[:2]}
     # layer 0's 64-token window keeps ~0.999, so layer 3 may keep less than 0.97 (its 256-token
     # window: ~0.95) and the mean still reach 0.97

@@ -14,9 +14,27 @@ def shape(n: int) -> tuple[int, int, int, int, int]:
 
 
 def test_dense_time_is_flops_over_rate():
-    model = CostModel(dense_tflops=500.0)
+    model = CostModel(dense_tflops={64: 500.0})
     flops = 4 * 9 * 64 * causal_pairs(32768, 32768)
     assert model.dense_ms(*shape(32768)) == pytest.approx(flops / 500e9)
+
+
+def test_rates_are_read_at_the_nearest_measured_head_dim():
+    model = CostModel(dense_tflops={64: 1.0, 128: 2.0}, sparse_tflops={64: 3.0, 128: 4.0})
+    rates = [model.dense_ms(1, 1, 64, 64, d) / (4 * d * causal_pairs(64, 64) / 1e9)
+             for d in (32, 64, 96, 128, 256)]  # fmt: skip
+    assert rates == pytest.approx([1.0, 1.0, 1 / 2, 1 / 2, 1 / 2])
+    sparse = model.sparse_ms(1.0, 1, 1, 64, 64, 256) - model.call_ms
+    assert sparse == pytest.approx(4 * 256 * causal_pairs(64, 64) / 4e9)
+
+
+def test_narrow_heads_break_even_at_a_higher_density():
+    """At head dim 64 cuDNN leads the sparse kernel by less than at 128 (H200): the same plan
+    pays up to a denser layout."""
+    model = CostModel()
+    narrow = model.break_even_density("flexprefill", 1, 32, 65536, 65536, 64, graphed=True)
+    wide = model.break_even_density("flexprefill", 1, 16, 65536, 65536, 128, graphed=True)
+    assert narrow > wide + 0.1
 
 
 def test_short_prompts_stay_dense_long_sparse_ones_plan():
@@ -90,10 +108,15 @@ def test_patch_handle_decides_from_the_layers_last_density():
     assert handle.plan_pays("flexprefill", 1, q, k)  # another layer: still the prior
 
 
-@pytest.mark.parametrize("field", ["dense_tflops", "sparse_tflops", "call_ms", "prior_density"])
-def test_bad_fields_are_named(field):
-    with pytest.raises(ValueError, match=field):
-        CostModel(**{field: -1.0})
+@pytest.mark.parametrize(
+    ("field", "value", "exc"),
+    [("dense_tflops", {64: -1.0}, ValueError), ("sparse_tflops", {0: 1.0}, ValueError),
+     ("dense_tflops", 570.0, TypeError), ("sparse_tflops", {}, TypeError),
+     ("call_ms", -1.0, ValueError), ("prior_density", -1.0, ValueError)],
+)  # fmt: skip
+def test_bad_fields_are_named(field, value, exc):
+    with pytest.raises(exc, match=field):
+        CostModel(**{field: value})
 
 
 @torch.no_grad()
@@ -109,7 +132,7 @@ def test_patch_records_cost_fallbacks_on_the_triton_backend():
     model = model.half()
     ids = torch.randint(0, 64, (1, 48))
     base = model(input_ids=ids).logits
-    never = CostModel(dense_tflops=1e6)  # dense is predicted faster than any plan
+    never = CostModel(dense_tflops={16: 1e6})  # dense is predicted faster than any plan
     attn = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
     with patch(model, attn, cost=never) as stats:
         logits = model(input_ids=ids).logits

@@ -235,7 +235,7 @@ def test_dense_layers_run_transformers_own_sdpa(monkeypatch):
     torch.testing.assert_close(masked, model(input_ids=batch, attention_mask=padded).logits)
     plain.clear()
     costed = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
-    with patch(model, costed, cost=CostModel(dense_tflops=1e6)) as stats:  # dense always wins
+    with patch(model, costed, cost=CostModel(dense_tflops={16: 1e6})) as stats:  # dense always wins
         torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=0, atol=0)
     assert plain == [1, 1] and stats.fallback_per_layer == ["cost", "cost"]
     plain.clear()
@@ -297,7 +297,7 @@ def test_static_cache_prompts_are_priced_on_the_prompt_keys():
     )
     # planning (600 ms) pays only for far more dense work than a 64-token prompt's
     cost = CostModel(
-        dense_tflops=1e-6, sparse_tflops=1e-6, plan_ms={"streaming": (600.0,) * 3},
+        dense_tflops={16: 1e-6}, sparse_tflops={16: 1e-6}, plan_ms={"streaming": (600.0,) * 3},
         graph_plan_ms={}, call_ms=0.0,
     )  # fmt: skip
     for cache in (

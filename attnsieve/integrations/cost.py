@@ -12,12 +12,15 @@ sparse ones at 10 % (1.00x the bf16 kernel), and on SmolLM2's 64-channel heads i
 would send such heads to a slower kernel.
 
 The default rates and planning times are the NVIDIA H200 measurements of `attnsieve bench kernels`
-and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); planning
-time is read per planner at the nearest measured length. A plan replayed from a CUDA graph
-(`attnsieve.integrations.graphs`, the patch's default) costs only its GPU time: those times come
-from `benchmarks/check_no_sync.py` (benchmarks/results/h200/planning2/no_sync.json, SmolLM2's 9
-query heads) and scale with batch x query heads; a planner that cannot be captured
-(vertical_slash) keeps its eager time. On another GPU, measure and pass your own.
+and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); rates
+are read per head dim and planning time per planner, each at the nearest measured value. At head
+dim 64 (SmolLM2's heads, benchmarks/results/h200/w4/new2/kernels.json) cuDNN and the sparse kernel
+run at about the same rate, 415-445 TFLOPS at 32K-128K; at 128 cuDNN leads, 570 against 480. A
+plan replayed from a CUDA graph (`attnsieve.integrations.graphs`, the patch's default) costs only
+its GPU time: those times come from `benchmarks/check_no_sync.py`
+(benchmarks/results/h200/planning2/no_sync.json, SmolLM2's 9 query heads) and scale with batch x
+query heads; a planner that cannot be captured (vertical_slash) keeps its eager time. On another
+GPU, measure and pass your own.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from attnsieve.checks import check_float
+from attnsieve.checks import check_float, check_int
 from attnsieve.layout import causal_pairs
 
 # plan ms per planner at 16K / 64K / 128K tokens (bench prefill, H200, 32 query heads), from
@@ -65,8 +68,10 @@ class CostModel:
     """Predicted milliseconds of a layer's prefill attention, dense vs planned.
 
     Args:
-        dense_tflops: SDPA's causal throughput (cuDNN, bf16).
-        sparse_tflops: the Triton kernel's throughput on the pairs it computes.
+        dense_tflops: SDPA's causal throughput (cuDNN, bf16) by head dim.
+        sparse_tflops: the Triton kernel's throughput on the pairs it computes, by head dim.
+            A head dim between two measured ones takes the larger one's rate (beyond the
+            largest, the largest's).
         call_ms: fixed cost of one sparse attention call (launch, layout reads).
         plan_ms: per planner, planning milliseconds at the lengths ``plan_lengths``.
         graph_plan_ms: per planner, planning milliseconds replayed from a CUDA graph at the
@@ -74,8 +79,8 @@ class CostModel:
         prior_density: density assumed for a layer before it has been planned once.
     """
 
-    dense_tflops: float = 570.0
-    sparse_tflops: float = 480.0
+    dense_tflops: Mapping[int, float] = field(default_factory=lambda: {64: 430.0, 128: 570.0})
+    sparse_tflops: Mapping[int, float] = field(default_factory=lambda: {64: 430.0, 128: 480.0})
     call_ms: float = 0.05
     plan_ms: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: dict(_PLAN_MS))
     plan_lengths: tuple[int, ...] = _LENGTHS
@@ -88,18 +93,23 @@ class CostModel:
 
     def __post_init__(self) -> None:
         for name in ("dense_tflops", "sparse_tflops"):
-            check_float(name, getattr(self, name), 1e-6, 1e6)
+            rates = getattr(self, name)
+            if not isinstance(rates, Mapping) or not rates:
+                raise TypeError(f"{name}: expected a mapping head dim -> TFLOPS, got {rates!r}")
+            for head_dim, rate in rates.items():
+                check_int(f"{name} head dim", head_dim, 1)
+                check_float(f"{name}[{head_dim}]", rate, 1e-6, 1e6)
         check_float("call_ms", self.call_ms, 0.0, 1e6)
         check_float("prior_density", self.prior_density, 0.0, 1.0)
 
     def dense_ms(self, batch: int, heads: int, n: int, m: int, head_dim: int) -> float:
-        return _ms(_flops(batch, heads, n, m, head_dim), self.dense_tflops)
+        return _ms(_flops(batch, heads, n, m, head_dim), _rate(self.dense_tflops, head_dim))
 
     def sparse_ms(
         self, density: float, batch: int, heads: int, n: int, m: int, head_dim: int
     ) -> float:
         flops = density * _flops(batch, heads, n, m, head_dim)
-        return self.call_ms + _ms(flops, self.sparse_tflops)
+        return self.call_ms + _ms(flops, _rate(self.sparse_tflops, head_dim))
 
     def planning_ms(self, planner: str, n: int, graphed_heads: int | None = None) -> float:
         """Planning time of ``planner`` at ``n`` tokens, read at the first measured length at or
@@ -129,7 +139,7 @@ class CostModel:
         shape = (batch, heads, n, m, head_dim)
         plan = self.planning_ms(planner, n, batch * heads if graphed else None)
         spare = self.dense_ms(*shape) - plan - self.call_ms
-        return spare / _ms(_flops(*shape), self.sparse_tflops)
+        return spare / _ms(_flops(*shape), _rate(self.sparse_tflops, head_dim))
 
     def plan_pays(
         self,
@@ -151,6 +161,11 @@ class CostModel:
 
 def _at(lengths: tuple[int, ...], n: int) -> int:
     return min(bisect.bisect_left(lengths, n), len(lengths) - 1)
+
+
+def _rate(rates: Mapping[int, float], head_dim: int) -> float:
+    dims = sorted(rates)
+    return rates[dims[_at(tuple(dims), head_dim)]]
 
 
 def _flops(batch: int, heads: int, n: int, m: int, head_dim: int) -> float:
