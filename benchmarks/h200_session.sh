@@ -73,6 +73,10 @@
 #   = git show 6d7f45e:attnsieve/kernels/{prefill,quant}.py, quant_head.py = git show
 #   1f720d0:attnsieve/kernels/quant.py, before.py as the kernel case says; decode_rp.py (not kept)
 #   is described in SESSIONS.md.
+#   2026-12-01, fourteenth session: s14a, s14b (carry .stage/t); s14c, s14d, s14e (as s7a-s7c, s14e
+#   also carrying .stage/t); s14f, s14g, s14h likewise. s14a's "current" kernel was a working-tree change, since reverted
+#   (described in SESSIONS.md); its "old" = git show 73127c9:attnsieve/kernels/decode.py, and
+#   s14b's prefill_w8.py = git show 73127c9:attnsieve/kernels/prefill.py.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -553,11 +557,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
-    # (sessions six to thirteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+    # (sessions six to fourteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1376,8 +1380,71 @@ s13j)  # carrying .stage/t (with the sageattention wheel): a variant of the INT8
         > "$OUT/fused_q/cuda_tests.log" 2>&1
     tail -2 "$OUT/fused_q/cuda_tests.log"
     ;;
+s14a)  # carrying .stage/t: FP8 pages widened to float16 (query rows and P normalised, "current")
+    # against the conversion to bfloat16 (old: .stage/t/variants/decode_bf16cvt.py), dense reads on
+    # Llama-3-8B and SmolLM2 heads over four tiles, and the decode kernel's CUDA tests (fp16_dots/)
+    D="$OUT/fp16_dots"
+    mkdir -p "$D/llama" "$D/smollm2"
+    timeout 200 python3 benchmarks/tune_decode_fp8.py --out "$D/llama" --dtypes fp8,bf16 \
+        --variant old=.stage/t/variants/decode_bf16cvt.py@fp8 --lengths 32768,131072 --batch 1,8 \
+        --configs 128x4x2x8,128x8x2x2,64x4x2x4,128x4x3x8 2>&1 | grep "us" | tee "$D/llama/tune.log" | tail -4
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$D/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --variant old=.stage/t/variants/decode_bf16cvt.py@fp8 \
+        --lengths 32768,131072 --batch 1,8 --configs 128x4x2x8,128x8x2x2,64x4x2x4,128x4x3x8 \
+        2>&1 | grep "us" | tee "$D/smollm2/tune.log" | tail -4
+    timeout 180 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py > "$D/cuda_tests.log" 2>&1
+    tail -2 "$D/cuda_tests.log"
+    ;;
+s14b)  # carrying .stage/t: head dim 64 prefill on 128 x 128 tiles with 4 warps (new) against 8
+    # (old: .stage/t/variants/prefill_w8.py), SmolLM2's heads: bench kernels new, old, new, and
+    # the prefill kernel's CUDA tests (w4/)
+    D="$OUT/w4"
+    for which in new1 old new2; do
+        mkdir -p "$D/$which"
+        if [ "$which" = old ]; then
+            cp attnsieve/kernels/prefill.py /tmp/prefill_new.py
+            cp .stage/t/variants/prefill_w8.py attnsieve/kernels/prefill.py
+        fi
+        timeout 120 python3 -m attnsieve bench kernels --precision bf16 --no-flex --heads 9 \
+            --kv-heads 3 --head-dim 64 --lengths 32768,131072 --densities 0.3,0.1,0.03 \
+            --out "$D/$which" > "$D/$which/kernels.log" 2>&1
+        tail -1 "$D/$which/kernels.log"
+        rm -f "$D/$which/"*.png
+        [ "$which" = old ] && cp /tmp/prefill_new.py attnsieve/kernels/prefill.py
+    done
+    for which in new1 new2; do
+        python3 benchmarks/compare_kernels.py "$D/old/kernels.json" "$D/$which/kernels.json" \
+            | tee "$D/compare_$which.log"
+    done
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_prefill.py \
+        tests/test_masked_nonfinite.py > "$D/cuda_tests.log" 2>&1
+    tail -2 "$D/cuda_tests.log"
+    ;;
+s14e)  # carrying .stage/r3 (after s14c and s14d): time to first token on SmolLM2 with
+    # flexprefill after s14b's 4-warp tiles (w4/e2e/), then the prefill CUDA tests that s14b's
+    # 150 s cut off (w4/cuda_tests_rest.log)
+    join_three_parts || exit 1
+    timeout 260 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/w4/e2e" 2>&1 \
+        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    timeout 250 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_prefill.py \
+        tests/test_masked_nonfinite.py > "$OUT/w4/cuda_tests_rest.log" 2>&1
+    tail -2 "$OUT/w4/cuda_tests_rest.log"
+    ;;
+s14h)  # carrying .stage/r3 and .stage/t (after s14f and s14g): time to first token on SmolLM2
+    # with the cost model's rates by head dim (64: 430 / 430 TFLOPS), flexprefill as s14e, then
+    # xattention, streaming and vertical_slash (rates/)
+    join_three_parts || exit 1
+    timeout 200 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/rates" 2>&1 \
+        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    timeout 330 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods xattention,streaming,vertical_slash \
+        --out "$OUT/rates/others" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h" >&2
     exit 2
     ;;
 esac
