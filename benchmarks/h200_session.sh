@@ -74,7 +74,7 @@
 #   1f720d0:attnsieve/kernels/quant.py, before.py as the kernel case says; decode_rp.py (not kept)
 #   is described in SESSIONS.md.
 #   2026-12-01, fourteenth session: s14a, s14b (carry .stage/t); s14c, s14d, s14e (as s7a-s7c, s14e
-#   also carrying .stage/t); s14f, s14g, s14h likewise. s14a's "current" kernel was a working-tree change, since reverted
+#   also carrying .stage/t); s14f, s14g, s14h likewise; s14i; s14j, s14k, s14l (as s7a-s7c); s14m. s14a's "current" kernel was a working-tree change, since reverted
 #   (described in SESSIONS.md); its "old" = git show 73127c9:attnsieve/kernels/decode.py, and
 #   s14b's prefill_w8.py = git show 73127c9:attnsieve/kernels/prefill.py.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
@@ -557,11 +557,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
     # (sessions six to fourteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1443,8 +1443,32 @@ s14h)  # carrying .stage/r3 and .stage/t (after s14f and s14g): time to first to
         --lengths 8k,32k,64k,128k --methods xattention,streaming,vertical_slash \
         --out "$OUT/rates/others" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
     ;;
+s14i)  # nothing carried: vertical_slash's eager plan on SmolLM2's heads (9 / 3, d 64) at the cost
+    # model's lengths, beside Llama-3-8B's (plan_heads/)
+    mkdir -p "$OUT/plan_heads"
+    for shape in smollm2 llama; do
+        timeout 200 python3 benchmarks/profile_planning.py --planner vertical_slash --shape "$shape" \
+            --lengths 16384,65536,131072 > "$OUT/plan_heads/vertical_slash_$shape.log" 2>&1
+        grep "per plan" "$OUT/plan_heads/vertical_slash_$shape.log"
+    done
+    ;;
+s14l)  # carrying .stage/r3 (after s14j and s14k): time to first token on SmolLM2 with
+    # vertical_slash, its eager plan priced at 9 heads from s14i's measurement (plan_heads/e2e/)
+    join_three_parts || exit 1
+    timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods vertical_slash --out "$OUT/plan_heads/e2e" 2>&1 \
+        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    ;;
+s14m)  # nothing carried: vertical_slash and flexprefill on SmolLM2's head shapes at 128K, plan and
+    # attention apart (plan_heads/prefill/), after s14l measured vertical_slash slower than dense
+    mkdir -p "$OUT/plan_heads/prefill"
+    timeout 300 python3 -m attnsieve bench prefill --lengths 131072 --heads 9 --kv-heads 3 \
+        --head-dim 64 --planners vertical_slash,flexprefill --out "$OUT/plan_heads/prefill" \
+        > "$OUT/plan_heads/prefill/prefill.log" 2>&1
+    tail -8 "$OUT/plan_heads/prefill/prefill.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m" >&2
     exit 2
     ;;
 esac
