@@ -74,7 +74,7 @@
 #   1f720d0:attnsieve/kernels/quant.py, before.py as the kernel case says; decode_rp.py (not kept)
 #   is described in SESSIONS.md.
 #   2026-12-01, fourteenth session: s14a, s14b (carry .stage/t); s14c, s14d, s14e (as s7a-s7c, s14e
-#   also carrying .stage/t); s14f, s14g, s14h likewise; s14i; s14j, s14k, s14l (as s7a-s7c); s14m; s14n (carry .stage/t). s14a's "current" kernel was a working-tree change, since reverted
+#   also carrying .stage/t); s14f, s14g, s14h likewise; s14i; s14j, s14k, s14l (as s7a-s7c); s14m; s14n, s14o (carry .stage/t). s14a's "current" kernel was a working-tree change, since reverted
 #   (described in SESSIONS.md); its "old" = git show 73127c9:attnsieve/kernels/decode.py, and
 #   s14b's prefill_w8.py = git show 73127c9:attnsieve/kernels/prefill.py.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
@@ -1483,8 +1483,29 @@ s14n)  # carrying .stage/t: s14m's bench prefill with the 8-warp head-dim-64 til
         [ "$which" = w8 ] && cp /tmp/prefill_new.py attnsieve/kernels/prefill.py
     done
     ;;
+s14o)  # carrying .stage/t: the span walk as one stream of tiles (new: a working-tree change, since
+    # reverted; .stage/t/variants/prefill_span_stream.py, described in SESSIONS.md) against a loop per span
+    # (old: .stage/t/variants/prefill_spanloop.py = git show bcde98f:attnsieve/kernels/prefill.py),
+    # s14m's bench prefill new / old / new, and the span and prefill CUDA tests (span_stream/)
+    for which in new1 old new2; do
+        mkdir -p "$OUT/span_stream/$which"
+        if [ "$which" = old ]; then
+            cp attnsieve/kernels/prefill.py /tmp/prefill_new.py
+            cp .stage/t/variants/prefill_spanloop.py attnsieve/kernels/prefill.py
+        fi
+        timeout 100 python3 -m attnsieve bench prefill --lengths 131072 --heads 9 --kv-heads 3 \
+            --head-dim 64 --planners vertical_slash --out "$OUT/span_stream/$which" \
+            > "$OUT/span_stream/$which/prefill.log" 2>&1
+        tail -1 "$OUT/span_stream/$which/prefill.log"
+        rm -f "$OUT/span_stream/$which/"*.png
+        if [ "$which" = old ]; then cp /tmp/prefill_new.py attnsieve/kernels/prefill.py; fi
+    done
+    timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_layout_spans.py \
+        tests/test_kernel_quant.py -k "span or Span" > "$OUT/span_stream/cuda_tests.log" 2>&1
+    tail -2 "$OUT/span_stream/cuda_tests.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o" >&2
     exit 2
     ;;
 esac

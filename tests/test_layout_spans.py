@@ -318,6 +318,21 @@ def test_kernel_long_unaligned_spans_only(nan_empty):
         check_kernel(q, k, v, layout, causal)
 
 
+def test_spans_hidden_by_causality_are_skipped(nan_empty):
+    """A span wholly past a query block's last visible key (sorted spans: a suffix) reads
+    nothing, beside a visible one in the same block."""
+    q, k, v = qkv(1, 2, 1, 64, 200)
+    empty = Layout.from_block_mask(
+        torch.zeros(1, 1, 2, 7, dtype=torch.bool), block_q=32, block_k=32, num_queries=64,
+        num_keys=200,
+    )  # fmt: skip
+    layout = empty.with_spans(
+        torch.tensor([[[[170, 3], [150, 0]]]]), torch.tensor([[[[190, 140], [190, 1]]]])
+    )  # query block 0 sees keys below 168: its span [170, 190) is hidden
+    assert layout.span_count.tolist() == [[[2, 2]]]
+    check_kernel(q, k, v, layout, causal=True)
+
+
 def test_tensor_built_layout_with_no_block_slots_and_spans(nan_empty):
     """A layout built from tensors with zero block slots (K = 0) and spans only: validated and
     run like one whose slots are all padding."""
