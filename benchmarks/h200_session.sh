@@ -104,6 +104,45 @@ join_three_parts() {  # SmolLM2's GGUF from parts 0 and 1 (in $HOME/m) and part 
     echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c -
 }
 
+smollm2_ttft() {  # SECONDS METHODS DIR: time to first token on SmolLM2 (YaRN 16) at 8K-128K
+    timeout "$1" python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 8k,32k,64k,128k --methods "$2" --out "$3" 2>&1 \
+        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+}
+
+swap_in() {  # KERNEL VARIANT [KERNEL VARIANT ...]: run variants, the current files kept in /tmp
+    SWAPPED=""
+    while [ $# -gt 1 ]; do
+        cp "$1" "/tmp/current_$(basename "$1")" && cp "$2" "$1"
+        SWAPPED="$SWAPPED $1"
+        shift 2
+    done
+}
+
+swap_back() {  # put back what the last swap_in replaced
+    for f in $SWAPPED; do cp "/tmp/current_$(basename "$f")" "$f"; done
+}
+
+kernels_new_old_new() {  # SECONDS DIR "KERNEL VARIANT ..." ARGS...: `bench kernels ARGS` with the
+    # current kernels (DIR/new1), the variants (DIR/old) and the current again (DIR/new2), each
+    # new run compared with the old one (DIR/compare_new*.log)
+    local seconds=$1 dir=$2 swaps=$3 which
+    shift 3
+    for which in new1 old new2; do
+        mkdir -p "$dir/$which"
+        if [ "$which" = old ]; then swap_in $swaps; fi
+        timeout "$seconds" python3 -m attnsieve bench kernels "$@" --out "$dir/$which" \
+            > "$dir/$which/kernels.log" 2>&1
+        tail -2 "$dir/$which/kernels.log"
+        rm -f "$dir/$which/"*.png
+        if [ "$which" = old ]; then swap_back; fi
+    done
+    for which in new1 new2; do
+        python3 benchmarks/compare_kernels.py "$dir/old/kernels.json" "$dir/$which/kernels.json" \
+            | tee "$dir/compare_$which.log"
+    done
+}
+
 smollm2_decode_bound() {  # DIR: join SmolLM2's GGUF (parts 0 and 1 in $HOME/m, part 2 carried in
     # .stage/r3), then decode with the attention-free row at 32K, batch 1 and 8, dense,
     # StreamingLLM and SnapKV 25 % (decode_bound/DIR/)
@@ -1266,27 +1305,10 @@ s12k)  # nothing carried but .stage/t: INT8-FP8 on a Layout.dense (the dense pla
 s13a)  # carrying .stage/t: the prefill kernels (bf16 and INT8-FP8) loading each tile's block index
     # one iteration ahead (new), against the load in the tile's own iteration (old: the kernels
     # of .stage/t/variants/prefill_old.py, quant_old.py): bench kernels new, old, new (table/)
-    D="$OUT/table"
-    for which in new1 old new2; do
-        mkdir -p "$D/$which"
-        if [ "$which" = old ]; then
-            cp attnsieve/kernels/prefill.py attnsieve/kernels/quant.py /tmp/
-            cp .stage/t/variants/prefill_old.py attnsieve/kernels/prefill.py
-            cp .stage/t/variants/quant_old.py attnsieve/kernels/quant.py
-        fi
-        timeout 170 python3 -m attnsieve bench kernels --precision bf16,int8-fp8 --no-flex \
-            --lengths 16384,65536 --densities 0.5,0.1,0.02 --quant-lengths 32768 \
-            --quant-sparse-lengths 65536 --out "$D/$which" > "$D/$which/kernels.log" 2>&1
-        tail -2 "$D/$which/kernels.log"
-        rm -f "$D/$which/"*.png
-        if [ "$which" = old ]; then
-            cp /tmp/prefill.py /tmp/quant.py attnsieve/kernels/
-        fi
-    done
-    for which in new1 new2; do
-        python3 benchmarks/compare_kernels.py "$D/old/kernels.json" "$D/$which/kernels.json" \
-            | tee "$D/compare_$which.log"
-    done
+    kernels_new_old_new 170 "$OUT/table" "attnsieve/kernels/prefill.py \
+        .stage/t/variants/prefill_old.py attnsieve/kernels/quant.py .stage/t/variants/quant_old.py" \
+        --precision bf16,int8-fp8 --no-flex --lengths 16384,65536 --densities 0.5,0.1,0.02 \
+        --quant-lengths 32768 --quant-sparse-lengths 65536
     ;;
 s13b)  # carrying .stage/t: CUDA tests of both prefill kernels after s13a's change (table/)
     mkdir -p "$OUT/table"
@@ -1299,9 +1321,7 @@ s13e)  # carrying .stage/r3 (after s13c and s13d): time to first token on SmolLM
     # (table/prefill128k/)
     join_three_parts || exit 1
     mkdir -p "$OUT/table/prefill128k"
-    timeout 260 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
-        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/table/e2e" 2>&1 \
-        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    smollm2_ttft 260 flexprefill "$OUT/table/e2e"
     timeout 150 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
         --out "$OUT/table/prefill128k" > "$OUT/table/prefill128k/prefill.log" 2>&1
     tail -4 "$OUT/table/prefill128k/prefill.log"
@@ -1341,21 +1361,8 @@ s13h)  # carrying .stage/t: the INT8-FP8 kernel reading one flag per K block in 
     # against a flag per key and a reduction over them (old: .stage/t/variants/quant_head.py):
     # bench kernels' INT8-FP8 rows new, old, new, and the CUDA tests of the flags (flags/)
     D="$OUT/flags"
-    for which in new1 old new2; do
-        mkdir -p "$D/$which"
-        [ "$which" = old ] && cp attnsieve/kernels/quant.py /tmp/quant_new.py \
-            && cp .stage/t/variants/quant_head.py attnsieve/kernels/quant.py
-        timeout 150 python3 -m attnsieve bench kernels --precision int8-fp8 --no-flex \
-            --quant-lengths 32768,131072 --quant-sparse-lengths 65536 --out "$D/$which" \
-            > "$D/$which/kernels.log" 2>&1
-        tail -1 "$D/$which/kernels.log"
-        rm -f "$D/$which/"*.png
-        [ "$which" = old ] && cp /tmp/quant_new.py attnsieve/kernels/quant.py
-    done
-    for which in new1 new2; do
-        python3 benchmarks/compare_kernels.py "$D/old/kernels.json" "$D/$which/kernels.json" \
-            | tee "$D/compare_$which.log"
-    done
+    kernels_new_old_new 150 "$D" "attnsieve/kernels/quant.py .stage/t/variants/quant_head.py" \
+        --precision int8-fp8 --no-flex --quant-lengths 32768,131072 --quant-sparse-lengths 65536
     timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_quant.py \
         -k "block_flags or visible_nan or hidden_keys or quantizers_match" > "$D/cuda_tests.log" 2>&1
     tail -2 "$D/cuda_tests.log"
@@ -1400,23 +1407,9 @@ s14b)  # carrying .stage/t: head dim 64 prefill on 128 x 128 tiles with 4 warps 
     # (old: .stage/t/variants/prefill_w8.py), SmolLM2's heads: bench kernels new, old, new, and
     # the prefill kernel's CUDA tests (w4/)
     D="$OUT/w4"
-    for which in new1 old new2; do
-        mkdir -p "$D/$which"
-        if [ "$which" = old ]; then
-            cp attnsieve/kernels/prefill.py /tmp/prefill_new.py
-            cp .stage/t/variants/prefill_w8.py attnsieve/kernels/prefill.py
-        fi
-        timeout 120 python3 -m attnsieve bench kernels --precision bf16 --no-flex --heads 9 \
-            --kv-heads 3 --head-dim 64 --lengths 32768,131072 --densities 0.3,0.1,0.03 \
-            --out "$D/$which" > "$D/$which/kernels.log" 2>&1
-        tail -1 "$D/$which/kernels.log"
-        rm -f "$D/$which/"*.png
-        [ "$which" = old ] && cp /tmp/prefill_new.py attnsieve/kernels/prefill.py
-    done
-    for which in new1 new2; do
-        python3 benchmarks/compare_kernels.py "$D/old/kernels.json" "$D/$which/kernels.json" \
-            | tee "$D/compare_$which.log"
-    done
+    kernels_new_old_new 120 "$D" "attnsieve/kernels/prefill.py .stage/t/variants/prefill_w8.py" \
+        --precision bf16 --no-flex --heads 9 --kv-heads 3 --head-dim 64 --lengths 32768,131072 \
+        --densities 0.3,0.1,0.03
     timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_prefill.py \
         tests/test_masked_nonfinite.py > "$D/cuda_tests.log" 2>&1
     tail -2 "$D/cuda_tests.log"
@@ -1425,9 +1418,7 @@ s14e)  # carrying .stage/r3 (after s14c and s14d): time to first token on SmolLM
     # flexprefill after s14b's 4-warp tiles (w4/e2e/), then the prefill CUDA tests that s14b's
     # 150 s cut off (w4/cuda_tests_rest.log)
     join_three_parts || exit 1
-    timeout 260 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
-        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/w4/e2e" 2>&1 \
-        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    smollm2_ttft 260 flexprefill "$OUT/w4/e2e"
     timeout 250 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_prefill.py \
         tests/test_masked_nonfinite.py > "$OUT/w4/cuda_tests_rest.log" 2>&1
     tail -2 "$OUT/w4/cuda_tests_rest.log"
@@ -1436,12 +1427,8 @@ s14h)  # carrying .stage/r3 and .stage/t (after s14f and s14g): time to first to
     # with the cost model's rates by head dim (64: 430 / 430 TFLOPS), flexprefill as s14e, then
     # xattention, streaming and vertical_slash (rates/)
     join_three_parts || exit 1
-    timeout 200 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
-        --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/rates" 2>&1 \
-        | grep "tokens\|wrote\|error\|check\|[0-9]x"
-    timeout 330 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
-        --lengths 8k,32k,64k,128k --methods xattention,streaming,vertical_slash \
-        --out "$OUT/rates/others" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    smollm2_ttft 200 flexprefill "$OUT/rates"
+    smollm2_ttft 330 xattention,streaming,vertical_slash "$OUT/rates/others"
     ;;
 s14i)  # nothing carried: vertical_slash's eager plan on SmolLM2's heads (9 / 3, d 64) at the cost
     # model's lengths, beside Llama-3-8B's (plan_heads/)
@@ -1455,9 +1442,7 @@ s14i)  # nothing carried: vertical_slash's eager plan on SmolLM2's heads (9 / 3,
 s14l)  # carrying .stage/r3 (after s14j and s14k): time to first token on SmolLM2 with
     # vertical_slash, its eager plan priced at 9 heads from s14i's measurement (plan_heads/e2e/)
     join_three_parts || exit 1
-    timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
-        --lengths 8k,32k,64k,128k --methods vertical_slash --out "$OUT/plan_heads/e2e" 2>&1 \
-        | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    smollm2_ttft 300 vertical_slash "$OUT/plan_heads/e2e"
     ;;
 s14m)  # nothing carried: vertical_slash and flexprefill on SmolLM2's head shapes at 128K, plan and
     # attention apart (plan_heads/prefill/), after s14l measured vertical_slash slower than dense
@@ -1471,34 +1456,30 @@ s14n)  # carrying .stage/t: s14m's bench prefill with the 8-warp head-dim-64 til
     # (.stage/t/variants/prefill_w8.py) and again with the 4-warp ones (plan_heads/w8/, w4/)
     for which in w8 w4; do
         mkdir -p "$OUT/plan_heads/$which"
-        if [ "$which" = w8 ]; then
-            cp attnsieve/kernels/prefill.py /tmp/prefill_new.py
-            cp .stage/t/variants/prefill_w8.py attnsieve/kernels/prefill.py
-        fi
+        [ "$which" = w8 ] && swap_in attnsieve/kernels/prefill.py .stage/t/variants/prefill_w8.py
         timeout 200 python3 -m attnsieve bench prefill --lengths 131072 --heads 9 --kv-heads 3 \
             --head-dim 64 --planners vertical_slash,flexprefill --out "$OUT/plan_heads/$which" \
             > "$OUT/plan_heads/$which/prefill.log" 2>&1
         tail -3 "$OUT/plan_heads/$which/prefill.log"
         rm -f "$OUT/plan_heads/$which/"*.png
-        [ "$which" = w8 ] && cp /tmp/prefill_new.py attnsieve/kernels/prefill.py
+        if [ "$which" = w8 ]; then swap_back; fi
     done
     ;;
 s14o)  # carrying .stage/t: the span walk as one stream of tiles (new: a working-tree change, since
-    # reverted; .stage/t/variants/prefill_span_stream.py, described in SESSIONS.md) against a loop per span
-    # (old: .stage/t/variants/prefill_spanloop.py = git show bcde98f:attnsieve/kernels/prefill.py),
+    # reverted; .stage/t/variants/prefill_span_stream.py, described in SESSIONS.md) against a loop
+    # per span (old: .stage/t/variants/prefill_spanloop.py = git show
+    # bcde98f:attnsieve/kernels/prefill.py),
     # s14m's bench prefill new / old / new, and the span and prefill CUDA tests (span_stream/)
     for which in new1 old new2; do
         mkdir -p "$OUT/span_stream/$which"
-        if [ "$which" = old ]; then
-            cp attnsieve/kernels/prefill.py /tmp/prefill_new.py
-            cp .stage/t/variants/prefill_spanloop.py attnsieve/kernels/prefill.py
-        fi
+        [ "$which" = old ] && swap_in attnsieve/kernels/prefill.py \
+            .stage/t/variants/prefill_spanloop.py
         timeout 100 python3 -m attnsieve bench prefill --lengths 131072 --heads 9 --kv-heads 3 \
             --head-dim 64 --planners vertical_slash --out "$OUT/span_stream/$which" \
             > "$OUT/span_stream/$which/prefill.log" 2>&1
         tail -1 "$OUT/span_stream/$which/prefill.log"
         rm -f "$OUT/span_stream/$which/"*.png
-        if [ "$which" = old ]; then cp /tmp/prefill_new.py attnsieve/kernels/prefill.py; fi
+        if [ "$which" = old ]; then swap_back; fi
     done
     timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_layout_spans.py \
         tests/test_kernel_quant.py -k "span or Span" > "$OUT/span_stream/cuda_tests.log" 2>&1

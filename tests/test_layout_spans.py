@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnsieve.api import attention
+from attnsieve.checks import cdiv
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels.prefill import sparse_attention
@@ -303,13 +304,16 @@ def test_kernel_spans_gqa_and_broadcast(g, layout_heads, nan_empty):
     check_kernel(q, k, v, layout, causal=True)
 
 
+def _no_blocks(n, m, block):
+    """A one-head layout of n queries and m keys whose blocks (block x block) are all empty."""
+    mask = torch.zeros(1, 1, cdiv(n, block), cdiv(m, block), dtype=torch.bool)
+    return Layout.from_block_mask(mask, block_q=block, block_k=block, num_queries=n, num_keys=m)
+
+
 def test_kernel_long_unaligned_spans_only(nan_empty):
     """Spans many BLOCK_N tiles long, starting off the tile grid, and no block at all."""
     q, k, v = qkv(1, 2, 1, 64, 200)
-    empty = Layout.from_block_mask(
-        torch.zeros(1, 1, 2, 7, dtype=torch.bool), block_q=32, block_k=32, num_queries=64,
-        num_keys=200,
-    )  # fmt: skip
+    empty = _no_blocks(64, 200, 32)
     layout = empty.with_spans(
         torch.tensor([[[[3, 77], [150, 0]]]]), torch.tensor([[[[70, 160], [190, 1]]]])
     )  # noqa: E501
@@ -322,10 +326,7 @@ def test_spans_hidden_by_causality_are_skipped(nan_empty):
     """A span wholly past a query block's last visible key (sorted spans: a suffix) reads
     nothing, beside a visible one in the same block."""
     q, k, v = qkv(1, 2, 1, 64, 200)
-    empty = Layout.from_block_mask(
-        torch.zeros(1, 1, 2, 7, dtype=torch.bool), block_q=32, block_k=32, num_queries=64,
-        num_keys=200,
-    )  # fmt: skip
+    empty = _no_blocks(64, 200, 32)
     layout = empty.with_spans(
         torch.tensor([[[[170, 3], [150, 0]]]]), torch.tensor([[[[190, 140], [190, 1]]]])
     )  # query block 0 sees keys below 168: its span [170, 190) is hidden
