@@ -11,12 +11,15 @@
 - `select_pages`: the ascending lists of each row's top-``count`` pages by a score.
 - `mass_threshold`: each row's largest entries holding a fraction of its mass (the cumulative
   thresholds of FlexPrefill, XAttention and SpargeAttn), without a sort.
+- `block_layout`: a layout from a block mask; `layout_density`: a layout's computed pairs over
+  dense attention's, per batch and head.
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
-`mass_threshold`: float32 CUDA inputs) and the float32 reference twin elsewhere; "triton" or
-"reference" (argument or $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1
-set before triton is imported.
+`mass_threshold`: float32 CUDA inputs; `block_layout`, `layout_density`: CUDA masks and layouts)
+and the float32 reference
+twin elsewhere; "triton" or "reference" (argument or $ATTNSIEVE_BACKEND) forces one. "triton" on
+CPU needs TRITON_INTERPRET=1 set before triton is imported.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from attnsieve.kernels import (
     planning_reference,
 )
 from attnsieve.kernels.prefill_reference import attention_reference
-from attnsieve.layout import Layout, causal_token_mask
+from attnsieve.layout import Layout, causal_pairs, causal_token_mask
 
 if TYPE_CHECKING:
     from attnsieve.cache import Cache
@@ -623,6 +626,45 @@ def mass_threshold(
     from attnsieve.kernels.mass_threshold import mass_threshold as run
 
     return run(probs, threshold, valid)
+
+
+# ---- layouts ---------------------------------------------------------------------------------
+def block_layout(
+    mask: Tensor,
+    *,
+    block_q: int,
+    block_k: int,
+    num_queries: int,
+    num_keys: int,
+    backend: str | None = None,
+) -> Layout:
+    """`Layout.from_block_mask` of a bool (B, H, QB, KB) block mask, its lists packed in one
+    launch for a CUDA mask (`attnsieve.kernels.pack`): the block planners' last step."""
+    sizes = dict(block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys)
+    Layout.check_block_mask(mask, **sizes)
+    if resolve_backend(backend, mask, (torch.bool,)) == "reference":
+        return Layout.from_block_mask(mask, **sizes)
+    from attnsieve.kernels.pack import pack_block_mask
+
+    # the kernel's lists are pack_sorted's, bit for bit (tests/test_kernel_pack.py): valid
+    return Layout(*pack_block_mask(mask), **sizes, _valid=True)
+
+
+# ---- layout statistics ----------------------------------------------------------------------
+def layout_density(layout: Layout, *, causal: bool = True, backend: str | None = None) -> Tensor:
+    """float64 (B, H): the (query, key) pairs ``layout`` computes over those of dense (causal)
+    attention, exactly: `Layout.density` with ``reduce=False``, in one launch for a CUDA layout
+    (its index tensors are int32) and without a host sync either way."""
+    if not isinstance(layout, Layout):
+        raise TypeError(f"layout: expected a Layout, got {type(layout).__name__}")
+    check_bool("causal", causal)
+    if resolve_backend(backend, layout.block_idx, (torch.int32,)) == "reference":
+        return layout.density(causal, reduce=False)
+    from attnsieve.kernels.layout_pairs import layout_pairs
+
+    n, m = layout.num_queries, layout.num_keys
+    total = causal_pairs(n, m) if causal else n * m
+    return layout_pairs(layout, causal).sum(-1).double() / max(total, 1)
 
 
 def _check_broadcasts(name: str, t: Tensor, shape: tuple[int, ...]) -> None:

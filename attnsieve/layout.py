@@ -196,6 +196,17 @@ class Layout:
         cls, mask: Tensor, *, block_q: int, block_k: int, num_queries: int, num_keys: int
     ) -> Layout:
         """Layout from a boolean block mask of shape (B, H, QB, KB)."""
+        cls.check_block_mask(
+            mask, block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys
+        )
+        idx, count = pack_sorted(mask)
+        return cls(idx, count, block_q, block_k, num_queries, num_keys, _valid=True)
+
+    @staticmethod
+    def check_block_mask(
+        mask: Tensor, *, block_q: int, block_k: int, num_queries: int, num_keys: int
+    ) -> None:
+        """What `from_block_mask` requires of its arguments (a named error otherwise)."""
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError("mask: expected a torch.bool tensor of shape (B, H, QB, KB)")
         _check_sizes(num_queries, num_keys, block_q, block_k)
@@ -205,8 +216,6 @@ class Layout:
                 f"mask: expected shape (B, H, {expected[0]}, {expected[1]}), "
                 f"got {tuple(mask.shape)}"
             )
-        idx, count = pack_sorted(mask)
-        return cls(idx, count, block_q, block_k, num_queries, num_keys, _valid=True)
 
     @classmethod
     def from_topk(
@@ -443,6 +452,14 @@ class Layout:
 
         Returns the mean over batch and heads, or with ``reduce=False`` a (B, H) tensor.
         """
+        n, m = self.num_queries, self.num_keys
+        total = causal_pairs(n, m) if causal else n * m
+        fraction = self.pairs(causal).double() / max(total, 1)
+        return float(fraction.mean()) if reduce else fraction
+
+    def pairs(self, causal: bool = True) -> Tensor:
+        """int64 (B, H): the (query, key) pairs this layout computes, each once, in closed form
+        (the twin of `attnsieve.kernels.layout_pairs`)."""
         n, m, bq, bk = self.num_queries, self.num_keys, self.block_q, self.block_k
         qb = torch.arange(self.num_q_blocks, device=self.device)
         row0, row1 = qb * bq, torch.clamp((qb + 1) * bq, max=n)  # rows [row0, row1) of each q block
@@ -467,8 +484,7 @@ class Layout:
             s0 = self.span_start.long()
             ok = valid_slots(s0, self.span_count)
             count = count + pairs(s0, self.span_end.long() - s0, ok)
-        fraction = count.double() / max(causal_pairs(n, m) if causal else n * m, 1)
-        return float(fraction.mean()) if reduce else fraction
+        return count
 
     # ---- set algebra ---------------------------------------------------------------------------
     def union(self, other: Layout) -> Layout:

@@ -77,6 +77,9 @@
 #   also carrying .stage/t); s14f, s14g, s14h likewise; s14i; s14j, s14k, s14l (as s7a-s7c); s14m; s14n, s14o (carry .stage/t). s14a's "current" kernel was a working-tree change, since reverted
 #   (described in SESSIONS.md); its "old" = git show 73127c9:attnsieve/kernels/decode.py, and
 #   s14b's prefill_w8.py = git show 73127c9:attnsieve/kernels/prefill.py.
+#   2026-12-01, fifteenth session: s15a, s15b, s15c (carry .stage/t); s15d; s15e, s15f, s15g (as
+#   s7a-s7c); s15h, s15i, s15j likewise, s15j also carrying .stage/t; s15k (carry .stage/t);
+#   s15l, s15m, s15n as s15h-s15j.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -108,6 +111,15 @@ smollm2_ttft() {  # SECONDS METHODS DIR: time to first token on SmolLM2 (YaRN 16
     timeout "$1" python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 8k,32k,64k,128k --methods "$2" --out "$3" 2>&1 \
         | grep "tokens\|wrote\|error\|check\|[0-9]x"
+}
+
+smollm2_prefill() {  # SECONDS PLANNERS DIR: `bench prefill` on SmolLM2's heads at 128K (the log
+    # and JSON in DIR, the PNG dropped), its table's rows printed
+    mkdir -p "$3"
+    timeout "$1" python3 -m attnsieve bench prefill --lengths 131072 --heads 9 --kv-heads 3 \
+        --head-dim 64 --planners "$2" --out "$3" > "$3/prefill.log" 2>&1
+    grep "^131072" "$3/prefill.log"
+    rm -f "$3/"*.png
 }
 
 swap_in() {  # KERNEL VARIANT [KERNEL VARIANT ...]: run variants, the current files kept in /tmp
@@ -596,11 +608,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
-    # (sessions six to fourteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j|s15e|s15h|s15l)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+    # (sessions six to fifteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|s15i|s15m)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1455,13 +1467,8 @@ s14m)  # nothing carried: vertical_slash and flexprefill on SmolLM2's head shape
 s14n)  # carrying .stage/t: s14m's bench prefill with the 8-warp head-dim-64 tiles of before s14b
     # (.stage/t/variants/prefill_w8.py) and again with the 4-warp ones (plan_heads/w8/, w4/)
     for which in w8 w4; do
-        mkdir -p "$OUT/plan_heads/$which"
         [ "$which" = w8 ] && swap_in attnsieve/kernels/prefill.py .stage/t/variants/prefill_w8.py
-        timeout 200 python3 -m attnsieve bench prefill --lengths 131072 --heads 9 --kv-heads 3 \
-            --head-dim 64 --planners vertical_slash,flexprefill --out "$OUT/plan_heads/$which" \
-            > "$OUT/plan_heads/$which/prefill.log" 2>&1
-        tail -3 "$OUT/plan_heads/$which/prefill.log"
-        rm -f "$OUT/plan_heads/$which/"*.png
+        smollm2_prefill 200 vertical_slash,flexprefill "$OUT/plan_heads/$which"
         if [ "$which" = w8 ]; then swap_back; fi
     done
     ;;
@@ -1471,22 +1478,117 @@ s14o)  # carrying .stage/t: the span walk as one stream of tiles (new: a working
     # bcde98f:attnsieve/kernels/prefill.py),
     # s14m's bench prefill new / old / new, and the span and prefill CUDA tests (span_stream/)
     for which in new1 old new2; do
-        mkdir -p "$OUT/span_stream/$which"
         [ "$which" = old ] && swap_in attnsieve/kernels/prefill.py \
             .stage/t/variants/prefill_spanloop.py
-        timeout 100 python3 -m attnsieve bench prefill --lengths 131072 --heads 9 --kv-heads 3 \
-            --head-dim 64 --planners vertical_slash --out "$OUT/span_stream/$which" \
-            > "$OUT/span_stream/$which/prefill.log" 2>&1
-        tail -1 "$OUT/span_stream/$which/prefill.log"
-        rm -f "$OUT/span_stream/$which/"*.png
+        smollm2_prefill 100 vertical_slash "$OUT/span_stream/$which"
         if [ "$which" = old ]; then swap_back; fi
     done
     timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_layout_spans.py \
         tests/test_kernel_quant.py -k "span or Span" > "$OUT/span_stream/cuda_tests.log" 2>&1
     tail -2 "$OUT/span_stream/cuda_tests.log"
     ;;
+s15a)  # carrying .stage/t: whole span tiles below the diagonal unmasked (new: the working tree)
+    # against every span tile masked (old: .stage/t/variants/prefill_s14.py = git show
+    # 0f3d881:attnsieve/kernels/prefill.py): benchmarks/time_layout_paths.py new / old / new, then
+    # the span and masked-key CUDA tests (span_tiles/)
+    for which in new1 old new2; do
+        mkdir -p "$OUT/span_tiles/$which"
+        [ "$which" = old ] && swap_in attnsieve/kernels/prefill.py .stage/t/variants/prefill_s14.py
+        timeout 150 python3 benchmarks/time_layout_paths.py --lengths 32768,131072 \
+            --out "$OUT/span_tiles/$which" > "$OUT/span_tiles/$which/paths.log" 2>&1
+        cat "$OUT/span_tiles/$which/paths.log" | grep "N=" | tail -8
+        if [ "$which" = old ]; then swap_back; fi
+    done
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_layout_spans.py \
+        tests/test_masked_nonfinite.py > "$OUT/span_tiles/cuda_tests.log" 2>&1
+    tail -2 "$OUT/span_tiles/cuda_tests.log"
+    ;;
+s15b)  # s14m's bench prefill (vertical_slash and flexprefill on SmolLM2's heads at 128K) with the
+    # new span walk, the old one (as s15a) and the new one again (span_tiles/prefill/)
+    for which in new1 old new2; do
+        [ "$which" = old ] && swap_in attnsieve/kernels/prefill.py .stage/t/variants/prefill_s14.py
+        smollm2_prefill 150 vertical_slash,flexprefill "$OUT/span_tiles/prefill/$which"
+        if [ "$which" = old ]; then swap_back; fi
+    done
+    ;;
+s15c)  # carrying .stage/t: spans with a bounds-only tail and unpipelined masked parts (v2: the
+    # working tree) against s15a's new walk (v1: .stage/t/variants/prefill_spans_v1.py, described
+    # in SESSIONS.md): time_layout_paths.py v2 / v1 / v2, bench prefill (as s15b) v2 / v1, then
+    # the span, masked-key and prefill CUDA tests, now on the GPU (spans2/)
+    for which in v2a v1 v2b; do
+        mkdir -p "$OUT/spans2/$which"
+        [ "$which" = v1 ] && swap_in attnsieve/kernels/prefill.py \
+            .stage/t/variants/prefill_spans_v1.py
+        timeout 100 python3 benchmarks/time_layout_paths.py --lengths 32768,131072 \
+            --out "$OUT/spans2/$which" > "$OUT/spans2/$which/paths.log" 2>&1
+        grep "N=" "$OUT/spans2/$which/paths.log" | grep -v "columns\|blocks"
+        if [ "$which" = v1 ]; then swap_back; fi
+    done
+    for which in v2 v1; do
+        [ "$which" = v1 ] && swap_in attnsieve/kernels/prefill.py \
+            .stage/t/variants/prefill_spans_v1.py
+        smollm2_prefill 100 vertical_slash "$OUT/spans2/prefill_$which"
+        if [ "$which" = v1 ]; then swap_back; fi
+    done
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_layout_spans.py \
+        tests/test_masked_nonfinite.py tests/test_kernel_prefill.py \
+        > "$OUT/spans2/cuda_tests.log" 2>&1
+    tail -2 "$OUT/spans2/cuda_tests.log"
+    ;;
+s15d)  # where the INT8·FP8 quantisation pass spends its time (quant_pass/), then the span CUDA
+    # tests (now on the GPU) with s15a's span walk, the one kept
+    mkdir -p "$OUT/quant_pass"
+    timeout 150 python3 benchmarks/time_quant_pass.py --out "$OUT/quant_pass" \
+        2>&1 | tee "$OUT/quant_pass/quant_pass.log" | grep length
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_layout_spans.py \
+        > "$OUT/quant_pass/span_cuda_tests.log" 2>&1
+    tail -2 "$OUT/quant_pass/span_cuda_tests.log"
+    ;;
+s15g)  # carrying .stage/r3 (after s15e and s15f): where flexprefill's time to first token goes on
+    # SmolLM2 at 128K and 64K, GPU time by kernel and GPU idle time (profile_e2e/)
+    join_three_parts || exit 1
+    mkdir -p "$OUT/profile_e2e"
+    for n in 131072 65536; do
+        timeout 200 python3 benchmarks/profile_e2e.py --length $n --out "$OUT/profile_e2e/$n" \
+            > "$OUT/profile_e2e/$n.log" 2>&1 || tail -5 "$OUT/profile_e2e/$n.log"
+        grep -A 12 "==" "$OUT/profile_e2e/$n.log" | cut -c1-150
+    done
+    ;;
+s15j)  # carrying .stage/r3 and .stage/t (after s15h and s15i): the layout pair-count kernel's CUDA
+    # tests, time to first token on SmolLM2 with the patched model's per-layer density counted by
+    # that kernel instead of a dozen int64 tensor ops (pairs/e2e/), and s15g's profile at 128K
+    # (pairs/profile/)
+    join_three_parts || exit 1
+    mkdir -p "$OUT/pairs"
+    timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short \
+        tests/test_kernel_layout_pairs.py > "$OUT/pairs/cuda_tests.log" 2>&1
+    tail -1 "$OUT/pairs/cuda_tests.log"
+    smollm2_ttft 280 flexprefill "$OUT/pairs/e2e"
+    timeout 120 python3 benchmarks/profile_e2e.py --length 131072 --out "$OUT/pairs/profile" \
+        > "$OUT/pairs/profile.log" 2>&1 || tail -5 "$OUT/pairs/profile.log"
+    grep -A 4 "== flex" "$OUT/pairs/profile.log" | cut -c1-120
+    ;;
+s15k)  # carrying .stage/t: CUDA tests of the prefill kernel (s15a's span walk), masked keys, graphs
+    # (the adapter's density through the pair-count kernel inside captured plans) and the
+    # transformers integration (pairs/cuda_tests_kernels.log)
+    mkdir -p "$OUT/pairs"
+    timeout 400 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
+        tests/test_integration_transformers.py tests/test_kernel_prefill.py \
+        tests/test_masked_nonfinite.py > "$OUT/pairs/cuda_tests_kernels.log" 2>&1
+    tail -3 "$OUT/pairs/cuda_tests_kernels.log"
+    ;;
+s15n)  # carrying .stage/r3 and .stage/t (after s15l and s15m): the block-mask packing kernel's CUDA
+    # tests, then time to first token on SmolLM2 with every block planner's mask packed by it
+    # (pack/e2e/)
+    join_three_parts || exit 1
+    mkdir -p "$OUT/pack"
+    timeout 60 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_pack.py \
+        > "$OUT/pack/cuda_tests.log" 2>&1
+    tail -1 "$OUT/pack/cuda_tests.log"
+    smollm2_ttft 200 flexprefill "$OUT/pack/e2e"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n" >&2
     exit 2
     ;;
 esac

@@ -258,10 +258,14 @@ def test_bad_diagonal_arguments():
         layout.with_spans(torch.zeros(1, 2, 3, 2, dtype=I32), torch.ones(1, 2, 3, 1, dtype=I32))
 
 
-# ---- kernel vs reference -----------------------------------------------------------------------
+# ---- kernel vs reference (compiled on a GPU, else the interpreter) -----------------------------
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def qkv(b, h_q, h_kv, n, m, d=32):
     return (
-        torch.randn(b, h, s, d, dtype=torch.float16) for h, s in ((h_q, n), (h_kv, m), (h_kv, m))
+        torch.randn(b, h, s, d, dtype=torch.float16, device=DEVICE)
+        for h, s in ((h_q, n), (h_kv, m), (h_kv, m))
     )
 
 
@@ -278,6 +282,7 @@ def span_layout(b, h, n, m, bq, bk, p=0.15, columns=0, slashes=5, width=1, seed=
 
 
 def check_kernel(q, k, v, layout, causal):
+    layout = layout.to(q.device)
     out, lse = sparse_attention(q, k, v, layout, causal=causal, return_lse=True)
     ref, ref_lse = attention_reference(q, k, v, layout, causal=causal, return_lse=True)
     assert not out.isnan().any()
@@ -353,13 +358,14 @@ def test_nan_outside_every_part_never_reaches_the_output(nan_empty):
     layout = random_layout(1, 1, n, m, 32, 32, p=0.0).with_diagonals(torch.tensor([[[0, 3, 50]]]))
     assert not layout.to_dense_mask()[..., :46].any() and layout.to_dense_mask()[..., 46].any()
     k[0, 0, 45], v[0, 0, 45], v[0, 0, 0] = math.nan, math.inf, math.nan
+    layout = layout.to(DEVICE)
     for causal in (True, False):
         check_kernel(q, k, v, layout, causal)
     # a NaN value inside a span reaches exactly the rows that see it, as in the reference
     v[0, 0, 60] = math.nan
     out = sparse_attention(q, k, v, layout, causal=True)
     ref = attention_reference(q, k, v, layout, causal=True)
-    rows = layout.to_dense_mask(causal=True)[0, 0, :, 60]
+    rows = layout.to_dense_mask(causal=True)[0, 0, :, 60].to(DEVICE)
     assert rows.any() and not rows.all()
     assert torch.equal(out[0, :, :, 0].isnan(), rows.expand(2, -1))
     assert torch.equal(ref[0, :, :, 0].isnan(), rows.expand(2, -1))
@@ -456,7 +462,7 @@ def test_vertical_slash_spans_run_on_the_kernel(nan_empty):
         block_q=32, block_k=16,
     )  # fmt: skip
     layout = planner.plan(w.q, w.k)
-    q, k, v = (t.half() for t in (w.q, w.k, w.v))
+    q, k, v = (t.to(DEVICE, torch.float16) for t in (w.q, w.k, w.v))
     check_kernel(q / 8, k, v, layout, causal=True)  # tamed logits: fp16-friendly scores
 
 
@@ -465,7 +471,7 @@ def test_int8_fp8_executes_spans(causal, nan_empty):
     """precision 'int8-fp8' runs span layouts: the kernel matches its twin and the exact attention
     over the same layout (tests/test_kernel_quant.py has the thorough cases)."""
     q, k, v = qkv(1, 4, 2, 70, 90)
-    layout = span_layout(1, 2, 70, 90, 32, 32, columns=3, seed=4)
+    layout = span_layout(1, 2, 70, 90, 32, 32, columns=3, seed=4).to(DEVICE)
     assert int(layout.span_count.sum()) > 0
     got = attention(q, k, v, layout, causal=causal, precision="int8-fp8", backend="triton")
     twin = attention(q, k, v, layout, causal=causal, precision="int8-fp8", backend="reference")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from attnsieve.api import attention, dense_attention, resolve_backend
+from attnsieve.api import attention, dense_attention, layout_density, resolve_backend
 from attnsieve.checks import check_bool
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.cost import CostModel
@@ -310,7 +310,7 @@ def attention_forward(
             q, k, v, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
             precision=config.prefill_precision, backend=config.backend,
         )  # fmt: skip
-        return layout.density(causal=True, reduce=False).mean()
+        return layout_density(layout, backend=config.backend).mean()
 
     out = torch.empty(b, n, h_q, d, dtype=query.dtype, device=query.device)
     if handle.graphs is not None and resolve_backend(config.backend, query) == "triton":

@@ -6,7 +6,8 @@ repeated copy). It walks the sorted key blocks of its query block (``layout.bloc
 phases, blocks every row sees in full (no mask math) and blocks that cross the causal diagonal or
 the end of the keys (masked), skipping blocks entirely above the diagonal; then it gathers the
 layout's key columns BLOCK_N at a time; then it walks each key span [start, end) BLOCK_N keys at a
-time from its (unaligned) start, masked. On Hopper, K/V block tiles come through TMA descriptors.
+time from its (unaligned) start, whole tiles that every row sees without a mask, the span's tail
+and tiles across the diagonal masked. On Hopper, K/V block tiles come through TMA descriptors.
 A NaN or inf in a value row that causality hides leaves its mark in every row of the accumulator
 (0 * NaN is NaN); the fast pass marks such rows with a NaN lse, and a second launch after every
 causal pass reruns the marked tiles exactly (masked value rows zeroed, on small tiles), so hidden
@@ -128,7 +129,7 @@ def _nonfinite_rows(b_acc):
 @triton.jit
 def _sweep(
     DK, DV, p_k, p_v, p_idx, n_full, n_vis, i_b, i_hkv, i_b64, i_hl, i_qb, b_q, o_d, o_qpos,
-    kv_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
+    kv_end, full_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
     stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
     stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
     HEAD_DIM: tl.constexpr, BLOCK_K: tl.constexpr, CAUSAL: tl.constexpr,
@@ -178,7 +179,17 @@ def _sweep(
         for i_s in range(0, n_span):
             s_lo = tl.load(SSTART + o_s + i_s)
             s_hi = tl.minimum(tl.load(SEND + o_s + i_s), kv_end)  # keys past kv_end: all hidden
-            for start in range(s_lo, s_hi, BLOCK_N):  # tiles start anywhere: always masked
+            # whole tiles before full_end are seen by every row: no mask math (a span is mostly
+            # such tiles; at head dim 64 the mask costs as much as the MMAs)
+            s_clear = s_lo + tl.maximum(tl.minimum(s_hi, full_end) - s_lo, 0) // BLOCK_N * BLOCK_N
+            for start in range(s_lo, s_clear, BLOCK_N):
+                o_n = start + o_t
+                b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, o_n < M, o_d,
+                                    stride_kn, stride_vn, False, USE_TMA, BLOCK_N, HEAD_DIM)
+                b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n,
+                                                      o_n < M, o_qpos, qk_scale, False, CAUSAL,
+                                                      EXACT)
+            for start in range(s_clear, s_hi, BLOCK_N):  # the span's tail and the diagonal
                 o_n = start + o_t
                 m_n = o_n < s_hi
                 b_k, b_v = _load_kv(DK, DV, p_k, p_v, i_b, i_hkv, start, o_n, m_n, o_d,
@@ -242,7 +253,7 @@ def _query_tile(
 
     b_acc, b_l, b_m, b_nan = _sweep(
         DK, DV, p_k, p_v, p_idx, n_full, n_vis, i_b, i_hkv, i_b64, i_hl, i_qb, b_q, o_d, o_qpos,
-        kv_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
+        kv_end, full_end, qk_scale, M, CIDX, CCNT, SSTART, SEND, SCNT, stride_kn, stride_vn,
         stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
         stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
         HEAD_DIM, BLOCK_K, CAUSAL, HAS_COLUMNS, HAS_SPANS, USE_TMA, BLOCK_M, BLOCK_N, EXACT,

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.api import mass_threshold
+from attnsieve.api import block_layout, mass_threshold
 from attnsieve.checks import check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
@@ -98,9 +98,7 @@ class BlockTopKPlanner(Planner):
         mask |= ~k_similar | ~q_similar[..., None]
         mask |= window_block_mask(n, m, bq, bk, 1, q.device)  # diagonal blocks
         mask[..., 0] = True  # first key block (attention sink)
-        return Layout.from_block_mask(
-            mask & visible, block_q=bq, block_k=bk, num_queries=n, num_keys=m
-        )
+        return block_layout(mask & visible, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
 
     @staticmethod
     def _probs(scores: Tensor, visible: Tensor, k_similar: Tensor) -> Tensor:

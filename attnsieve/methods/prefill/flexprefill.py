@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import (
+    block_layout,
     block_mean_pool,
     last_query_stats,
     mass_threshold,
@@ -119,7 +120,7 @@ class FlexPrefillPlanner(Planner):
         if not self.slash_spans:  # a chosen offset block keeps every key block its diagonals cross
             offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
             mask |= slash_block_mask(offsets, n, m, bq, bk)
-        layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+        layout = block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         if not self.slash_spans:
             return layout
         # a chosen offset block s: the band of diagonals [s·bk, (s+1)·bk), one span per block

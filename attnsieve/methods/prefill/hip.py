@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.api import block_mean_pool
+from attnsieve.api import block_layout, block_mean_pool
 from attnsieve.checks import cdiv, check_int, check_pow2
 from attnsieve.layout import Layout, query_block_positions
 from attnsieve.methods.prefill.base import Planner
@@ -77,7 +77,7 @@ class HiPPlanner(Planner):
         mask |= window_block_mask(n, m, bq, bk, 1, dev)  # the diagonal block(s)
         if causal:
             mask &= Layout.causal_block_mask(n, m, bq, bk, dev)
-        return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+        return block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
 
 
 def _first_block_scores(q_pooled: Tensor, k_pooled: Tensor, start: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from attnsieve.api import block_layout
 from attnsieve.checks import cdiv, check_int, check_pow2
 from attnsieve.layout import Layout, query_block_positions
 from attnsieve.methods.prefill.base import Planner
@@ -62,6 +63,4 @@ class PowerPlanner(Planner):
         mask |= window_block_mask(n, m, bq, bk, 1, q.device)
         mask |= sink_block_mask(n, m, bq, bk, self.sink_blocks * bk, q.device)
         mask &= Layout.causal_block_mask(n, m, bq, bk, q.device)  # drops d < 0 (future blocks)
-        return Layout.from_block_mask(
-            mask[None, None], block_q=bq, block_k=bk, num_queries=n, num_keys=m
-        )
+        return block_layout(mask[None, None], block_q=bq, block_k=bk, num_queries=n, num_keys=m)

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from attnsieve.api import block_layout
 from attnsieve.checks import check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
@@ -49,6 +50,4 @@ class StreamingPlanner(Planner):
         n, m, bq, bk = q.shape[2], k.shape[2], self.block_q, self.block_k
         mask = window_block_mask(n, m, bq, bk, self.window_tokens, q.device)
         mask |= sink_block_mask(n, m, bq, bk, self.sink_tokens, q.device)
-        return Layout.from_block_mask(
-            mask[None, None], block_q=bq, block_k=bk, num_queries=n, num_keys=m
-        )
+        return block_layout(mask[None, None], block_q=bq, block_k=bk, num_queries=n, num_keys=m)

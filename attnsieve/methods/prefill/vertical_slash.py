@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.api import last_query_stats
+from attnsieve.api import block_layout, last_query_stats
 from attnsieve.checks import check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
@@ -76,7 +76,7 @@ class VerticalSlashPlanner(Planner):
         offsets = slash.topk(min(max(self.slash_size, self.local_slashes), m), -1).indices
         bq, bk = self.block_q, self.block_k
         diagonal = window_block_mask(n, m, bq, bk, 1, q.device).expand(*slash.shape[:2], -1, -1)
-        layout = Layout.from_block_mask(
+        layout = block_layout(
             diagonal, block_q=bq, block_k=bk, num_queries=n, num_keys=m
         ).with_columns(visible_columns(columns, n, m, bq))
         return layout.with_diagonals(offsets)

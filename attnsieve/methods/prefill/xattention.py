@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.api import antidiagonal_block_scores, mass_threshold
+from attnsieve.api import antidiagonal_block_scores, block_layout, mass_threshold
 from attnsieve.checks import check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
@@ -76,4 +76,4 @@ class XAttentionPlanner(Planner):
         rest = total - held
         needed = torch.where(rest > 0, (self.threshold * total - held) / rest.clamp(min=1e-30), 0.0)
         mask = mass_threshold(scores, needed, visible & ~forced) | forced
-        return Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+        return block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)

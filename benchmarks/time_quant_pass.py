@@ -1,0 +1,118 @@
+"""Where the INT8·FP8 quantisation pass spends its time, stage by stage (H200).
+
+`attnsieve bench kernels --precision int8-fp8` times `quantize_qkv` at 0.80 ms for Llama-3-8B's
+shapes at 64K (thirteenth session of 2026-12-01), while reading Q, K and V once and writing their
+quantised copies moves about 1.2 GB, 0.3 ms at the H200's copy rate. This times, at each length,
+the whole pass eagerly (`median_ms`, as the bench) and from a CUDA graph, each of its kernels
+alone, and a bf16 copy of Q, K and V (the bandwidth floor of reading them once). Writes
+quant_pass.json.
+
+    PYTHONPATH=. python3 benchmarks/time_quant_pass.py --out DIR [--lengths 32768,65536,131072]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import triton
+
+from attnsieve.bench.common import environment, graph_ms, ints, median_ms
+from attnsieve.kernels import quant
+
+
+def stages(q, k, v, block: int = 128) -> dict:
+    """Each kernel of `quant._quantize` as a closure over buffers allocated once."""
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    chunks = triton.cdiv(m, quant._STATS_CHUNK)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    k_sum, v_max = (
+        torch.empty((b, h_kv, chunks, d), **f32),
+        torch.empty((b, h_kv, chunks, d), **f32),
+    )
+    kv_bad = torch.zeros((b, h_kv, m), dtype=torch.int8, device=q.device)
+    k_mean, v_scale = torch.zeros((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32)
+    q8, k8 = torch.empty_like(q, dtype=torch.int8), torch.empty_like(k, dtype=torch.int8)
+    q_scale = torch.empty((b, h_q, triton.cdiv(n, block)), **f32)
+    k_scale = torch.empty((b, h_kv, triton.cdiv(m, block)), **f32)
+    q_bad = torch.empty((b, h_q, n), dtype=torch.int8, device=q.device)
+    k_block_bad = torch.empty((b, h_kv, k_scale.shape[-1]), dtype=torch.int8, device=q.device)
+    v_t = torch.empty((b, h_kv, d, triton.cdiv(m, 16) * 16), dtype=torch.float8_e4m3fn,
+                      device=q.device)  # fmt: skip
+
+    def kv_stats():
+        quant._kv_stats_kernel[(chunks, b * h_kv)](
+            k, v, k_sum, v_max, kv_bad, *k.stride(), *v.stride(), h_kv, m,
+            CHUNK=quant._STATS_CHUNK, BLOCK=min(64, quant._STATS_CHUNK), HEAD_DIM=d,
+        )  # fmt: skip
+
+    def scales():
+        k_mean.copy_(k_sum.sum(2) / m)
+        vm = v_max.amax(2)
+        v_scale.copy_(torch.where(vm > 0, vm / quant.FP8_MAX, 1.0))
+
+    def q_int8():
+        quant._quant_int8_kernel[(q_scale.shape[-1], b * h_q)](
+            q, q8, q_scale, q_scale, q_bad, q_bad, *q.stride(), h_q, n,
+            HAS_MEAN=False, WRITE_BAD=True, BLOCK=block, HEAD_DIM=d,
+        )  # fmt: skip
+
+    def k_int8():
+        quant._quant_int8_kernel[(k_scale.shape[-1], b * h_kv)](
+            k, k8, k_scale, k_mean, kv_bad, k_block_bad, *k.stride(), h_kv, m,
+            HAS_MEAN=True, WRITE_BAD=False, BLOCK=block, HEAD_DIM=d,
+        )  # fmt: skip
+
+    def v_fp8():
+        quant._quant_fp8_kernel[(triton.cdiv(m, block), b * h_kv)](
+            v, v_t, v_scale, *v.stride(), v_t.stride(2), h_kv, m,
+            BLOCK=block, HEAD_DIM=d, EMULATE_FP8=False,
+        )  # fmt: skip
+
+    copies = [torch.empty_like(t) for t in (q, k, v)]
+
+    def copy_qkv():
+        for dst, src in zip(copies, (q, k, v), strict=True):
+            dst.copy_(src)
+
+    return {"kv_stats": kv_stats, "scales": scales, "q_int8": q_int8, "k_int8": k_int8,
+            "v_fp8": v_fp8, "copy_qkv (bf16)": copy_qkv}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--lengths", type=ints, default=ints("32768,65536,131072"))
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=128)
+    args = parser.parse_args()
+    rows = []
+    for n in args.lengths:
+        q = torch.randn(1, args.heads, n, args.head_dim, device="cuda", dtype=torch.bfloat16)
+        k, v = torch.randn(2, 1, args.kv_heads, n, args.head_dim, device="cuda").bfloat16()
+        whole = lambda q=q, k=k, v=v: quant.quantize_qkv(q, k, v)  # noqa: E731
+        row = {
+            "length": n,
+            "whole_eager_ms": median_ms(whole),
+            "whole_graph_ms": graph_ms(whole, 20),
+        }
+        for name, fn in stages(q, k, v).items():
+            fn()
+            row[f"{name}_ms"] = graph_ms(fn, 20)
+        rows.append(row)
+        print(" ".join(f"{key} {val:.3f}" if isinstance(val, float) else f"{key} {val}"
+                       for key, val in row.items()), flush=True)  # fmt: skip
+        del q, k, v
+        torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quant_pass.json").write_text(
+        json.dumps({"environment": environment(), "rows": rows}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
