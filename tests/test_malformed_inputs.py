@@ -231,6 +231,23 @@ PLANNING = [
     ("pooled-list", lambda: pooled(kp=[1.0]), TypeError, r"^k_pooled: expected"),
 ]
 
+
+def block_layout(mask=None, **kwargs):
+    mask = torch.ones(B, 1, 3, 3, dtype=torch.bool) if mask is None else mask
+    sizes = dict(block_q=16, block_k=16, num_queries=N, num_keys=M, backend="triton")
+    return api.block_layout(mask, **{**sizes, **kwargs})
+
+
+LAYOUT_OPS = [
+    ("block-layout-float", lambda: block_layout(torch.ones(B, 1, 3, 3)), TypeError, r"^mask: "),
+    ("block-layout-shape", lambda: block_layout(torch.ones(B, 1, 3, 4) > 0), ValueError, r"^mask"),
+    ("block-layout-keys", lambda: block_layout(num_keys=0), ValueError, r"^num_keys: "),
+    ("block-layout-block", lambda: block_layout(block_q=0), ValueError, r"^block_q: "),
+    ("block-layout-backend", lambda: block_layout(backend="gpu"), ValueError, r"^backend: "),
+    ("density-not-layout", lambda: api.layout_density("dense"), TypeError, r"^layout: expected"),
+    ("density-causal", lambda: api.layout_density(layout(), causal=1), TypeError, r"^causal: "),
+]
+
 # ---- planners ----------------------------------------------------------------------------------
 Q32, K32 = qkv(torch.float32)[:2]
 
@@ -788,6 +805,7 @@ CASES = (
     ATTENTION
     + SCALE_CASES
     + PLANNING
+    + LAYOUT_OPS
     + PLANNERS
     + BAD_LAYOUT_CASES
     + LAYOUT
