@@ -16,10 +16,10 @@
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
-`mass_threshold`: float32 CUDA inputs; `block_layout`, `layout_density`: CUDA masks and layouts)
-and the float32 reference
-twin elsewhere; "triton" or "reference" (argument or $ATTNSIEVE_BACKEND) forces one. "triton" on
-CPU needs TRITON_INTERPRET=1 set before triton is imported.
+`mass_threshold`: float32 CUDA inputs; `block_layout`, `layout_density`: a CUDA mask or layout)
+and the PyTorch reference twin elsewhere; "triton" or "reference" (argument or
+$ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
+imported.
 """
 
 from __future__ import annotations

@@ -339,6 +339,31 @@ def test_spans_hidden_by_causality_are_skipped(nan_empty):
     check_kernel(q, k, v, layout, causal=True)
 
 
+@pytest.mark.parametrize("start", [0, 1, 2, 15, 16])
+@pytest.mark.parametrize(("n", "m"), [(64, 64), (48, 64)])
+def test_unmasked_span_tiles_stop_where_the_tile_first_row_stops_seeing(start, n, m):
+    """A span's whole tiles run without a mask only up to the first key hidden from a row of the
+    query tile: a NaN value there (the interpreter's 16-row tiles start every 16 rows) reaches
+    exactly the rows that see it."""
+    g = torch.Generator().manual_seed(start)
+    q, k, v = (torch.randn(1, 1, s, 32, generator=g).half().to(DEVICE) for s in (n, m, m))
+    empty = _no_blocks(n, m, 32)
+    qb = cdiv(n, 32)
+    layout = empty.with_spans(torch.full((1, 1, qb, 1), start), torch.full((1, 1, qb, 1), m))
+    layout = layout.to(DEVICE)
+    clean = sparse_attention(q, k, v, layout, causal=True).float()
+    pos = torch.arange(n, device=DEVICE) + m - n
+    for key in range(max(start, m - n), m):
+        if (key - (m - n)) % 16 not in (0, 1, 15):  # keys at a row tile's reach and beside it
+            continue
+        poisoned = v.clone()
+        poisoned[0, 0, key] = math.nan
+        out = sparse_attention(q, k, poisoned, layout, causal=True).float()
+        sees = pos >= key
+        assert out[0, 0, sees].isnan().all()
+        assert torch.equal(out[0, 0, ~sees], clean[0, 0, ~sees]), f"key {key} leaked"
+
+
 def test_tensor_built_layout_with_no_block_slots_and_spans(nan_empty):
     """A layout built from tensors with zero block slots (K = 0) and spans only: validated and
     run like one whose slots are all padding."""

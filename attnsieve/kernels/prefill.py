@@ -7,7 +7,8 @@ phases, blocks every row sees in full (no mask math) and blocks that cross the c
 the end of the keys (masked), skipping blocks entirely above the diagonal; then it gathers the
 layout's key columns BLOCK_N at a time; then it walks each key span [start, end) BLOCK_N keys at a
 time from its (unaligned) start, whole tiles that every row sees without a mask, the span's tail
-and tiles across the diagonal masked. On Hopper, K/V block tiles come through TMA descriptors.
+and tiles across the diagonal masked. On Hopper, K/V block tiles and whole span tiles come through
+TMA descriptors (a TMA box may start at any row).
 A NaN or inf in a value row that causality hides leaves its mark in every row of the accumulator
 (0 * NaN is NaN); the fast pass marks such rows with a NaN lse, and a second launch after every
 causal pass reruns the marked tiles exactly (masked value rows zeroed, on small tiles), so hidden
