@@ -52,7 +52,8 @@ from attnsieve.kernels import (
     planning_reference,
 )
 from attnsieve.kernels.prefill_reference import attention_reference
-from attnsieve.layout import Layout, causal_pairs, causal_token_mask
+from attnsieve.layout import Layout, causal_token_mask
+from attnsieve.layout_spans import pack_sorted
 
 if TYPE_CHECKING:
     from attnsieve.cache import Cache
@@ -643,11 +644,14 @@ def block_layout(
     sizes = dict(block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys)
     Layout.check_block_mask(mask, **sizes)
     if resolve_backend(backend, mask, (torch.bool,)) == "reference":
-        return Layout.from_block_mask(mask, **sizes)
-    from attnsieve.kernels.pack import pack_block_mask
+        idx, count = pack_sorted(mask)
+    else:
+        from attnsieve.kernels.pack import pack_block_mask
 
-    # the kernel's lists are pack_sorted's, bit for bit (tests/test_kernel_pack.py): valid
-    return Layout(*pack_block_mask(mask), **sizes, _valid=True)
+        idx, count = pack_block_mask(mask)
+    # sorted, in-range lists either way (the kernel's are pack_sorted's bit for bit,
+    # tests/test_kernel_pack.py), as from_block_mask builds them
+    return Layout(idx, count, **sizes, _valid=True)
 
 
 # ---- layout statistics ----------------------------------------------------------------------
@@ -662,9 +666,7 @@ def layout_density(layout: Layout, *, causal: bool = True, backend: str | None =
         return layout.density(causal, reduce=False)
     from attnsieve.kernels.layout_pairs import layout_pairs
 
-    n, m = layout.num_queries, layout.num_keys
-    total = causal_pairs(n, m) if causal else n * m
-    return layout_pairs(layout, causal).sum(-1).double() / max(total, 1)
+    return layout_pairs(layout, causal).sum(-1).double() / max(layout.dense_pairs(causal), 1)
 
 
 def _check_broadcasts(name: str, t: Tensor, shape: tuple[int, ...]) -> None:

@@ -452,10 +452,13 @@ class Layout:
 
         Returns the mean over batch and heads, or with ``reduce=False`` a (B, H) tensor.
         """
-        n, m = self.num_queries, self.num_keys
-        total = causal_pairs(n, m) if causal else n * m
-        fraction = self.pairs(causal).double() / max(total, 1)
+        fraction = self.pairs(causal).double() / max(self.dense_pairs(causal), 1)
         return float(fraction.mean()) if reduce else fraction
+
+    def dense_pairs(self, causal: bool = True) -> int:
+        """The (query, key) pairs of dense (causal) attention over this layout's rows and keys."""
+        n, m = self.num_queries, self.num_keys
+        return causal_pairs(n, m) if causal else n * m
 
     def pairs(self, causal: bool = True) -> Tensor:
         """int64 (B, H): the (query, key) pairs this layout computes, each once, in closed form

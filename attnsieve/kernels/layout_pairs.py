@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from attnsieve.kernels import check_triton_device
-from attnsieve.kernels.prefill import unit_last
+from attnsieve.kernels.prefill import layout_tensors
 from attnsieve.layout import Layout
 
 _SLOTS = 128  # list entries a program reads at a time
@@ -119,17 +119,7 @@ def layout_pairs(layout: Layout, causal: bool = True) -> Tensor:
     out = torch.empty((b, h, qb), dtype=torch.int64, device=layout.device)
     if out.numel() == 0:
         return out
-    bidx, bcnt = unit_last(layout.block_idx), layout.block_count
-    # absent parts: the block tensors stand in as pointers the kernel never reads
-    cidx, ccnt = bidx, bcnt
-    if layout.has_columns:
-        cidx, ccnt = unit_last(layout.column_idx), layout.column_count
-    sstart, send, scnt = bidx, bidx, bcnt
-    if layout.has_spans:
-        sstart, send = unit_last(layout.span_start), unit_last(layout.span_end)
-        scnt = layout.span_count
-        if sstart.stride() != send.stride():  # the kernel reads both with one set of strides
-            sstart, send = sstart.contiguous(), send.contiguous()
+    bidx, bcnt, cidx, ccnt, sstart, send, scnt = layout_tensors(layout)
     # fmt: off
     args = (
         bidx, bcnt, cidx, ccnt, sstart, send, scnt, out,

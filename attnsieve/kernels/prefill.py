@@ -468,16 +468,7 @@ def sparse_attention(
     lse = torch.empty((b, h_q, n), dtype=torch.float32, device=q.device)
     if b == 0:  # nothing to compute (and TMA descriptors refuse an empty K)
         return (out, lse) if return_lse else out
-    bidx, bcnt = unit_last(layout.block_idx), layout.block_count
-    # without columns the column pointers are never read; pass the block ones as placeholders
-    cidx = unit_last(layout.column_idx) if layout.has_columns else bidx
-    ccnt = layout.column_count if layout.has_columns else bcnt
-    sstart, send, scnt = bidx, bidx, bcnt  # placeholders likewise
-    if layout.has_spans:
-        sstart, send = unit_last(layout.span_start), unit_last(layout.span_end)
-        scnt = layout.span_count
-        if sstart.stride() != send.stride():  # the kernel reads both with one set of strides
-            sstart, send = sstart.contiguous(), send.contiguous()
+    bidx, bcnt, cidx, ccnt, sstart, send, scnt = layout_tensors(layout)
     bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch through a zero stride
     use_tma = _use_tma(q, k, v)
     dk, dv = (_descriptor(k), _descriptor(v)) if use_tma else (k, v)
@@ -574,6 +565,23 @@ def _descriptor(t: Tensor) -> TensorDescriptor:
 def unit_last(t: Tensor) -> Tensor:
     """Index rows are read with unit stride; other strides (expanded batch/head) pass through."""
     return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def layout_tensors(layout: Layout) -> tuple[Tensor, ...]:
+    """(block_idx, block_count, column_idx, column_count, span_start, span_end, span_count) as the
+    kernels read them: index rows with unit stride, span starts and ends with one set of strides.
+    An absent part passes the block tensors as placeholders, never read."""
+    bidx, bcnt = unit_last(layout.block_idx), layout.block_count
+    cidx, ccnt = bidx, bcnt
+    if layout.has_columns:
+        cidx, ccnt = unit_last(layout.column_idx), layout.column_count
+    sstart, send, scnt = bidx, bidx, bcnt
+    if layout.has_spans:
+        sstart, send = unit_last(layout.span_start), unit_last(layout.span_end)
+        scnt = layout.span_count
+        if sstart.stride() != send.stride():
+            sstart, send = sstart.contiguous(), send.contiguous()
+    return bidx, bcnt, cidx, ccnt, sstart, send, scnt
 
 
 def _pow2_in(x: int, lo: int, hi: int) -> bool:

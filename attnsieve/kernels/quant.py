@@ -54,7 +54,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_bool, check_dtype, check_out, check_pow2, check_qkv, check_scale
 from attnsieve.kernels import INTERPRET, check_triton_device
-from attnsieve.kernels.prefill import LOG2E, table_tile, unit_last
+from attnsieve.kernels.prefill import LOG2E, layout_tensors, table_tile
 from attnsieve.layout import Layout
 
 FP8_MAX = 448.0  # largest finite float8 e4m3fn: P in [0, 1] is scaled by it
@@ -594,16 +594,7 @@ def quant_attention(
             bidx = bcnt = cidx = ccnt = sstart = send = scnt = lse
             bq, bk, div, bs = block_m, block_n, h_q, 0
         else:
-            bidx, bcnt = unit_last(layout.block_idx), layout.block_count
-            # without columns the column pointers are never read: the block ones stand in
-            cidx = unit_last(layout.column_idx) if layout.has_columns else bidx
-            ccnt = layout.column_count if layout.has_columns else bcnt
-            sstart, send, scnt = bidx, bidx, bcnt  # placeholders likewise
-            if layout.has_spans:
-                sstart, send = unit_last(layout.span_start), unit_last(layout.span_end)
-                scnt = layout.span_count
-                if sstart.stride() != send.stride():  # the kernel reads both with one set
-                    sstart, send = sstart.contiguous(), send.contiguous()
+            bidx, bcnt, cidx, ccnt, sstart, send, scnt = layout_tensors(layout)
             bq, bk, div = layout.block_q, layout.block_k, h_q // layout.heads
             bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch: a zero stride
         use_tma = _use_tma(q)
