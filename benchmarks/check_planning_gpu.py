@@ -12,7 +12,13 @@ import torch
 
 from attnsieve.kernels import planning, planning_reference
 
-SHAPES = [(2, 8, 2, 4099, 4099, 128), (1, 8, 2, 1000, 5003, 64), (1, 4, 4, 3000, 700, 128)]
+# 8192: lengths Triton specialises as multiples of 16 (the last-query sums once failed only there)
+SHAPES = [
+    (2, 8, 2, 4099, 4099, 128),
+    (1, 8, 2, 1000, 5003, 64),
+    (1, 4, 4, 3000, 700, 128),
+    (1, 9, 3, 8192, 8192, 64),
+]
 failed = False
 
 
@@ -43,8 +49,9 @@ for b, h_q, h_kv, n, m, d in SHAPES:
             got = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k)
             want = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
             for part, g, w in zip(("vertical", "slash"), got, want, strict=True):
+                # probabilities and their sums: float32 sums in another order, far below 1e-5
                 check(
-                    f"last_query_stats {part} last_q={last_q} block_k={block_k} {tag}", g, w, 2e-3
+                    f"last_query_stats {part} last_q={last_q} block_k={block_k} {tag}", g, w, 1e-5
                 )
         qp, kp = planning.block_mean_pool(q, 64), planning.block_mean_pool(k, 64)
         kwargs = dict(num_queries=n, num_keys=m, block_q=64, block_k=64)

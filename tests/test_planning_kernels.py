@@ -132,6 +132,14 @@ def test_last_query_stats_more_rows_than_a_key_tile():
     _matches_twin(*_inputs(2, 4, 2, 130, 300, 64, torch.float16), 100, (1, 128))
 
 
+@pytest.mark.parametrize("last_q", [128, 77])
+def test_last_query_stats_rows_crossing_offset_blocks(last_q):
+    """Block-wide slash sums split each key's column where its rows cross into the next offset
+    block: once (block_k 128, 256) or twice (64) within 128 rows, from keys that start in either
+    of two blocks; M - last_q unaligned to every block."""
+    _matches_twin(*_inputs(1, 3, 1, 300, 1001, 32, torch.float16), last_q, (64, 128, 256))
+
+
 @pytest.mark.parametrize("tiles", [1, 3, 8])
 def test_last_query_stats_any_tiles_per_program(tiles, monkeypatch):
     """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""

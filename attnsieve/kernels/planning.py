@@ -311,6 +311,7 @@ def _last_sums_kernel(
     H_Q, GROUP, N, M, L, KB, qk_scale, inv_rows,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
     TILES: tl.constexpr, PER_OFFSET: tl.constexpr, BLOCK_K: tl.constexpr,
+    SHIFT: tl.constexpr, CROSSINGS: tl.constexpr, TARGETS: tl.constexpr,
 ):
     """Probabilities of TILES key tiles: sums per key (vertical) and per block of diagonal offsets
     (slash; with PER_OFFSET, per offset: the caller sums the blocks)."""
@@ -333,7 +334,8 @@ def _last_sums_kernel(
         o_n = n0 + tl.arange(0, BLOCK_N)
         b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L)
         b_p = tl.where(m_row[:, None], tl.exp2(b_s - b_lse[:, None]), 0.0)  # [L, BLOCK_N]
-        tl.store(VERT + i_bh.to(tl.int64) * M + o_n, tl.sum(b_p, 0) * inv_rows, mask=o_n < M)
+        b_vert = tl.sum(b_p, 0)
+        tl.store(VERT + i_bh.to(tl.int64) * M + o_n, b_vert * inv_rows, mask=o_n < M)
         if PER_OFFSET:
             # the tile meets offsets M - 1 - n0 - j, j < BLOCK_N + L - 1, and row r meets offset j
             # at column r + j - (L - 1): a skewing gather turns every offset into a column
@@ -345,14 +347,38 @@ def _last_sums_kernel(
                 o_off = M - 1 - n0 - (j0 + tl.arange(0, BLOCK_N))
                 tl.atomic_add(p_slash + o_off, mass * inv_rows, mask=(o_off >= 0) & (mass > 0))
         else:
-            # offset blocks at least a tile wide: the tile meets at most three, one sum each
-            b_off = o_pos[:, None] - o_n[None, :]
-            b_blk = tl.where(b_off >= 0, b_off // BLOCK_K, -1)
-            s_lo = tl.maximum(M - L - (n0 + BLOCK_N - 1), 0) // BLOCK_K
-            s_hi = tl.minimum((M - 1 - n0) // BLOCK_K, KB - 1)
-            for s in range(s_lo, s_hi + 1):
-                mass = tl.sum(tl.sum(tl.where(b_blk == s, b_p, 0.0), 1), 0)
-                tl.atomic_add(p_slash + s, mass * inv_rows)
+            # offset blocks at least a tile wide. Column n0 + t's rows r meet offsets base - t + r
+            # (base = M - L - n0) and cross into the next block at rows (j + 1) * BLOCK_K -
+            # (base - t) % BLOCK_K: one masked column sum per crossing splits every column among
+            # the J blocks it meets, and the tile's columns start in one of two blocks (lo,
+            # lo + 1), so the tile adds to the J + 1 blocks from lo. (A full masked 2-D sum per
+            # block took 3x as long.) Remainders come from the scalar base: the same computed
+            # per column by vector % and // came out wrong on the H200 (Triton 3.6) when M and L
+            # were multiples of 16, right under the interpreter (check_last_sums_gpu.py).
+            base = M - L - n0 + SHIFT * BLOCK_K  # shifted >= 0: // and % of non-negatives
+            rem = base % BLOCK_K
+            s_lo = (base - BLOCK_N + 1) // BLOCK_K
+            o_t = tl.arange(0, BLOCK_N)
+            m_hi = (o_t <= rem) & (s_lo < base // BLOCK_K)  # columns whose row 0 is in lo + 1
+            b_rem = tl.where(o_t <= rem, rem - o_t, rem - o_t + BLOCK_K)
+            o_r = tl.arange(0, BLOCK_L)
+            b_below = tl.zeros([BLOCK_N], dtype=tl.float32)
+            b_mass = tl.zeros([TARGETS], dtype=tl.float32)
+            o_s = tl.arange(0, TARGETS)
+            for j in tl.static_range(CROSSINGS + 1):
+                if j < CROSSINGS:
+                    m_before = o_r[:, None] < (j + 1) * BLOCK_K - b_rem[None, :]
+                    b_cum = tl.sum(tl.where(m_before, b_p, 0.0), 0)
+                else:
+                    b_cum = b_vert
+                b_part = tl.maximum(b_cum - b_below, 0.0)  # each column's mass in its block j
+                b_below = b_cum
+                upper = tl.sum(tl.where(m_hi, b_part, 0.0), 0)
+                lower = tl.sum(b_part, 0) - upper
+                b_mass += tl.where(o_s == j, lower, 0.0) + tl.where(o_s == j + 1, upper, 0.0)
+            o_s += s_lo - SHIFT
+            tl.atomic_add(p_slash + o_s, b_mass * inv_rows,
+                          mask=(o_s >= 0) & (o_s < KB) & (b_mass > 0))
 
 
 # fmt: on
@@ -473,9 +499,10 @@ def last_query_stats(
     (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k). Twin:
     `planning_reference.last_query_stats`. Three launches: split-K partial log-sum-exps of the
     rows, their combination, then each program walks key tiles, computing probabilities, column
-    sums and the offset-block sums each tile meets: one masked sum per block when blocks are at
-    least a tile (64 keys) wide, else per diagonal through a skewing gather, summed into blocks
-    afterwards.
+    sums and the offset-block sums each tile meets: when blocks are at least a tile (64 keys)
+    wide, one masked column sum per row where the columns cross into the next block (one for
+    FlexPrefill's 128-row, 128-key blocks), else per diagonal through a skewing gather, summed
+    into blocks afterwards.
     """
     check_triton_device("q", q)
     b, h_q, n, d = q.shape
@@ -507,9 +534,13 @@ def last_query_stats(
     vertical = torch.empty(b, h_q, m, device=q.device, dtype=torch.float32)
     slash = torch.zeros(b, h_q, m if per_offset else kb, device=q.device, dtype=torch.float32)
     tiles = sum_tiles_per_program(b * h_q, triton.cdiv(m, block_n), q.device)
+    # a column of the tile meets crossings + 1 offset blocks; shift keeps offsets non-negative
+    crossings = (block_l + block_k - 2) // block_k
     _last_sums_kernel[(b * h_q, triton.cdiv(m, block_n * tiles))](
         q, k, lse, vertical, slash, *common, slash.shape[-1], scale * LOG2E, 1.0 / last_q,
         **meta, TILES=tiles, PER_OFFSET=per_offset, BLOCK_K=block_k,
+        SHIFT=triton.cdiv(block_l + block_n, block_k), CROSSINGS=crossings,
+        TARGETS=triton.next_power_of_2(crossings + 2),
     )  # fmt: skip
     if per_offset and block_k > 1:
         slash = torch.nn.functional.pad(slash, (0, kb * block_k - m)).view(b, h_q, kb, -1).sum(-1)
