@@ -11,12 +11,14 @@
 - `select_pages`: the ascending lists of each row's top-``count`` pages by a score.
 - `mass_threshold`: each row's largest entries holding a fraction of its mass (the cumulative
   thresholds of FlexPrefill, XAttention and SpargeAttn), without a sort.
-- `block_layout`: a layout from a block mask; `layout_density`: a layout's computed pairs over
-  dense attention's, per batch and head.
+- `line_block_mask`: the block mask of chosen key blocks and diagonal bands (FlexPrefill's
+  vertical-slash selection); `block_layout`: a layout from a block mask; `layout_density`: a
+  layout's computed pairs over dense attention's, per batch and head.
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
-`mass_threshold`: float32 CUDA inputs; `block_layout`, `layout_density`: a CUDA mask or layout)
+`mass_threshold`: float32 CUDA inputs; `line_block_mask`, `block_layout`, `layout_density`: a
+CUDA mask or layout)
 and the PyTorch reference twin elsewhere; "triton" or "reference" (argument or
 $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
 imported.
@@ -46,6 +48,7 @@ from attnsieve.checks import (
     check_tensor,
 )
 from attnsieve.kernels import (
+    line_mask_reference,
     mass_threshold_reference,
     page_scores_reference,
     page_select_reference,
@@ -630,6 +633,74 @@ def mass_threshold(
 
 
 # ---- layouts ---------------------------------------------------------------------------------
+def line_block_mask(
+    verticals: Tensor,
+    bands: Tensor | None,
+    *,
+    band: int,
+    block_q: int,
+    block_k: int,
+    num_queries: int,
+    num_keys: int,
+    extra: Tensor | None = None,
+    extra_heads: Tensor | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """bool (B, H, QB, KB): per head, the visible blocks of the chosen key blocks, every block a
+    chosen diagonal band crosses, the diagonal blocks, and ``extra``'s blocks.
+
+    Args:
+        verticals: bool (B, H, KB), KB = ceil(M / block_k): chosen key blocks (each keeps the
+            blocks of its column that some query of the row can see).
+        bands: None or bool (B, H, ceil(M / band)): band s chooses the diagonals
+            [s·band, (s+1)·band) (diagonal o: query position p with key p - o).
+        extra: None or bool (B, H, QB, KB), kept as given, in the heads where ``extra_heads``
+            (bool (B, H); None: every head) is True.
+        backend: see the module docstring (Triton for a CUDA ``verticals``).
+
+    FlexPrefill's (arXiv 2502.20766) block plan in one pass (`attnsieve.kernels.line_mask`); the
+    twin composes tensor ops. Positions are bottom-right aligned. No host synchronisation.
+    """
+    for name, value in (("num_queries", num_queries), ("num_keys", num_keys)):
+        check_int(name, value, 1)
+    for name, value in (("block_q", block_q), ("block_k", block_k), ("band", band)):
+        check_int(name, value, 1)
+    qb, kb = cdiv(num_queries, block_q), cdiv(num_keys, block_k)
+    _check_bool("verticals", verticals, (None, None, kb))
+    b, h = verticals.shape[:2]
+    for name, t, shape in (
+        ("bands", bands, (b, h, cdiv(num_keys, band))),
+        ("extra", extra, (b, h, qb, kb)),
+        ("extra_heads", extra_heads, (b, h)),
+    ):
+        if t is not None:
+            _check_bool(name, t, shape)
+            if t.device != verticals.device:
+                raise ValueError(f"{name}: expected a tensor on {verticals.device}, got {t.device}")
+    if extra_heads is not None and extra is None:
+        raise ValueError("extra_heads: expected None when extra is None")
+    kwargs = dict(
+        band=band, block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys,
+        extra=extra, extra_heads=extra_heads,
+    )  # fmt: skip
+    if resolve_backend(backend, verticals, (torch.bool,)) == "reference":
+        return line_mask_reference.line_block_mask(verticals, bands, **kwargs)
+    from attnsieve.kernels.line_mask import line_block_mask as launch
+
+    return launch(verticals, bands, **kwargs)
+
+
+def _check_bool(name: str, t: object, shape: tuple[int | None, ...]) -> None:
+    """A bool tensor of ``shape`` (None: B or H, any size)."""
+    if not isinstance(t, Tensor) or t.dtype != torch.bool:
+        got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+        raise TypeError(f"{name}: expected a torch.bool tensor, got {got}")
+    sizes = zip(shape, t.shape, strict=False)
+    if t.dim() != len(shape) or any(want not in (None, got) for want, got in sizes):
+        want = ", ".join("BH"[i] if w is None else str(w) for i, w in enumerate(shape))
+        raise ValueError(f"{name}: expected shape ({want}), got {tuple(t.shape)}")
+
+
 def block_layout(
     mask: Tensor,
     *,

@@ -1,8 +1,9 @@
 """GPU time of the planning kernels under flexprefill (and vertical_slash), current vs variants.
 
-`last_query_stats` on Llama-3-8B heads at 128K and SmolLM2's at 8K and 32K, `block_mean_pool` of
-Llama-3-8B queries at 128K and `mass_threshold` on FlexPrefill's 32 x 1M query-aware maps
-(CUDA-graph medians). A variant is a module file given
+`last_query_stats` on Llama-3-8B heads at 128K and SmolLM2's at 8K, 32K and 128K,
+`block_mean_pool` of Llama-3-8B queries at 128K and `mass_threshold` on FlexPrefill's 32 x 1M
+query-aware maps (CUDA-graph medians; last_query_stats' errors against its float32 twin), and
+`line_block_mask` against its twin. A variant is a module file given
 by path: a copy of `attnsieve/kernels/planning.py` or of `attnsieve/kernels/mass_threshold.py`
 (told apart by the function it defines); its outputs are compared with the current module's.
 
@@ -16,8 +17,9 @@ import functools
 
 import torch
 
+from attnsieve import api
 from attnsieve.bench.common import graph_ms, rel_err
-from attnsieve.kernels import mass_threshold, planning
+from attnsieve.kernels import mass_threshold, planning, planning_reference
 from benchmarks.check_masked_cost import load
 from benchmarks.time_mass_threshold import flexprefill_maps
 
@@ -26,12 +28,14 @@ STATS_CASES = [
     ("llama 128K flexprefill", 32, 8, 128, 131072, 128, 128),
     ("smollm2 8K flexprefill", 9, 3, 64, 8192, 128, 128),
     ("smollm2 32K flexprefill", 9, 3, 64, 32768, 128, 128),
+    ("smollm2 128K flexprefill", 9, 3, 64, 131072, 128, 128),
     ("llama 128K vertical_slash", 32, 8, 128, 131072, 64, 1),
 ]
 
 
-def compare(label: str, modules: dict, call) -> None:
-    ref = call(modules["current"])
+def compare(label: str, modules: dict, call, ref=None) -> None:
+    """Each module's time and its outputs' error against ``ref`` (default: the current's)."""
+    ref = call(modules["current"]) if ref is None else ref
     for name, module in modules.items():
         fn = functools.partial(call, module)
         out = fn()
@@ -52,11 +56,34 @@ def main() -> None:
     for label, h_q, h_kv, d, n, last_q, block_k in STATS_CASES:
         q = torch.randn(1, h_q, n, d, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, h_kv, n, d, device="cuda", dtype=torch.bfloat16)
-        compare(label, stats, lambda m: m.last_query_stats(q, k, last_q=last_q, block_k=block_k))  # noqa: B023
+        args = dict(last_q=last_q, block_k=block_k)
+        twin = planning_reference.last_query_stats(q, k, **args)  # the float32 twin
+        compare(label, stats, lambda m: m.last_query_stats(q, k, **args), twin)  # noqa: B023
+        del twin
     x = torch.randn(1, 32, 131072, 128, device="cuda", dtype=torch.bfloat16)
     compare("block_mean_pool llama 128K", stats, lambda m: m.block_mean_pool(x, 128))
     maps = flexprefill_maps()
     compare("mass_threshold 32 x 1M", thresholds, lambda m: m.mass_threshold(maps, 0.9))
+    line_masks(maps)
+
+
+def line_masks(maps: torch.Tensor) -> None:
+    """`api.line_block_mask` on FlexPrefill's Llama-3-8B shapes at 128K (32 heads, 1024 blocks
+    of 128), the kernel against its twin: chosen verticals and bands, every head's query-aware
+    map, half the heads query-aware."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lines = torch.rand(1, 32, 2, 1024, generator=g, device="cuda") < 0.05
+    extra = mass_threshold.mass_threshold(maps, 0.9).view(1, 32, 1024, 1024)
+    heads = torch.rand(1, 32, generator=g, device="cuda") < 0.5
+    sizes = dict(band=128, block_q=128, block_k=128, num_queries=131072, num_keys=131072)
+    twin = api.line_block_mask(*lines.unbind(2), **sizes, extra=extra, extra_heads=heads,
+                               backend="reference")  # fmt: skip
+    for backend in ("triton", "reference"):
+        fn = functools.partial(api.line_block_mask, *lines.unbind(2), **sizes, extra=extra,
+                               extra_heads=heads, backend=backend)  # fmt: skip
+        same = bool(torch.equal(fn(), twin))
+        print(f"line_block_mask llama 128K {backend:10s} {graph_ms(fn, 20) * 1e3:8.1f} us  "
+              f"equal to the twin: {same}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -238,7 +238,49 @@ def block_layout(mask=None, **kwargs):
     return api.block_layout(mask, **{**sizes, **kwargs})
 
 
+def line_mask(**change):
+    none = torch.zeros(B, 1, 3, dtype=torch.bool)  # N = 40, M = 48: 3 blocks of 16
+    args = dict(verticals=none, bands=none, band=16, block_q=16, block_k=16, num_queries=N,
+                num_keys=M, backend="triton")  # fmt: skip
+    args.update(change)
+    return api.line_block_mask(args.pop("verticals"), args.pop("bands"), **args)
+
+
 LAYOUT_OPS = [
+    ("line-mask-float", lambda: line_mask(verticals=torch.zeros(B, 1, 3)), TypeError, r"^vertic"),
+    (
+        "line-mask-blocks",
+        lambda: line_mask(verticals=torch.zeros(B, 1, 2, dtype=torch.bool)),
+        ValueError,
+        r"^verticals: expected shape \(B, H, 3\)",
+    ),
+    (
+        "line-mask-bands",
+        lambda: line_mask(bands=torch.zeros(B, 1, 4, dtype=torch.bool)),
+        ValueError,
+        r"^bands: expected shape \(1, 1, 3\)",
+    ),
+    (
+        "line-mask-extra",
+        lambda: line_mask(extra=torch.zeros(B, 1, 3, 2, dtype=torch.bool)),
+        ValueError,
+        r"^extra: expected shape",
+    ),
+    (
+        "line-mask-heads-alone",
+        lambda: line_mask(extra_heads=torch.ones(B, 1, dtype=torch.bool)),
+        ValueError,
+        r"^extra_heads: expected None",
+    ),
+    (
+        "line-mask-device",
+        lambda: line_mask(bands=torch.zeros(B, 1, 3, dtype=torch.bool, device="meta")),
+        ValueError,
+        r"^bands: expected a tensor on cpu",
+    ),
+    ("line-mask-band", lambda: line_mask(band=0), ValueError, r"^band: "),
+    ("line-mask-keys", lambda: line_mask(num_keys=0), ValueError, r"^num_keys: "),
+    ("line-mask-backend", lambda: line_mask(backend="gpu"), ValueError, r"^backend: "),
     ("block-layout-float", lambda: block_layout(torch.ones(B, 1, 3, 3)), TypeError, r"^mask: "),
     ("block-layout-shape", lambda: block_layout(torch.ones(B, 1, 3, 4) > 0), ValueError, r"^mask"),
     ("block-layout-keys", lambda: block_layout(num_keys=0), ValueError, r"^num_keys: "),

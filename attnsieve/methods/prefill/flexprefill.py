@@ -13,13 +13,13 @@ from attnsieve.api import (
     block_layout,
     block_mean_pool,
     last_query_stats,
+    line_block_mask,
     mass_threshold,
     pooled_block_probs,
 )
 from attnsieve.checks import cdiv, check_bool, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import slash_block_mask, window_block_mask
 
 
 @dataclass
@@ -110,16 +110,14 @@ class FlexPrefillPlanner(Planner):
         chosen = _top(lines, torch.where(query_aware[..., None], lo, cover.clamp(lo, hi)))
         chosen[..., 0] = True  # the first key block (sink) and the diagonal, beyond the budget
         chosen_vertical, chosen_slash = chosen.unbind(2)
-        # a chosen key block keeps its column of blocks; the diagonal blocks are blocks
-        visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
-        diagonal = window_block_mask(n, m, bq, bk, 1, q.device)
-        mask = (chosen_vertical[:, :, None] & visible) | diagonal
-        # every head's block map is scored (no host sync to find the query-aware ones), and
-        # only the query-aware heads keep theirs
-        mask |= self._query_aware(q, k_pooled, m) & query_aware[..., None, None]
-        if not self.slash_spans:  # a chosen offset block keeps every key block its diagonals cross
-            offsets = chosen_slash.repeat_interleave(bk, -1)[..., :m]
-            mask |= slash_block_mask(offsets, n, m, bq, bk)
+        # a chosen key block keeps its column of blocks, a chosen offset block every key block
+        # its diagonals cross (with spans: the span, below); every head's block map is scored
+        # (no host sync to find the query-aware ones), and only the query-aware heads keep theirs
+        mask = line_block_mask(
+            chosen_vertical, None if self.slash_spans else chosen_slash, band=bk, block_q=bq,
+            block_k=bk, num_queries=n, num_keys=m, extra=self._query_aware(q, k_pooled, m),
+            extra_heads=query_aware,
+        )  # fmt: skip
         layout = block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         if not self.slash_spans:
             return layout

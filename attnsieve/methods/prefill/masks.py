@@ -1,6 +1,7 @@
-"""Block masks that planners build and select: sink and local windows, the key columns each
-query block can see, and diagonal (slash) blocks. The cumulative-probability sets of FlexPrefill,
-XAttention and SpargeAttn are `attnsieve.api.mass_threshold`.
+"""Block masks that planners build and select: sink and local windows, and the key columns each
+query block can see. The cumulative-probability sets of FlexPrefill, XAttention and SpargeAttn
+are `attnsieve.api.mass_threshold`; the blocks of chosen key blocks and diagonal bands,
+`attnsieve.api.line_block_mask`.
 
 Each is O(layout size) in memory, never O(N·M). Positions are bottom-right aligned: query ``i`` of
 ``N`` sits at absolute position ``M - N + i``.
@@ -35,25 +36,6 @@ def sink_block_mask(
     k0 = torch.arange(0, num_keys, block_k, device=device)
     visible = Layout.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
     return visible & (k0 < sink_tokens)[None, :]
-
-
-def slash_block_mask(
-    offsets: Tensor, num_queries: int, num_keys: int, block_q: int, block_k: int
-) -> Tensor:
-    """bool (B, H, QB, KB): blocks crossed by the chosen diagonals, ``offsets`` bool (B, H, M).
-
-    Diagonal o links the query at position p to key p - o. It crosses query rows [first, last] and
-    keys [k0, k1] iff first - k1 <= o <= last - k0; a prefix count over o answers that for every
-    block at once, in O(B · H · (QB · KB + M)).
-    """
-    first, last = query_block_positions(num_queries, num_keys, block_q, offsets.device)
-    k0 = torch.arange(0, num_keys, block_k, device=offsets.device)
-    k1 = torch.clamp(k0 + block_k, max=num_keys) - 1
-    lo = (first[:, None] - k1[None, :]).clamp(min=0, max=num_keys)
-    hi = (last[:, None] - k0[None, :]).clamp(max=num_keys - 1)
-    prefix = torch.nn.functional.pad(offsets.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))
-    hits = prefix[..., (hi + 1).clamp(min=0)] - prefix[..., lo]
-    return (hi >= lo) & (hits > 0)
 
 
 def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: int) -> Tensor:

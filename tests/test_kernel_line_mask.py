@@ -1,0 +1,93 @@
+"""The line block-mask kernel (compiled on a GPU, else the interpreter) against its twin, and the
+twin against a token-level construction of the same blocks."""
+
+import pytest
+import torch
+
+from attnsieve.kernels.line_mask import line_block_mask
+from attnsieve.kernels.line_mask_reference import line_block_mask as line_block_mask_reference
+from attnsieve.layout import causal_token_mask
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _inputs(b, h, n, m, bq, bk, band, seed, p=0.2):
+    g = torch.Generator().manual_seed(seed)
+    qb, kb = -(-n // bq), -(-m // bk)
+    verticals = torch.rand(b, h, kb, generator=g) < p
+    bands = torch.rand(b, h, -(-m // band), generator=g) < p
+    extra = torch.rand(b, h, qb, kb, generator=g) < p
+    extra_heads = torch.rand(b, h, generator=g) < 0.5
+    return verticals, bands, extra, extra_heads
+
+
+def _token_blocks(on_pairs, n, m, bq, bk):
+    """bool (B, H, QB, KB): blocks holding a True (query, key) pair of (B, H, N, M)."""
+    b, h = on_pairs.shape[:2]
+    padded = torch.nn.functional.pad(on_pairs, (0, -m % bk, 0, -n % bq))
+    return padded.view(b, h, -(-n // bq), bq, -(-m // bk), bk).any(5).any(3)
+
+
+@pytest.mark.parametrize("band", [1, 8, 13])
+def test_twin_matches_token_lines(band):
+    """A block is kept iff a visible pair of it lies in a chosen key block or on a chosen
+    diagonal, or it is a diagonal block (the last band partial; N != M, unaligned)."""
+    b, h, n, m, bq, bk = 2, 3, 70, 90, 16, 8
+    verticals, bands, _, _ = _inputs(b, h, n, m, bq, bk, band, seed=band)
+    visible = causal_token_mask(n, m, 0, n)  # (N, M)
+    offset = (torch.arange(n)[:, None] + (m - n) - torch.arange(m)[None, :]).clamp(min=0)
+    on_diagonal = bands.repeat_interleave(band, -1)[..., :m][..., offset]  # (B, H, N, M)
+    in_column = verticals.repeat_interleave(bk, -1)[..., None, :m]
+    self_pair = offset == 0  # each query's own key: the diagonal blocks
+    want = _token_blocks((on_diagonal | in_column | self_pair) & visible, n, m, bq, bk)
+    got = line_block_mask_reference(
+        verticals, bands, band=band, block_q=bq, block_k=bk, num_queries=n, num_keys=m
+    )
+    assert want.any() and not want.all()
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("b", "h", "n", "m", "bq", "bk", "band"),
+    [
+        (1, 1, 1, 1, 16, 16, 16),
+        (2, 3, 70, 90, 16, 8, 8),
+        (1, 2, 1000, 1000, 128, 128, 128),  # FlexPrefill's blocks, N unaligned
+        (1, 2, 300, 1301, 64, 32, 32),  # M > N, more key blocks than one tile of the kernel
+        (2, 1, 200, 130, 16, 32, 5),  # M < N: early rows see nothing; a band narrower
+        (1, 1, 77, 77, 32, 16, 1),  # one diagonal a band
+    ],
+)
+def test_kernel_matches_the_twin(b, h, n, m, bq, bk, band):
+    verticals, bands, extra, extra_heads = _inputs(b, h, n, m, bq, bk, band, seed=n + m)
+    sizes = dict(band=band, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+    for args in (
+        (bands, None, None),
+        (None, extra, None),
+        (bands, extra, extra_heads),
+    ):
+        want = line_block_mask_reference(verticals, args[0], **sizes, extra=args[1],
+                                         extra_heads=args[2])  # fmt: skip
+        got = line_block_mask(
+            *(t if t is None else t.to(DEVICE) for t in (verticals, args[0])), **sizes,
+            extra=None if args[1] is None else args[1].to(DEVICE),
+            extra_heads=None if args[2] is None else args[2].to(DEVICE),
+        )  # fmt: skip
+        assert got.dtype == torch.bool
+        assert torch.equal(got.cpu(), want)
+
+
+def test_strided_inputs():
+    """Views of stacked verticals and slashes (FlexPrefill's) and expanded heads."""
+    n, m, bq, bk = 200, 260, 32, 32
+    lines = torch.rand(2, 3, 2, 9, generator=torch.Generator().manual_seed(3)) < 0.3
+    verticals, bands = lines.unbind(2)
+    heads = torch.tensor([True, False, True]).expand(2, 3)
+    extra = (torch.rand(1, 1, 7, 9) < 0.3).expand(2, 3, 7, 9)
+    sizes = dict(band=bk, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+    want = line_block_mask_reference(verticals, bands, **sizes, extra=extra, extra_heads=heads)
+    got = line_block_mask(
+        verticals.to(DEVICE), bands.to(DEVICE), **sizes, extra=extra.to(DEVICE),
+        extra_heads=heads.to(DEVICE),
+    )  # fmt: skip
+    assert torch.equal(got.cpu(), want)
