@@ -344,7 +344,8 @@ def test_spans_hidden_by_causality_are_skipped(nan_empty):
 def test_unmasked_span_tiles_stop_where_the_tile_first_row_stops_seeing(start, n, m):
     """A span's whole tiles run without a mask only up to the first key hidden from a row of the
     query tile: a NaN value there (the interpreter's 16-row tiles start every 16 rows) reaches
-    exactly the rows that see it."""
+    exactly the rows that see it. The others keep their output up to rounding: on a GPU the
+    kernel recomputes a tile that met a NaN on smaller tiles."""
     g = torch.Generator().manual_seed(start)
     q, k, v = (torch.randn(1, 1, s, 32, generator=g).half().to(DEVICE) for s in (n, m, m))
     empty = _no_blocks(n, m, 32)
@@ -361,7 +362,8 @@ def test_unmasked_span_tiles_stop_where_the_tile_first_row_stops_seeing(start, n
         out = sparse_attention(q, k, poisoned, layout, causal=True).float()
         sees = pos >= key
         assert out[0, 0, sees].isnan().all()
-        assert torch.equal(out[0, 0, ~sees], clean[0, 0, ~sees]), f"key {key} leaked"
+        assert not out[0, 0, ~sees].isnan().any(), f"key {key} leaked"
+        torch.testing.assert_close(out[0, 0, ~sees], clean[0, 0, ~sees], atol=2e-3, rtol=2e-3)
 
 
 def test_tensor_built_layout_with_no_block_slots_and_spans(nan_empty):
