@@ -80,6 +80,9 @@
 #   2026-12-01, fifteenth session: s15a, s15b, s15c (carry .stage/t); s15d; s15e, s15f, s15g (as
 #   s7a-s7c); s15h, s15i, s15j likewise, s15j also carrying .stage/t; s15k (carry .stage/t);
 #   s15l, s15m, s15n as s15h-s15j.
+#   2026-12-01, sixteenth session: s16a (carry .stage/t); s16b, s16c, s16d (as s7a-s7c), s16e
+#   (carry .stage/t) at once after s16d; s16f (carry .stage/t); s16h, s16i, s16j (as s7a-s7c),
+#   then s16g (carry .stage/t) at once after s16j; s16k (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -608,11 +611,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j|s15e|s15h|s15l)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j|s15e|s15h|s15l|s16b|s16h)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
     # (sessions six to fifteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|s15i|s15m)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|s15i|s15m|s16c|s16i)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1587,8 +1590,119 @@ s15n)  # carrying .stage/r3 and .stage/t (after s15l and s15m): the block-mask p
     tail -1 "$OUT/pack/cuda_tests.log"
     smollm2_ttft 200 flexprefill "$OUT/pack/e2e"
     ;;
+s16a)  # carrying .stage/t: the last-query sums with one masked column sum per offset-block crossing
+    # (current) against the previous kernel (old: .stage/t/variants/planning_old.py = git show
+    # 778540c:attnsieve/kernels/planning.py) and the current one at 8 warps (w8); the planning
+    # kernels against their twins on the GPU, the graph tests; flexprefill's plan on Llama-3-8B's
+    # shapes at 128K (bench prefill, and where its time goes) (plan16/)
+    mkdir -p "$OUT/plan16"
+    timeout 150 python3 benchmarks/time_planning_kernels.py \
+        --variant old=.stage/t/variants/planning_old.py \
+        --variant w8=.stage/t/variants/planning_w8.py 2>&1 | grep -v Warn \
+        | tee "$OUT/plan16/planning_kernels.log"
+    timeout 120 python3 benchmarks/check_planning_gpu.py > "$OUT/plan16/check_planning_gpu.log" 2>&1
+    echo "check_planning_gpu exit $?"; grep -c "^ok" "$OUT/plan16/check_planning_gpu.log"
+    grep FAIL "$OUT/plan16/check_planning_gpu.log"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py \
+        > "$OUT/plan16/cuda_tests.log" 2>&1
+    tail -1 "$OUT/plan16/cuda_tests.log"
+    timeout 150 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
+        --out "$OUT/plan16" > "$OUT/plan16/prefill.log" 2>&1
+    grep "^131072" "$OUT/plan16/prefill.log"
+    timeout 100 python3 benchmarks/profile_planning.py --planner flexprefill --lengths 131072 \
+        > "$OUT/plan16/profile_llama.log" 2>&1
+    head -16 "$OUT/plan16/profile_llama.log" | cut -c1-60,100-150
+    timeout 100 python3 benchmarks/profile_planning.py --planner flexprefill --lengths 131072 \
+        --shape smollm2 > "$OUT/plan16/profile_smollm2.log" 2>&1
+    head -16 "$OUT/plan16/profile_smollm2.log" | cut -c1-60,100-150
+    ;;
+s16d)  # carrying .stage/r3 (after s16b and s16c): time to first token on SmolLM2 with s16a's
+    # last-query sums and flexprefill's block mask drawn by one kernel (line_mask), and where a
+    # forward's GPU time goes at 128K (plan16/e2e/, plan16/profile/)
+    join_three_parts || exit 1
+    mkdir -p "$OUT/plan16"
+    smollm2_ttft 300 flexprefill "$OUT/plan16/e2e"
+    timeout 150 python3 benchmarks/profile_e2e.py --length 131072 --out "$OUT/plan16/profile" \
+        > "$OUT/plan16/profile.log" 2>&1 || tail -5 "$OUT/plan16/profile.log"
+    grep -A 4 "== flex" "$OUT/plan16/profile.log" | cut -c1-120
+    ;;
+s16e)  # carrying .stage/t, at once after s16d: the line-mask kernel's and flexprefill's CUDA tests,
+    # the planning kernels' times (last_query_stats against its float32 twin, as s16a, plus
+    # line_block_mask against its twin), flexprefill's plan on Llama-3-8B's shapes at 128K
+    # (plan16/line_mask/)
+    mkdir -p "$OUT/plan16/line_mask"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_line_mask.py \
+        tests/test_layout_spans.py tests/test_graphs.py > "$OUT/plan16/line_mask/cuda_tests.log" 2>&1
+    tail -1 "$OUT/plan16/line_mask/cuda_tests.log"
+    timeout 200 python3 benchmarks/time_planning_kernels.py \
+        --variant old=.stage/t/variants/planning_old.py 2>&1 | grep -v Warn \
+        | tee "$OUT/plan16/line_mask/planning_kernels.log"
+    timeout 100 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
+        --out "$OUT/plan16/line_mask" > "$OUT/plan16/line_mask/prefill.log" 2>&1
+    grep "^131072" "$OUT/plan16/line_mask/prefill.log"
+    timeout 100 python3 benchmarks/profile_planning.py --planner flexprefill --lengths 131072 \
+        > "$OUT/plan16/line_mask/profile_llama.log" 2>&1
+    head -22 "$OUT/plan16/line_mask/profile_llama.log" | cut -c1-60,100-150
+    ;;
+s16f)  # carrying .stage/t: s16e's last-query sums against the float32 twin output by output
+    # (check_last_sums_gpu.py) with the previous kernel (old) and two variants (scalarmod: the
+    # crossing rows from the tile's first key by scalar arithmetic; direct: each block's part as
+    # its own masked sum), and the span tile test relaxed to rounding (plan16/diag/)
+    mkdir -p "$OUT/plan16/diag"
+    timeout 200 python3 benchmarks/check_last_sums_gpu.py \
+        --variant old=.stage/t/variants/planning_old.py \
+        --variant scalarmod=.stage/t/variants/planning_scalarmod.py \
+        --variant direct=.stage/t/variants/planning_direct.py 2>&1 | grep -v Warn \
+        | tee "$OUT/plan16/diag/check_last_sums.log" | cut -c1-150
+    timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_layout_spans.py \
+        -k unmasked_span > "$OUT/plan16/diag/cuda_tests.log" 2>&1
+    tail -1 "$OUT/plan16/diag/cuda_tests.log"
+    ;;
+s16j)  # carrying .stage/r3 (after s16h and s16i): s16d again with the final last-query sums
+    # (remainders from the scalar base, s16f's "scalarmod") (plan16/final_e2e/, final_profile/)
+    join_three_parts || exit 1
+    mkdir -p "$OUT/plan16"
+    smollm2_ttft 300 flexprefill "$OUT/plan16/final_e2e"
+    timeout 150 python3 benchmarks/profile_e2e.py --length 131072 \
+        --out "$OUT/plan16/final_profile" > "$OUT/plan16/final_profile.log" 2>&1 \
+        || tail -5 "$OUT/plan16/final_profile.log"
+    grep -A 12 "== flex" "$OUT/plan16/final_profile.log" | cut -c1-120
+    ;;
+s16g)  # carrying .stage/t, at once after s16j: the final planning kernels against their twins on
+    # the GPU (check_planning_gpu.py, now with 8192-token heads and a 1e-5 tolerance on the
+    # last-query sums; check_last_sums_gpu.py), their times against the previous module, the
+    # line-mask, span and graph CUDA tests, and flexprefill's plan on Llama-3-8B's shapes at 128K
+    # (plan16/final/)
+    mkdir -p "$OUT/plan16/final"
+    timeout 150 python3 benchmarks/check_planning_gpu.py > "$OUT/plan16/final/check_planning_gpu.log" 2>&1
+    echo "check_planning_gpu exit $?"; grep -c "^ok" "$OUT/plan16/final/check_planning_gpu.log"
+    grep FAIL "$OUT/plan16/final/check_planning_gpu.log"
+    timeout 100 python3 benchmarks/check_last_sums_gpu.py \
+        --variant old=.stage/t/variants/planning_old.py 2>&1 | grep -v Warn \
+        | tee "$OUT/plan16/final/check_last_sums.log" | cut -c1-110
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_line_mask.py \
+        tests/test_layout_spans.py tests/test_graphs.py > "$OUT/plan16/final/cuda_tests.log" 2>&1
+    tail -1 "$OUT/plan16/final/cuda_tests.log"
+    timeout 200 python3 benchmarks/time_planning_kernels.py \
+        --variant old=.stage/t/variants/planning_old.py 2>&1 | grep -v Warn \
+        | tee "$OUT/plan16/final/planning_kernels.log"
+    timeout 100 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
+        --out "$OUT/plan16/final" > "$OUT/plan16/final/prefill.log" 2>&1
+    grep "^131072" "$OUT/plan16/final/prefill.log"
+    timeout 100 python3 benchmarks/profile_planning.py --planner flexprefill --lengths 131072 \
+        > "$OUT/plan16/final/profile_llama.log" 2>&1
+    head -14 "$OUT/plan16/final/profile_llama.log" | cut -c1-60,100-150
+    ;;
+s16k)  # carrying .stage/t: the line-mask and graph CUDA tests again (s16g's were cut by their
+    # limit) (plan16/final_cuda_tests.log; run by hand as this command, outside this script's
+    # TRITON_INTERPRET=0 the first time, which ran the interpreter on CUDA tensors)
+    mkdir -p "$OUT/plan16"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_line_mask.py \
+        tests/test_graphs.py > "$OUT/plan16/final_cuda_tests.log" 2>&1
+    tail -1 "$OUT/plan16/final_cuda_tests.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k" >&2
     exit 2
     ;;
 esac
