@@ -14,7 +14,8 @@ threshold is >= 1.
   bits 4 at a time (3 in the last). In a pass, program (row, chunk) writes the mass of its chunk
   at or above 16 candidates t + j · 2^shift (j = 0 in the first pass is the row's total); then a
   program per row sums the chunks in a fixed order (deterministic) and keeps the largest
-  accepted candidate. A last pass writes the mask: 17 launches, 9 reads of the row.
+  accepted candidate. A last pass writes the mask: 17 launches, 9 reads of the row. A row whose
+  own threshold is <= 0 (it keeps nothing) skips the passes.
 
 No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
 or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
@@ -98,12 +99,24 @@ def _short_kernel(
 
 
 @triton.jit
+def _keeps_nothing(GAMMA, i_r, GAMMA_ROW: tl.constexpr):
+    """A row whose own threshold is <= 0 keeps nothing (every candidate is accepted): its passes
+    are skipped. FlexPrefill gives 0 to the heads whose query-aware map it drops."""
+    if GAMMA_ROW:
+        return tl.load(GAMMA + i_r) <= 0.0
+    return False
+
+
+@triton.jit
 def _masses_kernel(
-    P, VALID, T, PART,
+    P, VALID, GAMMA, T, PART,
     stride_pr, stride_pl, stride_vr, stride_vl, L, n_chunks, shift, ways,
-    HAS_VALID: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, WAYS: tl.constexpr,
+    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
+    WAYS: tl.constexpr,
 ):
     i_r, i_c = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
+        return
     o_w = tl.arange(0, WAYS)
     # ways < WAYS (the last pass) repeats candidates rather than carrying past bit 0
     cand = tl.load(T + i_r) + ((o_w % ways) << shift)  # [WAYS]
@@ -126,6 +139,9 @@ def _narrow_kernel(
     FIRST: tl.constexpr, GAMMA_ROW: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     i_r = tl.program_id(0).to(tl.int64)
+    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
+        tl.store(T + i_r, 0x7FFFFFFF)  # the largest key: what the search would find
+        return
     o_w = tl.arange(0, WAYS)
     b_mass = tl.zeros([WAYS], dtype=tl.float32)
     for i_c in range(0, n_chunks, BLOCK_C):  # chunks in a fixed order: the same t* every run
@@ -203,8 +219,8 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
         part = torch.empty((rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
         for i, (shift, ways) in enumerate(_PASSES):
             _masses_kernel[(rows, n_chunks)](
-                p, v, t, part, *strides, length, n_chunks, shift, ways,
-                HAS_VALID=flags["HAS_VALID"], CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=8,
+                p, v, g, t, part, *strides, length, n_chunks, shift, ways, **flags,
+                CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=8,
             )  # fmt: skip
             _narrow_kernel[(rows,)](
                 part, t, target, g, n_chunks, shift, ways, gamma, FIRST=i == 0,

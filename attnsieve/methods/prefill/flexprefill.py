@@ -113,10 +113,10 @@ class FlexPrefillPlanner(Planner):
         # a chosen key block keeps its column of blocks, a chosen offset block every key block
         # its diagonals cross (with spans: the span, below); every head's block map is scored
         # (no host sync to find the query-aware ones), and only the query-aware heads keep theirs
+        query_aware_map = self._query_aware(q, k_pooled, m, query_aware)
         mask = line_block_mask(
             chosen_vertical, None if self.slash_spans else chosen_slash, band=bk, block_q=bq,
-            block_k=bk, num_queries=n, num_keys=m, extra=self._query_aware(q, k_pooled, m),
-            extra_heads=query_aware,
+            block_k=bk, num_queries=n, num_keys=m, extra=query_aware_map, extra_heads=query_aware,
         )  # fmt: skip
         layout = block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         if not self.slash_spans:
@@ -125,8 +125,9 @@ class FlexPrefillPlanner(Planner):
         first_offset = torch.arange(kb, device=q.device) * bk
         return layout.with_diagonals(torch.where(chosen_slash, first_offset, -1), width=bk)
 
-    def _query_aware(self, q: Tensor, k_pooled: Tensor, m: int) -> Tensor:
-        """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` of its pooled map."""
+    def _query_aware(self, q: Tensor, k_pooled: Tensor, m: int, heads: Tensor) -> Tensor:
+        """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` of its pooled map; none
+        outside the query-aware ``heads`` (B, H_q), whose threshold searches are skipped."""
         probs = pooled_block_probs(
             block_mean_pool(q, self.block_q),
             k_pooled,
@@ -136,7 +137,8 @@ class FlexPrefillPlanner(Planner):
             block_k=self.block_k,
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
-        return mass_threshold(probs.flatten(2), self.gamma).view_as(probs)
+        gamma = torch.where(heads, self.gamma, 0.0)[..., None]  # 0 keeps nothing
+        return mass_threshold(probs.flatten(2), gamma).view_as(probs)
 
 
 def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:
