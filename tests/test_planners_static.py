@@ -389,3 +389,13 @@ def test_window_and_sink_block_masks_match_token_masks():
             want = need[i * bq : (i + 1) * bq].any(0)
             want_blocks = torch.nn.functional.pad(want, (0, -m % bk)).view(-1, bk).any(-1)
             assert torch.equal(got[i], want_blocks), (window, sinks, i)
+
+
+def test_flexprefill_gamma_just_below_one_keeps_only_visible_blocks():
+    """gamma = 0.99999999 rounds to float32's 1.0, which as a per-head threshold would keep every
+    block of the pooled map, the zeros above the diagonal too."""
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 2, 256, 32, generator=g) for _ in range(2))
+    planner = get_planner("flexprefill", gamma=0.99999999, min_budget=16, block_q=16, block_k=16)
+    hidden = ~Layout.causal_block_mask(256, 256, 16, 16)  # blocks no query of the row sees
+    assert not (planner.plan(q, k).block_mask() & hidden).any()

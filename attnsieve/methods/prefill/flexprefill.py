@@ -137,8 +137,13 @@ class FlexPrefillPlanner(Planner):
             block_k=self.block_k,
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
-        gamma = torch.where(heads, self.gamma, 0.0)[..., None]  # 0 keeps nothing
+        # 0 keeps nothing; a gamma just below 1 must not round to float32's 1.0, which as a
+        # per-row threshold keeps every entry, zeros above the diagonal too
+        gamma = torch.where(heads, min(self.gamma, _BELOW_ONE), 0.0)[..., None]
         return mass_threshold(probs.flatten(2), gamma).view_as(probs)
+
+
+_BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
 
 
 def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:
