@@ -551,8 +551,9 @@ def sum_tiles_per_program(rows: int, key_tiles: int, device: torch.device) -> in
     """Key tiles each last-query-sums program walks (``rows`` = batch x query heads): up to 8, so
     that the query rows are reloaded once per 8 tiles rather than per tile, but few enough for
     eight waves of programs over the SMs. On the H200 (SmolLM2's 9 heads, flexprefill's replayed
-    plan) 8 tiles (144 programs) took 0.310 ms at 8K; 4, 2 and 1 tile (two, four and eight waves)
-    0.300, 0.294 and 0.292 ms; at 32K eight waves (4 tiles) 0.540 against 0.555 ms."""
+    plan, with the sums kernel of 2026-11-30) 8 tiles (144 programs) took 0.310 ms at 8K; 4, 2
+    and 1 tile (two, four and eight waves) 0.300, 0.294 and 0.292 ms; at 32K eight waves
+    (4 tiles) 0.540 against 0.555 ms."""
     return max(1, min(8, key_tiles * rows // (8 * sm_count(device))))
 
 
