@@ -661,9 +661,8 @@ def line_block_mask(
     FlexPrefill's (arXiv 2502.20766) block plan in one pass (`attnsieve.kernels.line_mask`); the
     twin composes tensor ops. Positions are bottom-right aligned. No host synchronisation.
     """
-    for name, value in (("num_queries", num_queries), ("num_keys", num_keys)):
-        check_int(name, value, 1)
-    for name, value in (("block_q", block_q), ("block_k", block_k), ("band", band)):
+    sizes = dict(num_queries=num_queries, num_keys=num_keys, block_q=block_q, block_k=block_k)
+    for name, value in (*sizes.items(), ("band", band)):
         check_int(name, value, 1)
     qb, kb = cdiv(num_queries, block_q), cdiv(num_keys, block_k)
     _check_bool("verticals", verticals, (None, None, kb))
@@ -679,10 +678,7 @@ def line_block_mask(
                 raise ValueError(f"{name}: expected a tensor on {verticals.device}, got {t.device}")
     if extra_heads is not None and extra is None:
         raise ValueError("extra_heads: expected None when extra is None")
-    kwargs = dict(
-        band=band, block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys,
-        extra=extra, extra_heads=extra_heads,
-    )  # fmt: skip
+    kwargs = dict(**sizes, band=band, extra=extra, extra_heads=extra_heads)
     if resolve_backend(backend, verticals, (torch.bool,)) == "reference":
         return line_mask_reference.line_block_mask(verticals, bands, **kwargs)
     from attnsieve.kernels.line_mask import line_block_mask as launch
