@@ -91,3 +91,12 @@ def test_strided_inputs():
         extra_heads=heads.to(DEVICE),
     )  # fmt: skip
     assert torch.equal(got.cpu(), want)
+
+
+def test_empty_batch_and_heads():
+    for b, h in ((0, 2), (2, 0)):
+        none = torch.zeros(b, h, 4, dtype=torch.bool)
+        sizes = dict(band=16, block_q=16, block_k=16, num_queries=50, num_keys=64)
+        got = line_block_mask(none.to(DEVICE), none.to(DEVICE), **sizes)
+        want = line_block_mask_reference(none, none, **sizes)
+        assert got.shape == want.shape == (b, h, 4, 4) and got.dtype == torch.bool
