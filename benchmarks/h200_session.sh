@@ -83,6 +83,9 @@
 #   2026-12-01, sixteenth session: s16a (carry .stage/t); s16b, s16c, s16d (as s7a-s7c), s16e
 #   (carry .stage/t) at once after s16d; s16f (carry .stage/t); s16h, s16i, s16j (as s7a-s7c),
 #   then s16g (carry .stage/t) at once after s16j; s16k and s16l (carry .stage/t).
+#   2026-12-01, seventeenth session: s17a (carry .stage/variants: decode_vt.py, decode_vt16.py,
+#   kernels/decode.py with a V_T / F16 constexpr, not committed); s17b; s17c; s17d (carry
+#   .stage/t); s17e, s17f, s17g (as s7a-s7c).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -611,11 +614,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j|s15e|s15h|s15l|s16b|s16h)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j|s15e|s15h|s15l|s16b|s16h|s17e)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
     # (sessions six to fifteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|s15i|s15m|s16c|s16i)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|s15i|s15m|s16c|s16i|s17f)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1715,8 +1718,83 @@ s16l)  # carrying .stage/t: flexprefill gives its non-query-aware heads a thresh
         > "$OUT/plan16/skip/profile_llama.log" 2>&1
     head -14 "$OUT/plan16/skip/profile_llama.log" | cut -c1-60,100-150
     ;;
+s17a)  # carrying .stage/variants: the FP8 paged decode with V stored token-fastest in each page
+    # (vt: one 16-byte load per page run, no byte-wise shared-memory reads) and with float16
+    # instead of bfloat16 dots (vt16: no fp16-to-bf16 conversions), against the current kernel's
+    # FP8 and bf16 pools, Llama-3-8B and SmolLM2 heads (fp8t/)
+    mkdir -p "$OUT/fp8t/llama" "$OUT/fp8t/smollm2"
+    cfg=128x4x2x8,128x4x3x8,64x4x2x8,128x8x2x4
+    timeout 280 python3 benchmarks/tune_decode_fp8.py --out "$OUT/fp8t/llama" --dtypes fp8,bf16 \
+        --variant vt=.stage/variants/decode_vt.py@fp8t,fp8 \
+        --variant vt16=.stage/variants/decode_vt16.py@fp8t,fp8 --configs $cfg 2>&1 \
+        | grep -v Warn | tee "$OUT/fp8t/llama/tune.log"
+    timeout 200 python3 benchmarks/tune_decode_fp8.py --out "$OUT/fp8t/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 \
+        --variant vt=.stage/variants/decode_vt.py@fp8t,fp8 \
+        --variant vt16=.stage/variants/decode_vt16.py@fp8t,fp8 --configs $cfg 2>&1 \
+        | grep -v Warn | tee "$OUT/fp8t/smollm2/tune.log"
+    ;;
+s17b)  # the paged decode (FP8 and bf16 pools) at one or two warps a program, so that a tile's
+    # softmax needs no cross-warp reduction, with more waves of programs (warps/)
+    mkdir -p "$OUT/warps/llama" "$OUT/warps/smollm2"
+    cfg=128x4x2x8,64x1x2x8,64x1x2x16,64x1x3x16,128x1x2x16,64x2x2x8,64x2x2x16,128x2x2x8,32x1x3x16,32x1x4x32
+    timeout 250 python3 benchmarks/tune_decode_fp8.py --out "$OUT/warps/llama" --dtypes fp8,bf16 \
+        --configs $cfg 2>&1 | grep -v Warn | tee "$OUT/warps/llama/tune.log"
+    timeout 200 python3 benchmarks/tune_decode_fp8.py --out "$OUT/warps/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --configs $cfg 2>&1 | grep -v Warn \
+        | tee "$OUT/warps/smollm2/tune.log"
+    ;;
+s17c)  # one- and two-warp programs of 16-64 tokens over more waves for the paged decode, bf16
+    # and FP8 pools, batch 1 / 2 / 8 at 8K / 32K / 128K tokens (warps2/)
+    mkdir -p "$OUT/warps2/llama" "$OUT/warps2/smollm2"
+    cfg=128x4x2x8,32x1x3x16,32x1x4x32,32x1x4x16,32x1x6x32,16x1x4x32,32x2x3x16,32x2x4x32,64x2x3x16
+    timeout 280 python3 benchmarks/tune_decode_fp8.py --out "$OUT/warps2/llama" --dtypes fp8,bf16 \
+        --batch 1,2,8 --lengths 8192,32768,131072 --configs $cfg 2>&1 | grep -v Warn \
+        > "$OUT/warps2/llama/tune.log"
+    timeout 250 python3 benchmarks/tune_decode_fp8.py --out "$OUT/warps2/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,2,8 --lengths 8192,32768,131072 \
+        --configs $cfg 2>&1 | grep -v Warn > "$OUT/warps2/smollm2/tune.log"
+    for m in llama smollm2; do python3 - "$OUT/warps2/$m/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+best = {}
+for r in rows:
+    k = (r["B"], r["L"], r["dtype"])
+    if k not in best or r["ms"] < best[k]["ms"]:
+        best[k] = r
+for (b, n, dt), r in sorted(best.items()):
+    print(b, n, dt, r["block_n"], r["warps"], r["stages"], r["waves"], round(r["ms"] * 1e3, 1),
+          "own bf16", round(r["bf16_ms"] * 1e3, 1))
+PY
+    done
+    ;;
+s17d)  # carrying .stage/t: one-warp programs of 32 tokens for dense reads at head_dim 128 and 64
+    # or more heads (s17c): CUDA tests of the decode kernel, graphs and selectors; bench decode on
+    # Llama-3-8B and SmolLM2 heads (decode17/, decode17_smollm2/)
+    mkdir -p "$OUT/decode17" "$OUT/decode17_smollm2"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_decode_selectors.py \
+        > "$OUT/decode17/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode17/cuda_tests.log"
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode17" \
+        > "$OUT/decode17/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode17/decode.log" | tail -30
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode17_smollm2" > "$OUT/decode17_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode17_smollm2/decode.log" | tail -30
+    ;;
+s17g)  # carrying .stage/r3 (after s17e and s17f): time to first token on SmolLM2 with the
+    # sixteenth session's last change (threshold searches only for query-aware heads), and where
+    # a forward's GPU time goes at 128K (ttft17/e2e/, ttft17/profile/)
+    join_three_parts || exit 1
+    mkdir -p "$OUT/ttft17"
+    smollm2_ttft 300 flexprefill "$OUT/ttft17/e2e"
+    timeout 150 python3 benchmarks/profile_e2e.py --length 131072 --out "$OUT/ttft17/profile" \
+        > "$OUT/ttft17/profile.log" 2>&1 || tail -5 "$OUT/ttft17/profile.log"
+    grep -A 14 "== flex" "$OUT/ttft17/profile.log" | cut -c1-120
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g" >&2
     exit 2
     ;;
 esac

@@ -33,7 +33,10 @@ def sweep(
     the current kernel's bf16 at its own settings (each module's tile choice is restored after)."""
     bf16_ms = graph_ms(lambda: decode.decode_attention(c.q, **c.paged), 30)
     refs = {"fp8": decode_reference(c.q, **c.fp8), "bf16": decode_reference(c.q, **c.paged)}
-    pools = {"fp8": c.fp8, "bf16": c.paged}
+    # fp8t: the FP8 pools with V stored token-fastest within each page (its D x page_size blocks)
+    v_t = c.fp8["v_pages"].transpose(1, 2).contiguous().transpose(1, 2)
+    pools = {"fp8": c.fp8, "bf16": c.paged, "fp8t": {**c.fp8, "v_pages": v_t}}
+    refs["fp8t"] = refs["fp8"]
     rows = []
     chosen = {name: module._tile for name, module in modules.items()}
     runs = [(name, module, dtype) for name, module in modules.items() for dtype in dtypes[name]]
@@ -74,7 +77,11 @@ def main() -> None:
     parser.add_argument("--lengths", default="32768,131072")
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--waves", default="2,4", help="waves of programs over the SMs")
-    parser.add_argument("--dtypes", default="fp8", help="pool dtypes to time: fp8, bf16")
+    parser.add_argument(
+        "--dtypes", default="fp8",
+        help="pool dtypes to time: fp8, bf16, fp8t (FP8 with V token-fastest in each page: for "
+        "variants that read it; the current kernel needs V's head_dim contiguous)",
+    )  # fmt: skip
     parser.add_argument(
         "--configs", default=None,
         help="BLOCK_NxWARPSxSTAGESxWAVES,... instead of the sweep, e.g. 128x8x2x2,64x4x2x4",

@@ -386,6 +386,22 @@ def test_cuda_long_bf16_and_fp8(fp8, sparse, lengths, h_q, d):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
 @pytest.mark.parametrize("fp8", [False, True])
+def test_cuda_one_warp_tiles_at_64_heads(fp8):
+    """Batch 8 of Llama-3-8B's heads (64 KV heads) takes one-warp programs of 32 tokens on dense
+    reads; ragged 0-9000 tokens, pages of 16 and of 64 (a page spanning two tiles)."""
+    from attnsieve.kernels.decode import _tile
+
+    assert _tile(64, 16384, 128, fp8, False)[:2] == (32, 1)
+    lengths = [[4096, 9000, 0, 33, 5555, 8192, 16, 7001]] * 4 + [
+        [17, 4097, 8191, 1, 0, 2048, 63, 64]
+    ] * 4
+    for page_size in (16, 64):
+        q, cache = _paged(lengths, 32, 128, page_size, dtype=torch.bfloat16, fp8=fp8)
+        _check(q, cache, rtol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
+@pytest.mark.parametrize("fp8", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_cuda_long_log_weights(fp8, sparse):
     """Compiled log weights on SmolLM2's heads: a few heavy tokens among 4K-32K plain ones."""

@@ -323,6 +323,13 @@ def _tile(
     # warps over eight waves are 1.05-1.23x faster than the tiles chosen before (64 x 4 warps,
     # 3 stages, four waves from 6 heads; 128 x 8 warps over two below), so D 64 takes them always
     # (above 24 heads, where 128 x 8 warps over two ran before, not measured).
+    # One-warp programs of 32 tokens (benchmarks/results/h200/warps2/, seventeenth session): a
+    # tile's softmax then needs no cross-warp reduction or shared-memory exchange of P. At D 128
+    # and 64 heads (Llama-3-8B, batch 8) over 16 waves 1.03-1.16x faster on bf16 pages at 8K /
+    # 32K / 128K tokens, over 32 waves 1.02-1.10x on FP8 pages; at 8 and 16 heads equal or slower,
+    # at D 64 faster or slower by shape (not adopted there; 32 heads not measured).
+    if head_dim == 128 and heads >= 64 and not sparse:
+        return 32, 1, 4, 32 if fp8 else 16
     if head_dim > 128:
         return 64, 4 if fp8 else 8, 2, 2
     if fp8 or sparse or head_dim == 64:
