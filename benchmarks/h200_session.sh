@@ -1783,6 +1783,21 @@ s17d)  # carrying .stage/t: one-warp programs of 32 tokens for dense reads at he
         --out "$OUT/decode17_smollm2" > "$OUT/decode17_smollm2/decode.log" 2>&1
     grep -v "it/s\]\|s/it\]" "$OUT/decode17_smollm2/decode.log" | tail -30
     ;;
+s17j)  # carrying .stage/t: with the bench's FP8 scale pools contiguous, float16 dots for FP8 pages
+    # and their tiles for reads of 32K tokens or more (s17i): CUDA tests of the decode kernel, graphs and selectors; bench decode on
+    # Llama-3-8B and SmolLM2 heads (decode17b/, decode17b_smollm2/)
+    mkdir -p "$OUT/decode17b" "$OUT/decode17b_smollm2"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_decode_selectors.py \
+        > "$OUT/decode17b/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode17b/cuda_tests.log"
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode17b" \
+        > "$OUT/decode17b/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode17b/decode.log" | tail -30
+    timeout 150 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode17b_smollm2" > "$OUT/decode17b_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode17b_smollm2/decode.log" | tail -30
+    ;;
 s17g)  # carrying .stage/r3 (after s17e and s17f): time to first token on SmolLM2 with the
     # sixteenth session's last change (threshold searches only for query-aware heads), and where
     # a forward's GPU time goes at 128K (ttft17/e2e/, ttft17/profile/)
@@ -1793,8 +1808,64 @@ s17g)  # carrying .stage/r3 (after s17e and s17f): time to first token on SmolLM
         > "$OUT/ttft17/profile.log" 2>&1 || tail -5 "$OUT/ttft17/profile.log"
     grep -A 14 "== flex" "$OUT/ttft17/profile.log" | cut -c1-120
     ;;
+s17h)  # carrying .stage/variants: the paged decode reading each tile page chunk by page chunk (one
+    # base address a chunk, whole tiles unmasked, the split's last tile masked): pg (bf16 dots),
+    # pg16 (float16 dots on FP8 pages), against the current kernel (paged/)
+    mkdir -p "$OUT/paged/llama" "$OUT/paged/smollm2"
+    cfg=32x1x4x16,32x1x4x32,64x1x3x16,64x2x3x16,128x4x2x8,64x4x2x4,128x8x2x2,32x2x3x16
+    timeout 280 python3 benchmarks/tune_decode_fp8.py --out "$OUT/paged/llama" --dtypes fp8,bf16 \
+        --batch 1,8 --lengths 8192,32768,131072 --variant pg=.stage/variants/decode_pg.py \
+        --variant pg16=.stage/variants/decode_pg16.py@fp8 --configs $cfg 2>&1 | grep -v Warn \
+        > "$OUT/paged/llama/tune.log"
+    timeout 250 python3 benchmarks/tune_decode_fp8.py --out "$OUT/paged/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 8192,32768,131072 \
+        --variant pg=.stage/variants/decode_pg.py --variant pg16=.stage/variants/decode_pg16.py@fp8 \
+        --configs $cfg 2>&1 | grep -v Warn > "$OUT/paged/smollm2/tune.log"
+    for m in llama smollm2; do python3 - "$OUT/paged/$m/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+best = {}
+for r in rows:
+    k = (r["B"], r["L"], r["kernel"], r["dtype"])
+    if k not in best or r["ms"] < best[k]["ms"]:
+        best[k] = r
+for (b, n, kern, dt), r in sorted(best.items()):
+    print(b, n, kern, dt, r["block_n"], r["warps"], r["stages"], r["waves"],
+          round(r["ms"] * 1e3, 1), "own bf16", round(r["bf16_ms"] * 1e3, 1), "err %.1e" % r["rel_err"])
+PY
+    done
+    ;;
+s17i)  # carrying .stage/variants: s17h again with the bench's FP8 scale pools contiguous (they
+    # were views of (pages, page_size, D) tensors, a scale a row apart), vt16 beside: the paged decode reading each tile page chunk by page chunk (one
+    # base address a chunk, whole tiles unmasked, the split's last tile masked): pg (bf16 dots),
+    # pg16 (float16 dots on FP8 pages), against the current kernel (paged2/)
+    mkdir -p "$OUT/paged2/llama" "$OUT/paged2/smollm2"
+    cfg=32x1x4x16,32x1x4x32,64x1x3x16,64x2x3x16,128x4x2x8,64x4x2x4,128x8x2x2,32x2x3x16
+    timeout 280 python3 benchmarks/tune_decode_fp8.py --out "$OUT/paged2/llama" --dtypes fp8,bf16 \
+        --batch 1,8 --lengths 8192,32768,131072 --variant pg=.stage/variants/decode_pg.py \
+        --variant pg16=.stage/variants/decode_pg16.py@fp8 \
+        --variant vt16=.stage/variants/decode_vt16.py@fp8 --configs $cfg 2>&1 | grep -v Warn \
+        > "$OUT/paged2/llama/tune.log"
+    timeout 250 python3 benchmarks/tune_decode_fp8.py --out "$OUT/paged2/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 8192,32768,131072 \
+        --variant pg=.stage/variants/decode_pg.py --variant pg16=.stage/variants/decode_pg16.py@fp8 \
+        --variant vt16=.stage/variants/decode_vt16.py@fp8 --configs $cfg 2>&1 | grep -v Warn > "$OUT/paged2/smollm2/tune.log"
+    for m in llama smollm2; do python3 - "$OUT/paged2/$m/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+best = {}
+for r in rows:
+    k = (r["B"], r["L"], r["kernel"], r["dtype"])
+    if k not in best or r["ms"] < best[k]["ms"]:
+        best[k] = r
+for (b, n, kern, dt), r in sorted(best.items()):
+    print(b, n, kern, dt, r["block_n"], r["warps"], r["stages"], r["waves"],
+          round(r["ms"] * 1e3, 1), "own bf16", round(r["bf16_ms"] * 1e3, 1), "err %.1e" % r["rel_err"])
+PY
+    done
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j" >&2
     exit 2
     ;;
 esac

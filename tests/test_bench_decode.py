@@ -32,3 +32,15 @@ def test_cache_of_any_length(n):
     last = table.shape[-1] - 1
     has_last = (pages == last).float().mean()  # heads whose pick holds the partial page
     assert read == pytest.approx(count[0, 0] * 16 - has_last * (last + 1) * 16 + has_last * n)
+
+
+def test_fp8_pools_are_laid_out_as_the_cache_lays_them_out():
+    """The bench's FP8 pools match `Cache`'s: pages of (page_size, D) rows and per-token scales
+    contiguous in (num_pages, page_size), so the kernel reads one scale's bytes, not a row's."""
+    args = argparse.Namespace(heads=4, kv_heads=2, head_dim=32, page_size=16)
+    c = make_cache(2, 100, args, device="cpu")
+    n_pages = c.fp8["k_pages"].shape[0]
+    for name in ("k_scale", "v_scale"):
+        assert c.fp8[name].shape == (n_pages, 16)
+        assert c.fp8[name].is_contiguous()
+    assert all(c.fp8[name].is_contiguous() for name in ("k_pages", "v_pages"))

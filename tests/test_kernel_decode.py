@@ -401,6 +401,22 @@ def test_cuda_one_warp_tiles_at_64_heads(fp8):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
+def test_cuda_fp8_tiles_of_long_reads():
+    """FP8 pages read 32K tokens or more on their own tiles: 64 x 2 warps at D 128 (8 KV heads),
+    one-warp programs at D 64 and 24 KV heads (SmolLM2, batch 8); ragged heads, float16 dots."""
+    from attnsieve.kernels.decode import _tile
+
+    assert _tile(8, 32768, 128, True, False)[:2] == (64, 2)
+    assert _tile(24, 32768, 64, True, False)[:2] == (32, 1)
+    q, cache = _paged([[32768, 5, 0, 20001, 31000, 4096, 1, 32767]], 32, 128, 16,
+                      dtype=torch.bfloat16, fp8=True)  # fmt: skip
+    _check(q, cache, rtol=1e-2)
+    lengths = [[32768, 0, 7], [20001, 5555, 31000]] * 4
+    q, cache = _paged(lengths, 9, 64, 16, dtype=torch.bfloat16, fp8=True)
+    _check(q, cache, rtol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
 @pytest.mark.parametrize("fp8", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_cuda_long_log_weights(fp8, sparse):

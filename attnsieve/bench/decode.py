@@ -212,7 +212,7 @@ def make_cache(
     perm = torch.randperm(n_pages, device=dev) if shuffled else torch.arange(n_pages, device=dev)
 
     def pool(x: Tensor) -> Tensor:
-        out = torch.empty(n_pages, ps, d, device=dev, dtype=x.dtype)
+        out = torch.empty(n_pages, ps, *x.shape[3:], device=dev, dtype=x.dtype)
         out[perm] = x.reshape(n_pages, ps, *x.shape[3:])
         return out
 

@@ -5,9 +5,13 @@ Split-K (flash-decoding). Program (b, h_kv, s) holds the g query heads of KV hea
 head's tokens (all of them, or the pages of a sparse read list) BLOCK_N at a time, gathering row
 addresses through the page table so that pages smaller than BLOCK_N work. Each split writes its
 normalised partial output and log-sum-exp; a small second kernel merges the splits (skipped when
-there is one). FP8 pools are loaded as FP8 and dequantised in registers by per-token scales (a
-constexpr flag); per-token log weights (RazorAttention's compensation tokens), when given, are added
-to the logits (another). The float32 twin is
+there is one). FP8 pools are loaded as FP8 and widened in registers, with per-token scales
+applied to the scores and folded into P (a constexpr flag). For 16-bit queries both dots run in
+float16, which holds every e4m3 value exactly (another flag): each query row over its largest
+magnitude, P times each token's V scale over the tile's largest. bfloat16 dots, which need a
+second conversion an element, measured 1.1-1.25x slower (benchmarks/results/h200/paged2/).
+Float32 queries keep float32 dots. Per-token log weights (RazorAttention's compensation tokens),
+when given, are added to the logits (another flag). The float32 twin is
 :func:`attnsieve.kernels.decode_reference.decode_reference`.
 """
 
@@ -56,9 +60,9 @@ def _gather_rows(
 
 @triton.jit
 def _attend_tile(
-    b_acc, b_l, b_m, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
+    b_acc, b_l, b_m, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
     stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
-    FP8: tl.constexpr, LOG_WEIGHT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    FP8: tl.constexpr, F16: tl.constexpr, LOG_WEIGHT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Fold the gathered key/value rows into the running softmax of the [G_PAD, D] query tile."""
     o_k = o_pp * stride_kp + o_slot.to(tl.int64) * stride_ks
@@ -74,6 +78,8 @@ def _attend_tile(
         b_v = b_v.to(b_q.dtype)
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION)  # [G_PAD, BLOCK_N]
     b_s = b_s * b_sk[None, :] if FP8 else b_s * qk_scale
+    if F16:
+        b_s = b_s * b_qs[:, None]
     if LOG_WEIGHT:  # natural log, into the log2 domain of the scores
         o_w = o_pp * stride_wp + o_slot.to(tl.int64) * stride_ws
         b_s += tl.load(LW + o_w, mask=m_n, other=0.0)[None, :] * LOG2E_C
@@ -84,10 +90,18 @@ def _attend_tile(
     b_p = tl.exp2(b_s - b_m_sub[:, None])
     b_alpha = tl.exp2(b_m - b_m_sub)
     b_l = b_l * b_alpha + tl.sum(b_p, 1)
-    if FP8:
-        b_p = b_p * b_sv[None, :]  # v dequantisation folded into P: one multiply per score
-    b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * b_alpha[:, None],
-                   input_precision=DOT_PRECISION)  # [G_PAD, D]
+    if F16:  # v dequantisation folded into P, relative to the tile's largest V scale (in float16
+        # a term underflows only below 6e-8 of the tile's largest possible one)
+        b_smax = tl.max(b_sv, 0)
+        b_smax = tl.where(b_smax > 0.0, b_smax, 1.0)
+        b_p = b_p * (b_sv / b_smax)[None, :]
+        b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * (b_alpha / b_smax)[:, None],
+                       input_precision=DOT_PRECISION) * b_smax  # [G_PAD, D]
+    else:
+        if FP8:
+            b_p = b_p * b_sv[None, :]  # v dequantisation folded into P: one multiply per score
+        b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * b_alpha[:, None],
+                       input_precision=DOT_PRECISION)
     return b_acc, b_l, b_m_new
 
 
@@ -104,7 +118,7 @@ def _decode_split_kernel(
     stride_ob, stride_oh, stride_os, stride_od, stride_eb, stride_eh, stride_es,
     H_KV, GROUP, MAX_TOK, MAX_LIST, SPLITS, qk_scale,
     HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPARSE: tl.constexpr, FP8: tl.constexpr, LOG_WEIGHT: tl.constexpr,
+    SPARSE: tl.constexpr, FP8: tl.constexpr, F16: tl.constexpr, LOG_WEIGHT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
@@ -129,6 +143,11 @@ def _decode_split_kernel(
     o_d = tl.arange(0, HEAD_DIM)
     p_q = Q + i_b * stride_qb + o_h[:, None] * stride_qh + o_d[None, :]
     b_q = tl.load(p_q, mask=m_g[:, None], other=0.0)  # [G_PAD, HEAD_DIM]
+    b_qs = tl.full([G_PAD], 1.0, dtype=tl.float32)
+    if F16:  # float16 dots: each query row over its largest magnitude, in range whatever q holds
+        b_qs = tl.max(tl.abs(b_q.to(tl.float32)), 1)
+        b_qs = tl.where(b_qs > 0.0, b_qs, 1.0)
+        b_q = (b_q.to(tl.float32) / b_qs[:, None]).to(tl.float16)
 
     b_acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
     b_l = tl.zeros([G_PAD], dtype=tl.float32)
@@ -138,10 +157,10 @@ def _decode_split_kernel(
     for j0 in range(j_lo, j_hi, BLOCK_N):
         o_pp, o_slot, m_n = _gather_rows(p_pt, p_list, j0, j_hi, n_len, o_t, stride_tp,
                                          stride_ip, PAGE_SIZE, SPARSE)
-        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, KP, VP, KS, VS, LW, o_pp, o_slot,
+        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot,
                                        m_n, o_d, qk_scale, stride_kp, stride_ks, stride_vp,
                                        stride_vs, stride_sp, stride_ss, stride_wp, stride_ws, FP8,
-                                       LOG_WEIGHT, DOT_PRECISION)
+                                       F16, LOG_WEIGHT, DOT_PRECISION)
 
     # an empty split (or head) gives 0 and lse -inf, never 0/0
     b_empty = b_l == 0.0
@@ -285,6 +304,7 @@ def decode_attention(
         "BLOCK_N": block_n,
         "SPARSE": sparse,
         "FP8": fp8,
+        "F16": fp8 and q.dtype != torch.float32,
         "LOG_WEIGHT": log_weight is not None,
         "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
     }
@@ -330,6 +350,15 @@ def _tile(
     # at D 64 faster or slower by shape (not adopted there; 32 heads not measured).
     if head_dim == 128 and heads >= 64 and not sparse:
         return 32, 1, 4, 32 if fp8 else 16
+    # FP8 pages with float16 dots (paged2/, vt16 rows), dense reads of 32K tokens or more: at D 128
+    # and 8 heads 64 x 2 warps x 3 stages over 16 waves 1.23-1.24x faster than 128 x 4 warps over
+    # eight (16 and 32 heads not measured); at D 64 and 24 heads (SmolLM2, batch 8) one-warp
+    # programs over 32 waves 1.10-1.12x; shorter reads and SmolLM2 at batch 1 keep 128 x 4 warps.
+    if fp8 and not sparse and tokens >= 32768:
+        if head_dim == 128:
+            return 64, 2, 3, 16
+        if head_dim == 64 and heads >= 24:
+            return 32, 1, 4, 32
     if head_dim > 128:
         return 64, 4 if fp8 else 8, 2, 2
     if fp8 or sparse or head_dim == 64:
