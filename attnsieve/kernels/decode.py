@@ -90,8 +90,9 @@ def _attend_tile(
     b_p = tl.exp2(b_s - b_m_sub[:, None])
     b_alpha = tl.exp2(b_m - b_m_sub)
     b_l = b_l * b_alpha + tl.sum(b_p, 1)
-    if F16:  # v dequantisation folded into P, relative to the tile's largest V scale (in float16
-        # a term underflows only below 6e-8 of the tile's largest possible one)
+    if F16:  # v dequantisation folded into P, relative to the tile's largest V scale: in float16
+        # a term underflows only below 6e-8 of the tile's largest possible one, and the
+        # accumulator over that scale overflows only if all the tile's V rows are below ~1e-26
         b_smax = tl.max(b_sv, 0)
         b_smax = tl.where(b_smax > 0.0, b_smax, 1.0)
         b_p = b_p * (b_sv / b_smax)[None, :]
