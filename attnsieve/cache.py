@@ -104,13 +104,15 @@ def _raw(t: Tensor) -> Tensor:
 
 
 def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-token FP8: (x / scale as float8_e4m3fn, float32 scale = absmax over D / 448)."""
+    """Per-token FP8: (x / scale as float8_e4m3fn, float32 scale = absmax over D / 448); an
+    all-zero row stays 0 with scale 0, so that it never sets the decode kernel's per-tile scale
+    (`kernels.decode`: float16 P relative to the tile's largest V scale)."""
     x = x.float()
     amax = x.abs().amax(-1)
     # times the reciprocal, as PyTorch's CUDA division by a scalar does: one rounding on every
     # device, which the fused append kernel (`kernels.cache_append`) reproduces
-    scale = torch.where(amax > 0, amax * (1 / FP8_MAX), 1.0)  # all-zero rows stay 0
-    return (x / scale[..., None]).to(FP8), scale
+    scale = amax * (1 / FP8_MAX)
+    return (x / torch.where(amax > 0, scale, 1.0)[..., None]).to(FP8), scale
 
 
 class Cache:

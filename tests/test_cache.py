@@ -608,6 +608,29 @@ def test_malformed_input_names_the_argument(case):
 
 
 @needs_interpreter
+@pytest.mark.parametrize("fused", [True, False])
+def test_fp8_all_zero_rows_store_scale_zero(fused, monkeypatch):
+    """An all-zero K or V row is stored as zeros with scale 0 (not 1), by the one-launch append
+    kernel and by the PyTorch path alike, so that it never sets the decode kernel's per-tile V
+    scale (float16 P is taken relative to the tile's largest)."""
+    import attnsieve.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
+    cache = Cache(1, batch=1, kv_heads=2, head_dim=16, page_size=8, dtype=F16, device="cpu",
+                  kv_dtype="fp8")  # fmt: skip
+    k, v = kv(cache, 1)
+    k[0, 0], v[0, 1] = 0, 0  # head 0's key, head 1's value
+    cache.append(0, k, v)
+    lc = cache.layers[0]
+    slot = lc.page_table[0, :, 0].long() * 8  # each head's first slot
+    assert lc.k_scale.view(-1)[slot].tolist()[0] == 0 and lc.k_scale.view(-1)[slot[1]] > 0
+    assert lc.v_scale.view(-1)[slot].tolist()[1] == 0 and lc.v_scale.view(-1)[slot[0]] > 0
+    keys, values, _ = cache.gather(0)
+    assert not keys[0, 0, 0].any() and not values[0, 1, 0].any()
+    assert keys[0, 1, 0].any() and values[0, 0, 0].any()
+
+
+@needs_interpreter
 @pytest.mark.parametrize("dtype, kv_dtype", [(F32, None), (F16, None), (BF16, None), (F16, "fp8")])
 def test_one_token_appends_match_the_pytorch_path(dtype, kv_dtype, monkeypatch):
     """Decode appends (one token, default positions) take the one-launch kernel

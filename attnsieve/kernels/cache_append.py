@@ -76,7 +76,7 @@ def _round_bf16(x, UP: tl.constexpr):
 
 @triton.jit
 def _quantize(x):
-    """(x / scale as float8 e4m3, scale = absmax / 448, 1 for an all-zero x) of one token.
+    """(x / scale as float8 e4m3, scale = absmax / 448, 0 for an all-zero x) of one token.
 
     The scale is absmax times the fp32 reciprocal of 448, as `attnsieve.cache.quantize_fp8`
     computes it on every device (PyTorch's CUDA division by a scalar multiplies by the
@@ -86,8 +86,8 @@ def _quantize(x):
     PyTorch path on the H200 (benchmarks/results/h200/decode_graphs/cuda_tests_fp8_first.log)."""
     b_x = x.to(tl.float32)
     b_amax = tl.max(tl.abs(b_x), 0)
-    b_scale = tl.where(b_amax > 0, b_amax * (1.0 / 448.0), 1.0)
-    return _to_fp8(tl.math.div_rn(b_x, b_scale), True), b_scale
+    b_scale = b_amax * (1.0 / 448.0)
+    return _to_fp8(tl.math.div_rn(b_x, tl.where(b_amax > 0, b_scale, 1.0)), True), b_scale
 
 
 def append_one(
