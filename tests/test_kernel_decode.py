@@ -384,6 +384,21 @@ def test_fp8_pages_keep_their_range_in_float16(dtype, q_gain, v_gain):
     _check(q, cache, rtol=1e-2, lse_rtol=1e-5)  # log-sum-exps near 1e6 at q_gain 1e6
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA runs the GPU's own tiles")
+@pytest.mark.parametrize("block_n", [32, 64, 128])
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_gpu_tile_sizes_under_the_interpreter(block_n, fp8, sparse, monkeypatch):
+    """The interpreter takes 16-token tiles; the GPU's 32-, 64- and 128-token tiles, forced here,
+    gather across pages of 8 and 16 and read part of a page of 64, on ragged heads."""
+    monkeypatch.setattr(decode, "_tile", lambda *shape: (block_n, 4, 1, 2))
+    lengths = [[300, 17, 0], [64, 129, 1]]
+    for page_size in (8, 16, 64):
+        q, cache = _paged(lengths, 6, 32, page_size, fp8=fp8)
+        sel = _select(lengths, page_size, frac=0.5) if sparse else {}
+        _check(q, cache, **sel)
+
+
 LLAMA_LENGTHS = [[4096, 32768, 9000, 20001, 0, 16384, 31000, 5555], [32768] * 4 + [4097] * 4]
 SMOLLM2_LENGTHS = [[4096, 32768, 0], [20001, 5555, 31000]]
 
