@@ -111,8 +111,8 @@ def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
     amax = x.abs().amax(-1)
     # times the reciprocal, as PyTorch's CUDA division by a scalar does: one rounding on every
     # device, which the fused append kernel (`kernels.cache_append`) reproduces
-    scale = amax * (1 / FP8_MAX)
-    return (x / torch.where(amax > 0, scale, 1.0)[..., None]).to(FP8), scale
+    scale = amax * (1 / FP8_MAX)  # 0 for an all-zero row, and for float32 rows below ~3e-43
+    return (x / torch.where(scale > 0, scale, 1.0)[..., None]).to(FP8), scale
 
 
 class Cache:

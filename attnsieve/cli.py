@@ -17,7 +17,7 @@ import os
 import sys
 
 COMMANDS = {
-    "demo": ("attnsieve.demo", "dense vs sparse prefill on SmolLM2-135M-Instruct (CPU, ~1 min)"),
+    "demo": ("attnsieve.demo", "dense vs sparse prefill on SmolLM2-135M-Instruct (CPU, ~1-2 min)"),
     "run": (
         "attnsieve.run",
         "generate with a model under a config (prefill, KV policy, decode selector, precision)",
@@ -32,7 +32,7 @@ COMMANDS = {
     "bench e2e": ("attnsieve.bench.e2e", "time to first token, SmolLM2 or a random model (GPU)"),
     "bench decode": (
         "attnsieve.bench.decode",
-        "decode kernel vs SDPA decode; KV compression and sparse decode (GPU)",
+        "paged decode kernel vs SDPA decode, bf16 and FP8 pages; sparse reads (GPU)",
     ),
 }
 USER_ERRORS = (ValueError, TypeError, OSError)  # OSError covers FileNotFoundError

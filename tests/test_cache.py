@@ -607,6 +607,18 @@ def test_malformed_input_names_the_argument(case):
         assert torch.equal(x, y)
 
 
+def test_quantize_fp8_rows_too_small_for_a_scale():
+    """A float32 row whose absmax / 448 rounds to 0 (absmax below ~3e-43) is stored as zeros with
+    scale 0, not divided by that 0 into NaN."""
+    from attnsieve.cache import quantize_fp8
+
+    x = torch.zeros(3, 16)
+    x[0], x[1, 3] = 1e-43, -2e-44
+    q8, scale = quantize_fp8(x)
+    assert not q8.float().isnan().any() and (scale == 0).all()
+    assert not (q8.float() * scale[:, None]).any()
+
+
 @needs_interpreter
 @pytest.mark.parametrize("fused", [True, False])
 def test_fp8_all_zero_rows_store_scale_zero(fused, monkeypatch):

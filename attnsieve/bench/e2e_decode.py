@@ -24,7 +24,7 @@ by zeros (the cache still appends): the part of a step that no KV policy or deco
 removes, so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a table
 to stdout.
 
-    attnsieve bench e2e --model smollm2 --rope-scale 4 --lengths 32k --decode-steps 64 \\
+    attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k --decode-steps 64 \\
         --batch 1,8 --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --decode none,quest \\
         --decode-ratio 0.125
 """

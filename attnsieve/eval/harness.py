@@ -123,7 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
     )
     parser.add_argument(
-        "--precision", default="bf16", help="comma-separated: bf16, int8-fp8, fp8-kv"
+        "--precision",
+        default="bf16",
+        help="comma-separated: bf16, int8-fp8, fp8-kv, int8-fp8+fp8-kv",
     )
     parser.add_argument(
         "--lengths",

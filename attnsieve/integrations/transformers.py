@@ -3,7 +3,9 @@
 `patch(model, config)` registers an attention function named "attnsieve" and switches the model
 to it until the handle is removed (or the ``with`` block ends); nothing happens at import. Prefill
 calls (query length >= ``min_prefill_length``) are planned by the layer's planner and executed by
-`attnsieve.attention`; decode steps and short prompts run dense PyTorch SDPA. Features a block
+`attnsieve.attention`; decode steps run the paged decode kernel on a paged cache
+(`integrations.paged`: a KV policy, a decode selector, ``fp8-kv`` or ``paged_cache``), else dense
+PyTorch SDPA, as short prompts do. Features a block
 layout cannot express exactly fall back to dense attention for that call, with one warning per
 reason: logit soft-capping, sliding windows shorter than the keys, padded or custom masks,
 non-causal layers and attention dropout.

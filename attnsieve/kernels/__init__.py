@@ -1,4 +1,5 @@
-"""Triton kernels: each file holds one public launcher and its autotune table."""
+"""Triton kernels: one op (or a family of planning ops) a file, with its launchers and tile choice
+(autotuned or tabled), beside its float32 twin."""
 
 import functools
 import os

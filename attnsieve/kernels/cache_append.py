@@ -87,7 +87,7 @@ def _quantize(x):
     b_x = x.to(tl.float32)
     b_amax = tl.max(tl.abs(b_x), 0)
     b_scale = b_amax * (1.0 / 448.0)
-    return _to_fp8(tl.math.div_rn(b_x, tl.where(b_amax > 0, b_scale, 1.0)), True), b_scale
+    return _to_fp8(tl.math.div_rn(b_x, tl.where(b_scale > 0, b_scale, 1.0)), True), b_scale
 
 
 def append_one(

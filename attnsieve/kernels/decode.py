@@ -7,8 +7,9 @@ addresses through the page table so that pages smaller than BLOCK_N work. Each s
 normalised partial output and log-sum-exp; a small second kernel merges the splits (skipped when
 there is one). FP8 pools are loaded as FP8 and widened in registers, with per-token scales
 applied to the scores and folded into P (a constexpr flag). For 16-bit queries both dots run in
-float16, which holds every e4m3 value exactly (another flag): each query row over its largest
-magnitude, P times each token's V scale over the tile's largest. bfloat16 dots, which need a
+float16, which holds every e4m3 value exactly (another flag): each query row over the power of
+two at or above its largest magnitude (exact), P times each token's V scale over the tile's
+largest (its range: `_attend_tile`). bfloat16 dots, which need a
 second conversion an element, measured 1.1-1.25x slower (benchmarks/results/h200/paged2/).
 Float32 queries keep float32 dots. Per-token log weights (RazorAttention's compensation tokens),
 when given, are added to the logits (another flag). The float32 twin is
@@ -248,7 +249,7 @@ def decode_attention(
         scale: softmax scale, default 1/sqrt(D).
         k_scale, v_scale: float32 (num_pages, page_size) per-token dequantisation scales of FP8
             pools (value = fp8 * scale); None otherwise. With 16-bit queries FP8 pools are
-            attended in float16 (exact for e4m3; see the module docstring for its range).
+            attended in float16 (exact for e4m3; see the module docstring and `_attend_tile`).
         log_weight: optional float32 (num_pages, page_size), natural log of the number of tokens
             each cached token stands for, added to its logit (a token of weight w counts as w
             copies of itself); None: every token counts once.
