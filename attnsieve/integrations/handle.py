@@ -99,8 +99,9 @@ class PatchHandle:
 
     def new_cache(self) -> AttnsieveCache:
         """A fresh paged cache for one generation, served by this handle's KV policy, decode
-        selector and KV precision: pass it as ``past_key_values`` (``model.generate`` does so by
-        itself while the model is patched with a config that needs one)."""
+        selector and KV precision: pass it as ``cache`` (``past_key_values`` before transformers
+        5.2x); ``model.generate`` does so by itself while the model is patched with a config
+        that needs one."""
         num_layers = len(self.stats.density_per_layer)
         if self.session is not None:
             self.session.drop_decode_graph()

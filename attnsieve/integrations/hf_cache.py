@@ -3,6 +3,8 @@
     >>> cache = AttnsieveCache(model.config.num_hidden_layers, materialize=True)
     >>> model.generate(input_ids, past_key_values=cache, max_new_tokens=20)
 
+(transformers 5.2x names the argument ``cache`` and warns on ``past_key_values``; both work.)
+
 The paged cache is built on the first ``update`` (batch, KV heads, head_dim, dtype and device come
 from the keys) unless one is passed in. What ``update`` returns to the attention function:
 
