@@ -33,10 +33,11 @@ def sweep(
     the current kernel's bf16 at its own settings (each module's tile choice is restored after)."""
     bf16_ms = graph_ms(lambda: decode.decode_attention(c.q, **c.paged), 30)
     refs = {"fp8": decode_reference(c.q, **c.fp8), "bf16": decode_reference(c.q, **c.paged)}
-    # fp8t: the FP8 pools with V stored token-fastest within each page (its D x page_size blocks)
-    v_t = c.fp8["v_pages"].transpose(1, 2).contiguous().transpose(1, 2)
-    pools = {"fp8": c.fp8, "bf16": c.paged, "fp8t": {**c.fp8, "v_pages": v_t}}
-    refs["fp8t"] = refs["fp8"]
+    pools = {"fp8": c.fp8, "bf16": c.paged}
+    if any("fp8t" in kinds for kinds in dtypes.values()):
+        # the FP8 pools with V stored token-fastest within each page (its D x page_size blocks)
+        v_t = c.fp8["v_pages"].transpose(1, 2).contiguous().transpose(1, 2)
+        pools["fp8t"], refs["fp8t"] = {**c.fp8, "v_pages": v_t}, refs["fp8"]
     rows = []
     chosen = {name: module._tile for name, module in modules.items()}
     runs = [(name, module, dtype) for name, module in modules.items() for dtype in dtypes[name]]

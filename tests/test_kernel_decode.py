@@ -423,9 +423,7 @@ def test_cuda_long_bf16_and_fp8(fp8, sparse, lengths, h_q, d):
 def test_cuda_one_warp_tiles_at_64_heads(fp8):
     """Batch 8 of Llama-3-8B's heads (64 KV heads) takes one-warp programs of 32 tokens on dense
     reads; ragged 0-9000 tokens, pages of 16 and of 64 (a page spanning two tiles)."""
-    from attnsieve.kernels.decode import _tile
-
-    assert _tile(64, 16384, 128, fp8, False)[:2] == (32, 1)
+    assert decode._tile(64, 16384, 128, fp8, False)[:2] == (32, 1)
     lengths = [[4096, 9000, 0, 33, 5555, 8192, 16, 7001]] * 4 + [
         [17, 4097, 8191, 1, 0, 2048, 63, 64]
     ] * 4
@@ -438,10 +436,8 @@ def test_cuda_one_warp_tiles_at_64_heads(fp8):
 def test_cuda_fp8_tiles_of_long_reads():
     """FP8 pages read 32K tokens or more on their own tiles: 64 x 2 warps at D 128 (8 KV heads),
     one-warp programs at D 64 and 24 KV heads (SmolLM2, batch 8); ragged heads, float16 dots."""
-    from attnsieve.kernels.decode import _tile
-
-    assert _tile(8, 32768, 128, True, False)[:2] == (64, 2)
-    assert _tile(24, 32768, 64, True, False)[:2] == (32, 1)
+    assert decode._tile(8, 32768, 128, True, False)[:2] == (64, 2)
+    assert decode._tile(24, 32768, 64, True, False)[:2] == (32, 1)
     q, cache = _paged([[32768, 5, 0, 20001, 31000, 4096, 1, 32767]], 32, 128, 16,
                       dtype=torch.bfloat16, fp8=True)  # fmt: skip
     _check(q, cache, rtol=1e-2)

@@ -9,10 +9,10 @@ there is one). FP8 pools are loaded as FP8 and widened in registers, with per-to
 applied to the scores and folded into P (a constexpr flag). For 16-bit queries both dots run in
 float16, which holds every e4m3 value exactly (another flag): each query row over the power of
 two at or above its largest magnitude (exact), P times each token's V scale over the tile's
-largest (its range: `_attend_tile`). bfloat16 dots, which need a
-second conversion an element, measured 1.1-1.25x slower (benchmarks/results/h200/paged2/).
-Float32 queries keep float32 dots. Per-token log weights (RazorAttention's compensation tokens),
-when given, are added to the logits (another flag). The float32 twin is
+largest (its range: `_attend_tile`). bfloat16 dots, which need a second conversion an element,
+measured 1.1-1.25x slower (benchmarks/results/h200/paged2/). Float32 queries keep float32 dots.
+Per-token log weights (RazorAttention's compensation tokens), when given, are added to the
+logits (another flag). The float32 twin is
 :func:`attnsieve.kernels.decode_reference.decode_reference`.
 """
 
