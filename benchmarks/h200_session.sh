@@ -87,6 +87,8 @@
 #   kernels/decode.py with a V_T / F16 constexpr, not committed); s17b; s17c; s17d (carry
 #   .stage/t); s17e, s17f, s17g (as s7a-s7c); s17h, s17i (carry .stage/variants, adding
 #   decode_pg.py, decode_pg16.py: page-chunk loads); s17j, s17k (carry .stage/t).
+#   2026-12-01, eighteenth session: s18a, s18b (carry .stage/t and .stage/variants:
+#   decode_d32.py, decode_fc.py); s18c (carry .stage/variants: decode_um.py); s18d (carry .stage/t); s18e; s18f (carry .stage/t); s18g, s18h (as s7a-s7b), s18i (carry .stage/r3); s18j; s18k.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -615,11 +617,11 @@ dk5)  # nothing carried: with eight waves adopted, the planning kernels against 
     timeout 120 python3 benchmarks/check_no_sync.py --planners flexprefill \
         --lengths 8192,32768 --out "$OUT/plan_tiles/adopted" 2>&1 | grep flexprefill
     ;;
-s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j|s15e|s15h|s15l|s16b|s16h|s17e)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
+s6a|s6g|s7a|s7d|s7g|s7j|s7n|s7q|s8a|s9c|s10c|s10h|s12e|s13c|s14c|s14f|s14j|s15e|s15h|s15l|s16b|s16h|s17e|s18g)  # carrying .stage/r1: part 0 of SmolLM2's GGUF
     # (sessions six to fifteen; then the matching part in .stage/r2 and the run carrying .stage/r3, each at once)
     cp .stage/r1/part_0 "$HOME/m/part_0"
     ;;
-s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|s15i|s15m|s16c|s16i|s17f)  # carrying .stage/r2: part 1
+s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|s15i|s15m|s16c|s16i|s17f|s18h)  # carrying .stage/r2: part 1
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
@@ -1873,8 +1875,200 @@ s17k)  # carrying .stage/t: the cache, its transformers adapter and decode integ
         > "$OUT/decode17b/cuda_tests_cache.log" 2>&1
     tail -3 "$OUT/decode17b/cuda_tests_cache.log"
     ;;
+s18a)  # carrying .stage/t and .stage/variants (decode_d32.py: int32 row offsets when the pools
+    # fit, the accumulator kept in units of the tile's V scale, one power-of-two scale for the
+    # query tile): CUDA tests of the decode kernel after the seventeenth session's CPU-only
+    # review changes; the variant against the current kernel on both pool dtypes (decode18/)
+    mkdir -p "$OUT/decode18/llama" "$OUT/decode18/smollm2"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_decode_selectors.py \
+        > "$OUT/decode18/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode18/cuda_tests.log"
+    cfg=32x1x4x16,32x1x4x32,64x2x3x16,64x4x2x4,128x4x2x8,128x8x2x2
+    timeout 200 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18/llama" --dtypes fp8,bf16 \
+        --batch 1,8 --lengths 32768,131072 --variant d32=.stage/variants/decode_d32.py \
+        --configs $cfg 2>&1 | grep -v Warn > "$OUT/decode18/llama/tune.log"
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
+        --variant d32=.stage/variants/decode_d32.py --configs $cfg 2>&1 | grep -v Warn \
+        > "$OUT/decode18/smollm2/tune.log"
+    for m in llama smollm2; do python3 - "$OUT/decode18/$m/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+best = {}
+for r in rows:
+    k = (r["B"], r["L"], r["kernel"], r["dtype"])
+    if k not in best or r["ms"] < best[k]["ms"]:
+        best[k] = r
+for (b, n, kern, dt), r in sorted(best.items()):
+    print(b, n, kern, dt, r["block_n"], r["warps"], r["stages"], r["waves"],
+          round(r["ms"] * 1e3, 1), "own bf16", round(r["bf16_ms"] * 1e3, 1), "err %.1e" % r["rel_err"])
+PY
+    done
+    ;;
+s18b)  # carrying .stage/t and .stage/variants (decode_fc.py: decode_d32.py with the split merge
+    # in the split kernel, the last split of a head to arrive merging): the decode kernel with
+    # s18a's variant adopted (int32 row addresses, the accumulator in V-scale units, one query
+    # scale, one-warp tiles for FP8 reads of 64K+ at D 128): CUDA tests; the fused merge against
+    # it; bench decode on Llama-3-8B and SmolLM2 heads (decode18b/, decode18b_smollm2/)
+    mkdir -p "$OUT/decode18b/llama" "$OUT/decode18b/smollm2" "$OUT/decode18b_smollm2"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_decode_selectors.py tests/test_cache.py \
+        tests/test_hf_cache.py tests/test_decode_integration.py \
+        > "$OUT/decode18b/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode18b/cuda_tests.log"
+    cfg=32x1x4x16,32x1x4x32,64x2x3x16,64x4x2x4,128x4x2x8
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18b/llama" --dtypes fp8,bf16 \
+        --batch 1,8 --lengths 32768,131072 --variant fc=.stage/variants/decode_fc.py \
+        --configs $cfg 2>&1 | grep -v Warn > "$OUT/decode18b/llama/tune.log"
+    timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18b/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
+        --variant fc=.stage/variants/decode_fc.py --configs $cfg 2>&1 | grep -v Warn \
+        > "$OUT/decode18b/smollm2/tune.log"
+    for m in llama smollm2; do python3 - "$OUT/decode18b/$m/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+tab = {}
+for r in rows:
+    key = (r["B"], r["L"], r["kernel"], r["dtype"])
+    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}:{r["ms"] * 1e3:.1f}')
+for key, cells in sorted(tab.items()):
+    print(*key, *cells)
+PY
+    done
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18b" \
+        > "$OUT/decode18b/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18b/decode.log" | tail -30
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode18b_smollm2" > "$OUT/decode18b_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18b_smollm2/decode.log" | tail -30
+    ;;
+s18c)  # carrying .stage/variants (decode_um.py: the decode kernel with its full tiles read
+    # unmasked, the split's partial last tile masked after the loop) against the current kernel
+    # (s18b's) at the tiles each shape takes; bench decode on SmolLM2 heads again (s18b's files
+    # of it did not come back: eight files a call) (decode18c/, decode18c_smollm2/)
+    mkdir -p "$OUT/decode18c/llama" "$OUT/decode18c/smollm2" "$OUT/decode18c_smollm2"
+    cfg=32x1x4x16,32x1x4x32,64x2x3x16,64x4x2x4,128x4x2x8
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18c/llama" --dtypes fp8,bf16 \
+        --batch 1,8 --lengths 32768,131072 --variant um=.stage/variants/decode_um.py \
+        --configs $cfg 2>&1 | grep -v Warn > "$OUT/decode18c/llama/tune.log"
+    timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18c/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
+        --variant um=.stage/variants/decode_um.py --configs $cfg 2>&1 | grep -v Warn \
+        > "$OUT/decode18c/smollm2/tune.log"
+    for m in llama smollm2; do python3 - "$OUT/decode18c/$m/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+tab = {}
+for r in rows:
+    key = (r["B"], r["L"], r["kernel"], r["dtype"])
+    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}:{r["ms"] * 1e3:.1f}/{r["rel_err"]:.0e}')
+for key, cells in sorted(tab.items()):
+    print(*key, *cells)
+PY
+    done
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode18c_smollm2" > "$OUT/decode18c_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18c_smollm2/decode.log" | tail -30
+    ;;
+s18d)  # carrying .stage/t: the decode kernel with s18c's variant adopted (full tiles unmasked)
+    # and one-warp tiles for dense reads of 32K+ at D 128: CUDA tests of the kernel, graphs,
+    # selectors, cache, adapter and decode integration; bench decode on Llama-3-8B and SmolLM2
+    # heads (decode18d/, decode18d_smollm2/)
+    mkdir -p "$OUT/decode18d" "$OUT/decode18d_smollm2"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py tests/test_decode_selectors.py tests/test_cache.py \
+        tests/test_hf_cache.py tests/test_decode_integration.py \
+        > "$OUT/decode18d/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode18d/cuda_tests.log"
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18d" \
+        > "$OUT/decode18d/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18d/decode.log" | tail -30
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode18d_smollm2" > "$OUT/decode18d_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18d_smollm2/decode.log" | tail -30
+    ;;
+s18e)  # the one-warp decode tiles' stages and waves on both pool dtypes, Llama-3-8B heads, after
+    # s18d (decode18e/)
+    mkdir -p "$OUT/decode18e"
+    cfg=32x1x4x16,32x1x3x16,32x1x5x16,32x1x2x16,32x1x4x12,32x1x4x24,64x1x3x16,64x1x2x16
+    timeout 200 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18e" --dtypes fp8,bf16 \
+        --batch 1,8 --lengths 32768,131072 --configs $cfg 2>&1 | grep -v Warn \
+        > "$OUT/decode18e/tune.log"
+    python3 - "$OUT/decode18e/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+tab = {}
+for r in rows:
+    key = (r["B"], r["L"], r["kernel"], r["dtype"])
+    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}:{r["ms"] * 1e3:.1f}')
+for key, cells in sorted(tab.items()):
+    print(*key, *cells)
+PY
+    ;;
+s18f)  # carrying .stage/t: the decode kernel with five stages for FP8 pages on one-warp tiles at
+    # D 128 (s18e): CUDA tests of the kernel; bench decode on Llama-3-8B and SmolLM2 heads; the
+    # SmolLM2 FP8 tiles' stages and Llama-3-8B's six (decode18f/, decode18f_smollm2/,
+    # decode18f_tune/)
+    mkdir -p "$OUT/decode18f" "$OUT/decode18f_smollm2" "$OUT/decode18f_tune"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        tests/test_decode_graphs.py > "$OUT/decode18f/cuda_tests.log" 2>&1
+    tail -3 "$OUT/decode18f/cuda_tests.log"
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18f" \
+        > "$OUT/decode18f/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18f/decode.log" | tail -30
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode18f_smollm2" > "$OUT/decode18f_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18f_smollm2/decode.log" | tail -30
+    timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18f_tune" --dtypes fp8 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
+        --configs 32x1x4x32,32x1x5x32,32x1x6x32,128x4x2x8,128x4x3x8,64x2x4x16 2>&1 \
+        | grep -v Warn | grep "^B"
+    ;;
+s18i)  # carrying .stage/r3 (after s18g and s18h): SmolLM2 accuracy with the FP8 KV cache
+    # against bf16 in one run, with float16 dots and int32 addresses in the decode kernel
+    # (smollm2-eval/fp8-kv18/: the table's files, its cells left on the machine)
+    join_three_parts || exit 1
+    R=$HOME/res/fp8-kv18
+    mkdir -p "$R" "$OUT/fp8-kv18"
+    timeout 300 python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k \
+        --samples 20 --methods dense --tasks niah_single,passkey,variable_tracking \
+        --precision bf16,fp8-kv --out "$R" > "$R/eval.log" 2>&1
+    grep -E "acc [0-9]|error|rror" "$R/eval.log" | tail -20
+    cp "$R"/results.json "$R"/results.csv "$R"/eval.log "$R"/*.png "$OUT/fp8-kv18/"
+    ;;
+s18j)  # nothing carried: bench decode on SmolLM2 heads with five stages for its one-warp FP8
+    # tiles (decode18j_smollm2/)
+    mkdir -p "$OUT/decode18j_smollm2"
+    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
+        --out "$OUT/decode18j_smollm2" > "$OUT/decode18j_smollm2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18j_smollm2/decode.log" | tail -30
+    ;;
+s18k)  # nothing carried: one-warp decode tiles at batch 1 with 2-6 stages, 16-token tiles and
+    # shorter splits (256 tokens), both pool dtypes; six stages at batch 8 (decode18k/)
+    mkdir -p "$OUT/decode18k/b1_512" "$OUT/decode18k/b1_256" "$OUT/decode18k/b8"
+    cfg=32x1x4x16,32x1x5x16,32x1x6x16,32x1x5x32,16x1x5x16,16x1x6x32
+    for m in 512 256; do
+        timeout 120 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18k/b1_$m" \
+            --dtypes fp8,bf16 --batch 1 --lengths 32768,131072 --configs $cfg \
+            --min-split-tokens $m > /dev/null 2>&1
+    done
+    timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18k/b8" --dtypes fp8,bf16 \
+        --batch 8 --lengths 32768,131072 --configs 32x1x4x16,32x1x5x16,32x1x6x16 > /dev/null 2>&1
+    for f in b1_512 b1_256 b8; do echo "== $f"; python3 - "$OUT/decode18k/$f/tune_decode_fp8.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+tab = {}
+for r in rows:
+    key = (r["B"], r["L"], r["dtype"])
+    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}/{r["splits"]}:{r["ms"] * 1e3:.1f}')
+for key, cells in sorted(tab.items()):
+    print(*key, *cells)
+PY
+    done
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k" >&2
     exit 2
     ;;
 esac

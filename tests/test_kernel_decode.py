@@ -384,6 +384,37 @@ def test_fp8_pages_keep_their_range_in_float16(dtype, q_gain, v_gain):
     _check(q, cache, rtol=1e-2, lse_rtol=1e-5)  # log-sum-exps near 1e6 at q_gain 1e6
 
 
+def test_query_heads_of_far_apart_magnitudes_in_float16():
+    """The float16 path scales the whole query tile by one power of two: the query heads of a
+    KV head whose magnitudes differ by 1e5 (the small ones then float16 subnormals) keep the
+    twin's accuracy."""
+    q, cache = _paged([[300, 17, 0], [64, 129, 1]], 9, 64, 16, fp8=True)
+    gains = torch.tensor([1e3, 1e-2, 1.0] * 3, device=DEVICE)
+    q = (q.float() * gains[:, None]).half()
+    _check(q, cache, rtol=1e-2, lse_rtol=1e-5)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_int64_row_addresses(fp8, sparse, monkeypatch):
+    """Pools past int32 offsets take int64 row addresses (a pool that large does not fit a test,
+    so the choice is forced)."""
+    monkeypatch.setattr(decode, "_fits_int32", lambda *pools: False)
+    lengths = [[300, 17, 0], [64, 129, 1]]
+    q, cache = _paged(lengths, 6, 32, 16, fp8=fp8)
+    _check(q, cache, **(_select(lengths, 16) if sparse else {}))
+
+
+def test_fits_int32_reads_shape_and_strides():
+    meta = {"device": "meta", "dtype": torch.float16}
+    assert decode._fits_int32(torch.empty(2**16, 16, 128, **meta), None)
+    assert decode._fits_int32(torch.empty(2**20, 16, 128, **meta))  # last offset 2^31 - 1
+    assert not decode._fits_int32(torch.empty(2**20 + 1, 16, 128, **meta))
+    # a view whose rows lie far apart in a larger pool: its last element is past 2^31
+    assert not decode._fits_int32(torch.empty_strided((4, 16, 128), (2**30, 128, 1), **meta))
+    assert decode._fits_int32(torch.empty(0, 16, 128, **meta))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA runs the GPU's own tiles")
 @pytest.mark.parametrize("block_n", [32, 64, 128])
 @pytest.mark.parametrize("fp8", [False, True])
@@ -434,13 +465,15 @@ def test_cuda_one_warp_tiles_at_64_heads(fp8):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 tl.dot, long caches)")
 def test_cuda_fp8_tiles_of_long_reads():
-    """FP8 pages read 32K tokens or more on their own tiles: 64 x 2 warps at D 128 (8 KV heads),
-    one-warp programs at D 64 and 24 KV heads (SmolLM2, batch 8); ragged heads, float16 dots."""
-    assert decode._tile(8, 32768, 128, True, False)[:2] == (64, 2)
+    """FP8 pages read 32K tokens or more in one-warp programs at D 128 (8 KV heads) and at D 64
+    and 24 KV heads (SmolLM2, batch 8); ragged heads (splits ending in partial tiles), float16
+    dots."""
+    assert decode._tile(8, 32768, 128, True, False)[:2] == (32, 1)
     assert decode._tile(24, 32768, 64, True, False)[:2] == (32, 1)
-    q, cache = _paged([[32768, 5, 0, 20001, 31000, 4096, 1, 32767]], 32, 128, 16,
-                      dtype=torch.bfloat16, fp8=True)  # fmt: skip
-    _check(q, cache, rtol=1e-2)
+    for long in (32768, 70001):
+        q, cache = _paged([[long, 5, 0, 20001, 31000, 4096, 1, 32767]], 32, 128, 16,
+                          dtype=torch.bfloat16, fp8=True)  # fmt: skip
+        _check(q, cache, rtol=1e-2)
     lengths = [[32768, 0, 7], [20001, 5555, 31000]] * 4
     q, cache = _paged(lengths, 9, 64, 16, dtype=torch.bfloat16, fp8=True)
     _check(q, cache, rtol=1e-2)

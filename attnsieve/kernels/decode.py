@@ -3,13 +3,14 @@
 Split-K (flash-decoding). Program (b, h_kv, s) holds the g query heads of KV head h_kv as one
 [G_PAD, D] tile, so each K/V row is read once for the whole GQA group, and walks split s of that
 head's tokens (all of them, or the pages of a sparse read list) BLOCK_N at a time, gathering row
-addresses through the page table so that pages smaller than BLOCK_N work. Each split writes its
-normalised partial output and log-sum-exp; a small second kernel merges the splits (skipped when
-there is one). FP8 pools are loaded as FP8 and widened in registers, with per-token scales
-applied to the scores and folded into P (a constexpr flag). For 16-bit queries both dots run in
-float16, which holds every e4m3 value exactly (another flag): each query row over the power of
-two at or above its largest magnitude (exact), P times each token's V scale over the tile's
-largest (its range: `_attend_tile`). bfloat16 dots, which need a second conversion an element,
+addresses through the page table so that pages smaller than BLOCK_N work (int32 addresses where
+the pools allow: `_fits_int32`). Each split writes its normalised partial output and log-sum-exp;
+a small second kernel merges the splits (skipped when there is one). FP8 pools are loaded as FP8
+and widened in registers, with per-token scales applied to the scores and folded into P (a
+constexpr flag). For 16-bit queries both dots run in float16, which holds every e4m3 value
+exactly (another flag): the query tile over the power of two at or above its largest magnitude
+(exact), P times each token's V scale over the tile's largest, the accumulator kept in units of
+that scale (its range: `_attend_tile`). bfloat16 dots, which need a second conversion an element,
 measured 1.1-1.25x slower (benchmarks/results/h200/paged2/). Float32 queries keep float32 dots.
 Per-token log weights (RazorAttention's compensation tokens), when given, are added to the
 logits (another flag). The float32 twin is
@@ -43,10 +44,12 @@ MAX_SPLITS = 128
 @triton.jit
 def _gather_rows(
     p_pt, p_list, j0, n_tok, n_len, o_t, stride_tp, stride_ip,
-    PAGE_SIZE: tl.constexpr, SPARSE: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, SPARSE: tl.constexpr, INT32_OFFSETS: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
     """Physical page, slot and mask of read-list tokens j0 + o_t: the j-th token of the list is
-    slot j % PAGE_SIZE of its (j // PAGE_SIZE)-th listed page."""
+    slot j % PAGE_SIZE of its (j // PAGE_SIZE)-th listed page. Unless MASKED, every token of the
+    tile is known valid and the mask is not applied."""
     o_j = j0 + o_t
     m_n = o_j < n_tok
     o_slot = o_j % PAGE_SIZE
@@ -55,36 +58,51 @@ def _gather_rows(
         m_n = m_n & (o_lp * PAGE_SIZE + o_slot < n_len)  # a listed page's tail past the length
     else:
         o_lp = o_j // PAGE_SIZE
-    o_pp = tl.load(p_pt + o_lp * stride_tp, mask=m_n, other=0).to(tl.int64)
+    if MASKED:
+        o_pp = tl.load(p_pt + o_lp * stride_tp, mask=m_n, other=0)
+    else:
+        o_pp = tl.load(p_pt + o_lp * stride_tp)
+    if not INT32_OFFSETS:
+        o_pp = o_pp.to(tl.int64)
+        o_slot = o_slot.to(tl.int64)
     return o_pp, o_slot, m_n
 
 
 @triton.jit
 def _attend_tile(
-    b_acc, b_l, b_m, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
+    b_acc, b_l, b_m, b_c, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
     stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
     FP8: tl.constexpr, F16: tl.constexpr, LOG_WEIGHT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
-    """Fold the gathered key/value rows into the running softmax of the [G_PAD, D] query tile."""
-    o_k = o_pp * stride_kp + o_slot.to(tl.int64) * stride_ks
-    o_v = o_pp * stride_vp + o_slot.to(tl.int64) * stride_vs
-    # masked rows are never loaded: garbage or NaN in padding slots and unused pages stays out
-    b_k = tl.load(KP + o_k[:, None] + o_d[None, :], mask=m_n[:, None], other=0.0)  # [BLOCK_N, D]
-    b_v = tl.load(VP + o_v[:, None] + o_d[None, :], mask=m_n[:, None], other=0.0)
+    """Fold the gathered key/value rows into the running softmax of the [G_PAD, D] query tile
+    (rows outside m_n left out, unless the tile is known full: not MASKED)."""
+    o_k = o_pp * stride_kp + o_slot * stride_ks
+    o_v = o_pp * stride_vp + o_slot * stride_vs
+    o_s = o_pp * stride_sp + o_slot * stride_ss
+    if MASKED:  # masked rows are never loaded: garbage or NaN in padding slots stays out
+        b_k = tl.load(KP + o_k[:, None] + o_d[None, :], mask=m_n[:, None], other=0.0)
+        b_v = tl.load(VP + o_v[:, None] + o_d[None, :], mask=m_n[:, None], other=0.0)
+        if FP8:
+            b_sk = tl.load(KS + o_s, mask=m_n, other=0.0)
+            b_sv = tl.load(VS + o_s, mask=m_n, other=0.0)
+    else:
+        b_k = tl.load(KP + o_k[:, None] + o_d[None, :])  # [BLOCK_N, D]
+        b_v = tl.load(VP + o_v[:, None] + o_d[None, :])
+        if FP8:
+            b_sk = tl.load(KS + o_s)
+            b_sv = tl.load(VS + o_s)
     if FP8:
-        o_s = o_pp * stride_sp + o_slot.to(tl.int64) * stride_ss
-        b_sk = tl.load(KS + o_s, mask=m_n, other=0.0) * qk_scale  # k dequantisation folded in
-        b_sv = tl.load(VS + o_s, mask=m_n, other=0.0)
+        b_sk = b_sk * qk_scale  # k dequantisation folded in
         b_k = b_k.to(b_q.dtype)
         b_v = b_v.to(b_q.dtype)
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION)  # [G_PAD, BLOCK_N]
     b_s = b_s * b_sk[None, :] if FP8 else b_s * qk_scale
-    if F16:
-        b_s = b_s * b_qs[:, None]
     if LOG_WEIGHT:  # natural log, into the log2 domain of the scores
-        o_w = o_pp * stride_wp + o_slot.to(tl.int64) * stride_ws
+        o_w = o_pp * stride_wp + o_slot * stride_ws
         b_s += tl.load(LW + o_w, mask=m_n, other=0.0)[None, :] * LOG2E_C
-    b_s = tl.where(m_n[None, :], b_s, float("-inf"))
+    if MASKED:
+        b_s = tl.where(m_n[None, :], b_s, float("-inf"))
     b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
     # a row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not NaN
     b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
@@ -92,7 +110,8 @@ def _attend_tile(
     b_alpha = tl.exp2(b_m - b_m_sub)
     b_l = b_l * b_alpha + tl.sum(b_p, 1)
     if F16:  # v dequantisation folded into P, relative to the tile's largest V scale (never P,
-        # whose tiles can be arbitrarily small: the accumulator is divided by this scale). A term
+        # whose tiles can be arbitrarily small). The accumulator stays in units of the last
+        # tile's scale b_c, rescaled by the next tile's factor: no multiply after the dot. A term
         # loses float16 precision below 6e-5 of that scale (P * scale): a token of small V scale
         # that draws the attention, in a tile with an unattended token of a 1e4x / 1e5x / 1e6x
         # larger scale, comes out 0.4 % / 1.5 % / 12 % off (interpreter); the accumulator
@@ -101,14 +120,15 @@ def _attend_tile(
         b_smax = tl.max(tl.abs(b_sv), 0)
         b_smax = tl.where(b_smax > 0.0, b_smax, 1.0)
         b_p = b_p * (b_sv / b_smax)[None, :]
-        b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * (b_alpha / b_smax)[:, None],
-                       input_precision=DOT_PRECISION) * b_smax  # [G_PAD, D]
+        b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * (b_alpha * (b_c / b_smax))[:, None],
+                       input_precision=DOT_PRECISION)  # [G_PAD, D], in units of b_smax
+        b_c = b_smax
     else:
         if FP8:
             b_p = b_p * b_sv[None, :]  # v dequantisation folded into P: one multiply per score
         b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * b_alpha[:, None],
                        input_precision=DOT_PRECISION)
-    return b_acc, b_l, b_m_new
+    return b_acc, b_l, b_m_new, b_c
 
 
 # table sizes vary per step: specialising on their divisibility would only recompile
@@ -125,7 +145,7 @@ def _decode_split_kernel(
     H_KV, GROUP, MAX_TOK, MAX_LIST, SPLITS, qk_scale,
     HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
     SPARSE: tl.constexpr, FP8: tl.constexpr, F16: tl.constexpr, LOG_WEIGHT: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, INT32_OFFSETS: tl.constexpr,
 ):
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_hkv = (i_bh // H_KV).to(tl.int64), (i_bh % H_KV).to(tl.int64)
@@ -149,29 +169,44 @@ def _decode_split_kernel(
     o_d = tl.arange(0, HEAD_DIM)
     p_q = Q + i_b * stride_qb + o_h[:, None] * stride_qh + o_d[None, :]
     b_q = tl.load(p_q, mask=m_g[:, None], other=0.0)  # [G_PAD, HEAD_DIM]
-    b_qs = tl.full([G_PAD], 1.0, dtype=tl.float32)
-    if F16:  # float16 dots: each query row over the power of two at or above its largest
+    if F16:  # float16 dots: the query tile over the power of two at or above its largest
         # magnitude, in range whatever q holds and exact (float16 q unchanged but for the exponent)
-        b_qs = tl.max(tl.abs(b_q.to(tl.float32)), 1)
+        b_qs = tl.max(tl.max(tl.abs(b_q.to(tl.float32)), 1), 0)
         b_qs = tl.where(b_qs > 0.0, tl.exp2(tl.ceil(tl.log2(b_qs))), 1.0)
-        b_q = (b_q.to(tl.float32) / b_qs[:, None]).to(tl.float16)
+        b_q = (b_q.to(tl.float32) / b_qs).to(tl.float16)
+        qk_scale = qk_scale * b_qs
 
     b_acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
     b_l = tl.zeros([G_PAD], dtype=tl.float32)
     b_m = tl.full([G_PAD], float("-inf"), dtype=tl.float32)
+    b_c = tl.full([], 1.0, dtype=tl.float32)  # the accumulator's unit (FP8: a tile's V scale)
     p_pt = PT + i_b * stride_tb + i_hkv * stride_th
     o_t = tl.arange(0, BLOCK_N)
-    for j0 in range(j_lo, j_hi, BLOCK_N):
+    # dense reads: the split's full tiles unmasked (fewer instructions a tile: the loop is
+    # instruction-bound on FP8 pages), its partial last tile masked after the loop; a sparse
+    # list's pages can end past the length anywhere, so its tiles stay masked
+    j_full = j_hi if SPARSE else j_lo + (j_hi - j_lo) // BLOCK_N * BLOCK_N
+    for j0 in range(j_lo, j_full, BLOCK_N):
         o_pp, o_slot, m_n = _gather_rows(p_pt, p_list, j0, j_hi, n_len, o_t, stride_tp,
-                                         stride_ip, PAGE_SIZE, SPARSE)
-        b_acc, b_l, b_m = _attend_tile(b_acc, b_l, b_m, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot,
-                                       m_n, o_d, qk_scale, stride_kp, stride_ks, stride_vp,
-                                       stride_vs, stride_sp, stride_ss, stride_wp, stride_ws, FP8,
-                                       F16, LOG_WEIGHT, DOT_PRECISION)
+                                         stride_ip, PAGE_SIZE, SPARSE, INT32_OFFSETS, SPARSE)
+        b_acc, b_l, b_m, b_c = _attend_tile(
+            b_acc, b_l, b_m, b_c, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
+            stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
+            FP8, F16, LOG_WEIGHT, DOT_PRECISION, SPARSE,
+        )
+    if not SPARSE:  # noqa: SIM102 (a constexpr: sparse kernels compile no tail)
+        if j_full < j_hi:
+            o_pp, o_slot, m_n = _gather_rows(p_pt, p_list, j_full, j_hi, n_len, o_t, stride_tp,
+                                             stride_ip, PAGE_SIZE, SPARSE, INT32_OFFSETS, True)
+            b_acc, b_l, b_m, b_c = _attend_tile(
+                b_acc, b_l, b_m, b_c, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
+                stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp,
+                stride_ws, FP8, F16, LOG_WEIGHT, DOT_PRECISION, True,
+            )
 
     # an empty split (or head) gives 0 and lse -inf, never 0/0
     b_empty = b_l == 0.0
-    b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
+    b_o = b_acc * (b_c / tl.where(b_empty, 1.0, b_l))[:, None]
     b_lse = (b_m + tl.log2(tl.where(b_empty, 1.0, b_l))) * LN2  # b_m is -inf where empty
     p_o = Part + i_b * stride_ob + o_h[:, None] * stride_oh + i_s * stride_os
     tl.store(p_o + o_d[None, :] * stride_od, b_o.to(Part.dtype.element_ty), mask=m_g[:, None])
@@ -315,6 +350,7 @@ def decode_attention(
         "F16": fp8 and q.dtype != torch.float32,
         "LOG_WEIGHT": log_weight is not None,
         "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
+        "INT32_OFFSETS": _fits_int32(k_pages, v_pages, k_scale, v_scale, log_weight),
     }
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         _decode_split_kernel[(b * h_kv, num_splits)](
@@ -328,6 +364,17 @@ def decode_attention(
     return (out, lse) if return_lse else out
 
 
+def _fits_int32(*pools: Tensor | None) -> bool:
+    """Whether every element offset of these pools fits int32. Int64 row addresses took a third
+    of the loop's instructions (offline sm_90 SASS, bf16 pages, one-warp 32-token tile: 1040
+    against 688 a thread; FP8 pages 1425 against 1213)."""
+    return all(
+        sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) < 2**31
+        for t in pools
+        if t is not None
+    )
+
+
 def _tile(
     heads: int, tokens: int, head_dim: int, fp8: bool, sparse: bool
 ) -> tuple[int, int, int, int]:
@@ -339,8 +386,8 @@ def _tile(
         return 16, 4, 1, 2
     # Measured on the H200 with the read flush (benchmarks/results/h200/decode_tune_read/), bf16
     # pages, 32K and 128K tokens. D 128 (Llama-3-8B): 64-token tiles at 4 warps over four waves
-    # are 5-10 % faster than 128 x 8 warps over two at 8-16 heads (batch 1-2); at 32 heads 7 %
-    # faster at 32K and 19 % slower at 128K, at 64 heads 21-28 % slower.
+    # are 5-10 % faster than 128 x 8 warps over two at 8-16 heads (batch 1-2; taken until the
+    # one-warp programs below); at 32 heads 7 % faster at 32K and 19 % slower at 128K.
     # 128 x 4 warps over eight waves (decode_vt/pages.json, decode_waves/waves.json, Llama-3-8B
     # and SmolLM2 heads, batch 1 and 8): on FP8 pages 9-21 % faster than two waves at batch 8 and
     # at batch 1 / 128K, equal at batch 1 / 32K; on 1/16 sparse reads of bf16 pages 1.3-2.5x
@@ -354,23 +401,24 @@ def _tile(
     # One-warp programs of 32 tokens (benchmarks/results/h200/warps2/, seventeenth session): a
     # tile's softmax then needs no cross-warp reduction or shared-memory exchange of P. At D 128
     # and 64 heads (Llama-3-8B, batch 8) over 16 waves 1.03-1.16x faster on bf16 pages at 8K /
-    # 32K / 128K tokens, over 32 waves 1.02-1.10x on FP8 pages; at 8 and 16 heads equal or slower,
-    # at D 64 faster or slower by shape (not adopted there; 32 heads not measured).
-    if head_dim == 128 and heads >= 64 and not sparse:
-        return 32, 1, 4, 32 if fp8 else 16
-    # FP8 pages with float16 dots (paged2/, vt16 rows), dense reads of 32K tokens or more: at D 128
-    # and 8 heads 64 x 2 warps x 3 stages over 16 waves 1.23-1.24x faster than 128 x 4 warps over
-    # eight (16 and 32 heads not measured); at D 64 and 24 heads (SmolLM2, batch 8) one-warp
-    # programs over 32 waves 1.10-1.12x; shorter reads and SmolLM2 at batch 1 keep 128 x 4 warps.
-    if fp8 and not sparse and tokens >= 32768:
-        if head_dim == 128:
-            return 64, 2, 3, 16
-        if head_dim == 64 and heads >= 24:
-            return 32, 1, 4, 32
+    # 32K / 128K tokens; at 8 and 16 heads equal or slower, at D 64 faster or slower by shape.
+    # With int32 addresses and unmasked full tiles (decode18c/, eighteenth session) they are the
+    # fastest of five tiles at D 128 on both pool dtypes for 8 heads from 32K tokens too (FP8 128K:
+    # 89 us against 115 for 64 x 2 warps and 119 for 128 x 4; bf16 within 2 % of the best), and
+    # 16 waves beat 32 on FP8 pages at 64 heads (581 against 593 us at 128K). On FP8 pages five
+    # stages beat two to four (decode18e/: 526 against 576-582 us at 64 heads / 128K, 78 against
+    # 85-89 at 8 heads / 128K, 29 against 36-37 at 8 heads / 32K); on bf16 pages they are 0-4 %
+    # slower. 16-32 heads and reads of 32K+ at 17-63 heads are not measured.
+    if head_dim == 128 and not sparse and (heads >= 64 or tokens >= 32768):
+        return 32, 1, 5 if fp8 else 4, 16
+    # At D 64 and 24 heads (SmolLM2, batch 8), FP8 reads of 32K tokens or more: one-warp programs
+    # over 32 waves (135 us at 128K against 166 over 16 waves, decode18c/; 1.10-1.12x faster than
+    # 128 x 4 warps in paged2/), five stages (127 against 136 us for four, decode18f_tune/);
+    # shorter reads and SmolLM2 at batch 1 keep 128 x 4 warps.
+    if fp8 and not sparse and tokens >= 32768 and head_dim == 64 and heads >= 24:
+        return 32, 1, 5, 32
     if head_dim > 128:
         return 64, 4 if fp8 else 8, 2, 2
     if fp8 or sparse or head_dim == 64:
         return 128, 4, 2, 8
-    if head_dim == 128 and tokens >= 32768 and heads <= 16:
-        return 64, 4, 2, 4
     return 128, 8, 2, 2
