@@ -27,7 +27,14 @@ from benchmarks.check_masked_cost import load
 
 
 def sweep(
-    modules: dict, c, b: int, n: int, configs: list, dtypes: dict, min_split: int = 512
+    modules: dict,
+    c,
+    b: int,
+    n: int,
+    configs: list,
+    dtypes: dict,
+    min_split: int = 512,
+    max_splits: int = decode.MAX_SPLITS,
 ) -> list[dict]:
     """Rows of one (batch, length): every module under every config and its pool dtypes, beside
     the current kernel's bf16 at its own settings (each module's tile choice is restored after)."""
@@ -43,7 +50,7 @@ def sweep(
     runs = [(name, module, dtype) for name, module in modules.items() for dtype in dtypes[name]]
     for (name, module, dtype), (block_n, warps, stages, waves) in itertools.product(runs, configs):
         module._tile = lambda *shape, t=(block_n, warps, stages, waves): t
-        splits = max(1, min(cdiv(n, min_split), cdiv(waves * 132, b * c.k.shape[1]), 128))
+        splits = max(1, min(cdiv(n, min_split), cdiv(waves * 132, b * c.k.shape[1]), max_splits))
         pool = pools[dtype]
         fn = lambda m=module, s=splits, p=pool: m.decode_attention(c.q, **p, num_splits=s)  # noqa: E731
         try:
@@ -93,6 +100,9 @@ def main() -> None:
     parser.add_argument(
         "--min-split-tokens", type=int, default=512, help="fewest tokens a split reads"
     )
+    parser.add_argument(
+        "--max-splits", type=int, default=decode.MAX_SPLITS, help="most splits a KV head takes"
+    )
     args = parser.parse_args()
     waves = {int(w) for w in args.waves.split(",")}
     stages = [int(s) for s in args.stages.split(",")]
@@ -113,7 +123,7 @@ def main() -> None:
     batches, lengths = map(int, args.batch.split(",")), map(int, args.lengths.split(","))
     for b, n in itertools.product(batches, lengths):
         cache = make_cache(b, n, shape)
-        rows += sweep(modules, cache, b, n, configs, dtypes, args.min_split_tokens)
+        rows += sweep(modules, cache, b, n, configs, dtypes, args.min_split_tokens, args.max_splits)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_decode_fp8.json").write_text(
         json.dumps({"environment": environment(), "rows": rows}, indent=1)
