@@ -88,7 +88,7 @@
 #   .stage/t); s17e, s17f, s17g (as s7a-s7c); s17h, s17i (carry .stage/variants, adding
 #   decode_pg.py, decode_pg16.py: page-chunk loads); s17j, s17k (carry .stage/t).
 #   2026-12-01, eighteenth session: s18a, s18b (carry .stage/t and .stage/variants:
-#   decode_d32.py, decode_fc.py); s18c (carry .stage/variants: decode_um.py); s18d (carry .stage/t); s18e; s18f (carry .stage/t); s18g, s18h (as s7a-s7b), s18i (carry .stage/r3); s18j; s18k; s18l (carry .stage/variants: decode_pdl.py); s18m (carry .stage/t); s18n.
+#   decode_d32.py, decode_fc.py); s18c (carry .stage/variants: decode_um.py); s18d (carry .stage/t); s18e; s18f (carry .stage/t); s18g, s18h (as s7a-s7b), s18i (carry .stage/r3); s18j; s18k; s18l (carry .stage/variants: decode_pdl.py); s18m (carry .stage/t); s18n; s18o (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -2121,8 +2121,19 @@ PY
         done
     done
     ;;
+s18o)  # carrying .stage/t: after a review, per-row query scales again (folded into the row
+    # maxima and exp2's FMA) and the accumulator's rescale with alpha first: the decode kernel's
+    # CUDA tests, bench decode on Llama-3-8B heads (decode18o/)
+    mkdir -p "$OUT/decode18o"
+    timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        > "$OUT/decode18o/cuda_tests.log" 2>&1
+    tail -2 "$OUT/decode18o/cuda_tests.log"
+    timeout 100 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18o" \
+        > "$OUT/decode18o/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$OUT/decode18o/decode.log" | grep "sdpa\|dense"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o" >&2
     exit 2
     ;;
 esac

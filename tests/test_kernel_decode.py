@@ -384,14 +384,38 @@ def test_fp8_pages_keep_their_range_in_float16(dtype, q_gain, v_gain):
     _check(q, cache, rtol=1e-2, lse_rtol=1e-5)  # log-sum-exps near 1e6 at q_gain 1e6
 
 
-def test_query_heads_of_far_apart_magnitudes_in_float16():
-    """The float16 path scales the whole query tile by one power of two: the query heads of a
-    KV head whose magnitudes differ by 1e5 (the small ones then float16 subnormals) keep the
-    twin's accuracy."""
+@pytest.mark.parametrize("log_weight", [False, True])
+def test_query_heads_of_far_apart_magnitudes_in_float16(log_weight):
+    """The float16 path scales each query row by its own power of two: the query heads of a KV
+    head whose magnitudes differ by 1e7, over keys large enough that the small heads' scores
+    matter, keep the twin's accuracy (one scale for the whole tile flushed the small heads to
+    zero: 53 % off)."""
     q, cache = _paged([[300, 17, 0], [64, 129, 1]], 9, 64, 16, fp8=True)
-    gains = torch.tensor([1e3, 1e-2, 1.0] * 3, device=DEVICE)
+    gains = torch.tensor([1e4, 1e-3, 1.0] * 3, device=DEVICE)
     q = (q.float() * gains[:, None]).half()
-    _check(q, cache, rtol=1e-2, lse_rtol=1e-5)
+    cache["k_scale"] = cache["k_scale"] * 1e3
+    kw = (
+        {"log_weight": torch.zeros(cache["k_pages"].shape[:2], device=DEVICE)} if log_weight else {}
+    )
+    out = _check(q, cache, rtol=1e-2, lse_rtol=1e-5, **kw)[0]
+    ref = decode_reference(q, **cache, **kw)
+    small = gains == 1e-3
+    assert _rel_rms(out[:, small], ref[:, small]) < 1e-2
+
+
+def test_fp8_tiles_of_far_apart_v_scales():
+    """Tiles whose largest V scales differ by 1e39 and 1e40 (the first 128 tokens against the
+    next 128, so every tile size, 16 to 128, keeps them apart): the accumulator's rescale between
+    them stays finite, also where the first tiles have no weight at all (it was inf and 0 · inf)."""
+    for v0, v1, w0 in [(1e36, 1e-3, -math.inf), (1e20, 1e-20, -46.0)]:
+        q, cache = _paged([[256]], 2, 64, 16, fp8=True)
+        first = cache["page_table"][0, 0, :8].long()  # the pages of tokens 0-127
+        gain = torch.full_like(cache["v_scale"], v1)
+        gain[first] = v0
+        cache["v_scale"] = cache["v_scale"] * gain
+        lw = torch.zeros(cache["k_pages"].shape[:2], device=DEVICE)
+        lw[first] = w0
+        _check(q, cache, rtol=1e-2, log_weight=lw, num_splits=1)
 
 
 @pytest.mark.parametrize("fp8", [False, True])

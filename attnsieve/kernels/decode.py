@@ -8,7 +8,7 @@ the pools allow: `_fits_int32`). Each split writes its normalised partial output
 a small second kernel merges the splits (skipped when there is one). FP8 pools are loaded as FP8
 and widened in registers, with per-token scales applied to the scores and folded into P (a
 constexpr flag). For 16-bit queries both dots run in float16, which holds every e4m3 value
-exactly (another flag): the query tile over the power of two at or above its largest magnitude
+exactly (another flag): each query row over the power of two at or above its largest magnitude
 (exact), P times each token's V scale over the tile's largest, the accumulator kept in units of
 that scale (its range: `_attend_tile`). bfloat16 dots, which need a second conversion an element,
 measured 1.1-1.25x slower (benchmarks/results/h200/paged2/). Float32 queries keep float32 dots.
@@ -70,7 +70,7 @@ def _gather_rows(
 
 @triton.jit
 def _attend_tile(
-    b_acc, b_l, b_m, b_c, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
+    b_acc, b_l, b_m, b_c, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
     stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
     FP8: tl.constexpr, F16: tl.constexpr, LOG_WEIGHT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     MASKED: tl.constexpr,
@@ -98,15 +98,25 @@ def _attend_tile(
         b_v = b_v.to(b_q.dtype)
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION)  # [G_PAD, BLOCK_N]
     b_s = b_s * b_sk[None, :] if FP8 else b_s * qk_scale
+    # F16: the query rows' power-of-two scales b_qs (b_s holds the scores over them) go into the
+    # row maxima and into exp2's argument as one FMA, unless log weights must be added first
     if LOG_WEIGHT:  # natural log, into the log2 domain of the scores
+        if F16:
+            b_s = b_s * b_qs[:, None]
         o_w = o_pp * stride_wp + o_slot * stride_ws
         b_s += tl.load(LW + o_w, mask=m_n, other=0.0)[None, :] * LOG2E_C
     if MASKED:
         b_s = tl.where(m_n[None, :], b_s, float("-inf"))
-    b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
+    b_row = tl.max(b_s, 1)
+    if F16 and not LOG_WEIGHT:
+        b_row = b_row * b_qs
+    b_m_new = tl.maximum(b_m, b_row)
     # a row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not NaN
     b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
-    b_p = tl.exp2(b_s - b_m_sub[:, None])
+    if F16 and not LOG_WEIGHT:
+        b_p = tl.exp2(b_s * b_qs[:, None] - b_m_sub[:, None])
+    else:
+        b_p = tl.exp2(b_s - b_m_sub[:, None])
     b_alpha = tl.exp2(b_m - b_m_sub)
     b_l = b_l * b_alpha + tl.sum(b_p, 1)
     if F16:  # v dequantisation folded into P, relative to the tile's largest V scale (never P,
@@ -120,7 +130,9 @@ def _attend_tile(
         b_smax = tl.max(tl.abs(b_sv), 0)
         b_smax = tl.where(b_smax > 0.0, b_smax, 1.0)
         b_p = b_p * (b_sv / b_smax)[None, :]
-        b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * (b_alpha * (b_c / b_smax))[:, None],
+        # alpha first: alpha * b_c / b_smax is 0 where alpha is, and stays finite whatever the
+        # ratio of two tiles' scales (b_c / b_smax alone can overflow, and 0 * inf is NaN)
+        b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * (b_alpha * b_c / b_smax)[:, None],
                        input_precision=DOT_PRECISION)  # [G_PAD, D], in units of b_smax
         b_c = b_smax
     else:
@@ -169,12 +181,12 @@ def _decode_split_kernel(
     o_d = tl.arange(0, HEAD_DIM)
     p_q = Q + i_b * stride_qb + o_h[:, None] * stride_qh + o_d[None, :]
     b_q = tl.load(p_q, mask=m_g[:, None], other=0.0)  # [G_PAD, HEAD_DIM]
-    if F16:  # float16 dots: the query tile over the power of two at or above its largest
+    b_qs = tl.full([G_PAD], 1.0, dtype=tl.float32)
+    if F16:  # float16 dots: each query row over the power of two at or above its largest
         # magnitude, in range whatever q holds and exact (float16 q unchanged but for the exponent)
-        b_qs = tl.max(tl.max(tl.abs(b_q.to(tl.float32)), 1), 0)
+        b_qs = tl.max(tl.abs(b_q.to(tl.float32)), 1)
         b_qs = tl.where(b_qs > 0.0, tl.exp2(tl.ceil(tl.log2(b_qs))), 1.0)
-        b_q = (b_q.to(tl.float32) / b_qs).to(tl.float16)
-        qk_scale = qk_scale * b_qs
+        b_q = (b_q.to(tl.float32) / b_qs[:, None]).to(tl.float16)
 
     b_acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
     b_l = tl.zeros([G_PAD], dtype=tl.float32)
@@ -190,7 +202,7 @@ def _decode_split_kernel(
         o_pp, o_slot, m_n = _gather_rows(p_pt, p_list, j0, j_hi, n_len, o_t, stride_tp,
                                          stride_ip, PAGE_SIZE, SPARSE, INT32_OFFSETS, SPARSE)
         b_acc, b_l, b_m, b_c = _attend_tile(
-            b_acc, b_l, b_m, b_c, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
+            b_acc, b_l, b_m, b_c, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
             stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
             FP8, F16, LOG_WEIGHT, DOT_PRECISION, SPARSE,
         )
@@ -199,9 +211,9 @@ def _decode_split_kernel(
             o_pp, o_slot, m_n = _gather_rows(p_pt, p_list, j_full, j_hi, n_len, o_t, stride_tp,
                                              stride_ip, PAGE_SIZE, SPARSE, INT32_OFFSETS, True)
             b_acc, b_l, b_m, b_c = _attend_tile(
-                b_acc, b_l, b_m, b_c, b_q, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
-                stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp,
-                stride_ws, FP8, F16, LOG_WEIGHT, DOT_PRECISION, True,
+                b_acc, b_l, b_m, b_c, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d,
+                qk_scale, stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss,
+                stride_wp, stride_ws, FP8, F16, LOG_WEIGHT, DOT_PRECISION, True,
             )
 
     # an empty split (or head) gives 0 and lse -inf, never 0/0
