@@ -429,6 +429,18 @@ def test_int64_row_addresses(fp8, sparse, monkeypatch):
     _check(q, cache, **(_select(lengths, 16) if sparse else {}))
 
 
+def test_large_query_groups_stay_off_one_warp_tiles(monkeypatch):
+    """More than 16 query heads a KV head would hold 128+ accumulator registers a thread in a
+    one-warp program: those reads keep multi-warp tiles."""
+    monkeypatch.setattr(decode, "INTERPRET", False)
+    assert decode._tile(8, 131072, 128, True, False)[1] == 1
+    assert decode._tile(24, 65536, 64, True, False)[1] == 1
+    for g_pad in (32, 64):
+        assert decode._tile(8, 131072, 128, True, False, g_pad)[1] > 1
+        assert decode._tile(64, 8192, 128, False, False, g_pad)[1] > 1
+        assert decode._tile(24, 65536, 64, True, False, g_pad)[1] > 1
+
+
 def test_fits_int32_reads_shape_and_strides():
     meta = {"device": "meta", "dtype": torch.float16}
     assert decode._fits_int32(torch.empty(2**16, 16, 128, **meta), None)

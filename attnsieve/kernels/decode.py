@@ -326,7 +326,11 @@ def decode_attention(
     sparse, fp8 = pages is not None, k_pages.dtype == FP8
     max_list = pages.shape[2] if sparse else max_pages
     tokens = min(max_list, max_pages) * page_size  # the most any head reads
-    block_n, warps, stages, waves = _tile(b * h_kv, tokens, d, fp8, sparse)
+    g = h_q // h_kv
+    g_pad = max(16, triton.next_power_of_2(g))
+    block_n, warps, stages, waves = _tile(b * h_kv, tokens, d, fp8, sparse, g_pad)
+    if k_pages.element_size() == 4:  # float32 pools: a stage of K and V tiles is twice as large
+        stages = min(stages, 2)
     if num_splits is None:
         num_splits = num_splits_for(b, h_kv, tokens, q.device, waves)
     out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
@@ -340,7 +344,6 @@ def decode_attention(
     lst, cnt = (pages, page_count) if sparse else (page_table, lengths)
     ks, vs = (k_scale, v_scale) if fp8 else (lengths, lengths)
     lw = lengths if log_weight is None else log_weight
-    g = h_q // h_kv
     # fmt: off
     args = (
         q, k_pages, v_pages, ks, vs, lw, page_table, lengths, lst, cnt, part, part_lse,
@@ -354,7 +357,7 @@ def decode_attention(
     # fmt: on
     meta = {
         "HEAD_DIM": d,
-        "G_PAD": max(16, triton.next_power_of_2(g)),
+        "G_PAD": g_pad,
         "PAGE_SIZE": page_size,
         "BLOCK_N": block_n,
         "SPARSE": sparse,
@@ -388,12 +391,12 @@ def _fits_int32(*pools: Tensor | None) -> bool:
 
 
 def _tile(
-    heads: int, tokens: int, head_dim: int, fp8: bool, sparse: bool
+    heads: int, tokens: int, head_dim: int, fp8: bool, sparse: bool, g_pad: int = 16
 ) -> tuple[int, int, int, int]:
     """BLOCK_N, warps, pipeline stages and waves of programs over the SMs for ``heads`` (batch x
     KV heads) heads of ``head_dim`` reading up to ``tokens`` tokens each (of a ``sparse`` read
-    list or not). The interpreter takes 16-token tiles, so tests cover tiles spanning several
-    pages as well as pages spanning several tiles."""
+    list or not), ``g_pad`` query rows a program. The interpreter takes 16-token tiles, so
+    tests cover tiles spanning several pages as well as pages spanning several tiles."""
     if INTERPRET:
         return 16, 4, 1, 2
     # Measured on the H200 with the read flush (benchmarks/results/h200/decode_tune_read/), bf16
@@ -421,13 +424,16 @@ def _tile(
     # stages beat two to four (decode18e/: 526 against 576-582 us at 64 heads / 128K, 78 against
     # 85-89 at 8 heads / 128K, 29 against 36-37 at 8 heads / 32K); on bf16 pages they are 0-4 %
     # slower. 16-32 heads and reads of 32K+ at 17-63 heads are not measured.
-    if head_dim == 128 and not sparse and (heads >= 64 or tokens >= 32768):
+    # Groups of more than 16 query heads (G_PAD 32+) would hold 128+ accumulator registers a
+    # thread in one warp: not measured, they keep the tiles below.
+    one_warp = not sparse and g_pad <= 16
+    if head_dim == 128 and one_warp and (heads >= 64 or tokens >= 32768):
         return 32, 1, 5 if fp8 else 4, 16
     # At D 64 and 24 heads (SmolLM2, batch 8), FP8 reads of 32K tokens or more: one-warp programs
     # over 32 waves (135 us at 128K against 166 over 16 waves, decode18c/; 1.10-1.12x faster than
     # 128 x 4 warps in paged2/), five stages (127 against 136 us for four, decode18f_tune/);
     # shorter reads and SmolLM2 at batch 1 keep 128 x 4 warps.
-    if fp8 and not sparse and tokens >= 32768 and head_dim == 64 and heads >= 24:
+    if fp8 and one_warp and tokens >= 32768 and head_dim == 64 and heads >= 24:
         return 32, 1, 5, 32
     if head_dim > 128:
         return 64, 4 if fp8 else 8, 2, 2
