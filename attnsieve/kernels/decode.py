@@ -399,44 +399,28 @@ def _tile(
     tests cover tiles spanning several pages as well as pages spanning several tiles."""
     if INTERPRET:
         return 16, 4, 1, 2
-    # Measured on the H200 with the read flush (benchmarks/results/h200/decode_tune_read/), bf16
-    # pages, 32K and 128K tokens. D 128 (Llama-3-8B): 64-token tiles at 4 warps over four waves
-    # are 5-10 % faster than 128 x 8 warps over two at 8-16 heads (batch 1-2; taken until the
-    # one-warp programs below); at 32 heads 7 % faster at 32K and 19 % slower at 128K.
-    # 128 x 4 warps over eight waves (decode_vt/pages.json, decode_waves/waves.json, Llama-3-8B
-    # and SmolLM2 heads, batch 1 and 8): on FP8 pages 9-21 % faster than two waves at batch 8 and
-    # at batch 1 / 128K, equal at batch 1 / 32K; on 1/16 sparse reads of bf16 pages 1.3-2.5x
-    # faster than 128 x 8 warps over two; on dense bf16 reads below 32K tokens 5-17 % faster at
-    # D 64, and at D 128 equal at batch 1, 4-9 % slower at batch 8 (which keeps 8 warps).
-    # D = 256 halves the tile (not measured).
-    # D 64 dense bf16 reads of 32K and 128K tokens (decode_rp/smollm2/, 3 and 24 heads): 128 x 4
-    # warps over eight waves are 1.05-1.23x faster than the tiles chosen before (64 x 4 warps,
-    # 3 stages, four waves from 6 heads; 128 x 8 warps over two below), so D 64 takes them always
-    # (above 24 heads, where 128 x 8 warps over two ran before, not measured).
-    # One-warp programs of 32 tokens (benchmarks/results/h200/warps2/, seventeenth session): a
-    # tile's softmax then needs no cross-warp reduction or shared-memory exchange of P. At D 128
-    # and 64 heads (Llama-3-8B, batch 8) over 16 waves 1.03-1.16x faster on bf16 pages at 8K /
-    # 32K / 128K tokens; at 8 and 16 heads equal or slower, at D 64 faster or slower by shape.
-    # With int32 addresses and unmasked full tiles (decode18c/, eighteenth session) they are the
-    # fastest of five tiles at D 128 on both pool dtypes for 8 heads from 32K tokens too (FP8 128K:
-    # 89 us against 115 for 64 x 2 warps and 119 for 128 x 4; bf16 within 2 % of the best), and
-    # 16 waves beat 32 on FP8 pages at 64 heads (581 against 593 us at 128K). On FP8 pages five
-    # stages beat two to four (decode18e/: 526 against 576-582 us at 64 heads / 128K, 78 against
-    # 85-89 at 8 heads / 128K, 29 against 36-37 at 8 heads / 32K); on bf16 pages they are 0-4 %
-    # slower. 16-32 heads and reads of 32K+ at 17-63 heads are not measured.
-    # Groups of more than 16 query heads (G_PAD 32+) would hold 128+ accumulator registers a
-    # thread in one warp: not measured, they keep the tiles below.
+    # Measured on the H200, L2 flushed, 32K and 128K tokens (benchmarks/results/h200/: the folder
+    # of each claim; SESSIONS.md has the sweeps). One-warp programs of 32 tokens need no
+    # cross-warp softmax reduction and no shared-memory exchange of P: at D 128 they are the
+    # fastest dense tiles at 64 heads from 8K tokens (warps2/) and, with int32 addresses and
+    # unmasked full tiles, at 8 heads from 32K (decode18c/: FP8 128K 89 us against 115 for
+    # 64 x 2 warps and 119 for 128 x 4; bf16 within 2 % of the best); five stages on FP8 pages
+    # (decode18e/: 526 against 576-582 us at 64 heads / 128K, 78 against 85-89 at 8 heads), four
+    # on bf16 (five 0-4 % slower). 16-63 heads at 32K+ and groups of more than 16 query heads (a
+    # 128+-register accumulator in one warp) are not measured; the latter keep the tiles below.
     one_warp = not sparse and g_pad <= 16
     if head_dim == 128 and one_warp and (heads >= 64 or tokens >= 32768):
         return 32, 1, 5 if fp8 else 4, 16
-    # At D 64 and 24 heads (SmolLM2, batch 8), FP8 reads of 32K tokens or more: one-warp programs
-    # over 32 waves (135 us at 128K against 166 over 16 waves, decode18c/; 1.10-1.12x faster than
-    # 128 x 4 warps in paged2/), five stages (127 against 136 us for four, decode18f_tune/);
-    # shorter reads and SmolLM2 at batch 1 keep 128 x 4 warps.
+    # D 64, 24+ heads (SmolLM2 at batch 8), FP8 reads of 32K+: one warp over 32 waves, five stages
+    # (decode18c/, decode18f_tune/: 127 us at 128K against 166 over 16 waves at four stages).
     if fp8 and one_warp and tokens >= 32768 and head_dim == 64 and heads >= 24:
         return 32, 1, 5, 32
-    if head_dim > 128:
+    if head_dim > 128:  # D 256 halves the tile (not measured)
         return 64, 4 if fp8 else 8, 2, 2
+    # 128 x 4 warps over eight waves (decode_waves/, decode_rp/smollm2/): 9-21 % faster than two
+    # waves on FP8 pages, 1.3-2.5x on 1/16 sparse reads, 1.05-1.23x on D 64 dense bf16 reads;
+    # dense bf16 reads at D 128 below 32K tokens keep 128 x 8 warps over two (4-9 % faster at
+    # batch 8, decode_tune_read/).
     if fp8 or sparse or head_dim == 64:
         return 128, 4, 2, 8
     return 128, 8, 2, 2
