@@ -131,6 +131,30 @@ smollm2_prefill() {  # SECONDS PLANNERS DIR: `bench prefill` on SmolLM2's heads 
     rm -f "$3/"*.png
 }
 
+tune_cells() {  # JSON...: each tune_decode_fp8.json as one line per (B, L, kernel, dtype) with
+    # its configs' times (eighteenth session's cases)
+    python3 - "$@" <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    print("==", path)
+    tab = {}
+    for r in json.load(open(path))["rows"]:
+        cfg = f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}/{r["splits"]}'
+        cell = f'{cfg}:{r["ms"] * 1e3:.1f}/{r["rel_err"]:.0e}'
+        tab.setdefault((r["B"], r["L"], r["kernel"], r["dtype"]), []).append(cell)
+    for key, cells in sorted(tab.items()):
+        print(*key, *cells)
+PY
+}
+
+bench_decode() {  # SECONDS DIR ARGS...: `attnsieve bench decode --reps 20 ARGS` into DIR, its
+    # table printed
+    mkdir -p "$2"
+    timeout "$1" python3 -m attnsieve bench decode --reps 20 --out "$2" "${@:3}" \
+        > "$2/decode.log" 2>&1
+    grep -v "it/s\]\|s/it\]" "$2/decode.log" | tail -30
+}
+
 swap_in() {  # KERNEL VARIANT [KERNEL VARIANT ...]: run variants, the current files kept in /tmp
     SWAPPED=""
     while [ $# -gt 1 ]; do
@@ -1892,19 +1916,7 @@ s18a)  # carrying .stage/t and .stage/variants (decode_d32.py: int32 row offsets
         --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
         --variant d32=.stage/variants/decode_d32.py --configs $cfg 2>&1 | grep -v Warn \
         > "$OUT/decode18/smollm2/tune.log"
-    for m in llama smollm2; do python3 - "$OUT/decode18/$m/tune_decode_fp8.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-best = {}
-for r in rows:
-    k = (r["B"], r["L"], r["kernel"], r["dtype"])
-    if k not in best or r["ms"] < best[k]["ms"]:
-        best[k] = r
-for (b, n, kern, dt), r in sorted(best.items()):
-    print(b, n, kern, dt, r["block_n"], r["warps"], r["stages"], r["waves"],
-          round(r["ms"] * 1e3, 1), "own bf16", round(r["bf16_ms"] * 1e3, 1), "err %.1e" % r["rel_err"])
-PY
-    done
+    tune_cells "$OUT/decode18"/{llama,smollm2}/tune_decode_fp8.json
     ;;
 s18b)  # carrying .stage/t and .stage/variants (decode_fc.py: decode_d32.py with the split merge
     # in the split kernel, the last split of a head to arrive merging): the decode kernel with
@@ -1925,23 +1937,9 @@ s18b)  # carrying .stage/t and .stage/variants (decode_fc.py: decode_d32.py with
         --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
         --variant fc=.stage/variants/decode_fc.py --configs $cfg 2>&1 | grep -v Warn \
         > "$OUT/decode18b/smollm2/tune.log"
-    for m in llama smollm2; do python3 - "$OUT/decode18b/$m/tune_decode_fp8.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-tab = {}
-for r in rows:
-    key = (r["B"], r["L"], r["kernel"], r["dtype"])
-    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}:{r["ms"] * 1e3:.1f}')
-for key, cells in sorted(tab.items()):
-    print(*key, *cells)
-PY
-    done
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18b" \
-        > "$OUT/decode18b/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18b/decode.log" | tail -30
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
-        --out "$OUT/decode18b_smollm2" > "$OUT/decode18b_smollm2/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18b_smollm2/decode.log" | tail -30
+    tune_cells "$OUT/decode18b"/{llama,smollm2}/tune_decode_fp8.json
+    bench_decode 120 "$OUT/decode18b"
+    bench_decode 120 "$OUT/decode18b_smollm2" --heads 9 --kv-heads 3 --head-dim 64
     ;;
 s18c)  # carrying .stage/variants (decode_um.py: the decode kernel with its full tiles read
     # unmasked, the split's partial last tile masked after the loop) against the current kernel
@@ -1956,20 +1954,8 @@ s18c)  # carrying .stage/variants (decode_um.py: the decode kernel with its full
         --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
         --variant um=.stage/variants/decode_um.py --configs $cfg 2>&1 | grep -v Warn \
         > "$OUT/decode18c/smollm2/tune.log"
-    for m in llama smollm2; do python3 - "$OUT/decode18c/$m/tune_decode_fp8.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-tab = {}
-for r in rows:
-    key = (r["B"], r["L"], r["kernel"], r["dtype"])
-    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}:{r["ms"] * 1e3:.1f}/{r["rel_err"]:.0e}')
-for key, cells in sorted(tab.items()):
-    print(*key, *cells)
-PY
-    done
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
-        --out "$OUT/decode18c_smollm2" > "$OUT/decode18c_smollm2/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18c_smollm2/decode.log" | tail -30
+    tune_cells "$OUT/decode18c"/{llama,smollm2}/tune_decode_fp8.json
+    bench_decode 120 "$OUT/decode18c_smollm2" --heads 9 --kv-heads 3 --head-dim 64
     ;;
 s18d)  # carrying .stage/t: the decode kernel with s18c's variant adopted (full tiles unmasked)
     # and one-warp tiles for dense reads of 32K+ at D 128: CUDA tests of the kernel, graphs,
@@ -1981,12 +1967,8 @@ s18d)  # carrying .stage/t: the decode kernel with s18c's variant adopted (full 
         tests/test_hf_cache.py tests/test_decode_integration.py \
         > "$OUT/decode18d/cuda_tests.log" 2>&1
     tail -3 "$OUT/decode18d/cuda_tests.log"
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18d" \
-        > "$OUT/decode18d/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18d/decode.log" | tail -30
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
-        --out "$OUT/decode18d_smollm2" > "$OUT/decode18d_smollm2/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18d_smollm2/decode.log" | tail -30
+    bench_decode 120 "$OUT/decode18d"
+    bench_decode 120 "$OUT/decode18d_smollm2" --heads 9 --kv-heads 3 --head-dim 64
     ;;
 s18e)  # the one-warp decode tiles' stages and waves on both pool dtypes, Llama-3-8B heads, after
     # s18d (decode18e/)
@@ -1995,16 +1977,7 @@ s18e)  # the one-warp decode tiles' stages and waves on both pool dtypes, Llama-
     timeout 200 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18e" --dtypes fp8,bf16 \
         --batch 1,8 --lengths 32768,131072 --configs $cfg 2>&1 | grep -v Warn \
         > "$OUT/decode18e/tune.log"
-    python3 - "$OUT/decode18e/tune_decode_fp8.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-tab = {}
-for r in rows:
-    key = (r["B"], r["L"], r["kernel"], r["dtype"])
-    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}:{r["ms"] * 1e3:.1f}')
-for key, cells in sorted(tab.items()):
-    print(*key, *cells)
-PY
+    tune_cells "$OUT/decode18e/tune_decode_fp8.json"
     ;;
 s18f)  # carrying .stage/t: the decode kernel with five stages for FP8 pages on one-warp tiles at
     # D 128 (s18e): CUDA tests of the kernel; bench decode on Llama-3-8B and SmolLM2 heads; the
@@ -2014,12 +1987,8 @@ s18f)  # carrying .stage/t: the decode kernel with five stages for FP8 pages on 
     timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         tests/test_decode_graphs.py > "$OUT/decode18f/cuda_tests.log" 2>&1
     tail -3 "$OUT/decode18f/cuda_tests.log"
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18f" \
-        > "$OUT/decode18f/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18f/decode.log" | tail -30
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
-        --out "$OUT/decode18f_smollm2" > "$OUT/decode18f_smollm2/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18f_smollm2/decode.log" | tail -30
+    bench_decode 120 "$OUT/decode18f"
+    bench_decode 120 "$OUT/decode18f_smollm2" --heads 9 --kv-heads 3 --head-dim 64
     timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18f_tune" --dtypes fp8 \
         --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
         --configs 32x1x4x32,32x1x5x32,32x1x6x32,128x4x2x8,128x4x3x8,64x2x4x16 2>&1 \
@@ -2040,9 +2009,7 @@ s18i)  # carrying .stage/r3 (after s18g and s18h): SmolLM2 accuracy with the FP8
 s18j)  # nothing carried: bench decode on SmolLM2 heads with five stages for its one-warp FP8
     # tiles (decode18j_smollm2/)
     mkdir -p "$OUT/decode18j_smollm2"
-    timeout 120 python3 -m attnsieve bench decode --reps 20 --heads 9 --kv-heads 3 --head-dim 64 \
-        --out "$OUT/decode18j_smollm2" > "$OUT/decode18j_smollm2/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18j_smollm2/decode.log" | tail -30
+    bench_decode 120 "$OUT/decode18j_smollm2" --heads 9 --kv-heads 3 --head-dim 64
     ;;
 s18k)  # nothing carried: one-warp decode tiles at batch 1 with 2-6 stages, 16-token tiles and
     # shorter splits (256 tokens), both pool dtypes; six stages at batch 8 (decode18k/)
@@ -2055,17 +2022,7 @@ s18k)  # nothing carried: one-warp decode tiles at batch 1 with 2-6 stages, 16-t
     done
     timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18k/b8" --dtypes fp8,bf16 \
         --batch 8 --lengths 32768,131072 --configs 32x1x4x16,32x1x5x16,32x1x6x16 > /dev/null 2>&1
-    for f in b1_512 b1_256 b8; do echo "== $f"; python3 - "$OUT/decode18k/$f/tune_decode_fp8.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-tab = {}
-for r in rows:
-    key = (r["B"], r["L"], r["dtype"])
-    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}/{r["splits"]}:{r["ms"] * 1e3:.1f}')
-for key, cells in sorted(tab.items()):
-    print(*key, *cells)
-PY
-    done
+    tune_cells "$OUT"/decode18k/{b1_512,b1_256,b8}/tune_decode_fp8.json
     ;;
 s18l)  # carrying .stage/variants (decode_pdl.py: the merge kernel launched with programmatic
     # dependent launch, waiting on the split kernel's writes): against the current kernel at the
@@ -2077,17 +2034,8 @@ s18l)  # carrying .stage/variants (decode_pdl.py: the merge kernel launched with
         timeout 120 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18l/$m" $h \
             --dtypes fp8,bf16 --batch 1,8 --lengths 32768,131072 --configs $cfg \
             --variant pdl=.stage/variants/decode_pdl.py > /dev/null 2>&1
-        python3 - "$OUT/decode18l/$m/tune_decode_fp8.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-tab = {}
-for r in rows:
-    key = (r["B"], r["L"], r["kernel"], r["dtype"])
-    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}:{r["ms"] * 1e3:.1f}/{r["rel_err"]:.0e}')
-for key, cells in sorted(tab.items()):
-    print(*key, *cells)
-PY
     done
+    tune_cells "$OUT"/decode18l/{llama,smollm2}/tune_decode_fp8.json
     ;;
 s18m)  # carrying .stage/t: the decode kernel's CUDA tests with five stages at SmolLM2's one-warp
     # FP8 tiles too (s18j's change; decode18m/cuda_tests.log)
@@ -2107,19 +2055,9 @@ s18n)  # nothing carried: more splits a KV head at batch 1 (up to 256 / 512 agai
             timeout 60 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18n/${m}_$s" $h \
                 --dtypes fp8,bf16 --batch 1 --lengths 32768,131072 --configs $cfg \
                 --min-split-tokens 256 --max-splits $s > /dev/null 2>&1
-            echo "== $m max splits $s"
-            python3 - "$OUT/decode18n/${m}_$s/tune_decode_fp8.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-tab = {}
-for r in rows:
-    key = (r["B"], r["L"], r["dtype"])
-    tab.setdefault(key, []).append(f'{r["block_n"]}x{r["warps"]}x{r["stages"]}x{r["waves"]}/{r["splits"]}:{r["ms"] * 1e3:.1f}')
-for key, cells in sorted(tab.items()):
-    print(*key, *cells)
-PY
         done
     done
+    tune_cells "$OUT"/decode18n/*/tune_decode_fp8.json
     ;;
 s18o)  # carrying .stage/t: after a review, per-row query scales again (folded into the row
     # maxima and exp2's FMA) and the accumulator's rescale with alpha first: the decode kernel's
@@ -2128,9 +2066,7 @@ s18o)  # carrying .stage/t: after a review, per-row query scales again (folded i
     timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         > "$OUT/decode18o/cuda_tests.log" 2>&1
     tail -2 "$OUT/decode18o/cuda_tests.log"
-    timeout 100 python3 -m attnsieve bench decode --reps 20 --out "$OUT/decode18o" \
-        > "$OUT/decode18o/decode.log" 2>&1
-    grep -v "it/s\]\|s/it\]" "$OUT/decode18o/decode.log" | grep "sdpa\|dense"
+    bench_decode 100 "$OUT/decode18o"
     ;;
 *)
     echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o" >&2
