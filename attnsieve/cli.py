@@ -36,6 +36,14 @@ COMMANDS = {
     ),
 }
 USER_ERRORS = (ValueError, TypeError, OSError)  # OSError covers FileNotFoundError
+# optional packages a command may import late (plots, the model loaders), by the extra holding them
+EXTRAS = {
+    "matplotlib": "bench",
+    "transformers": "transformers",
+    "safetensors": "transformers",
+    "gguf": "smollm2",
+    "accelerate": "smollm2",
+}
 DEBUG_ENV = "ATTNSIEVE_DEBUG"
 _HELP = ("-h", "--help")
 
@@ -108,6 +116,11 @@ def _run(name: str, rest: list[str]) -> int:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
         return _fail(prog, e)
+    except ModuleNotFoundError as e:  # an optional package not installed: a user error too
+        package = (e.name or "").split(".")[0]
+        if package not in EXTRAS or os.environ.get(DEBUG_ENV) == "1":
+            raise
+        return _fail(prog, f'needs {package!r}: pip install "attnsieve[{EXTRAS[package]}]"')
     except SystemExit as e:  # `raise SystemExit("message")`: a user error in the subcommand
         if isinstance(e.code, str):
             if os.environ.get(DEBUG_ENV) == "1":

@@ -195,6 +195,22 @@ def test_bugs_are_not_swallowed(fake_command, error):
         cli.main(["fake"])
 
 
+def test_a_missing_optional_package_names_its_extra(fake_command, capsys):
+    """`eval` and `bench e2e` plot with matplotlib, which only the bench extra installs."""
+    fake_command["error"] = ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+    assert cli.main(["fake"]) == 2
+    message = one_error_line(capsys, "attnsieve fake")
+    assert message == "needs 'matplotlib': pip install \"attnsieve[bench]\""
+
+
+def test_a_missing_module_of_no_extra_is_a_bug(fake_command):
+    fake_command["error"] = ModuleNotFoundError(
+        "No module named 'attnsieve.gone'", name="attnsieve.gone"
+    )
+    with pytest.raises(ModuleNotFoundError):
+        cli.main(["fake"])
+
+
 def test_exit_codes_pass_through(fake_command):
     fake_command["error"] = SystemExit(3)
     assert cli.main(["fake"]) == 3

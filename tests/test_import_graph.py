@@ -1,5 +1,5 @@
-"""The package's import graph follows DESIGN.md: dependencies point down, kernels import no method,
-api or integration, and nothing but the CLI entry imports a CLI module.
+"""The package's import graph follows the README's "Layout of the code": dependencies point down,
+kernels import no method, api or integration, and nothing but the CLI entry imports a CLI module.
 
 Every module under attnsieve/ is parsed with `ast` (nothing is imported). An import counts wherever
 it is written, in a function body too (a lazy import is still a dependency); only imports under
@@ -15,7 +15,7 @@ from attnsieve import cli
 
 PACKAGE = Path(__file__).resolve().parents[1] / "attnsieve"
 
-# DESIGN.md, "Dependencies point down": a module may import its own group and any lower rank.
+# "Dependencies point down": a module may import its own group and any lower rank.
 RANKS = [
     ("checks",),
     ("layout", "layout_spans"),  # the plan type kernels execute

@@ -1,5 +1,5 @@
 """Malformed input at every public entry point fails at once, with the exception type the contract
-names and a message that names the argument (DESIGN.md, Contracts).
+names and a message that names the argument (the README, "Use").
 
 The table (`CASES`) covers attention, dense attention, the planning estimates, planners, `Layout`
 constructors and methods, `AttentionConfig`, `patch`, the paged `Cache` and the decode kernel; the
@@ -19,6 +19,7 @@ import torch
 import attnsieve
 from attnsieve import api
 from attnsieve.integrations import AttentionConfig
+from attnsieve.kernels import INTERPRET
 from attnsieve.layout import Layout
 from attnsieve.methods import PerHeadPlanner, get_planner
 
@@ -1039,3 +1040,28 @@ def test_patch_checks_the_config_against_the_model(tiny_llama, config, exc, patt
 
 def test_patch_rejects_a_non_model():
     _check(lambda: attnsieve.patch(torch.nn.Linear(2, 2)), TypeError, r"^model: expected a trans")
+
+
+def _bf16_dots():
+    """Each Triton entry point that dots its bfloat16 input, called with bfloat16 q."""
+    from attnsieve.kernels import decode, planning, prefill
+
+    q, k, v = qkv(torch.bfloat16)
+    pages = torch.randn(4, 16, D).bfloat16()
+    table = torch.arange(4, dtype=torch.int32).view(1, 1, 4).expand(B, HKV, 4).contiguous()
+    lengths = torch.full((B, HKV), 40, dtype=torch.int32)
+    return [
+        lambda: prefill.sparse_attention(q, k, v, layout()),
+        lambda: attn(backend="triton", q=q, k=k, v=v),
+        lambda: decode.decode_attention(q[:, :, 0], pages, pages, table, lengths),
+        lambda: planning.last_query_stats(q, k, last_q=16, block_k=16),
+        lambda: planning.antidiagonal_block_scores(q, k, stride=4, block_q=16, block_k=16),
+    ]
+
+
+@pytest.mark.skipif(not INTERPRET, reason="Triton's interpreter only (TRITON_INTERPRET=1)")
+@pytest.mark.parametrize("entry", range(5))
+def test_interpreter_refuses_bfloat16_dots(entry):
+    """Triton's interpreter gets bfloat16 dots wrong by orders of magnitude without an error, so
+    the kernels that dot their input refuse bfloat16 there (float16 runs)."""
+    _check(_bf16_dots()[entry], ValueError, r"^q: bfloat16 under Triton's interpreter")

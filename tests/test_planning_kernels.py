@@ -91,6 +91,19 @@ def test_antidiagonal_twin_matches_definition():
     torch.testing.assert_close(got[0, 0], want)
 
 
+def test_antidiagonal_twin_takes_transposed_views():
+    """Q and K as transformers hands them over, (B, N, H, D) transposed, with N and M multiples of
+    the stride (no padding copy): the twin reads them as their contiguous copies (a `view` of
+    them raised, which `attnsieve calibrate --model` hit on the CPU)."""
+    torch.manual_seed(2)
+    q = torch.randn(1, 64, 4, 16).transpose(1, 2)
+    k = torch.randn(1, 64, 2, 16).transpose(1, 2)
+    kwargs = {"stride": 4, "block_q": 16, "block_k": 16}
+    got = planning_reference.antidiagonal_block_scores(q, k, **kwargs)
+    want = planning_reference.antidiagonal_block_scores(q.contiguous(), k.contiguous(), **kwargs)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_antidiagonal_scratch_split(monkeypatch):
     """Launching per KV-head group (bounded scratch) gives the same scores."""
     q, k = _inputs(1, 4, 2, 100, 100, 32, torch.float32)

@@ -2,8 +2,9 @@
 
 A planner issues tens to hundreds of small launches per layer; at SmolLM2's sizes their host-side
 cost (Python and launch latency, ~5 ms a layer on an H200) exceeds the whole layer's dense
-attention below ~32K tokens. Plans make no host synchronisation (DESIGN.md), so a layer's plan,
-sparse attention and density can be captured once and replayed for later calls of the same shapes.
+attention below ~32K tokens. Plans make no host synchronisation (`benchmarks/check_no_sync.py`
+checks it), so a layer's plan, sparse attention and density can be captured once and replayed for
+later calls of the same shapes.
 
 Per key (planner, scale, shapes and strides of q, k, v): the first call runs eagerly (it compiles
 and autotunes the kernels); the second runs once more under ``torch.cuda.set_sync_debug_mode

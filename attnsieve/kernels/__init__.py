@@ -20,6 +20,16 @@ def check_triton_device(name: str, t: Tensor) -> None:
         )
 
 
+def check_interpreter_dots(name: str, t: Tensor) -> None:
+    """Triton's interpreter computes ``tl.dot`` on bfloat16 operands wrong (off by orders of
+    magnitude, without an error): a kernel that dots its bfloat16 input refuses it there."""
+    if INTERPRET and t.dtype == torch.bfloat16:
+        raise ValueError(
+            f"{name}: bfloat16 under Triton's interpreter (TRITON_INTERPRET=1) gives wrong dots; "
+            "pass float16 or float32 there, or use backend='reference'"
+        )
+
+
 @functools.cache
 def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device; 4 for the interpreter (any small number)."""

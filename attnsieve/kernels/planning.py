@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels import INTERPRET, check_triton_device, sm_count
+from attnsieve.kernels import INTERPRET, check_interpreter_dots, check_triton_device, sm_count
 from attnsieve.kernels.prefill import LOG2E, unit_last
 
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
@@ -454,6 +454,7 @@ def antidiagonal_block_scores(
     ``block_k / stride`` must be powers of two.
     """
     check_triton_device("q", q)
+    check_interpreter_dots("q", q)
     rq, rb = block_q // stride, block_k // stride
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
@@ -505,6 +506,7 @@ def last_query_stats(
     into blocks afterwards.
     """
     check_triton_device("q", q)
+    check_interpreter_dots("q", q)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     if b * h_q * m == 0:  # no key, query head or batch: nothing to launch

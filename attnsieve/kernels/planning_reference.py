@@ -96,9 +96,9 @@ def antidiagonal_block_scores(
     rows, cols = cdiv(n, stride), cdiv(m, stride)
     # reshaped Q: row r = [q[rS+S-1], ..., q[rS]]; reshaped K: column c = [k[cS], ..., k[cS+S-1]]
     q_r = torch.nn.functional.pad(q.float(), (0, 0, 0, rows * stride - n))
-    q_r = q_r.view(b, h_q, rows, stride, d).flip(3).reshape(b, h_kv, g, rows, stride * d)
+    q_r = q_r.reshape(b, h_q, rows, stride, d).flip(3).reshape(b, h_kv, g, rows, stride * d)
     k_r = torch.nn.functional.pad(k.float(), (0, 0, 0, cols * stride - m))
-    k_r = k_r.view(b, h_kv, 1, cols, stride * d)
+    k_r = k_r.reshape(b, h_kv, 1, cols, stride * d)
     row_block = torch.arange(rows, device=q.device) * stride // block_q
     col_block = torch.arange(cols, device=q.device) * stride // block_k
     qb, kb = cdiv(n, block_q), cdiv(m, block_k)

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attnsieve.kernels import INTERPRET, check_triton_device
+from attnsieve.kernels import INTERPRET, check_interpreter_dots, check_triton_device
 from attnsieve.layout import Layout
 
 LOG2E = 1.4426950408889634
@@ -600,6 +600,7 @@ def _check_kernel_inputs(
                 f"{name}: the head_dim axis must have stride 1, got strides {t.stride()}"
             )
     check_triton_device("q", q)
+    check_interpreter_dots("q", q)
     for name in ("block_q", "block_k"):
         if not _pow2_in(getattr(layout, name), 16, 128):
             raise ValueError(
