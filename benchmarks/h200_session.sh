@@ -93,6 +93,10 @@
 #   s19c (carry .stage/q3), s19d (carry .stage/q4), each at once after the one before; s19e
 #   (carry .stage/variants); s19f (carry .stage/variants, for before.py: the device copy has no
 #   git history); s19g; s19h.
+#   2026-12-01, twentieth session: s20a, s20b (carry .stage/qv: the INT8-FP8 kernel's variants,
+#   described in SESSIONS.md, not committed); s20c (carry .stage/q1), s20d (.stage/q2), s20e
+#   (.stage/q3), s20f (.stage/q4), each at once after the one before; s20g at once after s20f
+#   (run by hand as the same command, ATTNSIEVE_SMOLLM2_GGUF set as this script sets it).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -2157,8 +2161,49 @@ s19h)  # nothing carried: bench prefill (every planner, Llama-3-8B's shapes) at 
         > "$OUT/prefill19/prefill.log" 2>&1
     grep "^16384\|^131072" "$OUT/prefill19/prefill.log"
     ;;
+s20a)  # carrying .stage/qv (variants of attnsieve/kernels/quant.py, not committed: quant_mma.py
+    # accumulates every tile's P.V inside the FP8 MMA; quant_g8.py / quant_g32.py do so for groups
+    # of 8 / 32 unmasked tiles, added to the fp32 accumulator after each group; quant_defer.py
+    # adds each unmasked tile's P.V while folding the next one): the INT8-FP8 kernel against them
+    # (quant20/)
+    mkdir -p "$OUT/quant20"
+    V=.stage/qv
+    timeout 500 python3 benchmarks/time_quant_variants.py --out "$OUT/quant20" \
+        --variant mma=$V/quant_mma.py --variant g8=$V/quant_g8.py --variant g32=$V/quant_g32.py \
+        --variant defer=$V/quant_defer.py 2>&1 | grep -v Warn | tail -30
+    ;;
+s20b)  # carrying .stage/qv (quant_n64.py: attnsieve/kernels/quant.py with 64-key tiles, and so
+    # 64-key K quantisation blocks, not committed): the INT8-FP8 kernel against it (quant20/n64/);
+    # then the prefill kernel with the nineteenth session's epilogue under the GPU fuzz, 1000
+    # cases (fuzz20/)
+    mkdir -p "$OUT/quant20/n64" "$OUT/fuzz20"
+    timeout 200 python3 benchmarks/time_quant_variants.py --out "$OUT/quant20/n64" \
+        --variant n64=.stage/qv/quant_n64.py 2>&1 | grep -v Warn | tail -30
+    timeout 330 python3 benchmarks/fuzz_prefill.py --cases 1000 --workers 15 --out "$OUT/fuzz20" \
+        | tail -2
+    ;;
+s20c)  # carrying .stage/q1 (part 0 of four of SmolLM2's GGUF): bench decode on Llama-3-8B heads with
+    # today's kernels (decode20/)
+    stash_part .stage/q1
+    bench_decode 150 "$OUT/decode20"
+    ;;
+s20d)  # carrying .stage/q2: part 1 of the GGUF
+    stash_part .stage/q2
+    ;;
+s20e)  # carrying .stage/q3: part 2 of the GGUF
+    stash_part .stage/q3
+    ;;
+s20f)  # carrying .stage/q4 (after s20c-s20e): time to first token on SmolLM2 (YaRN 16) with the
+    # nineteenth session's epilogue, flexprefill and xattention (ttft20/)
+    join_parts .stage/q4 || exit 1
+    smollm2_ttft 520 flexprefill,xattention "$OUT/ttft20"
+    ;;
+s20g)  # nothing carried, at once after s20f (the GGUF still in $HOME/m): time to first token with
+    # streaming and vertical_slash (ttft20/others/)
+    smollm2_ttft 400 streaming,vertical_slash "$OUT/ttft20/others"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g" >&2
     exit 2
     ;;
 esac
