@@ -20,14 +20,14 @@ import torch
 import triton
 
 from attnsieve.bench.common import environment, graph_ms, ints, median_ms
-from attnsieve.kernels import quant
+from attnsieve.kernels import quantize
 
 
 def stages(q, k, v, block: int = 128) -> dict:
-    """Each kernel of `quant._quantize` as a closure over buffers allocated once."""
+    """Each kernel of `quantize.quantize_blocks` as a closure over buffers allocated once."""
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
-    chunks = triton.cdiv(m, quant._STATS_CHUNK)
+    chunks = triton.cdiv(m, quantize._STATS_CHUNK)
     f32 = dict(dtype=torch.float32, device=q.device)
     k_sum, v_max = (
         torch.empty((b, h_kv, chunks, d), **f32),
@@ -44,30 +44,30 @@ def stages(q, k, v, block: int = 128) -> dict:
                       device=q.device)  # fmt: skip
 
     def kv_stats():
-        quant._kv_stats_kernel[(chunks, b * h_kv)](
+        quantize._kv_stats_kernel[(chunks, b * h_kv)](
             k, v, k_sum, v_max, kv_bad, *k.stride(), *v.stride(), h_kv, m,
-            CHUNK=quant._STATS_CHUNK, BLOCK=min(64, quant._STATS_CHUNK), HEAD_DIM=d,
+            CHUNK=quantize._STATS_CHUNK, BLOCK=min(64, quantize._STATS_CHUNK), HEAD_DIM=d,
         )  # fmt: skip
 
     def scales():
         k_mean.copy_(k_sum.sum(2) / m)
         vm = v_max.amax(2)
-        v_scale.copy_(torch.where(vm > 0, vm / quant.FP8_MAX, 1.0))
+        v_scale.copy_(torch.where(vm > 0, vm / quantize.FP8_MAX, 1.0))
 
     def q_int8():
-        quant._quant_int8_kernel[(q_scale.shape[-1], b * h_q)](
+        quantize._quant_int8_kernel[(q_scale.shape[-1], b * h_q)](
             q, q8, q_scale, q_scale, q_bad, q_bad, *q.stride(), h_q, n,
             HAS_MEAN=False, WRITE_BAD=True, BLOCK=block, HEAD_DIM=d,
         )  # fmt: skip
 
     def k_int8():
-        quant._quant_int8_kernel[(k_scale.shape[-1], b * h_kv)](
+        quantize._quant_int8_kernel[(k_scale.shape[-1], b * h_kv)](
             k, k8, k_scale, k_mean, kv_bad, k_block_bad, *k.stride(), h_kv, m,
             HAS_MEAN=True, WRITE_BAD=False, BLOCK=block, HEAD_DIM=d,
         )  # fmt: skip
 
     def v_fp8():
-        quant._quant_fp8_kernel[(triton.cdiv(m, block), b * h_kv)](
+        quantize._quant_fp8_kernel[(triton.cdiv(m, block), b * h_kv)](
             v, v_t, v_scale, *v.stride(), v_t.stride(2), h_kv, m,
             BLOCK=block, HEAD_DIM=d, EMULATE_FP8=False,
         )  # fmt: skip
@@ -94,7 +94,7 @@ def main() -> None:
     for n in args.lengths:
         q = torch.randn(1, args.heads, n, args.head_dim, device="cuda", dtype=torch.bfloat16)
         k, v = torch.randn(2, 1, args.kv_heads, n, args.head_dim, device="cuda").bfloat16()
-        whole = lambda q=q, k=k, v=v: quant.quantize_qkv(q, k, v)  # noqa: E731
+        whole = lambda q=q, k=k, v=v: quantize.quantize_qkv(q, k, v)  # noqa: E731
         row = {
             "length": n,
             "whole_eager_ms": median_ms(whole),

@@ -9,8 +9,10 @@ import torch
 
 from attnsieve.kernels import quant
 from attnsieve.kernels.prefill_reference import attention_reference
-from attnsieve.kernels.quant import quant_attention, quantize_qkv
-from attnsieve.kernels.quant_reference import quant_attention_reference, quantize_qkv_reference
+from attnsieve.kernels.quant import quant_attention
+from attnsieve.kernels.quant_reference import quant_attention_reference
+from attnsieve.kernels.quantize import quantize_qkv
+from attnsieve.kernels.quantize_reference import quantize_qkv_reference
 from attnsieve.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("nan_empty")

@@ -293,7 +293,8 @@ def _bench_precision(
     density), whatever the precision, so rows compare as throughput on the same work.
     """
     from attnsieve.kernels.prefill import sparse_attention
-    from attnsieve.kernels.quant import quant_attention, quant_tiles, quantize_qkv
+    from attnsieve.kernels.quant import quant_attention, quant_tiles
+    from attnsieve.kernels.quantize import quantize_qkv
 
     sage = _sageattn()
     b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels.quant import _to_fp8
+from attnsieve.kernels.quantize import to_fp8
 
 
 @triton.jit
@@ -80,14 +80,14 @@ def _quantize(x):
 
     The scale is absmax times the fp32 reciprocal of 448, as `attnsieve.cache.quantize_fp8`
     computes it on every device (PyTorch's CUDA division by a scalar multiplies by the
-    reciprocal). It rounds on the e4m3 grid in fp32 first (`_to_fp8`'s emulation, on every
+    reciprocal). It rounds on the e4m3 grid in fp32 first (`to_fp8`'s emulation, on every
     device), so the cast itself is exact and rounds to nearest even like torch's: the first
     version of this kernel, with a true division and the plain cast, stored other values than the
     PyTorch path on the H200 (benchmarks/results/h200/decode_graphs/cuda_tests_fp8_first.log)."""
     b_x = x.to(tl.float32)
     b_amax = tl.max(tl.abs(b_x), 0)
     b_scale = b_amax * (1.0 / 448.0)
-    return _to_fp8(tl.math.div_rn(b_x, tl.where(b_scale > 0, b_scale, 1.0)), True), b_scale
+    return to_fp8(tl.math.div_rn(b_x, tl.where(b_scale > 0, b_scale, 1.0)), True), b_scale
 
 
 def append_one(
