@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
 import attnsieve.eval.probe as probe  # noqa: E402
-from attnsieve.eval import harness  # noqa: E402
+from attnsieve.eval import harness, model_fidelity  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64, "block_k": 64}}
@@ -127,7 +127,8 @@ def test_fidelity_as_patched_counts_cost_dense_layers(tiny_probe_dir, tmp_path, 
     assert planned["as_patched"]["mean_recall"] == pytest.approx(planned["mean_recall"])
     assert planned["as_patched"]["mean_density"] == pytest.approx(planned["mean_density"])
 
-    monkeypatch.setattr(harness, "cost_model_runs_dense", lambda *a: a[0].name == "streaming")
+    streaming_dense = lambda *a: a[0].name == "streaming"  # noqa: E731
+    monkeypatch.setattr(model_fidelity, "cost_model_runs_dense", streaming_dense)
     assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity")) == 0
     streaming = json.loads((tmp_path / "fidelity.json").read_text())["methods"]["streaming"]
     assert streaming["as_patched"] == {"cost_dense_layers": [0, 1], "mean_recall": 1.0,
@@ -169,7 +170,7 @@ def test_fidelity_names_cost_dense_layers_by_their_layer_idx(tiny_probe_dir, tmp
             yield
 
     monkeypatch.setattr(integration, "observe_attention", renumbered)
-    monkeypatch.setattr(harness, "cost_model_runs_dense", lambda *a: True)
+    monkeypatch.setattr(model_fidelity, "cost_model_runs_dense", lambda *a: True)
     args = _args(tiny_probe_dir, tmp_path, "--fidelity")
     args.methods = "streaming"
     assert harness.main(args) == 0

@@ -16,12 +16,13 @@ Methods run as planned: `attnsieve.patch`'s cost model, which sends a layer to d
 where planning would not pay for itself on the GPU, is off here, so a cell's accuracy is its
 method's own (``attnsieve bench e2e`` times the patched model with the cost model on).
 
-``--fidelity`` instead runs one prompt of the first task at ``--fidelity-length`` through the
-dense model, captures Q/K/V of every layer through transformers' AttentionInterface, and reports
-each method's attention recall and relative output error and cosine per layer and head
-(OUT/fidelity.json, OUT/fidelity.png). A method at ``int8-fp8`` precision is compared with the
-float32 reference of dense attention (the others with dense attention at the model's precision);
-its layers without a planner run SDPA at the model's precision, as patched, and are measured so.
+``--fidelity`` instead (`attnsieve.eval.model_fidelity`) runs one prompt of the first task at
+``--fidelity-length`` through the dense model, captures Q/K/V of every layer through
+transformers' AttentionInterface, and reports each method's attention recall and relative output
+error and cosine per layer and head (OUT/fidelity.json, OUT/fidelity.png). A method at
+``int8-fp8`` precision is compared with the float32 reference of dense attention (the others with
+dense attention at the model's precision); its layers without a planner run SDPA at the model's
+precision, as patched, and are measured so.
 It also reports each method's relative error of the last position's logits against the stock
 model, and whether their top token agrees. "as_patched" gives recall and density of what
 `attnsieve.patch` runs by default: a prompt shorter than the config's ``min_prefill_length`` runs
@@ -47,9 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
+from attnsieve.eval.model_fidelity import check_prefill_only, run_fidelity
 from attnsieve.eval.models import (
     load_model,
     load_tokenizer,  # noqa: F401 (re-exported)
@@ -442,135 +443,6 @@ def write_results(out: Path, cells: list[dict], meta: dict) -> None:
         writer.writerows(cells)
 
 
-def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: float) -> bool:
-    """Whether `attnsieve.patch`'s default cost model sends a layer whose plan has ``density`` to
-    dense attention (with CUDA graphs, as patched by default). Only on a GPU: elsewhere the
-    patched model plans every layer."""
-    from attnsieve.integrations.handle import planner_name
-    from attnsieve.integrations.transformers import DEFAULT_COST
-
-    if not query.is_cuda:
-        return False
-    b, h, n, d = query.shape
-    name = planner_name(planner)
-    return not DEFAULT_COST.plan_pays(name, density, b, h, n, key.shape[2], d, graphed=True)
-
-
-def _check_prefill_only(methods: list[tuple[str, Any]]) -> None:
-    """--fidelity measures prefill layouts: a KV policy, a decode selector or an FP8 KV cache
-    (from --kv, --decode, --precision or a config file, in any layer) would go unmeasured."""
-    decode_side = [label for label, config in methods if config.needs_paged_cache]
-    if decode_side:
-        raise ValueError(
-            f"methods: {decode_side} configure a KV policy, a decode selector or an FP8 KV cache, "
-            "and --fidelity measures prefill layouts only (their recall and output error): drop "
-            "those roles (--kv, --decode, fp8-kv, or the config file's), or run without --fidelity"
-        )
-
-
-def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
-    """Per layer/head recall and output error of every method's layout on one prompt."""
-    from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
-    from attnsieve.integrations import patch
-    from attnsieve.integrations.transformers import observe_attention
-    from attnsieve.methods import get_planner
-
-    sample = make_samples(task, tokenizer, length, 1, args.seed)[0]
-    metrics = ("recall", "rel_l2", "cosine", "density", "cost_dense")
-    layers: dict[str, dict[str, dict[int, Any]]] = {
-        lab: {m: {} for m in metrics} for lab, _ in methods
-    }
-    bar = tqdm(
-        total=model.config.get_text_config().num_hidden_layers, desc="fidelity", unit="layer"
-    )
-
-    quantized = any(config.prefill_precision != "bf16" for _, config in methods)
-    unplanned = get_planner("dense")
-
-    def measure(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
-        layer = module.layer_idx
-        dense_out, dense_lse = dense_attention(query, key, value, scale=scaling)  # once per layer
-        exact = None
-        if quantized:  # low precision is judged against float32, not the model's bf16
-            exact = dense_attention(
-                query.float(), key.float(), value.float(), scale=scaling, backend="reference"
-            )[0]
-        for label, config in methods:
-            planner = config.planner(layer)  # None: the layer runs SDPA, measured as dense
-            layout = (planner or unplanned).plan(query, key, causal=True)
-            low = config.prefill_precision != "bf16"
-            # a layer without a planner runs SDPA at the model's precision, never quantized
-            precision = "bf16" if planner is None else config.prefill_precision
-            error = output_error(
-                query, key, value, layout, scale=scaling, dense_out=exact if low else dense_out,
-                precision=precision,
-            )  # fmt: skip
-            recall = attention_recall(query, key, layout, scale=scaling, dense_lse=dense_lse)
-            result = layers[label]
-            result["recall"][layer] = recall.mean(0).tolist()  # mean over batch -> per head
-            result["rel_l2"][layer] = error["rel_l2"].mean(0).tolist()
-            result["cosine"][layer] = error["cosine"].mean(0).tolist()
-            result["density"][layer] = layout.density(causal=True)
-            # dense as patched: no planner, a prompt under min_prefill_length, or the cost model
-            result["cost_dense"][layer] = (
-                planner is None
-                or query.shape[2] < config.min_prefill_length
-                or cost_model_runs_dense(planner, query, key, result["density"][layer])
-            )
-        bar.update(1)
-
-    ids = torch.tensor([list(tokenizer.encode(sample.prompt))], device=model.device)
-
-    def last_logits() -> Tensor:
-        with torch.inference_mode():
-            return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1].float()
-
-    try:
-        with observe_attention(model, measure), torch.inference_mode():
-            model(input_ids=ids, use_cache=False, logits_to_keep=1)
-    finally:
-        bar.close()
-    stock = last_logits()
-    logits = {}
-    for label, config in methods:
-        with patch(model, config, cost=None):
-            out = last_logits()
-        logits[label] = {
-            "logit_rel_err": float((out - stock).norm() / stock.norm()),
-            "top1_agrees": bool(torch.equal(out.argmax(-1), stock.argmax(-1))),
-        }
-    results = {}
-    for label, config in methods:
-        per = {m: [layers[label][m][i] for i in sorted(layers[label][m])] for m in metrics}
-        flat = {m: [x for row in per[m] for x in row] for m in ("recall", "rel_l2", "cosine")}
-        dense = per.pop("cost_dense")
-        numbers = sorted(layers[label]["cost_dense"])  # the model's layer_idx of each row
-        as_patched = [[1.0] * len(r) if d else r for r, d in zip(per["recall"], dense, strict=True)]
-        results[label] = {
-            "config": config.to_dict(),
-            **per,
-            **{f"mean_{m}": statistics.fmean(v) for m, v in flat.items()},
-            "min_cosine": min(flat["cosine"]),
-            "mean_density": statistics.fmean(per["density"]),
-            **logits[label],
-            "as_patched": {
-                "cost_dense_layers": [i for i, d in zip(numbers, dense, strict=True) if d],
-                "mean_recall": statistics.fmean(x for row in as_patched for x in row),
-                "mean_density": statistics.fmean(
-                    1.0 if d else x for x, d in zip(per["density"], dense, strict=True)
-                ),
-            },
-        }
-    return {
-        "model": name,
-        "task": task,
-        "length": length,
-        "num_tokens": sample.num_tokens,
-        "seed": args.seed,
-        "methods": results,
-    }
-
-
 def check_lengths_fit(
     lengths: list[int], positions: int, hint: bool = True, name: str = "--lengths"
 ) -> None:
@@ -611,7 +483,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"samples: expected a positive int, got {args.samples}")
         methods = method_configs(args)
         if args.fidelity:
-            _check_prefill_only(methods)
+            check_prefill_only(methods)
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
