@@ -63,3 +63,33 @@ def test_bad_numeric_options_exit_2_naming_them(command, argv, name, capsys, tmp
     assert len(err) == 1 and err[0].startswith(f"attnsieve bench {command}: error: ")
     assert name in err[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_line_plots_never_repeat_a_colour_and_style(monkeypatch, tmp_path):
+    """Past matplotlib's ten default colours two series of a panel shared one (seen in a bench
+    decode plot of 14 series); reference lines are drawn with their labels."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    from attnsieve.bench.common import save_line_plots
+
+    drawn, lines = [], []
+    plot, axhline = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.axhline
+
+    def record(ax, *args, **kwargs):
+        drawn.append((kwargs["color"], kwargs["ls"]))
+        return plot(ax, *args, **kwargs)
+
+    def record_line(ax, y, **kwargs):
+        lines.append((y, kwargs["label"]))
+        return axhline(ax, y, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", record_line)
+    for count in (7, 14, 25):
+        drawn.clear()
+        series = {f"s{i}": ([1, 2], [i, i + 1]) for i in range(count)}
+        panel = {"series": series, "xlabel": "x", "ylabel": "y", "hlines": {"copy": 3.0}}
+        assert save_line_plots(tmp_path / f"{count}.png", [panel], "t").exists()
+        assert len(set(drawn)) == count
+    assert lines == [(3.0, "copy")] * 3

@@ -44,3 +44,22 @@ def test_fp8_pools_are_laid_out_as_the_cache_lays_them_out():
         assert c.fp8[name].shape == (n_pages, 16)
         assert c.fp8[name].is_contiguous()
     assert all(c.fp8[name].is_contiguous() for name in ("k_pages", "v_pages"))
+
+
+def test_plot_draws_each_batch_against_the_copy_bandwidth(monkeypatch, tmp_path):
+    """One TB/s and one time panel per batch size, the copy bandwidth and 85 % of it drawn on the
+    TB/s panels; rows that failed their check are not drawn."""
+    from attnsieve.bench import decode
+
+    panels = []
+    monkeypatch.setattr(decode, "save_line_plots", lambda path, p, title: panels.extend(p))
+    rows = [{"B": b, "L": n, "method": m, "status": "ok", "tbps": 3.0, "ms": 0.1}
+            for b in (1, 8) for n in (1024, 2048) for m in ("sdpa", "dense bf16")]  # fmt: skip
+    rows[0]["status"] = "mismatch"
+    decode._plot(rows, tmp_path / "d.png", "cpu", 4.0)
+    assert [p["title"] for p in panels] == ["batch 1", "batch 8"] * 2
+    assert [p["ylabel"] for p in panels] == ["TB/s read"] * 2 + ["ms per layer step"] * 2
+    assert list(panels[0]["hlines"].values()) == [4.0, pytest.approx(3.4)]
+    assert "hlines" not in panels[2]
+    assert panels[0]["series"]["sdpa"] == ([2048], [3.0])  # the failed row left out
+    assert panels[1]["series"]["sdpa"] == ([1024, 2048], [3.0, 3.0])

@@ -199,7 +199,8 @@ def save_line_plots(
     title: str,
 ) -> Path:
     """One PNG, a panel per dict: {"series": {label: (xs, ys)}, "xlabel", "ylabel"} plus optional
-    "logx", "logy", "title"."""
+    "logx", "logy", "title" and "hlines" ({label: y}: dashed reference lines). A panel's series
+    never share a colour and line style (past ten series, twenty colours; past twenty, dashes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,8 +208,13 @@ def save_line_plots(
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
-        for label, (xs, ys) in panel["series"].items():
-            ax.plot(xs, ys, marker="o", label=label)
+        count = len(panel["series"])
+        colors = plt.get_cmap("tab10" if count <= 10 else "tab20").colors
+        for i, (label, (xs, ys)) in enumerate(panel["series"].items()):
+            style = ("-", "--", ":", "-.")[i // len(colors) % 4]
+            ax.plot(xs, ys, marker="o", label=label, color=colors[i % len(colors)], ls=style)
+        for i, (label, y) in enumerate(panel.get("hlines", {}).items()):
+            ax.axhline(y, color="0.4", ls=("--", ":", "-.")[i % 3], lw=1, label=label)
         ax.set_xlabel(panel["xlabel"])
         ax.set_ylabel(panel["ylabel"])
         if panel.get("logx"):
