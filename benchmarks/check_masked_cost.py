@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from attnsieve.bench.baselines import random_causal_layout
 from attnsieve.bench.common import environment, graph_ms, median_ms, rel_err
-from attnsieve.bench.kernels import random_causal_layout
 from attnsieve.kernels import prefill
 from attnsieve.layout import Layout
 

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from attnsieve.bench.common import environment, ints, median_ms, rel_err
-from attnsieve.bench.kernels import (
-    _compared,
-    _sdpa,
+from attnsieve.bench.baselines import (
     min_head_cosine,
+    on_reference_rows,
     random_causal_layout,
     sampled_reference,
+    sdpa_call,
 )
+from attnsieve.bench.common import environment, ints, median_ms, rel_err
 from attnsieve.kernels import quant
 from attnsieve.kernels.prefill import sparse_attention
 
@@ -44,7 +44,7 @@ def load(name: str, path: str):
 
 
 def checked(row: dict, fn, ref, rep_ms: float) -> dict:
-    got, want = _compared(fn(), ref)
+    got, want = on_reference_rows(fn(), ref)
     row["cosine"], row["rel_err"] = min_head_cosine(got, want), rel_err(got, want)
     row["norm_ratio"] = float(got.float().norm() / want.float().norm())
     del got
@@ -76,7 +76,7 @@ def main() -> None:
 
     for n in args.lengths:
         q, k, v = inputs(n)
-        cudnn = _sdpa(q, k, v, "CUDNN_ATTENTION")
+        cudnn = sdpa_call(q, k, v, "CUDNN_ATTENTION")
         ref = cudnn()
         base = {"N": n, "density": 1.0}
         rows.append(checked({**base, "kernel": "sdpa-cudnn"}, cudnn, ref, args.rep_ms))

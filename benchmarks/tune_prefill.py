@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 import triton
 
+from attnsieve.bench.baselines import random_causal_layout, sdpa_call
 from attnsieve.bench.common import attention_tflops, environment, median_ms
-from attnsieve.bench.kernels import _compiled_flex, _sdpa, flex_block_mask, random_causal_layout
+from attnsieve.bench.kernels import _compiled_flex, flex_block_mask
 from attnsieve.kernels import prefill as P
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout, causal_pairs
@@ -99,7 +100,7 @@ def sweep(n, flex, h=32, hkv=8, d=128):
     v = torch.randn(1, hkv, n, d, device="cuda", dtype=torch.bfloat16, generator=gen)
     pairs, rows = causal_pairs(n, n), []
     for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
-        ms = median_ms(_sdpa(q, k, v, backend), rep_ms=100)
+        ms = median_ms(sdpa_call(q, k, v, backend), rep_ms=100)
         rows.append((n, "dense", backend, ms, attention_tflops(ms, 1, h, d, pairs), None))
     layouts = {"dense": Layout.dense(n, n, device="cuda")}
     for dens in (0.1, 0.05):

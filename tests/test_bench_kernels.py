@@ -2,7 +2,7 @@
 
 import pytest
 
-from attnsieve.bench.kernels import _add_precision_speedups
+from attnsieve.bench.kernels_precision import _add_precision_speedups
 
 
 def _row(method, precision, ms, target=None, n=4096):
@@ -54,7 +54,7 @@ def _cpu_bench_length(monkeypatch, kernel):
             q, k, v, is_causal=True, enable_gqa=True
         )
 
-    monkeypatch.setattr(kernels, "_sdpa", sdpa)
+    monkeypatch.setattr(kernels, "sdpa_call", sdpa)
     args = argparse.Namespace(dtype="bf16", batch=1, heads=4, kv_heads=2, head_dim=16, block=16,
                               densities=[0.3], rep_ms=1.0, seed=0)  # fmt: skip
     return kernels._bench_length(200, args, None, _Bar(), torch.device("cpu"))
@@ -88,7 +88,7 @@ def test_sampled_reference_matches_the_full_reference():
     each block keeps its causal alignment and its blocks)."""
     import torch
 
-    from attnsieve.bench.kernels import random_causal_layout, sampled_reference
+    from attnsieve.bench.baselines import random_causal_layout, sampled_reference
     from attnsieve.kernels.prefill_reference import attention_reference
 
     gen = torch.Generator().manual_seed(0)
@@ -98,3 +98,27 @@ def test_sampled_reference_matches_the_full_reference():
     full = attention_reference(q, k, v, layout)
     assert ref.rows.numel() == 3 * 16 + 8 and int(ref.rows[-1]) == 199  # a partial last block
     torch.testing.assert_close(ref.out, full[:, :, ref.rows], rtol=1e-5, atol=1e-5)
+
+
+def test_precision_rows_on_the_cpu_report_each_backend(monkeypatch):
+    """`bench_precision` end to end on the CPU with tiny shapes: every row is recorded with a
+    status, none crashes the bench, and none that failed is timed (cuDNN does not run on the CPU,
+    the interpreter refuses bfloat16 dots, the INT8·FP8 path needs CUDA)."""
+    import argparse
+
+    import torch
+
+    from attnsieve.bench import kernels_precision
+
+    monkeypatch.setattr(kernels_precision, "median_ms", lambda fn, rep_ms: 1.0)
+    args = argparse.Namespace(batch=1, heads=2, kv_heads=1, head_dim=32, block=32, seed=0,
+                              rep_ms=1.0, quant_lengths=[64], quant_sparse_lengths=[96],
+                              quant_density=0.5)  # fmt: skip
+    rows = kernels_precision.bench_precision(args, _Bar(), torch.device("cpu"))
+    assert [(r["N"], r["method"], r["precision"]) for r in rows] == [
+        (64, "sdpa-cudnn", "bf16"), (64, "attnsieve-triton", "bf16"),
+        (64, "attnsieve", "int8-fp8"), (64, "sageattention", "int8-fp16"),
+        (96, "attnsieve", "bf16"), (96, "attnsieve", "int8-fp8"),
+    ]  # fmt: skip
+    assert all(r["status"].startswith(("error", "not installed")) for r in rows)
+    assert not any("ms" in r for r in rows)

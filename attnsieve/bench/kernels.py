@@ -6,34 +6,33 @@ For every length: dense causal attention through SDPA flash, SDPA cuDNN, FlexAtt
 block always kept) at several densities through attnsieve and FlexAttention on the same block mask.
 Every output is checked before it is timed: dense ones against SDPA, sparse ones (attnsieve's and
 FlexAttention's alike, so ``--no-flex`` changes nothing about the check) against the exact float32
-reference (`attention_reference`) on ``CHECK_BLOCKS`` query blocks spread evenly over the sequence
-(all heads, every key); a failed check is reported as such, with no speed-up. Writes kernels.json
-and kernels.png.
+reference on query blocks spread evenly over the sequence (all heads, every key;
+`attnsieve.bench.baselines.sampled_reference`); a failed check is reported as such, with no
+speed-up. Writes kernels.json and kernels.png.
 
-``--precision bf16,int8-fp8`` adds the low-precision rows (`attnsieve.kernels.quant`): dense causal
-at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT8·FP8 kernel and SageAttention
-(its Triton release, INT8 Q·Kᵀ / FP16 P·V, when ``import sageattention`` works), and a random block
-layout of ``--quant-density`` at ``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on
-the same layout. Each output must reach a per-head cosine similarity of 0.999 with the reference
-(bf16 SDPA dense; sparse, the float32 reference on sampled query blocks, as above) before it is
-timed. INT8·FP8 times include quantising Q, K and V, which is also timed on its own (quant_ms).
+``--precision bf16,int8-fp8`` adds the low-precision rows (`attnsieve.bench.kernels_precision`):
+our INT8·FP8 kernel against cuDNN bf16 and SageAttention dense, and against our bf16 kernel on a
+random block layout.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from attnsieve.bench.baselines import (
+    on_reference_rows,
+    random_causal_layout,
+    sampled_reference,
+    sdpa_call,
+)
 from attnsieve.bench.common import (
     attention_tflops,
     check_heads,
@@ -49,18 +48,15 @@ from attnsieve.bench.common import (
     positive_int,
     rel_err,
     require_cuda,
-    sampled_blocks,
     save_line_plots,
     seed,
     write_json,
 )
-from attnsieve.checks import cdiv
 from attnsieve.layout import Layout, causal_pairs
 
 REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("bf16", "int8-fp8")
-MIN_COSINE = 0.999  # per head, low-precision output vs the bf16 reference
 
 
 def _precisions(text: str) -> list[str]:
@@ -127,6 +123,8 @@ def main(args: argparse.Namespace) -> int:
     device = require_cuda()
     from tqdm import tqdm
 
+    from attnsieve.bench.kernels_precision import QUANT_COLUMNS, bench_precision
+
     flex = None if args.no_flex else _compiled_flex()
     rows: list[dict] = []
     quant_rows: list[dict] = []
@@ -140,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
             gc.collect()  # inputs, masks and outputs of this length are gone: free them
             torch.cuda.empty_cache()
         if quant:
-            quant_rows = _bench_precision(args, flex, bar, device)
+            quant_rows = bench_precision(args, bar, device)
     _add_speedups(rows)
     env = environment()
     config = {
@@ -212,7 +210,7 @@ def _bench_length(
             row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
             return None
         row["extra_mem_gb"] = (torch.cuda.max_memory_allocated() - base) / 2**30
-        row["rel_err"] = None if ref is None else rel_err(*_compared(out, ref))
+        row["rel_err"] = None if ref is None else rel_err(*on_reference_rows(out, ref))
         if ref is not None and not row["rel_err"] < REL_TOL:
             row["status"] = "correctness failed"
             return None
@@ -223,8 +221,8 @@ def _bench_length(
 
     # dense causal: the reference is the first backend that runs (flash, else cuDNN)
     dense = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)
-    ref = record("sdpa-flash", _sdpa(q, k, v, "FLASH_ATTENTION"), 1.0)
-    out = record("sdpa-cudnn", _sdpa(q, k, v, "CUDNN_ATTENTION"), 1.0, ref=ref)
+    ref = record("sdpa-flash", sdpa_call(q, k, v, "FLASH_ATTENTION"), 1.0)
+    out = record("sdpa-cudnn", sdpa_call(q, k, v, "CUDNN_ATTENTION"), 1.0, ref=ref)
     ref = out if ref is None else ref
     del out
     if flex is not None:
@@ -268,220 +266,6 @@ def _bench_length(
     return rows
 
 
-QUANT_COLUMNS = [
-    "N",
-    "method",
-    "precision",
-    "density",
-    "ms",
-    "quant_ms",
-    "tflops",
-    "vs_bf16",
-    "vs_sage",
-    "cosine",
-    "rel_err",
-    "status",
-]
-
-
-def _bench_precision(
-    args: argparse.Namespace, flex: Callable | None, bar, dev: torch.device
-) -> list[dict]:
-    """INT8·FP8 rows beside their bf16 baselines (cuDNN dense, our bf16 kernel sparse).
-
-    TF/s count the FLOPs of the attention computed (4 * B * H_q * D * causal pairs, times the
-    density), whatever the precision, so rows compare as throughput on the same work.
-    """
-    from attnsieve.kernels.prefill import sparse_attention
-    from attnsieve.kernels.quant import quant_attention, quant_tiles
-    from attnsieve.kernels.quantize import quantize_qkv
-
-    sage = _sageattn()
-    b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block
-    gen = torch.Generator(device=dev).manual_seed(args.seed)
-    rows: list[dict] = []
-
-    def record(n, method, precision, fn, density, target, ref, extra_ms=None):
-        """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""
-        row = {"N": n, "method": method, "precision": precision, "density": density}
-        row["density_target"] = target
-        rows.append(row)
-        bar.update()
-        if fn is None:
-            row["status"] = "not installed"
-            return
-        if ref is None:  # nothing to check against: refuse to time
-            row["status"] = "correctness failed (no reference)"
-            return
-        try:
-            out = fn()
-            torch.cuda.synchronize()
-        except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
-            row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
-            return
-        got, want = _compared(out, ref)  # one gather of the sampled rows
-        row["cosine"], row["rel_err"] = min_head_cosine(got, want), rel_err(got, want)
-        del out, got
-        if not row["cosine"] >= MIN_COSINE:
-            row["status"] = "correctness failed"
-            return
-        row["status"] = "ok"
-        row["ms"] = median_ms(fn, rep_ms=args.rep_ms)
-        row["tflops"] = attention_tflops(row["ms"], b, h, d, density * causal_pairs(n, n))
-        if extra_ms is not None:
-            row["quant_ms"] = median_ms(extra_ms, rep_ms=args.rep_ms)
-
-    def inputs(n):
-        return [torch.randn(b, hh, n, d, device=dev, dtype=torch.bfloat16, generator=gen)
-                for hh in (h, h_kv, h_kv)]  # fmt: skip
-
-    def dense_rows(n):
-        q, k, v = inputs(n)
-        layout = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)
-        ref = None
-        for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
-            with contextlib.suppress(RuntimeError):
-                ref = ref if ref is not None else _sdpa(q, k, v, backend)()
-        bm, bn = quant_tiles(None)
-        record(n, "sdpa-cudnn", "bf16", _sdpa(q, k, v, "CUDNN_ATTENTION"), 1.0, None, ref)
-        bf16 = partial(sparse_attention, q, k, v, layout, dense_dispatch=False)
-        record(n, "attnsieve-triton", "bf16", bf16, 1.0, None, ref)
-        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
-        low = partial(quant_attention, q, k, v)
-        record(n, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
-        sage_fn = None if sage is None else partial(sage, q, k, v, "HND", is_causal=True)
-        record(n, "sageattention", "int8-fp16", sage_fn, 1.0, None, ref)
-
-    def sparse_rows(n):  # the same random block layout through both precisions
-        q, k, v = inputs(n)
-        layout = random_causal_layout(n, h, blk, args.quant_density, dev, gen)
-        density, target = layout.density(causal=True), args.quant_density
-        ref = sampled_reference(q, k, v, layout)
-        bm, bn = quant_tiles(layout)
-        bf16 = partial(sparse_attention, q, k, v, layout)
-        record(n, "attnsieve", "bf16", bf16, density, target, ref)
-        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
-        low = partial(quant_attention, q, k, v, layout)
-        record(n, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
-
-    for n in args.quant_lengths:
-        dense_rows(n)
-        gc.collect()  # inputs and outputs of this length are gone: free them
-        torch.cuda.empty_cache()
-    for n in args.quant_sparse_lengths:
-        sparse_rows(n)
-        gc.collect()
-        torch.cuda.empty_cache()
-    _add_precision_speedups(rows, sage is not None)
-    return rows
-
-
-def _add_precision_speedups(rows: list[dict], have_sage: bool) -> None:
-    """vs_bf16: the bf16 baseline's time over the row's (cuDNN dense; our bf16 kernel on the same
-    layout sparse); vs_sage: SageAttention's (dense causal) over ours, dense rows only. Only
-    between rows that passed."""
-    ok = {
-        (r["N"], r["method"], r["precision"], r["density_target"]): r["ms"]
-        for r in rows
-        if r["status"] == "ok"
-    }
-    for r in rows:
-        if r["precision"] == "int8-fp8":
-            r["vs_sage"] = None if have_sage else "not installed"
-        if r["status"] != "ok":
-            continue
-        dense = r["density_target"] is None
-        base = ("sdpa-cudnn", "bf16") if dense else ("attnsieve", "bf16")
-        base_ms = ok.get((r["N"], *base, r["density_target"]))
-        r["vs_bf16"] = base_ms / r["ms"] if base_ms else None
-        sage_ms = ok.get((r["N"], "sageattention", "int8-fp16", None))  # dense causal only
-        if r["precision"] == "int8-fp8" and dense and sage_ms:
-            r["vs_sage"] = sage_ms / r["ms"]
-
-
-def _sageattn() -> Callable | None:
-    """SageAttention's Triton release (1.0.6: INT8 Q·Kᵀ, FP16 P·V), if installed."""
-    try:
-        from sageattention import sageattn
-    except ImportError:
-        return None
-    return sageattn
-
-
-CHECK_BLOCKS = 8  # query blocks on which sparse rows are checked against the float32 reference
-
-
-@dataclass
-class SampledReference:
-    """The float32 reference output of a layout on sampled query rows (all heads, every key)."""
-
-    rows: Tensor  # int64 (R,): the query rows, ascending
-    out: Tensor  # float32 (B, H_q, R, D)
-
-
-def sampled_reference(
-    q: Tensor, k: Tensor, v: Tensor, layout: Layout, blocks: int = CHECK_BLOCKS
-) -> SampledReference:
-    """`attention_reference` (exact, float32) of ``layout`` on ``blocks`` query blocks spread
-    evenly over the sequence (`attnsieve.bench.common.sampled_blocks`): a check that needs no
-    other backend (FlexAttention may be skipped) and costs (block_q × M) scores per head and
-    block, not a dense attention."""
-    from attnsieve.kernels.prefill_reference import attention_reference
-
-    rows, outs = [], []
-    for r0, r1, sub in sampled_blocks(layout, blocks):
-        m_sub = sub.num_keys
-        sub_qkv = q[:, :, r0:r1].float(), k[:, :, :m_sub].float(), v[:, :, :m_sub].float()
-        outs.append(attention_reference(*sub_qkv, sub))
-        rows.append(torch.arange(r0, r1, device=q.device))
-    return SampledReference(torch.cat(rows), torch.cat(outs, dim=2))
-
-
-def _compared(out: Tensor, ref: Tensor | SampledReference) -> tuple[Tensor, Tensor]:
-    """``out`` and ``ref`` on the rows ``ref`` holds: all of them, or a `SampledReference`'s."""
-    if isinstance(ref, SampledReference):
-        return out[:, :, ref.rows], ref.out
-    return out, ref
-
-
-def min_head_cosine(out: Tensor, ref: Tensor) -> float:
-    """Smallest cosine similarity over (batch, head) of two (B, H, N, D) outputs, in float32."""
-    cos = [
-        torch.nn.functional.cosine_similarity(o.float().flatten(1), r.float().flatten(1), dim=-1)
-        for o, r in zip(out, ref, strict=True)  # one batch element at a time: less memory
-    ]
-    return float(torch.cat(cos).min())
-
-
-def random_causal_layout(
-    n: int, heads: int, block: int, density: float, device: torch.device, gen: torch.Generator
-) -> Layout:
-    """Per-head random causal block layout of about ``density``; diagonal and sink blocks kept."""
-    nb = cdiv(n, block)
-    scores = torch.rand(1, heads, nb, nb, device=device, generator=gen)
-    diag = torch.arange(nb, device=device)
-    scores[..., diag, diag] = math.inf
-    scores[..., 0] = math.inf
-    return Layout.from_topk(
-        scores,
-        _blocks_for_density(nb, density),
-        block_q=block,
-        block_k=block,
-        num_queries=n,
-        num_keys=n,
-        causal=True,
-    )
-
-
-def _blocks_for_density(nb: int, density: float) -> int:
-    """Blocks per query-block row whose causal pair fraction is closest to ``density``."""
-    per_row = torch.arange(1, nb + 1, dtype=torch.float64)  # visible blocks of each row
-    ks = torch.arange(1, nb + 1, dtype=torch.float64)[:, None]
-    # a diagonal block holds about half a block of causal pairs
-    frac = (torch.minimum(ks, per_row) - 0.5).sum(1) / (per_row - 0.5).sum()
-    return int((frac - density).abs().argmin()) + 1
-
-
 def flex_block_mask(layout: Layout):
     """FlexAttention BlockMask with exactly the layout's blocks.
 
@@ -521,18 +305,6 @@ def _compiled_flex() -> Callable:
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention, dynamic=False)
-
-
-def _sdpa(q: Tensor, k: Tensor, v: Tensor, backend: str) -> Callable[[], Tensor]:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    def run() -> Tensor:
-        with sdpa_kernel(getattr(SDPBackend, backend)):
-            return torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1]
-            )
-
-    return run
 
 
 def _add_speedups(rows: list[dict]) -> None:

@@ -1,0 +1,169 @@
+"""The low-precision rows of `attnsieve bench kernels` (``--precision int8-fp8``).
+
+Dense causal at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT8·FP8 kernel
+(`attnsieve.kernels.quant`) and SageAttention (its Triton release, INT8 Q·Kᵀ / FP16 P·V, when
+``import sageattention`` works); a random block layout of ``--quant-density`` at
+``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on the same layout. Each output
+must reach a per-head cosine similarity of ``MIN_COSINE`` with the reference (bf16 SDPA dense; the
+float32 reference on sampled query blocks sparse) before it is timed. INT8·FP8 times include
+quantising Q, K and V, which is also timed on its own (quant_ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from attnsieve.bench.baselines import (
+    min_head_cosine,
+    on_reference_rows,
+    random_causal_layout,
+    sampled_reference,
+    sdpa_call,
+)
+from attnsieve.bench.common import attention_tflops, median_ms, rel_err
+from attnsieve.layout import Layout, causal_pairs
+
+MIN_COSINE = 0.999  # per head, low-precision output vs the bf16 reference
+
+QUANT_COLUMNS = [
+    "N",
+    "method",
+    "precision",
+    "density",
+    "ms",
+    "quant_ms",
+    "tflops",
+    "vs_bf16",
+    "vs_sage",
+    "cosine",
+    "rel_err",
+    "status",
+]
+
+
+def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[dict]:
+    """INT8·FP8 rows beside their bf16 baselines (cuDNN dense, our bf16 kernel sparse).
+
+    TF/s count the FLOPs of the attention computed (4 * B * H_q * D * causal pairs, times the
+    density), whatever the precision, so rows compare as throughput on the same work.
+    """
+    from attnsieve.kernels.prefill import sparse_attention
+    from attnsieve.kernels.quant import quant_attention, quant_tiles
+    from attnsieve.kernels.quantize import quantize_qkv
+
+    sage = _sageattn()
+    b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+    rows: list[dict] = []
+
+    def record(n, method, precision, fn, density, target, ref, extra_ms=None):
+        """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""
+        row = {"N": n, "method": method, "precision": precision, "density": density}
+        row["density_target"] = target
+        rows.append(row)
+        bar.update()
+        if fn is None:
+            row["status"] = "not installed"
+            return
+        if ref is None:  # nothing to check against: refuse to time
+            row["status"] = "correctness failed (no reference)"
+            return
+        try:
+            out = fn()
+            torch.cuda.synchronize()
+        except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
+            row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
+            return
+        got, want = on_reference_rows(out, ref)  # one gather of the sampled rows
+        row["cosine"], row["rel_err"] = min_head_cosine(got, want), rel_err(got, want)
+        del out, got
+        if not row["cosine"] >= MIN_COSINE:
+            row["status"] = "correctness failed"
+            return
+        row["status"] = "ok"
+        row["ms"] = median_ms(fn, rep_ms=args.rep_ms)
+        row["tflops"] = attention_tflops(row["ms"], b, h, d, density * causal_pairs(n, n))
+        if extra_ms is not None:
+            row["quant_ms"] = median_ms(extra_ms, rep_ms=args.rep_ms)
+
+    def inputs(n):
+        return [torch.randn(b, hh, n, d, device=dev, dtype=torch.bfloat16, generator=gen)
+                for hh in (h, h_kv, h_kv)]  # fmt: skip
+
+    def dense_rows(n):
+        q, k, v = inputs(n)
+        layout = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)
+        ref = None
+        for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
+            with contextlib.suppress(RuntimeError):
+                ref = ref if ref is not None else sdpa_call(q, k, v, backend)()
+        bm, bn = quant_tiles(None)
+        record(n, "sdpa-cudnn", "bf16", sdpa_call(q, k, v, "CUDNN_ATTENTION"), 1.0, None, ref)
+        bf16 = partial(sparse_attention, q, k, v, layout, dense_dispatch=False)
+        record(n, "attnsieve-triton", "bf16", bf16, 1.0, None, ref)
+        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
+        low = partial(quant_attention, q, k, v)
+        record(n, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
+        sage_fn = None if sage is None else partial(sage, q, k, v, "HND", is_causal=True)
+        record(n, "sageattention", "int8-fp16", sage_fn, 1.0, None, ref)
+
+    def sparse_rows(n):  # the same random block layout through both precisions
+        q, k, v = inputs(n)
+        layout = random_causal_layout(n, h, blk, args.quant_density, dev, gen)
+        density, target = layout.density(causal=True), args.quant_density
+        ref = sampled_reference(q, k, v, layout)
+        bm, bn = quant_tiles(layout)
+        bf16 = partial(sparse_attention, q, k, v, layout)
+        record(n, "attnsieve", "bf16", bf16, density, target, ref)
+        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
+        low = partial(quant_attention, q, k, v, layout)
+        record(n, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
+
+    for n in args.quant_lengths:
+        dense_rows(n)
+        gc.collect()  # inputs and outputs of this length are gone: free them
+        torch.cuda.empty_cache()
+    for n in args.quant_sparse_lengths:
+        sparse_rows(n)
+        gc.collect()
+        torch.cuda.empty_cache()
+    _add_precision_speedups(rows, sage is not None)
+    return rows
+
+
+def _add_precision_speedups(rows: list[dict], have_sage: bool) -> None:
+    """vs_bf16: the bf16 baseline's time over the row's (cuDNN dense; our bf16 kernel on the same
+    layout sparse); vs_sage: SageAttention's (dense causal) over ours, dense rows only. Only
+    between rows that passed."""
+    ok = {
+        (r["N"], r["method"], r["precision"], r["density_target"]): r["ms"]
+        for r in rows
+        if r["status"] == "ok"
+    }
+    for r in rows:
+        if r["precision"] == "int8-fp8":
+            r["vs_sage"] = None if have_sage else "not installed"
+        if r["status"] != "ok":
+            continue
+        dense = r["density_target"] is None
+        base = ("sdpa-cudnn", "bf16") if dense else ("attnsieve", "bf16")
+        base_ms = ok.get((r["N"], *base, r["density_target"]))
+        r["vs_bf16"] = base_ms / r["ms"] if base_ms else None
+        sage_ms = ok.get((r["N"], "sageattention", "int8-fp16", None))  # dense causal only
+        if r["precision"] == "int8-fp8" and dense and sage_ms:
+            r["vs_sage"] = sage_ms / r["ms"]
+
+
+def _sageattn() -> Callable | None:
+    """SageAttention's Triton release (1.0.6: INT8 Q·Kᵀ, FP16 P·V), if installed."""
+    try:
+        from sageattention import sageattn
+    except ImportError:
+        return None
+    return sageattn
