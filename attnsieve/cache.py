@@ -40,10 +40,10 @@ from attnsieve import cache_reference as ref  # the argument checks both share
 from attnsieve.checks import cdiv, check_int
 from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.cache_append import append_one
+from attnsieve.kernels.quantize import FP8_MAX
 from attnsieve.views import Kept, KVView, PageView
 
 FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0
 
 
 class KernelArgs(NamedTuple):

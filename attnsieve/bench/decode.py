@@ -43,12 +43,12 @@ from attnsieve.bench.common import (
     write_json,
 )
 from attnsieve.checks import cdiv
+from attnsieve.kernels.quantize import FP8_MAX
 
 # one Llama-3-8B layer's decode shapes, the defaults of the options below (scripts reuse them)
 LLAMA3_8B_DECODE = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
 PEAK_TBPS = 4.3  # measured copy bandwidth quoted for H200 HBM3e (brief); re-measured below
 REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
-FP8_MAX = 448.0
 
 
 @dataclass
