@@ -24,7 +24,11 @@ from attnsieve.methods.prefill.base import Planner
 
 @dataclass
 class FlexPrefillPlanner(Planner):
-    """FlexPrefill (Lai et al., ICLR 2025, arXiv 2502.20766), defaults of the official code.
+    """FlexPrefill (Lai et al., ICLR 2025, arXiv 2502.20766), defaults of the official code: its
+    default configuration (`flex_prefill/modules/patch.py`: γ 0.9, τ 0.1, a 1024-token minimum
+    budget, 128-token blocks), the budget every RULER and InfiniteBench script of the paper runs
+    with (its README's example shows 512). The paper ran Llama-3.1 on RULER at γ 0.95; γ 0.9 is
+    the code's default and the paper's setting for its other models.
 
     For every head, the last ``block_q`` queries attend to all keys (the true estimate â) and
     their mean attends to the mean-pooled key blocks (the pooled estimate ā). Query-aware pattern
@@ -62,7 +66,7 @@ class FlexPrefillPlanner(Planner):
 
     gamma: float = 0.9
     tau: float = 0.1
-    min_budget: int = 512
+    min_budget: int = 1024
     max_budget: int | None = None
     block_q: int = 128
     block_k: int = 128
