@@ -254,7 +254,8 @@ class ReferenceCache:
         if self.kv_dtype != "fp8":
             return x
         amax = x.abs().amax(-1, keepdim=True)
-        scale = torch.where(amax > 0, amax * (1 / 448.0), torch.ones_like(amax))
+        fp8_max = torch.finfo(torch.float8_e4m3fn).max  # 448
+        scale = torch.where(amax > 0, amax * (1 / fp8_max), torch.ones_like(amax))
         return (x / scale).to(torch.float8_e4m3fn).float() * scale
 
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:

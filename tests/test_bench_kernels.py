@@ -100,16 +100,15 @@ def test_sampled_reference_matches_the_full_reference():
     torch.testing.assert_close(ref.out, full[:, :, ref.rows], rtol=1e-5, atol=1e-5)
 
 
-def test_precision_rows_on_the_cpu_report_each_backend(monkeypatch):
-    """`bench_precision` end to end on the CPU with tiny shapes: every row is recorded with a
-    status, none crashes the bench, and none that failed is timed (cuDNN does not run on the CPU,
-    the interpreter refuses bfloat16 dots, the INT8·FP8 path needs CUDA)."""
+def _cpu_precision_rows(monkeypatch):
+    """`bench_precision` on the CPU with tiny shapes, timing and CUDA synchronisation stubbed."""
     import argparse
 
     import torch
 
     from attnsieve.bench import kernels_precision
 
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(kernels_precision, "median_ms", lambda fn, rep_ms: 1.0)
     args = argparse.Namespace(batch=1, heads=2, kv_heads=1, head_dim=32, block=32, seed=0,
                               rep_ms=1.0, quant_lengths=[64], quant_sparse_lengths=[96],
@@ -120,5 +119,36 @@ def test_precision_rows_on_the_cpu_report_each_backend(monkeypatch):
         (64, "attnsieve", "int8-fp8"), (64, "sageattention", "int8-fp16"),
         (96, "attnsieve", "bf16"), (96, "attnsieve", "int8-fp8"),
     ]  # fmt: skip
-    assert all(r["status"].startswith(("error", "not installed")) for r in rows)
-    assert not any("ms" in r for r in rows)
+    return {(r["N"], r["method"], r["precision"]): r for r in rows}
+
+
+def test_precision_rows_check_before_they_time(monkeypatch):
+    """The INT8·FP8 rows (run by the interpreter here) pass their cosine check against the bf16
+    reference (SDPA dense, CPU flash; the float32 reference on sampled rows sparse) and are timed
+    with their quantisation; a backend that cannot run is an error row, untimed."""
+    from attnsieve.bench.kernels_precision import MIN_COSINE
+
+    rows = _cpu_precision_rows(monkeypatch)
+    for key in ((64, "attnsieve", "int8-fp8"), (96, "attnsieve", "int8-fp8")):
+        assert rows[key]["status"] == "ok" and rows[key]["cosine"] >= MIN_COSINE
+        assert rows[key]["ms"] == 1.0 and rows[key]["quant_ms"] == 1.0
+    assert rows[64, "attnsieve", "int8-fp8"]["vs_sage"] in (None, "not installed")
+    cudnn = rows[64, "sdpa-cudnn", "bf16"]  # no cuDNN on the CPU
+    assert cudnn["status"].startswith("error") and "ms" not in cudnn
+
+
+def test_precision_rows_refuse_to_time_a_wrong_kernel(monkeypatch):
+    """An INT8·FP8 kernel that returns zeros fails the dense and the sparse check: neither row is
+    timed nor credited with a speed-up."""
+    import torch
+
+    import attnsieve.kernels.quant
+
+    def wrong(q, k, v, layout=None):
+        return torch.zeros_like(q)
+
+    monkeypatch.setattr(attnsieve.kernels.quant, "quant_attention", wrong)
+    rows = _cpu_precision_rows(monkeypatch)
+    for key in ((64, "attnsieve", "int8-fp8"), (96, "attnsieve", "int8-fp8")):
+        assert rows[key]["status"] == "correctness failed"
+        assert "ms" not in rows[key] and "vs_bf16" not in rows[key]

@@ -1,1 +1,2 @@
-"""GPU benchmarks (kernels, prefill, end to end); each module has add_arguments / main."""
+"""GPU benchmarks (kernels, prefill, decode, end to end): each command module has add_arguments
+/ main; `common`, `baselines` and `kernels_precision` serve them."""

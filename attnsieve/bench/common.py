@@ -199,7 +199,8 @@ def save_line_plots(
     title: str,
 ) -> Path:
     """One PNG, a panel per dict: {"series": {label: (xs, ys)}, "xlabel", "ylabel"} plus optional
-    "logx", "logy", "title" and "hlines" ({label: y}: dashed reference lines). A panel's series
+    "logx", "logy", "title" and "hlines" ({label: y}: grey reference lines, dashed, dotted,
+    dash-dot). A panel's series
     never share a colour and line style (past ten series, twenty colours; past twenty, dashes)."""
     import matplotlib
 

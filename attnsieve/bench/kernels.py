@@ -105,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         type=_precisions,
         default=["bf16"],
-        help="bf16: the rows above; int8-fp8: the low-precision rows (see the module docstring)",
+        help="bf16: the rows above; int8-fp8: the low-precision rows "
+        "(attnsieve.bench.kernels_precision)",
     )
     parser.add_argument(
         "--quant-lengths", type=ints, default=ints("32768,131072"), help="int8-fp8 dense lengths"

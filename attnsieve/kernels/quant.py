@@ -2,7 +2,7 @@
 
 SageAttention2 (Zhang et al., arXiv 2411.10958) quantised attention on the block-sparse substrate
 of `attnsieve.kernels.prefill`, as SpargeAttn (arXiv 2502.18137) runs it on sparse block masks.
-Q and K (smoothed) are quantised to INT8 per attention tile and V to FP8 per channel by
+Q and K (K smoothed) are quantised to INT8 per attention tile and V to FP8 per channel by
 `attnsieve.kernels.quantize`; then S = int32 (Q8 · K8ᵀ) × q_scale × k_scale in fp32; online softmax
 in fp32 with exp2; P × 448 (P in [0, 1]; log2 448 is folded into exp2's argument, so the row sum
 carries the 448 too) to FP8 e4m3 and P8 · V8 in fp32; V's channel scale is applied once at the

@@ -25,10 +25,10 @@ from attnsieve.methods.prefill.base import Planner
 @dataclass
 class FlexPrefillPlanner(Planner):
     """FlexPrefill (Lai et al., ICLR 2025, arXiv 2502.20766), defaults of the official code: its
-    default configuration (`flex_prefill/modules/patch.py`: γ 0.9, τ 0.1, a 1024-token minimum
-    budget, 128-token blocks), the budget every RULER and InfiniteBench script of the paper runs
-    with (its README's example shows 512). The paper ran Llama-3.1 on RULER at γ 0.95; γ 0.9 is
-    the code's default and the paper's setting for its other models.
+    default configuration (`flex_prefill/modules/patch.py` since April 2025: γ 0.9, τ 0.1, a
+    1024-token minimum budget, 128-token blocks; 512 in earlier copies and in its README's
+    example), and the budget every RULER and InfiniteBench script of the paper runs with. Those
+    scripts run Llama-3.1 and GLM-4 at γ 0.95, Yi and Qwen2 at the default 0.9.
 
     For every head, the last ``block_q`` queries attend to all keys (the true estimate â) and
     their mean attends to the mean-pooled key blocks (the pooled estimate ā). Query-aware pattern
