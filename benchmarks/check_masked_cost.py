@@ -16,6 +16,7 @@ import functools
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -29,8 +30,11 @@ POINTS = [(16384, 0.02), (16384, 0.1), (65536, 0.05), (131072, 0.02), (131072, 0
 
 
 def load(name: str, path: str):
+    """A kernel module from a file, registered as ``name`` first (a module that defines a
+    dataclass, as `attnsieve.kernels.quantize` does, needs to find itself in sys.modules)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

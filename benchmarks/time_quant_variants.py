@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -32,15 +31,7 @@ from attnsieve.bench.baselines import (
 from attnsieve.bench.common import environment, ints, median_ms, rel_err
 from attnsieve.kernels import quant
 from attnsieve.kernels.prefill import sparse_attention
-
-
-def load(name: str, path: str):
-    """A kernel module from a file; registered first, as its dataclasses need."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.check_masked_cost import load
 
 
 def checked(row: dict, fn, ref, rep_ms: float) -> dict:

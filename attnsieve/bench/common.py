@@ -200,8 +200,8 @@ def save_line_plots(
 ) -> Path:
     """One PNG, a panel per dict: {"series": {label: (xs, ys)}, "xlabel", "ylabel"} plus optional
     "logx", "logy", "title" and "hlines" ({label: y}: grey reference lines, dashed, dotted,
-    dash-dot). A panel's series
-    never share a colour and line style (past ten series, twenty colours; past twenty, dashes)."""
+    dash-dot). A panel's series never share a colour and line style (past ten series, twenty
+    colours; past twenty, dashes)."""
     import matplotlib
 
     matplotlib.use("Agg")
