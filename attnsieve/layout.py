@@ -27,6 +27,7 @@ from attnsieve.layout_spans import (
     diagonal_ranges,
     in_ranges,
     intersect_ranges,
+    line_parts,
     merge_ranges,
     pack_sorted,
     ranges_mask,
@@ -257,6 +258,41 @@ class Layout:
         return cls.from_block_mask(
             mask, block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys
         )
+
+    @classmethod
+    def from_lines(
+        cls,
+        columns: Tensor,
+        offsets: Tensor,
+        *,
+        block_q: int,
+        block_k: int,
+        num_queries: int,
+        num_keys: int,
+    ) -> Layout:
+        """MInference's vertical-slash layout: the diagonal key blocks of every query block, the
+        key ``columns`` it can see and key spans covering the diagonals ``offsets``.
+
+        ``columns`` (B, H, C) and ``offsets`` (B, H, S): int32/int64 in [0, M), repeats allowed.
+        The same layout as ``from_block_mask`` of the diagonal blocks, then ``with_columns`` (each
+        block's visible columns) and ``with_diagonals(offsets)``, up to the index widths, without
+        their sorts of every (head, query block) row (`layout_spans.line_parts`); one host sync.
+        """
+        _check_sizes(num_queries, num_keys, block_q, block_k)
+        for name, t in (("columns", columns), ("offsets", offsets)):
+            if not isinstance(t, Tensor) or t.dtype not in (torch.int32, torch.int64):
+                raise TypeError(f"{name}: expected an int32/int64 tensor of shape (B, H, C)")
+            if t.dim() != 3 or tuple(t.shape[:2]) != tuple(columns.shape[:2]):
+                raise ValueError(
+                    f"{name}: expected shape (B, H, C) with columns' (B, H) = "
+                    f"{tuple(columns.shape[:2])}, got {tuple(t.shape)}"
+                )
+            if ((t < 0) | (t >= num_keys)).any():
+                raise ValueError(f"{name}: entries must lie in [0, {num_keys})")
+        if offsets.device != columns.device:
+            raise ValueError(f"offsets: on {offsets.device}, columns on {columns.device}")
+        parts = line_parts(columns, offsets, num_queries, num_keys, block_q, block_k)
+        return cls(*parts[:2], block_q, block_k, num_queries, num_keys, *parts[2:], _valid=True)
 
     def with_columns(self, column_idx: Tensor, column_count: Tensor | None = None) -> Layout:
         """Copy with a column part; columns in chosen blocks or spans, or repeated, are dropped.

@@ -301,3 +301,102 @@ def ranges_mask(start: Tensor, end: Tensor, count: Tensor, num_keys: int) -> Ten
     delta.scatter_add_(-1, torch.where(ok, start, spare).long(), ok.to(torch.int32))
     delta.scatter_add_(-1, torch.where(ok, end, spare).long(), -ok.to(torch.int32))
     return delta.cumsum(-1)[..., :num_keys] > 0
+
+
+def line_parts(
+    columns: Tensor,
+    offsets: Tensor,
+    num_queries: int,
+    num_keys: int,
+    block_q: int,
+    block_k: int,
+) -> tuple[Tensor, ...]:
+    """The index parts of MInference's vertical-slash layout, built per head and query block
+    without a sort of any (head, query block) row.
+
+    ``columns`` (B, H, C) key tokens and ``offsets`` (B, H, S) diagonal offsets, ints in [0, M)
+    on one device. Returns int32 block_idx, block_count, column_idx, column_count, span_start,
+    span_end, span_count: the diagonal key blocks of every query block, the columns it can see
+    outside them and outside the spans, and the spans of the diagonals minus the blocks. The
+    columns and offsets are sorted once per head; every (head, query block) row is then a prefix
+    sum and a scatter, and the span test of a column a binary search in its head's bands.
+    """
+    b, h = columns.shape[:2]
+    device = columns.device
+    start = torch.arange(0, num_queries, block_q, device=device, dtype=torch.int32)
+    first = start + (num_keys - num_queries)  # absolute positions (bottom-right aligned)
+    last = torch.clamp(start + block_q, max=num_queries) - 1 + (num_keys - num_queries)
+    kb_lo = first.clamp(min=0) // block_k
+    kb_hi = last // block_k
+    n_blocks = torch.where(last >= 0, kb_hi - kb_lo + 1, 0)
+    width = min((block_q - 1) // block_k + 2, -(-num_keys // block_k))
+    slot = torch.arange(width, device=device, dtype=torch.int32)
+    block_idx = torch.where(slot < n_blocks[:, None], kb_lo[:, None] + slot, PAD)
+    run = (kb_lo * block_k, torch.clamp((kb_hi + 1) * block_k, max=num_keys))
+
+    cols = columns.to(torch.int32).sort(-1).values
+    dup = torch.nn.functional.pad(cols[..., 1:] == cols[..., :-1], (1, 0), value=False)
+    cols = torch.where(dup, BIG, cols)  # a repeated column is never kept: past every block
+    offsets = offsets.to(torch.int32)
+    parts = list(_line_rows(cols, offsets, first, last, *run, block_q - 1))
+    rows_last = num_queries - (first.shape[0] - 1) * block_q
+    if rows_last < block_q:  # the last block's fewer rows see diagonals touch at a smaller gap
+        tail = slice(first.shape[0] - 1, None)
+        last_parts = _line_rows(cols, offsets, first[tail], last[tail], *(r[tail] for r in run),
+                                rows_last - 1)  # fmt: skip
+        span_width = max(parts[2].shape[-1], last_parts[2].shape[-1])
+        for i, part in enumerate(last_parts):
+            if i in (2, 3):
+                parts[i] = _pad_to(parts[i], span_width)
+            parts[i][:, :, tail] = _pad_to(part, span_width) if i in (2, 3) else part
+    return (
+        block_idx.expand(b, h, -1, -1).contiguous(),
+        n_blocks.to(torch.int32).expand(b, h, -1).contiguous(),
+        *parts,
+    )
+
+
+def _pad_to(t: Tensor, width: int) -> Tensor:
+    return torch.nn.functional.pad(t, (0, width - t.shape[-1]), value=PAD)
+
+
+def _line_rows(
+    cols: Tensor, offsets: Tensor, first: Tensor, last: Tensor, k0: Tensor, k1: Tensor, gap: int
+) -> tuple[Tensor, ...]:
+    """`line_parts`' columns and spans for query blocks of ``gap + 1`` rows each.
+
+    In such a block, diagonals o1 < o2 cover touching key ranges iff o2 - o1 <= gap + 1, so the
+    diagonals merged once per head into bands [lo, hi) with ``gap`` give the block's ranges
+    [first - hi + 1, last - lo + 1) already disjoint and, in descending band order, sorted. Only
+    their clipping at key 0 can overlap them: the clipped ones all start at 0 and nest, so the
+    widest (the band of lowest lo among them) alone stays. The diagonal key blocks [k0, k1) then
+    cut at most one range in two.
+    """
+    lo, hi, n = merge_ranges(offsets, offsets + 1, gap=gap)
+    nb = max(int(n.max()) if n.numel() else 0, 1)  # the one host sync: the widest head
+    lo, hi = lo[..., :nb], hi[..., :nb]
+    ok = valid_slots(lo, n)
+    p0, p1 = first[:, None], last[:, None]  # (QB, 1): each block's first and last row
+
+    lo_d, hi_d, ok_d = (t.flip(-1)[:, :, None] for t in (lo, hi, ok))  # (B, H, 1, nb), descending
+    start = p0 - hi_d + 1
+    valid = ok_d & (lo_d <= p1)
+    clipped = valid & (start <= 0)
+    valid &= ~torch.nn.functional.pad(clipped[..., 1:], (0, 1), value=False)
+    start, end = start.clamp(min=0), p1 - lo_d + 1
+    left_end, right_start = torch.minimum(end, k0[:, None]), torch.maximum(start, k1[:, None])
+    keep = torch.stack([valid & (start < left_end), valid & (right_start < end)], -1).flatten(-2)
+    span_start, span_count = pack(keep, torch.stack([start, right_start], -1).flatten(-2), nb + 1)
+    span_end, _ = pack(keep, torch.stack([left_end, end], -1).flatten(-2), nb + 1)
+
+    # a column c lies in a span iff a band meets the offsets [first - c, last - c] its rows see:
+    # the first band ending past first - c starts at or before last - c
+    c = cols[:, :, None, :]  # (B, H, 1, C)
+    target = p0 - c  # (B, H, QB, C)
+    hi_key = torch.where(ok, hi, BIG).to(torch.int32).contiguous()
+    j = torch.searchsorted(hi_key, target.flatten(2), right=True).view_as(target)
+    lo_j = lo.gather(-1, j.clamp(max=nb - 1).flatten(2)).view_as(target)
+    covered = (j < n[..., None, None]) & (lo_j <= p1 - c)
+    keep = (c <= p1) & ~((c >= k0[:, None]) & (c < k1[:, None])) & ~covered
+    column_idx, column_count = pack(keep, c.expand_as(keep), max(cols.shape[-1], 1))
+    return column_idx, column_count, span_start, span_end, span_count

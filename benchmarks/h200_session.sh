@@ -99,6 +99,10 @@
 #   (run by hand as the same command, ATTNSIEVE_SMOLLM2_GGUF set as this script sets it); s20h
 #   (carry .stage/s, WHEELS=.stage/s); s20i (carry .stage/t); s20j, s20k, s20l, s20m (carry
 #   .stage/q1 ... q4), each at once after the one before.
+#   2026-12-01, twenty-first session: s21a (carry .stage/q1), s21b (.stage/q2), s21c (.stage/q3),
+#   s21d (.stage/q4), then s21e and s21f with nothing carried, each at once after the one before;
+#   s21g (carry .stage/t); s21h, s21i, s21j, s21k (carry .stage/q1 ... q4), each at once after the
+#   one before.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -137,6 +141,30 @@ smollm2_ttft() {  # SECONDS METHODS DIR: time to first token on SmolLM2 (YaRN 16
     timeout "$1" python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
         --lengths 8k,32k,64k,128k --methods "$2" --out "$3" 2>&1 \
         | grep "tokens\|wrote\|error\|check\|[0-9]x"
+}
+
+accuracy_seeds() {  # SECONDS METHODS LENGTHS TASKS EXTRA NAME SEED...: `attnsieve eval` on SmolLM2
+    # (20 samples a cell) once per seed into $HOME/r/NAME/seedS, each run's cells.jsonl dropped,
+    # all of them packed into $OUT/NAME.tgz (at most 8 files come back); SECONDS bounds them all
+    local secs=$1 methods=$2 lengths=$3 tasks=$4 extra=$5 name=$6 end
+    shift 6
+    end=$((SECONDS + secs))
+    for seed in "$@"; do
+        # shellcheck disable=SC2086
+        timeout $((end - SECONDS)) python3 -m attnsieve eval --model smollm2 --device cuda \
+            --lengths "$lengths" --samples 20 --seed "$seed" --methods "$methods" --tasks "$tasks" \
+            $extra --out "$HOME/r/$name/seed$seed" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn" | tail -30
+        rm -f "$HOME/r/$name/seed$seed/cells.jsonl"
+    done
+    tar czf "$OUT/$name.tgz" -C "$HOME/r" "$name"
+}
+
+llama_prefill() {  # SECONDS LENGTHS PLANNERS DIR: `bench prefill` on Llama-3-8B's heads (the log,
+    # JSON and PNG in DIR; PLANNERS "" for all), its table's rows printed
+    mkdir -p "$4"
+    timeout "$1" python3 -m attnsieve bench prefill --lengths "$2" ${3:+--planners "$3"} \
+        --out "$4" > "$4/prefill.log" 2>&1
+    grep "^[0-9]" "$4/prefill.log"
 }
 
 smollm2_prefill() {  # SECONDS PLANNERS DIR: `bench prefill` on SmolLM2's heads at 128K (the log
@@ -2249,8 +2277,65 @@ s20m)  # carrying .stage/q4 (after s20j-s20l): flexprefill at the official code'
         --fidelity --lengths 32k --methods flexprefill --tasks niah_single \
         --out "$OUT/smollm2-eval/fidelity32k20" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn" | tail -8
     ;;
+s21a)  # carrying .stage/q1 (part 0 of four of SmolLM2's GGUF): bench prefill on Llama-3-8B's
+    # shapes at 128K with flexprefill at its 1024-token minimum budget (prefill21/)
+    stash_part .stage/q1
+    llama_prefill 240 131072 "" "$OUT/prefill21"
+    ;;
+s21b)  # carrying .stage/q2: part 1
+    stash_part .stage/q2
+    ;;
+s21c)  # carrying .stage/q3: part 2
+    stash_part .stage/q3
+    ;;
+s21d)  # carrying .stage/q4 (after s21a-s21c): SmolLM2's accuracy at 4K / 8K, dense against the
+    # default planner (flexprefill, 1024-token minimum budget) on the issue's four tasks, seed 0
+    # (acc21.tgz: smollm2-eval/acc21/seed0/)
+    join_parts .stage/q4 || exit 1
+    accuracy_seeds 420 dense,flexprefill 4k,8k niah_single,niah_multikey,passkey,variable_tracking \
+        "" acc21 0
+    ;;
+s21e)  # nothing carried, at once after s21d (the GGUF still in $HOME/m): the same comparison on
+    # three more seeds of 20 samples, the three tasks dense answers (acc21.tgz: acc21/seed1-3/)
+    accuracy_seeds 540 dense,flexprefill 4k,8k niah_single,niah_multikey,passkey "" acc21 1 2 3
+    ;;
+s21f)  # nothing carried, at once after s21e: INT8-FP8 prefill against bf16 (dense) on the issue's
+    # three tasks, seeds 1 and 2 (prec21.tgz: smollm2-eval/prec21/seed1-2/)
+    accuracy_seeds 540 dense 4k,8k niah_single,passkey,variable_tracking \
+        "--precision bf16,int8-fp8" prec21 1 2
+    ;;
+s21g)  # carrying .stage/t: vertical_slash's layout built by Layout.from_lines (no row sorts): its
+    # CUDA tests, plan time and attention on Llama-3-8B's heads at 16K-128K and SmolLM2's at 128K
+    # (vs21/)
+    D="$OUT/vs21"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_layout_lines.py \
+        tests/test_layout_spans.py > "$D/cuda_tests.log" 2>&1
+    tail -3 "$D/cuda_tests.log"
+    timeout 100 python3 benchmarks/profile_planning.py --planner vertical_slash \
+        --lengths 131072 > "$D/profile_128k.log" 2>&1
+    grep "per plan" "$D/profile_128k.log"
+    llama_prefill 200 16384,65536,131072 vertical_slash "$D/llama"
+    smollm2_prefill 120 vertical_slash,flexprefill "$D/smollm2"
+    ;;
+s21h)  # carrying .stage/q1: part 0 of SmolLM2's GGUF
+    stash_part .stage/q1
+    ;;
+s21i)  # carrying .stage/q2: part 1
+    stash_part .stage/q2
+    ;;
+s21j)  # carrying .stage/q3: part 2
+    stash_part .stage/q3
+    ;;
+s21k)  # carrying .stage/q4 (after s21h-s21j): time to first token on SmolLM2 with vertical_slash,
+    # its plan priced at s21g's times (ttft21/), and bench prefill of its final layout code on
+    # Llama-3-8B's heads (vs21/final/)
+    join_parts .stage/q4 || exit 1
+    smollm2_ttft 330 vertical_slash "$OUT/ttft21"
+    llama_prefill 150 16384,65536,131072 vertical_slash "$OUT/vs21/final"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k" >&2
     exit 2
     ;;
 esac

@@ -34,7 +34,9 @@ from attnsieve.layout import causal_pairs
 
 # plan ms per planner at 16K / 64K / 128K tokens (bench prefill, H200, 32 query heads), from
 # benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan
-# (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8
+# (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8;
+# vertical_slash's with its layout built by Layout.from_lines (vs21/llama/prefill.json; 7.89 /
+# 24.17 / 68.69 before)
 _LENGTHS = (16384, 65536, 131072)
 _PLAN_MS = {
     "dense": (0.30, 0.24, 0.22),
@@ -43,7 +45,7 @@ _PLAN_MS = {
     "hip": (1.77, 3.31, 4.92),
     "flexprefill": (4.98, 5.25, 6.16),
     "xattention": (1.47, 10.89, 42.78),
-    "vertical_slash": (7.89, 24.17, 68.69),
+    "vertical_slash": (3.89, 7.25, 14.6),
     "block_topk": (2.82, 7.23, 17.39),
 }
 # graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64),

@@ -10,7 +10,7 @@ Per key (planner, scale, shapes and strides of q, k, v): the first call runs eag
 and autotunes the kernels); the second runs once more under ``torch.cuda.set_sync_debug_mode
 ("error")`` and, if nothing waited for the device, is captured; later calls copy q, k, v into the
 graph's inputs, replay, and copy the output out. Work that synchronises (e.g. vertical_slash's
-column check) or whose capture fails keeps running eagerly, with one warning per planner. Graphs
+index checks) or whose capture fails keeps running eagerly, with one warning per planner. Graphs
 of the same shapes share their input / output buffers and one memory pool (they replay one at a
 time and their results are copied out at once), so 30 layers of per-layer planners cost one set
 of buffers. The sync debug mode is process-wide: another thread that synchronises during that

@@ -36,10 +36,3 @@ def sink_block_mask(
     k0 = torch.arange(0, num_keys, block_k, device=device)
     visible = Layout.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
     return visible & (k0 < sink_tokens)[None, :]
-
-
-def visible_columns(columns: Tensor, num_queries: int, num_keys: int, block_q: int) -> Tensor:
-    """int (B, H, QB, C): the key ``columns`` (B, H, C) each query block can see, -1 elsewhere."""
-    _, last = query_block_positions(num_queries, num_keys, block_q, columns.device)
-    cols = columns[:, :, None, :]
-    return torch.where(cols <= last[:, None], cols, -1)

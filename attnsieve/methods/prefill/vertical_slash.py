@@ -8,11 +8,10 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.api import block_layout, last_query_stats
+from attnsieve.api import last_query_stats
 from attnsieve.checks import check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
-from attnsieve.methods.prefill.masks import visible_columns, window_block_mask
 from attnsieve.methods.prefill.scores import group_reduce
 
 
@@ -29,8 +28,9 @@ class VerticalSlashPlanner(Planner):
 
     Execution as in MInference's kernel: in a query block whose rows sit at positions [P0, P1], a
     chosen diagonal o is covered by the key range [P0 - o, P1 - o] (``block_q`` keys starting
-    anywhere), overlapping ranges merged: the layout's spans (`Layout.with_diagonals`). Verticals
-    become the layout's columns (those inside a span dropped).
+    anywhere), overlapping ranges merged: the layout's spans. Verticals become the layout's
+    columns (those inside a span dropped). `Layout.from_lines` builds the layout without sorting
+    any (head, query block) row; the official code converts its indices in one CUDA kernel.
 
     Differences from the paper: the diagonal key block(s) of every query block are kept as blocks
     (so no row is left without a key when ``local_slashes`` is 0; with the default 100 local
@@ -74,9 +74,7 @@ class VerticalSlashPlanner(Planner):
         # the sinks and local diagonals always stay, within a smaller budget too
         columns = vertical.topk(min(max(self.vertical_size, self.sink_tokens), m), -1).indices
         offsets = slash.topk(min(max(self.slash_size, self.local_slashes), m), -1).indices
-        bq, bk = self.block_q, self.block_k
-        diagonal = window_block_mask(n, m, bq, bk, 1, q.device).expand(*slash.shape[:2], -1, -1)
-        layout = block_layout(
-            diagonal, block_q=bq, block_k=bk, num_queries=n, num_keys=m
-        ).with_columns(visible_columns(columns, n, m, bq))
-        return layout.with_diagonals(offsets)
+        return Layout.from_lines(
+            columns, offsets, block_q=self.block_q, block_k=self.block_k, num_queries=n,
+            num_keys=m,
+        )  # fmt: skip

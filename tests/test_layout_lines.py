@@ -1,0 +1,108 @@
+"""`Layout.from_lines` (MInference's vertical-slash layout without row sorts) against its twin,
+the composition it replaces: the diagonal blocks by `from_block_mask`, then `with_columns` and
+`with_diagonals`."""
+
+import pytest
+import torch
+
+from attnsieve.layout import Layout, query_block_positions
+from attnsieve.layout_spans import PAD, valid_slots
+from attnsieve.methods.prefill.masks import window_block_mask
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the GPU's sorts and searches too
+PARTS = [("block_idx", "block_count"), ("column_idx", "column_count")]
+PARTS += [("span_start", "span_count"), ("span_end", "span_count")]
+
+
+def twin(columns, offsets, n, m, bq, bk):
+    diagonal = window_block_mask(n, m, bq, bk, 1, offsets.device)
+    diagonal = diagonal.expand(*offsets.shape[:2], -1, -1)
+    layout = Layout.from_block_mask(diagonal, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+    _, last = query_block_positions(n, m, bq, offsets.device)
+    visible = columns[:, :, None, :] <= last[:, None]
+    return layout.with_columns(torch.where(visible, columns[:, :, None, :], -1))
+
+
+def rows(layout, idx, count):
+    """The counted prefix of every row of an index part, padded to the longest row."""
+    idx, count = getattr(layout, idx).long(), getattr(layout, count)
+    width = max(int(count.max()), 1)
+    idx = torch.nn.functional.pad(idx, (0, max(0, width - idx.shape[-1])), value=PAD)
+    return torch.where(valid_slots(idx[..., :width], count), idx[..., :width], PAD)
+
+
+def assert_same_layout(a, b):
+    for idx, count in PARTS:
+        assert torch.equal(getattr(a, count).long(), getattr(b, count).long()), count
+        assert torch.equal(rows(a, idx, count), rows(b, idx, count)), idx
+
+
+def random_lines(g, b, h, m, c, s, spread):
+    def draw(k, high):
+        return torch.stack([torch.randperm(high, generator=g)[:k] for _ in range(b * h)])
+
+    return draw(c, m).view(b, h, c), draw(s, min(m, spread)).view(b, h, s)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_matches_the_composition_it_replaces(seed):
+    """Random sizes: N above and below M, blocks of unequal sizes, a partial last query block,
+    scattered and clustered diagonals (clustered ones merge into long bands)."""
+    g = torch.Generator().manual_seed(seed)
+    bq, bk = (16, 32, 64)[seed % 3], (16, 32, 64)[seed // 3 % 3]
+    n = int(torch.randint(1, 400, (1,), generator=g))
+    m = n + int(torch.randint(-n + 1, 200, (1,), generator=g))
+    c, s = (int(torch.randint(1, min(m, k) + 1, (1,), generator=g)) for k in (40, 60))
+    spread = m if seed % 2 else 3 * s
+    columns, offsets = random_lines(g, 1 + seed % 2, 1 + seed % 3, m, c, s, spread)
+    columns, offsets = columns.to(DEVICE), offsets.to(DEVICE)
+    layout = Layout.from_lines(
+        columns, offsets, block_q=bq, block_k=bk, num_queries=n, num_keys=m
+    ).validate()
+    expected = twin(columns, offsets, n, m, bq, bk).with_diagonals(offsets)
+    assert_same_layout(layout, expected)
+    assert torch.equal(layout.to_dense_mask(), expected.to_dense_mask())
+
+
+def test_worked_example():
+    """N = M = 8 in blocks of 4: query block 1 (rows 4-7) reaches key block 1 on its diagonal;
+    diagonal 5 crosses keys [4 - 5, 7 - 5] = [0, 2] there, and column 3 sits beside it."""
+    columns, offsets = torch.tensor([[[3, 6]]]), torch.tensor([[[5]]])
+    layout = Layout.from_lines(columns, offsets, block_q=4, block_k=4, num_queries=8, num_keys=8)
+    assert rows(layout, "block_idx", "block_count").tolist() == [[[[0], [1]]]]
+    assert layout.span_count.tolist() == [[[0, 1]]]
+    assert (layout.span_start[0, 0, 1, 0].item(), layout.span_end[0, 0, 1, 0].item()) == (0, 3)
+    # column 6 lies in block 1's diagonal block; column 3 in block 0's, and in block 1 it lies
+    # just past the span
+    assert layout.column_count.tolist() == [[[0, 1]]]
+    assert layout.column_idx[0, 0, 1, 0].item() == 3
+
+
+def test_repeated_entries_count_once():
+    columns, offsets = torch.tensor([[[2, 2, 30]]]), torch.tensor([[[9, 9, 20]]])
+    args = dict(block_q=8, block_k=8, num_queries=40, num_keys=40)
+    layout = Layout.from_lines(columns, offsets, **args).validate()
+    unique = Layout.from_lines(torch.tensor([[[2, 30]]]), torch.tensor([[[9, 20]]]), **args)
+    assert_same_layout(layout, unique)
+
+
+@pytest.mark.parametrize(
+    "columns,offsets,error,match",
+    [
+        ([[[1]]], torch.tensor([[[1]]]), TypeError, "columns: expected an int32/int64 tensor"),
+        (torch.tensor([[[1.0]]]), torch.tensor([[[1]]]), TypeError, "columns: expected an int"),
+        (torch.tensor([[1]]), torch.tensor([[[1]]]), ValueError, "columns: expected shape"),
+        (torch.tensor([[[1]]]), torch.tensor([[[1], [2]]]), ValueError, "offsets: expected shape"),
+        (torch.tensor([[[16]]]), torch.tensor([[[1]]]), ValueError, r"columns: .* \[0, 16\)"),
+        (torch.tensor([[[1]]]), torch.tensor([[[-1]]]), ValueError, r"offsets: .* \[0, 16\)"),
+    ],
+)
+def test_bad_arguments(columns, offsets, error, match):
+    with pytest.raises(error, match=match):
+        Layout.from_lines(columns, offsets, block_q=8, block_k=8, num_queries=16, num_keys=16)
+
+
+def test_bad_sizes():
+    one = torch.tensor([[[1]]])
+    with pytest.raises(ValueError, match="block_q: expected a positive int"):
+        Layout.from_lines(one, one, block_q=0, block_k=8, num_queries=16, num_keys=16)

@@ -1,0 +1,57 @@
+"""benchmarks/pool_accuracy.py: seeds pooled sample by sample against the reference method."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "pool_accuracy.py"
+spec = importlib.util.spec_from_file_location("pool_accuracy", PATH)
+pool_accuracy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pool_accuracy)
+
+
+def cell(method, seed, scores, task="passkey", length=4096):
+    return {"method": method, "seed": seed, "samples": len(scores), "scores": scores,
+            "task": task, "length": length}  # fmt: skip
+
+
+def write_run(folder: Path, cells) -> Path:
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"cells": cells}))
+    return folder
+
+
+def test_pairs_samples_across_seeds(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [cell("dense", 0, [1, 1, 0, 0]), cell("flex", 0, [1, 0, 1, 0])])
+    b = write_run(tmp_path / "b", [cell("dense", 1, [1, 1, 1, 1]), cell("flex", 1, [0, 1, 1, 1])])
+    out = tmp_path / "pooled.json"
+    pool_accuracy.main([str(a), str(b / "results.json"), "--out", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert row["method"] == "flex" and row["samples"] == 8 and row["seeds"] == [0, 1]
+    assert row["reference_accuracy"] == pytest.approx(6 / 8)
+    assert row["accuracy"] == pytest.approx(5 / 8)
+    assert row["points"] == pytest.approx(-12.5)
+    assert (row["better"], row["worse"]) == (1, 2)
+    assert row["seed_points"] == pytest.approx([0.0, -25.0])
+    assert "| 4096 | passkey | flex | 8 |" in capsys.readouterr().out
+
+
+def test_cells_without_a_reference_are_left_out(tmp_path):
+    rows = pool_accuracy.pool(
+        [cell("dense", 0, [1]), cell("flex", 0, [1]), cell("flex", 0, [0], task="niah_single")],
+        "dense",
+    )
+    assert [(r["task"], r["method"]) for r in rows] == [("passkey", "flex")]
+
+
+def test_no_shared_samples_is_a_user_error(tmp_path, capsys):
+    run = write_run(tmp_path / "a", [cell("flex", 0, [1])])
+    with pytest.raises(SystemExit) as exc:
+        pool_accuracy.main([str(run)])
+    assert exc.value.code == 2
+    assert "no method shares samples with 'dense'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        pool_accuracy.main([str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "missing: no results.json there" in capsys.readouterr().err
