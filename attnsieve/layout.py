@@ -276,21 +276,25 @@ class Layout:
         ``columns`` (B, H, C) and ``offsets`` (B, H, S): int32/int64 in [0, M), repeats allowed.
         The same layout as ``from_block_mask`` of the diagonal blocks, then ``with_columns`` (each
         block's visible columns) and ``with_diagonals(offsets)``, up to the index widths, without
-        their sorts of every (head, query block) row (`layout_spans.line_parts`); one host sync.
+        their sorts of every (head, query block) row (`layout_spans.line_parts`). Host syncs: one
+        for the range check, one for the widest head's diagonal bands (two when the last query
+        block is short).
         """
         _check_sizes(num_queries, num_keys, block_q, block_k)
-        for name, t in (("columns", columns), ("offsets", offsets)):
+        for name, t, dims in (("columns", columns, "(B, H, C)"), ("offsets", offsets, "(B, H, S)")):
             if not isinstance(t, Tensor) or t.dtype not in (torch.int32, torch.int64):
-                raise TypeError(f"{name}: expected an int32/int64 tensor of shape (B, H, C)")
+                raise TypeError(f"{name}: expected an int32/int64 tensor of shape {dims}")
             if t.dim() != 3 or tuple(t.shape[:2]) != tuple(columns.shape[:2]):
                 raise ValueError(
-                    f"{name}: expected shape (B, H, C) with columns' (B, H) = "
+                    f"{name}: expected shape {dims} with columns' (B, H) = "
                     f"{tuple(columns.shape[:2])}, got {tuple(t.shape)}"
                 )
-            if ((t < 0) | (t >= num_keys)).any():
-                raise ValueError(f"{name}: entries must lie in [0, {num_keys})")
         if offsets.device != columns.device:
             raise ValueError(f"offsets: on {offsets.device}, columns on {columns.device}")
+        outside = [((t < 0) | (t >= num_keys)).any() for t in (columns, offsets)]
+        for name, bad in zip(("columns", "offsets"), torch.stack(outside).tolist(), strict=True):
+            if bad:
+                raise ValueError(f"{name}: entries must lie in [0, {num_keys})")
         parts = line_parts(columns, offsets, num_queries, num_keys, block_q, block_k)
         return cls(*parts[:2], block_q, block_k, num_queries, num_keys, *parts[2:], _valid=True)
 

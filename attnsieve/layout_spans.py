@@ -319,7 +319,7 @@ def line_parts(
     span_end, span_count: the diagonal key blocks of every query block, the columns it can see
     outside them and outside the spans, and the spans of the diagonals minus the blocks. The
     columns and offsets are sorted once per head; every (head, query block) row is then a prefix
-    sum and a scatter, and the span test of a column a binary search in its head's bands.
+    sum and a scatter, and the span test of a column two binary searches in its head's bands.
     """
     b, h = columns.shape[:2]
     device = columns.device
@@ -332,17 +332,16 @@ def line_parts(
     width = min((block_q - 1) // block_k + 2, -(-num_keys // block_k))
     slot = torch.arange(width, device=device, dtype=torch.int32)
     block_idx = torch.where(slot < n_blocks[:, None], kb_lo[:, None] + slot, PAD)
-    run = (kb_lo * block_k, torch.clamp((kb_hi + 1) * block_k, max=num_keys))
+    run_start = kb_lo * block_k
 
     cols = columns.to(torch.int32).sort(-1).values
-    dup = torch.nn.functional.pad(cols[..., 1:] == cols[..., :-1], (1, 0), value=False)
-    cols = torch.where(dup, BIG, cols)  # a repeated column is never kept: past every block
+    repeat = torch.nn.functional.pad(cols[..., 1:] == cols[..., :-1], (1, 0), value=False)
     offsets = offsets.to(torch.int32)
-    parts = list(_line_rows(cols, offsets, first, last, *run, block_q - 1))
+    parts = list(_line_rows(cols, repeat, offsets, first, last, run_start, block_q - 1))
     rows_last = num_queries - (first.shape[0] - 1) * block_q
     if rows_last < block_q:  # the last block's fewer rows see diagonals touch at a smaller gap
         tail = slice(first.shape[0] - 1, None)
-        last_parts = _line_rows(cols, offsets, first[tail], last[tail], *(r[tail] for r in run),
+        last_parts = _line_rows(cols, repeat, offsets, first[tail], last[tail], run_start[tail],
                                 rows_last - 1)  # fmt: skip
         span_width = max(parts[2].shape[-1], last_parts[2].shape[-1])
         for i, part in enumerate(last_parts):
@@ -361,42 +360,42 @@ def _pad_to(t: Tensor, width: int) -> Tensor:
 
 
 def _line_rows(
-    cols: Tensor, offsets: Tensor, first: Tensor, last: Tensor, k0: Tensor, k1: Tensor, gap: int
+    cols: Tensor, repeat: Tensor, offsets: Tensor, first: Tensor, last: Tensor, k0: Tensor, gap: int
 ) -> tuple[Tensor, ...]:
     """`line_parts`' columns and spans for query blocks of ``gap + 1`` rows each.
 
     In such a block, diagonals o1 < o2 cover touching key ranges iff o2 - o1 <= gap + 1, so the
     diagonals merged once per head into bands [lo, hi) with ``gap`` give the block's ranges
-    [first - hi + 1, last - lo + 1) already disjoint and, in descending band order, sorted. Only
-    their clipping at key 0 can overlap them: the clipped ones all start at 0 and nest, so the
-    widest (the band of lowest lo among them) alone stays. The diagonal key blocks [k0, k1) then
-    cut at most one range in two.
+    [max(first - hi + 1, 0), last - lo + 1), one a band that reaches the block (lo <= last):
+    disjoint, and sorted in descending band order. Two reaching bands clipped at key 0 would
+    both end past first - 1, less than ``gap`` apart, so at most one is. No diagonal reaches a
+    key past the block's last row, so its diagonal key blocks, from k0 on, only end ranges
+    early.
     """
     lo, hi, n = merge_ranges(offsets, offsets + 1, gap=gap)
-    nb = max(int(n.max()) if n.numel() else 0, 1)  # the one host sync: the widest head
+    nb = max(int(n.max()) if n.numel() else 0, 1)  # a host sync: the widest head's band count
     lo, hi = lo[..., :nb], hi[..., :nb]
     ok = valid_slots(lo, n)
-    p0, p1 = first[:, None], last[:, None]  # (QB, 1): each block's first and last row
+    p0, p1, k0 = first[:, None], last[:, None], k0[:, None]  # (QB, 1) each
 
     lo_d, hi_d, ok_d = (t.flip(-1)[:, :, None] for t in (lo, hi, ok))  # (B, H, 1, nb), descending
-    start = p0 - hi_d + 1
-    valid = ok_d & (lo_d <= p1)
-    clipped = valid & (start <= 0)
-    valid &= ~torch.nn.functional.pad(clipped[..., 1:], (0, 1), value=False)
-    start, end = start.clamp(min=0), p1 - lo_d + 1
-    left_end, right_start = torch.minimum(end, k0[:, None]), torch.maximum(start, k1[:, None])
-    keep = torch.stack([valid & (start < left_end), valid & (right_start < end)], -1).flatten(-2)
-    span_start, span_count = pack(keep, torch.stack([start, right_start], -1).flatten(-2), nb + 1)
-    span_end, _ = pack(keep, torch.stack([left_end, end], -1).flatten(-2), nb + 1)
+    start = (p0 - hi_d + 1).clamp(min=0)
+    end = torch.minimum(p1 - lo_d + 1, k0)
+    keep = ok_d & (lo_d <= p1) & (start < end)
+    span_start, span_count = pack(keep, start, nb)
+    span_end, _ = pack(keep, end, nb)
 
     # a column c lies in a span iff a band meets the offsets [first - c, last - c] its rows see:
-    # the first band ending past first - c starts at or before last - c
+    # the first band ending past first - c (index j) starts at or before last - c, i.e. more
+    # than j bands start at or before it
     c = cols[:, :, None, :]  # (B, H, 1, C)
-    target = p0 - c  # (B, H, QB, C)
-    hi_key = torch.where(ok, hi, BIG).to(torch.int32).contiguous()
-    j = torch.searchsorted(hi_key, target.flatten(2), right=True).view_as(target)
-    lo_j = lo.gather(-1, j.clamp(max=nb - 1).flatten(2)).view_as(target)
-    covered = (j < n[..., None, None]) & (lo_j <= p1 - c)
-    keep = (c <= p1) & ~((c >= k0[:, None]) & (c < k1[:, None])) & ~covered
+
+    def bands_at_or_below(bound: Tensor, target: Tensor) -> Tensor:
+        keys = torch.where(ok, bound, BIG).contiguous()
+        return torch.searchsorted(keys, target.flatten(2), right=True, out_int32=True)
+
+    j, j_lo = bands_at_or_below(hi, p0 - c), bands_at_or_below(lo, p1 - c)
+    covered = (j_lo > j).view(*c.shape[:2], p0.shape[0], c.shape[-1])
+    keep = (c <= p1) & (c < k0) & ~covered & ~repeat[:, :, None, :]
     column_idx, column_count = pack(keep, c.expand_as(keep), max(cols.shape[-1], 1))
     return column_idx, column_count, span_start, span_end, span_count

@@ -26,7 +26,7 @@ def test_recall_is_computed_by_the_reference_not_the_kernel_under_test(monkeypat
     forced to Triton, and the Triton kernel refuses to run)."""
     import torch
 
-    import attnsieve.api
+    import attnsieve.api.prefill
     import attnsieve.kernels.prefill
     from attnsieve.kernels.prefill_reference import attention_reference
     from attnsieve.methods import get_planner
@@ -34,9 +34,9 @@ def test_recall_is_computed_by_the_reference_not_the_kernel_under_test(monkeypat
     def no_kernel(*args, **kwargs):
         raise AssertionError("the Triton kernel computed the recall")
 
-    resolve = attnsieve.api.resolve_backend
+    resolve = attnsieve.api.prefill.resolve_backend
     monkeypatch.setattr(
-        attnsieve.api, "resolve_backend", lambda b, t, *a: resolve(b or "triton", t)
+        attnsieve.api.prefill, "resolve_backend", lambda b, t, *a: resolve(b or "triton", t)
     )
     monkeypatch.setattr(attnsieve.kernels.prefill, "sparse_attention", no_kernel)
     q, k, v = (torch.randn(1, h, 256, 16) for h in (4, 2, 2))

@@ -37,24 +37,27 @@ def assert_same_layout(a, b):
         assert torch.equal(rows(a, idx, count), rows(b, idx, count)), idx
 
 
-def random_lines(g, b, h, m, c, s, spread):
+def random_lines(g, b, h, m, c, s, spread, repeats):
     def draw(k, high):
+        if repeats:
+            return torch.randint(0, high, (b * h, k), generator=g)
         return torch.stack([torch.randperm(high, generator=g)[:k] for _ in range(b * h)])
 
     return draw(c, m).view(b, h, c), draw(s, min(m, spread)).view(b, h, s)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(48))
 def test_matches_the_composition_it_replaces(seed):
     """Random sizes: N above and below M, blocks of unequal sizes, a partial last query block,
-    scattered and clustered diagonals (clustered ones merge into long bands)."""
+    scattered and clustered diagonals (clustered ones merge into long bands), repeated columns
+    and diagonals."""
     g = torch.Generator().manual_seed(seed)
-    bq, bk = (16, 32, 64)[seed % 3], (16, 32, 64)[seed // 3 % 3]
+    bq, bk = (16, 32, 64, 128)[seed % 4], (16, 32, 64, 128)[seed // 4 % 4]
     n = int(torch.randint(1, 400, (1,), generator=g))
     m = n + int(torch.randint(-n + 1, 200, (1,), generator=g))
     c, s = (int(torch.randint(1, min(m, k) + 1, (1,), generator=g)) for k in (40, 60))
     spread = m if seed % 2 else 3 * s
-    columns, offsets = random_lines(g, 1 + seed % 2, 1 + seed % 3, m, c, s, spread)
+    columns, offsets = random_lines(g, 1 + seed % 2, 1 + seed % 3, m, c, s, spread, seed % 5 == 0)
     columns, offsets = columns.to(DEVICE), offsets.to(DEVICE)
     layout = Layout.from_lines(
         columns, offsets, block_q=bq, block_k=bk, num_queries=n, num_keys=m
@@ -76,6 +79,16 @@ def test_worked_example():
     # just past the span
     assert layout.column_count.tolist() == [[[0, 1]]]
     assert layout.column_idx[0, 0, 1, 0].item() == 3
+
+
+@pytest.mark.parametrize("c,s", [(0, 5), (5, 0), (0, 0)])
+def test_no_columns_or_no_diagonals(c, s):
+    g = torch.Generator().manual_seed(c + s)
+    columns, offsets = random_lines(g, 2, 2, 100, c, s, 100, False)
+    args = dict(block_q=32, block_k=16, num_queries=90, num_keys=100)
+    layout = Layout.from_lines(columns, offsets, **args).validate()
+    expected = twin(columns, offsets, 90, 100, 32, 16).with_diagonals(offsets)
+    assert_same_layout(layout, expected)
 
 
 def test_repeated_entries_count_once():

@@ -911,7 +911,9 @@ def kernel_calls(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(api, "attention_reference", spy("reference", api.attention_reference))
+    monkeypatch.setattr(
+        api.prefill, "attention_reference", spy("reference", api.prefill.attention_reference)
+    )
     monkeypatch.setattr(prefill, "sparse_attention", spy("triton", prefill.sparse_attention))
     return calls
 

@@ -1,7 +1,6 @@
-"""Block masks that planners build and select: sink and local windows, and the key columns each
-query block can see. The cumulative-probability sets of FlexPrefill, XAttention and SpargeAttn
-are `attnsieve.api.mass_threshold`; the blocks of chosen key blocks and diagonal bands,
-`attnsieve.api.line_block_mask`.
+"""Block masks that planners build and select: sink and local windows. The cumulative-probability
+sets of FlexPrefill, XAttention and SpargeAttn are `attnsieve.api.mass_threshold`; the blocks of
+chosen key blocks and diagonal bands, `attnsieve.api.line_block_mask`.
 
 Each is O(layout size) in memory, never O(N·M). Positions are bottom-right aligned: query ``i`` of
 ``N`` sits at absolute position ``M - N + i``.

@@ -1,0 +1,312 @@
+"""Planning ops: the estimates planners score key blocks with, cumulative-mass thresholds, and
+block layouts and their density, each on Triton or its float32 twin (see `attnsieve.api`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnsieve.api.backend import HALF, resolve_backend
+from attnsieve.checks import cdiv, check_bool, check_int, check_qk, check_scale, check_tensor
+from attnsieve.kernels import line_mask_reference, mass_threshold_reference, planning_reference
+from attnsieve.layout import Layout
+from attnsieve.layout_spans import pack_sorted
+
+
+def _planning(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, ...] = HALF):
+    """The module holding the planning op for ``t`` (auto: Triton for CUDA tensors of ``dtypes``):
+    Triton kernels or their float32 twins."""
+    if resolve_backend(backend, t, dtypes) == "reference":
+        return planning_reference
+    from attnsieve.kernels import planning
+
+    return planning
+
+
+def _check_head_dim(names: str, d: int) -> None:
+    """The scored planning ops scale by 1/sqrt(head_dim): an empty head has no scores."""
+    if d < 1:
+        raise ValueError(f"{names}: expected head_dim >= 1, got {d}")
+
+
+def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Tensor:
+    """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
+
+    Pool Q per query head and K per KV head (GQA needs no repeat); the last block averages only
+    the tokens it has.
+    """
+    check_int("block", block, 1)
+    check_tensor("x", x, 4, "(batch, heads, seq, head_dim)")
+    return _planning(backend, x).block_mean_pool(x, block)
+
+
+def pooled_block_probs(
+    q_pooled: Tensor,
+    k_pooled: Tensor,
+    *,
+    num_queries: int,
+    num_keys: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K.
+
+    FlexPrefill's query-aware estimate (and SpargeAttn's). Inputs are `block_mean_pool` outputs,
+    (B, H_q, QB, D) and (B, H_kv, KB, D); rows that see no key block are zero. With ``causal``, key
+    block j is visible iff its first key is at or before the query block's last query.
+    """
+    for name, value in (("num_queries", num_queries), ("num_keys", num_keys)):
+        check_int(name, value, 1)
+    check_int("block_q", block_q, 1)
+    check_int("block_k", block_k, 1)
+    check_scale(scale)
+    qb, kb = cdiv(num_queries, block_q), cdiv(num_keys, block_k)
+    for name, t, blocks in (("q_pooled", q_pooled, qb), ("k_pooled", k_pooled, kb)):
+        if not isinstance(t, Tensor) or t.dtype != torch.float32:
+            got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"{name}: expected a float32 tensor (block_mean_pool's), got {got}")
+        if t.dim() != 4 or t.shape[2] != blocks:
+            raise ValueError(f"{name}: expected shape (B, H, {blocks}, D), got {tuple(t.shape)}")
+    if q_pooled.device != k_pooled.device:
+        raise ValueError(
+            f"q_pooled, k_pooled: expected one device, got {q_pooled.device} and {k_pooled.device}"
+        )
+    if q_pooled.shape[0] != k_pooled.shape[0]:
+        raise ValueError(
+            f"q_pooled, k_pooled: batch sizes differ ({q_pooled.shape[0]} vs {k_pooled.shape[0]})"
+        )
+    h_q, h_kv = q_pooled.shape[1], k_pooled.shape[1]
+    if h_kv == 0 or h_q % h_kv or q_pooled.shape[3] != k_pooled.shape[3]:
+        raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
+    _check_head_dim("q_pooled, k_pooled", q_pooled.shape[3])
+    # its inputs are block_mean_pool's float32 means, so float32 is what selects the kernel
+    return _planning(backend, q_pooled, (torch.float32,)).pooled_block_probs(
+        q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys, block_q=block_q,
+        block_k=block_k, scale=scale, causal=causal,
+    )  # fmt: skip
+
+
+def antidiagonal_block_scores(
+    q: Tensor,
+    k: Tensor,
+    *,
+    stride: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+    backend: str | None = None,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): XAttention's antidiagonal block scores (arXiv 2503.16428).
+
+    Strided row r pairs the query group [rS, rS+S) read backwards with key group c read forwards
+    (one antidiagonal per S×S tile), is softmax-normalised over the key groups it sees (logits
+    scaled by ``scale / stride``, as the paper), and its probabilities are summed per (query
+    block, key block). ``block_q / stride`` and ``block_k / stride`` must be powers of two.
+    """
+    check_qk(q, k)
+    _check_head_dim("q, k", q.shape[3])
+    check_scale(scale)
+    check_int("stride", stride, 1)
+    check_int("block_q", block_q, 1)
+    check_int("block_k", block_k, 1)
+    rq, rb = block_q // stride, block_k // stride
+    if block_q % stride or block_k % stride or rq & (rq - 1) or rb & (rb - 1):
+        raise ValueError(
+            f"stride: must divide block_q={block_q} and block_k={block_k} into powers of two, "
+            f"got {stride}"
+        )
+    return _planning(backend, q).antidiagonal_block_scores(
+        q, k, stride=stride, block_q=block_q, block_k=block_k, scale=scale, causal=causal
+    )
+
+
+def last_query_stats(
+    q: Tensor,
+    k: Tensor,
+    *,
+    last_q: int,
+    block_k: int,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
+
+    ``vertical`` (B, H_q, M): probability per key averaged over those rows; ``slash``
+    (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k).
+    """
+    check_qk(q, k)
+    _check_head_dim("q, k", q.shape[3])
+    check_scale(scale)
+    check_int("block_k", block_k, 1)
+    if not isinstance(last_q, int) or isinstance(last_q, bool) or not 1 <= last_q <= q.shape[2]:
+        raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")
+    return _planning(backend, q).last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
+
+
+def mass_threshold(
+    probs: Tensor,
+    threshold: float | Tensor,
+    valid: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    """bool like ``probs``: per row (last dim), the largest entries holding ``threshold`` of it.
+
+    Args:
+        probs: float (..., L), entries >= 0 (computed in float32), any strides.
+        threshold: gamma, a real number or a float tensor broadcasting against (..., 1) (one per
+            row, e.g. per head) on probs' device.
+        valid: None or a bool tensor broadcasting to probs: other entries count as 0 and are
+            never kept.
+        backend: see the module docstring.
+
+    With T the row's total, t* is the largest value such that the entries >= t* hold >= gamma·T;
+    the row keeps the entries >= t* that are > 0 and valid. For distinct values these are the
+    fewest entries, taken in descending order, that reach gamma·T; every entry tied with t* is
+    kept, so all backends keep the same set (up to float sums rounding differently at the
+    boundary). gamma >= 1 keeps every valid entry (zeros too), whatever the rounding; gamma·T <= 0
+    (gamma <= 0, or a row of zeros) keeps nothing. A NaN entry (valid) or a NaN gamma keeps
+    nothing in its row (everything valid if gamma >= 1). No host synchronisation.
+    """
+    if not isinstance(probs, Tensor) or not probs.is_floating_point():
+        got = probs.dtype if isinstance(probs, Tensor) else type(probs).__name__
+        raise TypeError(f"probs: expected a floating-point tensor, got {got}")
+    if probs.dim() == 0:
+        raise ValueError("probs: expected at least one dim (..., L), got a 0-dim tensor")
+    rows = (*probs.shape[:-1], 1)
+    if isinstance(threshold, Tensor):
+        if not threshold.is_floating_point() or threshold.device != probs.device:
+            raise TypeError(
+                f"threshold: expected a float tensor on {probs.device}, got {threshold.dtype} on "
+                f"{threshold.device}"
+            )
+        _check_broadcasts("threshold", threshold, rows)
+    elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold: expected a number or a float tensor, got {threshold!r:.80}")
+    if valid is not None:
+        if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
+            got = valid.dtype if isinstance(valid, Tensor) else type(valid).__name__
+            raise TypeError(f"valid: expected None or a bool tensor, got {got}")
+        if valid.device != probs.device:
+            raise ValueError(f"valid: expected device {probs.device}, got {valid.device}")
+        _check_broadcasts("valid", valid, probs.shape)
+    if resolve_backend(backend, probs, (torch.float32,)) == "reference":
+        return mass_threshold_reference.mass_threshold(probs, threshold, valid)
+    from attnsieve.kernels.mass_threshold import mass_threshold as run
+
+    return run(probs, threshold, valid)
+
+
+def line_block_mask(
+    verticals: Tensor,
+    bands: Tensor | None,
+    *,
+    band: int,
+    block_q: int,
+    block_k: int,
+    num_queries: int,
+    num_keys: int,
+    extra: Tensor | None = None,
+    extra_heads: Tensor | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """bool (B, H, QB, KB): per head, the visible blocks of the chosen key blocks, every block a
+    chosen diagonal band crosses, the diagonal blocks, and ``extra``'s blocks.
+
+    Args:
+        verticals: bool (B, H, KB), KB = ceil(M / block_k): chosen key blocks (each keeps the
+            blocks of its column that some query of the row can see).
+        bands: None or bool (B, H, ceil(M / band)): band s chooses the diagonals
+            [s·band, (s+1)·band) (diagonal o: query position p with key p - o).
+        extra: None or bool (B, H, QB, KB), kept as given, in the heads where ``extra_heads``
+            (bool (B, H); None: every head) is True.
+        backend: see the module docstring (Triton for a CUDA ``verticals``).
+
+    FlexPrefill's (arXiv 2502.20766) block plan in one pass (`attnsieve.kernels.line_mask`); the
+    twin composes tensor ops. Positions are bottom-right aligned. No host synchronisation.
+    """
+    sizes = dict(num_queries=num_queries, num_keys=num_keys, block_q=block_q, block_k=block_k)
+    for name, value in (*sizes.items(), ("band", band)):
+        check_int(name, value, 1)
+    qb, kb = cdiv(num_queries, block_q), cdiv(num_keys, block_k)
+    _check_bool("verticals", verticals, (None, None, kb))
+    b, h = verticals.shape[:2]
+    for name, t, shape in (
+        ("bands", bands, (b, h, cdiv(num_keys, band))),
+        ("extra", extra, (b, h, qb, kb)),
+        ("extra_heads", extra_heads, (b, h)),
+    ):
+        if t is not None:
+            _check_bool(name, t, shape)
+            if t.device != verticals.device:
+                raise ValueError(f"{name}: expected a tensor on {verticals.device}, got {t.device}")
+    if extra_heads is not None and extra is None:
+        raise ValueError("extra_heads: expected None when extra is None")
+    kwargs = dict(**sizes, band=band, extra=extra, extra_heads=extra_heads)
+    if resolve_backend(backend, verticals, (torch.bool,)) == "reference":
+        return line_mask_reference.line_block_mask(verticals, bands, **kwargs)
+    from attnsieve.kernels.line_mask import line_block_mask as launch
+
+    return launch(verticals, bands, **kwargs)
+
+
+def _check_bool(name: str, t: object, shape: tuple[int | None, ...]) -> None:
+    """A bool tensor of ``shape`` (None: B or H, any size)."""
+    if not isinstance(t, Tensor) or t.dtype != torch.bool:
+        got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+        raise TypeError(f"{name}: expected a torch.bool tensor, got {got}")
+    sizes = zip(shape, t.shape, strict=False)
+    if t.dim() != len(shape) or any(want not in (None, got) for want, got in sizes):
+        want = ", ".join("BH"[i] if w is None else str(w) for i, w in enumerate(shape))
+        raise ValueError(f"{name}: expected shape ({want}), got {tuple(t.shape)}")
+
+
+def block_layout(
+    mask: Tensor,
+    *,
+    block_q: int,
+    block_k: int,
+    num_queries: int,
+    num_keys: int,
+    backend: str | None = None,
+) -> Layout:
+    """`Layout.from_block_mask` of a bool (B, H, QB, KB) block mask, its lists packed in one
+    launch for a CUDA mask (`attnsieve.kernels.pack`): the block planners' last step."""
+    sizes = dict(block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys)
+    Layout.check_block_mask(mask, **sizes)
+    if resolve_backend(backend, mask, (torch.bool,)) == "reference":
+        idx, count = pack_sorted(mask)
+    else:
+        from attnsieve.kernels.pack import pack_block_mask
+
+        idx, count = pack_block_mask(mask)
+    # sorted, in-range lists either way (the kernel's are pack_sorted's bit for bit,
+    # tests/test_kernel_pack.py), as from_block_mask builds them
+    return Layout(idx, count, **sizes, _valid=True)
+
+
+def layout_density(layout: Layout, *, causal: bool = True, backend: str | None = None) -> Tensor:
+    """float64 (B, H): the (query, key) pairs ``layout`` computes over those of dense (causal)
+    attention, exactly: `Layout.density` with ``reduce=False``, in one launch for a CUDA layout
+    (its index tensors are int32) and without a host sync either way."""
+    if not isinstance(layout, Layout):
+        raise TypeError(f"layout: expected a Layout, got {type(layout).__name__}")
+    check_bool("causal", causal)
+    if resolve_backend(backend, layout.block_idx, (torch.int32,)) == "reference":
+        return layout.density(causal, reduce=False)
+    from attnsieve.kernels.layout_pairs import layout_pairs
+
+    return layout_pairs(layout, causal).sum(-1).double() / max(layout.dense_pairs(causal), 1)
+
+
+def _check_broadcasts(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
+    try:
+        ok = torch.broadcast_shapes(t.shape, shape) == shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected a shape broadcasting to {shape}, got {tuple(t.shape)}")

@@ -1,0 +1,181 @@
+"""Prefill attention: over a `Layout` (`attention`) and dense with transformers' conventions
+(`dense_attention`). See `attnsieve.api` for the backends."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnsieve.api.backend import resolve_backend
+from attnsieve.checks import check_bool, check_float, check_out, check_qkv, check_scale
+from attnsieve.kernels.prefill_reference import attention_reference
+from attnsieve.layout import Layout, causal_token_mask
+
+PRECISIONS = ("bf16", "int8-fp8")
+_CHUNK_ELEMENTS = 1 << 24  # score elements per chunk of the soft-capping path
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: Layout | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    return_lse: bool = False,
+    out: Tensor | None = None,
+    precision: str = "bf16",
+    backend: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention of q (B, H_q, N, D) over k, v (B, H_kv, M, D), restricted to ``layout`` if given.
+
+    Args:
+        q, k, v: one float dtype and device; H_q a multiple of H_kv (native GQA, K/V never
+            repeated).
+        layout: the key blocks (and columns) each query block computes; None is dense.
+        causal: bottom-right aligned (query i sits at key position M - N + i = query_offset + i).
+        scale: softmax scale, default 1/sqrt(D); a positive finite number.
+        return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
+        out: optional (B, H_q, N, D) buffer of q's dtype written in place (any strides with a
+            unit last one on the Triton backend, e.g. a transposed view of a (B, N, H_q, D)
+            tensor); returned.
+        precision: "bf16" (inputs' precision) or "int8-fp8" (SageAttention2-style INT8 Q·Kᵀ and
+            FP8 P·V; the reference twin quantises identically and computes in float32).
+        backend: see the module docstring.
+
+    Rows that see no key give 0 and lse -inf. Keys that the layout or causality hides never
+    contribute, whatever their values, on every backend. A dense causal layout with N == M and no
+    lse runs PyTorch SDPA (cuDNN / flash) on CUDA, faster than the Triton kernel on dense work;
+    SDPA propagates a NaN in a hidden key (see README, Known limits).
+    """
+    check_qkv(q, k, v)
+    check_scale(scale)
+    check_bool("causal", causal)
+    check_bool("return_lse", return_lse)
+    if layout is not None:
+        if not isinstance(layout, Layout):
+            raise TypeError(
+                f"layout: expected an attnsieve Layout or None, got {type(layout).__name__}"
+            )
+        layout.check_inputs(q, k)
+    if out is not None:
+        check_out(out, q)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    use = resolve_backend(backend, q)
+    if precision == "int8-fp8":
+        if use == "reference":
+            from attnsieve.kernels.quant_reference import quant_attention_reference as run
+        else:
+            from attnsieve.kernels.quant import quant_attention as run
+        return run(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out)
+    if use == "reference":
+        result = attention_reference(
+            q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse
+        )
+        if return_lse:
+            return _into(out, result[0]), result[1]
+        return _into(out, result)
+    from attnsieve.kernels.prefill import sparse_attention
+
+    if layout is None:
+        layout = Layout.dense(q.shape[2], k.shape[2], causal=causal, device=q.device)
+    return sparse_attention(
+        q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out
+    )
+
+
+def _into(out: Tensor | None, result: Tensor) -> Tensor:
+    if out is None:
+        return result
+    return out.copy_(result)
+
+
+def dense_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+) -> Tensor:
+    """Dense attention with transformers' "sdpa" conventions, (B, H_q, N, D).
+
+    ``mask`` is None or a bool (True = attend) / additive float mask broadcasting to
+    (B, 1, N, M); ``causal`` applies only without a mask, top-left aligned as in SDPA (keys past
+    N are empty static-cache slots and are dropped). ``softcap`` is Gemma-2's tanh logit
+    soft-capping, computed chunked over queries (no N × M score tensor). Causal attention without
+    a mask on CUDA half tensors runs SDPA's cuDNN backend first (`kernels.prefill.sdpa_dense`).
+    """
+    check_qkv(q, k, v)
+    check_scale(scale)
+    check_bool("causal", causal)
+    check_float("dropout", dropout, 0.0, 1.0)
+    if softcap is not None:
+        check_float("softcap", softcap, 1e-6, math.inf)
+    if mask is not None and (
+        not isinstance(mask, Tensor)
+        or mask.dtype.is_complex
+        or not (mask.dtype == torch.bool or mask.is_floating_point())
+    ):
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"mask: expected None, a bool or an additive float tensor, got {got}")
+    n, m = q.shape[2], k.shape[2]
+    causal = mask is None and n > 1 and causal
+    if causal and m > n:
+        k, v = k[:, :, :n], v[:, :, :n]
+    if causal and dropout == 0 and softcap is None:
+        from attnsieve.kernels.prefill import sdpa_dense, sdpa_serves
+
+        if sdpa_serves(q, k, v):
+            return sdpa_dense(q, k, v, 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    gqa = q.shape[1] != k.shape[1]
+    if softcap is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale,
+            enable_gqa=gqa,
+        )  # fmt: skip
+    return _softcap_attention(q, k, v, mask, scale, dropout, softcap, causal)
+
+
+def _softcap_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    scale: float | None,
+    dropout: float,
+    softcap: float,
+    causal: bool,
+) -> Tensor:
+    """Gemma-2 attention (tanh logit soft-capping) chunked over queries; GQA through views."""
+    b, h_q, n, d = q.shape
+    h_kv, m = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    kt = k[:, :, None].transpose(-1, -2)  # (B, H_kv, 1, D, M)
+    out = torch.empty(b, h_q, n, d, dtype=q.dtype, device=q.device)
+    rows = max(1, _CHUNK_ELEMENTS // max(b * h_q * m, 1))
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        qc = q[:, :, start:stop].unflatten(1, (h_kv, h_q // h_kv))  # (B, H_kv, g, rows, D)
+        scores = torch.tanh((qc @ kt).float() * (scale / softcap)) * softcap
+        if mask is not None:
+            visible = mask[:, :, None, start:stop]  # (B, 1, 1, rows, M)
+        elif causal:
+            visible = causal_token_mask(n, m, start, stop, q.device)
+        else:
+            visible = None
+        if visible is not None and visible.dtype != torch.bool:  # an additive float mask
+            scores = scores + visible
+        elif visible is not None:  # finfo.min, not -inf: fully masked (padding) rows stay finite
+            scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
+        probs = F.dropout(scores.softmax(-1).to(q.dtype), p=dropout, training=dropout > 0)
+        out[:, :, start:stop] = (probs @ v[:, :, None]).flatten(1, 2)
+    return out
