@@ -36,7 +36,9 @@ from attnsieve.layout import causal_pairs
 # benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan
 # (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8;
 # vertical_slash's with its layout built by Layout.from_lines (vs21/llama/prefill.json; 7.89 /
-# 24.17 / 68.69 before)
+# 24.17 / 68.69 before), the times ttft21/ ran with: the committed code plans in 3.33 / 6.58 /
+# 9.93 (vs21/final/, vs21/reviewed/), but at those prices a SmolLM2 layer at 64K of density
+# 0.37-0.42 would plan, and its spans and columns run at about half the rate priced here
 _LENGTHS = (16384, 65536, 131072)
 _PLAN_MS = {
     "dense": (0.30, 0.24, 0.22),
