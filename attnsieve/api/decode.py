@@ -87,7 +87,7 @@ def quest_page_scores(
         page_table: int32 (B, H_kv, P), the pool row of each logical page; entries past a head's
             count may hold anything (they are never read).
         page_count: int32 (B, H_kv) valid pages per head.
-        backend: see the module docstring.
+        backend: see `attnsieve.api`.
 
     A page's score is the max over the KV head's g query heads of the upper bound of q . k over
     its keys, ``sum_d max(q_d min_d, q_d max_d)``. The last valid page (the current token's)
@@ -146,7 +146,7 @@ def select_pages(
         count: integer (B, H) pages to pick per row, on score's device; clamped to
             [0, min(width, P)].
         width: list slots per row, an int >= 1.
-        backend: see the module docstring.
+        backend: see `attnsieve.api`.
 
     Returns ``idx`` int32 (B, H, width), contiguous: the picked page indices ascending, then -1;
     and ``n`` int32 (B, H), the clamped count. Ties at the threshold go to the lower indices, so
@@ -192,7 +192,7 @@ def page_budget(
         page_count: int32 (B, H) pages per head (ceil(length / page_size)).
         page_size: tokens per page, an int >= 1.
         budget_tokens, ratio: exactly one: a token budget per head, or a fraction of its length.
-        backend: see the module docstring.
+        backend: see `attnsieve.api`.
 
     A head's token target is min(budget_tokens, length) or min(ceil(ratio x length), length)
     (float32); it reads that many tokens' worth of whole pages, at least 1 (the current token's)

@@ -162,7 +162,7 @@ def mass_threshold(
             row, e.g. per head) on probs' device.
         valid: None or a bool tensor broadcasting to probs: other entries count as 0 and are
             never kept.
-        backend: see the module docstring.
+        backend: see `attnsieve.api`.
 
     With T the row's total, t* is the largest value such that the entries >= t* hold >= gamma·T;
     the row keeps the entries >= t* that are > 0 and valid. For distinct values these are the
@@ -224,7 +224,7 @@ def line_block_mask(
             [s·band, (s+1)·band) (diagonal o: query position p with key p - o).
         extra: None or bool (B, H, QB, KB), kept as given, in the heads where ``extra_heads``
             (bool (B, H); None: every head) is True.
-        backend: see the module docstring (Triton for a CUDA ``verticals``).
+        backend: see `attnsieve.api` (Triton for a CUDA ``verticals``).
 
     FlexPrefill's (arXiv 2502.20766) block plan in one pass (`attnsieve.kernels.line_mask`); the
     twin composes tensor ops. Positions are bottom-right aligned. No host synchronisation.

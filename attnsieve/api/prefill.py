@@ -45,7 +45,7 @@ def attention(
             tensor); returned.
         precision: "bf16" (inputs' precision) or "int8-fp8" (SageAttention2-style INT8 Q·Kᵀ and
             FP8 P·V; the reference twin quantises identically and computes in float32).
-        backend: see the module docstring.
+        backend: see `attnsieve.api`.
 
     Rows that see no key give 0 and lse -inf. Keys that the layout or causality hides never
     contribute, whatever their values, on every backend. A dense causal layout with N == M and no
