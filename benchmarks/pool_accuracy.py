@@ -7,7 +7,7 @@ reference method's on the same sample, and prints, per length and task: each met
 pooled over every seed, its difference from the reference in points, the samples it answers
 better / worse than the reference, and the spread of the per-seed differences.
 
-    python3 benchmarks/pool_accuracy.py RUN_DIR_OR_JSON... [--reference dense] [--out FILE.json]
+    PYTHONPATH=. python3 benchmarks/pool_accuracy.py RUN_DIR... [--reference dense] [--out FILE]
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from attnsieve.eval.harness import paired_difference
 
 
 def load_cells(paths: list[str]) -> list[dict]:
@@ -45,22 +47,26 @@ def pool(cells: list[dict], reference: str) -> list[dict]:
         shared = sorted(mine.keys() & base.keys())
         if not shared:
             continue
-        per_seed = defaultdict(list)
-        for sample in shared:
-            per_seed[sample[0]].append(mine[sample] - base[sample])
-        seed_points = [100 * statistics.fmean(d) for d in per_seed.values()]
+        seeds = sorted({sample[0] for sample in shared})
+        seed_points = [
+            paired_difference(*([d[s] for s in shared if s[0] == seed] for d in (mine, base)))[0]
+            for seed in seeds
+        ]
+        points, better, worse = paired_difference(
+            [mine[s] for s in shared], [base[s] for s in shared]
+        )
         rows.append(
             {
                 "length": length,
                 "task": task,
                 "method": method,
                 "samples": len(shared),
-                "seeds": sorted(per_seed),
+                "seeds": seeds,
                 "reference_accuracy": statistics.fmean(base[s] for s in shared),
                 "accuracy": statistics.fmean(mine[s] for s in shared),
-                "points": 100 * statistics.fmean(mine[s] - base[s] for s in shared),
-                "better": sum(mine[s] > base[s] for s in shared),
-                "worse": sum(mine[s] < base[s] for s in shared),
+                "points": points,
+                "better": better,
+                "worse": worse,
                 "seed_points": seed_points,
             }
         )

@@ -37,7 +37,7 @@ def test_parse_length():
             harness.parse_length(bad)
 
 
-def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch):
+def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch, capsys):
     calls = []
     generate = harness.generate
 
@@ -67,6 +67,10 @@ def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch):
     for name in ("accuracy_vs_length.png", "frontier.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
     lines = (tmp_path / "cells.jsonl").read_text().splitlines()
+    printed = [line for line in capsys.readouterr().out.splitlines() if ": acc " in line]
+    assert len(printed) == 4
+    for line in printed:  # every non-dense cell is paired with dense's samples
+        assert ("vs dense" in line) == (line.split()[0] != "dense"), line
 
     calls.clear()  # the same command again: every cell is done, nothing runs
     assert harness.main(_args(tiny_probe_dir, tmp_path)) == 0
@@ -549,3 +553,18 @@ def test_kv_and_decode_axes_replace_a_config_files_roles_in_every_layer(tmp_path
     assert label == "cal"
     assert config.selector(0).channels == channels
     assert [type(config.policy(i)).__name__ for i in (0, 1)] == ["StreamingLLM", "SnapKV"]
+
+
+def test_paired_difference():
+    assert harness.paired_difference([1, 0, 1, 1], [1, 1, 0, 0]) == (25.0, 2, 1)
+    assert harness.paired_difference([0.5], [0.25]) == (25.0, 1, 0)
+    with pytest.raises(ValueError, match="one score per reference sample"):
+        harness.paired_difference([1, 0], [1])
+    dense = {"method": "dense", "length": 8, "task": "t", "accuracy": 0.5, "density": 1.0,
+             "prefill_seconds": 0.1, "scores": [1, 0]}  # fmt: skip
+    sparse = {**dense, "method": "flex", "accuracy": 0.0, "density": 0.5, "scores": [0, 0]}
+    assert harness.summary_line(sparse, dense).endswith(
+        "vs dense -50.0 points (0 samples better, 1 worse)"
+    )
+    assert "vs dense" not in harness.summary_line(dense, dense)
+    assert "vs dense" not in harness.summary_line(sparse, None)

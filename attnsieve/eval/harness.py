@@ -10,7 +10,9 @@ density, prefill time, decode tokens/s, KV-cache memory (held after the answer; 
 size without a paged cache) and peak memory are recorded. Each finished cell is appended to
 OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep resumes. Then
 OUT/results.json, OUT/results.csv and the plots are written: accuracy vs length, accuracy vs
-prefill speed-up over dense (needs ``dense``), and accuracy vs KV memory.
+prefill speed-up over dense (needs ``dense``), and accuracy vs KV memory. The printed summary
+pairs each cell with the ``dense`` cell of its length and task, sample by sample
+(`paired_difference`).
 
 Methods run as planned: `attnsieve.patch`'s cost model, which sends a layer to dense attention
 where planning would not pay for itself on the GPU, is off here, so a cell's accuracy is its
@@ -435,6 +437,33 @@ def run_grid(
     return [done[key(*cell)] for cell in grid]
 
 
+def paired_difference(scores: list[float], reference: list[float]) -> tuple[float, int, int]:
+    """A method's scores against the reference method's on the same samples: the mean difference
+    in points, and how many samples score higher and lower. At 20 samples one sample is 5 points,
+    so the two counts say whether a difference is one sample or many."""
+    if len(scores) != len(reference) or not scores:
+        raise ValueError(
+            f"scores: expected one score per reference sample ({len(reference)}), got {len(scores)}"
+        )
+    pairs = list(zip(scores, reference, strict=True))
+    points = 100 * statistics.fmean(a - b for a, b in pairs)
+    return points, sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+
+
+def summary_line(cell: dict, dense: dict | None) -> str:
+    """One printed line per cell; with the dense cell of its length and task, the paired
+    difference from it."""
+    density = "-" if cell["density"] is None else f"{cell['density']:.3f}"
+    line = (
+        f"{cell['method']:>16} {cell['length']:>7} {cell['task']:>18}: acc "
+        f"{cell['accuracy']:.3f} density {density} prefill {cell['prefill_seconds']:.4f} s"
+    )
+    if dense is not None and dense is not cell and len(dense["scores"]) == len(cell["scores"]):
+        points, better, worse = paired_difference(cell["scores"], dense["scores"])
+        line += f", vs dense {points:+.1f} points ({better} samples better, {worse} worse)"
+    return line
+
+
 def write_results(out: Path, cells: list[dict], meta: dict) -> None:
     (out / "results.json").write_text(json.dumps({**meta, "cells": cells}, indent=2) + "\n")
     with open(out / "results.csv", "w", newline="") as f:
@@ -551,11 +580,8 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     plots.plot_kv_frontier(cells, out / "kv_frontier.png")
+    dense = {(c["length"], c["task"]): c for c in cells if c["method"] == "dense"}
     for cell in cells:
-        density = "-" if cell["density"] is None else f"{cell['density']:.3f}"
-        print(
-            f"{cell['method']:>16} {cell['length']:>7} {cell['task']:>18}: acc "
-            f"{cell['accuracy']:.3f} density {density} prefill {cell['prefill_seconds']:.4f} s"
-        )
+        print(summary_line(cell, dense.get((cell["length"], cell["task"]))))
     print(f"wrote {out}/results.json, results.csv and plots")
     return 0
