@@ -295,7 +295,11 @@ class Layout:
         for name, bad in zip(("columns", "offsets"), torch.stack(outside).tolist(), strict=True):
             if bad:
                 raise ValueError(f"{name}: entries must lie in [0, {num_keys})")
-        parts = line_parts(columns, offsets, num_queries, num_keys, block_q, block_k)
+        first, last = query_block_positions(num_queries, num_keys, block_q, columns.device)
+        parts = line_parts(
+            columns, offsets, first.to(torch.int32), last.to(torch.int32), num_queries, num_keys,
+            block_q, block_k,
+        )  # fmt: skip
         return cls(*parts[:2], block_q, block_k, num_queries, num_keys, *parts[2:], _valid=True)
 
     def with_columns(self, column_idx: Tensor, column_count: Tensor | None = None) -> Layout:

@@ -306,6 +306,8 @@ def ranges_mask(start: Tensor, end: Tensor, count: Tensor, num_keys: int) -> Ten
 def line_parts(
     columns: Tensor,
     offsets: Tensor,
+    first: Tensor,
+    last: Tensor,
     num_queries: int,
     num_keys: int,
     block_q: int,
@@ -315,43 +317,45 @@ def line_parts(
     without a sort of any (head, query block) row.
 
     ``columns`` (B, H, C) key tokens and ``offsets`` (B, H, S) diagonal offsets, ints in [0, M)
-    on one device. Returns int32 block_idx, block_count, column_idx, column_count, span_start,
-    span_end, span_count: the diagonal key blocks of every query block, the columns it can see
-    outside them and outside the spans, and the spans of the diagonals minus the blocks. The
-    columns and offsets are sorted once per head; every (head, query block) row is then a prefix
-    sum and a scatter, and the span test of a column two binary searches in its head's bands.
+    on one device; ``first``, ``last`` int32 (QB,): the absolute positions of each query block's
+    first and last row (`layout.query_block_positions`). Returns int32 block_idx, block_count,
+    column_idx, column_count, span_start, span_end, span_count: the diagonal key blocks of every
+    query block, the columns it can see outside them and outside the spans, and the spans of the
+    diagonals minus the blocks. The columns and offsets are sorted once per head; every (head,
+    query block) row is then a prefix sum and a scatter, and the span test of a column two binary
+    searches in its head's bands.
     """
     b, h = columns.shape[:2]
-    device = columns.device
-    start = torch.arange(0, num_queries, block_q, device=device, dtype=torch.int32)
-    first = start + (num_keys - num_queries)  # absolute positions (bottom-right aligned)
-    last = torch.clamp(start + block_q, max=num_queries) - 1 + (num_keys - num_queries)
     kb_lo = first.clamp(min=0) // block_k
     kb_hi = last // block_k
     n_blocks = torch.where(last >= 0, kb_hi - kb_lo + 1, 0)
     width = min((block_q - 1) // block_k + 2, -(-num_keys // block_k))
-    slot = torch.arange(width, device=device, dtype=torch.int32)
+    slot = torch.arange(width, device=first.device, dtype=torch.int32)
     block_idx = torch.where(slot < n_blocks[:, None], kb_lo[:, None] + slot, PAD)
     run_start = kb_lo * block_k
 
     cols = columns.to(torch.int32).sort(-1).values
     repeat = torch.nn.functional.pad(cols[..., 1:] == cols[..., :-1], (1, 0), value=False)
     offsets = offsets.to(torch.int32)
-    parts = list(_line_rows(cols, repeat, offsets, first, last, run_start, block_q - 1))
+    parts = _line_rows(cols, repeat, offsets, first, last, run_start, block_q - 1)
+    column_idx, column_count, span_start, span_end, span_count = parts
     rows_last = num_queries - (first.shape[0] - 1) * block_q
     if rows_last < block_q:  # the last block's fewer rows see diagonals touch at a smaller gap
         tail = slice(first.shape[0] - 1, None)
-        last_parts = _line_rows(cols, repeat, offsets, first[tail], last[tail], run_start[tail],
-                                rows_last - 1)  # fmt: skip
-        span_width = max(parts[2].shape[-1], last_parts[2].shape[-1])
-        for i, part in enumerate(last_parts):
-            if i in (2, 3):
-                parts[i] = _pad_to(parts[i], span_width)
-            parts[i][:, :, tail] = _pad_to(part, span_width) if i in (2, 3) else part
+        idx, count, start, end, n = _line_rows(cols, repeat, offsets, first[tail], last[tail],
+                                               run_start[tail], rows_last - 1)  # fmt: skip
+        width = max(span_start.shape[-1], start.shape[-1])
+        span_start, span_end = _pad_to(span_start, width), _pad_to(span_end, width)
+        column_idx[:, :, tail], column_count[:, :, tail], span_count[:, :, tail] = idx, count, n
+        span_start[:, :, tail], span_end[:, :, tail] = _pad_to(start, width), _pad_to(end, width)
     return (
         block_idx.expand(b, h, -1, -1).contiguous(),
         n_blocks.to(torch.int32).expand(b, h, -1).contiguous(),
-        *parts,
+        column_idx,
+        column_count,
+        span_start,
+        span_end,
+        span_count,
     )
 
 

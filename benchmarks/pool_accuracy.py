@@ -36,9 +36,9 @@ def pool(cells: list[dict], reference: str) -> list[dict]:
     """One row per (length, task, method other than the reference), in the cells' order."""
     scores: dict[tuple, dict[tuple, float]] = defaultdict(dict)  # (length, task, method) -> ...
     for cell in cells:
+        mine = scores[cell["length"], cell["task"], cell["method"]]
         for i, score in enumerate(cell["scores"]):
-            key = (cell["length"], cell["task"], cell["method"])
-            scores[key][(cell["seed"], cell["samples"], i)] = score
+            mine[cell["seed"], cell["samples"], i] = score
     rows = []
     for (length, task, method), mine in scores.items():
         base = scores.get((length, task, reference))
