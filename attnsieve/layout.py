@@ -12,6 +12,7 @@ layout's batch is 1 or B, its heads 1, H_kv (one plan per KV group) or H_q.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import InitVar, dataclass, replace
 
 import torch
@@ -269,6 +270,7 @@ class Layout:
         block_k: int,
         num_queries: int,
         num_keys: int,
+        rows: Callable[..., tuple[Tensor, ...]] | None = None,
     ) -> Layout:
         """MInference's vertical-slash layout: the diagonal key blocks of every query block, the
         key ``columns`` it can see and key spans covering the diagonals ``offsets``.
@@ -278,7 +280,8 @@ class Layout:
         block's visible columns) and ``with_diagonals(offsets)``, up to the index widths, without
         their sorts of every (head, query block) row (`layout_spans.line_parts`). Host syncs: one
         for the range check, one for the widest head's diagonal bands (two when the last query
-        block is short).
+        block is short). ``rows`` builds every query block's columns and spans
+        (`layout_spans.line_rows` by default; `attnsieve.api.line_layout` passes its Triton kernel).
         """
         _check_sizes(num_queries, num_keys, block_q, block_k)
         for name, t, dims in (("columns", columns, "(B, H, C)"), ("offsets", offsets, "(B, H, S)")):
@@ -298,7 +301,7 @@ class Layout:
         first, last = query_block_positions(num_queries, num_keys, block_q, columns.device)
         parts = line_parts(
             columns, offsets, first.to(torch.int32), last.to(torch.int32), num_queries, num_keys,
-            block_q, block_k,
+            block_q, block_k, rows,
         )  # fmt: skip
         return cls(*parts[:2], block_q, block_k, num_queries, num_keys, *parts[2:], _valid=True)
 

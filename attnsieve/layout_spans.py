@@ -9,6 +9,8 @@ searches over whole rows, never a Python loop over entries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -312,6 +314,7 @@ def line_parts(
     num_keys: int,
     block_q: int,
     block_k: int,
+    rows: Callable[..., tuple[Tensor, ...]] | None = None,
 ) -> tuple[Tensor, ...]:
     """The index parts of MInference's vertical-slash layout, built per head and query block
     without a sort of any (head, query block) row.
@@ -321,10 +324,11 @@ def line_parts(
     first and last row (`layout.query_block_positions`). Returns int32 block_idx, block_count,
     column_idx, column_count, span_start, span_end, span_count: the diagonal key blocks of every
     query block, the columns it can see outside them and outside the spans, and the spans of the
-    diagonals minus the blocks. The columns and offsets are sorted once per head; every (head,
-    query block) row is then a prefix sum and a scatter, and the span test of a column two binary
-    searches in its head's bands.
+    diagonals minus the blocks. The columns and offsets are sorted once per head and the offsets
+    merged into bands; every (head, query block) row is then built by ``rows``, `line_rows` by
+    default (`attnsieve.api.line_layout` passes its Triton kernel).
     """
+    rows = rows or line_rows
     b, h = columns.shape[:2]
     kb_lo = first.clamp(min=0) // block_k
     kb_hi = last // block_k
@@ -335,15 +339,14 @@ def line_parts(
     run_start = kb_lo * block_k
 
     cols = columns.to(torch.int32).sort(-1).values
-    repeat = torch.nn.functional.pad(cols[..., 1:] == cols[..., :-1], (1, 0), value=False)
     offsets = offsets.to(torch.int32)
-    parts = _line_rows(cols, repeat, offsets, first, last, run_start, block_q - 1)
+    parts = rows(cols, *diagonal_bands(offsets, block_q - 1), first, last, run_start)
     column_idx, column_count, span_start, span_end, span_count = parts
     rows_last = num_queries - (first.shape[0] - 1) * block_q
     if rows_last < block_q:  # the last block's fewer rows see diagonals touch at a smaller gap
         tail = slice(first.shape[0] - 1, None)
-        idx, count, start, end, n = _line_rows(cols, repeat, offsets, first[tail], last[tail],
-                                               run_start[tail], rows_last - 1)  # fmt: skip
+        bands = diagonal_bands(offsets, rows_last - 1)
+        idx, count, start, end, n = rows(cols, *bands, first[tail], last[tail], run_start[tail])
         width = max(span_start.shape[-1], start.shape[-1])
         span_start, span_end = _pad_to(span_start, width), _pad_to(span_end, width)
         column_idx[:, :, tail], column_count[:, :, tail], span_count[:, :, tail] = idx, count, n
@@ -363,22 +366,33 @@ def _pad_to(t: Tensor, width: int) -> Tensor:
     return torch.nn.functional.pad(t, (0, width - t.shape[-1]), value=PAD)
 
 
-def _line_rows(
-    cols: Tensor, repeat: Tensor, offsets: Tensor, first: Tensor, last: Tensor, k0: Tensor, gap: int
-) -> tuple[Tensor, ...]:
-    """`line_parts`' columns and spans for query blocks of ``gap + 1`` rows each.
-
-    In such a block, diagonals o1 < o2 cover touching key ranges iff o2 - o1 <= gap + 1, so the
-    diagonals merged once per head into bands [lo, hi) with ``gap`` give the block's ranges
-    [max(first - hi + 1, 0), last - lo + 1), one a band that reaches the block (lo <= last):
-    disjoint, and sorted in descending band order. Two reaching bands clipped at key 0 would
-    both end past first - 1, less than ``gap`` apart, so at most one is. No diagonal reaches a
-    key past the block's last row, so its diagonal key blocks, from k0 on, only end ranges
-    early.
-    """
+def diagonal_bands(offsets: Tensor, gap: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Diagonal offsets (B, H, S) merged per head into bands [lo, hi), diagonals at most ``gap``
+    + 1 apart in one band: int32 (B, H, nb) each, packed, and their int32 count (B, H). nb is
+    the widest head's count: a host sync."""
     lo, hi, n = merge_ranges(offsets, offsets + 1, gap=gap)
-    nb = max(int(n.max()) if n.numel() else 0, 1)  # a host sync: the widest head's band count
-    lo, hi = lo[..., :nb], hi[..., :nb]
+    nb = max(int(n.max()) if n.numel() else 0, 1)
+    return lo[..., :nb], hi[..., :nb], n
+
+
+def line_rows(
+    cols: Tensor, lo: Tensor, hi: Tensor, n: Tensor, first: Tensor, last: Tensor, k0: Tensor
+) -> tuple[Tensor, ...]:
+    """`line_parts`' columns and spans for query blocks of r rows each, from the head's sorted
+    columns ``cols`` (B, H, C) and its diagonal bands (`diagonal_bands` with gap r - 1);
+    ``first``, ``last`` the blocks' row positions and ``k0`` the first key of their diagonal
+    blocks, int32 (QB,). Returns column_idx (B, H, QB, max(C, 1)), column_count, and span_start,
+    span_end (B, H, QB, nb), span_count. The twin of `attnsieve.kernels.line_rows`.
+
+    With gap = r - 1, diagonals o1 < o2 cover touching key ranges iff o2 - o1 <= gap + 1, so the
+    bands [lo, hi) give the block's ranges [max(first - hi + 1, 0), last - lo + 1), one a band
+    that reaches the block (lo <= last): disjoint, and sorted in descending band order. Two
+    reaching bands clipped at key 0 would both end past first - 1, less than ``gap`` apart, so
+    at most one is. No diagonal reaches a key past the block's last row, so its diagonal key
+    blocks, from k0 on, only end ranges early.
+    """
+    nb = lo.shape[-1]
+    repeat = torch.nn.functional.pad(cols[..., 1:] == cols[..., :-1], (1, 0), value=False)
     ok = valid_slots(lo, n)
     p0, p1, k0 = first[:, None], last[:, None], k0[:, None]  # (QB, 1) each
 

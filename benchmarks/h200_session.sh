@@ -103,6 +103,10 @@
 #   s21d (.stage/q4), then s21e and s21f with nothing carried, each at once after the one before;
 #   s21g (carry .stage/t); s21h, s21i, s21j, s21k (carry .stage/q1 ... q4), each at once after the
 #   one before; s21l (carry .stage/t).
+#   2026-12-01, twenty-second session: s22a (carry .stage/t, WHEELS=.stage/t); by hand
+#   benchmarks/profile_planning.py --planner vertical_slash --shape llama|smollm2 --lengths
+#   131072 (vs22/profile_*.log); s22b, s22c, s22d, s22e (carry .stage/q1 ... q4), each at once
+#   after the one before; s22f (carry .stage/t, WHEELS=.stage/t), then s22g.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -2345,8 +2349,59 @@ s21l)  # carrying .stage/t: after a review, Layout.from_lines without its two no
     tail -1 "$D/cuda_tests.log"
     llama_prefill 60 131072 vertical_slash "$D"
     ;;
+s22a)  # carrying .stage/t: vertical_slash's rows built by one Triton kernel
+    # (attnsieve/kernels/line_rows.py): its CUDA tests, from_lines against the twin, plan and
+    # attention on Llama-3-8B's heads at 16K-128K and SmolLM2's at 128K (vs22/)
+    D="$OUT/vs22"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_layout_lines.py \
+        tests/test_layout_spans.py > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    for shape in llama smollm2; do
+        timeout 100 python3 benchmarks/time_line_rows.py --shape $shape \
+            --lengths 16384,65536,131072 2>&1 | tee -a "$D/line_rows.log"
+    done
+    llama_prefill 200 16384,65536,131072 vertical_slash "$D/llama"
+    smollm2_prefill 100 vertical_slash "$D/smollm2"
+    ;;
+s22b)  # carrying .stage/q1: part 0 of SmolLM2's GGUF
+    stash_part .stage/q1
+    ;;
+s22c)  # carrying .stage/q2: part 1
+    stash_part .stage/q2
+    ;;
+s22d)  # carrying .stage/q3: part 2
+    stash_part .stage/q3
+    ;;
+s22e)  # carrying .stage/q4 (after s22b-s22d): time to first token on SmolLM2 with vertical_slash,
+    # its rows built by the Triton kernel and its layouts priced at their measured rate (ttft22/)
+    join_parts .stage/q4 || exit 1
+    smollm2_ttft 400 vertical_slash "$OUT/ttft22"
+    ;;
+s22f)  # carrying .stage/t: after a review, the row kernel on a 1-D grid with a binary search in
+    # the band ends (no per-head table), and Quest's top pages stopping at the first exact
+    # threshold: CUDA tests, from_lines and bench prefill at 128K (vs22/final/)
+    D="$OUT/vs22/final"
+    mkdir -p "$D"
+    timeout 200 python3 -m pytest -q -x -p no:cacheprovider tests/test_layout_lines.py \
+        tests/test_layout_spans.py tests/test_kernel_page_select.py tests/test_decode_selectors.py \
+        > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    for shape in llama smollm2; do
+        timeout 100 python3 benchmarks/time_line_rows.py --shape $shape \
+            --lengths 16384,65536,131072 2>&1 | tee -a "$D/line_rows.log"
+    done
+    llama_prefill 100 16384,65536,131072 vertical_slash "$D"
+    ;;
+s22g)  # carrying nothing: Quest's selection times and bench decode with the early-stopping top
+    # pages (select22/, decode22/)
+    mkdir -p "$OUT/select22"
+    timeout 120 python3 benchmarks/time_quest_selection.py > "$OUT/select22/selection_time.log" 2>&1
+    cat "$OUT/select22/selection_time.log"
+    bench_decode 200 "$OUT/decode22"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g" >&2
     exit 2
     ;;
 esac

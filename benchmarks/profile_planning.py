@@ -12,23 +12,16 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
-from attnsieve.eval.workloads import make_workload
+from attnsieve.eval.workloads import MODEL_SHAPES, model_workload
 from attnsieve.methods import get_planner
-
-SHAPES = {"llama": (8, 4, 128), "smollm2": (3, 3, 64)}  # KV heads, query heads per KV head, d
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--planner", default="flexprefill")
 parser.add_argument("--lengths", default="65536,131072")
-parser.add_argument("--shape", choices=sorted(SHAPES), default="llama")
+parser.add_argument("--shape", choices=sorted(MODEL_SHAPES), default="llama")
 args = parser.parse_args()
-kv_heads, group, head_dim = SHAPES[args.shape]
-kinds = ("sink_local", "vertical", "slash", "retrieval") * (kv_heads * group // 4 + 1)
 for n in map(int, args.lengths.split(",")):
-    w = make_workload(
-        kinds[: kv_heads * group], num_kv_heads=kv_heads, seq_len=n, head_dim=head_dim,
-        device="cuda", dtype=torch.bfloat16,
-    )  # fmt: skip
+    w = model_workload(args.shape, n, device="cuda", dtype=torch.bfloat16)
     planner = get_planner(args.planner)
     planner.plan(w.q, w.k)
     ms = do_bench(lambda p=planner, w=w: p.plan(w.q, w.k), warmup=50, rep=300, return_mode="median")

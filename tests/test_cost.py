@@ -37,6 +37,23 @@ def test_narrow_heads_break_even_at_a_higher_density():
     assert narrow > wide + 0.1
 
 
+def test_a_slower_layout_runs_at_its_fraction_of_the_rate():
+    """vertical_slash's spans and columns run below the block rate: its sparse time and break-even
+    density are priced at its fraction; other planners keep the block rate."""
+    model = CostModel(sparse_tflops={64: 400.0}, layout_rate={"slow": 0.5}, call_ms=0.0)
+    blocks = model.sparse_ms(0.2, *shape(65536))
+    assert model.sparse_ms(0.2, *shape(65536), "slow") == pytest.approx(2 * blocks)
+    assert model.sparse_ms(0.2, *shape(65536), "fast") == blocks
+    slow = model.break_even_density("slow", *shape(131072))
+    fast = model.break_even_density("fast", *shape(131072))
+    plan = model.planning_ms("slow", 131072)
+    whole = model.sparse_ms(1.0, *shape(131072), "slow")
+    assert slow == pytest.approx((model.dense_ms(*shape(131072)) - plan) / whole)
+    assert fast > slow
+    with pytest.raises(ValueError, match=r"layout_rate\['slow'\]"):
+        CostModel(layout_rate={"slow": 1.5})
+
+
 def test_short_prompts_stay_dense_long_sparse_ones_plan():
     model = CostModel()
     # 8K on SmolLM2: a whole layer of dense attention costs less than planning

@@ -5,8 +5,9 @@ the composition it replaces: the diagonal blocks by `from_block_mask`, then `wit
 import pytest
 import torch
 
+from attnsieve.api import line_layout
 from attnsieve.layout import Layout, query_block_positions
-from attnsieve.layout_spans import PAD, valid_slots
+from attnsieve.layout_spans import PAD, diagonal_bands, valid_slots
 from attnsieve.methods.prefill.masks import window_block_mask
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the GPU's sorts and searches too
@@ -119,3 +120,47 @@ def test_bad_sizes():
     one = torch.tensor([[[1]]])
     with pytest.raises(ValueError, match="block_q: expected a positive int"):
         Layout.from_lines(one, one, block_q=0, block_k=8, num_queries=16, num_keys=16)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_kernel_matches_its_twin(seed):
+    """`attnsieve.api.line_layout`'s Triton rows (`attnsieve.kernels.line_rows`, the interpreter on
+    the CPU) against `layout_spans.line_rows`: index widths and padding too, so the test compares
+    whole tensors."""
+    g = torch.Generator().manual_seed(100 + seed)
+    bq, bk = (16, 32, 64)[seed % 3], (16, 64, 32)[seed // 3 % 3]
+    n = int(torch.randint(1, 300, (1,), generator=g))
+    m = n + int(torch.randint(-n + 1, 150, (1,), generator=g))
+    c, s = (int(torch.randint(0, min(m, k) + 1, (1,), generator=g)) for k in (700, 60))
+    spread = m if seed % 2 else 3 * s + 1
+    columns, offsets = random_lines(g, 1 + seed % 2, 1 + seed % 3, m, c, s, spread, seed % 4 == 0)
+    assert_kernel_matches(columns, offsets, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+
+
+def test_kernel_over_many_bands_and_columns():
+    """More bands and columns than a program takes at once (512): its loops carry the counts."""
+    g = torch.Generator().manual_seed(7)
+    columns, offsets = random_lines(g, 1, 2, 40000, 1200, 2000, 40000, False)
+    args = dict(block_q=16, block_k=16, num_queries=70, num_keys=40000)
+    assert int(diagonal_bands(offsets.to(torch.int32), 15)[2].min()) > 512
+    assert_kernel_matches(columns, offsets, **args)
+
+
+def assert_kernel_matches(columns, offsets, **args):
+    columns, offsets = columns.to(DEVICE), offsets.to(DEVICE)
+    kernel = line_layout(columns, offsets, backend="triton", **args)
+    reference = Layout.from_lines(columns, offsets, **args)
+    for name in ("block_idx", "block_count", "column_idx", "column_count"):
+        assert torch.equal(getattr(kernel, name), getattr(reference, name)), name
+    for name in ("span_start", "span_end", "span_count"):
+        assert torch.equal(getattr(kernel, name), getattr(reference, name)), name
+
+
+def test_line_layout_checks_as_from_lines():
+    args = dict(block_q=8, block_k=8, num_queries=16, num_keys=16)
+    with pytest.raises(TypeError, match="columns: expected an int32/int64 tensor"):
+        line_layout(torch.tensor([[[1.0]]]), torch.tensor([[[1]]]), backend="triton", **args)
+    with pytest.raises(ValueError, match=r"offsets: .* \[0, 16\)"):
+        line_layout(torch.tensor([[[1]]]), torch.tensor([[[16]]]), backend="triton", **args)
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        line_layout(torch.tensor([[[1]]]), torch.tensor([[[1]]]), backend="cuda", **args)

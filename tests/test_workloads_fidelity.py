@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
-from attnsieve.eval.workloads import KINDS, make_workload
+from attnsieve.eval.workloads import KINDS, make_workload, model_workload
 from attnsieve.layout import Layout, causal_token_mask
 
 
@@ -208,3 +208,12 @@ def test_bad_workload_arguments_name_the_field(kwargs, field):
     args = {"head_kinds": ["vertical", "slash", "diffuse"], "seq_len": 256, "head_dim": 64}
     with pytest.raises(ValueError, match=field):
         make_workload(**{**args, **kwargs})
+
+
+@pytest.mark.parametrize("shape,heads", [("llama", (32, 8, 128)), ("smollm2", (9, 3, 64))])
+def test_model_workload_has_the_model_heads(shape, heads):
+    w = model_workload(shape, 96)
+    assert (w.q.shape[1], w.k.shape[1], w.q.shape[3]) == heads
+    assert w.head_kinds[:5] == ("sink_local", "vertical", "slash", "retrieval", "sink_local")
+    with pytest.raises(ValueError, match="shape: expected one of"):
+        model_workload("gpt2", 96)

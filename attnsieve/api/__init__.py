@@ -20,7 +20,7 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
 `mass_threshold`: float32 CUDA inputs; `line_block_mask`, `block_layout`, `layout_density`: a
-CUDA mask or layout)
+CUDA mask or layout; `line_layout`: CUDA columns)
 and the PyTorch reference twin elsewhere; "triton" or "reference" (argument or
 $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
 imported.
@@ -35,6 +35,7 @@ from attnsieve.api.planning import (
     last_query_stats,
     layout_density,
     line_block_mask,
+    line_layout,
     mass_threshold,
     pooled_block_probs,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "last_query_stats",
     "layout_density",
     "line_block_mask",
+    "line_layout",
     "mass_threshold",
     "page_budget",
     "pooled_block_probs",

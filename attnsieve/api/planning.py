@@ -12,6 +12,8 @@ from attnsieve.kernels import line_mask_reference, mass_threshold_reference, pla
 from attnsieve.layout import Layout
 from attnsieve.layout_spans import pack_sorted
 
+INDEX = (torch.int32, torch.int64)
+
 
 def _planning(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, ...] = HALF):
     """The module holding the planning op for ``t`` (auto: Triton for CUDA tensors of ``dtypes``):
@@ -287,6 +289,29 @@ def block_layout(
     # sorted, in-range lists either way (the kernel's are pack_sorted's bit for bit,
     # tests/test_kernel_pack.py), as from_block_mask builds them
     return Layout(idx, count, **sizes, _valid=True)
+
+
+def line_layout(
+    columns: Tensor,
+    offsets: Tensor,
+    *,
+    block_q: int,
+    block_k: int,
+    num_queries: int,
+    num_keys: int,
+    backend: str | None = None,
+) -> Layout:
+    """`Layout.from_lines` (MInference's vertical-slash layout: key ``columns`` (B, H, C) and
+    diagonal ``offsets`` (B, H, S)), every query block's row built in one launch for CUDA
+    tensors (`attnsieve.kernels.line_rows`; the same tensors as the twin, bit for bit,
+    tests/test_layout_lines.py). Host syncs as `Layout.from_lines`."""
+    rows = None  # a non-tensor argument gets from_lines' named error
+    if isinstance(columns, Tensor) and resolve_backend(backend, columns, INDEX) == "triton":
+        from attnsieve.kernels.line_rows import line_rows as rows
+    return Layout.from_lines(
+        columns, offsets, block_q=block_q, block_k=block_k, num_queries=num_queries,
+        num_keys=num_keys, rows=rows,
+    )  # fmt: skip
 
 
 def layout_density(layout: Layout, *, causal: bool = True, backend: str | None = None) -> Tensor:

@@ -172,7 +172,7 @@ def _predicted_ms(
     shape = (b, h_q, n, k.shape[2], d)
     return torch.tensor([
         cost.dense_ms(*shape) if name == "dense"
-        else cost.planning_ms(name, n, graphed_heads=b * h_q) + cost.sparse_ms(rho, *shape)
+        else cost.planning_ms(name, n, graphed_heads=b * h_q) + cost.sparse_ms(rho, *shape, name)
         for (name, _), rho in zip(candidates, density.tolist(), strict=True)
     ])  # fmt: skip
 

@@ -174,6 +174,26 @@ def make_workload(
     )
 
 
+# the head shapes GPU benchmarks time plans on: KV heads, query heads per KV head, head dim
+MODEL_SHAPES = {"llama": (8, 4, 128), "smollm2": (3, 3, 64)}  # Llama-3-8B's, SmolLM2-135M's
+
+
+def model_workload(
+    shape: str, seq_len: int, *, device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Workload:  # fmt: skip
+    """`make_workload` on the heads of ``shape`` (a `MODEL_SHAPES` key), the four structured kinds
+    (not "diffuse") cycled over its query heads."""
+    if shape not in MODEL_SHAPES:
+        raise ValueError(f"shape: expected one of {sorted(MODEL_SHAPES)}, got {shape!r}")
+    kv_heads, group, head_dim = MODEL_SHAPES[shape]
+    kinds = [KINDS[h % 4] for h in range(kv_heads * group)]
+    return make_workload(
+        kinds, num_kv_heads=kv_heads, seq_len=seq_len, head_dim=head_dim, device=device,
+        dtype=dtype,
+    )  # fmt: skip
+
+
 def _check(kinds: tuple[str, ...], sizes: dict[str, tuple[int, int]], temperature: float) -> None:
     """ValueError naming the argument for any bad size, kind or temperature."""
     if not kinds:

@@ -35,10 +35,10 @@ from attnsieve.layout import causal_pairs
 # plan ms per planner at 16K / 64K / 128K tokens (bench prefill, H200, 32 query heads), from
 # benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan
 # (benchmarks/results/h200/baseline/prefill.json): the span plan measured 6.0 / 8.3 / 24.8;
-# vertical_slash's with its layout built by Layout.from_lines (vs21/llama/prefill.json; 7.89 /
-# 24.17 / 68.69 before), the times ttft21/ ran with: the committed code plans in 3.33 / 6.58 /
-# 9.93 (vs21/final/, vs21/reviewed/), but at those prices a SmolLM2 layer at 64K of density
-# 0.37-0.42 would plan, and its spans and columns run at about half the rate priced here
+# vertical_slash's with its rows built by the Triton kernel attnsieve.kernels.line_rows
+# (vs22/llama/prefill.json, the times ttft22/ ran with; the reviewed kernel measured 2.04 / 2.71 /
+# 3.85 in vs22/final/; 7.89 / 24.17 / 68.69 with row sorts, 3.89 / 7.25 / 14.6 with
+# Layout.from_lines' tensor ops)
 _LENGTHS = (16384, 65536, 131072)
 _PLAN_MS = {
     "dense": (0.30, 0.24, 0.22),
@@ -47,7 +47,7 @@ _PLAN_MS = {
     "hip": (1.77, 3.31, 4.92),
     "flexprefill": (4.98, 5.25, 6.16),
     "xattention": (1.47, 10.89, 42.78),
-    "vertical_slash": (3.89, 7.25, 14.6),
+    "vertical_slash": (3.09, 3.51, 4.12),
     "block_topk": (2.82, 7.23, 17.39),
 }
 # graph-replayed plan ms at 8K / 32K / 128K on SmolLM2's shapes (9 query / 3 KV heads, d 64),
@@ -65,6 +65,10 @@ _GRAPH_PLAN_MS = {
     "xattention": (0.18, 0.50, 5.47),
     "block_topk": (0.28, 0.71, 3.16),
 }
+# the fraction of the sparse kernel's block rate a planner's layouts run at: vertical_slash's
+# spans and gathered columns, 0.65 on SmolLM2's heads at 128K (22.8 ms at density 0.324,
+# vs22/smollm2/) and 0.70-0.74 on Llama-3-8B's at 16K-128K (vs22/llama/)
+_LAYOUT_RATE = {"vertical_slash": 0.65}
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class CostModel:
         plan_ms: per planner, planning milliseconds at the lengths ``plan_lengths``.
         graph_plan_ms: per planner, planning milliseconds replayed from a CUDA graph at the
             lengths ``graph_plan_lengths`` for ``graph_plan_heads`` query heads (batch 1).
+        layout_rate: per planner, the fraction of ``sparse_tflops`` its layouts run at (1 for
+            a planner not listed).
         prior_density: density assumed for a layer before it has been planned once.
     """
 
@@ -93,6 +99,7 @@ class CostModel:
     )
     graph_plan_lengths: tuple[int, ...] = _GRAPH_LENGTHS
     graph_plan_heads: int = _GRAPH_HEADS
+    layout_rate: Mapping[str, float] = field(default_factory=lambda: dict(_LAYOUT_RATE))
     prior_density: float = 0.3
 
     def __post_init__(self) -> None:
@@ -104,16 +111,32 @@ class CostModel:
                 check_int(f"{name} head dim", head_dim, 1)
                 check_float(f"{name}[{head_dim}]", rate, 1e-6, 1e6)
         check_float("call_ms", self.call_ms, 0.0, 1e6)
+        if not isinstance(self.layout_rate, Mapping):
+            raise TypeError(f"layout_rate: expected a mapping planner -> fraction, got "
+                            f"{self.layout_rate!r}")  # fmt: skip
+        for planner, fraction in self.layout_rate.items():
+            check_float(f"layout_rate[{planner!r}]", fraction, 1e-6, 1.0)
         check_float("prior_density", self.prior_density, 0.0, 1.0)
 
     def dense_ms(self, batch: int, heads: int, n: int, m: int, head_dim: int) -> float:
         return _ms(_flops(batch, heads, n, m, head_dim), _rate(self.dense_tflops, head_dim))
 
     def sparse_ms(
-        self, density: float, batch: int, heads: int, n: int, m: int, head_dim: int
+        self,
+        density: float,
+        batch: int,
+        heads: int,
+        n: int,
+        m: int,
+        head_dim: int,
+        planner: str | None = None,
     ) -> float:
+        """The sparse kernel on ``planner``'s layout (None: a block layout) at ``density``."""
         flops = density * _flops(batch, heads, n, m, head_dim)
-        return self.call_ms + _ms(flops, _rate(self.sparse_tflops, head_dim))
+        return self.call_ms + _ms(flops, self._sparse_rate(planner, head_dim))
+
+    def _sparse_rate(self, planner: str | None, head_dim: int) -> float:
+        return _rate(self.sparse_tflops, head_dim) * self.layout_rate.get(planner, 1.0)
 
     def planning_ms(self, planner: str, n: int, graphed_heads: int | None = None) -> float:
         """Planning time of ``planner`` at ``n`` tokens, read at the first measured length at or
@@ -143,7 +166,7 @@ class CostModel:
         shape = (batch, heads, n, m, head_dim)
         plan = self.planning_ms(planner, n, batch * heads if graphed else None)
         spare = self.dense_ms(*shape) - plan - self.call_ms
-        return spare / _ms(_flops(*shape), _rate(self.sparse_tflops, head_dim))
+        return spare / _ms(_flops(*shape), self._sparse_rate(planner, head_dim))
 
     def plan_pays(
         self,

@@ -1,14 +1,15 @@
 """Top-``count`` page selection in Triton: one launch from page scores to the ascending index
 list a sparse decode step reads, replacing a top-k and a sort.
 
-Program (b, h) maps its row of float32 scores to order-preserving int32 keys and finds the
-count-th largest key T by bisection on its bits (the sign, then 31 bits from the top: each step
-counts the keys above a candidate). One pass in index order then keeps the keys above T and the
-first (count - #above) keys equal to T (ties go to lower indices) and writes each kept index to
-its exclusive prefix count, so the list comes out ascending; slots [count, width) get -1. A row of
-at most BLOCK pages stays in registers through the bisection; longer rows are re-read BLOCK
-pages at a time. No host synchronisation, fixed output shapes (CUDA-graph capturable). The twin
-is :func:`attnsieve.kernels.page_select_reference.select_pages`.
+Program (b, h) maps its row of float32 scores to order-preserving int32 keys and finds a threshold
+T, the count-th largest key or any key value with exactly count keys at or above it, by bisection
+on its bits (the sign, then up to 31 bits from the top: each step counts the keys above a
+candidate; it stops at the first T with exactly count keys at or above it). One pass in index order
+then keeps the keys above T and the first (count - #above) keys equal to T (ties go to lower
+indices) and writes each kept index to its exclusive prefix count, so the list comes out ascending;
+slots [count, width) get -1. A row of at most BLOCK pages stays in registers through the bisection;
+longer rows are re-read BLOCK pages at a time. No host synchronisation, fixed output shapes
+(CUDA-graph capturable). The twin is :func:`attnsieve.kernels.page_select_reference.select_pages`.
 
 `page_budget` turns a selector's token budget into pages per head in one launch (the half-dozen
 small PyTorch ops it replaces were, on a replayed decode step, as many launches a layer).
@@ -70,13 +71,19 @@ def _page_select_kernel(
     b_key = _keys(p_s, o_b, P, stride_sp)  # [BLOCK]; only used when SINGLE
 
     # T = the largest t with #(key >= t) >= n_sel, i.e. #(key > t - 1) >= n_sel; fixing the sign
-    # first, setting a lower bit always raises t (two's complement), so t - 1 never wraps
+    # first, setting a lower bit always raises t (two's complement), so t - 1 never wraps. Any t
+    # with #(key >= t) == n_sel picks the same keys as T, so the search stops at the first one
+    # (distinct scores: after about 32 - log2(the gap at the n_sel-th key) steps, not 32)
     n = _count_above(p_s, b_key, -1, P, stride_sp, SINGLE, BLOCK)
     t = tl.where(n >= n_sel, 0, INT32_MIN)
-    for i_bit in range(31):
+    n_t = tl.where(n >= n_sel, n, -1)  # #(key >= t); -1: not counted (t = INT32_MIN)
+    i_bit = 0
+    while (i_bit < 31) & (n_t != n_sel):
         cand = t | (1 << (30 - i_bit))
         n = _count_above(p_s, b_key, cand - 1, P, stride_sp, SINGLE, BLOCK)
         t = tl.where(n >= n_sel, cand, t)
+        n_t = tl.where(n >= n_sel, n, n_t)
+        i_bit += 1
     n_tie = n_sel - _count_above(p_s, b_key, t, P, stride_sp, SINGLE, BLOCK)
 
     # in index order: every key above T, the first n_tie keys equal to it; slot = prefix count

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.api import last_query_stats
+from attnsieve.api import last_query_stats, line_layout
 from attnsieve.checks import check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
@@ -29,8 +29,9 @@ class VerticalSlashPlanner(Planner):
     Execution as in MInference's kernel: in a query block whose rows sit at positions [P0, P1], a
     chosen diagonal o is covered by the key range [P0 - o, P1 - o] (``block_q`` keys starting
     anywhere), overlapping ranges merged: the layout's spans. Verticals become the layout's
-    columns (those inside a span dropped). `Layout.from_lines` builds the layout without sorting
-    any (head, query block) row; the official code converts its indices in one CUDA kernel.
+    columns (those inside a span dropped). `attnsieve.api.line_layout` (`Layout.from_lines`)
+    builds the layout without sorting any (head, query block) row, each row in one Triton
+    program; the official code converts its indices in one CUDA kernel.
 
     Differences from the paper: the diagonal key block(s) of every query block are kept as blocks
     (so no row is left without a key when ``local_slashes`` is 0; with the default 100 local
@@ -74,7 +75,7 @@ class VerticalSlashPlanner(Planner):
         # the sinks and local diagonals always stay, within a smaller budget too
         columns = vertical.topk(min(max(self.vertical_size, self.sink_tokens), m), -1).indices
         offsets = slash.topk(min(max(self.slash_size, self.local_slashes), m), -1).indices
-        return Layout.from_lines(
+        return line_layout(
             columns, offsets, block_q=self.block_q, block_k=self.block_k, num_queries=n,
             num_keys=m,
         )  # fmt: skip
