@@ -70,7 +70,7 @@ class Layout:
 
     A layout cannot be built invalid: the constructors below produce sorted, in-range,
     duplicate-free index lists by construction, and a layout built directly from tensors is
-    checked in full on construction (`validate`, one device sync), so every backend sees the same
+    checked in full on construction (`validate`, a few device syncs), so every backend sees the same
     contents and a bad list fails with a named error before any kernel reads it.
     """
 
@@ -337,8 +337,8 @@ class Layout:
         ``offsets``: int (B, H, QB, S), per query block, or (B, H, S), the same for every query
         block; -1 = none, else in [0, M). ``count`` (``offsets``' shape without the last dim)
         limits the valid prefix of each row when given. Batch and heads broadcast against the
-        layout's. On the device, no per-entry loop; host syncs only to cut index widths to the
-        longest row (as `from_block_mask` does).
+        layout's. On the device, no per-entry loop; host syncs to check the offsets and to cut
+        index widths to the longest row (per-head offsets: their widest merged band list too).
         """
         o = self._rows(offsets, count, "offsets", "count", (3, 4))
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:

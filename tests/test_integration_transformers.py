@@ -379,6 +379,10 @@ def test_register_attn_implementation_uses_default_config():
         )
         model.load_state_dict(base_model.state_dict())
         assert (model.eval()(input_ids=ids).logits - base).abs().max() > 1e-3
+        stats = hf.default_stats()  # the unpatched model's layers record into the default's
+        layers = model.config.num_hidden_layers
+        assert stats.fallback_per_layer[:layers] == [None] * layers
+        assert all(0 < d < 1 for d in stats.density_per_layer[:layers])
         with patch(model, DENSE):  # an explicit patch takes over from the default config
             torch.testing.assert_close(model(input_ids=ids).logits, base, rtol=1e-4, atol=1e-5)
         assert model.config._attn_implementation == "attnsieve"

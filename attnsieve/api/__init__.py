@@ -13,14 +13,16 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
 - `select_pages`: the ascending lists of each row's top-``count`` pages by a score.
 - `mass_threshold`: each row's largest entries holding a fraction of its mass (the cumulative
   thresholds of FlexPrefill, XAttention and SpargeAttn), without a sort.
+- `page_budget`: the pages each head of a decode step reads under a selector's token budget.
 - `line_block_mask`: the block mask of chosen key blocks and diagonal bands (FlexPrefill's
-  vertical-slash selection); `block_layout`: a layout from a block mask; `layout_density`: a
+  vertical-slash selection); `block_layout`: a layout from a block mask; `line_layout`:
+  MInference's vertical-slash layout from its key columns and diagonals; `layout_density`: a
   layout's computed pairs over dense attention's, per batch and head.
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
 `mass_threshold`: float32 CUDA inputs; `line_block_mask`, `block_layout`, `layout_density`: a
-CUDA mask or layout; `line_layout`: CUDA columns)
+CUDA mask or layout; `line_layout`: CUDA columns; `page_budget`: CUDA lengths)
 and the PyTorch reference twin elsewhere; "triton" or "reference" (argument or
 $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
 imported.

@@ -13,14 +13,14 @@ would send such heads to a slower kernel.
 
 The default rates and planning times are the NVIDIA H200 measurements of `attnsieve bench kernels`
 and `attnsieve bench prefill` (benchmarks/results/h200/: Llama-3-8B shapes, bf16, causal); rates
-are read per head dim and planning time per planner, each at the nearest measured value. At head
-dim 64 (SmolLM2's heads, benchmarks/results/h200/w4/new2/kernels.json) cuDNN and the sparse kernel
-run at about the same rate, 415-445 TFLOPS at 32K-128K; at 128 cuDNN leads, 570 against 480. A
-plan replayed from a CUDA graph (`attnsieve.integrations.graphs`, the patch's default) costs only
-its GPU time: those times come from `benchmarks/check_no_sync.py`
-(benchmarks/results/h200/planning2/no_sync.json, SmolLM2's 9 query heads) and scale with batch x
-query heads; a planner that cannot be captured (vertical_slash) keeps its eager time. On another
-GPU, measure and pass your own.
+are read per head dim and planning time per planner, each at the first measured value at or above
+(the last beyond them). At head dim 64 (SmolLM2's heads,
+benchmarks/results/h200/w4/new2/kernels.json) cuDNN and the sparse kernel run at about the same
+rate, 415-445 TFLOPS at 32K-128K; at 128 cuDNN leads, 570 against 480. A plan replayed from a CUDA
+graph (`attnsieve.integrations.graphs`, the patch's default) costs only its GPU time: those times
+come from `benchmarks/check_no_sync.py` (benchmarks/results/h200/planning2/no_sync.json, SmolLM2's
+9 query heads) and scale with batch x query heads; a planner that cannot be captured
+(vertical_slash) keeps its eager time. On another GPU, measure and pass your own.
 """
 
 from __future__ import annotations

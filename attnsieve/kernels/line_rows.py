@@ -1,7 +1,7 @@
 """The per-row step of MInference's vertical-slash layout (`Layout.from_lines`) in one Triton pass.
 
 The twin, `attnsieve.layout_spans.line_rows`, computes every (head, query block) row's spans and
-visible columns as whole-tensor passes: about twenty elementwise ops, two prefix sums and
+visible columns as whole-tensor passes: about twenty elementwise ops, three prefix sums and
 scatters, and two binary searches over the (B, H, QB, C) columns, 7 ms of `from_lines` at 128K
 on Llama-3-8B's 32 heads. Here one program builds one row: its spans from its head's diagonal
 bands in descending order (ascending keys), then its columns outside them, each compacted by a

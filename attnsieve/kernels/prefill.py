@@ -314,7 +314,7 @@ def _sparse_fwd_kernel(
 @triton.jit(do_not_specialize=[
     "stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch", "stride_cq", "stride_xb",
     "stride_xh", "stride_xq", "stride_yb", "stride_yh", "stride_yq", "stride_sb", "stride_sh",
-    "stride_sq", "stride_tb", "stride_th", "stride_tq", "N", "M", "LEN_BUCKET",
+    "stride_sq", "stride_tb", "stride_th", "stride_tq", "N", "M",
 ])
 def _repair_kernel(
     Q, K, V, DK, DV, Out, LSE, BIDX, BCNT, CIDX, CCNT, SSTART, SEND, SCNT,
@@ -323,9 +323,9 @@ def _repair_kernel(
     stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
     stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
     stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
-    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale, LEN_BUCKET,
+    H_Q, GROUP, LAYOUT_DIV, N, M, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_COLUMNS: tl.constexpr, HAS_SPANS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILES: tl.constexpr,
 ):
     """Reruns, with the exact masked-tile repair, the tiles where the fast pass marked a row (NaN
@@ -511,8 +511,9 @@ def sparse_attention(
             _sparse_fwd_tuned[grid](*args, **meta)
         if causal:
             tile = min(64, layout.block_q)
-            repair = {**meta, "USE_TMA": False, "BLOCK_M": tile, "BLOCK_N": 16}
-            plain = (*args[:3], k, v, *args[5:])  # no TMA descriptors
+            repair = {**meta, "BLOCK_M": tile, "BLOCK_N": 16}
+            del repair["USE_TMA"]
+            plain = (*args[:3], k, v, *args[5:-1])  # no TMA descriptors, no autotune key
             _repair_kernel[(triton.cdiv(n, _REPAIR_ROWS), b * h_q)](
                 *plain, **repair, TILES=_REPAIR_ROWS // tile, num_warps=4, num_stages=2
             )
