@@ -116,11 +116,9 @@ def diagonal_ranges(
         # Bands [lo1, hi1) < [lo2, hi2) cover touching key ranges in a block of r rows iff
         # lo2 - hi1 < r: merge them once per head with the fewest rows of any block (the
         # last), so that far fewer ranges reach the per-block step (a full block may merge more).
-        rows = int(last[-1] - first[-1]) + 1
-        lo, hi, n = merge_ranges(lo, hi, gap=rows - 1)
-        keep = valid_slots(lo, n)[..., : max(int(n.max()) if n.numel() else 0, 1)]
-        lo = torch.where(keep, lo[..., : keep.shape[-1]], 0)[:, :, None]
-        hi = torch.where(keep, hi[..., : keep.shape[-1]], 0)[:, :, None]
+        lo, hi, n = diagonal_bands(lo, hi, int(last[-1] - first[-1]))
+        keep = valid_slots(lo, n)
+        lo, hi = torch.where(keep, lo, 0)[:, :, None], torch.where(keep, hi, 0)[:, :, None]
     band = hi > lo
     start = torch.where(band, (first[:, None] - hi + 1).clamp(min=0), 0)
     end = torch.where(band, last[:, None] - lo + 1, 0)  # <= start when out of reach: empty
@@ -340,12 +338,12 @@ def line_parts(
 
     cols = columns.to(torch.int32).sort(-1).values
     offsets = offsets.to(torch.int32)
-    parts = rows(cols, *diagonal_bands(offsets, block_q - 1), first, last, run_start)
+    parts = rows(cols, *diagonal_bands(offsets, offsets + 1, block_q - 1), first, last, run_start)
     column_idx, column_count, span_start, span_end, span_count = parts
     rows_last = num_queries - (first.shape[0] - 1) * block_q
     if rows_last < block_q:  # the last block's fewer rows see diagonals touch at a smaller gap
         tail = slice(first.shape[0] - 1, None)
-        bands = diagonal_bands(offsets, rows_last - 1)
+        bands = diagonal_bands(offsets, offsets + 1, rows_last - 1)
         idx, count, start, end, n = rows(cols, *bands, first[tail], last[tail], run_start[tail])
         width = max(span_start.shape[-1], start.shape[-1])
         span_start, span_end = _pad_to(span_start, width), _pad_to(span_end, width)
@@ -366,11 +364,11 @@ def _pad_to(t: Tensor, width: int) -> Tensor:
     return torch.nn.functional.pad(t, (0, width - t.shape[-1]), value=PAD)
 
 
-def diagonal_bands(offsets: Tensor, gap: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Diagonal offsets (B, H, S) merged per head into bands [lo, hi), diagonals at most ``gap``
-    + 1 apart in one band: int32 (B, H, nb) each, packed, and their int32 count (B, H). nb is
-    the widest head's count: a host sync."""
-    lo, hi, n = merge_ranges(offsets, offsets + 1, gap=gap)
+def diagonal_bands(lo: Tensor, hi: Tensor, gap: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Diagonal bands [lo, hi) (B, H, S) merged per head by `merge_ranges` with ``gap`` (one
+    diagonal o is the band [o, o + 1)): int32 (B, H, nb) each, packed, and their int32 count
+    (B, H). nb is the widest head's count: a host sync."""
+    lo, hi, n = merge_ranges(lo, hi, gap=gap)
     nb = max(int(n.max()) if n.numel() else 0, 1)
     return lo[..., :nb], hi[..., :nb], n
 
