@@ -150,10 +150,9 @@ def assert_kernel_matches(columns, offsets, **args):
     columns, offsets = columns.to(DEVICE), offsets.to(DEVICE)
     kernel = line_layout(columns, offsets, backend="triton", **args)
     reference = Layout.from_lines(columns, offsets, **args)
-    for name in ("block_idx", "block_count", "column_idx", "column_count"):
-        assert torch.equal(getattr(kernel, name), getattr(reference, name)), name
-    for name in ("span_start", "span_end", "span_count"):
-        assert torch.equal(getattr(kernel, name), getattr(reference, name)), name
+    for idx, count in PARTS:
+        for name in (idx, count):
+            assert torch.equal(getattr(kernel, name), getattr(reference, name)), name
 
 
 def test_line_layout_checks_as_from_lines():
