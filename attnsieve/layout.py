@@ -7,6 +7,9 @@ anywhere: the key range each chosen diagonal, MInference's slash line, crosses i
 merged). Causality is not encoded: kernels apply it, bottom-right aligned (query ``i`` of ``N``
 sits at absolute position ``M - N + i`` among ``M`` keys). Batch and head dimensions broadcast: a
 layout's batch is 1 or B, its heads 1, H_kv (one plan per KV group) or H_q.
+
+Beside it: its structural checks (`attnsieve.layout_checks`), pair counts
+(`attnsieve.layout_counts`) and index packing and span algebra (`attnsieve.layout_spans`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import InitVar, dataclass, replace
 import torch
 from torch import Tensor
 
+from attnsieve import layout_checks
 from attnsieve.checks import cdiv, check_int
+from attnsieve.layout_counts import causal_pairs, count_pairs
 from attnsieve.layout_spans import (
     PAD,
     block_ranges,
@@ -34,25 +39,6 @@ from attnsieve.layout_spans import (
     ranges_mask,
     subtract_blocks,
     valid_slots,
-)
-
-
-def _clamped_ramp_sum(x: Tensor, length: Tensor) -> Tensor:
-    """sum_{t <= x} clamp(t, 0, length): used to count causal pairs of a tile in closed form."""
-    x = x.to(torch.int64)
-    length = length.to(torch.int64)
-    inside = torch.minimum(x.clamp(min=0), length)
-    return inside * (inside + 1) // 2 + (x - length).clamp(min=0) * length
-
-
-_FIELDS = (
-    "block_idx",
-    "block_count",
-    "column_idx",
-    "column_count",
-    "span_start",
-    "span_end",
-    "span_count",
 )
 
 
@@ -91,7 +77,7 @@ class Layout:
     _valid: InitVar[bool] = False
 
     def __post_init__(self, _valid: bool) -> None:
-        self._check_structure()
+        layout_checks.check_structure(self)
         if not _valid:
             self.validate()
             if self.is_dense:  # dense dispatch (SDPA) would ignore the tensors' blocks
@@ -139,7 +125,10 @@ class Layout:
 
     def _map(self, fn) -> Layout:
         """Copy with ``fn`` applied to each index tensor (absent parts stay None)."""
-        changes = {f: None if getattr(self, f) is None else fn(getattr(self, f)) for f in _FIELDS}
+        changes = {
+            f: None if getattr(self, f) is None else fn(getattr(self, f))
+            for f in layout_checks.INDEX_FIELDS
+        }
         return replace(self, **changes, _valid=True)
 
     def heads_for(self, h_q: int, h_kv: int) -> Tensor:
@@ -181,7 +170,7 @@ class Layout:
         device: torch.device | str | None = None,
     ) -> Layout:
         """Every key block (with ``causal``, every block that touches the causal region)."""
-        _check_sizes(num_queries, num_keys, block_q, block_k)
+        layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         check_int("batch", batch, 1)
         check_int("heads", heads, 1)
         mask = cls.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
@@ -211,7 +200,7 @@ class Layout:
         """What `from_block_mask` requires of its arguments (a named error otherwise)."""
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError("mask: expected a torch.bool tensor of shape (B, H, QB, KB)")
-        _check_sizes(num_queries, num_keys, block_q, block_k)
+        layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))
         if mask.dim() != 4 or tuple(mask.shape[2:]) != expected:
             raise ValueError(
@@ -240,7 +229,7 @@ class Layout:
             raise TypeError("scores: expected a floating-point tensor of shape (B, H, QB, KB)")
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ValueError(f"k: expected a non-negative int, got {k!r}")
-        _check_sizes(num_queries, num_keys, block_q, block_k)
+        layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))
         if scores.dim() != 4 or tuple(scores.shape[2:]) != expected:
             raise ValueError(
@@ -283,7 +272,7 @@ class Layout:
         block is short). ``rows`` builds every query block's columns and spans
         (`layout_spans.line_rows` by default; `attnsieve.api.line_layout` passes its Triton kernel).
         """
-        _check_sizes(num_queries, num_keys, block_q, block_k)
+        layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         for name, t, dims in (("columns", columns, "(B, H, C)"), ("offsets", offsets, "(B, H, S)")):
             if not isinstance(t, Tensor) or t.dtype not in (torch.int32, torch.int64):
                 raise TypeError(f"{name}: expected an int32/int64 tensor of shape {dims}")
@@ -417,7 +406,9 @@ class Layout:
             raise ValueError("layouts: expected at least one layout")
         first = layouts[0]
         for other in layouts[1:]:
-            first._check_same_geometry(other, "layouts", stacked=("batch", "heads")[dim])
+            layout_checks.check_same_geometry(
+                first, other, "layouts", stacked=("batch", "heads")[dim]
+            )
         other_dim = 1 - dim
         size = max(lay.block_idx.shape[other_dim] for lay in layouts)
         parts = [
@@ -510,36 +501,12 @@ class Layout:
     def pairs(self, causal: bool = True) -> Tensor:
         """int64 (B, H): the (query, key) pairs this layout computes, each once, in closed form
         (the twin of `attnsieve.kernels.layout_pairs`)."""
-        n, m, bq, bk = self.num_queries, self.num_keys, self.block_q, self.block_k
-        qb = torch.arange(self.num_q_blocks, device=self.device)
-        row0, row1 = qb * bq, torch.clamp((qb + 1) * bq, max=n)  # rows [row0, row1) of each q block
-        p0 = (row0 + self.query_offset)[:, None]  # absolute positions of their first, last rows
-        p1 = (row1 - 1 + self.query_offset)[:, None]
-
-        def pairs(k0: Tensor, width: Tensor, valid: Tensor) -> Tensor:
-            """Pairs of key tiles [k0, k0 + width) (B, H, QB, T) with the rows of their block."""
-            if causal:  # keys visible to the row at position p: clamp(p + 1 - k0, 0, width)
-                tile = _clamped_ramp_sum(p1 + 1 - k0, width) - _clamped_ramp_sum(p0 - k0, width)
-            else:
-                tile = width * (row1 - row0)[:, None]
-            return (tile * valid).sum((-1, -2))
-
-        kb = self.block_idx.long().clamp(min=0)
-        k0 = kb * bk
-        count = pairs(k0, torch.clamp(k0 + bk, max=m) - k0, valid_slots(kb, self.block_count))
-        if self.has_columns:  # a column is a tile of width 1
-            col = self.column_idx.long()
-            count = count + pairs(col, torch.ones_like(col), valid_slots(col, self.column_count))
-        if self.has_spans:
-            s0 = self.span_start.long()
-            ok = valid_slots(s0, self.span_count)
-            count = count + pairs(s0, self.span_end.long() - s0, ok)
-        return count
+        return count_pairs(self, causal)
 
     # ---- set algebra ---------------------------------------------------------------------------
     def union(self, other: Layout) -> Layout:
         """Pairs computed by either layout."""
-        self._check_same_geometry(other, "other")
+        layout_checks.check_same_geometry(self, other, "other")
         b, h = max(self.batch, other.batch), max(self.heads, other.heads)
         mask = self.block_mask().expand(b, h, -1, -1) | other.block_mask().expand(b, h, -1, -1)
         merged = self._like(mask)
@@ -554,7 +521,7 @@ class Layout:
 
     def intersection(self, other: Layout) -> Layout:
         """Pairs computed by both layouts."""
-        self._check_same_geometry(other, "other")
+        layout_checks.check_same_geometry(self, other, "other")
         b, h = max(self.batch, other.batch), max(self.heads, other.heads)
         mask = self.block_mask().expand(b, h, -1, -1) & other.block_mask().expand(b, h, -1, -1)
         merged = self._like(mask)
@@ -613,72 +580,13 @@ class Layout:
         return self._map(lambda t: t.expand(b, h, *t.shape[2:]).contiguous())
 
     # ---- validation ----------------------------------------------------------------------------
-    def _check_same_geometry(self, other: Layout, name: str, stacked: str = "") -> None:
-        """Raise unless ``other`` has this layout's blocks, sizes and device, and a batch and
-        head count that broadcast with its own (except ``stacked``, the axis `cat` stacks)."""
-        if not isinstance(other, Layout):
-            raise TypeError(f"{name}: expected a Layout, got {type(other).__name__}")
-        mine = (self.block_q, self.block_k, self.num_queries, self.num_keys)
-        theirs = (other.block_q, other.block_k, other.num_queries, other.num_keys)
-        if mine != theirs:
-            raise ValueError(f"{name}: (block_q, block_k, N, M) {theirs} differs from {mine}")
-        if other.device != self.device:
-            raise ValueError(f"{name}: on {other.device}, expected {self.device}")
-        for attr in {"batch", "heads"} - {stacked}:
-            a, o = getattr(self, attr), getattr(other, attr)
-            if a != o and 1 not in (a, o):
-                raise ValueError(f"{name}: {attr} {o} does not broadcast with {a}")
-
-    def _check_structure(self) -> None:
-        """Cheap checks (no device sync): types, dtypes, shapes, devices."""
-        _check_sizes(self.num_queries, self.num_keys, self.block_q, self.block_k)
-        for name in _FIELDS:
-            t = getattr(self, name)
-            if t is None and not name.startswith("block"):
-                continue
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-            if t.dtype != torch.int32:
-                raise TypeError(f"{name}: expected dtype torch.int32, got {t.dtype}")
-            if t.device != self.block_idx.device:
-                raise ValueError(
-                    f"{name}: on {t.device}, expected {self.block_idx.device} like block_idx"
-                )
-        if (self.column_idx is None) != (self.column_count is None):
-            raise ValueError("column_idx and column_count must both be given or both be None")
-        if len({self.span_start is None, self.span_end is None, self.span_count is None}) > 1:
-            raise ValueError("span_start, span_end and span_count must all be given or all None")
-        if self.block_idx.dim() != 4:
-            raise ValueError(
-                f"block_idx: expected 4 dims (B, H, QB, K), got shape {tuple(self.block_idx.shape)}"
-            )
-        lead = (*self.block_idx.shape[:2], self.num_q_blocks)
-        if tuple(self.block_idx.shape[:3]) != lead:
-            raise ValueError(
-                f"block_idx: expected (B, H, {self.num_q_blocks}, K), "
-                f"got {tuple(self.block_idx.shape)}"
-            )
-        for name in _FIELDS[1:]:
-            t = getattr(self, name)
-            if t is None:
-                continue
-            if name.endswith("_count") and tuple(t.shape) != lead:
-                raise ValueError(f"{name}: expected shape {lead}, got {tuple(t.shape)}")
-            if not name.endswith("_count") and (t.dim() != 4 or tuple(t.shape[:3]) != lead):
-                raise ValueError(f"{name}: expected (*{lead}, C), got {tuple(t.shape)}")
-        if self.has_spans and self.span_start.shape != self.span_end.shape:
-            raise ValueError(
-                f"span_end: shape {tuple(self.span_end.shape)} differs from span_start's "
-                f"{tuple(self.span_start.shape)}"
-            )
-
     def validate(self) -> Layout:
         """Full check of the index contents (syncs with the device); returns self."""
-        self._check_sorted_in_range(
+        layout_checks.check_sorted_in_range(
             self.block_idx, self.block_count, self.num_k_blocks, "block_idx", "block_count"
         )
         if self.has_columns:
-            self._check_sorted_in_range(
+            layout_checks.check_sorted_in_range(
                 self.column_idx, self.column_count, self.num_keys, "column_idx", "column_count"
             )
             cols = self.column_idx.long()
@@ -696,34 +604,9 @@ class Layout:
             )  # fmt: skip
         return self
 
-    @staticmethod
-    def _check_sorted_in_range(
-        idx: Tensor, count: Tensor, bound: int, name: str, count_name: str
-    ) -> None:
-        if ((count < 0) | (count > idx.shape[-1])).any():
-            raise ValueError(f"{count_name}: expected values in [0, {idx.shape[-1]}]")
-        slot = torch.arange(idx.shape[-1], device=idx.device)
-        valid = slot < count[..., None]
-        if (valid & ((idx < 0) | (idx >= bound))).any():
-            raise ValueError(f"{name}: valid entries must lie in [0, {bound})")
-        if idx.shape[-1] > 1 and (valid[..., 1:] & (idx[..., 1:] <= idx[..., :-1])).any():
-            raise ValueError(f"{name}: valid entries must be strictly increasing")
-
     def check_inputs(self, q: Tensor, k: Tensor) -> None:
         """Raise unless this layout fits q (B, H_q, N, D) attending over k (B, H_kv, M, D)."""
-        b, h_q, n, _ = q.shape
-        h_kv, m = k.shape[1], k.shape[2]
-        if (n, m) != (self.num_queries, self.num_keys):
-            raise ValueError(
-                f"layout: built for (N, M)=({self.num_queries}, {self.num_keys}), "
-                f"inputs have ({n}, {m})"
-            )
-        if self.batch not in (1, b):
-            raise ValueError(f"layout: batch {self.batch} does not broadcast to batch {b}")
-        if self.heads not in (1, h_kv, h_q):
-            raise ValueError(f"layout: heads {self.heads}; expected 1, H_kv={h_kv} or H_q={h_q}")
-        if self.device != q.device:
-            raise ValueError(f"layout: on {self.device}, inputs on {q.device}")
+        layout_checks.check_inputs(self, q, k)
 
 
 def query_block_positions(
@@ -733,14 +616,6 @@ def query_block_positions(
     start = torch.arange(0, num_queries, block_q, device=device)
     stop = torch.clamp(start + block_q, max=num_queries)
     return start + (num_keys - num_queries), stop - 1 + (num_keys - num_queries)
-
-
-def causal_pairs(num_queries: int, num_keys: int) -> int:
-    """Pairs of bottom-right aligned causal attention: sum over i of clamp(M - N + i + 1, 0, M)."""
-    n, m = num_queries, num_keys
-    if n <= m:  # query i sees M - N + i + 1 keys
-        return n * (m - n + 1) + n * (n - 1) // 2
-    return m * (m + 1) // 2  # the first N - M queries see nothing
 
 
 def causal_token_mask(
@@ -753,12 +628,3 @@ def causal_token_mask(
 
 def _pad_last(t: Tensor, width: int) -> Tensor:
     return torch.nn.functional.pad(t, (0, width - t.shape[-1]), value=PAD)
-
-
-def _check_sizes(num_queries: int, num_keys: int, block_q: int, block_k: int) -> None:
-    for name, value in (("num_queries", num_queries), ("num_keys", num_keys)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    for name, value in (("block_q", block_q), ("block_k", block_k)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")

@@ -25,7 +25,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from attnsieve.bench.common import environment
-from attnsieve.bench.e2e import ATTENTION_FREE, _attention_free, _prompt
+from attnsieve.bench.e2e import _prompt
+from attnsieve.bench.e2e_timing import ATTENTION_FREE, attention_free
 from attnsieve.eval.models import load_model
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.transformers import DEFAULT_COST
@@ -98,7 +99,7 @@ def main() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    AttentionInterface.register(ATTENTION_FREE, _attention_free)
+    AttentionInterface.register(ATTENTION_FREE, attention_free)
     AttentionMaskInterface.register(ATTENTION_FREE, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     model.set_attn_implementation(ATTENTION_FREE)
     runs.append(profiled(model, ids, "attention-free", args.top))

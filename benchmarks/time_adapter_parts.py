@@ -17,7 +17,7 @@ import collections
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from attnsieve.eval.harness import parse_length
+from attnsieve.eval.sweep_args import parse_length
 from attnsieve.integrations import handle as state
 from attnsieve.integrations import patch
 from attnsieve.integrations import transformers as adapter

@@ -30,7 +30,8 @@ import torch
 from attnsieve.bench.common import environment, ints, median_ms, rel_err, sampled_blocks
 from attnsieve.kernels.prefill import sdpa_dense, sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
-from attnsieve.layout import Layout, causal_pairs
+from attnsieve.layout import Layout
+from attnsieve.layout_counts import causal_pairs
 
 
 def block_layout(n: int, block: int, density: float, gen: torch.Generator) -> Layout:

@@ -31,7 +31,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from attnsieve.bench.common import environment
-from attnsieve.eval.harness import parse_length
+from attnsieve.eval.sweep_args import parse_length
 from attnsieve.integrations import AttentionConfig
 from attnsieve.integrations import transformers as adapter
 

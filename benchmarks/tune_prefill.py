@@ -21,7 +21,8 @@ from attnsieve.bench.common import attention_tflops, environment, median_ms
 from attnsieve.bench.kernels import _compiled_flex, flex_block_mask
 from attnsieve.kernels import prefill as P
 from attnsieve.kernels.prefill_reference import attention_reference
-from attnsieve.layout import Layout, causal_pairs
+from attnsieve.layout import Layout
+from attnsieve.layout_counts import causal_pairs
 
 CANDIDATES = [  # (BLOCK_M, BLOCK_N, warps, stages, TMA)
     (128, 128, 8, 2, True),

@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
 from attnsieve import cli  # noqa: E402
-from attnsieve.bench import e2e, e2e_decode  # noqa: E402
+from attnsieve.bench import e2e, e2e_decode, e2e_report, e2e_timing  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -155,10 +155,10 @@ def test_a_multimodal_model_is_described_from_its_text_config(tmp_path, monkeypa
 def test_the_recorded_command_spells_flags_as_flags():
     import argparse
 
-    from attnsieve.bench.e2e import _command
+    from attnsieve.bench.e2e_report import command
 
     args = argparse.Namespace(model="smollm2", lengths=["8k,32k"], no_cost=True, no_graphs=False)
-    assert _command(args) == "attnsieve bench e2e --model smollm2 --lengths 8k,32k --no-cost"
+    assert command(args) == "attnsieve bench e2e --model smollm2 --lengths 8k,32k --no-cost"
 
 
 def test_prefill_timing_alternates_stock_and_patched(monkeypatch):
@@ -180,16 +180,18 @@ def test_prefill_timing_alternates_stock_and_patched(monkeypatch):
         seen.append(model.config._attn_implementation)
         return float(len(seen)), torch.zeros(3), 0.0
 
-    monkeypatch.setattr(e2e, "_forward", forward)
+    monkeypatch.setattr(e2e_timing, "_forward", forward)
     with patch(model, AttentionConfig()):
-        stock, patched = e2e.time_alternating(model, torch.zeros(1, 4, dtype=torch.long), 2, "sdpa")
+        ids = torch.zeros(1, 4, dtype=torch.long)
+        stock, patched = e2e_timing.time_alternating(model, ids, 2, "sdpa")
         assert model.config._attn_implementation == "attnsieve"
-        e2e.time_alternating(model, torch.zeros(1, 4, dtype=torch.long), 1, "sdpa")
+        e2e_timing.time_alternating(model, ids, 1, "sdpa")
         assert model.config._attn_implementation == "attnsieve"  # an odd count ends on stock
     # ABBA: each goes first in every other pair; the first pair is the warm-up
     assert seen[:6] == ["sdpa", "attnsieve", "attnsieve", "sdpa", "sdpa", "attnsieve"]
     assert [run[0] for run in stock] == [4.0, 5.0] and [run[0] for run in patched] == [3.0, 6.0]
-    assert e2e._best(stock) == 4.0 and e2e._median(stock) == 4.5 and e2e._median(patched) == 4.5
+    assert e2e_timing.best(stock) == 4.0 and e2e_timing.median(stock) == 4.5
+    assert e2e_timing.median(patched) == 4.5
 
 
 def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, monkeypatch):
@@ -273,9 +275,10 @@ def test_attention_free_forward_skips_attention_and_restores_the_model(monkeypat
         seen.append(out.hidden_states[1])
         return float(len(seen)), out.logits[0, -1], 0.0
 
-    monkeypatch.setattr(e2e, "_forward", forward)
-    assert e2e.time_attention_free(model, ids, 2) == 4.0  # best of the runs after the warm-up
-    assert seen[0::2] == [e2e.ATTENTION_FREE] * 3
+    monkeypatch.setattr(e2e_timing, "_forward", forward)
+    # the best of the runs after the warm-up
+    assert e2e_timing.time_attention_free(model, ids, 2) == 4.0
+    assert seen[0::2] == [e2e_timing.ATTENTION_FREE] * 3
     assert model.config._attn_implementation == "sdpa"
     with torch.no_grad():
         stock = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
@@ -297,7 +300,7 @@ def test_plot_draws_the_attention_free_bound(tmp_path):
     result = {"results": rows, "methods": {"flexprefill": {}}, "sdpa_backend": "CUDNN_ATTENTION",
               "correctness_check": {"passed": True}, "environment": {"device": "cpu"},
               "model": {"name": "m", "layers": 2, "weights": "random"}}  # fmt: skip
-    e2e.plot(result, tmp_path / "e2e.png")
+    e2e_report.plot(result, tmp_path / "e2e.png")
     assert (tmp_path / "e2e.png").read_bytes().startswith(PNG)
 
 
@@ -305,7 +308,7 @@ def test_summary_line_gives_the_best_and_the_medians():
     entry = {"speedup": 1.5, "mean_density": 0.25, "fallback_per_layer": [None, "cost"],
              "graphs_captured": 1, "ttft_s": 0.010, "median_ttft_s": 0.012,
              "paired_sdpa_median_ttft_s": 0.015}  # fmt: skip
-    line = e2e._summary(4096, 0.015, "flexprefill", entry)
+    line = e2e_report.summary(4096, 0.015, "flexprefill", entry)
     assert "flexprefill 10.0 ms" in line and "1 dense-fallback layers" in line
     assert line.endswith("speed-up 1.50x (of the medians: 1.25x)")
 
@@ -321,13 +324,13 @@ def test_correctness_check_runs_the_kernel_not_sdpa(monkeypatch):
 
     # make the cost model apply on CPU, as it does on the Triton backend
     monkeypatch.setattr(handle_module, "resolve_backend", lambda backend, query: "triton")
-    monkeypatch.setattr(e2e, "CHECK_LENGTH", 256)
+    monkeypatch.setattr(e2e_timing, "CHECK_LENGTH", 256)
 
     def forward(model, ids):
         with torch.no_grad():
             return 0.0, model(input_ids=ids).logits[0, -1].float(), 0.0
 
-    monkeypatch.setattr(e2e, "_forward", forward)
+    monkeypatch.setattr(e2e_timing, "_forward", forward)
     model = _tiny_llama()
     seen = []
     attention = hf.attention
@@ -337,10 +340,10 @@ def test_correctness_check_runs_the_kernel_not_sdpa(monkeypatch):
         return attention(*args, **kwargs)
 
     monkeypatch.setattr(hf, "attention", counted)
-    check = e2e.correctness_check(model, torch.device("cpu"))
+    check = e2e_timing.correctness_check(model, torch.device("cpu"))
     assert seen, "no layer ran attnsieve's attention"
     assert check["dense_fallback_layers"] == 0 and check["passed"]
-    assert check["rel_err"] < e2e.CHECK_REL_ERR
+    assert check["rel_err"] < e2e_timing.CHECK_REL_ERR
 
 
 def test_decode_graph_reservation_covers_the_timed_steps(tiny_probe_dir, monkeypatch):

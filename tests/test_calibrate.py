@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from attnsieve.eval.calibrate import _allocate, calibrate, capture_qk, main
+from attnsieve.eval.calibrate import calibrate, capture_qk, main
 from attnsieve.eval.fidelity import attention_recall
+from attnsieve.eval.layer_allocation import _allocate
 from attnsieve.eval.workloads import make_workload
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.cost import CostModel
@@ -248,7 +249,7 @@ def _tiny_llama(attn="sdpa"):
 def test_retrieval_heads_score_the_model_s_own_attention():
     """Scores equal echo_induction_scores over the eager attention's probabilities (max over a
     KV head's query heads); the picks are the top 1 % by echo and 14 % by induction."""
-    from attnsieve.eval.calibrate import retrieval_heads
+    from attnsieve.eval.retrieval_heads import retrieval_heads
     from attnsieve.methods.kv import echo_induction_scores
 
     model = _tiny_llama()
@@ -275,8 +276,8 @@ def test_retrieval_heads_cli_writes_a_razor_entry_that_eval_and_config_take(tmp_
 
     from attnsieve.eval import calibrate as module
     from attnsieve.eval.calibrate import add_arguments
-    from attnsieve.eval.harness import add_arguments as eval_arguments
-    from attnsieve.eval.harness import method_configs
+    from attnsieve.eval.sweep_args import add_arguments as eval_arguments
+    from attnsieve.eval.sweep_args import method_configs
 
     model = _tiny_llama()
     tokenizer = type("Tok", (), {"all_special_ids": [0, 1], "__len__": lambda self: 64})()

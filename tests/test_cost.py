@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from attnsieve.integrations.cost import CostModel
-from attnsieve.layout import causal_pairs
+from attnsieve.layout_counts import causal_pairs
 
 SMOLLM2 = {"batch": 1, "heads": 9, "head_dim": 64}  # SmolLM2-135M: 9 query heads of 64
 

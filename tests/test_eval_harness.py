@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
 import attnsieve.eval.probe as probe  # noqa: E402
-from attnsieve.eval import harness, model_fidelity  # noqa: E402
+from attnsieve.eval import harness, model_fidelity, sweep_args  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64, "block_k": 64}}
@@ -20,7 +20,7 @@ STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64,
 
 def _args(model_dir, out, *extra):
     parser = argparse.ArgumentParser()
-    harness.add_arguments(parser)
+    sweep_args.add_arguments(parser)
     return parser.parse_args(
         ["--model", str(model_dir), "--methods", "dense,streaming", "--lengths", "512",
          "--tasks", "niah_single,passkey", "--samples", "2", "--out", str(out), "--device", "cpu",
@@ -29,12 +29,12 @@ def _args(model_dir, out, *extra):
 
 
 def test_parse_length():
-    assert harness.parse_length("4k") == 4096
-    assert harness.parse_length(" 128K ") == 131072
-    assert harness.parse_length("1000") == 1000
+    assert sweep_args.parse_length("4k") == 4096
+    assert sweep_args.parse_length(" 128K ") == 131072
+    assert sweep_args.parse_length("1000") == 1000
     for bad in ("0", "4m", "k", "-1"):
         with pytest.raises(ValueError, match="lengths"):
-            harness.parse_length(bad)
+            sweep_args.parse_length(bad)
 
 
 def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch, capsys):
@@ -278,13 +278,13 @@ def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
     ],
 )
 def test_bad_method_kwargs_name_the_option(text, capsys):
-    parser = harness.argparse.ArgumentParser()
-    harness.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
     args = parser.parse_args(
         ["--model", "probe", "--methods", "streaming", "--method-kwargs", text]
     )
     with pytest.raises(ValueError, match="^method-kwargs: "):
-        harness.method_configs(args)  # a typo'd planner would run at its defaults unnoticed
+        sweep_args.method_configs(args)  # a typo'd planner would run at its defaults unnoticed
 
 
 @pytest.mark.parametrize(
@@ -299,11 +299,11 @@ def test_a_bad_config_file_among_methods_is_named(text, message, tmp_path):
     path = tmp_path / "config.json"
     if text is not None:
         path.write_text(text)
-    parser = harness.argparse.ArgumentParser()
-    harness.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
     args = parser.parse_args(["--model", "probe", "--methods", f"dense,{path}"])
     with pytest.raises(ValueError, match=re.escape(f"methods: {path}: {message}")):
-        harness.method_configs(args)
+        sweep_args.method_configs(args)
 
 
 def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
@@ -488,7 +488,7 @@ def test_lengths_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys):
     args.lengths = "64k"  # the probe has 32768 positions
     assert harness.main(args) == 2
     assert "--lengths: expected 1 to 32768 tokens" in capsys.readouterr().err
-    assert harness._within_positions([4096, 8192, 16384], 8192, None) == [4096, 8192]
+    assert sweep_args.within_positions([4096, 8192, 16384], 8192, None) == [4096, 8192]
 
 
 def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys, monkeypatch):
@@ -542,14 +542,14 @@ def test_kv_and_decode_axes_replace_a_config_files_roles_in_every_layer(tmp_path
     }))  # fmt: skip
     args = _args("x", tmp_path, "--decode", "quest", "--kv", "none")
     args.methods = str(path)
-    ((label, config),) = harness.method_configs(args)
+    ((label, config),) = sweep_args.method_configs(args)
     assert label == "cal+quest@0.125"
     assert [type(config.selector(i)).__name__ for i in (0, 1)] == ["Quest", "Quest"]
     assert config.policy(0) is None and config.policy(1) is None
     assert config.layers == {0: {"prefill": "streaming"}}  # the other roles stay
     args = _args("x", tmp_path)
     args.methods = str(path)
-    ((label, config),) = harness.method_configs(args)
+    ((label, config),) = sweep_args.method_configs(args)
     assert label == "cal"
     assert config.selector(0).channels == channels
     assert [type(config.policy(i)).__name__ for i in (0, 1)] == ["StreamingLLM", "SnapKV"]

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "attnsieve"
 # "Dependencies point down": a module may import its own group and any lower rank.
 RANKS = [
     ("checks",),
-    ("layout", "layout_spans"),  # the plan type kernels execute
+    ("layout", "layout_checks", "layout_counts", "layout_spans"),  # the plan type kernels execute
     ("kernels",),  # "api -> kernels -> checks"
     ("views", "cache", "cache_reference"),  # "methods -> layout/cache/api"
     ("api",),

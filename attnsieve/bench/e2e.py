@@ -35,13 +35,16 @@ logits meaningless): the rest of the forward, whose time no attention method rem
 ``--decode-steps N`` measures decode tokens/s instead, at each of ``--batch``, for every
 combination of ``--methods``, ``--kv``, ``--decode`` and ``--precision`` and stock SDPA
 (`attnsieve.bench.e2e_decode`; CPU where there is no GPU).
+
+Here: the arguments, the models and prompts, and the sweep; the timing and the correctness check
+are `attnsieve.bench.e2e_timing`'s, the summary lines, plot and recorded metadata
+`attnsieve.bench.e2e_report`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,17 +56,24 @@ from torch import Tensor
 from attnsieve.api import PRECISIONS as PREFILL_PRECISIONS
 from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
-    command_line,
     environment,
     positive_int,
     rel_err,
     require_cuda,
-    save_line_plots,
     seed,
     write_json,
 )
+from attnsieve.bench.e2e_report import command, plot, sdpa_backend, summary, transformers_version
+from attnsieve.bench.e2e_timing import (
+    CHECK_LENGTH,
+    best,
+    correctness_check,
+    median,
+    time_alternating,
+    time_attention_free,
+)
 from attnsieve.integrations import AttentionConfig, patch
-from attnsieve.integrations.transformers import DEFAULT_COST, head_dim_of
+from attnsieve.integrations.transformers import DEFAULT_COST
 
 RANDOM_MODEL = "llama3-8b-random"
 LLAMA3_8B = dict(
@@ -80,9 +90,6 @@ LLAMA3_8B = dict(
 )
 RANDOM_LAYERS = 32  # --layers' default: Llama-3-8B's
 REPEATS = 2  # --repeats' default
-CHECK_LENGTH = 4096
-CHECK_REL_ERR = 0.05  # bf16 through every layer; a wrong kernel or transpose gives O(1)
-ATTENTION_FREE = "attnsieve_attention_free"  # the attention implementation of the bound's runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -219,7 +226,7 @@ def main(args: argparse.Namespace) -> int:
           f"positions, loaded in {time.perf_counter() - started:.0f} s")  # fmt: skip
     if decode:
         prompts = {n: _prompt(tokenizer, model, n, args.seed, device) for n in lengths}
-        meta = {"command": _command(args), "model": _describe(model, name, args)}
+        meta = {"command": command(args), "model": _describe(model, name, args)}
         stem = Path(args.out) / f"e2e_decode_{name}"
         return e2e_decode.run(
             model, prompts, batches, configs, args.decode_steps, meta, stem, not args.no_graphs
@@ -244,11 +251,11 @@ def main(args: argparse.Namespace) -> int:
             stock_runs += stock
             sdpa_logits = stock[-1][1]
             row["methods"][label] = {
-                "ttft_s": _best(patched),
-                "paired_sdpa_ttft_s": _best(stock),
+                "ttft_s": best(patched),
+                "paired_sdpa_ttft_s": best(stock),
                 # the best run is the figure of merit; the medians show this host's scatter
-                "median_ttft_s": _median(patched),
-                "paired_sdpa_median_ttft_s": _median(stock),
+                "median_ttft_s": median(patched),
+                "paired_sdpa_median_ttft_s": median(stock),
                 "mean_density": stats.mean_density,
                 "density_per_layer": stats.density_per_layer,
                 "fallback_per_layer": stats.fallback_per_layer,
@@ -257,7 +264,7 @@ def main(args: argparse.Namespace) -> int:
                 "peak_mem_gb": max(run[2] for run in patched),
                 "graphs_captured": graphs,
             }
-        row["sdpa_ttft_s"] = _best(stock_runs)
+        row["sdpa_ttft_s"] = best(stock_runs)
         row["sdpa_peak_mem_gb"] = max(run[2] for run in stock_runs)
         row["attention_free_ttft_s"] = time_attention_free(model, ids, args.repeats)
         row["speedup_bound"] = row["sdpa_ttft_s"] / row["attention_free_ttft_s"]
@@ -265,14 +272,14 @@ def main(args: argparse.Namespace) -> int:
               f" ms, so no attention method exceeds {row['speedup_bound']:.2f}x here")  # fmt: skip
         for label, entry in row["methods"].items():
             entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if check["passed"] else None
-            print(_summary(length, row["sdpa_ttft_s"], label, entry))
+            print(summary(length, row["sdpa_ttft_s"], label, entry))
         rows.append(row)
         del ids
         torch.cuda.empty_cache()
 
     result = {
-        "command": _command(args),
-        "environment": {**environment(), "transformers": _transformers_version()},
+        "command": command(args),
+        "environment": {**environment(), "transformers": transformers_version()},
         "model": _describe(model, name, args),
         "methods": {label: config.to_dict() for label, config in methods},
         "sdpa_backend": sdpa_backend(model, device),
@@ -339,7 +346,7 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
 
 def _parse_lengths(texts: list[str] | None) -> list[int] | None:
     """'8k,32k' or '65536 131072' -> [8192, 32768] / [65536, 131072]; None stays None."""
-    from attnsieve.eval.harness import parse_length
+    from attnsieve.eval.sweep_args import parse_length
 
     if texts is None:
         return None
@@ -355,7 +362,7 @@ def _lengths(lengths: list[int] | None, name: str, positions: int) -> list[int]:
         if name == RANDOM_MODEL:
             return [65536, 131072]
         return [n for n in (2**i for i in range(13, 18)) if n <= positions] or [positions]
-    from attnsieve.eval.harness import check_lengths_fit
+    from attnsieve.eval.sweep_args import check_lengths_fit
 
     check_lengths_fit(lengths, positions, hint=name != RANDOM_MODEL)
     return lengths
@@ -394,136 +401,6 @@ def _prompt(tokenizer: Any, model: Any, length: int, seed: int, device: torch.de
     return torch.tensor([encode(tokenizer, sample.prompt)], device=device)
 
 
-Run = tuple[float, Tensor, float]  # seconds to first token, last-position logits, peak GB
-
-
-@torch.inference_mode()
-def _forward(model: Any, ids: Tensor) -> Run:
-    torch.cuda.synchronize(ids.device)
-    torch.cuda.reset_peak_memory_stats(ids.device)
-    start = time.perf_counter()
-    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    out.logits[:, -1].argmax(-1)
-    torch.cuda.synchronize(ids.device)
-    elapsed = time.perf_counter() - start
-    logits = out.logits[0, -1].float()
-    del out  # frees the KV cache before the next run
-    return elapsed, logits, torch.cuda.max_memory_allocated(ids.device) / 2**30
-
-
-def _best(runs: list[Run]) -> float:
-    """The best seconds to first token of ``runs``."""
-    return min(run[0] for run in runs)
-
-
-def _median(runs: list[Run]) -> float:
-    """The median seconds to first token of ``runs``."""
-    return statistics.median(run[0] for run in runs)
-
-
-def time_prefill(model: Any, ids: Tensor, repeats: int) -> Run:
-    """(best seconds to first token, last-position logits, peak GB) after one warm-up run."""
-    runs = [_forward(model, ids) for _ in range(repeats + 1)]
-    return _best(runs[1:]), runs[-1][1], max(run[2] for run in runs)
-
-
-def time_alternating(
-    model: Any, ids: Tensor, repeats: int, stock: str
-) -> tuple[list[Run], list[Run]]:
-    """Runs of the stock model (attention implementation ``stock``) and of the patched one,
-    alternated after one warm-up of each, so that drift in clocks or host load weighs on both
-    alike, and each going first in every other pair (ABBA), so that neither always runs right
-    after the other. The model is patched; it runs stock by switching its attention
-    implementation."""
-    patched = model.config._attn_implementation
-    runs: dict[str, list[Run]] = {stock: [], patched: []}
-    for i in range(repeats + 1):
-        for impl in (stock, patched) if i % 2 == 0 else (patched, stock):
-            model.set_attn_implementation(impl)
-            runs[impl].append(_forward(model, ids))
-    model.set_attn_implementation(patched)
-    return runs[stock][1:], runs[patched][1:]
-
-
-def _attention_free(
-    module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any
-) -> tuple[Tensor, None]:
-    """Attention that computes nothing: zeros shaped like its output (B, N, H_q, D_v)."""
-    b, h, n, _ = query.shape
-    return query.new_zeros(b, n, h, value.shape[-1]), None
-
-
-def time_attention_free(model: Any, ids: Tensor, repeats: int) -> float:
-    """Best seconds to first token with `_attention_free` as every layer's attention: what the
-    forward costs besides attention (its logits are meaningless)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    AttentionInterface.register(ATTENTION_FREE, _attention_free)
-    AttentionMaskInterface.register(ATTENTION_FREE, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(ATTENTION_FREE)
-    try:
-        return time_prefill(model, ids, repeats)[0]
-    finally:
-        model.set_attn_implementation(previous)
-
-
-def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:
-    """Every block through the attnsieve kernel (a streaming window over the whole prompt, not a
-    layout flagged dense, so SDPA dispatch is bypassed) must give SDPA's last-position logits.
-
-    The cost model is off: it would send every layer of this full-density layout to SDPA, and the
-    check would compare SDPA with itself. A layer that still ran dense fails the check."""
-    ids = torch.randint(0, model.config.vocab_size, (1, CHECK_LENGTH), device=device)
-    full = AttentionConfig(
-        prefill={"method": "streaming", "sink_tokens": 0, "window_tokens": CHECK_LENGTH},
-        min_prefill_length=1,
-    )
-    _, reference, _ = time_prefill(model, ids, 1)
-    with patch(model, full, cost=None) as stats:
-        _, logits, _ = time_prefill(model, ids, 1)
-        dense_layers = sum(f is not None for f in stats.fallback_per_layer)
-    err = rel_err(logits, reference)
-    return {
-        "length": CHECK_LENGTH,
-        "rel_err": err,
-        "tolerance": CHECK_REL_ERR,
-        "dense_fallback_layers": dense_layers,
-        "passed": err < CHECK_REL_ERR and dense_layers == 0,
-    }
-
-
-def sdpa_backend(model: Any, device: torch.device) -> str:
-    """The SDPA backend PyTorch picks for this model's prefill (causal, GQA, no mask, bf16)."""
-    from torch.nn.attention import SDPBackend
-
-    config = model.config
-    head_dim = head_dim_of(config)
-    q = torch.zeros(
-        1, config.num_attention_heads, 1024, head_dim, device=device, dtype=torch.bfloat16
-    )
-    kv = torch.zeros(1, config.num_key_value_heads, 1024, head_dim, device=device, dtype=q.dtype)
-    try:  # private but long-standing; the name is informative only
-        choice = torch._fused_sdp_choice(q, kv, kv, is_causal=True, enable_gqa=True)
-        names = {int(v): k for k, v in SDPBackend.__members__.items()}
-        return names.get(int(choice), f"unknown ({choice})")
-    except (AttributeError, RuntimeError, TypeError) as e:
-        return f"unknown ({type(e).__name__})"
-
-
-def _summary(length: int, sdpa_s: float, label: str, r: dict[str, Any]) -> str:
-    speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "not reported (check failed)"
-    density = "n/a" if r["mean_density"] is None else f"{r['mean_density']:.3f}"
-    dense = sum(f is not None for f in r["fallback_per_layer"])
-    paired = r["paired_sdpa_median_ttft_s"] / r["median_ttft_s"]
-    return (
-        f"{length:>7} tokens: sdpa {sdpa_s * 1e3:.1f} ms, {label} {r['ttft_s'] * 1e3:.1f} ms "
-        f"(density {density}, {dense} dense-fallback layers, {r['graphs_captured']} graphs), "
-        f"speed-up {speedup} (of the medians: {paired:.2f}x)"
-    )
-
-
 def _describe(model: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
     config = model.config.get_text_config()
     return {
@@ -538,40 +415,3 @@ def _describe(model: Any, name: str, args: argparse.Namespace) -> dict[str, Any]
         "rope_parameters": config.rope_parameters,
         "prompt": "random tokens" if name == RANDOM_MODEL else "niah_single text",
     }
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    rows = result["results"]
-    lengths = [r["length"] for r in rows]
-    labels = list(result["methods"])
-
-    def series(key: str) -> dict[str, tuple[list[int], list[Any]]]:
-        return {m: (lengths, [r["methods"][m][key] for r in rows]) for m in labels}
-
-    axis = {"xlabel": "prompt tokens", "logx": True}
-    ttft = {
-        f"sdpa ({result['sdpa_backend']})": (lengths, [r["sdpa_ttft_s"] for r in rows]),
-        "attention-free forward": (lengths, [r["attention_free_ttft_s"] for r in rows]),
-    }
-    panels = [
-        {"series": {**ttft, **series("ttft_s")}, "ylabel": "time to first token (s)", **axis},
-        {"series": series("mean_density"), "ylabel": "mean layout density", **axis},
-    ]
-    if result["correctness_check"]["passed"]:  # no speed-up when the correctness check failed
-        bound = {"bound (attention free)": (lengths, [r["speedup_bound"] for r in rows])}
-        speedup = {**series("speedup"), **bound}
-        panels.insert(1, {"series": speedup, "ylabel": "speed-up over sdpa", **axis})
-    model = result["model"]
-    title = f"{model['name']}, {model['layers']} layers, {model['weights']} weights, "
-    save_line_plots(path, panels, title + result["environment"]["device"])
-
-
-def _command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this run (every option spelled out)."""
-    return command_line("bench e2e", args)
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__

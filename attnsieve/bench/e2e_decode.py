@@ -14,7 +14,7 @@ the paged cache), with tokens/s relative to the dense config
 (the first one without a KV policy, decode selector or FP8 cache) and to stock transformers
 ("sdpa": DynamicCache, SDPA attention, no patch) at the same length and batch. The configs are
 `attnsieve eval`'s: every combination of --methods, --kv at --kv-ratio, --decode at
---decode-ratio and --precision (`attnsieve.eval.harness.method_configs`). With a KV policy the
+--decode-ratio and --precision (`attnsieve.eval.sweep_args.method_configs`). With a KV policy the
 prompt is compressed once after the prefill; the timed steps include any periodic compression and
 each step's page selection. On attnsieve's paged cache (every config with --paged-cache) on CUDA
 the warm-up captures a CUDA graph of the decode step and the timed steps replay it (unless
@@ -66,7 +66,7 @@ def device() -> torch.device:
 def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, AttentionConfig]]]:
     """(batch sizes, (label, config) per config) of the command line; ValueError names a bad
     argument."""
-    from attnsieve.eval.harness import method_configs
+    from attnsieve.eval.sweep_args import method_configs
 
     if args.decode_steps < 1:
         raise ValueError(f"--decode-steps: expected >= 1, got {args.decode_steps}")

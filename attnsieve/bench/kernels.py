@@ -52,7 +52,8 @@ from attnsieve.bench.common import (
     seed,
     write_json,
 )
-from attnsieve.layout import Layout, causal_pairs
+from attnsieve.layout import Layout
+from attnsieve.layout_counts import causal_pairs
 
 REL_TOL = 2e-2  # bf16 outputs of two exact kernels differ by ~4e-3 relative RMS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,3 +1,3 @@
 """Evaluation: synthetic long-context tasks (`tasks`), the probe model (`probe`), operator fidelity
 (`fidelity`), benchmark workloads (`workloads`) and the `attnsieve eval` harness (`harness`, its
-`--fidelity` mode in `model_fidelity`)."""
+options and method configs in `sweep_args`, its `--fidelity` mode in `model_fidelity`)."""

@@ -13,11 +13,12 @@ and MoA's (a whole-model budget shared unevenly) count it. A per-head mix costs 
 at run time; a layer's single planner one plan, one graph and one cost decision.
 
 With ``--retrieval-heads PATH`` it finds RazorAttention's retrieval heads instead (arXiv 2407.15891,
-section 3.2: the echo and induction heads of the model, on random tokens repeated) and writes the
-KV-policy entry ``{"method": "razor", "retrieval_heads": {layer: [KV heads]}}`` that ``attnsieve
-eval --kv PATH`` and ``AttentionConfig(kv=...)`` take; the options of the calibration are refused
-with it (and its ``--echo-ratio`` / ``--induction-ratio`` without it). The output path and
-``--candidates`` are checked before any model runs.
+section 3.2: the echo and induction heads of the model, on random tokens repeated;
+`attnsieve.eval.retrieval_heads`) and writes the KV-policy entry ``{"method": "razor",
+"retrieval_heads": {layer: [KV heads]}}`` that ``attnsieve eval --kv PATH`` and
+``AttentionConfig(kv=...)`` take; the options of the calibration are refused with it (and its
+``--echo-ratio`` / ``--induction-ratio`` without it). The output path and ``--candidates`` are
+checked before any model runs.
 
 Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)`` is the layer's
 `PerHeadPlanner`) with the calibration record under "metadata"::
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -47,6 +47,8 @@ from tqdm import tqdm
 
 from attnsieve.checks import check_float, check_qk
 from attnsieve.eval.fidelity import attention_recall, dense_attention
+from attnsieve.eval.layer_allocation import per_layer, predicted_ms
+from attnsieve.eval.retrieval_heads import repeated_random_tokens, retrieval_heads
 from attnsieve.integrations.config import read_json
 from attnsieve.integrations.cost import CostModel
 from attnsieve.methods import get_planner
@@ -73,7 +75,6 @@ DEFAULT_CANDIDATES: list[Candidate] = [
 
 
 QK = tuple[Tensor, Tensor]
-_RECALL_STEPS = 10_000  # `_allocate` counts a layer's recall in steps of 1e-4
 
 
 def by_layer(qk_per_layer: Mapping[int, QK] | Iterable[QK]) -> list[tuple[int, QK]]:
@@ -102,9 +103,9 @@ def calibrate(
     they take the least predicted time by ``cost`` (default `CostModel()`, the H200's: the
     planning time of a plan replayed from a CUDA graph plus the sparse kernel at the layer's mean
     density; dense SDPA for "dense") while their recall, averaged over layers and heads, reaches
-    the target (`_allocate`); a layer that takes "dense" gets no planner (``None``: SDPA,
-    unplanned). One planner a layer keeps the layer one plan, one CUDA graph and one cost
-    decision at run time.
+    the target (`attnsieve.eval.layer_allocation`); a layer that takes "dense" gets no planner
+    (``None``: SDPA, unplanned). One planner a layer keeps the layer one plan, one CUDA graph and
+    one cost decision at run time.
     """
     check_float("target_recall", target_recall, 0.0, 1.0)
     if granularity not in ("head", "layer"):
@@ -138,7 +139,7 @@ def calibrate(
                 f"qk_per_layer[{index}]: the attention recall is not finite (non-finite q or k?)"
             )
         if layer_cost is not None:
-            ms = _predicted_ms(layer_cost, candidates, density_t.mean(1), q, k)
+            ms = predicted_ms(layer_cost, candidates, density_t.mean(1), q, k)
             options.append((index, ms, recall_t.mean(1), density_t.mean(1)))
             continue
         reached = recall_t >= target_recall
@@ -153,7 +154,7 @@ def calibrate(
         ]
     metadata: dict[str, Any] = {"granularity": granularity}
     if options:
-        layers, stats, summary = _per_layer(options, candidates, target_recall)
+        layers, stats, summary = per_layer(options, candidates, target_recall)
         metadata.update(summary)
     if not layers:
         raise ValueError("qk_per_layer: expected at least one (q, k) layer")
@@ -161,92 +162,6 @@ def calibrate(
         target_recall=target_recall, candidates=[list(c) for c in candidates], layers=stats
     )
     return {"prefill": "dense", "layers": layers, "metadata": metadata}
-
-
-def _predicted_ms(
-    cost: CostModel, candidates: Sequence[Candidate], density: Tensor, q: Tensor, k: Tensor
-) -> Tensor:
-    """(C,) predicted ms of a layer under each candidate: dense SDPA for "dense", else planning
-    replayed from a CUDA graph plus the sparse kernel at the candidate's mean ``density``."""
-    b, h_q, n, d = q.shape
-    shape = (b, h_q, n, k.shape[2], d)
-    return torch.tensor([
-        cost.dense_ms(*shape) if name == "dense"
-        else cost.planning_ms(name, n, graphed_heads=b * h_q) + cost.sparse_ms(rho, *shape, name)
-        for (name, _), rho in zip(candidates, density.tolist(), strict=True)
-    ])  # fmt: skip
-
-
-def _per_layer(
-    options: list[tuple[int, Tensor, Tensor, Tensor]],
-    candidates: Sequence[Candidate],
-    target_recall: float,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
-    """Entries, records and the whole model's summary of the per-layer choice, from each layer's
-    (index, predicted ms, mean recall, mean density), each (C,)."""
-    ms, recall, density = (torch.stack([o[i] for o in options]) for i in (1, 2, 3))  # (L, C)
-    choice, reached = _allocate(ms, recall, target_recall)
-    layers, stats = {}, {}
-    for row, (index, *_) in enumerate(options):
-        c = choice[row]
-        name, fields = candidates[c]
-        layers[str(index)] = {"prefill": None if name == "dense" else {"method": name, **fields}}
-        table = {"recall": recall[row], "density": density[row], "ms": ms[row]}
-        stats[str(index)] = {
-            "recall": float(recall[row, c]),
-            "density": float(density[row, c]),
-            "predicted_ms": float(ms[row, c]),
-            "by_candidate": {key: t.tolist() for key, t in table.items()},
-        }
-    picked = torch.tensor(choice)[:, None]
-    summary = {
-        "mean_recall": float(recall.gather(1, picked).mean()),
-        "predicted_ms": float(ms.gather(1, picked).sum()),
-        "target_reached": reached,
-    }
-    return layers, stats, summary
-
-
-def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], bool]:
-    """One candidate per layer from (L, C) predicted ms and mean recalls: the least total ms whose
-    mean recall reaches the target. A multiple-choice knapsack, solved exactly by dynamic
-    programming over the layers' summed recall, each counted in steps of 1e-4 rounded down (the
-    choice's true mean is then at least the target; a recall within 1e-6 below a step counts as
-    the step: recalls come in float32, and a target met exactly counts). Ties go to the earlier
-    candidate. Where even each layer's best recall (the cheapest of equals) misses the target,
-    those. Returns the choices and whether the target was reached."""
-    ms = ms.double()
-    layers, count = ms.shape
-    steps = torch.floor((recall.double() + 1e-6) * _RECALL_STEPS).long().tolist()
-    need = max(0, math.ceil((target_recall - 1e-6) * layers * _RECALL_STEPS))
-    best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1).tolist()
-    if sum(steps[row][c] for row, c in enumerate(best)) < need:
-        return best, False
-    # least[s]: the least ms of the layers so far whose steps sum to s (s = need: at least need)
-    least = torch.full((need + 1,), torch.inf, dtype=torch.float64)
-    least[0] = 0.0
-    small = torch.int16 if count < 2**15 else torch.int32  # 80 layers: 120 MB of int16
-    picks = torch.zeros(layers, need + 1, dtype=small)  # each layer's choice per state
-    into_need = [0] * layers  # the state a layer's choice into `need` came from
-    for row in range(layers):
-        new = torch.full_like(least, torch.inf)
-        for c in range(count):
-            step, total = steps[row][c], least + ms[row, c]
-            if step < need:  # states s < need - step move to s + step
-                moved, kept = total[: need - step], new[step:need]
-                better = moved < kept
-                new[step:need] = torch.where(better, moved, kept)
-                picks[row, step:need][better] = c
-            start = max(need - step, 0)  # the rest reach the target: state `need`
-            value, at = total[start:].min(0)
-            if value < new[need]:
-                new[need], picks[row, need], into_need[row] = value, c, start + int(at)
-        least = new
-    choice, state = [0] * layers, need
-    for row in reversed(range(layers)):
-        choice[row] = c = int(picks[row, state])
-        state = into_need[row] if state == need else state - steps[row][c]
-    return choice, True
 
 
 def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
@@ -265,66 +180,6 @@ def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
     with observe_attention(model, keep), torch.no_grad():
         model(input_ids=input_ids, use_cache=False)
     return dict(sorted(captured.items()))
-
-
-def retrieval_heads(
-    model: Any,
-    tokens: Tensor,
-    *,
-    echo: float = 0.01,
-    induction: float = 0.14,
-) -> tuple[dict[int, list[int]], Tensor, Tensor]:
-    """RazorAttention's retrieval heads of a transformers ``model``: the ``echo`` fraction of its
-    KV heads (the paper's 1 %) of highest echo score and the ``induction`` fraction (14 %) of
-    highest induction score, on ``tokens`` int (1, N), a random sequence repeated (see
-    `attnsieve.methods.kv.echo_induction_scores`). The paper ranks query heads; a KV head here
-    scores the most any of its query heads does (it must keep everything for that head).
-
-    Returns ({layer: [KV heads]}, echo and induction scores float32 (layers, KV heads))."""
-    from attnsieve.integrations.transformers import observe_attention
-    from attnsieve.methods.kv import echo_induction_scores
-
-    check_float("echo", echo, 0.0, 1.0)
-    check_float("induction", induction, 0.0, 1.0)
-    scores: dict[int, tuple[Tensor, Tensor]] = {}
-
-    def keep(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
-        b, h_q, n, d = query.shape
-        g = h_q // key.shape[1]
-        logits = query.float().view(b, -1, g, n, d) @ key.float()[:, :, None].transpose(-1, -2)
-        logits = logits * (d**-0.5 if scaling is None else scaling)
-        causal = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
-        probs = logits.masked_fill(~causal, -torch.inf).softmax(-1).flatten(1, 2)
-        per_query = echo_induction_scores(probs, tokens.to(query.device))
-        scores[module.layer_idx] = tuple(s.view(-1, g).amax(-1).cpu() for s in per_query)
-
-    with observe_attention(model, keep), torch.no_grad():
-        model(input_ids=tokens.to(model.device), use_cache=False)
-    echo_scores, induction_scores = (
-        torch.stack([scores[i][j] for i in sorted(scores)]) for j in (0, 1)
-    )
-    picked = torch.zeros_like(echo_scores, dtype=torch.bool)
-    for ratio, score in ((echo, echo_scores), (induction, induction_scores)):
-        count = math.ceil(ratio * score.numel() - 1e-9)
-        picked.view(-1)[score.flatten().topk(count).indices] = True
-    layers = sorted(scores)  # the models' own layer indices
-    heads = {
-        layer: row.nonzero().flatten().tolist() for layer, row in zip(layers, picked, strict=True)
-    }
-    return {layer: h for layer, h in heads.items() if h}, echo_scores, induction_scores
-
-
-def repeated_random_tokens(
-    tokenizer: Any, period: int = 256, repeats: int = 4, seed: int = 0
-) -> Tensor:
-    """int (1, period x repeats): ``period`` random ordinary tokens of the tokenizer's vocabulary
-    (special tokens left out), ``repeats`` times over: the probe on which echo heads attend to the
-    earlier copy of the current token and induction heads to the token that followed it."""
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
-    gen = torch.Generator().manual_seed(seed)
-    block = ordinary[torch.randperm(len(ordinary), generator=gen)[:period]]  # no repeats inside
-    return block.repeat(repeats)[None]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

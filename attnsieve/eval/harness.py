@@ -12,7 +12,8 @@ OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep
 OUT/results.json, OUT/results.csv and the plots are written: accuracy vs length, accuracy vs
 prefill speed-up over dense (needs ``dense``), and accuracy vs KV memory. The printed summary
 pairs each cell with the ``dense`` cell of its length and task, sample by sample
-(`paired_difference`).
+(`paired_difference`). The options, the lengths and the (label, config) per method combination
+they name come from `attnsieve.eval.sweep_args`.
 
 Methods run as planned: `attnsieve.patch`'s cost model, which sends a layer to dense attention
 where planning would not pay for itself on the GPU, is off here, so a cell's accuracy is its
@@ -41,7 +42,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import itertools
 import json
 import resource
 import statistics
@@ -58,12 +58,19 @@ from attnsieve.eval.models import (
     load_tokenizer,  # noqa: F401 (re-exported)
     smollm2_path,
 )
+from attnsieve.eval.sweep_args import (
+    DEFAULT_LENGTHS,
+    add_arguments,  # noqa: F401 (the command's options, as cli.COMMANDS expects)
+    check_lengths_fit,
+    method_configs,
+    parse_length,
+    split,
+    within_positions,
+)
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
-from attnsieve.integrations.config import read_json
 from attnsieve.integrations.generate import dense_cache_bytes, eos_token_ids
 from attnsieve.integrations.generate import generate as run_generate
 
-DEFAULT_LENGTHS = "4k,8k,16k"
 CSV_COLUMNS = [
     "model",
     "method",
@@ -83,182 +90,6 @@ CSV_COLUMNS = [
     "device",
     "finished_at",
 ]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="'smollm2' (SmolLM2-135M-Instruct), 'probe' (shipped probe weights), a .gguf file, "
-        "or a transformers model path or hub id",
-    )
-    parser.add_argument(
-        "--rope-scale",
-        type=float,
-        default=None,
-        help="YaRN factor F: run the model to F x its trained length (smollm2: 8192 x F)",
-    )
-    parser.add_argument(
-        "--methods",
-        default="dense,flexprefill",
-        help="comma-separated planner names and/or AttentionConfig JSON files",
-    )
-    parser.add_argument(
-        "--method-kwargs",
-        default="{}",
-        help='JSON {planner: {hyper-parameter: value}}, e.g. \'{"streaming": '
-        '{"window_tokens": 1024}}\'',
-    )
-    parser.add_argument(
-        "--kv",
-        default=None,
-        help="comma-separated KV policies or KV-entry JSON files (none, the default: keep every "
-        "token; a config file among --methods keeps its own unless --kv is given)",
-    )
-    parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
-    parser.add_argument(
-        "--decode",
-        default=None,
-        help="comma-separated decode selectors (none, the default: read all; a config file among "
-        "--methods keeps its own unless --decode is given)",
-    )
-    parser.add_argument(
-        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
-    )
-    parser.add_argument(
-        "--precision",
-        default="bf16",
-        help="comma-separated: bf16, int8-fp8, fp8-kv, int8-fp8+fp8-kv",
-    )
-    parser.add_argument(
-        "--lengths",
-        default=None,
-        help="prompt lengths in tokens: 4k = 4096 (default 4k,8k,16k, those within the model's "
-        "positions)",
-    )
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"any of {', '.join(TASKS)}")
-    parser.add_argument("--samples", type=int, default=10, help="samples per cell")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="results folder (default: eval-results/MODEL)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "bfloat16", "float16", "float32"],
-        default="auto",
-        help="auto: bfloat16 on GPU, float32 on CPU",
-    )
-    parser.add_argument(
-        "--min-prefill-length",
-        type=int,
-        default=1,
-        help="prompts shorter than this stay dense (AttentionConfig field)",
-    )
-    parser.add_argument("--backend", help="attnsieve kernel backend: auto, triton or reference")
-    parser.add_argument(
-        "--fidelity",
-        action="store_true",
-        help="report per layer/head attention recall and output error instead",
-    )
-    parser.add_argument(
-        "--fidelity-length", help="prompt length of --fidelity (default: largest of --lengths)"
-    )
-
-
-def parse_length(text: str, name: str = "lengths") -> int:
-    """'4k' -> 4096, '4096' -> 4096; ``name``: the option an error names."""
-    t = text.strip().lower()
-    digits = t[:-1] if t.endswith("k") else t
-    if not digits.isdigit() or int(digits) <= 0:
-        raise ValueError(f"{name}: expected entries like 4k or 4096, got {text!r}")
-    return int(digits) * (1024 if t.endswith("k") else 1)
-
-
-def _split(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
-    JSON file among --methods is labelled by its stem and takes the other axes as they are: a
-    given --kv or --decode (``none`` included) replaces that role of the file in every layer (its
-    per-layer entries too), one left out keeps the file's. A JSON file among --kv is a KV-policy
-    entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at --kv-ratio unless
-    it sets a budget or ratio itself."""
-    from attnsieve.integrations import AttentionConfig
-    from attnsieve.methods import PLANNERS
-
-    try:
-        kwargs = json.loads(args.method_kwargs)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"method-kwargs: not JSON ({e}): {args.method_kwargs!r}") from None
-    shape = isinstance(kwargs, dict) and all(isinstance(v, dict) for v in kwargs.values())
-    if not shape or not set(kwargs) <= set(PLANNERS):
-        raise ValueError(
-            f"method-kwargs: expected a JSON object {{planner: {{hyper-parameter: value}}}} "
-            f"with planners among {sorted(PLANNERS)}, got {args.method_kwargs!r}"
-        )
-    common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
-    kvs, decodes = (
-        [_KEEP] if text is None else [None if x == "none" else x for x in _split(text)] or [None]
-        for text in (args.kv, args.decode)
-    )
-    precisions = _split(args.precision) or ["bf16"]
-    out = []
-    for method in _split(args.methods):
-        for kv, decode, precision in itertools.product(kvs, decodes, precisions):
-            roles: dict[str, Any] = {"precision": precision}
-            parts = [Path(method).stem if method.endswith(".json") else method]
-            if kv is not _KEEP:
-                roles["kv"] = entry = _kv_entry(kv, args.kv_ratio)
-                if entry is not None:
-                    budget = entry["ratio"] if entry.get("budget") is None else entry["budget"]
-                    parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
-            if decode is not _KEEP:
-                roles["decode"] = (
-                    None if decode is None else {"method": decode, "ratio": args.decode_ratio}
-                )
-                parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
-            parts += [precision] if precision != "bf16" else []
-            if method.endswith(".json"):
-                data = _config_file(method)
-                config = AttentionConfig.from_json({**common, **data}).override(**roles)
-            else:
-                prefill = {"method": method, **kwargs.get(method, {})}
-                config = AttentionConfig(prefill=prefill, **roles, **common)
-            out.append(("+".join(parts), config))
-    if not out:
-        raise ValueError("methods: expected at least one method")
-    labels = [label for label, _ in out]
-    if len(set(labels)) < len(labels):
-        twice = sorted({label for label in labels if labels.count(label) > 1})
-        raise ValueError(
-            f"methods: two entries would be labelled {twice} (config files are labelled by their "
-            "name): rename one"
-        )
-    return out
-
-
-_KEEP = object()  # --kv / --decode not given: a config file keeps its role
-
-
-def _config_file(path: str) -> dict[str, Any]:
-    """An AttentionConfig JSON file among --methods, read with errors naming it."""
-    data = read_json(path, f"methods: {path}", "the config file")
-    if not isinstance(data, dict):
-        raise ValueError(f"methods: {path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
-    if kv is None:
-        return None
-    if not kv.endswith(".json"):
-        return {"method": kv, "ratio": ratio}
-    from attnsieve.integrations.config import read_entry
-
-    entry = read_entry(kv, "--kv")
-    sized = any(entry.get(name) is not None for name in ("budget", "ratio"))
-    return entry if sized else {**entry, "ratio": ratio}
 
 
 def split_question(prompt: str) -> tuple[str, str]:
@@ -472,37 +303,15 @@ def write_results(out: Path, cells: list[dict], meta: dict) -> None:
         writer.writerows(cells)
 
 
-def check_lengths_fit(
-    lengths: list[int], positions: int, hint: bool = True, name: str = "--lengths"
-) -> None:
-    """Asked lengths beyond the model's positions: an error naming the option ``name`` (``hint``:
-    how to extend them)."""
-    if max(lengths) > positions:
-        extend = "; --rope-scale F extends a pretrained model to F x its trained length"
-        raise ValueError(
-            f"{name}: expected 1 to {positions} tokens (the model's positions), got {lengths}"
-            + (extend if hint else "")
-        )
-
-
-def _within_positions(lengths: list[int], positions: int, asked: str | None) -> list[int]:
-    """Lengths the model has positions for: the default ones that fit, or the asked ones (all of
-    them, else an error)."""
-    if asked is None:
-        return [n for n in lengths if n <= positions] or [positions]
-    check_lengths_fit(lengths, positions)
-    return lengths
-
-
 def main(args: argparse.Namespace) -> int:
     from attnsieve.eval import plots
 
     try:
         # an entry given twice ("4k,4096") would list its cells twice in the results
         lengths = list(
-            dict.fromkeys(parse_length(x) for x in _split(args.lengths or DEFAULT_LENGTHS))
+            dict.fromkeys(parse_length(x) for x in split(args.lengths or DEFAULT_LENGTHS))
         )
-        tasks = list(dict.fromkeys(_split(args.tasks)))
+        tasks = list(dict.fromkeys(split(args.tasks)))
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks or not lengths:
             raise ValueError(
@@ -527,7 +336,7 @@ def main(args: argparse.Namespace) -> int:
             where = f"smollm2:{gguf}:{gguf.stat().st_size}"
         source = f"{where}{yarn}"
         positions = model.config.get_text_config().max_position_embeddings
-        lengths = _within_positions(lengths, positions, args.lengths)
+        lengths = within_positions(lengths, positions, args.lengths)
         if args.fidelity:
             asked = args.fidelity_length
             length = parse_length(asked, "--fidelity-length") if asked else max(lengths)

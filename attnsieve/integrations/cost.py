@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from attnsieve.checks import check_float, check_int
-from attnsieve.layout import causal_pairs
+from attnsieve.layout_counts import causal_pairs
 
 # plan ms per planner at 16K / 64K / 128K tokens (bench prefill, H200, 32 query heads), from
 # benchmarks/results/h200/prefill.json; flexprefill's from the earlier run of its block-slash plan

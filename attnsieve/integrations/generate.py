@@ -13,7 +13,7 @@ from torch import Tensor
 from attnsieve.integrations import decode_graphs
 from attnsieve.integrations.handle import PatchStats
 from attnsieve.integrations.transformers import cache_keyword, head_dim_of, output_cache
-from attnsieve.layout import causal_pairs
+from attnsieve.layout_counts import causal_pairs
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

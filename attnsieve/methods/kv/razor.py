@@ -37,7 +37,7 @@ class RazorAttention(KVPolicy):
 
     Retrieval heads are either given, ``retrieval_heads`` {layer: [KV head indices]} (the
     paper's way: found offline on repeated random tokens, ``attnsieve calibrate --model M
-    --retrieval-heads PATH``, see `attnsieve.eval.calibrate.retrieval_heads`), or
+    --retrieval-heads PATH``, see `attnsieve.eval.retrieval_heads.retrieval_heads`), or
     guessed per layer from the view: the ``retrieval_ratio`` of KV heads (rounded up) whose
     observation-window queries (``window`` 32) put the most attention on the entries a
     non-retrieval head would evict. ``compensation=False`` drops the evicted tokens without a

@@ -1,0 +1,219 @@
+"""`attnsieve eval`'s command line: its options (`add_arguments`) and what they name: the
+prompt lengths (`parse_length`, `within_positions`) and a (label, AttentionConfig) per combination
+of the method axes --methods, --kv, --decode and --precision (`method_configs`, which ``attnsieve
+bench e2e --decode-steps`` shares). `attnsieve.eval.harness` runs the sweep they describe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnsieve.eval.tasks import TASKS
+from attnsieve.integrations.config import read_json
+
+DEFAULT_LENGTHS = "4k,8k,16k"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="'smollm2' (SmolLM2-135M-Instruct), 'probe' (shipped probe weights), a .gguf file, "
+        "or a transformers model path or hub id",
+    )
+    parser.add_argument(
+        "--rope-scale",
+        type=float,
+        default=None,
+        help="YaRN factor F: run the model to F x its trained length (smollm2: 8192 x F)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="dense,flexprefill",
+        help="comma-separated planner names and/or AttentionConfig JSON files",
+    )
+    parser.add_argument(
+        "--method-kwargs",
+        default="{}",
+        help='JSON {planner: {hyper-parameter: value}}, e.g. \'{"streaming": '
+        '{"window_tokens": 1024}}\'',
+    )
+    parser.add_argument(
+        "--kv",
+        default=None,
+        help="comma-separated KV policies or KV-entry JSON files (none, the default: keep every "
+        "token; a config file among --methods keeps its own unless --kv is given)",
+    )
+    parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
+    parser.add_argument(
+        "--decode",
+        default=None,
+        help="comma-separated decode selectors (none, the default: read all; a config file among "
+        "--methods keeps its own unless --decode is given)",
+    )
+    parser.add_argument(
+        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
+    )
+    parser.add_argument(
+        "--precision",
+        default="bf16",
+        help="comma-separated: bf16, int8-fp8, fp8-kv, int8-fp8+fp8-kv",
+    )
+    parser.add_argument(
+        "--lengths",
+        default=None,
+        help="prompt lengths in tokens: 4k = 4096 (default 4k,8k,16k, those within the model's "
+        "positions)",
+    )
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"any of {', '.join(TASKS)}")
+    parser.add_argument("--samples", type=int, default=10, help="samples per cell")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="results folder (default: eval-results/MODEL)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        default="auto",
+        help="auto: bfloat16 on GPU, float32 on CPU",
+    )
+    parser.add_argument(
+        "--min-prefill-length",
+        type=int,
+        default=1,
+        help="prompts shorter than this stay dense (AttentionConfig field)",
+    )
+    parser.add_argument("--backend", help="attnsieve kernel backend: auto, triton or reference")
+    parser.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="report per layer/head attention recall and output error instead",
+    )
+    parser.add_argument(
+        "--fidelity-length", help="prompt length of --fidelity (default: largest of --lengths)"
+    )
+
+
+def parse_length(text: str, name: str = "lengths") -> int:
+    """'4k' -> 4096, '4096' -> 4096; ``name``: the option an error names."""
+    t = text.strip().lower()
+    digits = t[:-1] if t.endswith("k") else t
+    if not digits.isdigit() or int(digits) <= 0:
+        raise ValueError(f"{name}: expected entries like 4k or 4096, got {text!r}")
+    return int(digits) * (1024 if t.endswith("k") else 1)
+
+
+def split(text: str) -> list[str]:
+    """The comma-separated entries of ``text``, stripped; empty ones left out."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
+    JSON file among --methods is labelled by its stem and takes the other axes as they are: a
+    given --kv or --decode (``none`` included) replaces that role of the file in every layer (its
+    per-layer entries too), one left out keeps the file's. A JSON file among --kv is a KV-policy
+    entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at --kv-ratio unless
+    it sets a budget or ratio itself."""
+    from attnsieve.integrations import AttentionConfig
+    from attnsieve.methods import PLANNERS
+
+    try:
+        kwargs = json.loads(args.method_kwargs)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"method-kwargs: not JSON ({e}): {args.method_kwargs!r}") from None
+    shape = isinstance(kwargs, dict) and all(isinstance(v, dict) for v in kwargs.values())
+    if not shape or not set(kwargs) <= set(PLANNERS):
+        raise ValueError(
+            f"method-kwargs: expected a JSON object {{planner: {{hyper-parameter: value}}}} "
+            f"with planners among {sorted(PLANNERS)}, got {args.method_kwargs!r}"
+        )
+    common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
+    kvs, decodes = (
+        [_KEEP] if text is None else [None if x == "none" else x for x in split(text)] or [None]
+        for text in (args.kv, args.decode)
+    )
+    precisions = split(args.precision) or ["bf16"]
+    out = []
+    for method in split(args.methods):
+        for kv, decode, precision in itertools.product(kvs, decodes, precisions):
+            roles: dict[str, Any] = {"precision": precision}
+            parts = [Path(method).stem if method.endswith(".json") else method]
+            if kv is not _KEEP:
+                roles["kv"] = entry = _kv_entry(kv, args.kv_ratio)
+                if entry is not None:
+                    budget = entry["ratio"] if entry.get("budget") is None else entry["budget"]
+                    parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
+            if decode is not _KEEP:
+                roles["decode"] = (
+                    None if decode is None else {"method": decode, "ratio": args.decode_ratio}
+                )
+                parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
+            parts += [precision] if precision != "bf16" else []
+            if method.endswith(".json"):
+                data = _config_file(method)
+                config = AttentionConfig.from_json({**common, **data}).override(**roles)
+            else:
+                prefill = {"method": method, **kwargs.get(method, {})}
+                config = AttentionConfig(prefill=prefill, **roles, **common)
+            out.append(("+".join(parts), config))
+    if not out:
+        raise ValueError("methods: expected at least one method")
+    labels = [label for label, _ in out]
+    if len(set(labels)) < len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise ValueError(
+            f"methods: two entries would be labelled {twice} (config files are labelled by their "
+            "name): rename one"
+        )
+    return out
+
+
+_KEEP = object()  # --kv / --decode not given: a config file keeps its role
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    """An AttentionConfig JSON file among --methods, read with errors naming it."""
+    data = read_json(path, f"methods: {path}", "the config file")
+    if not isinstance(data, dict):
+        raise ValueError(f"methods: {path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
+    if kv is None:
+        return None
+    if not kv.endswith(".json"):
+        return {"method": kv, "ratio": ratio}
+    from attnsieve.integrations.config import read_entry
+
+    entry = read_entry(kv, "--kv")
+    sized = any(entry.get(name) is not None for name in ("budget", "ratio"))
+    return entry if sized else {**entry, "ratio": ratio}
+
+
+def check_lengths_fit(
+    lengths: list[int], positions: int, hint: bool = True, name: str = "--lengths"
+) -> None:
+    """Asked lengths beyond the model's positions: an error naming the option ``name`` (``hint``:
+    how to extend them)."""
+    if max(lengths) > positions:
+        extend = "; --rope-scale F extends a pretrained model to F x its trained length"
+        raise ValueError(
+            f"{name}: expected 1 to {positions} tokens (the model's positions), got {lengths}"
+            + (extend if hint else "")
+        )
+
+
+def within_positions(lengths: list[int], positions: int, asked: str | None) -> list[int]:
+    """Lengths the model has positions for: the default ones that fit, or the asked ones (all of
+    them, else an error)."""
+    if asked is None:
+        return [n for n in lengths if n <= positions] or [positions]
+    check_lengths_fit(lengths, positions)
+    return lengths
