@@ -107,6 +107,16 @@
 #   benchmarks/profile_planning.py --planner vertical_slash --shape llama|smollm2 --lengths
 #   131072 (vs22/profile_*.log); s22b, s22c, s22d, s22e (carry .stage/q1 ... q4), each at once
 #   after the one before; s22f (carry .stage/t, WHEELS=.stage/t), then s22g.
+#   2026-12-01, twenty-third session: s23a (carry .stage/s and .stage/qold, WHEELS=.stage/s; in
+#   .stage/qold, git show d5f8c67:attnsieve/kernels/quantize.py > quantize_old.py, and
+#   git show d5f8c67:attnsieve/kernels/quant.py with its quantize import loading
+#   quantize_old.py beside it > quant_old.py; quantize_w8.py = this session's
+#   attnsieve/kernels/quantize.py with num_warps=8 on its three per-block launches),
+#   s23b (carry .stage/qold, with quantize_w4.py = s23a's quantize.py and the V variants its
+#   comment names, made from the repo's with python string edits), s23c (carry .stage/s,
+#   WHEELS=.stage/s, with quantize_w16.py made by sed from the final quantize.py), s23d (carry
+#   .stage/s and .stage/qold, WHEELS=.stage/s), s23e (carry .stage/t and .stage/qv23, its
+#   variants made by sed from the final quantize.py as its comment says).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -2400,8 +2410,77 @@ s22g)  # carrying nothing: Quest's selection times and bench decode with the ear
     cat "$OUT/select22/selection_time.log"
     bench_decode 200 "$OUT/decode22"
     ;;
+s23a)  # carrying .stage/s (WHEELS=.stage/s) and .stage/qold (quantize_old.py, quant_old.py: the
+    # quantisation passes before this session, one correctly rounded division an element, and the
+    # kernel module importing them): CUDA tests of the passes, their stage times against the old
+    # passes, and the INT8-FP8 kernel with each (quant23/)
+    D="$OUT/quant23"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_quant.py \
+        -k "quantizers or minus_100 or block_flags or round_trip or cuda_bf16" > "$D/cuda_tests.log" 2>&1
+    tail -2 "$D/cuda_tests.log"
+    timeout 120 python3 benchmarks/time_quant_pass.py --out "$D" \
+        --variant old=.stage/qold/quantize_old.py --variant w8=.stage/qold/quantize_w8.py 2>&1 \
+        | tee "$D/quant_pass.log" | grep length
+    timeout 280 python3 benchmarks/time_quant_variants.py --out "$D" \
+        --variant old=.stage/qold/quant_old.py 2>&1 | grep -v Warn | tail -12
+    ;;
+s23b)  # carrying .stage/qold (after s23a: the repo's passes at 8 warps; quantize_w4.py = s23a's
+    # at 4 warps; quantize_vdiv.py / _vhost.py / _vtrans.py = the repo's with V divided by its
+    # channel scale per element / multiplied by reciprocals computed on the host / stored through
+    # tl.trans): whole-pass times of each (quant23/warps/)
+    D="$OUT/quant23/warps"
+    mkdir -p "$D"
+    V=.stage/qold
+    timeout 200 python3 benchmarks/time_quant_pass.py --out "$D" --variant old=$V/quantize_old.py \
+        --variant w4=$V/quantize_w4.py --variant vdiv=$V/quantize_vdiv.py \
+        --variant vhost=$V/quantize_vhost.py --variant vtrans=$V/quantize_vtrans.py 2>&1 \
+        | tee "$D/quant_pass.log" | grep length
+    ;;
+s23c)  # carrying .stage/s (WHEELS=.stage/s; with quantize_w16.py, this session's final passes at
+    # 16 warps): CUDA tests of the final passes (V scaled by reciprocals torch computes, 8 warps),
+    # their stage times, and the INT8-FP8 rows of bench kernels beside SageAttention's Triton
+    # kernel (quant23/sage/)
+    D="$OUT/quant23/sage"
+    mkdir -p "$D"
+    timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernel_quant.py \
+        -k "quantizers or minus_100 or block_flags or round_trip or cuda_bf16" > "$D/cuda_tests.log" 2>&1
+    tail -2 "$D/cuda_tests.log"
+    timeout 100 python3 benchmarks/time_quant_pass.py --out "$D" \
+        --variant w16=.stage/s/quantize_w16.py 2>&1 | tee "$D/quant_pass.log" | grep length
+    timeout 330 python3 -m attnsieve bench kernels --precision int8-fp8 --no-flex \
+        --quant-lengths 32768,131072 --quant-sparse-lengths 65536 --out "$D" > "$D/kernels.log" 2>&1
+    tail -12 "$D/kernels.log"
+    ;;
+s23d)  # carrying .stage/s and .stage/qold: the prefill kernel's CUDA tests after the
+    # twenty-second session's repair-kernel signature change, then the INT8-FP8 kernel with the final passes against the
+    # old ones (quant23/final/)
+    D="$OUT/quant23/final"
+    mkdir -p "$D"
+    timeout 280 python3 -m pytest -q -x -p no:cacheprovider --tb=short tests/test_kernel_prefill.py \
+        > "$D/prefill_cuda_tests.log" 2>&1
+    tail -2 "$D/prefill_cuda_tests.log"
+    timeout 280 python3 benchmarks/time_quant_variants.py --out "$D" \
+        --variant old=.stage/qold/quant_old.py 2>&1 | grep -v Warn | tail -12
+    ;;
+s23e)  # carrying .stage/t (WHEELS=.stage/t) and .stage/qv23 (the final quantize.py with, each:
+    # the statistics pass at 8 warps (sw8), on 256-token chunks (c256), on 128-row blocks at 8
+    # warps (sb128); V's pass on 256-row blocks (vb256) or at 4 warps (vw4)): whole-pass times
+    # (quant23/stats/), then CUDA tests of the modules this session split (layout, bench e2e, eval)
+    D="$OUT/quant23/stats"
+    mkdir -p "$D"
+    V=.stage/qv23
+    timeout 150 python3 benchmarks/time_quant_pass.py --out "$D" --variant sw8=$V/quantize_sw8.py \
+        --variant c256=$V/quantize_c256.py --variant sb128=$V/quantize_sb128.py \
+        --variant vb256=$V/quantize_vb256.py --variant vw4=$V/quantize_vw4.py 2>&1 \
+        | tee "$D/quant_pass.log" | grep length
+    timeout 300 python3 -m pytest -q -x -p no:cacheprovider --tb=short tests/test_layout.py \
+        tests/test_layout_lines.py tests/test_layout_spans.py tests/test_bench_e2e.py \
+        tests/test_eval_harness.py tests/test_calibrate.py > "$D/split_cuda_tests.log" 2>&1
+    tail -2 "$D/split_cuda_tests.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e" >&2
     exit 2
     ;;
 esac

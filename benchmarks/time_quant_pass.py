@@ -4,10 +4,12 @@
 shapes at 64K (thirteenth session of 2026-12-01), while reading Q, K and V once and writing their
 quantised copies moves about 1.2 GB, 0.3 ms at the H200's copy rate. This times, at each length,
 the whole pass eagerly (`median_ms`, as the bench) and from a CUDA graph, each of its kernels
-alone, and a bf16 copy of Q, K and V (the bandwidth floor of reading them once). Writes
-quant_pass.json.
+alone, and a bf16 copy of Q, K and V (the bandwidth floor of reading them once); each
+``--variant NAME=PATH`` (a copy of `attnsieve.kernels.quantize`) times its whole pass beside.
+Writes quant_pass.json.
 
     PYTHONPATH=. python3 benchmarks/time_quant_pass.py --out DIR [--lengths 32768,65536,131072]
+        [--variant NAME=PATH ...]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import triton
 
 from attnsieve.bench.common import environment, graph_ms, ints, median_ms
 from attnsieve.kernels import quantize
+from benchmarks.check_masked_cost import load
 
 
 def stages(q, k, v, block: int = 128) -> dict:
@@ -34,7 +37,8 @@ def stages(q, k, v, block: int = 128) -> dict:
         torch.empty((b, h_kv, chunks, d), **f32),
     )
     kv_bad = torch.zeros((b, h_kv, m), dtype=torch.int8, device=q.device)
-    k_mean, v_scale = torch.zeros((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32)
+    k_mean, v_absmax = torch.zeros((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32)
+    v_factors = (torch.ones((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32))
     q8, k8 = torch.empty_like(q, dtype=torch.int8), torch.empty_like(k, dtype=torch.int8)
     q_scale = torch.empty((b, h_q, triton.cdiv(n, block)), **f32)
     k_scale = torch.empty((b, h_kv, triton.cdiv(m, block)), **f32)
@@ -51,25 +55,28 @@ def stages(q, k, v, block: int = 128) -> dict:
 
     def scales():
         k_mean.copy_(k_sum.sum(2) / m)
-        vm = v_max.amax(2)
-        v_scale.copy_(torch.where(vm > 0, vm / quantize.FP8_MAX, 1.0))
+        v_absmax.copy_(v_max.amax(2))
+        torch.where(v_absmax > 0, v_absmax / quantize.FP8_MAX, 1.0)
+        pre, inv = quantize.reciprocal_factors(v_absmax, quantize.FP8_MAX)
+        v_factors[0].copy_(pre)
+        v_factors[1].copy_(inv)
 
     def q_int8():
         quantize._quant_int8_kernel[(q_scale.shape[-1], b * h_q)](
             q, q8, q_scale, q_scale, q_bad, q_bad, *q.stride(), h_q, n,
-            HAS_MEAN=False, WRITE_BAD=True, BLOCK=block, HEAD_DIM=d,
+            HAS_MEAN=False, WRITE_BAD=True, BLOCK=block, HEAD_DIM=d, **quantize._PER_BLOCK,
         )  # fmt: skip
 
     def k_int8():
         quantize._quant_int8_kernel[(k_scale.shape[-1], b * h_kv)](
             k, k8, k_scale, k_mean, kv_bad, k_block_bad, *k.stride(), h_kv, m,
-            HAS_MEAN=True, WRITE_BAD=False, BLOCK=block, HEAD_DIM=d,
+            HAS_MEAN=True, WRITE_BAD=False, BLOCK=block, HEAD_DIM=d, **quantize._PER_BLOCK,
         )  # fmt: skip
 
     def v_fp8():
         quantize._quant_fp8_kernel[(triton.cdiv(m, block), b * h_kv)](
-            v, v_t, v_scale, *v.stride(), v_t.stride(2), h_kv, m,
-            BLOCK=block, HEAD_DIM=d, EMULATE_FP8=False,
+            v, v_t, *v_factors, *v.stride(), v_t.stride(2), h_kv, m,
+            BLOCK=block, HEAD_DIM=d, EMULATE_FP8=False, num_warps=8,
         )  # fmt: skip
 
     copies = [torch.empty_like(t) for t in (q, k, v)]
@@ -89,7 +96,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a module")
     args = parser.parse_args()
+    variants = [(v.split("=")[0], load(*v.split("=", 1))) for v in args.variant]
     rows = []
     for n in args.lengths:
         q = torch.randn(1, args.heads, n, args.head_dim, device="cuda", dtype=torch.bfloat16)
@@ -100,6 +109,10 @@ def main() -> None:
             "whole_eager_ms": median_ms(whole),
             "whole_graph_ms": graph_ms(whole, 20),
         }
+        for name, module in variants:
+            fn = lambda q=q, k=k, v=v, module=module: module.quantize_qkv(q, k, v)  # noqa: E731
+            row[f"{name}_whole_eager_ms"] = median_ms(fn)
+            row[f"{name}_whole_graph_ms"] = graph_ms(fn, 20)
         for name, fn in stages(q, k, v).items():
             fn()
             row[f"{name}_ms"] = graph_ms(fn, 20)

@@ -356,6 +356,27 @@ def test_quantizers_match_twin_and_respect_strides():
     torch.testing.assert_close(got.k_mean, want.k_mean, atol=1e-6, rtol=0)
 
 
+def test_blocks_below_2_to_the_minus_100_quantise_to_full_scale():
+    """A block (or V channel) whose absmax is below 2^-100, where 127 / absmax would overflow
+    float32, still maps its largest value to +-127 (448 for V's FP8), bit for bit as the twin.
+    Magnitudes in [2^-124, 2^-123): 127 / absmax overflows, and none is a float32 subnormal."""
+    q, k, v = (
+        (t.sign() * (1 + t.abs().frac())).bfloat16() * 2.0**-124 for t in _qkv(1, 2, 2, 64, 64, 64)
+    )
+    q[:, :, 32:] *= 2.0**100  # the second query block is an ordinary one
+    got = quantize_qkv(q, k, v, block_m=32, block_n=32)
+    want = quantize_qkv_reference(q, k, v, block_m=32, block_n=32)
+    for name in ("q", "q_scale", "k", "k_scale", "v_scale"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert torch.equal(got.v_t.float(), want.v_t.float())
+    assert (got.q.unflatten(2, (2, 32)).abs().amax((-1, -2)) == 127).all()
+    assert (got.k.unflatten(2, (2, 32)).abs().amax((-1, -2)) == 127).all()
+    assert (got.v_t.float().abs().amax(-1) == 448).all()
+    q_deq, _, v_deq = got.dequantize()
+    torch.testing.assert_close(q_deq, q.float(), atol=0, rtol=0.01 * 127 / 64)
+    torch.testing.assert_close(v_deq, v.float(), atol=0, rtol=2**-4)
+
+
 def test_block_flags_mark_the_k_blocks_that_hold_a_flagged_row():
     """A NaN in a K row or an inf in a V row flags that row and its block of block_n keys (the
     last one partial): unmasked tiles read the block's flag alone."""

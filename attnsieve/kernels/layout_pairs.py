@@ -26,7 +26,8 @@ _SLOTS = 128  # list entries a program reads at a time
 
 @triton.jit
 def _ramp_sum(x, length):
-    """sum over t <= x of clamp(t, 0, length), int64 (the twin's `_clamped_ramp_sum`)."""
+    """sum over t <= x of clamp(t, 0, length), int64 (the twin's
+    `layout_counts._clamped_ramp_sum`)."""
     inside = tl.minimum(tl.maximum(x, 0), length)
     return inside * (inside + 1) // 2 + tl.maximum(x - length, 0) * length
 

@@ -13,12 +13,19 @@ from attnsieve.kernels.quantize import (
     QuantizedQKV,
     check_keys,
     check_qkv_to_quantize,
+    reciprocal_factors,
 )
 
 
 def round_fp8(x: Tensor) -> Tensor:
     """Round float32 ``x`` to float8 e4m3 (nearest even, saturating at ±448)."""
     return x.clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+
+
+def times_reciprocal(x: Tensor, amax: Tensor, top: float) -> Tensor:
+    """Twin of `attnsieve.kernels.quantize.times_reciprocal`."""
+    pre, inv = reciprocal_factors(amax, top)
+    return (x * pre) * inv
 
 
 def _int8_blocks(x: Tensor, block: int) -> tuple[Tensor, Tensor]:
@@ -28,7 +35,7 @@ def _int8_blocks(x: Tensor, block: int) -> tuple[Tensor, Tensor]:
     tiles = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, -1, block, d)
     amax = tiles.abs().amax((-1, -2))
     scale = torch.where(amax > 0, amax / INT8_MAX, 1.0)
-    y = tiles / scale[..., None, None]
+    y = times_reciprocal(tiles, amax[..., None, None], INT8_MAX)
     y = torch.trunc(y + torch.where(y >= 0, 0.5, -0.5))  # half away from zero, as the kernel
     return y.to(torch.int8).view(b, h, -1, d)[:, :, :length], scale
 
@@ -55,7 +62,7 @@ def quantize_qkv_reference(
     k8, k_scale = _int8_blocks(kf - k_mean[:, :, None], block_n)
     v_max = vf.abs().amax(2)
     v_scale = torch.where(v_max > 0, v_max / FP8_MAX, 1.0)
-    v_t = round_fp8(vf / v_scale[:, :, None]).mT
+    v_t = round_fp8(times_reciprocal(vf, v_max[:, :, None], FP8_MAX)).mT
     kv_bad = k_bad | v_bad
     pad = -kv_bad.shape[2] % block_n
     k_block_bad = torch.nn.functional.pad(kv_bad, (0, pad)).unflatten(2, (-1, block_n)).amax(-1)
