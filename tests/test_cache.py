@@ -204,7 +204,7 @@ def test_compensation_token_weighs_as_its_copies(device, kv_dtype):
     """A stored extra of weight w sits at its position among the kept tokens (after a kept one
     of the same position) and attends, in the decode kernel and its twin, as w copies of
     itself."""
-    from attnsieve.cache import quantize_fp8
+    from attnsieve.cache_pages import quantize_fp8
     from attnsieve.kernels.decode import decode_attention
 
     cache = Cache(1, 2, 2, 16, page_size=8, dtype=F32, device=device, kv_dtype=kv_dtype)
@@ -610,7 +610,7 @@ def test_malformed_input_names_the_argument(case):
 def test_quantize_fp8_rows_too_small_for_a_scale():
     """A float32 row whose absmax / 448 rounds to 0 (absmax below ~3e-43) is stored as zeros with
     scale 0, not divided by that 0 into NaN."""
-    from attnsieve.cache import quantize_fp8
+    from attnsieve.cache_pages import quantize_fp8
 
     x = torch.zeros(3, 16)
     x[0], x[1, 3] = 1e-43, -2e-44

@@ -20,7 +20,8 @@ RANKS = [
     ("checks",),
     ("layout", "layout_checks", "layout_counts", "layout_spans"),  # the plan type kernels execute
     ("kernels",),  # "api -> kernels -> checks"
-    ("views", "cache", "cache_reference"),  # "methods -> layout/cache/api"
+    # "methods -> layout/cache/api"
+    ("views", "cache", "cache_compact", "cache_pages", "cache_reference"),
     ("api",),
     ("methods",),
     ("integrations",),  # "integrations -> methods"

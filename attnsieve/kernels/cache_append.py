@@ -36,7 +36,7 @@ def _append_one_kernel(
     o_d = tl.arange(0, HEAD_DIM)
     b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_d)
     b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_d)
-    if FP8:  # per-token scale = absmax / 448, as `attnsieve.cache.quantize_fp8`
+    if FP8:  # per-token scale = absmax / 448, as `attnsieve.cache_pages.quantize_fp8`
         b_k, b_ks = _quantize(b_k)
         b_v, b_vs = _quantize(b_v)
         tl.store(K_SCALE + slot, b_ks)
@@ -78,7 +78,7 @@ def _round_bf16(x, UP: tl.constexpr):
 def _quantize(x):
     """(x / scale as float8 e4m3, scale = absmax / 448, 0 for an all-zero x) of one token.
 
-    The scale is absmax times the fp32 reciprocal of 448, as `attnsieve.cache.quantize_fp8`
+    The scale is absmax times the fp32 reciprocal of 448, as `attnsieve.cache_pages.quantize_fp8`
     computes it on every device (PyTorch's CUDA division by a scalar multiplies by the
     reciprocal). It rounds on the e4m3 grid in fp32 first (`to_fp8`'s emulation, on every
     device), so the cast itself is exact and rounds to nearest even like torch's: the first

@@ -126,7 +126,7 @@ def _attend_tile(
         # that draws the attention, in a tile with an unattended token of a 1e4x / 1e5x / 1e6x
         # larger scale, comes out 0.4 % / 1.5 % / 12 % off (interpreter); the accumulator
         # overflows only if all the tile's V rows are below ~1e-26. All-zero rows are stored
-        # with scale 0 (`attnsieve.cache.quantize_fp8`), so they never set it.
+        # with scale 0 (`attnsieve.cache_pages.quantize_fp8`), so they never set it.
         b_smax = tl.max(tl.abs(b_sv), 0)
         b_smax = tl.where(b_smax > 0.0, b_smax, 1.0)
         b_p = b_p * (b_sv / b_smax)[None, :]
