@@ -116,7 +116,8 @@
 #   comment names, made from the repo's with python string edits), s23c (carry .stage/s,
 #   WHEELS=.stage/s, with quantize_w16.py made by sed from the final quantize.py), s23d (carry
 #   .stage/s and .stage/qold, WHEELS=.stage/s), s23e (carry .stage/t and .stage/qv23, its
-#   variants made by sed from the final quantize.py as its comment says).
+#   variants made by sed from the final quantize.py as its comment says); s23f, s23g, s23h, s23i
+#   (carry .stage/q1 ... q4), each at once after the one before; s23j, s23k (carry .stage/t).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -173,11 +174,11 @@ accuracy_seeds() {  # SECONDS METHODS LENGTHS TASKS EXTRA NAME SEED...: `attnsie
     tar czf "$OUT/$name.tgz" -C "$HOME/r" "$name"
 }
 
-llama_prefill() {  # SECONDS LENGTHS PLANNERS DIR: `bench prefill` on Llama-3-8B's heads (the log,
-    # JSON and PNG in DIR; PLANNERS "" for all), its table's rows printed
+llama_prefill() {  # SECONDS LENGTHS PLANNERS DIR [OPTION...]: `bench prefill` on Llama-3-8B's
+    # heads (the log, JSON and PNG in DIR; PLANNERS "" for all), its table's rows printed
     mkdir -p "$4"
     timeout "$1" python3 -m attnsieve bench prefill --lengths "$2" ${3:+--planners "$3"} \
-        --out "$4" > "$4/prefill.log" 2>&1
+        --out "$4" "${@:5}" > "$4/prefill.log" 2>&1
     grep "^[0-9]" "$4/prefill.log"
 }
 
@@ -2479,8 +2480,76 @@ s23e)  # carrying .stage/t (WHEELS=.stage/t) and .stage/qv23 (the final quantize
         tests/test_eval_harness.py tests/test_calibrate.py > "$D/split_cuda_tests.log" 2>&1
     tail -2 "$D/split_cuda_tests.log"
     ;;
+s23f)  # carrying .stage/q1: part 0 of SmolLM2's GGUF
+    stash_part .stage/q1
+    ;;
+s23g)  # carrying .stage/q2: part 1
+    stash_part .stage/q2
+    ;;
+s23h)  # carrying .stage/q3: part 2
+    stash_part .stage/q3
+    ;;
+s23i)  # carrying .stage/q4 (after s23f-s23h): time to first token on SmolLM2 with INT8-FP8 prefill
+    # and its faster quantisation passes beside bf16, dense and flexprefill (quant23/e2e_int8/)
+    join_parts .stage/q4 || exit 1
+    timeout 400 python3 -m attnsieve bench e2e --model smollm2 --rope-scale 16 --repeats 3 \
+        --lengths 32k,64k,128k --methods dense,flexprefill --precision bf16,int8-fp8 \
+        --out "$OUT/quant23/e2e_int8" 2>&1 | grep "tokens\|wrote\|error\|check\|[0-9]x"
+    for f in "$OUT/quant23/e2e_int8/"*+*; do mv "$f" "${f//+/_}"; done  # '+' does not come back
+    ;;
+s23j)  # carrying .stage/t (WHEELS=.stage/t): vertical_slash with per-head budgets searched by
+    # `attnsieve calibrate` (vertical 30-3000 x slash 100-6096, target recall 0.95 per head) on
+    # bench prefill's synthetic Llama-3-8B heads at 128K drawn with seed 1, then bench prefill on
+    # seed 0 (its default) with the default and the calibrated config side by side (vs23/)
+    D="$OUT/vs23"
+    mkdir -p "$D"
+    timeout 100 python3 -m pytest -q -x -p no:cacheprovider tests/test_vertical_slash_budgets.py \
+        > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    python3 - "$D/candidates.json" <<'PY'
+import json, sys
+pairs = [[v, s] for v in (30, 100, 200, 500, 1000, 3000) for s in (100, 300, 1000, 6096)]
+json.dump([["vertical_slash", {"vertical_size": v, "slash_size": s}] for v, s in pairs],
+          open(sys.argv[1], "w"))
+PY
+    timeout 60 python3 - <<'PY'
+import torch
+from attnsieve.bench.prefill import KINDS
+from attnsieve.eval.workloads import make_workload
+w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
+                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
+torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
+PY
+    timeout 200 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
+        "$D/candidates.json" --device cuda --output "$D/calibration.json" 2>&1 | tail -2
+    llama_prefill 200 131072 vertical_slash "$D" --config "$D/calibration.json"
+    ;;
+s23k)  # carrying .stage/t (WHEELS=.stage/t): calibrate --mean-recall (the heads reach the target
+    # together) at targets 0.95 and 0.96 on s23j's sample (seed 1) and candidates, then bench
+    # prefill on seed 0 with the default, s23j's per-head calibration and both (vs23/mean/)
+    D="$OUT/vs23/mean"
+    mkdir -p "$D"
+    timeout 60 python3 -m pytest -q -x -p no:cacheprovider tests/test_vertical_slash_budgets.py \
+        tests/test_calibrate.py -k "budgets or one_plan or mean_recall" > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    timeout 60 python3 - <<'PY'
+import torch
+from attnsieve.bench.prefill import KINDS
+from attnsieve.eval.workloads import make_workload
+w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
+                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
+torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
+PY
+    for t in 0.95 0.96; do
+        timeout 100 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
+            benchmarks/results/h200/vs23/candidates.json --device cuda --mean-recall \
+            --target-recall $t --output "$D/mean$t.json" 2>&1 | tail -1
+    done
+    llama_prefill 250 131072 vertical_slash "$D" --config \
+        "benchmarks/results/h200/vs23/calibration.json,$D/mean0.95.json,$D/mean0.96.json"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k" >&2
     exit 2
     ;;
 esac

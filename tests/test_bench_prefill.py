@@ -87,3 +87,31 @@ def test_plot_names_the_baseline_that_ran(monkeypatch, tmp_path):
     assert panels[0]["xlabel"].startswith("speed-up vs sdpa-flash dense")
     assert panels[1]["xlabel"].startswith("speed-up vs sdpa-cudnn dense")
     assert panels[2]["ylabel"] == "speed-up vs sdpa-flash / sdpa-cudnn dense"
+
+
+def test_config_rows_take_layer_0_of_a_config_file(tmp_path):
+    """--config benches layer 0's planner of an AttentionConfig file, per-head budgets included,
+    and prefill.json records its fields and the command that reproduces it; a layer 0 without a
+    planner is refused by name."""
+    import json
+
+    import pytest
+
+    from attnsieve.methods.prefill.vertical_slash import VerticalSlashPlanner
+
+    entry = {"method": "vertical_slash", "vertical_size": [30, 100], "slash_size": [100, 500]}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"prefill": "dense", "layers": {"0": {"prefill": entry}}}))
+    planner = prefill._config_planner(str(path))
+    assert isinstance(planner, VerticalSlashPlanner) and planner.slash_size == (100, 500)
+    parser = argparse.ArgumentParser()
+    prefill.add_arguments(parser)
+    args = parser.parse_args(["--config", f"{path},{path}"])
+    payload = prefill._payload(args, {"config:cal": planner}, ["sink_local"], [])
+    assert parser.parse_args(shlex.split(payload["command"])[3:]) == args
+    assert payload["settings"]["kwargs"]["config:cal"]["vertical_size"] == (30, 100)
+    assert payload["settings"]["configs"] == [str(path)] * 2
+    dense = tmp_path / "dense.json"
+    dense.write_text(json.dumps({"prefill": None}))
+    with pytest.raises(ValueError, match="--config: .* no prefill planner"):
+        prefill._config_planner(str(dense))

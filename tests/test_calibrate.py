@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from attnsieve.eval.allocation import allocate
 from attnsieve.eval.calibrate import calibrate, capture_qk, main
 from attnsieve.eval.fidelity import attention_recall
-from attnsieve.eval.layer_allocation import _allocate
 from attnsieve.eval.workloads import make_workload
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.cost import CostModel
@@ -111,7 +111,7 @@ def test_per_layer_takes_the_fastest_choices_whose_mean_recall_reaches_the_targe
     ],
 )
 def test_allocation_spends_the_least_time_that_reaches_the_mean(ms, recall, target, want):
-    choice, reached = _allocate(torch.tensor(ms, dtype=torch.float32), torch.tensor(recall), target)
+    choice, reached = allocate(torch.tensor(ms, dtype=torch.float32), torch.tensor(recall), target)
     assert choice in want and reached == (target < 0.99)
 
 
@@ -130,12 +130,41 @@ def test_allocation_is_the_least_time_of_every_choice_that_reaches_the_target():
             for pick in itertools.product(range(count), repeat=layers)
             if sum(float(recall[r, c]) for r, c in enumerate(pick)) >= target * layers - 1e-6
         ]
-        choice, reached = _allocate(ms, recall, target)
+        choice, reached = allocate(ms, recall, target)
         assert reached == bool(reachable)
         if reachable:
             spent = sum(float(ms[r, c]) for r, c in enumerate(choice))
             assert spent == pytest.approx(min(reachable)[0], abs=1e-9)
             assert float(recall.gather(1, torch.tensor(choice)[:, None]).mean()) >= target - 1e-6
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95, 0.99])
+def test_mean_recall_takes_the_sparsest_heads_whose_mean_reaches_the_target(target):
+    """Against every combination of the heads' candidates (3 ** 4): the least summed density whose
+    mean recall over both layers' heads reaches the target, recorded per head."""
+    qk = layers()
+    each = calibrate(qk, target, CANDIDATES)["metadata"]["layers"]
+    result = calibrate(qk, target, CANDIDATES, mean_recall=True)
+    # per head alone, every candidate's (recall, density) from a one-candidate run
+    table = [
+        [calibrate(qk, 0.0, [c])["metadata"]["layers"][str(i)][h] for c in CANDIDATES]
+        for i in range(2) for h in range(2)
+    ]  # fmt: skip
+    best = min(
+        (sum(table[r][c]["density"] for r, c in enumerate(pick)), pick)
+        for pick in itertools.product(range(3), repeat=4)
+        if sum(table[r][c]["recall"] for r, c in enumerate(pick)) / 4 >= target
+    )
+    records = [r for layer in ("0", "1") for r in result["metadata"]["layers"][layer]]
+    assert sum(r["density"] for r in records) == pytest.approx(best[0], abs=1e-6)
+    assert result["metadata"]["mean_recall"] >= target and result["metadata"]["target_reached"]
+    each_density = sum(r["density"] for layer in ("0", "1") for r in each[layer])
+    assert sum(r["density"] for r in records) <= each_density + 1e-6
+
+
+def test_mean_recall_is_per_head_only():
+    with pytest.raises(ValueError, match="mean_recall"):
+        calibrate(layers(), 0.9, CANDIDATES, granularity="layer", mean_recall=True)
 
 
 def test_json_round_trips_into_per_head_planners(tmp_path):
@@ -153,6 +182,27 @@ def test_json_round_trips_into_per_head_planners(tmp_path):
             name, fields = _candidate(entry)
             want = get_planner(name, **fields).plan(q, k)
             assert torch.equal(got[:, h], want.block_mask().expand(1, 2, -1, -1)[:, h])
+
+
+def test_heads_that_all_choose_vertical_slash_get_one_entry_with_per_head_budgets(tmp_path):
+    """A sink+local head and a vertical head need different budgets: the layer's entry is one
+    vertical_slash with a budget list per field (one plan a layer), which plans every head as
+    its chosen candidate alone, and reads back through the config."""
+    w = make_workload(["sink_local", "vertical", "slash", "retrieval"], num_kv_heads=2,
+                      seq_len=512, head_dim=32, num_columns=4, local_window=16)  # fmt: skip
+    vs = [("vertical_slash", {"vertical_size": v, "slash_size": s, "last_q": 32, **BLOCKS})
+          for v in (0, 8, 64) for s in (0, 16, 128)]  # fmt: skip
+    result = calibrate([(w.q, w.k)], 0.9, vs)
+    entry = result["layers"]["0"]["prefill"]
+    assert entry["method"] == "vertical_slash" and len(entry["vertical_size"]) == 4
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(result))
+    got = AttentionConfig.from_json(path).planner(0).plan(w.q, w.k).to_dense_mask(causal=True)
+    chosen = list(zip(entry["vertical_size"], entry["slash_size"], strict=True))
+    assert len(set(chosen)) > 1  # the heads did not all choose alike
+    for h, (v, s) in enumerate(chosen):
+        alone = get_planner("vertical_slash", vertical_size=v, slash_size=s, last_q=32, **BLOCKS)
+        assert torch.equal(got[:, h], alone.plan(w.q, w.k).to_dense_mask(causal=True)[:, h])
 
 
 def test_cli_with_captured_qk(tmp_path, capsys):
@@ -177,6 +227,11 @@ def test_cli_with_captured_qk(tmp_path, capsys):
     assert per_layer["metadata"]["granularity"] == "layer"
     assert len(per_layer["metadata"]["layers"]["0"]["by_candidate"]["ms"]) == len(CANDIDATES)
     assert "1 layers, mean density" in capsys.readouterr().out
+    assert main(parser.parse_args([*args, "--device", "cpu", "--mean-recall"])) == 0
+    mean = json.loads(out.read_text())["metadata"]
+    assert mean["heads_jointly"] and mean["mean_recall"] >= 0.95 and mean["target_reached"]
+    with pytest.raises(ValueError, match="--mean-recall: not used with --per-layer"):
+        main(parser.parse_args([*args, "--per-layer", "--mean-recall"]))
 
 
 @pytest.mark.parametrize("r", ["-1", "33"])  # head_dim 32

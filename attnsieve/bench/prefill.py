@@ -32,6 +32,7 @@ speed-up per length, speed-up vs length).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -88,6 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kwargs", default="{}", help="JSON {planner: {field: value}} overriding the defaults"
     )
+    parser.add_argument(
+        "--config",
+        type=lambda text: [path for path in text.split(",") if path],
+        default=[],
+        metavar="PATHS",
+        help="also bench layer 0's planner of each AttentionConfig JSON (comma-separated; as "
+        "`attnsieve calibrate` writes them), as the row 'config:<file name>'",
+    )
     parser.add_argument("--kinds", default=",".join(KINDS), help="head kinds, cycled over heads")
     parser.add_argument("--heads", type=positive_int, default=32)
     parser.add_argument("--kv-heads", type=positive_int, default=8)
@@ -112,6 +121,9 @@ def main(args: argparse.Namespace) -> int:
     names = [n for n in args.planners.split(",") if n]
     overrides = json.loads(args.kwargs)
     planners = {name: get_planner(name, **overrides.get(name, {})) for name in names}
+    planners.update({f"config:{Path(path).stem}": _config_planner(path) for path in args.config})
+    if not planners:
+        raise ValueError("--planners: expected at least one planner (or a --config)")
     kinds = [k for k in args.kinds.split(",") if k]
     head_kinds = [kinds[h % len(kinds)] for h in range(args.heads)]
     rows: list[dict[str, Any]] = []
@@ -155,7 +167,8 @@ def _payload(
             "lengths": args.lengths, "heads": args.heads, "kv_heads": args.kv_heads,
             "head_dim": args.head_dim, "batch": 1, "dtype": "bfloat16", "head_kinds": head_kinds,
             "seed": args.seed, "rep_ms": args.rep_ms,
-            "kwargs": {name: vars(p) for name, p in planners.items()},
+            "kwargs": {name: dataclasses.asdict(p) for name, p in planners.items()},
+            "configs": args.config,
             "recall": f"exact fp32 recall (attention_recall on the reference backend, not the "
             f"Triton kernel) over {args.recall_blocks} query blocks spread evenly over the "
             "sequence (all heads, all keys), not over all N rows",
@@ -164,6 +177,16 @@ def _payload(
         "targets": TARGETS,
         "rows": rows,
     }  # fmt: skip
+
+
+def _config_planner(path: str) -> Any:
+    """Layer 0's prefill planner of the AttentionConfig JSON at ``path`` (named errors)."""
+    from attnsieve.integrations.config import AttentionConfig
+
+    planner = AttentionConfig.from_json(path).planner(0)
+    if planner is None:
+        raise ValueError(f"--config: {path} gives layer 0 no prefill planner (dense)")
+    return planner
 
 
 def _bench(planner: Any, w: Any, args: argparse.Namespace) -> dict[str, Any]:

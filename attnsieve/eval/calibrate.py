@@ -9,8 +9,12 @@ the candidate of least density (computed / dense-causal pairs) among those whose
 With ``--per-layer`` each layer takes one candidate instead: together the fastest by the cost model
 (`attnsieve.integrations.cost`: planning replayed from a CUDA graph + the sparse kernel at the
 density) whose recall, averaged over layers and heads, reaches the target, as the issue's metric
-and MoA's (a whole-model budget shared unevenly) count it. A per-head mix costs one plan per head
-at run time; a layer's single planner one plan, one graph and one cost decision.
+and MoA's (a whole-model budget shared unevenly) count it. With ``--mean-recall`` the heads keep
+one candidate each but reach the target together, on the recall averaged over every layer and
+head, with the least computed pairs (`attnsieve.eval.allocation`). A per-head mix costs one plan
+per head at run time, except where every head of a layer chose vertical_slash: then one entry
+with per-head budgets plans them at once; a layer's single planner costs one plan, one graph and
+one cost decision.
 
 With ``--retrieval-heads PATH`` it finds RazorAttention's retrieval heads instead (arXiv 2407.15891,
 section 3.2: the echo and induction heads of the model, on random tokens repeated;
@@ -27,6 +31,10 @@ Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)``
      "layers": {"0": {"prefill": [{"method": "xattention", "threshold": 0.9}, ...one per head]}},
      "metadata": {"target_recall": 0.95, "candidates": [...],
                   "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
+
+(heads that all chose vertical_slash: ``"prefill": {"method": "vertical_slash", "vertical_size":
+[one per head], "slash_size": [one per head], ...}``; with ``--mean-recall`` the metadata also
+holds the whole sample's ``mean_recall``, ``mean_density`` and ``target_reached``)
 
 and with ``--per-layer`` ``"layers": {"0": {"prefill": {"method": "streaming", ...}}}`` (None for
 dense SDPA), one record a layer with its ``predicted_ms`` and every candidate's recall, density and
@@ -46,8 +54,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from attnsieve.checks import check_float, check_qk
+from attnsieve.eval.allocation import head_entries, per_head_mean, per_layer, predicted_ms
 from attnsieve.eval.fidelity import attention_recall, dense_attention
-from attnsieve.eval.layer_allocation import per_layer, predicted_ms
 from attnsieve.eval.retrieval_heads import repeated_random_tokens, retrieval_heads
 from attnsieve.integrations.config import read_json
 from attnsieve.integrations.cost import CostModel
@@ -93,6 +101,7 @@ def calibrate(
     causal: bool = True,
     granularity: str = "head",
     cost: CostModel | None = None,
+    mean_recall: bool = False,
 ) -> dict[str, Any]:
     """Choose a candidate per (layer, query head); returns the JSON-ready dict described above.
 
@@ -103,13 +112,20 @@ def calibrate(
     they take the least predicted time by ``cost`` (default `CostModel()`, the H200's: the
     planning time of a plan replayed from a CUDA graph plus the sparse kernel at the layer's mean
     density; dense SDPA for "dense") while their recall, averaged over layers and heads, reaches
-    the target (`attnsieve.eval.layer_allocation`); a layer that takes "dense" gets no planner
+    the target (`attnsieve.eval.allocation`); a layer that takes "dense" gets no planner
     (``None``: SDPA, unplanned). One planner a layer keeps the layer one plan, one CUDA graph and
-    one cost decision at run time.
+    one cost decision at run time. With ``mean_recall`` (per head only) the heads instead reach
+    the target together: the least summed density whose recall, averaged over every layer and
+    head, reaches it, so a head whose last few points of recall cost many pairs can give them up
+    to cheaper heads. Heads of a layer that all chose vertical_slash, differing in budgets only,
+    get one entry with per-head budgets (`one_plan_for_heads`): one plan a layer.
     """
     check_float("target_recall", target_recall, 0.0, 1.0)
     if granularity not in ("head", "layer"):
         raise ValueError(f"granularity: expected 'head' or 'layer', got {granularity!r}")
+    if not isinstance(mean_recall, bool) or (mean_recall and granularity != "head"):
+        raise ValueError(f"mean_recall: expected a bool, True with granularity 'head' only, got "
+                         f"{mean_recall!r} with {granularity!r}")  # fmt: skip
     if cost is not None and not isinstance(cost, CostModel):
         raise TypeError(f"cost: expected a CostModel or None, got {type(cost).__name__}")
     layer_cost = (cost or CostModel()) if granularity == "layer" else None
@@ -121,6 +137,7 @@ def calibrate(
     layers: dict[str, Any] = {}
     stats: dict[str, Any] = {}
     options: list[tuple[int, Tensor, Tensor, Tensor]] = []  # per layer: index, ms, recall, density
+    head_options: list[tuple[int, Tensor, Tensor]] = []  # per layer: index, recall, density
     for index, (q, k) in tqdm(by_layer(qk_per_layer), desc="attnsieve calibrate", unit="layer"):
         check_qk(q, k)
         h_q, h_kv = q.shape[1], k.shape[1]
@@ -142,19 +159,25 @@ def calibrate(
             ms = predicted_ms(layer_cost, candidates, density_t.mean(1), q, k)
             options.append((index, ms, recall_t.mean(1), density_t.mean(1)))
             continue
+        if mean_recall:
+            head_options.append((index, recall_t, density_t))
+            continue
         reached = recall_t >= target_recall
         cheapest = torch.where(reached, density_t, torch.inf).argmin(0)  # first of equal minima
         choice = torch.where(reached.any(0), cheapest, recall_t.argmax(0)).tolist()
-        layers[str(index)] = {
-            "prefill": [{"method": candidates[c][0], **candidates[c][1]} for c in choice]
-        }
-        stats[str(index)] = [
-            {"recall": float(recall_t[c, h]), "density": float(density_t[c, h])}
-            for h, c in enumerate(choice)
-        ]
-    metadata: dict[str, Any] = {"granularity": granularity}
+        layers[str(index)], stats[str(index)] = head_entries(
+            choice, candidates, planners, recall_t, density_t
+        )
+    metadata: dict[str, Any] = {"granularity": granularity, "heads_jointly": mean_recall}
     if options:
         layers, stats, summary = per_layer(options, candidates, target_recall)
+        metadata.update(summary)
+    if head_options:
+        choices, summary = per_head_mean(head_options, target_recall)
+        for (index, choice), (_, recall_t, density_t) in zip(choices, head_options, strict=True):
+            layers[str(index)], stats[str(index)] = head_entries(
+                choice, candidates, planners, recall_t, density_t
+            )
         metadata.update(summary)
     if not layers:
         raise ValueError("qk_per_layer: expected at least one (q, k) layer")
@@ -204,6 +227,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "averaged over layers and heads, reaches the target (default: the sparsest per head)",
     )
     parser.add_argument(
+        "--mean-recall",
+        action="store_true",
+        default=None,  # given or not (see _CALIBRATION_OPTIONS)
+        help="per head, but the heads reach the target together: the least computed pairs whose "
+        "recall, averaged over every layer and head, reaches it (default: each head on its own)",
+    )
+    parser.add_argument(
         "--label-channels",
         type=int,
         help="also calibrate R label channels per KV head for the double_sparsity decode selector "
@@ -237,6 +267,7 @@ _CALIBRATION_OPTIONS = {
     "length": 8192,
     "target_recall": 0.95,
     "per_layer": False,
+    "mean_recall": False,
     "label_channels": 0,
     "candidates": None,
     "output": "calibration.json",
@@ -290,8 +321,13 @@ def main(args: argparse.Namespace) -> int:
                 f"--label-channels: expected at most the head dimension {q.shape[-1]}, "
                 f"got {args.label_channels}"
             )
+    if args.per_layer and args.mean_recall:
+        raise ValueError("--mean-recall: not used with --per-layer (one candidate a layer)")
     granularity = "layer" if args.per_layer else "head"
-    result = calibrate(layers, args.target_recall, candidates, granularity=granularity)
+    result = calibrate(
+        layers, args.target_recall, candidates, granularity=granularity,
+        mean_recall=args.mean_recall,
+    )  # fmt: skip
     if args.label_channels:
         add_label_channels(result, layers, args.label_channels)
     with open(args.output, "w") as f:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from attnsieve.api import last_query_stats, line_layout
@@ -37,13 +39,18 @@ class VerticalSlashPlanner(Planner):
     (so no row is left without a key when ``local_slashes`` is 0; with the default 100 local
     diagonals they lie inside the local span anyway, which is cut around them). Like the paper's
     kernel, a span computes every pair of its (query block x key range) rectangle, about
-    ``block_q`` times the pairs on its diagonals. The paper plans per head with a searched
-    (size, pattern) per head; here one config applies to all heads, and ``share_kv_group`` sums
-    the estimates of the g query heads of a KV group to make one plan per KV head. Causal only.
+    ``block_q`` times the pairs on its diagonals. ``share_kv_group`` sums the estimates of the g
+    query heads of a KV group to make one plan per KV head. Causal only.
+
+    Per-head budgets: the paper searches a (pattern, budget) per head offline; the defaults here
+    are one budget for every head. ``vertical_size`` and ``slash_size`` may each be a list, one
+    budget per planned head (query heads, or KV heads with ``share_kv_group``), as
+    `attnsieve calibrate` writes them for heads that all chose this method (`one_plan_for_heads`);
+    one plan still serves every head.
     """
 
-    vertical_size: int = 1000
-    slash_size: int = 6096
+    vertical_size: int | tuple[int, ...] = 1000
+    slash_size: int | tuple[int, ...] = 6096
     last_q: int = 64
     sink_tokens: int = 30
     local_slashes: int = 100
@@ -54,7 +61,17 @@ class VerticalSlashPlanner(Planner):
     name: ClassVar[str] = "vertical_slash"
 
     def __post_init__(self) -> None:
-        for field in ("vertical_size", "slash_size", "sink_tokens", "local_slashes"):
+        for field in ("vertical_size", "slash_size"):
+            budget = getattr(self, field)
+            if isinstance(budget, (list, tuple)):  # JSON gives lists; kept as a tuple
+                if not budget:
+                    raise ValueError(f"{field}: expected an int or a non-empty list, got []")
+                for i, b in enumerate(budget):
+                    check_int(f"{field}[{i}]", b, 0)
+                setattr(self, field, tuple(budget))
+            else:
+                check_int(field, budget, 0)
+        for field in ("sink_tokens", "local_slashes"):
             check_int(field, getattr(self, field), 0)
         check_int("last_q", self.last_q, 1)
         check_pow2("block_q", self.block_q, 16, 128)
@@ -73,9 +90,50 @@ class VerticalSlashPlanner(Planner):
         vertical[..., : self.sink_tokens] = math.inf
         slash[..., : self.local_slashes] = math.inf
         # the sinks and local diagonals always stay, within a smaller budget too
-        columns = vertical.topk(min(max(self.vertical_size, self.sink_tokens), m), -1).indices
-        offsets = slash.topk(min(max(self.slash_size, self.local_slashes), m), -1).indices
+        # a head with a budget of 0 pads with the last key's column and the main diagonal: both
+        # lie in the diagonal key blocks every query block keeps, so they add no pair
+        columns = _top(vertical, self.vertical_size, self.sink_tokens, m - 1, "vertical_size")
+        offsets = _top(slash, self.slash_size, self.local_slashes, 0, "slash_size")
         return line_layout(
             columns, offsets, block_q=self.block_q, block_k=self.block_k, num_queries=n,
             num_keys=m,
         )  # fmt: skip
+
+
+def _top(score: Tensor, budget: int | tuple[int, ...], kept: int, pad: int, name: str) -> Tensor:
+    """The top ``max(budget, kept)`` indices of each head's ``score`` (B, H, M) (the ``kept``
+    forced ones among them), best first; with one budget per head, a head's entries past its own
+    budget repeat its best one (`Layout.from_lines` takes repeats), or ``pad`` where it has
+    none."""
+    m, heads = score.shape[-1], score.shape[1]
+    if isinstance(budget, int):
+        return score.topk(min(max(budget, kept), m), -1).indices
+    if len(budget) != heads:
+        raise ValueError(
+            f"{name}: expected one budget per planned head ({heads}), got {len(budget)}"
+        )
+    own = torch.tensor([min(max(b, kept), m) for b in budget], device=score.device)
+    top = score.topk(max(min(max(b, kept), m) for b in budget), -1).indices
+    past = torch.arange(top.shape[-1], device=score.device) >= own[:, None]  # (H, width)
+    first = torch.where(own[:, None] > 0, top[..., :1], pad)
+    return torch.where(past, first, top)
+
+
+_BUDGETS = ("vertical_size", "slash_size")
+
+
+def one_plan_for_heads(planners: Sequence[Planner]) -> VerticalSlashPlanner | None:
+    """One planner with per-head budgets standing for ``planners`` (one per query head, as
+    `PerHeadPlanner` takes them) when every one is a vertical_slash planner with int budgets,
+    ``share_kv_group`` off and the same other fields; else None. It plans once, not once a head."""
+    if not planners or not all(type(p) is VerticalSlashPlanner for p in planners):
+        return None
+    first = planners[0]
+    others = [f.name for f in fields(VerticalSlashPlanner) if f.name not in _BUDGETS]
+    for p in planners:
+        if p.share_kv_group or any(not isinstance(getattr(p, b), int) for b in _BUDGETS):
+            return None
+        if any(getattr(p, name) != getattr(first, name) for name in others):
+            return None
+    budgets = {b: tuple(getattr(p, b) for p in planners) for b in _BUDGETS}
+    return VerticalSlashPlanner(**budgets, **{name: getattr(first, name) for name in others})

@@ -1,12 +1,18 @@
-"""The per-layer choice of `attnsieve.eval.calibrate` (``granularity="layer"``, ``attnsieve
-calibrate --per-layer``): each candidate's predicted time on a layer by the cost model
-(`predicted_ms`), and one candidate per layer, together the least predicted time whose recall,
-averaged over layers and heads, reaches the target (`per_layer`; `_allocate` solves that
-multiple-choice knapsack exactly).
+"""The joint choices of `attnsieve.eval.calibrate`, each a multiple-choice knapsack that
+`allocate` solves exactly:
+
+- per layer (``granularity="layer"``, ``attnsieve calibrate --per-layer``): each candidate's
+  predicted time on a layer by the cost model (`predicted_ms`), and one candidate per layer,
+  together the least predicted time whose recall, averaged over layers and heads, reaches the
+  target (`per_layer`);
+- per head with a mean target (``mean_recall=True``, ``--mean-recall``): one candidate per head,
+  together the least computed pairs whose recall, averaged over every layer and head, reaches the
+  target (`per_head_mean`), as MoA (arXiv 2406.14909) spreads one budget unevenly over heads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,8 +21,9 @@ import torch
 from torch import Tensor
 
 from attnsieve.integrations.cost import CostModel
+from attnsieve.methods.prefill.vertical_slash import one_plan_for_heads
 
-_RECALL_STEPS = 10_000  # `_allocate` counts a layer's recall in steps of 1e-4
+_RECALL_STEPS = 10_000  # `allocate` counts a row's recall in steps of 1e-4
 
 
 def predicted_ms(
@@ -45,7 +52,7 @@ def per_layer(
     """Entries, records and the whole model's summary of the per-layer choice, from each layer's
     (index, predicted ms, mean recall, mean density), each (C,)."""
     ms, recall, density = (torch.stack([o[i] for o in options]) for i in (1, 2, 3))  # (L, C)
-    choice, reached = _allocate(ms, recall, target_recall)
+    choice, reached = allocate(ms, recall, target_recall)
     layers, stats = {}, {}
     for row, (index, *_) in enumerate(options):
         c = choice[row]
@@ -67,14 +74,37 @@ def per_layer(
     return layers, stats, summary
 
 
-def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], bool]:
-    """One candidate per layer from (L, C) predicted ms and mean recalls: the least total ms whose
-    mean recall reaches the target. A multiple-choice knapsack, solved exactly by dynamic
-    programming over the layers' summed recall, each counted in steps of 1e-4 rounded down (the
-    choice's true mean is then at least the target; a recall within 1e-6 below a step counts as
-    the step: recalls come in float32, and a target met exactly counts). Ties go to the earlier
-    candidate. Where even each layer's best recall (the cheapest of equals) misses the target,
-    those. Returns the choices and whether the target was reached."""
+def per_head_mean(
+    options: list[tuple[int, Tensor, Tensor]], target_recall: float
+) -> tuple[list[tuple[int, list[int]]], dict[str, float]]:
+    """Each layer's candidate per head, from each layer's (index, recall, density), each (C, H),
+    and the summary: the least summed density (computed pairs, as every head of a sample has the
+    same length) whose recall, averaged over every layer and head, reaches the target."""
+    recall = torch.cat([o[1].T for o in options])  # (sum of H, C)
+    density = torch.cat([o[2].T for o in options])
+    choice, reached = allocate(density, recall, target_recall)
+    picked = torch.tensor(choice)[:, None]
+    summary = {
+        "mean_recall": float(recall.gather(1, picked).mean()),
+        "mean_density": float(density.gather(1, picked).mean()),
+        "target_reached": reached,
+    }
+    per_layer_choice, row = [], 0
+    for index, layer_recall, _ in options:
+        heads = layer_recall.shape[1]
+        per_layer_choice.append((index, choice[row : row + heads]))
+        row += heads
+    return per_layer_choice, summary
+
+
+def allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], bool]:
+    """One candidate per row (a layer, or a head) from (R, C) costs ``ms`` and recalls: the least
+    total cost whose mean recall reaches the target. A multiple-choice knapsack, solved exactly by
+    dynamic programming over the rows' summed recall, each counted in steps of 1e-4 rounded down
+    (the choice's true mean is then at least the target; a recall within 1e-6 below a step counts
+    as the step: recalls come in float32, and a target met exactly counts). Ties go to the
+    earlier candidate. Where even each row's best recall (the cheapest of equals) misses the
+    target, those. Returns the choices and whether the target was reached."""
     ms = ms.double()
     layers, count = ms.shape
     steps = torch.floor((recall.double() + 1e-6) * _RECALL_STEPS).long().tolist()
@@ -107,3 +137,26 @@ def _allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[in
         choice[row] = c = int(picks[row, state])
         state = into_need[row] if state == need else state - steps[row][c]
     return choice, True
+
+
+def head_entries(
+    choice: list[int],
+    candidates: Sequence[tuple[str, dict[str, Any]]],
+    planners: Sequence[Any],
+    recall: Tensor,
+    density: Tensor,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """A layer's config entry for its heads' ``choice`` of candidates (one vertical_slash entry
+    with per-head budgets where `one_plan_for_heads` merges them), and each head's record from
+    the (C, H) ``recall`` and ``density``."""
+    merged = one_plan_for_heads([planners[c] for c in choice])
+    entry = (
+        [{"method": candidates[c][0], **candidates[c][1]} for c in choice]
+        if merged is None
+        else {"method": merged.name, **dataclasses.asdict(merged)}
+    )
+    records = [
+        {"recall": float(recall[c, h]), "density": float(density[c, h])}
+        for h, c in enumerate(choice)
+    ]
+    return {"prefill": entry}, records
