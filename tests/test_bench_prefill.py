@@ -90,28 +90,43 @@ def test_plot_names_the_baseline_that_ran(monkeypatch, tmp_path):
 
 
 def test_config_rows_take_layer_0_of_a_config_file(tmp_path):
-    """--config benches layer 0's planner of an AttentionConfig file, per-head budgets included,
-    and prefill.json records its fields and the command that reproduces it; a layer 0 without a
-    planner is refused by name."""
+    """--config benches layer 0's planner of each AttentionConfig file, per-head budgets included,
+    and prefill.json records its method and fields and the command that reproduces it. Refused
+    by name: a layer 0 without a planner, budgets for another head count, two files of one name."""
     import json
 
     import pytest
 
     from attnsieve.methods.prefill.vertical_slash import VerticalSlashPlanner
 
+    def write(name, entry, layers=("0",)):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(
+            json.dumps({"prefill": "dense", "layers": {i: {"prefill": entry} for i in layers}})
+        )
+        return str(path)
+
     entry = {"method": "vertical_slash", "vertical_size": [30, 100], "slash_size": [100, 500]}
-    path = tmp_path / "cal.json"
-    path.write_text(json.dumps({"prefill": "dense", "layers": {"0": {"prefill": entry}}}))
-    planner = prefill._config_planner(str(path))
-    assert isinstance(planner, VerticalSlashPlanner) and planner.slash_size == (100, 500)
+    cal, other = write("cal.json", entry, ("0", "5")), write("b.json", ["dense", "streaming"])
+    planners = prefill._config_planners([cal, other], heads=2, kv_heads=1)
+    assert list(planners) == ["config:cal", "config:b"]
+    assert isinstance(planners["config:cal"], VerticalSlashPlanner)
     parser = argparse.ArgumentParser()
     prefill.add_arguments(parser)
-    args = parser.parse_args(["--config", f"{path},{path}"])
-    payload = prefill._payload(args, {"config:cal": planner}, ["sink_local"], [])
+    args = parser.parse_args(["--config", f"{cal},{other}"])
+    payload = prefill._payload(args, planners, ["sink_local"], [])
     assert parser.parse_args(shlex.split(payload["command"])[3:]) == args
-    assert payload["settings"]["kwargs"]["config:cal"]["vertical_size"] == (30, 100)
-    assert payload["settings"]["configs"] == [str(path)] * 2
-    dense = tmp_path / "dense.json"
-    dense.write_text(json.dumps({"prefill": None}))
+    kwargs = payload["settings"]["kwargs"]
+    assert kwargs["config:cal"]["method"] == "vertical_slash"
+    assert kwargs["config:cal"]["slash_size"] == (100, 500)
+    assert [p["method"] for p in kwargs["config:b"]["planners"]] == ["dense", "streaming"]
+    assert payload["settings"]["configs"] == [cal, other]
     with pytest.raises(ValueError, match="--config: .* no prefill planner"):
-        prefill._config_planner(str(dense))
+        prefill._config_planners([write("none.json", None)], heads=2, kv_heads=1)
+    with pytest.raises(
+        ValueError, match="vertical_size: 2 per-head budgets, but the model plans 4"
+    ):
+        prefill._config_planners([cal], heads=4, kv_heads=1)
+    with pytest.raises(ValueError, match="two files named 'cal'"):
+        prefill._config_planners([cal, write("sub/cal.json", entry)], heads=2, kv_heads=1)

@@ -1025,6 +1025,22 @@ PATCH_CASES = [
         ValueError,
         r"^layers\[1\]\['prefill'\]: 3 per-head entries, but the model has 4 query heads",
     ),
+    (
+        "per-head-budget-length",
+        lambda: AttentionConfig(
+            layers={1: {"prefill": {"method": "vertical_slash", "slash_size": [9, 9, 9]}}}
+        ),
+        ValueError,
+        r"^layers\[1\]\['prefill'\]: slash_size: 3 per-head budgets, but the model plans 4 query",
+    ),
+    (
+        "per-kv-head-budget-length",
+        lambda: AttentionConfig(
+            prefill={"method": "vertical_slash", "vertical_size": [5] * 4, "share_kv_group": True}
+        ),
+        ValueError,
+        r"^prefill \(layer 0\): vertical_size: 4 per-head budgets, but the model plans 2 KV",
+    ),
     ("config-not-config", lambda: {"prefill": "dense"}, TypeError, r"^config: expected an Attent"),
 ]
 

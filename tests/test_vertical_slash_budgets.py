@@ -74,3 +74,16 @@ def test_one_plan_for_heads_only_where_nothing_but_the_budgets_differs():
     shared = get_planner("vertical_slash", vertical_size=3, slash_size=9, share_kv_group=True)
     for heads in ([vs[0], other], [vs[0], shared], [vs[0], get_planner("streaming")], [merged], []):
         assert one_plan_for_heads(heads) is None
+
+
+def test_tied_scores_break_as_with_each_head_s_budget_alone():
+    """Keys all zero: every column and diagonal ties, and top-k breaks ties by k; each head's
+    budget still selects what that budget alone selects."""
+    q, k = qk(1, 2, 1, 64, 256)
+    k = torch.zeros_like(k)
+    common = {"sink_tokens": 0, "local_slashes": 0, "block_q": 32, "block_k": 16, "last_q": 64}
+    both = get_planner("vertical_slash", vertical_size=(5, 150), slash_size=(7, 90), **common)
+    mask = both.plan(q, k).to_dense_mask(causal=True)
+    for h, (v, s) in enumerate([(5, 7), (150, 90)]):
+        alone = get_planner("vertical_slash", vertical_size=v, slash_size=s, **common).plan(q, k)
+        assert torch.equal(mask[:, h], alone.to_dense_mask(causal=True)[:, h]), h

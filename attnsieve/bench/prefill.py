@@ -63,7 +63,7 @@ from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels.prefill import sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout
-from attnsieve.methods import PLANNERS, get_planner
+from attnsieve.methods import PLANNERS, PerHeadPlanner, get_planner
 
 KINDS = ("sink_local", "vertical", "slash", "retrieval")
 REL_TOL = 2e-2  # bf16 kernel output vs the fp32 reference (relative Frobenius error)
@@ -121,13 +121,13 @@ def main(args: argparse.Namespace) -> int:
     names = [n for n in args.planners.split(",") if n]
     overrides = json.loads(args.kwargs)
     planners = {name: get_planner(name, **overrides.get(name, {})) for name in names}
-    planners.update({f"config:{Path(path).stem}": _config_planner(path) for path in args.config})
+    planners.update(_config_planners(args.config, args.heads, args.kv_heads))
     if not planners:
         raise ValueError("--planners: expected at least one planner (or a --config)")
     kinds = [k for k in args.kinds.split(",") if k]
     head_kinds = [kinds[h % len(kinds)] for h in range(args.heads)]
     rows: list[dict[str, Any]] = []
-    with tqdm(total=len(args.lengths) * (1 + len(names)), desc="bench prefill") as bar:
+    with tqdm(total=len(args.lengths) * (1 + len(planners)), desc="bench prefill") as bar:
         for n in args.lengths:
             w = make_workload(
                 head_kinds, num_kv_heads=args.kv_heads, seq_len=n, head_dim=args.head_dim,
@@ -167,7 +167,7 @@ def _payload(
             "lengths": args.lengths, "heads": args.heads, "kv_heads": args.kv_heads,
             "head_dim": args.head_dim, "batch": 1, "dtype": "bfloat16", "head_kinds": head_kinds,
             "seed": args.seed, "rep_ms": args.rep_ms,
-            "kwargs": {name: dataclasses.asdict(p) for name, p in planners.items()},
+            "kwargs": {name: _fields(p) for name, p in planners.items()},
             "configs": args.config,
             "recall": f"exact fp32 recall (attention_recall on the reference backend, not the "
             f"Triton kernel) over {args.recall_blocks} query blocks spread evenly over the "
@@ -179,14 +179,29 @@ def _payload(
     }  # fmt: skip
 
 
-def _config_planner(path: str) -> Any:
-    """Layer 0's prefill planner of the AttentionConfig JSON at ``path`` (named errors)."""
+def _config_planners(paths: list[str], heads: int, kv_heads: int) -> dict[str, Any]:
+    """{'config:<file name>': layer 0's prefill planner} of each AttentionConfig JSON, checked
+    against the bench's heads before anything runs (named errors; one name per file)."""
     from attnsieve.integrations.config import AttentionConfig
 
-    planner = AttentionConfig.from_json(path).planner(0)
-    if planner is None:
-        raise ValueError(f"--config: {path} gives layer 0 no prefill planner (dense)")
-    return planner
+    planners: dict[str, Any] = {}
+    for path in paths:
+        name = f"config:{Path(path).stem}"
+        if name in planners:
+            raise ValueError(f"--config: two files named {Path(path).stem!r}: rename one")
+        config = AttentionConfig.from_json(path)
+        config.check_model(max(config.layers, default=0) + 1, heads, kv_heads)  # heads only
+        if (planner := config.planner(0)) is None:
+            raise ValueError(f"--config: {path} gives layer 0 no prefill planner (dense)")
+        planners[name] = planner
+    return planners
+
+
+def _fields(planner: Any) -> dict[str, Any]:
+    """prefill.json's record of a planner: its method and fields (a per-head planner's, each)."""
+    if isinstance(planner, PerHeadPlanner):
+        return {"method": planner.name, "planners": [_fields(p) for p in planner.planners]}
+    return {"method": planner.name, **dataclasses.asdict(planner)}
 
 
 def _bench(planner: Any, w: Any, args: argparse.Namespace) -> dict[str, Any]:

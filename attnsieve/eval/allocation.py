@@ -23,7 +23,8 @@ from torch import Tensor
 from attnsieve.integrations.cost import CostModel
 from attnsieve.methods.prefill.vertical_slash import one_plan_for_heads
 
-_RECALL_STEPS = 10_000  # `allocate` counts a row's recall in steps of 1e-4
+_RECALL_STEPS = 10_000  # `allocate` counts a row's recall in steps of 1e-4 ...
+_MAX_STATES = 2**18  # ... or coarser, so that its table holds at most rows x 2^18 choices
 
 
 def predicted_ms(
@@ -102,20 +103,24 @@ def allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int
     total cost whose mean recall reaches the target. A multiple-choice knapsack, solved exactly by
     dynamic programming over the rows' summed recall, each counted in steps of 1e-4 rounded down
     (the choice's true mean is then at least the target; a recall within 1e-6 below a step counts
-    as the step: recalls come in float32, and a target met exactly counts). Ties go to the
-    earlier candidate. Where even each row's best recall (the cheapest of equals) misses the
-    target, those. Returns the choices and whether the target was reached."""
+    as the step: recalls come in float32, and a target met exactly counts). Past 26 rows the steps
+    grow to 1 / (2^18 / R) so that the DP keeps at most 2^18 states (0.5 GB of choices per 1000
+    rows): the mean still reaches the target; the choice is then optimal for the recalls rounded
+    down to those steps.
+    Ties go to the earlier candidate. Where even each row's best recall (the cheapest of equals)
+    misses the target, those. Returns the choices and whether the target was reached."""
     ms = ms.double()
     layers, count = ms.shape
-    steps = torch.floor((recall.double() + 1e-6) * _RECALL_STEPS).long().tolist()
-    need = max(0, math.ceil((target_recall - 1e-6) * layers * _RECALL_STEPS))
+    per_row = min(_RECALL_STEPS, max(1, _MAX_STATES // layers))
+    steps = torch.floor((recall.double() + 1e-6) * per_row).long().tolist()
+    need = max(0, math.ceil((target_recall - 1e-6) * layers * per_row))
     best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1).tolist()
     if sum(steps[row][c] for row, c in enumerate(best)) < need:
         return best, False
     # least[s]: the least ms of the layers so far whose steps sum to s (s = need: at least need)
     least = torch.full((need + 1,), torch.inf, dtype=torch.float64)
     least[0] = 0.0
-    small = torch.int16 if count < 2**15 else torch.int32  # 80 layers: 120 MB of int16
+    small = torch.int16 if count < 2**15 else torch.int32  # rows x (need + 1) choices
     picks = torch.zeros(layers, need + 1, dtype=small)  # each layer's choice per state
     into_need = [0] * layers  # the state a layer's choice into `need` came from
     for row in range(layers):

@@ -25,12 +25,13 @@ section 3.2: the echo and induction heads of the model, on random tokens repeate
 checked before any model runs.
 
 Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)`` is the layer's
-`PerHeadPlanner`) with the calibration record under "metadata"::
+`PerHeadPlanner`, or one `VerticalSlashPlanner` with per-head budgets) with the calibration
+record under "metadata"::
 
     {"prefill": "dense",
      "layers": {"0": {"prefill": [{"method": "xattention", "threshold": 0.9}, ...one per head]}},
-     "metadata": {"target_recall": 0.95, "candidates": [...],
-                  "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
+     "metadata": {"granularity": "head", "heads_jointly": false, "target_recall": 0.95,
+                  "candidates": [...], "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
 
 (heads that all chose vertical_slash: ``"prefill": {"method": "vertical_slash", "vertical_size":
 [one per head], "slash_size": [one per head], ...}``; with ``--mean-recall`` the metadata also
@@ -292,6 +293,8 @@ def main(args: argparse.Namespace) -> int:
     candidates = (
         DEFAULT_CANDIDATES if args.candidates is None else _read_candidates(args.candidates)
     )
+    if args.per_layer and args.mean_recall:
+        raise ValueError("--mean-recall: not used with --per-layer (one candidate a layer)")
     if args.length < 1:
         raise ValueError(f"--length: expected a positive number of tokens, got {args.length}")
     if args.label_channels < 0:
@@ -321,8 +324,6 @@ def main(args: argparse.Namespace) -> int:
                 f"--label-channels: expected at most the head dimension {q.shape[-1]}, "
                 f"got {args.label_channels}"
             )
-    if args.per_layer and args.mean_recall:
-        raise ValueError("--mean-recall: not used with --per-layer (one candidate a layer)")
     granularity = "layer" if args.per_layer else "head"
     result = calibrate(
         layers, args.target_recall, candidates, granularity=granularity,

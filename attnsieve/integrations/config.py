@@ -160,8 +160,9 @@ class AttentionConfig:
     ) -> None:
         """Raise unless every override fits a model of ``num_layers`` layers, ``num_heads`` query
         heads and ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown): a layer index
-        beyond the model, a per-head list of another length, or a decode selector that cannot
-        run on a layer (Double Sparsity's label channels missing for it, or of another shape)."""
+        beyond the model, a per-head list (or a planner's per-head budgets, `Planner.check_heads`)
+        of another length, or a decode selector that cannot run on a layer (Double Sparsity's
+        label channels missing for it, or of another shape)."""
         for layer, override in self.layers.items():
             if layer >= num_layers:
                 raise ValueError(
@@ -174,6 +175,14 @@ class AttentionConfig:
                     f"has {num_heads} query heads"
                 )
         for layer in range(num_layers):
+            planner = self.planner(layer)
+            if planner is not None:
+                try:
+                    planner.check_heads(num_heads, kv_heads)
+                except ValueError as e:
+                    own = "prefill" in self.layers.get(layer, {})
+                    where = f"layers[{layer}]['prefill']" if own else f"prefill (layer {layer})"
+                    raise ValueError(f"{where}: {e}") from None
             selector = self.selector(layer)
             if selector is None:
                 continue

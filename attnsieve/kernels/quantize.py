@@ -12,8 +12,9 @@ SageAttention2 (Zhang et al., arXiv 2411.10958):
 
 Each tensor is quantised in one fused pass (read once, write int8 / fp8 + scales); K's mean and
 V's channel absmax come from one statistics pass over K and V before it. A value is scaled as
-``x * (top / absmax)`` (`reciprocal_factors`: one correctly rounded division per block or
-channel), not divided by its scale, which took twice the time. NaN / inf cannot be
+``x * (top / absmax)``, one correctly rounded division per block (`times_reciprocal`, in the INT8
+passes) or channel (`reciprocal_factors`, for V), not divided by its scale, which took twice
+the time. NaN / inf cannot be
 quantised: the passes quantise them as 0 (they never enter a mean, an absmax or a dot) and flag
 their rows, and K's blocks that hold such a row, for the attention kernel.
 
@@ -203,10 +204,10 @@ def _quant_fp8_kernel(
 
 
 def reciprocal_factors(amax: Tensor, top: float) -> tuple[Tensor, Tensor]:
-    """(pre, inv) with ``(x * pre) * inv == x * (top / amax)`` up to one rounding, for
-    ``|x| <= amax``: the quantisation passes' scaling, one correctly rounded division per amax
-    instead of one per element. ``pre`` is 2^100 below 2^-100 (else 1), so that ``inv`` cannot
-    overflow; ``inv`` is 1 where amax is 0."""
+    """(pre, inv) with ``(x * pre) * inv`` = ``x * (top / amax)`` for ``|x| <= amax``, up to the
+    roundings of inv and of the product (``x * pre`` is exact): the quantisation passes' scaling,
+    one correctly rounded division per amax instead of one per element. ``pre`` is 2^100 below
+    2^-100 (else 1), so that ``inv`` cannot overflow; ``inv`` is 1 where amax is 0."""
     pre = torch.where(amax < 2.0**-100, 2.0**100, 1.0)
     # a tensor numerator: Python-number / tensor is reciprocal-then-multiply in torch
     return pre, torch.where(amax > 0, torch.full_like(amax, top) / (amax * pre), 1.0)

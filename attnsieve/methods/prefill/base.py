@@ -31,6 +31,11 @@ class Planner:
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         raise NotImplementedError
 
+    def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
+        """Raise ValueError unless the planner fits a model of ``num_heads`` query heads and
+        ``kv_heads`` KV heads (None: unknown), before any forward (`AttentionConfig.check_model`).
+        Every planner does, unless it holds per-head settings."""
+
 
 @dataclass
 class PerHeadPlanner(Planner):

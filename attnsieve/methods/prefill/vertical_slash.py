@@ -79,6 +79,16 @@ class VerticalSlashPlanner(Planner):
         if not isinstance(self.share_kv_group, bool):
             raise ValueError(f"share_kv_group: expected a bool, got {self.share_kv_group!r}")
 
+    def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
+        planned = kv_heads if self.share_kv_group else num_heads
+        for field in _BUDGETS:
+            budget = getattr(self, field)
+            if isinstance(budget, tuple) and planned is not None and len(budget) != planned:
+                raise ValueError(
+                    f"{field}: {len(budget)} per-head budgets, but the model plans {planned} "
+                    f"{'KV' if self.share_kv_group else 'query'} heads"
+                )
+
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         if not causal:
             raise ValueError("causal: the vertical-slash estimate is defined for causal attention")
@@ -102,9 +112,10 @@ class VerticalSlashPlanner(Planner):
 
 def _top(score: Tensor, budget: int | tuple[int, ...], kept: int, pad: int, name: str) -> Tensor:
     """The top ``max(budget, kept)`` indices of each head's ``score`` (B, H, M) (the ``kept``
-    forced ones among them), best first; with one budget per head, a head's entries past its own
-    budget repeat its best one (`Layout.from_lines` takes repeats), or ``pad`` where it has
-    none."""
+    forced ones among them), best first. With one budget per head, the heads of each budget take
+    their own top-k, so that ties break as they would with that budget alone, and a head's slots
+    past its budget repeat its best entry (`Layout.from_lines` takes repeats), or hold ``pad``
+    where it has none."""
     m, heads = score.shape[-1], score.shape[1]
     if isinstance(budget, int):
         return score.topk(min(max(budget, kept), m), -1).indices
@@ -112,11 +123,13 @@ def _top(score: Tensor, budget: int | tuple[int, ...], kept: int, pad: int, name
         raise ValueError(
             f"{name}: expected one budget per planned head ({heads}), got {len(budget)}"
         )
-    own = torch.tensor([min(max(b, kept), m) for b in budget], device=score.device)
-    top = score.topk(max(min(max(b, kept), m) for b in budget), -1).indices
-    past = torch.arange(top.shape[-1], device=score.device) >= own[:, None]  # (H, width)
-    first = torch.where(own[:, None] > 0, top[..., :1], pad)
-    return torch.where(past, first, top)
+    own = [min(max(b, kept), m) for b in budget]
+    out = torch.full((*score.shape[:2], max(own)), pad, dtype=torch.long, device=score.device)
+    for width in sorted(set(own) - {0}):
+        rows = torch.tensor([h for h, w in enumerate(own) if w == width], device=score.device)
+        top = score[:, rows].topk(width, -1).indices
+        out[:, rows] = torch.cat([top, top[..., :1].expand(-1, -1, out.shape[-1] - width)], -1)
+    return out
 
 
 _BUDGETS = ("vertical_size", "slash_size")
