@@ -37,7 +37,7 @@ def stages(q, k, v, block: int = 128) -> dict:
         torch.empty((b, h_kv, chunks, d), **f32),
     )
     kv_bad = torch.zeros((b, h_kv, m), dtype=torch.int8, device=q.device)
-    k_mean, v_absmax = torch.zeros((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32)
+    k_mean, v_scale = torch.zeros((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32)
     v_factors = (torch.ones((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32))
     q8, k8 = torch.empty_like(q, dtype=torch.int8), torch.empty_like(k, dtype=torch.int8)
     q_scale = torch.empty((b, h_q, triton.cdiv(n, block)), **f32)
@@ -55,11 +55,11 @@ def stages(q, k, v, block: int = 128) -> dict:
 
     def scales():
         k_mean.copy_(k_sum.sum(2) / m)
-        v_absmax.copy_(v_max.amax(2))
-        torch.where(v_absmax > 0, v_absmax / quantize.FP8_MAX, 1.0)
-        pre, inv = quantize.reciprocal_factors(v_absmax, quantize.FP8_MAX)
-        v_factors[0].copy_(pre)
-        v_factors[1].copy_(inv)
+        vm = v_max.amax(2)
+        v_scale.copy_(torch.where(vm > 0, vm / quantize.FP8_MAX, 1.0))
+        factors = quantize.reciprocal_factors(vm, quantize.FP8_MAX)
+        for dst, src in zip(v_factors, factors, strict=True):
+            dst.copy_(src)
 
     def q_int8():
         quantize._quant_int8_kernel[(q_scale.shape[-1], b * h_q)](

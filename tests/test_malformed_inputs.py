@@ -1026,6 +1026,12 @@ PATCH_CASES = [
         r"^layers\[1\]\['prefill'\]: 3 per-head entries, but the model has 4 query heads",
     ),
     (
+        "default-per-head-list-length",
+        lambda: AttentionConfig(prefill=["dense"] * 3),
+        ValueError,
+        r"^prefill \(layer 0\): 3 per-head entries, but the model has 4 query heads",
+    ),
+    (
         "per-head-budget-length",
         lambda: AttentionConfig(
             layers={1: {"prefill": {"method": "vertical_slash", "slash_size": [9, 9, 9]}}}

@@ -60,7 +60,7 @@ def test_per_head_budgets_are_kept_as_tuples_and_checked():
     with pytest.raises(ValueError, match="vertical_size: expected an int or a non-empty list"):
         get_planner("vertical_slash", vertical_size=[])
     with pytest.raises(
-        ValueError, match=r"vertical_size: expected one budget per planned head \(4\)"
+        ValueError, match=r"^vertical_size: 3 per-head budgets, but the model plans 4 query heads$"
     ):
         get_planner("vertical_slash", vertical_size=[1, 2, 3]).plan(*qk(1, 4, 2, 64, 64))
 

@@ -160,38 +160,29 @@ class AttentionConfig:
     ) -> None:
         """Raise unless every override fits a model of ``num_layers`` layers, ``num_heads`` query
         heads and ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown): a layer index
-        beyond the model, a per-head list (or a planner's per-head budgets, `Planner.check_heads`)
-        of another length, or a decode selector that cannot run on a layer (Double Sparsity's
-        label channels missing for it, or of another shape)."""
-        for layer, override in self.layers.items():
+        beyond the model, a per-head list or a planner's per-head budgets of another length
+        (`Planner.check_heads`), or a decode selector that cannot run on a layer (Double
+        Sparsity's label channels missing for it, or of another shape)."""
+        for layer in self.layers:
             if layer >= num_layers:
                 raise ValueError(
                     f"layers[{layer}]: the model has {num_layers} layers (0..{num_layers - 1})"
                 )
-            heads = override.get("prefill")
-            if isinstance(heads, list) and len(heads) != num_heads:
-                raise ValueError(
-                    f"layers[{layer}]['prefill']: {len(heads)} per-head entries, but the model "
-                    f"has {num_heads} query heads"
-                )
         for layer in range(num_layers):
-            planner = self.planner(layer)
-            if planner is not None:
-                try:
-                    planner.check_heads(num_heads, kv_heads)
-                except ValueError as e:
-                    own = "prefill" in self.layers.get(layer, {})
-                    where = f"layers[{layer}]['prefill']" if own else f"prefill (layer {layer})"
-                    raise ValueError(f"{where}: {e}") from None
-            selector = self.selector(layer)
-            if selector is None:
-                continue
-            try:
-                selector.check_layer(layer, kv_heads, head_dim)
-            except ValueError as e:
-                own = "decode" in self.layers.get(layer, {})
-                where = f"layers[{layer}]['decode']" if own else f"decode (layer {layer})"
-                raise ValueError(f"{where}: {e}") from None
+            if (planner := self.planner(layer)) is not None:
+                self._check_role(layer, "prefill", planner.check_heads, num_heads, kv_heads)
+            if (selector := self.selector(layer)) is not None:
+                self._check_role(layer, "decode", selector.check_layer, layer, kv_heads, head_dim)
+
+    def _check_role(self, layer: int, role: str, check: Any, *args: Any) -> None:
+        """``check(*args)``, its ValueError prefixed with where ``role``'s method of ``layer``
+        comes from: the layer's own entry, or the config's default."""
+        try:
+            check(*args)
+        except ValueError as e:
+            own = role in self.layers.get(layer, {})
+            where = f"layers[{layer}][{role!r}]" if own else f"{role} (layer {layer})"
+            raise ValueError(f"{where}: {e}") from None
 
     def override(self, **changes: Any) -> AttentionConfig:
         """A copy with ``changes`` (fields, as `dataclasses.replace` takes them); a role among

@@ -53,6 +53,14 @@ class PerHeadPlanner(Planner):
         if not self.planners or not all(isinstance(p, Planner) for p in self.planners):
             raise TypeError("planners: expected a non-empty list of Planner instances")
 
+    def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
+        if len(self.planners) != num_heads:
+            raise ValueError(
+                f"{len(self.planners)} per-head entries, but the model has {num_heads} query heads"
+            )
+        for planner in self.planners:  # each plans its own query head and that head's KV head
+            planner.check_heads(1, 1)
+
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         h_q, h_kv = q.shape[1], k.shape[1]
         if len(self.planners) != h_q:

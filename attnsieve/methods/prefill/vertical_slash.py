@@ -93,6 +93,7 @@ class VerticalSlashPlanner(Planner):
         if not causal:
             raise ValueError("causal: the vertical-slash estimate is defined for causal attention")
         n, h_kv, m = q.shape[2], k.shape[1], k.shape[2]
+        self.check_heads(q.shape[1], h_kv)  # before any work: per-head budgets fit the heads
         # mean probability per key column and per diagonal offset (offset blocks of one token)
         vertical, slash = last_query_stats(q, k, last_q=min(self.last_q, n), block_k=1)
         if self.share_kv_group:
@@ -102,27 +103,23 @@ class VerticalSlashPlanner(Planner):
         # the sinks and local diagonals always stay, within a smaller budget too
         # a head with a budget of 0 pads with the last key's column and the main diagonal: both
         # lie in the diagonal key blocks every query block keeps, so they add no pair
-        columns = _top(vertical, self.vertical_size, self.sink_tokens, m - 1, "vertical_size")
-        offsets = _top(slash, self.slash_size, self.local_slashes, 0, "slash_size")
+        columns = _top(vertical, self.vertical_size, self.sink_tokens, m - 1)
+        offsets = _top(slash, self.slash_size, self.local_slashes, 0)
         return line_layout(
             columns, offsets, block_q=self.block_q, block_k=self.block_k, num_queries=n,
             num_keys=m,
         )  # fmt: skip
 
 
-def _top(score: Tensor, budget: int | tuple[int, ...], kept: int, pad: int, name: str) -> Tensor:
+def _top(score: Tensor, budget: int | tuple[int, ...], kept: int, pad: int) -> Tensor:
     """The top ``max(budget, kept)`` indices of each head's ``score`` (B, H, M) (the ``kept``
     forced ones among them), best first. With one budget per head, the heads of each budget take
     their own top-k, so that ties break as they would with that budget alone, and a head's slots
     past its budget repeat its best entry (`Layout.from_lines` takes repeats), or hold ``pad``
-    where it has none."""
-    m, heads = score.shape[-1], score.shape[1]
+    where it has none (one budget per head of ``score``: `check_heads`)."""
+    m = score.shape[-1]
     if isinstance(budget, int):
         return score.topk(min(max(budget, kept), m), -1).indices
-    if len(budget) != heads:
-        raise ValueError(
-            f"{name}: expected one budget per planned head ({heads}), got {len(budget)}"
-        )
     own = [min(max(b, kept), m) for b in budget]
     out = torch.full((*score.shape[:2], max(own)), pad, dtype=torch.long, device=score.device)
     for width in sorted(set(own) - {0}):
