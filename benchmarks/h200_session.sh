@@ -119,6 +119,9 @@
 #   variants made by sed from the final quantize.py as its comment says); s23f, s23g, s23h, s23i
 #   (carry .stage/q1 ... q4), each at once after the one before; s23j, s23k (carry .stage/t); s23l, s23m, s23n, s23o
 #   (carry .stage/q1 ... q4), each at once after the one before.
+#   2026-12-01, twenty-fourth session: s24a, s24b (carry .stage/t, WHEELS=.stage/t); s24c (carry
+#   .stage/q1 and .stage/t, WHEELS=.stage/t), s24d, s24e, s24f (carry .stage/q2 ... q4), each at
+#   once after the one before; s24g; s24h.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
@@ -2578,8 +2581,131 @@ PY
         --lengths 128k --methods "flexprefill,$D/vs_mean096.json" --out "$D" 2>&1 \
         | grep "tokens\|wrote\|error\|check\|[0-9]x"
     ;;
+s24a)  # carrying .stage/t (WHEELS=.stage/t): flexprefill's recall and density per head on bench
+    # prefill's synthetic Llama-3-8B heads at 128K (seed 1) for gamma 0.5-0.98 x min_budget
+    # 256-1024, the mean-recall choices over them, then bench prefill on seed 0 with two of those
+    # choices as (unmerged) per-head configs beside the default (fp24/explore/)
+    D="$OUT/fp24/explore"
+    mkdir -p "$D"
+    timeout 300 python3 - "$D" <<'PY'
+import json, sys, torch
+from attnsieve.bench.prefill import KINDS
+from attnsieve.eval.allocation import per_head_mean
+from attnsieve.eval.calibrate import calibrate
+from attnsieve.eval.fidelity import attention_recall, dense_attention
+from attnsieve.eval.workloads import make_workload
+from attnsieve.methods import get_planner
+out = sys.argv[1]
+w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
+                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
+q, k = w.q, w.k
+gammas, budgets = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98), (256, 512, 1024)
+cands = [["flexprefill", {"gamma": g, "min_budget": b}] for b in budgets for g in gammas]
+lse = dense_attention(q, k, k, causal=True)[1]
+recall, density = [], []
+for name, kw in cands:
+    layout = get_planner(name, **kw).plan(q, k, causal=True)
+    recall.append(attention_recall(q, k, layout, causal=True, dense_lse=lse).mean(0).cpu())
+    density.append(layout.density(causal=True, reduce=False).mean(0)[layout.heads_for(32, 8)].cpu())
+    print(kw, f"recall {recall[-1].mean():.4f} density {density[-1].float().mean():.4f}", flush=True)
+r, d = torch.stack(recall), torch.stack(density).float()
+json.dump({"candidates": cands, "recall": r.tolist(), "density": d.tolist()},
+          open(f"{out}/tables.json", "w"))
+subsets = {"gamma": [i for i, c in enumerate(cands) if c[1]["min_budget"] == 1024],
+           "gamma_budget": list(range(len(cands)))}
+for label, idx in subsets.items():
+    for t in (0.95, 0.955, 0.96):
+        _, s = per_head_mean([(0, r[idx], d[idx])], t)
+        print(label, t, s, flush=True)
+torch.save([(q.cpu(), k.cpu())], "/tmp/qk_seed1.pt")
+for label, idx in subsets.items():
+    json.dump([cands[i] for i in idx], open(f"{out}/{label}_candidates.json", "w"))
+PY
+    for label in gamma gamma_budget; do
+        timeout 120 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
+            "$D/${label}_candidates.json" --device cuda --mean-recall --target-recall 0.95 \
+            --output "$D/$label.json" 2>&1 | tail -1
+    done
+    llama_prefill 200 131072 flexprefill "$D" --config "$D/gamma.json,$D/gamma_budget.json"
+    ;;
+s24b)  # carrying .stage/t (WHEELS=.stage/t): per-head gamma for flexprefill, one plan a layer:
+    # CUDA tests, then `attnsieve calibrate --mean-recall` over gamma 0.5-0.98 (min_budget 1024,
+    # the paper's other defaults) at targets 0.95, 0.955 and 0.96 on bench prefill's synthetic
+    # Llama-3-8B heads at 128K drawn with seed 1, and bench prefill on seed 0 (its default) with
+    # the default flexprefill, one gamma of 0.85 for every head, and the three calibrations (fp24/)
+    D="$OUT/fp24"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_flexprefill_per_head.py \
+        tests/test_planners_dynamic.py tests/test_graphs.py > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    python3 - "$D" <<'PY'
+import json, sys
+gammas = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.98)
+json.dump([["flexprefill", {"gamma": g}] for g in gammas], open(f"{sys.argv[1]}/candidates.json", "w"))
+json.dump({"prefill": {"method": "flexprefill", "gamma": 0.85}}, open(f"{sys.argv[1]}/gamma085.json", "w"))
+PY
+    timeout 60 python3 - <<'PY'
+import torch
+from attnsieve.bench.prefill import KINDS
+from attnsieve.eval.workloads import make_workload
+w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
+                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
+torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
+PY
+    for t in 0.95 0.955 0.96; do
+        timeout 100 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
+            "$D/candidates.json" --device cuda --mean-recall --target-recall $t \
+            --output "$D/mean$t.json" 2>&1 | tail -1
+    done
+    llama_prefill 250 131072 flexprefill "$D" --config \
+        "$D/gamma085.json,$D/mean0.95.json,$D/mean0.955.json,$D/mean0.96.json"
+    ;;
+s24c)  # carrying .stage/q1 and .stage/t (WHEELS=.stage/t): part 0 of SmolLM2's GGUF; CUDA tests
+    # of per-head gamma (graphs of a patched model, plans against their twins) (fp24/)
+    stash_part .stage/q1
+    mkdir -p "$OUT/fp24"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_flexprefill_per_head.py \
+        tests/test_graphs.py tests/test_planners_dynamic.py > "$OUT/fp24/cuda_tests2.log" 2>&1
+    tail -1 "$OUT/fp24/cuda_tests2.log"
+    ;;
+s24d)  # carrying .stage/q2: part 1
+    stash_part .stage/q2
+    ;;
+s24e)  # carrying .stage/q3: part 2
+    stash_part .stage/q3
+    ;;
+s24f)  # carrying .stage/q4 (after s24c-s24e): per-head gamma for flexprefill calibrated on SmolLM2
+    # (YaRN 16) at 32K on calibrate's needle prompt (mean recall 0.95 and 0.96 over its 30 x 9
+    # heads, gamma 0.5-0.98), then time to first token with both beside flexprefill's default, and
+    # recall at 32K on another needle prompt (eval --seed 1) (fp24/smollm2/)
+    join_parts .stage/q4 || exit 1
+    D="$OUT/fp24/smollm2"
+    mkdir -p "$D"
+    for t in 0.95 0.96; do
+        timeout 100 python3 -m attnsieve calibrate --model smollm2 --rope-scale 16 --length 32768 \
+            --mean-recall --target-recall $t --candidates benchmarks/results/h200/fp24/candidates.json \
+            --device cuda --output "$D/gamma$t.json" 2>&1 | tail -1
+    done
+    smollm2_ttft 240 "flexprefill,$D/gamma0.95.json,$D/gamma0.96.json" "$D"
+    timeout 150 python3 -m attnsieve eval --model smollm2 --rope-scale 16 --device cuda \
+        --fidelity --lengths 32k --methods "flexprefill,$D/gamma0.95.json,$D/gamma0.96.json" \
+        --tasks niah_single --seed 1 --out "$D/fidelity32k" 2>&1 \
+        | grep -v "it/s\]\|s/it\]\|Warn" | tail -8
+    ;;
+s24g)  # s24b's per-head gamma (mean0.96.json, calibrated on seed 1 at 128K) against the default
+    # flexprefill on a third sample of the synthetic Llama-3-8B heads (seed 2), at 64K and 128K
+    # (fp24/seed2/)
+    llama_prefill 300 65536,131072 flexprefill "$OUT/fp24/seed2" --seed 2 --config \
+        benchmarks/results/h200/fp24/mean0.96.json
+    ;;
+s24h)  # where flexprefill's plan time goes on Llama-3-8B's heads at 32K-128K (fp24/profile.log)
+    mkdir -p "$OUT/fp24"
+    timeout 200 python3 benchmarks/profile_planning.py --planner flexprefill \
+        --lengths 32768,65536,131072 > "$OUT/fp24/profile.log" 2>&1
+    grep "per plan" "$OUT/fp24/profile.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h" >&2
     exit 2
     ;;
 esac

@@ -14,13 +14,19 @@ CAPTURABLE = sorted(set(PLANNERS) - {"vertical_slash"})
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("name", CAPTURABLE)
-def test_plans_have_no_data_dependent_host_step(name):
+PER_HEAD_GAMMA = {"gamma": [0.8, 0.85, 0.9, 0.95, 0.9, 1.0]}
+
+
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [(name, {}) for name in CAPTURABLE] + [("flexprefill", PER_HEAD_GAMMA)],
+)
+def test_plans_have_no_data_dependent_host_step(name, fields):
     """Fake tensors have no values: any .item(), bool(tensor), nonzero or value-sized shape in a
     plan raises here, as it would wait for the GPU (and break a graph capture) there."""
     with FakeTensorMode():
         q, k = torch.randn(2, 6, 1100, 32), torch.randn(2, 2, 1100, 32)
-        layout = get_planner(name).plan(q, k, causal=True)
+        layout = get_planner(name, **fields).plan(q, k, causal=True)
         layout.density(causal=True, reduce=False).mean()
 
 
@@ -77,8 +83,13 @@ def test_a_synchronising_call_warns_once_and_stays_eager():
 
 
 @CUDA
-@pytest.mark.parametrize("name", ["flexprefill", "xattention", "vertical_slash"])
-def test_a_patched_model_gives_the_same_logits_with_graphs(name):
+@pytest.mark.parametrize(
+    "entry",
+    [{"method": "flexprefill"}, {"method": "xattention"}, {"method": "vertical_slash"},
+     {"method": "flexprefill", "gamma": [0.8, 0.85, 0.9, 0.95]}],
+    ids=["flexprefill", "xattention", "vertical_slash", "flexprefill-per-head-gamma"],
+)  # fmt: skip
+def test_a_patched_model_gives_the_same_logits_with_graphs(entry):
     """Three prefill forwards of a tiny Llama (two shapes, so graphs are captured and replayed
     for one and evicted from nothing): identical logits and densities with and without graphs."""
     transformers = pytest.importorskip("transformers")
@@ -89,7 +100,7 @@ def test_a_patched_model_gives_the_same_logits_with_graphs(name):
         num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=4096,
     )  # fmt: skip
     model = transformers.LlamaForCausalLM(config).cuda().to(torch.bfloat16).eval()
-    attn = AttentionConfig(prefill={"method": name}, min_prefill_length=1)
+    attn = AttentionConfig(prefill=entry, min_prefill_length=1)
     runs = {}
     for graphs in (False, True):
         logits, densities = [], []
@@ -107,7 +118,7 @@ def test_a_patched_model_gives_the_same_logits_with_graphs(name):
         assert torch.equal(eager, graphed)
     assert runs[False][1] == runs[True][1]
     # one planner object serves every layer: one graph per shape seen at least twice
-    assert captured == (0 if name == "vertical_slash" else 2)
+    assert captured == (0 if entry["method"] == "vertical_slash" else 2)
 
 
 class _OnCuda(torch.Tensor):

@@ -1047,6 +1047,12 @@ PATCH_CASES = [
         ValueError,
         r"^prefill \(layer 0\): vertical_size: 4 per-head budgets, but the model plans 2 KV",
     ),
+    (
+        "per-head-gamma-length",
+        lambda: AttentionConfig(layers={0: {"prefill": {"method": "flexprefill", "gamma": [0.9]}}}),
+        ValueError,
+        r"^layers\[0\]\['prefill'\]: gamma: 1 per-head values, but the model plans 4 query heads",
+    ),
     ("config-not-config", lambda: {"prefill": "dense"}, TypeError, r"^config: expected an Attent"),
 ]
 

@@ -7,7 +7,7 @@ import torch
 
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
-from attnsieve.kernels import planning_reference
+from attnsieve.kernels import INTERPRET, planning_reference
 from attnsieve.layout import Layout
 from attnsieve.methods import PLANNERS, get_planner
 from attnsieve.methods.prefill import masks
@@ -158,7 +158,8 @@ def test_triton_and_reference_plans_agree(name, kwargs, monkeypatch):
     tied = _tied_rows(planner, q, k, want.to_dense_mask())
     assert not tied.all(), "no row is decided by a clear margin: the comparison would be empty"
     monkeypatch.setenv("ATTNSIEVE_BACKEND", "triton")  # the interpreted kernels on CPU
-    got = planner.plan(q, k)
+    device = "cpu" if INTERPRET else "cuda"  # or compiled on a GPU
+    got = planner.plan(q.to(device), k.to(device)).to("cpu")
     monkeypatch.delenv("ATTNSIEVE_BACKEND")
     assert _plan_mismatches(q, k, got, want, tied) == []
     # the comparison rejects a plan that differs where no tie excuses it

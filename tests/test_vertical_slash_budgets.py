@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from attnsieve.methods import get_planner
-from attnsieve.methods.prefill.vertical_slash import one_plan_for_heads
+from attnsieve.methods.prefill.base import one_plan_for_heads
 
 SMALL = {"block_q": 32, "block_k": 16, "last_q": 17}
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.integrations.cost import CostModel
-from attnsieve.methods.prefill.vertical_slash import one_plan_for_heads
+from attnsieve.methods.prefill.base import one_plan_for_heads
 
 _RECALL_STEPS = 10_000  # `allocate` counts a row's recall in steps of 1e-4 ...
 _MAX_STATES = 2**18  # ... or coarser, so that its table holds at most rows x 2^18 choices
@@ -151,9 +151,9 @@ def head_entries(
     recall: Tensor,
     density: Tensor,
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """A layer's config entry for its heads' ``choice`` of candidates (one vertical_slash entry
-    with per-head budgets where `one_plan_for_heads` merges them), and each head's record from
-    the (C, H) ``recall`` and ``density``."""
+    """A layer's config entry for its heads' ``choice`` of candidates (one entry with per-head
+    values where `one_plan_for_heads` merges them: vertical_slash's budgets, flexprefill's γ),
+    and each head's record from the (C, H) ``recall`` and ``density``."""
     merged = one_plan_for_heads([planners[c] for c in choice])
     entry = (
         [{"method": candidates[c][0], **candidates[c][1]} for c in choice]

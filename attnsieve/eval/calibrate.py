@@ -12,9 +12,9 @@ density) whose recall, averaged over layers and heads, reaches the target, as th
 and MoA's (a whole-model budget shared unevenly) count it. With ``--mean-recall`` the heads keep
 one candidate each but reach the target together, on the recall averaged over every layer and
 head, with the least computed pairs (`attnsieve.eval.allocation`). A per-head mix costs one plan
-per head at run time, except where every head of a layer chose vertical_slash: then one entry
-with per-head budgets plans them at once; a layer's single planner costs one plan, one graph and
-one cost decision.
+per head at run time, except where every head of a layer chose vertical_slash, or flexprefill:
+then one entry with per-head budgets (or γ) plans them at once; a layer's single planner costs
+one plan, one graph and one cost decision.
 
 With ``--retrieval-heads PATH`` it finds RazorAttention's retrieval heads instead (arXiv 2407.15891,
 section 3.2: the echo and induction heads of the model, on random tokens repeated;
@@ -25,8 +25,8 @@ section 3.2: the echo and induction heads of the model, on random tokens repeate
 checked before any model runs.
 
 Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)`` is the layer's
-`PerHeadPlanner`, or one `VerticalSlashPlanner` with per-head budgets) with the calibration
-record under "metadata"::
+`PerHeadPlanner`, or one `VerticalSlashPlanner` with per-head budgets, or one
+`FlexPrefillPlanner` with per-head γ) with the calibration record under "metadata"::
 
     {"prefill": "dense",
      "layers": {"0": {"prefill": [{"method": "xattention", "threshold": 0.9}, ...one per head]}},
@@ -34,7 +34,8 @@ record under "metadata"::
                   "candidates": [...], "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
 
 (heads that all chose vertical_slash: ``"prefill": {"method": "vertical_slash", "vertical_size":
-[one per head], "slash_size": [one per head], ...}``; with ``--mean-recall`` the metadata also
+[one per head], "slash_size": [one per head], ...}``; flexprefill: ``"gamma": [one per head]``;
+with ``--mean-recall`` the metadata also
 holds the whole sample's ``mean_recall``, ``mean_density`` and ``target_reached``)
 
 and with ``--per-layer`` ``"layers": {"0": {"prefill": {"method": "streaming", ...}}}`` (None for
@@ -118,8 +119,9 @@ def calibrate(
     one cost decision at run time. With ``mean_recall`` (per head only) the heads instead reach
     the target together: the least summed density whose recall, averaged over every layer and
     head, reaches it, so a head whose last few points of recall cost many pairs can give them up
-    to cheaper heads. Heads of a layer that all chose vertical_slash, differing in budgets only,
-    get one entry with per-head budgets (`one_plan_for_heads`): one plan a layer.
+    to cheaper heads. Heads of a layer that all chose vertical_slash (or flexprefill), differing
+    in budgets (or γ) only, get one entry with per-head values (`one_plan_for_heads`): one plan a
+    layer.
     """
     check_float("target_recall", target_recall, 0.0, 1.0)
     if granularity not in ("head", "layer"):

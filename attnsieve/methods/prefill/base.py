@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from torch import Tensor
@@ -21,6 +22,9 @@ class Planner:
     """
 
     name: ClassVar[str] = ""
+    # fields that may hold one value per planned head (a tuple), so that one plan serves heads
+    # calibrated apart (`one_plan_for_heads`)
+    per_head_fields: ClassVar[tuple[str, ...]] = ()
 
     def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
         check_qk(q, k)
@@ -71,3 +75,23 @@ class PerHeadPlanner(Planner):
             layout = planner._plan(q[:, h : h + 1], k[:, h // g : h // g + 1], causal)
             layouts.append(layout)
         return Layout.cat(layouts, dim=1)
+
+
+def one_plan_for_heads(planners: Sequence[Planner]) -> Planner | None:
+    """One planner standing for ``planners`` (one per query head, as `PerHeadPlanner` takes
+    them) when they are of one class, differ only in its ``per_head_fields``, hold one value in
+    each, and plan query heads (a planner that shares one plan across a KV group would read the
+    per-head values as per KV head); else None. It plans once, not once a head."""
+    if not planners or not type(planners[0]).per_head_fields:
+        return None
+    first, cls = planners[0], type(planners[0])
+    if any(type(p) is not cls for p in planners) or getattr(first, "share_kv_group", False):
+        return None
+    others = [f.name for f in fields(cls) if f.name not in cls.per_head_fields]
+    for p in planners:
+        if any(isinstance(getattr(p, name), tuple) for name in cls.per_head_fields):
+            return None
+        if any(getattr(p, name) != getattr(first, name) for name in others):
+            return None
+    per_head = {name: tuple(getattr(p, name) for p in planners) for name in cls.per_head_fields}
+    return cls(**per_head, **{name: getattr(first, name) for name in others})

@@ -62,9 +62,14 @@ class FlexPrefillPlanner(Planner):
     where the code sorts and keeps an arbitrary subset of ties), and keeps the block that crosses
     ``gamma``, where the official selection (as ported to sglang; the original repository was not
     read for this) keeps the blocks whose running sum stays within it: one block more per row.
+
+    Per-head ``gamma``: the paper sets one γ per model. ``gamma`` may be a list, one γ per query
+    head, as `attnsieve calibrate` writes it for heads that all chose flexprefill and differ in
+    γ only (`one_plan_for_heads`); one plan still serves every head. A head's γ of 1 keeps every
+    vertical block: that head is dense.
     """
 
-    gamma: float = 0.9
+    gamma: float | tuple[float, ...] = 0.9
     tau: float = 0.1
     min_budget: int = 1024
     max_budget: int | None = None
@@ -73,11 +78,18 @@ class FlexPrefillPlanner(Planner):
     slash_spans: bool = False
 
     name: ClassVar[str] = "flexprefill"
+    per_head_fields: ClassVar[tuple[str, ...]] = ("gamma",)
 
     def __post_init__(self) -> None:
-        check_float("gamma", self.gamma, 0.0, 1.0)
-        if self.gamma == 0:
-            raise ValueError("gamma: expected a number in (0, 1], got 0")
+        if isinstance(self.gamma, (list, tuple)):  # JSON gives lists; kept as a tuple
+            if not self.gamma:
+                raise ValueError("gamma: expected a number or a non-empty list, got []")
+            for i, g in enumerate(self.gamma):
+                _check_gamma(f"gamma[{i}]", g)
+            self.gamma = tuple(self.gamma)
+            self._gamma_on: dict[torch.device, Tensor] = {}  # per device, made once
+        else:
+            _check_gamma("gamma", self.gamma)
         check_float("tau", self.tau, 0.0, 1.0)
         check_int("min_budget", self.min_budget, 0)
         if self.max_budget is not None:
@@ -86,14 +98,23 @@ class FlexPrefillPlanner(Planner):
         check_pow2("block_k", self.block_k, 16, 128)
         check_bool("slash_spans", self.slash_spans)
 
+    def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
+        if isinstance(self.gamma, tuple) and len(self.gamma) != num_heads:
+            raise ValueError(
+                f"gamma: {len(self.gamma)} per-head values, but the model plans {num_heads} "
+                f"query heads"
+            )
+
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         if not causal:
             raise ValueError("causal: FlexPrefill plans causal prefill only (the paper's setting)")
         b, h_q, n, d = q.shape
         h_kv, m = k.shape[1], k.shape[2]
+        self.check_heads(h_q, h_kv)  # before any work: per-head values fit the heads
         bq, bk = self.block_q, self.block_k
         lo = max(1, cdiv(self.min_budget, bk))
-        if self.gamma >= 1 or n <= max(2, lo) * bk:
+        least_gamma = min(self.gamma) if isinstance(self.gamma, tuple) else self.gamma
+        if least_gamma >= 1 or n <= max(2, lo) * bk:
             return Layout.dense(n, m, block_q=bq, block_k=bk, device=q.device)
         kb = cdiv(m, bk)
         hi = kb if self.max_budget is None else max(lo, cdiv(self.max_budget, bk))
@@ -110,14 +131,16 @@ class FlexPrefillPlanner(Planner):
         # verticals and slashes side by side: one threshold search and one ranking for both (a
         # plan's launches, not its arithmetic, are its cost at short prompts)
         lines = torch.stack((vertical, slash), 2)  # (B, H_q, 2, KB)
-        cover = mass_threshold(lines, self.gamma).sum(-1)
+        gamma = self._gamma(q.device)
+        cover = mass_threshold(lines, gamma if isinstance(gamma, float) else gamma[:, None, None])
+        cover = cover.sum(-1)
         chosen = _top(lines, torch.where(query_aware[..., None], lo, cover.clamp(lo, hi)))
         chosen[..., 0] = True  # the first key block (sink) and the diagonal, beyond the budget
         chosen_vertical, chosen_slash = chosen.unbind(2)
         # a chosen key block keeps its column of blocks, a chosen offset block every key block
         # its diagonals cross (with spans: the span, below); every head's block map is scored
         # (no host sync to find the query-aware ones), and only the query-aware heads keep theirs
-        query_aware_map = self._query_aware(q, k_pooled, m, query_aware)
+        query_aware_map = self._query_aware(q, k_pooled, m, query_aware, gamma)
         mask = line_block_mask(
             chosen_vertical, None if self.slash_spans else chosen_slash, band=bk, block_q=bq,
             block_k=bk, num_queries=n, num_keys=m, extra=query_aware_map, extra_heads=query_aware,
@@ -129,9 +152,21 @@ class FlexPrefillPlanner(Planner):
         first_offset = torch.arange(kb, device=q.device) * bk
         return layout.with_diagonals(torch.where(chosen_slash, first_offset, -1), width=bk)
 
-    def _query_aware(self, q: Tensor, k_pooled: Tensor, m: int, heads: Tensor) -> Tensor:
-        """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` of its pooled map; none
-        outside the query-aware ``heads`` (B, H_q), whose threshold searches are skipped."""
+    def _gamma(self, device: torch.device) -> float | Tensor:
+        """γ as a float, or per head as a float32 (H_q,) tensor on ``device``, made once (a copy
+        from the host inside a CUDA graph's capture would fail)."""
+        if not isinstance(self.gamma, tuple):
+            return float(self.gamma)
+        if device not in self._gamma_on:
+            self._gamma_on[device] = torch.tensor(self.gamma, dtype=torch.float32, device=device)
+        return self._gamma_on[device]
+
+    def _query_aware(
+        self, q: Tensor, k_pooled: Tensor, m: int, heads: Tensor, gamma: float | Tensor
+    ) -> Tensor:
+        """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` (a float or (H_q,)) of
+        its pooled map; none outside the query-aware ``heads`` (B, H_q), whose threshold
+        searches are skipped."""
         probs = pooled_block_probs(
             block_mean_pool(q, self.block_q),
             k_pooled,
@@ -143,11 +178,21 @@ class FlexPrefillPlanner(Planner):
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
         # 0 keeps nothing; a gamma just below 1 must not round to float32's 1.0, which as a
         # per-row threshold keeps every entry, zeros above the diagonal too
-        gamma = torch.where(heads, min(self.gamma, _BELOW_ONE), 0.0)[..., None]
-        return mass_threshold(probs.flatten(2), gamma).view_as(probs)
+        if isinstance(gamma, Tensor):
+            below_one: float | Tensor = gamma.clamp(max=_BELOW_ONE)
+        else:
+            below_one = min(gamma, _BELOW_ONE)
+        threshold = torch.where(heads, below_one, 0.0)[..., None]
+        return mass_threshold(probs.flatten(2), threshold).view_as(probs)
 
 
 _BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
+
+
+def _check_gamma(name: str, gamma: object) -> None:
+    check_float(name, gamma, 0.0, 1.0)
+    if gamma == 0:
+        raise ValueError(f"{name}: expected a number in (0, 1], got 0")
 
 
 def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:

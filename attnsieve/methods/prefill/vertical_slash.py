@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -59,6 +58,7 @@ class VerticalSlashPlanner(Planner):
     share_kv_group: bool = False
 
     name: ClassVar[str] = "vertical_slash"
+    per_head_fields: ClassVar[tuple[str, ...]] = ("vertical_size", "slash_size")
 
     def __post_init__(self) -> None:
         for field in ("vertical_size", "slash_size"):
@@ -81,7 +81,7 @@ class VerticalSlashPlanner(Planner):
 
     def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
         planned = kv_heads if self.share_kv_group else num_heads
-        for field in _BUDGETS:
+        for field in self.per_head_fields:
             budget = getattr(self, field)
             if isinstance(budget, tuple) and planned is not None and len(budget) != planned:
                 raise ValueError(
@@ -127,23 +127,3 @@ def _top(score: Tensor, budget: int | tuple[int, ...], kept: int, pad: int) -> T
         top = score[:, rows].topk(width, -1).indices
         out[:, rows] = torch.cat([top, top[..., :1].expand(-1, -1, out.shape[-1] - width)], -1)
     return out
-
-
-_BUDGETS = ("vertical_size", "slash_size")
-
-
-def one_plan_for_heads(planners: Sequence[Planner]) -> VerticalSlashPlanner | None:
-    """One planner with per-head budgets standing for ``planners`` (one per query head, as
-    `PerHeadPlanner` takes them) when every one is a vertical_slash planner with int budgets,
-    ``share_kv_group`` off and the same other fields; else None. It plans once, not once a head."""
-    if not planners or not all(type(p) is VerticalSlashPlanner for p in planners):
-        return None
-    first = planners[0]
-    others = [f.name for f in fields(VerticalSlashPlanner) if f.name not in _BUDGETS]
-    for p in planners:
-        if p.share_kv_group or any(not isinstance(getattr(p, b), int) for b in _BUDGETS):
-            return None
-        if any(getattr(p, name) != getattr(first, name) for name in others):
-            return None
-    budgets = {b: tuple(getattr(p, b) for p in planners) for b in _BUDGETS}
-    return VerticalSlashPlanner(**budgets, **{name: getattr(first, name) for name in others})
