@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from attnsieve.eval.calibrate import calibrate
 from attnsieve.eval.workloads import make_workload
@@ -19,24 +20,47 @@ def qk(b, h_q, h_kv, n, seed=0):
     return torch.randn(b, h_q, n, 16, generator=g), torch.randn(b, h_kv, n, 16, generator=g)
 
 
-@pytest.mark.parametrize("tau", [0.0, 1.0, 0.1])  # no head, every head, some heads query-aware
+@pytest.mark.parametrize(
+    "tau,sharp,extra",
+    [(0.0, 3, {}), (1.0, 3, {}), (0.1, 3, {}),  # no head, every head, some heads query-aware
+     (0.0, 3, {"max_budget": 64}), (1.0, 300, {})],  # a γ-1 head that a budget or its map
+)  # would leave sparse, were it not dense  # fmt: skip
 @pytest.mark.parametrize("n", [160, 333])
-def test_per_head_gamma_equals_each_head_planned_with_its_own(tau, n):
+def test_per_head_gamma_equals_each_head_planned_with_its_own(tau, sharp, extra, n):
     """Vertical-slash heads (τ 0) and query-aware ones (τ 1) alike; γ 1 keeps that head dense."""
     q, k = qk(2, 4, 2, n, seed=n)
-    q = q * 3  # sharper attention: budgets differ between the γs
+    q = q * sharp  # sharper attention: budgets differ between the γs
     gammas = (0.3, 0.9, 1.0, 0.6)
-    both = get_planner("flexprefill", gamma=list(gammas), tau=tau, **SMALL).plan(q, k)
+    fields = {**SMALL, "tau": tau, **extra}
+    both = get_planner("flexprefill", gamma=list(gammas), **fields).plan(q, k)
     mask = both.to_dense_mask(causal=True)
     distinct = set()
     for h, gamma in enumerate(gammas):
-        alone = get_planner("flexprefill", gamma=gamma, tau=tau, **SMALL).plan(q, k)
+        alone = get_planner("flexprefill", gamma=gamma, **fields).plan(q, k)
         own = alone.to_dense_mask(causal=True).expand_as(mask)[:, h]
         assert torch.equal(mask[:, h], own), (h, gamma)
         distinct.add(int(own.sum()))
     assert len(distinct) > 1  # the heads' plans differ
     causal = torch.ones(n, n, dtype=torch.bool).tril()
     assert torch.equal(mask[:, 2], causal.expand(2, -1, -1))  # γ 1
+
+
+def test_per_head_gamma_survives_fake_tensors_and_new_values():
+    """The per-device γ tensor is neither made from nor handed to fake tensors, and follows
+    ``gamma`` when it changes."""
+    planner = get_planner("flexprefill", gamma=[0.3, 0.9], **SMALL)
+    q, k = qk(1, 2, 1, 160)
+    with FakeTensorMode():
+        planner.plan(torch.randn(1, 2, 160, 16), torch.randn(1, 1, 160, 16))
+    first = planner.plan(q, k).to_dense_mask(causal=True)
+    with FakeTensorMode():
+        planner.plan(torch.randn(1, 2, 160, 16), torch.randn(1, 1, 160, 16))
+    planner.gamma = (0.9, 0.3)
+    swapped = planner.plan(q, k).to_dense_mask(causal=True)
+    for h, gamma in enumerate((0.9, 0.3)):
+        alone = get_planner("flexprefill", gamma=gamma, **SMALL).plan(q, k)
+        assert torch.equal(swapped[:, h], alone.to_dense_mask(causal=True)[:, h])
+    assert not torch.equal(first, swapped)
 
 
 def test_per_head_gamma_all_one_is_dense():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -87,9 +88,9 @@ class FlexPrefillPlanner(Planner):
             for i, g in enumerate(self.gamma):
                 _check_gamma(f"gamma[{i}]", g)
             self.gamma = tuple(self.gamma)
-            self._gamma_on: dict[torch.device, Tensor] = {}  # per device, made once
         else:
             _check_gamma("gamma", self.gamma)
+        self._gamma_on: dict[tuple, Tensor] = {}  # per-head γ per (values, device), made once
         check_float("tau", self.tau, 0.0, 1.0)
         check_int("min_budget", self.min_budget, 0)
         if self.max_budget is not None:
@@ -114,7 +115,7 @@ class FlexPrefillPlanner(Planner):
         bq, bk = self.block_q, self.block_k
         lo = max(1, cdiv(self.min_budget, bk))
         least_gamma = min(self.gamma) if isinstance(self.gamma, tuple) else self.gamma
-        if least_gamma >= 1 or n <= max(2, lo) * bk:
+        if _float32(least_gamma) >= 1 or n <= max(2, lo) * bk:
             return Layout.dense(n, m, block_q=bq, block_k=bk, device=q.device)
         kb = cdiv(m, bk)
         hi = kb if self.max_budget is None else max(lo, cdiv(self.max_budget, bk))
@@ -131,7 +132,7 @@ class FlexPrefillPlanner(Planner):
         # verticals and slashes side by side: one threshold search and one ranking for both (a
         # plan's launches, not its arithmetic, are its cost at short prompts)
         lines = torch.stack((vertical, slash), 2)  # (B, H_q, 2, KB)
-        gamma = self._gamma(q.device)
+        gamma = self._gamma(q)
         cover = mass_threshold(lines, gamma if isinstance(gamma, float) else gamma[:, None, None])
         cover = cover.sum(-1)
         chosen = _top(lines, torch.where(query_aware[..., None], lo, cover.clamp(lo, hi)))
@@ -145,6 +146,8 @@ class FlexPrefillPlanner(Planner):
             chosen_vertical, None if self.slash_spans else chosen_slash, band=bk, block_q=bq,
             block_k=bk, num_queries=n, num_keys=m, extra=query_aware_map, extra_heads=query_aware,
         )  # fmt: skip
+        if isinstance(gamma, Tensor):  # a head of γ 1 keeps every block, as γ 1 alone plans
+            mask = mask | (gamma >= 1)[:, None, None]
         layout = block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         if not self.slash_spans:
             return layout
@@ -152,14 +155,19 @@ class FlexPrefillPlanner(Planner):
         first_offset = torch.arange(kb, device=q.device) * bk
         return layout.with_diagonals(torch.where(chosen_slash, first_offset, -1), width=bk)
 
-    def _gamma(self, device: torch.device) -> float | Tensor:
-        """γ as a float, or per head as a float32 (H_q,) tensor on ``device``, made once (a copy
-        from the host inside a CUDA graph's capture would fail)."""
+    def _gamma(self, q: Tensor) -> float | Tensor:
+        """γ as a float, or per head as a float32 (H_q,) tensor on q's device, made once (a copy
+        from the host inside a CUDA graph's capture would fail); made anew for a fake or traced
+        q, whose tensor must neither meet a cached one nor be kept."""
         if not isinstance(self.gamma, tuple):
             return float(self.gamma)
-        if device not in self._gamma_on:
-            self._gamma_on[device] = torch.tensor(self.gamma, dtype=torch.float32, device=device)
-        return self._gamma_on[device]
+        key = (self.gamma, q.device)
+        if type(q) is not Tensor or key not in self._gamma_on:
+            gamma = torch.tensor(self.gamma, dtype=torch.float32, device=q.device)
+            if type(q) is not Tensor:
+                return gamma
+            self._gamma_on[key] = gamma
+        return self._gamma_on[key]
 
     def _query_aware(
         self, q: Tensor, k_pooled: Tensor, m: int, heads: Tensor, gamma: float | Tensor
@@ -187,6 +195,11 @@ class FlexPrefillPlanner(Planner):
 
 
 _BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
+
+
+def _float32(x: float) -> float:
+    """x rounded to float32, as the kernels read γ (a γ just below 1 rounds to 1: dense)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 def _check_gamma(name: str, gamma: object) -> None:
