@@ -108,9 +108,12 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"k, v: expected equal shapes, got {tuple(k.shape)} and {tuple(v.shape)}")
 
 
-def check_out(out: object, like: Tensor) -> None:
+def check_out(out: object, like: Tensor, **reads: Tensor) -> None:
     """An ``out=`` buffer: a tensor of ``like``'s shape, dtype and device, any strides under which
-    no two elements share memory (kernel programs would race on them; an expanded view fails)."""
+    no two elements share memory (kernel programs would race on them; an expanded view fails),
+    sharing no memory with the tensors the kernel ``reads`` (named as the caller's arguments: a
+    kernel that overwrote its q could not be run again on the same arguments, as an autotuner
+    does)."""
     if not isinstance(out, Tensor):
         raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
     if out.shape != like.shape or out.dtype != like.dtype or out.device != like.device:
@@ -123,6 +126,24 @@ def check_out(out: object, like: Tensor) -> None:
             f"out: expected a buffer whose elements do not share memory, got strides "
             f"{out.stride()} for shape {tuple(out.shape)}"
         )
+    for name, t in reads.items():
+        if _share_memory(out, t):
+            raise ValueError(f"out: expected a buffer apart from {name}, got one that overlaps it")
+
+
+def _share_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether the byte ranges that ``a`` and ``b`` span in one storage intersect."""
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    (a_lo, a_hi), (b_lo, b_hi) = _byte_range(a), _byte_range(b)
+    return a_lo < b_hi and b_lo < a_hi
+
+
+def _byte_range(t: Tensor) -> tuple[int, int]:
+    last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
 
 
 def _self_overlapping(t: Tensor) -> bool:

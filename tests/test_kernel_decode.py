@@ -299,6 +299,7 @@ BAD = [
     (_with(out=lambda a: torch.zeros_like(a["q"])[:, :1]), ValueError, "out"),
     (_with(out=lambda a: torch.zeros_like(a["q"]).float()), ValueError, "out"),
     (_with(out=lambda a: a["q"].tolist()), TypeError, "out"),
+    (_with(out=lambda a: a["q"]), ValueError, "out: expected a buffer apart from q"),
 ]
 BAD_FP8 = [
     (_with(k_scale=lambda a: None), TypeError, "k_scale"),

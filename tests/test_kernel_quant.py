@@ -413,6 +413,24 @@ def test_quantizer_round_trip_bounds_and_k_mean():
     assert float(z.v_t.float().abs().amax()) == 448.0
 
 
+def test_q_rounds_half_away_from_zero_as_in_the_twin():
+    """Q's tiles hold halves after scaling (127 in every row sets each block's scale to 1), where
+    rounding half away from zero and toward it part: the kernel matches the twin, which a Q rounded
+    the other way would not; Q viewed from (B, N, H, D) gives the same output bit for bit."""
+    n, m, d = 96, 128, 64
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(-126, 126, (1, 2, n, d), generator=g) + 0.5
+    q[..., 0] = 127
+    q = q.to(torch.float16).to(DEVICE)  # x.5 is exact in fp16 below 1024
+    _, k, v = _qkv(1, 2, 1, n, m, d)
+    got = quant_attention(q, k, v, scale=1e-3)
+    assert _rel_rms(got, quant_attention_reference(q, k, v, scale=1e-3)) < TWIN_RTOL
+    toward_zero = (q - q.sign() * 0.0625).where(q.abs() != 127, q)  # x.4375: rounds down
+    assert _rel_rms(got, quant_attention_reference(toward_zero, k, v, scale=1e-3)) > 10 * TWIN_RTOL
+    strided = q.transpose(1, 2).contiguous().transpose(1, 2)
+    assert torch.equal(quant_attention(strided, k, v, scale=1e-3), got)
+
+
 def test_out_buffer_any_strides():
     q, k, v = _qkv(1, 4, 2, 80, 100, 64)
     layout = _random_layout(1, 4, 80, 100, 32, 32, p=0.6, columns=4)
@@ -473,6 +491,8 @@ def _bad_inputs():
         ("out dtype", lambda: quant_attention(q, k, v, out=q.float()), ValueError, "out"),
         ("out overlapping", lambda: quant_attention(q, k, v, out=q[:, :1].expand(q.shape)),
          ValueError, "out"),
+        ("out is q", lambda: quant_attention(q, k, v, out=q), ValueError,
+         "out: expected a buffer apart from q"),
         ("twin out overlapping",
          lambda: quant_attention_reference(q, k, v, out=q[:, :1].expand(q.shape)), ValueError,
          "out"),

@@ -85,6 +85,12 @@ ATTENTION = [
         ValueError,
         r"^out: expected a buffer whose elements do not share memory",
     ),
+    (
+        "out-is-q",
+        lambda: (lambda q: attn(q=q, out=q))(qkv()[0]),
+        ValueError,
+        r"^out: expected a buffer apart from q, got one that overlaps it",
+    ),
     ("precision", lambda: attn(precision="fp4"), ValueError, r"^precision: expected"),
     (
         "int8-block-16",

@@ -63,7 +63,7 @@ def attention(
             )
         layout.check_inputs(q, k)
     if out is not None:
-        check_out(out, q)
+        check_out(out, q, q=q, k=k, v=v)
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     use = resolve_backend(backend, q)

@@ -128,7 +128,7 @@ def check_decode_inputs(
             raise TypeError(f"log_weight: expected a float32 tensor or None, got {log_weight!r}")
         _check_per_slot("log_weight", log_weight, (num_pages, page_size), q.device)
     if out is not None:
-        check_out(out, q)
+        check_out(out, q, q=q, k_pages=k_pages, v_pages=v_pages)
 
 
 def _check_per_slot(name: str, t: Tensor, shape: tuple[int, int], device) -> None:

@@ -458,6 +458,6 @@ def check_quant_inputs(
         check_pow2("layout.block_q", layout.block_q, 16, 128)
         check_pow2("layout.block_k", layout.block_k, 32, 128)
     if out is not None:
-        check_out(out, q)
+        check_out(out, q, q=q, k=k, v=v)
     if kernel:
         check_triton_device("q", q)
