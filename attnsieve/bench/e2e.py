@@ -72,6 +72,7 @@ from attnsieve.bench.e2e_timing import (
     time_alternating,
     time_attention_free,
 )
+from attnsieve.eval.sweep_args import add_compression_axes, check_lengths_fit, parse_length
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.transformers import DEFAULT_COST
 
@@ -156,22 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode-steps", type=int, default=None, help="time N greedy decode steps per cell"
     )
     decode.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
-    decode.add_argument(
-        "--kv",
-        default=None,
-        help="comma-separated KV policies or KV-entry JSON files (none, the default: keep all; a "
-        "config file among --methods keeps its own unless --kv is given)",
-    )
-    decode.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
-    decode.add_argument(
-        "--decode",
-        default=None,
-        help="comma-separated decode selectors (none, the default: read all; a config file among "
-        "--methods keeps its own unless --decode is given)",
-    )
-    decode.add_argument(
-        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
-    )
+    add_compression_axes(decode)
     parser.add_argument(
         "--precision",
         default="bf16",
@@ -346,8 +332,6 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
 
 def _parse_lengths(texts: list[str] | None) -> list[int] | None:
     """'8k,32k' or '65536 131072' -> [8192, 32768] / [65536, 131072]; None stays None."""
-    from attnsieve.eval.sweep_args import parse_length
-
     if texts is None:
         return None
     lengths = [parse_length(t) for text in texts for t in text.split(",") if t.strip()]
@@ -362,8 +346,6 @@ def _lengths(lengths: list[int] | None, name: str, positions: int) -> list[int]:
         if name == RANDOM_MODEL:
             return [65536, 131072]
         return [n for n in (2**i for i in range(13, 18)) if n <= positions] or [positions]
-    from attnsieve.eval.sweep_args import check_lengths_fit
-
     check_lengths_fit(lengths, positions, hint=name != RANDOM_MODEL)
     return lengths
 

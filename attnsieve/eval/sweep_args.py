@@ -20,6 +20,27 @@ from attnsieve.integrations.config import read_json
 DEFAULT_LENGTHS = "4k,8k,16k"
 
 
+def add_compression_axes(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--kv, --kv-ratio, --decode and --decode-ratio, as `method_configs` reads them (``attnsieve
+    eval`` and ``attnsieve bench e2e --decode-steps``)."""
+    parser.add_argument(
+        "--kv",
+        default=None,
+        help="comma-separated KV policies or KV-entry JSON files (none, the default: keep every "
+        "token; a config file among --methods keeps its own unless --kv is given)",
+    )
+    parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
+    parser.add_argument(
+        "--decode",
+        default=None,
+        help="comma-separated decode selectors (none, the default: read all; a config file among "
+        "--methods keeps its own unless --decode is given)",
+    )
+    parser.add_argument(
+        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -44,22 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='JSON {planner: {hyper-parameter: value}}, e.g. \'{"streaming": '
         '{"window_tokens": 1024}}\'',
     )
-    parser.add_argument(
-        "--kv",
-        default=None,
-        help="comma-separated KV policies or KV-entry JSON files (none, the default: keep every "
-        "token; a config file among --methods keeps its own unless --kv is given)",
-    )
-    parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
-    parser.add_argument(
-        "--decode",
-        default=None,
-        help="comma-separated decode selectors (none, the default: read all; a config file among "
-        "--methods keeps its own unless --decode is given)",
-    )
-    parser.add_argument(
-        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
-    )
+    add_compression_axes(parser)
     parser.add_argument(
         "--precision",
         default="bf16",
