@@ -6,7 +6,8 @@ Dense causal at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT
 ``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on the same layout. Each output
 must reach a per-head cosine similarity of ``MIN_COSINE`` with the reference (bf16 SDPA dense; the
 float32 reference on sampled query blocks sparse) before it is timed. INT8·FP8 times include
-quantising Q, K and V, which is also timed on its own (quant_ms).
+quantising Q, K and V, which is also timed on its own (quant_ms); ``kernel`` names the INT8·FP8
+kernel that ran (`attnsieve.kernels.quant_hopper` on an sm_90 GPU where it applies, else Triton's).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ QUANT_COLUMNS = [
     "cosine",
     "rel_err",
     "status",
+    "kernel",
 ]
 
 
@@ -54,6 +56,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
     TF/s count the FLOPs of the attention computed (4 * B * H_q * D * causal pairs, times the
     density), whatever the precision, so rows compare as throughput on the same work.
     """
+    from attnsieve.kernels import quant_hopper
     from attnsieve.kernels.prefill import sparse_attention
     from attnsieve.kernels.quant import quant_attention, quant_tiles
     from attnsieve.kernels.quantize import quantize_qkv
@@ -62,6 +65,11 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
     b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block
     gen = torch.Generator(device=dev).manual_seed(args.seed)
     rows: list[dict] = []
+
+    def kernel_name(q, k, layout):
+        in_order = layout is None or layout.is_dense
+        hopper = in_order and quant_hopper.fits(q, k, True, quant_tiles(layout))
+        return "gluon-sm90" if hopper else "triton"
 
     def record(n, method, precision, fn, density, target, ref, extra_ms=None):
         """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""
@@ -111,6 +119,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
         quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
         low = partial(quant_attention, q, k, v)
         record(n, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
+        rows[-1]["kernel"] = kernel_name(q, k, None)
         sage_fn = None if sage is None else partial(sage, q, k, v, "HND", is_causal=True)
         record(n, "sageattention", "int8-fp16", sage_fn, 1.0, None, ref)
 
@@ -125,6 +134,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
         quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
         low = partial(quant_attention, q, k, v, layout)
         record(n, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
+        rows[-1]["kernel"] = kernel_name(q, k, layout)
 
     for n in args.quant_lengths:
         dense_rows(n)

@@ -22,6 +22,11 @@ Differences from the papers:
   no key at all (0, lse -inf). Flagged keys hidden from a row never reach it: tiles that every row
   sees whole read one flag per K block, masked tiles a flag per key.
 
+On an sm_90 GPU the in-order path (no layout or `Layout.dense`, causal, head_dim 128, M >= N)
+runs `attnsieve.kernels.quant_hopper` instead: the same quantisation and semantics in a
+warp-specialised Gluon kernel with FlashAttention-3's schedule, whose P·V accumulates inside the
+FP8 MMA (its docstring says why and what that costs).
+
 Under the Triton interpreter (CPU tests) P is rounded to FP8 through `to_fp8`'s emulation
 (EMULATE_FP8), so the FP8 dot runs as on the GPU. The twin is
 `attnsieve.kernels.quant_reference.quant_attention_reference`.
@@ -40,7 +45,7 @@ from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_bool, check_out, check_pow2, check_scale
-from attnsieve.kernels import INTERPRET, check_triton_device
+from attnsieve.kernels import INTERPRET, check_triton_device, quant_hopper
 from attnsieve.kernels.prefill import LOG2E, layout_tensors, table_tile
 from attnsieve.kernels.quantize import FP8_MAX, check_qkv_to_quantize, quantize_blocks, to_fp8
 from attnsieve.layout import Layout
@@ -373,6 +378,9 @@ def quant_attention(
     )
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         z = quantize_blocks(q, k, v, block_m, block_n)
+        if in_order and quant_hopper.fits(q, k, causal, (block_m, block_n)):
+            quant_hopper.attention(z, out, lse, scale * LOG2E)
+            return (out, lse) if return_lse else out
         if in_order:  # the index pointers are never read: placeholders
             bidx = bcnt = cidx = ccnt = sstart = send = scnt = lse
             bq, bk, div, bs = block_m, block_n, h_q, 0

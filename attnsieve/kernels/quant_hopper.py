@@ -1,0 +1,309 @@
+"""INT8 Q·Kᵀ / FP8 P·V dense causal attention for Hopper (sm_90), written in Gluon.
+
+The in-order path of `attnsieve.kernels.quant` (no layout, or `Layout.dense`) at head_dim 128,
+causal, with at least as many keys as queries, on an sm_90 GPU. Same inputs (`quantize_blocks`'
+64-row Q blocks and 128-key K blocks), same outputs and the same non-finite semantics as the
+Triton kernel; what differs is the schedule, which Triton does not let a kernel choose:
+
+- Warp-specialised (FlashAttention-3, Shah et al., arXiv 2407.08608): one producer warp streams K
+  and Vᵀ tiles into a two-stage ring by TMA; the consumer warpgroup never waits on a load it could
+  have issued earlier.
+- FA3's intra-warpgroup overlap: tile j + 1's Q·Kᵀ and tile j - 1's P·V run on the tensor cores
+  while tile j's softmax runs, through asynchronous wgmma.
+- P·V accumulates inside the FP8 MMA (FA3's choice, not SageAttention2's two-level accumulation):
+  a fresh product per tile added in fp32 needs 64 registers more a thread than this schedule has.
+  The MMA keeps about 14 bits of the running sum from tile to tile: against the twin (which adds
+  each tile in fp32) the tests' cases reach 2.3e-3 relative RMS where the Triton kernel stays
+  under 1e-3, while against cuDNN's bf16 output the worst head's cosine is 0.99929 / 0.99928 at
+  32K / 128K on Llama-3-8B's heads, the Triton kernel's to the fifth digit
+  (benchmarks/results/h200/quant25/).
+- P reaches the MMA through shared memory: an fp8 operand in registers that lives across loop
+  iterations is unpacked and repacked byte by byte (185 PRMT a tile, offline sm_90 SASS).
+- The int32 scores' conversion offset (s + 1.5·2²³ as fp32 bits) folds into exp2's FMA, and Q's
+  block scale is one scalar a program: 581 instructions a thread a tile against 675 in the Triton
+  kernel's loop (offline sm_90 SASS). The fold rounds each row's exp2 offset at the magnitude of
+  1.5·2²³ times the tile's score scale: an error of up to about that scale in log2 units, one per
+  (row, tile), which a review simulated at 7.7e-4 / 6.7e-3 for Q·K absmax products of 100 / 1000
+  (the Triton kernel: 1.8e-5 / 1.4e-4). It is far below INT8's own score error: the relative error
+  to cuDNN's output at 32K / 128K is 0.0367 / 0.0370 against the Triton kernel's 0.0367 / 0.0368.
+
+Gluon has no interpreter: this path runs on the GPU only; its tests skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+from attnsieve.kernels.quantize import QuantizedQKV
+
+try:  # Gluon's API moved between releases: this kernel is written for (and ran on) Triton 3.6
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_init,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+except ImportError:
+    gluon = None
+if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 6):
+    gluon = None  # older Gluon (warp_specialize's signature, layouts) would fail to compile
+
+BLOCK_M, BLOCK_N, HEAD_DIM, STAGES = 64, 128, 128, 2
+
+
+def fits(q: Tensor, k: Tensor, causal: bool, tiles: tuple[int, int]) -> bool:
+    """Whether this kernel runs an in-order call of `quant_attention` on these inputs and
+    quantisation ``tiles`` (BLOCK_M, BLOCK_N): causal, head_dim 128, M >= N, an sm_90 GPU."""
+    return (
+        gluon is not None
+        and tiles == (BLOCK_M, BLOCK_N)
+        and q.is_cuda
+        and torch.cuda.get_device_capability(q.device)[0] == 9
+        and causal
+        and q.shape[-1] == HEAD_DIM
+        and k.shape[2] >= q.shape[2]  # every query sees key 0: no row without a key
+    )
+
+
+def attention(z: QuantizedQKV, out: Tensor, lse: Tensor, scale_log2: float) -> None:
+    """Write ``out`` (B, H_q, N, D) and ``lse`` (B, H_q, N) contiguous from ``z``; ``scale_log2``
+    is the softmax scale times log2(e)."""
+    b, h_q, n, d = z.q.shape
+    h_kv, m = z.k.shape[1], z.k.shape[2]
+    q2 = z.q.view(b * h_q * n, d)
+    k2 = z.k.view(b * h_kv * m, d)
+    # Vᵀ's rows are padded to 16 bytes: a (B·H_kv·D, M) view with the padded row stride
+    v2 = torch.as_strided(z.v_t, (b * h_kv * d, m), (z.v_t.stride(2), 1))
+    int8_tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
+    q_desc = TensorDescriptor(q2, list(q2.shape), list(q2.stride()), [BLOCK_M, d], int8_tile)
+    k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], int8_tile)
+    v_desc = TensorDescriptor(v2, list(v2.shape), list(v2.stride()), [d, BLOCK_N], int8_tile)
+    # fmt: off
+    _kernel[(-(-n // BLOCK_M), b * h_q)](
+        q_desc, k_desc, v_desc, out, lse, z.q_scale, z.k_scale, z.k_mean, z.v_scale, z.q_bad,
+        z.kv_bad, z.k_block_bad, *out.stride(), n, m, h_q, h_kv, scale_log2,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES,
+        # one consumer warpgroup and a producer warpgroup (one warp works) at 128 registers a
+        # thread: the consumer takes 232, the producer 24, and two programs share an SM
+        num_warps=4, maxnreg=128,
+    )
+    # fmt: on
+
+
+if gluon is not None:
+    LOG2_FP8_MAX = gl.constexpr(8.807354922057604)  # P in [0, 1] is scaled by 448 = 2^8.807...
+    MAGIC = gl.constexpr(12582912.0)  # 1.5 * 2^23
+
+    # Kernel argument lists stay dense (one role per line) rather than one name per line.
+    # fmt: off
+    @gluon.jit
+    def _producer(q_desc, k_desc, v_desc, bufs, bars, q_row, kv_row, vt_row, n_tiles,
+                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        q_smem, k_smem, v_smem, p_smem = bufs
+        q_bar, k_ready, k_empty, v_ready, v_empty = bars
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_smem)
+        for j in range(n_tiles):
+            s = j % STAGES
+            phase = (j // STAGES) & 1
+            start = j * BLOCK_N
+            mbarrier.wait(k_empty.index(s), phase ^ 1)  # a fresh barrier passes phase 1
+            mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row + start, 0], k_ready.index(s),
+                                            k_smem.index(s))
+            mbarrier.wait(v_empty.index(s), phase ^ 1)
+            mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [vt_row, start], v_ready.index(s),
+                                            v_smem.index(s))
+
+    @gluon.jit
+    def _softmax(s_int, sc, m_i, l_i, row_bad, o_qpos, o_n, KVBAD, M, MASKED: gl.constexpr):
+        """Fold one tile of int32 scores into the running softmax: (P x 448 in fp8, alpha, m, l,
+        row_bad). ``sc`` is the tile's score scale (one Q block x one K block, log2 units);
+        masked tiles hide keys past a row's position (or past M) and flag the rows that see a
+        non-finite key, per key."""
+        s = (s_int + 0x4B400000).to(gl.float32, bitcast=True)  # = s + 1.5 * 2^23, exactly
+        if MASKED:
+            m_s = (o_n[None, :] <= o_qpos[:, None]) & (o_n[None, :] < M)
+            s = gl.where(m_s, (s - MAGIC) * sc, float("-inf"))
+            m_new = gl.maximum(m_i, gl.max(s, 1))
+            p = gl.exp2(s - (m_new - LOG2_FP8_MAX)[:, None])
+            k_bad = gl.load(KVBAD + o_n, mask=o_n < M, other=0)
+            row_bad = row_bad | (gl.max((m_s & (k_bad[None, :] != 0)).to(gl.int32), 1) > 0)
+        else:
+            m_new = gl.maximum(m_i, (gl.max(s, 1) - MAGIC) * sc)
+            p = gl.exp2(s * sc - (MAGIC * sc + m_new - LOG2_FP8_MAX)[:, None])
+        alpha = gl.exp2(m_i - m_new)  # 0 on the first tile; m is finite from it on (key 0)
+        l_i = l_i * alpha + gl.sum(p, 1)
+        return p.to(gl.float8e4nv), alpha, m_new, l_i, row_bad
+
+    @gluon.jit
+    def _issue_pv(j, acc, alpha, p8, bufs, bars, STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr):
+        """Wait for P·V of tile j - 1 (``IN_FLIGHT`` later MMAs may still run), free its V stage,
+        rescale O to tile j's row max, and issue P·V of tile j through shared memory."""
+        q_smem, k_smem, v_smem, p_smem = bufs
+        q_bar, k_ready, k_empty, v_ready, v_empty = bars
+        st = j % STAGES
+        acc = warpgroup_mma_wait(IN_FLIGHT, deps=[acc])
+        mbarrier.arrive(v_empty.index((j + STAGES - 1) % STAGES), count=1, pred=j > 0)
+        acc = acc * alpha[:, None]
+        p_smem.store(p8)
+        fence_async_shared()
+        mbarrier.wait(v_ready.index(st), (j // STAGES) & 1)
+        return warpgroup_mma(p_smem, v_smem.index(st).permute((1, 0)), acc, is_async=True)
+
+    @gluon.jit
+    def _step(j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, o_qpos, o_n, KVBAD, M,
+              zero_s, STAGES: gl.constexpr, MASKED: gl.constexpr):
+        """Softmax of tile j while Q·Kᵀ of tile j + 1 and P·V of tile j - 1 run; then P·V of tile
+        j is issued and the scores of tile j + 1 are taken."""
+        q_smem, k_smem, v_smem, p_smem = bufs
+        q_bar, k_ready, k_empty, v_ready, v_empty = bars
+        st1 = (j + 1) % STAGES
+        mbarrier.wait(k_ready.index(st1), ((j + 1) // STAGES) & 1)
+        s_tok = warpgroup_mma(q_smem, k_smem.index(st1).permute((1, 0)), zero_s, use_acc=False,
+                              is_async=True)
+        p8, alpha, m_i, l_i, row_bad = _softmax(s_int, sc, m_i, l_i, row_bad, o_qpos, o_n, KVBAD,
+                                                M, MASKED)
+        acc = _issue_pv(j, acc, alpha, p8, bufs, bars, STAGES, 1)  # Q·Kᵀ of j + 1 stays in flight
+        s_int = warpgroup_mma_wait(1, deps=[s_tok])  # Q·Kᵀ of tile j + 1
+        mbarrier.arrive(k_empty.index(st1), count=1)
+        return s_int, acc, m_i, l_i, row_bad
+
+    @gluon.jit
+    def _consumer(bufs, bars, Out, LSE, QS, KS, KMEAN, VS, QBAD, KVBAD, KBLOCKBAD,
+                  stride_ob, stride_oh, stride_on, stride_od,
+                  i_b, i_h, i_bh, i_bkv, i_m, n_tiles, n_full, N, M, qk_scale,
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  STAGES: gl.constexpr, num_warps: gl.constexpr):
+        # one layout serves S (BLOCK_M x BLOCK_N) and O (BLOCK_M x HEAD_DIM): BLOCK_N == HEAD_DIM
+        mma: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_N, 32])
+        rows: gl.constexpr = gl.SliceLayout(1, mma)
+        cols: gl.constexpr = gl.SliceLayout(0, mma)
+        o_m = i_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
+        o_qpos = o_m + (M - N)  # bottom-right aligned query positions
+        o_n0 = gl.arange(0, BLOCK_N, layout=cols)
+        o_d = gl.arange(0, HEAD_DIM, layout=cols)
+        i_bkv64 = i_bkv.to(gl.int64)
+        p_kvbad = KVBAD + i_bkv64 * M
+        acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, mma)
+        m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows)
+        l_i = gl.zeros([BLOCK_M], gl.float32, rows)
+        row_bad = gl.zeros([BLOCK_M], gl.int1, rows)
+        qs = gl.load(QS + i_bh.to(gl.int64) * gl.cdiv(N, BLOCK_M) + i_m) * qk_scale
+        mbarrier.wait(bars[0], 0)
+        acc, m_i, l_i, row_bad = _attend(
+            bufs, bars, KS + i_bkv64 * gl.cdiv(M, BLOCK_N),
+            KBLOCKBAD + i_bkv64 * gl.cdiv(M, BLOCK_N), p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full,
+            M, acc, m_i, l_i, row_bad, BLOCK_M, BLOCK_N, STAGES, mma)
+
+        # rows that saw a non-finite query or key: NaN (every row sees key 0, so l > 0)
+        m_row = o_m < N
+        i_bh64 = i_bh.to(gl.int64)
+        row_bad = row_bad | (gl.load(QBAD + i_bh64 * N + o_m, mask=m_row, other=0) != 0)
+        b_vs = gl.load(VS + i_bkv64 * HEAD_DIM + o_d)  # V's channel scale (l carries P's 448)
+        b_r = gl.where(row_bad, float("nan"), 1.0 / l_i)
+        b_o = acc * b_r[:, None] * b_vs[None, :]
+        p_o = (Out + i_b.to(gl.int64) * stride_ob + i_h.to(gl.int64) * stride_oh
+               + o_m.to(gl.int64)[:, None] * stride_on + o_d[None, :] * stride_od)
+        gl.store(p_o, b_o.to(Out.dtype.element_ty), mask=m_row[:, None])
+        # K smoothing shifted every score of a row by q . mean(K): softmax ignores it, the lse not
+        q_smem = bufs[0]
+        b_q = q_smem.load(mma).to(gl.float32)
+        b_shift = gl.sum(b_q * gl.load(KMEAN + i_bkv64 * HEAD_DIM + o_d)[None, :], 1)
+        b_lse = (m_i + gl.log2(l_i) - LOG2_FP8_MAX + b_shift * qs) * 0.6931471805599453  # ln
+        gl.store(LSE + i_bh64 * N + o_m, gl.where(row_bad, float("nan"), b_lse), mask=m_row)
+
+    @gluon.jit
+    def _attend(bufs, bars, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full, M,
+                acc, m_i, l_i, row_bad, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                STAGES: gl.constexpr, mma: gl.constexpr):
+        """The program's n_tiles key tiles (n_full of them seen whole by every row)."""
+        q_smem, k_smem, v_smem, p_smem = bufs
+        q_bar, k_ready, k_empty, v_ready, v_empty = bars
+        zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
+        acc = warpgroup_mma_init(acc)
+        tiles_bad = gl.to_tensor(0)  # tiles seen whole: one flag a K block for every row
+        mbarrier.wait(k_ready.index(0), 0)
+        s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False,
+                              is_async=True)
+        s_int = warpgroup_mma_wait(0, deps=[s_tok])
+        mbarrier.arrive(k_empty.index(0), count=1)
+        # the very last tile is taken after the loops (no next tile to overlap), masked
+        n_plain = gl.minimum(n_full, n_tiles - 1)
+        for j in range(0, n_plain):
+            start = j * BLOCK_N
+            tiles_bad = tiles_bad | gl.load(p_kbb + start // BLOCK_N).to(gl.int32)
+            s_int, acc, m_i, l_i, row_bad = _step(
+                j, s_int, acc, m_i, l_i, row_bad, bufs, bars,
+                qs * gl.load(p_ks + start // BLOCK_N), o_qpos, start + o_n0, p_kvbad, M, zero_s,
+                STAGES, False)
+        for j in range(n_plain, n_tiles - 1):
+            start = j * BLOCK_N
+            s_int, acc, m_i, l_i, row_bad = _step(
+                j, s_int, acc, m_i, l_i, row_bad, bufs, bars,
+                qs * gl.load(p_ks + start // BLOCK_N), o_qpos, start + o_n0, p_kvbad, M, zero_s,
+                STAGES, True)
+        j = n_tiles - 1
+        st = j % STAGES
+        start = j * BLOCK_N
+        p8, alpha, m_i, l_i, row_bad = _softmax(
+            s_int, qs * gl.load(p_ks + start // BLOCK_N), m_i, l_i, row_bad, o_qpos, start + o_n0,
+            p_kvbad, M, True)
+        acc = _issue_pv(j, acc, alpha, p8, bufs, bars, STAGES, 0)
+        acc = warpgroup_mma_wait(0, deps=[acc])
+        mbarrier.arrive(v_empty.index(st), count=1)
+        return acc, m_i, l_i, row_bad | (tiles_bad != 0)
+
+    @gluon.jit
+    def _kernel(q_desc, k_desc, v_desc, Out, LSE, QS, KS, KMEAN, VS, QBAD, KVBAD, KBLOCKBAD,
+                stride_ob, stride_oh, stride_on, stride_od, N, M, H_Q, H_KV, qk_scale,
+                BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                STAGES: gl.constexpr, num_warps: gl.constexpr):
+        # heaviest query tiles (last rows under causal masking) launch first
+        i_m = gl.num_programs(0) - 1 - gl.program_id(0)
+        i_bh = gl.program_id(1)
+        i_b = i_bh // H_Q
+        i_h = i_bh % H_Q
+        i_bkv = i_b * H_KV + i_h // (H_Q // H_KV)  # native GQA: K/V indexed, never repeated
+        q_lo = i_m * BLOCK_M
+        q_hi = gl.minimum(q_lo + BLOCK_M, N) - 1
+        kv_end = gl.minimum(M, q_hi + (M - N) + 1)  # keys from it on: hidden from every row
+        n_tiles = gl.cdiv(kv_end, BLOCK_N)
+        n_full = gl.minimum(M, q_lo + (M - N) + 1) // BLOCK_N  # tiles before it: seen by all
+
+        q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, HEAD_DIM], q_desc.layout)
+        k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, HEAD_DIM, BLOCK_N],
+                                           v_desc.layout)
+        p_smem = gl.allocate_shared_memory(gl.float8e4nv, [BLOCK_M, BLOCK_N], q_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(i), count=1)
+            mbarrier.init(k_empty.index(i), count=1)
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(v_empty.index(i), count=1)
+        bufs = (q_smem, k_smem, v_smem, p_smem)
+        bars = (q_bar, k_ready, k_empty, v_ready, v_empty)
+        gl.warp_specialize([
+            (_consumer, (bufs, bars, Out, LSE, QS, KS, KMEAN, VS, QBAD, KVBAD, KBLOCKBAD,
+                         stride_ob, stride_oh, stride_on, stride_od, i_b, i_h, i_bh, i_bkv, i_m,
+                         n_tiles, n_full, N, M, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
+                         num_warps)),
+            (_producer, (q_desc, k_desc, v_desc, bufs, bars, i_bh * N + q_lo, i_bkv * M,
+                         i_bkv * HEAD_DIM, n_tiles, BLOCK_N, STAGES)),
+        ], [1], [24])
+    # fmt: on

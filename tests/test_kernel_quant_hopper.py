@@ -1,0 +1,132 @@
+"""The Hopper (Gluon) path of the INT8·FP8 kernel against the twin and exact attention, and the
+dispatch that picks it. Gluon has no interpreter: the kernel tests need an sm_90 GPU."""
+
+import math
+
+import pytest
+import torch
+
+from attnsieve.kernels import quant_hopper
+from attnsieve.kernels.prefill_reference import attention_reference
+from attnsieve.kernels.quant import quant_attention
+from attnsieve.kernels.quant_reference import quant_attention_reference
+from attnsieve.layout import Layout
+from tests.test_kernel_quant import MIN_COSINE, _check, _head_cosines, _qkv, _rel_rms
+
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+# P·V accumulates inside the FP8 MMA (about 14 bits kept from tile to tile) where the twin adds
+# each tile's product in fp32: up to 2.3e-3 relative RMS on these cases on the H200 (1e-3 for the
+# Triton kernel), while the cosine to exact attention stays above MIN_COSINE
+TWIN_RTOL = 5e-3
+needs_hopper = pytest.mark.skipif(not HOPPER, reason="Gluon wgmma kernel: an sm_90 GPU only")
+pytestmark = pytest.mark.usefixtures("nan_empty")
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Calls of the Hopper kernel's launcher, so a test knows which path ran."""
+    calls = []
+    real = quant_hopper.attention
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].q.shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quant_hopper, "attention", spy)
+    return calls
+
+
+def test_only_what_the_kernel_covers_is_sent_to_it():
+    """Causal, head dim 128, M >= N, 64 x 128 quantisation tiles, on an sm_90 GPU: anything else
+    (and every CPU tensor) stays on the Triton kernel."""
+    dev = "cuda" if HOPPER else "cpu"
+    q = torch.zeros(1, 2, 100, 128, device=dev)
+    k = torch.zeros(1, 1, 200, 128, device=dev)
+    assert quant_hopper.fits(q, k, True, (64, 128)) == HOPPER
+    assert not quant_hopper.fits(q, k, False, (64, 128))
+    assert not quant_hopper.fits(q, k, True, (64, 64))
+    assert not quant_hopper.fits(q[..., :64], k[..., :64], True, (64, 128))
+    assert not quant_hopper.fits(k, q, True, (64, 128))  # more queries than keys
+    assert not quant_hopper.fits(q.cpu(), k.cpu(), True, (64, 128))
+
+
+@needs_hopper
+def test_block_lists_stay_on_the_triton_kernel(launches):
+    """A sparse layout runs the Triton kernel: through this kernel's schedule its block lists
+    measured 2 % slower (benchmarks/NOTES-kernels.md, twenty-fifth session)."""
+    q, k, v = _qkv(1, 4, 1, 1000, 1000, 128)
+    mask = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4
+    layout = Layout.from_block_mask(
+        mask.to("cuda"), block_q=128, block_k=128, num_queries=1000, num_keys=1000
+    )
+    _check(q, k, v, layout, True)
+    assert not launches
+
+
+@needs_hopper
+@pytest.mark.parametrize(
+    ("b", "h_q", "h_kv", "n", "m"),
+    [
+        (1, 4, 1, 200, 260),  # M - N = 60: the diagonal crosses two key tiles
+        (2, 8, 2, 1000, 1000),
+        (1, 4, 4, 64, 64),
+        (1, 2, 1, 1, 300),  # one query at the end of 300 keys
+        (1, 2, 1, 129, 4096),
+        (2, 4, 2, 700, 1100),
+    ],
+)
+def test_matches_twin_and_exact(launches, b, h_q, h_kv, n, m):
+    q, k, v = _qkv(b, h_q, h_kv, n, m, 128)
+    _check(q, k, v, None, True, twin_rtol=TWIN_RTOL)
+    dense = Layout.dense(n, m, block_q=64, block_k=128, device="cuda")
+    _check(q, k, v, dense, True, twin_rtol=TWIN_RTOL)
+    assert len(launches) == 2
+
+
+@needs_hopper
+def test_bf16_4k_llama_heads(launches):
+    """bf16 inputs, 4K tokens, Llama-3 heads (32 / 8): the benchmark's shapes."""
+    q, k, v = _qkv(1, 32, 8, 4096, 4096, 128, dtype=torch.bfloat16)
+    out, lse = quant_attention(q, k, v, return_lse=True)
+    ref, ref_lse = quant_attention_reference(q, k, v, return_lse=True)
+    assert launches and _rel_rms(out, ref) < 5e-3
+    assert (lse - ref_lse).abs().max() < 0.05
+    exact = attention_reference(q, k, v, None, causal=True)
+    assert _head_cosines(out, exact).min() >= MIN_COSINE
+
+
+@needs_hopper
+def test_visible_nan_flags_exactly_the_rows_that_see_it(launches):
+    """A non-finite key reaches the rows that see it: in a tile seen whole (one flag a K block)
+    and in a masked diagonal tile (a flag a key); a non-finite query only its own row."""
+    n, m = 320, 384  # M - N = 64
+    q, k, v = _qkv(1, 2, 1, n, m, 128)
+    q[:, 1, 5] = 0
+    k[:, :, [50, 300]] = 0
+    clean = quant_attention(q, k, v, causal=True)
+    q[:, 1, 5, 3] = math.inf
+    k[:, :, 50, 7] = math.nan  # whole tile 0 for rows 0..63 (positions 64..): rows 0.. see it
+    k[:, :, 300, 1] = -math.inf  # seen from position 300, row 236: the last rows' masked tile
+    out, lse = quant_attention(q, k, v, causal=True, return_lse=True)
+    ref, ref_lse = quant_attention_reference(q, k, v, causal=True, return_lse=True)
+    expect = torch.ones(1, 2, n, dtype=torch.bool, device="cuda")
+    assert torch.equal(out.isnan().all(-1), expect) and torch.equal(lse.isnan(), expect)
+    assert torch.equal(ref_lse.isnan(), expect)
+    k[:, :, 50] = 0  # now only key 300 and query (1, 5)
+    out, lse = quant_attention(q, k, v, causal=True, return_lse=True)
+    expect[:] = False
+    expect[:, :, 236:] = True
+    expect[:, 1, 5] = True
+    assert torch.equal(out.isnan().any(-1), expect) and torch.equal(out.isnan().all(-1), expect)
+    assert torch.equal(lse.isnan(), expect)
+    assert torch.equal(out[~expect], clean[~expect])
+    assert len(launches) == 3
+
+
+@needs_hopper
+def test_out_buffer_any_strides(launches):
+    q, k, v = _qkv(2, 4, 2, 300, 300, 128)
+    out = torch.empty(2, 300, 4, 128, dtype=q.dtype, device="cuda").transpose(1, 2)
+    got = quant_attention(q, k, v, out=out)
+    assert got is out and launches
+    assert torch.equal(out, quant_attention(q, k, v))
