@@ -73,8 +73,8 @@ def fits(q: Tensor, k: Tensor, causal: bool, tiles: tuple[int, int]) -> bool:
 
 
 def attention(z: QuantizedQKV, out: Tensor, lse: Tensor, scale_log2: float) -> None:
-    """Write ``out`` (B, H_q, N, D) and ``lse`` (B, H_q, N) contiguous from ``z``; ``scale_log2``
-    is the softmax scale times log2(e)."""
+    """Write ``out`` (B, H_q, N, D, any strides) and ``lse`` (B, H_q, N, contiguous) from ``z``;
+    ``scale_log2`` is the softmax scale times log2(e)."""
     b, h_q, n, d = z.q.shape
     h_kv, m = z.k.shape[1], z.k.shape[2]
     q2 = z.q.view(b * h_q * n, d)
