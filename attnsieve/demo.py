@@ -66,6 +66,8 @@ def main(args: argparse.Namespace) -> int:
                 f"recall-layers: expected comma-separated layer numbers, got {args.recall_layers!r}"
             )
         recall_layers = [int(x) for x in items]
+        if not args.out.strip():
+            raise ValueError("--out: expected a folder for plan.png, got ''")
         if args.length < 1024 or not 0 <= args.depth <= 1 or not recall_layers:
             raise ValueError(
                 f"length/depth/recall-layers: expected >= 1024, in [0, 1] and a non-empty list, "

@@ -96,11 +96,20 @@ def main(args: argparse.Namespace) -> int:
     config = config.override(**changes)  # a role given here replaces the config's in every layer
     with open(args.prompt_file) as f:
         prompt = f.read()
+    if not prompt.strip():
+        raise ValueError(f"--prompt-file: {args.prompt_file} holds no text")
 
     model, tokenizer, _ = load_model(
         args.model, device=args.device, dtype=DTYPES[args.dtype], rope_scale=args.rope_scale
     )
     input_ids = torch.tensor([list(tokenizer.encode(prompt))], device=model.device)
+    positions = model.config.get_text_config().max_position_embeddings
+    if input_ids.shape[1] + args.max_new_tokens > positions:
+        raise ValueError(
+            f"--prompt-file: {input_ids.shape[1]} prompt tokens and --max-new-tokens "
+            f"{args.max_new_tokens} need more than the model's {positions} positions; "
+            "--rope-scale F extends a pretrained model to F x its trained length"
+        )
     eos_ids = eos_token_ids(model, tokenizer)
 
     handle = patch(model, config)

@@ -152,3 +152,14 @@ def test_precision_rows_refuse_to_time_a_wrong_kernel(monkeypatch):
     for key in ((64, "attnsieve", "int8-fp8"), (96, "attnsieve", "int8-fp8")):
         assert rows[key]["status"] == "correctness failed"
         assert "ms" not in rows[key] and "vs_bf16" not in rows[key]
+
+
+def test_an_empty_precision_list_is_refused():
+    import argparse
+
+    import pytest
+
+    from attnsieve.bench import kernels
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a comma list"):
+        kernels._precisions(",")

@@ -130,3 +130,17 @@ def test_config_rows_take_layer_0_of_a_config_file(tmp_path):
         prefill._config_planners([cal], heads=4, kv_heads=1)
     with pytest.raises(ValueError, match="two files named 'cal'"):
         prefill._config_planners([cal, write("sub/cal.json", entry)], heads=2, kv_heads=1)
+
+
+def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
+    """--kwargs that is not an object of objects, or overrides a planner not benchmarked, is a
+    named error (it was a traceback, or silently dropped), raised before require_cuda."""
+    import pytest
+
+    monkeypatch.setattr(prefill, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    parser = argparse.ArgumentParser()
+    prefill.add_arguments(parser)
+    for text in ("[]", '"x"', "{bad", '{"streaming": 5}', '{"nosuch": {}}'):
+        args = parser.parse_args(["--planners", "streaming", "--kwargs", text])
+        with pytest.raises(ValueError, match="^--kwargs: "):
+            prefill.main(args)

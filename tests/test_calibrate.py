@@ -441,3 +441,11 @@ def test_cli_options_of_the_other_mode_are_refused(tmp_path, capsys, monkeypatch
     )
     argv = ["--model", "x", "--echo-ratio", "0.1", "--output", out]
     assert _cli_error(capsys, argv) == "--echo-ratio: used only with --retrieval-heads"
+
+
+def test_cli_an_empty_retrieval_heads_path_is_refused(tmp_path, capsys):
+    """--retrieval-heads '' was read as "not given" and ran a whole calibration instead."""
+    qk = tmp_path / "qk.pt"
+    torch.save(layers()[:1], qk)
+    message = _cli_error(capsys, ["--qk", str(qk), "--retrieval-heads", ""])
+    assert message.startswith("--retrieval-heads: expected a path")

@@ -275,6 +275,7 @@ def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
         '{"streaming": {"window_tokens": 64}',
         '{"streaming": 5}',
         '{"streming": {"window_tokens": 64}}',
+        '{"streaming": {"method": "dense"}}',  # would run dense labelled streaming
     ],
 )
 def test_bad_method_kwargs_name_the_option(text, capsys):
@@ -568,3 +569,20 @@ def test_paired_difference():
     )
     assert "vs dense" not in harness.summary_line(dense, dense)
     assert "vs dense" not in harness.summary_line(sparse, None)
+
+
+@pytest.mark.parametrize("option", ["--kv", "--decode", "--precision"])
+def test_an_empty_axis_is_refused_not_read_as_its_default(option):
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    args = parser.parse_args(["--model", "probe", "--methods", "dense", option, ""])
+    with pytest.raises(ValueError, match=f"^{option}: expected a comma-separated list"):
+        sweep_args.method_configs(args)
+
+
+def test_empty_lengths_are_refused_not_read_as_the_defaults(tiny_probe_dir, tmp_path, capsys):
+    args = _args(tiny_probe_dir, tmp_path)
+    args.lengths = ""
+    assert harness.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty list" in err[0]

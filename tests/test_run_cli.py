@@ -165,3 +165,16 @@ def test_run_rejects_bad_arguments(model_dir, tmp_path):
     args, _ = cli(model_dir, tmp_path, {"prefill": "dense"}, "--method", "nope")
     with pytest.raises(ValueError, match="unknown prefill method"):
         run.main(args)
+
+
+def test_run_refuses_an_empty_prompt_and_one_past_the_model_s_positions(model_dir, tmp_path):
+    """A prompt file with no text, and a prompt plus the new tokens beyond the model's 256
+    positions, are named errors (the latter used to prefill and answer with nothing)."""
+    args, prompt = cli(model_dir, tmp_path, {"prefill": "dense"})
+    prompt.write_text("  \n")
+    with pytest.raises(ValueError, match="--prompt-file: .* holds no text"):
+        run.main(args)
+    prompt.write_text(" ".join(WORDS[i % len(WORDS)] for i in range(250)))
+    args.max_new_tokens = 7
+    with pytest.raises(ValueError, match="250 prompt tokens and --max-new-tokens 7 need more"):
+        run.main(args)

@@ -166,3 +166,13 @@ def test_demo_recall_layers_not_numbers_exits_2(monkeypatch, tmp_path, capsys):
     assert cli.main(["demo", "--recall-layers", "5,x", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "recall-layers: expected comma-separated layer numbers" in err and "\n" not in err
+
+
+def test_demo_an_empty_out_folder_exits_2(monkeypatch, tmp_path, capsys):
+    """--out '' wrote plan.png into the current folder after the whole demo."""
+    (tmp_path / "model.gguf").write_bytes(b"")
+    monkeypatch.setenv(models.SMOLLM2_ENV, str(tmp_path / "model.gguf"))
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    assert cli.main(["demo", "--out", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--out: expected a folder for plan.png" in err and "\n" not in err

@@ -62,6 +62,8 @@ PRECISIONS = ("bf16", "int8-fp8")
 
 def _precisions(text: str) -> list[str]:
     values = [x for x in text.split(",") if x]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {PRECISIONS}, got {text!r}")
     for x in values:
         if x not in PRECISIONS:
             raise argparse.ArgumentTypeError(f"expected a comma list of {PRECISIONS}, got {x!r}")

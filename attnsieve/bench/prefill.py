@@ -115,11 +115,11 @@ def main(args: argparse.Namespace) -> int:
     check_heads(args)
     if not [k for k in args.kinds.split(",") if k]:
         raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
+    names = [n for n in args.planners.split(",") if n]
+    overrides = _planner_kwargs(args.kwargs, names)
     device = require_cuda()
     from tqdm import tqdm
 
-    names = [n for n in args.planners.split(",") if n]
-    overrides = json.loads(args.kwargs)
     planners = {name: get_planner(name, **overrides.get(name, {})) for name in names}
     planners.update(_config_planners(args.config, args.heads, args.kv_heads))
     if not planners:
@@ -177,6 +177,22 @@ def _payload(
         "targets": TARGETS,
         "rows": rows,
     }  # fmt: skip
+
+
+def _planner_kwargs(text: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``--kwargs``: a JSON object {planner: {field: value}} over planners that ``--planners``
+    names (an override of a planner not benchmarked would be dropped unnoticed)."""
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--kwargs: not JSON ({e}): {text!r}") from None
+    shape = isinstance(kwargs, dict) and all(isinstance(v, dict) for v in kwargs.values())
+    if not shape or not set(kwargs) <= set(names):
+        raise ValueError(
+            f"--kwargs: expected a JSON object {{planner: {{field: value}}}} over the planners of "
+            f"--planners ({names}), got {text!r}"
+        )
+    return kwargs
 
 
 def _config_planners(paths: list[str], heads: int, kv_heads: int) -> dict[str, Any]:

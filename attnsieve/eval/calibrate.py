@@ -280,6 +280,8 @@ _RETRIEVAL_OPTIONS = {"echo_ratio": 0.01, "induction_ratio": 0.14}
 
 def main(args: argparse.Namespace) -> int:
     own, other = (_RETRIEVAL_OPTIONS, _CALIBRATION_OPTIONS)
+    if args.retrieval_heads == "":
+        raise ValueError("--retrieval-heads: expected a path for the KV-policy entry, got ''")
     if not args.retrieval_heads:
         own, other = other, own
     given = [f"--{n.replace('_', '-')}" for n in other if getattr(args, n) is not None]

@@ -309,7 +309,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         # an entry given twice ("4k,4096") would list its cells twice in the results
         lengths = list(
-            dict.fromkeys(parse_length(x) for x in split(args.lengths or DEFAULT_LENGTHS))
+            dict.fromkeys(
+                parse_length(x)
+                for x in split(DEFAULT_LENGTHS if args.lengths is None else args.lengths)
+            )
         )
         tasks = list(dict.fromkeys(split(args.tasks)))
         unknown = [t for t in tasks if t not in TASKS]

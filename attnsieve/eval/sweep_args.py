@@ -133,18 +133,24 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
         kwargs = json.loads(args.method_kwargs)
     except json.JSONDecodeError as e:
         raise ValueError(f"method-kwargs: not JSON ({e}): {args.method_kwargs!r}") from None
-    shape = isinstance(kwargs, dict) and all(isinstance(v, dict) for v in kwargs.values())
+    shape = isinstance(kwargs, dict) and all(
+        isinstance(v, dict) and "method" not in v for v in kwargs.values()
+    )  # a "method" key would run another planner under this one's label
     if not shape or not set(kwargs) <= set(PLANNERS):
         raise ValueError(
             f"method-kwargs: expected a JSON object {{planner: {{hyper-parameter: value}}}} "
             f"with planners among {sorted(PLANNERS)}, got {args.method_kwargs!r}"
         )
     common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
+    asked = {"--kv": args.kv, "--decode": args.decode, "--precision": args.precision}
+    for name, text in asked.items():
+        if text is not None and not split(text):
+            raise ValueError(f"{name}: expected a comma-separated list, got {text!r}")
     kvs, decodes = (
-        [_KEEP] if text is None else [None if x == "none" else x for x in split(text)] or [None]
+        [_KEEP] if text is None else [None if x == "none" else x for x in split(text)]
         for text in (args.kv, args.decode)
     )
-    precisions = split(args.precision) or ["bf16"]
+    precisions = split(args.precision)
     out = []
     for method in split(args.methods):
         for kv, decode, precision in itertools.product(kvs, decodes, precisions):
