@@ -443,9 +443,15 @@ def test_cli_options_of_the_other_mode_are_refused(tmp_path, capsys, monkeypatch
     assert _cli_error(capsys, argv) == "--echo-ratio: used only with --retrieval-heads"
 
 
-def test_cli_an_empty_retrieval_heads_path_is_refused(tmp_path, capsys):
-    """--retrieval-heads '' was read as "not given" and ran a whole calibration instead."""
+def test_cli_an_empty_output_path_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """--retrieval-heads '' was read as "not given" and ran a whole calibration instead, and
+    --output '' failed only after the calibration: both are refused by the output check."""
+    from attnsieve.eval import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    message = _cli_error(capsys, ["--model", "probe", "--retrieval-heads", ""])
+    assert message.startswith("--retrieval-heads: expected a path")
     qk = tmp_path / "qk.pt"
     torch.save(layers()[:1], qk)
-    message = _cli_error(capsys, ["--qk", str(qk), "--retrieval-heads", ""])
-    assert message.startswith("--retrieval-heads: expected a path")
+    message = _cli_error(capsys, ["--qk", str(qk), "--output", ""])
+    assert message.startswith("--output: expected a path")

@@ -279,19 +279,18 @@ _RETRIEVAL_OPTIONS = {"echo_ratio": 0.01, "induction_ratio": 0.14}
 
 
 def main(args: argparse.Namespace) -> int:
+    retrieval = args.retrieval_heads is not None  # '' is a path given (and refused), not absent
     own, other = (_RETRIEVAL_OPTIONS, _CALIBRATION_OPTIONS)
-    if args.retrieval_heads == "":
-        raise ValueError("--retrieval-heads: expected a path for the KV-policy entry, got ''")
-    if not args.retrieval_heads:
+    if not retrieval:
         own, other = other, own
     given = [f"--{n.replace('_', '-')}" for n in other if getattr(args, n) is not None]
     if given:
-        mode = "not used with" if args.retrieval_heads else "used only with"
+        mode = "not used with" if retrieval else "used only with"
         raise ValueError(f"{', '.join(given)}: {mode} --retrieval-heads")
     for name, default in own.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
-    if args.retrieval_heads:
+    if retrieval:
         return _main_retrieval_heads(args)
     _check_output(args.output, "--output")  # before the calibration, which takes a while
     candidates = (
@@ -406,6 +405,8 @@ def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
 def _check_output(path: str, name: str) -> None:
     """Refuse an output ``path`` that cannot be written (a folder, or in a missing or read-only
     one), naming the option ``name``: before the work whose result it would hold."""
+    if not path:
+        raise ValueError(f"{name}: expected a path to write, got ''")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ValueError(f"{name}: {path} is a folder; expected a file to write")
