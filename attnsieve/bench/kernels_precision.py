@@ -56,9 +56,8 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
     TF/s count the FLOPs of the attention computed (4 * B * H_q * D * causal pairs, times the
     density), whatever the precision, so rows compare as throughput on the same work.
     """
-    from attnsieve.kernels import quant_hopper
     from attnsieve.kernels.prefill import sparse_attention
-    from attnsieve.kernels.quant import quant_attention, quant_tiles
+    from attnsieve.kernels.quant import quant_attention, quant_tiles, runs_hopper_kernel
     from attnsieve.kernels.quantize import quantize_qkv
 
     sage = _sageattn()
@@ -67,9 +66,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
     rows: list[dict] = []
 
     def kernel_name(q, k, layout):
-        in_order = layout is None or layout.is_dense
-        hopper = in_order and quant_hopper.fits(q, k, True, quant_tiles(layout))
-        return "gluon-sm90" if hopper else "triton"
+        return "gluon-sm90" if runs_hopper_kernel(q, k, layout, True) else "triton"
 
     def record(n, method, precision, fn, density, target, ref, extra_ms=None):
         """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""

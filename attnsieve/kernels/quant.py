@@ -370,15 +370,10 @@ def quant_attention(
     if q.numel() == 0 or m == 0:  # nothing to launch (no TMA descriptor over an empty buffer)
         out.zero_()
         return (out, lse.fill_(-math.inf)) if return_lse else out
-    # a whole causal layout (`Layout.dense`, e.g. the dense planner's) lists every visible block
-    # in order: walk them without its table, as for no layout, on the same tiles (bit-identical);
-    # the table's loads made the K/V addresses data-dependent
-    in_order = layout is None or (
-        layout.is_dense and causal and not layout.has_columns and not layout.has_spans
-    )
+    in_order = _in_order(layout, causal)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         z = quantize_blocks(q, k, v, block_m, block_n)
-        if in_order and quant_hopper.fits(q, k, causal, (block_m, block_n)):
+        if runs_hopper_kernel(q, k, layout, causal):
             quant_hopper.attention(z, out, lse, scale * LOG2E)
             return (out, lse) if return_lse else out
         if in_order:  # the index pointers are never read: placeholders
@@ -422,6 +417,21 @@ def quant_attention(
         else:
             _quant_fwd_tuned[grid](*args, **meta)
     return (out, lse) if return_lse else out
+
+
+def _in_order(layout: Layout | None, causal: bool) -> bool:
+    """A whole causal layout (`Layout.dense`, e.g. the dense planner's) lists every visible block
+    in order: walk them without its table, as for no layout, on the same tiles (bit-identical);
+    the table's loads made the K/V addresses data-dependent."""
+    return layout is None or (
+        layout.is_dense and causal and not layout.has_columns and not layout.has_spans
+    )
+
+
+def runs_hopper_kernel(q: Tensor, k: Tensor, layout: Layout | None, causal: bool) -> bool:
+    """Whether `quant_attention` runs `attnsieve.kernels.quant_hopper` (not the Triton kernel)
+    on these inputs."""
+    return _in_order(layout, causal) and quant_hopper.fits(q, k, causal, quant_tiles(layout))
 
 
 def _strides(t: Tensor, batch: int) -> tuple[int, int, int]:

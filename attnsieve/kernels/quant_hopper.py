@@ -86,7 +86,7 @@ def attention(z: QuantizedQKV, out: Tensor, lse: Tensor, scale_log2: float) -> N
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], int8_tile)
     v_desc = TensorDescriptor(v2, list(v2.shape), list(v2.stride()), [d, BLOCK_N], int8_tile)
     # fmt: off
-    _kernel[(-(-n // BLOCK_M), b * h_q)](
+    _kernel[(triton.cdiv(n, BLOCK_M), b * h_q)](
         q_desc, k_desc, v_desc, out, lse, z.q_scale, z.k_scale, z.k_mean, z.v_scale, z.q_bad,
         z.kv_bad, z.k_block_bad, *out.stride(), n, m, h_q, h_kv, scale_log2,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES,
