@@ -140,7 +140,14 @@ def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
     monkeypatch.setattr(prefill, "require_cuda", lambda: pytest.fail("checked after the GPU"))
     parser = argparse.ArgumentParser()
     prefill.add_arguments(parser)
-    for text in ("[]", '"x"', "{bad", '{"streaming": 5}', '{"nosuch": {}}'):
+    for text in (
+        "[]",
+        '"x"',
+        "{bad",
+        '{"streaming": 5}',
+        '{"nosuch": {}}',
+        '{"streaming": {"method": "dense"}}',
+    ):
         args = parser.parse_args(["--planners", "streaming", "--kwargs", text])
         with pytest.raises(ValueError, match="^--kwargs: "):
             prefill.main(args)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ from attnsieve.bench.common import (
     write_json,
 )
 from attnsieve.eval.fidelity import attention_recall
+from attnsieve.eval.sweep_args import planner_kwargs
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels.prefill import sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
     if not [k for k in args.kinds.split(",") if k]:
         raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
     names = [n for n in args.planners.split(",") if n]
-    overrides = _planner_kwargs(args.kwargs, names)
+    overrides = planner_kwargs(args.kwargs, "--kwargs", names)
     device = require_cuda()
     from tqdm import tqdm
 
@@ -177,22 +177,6 @@ def _payload(
         "targets": TARGETS,
         "rows": rows,
     }  # fmt: skip
-
-
-def _planner_kwargs(text: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    """``--kwargs``: a JSON object {planner: {field: value}} over planners that ``--planners``
-    names (an override of a planner not benchmarked would be dropped unnoticed)."""
-    try:
-        kwargs = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--kwargs: not JSON ({e}): {text!r}") from None
-    shape = isinstance(kwargs, dict) and all(isinstance(v, dict) for v in kwargs.values())
-    if not shape or not set(kwargs) <= set(names):
-        raise ValueError(
-            f"--kwargs: expected a JSON object {{planner: {{field: value}}}} over the planners of "
-            f"--planners ({names}), got {text!r}"
-        )
-    return kwargs
 
 
 def _config_planners(paths: list[str], heads: int, kv_heads: int) -> dict[str, Any]:

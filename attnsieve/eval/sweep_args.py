@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -129,18 +130,7 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     from attnsieve.integrations import AttentionConfig
     from attnsieve.methods import PLANNERS
 
-    try:
-        kwargs = json.loads(args.method_kwargs)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"method-kwargs: not JSON ({e}): {args.method_kwargs!r}") from None
-    shape = isinstance(kwargs, dict) and all(
-        isinstance(v, dict) and "method" not in v for v in kwargs.values()
-    )  # a "method" key would run another planner under this one's label
-    if not shape or not set(kwargs) <= set(PLANNERS):
-        raise ValueError(
-            f"method-kwargs: expected a JSON object {{planner: {{hyper-parameter: value}}}} "
-            f"with planners among {sorted(PLANNERS)}, got {args.method_kwargs!r}"
-        )
+    kwargs = planner_kwargs(args.method_kwargs, "method-kwargs", PLANNERS)
     common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
     asked = {"--kv": args.kv, "--decode": args.decode, "--precision": args.precision}
     for name, text in asked.items():
@@ -207,6 +197,25 @@ def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
     entry = read_entry(kv, "--kv")
     sized = any(entry.get(name) is not None for name in ("budget", "ratio"))
     return entry if sized else {**entry, "ratio": ratio}
+
+
+def planner_kwargs(text: str, option: str, planners: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """A JSON object {planner: {hyper-parameter: value}} over ``planners``, given as ``option``
+    (a typo'd planner would run at its defaults unnoticed; a "method" key would run another
+    planner under this one's label)."""
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{option}: not JSON ({e}): {text!r}") from None
+    shape = isinstance(kwargs, dict) and all(
+        isinstance(v, dict) and "method" not in v for v in kwargs.values()
+    )
+    if not shape or not set(kwargs) <= set(planners):
+        raise ValueError(
+            f"{option}: expected a JSON object {{planner: {{hyper-parameter: value}}}} with "
+            f"planners among {sorted(planners)}, got {text!r}"
+        )
+    return kwargs
 
 
 def check_lengths_fit(
