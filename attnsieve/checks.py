@@ -96,8 +96,13 @@ def check_qk(q: Tensor, k: Tensor) -> None:
 
 
 def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
-    """`check_qk` plus v: same shape, dtype and device as k."""
+    """`check_qk` plus `check_v`."""
     check_qk(q, k)
+    check_v(k, v)
+
+
+def check_v(k: Tensor, v: Tensor) -> None:
+    """v against a checked k: same shape, dtype and device."""
     if not isinstance(v, Tensor):
         raise TypeError(f"v: expected a torch.Tensor, got {type(v).__name__}")
     if v.dtype != k.dtype:

@@ -1,12 +1,12 @@
-"""Where the INT8·FP8 quantisation pass spends its time, stage by stage (H200).
+"""Where the INT8·FP8 quantisation passes spend their time, stage by stage (H200).
 
-`attnsieve bench kernels --precision int8-fp8` times `quantize_qkv` at 0.80 ms for Llama-3-8B's
-shapes at 64K (thirteenth session of 2026-12-01), while reading Q, K and V once and writing their
-quantised copies moves about 1.2 GB, 0.3 ms at the H200's copy rate. This times, at each length,
-the whole pass eagerly (`median_ms`, as the bench) and from a CUDA graph, each of its kernels
-alone, and a bf16 copy of Q, K and V (the bandwidth floor of reading them once); each
-``--variant NAME=PATH`` (a copy of `attnsieve.kernels.quantize`) times its whole pass beside.
-Writes quant_pass.json.
+`attnsieve bench kernels --precision int8-fp8` times what runs before the attention kernel as
+quant_ms: `quantize_kv`, and `quantize_q` before the Triton kernel (the Hopper one quantises Q
+itself). This times, at each length, the K / V pass eagerly (`median_ms`, as the bench) and from a
+CUDA graph, each of its three kernels and the Q pass alone, and a bf16 copy of Q, K and V (the
+bandwidth floor of reading them once); each ``--variant
+NAME=PATH`` (a copy of `attnsieve.kernels.quantize`) times its whole pass beside. Writes
+quant_pass.json.
 
     PYTHONPATH=. python3 benchmarks/time_quant_pass.py --out DIR [--lengths 32768,65536,131072]
         [--variant NAME=PATH ...]
@@ -27,57 +27,37 @@ from benchmarks.check_masked_cost import load
 
 
 def stages(q, k, v, block: int = 128) -> dict:
-    """Each kernel of `quantize.quantize_blocks` as a closure over buffers allocated once."""
-    b, h_q, n, d = q.shape
-    h_kv, m = k.shape[1], k.shape[2]
+    """Each kernel of `quantize.quantize_kv_blocks` as a closure over buffers allocated once, and
+    `quantize.quantize_q_blocks` (64-row tiles, as before the Triton kernel)."""
+    b, h_kv, m, d = k.shape
     chunks = triton.cdiv(m, quantize._STATS_CHUNK)
-    f32 = dict(dtype=torch.float32, device=q.device)
-    k_sum, v_max = (
-        torch.empty((b, h_kv, chunks, d), **f32),
-        torch.empty((b, h_kv, chunks, d), **f32),
-    )
-    kv_bad = torch.zeros((b, h_kv, m), dtype=torch.int8, device=q.device)
-    k_mean, v_scale = torch.zeros((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32)
-    v_factors = (torch.ones((b, h_kv, d), **f32), torch.ones((b, h_kv, d), **f32))
-    q8, k8 = torch.empty_like(q, dtype=torch.int8), torch.empty_like(k, dtype=torch.int8)
-    q_scale = torch.empty((b, h_q, triton.cdiv(n, block)), **f32)
+    f32 = dict(dtype=torch.float32, device=k.device)
+    stats = torch.empty((2, b, h_kv, chunks, d), **f32)
+    kv_bad = torch.zeros((b, h_kv, m), dtype=torch.int8, device=k.device)
+    scales = torch.empty((4, b, h_kv, d), **f32)
+    k8 = torch.empty_like(k, dtype=torch.int8)
     k_scale = torch.empty((b, h_kv, triton.cdiv(m, block)), **f32)
-    q_bad = torch.empty((b, h_q, n), dtype=torch.int8, device=q.device)
-    k_block_bad = torch.empty((b, h_kv, k_scale.shape[-1]), dtype=torch.int8, device=q.device)
+    k_block_bad = torch.empty((b, h_kv, k_scale.shape[-1]), dtype=torch.int8, device=k.device)
     v_t = torch.empty((b, h_kv, d, triton.cdiv(m, 16) * 16), dtype=torch.float8_e4m3fn,
-                      device=q.device)  # fmt: skip
+                      device=k.device)  # fmt: skip
 
     def kv_stats():
         quantize._kv_stats_kernel[(chunks, b * h_kv)](
-            k, v, k_sum, v_max, kv_bad, *k.stride(), *v.stride(), h_kv, m,
+            k, v, stats, kv_bad, *k.stride(), *v.stride(), h_kv, m,
             CHUNK=quantize._STATS_CHUNK, BLOCK=min(64, quantize._STATS_CHUNK), HEAD_DIM=d,
         )  # fmt: skip
 
-    def scales():
-        k_mean.copy_(k_sum.sum(2) / m)
-        vm = v_max.amax(2)
-        v_scale.copy_(torch.where(vm > 0, vm / quantize.FP8_MAX, 1.0))
-        factors = quantize.reciprocal_factors(vm, quantize.FP8_MAX)
-        for dst, src in zip(v_factors, factors, strict=True):
-            dst.copy_(src)
+    def kv_scales():
+        quantize._kv_scales_kernel[(b * h_kv,)](stats, scales, b * h_kv, m, chunks, HEAD_DIM=d)
 
-    def q_int8():
-        quantize._quant_int8_kernel[(q_scale.shape[-1], b * h_q)](
-            q, q8, q_scale, q_scale, q_bad, q_bad, *q.stride(), h_q, n,
-            HAS_MEAN=False, WRITE_BAD=True, BLOCK=block, HEAD_DIM=d, **quantize._PER_BLOCK,
+    def quant_kv():
+        quantize._quant_kv_kernel[(k_scale.shape[-1], b * h_kv, 2)](
+            k, v, k8, k_scale, v_t, scales, kv_bad, k_block_bad, *k.stride(), *v.stride(),
+            v_t.stride(2), h_kv, m, BLOCK=block, HEAD_DIM=d, EMULATE_FP8=False, num_warps=8,
         )  # fmt: skip
 
-    def k_int8():
-        quantize._quant_int8_kernel[(k_scale.shape[-1], b * h_kv)](
-            k, k8, k_scale, k_mean, kv_bad, k_block_bad, *k.stride(), h_kv, m,
-            HAS_MEAN=True, WRITE_BAD=False, BLOCK=block, HEAD_DIM=d, **quantize._PER_BLOCK,
-        )  # fmt: skip
-
-    def v_fp8():
-        quantize._quant_fp8_kernel[(triton.cdiv(m, block), b * h_kv)](
-            v, v_t, *v_factors, *v.stride(), v_t.stride(2), h_kv, m,
-            BLOCK=block, HEAD_DIM=d, EMULATE_FP8=False, num_warps=8,
-        )  # fmt: skip
+    def quant_q():
+        quantize.quantize_q_blocks(q, 64)
 
     copies = [torch.empty_like(t) for t in (q, k, v)]
 
@@ -85,8 +65,8 @@ def stages(q, k, v, block: int = 128) -> dict:
         for dst, src in zip(copies, (q, k, v), strict=True):
             dst.copy_(src)
 
-    return {"kv_stats": kv_stats, "scales": scales, "q_int8": q_int8, "k_int8": k_int8,
-            "v_fp8": v_fp8, "copy_qkv (bf16)": copy_qkv}  # fmt: skip
+    return {"kv_stats": kv_stats, "kv_scales": kv_scales, "quant_kv": quant_kv, "quant_q": quant_q,
+            "copy_qkv (bf16)": copy_qkv}  # fmt: skip
 
 
 def main() -> None:
@@ -103,14 +83,14 @@ def main() -> None:
     for n in args.lengths:
         q = torch.randn(1, args.heads, n, args.head_dim, device="cuda", dtype=torch.bfloat16)
         k, v = torch.randn(2, 1, args.kv_heads, n, args.head_dim, device="cuda").bfloat16()
-        whole = lambda q=q, k=k, v=v: quantize.quantize_qkv(q, k, v)  # noqa: E731
+        whole = lambda k=k, v=v: quantize.quantize_kv(k, v)  # noqa: E731
         row = {
             "length": n,
             "whole_eager_ms": median_ms(whole),
             "whole_graph_ms": graph_ms(whole, 20),
         }
         for name, module in variants:
-            fn = lambda q=q, k=k, v=v, module=module: module.quantize_qkv(q, k, v)  # noqa: E731
+            fn = lambda k=k, v=v, module=module: module.quantize_kv(k, v)  # noqa: E731
             row[f"{name}_whole_eager_ms"] = median_ms(fn)
             row[f"{name}_whole_graph_ms"] = graph_ms(fn, 20)
         for name, fn in stages(q, k, v).items():

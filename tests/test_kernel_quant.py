@@ -11,8 +11,8 @@ from attnsieve.kernels import quant
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.kernels.quant import quant_attention
 from attnsieve.kernels.quant_reference import quant_attention_reference
-from attnsieve.kernels.quantize import quantize_qkv
-from attnsieve.kernels.quantize_reference import quantize_qkv_reference
+from attnsieve.kernels.quantize import quantize_kv, quantize_q
+from attnsieve.kernels.quantize_reference import quantize_kv_reference, quantize_q_reference
 from attnsieve.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("nan_empty")
@@ -342,11 +342,14 @@ def test_quantizers_match_twin_and_respect_strides():
     it in a tree on CUDA, so there the mean's last bit, and with it K's scale, can differ (the
     H200 measured it): on CUDA K's scale agrees to 1e-6 and its values to one step."""
     q = torch.randn(2, 90, 4, 128, dtype=torch.float16, device=DEVICE).transpose(1, 2)
+    q[1, 2, 7, 3] = math.inf
     kv = torch.randn(2, 2, 150, 2, 128, dtype=torch.float16, device=DEVICE).transpose(2, 3)
     k, v = kv[0] * 3 + 1, kv[1]
-    got = quantize_qkv(q, k, v, block_m=32, block_n=64)
-    want = quantize_qkv_reference(q, k, v, block_m=32, block_n=64)
-    exact = ("q", "q_scale", "v_scale", "q_bad", "kv_bad", "k_block_bad")
+    for got, want in zip(quantize_q(q, block_m=32), quantize_q_reference(q, 32), strict=True):
+        assert torch.equal(got, want)
+    got = quantize_kv(k, v, block_n=64)
+    want = quantize_kv_reference(k, v, block_n=64)
+    exact = ("v_scale", "kv_bad", "k_block_bad")
     for name in exact + (("k", "k_scale") if DEVICE == "cpu" else ()):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
     torch.testing.assert_close(got.k_scale, want.k_scale, atol=0, rtol=1e-6)
@@ -364,46 +367,50 @@ def test_blocks_below_2_to_the_minus_100_quantise_to_full_scale():
         (t.sign() * (1 + t.abs().frac())).bfloat16() * 2.0**-124 for t in _qkv(1, 2, 2, 64, 64, 64)
     )
     q[:, :, 32:] *= 2.0**100  # the second query block is an ordinary one
-    got = quantize_qkv(q, k, v, block_m=32, block_n=32)
-    want = quantize_qkv_reference(q, k, v, block_m=32, block_n=32)
-    for name in ("q", "q_scale", "k", "k_scale", "v_scale"):
+    q8, q_scale, _ = quantize_q(q, block_m=32)
+    want_q8, want_q_scale, _ = quantize_q_reference(q, 32)
+    assert torch.equal(q8, want_q8) and torch.equal(q_scale, want_q_scale)
+    got = quantize_kv(k, v, block_n=32)
+    want = quantize_kv_reference(k, v, block_n=32)
+    for name in ("k", "k_scale", "v_scale"):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
     assert torch.equal(got.v_t.float(), want.v_t.float())
-    assert (got.q.unflatten(2, (2, 32)).abs().amax((-1, -2)) == 127).all()
+    assert (q8.unflatten(2, (2, 32)).abs().amax((-1, -2)) == 127).all()
     assert (got.k.unflatten(2, (2, 32)).abs().amax((-1, -2)) == 127).all()
     assert (got.v_t.float().abs().amax(-1) == 448).all()
-    q_deq, _, v_deq = got.dequantize()
+    q_deq = q8.float() * q_scale.repeat_interleave(32, -1)[..., None]
     torch.testing.assert_close(q_deq, q.float(), atol=0, rtol=0.01 * 127 / 64)
-    torch.testing.assert_close(v_deq, v.float(), atol=0, rtol=2**-4)
+    torch.testing.assert_close(got.dequantize()[1], v.float(), atol=0, rtol=2**-4)
 
 
 def test_block_flags_mark_the_k_blocks_that_hold_a_flagged_row():
     """A NaN in a K row or an inf in a V row flags that row and its block of block_n keys (the
     last one partial): unmasked tiles read the block's flag alone."""
-    q, k, v = _qkv(2, 2, 2, 40, 150, 64)
+    _, k, v = _qkv(2, 2, 2, 40, 150, 64)
     k[0, 1, 70, 5] = math.nan
     v[1, 0, 149, 0] = math.inf
-    got = quantize_qkv(q, k, v, block_m=32, block_n=64)
+    got = quantize_kv(k, v, block_n=64)
     want = torch.zeros(2, 2, 3, dtype=torch.int8, device=DEVICE)
     want[0, 1, 1] = want[1, 0, 2] = 1
     assert torch.equal(got.k_block_bad, want)
-    assert torch.equal(quantize_qkv_reference(q, k, v, block_m=32, block_n=64).k_block_bad, want)
+    assert torch.equal(quantize_kv_reference(k, v, block_n=64).k_block_bad, want)
 
 
 def test_quantizer_round_trip_bounds_and_k_mean():
     q, k, v = _qkv(1, 2, 1, 100, 140, 64)
     k = k + 5.0 * torch.randn(64, device=DEVICE, dtype=k.dtype)  # channel offsets
-    z = quantize_qkv(q, k, v, block_m=32, block_n=32)
+    q8, q_scale, _ = quantize_q(q, block_m=32)
+    z = quantize_kv(k, v, block_n=32)
     torch.testing.assert_close(z.k_mean, k.float().mean(2), atol=1e-5, rtol=0)
-    q_deq, k_deq, v_deq = z.dequantize()
-    q_step = z.q_scale.repeat_interleave(32, -1)[..., :100, None]
+    k_deq, v_deq = z.dequantize()
+    q_step = q_scale.repeat_interleave(32, -1)[..., :100, None]
     k_step = z.k_scale.repeat_interleave(32, -1)[..., :140, None]
     # INT8 rounds to the nearest step: error at most half a step
-    assert bool(((q_deq - q.float()).abs() <= q_step * 0.5001).all())
+    assert bool(((q8.float() * q_step - q.float()).abs() <= q_step * 0.5001).all())
     smoothed = k.float() - z.k_mean[:, :, None]
     assert bool(((k_deq - smoothed).abs() <= k_step * 0.5001).all())
     # the scale is set by the block's absmax: the largest value maps to +-127 exactly
-    assert int(z.q.abs().amax()) == 127 and int(z.k.abs().amax()) == 127
+    assert int(q8.abs().amax()) == 127 and int(z.k.abs().amax()) == 127
     # smoothing removed the offsets: K's steps are far smaller than unsmoothed K would need
     assert float(z.k_scale.max()) < float(k.float().abs().amax()) / 127 / 2
     # FP8 e4m3 rounds to nearest with 3 mantissa bits: relative error <= 2^-4, absolute 2^-10
@@ -496,11 +503,16 @@ def _bad_inputs():
         ("twin out overlapping",
          lambda: quant_attention_reference(q, k, v, out=q[:, :1].expand(q.shape)), ValueError,
          "out"),
-        ("block_n", lambda: quantize_qkv(q, k, v, block_n=16), ValueError, "block_n"),
-        ("no key", lambda: quantize_qkv(q, k[:, :, :0], v[:, :, :0]), ValueError, "k:"),
-        ("twin no key", lambda: quantize_qkv_reference(q, k[:, :, :0], v[:, :, :0]), ValueError,
+        ("block_n", lambda: quantize_kv(k, v, block_n=16), ValueError, "block_n"),
+        ("no key", lambda: quantize_kv(k[:, :, :0], v[:, :, :0]), ValueError, "k:"),
+        ("twin no key", lambda: quantize_kv_reference(k[:, :, :0], v[:, :, :0]), ValueError,
          "k:"),
-        ("block_m", lambda: quantize_qkv(q, k, v, block_m=48), ValueError, "block_m"),
+        ("kv shapes", lambda: quantize_kv(k, v[:, :, :3]), ValueError, "k, v"),
+        ("kv dims", lambda: quantize_kv(k[0], v[0]), ValueError, "k:"),
+        ("kv float32", lambda: quantize_kv(k.float(), v.float()), TypeError, "k:"),
+        ("block_m", lambda: quantize_q(q, block_m=48), ValueError, "block_m"),
+        ("quantize_q dims", lambda: quantize_q(q[0]), ValueError, "q:"),
+        ("quantize_q float32", lambda: quantize_q(q.float()), TypeError, "q:"),
         ("twin q", lambda: quant_attention_reference(q[0], k, v), ValueError, "q:"),
     ]  # fmt: skip
 

@@ -29,7 +29,7 @@ def launches(monkeypatch):
     real = quant_hopper.attention
 
     def spy(*args, **kwargs):
-        calls.append(args[0].q.shape)
+        calls.append(args[0].shape)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(quant_hopper, "attention", spy)
@@ -130,3 +130,24 @@ def test_out_buffer_any_strides(launches):
     got = quant_attention(q, k, v, out=out)
     assert got is out and launches
     assert torch.equal(out, quant_attention(q, k, v))
+
+
+@needs_hopper
+def test_q_is_quantised_in_the_kernel_as_the_twin_does(launches):
+    """Q's tiles hold halves after scaling (127 in every row sets each tile's scale to 1): the
+    kernel rounds them half away from zero as the twin does, far closer to that twin than to one
+    whose Q rounds toward zero; Q viewed from (B, N, H, D) gives the same output bit for bit."""
+    n, m, d = 96, 128, 128
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(-126, 126, (1, 2, n, d), generator=g) + 0.5
+    q[..., 0] = 127
+    q = q.to(torch.float16).to("cuda")  # x.5 is exact in fp16 below 1024
+    _, k, v = _qkv(1, 2, 1, n, m, d)
+    got = quant_attention(q, k, v, scale=1e-3)
+    right = _rel_rms(got, quant_attention_reference(q, k, v, scale=1e-3))
+    toward_zero = (q - q.sign() * 0.0625).where(q.abs() != 127, q)  # x.4375: rounds down
+    wrong = _rel_rms(got, quant_attention_reference(toward_zero, k, v, scale=1e-3))
+    assert right < TWIN_RTOL and right < wrong / 4
+    strided = q.transpose(1, 2).contiguous().transpose(1, 2)
+    assert torch.equal(quant_attention(strided, k, v, scale=1e-3), got)
+    assert len(launches) == 2

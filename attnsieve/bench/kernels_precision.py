@@ -6,7 +6,9 @@ Dense causal at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT
 ``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on the same layout. Each output
 must reach a per-head cosine similarity of ``MIN_COSINE`` with the reference (bf16 SDPA dense; the
 float32 reference on sampled query blocks sparse) before it is timed. INT8·FP8 times include
-quantising Q, K and V, which is also timed on its own (quant_ms); ``kernel`` names the INT8·FP8
+quantising Q, K and V; what runs before the kernel is also timed on its own (quant_ms): the pass
+over K and V, and over Q for the Triton kernel (the Hopper one quantises Q itself); ``kernel``
+names the INT8·FP8
 kernel that ran (`attnsieve.kernels.quant_hopper` on an sm_90 GPU where it applies, else Triton's).
 """
 
@@ -58,7 +60,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
     """
     from attnsieve.kernels.prefill import sparse_attention
     from attnsieve.kernels.quant import quant_attention, quant_tiles, runs_hopper_kernel
-    from attnsieve.kernels.quantize import quantize_qkv
+    from attnsieve.kernels.quantize import quantize_kv, quantize_q
 
     sage = _sageattn()
     b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block
@@ -67,6 +69,13 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
 
     def kernel_name(q, k, layout):
         return "gluon-sm90" if runs_hopper_kernel(q, k, layout, True) else "triton"
+
+    def before_kernel(q, k, v, layout):
+        """What `quant_attention` runs before its kernel on these inputs."""
+        block_m, block_n = quant_tiles(layout)
+        quantize_kv(k, v, block_n=block_n)
+        if not runs_hopper_kernel(q, k, layout, True):
+            quantize_q(q, block_m=block_m)
 
     def record(n, method, precision, fn, density, target, ref, extra_ms=None):
         """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""
@@ -109,11 +118,10 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
         for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
             with contextlib.suppress(RuntimeError):
                 ref = ref if ref is not None else sdpa_call(q, k, v, backend)()
-        bm, bn = quant_tiles(None)
         record(n, "sdpa-cudnn", "bf16", sdpa_call(q, k, v, "CUDNN_ATTENTION"), 1.0, None, ref)
         bf16 = partial(sparse_attention, q, k, v, layout, dense_dispatch=False)
         record(n, "attnsieve-triton", "bf16", bf16, 1.0, None, ref)
-        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
+        quantize = partial(before_kernel, q, k, v, None)
         low = partial(quant_attention, q, k, v)
         record(n, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
         rows[-1]["kernel"] = kernel_name(q, k, None)
@@ -125,10 +133,9 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
         layout = random_causal_layout(n, h, blk, args.quant_density, dev, gen)
         density, target = layout.density(causal=True), args.quant_density
         ref = sampled_reference(q, k, v, layout)
-        bm, bn = quant_tiles(layout)
         bf16 = partial(sparse_attention, q, k, v, layout)
         record(n, "attnsieve", "bf16", bf16, density, target, ref)
-        quantize = partial(quantize_qkv, q, k, v, block_m=bm, block_n=bn)
+        quantize = partial(before_kernel, q, k, v, layout)
         low = partial(quant_attention, q, k, v, layout)
         record(n, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
         rows[-1]["kernel"] = kernel_name(q, k, layout)

@@ -3,7 +3,8 @@
 SageAttention2 (Zhang et al., arXiv 2411.10958) quantised attention on the block-sparse substrate
 of `attnsieve.kernels.prefill`, as SpargeAttn (arXiv 2502.18137) runs it on sparse block masks.
 Q and K (K smoothed) are quantised to INT8 per attention tile and V to FP8 per channel by
-`attnsieve.kernels.quantize`; then S = int32 (Q8 · K8ᵀ) × q_scale × k_scale in fp32; online softmax
+`attnsieve.kernels.quantize` (`quantize_q`, `quantize_kv`) before the kernel runs; then
+S = int32 (Q8 · K8ᵀ) × q_scale × k_scale in fp32; online softmax
 in fp32 with exp2; P × 448 (P in [0, 1]; log2 448 is folded into exp2's argument, so the row sum
 carries the 448 too) to FP8 e4m3 and P8 · V8 in fp32; V's channel scale is applied once at the
 end. Each tile's P8 · V8 is a fresh MMA added to the fp32 accumulator (SageAttention2's two-level
@@ -17,7 +18,7 @@ Differences from the papers:
 - A layout's key *columns* (gathered tokens) carry their own K block scales, loaded per key; so
   do its key *spans* (token ranges walked BLOCK_N keys at a time from an unaligned start, after
   the columns): a span tile straddles two K quantisation blocks.
-- Non-finite inputs: the quantisation passes quantise NaN / inf as 0 and flag their rows; a query
+- Non-finite inputs: the quantisation quantises NaN / inf as 0 and flags their rows; a query
   row that is non-finite or sees a flagged key comes out NaN, as in the bf16 kernel, unless it sees
   no key at all (0, lse -inf). Flagged keys hidden from a row never reach it: tiles that every row
   sees whole read one flag per K block, masked tiles a flag per key.
@@ -25,7 +26,12 @@ Differences from the papers:
 On an sm_90 GPU the in-order path (no layout or `Layout.dense`, causal, head_dim 128, M >= N)
 runs `attnsieve.kernels.quant_hopper` instead: the same quantisation and semantics in a
 warp-specialised Gluon kernel with FlashAttention-3's schedule, whose P·V accumulates inside the
-FP8 MMA (its docstring says why and what that costs).
+FP8 MMA (its docstring says why and what that costs), and which quantises Q itself as it loads it.
+This kernel does not: with Q quantised in its prologue (the same `load_quantized_rows`) the sparse
+row of `bench kernels` (64K, 10 %, H200) took 6.89 ms, since Triton moved the computed tile through
+shared memory on every key tile where it keeps a loaded one in the dot's registers; routed through
+memory and loaded back, 6.68 / 6.72 ms; with the pass, 6.14–6.36 ms over six earlier runs
+(benchmarks/results/h200/quant26/).
 
 Under the Triton interpreter (CPU tests) P is rounded to FP8 through `to_fp8`'s emulation
 (EMULATE_FP8), so the FP8 dot runs as on the GPU. The twin is
@@ -47,7 +53,13 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from attnsieve.checks import check_bool, check_out, check_pow2, check_scale
 from attnsieve.kernels import INTERPRET, check_triton_device, quant_hopper
 from attnsieve.kernels.prefill import LOG2E, layout_tensors, table_tile
-from attnsieve.kernels.quantize import FP8_MAX, check_qkv_to_quantize, quantize_blocks, to_fp8
+from attnsieve.kernels.quantize import (
+    FP8_MAX,
+    check_qkv_to_quantize,
+    quantize_kv_blocks,
+    quantize_q_blocks,
+    to_fp8,
+)
 from attnsieve.layout import Layout
 
 LOG2_FP8_MAX = math.log2(FP8_MAX)  # P in [0, 1] is scaled by 448; the kernel spells it out
@@ -372,10 +384,11 @@ def quant_attention(
         return (out, lse.fill_(-math.inf)) if return_lse else out
     in_order = _in_order(layout, causal)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        z = quantize_blocks(q, k, v, block_m, block_n)
+        z = quantize_kv_blocks(k, v, block_n)
         if runs_hopper_kernel(q, k, layout, causal):
-            quant_hopper.attention(z, out, lse, scale * LOG2E)
+            quant_hopper.attention(q, z, out, lse, scale * LOG2E)
             return (out, lse) if return_lse else out
+        q8, q_scale, q_bad = quantize_q_blocks(q, block_m)
         if in_order:  # the index pointers are never read: placeholders
             bidx = bcnt = cidx = ccnt = sstart = send = scnt = lse
             bq, bk, div, bs = block_m, block_n, h_q, 0
@@ -387,7 +400,7 @@ def quant_attention(
         dk, dv = (_descriptor(z.k, 1), _descriptor(z.v_t, 2)) if use_tma else (z.k, z.v_t)
         # fmt: off
         args = (
-            z.q, z.q_scale, z.q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad,
+            q8, q_scale, q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad,
             z.k_block_bad, dk, dv, out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
             *out.stride(), z.v_t.stride(2),
             *_strides(bidx, bs), *_strides(bcnt, bs), *_strides(cidx, bs), *_strides(ccnt, bs),

@@ -1,13 +1,14 @@
 """INT8 Q·Kᵀ / FP8 P·V dense causal attention for Hopper (sm_90), written in Gluon.
 
 The in-order path of `attnsieve.kernels.quant` (no layout, or `Layout.dense`) at head_dim 128,
-causal, with at least as many keys as queries, on an sm_90 GPU. Same inputs (`quantize_blocks`'
-64-row Q blocks and 128-key K blocks), same outputs and the same non-finite semantics as the
-Triton kernel; what differs is the schedule, which Triton does not let a kernel choose:
+causal, with at least as many keys as queries, on an sm_90 GPU. Same inputs (q, and
+`quantize_kv_blocks`' 128-key K blocks), the same quantisation of each program's 64-row Q tile
+(`quantize.quantize_int8`, spelt in Gluon), the same outputs and the same non-finite semantics as
+the Triton kernel; what differs is the schedule, which Triton does not let a kernel choose:
 
 - Warp-specialised (FlashAttention-3, Shah et al., arXiv 2407.08608): one producer warp streams K
-  and Vᵀ tiles into a two-stage ring by TMA; the consumer warpgroup never waits on a load it could
-  have issued earlier.
+  and Vᵀ tiles into a two-stage ring by TMA (while the consumer warpgroup quantises Q into shared
+  memory); the consumer never waits on a load it could have issued earlier.
 - FA3's intra-warpgroup overlap: tile j + 1's Q·Kᵀ and tile j - 1's P·V run on the tensor cores
   while tile j's softmax runs, through asynchronous wgmma.
 - P·V accumulates inside the FP8 MMA (FA3's choice, not SageAttention2's two-level accumulation):
@@ -17,6 +18,11 @@ Triton kernel; what differs is the schedule, which Triton does not let a kernel 
   under 1e-3, while against cuDNN's bf16 output the worst head's cosine is 0.99929 / 0.99928 at
   32K / 128K on Llama-3-8B's heads, the Triton kernel's to the fifth digit
   (benchmarks/results/h200/quant25/).
+- Q is quantised here, by the consumer warpgroup into shared memory, not by a pass before the
+  kernel: the pass before it then covers K and V only (0.20 / 0.73 ms at 32K / 128K on Llama-3-8B's
+  heads, against 0.69 / 1.19 for all three), while the whole call takes what it took with the
+  pass (12.03–12.13 / 188–191 ms against 12.04–12.14 / 188–189, benchmarks/results/h200/quant26/
+  and quant25/): no int8 copy of Q is written, read back or held in memory.
 - P reaches the MMA through shared memory: an fp8 operand in registers that lives across loop
   iterations is unpacked and repacked byte by byte (185 PRMT a tile, offline sm_90 SASS).
 - The int32 scores' conversion offset (s + 1.5·2²³ as fp32 bits) folds into exp2's FMA, and Q's
@@ -36,11 +42,12 @@ import torch
 import triton
 from torch import Tensor
 
-from attnsieve.kernels.quantize import QuantizedQKV
+from attnsieve.kernels.quantize import QuantizedKV
 
 try:  # Gluon's API moved between releases: this kernel is written for (and ran on) Triton 3.6
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.extra import libdevice
     from triton.experimental.gluon.language.nvidia.hopper import (
         fence_async_shared,
         mbarrier,
@@ -72,23 +79,21 @@ def fits(q: Tensor, k: Tensor, causal: bool, tiles: tuple[int, int]) -> bool:
     )
 
 
-def attention(z: QuantizedQKV, out: Tensor, lse: Tensor, scale_log2: float) -> None:
-    """Write ``out`` (B, H_q, N, D, any strides) and ``lse`` (B, H_q, N, contiguous) from ``z``;
-    ``scale_log2`` is the softmax scale times log2(e)."""
-    b, h_q, n, d = z.q.shape
+def attention(q: Tensor, z: QuantizedKV, out: Tensor, lse: Tensor, scale_log2: float) -> None:
+    """Write ``out`` (B, H_q, N, D, any strides) and ``lse`` (B, H_q, N, contiguous) from ``q``
+    (any strides) and ``z``; ``scale_log2`` is the softmax scale times log2(e)."""
+    b, h_q, n, d = q.shape
     h_kv, m = z.k.shape[1], z.k.shape[2]
-    q2 = z.q.view(b * h_q * n, d)
     k2 = z.k.view(b * h_kv * m, d)
     # Vᵀ's rows are padded to 16 bytes: a (B·H_kv·D, M) view with the padded row stride
     v2 = torch.as_strided(z.v_t, (b * h_kv * d, m), (z.v_t.stride(2), 1))
     int8_tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
-    q_desc = TensorDescriptor(q2, list(q2.shape), list(q2.stride()), [BLOCK_M, d], int8_tile)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], int8_tile)
     v_desc = TensorDescriptor(v2, list(v2.shape), list(v2.stride()), [d, BLOCK_N], int8_tile)
     # fmt: off
     _kernel[(triton.cdiv(n, BLOCK_M), b * h_q)](
-        q_desc, k_desc, v_desc, out, lse, z.q_scale, z.k_scale, z.k_mean, z.v_scale, z.q_bad,
-        z.kv_bad, z.k_block_bad, *out.stride(), n, m, h_q, h_kv, scale_log2,
+        q, k_desc, v_desc, out, lse, z.k_scale, z.k_mean, z.v_scale, z.kv_bad, z.k_block_bad,
+        *q.stride(), *out.stride(), n, m, h_q, h_kv, scale_log2,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES,
         # one consumer warpgroup and a producer warpgroup (one warp works) at 128 registers a
         # thread: the consumer takes 232, the producer 24, and two programs share an SM
@@ -104,12 +109,10 @@ if gluon is not None:
     # Kernel argument lists stay dense (one role per line) rather than one name per line.
     # fmt: off
     @gluon.jit
-    def _producer(q_desc, k_desc, v_desc, bufs, bars, q_row, kv_row, vt_row, n_tiles,
-                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    def _producer(k_desc, v_desc, bufs, bars, kv_row, vt_row, n_tiles, BLOCK_N: gl.constexpr,
+                  STAGES: gl.constexpr):
         q_smem, k_smem, v_smem, p_smem = bufs
-        q_bar, k_ready, k_empty, v_ready, v_empty = bars
-        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_smem)
+        k_ready, k_empty, v_ready, v_empty = bars
         for j in range(n_tiles):
             s = j % STAGES
             phase = (j // STAGES) & 1
@@ -149,7 +152,7 @@ if gluon is not None:
         """Wait for P·V of tile j - 1 (``IN_FLIGHT`` later MMAs may still run), free its V stage,
         rescale O to tile j's row max, and issue P·V of tile j through shared memory."""
         q_smem, k_smem, v_smem, p_smem = bufs
-        q_bar, k_ready, k_empty, v_ready, v_empty = bars
+        k_ready, k_empty, v_ready, v_empty = bars
         st = j % STAGES
         acc = warpgroup_mma_wait(IN_FLIGHT, deps=[acc])
         mbarrier.arrive(v_empty.index((j + STAGES - 1) % STAGES), count=1, pred=j > 0)
@@ -165,7 +168,7 @@ if gluon is not None:
         """Softmax of tile j while Q·Kᵀ of tile j + 1 and P·V of tile j - 1 run; then P·V of tile
         j is issued and the scores of tile j + 1 are taken."""
         q_smem, k_smem, v_smem, p_smem = bufs
-        q_bar, k_ready, k_empty, v_ready, v_empty = bars
+        k_ready, k_empty, v_ready, v_empty = bars
         st1 = (j + 1) % STAGES
         mbarrier.wait(k_ready.index(st1), ((j + 1) // STAGES) & 1)
         s_tok = warpgroup_mma(q_smem, k_smem.index(st1).permute((1, 0)), zero_s, use_acc=False,
@@ -178,11 +181,39 @@ if gluon is not None:
         return s_int, acc, m_i, l_i, row_bad
 
     @gluon.jit
-    def _consumer(bufs, bars, Out, LSE, QS, KS, KMEAN, VS, QBAD, KVBAD, KBLOCKBAD,
+    def _quantize_q(Q, q_smem, stride_qb, stride_qh, stride_qn, stride_qd, i_b, i_h, i_m, N,
+                    BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+        """`quantize.quantize_int8` of this program's Q tile (rows past N: 0), into q_smem;
+        returns its scale and the flags of rows that held a NaN / inf (quantised as 0)."""
+        # 8 contiguous elements (16 bytes) a thread: one vector load
+        blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+        o_m = i_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, blk))
+        o_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, blk))
+        p_q = (Q + i_b.to(gl.int64) * stride_qb + i_h.to(gl.int64) * stride_qh
+               + o_m.to(gl.int64)[:, None] * stride_qn + o_d[None, :] * stride_qd)
+        b_x = gl.load(p_q, mask=(o_m < N)[:, None], other=0.0).to(gl.float32)
+        m_x = gl.abs(b_x) < float("inf")  # False for NaN too
+        q_bad = gl.min(m_x.to(gl.int32), 1) == 0
+        b_x = gl.where(m_x, b_x, 0.0)
+        amax = gl.max(gl.max(gl.abs(b_x), 1), 0)
+        scale = gl.where(amax > 0, gl.div_rn(amax, 127.0), 1.0)
+        pre = gl.where(amax < 7.888609052210118e-31, 1.2676506002282294e30, 1.0)  # 2^-100, 2^100
+        inv = gl.where(amax > 0, gl.div_rn(127.0, amax * pre), 1.0)
+        b_y = libdevice.mul_rn(b_x * pre, inv)  # never contracted with the add into an FMA
+        b_y = b_y + gl.where(b_y >= 0, 0.5, -0.5)  # half away from zero, then truncated
+        q_smem.store(b_y.to(gl.int8))
+        fence_async_shared()
+        return scale, q_bad.to(gl.int8)
+
+    @gluon.jit
+    def _consumer(Q, bufs, bars, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD,
+                  stride_qb, stride_qh, stride_qn, stride_qd,
                   stride_ob, stride_oh, stride_on, stride_od,
                   i_b, i_h, i_bh, i_bkv, i_m, n_tiles, n_full, N, M, qk_scale,
                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, num_warps: gl.constexpr):
+        q_scale, q_bad = _quantize_q(Q, bufs[0], stride_qb, stride_qh, stride_qn, stride_qd, i_b,
+                                     i_h, i_m, N, BLOCK_M, HEAD_DIM, num_warps)
         # one layout serves S (BLOCK_M x BLOCK_N) and O (BLOCK_M x HEAD_DIM): BLOCK_N == HEAD_DIM
         mma: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_N, 32])
@@ -198,8 +229,7 @@ if gluon is not None:
         m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows)
         l_i = gl.zeros([BLOCK_M], gl.float32, rows)
         row_bad = gl.zeros([BLOCK_M], gl.int1, rows)
-        qs = gl.load(QS + i_bh.to(gl.int64) * gl.cdiv(N, BLOCK_M) + i_m) * qk_scale
-        mbarrier.wait(bars[0], 0)
+        qs = q_scale * qk_scale
         acc, m_i, l_i, row_bad = _attend(
             bufs, bars, KS + i_bkv64 * gl.cdiv(M, BLOCK_N),
             KBLOCKBAD + i_bkv64 * gl.cdiv(M, BLOCK_N), p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full,
@@ -208,7 +238,7 @@ if gluon is not None:
         # rows that saw a non-finite query or key: NaN (every row sees key 0, so l > 0)
         m_row = o_m < N
         i_bh64 = i_bh.to(gl.int64)
-        row_bad = row_bad | (gl.load(QBAD + i_bh64 * N + o_m, mask=m_row, other=0) != 0)
+        row_bad = row_bad | (gl.convert_layout(q_bad, rows) != 0)
         b_vs = gl.load(VS + i_bkv64 * HEAD_DIM + o_d)  # V's channel scale (l carries P's 448)
         b_r = gl.where(row_bad, float("nan"), 1.0 / l_i)
         b_o = acc * b_r[:, None] * b_vs[None, :]
@@ -228,7 +258,7 @@ if gluon is not None:
                 STAGES: gl.constexpr, mma: gl.constexpr):
         """The program's n_tiles key tiles (n_full of them seen whole by every row)."""
         q_smem, k_smem, v_smem, p_smem = bufs
-        q_bar, k_ready, k_empty, v_ready, v_empty = bars
+        k_ready, k_empty, v_ready, v_empty = bars
         zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
         acc = warpgroup_mma_init(acc)
         tiles_bad = gl.to_tensor(0)  # tiles seen whole: one flag a K block for every row
@@ -264,8 +294,9 @@ if gluon is not None:
         return acc, m_i, l_i, row_bad | (tiles_bad != 0)
 
     @gluon.jit
-    def _kernel(q_desc, k_desc, v_desc, Out, LSE, QS, KS, KMEAN, VS, QBAD, KVBAD, KBLOCKBAD,
-                stride_ob, stride_oh, stride_on, stride_od, N, M, H_Q, H_KV, qk_scale,
+    def _kernel(Q, k_desc, v_desc, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD,
+                stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on,
+                stride_od, N, M, H_Q, H_KV, qk_scale,
                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                 STAGES: gl.constexpr, num_warps: gl.constexpr):
         # heaviest query tiles (last rows under causal masking) launch first
@@ -280,30 +311,29 @@ if gluon is not None:
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
         n_full = gl.minimum(M, q_lo + (M - N) + 1) // BLOCK_N  # tiles before it: seen by all
 
-        q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, HEAD_DIM], q_desc.layout)
+        q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, HEAD_DIM], k_desc.layout)
         k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
         v_smem = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, HEAD_DIM, BLOCK_N],
                                            v_desc.layout)
-        p_smem = gl.allocate_shared_memory(gl.float8e4nv, [BLOCK_M, BLOCK_N], q_desc.layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        p_smem = gl.allocate_shared_memory(gl.float8e4nv, [BLOCK_M, BLOCK_N], k_desc.layout)
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(k_empty.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
             mbarrier.init(v_empty.index(i), count=1)
         bufs = (q_smem, k_smem, v_smem, p_smem)
-        bars = (q_bar, k_ready, k_empty, v_ready, v_empty)
+        bars = (k_ready, k_empty, v_ready, v_empty)
         gl.warp_specialize([
-            (_consumer, (bufs, bars, Out, LSE, QS, KS, KMEAN, VS, QBAD, KVBAD, KBLOCKBAD,
+            (_consumer, (Q, bufs, bars, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD,
+                         stride_qb, stride_qh, stride_qn, stride_qd,
                          stride_ob, stride_oh, stride_on, stride_od, i_b, i_h, i_bh, i_bkv, i_m,
                          n_tiles, n_full, N, M, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
                          num_warps)),
-            (_producer, (q_desc, k_desc, v_desc, bufs, bars, i_bh * N + q_lo, i_bkv * M,
-                         i_bkv * HEAD_DIM, n_tiles, BLOCK_N, STAGES)),
+            (_producer, (k_desc, v_desc, bufs, bars, i_bkv * M, i_bkv * HEAD_DIM, n_tiles,
+                         BLOCK_N, STAGES)),
         ], [1], [24])
     # fmt: on

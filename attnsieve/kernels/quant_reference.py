@@ -1,7 +1,7 @@
 """The plain-PyTorch twin of `attnsieve.kernels.quant`: the same quantisation
 (`attnsieve.kernels.quantize_reference`), then attention on the quantised values in float32.
 
-It quantises exactly as the Triton passes do (same blocks, scales, rounding, non-finite handling),
+It quantises exactly as the kernels do (same blocks, scales, rounding, non-finite handling),
 and walks each query block's key tiles in the kernel's order with the same online softmax, because
 P's FP8 rounding depends on the running row maximum when a tile is folded in. Kernel and twin
 therefore differ only by floating-point summation order (and exp2's last bits on the GPU).
@@ -15,7 +15,11 @@ import torch
 from torch import Tensor
 
 from attnsieve.kernels.quant import LOG2_FP8_MAX, LOG2E, check_quant_inputs, quant_tiles
-from attnsieve.kernels.quantize_reference import quantize_qkv_reference, round_fp8
+from attnsieve.kernels.quantize_reference import (
+    quantize_kv_reference,
+    quantize_q_reference,
+    round_fp8,
+)
 from attnsieve.layout import Layout
 
 
@@ -41,14 +45,15 @@ def quant_attention_reference(
         o = torch.zeros_like(q)
         out = o if out is None else out.copy_(o)
         return (out, torch.full((b, h_q, n), -math.inf, device=q.device)) if return_lse else out
-    z = quantize_qkv_reference(q, k, v, block_m=block_m, block_n=block_n)
+    q8, q_scale, q_bad = quantize_q_reference(q, block_m)
+    z = quantize_kv_reference(k, v, block_n=block_n)
     if layout is None:  # the kernel's dense walk: every BLOCK_N tile in order
         layout = Layout.dense(n, m, block_q=block_m, block_k=block_n, causal=False, device=q.device)
     qk_scale = (1.0 / math.sqrt(d) if scale is None else float(scale)) * LOG2E
     # per query row: its tile's Q scale, folded with the softmax scale as the kernel does
-    q_scale = (z.q_scale * qk_scale).repeat_interleave(block_m, -1)[..., :n]  # (B, H_q, N)
+    q_scale = (q_scale * qk_scale).repeat_interleave(block_m, -1)[..., :n]  # (B, H_q, N)
     k_scale = z.k_scale.repeat_interleave(block_n, -1)[..., :m]  # (B, H_kv, M)
-    qf, kf, vf = z.q.float(), z.k.float(), z.v_t.float().mT  # (B, H_kv, M, D)
+    qf, kf, vf = q8.float(), z.k.float(), z.v_t.float().mT  # (B, H_kv, M, D)
     i_b = torch.arange(b, device=q.device)[:, None, None]
     i_kv = (torch.arange(h_q, device=q.device) // (h_q // h_kv))[None, :, None]
     heads = layout.heads_for(h_q, h_kv)
@@ -81,7 +86,7 @@ def quant_attention_reference(
         acc[:, :, rows], row_l[:, :, rows], row_m[:, :, rows], bad[:, :, rows] = state
 
     empty = row_l == 0
-    bad |= (z.q_bad != 0) & ~empty
+    bad |= (q_bad != 0) & ~empty
     kv_head = i_kv[0, :, 0]
     o = acc / torch.where(empty, 1.0, row_l)[..., None] * z.v_scale[:, kv_head, None]
     o = torch.where(bad[..., None], math.nan, o).to(q.dtype)
