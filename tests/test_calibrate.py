@@ -455,3 +455,26 @@ def test_cli_an_empty_output_path_is_refused_before_any_work(tmp_path, capsys, m
     torch.save(layers()[:1], qk)
     message = _cli_error(capsys, ["--qk", str(qk), "--output", ""])
     assert message.startswith("--output: expected a path")
+
+
+def test_cli_sample_options_with_qk_are_refused(tmp_path, capsys):
+    """--length, --prompt-file and --rope-scale shape the sample a --model is run on: with --qk
+    (captured q, k) they would be ignored, so they are refused, naming them."""
+    qk = tmp_path / "qk.pt"
+    torch.save(layers()[:1], qk)
+    argv = ["--qk", str(qk), "--length", "4096", "--rope-scale", "4"]
+    assert _cli_error(capsys, argv) == (
+        "--length, --rope-scale: shape the sample of --model, not used with --qk"
+    )
+
+
+def test_cli_a_sample_longer_than_the_model_is_refused(tiny_probe_dir, capsys):
+    """Checked once the model is loaded (its positions are in its config): the error is the last
+    line, after transformers' loading bar."""
+    from attnsieve import cli
+
+    positions = json.loads((tiny_probe_dir / "config.json").read_text())["max_position_embeddings"]
+    argv = ["calibrate", "--model", str(tiny_probe_dir), "--length", str(positions + 1)]
+    assert cli.main([*argv, "--device", "cpu"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"attnsieve calibrate: error: --length: expected 1 to {positions} ")

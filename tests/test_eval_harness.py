@@ -580,6 +580,37 @@ def test_an_empty_axis_is_refused_not_read_as_its_default(option):
         sweep_args.method_configs(args)
 
 
+@pytest.mark.parametrize(
+    ("given", "option"),
+    [
+        (["--kv-ratio", "0.5"], "--kv-ratio"),
+        (["--kv", "none", "--kv-ratio", "0.5"], "--kv-ratio"),
+        (["--decode-ratio", "0.5"], "--decode-ratio"),
+        (["--decode", "none", "--decode-ratio", "0.5"], "--decode-ratio"),
+    ],
+)
+def test_a_ratio_without_a_method_to_read_it_is_refused(given, option):
+    """--kv-ratio / --decode-ratio without a policy / selector among --kv / --decode would be
+    ignored (a config file among --methods keeps its own budgets): refused instead."""
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    args = parser.parse_args(["--model", "probe", "--methods", "dense", *given])
+    with pytest.raises(ValueError, match=f"^{option}: applies to the methods of"):
+        sweep_args.method_configs(args)
+    args = parser.parse_args(["--model", "probe", "--methods", "dense", *given, "--kv",
+                              "none,snapkv", "--decode", "none,quest"])  # fmt: skip
+    labels = [label for label, _ in sweep_args.method_configs(args)]
+    assert "dense+snapkv@0.5" in labels or "dense+quest@0.5" in labels
+
+
+def test_fidelity_length_without_fidelity_is_refused(tiny_probe_dir, tmp_path, capsys):
+    args = _args(tiny_probe_dir, tmp_path)
+    args.fidelity_length = "4k"
+    assert harness.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fidelity-length: applies to --fidelity" in err[0]
+
+
 def test_empty_lengths_are_refused_not_read_as_the_defaults(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.lengths = ""

@@ -276,6 +276,7 @@ _CALIBRATION_OPTIONS = {
     "output": "calibration.json",
 }
 _RETRIEVAL_OPTIONS = {"echo_ratio": 0.01, "induction_ratio": 0.14}
+_SAMPLE_OPTIONS = ("prompt_file", "length", "rope_scale")  # of a --model's sample only
 
 
 def main(args: argparse.Namespace) -> int:
@@ -287,6 +288,9 @@ def main(args: argparse.Namespace) -> int:
     if given:
         mode = "not used with" if retrieval else "used only with"
         raise ValueError(f"{', '.join(given)}: {mode} --retrieval-heads")
+    sample = [f"--{n.replace('_', '-')}" for n in _SAMPLE_OPTIONS if getattr(args, n) is not None]
+    if args.qk is not None and sample:
+        raise ValueError(f"{', '.join(sample)}: shape the sample of --model, not used with --qk")
     for name, default in own.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -386,6 +390,7 @@ def add_label_channels(
 
 def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
     from attnsieve.eval.models import load_model
+    from attnsieve.eval.sweep_args import check_lengths_fit
     from attnsieve.eval.tasks import make_samples
 
     model, tokenizer, _ = load_model(
@@ -396,6 +401,9 @@ def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
             text = f.read()
     else:
         text = make_samples("niah_single", tokenizer, args.length, 1, 0)[0].prompt
+    check_lengths_fit(
+        [args.length], model.config.get_text_config().max_position_embeddings, name="--length"
+    )
     ids = torch.tensor([list(tokenizer.encode(text))])
     if ids.shape[1] < args.length and args.prompt_file:
         raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")

@@ -325,6 +325,8 @@ def main(args: argparse.Namespace) -> int:
         methods = method_configs(args)
         if args.fidelity:
             check_prefill_only(methods)
+        elif args.fidelity_length is not None:
+            raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )

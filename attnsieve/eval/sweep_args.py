@@ -30,7 +30,9 @@ def add_compression_axes(parser: argparse.ArgumentParser | argparse._ArgumentGro
         help="comma-separated KV policies or KV-entry JSON files (none, the default: keep every "
         "token; a config file among --methods keeps its own unless --kv is given)",
     )
-    parser.add_argument("--kv-ratio", type=float, default=0.25, help="KV policies' budget ratio")
+    parser.add_argument(
+        "--kv-ratio", type=float, default=None, help="the --kv policies' budget ratio (0.25)"
+    )
     parser.add_argument(
         "--decode",
         default=None,
@@ -38,7 +40,10 @@ def add_compression_axes(parser: argparse.ArgumentParser | argparse._ArgumentGro
         "--methods keeps its own unless --decode is given)",
     )
     parser.add_argument(
-        "--decode-ratio", type=float, default=0.125, help="decode selectors' token budget ratio"
+        "--decode-ratio",
+        type=float,
+        default=None,
+        help="the --decode selectors' token budget ratio (0.125)",
     )
 
 
@@ -140,6 +145,8 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
         [_KEEP] if text is None else [None if x == "none" else x for x in split(text)]
         for text in (args.kv, args.decode)
     )
+    kv_ratio = _ratio(args.kv_ratio, "--kv-ratio", kvs, "--kv", 0.25)
+    decode_ratio = _ratio(args.decode_ratio, "--decode-ratio", decodes, "--decode", 0.125)
     precisions = split(args.precision)
     out = []
     for method in split(args.methods):
@@ -147,15 +154,15 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             roles: dict[str, Any] = {"precision": precision}
             parts = [Path(method).stem if method.endswith(".json") else method]
             if kv is not _KEEP:
-                roles["kv"] = entry = _kv_entry(kv, args.kv_ratio)
+                roles["kv"] = entry = _kv_entry(kv, kv_ratio)
                 if entry is not None:
                     budget = entry["ratio"] if entry.get("budget") is None else entry["budget"]
                     parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
             if decode is not _KEEP:
                 roles["decode"] = (
-                    None if decode is None else {"method": decode, "ratio": args.decode_ratio}
+                    None if decode is None else {"method": decode, "ratio": decode_ratio}
                 )
-                parts += [f"{decode}@{args.decode_ratio:g}"] if decode else []
+                parts += [f"{decode}@{decode_ratio:g}"] if decode else []
             parts += [precision] if precision != "bf16" else []
             if method.endswith(".json"):
                 data = _config_file(method)
@@ -177,6 +184,13 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 _KEEP = object()  # --kv / --decode not given: a config file keeps its role
+
+
+def _ratio(value: float | None, option: str, axis: list, parent: str, default: float) -> float:
+    """An axis' ratio option: refused where no entry of its axis would read it."""
+    if value is not None and all(entry is None or entry is _KEEP for entry in axis):
+        raise ValueError(f"{option}: applies to the methods of {parent}, and none is given")
+    return default if value is None else value
 
 
 def _config_file(path: str) -> dict[str, Any]:
