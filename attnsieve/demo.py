@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from attnsieve.eval.models import load_model, smollm2_path
+    from attnsieve.eval.models import load_model, model_positions, smollm2_path
 
     try:
         smollm2_path()  # a missing model is reported before anything slow starts
@@ -73,17 +73,17 @@ def main(args: argparse.Namespace) -> int:
                 f"length/depth/recall-layers: expected >= 1024, in [0, 1] and a non-empty list, "
                 f"got {args.length}, {args.depth}, {args.recall_layers!r}"
             )
-        print("loading SmolLM2-135M-Instruct (GGUF, dequantized to float32) ...", flush=True)
-        model, tokenizer, _ = load_model("smollm2", device="cpu", dtype="float32")
-        num_layers = model.config.num_hidden_layers
-        layers = sorted({*recall_layers, args.plot_layer})
-        heads = model.config.num_attention_heads
-        positions = model.config.max_position_embeddings
+        positions = model_positions("smollm2")  # checked before the weights load
         if args.length > positions:
             raise ValueError(
                 f"length: expected at most {positions} tokens (the model's positions), got "
                 f"{args.length}"
             )
+        print("loading SmolLM2-135M-Instruct (GGUF, dequantized to float32) ...", flush=True)
+        model, tokenizer, _ = load_model("smollm2", device="cpu", dtype="float32")
+        num_layers = model.config.num_hidden_layers
+        layers = sorted({*recall_layers, args.plot_layer})
+        heads = model.config.num_attention_heads
         if not all(0 <= i < num_layers for i in layers) or not 0 <= args.plot_head < heads:
             raise ValueError(
                 f"recall-layers/plot-layer/plot-head: layers in [0, {num_layers}), head in "

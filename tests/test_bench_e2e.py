@@ -18,7 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _argv(model_dir, out, *extra):
     return ["bench", "e2e", "--model", str(model_dir), "--lengths", "512", "--decode-steps", "3",
-            "--batch", "1,2", "--methods", "dense", "--kv", "none,streaming", "--kv-ratio", "0.25",
+            "--batch", "1,2", "--methods", "dense", "--kv", "none,streaming",
             "--decode", "none,quest", "--out", str(out), *extra]  # fmt: skip
 
 
@@ -144,6 +144,9 @@ def test_a_multimodal_model_is_described_from_its_text_config(tmp_path, monkeypa
     model = SimpleNamespace(config=config, dtype=torch.float32)
     monkeypatch.setattr(e2e, "_load", lambda *a, **k: (model, None, "gemma3"))
     monkeypatch.setattr(e2e, "_prompt", prompt)
+    monkeypatch.setattr(  # what models.model_positions reads, with the weights left alone
+        "transformers.AutoConfig.from_pretrained", lambda *a, **k: config
+    )
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
     args = parser.parse_args(["--model", "some/gemma3", "--lengths", "1k", "--decode-steps", "2"])

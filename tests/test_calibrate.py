@@ -468,13 +468,11 @@ def test_cli_sample_options_with_qk_are_refused(tmp_path, capsys):
     )
 
 
-def test_cli_a_sample_longer_than_the_model_is_refused(tiny_probe_dir, capsys):
-    """Checked once the model is loaded (its positions are in its config): the error is the last
-    line, after transformers' loading bar."""
-    from attnsieve import cli
+def test_cli_a_sample_longer_than_the_model_is_refused(tiny_probe_dir, capsys, monkeypatch):
+    """Checked against the model's config before its weights load: one line, nothing loaded."""
+    from attnsieve.eval import models
 
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
     positions = json.loads((tiny_probe_dir / "config.json").read_text())["max_position_embeddings"]
-    argv = ["calibrate", "--model", str(tiny_probe_dir), "--length", str(positions + 1)]
-    assert cli.main([*argv, "--device", "cpu"]) == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith(f"attnsieve calibrate: error: --length: expected 1 to {positions} ")
+    message = _cli_error(capsys, ["--model", str(tiny_probe_dir), "--length", str(positions + 1)])
+    assert message.startswith(f"--length: expected 1 to {positions} tokens")

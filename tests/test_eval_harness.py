@@ -377,6 +377,12 @@ def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_pat
     assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
+def _probe_positions(monkeypatch, tiny_probe_dir):
+    """The probe's positions for a model name that a test's stand-in load_model maps to it."""
+    positions = harness.model_positions(str(tiny_probe_dir))
+    monkeypatch.setattr(harness, "model_positions", lambda *a, **k: positions)
+
+
 def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path, monkeypatch):
     calls = []
     run_cell, load_model = harness.run_cell, harness.load_model
@@ -391,6 +397,7 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
 
     monkeypatch.setattr(harness, "run_cell", counting)
     monkeypatch.setattr(harness, "load_model", hub)
+    _probe_positions(monkeypatch, tiny_probe_dir)
     args = _args("org-a/model", tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
     assert harness.main(args) == 0 and len(calls) == 1
@@ -414,6 +421,7 @@ def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, mon
 
     monkeypatch.setattr(harness, "run_cell", counting)
     monkeypatch.setattr(harness, "load_model", smollm2)
+    _probe_positions(monkeypatch, tiny_probe_dir)
     q4, q8 = tmp_path / "q4" / "model.gguf", tmp_path / "q8" / "model.gguf"
     for path, size in ((q4, 10), (q8, 20)):
         path.parent.mkdir()
@@ -443,6 +451,7 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
         return model, tokenizer, spec
 
     monkeypatch.setattr(harness, "load_model", smollm2)
+    _probe_positions(monkeypatch, tiny_probe_dir)
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(gguf))
     args = _args("smollm2", tmp_path / "out")
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
@@ -505,24 +514,26 @@ def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, ca
     assert "--fidelity-length: expected entries like 4k" in capsys.readouterr().err
 
 
-def test_positions_of_a_multimodal_model_come_from_its_text_config(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    import torch
+def test_positions_of_a_multimodal_model_come_from_its_text_config(monkeypatch):
+    import transformers
     from transformers import Gemma3Config  # its positions are in the text config only
 
-    class Reached(Exception):
-        pass
+    from attnsieve.eval import models
 
-    def grid(*args):
-        raise Reached
+    config = Gemma3Config()
+    assert not hasattr(config, "max_position_embeddings")
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: config)
+    assert models.model_positions("gemma3") == config.get_text_config().max_position_embeddings
 
-    model = SimpleNamespace(config=Gemma3Config(), dtype=torch.float32)
-    monkeypatch.setattr(harness, "load_model", lambda *a, **k: (model, None, "gemma3"))
-    monkeypatch.setattr(harness, "run_grid", grid)
-    args = _args("gemma3", tmp_path)
-    with pytest.raises(Reached):
-        harness.main(args)
+
+def test_lengths_are_checked_before_the_weights_load(tiny_probe_dir, tmp_path, capsys, monkeypatch):
+    """Against the model's config: one line, and no weights loaded for a run that cannot start."""
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    args = _args(tiny_probe_dir, tmp_path)
+    args.lengths = "64k"
+    assert harness.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lengths: expected 1 to 32768 tokens" in err[0]
 
 
 def test_split_question_keeps_the_question_out_of_the_context():

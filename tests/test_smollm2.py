@@ -86,6 +86,9 @@ def test_yarn_rope_scale():
     assert model.config.max_position_embeddings == 32768
     rotary = model.model.rotary_emb
     assert rotary.rope_type == "yarn" and rotary.attention_scaling > 1  # YaRN's mscale
+    # the commands check lengths against these before loading the weights
+    assert models.model_positions("smollm2") == 8192
+    assert models.model_positions("smollm2", rope_scale=4) == 32768
 
 
 @pytest.mark.parametrize("spec", ["/no/such/model.gguf", "./no-such-folder", "missing.gguf"])
@@ -142,18 +145,13 @@ def test_demo_without_model_exits_2(monkeypatch, tmp_path, capsys):
 
 
 def test_demo_length_beyond_the_model_positions_exits_2(monkeypatch, tmp_path, capsys):
-    from types import SimpleNamespace
 
     from attnsieve import demo
 
     (tmp_path / "model.gguf").write_bytes(b"")
     monkeypatch.setenv(models.SMOLLM2_ENV, str(tmp_path / "model.gguf"))
-    config = SimpleNamespace(
-        num_hidden_layers=30, num_attention_heads=9, max_position_embeddings=8192
-    )
-    monkeypatch.setattr(
-        models, "load_model", lambda *a, **k: (SimpleNamespace(config=config), None, "smollm2")
-    )
+    monkeypatch.setattr(models, "model_positions", lambda *a, **k: 8192)  # the GGUF's config
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the weights"))
     monkeypatch.setattr(demo, "_run", lambda *a: pytest.fail("ran past the model's positions"))
     assert cli.main(["demo", "--length", "16384", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

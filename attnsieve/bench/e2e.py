@@ -198,6 +198,10 @@ def main(args: argparse.Namespace) -> int:
         else:
             methods = _methods(args)
         requested = _parse_lengths(args.lengths)
+        if requested and args.model != RANDOM_MODEL:  # before the weights load
+            from attnsieve.eval.models import model_positions
+
+            check_lengths_fit(requested, model_positions(args.model, args.rope_scale))
         torch.manual_seed(args.seed)
         model, tokenizer, name = _load(args, device)
         # a multimodal model (Gemma 3) keeps its decoder's sizes in the text config

@@ -389,10 +389,12 @@ def add_label_channels(
 
 
 def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
-    from attnsieve.eval.models import load_model
+    from attnsieve.eval.models import load_model, model_positions
     from attnsieve.eval.sweep_args import check_lengths_fit
     from attnsieve.eval.tasks import make_samples
 
+    positions = model_positions(args.model, args.rope_scale)  # before the weights load
+    check_lengths_fit([args.length], positions, name="--length")
     model, tokenizer, _ = load_model(
         args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
     )
@@ -401,9 +403,6 @@ def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
             text = f.read()
     else:
         text = make_samples("niah_single", tokenizer, args.length, 1, 0)[0].prompt
-    check_lengths_fit(
-        [args.length], model.config.get_text_config().max_position_embeddings, name="--length"
-    )
     ids = torch.tensor([list(tokenizer.encode(text))])
     if ids.shape[1] < args.length and args.prompt_file:
         raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")

@@ -56,6 +56,7 @@ from attnsieve.eval.model_fidelity import check_prefill_only, run_fidelity
 from attnsieve.eval.models import (
     load_model,
     load_tokenizer,  # noqa: F401 (re-exported)
+    model_positions,
     smollm2_path,
 )
 from attnsieve.eval.sweep_args import (
@@ -327,6 +328,13 @@ def main(args: argparse.Namespace) -> int:
             check_prefill_only(methods)
         elif args.fidelity_length is not None:
             raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
+        # lengths are checked against the model's positions before its weights are loaded
+        positions = model_positions(args.model, args.rope_scale)
+        lengths = within_positions(lengths, positions, args.lengths)
+        if args.fidelity:
+            asked = args.fidelity_length
+            length = parse_length(asked, "--fidelity-length") if asked else max(lengths)
+            check_lengths_fit([length], positions, name="--fidelity-length")
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )
@@ -340,12 +348,6 @@ def main(args: argparse.Namespace) -> int:
             gguf = smollm2_path().resolve()
             where = f"smollm2:{gguf}:{gguf.stat().st_size}"
         source = f"{where}{yarn}"
-        positions = model.config.get_text_config().max_position_embeddings
-        lengths = within_positions(lengths, positions, args.lengths)
-        if args.fidelity:
-            asked = args.fidelity_length
-            length = parse_length(asked, "--fidelity-length") if asked else max(lengths)
-            check_lengths_fit([length], positions, name="--fidelity-length")
     except (ValueError, TypeError, FileNotFoundError, OSError) as e:
         print(f"attnsieve eval: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -82,10 +82,28 @@ def load_model(
     ``max_position_embeddings`` to F times that length; the name gets a ``-yarnF`` suffix so that
     results of different scales never mix. Bad arguments raise ValueError naming the argument.
     """
+    torch_dtype = _dtype(dtype, torch.device(device))
+    path, gguf_file, config, name = _config(spec, rope_scale)
+    from transformers import AutoModelForCausalLM
+
+    file_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        path, config=config, dtype=torch_dtype, attn_implementation="sdpa", **file_kwargs
+    )
+    return model.to(device).eval(), load_tokenizer(path, gguf_file), name
+
+
+def model_positions(spec: str, rope_scale: float | None = None) -> int:
+    """The positions ``load_model(spec, rope_scale=...)`` would have (YaRN included), read from
+    its config alone: the commands check asked lengths against them before loading weights."""
+    return _config(spec, rope_scale)[2].get_text_config().max_position_embeddings
+
+
+def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None, Any, str]:
+    """(path or Hub id, GGUF file name or None, transformers config with YaRN set, name)."""
     number = isinstance(rope_scale, (int, float)) and not isinstance(rope_scale, bool)
     if rope_scale is not None and not (number and math.isfinite(rope_scale) and rope_scale >= 1):
         raise ValueError(f"rope_scale: expected a finite number >= 1 or None, got {rope_scale!r}")
-    torch_dtype = _dtype(dtype, torch.device(device))
     gguf_file = None
     if spec == "smollm2":
         try:
@@ -112,17 +130,13 @@ def load_model(
                 )
         path, gguf_file = Path(path).parent, Path(path).name
 
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    file_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    config = AutoConfig.from_pretrained(path, **file_kwargs)
+    config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
     if rope_scale is not None:
         _set_yarn(config.get_text_config(), float(rope_scale))
         name = f"{name}-yarn{rope_scale:g}"
-    model = AutoModelForCausalLM.from_pretrained(
-        path, config=config, dtype=torch_dtype, attn_implementation="sdpa", **file_kwargs
-    )
-    return model.to(device).eval(), load_tokenizer(path, gguf_file), name
+    return path, gguf_file, config, name
 
 
 def _dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
