@@ -97,6 +97,31 @@ def test_missing_path_names_the_argument(spec):
         models.load_model(spec, device="cpu")
 
 
+def test_an_unknown_hub_name_is_one_line_naming_the_spec(monkeypatch, caplog):
+    """A name that is no file, folder or cached model: the cache is tried first, then the Hub
+    with its retry warnings held back, and the failure names the spec."""
+    import logging
+
+    import transformers
+
+    calls = []
+
+    def unreachable(repo, **kwargs):
+        calls.append(kwargs)
+        if not kwargs:  # the Hub, not the cache
+            logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s")
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nto load the files")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
+    level = logging.getLogger("huggingface_hub").level
+    with pytest.raises(ValueError, match=r"^spec: 'foo' is not 'smollm2', 'probe'") as raised:
+        models.load_model("foo", device="cpu")
+    assert "\n" not in str(raised.value) and "couldn't connect" in str(raised.value)
+    assert calls == [{"local_files_only": True}, {}]
+    assert logging.getLogger("huggingface_hub").level == level  # restored
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"rope_scale": 0.5}, "^rope_scale:"), ({"rope_scale": float("inf")}, "^rope_scale:"),

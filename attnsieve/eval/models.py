@@ -16,6 +16,7 @@ GGUF files are dequantized by transformers to the requested dtype (needs ``gguf`
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 from pathlib import Path
@@ -132,11 +133,38 @@ def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None
 
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    if isinstance(path, str):  # not a file or folder here: a Hub id
+        config = _hub_config(path)
+    else:
+        config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
     if rope_scale is not None:
         _set_yarn(config.get_text_config(), float(rope_scale))
         name = f"{name}-yarn{rope_scale:g}"
     return path, gguf_file, config, name
+
+
+def _hub_config(repo: str) -> Any:
+    """A Hub model's config from the local cache, else from the Hub with huggingface_hub's retry
+    warnings (a line each, up to six) held back; a failure is one line naming the spec."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(repo, local_files_only=True)
+    except OSError:
+        pass
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        return AutoConfig.from_pretrained(repo)
+    except OSError as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(
+            f"spec: {repo!r} is not 'smollm2', 'probe', a .gguf file or a model folder, and no "
+            f"Hub model of that name could be read ({reason})"
+        ) from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def _dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
