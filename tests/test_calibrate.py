@@ -476,3 +476,11 @@ def test_cli_a_sample_longer_than_the_model_is_refused(tiny_probe_dir, capsys, m
     positions = json.loads((tiny_probe_dir / "config.json").read_text())["max_position_embeddings"]
     message = _cli_error(capsys, ["--model", str(tiny_probe_dir), "--length", str(positions + 1)])
     assert message.startswith(f"--length: expected 1 to {positions} tokens")
+
+
+def test_cli_qk_dict_keys_must_be_layer_numbers(tmp_path, capsys):
+    qk = tmp_path / "qk.pt"
+    torch.save({"layer0": layers()[0]}, qk)
+    assert _cli_error(capsys, ["--qk", str(qk)]) == (
+        "--qk: expected layer numbers >= 0 as the dict's keys, got ['layer0']"
+    )

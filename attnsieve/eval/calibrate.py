@@ -316,6 +316,12 @@ def main(args: argparse.Namespace) -> int:
                 f"--qk: expected a list of (q, k) per layer or a dict {{layer: (q, k)}}, got "
                 f"{type(layers).__name__}"
             )
+        if isinstance(layers, dict) and not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers
+        ):
+            raise ValueError(
+                f"--qk: expected layer numbers >= 0 as the dict's keys, got {list(layers)[:8]}"
+            )
         for index, pair in by_layer(layers):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or not all(
                 isinstance(t, torch.Tensor) for t in pair
