@@ -59,8 +59,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
     density), whatever the precision, so rows compare as throughput on the same work.
     """
     from attnsieve.kernels.prefill import sparse_attention
-    from attnsieve.kernels.quant import quant_attention, quant_tiles, runs_hopper_kernel
-    from attnsieve.kernels.quantize import quantize_kv, quantize_q
+    from attnsieve.kernels.quant import quant_attention, quantize_for_kernel, runs_hopper_kernel
 
     sage = _sageattn()
     b, h, h_kv, d, blk = args.batch, args.heads, args.kv_heads, args.head_dim, args.block
@@ -69,13 +68,6 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
 
     def kernel_name(q, k, layout):
         return "gluon-sm90" if runs_hopper_kernel(q, k, layout, True) else "triton"
-
-    def before_kernel(q, k, v, layout):
-        """What `quant_attention` runs before its kernel on these inputs."""
-        block_m, block_n = quant_tiles(layout)
-        quantize_kv(k, v, block_n=block_n)
-        if not runs_hopper_kernel(q, k, layout, True):
-            quantize_q(q, block_m=block_m)
 
     def record(n, method, precision, fn, density, target, ref, extra_ms=None):
         """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""
@@ -121,7 +113,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
         record(n, "sdpa-cudnn", "bf16", sdpa_call(q, k, v, "CUDNN_ATTENTION"), 1.0, None, ref)
         bf16 = partial(sparse_attention, q, k, v, layout, dense_dispatch=False)
         record(n, "attnsieve-triton", "bf16", bf16, 1.0, None, ref)
-        quantize = partial(before_kernel, q, k, v, None)
+        quantize = partial(quantize_for_kernel, q, k, v, None, True)
         low = partial(quant_attention, q, k, v)
         record(n, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
         rows[-1]["kernel"] = kernel_name(q, k, None)
@@ -135,7 +127,7 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
         ref = sampled_reference(q, k, v, layout)
         bf16 = partial(sparse_attention, q, k, v, layout)
         record(n, "attnsieve", "bf16", bf16, density, target, ref)
-        quantize = partial(before_kernel, q, k, v, layout)
+        quantize = partial(quantize_for_kernel, q, k, v, layout, True)
         low = partial(quant_attention, q, k, v, layout)
         record(n, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
         rows[-1]["kernel"] = kernel_name(q, k, layout)

@@ -55,6 +55,7 @@ from attnsieve.kernels import INTERPRET, check_triton_device, quant_hopper
 from attnsieve.kernels.prefill import LOG2E, layout_tensors, table_tile
 from attnsieve.kernels.quantize import (
     FP8_MAX,
+    QuantizedKV,
     check_qkv_to_quantize,
     quantize_kv_blocks,
     quantize_q_blocks,
@@ -384,11 +385,11 @@ def quant_attention(
         return (out, lse.fill_(-math.inf)) if return_lse else out
     in_order = _in_order(layout, causal)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        z = quantize_kv_blocks(k, v, block_n)
-        if runs_hopper_kernel(q, k, layout, causal):
+        z, q_tiles = quantize_for_kernel(q, k, v, layout, causal)
+        if q_tiles is None:
             quant_hopper.attention(q, z, out, lse, scale * LOG2E)
             return (out, lse) if return_lse else out
-        q8, q_scale, q_bad = quantize_q_blocks(q, block_m)
+        q8, q_scale, q_bad = q_tiles
         if in_order:  # the index pointers are never read: placeholders
             bidx = bcnt = cidx = ccnt = sstart = send = scnt = lse
             bq, bk, div, bs = block_m, block_n, h_q, 0
@@ -439,6 +440,19 @@ def _in_order(layout: Layout | None, causal: bool) -> bool:
     return layout is None or (
         layout.is_dense and causal and not layout.has_columns and not layout.has_spans
     )
+
+
+def quantize_for_kernel(
+    q: Tensor, k: Tensor, v: Tensor, layout: Layout | None, causal: bool
+) -> tuple[QuantizedKV, tuple[Tensor, Tensor, Tensor] | None]:
+    """What `quant_attention` runs before its kernel, on checked inputs: K and V quantised, and Q
+    (`quantize_q_blocks`' int8 values, scales and flags) unless the Hopper kernel runs, which
+    quantises Q itself (None)."""
+    block_m, block_n = quant_tiles(layout)
+    z = quantize_kv_blocks(k, v, block_n)
+    if runs_hopper_kernel(q, k, layout, causal):
+        return z, None
+    return z, quantize_q_blocks(q, block_m)
 
 
 def runs_hopper_kernel(q: Tensor, k: Tensor, layout: Layout | None, causal: bool) -> bool:

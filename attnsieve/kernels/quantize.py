@@ -19,8 +19,8 @@ Before the twenty-sixth session one pass quantised all three, with K's mean and 
 computed by torch between its launches: 0.92 ms of host time a call at 32K on the H200 against
 0.46 ms now (benchmarks/results/h200/quant26/).
 
-A value is scaled as ``x * (top / absmax)``, one correctly rounded division per block
-(`times_reciprocal`) or channel (V), not divided by its scale, which took twice the time; the
+A value is scaled as ``x * (top / absmax)``, one correctly rounded division per block or channel
+(`absmax_scaling`), not divided by its scale, which took twice the time; the
 product is an explicitly rounded multiply (`mul_rn`) so that no compiler contracts it with the
 rounding's add into an FMA that would round differently from the twin. NaN / inf cannot be
 quantised: they are quantised as 0 (they never enter a mean, an absmax or a dot) and their rows
@@ -110,21 +110,23 @@ def mul_rn(x, y):
 
 
 @triton.jit
-def times_reciprocal(x, amax, TOP: tl.constexpr):
-    """``(x * pre) * inv`` = ``x * (TOP / amax)`` (`reciprocal_factors`' pre and inv of a block's
-    ``amax``): one correctly rounded division a block instead of one an element."""
+def absmax_scaling(amax, TOP: tl.constexpr):
+    """A block's (or channel's) scale, ``amax / TOP`` (1 where amax is 0), and the factors
+    (pre, inv) with ``(x * pre) * inv`` = ``x * (TOP / amax)``: one correctly rounded division a
+    block instead of one an element. ``pre`` is 2^100 below 2^-100 (``x * pre`` is exact), so
+    that ``inv`` cannot overflow; ``inv`` is 1 where amax is 0."""
+    b_scale = tl.where(amax > 0, tl.math.div_rn(amax, TOP), 1.0)
     b_pre = tl.where(amax < 7.888609052210118e-31, 1.2676506002282294e30, 1.0)  # 2^-100, 2^100
     b_inv = tl.where(amax > 0, tl.math.div_rn(TOP, amax * b_pre), 1.0)
-    return mul_rn(x * b_pre, b_inv)
+    return b_scale, b_pre, b_inv
 
 
 @triton.jit
 def quantize_int8(b_x):
     """A finite fp32 block to int8 with one absmax scale: (int8 values, scale), values rounded
     half away from zero. Q's tiles in the attention kernels, K's blocks here."""
-    b_amax = tl.max(tl.abs(b_x))
-    b_scale = tl.where(b_amax > 0, tl.math.div_rn(b_amax, 127.0), 1.0)
-    b_y = times_reciprocal(b_x, b_amax, 127.0)
+    b_scale, b_pre, b_inv = absmax_scaling(tl.max(tl.abs(b_x)), 127.0)
+    b_y = mul_rn(b_x * b_pre, b_inv)
     b_y = b_y + tl.where(b_y >= 0, 0.5, -0.5)  # then truncated by the cast
     return b_y.to(tl.int8), b_scale
 
@@ -177,7 +179,7 @@ def _kv_stats_kernel(
 @triton.jit(do_not_specialize=["M"])
 def _kv_scales_kernel(STATS, SCALES, BH, M, CHUNKS, HEAD_DIM: tl.constexpr):
     """One (batch, KV head): K's mean over M tokens and V's channel scale, with the channel's
-    `reciprocal_factors` (pre, inv), into SCALES[0..3], from the statistics pass's chunks."""
+    `absmax_scaling` factors (pre, inv), into SCALES[0..3], from the statistics pass's chunks."""
     i_bh = tl.program_id(0).to(tl.int64)
     o_d = tl.arange(0, HEAD_DIM)
     p_sum = STATS + i_bh * CHUNKS * HEAD_DIM + o_d
@@ -187,13 +189,12 @@ def _kv_scales_kernel(STATS, SCALES, BH, M, CHUNKS, HEAD_DIM: tl.constexpr):
     for i_c in range(0, CHUNKS):
         b_sum += tl.load(p_sum + i_c * HEAD_DIM)
         b_max = tl.maximum(b_max, tl.load(p_max + i_c * HEAD_DIM))
-    b_pre = tl.where(b_max < 7.888609052210118e-31, 1.2676506002282294e30, 1.0)  # 2^-100, 2^100
+    b_scale, b_pre, b_inv = absmax_scaling(b_max, 448.0)
     p_out = SCALES + i_bh * HEAD_DIM + o_d
     tl.store(p_out, tl.math.div_rn(b_sum, M.to(tl.float32)))
-    tl.store(p_out + BH * HEAD_DIM, tl.where(b_max > 0, tl.math.div_rn(b_max, 448.0), 1.0))
+    tl.store(p_out + BH * HEAD_DIM, b_scale)
     tl.store(p_out + 2 * BH * HEAD_DIM, b_pre)
-    tl.store(p_out + 3 * BH * HEAD_DIM,
-             tl.where(b_max > 0, tl.math.div_rn(448.0, b_max * b_pre), 1.0))
+    tl.store(p_out + 3 * BH * HEAD_DIM, b_inv)
 
 
 @triton.jit
@@ -275,16 +276,6 @@ def _quant_q_kernel(
     tl.store(QS + i_bh.to(tl.int64) * tl.num_programs(0) + i_m, b_scale)
     tl.store(QBAD + o_q, b_bad.to(tl.int8), mask=m_m)
 # fmt: on
-
-
-def reciprocal_factors(amax: Tensor, top: float) -> tuple[Tensor, Tensor]:
-    """(pre, inv) with ``(x * pre) * inv`` = ``x * (top / amax)`` for ``|x| <= amax``, up to the
-    roundings of inv and of the product (``x * pre`` is exact): the quantisation's scaling, one
-    correctly rounded division per amax instead of one per element. ``pre`` is 2^100 below
-    2^-100 (else 1), so that ``inv`` cannot overflow; ``inv`` is 1 where amax is 0."""
-    pre = torch.where(amax < 2.0**-100, 2.0**100, 1.0)
-    # a tensor numerator: Python-number / tensor is reciprocal-then-multiply in torch
-    return pre, torch.where(amax > 0, torch.full_like(amax, top) / (amax * pre), 1.0)
 
 
 def quantize_q(q: Tensor, *, block_m: int = 64) -> tuple[Tensor, Tensor, Tensor]:

@@ -13,7 +13,6 @@ from attnsieve.kernels.quantize import (
     INT8_MAX,
     QuantizedKV,
     check_kv_to_quantize,
-    reciprocal_factors,
 )
 
 
@@ -28,10 +27,12 @@ def divide(x: Tensor, c: float) -> Tensor:
     return x / torch.full_like(x, c)
 
 
-def times_reciprocal(x: Tensor, amax: Tensor, top: float) -> Tensor:
-    """Twin of `attnsieve.kernels.quantize.times_reciprocal`."""
-    pre, inv = reciprocal_factors(amax, top)
-    return (x * pre) * inv
+def absmax_scaling(amax: Tensor, top: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Twin of `attnsieve.kernels.quantize.absmax_scaling`: (scale, pre, inv)."""
+    pre = torch.where(amax < 2.0**-100, 2.0**100, 1.0)
+    # a tensor numerator: Python-number / tensor is reciprocal-then-multiply in torch
+    inv = torch.where(amax > 0, torch.full_like(amax, top) / (amax * pre), 1.0)
+    return torch.where(amax > 0, divide(amax, top), 1.0), pre, inv
 
 
 def _int8_blocks(x: Tensor, block: int) -> tuple[Tensor, Tensor]:
@@ -39,9 +40,8 @@ def _int8_blocks(x: Tensor, block: int) -> tuple[Tensor, Tensor]:
     b, h, length, d = x.shape
     pad = -length % block
     tiles = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, -1, block, d)
-    amax = tiles.abs().amax((-1, -2))
-    scale = torch.where(amax > 0, divide(amax, INT8_MAX), 1.0)
-    y = times_reciprocal(tiles, amax[..., None, None], INT8_MAX)
+    scale, pre, inv = absmax_scaling(tiles.abs().amax((-1, -2)), INT8_MAX)
+    y = (tiles * pre[..., None, None]) * inv[..., None, None]
     y = torch.trunc(y + torch.where(y >= 0, 0.5, -0.5))  # half away from zero, as the kernel
     return y.to(torch.int8).view(b, h, -1, d)[:, :, :length], scale
 
@@ -69,9 +69,8 @@ def quantize_kv_reference(k: Tensor, v: Tensor, *, block_n: int = 128) -> Quanti
     vf, v_bad = _finite_or_zero(v)
     k_mean = divide(kf.sum(2), k.shape[2])
     k8, k_scale = _int8_blocks(kf - k_mean[:, :, None], block_n)
-    v_max = vf.abs().amax(2)
-    v_scale = torch.where(v_max > 0, divide(v_max, FP8_MAX), 1.0)
-    v_t = round_fp8(times_reciprocal(vf, v_max[:, :, None], FP8_MAX)).mT
+    v_scale, pre, inv = absmax_scaling(vf.abs().amax(2), FP8_MAX)
+    v_t = round_fp8((vf * pre[:, :, None]) * inv[:, :, None]).mT
     kv_bad = k_bad | v_bad
     pad = -kv_bad.shape[2] % block_n
     k_block_bad = torch.nn.functional.pad(kv_bad, (0, pad)).unflatten(2, (-1, block_n)).amax(-1)
