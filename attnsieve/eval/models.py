@@ -15,6 +15,8 @@ GGUF files are dequantized by transformers to the requested dtype (needs ``gguf`
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import logging
 import math
@@ -135,12 +137,24 @@ def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None
 
     if isinstance(path, str):  # not a file or folder here: a Hub id
         config = _hub_config(path)
+    elif gguf_file:  # a copy: YaRN below changes it in place
+        stat = (path / gguf_file).stat()
+        config = copy.deepcopy(_gguf_config(path, gguf_file, stat.st_mtime_ns, stat.st_size))
     else:
-        config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+        config = AutoConfig.from_pretrained(path)
     if rope_scale is not None:
         _set_yarn(config.get_text_config(), float(rope_scale))
         name = f"{name}-yarn{rope_scale:g}"
     return path, gguf_file, config, name
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_config(folder: Path, name: str, mtime_ns: int, size: int) -> Any:
+    """A GGUF file's transformers config, parsed once per version of the file (2.8 s for
+    SmolLM2's on the CPU): commands read it to check lengths, then again to load the model."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder, gguf_file=name)
 
 
 def _hub_config(repo: str) -> Any:
