@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from attnsieve.eval.models import load_model
+from attnsieve.eval.sweep_args import EXTEND_HINT
 from attnsieve.integrations.config import PRECISIONS, AttentionConfig, read_entry
 from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.transformers import patch
@@ -108,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--prompt-file: {input_ids.shape[1]} prompt tokens and --max-new-tokens "
             f"{args.max_new_tokens} need more than the model's {positions} positions; "
-            "--rope-scale F extends a pretrained model to F x its trained length"
+            + EXTEND_HINT
         )
     eos_ids = eos_token_ids(model, tokenizer)
 

@@ -19,6 +19,7 @@ from attnsieve.eval.tasks import TASKS
 from attnsieve.integrations.config import read_json
 
 DEFAULT_LENGTHS = "4k,8k,16k"
+EXTEND_HINT = "--rope-scale F extends a pretrained model to F x its trained length"
 
 
 def add_compression_axes(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -238,10 +239,9 @@ def check_lengths_fit(
     """Asked lengths beyond the model's positions: an error naming the option ``name`` (``hint``:
     how to extend them)."""
     if max(lengths) > positions:
-        extend = "; --rope-scale F extends a pretrained model to F x its trained length"
         raise ValueError(
             f"{name}: expected 1 to {positions} tokens (the model's positions), got {lengths}"
-            + (extend if hint else "")
+            + (f"; {EXTEND_HINT}" if hint else "")
         )
 
 
