@@ -44,7 +44,8 @@ def stages(q, k, v, block: int = 128) -> dict:
     def kv_stats():
         quantize._kv_stats_kernel[(chunks, b * h_kv)](
             k, v, stats, kv_bad, *k.stride(), *v.stride(), h_kv, m,
-            CHUNK=quantize._STATS_CHUNK, BLOCK=min(64, quantize._STATS_CHUNK), HEAD_DIM=d,
+            CHUNK=quantize._STATS_CHUNK, BLOCK=quantize._STATS_BLOCK, HEAD_DIM=d,
+            num_warps=quantize._STATS_WARPS,
         )  # fmt: skip
 
     def kv_scales():

@@ -19,10 +19,10 @@ the Triton kernel; what differs is the schedule, which Triton does not let a ker
   32K / 128K on Llama-3-8B's heads, the Triton kernel's to the fifth digit
   (benchmarks/results/h200/quant25/).
 - Q is quantised here, by the consumer warpgroup into shared memory, not by a pass before the
-  kernel: the pass before it then covers K and V only (0.20 / 0.73 ms at 32K / 128K on Llama-3-8B's
-  heads, against 0.69 / 1.19 for all three), while the whole call takes what it took with the
-  pass (12.03–12.13 / 188–191 ms against 12.04–12.14 / 188–189, benchmarks/results/h200/quant26/
-  and quant25/): no int8 copy of Q is written, read back or held in memory.
+  kernel: no int8 copy of Q is written, read back or held in memory, and the pass before the
+  kernel covers K and V only. Side by side in one run on Llama-3-8B's heads, whole calls took
+  11.94 / 186.4 ms at 32K / 128K against 12.11 / 189.8 for this kernel reading Q by TMA from the
+  Q pass (benchmarks/results/h200/quant27/qpass/).
 - P reaches the MMA through shared memory: an fp8 operand in registers that lives across loop
   iterations is unpacked and repacked byte by byte (185 PRMT a tile, offline sm_90 SASS).
 - The int32 scores' conversion offset (s + 1.5·2²³ as fp32 bits) folds into exp2's FMA, and Q's

@@ -47,7 +47,11 @@ from attnsieve.kernels import INTERPRET, check_triton_device
 
 FP8_MAX = 448.0  # largest finite float8 e4m3fn
 INT8_MAX = 127.0
-_STATS_CHUNK = 64 if INTERPRET else 1024  # tokens per program of the statistics pass
+# The statistics pass: tokens a program, tokens a step of its loop, warps. 32-row steps in 8 warps
+# hold 79 registers a thread where 64 rows in 4 took 215 (offline sm_90); with the elementwise
+# sums and Vᵀ's 16-byte stores the K / V pass took 0.137 / 0.263 / 0.478 ms at 32K / 64K / 128K
+# on Llama-3-8B's heads against 0.188 / 0.366 / 0.716 (H200, benchmarks/results/h200/quant27/kv/)
+_STATS_CHUNK, _STATS_BLOCK, _STATS_WARPS = (64, 16, 4) if INTERPRET else (1024, 32, 8)
 _ON_GPU = tl.constexpr(not INTERPRET)  # the interpreter has no libdevice (and never contracts)
 
 
@@ -156,8 +160,10 @@ def _kv_stats_kernel(
     p_k = K + i_b * stride_kb + i_h * stride_kh
     p_v = V + i_b * stride_vb + i_h * stride_vh
     o_d = tl.arange(0, HEAD_DIM)
-    b_sum = tl.zeros([HEAD_DIM], dtype=tl.float32)
-    b_max = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    # summed and maxed elementwise, reduced across rows once: a cross-warp reduction a block
+    # goes through shared memory
+    b_sum = tl.zeros([BLOCK, HEAD_DIM], dtype=tl.float32)
+    b_max = tl.zeros([BLOCK, HEAD_DIM], dtype=tl.float32)
     for start in range(i_c * CHUNK, (i_c + 1) * CHUNK, BLOCK):
         o_n = start + tl.arange(0, BLOCK)
         m_n = o_n < M
@@ -167,13 +173,13 @@ def _kv_stats_kernel(
         b_v = tl.load(p_v + o_kn * stride_vn + o_d[None, :] * stride_vd, mask=m_n[:, None],
                       other=0.0).to(tl.float32)
         m_k, m_v = finite(b_k), finite(b_v)
-        b_sum += tl.sum(tl.where(m_k, b_k, 0.0), 0)
-        b_max = tl.maximum(b_max, tl.max(tl.where(m_v, tl.abs(b_v), 0.0), 0))
+        b_sum += tl.where(m_k, b_k, 0.0)
+        b_max = tl.maximum(b_max, tl.where(m_v, tl.abs(b_v), 0.0))
         b_bad = tl.min((m_k & m_v).to(tl.int32), 1) == 0
         tl.store(BAD + i_bh.to(tl.int64) * M + o_n, b_bad.to(tl.int8), mask=m_n)
     o_s = (i_bh.to(tl.int64) * tl.num_programs(0) + i_c) * HEAD_DIM + o_d
-    tl.store(STATS + o_s, b_sum)
-    tl.store(STATS + tl.num_programs(0) * tl.num_programs(1) * HEAD_DIM + o_s, b_max)
+    tl.store(STATS + o_s, tl.sum(b_sum, 0))
+    tl.store(STATS + tl.num_programs(0) * tl.num_programs(1) * HEAD_DIM + o_s, tl.max(b_max, 0))
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -241,10 +247,12 @@ def _quant_v_block(V, VT8, SCALES, stride_vb, stride_vh, stride_vn, stride_vd, s
     b_inv = tl.load(SCALES + 3 * rows + i_bh * HEAD_DIM + o_d)
     b_y = to_fp8(mul_rn(b_x * b_pre[None, :], b_inv[None, :]), EMULATE_FP8)
     p_y = VT8 + i_bh.to(tl.int64) * HEAD_DIM * stride_yd
-    tl.store(p_y + o_d[None, :] * stride_yd + o_n[:, None], b_y, mask=m_n[:, None])
+    # masked at the padded row length (a multiple of 16; rows past M hold 0), not at M: a mask
+    # constant over 16 tokens lets each thread store 16 bytes at once instead of one at a time
+    tl.store(p_y + o_d[None, :] * stride_yd + o_n[:, None], b_y, mask=(o_n < stride_yd)[:, None])
 
 
-@triton.jit(do_not_specialize=["M", "stride_yd"])
+@triton.jit(do_not_specialize=["M"])
 def _quant_kv_kernel(
     K, V, K8, KS, VT8, SCALES, BAD, BLOCK_BAD,
     stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd,
@@ -347,7 +355,7 @@ def quantize_kv_blocks(k: Tensor, v: Tensor, block_n: int) -> QuantizedKV:
     kv_bad = torch.empty((b, h_kv, m), dtype=torch.int8, device=dev)
     _kv_stats_kernel[(chunks, b * h_kv)](
         k, v, stats, kv_bad, *k.stride(), *v.stride(), h_kv, m,
-        CHUNK=_STATS_CHUNK, BLOCK=min(64, _STATS_CHUNK), HEAD_DIM=d,
+        CHUNK=_STATS_CHUNK, BLOCK=_STATS_BLOCK, HEAD_DIM=d, num_warps=_STATS_WARPS,
     )  # fmt: skip
     scales = torch.empty((4, b, h_kv, d), dtype=torch.float32, device=dev)  # mean, scale, factors
     _kv_scales_kernel[(b * h_kv,)](stats, scales, b * h_kv, m, chunks, HEAD_DIM=d)
