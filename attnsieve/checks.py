@@ -64,6 +64,11 @@ def check_tensor(name: str, t: object, dims: int, what: str) -> None:
         raise ValueError(f"{name}: expected {dims} dims {what}, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
+    check_not_meta(name, t)
+
+
+def check_not_meta(name: str, t: Tensor) -> None:
+    """A tensor with data: meta tensors have a shape and nothing to read."""
     if t.device.type == "meta":
         raise ValueError(f"{name}: meta tensors hold no data; expected a CPU or CUDA tensor")
 
@@ -76,6 +81,7 @@ def check_int32(name: str, t: object, dims: int, what: str) -> None:
         raise TypeError(f"{name}: expected int32, got {t.dtype}")
     if t.dim() != dims:
         raise ValueError(f"{name}: expected {dims} dims {what}, got shape {tuple(t.shape)}")
+    check_not_meta(name, t)
 
 
 def check_qk(q: Tensor, k: Tensor) -> None:
@@ -91,6 +97,8 @@ def check_qk(q: Tensor, k: Tensor) -> None:
         raise ValueError(f"q, k: batch sizes differ ({q.shape[0]} vs {k.shape[0]})")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q, k: head_dim differs ({q.shape[-1]} vs {k.shape[-1]})")
+    if q.shape[-1] == 0:
+        raise ValueError(f"q, k: expected head_dim >= 1, got shape {tuple(q.shape)}")
     if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
         raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
 

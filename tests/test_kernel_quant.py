@@ -335,6 +335,23 @@ def test_visible_nan_flags_exactly_the_rows_that_see_it():
     assert torch.equal(out[~expect], clean[~expect])
 
 
+def test_a_non_finite_key_is_quantised_as_zero_after_the_mean():
+    """K's NaN / inf elements are quantised as 0 after K's mean is subtracted, by the kernel and by
+    the twin alike (the twin once zeroed them before the subtraction: -mean, which with a channel
+    offset of 100 set its block's scale, and the rows that never see the key drifted 0.4 from the
+    kernel's)."""
+    q, k, v = _qkv(1, 1, 1, 64, 64, 32)
+    k[..., 0] += 100
+    k[0, 0, 50, 0] = math.nan  # in key block 1 (rows 32..63 at block_n 32)
+    got, want = quantize_kv(k, v, block_n=32), quantize_kv_reference(k, v, block_n=32)
+    assert got.k[0, 0, 50, 0] == 0 and want.k[0, 0, 50, 0] == 0
+    torch.testing.assert_close(got.k_scale, want.k_scale, rtol=1e-6, atol=0)
+    assert want.k_scale[0, 0, 1] < 0.1  # set by the finite values (|k - mean| < 5), not by 100
+    out, ref = quant_attention(q, k, v), quant_attention_reference(q, k, v)
+    assert (out[0, 0, :50].float() - ref[0, 0, :50].float()).abs().max() < 2e-3  # keys 0..49
+    assert out[0, 0, 50:].isnan().all() and ref[0, 0, 50:].isnan().all()
+
+
 def test_quantizers_match_twin_and_respect_strides():
     """Every quantised value and scale equals the twin's; inputs viewed from (B, N, H, D).
 

@@ -719,10 +719,11 @@ def _decode_cases():
             lengths=torch.tensor([[20, 30]], dtype=I32),
         )
         args.update(kw)
-        out = args.pop("out", None)
-        return decode_attention(args.pop("q"), *args.values(), out=out)
+        out, return_lse = args.pop("out", None), args.pop("return_lse", False)
+        return decode_attention(args.pop("q"), *args.values(), out=out, return_lse=return_lse)
 
     return [
+        ("decode-return-lse-int", lambda: decode(return_lse=1), TypeError, r"^return_lse: "),
         (
             "decode-q-4d",
             lambda: decode(q=torch.randn(1, 4, 1, 32).half()),
@@ -746,7 +747,12 @@ def _decode_cases():
             ValueError,
             r"^k_pages: expected 3 dims",
         ),
-        ("decode-page-table-list", lambda: decode(page_table=[[0]]), ValueError, r"^page_table: "),
+        (
+            "decode-page-table-list",
+            lambda: decode(page_table=[[0]]),
+            TypeError,
+            r"^page_table: expected a torch",
+        ),
         (
             "decode-out-expanded",
             lambda: decode(out=torch.empty(1, 1, 32).half().expand(1, 4, 32)),
@@ -847,6 +853,91 @@ GAPS = [
         r"^layout: expected",
         "api.attention's layout TypeError embeds the argument's repr: a tensor prints over "
         "several lines (use type(layout).__name__)",
+    ),
+    # found by the twenty-seventh session's audit
+    (
+        "attention-head-dim-0",
+        lambda: attn(**dict(zip("qkv", qkv(d=0), strict=True))),
+        ValueError,
+        r"^q, k: expected head_dim >= 1",
+        "check_qk accepts head_dim 0 (ZeroDivisionError in the reference's 1/sqrt(D))",
+    ),
+    (
+        "attention-backend-empty",
+        lambda: attn(backend=""),
+        ValueError,
+        r"^backend: ",
+        "resolve_backend reads backend='' as unset and runs auto",
+    ),
+    (
+        "pooled-causal-str",
+        lambda: api.pooled_block_probs(QP, KP, **POOLED, causal="no"),
+        TypeError,
+        r"^causal: ",
+        "api.pooled_block_probs does not check causal: 'no' runs causal silently",
+    ),
+    (
+        "antidiag-causal-none",
+        lambda: api.antidiagonal_block_scores(
+            Q32, K32, stride=4, block_q=16, block_k=16, causal=None
+        ),
+        TypeError,
+        r"^causal: ",
+        "api.antidiagonal_block_scores does not check causal: None runs non-causal silently",
+    ),
+    (
+        "pooled-meta",
+        lambda: api.pooled_block_probs(meta(QP), meta(KP), **POOLED),
+        ValueError,
+        r"^q_pooled: meta tensors",
+        "api.pooled_block_probs takes meta tensors (NotImplementedError from torch on Triton)",
+    ),
+    (
+        "mass-threshold-meta",
+        lambda: api.mass_threshold(meta(torch.rand(2, 3, 10)), 0.9),
+        ValueError,
+        r"^probs: meta tensors",
+        "api.mass_threshold takes meta tensors (a meta result from the reference)",
+    ),
+    (
+        "page-budget-meta",
+        lambda: api.page_budget(
+            meta(torch.ones(1, 2, dtype=I32)), meta(torch.ones(1, 2, dtype=I32)), 16, ratio=0.5
+        ),
+        ValueError,
+        r"^lengths: meta tensors",
+        "api.page_budget takes meta tensors (check_int32 did not refuse them)",
+    ),
+    (
+        "config-override-layers-list",
+        lambda: AttentionConfig().override(layers=[1]),
+        TypeError,
+        r"^layers: expected a dict",
+        "AttentionConfig.override iterates layers before the constructor checks them "
+        "(AttributeError)",
+    ),
+    (
+        "config-override-layers-entry",
+        lambda: AttentionConfig().override(layers={0: "dense"}),
+        TypeError,
+        r"^layers\[0\]: expected a dict",
+        "AttentionConfig.override iterates each layer's entry (AttributeError on a str)",
+    ),
+    (
+        "config-layers-same-layer",
+        lambda: AttentionConfig.from_json(
+            {"layers": {"0": {"prefill": "dense"}, "00": {"prefill": None}}}
+        ),
+        ValueError,
+        r"^layers: keys '0' and '00' both name layer 0",
+        "two keys of one layer: the last silently wins",
+    ),
+    (
+        "config-layers-superscript",
+        lambda: AttentionConfig(layers={"\u00b2": {}}),
+        ValueError,
+        r"^layers: keys must be layer indices",
+        "str.isdigit takes '²': int() raises an error that names no argument",
     ),
 ]
 

@@ -133,3 +133,16 @@ def test_unknown_backend_is_rejected(monkeypatch):
 def test_an_empty_batch_gives_an_empty_output():
     q = torch.randn(0, 2, 16, 16)
     assert attnsieve.attention(q, q, q, backend="reference").shape == (0, 2, 16, 16)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8-fp8"])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize(("n", "m"), [(16, 0), (0, 16)])
+def test_no_keys_or_no_queries_agree_on_every_backend(n, m, backend, precision):
+    """No Layout has an empty side, yet attention of N queries over no key (or of no query) is
+    defined: rows that see no key are 0 with lse -inf, on every backend and precision."""
+    q = torch.randn(1, 2, n, 32, dtype=torch.float16)
+    k, v = torch.randn(2, 1, 2, m, 32, dtype=torch.float16)
+    out, lse = attnsieve.attention(q, k, v, backend=backend, precision=precision, return_lse=True)
+    assert out.shape == q.shape and lse.shape == q.shape[:3]
+    assert not out.any() and (lse == -math.inf).all()

@@ -15,7 +15,7 @@ FLOAT = (*HALF, torch.float32)
 def resolve_backend(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, ...] = HALF) -> str:
     """'triton' or 'reference' for ``t``: the argument, else $ATTNSIEVE_BACKEND, else auto
     (Triton for CUDA tensors of ``dtypes``)."""
-    choice = backend or os.environ.get("ATTNSIEVE_BACKEND") or "auto"
+    choice = backend if backend is not None else os.environ.get("ATTNSIEVE_BACKEND") or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {choice!r}")
     if choice == "auto":

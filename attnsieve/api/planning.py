@@ -7,7 +7,15 @@ import torch
 from torch import Tensor
 
 from attnsieve.api.backend import HALF, resolve_backend
-from attnsieve.checks import cdiv, check_bool, check_int, check_qk, check_scale, check_tensor
+from attnsieve.checks import (
+    cdiv,
+    check_bool,
+    check_int,
+    check_not_meta,
+    check_qk,
+    check_scale,
+    check_tensor,
+)
 from attnsieve.kernels import line_mask_reference, mass_threshold_reference, planning_reference
 from attnsieve.layout import Layout
 from attnsieve.layout_spans import pack_sorted
@@ -65,6 +73,7 @@ def pooled_block_probs(
     check_int("block_q", block_q, 1)
     check_int("block_k", block_k, 1)
     check_scale(scale)
+    check_bool("causal", causal)
     qb, kb = cdiv(num_queries, block_q), cdiv(num_keys, block_k)
     for name, t, blocks in (("q_pooled", q_pooled, qb), ("k_pooled", k_pooled, kb)):
         if not isinstance(t, Tensor) or t.dtype != torch.float32:
@@ -76,6 +85,7 @@ def pooled_block_probs(
         raise ValueError(
             f"q_pooled, k_pooled: expected one device, got {q_pooled.device} and {k_pooled.device}"
         )
+    check_not_meta("q_pooled", q_pooled)
     if q_pooled.shape[0] != k_pooled.shape[0]:
         raise ValueError(
             f"q_pooled, k_pooled: batch sizes differ ({q_pooled.shape[0]} vs {k_pooled.shape[0]})"
@@ -115,6 +125,7 @@ def antidiagonal_block_scores(
     check_int("stride", stride, 1)
     check_int("block_q", block_q, 1)
     check_int("block_k", block_k, 1)
+    check_bool("causal", causal)
     rq, rb = block_q // stride, block_k // stride
     if block_q % stride or block_k % stride or rq & (rq - 1) or rb & (rb - 1):
         raise ValueError(
@@ -179,6 +190,7 @@ def mass_threshold(
         raise TypeError(f"probs: expected a floating-point tensor, got {got}")
     if probs.dim() == 0:
         raise ValueError("probs: expected at least one dim (..., L), got a 0-dim tensor")
+    check_not_meta("probs", probs)
     rows = (*probs.shape[:-1], 1)
     if isinstance(threshold, Tensor):
         if not threshold.is_floating_point() or threshold.device != probs.device:

@@ -73,7 +73,9 @@ def attention(
         else:
             from attnsieve.kernels.quant import quant_attention as run
         return run(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out)
-    if use == "reference":
+    # no Layout has an empty side: empty calls (0 rows, or rows that see no key: 0 and lse -inf)
+    # take the reference on every backend
+    if use == "reference" or (layout is None and 0 in (q.shape[2], k.shape[2])):
         result = attention_reference(
             q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse
         )

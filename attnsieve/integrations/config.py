@@ -99,7 +99,7 @@ class AttentionConfig:
             raise TypeError(
                 f"layers: expected a dict {{layer: {{role: entry}}}}, got {type(self.layers)}"
             )
-        self.layers = {_layer_index(key): value for key, value in self.layers.items()}
+        self.layers = _layer_indices(self.layers)
         self._default = {role: _build(role, getattr(self, role), role) for role in ROLES}
         self._built: dict[int, dict[str, Any]] = {}
         for layer, override in self.layers.items():
@@ -190,8 +190,13 @@ class AttentionConfig:
         `attnsieve calibrate` writes) keeps running under it (`attnsieve run`'s role flags and
         `attnsieve eval`'s axes)."""
         layers = changes.pop("layers", self.layers)
-        kept = {i: {r: e for r, e in o.items() if r not in changes} for i, o in layers.items()}
-        return dataclasses.replace(self, **changes, layers={i: o for i, o in kept.items() if o})
+        if isinstance(layers, dict):  # anything else is the constructor's to refuse, by name
+            kept = {
+                i: {r: e for r, e in o.items() if r not in changes} if isinstance(o, dict) else o
+                for i, o in layers.items()
+            }
+            layers = {i: o for i, o in kept.items() if not (isinstance(o, dict) and not o)}
+        return dataclasses.replace(self, **changes, layers=layers)
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -243,12 +248,23 @@ def read_json(path: str | os.PathLike, where: str, what: str) -> Any:
         raise ValueError(f"{where}: not valid JSON ({e})") from e
 
 
-def _layer_index(key: Any) -> int:
-    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
-        return key
-    if isinstance(key, str) and key.isdigit():
-        return int(key)
-    raise ValueError(f"layers: keys must be layer indices (int >= 0 or digit string), got {key!r}")
+def _layer_indices(layers: dict[Any, Any]) -> dict[int, Any]:
+    """``layers`` keyed by int layer index; two keys of one layer ("0" and "00") are an error."""
+    keyed: dict[int, Any] = {}
+    first: dict[int, Any] = {}
+    for key, value in layers.items():
+        if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+            index = key
+        elif isinstance(key, str) and key.isascii() and key.isdigit():
+            index = int(key)
+        else:
+            raise ValueError(
+                f"layers: keys must be layer indices (int >= 0 or digit string), got {key!r}"
+            )
+        if index in keyed:
+            raise ValueError(f"layers: keys {first[index]!r} and {key!r} both name layer {index}")
+        keyed[index], first[index] = value, key
+    return keyed
 
 
 def _build(role: str, entry: Any, where: str) -> Any:

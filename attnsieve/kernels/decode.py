@@ -312,7 +312,7 @@ def decode_attention(
     """
     check_decode_inputs(
         q, k_pages, v_pages, page_table, lengths, pages, page_count, scale, k_scale, v_scale, out,
-        log_weight,
+        log_weight, return_lse,
     )  # fmt: skip
     if num_splits is not None and not (
         isinstance(num_splits, int) and not isinstance(num_splits, bool) and num_splits >= 1

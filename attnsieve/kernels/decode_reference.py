@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from attnsieve.checks import cdiv, check_out, check_scale, check_tensor
+from attnsieve.checks import cdiv, check_bool, check_out, check_scale, check_tensor
 
 FP8 = torch.float8_e4m3fn
 PAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, FP8)
@@ -45,6 +45,7 @@ def check_decode_inputs(
     v_scale: Tensor | None,
     out: Tensor | None,
     log_weight: Tensor | None = None,
+    return_lse: bool = False,
 ) -> None:
     """Shapes, dtypes and devices of a paged decode call; named TypeError / ValueError otherwise.
 
@@ -52,6 +53,7 @@ def check_decode_inputs(
     would synchronise with the GPU. :func:`decode_reference` checks them.
     """
     check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    check_bool("return_lse", return_lse)
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"q: expected float16, bfloat16 or float32, got {q.dtype}")
     b, h_q, d = q.shape
@@ -86,9 +88,13 @@ def check_decode_inputs(
         raise ValueError(f"k_pages: page_size must be a power of two in [8, 256], got {page_size}")
     if q.stride(-1) != 1:
         raise ValueError(f"q: the head_dim axis must have stride 1, got strides {q.stride()}")
-    if not isinstance(page_table, Tensor) or page_table.dim() != 3:
-        got = tuple(page_table.shape) if isinstance(page_table, Tensor) else type(page_table)
-        raise ValueError(f"page_table: expected 3 dims (batch, kv_heads, max_pages), got {got}")
+    if not isinstance(page_table, Tensor):
+        raise TypeError(f"page_table: expected a torch.Tensor, got {type(page_table).__name__}")
+    if page_table.dim() != 3:
+        raise ValueError(
+            "page_table: expected 3 dims (batch, kv_heads, max_pages), got shape "
+            f"{tuple(page_table.shape)}"
+        )
     h_kv = page_table.shape[1]
     if page_table.shape[0] != b or h_kv == 0 or h_q % h_kv:  # q against the cache's tables
         raise ValueError(
@@ -100,9 +106,12 @@ def check_decode_inputs(
     if (pages is None) != (page_count is None):
         raise ValueError("pages, page_count: give both (a sparse read list) or neither")
     if pages is not None:
-        if not isinstance(pages, Tensor) or pages.dim() != 3:
-            got = tuple(pages.shape) if isinstance(pages, Tensor) else type(pages)
-            raise ValueError(f"pages: expected 3 dims (batch, kv_heads, selected), got {got}")
+        if not isinstance(pages, Tensor):
+            raise TypeError(f"pages: expected a torch.Tensor or None, got {type(pages).__name__}")
+        if pages.dim() != 3:
+            raise ValueError(
+                f"pages: expected 3 dims (batch, kv_heads, selected), got {tuple(pages.shape)}"
+            )
         _check_index("pages", pages, (b, h_kv, pages.shape[2]), "", q.device)
         _check_index("page_count", page_count, (b, h_kv), "(batch, kv_heads)", q.device)
     check_scale(scale)
@@ -178,7 +187,7 @@ def decode_reference(
     results up to rounding); it also checks the values the launcher trusts."""
     check_decode_inputs(
         q, k_pages, v_pages, page_table, lengths, pages, page_count, scale, k_scale, v_scale, out,
-        log_weight,
+        log_weight, return_lse,
     )  # fmt: skip
     b, h_q, d = q.shape
     h_kv, page_size = page_table.shape[1], k_pages.shape[1]

@@ -291,10 +291,8 @@ def quantize_q(q: Tensor, *, block_m: int = 64) -> tuple[Tensor, Tensor, Tensor]
     do: (int8 values (B, H_q, N, D), f32 scales (B, H_q, cdiv(N, block_m)), int8 flags (B, H_q, N)
     of rows that held a NaN / inf, quantised as 0). float16 / bfloat16 on a GPU or under the
     Triton interpreter."""
-    check_tensor("q", q, 4, "(batch, heads, seq, head_dim)")
-    _check_half_pow2("q", q, True)
+    check_q_to_quantize(q, block_m)
     check_triton_device("q", q)
-    check_pow2("block_m", block_m, 16, 128)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         return quantize_q_blocks(q, block_m)
 
@@ -311,6 +309,14 @@ def quantize_q_blocks(q: Tensor, block_m: int) -> tuple[Tensor, Tensor, Tensor]:
             q, q8, q_scale, q_bad, *q.stride(), h, n, BLOCK=block_m, HEAD_DIM=d, num_warps=8
         )
     return q8, q_scale, q_bad
+
+
+def check_q_to_quantize(q: Tensor, block_m: int, *, kernel: bool = True) -> None:
+    """q and ``block_m`` as `quantize_q` (``kernel``: float16 / bfloat16) or its twin (float32
+    too) take them; the device is the caller's check."""
+    check_tensor("q", q, 4, "(batch, heads, seq, head_dim)")
+    _check_half_pow2("q", q, kernel)
+    check_pow2("block_m", block_m, 16, 128)
 
 
 def check_qkv_to_quantize(q: Tensor, k: Tensor, v: Tensor, *, kernel: bool = True) -> None:

@@ -13,6 +13,7 @@ from attnsieve.kernels.quantize import (
     INT8_MAX,
     QuantizedKV,
     check_kv_to_quantize,
+    check_q_to_quantize,
 )
 
 
@@ -56,6 +57,7 @@ def quantize_q_reference(q: Tensor, block_m: int) -> tuple[Tensor, Tensor, Tenso
     """Q as the attention kernels quantise it, one ``block_m``-row tile at a time: int8 values
     (B, H_q, N, D), f32 scales (B, H_q, cdiv(N, block_m)) and int8 flags of rows that held a
     NaN / inf (B, H_q, N)."""
+    check_q_to_quantize(q, block_m, kernel=False)
     qf, q_bad = _finite_or_zero(q)
     q8, q_scale = _int8_blocks(qf, block_m)
     return q8, q_scale, q_bad
@@ -68,7 +70,8 @@ def quantize_kv_reference(k: Tensor, v: Tensor, *, block_n: int = 128) -> Quanti
     kf, k_bad = _finite_or_zero(k)
     vf, v_bad = _finite_or_zero(v)
     k_mean = divide(kf.sum(2), k.shape[2])
-    k8, k_scale = _int8_blocks(kf - k_mean[:, :, None], block_n)
+    # a NaN / inf is quantised as 0 after the mean is subtracted, as the kernel does
+    k8, k_scale = _int8_blocks(torch.where(k.isfinite(), kf - k_mean[:, :, None], 0.0), block_n)
     v_scale, pre, inv = absmax_scaling(vf.abs().amax(2), FP8_MAX)
     v_t = round_fp8((vf * pre[:, :, None]) * inv[:, :, None]).mT
     kv_bad = k_bad | v_bad
