@@ -139,10 +139,12 @@ def test_cuda_without_cuda(capsys, command):
 
 
 @NO_CUDA
-def test_gpu_benchmark_without_cuda(capsys):
-    """A benchmark's ``raise SystemExit("message")`` is reported like any user error."""
-    assert cli.main(["bench", "kernels"]) == 2
-    assert "CUDA" in one_error_line(capsys, "attnsieve bench kernels")
+@pytest.mark.parametrize("bench", ["kernels", "decode"])
+def test_gpu_benchmark_without_cuda(capsys, bench):
+    """A benchmark's ``raise SystemExit("message")`` is reported like any user error (bench
+    decode printed its own line, without the ``error:``)."""
+    assert cli.main(["bench", bench]) == 2
+    assert "CUDA" in one_error_line(capsys, f"attnsieve bench {bench}")
 
 
 # ---- the central handler: which exceptions are user errors ---------------------------------

@@ -307,6 +307,30 @@ def test_a_bad_config_file_among_methods_is_named(text, message, tmp_path):
         sweep_args.method_configs(args)
 
 
+def test_bf16_leaves_a_config_files_precision(tmp_path):
+    """--precision bf16, the default, leaves a config file's own precision (as bench e2e does);
+    another precision replaces it; a planner named on the command line runs in each."""
+    path = tmp_path / "q8.json"
+    path.write_text(json.dumps({"prefill": "streaming", "precision": "int8-fp8+fp8-kv"}))
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    for argv, want in (
+        ([], {"dense": "bf16", "q8": "int8-fp8+fp8-kv"}),
+        (
+            ["--precision", "bf16,fp8-kv"],
+            {
+                "dense": "bf16",
+                "dense+fp8-kv": "fp8-kv",
+                "q8": "int8-fp8+fp8-kv",
+                "q8+fp8-kv": "fp8-kv",
+            },
+        ),
+    ):
+        args = parser.parse_args(["--model", "probe", "--methods", f"dense,{path}", *argv])
+        got = {label: config.precision for label, config in sweep_args.method_configs(args)}
+        assert got == want
+
+
 def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
     args = _args(
         tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"

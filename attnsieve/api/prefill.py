@@ -50,7 +50,7 @@ def attention(
     Rows that see no key give 0 and lse -inf. Keys that the layout or causality hides never
     contribute, whatever their values, on every backend. A dense causal layout with N == M and no
     lse runs PyTorch SDPA (cuDNN / flash) on CUDA, faster than the Triton kernel on dense work;
-    SDPA propagates a NaN in a hidden key (see README, Known limits).
+    SDPA propagates a NaN in a hidden key (see README, "Use").
     """
     check_qkv(q, k, v)
     check_scale(scale)

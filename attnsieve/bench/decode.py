@@ -18,7 +18,6 @@ with ``timed=True`` gets its own time, added to the kernel's.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from attnsieve.bench.common import (
     median_ms,
     positive_int,
     rel_err,
+    require_cuda,
     save_line_plots,
     seed,
     write_json,
@@ -139,9 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     check_heads(args)
-    if not torch.cuda.is_available():
-        print("attnsieve bench decode: needs a CUDA GPU (none found)", file=sys.stderr)
-        return 2
+    require_cuda()
     torch.manual_seed(args.seed)
     copy_tbps = copy_bandwidth()
     rows: list[dict] = []

@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="bf16",
-        help="comma-separated: bf16, int8-fp8, fp8-kv, int8-fp8+fp8-kv",
+        help="comma-separated: bf16, int8-fp8, fp8-kv, int8-fp8+fp8-kv (bf16 leaves a config "
+        "file's own precision)",
     )
     parser.add_argument(
         "--lengths",
@@ -130,7 +131,8 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
     JSON file among --methods is labelled by its stem and takes the other axes as they are: a
     given --kv or --decode (``none`` included) replaces that role of the file in every layer (its
-    per-layer entries too), one left out keeps the file's. A JSON file among --kv is a KV-policy
+    per-layer entries too), one left out keeps the file's; --precision bf16 (the default) leaves
+    the file's precision, as `attnsieve bench e2e` does. A JSON file among --kv is a KV-policy
     entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at --kv-ratio unless
     it sets a budget or ratio itself."""
     from attnsieve.integrations import AttentionConfig
@@ -152,7 +154,8 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     out = []
     for method in split(args.methods):
         for kv, decode, precision in itertools.product(kvs, decodes, precisions):
-            roles: dict[str, Any] = {"precision": precision}
+            keep_own = precision == "bf16" and method.endswith(".json")
+            roles: dict[str, Any] = {} if keep_own else {"precision": precision}
             parts = [Path(method).stem if method.endswith(".json") else method]
             if kv is not _KEEP:
                 roles["kv"] = entry = _kv_entry(kv, kv_ratio)
