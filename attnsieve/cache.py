@@ -141,6 +141,24 @@ class Cache:
         ]
 
     def set_host_state(self, state: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        """Restore what `host_state` returned."""
+        now = [(lc.host_lengths, lc.host_pages, lc.seen) for lc in self.layers]
+        if not isinstance(state, list) or len(state) != len(now):
+            raise TypeError(
+                f"state: expected host_state's list of {len(now)} layers, got {state!r:.80}"
+            )
+        for layer, (given, held) in enumerate(zip(state, now, strict=True)):
+            if not (
+                isinstance(given, tuple)
+                and len(given) == 3
+                and all(
+                    isinstance(t, Tensor) and t.shape == h.shape and t.dtype == h.dtype
+                    for t, h in zip(given, held, strict=True)
+                )
+            ):
+                raise ValueError(
+                    f"state[{layer}]: expected host_state's (lengths, pages, seen) of that layer"
+                )
         for lc, (lengths, pages, seen) in zip(self.layers, state, strict=True):
             lc.host_lengths, lc.host_pages, lc.seen = lengths, pages, seen
 

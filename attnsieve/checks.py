@@ -7,6 +7,7 @@ cache) check their arguments once, here; kernels and inner helpers trust their c
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -174,3 +175,24 @@ def _self_overlapping(t: Tensor) -> bool:
 def check_dtype(name: str, t: Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
     if t.dtype not in dtypes:
         raise TypeError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
+
+
+def layer_keys(name: str, mapping: dict[Any, Any]) -> dict[int, Any]:
+    """``mapping`` keyed by layer index: int >= 0 keys, or ASCII digit strings as JSON objects
+    have them; two keys of one layer ("0" and "00", or 0 and "0") are an error, not a silent
+    overwrite."""
+    keyed: dict[int, Any] = {}
+    first: dict[int, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+            index = key
+        elif isinstance(key, str) and key.isascii() and key.isdigit():
+            index = int(key)
+        else:
+            raise ValueError(
+                f"{name}: keys must be layer indices (int >= 0 or digit string), got {key!r}"
+            )
+        if index in keyed:
+            raise ValueError(f"{name}: keys {first[index]!r} and {key!r} both name layer {index}")
+        keyed[index], first[index] = value, key
+    return keyed

@@ -439,6 +439,36 @@ class Layout:
             _valid=True,
         )
 
+    def refined(self, block_q: int, block_k: int) -> Layout:
+        """The same (query, key) pairs at smaller blocks, divisors of this layout's: each query
+        block's row (its key blocks, columns and spans) serves each of its sub-blocks, each key
+        block becomes its sub-blocks. Layouts of other block sizes can then be stacked
+        (`PerHeadPlanner`: a per-head mix of planners from `attnsieve calibrate`)."""
+        for name, size, own in (
+            ("block_q", block_q, self.block_q),
+            ("block_k", block_k, self.block_k),
+        ):
+            check_int(name, size, 1)
+            if own % size:
+                raise ValueError(f"{name}: expected a divisor of the layout's {own}, got {size}")
+        if (block_q, block_k) == (self.block_q, self.block_k):
+            return self
+        qb, kb = cdiv(self.num_queries, block_q), cdiv(self.num_keys, block_k)
+
+        def rows(t: Tensor) -> Tensor:  # a query block's row, once per sub-block
+            return t.repeat_interleave(self.block_q // block_q, 2)[:, :, :qb]
+
+        mask = rows(self.block_mask()).repeat_interleave(self.block_k // block_k, 3)[..., :kb]
+        out = Layout.from_block_mask(
+            mask, block_q=block_q, block_k=block_k, num_queries=self.num_queries,
+            num_keys=self.num_keys,
+        )  # fmt: skip
+        if self.column_idx is not None:
+            out = out.with_columns(rows(self.column_idx), rows(self.column_count))
+        if self.span_start is not None:
+            out = out.with_spans(rows(self.span_start), rows(self.span_end), rows(self.span_count))
+        return out
+
     # ---- views ---------------------------------------------------------------------------------
     def block_mask(self, q_blocks: slice = slice(None)) -> Tensor:
         """bool (B, H, QB, KB) of the block part (of the query blocks ``q_blocks`` only)."""

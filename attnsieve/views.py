@@ -51,36 +51,35 @@ class KVView:
     scale: float | None = None
     log_weights: Tensor | None = None
 
-    def __post_init__(self) -> None:  # shapes only: no host synchronisation
+    def __post_init__(self) -> None:  # shapes and dtypes only: no host synchronisation
         check_tensor("keys", self.keys, 4, "(batch, kv_heads, len, head_dim)")
         check_tensor("queries", self.queries, 4, "(batch, heads, window, head_dim)")
         b, h, n, _ = self.keys.shape
-        if self.values.shape != self.keys.shape:
-            raise ValueError(
-                f"values: expected shape {tuple(self.keys.shape)}, got {tuple(self.values.shape)}"
-            )
-        if self.positions.shape != (b, h, n) or self.lengths.shape != (b, h):
-            raise ValueError(
-                f"positions, lengths: expected shapes {(b, h, n)} and {(b, h)}, got "
-                f"{tuple(self.positions.shape)} and {tuple(self.lengths.shape)}"
-            )
-        if self.log_weights is not None and self.log_weights.shape != (b, h, n):
-            raise ValueError(
-                f"log_weights: expected shape {(b, h, n)} or None, "
-                f"got {tuple(self.log_weights.shape)}"
-            )
+        if h == 0:
+            raise ValueError(f"keys: expected at least one KV head, got shape {(b, h, n)}")
+        _check_like("values", self.values, self.keys.dtype, self.keys.shape)
+        _check_like("positions", self.positions, torch.int64, (b, h, n))
+        _check_like("lengths", self.lengths, torch.int32, (b, h))
+        if self.log_weights is not None:
+            _check_like("log_weights", self.log_weights, torch.float32, (b, h, n))
         q = self.queries.shape
-        if q[0] != b or q[3] != self.keys.shape[3] or q[1] % h:
+        if q[0] != b or q[3] != self.keys.shape[3] or q[1] % h or q[2] == 0:
             raise ValueError(
-                f"queries: expected (B={b}, a multiple of H_kv={h}, W, D="
+                f"queries: expected (B={b}, a multiple of H_kv={h}, W >= 1, D="
                 f"{self.keys.shape[3]}), got {tuple(q)}"
             )
-        if self.query_positions.shape != (b, q[2]):
-            raise ValueError(
-                f"query_positions: expected shape {(b, q[2])}, "
-                f"got {tuple(self.query_positions.shape)}"
-            )
+        _check_like("query_positions", self.query_positions, torch.int64, (b, q[2]))
         _check_layer_and_scale(self.layer, self.num_layers, self.scale)
+
+
+def _check_like(name: str, t: object, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    """A tensor of ``dtype`` and ``shape`` (a view's field beside its keys)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name}: expected {dtype}, got {t.dtype}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
 @dataclass(frozen=True)

@@ -574,6 +574,9 @@ BAD = {
         ValueError,
         "outnumber",
     ),  # fmt: skip
+    "host_state_list": (lambda: C.set_host_state([]), TypeError, "^state: "),
+    "host_state_layer": (lambda: C.set_host_state([(1, 2, 3)] * 2), ValueError, r"^state\[0\]"),
+    "queries_none": (lambda: C.kv_view(0, Q[:, :, :0], QP[:, :0]), ValueError, "^queries"),
     "queries_heads": (lambda: C.kv_view(0, Q[:, :3], QP), ValueError, "queries"),
     "queries_dim": (lambda: C.kv_view(0, Q[..., :8], QP), ValueError, "queries"),
     "query_positions": (lambda: C.kv_view(0, Q, QP[:, :0]), ValueError, "query_positions"),

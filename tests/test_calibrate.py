@@ -197,6 +197,24 @@ def test_json_round_trips_into_per_head_planners(tmp_path):
             assert torch.equal(got[:, h], want.block_mask().expand(1, 2, -1, -1)[:, h])
 
 
+def test_a_per_head_mix_of_block_sizes_plans_each_head_as_its_planner():
+    """calibrate's default candidates mix vertical_slash's 64-token blocks with 128-token ones:
+    a layer's per-head mix is stacked at the smallest blocks (it was refused as layouts of
+    another geometry, so `attnsieve run` could not run what calibrate wrote)."""
+    q, k = torch.randn(1, 4, 700, 32), torch.randn(1, 2, 700, 32)
+    planners = [
+        get_planner("vertical_slash", vertical_size=64, slash_size=128, last_q=32),
+        get_planner("streaming", window_tokens=256),
+        get_planner("dense"),
+        get_planner("vertical_slash", vertical_size=8, slash_size=64, last_q=32),
+    ]
+    got = PerHeadPlanner(planners).plan(q, k)
+    assert (got.block_q, got.block_k) == (64, 64)
+    for h, planner in enumerate(planners):
+        want = planner.plan(q[:, h : h + 1], k[:, h // 2 : h // 2 + 1])
+        assert torch.equal(got.to_dense_mask()[:, h], want.to_dense_mask()[:, 0])
+
+
 def test_heads_that_all_choose_vertical_slash_get_one_entry_with_per_head_budgets(tmp_path):
     """A sink+local head and a vertical head need different budgets: the layer's entry is one
     vertical_slash with a budget list per field (one plan a layer), which plans every head as

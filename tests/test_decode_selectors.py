@@ -289,6 +289,8 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
         (lambda: DoubleSparsity(channels=[[False, 3], [0, 2]]), ValueError, "channels"),  # bools
         (lambda: DoubleSparsity(channels=[[0, 3], [2]]), ValueError, "channels"),
         (lambda: DoubleSparsity(channels=[[3, 0], [0, 2]]), ValueError, "channels"),
+        (lambda: DoubleSparsity(channels=[[[0]]]), ValueError, "^channels"),  # unhashable
+        (lambda: DoubleSparsity(channels=[[0, "a"]]), ValueError, "^channels"),  # unorderable
         (lambda: TidalDecode(select_layer=2, reselect_layer=2), ValueError, "reselect_layer"),
         (lambda: TidalDecode(select_layer=-1), ValueError, "select_layer"),
     ],
@@ -339,6 +341,13 @@ def test_malformed_views_and_queries():
     ]:
         with pytest.raises(error, match="q"):
             selector.select(bad, view, StepState())
+    tidal = TidalDecode(budget_tokens=8, select_layer=1, reselect_layer=None)
+    with pytest.raises(TypeError, match="^step: expected a StepState"):
+        tidal.select(q, view, None)
+    step = StepState()
+    tidal.select(q[:1], make_view(keys[:1], LENGTHS[:1], layer=1), step)  # batch 1 selects
+    with pytest.raises(ValueError, match="^step: holds a selection for"):
+        tidal.select(q, view, step)  # read by a batch-2 view
 
 
 def test_selectors_always_read_the_pages_of_weighted_tokens():

@@ -19,6 +19,8 @@ STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64,
 
 
 def _args(model_dir, out, *extra):
+    """eval's arguments for the probe; a test that names other --methods clears --method-kwargs,
+    which is refused for a planner not among them."""
     parser = argparse.ArgumentParser()
     sweep_args.add_arguments(parser)
     return parser.parse_args(
@@ -148,6 +150,7 @@ def test_fidelity_as_patched_counts_a_prompt_under_min_prefill_length_dense(
     config.write_text(json.dumps({"prefill": prefill, "min_prefill_length": 4096}))
     args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity")
     args.methods = str(config)
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
     short = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["short"]
     assert short["mean_recall"] < 1.0  # the planner's own numbers
@@ -190,6 +193,7 @@ def test_fidelity_of_a_per_layer_config_with_an_unplanned_layer(tiny_probe_dir, 
     }, "metadata": {"granularity": "layer"}}))  # fmt: skip
     args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity")
     args.methods = str(config)
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
     cal = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["cal"]
     assert cal["recall"][0] == pytest.approx([1.0] * 4, abs=1e-5) and cal["density"][0] == 1.0
@@ -200,6 +204,7 @@ def test_fidelity_of_a_per_layer_config_with_an_unplanned_layer(tiny_probe_dir, 
 def test_fidelity_of_low_precision_is_against_float32(tiny_probe_dir, tmp_path):
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8")
     args.methods = "dense"
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
     result = json.loads((tmp_path / "fidelity.json").read_text())["methods"]
     exact, low = result["dense"], result["dense+int8-fp8"]
@@ -216,6 +221,7 @@ def test_fidelity_of_an_unplanned_layer_at_low_precision_is_sdpa(tiny_probe_dir,
     config.write_text(json.dumps({"prefill": "dense", "layers": {"0": {"prefill": None}}}))
     args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", "--precision", "int8-fp8")
     args.methods = str(config)
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
     cal = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["cal+int8-fp8"]
     # float32 model: its SDPA is the reference; the planned layer 1 runs INT8-FP8
@@ -246,6 +252,7 @@ def test_fidelity_refuses_the_decode_side_roles(tiny_probe_dir, tmp_path, capsys
     config.write_text(json.dumps({"prefill": "dense", "layers": {"1": {"kv": "streaming"}}}))
     args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", *extra)
     args.methods = f"dense,{config}" if not extra else "dense"
+    args.method_kwargs = "{}"
     assert harness.main(args) == 2
     err = capsys.readouterr().err
     assert label in err and "--fidelity" in err and "\n" not in err.rstrip("\n")
@@ -255,6 +262,7 @@ def test_fidelity_refuses_the_decode_side_roles(tiny_probe_dir, tmp_path, capsys
 def test_fidelity_takes_kv_none(tiny_probe_dir, tmp_path):
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--kv", "none", "--decode", "none")
     args.methods = "dense"
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
 
 
@@ -265,6 +273,7 @@ def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
     assert "unknown tasks ['nope']" in capsys.readouterr().err
     args = _args(tiny_probe_dir, tmp_path)
     args.methods = "dense,no_such_planner"
+    args.method_kwargs = "{}"
     assert harness.main(args) == 2
     assert "no_such_planner" in capsys.readouterr().err
 
@@ -331,11 +340,41 @@ def test_bf16_leaves_a_config_files_precision(tmp_path):
         assert got == want
 
 
+def test_options_that_nothing_would_read_are_refused_and_given_ones_win(tmp_path):
+    """--method-kwargs for a planner not among --methods and --kv-ratio where every --kv file
+    sets its own size were silently ignored; --min-prefill-length and --backend, given, replace
+    a config file's own (the file's won), and left out keep it."""
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"prefill": "streaming", "min_prefill_length": 4096}))
+    sized = tmp_path / "kvsized.json"
+    sized.write_text(json.dumps({"method": "snapkv", "ratio": 0.1}))
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+
+    def configs(*argv):
+        args = parser.parse_args(["--model", "probe", *argv])
+        return dict(sweep_args.method_configs(args))
+
+    with pytest.raises(ValueError, match=r"^method-kwargs: \['streaming'\] not among --methods"):
+        configs("--methods", f"dense,{config}", "--method-kwargs", json.dumps(STREAMING))
+    with pytest.raises(ValueError, match="^--kv-ratio: every --kv entry sets its own"):
+        configs("--methods", "dense", "--kv", str(sized), "--kv-ratio", "0.5")
+    assert configs("--methods", "dense", "--kv", f"{sized},snapkv", "--kv-ratio", "0.5")
+    kept = configs("--methods", f"dense,{config}")
+    assert (kept["dense"].min_prefill_length, kept["cfg"].min_prefill_length) == (1, 4096)
+    given = configs(
+        "--methods", f"dense,{config}", "--min-prefill-length", "8", "--backend", "reference"
+    )
+    assert {c.min_prefill_length for c in given.values()} == {8}
+    assert {c.backend for c in given.values()} == {"reference"}
+
+
 def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
     args = _args(
         tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"
     )
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
     cells = {c["method"]: c for c in json.loads((tmp_path / "results.json").read_text())["cells"]}
     assert set(cells) == {"dense+quest@0.125", "dense+snapkv@0.25+quest@0.125"}
@@ -377,6 +416,7 @@ def _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "run_cell", counting)
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    args.method_kwargs = "{}"
     return calls, args
 
 
@@ -424,6 +464,7 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
     _probe_positions(monkeypatch, tiny_probe_dir)
     args = _args("org-a/model", tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0 and len(calls) == 1
     args.model = "org-b/model"  # another model: not org-a's cell again
     assert harness.main(args) == 0 and len(calls) == 2
@@ -452,6 +493,7 @@ def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, mon
         path.write_bytes(b"\0" * size)
     args = _args("smollm2", tmp_path / "out")
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    args.method_kwargs = "{}"
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q4))
     assert harness.main(args) == 0 and len(calls) == 1
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q8))
@@ -479,6 +521,7 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(gguf))
     args = _args("smollm2", tmp_path / "out")
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    args.method_kwargs = "{}"
     assert harness.main(args) == 2
     lines = capsys.readouterr().err.splitlines()  # the loading progress bar, then the error
     errors = [line for line in lines if "error" in line]
@@ -489,6 +532,7 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
 def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples, args.lengths = "dense", "passkey,passkey", 1, "512,512"
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["cells"]) == 1 and results["lengths"] == [512]
@@ -499,6 +543,7 @@ def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
 def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    args.method_kwargs = "{}"
     assert harness.main(args) == 0
     path = tmp_path / "cells.jsonl"
     path.write_text(path.read_text()[:-200])  # a write cut off by a killed run
@@ -507,12 +552,34 @@ def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
     assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 1
 
 
+@pytest.mark.parametrize("line", ["{}", "[1]", "drop-accuracy"])
+def test_a_line_that_is_no_cell_is_refused_by_file_and_line(tiny_probe_dir, tmp_path, line):
+    """A cells.jsonl line that parses but is not a cell (edited by hand) was a KeyError
+    traceback, or an error about list indices: now one error naming the file and line."""
+    path = tmp_path / "cells.jsonl"
+    if line == "drop-accuracy":
+        args = _args(tiny_probe_dir, tmp_path)
+        args.methods, args.tasks, args.samples = "dense", "passkey", 1
+        args.method_kwargs = "{}"
+        assert harness.main(args) == 0
+        cell = json.loads(path.read_text())
+        del cell["accuracy"]
+        line = json.dumps(cell)
+    path.write_text(line + "\n")
+    args = _args(tiny_probe_dir, tmp_path)
+    args.methods, args.tasks, args.samples = "dense", "passkey", 1
+    args.method_kwargs = "{}"
+    with pytest.raises(ValueError, match=r"^--out: .*cells\.jsonl:1: not a cell of attnsieve eval"):
+        harness.main(args)
+
+
 def test_two_configs_of_one_name_are_refused(tiny_probe_dir, tmp_path, capsys):
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         (tmp_path / run / "calibration.json").write_text('{"prefill": "dense"}')
     args = _args(tiny_probe_dir, tmp_path)
     args.methods = f"{tmp_path / 'a' / 'calibration.json'},{tmp_path / 'b' / 'calibration.json'}"
+    args.method_kwargs = "{}"
     assert harness.main(args) == 2
     assert "two entries would be labelled ['calibration']" in capsys.readouterr().err
 
@@ -578,6 +645,7 @@ def test_kv_and_decode_axes_replace_a_config_files_roles_in_every_layer(tmp_path
     }))  # fmt: skip
     args = _args("x", tmp_path, "--decode", "quest", "--kv", "none")
     args.methods = str(path)
+    args.method_kwargs = "{}"
     ((label, config),) = sweep_args.method_configs(args)
     assert label == "cal+quest@0.125"
     assert [type(config.selector(i)).__name__ for i in (0, 1)] == ["Quest", "Quest"]
@@ -585,6 +653,7 @@ def test_kv_and_decode_axes_replace_a_config_files_roles_in_every_layer(tmp_path
     assert config.layers == {0: {"prefill": "streaming"}}  # the other roles stay
     args = _args("x", tmp_path)
     args.methods = str(path)
+    args.method_kwargs = "{}"
     ((label, config),) = sweep_args.method_configs(args)
     assert label == "cal"
     assert config.selector(0).channels == channels

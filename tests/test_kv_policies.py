@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attnsieve.cache import Cache
 from attnsieve.methods.kv import (
     A2SF,
     H2O,
@@ -426,11 +427,29 @@ def test_echo_induction_scores_on_a_planted_pattern():
         (lambda: RazorAttention(retrieval_heads=[1]), TypeError, "retrieval_heads"),
         (lambda: RazorAttention(retrieval_heads={0: [-1]}), ValueError, "retrieval_heads"),
         (lambda: RazorAttention(retrieval_ratio=-0.1), ValueError, "retrieval_ratio"),
+        (
+            lambda: RazorAttention(retrieval_heads={"1": [0], 1: [1]}),
+            ValueError,
+            "retrieval_heads: keys '1' and 1 both name layer 1",
+        ),
+        (lambda: RazorAttention(retrieval_heads={"\u00b2": [0]}), ValueError, "^retrieval_heads"),
     ],
 )
 def test_malformed_policy_arguments(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_a_layer_holding_nothing_keeps_nothing(name):
+    """A layer never written (or compressed to nothing) gives every policy an empty view: each
+    keeps nothing (SnapKV's pooling, Razor's max over the window raised on an empty axis)."""
+    cache = Cache(2, 1, 2, 16, dtype=torch.float32, device="cpu")
+    queries, positions = torch.randn(1, 4, 3, 16), torch.arange(3)[None]
+    kept = POLICIES[name]().compress(cache.kv_view(0, queries, positions))
+    assert kept.idx.shape == (1, 2, 0) and not kept.count.any()
+    cache.compact(0, kept)
+    assert cache.seq_length(0) == 0
 
 
 def test_malformed_views():
@@ -449,7 +468,19 @@ def test_malformed_views():
         ({"values": view.values[:, :, :5]}, ValueError, "values"),
         ({"keys": view.keys[0]}, ValueError, "keys"),
         ({"keys": view.keys.long(), "values": view.values.long()}, TypeError, "keys"),
-        ({"positions": view.positions[:, :1]}, ValueError, "positions, lengths"),
+        ({"positions": view.positions[:, :1]}, ValueError, "^positions: expected shape"),
+        ({"positions": view.positions.float()}, TypeError, "^positions: expected torch.int64"),
+        ({"lengths": view.lengths.long()}, TypeError, "^lengths: expected torch.int32"),
+        ({"lengths": None}, TypeError, "^lengths: expected a torch.Tensor"),
+        ({"values": view.values.double()}, TypeError, "^values: expected torch.float"),
+        ({"query_positions": [[0]]}, TypeError, "^query_positions: expected a torch.Tensor"),
+        ({"queries": view.queries[:, :, :0]}, ValueError, "^queries: expected .*W >= 1"),
+        (
+            {k: getattr(view, k)[:, :0] for k in ("keys", "values", "positions", "lengths")},
+            ValueError,
+            "^keys: expected at least one KV head",
+        ),
+        ({"log_weights": view.positions}, TypeError, "^log_weights: expected torch.float32"),
         ({"queries": view.queries[..., :4]}, ValueError, "queries"),
         ({"queries": view.queries[:, :3]}, ValueError, "queries"),
         ({"query_positions": view.query_positions[:, :2]}, ValueError, "query_positions"),
@@ -462,6 +493,8 @@ def test_malformed_views():
             KVView(**{**fields, **change})
     with pytest.raises(ValueError, match=r"retrieval_heads\[0\]"):
         RazorAttention(budget=4, retrieval_heads={0: [5]}).compress(view)
+    with pytest.raises(ValueError, match=r"retrieval_heads: layers \[4\] past the model's 4"):
+        RazorAttention(budget=4, retrieval_heads={4: [0]}).compress(view)
 
 
 def test_razor_folds_its_earlier_compensation_token_by_weight():

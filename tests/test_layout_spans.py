@@ -515,3 +515,19 @@ def test_int8_fp8_executes_spans(causal, nan_empty):
     ).with_columns(layout.column_idx, layout.column_count)  # the same layout less its spans
     dropped = attention(q, k, v, without, causal=causal, precision="int8-fp8", backend="triton")
     assert (dropped.float() - got.float()).abs().max() > 0.1  # the spans did count
+
+
+@pytest.mark.parametrize(("n", "m", "bq", "bk"), [(300, 300, 64, 128), (200, 333, 128, 64)])
+def test_refined_layouts_keep_every_pair(n, m, bq, bk):
+    """A layout at smaller blocks (its rows repeated for each query sub-block, its key blocks
+    split) computes exactly the pairs it did: blocks, columns and spans, ragged last blocks."""
+    layout = random_layout(2, 3, n, m, bq, bk, p=0.3, columns=3)
+    offsets = torch.randint(-1, m, (2, 3, layout.num_q_blocks, 2), generator=torch.Generator())
+    layout = layout.with_diagonals(offsets, width=3)
+    for block_q, block_k in ((bq // 2, bk), (bq, bk // 4), (16, 16)):
+        fine = layout.refined(block_q, block_k)
+        assert (fine.block_q, fine.block_k) == (block_q, block_k)
+        assert torch.equal(fine.to_dense_mask(), layout.to_dense_mask())
+    assert layout.refined(bq, bk) is layout
+    with pytest.raises(ValueError, match="^block_q: expected a divisor of the layout's"):
+        layout.refined(bq * 2, bk)

@@ -302,6 +302,26 @@ Q32, K32 = qkv(torch.float32)[:2]
 
 PLANNERS = [
     ("planner-unknown", lambda: get_planner("nope"), ValueError, r"^name: unknown planner 'nope'"),
+    *(
+        (
+            f"{name}-{side}",
+            lambda name=name, q=q, k=k: get_planner(name).plan(q, k),
+            ValueError,
+            r"^q, k: a plan needs a batch, queries and keys",
+        )
+        for name in ("block_topk", "vertical_slash", "flexprefill")
+        for side, q, k in (
+            ("no-keys", x32(1, 2, 64, 32), x32(1, 2, 0, 32)),
+            ("no-queries", x32(1, 2, 0, 32), x32(1, 2, 64, 32)),
+            ("no-batch", x32(0, 4, 64, 32), x32(0, 2, 64, 32)),
+        )
+    ),  # IndexError / RuntimeError, or an error naming last_q, before the twenty-seventh session
+    (
+        "per-head-not-a-list",
+        lambda: PerHeadPlanner(get_planner("dense")),
+        TypeError,
+        r"^planners: expected a non-empty list",
+    ),
     ("planner-name-int", lambda: get_planner(3), ValueError, r"^name: unknown planner"),
     (
         "flexprefill-block-q-48",

@@ -81,12 +81,9 @@ def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, Attention
     if args.no_cost:  # the prefill is not timed; its layers plan as `attnsieve.patch` does
         raise ValueError("--no-cost: applies to time to first token, not --decode-steps")
     axes = argparse.Namespace(
-        **vars(args),
-        method_kwargs="{}",
-        min_prefill_length=AttentionConfig.min_prefill_length,
-        backend=None,
+        **vars(args), method_kwargs="{}", min_prefill_length=None, backend=None
     )
-    configs = method_configs(axes)
+    configs = method_configs(axes, AttentionConfig.min_prefill_length)
     if args.paged_cache:
         configs = [
             (

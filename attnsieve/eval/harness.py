@@ -202,18 +202,32 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
     }
 
 
+# what the summary, the tables and the plots read of a finished cell
+_CELL_FIELDS = ("key", "method", "length", "task", "accuracy", "scores", "density", "kv_memory_mb")
+
+
 def _read_jsonl(path: Path) -> list[dict]:
-    """The finished cells; a line cut short (a run killed while writing it) is left out."""
+    """The finished cells; a line cut short (a run killed while writing it) is left out, a line
+    that is not a cell (edited, or another program's) is refused by file and line."""
     if not path.exists():
         return []
     cells = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
+        where = f"{path}:{number}"
         try:
-            cells.append(json.loads(line))
+            cell = json.loads(line)
         except json.JSONDecodeError:
             if line.strip():
-                where = f"{path}:{number}"
                 print(f"attnsieve eval: {where}: a cell cut short, run again", file=sys.stderr)
+            continue
+        missing = [f for f in _CELL_FIELDS if f not in cell] if isinstance(cell, dict) else None
+        if missing is None or missing:
+            what = f"lacks {missing}" if missing else f"is a {type(cell).__name__}"
+            raise ValueError(
+                f"--out: {where}: not a cell of attnsieve eval ({what}); move the file away to "
+                "start afresh"
+            )
+        cells.append(cell)
     return cells
 
 

@@ -99,10 +99,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-prefill-length",
         type=int,
-        default=1,
-        help="prompts shorter than this stay dense (AttentionConfig field)",
+        default=None,
+        help="prompts shorter than this stay dense (AttentionConfig field; default 1, every prompt "
+        "plans; given, it replaces a config file's own)",
     )
-    parser.add_argument("--backend", help="attnsieve kernel backend: auto, triton or reference")
+    parser.add_argument(
+        "--backend",
+        help="attnsieve kernel backend: auto, triton or reference (given, it replaces a config "
+        "file's own)",
+    )
     parser.add_argument(
         "--fidelity",
         action="store_true",
@@ -127,19 +132,32 @@ def split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> list[tuple[str, Any]]:
     """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
     JSON file among --methods is labelled by its stem and takes the other axes as they are: a
     given --kv or --decode (``none`` included) replaces that role of the file in every layer (its
     per-layer entries too), one left out keeps the file's; --precision bf16 (the default) leaves
     the file's precision, as `attnsieve bench e2e` does. A JSON file among --kv is a KV-policy
     entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at --kv-ratio unless
-    it sets a budget or ratio itself."""
+    it sets a budget or ratio itself. --min-prefill-length and --backend, given, replace a file's
+    own; left out, a file keeps its own, ``min_prefill_default`` where it sets none.
+    --method-kwargs names planners among --methods."""
     from attnsieve.integrations import AttentionConfig
     from attnsieve.methods import PLANNERS
 
     kwargs = planner_kwargs(args.method_kwargs, "method-kwargs", PLANNERS)
-    common = {"min_prefill_length": args.min_prefill_length, "backend": args.backend}
+    unused = sorted(set(kwargs) - set(split(args.methods)))
+    if unused:
+        raise ValueError(f"method-kwargs: {unused} not among --methods {args.methods!r}")
+    given = {
+        name: value
+        for name, value in (
+            ("min_prefill_length", args.min_prefill_length),
+            ("backend", args.backend),
+        )
+        if value is not None
+    }
+    defaults = {"min_prefill_length": min_prefill_default}
     asked = {"--kv": args.kv, "--decode": args.decode, "--precision": args.precision}
     for name, text in asked.items():
         if text is not None and not split(text):
@@ -152,13 +170,16 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     decode_ratio = _ratio(args.decode_ratio, "--decode-ratio", decodes, "--decode", 0.125)
     precisions = split(args.precision)
     out = []
+    ratio_read = False
     for method in split(args.methods):
         for kv, decode, precision in itertools.product(kvs, decodes, precisions):
             keep_own = precision == "bf16" and method.endswith(".json")
             roles: dict[str, Any] = {} if keep_own else {"precision": precision}
             parts = [Path(method).stem if method.endswith(".json") else method]
             if kv is not _KEEP:
-                roles["kv"] = entry = _kv_entry(kv, kv_ratio)
+                entry, reads = _kv_entry(kv, kv_ratio)
+                roles["kv"] = entry
+                ratio_read |= reads
                 if entry is not None:
                     budget = entry["ratio"] if entry.get("budget") is None else entry["budget"]
                     parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
@@ -170,13 +191,15 @@ def method_configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             parts += [precision] if precision != "bf16" else []
             if method.endswith(".json"):
                 data = _config_file(method)
-                config = AttentionConfig.from_json({**common, **data}).override(**roles)
+                config = AttentionConfig.from_json({**defaults, **data, **given}).override(**roles)
             else:
                 prefill = {"method": method, **kwargs.get(method, {})}
-                config = AttentionConfig(prefill=prefill, **roles, **common)
+                config = AttentionConfig(prefill=prefill, **roles, **{**defaults, **given})
             out.append(("+".join(parts), config))
     if not out:
         raise ValueError("methods: expected at least one method")
+    if args.kv_ratio is not None and not ratio_read:
+        raise ValueError("--kv-ratio: every --kv entry sets its own budget or ratio")
     labels = [label for label, _ in out]
     if len(set(labels)) < len(labels):
         twice = sorted({label for label in labels if labels.count(label) > 1})
@@ -205,16 +228,19 @@ def _config_file(path: str) -> dict[str, Any]:
     return data
 
 
-def _kv_entry(kv: str | None, ratio: float) -> dict[str, Any] | None:
+def _kv_entry(kv: str | None, ratio: float) -> tuple[dict[str, Any] | None, bool]:
+    """The entry of a --kv name or JSON file, and whether it takes ``ratio`` (a file that sets a
+    budget or ratio keeps its own)."""
     if kv is None:
-        return None
+        return None, False
     if not kv.endswith(".json"):
-        return {"method": kv, "ratio": ratio}
+        return {"method": kv, "ratio": ratio}, True
     from attnsieve.integrations.config import read_entry
 
     entry = read_entry(kv, "--kv")
-    sized = any(entry.get(name) is not None for name in ("budget", "ratio"))
-    return entry if sized else {**entry, "ratio": ratio}
+    if any(entry.get(name) is not None for name in ("budget", "ratio")):
+        return entry, False
+    return {**entry, "ratio": ratio}, True
 
 
 def planner_kwargs(text: str, option: str, planners: Iterable[str]) -> dict[str, dict[str, Any]]:

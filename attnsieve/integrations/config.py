@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from attnsieve.api import BACKENDS
-from attnsieve.checks import check_bool, check_int, check_pow2
+from attnsieve.checks import check_bool, check_int, check_pow2, layer_keys
 
 if TYPE_CHECKING:  # attnsieve.methods (and Triton) load when a config is built, not on import
     from attnsieve.methods.decode.base import DecodeSelector
@@ -99,7 +99,7 @@ class AttentionConfig:
             raise TypeError(
                 f"layers: expected a dict {{layer: {{role: entry}}}}, got {type(self.layers)}"
             )
-        self.layers = _layer_indices(self.layers)
+        self.layers = layer_keys("layers", self.layers)
         self._default = {role: _build(role, getattr(self, role), role) for role in ROLES}
         self._built: dict[int, dict[str, Any]] = {}
         for layer, override in self.layers.items():
@@ -246,25 +246,6 @@ def read_json(path: str | os.PathLike, where: str, what: str) -> Any:
         raise ValueError(f"{where}: cannot read {what} ({e.strerror})") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not valid JSON ({e})") from e
-
-
-def _layer_indices(layers: dict[Any, Any]) -> dict[int, Any]:
-    """``layers`` keyed by int layer index; two keys of one layer ("0" and "00") are an error."""
-    keyed: dict[int, Any] = {}
-    first: dict[int, Any] = {}
-    for key, value in layers.items():
-        if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
-            index = key
-        elif isinstance(key, str) and key.isascii() and key.isdigit():
-            index = int(key)
-        else:
-            raise ValueError(
-                f"layers: keys must be layer indices (int >= 0 or digit string), got {key!r}"
-            )
-        if index in keyed:
-            raise ValueError(f"layers: keys {first[index]!r} and {key!r} both name layer {index}")
-        keyed[index], first[index] = value, key
-    return keyed
 
 
 def _build(role: str, entry: Any, where: str) -> Any:

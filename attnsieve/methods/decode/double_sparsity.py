@@ -55,9 +55,10 @@ class DoubleSparsity(DecodeSelector):
         if self.channels is not None and (
             not isinstance(self.channels, list)
             or not self.channels
-            or not all(isinstance(c, list) and c and c == sorted(set(c)) for c in self.channels)
-            or len({len(c) for c in self.channels}) != 1
+            or not all(isinstance(c, list) and c for c in self.channels)
             or not all(type(i) is int and i >= 0 for c in self.channels for i in c)  # no bools
+            or not all(c == sorted(set(c)) for c in self.channels)
+            or len({len(c) for c in self.channels}) != 1
         ):
             raise ValueError(
                 "channels: expected one ascending list of R distinct channel indices per KV head "

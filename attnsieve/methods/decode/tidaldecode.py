@@ -62,6 +62,8 @@ class TidalDecode(DecodeSelector):
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)
+        if not isinstance(step, StepState):
+            raise TypeError(f"step: expected a StepState, got {type(step).__name__}")
         if view.layer < self.select_layer:
             return None
         # a selection layer, or the first layer of the step past it that runs the selector
@@ -71,6 +73,11 @@ class TidalDecode(DecodeSelector):
             return None  # a selection layer attends to everything
         chosen = step.values[STATE_KEY]  # int32 (B, H_kv, K) token indices, -1 padded
         b, h, p = view.page_table.shape
+        if chosen.shape[:2] != (b, h):
+            raise ValueError(
+                f"step: holds a selection for (B, H_kv) = {tuple(chosen.shape[:2])}, the view has "
+                f"{(b, h)}: a StepState serves the layers of one decode step"
+            )
         n = p * view.page_size
         if chosen.shape[-1] >= n:
             return None

@@ -15,6 +15,7 @@ from attnsieve.methods.kv.base import (
     KVPolicy,
     KVView,
     ScoredPolicy,
+    nothing_kept,
     pack,
     rank_key,
     top_mask,
@@ -65,6 +66,8 @@ class AdaKV(KVPolicy):
         check_float("alpha_safeguard", self.alpha_safeguard, 0.0, 1.0)
 
     def compress(self, view: KVView) -> Kept:
+        if view.keys.shape[2] == 0:
+            return nothing_kept(view)
         return self.keep(view, self.inner.targets(view).sum(-1))
 
     def keep(self, view: KVView, total: Tensor) -> Kept:

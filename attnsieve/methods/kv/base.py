@@ -83,6 +83,8 @@ class ScoredPolicy(KVPolicy):
         return torch.zeros_like(view.positions, dtype=torch.bool)
 
     def compress(self, view: KVView) -> Kept:
+        if view.keys.shape[2] == 0:
+            return nothing_kept(view)
         return self.keep(view, self.targets(view), self.max_keep(view.keys.shape[2]))
 
     def keep(self, view: KVView, target: Tensor, width: int) -> Kept:
@@ -90,6 +92,12 @@ class ScoredPolicy(KVPolicy):
         ones, then its highest-scoring ones."""
         key = rank_key(self.score(view), self.always_kept(view, target), valid_entries(view))
         return pack(top_mask(key, target, width), width)
+
+
+def nothing_kept(view: KVView) -> Kept:
+    """The `Kept` of a layer that holds nothing (never written, or compressed to nothing): the
+    scores of most policies are undefined over no entry."""
+    return pack(torch.zeros_like(view.positions, dtype=torch.bool), 0)
 
 
 def valid_entries(view: KVView) -> Tensor:

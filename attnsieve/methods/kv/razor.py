@@ -10,11 +10,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int
+from attnsieve.checks import check_float, check_int, layer_keys
 from attnsieve.methods.kv.base import (
     Kept,
     KVPolicy,
     KVView,
+    nothing_kept,
     pack,
     top_mask,
     valid_entries,
@@ -79,12 +80,8 @@ class RazorAttention(KVPolicy):
                     f"got {type(self.retrieval_heads).__name__}"
                 )
             # JSON object keys are strings: digit strings name layers, as in AttentionConfig
-            self.retrieval_heads = {
-                int(k) if isinstance(k, str) and k.isdigit() else k: v
-                for k, v in self.retrieval_heads.items()
-            }
+            self.retrieval_heads = layer_keys("retrieval_heads", self.retrieval_heads)
             for layer, heads in self.retrieval_heads.items():
-                check_int("retrieval_heads (layer)", layer, 0)
                 if not isinstance(heads, (list, tuple)):
                     raise TypeError(
                         f"retrieval_heads[{layer}]: expected a list of KV head indices, "
@@ -95,6 +92,8 @@ class RazorAttention(KVPolicy):
 
     def compress(self, view: KVView) -> Kept:
         b, h, n = view.positions.shape
+        if n == 0:
+            return nothing_kept(view)
         valid = valid_entries(view)
         target = self.targets(view)[..., None]
         sinks = target.clamp(max=self.sink)
@@ -128,6 +127,11 @@ class RazorAttention(KVPolicy):
         """bool (B, H_kv): the heads that keep everything."""
         b, h, _ = local.shape
         if self.retrieval_heads is not None:
+            beyond = [layer for layer in self.retrieval_heads if layer >= view.num_layers]
+            if beyond:
+                raise ValueError(
+                    f"retrieval_heads: layers {beyond} past the model's {view.num_layers} layers"
+                )
             heads = self.retrieval_heads.get(view.layer, [])
             if any(head >= h for head in heads):
                 raise ValueError(

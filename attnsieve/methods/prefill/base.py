@@ -30,6 +30,11 @@ class Planner:
         check_qk(q, k)
         if not isinstance(causal, bool):
             raise TypeError(f"causal: expected a bool, got {causal!r}")
+        if 0 in (q.shape[0], q.shape[2], k.shape[2]):  # no Layout has an empty side
+            raise ValueError(
+                f"q, k: a plan needs a batch, queries and keys, got q {tuple(q.shape)} and k "
+                f"{tuple(k.shape)}"
+            )
         return self._plan(q, k, causal)
 
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
@@ -54,7 +59,11 @@ class PerHeadPlanner(Planner):
     name: ClassVar[str] = "per_head"
 
     def __post_init__(self) -> None:
-        if not self.planners or not all(isinstance(p, Planner) for p in self.planners):
+        if (
+            not isinstance(self.planners, (list, tuple))
+            or not self.planners
+            or not all(isinstance(p, Planner) for p in self.planners)
+        ):
             raise TypeError("planners: expected a non-empty list of Planner instances")
 
     def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
@@ -74,7 +83,9 @@ class PerHeadPlanner(Planner):
         for h, planner in enumerate(self.planners):
             layout = planner._plan(q[:, h : h + 1], k[:, h // g : h // g + 1], causal)
             layouts.append(layout)
-        return Layout.cat(layouts, dim=1)
+        # planners of other block sizes (vertical_slash's 64 beside 128): stacked at the smallest
+        block_q, block_k = min(lay.block_q for lay in layouts), min(lay.block_k for lay in layouts)
+        return Layout.cat([lay.refined(block_q, block_k) for lay in layouts], dim=1)
 
 
 def one_plan_for_heads(planners: Sequence[Planner]) -> Planner | None:
