@@ -99,7 +99,15 @@ def test_mode_options_take_their_defaults_where_they_apply():
 
 
 @pytest.mark.parametrize(
-    "argv", [["--kv", "snapkv"], ["--batch", "8"], ["--batch", "1,8"], ["--paged-cache"]]
+    "argv",
+    [
+        ["--kv", "snapkv"],
+        ["--kv-ratio", "0.5"],
+        ["--decode-ratio", "0.5"],
+        ["--batch", "8"],
+        ["--batch", "1,8"],
+        ["--paged-cache"],
+    ],
 )
 def test_decode_axes_need_decode_steps(argv):
     """Options of decode speed are refused in time-to-first-token mode, not silently ignored
@@ -417,3 +425,32 @@ def test_decode_kv_memory_counts_reserved_pages_apart(tiny_probe_dir, monkeypatc
     monkeypatch.setattr(e2e_decode, "decode", decode)
     sdpa = e2e_decode.time_decode(model, ids, 3, None)
     assert sdpa["kv_reserved_mib"] == 0 and sdpa["kv_pool_mib"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "nope"], "nope"),
+        (["--precision", "foo"], "--precision"),
+        (["--lengths", "0"], "lengths: "),
+        (["--model", "/nonexistent/model"], "/nonexistent/model"),
+    ],
+)
+def test_arguments_are_checked_before_the_gpu(argv, message, capsys):
+    """A bad argument is reported as itself, not hidden behind 'needs a CUDA GPU' on a machine
+    without one (nor found only after a GPU run loaded the weights)."""
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    assert e2e.main(parser.parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnsieve bench e2e: error: ") and message in err and "CUDA" not in err
+
+
+def test_a_length_or_batch_given_twice_runs_once():
+    """A duplicate was timed twice; in decode mode the second batch's rows divided by the
+    first's SDPA time (a vs_sdpa of 18 for SDPA itself)."""
+    assert e2e._parse_lengths(["8k,8192", "16k"]) == [8192, 16384]
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    args = parser.parse_args(["--model", "probe", "--decode-steps", "2", "--batch", "1,1,2"])
+    assert e2e_decode.plan(args)[0] == [1, 2]

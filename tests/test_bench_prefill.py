@@ -3,6 +3,8 @@
 import argparse
 import shlex
 
+import pytest
+
 from attnsieve.bench import prefill
 
 
@@ -135,7 +137,6 @@ def test_config_rows_take_layer_0_of_a_config_file(tmp_path):
 def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
     """--kwargs that is not an object of objects, or overrides a planner not benchmarked, is a
     named error (it was a traceback, or silently dropped), raised before require_cuda."""
-    import pytest
 
     monkeypatch.setattr(prefill, "require_cuda", lambda: pytest.fail("checked after the GPU"))
     parser = argparse.ArgumentParser()
@@ -151,3 +152,23 @@ def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
         args = parser.parse_args(["--planners", "streaming", "--kwargs", text])
         with pytest.raises(ValueError, match="^--kwargs: "):
             prefill.main(args)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "match"),
+    [
+        (["--planners", "nope"], ValueError, "unknown planner 'nope'"),
+        (["--kinds", "nope"], ValueError, "^--kinds: expected head kinds among"),
+        (["--kwargs", '{"streaming": {"nope": 1}}'], TypeError, "nope"),
+        (["--config", "/nonexistent/cal.json"], ValueError, "/nonexistent/cal.json"),
+    ],
+)
+def test_planners_kinds_and_configs_are_named_before_the_gpu_is_asked_for(
+    monkeypatch, argv, error, match
+):
+    """They were hidden behind 'needs a CUDA GPU' on a machine without one."""
+    monkeypatch.setattr(prefill, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    parser = argparse.ArgumentParser()
+    prefill.add_arguments(parser)
+    with pytest.raises(error, match=match):
+        prefill.main(parser.parse_args(argv))

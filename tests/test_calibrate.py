@@ -266,16 +266,18 @@ def test_cli_with_captured_qk(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("r", ["-1", "33"])  # head_dim 32
-def test_cli_label_channels_out_of_range_is_named(tmp_path, r):
+def test_cli_label_channels_out_of_range_is_named(tmp_path, r, monkeypatch):
     """A bad --label-channels is refused under its own name, before the calibration runs (it
     reached calibrate_label_channels as "r" after every layer had been calibrated)."""
     import argparse
 
+    from attnsieve.eval import calibrate as module
     from attnsieve.eval.calibrate import add_arguments
 
     qk_path, cand_path = tmp_path / "qk.pt", tmp_path / "cands.json"
     torch.save(layers()[:1], qk_path)
-    cand_path.write_text(json.dumps([["nope", {}]]))  # reached only if the check comes too late
+    cand_path.write_text(json.dumps(CANDIDATES))
+    monkeypatch.setattr(module, "calibrate", lambda *a, **k: pytest.fail("checked too late"))
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     argv = ["--qk", str(qk_path), "--candidates", str(cand_path), "--device", "cpu"]
@@ -417,7 +419,19 @@ def _cli_error(capsys, argv):
     return err[0].removeprefix("attnsieve calibrate: error: ")
 
 
-@pytest.mark.parametrize("text", ["5", '{"streaming": {}}', '"dense"', "[]", "[5]", "[1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5",
+        '{"streaming": {}}',
+        '"dense"',
+        "[]",
+        "[5]",
+        "[1",
+        '[["nope", {}]]',  # these two were found only after the model had loaded and run
+        '[["streaming", {"window_tokens": -1}]]',
+    ],
+)
 def test_cli_candidates_file_of_another_shape_is_named(tmp_path, capsys, text):
     """A --candidates file that is not a list of pairs is refused under its option's name (a
     number gave "'int' object is not iterable"; a dict's keys were split into letters)."""

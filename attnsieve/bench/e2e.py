@@ -185,23 +185,25 @@ def _yarn_factor(text: str) -> float:
 
 def main(args: argparse.Namespace) -> int:
     decode = args.decode_steps is not None
-    try:
+    try:  # every argument is checked before the GPU is asked for and the weights load
         _mode_options(args, decode)
-    except ValueError as e:
-        print(f"attnsieve bench e2e: error: {e}", file=sys.stderr)
-        return 2
-    device = e2e_decode.device() if decode else require_cuda()
-    started = time.perf_counter()
-    try:
         if decode:
             batches, configs = e2e_decode.plan(args)
         else:
             methods = _methods(args)
         requested = _parse_lengths(args.lengths)
-        if requested and args.model != RANDOM_MODEL:  # before the weights load
+        if args.model != RANDOM_MODEL:  # the model's config alone: a bad name fails here
             from attnsieve.eval.models import model_positions
 
-            check_lengths_fit(requested, model_positions(args.model, args.rope_scale))
+            positions = model_positions(args.model, args.rope_scale)
+            if requested:
+                check_lengths_fit(requested, positions)
+    except (ValueError, OSError) as e:
+        print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    device = e2e_decode.device() if decode else require_cuda()
+    started = time.perf_counter()
+    try:
         torch.manual_seed(args.seed)
         model, tokenizer, name = _load(args, device)
         # a multimodal model (Gemma 3) keeps its decoder's sizes in the text config
@@ -306,8 +308,10 @@ def _mode_options(args: argparse.Namespace, decode: bool) -> None:
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     """(label, config) per entry of --methods (a planner name or a JSON file), or of --config."""
-    if (args.kv, args.decode) != (None, None):
-        raise ValueError("--kv/--decode: apply to decode speed (--decode-steps)")
+    if (args.kv, args.decode, args.kv_ratio, args.decode_ratio) != (None,) * 4:
+        raise ValueError(
+            "--kv/--decode/--kv-ratio/--decode-ratio: apply to decode speed (--decode-steps)"
+        )
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     if not precisions or not set(precisions) <= set(PREFILL_PRECISIONS):
         raise ValueError(
@@ -341,7 +345,7 @@ def _parse_lengths(texts: list[str] | None) -> list[int] | None:
     lengths = [parse_length(t) for text in texts for t in text.split(",") if t.strip()]
     if not lengths:
         raise ValueError("--lengths: expected at least one length")
-    return lengths
+    return list(dict.fromkeys(lengths))  # a length given twice is timed once, as eval does
 
 
 def _lengths(lengths: list[int] | None, name: str, positions: int) -> list[int]:

@@ -76,6 +76,7 @@ def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, Attention
         batches = []
     if not batches or min(batches) < 1:
         raise ValueError(f"--batch: expected comma-separated ints >= 1, got {args.batch!r}")
+    batches = list(dict.fromkeys(batches))  # a batch given twice would be its own baseline
     if args.config is not None:
         raise ValueError("--config: not used with --decode-steps; give JSON files to --methods")
     if args.no_cost:  # the prefill is not timed; its layers plan as `attnsieve.patch` does

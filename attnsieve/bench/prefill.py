@@ -59,7 +59,8 @@ from attnsieve.bench.common import (
 )
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.sweep_args import planner_kwargs
-from attnsieve.eval.workloads import make_workload
+from attnsieve.eval.workloads import KIND_ALIASES, make_workload
+from attnsieve.eval.workloads import KINDS as WORKLOAD_KINDS
 from attnsieve.kernels.prefill import sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout
@@ -113,18 +114,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     check_heads(args)
-    if not [k for k in args.kinds.split(",") if k]:
-        raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not kinds or not set(kinds) <= set(WORKLOAD_KINDS) | set(KIND_ALIASES):
+        raise ValueError(f"--kinds: expected head kinds among {WORKLOAD_KINDS}, got {args.kinds!r}")
     names = [n for n in args.planners.split(",") if n]
     overrides = planner_kwargs(args.kwargs, "--kwargs", names)
-    device = require_cuda()
-    from tqdm import tqdm
-
+    # every argument is checked before the GPU is asked for
     planners = {name: get_planner(name, **overrides.get(name, {})) for name in names}
     planners.update(_config_planners(args.config, args.heads, args.kv_heads))
     if not planners:
         raise ValueError("--planners: expected at least one planner (or a --config)")
-    kinds = [k for k in args.kinds.split(",") if k]
+    device = require_cuda()
+    from tqdm import tqdm
+
     head_kinds = [kinds[h % len(kinds)] for h in range(args.heads)]
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(args.lengths) * (1 + len(planners)), desc="bench prefill") as bar:

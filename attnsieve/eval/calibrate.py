@@ -438,9 +438,15 @@ def _read_candidates(path: str) -> list[Candidate]:
             f"{json.dumps(data):.60}"
         )
     try:
-        return [_candidate(c, i) for i, c in enumerate(data)]
+        candidates = [_candidate(c, i) for i, c in enumerate(data)]
     except ValueError as e:
         raise ValueError(f"--candidates: {e}") from None
+    for i, (name, kwargs) in enumerate(candidates):  # before the model loads
+        try:
+            get_planner(name, **kwargs)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"--candidates: {path}: entry {i}: {e}") from None
+    return candidates
 
 
 def _candidate(c: Any, i: int) -> Candidate:

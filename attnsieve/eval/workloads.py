@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 KINDS = ("sink_local", "vertical", "slash", "retrieval", "diffuse")
-_ALIASES = {"block": "retrieval"}
+KIND_ALIASES = {"block": "retrieval"}
 # Slash and retrieval queries also match the sinks at half strength, as real heads do: rows that see
 # no planted key yet (early queries) then rest on the sinks instead of spreading over noise.
 _FALLBACK_SINK = 0.5
@@ -59,7 +59,7 @@ class Workload:
 
     def heads_of(self, kind: str) -> list[int]:
         """Query heads of ``kind``."""
-        kind = _ALIASES.get(kind, kind)
+        kind = KIND_ALIASES.get(kind, kind)
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
         return [h for h, hk in enumerate(self.head_kinds) if hk == kind]
@@ -88,7 +88,7 @@ def make_workload(
     ``temperature``: a planted match scores 1/temperature nats above an unrelated key (0.05 gives
     20, sharp like real heads). The same seed on the same device gives the same tensors.
     """
-    kinds = tuple(_ALIASES.get(kind, kind) for kind in head_kinds)
+    kinds = tuple(KIND_ALIASES.get(kind, kind) for kind in head_kinds)
     h_q = len(kinds)
     h_kv = h_q if num_kv_heads is None else num_kv_heads
     n, d = seq_len, head_dim
