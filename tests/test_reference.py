@@ -141,8 +141,9 @@ def test_an_empty_batch_gives_an_empty_output():
 def test_no_keys_or_no_queries_agree_on_every_backend(n, m, backend, precision):
     """No Layout has an empty side, yet attention of N queries over no key (or of no query) is
     defined: rows that see no key are 0 with lse -inf, on every backend and precision."""
-    q = torch.randn(1, 2, n, 32, dtype=torch.float16)
-    k, v = torch.randn(2, 1, 2, m, 32, dtype=torch.float16)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # Triton: CUDA or the interpreter
+    q = torch.randn(1, 2, n, 32, dtype=torch.float16, device=device)
+    k, v = torch.randn(2, 1, 2, m, 32, dtype=torch.float16, device=device)
     out, lse = attnsieve.attention(q, k, v, backend=backend, precision=precision, return_lse=True)
     assert out.shape == q.shape and lse.shape == q.shape[:3]
     assert not out.any() and (lse == -math.inf).all()

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from attnsieve.api.backend import resolve_backend
 from attnsieve.checks import check_bool, check_float, check_out, check_qkv, check_scale
+from attnsieve.kernels import check_triton_device
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout, causal_token_mask
 
@@ -74,8 +75,11 @@ def attention(
             from attnsieve.kernels.quant import quant_attention as run
         return run(q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse, out=out)
     # no Layout has an empty side: empty calls (0 rows, or rows that see no key: 0 and lse -inf)
-    # take the reference on every backend
-    if use == "reference" or (layout is None and 0 in (q.shape[2], k.shape[2])):
+    # take the reference on every backend, once the Triton backend has checked its device
+    empty = layout is None and 0 in (q.shape[2], k.shape[2])
+    if empty and use == "triton":
+        check_triton_device("q", q)
+    if use == "reference" or empty:
         result = attention_reference(
             q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse
         )
