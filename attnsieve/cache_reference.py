@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from attnsieve.checks import cdiv, check_int, check_pow2, check_tensor
+from attnsieve.checks import cdiv, check_index, check_int, check_pow2, check_tensor
 from attnsieve.views import Kept, KVView, PageView
 
 MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -58,17 +58,6 @@ def check_kv_append(k: object, v: object, shape: tuple[int, int, int], dtype, de
             )
     if k.shape != v.shape:
         raise ValueError(f"k, v: expected equal shapes, got {tuple(k.shape)} and {tuple(v.shape)}")
-
-
-def check_index(name: str, t: object, shape: tuple[int, ...], dtype, device) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name}: expected {dtype}, got {t.dtype}")
-    if tuple(t.shape) != shape or t.device != device:
-        raise ValueError(
-            f"{name}: expected shape {shape} on {device}, got {tuple(t.shape)} on {t.device}"
-        )
 
 
 def check_positions(positions: object, seen: Tensor, t: int, device) -> Tensor:

@@ -85,6 +85,19 @@ def check_int32(name: str, t: object, dims: int, what: str) -> None:
     check_not_meta(name, t)
 
 
+def check_index(name: str, t: object, shape: tuple[int, ...], dtype, device) -> None:
+    """A tensor of exactly ``shape`` and ``dtype`` on ``device`` (an index table, or a field
+    beside the tensor that sets its shape)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name}: expected {dtype}, got {t.dtype}")
+    if tuple(t.shape) != shape or t.device != device:
+        raise ValueError(
+            f"{name}: expected shape {shape} on {device}, got {tuple(t.shape)} on {t.device}"
+        )
+
+
 def check_qk(q: Tensor, k: Tensor) -> None:
     """Raise unless q is (B, H_q, N, D) and k (B, H_kv, M, D) of one float dtype and device, with
     H_q a multiple of H_kv: the contract of every attention and planning entry point."""

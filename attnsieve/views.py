@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_int, check_int32, check_scale, check_tensor
+from attnsieve.checks import check_index, check_int, check_int32, check_scale, check_tensor
 
 
 @dataclass(frozen=True)
@@ -57,29 +57,20 @@ class KVView:
         b, h, n, _ = self.keys.shape
         if h == 0:
             raise ValueError(f"keys: expected at least one KV head, got shape {(b, h, n)}")
-        _check_like("values", self.values, self.keys.dtype, self.keys.shape)
-        _check_like("positions", self.positions, torch.int64, (b, h, n))
-        _check_like("lengths", self.lengths, torch.int32, (b, h))
+        dev = self.keys.device
+        check_index("values", self.values, tuple(self.keys.shape), self.keys.dtype, dev)
+        check_index("positions", self.positions, (b, h, n), torch.int64, dev)
+        check_index("lengths", self.lengths, (b, h), torch.int32, dev)
         if self.log_weights is not None:
-            _check_like("log_weights", self.log_weights, torch.float32, (b, h, n))
+            check_index("log_weights", self.log_weights, (b, h, n), torch.float32, dev)
         q = self.queries.shape
         if q[0] != b or q[3] != self.keys.shape[3] or q[1] % h or q[2] == 0:
             raise ValueError(
                 f"queries: expected (B={b}, a multiple of H_kv={h}, W >= 1, D="
                 f"{self.keys.shape[3]}), got {tuple(q)}"
             )
-        _check_like("query_positions", self.query_positions, torch.int64, (b, q[2]))
+        check_index("query_positions", self.query_positions, (b, q[2]), torch.int64, dev)
         _check_layer_and_scale(self.layer, self.num_layers, self.scale)
-
-
-def _check_like(name: str, t: object, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
-    """A tensor of ``dtype`` and ``shape`` (a view's field beside its keys)."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name}: expected {dtype}, got {t.dtype}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
     ("argv", "error", "match"),
     [
         (["--planners", "nope"], ValueError, "unknown planner 'nope'"),
-        (["--kinds", "nope"], ValueError, "^--kinds: expected head kinds among"),
+        (["--kinds", "nope"], ValueError, "^--kinds: unknown kind .nope."),
         (["--kwargs", '{"streaming": {"nope": 1}}'], TypeError, "nope"),
         (["--config", "/nonexistent/cal.json"], ValueError, "/nonexistent/cal.json"),
     ],

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 KINDS = ("sink_local", "vertical", "slash", "retrieval", "diffuse")
-KIND_ALIASES = {"block": "retrieval"}
+_ALIASES = {"block": "retrieval"}
 # Slash and retrieval queries also match the sinks at half strength, as real heads do: rows that see
 # no planted key yet (early queries) then rest on the sinks instead of spreading over noise.
 _FALLBACK_SINK = 0.5
@@ -59,10 +59,17 @@ class Workload:
 
     def heads_of(self, kind: str) -> list[int]:
         """Query heads of ``kind``."""
-        kind = KIND_ALIASES.get(kind, kind)
-        if kind not in KINDS:
-            raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+        kind = canonical_kind(kind, "kind")
         return [h for h, hk in enumerate(self.head_kinds) if hk == kind]
+
+
+def canonical_kind(kind: str, name: str) -> str:
+    """``kind`` with its alias resolved ('block' is 'retrieval'); a ValueError naming the
+    argument ``name`` unless it is one of KINDS."""
+    kind = _ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    if kind not in KINDS:
+        raise ValueError(f"{name}: unknown kind {kind!r}; expected one of {KINDS} or 'block'")
+    return kind
 
 
 def make_workload(
@@ -88,7 +95,9 @@ def make_workload(
     ``temperature``: a planted match scores 1/temperature nats above an unrelated key (0.05 gives
     20, sharp like real heads). The same seed on the same device gives the same tensors.
     """
-    kinds = tuple(KIND_ALIASES.get(kind, kind) for kind in head_kinds)
+    if not head_kinds:
+        raise ValueError("head_kinds: expected at least one head")
+    kinds = tuple(canonical_kind(kind, "head_kinds") for kind in head_kinds)
     h_q = len(kinds)
     h_kv = h_q if num_kv_heads is None else num_kv_heads
     n, d = seq_len, head_dim
@@ -195,14 +204,8 @@ def model_workload(
 
 
 def _check(kinds: tuple[str, ...], sizes: dict[str, tuple[int, int]], temperature: float) -> None:
-    """ValueError naming the argument for any bad size, kind or temperature."""
-    if not kinds:
-        raise ValueError("head_kinds: expected at least one head")
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(
-                f"head_kinds: unknown kind {kind!r}; expected one of {KINDS} or 'block'"
-            )
+    """ValueError naming the argument for any bad size or temperature (kinds are checked as
+    they are read)."""
     for name, (value, low) in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
