@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from attnsieve.bench.baselines import random_causal_layout
-from attnsieve.bench.common import environment, median_ms
+from attnsieve.bench.common import environment, median_ms, write_json
 from attnsieve.kernels.quant import quant_attention, quant_tiles
 from attnsieve.kernels.quantize import quantize_kv_blocks
 
@@ -80,10 +80,7 @@ def main() -> None:
         rows.append(row)
         del q, k, v
         torch.cuda.empty_cache()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quant_call.json").write_text(
-        json.dumps({"environment": environment(), "rows": rows}, indent=1)
-    )
+    write_json(args.out / "quant_call.json", {"environment": environment(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ quant_pass.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import triton
 
-from attnsieve.bench.common import environment, graph_ms, ints, median_ms
+from attnsieve.bench.common import environment, graph_ms, ints, median_ms, write_json
 from attnsieve.kernels import quantize
 from benchmarks.check_masked_cost import load
 
@@ -102,10 +101,7 @@ def main() -> None:
                        for key, val in row.items()), flush=True)  # fmt: skip
         del q, k, v
         torch.cuda.empty_cache()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quant_pass.json").write_text(
-        json.dumps({"environment": environment(), "rows": rows}, indent=1)
-    )
+    write_json(args.out / "quant_pass.json", {"environment": environment(), "rows": rows})
 
 
 if __name__ == "__main__":

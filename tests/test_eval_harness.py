@@ -18,15 +18,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64, "block_k": 64}}
 
 
-def _args(model_dir, out, *extra):
-    """eval's arguments for the probe; a test that names other --methods clears --method-kwargs,
-    which is refused for a planner not among them."""
+def _args(model_dir, out, *extra, methods="dense,streaming"):
+    """eval's arguments for the probe; streaming's --method-kwargs where it is among ``methods``
+    (they are refused for a planner that is not)."""
     parser = argparse.ArgumentParser()
     sweep_args.add_arguments(parser)
+    kwargs = ["--method-kwargs", json.dumps(STREAMING)] if "streaming" in methods.split(",") else []
     return parser.parse_args(
-        ["--model", str(model_dir), "--methods", "dense,streaming", "--lengths", "512",
+        ["--model", str(model_dir), "--methods", methods, "--lengths", "512",
          "--tasks", "niah_single,passkey", "--samples", "2", "--out", str(out), "--device", "cpu",
-         "--method-kwargs", json.dumps(STREAMING), *extra]
+         *kwargs, *extra]
     )  # fmt: skip
 
 
@@ -148,9 +149,7 @@ def test_fidelity_as_patched_counts_a_prompt_under_min_prefill_length_dense(
     config = tmp_path / "short.json"  # the patch runs a 512-token prompt dense under it
     prefill = {"method": "streaming", "sink_tokens": 4, "window_tokens": 64}
     config.write_text(json.dumps({"prefill": prefill, "min_prefill_length": 4096}))
-    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity")
-    args.methods = str(config)
-    args.method_kwargs = "{}"
+    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", methods=str(config))
     assert harness.main(args) == 0
     short = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["short"]
     assert short["mean_recall"] < 1.0  # the planner's own numbers
@@ -191,9 +190,7 @@ def test_fidelity_of_a_per_layer_config_with_an_unplanned_layer(tiny_probe_dir, 
     config.write_text(json.dumps({"prefill": "dense", "layers": {
         "0": {"prefill": None}, "1": {"prefill": {"method": "streaming", "window_tokens": 64}},
     }, "metadata": {"granularity": "layer"}}))  # fmt: skip
-    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity")
-    args.methods = str(config)
-    args.method_kwargs = "{}"
+    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", methods=str(config))
     assert harness.main(args) == 0
     cal = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["cal"]
     assert cal["recall"][0] == pytest.approx([1.0] * 4, abs=1e-5) and cal["density"][0] == 1.0
@@ -202,9 +199,9 @@ def test_fidelity_of_a_per_layer_config_with_an_unplanned_layer(tiny_probe_dir, 
 
 
 def test_fidelity_of_low_precision_is_against_float32(tiny_probe_dir, tmp_path):
-    args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8")
-    args.methods = "dense"
-    args.method_kwargs = "{}"
+    args = _args(
+        tiny_probe_dir, tmp_path, "--fidelity", "--precision", "bf16,int8-fp8", methods="dense"
+    )
     assert harness.main(args) == 0
     result = json.loads((tmp_path / "fidelity.json").read_text())["methods"]
     exact, low = result["dense"], result["dense+int8-fp8"]
@@ -219,9 +216,14 @@ def test_fidelity_of_an_unplanned_layer_at_low_precision_is_sdpa(tiny_probe_dir,
     so, not quantized."""
     config = tmp_path / "cal.json"
     config.write_text(json.dumps({"prefill": "dense", "layers": {"0": {"prefill": None}}}))
-    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", "--precision", "int8-fp8")
-    args.methods = str(config)
-    args.method_kwargs = "{}"
+    args = _args(
+        tiny_probe_dir,
+        tmp_path / "out",
+        "--fidelity",
+        "--precision",
+        "int8-fp8",
+        methods=str(config),
+    )
     assert harness.main(args) == 0
     cal = json.loads((tmp_path / "out" / "fidelity.json").read_text())["methods"]["cal+int8-fp8"]
     # float32 model: its SDPA is the reference; the planned layer 1 runs INT8-FP8
@@ -250,9 +252,13 @@ def test_fidelity_refuses_the_decode_side_roles(tiny_probe_dir, tmp_path, capsys
     unmeasured under their labels."""
     config = tmp_path / "kvfile.json"
     config.write_text(json.dumps({"prefill": "dense", "layers": {"1": {"kv": "streaming"}}}))
-    args = _args(tiny_probe_dir, tmp_path / "out", "--fidelity", *extra)
-    args.methods = f"dense,{config}" if not extra else "dense"
-    args.method_kwargs = "{}"
+    args = _args(
+        tiny_probe_dir,
+        tmp_path / "out",
+        "--fidelity",
+        *extra,
+        methods=f"dense,{config}" if not extra else "dense",
+    )
     assert harness.main(args) == 2
     err = capsys.readouterr().err
     assert label in err and "--fidelity" in err and "\n" not in err.rstrip("\n")
@@ -260,9 +266,9 @@ def test_fidelity_refuses_the_decode_side_roles(tiny_probe_dir, tmp_path, capsys
 
 
 def test_fidelity_takes_kv_none(tiny_probe_dir, tmp_path):
-    args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--kv", "none", "--decode", "none")
-    args.methods = "dense"
-    args.method_kwargs = "{}"
+    args = _args(
+        tiny_probe_dir, tmp_path, "--fidelity", "--kv", "none", "--decode", "none", methods="dense"
+    )
     assert harness.main(args) == 0
 
 
@@ -271,9 +277,7 @@ def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
     args.tasks = "niah_single,nope"
     assert harness.main(args) == 2
     assert "unknown tasks ['nope']" in capsys.readouterr().err
-    args = _args(tiny_probe_dir, tmp_path)
-    args.methods = "dense,no_such_planner"
-    args.method_kwargs = "{}"
+    args = _args(tiny_probe_dir, tmp_path, methods="dense,no_such_planner")
     assert harness.main(args) == 2
     assert "no_such_planner" in capsys.readouterr().err
 
@@ -371,10 +375,17 @@ def test_options_that_nothing_would_read_are_refused_and_given_ones_win(tmp_path
 
 def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
     args = _args(
-        tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25", "--decode", "quest"
+        tiny_probe_dir,
+        tmp_path,
+        "--kv",
+        "none,snapkv",
+        "--kv-ratio",
+        "0.25",
+        "--decode",
+        "quest",
+        methods="dense",
     )
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
-    args.method_kwargs = "{}"
+    args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 0
     cells = {c["method"]: c for c in json.loads((tmp_path / "results.json").read_text())["cells"]}
     assert set(cells) == {"dense+quest@0.125", "dense+snapkv@0.25+quest@0.125"}
@@ -414,9 +425,8 @@ def _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch):
         return run_cell(*args, **kwargs)
 
     monkeypatch.setattr(harness, "run_cell", counting)
-    args = _args(tiny_probe_dir, tmp_path)
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
-    args.method_kwargs = "{}"
+    args = _args(tiny_probe_dir, tmp_path, methods="dense")
+    args.tasks, args.samples = "passkey", 1
     return calls, args
 
 
@@ -462,9 +472,8 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
     monkeypatch.setattr(harness, "run_cell", counting)
     monkeypatch.setattr(harness, "load_model", hub)
     _probe_positions(monkeypatch, tiny_probe_dir)
-    args = _args("org-a/model", tmp_path)
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
-    args.method_kwargs = "{}"
+    args = _args("org-a/model", tmp_path, methods="dense")
+    args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 0 and len(calls) == 1
     args.model = "org-b/model"  # another model: not org-a's cell again
     assert harness.main(args) == 0 and len(calls) == 2
@@ -491,9 +500,8 @@ def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, mon
     for path, size in ((q4, 10), (q8, 20)):
         path.parent.mkdir()
         path.write_bytes(b"\0" * size)
-    args = _args("smollm2", tmp_path / "out")
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
-    args.method_kwargs = "{}"
+    args = _args("smollm2", tmp_path / "out", methods="dense")
+    args.tasks, args.samples = "passkey", 1
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q4))
     assert harness.main(args) == 0 and len(calls) == 1
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q8))
@@ -519,9 +527,8 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
     monkeypatch.setattr(harness, "load_model", smollm2)
     _probe_positions(monkeypatch, tiny_probe_dir)
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(gguf))
-    args = _args("smollm2", tmp_path / "out")
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
-    args.method_kwargs = "{}"
+    args = _args("smollm2", tmp_path / "out", methods="dense")
+    args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 2
     lines = capsys.readouterr().err.splitlines()  # the loading progress bar, then the error
     errors = [line for line in lines if "error" in line]
@@ -530,9 +537,8 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
 
 
 def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
-    args = _args(tiny_probe_dir, tmp_path)
-    args.methods, args.tasks, args.samples, args.lengths = "dense", "passkey,passkey", 1, "512,512"
-    args.method_kwargs = "{}"
+    args = _args(tiny_probe_dir, tmp_path, methods="dense")
+    args.tasks, args.samples, args.lengths = "passkey,passkey", 1, "512,512"
     assert harness.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["cells"]) == 1 and results["lengths"] == [512]
@@ -541,9 +547,8 @@ def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
 
 
 def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
-    args = _args(tiny_probe_dir, tmp_path)
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
-    args.method_kwargs = "{}"
+    args = _args(tiny_probe_dir, tmp_path, methods="dense")
+    args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 0
     path = tmp_path / "cells.jsonl"
     path.write_text(path.read_text()[:-200])  # a write cut off by a killed run
@@ -558,17 +563,15 @@ def test_a_line_that_is_no_cell_is_refused_by_file_and_line(tiny_probe_dir, tmp_
     traceback, or an error about list indices: now one error naming the file and line."""
     path = tmp_path / "cells.jsonl"
     if line == "drop-accuracy":
-        args = _args(tiny_probe_dir, tmp_path)
-        args.methods, args.tasks, args.samples = "dense", "passkey", 1
-        args.method_kwargs = "{}"
+        args = _args(tiny_probe_dir, tmp_path, methods="dense")
+        args.tasks, args.samples = "passkey", 1
         assert harness.main(args) == 0
         cell = json.loads(path.read_text())
         del cell["accuracy"]
         line = json.dumps(cell)
     path.write_text(line + "\n")
-    args = _args(tiny_probe_dir, tmp_path)
-    args.methods, args.tasks, args.samples = "dense", "passkey", 1
-    args.method_kwargs = "{}"
+    args = _args(tiny_probe_dir, tmp_path, methods="dense")
+    args.tasks, args.samples = "passkey", 1
     with pytest.raises(ValueError, match=r"^--out: .*cells\.jsonl:1: not a cell of attnsieve eval"):
         harness.main(args)
 
@@ -577,9 +580,11 @@ def test_two_configs_of_one_name_are_refused(tiny_probe_dir, tmp_path, capsys):
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         (tmp_path / run / "calibration.json").write_text('{"prefill": "dense"}')
-    args = _args(tiny_probe_dir, tmp_path)
-    args.methods = f"{tmp_path / 'a' / 'calibration.json'},{tmp_path / 'b' / 'calibration.json'}"
-    args.method_kwargs = "{}"
+    args = _args(
+        tiny_probe_dir,
+        tmp_path,
+        methods=f"{tmp_path / 'a' / 'calibration.json'},{tmp_path / 'b' / 'calibration.json'}",
+    )
     assert harness.main(args) == 2
     assert "two entries would be labelled ['calibration']" in capsys.readouterr().err
 
@@ -643,17 +648,13 @@ def test_kv_and_decode_axes_replace_a_config_files_roles_in_every_layer(tmp_path
         "layers": {"0": {"decode": {"method": "double_sparsity", "channels": channels},
                          "kv": "streaming", "prefill": "streaming"}},
     }))  # fmt: skip
-    args = _args("x", tmp_path, "--decode", "quest", "--kv", "none")
-    args.methods = str(path)
-    args.method_kwargs = "{}"
+    args = _args("x", tmp_path, "--decode", "quest", "--kv", "none", methods=str(path))
     ((label, config),) = sweep_args.method_configs(args)
     assert label == "cal+quest@0.125"
     assert [type(config.selector(i)).__name__ for i in (0, 1)] == ["Quest", "Quest"]
     assert config.policy(0) is None and config.policy(1) is None
     assert config.layers == {0: {"prefill": "streaming"}}  # the other roles stay
-    args = _args("x", tmp_path)
-    args.methods = str(path)
-    args.method_kwargs = "{}"
+    args = _args("x", tmp_path, methods=str(path))
     ((label, config),) = sweep_args.method_configs(args)
     assert label == "cal"
     assert config.selector(0).channels == channels
