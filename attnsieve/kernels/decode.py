@@ -37,6 +37,7 @@ LOG2E_C = tl.constexpr(LOG2E)
 # A split shorter than this costs more in launch, partial writes and merging than it saves.
 MIN_SPLIT_TOKENS = 512
 MAX_SPLITS = 128
+COMBINE_D = 32  # channels a merge program takes
 
 
 # Kernel argument lists stay dense (one role per line) rather than one name per line.
@@ -229,27 +230,31 @@ def _decode_split_kernel(
 def _combine_kernel(
     Part, PartLSE, Out, OutLSE, H_Q, SPLITS,
     stride_ob, stride_oh, stride_od, stride_eb, stride_eh,
-    HEAD_DIM: tl.constexpr, S_PAD: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, S_PAD: tl.constexpr,
 ):
-    """Merge the SPLITS partial outputs of one query head (contiguous scratch) by their lse."""
+    """Merge the SPLITS partial outputs of one query head (contiguous scratch) by their lse, over
+    BLOCK_D of its channels: a [S_PAD, HEAD_DIM] float32 tile in one program of four warps held
+    128 registers a thread of partials at 128 splits; each program recomputes the weights."""
     i_bh = tl.program_id(0).to(tl.int64)
+    i_d = tl.program_id(1)
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_s = tl.arange(0, S_PAD)
     m_s = o_s < SPLITS
-    o_d = tl.arange(0, HEAD_DIM)
+    o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     b_lse = tl.load(PartLSE + i_bh * SPLITS + o_s, mask=m_s, other=float("-inf"))  # [S_PAD]
     b_max = tl.max(b_lse, 0)
     b_max = tl.where(b_max == float("-inf"), 0.0, b_max)
     b_w = tl.exp(b_lse - b_max)  # empty splits weigh 0
     p_part = Part + (i_bh * SPLITS + o_s)[:, None] * HEAD_DIM + o_d[None, :]
-    b_o = tl.load(p_part, mask=m_s[:, None], other=0.0)  # [S_PAD, HEAD_DIM]
+    b_o = tl.load(p_part, mask=m_s[:, None], other=0.0)  # [S_PAD, BLOCK_D]
     b_sum = tl.sum(b_w, 0)
     b_empty = b_sum == 0.0
     b_out = tl.sum(b_w[:, None] * b_o, 0) / tl.where(b_empty, 1.0, b_sum)
     tl.store(Out + i_b * stride_ob + i_h * stride_oh + o_d * stride_od,
              b_out.to(Out.dtype.element_ty))
-    b_lse_all = tl.where(b_empty, float("-inf"), b_max + tl.log(tl.where(b_empty, 1.0, b_sum)))
-    tl.store(OutLSE + i_b * stride_eb + i_h * stride_eh, b_lse_all)
+    if i_d == 0:
+        b_lse_all = tl.where(b_empty, float("-inf"), b_max + tl.log(tl.where(b_empty, 1.0, b_sum)))
+        tl.store(OutLSE + i_b * stride_eb + i_h * stride_eh, b_lse_all)
 # fmt: on
 
 
@@ -374,9 +379,10 @@ def decode_attention(
             *args, **meta, num_warps=warps, num_stages=stages
         )
         if num_splits > 1:
-            _combine_kernel[(b * h_q,)](
+            block_d = min(d, COMBINE_D)
+            _combine_kernel[(b * h_q, d // block_d)](
                 part, part_lse, out, lse, h_q, num_splits, *out.stride(), *lse.stride(),
-                HEAD_DIM=d, S_PAD=triton.next_power_of_2(num_splits),
+                HEAD_DIM=d, BLOCK_D=block_d, S_PAD=triton.next_power_of_2(num_splits),
             )  # fmt: skip
     return (out, lse) if return_lse else out
 
