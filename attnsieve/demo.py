@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from attnsieve.eval.models import load_model, model_positions, smollm2_path
+    from attnsieve.eval.models import load_model, model_text_config, smollm2_path
 
     try:
         smollm2_path()  # a missing model is reported before anything slow starts
@@ -66,29 +66,28 @@ def main(args: argparse.Namespace) -> int:
                 f"recall-layers: expected comma-separated layer numbers, got {args.recall_layers!r}"
             )
         recall_layers = [int(x) for x in items]
-        if not args.out.strip():
-            raise ValueError("--out: expected a folder for plan.png, got ''")
+        if not args.out.strip() or Path(args.out).is_file():
+            raise ValueError(f"--out: expected a folder for plan.png, got {args.out!r}")
         if args.length < 1024 or not 0 <= args.depth <= 1 or not recall_layers:
             raise ValueError(
                 f"length/depth/recall-layers: expected >= 1024, in [0, 1] and a non-empty list, "
                 f"got {args.length}, {args.depth}, {args.recall_layers!r}"
             )
-        positions = model_positions("smollm2")  # checked before the weights load
-        if args.length > positions:
+        config = model_text_config("smollm2")  # checked before the weights load
+        if args.length > config.max_position_embeddings:
             raise ValueError(
-                f"length: expected at most {positions} tokens (the model's positions), got "
-                f"{args.length}"
+                f"length: expected at most {config.max_position_embeddings} tokens (the model's "
+                f"positions), got {args.length}"
             )
-        print("loading SmolLM2-135M-Instruct (GGUF, dequantized to float32) ...", flush=True)
-        model, tokenizer, _ = load_model("smollm2", device="cpu", dtype="float32")
-        num_layers = model.config.num_hidden_layers
+        num_layers, heads = config.num_hidden_layers, config.num_attention_heads
         layers = sorted({*recall_layers, args.plot_layer})
-        heads = model.config.num_attention_heads
         if not all(0 <= i < num_layers for i in layers) or not 0 <= args.plot_head < heads:
             raise ValueError(
                 f"recall-layers/plot-layer/plot-head: layers in [0, {num_layers}), head in "
                 f"[0, {heads}), got {recall_layers}, {args.plot_layer}, {args.plot_head}"
             )
+        print("loading SmolLM2-135M-Instruct (GGUF, dequantized to float32) ...", flush=True)
+        model, tokenizer, _ = load_model("smollm2", device="cpu", dtype="float32")
     except ValueError as e:
         print(f"attnsieve demo: error: {e}", file=sys.stderr)
         return 2

@@ -163,3 +163,38 @@ def test_an_empty_precision_list_is_refused():
 
     with pytest.raises(argparse.ArgumentTypeError, match="expected a comma list"):
         kernels._precisions(",")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--quant-lengths", "4096"], "--quant-lengths: an option of the int8-fp8 rows, but "
+         "--precision is bf16"),
+        (["--quant-density", "0.2"], "--quant-density: an option of the int8-fp8 rows"),
+        (["--precision", "int8-fp8", "--lengths", "4096"], "--lengths: an option of the bf16 "
+         "rows, but --precision is int8-fp8"),
+        (["--precision", "int8-fp8", "--no-flex"], "--no-flex: an option of the bf16 rows"),
+        (["--precision", "int8-fp8", "--dtype", "fp16"], "--dtype: an option of the bf16 rows"),
+    ],
+)  # fmt: skip
+def test_an_option_of_a_precision_left_out_is_refused(capsys, argv, message):
+    """They were silently ignored; the refusal comes before the GPU is asked for."""
+    from attnsieve import cli
+
+    assert cli.main(["bench", "kernels", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_each_precision_takes_its_defaults():
+    import argparse
+
+    from attnsieve.bench import kernels
+
+    parser = argparse.ArgumentParser()
+    kernels.add_arguments(parser)
+    args = parser.parse_args(["--precision", "bf16,int8-fp8", "--quant-density", "0.2"])
+    kernels.check_mode_options(args)
+    assert args.lengths == [4096, 16384, 65536, 131072] and args.dtype == "bf16"
+    assert args.quant_density == 0.2 and args.quant_lengths == [32768, 131072]
+    assert args.no_flex is False

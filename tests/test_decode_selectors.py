@@ -348,6 +348,16 @@ def test_malformed_views_and_queries():
     tidal.select(q[:1], make_view(keys[:1], LENGTHS[:1], layer=1), step)  # batch 1 selects
     with pytest.raises(ValueError, match="^step: holds a selection for"):
         tidal.select(q, view, step)  # read by a batch-2 view
+    for name in sorted(SELECTORS):  # not an AttributeError from inside the method
+        selector = get_selector(name, budget_tokens=8)
+        with pytest.raises(TypeError, match="^view: expected a PageView, got NoneType"):
+            selector.select(q, None, StepState())
+        with pytest.raises(ValueError, match="^max_len: expected an int >= 0"):
+            selector.max_tokens(-1)
+        for args, match in [((-1, 2, 16), "^layer"), ((0, 0, 16), "^kv_heads"),
+                            ((0, 2, 1.5), "^head_dim")]:  # fmt: skip
+            with pytest.raises(ValueError, match=match):
+                selector.check_layer(*args)
 
 
 def test_selectors_always_read_the_pages_of_weighted_tokens():

@@ -495,6 +495,18 @@ def test_malformed_views():
         RazorAttention(budget=4, retrieval_heads={0: [5]}).compress(view)
     with pytest.raises(ValueError, match=r"retrieval_heads: layers \[4\] past the model's 4"):
         RazorAttention(budget=4, retrieval_heads={4: [0]}).compress(view)
+    for name in sorted(POLICIES):  # not an AttributeError from inside the method
+        with pytest.raises(TypeError, match="^view: expected a KVView, got NoneType"):
+            POLICIES[name]().compress(None)
+        with pytest.raises(ValueError, match="^max_len: expected an int >= 0"):
+            POLICIES[name]().max_keep(-1)
+    adakv = AdaKV(budget=4)
+    with pytest.raises(ValueError, match=r"^total: expected shape \(1,\)"):
+        adakv.keep(view, torch.tensor([8, 8]))
+    with pytest.raises(TypeError, match="^total: expected torch.int64"):
+        adakv.keep(view, torch.tensor([8.0]))
+    with pytest.raises(TypeError, match="^view: expected a KVView"):
+        adakv.keep(None, torch.tensor([8]))
 
 
 def test_razor_folds_its_earlier_compensation_token_by_weight():

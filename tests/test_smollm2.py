@@ -5,6 +5,7 @@ package nor $ATTNSIEVE_SMOLLM2_GGUF provides the GGUF file.
 """
 
 import importlib.util
+from types import SimpleNamespace
 
 import pytest
 
@@ -169,18 +170,28 @@ def test_demo_without_model_exits_2(monkeypatch, tmp_path, capsys):
     assert err.startswith("attnsieve demo: error:") and "\n" not in err
 
 
-def test_demo_length_beyond_the_model_positions_exits_2(monkeypatch, tmp_path, capsys):
+def test_demo_arguments_beyond_the_model_exit_2_before_it_loads(monkeypatch, tmp_path, capsys):
 
     from attnsieve import demo
 
     (tmp_path / "model.gguf").write_bytes(b"")
     monkeypatch.setenv(models.SMOLLM2_ENV, str(tmp_path / "model.gguf"))
-    monkeypatch.setattr(models, "model_positions", lambda *a, **k: 8192)  # the GGUF's config
+    config = SimpleNamespace(max_position_embeddings=8192, num_hidden_layers=30,
+                             num_attention_heads=9)  # the GGUF's  # fmt: skip
+    monkeypatch.setattr(models, "model_text_config", lambda *a, **k: config)
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the weights"))
-    monkeypatch.setattr(demo, "_run", lambda *a: pytest.fail("ran past the model's positions"))
-    assert cli.main(["demo", "--length", "16384", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "length: expected at most 8192 tokens" in err and "\n" not in err
+    monkeypatch.setattr(demo, "_run", lambda *a: pytest.fail("ran on bad arguments"))
+    (tmp_path / "file").write_text("")
+    for argv, message in [
+        (["--length", "16384"], "length: expected at most 8192 tokens"),
+        (["--plot-layer", "30"], "plot-layer/plot-head: layers in [0, 30), head in [0, 9)"),
+        (["--plot-head", "9"], "plot-layer/plot-head: layers in [0, 30), head in [0, 9)"),
+        (["--recall-layers", "3,31"], "recall-layers/plot-layer/plot-head"),
+        (["--out", str(tmp_path / "file")], "--out: expected a folder for plan.png"),
+    ]:
+        assert cli.main(["demo", "--out", str(tmp_path), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
 
 
 def test_demo_recall_layers_not_numbers_exits_2(monkeypatch, tmp_path, capsys):

@@ -74,14 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lengths",
         type=ints,
-        default=ints("4096,16384,65536,131072"),
-        help="comma-separated sequence lengths N (= M)",
+        help="comma-separated sequence lengths N (= M) of the bf16 rows (4096,16384,65536,131072)",
     )
     parser.add_argument(
         "--densities",
         type=fractions,
-        default=fractions("0.5,0.2,0.1,0.05,0.02"),
-        help="target fractions in (0, 1] of causal (query, key) pairs for sparse layouts",
+        help="target fractions in (0, 1] of causal (query, key) pairs for the bf16 rows' sparse "
+        "layouts (0.5,0.2,0.1,0.05,0.02)",
     )
     parser.add_argument("--heads", type=positive_int, default=32, help="query heads H_q")
     parser.add_argument("--kv-heads", type=positive_int, default=8, help="key/value heads H_kv")
@@ -93,14 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=128,
         help="layout block size (q and k), as the kernel takes: a power of two in [16, 128]",
     )
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="of the bf16 rows (bf16)")
     parser.add_argument(
         "--rep-ms", type=positive_float, default=200.0, help="timing budget per kernel"
     )
     parser.add_argument(
         "--no-flex",
         action="store_true",
-        help="skip FlexAttention (sparse rows are still checked, against the float32 reference)",
+        help="skip FlexAttention in the bf16 rows (sparse rows are still checked, against the "
+        "float32 reference)",
     )
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -111,19 +111,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bf16: the rows above; int8-fp8: the low-precision rows "
         "(attnsieve.bench.kernels_precision)",
     )
-    parser.add_argument(
-        "--quant-lengths", type=ints, default=ints("32768,131072"), help="int8-fp8 dense lengths"
-    )
-    parser.add_argument(
-        "--quant-sparse-lengths", type=ints, default=ints("65536"), help="int8-fp8 sparse lengths"
-    )
-    parser.add_argument(
-        "--quant-density", type=fraction, default=0.1, help="int8-fp8 sparse density"
-    )
+    parser.add_argument("--quant-lengths", type=ints, help="int8-fp8 dense lengths (32768,131072)")
+    parser.add_argument("--quant-sparse-lengths", type=ints, help="int8-fp8 sparse lengths (65536)")
+    parser.add_argument("--quant-density", type=fraction, help="int8-fp8 sparse density (0.1)")
+
+
+# each precision mode's own options and their defaults: given for a mode not asked for, refused
+MODE_OPTIONS = {
+    "bf16": {
+        "lengths": ints("4096,16384,65536,131072"),
+        "densities": fractions("0.5,0.2,0.1,0.05,0.02"),
+        "dtype": "bf16",
+        "no_flex": False,
+    },
+    "int8-fp8": {
+        "quant_lengths": ints("32768,131072"),
+        "quant_sparse_lengths": ints("65536"),
+        "quant_density": 0.1,
+    },
+}
+
+
+def check_mode_options(args: argparse.Namespace) -> None:
+    """Refuse an option of a precision mode that --precision leaves out (it would change nothing),
+    then fill in every mode's defaults."""
+    for mode, options in MODE_OPTIONS.items():
+        for name, default in options.items():
+            given = getattr(args, name) not in (None, False)
+            if given and mode not in args.precision:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag}: an option of the {mode} rows, but --precision is "
+                                 f"{','.join(args.precision)}")  # fmt: skip
+            if getattr(args, name) is None:
+                setattr(args, name, default)
 
 
 def main(args: argparse.Namespace) -> int:
     check_heads(args)
+    check_mode_options(args)
     device = require_cuda()
     from tqdm import tqdm
 

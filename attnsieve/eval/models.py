@@ -99,7 +99,13 @@ def load_model(
 def model_positions(spec: str, rope_scale: float | None = None) -> int:
     """The positions ``load_model(spec, rope_scale=...)`` would have (YaRN included), read from
     its config alone: the commands check asked lengths against them before loading weights."""
-    return _config(spec, rope_scale)[2].get_text_config().max_position_embeddings
+    return model_text_config(spec, rope_scale).max_position_embeddings
+
+
+def model_text_config(spec: str, rope_scale: float | None = None) -> Any:
+    """The text config ``load_model(spec, rope_scale=...)`` would have (layers, heads, positions),
+    read without the weights."""
+    return _config(spec, rope_scale)[2].get_text_config()
 
 
 def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None, Any, str]:

@@ -14,22 +14,11 @@ import math
 import torch
 from torch import Tensor
 
-from attnsieve.checks import cdiv, check_bool, check_out, check_scale, check_tensor
+from attnsieve.checks import cdiv, check_bool, check_index, check_out, check_scale, check_tensor
 
 FP8 = torch.float8_e4m3fn
 PAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, FP8)
-
-
-def _check_index(name: str, t: object, shape: tuple[int, ...], what: str, device) -> None:
-    """An int32 index tensor of exactly ``shape`` on ``device``."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != torch.int32:
-        raise TypeError(f"{name}: expected int32, got {t.dtype}")
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{name}: expected shape {shape} {what}, got {tuple(t.shape)}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected device {device} (q's), got {t.device}")
+I32 = torch.int32
 
 
 def check_decode_inputs(
@@ -101,8 +90,8 @@ def check_decode_inputs(
             f"q: expected batch {page_table.shape[0]} and a multiple of the {h_kv} KV heads of "
             f"page_table, got batch {b} and {h_q} heads"
         )
-    _check_index("page_table", page_table, (b, h_kv, page_table.shape[2]), "", q.device)
-    _check_index("lengths", lengths, (b, h_kv), "(batch, kv_heads)", q.device)
+    check_index("page_table", page_table, (b, h_kv, page_table.shape[2]), I32, q.device)
+    check_index("lengths", lengths, (b, h_kv), I32, q.device)
     if (pages is None) != (page_count is None):
         raise ValueError("pages, page_count: give both (a sparse read list) or neither")
     if pages is not None:
@@ -112,8 +101,8 @@ def check_decode_inputs(
             raise ValueError(
                 f"pages: expected 3 dims (batch, kv_heads, selected), got {tuple(pages.shape)}"
             )
-        _check_index("pages", pages, (b, h_kv, pages.shape[2]), "", q.device)
-        _check_index("page_count", page_count, (b, h_kv), "(batch, kv_heads)", q.device)
+        check_index("pages", pages, (b, h_kv, pages.shape[2]), I32, q.device)
+        check_index("page_count", page_count, (b, h_kv), I32, q.device)
     check_scale(scale)
     fp8 = k_pages.dtype == FP8
     if not fp8 and k_pages.dtype != q.dtype:

@@ -82,6 +82,7 @@ class DecodeSelector:
     def max_tokens(self, max_len: int) -> int:
         """A host-side bound on any head's token target (for ``ratio``: ceil(ratio x max_len) in
         float32, as `token_targets` and `page_budget` compute it; float64 can be one less)."""
+        check_int("max_len", max_len, 0)
         if self.budget_tokens is not None:
             return min(max_len, self.budget_tokens)
         scaled = torch.tensor(max_len, dtype=torch.float32) * torch.tensor(
@@ -96,11 +97,17 @@ class DecodeSelector:
         """Raise ValueError unless the selector can run on layer ``layer`` of a model of
         ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown), before any forward
         (`AttentionConfig.check_model`). Every selector can, unless it holds per-layer data."""
+        check_int("layer", layer, 0)
+        for name, value in (("kv_heads", kv_heads), ("head_dim", head_dim)):
+            if value is not None:
+                check_int(name, value, 1)
 
 
 def check_query(q: Tensor, view: PageView) -> None:
     """``q`` is a (B, H_q, D) float tensor matching the view (H_q a multiple of H_kv)."""
     check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    if not isinstance(view, PageView):
+        raise TypeError(f"view: expected a PageView, got {type(view).__name__}")
     b, h, _ = view.page_table.shape
     d = view.head_dim
     if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h:

@@ -74,6 +74,7 @@ class DoubleSparsity(DecodeSelector):
     def check_layer(self, layer: int, kv_heads: int | None, head_dim: int | None) -> None:
         """A layer past ``dense_layers`` needs ``channels``, one list per KV head, each index
         below the head dimension."""
+        super().check_layer(layer, kv_heads, head_dim)
         if layer < self.dense_layers:
             return
         if self.channels is None:

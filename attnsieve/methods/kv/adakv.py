@@ -8,14 +8,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float
+from attnsieve.checks import check_float, check_index
 from attnsieve.methods.kv.base import (
     FORCED,
     Kept,
     KVPolicy,
     KVView,
     ScoredPolicy,
-    nothing_kept,
     pack,
     rank_key,
     top_mask,
@@ -65,9 +64,7 @@ class AdaKV(KVPolicy):
         self.budget, self.ratio = self.inner.budget, self.inner.ratio
         check_float("alpha_safeguard", self.alpha_safeguard, 0.0, 1.0)
 
-    def compress(self, view: KVView) -> Kept:
-        if view.keys.shape[2] == 0:
-            return nothing_kept(view)
+    def choose(self, view: KVView) -> Kept:
         return self.keep(view, self.inner.targets(view).sum(-1))
 
     def keep(self, view: KVView, total: Tensor) -> Kept:
@@ -75,6 +72,9 @@ class AdaKV(KVPolicy):
         first. `compress` passes the sum of the heads' targets; a periodic pass over heads that an
         earlier pass left ragged passes the layer budget instead (a short head's target, its own
         length, would shrink the layer's total: `attnsieve.integrations.paged`)."""
+        if not isinstance(view, KVView):
+            raise TypeError(f"view: expected a KVView, got {type(view).__name__}")
+        check_index("total", total, (view.lengths.shape[0],), torch.int64, view.keys.device)
         target = self.inner.targets(view)  # (B, H)
         valid = valid_entries(view)
         key = rank_key(self.inner.score(view), self.inner.always_kept(view, target), valid)

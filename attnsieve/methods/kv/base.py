@@ -29,7 +29,8 @@ class KVPolicy:
     methods redistribute it); ``ratio`` is that number as a fraction of the head's current length.
     Exactly one is set; when neither is, the class's paper default (``default_budget`` or
     ``default_ratio``) applies. Subclasses are dataclasses whose fields are the paper's
-    hyper-parameters.
+    hyper-parameters; they implement ``choose(view)`` (a scored policy: ``score`` and
+    ``always_kept``), which `compress` calls after checking the view.
     """
 
     budget: int | None = None
@@ -61,11 +62,22 @@ class KVPolicy:
 
     def max_keep(self, max_len: int) -> int:
         """A host-side bound on any head's kept count, the width of `Kept.idx`."""
+        check_int("max_len", max_len, 0)
         if self.budget is not None:
             return min(max_len, self.budget)
         return min(max_len, math.floor(self.ratio * max_len + 0.5))
 
     def compress(self, view: KVView) -> Kept:
+        """The tokens each KV head of ``view``'s layer keeps (`choose`, on a layer that holds
+        something: most policies' scores are undefined over no entry)."""
+        if not isinstance(view, KVView):
+            raise TypeError(f"view: expected a KVView, got {type(view).__name__}")
+        if view.keys.shape[2] == 0:
+            return pack(torch.zeros_like(view.positions, dtype=torch.bool), 0)
+        return self.choose(view)
+
+    def choose(self, view: KVView) -> Kept:
+        """`compress` on a layer of at least one entry: what each policy implements."""
         raise NotImplementedError
 
 
@@ -82,9 +94,7 @@ class ScoredPolicy(KVPolicy):
         """bool (B, H_kv, L): entries kept before any scored one (e.g. the observation window)."""
         return torch.zeros_like(view.positions, dtype=torch.bool)
 
-    def compress(self, view: KVView) -> Kept:
-        if view.keys.shape[2] == 0:
-            return nothing_kept(view)
+    def choose(self, view: KVView) -> Kept:
         return self.keep(view, self.targets(view), self.max_keep(view.keys.shape[2]))
 
     def keep(self, view: KVView, target: Tensor, width: int) -> Kept:
@@ -92,12 +102,6 @@ class ScoredPolicy(KVPolicy):
         ones, then its highest-scoring ones."""
         key = rank_key(self.score(view), self.always_kept(view, target), valid_entries(view))
         return pack(top_mask(key, target, width), width)
-
-
-def nothing_kept(view: KVView) -> Kept:
-    """The `Kept` of a layer that holds nothing (never written, or compressed to nothing): the
-    scores of most policies are undefined over no entry."""
-    return pack(torch.zeros_like(view.positions, dtype=torch.bool), 0)
 
 
 def valid_entries(view: KVView) -> Tensor:

@@ -15,7 +15,6 @@ from attnsieve.methods.kv.base import (
     Kept,
     KVPolicy,
     KVView,
-    nothing_kept,
     pack,
     top_mask,
     valid_entries,
@@ -90,10 +89,8 @@ class RazorAttention(KVPolicy):
                 for head in heads:
                     check_int(f"retrieval_heads[{layer}]", head, 0)
 
-    def compress(self, view: KVView) -> Kept:
+    def choose(self, view: KVView) -> Kept:
         b, h, n = view.positions.shape
-        if n == 0:
-            return nothing_kept(view)
         valid = valid_entries(view)
         target = self.targets(view)[..., None]
         sinks = target.clamp(max=self.sink)
