@@ -113,8 +113,8 @@ def check_qk(q: Tensor, k: Tensor) -> None:
         raise ValueError(f"q, k: head_dim differs ({q.shape[-1]} vs {k.shape[-1]})")
     if q.shape[-1] == 0:
         raise ValueError(f"q, k: expected head_dim >= 1, got shape {tuple(q.shape)}")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise ValueError(f"q, k: H_q={q.shape[1]} must be a multiple of H_kv={k.shape[1]}")
+    if k.shape[1] == 0 or q.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"q, k: H_q={q.shape[1]} must be a positive multiple of H_kv={k.shape[1]}")
 
 
 def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:

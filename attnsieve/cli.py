@@ -138,8 +138,10 @@ def _check_device(args: argparse.Namespace) -> None:
     import torch
 
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except RuntimeError as e:
         raise ValueError(f"--device: {e}") from None
+    if kind not in ("cpu", "cuda"):  # meta tensors hold no data; other backends are untested
+        raise ValueError(f"--device: expected cpu or cuda[:N], got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device: {device} asked for, but CUDA is not available here")

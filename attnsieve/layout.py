@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from attnsieve import layout_checks
-from attnsieve.checks import cdiv, check_int
+from attnsieve.checks import cdiv, check_bool, check_int
 from attnsieve.layout_counts import causal_pairs, count_pairs
 from attnsieve.layout_spans import (
     PAD,
@@ -400,8 +400,8 @@ class Layout:
     @staticmethod
     def cat(layouts: list[Layout], dim: int = 1) -> Layout:
         """Stack layouts of equal geometry along heads (dim=1) or batch (dim=0)."""
-        if dim not in (0, 1):
-            raise ValueError(f"dim: expected 0 (batch) or 1 (heads), got {dim}")
+        if isinstance(dim, bool) or dim not in (0, 1):  # True == 1
+            raise ValueError(f"dim: expected 0 (batch) or 1 (heads), got {dim!r}")
         if not layouts:
             raise ValueError("layouts: expected at least one layout")
         first = layouts[0]
@@ -520,6 +520,8 @@ class Layout:
 
         Returns the mean over batch and heads, or with ``reduce=False`` a (B, H) tensor.
         """
+        check_bool("causal", causal)
+        check_bool("reduce", reduce)
         fraction = self.pairs(causal).double() / max(self.dense_pairs(causal), 1)
         return float(fraction.mean()) if reduce else fraction
 

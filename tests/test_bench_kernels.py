@@ -3,6 +3,10 @@
 import pytest
 
 from attnsieve.bench.kernels_precision import _add_precision_speedups
+from attnsieve.kernels import INTERPRET
+
+# the INT8·FP8 rows run on the CPU here; a GPU machine runs `bench kernels` itself
+NEEDS_INTERPRETER = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 on CPU")
 
 
 def _row(method, precision, ms, target=None, n=4096):
@@ -122,6 +126,7 @@ def _cpu_precision_rows(monkeypatch):
     return {(r["N"], r["method"], r["precision"]): r for r in rows}
 
 
+@NEEDS_INTERPRETER
 def test_precision_rows_check_before_they_time(monkeypatch):
     """The INT8·FP8 rows (run by the interpreter here) pass their cosine check against the bf16
     reference (SDPA dense, CPU flash; the float32 reference on sampled rows sparse) and are timed

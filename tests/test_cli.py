@@ -114,9 +114,12 @@ def test_every_command_module_has_the_interface():
          r"^--qk: cannot read .* as a torch file"),
         (["calibrate", "--model", "m", "--length", "0", "--device", "cpu"], "attnsieve calibrate",
          r"^--length: expected a positive number of tokens, got 0"),
+        (["run", "--model", "m", "--prompt-file", "p", "--device", "meta"], "attnsieve run",
+         r"^--device: expected cpu or cuda\[:N\], got 'meta'"),
     ],
     ids=["unknown", "unknown-bench", "missing-option", "bad-choice", "bad-int", "unknown-option",
-         "missing-prompt", "missing-qk-file", "unknown-device", "qk-not-torch", "length-0"],
+         "missing-prompt", "missing-qk-file", "unknown-device", "qk-not-torch", "length-0",
+         "meta-device"],
 )  # fmt: skip
 def test_user_errors_are_one_line(capsys, argv, prog, pattern):
     assert cli.main(argv) == 2

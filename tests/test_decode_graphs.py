@@ -183,7 +183,7 @@ def _generate(model, config, ids, chunks, graphs):
         {"kv": {"method": "snapkv", "budget": 40, "window": 8}},
         {"kv": {"method": "adakv", "budget": 40}},
         {"precision": "fp8-kv"},
-        {"decode": {"method": "tidaldecode", "budget_tokens": 32}},
+        {"decode": {"method": "tidaldecode", "budget_tokens": 32, "select_layer": 0}},
     ],
 )
 def test_replayed_decode_steps_match_eager_ones(roles, monkeypatch):

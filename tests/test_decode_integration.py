@@ -415,7 +415,8 @@ def test_selectors_see_the_model_softmax_scale(monkeypatch):
 
     monkeypatch.setattr(TidalDecode, "select", spy)
     model = build("llama")
-    config = AttentionConfig(prefill="dense", decode={"method": "tidaldecode", "ratio": 0.5})
+    tidal = {"method": "tidaldecode", "ratio": 0.5, "select_layer": 0}  # the model has 2 layers
+    config = AttentionConfig(prefill="dense", decode=tidal)
     with patch(model, config):
         greedy(model, prompt(), new=2)
     scaling = model.model.layers[0].self_attn.scaling

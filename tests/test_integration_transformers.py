@@ -25,6 +25,7 @@ SPARSE = AttentionConfig(
     prefill={"method": "streaming", "sink_tokens": 1, "window_tokens": 1, **BLOCKS},
     min_prefill_length=16,
 )
+PAGED = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 10000})
 COMMON = dict(
     vocab_size=128,
     hidden_size=64,
@@ -184,12 +185,17 @@ def test_dropout_and_bidirectional_layers_fall_back():
 
 @torch.no_grad()
 def test_short_prompts_and_decode_stay_dense():
+    """A prompt below min_prefill_length runs dense, and the stats say so: they showed the last
+    planned prompt's densities, with no fallback, after it."""
     model = build("llama")
     ids = prompt(length=12)
     base = model(input_ids=ids).logits
     with patch(model, SPARSE) as stats:
+        model(input_ids=prompt(length=SPARSE.min_prefill_length + 40))
+        assert stats.fallback_per_layer == [None, None] and stats.density_per_layer[0] < 1
         assert torch.allclose(model(input_ids=ids).logits, base, rtol=1e-4, atol=1e-5)
-    assert stats.density_per_layer == [None, None] and stats.prefill_calls == 0
+        model(input_ids=ids[:, :1])  # one token: a decode step, not a prefill
+    assert stats.density_per_layer == [1.0, 1.0] and stats.fallback_per_layer == ["short"] * 2
 
 
 @torch.no_grad()
@@ -391,6 +397,8 @@ def test_register_attn_implementation_uses_default_config():
         hf.set_default_config(None)
     with pytest.raises(TypeError, match="config"):
         hf.set_default_config({"prefill": "dense"})
+    with pytest.raises(ValueError, match="^config: .* which only patch"):  # was silently ignored
+        hf.set_default_config(PAGED)
 
 
 def test_per_layer_and_per_head_configs(tmp_path):
@@ -490,3 +498,46 @@ def test_patch_rejects_bad_arguments_and_double_patch():
     handle.remove()
     handle.remove()  # idempotent
     assert model.config._attn_implementation == "sdpa"
+
+
+@torch.no_grad()
+def test_a_paged_config_refuses_generation_without_its_cache():
+    """generate(use_cache=False) on the paged wrapper was handed a cache all the same, and
+    transformers re-fed the whole sequence into it at every step (duplicated keys: wrong tokens
+    at batch 2); cache_implementation="static" failed with transformers' "both a cache and
+    cache_implementation" though the user passed no cache."""
+    model = build("llama")
+    ids = prompt(batch=2, length=30)
+    kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=0)
+    with patch(model, PAGED):
+        with pytest.raises(ValueError, match="^use_cache: False, but the patched config"):
+            model.generate(input_ids=ids, use_cache=False, **kw)
+        with pytest.raises(ValueError, match="^cache_implementation: leave it unset"):
+            model.generate(input_ids=ids, cache_implementation="static", **kw)
+        model.generation_config.use_cache = False
+        try:
+            with pytest.raises(ValueError, match="^use_cache: False"):
+                model.generate(input_ids=ids, **kw)
+        finally:
+            model.generation_config.use_cache = True
+        model.generate(input_ids=ids, **kw)  # the paged cache, as before
+
+
+@pytest.mark.parametrize("config", [PAGED, SPARSE], ids=["paged", "not-paged"])
+def test_remove_restores_a_generate_of_the_users(config):
+    model = build("llama")
+
+    def mine(*args, **kwargs):
+        return "mine"
+
+    model.generate = mine
+    with patch(model, config):
+        pass
+    assert model.__dict__["generate"] is mine
+    with patch(model, config):
+        pass
+    assert model.generate() == "mine"
+    del model.generate
+    with patch(model, config):
+        pass
+    assert "generate" not in model.__dict__

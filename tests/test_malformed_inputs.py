@@ -33,6 +33,14 @@ def qkv(dtype=torch.float16, n=N, m=M, d=D, h_q=HQ, h_kv=HKV):
     return q, k, v
 
 
+# the Triton backend's tensors: CUDA on a GPU machine, the CPU under the interpreter
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
+
+
+def triton_qkv(dtype=torch.float16, **kwargs):
+    return dict(zip("qkv", (t.to(TRITON_DEVICE) for t in qkv(dtype, **kwargs)), strict=True))
+
+
 def layout(n=N, m=M, heads=1, block=16):
     return Layout.dense(n, m, block_q=block, block_k=block, heads=heads)
 
@@ -66,6 +74,12 @@ ATTENTION = [
     ("batch", lambda: attn(k=torch.randn(2, HKV, M, D).half()), ValueError, r"^q, k: batch"),
     ("head-dim", lambda: attn(k=qkv(d=16)[1]), ValueError, r"^q, k: head_dim"),
     ("gqa-ratio", lambda: attn(q=qkv(h_q=3)[0]), ValueError, r"^q, k: H_q=3"),
+    (
+        "no-query-heads",
+        lambda: attn(q=qkv(h_q=0)[0]),
+        ValueError,
+        r"^q, k: H_q=0 must be a positive",
+    ),
     ("v-shape", lambda: attn(v=qkv(m=M + 1)[2]), ValueError, r"^k, v: expected equal shapes"),
     ("layout-str", lambda: attn(lay="dense"), TypeError, r"^layout: expected"),
     ("layout-int", lambda: attn(lay=3), TypeError, r"^layout: expected"),
@@ -101,19 +115,23 @@ ATTENTION = [
     ("backend", lambda: attn(backend="cuda"), ValueError, r"^backend: expected"),
     (
         "triton-float32",
-        lambda: attn(backend="triton", **dict(zip("qkv", qkv(torch.float32), strict=True))),
+        lambda: attn(backend="triton", lay=layout().to(TRITON_DEVICE), **triton_qkv(torch.float32)),
         TypeError,
         r"^q, k, v: the Triton kernel takes float16",
     ),
     (
         "triton-head-dim-24",
-        lambda: attn(backend="triton", **dict(zip("qkv", qkv(d=24), strict=True))),
+        lambda: attn(backend="triton", lay=layout().to(TRITON_DEVICE), **triton_qkv(d=24)),
         ValueError,
         r"^q: head_dim must be a power of two",
     ),
     (
         "triton-block-24",
-        lambda: attn(backend="triton", lay=Layout.dense(N, M, block_q=24, block_k=16)),
+        lambda: attn(
+            backend="triton",
+            lay=Layout.dense(N, M, block_q=24, block_k=16).to(TRITON_DEVICE),
+            **triton_qkv(),
+        ),
         ValueError,
         r"^layout\.block_q: must be a power of two",
     ),
@@ -567,6 +585,17 @@ LAYOUT = [
     ),
     ("cat-empty", lambda: Layout.cat([]), ValueError, r"^layouts: expected at least one"),
     ("cat-dim", lambda: Layout.cat([layout()], dim=2), ValueError, r"^dim: expected 0"),
+    ("cat-dim-bool", lambda: Layout.cat([layout()], dim=True), ValueError, r"^dim: expected 0"),
+    ("density-causal-int", lambda: layout().density(causal=0), TypeError, r"^causal: expected a b"),
+    ("density-reduce-str", lambda: layout().density(reduce="no"), TypeError, r"^reduce: expected"),
+    (
+        "layout-meta",
+        lambda: Layout(
+            *(t.to("meta") for t in (layout().block_idx, layout().block_count)), 16, 16, N, M
+        ),  # fmt: skip
+        ValueError,
+        r"^block_idx: meta tensors hold no data",
+    ),
     (
         "cat-geometry",
         lambda: Layout.cat([layout(), layout(n=N + 1)]),
@@ -1044,18 +1073,19 @@ def kernel_calls(monkeypatch):
 def test_bad_layout_contents_fail_before_any_kernel(
     backend, idx, count, cols, ccount, pattern, kernel_calls
 ):
-    q, k, v = qkv(n=64, m=64)
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    q, k, v = (t.to(device) for t in qkv(n=64, m=64))
     with pytest.raises(ValueError, match=pattern):
         attnsieve.attention(q, k, v, hand(idx, count, cols, ccount), backend=backend)
     assert kernel_calls == []
     # the spies see a valid layout: the check above is not vacuous
-    attnsieve.attention(q, k, v, hand(GOOD_IDX, GOOD_COUNT), backend=backend)
+    attnsieve.attention(q, k, v, hand(GOOD_IDX, GOOD_COUNT).to(device), backend=backend)
     assert kernel_calls == [backend]
 
 
 def test_valid_hand_built_layout_runs_alike_on_both_backends():
-    q, k, v = qkv(n=64, m=64)
-    good = hand(GOOD_IDX, GOOD_COUNT, [[[[-1], [-1]]]], [[[0, 0]]])
+    q, k, v = (t.to(TRITON_DEVICE) for t in qkv(n=64, m=64))
+    good = hand(GOOD_IDX, GOOD_COUNT, [[[[-1], [-1]]]], [[[0, 0]]]).to(TRITON_DEVICE)
     ref = attnsieve.attention(q, k, v, good, backend="reference").float()
     tri = attnsieve.attention(q, k, v, good, backend="triton").float()
     assert (tri - ref).norm() / ref.norm() < 4e-3
@@ -1121,10 +1151,15 @@ def test_density_counts_columns_once_even_when_listed_twice():
 # ---- patch: the config is checked against the model --------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_llama():
+    return tiny_llama_of(head_dim=16)
+
+
+def tiny_llama_of(head_dim):
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
         vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim,
+        max_position_embeddings=64,
     )  # fmt: skip
     return transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
 
@@ -1171,6 +1206,18 @@ PATCH_CASES = [
         r"^layers\[0\]\['prefill'\]: gamma: 1 per-head values, but the model plans 4 query heads",
     ),
     ("config-not-config", lambda: {"prefill": "dense"}, TypeError, r"^config: expected an Attent"),
+    (
+        "tidaldecode-select-layer-beyond-model",
+        lambda: AttentionConfig(decode={"method": "tidaldecode", "select_layer": 2}),
+        ValueError,
+        r"^decode \(layer 0\): select_layer: 2, but the model has 2 layers",
+    ),
+    (
+        "head-dim-for-the-paged-cache",
+        lambda: AttentionConfig(kv={"method": "snapkv", "budget": 8}),
+        ValueError,
+        r"^head_dim: the model's is 24, but the paged cache's decode attention",
+    ),
 ]
 
 
@@ -1178,6 +1225,8 @@ PATCH_CASES = [
     ("config", "exc", "pattern"), [c[1:] for c in PATCH_CASES], ids=[c[0] for c in PATCH_CASES]
 )
 def test_patch_checks_the_config_against_the_model(tiny_llama, config, exc, pattern):
+    if "paged cache" in pattern:  # a model whose heads the decode kernel cannot take
+        tiny_llama = tiny_llama_of(head_dim=24)
     before = tiny_llama.config._attn_implementation
     _check(lambda: attnsieve.patch(tiny_llama, config()), exc, pattern)
     assert tiny_llama.config._attn_implementation == before  # nothing was patched

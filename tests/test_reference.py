@@ -147,3 +147,36 @@ def test_no_keys_or_no_queries_agree_on_every_backend(n, m, backend, precision):
     out, lse = attnsieve.attention(q, k, v, backend=backend, precision=precision, return_lse=True)
     assert out.shape == q.shape and lse.shape == q.shape[:3]
     assert not out.any() and (lse == -math.inf).all()
+
+
+@pytest.mark.parametrize("shape", ["nm", "1nm", "b1nm", "bhnm"])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_dense_attention_softcap_takes_every_mask_sdpa_takes(shape, kind):
+    """Gemma-2's soft-capped path indexed the mask as (B, 1, N, M): a (N, M) mask raised an
+    IndexError, a (1, N, M) or per-head one a RuntimeError, where the SDPA path takes them. With a
+    cap far above the scores tanh is the identity to float32's precision: both paths agree."""
+    from attnsieve.api import dense_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, h, n, 16, generator=g) for h, n in ((4, 7), (2, 11), (2, 11)))
+    full = torch.rand(2, 4, 7, 11, generator=g) > 0.3
+    full[..., 0] = True
+    mask = {"nm": full[0, 0], "1nm": full[0, :1], "b1nm": full[:, :1], "bhnm": full}[shape]
+    if kind == "float":
+        mask = torch.zeros(mask.shape).masked_fill(~mask, -1e9)
+    want = dense_attention(q, k, v, mask)
+    got = dense_attention(q, k, v, mask, softcap=1e6)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_attention_refuses_a_mask_of_another_shape_or_dtype():
+    from attnsieve.api import dense_attention
+
+    q, k, v = torch.randn(2, 4, 7, 16), torch.randn(2, 2, 11, 16), torch.randn(2, 2, 11, 16)
+    for softcap in (None, 30.0):
+        with pytest.raises(ValueError, match=r"^mask: expected a shape that broadcasts to"):
+            dense_attention(q, k, v, torch.ones(7, 5, dtype=torch.bool), softcap=softcap)
+        with pytest.raises(ValueError, match=r"^mask: expected a shape that broadcasts to"):
+            dense_attention(q, k, v, torch.ones(1, 1, 1, 7, 11, dtype=torch.bool), softcap=softcap)
+        with pytest.raises(TypeError, match=r"^mask: expected bool or q's dtype torch.float32"):
+            dense_attention(q, k, v, torch.zeros(7, 11, dtype=torch.float64), softcap=softcap)

@@ -114,8 +114,8 @@ def dense_attention(
 ) -> Tensor:
     """Dense attention with transformers' "sdpa" conventions, (B, H_q, N, D).
 
-    ``mask`` is None or a bool (True = attend) / additive float mask broadcasting to
-    (B, 1, N, M); ``causal`` applies only without a mask, top-left aligned as in SDPA (keys past
+    ``mask`` is None or a bool (True = attend) / additive float mask of q's dtype broadcasting to
+    (B, H_q, N, M); ``causal`` applies only without a mask, top-left aligned as in SDPA (keys past
     N are empty static-cache slots and are dropped). ``softcap`` is Gemma-2's tanh logit
     soft-capping, computed chunked over queries (no N × M score tensor). Causal attention without
     a mask on CUDA half tensors runs SDPA's cuDNN backend first (`kernels.prefill.sdpa_dense`).
@@ -133,7 +133,20 @@ def dense_attention(
     ):
         got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
         raise TypeError(f"mask: expected None, a bool or an additive float tensor, got {got}")
-    n, m = q.shape[2], k.shape[2]
+    b, h_q, n, m = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    if mask is not None:
+        if mask.dtype not in (torch.bool, q.dtype):  # SDPA's rule, on both paths
+            raise TypeError(f"mask: expected bool or q's dtype {q.dtype}, got {mask.dtype}")
+        full = (b, h_q, n, m)
+        try:
+            fits = mask.dim() <= 4 and torch.broadcast_shapes(mask.shape, full) == full
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"mask: expected a shape that broadcasts to (B, H_q, N, M) = {full}, got "
+                f"{tuple(mask.shape)}"
+            )
     causal = mask is None and n > 1 and causal
     if causal and m > n:
         k, v = k[:, :, :n], v[:, :, :n]
@@ -148,6 +161,8 @@ def dense_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale,
             enable_gqa=gqa,
         )  # fmt: skip
+    if mask is not None:  # a view: one indexing in the chunks for every accepted shape
+        mask = mask.expand(b, h_q, n, m)
     return _softcap_attention(q, k, v, mask, scale, dropout, softcap, causal)
 
 
@@ -173,7 +188,7 @@ def _softcap_attention(
         qc = q[:, :, start:stop].unflatten(1, (h_kv, h_q // h_kv))  # (B, H_kv, g, rows, D)
         scores = torch.tanh((qc @ kt).float() * (scale / softcap)) * softcap
         if mask is not None:
-            visible = mask[:, :, None, start:stop]  # (B, 1, 1, rows, M)
+            visible = mask[:, :, start:stop].unflatten(1, (h_kv, h_q // h_kv))
         elif causal:
             visible = causal_token_mask(n, m, start, stop, q.device)
         else:

@@ -162,7 +162,18 @@ class AttentionConfig:
         heads and ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown): a layer index
         beyond the model, a per-head list or a planner's per-head budgets of another length
         (`Planner.check_heads`), or a decode selector that cannot run on a layer (Double
-        Sparsity's label channels missing for it, or of another shape)."""
+        Sparsity's label channels missing for it, or of another shape), or a paged cache (a KV
+        policy, a decode selector, an FP8 KV cache) whose decode kernel cannot take the heads."""
+        if (
+            self.paged
+            and head_dim is not None
+            and not (16 <= head_dim <= 256 and head_dim & (head_dim - 1) == 0)
+        ):
+            raise ValueError(
+                f"head_dim: the model's is {head_dim}, but the paged cache's decode attention (for "
+                "a KV policy, a decode selector or an FP8 KV cache) takes a power of two in "
+                "[16, 256]"
+            )
         for layer in self.layers:
             if layer >= num_layers:
                 raise ValueError(
@@ -172,7 +183,9 @@ class AttentionConfig:
             if (planner := self.planner(layer)) is not None:
                 self._check_role(layer, "prefill", planner.check_heads, num_heads, kv_heads)
             if (selector := self.selector(layer)) is not None:
-                self._check_role(layer, "decode", selector.check_layer, layer, kv_heads, head_dim)
+                self._check_role(
+                    layer, "decode", selector.check_layer, layer, kv_heads, head_dim, num_layers
+                )
 
     def _check_role(self, layer: int, role: str, check: Any, *args: Any) -> None:
         """``check(*args)``, its ValueError prefixed with where ``role``'s method of ``layer``

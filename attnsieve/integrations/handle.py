@@ -30,7 +30,8 @@ class PatchStats:
     ``density_per_layer``: computed / dense-causal (query, key) pairs (1.0 for a dense fallback);
     ``fallback_per_layer``: None when the layer ran its planner's layout, else the fallback reason
     ("cost" when the cost model predicted that planning would not pay for itself, "unplanned" for
-    a layer configured without a planner).
+    a layer configured without a planner, "short" for a call of fewer query tokens than
+    ``min_prefill_length``).
     Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
     kept as device tensors and read on access, so recording them never waits for the GPU.
     """
@@ -94,6 +95,7 @@ class PatchHandle:
         self.checked_mask: tuple[Any, ...] = ()
         self.model: Any = None
         self.previous: str | None = None
+        self.own_generate: Any = None  # a ``generate`` the model held as its own attribute
         self.removed = False
         self.session: PagedSession | None = None
 
@@ -189,7 +191,15 @@ class PatchHandle:
             self.model.set_attn_implementation(self.previous)
         finally:
             _detach(self.model, self)
+            self.restore_generate()
+
+    def restore_generate(self) -> None:
+        """Undo the paged-cache wrapper of ``model.generate``: the model's own attribute back (a
+        user's wrapper), or none."""
+        if self.own_generate is None:
             self.model.__dict__.pop("generate", None)
+        else:
+            self.model.generate = self.own_generate
 
     def __enter__(self) -> PatchStats:
         return self.stats

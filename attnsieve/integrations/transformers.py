@@ -66,10 +66,17 @@ def register() -> None:
 
 
 def set_default_config(config: AttentionConfig | None) -> None:
-    """Config of models loaded with ``attn_implementation="attnsieve"`` (None: the default)."""
+    """Config of models loaded with ``attn_implementation="attnsieve"`` (None: the default):
+    prefill and its precision only. A config that runs on the paged cache is refused: only
+    `patch` gives ``model.generate`` that cache."""
     global _default
     if config is not None and not isinstance(config, AttentionConfig):
         raise TypeError(f"config: expected an AttentionConfig or None, got {type(config).__name__}")
+    if config is not None and config.paged:
+        raise ValueError(
+            "config: a KV policy, a decode selector, an FP8 KV cache or paged_cache run on "
+            "attnsieve's paged cache, which only patch(model, config) installs"
+        )
     _default = PatchHandle(config or AttentionConfig(), 0, DEFAULT_COST, graphs=True)
 
 
@@ -134,6 +141,7 @@ def patch(
     check_bool("graphs", graphs)
     handle = PatchHandle(config, num_layers, cost, graphs)
     handle.model, handle.previous = model, model.config._attn_implementation
+    handle.own_generate = model.__dict__.get("generate")
     for module in modules:
         setattr(module, _HANDLE_ATTR, handle)
     if config.paged:
@@ -148,7 +156,7 @@ def patch(
     except BaseException:
         handle.removed = True
         _detach(model, handle)
-        model.__dict__.pop("generate", None)
+        handle.restore_generate()
         model.set_attn_implementation(handle.previous)
         raise
     return handle
@@ -157,11 +165,22 @@ def patch(
 def _generate_with_paged_cache(
     generate: Callable[..., Any], handle: PatchHandle, keyword: str
 ) -> Any:
-    """``model.generate`` that starts each call on a fresh paged cache of ``handle``."""
+    """``model.generate`` that starts each call on a fresh paged cache of ``handle``. A call that
+    asks for no cache or another one is refused: transformers would run it on the cache handed
+    in anyway (``use_cache=False`` re-feeding the whole sequence into it at every step)."""
 
     @functools.wraps(generate)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("past_key_values") is None and kwargs.get("cache") is None:
+            settings = kwargs.get("generation_config") or handle.model.generation_config
+            why = "the patched config (a KV policy, a decode selector, an FP8 KV cache or "
+            why += "paged_cache) runs generation on attnsieve's paged cache"
+            if kwargs.get("use_cache", getattr(settings, "use_cache", True)) is False:
+                raise ValueError(f"use_cache: False, but {why}; patch without them for no cache")
+            if kwargs.get("cache_implementation") or getattr(
+                settings, "cache_implementation", None
+            ):
+                raise ValueError(f"cache_implementation: leave it unset: {why}")
             kwargs[keyword] = handle.new_cache()
         return generate(*args, **kwargs)
 
@@ -269,8 +288,9 @@ def attention_forward(
                 return session.attend(layer, query, scaling), None
     planner = config.planner(module.layer_idx)
     if n == 1 or n < config.min_prefill_length or planner is None:
-        if planner is None and n > 1 and n >= config.min_prefill_length:
-            handle.stats.record(module.layer_idx, 1.0, "unplanned")  # a layer configured dense
+        if n > 1:  # a prefill call: the stats say why it ran dense
+            short = n < config.min_prefill_length
+            handle.stats.record(module.layer_idx, 1.0, "short" if short else "unplanned")
         return _dense(
             module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
         ), None

@@ -93,11 +93,20 @@ class DecodeSelector:
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         raise NotImplementedError
 
-    def check_layer(self, layer: int, kv_heads: int | None, head_dim: int | None) -> None:
+    def check_layer(
+        self,
+        layer: int,
+        kv_heads: int | None,
+        head_dim: int | None,
+        num_layers: int | None = None,
+    ) -> None:
         """Raise ValueError unless the selector can run on layer ``layer`` of a model of
-        ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown), before any forward
-        (`AttentionConfig.check_model`). Every selector can, unless it holds per-layer data."""
+        ``num_layers`` layers of ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown),
+        before any forward (`AttentionConfig.check_model`). Every selector can, unless it holds
+        per-layer data or names layers."""
         check_int("layer", layer, 0)
+        if num_layers is not None:
+            check_int("num_layers", num_layers, layer + 1)
         for name, value in (("kv_heads", kv_heads), ("head_dim", head_dim)):
             if value is not None:
                 check_int(name, value, 1)

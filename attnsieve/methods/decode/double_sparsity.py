@@ -71,10 +71,16 @@ class DoubleSparsity(DecodeSelector):
             return None
         return torch.tensor(self.channels, dtype=torch.int64, device=device)
 
-    def check_layer(self, layer: int, kv_heads: int | None, head_dim: int | None) -> None:
+    def check_layer(
+        self,
+        layer: int,
+        kv_heads: int | None,
+        head_dim: int | None,
+        num_layers: int | None = None,
+    ) -> None:
         """A layer past ``dense_layers`` needs ``channels``, one list per KV head, each index
         below the head dimension."""
-        super().check_layer(layer, kv_heads, head_dim)
+        super().check_layer(layer, kv_heads, head_dim, num_layers)
         if layer < self.dense_layers:
             return
         if self.channels is None:

@@ -60,6 +60,21 @@ class TidalDecode(DecodeSelector):
         if self.reselect_layer is not None:
             check_int("reselect_layer", self.reselect_layer, self.select_layer + 1)
 
+    def check_layer(
+        self,
+        layer: int,
+        kv_heads: int | None,
+        head_dim: int | None,
+        num_layers: int | None = None,
+    ) -> None:
+        """A model with no layer at ``select_layer`` would never select: every step dense."""
+        super().check_layer(layer, kv_heads, head_dim, num_layers)
+        if num_layers is not None and self.select_layer >= num_layers:
+            raise ValueError(
+                f"select_layer: {self.select_layer}, but the model has {num_layers} layers (no "
+                "layer would select tokens)"
+            )
+
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
         check_query(q, view)
         if not isinstance(step, StepState):
