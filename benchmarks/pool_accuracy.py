@@ -5,7 +5,9 @@ one seed mostly measures which samples were drawn. This reads the results.json o
 methods and tasks but differ in ``--seed``, pairs each method's score on a sample with the
 reference method's on the same sample, and prints, per length and task: each method's accuracy
 pooled over every seed, its difference from the reference in points, the samples it answers
-better / worse than the reference, and the spread of the per-seed differences.
+better / worse than the reference, and the spread of the per-seed differences. A method's cells
+must share the model, dtype and config of every run; a run given twice, or two runs of one seed
+(the same samples counted twice), are refused.
 
     PYTHONPATH=. python3 benchmarks/pool_accuracy.py RUN_DIR... [--reference dense] [--out FILE]
 """
@@ -21,22 +23,62 @@ from pathlib import Path
 
 from attnsieve.eval.harness import paired_difference
 
+_CELL_FIELDS = ("length", "task", "method", "seed", "samples", "scores")
+# what makes two runs' cells of one method, length and task the same measurement
+_SAME = ("model", "model_source", "dtype", "config")
+
 
 def load_cells(paths: list[str]) -> list[dict]:
-    cells = []
+    """Every run's cells, each with its file under "run" and its model's source (path or Hub id,
+    from the run's header) under "model_source"."""
+    cells, files = [], set()
     for path in paths:
         file = Path(path) / "results.json" if Path(path).is_dir() else Path(path)
         if not file.is_file():
             raise ValueError(f"{path}: no results.json there")
-        cells += json.loads(file.read_text())["cells"]
+        if file.resolve() in files:
+            raise ValueError(f"{path}: the run {file} is given twice")
+        files.add(file.resolve())
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{file}: not JSON ({error})") from None
+        run = data.get("cells") if isinstance(data, dict) else None
+        if not isinstance(run, list) or not all(
+            isinstance(c, dict) and all(f in c for f in _CELL_FIELDS) for c in run
+        ):
+            raise ValueError(
+                f'{file}: expected the results.json of attnsieve eval, a "cells" list of cells '
+                f"with {list(_CELL_FIELDS)}"
+            )
+        cells += [{**c, "run": str(file), "model_source": data.get("model_source")} for c in run]
     return cells
 
 
 def pool(cells: list[dict], reference: str) -> list[dict]:
-    """One row per (length, task, method other than the reference), in the cells' order."""
+    """One row per (length, task, method other than the reference), in the cells' order. Cells of
+    one (length, task, method) that differ in model, dtype or config, or two of one seed (the same
+    samples counted twice), are refused, naming their runs."""
     scores: dict[tuple, dict[tuple, float]] = defaultdict(dict)  # (length, task, method) -> ...
+    first: dict[tuple, dict] = {}  # (length, task, method) -> its first cell
+    by_seed: dict[tuple, dict] = {}  # (length, task, method, seed) -> its cell
     for cell in cells:
-        mine = scores[cell["length"], cell["task"], cell["method"]]
+        where = cell["length"], cell["task"], cell["method"]
+        mine, other = scores[where], first.setdefault(where, cell)
+        differ = [field for field in _SAME if cell.get(field) != other.get(field)]
+        if differ:
+            raise ValueError(
+                f"runs {other.get('run')} and {cell.get('run')}: {cell['method']} at "
+                f"{cell['length']} on {cell['task']} differs in {', '.join(differ)}; pool runs "
+                "of one model, dtype and config"
+            )
+        other = by_seed.setdefault((*where, cell["seed"]), cell)
+        if other is not cell:
+            raise ValueError(
+                f"runs {other.get('run')} and {cell.get('run')}: both hold seed {cell['seed']} of "
+                f"{cell['method']} at {cell['length']} on {cell['task']}; pool runs of "
+                "different --seed"
+            )
         for i, score in enumerate(cell["scores"]):
             mine[cell["seed"], cell["samples"], i] = score
     rows = []
@@ -83,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = pool(load_cells(args.runs), args.reference)
         if not rows:
             raise ValueError(f"no method shares samples with {args.reference!r}")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         raise SystemExit(2) from None
     print(
         f"| length | task | method | samples | {args.reference} | method | points | better / worse "

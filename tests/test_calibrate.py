@@ -516,3 +516,23 @@ def test_cli_qk_dict_keys_must_be_layer_numbers(tmp_path, capsys):
     assert _cli_error(capsys, ["--qk", str(qk)]) == (
         "--qk: expected layer numbers >= 0 as the dict's keys, got ['layer0']"
     )
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--target-recall", "1.5", "--length", "256"], "--target-recall"),
+        (["--retrieval-heads", "RAZOR", "--echo-ratio", "2"], "--echo-ratio"),
+        (["--retrieval-heads", "RAZOR", "--induction-ratio", "-0.1"], "--induction-ratio"),
+    ],
+)
+def test_cli_a_ratio_out_of_range_is_refused_before_the_model_loads(
+    tmp_path, capsys, monkeypatch, argv, option
+):
+    """They were checked by calibrate() and retrieval_heads(), after the model and its sample."""
+    from attnsieve.eval import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    argv = [str(tmp_path / "razor.json") if a == "RAZOR" else a for a in argv]
+    message = _cli_error(capsys, ["--model", "probe", *argv])
+    assert message.startswith(f"{option}: expected a number in [0.0, 1.0], got ")

@@ -20,14 +20,15 @@ STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64,
 
 def _args(model_dir, out, *extra, methods="dense,streaming"):
     """eval's arguments for the probe; streaming's --method-kwargs where it is among ``methods``
-    (they are refused for a planner that is not)."""
+    (they are refused for a planner that is not); two tasks of two samples, none with --fidelity
+    (one prompt of its default task)."""
     parser = argparse.ArgumentParser()
     sweep_args.add_arguments(parser)
     kwargs = ["--method-kwargs", json.dumps(STREAMING)] if "streaming" in methods.split(",") else []
+    grid = [] if "--fidelity" in extra else ["--tasks", "niah_single,passkey", "--samples", "2"]
     return parser.parse_args(
-        ["--model", str(model_dir), "--methods", methods, "--lengths", "512",
-         "--tasks", "niah_single,passkey", "--samples", "2", "--out", str(out), "--device", "cpu",
-         *kwargs, *extra]
+        ["--model", str(model_dir), "--methods", methods, "--lengths", "512", *grid,
+         "--out", str(out), "--device", "cpu", *kwargs, *extra]
     )  # fmt: skip
 
 
@@ -557,6 +558,28 @@ def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
     assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 1
 
 
+def test_a_cell_after_a_line_cut_short_is_kept(tiny_probe_dir, tmp_path, monkeypatch, capsys):
+    """The cell run again after a line cut short was appended to that line's bytes: lost, and run
+    again, on every run."""
+    calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
+    assert harness.main(args) == 0
+    path = tmp_path / "cells.jsonl"
+    path.write_text(path.read_text()[:100])  # a run killed while writing its cell
+    assert harness.main(args) == 0 and len(calls) == 2
+    assert "cells.jsonl:1: a cell cut short" in capsys.readouterr().err
+    assert harness.main(args) == 0 and len(calls) == 2  # kept
+    assert "cut short" not in capsys.readouterr().err
+    assert [json.loads(line)["method"] for line in path.read_text().splitlines()] == ["dense"]
+
+
+def test_a_last_cell_without_its_newline_keeps_a_line_of_its_own(tmp_path):
+    path = tmp_path / "cells.jsonl"
+    cell = json.dumps(dict.fromkeys(harness._CELL_FIELDS, 0))
+    path.write_text(cell)  # e.g. edited by hand: the next cell appended would join it
+    assert len(harness._read_jsonl(path)) == 1
+    assert path.read_text() == cell + "\n"
+
+
 @pytest.mark.parametrize("line", ["{}", "[1]", "drop-accuracy"])
 def test_a_line_that_is_no_cell_is_refused_by_file_and_line(tiny_probe_dir, tmp_path, line):
     """A cells.jsonl line that parses but is not a cell (edited by hand) was a KeyError
@@ -589,12 +612,45 @@ def test_two_configs_of_one_name_are_refused(tiny_probe_dir, tmp_path, capsys):
     assert "two entries would be labelled ['calibration']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, option, twice",
+    [
+        (["--methods", "dense,streaming,dense"], "--methods", "dense"),
+        (["--kv", "snapkv, snapkv"], "--kv", "snapkv"),
+        (["--decode", "none,quest,none"], "--decode", "none"),
+        (["--precision", "bf16,bf16"], "--precision", "bf16"),
+    ],
+)
+def test_an_entry_given_twice_is_named_so(argv, option, twice):
+    """It was refused as two entries of one label, "config files are labelled by their name:
+    rename one", with no config file among them."""
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    args = parser.parse_args(["--model", "probe", "--methods", "dense", *argv])
+    with pytest.raises(ValueError, match=rf"^{option}: \['{twice}'\] given twice"):
+        sweep_args.method_configs(args)
+
+
 def test_lengths_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.lengths = "64k"  # the probe has 32768 positions
     assert harness.main(args) == 2
     assert "--lengths: expected 1 to 32768 tokens" in capsys.readouterr().err
     assert sweep_args.within_positions([4096, 8192, 16384], 8192, None) == [4096, 8192]
+
+
+@pytest.mark.parametrize(
+    "extra, option",
+    [(["--samples", "3"], "--samples"), (["--tasks", "passkey,niah_single"], "--tasks")],
+)
+def test_fidelity_refuses_samples_and_tasks_it_would_not_measure(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch, extra, option
+):
+    """--fidelity measured the first task's one prompt and left the others and --samples out."""
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{option}: --fidelity measures one prompt of one task" in err[0]
 
 
 def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys, monkeypatch):

@@ -12,9 +12,10 @@ pool_accuracy = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pool_accuracy)
 
 
-def cell(method, seed, scores, task="passkey", length=4096):
+def cell(method, seed, scores, task="passkey", length=4096, **fields):
     return {"method": method, "seed": seed, "samples": len(scores), "scores": scores,
-            "task": task, "length": length}  # fmt: skip
+            "task": task, "length": length, "model": "probe", "dtype": "float32",
+            "config": {"prefill": method}, **fields}  # fmt: skip
 
 
 def write_run(folder: Path, cells) -> Path:
@@ -55,3 +56,45 @@ def test_no_shared_samples_is_a_user_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         pool_accuracy.main([str(tmp_path / "missing")])
     assert exc.value.code == 2 and "missing: no results.json there" in capsys.readouterr().err
+
+
+def _error(capsys, runs) -> str:
+    """The one line main prints for ``runs``, which must exit 2."""
+    with pytest.raises(SystemExit) as exc:
+        pool_accuracy.main([str(run) for run in runs])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("model", "smollm2"), ("dtype", "bfloat16"), ("config", {"prefill": "flex", "gamma": 0.5})],
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_runs_of_another_model_dtype_or_config_are_refused(tmp_path, capsys, field, value, seed):
+    """They were pooled as one method's samples, the last run read winning where seeds met."""
+    a = write_run(tmp_path / "a", [cell("dense", 0, [1]), cell("flex", 0, [1])])
+    other = {field: value}
+    b = write_run(tmp_path / "b", [cell("dense", seed, [1], **other), cell("flex", seed, [0])])
+    err = _error(capsys, [a, b])
+    assert f"runs {a / 'results.json'} and {b / 'results.json'}" in err
+    assert f"differs in {field}" in err
+
+
+def test_a_run_given_twice_or_two_runs_of_one_seed_are_refused(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [cell("dense", 0, [1]), cell("flex", 0, [0])])
+    err = _error(capsys, [a, a / "results.json"])
+    assert err == f"error: {a / 'results.json'}: the run {a / 'results.json'} is given twice"
+    b = write_run(tmp_path / "b", [cell("dense", 0, [1]), cell("flex", 0, [0])])
+    err = _error(capsys, [a, b])
+    assert f"runs {a / 'results.json'} and {b / 'results.json'}: both hold seed 0" in err
+
+
+@pytest.mark.parametrize("text", ['{"lengths": [4096]}', "[1]", '{"cells": [{"method": "x"}]}'])
+def test_a_file_that_is_no_eval_run_is_named(tmp_path, capsys, text):
+    path = tmp_path / "other.json"
+    path.write_text(text)
+    err = _error(capsys, [path])
+    assert err.startswith(f"error: {path}: expected the results.json of attnsieve eval")

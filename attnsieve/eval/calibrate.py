@@ -21,8 +21,8 @@ section 3.2: the echo and induction heads of the model, on random tokens repeate
 `attnsieve.eval.retrieval_heads`) and writes the KV-policy entry ``{"method": "razor",
 "retrieval_heads": {layer: [KV heads]}}`` that ``attnsieve eval --kv PATH`` and
 ``AttentionConfig(kv=...)`` take; the options of the calibration are refused with it (and its
-``--echo-ratio`` / ``--induction-ratio`` without it). The output path and ``--candidates`` are
-checked before any model runs.
+``--echo-ratio`` / ``--induction-ratio`` without it). The output path, ``--candidates``,
+``--target-recall`` and the two ratios are checked before any model runs.
 
 Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)`` is the layer's
 `PerHeadPlanner`, or one `VerticalSlashPlanner` with per-head budgets, or one
@@ -294,6 +294,9 @@ def main(args: argparse.Namespace) -> int:
     for name, default in own.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+    for name in ("target_recall", "echo_ratio", "induction_ratio"):  # before the model runs
+        if name in own:
+            check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, 1.0)
     if retrieval:
         return _main_retrieval_heads(args)
     _check_output(args.output, "--output")  # before the calibration, which takes a while

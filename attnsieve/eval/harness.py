@@ -19,10 +19,11 @@ Methods run as planned: `attnsieve.patch`'s cost model, which sends a layer to d
 where planning would not pay for itself on the GPU, is off here, so a cell's accuracy is its
 method's own (``attnsieve bench e2e`` times the patched model with the cost model on).
 
-``--fidelity`` instead (`attnsieve.eval.model_fidelity`) runs one prompt of the first task at
-``--fidelity-length`` through the dense model, captures Q/K/V of every layer through
-transformers' AttentionInterface, and reports each method's attention recall and relative output
-error and cosine per layer and head (OUT/fidelity.json, OUT/fidelity.png). A method at
+``--fidelity`` instead (`attnsieve.eval.model_fidelity`) runs one prompt of one task (``--tasks``
+names one; default niah_single, and ``--samples`` is refused) at ``--fidelity-length`` through
+the dense model, captures Q/K/V of every layer through transformers' AttentionInterface, and
+reports each method's attention recall and relative output error and cosine per layer and head
+(OUT/fidelity.json, OUT/fidelity.png). A method at
 ``int8-fp8`` precision is compared with the float32 reference of dense attention (the others with
 dense attention at the model's precision); its layers without a planner run SDPA at the model's
 precision, as patched, and are measured so.
@@ -207,19 +208,23 @@ _CELL_FIELDS = ("key", "method", "length", "task", "accuracy", "scores", "densit
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    """The finished cells; a line cut short (a run killed while writing it) is left out, a line
-    that is not a cell (edited, or another program's) is refused by file and line."""
+    """The finished cells. A line cut short (a run killed while writing it) is left out, and
+    removed from the file's end, where the next cell would be appended to it; a line that is not
+    a cell (edited, or another program's) is refused by file and line."""
     if not path.exists():
         return []
-    cells = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    data = path.read_bytes()
+    cells, cut_short = [], False
+    for number, line in enumerate(data.decode().splitlines(), 1):
         where = f"{path}:{number}"
         try:
             cell = json.loads(line)
         except json.JSONDecodeError:
-            if line.strip():
+            cut_short = bool(line.strip())
+            if cut_short:
                 print(f"attnsieve eval: {where}: a cell cut short, run again", file=sys.stderr)
             continue
+        cut_short = False
         missing = [f for f in _CELL_FIELDS if f not in cell] if isinstance(cell, dict) else None
         if missing is None or missing:
             what = f"lacks {missing}" if missing else f"is a {type(cell).__name__}"
@@ -228,6 +233,13 @@ def _read_jsonl(path: Path) -> list[dict]:
                 "start afresh"
             )
         cells.append(cell)
+    if data and not data.endswith(b"\n"):  # the next cell, appended, would join the last line
+        with open(path, "r+b") as f:
+            if cut_short:  # joined to it, the next cell would be lost on every run
+                f.truncate(data.rfind(b"\n") + 1)
+            else:
+                f.seek(0, 2)
+                f.write(b"\n")
     return cells
 
 
@@ -329,19 +341,28 @@ def main(args: argparse.Namespace) -> int:
                 for x in split(DEFAULT_LENGTHS if args.lengths is None else args.lengths)
             )
         )
-        tasks = list(dict.fromkeys(split(args.tasks)))
+        tasks = list(dict.fromkeys(split(",".join(TASKS) if args.tasks is None else args.tasks)))
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks or not lengths:
             raise ValueError(
                 f"tasks/lengths: unknown tasks {unknown} (known: {sorted(TASKS)}) or an empty list"
             )
-        if args.samples <= 0:
-            raise ValueError(f"samples: expected a positive int, got {args.samples}")
         methods = method_configs(args)
         if args.fidelity:
             check_prefill_only(methods)
+            if args.samples is not None:
+                raise ValueError("--samples: --fidelity measures one prompt of one task")
+            if args.tasks is not None and len(tasks) > 1:
+                raise ValueError(
+                    f"--tasks: --fidelity measures one prompt of one task, got {len(tasks)}"
+                )
         elif args.fidelity_length is not None:
             raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
+        # a copy: the caller's args stay as given, to be read again
+        samples = 10 if args.samples is None else args.samples
+        args = argparse.Namespace(**{**vars(args), "samples": samples})
+        if args.samples <= 0:
+            raise ValueError(f"samples: expected a positive int, got {args.samples}")
         # lengths are checked against the model's positions before its weights are loaded
         positions = model_positions(args.model, args.rope_scale)
         lengths = within_positions(lengths, positions, args.lengths)

@@ -85,8 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="prompt lengths in tokens: 4k = 4096 (default 4k,8k,16k, those within the model's "
         "positions)",
     )
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"any of {', '.join(TASKS)}")
-    parser.add_argument("--samples", type=int, default=10, help="samples per cell")
+    parser.add_argument(
+        "--tasks",
+        help=f"any of {', '.join(TASKS)} (default: all; --fidelity takes one, default "
+        f"{next(iter(TASKS))})",
+    )
+    parser.add_argument(
+        "--samples", type=int, help="samples per cell (default 10; not with --fidelity)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="results folder (default: eval-results/MODEL)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -162,6 +168,11 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
     for name, text in asked.items():
         if text is not None and not split(text):
             raise ValueError(f"{name}: expected a comma-separated list, got {text!r}")
+    for name, text in {"--methods": args.methods, **asked}.items():
+        entries = split(text or "")
+        twice = sorted({entry for entry in entries if entries.count(entry) > 1})
+        if twice:  # else refused below as two entries of one label, which reads as two files
+            raise ValueError(f"{name}: {twice} given twice; give each entry once")
     kvs, decodes = (
         [_KEEP] if text is None else [None if x == "none" else x for x in split(text)]
         for text in (args.kv, args.decode)
