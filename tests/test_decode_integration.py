@@ -421,3 +421,23 @@ def test_selectors_see_the_model_softmax_scale(monkeypatch):
         greedy(model, prompt(), new=2)
     scaling = model.model.layers[0].self_attn.scaling
     assert seen and all(s == scaling for s in seen)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 8, 1000])
+def test_prompt_chunks_of_one_token_are_prompt(chunk_size):
+    """A prompt chunk of one token read as a decode step: with chunks of 1 the policy never ran
+    at the prompt's end (every head held all 89 tokens and the answer's), and with chunks of 8
+    (89 = 11 x 8 + 1) it ran one token early, before the last prompt token arrived. Every chunk
+    size now compresses the whole prompt once, at its end."""
+    from attnsieve.integrations.generate import generate
+
+    model = build("llama")
+    ids = prompt(length=89)
+    handle = patch(model, AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 64}))
+    with handle:
+        cache = handle.new_cache()
+        tokens, *_ = generate(model, ids, 3, chunk_size, set(), handle.stats, cache)
+        kept = handle.session.paged.head_tokens(0)
+    # 64 kept at the prompt's end, then the first token's and two decode steps' K/V
+    assert kept.tolist() == [[64 + 2] * kept.shape[1]], chunk_size
+    assert len(tokens) == 3

@@ -1213,6 +1213,12 @@ PATCH_CASES = [
         r"^decode \(layer 0\): select_layer: 2, but the model has 2 layers",
     ),
     (
+        "head-dim-for-int8-fp8",
+        lambda: AttentionConfig(precision="int8-fp8"),
+        ValueError,
+        r"^head_dim: the model's is 16, but INT8·FP8 prefill takes a power of two in \[32, 256\]",
+    ),
+    (
         "head-dim-for-the-paged-cache",
         lambda: AttentionConfig(kv={"method": "snapkv", "budget": 8}),
         ValueError,

@@ -163,17 +163,22 @@ class AttentionConfig:
         beyond the model, a per-head list or a planner's per-head budgets of another length
         (`Planner.check_heads`), or a decode selector that cannot run on a layer (Double
         Sparsity's label channels missing for it, or of another shape), or a paged cache (a KV
-        policy, a decode selector, an FP8 KV cache) whose decode kernel cannot take the heads."""
-        if (
-            self.paged
-            and head_dim is not None
-            and not (16 <= head_dim <= 256 and head_dim & (head_dim - 1) == 0)
-        ):
-            raise ValueError(
-                f"head_dim: the model's is {head_dim}, but the paged cache's decode attention (for "
-                "a KV policy, a decode selector or an FP8 KV cache) takes a power of two in "
-                "[16, 256]"
-            )
+        policy, a decode selector, an FP8 KV cache) or an INT8·FP8 prefill whose kernels cannot
+        take the heads."""
+        needs = []
+        if self.paged:
+            needs.append(("the paged cache's decode attention (for a KV policy, a decode selector "
+                          "or an FP8 KV cache)", 16))  # fmt: skip
+        if self.prefill_precision == "int8-fp8":
+            needs.append(("INT8·FP8 prefill", 32))
+        for what, low in needs:
+            if head_dim is not None and not (
+                low <= head_dim <= 256 and head_dim & (head_dim - 1) == 0
+            ):
+                raise ValueError(
+                    f"head_dim: the model's is {head_dim}, but {what} takes a power of two in "
+                    f"[{low}, 256]"
+                )
         for layer in self.layers:
             if layer >= num_layers:
                 raise ValueError(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from attnsieve.integrations import decode_graphs
 from attnsieve.integrations.handle import PatchStats
+from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.integrations.transformers import cache_keyword, head_dim_of, output_cache
 from attnsieve.layout_counts import causal_pairs
 
@@ -56,7 +58,8 @@ def generate(
     weighted, total = [0.0] * num_layers, 0
     _sync(input_ids.device)
     start = time.perf_counter()
-    with _progress(length, enabled=len(bounds) > 2) as bar:
+    paged = cache if isinstance(cache, AttnsieveCache) else None
+    with _progress(length, enabled=len(bounds) > 2) as bar, _prompt(paged):
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             stats.clear()  # a layer still None after the forward ran this chunk dense
             out = model(
@@ -77,6 +80,18 @@ def generate(
     steps, _, decode_s = decode(model, token, cache, max_new_tokens - 1, eos_ids)
     new_tokens = [int(t) for t in [token, *steps]]
     return new_tokens, ttft, decode_s, [w / total for w in weighted]
+
+
+@contextlib.contextmanager
+def _prompt(cache: AttnsieveCache | None) -> Iterator[None]:
+    """Within the block, ``cache`` takes every update as prompt (a chunk of one token too)."""
+    if cache is not None:
+        cache.prompt = True
+    try:
+        yield
+    finally:
+        if cache is not None:
+            cache.prompt = False
 
 
 @torch.inference_mode()

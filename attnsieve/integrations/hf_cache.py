@@ -125,6 +125,9 @@ class AttnsieveCache(HFCache):
         self.materialize = materialize
         self.cache = cache
         self.on_prefill_end: Callable[[int], None] | None = None
+        # set by a caller while it feeds a prompt in chunks: a chunk of one token is prompt too,
+        # where an update of one token otherwise reads as a decode step (which ends the prompt)
+        self.prompt = False
         self._prefilled: set[int] = set()  # layers whose last call was a prefill
         self.returned: dict[int, Tensor] = {}  # layer -> the keys its last update returned
 
@@ -146,7 +149,7 @@ class AttnsieveCache(HFCache):
                 self.num_layers, b, h, d, page_size=self.page_size, dtype=key_states.dtype,
                 device=key_states.device, kv_dtype=self.kv_dtype,
             )  # fmt: skip
-        prefill = key_states.shape[2] > 1
+        prefill = key_states.shape[2] > 1 or self.prompt
         if not prefill and layer_idx in self._prefilled:
             self._prefilled.discard(layer_idx)
             if self.on_prefill_end is not None:
