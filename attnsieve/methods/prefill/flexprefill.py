@@ -61,8 +61,10 @@ class FlexPrefillPlanner(Planner):
     N != M works. Causal only; one plan per query head. The query-aware selection keeps every block
     tied at the last probability needed (a threshold search, `attnsieve.api.mass_threshold`,
     where the code sorts and keeps an arbitrary subset of ties), and keeps the block that crosses
-    ``gamma``, where the official selection (as ported to sglang; the original repository was not
-    read for this) keeps the blocks whose running sum stays within it: one block more per row.
+    ``gamma``, where the official selection (``score_cover_idx`` over the head's whole flattened
+    map, bytedance/FlexPrefill) keeps the blocks whose running sum stays within it: one block more
+    per head. The first key block and the diagonal are kept beyond the vertical and slash budgets,
+    where the code ranks them first within them: up to one vertical and one slash block more.
 
     Per-head ``gamma``: the paper sets one γ per model. ``gamma`` may be a list, one γ per query
     head, as `attnsieve calibrate` writes it for heads that all chose flexprefill and differ in

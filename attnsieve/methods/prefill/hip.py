@@ -34,6 +34,11 @@ class HiPPlanner(Planner):
     the dot product of the mean-pooled query block with the mean-pooled key block. Each
     iteration scores only 2·k' blocks per query block, so planning stays O(N log N) (no QB × KB
     score map). RoPE-free (the paper's self-extend options are left out); one plan per query head.
+    The official code's defaults (``hip_attention``, DeepAuto-AI/hip-attention v1.0) that are not
+    done here: its first ((log2(T / k / 2)) · k + k) · 3 queries run dense (about 9K of a 32K
+    prompt at k = 512), a 128-token sliding window and sink tokens are added, the search starts
+    from 2k groups of k / 2, representatives are sampled at random, and scores are approximated
+    with SparQ. Our density and recall at one budget therefore differ from the official HiP's.
     """
 
     budget_tokens: int = 512

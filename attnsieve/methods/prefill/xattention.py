@@ -17,7 +17,7 @@ from attnsieve.methods.prefill.masks import window_block_mask
 
 @dataclass
 class XAttentionPlanner(Planner):
-    """XAttention (Xu et al., arXiv 2503.16428), defaults of the official ``xattn_estimate``.
+    """XAttention (Xu et al., arXiv 2503.16428).
 
     Algorithm: cut queries and keys into groups of ``stride`` tokens and score every pair of groups
     by the sum of one antidiagonal of their stride×stride tile; the paper gets all antidiagonals at
@@ -26,8 +26,10 @@ class XAttentionPlanner(Planner):
     row (logits scaled by 1/(sqrt(D)·stride)) and summed per ``block_q`` × ``block_k`` block.
     Each query block then keeps its first key block and its diagonal block(s), and adds the other
     blocks by decreasing score until the kept blocks hold ``threshold`` of the row's total
-    (``find_blocks_chunked``). ``stride`` 8, ``threshold`` 0.9 and 128-token blocks are the
-    defaults of the official estimator.
+    (``find_blocks_chunked``). ``threshold`` 0.9 is the official estimator's default and
+    128-token blocks its prefill's; the estimator has no default stride: the paper runs RULER at
+    both S = 8 and S = 16, the official prefill config (``FastPrefillConfig``) and examples use
+    16. Ours is 8, the finer estimate of the two.
 
     Differences from the paper: the scoring is one fused Triton pass (no materialised strided
     score matrix, no chunking over queries; `attnsieve.kernels.planning`); lengths need not be
