@@ -182,6 +182,20 @@ def test_calibrate_label_channels_finds_the_outlier_channels():
         calibrate_label_channels(q, k, D + 1)
 
 
+def test_label_channels_pair_each_query_with_its_own_key():
+    """The official statistic: mean |q_t,d k_t,d| over tokens, each query with its own token's
+    key. Channel 5's q and k are large on alternate tokens, never together: mean|q| x mean|k|
+    (what was computed) ranked it first, the paired product second."""
+    q, k = torch.ones(1, 2, 40, D) * 0.1, torch.ones(1, 1, 40, D) * 0.1
+    q[..., 0::2, 5], k[..., 1::2, 5] = 10.0, 10.0  # never on one token
+    q[..., 9], k[..., 9] = 1.5, 1.5  # moderate, together: 2.25 a token against channel 5's 1
+    assert calibrate_label_channels(q, k, 1).tolist() == [[9]]
+    # fewer queries than keys: query i is the token of key M - N + i
+    assert calibrate_label_channels(q[:, :, -10:], k, 1).tolist() == [[9]]
+    with pytest.raises(ValueError, match=r"^q_samples, k_samples: expected 1 <= N <= M"):
+        calibrate_label_channels(q, k[:, :, :20], 1)
+
+
 def test_double_sparsity_with_all_channels_reads_the_pages_of_the_exact_top_tokens():
     keys, q = random_case(g=2, seed=3)
     channels = torch.arange(D).expand(2, D)

@@ -206,11 +206,12 @@ def snapkv_reference(view, window, kernel, budget):
                     logits = (k @ q) / math.sqrt(D)
                     logits[pos > qp] = -math.inf
                     votes += logits.softmax(0) / g
-            pooled = F.max_pool1d(votes[None, None], kernel, 1, kernel // 2)[0, 0].tolist()
             own = set(torch.nonzero(pos >= view.query_positions[i, -window]).flatten().tolist())
+            before = votes[: n - len(own)]  # the official code pools [..., :-window] only
+            pooled = F.max_pool1d(before[None, None], kernel, 1, kernel // 2)[0, 0].tolist()
             # pooled score first; its ties (a peak's neighbourhood) broken by the raw vote
-            order = sorted(range(n), key=lambda t: (pooled[t], float(votes[t])), reverse=True)
-            rest = [t for t in order if t not in own]
+            rest = sorted(range(len(pooled)), key=lambda t: (pooled[t], float(votes[t])),
+                          reverse=True)  # fmt: skip
             row.append(own | set(rest[: max(budget - len(own), 0)]))
         out.append(row)
     return out
@@ -281,6 +282,18 @@ def test_pyramid_budgets_decrease_with_depth_and_average_to_the_budget():
     )
 
 
+def test_pyramid_keeps_the_budget_in_every_layer_below_twice_it():
+    """The official code builds the pyramid only for prompts of at least 2c = 2 (budget -
+    window) tokens; below, every layer keeps the budget, as SnapKV (a head of 60 tokens kept 60
+    at layer 0 and 20 at the last, budget 40). The default window is the official runs' 8."""
+    assert PyramidKV().window == 8
+    for layer in (0, 7):
+        view = make_view([[60, 70]], window=8, layer=layer, num_layers=8, seq_len=80)
+        kept = PyramidKV(budget=40, window=8).compress(view)
+        assert kept.count[0, 0] == 40  # 60 < 2 x 32
+        assert (kept.count[0, 1] > 40) == (layer == 0)  # 70 >= 64: the pyramid
+
+
 def test_adakv_gives_concentrated_heads_fewer_tokens():
     """Head 0's queries all point at one key, head 1's attention is uniform: Ada-KV moves budget
     from head 0 to head 1, keeps the layer total and each head's floor; SnapKV splits evenly."""
@@ -297,12 +310,14 @@ def test_adakv_gives_concentrated_heads_fewer_tokens():
     concentrated, diffuse = ada.count[0].tolist()
     assert concentrated < 20 < diffuse
     assert concentrated + diffuse == 40
-    assert concentrated >= math.floor(0.2 * 20)
+    assert concentrated >= 8 + math.floor(0.2 * (20 - 8))  # the window, then 0.2 of the rest
     assert 10 in kept_sets(ada)[0][0]
     assert SnapKV(budget=20, window=8).compress(view).count[0].tolist() == [20, 20]
-    # a 2-query window without pooling: head 0 wants 3 tokens; the safeguard floor gives it 4
+    # a 2-query window without pooling: head 0 wants 3 tokens; the safeguard floor gives it its
+    # window and 0.2 of the rest, 2 + 3 (the authors' floor; kvpress's, 0.2 x 20 = 4, counted
+    # the window in: at budget 20 and window 8 it guaranteed no scored token)
     floor = AdaKV(budget=20, inner=SnapKV(window=2, kernel=1)).compress(view)
-    assert floor.count[0].tolist() == [4, 36]
+    assert floor.count[0].tolist() == [5, 35]
 
 
 def test_adakv_budget_goes_to_the_inner_policy():

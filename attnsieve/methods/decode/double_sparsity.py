@@ -26,20 +26,23 @@ class DoubleSparsity(DecodeSelector):
     """Double Sparsity (Yang et al., arXiv 2408.07092).
 
     Token sparsity from channel sparsity: ``q . k`` is approximated on R label channels (D/8, i.e.
-    16 of 128, in the paper), chosen offline per head as the channels whose ``|q_d k_d|`` is
-    largest (`calibrate_label_channels`); the cache keeps those channels of every key (the label
-    cache, `PageView.labels`). The approximate scores pick each KV head's top ``budget_tokens``
-    tokens. The default ``ratio`` 1/16 is the paper's headline token sparsity.
+    16 of 128, in our reading of the paper), chosen offline per head as the channels whose
+    ``|q_d k_d|`` is largest (`calibrate_label_channels`); the cache keeps those channels of every
+    key (the label cache, `PageView.labels`). The approximate scores pick each KV head's top
+    ``budget_tokens`` tokens. The default ``ratio`` 1/16 is the paper's headline token sparsity.
+    The first ``dense_layers`` (2) layers read every page, as the official evaluation code runs
+    them (``modify_llama.py``). R has no default here; the official scripts use 64 (LongBench) or
+    32 (the README's example) of 128 channels.
 
     Differences from the paper: the cache is paged, so the step reads the pages holding the chosen
     tokens (and the current page): more tokens than the budget, at most ``page_size`` times more.
     GQA: the g query heads' label channels are summed before the product (the scores summed over
-    the group, as in the authors' GQA code). Labels are stored at the cache's precision (the paper
-    quantises them to 4 bits). The first ``dense_layers`` (2) layers read every page: our choice,
-    following Quest; we have not verified the paper's setting. ``channels`` (one list per KV head,
-    from ``attnsieve calibrate --label-channels R``) are handed to the cache when a generation
-    starts under `attnsieve.patch`, which refuses them first where they do not fit the model
-    (`check_layer`: every layer past ``dense_layers`` needs them).
+    the group: one token set per KV head, which the paged cache reads; the authors' code selects
+    tokens per query head). Labels are stored at the cache's precision (the paper quantises them
+    to 4 bits). ``channels`` (one list per KV head, from ``attnsieve calibrate --label-channels
+    R``) are handed to the cache when a generation starts under `attnsieve.patch`, which refuses
+    them first where they do not fit the model (`check_layer`: every layer past ``dense_layers``
+    needs them).
     """
 
     dense_layers: int = 2
@@ -121,18 +124,25 @@ class DoubleSparsity(DecodeSelector):
 
 def calibrate_label_channels(q_samples: Tensor, k_samples: Tensor, r: int) -> Tensor:
     """Offline calibration of the label channels: int64 (H_kv, r), ascending, from sample queries
-    (B, H_q, N, D) and keys (B, H_kv, M, D) of one layer (after RoPE).
+    (B, H_q, N, D) and keys (B, H_kv, M, D) of one layer (after RoPE), N <= M, query i at the
+    token of key M - N + i (bottom-right, as everywhere here).
 
-    A channel's importance is its mean contribution ``|q_d k_d|`` over all (query, key) pairs,
-    mean|q_d| x mean|k_d| exactly, summed over the g query heads of a KV head (the paper's
-    "qk-outlier" channels); each KV head keeps its r most important channels."""
+    A channel's importance is the paper's "qk-outlier" statistic as the official calibration
+    (``offline_calibration.py``, its method 1) computes it: the mean over tokens of
+    ``|q_t,d k_t,d|``, each query with its own token's key. The official code ranks channels per
+    query head; one label cache per KV head here, so the g query heads' importances are summed
+    and each KV head keeps its r most important channels."""
     check_qk(q_samples, k_samples)
-    d = q_samples.shape[-1]
+    d, n, m = q_samples.shape[-1], q_samples.shape[2], k_samples.shape[2]
     check_int("r", r, 1)
     if r > d:
         raise ValueError(f"r: expected at most head_dim={d}, got {r}")
+    if n == 0 or n > m:
+        raise ValueError(
+            f"q_samples, k_samples: expected 1 <= N <= M (each query's own key), got N={n}, M={m}"
+        )
     h = k_samples.shape[1]
-    q_mag = q_samples.float().abs().mean((0, 2)).view(h, -1, d)  # (H_kv, g, D)
-    k_mag = k_samples.float().abs().mean((0, 2))  # (H_kv, D)
-    importance = (q_mag * k_mag[:, None]).sum(1)
+    q = q_samples.float().unflatten(1, (h, -1))  # (B, H_kv, g, N, D)
+    k = k_samples[:, :, m - n :].float()[:, :, None]  # (B, H_kv, 1, N, D): each query's own key
+    importance = (q * k).abs().mean((0, 3)).sum(1)  # (H_kv, D)
     return importance.topk(r, dim=-1).indices.sort(-1).values

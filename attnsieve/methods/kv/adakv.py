@@ -28,8 +28,8 @@ class AdaKV(KVPolicy):
     """Ada-KV (Feng et al., arXiv 2407.11550): head-wise adaptive budgets around a scoring policy.
 
     The ``inner`` policy (SnapKV by default: Ada-SnapKV) scores every entry of every head. Each
-    head first keeps its always-kept entries and its ``alpha_safeguard`` (0.2, the paper's)
-    fraction of the per-head target, the highest-scoring; then the layer's remaining budget (the
+    head first keeps its always-kept entries and ``alpha_safeguard`` (0.2, the paper's) of the
+    rest of its per-head target, the highest-scoring; then the layer's remaining budget (the
     sum of the heads' targets, e.g. budget x H_kv) goes to the highest scores of the whole layer,
     whatever their head. Heads with concentrated attention keep few tokens, heads with diffuse
     attention many: the counts are ragged and the cache frees the difference.
@@ -40,9 +40,16 @@ class AdaKV(KVPolicy):
     per-head targets (per layer, for PyramidKV) are pooled; left unset, the inner policy's own
     apply.
 
-    Differences from the paper: the safeguard floor is counted per head from its target, as in
-    kvpress, and the scores of different heads are compared as the inner policy gives them
-    (SnapKV's are attention masses, comparable across heads).
+    The floor is the authors' (FFY0/AdaKV, ``AdaptiveSnapKVCluster``): the always-kept entries
+    plus ``alpha_safeguard`` of the rest of the head's target, ``int(alpha (B - window))`` scored
+    tokens on top of SnapKV's window. kvpress takes ``alpha`` of the whole target, which the window
+    fills first (at a 128-token budget a head was guaranteed no scored token).
+
+    Differences from the paper: the layer's remaining budget goes to the highest scores of the
+    layer once the floors are kept (as kvpress allocates it; the authors' code gives each head
+    ``(1 - alpha)`` of its share of a layer-wide top-k on top of its floor, a rounding apart), and
+    the scores of different heads are compared as the inner policy gives them (SnapKV's are
+    attention masses, comparable across heads).
     """
 
     inner: ScoredPolicy | str | dict[str, Any] = field(default_factory=SnapKV)
@@ -77,9 +84,11 @@ class AdaKV(KVPolicy):
         check_index("total", total, (view.lengths.shape[0],), torch.int64, view.keys.device)
         target = self.inner.targets(view)  # (B, H)
         valid = valid_entries(view)
-        key = rank_key(self.inner.score(view), self.inner.always_kept(view, target), valid)
+        forced = self.inner.always_kept(view, target) & valid
+        key = rank_key(self.inner.score(view), forced, valid)
         b, h, n = key.shape
-        floor = torch.floor(self.alpha_safeguard * target).long()
+        always = forced.sum(-1).minimum(target)
+        floor = always + torch.floor(self.alpha_safeguard * (target - always)).long()
         safe = top_mask(key, floor, n)  # the floor: each head's best (always-kept first)
         key = torch.where(safe, key + 2 * FORCED, key)  # ranked above every other entry
         layer = top_mask(key.view(b, h * n), total, h * n).view(b, h, n)

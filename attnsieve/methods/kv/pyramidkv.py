@@ -16,24 +16,25 @@ from attnsieve.methods.kv.snapkv import snapkv_score
 
 @dataclass
 class PyramidKV(ScoredPolicy):
-    """PyramidKV (Cai et al., arXiv 2406.02069), budgets of the official code.
+    """PyramidKV (Cai et al., arXiv 2406.02069), budgets of the official code (KVCache-Factory).
 
-    Tokens are scored as SnapKV does (observation ``window`` 32, max pooling ``kernel`` 7) and the
-    window's own tokens are kept; the budget of the other tokens decreases arithmetically with the
-    layer, from ``max`` at layer 0 to ``min`` at the last layer, so that its mean over the layers
-    is the given budget ``c = budget - window``: ``min = c / beta`` (``beta`` 20) and
-    ``max = 2c - min``. If ``max`` exceeds the tokens outside the window, it is clamped there and
-    ``min`` raised to keep the mean, as in the code. A budget at most the window, or a model of
-    one layer, falls back to SnapKV.
+    Tokens are scored as SnapKV does (observation ``window`` 8, the official LongBench runs',
+    max pooling ``kernel`` 7) and the window's own tokens are kept; the budget of the other tokens
+    decreases arithmetically with the layer, from ``max`` at layer 0 to ``min`` at the last layer,
+    so that its mean over the layers is the given budget ``c = budget - window``: ``min = c /
+    beta`` (``beta`` 20) and ``max = 2c - min``. If ``max`` exceeds the tokens outside the window,
+    it is clamped there and ``min`` raised to keep the mean, as in the code; and as in the code, a
+    prompt shorter than ``2c`` tokens keeps ``budget`` in every layer (SnapKV), as does a budget at
+    most the window or a model of one layer.
 
-    Differences from the paper: the schedule is computed per head from that head's length (heads
+    Differences from the code: the schedule is computed per head from that head's length (heads
     are ragged here), so a head shorter than its layer budget keeps everything and the mean over
-    layers is then below the budget. GQA query heads are averaged, as in `SnapKV`. ``window`` and
-    ``kernel`` are SnapKV's defaults here; PyramidKV's own scripts may use other values
-    (unverified).
+    layers is then below the budget. Steps between layers are not rounded down to whole tokens
+    (the code's integer steps end a few tokens higher at the last layer). GQA query heads are
+    averaged, as in `SnapKV`.
     """
 
-    window: int = 32
+    window: int = 8
     kernel: int = 7
     beta: float = 20.0
 
@@ -58,7 +59,8 @@ class PyramidKV(ScoredPolicy):
         lo = 2 * c - hi
         step = (hi - lo) / (view.num_layers - 1)
         layer = self.window + hi - view.layer * step
-        layer = torch.where(c > 0, layer, mean)  # budget within the window: SnapKV
+        # a budget within the window, or a prompt shorter than 2c (the code's test): SnapKV
+        layer = torch.where((c > 0) & (lengths >= 2 * c), layer, mean)
         return torch.floor(layer + 0.5).long().clamp(min=0).minimum(view.lengths.long())
 
     def max_keep(self, max_len: int) -> int:

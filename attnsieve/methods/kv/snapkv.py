@@ -17,16 +17,18 @@ class SnapKV(ScoredPolicy):
     """SnapKV (Li et al., NeurIPS 2024, arXiv 2404.14469).
 
     The last ``window`` queries (the observation window, 32 in the paper) attend causally to all
-    cached keys; per KV head, their attention is summed over the window, smoothed by a 1-D max
-    pooling of width ``kernel`` (7, the paper's "clustering" step), and the top entries are kept,
-    together with the window's own tokens. The budget counts the window's tokens, as the code's
-    ``max_capacity_prompt`` does; its default, 2048, is the code's.
+    cached keys; per KV head, their attention is summed over the window, smoothed over the
+    entries before the window by a 1-D max pooling of width ``kernel`` (7, the paper's
+    "clustering" step), and the top entries are kept, together with the window's own tokens. The
+    budget counts the window's tokens, as the code's ``max_capacity_prompt`` does; its default,
+    2048, is the code's.
 
     Differences from the paper: GQA heads are averaged: the attention of the g query heads of a
     KV head is meaned before the sum over the window (the reference code repeats K/V per query
-    head instead). Max pooling of width 7: the reference code defaults to average pooling of
-    width 5 (``pooling='avgpool'``, ``kernel_size=5``) and we have not confirmed which setting
-    the paper's experiments used. The selection is ragged-safe: heads shorter than their target keep
+    head instead; the authors' Ada-KV code averages as we do). Max pooling of width 7 with a
+    32-token window, as the repository's LongBench configs
+    (``ablation_c*_w32_k7_maxpool.json``) run it; its function defaults are average pooling of
+    width 5. The selection is ragged-safe: heads shorter than their target keep
     everything, and padding is never kept. If the target is below the window, the most recent
     window tokens are kept. Ties of the pooled score go to the higher raw vote, so that a peak is
     never dropped for one of its neighbours (which pooling gives the same score).
@@ -52,8 +54,11 @@ class SnapKV(ScoredPolicy):
 
 
 def snapkv_score(view: KVView, window: int, kernel: int) -> Tensor:
-    """float64 (B, H_kv, L): window attention summed over the window, max-pooled over entries;
-    ties of the pooled score (a peak and its neighbours) go to the higher raw vote."""
+    """float64 (B, H_kv, L): window attention summed over the window, max-pooled over the entries
+    before the window (the official code pools ``[..., :-window]``: the window's own large votes
+    would spill onto the kernel // 2 entries before it); ties of the pooled score (a peak and its
+    neighbours) go to the higher raw vote. The window's own entries, always kept, score anything."""
     votes = window_attention(view, window).sum(2).double()
+    votes = votes.masked_fill(window_tokens(view, window), 0.0)  # votes >= 0: a max ignores a 0
     pooled = F.max_pool1d(votes, kernel, stride=1, padding=kernel // 2)
     return pooled + votes * 2.0**-20  # votes <= W * g: a tie-break far below any real gap
