@@ -541,3 +541,16 @@ def test_remove_restores_a_generate_of_the_users(config):
     with patch(model, config):
         pass
     assert "generate" not in model.__dict__
+
+
+def test_a_removed_handle_cannot_be_entered_again():
+    """A second ``with handle:`` after the first block ran the model unpatched, silently."""
+    model = build("llama")
+    handle = patch(model, SPARSE)
+    with handle:
+        pass
+    with (
+        pytest.raises(ValueError, match="^handle: already removed; patch the model again"),
+        handle,
+    ):
+        pass

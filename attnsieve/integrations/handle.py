@@ -202,6 +202,8 @@ class PatchHandle:
             self.model.generate = self.own_generate
 
     def __enter__(self) -> PatchStats:
+        if self.removed:  # the model runs unpatched: a block under this handle would not say so
+            raise ValueError("handle: already removed; patch the model again")
         return self.stats
 
     def __exit__(self, *exc: object) -> None:
