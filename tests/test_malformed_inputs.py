@@ -631,6 +631,14 @@ CONFIG = [
     ("config-page-size", lambda: AttentionConfig(page_size=12), ValueError, r"^page_size: "),
     ("config-backend", lambda: AttentionConfig(backend="cuda"), ValueError, r"^backend: "),
     (
+        "config-tidaldecode-beside-a-kv-policy",
+        lambda: AttentionConfig(
+            decode="tidaldecode", layers={3: {"kv": {"method": "snapkv", "budget": 64}}}
+        ),
+        ValueError,
+        r"^decode, kv: TidalDecode reuses one layer's token indices",
+    ),
+    (
         "config-layers-list",
         lambda: AttentionConfig(layers=[{}]),
         TypeError,

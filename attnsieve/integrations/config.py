@@ -112,6 +112,14 @@ class AttentionConfig:
             self._built[layer] = {
                 role: _build(role, entry, f"{where}[{role!r}]") for role, entry in override.items()
             }
+        built = [self._default, *self._built.values()]
+        tidal = any(getattr(b.get("decode"), "name", None) == "tidaldecode" for b in built)
+        if tidal and any(b.get("kv") is not None for b in built):
+            raise ValueError(
+                "decode, kv: TidalDecode reuses one layer's token indices in the layers after it, "
+                "which a KV policy's per-layer eviction makes name other tokens; pair a KV policy "
+                "with quest or double_sparsity"
+            )
 
     # ---- the built methods -------------------------------------------------------------------
     def planner(self, layer: int) -> Planner | None:

@@ -41,7 +41,8 @@ class TidalDecode(DecodeSelector):
     highest attention summed over its g query heads (softmax probabilities, so each head weighs
     equally). Token indices are reused across layers as logical cache indices: correct for an
     uncompressed cache, where index = position in every layer; after a KV policy has evicted
-    tokens differently per layer the reused indices no longer name the same tokens. The default
+    tokens differently per layer the reused indices no longer name the same tokens, so
+    `AttentionConfig` refuses TidalDecode beside a KV policy. The default
     budget 4096 is the largest the paper evaluates, not a single documented default. The paper's
     KV-cache correction (re-filling tokens decoded sparsely) is not done. A step's first layer
     past ``select_layer`` that finds no selection of this step selects itself: the integration
