@@ -93,3 +93,30 @@ def test_line_plots_never_repeat_a_colour_and_style(monkeypatch, tmp_path):
         assert save_line_plots(tmp_path / f"{count}.png", [panel], "t").exists()
         assert len(set(drawn)) == count
     assert lines == [(3.0, "copy")] * 3
+
+
+def test_a_median_takes_at_least_five_calls(monkeypatch):
+    """do_bench times max(1, rep / estimate) calls: a 250 ms kernel at rep 200 ms was one call,
+    reported as a median. The rep handed to it now covers five calls at least."""
+    import triton.testing
+
+    from attnsieve.bench import common
+
+    reps = []
+    monkeypatch.setattr(common, "_call_ms", lambda fn: 250.0)
+    monkeypatch.setattr(
+        triton.testing, "do_bench", lambda fn, warmup, rep, return_mode: reps.append(rep) or 1.0
+    )
+    assert common.median_ms(lambda: None, rep_ms=200) == 1.0
+    assert reps[-1] >= common.MIN_CALLS * 250
+    monkeypatch.setattr(common, "_call_ms", lambda fn: 0.01)
+    common.median_ms(lambda: None, rep_ms=200)
+    assert reps[-1] == 200  # short calls: the time budget rules
+
+
+def test_ints_keep_one_of_each_value():
+    """bench kernels' and bench decode's speed-ups key rows on the length (and batch): a length
+    given twice took the last row's baseline for both."""
+    from attnsieve.bench.common import ints
+
+    assert ints("4096,1024,4096") == [4096, 1024]

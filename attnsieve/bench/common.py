@@ -23,12 +23,29 @@ def require_cuda() -> torch.device:
     return torch.device("cuda")
 
 
+MIN_CALLS = 5  # timed calls a median is taken over, however long a call
+
+
 def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
     """Median wall time of eager calls of ``fn`` in ms, from CUDA events
-    (triton.testing.do_bench, which flushes L2 before each call by zeroing a 256 MB buffer)."""
+    (triton.testing.do_bench, which flushes L2 before each call by zeroing a 256 MB buffer), over
+    ``rep_ms`` of calls and at least `MIN_CALLS` of them: do_bench alone times max(1, rep_ms /
+    estimate) calls, one call of a 250 ms kernel at the default 200 ms."""
     import triton.testing
 
-    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    rep = max(rep_ms, 1.2 * MIN_CALLS * _call_ms(fn))  # do_bench's own estimate can run shorter
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep, return_mode="median"))
+
+
+def _call_ms(fn: Callable[[], object]) -> float:
+    """One call of ``fn`` after a first (compile, autotune), in ms, from CUDA events."""
+    fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
 
 
 def ints(text: str) -> list[int]:
@@ -39,7 +56,7 @@ def ints(text: str) -> list[int]:
         values = []
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints >= 1, got {text!r}")
-    return values
+    return list(dict.fromkeys(values))  # a length given twice is one row (speed-ups key on it)
 
 
 def ints_in(low: int, high: int | None, pow2: bool = False) -> Callable[[str], int]:
