@@ -228,6 +228,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"check (full-budget layout vs sdpa, {CHECK_LENGTH} tokens): rel err {check['rel_err']:.2e}"
         f", {check['dense_fallback_layers']} layers ran dense"
+        + (", from a CUDA-graph replay" if check["graph_replay"] else "")
     )
     rows = []
     for length in lengths:

@@ -98,21 +98,27 @@ def correctness_check(model: Any, device: torch.device) -> dict[str, Any]:
     layout flagged dense, so SDPA dispatch is bypassed) must give SDPA's last-position logits.
 
     The cost model is off: it would send every layer of this full-density layout to SDPA, and the
-    check would compare SDPA with itself. A layer that still ran dense fails the check."""
+    check would compare SDPA with itself. A layer that still ran dense fails the check. On CUDA
+    the plans run from CUDA graphs, as in the timed runs: the checked forward is the third, a
+    replay (the second captures), and a check without a replay fails."""
     ids = torch.randint(0, model.config.vocab_size, (1, CHECK_LENGTH), device=device)
     full = AttentionConfig(
         prefill={"method": "streaming", "sink_tokens": 0, "window_tokens": CHECK_LENGTH},
         min_prefill_length=1,
     )
     _, reference, _ = time_prefill(model, ids, 1)
-    with patch(model, full, cost=None) as stats:
-        _, logits, _ = time_prefill(model, ids, 1)
+    graphs = device.type == "cuda"
+    handle = patch(model, full, cost=None, graphs=graphs)
+    with handle as stats:
+        _, logits, _ = time_prefill(model, ids, 2)
         dense_layers = sum(f is not None for f in stats.fallback_per_layer)
+        replayed = graphs and handle.graphs.captured > 0
     err = rel_err(logits, reference)
     return {
         "length": CHECK_LENGTH,
         "rel_err": err,
         "tolerance": CHECK_REL_ERR,
         "dense_fallback_layers": dense_layers,
-        "passed": err < CHECK_REL_ERR and dense_layers == 0,
+        "graph_replay": replayed,
+        "passed": err < CHECK_REL_ERR and dense_layers == 0 and replayed == graphs,
     }
