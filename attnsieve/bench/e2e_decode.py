@@ -12,9 +12,11 @@ capture; 0 where the steps run eagerly), and ``kv_pool_mib``, the page pools all
 reserved and free pages alike (`Cache.reserved_bytes`: the device memory the cache takes; None off
 the paged cache), with tokens/s relative to the dense config
 (the first one without a KV policy, decode selector or FP8 cache) and to stock transformers
-("sdpa": DynamicCache, SDPA attention, no patch) at the same length and batch. The configs are
-`attnsieve eval`'s: every combination of --methods, --kv at --kv-ratio, --decode at
---decode-ratio and --precision (`attnsieve.eval.sweep_args.method_configs`). With a KV policy the
+("sdpa": DynamicCache, SDPA attention, no patch, eager steps) at the same length and batch:
+``vs_sdpa`` of a row whose steps replay a CUDA graph is mostly the host time a graph saves, not
+attention; ``vs_dense`` compares like with like. Each cell is one timed window of N steps.
+The configs are `attnsieve eval`'s: every combination of --methods, --kv at --kv-ratio, --decode
+at --decode-ratio and --precision (`attnsieve.eval.sweep_args.method_configs`). With a KV policy the
 prompt is compressed once after the prefill; the timed steps include any periodic compression and
 each step's page selection. On attnsieve's paged cache (every config with --paged-cache) on CUDA
 the warm-up captures a CUDA graph of the decode step and the timed steps replay it (unless
