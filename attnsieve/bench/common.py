@@ -143,15 +143,20 @@ def attention_tflops(ms: float, batch: int, heads: int, head_dim: int, pairs: fl
 
 
 def sampled_blocks(layout: Layout, blocks: int) -> list[tuple[int, int, Layout]]:
-    """Up to ``blocks`` query blocks of a causal ``layout``, spread evenly over its sequence, each
-    as (first row, end row, the layout of that block alone).
+    """Up to ``blocks`` query blocks of a causal ``layout``, the middle blocks of ``blocks`` equal
+    parts of its sequence (every block where ``blocks`` covers them), each as (first row, end
+    row, the layout of that block alone). Evenly spaced from block 0, as before the twenty-eighth
+    session, the first block (recall about 1 under every planner: its keys are its sink and
+    diagonal) weighed 1 / ``blocks`` instead of 1 / QB and biased recall upwards.
 
     Query rows [r0, r1) with the keys up to the last one's position (M - N + r1) are a smaller
     bottom-right aligned causal problem: an exact reference of the block sees (block_q × M)
     scores per head, not (N × M). Blocks whose rows see no key are left out.
     """
     n, m, bq, bk = layout.num_queries, layout.num_keys, layout.block_q, layout.block_k
-    picked = torch.linspace(0, layout.num_q_blocks - 1, blocks).round().long().unique().tolist()
+    total = layout.num_q_blocks
+    picked = ((torch.arange(blocks) + 0.5) * total / blocks).long().clamp(max=total - 1)
+    picked = picked.unique().tolist()
     block_mask = layout.block_mask()
     out = []
     for qb in picked:
