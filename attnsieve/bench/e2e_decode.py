@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from attnsieve.bench.common import environment, format_table, save_line_plots, write_json
+from attnsieve.bench.common import environment, format_table, ints, save_line_plots, write_json
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.decode_graphs import graph_handle
 from attnsieve.integrations.generate import decode, dense_cache_bytes
@@ -72,13 +72,10 @@ def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, Attention
 
     if args.decode_steps < 1:
         raise ValueError(f"--decode-steps: expected >= 1, got {args.decode_steps}")
-    try:
-        batches = [int(b) for b in args.batch.split(",") if b.strip()]
-    except ValueError:
-        batches = []
-    if not batches or min(batches) < 1:
-        raise ValueError(f"--batch: expected comma-separated ints >= 1, got {args.batch!r}")
-    batches = list(dict.fromkeys(batches))  # a batch given twice would be its own baseline
+    try:  # a batch given twice is one (it would be its own baseline)
+        batches = ints(args.batch)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"--batch: {e}") from None
     if args.config is not None:
         raise ValueError("--config: not used with --decode-steps; give JSON files to --methods")
     if args.no_cost:  # the prefill is not timed; its layers plan as `attnsieve.patch` does

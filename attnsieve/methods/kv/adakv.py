@@ -15,6 +15,7 @@ from attnsieve.methods.kv.base import (
     KVPolicy,
     KVView,
     ScoredPolicy,
+    check_view,
     pack,
     rank_key,
     top_mask,
@@ -79,8 +80,7 @@ class AdaKV(KVPolicy):
         first. `compress` passes the sum of the heads' targets; a periodic pass over heads that an
         earlier pass left ragged passes the layer budget instead (a short head's target, its own
         length, would shrink the layer's total: `attnsieve.integrations.paged`)."""
-        if not isinstance(view, KVView):
-            raise TypeError(f"view: expected a KVView, got {type(view).__name__}")
+        check_view(view)
         check_index("total", total, (view.lengths.shape[0],), torch.int64, view.keys.device)
         target = self.inner.targets(view)  # (B, H)
         valid = valid_entries(view)

@@ -70,8 +70,7 @@ class KVPolicy:
     def compress(self, view: KVView) -> Kept:
         """The tokens each KV head of ``view``'s layer keeps (`choose`, on a layer that holds
         something: most policies' scores are undefined over no entry)."""
-        if not isinstance(view, KVView):
-            raise TypeError(f"view: expected a KVView, got {type(view).__name__}")
+        check_view(view)
         if view.keys.shape[2] == 0:
             return pack(torch.zeros_like(view.positions, dtype=torch.bool), 0)
         return self.choose(view)
@@ -102,6 +101,12 @@ class ScoredPolicy(KVPolicy):
         ones, then its highest-scoring ones."""
         key = rank_key(self.score(view), self.always_kept(view, target), valid_entries(view))
         return pack(top_mask(key, target, width), width)
+
+
+def check_view(view: object) -> None:
+    """A TypeError naming ``view`` unless it is a `KVView` (whose fields check themselves)."""
+    if not isinstance(view, KVView):
+        raise TypeError(f"view: expected a KVView, got {type(view).__name__}")
 
 
 def valid_entries(view: KVView) -> Tensor:
