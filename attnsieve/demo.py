@@ -147,7 +147,7 @@ def _run(
             q, k, scale = captured[layer]
             lse = dense_attention(q, k, k, scale=scale)[1]  # values do not change the lse
             for name, config in configs.items():
-                layout = config.planner(layer).plan(q, k, causal=True)
+                layout = config.planner(layer).plan(q, k, causal=True, scale=scale)
                 if layer in recall_layers:
                     kept = attention_recall(q, k, layout, scale=scale, dense_lse=lse)
                     recall[name].append(float(kept.mean()))

@@ -12,9 +12,9 @@ import argparse
 
 import torch
 
-from attnsieve.eval.harness import answer_budget, split_question
+from attnsieve.eval.harness import split_question
 from attnsieve.eval.models import load_model
-from attnsieve.eval.tasks import make_samples
+from attnsieve.eval.tasks import answer_budget, make_samples
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.generate import eos_token_ids, generate
 
@@ -58,7 +58,7 @@ def main() -> None:
                 for protocol in scores:
                     split = context if protocol == "question after" else ids.shape[1]
                     tokens, *_ = generate(
-                        model, ids, answer_budget(tok, s), ids.shape[1], eos, handle.stats,
+                        model, ids, answer_budget(tok, s.target), ids.shape[1], eos, handle.stats,
                         handle.new_cache(), split, handle.compress,
                     )  # fmt: skip
                     text = tok.decode([t for t in tokens if t not in eos], skip_special_tokens=True)

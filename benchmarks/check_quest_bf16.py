@@ -49,7 +49,7 @@ def main() -> None:
     model, tokenizer, _ = load_model("smollm2", device="cpu", dtype="auto")
     moved = total = 0
     for task in ("niah_single", "passkey"):
-        text = make_samples(task, tokenizer, args.length, 1, 0)[0].prompt
+        text = make_samples(task, tokenizer, args.length, 1, 0, answer_room=False)[0].prompt
         ids = torch.tensor([list(tokenizer.encode(text))])[:, : args.length]
         for q, k in capture_qk(model, ids).values():
             exact, rounded = picks(q[:, :, -1], k, args.ratio)

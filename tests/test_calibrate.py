@@ -307,6 +307,32 @@ def test_capture_qk_from_a_transformers_model():
     assert set(calibrate(captured, 0.9, [("dense", BLOCKS)])["layers"]) == {"0", "5"}
 
 
+def test_capture_qk_rescales_queries_of_a_model_scale_to_1_over_sqrt_d():
+    """Gemma 3 scales by query_pre_attn_scalar^-0.5, not head_dim^-0.5: recall and the planners
+    here assume the latter, so q comes at it."""
+    from attnsieve.integrations.transformers import observe_attention
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Gemma3TextConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=64,
+        layer_types=["full_attention"],
+    )  # fmt: skip
+    model = transformers.Gemma3ForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    ids = torch.randint(0, 64, (1, 40))
+    seen = {}
+
+    def keep(module, query, key, value, scaling):
+        seen.update(q=query, k=key, scale=scaling)
+
+    with observe_attention(model, keep), torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    assert seen["scale"] == 64**-0.5
+    q, k = capture_qk(model, ids)[0]
+    torch.testing.assert_close(q, seen["q"] * (16 / 64) ** 0.5)
+    torch.testing.assert_close(k, seen["k"])
+
+
 @pytest.mark.parametrize(
     "kwargs,error,field",
     [

@@ -13,6 +13,8 @@ pytest.importorskip("matplotlib")
 
 import attnsieve.eval.probe as probe  # noqa: E402
 from attnsieve.eval import harness, model_fidelity, sweep_args  # noqa: E402
+from attnsieve.eval.probe.tokenizer import ByteTokenizer  # noqa: E402
+from attnsieve.eval.tasks import answer_budget, make_samples  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64, "block_k": 64}}
@@ -46,7 +48,7 @@ def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch, capsy
     generate = harness.generate
 
     def counting(*args, **kwargs):
-        calls.append(args[2])
+        calls.append((len(args[2].encode()), args[3]))  # (prompt: bytes are tokens, new tokens)
         return generate(*args, **kwargs)
 
     monkeypatch.setattr(harness, "generate", counting)
@@ -86,6 +88,8 @@ def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch, capsy
     args.tasks = "niah_single,passkey,variable_tracking"
     assert harness.main(args) == 0
     assert len(calls) == 2 * 3
+    # the answer fits in the length (variable_tracking's prompt of 512 tokens would leave no room)
+    assert all(prompt + new <= 512 for prompt, new in calls)
     assert (tmp_path / "cells.jsonl").read_text().splitlines()[:4] == lines
     assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 6
 
@@ -126,6 +130,15 @@ def test_fidelity_mode(tiny_probe_dir, tmp_path):
     assert not (tmp_path / "results.json").exists()
     assert dense["logit_rel_err"] < 1e-4 and dense["top1_agrees"]  # patched dense = stock model
     assert streaming["logit_rel_err"] > dense["logit_rel_err"]
+
+
+def test_fidelity_prompt_takes_the_whole_length(tiny_probe_dir, tmp_path):
+    """--fidelity generates nothing: no answer room is kept (seed 1's prompt would lose a unit)."""
+    (full,) = make_samples("niah_single", ByteTokenizer(), 512, 1, seed=1, answer_room=False)
+    assert full.num_tokens + answer_budget(ByteTokenizer(), full.target) > 512
+    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity", "--seed", "1")) == 0
+    result = json.loads((tmp_path / "fidelity.json").read_text())
+    assert result["length"] == 512 and result["num_tokens"] == full.num_tokens
 
 
 def test_fidelity_as_patched_counts_cost_dense_layers(tiny_probe_dir, tmp_path, monkeypatch):

@@ -5,8 +5,9 @@ from collections import Counter
 
 import pytest
 
+from attnsieve.eval import tasks
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
-from attnsieve.eval.tasks import TASKS, LengthTooShortError, encode, make_samples
+from attnsieve.eval.tasks import TASKS, LengthTooShortError, answer_budget, encode, make_samples
 
 BYTES = ByteTokenizer()
 NEEDLE_TASKS = [name for name, spec in TASKS.items() if spec.uses_depth]
@@ -48,9 +49,72 @@ def test_length_within_tolerance_for_both_tokenizers(task, length, bpe):
     for tokenizer in (BYTES, bpe):
         for s in make_samples(task, tokenizer, length, 2, seed=0):
             assert s.num_tokens == len(encode(tokenizer, s.prompt))
-            # below by less than one filler unit (a sentence, or one word with its repeats)
-            assert length - 100 <= s.num_tokens <= length, (task, type(tokenizer), s.num_tokens)
+            # the answer's room is kept; below it by less than one filler unit (a sentence, or one
+            # word with its repeats)
+            room = length - answer_budget(tokenizer, s.target)
+            assert room - 100 <= s.num_tokens <= room, (task, type(tokenizer), s.num_tokens)
             assert s.length == length
+
+
+def _fitted_builders(monkeypatch) -> list:
+    """The (builder, k) of every prompt make_samples fits from now on; k: its filler units."""
+    fitted, fit = [], tasks._fit
+
+    def spy(build, *args):
+        units = {}
+
+        def traced(k):
+            draft = build(k)
+            units[draft.prompt] = k
+            return draft
+
+        draft, num_tokens = fit(traced, *args)
+        fitted.append((build, units[draft.prompt]))
+        return draft, num_tokens
+
+    monkeypatch.setattr(tasks, "_fit", spy)
+    return fitted
+
+
+def _size(tokenizer, draft, answer_room: bool) -> int:
+    room = answer_budget(tokenizer, draft.target) if answer_room else 0
+    return len(encode(tokenizer, draft.prompt)) + room
+
+
+# cwe's target (its words in order of first appearance) changes with the filler units
+@pytest.mark.parametrize("task", ["niah_multivalue", "variable_tracking", "common_words"])
+@pytest.mark.parametrize("tokenizer_name", ["bytes", "bpe"])
+@pytest.mark.parametrize("answer_room", [True, False])
+def test_prompt_is_the_largest_that_leaves_the_answer_room(
+    task, tokenizer_name, answer_room, request, monkeypatch
+):
+    tokenizer = BYTES if tokenizer_name == "bytes" else request.getfixturevalue("bpe")
+    length = 2048
+    fitted = _fitted_builders(monkeypatch)
+    samples = make_samples(task, tokenizer, length, 3, seed=5, answer_room=answer_room)
+    assert len(fitted) == len(samples)
+    for s, (build, k) in zip(samples, fitted, strict=True):
+        assert build(k).prompt == s.prompt and s.num_tokens == len(encode(tokenizer, s.prompt))
+        fits, next_unit = _size(tokenizer, build(k), answer_room), build(k + 1)
+        assert fits <= length < _size(tokenizer, next_unit, answer_room), (task, k)
+        assert s.length == length
+
+
+def test_a_length_that_holds_the_prompt_but_not_its_answer_is_too_short():
+    # passkey's shortest prompt has one size in bytes whatever the seed: a 5-digit key
+    with pytest.raises(LengthTooShortError) as short:
+        make_samples("passkey", BYTES, 1, 1, seed=0, answer_room=False)
+    shortest = int(re.search(r"has (\d+) tokens", str(short.value)).group(1))
+    budget = answer_budget(BYTES, " 12345.")
+    length = shortest + budget - 1
+    (s,) = make_samples("passkey", BYTES, length, 1, seed=0, answer_room=False)
+    assert s.num_tokens == shortest and answer_budget(BYTES, s.target) == budget
+    with pytest.raises(LengthTooShortError) as short:
+        make_samples("passkey", BYTES, length, 1, seed=0)
+    assert str(short.value) == (
+        f"length={length} is too short for task 'passkey': its shortest prompt has {shortest} "
+        f"tokens, and {budget} more are kept for its answer"
+    )
 
 
 @pytest.mark.parametrize("task", NEEDLE_TASKS)

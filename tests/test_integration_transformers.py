@@ -401,6 +401,28 @@ def test_register_attn_implementation_uses_default_config():
         hf.set_default_config(PAGED)
 
 
+def test_planners_plan_at_the_model_s_softmax_scale(monkeypatch):
+    """Gemma's query_pre_attn_scalar (here 64, head_dim 16) sets the scale the planner estimates
+    attention at, as the kernel computes it."""
+    from attnsieve.methods.prefill.base import Planner
+
+    model = build("gemma3")
+    model.config.query_pre_attn_scalar = 64
+    for layer in model.model.layers:
+        layer.self_attn.scaling = 64**-0.5
+    scales = []
+    plan = Planner.plan
+
+    def spy(self, q, k, *, causal=True, scale=None):
+        scales.append(scale)
+        return plan(self, q, k, causal=causal, scale=scale)
+
+    monkeypatch.setattr(Planner, "plan", spy)
+    with patch(model, SPARSE), torch.no_grad():
+        model(input_ids=prompt())
+    assert scales == [64**-0.5]  # the full-attention layer (the sliding one falls back)
+
+
 def test_per_layer_and_per_head_configs(tmp_path):
     model = build("llama")
     heads = [{"method": "dense", **BLOCKS}] * 2 + [

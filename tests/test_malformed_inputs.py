@@ -699,6 +699,32 @@ CONFIG = [
         r"^kv: per-head lists",
     ),
     (
+        "config-int8-fp8-key-blocks",
+        lambda: AttentionConfig(
+            prefill={"method": "streaming", "block_q": 16, "block_k": 16}, precision="int8-fp8"
+        ),
+        ValueError,
+        r"^prefill: precision 'int8-fp8' takes key blocks of 32 to 128 tokens, but streaming "
+        r"plans blocks of 16",
+    ),
+    (
+        "config-int8-fp8-key-blocks-per-head",
+        lambda: AttentionConfig(
+            layers={1: {"prefill": ["dense", {"method": "block_topk", "block_k": 16}]}},
+            precision="int8-fp8",
+        ),
+        ValueError,
+        r"^layers\[1\]\['prefill'\]: precision 'int8-fp8' .* block_topk plans blocks of 16",
+    ),
+    (
+        "config-int8-fp8-key-blocks-override",
+        lambda: AttentionConfig(prefill={"method": "streaming", "block_k": 16}).override(
+            precision="int8-fp8"
+        ),
+        ValueError,
+        r"^prefill: precision 'int8-fp8' takes key blocks",
+    ),
+    (
         "from-json-type",
         lambda: AttentionConfig.from_json(3),
         TypeError,

@@ -277,3 +277,24 @@ def test_flexprefill_is_causal_only():
     q, k = qk(1, 2, 1, 300, 300)
     with pytest.raises(ValueError, match="causal"):
         get_planner("flexprefill", block_q=16, block_k=16, min_budget=0).plan(q, k, causal=False)
+
+
+@pytest.mark.parametrize("name", ["flexprefill", "xattention"])  # hip ranks: scale-free
+def test_plan_at_a_softmax_scale_is_the_plan_of_rescaled_queries(name):
+    """Granite's and Gemma's scales are not 1/sqrt(D): a planner estimates attention at the
+    model's scale, not at the default one."""
+    q, k = qk(1, 4, 2, 300, 300, seed=5)
+    planner = get_planner(name, **dict(SPARSE)[name])
+    scale = 0.2 / math.sqrt(q.shape[-1])
+    at_scale = planner.plan(q, k, scale=scale).to_dense_mask()
+    assert torch.equal(at_scale, planner.plan(q * 0.2, k).to_dense_mask())
+    assert not torch.equal(at_scale, planner.plan(q, k).to_dense_mask())
+    assert torch.equal(planner.plan(q, k, scale=q.shape[-1] ** -0.5).to_dense_mask(),
+                       planner.plan(q, k).to_dense_mask())  # fmt: skip
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), "0.1"])
+def test_plan_refuses_a_bad_scale(scale):
+    q, k = qk(1, 2, 1, 64, 64)
+    with pytest.raises((ValueError, TypeError), match="^scale: "):
+        get_planner("flexprefill").plan(q, k, scale=scale)

@@ -55,7 +55,8 @@ def test_patched_forward_close_to_dense(smollm2):
     from attnsieve.integrations import AttentionConfig, patch
 
     model, tokenizer, _ = smollm2
-    prompt = make_samples("niah_single", tokenizer, 600, 1, seed=0)[0].prompt
+    # a prefill only: the prompt takes the whole length
+    prompt = make_samples("niah_single", tokenizer, 600, 1, seed=0, answer_room=False)[0].prompt
     ids = torch.tensor([encode(tokenizer, prompt)])
     streaming = {"method": "streaming", "window_tokens": 256}  # 128-token blocks
     config = AttentionConfig(prefill=streaming, min_prefill_length=256)

@@ -383,12 +383,14 @@ def build_model(layers: int, device: torch.device) -> Any:
 
 def _prompt(tokenizer: Any, model: Any, length: int, seed: int, device: torch.device) -> Tensor:
     """Random tokens for the random model; a needle-in-a-haystack text for a real one, so that
-    adaptive planners see the attention of real text (at most ``length`` tokens)."""
+    adaptive planners see the attention of real text (at most ``length`` tokens, no room kept for
+    an answer: time to first token generates none, and `--decode-steps` times its steps after
+    the whole length)."""
     if tokenizer is None:
         return torch.randint(0, model.config.vocab_size, (1, length), device=device)
     from attnsieve.eval.tasks import encode, make_samples
 
-    sample = make_samples("niah_single", tokenizer, length, 1, seed)[0]
+    sample = make_samples("niah_single", tokenizer, length, 1, seed, answer_room=False)[0]
     return torch.tensor([encode(tokenizer, sample.prompt)], device=device)
 
 

@@ -1,5 +1,5 @@
 """The joint choices of `attnsieve.eval.calibrate`, each a multiple-choice knapsack that
-`allocate` solves exactly:
+`allocate` solves, exactly for a few rows on a grid of recalls, else within bounds it states:
 
 - per layer (``granularity="layer"``, ``attnsieve calibrate --per-layer``): each candidate's
   predicted time on a layer by the cost model (`predicted_ms`), and one candidate per layer,
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -23,8 +24,10 @@ from torch import Tensor
 from attnsieve.integrations.cost import CostModel
 from attnsieve.methods.prefill.base import one_plan_for_heads
 
-_RECALL_STEPS = 10_000  # `allocate` counts a row's recall in steps of 1e-4 ...
+_RECALL_STEPS = 10_000  # `_knapsack` counts a row's recall in steps of 1e-4 ...
 _MAX_STATES = 2**18  # ... or coarser, so that its table holds at most rows x 2^18 choices
+_SLACK = 1e-6  # recalls come in float32: a mean this far below the target reaches it ...
+_FLOAT32 = 1e-7  # ... but `_greedy` aims closer, so that a reported mean does not show the gap
 
 
 def predicted_ms(
@@ -100,23 +103,50 @@ def per_head_mean(
 
 def allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int], bool]:
     """One candidate per row (a layer, or a head) from (R, C) costs ``ms`` and recalls: the least
-    total cost whose mean recall reaches the target. A multiple-choice knapsack, solved exactly by
-    dynamic programming over the rows' summed recall, each counted in steps of 1e-4 rounded down
-    (the choice's true mean is then at least the target; a recall within 1e-6 below a step counts
-    as the step: recalls come in float32, and a target met exactly counts). Past 26 rows the steps
-    grow to 1 / (2^18 / R) so that the DP keeps at most 2^18 states (0.5 GB of choices per 1000
-    rows): the mean still reaches the target; the choice is then optimal for the recalls rounded
-    down to those steps.
-    Ties go to the earlier candidate. Where even each row's best recall (the cheapest of equals)
-    misses the target, those. Returns the choices and whether the target was reached."""
-    ms = ms.double()
+    total cost whose mean recall reaches the target, a multiple-choice knapsack. Returns the
+    choices and whether the target was reached, decided on the true recalls with 1e-6 to spare
+    (float32 recalls; a target met exactly counts): iff each row's best recall (the cheapest of
+    equals) averages at least ``target_recall - 1e-6``. Where not, those best candidates; else a
+    choice that averages at least that (in practice the target, less float32 rounding), the
+    cheaper (the DP's on a tie) of:
+
+    - `_knapsack`, a DP over recalls rounded down to steps of 1 / P: P = 1e4 up to 26 rows, past
+      that 2^18 // R (1 / 256 for 32 x 32 heads), to keep 2^18 states a row. Optimal for the
+      rounded recalls, so exact where recalls and target lie on that grid; off it, a row loses up
+      to a step, yet any choice whose mean reaches the target plus 1 / P fits the DP;
+    - `_greedy`, the LP greedy on the true recalls, aiming at the target less 1e-7: at most the LP
+      bound (at most the optimum for the target itself) plus the cost of one upgrade between
+      neighbours on one row's convex hull of (cost, recall).
+
+    So the cost is exact for recalls and target on a 1e-4 grid up to 26 rows; else at most the
+    lesser of the optimum for the target raised by 1 / P, and the optimum plus that one upgrade
+    (what counts for many rows). Ties go to the earlier candidate."""
+    ms, true = ms.double(), recall.double()
+    floor = (target_recall - _SLACK) * ms.shape[0]  # the least summed recall that counts
+    best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1).tolist()
+    if _summed(true, best) < floor:
+        return best, False
+    aim = (target_recall - _FLOAT32) * ms.shape[0]  # float32 of the target: up to 3e-8 below
+    solutions = (_knapsack(ms, true, target_recall), _greedy(ms, true, aim))
+    found = [c for c in solutions if c is not None and _summed(true, c) >= floor]
+    return min(found or [best], key=lambda c: _summed(ms, c)), True
+
+
+def _summed(values: Tensor, choice: list[int]) -> float:
+    return float(values.gather(1, torch.tensor(choice)[:, None]).sum())
+
+
+def _knapsack(ms: Tensor, recall: Tensor, target_recall: float) -> list[int] | None:
+    """The least cost whose recalls, each rounded down to steps of 1 / P, sum to at least the
+    target's steps; None where even the best recalls fall short once rounded. Half of the 1e-6
+    allowance goes to each recall (float32 rounding is far less) and half to the target, so that
+    the choice's true mean never falls more than 1e-6 below the target."""
     layers, count = ms.shape
     per_row = min(_RECALL_STEPS, max(1, _MAX_STATES // layers))
-    steps = torch.floor((recall.double() + 1e-6) * per_row).long().tolist()
-    need = max(0, math.ceil((target_recall - 1e-6) * layers * per_row))
-    best = torch.where(recall == recall.amax(1, keepdim=True), ms, torch.inf).argmin(1).tolist()
-    if sum(steps[row][c] for row, c in enumerate(best)) < need:
-        return best, False
+    steps = torch.floor((recall + _SLACK / 2) * per_row).long().tolist()
+    need = max(0, math.ceil((target_recall - _SLACK / 2) * layers * per_row))
+    if sum(max(row) for row in steps) < need:
+        return None
     # least[s]: the least ms of the layers so far whose steps sum to s (s = need: at least need)
     least = torch.full((need + 1,), torch.inf, dtype=torch.float64)
     least[0] = 0.0
@@ -141,7 +171,69 @@ def allocate(ms: Tensor, recall: Tensor, target_recall: float) -> tuple[list[int
     for row in reversed(range(layers)):
         choice[row] = c = int(picks[row, state])
         state = into_need[row] if state == need else state - steps[row][c]
-    return choice, True
+    return choice
+
+
+def _greedy(ms: Tensor, recall: Tensor, floor: float) -> list[int]:
+    """Each row starts at its cheapest candidate; the upgrades along each row's upper convex hull
+    of (cost, recall) are taken by the most recall per cost until the summed recall reaches
+    ``floor``, or each row has its best. The LP relaxation takes the same upgrades but only a
+    fraction of the last, hence the bound. Two repairs then only lower the cost: the last upgrade
+    gives way to the cheapest single move (to any candidate) that covers what was missing before
+    it, and rows move down to cheaper candidates while the surplus allows, largest saving first."""
+    count = ms.shape[1]
+    choice, upgrades, rows = [], [], recall.tolist()
+    for row, points in enumerate(zip(ms.tolist(), rows, strict=True)):
+        hull = _hull(*points)
+        choice.append(hull[0])
+        upgrades += [(_slope(*points, a, b), row, b) for a, b in itertools.pairwise(hull)]
+    # stable, on the very slopes that built the hulls: each row's upgrades stay in order
+    upgrades.sort(key=lambda u: -u[0])
+    total, last = _summed(recall, choice), None
+    for _, row, c in upgrades:
+        if total >= floor:
+            break
+        total += rows[row][c] - rows[row][choice[row]]
+        last, choice[row] = (row, choice[row]), c
+    if last is not None:
+        undone = choice.copy()
+        undone[last[0]] = last[1]
+        picked = torch.tensor(undone)[:, None]
+        covers = recall - recall.gather(1, picked) >= floor - _summed(recall, undone)
+        extra = torch.where(covers, ms - ms.gather(1, picked), torch.inf).view(-1)
+        at = int(extra.argmin())
+        if extra[at] < torch.inf:  # else it ended short (every row at its best) or float rounding
+            choice = undone
+            choice[at // count] = at % count
+    while True:
+        picked = torch.tensor(choice)[:, None]
+        saving = ms.gather(1, picked) - ms
+        loss = recall.gather(1, picked) - recall
+        allowed = (saving > 0) & (loss <= _summed(recall, choice) - floor)
+        if not allowed.any():
+            return choice
+        at = int(torch.where(allowed, saving, 0.0).argmax())
+        choice[at // count] = at % count
+
+
+def _slope(costs: list[float], recalls: list[float], a: int, b: int) -> float:
+    return (recalls[b] - recalls[a]) / (costs[b] - costs[a])
+
+
+def _hull(costs: list[float], recalls: list[float]) -> list[int]:
+    """A row's candidates on the upper convex hull of (cost, recall), cheapest first: costs and
+    recalls strictly rising, slopes not rising (equal slopes kept: finer upgrades). Of equal
+    candidates, the earliest."""
+    hull: list[int] = []
+    for c in sorted(range(len(costs)), key=lambda c: (costs[c], -recalls[c], c)):
+        if hull and recalls[c] <= recalls[hull[-1]]:
+            continue  # as dear and no better
+        while len(hull) > 1 and (
+            _slope(costs, recalls, *hull[-2:]) < _slope(costs, recalls, hull[-1], c)
+        ):
+            hull.pop()  # under the chord from its neighbours: the LP never stops there
+        hull.append(c)
+    return hull
 
 
 def head_entries(

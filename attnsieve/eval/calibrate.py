@@ -62,6 +62,7 @@ from attnsieve.eval.retrieval_heads import repeated_random_tokens, retrieval_hea
 from attnsieve.integrations.config import read_json
 from attnsieve.integrations.cost import CostModel
 from attnsieve.methods import get_planner
+from attnsieve.methods.prefill.base import at_default_scale
 
 Candidate = tuple[str, dict[str, Any]]
 # Families in increasing budget; dense last so every head has a candidate of recall 1.
@@ -194,14 +195,17 @@ def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
     """{layer index: (q, k)} of every attention layer of a transformers model for one forward
     pass, on the CPU.
 
-    q and k are what the attention receives (after RoPE), seen through `observe_attention`.
+    q and k are what the attention receives (after RoPE), seen through `observe_attention`; q
+    rescaled where the model's softmax scale is not 1/sqrt(D) (`at_default_scale`), as recall
+    and every planner here assume it.
     """
     from attnsieve.integrations.transformers import observe_attention
 
     captured: dict[int, tuple[Tensor, Tensor]] = {}
 
     def keep(module: Any, query: Tensor, key: Tensor, value: Tensor, scaling: Any) -> None:
-        captured[module.layer_idx] = (query.detach().cpu(), key.detach().cpu())
+        query = at_default_scale(query.detach(), scaling)
+        captured[module.layer_idx] = (query.cpu(), key.detach().cpu())
 
     with observe_attention(model, keep), torch.no_grad():
         model(input_ids=input_ids, use_cache=False)
@@ -210,7 +214,10 @@ def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--qk", help=".pt file holding a list, per layer, of (q, k) tensors")
+    source.add_argument(
+        "--qk",
+        help=".pt file holding a list, per layer, of (q, k) tensors (attention at 1/sqrt(D))",
+    )
     source.add_argument(
         "--model", help="'smollm2', 'probe', a .gguf file or a transformers model path or name"
     )
@@ -411,7 +418,9 @@ def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
         with open(args.prompt_file) as f:
             text = f.read()
     else:
-        text = make_samples("niah_single", tokenizer, args.length, 1, 0)[0].prompt
+        # Q/K of the prompt alone are captured: it takes the whole length, as a prompt file does
+        sample = make_samples("niah_single", tokenizer, args.length, 1, 0, answer_room=False)[0]
+        text = sample.prompt
     ids = torch.tensor([list(tokenizer.encode(text))])
     if ids.shape[1] < args.length and args.prompt_file:
         raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")

@@ -3,11 +3,15 @@
 The sweep axes are the prefill planner (``--methods``), the KV policy (``--kv`` at
 ``--kv-ratio``), the decode selector (``--decode`` at ``--decode-ratio``) and ``--precision``;
 for every combination, length and task the same seeded samples (`attnsieve.eval.tasks`) run
-through prefill + greedy decoding under ``attnsieve.patch``. With a KV policy the protocol is
-kvpress's: the context is prefilled and compressed, then the question is prefilled uncompressed, so
-a policy that looks at the last queries (SnapKV) never sees the question. Accuracy, mean layout
-density, prefill time, decode tokens/s, KV-cache memory (held after the answer; the dense cache's
-size without a paged cache) and peak memory are recorded. Each finished cell is appended to
+through prefill + greedy decoding under ``attnsieve.patch``. A cell of length L holds prompt and
+answer within L tokens, as RULER counts them: the prompt fits L less the new tokens its answer is
+given (`attnsieve.eval.tasks.answer_budget`: the target's tokens + 8, 15-48 on SmolLM2). Cells
+measured before this rule had prompts of up to L tokens; their resume keys differ, so they run
+again. With a KV policy the protocol is kvpress's: the context is prefilled and compressed, then
+the question is prefilled uncompressed, so a policy that looks at the last queries (SnapKV) never
+sees the question. Accuracy, mean layout density, prefill time, decode tokens/s, KV-cache memory
+(held after the answer; the dense cache's size without a paged cache) and peak memory are
+recorded. Each finished cell is appended to
 OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep resumes. Then
 OUT/results.json, OUT/results.csv and the plots are written: accuracy vs length, accuracy vs
 prefill speed-up over dense (needs ``dense``), and accuracy vs KV memory. The printed summary
@@ -23,10 +27,10 @@ method's own (``attnsieve bench e2e`` times the patched model with the cost mode
 names one; default niah_single, and ``--samples`` is refused) at ``--fidelity-length`` through
 the dense model, captures Q/K/V of every layer through transformers' AttentionInterface, and
 reports each method's attention recall and relative output error and cosine per layer and head
-(OUT/fidelity.json, OUT/fidelity.png). A method at
-``int8-fp8`` precision is compared with the float32 reference of dense attention (the others with
-dense attention at the model's precision); its layers without a planner run SDPA at the model's
-precision, as patched, and are measured so.
+(OUT/fidelity.json, OUT/fidelity.png). Nothing is generated there, so the prompt takes up to the
+whole length. A method at ``int8-fp8`` precision is compared with the float32 reference of dense
+attention (the others with dense attention at the model's precision); its layers without a
+planner run SDPA at the model's precision, as patched, and are measured so.
 It also reports each method's relative error of the last position's logits against the stock
 model, and whether their top token agrees. "as_patched" gives recall and density of what
 `attnsieve.patch` runs by default: a prompt shorter than the config's ``min_prefill_length`` runs
@@ -69,7 +73,7 @@ from attnsieve.eval.sweep_args import (
     split,
     within_positions,
 )
-from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, encode, make_samples
+from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, answer_budget, make_samples
 from attnsieve.integrations.generate import dense_cache_bytes, eos_token_ids
 from attnsieve.integrations.generate import generate as run_generate
 
@@ -157,10 +161,6 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def answer_budget(tokenizer: Any, sample: Sample) -> int:
-    return len(encode(tokenizer, sample.target)) + 8
-
-
 def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar: tqdm) -> dict:
     """Accuracy, density, prefill and decode time and memory of one method on ``samples``."""
     from attnsieve.integrations import patch
@@ -173,7 +173,7 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
         for sample in samples:
             memory.reset()
             text, prefill, rate, kv_bytes, density = generate(
-                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample), handle
+                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample.target), handle
             )
             peaks.append(memory.peak_mb())
             scores.append(sample.score(text))
@@ -254,7 +254,8 @@ def run_grid(
     def key(label: str, config: Any, length: int, task: str) -> str:
         spec = json.dumps(config.to_dict(), sort_keys=True)
         run = f"{meta['model_source']}|{meta['dtype']}|{meta['device']}"
-        return f"{run}|{label}|{spec}|{length}|{task}|{args.samples}|{args.seed}"
+        # a cell from before the answer was counted in its length had longer prompts: not resumed
+        return f"{run}|{label}|{spec}|{length}|answer-in-length|{task}|{args.samples}|{args.seed}"
 
     done = {r["key"]: r for r in _read_jsonl(path)}
     grid = [(lab, cfg, n, t) for n in lengths for t in tasks for lab, cfg in methods]

@@ -52,7 +52,8 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     from attnsieve.integrations.transformers import observe_attention
     from attnsieve.methods import get_planner
 
-    sample = make_samples(task, tokenizer, length, 1, args.seed)[0]
+    # nothing is generated: the prompt takes the whole length, the attention measured
+    sample = make_samples(task, tokenizer, length, 1, args.seed, answer_room=False)[0]
     metrics = ("recall", "rel_l2", "cosine", "density", "cost_dense")
     layers: dict[str, dict[str, dict[int, Any]]] = {
         lab: {m: {} for m in metrics} for lab, _ in methods
@@ -74,7 +75,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
             )[0]
         for label, config in methods:
             planner = config.planner(layer)  # None: the layer runs SDPA, measured as dense
-            layout = (planner or unplanned).plan(query, key, causal=True)
+            layout = (planner or unplanned).plan(query, key, causal=True, scale=scaling)
             low = config.prefill_precision != "bf16"
             # a layer without a planner runs SDPA at the model's precision, never quantized
             precision = "bf16" if planner is None else config.prefill_precision

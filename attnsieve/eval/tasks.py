@@ -11,8 +11,11 @@ package; here the "essay" filler is generated from a fixed word list by a tiny g
 words are pronounceable pseudo-words, so nothing has to be downloaded. cwe uses 6/2 repetitions
 below 4K tokens (RULER shrinks them there too). Lengths are measured in the given tokenizer's
 tokens: any object with ``encode(text) -> list[int]`` (a Hugging Face tokenizer or the probe's
-byte tokenizer). A prompt never exceeds the requested length and falls short of it by less than
-one filler unit (a sentence, or one cwe/fwe word with its repetitions).
+byte tokenizer). A sample of length L holds its prompt and its answer within L, as RULER's input
+gets max_seq_length - tokens_to_generate: the prompt is the largest that fits L -
+`answer_budget` tokens (what `attnsieve eval` generates) and falls short of that by less than one
+filler unit (a sentence, or one cwe/fwe word with its repetitions). Callers that only prefill ask
+for prompts of up to L tokens (``answer_room=False``).
 
 >>> samples = make_samples("niah_single", tokenizer, length=4096, n=8, seed=0)
 >>> samples[0].score(model_output)  # fraction of expected answers found in the output
@@ -47,7 +50,9 @@ class Sample:
     answers: tuple[str, ...]
     target: str  # canonical continuation (used as the training target of the probe model)
     length: int  # requested length, in tokens
-    num_tokens: int  # measured prompt length (no special tokens), <= length
+    # measured prompt length (no special tokens): <= length - answer_budget(tokenizer, target),
+    # or <= length for make_samples(..., answer_room=False)
+    num_tokens: int
     depth: float | None  # relative position of the (first) queried needle; None: no needle
     seed: int
     index: int
@@ -331,30 +336,57 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
     return list(ids)
 
 
-def _fit(build: Builder, count: Callable[[str], int], length: int, task: str) -> tuple[_Draft, int]:
-    """Largest k with count(build(k)) <= length: secant guesses inside a shrinking bracket."""
-    lo, t_lo = 0, count(build(0).prompt)
-    if t_lo > length:
+# New tokens generated past the target's own, for an answer worded otherwise (RULER's
+# tokens_to_generate also exceed its answers).
+ANSWER_SLACK = 8
+
+
+def answer_budget(tokenizer: Tokenizer, target: str) -> int:
+    """New tokens to generate for a sample whose canonical continuation is ``target``: its tokens
+    plus ``ANSWER_SLACK``. `make_samples` reserves them inside the sample's length."""
+    return len(encode(tokenizer, target)) + ANSWER_SLACK
+
+
+def _fit(
+    build: Builder,
+    count: Callable[[str], int],
+    reserve: Callable[[_Draft], int],
+    length: int,
+    task: str,
+) -> tuple[_Draft, int]:
+    """(draft, its prompt's tokens) of the largest k with count(prompt) + reserve(draft) <= length:
+    secant guesses inside a shrinking bracket. The reserve is taken of each draft, as cwe's target
+    (its words in order of first appearance) changes with k."""
+
+    def size(k: int) -> tuple[_Draft, int, int]:
+        draft = build(k)
+        tokens = count(draft.prompt)
+        return draft, tokens, tokens + reserve(draft)
+
+    best, tokens, s_lo = size(0)
+    if s_lo > length:
+        answer = f", and {s_lo - tokens} more are kept for its answer" if s_lo > tokens else ""
         raise LengthTooShortError(
-            f"length={length} is too short for task {task!r}: its shortest prompt has {t_lo} tokens"
+            f"length={length} is too short for task {task!r}: its shortest prompt has {tokens} "
+            f"tokens{answer}"
         )
-    probe = 8
-    slope = max((count(build(probe).prompt) - t_lo) / probe, 1e-3)  # tokens per unit
+    lo, probe = 0, 8
+    slope = max((size(probe)[2] - s_lo) / probe, 1e-3)  # tokens per unit
     hi: int | None = None  # smallest k known to be too long
     bisect = False
     while hi is None or hi - lo > 1:
-        guess = lo + max(1, int((length - t_lo) / slope))
+        guess = lo + max(1, int((length - s_lo) / slope))
         if hi is not None:  # alternate interpolation and bisection: fast and O(log) worst case
             guess = (lo + hi) // 2 if bisect else min(guess, hi - 1)
             bisect = not bisect
-        t = count(build(guess).prompt)
-        if t > t_lo:
-            slope = (t - t_lo) / (guess - lo)
-        if t <= length:
-            lo, t_lo = guess, t
+        draft, t, s = size(guess)
+        if s > s_lo:
+            slope = (s - s_lo) / (guess - lo)
+        if s <= length:
+            lo, s_lo, best, tokens = guess, s, draft, t
         else:
             hi = guess
-    return build(lo), t_lo
+    return best, tokens
 
 
 def make_samples(
@@ -364,11 +396,17 @@ def make_samples(
     n: int,
     seed: int,
     depths: Sequence[float] | None = None,
+    *,
+    answer_room: bool = True,
 ) -> list[Sample]:
-    """``n`` seeded samples of ``task`` whose prompts have at most ``length`` tokens.
+    """``n`` seeded samples of ``task`` whose prompt and answer fit in ``length`` tokens.
 
     depths: needle depths in [0, 1] (0 = start of the haystack), cycled over the samples; ``None``
     sweeps ``n`` evenly spaced depths. Tasks without a needle (cwe, fwe) ignore it.
+    answer_room: keep each sample's `answer_budget` free inside ``length`` (RULER's convention),
+    so that generating the answer after the prompt stays within ``length`` positions. False gives
+    prompts of up to ``length`` tokens, for callers that prefill the prompt and generate nothing
+    (attention fidelity, calibration): there the length is the attention measured.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
@@ -386,6 +424,9 @@ def make_samples(
     def count(text: str) -> int:
         return len(encode(tokenizer, text))
 
+    def reserve(draft: _Draft) -> int:
+        return answer_budget(tokenizer, draft.target) if answer_room else 0
+
     samples = []
     for i in range(n):
         rng = random.Random(f"{task}|{length}|{seed}|{i}")  # str seeds hash with sha512: stable
@@ -394,7 +435,7 @@ def make_samples(
             build = spec.factory(rng, depth, _filler(spec.haystack, f"{rng.random()}"))
         else:
             build = spec.factory(rng, length)
-        draft, num_tokens = _fit(build, count, length, task)
+        draft, num_tokens = _fit(build, count, reserve, length, task)
         samples.append(
             Sample(
                 task, draft.prompt, draft.answers, draft.target, length, num_tokens, depth, seed, i

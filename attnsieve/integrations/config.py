@@ -49,6 +49,18 @@ _FIELDS = (
 )
 
 
+def _check_quant_blocks(where: str, planner: Planner | None) -> None:
+    """INT8·FP8 prefill quantises K per key block and its dots reduce over at least 32 keys, so a
+    planner with smaller key blocks cannot run on it (refused here, not at the first forward)."""
+    for p in getattr(planner, "planners", [planner]):
+        block_k = getattr(p, "block_k", None)
+        if block_k is not None and block_k < 32:
+            raise ValueError(
+                f"{where}: precision 'int8-fp8' takes key blocks of 32 to 128 tokens, but "
+                f"{p.name} plans blocks of {block_k} (block_k)"
+            )
+
+
 @dataclass
 class AttentionConfig:
     """Which method each role uses, per layer.
@@ -113,6 +125,10 @@ class AttentionConfig:
                 role: _build(role, entry, f"{where}[{role!r}]") for role, entry in override.items()
             }
         built = [self._default, *self._built.values()]
+        if self.prefill_precision == "int8-fp8":
+            _check_quant_blocks("prefill", self._default["prefill"])
+            for layer, roles in self._built.items():
+                _check_quant_blocks(f"layers[{layer}]['prefill']", roles.get("prefill"))
         tidal = any(getattr(b.get("decode"), "name", None) == "tidaldecode" for b in built)
         if tidal and any(b.get("kv") is not None for b in built):
             raise ValueError(

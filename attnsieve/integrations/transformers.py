@@ -327,7 +327,7 @@ def attention_forward(
     b, h_q, _, d = query.shape
 
     def planned(q: Tensor, k: Tensor, v: Tensor, out: Tensor) -> Tensor:
-        layout = planner.plan(q, k, causal=True)
+        layout = planner.plan(q, k, causal=True, scale=scaling)
         attention(
             q, k, v, layout, causal=True, scale=scaling, out=out.transpose(1, 2),
             precision=config.prefill_precision, backend=config.backend,

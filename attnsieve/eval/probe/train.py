@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM
 
 from attnsieve.eval.probe import probe_config, write_checksums
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
-from attnsieve.eval.tasks import TASKS, LengthTooShortError, make_samples
+from attnsieve.eval.tasks import TASKS, LengthTooShortError, answer_budget, make_samples
 from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.handle import PatchStats
 
@@ -127,8 +127,15 @@ class Batches(IterableDataset):
         task_length = int(length * rng.uniform(0.6, 1.0)) - ANSWER_RESERVE
         if source != "text" and task_length > 0:
             try:
+                # task_length already leaves ANSWER_RESERVE for the answer and EOS
                 sample = make_samples(
-                    source, TOK, task_length, 1, rng.randrange(1 << 40), depths=[rng.random()]
+                    source,
+                    TOK,
+                    task_length,
+                    1,
+                    rng.randrange(1 << 40),
+                    depths=[rng.random()],
+                    answer_room=False,
                 )[0]
             except LengthTooShortError:  # short rungs cannot hold every template
                 sample = None
@@ -269,7 +276,7 @@ def evaluate(weights: Path, args: argparse.Namespace) -> dict:
             samples = make_samples(task, TOK, length, args.eval_samples, seed=0)
             scores = []
             for s in samples:
-                budget = len(TOK.encode(s.target, add_special_tokens=False)) + 8
+                budget = answer_budget(TOK, s.target)
                 ids = torch.tensor([TOK.encode(s.prompt)], device=model.device)
                 eos = eos_token_ids(model, TOK)
                 tokens = generate(model, ids, budget, ids.shape[1], eos, unpatched)[0]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.checks import check_qk
+from attnsieve.checks import check_qk, check_scale
 from attnsieve.layout import Layout
 
 
@@ -26,8 +27,12 @@ class Planner:
     # calibrated apart (`one_plan_for_heads`)
     per_head_fields: ClassVar[tuple[str, ...]] = ()
 
-    def plan(self, q: Tensor, k: Tensor, *, causal: bool = True) -> Layout:
+    def plan(
+        self, q: Tensor, k: Tensor, *, causal: bool = True, scale: float | None = None
+    ) -> Layout:
+        """The layout for attention of softmax scale ``scale`` (None: 1/sqrt(D))."""
         check_qk(q, k)
+        check_scale(scale)
         if not isinstance(causal, bool):
             raise TypeError(f"causal: expected a bool, got {causal!r}")
         if 0 in (q.shape[0], q.shape[2], k.shape[2]):  # no Layout has an empty side
@@ -35,7 +40,7 @@ class Planner:
                 f"q, k: a plan needs a batch, queries and keys, got q {tuple(q.shape)} and k "
                 f"{tuple(k.shape)}"
             )
-        return self._plan(q, k, causal)
+        return self._plan(at_default_scale(q, scale), k, causal)
 
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         raise NotImplementedError
@@ -44,6 +49,14 @@ class Planner:
         """Raise ValueError unless the planner fits a model of ``num_heads`` query heads and
         ``kv_heads`` KV heads (None: unknown), before any forward (`AttentionConfig.check_model`).
         Every planner does, unless it holds per-head settings."""
+
+
+def at_default_scale(q: Tensor, scale: float | None) -> Tensor:
+    """q rescaled so that attention at 1/sqrt(D), which every planner's estimate assumes, is
+    attention at ``scale`` (Granite's attention multiplier, Gemma's query_pre_attn_scalar): q
+    itself where the two agree, else a copy."""
+    factor = 1.0 if scale is None else scale * math.sqrt(q.shape[-1])
+    return q if math.isclose(factor, 1.0, rel_tol=1e-6) else q * factor
 
 
 @dataclass
