@@ -16,7 +16,11 @@ from the keys) unless one is passed in. What ``update`` returns to the attention
 Returning cached tokens as one dense tensor needs every head to hold as many: after a ragged
 compression it raises instead of padding (the padding would take part in the softmax).
 Sequence lengths and mask sizes follow the absolute positions seen, not the compressed length,
-so RoPE positions stay right after eviction.
+so RoPE positions stay right after eviction. A decode step with ``materialize=True`` after an
+eviction then returns fewer keys than the mask sizes count: plain attention reads them only where
+transformers builds no mask (SDPA, a batch without padding); eager attention, or SDPA on a padded
+batch, fails inside transformers with a shape mismatch (attnsieve's own attention,
+``materialize=False``, has no such limit).
 
 Extension point: ``on_prefill_end``, a callable ``(layer) -> None`` set by its owner (the KV-policy
 integration), runs once per layer at that layer's first decode call after a prefill, before the
