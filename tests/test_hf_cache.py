@@ -178,6 +178,20 @@ BAD = {
         ValueError,
         "cache",
     ),
+    "cache_page_size": (
+        lambda: AttnsieveCache(
+            1, cache=Cache(1, 1, 1, 16, page_size=32, dtype=torch.float32, device="cpu")
+        ),
+        ValueError,
+        r"^page_size, kv_dtype: the given cache has 32, None; got 16, None$",
+    ),
+    "cache_kv_dtype": (
+        lambda: AttnsieveCache(
+            1, kv_dtype="fp8", cache=Cache(1, 1, 1, 16, dtype=torch.float32, device="cpu")
+        ),
+        ValueError,
+        r"^page_size, kv_dtype: the given cache has 16, None; got 16, 'fp8'$",
+    ),
     "layer_idx": (
         lambda: AttnsieveCache(1).update(*[torch.randn(1, 1, 2, 16)] * 2, 1),
         ValueError,

@@ -99,7 +99,8 @@ class AttnsieveCache(HFCache):
 
     Args:
         num_layers: decoder layers of the model (``config.num_hidden_layers``).
-        page_size, kv_dtype: passed to the paged cache (``kv_dtype="fp8"`` stores FP8 pages).
+        page_size, kv_dtype: passed to the paged cache (``kv_dtype="fp8"`` stores FP8 pages); with
+            ``cache``, its own (anything else is refused).
         materialize: decode calls return every cached K/V (plain attention) instead of the new
             token's only (attnsieve's paged decode attention).
         cache: an existing paged cache to fill instead of building one on the first update.
@@ -124,6 +125,11 @@ class AttnsieveCache(HFCache):
             raise TypeError(f"cache: expected an attnsieve.cache.Cache, got {type(cache).__name__}")
         if cache is not None and len(cache) != num_layers:
             raise ValueError(f"cache: has {len(cache)} layers, expected num_layers={num_layers}")
+        if cache is not None and (cache.page_size, cache.kv_dtype) != (page_size, kv_dtype):
+            raise ValueError(  # they would be silently ignored: the given cache keeps its own
+                f"page_size, kv_dtype: the given cache has {cache.page_size}, "
+                f"{cache.kv_dtype!r}; got {page_size}, {kv_dtype!r}"
+            )
         super().__init__(layers=[_Layer(self, i) for i in range(num_layers)])
         self.num_layers, self.page_size, self.kv_dtype = num_layers, page_size, kv_dtype
         self.materialize = materialize
