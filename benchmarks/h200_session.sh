@@ -193,6 +193,18 @@ accuracy_seeds() {  # SECONDS METHODS LENGTHS TASKS EXTRA NAME SEED...: `attnsie
     tar czf "$OUT/$name.tgz" -C "$HOME/r" "$name"
 }
 
+llama_qk_seed1() {  # bench prefill's synthetic Llama-3-8B heads at 128K drawn with seed 1 (bench
+    # prefill draws seed 0), as a `calibrate --qk` file: /tmp/qk_seed1.pt
+    timeout 60 python3 - <<'PY'
+import torch
+from attnsieve.bench.prefill import KINDS
+from attnsieve.eval.workloads import make_workload
+w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
+                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
+torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
+PY
+}
+
 llama_prefill() {  # SECONDS LENGTHS PLANNERS DIR [OPTION...]: `bench prefill` on Llama-3-8B's
     # heads (the log, JSON and PNG in DIR; PLANNERS "" for all), its table's rows printed
     mkdir -p "$4"
@@ -2533,14 +2545,7 @@ pairs = [[v, s] for v in (30, 100, 200, 500, 1000, 3000) for s in (100, 300, 100
 json.dump([["vertical_slash", {"vertical_size": v, "slash_size": s}] for v, s in pairs],
           open(sys.argv[1], "w"))
 PY
-    timeout 60 python3 - <<'PY'
-import torch
-from attnsieve.bench.prefill import KINDS
-from attnsieve.eval.workloads import make_workload
-w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
-                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
-torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
-PY
+    llama_qk_seed1
     timeout 200 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
         "$D/candidates.json" --device cuda --output "$D/calibration.json" 2>&1 | tail -2
     llama_prefill 200 131072 vertical_slash "$D" --config "$D/calibration.json"
@@ -2553,14 +2558,7 @@ s23k)  # carrying .stage/t (WHEELS=.stage/t): calibrate --mean-recall (the heads
     timeout 60 python3 -m pytest -q -x -p no:cacheprovider tests/test_vertical_slash_budgets.py \
         tests/test_calibrate.py -k "budgets or one_plan or mean_recall" > "$D/cuda_tests.log" 2>&1
     tail -1 "$D/cuda_tests.log"
-    timeout 60 python3 - <<'PY'
-import torch
-from attnsieve.bench.prefill import KINDS
-from attnsieve.eval.workloads import make_workload
-w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
-                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
-torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
-PY
+    llama_qk_seed1
     for t in 0.95 0.96; do
         timeout 100 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
             benchmarks/results/h200/vs23/candidates.json --device cuda --mean-recall \
@@ -2661,14 +2659,7 @@ gammas = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.98)
 json.dump([["flexprefill", {"gamma": g}] for g in gammas], open(f"{sys.argv[1]}/candidates.json", "w"))
 json.dump({"prefill": {"method": "flexprefill", "gamma": 0.85}}, open(f"{sys.argv[1]}/gamma085.json", "w"))
 PY
-    timeout 60 python3 - <<'PY'
-import torch
-from attnsieve.bench.prefill import KINDS
-from attnsieve.eval.workloads import make_workload
-w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
-                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
-torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
-PY
+    llama_qk_seed1
     for t in 0.95 0.955 0.96; do
         timeout 100 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
             "$D/candidates.json" --device cuda --mean-recall --target-recall $t \
@@ -2951,14 +2942,7 @@ s29c)  # as s29b, issue 10's 128K vertical_slash row (vs23/mean's config), then 
         --config benchmarks/results/h200/vs23/mean/mean0.96.json
     D="$OUT/recall29/gamma"
     mkdir -p "$D"
-    timeout 60 python3 - <<'PY'
-import torch
-from attnsieve.bench.prefill import KINDS
-from attnsieve.eval.workloads import make_workload
-w = make_workload([KINDS[h % 4] for h in range(32)], num_kv_heads=8, seq_len=131072,
-                  head_dim=128, seed=1, device="cuda", dtype=torch.bfloat16)
-torch.save([(w.q.cpu(), w.k.cpu())], "/tmp/qk_seed1.pt")
-PY
+    llama_qk_seed1
     for t in 0.965 0.97; do
         timeout 100 python3 -m attnsieve calibrate --qk /tmp/qk_seed1.pt --candidates \
             benchmarks/results/h200/fp24/candidates.json --device cuda --mean-recall \
