@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
@@ -56,6 +57,8 @@ def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch, capsy
     assert len(calls) == 4 * 3  # 4 cells x (warm-up + 2 samples)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["complete"] is True
+    assert results["environment"]["device"] == "cpu"  # the GPU's name on a GPU
+    assert results["environment"]["torch"] == torch.__version__
     cells = {(c["method"], c["task"]): c for c in results["cells"]}
     assert len(cells) == 4
     for (method, _), cell in cells.items():
@@ -118,6 +121,7 @@ def test_fidelity_mode(tiny_probe_dir, tmp_path):
     assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity")) == 0
     result = json.loads((tmp_path / "fidelity.json").read_text())
     assert result["task"] == "niah_single" and result["length"] == 512
+    assert result["environment"]["device"] == "cpu"
     dense, streaming = result["methods"]["dense"], result["methods"]["streaming"]
     for r in (dense, streaming):
         assert len(r["recall"]) == len(r["rel_l2"]) == len(r["density"]) == 2  # layers

@@ -57,6 +57,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from attnsieve.bench.common import environment
 from attnsieve.eval.model_fidelity import check_prefill_only, run_fidelity
 from attnsieve.eval.models import (
     load_model,
@@ -391,6 +392,7 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.fidelity:
         result = run_fidelity(model, tokenizer, name, methods, tasks[0], length, args)
+        result["environment"] = environment()
         (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
         plots.plot_fidelity(result, out / "fidelity.png")
         for label, r in result["methods"].items():
@@ -413,7 +415,7 @@ def main(args: argparse.Namespace) -> int:
         "model_source": source,
         "device": args.device,
         "dtype": str(model.dtype).removeprefix("torch."),
-        "torch": torch.__version__,
+        "environment": environment(),
         "lengths": lengths,
         "tasks": tasks,
         "methods": [lab for lab, _ in methods],
