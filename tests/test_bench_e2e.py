@@ -99,6 +99,34 @@ def test_mode_options_take_their_defaults_where_they_apply():
 
 
 @pytest.mark.parametrize(
+    "lengths, steps, name",
+    [("32768", "3", "--lengths"), ("32762", "3", "--lengths"), ("1k", "32764", "--decode-steps")],
+)
+def test_decode_steps_must_fit_the_positions_after_the_prompt(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch, lengths, steps, name
+):
+    """The prompt, the warm-up and --decode-steps all take positions (the tiny model has 32768):
+    a run past them is refused, naming the option, before the model loads."""
+    monkeypatch.setattr(e2e, "_load", lambda *a: pytest.fail("the model loaded"))
+    argv = _argv(tiny_probe_dir, tmp_path)
+    argv[argv.index("--lengths") + 1] = lengths
+    argv[argv.index("--decode-steps") + 1] = steps
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"attnsieve bench e2e: error: {name}:")
+
+
+def test_decode_lengths_leave_room_for_the_steps():
+    """32761 tokens + 4 warm-up + 3 timed steps fill 32768 positions exactly; by default the
+    lengths that fit are kept."""
+    assert e2e._lengths([32761], "m", 32768, decoded=7) == [32761]
+    with pytest.raises(ValueError, match="at most 32761 tokens"):
+        e2e._lengths([32762], "m", 32768, decoded=7)
+    assert e2e._lengths(None, "m", 32768, decoded=7) == [8192, 16384]
+    assert e2e._lengths(None, "m", 32768) == [8192, 16384, 32768]
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["--kv", "snapkv"],

@@ -185,6 +185,7 @@ def _yarn_factor(text: str) -> float:
 
 def main(args: argparse.Namespace) -> int:
     decode = args.decode_steps is not None
+    decoded = e2e_decode.WARMUP_STEPS + args.decode_steps if decode else 0
     try:  # every argument is checked before the GPU is asked for and the weights load
         _mode_options(args, decode)
         if decode:
@@ -195,9 +196,7 @@ def main(args: argparse.Namespace) -> int:
         if args.model != RANDOM_MODEL:  # the model's config alone: a bad name fails here
             from attnsieve.eval.models import model_positions
 
-            positions = model_positions(args.model, args.rope_scale)
-            if requested:
-                check_lengths_fit(requested, positions)
+            _lengths(requested, args.model, model_positions(args.model, args.rope_scale), decoded)
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -209,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
         # a multimodal model (Gemma 3) keeps its decoder's sizes in the text config
         text = model.config.get_text_config()
         positions = text.max_position_embeddings
-        lengths = _lengths(requested, name, positions)
+        lengths = _lengths(requested, name, positions, decoded)
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -349,13 +348,28 @@ def _parse_lengths(texts: list[str] | None) -> list[int] | None:
     return list(dict.fromkeys(lengths))  # a length given twice is timed once, as eval does
 
 
-def _lengths(lengths: list[int] | None, name: str, positions: int) -> list[int]:
-    """The requested lengths, checked against the model's positions, or the default ones."""
+def _lengths(lengths: list[int] | None, name: str, positions: int, decoded: int = 0) -> list[int]:
+    """The requested lengths, checked against the model's positions, or the default ones.
+    ``decoded``: the tokens decoded after each prompt (``--decode-steps`` and the warm-up), which
+    take positions after it."""
+    room = positions - decoded
+    if room < 1:
+        raise ValueError(
+            f"--decode-steps: expected fewer than {positions - e2e_decode.WARMUP_STEPS} steps "
+            f"(the model's {positions} positions, {e2e_decode.WARMUP_STEPS} of them warm-up "
+            f"steps), got {decoded - e2e_decode.WARMUP_STEPS}"
+        )
     if lengths is None:
         if name == RANDOM_MODEL:
             return [65536, 131072]
-        return [n for n in (2**i for i in range(13, 18)) if n <= positions] or [positions]
+        return [n for n in (2**i for i in range(13, 18)) if n <= room] or [room]
     check_lengths_fit(lengths, positions, hint=name != RANDOM_MODEL)
+    if max(lengths) > room:
+        raise ValueError(
+            f"--lengths: expected at most {room} tokens, so that {decoded} decode steps "
+            f"(--decode-steps and {e2e_decode.WARMUP_STEPS} warm-up) fit the model's {positions} "
+            f"positions after the prompt; got {lengths}"
+        )
     return lengths
 
 
