@@ -264,6 +264,34 @@ def test_periodic_compression_returns_to_the_budget(kv, length, want):
     assert held == [[n, n] for n in want]
 
 
+@pytest.mark.parametrize("method", ["razor", "snapkv"])
+@torch.no_grad()
+def test_periodic_ratio_passes_keep_each_rows_own_budget(method):
+    """A ratio counts each row's own prompt: a left-padded batch of 120 and 40 tokens keeps 24 and
+    8 tokens a head after every pass. RazorAttention's passes gave every row the longest row's
+    budget, so the short row grew to 20 tokens by the 12th step; Razor also holds its
+    compensation token."""
+    model = build("llama")
+    ids = prompt(batch=2, length=120)
+    mask = torch.ones_like(ids)
+    mask[1, :80] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    kv = {"method": method, "ratio": 0.2}
+    kv.update({"retrieval_heads": {}} if method == "razor" else {"window": 4})
+    handle = patch(model, AttentionConfig(prefill="dense", kv=kv, kv_interval=4))
+    with handle:
+        cache = handle.new_cache()
+        out = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        for _ in range(12):  # the 12th decode step ends with a periodic pass
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            token = out.logits[:, -1:].argmax(-1)
+            out = model(input_ids=token, attention_mask=mask, past_key_values=cache)
+    extra = 1 if method == "razor" else 0
+    for layer in range(2):
+        held = handle.session.paged.head_tokens(layer).tolist()
+        assert held == [[24 + extra] * 2, [8 + extra] * 2]
+
+
 @torch.no_grad()
 def test_fp8_kv_cache_decodes_close_to_full_precision():
     model = build("llama")

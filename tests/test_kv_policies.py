@@ -106,7 +106,9 @@ def test_every_policy_with_its_defaults(name):
     if policy.budget is not None:  # defaults of 2004-2048 tokens: everything fits
         assert torch.equal(kept.count.long(), lengths)
     elif name != "razor":
-        assert torch.equal(kept.count.long(), torch.floor(policy.ratio * lengths + 0.5).long())
+        assert torch.equal(
+            kept.count.long(), torch.floor(policy.ratio * lengths.double() + 0.5).long()
+        )
 
 
 @pytest.mark.parametrize("name,fields", SCORED)
@@ -130,7 +132,21 @@ def test_ratio_honoured_exactly(name, fields, ratio):
     assert_valid(kept, view)
     if name != "pyramidkv":
         lengths = view.lengths.long()
-        assert torch.equal(kept.count.long(), torch.floor(ratio * lengths + 0.5).long())
+        assert torch.equal(kept.count.long(), torch.floor(ratio * lengths.double() + 0.5).long())
+
+
+@pytest.mark.parametrize("name,fields", SCORED)
+def test_ratio_target_and_width_round_alike(name, fields):
+    """0.043 x 2500 is 107.4999... in float64 and 107.5 in float32: the targets rounded in float32
+    (108) and the width of `Kept.idx` in float64 (107), so a head kept one token fewer than its
+    own target."""
+    view = make_view([[2500]], g=1)
+    policy = get_policy(name, ratio=0.043, **fields)
+    kept = policy.compress(view)
+    if name != "pyramidkv":  # whose width is twice the mean (its layer 0 keeps up to 2c)
+        assert policy.max_keep(2500) == 107
+        assert policy.targets(view).tolist() == [[107]] == kept.count.tolist()
+    assert int(policy.targets(view).max()) <= policy.max_keep(2500)
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -152,6 +168,28 @@ def test_streaming_keeps_sinks_and_recent():
         for j, head in enumerate(row):
             n = int(view.lengths[i, j])
             assert head == set(range(4)) | set(range(n - 6, n))
+
+
+def test_razor_refuses_to_guess_every_head_of_a_layer():
+    """15 % of one KV head rounds up to the head: the guess kept the whole cache of a one-KV-head
+    (MQA) model, silently. Two heads guess one; given heads are used as given."""
+    one = make_view([[20], [12]])
+    with pytest.raises(ValueError, match="retrieval_heads: expected a list"):
+        RazorAttention(budget=8).compress(one)
+    assert RazorAttention(budget=8, retrieval_heads={0: []}).compress(one).count.tolist() == [
+        [8],
+        [8],
+    ]
+    two = RazorAttention(budget=8).compress(make_view([[20, 20]])).count.tolist()
+    assert sorted(two[0]) == [8, 20]
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3])
+def test_streaming_budget_below_the_sinks_keeps_the_first_tokens(budget):
+    """The attention sink is the first token: a budget under ``sink`` keeps the first entries
+    (it kept the last of the four sinks, dropping token 0)."""
+    kept = kept_sets(StreamingLLM(budget=budget, sink=4).compress(make_view(LENGTHS)))
+    assert all(head == set(range(budget)) for row in kept for head in row)
 
 
 def heavy_hitter_view(lengths, g=2, window=8, hitter=5, seed=0):
@@ -436,6 +474,17 @@ def test_echo_induction_scores_on_a_planted_pattern():
         (lambda: AdaKV(inner=3), TypeError, "inner: expected a scoring policy"),
         (lambda: AdaKV(inner=AdaKV()), TypeError, "inner"),
         (lambda: AdaKV(alpha_safeguard=2.0), ValueError, "alpha_safeguard"),
+        # a budget set on both, which differ: the inner one was silently replaced
+        (
+            lambda: AdaKV(ratio=0.5, inner={"method": "snapkv", "budget": 100}),
+            ValueError,
+            "budget, ratio: set on adakv",
+        ),  # fmt: skip
+        (
+            lambda: AdaKV(budget=64, inner={"method": "snapkv", "budget": 100}),
+            ValueError,
+            "budget, ratio",
+        ),  # fmt: skip
         (lambda: RazorAttention(retrieval_heads={0: 1}), TypeError, r"retrieval_heads\[0\]"),
         (lambda: RazorAttention(retrieval_heads={0: "12"}), TypeError, "list of KV head"),
         (lambda: AdaKV(budget=5, ratio=0.5), ValueError, "budget, ratio"),

@@ -38,6 +38,7 @@ from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.methods.decode.base import StepState
 from attnsieve.methods.kv.adakv import AdaKV
 from attnsieve.methods.kv.base import ScoredPolicy, pack
+from attnsieve.methods.kv.razor import RazorAttention
 
 WINDOW = 64  # recent queries kept per layer, at least (more for a policy's longer window)
 
@@ -55,8 +56,9 @@ class PagedSession:
         self.queries: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> (B, H_q, W, D), (B, W)
         self.compressed: set[int] = set()
         # layer -> (policy with its budget fixed, tokens each head kept at the first pass, heads
-        # the budget bound there): what a periodic pass compresses back to
-        self.periodic: dict[int, tuple[Any, Tensor, Tensor]] = {}
+        # the budget bound there, each head's target there): what a periodic pass compresses
+        # back to
+        self.periodic: dict[int, tuple[Any, Tensor, Tensor, Tensor]] = {}
         self.steps: dict[int, int] = {}  # layer -> decode steps since the last compression
         self.step = StepState()
         self.step_layer = -1  # the last layer that decoded in this step
@@ -227,20 +229,25 @@ class PagedSession:
                 # would otherwise be recomputed on the shorter lengths); the others, the budget
                 # of a long sequence (`_steady`)
                 bound = kept.count < view.lengths
-                self.periodic[i] = (fixed, kept.count, bound)
+                self.periodic[i] = (fixed, kept.count, bound, policy.targets(view))
             elif isinstance(policy, ScoredPolicy):
-                fixed, count, bound = self.periodic[i]
+                fixed, count, bound, _ = self.periodic[i]
                 target = torch.where(bound, count, _steady(fixed, view)).long()
                 kept = policy.keep(view, target, int(target.max()))
             elif isinstance(policy, AdaKV):
                 # a row its budget cut keeps its layer total: the sum of its heads' targets, each
                 # clamped to a head's ragged length, would shrink it at every pass; another row
                 # (whose heads are still even) grows towards its heads' targets
-                fixed, count, bound = self.periodic[i]
+                fixed, count, bound, first = self.periodic[i]
                 cut = bound.any(-1)
                 total = torch.where(cut, count.sum(-1), _steady(fixed.inner, view).sum(-1))
                 kept = fixed.keep(view, total.long())
-                self.periodic[i] = (fixed, kept.count, bound | (kept.count < view.lengths))
+                self.periodic[i] = (fixed, kept.count, bound | (kept.count < view.lengths), first)
+            elif isinstance(policy, RazorAttention) and policy.ratio is not None:
+                # each row back to its own prompt's ratio: the longest row's budget (``fixed``)
+                # would let a shorter row's heads grow towards it
+                row = self.periodic[i][3].amax(-1, keepdim=True)
+                kept = policy.keep(view, row.minimum(view.lengths.long()))
             else:
                 kept = self.periodic[i][0].compress(view)
             self.paged.compact(i, kept)

@@ -39,7 +39,7 @@ class AdaKV(KVPolicy):
     ``{"method": name, ...fields}`` (``{"method": "adakv", "inner": "pyramidkv"}``: Ada-Pyramid,
     the paper's other pairing). ``budget`` / ``ratio`` set here are passed to ``inner``, whose
     per-head targets (per layer, for PyramidKV) are pooled; left unset, the inner policy's own
-    apply.
+    apply. An inner entry that sets a different budget or ratio of its own is refused.
 
     The floor is the authors' (FFY0/AdaKV, ``AdaptiveSnapKVCluster``): the always-kept entries
     plus ``alpha_safeguard`` of the rest of the head's target, ``int(alpha (B - window))`` scored
@@ -59,6 +59,14 @@ class AdaKV(KVPolicy):
     name: ClassVar[str] = "adakv"
 
     def __post_init__(self) -> None:
+        if isinstance(self.inner, dict) and (self.budget is not None or self.ratio is not None):
+            mine = {"budget": self.budget, "ratio": self.ratio}
+            own = {k: self.inner[k] for k in mine if k in self.inner}
+            if any(mine[k] != v for k, v in own.items()):  # silently replaced before
+                raise ValueError(
+                    f"budget, ratio: set on adakv (budget={self.budget!r}, ratio={self.ratio!r})"
+                    f" and on its inner policy ({own}): set them on one of the two"
+                )
         if isinstance(self.inner, (str, dict)):
             self.inner = _policy(self.inner)
         if not isinstance(self.inner, ScoredPolicy) or isinstance(self.inner, AdaKV):

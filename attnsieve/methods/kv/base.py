@@ -58,7 +58,8 @@ class KVPolicy:
         lengths = view.lengths.long()
         if self.budget is not None:
             return lengths.clamp(max=self.budget)
-        return torch.floor(self.ratio * lengths + 0.5).long().clamp(max=lengths)
+        # in float64, as `max_keep` rounds: float32 can round one higher (0.043 x 2500)
+        return torch.floor(self.ratio * lengths.double() + 0.5).long().clamp(max=lengths)
 
     def max_keep(self, max_len: int) -> int:
         """A host-side bound on any head's kept count, the width of `Kept.idx`."""

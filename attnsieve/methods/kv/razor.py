@@ -38,7 +38,8 @@ class RazorAttention(KVPolicy):
     Retrieval heads are either given, ``retrieval_heads`` {layer: [KV head indices]} (the
     paper's way: found offline on repeated random tokens, ``attnsieve calibrate --model M
     --retrieval-heads PATH``, see `attnsieve.eval.retrieval_heads.retrieval_heads`), or
-    guessed per layer from the view: the ``retrieval_ratio`` of KV heads (rounded up) whose
+    guessed per layer from the view (refused where that rounds up to every KV head of the layer,
+    as with one KV head): the ``retrieval_ratio`` of KV heads (rounded up) whose
     observation-window queries (``window`` 32) put the most attention on the entries a
     non-retrieval head would evict. ``compensation=False`` drops the evicted tokens without a
     compensation token (the paper's ablation).
@@ -90,9 +91,14 @@ class RazorAttention(KVPolicy):
                     check_int(f"retrieval_heads[{layer}]", head, 0)
 
     def choose(self, view: KVView) -> Kept:
+        return self.keep(view, self.targets(view))
+
+    def keep(self, view: KVView, target: Tensor) -> Kept:
+        """`choose` at a given target, int64 (B, H_kv), each at most its head's length: the tokens
+        each non-retrieval head keeps, sink included (a periodic pass's own, `PagedSession`)."""
         b, h, n = view.positions.shape
         valid = valid_entries(view)
-        target = self.targets(view)[..., None]
+        target = target[..., None]
         sinks = target.clamp(max=self.sink)
         index = torch.arange(n, device=view.keys.device)
         local = (index < sinks) | (index >= view.lengths[..., None] - (target - sinks))
@@ -139,6 +145,12 @@ class RazorAttention(KVPolicy):
             return mask.expand(b, h)
         remote = (window_attention(view, self.window) * ~local[:, :, None]).sum(-1).mean(2)
         count = math.ceil(self.retrieval_ratio * h - 1e-9)
+        if count == h and self.retrieval_ratio < 1:
+            raise ValueError(
+                f"retrieval_heads: expected a list for a layer of {h} KV head(s): the guess keeps "
+                f"{self.retrieval_ratio:g} of them rounded up, every one, so nothing would be "
+                f"compressed; find them with `attnsieve calibrate --model M --retrieval-heads PATH`"
+            )
         return top_mask(remote, torch.full_like(view.lengths[:, 0], count), count)
 
 

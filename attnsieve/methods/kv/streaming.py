@@ -44,5 +44,7 @@ class StreamingLLM(ScoredPolicy):
         )
 
     def always_kept(self, view: KVView, target: Tensor) -> Tensor:
-        sinks = torch.arange(view.keys.shape[2], device=view.keys.device) < self.sink
-        return sinks.expand(view.positions.shape)
+        # a target below ``sink`` keeps the first entries: forced entries rank the later ones
+        # first (SnapKV's window), which would keep the last sinks and drop token 0
+        index = torch.arange(view.keys.shape[2], device=view.keys.device)
+        return index < target.clamp(max=self.sink)[..., None]
