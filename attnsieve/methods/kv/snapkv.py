@@ -31,7 +31,10 @@ class SnapKV(ScoredPolicy):
     width 5. The selection is ragged-safe: heads shorter than their target keep
     everything, and padding is never kept. If the target is below the window, the most recent
     window tokens are kept. Ties of the pooled score go to the higher raw vote, so that a peak is
-    never dropped for one of its neighbours (which pooling gives the same score).
+    never dropped for one of its neighbours (which pooling gives the same score). The paper
+    compresses the prompt once; a periodic pass during decode (`AttentionConfig.kv_interval`)
+    pools over the cache's entries, which after an earlier eviction are no longer neighbouring
+    positions.
     """
 
     window: int = 32
