@@ -127,6 +127,11 @@ def _run(name: str, rest: list[str]) -> int:
                 raise
             return _fail(prog, e.code)
         return 0 if e.code is None else e.code
+    except RuntimeError as e:  # torch.OutOfMemoryError: sizes the user asked for, not a bug
+        if type(e).__name__ != "OutOfMemoryError" or os.environ.get(DEBUG_ENV) == "1":
+            raise
+        asked = str(e).split(". GPU")[0]  # "CUDA out of memory. Tried to allocate 238.42 GiB"
+        return _fail(prog, f"{asked}: try shorter lengths, a smaller batch or fewer heads")
 
 
 def _check_device(args: argparse.Namespace) -> None:
@@ -143,5 +148,13 @@ def _check_device(args: argparse.Namespace) -> None:
         raise ValueError(f"--device: {e}") from None
     if kind not in ("cpu", "cuda"):  # meta tensors hold no data; other backends are untested
         raise ValueError(f"--device: expected cpu or cuda[:N], got {device!r}")
+    index = torch.device(device).index
+    if kind == "cpu" and index not in (None, 0):
+        raise ValueError(f"--device: expected cpu or cuda[:N], got {device!r} (one CPU device)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device: {device} asked for, but CUDA is not available here")
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device: {device} asked for, but this machine has {torch.cuda.device_count()} "
+            f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.bench.common import check_out
 from attnsieve.checks import cdiv
+from attnsieve.eval.sweep_args import entries
 
 TASK = "niah_single"
 # Paper defaults, except where a 2K-token prompt needs smaller numbers: 64-token blocks so the
@@ -60,14 +62,15 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         smollm2_path()  # a missing model is reported before anything slow starts
-        items = [x.strip() for x in args.recall_layers.split(",") if x.strip()]
+        items = entries(args.recall_layers, "--recall-layers")
         if not all(x.isdigit() for x in items):
             raise ValueError(
                 f"recall-layers: expected comma-separated layer numbers, got {args.recall_layers!r}"
             )
         recall_layers = [int(x) for x in items]
-        if not args.out.strip() or Path(args.out).is_file():
+        if not args.out.strip():
             raise ValueError(f"--out: expected a folder for plan.png, got {args.out!r}")
+        check_out(args.out)
         if args.length < 1024 or not 0 <= args.depth <= 1 or not recall_layers:
             raise ValueError(
                 f"length/depth/recall-layers: expected >= 1024, in [0, 1] and a non-empty list, "

@@ -80,7 +80,10 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--prompt-file: no such file: {args.prompt_file}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device: {args.device} asked for, but CUDA is not available")
-    config = AttentionConfig.from_json(args.config) if args.config else AttentionConfig()
+    try:
+        config = AttentionConfig.from_json(args.config) if args.config else AttentionConfig()
+    except (ValueError, TypeError) as e:  # the file's own errors begin with its path
+        raise type(e)(f"--config: {e}") from None
     changes: dict[str, Any] = {
         role: getattr(args, name)
         for role, name in (("prefill", "method"), ("kv", "kv"), ("decode", "decode"))
@@ -95,8 +98,13 @@ def main(args: argparse.Namespace) -> int:
     if args.paged_cache:
         changes["paged_cache"] = True
     config = config.override(**changes)  # a role given here replaces the config's in every layer
-    with open(args.prompt_file) as f:
-        prompt = f.read()
+    try:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompt = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"--prompt-file: {args.prompt_file} is not UTF-8 text ({e.reason})"
+        ) from None
     if not prompt.strip():
         raise ValueError(f"--prompt-file: {args.prompt_file} holds no text")
 

@@ -132,3 +132,32 @@ def test_sampled_blocks_leave_out_the_first_unless_all_are_taken():
     firsts = [r0 // 16 for r0, _, _ in sampled_blocks(layout, 4)]
     assert firsts == [4, 12, 20, 28]  # the middles of four equal parts
     assert [r0 // 16 for r0, _, _ in sampled_blocks(layout, 64)] == list(range(32))
+
+
+@pytest.mark.parametrize("command", ["e2e", "prefill", "decode", "kernels"])
+@pytest.mark.parametrize("under", [False, True])
+def test_an_out_that_is_no_folder_is_refused_before_the_benchmark(
+    command, under, tmp_path, capsys, monkeypatch
+):
+    """Results are written at the end: an --out that is a file, or under one, failed there with a
+    bare [Errno 17] after the whole benchmark had run."""
+    import importlib
+
+    from attnsieve import cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    module = importlib.import_module(f"attnsieve.bench.{command}")
+    monkeypatch.setattr(module, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    assert cli.main(["bench", command, "--out", str(afile / "sub" if under else afile)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"attnsieve bench {command}: error: --out: expected a folder (made if missing); {afile} "
+        "is not a folder"
+    ]
+
+
+def test_a_missing_out_is_left_to_be_made(tmp_path):
+    from attnsieve.bench.common import check_out
+
+    check_out(tmp_path / "a" / "b")
+    assert not list(tmp_path.iterdir())

@@ -462,16 +462,61 @@ def test_decode_kv_memory_counts_reserved_pages_apart(tiny_probe_dir, monkeypatc
         (["--precision", "foo"], "--precision"),
         (["--lengths", "0"], "lengths: "),
         (["--model", "/nonexistent/model"], "/nonexistent/model"),
+        (["--rope-scale", "2"], "--rope-scale: applies to a loaded model, not the random one"),
     ],
 )
-def test_arguments_are_checked_before_the_gpu(argv, message, capsys):
+def test_arguments_are_checked_before_the_gpu(argv, message, capsys, monkeypatch):
     """A bad argument is reported as itself, not hidden behind 'needs a CUDA GPU' on a machine
     without one (nor found only after a GPU run loaded the weights)."""
+    monkeypatch.setattr(e2e, "require_cuda", lambda: pytest.fail("checked after the GPU"))
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
     assert e2e.main(parser.parse_args(argv)) == 2
     err = capsys.readouterr().err
     assert err.startswith("attnsieve bench e2e: error: ") and message in err and "CUDA" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "dense, streaming,dense"], "--methods: ['dense'] given twice"),
+        (["--methods", "{a},{b}"], "--methods: two entries would be labelled ['cd']"),
+        (["--methods", "streaming,{s}"], "--methods: two entries would be labelled ['streaming']"),
+        (["--methods", "streaming", "--config", "{a}"], "--methods: not used with --config"),
+        (["--precision", "bf16,bf16"], "--precision: ['bf16'] given twice"),
+    ],
+)
+def test_time_to_first_token_refuses_a_method_timed_twice_or_dropped(
+    argv, message, tmp_path, capsys, monkeypatch
+):
+    """Two entries of one label were timed and one kept; --methods beside --config was ignored."""
+    a, b = tmp_path / "a" / "cd.json", tmp_path / "b" / "cd.json"
+    for path in (a, b):
+        path.parent.mkdir()
+        path.write_text('{"prefill": "streaming"}')
+    (tmp_path / "a" / "streaming.json").write_text('{"prefill": "dense"}')
+    argv = [x.format(a=a, b=b, s=tmp_path / "a" / "streaming.json") for x in argv]
+    monkeypatch.setattr(e2e, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    assert cli.main(["bench", "e2e", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"attnsieve bench e2e: error: {message}")
+
+
+def test_methods_default_unless_config_is_given(tmp_path):
+    """--methods left out times flexprefill, or --config's file alone; the recorded command
+    spells what ran."""
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    args = parser.parse_args([])
+    e2e._mode_options(args, decode=False)
+    assert [label for label, _ in e2e._methods(args)] == ["flexprefill"]
+    assert "--methods flexprefill" in e2e_report.command(args)
+    path = tmp_path / "cd.json"
+    path.write_text('{"prefill": "streaming"}')
+    args = parser.parse_args(["--config", str(path)])
+    e2e._mode_options(args, decode=False)
+    assert [(label, c.prefill) for label, c in e2e._methods(args)] == [("cd", "streaming")]
+    assert "--methods" not in e2e_report.command(args)
 
 
 def test_a_length_or_batch_given_twice_runs_once():
@@ -481,4 +526,5 @@ def test_a_length_or_batch_given_twice_runs_once():
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
     args = parser.parse_args(["--model", "probe", "--decode-steps", "2", "--batch", "1,1,2"])
+    e2e._mode_options(args, decode=True)  # as main runs it first: --methods' default
     assert e2e_decode.plan(args)[0] == [1, 2]

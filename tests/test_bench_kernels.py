@@ -203,3 +203,24 @@ def test_each_precision_takes_its_defaults():
     assert args.lengths == [4096, 16384, 65536, 131072] and args.dtype == "bf16"
     assert args.quant_density == 0.2 and args.quant_lengths == [32768, 131072]
     assert args.no_flex is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--head-dim", "1000"], "argument --head-dim: expected a power of two in [16, 256], "
+         "got '1000'"),
+        (["--precision", "int8-fp8", "--head-dim", "16"], "--head-dim: the int8-fp8 rows take a "
+         "power of two in [32, 256], got 16"),
+        (["--precision", "bf16,int8-fp8", "--block", "16"], "--block: the int8-fp8 rows take a "
+         "power of two in [32, 128], got 16"),
+    ],
+)  # fmt: skip
+def test_a_shape_the_kernels_do_not_take_is_refused(capsys, monkeypatch, argv, message):
+    """Each row's kernel call failed, after the GPU work, as an error row."""
+    from attnsieve import cli
+    from attnsieve.bench import kernels
+
+    monkeypatch.setattr(kernels, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    assert cli.main(["bench", "kernels", *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"attnsieve bench kernels: error: {message}"

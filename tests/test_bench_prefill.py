@@ -155,20 +155,41 @@ def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("argv", "error", "match"),
+    ("argv", "match"),
     [
-        (["--planners", "nope"], ValueError, "unknown planner 'nope'"),
-        (["--kinds", "nope"], ValueError, "^--kinds: unknown kind .nope."),
-        (["--kwargs", '{"streaming": {"nope": 1}}'], TypeError, "nope"),
-        (["--config", "/nonexistent/cal.json"], ValueError, "/nonexistent/cal.json"),
+        (["--planners", "nope"], "^--planners: unknown planner 'nope'"),
+        (["--planners", "dense,dense"], r"^--planners: \['dense'\] given twice"),
+        (["--kinds", "nope"], "^--kinds: unknown kind .nope."),
+        (["--kwargs", '{"streaming": {"nope": 1}}'], "^--kwargs: streaming: .*nope"),
+        (["--planners", "dense", "--kwargs", '{"dense": {"x": 1}}'], "^--kwargs: dense: .*'x'"),
+        (["--config", "/nonexistent/cal.json"], "/nonexistent/cal.json"),
     ],
 )
-def test_planners_kinds_and_configs_are_named_before_the_gpu_is_asked_for(
-    monkeypatch, argv, error, match
-):
-    """They were hidden behind 'needs a CUDA GPU' on a machine without one."""
+def test_planners_kinds_and_configs_are_named_before_the_gpu_is_asked_for(monkeypatch, argv, match):
+    """They were hidden behind 'needs a CUDA GPU' on a machine without one (or named the planner's
+    class and not the option)."""
     monkeypatch.setattr(prefill, "require_cuda", lambda: pytest.fail("checked after the GPU"))
     parser = argparse.ArgumentParser()
     prefill.add_arguments(parser)
-    with pytest.raises(error, match=match):
+    with pytest.raises(ValueError, match=match):
         prefill.main(parser.parse_args(argv))
+
+
+def test_planners_are_split_as_eval_splits_them():
+    """'dense, streaming' failed on ' streaming'; 'dense,dense' gave one row, silently."""
+    assert list(prefill._planners("dense, streaming", "{}")) == ["dense", "streaming"]
+    with pytest.raises(ValueError, match=r"^--planners: \['dense'\] given twice"):
+        prefill._planners("dense,streaming,dense", "{}")
+
+
+def test_a_head_dim_the_kernel_does_not_take_is_refused(capsys, monkeypatch):
+    """It failed only in the kernel, after the workload and the dense baseline ran on the GPU."""
+    from attnsieve import cli
+
+    monkeypatch.setattr(prefill, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    assert cli.main(["bench", "prefill", "--head-dim", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "attnsieve bench prefill: error: argument --head-dim: expected a power of two in "
+        "[16, 256], got '1000'"
+    )

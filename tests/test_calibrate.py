@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -52,6 +53,17 @@ def test_picks_the_cheapest_candidate_that_reaches_the_target():
     assert stats["1"][0]["recall"] >= 0.95 and stats["0"][1]["recall"] == pytest.approx(1.0)
     assert stats["0"][0]["density"] < stats["1"][0]["density"] < stats["1"][1]["density"] == 1.0
     assert result["metadata"]["target_recall"] == 0.95
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_a_non_finite_key_is_refused_not_calibrated(bad):
+    """One key row of inf gave its rows a non-finite dense lse, which the recall left out as rows
+    without keys: a head read recall 1 and was written at a density that recalls half."""
+    (q, k), _ = layers()
+    k = k.clone()
+    k[0, 0, 40] = bad
+    with pytest.raises(ValueError, match=r"qk_per_layer\[0\]: the attention recall is not finite"):
+        calibrate([(q, k)], 0.9, CANDIDATES)
 
 
 def test_without_a_candidate_reaching_the_target_the_best_recall_wins():

@@ -141,6 +141,51 @@ def test_cuda_without_cuda(capsys, command):
     assert message == "--device: cuda asked for, but CUDA is not available here"
 
 
+@pytest.mark.parametrize(
+    "device, pattern",
+    [("cuda:3", r"^--device: cuda:3 asked for, but this machine has 1 CUDA device\(s\)"),
+     ("cpu:1", r"^--device: expected cpu or cuda\[:N\], got 'cpu:1'")],
+)  # fmt: skip
+def test_a_device_index_the_machine_lacks(capsys, monkeypatch, device, pattern):
+    """cuda:3 on a one-GPU machine ran into a 40-line traceback; cpu:1 was taken as the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert cli.main(["run", "--model", "m", "--prompt-file", "p", "--device", device]) == 2
+    assert re.search(pattern, one_error_line(capsys, "attnsieve run"))
+
+
+@pytest.mark.parametrize(
+    "option, content, pattern",
+    [("--config", b"[1]", r"^--config: .*cfg: expected a JSON object, got list$"),
+     ("--config", b'{"prefill": "nope"}', r"^--config: .*cfg: prefill: unknown prefill method"),
+     ("--prompt-file", b"\xff\xfe\x00binary", r"^--prompt-file: .*cfg is not UTF-8 text")],
+)  # fmt: skip
+def test_run_names_the_option_of_a_bad_file(capsys, tmp_path, prompt, option, content, pattern):
+    """A bad config file's message began with its path, a binary prompt with 'utf-8' codec ...:
+    neither named the option."""
+    (tmp_path / "cfg").write_bytes(content)
+    argv = ["run", "--model", "m", "--prompt-file", str(prompt), "--device", "cpu"]
+    argv += [option, str(tmp_path / "cfg")]
+    assert cli.main(argv) == 2
+    assert re.search(pattern, one_error_line(capsys, "attnsieve run"))
+
+
+def test_out_of_device_memory_is_one_line(capsys, monkeypatch):
+    """Sizes past the GPU's memory (bench kernels --lengths 1000000000) are the user's to change:
+    one line, not torch's traceback."""
+    from attnsieve.bench import kernels
+
+    def allocate(args):
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 238.42 GiB. GPU 0 has a total capacity of 139"
+        )
+
+    monkeypatch.setattr(kernels, "main", allocate)
+    assert cli.main(["bench", "kernels"]) == 2
+    message = one_error_line(capsys, "attnsieve bench kernels")
+    assert message.startswith("CUDA out of memory. Tried to allocate 238.42 GiB: try shorter")
+
+
 @NO_CUDA
 @pytest.mark.parametrize("bench", ["kernels", "decode"])
 def test_gpu_benchmark_without_cuda(capsys, bench):

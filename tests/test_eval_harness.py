@@ -325,6 +325,9 @@ def test_bad_method_kwargs_name_the_option(text, capsys):
         (None, "cannot read the config file"),
         ("{bad", "not valid JSON"),
         ("[1]", "expected a JSON object"),
+        # read into a dict first, its errors named "source:" (neither the file nor --methods)
+        ('{"prefil": "dense"}', "unknown keys ['prefil']"),
+        ('{"prefill": "nope"}', "prefill: unknown prefill method"),
     ],
 )
 def test_a_bad_config_file_among_methods_is_named(text, message, tmp_path):
@@ -676,11 +679,32 @@ def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, ca
 
     monkeypatch.setattr(harness, "run_fidelity", never)
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--fidelity-length", "64k")
+    args.lengths = None
     assert harness.main(args) == 2  # the probe has 32768 positions
     assert "--fidelity-length: expected 1 to 32768 tokens" in capsys.readouterr().err
     args.fidelity_length = "4m"
     assert harness.main(args) == 2
     assert "--fidelity-length: expected entries like 4k" in capsys.readouterr().err
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_first(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch
+):
+    """--out under a file loaded the model, then failed on a bare [Errno 20]."""
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    (tmp_path / "afile").write_text("")
+    assert harness.main(_args(tiny_probe_dir, tmp_path / "afile" / "sub")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: --out: expected a folder" in err[0]
+
+
+def test_fidelity_length_and_lengths_together_are_refused(tiny_probe_dir, tmp_path, capsys):
+    """--lengths was checked and then dropped for --fidelity-length."""
+    args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--fidelity-length", "256")
+    assert harness.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: --lengths, --fidelity-length: " in err[0]
+    assert not (tmp_path / "fidelity.json").exists()
 
 
 def test_positions_of_a_multimodal_model_come_from_its_text_config(monkeypatch):

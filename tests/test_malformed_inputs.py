@@ -748,7 +748,7 @@ FILE_CASES = [
         "from-json-bad-layer",
         json.dumps({"layers": {"2": {"prefill": "nope"}}}),
         ValueError,
-        r"^layers\[2\]\['prefill'\]: unknown prefill method 'nope'",
+        r"^.*cfg\.json: layers\[2\]\['prefill'\]: unknown prefill method 'nope'",
     ),
 ]
 

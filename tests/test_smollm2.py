@@ -188,7 +188,10 @@ def test_demo_arguments_beyond_the_model_exit_2_before_it_loads(monkeypatch, tmp
         (["--plot-layer", "30"], "plot-layer/plot-head: layers in [0, 30), head in [0, 9)"),
         (["--plot-head", "9"], "plot-layer/plot-head: layers in [0, 30), head in [0, 9)"),
         (["--recall-layers", "3,31"], "recall-layers/plot-layer/plot-head"),
-        (["--out", str(tmp_path / "file")], "--out: expected a folder for plan.png"),
+        (["--out", str(tmp_path / "file")], "--out: expected a folder (made if missing)"),
+        # under a file: the whole demo ran, then failed on a bare [Errno 20]
+        (["--out", str(tmp_path / "file" / "sub")], "--out: expected a folder (made if missing)"),
+        (["--recall-layers", "5,5"], "--recall-layers: ['5'] given twice"),  # measured twice
     ]:
         assert cli.main(["demo", "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err.strip()

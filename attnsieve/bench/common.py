@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 from collections.abc import Callable, Sequence
@@ -80,6 +81,9 @@ def ints_in(low: int, high: int | None, pow2: bool = False) -> Callable[[str], i
 
 
 positive_int = ints_in(1, None)
+# what the prefill and decode kernels take (attnsieve.kernels.prefill, .decode_reference): checked
+# while parsing, as the kernels check it only once the inputs are on the GPU
+head_dim = ints_in(16, 256, pow2=True)
 seed = ints_in(0, 2**64 - 1)  # what torch.manual_seed takes, non-negative
 
 
@@ -114,6 +118,17 @@ def fraction(text: str) -> float:
     except (argparse.ArgumentTypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
     return value
+
+
+def check_out(out: str | Path) -> None:
+    """Refuse a results folder ``out`` (--out) that could not be made or written in, before the
+    benchmark: its results are written only at its end."""
+    folder = Path(out)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # made from here on
+    if not existing.is_dir():
+        raise ValueError(f"--out: expected a folder (made if missing); {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out: cannot write in {existing}")
 
 
 def check_heads(args: argparse.Namespace) -> None:

@@ -28,10 +28,12 @@ from torch import Tensor
 
 from attnsieve.bench.common import (
     check_heads,
+    check_out,
     command_line,
     environment,
     format_table,
     graph_ms,
+    head_dim,
     ints,
     ints_in,
     median_ms,
@@ -127,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv-heads", type=positive_int, default=shape.kv_heads, help="key/value heads"
     )
-    parser.add_argument("--head-dim", type=positive_int, default=shape.head_dim)
+    parser.add_argument("--head-dim", type=head_dim, default=shape.head_dim)
     parser.add_argument("--page-size", type=ints_in(8, 256, pow2=True), default=shape.page_size)
     parser.add_argument(
         "--keep", type=positive_int, default=16, help="sparse rows read 1/keep of pages"
@@ -139,6 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     check_heads(args)
+    check_out(args.out)
     require_cuda()
     torch.manual_seed(args.seed)
     copy_tbps = copy_bandwidth()

@@ -56,6 +56,7 @@ from torch import Tensor
 from attnsieve.api import PRECISIONS as PREFILL_PRECISIONS
 from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
+    check_out,
     environment,
     positive_int,
     rel_err,
@@ -72,7 +73,13 @@ from attnsieve.bench.e2e_timing import (
     time_alternating,
     time_attention_free,
 )
-from attnsieve.eval.sweep_args import add_compression_axes, check_lengths_fit, parse_length
+from attnsieve.eval.sweep_args import (
+    add_compression_axes,
+    check_labels,
+    check_lengths_fit,
+    entries,
+    parse_length,
+)
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.transformers import DEFAULT_COST
 
@@ -91,6 +98,7 @@ LLAMA3_8B = dict(
 )
 RANDOM_LAYERS = 32  # --layers' default: Llama-3-8B's
 REPEATS = 2  # --repeats' default
+METHODS = "flexprefill"  # --methods' default, where --config is not given
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,10 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         "--method",
-        default="flexprefill",
-        help="comma-separated planner names and/or AttentionConfig JSON files",
+        default=None,
+        help=f"comma-separated planner names and/or AttentionConfig JSON files (default {METHODS}"
+        "; not with --config)",
     )
-    parser.add_argument("--config", default=None, help="AttentionConfig JSON (overrides --methods)")
+    parser.add_argument(
+        "--config", default=None, help="an AttentionConfig JSON file, timed instead of --methods"
+    )
     parser.add_argument(
         "--layers",
         type=positive_int,
@@ -193,6 +204,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             methods = _methods(args)
         requested = _parse_lengths(args.lengths)
+        check_out(args.out)
         if args.model != RANDOM_MODEL:  # the model's config alone: a bad name fails here
             from attnsieve.eval.models import model_positions
 
@@ -291,19 +303,24 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _mode_options(args: argparse.Namespace, decode: bool) -> None:
-    """--repeats (time to first token) and --layers (the random model): given where they do not
-    apply, a ValueError naming them; left out, their default where they apply (so that the
-    recorded command spells them there)."""
+    """--repeats (time to first token), --layers (the random model) and --rope-scale (a loaded
+    model): given where they do not apply, a ValueError naming them; left out, their default where
+    they apply, and --methods' unless --config is given (so that the recorded command spells
+    them there)."""
     if decode and args.repeats is not None:
         raise ValueError("--repeats: applies to time to first token, not --decode-steps")
     if args.model != RANDOM_MODEL and args.layers is not None:
         raise ValueError(
             f"--layers: applies to the random model ({RANDOM_MODEL}), not a loaded one"
         )
+    if args.model == RANDOM_MODEL and args.rope_scale is not None:
+        raise ValueError("--rope-scale: applies to a loaded model, not the random one")
     if not decode and args.repeats is None:
         args.repeats = REPEATS
     if args.model == RANDOM_MODEL and args.layers is None:
         args.layers = RANDOM_LAYERS
+    if args.methods is None and args.config is None:
+        args.methods = METHODS
 
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
@@ -312,7 +329,7 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
         raise ValueError(
             "--kv/--decode/--kv-ratio/--decode-ratio: apply to decode speed (--decode-steps)"
         )
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    precisions = entries(args.precision, "--precision")
     if not precisions or not set(precisions) <= set(PREFILL_PRECISIONS):
         raise ValueError(
             f"--precision: time to first token takes {', '.join(PREFILL_PRECISIONS)} (fp8-kv "
@@ -320,10 +337,12 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
         )
     if args.batch.strip() != "1" or args.paged_cache:  # time to first token is of one prompt
         raise ValueError("--batch/--paged-cache: apply to decode speed (--decode-steps)")
-    entries = [args.config] if args.config else [m for m in args.methods.split(",") if m.strip()]
+    if args.config is not None and args.methods is not None:
+        raise ValueError(
+            "--methods: not used with --config (which is timed instead); give its file to --methods"
+        )
     out = []
-    for entry in entries:
-        entry = entry.strip()
+    for entry in [args.config] if args.config is not None else entries(args.methods, "--methods"):
         if entry.endswith(".json"):
             label, config = Path(entry).stem, AttentionConfig.from_json(entry)
         else:
@@ -335,6 +354,7 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
                 out.append((f"{label}+{precision}", config.override(precision=precision)))
     if not out:
         raise ValueError("--methods: expected at least one method")
+    check_labels([label for label, _ in out], "--methods")
     return out
 
 
@@ -375,8 +395,6 @@ def _lengths(lengths: list[int] | None, name: str, positions: int, decoded: int 
 
 def _load(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, str]:
     if args.model == RANDOM_MODEL:
-        if args.rope_scale is not None:
-            raise ValueError("--rope-scale: applies to a loaded model, not the random one")
         return build_model(args.layers, device), None, RANDOM_MODEL
     from attnsieve.eval.models import load_model
 

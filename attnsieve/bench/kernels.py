@@ -36,11 +36,13 @@ from attnsieve.bench.baselines import (
 from attnsieve.bench.common import (
     attention_tflops,
     check_heads,
+    check_out,
     command_line,
     environment,
     format_table,
     fraction,
     fractions,
+    head_dim,
     ints,
     ints_in,
     median_ms,
@@ -84,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--heads", type=positive_int, default=32, help="query heads H_q")
     parser.add_argument("--kv-heads", type=positive_int, default=8, help="key/value heads H_kv")
-    parser.add_argument("--head-dim", type=positive_int, default=128)
+    parser.add_argument("--head-dim", type=head_dim, default=128)
     parser.add_argument("--batch", type=positive_int, default=1)
     parser.add_argument(
         "--block",
@@ -146,9 +148,23 @@ def check_mode_options(args: argparse.Namespace) -> None:
                 setattr(args, name, default)
 
 
+def check_quant_shapes(args: argparse.Namespace) -> None:
+    """--head-dim and --block as the int8-fp8 rows' kernel takes them: from 32, where the bf16
+    kernel takes 16 (attnsieve.kernels.quantize and .quant check them only on the GPU inputs)."""
+    if "int8-fp8" not in args.precision:
+        return
+    for flag, value, high in (("--head-dim", args.head_dim, 256), ("--block", args.block, 128)):
+        if value < 32:
+            raise ValueError(
+                f"{flag}: the int8-fp8 rows take a power of two in [32, {high}], got {value}"
+            )
+
+
 def main(args: argparse.Namespace) -> int:
     check_heads(args)
     check_mode_options(args)
+    check_quant_shapes(args)
+    check_out(args.out)
     device = require_cuda()
     from tqdm import tqdm
 

@@ -43,10 +43,12 @@ from torch import Tensor
 
 from attnsieve.bench.common import (
     check_heads,
+    check_out,
     command_line,
     environment,
     format_table,
     graph_ms,
+    head_dim,
     ints,
     median_ms,
     positive_float,
@@ -58,7 +60,7 @@ from attnsieve.bench.common import (
     write_json,
 )
 from attnsieve.eval.fidelity import attention_recall
-from attnsieve.eval.sweep_args import planner_kwargs
+from attnsieve.eval.sweep_args import entries, planner_kwargs
 from attnsieve.eval.workloads import canonical_kind, make_workload
 from attnsieve.kernels.prefill import sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
@@ -100,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default=",".join(KINDS), help="head kinds, cycled over heads")
     parser.add_argument("--heads", type=positive_int, default=32)
     parser.add_argument("--kv-heads", type=positive_int, default=8)
-    parser.add_argument("--head-dim", type=positive_int, default=128)
+    parser.add_argument("--head-dim", type=head_dim, default=128)
     parser.add_argument(
         "--recall-blocks",
         type=positive_int,
@@ -121,13 +123,12 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
     for kind in kinds:
         canonical_kind(kind, "--kinds")
-    names = [n for n in args.planners.split(",") if n]
-    overrides = planner_kwargs(args.kwargs, "--kwargs", names)
     # every argument is checked before the GPU is asked for
-    planners = {name: get_planner(name, **overrides.get(name, {})) for name in names}
+    planners = _planners(args.planners, args.kwargs)
     planners.update(_config_planners(args.config, args.heads, args.kv_heads))
     if not planners:
         raise ValueError("--planners: expected at least one planner (or a --config)")
+    check_out(args.out)
     device = require_cuda()
     from tqdm import tqdm
 
@@ -183,6 +184,23 @@ def _payload(
         "targets": TARGETS,
         "rows": rows,
     }  # fmt: skip
+
+
+def _planners(text: str, kwargs: str) -> dict[str, Any]:
+    """{name: planner} of --planners, each built with its fields of --kwargs (errors name the
+    option)."""
+    names = entries(text, "--planners")
+    for name in names:
+        if name not in PLANNERS:
+            raise ValueError(f"--planners: unknown planner {name!r}; available: {sorted(PLANNERS)}")
+    overrides = planner_kwargs(kwargs, "--kwargs", names)
+    planners = {}
+    for name in names:
+        try:
+            planners[name] = get_planner(name, **overrides.get(name, {}))
+        except (TypeError, ValueError) as e:  # a field the planner lacks, or a value it refuses
+            raise ValueError(f"--kwargs: {name}: {e}") from None
+    return planners
 
 
 def _config_planners(paths: list[str], heads: int, kv_heads: int) -> dict[str, Any]:

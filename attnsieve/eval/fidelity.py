@@ -9,6 +9,8 @@ forces one.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -45,6 +47,7 @@ def attention_recall(
     q is (B, H_q, N, D), k (B, H_kv, M, D). 1 means the layout keeps every visible key with weight;
     an empty layout gives 0. Rows that see no key at all (the first N - M rows when N > M under
     causality) have no mass to recall and are left out of the mean; the last row always sees keys.
+    A row whose attention is NaN (a NaN or inf in q or k) makes its head's recall NaN.
     ``dense_lse`` (B, H_q, N), from `dense_attention`, saves recomputing dense attention.
     """
     # Values do not change the lse: k stands in for v so attention can be reused unchanged.
@@ -57,9 +60,12 @@ def attention_recall(
     _, sparse = attention(
         q, k, k, layout, causal=causal, scale=scale, return_lse=True, backend=backend
     )
-    has_keys = torch.isfinite(dense_lse)
-    kept = torch.exp(sparse - dense_lse.masked_fill(~has_keys, 0.0)).clamp(max=1.0)
-    return kept.masked_fill(~has_keys, 0.0).sum(-1) / has_keys.sum(-1)
+    no_keys = dense_lse == -math.inf
+    kept = torch.exp(sparse - dense_lse.masked_fill(no_keys, 0.0)).clamp(max=1.0)
+    # a NaN or +inf lse (a NaN or inf in q or k) makes the recall NaN; it was left out as a row
+    # without keys, and a head with one such row read a recall of 1
+    kept = kept.masked_fill(dense_lse.isnan() | (dense_lse == math.inf), math.nan)
+    return kept.masked_fill(no_keys, 0.0).sum(-1) / (~no_keys).sum(-1)
 
 
 def output_error(

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from attnsieve.bench.common import environment
+from attnsieve.bench.common import check_out, environment
 from attnsieve.eval.model_fidelity import check_prefill_only, run_fidelity
 from attnsieve.eval.models import (
     load_model,
@@ -358,6 +358,11 @@ def main(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"--tasks: --fidelity measures one prompt of one task, got {len(tasks)}"
                 )
+            if args.fidelity_length is not None and args.lengths is not None:
+                raise ValueError(
+                    "--lengths, --fidelity-length: --fidelity measures one prompt, of "
+                    "--fidelity-length tokens or else the largest of --lengths: give one of them"
+                )
         elif args.fidelity_length is not None:
             raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
         # a copy: the caller's args stay as given, to be read again
@@ -372,6 +377,7 @@ def main(args: argparse.Namespace) -> int:
             asked = args.fidelity_length
             length = parse_length(asked, "--fidelity-length") if asked else max(lengths)
             check_lengths_fit([length], positions, name="--fidelity-length")
+        check_out(args.out or "eval-results")  # before the model loads and the cells run
         model, tokenizer, name = load_model(
             args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
         )

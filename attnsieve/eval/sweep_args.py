@@ -138,6 +138,26 @@ def split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def entries(text: str, option: str) -> list[str]:
+    """`split`'s entries of ``option``, refused where one is given twice (it would run twice, or
+    once under one label)."""
+    out = split(text)
+    twice = sorted({entry for entry in out if out.count(entry) > 1})
+    if twice:
+        raise ValueError(f"{option}: {twice} given twice; give each entry once")
+    return out
+
+
+def check_labels(labels: list[str], option: str) -> None:
+    """Refuse two entries of ``option`` under one label: results keyed on it would keep one."""
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ValueError(
+            f"{option}: two entries would be labelled {twice} (config files are labelled by "
+            "their name): rename one"
+        )
+
+
 def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> list[tuple[str, Any]]:
     """(label, AttentionConfig) per combination of --methods, --kv, --decode and --precision; a
     JSON file among --methods is labelled by its stem and takes the other axes as they are: a
@@ -169,10 +189,7 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
         if text is not None and not split(text):
             raise ValueError(f"{name}: expected a comma-separated list, got {text!r}")
     for name, text in {"--methods": args.methods, **asked}.items():
-        entries = split(text or "")
-        twice = sorted({entry for entry in entries if entries.count(entry) > 1})
-        if twice:  # else refused below as two entries of one label, which reads as two files
-            raise ValueError(f"{name}: {twice} given twice; give each entry once")
+        entries(text or "", name)  # else refused below as two entries of one label (two files)
     kvs, decodes = (
         [_KEEP] if text is None else [None if x == "none" else x for x in split(text)]
         for text in (args.kv, args.decode)
@@ -202,7 +219,13 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
             parts += [precision] if precision != "bf16" else []
             if method.endswith(".json"):
                 data = _config_file(method)
-                config = AttentionConfig.from_json({**defaults, **data, **given}).override(**roles)
+                try:
+                    config = AttentionConfig.from_json({**defaults, **data, **given})
+                except (ValueError, TypeError) as e:  # named "source:", the dict it was given
+                    raise type(e)(
+                        f"--methods: {method}: {str(e).removeprefix('source: ')}"
+                    ) from None
+                config = config.override(**roles)
             else:
                 prefill = {"method": method, **kwargs.get(method, {})}
                 config = AttentionConfig(prefill=prefill, **roles, **{**defaults, **given})
@@ -211,13 +234,7 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
         raise ValueError("methods: expected at least one method")
     if args.kv_ratio is not None and not ratio_read:
         raise ValueError("--kv-ratio: every --kv entry sets its own budget or ratio")
-    labels = [label for label, _ in out]
-    if len(set(labels)) < len(labels):
-        twice = sorted({label for label in labels if labels.count(label) > 1})
-        raise ValueError(
-            f"methods: two entries would be labelled {twice} (config files are labelled by their "
-            "name): rename one"
-        )
+    check_labels([label for label, _ in out], "--methods, --kv")  # files of one name in either
     return out
 
 

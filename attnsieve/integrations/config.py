@@ -264,7 +264,12 @@ class AttentionConfig:
         unknown = set(data) - set(_FIELDS) - {"metadata"}
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected {_FIELDS}")
-        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+        except (ValueError, TypeError) as e:
+            if isinstance(source, dict):  # its fields' errors name them, as AttentionConfig's do
+                raise
+            raise type(e)(f"{where}: {e}") from None  # and the file they are in
 
 
 def read_entry(path: str | os.PathLike, name: str) -> dict[str, Any]:
