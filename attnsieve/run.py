@@ -8,12 +8,11 @@ Prints the output text, time to first token, decode tokens/s and the mean densit
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 import torch
 
-from attnsieve.eval.models import load_model
+from attnsieve.eval.models import load_model, read_prompt_file
 from attnsieve.eval.sweep_args import EXTEND_HINT
 from attnsieve.integrations.config import PRECISIONS, AttentionConfig, read_entry
 from attnsieve.integrations.generate import eos_token_ids, generate
@@ -39,13 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv",
         default=None,
-        help="KV policy name, or a KV-entry JSON file (attnsieve calibrate --retrieval-heads); "
-        "replaces the config's 'kv' (its per-layer entries too)",
+        help="KV policy name, or a KV-entry JSON file (attnsieve calibrate --retrieval-heads), or "
+        "none; replaces the config's 'kv' (its per-layer entries too)",
     )
     parser.add_argument(
         "--decode",
         default=None,
-        help="decode selector name; replaces the config's 'decode' (its per-layer entries too)",
+        help="decode selector name, or none; replaces the config's 'decode' (its per-layer "
+        "entries too)",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default=None)
     parser.add_argument(
@@ -76,8 +76,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-new-tokens: expected >= 1, got {args.max_new_tokens}")
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size: expected >= 1, got {args.chunk_size}")
-    if not os.path.isfile(args.prompt_file):
-        raise ValueError(f"--prompt-file: no such file: {args.prompt_file}")
+    prompt = read_prompt_file(args.prompt_file)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device: {args.device} asked for, but CUDA is not available")
     try:
@@ -89,6 +88,9 @@ def main(args: argparse.Namespace) -> int:
         for role, name in (("prefill", "method"), ("kv", "kv"), ("decode", "decode"))
         if getattr(args, name) is not None
     }
+    for role in ("kv", "decode"):  # none switches a config file's role off, as in eval
+        if changes.get(role) == "none":
+            changes[role] = None
     if isinstance(changes.get("kv"), str) and changes["kv"].endswith(".json"):
         changes["kv"] = read_entry(changes["kv"], "--kv")
     if args.precision is not None:
@@ -98,15 +100,6 @@ def main(args: argparse.Namespace) -> int:
     if args.paged_cache:
         changes["paged_cache"] = True
     config = config.override(**changes)  # a role given here replaces the config's in every layer
-    try:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompt = f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"--prompt-file: {args.prompt_file} is not UTF-8 text ({e.reason})"
-        ) from None
-    if not prompt.strip():
-        raise ValueError(f"--prompt-file: {args.prompt_file} holds no text")
 
     model, tokenizer, _ = load_model(
         args.model, device=args.device, dtype=DTYPES[args.dtype], rope_scale=args.rope_scale

@@ -548,6 +548,24 @@ def test_cli_a_sample_longer_than_the_model_is_refused(tiny_probe_dir, capsys, m
     assert message.startswith(f"--length: expected 1 to {positions} tokens")
 
 
+@pytest.mark.parametrize(
+    "content, message", [(None, "no such file"), (b"\xff\xfe\x00", "is not UTF-8 text")]
+)
+def test_cli_a_bad_prompt_file_is_refused_before_the_model_loads(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch, content, message
+):
+    """It was read after the model loaded, a missing file as a bare [Errno 2]."""
+    from attnsieve.eval import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    prompt = tmp_path / "prompt.txt"
+    if content is not None:
+        prompt.write_bytes(content)
+    argv = ["--model", str(tiny_probe_dir), "--length", "64", "--prompt-file", str(prompt)]
+    error = _cli_error(capsys, argv)
+    assert error.startswith("--prompt-file: ") and message in error
+
+
 def test_cli_qk_dict_keys_must_be_layer_numbers(tmp_path, capsys):
     qk = tmp_path / "qk.pt"
     torch.save({"layer0": layers()[0]}, qk)

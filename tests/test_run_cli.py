@@ -158,6 +158,18 @@ def test_run_takes_a_kv_entry_file(model_dir, tmp_path, capsys, monkeypatch):
         run.main(args)
 
 
+def test_run_switches_a_config_files_kv_policy_off_with_none(model_dir, tmp_path, capsys):
+    """--kv none / --decode none, as eval takes them: "none" was refused as an unknown policy, so
+    nothing switched a config file's policy off."""
+    config = {"prefill": "dense", "kv": {"method": "streaming", "budget": 8}, "decode": "quest"}
+    args, _ = cli(model_dir, tmp_path, config, "--max-new-tokens", "2")
+    assert run.main(args) == 0
+    assert "KV cache:" in capsys.readouterr().out  # the paged cache of the file's policy
+    args.kv = args.decode = "none"
+    assert run.main(args) == 0
+    assert "KV cache:" not in capsys.readouterr().out
+
+
 def test_run_rejects_bad_arguments(model_dir, tmp_path):
     args, _ = cli(model_dir, tmp_path, {"prefill": "dense"}, "--max-new-tokens", "0")
     with pytest.raises(ValueError, match="max-new-tokens"):

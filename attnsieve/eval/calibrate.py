@@ -405,19 +405,17 @@ def add_label_channels(
 
 
 def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
-    from attnsieve.eval.models import load_model, model_positions
+    from attnsieve.eval.models import load_model, model_positions, read_prompt_file
     from attnsieve.eval.sweep_args import check_lengths_fit
     from attnsieve.eval.tasks import make_samples
 
     positions = model_positions(args.model, args.rope_scale)  # before the weights load
     check_lengths_fit([args.length], positions, name="--length")
+    text = read_prompt_file(args.prompt_file) if args.prompt_file else None
     model, tokenizer, _ = load_model(
         args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
     )
-    if args.prompt_file:
-        with open(args.prompt_file) as f:
-            text = f.read()
-    else:
+    if text is None:
         # Q/K of the prompt alone are captured: it takes the whole length, as a prompt file does
         sample = make_samples("niah_single", tokenizer, args.length, 1, 0, answer_room=False)[0]
         text = sample.prompt

@@ -219,3 +219,18 @@ def _set_yarn(config: Any, factor: float) -> None:
         "original_max_position_embeddings": trained,
     }
     config.max_position_embeddings = int(trained * factor)
+
+
+def read_prompt_file(path: str) -> str:
+    """The text of ``--prompt-file``; a missing, binary or empty file is a ValueError naming it
+    (`attnsieve run`, and `attnsieve calibrate` before its model loads)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--prompt-file: no such file: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            prompt = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prompt-file: {path} is not UTF-8 text ({e.reason})") from None
+    if not prompt.strip():
+        raise ValueError(f"--prompt-file: {path} holds no text")
+    return prompt
