@@ -298,3 +298,29 @@ def test_plan_refuses_a_bad_scale(scale):
     q, k = qk(1, 2, 1, 64, 64)
     with pytest.raises((ValueError, TypeError), match="^scale: "):
         get_planner("flexprefill").plan(q, k, scale=scale)
+
+
+def test_a_flexprefill_head_of_gamma_one_keeps_the_causal_blocks_only():
+    """Per-head γ: a head of γ 1 kept every block, those above the diagonal too (its block lists
+    and non-causal density twice the dense plan's), where γ 1 alone plans the causal blocks."""
+    q, k = torch.randn(1, 2, 300, 16), torch.randn(1, 1, 300, 16)
+    fields = {"block_q": 16, "block_k": 16, "min_budget": 0}
+    layout = get_planner("flexprefill", gamma=[1.0, 0.5], **fields).plan(q, k)
+    alone = get_planner("flexprefill", gamma=1.0, **fields).plan(q, k)
+    visible = Layout.causal_block_mask(300, 300, 16, 16)
+    assert torch.equal(layout.block_mask()[0, 0], visible)
+    assert int(layout.block_count[0, 0].sum()) == int(alone.block_count.sum())
+
+
+def test_block_topk_keeps_topk_candidates_where_probabilities_underflow():
+    """One key block draws all of the attention: the other visible blocks' probabilities are 0,
+    tied with the excluded ones, and topk picked excluded zeros (row 10 kept 3 of 11 blocks)."""
+    torch.manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    q = (u * 30).expand(1, 1, 256, 16) + 0.01 * torch.randn(1, 1, 256, 16)
+    k = 0.1 * torch.randn(1, 1, 256, 16)
+    k[0, 0, 32:48] = u * 30
+    fields = {"topk": 4, "cdf_threshold": None, "simthreshd1": -1.0, "block_q": 16, "block_k": 16}
+    layout = get_planner("block_topk", **fields).plan(q, k)
+    visible = Layout.causal_block_mask(256, 256, 16, 16).sum(-1)
+    assert bool((layout.block_count[0, 0].long() >= visible.clamp(max=4)).all())

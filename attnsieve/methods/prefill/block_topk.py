@@ -96,7 +96,10 @@ class BlockTopKPlanner(Planner):
             k_similar = per_query_head
         candidates = visible & k_similar
         if self.topk is not None:
-            best = probs.topk(min(self.topk, probs.shape[-1]), -1).indices
+            # ranked among the candidates only: a candidate's probability can underflow to the
+            # 0 of an excluded block, and a tie picked the excluded one, keeping fewer than topk
+            ranked = probs.masked_fill(~candidates, -1.0)
+            best = ranked.topk(min(self.topk, probs.shape[-1]), -1).indices
             mask = torch.zeros_like(candidates).scatter_(-1, best, True) & candidates
         else:
             mask = mass_threshold(probs, self.cdf_threshold, candidates)

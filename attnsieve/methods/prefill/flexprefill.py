@@ -148,8 +148,9 @@ class FlexPrefillPlanner(Planner):
             chosen_vertical, None if self.slash_spans else chosen_slash, band=bk, block_q=bq,
             block_k=bk, num_queries=n, num_keys=m, extra=query_aware_map, extra_heads=query_aware,
         )  # fmt: skip
-        if isinstance(gamma, Tensor):  # a head of γ 1 keeps every block, as γ 1 alone plans
-            mask = mask | (gamma >= 1)[:, None, None]
+        if isinstance(gamma, Tensor):  # a head of γ 1 keeps every causal block, as γ 1 alone
+            visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
+            mask = mask | ((gamma >= 1)[:, None, None] & visible)
         layout = block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         if not self.slash_spans:
             return layout
