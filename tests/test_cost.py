@@ -157,3 +157,20 @@ def test_patch_records_cost_fallbacks_on_the_triton_backend():
     torch.testing.assert_close(logits, base)
     with pytest.raises(TypeError, match="cost"):
         patch(model, attn, cost="fast")
+
+
+@pytest.mark.parametrize(
+    "fields, error, match",
+    [
+        ({"plan_ms": {"streaming": (1.0,)}}, ValueError, r"plan_ms\['streaming'\]: expected 3"),
+        ({"plan_ms": [1, 2]}, TypeError, "plan_ms: expected a mapping"),
+        ({"plan_lengths": (3, 2, 1)}, ValueError, "plan_lengths: expected ascending"),
+        ({"graph_plan_ms": {"x": (1.0, -2.0, 3.0)}}, ValueError, r"graph_plan_ms\['x'\]"),
+        ({"graph_plan_heads": 0}, ValueError, "graph_plan_heads"),
+    ],
+)
+def test_timing_tables_it_cannot_read_are_refused(fields, error, match):
+    """They were taken and failed inside a forward, on the GPU only (IndexError,
+    ZeroDivisionError), or were priced unsorted."""
+    with pytest.raises(error, match=match):
+        CostModel(**fields)

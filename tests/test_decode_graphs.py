@@ -2,6 +2,8 @@
 reservation and host-mirror bookkeeping they rest on (CPU), `paged_cache` in the config, and on a
 GPU the replayed tokens against eager decode."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -209,6 +211,7 @@ def test_finish_prefill_runs_each_pending_hook_once():
     from attnsieve.integrations.hf_cache import AttnsieveCache
 
     cache = AttnsieveCache(2)
+    cache.reader = SimpleNamespace(ended=False)  # a live session reads its decode steps
     ran = []
     cache.on_prefill_end = ran.append
     k = torch.randn(1, 2, 5, 16)

@@ -293,6 +293,60 @@ def test_periodic_ratio_passes_keep_each_rows_own_budget(method):
 
 
 @torch.no_grad()
+def test_a_cache_no_session_reads_refuses_decode_steps():
+    """A paged cache returns a decode step's own K/V only, for the live session's attention to
+    read the pages: continued after a later generation, after the patch's removal, or built
+    outside a patch, plain attention saw that token alone and generated other tokens."""
+    from attnsieve.integrations.hf_cache import AttnsieveCache
+
+    model = build("llama")
+    ids = prompt(length=40)
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 10000})
+    handle = patch(model, config)
+    stale = handle.new_cache()
+    model(input_ids=ids, past_key_values=stale, use_cache=True)
+    handle.new_cache()  # a second generation
+    step = {"input_ids": ids[:, -1:], "use_cache": True}
+    with pytest.raises(ValueError, match="no attnsieve attention reads"):
+        model(**step, past_key_values=stale)
+    live = handle.new_cache()
+    model(input_ids=ids, past_key_values=live, use_cache=True)
+    model(**step, past_key_values=live)
+    handle.remove()
+    with pytest.raises(ValueError, match="no attnsieve attention reads"):
+        model(**step, past_key_values=live)
+    alone = AttnsieveCache(model.config.num_hidden_layers)
+    model(input_ids=ids, past_key_values=alone, use_cache=True)
+    with pytest.raises(ValueError, match="materialize=True for plain attention"):
+        model(**step, past_key_values=alone)
+
+
+@torch.no_grad()
+def test_a_reset_cache_generates_as_a_fresh_one():
+    """reset() emptied the pages but kept the session's state: the second prompt was never
+    compressed (its layers counted as compressed) and held every token."""
+    model = build("llama")
+    ids = prompt(length=40)
+    handle = patch(model, AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 8}))
+    with handle:
+        fresh = handle.new_cache()
+        want = greedy_on(model, ids, fresh)
+        held = handle.session.paged.head_tokens(0).tolist()
+        fresh.reset()
+        assert greedy_on(model, ids, fresh) == want
+        assert handle.session.paged.head_tokens(0).tolist() == held
+
+
+def greedy_on(model, ids, cache, new=4):
+    out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+    tokens = []
+    for _ in range(new):
+        tokens.append(int(out.logits[0, -1].argmax()))
+        out = model(input_ids=torch.tensor([[tokens[-1]]]), past_key_values=cache)
+    return tokens
+
+
+@torch.no_grad()
 def test_fp8_kv_cache_decodes_close_to_full_precision():
     model = build("llama")
     ids = prompt(length=40)
@@ -469,3 +523,25 @@ def test_prompt_chunks_of_one_token_are_prompt(chunk_size):
     # 64 kept at the prompt's end, then the first token's and two decode steps' K/V
     assert kept.tolist() == [[64 + 2] * kept.shape[1]], chunk_size
     assert len(tokens) == 3
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [({"max_new_tokens": 0}, "max_new_tokens"), ({"chunk_size": 0}, "chunk_size"),
+     ({"chunk_size": -4}, "chunk_size"), ({"context_length": 0}, "context_length"),
+     ({"context_length": 100}, "context_length: expected 1 to 40"), ({"batch": 2}, "input_ids")],
+)  # fmt: skip
+def test_generate_names_a_bad_argument(change, match):
+    """max_new_tokens 0 returned a token, chunk_size 0 or -4 failed in range() or with an
+    UnboundLocalError, a context past the prompt deep in a reshape, and context 0 never
+    compressed."""
+    from attnsieve.integrations.generate import generate
+    from attnsieve.integrations.handle import PatchStats
+
+    model = build("llama")
+    args = {"max_new_tokens": 3, "chunk_size": 8, "context_length": None, "batch": 1}
+    args.update(change)
+    ids = prompt(batch=args.pop("batch"), length=40)
+    with pytest.raises(ValueError, match=match):
+        generate(model, ids, args["max_new_tokens"], args["chunk_size"], set(), PatchStats(2),
+                 context_length=args["context_length"])  # fmt: skip

@@ -1,6 +1,7 @@
 """AttnsieveCache: transformers' Cache interface over the paged cache (tiny random Llama, CPU)."""
 
 import inspect
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -26,6 +27,13 @@ COMMON = dict(
     num_key_value_heads=2,
 )
 PROMPT, NEW = 30, 20
+
+
+def read_by_attnsieve(cache):
+    """Stand in for a patched model's live session, whose attention reads the pages at a decode
+    step (a cache without one refuses decode steps)."""
+    cache.reader = SimpleNamespace(ended=False, restart=lambda: None)
+    return cache
 
 
 def build(layers: int = 2) -> torch.nn.Module:
@@ -69,7 +77,7 @@ def test_generate_matches_stock_transformers(batch):
 
 
 def test_update_returns_what_the_attention_reads():
-    cache = AttnsieveCache(2, page_size=8)
+    cache = read_by_attnsieve(AttnsieveCache(2, page_size=8))
     k, v = torch.randn(1, 2, 5, 16), torch.randn(1, 2, 5, 16)
     out = cache.update(k, v, 0)
     assert out[0] is k and out[1] is v  # prefill: the prompt's own K/V
@@ -93,7 +101,7 @@ def test_update_returns_what_the_attention_reads():
 
 
 def test_on_prefill_end_runs_once_per_layer_before_its_first_decode_token():
-    cache = AttnsieveCache(2, page_size=8)
+    cache = read_by_attnsieve(AttnsieveCache(2, page_size=8))
     calls = []
     cache.on_prefill_end = lambda layer: calls.append((layer, cache.cache.head_tokens(layer)))
     x = torch.randn(1, 2, 6, 16)
@@ -149,6 +157,7 @@ def test_ragged_heads_refuse_a_dense_read():
     with pytest.raises(ValueError, match="different numbers of tokens"):
         cache.update(x[:, :, :1], x[:, :, :1], 0)
     cache.materialize = False  # attnsieve's decode attention reads ragged pages itself
+    read_by_attnsieve(cache)
     assert cache.update(x[:, :, :1], x[:, :, :1], 0)[0].shape == (1, 2, 1, 16)
     assert cache.get_mask_sizes(1, 0) == (13, 0)  # positions, not the 4 / 2 tokens held
     assert cache.cache.head_tokens(0).tolist() == [[5, 3]]

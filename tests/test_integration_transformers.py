@@ -522,6 +522,20 @@ def test_patch_rejects_bad_arguments_and_double_patch():
     assert model.config._attn_implementation == "sdpa"
 
 
+def test_models_sharing_a_config_are_not_patched_together():
+    """The attention implementation lives on the config: patching the second of two models that
+    share one (from_config) made the first one's removal switch both back, and the second's
+    restore "attnsieve" for good."""
+    a = build("llama")
+    b = type(a)(a.config)
+    handle = patch(a, DENSE)
+    with pytest.raises(ValueError, match="shares its config object with a patched model"):
+        patch(b, DENSE)
+    handle.remove()
+    patch(b, DENSE).remove()
+    assert a.config._attn_implementation == b.config._attn_implementation == "sdpa"
+
+
 @torch.no_grad()
 def test_a_paged_config_refuses_generation_without_its_cache():
     """generate(use_cache=False) on the paged wrapper was handed a cache all the same, and

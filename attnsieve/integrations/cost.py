@@ -117,6 +117,12 @@ class CostModel:
         for planner, fraction in self.layout_rate.items():
             check_float(f"layout_rate[{planner!r}]", fraction, 1e-6, 1.0)
         check_float("prior_density", self.prior_density, 0.0, 1.0)
+        check_int("graph_plan_heads", self.graph_plan_heads, 1)
+        for times, lengths in (
+            ("plan_ms", "plan_lengths"),
+            ("graph_plan_ms", "graph_plan_lengths"),
+        ):
+            _check_table(times, getattr(self, times), lengths, getattr(self, lengths))
 
     def dense_ms(self, batch: int, heads: int, n: int, m: int, head_dim: int) -> float:
         return _ms(_flops(batch, heads, n, m, head_dim), _rate(self.dense_tflops, head_dim))
@@ -201,3 +207,24 @@ def _flops(batch: int, heads: int, n: int, m: int, head_dim: int) -> float:
 
 def _ms(flops: float, tflops: float) -> float:
     return flops / (tflops * 1e9)
+
+
+def _check_table(name: str, table: object, lengths_name: str, lengths: object) -> None:
+    """A planning-time table: per planner, one time (ms >= 0) for each of ``lengths`` (ascending
+    token counts), which it is read at; it failed inside a forward otherwise (IndexError)."""
+    if not isinstance(lengths, tuple) or not lengths:
+        raise TypeError(f"{lengths_name}: expected a non-empty tuple of lengths, got {lengths!r}")
+    for i, n in enumerate(lengths):
+        check_int(f"{lengths_name}[{i}]", n, 1)
+    if list(lengths) != sorted(set(lengths)):
+        raise ValueError(f"{lengths_name}: expected ascending lengths, got {lengths}")
+    if not isinstance(table, Mapping):
+        raise TypeError(f"{name}: expected a mapping planner -> times, got {table!r}")
+    for planner, times in table.items():
+        if not isinstance(times, (tuple, list)) or len(times) != len(lengths):
+            raise ValueError(
+                f"{name}[{planner!r}]: expected {len(lengths)} times (one per {lengths_name}), "
+                f"got {times!r}"
+            )
+        for t in times:
+            check_float(f"{name}[{planner!r}]", t, 0.0, 1e6)

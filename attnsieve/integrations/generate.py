@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.checks import check_int
 from attnsieve.integrations import decode_graphs
 from attnsieve.integrations.handle import PatchStats
 from attnsieve.integrations.hf_cache import AttnsieveCache
@@ -49,9 +50,19 @@ def generate(
     pairs; a chunk that ran dense (shorter than ``min_prefill_length``) counts as 1.
     """
     key = cache_keyword(model)
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(
+            f"input_ids: expected (1, L), a batch of one, got {tuple(input_ids.shape)}"
+        )
     length = input_ids.shape[1]
     if length == 0:
         raise ValueError("input_ids: the prompt has no tokens")
+    check_int("max_new_tokens", max_new_tokens, 1)
+    check_int("chunk_size", chunk_size, 1)
+    if context_length is not None and not (
+        isinstance(context_length, int) and 1 <= context_length <= length
+    ):
+        raise ValueError(f"context_length: expected 1 to {length} tokens, got {context_length!r}")
     split = length if context_length is None else context_length
     bounds = list(range(0, split, chunk_size)) + [split] + ([length] if split < length else [])
     num_layers = len(stats.density_per_layer)

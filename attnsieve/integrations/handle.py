@@ -105,8 +105,8 @@ class PatchHandle:
         5.2x); ``model.generate`` does so by itself while the model is patched with a config
         that needs one."""
         num_layers = len(self.stats.density_per_layer)
-        if self.session is not None:
-            self.session.drop_decode_graph()
+        if self.session is not None:  # only the newest cache is served
+            self.session.end()
         self.session = PagedSession(self.config, num_layers)
         return self.session.cache
 
@@ -186,7 +186,7 @@ class PatchHandle:
         if self.graphs is not None:
             self.graphs.clear()
         if self.session is not None:
-            self.session.drop_decode_graph()
+            self.session.end()
         try:
             self.model.set_attn_implementation(self.previous)
         finally:

@@ -10,8 +10,9 @@ from the keys) unless one is passed in. What ``update`` returns to the attention
 
 - a multi-token (prefill) call: the prompt's K/V, after the tokens already cached if any;
 - a single-token (decode) call: that token's K/V only, for attnsieve's decode attention, which
-  reads the pages itself; or, with ``materialize=True``, every cached K/V of the layer, for plain
-  attention (SDPA / eager).
+  reads the pages itself (the cache of a patched model's live session, ``reader``; any other is
+  refused, since plain attention would see that token alone); or, with ``materialize=True``,
+  every cached K/V of the layer, for plain attention (SDPA / eager).
 
 Returning cached tokens as one dense tensor needs every head to hold as many: after a ragged
 compression it raises instead of padding (the padding would take part in the softmax).
@@ -135,6 +136,10 @@ class AttnsieveCache(HFCache):
         self.materialize = materialize
         self.cache = cache
         self.on_prefill_end: Callable[[int], None] | None = None
+        # the paged session whose attention reads the pages at a decode step (`PatchHandle.
+        # new_cache` sets it): without one, or once it has ended, the new token's K/V alone
+        # would reach plain attention, which would attend to that token only
+        self.reader: Any = None
         # set by a caller while it feeds a prompt in chunks: a chunk of one token is prompt too,
         # where an update of one token otherwise reads as a decode step (which ends the prompt)
         self.prompt = False
@@ -186,6 +191,13 @@ class AttnsieveCache(HFCache):
         elif self.materialize:
             out = self._dense(layer_idx)
         else:
+            if self.reader is None or self.reader.ended:
+                raise ValueError(
+                    "cache: a decode step on a paged cache that no attnsieve attention reads "
+                    "(a later generation or new_cache() replaced it, the patch was removed, or "
+                    "it was built outside attnsieve.patch): continue with the newest cache "
+                    "(handle.new_cache()), or build it with materialize=True for plain attention"
+                )
             out = (key_states, value_states)
         self.returned[layer_idx] = out[0]  # lets attnsieve's attention recognise this cache
         return out
@@ -217,7 +229,11 @@ class AttnsieveCache(HFCache):
         return keys, values
 
     def reset(self) -> None:
-        """Empty the paged cache (its pools are released; label channels are kept)."""
+        """Empty the paged cache (its pools are released; label channels are kept) and start its
+        session's generation over."""
         if self.cache is not None:
             self.cache.reset()
         self._prefilled.clear()
+        self.returned.clear()
+        if self.reader is not None:
+            self.reader.restart()

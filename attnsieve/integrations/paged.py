@@ -53,6 +53,12 @@ class PagedSession:
             num_layers, page_size=config.page_size, kv_dtype="fp8" if config.fp8_kv else None
         )
         self.cache.on_prefill_end = self._prefill_ended
+        self.cache.reader = self
+        self.ended = False  # a later generation (or the patch's removal) ended this one
+        self._start()
+
+    def _start(self) -> None:
+        """The state of a generation that has not begun (again, after ``cache.reset()``)."""
         self.queries: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> (B, H_q, W, D), (B, W)
         self.compressed: set[int] = set()
         # layer -> (policy with its budget fixed, tokens each head kept at the first pass, heads
@@ -69,6 +75,17 @@ class PagedSession:
         self.prompt_done: set[int] = set()  # layers whose prompt has ended
         self.unpadded: set[int] = set()  # layers whose padding was dropped: rows are ragged
         self.decode_graph: Any = None  # the captured decode step (`integrations.decode_graphs`)
+
+    def restart(self) -> None:
+        """Forget the generation (`AttnsieveCache.reset` calls it): its compressed layers,
+        periodic targets, padding and queries would otherwise apply to the next prompt."""
+        self.drop_decode_graph()
+        self._start()
+
+    def end(self) -> None:
+        """No attention reads this session's pages any more: its cache refuses decode steps."""
+        self.drop_decode_graph()
+        self.ended = True
 
     def drop_decode_graph(self) -> None:
         """Release the captured decode step now: left to the garbage collector (the session and

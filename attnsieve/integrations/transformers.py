@@ -49,6 +49,7 @@ DEFAULT_COST = CostModel()  # H200 measurements; frozen, so one instance serves 
 
 # models loaded with attn_implementation="attnsieve"
 _default = PatchHandle(AttentionConfig(), 0, DEFAULT_COST, graphs=True)
+_LIVE: weakref.WeakSet[PatchHandle] = weakref.WeakSet()  # handles `patch` returned
 
 
 def register() -> None:
@@ -135,12 +136,20 @@ def patch(
         raise ValueError(
             "model: already patched by attnsieve; remove the first handle before patching again"
         )
+    if any(h.model.config is model.config and not h.removed for h in _LIVE):
+        # the attention implementation is the config's: each patch and removal would switch the
+        # other model too, and restore it to the wrong implementation
+        raise ValueError(
+            "model: shares its config object with a patched model (from_config or a copy): give "
+            "it its own (model.config = copy.deepcopy(model.config)) before patching it"
+        )
     register()
     if cost is not None and not isinstance(cost, CostModel):
         raise TypeError(f"cost: expected a CostModel or None, got {type(cost).__name__}")
     check_bool("graphs", graphs)
     handle = PatchHandle(config, num_layers, cost, graphs)
     handle.model, handle.previous = model, model.config._attn_implementation
+    _LIVE.add(handle)
     handle.own_generate = model.__dict__.get("generate")
     for module in modules:
         setattr(module, _HANDLE_ATTR, handle)
