@@ -1,6 +1,7 @@
 """Decode through attnsieve's paged cache under patch(): KV policies, selectors, FP8 KV."""
 
 import time
+import warnings
 
 import pytest
 import torch
@@ -545,3 +546,19 @@ def test_generate_names_a_bad_argument(change, match):
     with pytest.raises(ValueError, match=match):
         generate(model, ids, args["max_new_tokens"], args["chunk_size"], set(), PatchStats(2),
                  context_length=args["context_length"])  # fmt: skip
+
+
+@torch.no_grad()
+def test_a_window_or_softcap_layer_warns_that_it_keeps_every_token():
+    """Sliding-window and soft-capped layers keep every token and skip the KV policy and the
+    decode selector: that was silent (a budget of 8 held 40 tokens)."""
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 8, "window": 4})
+    ids = prompt(length=40)
+    for arch, warns in (("mistral_swa", True), ("llama", False)):
+        model = build(arch)
+        handle = patch(model, config)
+        with handle, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model(input_ids=ids, past_key_values=handle.new_cache(), use_cache=True)
+        said = [w for w in caught if "keeps every token, without its KV policy" in str(w.message)]
+        assert len(said) == warns, arch  # once, not once per layer

@@ -287,6 +287,18 @@ def attention_forward(
         layer = module.layer_idx
         session.observe(layer, query, scaling)
         if softcap is not None or kwargs.get("sliding_window") is not None:
+            if (
+                layer not in session.whole
+                and "whole" not in handle.warned
+                and (config.policy(layer) is not None or config.selector(layer) is not None)
+            ):
+                handle.warned.add("whole")
+                warnings.warn(
+                    f"attnsieve: layer {layer} uses sliding-window attention or logit "
+                    "soft-capping: it keeps every token, without its KV policy or decode "
+                    "selector (and any other such layer). This warning is shown once.",
+                    stacklevel=2,
+                )
             session.keep_whole(layer)  # token-exact features: no eviction, no sparse reads
             if n == 1:
                 key, value, _ = session.paged.gather(layer)
