@@ -26,6 +26,7 @@ come from `benchmarks/check_no_sync.py` (benchmarks/results/h200/planning2/no_sy
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -227,4 +228,4 @@ def _check_table(name: str, table: object, lengths_name: str, lengths: object) -
                 f"got {times!r}"
             )
         for t in times:
-            check_float(f"{name}[{planner!r}]", t, 0.0, 1e6)
+            check_float(f"{name}[{planner!r}]", t, 0.0, math.inf)
