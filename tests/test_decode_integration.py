@@ -149,8 +149,11 @@ def test_explicit_compression_keeps_the_question_out_of_the_window():
         model(input_ids=context, past_key_values=cache, use_cache=True)
         handle.compress()
         assert (handle.session.paged.head_tokens(0) == 24).all()
+        handle.stats.clear()
         out = model(input_ids=question, past_key_values=cache, use_cache=True)
         assert (handle.session.paged.head_tokens(0) == 24 + 12).all()  # the question is whole
+        # recorded (the stats kept the context's entry, or None after a clear)
+        assert handle.stats.fallback_per_layer == ["paged", "paged"]
         # the question's attention over the compressed context equals masking the evicted keys
         step = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=cache)
     assert torch.isfinite(step.logits).all()

@@ -31,7 +31,8 @@ class PatchStats:
     ``fallback_per_layer``: None when the layer ran its planner's layout, else the fallback reason
     ("cost" when the cost model predicted that planning would not pay for itself, "unplanned" for
     a layer configured without a planner, "short" for a call of fewer query tokens than
-    ``min_prefill_length``).
+    ``min_prefill_length``, "paged" for a prompt chunk after the KV policy compressed the layer:
+    dense attention over each head's kept tokens).
     Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
     kept as device tensors and read on access, so recording them never waits for the GPU.
     """

@@ -306,6 +306,8 @@ def attention_forward(
             if n > 1 and attention_mask is not None:
                 session.note_mask(layer, attention_mask)  # a prompt's padding leaves the cache
             if n == 1 or session.ragged(layer):
+                if n > 1:  # a prompt chunk over the compressed heads: dense, per head
+                    handle.stats.record(layer, 1.0, "paged")
                 return session.attend(layer, query, scaling), None
     planner = config.planner(module.layer_idx)
     if n == 1 or n < config.min_prefill_length or planner is None:
