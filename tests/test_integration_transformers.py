@@ -590,3 +590,29 @@ def test_a_removed_handle_cannot_be_entered_again():
         handle,
     ):
         pass
+
+
+@torch.no_grad()
+def test_a_vision_language_model_patches_its_decoder_only():
+    """LLaVA: patch switched every sub-config, so the CLIP vision tower (no layer_idx) failed in
+    attnsieve's attention, and removal left the tower on the decoder's implementation."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import LlavaForConditionalGeneration as Llava
+
+    text = LlamaConfig(**COMMON, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=32, patch_size=8)  # fmt: skip
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=5)
+    torch.manual_seed(0)
+    impl = {"text_config": "sdpa", "vision_config": "eager", "": "sdpa"}
+    model = Llava._from_config(config, attn_implementation=impl).eval()
+    ids = torch.cat([torch.tensor([[1]]), torch.full((1, 16), 5), prompt(length=30)], 1)
+    pixels = torch.randn(1, 3, 32, 32)
+    stock = model(input_ids=ids, pixel_values=pixels).logits
+    with patch(model, FULL) as stats:
+        assert model.config.vision_config._attn_implementation == "eager"
+        patched = model(input_ids=ids, pixel_values=pixels).logits
+    assert stats.fallback_per_layer == [None, None]  # the decoder ran attnsieve's layouts
+    torch.testing.assert_close(patched, stock, atol=1e-4, rtol=1e-4)
+    configs = (model.config, model.config.text_config, model.config.vision_config)
+    assert [c._attn_implementation for c in configs] == ["sdpa", "sdpa", "eager"]

@@ -95,7 +95,8 @@ class PatchHandle:
         # (weakref to the mask, window, verdict): layers of one forward share the mask tensor
         self.checked_mask: tuple[Any, ...] = ()
         self.model: Any = None
-        self.previous: str | None = None
+        self.previous: str | None = None  # the decoder's implementation before the patch
+        self.restore: str | dict[str, Any] | None = None  # every (sub-)config's, put back
         self.own_generate: Any = None  # a ``generate`` the model held as its own attribute
         self.removed = False
         self.session: PagedSession | None = None
@@ -189,7 +190,7 @@ class PatchHandle:
         if self.session is not None:
             self.session.end()
         try:
-            self.model.set_attn_implementation(self.previous)
+            self.model.set_attn_implementation(self.restore)
         finally:
             _detach(self.model, self)
             self.restore_generate()

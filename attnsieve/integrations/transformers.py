@@ -148,7 +148,8 @@ def patch(
         raise TypeError(f"cost: expected a CostModel or None, got {type(cost).__name__}")
     check_bool("graphs", graphs)
     handle = PatchHandle(config, num_layers, cost, graphs)
-    handle.model, handle.previous = model, model.config._attn_implementation
+    handle.model, handle.previous = model, text_config._attn_implementation
+    handle.restore = _implementations(model.config)
     _LIVE.add(handle)
     handle.own_generate = model.__dict__.get("generate")
     for module in modules:
@@ -156,7 +157,7 @@ def patch(
     if config.paged:
         model.generate = _generate_with_paged_cache(model.generate, handle, cache_keyword(model))
     try:
-        model.set_attn_implementation(ATTN_NAME)
+        model.set_attn_implementation(_text_only(model.config, text_config))
         if text_config._attn_implementation != ATTN_NAME:
             raise ValueError(
                 f"model: {type(model).__name__} cannot switch attention implementation dynamically "
@@ -166,9 +167,29 @@ def patch(
         handle.removed = True
         _detach(model, handle)
         handle.restore_generate()
-        model.set_attn_implementation(handle.previous)
+        model.set_attn_implementation(handle.restore)
         raise
     return handle
+
+
+def _implementations(config: Any) -> str | dict[str, Any]:
+    """The attention implementation of ``config`` and of each of its sub-configs (a vision
+    tower's among them), as `set_attn_implementation` takes them back."""
+    subs = {
+        key: getattr(config, key)._attn_implementation
+        for key in getattr(config, "sub_configs", {})
+        if getattr(config, key, None) is not None
+    }
+    return {"": config._attn_implementation, **subs} if subs else config._attn_implementation
+
+
+def _text_only(config: Any, text_config: Any) -> str | dict[str, str]:
+    """What switches the decoder's attention to attnsieve and nothing else: a multimodal model's
+    other towers (CLIP's attention, which has no ``layer_idx``) keep theirs."""
+    for key in getattr(config, "sub_configs", {}):
+        if getattr(config, key, None) is text_config:
+            return {key: ATTN_NAME}
+    return ATTN_NAME
 
 
 def _generate_with_paged_cache(
