@@ -468,6 +468,8 @@ def _cli_error(capsys, argv):
         "[1",
         '[["nope", {}]]',  # these two were found only after the model had loaded and run
         '[["streaming", {"window_tokens": -1}]]',
+        # one candidate twice (its default spelled out): measured twice, and tied with itself
+        '[["streaming", {}], ["dense", {}], ["streaming", {"sink_tokens": 4}]]',
     ],
 )
 def test_cli_candidates_file_of_another_shape_is_named(tmp_path, capsys, text):

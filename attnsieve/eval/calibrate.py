@@ -451,11 +451,17 @@ def _read_candidates(path: str) -> list[Candidate]:
         candidates = [_candidate(c, i) for i, c in enumerate(data)]
     except ValueError as e:
         raise ValueError(f"--candidates: {e}") from None
+    planners = []
     for i, (name, kwargs) in enumerate(candidates):  # before the model loads
         try:
-            get_planner(name, **kwargs)
+            planners.append(get_planner(name, **kwargs))
         except (ValueError, TypeError) as e:
             raise type(e)(f"--candidates: {path}: entry {i}: {e}") from None
+        if planners[-1] in planners[:-1]:  # measured twice, and a tie between the two
+            first = planners.index(planners[-1])
+            raise ValueError(
+                f"--candidates: {path}: entry {i} plans as entry {first}; give each candidate once"
+            )
     return candidates
 
 
