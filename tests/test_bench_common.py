@@ -161,3 +161,21 @@ def test_a_missing_out_is_left_to_be_made(tmp_path):
 
     check_out(tmp_path / "a" / "b")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["decode", "prefill"])
+def test_a_head_dim_the_kernels_do_not_take_is_refused(command, capsys, monkeypatch):
+    """bench decode exited 1 with nothing on stderr (every row's kernel call failed), bench
+    prefill failed only in the kernel: both after the GPU work."""
+    import importlib
+
+    from attnsieve import cli
+
+    module = importlib.import_module(f"attnsieve.bench.{command}")
+    monkeypatch.setattr(module, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    assert cli.main(["bench", command, "--head-dim", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"attnsieve bench {command}: error: argument --head-dim: expected a power of two in "
+        "[16, 256], got '1000'"
+    )
