@@ -138,11 +138,16 @@ def split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _repeated(items: list[str]) -> list[str]:
+    """The items that occur more than once, sorted."""
+    return sorted({item for item in items if items.count(item) > 1})
+
+
 def entries(text: str, option: str) -> list[str]:
     """`split`'s entries of ``option``, refused where one is given twice (it would run twice, or
     once under one label)."""
     out = split(text)
-    twice = sorted({entry for entry in out if out.count(entry) > 1})
+    twice = _repeated(out)
     if twice:
         raise ValueError(f"{option}: {twice} given twice; give each entry once")
     return out
@@ -150,7 +155,7 @@ def entries(text: str, option: str) -> list[str]:
 
 def check_labels(labels: list[str], option: str) -> None:
     """Refuse two entries of ``option`` under one label: results keyed on it would keep one."""
-    twice = sorted({label for label in labels if labels.count(label) > 1})
+    twice = _repeated(labels)
     if twice:
         raise ValueError(
             f"{option}: two entries would be labelled {twice} (config files are labelled by "
