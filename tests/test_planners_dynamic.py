@@ -326,14 +326,14 @@ def test_block_topk_keeps_topk_candidates_where_probabilities_underflow():
     assert bool((layout.block_count[0, 0].long() >= visible.clamp(max=4)).all())
 
 
-def test_flexprefill_gamma_set_after_construction_is_checked_at_plan():
-    """A list set on the planner failed in struct.pack, and 0 or 1.5 planned silently."""
+def test_flexprefill_gamma_set_after_construction_is_checked():
+    """A list set on the planner failed in struct.pack, and 0 or 1.5 planned silently: both are
+    checked where they are set."""
     q, k = torch.randn(1, 2, 300, 16), torch.randn(1, 1, 300, 16)
     planner = get_planner("flexprefill", block_q=16, block_k=16, min_budget=0)
     planner.gamma = [0.5, 0.8]
     planner.plan(q, k).validate()
     assert planner.gamma == (0.5, 0.8)
     for bad in (0, 1.5):
-        planner.gamma = bad
         with pytest.raises(ValueError, match="gamma"):
-            planner.plan(q, k)
+            planner.gamma = bad

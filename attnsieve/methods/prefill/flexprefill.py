@@ -83,8 +83,12 @@ class FlexPrefillPlanner(Planner):
     name: ClassVar[str] = "flexprefill"
     per_head_fields: ClassVar[tuple[str, ...]] = ("gamma",)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # γ is checked wherever it is set: the constructor, and per-head values that `attnsieve
+        # calibrate` and users set on a planner (a list kept as a tuple, as JSON gives it)
+        super().__setattr__(name, _checked_gamma(value) if name == "gamma" else value)
+
     def __post_init__(self) -> None:
-        self._check_gamma()
         self._gamma_on: dict[tuple, Tensor] = {}  # per-head γ per (values, device), made once
         check_float("tau", self.tau, 0.0, 1.0)
         check_int("min_budget", self.min_budget, 0)
@@ -93,18 +97,6 @@ class FlexPrefillPlanner(Planner):
         check_pow2("block_q", self.block_q, 16, 128)
         check_pow2("block_k", self.block_k, 16, 128)
         check_bool("slash_spans", self.slash_spans)
-
-    def _check_gamma(self) -> None:
-        """γ checked (a list kept as a tuple, as JSON gives it): at construction, and again at
-        every plan, since `attnsieve calibrate` and users set per-head values on a planner."""
-        if isinstance(self.gamma, (list, tuple)):
-            if not self.gamma:
-                raise ValueError("gamma: expected a number or a non-empty list, got []")
-            for i, g in enumerate(self.gamma):
-                _check_gamma(f"gamma[{i}]", g)
-            self.gamma = tuple(self.gamma)
-        else:
-            _check_gamma("gamma", self.gamma)
 
     def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
         if isinstance(self.gamma, tuple) and len(self.gamma) != num_heads:
@@ -118,7 +110,6 @@ class FlexPrefillPlanner(Planner):
             raise ValueError("causal: FlexPrefill plans causal prefill only (the paper's setting)")
         b, h_q, n, d = q.shape
         h_kv, m = k.shape[1], k.shape[2]
-        self._check_gamma()
         self.check_heads(h_q, h_kv)  # before any work: per-head values fit the heads
         bq, bk = self.block_q, self.block_k
         lo = max(1, cdiv(self.min_budget, bk))
@@ -209,6 +200,18 @@ _BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
 def _float32(x: float) -> float:
     """x rounded to float32, as the kernels read γ (a γ just below 1 rounds to 1: dense)."""
     return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _checked_gamma(gamma: object) -> float | tuple[float, ...]:
+    """γ, one number or a non-empty list of them (returned as a tuple), each in (0, 1]."""
+    if isinstance(gamma, (list, tuple)):
+        if not gamma:
+            raise ValueError("gamma: expected a number or a non-empty list, got []")
+        for i, g in enumerate(gamma):
+            _check_gamma(f"gamma[{i}]", g)
+        return tuple(gamma)
+    _check_gamma("gamma", gamma)
+    return gamma
 
 
 def _check_gamma(name: str, gamma: object) -> None:
