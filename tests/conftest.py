@@ -8,6 +8,12 @@ import math  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# xdist workers share the cores: each with torch's default of one thread per core, the threads
+# outnumber the cores and the many small ops of a decode loop or a DP run several times slower
+torch.set_num_threads(
+    max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

@@ -184,6 +184,17 @@ def test_dropout_and_bidirectional_layers_fall_back():
 
 
 @torch.no_grad()
+def test_output_attentions_warns_once_that_none_come_back():
+    model = build("llama")
+    with patch(model, SPARSE), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = model(input_ids=prompt(), output_attentions=True)
+        model(input_ids=prompt(), output_attentions=True)
+    said = [w for w in caught if "output_attentions" in str(w.message)]
+    assert len(said) == 1 and not any(a is not None for a in out.attentions or ())
+
+
+@torch.no_grad()
 def test_short_prompts_and_decode_stay_dense():
     """A prompt below min_prefill_length runs dense, and the stats say so: they showed the last
     planned prompt's densities, with no fallback, after it."""
@@ -541,7 +552,8 @@ def test_a_paged_config_refuses_generation_without_its_cache():
     """generate(use_cache=False) on the paged wrapper was handed a cache all the same, and
     transformers re-fed the whole sequence into it at every step (duplicated keys: wrong tokens
     at batch 2); cache_implementation="static" failed with transformers' "both a cache and
-    cache_implementation" though the user passed no cache."""
+    cache_implementation" though the user passed no cache, and so did a model whose own generation
+    config names one."""
     model = build("llama")
     ids = prompt(batch=2, length=30)
     kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=0)
@@ -556,7 +568,17 @@ def test_a_paged_config_refuses_generation_without_its_cache():
                 model.generate(input_ids=ids, **kw)
         finally:
             model.generation_config.use_cache = True
-        model.generate(input_ids=ids, **kw)  # the paged cache, as before
+        paged = model.generate(input_ids=ids, **kw)  # the paged cache, as before
+        asked = transformers.GenerationConfig(cache_implementation="static", **kw)
+        with pytest.raises(ValueError, match="^cache_implementation: leave it unset"):
+            model.generate(input_ids=ids, generation_config=asked)
+        # the model's own default (Gemma's "hybrid" from the Hub) is set aside, not refused
+        model.generation_config.cache_implementation = "static"
+        try:
+            assert torch.equal(model.generate(input_ids=ids, **kw), paged)
+            assert model.generation_config.cache_implementation == "static"
+        finally:
+            model.generation_config.cache_implementation = None
 
 
 @pytest.mark.parametrize("config", [PAGED, SPARSE], ids=["paged", "not-paged"])

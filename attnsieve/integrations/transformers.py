@@ -197,22 +197,30 @@ def _generate_with_paged_cache(
 ) -> Any:
     """``model.generate`` that starts each call on a fresh paged cache of ``handle``. A call that
     asks for no cache or another one is refused: transformers would run it on the cache handed
-    in anyway (``use_cache=False`` re-feeding the whole sequence into it at every step)."""
+    in anyway (``use_cache=False`` re-feeding the whole sequence into it at every step). A
+    ``cache_implementation`` in the model's own generation config (Gemma's "hybrid" from the Hub)
+    is a default the patched config overrides, not a request: it is set aside for the call."""
 
     @functools.wraps(generate)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("past_key_values") is None and kwargs.get("cache") is None:
-            settings = kwargs.get("generation_config") or handle.model.generation_config
-            why = "the patched config (a KV policy, a decode selector, an FP8 KV cache or "
-            why += "paged_cache) runs generation on attnsieve's paged cache"
-            if kwargs.get("use_cache", getattr(settings, "use_cache", True)) is False:
-                raise ValueError(f"use_cache: False, but {why}; patch without them for no cache")
-            if kwargs.get("cache_implementation") or getattr(
-                settings, "cache_implementation", None
-            ):
-                raise ValueError(f"cache_implementation: leave it unset: {why}")
-            kwargs[keyword] = handle.new_cache()
-        return generate(*args, **kwargs)
+        if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
+            return generate(*args, **kwargs)
+        own = handle.model.generation_config
+        settings = kwargs.get("generation_config") or own
+        why = "the patched config (a KV policy, a decode selector, an FP8 KV cache or "
+        why += "paged_cache) runs generation on attnsieve's paged cache"
+        if kwargs.get("use_cache", getattr(settings, "use_cache", True)) is False:
+            raise ValueError(f"use_cache: False, but {why}; patch without them for no cache")
+        if kwargs.get("cache_implementation") or (
+            settings is not own and getattr(settings, "cache_implementation", None)
+        ):
+            raise ValueError(f"cache_implementation: leave it unset: {why}")
+        kwargs[keyword] = handle.new_cache()
+        default, own.cache_implementation = own.cache_implementation, None
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            own.cache_implementation = default
 
     return wrapped
 
@@ -298,6 +306,14 @@ def attention_forward(
             "modules of transformers models are supported"
         )
     handle = getattr(module, _HANDLE_ATTR, None) or _default
+    if kwargs.get("output_attentions") and "output_attentions" not in handle.warned:
+        handle.warned.add("output_attentions")
+        warnings.warn(
+            "attnsieve: output_attentions=True, but attnsieve's attention (like SDPA) returns no "
+            "attention weights: the output's attentions hold none. Unpatch and load the model "
+            "with attn_implementation='eager' for them. This warning is shown once.",
+            stacklevel=2,
+        )
     config = handle.config
     softcap = kwargs.get("softcap")
     is_causal = kwargs.get("is_causal")
