@@ -1,5 +1,6 @@
 """attnsieve.patch on tiny random models of every supported transformers architecture (CPU)."""
 
+import copy
 import json
 import warnings
 
@@ -599,6 +600,30 @@ def test_remove_restores_a_generate_of_the_users(config):
     with patch(model, config):
         pass
     assert "generate" not in model.__dict__
+
+
+@pytest.mark.parametrize("config", [PAGED, SPARSE], ids=["paged", "not-paged"])
+@torch.no_grad()
+def test_a_deep_copy_of_a_patched_model_generates_with_its_own_weights(config):
+    """The paged generate wrapper, a closure, came along into the copy still bound to the
+    original: the copy generated the original's tokens."""
+    model = build("llama")
+    ids = prompt(batch=2, length=30)
+    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
+    handle = patch(model, config)
+    twin = copy.deepcopy(model)
+    for weight in twin.parameters():
+        weight.mul_(-1.5)
+    twin_handle = hf.handle_of(twin)
+    assert twin_handle is not handle and twin_handle.model is twin
+    tokens = twin.generate(input_ids=ids, **kw)
+    handle.remove()  # the copy stays patched, on its own handle
+    assert twin.config._attn_implementation == "attnsieve"
+    twin_handle.remove()
+    assert hf.handle_of(twin) is None and "generate" not in twin.__dict__
+    with patch(twin, config):
+        assert torch.equal(twin.generate(input_ids=ids, **kw), tokens)
+    assert not torch.equal(model.generate(input_ids=ids, **kw), tokens)
 
 
 def test_a_removed_handle_cannot_be_entered_again():

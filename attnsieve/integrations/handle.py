@@ -6,6 +6,8 @@ finds it through the attention module it is called with (``_HANDLE_ATTR``).
 
 from __future__ import annotations
 
+import copy
+import weakref
 from typing import Any
 
 import torch
@@ -100,6 +102,21 @@ class PatchHandle:
         self.own_generate: Any = None  # a ``generate`` the model held as its own attribute
         self.removed = False
         self.session: PagedSession | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PatchHandle:
+        """A deep copy of a patched model comes patched the same way, afresh: a handle with this
+        one's config and cost model but none of its per-call state (session, graphs, stats)."""
+        layers = len(self.stats.density_per_layer)
+        graphs = self.graphs is not None
+        twin = PatchHandle(copy.deepcopy(self.config, memo), layers, self.cost, graphs)
+        memo[id(self)] = twin  # the model's modules point back to the handle
+        twin.model = copy.deepcopy(self.model, memo)
+        twin.previous, twin.restore = self.previous, copy.deepcopy(self.restore, memo)
+        twin.own_generate = copy.deepcopy(self.own_generate, memo)
+        twin.removed = self.removed
+        if not twin.removed:
+            LIVE.add(twin)
+        return twin
 
     def new_cache(self) -> AttnsieveCache:
         """A fresh paged cache for one generation, served by this handle's KV policy, decode
@@ -210,6 +227,9 @@ class PatchHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+LIVE: weakref.WeakSet[PatchHandle] = weakref.WeakSet()  # handles patched models hold
 
 
 def _detach(model: Any, handle: PatchHandle) -> None:

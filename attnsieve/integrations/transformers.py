@@ -34,6 +34,7 @@ from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.cost import CostModel
 from attnsieve.integrations.handle import (
     _HANDLE_ATTR,
+    LIVE,
     PatchHandle,
     PatchStats,
     _detach,
@@ -49,7 +50,6 @@ DEFAULT_COST = CostModel()  # H200 measurements; frozen, so one instance serves 
 
 # models loaded with attn_implementation="attnsieve"
 _default = PatchHandle(AttentionConfig(), 0, DEFAULT_COST, graphs=True)
-_LIVE: weakref.WeakSet[PatchHandle] = weakref.WeakSet()  # handles `patch` returned
 
 
 def register() -> None:
@@ -136,7 +136,7 @@ def patch(
         raise ValueError(
             "model: already patched by attnsieve; remove the first handle before patching again"
         )
-    if any(h.model.config is model.config and not h.removed for h in _LIVE):
+    if any(h.model.config is model.config and not h.removed for h in LIVE):
         # the attention implementation is the config's: each patch and removal would switch the
         # other model too, and restore it to the wrong implementation
         raise ValueError(
@@ -150,12 +150,12 @@ def patch(
     handle = PatchHandle(config, num_layers, cost, graphs)
     handle.model, handle.previous = model, text_config._attn_implementation
     handle.restore = _implementations(model.config)
-    _LIVE.add(handle)
+    LIVE.add(handle)
     handle.own_generate = model.__dict__.get("generate")
     for module in modules:
         setattr(module, _HANDLE_ATTR, handle)
     if config.paged:
-        model.generate = _generate_with_paged_cache(model.generate, handle, cache_keyword(model))
+        model.generate = _PagedGenerate(model.generate, handle, cache_keyword(model))
     try:
         model.set_attn_implementation(_text_only(model.config, text_config))
         if text_config._attn_implementation != ATTN_NAME:
@@ -192,20 +192,24 @@ def _text_only(config: Any, text_config: Any) -> str | dict[str, str]:
     return ATTN_NAME
 
 
-def _generate_with_paged_cache(
-    generate: Callable[..., Any], handle: PatchHandle, keyword: str
-) -> Any:
+class _PagedGenerate:
     """``model.generate`` that starts each call on a fresh paged cache of ``handle``. A call that
     asks for no cache or another one is refused: transformers would run it on the cache handed
     in anyway (``use_cache=False`` re-feeding the whole sequence into it at every step). A
     ``cache_implementation`` in the model's own generation config (Gemma's "hybrid" from the Hub)
-    is a default the patched config overrides, not a request: it is set aside for the call."""
+    is a default the patched config overrides, not a request: it is set aside for the call.
 
-    @functools.wraps(generate)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+    An object, not a closure: a deep copy of the model deep-copies its bound ``generate`` and its
+    handle with it, so that the copy generates with its own weights."""
+
+    def __init__(self, generate: Callable[..., Any], handle: PatchHandle, keyword: str) -> None:
+        functools.update_wrapper(self, generate)
+        self.generate, self.handle, self.keyword = generate, handle, keyword
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
-            return generate(*args, **kwargs)
-        own = handle.model.generation_config
+            return self.generate(*args, **kwargs)
+        own = self.handle.model.generation_config
         settings = kwargs.get("generation_config") or own
         why = "the patched config (a KV policy, a decode selector, an FP8 KV cache or "
         why += "paged_cache) runs generation on attnsieve's paged cache"
@@ -215,14 +219,12 @@ def _generate_with_paged_cache(
             settings is not own and getattr(settings, "cache_implementation", None)
         ):
             raise ValueError(f"cache_implementation: leave it unset: {why}")
-        kwargs[keyword] = handle.new_cache()
+        kwargs[self.keyword] = self.handle.new_cache()
         default, own.cache_implementation = own.cache_implementation, None
         try:
-            return generate(*args, **kwargs)
+            return self.generate(*args, **kwargs)
         finally:
             own.cache_implementation = default
-
-    return wrapped
 
 
 def handle_of(model: Any) -> PatchHandle | None:
