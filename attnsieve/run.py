@@ -77,8 +77,6 @@ def main(args: argparse.Namespace) -> int:
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size: expected >= 1, got {args.chunk_size}")
     prompt = read_prompt_file(args.prompt_file)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device: {args.device} asked for, but CUDA is not available")
     try:
         config = AttentionConfig.from_json(args.config) if args.config else AttentionConfig()
     except (ValueError, TypeError) as e:  # the file's own errors begin with its path
