@@ -397,6 +397,16 @@ def test_retrieval_heads_score_the_model_s_own_attention():
     assert {2 * layer + h for layer, hs in heads.items() for h in hs} == picked
 
 
+def test_retrieval_probe_leaves_out_the_byte_tokenizer_s_special_tokens():
+    """The probe's byte tokenizer has no all_special_ids: its PAD, BOS and EOS (256-258) were
+    drawn among the random tokens."""
+    from attnsieve.eval.probe.tokenizer import ByteTokenizer
+    from attnsieve.eval.retrieval_heads import repeated_random_tokens
+
+    tokens = repeated_random_tokens(ByteTokenizer())
+    assert tokens.shape == (1, 1024) and int(tokens.max()) < 256
+
+
 def test_retrieval_heads_cli_writes_a_razor_entry_that_eval_and_config_take(tmp_path, monkeypatch):
     import argparse
 

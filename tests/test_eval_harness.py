@@ -137,12 +137,37 @@ def test_fidelity_mode(tiny_probe_dir, tmp_path):
 
 
 def test_fidelity_prompt_takes_the_whole_length(tiny_probe_dir, tmp_path):
-    """--fidelity generates nothing: no answer room is kept (seed 1's prompt would lose a unit)."""
-    (full,) = make_samples("niah_single", ByteTokenizer(), 512, 1, seed=1, answer_room=False)
-    assert full.num_tokens + answer_budget(ByteTokenizer(), full.target) > 512
-    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity", "--seed", "1")) == 0
+    """--fidelity generates nothing: no answer room is kept (seed 4's prompt would lose a unit);
+    the byte tokenizer's BOS counts in the length."""
+    (full,) = make_samples("niah_single", ByteTokenizer(), 511, 1, seed=4, answer_room=False)
+    assert full.num_tokens + answer_budget(ByteTokenizer(), full.target) > 511
+    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity", "--seed", "4")) == 0
     result = json.loads((tmp_path / "fidelity.json").read_text())
-    assert result["length"] == 512 and result["num_tokens"] == full.num_tokens
+    assert result["length"] == 512 and result["num_tokens"] == full.num_tokens + 1
+
+
+def test_fidelity_prompt_with_its_bos_stays_within_the_length(
+    tiny_probe_dir, tmp_path, monkeypatch
+):
+    """Seed 1's prompt of 525 tokens took all 525, and the BOS the tokenizer adds made 526: one
+    past the model's positions where they are 525."""
+    (full,) = make_samples("niah_single", ByteTokenizer(), 525, 1, seed=1, answer_room=False)
+    assert full.num_tokens == 525
+    seen, load_model = [], harness.load_model
+
+    def recording(*args, **kwargs):
+        model, tokenizer, name = load_model(*args, **kwargs)
+        model.register_forward_pre_hook(
+            lambda _, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True
+        )
+        return model, tokenizer, name
+
+    monkeypatch.setattr(harness, "load_model", recording)
+    args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--seed", "1", "--fidelity-length", "525")
+    args.lengths = None
+    assert harness.main(args) == 0
+    result = json.loads((tmp_path / "fidelity.json").read_text())
+    assert seen and max(seen) <= 525 and result["num_tokens"] == seen[0]
 
 
 def test_fidelity_as_patched_counts_cost_dense_layers(tiny_probe_dir, tmp_path, monkeypatch):
@@ -557,14 +582,26 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
     assert "ATTNSIEVE_SMOLLM2_GGUF" in errors[0] and "Traceback" not in "".join(lines)
 
 
-def test_a_length_or_task_given_twice_runs_once(tiny_probe_dir, tmp_path):
+@pytest.mark.parametrize(
+    "option, text, error",
+    [
+        ("tasks", "passkey,niah_single,passkey", "--tasks: ['passkey'] given twice"),
+        ("lengths", "512,4k,4096", "--lengths: [4096] given twice"),
+        ("tasks", " , ", "--tasks: expected a comma-separated list, got ' , '"),
+        ("lengths", ",", "--lengths: expected a comma-separated list, got ','"),
+        ("tasks", "passkey,nope", "--tasks: unknown tasks ['nope']"),
+    ],
+)
+def test_a_length_or_task_given_twice_or_none_is_refused(
+    tiny_probe_dir, tmp_path, monkeypatch, capsys, option, text, error
+):
+    """A length or task given twice ran once, silently, where --methods refuses its repeats."""
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
     args = _args(tiny_probe_dir, tmp_path, methods="dense")
-    args.tasks, args.samples, args.lengths = "passkey,passkey", 1, "512,512"
-    assert harness.main(args) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results["cells"]) == 1 and results["lengths"] == [512]
-    with open(tmp_path / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 1
+    setattr(args, option, text)
+    assert harness.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"attnsieve eval: error: {error}")
 
 
 def test_a_cell_line_cut_short_runs_again(tiny_probe_dir, tmp_path, capsys):
@@ -600,17 +637,18 @@ def test_a_last_cell_without_its_newline_keeps_a_line_of_its_own(tmp_path):
     assert path.read_text() == cell + "\n"
 
 
-@pytest.mark.parametrize("line", ["{}", "[1]", "drop-accuracy"])
+@pytest.mark.parametrize("line", ["{}", "[1]", "drop-accuracy", "drop-prefill_seconds"])
 def test_a_line_that_is_no_cell_is_refused_by_file_and_line(tiny_probe_dir, tmp_path, line):
     """A cells.jsonl line that parses but is not a cell (edited by hand) was a KeyError
-    traceback, or an error about list indices: now one error naming the file and line."""
+    traceback, or an error about list indices: now one error naming the file and line. The
+    summary and the frontier plot read prefill_seconds too (a KeyError after the sweep)."""
     path = tmp_path / "cells.jsonl"
-    if line == "drop-accuracy":
+    if line.startswith("drop-"):
         args = _args(tiny_probe_dir, tmp_path, methods="dense")
         args.tasks, args.samples = "passkey", 1
         assert harness.main(args) == 0
         cell = json.loads(path.read_text())
-        del cell["accuracy"]
+        del cell[line.removeprefix("drop-")]
         line = json.dumps(cell)
     path.write_text(line + "\n")
     args = _args(tiny_probe_dir, tmp_path, methods="dense")
@@ -682,9 +720,10 @@ def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, ca
     args.lengths = None
     assert harness.main(args) == 2  # the probe has 32768 positions
     assert "--fidelity-length: expected 1 to 32768 tokens" in capsys.readouterr().err
-    args.fidelity_length = "4m"
-    assert harness.main(args) == 2
-    assert "--fidelity-length: expected entries like 4k" in capsys.readouterr().err
+    for bad in ("4m", ""):  # "" ran at the largest default length
+        args.fidelity_length = bad
+        assert harness.main(args) == 2
+        assert "--fidelity-length: expected entries like 4k" in capsys.readouterr().err
 
 
 def test_an_out_folder_that_cannot_be_made_is_refused_first(
@@ -818,4 +857,4 @@ def test_empty_lengths_are_refused_not_read_as_the_defaults(tiny_probe_dir, tmp_
     args.lengths = ""
     assert harness.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "empty list" in err[0]
+    assert len(err) == 1 and "--lengths: expected a comma-separated list, got ''" in err[0]

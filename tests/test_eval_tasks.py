@@ -194,6 +194,15 @@ def test_common_words_answers_are_the_most_common():
         )
 
 
+def test_common_words_are_not_words_of_the_template():
+    """Seed 44's second sample drew "more" as a common word: the template's "some appear more
+    often" counted it once more, and "more" in an answer scored as if it were listed."""
+    for s in make_samples("common_words", BYTES, 2000, 3, seed=44):
+        listing = s.prompt.split("\n")[1]
+        template = set(re.findall(r"\w+", s.prompt.replace(listing, "").lower()))
+        assert not template & set(re.findall(r"\d+\. (\w+)", listing)), s.index
+
+
 def test_frequent_words_answers_are_ranks_two_to_four():
     for length in (1024, 8192):
         s = make_samples("frequent_words", BYTES, length, 1, seed=0)[0]
@@ -213,6 +222,11 @@ def test_bad_arguments_raise():
         make_samples("passkey", BYTES, 1024, 0, seed=0)
     with pytest.raises(ValueError, match="depths"):
         make_samples("passkey", BYTES, 1024, 1, seed=0, depths=[1.5])
+    with pytest.raises(ValueError, match="depths"):  # was a TypeError about '<='
+        make_samples("passkey", BYTES, 1024, 1, seed=0, depths=[0.5, "0.5"])
+    for seed in (1.0, True, "1"):  # hashed as text: other samples than seed 1, silently
+        with pytest.raises(TypeError, match="seed must be an int"):
+            make_samples("passkey", BYTES, 1024, 1, seed=seed)
     with pytest.raises(LengthTooShortError, match="too short"):
         make_samples("niah_single", BYTES, 100, 1, seed=0)
     with pytest.raises(TypeError, match="encode"):

@@ -69,6 +69,7 @@ from attnsieve.eval.sweep_args import (
     DEFAULT_LENGTHS,
     add_arguments,  # noqa: F401 (the command's options, as cli.COMMANDS expects)
     check_lengths_fit,
+    entries,
     method_configs,
     parse_length,
     split,
@@ -205,7 +206,10 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
 
 
 # what the summary, the tables and the plots read of a finished cell
-_CELL_FIELDS = ("key", "method", "length", "task", "accuracy", "scores", "density", "kv_memory_mb")
+_CELL_FIELDS = (
+    "key", "method", "length", "task", "accuracy", "scores", "density", "prefill_seconds",
+    "kv_memory_mb",
+)  # fmt: skip
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -336,19 +340,24 @@ def main(args: argparse.Namespace) -> int:
     from attnsieve.eval import plots
 
     try:
-        # an entry given twice ("4k,4096") would list its cells twice in the results
-        lengths = list(
-            dict.fromkeys(
-                parse_length(x)
-                for x in split(DEFAULT_LENGTHS if args.lengths is None else args.lengths)
-            )
-        )
-        tasks = list(dict.fromkeys(split(",".join(TASKS) if args.tasks is None else args.tasks)))
+        # an entry given twice ("4k,4096") is refused, as --methods' are: it would run once
+        lengths = [
+            parse_length(x, "--lengths")
+            for x in split(DEFAULT_LENGTHS if args.lengths is None else args.lengths)
+        ]
+        tasks = entries(",".join(TASKS) if args.tasks is None else args.tasks, "--tasks")
+        twice = sorted({n for n in lengths if lengths.count(n) > 1})
+        if twice:
+            raise ValueError(f"--lengths: {twice} given twice; give each length once")
         unknown = [t for t in tasks if t not in TASKS]
-        if unknown or not tasks or not lengths:
-            raise ValueError(
-                f"tasks/lengths: unknown tasks {unknown} (known: {sorted(TASKS)}) or an empty list"
-            )
+        if unknown:
+            raise ValueError(f"--tasks: unknown tasks {unknown} (known: {sorted(TASKS)})")
+        for option, text, given in (
+            ("--tasks", args.tasks, tasks),
+            ("--lengths", args.lengths, lengths),
+        ):
+            if not given:
+                raise ValueError(f"{option}: expected a comma-separated list, got {text!r}")
         methods = method_configs(args)
         if args.fidelity:
             check_prefill_only(methods)
@@ -369,13 +378,13 @@ def main(args: argparse.Namespace) -> int:
         samples = 10 if args.samples is None else args.samples
         args = argparse.Namespace(**{**vars(args), "samples": samples})
         if args.samples <= 0:
-            raise ValueError(f"samples: expected a positive int, got {args.samples}")
+            raise ValueError(f"--samples: expected a positive int, got {args.samples}")
         # lengths are checked against the model's positions before its weights are loaded
         positions = model_positions(args.model, args.rope_scale)
         lengths = within_positions(lengths, positions, args.lengths)
         if args.fidelity:
             asked = args.fidelity_length
-            length = parse_length(asked, "--fidelity-length") if asked else max(lengths)
+            length = max(lengths) if asked is None else parse_length(asked, "--fidelity-length")
             check_lengths_fit([length], positions, name="--fidelity-length")
         check_out(args.out or "eval-results")  # before the model loads and the cells run
         model, tokenizer, name = load_model(

@@ -52,8 +52,12 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
     from attnsieve.integrations.transformers import observe_attention
     from attnsieve.methods import get_planner
 
-    # nothing is generated: the prompt takes the whole length, the attention measured
+    # nothing is generated: the prompt takes the whole length, the attention measured, with the
+    # tokens the tokenizer adds (BOS): past it, a prompt of the model's positions would overrun
     sample = make_samples(task, tokenizer, length, 1, args.seed, answer_room=False)[0]
+    added = len(tokenizer.encode(sample.prompt)) - sample.num_tokens
+    if added > 0:
+        sample = make_samples(task, tokenizer, length - added, 1, args.seed, answer_room=False)[0]
     metrics = ("recall", "rel_l2", "cosine", "density", "cost_dense")
     layers: dict[str, dict[str, dict[int, Any]]] = {
         lab: {m: {} for m in metrics} for lab, _ in methods
@@ -143,7 +147,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
         "model": name,
         "task": task,
         "length": length,
-        "num_tokens": sample.num_tokens,
+        "num_tokens": ids.shape[1],  # the prompt's, with the tokenizer's BOS
         "seed": args.seed,
         "methods": results,
     }

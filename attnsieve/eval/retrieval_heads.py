@@ -69,6 +69,10 @@ def repeated_random_tokens(
     (special tokens left out), ``repeats`` times over: the probe on which echo heads attend to the
     earlier copy of the current token and induction heads to the token that followed it."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    # tokenizers without all_special_ids (the probe's bytes) still name their BOS, EOS and PAD
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        if isinstance(getattr(tokenizer, name, None), int):
+            special.add(getattr(tokenizer, name))
     ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
     gen = torch.Generator().manual_seed(seed)
     block = ordinary[torch.randperm(len(ordinary), generator=gen)[:period]]  # no repeats inside

@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import numbers
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -236,9 +237,10 @@ def _variable_tracking(rng: random.Random, depth: float, stream: _Stream) -> Bui
     )
 
 
-def _new_pseudo_words() -> Callable[[random.Random, int], str]:
-    """A maker of pronounceable words (2-3 syllables) that never repeats a word it made."""
-    seen: set[str] = set()
+def _new_pseudo_words(taken: Sequence[str] = ()) -> Callable[[random.Random, int], str]:
+    """A maker of pronounceable words (2-3 syllables) that never repeats a word it made, nor
+    makes one of ``taken``."""
+    seen = set(taken)
 
     def make(rng: random.Random, _: int) -> str:
         while True:
@@ -251,10 +253,23 @@ def _new_pseudo_words() -> Callable[[random.Random, int], str]:
     return make
 
 
+_CWE_HEAD = (
+    "Below is a numbered list of words. In these words, some appear more often than others. "
+    "Memorize the ones that appear most often.\n"
+)
+_CWE_TAIL = (
+    "\nQuestion: What are the 10 most common words in the above list?\nAnswer: The top 10 words "
+    "that appear most often in the list are:"
+)
+
+
 def _common_words(rng: random.Random, length: int) -> Builder:
     """RULER cwe: 10 words seen 30 times among words seen 3 times (6 vs 2 below 4K tokens)."""
     freq_common, freq_rare = (30, 3) if length >= 4096 else (6, 2)
-    words = _Stream(_new_pseudo_words(), f"{rng.random()}")
+    # a word of the template ("more", "some") would be counted once more, and found in an answer
+    # that merely echoes the question
+    template = re.findall(r"\w+", (_CWE_HEAD + _CWE_TAIL).lower())
+    words = _Stream(_new_pseudo_words(template), f"{rng.random()}")
     seed = rng.random()
 
     def build(k: int) -> _Draft:
@@ -264,12 +279,7 @@ def _common_words(rng: random.Random, length: int) -> Builder:
         random.Random(f"{seed}|{k}").shuffle(items)
         listing = " ".join(f"{i + 1}. {w}" for i, w in enumerate(items))
         common = sorted(common, key=items.index)  # in order of first appearance
-        prompt = (
-            "Below is a numbered list of words. In these words, some appear more often than "
-            f"others. Memorize the ones that appear most often.\n{listing}\nQuestion: What are "
-            "the 10 most common words in the above list?\nAnswer: The top 10 words that appear "
-            "most often in the list are:"
-        )
+        prompt = _CWE_HEAD + listing + _CWE_TAIL
         return _Draft(prompt, tuple(common), " " + _join(common) + ".")
 
     return build
@@ -415,7 +425,14 @@ def make_samples(
     for name, value in (("length", length), ("n", n)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if depths is not None and (len(depths) == 0 or any(not 0 <= d <= 1 for d in depths)):
+    # seeds hash as text: 1.0 and True would give other samples than 1, silently
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if depths is not None and (
+        len(depths) == 0
+        or any(isinstance(d, bool) or not isinstance(d, numbers.Real) for d in depths)
+        or any(not 0 <= d <= 1 for d in depths)
+    ):
         raise ValueError(f"depths must be a non-empty list of floats in [0, 1], got {depths!r}")
     if depths is None:
         depths = [i / (n - 1) for i in range(n)] if n > 1 else [0.5]
