@@ -2,6 +2,7 @@
 
 Prefill runs in chunks of ``--chunk-size`` tokens with a progress bar (each chunk attends to the
 cache plus itself; the kernels' bottom-right causal alignment makes that exact), then greedy decode.
+``--chat`` sends the prompt as one user turn of the model's chat template.
 Prints the output text, time to first token, decode tokens/s and the mean density of each layer.
 """
 
@@ -58,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", default=None, help="AttentionConfig JSON (e.g. from attnsieve calibrate)"
     )
     parser.add_argument("--prompt-file", required=True, help="text file holding the prompt")
+    parser.add_argument(
+        "--chat",
+        action="store_true",
+        help="send the prompt as one user turn in the model's chat template: an instruct model "
+        "answers it instead of continuing the text",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="auto", help="auto: bf16 on GPU, fp32 on CPU"
@@ -102,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     model, tokenizer, _ = load_model(
         args.model, device=args.device, dtype=DTYPES[args.dtype], rope_scale=args.rope_scale
     )
-    input_ids = torch.tensor([list(tokenizer.encode(prompt))], device=model.device)
+    input_ids = torch.tensor([prompt_ids(tokenizer, prompt, args.chat)], device=model.device)
     positions = model.config.get_text_config().max_position_embeddings
     if input_ids.shape[1] + args.max_new_tokens > positions:
         raise ValueError(
@@ -140,3 +147,18 @@ def main(args: argparse.Namespace) -> int:
     for reason, layers in fallbacks.items():
         print(f"dense fallback ({reason}): layers {layers}")
     return 0
+
+
+def prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> list[int]:
+    """The prompt's tokens: as text (with the tokenizer's BOS), or as one user turn of the chat
+    template, which places its own special tokens. The turn leaves out the file's trailing
+    whitespace: a final newline before the end-of-turn token turned SmolLM2's "Paris" into
+    "L'Étoile, la Marseillaise"."""
+    if not chat:
+        return list(tokenizer.encode(prompt))
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("--chat: the model's tokenizer has no chat template")
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt.rstrip()}], add_generation_prompt=True, tokenize=False
+    )
+    return list(tokenizer.encode(text, add_special_tokens=False))

@@ -170,6 +170,30 @@ def test_run_switches_a_config_files_kv_policy_off_with_none(model_dir, tmp_path
     assert "KV cache:" not in capsys.readouterr().out
 
 
+def test_run_chat_sends_the_prompt_as_a_user_turn(model_dir, tmp_path, capsys):
+    """--chat: the greedy answer to the chat template's tokens, not to the bare text; a tokenizer
+    without a template is refused by name."""
+    args, prompt = cli(model_dir, tmp_path, {"prefill": "dense"}, "--max-new-tokens", "5")
+    prompt.write_text(prompt.read_text() + "\n")  # a text file's last newline is not in the turn
+    args.chat = True
+    with pytest.raises(ValueError, match="^--chat: the model's tokenizer has no chat template"):
+        run.main(args)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = "{% for m in messages %}w0 w1 {{ m['content'] }} w2{% endfor %} w3"
+    chat_dir = tmp_path / "chat"
+    transformers.AutoModelForCausalLM.from_pretrained(model_dir).save_pretrained(chat_dir)
+    tokenizer.save_pretrained(chat_dir)
+    args.model = str(chat_dir)
+    assert run.main(args) == 0
+    text = capsys.readouterr().out.split("\n---\n")[0]
+    model = transformers.AutoModelForCausalLM.from_pretrained(chat_dir, dtype=torch.float32).eval()
+    words = f"w0 w1 {prompt.read_text().rstrip()} w2 w3"
+    ids = tokenizer(words, add_special_tokens=False, return_tensors="pt").input_ids
+    out = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert text.strip() == tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    assert text.strip() != expected_text(model_dir, prompt, 5).strip()
+
+
 def test_run_rejects_bad_arguments(model_dir, tmp_path):
     args, _ = cli(model_dir, tmp_path, {"prefill": "dense"}, "--max-new-tokens", "0")
     with pytest.raises(ValueError, match="max-new-tokens"):
