@@ -165,6 +165,18 @@ def test_chunked_prefill_uses_bottom_right_alignment():
     torch.testing.assert_close(second.logits, base[:, 24:], rtol=1e-4, atol=1e-5)
 
 
+@torch.no_grad()
+def test_a_float64_model_falls_back_to_dense():
+    """The kernels take float16, bfloat16 and float32: a float64 model raised a TypeError from
+    attention (before that, its attention ran in float32, silently)."""
+    model = build("llama").double()
+    base = model(input_ids=prompt()).logits
+    with pytest.warns(UserWarning, match="float64 attention"), patch(model, SPARSE) as stats:
+        logits = model(input_ids=prompt()).logits
+    assert stats.fallback_per_layer == ["dtype", "dtype"]
+    torch.testing.assert_close(logits, base)
+
+
 def test_dropout_and_bidirectional_layers_fall_back():
     model = build("llama")
     model.config.attention_dropout = 0.5

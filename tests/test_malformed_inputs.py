@@ -1022,6 +1022,43 @@ GAPS = [
         r"^layers: keys must be layer indices",
         "str.isdigit takes '²': int() raises an error that names no argument",
     ),
+    *(
+        (
+            f"dense-mask-device-{path}",
+            lambda softcap=softcap: dense_attention(
+                mask=torch.ones(N, M, dtype=torch.bool, device="meta"), softcap=softcap
+            ),
+            ValueError,
+            r"^mask: expected q's device cpu, got meta",
+            "api.dense_attention does not check mask's device: SDPA took a meta mask on CPU "
+            "queries, the soft-capped path raised a RuntimeError naming no argument",
+        )
+        for path, softcap in (("sdpa", None), ("softcap", 5.0))
+    ),
+    *(
+        (
+            f"attention-{str(dtype)[6:]}-{precision}",
+            lambda dtype=dtype, precision=precision: attn(
+                **dict(zip("qkv", qkv(dtype), strict=True)), precision=precision
+            ),
+            TypeError,
+            r"^q: expected dtype in \(torch.float16, torch.bfloat16, torch.float32\)",
+            "api.attention's reference computed float64 inputs in float32 and float8 ones into a "
+            "float8 output (bf16 precision); only int8-fp8 refused them",
+        )
+        for dtype in (torch.float64, torch.float8_e4m3fn)
+        for precision in ("bf16", "int8-fp8")
+    ),
+    *(
+        (
+            f"dense-attention-float8-{path}",
+            lambda softcap=softcap: api.dense_attention(*qkv(torch.float8_e4m3fn), softcap=softcap),
+            TypeError,
+            r"^q: expected dtype in ",
+            "api.dense_attention took float8 inputs: NotImplementedError from SDPA's CPU kernels",
+        )
+        for path, softcap in (("sdpa", None), ("softcap", 5.0))
+    ),
 ]
 
 CASES = (

@@ -270,3 +270,24 @@ def test_reference_float32_dense_causal_does_not_leak(layout_kind):
     vp[poison] = math.nan
     out = attention(q, k, vp, layout, backend="reference")
     assert torch.equal(out[:, :, :39], clean[:, :, :39])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lse", [True, False])
+def test_minus_inf_logit_weighs_nothing(backend, lse):
+    """An inf in one channel of a key gives a -inf logit to the rows whose query is negative in
+    that channel: the key weighs 0 there and +inf (a NaN row) in the others. The reference
+    without lse (SDPA's path) made every row that saw the key NaN."""
+    q, k, v = _qkv(1, 2, 1, 40, 40)
+    row = torch.arange(40, device=DEVICE)
+    q[..., 0] = torch.where(row % 2 == 0, -1.0, 1.0).to(q.dtype)
+    layout = Layout.dense(40, 40, block_q=16, block_k=16, device=DEVICE)
+    poisoned, finite = k.clone(), k.clone()
+    poisoned[0, 0, 7, 0] = math.inf
+    finite[0, 0, 7, 0] = 6e4  # a logit of about -1e4 on the even rows: weight 0 there too
+    out, _ = _run(backend, q, poisoned, v, layout, True, lse)
+    want, _ = _run(backend, q, finite, v, layout, True, lse)
+    plus = (row >= 7) & (row % 2 == 1)
+    assert out[:, :, plus].isnan().all()
+    # float16 rounding: without lse the finite run takes the reference's SDPA path
+    torch.testing.assert_close(out[:, :, ~plus], want[:, :, ~plus], rtol=1e-3, atol=1e-3)

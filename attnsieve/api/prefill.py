@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnsieve.api.backend import resolve_backend
-from attnsieve.checks import check_bool, check_float, check_out, check_qkv, check_scale
+from attnsieve.api.backend import FLOAT, resolve_backend
+from attnsieve.checks import (
+    check_bool,
+    check_dtype,
+    check_float,
+    check_out,
+    check_qkv,
+    check_scale,
+)
 from attnsieve.kernels import check_triton_device
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout, causal_token_mask
@@ -35,8 +42,8 @@ def attention(
     """Attention of q (B, H_q, N, D) over k, v (B, H_kv, M, D), restricted to ``layout`` if given.
 
     Args:
-        q, k, v: one float dtype and device; H_q a multiple of H_kv (native GQA, K/V never
-            repeated).
+        q, k, v: one dtype (float16, bfloat16 or float32) and device; H_q a multiple of H_kv
+            (native GQA, K/V never repeated).
         layout: the key blocks (and columns) each query block computes; None is dense.
         causal: bottom-right aligned (query i sits at key position M - N + i = query_offset + i).
         scale: softmax scale, default 1/sqrt(D); a positive finite number.
@@ -54,6 +61,8 @@ def attention(
     SDPA propagates a NaN in a hidden key (see README, "Use").
     """
     check_qkv(q, k, v)
+    # the reference computes in float32: a float64 input would be cast silently, float8 rounded
+    check_dtype("q", q, FLOAT)
     check_scale(scale)
     check_bool("causal", causal)
     check_bool("return_lse", return_lse)
@@ -121,6 +130,7 @@ def dense_attention(
     a mask on CUDA half tensors runs SDPA's cuDNN backend first (`kernels.prefill.sdpa_dense`).
     """
     check_qkv(q, k, v)
+    check_dtype("q", q, (*FLOAT, torch.float64))  # SDPA's dtypes
     check_scale(scale)
     check_bool("causal", causal)
     check_float("dropout", dropout, 0.0, 1.0)
@@ -137,6 +147,8 @@ def dense_attention(
     if mask is not None:
         if mask.dtype not in (torch.bool, q.dtype):  # SDPA's rule, on both paths
             raise TypeError(f"mask: expected bool or q's dtype {q.dtype}, got {mask.dtype}")
+        if mask.device != q.device:
+            raise ValueError(f"mask: expected q's device {q.device}, got {mask.device}")
         full = (b, h_q, n, m)
         try:
             fits = mask.dim() <= 4 and torch.broadcast_shapes(mask.shape, full) == full
@@ -147,6 +159,7 @@ def dense_attention(
                 f"mask: expected a shape that broadcasts to (B, H_q, N, M) = {full}, got "
                 f"{tuple(mask.shape)}"
             )
+        mask = mask[(None,) * (4 - mask.dim())]  # SDPA takes no mask of fewer than 2 dims
     causal = mask is None and n > 1 and causal
     if causal and m > n:
         k, v = k[:, :, :n], v[:, :, :n]
@@ -186,11 +199,12 @@ def _softcap_attention(
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         qc = q[:, :, start:stop].unflatten(1, (h_kv, h_q // h_kv))  # (B, H_kv, g, rows, D)
-        scores = torch.tanh((qc @ kt).float() * (scale / softcap)) * softcap
+        scores = (qc @ kt).to(torch.promote_types(q.dtype, torch.float32))  # float64 stays
+        scores = torch.tanh(scores * (scale / softcap)) * softcap
         if mask is not None:
             visible = mask[:, :, start:stop].unflatten(1, (h_kv, h_q // h_kv))
-        elif causal:
-            visible = causal_token_mask(n, m, start, stop, q.device)
+        elif causal:  # top-left aligned as SDPA's is_causal (here m <= n: longer K was cut)
+            visible = causal_token_mask(n, n, start, stop, q.device)[:, :m]
         else:
             visible = None
         if visible is not None and visible.dtype != torch.bool:  # an additive float mask

@@ -418,6 +418,8 @@ def _fallback_reason(
     kwargs: dict[str, Any],
 ) -> tuple[str, str] | None:
     """(kind, message) of why this prefill call cannot run a sparse layout, or None."""
+    if query.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return "dtype", f"{query.dtype} attention is not supported by the kernels"
     if softcap is not None:
         return (
             "softcap",

@@ -39,7 +39,8 @@ def attention_reference(
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
 
     Rows that see no key give output 0 and lse -inf. A hidden key contributes nothing whatever its
-    values: a NaN or Inf in a K/V row reaches only the rows that see that key (as NaN). Without
+    values: a NaN or Inf in a K/V row reaches only the rows that see that key (as NaN, unless the
+    key's logit is -inf: it then weighs 0, as in the kernel). Without
     ``return_lse`` the rows run through PyTorch SDPA with the token mask (same values, faster).
     """
     b, h_q, n, d = q.shape
@@ -56,10 +57,13 @@ def attention_reference(
     out = torch.empty(b, h_q, n, d, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, n, dtype=torch.float32, device=q.device) if return_lse else None
     # without lse, SDPA's masked path computes the same rows much faster; non-finite keys are
-    # zeroed for it and the rows that see one are flagged, as for values
+    # zeroed for it and the rows that see one are flagged, as for values, but where the key's
+    # logit is -inf: it weighs 0 there (as in the kernel), so it is masked instead
     fused = not return_lse
     if fused:
-        bad = bad_v | ~torch.isfinite(kf).all(-1)  # (B, H_kv, 1, M)
+        bad_k = ~torch.isfinite(kf).all(-1)  # (B, H_kv, 1, M)
+        k_bad = torch.where(bad_k[..., None], kf, 0.0) if bool(bad_k.any()) else None
+        bad = bad_v | bad_k
         kf = torch.where(bad[..., None], 0.0, kf)
     rows = max(1, _CHUNK_BYTES // (4 * max(b * h_q * m, 1) * 3))  # an empty batch: one chunk
     for start in range(0, n, rows):
@@ -70,7 +74,11 @@ def attention_reference(
         if layout is not None:
             visible = visible & _layout_rows(layout, start, stop, h_q, h_kv)
         if fused:
-            mask = visible.expand(b, h_kv, g, -1, -1).reshape(b, h_q, stop - start, m)
+            visible = visible.expand(b, h_kv, g, -1, -1)
+            if k_bad is not None:  # the logits of the non-finite keys (0 for the others)
+                qc = q[:, :, start:stop].float().view(b, h_kv, g, stop - start, d)
+                visible = visible & ((qc @ k_bad.transpose(-1, -2)) * scale != -math.inf)
+            mask = visible.reshape(b, h_q, stop - start, m)
             rows_out = F.scaled_dot_product_attention(
                 q[:, :, start:stop].float(), kf[:, :, 0], vf[:, :, 0], attn_mask=mask,
                 scale=scale, enable_gqa=g > 1,

@@ -1,0 +1,45 @@
+"""`attnsieve.api.dense_attention`: its soft-capped path and its SDPA path agree on every input
+both take (with a cap far above the scores, tanh is the identity to float32's precision)."""
+
+import pytest
+import torch
+
+from attnsieve.api import dense_attention
+
+
+def _qkv(n: int, m: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    shapes = ((4, n), (2, m), (2, m))
+    return tuple(torch.randn(2, h, length, 16, generator=g) for h, length in shapes)
+
+
+@pytest.mark.parametrize(("n", "m"), [(11, 7), (7, 7), (7, 11)])
+def test_softcap_causal_is_top_left_aligned_like_sdpa(n, m):
+    """With more queries than keys the soft-capped path aligned causality bottom-right (its first
+    N - M rows saw no key and came out a uniform average) where SDPA's is_causal is top-left."""
+    q, k, v = _qkv(n, m)
+    want = dense_attention(q, k, v)
+    got = dense_attention(q, k, v, softcap=1e6)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [0, 1])
+def test_mask_of_fewer_than_two_dims_runs_on_both_paths(dims):
+    """A (M,) or 0-dim mask broadcasts to (B, H_q, N, M), so it is accepted; SDPA raised an
+    IndexError on it."""
+    q, k, v = _qkv(7, 11)
+    keys = torch.ones(11, dtype=torch.bool)
+    keys[3] = False
+    mask = keys if dims == 1 else torch.tensor(True)
+    want = dense_attention(q, k, v, keys.expand(7, 11) if dims == 1 else None, causal=False)
+    for softcap in (None, 1e6):
+        got = dense_attention(q, k, v, mask, causal=False, softcap=softcap)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_softcap_keeps_float64_precision():
+    """float64 inputs: the soft-capped path computed its scores in float32."""
+    q, k, v = (t.double() for t in _qkv(7, 11))
+    want = dense_attention(q, k, v, causal=False)
+    got = dense_attention(q, k, v, causal=False, softcap=1e9)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
