@@ -160,7 +160,8 @@ class Cache:
                     f"state[{layer}]: expected host_state's (lengths, pages, seen) of that layer"
                 )
         for lc, (lengths, pages, seen) in zip(self.layers, state, strict=True):
-            lc.host_lengths, lc.host_pages, lc.seen = lengths, pages, seen
+            # copies: appends count in place, which would change ``state`` for a later restore
+            lc.host_lengths, lc.host_pages, lc.seen = lengths.clone(), pages.clone(), seen.clone()
 
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
         """Append k, v (B, H_kv, T, D) to every head of ``layer``. ``positions`` int64 (B, T)

@@ -147,9 +147,9 @@ def _check_extras(kept: Kept, b: int, h: int, seen: Tensor, dtype, head_dim: int
 def check_queries(queries: object, query_positions: object, b: int, h: int, d: int, device) -> None:
     check_tensor("queries", queries, 4, "(batch, q_heads, window, head_dim)")
     n, hq, w, dd = queries.shape
-    if n != b or dd != d or hq % h or queries.device != device:
+    if n != b or dd != d or hq % h or hq == 0 or queries.device != device:
         raise ValueError(
-            f"queries: expected ({b}, a multiple of {h}, W, {d}) on {device}, got "
+            f"queries: expected ({b}, a positive multiple of {h}, W, {d}) on {device}, got "
             f"{tuple(queries.shape)} on {queries.device}"
         )
     check_index("query_positions", query_positions, (b, w), torch.int64, device)
@@ -242,10 +242,10 @@ class ReferenceCache:
         x = x.float()
         if self.kv_dtype != "fp8":
             return x
-        amax = x.abs().amax(-1, keepdim=True)
         fp8_max = torch.finfo(torch.float8_e4m3fn).max  # 448
-        scale = torch.where(amax > 0, amax * (1 / fp8_max), torch.ones_like(amax))
-        return (x / scale).to(torch.float8_e4m3fn).float() * scale
+        # a row whose absmax / 448 rounds to 0 (float32 below ~3e-43) has scale 0: stored as 0
+        scale = x.abs().amax(-1, keepdim=True) * (1 / fp8_max)
+        return (x / torch.where(scale > 0, scale, 1.0)).to(torch.float8_e4m3fn).float() * scale
 
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
         check_layer(layer, self.num_layers)

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attnsieve.cache import Cache
 from attnsieve.cache_reference import ReferenceCache, round_bf16
@@ -100,19 +102,20 @@ def assert_same(cache, twin, layer, h_q):
     a, b = cache.page_view(layer), twin.page_view(layer)
     for name in ("page_count", "lengths"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+    p = b.num_pages  # the cache's view also shows the pages `reserve` gave ahead: empty ones
     for x, y in zip(a.bounds(), b.bounds(), strict=True):
-        assert torch.equal(x, y)
+        assert torch.equal(x[:, :, :p], y) and x[:, :, p:].isinf().all()
     assert (a.weighted_pages is None) == (b.weighted_pages is None)
     if a.weighted_pages is not None:
         assert torch.equal(a.weighted_pages, b.weighted_pages)
     assert a.key_min_pool.dtype == b.key_min_pool.dtype == torch.bfloat16
     assert (a.labels is None) == (b.labels is None)
     if a.labels is not None:
-        assert torch.equal(a.labels, b.labels)
+        assert torch.equal(a.labels[:, :, :p], b.labels) and not a.labels[:, :, p:].any()
         assert torch.equal(a.label_channels, b.label_channels)
-    valid = torch.arange(a.num_pages * cache.page_size, device=cache.device)
-    valid = (valid < a.lengths[..., None]).view(*a.page_table.shape, cache.page_size)
-    assert torch.equal(a.keys()[valid], b.keys()[valid])  # slots past the length: any value
+    valid = torch.arange(p * cache.page_size, device=cache.device)
+    valid = (valid < b.lengths[..., None]).view(*b.page_table.shape, cache.page_size)
+    assert torch.equal(a.keys()[:, :, :p][valid], b.keys()[valid])  # past the length: any value
     assert torch.equal(cache.head_tokens(layer), twin.head_tokens(layer))
     assert cache.memory_bytes(layer) == twin.memory_bytes(layer)
     assert cache.seq_length(layer) == twin.seq_length(layer)
@@ -161,6 +164,62 @@ def test_random_appends_and_compactions_match_twin(name, device):
                 twin.shrink()
         assert_same(cache, twin, layer, h_q)
     assert cache.memory_bytes() == twin.memory_bytes()
+
+
+OPS = st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 1), st.sampled_from([1, 8, 9, 17]), st.booleans()),
+    st.tuples(st.just("compact"), st.integers(0, 1), st.integers(0, 2**31), st.booleans()),
+    st.tuples(st.just("shrink"), st.sampled_from([None, 0, 1])),
+    st.tuples(st.just("reserve"), st.integers(0, 9)),
+    st.tuples(st.just("labels"), st.integers(0, 1), st.integers(0, 2**31)),
+    st.tuples(st.just("reset")),
+)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(name=st.sampled_from(list(CONFIGS)), ops=st.lists(OPS, max_size=10))
+def test_random_op_sequences_match_twin(name, ops):
+    """Any sequence of appends (one token: the one-launch path under the interpreter; page
+    boundaries; per-row explicit positions), compactions (everything to nothing, with extras),
+    shrinks, reserves, label channels and resets leaves the cache equal to its twin."""
+    cfg = CONFIGS[name]
+    cache, twin = pair(**cfg)
+    g = torch.Generator().manual_seed(0)
+    for op, *args in ops:
+        if op == "append":
+            layer, t, explicit = args
+            positions = None
+            if explicit:  # each row its own gaps
+                rows = torch.arange(cache.batch)[:, None]
+                positions = cache.layers[layer].seen[:, None] + rows + (rows + 1) * torch.arange(t)
+            k, v = kv(cache, t, g=g)
+            for c in (cache, twin):
+                c.append(layer, k, v, positions)
+        elif op == "compact":
+            layer, seed, extras = args
+            h = torch.Generator().manual_seed(seed)
+            kept = random_kept(cache, layer, h, p=float(torch.rand((), generator=h)))
+            if extras and cache.seq_length(layer):
+                kept = with_extras(cache, layer, kept, h)
+            for c in (cache, twin):
+                c.compact(layer, kept)
+        elif op == "shrink":
+            for c in (cache, twin):
+                c.shrink(*args)
+        elif op == "reserve":  # the twin has no pool: nothing to reserve
+            cache.reserve(*args)
+        elif op == "labels":
+            layer, seed = args
+            h = torch.Generator().manual_seed(seed)
+            ch = torch.randint(0, cfg["head_dim"], (cfg["kv_heads"], 2), generator=h)
+            for c in (cache, twin):
+                c.set_label_channels(layer, ch)
+        else:
+            for c in (cache, twin):
+                c.reset()
+    for layer in range(len(cache)):
+        assert_same(cache, twin, layer, 2 * cfg["kv_heads"])
+    assert cache.reserved_bytes() >= cache.memory_bytes() + cache.ahead_bytes()
 
 
 def test_the_twin_documents_the_methods_it_lacks():
@@ -578,6 +637,7 @@ BAD = {
     "host_state_layer": (lambda: C.set_host_state([(1, 2, 3)] * 2), ValueError, r"^state\[0\]"),
     "queries_none": (lambda: C.kv_view(0, Q[:, :, :0], QP[:, :0]), ValueError, "^queries"),
     "queries_heads": (lambda: C.kv_view(0, Q[:, :3], QP), ValueError, "queries"),
+    "queries_no_heads": (lambda: C.kv_view(0, Q[:, :0], QP), ValueError, "^queries"),
     "queries_dim": (lambda: C.kv_view(0, Q[..., :8], QP), ValueError, "queries"),
     "query_positions": (lambda: C.kv_view(0, Q, QP[:, :0]), ValueError, "query_positions"),
     "channels_range": (
@@ -620,6 +680,31 @@ def test_quantize_fp8_rows_too_small_for_a_scale():
     q8, scale = quantize_fp8(x)
     assert not q8.float().isnan().any() and (scale == 0).all()
     assert not (q8.float() * scale[:, None]).any()
+
+
+def test_twin_stores_rows_too_small_for_a_scale_as_zeros():
+    """The twin quantises such a row as the cache does (zeros), not into NaN by a 0 scale."""
+    cache, twin = pair(1, 1, 1, 16, kv_dtype="fp8")
+    k = torch.zeros(1, 1, 2, 16)
+    k[..., 0, :], k[..., 1, 3] = 1e-43, -2e-44
+    for c in (cache, twin):
+        c.append(0, k, k)
+    for x, y in zip(cache.gather(0), twin.gather(0), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_a_host_state_restores_as_often_as_asked():
+    """set_host_state took the given tensors as the live mirrors, which appends bump in place:
+    the state then no longer restored what host_state had returned."""
+    cache = Cache(1, 1, 2, 16, page_size=8, dtype=F32, device="cpu")
+    cache.reserve(4)
+    state = cache.host_state()
+    cache.set_host_state(state)
+    cache.append(0, *kv(cache, 2))
+    cache.advance_host(1)
+    cache.set_host_state(state)
+    assert cache.head_tokens(0).tolist() == [[0, 0]] and cache.seq_length() == 0
+    assert cache.reserved_tokens() == 8
 
 
 @needs_interpreter

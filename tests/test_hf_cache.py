@@ -211,6 +211,11 @@ BAD = {
         ValueError,
         "key_states",
     ),  # fmt: skip
+    "key_states_dtype": (
+        lambda: AttnsieveCache(1).update(*[torch.randn(1, 1, 2, 16, dtype=torch.float64)] * 2, 0),
+        TypeError,
+        "^key_states",
+    ),
     "value_states": (
         lambda: AttnsieveCache(1).update(torch.randn(1, 1, 2, 16), torch.randn(1, 1, 2, 8), 0),
         ValueError,
@@ -230,4 +235,38 @@ def test_dtype_is_fixed_by_the_first_update():
     cache = AttnsieveCache(1)
     cache.update(*[torch.randn(1, 1, 2, 16)] * 2, 0)
     with pytest.raises(TypeError, match="k: expected the cache's dtype"):
-        cache.update(*[torch.randn(1, 1, 1, 16, dtype=torch.float64)] * 2, 0)
+        cache.update(*[torch.randn(1, 1, 2, 16, dtype=torch.float64)] * 2, 0)
+
+
+def test_refused_calls_change_nothing_and_a_prompt_chunk_after_eviction_needs_a_reader():
+    """Without attnsieve's attention reading the pages, a prompt chunk after an eviction returned
+    its own K/V only (plain attention saw the chunk alone); a refused decode step had appended
+    its token, which a retry then appended twice."""
+    cache = AttnsieveCache(1, page_size=8)
+    x = torch.randn(1, 2, 10, 16)
+    cache.update(x, x, 0)
+    with pytest.raises(ValueError, match="a decode step on a paged cache that no attnsieve"):
+        cache.update(x[:, :, :1], x[:, :, :1], 0)
+    assert cache.cache.head_tokens(0).tolist() == [[10, 10]]
+    idx = torch.tensor([[[0, 1, 2], [5, -1, -1]]], dtype=torch.int32)
+    cache.cache.compact(0, Kept(idx, torch.tensor([[3, 1]], dtype=torch.int32)))
+    with pytest.raises(ValueError, match="a prompt chunk after an eviction on a paged cache"):
+        cache.update(x[:, :, :4], x[:, :, :4], 0)
+    assert cache.cache.head_tokens(0).tolist() == [[3, 1]]
+    read_by_attnsieve(cache)  # attnsieve's attention reads the ragged heads from the pages
+    assert cache.update(x[:, :, :4], x[:, :, :4], 0)[0].shape == (1, 2, 4, 16)
+    assert cache.cache.head_tokens(0).tolist() == [[7, 5]]
+
+
+def test_update_keeps_no_returned_keys_alive():
+    """The keys an update returned (a whole prompt's, per layer) are not held after the call."""
+    import gc
+    import weakref
+
+    cache = AttnsieveCache(1, page_size=8)
+    k = torch.randn(1, 2, 50, 16)
+    cache.update(k, k.clone(), 0)
+    gone = weakref.ref(k)
+    del k
+    gc.collect()
+    assert gone() is None

@@ -8,7 +8,10 @@
 The paged cache is built on the first ``update`` (batch, KV heads, head_dim, dtype and device come
 from the keys) unless one is passed in. What ``update`` returns to the attention function:
 
-- a multi-token (prefill) call: the prompt's K/V, after the tokens already cached if any;
+- a multi-token (prefill) call: the prompt's K/V, after the tokens already cached if any (its
+  own only once a compression left the heads ragged); after an eviction, only attnsieve's
+  attention can serve it, reading the pages itself (the live session's cache, as below; any
+  other cache refuses the call);
 - a single-token (decode) call: that token's K/V only, for attnsieve's decode attention, which
   reads the pages itself (the cache of a patched model's live session, ``reader``; any other is
   refused, since plain attention would see that token alone); or, with ``materialize=True``,
@@ -31,6 +34,7 @@ holds exactly the prompt, so compressing it there is safe.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -144,7 +148,7 @@ class AttnsieveCache(HFCache):
         # where an update of one token otherwise reads as a decode step (which ends the prompt)
         self.prompt = False
         self._prefilled: set[int] = set()  # layers whose last call was a prefill
-        self.returned: dict[int, Tensor] = {}  # layer -> the keys its last update returned
+        self.returned: dict[int, weakref.ref[Tensor]] = {}  # layer -> its last update's keys
 
     def update(
         self,
@@ -159,12 +163,21 @@ class AttnsieveCache(HFCache):
         ref.check_layer(layer_idx, self.num_layers)
         check_tensor("key_states", key_states, 4, "(batch, kv_heads, seq, head_dim)")
         if self.cache is None:
+            if key_states.dtype not in ref.MODEL_DTYPES:  # the cache would name its ``dtype``
+                raise TypeError(
+                    f"key_states: expected one of {ref.MODEL_DTYPES}, got {key_states.dtype}"
+                )
             b, h, _, d = key_states.shape
             self.cache = Cache(
                 self.num_layers, b, h, d, page_size=self.page_size, dtype=key_states.dtype,
                 device=key_states.device, kv_dtype=self.kv_dtype,
             )  # fmt: skip
         prefill = key_states.shape[2] > 1 or self.prompt
+        # without a live session, attnsieve's attention does not read the pages: what this call
+        # returns is all that plain attention sees (checked before anything changes)
+        unread = not self.materialize and (self.reader is None or self.reader.ended)
+        if unread and not prefill:
+            raise _unread("a decode step")
         if not prefill and layer_idx in self._prefilled:
             self._prefilled.discard(layer_idx)
             if self.on_prefill_end is not None:
@@ -173,13 +186,16 @@ class AttnsieveCache(HFCache):
         seen = self.cache.seq_length(layer_idx) if prefill else 0  # decode steps: no host work
         if seen and (self.materialize or self._even(layer_idx)):
             past = self._dense(layer_idx)
-            if self.materialize and past[0].shape[2] < seen:
+        if seen and (past is None or past[0].shape[2] < seen):  # evicted: the past is partial
+            if self.materialize:
                 raise ValueError(
                     f"layer {layer_idx}: the cache holds {past[0].shape[2]} of the {seen} "
                     "positions seen (evicted); plain attention (materialize=True) would mask "
                     "them by position and cannot serve a prompt chunk: use attnsieve's attention "
                     "(materialize=False)"
                 )
+            if unread:
+                raise _unread("a prompt chunk after an eviction")
         self.cache.append(layer_idx, key_states, value_states)
         if prefill:
             self._prefilled.add(layer_idx)
@@ -191,15 +207,10 @@ class AttnsieveCache(HFCache):
         elif self.materialize:
             out = self._dense(layer_idx)
         else:
-            if self.reader is None or self.reader.ended:
-                raise ValueError(
-                    "cache: a decode step on a paged cache that no attnsieve attention reads "
-                    "(a later generation or new_cache() replaced it, the patch was removed, or "
-                    "it was built outside attnsieve.patch): continue with the newest cache "
-                    "(handle.new_cache()), or build it with materialize=True for plain attention"
-                )
             out = (key_states, value_states)
-        self.returned[layer_idx] = out[0]  # lets attnsieve's attention recognise this cache
+        # lets attnsieve's attention recognise this cache; weakly: a strong reference would keep
+        # every layer's prompt keys (or, materialised, all its keys) alive after the call
+        self.returned[layer_idx] = weakref.ref(out[0])
         return out
 
     def finish_prefill(self) -> None:
@@ -237,3 +248,12 @@ class AttnsieveCache(HFCache):
         self.returned.clear()
         if self.reader is not None:
             self.reader.restart()
+
+
+def _unread(call: str) -> ValueError:
+    return ValueError(
+        f"cache: {call} on a paged cache that no attnsieve attention reads (a later generation "
+        "or new_cache() replaced it, the patch was removed, or it was built outside "
+        "attnsieve.patch): continue with the newest cache (handle.new_cache()), or build it with "
+        "materialize=True for plain attention"
+    )

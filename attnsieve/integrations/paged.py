@@ -129,7 +129,8 @@ class PagedSession:
     def serves(self, layer: int, key: Tensor) -> bool:
         """Whether this call's keys came from this session's cache (transformers may run a
         forward on another cache while the session exists)."""
-        return self.paged is not None and self.cache.returned.get(layer) is key
+        returned = self.cache.returned.get(layer)
+        return self.paged is not None and returned is not None and returned() is key
 
     def keep_whole(self, layer: int) -> None:
         """Never compress ``layer`` (soft-capped or sliding-window attention runs dense)."""
