@@ -3028,7 +3028,9 @@ s31a)  # thirty-first session (WHEELS=.stage/s; the 31st had no device time, so 
         tests/test_planners_dynamic.py tests/test_integration_transformers.py \
         tests/test_decode_integration.py tests/test_decode_graphs.py tests/test_hf_cache.py \
         tests/test_cost.py tests/test_kv_policies.py tests/test_graphs.py tests/test_calibrate.py \
-        tests/test_eval_harness.py tests/test_eval_tasks.py > "$D/changed.log" 2>&1
+        tests/test_eval_harness.py tests/test_eval_tasks.py tests/test_cache.py \
+        tests/test_api_prefill.py tests/test_masked_nonfinite.py tests/test_malformed_inputs.py \
+        > "$D/changed.log" 2>&1
     tail -12 "$D/changed.log"
     ;;
 s31b)  # carrying .stage/g5, at once after s30a-s30d: issue 11's 2000-step StreamingLLM soak on
