@@ -4,7 +4,7 @@ both take (with a cap far above the scores, tanh is the identity to float32's pr
 import pytest
 import torch
 
-from attnsieve.api import dense_attention
+from attnsieve.api import attention, dense_attention
 
 
 def _qkv(n: int, m: int) -> tuple[torch.Tensor, ...]:
@@ -43,3 +43,16 @@ def test_softcap_keeps_float64_precision():
     want = dense_attention(q, k, v, causal=False)
     got = dense_attention(q, k, v, causal=False, softcap=1e9)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_forward_only_paths_refuse_inputs_that_require_a_gradient():
+    """The Triton kernels and the quantised path compute no gradient: their outputs came back
+    without one, silently. The reference backend's carry one; under no_grad all of them run."""
+    q, k, v = (torch.randn(1, 2, 64, 32, dtype=torch.float16) for _ in range(3))
+    for backend, precision in (("triton", "bf16"), ("reference", "int8-fp8")):
+        with pytest.raises(ValueError, match="^q: requires a gradient, but .* is forward-only"):
+            attention(q.requires_grad_(), k, v, backend=backend, precision=precision)
+        with torch.no_grad():
+            attention(q, k, v, backend=backend, precision=precision)
+    out = attention(q.float(), k.float(), v.float().requires_grad_(), backend="reference")
+    assert out.requires_grad

@@ -177,6 +177,25 @@ def test_a_float64_model_falls_back_to_dense():
     torch.testing.assert_close(logits, base)
 
 
+def test_a_forward_autograd_records_falls_back_from_the_kernels():
+    """The Triton kernels compute no gradient: a training forward got none through attention,
+    silently. It runs dense, and its gradients are the stock model's."""
+    model = build("llama").half()  # the kernels' dtypes
+    ids = prompt()
+    model(input_ids=ids).logits.sum().backward()
+    stock = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    config = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
+    with pytest.warns(UserWarning, match="autograd records"), patch(model, config, cost=None) as s:
+        model(input_ids=ids).logits.sum().backward()
+    assert s.fallback_per_layer == ["grad", "grad"]
+    for got, want in zip((p.grad for p in model.parameters()), stock, strict=True):
+        torch.testing.assert_close(got, want)
+    with torch.no_grad(), patch(model, config, cost=None) as s:
+        model(input_ids=ids)
+    assert s.fallback_per_layer == [None, None]  # without autograd: the kernels
+
+
 def test_dropout_and_bidirectional_layers_fall_back():
     model = build("llama")
     model.config.attention_dropout = 0.5

@@ -337,6 +337,8 @@ def test_api_decode_attention_names_bad_arguments():
         (dict(q=torch.randn(1, 3, 64).half()), ValueError, "q"),  # 3 heads over 2 KV heads
         (dict(q=torch.randn(1, 1, 4, 64).half()), ValueError, "q"),  # a shape: ValueError
         (dict(q=torch.ones(1, 4, 64, dtype=torch.int32)), TypeError, "q"),
+        # the kernel computes no gradient: one asked for would silently be missing
+        (dict(q=q.clone().requires_grad_(), backend="triton"), ValueError, "q"),
     ]
     for change, error, name in cases:
         with pytest.raises(error, match=f"^{name}:"):

@@ -21,3 +21,13 @@ def resolve_backend(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, .
     if choice == "auto":
         return "triton" if t.is_cuda and t.dtype in dtypes else "reference"
     return choice
+
+
+def check_forward_only(what: str, *tensors: Tensor) -> None:
+    """``what`` computes no gradient: inputs that require one, with autograd on, would silently
+    get none."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise ValueError(
+            f"q: requires a gradient, but {what} is forward-only (it computes none): call it "
+            "under torch.no_grad() or torch.inference_mode()"
+        )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from attnsieve.api.backend import FLOAT, resolve_backend
+from attnsieve.api.backend import FLOAT, check_forward_only, resolve_backend
 from attnsieve.checks import (
     check_bool,
     check_dtype,
@@ -61,6 +61,7 @@ def decode_attention(
     if resolve_backend(backend, q) == "reference":
         run = decode_reference.decode_reference
     else:
+        check_forward_only("the Triton backend (backend='reference' has gradients)", q)
         from attnsieve.kernels.decode import decode_attention as run
     return run(
         q, args.k_pages, args.v_pages, args.page_table, args.lengths, **sparse, scale=scale,

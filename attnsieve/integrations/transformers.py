@@ -420,6 +420,15 @@ def _fallback_reason(
     """(kind, message) of why this prefill call cannot run a sparse layout, or None."""
     if query.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return "dtype", f"{query.dtype} attention is not supported by the kernels"
+    config = handle.config
+    forward_only = config.prefill_precision == "int8-fp8" or (
+        resolve_backend(config.backend, query) == "triton"
+    )
+    if forward_only and torch.is_grad_enabled() and query.requires_grad:
+        return "grad", (
+            "autograd records this forward (training, or a call outside torch.no_grad()) and the "
+            "kernels compute no gradients"
+        )
     if softcap is not None:
         return (
             "softcap",
