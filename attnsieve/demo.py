@@ -63,9 +63,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         smollm2_path()  # a missing model is reported before anything slow starts
         items = entries(args.recall_layers, "--recall-layers")
-        if not all(x.isdigit() for x in items):
+        if not all(x.isascii() and x.isdigit() for x in items):  # int() refuses '²'
             raise ValueError(
-                f"recall-layers: expected comma-separated layer numbers, got {args.recall_layers!r}"
+                "--recall-layers: expected comma-separated layer numbers, got "
+                f"{args.recall_layers!r}"
             )
         recall_layers = [int(x) for x in items]
         if not args.out.strip():

@@ -198,12 +198,13 @@ def test_demo_arguments_beyond_the_model_exit_2_before_it_loads(monkeypatch, tmp
         assert message in err and "\n" not in err
 
 
-def test_demo_recall_layers_not_numbers_exits_2(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("layers", ["5,x", "5,\u00b2"])  # '²' is a digit that int() refuses
+def test_demo_recall_layers_not_numbers_exits_2(monkeypatch, tmp_path, capsys, layers):
     (tmp_path / "model.gguf").write_bytes(b"")
     monkeypatch.setenv(models.SMOLLM2_ENV, str(tmp_path / "model.gguf"))
-    assert cli.main(["demo", "--recall-layers", "5,x", "--out", str(tmp_path)]) == 2
+    assert cli.main(["demo", "--recall-layers", layers, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "recall-layers: expected comma-separated layer numbers" in err and "\n" not in err
+    assert "--recall-layers: expected comma-separated layer numbers" in err and "\n" not in err
 
 
 def test_demo_an_empty_out_folder_exits_2(monkeypatch, tmp_path, capsys):

@@ -19,6 +19,7 @@ entry it came from.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -111,7 +112,11 @@ class AttentionConfig:
             raise TypeError(
                 f"layers: expected a dict {{layer: {{role: entry}}}}, got {type(self.layers)}"
             )
-        self.layers = layer_keys("layers", self.layers)
+        # own copies of the entries: one changed by its caller afterwards would change what
+        # to_dict writes (and equality), not the methods built here
+        for role in ROLES:
+            setattr(self, role, copy.deepcopy(getattr(self, role)))
+        self.layers = layer_keys("layers", copy.deepcopy(self.layers))
         self._default = {role: _build(role, getattr(self, role), role) for role in ROLES}
         self._built: dict[int, dict[str, Any]] = {}
         for layer, override in self.layers.items():
@@ -228,24 +233,22 @@ class AttentionConfig:
 
     def override(self, **changes: Any) -> AttentionConfig:
         """A copy with ``changes`` (fields, as `dataclasses.replace` takes them); a role among
-        them replaces that role in every layer too, so that no per-layer entry (such as
-        `attnsieve calibrate` writes) keeps running under it (`attnsieve run`'s role flags and
-        `attnsieve eval`'s axes)."""
-        layers = changes.pop("layers", self.layers)
-        if isinstance(layers, dict):  # anything else is the constructor's to refuse, by name
+        them replaces that role in every layer of this config too, so that no per-layer entry
+        (such as `attnsieve calibrate` writes) keeps running under it (`attnsieve run`'s role
+        flags and `attnsieve eval`'s axes). ``layers`` among them are taken as given."""
+        if "layers" not in changes:
             kept = {
-                i: {r: e for r, e in o.items() if r not in changes} if isinstance(o, dict) else o
-                for i, o in layers.items()
+                i: {r: e for r, e in o.items() if r not in changes} for i, o in self.layers.items()
             }
-            layers = {i: o for i, o in kept.items() if not (isinstance(o, dict) and not o)}
-        return dataclasses.replace(self, **changes, layers=layers)
+            changes["layers"] = {i: o for i, o in kept.items() if o}
+        return dataclasses.replace(self, **changes)
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict that `from_json` reads back."""
         out = {name: getattr(self, name) for name in _FIELDS}
         out["layers"] = {str(k): v for k, v in self.layers.items()}
-        return out
+        return copy.deepcopy(out)  # a caller's edits must not reach this config's entries
 
     @classmethod
     def from_json(cls, source: str | os.PathLike | dict[str, Any]) -> AttentionConfig:

@@ -22,7 +22,9 @@ from attnsieve.layout_counts import causal_pairs
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     """Tokens that end generation: the model's generation config's and the tokenizer's EOS."""
     eos = model.generation_config.eos_token_id
-    ids = {*(eos if isinstance(eos, list) else [eos]), getattr(tokenizer, "eos_token_id", None)}
+    # transformers takes a tuple as it takes a list (a tuple kept whole never matched a token)
+    many = isinstance(eos, (list, tuple))
+    ids = {*(eos if many else [eos]), getattr(tokenizer, "eos_token_id", None)}
     ids.discard(None)
     return ids
 
@@ -50,6 +52,9 @@ def generate(
     pairs; a chunk that ran dense (shorter than ``min_prefill_length``) counts as 1.
     """
     key = cache_keyword(model)
+    if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        kind = input_ids.dtype if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise TypeError(f"input_ids: expected an int64 or int32 tensor of token ids, got {kind}")
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(
             f"input_ids: expected (1, L), a batch of one, got {tuple(input_ids.shape)}"
@@ -60,7 +65,9 @@ def generate(
     check_int("max_new_tokens", max_new_tokens, 1)
     check_int("chunk_size", chunk_size, 1)
     if context_length is not None and not (
-        isinstance(context_length, int) and 1 <= context_length <= length
+        isinstance(context_length, int)
+        and not isinstance(context_length, bool)
+        and 1 <= context_length <= length
     ):
         raise ValueError(f"context_length: expected 1 to {length} tokens, got {context_length!r}")
     split = length if context_length is None else context_length
@@ -117,6 +124,7 @@ def decode(
     A batch of one stops before a step once its last token is in ``eos_ids`` (a host read per
     step, as generation needs); with no ``eos_ids``, or a larger batch, all steps run and this
     loop adds no host wait."""
+    check_int("steps", steps, 0)
     key = cache_keyword(model)
     handle = decode_graphs.graph_handle(model, cache)
     if handle is not None:

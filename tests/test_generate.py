@@ -1,0 +1,53 @@
+"""`attnsieve.integrations.generate` on a tiny random model (CPU)."""
+
+import pytest
+import torch
+
+from attnsieve.integrations.generate import decode, eos_token_ids, generate
+from attnsieve.integrations.handle import PatchStats
+from tests.test_integration_transformers import build
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build("llama")
+
+
+def test_a_tuple_of_eos_ids_ends_generation(model):
+    """transformers takes the generation config's EOS as a tuple too; kept whole, the tuple was
+    one id that no token equals, and generation ran past every EOS."""
+    ids = torch.randint(3, 128, (1, 9), generator=torch.Generator().manual_seed(0))
+    first = generate(model, ids, 1, 4, set(), PatchStats(2))[0][0]
+    model.generation_config.eos_token_id = (first, 127)
+    try:
+        eos = eos_token_ids(model, None)
+        assert eos == {first, 127}
+        assert generate(model, ids, 5, 4, eos, PatchStats(2))[0] == [first]
+    finally:
+        model.generation_config.eos_token_id = 2
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"input_ids": [[3, 4, 5]]}, TypeError, "^input_ids: expected an int64 or int32 tensor"),
+        ({"input_ids": torch.ones(1, 3)}, TypeError, r"^input_ids: .*got torch\.float32"),
+        ({"context_length": True}, ValueError, "^context_length: expected 1 to 3 tokens"),
+    ],
+    ids=["list", "float", "bool-context"],
+)
+def test_generate_refuses_bad_arguments_by_name(model, change, error, match):
+    """A float or list prompt failed inside the model (an embedding RuntimeError, an
+    AttributeError); context_length=True ran as 1."""
+    kwargs = {"input_ids": torch.tensor([[3, 4, 5]]), **change}
+    with pytest.raises(error, match=match):
+        generate(
+            model, **kwargs, max_new_tokens=2, chunk_size=2, eos_ids=set(), stats=PatchStats(2)
+        )
+
+
+@pytest.mark.parametrize("steps", [-1, 2.0, True])
+def test_decode_refuses_a_bad_number_of_steps(model, steps):
+    """-1 ran no step, silently; 2.0 failed in range() without a name."""
+    with pytest.raises(ValueError, match="^steps: expected an int >= 0"):
+        decode(model, torch.tensor([3]), None, steps)
