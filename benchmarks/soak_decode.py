@@ -27,7 +27,7 @@ WINDOW = 200  # steps per summary window: medians of the first and last ones are
 
 
 @torch.no_grad()
-def soak(model, ids: torch.Tensor, config: AttentionConfig, steps: int) -> dict:
+def soak(model, ids: torch.Tensor, config: AttentionConfig, steps: int) -> list[dict]:
     """Prefill ``ids``, then ``steps`` greedy decode steps on the patched model's paged cache."""
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     keyword = cache_keyword(model)

@@ -90,8 +90,8 @@ def attention(
     empty = layout is None and 0 in (q.shape[2], k.shape[2])
     if use == "triton":
         check_forward_only("the Triton backend (backend='reference' has gradients)", q, k, v)
-    if empty and use == "triton":
-        check_triton_device("q", q)
+        if empty:
+            check_triton_device("q", q)
     if use == "reference" or empty:
         result = attention_reference(
             q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse

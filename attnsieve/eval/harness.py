@@ -72,6 +72,7 @@ from attnsieve.eval.sweep_args import (
     entries,
     method_configs,
     parse_length,
+    repeated,
     split,
     within_positions,
 )
@@ -346,7 +347,7 @@ def main(args: argparse.Namespace) -> int:
             for x in split(DEFAULT_LENGTHS if args.lengths is None else args.lengths)
         ]
         tasks = entries(",".join(TASKS) if args.tasks is None else args.tasks, "--tasks")
-        twice = sorted({n for n in lengths if lengths.count(n) > 1})
+        twice = repeated(lengths)
         if twice:
             raise ValueError(f"--lengths: {twice} given twice; give each length once")
         unknown = [t for t in tasks if t not in TASKS]

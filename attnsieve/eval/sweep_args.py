@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _repeated(items: list[str]) -> list[str]:
+def repeated(items: Sequence[Hashable]) -> list[Any]:
     """The items that occur more than once, sorted."""
     return sorted({item for item in items if items.count(item) > 1})
 
@@ -147,7 +147,7 @@ def entries(text: str, option: str) -> list[str]:
     """`split`'s entries of ``option``, refused where one is given twice (it would run twice, or
     once under one label)."""
     out = split(text)
-    twice = _repeated(out)
+    twice = repeated(out)
     if twice:
         raise ValueError(f"{option}: {twice} given twice; give each entry once")
     return out
@@ -155,7 +155,7 @@ def entries(text: str, option: str) -> list[str]:
 
 def check_labels(labels: list[str], option: str) -> None:
     """Refuse two entries of ``option`` under one label: results keyed on it would keep one."""
-    twice = _repeated(labels)
+    twice = repeated(labels)
     if twice:
         raise ValueError(
             f"{option}: two entries would be labelled {twice} (config files are labelled by "

@@ -29,6 +29,7 @@ from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from attnsieve.api import attention, dense_attention, layout_density, resolve_backend
+from attnsieve.api.backend import FLOAT
 from attnsieve.checks import check_bool
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.cost import CostModel
@@ -418,7 +419,7 @@ def _fallback_reason(
     kwargs: dict[str, Any],
 ) -> tuple[str, str] | None:
     """(kind, message) of why this prefill call cannot run a sparse layout, or None."""
-    if query.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+    if query.dtype not in FLOAT:
         return "dtype", f"{query.dtype} attention is not supported by the kernels"
     config = handle.config
     forward_only = config.prefill_precision == "int8-fp8" or (
