@@ -63,7 +63,7 @@ def main() -> None:
         rows += time_shape(b, n, copy, args.reps)
         torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"environment": environment(), "copy_tbps": copy, "rows": rows}
+    result = {"environment": environment("cuda"), "copy_tbps": copy, "rows": rows}
     (args.out / "flush.json").write_text(json.dumps(result, indent=1))
 
 

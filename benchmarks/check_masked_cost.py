@@ -83,7 +83,7 @@ def main() -> None:
     checks = [nan_check(False), nan_check(True)]
     print(checks)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"environment": environment(), "rows": rows, "nan_checks": checks}
+    result = {"environment": environment("cuda"), "rows": rows, "nan_checks": checks}
     (args.out / "masked_cost.json").write_text(json.dumps(result, indent=1))
 
 

@@ -106,7 +106,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile.json").write_text(
         json.dumps(
-            {"environment": environment(), "length": int(ids.shape[1]), "runs": runs}, indent=1
+            {"environment": environment(device), "length": int(ids.shape[1]), "runs": runs},
+            indent=1,
         )  # fmt: skip
     )
 

@@ -80,7 +80,7 @@ def main() -> None:
         rows.append(row)
         del q, k, v
         torch.cuda.empty_cache()
-    write_json(args.out / "quant_call.json", {"environment": environment(), "rows": rows})
+    write_json(args.out / "quant_call.json", {"environment": environment("cuda"), "rows": rows})
 
 
 if __name__ == "__main__":

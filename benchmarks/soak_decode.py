@@ -124,7 +124,7 @@ def main() -> None:
         "model": name,
         "prompt_tokens": ids.shape[1],
         "config": {"kv": kv, "kv_interval": args.interval},
-        "environment": environment(),
+        "environment": environment(model.device),
         "summary": summary(rows, args.budget, args.interval),
         "steps": rows,
     }

@@ -68,7 +68,7 @@ def main() -> None:
                   f"w4 {r['fp8_w4_ms'] * 1e3:7.1f} w8 {r['fp8_w8_ms'] * 1e3:7.1f} us "
                   f"(w8 {r['bf16_ms'] / r['fp8_w8_ms']:.2f}x bf16)", flush=True)  # fmt: skip
             torch.cuda.empty_cache()
-            payload = {"environment": environment(), "rows": rows}
+            payload = {"environment": environment("cuda"), "rows": rows}
             (args.out / "pages.json").write_text(json.dumps(payload, indent=1))
 
 

@@ -67,7 +67,7 @@ def main() -> None:
                   f"best {best[0] * 1e3:7.1f} us ({best[1]}, {default / best[0]:.2f}x)",
                   flush=True)  # fmt: skip
         torch.cuda.empty_cache()
-        payload = {"environment": environment(), "rows": rows}
+        payload = {"environment": environment("cuda"), "rows": rows}
         (args.out / "waves.json").write_text(json.dumps(payload, indent=1))
 
 

@@ -126,7 +126,7 @@ def main() -> None:
     (args.out / "layout_paths.json").write_text(
         json.dumps(
             {
-                "environment": environment(),
+                "environment": environment("cuda"),
                 "args": vars(args) | {"out": str(args.out)},
                 "rows": results,
             },

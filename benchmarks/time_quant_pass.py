@@ -101,7 +101,7 @@ def main() -> None:
                        for key, val in row.items()), flush=True)  # fmt: skip
         del q, k, v
         torch.cuda.empty_cache()
-    write_json(args.out / "quant_pass.json", {"environment": environment(), "rows": rows})
+    write_json(args.out / "quant_pass.json", {"environment": environment("cuda"), "rows": rows})
 
 
 if __name__ == "__main__":

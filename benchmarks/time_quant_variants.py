@@ -89,7 +89,7 @@ def main() -> None:
         del q, k, v
         torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"command": " ".join(sys.argv), "environment": environment(), "rows": rows}
+    result = {"command": " ".join(sys.argv), "environment": environment("cuda"), "rows": rows}
     (args.out / "quant_variants.json").write_text(json.dumps(result, indent=1))
 
 

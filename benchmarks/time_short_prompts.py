@@ -143,7 +143,7 @@ def main() -> None:
         rows.append(row)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"command": "benchmarks/time_short_prompts.py", "environment": environment(),
+    result = {"command": "benchmarks/time_short_prompts.py", "environment": environment("cuda"),
               "rows": rows}  # fmt: skip
     (out / "short_prompts.json").write_text(json.dumps(result, indent=1))
 

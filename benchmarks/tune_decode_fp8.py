@@ -126,7 +126,7 @@ def main() -> None:
         rows += sweep(modules, cache, b, n, configs, dtypes, args.min_split_tokens, args.max_splits)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_decode_fp8.json").write_text(
-        json.dumps({"environment": environment(), "rows": rows}, indent=1)
+        json.dumps({"environment": environment("cuda"), "rows": rows}, indent=1)
     )
 
 

@@ -63,7 +63,9 @@ def main() -> None:
         rows += sweep(make_cache(b, n, shape), b, n, shape.kv_heads, copy_tbps)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_decode_splits.json").write_text(
-        json.dumps({"environment": environment(), "copy_tbps": copy_tbps, "rows": rows}, indent=1)
+        json.dumps(
+            {"environment": environment("cuda"), "copy_tbps": copy_tbps, "rows": rows}, indent=1
+        )
     )
 
 

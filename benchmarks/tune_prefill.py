@@ -134,7 +134,7 @@ def main():
     ap.add_argument("--check-only", action="store_true")
     args = ap.parse_args()
     t0 = time.time()
-    print(environment(), flush=True)
+    print(environment("cuda"), flush=True)
     for line in correctness():
         print(line, flush=True)
     print(f"correctness done {time.time() - t0:.0f}s", flush=True)
@@ -147,7 +147,9 @@ def main():
         print(f"done n={n} {time.time() - t0:.0f}s", flush=True)
         torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tune.json").write_text(json.dumps({"env": environment(), "rows": rows}, indent=1))
+    (args.out / "tune.json").write_text(
+        json.dumps({"env": environment("cuda"), "rows": rows}, indent=1)
+    )
     for n, name, what, ms, tf, err in rows:
         e = "" if err is None else f"{err:.1e}"
         print(f"{n:>6} {name:>5} {what:<36} {ms:8.3f} ms {tf:6.1f} TF/s {e}")

@@ -1,8 +1,19 @@
 """`attnsieve.bench.common`: what runs without a GPU."""
 
 import pytest
+import torch
 
-from attnsieve.bench.common import graph_ms
+from attnsieve.bench.common import environment, graph_ms
+
+
+def test_environment_names_the_run_device_not_the_machine_gpu(monkeypatch):
+    def no_gpu_read(device):
+        raise AssertionError(f"read the properties of {device} for a CPU run")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_gpu_read)
+    env = environment("cpu")
+    assert env["device"] == "cpu" and env["sm_count"] is None
 
 
 def test_graph_ms_names_an_unknown_flush():

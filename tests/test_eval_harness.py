@@ -57,7 +57,7 @@ def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch, capsy
     assert len(calls) == 4 * 3  # 4 cells x (warm-up + 2 samples)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["complete"] is True
-    assert results["environment"]["device"] == "cpu"  # the GPU's name on a GPU
+    assert results["environment"]["device"] == "cpu"  # the run's, also beside a GPU
     assert results["environment"]["torch"] == torch.__version__
     cells = {(c["method"], c["task"]): c for c in results["cells"]}
     assert len(cells) == 4

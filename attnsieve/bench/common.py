@@ -195,11 +195,13 @@ def sampled_blocks(layout: Layout, blocks: int) -> list[tuple[int, int, Layout]]
     return out
 
 
-def environment() -> dict:
-    """Versions and device for a results file."""
+def environment(device: torch.device | str) -> dict:
+    """Versions and the device the run used (``device``: the GPU's name for a CUDA device, "cpu"
+    otherwise, whatever else the machine has) for a results file."""
     import triton
 
-    props = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None
+    device = torch.device(device)
+    props = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
     return {
         "device": props.name if props else "cpu",
         "sm_count": props.multi_processor_count if props else None,

@@ -150,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
         for n in args.lengths:
             rows += bench_one(b, n, args, copy_tbps)
             torch.cuda.empty_cache()
-    env = environment()
+    env = environment("cuda")
     payload = {
         "benchmark": "decode",
         "command": command_line("bench decode", args),

@@ -283,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
 
     result = {
         "command": command(args),
-        "environment": {**environment(), "transformers": transformers_version()},
+        "environment": {**environment(device), "transformers": transformers_version()},
         "model": _describe(model, name, args),
         "methods": {label: config.to_dict() for label, config in methods},
         "sdpa_backend": sdpa_backend(model, device),

@@ -129,7 +129,7 @@ def run(
         row["vs_dense"] = row["tokens_per_s"] / rate[(*at, dense)] if dense else None
     result = {
         **meta,
-        "environment": environment(),
+        "environment": environment(model.device),
         "decode_steps": steps,
         "warmup_steps": WARMUP_STEPS,
         "graphs": graphs,

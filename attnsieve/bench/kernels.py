@@ -185,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
         if quant:
             quant_rows = bench_precision(args, bar, device)
     _add_speedups(rows)
-    env = environment()
+    env = environment(device)
     config = {
         key: str(val) if isinstance(val, Path) else val
         for key, val in vars(args).items()

@@ -169,7 +169,7 @@ def _payload(
     """prefill.json: the command that ran, the environment, the settings and the rows."""
     return {
         "command": command_line("bench prefill", args),
-        "environment": environment(),
+        "environment": environment("cuda"),
         "settings": {
             "lengths": args.lengths, "heads": args.heads, "kv_heads": args.kv_heads,
             "head_dim": args.head_dim, "batch": 1, "dtype": "bfloat16", "head_kinds": head_kinds,

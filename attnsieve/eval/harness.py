@@ -408,7 +408,7 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.fidelity:
         result = run_fidelity(model, tokenizer, name, methods, tasks[0], length, args)
-        result["environment"] = environment()
+        result["environment"] = environment(model.device)
         (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
         plots.plot_fidelity(result, out / "fidelity.png")
         for label, r in result["methods"].items():
@@ -431,7 +431,7 @@ def main(args: argparse.Namespace) -> int:
         "model_source": source,
         "device": args.device,
         "dtype": str(model.dtype).removeprefix("torch."),
-        "environment": environment(),
+        "environment": environment(model.device),
         "lengths": lengths,
         "tasks": tasks,
         "methods": [lab for lab, _ in methods],
