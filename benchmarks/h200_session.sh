@@ -142,6 +142,9 @@
 #   with these cases' content).
 #   2026-12-02, thirty-first session: no device time; s31a (carry .stage/s, WHEELS=.stage/s) and
 #   s31b (after s30a..s30d, carrying .stage/g5) prepared for the next session with some.
+#   2026-12-02, thirty-second session: s31a (carry .stage/s, WHEELS=.stage/s); s30a..s30d and
+#   s31b (WHEELS=.stage/g5), each at once after the last; then by hand, the model still staged,
+#   bench e2e as in smollm2_ttft (--out ttft32) and as in s30f (--out adapter32).
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the
