@@ -58,3 +58,13 @@ def test_forward_only_paths_refuse_inputs_that_require_a_gradient():
             attention(q, k, v, backend=backend, precision=precision)
     out = attention(q.float(), k.float(), v.float().requires_grad_(), backend="reference")
     assert out.requires_grad
+
+
+@pytest.mark.parametrize(("backend", "precision"), [("triton", "bf16"), ("reference", "int8-fp8")])
+def test_forward_only_refusals_name_the_inputs_that_require_a_gradient(backend, precision):
+    """The refusal named q whichever input required the gradient."""
+    qkv = {name: torch.randn(1, 2, 64, 32, dtype=torch.float16) for name in "qkv"}
+    for wanting, names in (("k", "k: requires"), ("kv", "k, v: require")):
+        inputs = {name: t.detach().requires_grad_(name in wanting) for name, t in qkv.items()}
+        with pytest.raises(ValueError, match=f"^{names} a gradient, but .* is forward-only"):
+            attention(**inputs, backend=backend, precision=precision)

@@ -198,6 +198,23 @@ def test_a_forward_autograd_records_falls_back_from_the_kernels():
     assert s.fallback_per_layer == [None, None]  # without autograd: the kernels
 
 
+def test_keys_that_require_a_gradient_fall_back_with_a_frozen_query():
+    """A trainable k_proj (e.g. a LoRA) under a frozen query: only the keys of the first layer
+    require a gradient, and its attention raised in the kernels instead of running dense."""
+    model = build("llama").half()
+    model.requires_grad_(False)
+    k_proj = model.model.layers[0].self_attn.k_proj.weight.requires_grad_()
+    ids = prompt()
+    model(input_ids=ids).logits.sum().backward()
+    stock = k_proj.grad.clone()
+    k_proj.grad = None
+    config = AttentionConfig(prefill="streaming", min_prefill_length=16, backend="triton")
+    with pytest.warns(UserWarning, match="autograd records"), patch(model, config, cost=None) as s:
+        model(input_ids=ids).logits.sum().backward()
+    assert s.fallback_per_layer == ["grad", "grad"]
+    torch.testing.assert_close(k_proj.grad, stock)
+
+
 def test_dropout_and_bidirectional_layers_fall_back():
     model = build("llama")
     model.config.attention_dropout = 0.5

@@ -23,11 +23,28 @@ def resolve_backend(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, .
     return choice
 
 
-def check_forward_only(what: str, *tensors: Tensor) -> None:
-    """``what`` computes no gradient: inputs that require one, with autograd on, would silently
-    get none."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        raise ValueError(
-            f"q: requires a gradient, but {what} is forward-only (it computes none): call it "
-            "under torch.no_grad() or torch.inference_mode()"
-        )
+def forward_only_error(backend: str, precision: str = "bf16", **tensors: Tensor) -> str | None:
+    """The refusal of a call that computes no gradient (INT8 / FP8 rounding on either backend, or
+    a kernel of the resolved ``backend`` "triton") given ``tensors`` (by name) of which some
+    require one with autograd on: they would silently get none. None where the call may run."""
+    wanting = [name for name, t in tensors.items() if t.requires_grad]
+    if not wanting or not torch.is_grad_enabled():
+        return None
+    if precision == "int8-fp8":  # rounding to INT8 / FP8 has no useful gradient
+        what = "int8-fp8 attention"
+    elif backend == "triton":
+        what = "the Triton backend (backend='reference' has gradients)"
+    else:
+        return None
+    verb = "requires" if len(wanting) == 1 else "require"
+    return (
+        f"{', '.join(wanting)}: {verb} a gradient, but {what} is forward-only (it computes none): "
+        "call it under torch.no_grad() or torch.inference_mode()"
+    )
+
+
+def check_forward_only(backend: str, precision: str = "bf16", **tensors: Tensor) -> None:
+    """Raise `forward_only_error`'s refusal, if any, as a ValueError."""
+    error = forward_only_error(backend, precision, **tensors)
+    if error is not None:
+        raise ValueError(error)

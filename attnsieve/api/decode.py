@@ -58,10 +58,11 @@ def decode_attention(
     check_bool("return_lse", return_lse)
     args = cache.kernel_args(layer)
     sparse = {} if pages is None else {"pages": pages.idx, "page_count": pages.count}
-    if resolve_backend(backend, q) == "reference":
+    use = resolve_backend(backend, q)
+    check_forward_only(use, q=q)
+    if use == "reference":
         run = decode_reference.decode_reference
     else:
-        check_forward_only("the Triton backend (backend='reference' has gradients)", q)
         from attnsieve.kernels.decode import decode_attention as run
     return run(
         q, args.k_pages, args.v_pages, args.page_table, args.lengths, **sparse, scale=scale,

@@ -77,9 +77,8 @@ def attention(
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     use = resolve_backend(backend, q)
+    check_forward_only(use, precision, q=q, k=k, v=v)
     if precision == "int8-fp8":
-        # rounding to INT8 / FP8 has no useful gradient, on either backend
-        check_forward_only("int8-fp8 attention", q, k, v)
         if use == "reference":
             from attnsieve.kernels.quant_reference import quant_attention_reference as run
         else:
@@ -88,10 +87,8 @@ def attention(
     # no Layout has an empty side: empty calls (0 rows, or rows that see no key: 0 and lse -inf)
     # take the reference on every backend, once the Triton backend has checked its device
     empty = layout is None and 0 in (q.shape[2], k.shape[2])
-    if use == "triton":
-        check_forward_only("the Triton backend (backend='reference' has gradients)", q, k, v)
-        if empty:
-            check_triton_device("q", q)
+    if use == "triton" and empty:
+        check_triton_device("q", q)
     if use == "reference" or empty:
         result = attention_reference(
             q, k, v, layout, causal=causal, scale=scale, return_lse=return_lse

@@ -82,7 +82,8 @@ class CostModel:
             A head dim between two measured ones takes the larger one's rate (beyond the
             largest, the largest's).
         call_ms: fixed cost of one sparse attention call (launch, layout reads).
-        plan_ms: per planner, planning milliseconds at the lengths ``plan_lengths``.
+        plan_ms: per planner, eager planning milliseconds at the lengths ``plan_lengths``,
+            read as measured whatever the batch and heads (see `planning_ms`).
         graph_plan_ms: per planner, planning milliseconds replayed from a CUDA graph at the
             lengths ``graph_plan_lengths`` for ``graph_plan_heads`` query heads (batch 1).
         layout_rate: per planner, the fraction of ``sparse_tflops`` its layouts run at (1 for
@@ -150,7 +151,11 @@ class CostModel:
         above ``n`` (the last beyond them; unknown planners, e.g. per-head mixes, cost the
         slowest measured planner's). With ``graphed_heads`` (batch x query heads of a plan
         replayed from a CUDA graph), the graph time scaled linearly to those heads where one was
-        measured, if below the eager time (linear scaling overstates many heads)."""
+        measured, if below the eager time (linear scaling overstates many heads). The eager
+        time is read unscaled: much of it is launches, which do not grow with the heads
+        (vertical_slash at 128K: 2.73 ms on 9 query heads, 4.12 on 32; vs22/ on the H200).
+        Scaled linearly, SmolLM2's eager flexprefill plan would be priced to pay at 32K, where
+        it loses end to end."""
         eager = self.plan_ms.get(planner) or max(self.plan_ms.values(), key=max)
         eager_ms = eager[_at(self.plan_lengths, n)]
         if graphed_heads is None or planner not in self.graph_plan_ms:

@@ -29,7 +29,7 @@ from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from attnsieve.api import attention, dense_attention, layout_density, resolve_backend
-from attnsieve.api.backend import FLOAT
+from attnsieve.api.backend import FLOAT, forward_only_error
 from attnsieve.checks import check_bool
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.cost import CostModel
@@ -369,7 +369,7 @@ def attention_forward(
             module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
         ), None
     reason = _fallback_reason(
-        handle, attention_mask, query, key, dropout, softcap, is_causal, kwargs
+        handle, attention_mask, query, key, value, dropout, softcap, is_causal, kwargs
     )
     if reason is not None:
         kind, detail = reason
@@ -413,6 +413,7 @@ def _fallback_reason(
     mask: Tensor | None,
     query: Tensor,
     key: Tensor,
+    value: Tensor,
     dropout: float,
     softcap: float | None,
     is_causal: bool,
@@ -422,10 +423,8 @@ def _fallback_reason(
     if query.dtype not in FLOAT:
         return "dtype", f"{query.dtype} attention is not supported by the kernels"
     config = handle.config
-    forward_only = config.prefill_precision == "int8-fp8" or (
-        resolve_backend(config.backend, query) == "triton"
-    )
-    if forward_only and torch.is_grad_enabled() and query.requires_grad:
+    use = resolve_backend(config.backend, query)
+    if forward_only_error(use, config.prefill_precision, q=query, k=key, v=value) is not None:
         return "grad", (
             "autograd records this forward (training, or a call outside torch.no_grad()) and the "
             "kernels compute no gradients"
