@@ -114,16 +114,30 @@ def test_decode_steps_must_fit_the_positions_after_the_prompt(
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"attnsieve bench e2e: error: {name}:")
+    assert err[0].endswith("--rope-scale F extends a pretrained model to F x its trained length")
+
+
+def test_random_model_decode_steps_must_fit_its_positions(tmp_path, capsys, monkeypatch):
+    """The random model's 131072 positions were checked only after its 16 GB of weights were
+    built; it takes no --rope-scale, so the error does not suggest one."""
+    monkeypatch.setattr(e2e, "_load", lambda *a: pytest.fail("the model loaded"))
+    argv = ["bench", "e2e", "--lengths", "128k", "--decode-steps", "3", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnsieve bench e2e: error: --lengths:")
+    assert "--rope-scale" not in err[0]
 
 
 def test_decode_lengths_leave_room_for_the_steps():
     """32761 tokens + 4 warm-up + 3 timed steps fill 32768 positions exactly; by default the
-    lengths that fit are kept."""
+    lengths that fit are kept (the random model's 128K ran its steps past its positions)."""
     assert e2e._lengths([32761], "m", 32768, decoded=7) == [32761]
     with pytest.raises(ValueError, match="at most 32761 tokens"):
         e2e._lengths([32762], "m", 32768, decoded=7)
     assert e2e._lengths(None, "m", 32768, decoded=7) == [8192, 16384]
     assert e2e._lengths(None, "m", 32768) == [8192, 16384, 32768]
+    assert e2e._lengths(None, e2e.RANDOM_MODEL, 131072, decoded=7) == [65536]
+    assert e2e._lengths(None, e2e.RANDOM_MODEL, 131072) == [65536, 131072]
 
 
 @pytest.mark.parametrize(

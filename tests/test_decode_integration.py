@@ -342,6 +342,34 @@ def test_a_reset_cache_generates_as_a_fresh_one():
         assert handle.session.paged.head_tokens(0).tolist() == held
 
 
+@pytest.mark.parametrize(
+    "heads, dtype", [(2, torch.float64), (3, torch.float32)], ids=["dtype", "heads"]
+)
+@torch.no_grad()
+def test_a_refused_first_decode_step_leaves_the_prompt_uncompressed(heads, dtype):
+    """The first decode step compresses the prompt before appending its token: a step whose K/V
+    the cache refused had compressed it first, so a retry decoded on a cache it had changed."""
+    model = build("llama")
+    ids = prompt(length=40)
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 16, "window": 8})
+    handle = patch(model, config)
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+        before = [cache.cache.gather(layer) for layer in range(2)]
+        key = torch.randn(1, heads, 1, 16, dtype=dtype)  # the model's: 2 KV heads, float32
+        with pytest.raises((TypeError, ValueError), match="^k: expected"):
+            cache.update(key, key, 0)
+        for layer, held in enumerate(before):
+            assert all(map(torch.equal, cache.cache.gather(layer), held))
+        got = model(input_ids=ids[:, -1:], past_key_values=cache).logits
+        assert (cache.cache.head_tokens(0) == 16 + 1).all()  # the retry compressed the prompt
+        fresh = handle.new_cache()
+        model(input_ids=ids, past_key_values=fresh, use_cache=True)
+        want = model(input_ids=ids[:, -1:], past_key_values=fresh).logits
+    assert torch.equal(got, want)
+
+
 def greedy_on(model, ids, cache, new=4):
     out = model(input_ids=ids, past_key_values=cache, use_cache=True)
     tokens = []

@@ -9,6 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from attnsieve.cache import Cache  # noqa: E402
+from attnsieve.integrations import AttentionConfig, patch  # noqa: E402
 from attnsieve.integrations.hf_cache import AttnsieveCache  # noqa: E402
 from attnsieve.views import Kept  # noqa: E402
 
@@ -36,10 +37,10 @@ def read_by_attnsieve(cache):
     return cache
 
 
-def build(layers: int = 2) -> torch.nn.Module:
+def build(layers: int = 2, attn: str = "sdpa") -> torch.nn.Module:
     config = transformers.LlamaConfig(**COMMON, num_hidden_layers=layers)
     torch.manual_seed(0)
-    return transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    return transformers.LlamaForCausalLM._from_config(config, attn_implementation=attn).eval()
 
 
 def cache_arg(model, cache) -> dict:
@@ -118,16 +119,19 @@ def test_on_prefill_end_runs_once_per_layer_before_its_first_decode_token():
 
 @torch.no_grad()
 def test_eviction_keeps_absolute_positions():
-    """One layer: after evicting tokens 4..11 of the prompt, the next token's logits equal stock
-    attention with those tokens masked out (RoPE positions and mask sizes stay absolute)."""
+    """One layer: after evicting tokens 4..11 of the prompt, the next token's logits (attnsieve's
+    attention over the kept pages) equal stock attention with those tokens masked out: RoPE
+    positions and mask sizes stay absolute."""
     model = build(layers=1)
     ids = torch.randint(3, 128, (1, 24), generator=torch.Generator().manual_seed(2))
     nxt = torch.tensor([[5]])
-    cache = AttnsieveCache(1, page_size=8, materialize=True)
-    model(input_ids=ids, **cache_arg(model, cache))
-    cache.cache.compact(0, kept_all_heads([0, 1, 2, 3, *range(12, 24)]))
-    assert cache.get_seq_length() == 24 and cache.get_mask_sizes(1, 0) == (25, 0)
-    got = model(input_ids=nxt, **cache_arg(model, cache)).logits[:, -1]
+    handle = patch(model, AttentionConfig(prefill="dense", paged_cache=True))
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=ids, **cache_arg(model, cache))
+        cache.cache.compact(0, kept_all_heads([0, 1, 2, 3, *range(12, 24)]))
+        assert cache.get_seq_length() == 24 and cache.get_mask_sizes(1, 0) == (25, 0)
+        got = model(input_ids=nxt, **cache_arg(model, cache)).logits[:, -1]
     assert (cache.cache.head_tokens(0) == 17).all()
     full, mask = torch.cat([ids, nxt], 1), torch.ones(1, 25, dtype=torch.long)
     mask[:, 4:12] = 0
@@ -137,6 +141,27 @@ def test_eviction_keeps_absolute_positions():
     assert (dense - want).abs().max() > 1e-2  # the eviction really changed the answer
 
 
+@pytest.mark.parametrize("attn, batch", [("sdpa", 1), ("eager", 1), ("sdpa", 2)])
+@torch.no_grad()
+def test_plain_attention_refuses_an_evicted_layer(attn, batch):
+    """transformers masks plain attention's keys by position, which the kept keys no longer
+    match: a decode step on a materialised cache after an eviction failed inside transformers
+    with a shape mismatch (eager attention, a padded batch) and, on SDPA without padding, read
+    keys that only the absence of a mask made right. It is refused, changing nothing."""
+    model = build(layers=1, attn=attn)
+    ids, mask = prompt(batch)
+    cache = AttnsieveCache(1, page_size=8, materialize=True)
+    model(input_ids=ids, attention_mask=mask, **cache_arg(model, cache))
+    cache.cache.compact(0, kept_all_heads([0, 1, 2, 3, *range(12, PROMPT)], batch))
+    held = cache.cache.gather(0)
+    step = {"input_ids": torch.full((batch, 1), 5), **cache_arg(model, cache)}
+    step["attention_mask"] = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    with pytest.raises(ValueError, match=f"^layer 0: its heads hold 22 of the {PROMPT} positions"):
+        model(**step)
+    assert all(map(torch.equal, cache.cache.gather(0), held))
+    assert cache.get_seq_length() == PROMPT
+
+
 def test_a_prompt_chunk_after_eviction_is_refused_on_plain_attention():
     """Plain attention masks by position: after an eviction it cannot serve a prompt chunk."""
     model = build(layers=1)
@@ -144,7 +169,7 @@ def test_a_prompt_chunk_after_eviction_is_refused_on_plain_attention():
     cache = AttnsieveCache(1, page_size=8, materialize=True)
     model(input_ids=ids, **cache_arg(model, cache))
     cache.cache.compact(0, kept_all_heads([0, 1, 2, 3, *range(12, 24)]))
-    with pytest.raises(ValueError, match="holds 16 of the 24 positions"):
+    with pytest.raises(ValueError, match="its heads hold 16 of the 24 positions"):
         model(input_ids=torch.tensor([[5, 6, 7]]), **cache_arg(model, cache))
 
 
@@ -154,13 +179,14 @@ def test_ragged_heads_refuse_a_dense_read():
     cache.update(x, x, 0)
     idx = torch.tensor([[[0, 1, 2], [5, -1, -1]]], dtype=torch.int32)
     cache.cache.compact(0, Kept(idx, torch.tensor([[3, 1]], dtype=torch.int32)))
-    with pytest.raises(ValueError, match="different numbers of tokens"):
+    with pytest.raises(ValueError, match="its heads hold 1 to 3 of the 10 positions"):
         cache.update(x[:, :, :1], x[:, :, :1], 0)
+    assert cache.cache.head_tokens(0).tolist() == [[3, 1]]  # the refused token is not appended
     cache.materialize = False  # attnsieve's decode attention reads ragged pages itself
     read_by_attnsieve(cache)
     assert cache.update(x[:, :, :1], x[:, :, :1], 0)[0].shape == (1, 2, 1, 16)
-    assert cache.get_mask_sizes(1, 0) == (13, 0)  # positions, not the 4 / 2 tokens held
-    assert cache.cache.head_tokens(0).tolist() == [[5, 3]]
+    assert cache.get_mask_sizes(1, 0) == (12, 0)  # positions, not the 4 / 2 tokens held
+    assert cache.cache.head_tokens(0).tolist() == [[4, 2]]
 
 
 def test_unsupported_cache_operations_raise():

@@ -34,7 +34,9 @@ logits meaningless): the rest of the forward, whose time no attention method rem
 
 ``--decode-steps N`` measures decode tokens/s instead, at each of ``--batch``, for every
 combination of ``--methods``, ``--kv``, ``--decode`` and ``--precision`` and stock SDPA
-(`attnsieve.bench.e2e_decode`; CPU where there is no GPU).
+(`attnsieve.bench.e2e_decode`; CPU where there is no GPU). The prompt, the warm-up steps and the N
+timed ones must fit the model's positions (checked before it loads; ``--rope-scale`` extends a
+loaded model's).
 
 Here: the arguments, the models and prompts, and the sweep; the timing and the correctness check
 are `attnsieve.bench.e2e_timing`'s, the summary lines, plot and recorded metadata
@@ -74,6 +76,7 @@ from attnsieve.bench.e2e_timing import (
     time_attention_free,
 )
 from attnsieve.eval.sweep_args import (
+    EXTEND_HINT,
     add_compression_axes,
     check_labels,
     check_lengths_fit,
@@ -119,7 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         help="prompt lengths, e.g. 8k,32k or 65536 131072 (default: 64k,128k for the random "
-        "model, else powers of two from 8k up to the model's positions)",
+        "model, else powers of two from 8k; those that leave the model's positions room for "
+        "--decode-steps)",
     )
     parser.add_argument(
         "--methods",
@@ -205,10 +209,13 @@ def main(args: argparse.Namespace) -> int:
             methods = _methods(args)
         requested = _parse_lengths(args.lengths)
         check_out(args.out)
-        if args.model != RANDOM_MODEL:  # the model's config alone: a bad name fails here
+        if args.model == RANDOM_MODEL:
+            positions = LLAMA3_8B["max_position_embeddings"]
+        else:  # the model's config alone: a bad name fails here
             from attnsieve.eval.models import model_positions
 
-            _lengths(requested, args.model, model_positions(args.model, args.rope_scale), decoded)
+            positions = model_positions(args.model, args.rope_scale)
+        _lengths(requested, args.model, positions, decoded)
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -373,22 +380,22 @@ def _lengths(lengths: list[int] | None, name: str, positions: int, decoded: int 
     ``decoded``: the tokens decoded after each prompt (``--decode-steps`` and the warm-up), which
     take positions after it."""
     room = positions - decoded
+    hint = "" if name == RANDOM_MODEL else f"; {EXTEND_HINT}"  # --rope-scale: a loaded model's
     if room < 1:
         raise ValueError(
             f"--decode-steps: expected fewer than {positions - e2e_decode.WARMUP_STEPS} steps "
             f"(the model's {positions} positions, {e2e_decode.WARMUP_STEPS} of them warm-up "
-            f"steps), got {decoded - e2e_decode.WARMUP_STEPS}"
+            f"steps), got {decoded - e2e_decode.WARMUP_STEPS}{hint}"
         )
     if lengths is None:
-        if name == RANDOM_MODEL:
-            return [65536, 131072]
-        return [n for n in (2**i for i in range(13, 18)) if n <= room] or [room]
+        defaults = [65536, 131072] if name == RANDOM_MODEL else [2**i for i in range(13, 18)]
+        return [n for n in defaults if n <= room] or [room]
     check_lengths_fit(lengths, positions, hint=name != RANDOM_MODEL)
     if max(lengths) > room:
         raise ValueError(
             f"--lengths: expected at most {room} tokens, so that {decoded} decode steps "
             f"(--decode-steps and {e2e_decode.WARMUP_STEPS} warm-up) fit the model's {positions} "
-            f"positions after the prompt; got {lengths}"
+            f"positions after the prompt; got {lengths}{hint}"
         )
     return lengths
 

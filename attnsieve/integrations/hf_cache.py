@@ -17,14 +17,13 @@ from the keys) unless one is passed in. What ``update`` returns to the attention
   refused, since plain attention would see that token alone); or, with ``materialize=True``,
   every cached K/V of the layer, for plain attention (SDPA / eager).
 
-Returning cached tokens as one dense tensor needs every head to hold as many: after a ragged
-compression it raises instead of padding (the padding would take part in the softmax).
 Sequence lengths and mask sizes follow the absolute positions seen, not the compressed length,
-so RoPE positions stay right after eviction. A decode step with ``materialize=True`` after an
-eviction then returns fewer keys than the mask sizes count: plain attention reads them only where
-transformers builds no mask (SDPA, a batch without padding); eager attention, or SDPA on a padded
-batch, fails inside transformers with a shape mismatch (attnsieve's own attention,
-``materialize=False``, has no such limit).
+so RoPE positions stay right after eviction. Plain attention (``materialize=True``) reads a layer
+as one dense tensor under the mask transformers builds over those positions (eager attention, a
+padded batch), which a compressed layer no longer matches: its heads keep different positions,
+ragged heads would need padding (which would take part in the softmax), a compensation token its
+weight. A call on a layer whose heads do not hold exactly the positions seen is refused there,
+before it changes anything; attnsieve's own attention (``materialize=False``) reads such a layer.
 
 Extension point: ``on_prefill_end``, a callable ``(layer) -> None`` set by its owner (the KV-policy
 integration), runs once per layer at that layer's first decode call after a prefill, before the
@@ -178,7 +177,15 @@ class AttnsieveCache(HFCache):
         unread = not self.materialize and (self.reader is None or self.reader.ended)
         if unread and not prefill:
             raise _unread("a decode step")
+        if self.materialize:
+            self._check_dense(layer_idx)
         if not prefill and layer_idx in self._prefilled:
+            # the step's K/V first: ``on_prefill_end`` compresses the prompt, which a refused
+            # step must leave as it was
+            c = self.cache
+            ref.check_kv_append(
+                key_states, value_states, (c.batch, c.kv_heads, c.head_dim), c.dtype, c.device
+            )
             self._prefilled.discard(layer_idx)
             if self.on_prefill_end is not None:
                 self.on_prefill_end(layer_idx)
@@ -186,16 +193,8 @@ class AttnsieveCache(HFCache):
         seen = self.cache.seq_length(layer_idx) if prefill else 0  # decode steps: no host work
         if seen and (self.materialize or self._even(layer_idx)):
             past = self._dense(layer_idx)
-        if seen and (past is None or past[0].shape[2] < seen):  # evicted: the past is partial
-            if self.materialize:
-                raise ValueError(
-                    f"layer {layer_idx}: the cache holds {past[0].shape[2]} of the {seen} "
-                    "positions seen (evicted); plain attention (materialize=True) would mask "
-                    "them by position and cannot serve a prompt chunk: use attnsieve's attention "
-                    "(materialize=False)"
-                )
-            if unread:
-                raise _unread("a prompt chunk after an eviction")
+        if unread and seen and (past is None or past[0].shape[2] < seen):  # evicted: partial
+            raise _unread("a prompt chunk after an eviction")
         self.cache.append(layer_idx, key_states, value_states)
         if prefill:
             self._prefilled.add(layer_idx)
@@ -227,15 +226,26 @@ class AttnsieveCache(HFCache):
         n = self.cache.head_tokens(layer)
         return bool((n == n.flatten()[0]).all()) and not self.cache.layers[layer].weighted
 
-    def _dense(self, layer: int) -> tuple[Tensor, Tensor]:
-        """Every cached K/V of ``layer`` as (B, H_kv, L, D), if every head holds L tokens."""
-        n = self.cache.head_tokens(layer)
-        if (n != n.flatten()[0]).any() or self.cache.layers[layer].weighted:
+    def _check_dense(self, layer: int) -> None:
+        """Plain attention (``materialize=True``) reads the layer as one dense tensor, under the
+        mask transformers may build over the positions seen (it does for eager attention and a
+        padded batch; the cache cannot tell): every head must hold exactly those positions, none
+        of them weighted."""
+        n, seen = self.cache.head_tokens(layer), self.cache.seq_length(layer)
+        weighted = self.cache.layers[layer].weighted
+        if (n != seen).any() or weighted:
+            low, high = int(n.min()), int(n.max())
+            held = f"{low}" if low == high else f"{low} to {high}"
             raise ValueError(
-                f"layer {layer}: heads hold different numbers of tokens ({n.tolist()}) or "
-                "weighted compensation tokens after compression; dense attention cannot read "
-                "them, use attnsieve's decode attention (materialize=False)"
+                f"layer {layer}: its heads hold {held} of the {seen} positions seen"
+                + (" and weighted compensation tokens" if weighted else "")
+                + " after compression; plain attention (materialize=True) masks the keys by "
+                "position and cannot read them: use attnsieve's attention (materialize=False, "
+                "the cache of a patched model's handle.new_cache())"
             )
+
+    def _dense(self, layer: int) -> tuple[Tensor, Tensor]:
+        """Every cached K/V of ``layer`` as (B, H_kv, L, D); every head holds L tokens."""
         keys, values, _ = self.cache.gather(layer)
         return keys, values
 
