@@ -243,9 +243,12 @@ def _last_rows(layout, start):
     )  # fmt: skip
 
 
-def test_hip_keeps_every_visible_block_when_the_budget_allows():
+@pytest.mark.parametrize("budget", [8 * 32, 2**50])  # 8 blocks = KB; far past the keys
+def test_hip_keeps_every_visible_block_when_the_budget_allows(budget):
+    """A budget past the keys plans as one of all the key blocks (it allocated one branch per
+    block of budget: 2**50 tokens asked for 2**46 branches a query block)."""
     q, k = qk(1, 2, 2, 256, 256)
-    hip = get_planner("hip", budget_tokens=8 * 32, block_q=32, block_k=32)  # 8 blocks = KB
+    hip = get_planner("hip", budget_tokens=budget, block_q=32, block_k=32)
     layout = hip.plan(q, k)
     assert torch.equal(layout.block_mask(), dense_mask_like(layout))
 

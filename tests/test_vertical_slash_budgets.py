@@ -87,3 +87,21 @@ def test_tied_scores_break_as_with_each_head_s_budget_alone():
     for h, (v, s) in enumerate([(5, 7), (150, 90)]):
         alone = get_planner("vertical_slash", vertical_size=v, slash_size=s, **common).plan(q, k)
         assert torch.equal(mask[:, h], alone.to_dense_mask(causal=True)[:, h]), h
+
+
+def test_budgets_set_after_construction_are_checked():
+    """A list set on a built planner stayed a list: `check_heads` skipped it, so a list shorter
+    than the heads planned the heads past its end without their columns, sinks too, silently."""
+    q, k = qk(1, 4, 2, 300, 300)
+    planner = get_planner("vertical_slash", **SMALL)
+    planner.vertical_size = [5, 6]
+    with pytest.raises(ValueError, match=r"^vertical_size: 2 per-head budgets, but the model"):
+        planner.plan(q, k)
+    planner.vertical_size = [5, 6, 7, 8]
+    assert planner.vertical_size == (5, 6, 7, 8)
+    planner.plan(q, k).validate()
+    for bad in ([], [5, -1], 2.5):  # refused by name where set, as in the constructor
+        with pytest.raises(ValueError, match=r"^vertical_size"):
+            planner.vertical_size = bad
+    with pytest.raises(ValueError, match=r"^slash_size"):
+        planner.slash_size = -3

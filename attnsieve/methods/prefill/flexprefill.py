@@ -41,11 +41,12 @@ class FlexPrefillPlanner(Planner):
     descending order until they hold ``gamma`` of the last queries' attention. Budgets are clamped
     to [``min_budget``, ``max_budget``] tokens (rounded up to blocks); query-aware heads also keep
     ``min_budget`` of verticals and slashes. The first key block and the diagonal are always kept,
-    and prompts of at most max(2 blocks, min_budget) tokens stay dense, as in the code. Verticals
-    and query-aware maps are key blocks. A chosen slash block s (diagonals [s·bk, (s+1)·bk)) keeps,
-    in each query block, every key block those diagonals cross; with ``slash_spans=True`` it is
-    instead one key span of ``block_q + block_k - 1`` keys that starts anywhere
-    (`Layout.with_diagonals` with ``width=block_k``), spans of adjacent slash blocks merged.
+    and prompts of at most max(2, ⌈min_budget / block_k⌉) · block_k tokens stay dense, as in the
+    code. Verticals and query-aware maps are key blocks. A chosen slash block s (diagonals
+    [s·bk, (s+1)·bk)) keeps, in each query block, every key block those diagonals cross; with
+    ``slash_spans=True`` it is instead one key span of ``block_q + block_k - 1`` keys that starts
+    anywhere (`Layout.with_diagonals` with ``width=block_k``), spans of adjacent slash blocks
+    merged.
     Blocks are the default: with ``block_q == block_k`` and N - M a multiple of the block, the span
     covers as many keys as the two blocks it crosses, and the kernel runs span tiles (masked,
     gathered, unaligned) slower than blocks: on the H200 at 128K (bench prefill, Llama-3-8B shapes)

@@ -20,11 +20,11 @@ class HiPPlanner(Planner):
     """Hierarchically Pruned Attention (Lee et al., arXiv 2406.09827), mask estimation only.
 
     Algorithm (the paper's tree search, O(N log N)): for every query block, split the keys it may
-    see into k' = ``budget_tokens`` / ``block_k`` equal groups (branches). Then repeat until every
-    branch is a single key block: split each branch into two halves, score each half by its
-    representative (its first key block) against the query block, and keep the k' best halves.
-    The survivors are the query block's key blocks; the diagonal block is always kept (the code's
-    sliding window).
+    see into k' = ``budget_tokens`` / ``block_k`` (at most the key blocks) equal groups
+    (branches). Then repeat until every branch is a single key block: split each branch into two
+    halves, score each half by its representative (its first key block) against the query block,
+    and keep the k' best halves. The survivors are the query block's key blocks; the diagonal block
+    is always kept (the code's sliding window).
     ``budget_tokens`` = 512 is the paper's budget k.
 
     Differences from the paper: HiP works on blocks of b_q = 32 queries and b_k = 2 keys and scores
@@ -56,7 +56,9 @@ class HiPPlanner(Planner):
         b, h_q, n, _ = q.shape
         m, bq, bk, dev = k.shape[2], self.block_q, self.block_k, q.device
         qb, kb = cdiv(n, bq), cdiv(m, bk)
-        branches = cdiv(self.budget_tokens, bk)
+        # more branches than key blocks leave the extra ones empty: as many as key blocks, so a
+        # budget past the prompt costs no more memory than one of all the blocks
+        branches = min(cdiv(self.budget_tokens, bk), kb)
         q_pooled = block_mean_pool(q, bq)  # (B, H_q, QB, D)
         k_pooled = block_mean_pool(k, bk)  # (B, H_kv, KB, D)
         _, last = query_block_positions(n, m, bq, dev)

@@ -61,17 +61,15 @@ class VerticalSlashPlanner(Planner):
     name: ClassVar[str] = "vertical_slash"
     per_head_fields: ClassVar[tuple[str, ...]] = ("vertical_size", "slash_size")
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # the budgets are checked wherever they are set, in the constructor or on a built planner
+        # (a list kept as a tuple, as JSON gives it: `check_heads` measures tuples against the
+        # heads; a list set later planned the heads past its end without their lines, sinks too)
+        if name in self.per_head_fields:
+            value = _checked_budget(name, value)
+        super().__setattr__(name, value)
+
     def __post_init__(self) -> None:
-        for field in ("vertical_size", "slash_size"):
-            budget = getattr(self, field)
-            if isinstance(budget, (list, tuple)):  # JSON gives lists; kept as a tuple
-                if not budget:
-                    raise ValueError(f"{field}: expected an int or a non-empty list, got []")
-                for i, b in enumerate(budget):
-                    check_int(f"{field}[{i}]", b, 0)
-                setattr(self, field, tuple(budget))
-            else:
-                check_int(field, budget, 0)
         for field in ("sink_tokens", "local_slashes"):
             check_int(field, getattr(self, field), 0)
         check_int("last_q", self.last_q, 1)
@@ -110,6 +108,18 @@ class VerticalSlashPlanner(Planner):
             columns, offsets, block_q=self.block_q, block_k=self.block_k, num_queries=n,
             num_keys=m,
         )  # fmt: skip
+
+
+def _checked_budget(name: str, budget: object) -> int | tuple[int, ...]:
+    """A budget, one int >= 0 or a non-empty list of them (returned as a tuple)."""
+    if isinstance(budget, (list, tuple)):
+        if not budget:
+            raise ValueError(f"{name}: expected an int or a non-empty list, got []")
+        for i, b in enumerate(budget):
+            check_int(f"{name}[{i}]", b, 0)
+        return tuple(budget)
+    check_int(name, budget, 0)
+    return budget
 
 
 def _top(score: Tensor, budget: int | tuple[int, ...], kept: int, pad: int) -> Tensor:

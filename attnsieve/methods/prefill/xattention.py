@@ -26,7 +26,9 @@ class XAttentionPlanner(Planner):
     row (logits scaled by 1/(sqrt(D)·stride)) and summed per ``block_q`` × ``block_k`` block.
     Each query block then keeps its first key block and its diagonal block(s), and adds the other
     blocks by decreasing score until the kept blocks hold ``threshold`` of the row's total
-    (``find_blocks_chunked``). ``threshold`` 0.9 is the official estimator's default and
+    (``find_blocks_chunked``). ``threshold`` 0.9 is the official estimator's default
+    (``xattn_estimate``; its prefill entry ``Xattention_prefill`` defaults to 0.8, and
+    ``FastPrefillConfig`` without a threshold takes per-head ones from the offline search) and
     128-token blocks its prefill's; the estimator has no default stride: the paper runs RULER at
     both S = 8 and S = 16, the official prefill config (``FastPrefillConfig``) and examples use
     16. Ours is 8, the finer estimate of the two.
@@ -34,8 +36,10 @@ class XAttentionPlanner(Planner):
     Differences from the paper: the scoring is one fused Triton pass (no materialised strided
     score matrix, no chunking over queries; `attnsieve.kernels.planning`); lengths need not be
     multiples of the block size or stride (missing tokens count as zero) and N != M is bottom-right
-    aligned. One plan per query head (the paper repeats K per query head; we index it). The paper's
-    per-head thresholds (found by its offline search) and the video-specific options are left out.
+    aligned. With ``causal=False`` the first and diagonal blocks are kept too, where the code
+    forces them in causal attention only. One plan per query head (the paper repeats K per query
+    head; we index it). The paper's per-head thresholds (found by its offline search) and the
+    video-specific options are left out.
     Blocks tied at the last score needed are all kept (the code's sort keeps an arbitrary subset):
     a threshold search instead of a sort (`attnsieve.api.mass_threshold`).
     """
