@@ -4,8 +4,11 @@ import argparse
 import shlex
 
 import pytest
+import torch
 
 from attnsieve.bench import prefill
+
+CPU = torch.device("cpu")
 
 
 def test_json_records_the_command_that_ran():
@@ -15,7 +18,7 @@ def test_json_records_the_command_that_ran():
     argv = ["--lengths", "4096,8192", "--planners", "streaming", "--seed", "3", "--rep-ms", "10",
             "--kwargs", '{"streaming": {"window_tokens": 512}}', "--out", "my results"]  # fmt: skip
     args = parser.parse_args(argv)
-    payload = prefill._payload(args, {}, ["sink_local"], [])
+    payload = prefill._payload(args, {}, ["sink_local"], [], CPU)
     words = shlex.split(payload["command"])
     assert words[:3] == ["attnsieve", "bench", "prefill"]
     assert parser.parse_args(words[3:]) == args
@@ -70,7 +73,8 @@ def test_l2_flush_note_covers_every_timed_field(monkeypatch):
     timed = {key for key in row if key.endswith("_ms") and key != "total_ms"} | {"dense_ms"}
     parser = argparse.ArgumentParser()
     prefill.add_arguments(parser)
-    note = prefill._payload(parser.parse_args([]), {}, [], [row])["settings"]["l2_flush"]
+    payload = prefill._payload(parser.parse_args([]), {}, [], [row], CPU)
+    note = payload["settings"]["l2_flush"]
     assert timed == {"plan_ms", "attn_ms", "graph_plan_ms", "dense_ms"}
     assert set(note) == timed
     assert "zero" in note["attn_ms"] and "read" in note["graph_plan_ms"]
@@ -117,7 +121,7 @@ def test_config_rows_take_layer_0_of_a_config_file(tmp_path):
     parser = argparse.ArgumentParser()
     prefill.add_arguments(parser)
     args = parser.parse_args(["--config", f"{cal},{other}"])
-    payload = prefill._payload(args, planners, ["sink_local"], [])
+    payload = prefill._payload(args, planners, ["sink_local"], [], CPU)
     assert parser.parse_args(shlex.split(payload["command"])[3:]) == args
     kwargs = payload["settings"]["kwargs"]
     assert kwargs["config:cal"]["method"] == "vertical_slash"

@@ -142,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     check_heads(args)
     check_out(args.out)
-    require_cuda()
+    device = require_cuda()
     torch.manual_seed(args.seed)
     copy_tbps = copy_bandwidth()
     rows: list[dict] = []
@@ -150,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
         for n in args.lengths:
             rows += bench_one(b, n, args, copy_tbps)
             torch.cuda.empty_cache()
-    env = environment("cuda")
+    env = environment(device)
     payload = {
         "benchmark": "decode",
         "command": command_line("bench decode", args),

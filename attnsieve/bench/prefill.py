@@ -155,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
             del w
             gc.collect()
             torch.cuda.empty_cache()
-    write_json(args.out / "prefill.json", _payload(args, planners, head_kinds, rows))
+    write_json(args.out / "prefill.json", _payload(args, planners, head_kinds, rows, device))
     _plot(args.out / "prefill.png", rows, args.lengths)
     columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
                "speedup", "graph_speedup", "check"]  # fmt: skip
@@ -164,12 +164,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _payload(
-    args: argparse.Namespace, planners: dict[str, Any], head_kinds: list[str], rows: list[dict]
+    args: argparse.Namespace,
+    planners: dict[str, Any],
+    head_kinds: list[str],
+    rows: list[dict],
+    device: torch.device,
 ) -> dict[str, Any]:
     """prefill.json: the command that ran, the environment, the settings and the rows."""
     return {
         "command": command_line("bench prefill", args),
-        "environment": environment("cuda"),
+        "environment": environment(device),
         "settings": {
             "lengths": args.lengths, "heads": args.heads, "kv_heads": args.kv_heads,
             "head_dim": args.head_dim, "batch": 1, "dtype": "bfloat16", "head_kinds": head_kinds,
