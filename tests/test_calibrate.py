@@ -604,3 +604,54 @@ def test_cli_a_ratio_out_of_range_is_refused_before_the_model_loads(
     argv = [str(tmp_path / "razor.json") if a == "RAZOR" else a for a in argv]
     message = _cli_error(capsys, ["--model", "probe", *argv])
     assert message.startswith(f"{option}: expected a number in [0.0, 1.0], got ")
+
+
+def test_cli_model_sample_is_the_whole_prompt_with_bos_and_the_file_means_one_thing(
+    tiny_probe_dir, tmp_path, monkeypatch
+):
+    """The generated sample took --length tokens of the prompt and then the tokenizer's BOS, and
+    the cut dropped the prompt's last token (the question's end); the file wrote no
+    min_prefill_length, so eval (1) and run (2048) ran it differently."""
+    import argparse
+
+    from attnsieve import cli
+    from attnsieve.eval import calibrate as module
+    from attnsieve.eval.probe.tokenizer import ByteTokenizer
+    from attnsieve.eval.sweep_args import add_arguments, method_configs
+    from attnsieve.eval.tasks import make_samples
+
+    seen = []
+    monkeypatch.setattr(module, "capture_qk", lambda model, ids: seen.append(ids) or layers()[:1])
+    cands, out = tmp_path / "cands.json", tmp_path / "cal.json"
+    cands.write_text(json.dumps(CANDIDATES))
+    argv = ["calibrate", "--model", str(tiny_probe_dir), "--length", "415", "--device", "cpu"]
+    assert cli.main([*argv, "--candidates", str(cands), "--output", str(out)]) == 0
+    [ids] = seen
+    tokenizer = ByteTokenizer()
+    # 415: the length at which the prompt alone takes every token, so the cut dropped one
+    assert make_samples("niah_single", tokenizer, 415, 1, 0, answer_room=False)[0].num_tokens == 415
+    prompt = make_samples("niah_single", tokenizer, 414, 1, 0, answer_room=False)[0].prompt
+    assert ids.tolist() == [tokenizer.encode(prompt)] and ids.shape[1] <= 415
+    assert ids[0, 0] == tokenizer.bos_token_id
+    written = json.loads(out.read_text())
+    assert written["min_prefill_length"] == AttentionConfig.min_prefill_length
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    [(_, in_eval)] = method_configs(parser.parse_args(["--model", "x", "--methods", str(out)]))
+    assert in_eval.min_prefill_length == AttentionConfig.from_json(out).min_prefill_length
+
+
+@pytest.mark.parametrize("length, plus", [("300", ""), ("362", " and the tokenizer adds 1")])
+def test_cli_a_length_too_short_for_the_generated_sample_names_the_option(
+    tiny_probe_dir, capsys, length, plus
+):
+    """It was make_samples' own "length=300 is too short for task 'niah_single'"; 362 holds the
+    prompt alone but not its BOS too (it was cut instead)."""
+    from attnsieve import cli
+
+    argv = ["calibrate", "--model", str(tiny_probe_dir), "--length", length, "--device", "cpu"]
+    assert cli.main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the weights' loading bar
+    message = last.removeprefix("attnsieve calibrate: error: ")
+    assert message.startswith(f"--length: {length} tokens cannot hold the generated sample: its ")
+    assert message.endswith(f" tokens{plus}")

@@ -1,6 +1,12 @@
 """AttentionConfig as data: `override` and `to_dict` (no model)."""
 
+import argparse
+import copy
+import dataclasses
 import json
+import pickle
+
+import pytest
 
 from attnsieve.integrations import AttentionConfig
 
@@ -33,3 +39,49 @@ def test_entries_are_the_config_s_own():
     assert json.dumps(config.to_dict()) == written
     assert config == AttentionConfig(prefill=GAMMA, layers={0: {"prefill": GAMMA}})
     assert config.planner(0).gamma == config.planner(1).gamma == 0.9
+
+
+def test_a_config_is_frozen_and_a_changed_copy_is_built_anew():
+    """A field assigned after construction changed to_dict (and equality) but not the planner
+    built from it: the config disagreed with itself."""
+    config = AttentionConfig(prefill="dense")
+    with pytest.raises(dataclasses.FrozenInstanceError, match="'prefill'"):
+        config.prefill = "streaming"
+    assert config.planner(0).name == "dense" and config.to_dict()["prefill"] == "dense"
+    changed = dataclasses.replace(config, prefill="streaming")
+    assert changed.planner(0).name == "streaming" and config.planner(0).name == "dense"
+    twin = pickle.loads(pickle.dumps(copy.deepcopy(changed)))
+    assert twin == changed and twin.planner(0).name == "streaming"
+
+
+def test_a_kv_interval_without_a_kv_policy_is_refused():
+    """It was silently ignored: no policy, nothing to compress again."""
+    with pytest.raises(ValueError, match="^kv_interval: 64 .* needs a kv policy"):
+        AttentionConfig(kv_interval=64)
+    with pytest.raises(ValueError, match="^kv_interval"):
+        AttentionConfig(kv_interval=64, layers={0: {"kv": None, "prefill": "dense"}})
+    layered = AttentionConfig(kv_interval=64, layers={1: {"kv": "snapkv"}})
+    assert layered.policy(1) is not None and layered.policy(0) is None
+    # switching the policy off switches its interval off; asked for together, it is refused
+    assert layered.override(kv=None).kv_interval == 0
+    with pytest.raises(ValueError, match="^kv_interval"):
+        layered.override(kv=None, kv_interval=64)
+
+
+def test_eval_kv_none_over_a_config_file_with_an_interval_drops_the_interval(tmp_path):
+    """`attnsieve eval --kv none,snapkv` over a file that sets kv_interval: the none cell runs
+    without a policy (and so without the interval), the snapkv cell keeps the file's interval."""
+    from attnsieve.eval.sweep_args import add_arguments, method_configs
+
+    path = tmp_path / "periodic.json"
+    kv = {"method": "streaming", "budget": 32}
+    path.write_text(json.dumps({"prefill": "dense", "kv": kv, "kv_interval": 64}))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--model", "x", "--methods", str(path), "--kv", "none,snapkv"])
+    (_, off), (label, snap) = method_configs(args)
+    assert off.policy(0) is None and off.kv_interval == 0 and not off.needs_paged_cache
+    assert label == "periodic+snapkv@0.25" and snap.kv_interval == 64
+    args = parser.parse_args(["--model", "x", "--methods", str(path)])  # the file's own policy
+    [(_, own)] = method_configs(args)
+    assert own.policy(0).name == "streaming" and own.kv_interval == 64

@@ -30,6 +30,7 @@ Output: an `attnsieve.integrations.AttentionConfig` JSON (its ``planner(layer)``
 
     {"prefill": "dense",
      "layers": {"0": {"prefill": [{"method": "xattention", "threshold": 0.9}, ...one per head]}},
+     "min_prefill_length": 2048,
      "metadata": {"granularity": "head", "heads_jointly": false, "target_recall": 0.95,
                   "candidates": [...], "layers": {"0": [{"recall": 0.97, "density": 0.08}, ...]}}}
 
@@ -41,6 +42,10 @@ holds the whole sample's ``mean_recall``, ``mean_density`` and ``target_reached`
 and with ``--per-layer`` ``"layers": {"0": {"prefill": {"method": "streaming", ...}}}`` (None for
 dense SDPA), one record a layer with its ``predicted_ms`` and every candidate's recall, density and
 ms (``by_candidate``), and the whole model's ``mean_recall`` and ``predicted_ms``.
+
+``min_prefill_length`` is `AttentionConfig`'s default, written out so that the file means one
+thing everywhere: ``attnsieve eval`` gives a file that sets none its own default (1), ``attnsieve
+run`` and `AttentionConfig.from_json` 2048.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from attnsieve.checks import check_float, check_qk
 from attnsieve.eval.allocation import head_entries, per_head_mean, per_layer, predicted_ms
 from attnsieve.eval.fidelity import attention_recall, dense_attention
 from attnsieve.eval.retrieval_heads import repeated_random_tokens, retrieval_heads
-from attnsieve.integrations.config import read_json
+from attnsieve.integrations.config import AttentionConfig, read_json
 from attnsieve.integrations.cost import CostModel
 from attnsieve.methods import get_planner
 from attnsieve.methods.prefill.base import at_default_scale
@@ -188,7 +193,12 @@ def calibrate(
     metadata.update(
         target_recall=target_recall, candidates=[list(c) for c in candidates], layers=stats
     )
-    return {"prefill": "dense", "layers": layers, "metadata": metadata}
+    return {
+        "prefill": "dense",
+        "layers": layers,
+        "min_prefill_length": AttentionConfig.min_prefill_length,  # see the module docstring
+        "metadata": metadata,
+    }
 
 
 def capture_qk(model: Any, input_ids: Tensor) -> dict[int, QK]:
@@ -223,8 +233,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prompt-file",
-        help="text whose first --length tokens are the sample (default: a generated "
-        "needle-in-a-haystack prompt of --length tokens)",
+        help="text whose first --length tokens (the tokenizer's BOS included) are the sample "
+        "(default: a generated needle-in-a-haystack prompt of up to --length tokens, whole)",
     )
     parser.add_argument("--length", type=int, help="sample length in tokens (default 8192)")
     parser.add_argument("--rope-scale", type=float, default=None, help="YaRN factor (--model)")
@@ -407,7 +417,6 @@ def add_label_channels(
 def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
     from attnsieve.eval.models import load_model, model_positions, read_prompt_file
     from attnsieve.eval.sweep_args import check_lengths_fit
-    from attnsieve.eval.tasks import make_samples
 
     positions = model_positions(args.model, args.rope_scale)  # before the weights load
     check_lengths_fit([args.length], positions, name="--length")
@@ -416,13 +425,34 @@ def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
         args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
     )
     if text is None:
-        # Q/K of the prompt alone are captured: it takes the whole length, as a prompt file does
-        sample = make_samples("niah_single", tokenizer, args.length, 1, 0, answer_room=False)[0]
-        text = sample.prompt
+        text = _generated_prompt(tokenizer, args.length)
     ids = torch.tensor([list(tokenizer.encode(text))])
     if ids.shape[1] < args.length and args.prompt_file:
         raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")
     return capture_qk(model, ids[:, : args.length].to(model.device))
+
+
+def _generated_prompt(tokenizer: Any, length: int) -> str:
+    """A needle-in-a-haystack prompt of up to ``length`` tokens counted with those the tokenizer
+    adds (BOS), whole, built as `attnsieve eval --fidelity` builds its own: Q/K of the prompt
+    alone are captured, so it takes the whole length. Too short a length names --length."""
+    from attnsieve.eval.tasks import LengthTooShortError, make_samples
+
+    added = 0
+    try:
+        sample = make_samples("niah_single", tokenizer, length, 1, 0, answer_room=False)[0]
+        added = len(tokenizer.encode(sample.prompt)) - sample.num_tokens
+        if added > 0:
+            sample = make_samples(
+                "niah_single", tokenizer, length - added, 1, 0, answer_room=False
+            )[0]
+    except LengthTooShortError as e:  # it names make_samples' own length, not the option
+        shortest = str(e).partition(": ")[2]
+        plus = f" and the tokenizer adds {added}" if added > 0 else ""
+        raise ValueError(
+            f"--length: {length} tokens cannot hold the generated sample: {shortest}{plus}"
+        ) from None
+    return sample.prompt
 
 
 def _check_output(path: str, name: str) -> None:

@@ -14,7 +14,8 @@ An entry is a dict with a ``method`` name and the method's dataclass fields, or 
 role set to None is off (dense prefill, no compression, every page read). A layer override
 replaces the given roles of that layer; for ``prefill`` it may be a list with one entry per query
 head. Every method is built once, at construction, so a bad name or field fails there, naming the
-entry it came from.
+entry it came from; the config is frozen, so a changed one is a new one (`AttentionConfig.override`
+or `dataclasses.replace`), built anew.
 """
 
 from __future__ import annotations
@@ -62,9 +63,12 @@ def _check_quant_blocks(where: str, planner: Planner | None) -> None:
             )
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttentionConfig:
     """Which method each role uses, per layer.
+
+    Frozen: the methods are built once, from these fields, so a field assigned afterwards would
+    not change them; `override` or `dataclasses.replace` makes a changed copy, built anew.
 
     Args:
         prefill: planner entry (see `attnsieve.methods.prefill.PLANNERS`) for prompts of at least
@@ -79,7 +83,7 @@ class AttentionConfig:
         min_prefill_length: prompts (forward calls) with fewer query tokens stay dense.
         kv_interval: with a KV policy, compress again every ``kv_interval`` decode steps, back to
             the policy's budget (a ratio's: of the prompt's length) (0: only once, when the
-            prompt is done).
+            prompt is done); an interval without a KV policy in any layer is refused.
         page_size: tokens per page of the paged KV cache (used when ``kv``, ``decode`` or an
             FP8 KV cache asks for it).
         paged_cache: generate on the paged KV cache even when no role needs it: dense decode
@@ -113,12 +117,14 @@ class AttentionConfig:
                 f"layers: expected a dict {{layer: {{role: entry}}}}, got {type(self.layers)}"
             )
         # own copies of the entries: one changed by its caller afterwards would change what
-        # to_dict writes (and equality), not the methods built here
+        # to_dict writes (and equality), not the methods built here (object.__setattr__: the
+        # frozen fields take their checked form here, once)
         for role in ROLES:
-            setattr(self, role, copy.deepcopy(getattr(self, role)))
-        self.layers = layer_keys("layers", copy.deepcopy(self.layers))
-        self._default = {role: _build(role, getattr(self, role), role) for role in ROLES}
-        self._built: dict[int, dict[str, Any]] = {}
+            object.__setattr__(self, role, copy.deepcopy(getattr(self, role)))
+        object.__setattr__(self, "layers", layer_keys("layers", copy.deepcopy(self.layers)))
+        default = {role: _build(role, getattr(self, role), role) for role in ROLES}
+        object.__setattr__(self, "_default", default)
+        object.__setattr__(self, "_built", {})
         for layer, override in self.layers.items():
             where = f"layers[{layer}]"
             if not isinstance(override, dict):
@@ -130,6 +136,11 @@ class AttentionConfig:
                 role: _build(role, entry, f"{where}[{role!r}]") for role, entry in override.items()
             }
         built = [self._default, *self._built.values()]
+        if self.kv_interval and all(b.get("kv") is None for b in built):
+            raise ValueError(
+                f"kv_interval: {self.kv_interval} compresses the KV cache again during decode, "
+                "which needs a kv policy (in kv or a layer's entry); set kv, or kv_interval 0"
+            )
         if self.prefill_precision == "int8-fp8":
             _check_quant_blocks("prefill", self._default["prefill"])
             for layer, roles in self._built.items():
@@ -235,12 +246,15 @@ class AttentionConfig:
         """A copy with ``changes`` (fields, as `dataclasses.replace` takes them); a role among
         them replaces that role in every layer of this config too, so that no per-layer entry
         (such as `attnsieve calibrate` writes) keeps running under it (`attnsieve run`'s role
-        flags and `attnsieve eval`'s axes). ``layers`` among them are taken as given."""
+        flags and `attnsieve eval`'s axes). ``layers`` among them are taken as given. ``kv=None``
+        switches compression off, and with it this config's ``kv_interval`` (unless given)."""
         if "layers" not in changes:
             kept = {
                 i: {r: e for r, e in o.items() if r not in changes} for i, o in self.layers.items()
             }
             changes["layers"] = {i: o for i, o in kept.items() if o}
+            if "kv" in changes and changes["kv"] is None:
+                changes.setdefault("kv_interval", 0)
         return dataclasses.replace(self, **changes)
 
     # ---- JSON ----------------------------------------------------------------------------------
