@@ -204,8 +204,9 @@ def test_double_sparsity_with_all_channels_reads_the_pages_of_the_exact_top_toke
     for i, row in enumerate(page_sets(pages, view)):
         for j, chosen in enumerate(row):
             n = int(view.lengths[i, j])
-            scores = keys[i, j, :n] @ q[i, 2 * j : 2 * j + 2].sum(0)  # GQA: summed over the group
-            top = scores.topk(5).indices // PS
+            # GQA: each query head's attention (here exact: every channel), summed over the group
+            probs = (keys[i, j, :n] @ q[i, 2 * j : 2 * j + 2].T / math.sqrt(D)).softmax(0)
+            top = probs.sum(1).topk(5).indices // PS
             assert chosen == set(top.tolist()) | {int(view.page_count[i, j]) - 1}
 
 
@@ -222,6 +223,37 @@ def test_double_sparsity_finds_the_needle_on_its_label_channels():
     for row, counts in zip(page_sets(pages, view), view.page_count.tolist(), strict=True):
         for chosen, pc in zip(row, counts, strict=True):
             assert chosen == {5, pc - 1}
+
+
+def test_double_sparsity_keeps_a_token_one_query_head_of_the_group_attends_to():
+    """GQA: query head 0 of KV head 0 attends almost only to token 21, head 1 points the other
+    way on that label channel and weakly at token 42. The group's summed approximate logits
+    cancelled on token 21 and a one-token budget read token 42's page; the group's summed
+    attention keeps token 21."""
+    keys, q = random_case(g=2, seed=6)
+    keys, q = keys * 0.1, q * 0.1
+    keys[:, :, 21, 6] = 5.0  # page 5
+    q[:, 0, 6], q[:, 1, 6] = 5.0, -5.0
+    keys[:, 0, 42, 1], q[:, :2, 1] = 1.0, 0.5  # page 10: a little for both heads
+    view = make_view(keys, LENGTHS, channels=torch.tensor([[1, 6], [6, 12]]))
+    pages = DoubleSparsity(budget_tokens=1, dense_layers=0).select(q, view, StepState())
+    for row, counts in zip(page_sets(pages, view), view.page_count.tolist(), strict=True):
+        assert row[0] == {5, counts[0] - 1}
+
+
+def test_selections_break_ties_towards_the_lower_index():
+    """A query of zeros scores every token alike: Double Sparsity and TidalDecode pick the first
+    tokens, as `select_pages` (Quest) picks the lower pages, on every device (the CPU top-k took
+    tokens from the middle of the tie)."""
+    keys, q = random_case(g=2, seed=7)
+    q = torch.zeros_like(q)
+    view = make_view(keys, LENGTHS, channels=torch.tensor([[1, 6], [6, 12]]))
+    pages = DoubleSparsity(budget_tokens=2 * PS, dense_layers=0).select(q, view, StepState())
+    for row, counts in zip(page_sets(pages, view), view.page_count.tolist(), strict=True):
+        assert row == [{0, 1, pc - 1} for pc in counts]
+    step = StepState()
+    TidalDecode(budget_tokens=2 * PS, select_layer=0, reselect_layer=None).select(q, view, step)
+    assert step.values[STATE_KEY].tolist() == [[list(range(2 * PS))] * 2] * 2
 
 
 def test_double_sparsity_needs_labels():

@@ -282,6 +282,23 @@ def test_h2o_keeps_the_recent_half():
             assert set(range(n - 5, n)) <= head
 
 
+@pytest.mark.parametrize(
+    "policy,scored,forced", [(H2O(budget=10, window=8), 5, 5), (SnapKV(budget=10, window=8), 2, 8)]
+)
+def test_score_ties_go_to_the_lower_index(policy, scored, forced):
+    """Queries of zeros attend uniformly: every entry before the window gets the same vote. The
+    scored part of the budget goes to the first entries, on every device (the CPU top-k took
+    entries from the middle of the tie)."""
+    view = make_view([[40, 30], [36, 40]], window=8, nan_pad=False)
+    view = KVView(
+        view.keys, view.values, view.positions, view.lengths, torch.zeros_like(view.queries),
+        view.query_positions, 0, 4,
+    )  # fmt: skip
+    for row, lengths in zip(kept_sets(policy.compress(view)), view.lengths.tolist(), strict=True):
+        for head, n in zip(row, lengths, strict=True):
+            assert head == set(range(scored)) | set(range(n - forced, n))
+
+
 def test_a2sf_forgets_old_votes():
     """Seven old queries vote for entry 3, the newest for entry 7, one heavy slot: H2O-like
     accumulation (factor 1) keeps 3, a strong forgetting factor keeps 7."""

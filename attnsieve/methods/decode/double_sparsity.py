@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,13 +37,15 @@ class DoubleSparsity(DecodeSelector):
 
     Differences from the paper: the cache is paged, so the step reads the pages holding the chosen
     tokens (and the current page): more tokens than the budget, at most ``page_size`` times more.
-    GQA: the g query heads' label channels are summed before the product (the scores summed over
-    the group: one token set per KV head, which the paged cache reads; the authors' code selects
-    tokens per query head). Labels are stored at the cache's precision (the paper quantises them
-    to 4 bits). ``channels`` (one list per KV head, from ``attnsieve calibrate --label-channels
-    R``) are handed to the cache when a generation starts under `attnsieve.patch`, which refuses
-    them first where they do not fit the model (`check_layer`: every layer past ``dense_layers``
-    needs them).
+    GQA: one token set per KV head, which the paged cache reads (the authors' code selects tokens
+    per query head): each query head's approximate scores go through the layer's softmax (scale
+    1/sqrt(D): the labels stand for the whole ``q . k``) and the probabilities are summed over the
+    group, as kvpress averages a group's attention, so that a token one query head attends to is
+    kept even where the others' scores of it are low. Labels are stored at the cache's precision
+    (the paper quantises them to 4 bits). ``channels`` (one list per KV head, from ``attnsieve
+    calibrate --label-channels R``) are handed to the cache when a generation starts under
+    `attnsieve.patch`, which refuses them first where they do not fit the model (`check_layer`:
+    every layer past ``dense_layers`` needs them).
     """
 
     dense_layers: int = 2
@@ -114,10 +117,16 @@ class DoubleSparsity(DecodeSelector):
             )
         r = view.label_channels.shape[1]
         channels = view.label_channels[None, :, None, :].expand(b, h, q.shape[1] // h, r)
-        q_label = q.float().view(b, h, -1, d).gather(-1, channels).sum(2)  # (B, H, R)
+        q_label = q.float().view(b, h, -1, d).gather(-1, channels)  # (B, H, g, R)
         labels = view.labels.float().reshape(b, h, p * view.page_size, r)
-        score = (labels @ q_label[..., None])[..., 0]  # (B, H, P * page_size)
-        key = rank_key(score, torch.zeros_like(score, dtype=torch.bool), valid_tokens(view))
+        scale = view.scale if view.scale is not None else d**-0.5
+        logits = (q_label @ labels.transpose(-1, -2)) * scale  # (B, H, g, P * page_size)
+        valid = valid_tokens(view)
+        # each query head's approximate attention, then summed over the group: summed logits of
+        # heads that disagree cancel on a token one of them attends to
+        probs = logits.masked_fill(~valid[:, :, None], -math.inf).softmax(-1)
+        score = probs.nan_to_num(0.0).sum(2)
+        key = rank_key(score, torch.zeros_like(valid), valid)
         tokens = top_mask(key, self.token_targets(view), width)
         return pages_of(tokens, view, width + 1)
 

@@ -43,7 +43,9 @@ class TidalDecode(DecodeSelector):
     uncompressed cache, where index = position in every layer; after a KV policy has evicted
     tokens differently per layer the reused indices no longer name the same tokens, so
     `AttentionConfig` refuses TidalDecode beside a KV policy. The default
-    budget 4096 is the largest the paper evaluates, not a single documented default. The paper's
+    budget 4096 is the largest the paper evaluates, not a single documented default; the official
+    LongBench script (``experiments/LongBench/run_longbench.sh``) runs it with layers 2 and 13
+    (``--top_k 4096 --sparse_layer_start 2 --correction_layer 13``). The paper's
     KV-cache correction (re-filling tokens decoded sparsely) is not done. A step's first layer
     past ``select_layer`` that finds no selection of this step selects itself: the integration
     runs sliding-window and soft-capped layers whole, without the selector (Gemma 3's layer 2

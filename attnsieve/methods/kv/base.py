@@ -118,16 +118,18 @@ def valid_entries(view: KVView) -> Tensor:
 
 def rank_key(score: Tensor, forced: Tensor, valid: Tensor) -> Tensor:
     """float64 ranking key: forced entries first (the later ones first), then by score; padding
-    last. Ties between scores go either way."""
+    last. `top_mask` breaks ties between scores towards the lower index."""
     index = torch.arange(score.shape[-1], device=score.device, dtype=torch.float64)
     key = torch.where(forced, FORCED + index, score.double())
     return key.masked_fill(~valid, -math.inf)
 
 
 def top_mask(key: Tensor, count: Tensor, width: int) -> Tensor:
-    """bool like key: the ``count`` (per row, at most ``width``) largest entries of each row."""
+    """bool like key: the ``count`` (per row, at most ``width``) largest entries of each row, ties
+    broken towards the lower index (as `attnsieve.api.select_pages` picks pages): a stable sort,
+    where topk picks tied entries in an order of its own, which differs between devices."""
     width = min(width, key.shape[-1])
-    order = key.topk(width, dim=-1).indices
+    order = key.sort(dim=-1, descending=True, stable=True).indices[..., :width]
     rank_ok = torch.arange(width, device=key.device) < count[..., None]
     return torch.zeros_like(key, dtype=torch.bool).scatter_(-1, order, rank_ok)
 

@@ -31,9 +31,9 @@ class RazorAttention(KVPolicy):
     entries and its most recent ones up to its target, and the evicted entries are folded into
     one compensation token, the mean of their keys and of their values, which stands for all of
     them: attention adds log(count) to its logit (the paper's eq. 5). The budget (``budget`` or
-    ``ratio``) sets the tokens kept by each non-retrieval head, sink included; the paper's buffer
-    is max(S0, N / C): the default ``ratio`` 0.2 is our reading of C = 5, unverified, and S0 is
-    not modelled.
+    ``ratio``) sets the tokens kept by each non-retrieval head, sink included, where the paper's
+    Algorithm 1 keeps its N0 sink tokens on top of a buffer of max(S0, N / C) recent ones: the
+    default ``ratio`` 0.2 is our reading of C = 5, unverified, and S0 is not modelled.
 
     Retrieval heads are either given, ``retrieval_heads`` {layer: [KV head indices]} (the
     paper's way: found offline on repeated random tokens, ``attnsieve calibrate --model M
