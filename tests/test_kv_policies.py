@@ -20,6 +20,7 @@ from attnsieve.methods.kv import (
     echo_induction_scores,
     get_policy,
 )
+from attnsieve.methods.kv.base import top_mask
 
 D = 16
 
@@ -297,6 +298,21 @@ def test_score_ties_go_to_the_lower_index(policy, scored, forced):
     for row, lengths in zip(kept_sets(policy.compress(view)), view.lengths.tolist(), strict=True):
         for head, n in zip(row, lengths, strict=True):
             assert head == set(range(scored)) | set(range(n - forced, n))
+
+
+def test_top_mask_equals_a_stable_sort_on_ties_and_padding():
+    """`top_mask` keeps what a stable descending sort's first ``count`` entries are (ties to the
+    lower index), on keys full of ties and -inf padding, counts 0 to the width."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        n = int(torch.randint(1, 40, (1,), generator=gen))
+        key = torch.randint(-3, 3, (2, 3, n), generator=gen).double()
+        key[torch.rand(2, 3, n, generator=gen) < 0.2] = -math.inf
+        width = int(torch.randint(1, n + 3, (1,), generator=gen))
+        count = torch.randint(0, min(width, n) + 1, (2, 3), generator=gen)
+        order = key.sort(dim=-1, descending=True, stable=True).indices
+        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))
+        assert torch.equal(top_mask(key, count, width), rank < count[..., None])
 
 
 def test_a2sf_forgets_old_votes():
