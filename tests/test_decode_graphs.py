@@ -3,6 +3,7 @@ reservation and host-mirror bookkeeping they rest on (CPU), `paged_cache` in the
 GPU the replayed tokens against eager decode."""
 
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import torch
@@ -160,7 +161,11 @@ def test_dense_decode_on_the_paged_cache_matches_stock():
 
 def _generate(model, config, ids, chunks, graphs):
     """Prefill, compress, then greedy decode in calls of ``chunks`` steps each."""
-    with patch(model, config, graphs=graphs):
+    run = decode_graphs.DecodeGraph.run
+    with (
+        patch(model, config, graphs=graphs),
+        mock.patch.object(decode_graphs.DecodeGraph, "run", autospec=True, side_effect=run) as runs,
+    ):
         handle = handle_of(model)
         cache = handle.new_cache()
         out = model(input_ids=ids, **{cache_keyword(model): cache}, use_cache=True)
@@ -168,7 +173,7 @@ def _generate(model, config, ids, chunks, graphs):
         tokens = [out.logits[:, -1].argmax(-1)]
         for steps in chunks:
             tokens += decode(model, tokens[-1], cache, steps)[0]
-        replayed = handle.session.decode_graph is not None
+        replayed = runs.call_count > 0
         paged = handle.session.paged
         paged.validate()
         lengths = [paged.head_tokens(i) for i in range(len(paged))]
@@ -186,6 +191,9 @@ def _generate(model, config, ids, chunks, graphs):
         {"kv": {"method": "adakv", "budget": 40}},
         {"precision": "fp8-kv"},
         {"decode": {"method": "tidaldecode", "budget_tokens": 32, "select_layer": 0}},
+        {"kv": {"method": "snapkv", "budget": 40, "window": 8}, "kv_interval": 8},
+        {"kv": {"method": "streaming", "budget": 40}, "kv_interval": 5},
+        {"kv": {"method": "adakv", "budget": 40}, "kv_interval": 8},
     ],
 )
 def test_replayed_decode_steps_match_eager_ones(roles, monkeypatch):
@@ -202,6 +210,56 @@ def test_replayed_decode_steps_match_eager_ones(roles, monkeypatch):
     assert torch.equal(graphed, eager)
     for a, b in zip(lengths, lengths_eager, strict=True):
         assert torch.equal(a, b)
+
+
+@CUDA
+@torch.no_grad()
+def test_periodic_passes_replay_once_the_query_window_is_full(monkeypatch):
+    """A prompt shorter than the query window: its steps run eagerly until the window is full,
+    then replay between the periodic passes, token for token as eager decode."""
+    monkeypatch.setattr(decode_graphs, "RESERVE_STEPS", 8)
+    model = build("llama").to("cuda", torch.float16)
+    ids = prompt(batch=2, length=40).cuda()
+    config = AttentionConfig(prefill="dense", kv={"method": "h2o", "budget": 30}, kv_interval=6)
+    eager, _, lengths_eager = _generate(model, config, ids, (30, 20), graphs=False)
+    captures = []
+    capture = decode_graphs.DecodeGraph.__init__
+
+    def counted(self, *args):
+        captures.append(1)
+        capture(self, *args)
+
+    monkeypatch.setattr(decode_graphs.DecodeGraph, "__init__", counted)
+    graphed, replayed, lengths = _generate(model, config, ids, (30, 20), graphs=True)
+    assert torch.equal(graphed, eager) and replayed
+    assert len(captures) >= 4  # one after each pass once the window is full
+    for a, b in zip(lengths, lengths_eager, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_free_steps_count_down_to_each_periodic_pass():
+    """free_steps: the steps before the one that passes (None without kv_interval); replayed
+    steps count through advance_steps; windows_full once every policy layer holds its window."""
+    model = build("llama")
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 40, "window": 8},
+                             kv_interval=4)  # fmt: skip
+    with torch.no_grad(), patch(model, config):
+        handle = handle_of(model)
+        cache = handle.new_cache()
+        out = model(input_ids=prompt(length=100), **{cache_keyword(model): cache}, use_cache=True)
+        session = handle.session
+        assert session.windows_full() and session.free_steps() == 3
+        token = out.logits[:, -1].argmax(-1)
+        tokens, _, _ = decode(model, token, cache, 2)
+        assert session.free_steps() == 1
+        session.advance_steps(1)
+        assert session.free_steps() == 0
+        decode(model, tokens[-1], cache, 1)  # the step that passes
+        assert session.free_steps() == 3
+    with torch.no_grad(), patch(model, AttentionConfig(prefill="dense", paged_cache=True)):
+        cache = handle_of(model).new_cache()
+        model(input_ids=prompt(length=20), **{cache_keyword(model): cache}, use_cache=True)
+        assert handle_of(model).session.free_steps() is None
 
 
 @torch.no_grad()
@@ -242,9 +300,9 @@ def test_the_query_window_does_not_hold_the_prompts_queries():
 
 @torch.no_grad()
 def test_graphs_replay_only_where_a_step_needs_no_host(monkeypatch):
-    """Graphs replay on a CUDA paged cache of the patched model's own session, with graphs on;
-    not with periodic compression, not once a layer was kept whole, not after a failed
-    capture, not on another cache. (The device is faked: nothing runs on it here.)"""
+    """Graphs replay on a CUDA paged cache of the patched model's own session, with graphs on,
+    periodic compression too; not once a layer was kept whole, not after a failed capture, not
+    on another cache. (The device is faked: nothing runs on it here.)"""
     model = build("llama")
     ids = prompt(length=40)
 
@@ -266,9 +324,10 @@ def test_graphs_replay_only_where_a_step_needs_no_host(monkeypatch):
     with handle:
         handle.graphs.eager.add(decode_graphs.EAGER_KEY)
         assert decode_graphs.graph_handle(model, cache) is None
-    for config, graphs in ((base, False), (AttentionConfig(prefill="dense", kv="snapkv",
-                                                           kv_interval=8), True)):  # fmt: skip
-        handle, cache = prefilled(config, graphs)
-        with handle:
-            assert decode_graphs.graph_handle(model, cache) is None
+    handle, cache = prefilled(AttentionConfig(prefill="dense", kv="snapkv", kv_interval=8))
+    with handle:
+        assert decode_graphs.graph_handle(model, cache) is handle
+    handle, cache = prefilled(base, graphs=False)
+    with handle:
+        assert decode_graphs.graph_handle(model, cache) is None
     assert decode_graphs.graph_handle(model, cache) is None  # unpatched

@@ -18,8 +18,11 @@ What makes a step replayable:
 - The graph is valid while the cache's ``version`` is the one captured: a compaction, a pool or
   table growth, or a reset makes the next call capture again.
 
-Steps that need the host each step run eagerly instead: periodic compression (``kv_interval``),
-layers kept whole (soft-capping, sliding windows), and anything whose capture fails (warned once).
+With periodic compression (``kv_interval``) the steps between two passes replay: a pass needs the
+host (scores, compaction), so the step that makes one runs eagerly, as do the steps while the
+window of recent queries a pass reads still grows; the compaction makes the next call capture
+again. Steps that need the host each step run eagerly throughout: layers kept whole
+(soft-capping, sliding windows), and anything whose capture fails (warned once).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class DecodeGraph:
             where = {"position_ids": self.positions}
             if "cache_position" in inspect.signature(model.forward).parameters:
                 where["cache_position"] = self.positions[0]
-            host = paged.host_state()
+            host, steps = paged.host_state(), dict(cache.reader.steps)
             try:
                 with torch.cuda.graph(self.graph, stream=stream):
                     out = model(input_ids=self.ids, **where, **{keyword: cache}, use_cache=True)
@@ -67,6 +70,7 @@ class DecodeGraph:
                     self.positions.add_(1)
             finally:
                 paged.set_host_state(host)
+                cache.reader.steps = steps  # the capture ran the step's host code, not the step
         torch.cuda.current_stream(token.device).wait_stream(stream)
         self.version = paged.version
 
@@ -92,14 +96,14 @@ class DecodeGraph:
             self.graph.replay()
             tokens.append(self.ids[:, 0].clone())
         paged.advance_host(len(tokens))
+        self.cache.reader.advance_steps(len(tokens))
         return tokens
 
 
 def graph_handle(model: Any, cache: Any) -> Any:
     """The patch handle whose session `decode` replays on ``cache`` from a CUDA graph, or None
     where graphs do not apply: ``cache`` must be the paged cache of ``model``'s patch handle
-    (created with ``graphs=True``), on CUDA, without periodic compression, with no layer kept
-    whole and no failed capture."""
+    (created with ``graphs=True``), on CUDA, with no layer kept whole and no failed capture."""
     from attnsieve.integrations.transformers import handle_of
 
     handle = handle_of(model)
@@ -110,7 +114,6 @@ def graph_handle(model: Any, cache: Any) -> Any:
         session.cache is cache
         and session.paged is not None
         and session.paged.device.type == "cuda"
-        and not handle.config.kv_interval
         and not session.whole
         and EAGER_KEY not in handle.graphs.eager
     )
@@ -132,33 +135,37 @@ def decode(
     there is no graph that fits, any pending compression runs, pages are reserved, one eager step
     runs on a side stream (the warm-up a capture needs, on the shapes the graph will see) and the
     next step is captured; if the capture fails, the rest runs eagerly (a failed capture can leave
-    PyTorch's CUDA random generator unusable in this process: a failure is a bug to report)."""
-    from attnsieve.integrations import generate
-
+    PyTorch's CUDA random generator unusable in this process: a failure is a bug to report). With
+    ``kv_interval``, a step that makes a periodic pass runs eagerly, and so does each step while
+    the window of recent queries grows (`PagedSession.free_steps`, `windows_full`)."""
     session = handle.session
     tokens: list[Tensor] = []
     torch.cuda.synchronize(token.device)
     start = time.perf_counter()
-    if at_eos(token, eos_ids):
-        steps = 0
-    graph = session.decode_graph
-    if steps and (graph is None or not graph.valid(cache, steps)):
-        session.drop_decode_graph()  # its memory goes before a new capture, not in a GC pass
-        graph = None
-        # the cache takes the shapes the graph will see before the warm-up step: compressed, and
-        # with every page of the steps ahead (a step after reserve reads wider page lists)
-        cache.finish_prefill()
-        paged = cache.cache
-        paged.reserve(max(steps, RESERVE_STEPS))
-        stream = torch.cuda.Stream(device=token.device)
-        stream.wait_stream(torch.cuda.current_stream(token.device))
-        with torch.cuda.stream(stream):
-            out = model(input_ids=token[:, None], **{keyword: cache}, use_cache=True)
-            token = out.logits[:, -1].argmax(-1)
-        torch.cuda.current_stream(token.device).wait_stream(stream)
-        tokens.append(token)
-        steps -= 1
-        if steps:
+    while steps and not at_eos(token, eos_ids):
+        free = session.free_steps()
+        if free is not None and (free == 0 or not session.windows_full()):
+            token = _step(model, token, cache, keyword)
+            tokens.append(token)
+            steps -= 1
+            continue
+        chunk = steps if free is None else min(steps, free)
+        graph = session.decode_graph
+        if graph is None or not graph.valid(cache, chunk):
+            session.drop_decode_graph()  # its memory goes before a new capture, not in a GC pass
+            # the cache takes the shapes the graph will see before the warm-up step: compressed,
+            # and with every page of the steps ahead (a step after reserve reads wider page lists)
+            cache.finish_prefill()
+            cache.cache.reserve(max(steps, RESERVE_STEPS))
+            stream = torch.cuda.Stream(device=token.device)
+            stream.wait_stream(torch.cuda.current_stream(token.device))
+            with torch.cuda.stream(stream):
+                token = _step(model, token, cache, keyword)
+            torch.cuda.current_stream(token.device).wait_stream(stream)
+            tokens.append(token)
+            steps, chunk = steps - 1, chunk - 1
+            if not chunk or at_eos(token, eos_ids):
+                continue
             try:
                 graph = DecodeGraph(model, cache, keyword, token, stream)
             except RuntimeError as e:  # e.g. an operation that waits for the GPU
@@ -168,10 +175,22 @@ def decode(
                     "decode steps run eagerly",
                     stacklevel=3,
                 )
+                from attnsieve.integrations import generate  # it imports this module
+
+                tokens += generate.decode(model, token, cache, steps, eos_ids)[0]
+                break
             session.decode_graph = graph
-    if graph is not None and steps:
-        tokens += graph.run(token, steps, eos_ids)
-    elif steps:
-        tokens += generate.decode(model, token, cache, steps, eos_ids)[0]
+        replayed = graph.run(token, chunk, eos_ids)
+        if not replayed:  # ``token`` ends the sequence
+            break
+        tokens += replayed
+        steps -= len(replayed)
+        token = replayed[-1]
     torch.cuda.synchronize(token.device)
     return tokens, cache, time.perf_counter() - start
+
+
+def _step(model: Any, token: Tensor, cache: Any, keyword: str) -> Tensor:
+    """One eager greedy step after ``token`` (B,): the next token."""
+    out = model(input_ids=token[:, None], **{keyword: cache}, use_cache=True)
+    return out.logits[:, -1].argmax(-1)

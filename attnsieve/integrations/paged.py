@@ -113,18 +113,62 @@ class PagedSession:
         policy = self.config.policy(layer)
         if policy is None or (layer in self.compressed and not self.config.kv_interval):
             return  # no compression will read the window
-        window = max(WINDOW, getattr(getattr(policy, "inner", policy), "window", 0))  # Ada-KV's
+        window = self._window(layer)
+        old = self.queries.get(layer)
+        if query.shape[2] == 1 and old is not None and old[0].shape[2] == window:
+            # a full window slides in place, its new position read on the device: a decode step
+            # replayed from a CUDA graph (`decode_graphs`) updates the tensors a pass reads
+            last = self.paged.layers[layer].next_pos.amax() - 1  # seq_length, no host read
+            old[0].copy_(torch.cat([old[0][:, :, 1:], query], 2))
+            old[1].copy_(torch.cat([old[1][:, 1:], last.expand(old[1].shape[0], 1)], 1))
+            self.scales[layer] = scale
+            return
         n = min(query.shape[2], window)  # only the newest queries are ever read
         end = self.paged.seq_length(layer)
         query = query[:, :, -n:]
         pos = torch.arange(end - n, end, device=query.device).expand(query.shape[0], n)
-        old = self.queries.get(layer)
         if old is not None:
             query, pos = torch.cat([old[0], query], 2), torch.cat([old[1], pos], 1)
         # copies: a slice would keep the whole prompt's query tensor alive (2 GB a layer for
         # Llama-3-8B at batch 8 and 32K tokens)
         self.queries[layer] = (query[:, :, -window:].clone(), pos[:, -window:].clone())
         self.scales[layer] = scale
+
+    def _window(self, layer: int) -> int:
+        """Recent queries kept for ``layer``: `WINDOW`, or its policy's observation window (Ada-KV:
+        its inner policy's) if longer."""
+        policy = self.config.policy(layer)
+        return max(WINDOW, getattr(getattr(policy, "inner", policy), "window", 0))
+
+    def free_steps(self) -> int | None:
+        """Decode steps that can run before the one that makes a periodic pass (None: no
+        ``kv_interval``; 0: the next step passes). A step replayed from a CUDA graph runs no host
+        code, so no pass: `decode_graphs` replays at most this many, then one eager step."""
+        interval = self.config.kv_interval
+        if not interval:
+            return None
+        counts = [self.steps.get(i, 0) for i in self._periodic_layers()]
+        return max(0, interval - 1 - max(counts, default=0))
+
+    def windows_full(self) -> bool:
+        """Whether every layer a periodic pass reads holds a full window of recent queries (a
+        growing window changes shape each step, which a replayed step cannot)."""
+        return all(
+            i in self.queries and self.queries[i][0].shape[2] == self._window(i)
+            for i in self._periodic_layers()
+        )
+
+    def advance_steps(self, steps: int) -> None:
+        """Count ``steps`` decode steps replayed without host code towards each periodic pass."""
+        for i in self._periodic_layers():
+            self.steps[i] = self.steps.get(i, 0) + steps
+
+    def _periodic_layers(self) -> list[int]:
+        return [
+            i
+            for i in range(self.num_layers)
+            if self.config.policy(i) is not None and i not in self.whole
+        ]
 
     def serves(self, layer: int, key: Tensor) -> bool:
         """Whether this call's keys came from this session's cache (transformers may run a
