@@ -1,6 +1,7 @@
-"""`attnsieve.methods.kv.base.top_mask` (ties to the lower index, from topk's values) against a
-stable sort (the same mask) and a plain topk (ties in an order of its own) on the GPU: what the
-deterministic tie-break costs a decode step of Double Sparsity / TidalDecode or a compression pass.
+"""`attnsieve.methods.kv.base.top_mask` (a stable sort: ties to the lower index) against the same
+mask from topk's values and a scan over the ties, and a plain topk (ties in an order of its own)
+on the GPU: what the deterministic tie-break costs a decode step of Double Sparsity / TidalDecode
+or a compression pass.
 
     PYTHONPATH=. python3 benchmarks/time_top_mask.py --out benchmarks/results/h200/top_mask32
 """
@@ -17,10 +18,12 @@ from attnsieve.bench.common import environment, graph_ms, write_json
 from attnsieve.methods.kv.base import top_mask
 
 
-def stable_sort_mask(key: torch.Tensor, count: torch.Tensor, width: int) -> torch.Tensor:
-    order = key.sort(dim=-1, descending=True, stable=True).indices[..., :width]
-    rank_ok = torch.arange(width, device=key.device) < count[..., None]
-    return torch.zeros_like(key, dtype=torch.bool).scatter_(-1, order, rank_ok)
+def scan_mask(key: torch.Tensor, count: torch.Tensor, width: int) -> torch.Tensor:
+    """Every entry above a row's count-th largest (topk's values), then the first equal ones."""
+    nth = key.topk(width, dim=-1).values.gather(-1, (count - 1).clamp(min=0)[..., None].long())
+    above, tied = key > nth, key == nth
+    room = count[..., None] - above.sum(-1, keepdim=True)
+    return (above | (tied & (tied.cumsum(-1) <= room))) & (count[..., None] > 0)
 
 
 def topk_mask(key: torch.Tensor, count: torch.Tensor, width: int) -> torch.Tensor:
@@ -39,14 +42,14 @@ def main() -> None:
         key = torch.randn(batch, heads, tokens, device="cuda", dtype=torch.float64)
         count = torch.full((batch, heads), keep, device="cuda")
         mask = top_mask(key, count, keep)
-        assert torch.equal(mask, stable_sort_mask(key, count, keep))
+        assert torch.equal(mask, scan_mask(key, count, keep))
         assert torch.equal(mask, topk_mask(key, count, keep))  # random keys: no ties
         tied = key.round()  # a few values, each tied many times over
-        assert torch.equal(top_mask(tied, count, keep), stable_sort_mask(tied, count, keep))
+        assert torch.equal(top_mask(tied, count, keep), scan_mask(tied, count, keep))
         row = {"batch": batch, "heads": heads, "tokens": tokens, "keep": keep}
         for name, fn in (
             ("top_mask", top_mask),
-            ("stable_sort", stable_sort_mask),
+            ("scan", scan_mask),
             ("topk", topk_mask),
         ):
             row[f"{name}_ms"] = graph_ms(functools.partial(fn, key, count, keep), 50)
