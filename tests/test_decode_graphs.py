@@ -2,6 +2,7 @@
 reservation and host-mirror bookkeeping they rest on (CPU), `paged_cache` in the config, and on a
 GPU the replayed tokens against eager decode."""
 
+import contextlib
 from types import SimpleNamespace
 from unittest import mock
 
@@ -260,6 +261,122 @@ def test_free_steps_count_down_to_each_periodic_pass():
         cache = handle_of(model).new_cache()
         model(input_ids=prompt(length=20), **{cache_keyword(model): cache}, use_cache=True)
         assert handle_of(model).session.free_steps() is None
+
+
+class StepsAsReplays:
+    """A `DecodeGraph` stand-in for the CPU: its "replays" are eager steps that check what a
+    replay could not do (no host code runs in one): compact the cache or replace a query window."""
+
+    def __init__(self, model, cache, keyword, token, stream):
+        self.model, self.cache, self.keyword = model, cache, keyword
+        self.version = cache.cache.version
+        self.windows = {i: w[0] for i, w in cache.reader.queries.items()}
+        self.graph = SimpleNamespace(reset=lambda: None)
+
+    valid = decode_graphs.DecodeGraph.valid
+
+    def run(self, token, steps, eos_ids):
+        tokens = []
+        for _ in range(steps):
+            if decode_graphs.at_eos(token, eos_ids):
+                break
+            token = decode_graphs._step(self.model, token, self.cache, self.keyword)
+            assert self.cache.cache.version == self.version, "a replayed step compacted"
+            for i, w in self.cache.reader.queries.items():
+                assert w[0] is self.windows[i], "a replayed step replaced a query window"
+            tokens.append(token)
+        return tokens
+
+
+def _graph_loop_on_cpu(monkeypatch):
+    """Run `decode_graphs.decode` on the CPU: streams and syncs faked, graphs `StepsAsReplays`."""
+    stream = SimpleNamespace(wait_stream=lambda other: None)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *args, **kwargs: stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *args: stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(decode_graphs, "DecodeGraph", StepsAsReplays)
+    monkeypatch.setattr(decode_graphs, "RESERVE_STEPS", 16)
+
+
+def _periodic_decode(model, config, ids, calls, graphs):
+    """Prefill ``ids``, then greedy decode in ``calls`` (steps per call); ``graphs``: through
+    `decode_graphs.decode` (on the CPU: `_graph_loop_on_cpu`). Tokens, head lengths, pass
+    counters and the paged cache."""
+    with patch(model, config):
+        handle = handle_of(model)
+        cache = handle.new_cache()
+        key = cache_keyword(model)
+        out = model(input_ids=ids, **{key: cache}, use_cache=True)
+        tokens = [out.logits[:, -1].argmax(-1)]
+        for steps in calls:
+            if graphs:
+                tokens += decode_graphs.decode(model, handle, tokens[-1], cache, steps, (), key)[0]
+            else:
+                tokens += decode(model, tokens[-1], cache, steps)[0]
+        paged = handle.session.paged
+        lengths = [paged.head_tokens(i) for i in range(len(paged))]
+        return torch.stack(tokens, 1), lengths, dict(handle.session.steps), paged
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "roles",
+    [
+        {"kv": {"method": "snapkv", "budget": 40, "window": 8}, "kv_interval": 8},
+        {"kv": {"method": "h2o", "budget": 30}, "kv_interval": 2},
+        {"kv": {"method": "snapkv", "budget": 40}, "kv_interval": 3, "layers": {1: {"kv": None}}},
+    ],
+)
+@pytest.mark.parametrize("length", [1, 70])
+def test_the_decode_loop_replays_no_pass(roles, length, monkeypatch):
+    """The graph loop with periodic passes, its replays run as checked eager steps: the tokens,
+    head lengths and pass counters of eager decode, and no pass inside a replay."""
+    config = AttentionConfig(prefill="dense", **roles)
+    model, ids, calls = build("llama"), prompt(batch=2, length=length), (30, 1, 7, 40)
+    eager, lengths_eager, steps_eager, _ = _periodic_decode(model, config, ids, calls, False)
+    _graph_loop_on_cpu(monkeypatch)
+    graphed, lengths, steps, _ = _periodic_decode(model, config, ids, calls, True)
+    assert torch.equal(graphed, eager) and steps == steps_eager
+    for a, b in zip(lengths, lengths_eager, strict=True):
+        assert torch.equal(a, b)
+
+
+@torch.no_grad()
+def test_a_capture_between_passes_reserves_the_steps_before_the_next_pass(monkeypatch):
+    """Pages reserved for a capture serve the steps before the next pass, whose compaction ends
+    the graph: a long call's pool stays within a pass's pages of eager decode's (reserving every
+    step left in the call grew it sevenfold)."""
+    config = AttentionConfig(prefill="dense", kv={"method": "streaming", "budget": 32},
+                             kv_interval=8)  # fmt: skip
+    model, ids = build("llama"), prompt(batch=1, length=100)
+    *_, eager = _periodic_decode(model, config, ids, (300,), False)
+    _graph_loop_on_cpu(monkeypatch)
+    *_, graphed = _periodic_decode(model, config, ids, (300,), True)
+    per_pass = eager.kv_heads * (-(-config.kv_interval // eager.page_size) + 1)
+    for layer in range(len(eager)):
+        pages = graphed.layers[layer].k_pages.shape[0]
+        assert pages <= eager.layers[layer].k_pages.shape[0] + per_pass
+
+
+@torch.inference_mode()  # as `decode` runs: the tensors it allocates are inference tensors
+def test_a_prompt_chunk_after_decode_drops_the_decode_graph():
+    """A prompt chunk replaces the query windows a captured step slides in place (the cache's
+    version may not move: its tokens can fit the reserved pages), so the graph goes with them."""
+    model = build("llama")
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 40}, kv_interval=16)
+    with patch(model, config):
+        handle = handle_of(model)
+        cache = handle.new_cache()
+        key = cache_keyword(model)
+        out = model(input_ids=prompt(length=100), **{key: cache}, use_cache=True)
+        decode(model, out.logits[:, -1].argmax(-1), cache, 3)
+        dropped = []
+        handle.session.decode_graph = SimpleNamespace(
+            graph=SimpleNamespace(reset=lambda: dropped.append(1))
+        )
+        model(input_ids=prompt(length=10), **{key: cache}, use_cache=True)
+        assert handle.session.decode_graph is None and dropped
 
 
 @torch.no_grad()

@@ -20,8 +20,9 @@ What makes a step replayable:
 
 With periodic compression (``kv_interval``) the steps between two passes replay: a pass needs the
 host (scores, compaction), so the step that makes one runs eagerly, as do the steps while the
-window of recent queries a pass reads still grows; the compaction makes the next call capture
-again. Steps that need the host each step run eagerly throughout: layers kept whole
+window of recent queries a pass reads still grows; after the compaction the next step is an eager
+warm-up and the one after it a new capture, with pages reserved for the steps before the next
+pass only. Steps that need the host each step run eagerly throughout: layers kept whole
 (soft-capping, sliding windows), and anything whose capture fails (warned once).
 """
 
@@ -144,19 +145,24 @@ def decode(
     start = time.perf_counter()
     while steps and not at_eos(token, eos_ids):
         free = session.free_steps()
-        if free is not None and (free == 0 or not session.windows_full()):
+        chunk = steps if free is None else min(steps, free)
+        graph = session.decode_graph
+        fits = graph is not None and graph.valid(cache, chunk)
+        # the host runs a step that makes a pass, a step while the query window fills, and a lone
+        # step that no graph fits (after its warm-up, a capture would replay nothing)
+        filling = free is not None and not session.windows_full()
+        if not chunk or filling or (chunk == 1 and not fits):
             token = _step(model, token, cache, keyword)
             tokens.append(token)
             steps -= 1
             continue
-        chunk = steps if free is None else min(steps, free)
-        graph = session.decode_graph
-        if graph is None or not graph.valid(cache, chunk):
+        if not fits:
             session.drop_decode_graph()  # its memory goes before a new capture, not in a GC pass
             # the cache takes the shapes the graph will see before the warm-up step: compressed,
-            # and with every page of the steps ahead (a step after reserve reads wider page lists)
+            # and with every page of the steps ahead (a step after reserve reads wider page lists):
+            # with kv_interval, those before the next pass, whose compaction ends the graph
             cache.finish_prefill()
-            cache.cache.reserve(max(steps, RESERVE_STEPS))
+            cache.cache.reserve(max(steps, RESERVE_STEPS) if free is None else chunk)
             stream = torch.cuda.Stream(device=token.device)
             stream.wait_stream(torch.cuda.current_stream(token.device))
             with torch.cuda.stream(stream):

@@ -129,6 +129,7 @@ class PagedSession:
         pos = torch.arange(end - n, end, device=query.device).expand(query.shape[0], n)
         if old is not None:
             query, pos = torch.cat([old[0], query], 2), torch.cat([old[1], pos], 1)
+            self.drop_decode_graph()  # it slides the window this call replaces
         # copies: a slice would keep the whole prompt's query tensor alive (2 GB a layer for
         # Llama-3-8B at batch 8 and 32K tokens)
         self.queries[layer] = (query[:, :, -window:].clone(), pos[:, -window:].clone())
@@ -143,7 +144,8 @@ class PagedSession:
     def free_steps(self) -> int | None:
         """Decode steps that can run before the one that makes a periodic pass (None: no
         ``kv_interval``; 0: the next step passes). A step replayed from a CUDA graph runs no host
-        code, so no pass: `decode_graphs` replays at most this many, then one eager step."""
+        code, so no pass: `decode_graphs` runs at most this many from a graph (the first of them
+        the eager warm-up where a capture is needed), then the pass as one eager step."""
         interval = self.config.kv_interval
         if not interval:
             return None
