@@ -169,9 +169,9 @@ def decode(
                 token = _step(model, token, cache, keyword)
             torch.cuda.current_stream(token.device).wait_stream(stream)
             tokens.append(token)
-            steps, chunk = steps - 1, chunk - 1
-            if not chunk or at_eos(token, eos_ids):
-                continue
+            steps, chunk = steps - 1, chunk - 1  # chunk >= 1 left: a lone step ran above
+            if at_eos(token, eos_ids):
+                break
             try:
                 graph = DecodeGraph(model, cache, keyword, token, stream)
             except RuntimeError as e:  # e.g. an operation that waits for the GPU
