@@ -15,7 +15,7 @@ from torch import Tensor
 
 from attnsieve.api import page_budget
 from attnsieve.checks import check_int, check_tensor
-from attnsieve.methods.kv.base import pack_indices
+from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
 from attnsieve.views import Pages, PageView
 
 
@@ -135,6 +135,22 @@ def valid_tokens(view: PageView) -> Tensor:
     """bool (B, H_kv, P * page_size): the token slots before each head's length."""
     n = view.num_pages * view.page_size
     return torch.arange(n, device=view.page_table.device) < view.lengths[..., None]
+
+
+def top_group_attention(
+    q: Tensor, keys: Tensor, view: PageView, targets: Tensor, width: int
+) -> Tensor:
+    """bool (B, H_kv, P * page_size): each head's ``targets`` (int (B, H_kv), at most ``width``)
+    valid tokens of highest attention summed over its g query heads, q (B, H_kv, g, R) against
+    keys (B, H_kv, P * page_size, R): each query head's softmax (the view's scale, default
+    1/sqrt(head_dim)), then summed over the group (summed logits of heads that disagree would
+    cancel on a token one of them attends to); ties go to the lower slot."""
+    scale = view.scale if view.scale is not None else view.head_dim**-0.5
+    logits = (q @ keys.transpose(-1, -2)) * scale  # (B, H_kv, g, P * page_size)
+    valid = valid_tokens(view)
+    probs = logits.masked_fill(~valid[:, :, None], -math.inf).softmax(-1)
+    key = rank_key(probs.nan_to_num(0.0).sum(2), torch.zeros_like(valid), valid)
+    return top_mask(key, targets, width)
 
 
 def weighted_pages(view: PageView) -> Tensor | None:

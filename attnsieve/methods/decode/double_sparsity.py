@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,9 +16,8 @@ from attnsieve.methods.decode.base import (
     StepState,
     check_query,
     pages_of,
-    valid_tokens,
+    top_group_attention,
 )
-from attnsieve.methods.kv.base import rank_key, top_mask
 
 
 @dataclass
@@ -119,15 +117,8 @@ class DoubleSparsity(DecodeSelector):
         channels = view.label_channels[None, :, None, :].expand(b, h, q.shape[1] // h, r)
         q_label = q.float().view(b, h, -1, d).gather(-1, channels)  # (B, H, g, R)
         labels = view.labels.float().reshape(b, h, p * view.page_size, r)
-        scale = view.scale if view.scale is not None else d**-0.5
-        logits = (q_label @ labels.transpose(-1, -2)) * scale  # (B, H, g, P * page_size)
-        valid = valid_tokens(view)
-        # each query head's approximate attention, then summed over the group: summed logits of
-        # heads that disagree cancel on a token one of them attends to
-        probs = logits.masked_fill(~valid[:, :, None], -math.inf).softmax(-1)
-        score = probs.nan_to_num(0.0).sum(2)
-        key = rank_key(score, torch.zeros_like(valid), valid)
-        tokens = top_mask(key, self.token_targets(view), width)
+        # each query head's approximate attention, summed over the group
+        tokens = top_group_attention(q_label, labels, view, self.token_targets(view), width)
         return pages_of(tokens, view, width + 1)
 
 

@@ -17,9 +17,9 @@ from attnsieve.methods.decode.base import (
     StepState,
     check_query,
     pages_of,
-    valid_tokens,
+    top_group_attention,
 )
-from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
+from attnsieve.methods.kv.base import pack_indices
 
 STATE_KEY = "tidaldecode.tokens"
 
@@ -115,11 +115,7 @@ class TidalDecode(DecodeSelector):
         b, h, p = view.page_table.shape
         d, n = view.head_dim, p * view.page_size
         keys = view.keys().reshape(b, h, n, d).float()
-        scale = view.scale if view.scale is not None else d**-0.5
-        logits = (q.float().view(b, h, -1, d) @ keys.transpose(-1, -2)) * scale  # (B, H, g, N)
-        valid = valid_tokens(view)
-        probs = logits.masked_fill(~valid[:, :, None], float("-inf")).softmax(-1)
-        score = probs.nan_to_num(0.0).sum(2)
         width = self.max_tokens(n)
-        key = rank_key(score, torch.zeros_like(valid), valid)
-        return pack_indices(top_mask(key, self.token_targets(view), width), width)[0]
+        q = q.float().view(b, h, -1, d)
+        tokens = top_group_attention(q, keys, view, self.token_targets(view), width)
+        return pack_indices(tokens, width)[0]
