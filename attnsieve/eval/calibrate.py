@@ -434,25 +434,17 @@ def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
 
 def _generated_prompt(tokenizer: Any, length: int) -> str:
     """A needle-in-a-haystack prompt of up to ``length`` tokens counted with those the tokenizer
-    adds (BOS), whole, built as `attnsieve eval --fidelity` builds its own: Q/K of the prompt
-    alone are captured, so it takes the whole length. Too short a length names --length."""
-    from attnsieve.eval.tasks import LengthTooShortError, make_samples
+    adds (BOS), whole, as `attnsieve eval --fidelity` builds its own: Q/K of the prompt alone are
+    captured, so it takes the whole length. Too short a length names --length."""
+    from attnsieve.eval.tasks import LengthTooShortError, prefill_sample
 
-    added = 0
     try:
-        sample = make_samples("niah_single", tokenizer, length, 1, 0, answer_room=False)[0]
-        added = len(tokenizer.encode(sample.prompt)) - sample.num_tokens
-        if added > 0:
-            sample = make_samples(
-                "niah_single", tokenizer, length - added, 1, 0, answer_room=False
-            )[0]
+        return prefill_sample("niah_single", tokenizer, length, 0).prompt
     except LengthTooShortError as e:  # it names make_samples' own length, not the option
         shortest = str(e).partition(": ")[2]
-        plus = f" and the tokenizer adds {added}" if added > 0 else ""
         raise ValueError(
-            f"--length: {length} tokens cannot hold the generated sample: {shortest}{plus}"
+            f"--length: {length} tokens cannot hold the generated sample: {shortest}"
         ) from None
-    return sample.prompt
 
 
 def _check_output(path: str, name: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from attnsieve.eval.tasks import make_samples
+from attnsieve.eval.tasks import prefill_sample
 
 
 def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: float) -> bool:
@@ -54,10 +54,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
 
     # nothing is generated: the prompt takes the whole length, the attention measured, with the
     # tokens the tokenizer adds (BOS): past it, a prompt of the model's positions would overrun
-    sample = make_samples(task, tokenizer, length, 1, args.seed, answer_room=False)[0]
-    added = len(tokenizer.encode(sample.prompt)) - sample.num_tokens
-    if added > 0:
-        sample = make_samples(task, tokenizer, length - added, 1, args.seed, answer_room=False)[0]
+    sample = prefill_sample(task, tokenizer, length, args.seed)
     metrics = ("recall", "rel_l2", "cosine", "density", "cost_dense")
     layers: dict[str, dict[str, dict[int, Any]]] = {
         lab: {m: {} for m in metrics} for lab, _ in methods

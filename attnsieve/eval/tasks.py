@@ -459,3 +459,17 @@ def make_samples(
             )
         )
     return samples
+
+
+def prefill_sample(task: str, tokenizer: Tokenizer, length: int, seed: int) -> Sample:
+    """One sample for a prefill that generates nothing (attention fidelity, calibration): its
+    prompt, with the tokens the tokenizer adds to it (BOS), takes up to ``length`` tokens, whole.
+    Too short a length raises `LengthTooShortError`, naming what the tokenizer adds if anything."""
+    sample = make_samples(task, tokenizer, length, 1, seed, answer_room=False)[0]
+    added = len(tokenizer.encode(sample.prompt)) - sample.num_tokens
+    if added <= 0:
+        return sample
+    try:
+        return make_samples(task, tokenizer, length - added, 1, seed, answer_room=False)[0]
+    except LengthTooShortError as e:
+        raise LengthTooShortError(f"{e} and the tokenizer adds {added}") from None
