@@ -113,6 +113,7 @@ class PagedSession:
         policy = self.config.policy(layer)
         if policy is None or (layer in self.compressed and not self.config.kv_interval):
             return  # no compression will read the window
+        self.scales[layer] = scale
         window = self._window(layer)
         old = self.queries.get(layer)
         if query.shape[2] == 1 and old is not None and old[0].shape[2] == window:
@@ -121,7 +122,6 @@ class PagedSession:
             last = self.paged.layers[layer].next_pos.amax() - 1  # seq_length, no host read
             old[0].copy_(torch.cat([old[0][:, :, 1:], query], 2))
             old[1].copy_(torch.cat([old[1][:, 1:], last.expand(old[1].shape[0], 1)], 1))
-            self.scales[layer] = scale
             return
         n = min(query.shape[2], window)  # only the newest queries are ever read
         end = self.paged.seq_length(layer)
@@ -133,7 +133,6 @@ class PagedSession:
         # copies: a slice would keep the whole prompt's query tensor alive (2 GB a layer for
         # Llama-3-8B at batch 8 and 32K tokens)
         self.queries[layer] = (query[:, :, -window:].clone(), pos[:, -window:].clone())
-        self.scales[layer] = scale
 
     def _window(self, layer: int) -> int:
         """Recent queries kept for ``layer``: `WINDOW`, or its policy's observation window (Ada-KV:
