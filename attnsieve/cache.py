@@ -13,7 +13,10 @@ appends into fixed pools and tables (`attnsieve.integrations.decode_graphs`).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -38,6 +41,25 @@ from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.cache_append import append_one
 from attnsieve.views import Kept, KVView, PageView
 
+P, R = ParamSpec("P"), TypeVar("R")
+
+
+def normal_tensors(method: Callable[P, R]) -> Callable[P, R]:
+    """Run ``method`` with inference mode off and autograd off. Every method that changes the cache
+    runs so, and the tensors it stores are normal tensors, which a later call may update in place
+    under any mode: PyTorch refuses in-place updates of inference tensors outside
+    ``torch.inference_mode()``, so a cache filled under it (attnsieve's decode) could not take a
+    prompt chunk under ``torch.no_grad()`` (``model.generate``) after it, nor the reverse."""
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not (torch.is_inference_mode_enabled() or torch.is_grad_enabled()):
+            return method(*args, **kwargs)  # already so: the two guards cost ~5 us a call
+        with torch.inference_mode(False), torch.no_grad():
+            return method(*args, **kwargs)
+
+    return run
+
 
 class Cache:
     """Paged KV cache of ``num_layers`` layers, ragged per (batch row, KV head).
@@ -49,6 +71,7 @@ class Cache:
         >>> attnsieve.api.decode_attention(q, cache, 0)  # all of kernel_args(0), log weights too
     """
 
+    @normal_tensors
     def __init__(
         self,
         num_layers: int,
@@ -105,6 +128,7 @@ class Cache:
             lc.key_max.index_fill_(0, pages, -math.inf)
         lc.host_pages = last
 
+    @normal_tensors
     def reserve(self, tokens: int) -> None:
         """Give every head of every layer its pages for ``tokens`` more tokens now, so that the
         next ``tokens`` single-token appends allocate nothing on the host and never grow a pool
@@ -121,6 +145,7 @@ class Cache:
             int((lc.host_pages * self.page_size - lc.host_lengths).min()) for lc in self.layers
         )
 
+    @normal_tensors
     def advance_host(self, tokens: int = 1) -> None:
         """Count ``tokens`` appended tokens per head in every layer's host mirrors, for appends
         that ran on the device alone (a replayed CUDA graph of decode steps, whose tokens
@@ -140,6 +165,7 @@ class Cache:
             (lc.host_lengths.clone(), lc.host_pages.clone(), lc.seen.clone()) for lc in self.layers
         ]
 
+    @normal_tensors
     def set_host_state(self, state: list[tuple[Tensor, Tensor, Tensor]]) -> None:
         """Restore what `host_state` returned."""
         now = [(lc.host_lengths, lc.host_pages, lc.seen) for lc in self.layers]
@@ -163,6 +189,7 @@ class Cache:
             # copies: appends count in place, which would change ``state`` for a later restore
             lc.host_lengths, lc.host_pages, lc.seen = lengths.clone(), pages.clone(), seen.clone()
 
+    @normal_tensors
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
         """Append k, v (B, H_kv, T, D) to every head of ``layer``. ``positions`` int64 (B, T)
         defaults to continuing each batch row's counter (absolute: eviction does not rewind it)."""
@@ -227,6 +254,7 @@ class Cache:
             and self.head_dim & (self.head_dim - 1) == 0
         )
 
+    @normal_tensors
     def compact(self, layer: int, kept: Kept) -> None:
         """Keep, per head, only the entries ``kept`` lists (indices into the head's current order),
         in order, with its stored extras inserted by position: they move into the head's first
@@ -243,6 +271,7 @@ class Cache:
             page_size=ps, kv_heads=self.kv_heads, kv_dtype=self.kv_dtype, device=self.device,
         )  # fmt: skip
 
+    @normal_tensors
     def shrink(self, layer: int | None = None) -> None:
         """Re-allocate the pool of ``layer`` (default: every layer) to exactly the pages in use."""
         layers = self._layer_range(layer)  # checked before anything changes
@@ -259,6 +288,7 @@ class Cache:
             lc.page_table = lc.page_table[..., :width].contiguous()
             lc.free = lc.free[:0]
 
+    @normal_tensors
     def set_label_channels(self, layer: int, channels: Tensor) -> None:
         """Store channels ``channels`` int64 (H_kv, R) of every key of ``layer`` (Double Sparsity's
         label cache), from now on and for the tokens already cached."""
@@ -389,6 +419,7 @@ class Cache:
         """Positions seen (the longest batch row), in ``layer`` or any layer; eviction keeps it."""
         return max(int(self.layers[i].seen.max()) for i in self._layer_range(layer))
 
+    @normal_tensors
     def reset(self) -> None:
         """Empty every layer and release its pool; label channels are kept."""
         self.version += 1

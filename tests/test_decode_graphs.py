@@ -359,7 +359,28 @@ def test_a_capture_between_passes_reserves_the_steps_before_the_next_pass(monkey
         assert pages <= eager.layers[layer].k_pages.shape[0] + per_pass
 
 
-@torch.inference_mode()  # as `decode` runs: the tensors it allocates are inference tensors
+@CUDA
+@torch.no_grad()
+def test_prompt_chunks_under_no_grad_between_replayed_decode_calls(monkeypatch):
+    """`decode` reserves pages and captures under inference mode; a prompt chunk under no_grad
+    then writes into the same pools and query windows, and replayed steps go on as eager ones."""
+    monkeypatch.setattr(decode_graphs, "RESERVE_STEPS", 8)
+    model = build("llama").to("cuda", torch.float16)
+    kv = {"method": "streaming", "budget": 40}
+    config = AttentionConfig(prefill="dense", kv=kv, kv_interval=5)
+
+    def two_turns(graphs):
+        with patch(model, config, graphs=graphs):
+            cache, tokens = handle_of(model).new_cache(), []
+            for chunk in (prompt(batch=2, length=100), prompt(batch=2, length=7)):
+                out = model(input_ids=chunk.cuda(), **{cache_keyword(model): cache}, use_cache=True)
+                tokens += decode(model, out.logits[:, -1].argmax(-1), cache, 20)[0]
+        return torch.stack(tokens, 1)
+
+    assert torch.equal(two_turns(graphs=True), two_turns(graphs=False))
+
+
+@torch.no_grad()
 def test_a_prompt_chunk_after_decode_drops_the_decode_graph():
     """A prompt chunk replaces the query windows a captured step slides in place (the cache's
     version may not move: its tokens can fit the reserved pages), so the graph goes with them."""

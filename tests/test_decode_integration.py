@@ -342,6 +342,47 @@ def test_a_reset_cache_generates_as_a_fresh_one():
         assert handle.session.paged.head_tokens(0).tolist() == held
 
 
+MODES = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
+
+
+def two_turns(model, handle, prompt_mode, step_mode):
+    """Two prompt chunks, each followed by 6 greedy steps: the chunks under one autograd mode,
+    the steps under another."""
+    cache, tokens = handle.new_cache(), []
+    for chunk in (prompt(length=40), prompt(length=9)):
+        with MODES[prompt_mode]():
+            out = model(input_ids=chunk, past_key_values=cache, use_cache=True)
+        with MODES[step_mode]():
+            for _ in range(6):
+                token = out.logits[:, -1:].argmax(-1)
+                tokens.append(int(token))
+                out = model(input_ids=token, past_key_values=cache, use_cache=True)
+    return tokens
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        {"paged_cache": True},
+        {"kv": {"method": "streaming", "budget": 16}, "kv_interval": 4},
+        {"kv": {"method": "snapkv", "budget": 24, "window": 8}, "decode": "quest"},
+        {"kv": {"method": "razor", "budget": 24, "retrieval_heads": {}}, "precision": "fp8-kv"},
+    ],
+    ids=["paged", "periodic", "snapkv-quest", "razor-fp8"],
+)
+@pytest.mark.parametrize("modes", [("no_grad", "inference_mode"), ("inference_mode", "no_grad")])
+def test_prompt_chunks_and_steps_under_different_autograd_modes(roles, modes):
+    """A cache that steps filled under inference mode (attnsieve's decode) takes a prompt chunk
+    under no_grad (model.generate), and the reverse: its tensors are normal tensors, which PyTorch
+    lets either mode update in place (inference tensors it refused to update outside inference
+    mode), and the tokens are those of one mode throughout."""
+    model = build("llama")
+    handle = patch(model, AttentionConfig(prefill="dense", **roles))
+    with handle:
+        want = two_turns(model, handle, "no_grad", "no_grad")
+        assert two_turns(model, handle, *modes) == want
+
+
 @pytest.mark.parametrize(
     "heads, dtype", [(2, torch.float64), (3, torch.float32)], ids=["dtype", "heads"]
 )

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnsieve.api import decode_attention
+from attnsieve.cache import normal_tensors
 from attnsieve.integrations.config import AttentionConfig
 from attnsieve.integrations.hf_cache import AttnsieveCache
 from attnsieve.methods.decode.base import StepState
@@ -100,6 +101,7 @@ class PagedSession:
         """The `attnsieve.cache.Cache` (None until transformers' first update)."""
         return self.cache.cache
 
+    @normal_tensors
     def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
         """On the layer's first call, give the cache its selector's label channels (Double
         Sparsity); with a KV policy that will still compress, keep the layer's last `WINDOW`
@@ -270,6 +272,7 @@ class PagedSession:
         keep = visible[:, None].expand(b, self.paged.kv_heads, m)
         self.paged.compact(layer, pack(keep, int(visible.sum(1).max())))
 
+    @normal_tensors
     def compress(self, layer: int | None = None) -> None:
         """Run the KV policy of ``layer`` (default: every layer with one) and compact the cache."""
         layers = range(self.num_layers) if layer is None else [layer]
