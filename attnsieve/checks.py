@@ -47,31 +47,36 @@ def check_float(name: str, value: object, low: float, high: float) -> None:
         raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
 
 
-def check_scale(scale: object) -> None:
-    """``scale`` is None (1/sqrt(D)) or a positive finite real number, on every backend."""
+def check_scale(scale: object, name: str = "scale") -> None:
+    """``scale`` is None (1/sqrt(D) for a softmax scale) or a positive finite real number, on
+    every backend."""
     if scale is None:
         return
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale: expected a positive finite float or None, got {scale!r}")
+        raise TypeError(f"{name}: expected a positive finite float or None, got {scale!r}")
     if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale: expected a positive finite float or None, got {scale!r}")
+        raise ValueError(f"{name}: expected a positive finite float or None, got {scale!r}")
 
 
 def check_tensor(name: str, t: object, dims: int, what: str) -> None:
-    """A real (not meta) floating-point tensor with ``dims`` dims, described by ``what``."""
+    """A floating-point tensor with strided data (`check_storage`) and ``dims`` dims, described by
+    ``what``."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dim() != dims:
         raise ValueError(f"{name}: expected {dims} dims {what}, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
-    check_not_meta(name, t)
+    check_storage(name, t)
 
 
-def check_not_meta(name: str, t: Tensor) -> None:
-    """A tensor with data: meta tensors have a shape and nothing to read."""
+def check_storage(name: str, t: Tensor) -> None:
+    """A tensor with strided data: meta tensors have a shape and nothing to read, and sparse or
+    other layouts have no strides to index."""
     if t.device.type == "meta":
         raise ValueError(f"{name}: meta tensors hold no data; expected a CPU or CUDA tensor")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {t.layout}")
 
 
 def check_int32(name: str, t: object, dims: int, what: str) -> None:
@@ -82,7 +87,7 @@ def check_int32(name: str, t: object, dims: int, what: str) -> None:
         raise TypeError(f"{name}: expected int32, got {t.dtype}")
     if t.dim() != dims:
         raise ValueError(f"{name}: expected {dims} dims {what}, got shape {tuple(t.shape)}")
-    check_not_meta(name, t)
+    check_storage(name, t)
 
 
 def check_index(name: str, t: object, shape: tuple[int, ...], dtype, device) -> None:

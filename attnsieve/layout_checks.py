@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_not_meta
+from attnsieve.checks import check_storage
 
 if TYPE_CHECKING:
     from attnsieve.layout import Layout
@@ -53,7 +53,7 @@ def check_structure(layout: Layout) -> None:
             raise ValueError(
                 f"{name}: on {t.device}, expected {layout.block_idx.device} like block_idx"
             )
-        check_not_meta(name, t)
+        check_storage(name, t)
     if (layout.column_idx is None) != (layout.column_count is None):
         raise ValueError("column_idx and column_count must both be given or both be None")
     if len({layout.span_start is None, layout.span_end is None, layout.span_count is None}) > 1:

@@ -46,6 +46,31 @@ def test_softcap_keeps_float64_precision():
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
+def test_softcap_reads_an_additive_mask_as_the_bool_mask_it_encodes():
+    """0 / -inf additive masks soft-cap as their bool mask does, a fully masked (padding) row
+    included: the additive path added -inf to every score of that row and returned NaN."""
+    q, k, v = _qkv(7, 11)
+    visible = torch.rand(7, 11, generator=torch.Generator().manual_seed(1)) > 0.4
+    visible[2] = False
+    additive = torch.zeros(7, 11).masked_fill(~visible, float("-inf"))
+    want = dense_attention(q, k, v, visible, softcap=30.0)
+    got = dense_attention(q, k, v, additive, softcap=30.0)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want)
+
+
+def test_pooled_block_probs_takes_strided_pooled_queries():
+    """The reference merged the query heads of a GQA group with `view`, which a transposed
+    q_pooled cannot take (the Triton path takes it)."""
+    from attnsieve.api import pooled_block_probs
+
+    kp = torch.randn(2, 2, 4, 32)
+    qp = torch.randn(2, 4, 4, 32).transpose(1, 2).contiguous().transpose(1, 2)
+    sizes = dict(num_queries=64, num_keys=64, block_q=16, block_k=16, backend="reference")
+    want = pooled_block_probs(qp.contiguous(), kp, **sizes)
+    torch.testing.assert_close(pooled_block_probs(qp, kp, **sizes), want)
+
+
 @pytest.mark.skipif(not INTERPRET, reason="Triton on CPU tensors: TRITON_INTERPRET=1 only")
 def test_forward_only_paths_refuse_inputs_that_require_a_gradient():
     """The Triton kernels and the quantised path compute no gradient: their outputs came back

@@ -1061,6 +1061,94 @@ GAPS = [
     ),
 ]
 
+
+def _edge_cases():
+    """Inputs a review found accepted, or refused deep inside torch (the thirty-third session)."""
+    from attnsieve.cache import Cache
+    from attnsieve.kernels.decode_reference import decode_reference
+    from attnsieve.methods.decode import Quest, StepState
+
+    def filled():
+        cache = Cache(1, 2, 2, 32, dtype=torch.float32, device="cpu")
+        cache.append(0, torch.randn(2, 2, 40, 32), torch.randn(2, 2, 40, 32))
+        return cache
+
+    def decode(q):
+        return api.decode_attention(q, filled(), 0)
+
+    def scores(q):
+        view = filled().page_view(0)
+        return api.quest_page_scores(
+            q, view.key_min_pool, view.key_max_pool, view.page_table, view.page_count
+        )
+
+    def twice_listed():
+        args = filled().kernel_args(0)
+        twice = torch.tensor([[[0, 0, 1]] * 2] * 2, dtype=I32)
+        return decode_reference(
+            torch.randn(2, 2, 32), args.k_pages, args.v_pages, args.page_table, args.lengths,
+            pages=twice, page_count=torch.full((2, 2), 3, dtype=I32),
+        )  # fmt: skip
+
+    def quest(q):
+        return Quest(budget_tokens=16, dense_layers=0).select(q, filled().page_view(0), StepState())
+
+    no_heads = torch.randn(2, 0, 32)
+    sparse = qkv()[0].to_sparse()
+    kv = torch.randn(1, 2, 5, 32).half()
+    check = AttentionConfig(prefill="dense").check_model
+    dense = r"expected a dense \(strided\) tensor, got layout torch.sparse_coo"
+    heads = r"^q: expected \(B=2, a positive multiple"
+    return [
+        ("attention-q-sparse", lambda: attn(q=sparse), TypeError, rf"^q: {dense}"),
+        (
+            "dense_attention-q-sparse",
+            lambda: api.dense_attention(sparse, *qkv()[1:]),
+            TypeError,
+            rf"^q: {dense}",
+        ),
+        (
+            "cache-append-k-sparse",
+            lambda: Cache(1, 1, 2, 32, dtype=torch.float16, device="cpu").append(
+                0, kv.to_sparse(), kv
+            ),
+            TypeError,
+            rf"^k: {dense}",
+        ),
+        (
+            "dense_attention-softcap-inf",
+            lambda: dense_attention(softcap=math.inf),
+            ValueError,
+            r"^softcap: expected a positive finite float",
+        ),
+        ("decode_attention-no-heads", lambda: decode(no_heads), ValueError, heads),
+        ("quest_page_scores-no-heads", lambda: scores(no_heads), ValueError, heads),
+        ("quest-select-no-heads", lambda: quest(no_heads), ValueError, r"^q: "),
+        (
+            "decode_attention-q-dtype",
+            lambda: decode(torch.randn(2, 4, 32).bfloat16()),
+            TypeError,
+            r"^q: expected the cache's dtype torch.float32, got torch.bfloat16",
+        ),
+        ("decode_attention-head-dim", lambda: decode(torch.randn(2, 4, 64)), ValueError, heads),
+        (
+            "decode-reference-page-listed-twice",
+            twice_listed,
+            ValueError,
+            r"^pages: each head's listed pages must be distinct and ascending",
+        ),
+        ("check_model-no-layers", lambda: check(0, 8, 2, 64), ValueError, r"^num_layers: "),
+        ("check_model-heads-str", lambda: check(4, "8"), ValueError, r"^num_heads: "),
+        ("check_model-kv-heads", lambda: check(4, 8, -2), ValueError, r"^kv_heads: "),
+        (
+            "check_model-gqa",
+            lambda: check(4, 6, 4, 64),
+            ValueError,
+            r"^num_heads, kv_heads: expected a multiple of 4",
+        ),
+    ]
+
+
 CASES = (
     ATTENTION
     + SCALE_CASES
@@ -1072,6 +1160,7 @@ CASES = (
     + CONFIG
     + _cache_cases()
     + _decode_cases()
+    + _edge_cases()
 )
 OPEN: set[str] = set()  # gaps not fixed yet
 PARAMS = (

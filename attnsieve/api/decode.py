@@ -40,7 +40,13 @@ def decode_attention(
 
     ``pages`` (from a decode selector) restricts the read to those logical pages of each KV head;
     None reads every cached token. Returns (B, H_q, D) in q's dtype (and lse float32 (B, H_q)).
-    Heads with no cached token give 0 and lse -inf.
+    Heads with no cached token give 0 and lse -inf. q is in the cache's dtype (any float dtype
+    over FP8 pages).
+
+    A page list is trusted on the Triton backend (reading it would synchronise with the GPU): each
+    head's listed pages must be distinct logical pages it holds, ascending, as selectors return
+    them; another list reads other heads' keys or counts a page twice. The reference backend
+    checks it.
     """
     from attnsieve.cache import Cache
     from attnsieve.kernels import decode_reference
@@ -56,6 +62,14 @@ def decode_attention(
             f"pages: expected a decode selector's Pages or None, got {type(pages).__name__}"
         )
     check_bool("return_lse", return_lse)
+    b, h_q, d = q.shape
+    if b != cache.batch or d != cache.head_dim or h_q == 0 or h_q % cache.kv_heads:
+        raise ValueError(
+            f"q: expected (B={cache.batch}, a positive multiple of the cache's "
+            f"H_kv={cache.kv_heads}, D={cache.head_dim}), got {tuple(q.shape)}"
+        )
+    if cache.kv_dtype is None and q.dtype != cache.dtype:
+        raise TypeError(f"q: expected the cache's dtype {cache.dtype}, got {q.dtype}")
     args = cache.kernel_args(layer)
     sparse = {} if pages is None else {"pages": pages.idx, "page_count": pages.count}
     use = resolve_backend(backend, q)
@@ -118,9 +132,9 @@ def quest_page_scores(
         )
     if page_table.device != q.device:
         raise ValueError(f"page_table: expected device {q.device} (q's), got {page_table.device}")
-    if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h_kv:
+    if q.shape[0] != b or q.shape[2] != d or q.shape[1] == 0 or q.shape[1] % h_kv:
         raise ValueError(
-            f"q: expected (B={b}, a multiple of H_kv={h_kv}, D={d}), got {tuple(q.shape)}"
+            f"q: expected (B={b}, a positive multiple of H_kv={h_kv}, D={d}), got {tuple(q.shape)}"
         )
     if not isinstance(page_count, Tensor) or page_count.dtype != torch.int32:
         got = page_count.dtype if isinstance(page_count, Tensor) else type(page_count).__name__

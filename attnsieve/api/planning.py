@@ -11,9 +11,9 @@ from attnsieve.checks import (
     cdiv,
     check_bool,
     check_int,
-    check_not_meta,
     check_qk,
     check_scale,
+    check_storage,
     check_tensor,
 )
 from attnsieve.kernels import line_mask_reference, mass_threshold_reference, planning_reference
@@ -85,7 +85,7 @@ def pooled_block_probs(
         raise ValueError(
             f"q_pooled, k_pooled: expected one device, got {q_pooled.device} and {k_pooled.device}"
         )
-    check_not_meta("q_pooled", q_pooled)
+    check_storage("q_pooled", q_pooled)
     if q_pooled.shape[0] != k_pooled.shape[0]:
         raise ValueError(
             f"q_pooled, k_pooled: batch sizes differ ({q_pooled.shape[0]} vs {k_pooled.shape[0]})"
@@ -190,7 +190,7 @@ def mass_threshold(
         raise TypeError(f"probs: expected a floating-point tensor, got {got}")
     if probs.dim() == 0:
         raise ValueError("probs: expected at least one dim (..., L), got a 0-dim tensor")
-    check_not_meta("probs", probs)
+    check_storage("probs", probs)
     rows = (*probs.shape[:-1], 1)
     if isinstance(threshold, Tensor):
         if not threshold.is_floating_point() or threshold.device != probs.device:

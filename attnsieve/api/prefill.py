@@ -135,8 +135,7 @@ def dense_attention(
     check_scale(scale)
     check_bool("causal", causal)
     check_float("dropout", dropout, 0.0, 1.0)
-    if softcap is not None:
-        check_float("softcap", softcap, 1e-6, math.inf)
+    check_scale(softcap, "softcap")  # inf would be tanh(0) * inf = NaN, not "no capping"
     if mask is not None and (
         not isinstance(mask, Tensor)
         or mask.dtype.is_complex
@@ -208,9 +207,10 @@ def _softcap_attention(
             visible = causal_token_mask(n, n, start, stop, q.device)[:, :m]
         else:
             visible = None
+        # finfo.min, not -inf: fully masked (padding) rows stay finite, under either kind of mask
         if visible is not None and visible.dtype != torch.bool:  # an additive float mask
-            scores = scores + visible
-        elif visible is not None:  # finfo.min, not -inf: fully masked (padding) rows stay finite
+            scores = scores + visible.clamp(min=torch.finfo(visible.dtype).min)
+        elif visible is not None:
             scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
         probs = F.dropout(scores.softmax(-1).to(q.dtype), p=dropout, training=dropout > 0)
         out[:, :, start:stop] = (probs @ v[:, :, None]).flatten(1, 2)

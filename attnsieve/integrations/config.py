@@ -205,6 +205,17 @@ class AttentionConfig:
         Sparsity's label channels missing for it, or of another shape), or a paged cache (a KV
         policy, a decode selector, an FP8 KV cache) or an INT8·FP8 prefill whose kernels cannot
         take the heads."""
+        check_int("num_layers", num_layers, 1)
+        check_int("num_heads", num_heads, 1)
+        if kv_heads is not None:
+            check_int("kv_heads", kv_heads, 1)
+            if num_heads % kv_heads:
+                raise ValueError(
+                    f"num_heads, kv_heads: expected a multiple of {kv_heads} KV heads, got "
+                    f"{num_heads} query heads"
+                )
+        if head_dim is not None:
+            check_int("head_dim", head_dim, 1)
         needs = []
         if self.paged:
             needs.append(("the paged cache's decode attention (for a KV policy, a decode selector "

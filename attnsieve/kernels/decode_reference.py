@@ -85,10 +85,10 @@ def check_decode_inputs(
             f"{tuple(page_table.shape)}"
         )
     h_kv = page_table.shape[1]
-    if page_table.shape[0] != b or h_kv == 0 or h_q % h_kv:  # q against the cache's tables
+    if page_table.shape[0] != b or h_kv == 0 or h_q == 0 or h_q % h_kv:  # q against the tables
         raise ValueError(
-            f"q: expected batch {page_table.shape[0]} and a multiple of the {h_kv} KV heads of "
-            f"page_table, got batch {b} and {h_q} heads"
+            f"q: expected batch {page_table.shape[0]} and a positive multiple of the {h_kv} KV "
+            f"heads of page_table, got batch {b} and {h_q} heads"
         )
     check_index("page_table", page_table, (b, h_kv, page_table.shape[2]), I32, q.device)
     check_index("lengths", lengths, (b, h_kv), I32, q.device)
@@ -154,6 +154,8 @@ def _check_values(page_table, lengths, pages, page_count, num_pages, page_size) 
         listed = torch.arange(pages.shape[-1], device=pages.device) < page_count[..., None]
         if bool(((pages < 0) | (pages >= max_pages))[listed].any()):
             raise ValueError(f"pages: listed entries must be logical pages in [0, {max_pages})")
+        if bool(((pages[..., 1:] <= pages[..., :-1]) & listed[..., 1:]).any()):
+            raise ValueError("pages: each head's listed pages must be distinct and ascending")
 
 
 def decode_reference(

@@ -58,7 +58,7 @@ def pooled_block_probs(
     b, h_q, qb, d = q_pooled.shape
     h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    scores = q_pooled.float().view(b, h_kv, h_q // h_kv * qb, d) @ k_pooled.float().transpose(
+    scores = q_pooled.float().reshape(b, h_kv, h_q // h_kv * qb, d) @ k_pooled.float().transpose(
         -1, -2
     )
     scores = scores.view(b, h_q, qb, kb) * scale
