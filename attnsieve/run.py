@@ -3,23 +3,31 @@
 Prefill runs in chunks of ``--chunk-size`` tokens with a progress bar (each chunk attends to the
 cache plus itself; the kernels' bottom-right causal alignment makes that exact), then greedy decode.
 ``--chat`` sends the prompt as one user turn of the model's chat template.
-Prints the output text, time to first token, decode tokens/s and the mean density of each layer.
+Prints the output text, the layers' prefill method, time to first token, decode tokens/s and the
+mean density of each layer.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from typing import Any
 
 import torch
 
-from attnsieve.eval.models import load_model, read_prompt_file
+from attnsieve.eval.models import (
+    DTYPE_HELP,
+    DTYPES,
+    load_model,
+    model_positions,
+    read_prompt_file,
+    spec_tokenizer,
+)
 from attnsieve.eval.sweep_args import EXTEND_HINT
 from attnsieve.integrations.config import PRECISIONS, AttentionConfig, read_entry
 from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.transformers import patch
-
-DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+from attnsieve.methods.prefill.base import PerHeadPlanner, Planner
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "answers it instead of continuing the text",
     )
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="auto", help="auto: bf16 on GPU, fp32 on CPU"
-    )
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help=DTYPE_HELP)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--min-prefill-length", type=int, default=None, help="override the config's value"
@@ -106,17 +112,24 @@ def main(args: argparse.Namespace) -> int:
         changes["paged_cache"] = True
     config = config.override(**changes)  # a role given here replaces the config's in every layer
 
-    model, tokenizer, _ = load_model(
-        args.model, device=args.device, dtype=DTYPES[args.dtype], rope_scale=args.rope_scale
-    )
-    input_ids = torch.tensor([prompt_ids(tokenizer, prompt, args.chat)], device=model.device)
-    positions = model.config.get_text_config().max_position_embeddings
-    if input_ids.shape[1] + args.max_new_tokens > positions:
+    # the prompt is checked against the model's positions before its weights load
+    tokenizer = spec_tokenizer(args.model)
+    ids = prompt_ids(tokenizer, prompt, args.chat)
+    positions = model_positions(args.model, args.rope_scale)
+    if len(ids) + args.max_new_tokens > positions:
         raise ValueError(
-            f"--prompt-file: {input_ids.shape[1]} prompt tokens and --max-new-tokens "
+            f"--prompt-file: {len(ids)} prompt tokens and --max-new-tokens "
             f"{args.max_new_tokens} need more than the model's {positions} positions; "
             + EXTEND_HINT
         )
+    model, tokenizer, _ = load_model(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        rope_scale=args.rope_scale,
+        tokenizer=tokenizer,
+    )
+    input_ids = torch.tensor([ids], device=model.device)
     eos_ids = eos_token_ids(model, tokenizer)
 
     handle = patch(model, config)
@@ -129,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
     print("---")
     print(
         f"prompt tokens: {input_ids.shape[1]}, new tokens: {len(new_tokens)}, "
-        f"method: {config.prefill}"
+        f"prefill: {prefill_methods(config, model.config.get_text_config().num_hidden_layers)}"
     )
     print(f"time to first token: {ttft:.3f} s")
     decoded = len(new_tokens) - 1
@@ -147,6 +160,23 @@ def main(args: argparse.Namespace) -> int:
     for reason, layers in fallbacks.items():
         print(f"dense fallback ({reason}): layers {layers}")
     return 0
+
+
+def prefill_methods(config: AttentionConfig, num_layers: int) -> str:
+    """What the layers' prefill runs: one planner's name, or each with its layer count (a
+    calibrated config's default is dense, every layer overriding it)."""
+    counts = Counter(_planner_name(config.planner(layer)) for layer in range(num_layers))
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{name} ({n} layer{'s' * (n > 1)})" for name, n in counts.most_common())
+
+
+def _planner_name(planner: Planner | None) -> str:
+    if planner is None:
+        return "dense"
+    if isinstance(planner, PerHeadPlanner):
+        return "per-head " + "/".join(sorted({p.name for p in planner.planners}))
+    return planner.name
 
 
 def prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> list[int]:

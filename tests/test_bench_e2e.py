@@ -14,12 +14,13 @@ from attnsieve import cli  # noqa: E402
 from attnsieve.bench import e2e, e2e_decode, e2e_report, e2e_timing  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _argv(model_dir, out, *extra):
     return ["bench", "e2e", "--model", str(model_dir), "--lengths", "512", "--decode-steps", "3",
             "--batch", "1,2", "--methods", "dense", "--kv", "none,streaming",
-            "--decode", "none,quest", "--out", str(out), *extra]  # fmt: skip
+            "--decode", "none,quest", "--out", str(out), "--device", DEVICE, *extra]  # fmt: skip
 
 
 def test_decode_speed_rows(tiny_probe_dir, tmp_path, capsys, monkeypatch):
@@ -84,6 +85,30 @@ def test_options_a_mode_ignores_are_refused(tiny_probe_dir, tmp_path, capsys, de
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("attnsieve bench e2e: error: ") and name in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_cpu_runs_decode_speed_only(tiny_probe_dir, tmp_path, capsys):
+    """--device cpu is for developing decode speed; time to first token on CPU is refused."""
+    argv = _argv(tiny_probe_dir, tmp_path)
+    argv = argv[: argv.index("--decode-steps")] + ["--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "attnsieve bench e2e: error: --device: cpu runs --decode-steps only; time to first token "
+        "needs CUDA"
+    ]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_decode_speed_without_cuda_needs_device_cpu(tiny_probe_dir, tmp_path, capsys):
+    """Decode speed fell back to CPU in silence, though `bench` is labelled GPU: a 32K prompt ran
+    for minutes there. Now it asks for CUDA as time to first token does."""
+    argv = _argv(tiny_probe_dir, tmp_path)
+    device = argv.index("--device")
+    assert cli.main(argv[:device] + argv[device + 2 :]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a CUDA GPU" in err[0]
     assert not list(tmp_path.iterdir())
 
 
@@ -199,7 +224,8 @@ def test_a_multimodal_model_is_described_from_its_text_config(tmp_path, monkeypa
     )
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
-    args = parser.parse_args(["--model", "some/gemma3", "--lengths", "1k", "--decode-steps", "2"])
+    argv = ["--model", "some/gemma3", "--lengths", "1k", "--decode-steps", "2", "--device", DEVICE]
+    args = parser.parse_args(argv)
     with pytest.raises(Reached):
         e2e.main(args)
     assert e2e._describe(model, "gemma3", args)["layers"] == config.text_config.num_hidden_layers
@@ -261,7 +287,7 @@ def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, mon
     assert result["dense_reference"] == "dense+paged" and result["graphs"]
     assert result["configs"]["dense+paged"]["paged_cache"]
     replayed = any(r["graph_replayed"] for r in result["results"])
-    assert replayed == (e2e_decode.device().type == "cuda")
+    assert replayed == (DEVICE == "cuda")
 
 
 def test_attention_free_decode_row_reads_no_cache(tiny_probe_dir, tmp_path, monkeypatch):

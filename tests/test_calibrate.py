@@ -651,7 +651,7 @@ def test_cli_a_length_too_short_for_the_generated_sample_names_the_option(
 
     argv = ["calibrate", "--model", str(tiny_probe_dir), "--length", length, "--device", "cpu"]
     assert cli.main(argv) == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the weights' loading bar
-    message = last.removeprefix("attnsieve calibrate: error: ")
+    [line] = capsys.readouterr().err.strip().splitlines()  # before the weights' loading bar
+    message = line.removeprefix("attnsieve calibrate: error: ")
     assert message.startswith(f"--length: {length} tokens cannot hold the generated sample: its ")
     assert message.endswith(f" tokens{plus}")

@@ -106,6 +106,8 @@ def test_every_command_module_has_the_interface():
          r"unrecognized arguments: --bogus"),
         (["run", "--model", "m", "--prompt-file", "/no/such/prompt.txt"], "attnsieve run",
          r"--prompt-file: no such file: /no/such/prompt\.txt"),
+        (["run", "--model", "m", "--prompt-file", str(ROOT / "tests")], "attnsieve run",
+         r"--prompt-file: expected a text file, got the folder .*tests$"),
         (["calibrate", "--qk", "/no/such/qk.pt", "--device", "cpu"], "attnsieve calibrate",
          r"/no/such/qk\.pt"),
         (["run", "--model", "m", "--prompt-file", "p", "--device", "tpu"], "attnsieve run",
@@ -118,8 +120,8 @@ def test_every_command_module_has_the_interface():
          r"^--device: expected cpu or cuda\[:N\], got 'meta'"),
     ],
     ids=["unknown", "unknown-bench", "missing-option", "bad-choice", "bad-int", "unknown-option",
-         "missing-prompt", "missing-qk-file", "unknown-device", "qk-not-torch", "length-0",
-         "meta-device"],
+         "missing-prompt", "prompt-folder", "missing-qk-file", "unknown-device", "qk-not-torch",
+         "length-0", "meta-device"],
 )  # fmt: skip
 def test_user_errors_are_one_line(capsys, argv, prog, pattern):
     assert cli.main(argv) == 2

@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
 import attnsieve.eval.probe as probe  # noqa: E402
-from attnsieve.eval import harness, model_fidelity, sweep_args  # noqa: E402
+from attnsieve.eval import harness, model_fidelity, plots, sweep_args  # noqa: E402
 from attnsieve.eval.probe.tokenizer import ByteTokenizer  # noqa: E402
 from attnsieve.eval.tasks import answer_budget, make_samples  # noqa: E402
 
@@ -33,6 +33,45 @@ def _args(model_dir, out, *extra, methods="dense,streaming"):
         ["--model", str(model_dir), "--methods", methods, "--lengths", "512", *grid,
          "--out", str(out), "--device", "cpu", *kwargs, *extra]
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lengths", "24,512"], "length=24 is too short for task 'niah_single'"),
+        # sample 0 fits in 380 tokens, a later one of the ten does not
+        (["--lengths", "380", "--tasks", "niah_single", "--samples", "10"],
+         "length=380 is too short for task 'niah_single'"),
+        (["--fidelity", "--fidelity-length", "20"],
+         "--fidelity-length: 20 tokens cannot hold the prompt: length=20 is too short"),
+    ],
+)  # fmt: skip
+def test_a_length_too_short_for_a_task_is_refused_before_the_weights_load(
+    tiny_probe_dir, tmp_path, monkeypatch, capsys, extra, message
+):
+    """It was found while the cells ran (or the --fidelity prompt was built): the weights' and
+    the samples' progress bars came before the one error line, and an empty out folder after."""
+
+    def load_model(*a, **k):
+        raise AssertionError("the weights loaded before the lengths were checked")
+
+    monkeypatch.setattr(harness, "load_model", load_model)
+    args = _args(tiny_probe_dir, tmp_path / "out", *extra)
+    if "--fidelity" in extra:
+        args.lengths = None
+    assert harness.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"attnsieve eval: error: {message}"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_zero_fits_where_the_length_check_refuses():
+    """The premise of the 380-token case above: only a later sample is too long."""
+    from attnsieve.eval.probe.tokenizer import ByteTokenizer
+
+    make_samples("niah_single", ByteTokenizer(), 380, 1, 0)
+    with pytest.raises(ValueError, match="length=380 is too short"):
+        make_samples("niah_single", ByteTokenizer(), 380, 10, 0)
 
 
 def test_parse_length():
@@ -498,9 +537,12 @@ def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_pat
 
 
 def _probe_positions(monkeypatch, tiny_probe_dir):
-    """The probe's positions for a model name that a test's stand-in load_model maps to it."""
+    """The probe's positions and tokenizer for a model name that a test's stand-in load_model
+    maps to it."""
     positions = harness.model_positions(str(tiny_probe_dir))
+    tokenizer = harness.spec_tokenizer(str(tiny_probe_dir))
     monkeypatch.setattr(harness, "model_positions", lambda *a, **k: positions)
+    monkeypatch.setattr(harness, "spec_tokenizer", lambda *a, **k: tokenizer)
 
 
 def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path, monkeypatch):
@@ -842,6 +884,92 @@ def test_a_ratio_without_a_method_to_read_it_is_refused(given, option):
                               "none,snapkv", "--decode", "none,quest"])  # fmt: skip
     labels = [label for label, _ in sweep_args.method_configs(args)]
     assert "dense+snapkv@0.5" in labels or "dense+quest@0.5" in labels
+
+
+def test_ratio_lists_sweep_the_budget(tmp_path):
+    """Comma-separated --kv-ratio / --decode-ratio give one config per ratio of each policy or
+    selector that takes one; none, and a KV file that sets its own budget, stay one config."""
+    sized = tmp_path / "kvsized.json"
+    sized.write_text(json.dumps({"method": "snapkv", "budget": 64}))
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    argv = ["--model", "probe", "--methods", "dense", "--kv", f"none,h2o,{sized}", "--kv-ratio",
+            "0.1,0.5", "--decode", "none,quest", "--decode-ratio", "0.25,0.125"]  # fmt: skip
+    configs = dict(sweep_args.method_configs(parser.parse_args(argv)))
+    kvs = ["", "+h2o@0.1", "+h2o@0.5", "+kvsized@64"]
+    decodes = ["", "+quest@0.25", "+quest@0.125"]
+    assert list(configs) == [f"dense{kv}{decode}" for kv in kvs for decode in decodes]
+    snap = configs["dense+h2o@0.5+quest@0.125"]
+    assert (snap.kv["ratio"], snap.decode["ratio"]) == (0.5, 0.125)
+    assert configs["dense+kvsized@64"].kv == {"method": "snapkv", "budget": 64}
+    for bad, pattern in (
+        ("0.1,x", r"^--kv-ratio: expected comma-separated numbers, got '0.1,x'"),
+        ("0.1,nan", r"^--kv-ratio: expected comma-separated numbers"),
+        ("0.5,0.50", r"^--kv-ratio: \['0.5'\] given twice"),
+        ("0.1234561,0.1234562", r"^--kv-ratio: \['0.123456'\] given twice"),
+        ("0.25,-0.25,1.5", r"^--kv-ratio: expected ratios in \[0, 1\], got \[-0.25, 1.5\]"),
+    ):
+        args = parser.parse_args(["--model", "probe", "--methods", "dense", "--kv", "h2o",
+                                  "--kv-ratio", bad])  # fmt: skip
+        with pytest.raises(ValueError, match=pattern):
+            sweep_args.method_configs(args)
+    args = parser.parse_args(["--model", "probe", "--methods", "dense", "--decode", "quest",
+                              "--decode-ratio", "0.5,0"])  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"^--decode-ratio: expected ratios in \(0, 1\], got \[0.0\]"
+    ):
+        sweep_args.method_configs(args)
+
+
+def test_a_swept_ratio_is_plotted_against_accuracy(tiny_probe_dir, tmp_path):
+    args = _args(tiny_probe_dir, tmp_path, "--kv", "none,snapkv", "--kv-ratio", "0.25,0.5",
+                 methods="dense")  # fmt: skip
+    args.tasks, args.samples = "passkey", 1
+    assert harness.main(args) == 0
+    cells = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert {c["method"] for c in cells} == {"dense", "dense+snapkv@0.25", "dense+snapkv@0.5"}
+    assert (tmp_path / "budget.png").read_bytes().startswith(PNG)
+
+
+def _budget_cells(tmp_path, *argv):
+    """A cell per (label, config) that method_configs gives for ``argv``, as eval records them."""
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    args = parser.parse_args(["--model", "probe", *argv])
+    return [
+        {"method": label, "config": config.to_dict(), "length": 512, "task": "passkey",
+         "accuracy": 0.5}
+        for label, config in sweep_args.method_configs(args)
+    ]  # fmt: skip
+
+
+def test_the_budget_plot_draws_each_config_swept_over_one_ratio(tmp_path):
+    """Ratios are read from the configs, not parsed from labels: an '@' in a file's name, a KV
+    sweep beside a decode selector and a KV policy sized in tokens all misled the label parser."""
+    cal = tmp_path / "cal@v2.json"
+    cal.write_text(json.dumps({"prefill": {"method": "streaming"}}))
+    sized = tmp_path / "sized.json"
+    sized.write_text(json.dumps({"method": "snapkv", "budget": 64}))
+    cases = (
+        (["--methods", "dense", "--kv", "snapkv", "--kv-ratio", "0.125,0.5", "--decode", "quest"],
+         {"dense+snapkv@r+quest@0.125": {0.125, 0.5}}),
+        (["--methods", "dense", "--kv", "snapkv", "--kv-ratio", "0.25,0.5", "--decode", "quest",
+          "--decode-ratio", "0.125,0.25"],
+         {"dense+snapkv@r+quest@0.125": {0.25, 0.5}, "dense+snapkv@r+quest@0.25": {0.25, 0.5},
+          "dense+snapkv@0.25+quest@r": {0.125, 0.25}, "dense+snapkv@0.5+quest@r": {0.125, 0.25}}),
+        (["--methods", f"dense,{cal}", "--kv", "snapkv", "--kv-ratio", "0,0.5"],
+         {"dense+snapkv@r": {0.0, 0.5}, "cal@v2+snapkv@r": {0.0, 0.5}}),
+        (["--methods", "dense", "--kv", f"none,snapkv,{sized}"], {}),
+        (["--methods", "dense", "--kv", "snapkv,h2o"], {}),
+    )  # fmt: skip
+    for argv, expected in cases:
+        cells = _budget_cells(tmp_path, *argv)
+        lines = plots.budget_lines(cells)
+        assert {name: {r for _, r in points} for name, points in lines.items()} == expected, argv
+        png = tmp_path / "budget.png"
+        png.unlink(missing_ok=True)
+        assert plots.plot_budget(cells, png) == bool(expected)
+        assert png.exists() == bool(expected)
 
 
 def test_fidelity_length_without_fidelity_is_refused(tiny_probe_dir, tmp_path, capsys):

@@ -7,7 +7,14 @@ import pytest
 
 from attnsieve.eval import tasks
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
-from attnsieve.eval.tasks import TASKS, LengthTooShortError, answer_budget, encode, make_samples
+from attnsieve.eval.tasks import (
+    TASKS,
+    LengthTooShortError,
+    answer_budget,
+    check_length,
+    encode,
+    make_samples,
+)
 
 BYTES = ByteTokenizer()
 NEEDLE_TASKS = [name for name, spec in TASKS.items() if spec.uses_depth]
@@ -115,6 +122,25 @@ def test_a_length_that_holds_the_prompt_but_not_its_answer_is_too_short():
         f"length={length} is too short for task 'passkey': its shortest prompt has {shortest} "
         f"tokens, and {budget} more are kept for its answer"
     )
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_check_length_refuses_what_make_samples_refuses(task):
+    """check_length counts each sample's shortest prompt only: at every length it raises exactly
+    where make_samples does, with its message."""
+    outcomes = set()
+    for length in range(150, 1000, 31):
+        try:
+            make_samples(task, BYTES, length, 6, seed=3)
+        except LengthTooShortError as e:
+            with pytest.raises(LengthTooShortError) as checked:
+                check_length(task, BYTES, length, 6, seed=3)
+            assert str(checked.value) == str(e)
+            outcomes.add("short")
+        else:
+            check_length(task, BYTES, length, 6, seed=3)
+            outcomes.add("fits")
+    assert outcomes == {"short", "fits"}
 
 
 @pytest.mark.parametrize("task", NEEDLE_TASKS)

@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from attnsieve import run  # noqa: E402
+from attnsieve.integrations import AttentionConfig  # noqa: E402
 from attnsieve.methods.kv import RazorAttention  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(124)]
@@ -113,11 +114,22 @@ def test_run_sparse_method_reports_density(model_dir, tmp_path, capsys):
     )
     args.max_new_tokens = 3
     assert run.main(args) == 0
-    line = next(
-        s for s in capsys.readouterr().out.splitlines() if s.startswith("mean density per layer")
-    )
+    out = capsys.readouterr()
+    line = next(s for s in out.out.splitlines() if s.startswith("mean density per layer"))
     dense, sparse_density = (float(x) for x in line.split(":")[1].split())
     assert dense == 1.0 and sparse_density < 0.9
+    # the config's default is dense; the summary names what the layers ran (it said "dense")
+    assert "prefill: dense (1 layer), streaming (1 layer)" in out.out
+
+
+def test_run_names_one_prefill_method_for_every_layer(model_dir, tmp_path, capsys):
+    args, _ = cli(model_dir, tmp_path, {"prefill": "streaming"}, "--max-new-tokens", "1")
+    assert run.main(args) == 0
+    assert "prefill: streaming\n" in capsys.readouterr().out
+    config = AttentionConfig(
+        layers={i: {"prefill": [{"method": "streaming"}, "dense"]} for i in (0, 1)}
+    )
+    assert run.prefill_methods(config, 2) == "per-head dense/streaming"
 
 
 def test_run_role_flags_replace_the_config_s_per_layer_entries(model_dir, tmp_path, capsys):
@@ -212,5 +224,22 @@ def test_run_refuses_an_empty_prompt_and_one_past_the_model_s_positions(model_di
         run.main(args)
     prompt.write_text(" ".join(WORDS[i % len(WORDS)] for i in range(250)))
     args.max_new_tokens = 7
+    with pytest.raises(ValueError, match="250 prompt tokens and --max-new-tokens 7 need more"):
+        run.main(args)
+
+
+def test_a_prompt_past_the_positions_is_refused_before_the_weights_load(
+    model_dir, tmp_path, monkeypatch
+):
+    """The check ran after load_model: SmolLM2's de-quantising bars came before the one error
+    line."""
+    args, prompt = cli(model_dir, tmp_path, {"prefill": "dense"})
+    prompt.write_text(" ".join(WORDS[i % len(WORDS)] for i in range(250)))
+    args.max_new_tokens = 7
+
+    def load_model(*a, **k):
+        raise AssertionError("the weights loaded before the prompt was checked")
+
+    monkeypatch.setattr(run, "load_model", load_model)
     with pytest.raises(ValueError, match="250 prompt tokens and --max-new-tokens 7 need more"):
         run.main(args)

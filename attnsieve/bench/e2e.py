@@ -34,9 +34,9 @@ logits meaningless): the rest of the forward, whose time no attention method rem
 
 ``--decode-steps N`` measures decode tokens/s instead, at each of ``--batch``, for every
 combination of ``--methods``, ``--kv``, ``--decode`` and ``--precision`` and stock SDPA
-(`attnsieve.bench.e2e_decode`; CPU where there is no GPU). The prompt, the warm-up steps and the N
-timed ones must fit the model's positions (checked before it loads; ``--rope-scale`` extends a
-loaded model's).
+(`attnsieve.bench.e2e_decode`; ``--device cpu`` runs it without a GPU, for development). The
+prompt, the warm-up steps and the N timed ones must fit the model's positions (checked before it
+loads; ``--rope-scale`` extends a loaded model's).
 
 Here: the arguments, the models and prompts, and the sweep; the timing and the correctness check
 are `attnsieve.bench.e2e_timing`'s, the summary lines, plot and recorded metadata
@@ -152,6 +152,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default=None,
+        help="cuda (the default); cpu runs --decode-steps only, for development: its times say "
+        "little",
+    )
+    parser.add_argument(
         "--no-cost",
         action="store_true",
         help="plan every layer (the cost model otherwise keeps a layer dense where planning "
@@ -219,7 +226,7 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    device = e2e_decode.device() if decode else require_cuda()
+    device = torch.device("cpu") if args.device == "cpu" else require_cuda()
     started = time.perf_counter()
     try:
         torch.manual_seed(args.seed)
@@ -310,10 +317,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _mode_options(args: argparse.Namespace, decode: bool) -> None:
-    """--repeats (time to first token), --layers (the random model) and --rope-scale (a loaded
-    model): given where they do not apply, a ValueError naming them; left out, their default where
-    they apply, and --methods' unless --config is given (so that the recorded command spells
-    them there)."""
+    """--repeats (time to first token), --device cpu (decode speed), --layers (the random model)
+    and --rope-scale (a loaded model): given where they do not apply, a ValueError naming them;
+    left out, their default where they apply, and --methods' unless --config is given (so that
+    the recorded command spells them there)."""
+    if not decode and args.device == "cpu":
+        raise ValueError("--device: cpu runs --decode-steps only; time to first token needs CUDA")
     if decode and args.repeats is not None:
         raise ValueError("--repeats: applies to time to first token, not --decode-steps")
     if args.model != RANDOM_MODEL and args.layers is not None:

@@ -15,16 +15,16 @@ the paged cache), with tokens/s relative to the dense config
 ("sdpa": DynamicCache, SDPA attention, no patch, eager steps) at the same length and batch:
 ``vs_sdpa`` of a row whose steps replay a CUDA graph is mostly the host time a graph saves, not
 attention; ``vs_dense`` compares like with like. Each cell is one timed window of N steps.
-The configs are `attnsieve eval`'s: every combination of --methods, --kv at --kv-ratio, --decode
-at --decode-ratio and --precision (`attnsieve.eval.sweep_args.method_configs`). With a KV policy the
-prompt is compressed once after the prefill; the timed steps include any periodic compression and
-each step's page selection. On attnsieve's paged cache (every config with --paged-cache) on CUDA
-the warm-up captures a CUDA graph of the decode step and the timed steps replay it (unless
---no-graphs; `attnsieve.integrations.decode_graphs`); each row records whether they did. With
---paged-cache, an "attention-free" row decodes as the dense config does with attention replaced
-by zeros (the cache still appends): the part of a step that no KV policy or decode selector
-removes, so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a table
-to stdout.
+The configs are `attnsieve eval`'s: every combination of --methods, --kv at each of --kv-ratio,
+--decode at each of --decode-ratio and --precision (`attnsieve.eval.sweep_args.method_configs`).
+With a KV policy the prompt is compressed once after the prefill; the timed steps include any
+periodic compression and each step's page selection. On attnsieve's paged cache (every config with
+--paged-cache) on CUDA the warm-up captures a CUDA graph of the decode step and the timed steps
+replay it (unless --no-graphs; `attnsieve.integrations.decode_graphs`); each row records whether
+they did. With --paged-cache, an "attention-free" row decodes as the dense config does with
+attention replaced by zeros (the cache still appends): the part of a step that no KV policy or
+decode selector removes, so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a
+table to stdout.
 
     attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k --decode-steps 64 \\
         --batch 1,8 --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --decode none,quest \\
@@ -58,11 +58,6 @@ ATTENTION_FREE = "attention-free"
 WARMUP_STEPS = 4
 COLUMNS = ["length", "batch", "label", "ms_per_step", "tokens_per_s", "vs_dense", "vs_sdpa",
            "kv_mib", "kv_reserved_mib"]  # fmt: skip
-
-
-def device() -> torch.device:
-    """CUDA where there is one; on CPU the command runs (for tests), but times say little."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, AttentionConfig]]]:

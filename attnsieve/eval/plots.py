@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -47,7 +48,7 @@ def plot_accuracy_vs_length(cells: list[dict], path: Path) -> None:
         ax.set_xticks(lengths, [_length_label(n) for n in lengths])
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(panel)
-        ax.set_xlabel("prompt length (tokens)")
+        ax.set_xlabel("length (prompt + answer, tokens)")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
@@ -121,6 +122,77 @@ def plot_kv_frontier(cells: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=120)
+
+
+def budget_lines(cells: list[dict]) -> dict[str, dict[tuple[int, float], list[float]]]:
+    """{line name: {(length, ratio): accuracies}} of each config swept over its KV policy's or
+    decode selector's ``"ratio"`` (``--kv-ratio`` or ``--decode-ratio`` lists) at two or more
+    ratios with all else fixed, named by its label with that ratio as ``@r``. A KV policy sized in
+    tokens (``"budget"``) has no ratio."""
+    lines: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
+    names = {}
+    for c in cells:
+        for role in ("kv", "decode"):
+            entry = c["config"].get(role)
+            if not isinstance(entry, dict) or entry.get("budget") is not None:
+                continue
+            ratio = entry.get("ratio")
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+                continue
+            rest = {**c["config"], role: {k: v for k, v in entry.items() if k != "ratio"}}
+            family = (role, json.dumps(rest, sort_keys=True))
+            lines[family][c["length"], float(ratio)].append(c["accuracy"])
+            names.setdefault(family, _swept_name(c["method"], role, ratio))
+    out: dict[str, dict] = {}
+    for family, points in lines.items():
+        if len({ratio for _, ratio in points}) > 1:
+            name = names[family]
+            out[name if name not in out else f"{name} ({len(out) + 1})"] = dict(points)
+    return out
+
+
+def plot_budget(cells: list[dict], path: Path) -> bool:
+    """Accuracy (mean over tasks) vs budget ratio, a panel per length and a line per swept config
+    (`budget_lines`), ``dense`` dashed where it ran. Returns False, writing nothing, where no
+    config was swept."""
+    swept = budget_lines(cells)
+    if not swept:
+        return False
+    lengths = sorted({length for points in swept.values() for length, _ in points})
+    ratios = {ratio for points in swept.values() for _, ratio in points}
+    fig, axes = _figure(len(lengths), 1)
+    for ax, length in zip(axes.flat, lengths, strict=True):
+        for name, points in swept.items():
+            xy = sorted((r, statistics.fmean(a)) for (n, r), a in points.items() if n == length)
+            if xy:
+                ax.plot(*zip(*xy, strict=True), marker="o", label=name)
+        dense = [c["accuracy"] for c in cells if c["method"] == "dense" and c["length"] == length]
+        if dense:
+            ax.axhline(statistics.fmean(dense), color="gray", linestyle="--", label="dense")
+        if min(ratios) > 0:  # a KV ratio of 0 (keep nothing past the window) has no log
+            ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(_length_label(length))
+        ax.set_xlabel("budget ratio r")
+        ax.set_ylabel("accuracy (mean over tasks)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def _swept_name(label: str, role: str, ratio: float) -> str:
+    """``label`` with the ratio of its ``role`` part as ``@r``: the KV part is the first after
+    the prefill's that ends in ``@ratio``, the decode part the last (`sweep_args` joins
+    prefill+kv+decode+precision with "+")."""
+    parts = label.split("+")
+    suffix = f"@{ratio:g}"
+    found = [i for i, part in enumerate(parts) if i > 0 and part.endswith(suffix)]
+    if not found:  # a label of the user's own: the config still tells the lines apart
+        return f"{label} ({role} ratio r)"
+    i = found[0] if role == "kv" else found[-1]
+    parts[i] = parts[i].removesuffix(suffix) + "@r"
+    return "+".join(parts)
 
 
 def plot_fidelity(result: dict, path: Path) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from attnsieve.eval.models import DTYPE_HELP, DTYPES
 from attnsieve.eval.tasks import TASKS
 from attnsieve.integrations.config import read_json
 
@@ -32,7 +34,9 @@ def add_compression_axes(parser: argparse.ArgumentParser | argparse._ArgumentGro
         "token; a config file among --methods keeps its own unless --kv is given)",
     )
     parser.add_argument(
-        "--kv-ratio", type=float, default=None, help="the --kv policies' budget ratio (0.25)"
+        "--kv-ratio",
+        default=None,
+        help="the --kv policies' budget ratio, or comma-separated ratios, one config each (0.25)",
     )
     parser.add_argument(
         "--decode",
@@ -42,9 +46,9 @@ def add_compression_axes(parser: argparse.ArgumentParser | argparse._ArgumentGro
     )
     parser.add_argument(
         "--decode-ratio",
-        type=float,
         default=None,
-        help="the --decode selectors' token budget ratio (0.125)",
+        help="the --decode selectors' token budget ratio, or comma-separated ratios, one config "
+        "each (0.125)",
     )
 
 
@@ -82,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lengths",
         default=None,
-        help="prompt lengths in tokens: 4k = 4096 (default 4k,8k,16k, those within the model's "
-        "positions)",
+        help="cell lengths in tokens, each holding the prompt and the answer generated after it: "
+        "4k = 4096 (default 4k,8k,16k, those within the model's positions)",
     )
     parser.add_argument(
         "--tasks",
@@ -98,9 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--dtype",
-        choices=["auto", "bfloat16", "float16", "float32"],
+        choices=["auto", *DTYPES],
         default="auto",
-        help="auto: bfloat16 on GPU, float32 on CPU",
+        help=DTYPE_HELP,
     )
     parser.add_argument(
         "--min-prefill-length",
@@ -169,9 +173,9 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
     given --kv or --decode (``none`` included) replaces that role of the file in every layer (its
     per-layer entries too), one left out keeps the file's; --precision bf16 (the default) leaves
     the file's precision, as `attnsieve bench e2e` does. A JSON file among --kv is a KV-policy
-    entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at --kv-ratio unless
-    it sets a budget or ratio itself. --min-prefill-length and --backend, given, replace a file's
-    own; left out, a file keeps its own, ``min_prefill_default`` where it sets none.
+    entry (``attnsieve calibrate --retrieval-heads``), labelled by its stem, at each of --kv-ratio
+    unless it sets a budget or ratio itself. --min-prefill-length and --backend, given, replace a
+    file's own; left out, a file keeps its own, ``min_prefill_default`` where it sets none.
     --method-kwargs names planners among --methods."""
     from attnsieve.integrations import AttentionConfig
     from attnsieve.methods import PLANNERS
@@ -199,28 +203,29 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
         [_KEEP] if text is None else [None if x == "none" else x for x in split(text)]
         for text in (args.kv, args.decode)
     )
-    kv_ratio = _ratio(args.kv_ratio, "--kv-ratio", kvs, "--kv", 0.25)
-    decode_ratio = _ratio(args.decode_ratio, "--decode-ratio", decodes, "--decode", 0.125)
+    kv_ratios = _ratios(args.kv_ratio, "--kv-ratio", kvs, "--kv", 0.25, zero=True)
+    decode_ratios = _ratios(args.decode_ratio, "--decode-ratio", decodes, "--decode", 0.125)
+    kv_variants, ratio_read = _kv_variants(kvs, kv_ratios)
+    decode_variants = [
+        (decode, None) if decode is None or decode is _KEEP else
+        ({"method": decode, "ratio": ratio}, f"{decode}@{ratio:g}")
+        for decode in decodes
+        for ratio in ([None] if decode is None or decode is _KEEP else decode_ratios)
+    ]  # fmt: skip
     precisions = split(args.precision)
     out = []
-    ratio_read = False
     for method in split(args.methods):
-        for kv, decode, precision in itertools.product(kvs, decodes, precisions):
+        for (kv, kv_part), (decode, decode_part), precision in itertools.product(
+            kv_variants, decode_variants, precisions
+        ):
             keep_own = precision == "bf16" and method.endswith(".json")
             roles: dict[str, Any] = {} if keep_own else {"precision": precision}
             parts = [Path(method).stem if method.endswith(".json") else method]
             if kv is not _KEEP:
-                entry, reads = _kv_entry(kv, kv_ratio)
-                roles["kv"] = entry
-                ratio_read |= reads
-                if entry is not None:
-                    budget = entry["ratio"] if entry.get("budget") is None else entry["budget"]
-                    parts.append(f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}")
+                roles["kv"] = kv
             if decode is not _KEEP:
-                roles["decode"] = (
-                    None if decode is None else {"method": decode, "ratio": decode_ratio}
-                )
-                parts += [f"{decode}@{decode_ratio:g}"] if decode else []
+                roles["decode"] = decode
+            parts += [part for part in (kv_part, decode_part) if part]
             parts += [precision] if precision != "bf16" else []
             if method.endswith(".json"):
                 data = _config_file(method)
@@ -246,11 +251,45 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
 _KEEP = object()  # --kv / --decode not given: a config file keeps its role
 
 
-def _ratio(value: float | None, option: str, axis: list, parent: str, default: float) -> float:
-    """An axis' ratio option: refused where no entry of its axis would read it."""
-    if value is not None and all(entry is None or entry is _KEEP for entry in axis):
+def _ratios(
+    text: str | None, option: str, axis: list, parent: str, default: float, *, zero: bool = False
+) -> list[float]:
+    """An axis' ratios (comma-separated numbers in (0, 1], or [0, 1] where ``zero``): refused
+    where no entry of its axis would read them."""
+    if text is not None and all(entry is None or entry is _KEEP for entry in axis):
         raise ValueError(f"{option}: applies to the methods of {parent}, and none is given")
-    return default if value is None else value
+    if text is None:
+        return [default]
+    try:
+        ratios = [float(x) for x in split(text)]
+    except ValueError:
+        ratios = []
+    if not ratios or not all(math.isfinite(r) for r in ratios):
+        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}")
+    low = "[0" if zero else "(0"
+    if outside := [r for r in ratios if not (0 <= r <= 1 if zero else 0 < r <= 1)]:
+        raise ValueError(f"{option}: expected ratios in {low}, 1], got {outside}")
+    if twice := repeated([f"{r:g}" for r in ratios]):  # as the labels write them
+        raise ValueError(f"{option}: {twice} given twice; give each ratio once")
+    return ratios
+
+
+def _kv_variants(kvs: list, ratios: list[float]) -> tuple[list[tuple[Any, str | None]], bool]:
+    """(entry, label part) per --kv entry and, for those that take a ratio, per ratio; and
+    whether any takes one (a file that sets its budget or ratio is one variant)."""
+    variants, read = [], False
+    for kv in kvs:
+        if kv is None or kv is _KEEP:
+            variants.append((kv, None))
+            continue
+        for ratio in ratios:
+            entry, reads = _kv_entry(kv, ratio)
+            budget = entry["ratio"] if entry.get("budget") is None else entry["budget"]
+            variants.append((entry, f"{Path(kv).stem if kv.endswith('.json') else kv}@{budget:g}"))
+            read |= reads
+            if not reads:
+                break
+    return variants, read
 
 
 def _config_file(path: str) -> dict[str, Any]:

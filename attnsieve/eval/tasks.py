@@ -357,6 +357,27 @@ def answer_budget(tokenizer: Tokenizer, target: str) -> int:
     return len(encode(tokenizer, target)) + ANSWER_SLACK
 
 
+def _shortest(
+    build: Builder,
+    count: Callable[[str], int],
+    reserve: Callable[[_Draft], int],
+    length: int,
+    task: str,
+) -> tuple[_Draft, int]:
+    """(draft, its prompt's tokens) of k = 0, the shortest prompt; too long for ``length``, with
+    its answer's reserve, raises `LengthTooShortError`."""
+    draft = build(0)
+    tokens = count(draft.prompt)
+    size = tokens + reserve(draft)
+    if size > length:
+        answer = f", and {size - tokens} more are kept for its answer" if size > tokens else ""
+        raise LengthTooShortError(
+            f"length={length} is too short for task {task!r}: its shortest prompt has {tokens} "
+            f"tokens{answer}"
+        )
+    return draft, tokens
+
+
 def _fit(
     build: Builder,
     count: Callable[[str], int],
@@ -373,13 +394,8 @@ def _fit(
         tokens = count(draft.prompt)
         return draft, tokens, tokens + reserve(draft)
 
-    best, tokens, s_lo = size(0)
-    if s_lo > length:
-        answer = f", and {s_lo - tokens} more are kept for its answer" if s_lo > tokens else ""
-        raise LengthTooShortError(
-            f"length={length} is too short for task {task!r}: its shortest prompt has {tokens} "
-            f"tokens{answer}"
-        )
+    best, tokens = _shortest(build, count, reserve, length, task)
+    s_lo = tokens + reserve(best)
     lo, probe = 0, 8
     slope = max((size(probe)[2] - s_lo) / probe, 1e-3)  # tokens per unit
     hi: int | None = None  # smallest k known to be too long
@@ -418,6 +434,20 @@ def make_samples(
     prompts of up to ``length`` tokens, for callers that prefill the prompt and generate nothing
     (attention fidelity, calibration): there the length is the attention measured.
     """
+    return _make_samples(task, tokenizer, length, n, seed, depths, answer_room, _fit)
+
+
+def _make_samples(
+    task: str,
+    tokenizer: Tokenizer,
+    length: int,
+    n: int,
+    seed: int,
+    depths: Sequence[float] | None,
+    answer_room: bool,
+    fit: Callable[..., tuple[_Draft, int]],
+) -> list[Sample]:
+    """`make_samples` with ``fit`` choosing each sample's draft from its builder."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     if not callable(getattr(tokenizer, "encode", None)):
@@ -452,13 +482,29 @@ def make_samples(
             build = spec.factory(rng, depth, _filler(spec.haystack, f"{rng.random()}"))
         else:
             build = spec.factory(rng, length)
-        draft, num_tokens = _fit(build, count, reserve, length, task)
+        draft, num_tokens = fit(build, count, reserve, length, task)
         samples.append(
             Sample(
                 task, draft.prompt, draft.answers, draft.target, length, num_tokens, depth, seed, i
             )
         )
     return samples
+
+
+def check_length(
+    task: str,
+    tokenizer: Tokenizer,
+    length: int,
+    n: int,
+    seed: int,
+    depths: Sequence[float] | None = None,
+    *,
+    answer_room: bool = True,
+) -> None:
+    """Raise `LengthTooShortError` where `make_samples` with these arguments would: each sample's
+    shortest prompt is built and counted, not fitted to the length, so a sweep checks all its
+    cells in a moment before a model loads."""
+    _make_samples(task, tokenizer, length, n, seed, depths, answer_room, _shortest)
 
 
 def prefill_sample(task: str, tokenizer: Tokenizer, length: int, seed: int) -> Sample:
