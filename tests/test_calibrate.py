@@ -560,6 +560,22 @@ def test_cli_a_sample_longer_than_the_model_is_refused(tiny_probe_dir, capsys, m
     assert message.startswith(f"--length: expected 1 to {positions} tokens")
 
 
+def test_cli_label_channels_past_the_head_dim_are_refused_before_the_model_loads(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch
+):
+    """Read from the model's config (head_dim 64): it was checked on the captured q, after the
+    weights had loaded and the sample had run."""
+    from attnsieve.eval import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    argv = ["--model", str(tiny_probe_dir), "--length", "512", "--label-channels", "65",
+            "--output", str(tmp_path / "o.json")]  # fmt: skip
+    assert (
+        _cli_error(capsys, argv)
+        == "--label-channels: expected at most the head dimension 64, got 65"
+    )
+
+
 @pytest.mark.parametrize(
     "content, message", [(None, "no such file"), (b"\xff\xfe\x00", "is not UTF-8 text")]
 )

@@ -352,11 +352,8 @@ def main(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     layers = {index: (q.to(device), k.to(device)) for index, (q, k) in by_layer(layers)}
     for q, _ in layers.values():  # before the calibration, which takes a while
-        if q.dim() and args.label_channels > q.shape[-1]:
-            raise ValueError(
-                f"--label-channels: expected at most the head dimension {q.shape[-1]}, "
-                f"got {args.label_channels}"
-            )
+        if q.dim():
+            _check_label_channels(args.label_channels, q.shape[-1])
     granularity = "layer" if args.per_layer else "head"
     result = calibrate(
         layers, args.target_recall, candidates, granularity=granularity,
@@ -414,13 +411,27 @@ def add_label_channels(
         entry["decode"] = {"method": "double_sparsity", "channels": channels}
 
 
-def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
-    from attnsieve.eval.models import load_model, model_positions, read_prompt_file, spec_tokenizer
-    from attnsieve.eval.sweep_args import check_lengths_fit
+def _check_label_channels(channels: int, head_dim: int | None) -> None:
+    if head_dim is not None and channels > head_dim:
+        raise ValueError(
+            f"--label-channels: expected at most the head dimension {head_dim}, got {channels}"
+        )
 
-    # the length and the prompt are checked before the weights load
-    positions = model_positions(args.model, args.rope_scale)
-    check_lengths_fit([args.length], positions, name="--length")
+
+def _model_sample(args: argparse.Namespace) -> list[tuple[Tensor, Tensor]]:
+    from attnsieve.eval.models import (
+        load_model,
+        model_text_config,
+        read_prompt_file,
+        spec_tokenizer,
+    )
+    from attnsieve.eval.sweep_args import check_lengths_fit
+    from attnsieve.integrations.transformers import head_dim_of
+
+    # the length, the label channels and the prompt are checked before the weights load
+    text_config = model_text_config(args.model, args.rope_scale)
+    check_lengths_fit([args.length], text_config.max_position_embeddings, name="--length")
+    _check_label_channels(args.label_channels, head_dim_of(text_config))
     text = read_prompt_file(args.prompt_file) if args.prompt_file else None
     tokenizer = spec_tokenizer(args.model)
     if text is None:
