@@ -852,6 +852,7 @@ def test_paired_difference():
     )
     assert "vs dense" not in harness.summary_line(dense, dense)
     assert "vs dense" not in harness.summary_line(sparse, None)
+    assert harness.summary_line(sparse, None, 20).startswith(" " * 16 + "flex       8 ")
 
 
 @pytest.mark.parametrize("option", ["--kv", "--decode", "--precision"])

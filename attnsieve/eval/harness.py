@@ -327,12 +327,12 @@ def paired_difference(scores: list[float], reference: list[float]) -> tuple[floa
     return points, sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
 
 
-def summary_line(cell: dict, dense: dict | None) -> str:
-    """One printed line per cell; with the dense cell of its length and task, the paired
-    difference from it."""
+def summary_line(cell: dict, dense: dict | None, width: int = 16) -> str:
+    """One printed line per cell, its label right-aligned in ``width`` columns; with the dense
+    cell of its length and task, the paired difference from it."""
     density = "-" if cell["density"] is None else f"{cell['density']:.3f}"
     line = (
-        f"{cell['method']:>16} {cell['length']:>7} {cell['task']:>18}: acc "
+        f"{cell['method']:>{width}} {cell['length']:>7} {cell['task']:>18}: acc "
         f"{cell['accuracy']:.3f} density {density} prefill {cell['prefill_seconds']:.4f} s"
     )
     if dense is not None and dense is not cell and len(dense["scores"]) == len(cell["scores"]):
@@ -481,7 +481,8 @@ def main(args: argparse.Namespace) -> int:
     plots.plot_kv_frontier(cells, out / "kv_frontier.png")
     plots.plot_budget(cells, out / "budget.png")
     dense = {(c["length"], c["task"]): c for c in cells if c["method"] == "dense"}
+    width = max([16, *(len(cell["method"]) for cell in cells)])  # one column for every label
     for cell in cells:
-        print(summary_line(cell, dense.get((cell["length"], cell["task"]))))
+        print(summary_line(cell, dense.get((cell["length"], cell["task"])), width))
     print(f"wrote {out}/results.json, results.csv and plots")
     return 0
