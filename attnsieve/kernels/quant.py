@@ -11,8 +11,9 @@ end. Each tile's P8 · V8 is a fresh MMA added to the fp32 accumulator (SageAtte
 accumulation: Hopper's FP8 MMA accumulates with about 22 bits).
 
 Differences from the papers:
-- Q scales are per tile (BLOCK_M rows), not per warp (SageAttention2's finer granularity), and Q is
-  not smoothed (no mean-of-Q GEMV correction); V is not smoothed; there is no INT4 variant.
+- Q scales are per tile (BLOCK_M rows) and K scales per BLOCK_N keys, not per thread group
+  (SageAttention2's default) or per warp (its option); Q is not smoothed (no mean-of-Q GEMV
+  correction); V is not smoothed; there is no INT4 variant.
 - SpargeAttn's mask prediction is a planner's job here (any `Layout`), and its sparse-warp online
   softmax (skipping P·V where the row max barely moves) is not done.
 - A layout's key *columns* (gathered tokens) carry their own K block scales, loaded per key; so

@@ -1,10 +1,11 @@
 """INT8 Q·Kᵀ / FP8 P·V dense causal attention for Hopper (sm_90), written in Gluon.
 
-The in-order path of `attnsieve.kernels.quant` (no layout, or `Layout.dense`) at head_dim 128,
-causal, with at least as many keys as queries, on an sm_90 GPU. Same inputs (q, and
-`quantize_kv_blocks`' 128-key K blocks), the same quantisation of each program's 64-row Q tile
-(`quantize.quantize_int8`, spelt in Gluon), the same outputs and the same non-finite semantics as
-the Triton kernel; what differs is the schedule, which Triton does not let a kernel choose:
+SageAttention2's quantised attention (Zhang et al., arXiv 2411.10958) as the in-order path of
+`attnsieve.kernels.quant` (no layout, or `Layout.dense`) at head_dim 128, causal, with at least as
+many keys as queries, on an sm_90 GPU. Same inputs (q, and `quantize_kv_blocks`' 128-key K blocks),
+the same quantisation of each program's 64-row Q tile (`quantize.quantize_int8`, spelt in Gluon),
+the same outputs and the same non-finite semantics as the Triton kernel; what differs is the
+schedule, which Triton does not let a kernel choose:
 
 - Warp-specialised (FlashAttention-3, Shah et al., arXiv 2407.08608): one producer warp streams K
   and Vᵀ tiles into a two-stage ring by TMA (while the consumer warpgroup quantises Q into shared

@@ -7,6 +7,9 @@ SageAttention2 (Zhang et al., arXiv 2411.10958):
    the channel outliers that would otherwise set K's INT8 scale.
 2. Q and K to INT8, symmetric, one scale (absmax / 127) per block of ``block_m`` query /
    ``block_n`` key rows of a head, i.e. per attention tile. Values round half away from zero.
+   This is coarser than SageAttention2's default, which scales Q and K per thread group inside
+   16-query warps and 128-key blocks (``qk_quant_gran="per_thread"`` in its code; per-warp Q
+   with per-block K is its coarser option).
 3. V to FP8 e4m3, one scale (absmax / 448) per (batch, KV head, channel), stored transposed
    (B, H_kv, D, M) so that V's tile is the K-major operand Hopper's FP8 MMA wants.
 

@@ -32,10 +32,10 @@ class DecodeSelector:
     reads for query ``q`` (B, H_q, D), or returns None to read them all.
 
     ``budget_tokens`` is the number of tokens a KV head reads; ``ratio`` that number as a fraction
-    of the head's length. Exactly one is set; when neither is, the class's paper default applies.
-    Both are positive (``budget_tokens >= 1``, ``ratio`` in (0, 1]): in the papers a budget is
-    the tokens the attention reads (Quest's token budget, Double Sparsity's 1/16 of them); a zero
-    budget selects nothing. Every selection also reads the current page.
+    of the head's length. Exactly one is set; when neither is, the class default applies (its
+    docstring names the source). Both are positive (``budget_tokens >= 1``, ``ratio`` in (0, 1]): in
+    the papers a budget is the tokens the attention reads (Quest's token budget, Double Sparsity's
+    1/16 of them); a zero budget selects nothing. Every selection also reads the current page.
     """
 
     budget_tokens: int | None = None

@@ -24,14 +24,14 @@ from attnsieve.methods.decode.base import (
 class DoubleSparsity(DecodeSelector):
     """Double Sparsity (Yang et al., arXiv 2408.07092).
 
-    Token sparsity from channel sparsity: ``q . k`` is approximated on R label channels (D/8, i.e.
-    16 of 128, in our reading of the paper), chosen offline per head as the channels whose
-    ``|q_d k_d|`` is largest (`calibrate_label_channels`); the cache keeps those channels of every
-    key (the label cache, `PageView.labels`). The approximate scores pick each KV head's top
-    ``budget_tokens`` tokens. The default ``ratio`` 1/16 is the paper's headline token sparsity.
-    The first ``dense_layers`` (2) layers read every page, as the official evaluation code runs
-    them (``modify_llama.py``). R has no default here; the official scripts use 64 (LongBench) or
-    32 (the README's example) of 128 channels.
+    Token sparsity from channel sparsity: ``q . k`` is approximated on R label channels (the
+    abstract's headline is 1/16 channel sparsity, D/16), chosen offline per head as the channels
+    whose ``|q_d k_d|`` is largest (`calibrate_label_channels`); the cache keeps those channels of
+    every key (the label cache, `PageView.labels`). The approximate scores pick each KV head's top
+    ``budget_tokens`` tokens. The default ``ratio`` 1/16 is the paper's headline token sparsity. The
+    first ``dense_layers`` (2) layers read every page, as the official evaluation code runs them
+    (``modify_llama.py``). R has no default here; the official scripts use 64 (LongBench) or 32 (the
+    README's example) of 128 channels.
 
     Differences from the paper: the cache is paged, so the step reads the pages holding the chosen
     tokens (and the current page): more tokens than the budget, at most ``page_size`` times more.

@@ -40,16 +40,16 @@ class TidalDecode(DecodeSelector):
     tokens (and its current page): more tokens than the budget. GQA: a KV head keeps the tokens of
     highest attention summed over its g query heads (softmax probabilities, so each head weighs
     equally). Token indices are reused across layers as logical cache indices: correct for an
-    uncompressed cache, where index = position in every layer; after a KV policy has evicted
-    tokens differently per layer the reused indices no longer name the same tokens, so
-    `AttentionConfig` refuses TidalDecode beside a KV policy. The default
-    budget 4096 is the largest the paper evaluates, not a single documented default; the official
-    LongBench script (``experiments/LongBench/run_longbench.sh``) runs it with layers 2 and 13
-    (``--top_k 4096 --sparse_layer_start 2 --correction_layer 13``). The paper's
-    KV-cache correction (re-filling tokens decoded sparsely) is not done. A step's first layer
-    past ``select_layer`` that finds no selection of this step selects itself: the integration
-    runs sliding-window and soft-capped layers whole, without the selector (Gemma 3's layer 2
-    is one), so its next layer takes the selection layer's role.
+    uncompressed cache, where index = position in every layer; after a KV policy has evicted tokens
+    differently per layer the reused indices no longer name the same tokens, so `AttentionConfig`
+    refuses TidalDecode beside a KV policy. The authors' ``enable_tidal`` defaults to a budget of
+    256 tokens and re-selection layer 13 (their other scripts to layer 9); the default budget here,
+    4096, is their LongBench script's (``experiments/LongBench/run_longbench.sh``: ``--top_k 4096
+    --sparse_layer_start 2 --correction_layer 13``). The paper's KV-cache correction (re-filling
+    tokens decoded sparsely) is not done. A step's first layer past ``select_layer`` that finds no
+    selection of this step selects itself: the integration runs sliding-window and soft-capped
+    layers whole, without the selector (Gemma 3's layer 2 is one), so its next layer takes the
+    selection layer's role.
     """
 
     select_layer: int = 2

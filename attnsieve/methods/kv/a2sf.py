@@ -22,13 +22,14 @@ class A2SF(ScoredPolicy):
     head keeps ``recent_ratio`` of its budget as the most recent tokens and fills the rest with
     the highest scores.
 
-    Differences from the paper: the scores are accumulated over the observation window of the
-    last ``window`` queries (32) that the cache keeps, not over the whole sequence. The paper
-    tunes the forgetting factor per model and task and gives no single default (the authors'
-    later configurations vary it per layer, from 0.01 to 1.0): 0.9 here is our choice, which
-    fades a query's vote to ~4 % across a 32-query window. The budget split (half recent) and the
-    default ``ratio`` 0.2 follow H2O, the paper's baseline; also our choice. GQA query heads are
-    averaged before the sum.
+    Differences from the paper: the scores are accumulated over the observation window of the last
+    ``window`` queries (32) that the cache keeps, not over the whole sequence. The paper tunes the
+    forgetting factor per model and task and gives no single default (the authors' later
+    configurations vary it per task and layer, from 0 to 1; their README's example uses 0.95): 0.9
+    here is our choice, which fades a query's vote to ~4 % across a 32-query window. The budget
+    split (half recent) and the default ``ratio`` 0.2 follow H2O, the paper's baseline; also our
+    choice (the authors keep a fixed 16-token recent window, 12.5 % of the budget in earlier
+    configurations). GQA query heads are averaged before the sum.
     """
 
     forgetting_factor: float = 0.9

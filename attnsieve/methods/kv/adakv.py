@@ -28,12 +28,13 @@ from attnsieve.methods.kv.snapkv import SnapKV
 class AdaKV(KVPolicy):
     """Ada-KV (Feng et al., arXiv 2407.11550): head-wise adaptive budgets around a scoring policy.
 
-    The ``inner`` policy (SnapKV by default: Ada-SnapKV) scores every entry of every head. Each
-    head first keeps its always-kept entries and ``alpha_safeguard`` (0.2, the paper's) of the
-    rest of its per-head target, the highest-scoring; then the layer's remaining budget (the
-    sum of the heads' targets, e.g. budget x H_kv) goes to the highest scores of the whole layer,
-    whatever their head. Heads with concentrated attention keep few tokens, heads with diffuse
-    attention many: the counts are ragged and the cache frees the difference.
+    The ``inner`` policy (SnapKV by default: Ada-SnapKV) scores every entry of every head. Each head
+    first keeps its always-kept entries and ``alpha_safeguard`` (0.2, the authors' LongBench
+    script's and kvpress's; their ``config_compress`` defaults to 0.5) of the rest of its per-head
+    target, the highest-scoring; then the layer's remaining budget (the sum of the heads' targets,
+    e.g. budget x H_kv) goes to the highest scores of the whole layer, whatever their head. Heads
+    with concentrated attention keep few tokens, heads with diffuse attention many: the counts are
+    ragged and the cache frees the difference.
 
     ``inner`` is a `ScoredPolicy`, or as a config's JSON gives it, a policy name or an entry
     ``{"method": name, ...fields}`` (``{"method": "adakv", "inner": "pyramidkv"}``: Ada-Pyramid,
@@ -45,6 +46,9 @@ class AdaKV(KVPolicy):
     plus ``alpha_safeguard`` of the rest of the head's target, ``int(alpha (B - window))`` scored
     tokens on top of SnapKV's window. kvpress takes ``alpha`` of the whole target, which the window
     fills first (at a 128-token budget a head was guaranteed no scored token).
+
+    With no budget or ratio set, the inner policy's default applies (SnapKV's 2048 tokens; the
+    authors' LongBench script runs 1024).
 
     Differences from the paper: the layer's remaining budget goes to the highest scores of the
     layer once the floors are kept (as kvpress allocates it; the authors' code gives each head

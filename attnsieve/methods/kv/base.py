@@ -25,10 +25,10 @@ class KVPolicy:
     """Base of every KV-cache compression method: ``compress(view)`` returns the tokens each KV
     head keeps.
 
-    ``budget`` is the mean number of tokens a head keeps in a layer (per-layer and per-head
-    methods redistribute it); ``ratio`` is that number as a fraction of the head's current length.
-    Exactly one is set; when neither is, the class's paper default (``default_budget`` or
-    ``default_ratio``) applies. Subclasses are dataclasses whose fields are the paper's
+    ``budget`` is the mean number of tokens a head keeps in a layer (per-layer and per-head methods
+    redistribute it); ``ratio`` is that number as a fraction of the head's current length. Exactly
+    one is set; when neither is, the class default (``default_budget`` or ``default_ratio``; its
+    docstring names the source) applies. Subclasses are dataclasses whose fields are the paper's
     hyper-parameters; they implement ``choose(view)`` (a scored policy: ``score`` and
     ``always_kept``), which `compress` calls after checking the view.
     """

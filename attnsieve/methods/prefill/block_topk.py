@@ -26,11 +26,12 @@ class BlockTopKPlanner(Planner):
     pairs (scaled dot product, causal-masked), softmax over key blocks, and keep either the ``topk``
     best key blocks (MInference) or the fewest blocks whose probability reaches ``cdf_threshold``
     (SpargeAttn's CDF mode). Pooling only summarises a block whose tokens are alike, so SpargeAttn
-    measures each block's self-similarity (mean pairwise cosine of its tokens, keys centred by
-    their sequence mean when ``smooth_k``): a query block below ``simthreshd1`` keeps its whole
-    causal row, a key block below it is kept in every row (and left out of the softmax). Defaults
-    are SpargeAttn's (128 x 64 blocks, its blocks off Hopper, simthreshd1 = 0.6, cdf_threshold =
-    0.98); set ``topk`` (and ``cdf_threshold=None``) to keep a fixed number of key blocks a row.
+    measures each block's self-similarity (mean pairwise cosine of its tokens, keys centred by their
+    sequence mean when ``smooth_k``): a query block below ``simthreshd1`` keeps its whole causal
+    row, a key block below it is kept in every row (and left out of the softmax). Defaults are those
+    of SpargeAttn's ``spas_sage2_attn_meansim_cuda`` (128 x 64 blocks, its blocks off Hopper,
+    simthreshd1 = 0.6, cdf_threshold = 0.98; the paper tunes both thresholds per head); set ``topk``
+    (and ``cdf_threshold=None``) to keep a fixed number of key blocks a row.
 
     Differences from the papers: the diagonal key blocks and the first key block are always kept
     here; neither SpargeAttn's code (its attention sink is off by default) nor MInference's forces
@@ -38,7 +39,7 @@ class BlockTopKPlanner(Planner):
     stage (skipping P·V inside the kernel by the ``pvthreshd`` test) belongs to a kernel and is not
     done; its block-level causal mask is top-left aligned, ours bottom-right; on Hopper its kernel
     takes 64 x 128 blocks. The ``topk`` mode is not MInference's block-sparse head: MInference takes
-    a plain top-k (100 blocks of 64 x 64, a per-head searched k) with no similarity test and no
+    a plain top-k (a fixed k of 100 blocks of 64 x 64 in its code) with no similarity test and no
     forced block, SpargeAttn's own top-k a fraction of the row with the similarity test off, while
     ours keeps the similarity test and the forced blocks above, and ``topk`` counts blocks. GQA:
     one plan per query head, or with ``share_kv_group`` the block probabilities are averaged over

@@ -54,18 +54,19 @@ class FlexPrefillPlanner(Planner):
     earlier run in 37.9 ms and 6.2 ms at density 0.131.
 
     Differences from the paper: the vertical/slash budgets are counted on the block sums (fewest
-    blocks reaching ``gamma``) rather than the code's token count // block size + 1, which
-    undercounts scattered lines. The code draws a slash block on one aligned key block, missing
-    part of every unaligned diagonal; we keep every block the diagonals cross (or the span, which
-    is one key short of the two aligned blocks when N - M and the offset are block-aligned, a
-    third narrower than the three it crosses otherwise). Positions are bottom-right aligned, so
-    N != M works. Causal only; one plan per query head. The query-aware selection keeps every block
-    tied at the last probability needed (a threshold search, `attnsieve.api.mass_threshold`,
-    where the code sorts and keeps an arbitrary subset of ties), and keeps the block that crosses
-    ``gamma``, where the official selection (``score_cover_idx`` over the head's whole flattened
-    map, bytedance/FlexPrefill) keeps the blocks whose running sum stays within it: one block more
-    per head. The first key block and the diagonal are kept beyond the vertical and slash budgets,
-    where the code ranks them first within them: up to one vertical and one slash block more.
+    blocks reaching ``gamma``) rather than the code's token count // 128 + 1 (a literal 128,
+    whatever the block size), which undercounts scattered lines. The code draws a slash block on one
+    aligned key block, missing part of every unaligned diagonal; we keep every block the diagonals
+    cross (or the span, which is one key short of the two aligned blocks when N - M and the offset
+    are block-aligned, a third narrower than the three it crosses otherwise). Positions are
+    bottom-right aligned, so N != M works. Causal only; one plan per query head. The query-aware
+    selection keeps every block tied at the last probability needed (a threshold search,
+    `attnsieve.api.mass_threshold`, where the code sorts and keeps an arbitrary subset of ties), and
+    keeps the block that crosses ``gamma``, where the official selection (``score_cover_idx`` over
+    the head's whole flattened map, bytedance/FlexPrefill) keeps the blocks whose running sum stays
+    within it: one block more per head. The first key block and the diagonal are kept beyond the
+    vertical and slash budgets, where the code ranks them first within them: up to one vertical and
+    one slash block more.
 
     Per-head ``gamma``: the paper sets one γ per model. ``gamma`` may be a list, one γ per query
     head, as `attnsieve calibrate` writes it for heads that all chose flexprefill and differ in

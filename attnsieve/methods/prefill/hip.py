@@ -19,13 +19,14 @@ from attnsieve.methods.prefill.masks import window_block_mask
 class HiPPlanner(Planner):
     """Hierarchically Pruned Attention (Lee et al., arXiv 2406.09827), mask estimation only.
 
-    Algorithm (the paper's tree search, O(N log N)): for every query block, split the keys it may
-    see into k' = ``budget_tokens`` / ``block_k`` (at most the key blocks) equal groups
+    Algorithm (the paper's tree search, O(N log N)), as done here: for every query block, split the
+    keys it may see into k' = ``budget_tokens`` / ``block_k`` (at most the key blocks) equal groups
     (branches). Then repeat until every branch is a single key block: split each branch into two
-    halves, score each half by its representative (its first key block) against the query block,
-    and keep the k' best halves. The survivors are the query block's key blocks; the diagonal block
-    is always kept (the code's sliding window).
-    ``budget_tokens`` = 512 is the paper's budget k.
+    halves, score each half by its representative against the query block, and keep the k' best
+    halves. The k' starting groups and the first key block of a half as its representative are ours
+    (the official search starts from 2k groups and samples representatives; the paper's algorithm
+    box we could not check). The survivors are the query block's key blocks; the diagonal block is
+    always kept (the code's sliding window). ``budget_tokens`` = 512 is the paper's budget k.
 
     Differences from the paper: HiP works on blocks of b_q = 32 queries and b_k = 2 keys and scores
     a representative by the max over its queries and keys; our leaves are the layout's key blocks

@@ -26,7 +26,9 @@ class VerticalSlashPlanner(Planner):
     official code, the first ``sink_tokens`` = 30 columns and the ``local_slashes`` = 100 most
     recent diagonals are always kept (a smaller budget is raised to them; the official code
     raises a slash budget to 50 only, so at 50-99 it keeps that many of the 100). Default budget
-    as in the paper: 1000 columns and 6096 slashes per head, on 64 x 64 blocks.
+    as in the official code (the pattern ``minference_forward.py`` gives a head its config lacks,
+    and the most common one of its shipped configs): 1000 columns and 6096 slashes per head, on
+    64 x 64 blocks.
 
     Execution as in MInference's kernel: in a query block whose rows sit at positions [P0, P1], a
     chosen diagonal o is covered by the key range [P0 - o, P1 - o] (``block_q`` keys starting
