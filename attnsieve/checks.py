@@ -141,17 +141,25 @@ def check_v(k: Tensor, v: Tensor) -> None:
 
 
 def check_out(out: object, like: Tensor, **reads: Tensor) -> None:
-    """An ``out=`` buffer: a tensor of ``like``'s shape, dtype and device, any strides under which
-    no two elements share memory (kernel programs would race on them; an expanded view fails),
-    sharing no memory with the tensors the kernel ``reads`` (named as the caller's arguments: a
-    kernel that overwrote its q could not be run again on the same arguments, as an autotuner
-    does)."""
+    """An ``out=`` buffer: a tensor of ``like``'s shape, dtype and device, writable in place (not
+    requiring grad where grad is on, no inference tensor outside inference mode), any strides
+    under which no two elements share memory (kernel programs would race on them; an expanded
+    view fails), sharing no memory with the tensors the kernel ``reads`` (named as the caller's
+    arguments: a kernel that overwrote its q could not be run again on the same arguments, as an
+    autotuner does)."""
     if not isinstance(out, Tensor):
         raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
     if out.shape != like.shape or out.dtype != like.dtype or out.device != like.device:
         raise ValueError(
             f"out: expected shape {tuple(like.shape)}, {like.dtype} on {like.device}; got "
             f"{tuple(out.shape)}, {out.dtype} on {out.device}"
+        )
+    if out.requires_grad and torch.is_grad_enabled():  # the result is written into it in place
+        raise ValueError("out: expected a buffer that does not require grad; pass out=None")
+    if out.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(
+            "out: an inference tensor (made under torch.inference_mode()) is written only inside "
+            "inference mode; pass another buffer or call inside it"
         )
     if _self_overlapping(out):
         raise ValueError(

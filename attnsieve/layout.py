@@ -173,6 +173,7 @@ class Layout:
         layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         check_int("batch", batch, 1)
         check_int("heads", heads, 1)
+        check_bool("causal", causal)
         mask = cls.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
         if not causal:
             mask = torch.ones_like(mask)
@@ -202,9 +203,9 @@ class Layout:
             raise TypeError("mask: expected a torch.bool tensor of shape (B, H, QB, KB)")
         layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))
-        if mask.dim() != 4 or tuple(mask.shape[2:]) != expected:
+        if mask.dim() != 4 or tuple(mask.shape[2:]) != expected or 0 in mask.shape[:2]:
             raise ValueError(
-                f"mask: expected shape (B, H, {expected[0]}, {expected[1]}), "
+                f"mask: expected shape (B >= 1, H >= 1, {expected[0]}, {expected[1]}), "
                 f"got {tuple(mask.shape)}"
             )
 
@@ -229,6 +230,7 @@ class Layout:
             raise TypeError("scores: expected a floating-point tensor of shape (B, H, QB, KB)")
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ValueError(f"k: expected a non-negative int, got {k!r}")
+        check_bool("causal", causal)
         layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))
         if scores.dim() != 4 or tuple(scores.shape[2:]) != expected:
@@ -402,9 +404,11 @@ class Layout:
         """Stack layouts of equal geometry along heads (dim=1) or batch (dim=0)."""
         if isinstance(dim, bool) or dim not in (0, 1):  # True == 1
             raise ValueError(f"dim: expected 0 (batch) or 1 (heads), got {dim!r}")
-        if not layouts:
-            raise ValueError("layouts: expected at least one layout")
+        if not isinstance(layouts, (list, tuple)) or not layouts:
+            raise ValueError(f"layouts: expected a non-empty list of layouts, got {layouts!r:.80}")
         first = layouts[0]
+        if not isinstance(first, Layout):
+            raise TypeError(f"layouts: expected Layouts, got a {type(first).__name__}")
         for other in layouts[1:]:
             layout_checks.check_same_geometry(
                 first, other, "layouts", stacked=("batch", "heads")[dim]
@@ -508,6 +512,7 @@ class Layout:
 
     def to_dense_mask(self, causal: bool = False) -> Tensor:
         """bool (B, H, N, M) token mask (for tests; O(N·M) memory)."""
+        check_bool("causal", causal)
         mask = self.mask_rows(0, self.num_queries)
         if causal:
             mask = mask & causal_token_mask(

@@ -52,6 +52,9 @@ def test_a_config_is_frozen_and_a_changed_copy_is_built_anew():
     assert changed.planner(0).name == "streaming" and config.planner(0).name == "dense"
     twin = pickle.loads(pickle.dumps(copy.deepcopy(changed)))
     assert twin == changed and twin.planner(0).name == "streaming"
+    # frozen, yet its dict entries made hash() fail inside the generated __hash__
+    with pytest.raises(TypeError, match="^unhashable type: 'AttentionConfig'"):
+        hash(config)
 
 
 def test_a_kv_interval_without_a_kv_policy_is_refused():

@@ -503,6 +503,22 @@ def test_double_sparsity_channels_that_do_not_fit_are_refused_by_patch(config, m
     assert model.config._attn_implementation == "sdpa"  # not patched
 
 
+@pytest.mark.parametrize(
+    "heads, message",
+    [
+        ({9: [0]}, r"^kv \(layer 0\): retrieval_heads: layers \[9\] past the model's 2 layers"),
+        ({1: [2]}, r"^kv \(layer 1\): retrieval_heads\[1\]: expected KV head indices < 2"),
+    ],
+)
+def test_razor_retrieval_heads_that_do_not_fit_are_refused_by_patch(heads, message):
+    """They were refused only after the whole prompt had been prefilled, by the compression."""
+    model = build("llama")  # 2 layers, 2 KV heads
+    razor = {"method": "razor", "budget": 16, "retrieval_heads": heads}
+    with pytest.raises(ValueError, match=message):
+        patch(model, AttentionConfig(prefill="dense", kv=razor))
+    assert model.config._attn_implementation == "sdpa"  # not patched
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_razor_compensation_tokens_weigh_the_same_in_prompt_chunks_and_decode(dtype):

@@ -623,6 +623,9 @@ def test_a_paged_config_refuses_generation_without_its_cache():
         asked = transformers.GenerationConfig(cache_implementation="static", **kw)
         with pytest.raises(ValueError, match="^cache_implementation: leave it unset"):
             model.generate(input_ids=ids, generation_config=asked)
+        no_cache = transformers.GenerationConfig(use_cache=False, **kw)
+        with pytest.raises(ValueError, match="^use_cache: False"):  # passed positionally
+            model.generate(ids, no_cache)
         # the model's own default (Gemma's "hybrid" from the Hub) is set aside, not refused
         model.generation_config.cache_implementation = "static"
         try:
@@ -630,6 +633,26 @@ def test_a_paged_config_refuses_generation_without_its_cache():
             assert model.generation_config.cache_implementation == "static"
         finally:
             model.generation_config.cache_implementation = None
+
+
+@torch.no_grad()
+def test_a_paged_config_refuses_a_cache_it_does_not_serve():
+    """A DynamicCache of the caller's own ran generation with no KV policy or decode selector and
+    no word of it; so would a paged cache the handle has since replaced. Its newest one goes on."""
+    model = build("llama")
+    ids = prompt(batch=2, length=30)
+    kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=0)
+    name = hf.cache_keyword(model)
+    handle = patch(model, PAGED)
+    with handle:
+        for foreign in (transformers.DynamicCache(), handle.new_cache()):
+            newest = handle.new_cache()
+            with pytest.raises(
+                ValueError, match=f"^{name}: the patched config .* it does not serve"
+            ):
+                model.generate(input_ids=ids, **{name: foreign}, **kw)
+        out = model.generate(input_ids=ids, **{name: newest}, **kw)
+        assert torch.equal(out, model.generate(input_ids=ids, **kw))
 
 
 @pytest.mark.parametrize("config", [PAGED, SPARSE], ids=["paged", "not-paged"])

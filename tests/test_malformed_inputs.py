@@ -45,6 +45,11 @@ def layout(n=N, m=M, heads=1, block=16):
     return Layout.dense(n, m, block_q=block, block_k=block, heads=heads)
 
 
+def inference_empty(*shape):
+    with torch.inference_mode():
+        return torch.empty(*shape, dtype=torch.float16)
+
+
 def meta(t):
     return t.to("meta")
 
@@ -87,6 +92,18 @@ ATTENTION = [
     ("layout-heads", lambda: attn(lay=layout(heads=3)), ValueError, r"^layout: heads 3"),
     ("out-shape", lambda: attn(out=torch.empty(B, HQ, N, 16).half()), ValueError, r"^out: "),
     ("out-list", lambda: attn(out=[0.0]), TypeError, r"^out: expected"),
+    (
+        "out-requires-grad",
+        lambda: attn(out=torch.empty(B, HQ, N, D).half().requires_grad_()),
+        ValueError,
+        r"^out: expected a buffer that does not require grad",
+    ),
+    (
+        "out-inference-tensor",
+        lambda: attn(out=inference_empty(B, HQ, N, D)),
+        ValueError,
+        r"^out: an inference tensor",
+    ),
     (
         "out-expanded",
         lambda: attn(out=torch.empty(B, HQ, N, 1).half().expand(B, HQ, N, D)),
@@ -583,7 +600,31 @@ LAYOUT = [
         ValueError,
         r"^column_idx: heads 3",
     ),
-    ("cat-empty", lambda: Layout.cat([]), ValueError, r"^layouts: expected at least one"),
+    ("cat-empty", lambda: Layout.cat([]), ValueError, r"^layouts: expected a non-empty list"),
+    ("cat-generator", lambda: Layout.cat(x for x in [layout()]), ValueError, r"^layouts: expected"),
+    ("cat-first-not-layout", lambda: Layout.cat([3, layout()]), TypeError, r"got a int$"),
+    ("dense-causal-int", lambda: Layout.dense(N, M, causal=1), TypeError, r"^causal: expected a b"),
+    (
+        "topk-causal-int",
+        lambda: Layout.from_topk(
+            torch.zeros(1, 1, 3, 3), 1, block_q=16, block_k=16, num_queries=N, num_keys=M, causal=1
+        ),
+        TypeError,
+        r"^causal: expected a b",
+    ),
+    ("mask-causal-int", lambda: layout().to_dense_mask(causal=1), TypeError, r"^causal: expected"),
+    (
+        "block-mask-no-batch",
+        lambda: Layout.from_block_mask(
+            torch.ones(0, 1, 3, 3, dtype=torch.bool),
+            block_q=16,
+            block_k=16,
+            num_queries=N,
+            num_keys=M,
+        ),
+        ValueError,
+        r"^mask: expected shape \(B >= 1, H >= 1",
+    ),
     ("cat-dim", lambda: Layout.cat([layout()], dim=2), ValueError, r"^dim: expected 0"),
     ("cat-dim-bool", lambda: Layout.cat([layout()], dim=True), ValueError, r"^dim: expected 0"),
     ("density-causal-int", lambda: layout().density(causal=0), TypeError, r"^causal: expected a b"),

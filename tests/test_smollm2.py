@@ -125,13 +125,22 @@ def test_an_unknown_hub_name_is_one_line_naming_the_spec(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
-    [({"rope_scale": 0.5}, "^rope_scale:"), ({"rope_scale": float("inf")}, "^rope_scale:"),
-     ({"dtype": "int8"}, "^dtype:")],
+    "kwargs, error, match",
+    [({"rope_scale": 0.5}, ValueError, "^rope_scale:"),
+     ({"rope_scale": float("inf")}, ValueError, "^rope_scale:"),
+     ({"dtype": "int8"}, ValueError, "^dtype:"),
+     ({"dtype": ["bf16"]}, TypeError, "^dtype: expected a str or a torch dtype, got list"),
+     ({"device": "nope"}, ValueError, "^device: expected an available device, got 'nope'"),
+     ({"spec": 3}, TypeError, r"^spec: expected a model name or path \(str\), got int")],
 )  # fmt: skip
-def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        models.load_model("probe", device="cpu", **kwargs)
+def test_bad_arguments(kwargs, error, match, monkeypatch):
+    """Each named before the weights load (a bad device was torch's RuntimeError after it)."""
+    monkeypatch.setattr(
+        "transformers.AutoModelForCausalLM.from_pretrained",
+        lambda *a, **k: pytest.fail("loaded the weights"),
+    )
+    with pytest.raises(error, match=match):
+        models.load_model(**{"spec": "probe", "device": "cpu", **kwargs})
 
 
 def test_env_var_names_the_file(monkeypatch, tmp_path):

@@ -40,8 +40,8 @@ def decode_attention(
 
     ``pages`` (from a decode selector) restricts the read to those logical pages of each KV head;
     None reads every cached token. Returns (B, H_q, D) in q's dtype (and lse float32 (B, H_q)).
-    Heads with no cached token give 0 and lse -inf. q is in the cache's dtype (any float dtype
-    over FP8 pages).
+    Heads with no cached token give 0 and lse -inf. q is in the cache's dtype (float16, bfloat16 or
+    float32 over FP8 pages).
 
     A page list is trusted on the Triton backend (reading it would synchronise with the GPU): each
     head's listed pages must be distinct logical pages it holds, ascending, as selectors return

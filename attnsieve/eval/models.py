@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from attnsieve.cache_reference import check_device
 from attnsieve.eval.probe import weights_dir
 from attnsieve.eval.probe.tokenizer import FILE_NAME as BYTE_TOKENIZER_FILE
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
@@ -97,7 +98,7 @@ def load_model(
     `spec_tokenizer` (to check prompts before the weights load), used as it is. Bad arguments
     raise ValueError naming the argument.
     """
-    torch_dtype = _dtype(dtype, torch.device(device))
+    torch_dtype = _dtype(dtype, check_device(device))  # before the weights load
     path, gguf_file, config, name = _config(spec, rope_scale)
     from transformers import AutoModelForCausalLM
 
@@ -131,6 +132,8 @@ def model_text_config(spec: str, rope_scale: float | None = None) -> Any:
 
 def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None, Any, str]:
     """(path or Hub id, GGUF file name or None, transformers config with YaRN set, name)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"spec: expected a model name or path (str), got {type(spec).__name__}")
     number = isinstance(rope_scale, (int, float)) and not isinstance(rope_scale, bool)
     if rope_scale is not None and not (number and math.isfinite(rope_scale) and rope_scale >= 1):
         raise ValueError(f"rope_scale: expected a finite number >= 1 or None, got {rope_scale!r}")
@@ -211,6 +214,8 @@ def _hub_config(repo: str) -> Any:
 def _dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype: expected a str or a torch dtype, got {type(dtype).__name__}")
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:

@@ -103,6 +103,8 @@ class AttentionConfig:
     paged_cache: bool = False
     backend: str | None = None
 
+    __hash__ = None  # its entries are dicts: compare configs with ==, key them by to_dict()'s JSON
+
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
@@ -202,7 +204,8 @@ class AttentionConfig:
         heads and ``kv_heads`` KV heads of ``head_dim`` channels (None: unknown): a layer index
         beyond the model, a per-head list or a planner's per-head budgets of another length
         (`Planner.check_heads`), or a decode selector that cannot run on a layer (Double
-        Sparsity's label channels missing for it, or of another shape), or a paged cache (a KV
+        Sparsity's label channels missing for it, or of another shape), a KV policy that names
+        layers or heads the model lacks (RazorAttention's retrieval heads), or a paged cache (a KV
         policy, a decode selector, an FP8 KV cache) or an INT8·FP8 prefill whose kernels cannot
         take the heads."""
         check_int("num_layers", num_layers, 1)
@@ -238,6 +241,8 @@ class AttentionConfig:
         for layer in range(num_layers):
             if (planner := self.planner(layer)) is not None:
                 self._check_role(layer, "prefill", planner.check_heads, num_heads, kv_heads)
+            if (policy := self.policy(layer)) is not None:
+                self._check_role(layer, "kv", policy.check_layer, layer, kv_heads, num_layers)
             if (selector := self.selector(layer)) is not None:
                 self._check_role(
                     layer, "decode", selector.check_layer, layer, kv_heads, head_dim, num_layers

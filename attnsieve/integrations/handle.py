@@ -34,7 +34,9 @@ class PatchStats:
     ("cost" when the cost model predicted that planning would not pay for itself, "unplanned" for
     a layer configured without a planner, "short" for a call of fewer query tokens than
     ``min_prefill_length``, "paged" for a prompt chunk after the KV policy compressed the layer:
-    dense attention over each head's kept tokens).
+    dense attention over each head's kept tokens; for a call the kernels cannot run, "dtype",
+    "grad", "softcap", "dropout", "non_causal", "float_mask", "sliding_window", or "mask" for a
+    padded or non-causal mask).
     Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
     kept as device tensors and read on access, so recording them never waits for the GPU.
     """

@@ -194,11 +194,13 @@ def _text_only(config: Any, text_config: Any) -> str | dict[str, str]:
 
 
 class _PagedGenerate:
-    """``model.generate`` that starts each call on a fresh paged cache of ``handle``. A call that
-    asks for no cache or another one is refused: transformers would run it on the cache handed
-    in anyway (``use_cache=False`` re-feeding the whole sequence into it at every step). A
-    ``cache_implementation`` in the model's own generation config (Gemma's "hybrid" from the Hub)
-    is a default the patched config overrides, not a request: it is set aside for the call.
+    """``model.generate`` that starts each call on a fresh paged cache of ``handle``, or goes on
+    with the one ``handle.new_cache()`` gave last. A call that asks for no cache or another one
+    is refused: transformers would run it on the cache handed in anyway (``use_cache=False``
+    re-feeding the whole sequence into it at every step), and on a cache the handle does not
+    serve no KV policy, decode selector or FP8 KV cache would run. A ``cache_implementation`` in
+    the model's own generation config (Gemma's "hybrid" from the Hub) is a default the patched
+    config overrides, not a request: it is set aside for the call.
 
     An object, not a closure: a deep copy of the model deep-copies its bound ``generate`` and its
     handle with it, so that the copy generates with its own weights."""
@@ -208,12 +210,22 @@ class _PagedGenerate:
         self.generate, self.handle, self.keyword = generate, handle, keyword
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
-            return self.generate(*args, **kwargs)
-        own = self.handle.model.generation_config
-        settings = kwargs.get("generation_config") or own
         why = "the patched config (a KV policy, a decode selector, an FP8 KV cache or "
         why += "paged_cache) runs generation on attnsieve's paged cache"
+        for name in ("cache", "past_key_values"):
+            given = kwargs.get(name)
+            if given is None:
+                continue
+            session = self.handle.session
+            if session is None or given is not session.cache:
+                raise ValueError(
+                    f"{name}: {why}; pass the handle's newest new_cache() or leave it unset, got "
+                    f"a {type(given).__name__} it does not serve"
+                )
+            return self.generate(*args, **kwargs)
+        own = self.handle.model.generation_config
+        # generate(inputs, generation_config, ...): the second positional argument
+        settings = kwargs.get("generation_config", args[1] if len(args) > 1 else None) or own
         if kwargs.get("use_cache", getattr(settings, "use_cache", True)) is False:
             raise ValueError(f"use_cache: False, but {why}; patch without them for no cache")
         if kwargs.get("cache_implementation") or (

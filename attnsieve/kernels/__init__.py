@@ -26,7 +26,7 @@ def check_interpreter_dots(name: str, t: Tensor) -> None:
     if INTERPRET and t.dtype == torch.bfloat16:
         raise ValueError(
             f"{name}: bfloat16 under Triton's interpreter (TRITON_INTERPRET=1) gives wrong dots; "
-            "pass float16 or float32 there, or use backend='reference'"
+            "pass float16 there (float32 where the kernel takes it), or use backend='reference'"
         )
 
 

@@ -53,6 +53,16 @@ class KVPolicy:
         else:
             check_float("ratio", self.ratio, 0.0, 1.0)
 
+    def check_layer(self, layer: int, kv_heads: int | None, num_layers: int | None) -> None:
+        """Raise ValueError unless the policy can run on layer ``layer`` of a model of
+        ``num_layers`` layers of ``kv_heads`` KV heads (None: unknown), before any forward
+        (`AttentionConfig.check_model`). Every policy can, unless it names layers or heads."""
+        check_int("layer", layer, 0)
+        if num_layers is not None:
+            check_int("num_layers", num_layers, layer + 1)
+        if kv_heads is not None:
+            check_int("kv_heads", kv_heads, 1)
+
     def targets(self, view: KVView) -> Tensor:
         """int64 (B, H_kv): tokens each head keeps, at most its length."""
         lengths = view.lengths.long()

@@ -126,20 +126,28 @@ class RazorAttention(KVPolicy):
         last = torch.where(evicted, view.positions, -1).amax(2, keepdim=True)
         return Kept(kept.idx, kept.count, mean(view.keys), mean(view.values), weight, last)
 
+    def check_layer(self, layer: int, kv_heads: int | None, num_layers: int | None) -> None:
+        """The given retrieval heads name layers of the model and KV heads of ``layer``."""
+        super().check_layer(layer, kv_heads, num_layers)
+        if self.retrieval_heads is None:
+            return
+        beyond = [i for i in self.retrieval_heads if num_layers is not None and i >= num_layers]
+        if beyond:
+            raise ValueError(
+                f"retrieval_heads: layers {beyond} past the model's {num_layers} layers"
+            )
+        heads = self.retrieval_heads.get(layer, [])
+        if kv_heads is not None and any(head >= kv_heads for head in heads):
+            raise ValueError(
+                f"retrieval_heads[{layer}]: expected KV head indices < {kv_heads}, got {heads}"
+            )
+
     def _retrieval(self, view: KVView, local: Tensor) -> Tensor:
         """bool (B, H_kv): the heads that keep everything."""
         b, h, _ = local.shape
         if self.retrieval_heads is not None:
-            beyond = [layer for layer in self.retrieval_heads if layer >= view.num_layers]
-            if beyond:
-                raise ValueError(
-                    f"retrieval_heads: layers {beyond} past the model's {view.num_layers} layers"
-                )
+            self.check_layer(view.layer, h, view.num_layers)
             heads = self.retrieval_heads.get(view.layer, [])
-            if any(head >= h for head in heads):
-                raise ValueError(
-                    f"retrieval_heads[{view.layer}]: expected KV head indices < {h}, got {heads}"
-                )
             mask = torch.zeros(h, dtype=torch.bool, device=local.device)
             mask[torch.tensor(heads, dtype=torch.long, device=local.device)] = True
             return mask.expand(b, h)
