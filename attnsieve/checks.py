@@ -47,6 +47,15 @@ def check_float(name: str, value: object, low: float, high: float) -> None:
         raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
 
 
+def check_fraction(name: str, value: object) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a real number in (0, 1]: a decode
+    budget's share of each head's tokens (0 would read only the current page, as no budget)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(
+            f"{name}: expected a fraction of each head's tokens in (0, 1], got {value!r}"
+        )
+
+
 def check_scale(scale: object, name: str = "scale") -> None:
     """``scale`` is None (1/sqrt(D) for a softmax scale) or a positive finite real number, on
     every backend."""

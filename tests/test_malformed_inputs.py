@@ -1033,6 +1033,15 @@ GAPS = [
         "api.page_budget takes meta tensors (check_int32 did not refuse them)",
     ),
     (
+        "page-budget-ratio-zero",
+        lambda: api.page_budget(
+            torch.ones(1, 2, dtype=I32), torch.ones(1, 2, dtype=I32), 16, ratio=0.0
+        ),
+        ValueError,
+        r"^ratio: expected a fraction of each head's tokens in \(0, 1\]",
+        "api.page_budget took ratio 0, which the selectors that call it refuse",
+    ),
+    (
         "config-override-layers-list",
         lambda: AttentionConfig().override(layers=[1]),
         TypeError,

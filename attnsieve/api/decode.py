@@ -13,7 +13,7 @@ from attnsieve.api.backend import FLOAT, check_forward_only, resolve_backend
 from attnsieve.checks import (
     check_bool,
     check_dtype,
-    check_float,
+    check_fraction,
     check_int,
     check_int32,
     check_tensor,
@@ -230,7 +230,7 @@ def page_budget(
     if budget_tokens is not None:
         check_int("budget_tokens", budget_tokens, 1)
     else:
-        check_float("ratio", ratio, 0.0, 1.0)
+        check_fraction("ratio", ratio)
     args = (lengths, page_count, page_size, budget_tokens, ratio)
     if resolve_backend(backend, lengths, (torch.int32,)) == "reference":
         return page_select_reference.page_budget(*args)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import page_budget
-from attnsieve.checks import check_int, check_tensor
+from attnsieve.checks import check_fraction, check_int, check_tensor
 from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
 from attnsieve.views import Pages, PageView
 
@@ -55,14 +55,8 @@ class DecodeSelector:
             self.budget_tokens, self.ratio = self.default_budget_tokens, self.default_ratio
         if self.budget_tokens is not None:
             check_int("budget_tokens", self.budget_tokens, 1)
-        elif (
-            isinstance(self.ratio, bool)
-            or not isinstance(self.ratio, (int, float))
-            or not (0 < self.ratio <= 1)
-        ):  # 0 (as budget_tokens=0) is no budget: it had read only the current page
-            raise ValueError(
-                f"ratio: expected a fraction of each head's tokens in (0, 1], got {self.ratio!r}"
-            )
+        else:
+            check_fraction("ratio", self.ratio)
 
     def token_targets(self, view: PageView) -> Tensor:
         """int64 (B, H_kv): tokens each head reads, at most its length."""

@@ -28,9 +28,11 @@ class KVPolicy:
     ``budget`` is the mean number of tokens a head keeps in a layer (per-layer and per-head methods
     redistribute it); ``ratio`` is that number as a fraction of the head's current length. Exactly
     one is set; when neither is, the class default (``default_budget`` or ``default_ratio``; its
-    docstring names the source) applies. Subclasses are dataclasses whose fields are the paper's
-    hyper-parameters; they implement ``choose(view)`` (a scored policy: ``score`` and
-    ``always_kept``), which `compress` calls after checking the view.
+    docstring names the source) applies. Either may be 0, which keeps no token of the layer (the
+    floor of a budget sweep; RazorAttention still folds them into its compensation token), unlike a
+    decode selector's budget, which reads at least the current page. Subclasses are dataclasses
+    whose fields are the paper's hyper-parameters; they implement ``choose(view)`` (a scored policy:
+    ``score`` and ``always_kept``), which `compress` calls after checking the view.
     """
 
     budget: int | None = None
