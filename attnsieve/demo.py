@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "dense vs FlexPrefill vs StreamingLLM prefill on SmolLM2-135M-Instruct: answers, density, "
         "attention recall, CPU prefill time, and a plot of one layer's plans (CPU, ~1-2 min)"
     )
-    parser.add_argument("--length", type=int, default=2048, help="prompt tokens (at most)")
+    parser.add_argument(
+        "--length", type=int, default=2048, help="prompt tokens, at most (1024 to 8192; 2048)"
+    )
     parser.add_argument(
         "--depth", type=float, default=0.25, help="needle position in the text, 0 (start) to 1"
     )
@@ -58,43 +59,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Every argument is checked before the weights load; a bad one raises ValueError naming its
+    option, which the CLI prints as one line."""
     from attnsieve.eval.models import load_model, model_text_config, smollm2_path
 
-    try:
-        smollm2_path()  # a missing model is reported before anything slow starts
-        items = entries(args.recall_layers, "--recall-layers")
-        if not all(x.isascii() and x.isdigit() for x in items):  # int() refuses '²'
-            raise ValueError(
-                "--recall-layers: expected comma-separated layer numbers, got "
-                f"{args.recall_layers!r}"
-            )
-        recall_layers = [int(x) for x in items]
-        if not args.out.strip():
-            raise ValueError(f"--out: expected a folder for plan.png, got {args.out!r}")
-        check_out(args.out)
-        if args.length < 1024 or not 0 <= args.depth <= 1 or not recall_layers:
-            raise ValueError(
-                f"length/depth/recall-layers: expected >= 1024, in [0, 1] and a non-empty list, "
-                f"got {args.length}, {args.depth}, {args.recall_layers!r}"
-            )
-        config = model_text_config("smollm2")  # checked before the weights load
-        if args.length > config.max_position_embeddings:
-            raise ValueError(
-                f"length: expected at most {config.max_position_embeddings} tokens (the model's "
-                f"positions), got {args.length}"
-            )
-        num_layers, heads = config.num_hidden_layers, config.num_attention_heads
-        layers = sorted({*recall_layers, args.plot_layer})
-        if not all(0 <= i < num_layers for i in layers) or not 0 <= args.plot_head < heads:
-            raise ValueError(
-                f"recall-layers/plot-layer/plot-head: layers in [0, {num_layers}), head in "
-                f"[0, {heads}), got {recall_layers}, {args.plot_layer}, {args.plot_head}"
-            )
-        print("loading SmolLM2-135M-Instruct (GGUF, dequantized to float32) ...", flush=True)
-        model, tokenizer, _ = load_model("smollm2", device="cpu", dtype="float32")
-    except ValueError as e:
-        print(f"attnsieve demo: error: {e}", file=sys.stderr)
-        return 2
+    smollm2_path()  # a missing model is reported before anything slow starts
+    items = entries(args.recall_layers, "--recall-layers")
+    if not items or not all(x.isascii() and x.isdigit() for x in items):  # int() refuses '²'
+        raise ValueError(
+            f"--recall-layers: expected comma-separated layer numbers, got {args.recall_layers!r}"
+        )
+    recall_layers = [int(x) for x in items]
+    if not args.out.strip():
+        raise ValueError(f"--out: expected a folder for plan.png, got {args.out!r}")
+    check_out(args.out)
+    if not 0 <= args.depth <= 1:  # NaN too
+        raise ValueError(f"--depth: expected a number in [0, 1], got {args.depth}")
+    config = model_text_config("smollm2")  # checked before the weights load
+    positions, num_layers = config.max_position_embeddings, config.num_hidden_layers
+    if not 1024 <= args.length <= positions:
+        raise ValueError(
+            f"--length: expected 1024 to {positions} tokens (the model's positions), got "
+            f"{args.length}"
+        )
+    for option, values in (("--recall-layers", recall_layers), ("--plot-layer", [args.plot_layer])):
+        if beyond := [i for i in values if not 0 <= i < num_layers]:
+            raise ValueError(f"{option}: expected layers in [0, {num_layers}), got {beyond}")
+    if not 0 <= args.plot_head < config.num_attention_heads:
+        raise ValueError(
+            f"--plot-head: expected a query head in [0, {config.num_attention_heads}), got "
+            f"{args.plot_head}"
+        )
+    print("loading SmolLM2-135M-Instruct (GGUF, dequantized to float32) ...", flush=True)
+    model, tokenizer, _ = load_model("smollm2", device="cpu", dtype="float32")
+    layers = sorted({*recall_layers, args.plot_layer})
     return _run(model, tokenizer, args, recall_layers, layers)
 
 

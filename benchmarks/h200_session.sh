@@ -153,6 +153,9 @@
 #   thirty-fourth session): s30a..s30d, s33c (carry .stage/g5), s33d (carry .stage/s), then by
 #   hand with the model still staged s33e (in two calls) and s33f.
 #   2026-12-03, thirty-fifth session: s35a, s35b (carry .stage/s, WHEELS=.stage/s).
+# Each case records what ran that day, on that day's code: some options have since changed or
+# are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
+# today's spelling to run again.
 # model1/model2 carry SmolLM2's 98 MB GGUF in two halves (split -b 50000000): part_aa in
 # .stage/p1, part_ab in .stage/p2 (with the gguf wheel: WHEELS=.stage/p2 for model2 and eval1).
 # The tracked tree is now ~17 MiB, so a half no longer fits a 64 MiB call beside .stage/t: the

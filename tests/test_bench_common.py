@@ -128,9 +128,10 @@ def test_a_median_takes_at_least_five_calls(monkeypatch):
 def test_ints_keep_one_of_each_value():
     """bench kernels' and bench decode's speed-ups key rows on the length (and batch): a length
     given twice took the last row's baseline for both."""
-    from attnsieve.bench.common import ints
+    from attnsieve.bench.common import fractions, ints
 
     assert ints("4096,1024,4096") == [4096, 1024]
+    assert fractions("0.5,0.1,0.5") == [0.5, 0.1]  # densities: vs_flex keys on them too
 
 
 def test_sampled_blocks_leave_out_the_first_unless_all_are_taken():

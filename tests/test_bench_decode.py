@@ -5,7 +5,7 @@ import argparse
 import pytest
 import torch
 
-from attnsieve.bench.decode import make_cache, random_pages, tokens_read
+from attnsieve.bench.decode import make_cache, random_pages, sparse_cases, tokens_read
 from attnsieve.kernels.decode_reference import decode_reference
 
 
@@ -32,6 +32,19 @@ def test_cache_of_any_length(n):
     last = table.shape[-1] - 1
     has_last = (pages == last).float().mean()  # heads whose pick holds the partial page
     assert read == pytest.approx(count[0, 0] * 16 - has_last * (last + 1) * 16 + has_last * n)
+
+
+@pytest.mark.parametrize("keep, n, page_size", [(1, 256, 16), (16, 16, 16), (16, 200, 256)])
+def test_a_budget_that_covers_every_page_reads_them_all(keep, n, page_size):
+    """Quest returns None (dense) where its budget covers every page: the bench's Quest row
+    failed on it with an AttributeError after the dense rows had been timed."""
+    args = argparse.Namespace(heads=4, kv_heads=2, head_dim=32, page_size=page_size, keep=keep)
+    c = make_cache(1, n, args, device="cpu")
+    for case in sparse_cases(args):
+        pages, count = case.select(c.q, c)
+        assert tokens_read(pages, count, c.paged["lengths"], page_size) == n, case.name
+        out = decode_reference(c.q, **c.paged, pages=pages, page_count=count)
+        assert torch.equal(out, decode_reference(c.q, **c.paged)), case.name
 
 
 def test_fp8_pools_are_laid_out_as_the_cache_lays_them_out():

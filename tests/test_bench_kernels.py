@@ -224,3 +224,14 @@ def test_a_shape_the_kernels_do_not_take_is_refused(capsys, monkeypatch, argv, m
     monkeypatch.setattr(kernels, "require_cuda", lambda: pytest.fail("checked after the GPU"))
     assert cli.main(["bench", "kernels", *argv]) == 2
     assert capsys.readouterr().err.strip() == f"attnsieve bench kernels: error: {message}"
+
+
+def test_no_row_to_plot_writes_no_png(tmp_path):
+    """Every low-precision dense row failed: the plot raised "Number of columns must be a positive
+    integer" after the whole run, and the table was never printed."""
+    from attnsieve.bench.kernels import _plot
+
+    rows = [{"status": "failed", "N": 4096, "method": "attnsieve-triton", "density_target": None,
+             "precision": "int8-fp8"}]  # fmt: skip
+    assert _plot([], rows, tmp_path / "kernels.png", "cpu") is None
+    assert not (tmp_path / "kernels.png").exists()

@@ -131,11 +131,19 @@ def test_config_rows_take_layer_0_of_a_config_file(tmp_path):
     with pytest.raises(ValueError, match="--config: .* no prefill planner"):
         prefill._config_planners([write("none.json", None)], heads=2, kv_heads=1)
     with pytest.raises(
-        ValueError, match="vertical_size: 2 per-head budgets, but the model plans 4"
+        ValueError,
+        match=r"^--config: .*cal.json: .*vertical_size: 2 per-head budgets, but the model plans 4 "
+        r".*\(--heads 4, --kv-heads 1\)$",
     ):
         prefill._config_planners([cal], heads=4, kv_heads=1)
     with pytest.raises(ValueError, match="two files named 'cal'"):
         prefill._config_planners([cal, write("sub/cal.json", entry)], heads=2, kv_heads=1)
+    with pytest.raises(ValueError, match=f"^--config: {cal} given twice"):
+        prefill._config_planners([cal, cal], heads=2, kv_heads=1)
+    int8 = tmp_path / "int8.json"  # timed in bf16 all the same, silently
+    int8.write_text(json.dumps({"prefill": "flexprefill", "precision": "int8-fp8"}))
+    with pytest.raises(ValueError, match="^--config: .*int8.json sets precision 'int8-fp8'"):
+        prefill._config_planners([str(int8)], heads=2, kv_heads=1)
 
 
 def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
@@ -166,7 +174,9 @@ def test_bad_kwargs_are_named_before_the_gpu_is_asked_for(monkeypatch):
         (["--kinds", "nope"], "^--kinds: unknown kind .nope."),
         (["--kwargs", '{"streaming": {"nope": 1}}'], "^--kwargs: streaming: .*nope"),
         (["--planners", "dense", "--kwargs", '{"dense": {"x": 1}}'], "^--kwargs: dense: .*'x'"),
-        (["--config", "/nonexistent/cal.json"], "/nonexistent/cal.json"),
+        (["--config", "/nonexistent/cal.json"], "^--config: /nonexistent/cal.json"),
+        # the synthetic heads need 68 tokens; a shorter one failed after every longer one ran
+        (["--lengths", "131072,64"], r"^--lengths: expected at least 68 tokens .*got \[64\]"),
     ],
 )
 def test_planners_kinds_and_configs_are_named_before_the_gpu_is_asked_for(monkeypatch, argv, match):

@@ -193,10 +193,14 @@ def test_demo_arguments_beyond_the_model_exit_2_before_it_loads(monkeypatch, tmp
     monkeypatch.setattr(demo, "_run", lambda *a: pytest.fail("ran on bad arguments"))
     (tmp_path / "file").write_text("")
     for argv, message in [
-        (["--length", "16384"], "length: expected at most 8192 tokens"),
-        (["--plot-layer", "30"], "plot-layer/plot-head: layers in [0, 30), head in [0, 9)"),
-        (["--plot-head", "9"], "plot-layer/plot-head: layers in [0, 30), head in [0, 9)"),
-        (["--recall-layers", "3,31"], "recall-layers/plot-layer/plot-head"),
+        (["--length", "16384"], "--length: expected 1024 to 8192 tokens"),
+        (["--length", "100"], "--length: expected 1024 to 8192 tokens"),
+        (["--depth", "2"], "--depth: expected a number in [0, 1], got 2.0"),
+        (["--depth", "nan"], "--depth: expected a number in [0, 1], got nan"),
+        (["--plot-layer", "30"], "--plot-layer: expected layers in [0, 30), got [30]"),
+        (["--plot-head", "9"], "--plot-head: expected a query head in [0, 9), got 9"),
+        (["--recall-layers", "3,31"], "--recall-layers: expected layers in [0, 30), got [31]"),
+        (["--recall-layers", ""], "--recall-layers: expected comma-separated layer numbers"),
         (["--out", str(tmp_path / "file")], "--out: expected a folder (made if missing)"),
         # under a file: the whole demo ran, then failed on a bare [Errno 20]
         (["--out", str(tmp_path / "file" / "sub")], "--out: expected a folder (made if missing)"),
@@ -204,7 +208,10 @@ def test_demo_arguments_beyond_the_model_exit_2_before_it_loads(monkeypatch, tmp
     ]:
         assert cli.main(["demo", "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err.strip()
-        assert message in err and "\n" not in err
+        assert err.startswith(f"attnsieve demo: error: {message}") and "\n" not in err, err
+    monkeypatch.setenv("ATTNSIEVE_DEBUG", "1")  # the traceback, as every command gives it
+    with pytest.raises(ValueError, match="^--depth"):
+        cli.main(["demo", "--out", str(tmp_path), "--depth", "2"])
 
 
 @pytest.mark.parametrize("layers", ["5,x", "5,\u00b2"])  # '²' is a digit that int() refuses

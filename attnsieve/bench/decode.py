@@ -108,7 +108,11 @@ def quest_pages(keep: int) -> Callable[[Tensor, Paged], tuple[Tensor, Tensor]]:
                 round_bf16(pages.amin(1), up=False), round_bf16(pages.amax(1), up=True), table,
                 count, cache.page_size, lengths, None, 2, 32,
             )  # fmt: skip
-        picked = selector.select(q, views[id(cache)], StepState())
+        view = views[id(cache)]
+        picked = selector.select(q, view, StepState())
+        if picked is None:  # the budget covers every page (--keep 1, or one page a head)
+            every = torch.arange(view.page_table.shape[-1], dtype=torch.int32, device=q.device)
+            return every.expand_as(view.page_table).contiguous(), view.page_count
         return picked.idx, picked.count
 
     return select

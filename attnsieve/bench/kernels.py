@@ -219,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
         print(format_table(rows, cols))
     if quant_rows:
         print(format_table(quant_rows, QUANT_COLUMNS))
-    print(f"wrote {json_path} and {png_path}")
+    print(f"wrote {json_path}" + (f" and {png_path}" if png_path else " (no row ran to plot)"))
     return 1 if any(r["status"].startswith("correctness") for r in rows + quant_rows) else 0
 
 
@@ -366,7 +366,7 @@ def _add_speedups(rows: list[dict]) -> None:
         r["vs_flex"] = flex / r["ms"] if flex and r["method"].startswith("attnsieve") else None
 
 
-def _plot(rows: list[dict], quant_rows: list[dict], path: Path, device: str) -> Path:
+def _plot(rows: list[dict], quant_rows: list[dict], path: Path, device: str) -> Path | None:
     """Dense TFLOP/s by length; speed-up over the attnsieve dense kernel by density; dense
     TFLOP/s by length per precision (with ``--precision int8-fp8``)."""
     ok = [r for r in rows if r["status"] == "ok"]
@@ -416,6 +416,8 @@ def _plot(rows: list[dict], quant_rows: list[dict], path: Path, device: str) -> 
                 "title": "dense causal by precision",
             }
         )
+    if not panels:  # every low-precision dense row failed: its table says why
+        return None
     return save_line_plots(path, panels, f"attnsieve bench kernels on {device}")
 
 

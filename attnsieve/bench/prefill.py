@@ -61,7 +61,7 @@ from attnsieve.bench.common import (
 )
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.sweep_args import entries, planner_kwargs
-from attnsieve.eval.workloads import canonical_kind, make_workload
+from attnsieve.eval.workloads import canonical_kind, make_workload, min_seq_len
 from attnsieve.kernels.prefill import sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout
@@ -123,6 +123,11 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
     for kind in kinds:
         canonical_kind(kind, "--kinds")
+    if short := [n for n in args.lengths if n < min_seq_len()]:
+        raise ValueError(
+            f"--lengths: expected at least {min_seq_len()} tokens (the synthetic heads' sinks and "
+            f"spans), got {short}"
+        )
     # every argument is checked before the GPU is asked for
     planners = _planners(args.planners, args.kwargs)
     planners.update(_config_planners(args.config, args.heads, args.kv_heads))
@@ -209,16 +214,32 @@ def _planners(text: str, kwargs: str) -> dict[str, Any]:
 
 def _config_planners(paths: list[str], heads: int, kv_heads: int) -> dict[str, Any]:
     """{'config:<file name>': layer 0's prefill planner} of each AttentionConfig JSON, checked
-    against the bench's heads before anything runs (named errors; one name per file)."""
+    against the bench's heads before anything runs (named errors; one name per file). The bench
+    times bf16 planning and attention at every length: a file's other precision is refused, its
+    min_prefill_length and other roles are not timed."""
     from attnsieve.integrations.config import AttentionConfig
 
     planners: dict[str, Any] = {}
     for path in paths:
         name = f"config:{Path(path).stem}"
+        if paths.count(path) > 1:
+            raise ValueError(f"--config: {path} given twice")
         if name in planners:
             raise ValueError(f"--config: two files named {Path(path).stem!r}: rename one")
-        config = AttentionConfig.from_json(path)
-        config.check_model(max(config.layers, default=0) + 1, heads, kv_heads)  # heads only
+        try:
+            config = AttentionConfig.from_json(path)  # its errors name the file
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"--config: {e}") from None
+        try:  # per-head entries against the bench's heads ("the model" is --heads, --kv-heads)
+            config.check_model(max(config.layers, default=0) + 1, heads, kv_heads)
+        except ValueError as e:
+            given = f"(--heads {heads}, --kv-heads {kv_heads})"
+            raise ValueError(f"--config: {path}: {e} {given}") from None
+        if config.prefill_precision != "bf16":
+            raise ValueError(
+                f"--config: {path} sets precision {config.precision!r}; bench prefill times bf16 "
+                "(bench kernels --precision int8-fp8 times the INT8·FP8 kernel)"
+            )
         if (planner := config.planner(0)) is None:
             raise ValueError(f"--config: {path} gives layer 0 no prefill planner (dense)")
         planners[name] = planner

@@ -72,6 +72,9 @@ def canonical_kind(kind: str, name: str) -> str:
     return kind
 
 
+NUM_SINKS, NUM_COLUMNS, SPAN_LEN = 4, 8, 64  # make_workload's defaults, which min_seq_len reads
+
+
 def make_workload(
     head_kinds: Sequence[str] = KINDS,
     *,
@@ -79,12 +82,12 @@ def make_workload(
     num_kv_heads: int | None = None,
     seq_len: int = 1024,
     head_dim: int = 128,
-    num_sinks: int = 4,
+    num_sinks: int = NUM_SINKS,
     local_window: int = 64,
-    num_columns: int = 8,
+    num_columns: int = NUM_COLUMNS,
     num_offsets: int = 2,
     num_spans: int = 2,
-    span_len: int = 64,
+    span_len: int = SPAN_LEN,
     temperature: float = 0.05,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -203,6 +206,14 @@ def model_workload(
     )  # fmt: skip
 
 
+def min_seq_len(
+    num_sinks: int = NUM_SINKS, num_columns: int = NUM_COLUMNS, span_len: int = SPAN_LEN
+) -> int:
+    """The shortest ``seq_len`` `make_workload` takes: its sinks, then room for the columns or a
+    span (68 at its defaults)."""
+    return num_sinks + max(num_columns, span_len)
+
+
 def _check(kinds: tuple[str, ...], sizes: dict[str, tuple[int, int]], temperature: float) -> None:
     """ValueError naming the argument for any bad size or temperature (kinds are checked as
     they are read)."""
@@ -222,7 +233,7 @@ def _check(kinds: tuple[str, ...], sizes: dict[str, tuple[int, int]], temperatur
     )
     if len(kinds) % h_kv:
         raise ValueError(f"num_kv_heads: {h_kv} does not divide the {len(kinds)} query heads")
-    if num_sinks + max(num_columns, span_len) > n:
+    if min_seq_len(num_sinks, num_columns, span_len) > n:
         raise ValueError(
             f"seq_len: {n} is too short for {num_sinks} sinks plus the columns / spans"
         )
