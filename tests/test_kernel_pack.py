@@ -57,7 +57,7 @@ def test_block_layout_checks_like_from_block_mask():
     sizes = dict(block_q=32, block_k=16, num_queries=100, num_keys=70)
     with pytest.raises(TypeError, match="mask: expected a torch.bool tensor"):
         block_layout(torch.zeros(1, 1, 4, 5, device=DEVICE), **sizes, backend="triton")
-    with pytest.raises(ValueError, match=r"mask: expected shape \(B, H, 4, 5\)"):
+    with pytest.raises(ValueError, match=r"mask: expected shape \(B >= 1, H >= 1, 4, 5\)"):
         block_layout(torch.zeros(1, 1, 4, 6, dtype=torch.bool, device=DEVICE), **sizes)
     with pytest.raises(ValueError, match="num_keys: expected a positive int"):
         block_layout(torch.zeros(1, 1, 4, 5, dtype=torch.bool), **{**sizes, "num_keys": 0})
