@@ -21,6 +21,9 @@ retrieval heads cycling over the query heads) is planned by every planner with i
   shape repeats (None where the plan waits for the GPU and cannot be captured), with L2 flushed
   by reading a 256 MB buffer before each replay (`attnsieve.bench.common.graph_ms`), and
   ``graph_speedup`` = dense ms / (graph_plan_ms + attn_ms).
+- ``peak_gib``: the most CUDA memory allocated while the planner's row ran (its plans, layouts,
+  attention and recall check), the workload's Q/K/V included: what a long prompt needs on the
+  device beside the model.
 
 prefill.json's ``settings.l2_flush`` says which flush preceded each timed field.
 
@@ -149,7 +152,9 @@ def main(args: argparse.Namespace) -> int:
             bar.update()
             for name, planner in planners.items():
                 bar.set_postfix_str(f"N={n} {name}")
+                torch.cuda.reset_peak_memory_stats(device)
                 row = _bench(planner, w, args)
+                row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 row.update(length=n, planner=name, baseline=baseline, dense_ms=dense_ms)
                 if "total_ms" in row:
                     row["speedup"] = dense_ms / row["total_ms"]
@@ -163,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
     write_json(args.out / "prefill.json", _payload(args, planners, head_kinds, rows, device))
     _plot(args.out / "prefill.png", rows, args.lengths)
     columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
-               "speedup", "graph_speedup", "check"]  # fmt: skip
+               "speedup", "graph_speedup", "peak_gib", "check"]  # fmt: skip
     print(format_table(rows, columns))
     return 0
 
