@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attnsieve.bench.common import environment, graph_ms
+from attnsieve.bench.common import environment, graph_ms, write_json
 
 
 def test_environment_names_the_run_device_not_the_machine_gpu(monkeypatch):
@@ -191,3 +191,22 @@ def test_a_head_dim_the_kernels_do_not_take_is_refused(command, capsys, monkeypa
         f"attnsieve bench {command}: error: argument --head-dim: expected a power of two in "
         "[16, 256], got '1000'"
     )
+
+
+def test_write_json_never_leaves_a_truncated_file(tmp_path, monkeypatch):
+    """Results files are written again after every row: a run killed mid-write (here the write is
+    cut halfway) keeps the previous whole file, not a truncated one."""
+    import json
+    from pathlib import Path
+
+    path = write_json(tmp_path / "r.json", {"rows": [1]})
+    write_text = Path.write_text
+
+    def cut(self, text, *args, **kwargs):
+        write_text(self, text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", cut)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(path, {"rows": [1, 2]})
+    assert json.loads(path.read_text()) == {"rows": [1]}

@@ -34,6 +34,7 @@ def test_decode_speed_rows(tiny_probe_dir, tmp_path, capsys, monkeypatch):
     assert len(rows) == len(result["results"]) == 2 * len(labels)
     assert set(rows) == {(label, b) for label in labels for b in (1, 2)}
     assert result["dense_reference"] == "dense" and result["decode_steps"] == 3
+    assert result["complete"] is True
     for (_, batch), r in rows.items():
         dense = rows["dense", batch]["tokens_per_s"]
         assert r["length"] == 512 and r["prompt_tokens"] <= 512
@@ -568,3 +569,82 @@ def test_a_length_or_batch_given_twice_runs_once():
     args = parser.parse_args(["--model", "probe", "--decode-steps", "2", "--batch", "1,1,2"])
     e2e._mode_options(args, decode=True)  # as main runs it first: --methods' default
     assert e2e_decode.plan(args)[0] == [1, 2]
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
+    tiny_probe_dir, tmp_path, monkeypatch, cut
+):
+    """The JSON is written after every length: a run cut short at its second length (as a timeout
+    would, here an interrupt from the timer) keeps the first, marked incomplete; a whole run is
+    marked complete. The GPU's parts are stubbed (CPU)."""
+    timed = []
+
+    def alternating(model, ids, repeats, stock):
+        if cut and timed:
+            raise KeyboardInterrupt
+        timed.append(ids.shape[1])
+        logits = torch.zeros(1, 8)
+        return [(2.0, logits, 0.1)], [(1.0, logits, 0.1)]
+
+    check = {"rel_err": 0.0, "dense_fallback_layers": 0, "graph_replay": False, "passed": True}
+    monkeypatch.setattr(e2e, "require_cuda", lambda: torch.device("cpu"))
+    monkeypatch.setattr(e2e, "correctness_check", lambda model, device: check)
+    monkeypatch.setattr(e2e, "time_alternating", alternating)
+    monkeypatch.setattr(e2e, "time_attention_free", lambda model, ids, repeats: 0.5)
+    monkeypatch.setattr(e2e, "sdpa_backend", lambda model, device: "stubbed")
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    argv = ["--model", str(tiny_probe_dir), "--lengths", "512,1024", "--methods", "streaming",
+            "--out", str(tmp_path)]  # fmt: skip
+    if cut:
+        with pytest.raises(KeyboardInterrupt):
+            e2e.main(parser.parse_args(argv))
+    else:
+        assert e2e.main(parser.parse_args(argv)) == 0
+    stem = tmp_path / f"e2e_{tiny_probe_dir.name}_streaming"
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert result["complete"] is not cut
+    assert [r["length"] for r in result["results"]] == ([512] if cut else [512, 1024])
+    assert all(r["methods"]["streaming"]["speedup"] == 2.0 for r in result["results"])
+    assert stem.with_suffix(".png").exists() is not cut
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_a_length_too_short_for_the_prompt_is_named_before_the_weights_load(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch, decode
+):
+    """A loaded model's prompts are niah_single text (368 tokens at the least with the probe's
+    tokenizer): a shorter --lengths was a LengthTooShortError traceback after the weights loaded
+    and the correctness check ran."""
+    monkeypatch.setattr(e2e, "_load", lambda *a: pytest.fail("checked after the weights load"))
+    argv = ["bench", "e2e", "--model", str(tiny_probe_dir), "--lengths", "1024,256",
+            "--out", str(tmp_path)]  # fmt: skip
+    if decode:
+        argv += ["--decode-steps", "2", "--device", "cpu"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnsieve bench e2e: error: --lengths: length=256")
+    assert "niah_single text" in err[0]
+
+
+def test_decode_speed_json_keeps_the_cells_a_run_finished(tiny_probe_dir, tmp_path, monkeypatch):
+    """Decode speed writes its JSON after every cell: cut short at the third (an interrupt, as a
+    timeout would), it keeps the first two, marked incomplete."""
+    time_decode, timed = e2e_decode.time_decode, []
+
+    def each_cell(*args, **kwargs):
+        if len(timed) == 2:
+            raise KeyboardInterrupt
+        timed.append(args[3])
+        return time_decode(*args, **kwargs)
+
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    monkeypatch.setattr(e2e_decode, "time_decode", each_cell)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(_argv(tiny_probe_dir, tmp_path))
+    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    assert result["complete"] is False
+    assert [r["label"] for r in result["results"]] == ["sdpa", "dense"]
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.tmp"))

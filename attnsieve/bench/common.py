@@ -227,8 +227,13 @@ def command_line(name: str, args: argparse.Namespace) -> str:
 
 
 def write_json(path: Path, payload: dict) -> Path:
+    """Write ``payload`` to ``path`` whole or not at all (through a temporary file beside it), so
+    that a long run writing its partial results again after every row and cut short by a timeout
+    never leaves a truncated file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
     return path
 
 

@@ -102,6 +102,7 @@ LLAMA3_8B = dict(
 RANDOM_LAYERS = 32  # --layers' default: Llama-3-8B's
 REPEATS = 2  # --repeats' default
 METHODS = "flexprefill"  # --methods' default, where --config is not given
+PROMPT_TASK = "niah_single"  # a loaded model's prompts: real text with a needle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,6 +224,8 @@ def main(args: argparse.Namespace) -> int:
 
             positions = model_positions(args.model, args.rope_scale)
         _lengths(requested, args.model, positions, decoded)
+        if args.model != RANDOM_MODEL and requested is not None:
+            _check_prompts(args.model, requested, args.seed)
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -255,7 +258,26 @@ def main(args: argparse.Namespace) -> int:
         f", {check['dense_fallback_layers']} layers ran dense"
         + (", from a CUDA-graph replay" if check["graph_replay"] else "")
     )
-    rows = []
+    labels = "-".join(label for label, _ in methods)
+    labels += "_nocost" * args.no_cost + "_nographs" * args.no_graphs
+    stem = Path(args.out) / (f"e2e_{labels}" if name == RANDOM_MODEL else f"e2e_{name}_{labels}")
+
+    def result(complete: bool) -> dict[str, Any]:
+        return {
+            "command": command(args),
+            "complete": complete,
+            "environment": {**environment(device), "transformers": transformers_version()},
+            "model": _describe(model, name, args),
+            "methods": {label: config.to_dict() for label, config in methods},
+            "sdpa_backend": sdpa_backend(model, device),
+            "cost_model": not args.no_cost,
+            "graphs": not args.no_graphs,
+            "correctness_check": check,
+            "results": rows,
+            "wall_s": time.perf_counter() - started,
+        }
+
+    rows: list[dict[str, Any]] = []
     for length in lengths:
         ids = _prompt(tokenizer, model, length, args.seed, device)
         row: dict[str, Any] = {"length": length, "prompt_tokens": ids.shape[1], "methods": {}}
@@ -292,27 +314,14 @@ def main(args: argparse.Namespace) -> int:
             entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if check["passed"] else None
             print(summary(length, row["sdpa_ttft_s"], label, entry))
         rows.append(row)
+        write_json(stem.with_suffix(".json"), result(False))  # a run cut short keeps its lengths
         del ids
         torch.cuda.empty_cache()
 
-    result = {
-        "command": command(args),
-        "environment": {**environment(device), "transformers": transformers_version()},
-        "model": _describe(model, name, args),
-        "methods": {label: config.to_dict() for label, config in methods},
-        "sdpa_backend": sdpa_backend(model, device),
-        "cost_model": not args.no_cost,
-        "graphs": not args.no_graphs,
-        "correctness_check": check,
-        "results": rows,
-        "wall_s": time.perf_counter() - started,
-    }
-    labels = "-".join(label for label, _ in methods)
-    labels += "_nocost" * args.no_cost + "_nographs" * args.no_graphs
-    stem = Path(args.out) / (f"e2e_{labels}" if name == RANDOM_MODEL else f"e2e_{name}_{labels}")
-    write_json(stem.with_suffix(".json"), result)
-    plot(result, stem.with_suffix(".png"))
-    print(f"wrote {stem}.json and {stem}.png in {result['wall_s']:.0f} s")
+    final = result(True)
+    write_json(stem.with_suffix(".json"), final)
+    plot(final, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
     return 0 if check["passed"] else 1
 
 
@@ -429,6 +438,21 @@ def build_model(layers: int, device: torch.device) -> Any:
     return model.eval()
 
 
+def _check_prompts(spec: str, lengths: list[int], seed: int) -> None:
+    """Each length holds `_prompt`'s text (its tokenizer alone, before the weights load)."""
+    from attnsieve.eval.models import spec_tokenizer
+    from attnsieve.eval.tasks import LengthTooShortError, check_length
+
+    tokenizer = spec_tokenizer(spec)
+    for length in lengths:
+        try:
+            check_length(PROMPT_TASK, tokenizer, length, 1, seed, answer_room=False)
+        except LengthTooShortError as e:
+            raise ValueError(
+                f"--lengths: {e} (a loaded model's prompts are {PROMPT_TASK} text)"
+            ) from None
+
+
 def _prompt(tokenizer: Any, model: Any, length: int, seed: int, device: torch.device) -> Tensor:
     """Random tokens for the random model; a needle-in-a-haystack text for a real one, so that
     adaptive planners see the attention of real text (at most ``length`` tokens, no room kept for
@@ -438,7 +462,7 @@ def _prompt(tokenizer: Any, model: Any, length: int, seed: int, device: torch.de
         return torch.randint(0, model.config.vocab_size, (1, length), device=device)
     from attnsieve.eval.tasks import encode, make_samples
 
-    sample = make_samples("niah_single", tokenizer, length, 1, seed, answer_room=False)[0]
+    sample = make_samples(PROMPT_TASK, tokenizer, length, 1, seed, answer_room=False)[0]
     return torch.tensor([encode(tokenizer, sample.prompt)], device=device)
 
 
@@ -454,5 +478,5 @@ def _describe(model: Any, name: str, args: argparse.Namespace) -> dict[str, Any]
         "dtype": str(model.dtype).removeprefix("torch."),
         "max_position_embeddings": config.max_position_embeddings,
         "rope_parameters": config.rope_parameters,
-        "prompt": "random tokens" if name == RANDOM_MODEL else "niah_single text",
+        "prompt": "random tokens" if name == RANDOM_MODEL else f"{PROMPT_TASK} text",
     }

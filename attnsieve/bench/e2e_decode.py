@@ -101,7 +101,9 @@ def run(
     graphs: bool = True,
 ) -> int:
     """Time every (length, batch, config) cell, write ``stem``.json/.png and print a table.
-    ``prompts`` maps each length to its (1, L) prompt ids; ``graphs`` is `patch`'s."""
+    ``prompts`` maps each length to its (1, L) prompt ids; ``graphs`` is `patch`'s. The JSON is
+    written after every cell (``"complete": false``, without the ratios to SDPA and dense, until
+    the last), so a run cut short keeps the cells it finished."""
     started = time.perf_counter()
     dense = next((label for label, config in configs if not config.needs_paged_cache), None)
     dense_config = dict(configs).get(dense)
@@ -109,6 +111,21 @@ def run(
     free = [(ATTENTION_FREE, dense_config)] if dense_config and dense_config.paged else []
     cells = [(n, b, c) for n in prompts for b in batches for c in [(SDPA, None), *configs, *free]]
     rows: list[dict[str, Any]] = []
+
+    def result(complete: bool) -> dict[str, Any]:
+        return {
+            **meta,
+            "complete": complete,
+            "environment": environment(model.device),
+            "decode_steps": steps,
+            "warmup_steps": WARMUP_STEPS,
+            "graphs": graphs,
+            "dense_reference": dense,
+            "configs": {label: config.to_dict() for label, config in configs},
+            "results": rows,
+            "wall_s": time.perf_counter() - started,
+        }
+
     for length, batch, (label, config) in tqdm(cells, desc="bench e2e decode", unit="cell"):
         if label == ATTENTION_FREE:
             attention = mock.patch.object(PagedSession, "_decode", _zeros)
@@ -117,26 +134,17 @@ def run(
         with attention:
             cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config, graphs)
         rows.append({"length": length, "batch": batch, "label": label, **cell})
+        write_json(stem.with_suffix(".json"), result(False))
     rate = {(r["length"], r["batch"], r["label"]): r["tokens_per_s"] for r in rows}
     for row in rows:
         at = row["length"], row["batch"]
         row["vs_sdpa"] = row["tokens_per_s"] / rate[(*at, SDPA)]
         row["vs_dense"] = row["tokens_per_s"] / rate[(*at, dense)] if dense else None
-    result = {
-        **meta,
-        "environment": environment(model.device),
-        "decode_steps": steps,
-        "warmup_steps": WARMUP_STEPS,
-        "graphs": graphs,
-        "dense_reference": dense,
-        "configs": {label: config.to_dict() for label, config in configs},
-        "results": rows,
-        "wall_s": time.perf_counter() - started,
-    }
-    write_json(stem.with_suffix(".json"), result)
-    plot(result, stem.with_suffix(".png"))
+    final = result(True)
+    write_json(stem.with_suffix(".json"), final)
+    plot(final, stem.with_suffix(".png"))
     print(format_table(rows, COLUMNS))
-    print(f"wrote {stem}.json and {stem}.png in {result['wall_s']:.0f} s")
+    print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
     return 0
 
 

@@ -25,7 +25,9 @@ retrieval heads cycling over the query heads) is planned by every planner with i
   attention and recall check), the workload's Q/K/V included: what a long prompt needs on the
   device beside the model.
 
-prefill.json's ``settings.l2_flush`` says which flush preceded each timed field.
+prefill.json's ``settings.l2_flush`` says which flush preceded each timed field. It is written
+again after every row (``"complete": false`` until the last), so a run cut short keeps the rows
+it finished; prefill.png is drawn at the end.
 
 The sparse output is checked against the float32 reference on the sampled rows first; a planner
 whose check fails gets no times or speed-up. Writes prefill.json and prefill.png (recall vs
@@ -142,6 +144,7 @@ def main(args: argparse.Namespace) -> int:
 
     head_kinds = [kinds[h % len(kinds)] for h in range(args.heads)]
     rows: list[dict[str, Any]] = []
+    json_path = args.out / "prefill.json"
     with tqdm(total=len(args.lengths) * (1 + len(planners)), desc="bench prefill") as bar:
         for n in args.lengths:
             w = make_workload(
@@ -161,11 +164,12 @@ def main(args: argparse.Namespace) -> int:
                 if row.get("graph_plan_ms") is not None:
                     row["graph_speedup"] = dense_ms / (row["graph_plan_ms"] + row["attn_ms"])
                 rows.append(row)
+                write_json(json_path, _payload(args, planners, head_kinds, rows, device, False))
                 bar.update()
             del w
             gc.collect()
             torch.cuda.empty_cache()
-    write_json(args.out / "prefill.json", _payload(args, planners, head_kinds, rows, device))
+    write_json(json_path, _payload(args, planners, head_kinds, rows, device, True))
     _plot(args.out / "prefill.png", rows, args.lengths)
     columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
                "speedup", "graph_speedup", "peak_gib", "check"]  # fmt: skip
@@ -179,10 +183,13 @@ def _payload(
     head_kinds: list[str],
     rows: list[dict],
     device: torch.device,
+    complete: bool,
 ) -> dict[str, Any]:
-    """prefill.json: the command that ran, the environment, the settings and the rows."""
+    """prefill.json: the command that ran, the environment, the settings and the rows (all of
+    them once ``complete``)."""
     return {
         "command": command_line("bench prefill", args),
+        "complete": complete,
         "environment": environment(device),
         "settings": {
             "lengths": args.lengths, "heads": args.heads, "kv_heads": args.kv_heads,
