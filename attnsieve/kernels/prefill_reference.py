@@ -76,8 +76,8 @@ def attention_reference(
         if fused:
             visible = visible.expand(b, h_kv, g, -1, -1)
             if k_bad is not None:  # the logits of the non-finite keys (0 for the others)
-                qc = q[:, :, start:stop].float().view(b, h_kv, g, stop - start, d)
-                visible = visible & ((qc @ k_bad.transpose(-1, -2)) * scale != -math.inf)
+                logits = _group_scores(q[:, :, start:stop], k_bad, h_kv) * scale
+                visible = visible & (logits != -math.inf)
             mask = visible.reshape(b, h_q, stop - start, m)
             rows_out = F.scaled_dot_product_attention(
                 q[:, :, start:stop].float(), kf[:, :, 0], vf[:, :, 0], attn_mask=mask,
@@ -88,8 +88,7 @@ def attention_reference(
             touched = touched.expand(b, h_kv, g, -1, 1).reshape(b, h_q, stop - start, 1)
             out[:, :, start:stop] = torch.where(touched, math.nan, rows_out).to(q.dtype)
             continue
-        qc = q[:, :, start:stop].float().view(b, h_kv, g, stop - start, d)
-        scores = (qc @ kf.transpose(-1, -2)) * scale  # (B, H_kv, g, rows, M)
+        scores = _group_scores(q[:, :, start:stop], kf, h_kv) * scale  # (B, H_kv, g, rows, M)
         scores = scores.masked_fill(~visible, -math.inf)
         if return_lse:
             row_lse = torch.logsumexp(scores, -1)
@@ -97,7 +96,9 @@ def attention_reference(
             lse[:, :, start:stop] = row_lse.view(b, h_q, stop - start)
         else:  # one fused pass; rows without a visible key come out NaN and are zeroed below
             probs = scores.softmax(-1)
-        rows_out = probs @ vf
+        # the g heads' rows stacked against one V: broadcasting V over g would copy it
+        stacked = probs.reshape(b, h_kv, g * (stop - start), m)
+        rows_out = (stacked @ vf[:, :, 0]).view(b, h_kv, g, stop - start, d)
         if not return_lse:
             rows_out = torch.where(visible.any(-1, keepdim=True), rows_out, 0.0)
         if any_bad:
@@ -105,6 +106,16 @@ def attention_reference(
             rows_out = torch.where(touched, math.nan, rows_out)
         out[:, :, start:stop] = rows_out.view(b, h_q, stop - start, d).to(q.dtype)
     return (out, lse) if return_lse else out
+
+
+def _group_scores(q: Tensor, k: Tensor, h_kv: int) -> Tensor:
+    """float32 (B, H_kv, g, rows, M) q·kᵀ of q (B, H_q, rows, D) against k (B, H_kv, 1, M, D): the
+    g query heads of a KV head stacked as one (g·rows, D) matrix, since broadcasting k over g would
+    copy it per call (two thirds of the reference's time at 256K keys)."""
+    b, h_q, rows, d = q.shape
+    g, m = h_q // h_kv, k.shape[-2]
+    qc = q.float().reshape(b, h_kv, g * rows, d)
+    return (qc @ k[:, :, 0].transpose(-1, -2)).view(b, h_kv, g, rows, m)
 
 
 def _layout_rows(layout: Layout, start: int, stop: int, h_q: int, h_kv: int) -> Tensor:
