@@ -109,6 +109,21 @@ def test_precomputed_dense_attention_gives_the_same_metrics():
         output_error(q, k, v, layout, dense_out=out[..., :8])
 
 
+def test_a_precomputed_layout_lse_gives_the_same_recall():
+    """bench prefill takes the layout's output and lse from one reference pass and hands the lse
+    to attention_recall, which would otherwise compute it again."""
+    from attnsieve.api import attention
+
+    q, k, v = torch.randn(1, 4, 70, 16), torch.randn(1, 2, 90, 16), torch.randn(1, 2, 90, 16)
+    layout = random_layout(1, 4, 70, 90, 16, 16, p=0.4, columns=2, seed=5)
+    _, layout_lse = attention(q, k, v, layout, return_lse=True)
+    got = attention_recall(q, k, layout, layout_lse=layout_lse)
+    assert torch.equal(got, attention_recall(q, k, layout))
+    assert not torch.equal(got, attention_recall(q, k, layout, layout_lse=layout_lse - 1.0))
+    with pytest.raises(ValueError, match="layout_lse: expected shape"):
+        attention_recall(q, k, layout, layout_lse=layout_lse[:, :2])
+
+
 # ---- workloads ---------------------------------------------------------------------------------
 def test_workload_shapes_and_determinism():
     kinds = ["sink_local", "vertical", "slash", "block", "diffuse", "slash"]

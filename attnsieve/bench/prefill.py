@@ -316,11 +316,14 @@ def _sampled_recall_and_error(
     for r0, r1, sub in sampled_blocks(layout, blocks):
         m_sub = sub.num_keys
         q_sub, k_sub, v_sub = q[:, :, r0:r1], k[:, :, :m_sub], v[:, :, :m_sub]
-        # the reference, not the auto choice (on CUDA the Triton kernel whose layout is checked)
-        recall = attention_recall(q_sub, k_sub, sub, backend="reference")
+        # the reference, not the auto choice (on CUDA the Triton kernel whose layout is checked);
+        # one pass gives its output and lse (an output pass of its own took about half of the
+        # sampled blocks' time at 256K: long36/row_time_after.log)
+        want, want_lse = attention_reference(q_sub, k_sub, v_sub, sub, return_lse=True)
+        recall = attention_recall(q_sub, k_sub, sub, backend="reference", layout_lse=want_lse)
         kept = kept + recall.mean(0) * (r1 - r0)
         rows += r1 - r0
-        want = attention_reference(q_sub, k_sub, v_sub, sub).float()
+        want = want.float()
         err2 += float((out[:, :, r0:r1].float() - want).square().sum())
         norm2 += float(want.square().sum())
     return kept / rows, math.sqrt(err2 / max(norm2, 1e-30))

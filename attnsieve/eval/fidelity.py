@@ -41,6 +41,7 @@ def attention_recall(
     scale: float | None = None,
     backend: str | None = None,
     dense_lse: Tensor | None = None,
+    layout_lse: Tensor | None = None,
 ) -> Tensor:
     """float32 (B, H_q): mean over query rows of the dense attention mass that ``layout`` covers.
 
@@ -48,18 +49,21 @@ def attention_recall(
     an empty layout gives 0. Rows that see no key at all (the first N - M rows when N > M under
     causality) have no mass to recall and are left out of the mean; the last row always sees keys.
     A row whose attention is NaN (a NaN or inf in q or k) makes its head's recall NaN.
-    ``dense_lse`` (B, H_q, N), from `dense_attention`, saves recomputing dense attention.
+    ``dense_lse`` (B, H_q, N), from `dense_attention`, saves recomputing dense attention;
+    ``layout_lse`` (B, H_q, N), from ``attention(q, k, v, layout, return_lse=True)``, the layout's
+    (a caller that wants that attention's output too computes it once).
     """
+    for name, lse in (("dense_lse", dense_lse), ("layout_lse", layout_lse)):
+        if lse is not None and lse.shape != q.shape[:3]:
+            raise ValueError(f"{name}: expected shape {tuple(q.shape[:3])}, got {tuple(lse.shape)}")
     # Values do not change the lse: k stands in for v so attention can be reused unchanged.
     if dense_lse is None:
         dense_lse = dense_attention(q, k, k, causal=causal, scale=scale, backend=backend)[1]
-    elif dense_lse.shape != q.shape[:3]:
-        raise ValueError(
-            f"dense_lse: expected shape {tuple(q.shape[:3])}, got {tuple(dense_lse.shape)}"
+    sparse = layout_lse
+    if sparse is None:
+        _, sparse = attention(
+            q, k, k, layout, causal=causal, scale=scale, return_lse=True, backend=backend
         )
-    _, sparse = attention(
-        q, k, k, layout, causal=causal, scale=scale, return_lse=True, backend=backend
-    )
     no_keys = dense_lse == -math.inf
     kept = torch.exp(sparse - dense_lse.masked_fill(no_keys, 0.0)).clamp(max=1.0)
     # a NaN or +inf lse (a NaN or inf in q or k) makes the recall NaN; it was left out as a row
