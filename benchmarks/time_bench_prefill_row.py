@@ -2,7 +2,9 @@
 
 The thirty-sixth session's run at 256K took about 80 s per planner row, streaming included, whose
 plan and attention take milliseconds. This times each step of a row (`bench.prefill._bench`) on
-its own, CUDA-synchronised, for one planner at each length:
+its own, CUDA-synchronised, for one planner at each length (a sampled block's two reference
+passes as the row runs them since that session; its runs `long36/row_time*.log` timed the three
+passes before):
 
     PYTHONPATH=. python3 benchmarks/time_bench_prefill_row.py --lengths 131072,262144 \
         --planner streaming --recall-blocks 8
@@ -30,7 +32,7 @@ def timed(label: str, fn: Callable[[], object]) -> object:
     start = time.perf_counter()
     value = fn()
     torch.cuda.synchronize()
-    print(f"  {label:<34} {time.perf_counter() - start:8.3f} s", flush=True)
+    print(f"  {label:<44} {time.perf_counter() - start:8.3f} s", flush=True)
     return value
 
 
@@ -50,12 +52,17 @@ def time_row(planner: object, name: str, n: int, recall_blocks: int) -> None:
     blocks = timed("sampled_blocks", lambda: sampled_blocks(layout, recall_blocks))
     r0, r1, sub = blocks[len(blocks) // 2]
     q_sub, k_sub, v_sub = q[:, :, r0:r1], k[:, :, : sub.num_keys], v[:, :, : sub.num_keys]
-    for i in range(2):
-        timed(
-            f"recall, one block ({sub.num_keys} keys) #{i}",
-            lambda: attention_recall(q_sub, k_sub, sub, backend="reference"),
+    for i in range(2):  # the row's two passes a sampled block (`_sampled_recall_and_error`)
+        _, lse = timed(
+            f"reference + lse, one block ({sub.num_keys} keys) #{i}",
+            lambda: attention_reference(q_sub, k_sub, v_sub, sub, return_lse=True),
         )
-        timed(f"reference, one block #{i}", lambda: attention_reference(q_sub, k_sub, v_sub, sub))
+        timed(
+            f"dense lse and recall, one block #{i}",
+            lambda lse=lse: attention_recall(
+                q_sub, k_sub, sub, backend="reference", layout_lse=lse
+            ),
+        )
     timed("median_ms(plan)", lambda: median_ms(lambda: planner.plan(q, k), rep_ms=50))
     timed(
         "median_ms(attention)",

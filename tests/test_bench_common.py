@@ -210,3 +210,13 @@ def test_write_json_never_leaves_a_truncated_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_json(path, {"rows": [1, 2]})
     assert json.loads(path.read_text()) == {"rows": [1]}
+
+
+def test_write_json_without_a_default_refuses_what_json_cannot_hold(tmp_path):
+    """eval's results.json stays strict (a Tensor in a cell is a TypeError, not its str), and the
+    failed write leaves no temporary file beside the old one."""
+    path = write_json(tmp_path / "r.json", {"rows": [1]})
+    with pytest.raises(TypeError):
+        write_json(path, {"rows": [torch.zeros(1)]}, default=None)
+    assert path.read_text() == '{\n  "rows": [\n    1\n  ]\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

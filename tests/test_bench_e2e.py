@@ -597,12 +597,13 @@ def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
     e2e.add_arguments(parser)
     argv = ["--model", str(tiny_probe_dir), "--lengths", "512,1024", "--methods", "streaming",
             "--out", str(tmp_path)]  # fmt: skip
+    stem = tmp_path / f"e2e_{tiny_probe_dir.name}_streaming"
+    stem.with_suffix(".png").write_bytes(b"an earlier run's plot")
     if cut:
         with pytest.raises(KeyboardInterrupt):
             e2e.main(parser.parse_args(argv))
     else:
         assert e2e.main(parser.parse_args(argv)) == 0
-    stem = tmp_path / f"e2e_{tiny_probe_dir.name}_streaming"
     result = json.loads(stem.with_suffix(".json").read_text())
     assert result["complete"] is not cut
     assert [r["length"] for r in result["results"]] == ([512] if cut else [512, 1024])
@@ -648,3 +649,18 @@ def test_decode_speed_json_keeps_the_cells_a_run_finished(tiny_probe_dir, tmp_pa
     assert result["complete"] is False
     assert [r["label"] for r in result["results"]] == ["sdpa", "dense"]
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_default_lengths_cut_by_the_decode_steps_are_checked_before_the_weights_load(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch
+):
+    """Without --lengths, the default is cut to the positions --decode-steps leaves (the probe's
+    32768 less 32500 steps and the warm-up): too short for the prompt, an error naming
+    --decode-steps before the weights load (it named neither option, after loading)."""
+    monkeypatch.setattr(e2e, "_load", lambda *a: pytest.fail("checked after the weights load"))
+    argv = ["bench", "e2e", "--model", str(tiny_probe_dir), "--decode-steps", "32500",
+            "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("attnsieve bench e2e: error: --decode-steps: length=")

@@ -122,6 +122,10 @@ def test_a_precomputed_layout_lse_gives_the_same_recall():
     assert not torch.equal(got, attention_recall(q, k, layout, layout_lse=layout_lse - 1.0))
     with pytest.raises(ValueError, match="layout_lse: expected shape"):
         attention_recall(q, k, layout, layout_lse=layout_lse[:, :2])
+    with pytest.raises(TypeError, match="layout_lse: expected a torch.Tensor, got tuple"):
+        attention_recall(q, k, layout, layout_lse=(layout_lse, layout_lse))
+    with pytest.raises(TypeError, match="dense_lse: expected torch.float32, got torch.bfloat16"):
+        attention_recall(q, k, layout, dense_lse=layout_lse.bfloat16())
 
 
 # ---- workloads ---------------------------------------------------------------------------------

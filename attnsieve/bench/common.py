@@ -8,8 +8,10 @@ import math
 import os
 import platform
 import shlex
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -122,7 +124,7 @@ def fraction(text: str) -> float:
 
 def check_out(out: str | Path) -> None:
     """Refuse a results folder ``out`` (--out) that could not be made or written in, before the
-    benchmark: its results are written only at its end."""
+    benchmark: its first results are written only after its first row."""
     folder = Path(out)
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # made from here on
     if not existing.is_dir():
@@ -226,14 +228,28 @@ def command_line(name: str, args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def write_json(path: Path, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` whole or not at all (through a temporary file beside it), so
-    that a long run writing its partial results again after every row and cut short by a timeout
-    never leaves a truncated file."""
+def write_json(path: Path, payload: dict, default: Callable[[Any], Any] | None = str) -> Path:
+    """Write ``payload`` to ``path`` whole or not at all, so that a long run writing its partial
+    results again after every row and cut short by a timeout never leaves a truncated file: through
+    a temporary file of its own beside it (two writers never share one), removed if the write
+    fails. ``default``: json's, for values JSON cannot hold (None: they raise TypeError)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    text = json.dumps(payload, indent=2, default=default) + "\n"
+    return replace_file(path, lambda tmp: tmp.write_text(text))
+
+
+def replace_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """Replace ``path`` by what ``write`` writes to a temporary path beside it, at once (a reader
+    or a run cut short sees the old file or the new one, never a part)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

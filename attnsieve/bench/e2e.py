@@ -223,9 +223,11 @@ def main(args: argparse.Namespace) -> int:
             from attnsieve.eval.models import model_positions
 
             positions = model_positions(args.model, args.rope_scale)
-        _lengths(requested, args.model, positions, decoded)
-        if args.model != RANDOM_MODEL and requested is not None:
-            _check_prompts(args.model, requested, args.seed)
+        lengths = _lengths(requested, args.model, positions, decoded)
+        if args.model != RANDOM_MODEL:
+            # the default lengths are cut to the positions the decode steps leave
+            option = "--lengths" if requested else "--decode-steps" if decode else "--model"
+            _check_prompts(args.model, lengths, args.seed, option)
     except (ValueError, OSError) as e:
         print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -278,6 +280,9 @@ def main(args: argparse.Namespace) -> int:
         }
 
     rows: list[dict[str, Any]] = []
+    json_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".png")
+    png_path.unlink(missing_ok=True)  # an earlier run's, beside this run's partial JSON
+    write_json(json_path, result(False))
     for length in lengths:
         ids = _prompt(tokenizer, model, length, args.seed, device)
         row: dict[str, Any] = {"length": length, "prompt_tokens": ids.shape[1], "methods": {}}
@@ -314,13 +319,13 @@ def main(args: argparse.Namespace) -> int:
             entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if check["passed"] else None
             print(summary(length, row["sdpa_ttft_s"], label, entry))
         rows.append(row)
-        write_json(stem.with_suffix(".json"), result(False))  # a run cut short keeps its lengths
+        write_json(json_path, result(False))  # a run cut short keeps its lengths
         del ids
         torch.cuda.empty_cache()
 
     final = result(True)
-    write_json(stem.with_suffix(".json"), final)
-    plot(final, stem.with_suffix(".png"))
+    write_json(json_path, final)
+    plot(final, png_path)
     print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
     return 0 if check["passed"] else 1
 
@@ -438,8 +443,9 @@ def build_model(layers: int, device: torch.device) -> Any:
     return model.eval()
 
 
-def _check_prompts(spec: str, lengths: list[int], seed: int) -> None:
-    """Each length holds `_prompt`'s text (its tokenizer alone, before the weights load)."""
+def _check_prompts(spec: str, lengths: list[int], seed: int, option: str) -> None:
+    """Each length holds `_prompt`'s text (its tokenizer alone, before the weights load); an error
+    names ``option``, the one that set the lengths."""
     from attnsieve.eval.models import spec_tokenizer
     from attnsieve.eval.tasks import LengthTooShortError, check_length
 
@@ -449,7 +455,7 @@ def _check_prompts(spec: str, lengths: list[int], seed: int) -> None:
             check_length(PROMPT_TASK, tokenizer, length, 1, seed, answer_room=False)
         except LengthTooShortError as e:
             raise ValueError(
-                f"--lengths: {e} (a loaded model's prompts are {PROMPT_TASK} text)"
+                f"{option}: {e} (a loaded model's prompts are {PROMPT_TASK} text)"
             ) from None
 
 

@@ -126,6 +126,9 @@ def run(
             "wall_s": time.perf_counter() - started,
         }
 
+    json_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".png")
+    png_path.unlink(missing_ok=True)  # an earlier run's, beside this run's partial JSON
+    write_json(json_path, result(False))
     for length, batch, (label, config) in tqdm(cells, desc="bench e2e decode", unit="cell"):
         if label == ATTENTION_FREE:
             attention = mock.patch.object(PagedSession, "_decode", _zeros)
@@ -134,15 +137,15 @@ def run(
         with attention:
             cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config, graphs)
         rows.append({"length": length, "batch": batch, "label": label, **cell})
-        write_json(stem.with_suffix(".json"), result(False))
+        write_json(json_path, result(False))
     rate = {(r["length"], r["batch"], r["label"]): r["tokens_per_s"] for r in rows}
     for row in rows:
         at = row["length"], row["batch"]
         row["vs_sdpa"] = row["tokens_per_s"] / rate[(*at, SDPA)]
         row["vs_dense"] = row["tokens_per_s"] / rate[(*at, dense)] if dense else None
     final = result(True)
-    write_json(stem.with_suffix(".json"), final)
-    plot(final, stem.with_suffix(".png"))
+    write_json(json_path, final)
+    plot(final, png_path)
     print(format_table(rows, COLUMNS))
     print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
     return 0

@@ -21,13 +21,14 @@ retrieval heads cycling over the query heads) is planned by every planner with i
   shape repeats (None where the plan waits for the GPU and cannot be captured), with L2 flushed
   by reading a 256 MB buffer before each replay (`attnsieve.bench.common.graph_ms`), and
   ``graph_speedup`` = dense ms / (graph_plan_ms + attn_ms).
-- ``peak_gib``: the most CUDA memory allocated while the planner's row ran (its plans, layouts,
-  attention and recall check), the workload's Q/K/V included: what a long prompt needs on the
-  device beside the model.
+- ``peak_gib``: the most CUDA memory allocated while the planner's first plan and attention ran,
+  the workload's Q/K/V included (not the recall check's float32 copies): what a long prompt needs
+  on the device beside the model.
 
 prefill.json's ``settings.l2_flush`` says which flush preceded each timed field. It is written
-again after every row (``"complete": false`` until the last), so a run cut short keeps the rows
-it finished; prefill.png is drawn at the end.
+before the first row and again after every row (``"complete": false`` until the last), so a run
+cut short keeps the rows it finished; prefill.png is drawn at the end (an earlier run's is removed
+first, so that it never sits beside this run's rows).
 
 The sparse output is checked against the float32 reference on the sampled rows first; a planner
 whose check fails gets no times or speed-up. Writes prefill.json and prefill.png (recall vs
@@ -144,7 +145,9 @@ def main(args: argparse.Namespace) -> int:
 
     head_kinds = [kinds[h % len(kinds)] for h in range(args.heads)]
     rows: list[dict[str, Any]] = []
-    json_path = args.out / "prefill.json"
+    json_path, png_path = args.out / "prefill.json", args.out / "prefill.png"
+    png_path.unlink(missing_ok=True)
+    write_json(json_path, _payload(args, planners, head_kinds, rows, device, complete=False))
     with tqdm(total=len(args.lengths) * (1 + len(planners)), desc="bench prefill") as bar:
         for n in args.lengths:
             w = make_workload(
@@ -157,20 +160,21 @@ def main(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"N={n} {name}")
                 torch.cuda.reset_peak_memory_stats(device)
                 row = _bench(planner, w, args)
-                row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 row.update(length=n, planner=name, baseline=baseline, dense_ms=dense_ms)
                 if "total_ms" in row:
                     row["speedup"] = dense_ms / row["total_ms"]
                 if row.get("graph_plan_ms") is not None:
                     row["graph_speedup"] = dense_ms / (row["graph_plan_ms"] + row["attn_ms"])
                 rows.append(row)
-                write_json(json_path, _payload(args, planners, head_kinds, rows, device, False))
+                write_json(
+                    json_path, _payload(args, planners, head_kinds, rows, device, complete=False)
+                )
                 bar.update()
             del w
             gc.collect()
             torch.cuda.empty_cache()
-    write_json(json_path, _payload(args, planners, head_kinds, rows, device, True))
-    _plot(args.out / "prefill.png", rows, args.lengths)
+    write_json(json_path, _payload(args, planners, head_kinds, rows, device, complete=True))
+    _plot(png_path, rows, args.lengths)
     columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
                "speedup", "graph_speedup", "peak_gib", "check"]  # fmt: skip
     print(format_table(rows, columns))
@@ -183,6 +187,7 @@ def _payload(
     head_kinds: list[str],
     rows: list[dict],
     device: torch.device,
+    *,
     complete: bool,
 ) -> dict[str, Any]:
     """prefill.json: the command that ran, the environment, the settings and the rows (all of
@@ -270,6 +275,8 @@ def _bench(planner: Any, w: Any, args: argparse.Namespace) -> dict[str, Any]:
     layout = planner.plan(q, k)  # warm-up: compiles / autotunes the planning kernels
     out = sparse_attention(q, k, v, layout)
     row: dict[str, Any] = {"density": layout.density()}
+    if q.is_cuda:  # the caller reset the peak before the plan
+        row["peak_gib"] = torch.cuda.max_memory_allocated(q.device) / 2**30
     recall, err = _sampled_recall_and_error(q, k, v, layout, out, args.recall_blocks)
     row["recall"] = float(recall.mean())
     row["recall_min_head"] = float(recall.min())

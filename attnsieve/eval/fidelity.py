@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import attention
+from attnsieve.checks import check_index
 from attnsieve.layout import Layout
 
 
@@ -54,8 +55,8 @@ def attention_recall(
     (a caller that wants that attention's output too computes it once).
     """
     for name, lse in (("dense_lse", dense_lse), ("layout_lse", layout_lse)):
-        if lse is not None and lse.shape != q.shape[:3]:
-            raise ValueError(f"{name}: expected shape {tuple(q.shape[:3])}, got {tuple(lse.shape)}")
+        if lse is not None:
+            check_index(name, lse, tuple(q.shape[:3]), torch.float32, q.device)
     # Values do not change the lse: k stands in for v so attention can be reused unchanged.
     if dense_lse is None:
         dense_lse = dense_attention(q, k, k, causal=causal, scale=scale, backend=backend)[1]

@@ -60,7 +60,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from attnsieve.bench.common import check_out, environment, write_json
+from attnsieve.bench.common import check_out, environment, replace_file, write_json
 from attnsieve.eval.model_fidelity import check_prefill_only, run_fidelity
 from attnsieve.eval.models import (
     load_model,
@@ -344,13 +344,15 @@ def summary_line(cell: dict, dense: dict | None, width: int = 16) -> str:
 def write_results(out: Path, cells: list[dict], meta: dict) -> None:
     """results.json and results.csv, each whole or not at all: they are written again after every
     cell, and a run cut short mid-write must not leave a truncated file."""
-    write_json(out / "results.json", {**meta, "cells": cells})
-    tmp = out / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(cells)
-    tmp.replace(out / "results.csv")
+    write_json(out / "results.json", {**meta, "cells": cells}, default=None)
+
+    def write_csv(path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(cells)
+
+    replace_file(out / "results.csv", write_csv)
 
 
 def _fidelity_sample(task: str, tokenizer: Any, length: int, args: argparse.Namespace) -> Sample:

@@ -90,17 +90,12 @@ def attention_reference(
             continue
         scores = _group_scores(q[:, :, start:stop], kf, h_kv) * scale  # (B, H_kv, g, rows, M)
         scores = scores.masked_fill(~visible, -math.inf)
-        if return_lse:
-            row_lse = torch.logsumexp(scores, -1)
-            probs = torch.exp(scores - row_lse.clamp(min=-1e30)[..., None])
-            lse[:, :, start:stop] = row_lse.view(b, h_q, stop - start)
-        else:  # one fused pass; rows without a visible key come out NaN and are zeroed below
-            probs = scores.softmax(-1)
+        row_lse = torch.logsumexp(scores, -1)  # -inf for a row without a visible key: probs 0
+        probs = torch.exp(scores - row_lse.clamp(min=-1e30)[..., None])
+        lse[:, :, start:stop] = row_lse.view(b, h_q, stop - start)
         # the g heads' rows stacked against one V: broadcasting V over g would copy it
         stacked = probs.reshape(b, h_kv, g * (stop - start), m)
         rows_out = (stacked @ vf[:, :, 0]).view(b, h_kv, g, stop - start, d)
-        if not return_lse:
-            rows_out = torch.where(visible.any(-1, keepdim=True), rows_out, 0.0)
         if any_bad:
             touched = ((probs > 0) & bad_v[..., None, :]).any(-1, keepdim=True)
             rows_out = torch.where(touched, math.nan, rows_out)
