@@ -168,6 +168,17 @@ def test_an_out_that_is_no_folder_is_refused_before_the_benchmark(
     ]
 
 
+@pytest.mark.parametrize("command", ["e2e", "prefill", "decode", "kernels"])
+def test_an_empty_out_is_refused(command, capsys):
+    """--out '' read as the working folder, where the results went unasked."""
+    from attnsieve import cli
+
+    assert cli.main(["bench", command, "--out", ""]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"attnsieve bench {command}: error: argument --out: expected a folder, got ''"
+    ]
+
+
 def test_a_missing_out_is_left_to_be_made(tmp_path):
     from attnsieve.bench.common import check_out
 

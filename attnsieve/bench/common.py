@@ -89,6 +89,13 @@ head_dim = ints_in(16, 256, pow2=True)
 seed = ints_in(0, 2**64 - 1)  # what torch.manual_seed takes, non-negative
 
 
+def folder(text: str) -> Path:
+    """A results folder (--out; an argparse type), not '' (which wrote into the working folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder, got {text!r}")
+    return Path(text)
+
+
 def positive_float(text: str) -> float:
     """A finite float > 0 (an argparse type)."""
     try:

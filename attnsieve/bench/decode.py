@@ -31,6 +31,7 @@ from attnsieve.bench.common import (
     check_out,
     command_line,
     environment,
+    folder,
     format_table,
     graph_ms,
     head_dim,
@@ -140,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reps", type=positive_int, default=50, help="timed graph replays per row")
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=folder, default=Path("benchmarks/results"))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ from attnsieve.bench import e2e_decode
 from attnsieve.bench.common import (
     check_out,
     environment,
+    folder,
     positive_int,
     rel_err,
     require_cuda,
@@ -150,7 +151,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"timed runs after one warm-up (default {REPEATS}; time to first token only, "
         "refused with --decode-steps)",
     )
-    parser.add_argument("--out", default="benchmarks/results", help="directory for JSON + PNG")
+    parser.add_argument(
+        "--out", type=folder, default=Path("benchmarks/results"), help="directory for JSON + PNG"
+    )
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument(
         "--device",

@@ -39,6 +39,7 @@ from attnsieve.bench.common import (
     check_out,
     command_line,
     environment,
+    folder,
     format_table,
     fraction,
     fractions,
@@ -105,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "float32 reference)",
     )
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=folder, default=Path("benchmarks/results"))
     parser.add_argument(
         "--precision",
         type=_precisions,

@@ -52,6 +52,7 @@ from attnsieve.bench.common import (
     check_out,
     command_line,
     environment,
+    folder,
     format_table,
     graph_ms,
     head_dim,
@@ -119,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rep-ms", type=positive_float, default=100.0, help="timing budget per measure"
     )
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=folder, default=Path("benchmarks/results"))
 
 
 def main(args: argparse.Namespace) -> int:
