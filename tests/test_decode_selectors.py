@@ -406,6 +406,28 @@ def test_malformed_views_and_queries():
                 selector.check_layer(*args)
 
 
+@pytest.mark.parametrize(
+    "name, fields, num_layers, warned",
+    [
+        ("quest", {}, 2, "dense_layers=2 on a model of 2 layers: every layer reads every page"),
+        ("double_sparsity", {"dense_layers": 4}, 3, "dense_layers=4 on a model of 3 layers"),
+        ("tidaldecode", {}, 13, "reselect_layer=13 on a model of 13 layers: no layer re-selects"),
+    ],
+)
+def test_a_layer_field_that_leaves_no_sparse_layer_warns(name, fields, num_layers, warned):
+    """Quest's default two dense layers on a 2-layer model decode densely under a Quest label;
+    valid, so a warning, not an error. A model with a layer past the field gets none."""
+    import warnings
+
+    selector = get_selector(name, budget_tokens=8, **fields)
+    with pytest.warns(UserWarning, match=f"^{warned}"):
+        selector.check_layer(0, 2, 16, num_layers=num_layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        selector.check_layer(0, 2, 16, num_layers=30)
+        selector.check_layer(0, 2, 16)  # layers unknown
+
+
 def test_selectors_always_read_the_pages_of_weighted_tokens():
     """A compensation token's page is read even where its bound ranks it last (Quest) or no
     token of it is chosen (pages_of, Double Sparsity's and TidalDecode's): its one key stands for

@@ -7,6 +7,7 @@ the ragged top-k of pages that always includes each head's last (current) page.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -104,6 +105,17 @@ class DecodeSelector:
         for name, value in (("kv_heads", kv_heads), ("head_dim", head_dim)):
             if value is not None:
                 check_int(name, value, 1)
+
+
+def warn_no_sparse_layer(name: str, value: int, num_layers: int | None, effect: str) -> None:
+    """Warn where the layer field ``name`` = ``value`` reaches past a model of ``num_layers``
+    layers, so that the selector never reads sparsely (``effect``): valid, but a run labelled
+    with the selector would then measure dense decoding (Quest's default 2 dense layers on a
+    2-layer model)."""
+    if num_layers is not None and value >= num_layers:
+        warnings.warn(
+            f"{name}={value} on a model of {num_layers} layers: {effect}", UserWarning, stacklevel=3
+        )
 
 
 def check_query(q: Tensor, view: PageView) -> None:

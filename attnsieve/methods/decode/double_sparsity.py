@@ -17,6 +17,7 @@ from attnsieve.methods.decode.base import (
     check_query,
     pages_of,
     top_group_attention,
+    warn_no_sparse_layer,
 )
 
 
@@ -83,8 +84,11 @@ class DoubleSparsity(DecodeSelector):
         num_layers: int | None = None,
     ) -> None:
         """A layer past ``dense_layers`` needs ``channels``, one list per KV head, each index
-        below the head dimension."""
+        below the head dimension; a warning where ``dense_layers`` covers the whole model."""
         super().check_layer(layer, kv_heads, head_dim, num_layers)
+        warn_no_sparse_layer(
+            "dense_layers", self.dense_layers, num_layers, "every layer reads every page"
+        )
         if layer < self.dense_layers:
             return
         if self.channels is None:

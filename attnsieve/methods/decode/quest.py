@@ -17,6 +17,7 @@ from attnsieve.methods.decode.base import (
     StepState,
     check_query,
     last_page,
+    warn_no_sparse_layer,
     weighted_pages,
 )
 
@@ -50,6 +51,19 @@ class Quest(DecodeSelector):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("dense_layers", self.dense_layers, 0)
+
+    def check_layer(
+        self,
+        layer: int,
+        kv_heads: int | None,
+        head_dim: int | None,
+        num_layers: int | None = None,
+    ) -> None:
+        """Any layer can; a warning where ``dense_layers`` covers the whole model."""
+        super().check_layer(layer, kv_heads, head_dim, num_layers)
+        warn_no_sparse_layer(
+            "dense_layers", self.dense_layers, num_layers, "every layer reads every page"
+        )
 
     def width(self, view: PageView) -> int | None:
         """Pages a head reads at most, or None where this layer reads every page (a dense layer,

@@ -18,6 +18,7 @@ from attnsieve.methods.decode.base import (
     check_query,
     pages_of,
     top_group_attention,
+    warn_no_sparse_layer,
 )
 from attnsieve.methods.kv.base import pack_indices
 
@@ -70,8 +71,14 @@ class TidalDecode(DecodeSelector):
         head_dim: int | None,
         num_layers: int | None = None,
     ) -> None:
-        """A model with no layer at ``select_layer`` would never select: every step dense."""
+        """A model with no layer at ``select_layer`` would never select: every step dense. One
+        without ``reselect_layer`` never re-selects (as None): a warning."""
         super().check_layer(layer, kv_heads, head_dim, num_layers)
+        if self.reselect_layer is not None:
+            warn_no_sparse_layer(
+                "reselect_layer", self.reselect_layer, num_layers,
+                "no layer re-selects tokens (as reselect_layer=None)",
+            )  # fmt: skip
         if num_layers is not None and self.select_layer >= num_layers:
             raise ValueError(
                 f"select_layer: {self.select_layer}, but the model has {num_layers} layers (no "
