@@ -312,3 +312,59 @@ def test_rejects_bad_layout_type_scale_and_strides():
         checked_attention(q, k, v, layout, scale=-1.0)
     with pytest.raises(ValueError, match="stride 1"):
         checked_attention(q.transpose(2, 3).contiguous().transpose(2, 3), k, v, layout)
+
+
+def _huge_lists(path, fill):
+    """(1, 3, 8192, 2^17) int32 lists, 2^30 entries a head, in a sparse file (no RAM, no disk):
+    the head stride fits int32 (as Triton then passes it) and head 2 starts 2^31 entries in, past
+    int32 offsets. The view starts 2^31 entries into the file, so that an offset wrapped to -2^31
+    still reads the file (zeros) rather than faulting. ``fill`` writes the rows read."""
+    import os
+
+    shape, head = (1, 3, 8192, 1 << 17), 1 << 30
+    offset = 1 << 31
+    numel = offset + 3 * head
+    with open(path, "wb") as f:
+        f.truncate(numel * 4)
+    if os.stat(path).st_blocks * 512 > 1 << 20:
+        pytest.skip("this filesystem has no sparse files")
+    store = torch.from_file(str(path), shared=True, size=numel, dtype=torch.int32)
+    lists = store.as_strided(shape, (3 * head, head, 1 << 17, 1), offset)
+    fill(lists)
+    return lists
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="a 20 GiB sparse mapping is for the CPU interpreter")
+@pytest.mark.parametrize("part", ["blocks", "columns"])
+def test_lists_past_2_31_entries_are_read_at_int64_offsets(tmp_path, part):
+    """block_topk's block lists at 1M tokens are (B, 32, 8192, 16384) int32, 2^32 entries: with
+    int32 offsets heads 16-31 read their lists 8-16 GiB before the tensor (a review's interpreter
+    run). Here a layout whose third head starts 2^31 entries in (its keys an 8M-token plan's
+    width) must give the dense answer on a 256-token prompt, as its first heads do. (The INT8·FP8
+    kernel reads its lists the same way, but refuses a layout not built for its inputs' length.)"""
+    n, bq, bk = 256, 128, 64
+    q, k, v = _qkv(1, 3, 3, n, n, 16)
+    count = torch.zeros(1, 3, 8192, dtype=torch.int32)  # query blocks 0 and 1 only
+    keys = 8192 * bq, (1 << 17) * bk
+    if part == "blocks":
+
+        def fill(lists):
+            blocks = torch.arange(4, dtype=torch.int32)
+            lists[:, :, 0, :2], lists[:, :, 1, :4] = blocks[:2], blocks
+
+        count[..., 0], count[..., 1] = 2, 4
+        layout = Layout(_huge_lists(tmp_path / "lists", fill), count, bq, bk, *keys, _valid=True)
+    else:  # no blocks; every key a column (keys 0..127 for query block 0, 0..255 for block 1)
+
+        def fill(lists):
+            lists[:, :, 0, :128], lists[:, :, 1, :256] = torch.arange(128), torch.arange(256)
+
+        count[..., 0], count[..., 1] = 128, 256
+        layout = Layout(
+            torch.zeros(1, 3, 8192, 1, dtype=torch.int32), torch.zeros_like(count), bq, bk,
+            *keys, column_idx=_huge_lists(tmp_path / "lists", fill), column_count=count,
+            _valid=True,
+        )  # fmt: skip
+    out = sparse_attention(q, k, v, layout, dense_dispatch=False).float()
+    want = attention_reference(q, k, v).float()
+    torch.testing.assert_close(out, want, atol=2e-3, rtol=2e-3)

@@ -158,7 +158,8 @@ def _sweep(
         b_acc, b_l, b_m, b_nan = _attend_tile(b_acc, b_l, b_m, b_nan, b_q, b_k, b_v, o_n, o_n < M,
                                               o_qpos, qk_scale, True, CAUSAL, EXACT)
     if HAS_COLUMNS:
-        p_col = CIDX + i_b * stride_xb + i_hl * stride_xh + i_qb * stride_xq
+        p_col = (CIDX + i_b64 * stride_xb + i_hl.to(tl.int64) * stride_xh
+                 + i_qb.to(tl.int64) * stride_xq)  # int64: as the block lists
         n_col = tl.load(CCNT + i_b * stride_yb + i_hl * stride_yh + i_qb * stride_yq)
         for start in range(0, n_col, BLOCK_N):
             m_c = start + o_t < n_col
@@ -234,7 +235,9 @@ def _query_tile(
     b_q = tl.load(p_q + o_q, mask=m_m[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
 
     # block list of this query block; batch/head broadcast through zero strides and LAYOUT_DIV
-    p_idx = BIDX + i_b * stride_ib + i_hl * stride_ih + i_qb * stride_iq
+    # int64: block lists as wide as the key blocks pass 2^31 entries (block_topk at 1M tokens)
+    p_idx = (BIDX + i_b64 * stride_ib + i_hl.to(tl.int64) * stride_ih
+             + i_qb.to(tl.int64) * stride_iq)
     n_vis = tl.load(BCNT + i_b * stride_cb + i_hl * stride_ch + i_qb * stride_cq)
     # The list is sorted, so blocks hidden from every row (past kv_end) form a suffix, and blocks
     # that need the mask the suffix before it; both are short, so scan them from the end.

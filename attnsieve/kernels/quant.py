@@ -201,7 +201,9 @@ def _quant_fwd_kernel(
     b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     b_bad = tl.zeros([BLOCK_M], dtype=tl.int1)  # rows that see a non-finite K / V row
 
-    p_idx = BIDX + i_b * stride_ib + i_hl * stride_ih + i_qb * stride_iq
+    # int64: block lists as wide as the key blocks pass 2^31 entries (block_topk at 1M tokens)
+    p_idx = (BIDX + i_b.to(tl.int64) * stride_ib + i_hl.to(tl.int64) * stride_ih
+             + i_qb.to(tl.int64) * stride_iq)
     if DENSE:  # every key block in order, BLOCK_K == BLOCK_N
         n_vis = tl.cdiv(kv_end, BLOCK_K)
         n_full = full_end // BLOCK_K
@@ -250,7 +252,8 @@ def _quant_fwd_kernel(
             tl.load(p_kbad + o_n, mask=o_n < M, other=0), o_n, o_n < M, o_qpos,
             True, CAUSAL, EMULATE_FP8)
     if HAS_COLUMNS:
-        p_col = CIDX + i_b * stride_xb + i_hl * stride_xh + i_qb * stride_xq
+        p_col = (CIDX + i_b.to(tl.int64) * stride_xb + i_hl.to(tl.int64) * stride_xh
+                 + i_qb.to(tl.int64) * stride_xq)  # int64: as the block lists
         n_col = tl.load(CCNT + i_b * stride_yb + i_hl * stride_yh + i_qb * stride_yq)
         for start in range(0, n_col, BLOCK_N):
             m_c = start + o_t < n_col
