@@ -114,7 +114,10 @@ def _masses_kernel(
     HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
     WAYS: tl.constexpr,
 ):
-    i_r, i_c = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    # one grid axis over (row, chunk): y and z stop at 65535, and either count can pass it (2^28
+    # entries a row are 32768 chunks; block_topk's rows at 1M tokens are 262144)
+    i = tl.program_id(0).to(tl.int64)
+    i_r, i_c = i // n_chunks, (i % n_chunks).to(tl.int32)
     if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
         return
     o_w = tl.arange(0, WAYS)
@@ -165,7 +168,9 @@ def _keep_kernel(
     stride_pr, stride_pl, stride_vr, stride_vl, L, gamma,
     HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    i_r, i_c = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    n_blocks = tl.cdiv(L, BLOCK)  # one grid axis over (row, block), as above
+    i = tl.program_id(0).to(tl.int64)
+    i_r, i_c = i // n_blocks, (i % n_blocks).to(tl.int32)
     o_l = i_c * BLOCK + tl.arange(0, BLOCK)
     b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
     _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
@@ -218,7 +223,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
         target = torch.empty(rows, dtype=torch.float32, device=probs.device)
         part = torch.empty((rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
         for i, (shift, ways) in enumerate(_PASSES):
-            _masses_kernel[(rows, n_chunks)](
+            _masses_kernel[(rows * n_chunks,)](
                 p, v, g, t, part, *strides, length, n_chunks, shift, ways, **flags,
                 CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=8,
             )  # fmt: skip
@@ -226,7 +231,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
                 part, t, target, g, n_chunks, shift, ways, gamma, FIRST=i == 0,
                 GAMMA_ROW=flags["GAMMA_ROW"], WAYS=_WAYS, BLOCK_C=_BLOCK_C, num_warps=4,
             )  # fmt: skip
-        _keep_kernel[(rows, triton.cdiv(length, _KEEP_BLOCK))](
+        _keep_kernel[(rows * triton.cdiv(length, _KEEP_BLOCK),)](
             p, v, t, g, out, *strides, length, gamma, **flags, BLOCK=_KEEP_BLOCK, num_warps=8,
         )  # fmt: skip
     return out.view(torch.bool).view(probs.shape)

@@ -41,7 +41,8 @@ def _mean_pool_kernel(
     X, OUT, stride_xb, stride_xh, stride_xn, stride_ob, stride_oh, stride_on, H, L, D,
     BLOCK: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    i_bh, i_n = tl.program_id(0), tl.program_id(1)
+    # pooled blocks on the grid's x axis: y stops at 65535 (16-token blocks of 1M tokens)
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < D
@@ -211,7 +212,7 @@ def _antidiag_sum_kernel(
     CAUSAL: tl.constexpr, RQ: tl.constexpr, BLOCK_KB: tl.constexpr,
 ):
     """Block score = sum over the query block's strided rows of exp2(lse(row, kb) - lse(row))."""
-    i_bh, i_q = tl.program_id(0), tl.program_id(1)
+    i_q, i_bh = tl.program_id(0), tl.program_id(1)  # query blocks on x, as the mean pool's
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_r = i_q * RQ + tl.arange(0, RQ)
     m_r = o_r < R
@@ -393,7 +394,7 @@ def block_mean_pool(x: Tensor, block: int) -> Tensor:
     out = torch.empty(b, h, nb, d, device=x.device, dtype=torch.float32)
     if out.numel() == 0:  # nothing to launch (an empty head: no arange of zero width)
         return out
-    _mean_pool_kernel[(b * h, nb)](
+    _mean_pool_kernel[(nb, b * h)](
         x, out, *x.stride()[:3], *out.stride()[:3], h, n, d,
         BLOCK=block, CHUNK=min(32, triton.next_power_of_2(block)),
         BLOCK_D=triton.next_power_of_2(d),
@@ -479,7 +480,7 @@ def antidiagonal_block_scores(
             STRIDE=stride, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), RQ=rq, RB=rb,
             CAUSAL=causal,
         )  # fmt: skip
-        _antidiag_sum_kernel[(b * heads, qb)](
+        _antidiag_sum_kernel[(qb, b * heads)](
             lse_rb, lse_r, oc, *lse_rb.stride()[:3], *lse_r.stride()[:2], *oc.stride()[:3],
             heads, n, m, rows, kb, block_q, block_k, CAUSAL=causal, RQ=rq, BLOCK_KB=64,
         )  # fmt: skip
