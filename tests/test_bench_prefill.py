@@ -97,12 +97,10 @@ def test_plot_names_the_baseline_that_ran(monkeypatch, tmp_path):
 
 
 def _stub_gpu(monkeypatch, bench):
-    """main() on the CPU: the device, the dense baseline, a row's bench and CUDA's memory stats
-    stubbed."""
+    """main() on the CPU: the device, the dense baseline and a row's bench stubbed."""
     monkeypatch.setattr(prefill, "require_cuda", lambda: CPU)
     monkeypatch.setattr(prefill, "_dense_ms", lambda q, k, v, rep_ms: (4.0, "sdpa-cudnn"))
     monkeypatch.setattr(prefill, "_bench", bench)
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
 
 
 def _row(planner, w, args):

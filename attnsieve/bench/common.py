@@ -131,7 +131,7 @@ def fraction(text: str) -> float:
 
 def check_out(out: str | Path) -> None:
     """Refuse a results folder ``out`` (--out) that could not be made or written in, before the
-    benchmark: its first results are written only after its first row."""
+    benchmark: its results file is first written once the benchmark has begun."""
     folder = Path(out)
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # made from here on
     if not existing.is_dir():
