@@ -315,26 +315,30 @@ def test_rejects_bad_layout_type_scale_and_strides():
 
 
 def _huge_lists(path, fill):
-    """(1, 3, 8192, 2^17) int32 lists, 2^30 entries a head, in a sparse file (no RAM, no disk):
-    the head stride fits int32 (as Triton then passes it) and head 2 starts 2^31 entries in, past
-    int32 offsets. The view starts 2^31 entries into the file, so that an offset wrapped to -2^31
-    still reads the file (zeros) rather than faulting. ``fill`` writes the rows read."""
+    """(1, 3, 8192, 2^17) int32 lists, 2^30 entries a head: the head stride fits int32 (as Triton
+    then passes it) and head 2 starts 2^31 entries in, past int32 offsets. The view starts 2^31
+    entries into its store, so that an offset wrapped to -2^31 still reads zeros rather than
+    faulting. The store is a sparse file on the CPU (no RAM, no disk) and 20 GiB of GPU memory on
+    CUDA, where the compiled kernel's address arithmetic is the one that counts. ``fill`` writes
+    the rows read."""
     import os
 
     shape, head = (1, 3, 8192, 1 << 17), 1 << 30
     offset = 1 << 31
     numel = offset + 3 * head
-    with open(path, "wb") as f:
-        f.truncate(numel * 4)
-    if os.stat(path).st_blocks * 512 > 1 << 20:
-        pytest.skip("this filesystem has no sparse files")
-    store = torch.from_file(str(path), shared=True, size=numel, dtype=torch.int32)
+    if DEVICE == "cuda":
+        store = torch.zeros(numel, dtype=torch.int32, device=DEVICE)
+    else:
+        with open(path, "wb") as f:
+            f.truncate(numel * 4)
+        if os.stat(path).st_blocks * 512 > 1 << 20:
+            pytest.skip("this filesystem has no sparse files")
+        store = torch.from_file(str(path), shared=True, size=numel, dtype=torch.int32)
     lists = store.as_strided(shape, (3 * head, head, 1 << 17, 1), offset)
     fill(lists)
     return lists
 
 
-@pytest.mark.skipif(DEVICE == "cuda", reason="a 20 GiB sparse mapping is for the CPU interpreter")
 @pytest.mark.parametrize("part", ["blocks", "columns"])
 def test_lists_past_2_31_entries_are_read_at_int64_offsets(tmp_path, part):
     """block_topk's block lists at 1M tokens are (B, 32, 8192, 16384) int32, 2^32 entries: with
@@ -344,12 +348,12 @@ def test_lists_past_2_31_entries_are_read_at_int64_offsets(tmp_path, part):
     kernel reads its lists the same way, but refuses a layout not built for its inputs' length.)"""
     n, bq, bk = 256, 128, 64
     q, k, v = _qkv(1, 3, 3, n, n, 16)
-    count = torch.zeros(1, 3, 8192, dtype=torch.int32)  # query blocks 0 and 1 only
+    count = torch.zeros(1, 3, 8192, dtype=torch.int32, device=DEVICE)  # query blocks 0, 1 only
     keys = 8192 * bq, (1 << 17) * bk
     if part == "blocks":
 
         def fill(lists):
-            blocks = torch.arange(4, dtype=torch.int32)
+            blocks = torch.arange(4, dtype=torch.int32, device=DEVICE)
             lists[:, :, 0, :2], lists[:, :, 1, :4] = blocks[:2], blocks
 
         count[..., 0], count[..., 1] = 2, 4
@@ -357,11 +361,13 @@ def test_lists_past_2_31_entries_are_read_at_int64_offsets(tmp_path, part):
     else:  # no blocks; every key a column (keys 0..127 for query block 0, 0..255 for block 1)
 
         def fill(lists):
-            lists[:, :, 0, :128], lists[:, :, 1, :256] = torch.arange(128), torch.arange(256)
+            cols = torch.arange(256, device=DEVICE)
+            lists[:, :, 0, :128], lists[:, :, 1, :256] = cols[:128], cols
 
         count[..., 0], count[..., 1] = 128, 256
         layout = Layout(
-            torch.zeros(1, 3, 8192, 1, dtype=torch.int32), torch.zeros_like(count), bq, bk,
+            torch.zeros(1, 3, 8192, 1, dtype=torch.int32, device=DEVICE), torch.zeros_like(count),
+            bq, bk,
             *keys, column_idx=_huge_lists(tmp_path / "lists", fill), column_count=count,
             _valid=True,
         )  # fmt: skip
