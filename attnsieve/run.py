@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="decode selector name, or none; replaces the config's 'decode' (its per-layer "
         "entries too)",
     )
-    parser.add_argument("--precision", choices=PRECISIONS, default=None)
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None, help="replaces the config's precision"
+    )
     parser.add_argument(
         "--paged-cache",
         action="store_true",
@@ -73,9 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send the prompt as one user turn in the model's chat template: an instruct model "
         "answers it instead of continuing the text",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)"
+    )
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help=DTYPE_HELP)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda where there is one, else cpu)",
+    )
     parser.add_argument(
         "--min-prefill-length", type=int, default=None, help="override the config's value"
     )

@@ -91,6 +91,18 @@ def test_every_command_module_has_the_interface():
         assert callable(module.add_arguments) and callable(module.main), name
 
 
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_option_says_what_it_does(name):
+    """`--help` is the reference a user reads first: no option is listed bare."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(cli.COMMANDS[name][0]).add_arguments(parser)
+    bare = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert bare == [], f"{name}: options without help"
+
+
 # ---- user errors: one line, exit 2 ---------------------------------------------------------
 @pytest.mark.parametrize(
     ("argv", "prog", "pattern"),

@@ -134,14 +134,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv-heads", type=positive_int, default=shape.kv_heads, help="key/value heads"
     )
-    parser.add_argument("--head-dim", type=head_dim, default=shape.head_dim)
-    parser.add_argument("--page-size", type=ints_in(8, 256, pow2=True), default=shape.page_size)
+    parser.add_argument(
+        "--head-dim", type=head_dim, default=shape.head_dim, help=f"default {shape.head_dim}"
+    )
+    parser.add_argument(
+        "--page-size",
+        type=ints_in(8, 256, pow2=True),
+        default=shape.page_size,
+        help=f"tokens a cache page (default {shape.page_size})",
+    )
     parser.add_argument(
         "--keep", type=positive_int, default=16, help="sparse rows read 1/keep of pages"
     )
     parser.add_argument("--reps", type=positive_int, default=50, help="timed graph replays per row")
-    parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--out", type=folder, default=Path("benchmarks/results"))
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the inputs (default 0)")
+    parser.add_argument(
+        "--out", type=folder, default=Path("benchmarks/results"), help="folder for JSON + PNG"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -154,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=folder, default=Path("benchmarks/results"), help="directory for JSON + PNG"
     )
-    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the prompts (default 0)")
     parser.add_argument(
         "--device",
         choices=["cuda", "cpu"],

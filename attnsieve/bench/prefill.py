@@ -91,7 +91,12 @@ TARGETS = {"min_recall": 0.95, "max_density": 0.10, "min_speedup": 8.0, "max_pla
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lengths", type=ints, default=ints("16384,65536,131072"))
+    parser.add_argument(
+        "--lengths",
+        type=ints,
+        default=ints("16384,65536,131072"),
+        help="comma-separated prompt lengths (default 16384,65536,131072)",
+    )
     parser.add_argument(
         "--planners", default=",".join(sorted(PLANNERS)), help="comma-separated planner names"
     )
@@ -107,9 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "`attnsieve calibrate` writes them), as the row 'config:<file name>'",
     )
     parser.add_argument("--kinds", default=",".join(KINDS), help="head kinds, cycled over heads")
-    parser.add_argument("--heads", type=positive_int, default=32)
-    parser.add_argument("--kv-heads", type=positive_int, default=8)
-    parser.add_argument("--head-dim", type=head_dim, default=128)
+    parser.add_argument("--heads", type=positive_int, default=32, help="query heads H_q")
+    parser.add_argument("--kv-heads", type=positive_int, default=8, help="key/value heads H_kv")
+    parser.add_argument("--head-dim", type=head_dim, default=128, help="default 128")
     parser.add_argument(
         "--recall-blocks",
         type=positive_int,
@@ -119,8 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rep-ms", type=positive_float, default=100.0, help="timing budget per measure"
     )
-    parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--out", type=folder, default=Path("benchmarks/results"))
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the heads (default 0)")
+    parser.add_argument(
+        "--out", type=folder, default=Path("benchmarks/results"), help="folder for JSON + PNG"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

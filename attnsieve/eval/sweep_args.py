@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from attnsieve.bench.common import seed
 from attnsieve.eval.models import DTYPE_HELP, DTYPES
 from attnsieve.eval.tasks import TASKS
 from attnsieve.integrations.config import read_json
@@ -97,9 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--samples", type=int, help="samples per cell (default 10; not with --fidelity)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the task samples (default 0)")
     parser.add_argument("--out", help="results folder (default: eval-results/MODEL)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda where there is one, else cpu)",
+    )
     parser.add_argument(
         "--dtype",
         choices=["auto", *DTYPES],
