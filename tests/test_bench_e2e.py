@@ -263,7 +263,9 @@ def test_prefill_timing_alternates_stock_and_patched(monkeypatch):
     monkeypatch.setattr(e2e_timing, "_forward", forward)
     with patch(model, AttentionConfig()):
         ids = torch.zeros(1, 4, dtype=torch.long)
-        stock, patched = e2e_timing.time_alternating(model, ids, 2, "sdpa")
+        ticks = []
+        stock, patched = e2e_timing.time_alternating(model, ids, 2, "sdpa", tick=ticks.append)
+        assert ticks == seen  # the progress bar hears of every forward as it ends
         assert model.config._attn_implementation == "attnsieve"
         e2e_timing.time_alternating(model, ids, 1, "sdpa")
         assert model.config._attn_implementation == "attnsieve"  # an odd count ends on stock
@@ -357,8 +359,9 @@ def test_attention_free_forward_skips_attention_and_restores_the_model(monkeypat
 
     monkeypatch.setattr(e2e_timing, "_forward", forward)
     # the best of the runs after the warm-up
-    assert e2e_timing.time_attention_free(model, ids, 2) == 4.0
-    assert seen[0::2] == [e2e_timing.ATTENTION_FREE] * 3
+    ticks = []
+    assert e2e_timing.time_attention_free(model, ids, 2, tick=ticks.append) == 4.0
+    assert seen[0::2] == ticks == [e2e_timing.ATTENTION_FREE] * 3
     assert model.config._attn_implementation == "sdpa"
     with torch.no_grad():
         stock = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
@@ -580,7 +583,7 @@ def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
     marked complete. The GPU's parts are stubbed (CPU)."""
     timed = []
 
-    def alternating(model, ids, repeats, stock):
+    def alternating(model, ids, repeats, stock, tick):
         if cut and timed:
             raise KeyboardInterrupt
         timed.append(ids.shape[1])
@@ -591,7 +594,7 @@ def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
     monkeypatch.setattr(e2e, "require_cuda", lambda: torch.device("cpu"))
     monkeypatch.setattr(e2e, "correctness_check", lambda model, device: check)
     monkeypatch.setattr(e2e, "time_alternating", alternating)
-    monkeypatch.setattr(e2e, "time_attention_free", lambda model, ids, repeats: 0.5)
+    monkeypatch.setattr(e2e, "time_attention_free", lambda model, ids, repeats, tick: 0.5)
     monkeypatch.setattr(e2e, "sdpa_backend", lambda model, device: "stubbed")
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)

@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from attnsieve.api import PRECISIONS as PREFILL_PRECISIONS
 from attnsieve.bench import e2e_decode
@@ -286,15 +287,22 @@ def main(args: argparse.Namespace) -> int:
     json_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".png")
     png_path.unlink(missing_ok=True)  # an earlier run's, beside this run's partial JSON
     write_json(json_path, result(False))
+    # each method's stock and patched forwards, then the attention-free ones, warm-ups included
+    forwards = (2 * len(methods) + 1) * (args.repeats + 1)
+    bar = tqdm(total=len(lengths) * forwards, desc="bench e2e", unit="forward")
     for length in lengths:
+        bar.set_postfix_str(f"{length} tokens, prompt")
         ids = _prompt(tokenizer, model, length, args.seed, device)
         row: dict[str, Any] = {"length": length, "prompt_tokens": ids.shape[1], "methods": {}}
         stock_runs = []
         for label, config in methods:
             cost = None if args.no_cost else DEFAULT_COST
             handle = patch(model, config, cost=cost, graphs=not args.no_graphs)
+            bar.set_postfix_str(f"{length} tokens, {label} and {handle.previous}")
             with handle as stats:
-                stock, patched = time_alternating(model, ids, args.repeats, handle.previous)
+                stock, patched = time_alternating(
+                    model, ids, args.repeats, handle.previous, tick=lambda _: bar.update()
+                )
                 graphs = None if handle.graphs is None else handle.graphs.captured
             stock_runs += stock
             sdpa_logits = stock[-1][1]
@@ -314,17 +322,22 @@ def main(args: argparse.Namespace) -> int:
             }
         row["sdpa_ttft_s"] = best(stock_runs)
         row["sdpa_peak_mem_gb"] = max(run[2] for run in stock_runs)
-        row["attention_free_ttft_s"] = time_attention_free(model, ids, args.repeats)
+        bar.set_postfix_str(f"{length} tokens, attention-free")
+        row["attention_free_ttft_s"] = time_attention_free(
+            model, ids, args.repeats, tick=lambda _: bar.update()
+        )
         row["speedup_bound"] = row["sdpa_ttft_s"] / row["attention_free_ttft_s"]
-        print(f"{length:>7} tokens: attention-free forward {row['attention_free_ttft_s'] * 1e3:.1f}"
-              f" ms, so no attention method exceeds {row['speedup_bound']:.2f}x here")  # fmt: skip
+        bar.write(f"{length:>7} tokens: attention-free forward "
+                  f"{row['attention_free_ttft_s'] * 1e3:.1f} ms, so no attention method exceeds "
+                  f"{row['speedup_bound']:.2f}x here")  # fmt: skip
         for label, entry in row["methods"].items():
             entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if check["passed"] else None
-            print(summary(length, row["sdpa_ttft_s"], label, entry))
+            bar.write(summary(length, row["sdpa_ttft_s"], label, entry))
         rows.append(row)
         write_json(json_path, result(False))  # a run cut short keeps its lengths
         del ids
         torch.cuda.empty_cache()
+    bar.close()
 
     final = result(True)
     write_json(json_path, final)

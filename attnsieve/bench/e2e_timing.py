@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ CHECK_REL_ERR = 0.05  # bf16 through every layer; a wrong kernel or transpose gi
 ATTENTION_FREE = "attnsieve_attention_free"  # the attention implementation of the bound's runs
 
 Run = tuple[float, Tensor, float]  # seconds to first token, last-position logits, peak GB
+Tick = Callable[[str], None]  # told each forward's attention implementation, for a progress bar
 
 
 @torch.inference_mode()
@@ -45,26 +47,33 @@ def median(runs: list[Run]) -> float:
     return statistics.median(run[0] for run in runs)
 
 
-def time_prefill(model: Any, ids: Tensor, repeats: int) -> Run:
-    """(best seconds to first token, last-position logits, peak GB) after one warm-up run."""
-    runs = [_forward(model, ids) for _ in range(repeats + 1)]
+def time_prefill(model: Any, ids: Tensor, repeats: int, tick: Tick | None = None) -> Run:
+    """(best seconds to first token, last-position logits, peak GB) after one warm-up run;
+    ``tick(attention implementation)`` after every forward."""
+    runs = []
+    for _ in range(repeats + 1):
+        runs.append(_forward(model, ids))
+        if tick is not None:
+            tick(model.config._attn_implementation)
     return best(runs[1:]), runs[-1][1], max(run[2] for run in runs)
 
 
 def time_alternating(
-    model: Any, ids: Tensor, repeats: int, stock: str
+    model: Any, ids: Tensor, repeats: int, stock: str, tick: Tick | None = None
 ) -> tuple[list[Run], list[Run]]:
     """Runs of the stock model (attention implementation ``stock``) and of the patched one,
     alternated after one warm-up of each, so that drift in clocks or host load weighs on both
     alike, and each going first in every other pair (ABBA), so that neither always runs right
     after the other. The model is patched; it runs stock by switching its attention
-    implementation."""
+    implementation. ``tick(implementation)`` after every forward."""
     patched = model.config._attn_implementation
     runs: dict[str, list[Run]] = {stock: [], patched: []}
     for i in range(repeats + 1):
         for impl in (stock, patched) if i % 2 == 0 else (patched, stock):
             model.set_attn_implementation(impl)
             runs[impl].append(_forward(model, ids))
+            if tick is not None:
+                tick(impl)
     model.set_attn_implementation(patched)
     return runs[stock][1:], runs[patched][1:]
 
@@ -77,7 +86,7 @@ def attention_free(
     return query.new_zeros(b, n, h, value.shape[-1]), None
 
 
-def time_attention_free(model: Any, ids: Tensor, repeats: int) -> float:
+def time_attention_free(model: Any, ids: Tensor, repeats: int, tick: Tick | None = None) -> float:
     """Best seconds to first token with `attention_free` as every layer's attention: what the
     forward costs besides attention (its logits are meaningless)."""
     from transformers import AttentionInterface
@@ -88,7 +97,7 @@ def time_attention_free(model: Any, ids: Tensor, repeats: int) -> float:
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION_FREE)
     try:
-        return time_prefill(model, ids, repeats)[0]
+        return time_prefill(model, ids, repeats, tick)[0]
     finally:
         model.set_attn_implementation(previous)
 
