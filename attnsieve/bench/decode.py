@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from attnsieve.bench.common import (
     check_heads,
@@ -160,10 +161,10 @@ def main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     copy_tbps = copy_bandwidth()
     rows: list[dict] = []
-    for b in args.batch:
-        for n in args.lengths:
-            rows += bench_one(b, n, args, copy_tbps)
-            torch.cuda.empty_cache()
+    cells = [(b, n) for b in args.batch for n in args.lengths]
+    for b, n in tqdm(cells, desc="bench decode", unit="cell"):
+        rows += bench_one(b, n, args, copy_tbps)
+        torch.cuda.empty_cache()
     env = environment(device)
     payload = {
         "benchmark": "decode",
