@@ -108,21 +108,23 @@ def test_line_plots_never_repeat_a_colour_and_style(monkeypatch, tmp_path):
 
 def test_a_median_takes_at_least_five_calls(monkeypatch):
     """do_bench times max(1, rep / estimate) calls: a 250 ms kernel at rep 200 ms was one call,
-    reported as a median. The rep handed to it now covers five calls at least."""
+    reported as a median. Calls that long are now timed five times directly; shorter ones go
+    through do_bench with the time budget asked for."""
     import triton.testing
 
     from attnsieve.bench import common
 
-    reps = []
-    monkeypatch.setattr(common, "_call_ms", lambda fn: 250.0)
+    reps, direct = [], []
     monkeypatch.setattr(
         triton.testing, "do_bench", lambda fn, warmup, rep, return_mode: reps.append(rep) or 1.0
     )
+    monkeypatch.setattr(common, "_median_of_calls", lambda fn, calls: direct.append(calls) or 2.0)
+    monkeypatch.setattr(common, "_call_ms", lambda fn: 250.0)
+    assert common.median_ms(lambda: None, rep_ms=200) == 2.0
+    assert direct == [common.MIN_CALLS] and reps == []
+    monkeypatch.setattr(common, "_call_ms", lambda fn: 30.0)  # 6 calls in 200 ms, 5 with margin
     assert common.median_ms(lambda: None, rep_ms=200) == 1.0
-    assert reps[-1] >= common.MIN_CALLS * 250
-    monkeypatch.setattr(common, "_call_ms", lambda fn: 0.01)
-    common.median_ms(lambda: None, rep_ms=200)
-    assert reps[-1] == 200  # short calls: the time budget rules
+    assert reps == [200] and direct == [common.MIN_CALLS]
 
 
 def test_ints_keep_one_of_each_value():

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,14 +31,35 @@ MIN_CALLS = 5  # timed calls a median is taken over, however long a call
 
 
 def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
-    """Median wall time of eager calls of ``fn`` in ms, from CUDA events
-    (triton.testing.do_bench, which flushes L2 before each call by zeroing a 256 MB buffer), over
-    ``rep_ms`` of calls and at least `MIN_CALLS` of them: do_bench alone times max(1, rep_ms /
-    estimate) calls, one call of a 250 ms kernel at the default 200 ms."""
+    """Median wall time of eager calls of ``fn`` in ms, from CUDA events, each after L2 is flushed
+    by zeroing a 256 MB buffer, over ``rep_ms`` of calls and at least `MIN_CALLS` of them.
+
+    Short calls go through triton.testing.do_bench. Calls so long that `MIN_CALLS` of them (and a
+    margin) fill ``rep_ms`` are timed `MIN_CALLS` times directly, after the two calls that
+    estimated them: do_bench alone would time max(1, rep_ms / estimate) calls (one call of a
+    250 ms kernel at the default 200 ms), and before them spend six more estimating and warming
+    up, which for cuDNN at 1M tokens (about 18 s a call) is minutes."""
     import triton.testing
 
-    rep = max(rep_ms, 1.2 * MIN_CALLS * _call_ms(fn))  # do_bench's own estimate can run shorter
-    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep, return_mode="median"))
+    if 1.2 * MIN_CALLS * _call_ms(fn) >= rep_ms:  # with a margin: do_bench estimates anew
+        return _median_of_calls(fn, MIN_CALLS)
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def _median_of_calls(fn: Callable[[], object], calls: int) -> float:
+    """Median ms of ``calls`` calls of ``fn``, from CUDA events, L2 flushed before each (as
+    do_bench flushes it)."""
+    flush = torch.empty(2**26, dtype=torch.int32, device="cuda")  # 256 MB, past L2 (50 MB)
+    events = []
+    for _ in range(calls):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events)
 
 
 def _call_ms(fn: Callable[[], object]) -> float:

@@ -15,8 +15,8 @@ retrieval heads cycling over the query heads) is planned by every planner with i
   ``total_ms`` and ``speedup`` = SDPA causal dense ms / total_ms (cuDNN, or flash where cuDNN
   has no kernel for the inputs: ``baseline`` records which; the plot's axes name it);
   ``plan_fraction`` = plan_ms / attn_ms. Times are CUDA-event medians of eager calls
-  (`median_ms`, i.e. `triton.testing.do_bench`, which flushes L2 by zeroing a 256 MB buffer
-  before each call).
+  (`median_ms`: `triton.testing.do_bench`, or five direct calls where a call is long; L2 is
+  flushed by zeroing a 256 MB buffer before each call).
 - ``graph_plan_ms``: the plan replayed from a CUDA graph, as `attnsieve.patch` runs it once a
   shape repeats (None where the plan waits for the GPU and cannot be captured), with L2 flushed
   by reading a 256 MB buffer before each replay (`attnsieve.bench.common.graph_ms`), and
@@ -77,8 +77,8 @@ from attnsieve.methods import PLANNERS, PerHeadPlanner, get_planner
 KINDS = ("sink_local", "vertical", "slash", "retrieval")
 REL_TOL = 2e-2  # bf16 kernel output vs the fp32 reference (relative Frobenius error)
 _DO_BENCH = (
-    "eager calls timed by triton.testing.do_bench: a 256 MB buffer zeroed (written) before each "
-    "call"
+    "eager calls timed by median_ms (triton.testing.do_bench, or five direct calls where a call is "
+    "long): a 256 MB buffer zeroed (written) before each call"
 )
 L2_FLUSH = {  # the flush before each timed field of a row
     "dense_ms": _DO_BENCH,
