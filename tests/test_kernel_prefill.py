@@ -12,6 +12,8 @@ from attnsieve.api import attention
 from attnsieve.kernels import prefill
 from attnsieve.kernels.prefill import sparse_attention
 from attnsieve.kernels.prefill_reference import attention_reference
+from attnsieve.kernels.quant import quant_attention
+from attnsieve.kernels.quant_reference import quant_attention_reference
 from attnsieve.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("nan_empty")
@@ -314,17 +316,44 @@ def test_rejects_bad_layout_type_scale_and_strides():
         checked_attention(q.transpose(2, 3).contiguous().transpose(2, 3), k, v, layout)
 
 
-def _huge_lists(path, fill):
-    """(1, 3, 8192, 2^17) int32 lists, 2^30 entries a head: the head stride fits int32 (as Triton
-    then passes it) and head 2 starts 2^31 entries in, past int32 offsets. The view starts 2^31
-    entries into its store, so that an offset wrapped to -2^31 still reads zeros rather than
-    faulting. The store is a sparse file on the CPU (no RAM, no disk) and 20 GiB of GPU memory on
-    CUDA, where the compiled kernel's address arithmetic is the one that counts. ``fill`` writes
-    the rows read."""
+@pytest.mark.parametrize(
+    ("bad", "pattern"),
+    [
+        ("layout_length", r"layout: built for \(N, M\)=\(128, 128\)"),
+        ("layout_heads", "layout: heads 3"),
+        ("out_shape", "out: expected shape"),
+        ("k_heads", "H_q=4 must be a positive multiple of H_kv=3"),
+    ],
+)
+def test_the_kernel_entry_refuses_what_does_not_fit(bad, pattern):
+    """`attnsieve.kernels.prefill.sparse_attention`, called directly (as the benches do), read
+    a layout built for 128 queries with 256-query inputs past its block lists: a segmentation
+    fault in the interpreter. It now checks what the public entry checks."""
+    q, k, v = _qkv(1, 4, 2, 256, 256, 16)
+    layout = Layout.dense(256, 256, block_q=64, block_k=64, device=DEVICE)
+    out = None
+    if bad == "layout_length":
+        layout = Layout.dense(128, 128, block_q=64, block_k=64, device=DEVICE)
+    elif bad == "layout_heads":
+        layout = Layout.cat([layout] * 3, dim=1)
+    elif bad == "out_shape":
+        out = torch.empty(1, 4, 128, 16, dtype=q.dtype, device=DEVICE)
+    else:
+        k = k[:, :1].expand(1, 3, 256, 16)
+    with pytest.raises(ValueError, match=pattern):
+        sparse_attention(q, k, v, layout, dense_dispatch=False, out=out)
+
+
+def _huge_lists(path, width, fill):
+    """(1, 3, 2, width) int32 lists whose heads lie 2^30 entries apart: the head stride fits
+    int32 (as Triton then passes it) and head 2 starts 2^31 entries in, past int32 offsets. The
+    view starts 2^31 entries into its store, so that an offset wrapped to -2^31 still reads zeros
+    rather than faulting. The store is a sparse file on the CPU (no RAM, no disk) and 20 GiB of
+    GPU memory on CUDA, where the compiled kernel's address arithmetic is the one that counts.
+    ``fill`` writes the lists."""
     import os
 
-    shape, head = (1, 3, 8192, 1 << 17), 1 << 30
-    offset = 1 << 31
+    head, offset = 1 << 30, 1 << 31
     numel = offset + 3 * head
     if DEVICE == "cuda":
         store = torch.zeros(numel, dtype=torch.int32, device=DEVICE)
@@ -334,43 +363,47 @@ def _huge_lists(path, fill):
         if os.stat(path).st_blocks * 512 > 1 << 20:
             pytest.skip("this filesystem has no sparse files")
         store = torch.from_file(str(path), shared=True, size=numel, dtype=torch.int32)
-    lists = store.as_strided(shape, (3 * head, head, 1 << 17, 1), offset)
+    lists = store.as_strided((1, 3, 2, width), (3 * head, head, width, 1), offset)
     fill(lists)
     return lists
 
 
+@pytest.mark.parametrize("kernel", ["bf16", "int8-fp8"])
 @pytest.mark.parametrize("part", ["blocks", "columns"])
-def test_lists_past_2_31_entries_are_read_at_int64_offsets(tmp_path, part):
+def test_lists_past_2_31_entries_are_read_at_int64_offsets(tmp_path, part, kernel):
     """block_topk's block lists at 1M tokens are (B, 32, 8192, 16384) int32, 2^32 entries: with
     int32 offsets heads 16-31 read their lists 8-16 GiB before the tensor (a review's interpreter
-    run). Here a layout whose third head starts 2^31 entries in (its keys an 8M-token plan's
-    width) must give the dense answer on a 256-token prompt, as its first heads do. (The INT8·FP8
-    kernel reads its lists the same way, but refuses a layout not built for its inputs' length.)"""
+    run). Here a layout of a 256-token prompt whose third head's lists start 2^31 entries in must
+    give the dense answer, as its first heads do, through the bf16 and the INT8·FP8 kernel."""
     n, bq, bk = 256, 128, 64
-    q, k, v = _qkv(1, 3, 3, n, n, 16)
-    count = torch.zeros(1, 3, 8192, dtype=torch.int32, device=DEVICE)  # query blocks 0, 1 only
-    keys = 8192 * bq, (1 << 17) * bk
+    q, k, v = _qkv(1, 3, 3, n, n, 32)
+    count = torch.zeros(1, 3, 2, dtype=torch.int32, device=DEVICE)
     if part == "blocks":
 
         def fill(lists):
             blocks = torch.arange(4, dtype=torch.int32, device=DEVICE)
-            lists[:, :, 0, :2], lists[:, :, 1, :4] = blocks[:2], blocks
+            lists[:, :, 0, :2], lists[:, :, 1] = blocks[:2], blocks
 
         count[..., 0], count[..., 1] = 2, 4
-        layout = Layout(_huge_lists(tmp_path / "lists", fill), count, bq, bk, *keys, _valid=True)
+        layout = Layout(_huge_lists(tmp_path / "lists", 4, fill), count, bq, bk, n, n, _valid=True)
     else:  # no blocks; every key a column (keys 0..127 for query block 0, 0..255 for block 1)
 
         def fill(lists):
             cols = torch.arange(256, device=DEVICE)
-            lists[:, :, 0, :128], lists[:, :, 1, :256] = cols[:128], cols
+            lists[:, :, 0, :128], lists[:, :, 1] = cols[:128], cols
 
         count[..., 0], count[..., 1] = 128, 256
         layout = Layout(
-            torch.zeros(1, 3, 8192, 1, dtype=torch.int32, device=DEVICE), torch.zeros_like(count),
-            bq, bk,
-            *keys, column_idx=_huge_lists(tmp_path / "lists", fill), column_count=count,
-            _valid=True,
+            torch.zeros(1, 3, 2, 1, dtype=torch.int32, device=DEVICE), torch.zeros_like(count),
+            bq, bk, n, n,
+            column_idx=_huge_lists(tmp_path / "lists", 256, fill), column_count=count, _valid=True,
         )  # fmt: skip
-    out = sparse_attention(q, k, v, layout, dense_dispatch=False).float()
-    want = attention_reference(q, k, v).float()
-    torch.testing.assert_close(out, want, atol=2e-3, rtol=2e-3)
+    if kernel == "bf16":
+        out = sparse_attention(q, k, v, layout, dense_dispatch=False).float()
+        want = attention_reference(q, k, v).float()
+        torch.testing.assert_close(out, want, atol=2e-3, rtol=2e-3)
+    else:
+        out = quant_attention(q, k, v, layout).float()
+        want = quant_attention_reference(q, k, v, layout).float()  # the same quantisation tiles
+        err = float((out - want).norm() / want.norm())
+        assert err < 5e-3, f"relative error {err:.2e} against the INT8·FP8 twin"

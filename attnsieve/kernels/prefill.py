@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from attnsieve.checks import check_out, check_qkv
 from attnsieve.kernels import INTERPRET, check_interpreter_dots, check_triton_device
 from attnsieve.layout import Layout
 
@@ -593,7 +594,15 @@ def _pow2_in(x: int, lo: int, hi: int) -> bool:
 def _check_kernel_inputs(
     q: Tensor, k: Tensor, v: Tensor, layout: Layout, out: Tensor | None
 ) -> None:
-    """What this kernel needs beyond the public contract that `attnsieve.api` checks."""
+    """The public contract that `attnsieve.api` checks too (a layout or ``out`` that does not fit
+    the inputs sent the kernel's programs outside its tensors: a segmentation fault), and what
+    this kernel needs beyond it."""
+    check_qkv(q, k, v)
+    if not isinstance(layout, Layout):
+        raise TypeError(f"layout: expected an attnsieve Layout, got {type(layout).__name__}")
+    layout.check_inputs(q, k)
+    if out is not None:
+        check_out(out, q, q=q, k=k, v=v)
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"q, k, v: the Triton kernel takes float16 or bfloat16, got {q.dtype}")
     if not _pow2_in(q.shape[-1], 16, 256):
