@@ -1,7 +1,10 @@
 """Argument checks shared by every public boundary: each raises a named ValueError or TypeError.
 
 Public entry points (`attnsieve.api`, a planner's ``plan``, `Layout` constructors, the config, the
-cache) check their arguments once, here; kernels and inner helpers trust their callers.
+cache) check their arguments once, here; inner helpers trust their callers. The kernels' own
+entries that the benches call directly (`attnsieve.kernels.prefill.sparse_attention`,
+`attnsieve.kernels.quant.quant_attention`) check again: a layout or buffer that does not fit
+sends their programs outside the tensors.
 """
 
 from __future__ import annotations

@@ -76,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "answers it instead of continuing the text",
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)"
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help="at most this many tokens (default 64; an end-of-sequence token stops sooner)",
     )
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help=DTYPE_HELP)
     parser.add_argument(

@@ -576,25 +576,32 @@ def test_a_length_or_batch_given_twice_runs_once():
 
 @pytest.mark.parametrize("cut", [False, True])
 def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
-    tiny_probe_dir, tmp_path, monkeypatch, cut
+    tiny_probe_dir, tmp_path, monkeypatch, capsys, cut
 ):
     """The JSON is written after every length: a run cut short at its second length (as a timeout
     would, here an interrupt from the timer) keeps the first, marked incomplete; a whole run is
-    marked complete. The GPU's parts are stubbed (CPU)."""
+    marked complete. The progress bar counts every forward. The GPU's parts are stubbed (CPU)."""
     timed = []
 
     def alternating(model, ids, repeats, stock, tick):
         if cut and timed:
             raise KeyboardInterrupt
         timed.append(ids.shape[1])
+        for _ in range(2 * (repeats + 1)):  # stock and patched, a warm-up of each
+            tick(stock)
         logits = torch.zeros(1, 8)
         return [(2.0, logits, 0.1)], [(1.0, logits, 0.1)]
+
+    def attention_free(model, ids, repeats, tick):
+        for _ in range(repeats + 1):
+            tick("attention_free")
+        return 0.5
 
     check = {"rel_err": 0.0, "dense_fallback_layers": 0, "graph_replay": False, "passed": True}
     monkeypatch.setattr(e2e, "require_cuda", lambda: torch.device("cpu"))
     monkeypatch.setattr(e2e, "correctness_check", lambda model, device: check)
     monkeypatch.setattr(e2e, "time_alternating", alternating)
-    monkeypatch.setattr(e2e, "time_attention_free", lambda model, ids, repeats, tick: 0.5)
+    monkeypatch.setattr(e2e, "time_attention_free", attention_free)
     monkeypatch.setattr(e2e, "sdpa_backend", lambda model, device: "stubbed")
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
@@ -613,6 +620,8 @@ def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
     assert all(r["methods"]["streaming"]["speedup"] == 2.0 for r in result["results"])
     assert stem.with_suffix(".png").exists() is not cut
     assert not list(tmp_path.glob("*.tmp"))
+    # 2 lengths x (stock + patched + attention-free) x (2 repeats + a warm-up); cut after 9
+    assert f"| {9 if cut else 18}/18 " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("decode", [False, True])

@@ -130,10 +130,11 @@ def test_every_option_says_what_it_does(name):
          r"^--length: expected a positive number of tokens, got 0"),
         (["run", "--model", "m", "--prompt-file", "p", "--device", "meta"], "attnsieve run",
          r"^--device: expected cpu or cuda\[:N\], got 'meta'"),
+        (["eval", "--seed", "-1"], "attnsieve eval", r"argument --seed: expected an int in \[0, "),
     ],
     ids=["unknown", "unknown-bench", "missing-option", "bad-choice", "bad-int", "unknown-option",
          "missing-prompt", "prompt-folder", "missing-qk-file", "unknown-device", "qk-not-torch",
-         "length-0", "meta-device"],
+         "length-0", "meta-device", "negative-seed"],
 )  # fmt: skip
 def test_user_errors_are_one_line(capsys, argv, prog, pattern):
     assert cli.main(argv) == 2

@@ -32,13 +32,14 @@ MIN_CALLS = 5  # timed calls a median is taken over, however long a call
 
 def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
     """Median wall time of eager calls of ``fn`` in ms, from CUDA events, each after L2 is flushed
-    by zeroing a 256 MB buffer, over ``rep_ms`` of calls and at least `MIN_CALLS` of them.
+    by zeroing a 256 MB buffer: at least `MIN_CALLS` calls, and ``rep_ms`` of them where calls
+    are short.
 
     Short calls go through triton.testing.do_bench. Calls so long that `MIN_CALLS` of them (and a
     margin) fill ``rep_ms`` are timed `MIN_CALLS` times directly, after the two calls that
     estimated them: do_bench alone would time max(1, rep_ms / estimate) calls (one call of a
-    250 ms kernel at the default 200 ms), and before them spend six more estimating and warming
-    up, which for cuDNN at 1M tokens (about 18 s a call) is minutes."""
+    250 ms kernel at the default 200 ms), and before them spend seven more (one, five to
+    estimate, one to warm up), which for cuDNN at 1M tokens (about 18 s a call) is minutes."""
     import triton.testing
 
     if 1.2 * MIN_CALLS * _call_ms(fn) >= rep_ms:  # with a margin: do_bench estimates anew

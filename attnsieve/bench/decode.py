@@ -136,7 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kv-heads", type=positive_int, default=shape.kv_heads, help="key/value heads"
     )
     parser.add_argument(
-        "--head-dim", type=head_dim, default=shape.head_dim, help=f"default {shape.head_dim}"
+        "--head-dim",
+        type=head_dim,
+        default=shape.head_dim,
+        help=f"head dimension (default {shape.head_dim})",
     )
     parser.add_argument(
         "--page-size",

@@ -87,8 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--heads", type=positive_int, default=32, help="query heads H_q")
     parser.add_argument("--kv-heads", type=positive_int, default=8, help="key/value heads H_kv")
-    parser.add_argument("--head-dim", type=head_dim, default=128, help="default 128")
-    parser.add_argument("--batch", type=positive_int, default=1, help="default 1")
+    parser.add_argument(
+        "--head-dim", type=head_dim, default=128, help="head dimension (default 128)"
+    )
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     parser.add_argument(
         "--block",
         type=ints_in(16, 128, pow2=True),

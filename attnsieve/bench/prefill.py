@@ -114,7 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default=",".join(KINDS), help="head kinds, cycled over heads")
     parser.add_argument("--heads", type=positive_int, default=32, help="query heads H_q")
     parser.add_argument("--kv-heads", type=positive_int, default=8, help="key/value heads H_kv")
-    parser.add_argument("--head-dim", type=head_dim, default=128, help="default 128")
+    parser.add_argument(
+        "--head-dim", type=head_dim, default=128, help="head dimension (default 128)"
+    )
     parser.add_argument(
         "--recall-blocks",
         type=positive_int,
