@@ -127,6 +127,36 @@ def test_a_median_takes_at_least_five_calls(monkeypatch):
     assert reps == [200] and direct == [common.MIN_CALLS]
 
 
+def test_long_calls_are_timed_between_events_each_after_the_flush(monkeypatch):
+    """The direct path of `median_ms`: every call sits between its own pair of events, the L2
+    flush before the first of them, and the median is taken once the device has synchronised."""
+    from attnsieve.bench import common
+
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = len(log)
+            log.append("event")
+
+        def elapsed_time(self, end):
+            assert "sync" in log, "read before the synchronisation"
+            return float(end.at - self.at) * {1: 3.0, 5: 1.0, 9: 1.5}[self.at]
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: log.append("sync"))
+    real_zero = torch.Tensor.zero_
+    monkeypatch.setattr(torch.Tensor, "zero_", lambda t: log.append("flush") or real_zero(t))
+    assert (
+        common._median_of_calls(lambda: log.append("call"), 3, device="cpu") == 3.0
+    )  # of 6, 2, 3 ms
+    assert log == ["flush", "event", "call", "event"] * 3 + ["sync"]
+
+
 def test_ints_keep_one_of_each_value():
     """bench kernels' and bench decode's speed-ups key rows on the length (and batch): a length
     given twice took the last row's baseline for both."""

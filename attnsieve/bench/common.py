@@ -47,10 +47,10 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
-def _median_of_calls(fn: Callable[[], object], calls: int) -> float:
+def _median_of_calls(fn: Callable[[], object], calls: int, device: str = "cuda") -> float:
     """Median ms of ``calls`` calls of ``fn``, from CUDA events, L2 flushed before each (as
     do_bench flushes it)."""
-    flush = torch.empty(2**26, dtype=torch.int32, device="cuda")  # 256 MB, past L2 (50 MB)
+    flush = torch.empty(2**26, dtype=torch.int32, device=device)  # 256 MB, past L2 (50 MB)
     events = []
     for _ in range(calls):
         flush.zero_()
