@@ -19,7 +19,9 @@ threshold is >= 1.
 
 No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
 or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
-the twin). The twin is :func:`attnsieve.kernels.mass_threshold_reference.mass_threshold`.
+the twin). The twin is :func:`attnsieve.kernels.mass_threshold_reference.mass_threshold`;
+`attnsieve.api.mass_threshold` picks between the two and checks the arguments (this launcher
+trusts its callers).
 """
 
 from __future__ import annotations
