@@ -3311,15 +3311,19 @@ s37d)  # by hand at once after s37c (a one-off command of this content): synthet
     grep -v "it/s\]\|s/it\]" /tmp/p.log | tail -20
     cp /tmp/p.log "$D/stdout.log"
     ;;
-s37e)  # prepared for the next session, not run (carry .stage/s, WHEELS=.stage/s): what this session
-    # changed after its device time: the int64-offset test on both kernels and the kernel entry's
-    # checks on CUDA, then a 512K bench prefill row through median_ms's direct path (long calls
-    # timed five times; tests37/after.log, long37/prefill_512k_direct/)
+s37e)  # prepared for the next session, not run (carry .stage/s and .stage/pv, WHEELS=.stage/s): what
+    # this session changed after its device time: the int64-offset test on both kernels and the
+    # kernel entry's checks on CUDA; the threshold search with rows fastest again on its one grid
+    # axis, against the two-axis module (mass_old.py, as s37a); then a 512K bench prefill row
+    # through median_ms's direct path (long calls timed five times; tests37/after.log,
+    # tests37/planning_after.log, long37/prefill_512k_direct/)
     D="$OUT/tests37"
     mkdir -p "$D"
     timeout 200 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_kernel_prefill.py \
-        tests/test_bench_common.py > "$D/after.log" 2>&1
+        tests/test_bench_common.py tests/test_kernel_mass_threshold.py > "$D/after.log" 2>&1
     tail -3 "$D/after.log"
+    timeout 240 python3 benchmarks/time_planning_kernels.py --variant mass_old=.stage/pv/mass_old.py \
+        2>&1 | grep -v Warn | tee "$D/planning_after.log"
     timeout 300 python3 -m attnsieve bench prefill --lengths 524288 --planners streaming \
         --recall-blocks 4 --rep-ms 50 --out "$OUT/long37/prefill_512k_direct" 2>&1 \
         | grep -v "it/s\]\|s/it\]"

@@ -112,14 +112,15 @@ def _keeps_nothing(GAMMA, i_r, GAMMA_ROW: tl.constexpr):
 @triton.jit
 def _masses_kernel(
     P, VALID, GAMMA, T, PART,
-    stride_pr, stride_pl, stride_vr, stride_vl, L, n_chunks, shift, ways,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, shift, ways,
     HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
     WAYS: tl.constexpr,
 ):
-    # one grid axis over (row, chunk): y and z stop at 65535, and either count can pass it (2^28
-    # entries a row are 32768 chunks; block_topk's rows at 1M tokens are 262144)
+    # one grid axis over (chunk, row): y and z stop at 65535, and either count can pass it (2^28
+    # entries a row are 32768 chunks; block_topk's rows at 1M tokens are 262144). Rows vary
+    # fastest, as on the two-axis grid this replaced.
     i = tl.program_id(0).to(tl.int64)
-    i_r, i_c = i // n_chunks, (i % n_chunks).to(tl.int32)
+    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int32)
     if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
         return
     o_w = tl.arange(0, WAYS)
@@ -167,12 +168,11 @@ def _narrow_kernel(
 @triton.jit
 def _keep_kernel(
     P, VALID, T, GAMMA, OUT,
-    stride_pr, stride_pl, stride_vr, stride_vl, L, gamma,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, gamma,
     HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    n_blocks = tl.cdiv(L, BLOCK)  # one grid axis over (row, block), as above
-    i = tl.program_id(0).to(tl.int64)
-    i_r, i_c = i // n_blocks, (i % n_blocks).to(tl.int32)
+    i = tl.program_id(0).to(tl.int64)  # one grid axis over (block, row), as above
+    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int32)
     o_l = i_c * BLOCK + tl.arange(0, BLOCK)
     b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
     _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
@@ -226,7 +226,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
         part = torch.empty((rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
         for i, (shift, ways) in enumerate(_PASSES):
             _masses_kernel[(rows * n_chunks,)](
-                p, v, g, t, part, *strides, length, n_chunks, shift, ways, **flags,
+                p, v, g, t, part, *strides, length, rows, n_chunks, shift, ways, **flags,
                 CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=8,
             )  # fmt: skip
             _narrow_kernel[(rows,)](
@@ -234,6 +234,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
                 GAMMA_ROW=flags["GAMMA_ROW"], WAYS=_WAYS, BLOCK_C=_BLOCK_C, num_warps=4,
             )  # fmt: skip
         _keep_kernel[(rows * triton.cdiv(length, _KEEP_BLOCK),)](
-            p, v, t, g, out, *strides, length, gamma, **flags, BLOCK=_KEEP_BLOCK, num_warps=8,
+            p, v, t, g, out, *strides, length, rows, gamma, **flags, BLOCK=_KEEP_BLOCK,
+            num_warps=8,
         )  # fmt: skip
     return out.view(torch.bool).view(probs.shape)
