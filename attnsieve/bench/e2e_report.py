@@ -33,14 +33,17 @@ def sdpa_backend(model: Any, device: torch.device) -> str:
 
 def summary(length: int, sdpa_s: float, label: str, r: dict[str, Any]) -> str:
     """One method's line at one length: its time and SDPA's, density, dense-fallback layers,
-    graphs captured, and the speed-up of the best runs and of the medians."""
+    graphs captured, how far its last-position logits are from SDPA's, and the speed-up of the
+    best runs and of the medians."""
     speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "not reported (check failed)"
     density = "n/a" if r["mean_density"] is None else f"{r['mean_density']:.3f}"
     dense = sum(f is not None for f in r["fallback_per_layer"])
     paired = r["paired_sdpa_median_ttft_s"] / r["median_ttft_s"]
+    top1 = "same" if r["top1_match"] else "another"
     return (
         f"{length:>7} tokens: sdpa {sdpa_s * 1e3:.1f} ms, {label} {r['ttft_s'] * 1e3:.1f} ms "
-        f"(density {density}, {dense} dense-fallback layers, {r['graphs_captured']} graphs), "
+        f"(density {density}, {dense} dense-fallback layers, {r['graphs_captured']} graphs; "
+        f"logits {r['logits_rel_err']:.2g} from sdpa's, {top1} top token), "
         f"speed-up {speedup} (of the medians: {paired:.2f}x)"
     )
 
