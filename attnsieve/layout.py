@@ -646,6 +646,17 @@ class Layout:
         layout_checks.check_inputs(self, q, k)
 
 
+def check_layout(layout: object, q: Tensor, k: Tensor, *, optional: bool = False) -> None:
+    """``layout``, an attention call's argument: a `Layout` (or None, where ``optional``) that fits
+    q (B, H_q, N, D) attending over k (B, H_kv, M, D)."""
+    if layout is None and optional:
+        return
+    if not isinstance(layout, Layout):
+        wanted = "an attnsieve Layout or None" if optional else "an attnsieve Layout"
+        raise TypeError(f"layout: expected {wanted}, got {type(layout).__name__}")
+    layout.check_inputs(q, k)
+
+
 def query_block_positions(
     num_queries: int, num_keys: int, block_q: int, device: torch.device | None = None
 ) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ import torch
 from attnsieve.eval.models import (
     DTYPE_HELP,
     DTYPES,
+    add_device_argument,
     load_model,
     model_positions,
     read_prompt_file,
@@ -82,11 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="at most this many tokens (default 64; an end-of-sequence token stops sooner)",
     )
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help=DTYPE_HELP)
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device (default: cuda where there is one, else cpu)",
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--min-prefill-length", type=int, default=None, help="override the config's value"
     )

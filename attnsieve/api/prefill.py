@@ -20,7 +20,7 @@ from attnsieve.checks import (
 )
 from attnsieve.kernels import check_triton_device
 from attnsieve.kernels.prefill_reference import attention_reference
-from attnsieve.layout import Layout, causal_token_mask
+from attnsieve.layout import Layout, causal_token_mask, check_layout
 
 PRECISIONS = ("bf16", "int8-fp8")
 _CHUNK_ELEMENTS = 1 << 24  # score elements per chunk of the soft-capping path
@@ -66,12 +66,7 @@ def attention(
     check_scale(scale)
     check_bool("causal", causal)
     check_bool("return_lse", return_lse)
-    if layout is not None:
-        if not isinstance(layout, Layout):
-            raise TypeError(
-                f"layout: expected an attnsieve Layout or None, got {type(layout).__name__}"
-            )
-        layout.check_inputs(q, k)
+    check_layout(layout, q, k, optional=True)
     if out is not None:
         check_out(out, q, q=q, k=k, v=v)
     if precision not in PRECISIONS:

@@ -276,11 +276,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="--retrieval-heads: fraction of induction heads (default 0.14)",
     )
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device (default: cuda where there is one, else cpu)",
-    )
+    from attnsieve.eval.models import add_device_argument  # as main's: loaded on use
+
+    add_device_argument(parser)
     parser.add_argument("--output", help="the config JSON to write (default calibration.json)")
 
 

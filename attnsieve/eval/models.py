@@ -15,6 +15,7 @@ GGUF files are dequantized by transformers to the requested dtype (needs ``gguf`
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import importlib.util
@@ -45,6 +46,15 @@ DTYPES = {
     "float32": torch.float32,
 }
 DTYPE_HELP = "bf16, fp16 or fp32 (or bfloat16, float16, float32); auto: bf16 on GPU, fp32 on CPU"
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """--device, as every command that loads a model takes it: cuda where there is one, else cpu."""
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda where there is one, else cpu)",
+    )
 
 
 def smollm2_path() -> Path:

@@ -14,10 +14,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from attnsieve.bench.common import seed
-from attnsieve.eval.models import DTYPE_HELP, DTYPES
+from attnsieve.eval.models import DTYPE_HELP, DTYPES, add_device_argument
 from attnsieve.eval.tasks import TASKS
 from attnsieve.integrations.config import read_json
 
@@ -100,11 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=seed, default=0, help="seed of the task samples (default 0)")
     parser.add_argument("--out", help="results folder (default: eval-results/MODEL)")
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device (default: cuda where there is one, else cpu)",
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype",
         choices=["auto", *DTYPES],

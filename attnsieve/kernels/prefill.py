@@ -32,7 +32,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_out, check_qkv
 from attnsieve.kernels import INTERPRET, check_interpreter_dots, check_triton_device
-from attnsieve.layout import Layout
+from attnsieve.layout import Layout, check_layout
 
 LOG2E = 1.4426950408889634
 # The interpreter (CPU tests) runs one config; it halves the layout blocks so tests also cover the
@@ -598,9 +598,7 @@ def _check_kernel_inputs(
     the inputs sent the kernel's programs outside its tensors: a segmentation fault), and what
     this kernel needs beyond it."""
     check_qkv(q, k, v)
-    if not isinstance(layout, Layout):
-        raise TypeError(f"layout: expected an attnsieve Layout, got {type(layout).__name__}")
-    layout.check_inputs(q, k)
+    check_layout(layout, q, k)
     if out is not None:
         check_out(out, q, q=q, k=k, v=v)
     if q.dtype not in (torch.float16, torch.bfloat16):

@@ -62,7 +62,7 @@ from attnsieve.kernels.quantize import (
     quantize_q_blocks,
     to_fp8,
 )
-from attnsieve.layout import Layout
+from attnsieve.layout import Layout, check_layout
 
 LOG2_FP8_MAX = math.log2(FP8_MAX)  # P in [0, 1] is scaled by 448; the kernel spells it out
 DENSE_TILES = (64, 128)  # (BLOCK_M, BLOCK_N) without a layout
@@ -500,10 +500,8 @@ def check_quant_inputs(
     check_scale(scale)
     check_bool("causal", causal)
     check_bool("return_lse", return_lse)
+    check_layout(layout, q, k, optional=True)
     if layout is not None:
-        if not isinstance(layout, Layout):
-            raise TypeError(f"layout: expected an attnsieve Layout or None, got {layout!r}")
-        layout.check_inputs(q, k)
         check_pow2("layout.block_q", layout.block_q, 16, 128)
         check_pow2("layout.block_k", layout.block_k, 32, 128)
     if out is not None:

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import AutoModelForCausalLM
 
+from attnsieve.eval.models import add_device_argument
 from attnsieve.eval.probe import probe_config, write_checksums
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
 from attnsieve.eval.tasks import TASKS, LengthTooShortError, answer_budget, make_samples
@@ -331,7 +332,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.2,
         help="loss weight of prompt/text tokens relative to answer tokens",
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(p)
     p.add_argument(
         "--workers", type=int, help="data workers (default: min(12, CPUs - 2) on GPU, 0 on CPU)"
     )
