@@ -161,7 +161,8 @@
 #   s37s five times (carry .stage/h1 ... .stage/h5), s37c (carry .stage/h6), s37d by hand, each at
 #   once after the last. s37e prepared for the next session.
 #   2026-12-03, thirty-eighth session: s37e (carry .stage/s and .stage/pv, WHEELS=.stage/s), s38a;
-#   s37s five times and s38c (carry .stage/h6), each at once after the last.
+#   s37s five times and s38c (carry .stage/h6), each at once after the last; s38c's 1M run, cut by
+#   its 270 s limit, then alone by hand with timeout 545.
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
