@@ -166,6 +166,24 @@ def test_quest_ratio_and_dense_cases():
     assert Quest(budget_tokens=8).select(q, make_view(keys, LENGTHS, layer=2), StepState())
 
 
+def test_a_token_budget_set_after_construction_replaces_the_ratio_and_back():
+    """A ratio set on a selector built with its default token budget was ignored; now either
+    replaces the other, checked by name as in the constructor."""
+    keys, q = random_case()
+    view = make_view(keys, LENGTHS)
+    quest = Quest(dense_layers=0)
+    quest.ratio = 0.25
+    assert quest.budget_tokens is None
+    want = Quest(ratio=0.25, dense_layers=0).select(q, view, StepState())
+    assert torch.equal(quest.select(q, view, StepState()).count, want.count)
+    quest.budget_tokens = 3 * PS
+    assert quest.ratio is None
+    for field, bad in (("budget_tokens", 0), ("budget_tokens", None), ("ratio", 0.0)):
+        with pytest.raises(ValueError, match=f"^{field}: expected"):
+            setattr(quest, field, bad)
+    assert (quest.budget_tokens, quest.ratio) == (3 * PS, None)
+
+
 def test_calibrate_label_channels_finds_the_outlier_channels():
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 4, 30, D, generator=gen)

@@ -402,6 +402,36 @@ def test_adakv_budget_goes_to_the_inner_policy():
     assert torch.equal(kept.count.sum(-1).long(), ada.inner.targets(view).sum(-1))
 
 
+@pytest.mark.parametrize("name,fields", SCORED)
+def test_a_budget_set_after_construction_replaces_the_ratio_and_back(name, fields):
+    """A ratio set on a policy built with its default budget was ignored (`targets` read the
+    budget first); now either replaces the other, checked by name as in the constructor."""
+    view = make_view(LENGTHS, layer=1)
+    policy = get_policy(name, **fields)
+    policy.ratio = 0.3
+    assert policy.budget is None
+    assert torch.equal(policy.targets(view), get_policy(name, ratio=0.3, **fields).targets(view))
+    policy.budget = 10
+    assert policy.ratio is None
+    assert torch.equal(policy.targets(view), get_policy(name, budget=10, **fields).targets(view))
+    for field, bad in (("budget", None), ("budget", -1), ("ratio", 1.5), ("ratio", None)):
+        with pytest.raises(ValueError, match=f"^{field}: expected"):
+            setattr(policy, field, bad)
+    assert (policy.budget, policy.ratio) == (10, None)
+
+
+def test_adakv_passes_a_budget_set_after_construction_to_a_copy_of_its_inner_policy():
+    """Ada-KV pools its inner policy's targets: a budget set on it afterwards kept the old one."""
+    shared = SnapKV(window=8)
+    ada = AdaKV(inner=shared)
+    ada.budget = 20
+    view = make_view(LENGTHS, layer=1)
+    assert ada.inner.budget == 20 and shared.budget == 2048  # the caller's policy is not changed
+    assert torch.equal(ada.compress(view).count.sum(-1), view.lengths.clamp(max=20).sum(-1))
+    ada.ratio = 0.25
+    assert (ada.inner.budget, ada.inner.ratio) == (None, 0.25)
+
+
 @pytest.mark.parametrize("inner", ["pyramidkv", {"method": "pyramidkv", "window": 8}])
 def test_adakv_takes_its_inner_policy_from_a_config_entry(inner):
     """Ada-Pyramid from JSON: ``inner`` as a name or an entry, as a config holds it, and through

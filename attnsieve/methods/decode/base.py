@@ -34,9 +34,10 @@ class DecodeSelector:
 
     ``budget_tokens`` is the number of tokens a KV head reads; ``ratio`` that number as a fraction
     of the head's length. Exactly one is set; when neither is, the class default applies (its
-    docstring names the source). Both are positive (``budget_tokens >= 1``, ``ratio`` in (0, 1]): in
-    the papers a budget is the tokens the attention reads (Quest's token budget, Double Sparsity's
-    1/16 of them); a zero budget selects nothing. Every selection also reads the current page.
+    docstring names the source); set on a built selector, either replaces the other. Both are
+    positive (``budget_tokens >= 1``, ``ratio`` in (0, 1]): in the papers a budget is the tokens
+    the attention reads (Quest's token budget, Double Sparsity's 1/16 of them); a zero budget
+    selects nothing. Every selection also reads the current page.
     """
 
     budget_tokens: int | None = None
@@ -53,11 +54,25 @@ class DecodeSelector:
                 f"{self.budget_tokens!r} and ratio={self.ratio!r}"
             )
         if self.budget_tokens is None and self.ratio is None:
-            self.budget_tokens, self.ratio = self.default_budget_tokens, self.default_ratio
+            if self.default_budget_tokens is not None:
+                self.budget_tokens = self.default_budget_tokens
+            else:
+                self.ratio = self.default_ratio
         if self.budget_tokens is not None:
             check_int("budget_tokens", self.budget_tokens, 1)
         else:
             check_fraction("ratio", self.ratio)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Once the constructor has set both, a token budget replaces the ratio and a ratio the
+        # token budget, checked as there: a ratio set beside the default budget was ignored.
+        if name in ("budget_tokens", "ratio") and "ratio" in self.__dict__:
+            if name == "budget_tokens":
+                check_int("budget_tokens", value, 1)
+            else:
+                check_fraction("ratio", value)
+            super().__setattr__("ratio" if name == "budget_tokens" else "budget_tokens", None)
+        super().__setattr__(name, value)
 
     def token_targets(self, view: PageView) -> Tensor:
         """int64 (B, H_kv): tokens each head reads, at most its length."""

@@ -81,8 +81,18 @@ class AdaKV(KVPolicy):
         if self.budget is not None or self.ratio is not None:
             super().__post_init__()  # checks the pair before handing it to the inner policy
             self.inner = replace(self.inner, budget=self.budget, ratio=self.ratio)
-        self.budget, self.ratio = self.inner.budget, self.inner.ratio
+        elif self.inner.budget is not None:
+            self.budget = self.inner.budget
+        else:
+            self.ratio = self.inner.ratio
         check_float("alpha_safeguard", self.alpha_safeguard, 0.0, 1.0)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        # the inner policy's targets are the ones pooled: a budget set here goes to a copy of it
+        if name in ("budget", "ratio") and isinstance(self.__dict__.get("inner"), ScoredPolicy):
+            inner = replace(self.inner, budget=self.budget, ratio=self.ratio)
+            super().__setattr__("inner", inner)
 
     def choose(self, view: KVView) -> Kept:
         return self.keep(view, self.inner.targets(view).sum(-1))

@@ -28,9 +28,10 @@ class KVPolicy:
     ``budget`` is the mean number of tokens a head keeps in a layer (per-layer and per-head methods
     redistribute it); ``ratio`` is that number as a fraction of the head's current length. Exactly
     one is set; when neither is, the class default (``default_budget`` or ``default_ratio``; its
-    docstring names the source) applies. Either may be 0, which keeps no token of the layer (the
-    floor of a budget sweep; RazorAttention still folds them into its compensation token), unlike a
-    decode selector's budget, which reads at least the current page. Subclasses are dataclasses
+    docstring names the source) applies. Set on a built policy, either replaces the other. Either
+    may be 0, which keeps no token of the layer (the floor of a budget sweep; RazorAttention still
+    folds them into its compensation token), unlike a decode selector's budget, which reads at
+    least the current page. Subclasses are dataclasses
     whose fields are the paper's hyper-parameters; they implement ``choose(view)`` (a scored policy:
     ``score`` and ``always_kept``), which `compress` calls after checking the view.
     """
@@ -49,11 +50,26 @@ class KVPolicy:
                 f"ratio={self.ratio!r}"
             )
         if self.budget is None and self.ratio is None:
-            self.budget, self.ratio = self.default_budget, self.default_ratio
+            if self.default_budget is not None:
+                self.budget = self.default_budget
+            else:
+                self.ratio = self.default_ratio
         if self.budget is not None:
             check_int("budget", self.budget, 0)
         else:
             check_float("ratio", self.ratio, 0.0, 1.0)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Once the constructor has set both, a budget replaces the ratio and a ratio the budget,
+        # checked as there: a ratio set beside the default budget was ignored (`targets` reads
+        # the budget first).
+        if name in ("budget", "ratio") and "ratio" in self.__dict__:
+            if name == "budget":
+                check_int("budget", value, 0)
+            else:
+                check_float("ratio", value, 0.0, 1.0)
+            super().__setattr__("ratio" if name == "budget" else "budget", None)
+        super().__setattr__(name, value)
 
     def check_layer(self, layer: int, kv_heads: int | None, num_layers: int | None) -> None:
         """Raise ValueError unless the policy can run on layer ``layer`` of a model of
