@@ -57,6 +57,17 @@ def dense_mask_like(layout, causal=True):
     return dense.block_mask().expand(layout.batch, layout.heads, -1, -1)
 
 
+@pytest.mark.parametrize("name", sorted(PLANNERS))
+def test_a_field_set_on_a_built_planner_is_checked_as_in_the_constructor(name):
+    """Fields set after construction went unchecked: a block size of 100 reached the kernels."""
+    planner = get_planner(name)
+    with pytest.raises(ValueError, match="^block_q: expected a power of two"):
+        planner.block_q = 100
+    assert planner.block_q == get_planner(name).block_q
+    planner.block_q = 32
+    assert planner.plan(torch.randn(1, 2, 200, 16), torch.randn(1, 2, 200, 16)).block_q == 32
+
+
 def test_registry_names_my_planners():
     for name in ("dense", "streaming", "power", "vertical_slash", "block_topk"):
         planner = get_planner(name)
