@@ -219,7 +219,7 @@ def test_a_multimodal_model_is_described_from_its_text_config(tmp_path, monkeypa
     config = Gemma3Config()
     model = SimpleNamespace(config=config, dtype=torch.float32)
     monkeypatch.setattr(e2e, "_load", lambda *a, **k: (model, None, "gemma3"))
-    monkeypatch.setattr(e2e, "_prompt", prompt)
+    monkeypatch.setattr(e2e, "prompt_ids", prompt)
     monkeypatch.setattr(  # what models.model_positions reads, with the weights left alone
         "transformers.AutoConfig.from_pretrained", lambda *a, **k: config
     )

@@ -256,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"model: {name}, {text.num_hidden_layers} layers, {dtype}, {positions} "
           f"positions, loaded in {time.perf_counter() - started:.0f} s")  # fmt: skip
     if decode:
-        prompts = {n: _prompt(tokenizer, model, n, args.seed, device) for n in lengths}
+        prompts = {n: prompt_ids(tokenizer, model, n, args.seed, device) for n in lengths}
         meta = {"command": command(args), "model": _describe(model, name, args)}
         stem = Path(args.out) / f"e2e_decode_{name}"
         return e2e_decode.run(
@@ -297,7 +297,7 @@ def main(args: argparse.Namespace) -> int:
     with tqdm(total=len(lengths) * forwards, desc="bench e2e", unit="forward") as bar:
         for length in lengths:
             bar.set_postfix_str(f"{length} tokens, prompt")
-            ids = _prompt(tokenizer, model, length, args.seed, device)
+            ids = prompt_ids(tokenizer, model, length, args.seed, device)
             row: dict[str, Any] = {"length": length, "prompt_tokens": ids.shape[1], "methods": {}}
             stock_runs = []
             for label, config in methods:
@@ -464,7 +464,7 @@ def build_model(layers: int, device: torch.device) -> Any:
 
 
 def _check_prompts(spec: str, lengths: list[int], seed: int, option: str) -> None:
-    """Each length holds `_prompt`'s text (its tokenizer alone, before the weights load); an error
+    """Each length holds `prompt_ids`' text (its tokenizer alone, before the weights load); an error
     names ``option``, the one that set the lengths."""
     from attnsieve.eval.models import spec_tokenizer
     from attnsieve.eval.tasks import LengthTooShortError, check_length
@@ -479,7 +479,7 @@ def _check_prompts(spec: str, lengths: list[int], seed: int, option: str) -> Non
             ) from None
 
 
-def _prompt(tokenizer: Any, model: Any, length: int, seed: int, device: torch.device) -> Tensor:
+def prompt_ids(tokenizer: Any, model: Any, length: int, seed: int, device: torch.device) -> Tensor:
     """Random tokens for the random model; a needle-in-a-haystack text for a real one, so that
     adaptive planners see the attention of real text (at most ``length`` tokens, no room kept for
     an answer: time to first token generates none, and `--decode-steps` times its steps after

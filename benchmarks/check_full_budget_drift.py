@@ -1,0 +1,69 @@
+"""How far attnsieve's kernel, computing every block, moves SmolLM2's last-position logits from
+stock SDPA's at long context: the floor under a sparse plan's drift.
+
+`bench e2e` read a relative drift of 0.74 for flexprefill at 1M tokens (YaRN ×128) and 0.13 at
+512K (×64), while `eval --fidelity` found its plans as faithful per layer at both (session 38).
+Here `bench e2e`'s prompt runs once through stock SDPA and once patched with the full-budget layout
+of its correctness check (a streaming window over the whole prompt; cost model and CUDA graphs
+off), so that only the kernels' bf16 rounding differs. Prints one line per length.
+
+    ATTNSIEVE_SMOLLM2_GGUF=PATH PYTHONPATH=. python3 benchmarks/check_full_budget_drift.py \\
+        --runs 524288:64,1048576:128
+"""
+
+import argparse
+import time
+
+import torch
+
+from attnsieve.bench.e2e import prompt_ids
+from attnsieve.eval.models import load_model
+from attnsieve.integrations import AttentionConfig, patch
+
+
+def last_logits(model, ids: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """float32 last-position logits of one forward and its seconds."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+    torch.cuda.synchronize()
+    return logits, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", default="524288:64,1048576:128", help="LENGTH:YARN_FACTOR,...")
+    parser.add_argument("--seed", type=int, default=0, help="the prompt's seed (bench e2e's 0)")
+    args = parser.parse_args()
+    for run in args.runs.split(","):
+        length, factor = run.split(":")
+        model, tokenizer, _ = load_model(
+            "smollm2", device="cuda", dtype="bfloat16", rope_scale=float(factor)
+        )
+        ids = prompt_ids(tokenizer, model, int(length), args.seed, torch.device("cuda"))
+        full = AttentionConfig(
+            prefill={"method": "streaming", "sink_tokens": 0, "window_tokens": ids.shape[1]},
+            min_prefill_length=1,
+        )
+        last_logits(model, ids[:, :4096])  # warm-ups: cuDNN's set-up, the kernels' compilation
+        with patch(model, full, cost=None, graphs=False):
+            last_logits(model, ids[:, :4096])
+        stock, stock_s = last_logits(model, ids)
+        with patch(model, full, cost=None, graphs=False) as stats:
+            ours, ours_s = last_logits(model, ids)
+            dense_layers = sum(f is not None for f in stats.fallback_per_layer)
+        drift = float((ours - stock).norm() / stock.norm())
+        top1 = bool(torch.equal(ours.argmax(-1), stock.argmax(-1)))
+        print(
+            f"{ids.shape[1]} tokens, YaRN x{factor}: full-budget kernel vs SDPA logits rel err "
+            f"{drift:.3e}, top token {'agrees' if top1 else 'differs'}, {dense_layers} layers "
+            f"ran dense; SDPA {stock_s:.1f} s, full-budget kernel {ours_s:.1f} s (eager)",
+            flush=True,
+        )
+        del model
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
