@@ -162,7 +162,8 @@
 #   once after the last. s37e prepared for the next session.
 #   2026-12-03, thirty-eighth session: s37e (carry .stage/s and .stage/pv, WHEELS=.stage/s), s38a;
 #   s37s five times and s38c (carry .stage/h6), each at once after the last; s38c's 1M run, cut by
-#   its 270 s limit, then alone by hand with timeout 545. s38e and s38f (after five s37s)
+#   its 270 s limit, then alone by hand with timeout 545; last, by hand, check_long_context.py
+#   --shapes llama --lengths 1048576 after the pair-count fix. s38e and s38f (after five s37s)
 #   prepared for the next session.
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
@@ -3349,13 +3350,9 @@ s38c)  # carrying .stage/h6, at once after five s37s: flexprefill's recall and o
             --out "$OUT/long38/fidelity_$3" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn" | tail -8
     done
     ;;
-s38e)  # prepared for the next session, not run: Llama-3-8B's heads at 1M tokens, which ran out of
-    # memory in s38a's Layout.density (its pair count now runs a chunk of query blocks at a time):
-    # the planner and kernel against their twins, then the first synthetic 1M bench prefill rows
-    # (cuDNN about 18 s a call: six calls; long39/)
+s38e)  # prepared for the next session, not run: the first synthetic 1M bench prefill rows on
+    # Llama-3-8B's heads (cuDNN about 18 s a call: six calls; long39/prefill_1m/)
     mkdir -p "$OUT/long39"
-    timeout 200 python3 benchmarks/check_long_context.py --shapes llama --lengths 1048576 2>&1 \
-        | grep -v Warn | tee "$OUT/long39/check_long_context.log"
     timeout 380 python3 -m attnsieve bench prefill --lengths 1048576 --planners flexprefill,streaming \
         --recall-blocks 4 --rep-ms 50 --out "$OUT/long39/prefill_1m" 2>&1 | grep -v "it/s\]\|s/it\]"
     ;;
