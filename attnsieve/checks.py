@@ -9,11 +9,31 @@ sends their programs outside the tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
 from typing import Any
 
 import torch
 from torch import Tensor
+
+_building = threading.local()  # set while `checked_field` builds its copy
+
+
+def checked_field(obj: Any, name: str, value: object) -> object:
+    """``value`` as the constructor of dataclass ``obj`` would hold it in field ``name``: a copy
+    is built with it (`dataclasses.replace`), so every check of the constructor runs, cross-field
+    ones too, and a converted value (a list kept as a tuple, a name made a policy) is returned.
+    ``value`` itself where ``name`` is not a field of the built ``obj``, or while such a copy is
+    being built (its constructor's own assignments, which it checks itself)."""
+    fields = getattr(obj, "__dataclass_fields__", ())
+    if name not in fields or name not in obj.__dict__ or getattr(_building, "on", False):
+        return value
+    _building.on = True
+    try:
+        return getattr(dataclasses.replace(obj, **{name: value}), name)
+    finally:
+        _building.on = False
 
 
 def cdiv(a: int, b: int) -> int:

@@ -184,6 +184,15 @@ def test_a_token_budget_set_after_construction_replaces_the_ratio_and_back():
     assert (quest.budget_tokens, quest.ratio) == (3 * PS, None)
 
 
+def test_other_fields_set_after_construction_are_checked_as_in_the_constructor():
+    tidal = TidalDecode()
+    with pytest.raises(ValueError, match="^reselect_layer: expected an int >= 3"):
+        tidal.reselect_layer = 1  # must follow select_layer, as the constructor checks
+    assert tidal.reselect_layer == TidalDecode().reselect_layer
+    with pytest.raises(ValueError, match="^dense_layers"):
+        Quest().dense_layers = -1
+
+
 def test_calibrate_label_channels_finds_the_outlier_channels():
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 4, 30, D, generator=gen)

@@ -432,6 +432,19 @@ def test_adakv_passes_a_budget_set_after_construction_to_a_copy_of_its_inner_pol
     assert (ada.inner.budget, ada.inner.ratio) == (None, 0.25)
 
 
+def test_other_fields_set_after_construction_are_checked_and_converted_as_in_the_constructor():
+    snap = SnapKV()
+    for bad in (-3, 0):  # a refusal leaves the next assignment checked too
+        with pytest.raises(ValueError, match="^window: expected an int >= 1"):
+            snap.window = bad
+    assert snap.window == SnapKV().window
+    ada = AdaKV(budget=64)
+    ada.inner = {"method": "pyramidkv", "window": 8}  # an entry, as in the constructor
+    assert isinstance(ada.inner, PyramidKV) and (ada.inner.window, ada.inner.budget) == (8, 64)
+    with pytest.raises(TypeError, match="^inner: expected a scoring policy"):
+        ada.inner = ada
+
+
 @pytest.mark.parametrize("inner", ["pyramidkv", {"method": "pyramidkv", "window": 8}])
 def test_adakv_takes_its_inner_policy_from_a_config_entry(inner):
     """Ada-Pyramid from JSON: ``inner`` as a name or an entry, as a config holds it, and through

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import page_budget
-from attnsieve.checks import check_fraction, check_int, check_tensor
+from attnsieve.checks import check_fraction, check_int, check_tensor, checked_field
 from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
 from attnsieve.views import Pages, PageView
 
@@ -66,12 +66,15 @@ class DecodeSelector:
     def __setattr__(self, name: str, value: object) -> None:
         # Once the constructor has set both, a token budget replaces the ratio and a ratio the
         # token budget, checked as there: a ratio set beside the default budget was ignored.
+        # Any other field is checked as the constructor checks it.
         if name in ("budget_tokens", "ratio") and "ratio" in self.__dict__:
             if name == "budget_tokens":
                 check_int("budget_tokens", value, 1)
             else:
                 check_fraction("ratio", value)
             super().__setattr__("ratio" if name == "budget_tokens" else "budget_tokens", None)
+        else:
+            value = checked_field(self, name, value)
         super().__setattr__(name, value)
 
     def token_targets(self, view: PageView) -> Tensor:

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int
+from attnsieve.checks import check_float, check_int, checked_field
 from attnsieve.views import Kept, KVView
 
 FORCED = 1e12  # ranking key of always-kept entries (+ index: the later first); exact in float64
@@ -63,12 +63,15 @@ class KVPolicy:
         # Once the constructor has set both, a budget replaces the ratio and a ratio the budget,
         # checked as there: a ratio set beside the default budget was ignored (`targets` reads
         # the budget first).
+        # Any other field is checked as the constructor checks it.
         if name in ("budget", "ratio") and "ratio" in self.__dict__:
             if name == "budget":
                 check_int("budget", value, 0)
             else:
                 check_float("ratio", value, 0.0, 1.0)
             super().__setattr__("ratio" if name == "budget" else "budget", None)
+        else:
+            value = checked_field(self, name, value)
         super().__setattr__(name, value)
 
     def check_layer(self, layer: int, kv_heads: int | None, num_layers: int | None) -> None:

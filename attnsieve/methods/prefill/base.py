@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.checks import check_qk, check_scale
+from attnsieve.checks import check_qk, check_scale, checked_field
 from attnsieve.layout import Layout
 
 
@@ -46,11 +46,8 @@ class Planner:
         raise NotImplementedError
 
     def __setattr__(self, name: str, value: object) -> None:
-        # A field set on a built planner is checked as the constructor checks it, on a copy (no
-        # planner's __post_init__ sets a field, so the copy's own checks do not come back here).
-        if name in getattr(self, "__dataclass_fields__", ()) and name in self.__dict__:
-            replace(self, **{name: value})
-        super().__setattr__(name, value)
+        # a field set on a built planner is checked as the constructor checks it
+        super().__setattr__(name, checked_field(self, name, value))
 
     def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
         """Raise ValueError unless the planner fits a model of ``num_heads`` query heads and
