@@ -5,7 +5,8 @@ stock SDPA's at long context: the floor under a sparse plan's drift.
 512K (×64), while `eval --fidelity` found its plans as faithful per layer at both (session 38).
 Here `bench e2e`'s prompt runs once through stock SDPA and once patched with the full-budget layout
 of its correctness check (a streaming window over the whole prompt; cost model and CUDA graphs
-off), so that only the kernels' bf16 rounding differs. Prints one line per length.
+off), so that only the kernels' bf16 rounding differs, and patched with each planner of
+``--planners`` (flexprefill: the drift to compare). Prints one line per run.
 
     ATTNSIEVE_SMOLLM2_GGUF=PATH PYTHONPATH=. python3 benchmarks/check_full_budget_drift.py \\
         --runs 524288:64,1048576:128
@@ -31,9 +32,23 @@ def last_logits(model, ids: torch.Tensor) -> tuple[torch.Tensor, float]:
     return logits, time.perf_counter() - start
 
 
+def drift(model, ids: torch.Tensor, config: AttentionConfig, stock: torch.Tensor) -> str:
+    """How far the model patched with ``config`` (cost model and CUDA graphs off) moves the last
+    logits from ``stock``, and its seconds."""
+    with patch(model, config, cost=None, graphs=False) as stats:
+        ours, seconds = last_logits(model, ids)
+        dense = sum(f is not None for f in stats.fallback_per_layer)
+    err = float((ours - stock).norm() / stock.norm())
+    top1 = "agrees" if torch.equal(ours.argmax(-1), stock.argmax(-1)) else "differs"
+    return f"logits rel err {err:.3e}, top token {top1}, {dense} dense layers, {seconds:.1f} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default="524288:64,1048576:128", help="LENGTH:YARN_FACTOR,...")
+    parser.add_argument(
+        "--planners", default="flexprefill", help="planners measured beside it ('' for none)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="the prompt's seed (bench e2e's 0)")
     args = parser.parse_args()
     for run in args.runs.split(","):
@@ -46,21 +61,17 @@ def main() -> None:
             prefill={"method": "streaming", "sink_tokens": 0, "window_tokens": ids.shape[1]},
             min_prefill_length=1,
         )
+        configs = {"full-budget kernel": full}
+        for name in filter(None, args.planners.split(",")):
+            configs[name] = AttentionConfig(prefill=name)
         last_logits(model, ids[:, :4096])  # warm-ups: cuDNN's set-up, the kernels' compilation
-        with patch(model, full, cost=None, graphs=False):
-            last_logits(model, ids[:, :4096])
+        for config in configs.values():
+            with patch(model, config, cost=None, graphs=False):
+                last_logits(model, ids[:, :4096])
         stock, stock_s = last_logits(model, ids)
-        with patch(model, full, cost=None, graphs=False) as stats:
-            ours, ours_s = last_logits(model, ids)
-            dense_layers = sum(f is not None for f in stats.fallback_per_layer)
-        drift = float((ours - stock).norm() / stock.norm())
-        top1 = bool(torch.equal(ours.argmax(-1), stock.argmax(-1)))
-        print(
-            f"{ids.shape[1]} tokens, YaRN x{factor}: full-budget kernel vs SDPA logits rel err "
-            f"{drift:.3e}, top token {'agrees' if top1 else 'differs'}, {dense_layers} layers "
-            f"ran dense; SDPA {stock_s:.1f} s, full-budget kernel {ours_s:.1f} s (eager)",
-            flush=True,
-        )
+        print(f"{ids.shape[1]} tokens, YaRN x{factor}: SDPA {stock_s:.1f} s (eager)", flush=True)
+        for label, config in configs.items():
+            print(f"{ids.shape[1]} tokens, {label} vs SDPA: {drift(model, ids, config, stock)}")
         del model
         torch.cuda.empty_cache()
 
