@@ -6,7 +6,9 @@ stock SDPA's at long context: the floor under a sparse plan's drift.
 Here `bench e2e`'s prompt runs once through stock SDPA and once patched with the full-budget layout
 of its correctness check (a streaming window over the whole prompt; cost model and CUDA graphs
 off), so that only the kernels' bf16 rounding differs, and patched with each planner of
-``--planners`` (flexprefill: the drift to compare). Prints one line per run.
+``--planners`` (flexprefill: the drift to compare). Prints one line per run. Its seconds are
+of one eager forward each, the full-budget one including the kernel's tuning for lengths past
+128K (the warm-ups run 4096 tokens): not speed measurements.
 
     ATTNSIEVE_SMOLLM2_GGUF=PATH PYTHONPATH=. python3 benchmarks/check_full_budget_drift.py \\
         --runs 524288:64,1048576:128

@@ -3350,9 +3350,28 @@ s38c)  # carrying .stage/h6, at once after five s37s: flexprefill's recall and o
             --out "$OUT/long38/fidelity_$3" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn" | tail -8
     done
     ;;
-s38e)  # prepared for the next session, not run: the first synthetic 1M bench prefill rows on
-    # Llama-3-8B's heads (cuDNN about 18 s a call: six calls; long39/prefill_1m/)
+s38e)  # prepared for the next session, not run: a dense 1M-token call with its log-sum-exp on
+    # SmolLM2's heads, first and second (the first tunes the kernel, now one call a candidate:
+    # about 8 calls where do_bench took about 28); then the first synthetic 1M bench prefill rows
+    # on Llama-3-8B's heads (cuDNN about 18 s a call: six calls; long39/)
     mkdir -p "$OUT/long39"
+    timeout 120 python3 - <<'PY' 2>&1 | tee "$OUT/long39/first_call_1m.log"
+import time
+
+import torch
+
+from attnsieve.api import attention
+
+n = 1 << 20
+q = torch.randn(1, 9, n, 64, device="cuda", dtype=torch.bfloat16)
+k, v = (torch.randn(1, 3, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+for call in ("first", "second"):
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    attention(q, k, v, return_lse=True)
+    torch.cuda.synchronize()
+    print(f"dense 1M with lse, {call} call: {time.perf_counter() - start:.1f} s", flush=True)
+PY
     timeout 380 python3 -m attnsieve bench prefill --lengths 1048576 --planners flexprefill,streaming \
         --recall-blocks 4 --rep-ms 50 --out "$OUT/long39/prefill_1m" 2>&1 | grep -v "it/s\]\|s/it\]"
     ;;

@@ -119,10 +119,10 @@ def test_a_median_takes_at_least_five_calls(monkeypatch):
         triton.testing, "do_bench", lambda fn, warmup, rep, return_mode: reps.append(rep) or 1.0
     )
     monkeypatch.setattr(common, "_median_of_calls", lambda fn, calls: direct.append(calls) or 2.0)
-    monkeypatch.setattr(common, "_call_ms", lambda fn: 250.0)
+    monkeypatch.setattr(common, "call_ms", lambda fn: 250.0)
     assert common.median_ms(lambda: None, rep_ms=200) == 2.0
     assert direct == [common.MIN_CALLS] and reps == []
-    monkeypatch.setattr(common, "_call_ms", lambda fn: 30.0)  # 6 calls in 200 ms, 5 with margin
+    monkeypatch.setattr(common, "call_ms", lambda fn: 30.0)  # 6 calls in 200 ms, 5 with margin
     assert common.median_ms(lambda: None, rep_ms=200) == 1.0
     assert reps == [200] and direct == [common.MIN_CALLS]
 

@@ -412,3 +412,25 @@ def test_lists_past_2_31_entries_are_read_at_int64_offsets(tmp_path, part, kerne
     del layout
     if DEVICE == "cuda":
         torch.cuda.empty_cache()  # the 20 GiB store, for the tests after this one
+
+
+def test_autotuning_times_a_long_candidate_by_one_call(monkeypatch):
+    """do_bench spends seven calls a candidate (five to estimate): at 1M tokens, about 100 s of a
+    layout's first call. A candidate of `LONG_CALL_MS` or more is timed by its one call; shorter
+    ones by do_bench, and every autotuned kernel tunes this way."""
+    import triton.testing
+
+    import attnsieve.kernels as kernels
+    from attnsieve.kernels import planning, quant
+
+    benched = []
+    monkeypatch.setattr(
+        triton.testing, "do_bench", lambda fn, quantiles: benched.append(fn) or [1.0, 0.9, 1.1]
+    )
+    monkeypatch.setattr(kernels, "call_ms", lambda fn: 3500.0)
+    assert kernels.tune_timing(lambda: None, (0.5, 0.2, 0.8)) == [3500.0] * 3 and benched == []
+    monkeypatch.setattr(kernels, "call_ms", lambda fn: kernels.LONG_CALL_MS / 2)
+    call = mock.Mock()
+    assert kernels.tune_timing(call, (0.5, 0.2, 0.8)) == [1.0, 0.9, 1.1] and benched == [call]
+    tuned = (prefill._sparse_fwd_tuned, quant._quant_fwd_tuned, planning._antidiag_lse_kernel)
+    assert all(t.do_bench is kernels.tune_timing for t in tuned)

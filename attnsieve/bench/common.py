@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnsieve.kernels import call_ms
 from attnsieve.layout import Layout
 
 
@@ -42,7 +43,7 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
     estimate, one to warm up), which for cuDNN at 1M tokens (about 18 s a call) is minutes."""
     import triton.testing
 
-    if 1.2 * MIN_CALLS * _call_ms(fn) >= rep_ms:  # with a margin: do_bench estimates anew
+    if 1.2 * MIN_CALLS * call_ms(fn) >= rep_ms:  # with a margin: do_bench estimates anew
         return _median_of_calls(fn, MIN_CALLS)
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
@@ -61,17 +62,6 @@ def _median_of_calls(fn: Callable[[], object], calls: int, device: str = "cuda")
         events.append((start, end))
     torch.cuda.synchronize()
     return statistics.median(start.elapsed_time(end) for start, end in events)
-
-
-def _call_ms(fn: Callable[[], object]) -> float:
-    """One call of ``fn`` after a first (compile, autotune), in ms, from CUDA events."""
-    fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
 
 
 def ints(text: str) -> list[int]:

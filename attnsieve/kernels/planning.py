@@ -24,7 +24,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels import INTERPRET, check_interpreter_dots, check_triton_device, sm_count
+from attnsieve.kernels import (
+    INTERPRET,
+    check_interpreter_dots,
+    check_triton_device,
+    sm_count,
+    tune_timing,
+)
 from attnsieve.kernels.prefill import LOG2E, unit_last
 
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
@@ -143,7 +149,7 @@ def _keep_antidiag(configs: list[triton.Config], named_args: dict, **kwargs) -> 
 
 
 @triton.autotune(configs=_antidiag_configs(), key=["STRIDE", "HEAD_DIM", "RQ", "RB", "CAUSAL"],
-                 prune_configs_by={"early_config_prune": _keep_antidiag})
+                 prune_configs_by={"early_config_prune": _keep_antidiag}, do_bench=tune_timing)
 @triton.jit
 def _antidiag_lse_kernel(
     Q, K, LSE_RB, LSE_R, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,

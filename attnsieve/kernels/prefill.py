@@ -31,7 +31,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_out, check_qkv
-from attnsieve.kernels import INTERPRET, check_interpreter_dots, check_triton_device
+from attnsieve.kernels import (
+    INTERPRET,
+    check_interpreter_dots,
+    check_triton_device,
+    tune_timing,
+)
 from attnsieve.layout import Layout, check_layout
 
 LOG2E = 1.4426950408889634
@@ -414,6 +419,7 @@ _sparse_fwd_tuned = triton.autotune(
     configs=_config_space(),
     key=["HEAD_DIM", "BLOCK_Q", "BLOCK_K", "CAUSAL", "HAS_COLUMNS", "HAS_SPANS", "LEN_BUCKET"],
     prune_configs_by={"early_config_prune": _keep},
+    do_bench=tune_timing,
 )(_sparse_fwd_kernel)
 
 

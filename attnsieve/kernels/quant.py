@@ -52,7 +52,7 @@ from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_bool, check_out, check_pow2, check_scale
-from attnsieve.kernels import INTERPRET, check_triton_device, quant_hopper
+from attnsieve.kernels import INTERPRET, check_triton_device, quant_hopper, tune_timing
 from attnsieve.kernels.prefill import LOG2E, layout_tensors, table_tile
 from attnsieve.kernels.quantize import (
     FP8_MAX,
@@ -339,6 +339,7 @@ _quant_fwd_tuned = triton.autotune(
         "LEN_BUCKET",
     ],
     prune_configs_by={"early_config_prune": _keep},
+    do_bench=tune_timing,
 )(_quant_fwd_kernel)
 
 
