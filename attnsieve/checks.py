@@ -29,11 +29,25 @@ def checked_field(obj: Any, name: str, value: object) -> object:
     fields = getattr(obj, "__dataclass_fields__", ())
     if name not in fields or name not in obj.__dict__ or getattr(_building, "on", False):
         return value
+    check_not_frozen(obj, name)
     _building.on = True
     try:
         return getattr(dataclasses.replace(obj, **{name: value}), name)
     finally:
         _building.on = False
+
+
+def freeze(obj: Any, reason: str) -> None:
+    """Refuse every later field assignment on the built method ``obj``, giving ``reason`` (the
+    methods an `AttentionConfig` built: its ``to_dict`` would not show a change)."""
+    object.__setattr__(obj, "_frozen_by", reason)
+
+
+def check_not_frozen(obj: Any, name: str) -> None:
+    """Raise ValueError naming field ``name`` where `freeze` froze ``obj``."""
+    reason = obj.__dict__.get("_frozen_by")
+    if reason is not None:
+        raise ValueError(f"{name}: {reason}")
 
 
 def cdiv(a: int, b: int) -> int:

@@ -57,6 +57,33 @@ def test_a_config_is_frozen_and_a_changed_copy_is_built_anew():
         hash(config)
 
 
+def test_the_methods_a_config_built_are_frozen_with_it():
+    """A field set on a built method ran, but to_dict (and so every JSON a run writes) kept the
+    old value: the config disagreed with what ran. Now refused by name; a copy of the method
+    (dataclasses.replace) or another config is free to differ."""
+    config = AttentionConfig(
+        prefill=GAMMA, kv={"method": "snapkv", "budget": 64}, decode="quest",
+        layers={3: {"prefill": ["streaming", "dense"]}},
+    )  # fmt: skip
+    written = json.dumps(config.to_dict())
+    frozen = r"entry of an AttentionConfig, which is frozen"
+    for method, field, value in (
+        (config.planner(0), "gamma", 0.5),
+        (config.policy(0), "budget", 32),  # the budget/ratio path
+        (config.policy(0), "window", 4),
+        (config.selector(0), "ratio", 0.5),
+        (config.planner(3), "planners", []),
+        (config.planner(3).planners[0], "window_tokens", 64),
+    ):
+        with pytest.raises(ValueError, match=f"^{field}: this .* {frozen}"):
+            setattr(method, field, value)
+    assert json.dumps(config.to_dict()) == written and config.policy(0).budget == 64
+    assert dataclasses.replace(config.planner(0), gamma=0.5).gamma == 0.5
+    twin = pickle.loads(pickle.dumps(config))
+    with pytest.raises(ValueError, match=frozen):
+        twin.planner(0).gamma = 0.5
+
+
 def test_a_kv_interval_without_a_kv_policy_is_refused():
     """It was silently ignored: no policy, nothing to compress again."""
     with pytest.raises(ValueError, match="^kv_interval: 64 .* needs a kv policy"):

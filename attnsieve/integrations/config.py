@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from attnsieve.api import BACKENDS
-from attnsieve.checks import check_bool, check_int, check_pow2, layer_keys
+from attnsieve.checks import check_bool, check_int, check_pow2, freeze, layer_keys
 
 if TYPE_CHECKING:  # attnsieve.methods (and Triton) load when a config is built, not on import
     from attnsieve.methods.decode.base import DecodeSelector
@@ -339,7 +339,9 @@ def _build(role: str, entry: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected a non-empty list of per-head entries")
         from attnsieve.methods.prefill import PerHeadPlanner
 
-        return PerHeadPlanner([_build(role, e, f"{where}[{i}]") for i, e in enumerate(entry)])
+        per_head = PerHeadPlanner([_build(role, e, f"{where}[{i}]") for i, e in enumerate(entry)])
+        freeze(per_head, _frozen("per-head planner", where))
+        return per_head
     if isinstance(entry, str):
         entry = {"method": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
@@ -353,9 +355,19 @@ def _build(role: str, entry: Any, where: str) -> Any:
             f"{where}: unknown {role} method {entry['method']!r}; available: {sorted(registry)}"
         )
     try:
-        return factory(entry["method"], **fields)
+        method = factory(entry["method"], **fields)
     except (TypeError, ValueError) as e:  # a bad field: name the entry it came from
         raise type(e)(f"{where}: {e}") from e
+    freeze(method, _frozen(entry["method"], where))
+    return method
+
+
+def _frozen(method: str, where: str) -> str:
+    """Why a method an `AttentionConfig` built refuses a field set on it."""
+    return (
+        f"this {method} is the {where} entry of an AttentionConfig, which is frozen (its to_dict "
+        "would not show the change): make another config (AttentionConfig.override)"
+    )
 
 
 def _registry(role: str) -> tuple[dict[str, type], Any]:

@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import page_budget
-from attnsieve.checks import check_fraction, check_int, check_tensor, checked_field
+from attnsieve.checks import (
+    check_fraction,
+    check_int,
+    check_not_frozen,
+    check_tensor,
+    checked_field,
+)
 from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
 from attnsieve.views import Pages, PageView
 
@@ -68,6 +74,7 @@ class DecodeSelector:
         # token budget, checked as there: a ratio set beside the default budget was ignored.
         # Any other field is checked as the constructor checks it.
         if name in ("budget_tokens", "ratio") and "ratio" in self.__dict__:
+            check_not_frozen(self, name)
             if name == "budget_tokens":
                 check_int("budget_tokens", value, 1)
             else:

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int, checked_field
+from attnsieve.checks import check_float, check_int, check_not_frozen, checked_field
 from attnsieve.views import Kept, KVView
 
 FORCED = 1e12  # ranking key of always-kept entries (+ index: the later first); exact in float64
@@ -65,6 +65,7 @@ class KVPolicy:
         # the budget first).
         # Any other field is checked as the constructor checks it.
         if name in ("budget", "ratio") and "ratio" in self.__dict__:
+            check_not_frozen(self, name)
             if name == "budget":
                 check_int("budget", value, 0)
             else:
