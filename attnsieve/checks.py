@@ -17,24 +17,34 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_building = threading.local()  # set while `checked_field` builds its copy
+_building = threading.local()  # set while `checked_fields` builds its copy
 
 
-def checked_field(obj: Any, name: str, value: object) -> object:
-    """``value`` as the constructor of dataclass ``obj`` would hold it in field ``name``: a copy
-    is built with it (`dataclasses.replace`), so every check of the constructor runs, cross-field
-    ones too, and a converted value (a list kept as a tuple, a name made a policy) is returned.
-    ``value`` itself where ``name`` is not a field of the built ``obj``, or while such a copy is
-    being built (its constructor's own assignments, which it checks itself)."""
+def checked_fields(
+    obj: Any, name: str, value: object, clears: str | None = None
+) -> dict[str, object]:
+    """The fields to set for ``obj.name = value`` on a built dataclass ``obj``, as its constructor
+    would hold them: a copy is built with them (`dataclasses.replace`), so every check of the
+    constructor runs, cross-field ones too, and converted values (a list kept as a tuple, a name
+    made a policy) are returned. ``clears``: the field that ``name`` replaces (a budget's ratio),
+    set to None beside it; ``value`` may then not be None. Just ``{name: value}`` where ``name``
+    is not a field of the built ``obj``, or while such a copy is being built (its constructor's
+    own assignments, which it checks itself)."""
     fields = getattr(obj, "__dataclass_fields__", ())
     if name not in fields or name not in obj.__dict__ or getattr(_building, "on", False):
-        return value
+        return {name: value}
     check_not_frozen(obj, name)
+    changes = {name: value}
+    if clears is not None:
+        if value is None:
+            raise ValueError(f"{name}: expected a value, got None (set {clears} to replace it)")
+        changes[clears] = None
     _building.on = True
     try:
-        return getattr(dataclasses.replace(obj, **{name: value}), name)
+        built = dataclasses.replace(obj, **changes)
     finally:
         _building.on = False
+    return {field: getattr(built, field) for field in changes}
 
 
 def freeze(obj: Any, reason: str) -> None:

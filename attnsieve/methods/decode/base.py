@@ -15,13 +15,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import page_budget
-from attnsieve.checks import (
-    check_fraction,
-    check_int,
-    check_not_frozen,
-    check_tensor,
-    checked_field,
-)
+from attnsieve.checks import check_fraction, check_int, check_tensor, checked_fields
 from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
 from attnsieve.views import Pages, PageView
 
@@ -70,19 +64,11 @@ class DecodeSelector:
             check_fraction("ratio", self.ratio)
 
     def __setattr__(self, name: str, value: object) -> None:
-        # Once the constructor has set both, a token budget replaces the ratio and a ratio the
-        # token budget, checked as there: a ratio set beside the default budget was ignored.
-        # Any other field is checked as the constructor checks it.
-        if name in ("budget_tokens", "ratio") and "ratio" in self.__dict__:
-            check_not_frozen(self, name)
-            if name == "budget_tokens":
-                check_int("budget_tokens", value, 1)
-            else:
-                check_fraction("ratio", value)
-            super().__setattr__("ratio" if name == "budget_tokens" else "budget_tokens", None)
-        else:
-            value = checked_field(self, name, value)
-        super().__setattr__(name, value)
+        # as a KV policy's: checked as in the constructor, a token budget and a ratio replacing
+        # each other
+        other = {"budget_tokens": "ratio", "ratio": "budget_tokens"}.get(name)
+        for attr, checked in checked_fields(self, name, value, clears=other).items():
+            super().__setattr__(attr, checked)
 
     def token_targets(self, view: PageView) -> Tensor:
         """int64 (B, H_kv): tokens each head reads, at most its length."""

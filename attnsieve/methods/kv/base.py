@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int, check_not_frozen, checked_field
+from attnsieve.checks import check_float, check_int, checked_fields
 from attnsieve.views import Kept, KVView
 
 FORCED = 1e12  # ranking key of always-kept entries (+ index: the later first); exact in float64
@@ -31,9 +31,9 @@ class KVPolicy:
     docstring names the source) applies. Set on a built policy, either replaces the other. Either
     may be 0, which keeps no token of the layer (the floor of a budget sweep; RazorAttention still
     folds them into its compensation token), unlike a decode selector's budget, which reads at
-    least the current page. Subclasses are dataclasses
-    whose fields are the paper's hyper-parameters; they implement ``choose(view)`` (a scored policy:
-    ``score`` and ``always_kept``), which `compress` calls after checking the view.
+    least the current page. Subclasses are dataclasses whose fields are the paper's
+    hyper-parameters; they implement ``choose(view)`` (a scored policy: ``score`` and
+    ``always_kept``), which `compress` calls after checking the view.
     """
 
     budget: int | None = None
@@ -60,20 +60,12 @@ class KVPolicy:
             check_float("ratio", self.ratio, 0.0, 1.0)
 
     def __setattr__(self, name: str, value: object) -> None:
-        # Once the constructor has set both, a budget replaces the ratio and a ratio the budget,
-        # checked as there: a ratio set beside the default budget was ignored (`targets` reads
-        # the budget first).
-        # Any other field is checked as the constructor checks it.
-        if name in ("budget", "ratio") and "ratio" in self.__dict__:
-            check_not_frozen(self, name)
-            if name == "budget":
-                check_int("budget", value, 0)
-            else:
-                check_float("ratio", value, 0.0, 1.0)
-            super().__setattr__("ratio" if name == "budget" else "budget", None)
-        else:
-            value = checked_field(self, name, value)
-        super().__setattr__(name, value)
+        # every field set on a built policy is checked as the constructor checks it, and a budget
+        # replaces the ratio and a ratio the budget: a ratio set beside the default budget was
+        # ignored (`targets` reads the budget first)
+        other = {"budget": "ratio", "ratio": "budget"}.get(name)
+        for attr, checked in checked_fields(self, name, value, clears=other).items():
+            super().__setattr__(attr, checked)
 
     def check_layer(self, layer: int, kv_heads: int | None, num_layers: int | None) -> None:
         """Raise ValueError unless the policy can run on layer ``layer`` of a model of

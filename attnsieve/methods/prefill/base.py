@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.checks import check_qk, check_scale, checked_field
+from attnsieve.checks import check_qk, check_scale, checked_fields
 from attnsieve.layout import Layout
 
 
@@ -47,7 +47,8 @@ class Planner:
 
     def __setattr__(self, name: str, value: object) -> None:
         # a field set on a built planner is checked as the constructor checks it
-        super().__setattr__(name, checked_field(self, name, value))
+        for attr, checked in checked_fields(self, name, value).items():
+            super().__setattr__(attr, checked)
 
     def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
         """Raise ValueError unless the planner fits a model of ``num_heads`` query heads and
