@@ -3350,11 +3350,15 @@ s38c)  # carrying .stage/h6, at once after five s37s: flexprefill's recall and o
             --out "$OUT/long38/fidelity_$3" 2>&1 | grep -v "it/s\]\|s/it\]\|Warn" | tail -8
     done
     ;;
-s38e)  # prepared for the next session, not run: a dense 1M-token call with its log-sum-exp on
-    # SmolLM2's heads, first and second (the first tunes the kernel, now one call a candidate:
-    # about 8 calls where do_bench took about 28); then the first synthetic 1M bench prefill rows
-    # on Llama-3-8B's heads (cuDNN about 18 s a call: six calls; long39/)
-    mkdir -p "$OUT/long39"
+s38e)  # (carry .stage/s, WHEELS=.stage/s) XAttention's scratch launched per run of query blocks,
+    # on CUDA (tests39/); a dense 1M-token call with its log-sum-exp on SmolLM2's heads, first and
+    # second (the first tunes the kernel, now one call a candidate: about 8 calls where do_bench
+    # took about 28); then the first synthetic 1M bench prefill rows on Llama-3-8B's heads, with
+    # xattention's split scratch (cuDNN about 18 s a call: six calls; long39/)
+    mkdir -p "$OUT/long39" "$OUT/tests39"
+    timeout 60 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_planning_kernels.py \
+        -k scratch > "$OUT/tests39/scratch.log" 2>&1
+    tail -3 "$OUT/tests39/scratch.log"
     timeout 120 python3 - <<'PY' 2>&1 | tee "$OUT/long39/first_call_1m.log"
 import time
 
@@ -3372,8 +3376,9 @@ for call in ("first", "second"):
     torch.cuda.synchronize()
     print(f"dense 1M with lse, {call} call: {time.perf_counter() - start:.1f} s", flush=True)
 PY
-    timeout 380 python3 -m attnsieve bench prefill --lengths 1048576 --planners flexprefill,streaming \
-        --recall-blocks 4 --rep-ms 50 --out "$OUT/long39/prefill_1m" 2>&1 | grep -v "it/s\]\|s/it\]"
+    timeout 350 python3 -m attnsieve bench prefill --lengths 1048576 \
+        --planners flexprefill,streaming,xattention --recall-blocks 4 --rep-ms 50 \
+        --out "$OUT/long39/prefill_1m" 2>&1 | grep -v "it/s\]\|s/it\]"
     ;;
 s38f)  # prepared for the next session, not run; carrying .stage/h6 at once after five s37s: the
     # drift of SmolLM2's last logits when only the kernels' bf16 rounding differs (a full-budget

@@ -110,13 +110,30 @@ def test_antidiagonal_twin_takes_transposed_views():
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_antidiagonal_scratch_split(monkeypatch):
-    """Launching per KV-head group (bounded scratch) gives the same scores."""
-    q, k = _inputs(1, 4, 2, 100, 100, 32, torch.float32)
-    whole = planning.antidiagonal_block_scores(q, k, stride=4, block_q=16, block_k=16)
-    monkeypatch.setattr(planning, "_SCRATCH_BYTES", 1)
-    split = planning.antidiagonal_block_scores(q, k, stride=4, block_q=16, block_k=16)
+# bytes of the scratch: 2 query heads x 7 key blocks x 4 bytes = 56 a strided row (25 rows,
+# 4 a query block): one launch per KV head (1400), per 2 query blocks (448: the last launch
+# holds one row), per query block (1)
+@pytest.mark.parametrize("scratch", [1400, 448, 1])
+@pytest.mark.parametrize("causal", [True, False])
+def test_antidiagonal_scratch_split(monkeypatch, scratch, causal):
+    """Launching per KV-head group and per run of query blocks (bounded scratch) gives the same
+    scores, with more keys than queries (causal rows offset)."""
+    q, k = _inputs(1, 4, 2, 100, 112, 32, torch.float32)
+    kwargs = dict(stride=4, block_q=16, block_k=16, causal=causal)
+    whole = planning.antidiagonal_block_scores(q, k, **kwargs)
+    monkeypatch.setattr(planning, "_SCRATCH_BYTES", scratch)
+    launches = []
+    lse_kernel = planning._antidiag_lse_kernel
+
+    class Counted:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return lse_kernel[grid]
+
+    monkeypatch.setattr(planning, "_antidiag_lse_kernel", Counted())
+    split = planning.antidiagonal_block_scores(q, k, **kwargs)
     torch.testing.assert_close(whole, split)
+    assert len(launches) == {1400: 2, 448: 8, 1: 14}[scratch]
 
 
 # M = 1100 spans three programs of the kernel's 8 x 64-key tiles, the last one partial

@@ -35,7 +35,7 @@ from attnsieve.kernels.prefill import LOG2E, unit_last
 
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
 _POOLED_PRECISION = tl.constexpr("ieee" if INTERPRET else "tf32x3")
-# XAttention's per-(strided row, key block) scratch is split over head groups beyond this size
+# XAttention's per-(strided row, key block) scratch is split over launches beyond this size
 _SCRATCH_BYTES = 1 << 30
 
 # fmt: off
@@ -153,14 +153,16 @@ def _keep_antidiag(configs: list[triton.Config], named_args: dict, **kwargs) -> 
 @triton.jit
 def _antidiag_lse_kernel(
     Q, K, LSE_RB, LSE_R, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-    stride_xb, stride_xh, stride_xr, stride_yb, stride_yh, H_Q, GROUP, N, M, R, C, KB, qk_scale,
+    stride_xb, stride_xh, stride_xr, stride_yb, stride_yh, H_Q, GROUP, N, M, R, C, KB, ROW0,
+    qk_scale,
     STRIDE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, RQ: tl.constexpr,
     RB: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Per strided row: log-sum-exp (base 2) of its scores within every key block, and overall."""
+    """Per strided row: log-sum-exp (base 2) of its scores within every key block, and overall.
+    The launch covers strided rows [ROW0, R); the scratch holds them from ROW0 on."""
     i_bh, i_r = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
-    o_r = i_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    o_r = ROW0 + i_r * BLOCK_R + tl.arange(0, BLOCK_R)
     m_r = o_r < R
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < HEAD_DIM
@@ -169,12 +171,12 @@ def _antidiag_lse_kernel(
     o_pos = M - N + tl.minimum(o_r * STRIDE + STRIDE - 1, N - 1)  # last query of each strided row
     c_end = C
     if CAUSAL:
-        last = M - N + tl.minimum(tl.minimum(i_r * BLOCK_R + BLOCK_R, R) * STRIDE, N) - 1
+        last = M - N + tl.minimum(tl.minimum(ROW0 + i_r * BLOCK_R + BLOCK_R, R) * STRIDE, N) - 1
         c_end = tl.where(last >= 0, tl.minimum(C, last // STRIDE + 1), 0)
     b_m = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BLOCK_R], dtype=tl.float32)
     p_x = LSE_RB + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
-    p_x = p_x + o_r.to(tl.int64)[:, None] * stride_xr
+    p_x = p_x + (o_r - ROW0).to(tl.int64)[:, None] * stride_xr
     for c0 in range(0, c_end, BLOCK_C):
         o_c = c0 + tl.arange(0, BLOCK_C)
         b_s = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
@@ -208,22 +210,23 @@ def _antidiag_lse_kernel(
         b_m = b_m_new
     b_lse = tl.where(b_l > 0, b_m + tl.log2(tl.maximum(b_l, 1.0)), float("-inf"))
     p_y = LSE_R + i_b.to(tl.int64) * stride_yb + i_h.to(tl.int64) * stride_yh
-    tl.store(p_y + o_r, b_lse, mask=m_r)
+    tl.store(p_y + (o_r - ROW0), b_lse, mask=m_r)
 
 
 @triton.jit
 def _antidiag_sum_kernel(
     LSE_RB, LSE_R, OUT, stride_xb, stride_xh, stride_xr, stride_yb, stride_yh,
-    stride_ob, stride_oh, stride_oq, H_Q, N, M, R, KB, BLOCK_Q, BLOCK_K,
+    stride_ob, stride_oh, stride_oq, H_Q, N, M, R, KB, QB0, BLOCK_Q, BLOCK_K,
     CAUSAL: tl.constexpr, RQ: tl.constexpr, BLOCK_KB: tl.constexpr,
 ):
-    """Block score = sum over the query block's strided rows of exp2(lse(row, kb) - lse(row))."""
-    i_q, i_bh = tl.program_id(0), tl.program_id(1)  # query blocks on x, as the mean pool's
+    """Block score = sum over the query block's strided rows of exp2(lse(row, kb) - lse(row)).
+    The launch covers query blocks from QB0 on, whose rows the scratch holds from QB0 * RQ on."""
+    i_q, i_bh = QB0 + tl.program_id(0), tl.program_id(1)  # query blocks on x, as the mean pool's
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_r = i_q * RQ + tl.arange(0, RQ)
     m_r = o_r < R
     p_y = LSE_R + i_b.to(tl.int64) * stride_yb + i_h.to(tl.int64) * stride_yh
-    b_lse = tl.load(p_y + o_r, mask=m_r, other=float("-inf"))
+    b_lse = tl.load(p_y + (o_r - QB0 * RQ), mask=m_r, other=float("-inf"))
     # -inf: the row saw no key, or its sum is NaN (a NaN or +inf score, a NaN softmax that the
     # twin zeroes) while some of its block entries are finite: it adds nothing either way
     m_r = m_r & (b_lse != float("-inf"))
@@ -233,7 +236,7 @@ def _antidiag_sum_kernel(
         last = M - N + tl.minimum((i_q + 1) * BLOCK_Q, N) - 1
         kb_end = tl.where(last >= 0, tl.minimum(KB, last // BLOCK_K + 1), 0)
     p_x = LSE_RB + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
-    p_x = p_x + o_r.to(tl.int64)[:, None] * stride_xr
+    p_x = p_x + (o_r - QB0 * RQ).to(tl.int64)[:, None] * stride_xr
     p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
     p_o = p_o + i_q.to(tl.int64) * stride_oq
     for kb0 in range(0, kb_end, BLOCK_KB):
@@ -456,8 +459,10 @@ def antidiagonal_block_scores(
     `planning_reference.antidiagonal_block_scores`.
 
     The kernel makes one pass over K per tile of strided rows, keeping a log-sum-exp per (row, key
-    block) in a float32 scratch of B·H_q·(N/S)·KB entries (launched per head group beyond 1 GiB),
-    then a second small kernel turns it into block sums. ``block_q / stride`` and
+    block) in a float32 scratch of B·H_q·(N/S)·KB entries, then a second small kernel turns it
+    into block sums. The scratch is kept within 1 GiB by launching per group of KV heads and, where
+    one KV head's rows exceed it (17 GB at 1M tokens on Llama-3-8B's heads), per run of query
+    blocks. ``block_q / stride`` and
     ``block_k / stride`` must be powers of two.
     """
     check_triton_device("q", q)
@@ -473,23 +478,33 @@ def antidiagonal_block_scores(
     out = torch.zeros(b, h_q, qb, kb, device=q.device, dtype=torch.float32)
     if out.numel() == 0:  # no query, key or batch: nothing to launch (and no scratch to size)
         return out
-    kv_per_launch = max(1, _SCRATCH_BYTES // (b * g * rows * kb * 4))
+    # the scratch holds (strided row, key block) entries of a launch's heads: launch per group of
+    # KV heads, and per run of query blocks where one KV head's rows alone exceed the bound
+    row_bytes = b * g * kb * 4
+    kv_per_launch = max(1, _SCRATCH_BYTES // (row_bytes * rows))
+    blocks_per_launch = (
+        qb if row_bytes * rows <= _SCRATCH_BYTES else max(1, _SCRATCH_BYTES // (row_bytes * rq))
+    )
     for h0 in range(0, h_kv, kv_per_launch):
         h1 = min(h_kv, h0 + kv_per_launch)
         qc, kc, oc = q[:, h0 * g : h1 * g], k[:, h0:h1], out[:, h0 * g : h1 * g]
         heads = qc.shape[1]
-        lse_rb = torch.empty(b, heads, rows, kb, device=q.device, dtype=torch.float32)
-        lse_r = torch.empty(b, heads, rows, device=q.device, dtype=torch.float32)
-        _antidiag_lse_kernel[_row_grid(b * heads, rows)](
-            qc, kc, lse_rb, lse_r, *qc.stride()[:3], *kc.stride()[:3], *lse_rb.stride()[:3],
-            *lse_r.stride()[:2], heads, g, n, m, rows, cols, kb, scale / stride * LOG2E,
-            STRIDE=stride, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), RQ=rq, RB=rb,
-            CAUSAL=causal,
-        )  # fmt: skip
-        _antidiag_sum_kernel[(qb, b * heads)](
-            lse_rb, lse_r, oc, *lse_rb.stride()[:3], *lse_r.stride()[:2], *oc.stride()[:3],
-            heads, n, m, rows, kb, block_q, block_k, CAUSAL=causal, RQ=rq, BLOCK_KB=64,
-        )  # fmt: skip
+        chunk = min(rows, blocks_per_launch * rq)
+        lse_rb = torch.empty(b, heads, chunk, kb, device=q.device, dtype=torch.float32)
+        lse_r = torch.empty(b, heads, chunk, device=q.device, dtype=torch.float32)
+        for qb0 in range(0, qb, blocks_per_launch):
+            qb1 = min(qb, qb0 + blocks_per_launch)
+            row0, row1 = qb0 * rq, min(rows, qb1 * rq)
+            _antidiag_lse_kernel[_row_grid(b * heads, row1 - row0)](
+                qc, kc, lse_rb, lse_r, *qc.stride()[:3], *kc.stride()[:3], *lse_rb.stride()[:3],
+                *lse_r.stride()[:2], heads, g, n, m, row1, cols, kb, row0, scale / stride * LOG2E,
+                STRIDE=stride, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), RQ=rq,
+                RB=rb, CAUSAL=causal,
+            )  # fmt: skip
+            _antidiag_sum_kernel[(qb1 - qb0, b * heads)](
+                lse_rb, lse_r, oc, *lse_rb.stride()[:3], *lse_r.stride()[:2], *oc.stride()[:3],
+                heads, n, m, rows, kb, qb0, block_q, block_k, CAUSAL=causal, RQ=rq, BLOCK_KB=64,
+            )  # fmt: skip
     return out
 
 
