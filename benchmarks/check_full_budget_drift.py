@@ -6,9 +6,10 @@ stock SDPA's at long context: the floor under a sparse plan's drift.
 Here `bench e2e`'s prompt runs once through stock SDPA and once patched with the full-budget layout
 of its correctness check (a streaming window over the whole prompt; cost model and CUDA graphs
 off), so that only the kernels' bf16 rounding differs, and patched with each planner of
-``--planners`` (flexprefill: the drift to compare). Prints one line per run. Its seconds are
-of one eager forward each, the full-budget one including the kernel's tuning for lengths past
-128K (the warm-ups run 4096 tokens): not speed measurements.
+``--planners`` (flexprefill: the drift to compare). Prints one line per run, with the relative
+error of the last position's hidden state after each decoder layer (where the drift grows). Its
+seconds are of one eager forward each, the full-budget one including the kernel's tuning for
+lengths past 128K (the warm-ups run 4096 tokens): not speed measurements.
 
     ATTNSIEVE_SMOLLM2_GGUF=PATH PYTHONPATH=. python3 benchmarks/check_full_budget_drift.py \\
         --runs 524288:64,1048576:128
@@ -24,25 +25,45 @@ from attnsieve.eval.models import load_model
 from attnsieve.integrations import AttentionConfig, patch
 
 
-def last_logits(model, ids: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """float32 last-position logits of one forward and its seconds."""
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1].float()
-    torch.cuda.synchronize()
-    return logits, time.perf_counter() - start
+def last_logits(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+    """float32 last-position logits of one forward, the last position's hidden state after each
+    decoder layer, and the forward's seconds."""
+    hidden: list[torch.Tensor] = []
+
+    def keep_last(module, args, output):
+        out = output[0] if isinstance(output, tuple) else output
+        hidden.append(out[:, -1].float().clone())
+
+    hooks = [layer.register_forward_hook(keep_last) for layer in model.model.layers]
+    try:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+        torch.cuda.synchronize()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return logits, hidden, time.perf_counter() - start
 
 
-def drift(model, ids: torch.Tensor, config: AttentionConfig, stock: torch.Tensor) -> str:
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def drift(model, ids: torch.Tensor, config: AttentionConfig, stock: tuple) -> str:
     """How far the model patched with ``config`` (cost model and CUDA graphs off) moves the last
-    logits from ``stock``, and its seconds."""
+    logits, and the last position's hidden state layer by layer, from ``stock``, and its
+    seconds."""
     with patch(model, config, cost=None, graphs=False) as stats:
-        ours, seconds = last_logits(model, ids)
+        ours, hidden, seconds = last_logits(model, ids)
         dense = sum(f is not None for f in stats.fallback_per_layer)
-    err = float((ours - stock).norm() / stock.norm())
-    top1 = "agrees" if torch.equal(ours.argmax(-1), stock.argmax(-1)) else "differs"
-    return f"logits rel err {err:.3e}, top token {top1}, {dense} dense layers, {seconds:.1f} s"
+    top1 = "agrees" if torch.equal(ours.argmax(-1), stock[0].argmax(-1)) else "differs"
+    layers = " ".join(f"{rel(a, b):.2g}" for a, b in zip(hidden, stock[1], strict=True))
+    return (
+        f"logits rel err {rel(ours, stock[0]):.3e}, top token {top1}, {dense} dense layers, "
+        f"{seconds:.1f} s; last position's hidden state rel err after each layer: {layers}"
+    )
 
 
 def main() -> None:
@@ -70,10 +91,11 @@ def main() -> None:
         for config in configs.values():
             with patch(model, config, cost=None, graphs=False):
                 last_logits(model, ids[:, :4096])
-        stock, stock_s = last_logits(model, ids)
+        logits, hidden, stock_s = last_logits(model, ids)
         print(f"{ids.shape[1]} tokens, YaRN x{factor}: SDPA {stock_s:.1f} s (eager)", flush=True)
         for label, config in configs.items():
-            print(f"{ids.shape[1]} tokens, {label} vs SDPA: {drift(model, ids, config, stock)}")
+            result = drift(model, ids, config, (logits, hidden))
+            print(f"{ids.shape[1]} tokens, {label} vs SDPA: {result}", flush=True)
         del model
         torch.cuda.empty_cache()
 
