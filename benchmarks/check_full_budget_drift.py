@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from attnsieve.bench.common import next_token_kl
 from attnsieve.bench.e2e import prompt_ids
 from attnsieve.eval.models import load_model
 from attnsieve.integrations import AttentionConfig, patch
@@ -61,7 +62,8 @@ def drift(model, ids: torch.Tensor, config: AttentionConfig, stock: tuple) -> st
     top1 = "agrees" if torch.equal(ours.argmax(-1), stock[0].argmax(-1)) else "differs"
     layers = " ".join(f"{rel(a, b):.2g}" for a, b in zip(hidden, stock[1], strict=True))
     return (
-        f"logits rel err {rel(ours, stock[0]):.3e}, top token {top1}, {dense} dense layers, "
+        f"logits rel err {rel(ours, stock[0]):.3e}, KL {next_token_kl(ours, stock[0]):.3e} nats, "
+        f"top token {top1}, {dense} dense layers, "
         f"{seconds:.1f} s; last position's hidden state rel err after each layer: {layers}"
     )
 

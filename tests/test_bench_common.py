@@ -1,9 +1,11 @@
 """`attnsieve.bench.common`: what runs without a GPU."""
 
+import math
+
 import pytest
 import torch
 
-from attnsieve.bench.common import environment, graph_ms, write_json
+from attnsieve.bench.common import environment, graph_ms, next_token_kl, rel_err, write_json
 
 
 def test_environment_names_the_run_device_not_the_machine_gpu(monkeypatch):
@@ -263,3 +265,22 @@ def test_write_json_without_a_default_refuses_what_json_cannot_hold(tmp_path):
         write_json(path, {"rows": [torch.zeros(1)]}, default=None)
     assert path.read_text() == '{\n  "rows": [\n    1\n  ]\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_next_token_kl_ignores_a_shift_that_rel_err_counts():
+    """KL(ref || out) of the next-token distributions: zero for a common shift of the logits,
+    which softmax ignores (rel_err does not), the closed form on two tokens, averaged over rows,
+    and finite where the reference rules a token out."""
+    ref = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    assert next_token_kl(ref + 7.0, ref) == pytest.approx(0.0, abs=1e-6)
+    assert rel_err(ref + 7.0, ref) > 1.0
+    p, q = torch.tensor([0.8, 0.2]), torch.tensor([0.5, 0.5])
+    want = float((p * (p / q).log()).sum())
+    assert next_token_kl(q.log(), p.log()) == pytest.approx(want, rel=1e-5)
+    rows = torch.stack([p.log(), p.log()]), torch.stack([q.log(), p.log()])
+    assert next_token_kl(rows[1], rows[0]) == pytest.approx(want / 2, rel=1e-5)
+    ruled_out, out = torch.tensor([0.0, -math.inf, 1.0]), torch.tensor([0.0, -5.0, 1.0])
+    kept = torch.tensor([0, 2])
+    p, q = ruled_out.softmax(-1)[kept], out.softmax(-1)[kept]
+    want = float((p * (p / q).log()).sum())
+    assert math.isfinite(want) and next_token_kl(out, ruled_out) == pytest.approx(want, rel=1e-3)

@@ -391,11 +391,11 @@ def test_summary_line_gives_the_best_and_the_medians():
     entry = {"speedup": 1.5, "mean_density": 0.25, "fallback_per_layer": [None, "cost"],
              "graphs_captured": 1, "ttft_s": 0.010, "median_ttft_s": 0.012,
              "paired_sdpa_median_ttft_s": 0.015, "logits_rel_err": 0.7363,
-             "top1_match": False}  # fmt: skip
+             "logits_kl": 0.5959, "top1_match": False}  # fmt: skip
     line = e2e_report.summary(4096, 0.015, "flexprefill", entry)
     assert "flexprefill 10.0 ms" in line and "1 dense-fallback layers" in line
     # a fast plan whose answer drifted says so on the line a user reads
-    assert "logits 0.74 from sdpa's, another top token" in line
+    assert "logits 0.74 from sdpa's, KL 0.6 nats, another top token" in line
     assert line.endswith("speed-up 1.50x (of the medians: 1.25x)")
 
 

@@ -173,6 +173,7 @@ def test_fidelity_mode(tiny_probe_dir, tmp_path):
     assert not (tmp_path / "results.json").exists()
     assert dense["logit_rel_err"] < 1e-4 and dense["top1_agrees"]  # patched dense = stock model
     assert streaming["logit_rel_err"] > dense["logit_rel_err"]
+    assert dense["logit_kl"] < 1e-6 < streaming["logit_kl"]
 
 
 def test_fidelity_prompt_takes_the_whole_length(tiny_probe_dir, tmp_path):

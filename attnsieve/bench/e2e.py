@@ -62,6 +62,7 @@ from attnsieve.bench.common import (
     check_out,
     environment,
     folder,
+    next_token_kl,
     positive_int,
     rel_err,
     require_cuda,
@@ -322,6 +323,7 @@ def main(args: argparse.Namespace) -> int:
                     "fallback_per_layer": stats.fallback_per_layer,
                     "top1_match": bool(sdpa_logits.argmax() == patched[-1][1].argmax()),
                     "logits_rel_err": rel_err(patched[-1][1], sdpa_logits),
+                    "logits_kl": next_token_kl(patched[-1][1], sdpa_logits),
                     "peak_mem_gb": max(run[2] for run in patched),
                     "graphs_captured": graphs,
                 }

@@ -43,7 +43,8 @@ def summary(length: int, sdpa_s: float, label: str, r: dict[str, Any]) -> str:
     return (
         f"{length:>7} tokens: sdpa {sdpa_s * 1e3:.1f} ms, {label} {r['ttft_s'] * 1e3:.1f} ms "
         f"(density {density}, {dense} dense-fallback layers, {r['graphs_captured']} graphs; "
-        f"logits {r['logits_rel_err']:.2g} from sdpa's, {top1} top token), "
+        f"logits {r['logits_rel_err']:.2g} from sdpa's, KL {r['logits_kl']:.2g} nats, {top1} top "
+        "token), "
         f"speed-up {speedup} (of the medians: {paired:.2f}x)"
     )
 

@@ -455,6 +455,7 @@ def main(args: argparse.Namespace) -> int:
                 f"{label:>16}: recall {r['mean_recall']:.4f}  rel_l2 {r['mean_rel_l2']:.4f}  "
                 f"cosine {r['mean_cosine']:.5f} (min {r['min_cosine']:.5f})  "
                 f"density {r['mean_density']:.3f}  logits rel err {r['logit_rel_err']:.2e}"
+                f"  KL {r['logit_kl']:.2e}"
             )
             if r["as_patched"]["cost_dense_layers"]:
                 patched = r["as_patched"]

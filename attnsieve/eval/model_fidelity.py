@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from attnsieve.bench.common import next_token_kl
+
 
 def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: float) -> bool:
     """Whether `attnsieve.patch`'s default cost model sends a layer whose plan has ``density`` to
@@ -112,6 +114,7 @@ def run_fidelity(model, tokenizer, name, methods, sample, length, args) -> dict:
             out = last_logits()
         logits[label] = {
             "logit_rel_err": float((out - stock).norm() / stock.norm()),
+            "logit_kl": next_token_kl(out, stock),
             "top1_agrees": bool(torch.equal(out.argmax(-1), stock.argmax(-1))),
         }
     results = {}
