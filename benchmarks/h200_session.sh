@@ -165,6 +165,12 @@
 #   its 270 s limit, then alone by hand with timeout 545; last, by hand, check_long_context.py
 #   --shapes llama --lengths 1048576 after the pair-count fix. s38e and s38f (after five s37s)
 #   prepared for the next session.
+#   2026-12-03, thirty-ninth session: s37s five times (carry .stage/h1 ... .stage/h5), s38f (carry
+#   .stage/h6, WHEELS=.stage/h6), s38e (carry .stage/s, WHEELS=.stage/s), each at once after the
+#   last; then by hand, the model still staged: xattention's 1M plan with the old and the new
+#   scratch bound (long39/xattention_scratch_1m.log), the CUDA tests of the antidiagonal kernel
+#   and xattention (tests39/antidiag.log), and benchmarks/check_logit_readout.py
+#   (long39/logit_readout.log). Eight refused calls (four failed starts) cost 496 s of the 1800.
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
@@ -3398,7 +3404,7 @@ for name in ("xattention", "flexprefill"):
         del layout
 PY
     ;;
-s38f)  # prepared for the next session, not run; carrying .stage/h6 at once after five s37s: the
+s38f)  # carrying .stage/h6 at once after five s37s (run in the thirty-ninth session): the
     # drift of SmolLM2's last logits when only the kernels' bf16 rounding differs (a full-budget
     # layout against SDPA) at 512K and 1M, the floor under flexprefill's 0.13 / 0.74 (long39/)
     join_parts .stage/h6 || exit 1
