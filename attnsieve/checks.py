@@ -27,11 +27,18 @@ def checked_fields(
     would hold them: a copy is built with them (`dataclasses.replace`), so every check of the
     constructor runs, cross-field ones too, and converted values (a list kept as a tuple, a name
     made a policy) are returned. ``clears``: the field that ``name`` replaces (a budget's ratio),
-    set to None beside it; ``value`` may then not be None. Just ``{name: value}`` where ``name``
-    is not a field of the built ``obj``, or while such a copy is being built (its constructor's
-    own assignments, which it checks itself)."""
+    set to None beside it; ``value`` may then not be None. A public name that is neither a field
+    nor an attribute of the class (a typo, another method's field) is a TypeError, as the
+    constructor's unexpected keyword is. Just ``{name: value}`` for a private or class attribute,
+    or while ``obj`` or such a copy is being built (its constructor's own assignments, which it
+    checks itself)."""
     fields = getattr(obj, "__dataclass_fields__", ())
-    if name not in fields or name not in obj.__dict__ or getattr(_building, "on", False):
+    if name not in fields:
+        if not name.startswith("_") and not hasattr(type(obj), name):
+            names = ", ".join(f.name for f in dataclasses.fields(obj))
+            raise TypeError(f"{name}: {type(obj).__name__} has no such field; its fields: {names}")
+        return {name: value}
+    if name not in obj.__dict__ or getattr(_building, "on", False):
         return {name: value}
     check_not_frozen(obj, name)
     changes = {name: value}

@@ -84,6 +84,32 @@ def test_the_methods_a_config_built_are_frozen_with_it():
         twin.planner(0).gamma = 0.5
 
 
+def _every_method():
+    from attnsieve.methods.decode import SELECTORS, get_selector
+    from attnsieve.methods.kv import POLICIES, get_policy
+    from attnsieve.methods.prefill import PLANNERS, get_planner
+
+    return [
+        *(get_planner(n) for n in sorted(PLANNERS)),
+        *(get_policy(n) for n in sorted(POLICIES)),
+        *(get_selector(n) for n in sorted(SELECTORS)),
+    ]
+
+
+@pytest.mark.parametrize("method", _every_method(), ids=lambda m: m.name)
+def test_a_name_no_method_field_has_is_refused_on_a_built_method(method, monkeypatch):
+    """``config.planner(0).gamma = 0.5`` on a dense planner (the README's example config), or a
+    typo such as ``window_size``, was set and did nothing. Now a TypeError names it and the
+    method's fields, as the constructor's unexpected keyword does; private attributes and the
+    class's own (a method a test patches) are still set."""
+    before = copy.deepcopy(method.__dict__)
+    with pytest.raises(TypeError, match=rf"^gama: {type(method).__name__} has no such field"):
+        method.gama = 0.5
+    assert method.__dict__ == before
+    method._scratch = 1
+    monkeypatch.setattr(method, "check_layer" if hasattr(method, "check_layer") else "plan", None)
+
+
 def test_a_kv_interval_without_a_kv_policy_is_refused():
     """It was silently ignored: no policy, nothing to compress again."""
     with pytest.raises(ValueError, match="^kv_interval: 64 .* needs a kv policy"):
