@@ -77,6 +77,13 @@ def test_the_methods_a_config_built_are_frozen_with_it():
     ):
         with pytest.raises(ValueError, match=f"^{field}: this .* {frozen}"):
             setattr(method, field, value)
+    # lists inside them are kept as tuples: an item set in place would bypass the freeze too
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        config.planner(3).planners[0] = config.planner(0)
+    channels = AttentionConfig(decode={"method": "double_sparsity", "channels": [[0, 2], [1, 3]]})
+    assert channels.selector(0).channels == ((0, 2), (1, 3))
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        channels.selector(0).channels[0][0] = 5
     assert json.dumps(config.to_dict()) == written and config.policy(0).budget == 64
     assert dataclasses.replace(config.planner(0), gamma=0.5).gamma == 0.5
     twin = pickle.loads(pickle.dumps(config))

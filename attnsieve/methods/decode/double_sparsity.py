@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -48,7 +49,7 @@ class DoubleSparsity(DecodeSelector):
     """
 
     dense_layers: int = 2
-    channels: list[list[int]] | None = None
+    channels: Sequence[Sequence[int]] | None = None
 
     name: ClassVar[str] = "double_sparsity"
     default_budget_tokens: ClassVar[int | None] = None
@@ -57,18 +58,22 @@ class DoubleSparsity(DecodeSelector):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int("dense_layers", self.dense_layers, 0)
-        if self.channels is not None and (
-            not isinstance(self.channels, list)
+        if self.channels is None:
+            return
+        if (
+            not isinstance(self.channels, (list, tuple))
             or not self.channels
-            or not all(isinstance(c, list) and c for c in self.channels)
+            or not all(isinstance(c, (list, tuple)) and c for c in self.channels)
             or not all(type(i) is int and i >= 0 for c in self.channels for i in c)  # no bools
-            or not all(c == sorted(set(c)) for c in self.channels)
+            or not all(list(c) == sorted(set(c)) for c in self.channels)
             or len({len(c) for c in self.channels}) != 1
         ):
             raise ValueError(
                 "channels: expected one ascending list of R distinct channel indices per KV head "
                 f"(as calibrate writes), got {self.channels!r}"
             )
+        # kept as tuples, so that a frozen config's selector cannot be changed in place
+        self.channels = tuple(tuple(c) for c in self.channels)
 
     def label_channels(self, device: torch.device | str) -> Tensor | None:
         """The calibrated channels as the cache takes them, int64 (H_kv, R), or None."""

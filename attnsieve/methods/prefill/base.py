@@ -69,10 +69,11 @@ class PerHeadPlanner(Planner):
     """A different planner for every query head (e.g. from `attnsieve calibrate`), stacked.
 
     Each inner planner sees only its own query head (and that head's KV head), so a head's plan
-    depends on nothing but its own data.
+    depends on nothing but its own data. ``planners`` is kept as a tuple, so that a frozen
+    config's per-head planner cannot be changed in place.
     """
 
-    planners: list[Planner]
+    planners: Sequence[Planner]
 
     name: ClassVar[str] = "per_head"
 
@@ -83,6 +84,7 @@ class PerHeadPlanner(Planner):
             or not all(isinstance(p, Planner) for p in self.planners)
         ):
             raise TypeError("planners: expected a non-empty list of Planner instances")
+        self.planners = tuple(self.planners)
 
     def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
         if len(self.planners) != num_heads:
