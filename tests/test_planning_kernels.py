@@ -179,6 +179,15 @@ def test_last_query_stats_rows_crossing_offset_blocks(last_q):
     _matches_twin(*_inputs(1, 3, 1, 300, 1001, 32, torch.float32), last_q, (64, 128, 256))
 
 
+# M - last_q + 1 = 256 - 1, 256, 256 + 1: the first row's position + 1 just before, at and past
+# the end of a 64-key tile. Tiles that every row sees run without the causal mask; one tile too
+# many reads a key the first row must not see, and the sums move by its probability (flat
+# attention: about 1 / (256 * last_q) of a key's vertical sum)
+@pytest.mark.parametrize("last_q", [42, 41, 40])
+def test_last_query_stats_tiles_without_a_mask_end_where_the_first_row_does(last_q):
+    _matches_twin(*_inputs(1, 2, 1, 64, 296, 32, torch.float32, sharp=0.1), last_q, (1, 64))
+
+
 @pytest.mark.parametrize("tiles", [1, 3, 8])
 def test_last_query_stats_any_tiles_per_program(tiles, monkeypatch):
     """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""
