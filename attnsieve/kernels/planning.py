@@ -288,8 +288,9 @@ def _lse_step(b_s, b_m, b_l):
 @triton.jit
 def _seen_by_all(M, L, BLOCK_N: tl.constexpr):
     """The end of the key tiles (from key 0, BLOCK_N wide) that every last row sees: each key
-    before M - L + 1, the first row's position + 1. At most 0 where no tile is."""
-    return tl.maximum(M - L + 1, 0) // BLOCK_N * BLOCK_N
+    before M - L + 1, the first row's position + 1. 0 or below where no tile is (plain ints
+    where Triton made M and L constants: both 1)."""
+    return (M - L + 1) // BLOCK_N * BLOCK_N
 
 
 @triton.jit
