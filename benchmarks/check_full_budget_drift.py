@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from attnsieve.bench.common import next_token_kl
+from attnsieve.bench.common import next_token_kl, rel_err
 from attnsieve.bench.e2e import prompt_ids
 from attnsieve.eval.models import load_model
 from attnsieve.integrations import AttentionConfig, patch
@@ -48,10 +48,6 @@ def last_logits(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tens
     return logits, hidden, time.perf_counter() - start
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 def drift(model, ids: torch.Tensor, config: AttentionConfig, stock: tuple) -> str:
     """How far the model patched with ``config`` (cost model and CUDA graphs off) moves the last
     logits, and the last position's hidden state layer by layer, from ``stock``, and its
@@ -60,10 +56,10 @@ def drift(model, ids: torch.Tensor, config: AttentionConfig, stock: tuple) -> st
         ours, hidden, seconds = last_logits(model, ids)
         dense = sum(f is not None for f in stats.fallback_per_layer)
     top1 = "agrees" if torch.equal(ours.argmax(-1), stock[0].argmax(-1)) else "differs"
-    layers = " ".join(f"{rel(a, b):.2g}" for a, b in zip(hidden, stock[1], strict=True))
+    layers = " ".join(f"{rel_err(a, b):.2g}" for a, b in zip(hidden, stock[1], strict=True))
+    logits, kl = rel_err(ours, stock[0]), next_token_kl(ours, stock[0])
     return (
-        f"logits rel err {rel(ours, stock[0]):.3e}, KL {next_token_kl(ours, stock[0]):.3e} nats, "
-        f"top token {top1}, {dense} dense layers, "
+        f"logits rel err {logits:.3e}, KL {kl:.3e} nats, top token {top1}, {dense} dense layers, "
         f"{seconds:.1f} s; last position's hidden state rel err after each layer: {layers}"
     )
 

@@ -8,17 +8,13 @@ shared top-5 tokens. Session 39 ran the same computations, written inline, as a 
     ATTNSIEVE_SMOLLM2_GGUF=PATH PYTHONPATH=. python3 benchmarks/check_logit_readout.py
 """
 
-import sys
-
 import torch
 
 from attnsieve.bench.common import next_token_kl, rel_err
 from attnsieve.bench.e2e import prompt_ids
 from attnsieve.eval.models import load_model
 from attnsieve.integrations import AttentionConfig, patch
-
-sys.path.insert(0, "benchmarks")
-from check_full_budget_drift import last_logits  # noqa: E402
+from benchmarks.check_full_budget_drift import last_logits
 
 
 def readout(stock: torch.Tensor, ours: torch.Tensor) -> str:

@@ -262,17 +262,15 @@ def _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale,
     """[BLOCK_L, BLOCK_N] base-2 causal scores of the last rows vs keys ``o_n``, masked -inf.
     Without MASKED, for a tile of keys that every row sees (all before position M - L + 1): no
     mask, so padding rows past L score 0 and their log-sum-exp must be dropped by the caller."""
+    m_k = m_d[None, :]
     if MASKED:
-        m_n = o_n < M
-        b_k = tl.load(p_k + o_n.to(tl.int64)[:, None] * stride_kn + o_d[None, :],
-                      mask=m_n[:, None] & m_d[None, :], other=0.0)
-        b_s = tl.dot(b_q, tl.trans(b_k)) * qk_scale
-        m_s = (tl.arange(0, BLOCK_L) < L)[:, None] & m_n[None, :] & (o_n[None, :] <= o_pos[:, None])
+        m_k = m_k & (o_n < M)[:, None]
+    b_k = tl.load(p_k + o_n.to(tl.int64)[:, None] * stride_kn + o_d[None, :], mask=m_k, other=0.0)
+    b_s = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+    if MASKED:
+        m_s = (tl.arange(0, BLOCK_L) < L)[:, None] & (o_n < M)[None, :]
+        m_s = m_s & (o_n[None, :] <= o_pos[:, None])
         b_s = tl.where(m_s, b_s, float("-inf"))
-    else:
-        b_k = tl.load(p_k + o_n.to(tl.int64)[:, None] * stride_kn + o_d[None, :],
-                      mask=m_d[None, :], other=0.0)
-        b_s = tl.dot(b_q, tl.trans(b_k)) * qk_scale
     return b_s
 
 
