@@ -1,11 +1,12 @@
 """GPU time of the planning kernels under flexprefill (and vertical_slash), current vs variants.
 
-`last_query_stats` on Llama-3-8B heads at 128K and SmolLM2's at 8K, 32K and 128K,
-`block_mean_pool` of Llama-3-8B queries at 128K and `mass_threshold` on FlexPrefill's 32 x 1M
-query-aware maps (CUDA-graph medians; last_query_stats' errors against its float32 twin), and
-`line_block_mask` against its twin. A variant is a module file given
-by path: a copy of `attnsieve/kernels/planning.py` or of `attnsieve/kernels/mass_threshold.py`
-(told apart by the function it defines); its outputs are compared with the current module's.
+`last_query_stats` on Llama-3-8B heads at 64K and 128K and SmolLM2's at 8K, 32K and 128K,
+`pooled_block_probs` of Llama-3-8B's pooled heads at 64K and 128K, `block_mean_pool` of
+Llama-3-8B queries at 128K and `mass_threshold` on FlexPrefill's 32 x 1M query-aware maps
+(CUDA-graph medians; last_query_stats' and pooled_block_probs' errors against their float32
+twins), and `line_block_mask` against its twin. A variant is a module file given by path: a
+copy of `attnsieve/kernels/planning.py` or of `attnsieve/kernels/mass_threshold.py` (told apart
+by the function it defines); its outputs are compared with the current module's.
 
     PYTHONPATH=. python3 benchmarks/time_planning_kernels.py [--variant NAME=PATH ...]
 """
@@ -25,6 +26,7 @@ from benchmarks.time_mass_threshold import flexprefill_maps
 
 # (label, query heads, KV heads, head_dim, tokens, last queries, block_k)
 STATS_CASES = [
+    ("llama 64K flexprefill", 32, 8, 128, 65536, 128, 128),
     ("llama 128K flexprefill", 32, 8, 128, 131072, 128, 128),
     ("smollm2 8K flexprefill", 9, 3, 64, 8192, 128, 128),
     ("smollm2 32K flexprefill", 9, 3, 64, 32768, 128, 128),
@@ -44,6 +46,17 @@ def compare(label: str, modules: dict, call, ref=None) -> None:
         print(f"{label:26s} {name:10s} {graph_ms(fn, 20) * 1e3:8.1f} us  err {err:.1e}", flush=True)
 
 
+def block_stats(module, q: torch.Tensor, k: torch.Tensor, *, last_q: int, block_k: int) -> tuple:
+    """A module's `last_query_stats`, its vertical summed per block of keys where the module is
+    from before 2026-12-03 and summed per key (as flexprefill then did)."""
+    vertical, slash = module.last_query_stats(q, k, last_q=last_q, block_k=block_k)
+    if vertical.shape == slash.shape:
+        return vertical, slash
+    pad = slash.shape[-1] * block_k - vertical.shape[-1]
+    vertical = torch.nn.functional.pad(vertical, (0, pad))
+    return vertical.view(*slash.shape, block_k).sum(-1), slash
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a module")
@@ -58,7 +71,15 @@ def main() -> None:
         k = torch.randn(1, h_kv, n, d, device="cuda", dtype=torch.bfloat16)
         args = dict(last_q=last_q, block_k=block_k)
         twin = planning_reference.last_query_stats(q, k, **args)  # the float32 twin
-        compare(label, stats, lambda m: m.last_query_stats(q, k, **args), twin)  # noqa: B023
+        compare(label, stats, lambda m: block_stats(m, q, k, **args), twin)  # noqa: B023
+        del twin
+    for n in (65536, 131072):  # FlexPrefill's query-aware maps on Llama-3-8B's pooled heads
+        qp = torch.randn(1, 32, n // 128, 128, device="cuda")
+        kp = torch.randn(1, 8, n // 128, 128, device="cuda")
+        sizes = dict(num_queries=n, num_keys=n, block_q=128, block_k=128)
+        twin = planning_reference.pooled_block_probs(qp, kp, **sizes)
+        compare(f"pooled_block_probs llama {n // 1024}K", stats,
+                lambda m: m.pooled_block_probs(qp, kp, **sizes), twin)  # noqa: B023  # fmt: skip
         del twin
     x = torch.randn(1, 32, 131072, 128, device="cuda", dtype=torch.bfloat16)
     compare("block_mean_pool llama 128K", stats, lambda m: m.block_mean_pool(x, 128))

@@ -138,15 +138,16 @@ def test_antidiagonal_scratch_split(monkeypatch, scratch, causal):
 
 # M = 1100 spans three programs of the kernel's 8 x 64-key tiles, the last one partial
 @pytest.mark.parametrize("shape", [*SHAPES, (1, 2, 1, 70, 1100, 32, torch.float16)])
-@pytest.mark.parametrize("block_k", [1, 16, 64])  # 1: vertical_slash's per-diagonal sums
+# 1: vertical_slash's per-key and per-diagonal sums; 24: blocks the two-pass kernels sum; 16 and
+# 32: several blocks per one-pass key tile; 64 and 128: one
+@pytest.mark.parametrize("block_k", [1, 16, 24, 32, 64, 128])
 def test_last_query_stats(shape, block_k):
     q, k = _inputs(*shape)
     n, m = q.shape[2], k.shape[2]
     last_q = min(40, n)
     vertical, slash = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k)
     want_v, want_s = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
-    assert vertical.shape == (q.shape[0], q.shape[1], m)
-    assert slash.shape == (q.shape[0], q.shape[1], -(-m // block_k))
+    assert vertical.shape == slash.shape == (q.shape[0], q.shape[1], -(-m // block_k))
     _close(vertical, want_v, q.dtype)
     _close(slash, want_s, q.dtype)
     # both are averaged probability distributions over the rows that see a key
@@ -192,7 +193,7 @@ def test_last_query_stats_tiles_without_a_mask_end_where_the_first_row_does(last
 def test_last_query_stats_any_tiles_per_program(tiles, monkeypatch):
     """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""
     monkeypatch.setattr(planning, "sum_tiles_per_program", lambda rows, key_tiles, device: tiles)
-    _matches_twin(*_inputs(1, 4, 2, 100, 700, 64, torch.float16), 64, (16, 64))
+    _matches_twin(*_inputs(1, 4, 2, 100, 700, 64, torch.float16), 64, (1, 16, 64))
 
 
 def test_sum_tiles_per_program_fills_eight_waves(monkeypatch):

@@ -148,8 +148,9 @@ def last_query_stats(
 ) -> tuple[Tensor, Tensor]:
     """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
 
-    ``vertical`` (B, H_q, M): probability per key averaged over those rows; ``slash``
-    (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k).
+    ``vertical`` (B, H_q, KB): their probability mass per block of ``block_k`` keys, averaged
+    over the rows; ``slash`` (B, H_q, KB): per block of diagonal offsets
+    [s·block_k, (s+1)·block_k). ``block_k`` 1: per key and per diagonal.
     """
     check_qk(q, k)
     _check_head_dim("q, k", q.shape[3])

@@ -6,8 +6,8 @@ Four estimates, each a few passes over Q/K with outputs of at most O(N·KB) entr
 - `pooled_block_probs`: pooled-Q · pooled-K scores, causal block mask, softmax over key blocks.
 - `antidiagonal_block_scores`: XAttention's strided antidiagonal scores, softmax per strided row,
   summed per (query block, key block); one pass over K per row tile plus a cheap reduction.
-- `last_query_stats`: attention of the last queries, summed per key (vertical) and per block of
-  diagonal offsets (slash).
+- `last_query_stats`: attention of the last queries, summed per block of keys (vertical) and per
+  block of diagonal offsets (slash).
 
 Each launcher has a plain-PyTorch twin of the same name and signature in
 `attnsieve.kernels.planning_reference`, which defines the semantics; `attnsieve.api` picks between
@@ -246,7 +246,9 @@ def _antidiag_sum_kernel(
         tl.store(p_o + o_kb, tl.sum(tl.exp2(b_x - b_sub[:, None]), 0), mask=m_kb)
 
 
-# ---- (d) last-query attention: vertical (per key) and slash (per offset block) sums --------------
+# ---- (d) last-query attention: vertical (per key block) and slash (per offset block) sums -------
+# Two passes (log-sum-exps, then probabilities) for per-key lines (vertical_slash), one pass and
+# two small launches for FlexPrefill's 16-128-key blocks
 @triton.jit
 def _last_rows(Q, i_b, i_h, stride_qb, stride_qh, stride_qn, N, L, o_d, m_d,
                BLOCK_L: tl.constexpr):
@@ -327,20 +329,24 @@ def _last_lse_kernel(
 
 
 @triton.jit
-def _combine_lse_kernel(PART_M, PART_L, LSE, NUM_SPLITS,
-                        S_PAD: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Base-2 log-sum-exp of the last rows from the splits' partial (max, sum): one launch where
-    PyTorch took eleven; -inf for a row that saw no key."""
-    i_bh = tl.program_id(0).to(tl.int64)
-    o_s = tl.arange(0, S_PAD)
-    o_l = tl.arange(0, BLOCK_L)
-    o_p = (i_bh * NUM_SPLITS + o_s[:, None]) * BLOCK_L + o_l[None, :]
-    m_s = (o_s < NUM_SPLITS)[:, None]
-    b_m = tl.load(PART_M + o_p, mask=m_s, other=float("-inf"))  # [S_PAD, BLOCK_L]
-    b_l = tl.load(PART_L + o_p, mask=m_s, other=0.0)
-    b_top = tl.max(b_m, 0)
-    b_top = tl.where(b_top == float("-inf"), 0.0, b_top)
-    b_total = tl.sum(b_l * tl.exp2(b_m - b_top[None, :]), 0)
+def _combine_lse_kernel(PART_M, PART_L, LSE, NUM_PARTS, STRIDE_H,
+                        BLOCK_L: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr):
+    """Base-2 log-sum-exp of the last rows from partial (max, sum) pairs, [NUM_PARTS, BLOCK_L]
+    per head (split-K splits, or key blocks), ROWS rows a program; -inf for a row that saw no
+    key, or whose sum is NaN."""
+    i_bh, o_l = tl.program_id(0).to(tl.int64), tl.program_id(1) * ROWS + tl.arange(0, ROWS)
+    b_top = tl.full([ROWS], float("-inf"), dtype=tl.float32)
+    b_total = tl.zeros([ROWS], dtype=tl.float32)
+    for s0 in range(0, NUM_PARTS, CHUNK):
+        o_s = s0 + tl.arange(0, CHUNK)
+        o_p = i_bh * STRIDE_H + o_s[:, None] * BLOCK_L + o_l[None, :]
+        m_s = (o_s < NUM_PARTS)[:, None]
+        b_m = tl.load(PART_M + o_p, mask=m_s, other=float("-inf"))  # [CHUNK, ROWS]
+        b_l = tl.load(PART_L + o_p, mask=m_s, other=0.0)
+        b_new = tl.maximum(b_top, tl.max(b_m, 0))
+        b_sub = tl.where(b_new == float("-inf"), 0.0, b_new)
+        b_total = b_total * tl.exp2(b_top - b_sub) + tl.sum(b_l * tl.exp2(b_m - b_sub[None, :]), 0)
+        b_top = b_new
     b_lse = tl.where(b_total > 0, b_top + tl.log2(b_total), float("-inf"))
     tl.store(LSE + i_bh * BLOCK_L + o_l, b_lse)
 
@@ -348,13 +354,12 @@ def _combine_lse_kernel(PART_M, PART_L, LSE, NUM_SPLITS,
 @triton.jit
 def _last_sums_kernel(
     Q, K, LSE, VERT, SLASH, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-    H_Q, GROUP, N, M, L, KB, qk_scale, inv_rows,
+    H_Q, GROUP, N, M, L, qk_scale, inv_rows,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    TILES: tl.constexpr, PER_OFFSET: tl.constexpr, BLOCK_K: tl.constexpr,
-    SHIFT: tl.constexpr, CROSSINGS: tl.constexpr, TARGETS: tl.constexpr,
+    TILES: tl.constexpr,
 ):
-    """Probabilities of TILES key tiles: sums per key (vertical) and per block of diagonal offsets
-    (slash; with PER_OFFSET, per offset: the caller sums the blocks)."""
+    """Probabilities of TILES key tiles: sums per key (vertical) and per diagonal offset
+    (slash), the second pass after the rows' log-sum-exp."""
     i_bh, i_n0 = tl.program_id(0), tl.program_id(1) * TILES
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_d = tl.arange(0, BLOCK_D)
@@ -364,12 +369,9 @@ def _last_sums_kernel(
     o_pos = M - L + tl.arange(0, BLOCK_L)
     p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
     b_lse = tl.load(LSE + i_bh.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L))
-    # -inf: the row saw no key, or its sum is NaN (a NaN or +inf score, a NaN softmax that the
-    # twin zeroes): its probabilities are zero; so are a padding row's (past L), whose unmasked
-    # tiles gave it a log-sum-exp
-    m_row = (b_lse != float("-inf")) & (tl.arange(0, BLOCK_L) < L)
+    m_row = _rows_with_softmax(b_lse, L, BLOCK_L)
     b_lse = tl.where(m_row, b_lse, 0.0)
-    p_slash = SLASH + i_bh.to(tl.int64) * KB
+    p_slash = SLASH + i_bh.to(tl.int64) * M
     n_seen = _seen_by_all(M, L, BLOCK_N)
     for i_n in range(i_n0, tl.minimum(i_n0 + TILES, tl.cdiv(M, BLOCK_N))):
         n0 = i_n * BLOCK_N
@@ -381,51 +383,115 @@ def _last_sums_kernel(
             b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L,
                                True)
         b_p = tl.where(m_row[:, None], tl.exp2(b_s - b_lse[:, None]), 0.0)  # [L, BLOCK_N]
-        b_vert = tl.sum(b_p, 0)
-        tl.store(VERT + i_bh.to(tl.int64) * M + o_n, b_vert * inv_rows, mask=o_n < M)
-        if PER_OFFSET:
-            # the tile meets offsets M - 1 - n0 - j, j < BLOCK_N + L - 1, and row r meets offset j
-            # at column r + j - (L - 1): a skewing gather turns every offset into a column
-            for j0 in tl.static_range(0, BLOCK_N + BLOCK_L - 1, BLOCK_N):
-                col = tl.arange(0, BLOCK_L)[:, None] + (j0 + tl.arange(0, BLOCK_N))[None, :] - L + 1
-                inside = (col >= 0) & (col < BLOCK_N)
-                b_g = tl.gather(b_p, tl.where(inside, col, 0), 1)
-                mass = tl.sum(tl.where(inside, b_g, 0.0), 0)  # [BLOCK_N]
-                o_off = M - 1 - n0 - (j0 + tl.arange(0, BLOCK_N))
-                tl.atomic_add(p_slash + o_off, mass * inv_rows, mask=(o_off >= 0) & (mass > 0))
+        tl.store(VERT + i_bh.to(tl.int64) * M + o_n, tl.sum(b_p, 0) * inv_rows, mask=o_n < M)
+        # the tile meets offsets M - 1 - n0 - j, j < BLOCK_N + L - 1, and row r meets offset j
+        # at column r + j - (L - 1): a skewing gather turns every offset into a column
+        for j0 in tl.static_range(0, BLOCK_N + BLOCK_L - 1, BLOCK_N):
+            col = tl.arange(0, BLOCK_L)[:, None] + (j0 + tl.arange(0, BLOCK_N))[None, :] - L + 1
+            inside = (col >= 0) & (col < BLOCK_N)
+            b_g = tl.gather(b_p, tl.where(inside, col, 0), 1)
+            mass = tl.sum(tl.where(inside, b_g, 0.0), 0)  # [BLOCK_N]
+            o_off = M - 1 - n0 - (j0 + tl.arange(0, BLOCK_N))
+            tl.atomic_add(p_slash + o_off, mass * inv_rows, mask=(o_off >= 0) & (mass > 0))
+
+
+@triton.jit
+def _rows_with_softmax(b_lse, L, BLOCK_L: tl.constexpr):
+    """The last rows whose probabilities count: not padding past L, and with a finite
+    log-sum-exp. -inf: the row saw no key; NaN: a NaN or +inf score, a NaN softmax that the twin
+    zeroes; a padding row's, from tiles run without a mask, is junk."""
+    return (b_lse > float("-inf")) & (b_lse < float("inf")) & (tl.arange(0, BLOCK_L) < L)
+
+
+@triton.jit
+def _block_sums(b_x, BLOCK_L: tl.constexpr, NB: tl.constexpr, BLOCK_K: tl.constexpr):
+    """[BLOCK_L, NB]: the row sums of b_x [BLOCK_L, NB * BLOCK_K] per block of BLOCK_K columns."""
+    if NB == 1:
+        return tl.sum(b_x, 1)[:, None]
+    return tl.sum(tl.reshape(b_x, [BLOCK_L, NB, BLOCK_K]), 2)
+
+
+@triton.jit
+def _last_block_parts_kernel(
+    Q, K, PART_M, LEAD, TOTAL, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    H_Q, GROUP, N, M, L, KB_PAD, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, TILES: tl.constexpr,
+):
+    """One pass of the last rows over TILES key tiles. Per row and block of BLOCK_K keys: the
+    tile's max score (PART_M), and the probability mass relative to it of the block (TOTAL) and
+    of its leading keys (LEAD), those on the row's offset block (pos - first key) // BLOCK_K;
+    the rest lie on the offset block below. A row's log-sum-exp is known only after every tile,
+    so the masses stay relative to each tile's max and are normalised afterwards
+    (_last_block_sums_kernel): each score's exp is taken once, where two passes took it twice
+    (the three launches 0.27 against 0.72 ms on Llama-3-8B's heads at 64K; 8 warps took 0.44,
+    planning41/ to planning43/). Blocks start at multiples of BLOCK_K, so the leading keys are
+    the block's columns up to pos % BLOCK_K, in every block."""
+    NB: tl.constexpr = BLOCK_N // BLOCK_K
+    i_bh, i_t0 = tl.program_id(0), tl.program_id(1) * TILES
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < HEAD_DIM
+    b_q = _last_rows(Q, i_b, i_h, stride_qb, stride_qh, stride_qn, N, L, o_d, m_d, BLOCK_L)
+    o_r = tl.arange(0, BLOCK_L)
+    o_pos = M - L + o_r
+    m_lead = (tl.arange(0, BLOCK_N) % BLOCK_K)[None, :] <= (tl.maximum(o_pos, 0) % BLOCK_K)[:, None]
+    p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
+    n_seen = _seen_by_all(M, L, BLOCK_N)
+    for i_t in range(i_t0, tl.minimum(i_t0 + TILES, tl.cdiv(M, BLOCK_N))):
+        n0 = i_t * BLOCK_N
+        o_n = n0 + tl.arange(0, BLOCK_N)
+        if n0 < n_seen:  # a tile every row sees: no mask (padding rows are dropped later)
+            b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L,
+                               False)
         else:
-            # offset blocks at least a tile wide. Column n0 + t's rows r meet offsets base - t + r
-            # (base = M - L - n0) and cross into the next block at rows (j + 1) * BLOCK_K -
-            # (base - t) % BLOCK_K: one masked column sum per crossing splits every column among
-            # the J blocks it meets, and the tile's columns start in one of two blocks (lo,
-            # lo + 1), so the tile adds to the J + 1 blocks from lo. (A full masked 2-D sum per
-            # block took 3x as long.) Remainders come from the scalar base: the same computed
-            # per column by vector % and // came out wrong on the H200 (Triton 3.6) when M and L
-            # were multiples of 16, right under the interpreter (check_last_sums_gpu.py).
-            base = M - L - n0 + SHIFT * BLOCK_K  # shifted >= 0: // and % of non-negatives
-            rem = base % BLOCK_K
-            s_lo = (base - BLOCK_N + 1) // BLOCK_K
-            o_t = tl.arange(0, BLOCK_N)
-            m_hi = (o_t <= rem) & (s_lo < base // BLOCK_K)  # columns whose row 0 is in lo + 1
-            b_rem = tl.where(o_t <= rem, rem - o_t, rem - o_t + BLOCK_K)
-            o_r = tl.arange(0, BLOCK_L)
-            b_below = tl.zeros([BLOCK_N], dtype=tl.float32)
-            b_mass = tl.zeros([TARGETS], dtype=tl.float32)
-            o_s = tl.arange(0, TARGETS)
-            for j in tl.static_range(CROSSINGS + 1):
-                if j < CROSSINGS:
-                    m_before = o_r[:, None] < (j + 1) * BLOCK_K - b_rem[None, :]
-                    b_cum = tl.sum(tl.where(m_before, b_p, 0.0), 0)
-                else:
-                    b_cum = b_vert
-                b_part = tl.maximum(b_cum - b_below, 0.0)  # each column's mass in its block j
-                b_below = b_cum
-                upper = tl.sum(tl.where(m_hi, b_part, 0.0), 0)
-                lower = tl.sum(b_part, 0) - upper
-                b_mass += tl.where(o_s == j, lower, 0.0) + tl.where(o_s == j + 1, upper, 0.0)
-            o_s += s_lo - SHIFT
-            tl.atomic_add(p_slash + o_s, b_mass * inv_rows,
-                          mask=(o_s >= 0) & (o_s < KB) & (b_mass > 0))
+            b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale, BLOCK_L,
+                               True)
+        b_m = tl.max(b_s, 1)
+        b_p = tl.exp2(b_s - tl.where(b_m == float("-inf"), 0.0, b_m)[:, None])
+        o_part = (i_bh.to(tl.int64) * KB_PAD + i_t * NB + tl.arange(0, NB)[None, :]) * BLOCK_L
+        o_part += o_r[:, None]  # [BLOCK_L, NB]
+        tl.store(PART_M + o_part, tl.broadcast_to(b_m[:, None], [BLOCK_L, NB]))
+        tl.store(TOTAL + o_part, _block_sums(b_p, BLOCK_L, NB, BLOCK_K))
+        tl.store(LEAD + o_part, _block_sums(tl.where(m_lead, b_p, 0.0), BLOCK_L, NB, BLOCK_K))
+
+
+@triton.jit
+def _block_weights(PART_M, b_lse, m_row, o_kb, i_bh, KB, KB_PAD, BLOCK_L: tl.constexpr):
+    """At key blocks o_kb [CHUNK, BLOCK_L] (any: out of range weighs 0): the offsets into the
+    parts, where they are valid, and each row's weight there, 2^(tile max - log-sum-exp)."""
+    m_kb = (o_kb >= 0) & (o_kb < KB) & m_row[None, :]
+    o_p = (i_bh * KB_PAD + tl.where(m_kb, o_kb, 0)) * BLOCK_L + tl.arange(0, BLOCK_L)[None, :]
+    b_m = tl.load(PART_M + o_p, mask=m_kb, other=float("-inf"))
+    return o_p, m_kb, tl.where(m_kb, tl.exp2(b_m - b_lse[None, :]), 0.0)
+
+
+@triton.jit
+def _last_block_sums_kernel(
+    PART_M, LEAD, TOTAL, LSE, VERT, SLASH, M, L, KB, KB_PAD, inv_rows,
+    BLOCK_L: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """Vertical and slash sums of CHUNK blocks from _last_block_parts_kernel's masses: key block
+    s's mass over the rows, and offset block s's: each row's leading mass of key block
+    pos // BLOCK_K - s and the rest of the key block after it. Each output has one writer (no
+    atomics: the sums are the same from run to run)."""
+    i_bh = tl.program_id(0).to(tl.int64)
+    o_s = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
+    b_lse = tl.load(LSE + i_bh * BLOCK_L + tl.arange(0, BLOCK_L))
+    m_row = _rows_with_softmax(b_lse, L, BLOCK_L)
+    b_lse = tl.where(m_row, b_lse, 0.0)
+    o_vert = tl.broadcast_to(o_s[:, None], [CHUNK, BLOCK_L])
+    o_p, m_p, b_w = _block_weights(PART_M, b_lse, m_row, o_vert, i_bh, KB, KB_PAD, BLOCK_L)
+    b_vert = tl.sum(b_w * tl.load(TOTAL + o_p, mask=m_p, other=0.0), 1)
+    o_lead = tl.maximum(M - L + tl.arange(0, BLOCK_L), 0)[None, :] // BLOCK_K - o_s[:, None]
+    o_p, m_p, b_w = _block_weights(PART_M, b_lse, m_row, o_lead, i_bh, KB, KB_PAD, BLOCK_L)
+    b_slash = b_w * tl.load(LEAD + o_p, mask=m_p, other=0.0)
+    o_p, m_p, b_w = _block_weights(PART_M, b_lse, m_row, o_lead - 1, i_bh, KB, KB_PAD, BLOCK_L)
+    b_rest = tl.load(TOTAL + o_p, mask=m_p, other=0.0) - tl.load(LEAD + o_p, mask=m_p, other=0.0)
+    b_slash += b_w * tl.maximum(b_rest, 0.0)  # rounding must not make a mass negative
+    m_s = o_s < KB
+    tl.store(VERT + i_bh * KB + o_s, b_vert * inv_rows, mask=m_s)
+    tl.store(SLASH + i_bh * KB + o_s, tl.sum(b_slash, 1) * inv_rows, mask=m_s)
 
 
 # fmt: on
@@ -467,7 +533,9 @@ def pooled_block_probs(
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     q_pooled, k_pooled = unit_last(q_pooled), unit_last(k_pooled)
     out = torch.zeros(b, h_q, qb, kb, device=q_pooled.device, dtype=torch.float32)
-    block_i = 16
+    # 64 query blocks a program read each pooled key a quarter as often as 16 (0.27 against 0.33 ms
+    # at 128K on Llama-3-8B's heads, planning43/), where they still fill the SMs
+    block_i = 64 if b * h_q * triton.cdiv(qb, 64) >= sm_count(q_pooled.device) else 16
     _pooled_probs_kernel[(b * h_q, triton.cdiv(qb, block_i))](
         q_pooled, k_pooled, out, *q_pooled.stride()[:3], *k_pooled.stride()[:3],
         *out.stride()[:3], h_q, h_q // h_kv, qb, kb, d, num_queries, num_keys, block_q, block_k,
@@ -555,66 +623,104 @@ def last_query_stats(
 ) -> tuple[Tensor, Tensor]:
     """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
 
-    ``vertical`` (B, H_q, M): probability per key averaged over those rows; ``slash``
-    (B, H_q, KB): their mass per block of diagonal offsets [s·block_k, (s+1)·block_k). Twin:
-    `planning_reference.last_query_stats`. Three launches: split-K partial log-sum-exps of the
-    rows, their combination, then each program walks key tiles, computing probabilities, column
-    sums and the offset-block sums each tile meets: when blocks are at least a tile (64 keys)
-    wide, one masked column sum per row where the columns cross into the next block (one for
-    FlexPrefill's 128-row, 128-key blocks), else per diagonal through a skewing gather, summed
-    into blocks afterwards.
+    ``vertical`` (B, H_q, KB): their probability mass per block of ``block_k`` keys, averaged
+    over the rows; ``slash`` (B, H_q, KB): per block of diagonal offsets
+    [s·block_k, (s+1)·block_k). Twin: `planning_reference.last_query_stats`.
+
+    Blocks of 16-128 keys (a power of two; FlexPrefill's) take one pass over the keys
+    (`_last_block_parts_kernel`) that keeps each row's masses per key block relative to the
+    key tile's max, then two small launches: the rows' log-sum-exps from those, and the
+    normalised sums. Other blocks (vertical_slash's 1: per key and per diagonal) take two passes,
+    split-K log-sum-exps then probabilities, summed per offset through a skewing gather.
     """
     check_triton_device("q", q)
     check_interpreter_dots("q", q)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
+    kb = triton.cdiv(m, block_k)
     if b * h_q * m == 0:  # no key, query head or batch: nothing to launch
-        kb = triton.cdiv(m, block_k)
-        vertical = torch.zeros(b, h_q, m, device=q.device, dtype=torch.float32)
-        return vertical, torch.zeros(b, h_q, kb, device=q.device, dtype=torch.float32)
+        empty = torch.zeros(b, h_q, kb, device=q.device, dtype=torch.float32)
+        return empty, empty.clone()
     q, k = unit_last(q), unit_last(k)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    block_l, block_n = max(16, triton.next_power_of_2(last_q)), 64
+    block_l = max(16, triton.next_power_of_2(last_q))
+    common = (*q.stride()[:3], *k.stride()[:3], h_q, h_q // h_kv, n, m, last_q)
+    meta = {"HEAD_DIM": d, "BLOCK_D": max(16, triton.next_power_of_2(d)), "BLOCK_L": block_l}
+    if block_k in (16, 32, 64, 128):
+        return _block_stats(q, k, common, meta, last_q, block_k, scale * LOG2E)
+    block_n = 64
     split = block_n * max(1, triton.cdiv(triton.cdiv(m, block_n), 32))  # ≤ 32 splits per head
     splits = triton.cdiv(m, split)
     part_m = torch.empty(b * h_q, splits, block_l, device=q.device, dtype=torch.float32)
     part_l = torch.empty_like(part_m)
-    common = (*q.stride()[:3], *k.stride()[:3], h_q, h_q // h_kv, n, m, last_q)
-    meta = {"HEAD_DIM": d, "BLOCK_D": max(16, triton.next_power_of_2(d)), "BLOCK_L": block_l,
-            "BLOCK_N": block_n}  # fmt: skip
     _last_lse_kernel[(b * h_q, splits)](
-        q, k, part_m, part_l, *common, split, splits, scale * LOG2E, **meta
+        q, k, part_m, part_l, *common, split, splits, scale * LOG2E, **meta, BLOCK_N=block_n
     )
-    lse = torch.empty(b * h_q, block_l, device=q.device, dtype=torch.float32)
-    _combine_lse_kernel[(b * h_q,)](
-        part_m, part_l, lse, splits, S_PAD=triton.next_power_of_2(splits), BLOCK_L=block_l
-    )
-    # narrow offset blocks: sum per offset in the kernel, then per block here
-    per_offset = block_k < block_n
-    kb = triton.cdiv(m, block_k)
+    lse = _combine_lse(part_m, part_l)
     vertical = torch.empty(b, h_q, m, device=q.device, dtype=torch.float32)
-    slash = torch.zeros(b, h_q, m if per_offset else kb, device=q.device, dtype=torch.float32)
+    slash = torch.zeros(b, h_q, m, device=q.device, dtype=torch.float32)
     tiles = sum_tiles_per_program(b * h_q, triton.cdiv(m, block_n), q.device)
-    # a column of the tile meets crossings + 1 offset blocks; shift keeps offsets non-negative
-    crossings = (block_l + block_k - 2) // block_k
     _last_sums_kernel[(b * h_q, triton.cdiv(m, block_n * tiles))](
-        q, k, lse, vertical, slash, *common, slash.shape[-1], scale * LOG2E, 1.0 / last_q,
-        **meta, TILES=tiles, PER_OFFSET=per_offset, BLOCK_K=block_k,
-        SHIFT=triton.cdiv(block_l + block_n, block_k), CROSSINGS=crossings,
-        TARGETS=triton.next_power_of_2(crossings + 2),
+        q, k, lse, vertical, slash, *common, scale * LOG2E, 1.0 / last_q, **meta, BLOCK_N=block_n,
+        TILES=tiles,
     )  # fmt: skip
-    if per_offset and block_k > 1:
-        slash = torch.nn.functional.pad(slash, (0, kb * block_k - m)).view(b, h_q, kb, -1).sum(-1)
+    if block_k == 1:
+        return vertical, slash
+    pad = (0, kb * block_k - m)
+    vertical, slash = (
+        torch.nn.functional.pad(x, pad).view(b, h_q, kb, block_k).sum(-1) for x in (vertical, slash)
+    )
     return vertical, slash
 
 
+def _block_stats(
+    q: Tensor, k: Tensor, common: tuple, meta: dict, last_q: int, block_k: int, qk_scale: float
+) -> tuple[Tensor, Tensor]:
+    """`last_query_stats` for blocks of 16-128 keys: one pass, then the log-sum-exps, then the
+    normalised sums."""
+    b, h_q = q.shape[:2]
+    m, block_l = k.shape[2], meta["BLOCK_L"]
+    block_n = max(64, block_k)  # the key tile: one or more whole blocks
+    key_tiles = triton.cdiv(m, block_n)
+    kb, kb_pad = triton.cdiv(m, block_k), key_tiles * (block_n // block_k)
+    part_m, lead, total = torch.empty(
+        3, b * h_q, kb_pad, block_l, device=q.device, dtype=torch.float32
+    ).unbind()
+    tiles = sum_tiles_per_program(b * h_q, key_tiles, q.device)
+    _last_block_parts_kernel[(b * h_q, triton.cdiv(key_tiles, tiles))](
+        q, k, part_m, lead, total, *common, kb_pad, qk_scale, **meta, BLOCK_N=block_n,
+        BLOCK_K=block_k, TILES=tiles,
+    )  # fmt: skip
+    lse = _combine_lse(part_m[:, :kb], total[:, :kb])
+    vertical = torch.empty(b, h_q, kb, device=q.device, dtype=torch.float32)
+    slash = torch.empty_like(vertical)
+    chunk = 4  # blocks a program: 0.27 against 0.32 ms at 32 (Llama-3-8B at 64K, planning43/)
+    _last_block_sums_kernel[(b * h_q, triton.cdiv(kb, chunk))](
+        part_m, lead, total, lse, vertical, slash, m, last_q, kb, kb_pad, 1.0 / last_q,
+        BLOCK_L=block_l, BLOCK_K=block_k, CHUNK=chunk,
+    )  # fmt: skip
+    return vertical, slash
+
+
+def _combine_lse(part_m: Tensor, part_l: Tensor) -> Tensor:
+    """float32 (B·H_q, BLOCK_L): the rows' base-2 log-sum-exps from partial (max, sum) pairs
+    (B·H_q, parts, BLOCK_L), ROWS rows a program."""
+    bh, parts, block_l = part_m.shape
+    lse = torch.empty(bh, block_l, device=part_m.device, dtype=torch.float32)
+    rows = min(16, block_l)
+    _combine_lse_kernel[(bh, block_l // rows)](
+        part_m, part_l, lse, parts, part_m.stride(0), BLOCK_L=block_l, ROWS=rows, CHUNK=64
+    )
+    return lse
+
+
 def sum_tiles_per_program(rows: int, key_tiles: int, device: torch.device) -> int:
-    """Key tiles each last-query-sums program walks (``rows`` = batch x query heads): up to 8, so
-    that the query rows are reloaded once per 8 tiles rather than per tile, but few enough for
-    eight waves of programs over the SMs. On the H200 (SmolLM2's 9 heads, flexprefill's replayed
-    plan, with the sums kernel of 2026-11-30) 8 tiles (144 programs) took 0.310 ms at 8K; 4, 2
-    and 1 tile (two, four and eight waves) 0.300, 0.294 and 0.292 ms; at 32K eight waves
-    (4 tiles) 0.540 against 0.555 ms."""
+    """Key tiles each program of the last-query passes (two-pass sums, one-pass parts) walks
+    (``rows`` = batch x query heads): up to 8, so that the query rows are reloaded once per 8
+    tiles rather than per tile, but few enough for eight waves of programs over the SMs. On the
+    H200 (SmolLM2's 9 heads, flexprefill's replayed plan, with the sums kernel of 2026-11-30)
+    8 tiles (144 programs) took 0.310 ms at 8K; 4, 2 and 1 tile (two, four and eight waves)
+    0.300, 0.294 and 0.292 ms; at 32K eight waves (4 tiles) 0.540 against 0.555 ms."""
     return max(1, min(8, key_tiles * rows // (8 * sm_count(device))))
 
 

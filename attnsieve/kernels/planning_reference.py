@@ -123,10 +123,11 @@ def last_query_stats(
 ) -> tuple[Tensor, Tensor]:
     """Causal attention of the last ``last_q`` queries, summarised as (vertical, slash), float32.
 
-    ``vertical`` (B, H_q, M): per key, the attention probability averaged over the last rows.
-    ``slash`` (B, H_q, KB): per block of diagonal offsets o = position(query) - key in
-    [s·block_k, (s+1)·block_k), the probability mass averaged over the last rows. Both sum to 1 when
-    every last row sees a key (FlexPrefill's estimate, arXiv 2502.20766; MInference's for lines).
+    ``vertical`` (B, H_q, KB): per block of ``block_k`` keys, the attention probability mass
+    averaged over the last rows. ``slash`` (B, H_q, KB): per block of diagonal offsets
+    o = position(query) - key in [s·block_k, (s+1)·block_k), the same. Both sum to 1 when every
+    last row sees a key (FlexPrefill's estimate, arXiv 2502.20766; MInference's for lines, per
+    key and per diagonal at ``block_k`` 1).
     """
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
@@ -136,8 +137,9 @@ def last_query_stats(
     pos = torch.arange(m - last_q, m, device=q.device)
     offset = pos[:, None] - torch.arange(m, device=q.device)[None, :]  # (last_q, M)
     p = s.masked_fill(offset < 0, -math.inf).softmax(-1).nan_to_num(0.0)
-    vertical = p.mean(2)
     kb = cdiv(m, block_k)
+    key_block = torch.arange(m, device=q.device) // block_k
+    vertical = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, key_block, p.sum(2))
     slash_block = (offset.clamp(min=0) // block_k).flatten()
     slash = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, slash_block, p.flatten(2))
-    return vertical, slash / last_q
+    return vertical / last_q, slash / last_q

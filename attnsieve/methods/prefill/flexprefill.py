@@ -124,7 +124,6 @@ class FlexPrefillPlanner(Planner):
         # â: attention of the last block of queries; ā: their mean against pooled keys
         last = min(bq, n)
         vertical, slash = last_query_stats(q, k, last_q=last, block_k=bk)
-        vertical = torch.nn.functional.pad(vertical, (0, kb * bk - m)).view(b, h_q, kb, bk).sum(-1)
         k_pooled = block_mean_pool(k, bk)
         q_mean = q[:, :, n - last :].float().mean(2).view(b, h_kv, h_q // h_kv, d)
         pooled = (q_mean @ k_pooled.transpose(-1, -2) / math.sqrt(d)).softmax(-1).view(b, h_q, kb)
