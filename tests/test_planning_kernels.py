@@ -189,6 +189,11 @@ def test_last_query_stats_tiles_without_a_mask_end_where_the_first_row_does(last
     _matches_twin(*_inputs(1, 2, 1, 64, 296, 32, torch.float32, sharp=0.1), last_q, (1, 64))
 
 
+def test_last_query_stats_more_rows_than_keys():
+    """M = 20 keys under 40 last rows: the first 20 rows see no key (negative positions)."""
+    _matches_twin(*_inputs(1, 2, 1, 50, 20, 32, torch.float32), 40, (1, 16, 64))
+
+
 @pytest.mark.parametrize("tiles", [1, 3, 8])
 def test_last_query_stats_any_tiles_per_program(tiles, monkeypatch):
     """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""
