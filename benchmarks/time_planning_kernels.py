@@ -2,7 +2,9 @@
 
 `last_query_stats` on Llama-3-8B heads at 64K and 128K and SmolLM2's at 8K, 32K and 128K,
 `pooled_block_probs` of Llama-3-8B's pooled heads at 64K and 128K, `block_mean_pool` of
-Llama-3-8B queries at 128K and `mass_threshold` on FlexPrefill's 32 x 1M query-aware maps
+Llama-3-8B queries at 64K and 128K (both also with one head of 32 asked for, as FlexPrefill asks
+for its query-aware heads, in the modules that take ``heads``) and `mass_threshold` on
+FlexPrefill's 32 x 1M query-aware maps, and on one of 32 x 262K (the others keep nothing)
 (CUDA-graph medians; last_query_stats' and pooled_block_probs' errors against their float32
 twins), and `line_block_mask` against its twin. A variant is a module file given by path: a
 copy of `attnsieve/kernels/planning.py` or of `attnsieve/kernels/mass_threshold.py` (told apart
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from inspect import signature
 
 import torch
 
@@ -73,6 +76,10 @@ def main() -> None:
         twin = planning_reference.last_query_stats(q, k, **args)  # the float32 twin
         compare(label, stats, lambda m: block_stats(m, q, k, **args), twin)  # noqa: B023
         del twin
+    one_head = torch.arange(32, device="cuda")[None] == 7  # one query-aware head of 32
+    with_heads = {
+        name: m for name, m in stats.items() if "heads" in signature(m.block_mean_pool).parameters
+    }
     for n in (65536, 131072):  # FlexPrefill's query-aware maps on Llama-3-8B's pooled heads
         qp = torch.randn(1, 32, n // 128, 128, device="cuda")
         kp = torch.randn(1, 8, n // 128, 128, device="cuda")
@@ -80,11 +87,22 @@ def main() -> None:
         twin = planning_reference.pooled_block_probs(qp, kp, **sizes)
         compare(f"pooled_block_probs llama {n // 1024}K", stats,
                 lambda m: m.pooled_block_probs(qp, kp, **sizes), twin)  # noqa: B023  # fmt: skip
+        compare(f"pooled_block_probs {n // 1024}K 1 head", with_heads,
+                lambda m: m.pooled_block_probs(qp, kp, **sizes, heads=one_head),  # noqa: B023
+                twin * one_head[..., None, None])  # fmt: skip
         del twin
-    x = torch.randn(1, 32, 131072, 128, device="cuda", dtype=torch.bfloat16)
-    compare("block_mean_pool llama 128K", stats, lambda m: m.block_mean_pool(x, 128))
+    for n in (65536, 131072):
+        x = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.bfloat16)
+        compare(f"block_mean_pool llama {n // 1024}K", stats,
+                lambda m: m.block_mean_pool(x, 128))  # noqa: B023  # fmt: skip
+        compare(f"block_mean_pool {n // 1024}K 1 head", with_heads,
+                lambda m: m.block_mean_pool(x, 128, heads=one_head))  # noqa: B023  # fmt: skip
     maps = flexprefill_maps()
     compare("mass_threshold 32 x 1M", thresholds, lambda m: m.mass_threshold(maps, 0.9))
+    # at 64K: one query-aware head's map searched, the other 31 given 0 (as flexprefill does)
+    maps_64k, one_row = flexprefill_maps(blocks=512), torch.where(one_head[0, :, None], 0.9, 0.0)
+    compare("mass_threshold 1 of 32 x 262K", thresholds,
+            lambda m: m.mass_threshold(maps_64k, one_row))  # fmt: skip
     line_masks(maps)
 
 

@@ -65,6 +65,28 @@ def test_pooled_block_probs(shape, causal):
     torch.testing.assert_close(sums, seen.float().expand_as(sums))  # 1 per row, 0 if blind
 
 
+@pytest.mark.parametrize("shape", SHAPES[:2])
+def test_pooling_and_pooled_probs_leave_out_heads(shape):
+    """The heads that ``heads`` leaves out are zero and not read (NaN inputs there stay out) or
+    scored; the others are as without it. ``heads`` is a strided view (after a transpose)."""
+    q, k = _inputs(*shape)
+    b, h_q, n = q.shape[:3]
+    heads = (torch.arange(b * h_q, device=DEVICE).view(h_q, b) % 3 != 1).t()
+    q_out = q.masked_fill(~heads[..., None, None], math.nan)
+    sizes = dict(num_queries=n, num_keys=k.shape[2], block_q=32, block_k=16)
+    kp = planning.block_mean_pool(k, 16)
+    for ops in (planning, planning_reference):
+        qp = ops.block_mean_pool(q_out, 32, heads=heads)
+        assert (qp[~heads] == 0).all()
+        _close(qp[heads], ops.block_mean_pool(q, 32)[heads], torch.float32)
+        # scored, the heads left out would not be zero (a NaN row would: not stored)
+        qp = torch.where(heads[..., None, None], qp, 1.0)
+        probs = ops.pooled_block_probs(qp, kp, **sizes, heads=heads)
+        assert (probs[~heads] == 0).all()
+        want = ops.pooled_block_probs(ops.block_mean_pool(q, 32), kp, **sizes)
+        _close(probs[heads], want[heads], torch.float32)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("stride", [4, 8])
@@ -237,6 +259,13 @@ def test_bad_inputs_name_the_argument():
         api.pooled_block_probs(qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16)
     with pytest.raises(TypeError, match="q_pooled: expected a float32"):
         api.pooled_block_probs(qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32)
+    with pytest.raises(TypeError, match=r"^heads: expected torch.bool"):
+        api.block_mean_pool(q, 32, heads=torch.ones(1, 2, dtype=torch.uint8, device=DEVICE))
+    with pytest.raises(ValueError, match=r"^heads: expected shape \(1, 2\)"):
+        api.pooled_block_probs(
+            qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=32,
+            heads=torch.ones(1, 3, dtype=torch.bool, device=DEVICE),
+        )  # fmt: skip
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

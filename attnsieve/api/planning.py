@@ -10,6 +10,7 @@ from attnsieve.api.backend import HALF, resolve_backend
 from attnsieve.checks import (
     cdiv,
     check_bool,
+    check_index,
     check_int,
     check_qk,
     check_scale,
@@ -39,15 +40,24 @@ def _check_head_dim(names: str, d: int) -> None:
         raise ValueError(f"{names}: expected head_dim >= 1, got {d}")
 
 
-def block_mean_pool(x: Tensor, block: int, *, backend: str | None = None) -> Tensor:
+def block_mean_pool(
+    x: Tensor, block: int, *, heads: Tensor | None = None, backend: str | None = None
+) -> Tensor:
     """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
 
     Pool Q per query head and K per KV head (GQA needs no repeat); the last block averages only
-    the tokens it has.
+    the tokens it has. ``heads``: None, or bool (B, H) on x's device: the heads it leaves out are
+    zero, and the kernel does not read them (FlexPrefill pools only its query-aware heads' Q).
     """
     check_int("block", block, 1)
     check_tensor("x", x, 4, "(batch, heads, seq, head_dim)")
-    return _planning(backend, x).block_mean_pool(x, block)
+    _check_heads(heads, x.shape[:2], x.device)
+    return _planning(backend, x).block_mean_pool(x, block, heads)
+
+
+def _check_heads(heads: object, shape: torch.Size, device: torch.device) -> None:
+    if heads is not None:
+        check_index("heads", heads, tuple(shape), torch.bool, device)
 
 
 def pooled_block_probs(
@@ -60,6 +70,7 @@ def pooled_block_probs(
     block_k: int,
     scale: float | None = None,
     causal: bool = True,
+    heads: Tensor | None = None,
     backend: str | None = None,
 ) -> Tensor:
     """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K.
@@ -67,6 +78,8 @@ def pooled_block_probs(
     FlexPrefill's query-aware estimate (and SpargeAttn's). Inputs are `block_mean_pool` outputs,
     (B, H_q, QB, D) and (B, H_kv, KB, D); rows that see no key block are zero. With ``causal``, key
     block j is visible iff its first key is at or before the query block's last query.
+    ``heads``: None, or bool (B, H_q) on their device: the heads it leaves out are zero, and the
+    kernel does not score them.
     """
     for name, value in (("num_queries", num_queries), ("num_keys", num_keys)):
         check_int(name, value, 1)
@@ -94,10 +107,11 @@ def pooled_block_probs(
     if h_kv == 0 or h_q % h_kv or q_pooled.shape[3] != k_pooled.shape[3]:
         raise ValueError("q_pooled, k_pooled: H_q must be a multiple of H_kv, head_dim must match")
     _check_head_dim("q_pooled, k_pooled", q_pooled.shape[3])
+    _check_heads(heads, q_pooled.shape[:2], q_pooled.device)
     # its inputs are block_mean_pool's float32 means, so float32 is what selects the kernel
     return _planning(backend, q_pooled, (torch.float32,)).pooled_block_probs(
         q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys, block_q=block_q,
-        block_k=block_k, scale=scale, causal=causal,
+        block_k=block_k, scale=scale, causal=causal, heads=heads,
     )  # fmt: skip
 
 

@@ -21,10 +21,11 @@ from attnsieve.layout import query_block_positions
 _CHUNK_ELEMENTS = 1 << 26  # score elements per chunk of strided rows (256 MiB of float32)
 
 
-def block_mean_pool(x: Tensor, block: int) -> Tensor:
+def block_mean_pool(x: Tensor, block: int, heads: Tensor | None = None) -> Tensor:
     """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
 
-    The last block averages only the tokens it has.
+    The last block averages only the tokens it has. With ``heads`` (bool (B, H)), the heads it
+    leaves out are zero.
     """
     b, h, n, d = x.shape
     nb = cdiv(n, block)
@@ -34,7 +35,14 @@ def block_mean_pool(x: Tensor, block: int) -> Tensor:
         .sum(3)
     )
     counts = torch.clamp(n - torch.arange(nb, device=x.device) * block, max=block)
-    return sums / counts[:, None].float()
+    return _only(sums / counts[:, None].float(), heads)
+
+
+def _only(x: Tensor, heads: Tensor | None) -> Tensor:
+    """x (B, H, ...) with the heads that ``heads`` (bool (B, H) or None: all) leaves out zero."""
+    if heads is None:
+        return x
+    return torch.where(heads.view(*heads.shape, *(1,) * (x.dim() - 2)), x, 0.0)
 
 
 def pooled_block_probs(
@@ -47,13 +55,14 @@ def pooled_block_probs(
     block_k: int,
     scale: float | None = None,
     causal: bool = True,
+    heads: Tensor | None = None,
 ) -> Tensor:
     """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-query · pooled-key scores.
 
     ``q_pooled`` (B, H_q, QB, D) and ``k_pooled`` (B, H_kv, KB, D) are block means (see
     `block_mean_pool`). With ``causal``, key block j is visible to query block i iff its first key
     is at or before the last query of i; rows that see no block are all zero. ``scale`` defaults to
-    1/sqrt(D).
+    1/sqrt(D). With ``heads`` (bool (B, H_q)), the heads it leaves out are zero.
     """
     b, h_q, qb, d = q_pooled.shape
     h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
@@ -66,7 +75,7 @@ def pooled_block_probs(
         _, last = query_block_positions(num_queries, num_keys, block_q, q_pooled.device)
         first_key = torch.arange(kb, device=q_pooled.device) * block_k
         scores = scores.masked_fill(first_key[None, :] > last[:, None], -math.inf)
-    return scores.softmax(-1).nan_to_num(0.0)
+    return _only(scores.softmax(-1).nan_to_num(0.0), heads)
 
 
 def antidiagonal_block_scores(

@@ -139,8 +139,8 @@ class FlexPrefillPlanner(Planner):
         chosen[..., 0] = True  # the first key block (sink) and the diagonal, beyond the budget
         chosen_vertical, chosen_slash = chosen.unbind(2)
         # a chosen key block keeps its column of blocks, a chosen offset block every key block
-        # its diagonals cross (with spans: the span, below); every head's block map is scored
-        # (no host sync to find the query-aware ones), and only the query-aware heads keep theirs
+        # its diagonals cross (with spans: the span, below); the query-aware heads' block maps are
+        # scored by kernels that read which heads those are (no host sync, a graph captures it)
         query_aware_map = self._query_aware(q, k_pooled, m, query_aware, gamma)
         mask = line_block_mask(
             chosen_vertical, None if self.slash_spans else chosen_slash, band=bk, block_q=bq,
@@ -174,15 +174,17 @@ class FlexPrefillPlanner(Planner):
         self, q: Tensor, k_pooled: Tensor, m: int, heads: Tensor, gamma: float | Tensor
     ) -> Tensor:
         """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` (a float or (H_q,)) of
-        its pooled map; none outside the query-aware ``heads`` (B, H_q), whose threshold
-        searches are skipped."""
+        its pooled map; none outside the query-aware ``heads`` (B, H_q), whose Q is not pooled,
+        whose maps are not scored, and whose threshold searches are skipped."""
+        # only the query-aware heads' Q is read and scored (Q is most of what a plan reads)
         probs = pooled_block_probs(
-            block_mean_pool(q, self.block_q),
+            block_mean_pool(q, self.block_q, heads=heads),
             k_pooled,
             num_queries=q.shape[2],
             num_keys=m,
             block_q=self.block_q,
             block_k=self.block_k,
+            heads=heads,
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
         # 0 keeps nothing; a gamma just below 1 must not round to float32's 1.0, which as a
