@@ -65,6 +65,19 @@ def test_pooled_block_probs(shape, causal):
     torch.testing.assert_close(sums, seen.float().expand_as(sums))  # 1 per row, 0 if blind
 
 
+@pytest.mark.parametrize("split", [(16, 16), (16, 32)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_pooled_block_probs_over_key_splits(split, causal, monkeypatch):
+    """Rows whose key blocks span several programs (3 and 2 splits of 44 key blocks, the last
+    partial; causal rows that end inside a split, or before it) give the twin's softmax."""
+    monkeypatch.setattr(planning, "pooled_split", lambda: split)
+    q, k = _inputs(2, 4, 2, 150, 173, 64, torch.float32)
+    qp, kp = planning_reference.block_mean_pool(q, 8), planning_reference.block_mean_pool(k, 4)
+    kwargs = dict(num_queries=150, num_keys=173, block_q=8, block_k=4, causal=causal)
+    got = planning.pooled_block_probs(qp, kp, **kwargs)
+    _close(got, planning_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
+
+
 @pytest.mark.parametrize("shape", SHAPES[:2])
 def test_pooling_and_pooled_probs_leave_out_heads(shape):
     """The heads that ``heads`` leaves out are zero and not read (NaN inputs there stay out) or

@@ -99,17 +99,11 @@ def _pooled_scores(b_q, p_k, o_j, o_d, m_d, stride_kj, KB, o_last, qk_scale, BLO
 
 
 @triton.jit
-def _pooled_probs_kernel(
-    QP, KP, HEADS, OUT, stride_qb, stride_qh, stride_qi, stride_kb, stride_kh, stride_kj,
-    stride_hb, stride_hh, stride_ob, stride_oh, stride_oi, H_Q, GROUP, QB, KB, D, N, M, BLOCK_Q,
-    BLOCK_K, qk_scale,
-    CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_HEADS: tl.constexpr,
-):
-    i_bh, i_i = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H_Q, i_bh % H_Q
-    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # not scored: zeros
-        return
+def _pooled_rows(QP, i_b, i_h, i_i, stride_qb, stride_qh, stride_qi, QB, D, N, M, BLOCK_Q, KB,
+                 BLOCK_K, CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A program's pooled query rows: (o_i, m_i, o_d, m_d, b_q, o_last, j_end), o_last the
+    absolute position of each query block's last query (key block j is visible iff
+    j * BLOCK_K <= it), j_end the end of the key blocks some row sees."""
     o_i = i_i * BLOCK_I + tl.arange(0, BLOCK_I)
     m_i = o_i < QB
     o_d = tl.arange(0, BLOCK_D)
@@ -117,35 +111,88 @@ def _pooled_probs_kernel(
     p_q = QP + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
     b_q = tl.load(p_q + o_i[:, None] * stride_qi + o_d[None, :], mask=m_i[:, None] & m_d[None, :],
                   other=0.0)
-    p_k = KP + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
-    # absolute position of each query block's last query: key block j is visible iff j*BLOCK_K <= it
     o_last = M - N + tl.minimum((o_i + 1) * BLOCK_Q, N) - 1
-    j_end = KB
+    j_end = _pooled_key_end(i_i, QB, KB, N, M, BLOCK_Q, BLOCK_K, CAUSAL, BLOCK_I)
+    return o_i, m_i, o_d, m_d, b_q, o_last, j_end
+
+
+@triton.jit
+def _pooled_key_end(i_i, QB, KB, N, M, BLOCK_Q, BLOCK_K, CAUSAL: tl.constexpr,
+                    BLOCK_I: tl.constexpr):
+    """The end of the key blocks that some query block of program row i_i sees."""
     if CAUSAL:
         last = M - N + tl.minimum(tl.minimum(i_i * BLOCK_I + BLOCK_I, QB) * BLOCK_Q, N) - 1
-        j_end = tl.where(last >= 0, tl.minimum(KB, last // BLOCK_K + 1), 0)
+        return tl.where(last >= 0, tl.minimum(KB, last // BLOCK_K + 1), 0)
+    return KB
+
+
+@triton.jit
+def _pooled_scores_kernel(
+    QP, KP, HEADS, OUT, PART_M, PART_L, stride_qb, stride_qh, stride_qi, stride_kb, stride_kh,
+    stride_kj, stride_hb, stride_hh, stride_ob, stride_oh, stride_oi, H_Q, GROUP, QB, KB, D, N, M,
+    BLOCK_Q, BLOCK_K, SPLIT, NUM_SPLITS, qk_scale,
+    CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_HEADS: tl.constexpr,
+):
+    """Base-2 scores of SPLIT key blocks into OUT (-inf where masked) and the rows' partial
+    (max, sum) over them. Splitting the key blocks keeps each program's walk short: one
+    query-aware head's map is a handful of programs, whose longest walk was the launch's time."""
+    i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # not scored: zeros
+        return
+    o_i, m_i, o_d, m_d, b_q, o_last, j_end = _pooled_rows(
+        QP, i_b, i_h, i_i, stride_qb, stride_qh, stride_qi, QB, D, N, M, BLOCK_Q, KB, BLOCK_K,
+        CAUSAL, BLOCK_I, BLOCK_D)
+    p_k = KP + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
     b_m = tl.full([BLOCK_I], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BLOCK_I], dtype=tl.float32)
-    for j0 in range(0, j_end, BLOCK_J):
-        b_s = _pooled_scores(b_q, p_k, j0 + tl.arange(0, BLOCK_J), o_d, m_d, stride_kj, KB,
-                             o_last, qk_scale, BLOCK_K, CAUSAL)
-        b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
-        b_m_sub = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)  # rows without a key: no NaN
-        b_l = b_l * tl.exp2(b_m - b_m_sub) + tl.sum(tl.exp2(b_s - b_m_sub[:, None]), 1)
-        b_m = b_m_new
-    b_m_sub = tl.where(b_m == float("-inf"), 0.0, b_m)
-    b_inv = 1.0 / tl.maximum(b_l, 1.0)  # b_l >= 1 once a key is seen
-    # a row without a key, or whose sum is NaN (a NaN or +inf score), is not stored: zero, as in
-    # the twin's nan_to_num
-    m_row = m_i & (b_l > 0)
-    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
-    for j0 in range(0, j_end, BLOCK_J):  # blocks past j_end stay zero (output is zero-filled)
+    for j0 in range(i_s * SPLIT, tl.minimum(j_end, i_s * SPLIT + SPLIT), BLOCK_J):
         o_j = j0 + tl.arange(0, BLOCK_J)
         b_s = _pooled_scores(b_q, p_k, o_j, o_d, m_d, stride_kj, KB, o_last, qk_scale, BLOCK_K,
                              CAUSAL)
-        b_p = tl.exp2(b_s - b_m_sub[:, None]) * b_inv[:, None]
-        tl.store(p_o + o_i[:, None] * stride_oi + o_j[None, :], b_p,
-                 mask=m_row[:, None] & (o_j < KB)[None, :])
+        b_m, b_l = _lse_step(b_s, b_m, b_l)
+        tl.store(p_o + o_i[:, None] * stride_oi + o_j[None, :], b_s,
+                 mask=m_i[:, None] & (o_j < KB)[None, :])
+    o_part = (i_bh.to(tl.int64) * NUM_SPLITS + i_s) * QB + o_i
+    tl.store(PART_M + o_part, b_m, mask=m_i)
+    tl.store(PART_L + o_part, b_l, mask=m_i)
+
+
+@triton.jit
+def _pooled_norm_kernel(
+    OUT, PART_M, PART_L, HEADS, stride_hb, stride_hh, stride_ob, stride_oh, stride_oi, H_Q, QB,
+    KB, N, M, BLOCK_Q, BLOCK_K, SPLIT, NUM_SPLITS,
+    CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_HEADS: tl.constexpr,
+):
+    """The softmax of the scores _pooled_scores_kernel wrote, over the same programs. A row
+    without a key, or whose sum is NaN (a NaN or +inf score), is zero, as in the twin's
+    nan_to_num."""
+    i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):
+        return
+    o_i = i_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_i = o_i < QB
+    j_end = _pooled_key_end(i_i, QB, KB, N, M, BLOCK_Q, BLOCK_K, CAUSAL, BLOCK_I)
+    o_s = tl.arange(0, BLOCK_S)
+    o_part = (i_bh.to(tl.int64) * NUM_SPLITS + o_s[:, None]) * QB + o_i[None, :]
+    m_part = (o_s < NUM_SPLITS)[:, None] & m_i[None, :]
+    part_m = tl.load(PART_M + o_part, mask=m_part, other=float("-inf"))  # [BLOCK_S, BLOCK_I]
+    b_m = tl.max(part_m, 0)
+    b_m_sub = tl.where(b_m == float("-inf"), 0.0, b_m)  # rows without a key: no NaN
+    b_l = tl.sum(tl.load(PART_L + o_part, mask=m_part, other=0.0) * tl.exp2(part_m - b_m_sub), 0)
+    b_inv = 1.0 / tl.maximum(b_l, 1.0)  # b_l >= 1 once a key is seen
+    m_row = b_l > 0
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    for j0 in range(i_s * SPLIT, tl.minimum(j_end, i_s * SPLIT + SPLIT), BLOCK_J):
+        o_j = j0 + tl.arange(0, BLOCK_J)
+        p_s = p_o + o_i[:, None] * stride_oi + o_j[None, :]
+        m_s = m_i[:, None] & (o_j < KB)[None, :]
+        b_p = tl.exp2(tl.load(p_s, mask=m_s, other=float("-inf")) - b_m_sub[:, None])
+        tl.store(p_s, tl.where(m_row[:, None], b_p * b_inv[:, None], 0.0), mask=m_s)
 
 
 # ---- (c) XAttention strided antidiagonal block scores -------------------------------------------
@@ -568,14 +615,32 @@ def pooled_block_probs(
     # 64 query blocks a program read each pooled key a quarter as often as 16 (0.27 against 0.33 ms
     # at 128K on Llama-3-8B's heads, planning43/), where they still fill the SMs
     block_i = 64 if b * h_q * triton.cdiv(qb, 64) >= sm_count(q_pooled.device) else 16
+    block_j, split = pooled_split()
+    splits = triton.cdiv(kb, split)
+    part_m, part_l = torch.empty(2, b * h_q, splits, qb, device=out.device).unbind()
     on = _uint8(heads, q_pooled)
-    _pooled_probs_kernel[(b * h_q, triton.cdiv(qb, block_i))](
-        q_pooled, k_pooled, on, out, *q_pooled.stride()[:3], *k_pooled.stride()[:3],
-        *on.stride()[:2], *out.stride()[:3], h_q, h_q // h_kv, qb, kb, d, num_queries, num_keys,
-        block_q, block_k, scale * LOG2E, CAUSAL=causal, BLOCK_I=block_i, BLOCK_J=64,
-        BLOCK_D=max(16, triton.next_power_of_2(d)), HAS_HEADS=heads is not None,
+    grid = (b * h_q, triton.cdiv(qb, block_i), splits)
+    sizes = (num_queries, num_keys, block_q, block_k, split, splits)
+    meta = dict(CAUSAL=causal, BLOCK_I=block_i, BLOCK_J=block_j, HAS_HEADS=heads is not None)
+    _pooled_scores_kernel[grid](
+        q_pooled, k_pooled, on, out, part_m, part_l, *q_pooled.stride()[:3],
+        *k_pooled.stride()[:3], *on.stride()[:2], *out.stride()[:3], h_q, h_q // h_kv, qb, kb, d,
+        *sizes, scale * LOG2E, **meta, BLOCK_D=max(16, triton.next_power_of_2(d)),
+    )  # fmt: skip
+    _pooled_norm_kernel[grid](
+        out, part_m, part_l, on, *on.stride()[:2], *out.stride()[:3], h_q, qb, kb, *sizes, **meta,
+        BLOCK_S=triton.next_power_of_2(splits),
     )  # fmt: skip
     return out
+
+
+def pooled_split() -> tuple[int, int]:
+    """(key blocks a tile, key blocks a program) of `pooled_block_probs`: two tiles a program,
+    the rows' softmax combined from the programs' partial sums in a second launch. On the H200
+    (Llama-3-8B's heads, planning48/) one query-aware head's map took 26.7 against 61.4 us at 64K
+    in one launch over every key block, 60.4 against 127.6 at 128K; all 32 heads' 69.7 against
+    89.0 and 242 against 271 (256 blocks: 32.0, 58.7, 65.2, 213; 64: 27.1, 70.2, 86.2, 307)."""
+    return 64, 128
 
 
 def antidiagonal_block_scores(
