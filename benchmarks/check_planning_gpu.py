@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from attnsieve.kernels import planning, planning_reference
+from attnsieve.kernels import planning, planning_reference, pooling, pooling_reference
 
 # 8192: lengths Triton specialises as multiples of 16 (the last-query sums once failed only there)
 SHAPES = [
@@ -37,11 +37,11 @@ for b, h_q, h_kv, n, m, d in SHAPES:
         k = torch.randn(b, h_kv, m, d, device="cuda").to(dtype)
         tag = f"{tuple(q.shape)} k {tuple(k.shape)} {dtype}"
         for block in (64, 128):
-            got = planning.block_mean_pool(q, block)
+            got = pooling.block_mean_pool(q, block)
             check(
                 f"block_mean_pool {block} {tag}",
                 got,
-                planning_reference.block_mean_pool(q, block),
+                pooling_reference.block_mean_pool(q, block),
                 1e-3,
             )
         for last_q, block_k in ((64, 1), (64, 64), (128, 128), (100, 16)):
@@ -53,13 +53,13 @@ for b, h_q, h_kv, n, m, d in SHAPES:
                 check(
                     f"last_query_stats {part} last_q={last_q} block_k={block_k} {tag}", g, w, 1e-5
                 )
-        qp, kp = planning.block_mean_pool(q, 64), planning.block_mean_pool(k, 64)
+        qp, kp = pooling.block_mean_pool(q, 64), pooling.block_mean_pool(k, 64)
         kwargs = dict(num_queries=n, num_keys=m, block_q=64, block_k=64)
-        got = planning.pooled_block_probs(qp, kp, **kwargs)
+        got = pooling.pooled_block_probs(qp, kp, **kwargs)
         check(
             f"pooled_block_probs {tag}",
             got,
-            planning_reference.pooled_block_probs(qp, kp, **kwargs),
+            pooling_reference.pooled_block_probs(qp, kp, **kwargs),
             1e-3,
         )
         kwargs = dict(stride=8, block_q=128, block_k=128)

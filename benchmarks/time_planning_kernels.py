@@ -7,8 +7,9 @@ for its query-aware heads, in the modules that take ``heads``) and `mass_thresho
 FlexPrefill's 32 x 1M query-aware maps, and on one of 32 x 262K (the others keep nothing)
 (CUDA-graph medians; last_query_stats' and pooled_block_probs' errors against their float32
 twins), and `line_block_mask` against its twin. A variant is a module file given by path: a
-copy of `attnsieve/kernels/planning.py` or of `attnsieve/kernels/mass_threshold.py` (told apart
-by the function it defines); its outputs are compared with the current module's.
+copy of `attnsieve/kernels/planning.py`, `pooling.py` or `mass_threshold.py` (told apart by the
+function it defines; a planning.py from before the pooling moved out serves both); its outputs
+are compared with the current module's.
 
     PYTHONPATH=. python3 benchmarks/time_planning_kernels.py [--variant NAME=PATH ...]
 """
@@ -23,7 +24,13 @@ import torch
 
 from attnsieve import api
 from attnsieve.bench.common import graph_ms, rel_err
-from attnsieve.kernels import mass_threshold, planning, planning_reference
+from attnsieve.kernels import (
+    mass_threshold,
+    planning,
+    planning_reference,
+    pooling,
+    pooling_reference,
+)
 from benchmarks.check_masked_cost import load
 from benchmarks.time_mass_threshold import flexprefill_maps
 
@@ -64,11 +71,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a module")
     args = parser.parse_args()
-    stats, thresholds = {"current": planning}, {"current": mass_threshold}
+    stats, pools, thresholds = (
+        {"current": planning},
+        {"current": pooling},
+        {"current": mass_threshold},
+    )
     for entry in args.variant:
-        module = load(*entry.split("=", 1))
-        kind = stats if hasattr(module, "last_query_stats") else thresholds
-        kind[entry.split("=")[0]] = module
+        name, module = entry.split("=")[0], load(*entry.split("=", 1))
+        for kind, op in ((stats, "last_query_stats"), (pools, "pooled_block_probs"),
+                         (thresholds, "mass_threshold")):  # fmt: skip
+            if hasattr(module, op):
+                kind[name] = module
     for label, h_q, h_kv, d, n, last_q, block_k in STATS_CASES:
         q = torch.randn(1, h_q, n, d, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, h_kv, n, d, device="cuda", dtype=torch.bfloat16)
@@ -78,14 +91,14 @@ def main() -> None:
         del twin
     one_head = torch.arange(32, device="cuda")[None] == 7  # one query-aware head of 32
     with_heads = {
-        name: m for name, m in stats.items() if "heads" in signature(m.block_mean_pool).parameters
+        name: m for name, m in pools.items() if "heads" in signature(m.block_mean_pool).parameters
     }
     for n in (65536, 131072):  # FlexPrefill's query-aware maps on Llama-3-8B's pooled heads
         qp = torch.randn(1, 32, n // 128, 128, device="cuda")
         kp = torch.randn(1, 8, n // 128, 128, device="cuda")
         sizes = dict(num_queries=n, num_keys=n, block_q=128, block_k=128)
-        twin = planning_reference.pooled_block_probs(qp, kp, **sizes)
-        compare(f"pooled_block_probs llama {n // 1024}K", stats,
+        twin = pooling_reference.pooled_block_probs(qp, kp, **sizes)
+        compare(f"pooled_block_probs llama {n // 1024}K", pools,
                 lambda m: m.pooled_block_probs(qp, kp, **sizes), twin)  # noqa: B023  # fmt: skip
         compare(f"pooled_block_probs {n // 1024}K 1 head", with_heads,
                 lambda m: m.pooled_block_probs(qp, kp, **sizes, heads=one_head),  # noqa: B023
@@ -93,7 +106,7 @@ def main() -> None:
         del twin
     for n in (65536, 131072):
         x = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.bfloat16)
-        compare(f"block_mean_pool llama {n // 1024}K", stats,
+        compare(f"block_mean_pool llama {n // 1024}K", pools,
                 lambda m: m.block_mean_pool(x, 128))  # noqa: B023  # fmt: skip
         compare(f"block_mean_pool {n // 1024}K 1 head", with_heads,
                 lambda m: m.block_mean_pool(x, 128, heads=one_head))  # noqa: B023  # fmt: skip

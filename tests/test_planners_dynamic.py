@@ -7,7 +7,7 @@ import torch
 
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
-from attnsieve.kernels import INTERPRET, planning_reference
+from attnsieve.kernels import INTERPRET, pooling_reference
 from attnsieve.layout import Layout
 from attnsieve.methods import PLANNERS, get_planner
 from attnsieve.methods.prefill import masks
@@ -183,8 +183,8 @@ def test_flexprefill_finds_planted_heads():
 def test_flexprefill_query_aware_heads_cover_gamma_of_the_pooled_map():
     q, k = qk(1, 2, 1, 300, 300, seed=3)
     layout = get_planner("flexprefill", block_q=16, block_k=16, min_budget=0, tau=1.0).plan(q, k)
-    probs = planning_reference.pooled_block_probs(
-        planning_reference.block_mean_pool(q, 16), planning_reference.block_mean_pool(k, 16),
+    probs = pooling_reference.pooled_block_probs(
+        pooling_reference.block_mean_pool(q, 16), pooling_reference.block_mean_pool(k, 16),
         num_queries=300, num_keys=300, block_q=16, block_k=16,
     )  # fmt: skip
     kept = (probs * layout.block_mask()).sum((-1, -2)) / probs.sum((-1, -2))

@@ -8,7 +8,7 @@ import torch
 from attnsieve.api import mass_threshold
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
-from attnsieve.kernels import planning_reference
+from attnsieve.kernels import planning_reference, pooling_reference
 from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.layout import Layout, causal_token_mask, query_block_positions
 from attnsieve.methods import PLANNERS, get_planner
@@ -328,7 +328,7 @@ def test_bad_inputs(name):
 # ---- pooling helpers against brute force -------------------------------------------------------
 def test_mean_pool_and_self_similarity_ragged():
     x = torch.randn(2, 3, 37, 8)
-    pooled = planning_reference.block_mean_pool(x, 16)
+    pooled = pooling_reference.block_mean_pool(x, 16)
     sim = scores.block_self_similarity(x, 16)
     for i, chunk in enumerate(x.split(16, dim=2)):
         torch.testing.assert_close(pooled[:, :, i], chunk.mean(2))
@@ -339,8 +339,8 @@ def test_mean_pool_and_self_similarity_ragged():
 def test_pooled_scores_use_gqa_views():
     q, k = qk(2, 6, 3, 50, 70)
     pooled = scores.pooled_scores(q, k, 16, 32)
-    pq = planning_reference.block_mean_pool(q, 16)
-    pk = planning_reference.block_mean_pool(k, 32).repeat_interleave(2, 1)
+    pq = pooling_reference.block_mean_pool(q, 16)
+    pk = pooling_reference.block_mean_pool(k, 32).repeat_interleave(2, 1)
     torch.testing.assert_close(pooled, pq @ pk.transpose(-1, -2) / 4.0)
 
 

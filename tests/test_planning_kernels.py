@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnsieve import api
-from attnsieve.kernels import INTERPRET, planning, planning_reference
+from attnsieve.kernels import INTERPRET, planning, planning_reference, pooling, pooling_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
 
@@ -38,13 +38,13 @@ def _close(a, b, dtype):
 def test_block_mean_pool(shape):
     q, k = _inputs(*shape)
     for x, block in ((q, 32), (k, 16), (q, 48)):
-        got = planning.block_mean_pool(x, block)
-        want = planning_reference.block_mean_pool(x, block)
+        got = pooling.block_mean_pool(x, block)
+        want = pooling_reference.block_mean_pool(x, block)
         assert got.shape == (x.shape[0], x.shape[1], -(-x.shape[2] // block), x.shape[3])
         _close(got, want, torch.float32)
     # the twin is the plain block mean, short last block included
     x = torch.arange(10.0).view(1, 1, 5, 2)
-    assert planning_reference.block_mean_pool(x, 2)[0, 0].tolist() == [[1, 2], [5, 6], [8, 9]]
+    assert pooling_reference.block_mean_pool(x, 2)[0, 0].tolist() == [[1, 2], [5, 6], [8, 9]]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -52,11 +52,11 @@ def test_block_mean_pool(shape):
 def test_pooled_block_probs(shape, causal):
     q, k = _inputs(*shape)
     n, m = q.shape[2], k.shape[2]
-    qp = planning_reference.block_mean_pool(q, 32)
-    kp = planning_reference.block_mean_pool(k, 16)
+    qp = pooling_reference.block_mean_pool(q, 32)
+    kp = pooling_reference.block_mean_pool(k, 16)
     kwargs = dict(num_queries=n, num_keys=m, block_q=32, block_k=16, causal=causal)
-    got = planning.pooled_block_probs(qp, kp, **kwargs)
-    want = planning_reference.pooled_block_probs(qp, kp, **kwargs)
+    got = pooling.pooled_block_probs(qp, kp, **kwargs)
+    want = pooling_reference.pooled_block_probs(qp, kp, **kwargs)
     _close(got, want, torch.float32)
     sums = got.sum(-1)
     seen = (torch.arange(sums.shape[-1], device=DEVICE) * 32 + 31).clamp(max=n - 1) + m - n >= 0
@@ -70,12 +70,12 @@ def test_pooled_block_probs(shape, causal):
 def test_pooled_block_probs_over_key_splits(split, causal, monkeypatch):
     """Rows whose key blocks span several programs (3 and 2 splits of 44 key blocks, the last
     partial; causal rows that end inside a split, or before it) give the twin's softmax."""
-    monkeypatch.setattr(planning, "pooled_split", lambda: split)
+    monkeypatch.setattr(pooling, "pooled_split", lambda: split)
     q, k = _inputs(2, 4, 2, 150, 173, 64, torch.float32)
-    qp, kp = planning_reference.block_mean_pool(q, 8), planning_reference.block_mean_pool(k, 4)
+    qp, kp = pooling_reference.block_mean_pool(q, 8), pooling_reference.block_mean_pool(k, 4)
     kwargs = dict(num_queries=150, num_keys=173, block_q=8, block_k=4, causal=causal)
-    got = planning.pooled_block_probs(qp, kp, **kwargs)
-    _close(got, planning_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
+    got = pooling.pooled_block_probs(qp, kp, **kwargs)
+    _close(got, pooling_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:2])
@@ -87,8 +87,8 @@ def test_pooling_and_pooled_probs_leave_out_heads(shape):
     heads = (torch.arange(b * h_q, device=DEVICE).view(h_q, b) % 3 != 1).t()
     q_out = q.masked_fill(~heads[..., None, None], math.nan)
     sizes = dict(num_queries=n, num_keys=k.shape[2], block_q=32, block_k=16)
-    kp = planning.block_mean_pool(k, 16)
-    for ops in (planning, planning_reference):
+    kp = pooling.block_mean_pool(k, 16)
+    for ops in (pooling, pooling_reference):
         qp = ops.block_mean_pool(q_out, 32, heads=heads)
         assert (qp[~heads] == 0).all()
         _close(qp[heads], ops.block_mean_pool(q, 32)[heads], torch.float32)
@@ -267,7 +267,7 @@ def test_bad_inputs_name_the_argument():
         api.block_mean_pool(q, 0)
     with pytest.raises(ValueError, match="H_q"):
         api.last_query_stats(q[:, :1], k.expand(1, 2, 64, 32), last_q=8, block_k=16)
-    qp = planning_reference.block_mean_pool(q, 32)
+    qp = pooling_reference.block_mean_pool(q, 32)
     with pytest.raises(ValueError, match="k_pooled"):
         api.pooled_block_probs(qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=16)
     with pytest.raises(TypeError, match="q_pooled: expected a float32"):
@@ -287,16 +287,16 @@ def test_pooled_block_probs_auto_runs_the_kernel_on_cuda(monkeypatch):
     tensors (it ran the twin, as for a float32 q, and FlexPrefill's map never used the kernel),
     and the kernel must agree with the twin there (tf32x3 dots)."""
     q, k = (t.cuda() for t in _inputs(2, 4, 2, 1000, 1000, 64, torch.bfloat16))
-    qp, kp = planning.block_mean_pool(q, 128), planning.block_mean_pool(k, 64)
+    qp, kp = pooling.block_mean_pool(q, 128), pooling.block_mean_pool(k, 64)
     kwargs = dict(num_queries=1000, num_keys=1000, block_q=128, block_k=64)
     calls = []
-    kernel = planning.pooled_block_probs
+    kernel = pooling.pooled_block_probs
     monkeypatch.setattr(
-        planning, "pooled_block_probs", lambda *a, **kw: calls.append(1) or kernel(*a, **kw)
+        pooling, "pooled_block_probs", lambda *a, **kw: calls.append(1) or kernel(*a, **kw)
     )
     got = api.pooled_block_probs(qp, kp, **kwargs)
     assert calls == [1]
-    _close(got, planning_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
+    _close(got, pooling_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
 
 
 def test_kernels_refuse_cpu_tensors_without_the_interpreter(monkeypatch):
@@ -306,7 +306,7 @@ def test_kernels_refuse_cpu_tensors_without_the_interpreter(monkeypatch):
 
     monkeypatch.setattr(attnsieve.kernels, "INTERPRET", False)
     q, k = (t.cpu() for t in _inputs(1, 2, 1, 64, 64, 32, torch.float16))
-    qp, kp = planning_reference.block_mean_pool(q, 32), planning_reference.block_mean_pool(k, 32)
+    qp, kp = pooling_reference.block_mean_pool(q, 32), pooling_reference.block_mean_pool(k, 32)
     calls = [
         ("x", lambda: api.block_mean_pool(q, 32, backend="triton")),
         (
@@ -351,10 +351,10 @@ def test_nonfinite_inputs_match_the_twin(causal):
     q, k = _inputs(2, 4, 2, 70, 90, 16, torch.float16)
     q[0, 1, 5, 3] = math.nan
     k[0, 0, 37, 2], k[1, 1, 3, 0] = math.inf, -math.inf
-    qp, kp = planning_reference.block_mean_pool(q, 16), planning_reference.block_mean_pool(k, 16)
+    qp, kp = pooling_reference.block_mean_pool(q, 16), pooling_reference.block_mean_pool(k, 16)
     kw = dict(num_queries=70, num_keys=90, block_q=16, block_k=16, causal=causal)
-    got = planning.pooled_block_probs(qp, kp, **kw)
-    _close(got, planning_reference.pooled_block_probs(qp, kp, **kw), torch.float32)
+    got = pooling.pooled_block_probs(qp, kp, **kw)
+    _close(got, pooling_reference.pooled_block_probs(qp, kp, **kw), torch.float32)
     kw = dict(stride=4, block_q=16, block_k=16, causal=causal)
     got = planning.antidiagonal_block_scores(q, k, **kw)
     _close(got, planning_reference.antidiagonal_block_scores(q, k, **kw), torch.float16)

@@ -3,6 +3,8 @@ block layouts and their density, each on Triton or its float32 twin (see `attnsi
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch import Tensor
 
@@ -17,21 +19,18 @@ from attnsieve.checks import (
     check_storage,
     check_tensor,
 )
-from attnsieve.kernels import line_mask_reference, mass_threshold_reference, planning_reference
+from attnsieve.kernels import line_mask_reference, mass_threshold_reference
 from attnsieve.layout import Layout
 from attnsieve.layout_spans import pack_sorted
 
 INDEX = (torch.int32, torch.int64)
 
 
-def _planning(backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, ...] = HALF):
-    """The module holding the planning op for ``t`` (auto: Triton for CUDA tensors of ``dtypes``):
-    Triton kernels or their float32 twins."""
-    if resolve_backend(backend, t, dtypes) == "reference":
-        return planning_reference
-    from attnsieve.kernels import planning
-
-    return planning
+def _kernels(name: str, backend: str | None, t: Tensor, dtypes: tuple[torch.dtype, ...] = HALF):
+    """The module holding op family ``name`` (planning, pooling) for ``t`` (auto: Triton for CUDA
+    tensors of ``dtypes``): `attnsieve.kernels.<name>` or its float32 twin `<name>_reference`."""
+    twin = resolve_backend(backend, t, dtypes) == "reference"
+    return importlib.import_module(f"attnsieve.kernels.{name}{'_reference' if twin else ''}")
 
 
 def _check_head_dim(names: str, d: int) -> None:
@@ -52,7 +51,7 @@ def block_mean_pool(
     check_int("block", block, 1)
     check_tensor("x", x, 4, "(batch, heads, seq, head_dim)")
     _check_heads(heads, x.shape[:2], x.device)
-    return _planning(backend, x).block_mean_pool(x, block, heads)
+    return _kernels("pooling", backend, x).block_mean_pool(x, block, heads)
 
 
 def _check_heads(heads: object, shape: torch.Size, device: torch.device) -> None:
@@ -109,7 +108,7 @@ def pooled_block_probs(
     _check_head_dim("q_pooled, k_pooled", q_pooled.shape[3])
     _check_heads(heads, q_pooled.shape[:2], q_pooled.device)
     # its inputs are block_mean_pool's float32 means, so float32 is what selects the kernel
-    return _planning(backend, q_pooled, (torch.float32,)).pooled_block_probs(
+    return _kernels("pooling", backend, q_pooled, (torch.float32,)).pooled_block_probs(
         q_pooled, k_pooled, num_queries=num_queries, num_keys=num_keys, block_q=block_q,
         block_k=block_k, scale=scale, causal=causal, heads=heads,
     )  # fmt: skip
@@ -146,7 +145,7 @@ def antidiagonal_block_scores(
             f"stride: must divide block_q={block_q} and block_k={block_k} into powers of two, "
             f"got {stride}"
         )
-    return _planning(backend, q).antidiagonal_block_scores(
+    return _kernels("planning", backend, q).antidiagonal_block_scores(
         q, k, stride=stride, block_q=block_q, block_k=block_k, scale=scale, causal=causal
     )
 
@@ -172,7 +171,8 @@ def last_query_stats(
     check_int("block_k", block_k, 1)
     if not isinstance(last_q, int) or isinstance(last_q, bool) or not 1 <= last_q <= q.shape[2]:
         raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")
-    return _planning(backend, q).last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
+    ops = _kernels("planning", backend, q)
+    return ops.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
 
 
 def mass_threshold(

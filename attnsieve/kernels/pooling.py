@@ -1,0 +1,258 @@
+"""Block pooling in Triton: the cheap estimate FlexPrefill, HiP and SpargeAttn score key blocks
+with.
+
+- `block_mean_pool`: mean of every block of tokens (Q per query head, K per KV head).
+- `pooled_block_probs`: pooled-Q · pooled-K scores, causal block mask, softmax over key blocks,
+  in two launches over splits of key blocks (scores and partial sums, then the softmax).
+
+Both take the heads to compute (FlexPrefill's query-aware heads); the others' programs return at
+once, leaving zeros, so that no host sync picks the heads. Each launcher has a plain-PyTorch twin
+of the same name and signature in `attnsieve.kernels.pooling_reference`; `attnsieve.api` picks
+between them and checks the arguments. Scores are kept in base 2 (log2(e) folded into the scale).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from attnsieve.kernels import INTERPRET, check_triton_device, sm_count
+from attnsieve.kernels.planning import lse_step
+from attnsieve.kernels.prefill import LOG2E, unit_last
+
+# fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
+_POOLED_PRECISION = tl.constexpr("ieee" if INTERPRET else "tf32x3")
+
+# fmt: off
+
+
+# ---- block mean pooling --------------------------------------------------------------------------
+@triton.jit
+def _mean_pool_kernel(
+    X, HEADS, OUT, stride_xb, stride_xh, stride_xn, stride_hb, stride_hh, stride_ob, stride_oh,
+    stride_on, H, L, D,
+    BLOCK: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_HEADS: tl.constexpr,
+):
+    # pooled blocks on the grid's x axis: y stops at 65535 (16-token blocks of 1M tokens)
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < D
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh + i_n * stride_on
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # not read: pools to zeros
+        tl.store(p_o + o_d, tl.zeros([BLOCK_D], dtype=tl.float32), mask=m_d)
+        return
+    p_x = X + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
+    # rows summed elementwise, reduced across threads once at the end, not once per chunk
+    b_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
+    for t0 in tl.static_range(0, BLOCK, CHUNK):
+        o_t = i_n * BLOCK + t0 + tl.arange(0, CHUNK)
+        m_t = (t0 + tl.arange(0, CHUNK) < BLOCK) & (o_t < L)
+        b_x = tl.load(p_x + o_t.to(tl.int64)[:, None] * stride_xn + o_d[None, :],
+                      mask=m_t[:, None] & m_d[None, :], other=0.0)
+        b_acc += b_x.to(tl.float32)
+    b_sum = tl.sum(b_acc, 0)  # [BLOCK_D]
+    count = tl.minimum(L - i_n * BLOCK, BLOCK).to(tl.float32)
+    tl.store(p_o + o_d, b_sum / count, mask=m_d)
+
+
+@triton.jit
+def _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS: tl.constexpr):
+    """Whether the uint8 HEADS leaves head (i_b, i_h) out (without HEADS: none is): its programs
+    return at once."""
+    if HAS_HEADS:
+        return tl.load(HEADS + i_b.to(tl.int64) * stride_hb + i_h.to(tl.int64) * stride_hh) == 0
+    return False
+
+
+# ---- pooled block scores + causal mask + softmax -------------------------------------------------
+@triton.jit
+def _pooled_scores(b_q, p_k, o_j, o_d, m_d, stride_kj, KB, o_last, qk_scale, BLOCK_K,
+                   CAUSAL: tl.constexpr):
+    """[BLOCK_I, BLOCK_J] base-2 scores of pooled queries vs pooled keys ``o_j``, masked -inf."""
+    m_j = o_j < KB
+    b_k = tl.load(p_k + o_j[:, None] * stride_kj + o_d[None, :], mask=m_j[:, None] & m_d[None, :],
+                  other=0.0)
+    b_s = tl.dot(b_q, tl.trans(b_k), input_precision=_POOLED_PRECISION) * qk_scale
+    m_s = m_j[None, :]
+    if CAUSAL:
+        m_s = m_s & (o_j[None, :] * BLOCK_K <= o_last[:, None])
+    return tl.where(m_s, b_s, float("-inf"))
+
+
+@triton.jit
+def _pooled_rows(QP, i_b, i_h, i_i, stride_qb, stride_qh, stride_qi, QB, D, N, M, BLOCK_Q, KB,
+                 BLOCK_K, CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A program's pooled query rows: (o_i, m_i, o_d, m_d, b_q, o_last, j_end), o_last the
+    absolute position of each query block's last query (key block j is visible iff
+    j * BLOCK_K <= it), j_end the end of the key blocks some row sees."""
+    o_i = i_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_i = o_i < QB
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < D
+    p_q = QP + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+    b_q = tl.load(p_q + o_i[:, None] * stride_qi + o_d[None, :], mask=m_i[:, None] & m_d[None, :],
+                  other=0.0)
+    o_last = M - N + tl.minimum((o_i + 1) * BLOCK_Q, N) - 1
+    j_end = _pooled_key_end(i_i, QB, KB, N, M, BLOCK_Q, BLOCK_K, CAUSAL, BLOCK_I)
+    return o_i, m_i, o_d, m_d, b_q, o_last, j_end
+
+
+@triton.jit
+def _pooled_key_end(i_i, QB, KB, N, M, BLOCK_Q, BLOCK_K, CAUSAL: tl.constexpr,
+                    BLOCK_I: tl.constexpr):
+    """The end of the key blocks that some query block of program row i_i sees."""
+    if CAUSAL:
+        last = M - N + tl.minimum(tl.minimum(i_i * BLOCK_I + BLOCK_I, QB) * BLOCK_Q, N) - 1
+        return tl.where(last >= 0, tl.minimum(KB, last // BLOCK_K + 1), 0)
+    return KB
+
+
+@triton.jit
+def _pooled_scores_kernel(
+    QP, KP, HEADS, OUT, PART_M, PART_L, stride_qb, stride_qh, stride_qi, stride_kb, stride_kh,
+    stride_kj, stride_hb, stride_hh, stride_ob, stride_oh, stride_oi, H_Q, GROUP, QB, KB, D, N, M,
+    BLOCK_Q, BLOCK_K, SPLIT, NUM_SPLITS, qk_scale,
+    CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_HEADS: tl.constexpr,
+):
+    """Base-2 scores of SPLIT key blocks into OUT (-inf where masked) and the rows' partial
+    (max, sum) over them. Splitting the key blocks keeps each program's walk short: one
+    query-aware head's map is a handful of programs, whose longest walk was the launch's time."""
+    i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # not scored: zeros
+        return
+    o_i, m_i, o_d, m_d, b_q, o_last, j_end = _pooled_rows(
+        QP, i_b, i_h, i_i, stride_qb, stride_qh, stride_qi, QB, D, N, M, BLOCK_Q, KB, BLOCK_K,
+        CAUSAL, BLOCK_I, BLOCK_D)
+    p_k = KP + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    b_m = tl.full([BLOCK_I], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([BLOCK_I], dtype=tl.float32)
+    for j0 in range(i_s * SPLIT, tl.minimum(j_end, i_s * SPLIT + SPLIT), BLOCK_J):
+        o_j = j0 + tl.arange(0, BLOCK_J)
+        b_s = _pooled_scores(b_q, p_k, o_j, o_d, m_d, stride_kj, KB, o_last, qk_scale, BLOCK_K,
+                             CAUSAL)
+        b_m, b_l = lse_step(b_s, b_m, b_l)
+        tl.store(p_o + o_i[:, None] * stride_oi + o_j[None, :], b_s,
+                 mask=m_i[:, None] & (o_j < KB)[None, :])
+    o_part = (i_bh.to(tl.int64) * NUM_SPLITS + i_s) * QB + o_i
+    tl.store(PART_M + o_part, b_m, mask=m_i)
+    tl.store(PART_L + o_part, b_l, mask=m_i)
+
+
+@triton.jit
+def _pooled_norm_kernel(
+    OUT, PART_M, PART_L, HEADS, stride_hb, stride_hh, stride_ob, stride_oh, stride_oi, H_Q, QB,
+    KB, N, M, BLOCK_Q, BLOCK_K, SPLIT, NUM_SPLITS,
+    CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_HEADS: tl.constexpr,
+):
+    """The softmax of the scores _pooled_scores_kernel wrote, over the same programs. A row
+    without a key, or whose sum is NaN (a NaN or +inf score), is zero, as in the twin's
+    nan_to_num."""
+    i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H_Q, i_bh % H_Q
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):
+        return
+    o_i = i_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_i = o_i < QB
+    j_end = _pooled_key_end(i_i, QB, KB, N, M, BLOCK_Q, BLOCK_K, CAUSAL, BLOCK_I)
+    o_s = tl.arange(0, BLOCK_S)
+    o_part = (i_bh.to(tl.int64) * NUM_SPLITS + o_s[:, None]) * QB + o_i[None, :]
+    m_part = (o_s < NUM_SPLITS)[:, None] & m_i[None, :]
+    part_m = tl.load(PART_M + o_part, mask=m_part, other=float("-inf"))  # [BLOCK_S, BLOCK_I]
+    b_m = tl.max(part_m, 0)
+    b_m_sub = tl.where(b_m == float("-inf"), 0.0, b_m)  # rows without a key: no NaN
+    b_l = tl.sum(tl.load(PART_L + o_part, mask=m_part, other=0.0) * tl.exp2(part_m - b_m_sub), 0)
+    b_inv = 1.0 / tl.maximum(b_l, 1.0)  # b_l >= 1 once a key is seen
+    m_row = b_l > 0
+    p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    for j0 in range(i_s * SPLIT, tl.minimum(j_end, i_s * SPLIT + SPLIT), BLOCK_J):
+        o_j = j0 + tl.arange(0, BLOCK_J)
+        p_s = p_o + o_i[:, None] * stride_oi + o_j[None, :]
+        m_s = m_i[:, None] & (o_j < KB)[None, :]
+        b_p = tl.exp2(tl.load(p_s, mask=m_s, other=float("-inf")) - b_m_sub[:, None])
+        tl.store(p_s, tl.where(m_row[:, None], b_p * b_inv[:, None], 0.0), mask=m_s)
+# fmt: on
+
+
+def block_mean_pool(x: Tensor, block: int, heads: Tensor | None = None) -> Tensor:
+    """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D); zero
+    in the heads that ``heads`` (bool (B, H)) leaves out, which are not read."""
+    check_triton_device("x", x)
+    x = unit_last(x)
+    b, h, n, d = x.shape
+    nb = triton.cdiv(n, block)
+    out = torch.empty(b, h, nb, d, device=x.device, dtype=torch.float32)
+    if out.numel() == 0:  # nothing to launch (an empty head: no arange of zero width)
+        return out
+    on = _uint8(heads, x)
+    _mean_pool_kernel[(nb, b * h)](
+        x, on, out, *x.stride()[:3], *on.stride()[:2], *out.stride()[:3], h, n, d,
+        BLOCK=block, CHUNK=min(32, triton.next_power_of_2(block)),
+        BLOCK_D=triton.next_power_of_2(d), HAS_HEADS=heads is not None,
+    )  # fmt: skip
+    return out
+
+
+def _uint8(heads: Tensor | None, x: Tensor) -> Tensor:
+    """``heads`` as uint8 for the kernels; x (never read as heads) where there is none."""
+    return x if heads is None else heads.view(torch.uint8)
+
+
+def pooled_block_probs(
+    q_pooled: Tensor,
+    k_pooled: Tensor,
+    *,
+    num_queries: int,
+    num_keys: int,
+    block_q: int,
+    block_k: int,
+    scale: float | None = None,
+    causal: bool = True,
+    heads: Tensor | None = None,
+) -> Tensor:
+    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K; zero in the heads
+    that ``heads`` (bool (B, H_q)) leaves out, which are not scored."""
+    check_triton_device("q_pooled", q_pooled)
+    qb, kb = triton.cdiv(num_queries, block_q), triton.cdiv(num_keys, block_k)
+    b, h_q, _, d = q_pooled.shape
+    h_kv = k_pooled.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    q_pooled, k_pooled = unit_last(q_pooled), unit_last(k_pooled)
+    out = torch.zeros(b, h_q, qb, kb, device=q_pooled.device, dtype=torch.float32)
+    # 64 query blocks a program read each pooled key a quarter as often as 16 (0.27 against 0.33 ms
+    # at 128K on Llama-3-8B's heads, planning43/), where they still fill the SMs
+    block_i = 64 if b * h_q * triton.cdiv(qb, 64) >= sm_count(q_pooled.device) else 16
+    block_j, split = pooled_split()
+    splits = triton.cdiv(kb, split)
+    part_m, part_l = torch.empty(2, b * h_q, splits, qb, device=out.device).unbind()
+    on = _uint8(heads, q_pooled)
+    grid = (b * h_q, triton.cdiv(qb, block_i), splits)
+    sizes = (num_queries, num_keys, block_q, block_k, split, splits)
+    meta = dict(CAUSAL=causal, BLOCK_I=block_i, BLOCK_J=block_j, HAS_HEADS=heads is not None)
+    _pooled_scores_kernel[grid](
+        q_pooled, k_pooled, on, out, part_m, part_l, *q_pooled.stride()[:3],
+        *k_pooled.stride()[:3], *on.stride()[:2], *out.stride()[:3], h_q, h_q // h_kv, qb, kb, d,
+        *sizes, scale * LOG2E, **meta, BLOCK_D=max(16, triton.next_power_of_2(d)),
+    )  # fmt: skip
+    _pooled_norm_kernel[grid](
+        out, part_m, part_l, on, *on.stride()[:2], *out.stride()[:3], h_q, qb, kb, *sizes, **meta,
+        BLOCK_S=triton.next_power_of_2(splits),
+    )  # fmt: skip
+    return out
+
+
+def pooled_split() -> tuple[int, int]:
+    """(key blocks a tile, key blocks a program) of `pooled_block_probs`: two tiles a program,
+    the rows' softmax combined from the programs' partial sums in a second launch. On the H200
+    (Llama-3-8B's heads, planning48/) one query-aware head's map took 26.7 against 61.4 us at 64K
+    in one launch over every key block, 60.4 against 127.6 at 128K; all 32 heads' 69.7 against
+    89.0 and 242 against 271 (256 blocks: 32.0, 58.7, 65.2, 213; 64: 27.1, 70.2, 86.2, 307)."""
+    return 64, 128
