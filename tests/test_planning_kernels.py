@@ -65,7 +65,7 @@ def test_pooled_block_probs(shape, causal):
     torch.testing.assert_close(sums, seen.float().expand_as(sums))  # 1 per row, 0 if blind
 
 
-@pytest.mark.parametrize("split", [(16, 16), (16, 32)])
+@pytest.mark.parametrize("split", [(16, 1), (16, 2)])
 @pytest.mark.parametrize("causal", [True, False])
 def test_pooled_block_probs_over_key_splits(split, causal, monkeypatch):
     """Rows whose key blocks span several programs (3 and 2 splits of 44 key blocks, the last

@@ -230,7 +230,8 @@ def pooled_block_probs(
     # 64 query blocks a program read each pooled key a quarter as often as 16 (0.27 against 0.33 ms
     # at 128K on Llama-3-8B's heads, planning43/), where they still fill the SMs
     block_i = 64 if b * h_q * triton.cdiv(qb, 64) >= sm_count(q_pooled.device) else 16
-    block_j, split = pooled_split()
+    block_j, tiles = pooled_split()
+    split = block_j * tiles  # a whole number of tiles: a tile past its split would count twice
     splits = triton.cdiv(kb, split)
     part_m, part_l = torch.empty(2, b * h_q, splits, qb, device=out.device).unbind()
     on = _uint8(heads, q_pooled)
@@ -250,9 +251,9 @@ def pooled_block_probs(
 
 
 def pooled_split() -> tuple[int, int]:
-    """(key blocks a tile, key blocks a program) of `pooled_block_probs`: two tiles a program,
+    """(key blocks a tile, tiles a program) of `pooled_block_probs`: two tiles a program,
     the rows' softmax combined from the programs' partial sums in a second launch. On the H200
     (Llama-3-8B's heads, planning48/) one query-aware head's map took 26.7 against 61.4 us at 64K
     in one launch over every key block, 60.4 against 127.6 at 128K; all 32 heads' 69.7 against
     89.0 and 242 against 271 (256 blocks: 32.0, 58.7, 65.2, 213; 64: 27.1, 70.2, 86.2, 307)."""
-    return 64, 128
+    return 64, 2
