@@ -122,12 +122,69 @@ def test_distinct_scores_pick_what_topk_picks():
         assert row[:k].tolist() == sorted(s.topk(k).indices.tolist())
 
 
+def _bits(b, h, p, spread):
+    """float32 (B, H, P) scores whose bits differ only in their low ``spread`` bits around 1.0,
+    -1.0 and 0.0: the search must settle on the last byte, on either side of zero."""
+    base = torch.tensor([1.0, -1.0, 0.0]).view(torch.int32)[torch.randint(0, 3, (b, h, p))]
+    return (base + torch.randint(0, 1 << spread, (b, h, p), dtype=torch.int32)).view(torch.float32)
+
+
+@pytest.mark.parametrize("spread", [4, 12, 20])
+def test_scores_close_in_their_bits(spread):
+    score = _bits(2, 3, 700, spread).to(DEVICE)
+    count = torch.randint(0, 701, (2, 3), device=DEVICE)
+    _check(score, count, 700)
+    assert torch.equal(
+        page_select.top_mask(score, count), page_select_reference.top_mask(score, count)
+    )
+
+
+def _check_mask(score, count):
+    """The mask kernel == its twin exactly, and keeps what `select_pages` lists."""
+    got = page_select.top_mask(score, count)
+    assert got.dtype == torch.bool and got.shape == score.shape and got.is_contiguous()
+    assert torch.equal(got, page_select_reference.top_mask(score, count))
+    idx, n = page_select_reference.select_pages(score, count, score.shape[2])
+    listed = torch.zeros_like(got)
+    for row, (i, k) in enumerate(zip(idx.flatten(0, 1), n.flatten().tolist(), strict=True)):
+        listed.flatten(0, 1)[row, i[:k].long()] = True
+    assert torch.equal(got, listed)
+
+
+@pytest.mark.parametrize("kind", ["one", "width", "ragged"])
+@pytest.mark.parametrize(("b", "h", "p", "levels", "transposed"), [
+    (2, 3, 300, None, False), (1, 4, 129, 3, True), (1, 2, 77, 1, False),
+])  # fmt: skip
+def test_top_mask_matches_twin(b, h, p, levels, transposed, kind):
+    score, valid = _scores(b, h, p, levels, transposed)
+    _check_mask(score, _counts(valid, p, kind))
+
+
+def test_top_mask_over_blocks_and_clamped_counts(monkeypatch):
+    monkeypatch.setattr(page_select, "_MAX_BLOCK", 64)
+    score, _ = _scores(2, 2, 201, levels=4)
+    _check_mask(score, torch.tensor([[0, 201], [1 << 40, -3]], device=DEVICE))
+    _check_mask(score, torch.tensor([[5, 64], [65, 130]], device=DEVICE))
+
+
+def test_top_mask_empty():
+    score = torch.randn(2, 0, 5, device=DEVICE)
+    assert (
+        page_select.top_mask(score, torch.ones(2, 0, dtype=torch.int32, device=DEVICE)).shape
+        == score.shape
+    )
+    score = torch.randn(1, 2, 0, device=DEVICE)
+    _check_mask(score, torch.ones(1, 2, dtype=torch.int32, device=DEVICE))
+
+
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_api_dispatch(backend):
     score, valid = _scores(1, 2, 50, levels=3)
     out = api.select_pages(score, valid.clamp(max=8), 8, backend=backend)
     ref = page_select_reference.select_pages(score, valid.clamp(max=8), 8)
     assert all(torch.equal(a, b) for a, b in zip(out, ref, strict=True))
+    mask = api.top_mask(score, valid.clamp(max=8), backend=backend)
+    assert torch.equal(mask, page_select_reference.top_mask(score, valid.clamp(max=8)))
 
 
 def _args():
@@ -154,6 +211,11 @@ MALFORMED = [
 def test_malformed_input_is_named(change, error, name):
     with pytest.raises(error, match=f"^{name}:"):
         api.select_pages(**{**_args(), **change})
+    args = {**_args(), **change}
+    del args["width"]
+    if name != "width":
+        with pytest.raises(error, match=f"^{name}:"):
+            api.top_mask(**args)
 
 
 @pytest.mark.parametrize(

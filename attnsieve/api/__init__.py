@@ -10,7 +10,8 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
 - Planning estimates (`block_mean_pool`, `pooled_block_probs`, `antidiagonal_block_scores`,
   `last_query_stats`): the inner steps of planners.
 - `quest_page_scores`: the page scores by which Quest picks the pages a decode step reads.
-- `select_pages`: the ascending lists of each row's top-``count`` pages by a score.
+- `select_pages`: the ascending lists of each row's top-``count`` pages by a score; `top_mask`:
+  the same selection as a mask (FlexPrefill's key blocks and diagonals).
 - `mass_threshold`: each row's largest entries holding a fraction of its mass (the cumulative
   thresholds of FlexPrefill, XAttention and SpargeAttn), without a sort.
 - `page_budget`: the pages each head of a decode step reads under a selector's token budget.
@@ -21,15 +22,21 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
-`mass_threshold`: float32 CUDA inputs; `line_block_mask`, `block_layout`, `layout_density`: a
-CUDA mask or layout; `line_layout`: CUDA columns; `page_budget`: CUDA lengths)
-and the PyTorch reference twin elsewhere; "triton" or "reference" (argument or
+`top_mask`, `mass_threshold`: float32 CUDA inputs; `line_block_mask`, `block_layout`,
+`layout_density`: a CUDA mask or layout; `line_layout`: CUDA columns; `page_budget`: CUDA
+lengths) and the PyTorch reference twin elsewhere; "triton" or "reference" (argument or
 $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
 imported.
 """
 
 from attnsieve.api.backend import BACKENDS, resolve_backend
-from attnsieve.api.decode import decode_attention, page_budget, quest_page_scores, select_pages
+from attnsieve.api.decode import (
+    decode_attention,
+    page_budget,
+    quest_page_scores,
+    select_pages,
+    top_mask,
+)
 from attnsieve.api.planning import (
     antidiagonal_block_scores,
     block_layout,
@@ -62,4 +69,5 @@ __all__ = [
     "quest_page_scores",
     "resolve_backend",
     "select_pages",
+    "top_mask",
 ]

@@ -1,5 +1,6 @@
 """Decode ops: attention of one query token over a paged `Cache` (`decode_attention`) and the
-page selection behind sparse decode (`quest_page_scores`, `select_pages`, `page_budget`). See
+page selection behind sparse decode (`quest_page_scores`, `select_pages`, `page_budget`), and
+`top_mask`, `select_pages`' choice as a mask, which planners use too. See
 `attnsieve.api` for the backends."""
 
 from __future__ import annotations
@@ -169,7 +170,36 @@ def select_pages(
     every backend picks the same pages; a -inf page is picked only when fewer than ``n`` pages
     score above -inf. No host synchronisation (capturable in a CUDA graph).
     """
-    check_tensor("score", score, 3, "(batch, heads, pages)")
+    _check_score_count(score, count, "(batch, heads, pages)")
+    check_int("width", width, 1)
+    if resolve_backend(backend, score, (torch.float32,)) == "reference":
+        return page_select_reference.select_pages(score, count, width)
+    from attnsieve.kernels.page_select import select_pages
+
+    return select_pages(score, count, width)
+
+
+def top_mask(score: Tensor, count: Tensor, *, backend: str | None = None) -> Tensor:
+    """bool like ``score``: each row's ``count`` largest entries, as `select_pages` picks them.
+
+    Args:
+        score: float32 (B, H, L), any strides.
+        count: integer (B, H) entries to keep per row, on score's device; clamped to [0, L].
+        backend: see `attnsieve.api`.
+
+    Ties at the threshold go to the lower indices (every backend keeps the same entries); NaNs
+    rank by their bits. No host synchronisation (capturable in a CUDA graph).
+    """
+    _check_score_count(score, count, "(batch, heads, entries)")
+    if resolve_backend(backend, score, (torch.float32,)) == "reference":
+        return page_select_reference.top_mask(score, count)
+    from attnsieve.kernels.page_select import top_mask
+
+    return top_mask(score, count)
+
+
+def _check_score_count(score: object, count: object, dims: str) -> None:
+    check_tensor("score", score, 3, dims)
     check_dtype("score", score, (torch.float32,))
     if (
         not isinstance(count, Tensor)
@@ -184,12 +214,6 @@ def select_pages(
             f"count: expected shape {tuple(score.shape[:2])} on {score.device}, got "
             f"{tuple(count.shape)} on {count.device}"
         )
-    check_int("width", width, 1)
-    if resolve_backend(backend, score, (torch.float32,)) == "reference":
-        return page_select_reference.select_pages(score, count, width)
-    from attnsieve.kernels.page_select import select_pages
-
-    return select_pages(score, count, width)
 
 
 def page_budget(

@@ -1,4 +1,4 @@
-"""Top-``count`` page selection in plain PyTorch: the semantics the Triton kernel is tested on."""
+"""Top-``count`` selection in plain PyTorch: the semantics the Triton kernels are tested on."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ def select_pages(score: Tensor, count: Tensor, width: int) -> tuple[Tensor, Tens
     if idx.shape[-1] < width:  # width > P: nothing to place in the extra slots
         idx = torch.nn.functional.pad(idx, (0, width - idx.shape[-1]), value=-1)
     return idx, n.int()
+
+
+def top_mask(score: Tensor, count: Tensor) -> Tensor:
+    """bool like ``score`` float32 (B, H, P): each row's ``count`` (B, H) largest entries (count
+    clamped to [0, P]), ties broken towards lower indices, as `select_pages` picks them: a stable
+    descending sort of the order keys, ranked."""
+    p = score.shape[-1]
+    order = order_key(score).argsort(dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(
+        -1, order, torch.arange(p, device=score.device).expand_as(order)
+    )
+    return rank < count.long().clamp(0, p)[..., None]
 
 
 def page_budget(

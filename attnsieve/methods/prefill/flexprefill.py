@@ -17,6 +17,7 @@ from attnsieve.api import (
     line_block_mask,
     mass_threshold,
     pooled_block_probs,
+    top_mask,
 )
 from attnsieve.checks import cdiv, check_bool, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
@@ -135,7 +136,8 @@ class FlexPrefillPlanner(Planner):
         gamma = self._gamma(q)
         cover = mass_threshold(lines, gamma if isinstance(gamma, float) else gamma[:, None, None])
         cover = cover.sum(-1)
-        chosen = _top(lines, torch.where(query_aware[..., None], lo, cover.clamp(lo, hi)))
+        count = torch.where(query_aware[..., None], lo, cover.clamp(lo, hi))
+        chosen = top_mask(lines.view(b, h_q * 2, kb), count.view(b, h_q * 2)).view_as(lines)
         chosen[..., 0] = True  # the first key block (sink) and the diagonal, beyond the budget
         chosen_vertical, chosen_slash = chosen.unbind(2)
         # a chosen key block keeps its column of blocks, a chosen offset block every key block
@@ -230,12 +232,3 @@ def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:
     terms = torch.stack((p, q, (p + q) / 2))
     sums = torch.xlogy(terms, terms).sum(-1)  # Σ x ln x, with 0 ln 0 = 0
     return ((sums[0] + sums[1]) / 2 - sums[2]).clamp(min=0).sqrt()
-
-
-def _top(x: Tensor, count: Tensor) -> Tensor:
-    """bool like x: the ``count`` (per row) largest entries, without a host sync."""
-    order = x.argsort(-1, descending=True)
-    rank = torch.empty_like(order).scatter_(
-        -1, order, torch.arange(x.shape[-1], device=x.device).expand_as(order)
-    )
-    return rank < count[..., None]
