@@ -8,10 +8,10 @@ import torch
 from attnsieve.eval.fidelity import attention_recall
 from attnsieve.eval.workloads import make_workload
 from attnsieve.kernels import INTERPRET, pooling_reference
+from attnsieve.kernels.line_choice_reference import sqrt_js_divergence
 from attnsieve.layout import Layout
 from attnsieve.methods import PLANNERS, get_planner
 from attnsieve.methods.prefill import masks
-from attnsieve.methods.prefill.flexprefill import _sqrt_js_divergence
 
 BIG = 10**6
 FULL = [
@@ -191,11 +191,11 @@ def test_flexprefill_query_aware_heads_cover_gamma_of_the_pooled_map():
     assert (kept >= 0.9).all()  # tau = 1 > sqrt(ln 2) makes every head query-aware
 
 
-def test_sqrt_js_divergence():
+def testsqrt_js_divergence():
     p = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
     disjoint = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.25, 0.25]])
     torch.testing.assert_close(
-        _sqrt_js_divergence(p, disjoint), torch.tensor([math.log(2) ** 0.5, 0])
+        sqrt_js_divergence(p, disjoint), torch.tensor([math.log(2) ** 0.5, 0])
     )
 
 

@@ -14,6 +14,8 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
   the same selection as a mask (FlexPrefill's key blocks and diagonals).
 - `mass_threshold`: each row's largest entries holding a fraction of its mass (the cumulative
   thresholds of FlexPrefill, XAttention and SpargeAttn), without a sort.
+- `choose_lines`: FlexPrefill's query-aware heads and its verticals' and slashes' key blocks, in
+  one launch.
 - `page_budget`: the pages each head of a decode step reads under a selector's token budget.
 - `line_block_mask`: the block mask of chosen key blocks and diagonal bands (FlexPrefill's
   vertical-slash selection); `block_layout`: a layout from a block mask; `line_layout`:
@@ -22,11 +24,11 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
-`top_mask`, `mass_threshold`: float32 CUDA inputs; `line_block_mask`, `block_layout`,
-`layout_density`: a CUDA mask or layout; `line_layout`: CUDA columns; `page_budget`: CUDA
-lengths) and the PyTorch reference twin elsewhere; "triton" or "reference" (argument or
-$ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before triton is
-imported.
+`top_mask`, `mass_threshold`, `choose_lines`: float32 CUDA inputs; `line_block_mask`,
+`block_layout`, `layout_density`: a CUDA mask or layout; `line_layout`: CUDA columns;
+`page_budget`: CUDA lengths) and the PyTorch reference twin elsewhere; "triton" or "reference"
+(argument or $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before
+triton is imported.
 """
 
 from attnsieve.api.backend import BACKENDS, resolve_backend
@@ -41,6 +43,7 @@ from attnsieve.api.planning import (
     antidiagonal_block_scores,
     block_layout,
     block_mean_pool,
+    choose_lines,
     last_query_stats,
     layout_density,
     line_block_mask,
@@ -57,6 +60,7 @@ __all__ = [
     "attention",
     "block_layout",
     "block_mean_pool",
+    "choose_lines",
     "decode_attention",
     "dense_attention",
     "last_query_stats",

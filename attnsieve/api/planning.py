@@ -4,6 +4,7 @@ block layouts and their density, each on Triton or its float32 twin (see `attnsi
 from __future__ import annotations
 
 import importlib
+import math
 
 import torch
 from torch import Tensor
@@ -12,6 +13,8 @@ from attnsieve.api.backend import HALF, resolve_backend
 from attnsieve.checks import (
     cdiv,
     check_bool,
+    check_dtype,
+    check_float,
     check_index,
     check_int,
     check_qk,
@@ -173,6 +176,77 @@ def last_query_stats(
         raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")
     ops = _kernels("planning", backend, q)
     return ops.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
+
+
+def choose_lines(
+    vertical: Tensor,
+    slash: Tensor,
+    q: Tensor,
+    k_pooled: Tensor,
+    *,
+    last: int,
+    gamma: float | Tensor,
+    tau: float,
+    lo: int,
+    hi: int,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """FlexPrefill's choice of lines: ``(query_aware, chosen)``.
+
+    Args:
+        vertical, slash: float32 (B, H_q, KB) the last queries' mass per key block and per offset
+            block (`last_query_stats`); ``vertical`` is their estimate â.
+        q: (B, H_q, N, D) queries, float; the mean of the last ``last`` rows (an int in [1, N])
+            against ``k_pooled``, float32 (B, H_kv, KB, D) the mean key of each block, gives
+            ā = softmax(mean q · pooled k × scale) (scale: default 1/sqrt(D)).
+        gamma: the share of each line's mass to keep: a number, or float32 (H_q,) per head.
+        tau: a head is query-aware where sqrt(JS(ā, â)) < tau (natural log).
+        lo, hi: the fewest and most blocks a line keeps (0 <= lo <= hi); a query-aware head's
+            lines keep lo (its blocks come from its pooled map instead).
+        backend: see `attnsieve.api`.
+
+    Returns ``query_aware`` bool (B, H_q) and ``chosen`` bool (B, H_q, 2, KB): per line
+    (verticals, then slashes) its ``count`` largest blocks, ties to lower indices, with
+    ``count`` the size of the smallest set holding ``gamma`` of the line's mass (`mass_threshold`;
+    every block where gamma >= 1) clamped to [lo, hi]; block 0 always. No host synchronisation.
+    """
+    check_tensor("q", q, 4, "(batch, q_heads, seq, head_dim)")
+    b, h_q, n, d = q.shape
+    _check_head_dim("q", d)
+    check_tensor("k_pooled", k_pooled, 4, "(batch, kv_heads, key_blocks, head_dim)")
+    check_dtype("k_pooled", k_pooled, (torch.float32,))
+    h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
+    if k_pooled.shape[0] != b or k_pooled.shape[3] != d or h_kv < 1 or h_q % h_kv or kb < 1:
+        raise ValueError(
+            f"k_pooled: expected (B={b}, H_kv dividing H_q={h_q}, KB >= 1, D={d}), got "
+            f"{tuple(k_pooled.shape)}"
+        )
+    for name, line in (("vertical", vertical), ("slash", slash)):
+        check_tensor(name, line, 3, "(batch, q_heads, key_blocks)")
+        check_dtype(name, line, (torch.float32,))
+        if line.shape != (b, h_q, kb) or line.device != q.device:
+            raise ValueError(
+                f"{name}: expected shape {(b, h_q, kb)} on {q.device}, got {tuple(line.shape)} on "
+                f"{line.device}"
+            )
+    if k_pooled.device != q.device:
+        raise ValueError(f"k_pooled: expected device {q.device}, got {k_pooled.device}")
+    if not isinstance(last, int) or isinstance(last, bool) or not 1 <= last <= n:
+        raise ValueError(f"last: expected an int in [1, N={n}], got {last!r}")
+    if isinstance(gamma, Tensor):
+        check_index("gamma", gamma, (h_q,), torch.float32, q.device)
+    else:
+        check_float("gamma", gamma, 0.0, math.inf)
+    check_float("tau", tau, 0.0, math.inf)
+    check_int("lo", lo, 0)
+    check_int("hi", hi, lo)
+    check_scale(scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    ops = _kernels("line_choice", backend, vertical, (torch.float32,))
+    return ops.choose_lines(
+        vertical, slash, q, k_pooled, last=last, gamma=gamma, tau=tau, lo=lo, hi=hi, scale=scale
+    )
 
 
 def mass_threshold(

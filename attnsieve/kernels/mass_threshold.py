@@ -89,15 +89,29 @@ def _short_kernel(
     b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
     b_key = b_p.to(tl.int32, bitcast=True)  # [BLOCK]; >= 0 for p >= +0.0
     g, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
-    target = g * tl.sum(b_p, 0)
-    # t* = the largest t with mass(key >= t) >= target; with bits above fixed, setting a lower
-    # bit raises t, so bits go from the top; "not <" accepts on a NaN target (nothing kept)
+    t = mass_cut(P, b_p, b_key, g * tl.sum(b_p, 0), L, 0, True, BLOCK)
+    _store_keep(OUT, i_r, o_l, L, b_p, m_v, t, keep_all)
+
+
+@triton.jit
+def mass_cut(p_x, b_p, b_key, target, L, stride, SINGLE: tl.constexpr, BLOCK: tl.constexpr):
+    """t*: the largest key t whose entries (p >= 0) at or above it hold ``target``, of the row
+    b_p / b_key in registers (SINGLE) or of the L entries at p_x, re-read BLOCK at a time."""
+    # with bits above fixed, setting a lower bit raises t, so bits go from the top; "not <"
+    # accepts on a NaN target (nothing kept)
     t = tl.full([], 0, tl.int32)
     for i_bit in range(31):
         cand = t | (1 << (30 - i_bit))
-        mass = tl.sum(tl.where(b_key >= cand, b_p, 0.0), 0)
+        if SINGLE:
+            mass = tl.sum(tl.where(b_key >= cand, b_p, 0.0), 0)
+        else:
+            mass = 0.0
+            for i_l in range(0, L, BLOCK):
+                o_l = i_l + tl.arange(0, BLOCK)
+                b_x = tl.load(p_x + o_l.to(tl.int64) * stride, mask=o_l < L, other=0.0)
+                mass += tl.sum(tl.where(b_x.to(tl.int32, bitcast=True) >= cand, b_x, 0.0), 0)
         t = tl.where(mass < target, t, cand)
-    _store_keep(OUT, i_r, o_l, L, b_p, m_v, t, keep_all)
+    return t
 
 
 @triton.jit

@@ -82,7 +82,7 @@ def top_threshold(p_s, b_key, n_sel, P, stride_sp, SINGLE: tl.constexpr, BLOCK: 
 
 @triton.jit
 def store_top(p_s, p_out, t, n_tie, P, stride_sp, BLOCK: tl.constexpr, MASK: tl.constexpr,
-              KEEP_FIRST: tl.constexpr = False):
+              KEEP_FIRST: tl.constexpr):
     """In index order, every key above T and the first n_tie keys equal to it: as a uint8 mask of
     P entries (KEEP_FIRST: entry 0 too), or each index at its slot, the prefix count."""
     o_b = tl.arange(0, BLOCK)
@@ -119,7 +119,7 @@ def _page_select_kernel(
     b_key = order_keys(p_s, tl.arange(0, BLOCK), P, stride_sp)  # [BLOCK]; only used when SINGLE
     t, n_tie = top_threshold(p_s, b_key, n_sel, P, stride_sp, SINGLE, BLOCK)
     p_idx = IDX + i_bh.to(tl.int64) * (P if MASK else WIDTH)
-    store_top(p_s, p_idx, t, n_tie, P, stride_sp, BLOCK, MASK)
+    store_top(p_s, p_idx, t, n_tie, P, stride_sp, BLOCK, MASK, False)
     if not MASK:
         for i_w in range(0, WIDTH, BLOCK):
             o_w = i_w + tl.arange(0, BLOCK)

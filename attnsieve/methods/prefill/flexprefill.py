@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 from typing import ClassVar
@@ -13,11 +12,11 @@ from torch import Tensor
 from attnsieve.api import (
     block_layout,
     block_mean_pool,
+    choose_lines,
     last_query_stats,
     line_block_mask,
     mass_threshold,
     pooled_block_probs,
-    top_mask,
 )
 from attnsieve.checks import cdiv, check_bool, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
@@ -122,23 +121,17 @@ class FlexPrefillPlanner(Planner):
         kb = cdiv(m, bk)
         hi = kb if self.max_budget is None else max(lo, cdiv(self.max_budget, bk))
 
-        # â: attention of the last block of queries; ā: their mean against pooled keys
+        # â: attention of the last block of queries; ā: their mean against pooled keys. Per
+        # head, whether it is query-aware, and its verticals' and slashes' blocks: the fewest
+        # holding gamma of their mass, clamped to the budgets (one launch: a plan's launches, not
+        # its arithmetic, are its cost at short prompts)
         last = min(bq, n)
         vertical, slash = last_query_stats(q, k, last_q=last, block_k=bk)
         k_pooled = block_mean_pool(k, bk)
-        q_mean = q[:, :, n - last :].float().mean(2).view(b, h_kv, h_q // h_kv, d)
-        pooled = (q_mean @ k_pooled.transpose(-1, -2) / math.sqrt(d)).softmax(-1).view(b, h_q, kb)
-        query_aware = _sqrt_js_divergence(pooled, vertical) < self.tau  # (B, H_q)
-
-        # verticals and slashes side by side: one threshold search and one ranking for both (a
-        # plan's launches, not its arithmetic, are its cost at short prompts)
-        lines = torch.stack((vertical, slash), 2)  # (B, H_q, 2, KB)
         gamma = self._gamma(q)
-        cover = mass_threshold(lines, gamma if isinstance(gamma, float) else gamma[:, None, None])
-        cover = cover.sum(-1)
-        count = torch.where(query_aware[..., None], lo, cover.clamp(lo, hi))
-        chosen = top_mask(lines.view(b, h_q * 2, kb), count.view(b, h_q * 2)).view_as(lines)
-        chosen[..., 0] = True  # the first key block (sink) and the diagonal, beyond the budget
+        query_aware, chosen = choose_lines(
+            vertical, slash, q, k_pooled, last=last, gamma=gamma, tau=self.tau, lo=lo, hi=hi
+        )  # chosen: (B, H_q, 2, KB), the first key block (sink) and the diagonal always
         chosen_vertical, chosen_slash = chosen.unbind(2)
         # a chosen key block keeps its column of blocks, a chosen offset block every key block
         # its diagonals cross (with spans: the span, below); the query-aware heads' block maps are
@@ -223,12 +216,3 @@ def _check_gamma(name: str, gamma: object) -> None:
     check_float(name, gamma, 0.0, 1.0)
     if gamma == 0:
         raise ValueError(f"{name}: expected a number in (0, 1], got 0")
-
-
-def _sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:
-    """sqrt of the Jensen-Shannon divergence (natural log) of distributions along the last dim,
-    as (KL(p‖m) + KL(q‖m)) / 2 = (Σ p ln p + Σ q ln q) / 2 − Σ m ln m for m = (p + q) / 2: the
-    same value in a third of the launches."""
-    terms = torch.stack((p, q, (p + q) / 2))
-    sums = torch.xlogy(terms, terms).sum(-1)  # Σ x ln x, with 0 ln 0 = 0
-    return ((sums[0] + sums[1]) / 2 - sums[2]).clamp(min=0).sqrt()

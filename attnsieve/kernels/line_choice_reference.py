@@ -1,0 +1,51 @@
+"""FlexPrefill's choice of lines in plain PyTorch: the semantics the Triton kernel is tested on."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnsieve.kernels.mass_threshold_reference import mass_threshold
+from attnsieve.kernels.page_select_reference import top_mask
+
+
+def choose_lines(
+    vertical: Tensor,
+    slash: Tensor,
+    q: Tensor,
+    k_pooled: Tensor,
+    *,
+    last: int,
+    gamma: float | Tensor,
+    tau: float,
+    lo: int,
+    hi: int,
+    scale: float,
+) -> tuple[Tensor, Tensor]:
+    """(query_aware bool (B, H_q), chosen bool (B, H_q, 2, KB)); see `attnsieve.api.choose_lines`.
+
+    â is ``vertical``; ā the softmax of the mean of q's ``last`` rows against ``k_pooled``.
+    A head is query-aware where sqrt(JS(ā, â)) < tau. Each line (vertical, then slash) keeps
+    its ``count`` largest blocks, ties to lower indices: ``lo`` for a query-aware head, else
+    the size of its smallest set holding ``gamma`` of its mass clamped to [lo, hi]; block 0 always.
+    """
+    b, h_q, n, d = q.shape
+    h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
+    q_mean = q[:, :, n - last :].float().mean(2).view(b, h_kv, h_q // h_kv, d)
+    pooled = (q_mean @ k_pooled.float().transpose(-1, -2) * scale).softmax(-1).view(b, h_q, kb)
+    query_aware = sqrt_js_divergence(pooled, vertical.float()) < tau
+    lines = torch.stack((vertical, slash), 2).float()  # (B, H_q, 2, KB)
+    threshold = gamma[:, None, None] if isinstance(gamma, Tensor) else gamma
+    cover = mass_threshold(lines, threshold).sum(-1)
+    count = torch.where(query_aware[..., None], lo, cover.clamp(lo, hi))
+    chosen = top_mask(lines.view(b, h_q * 2, kb), count.view(b, h_q * 2)).view_as(lines)
+    chosen[..., 0] = True
+    return query_aware, chosen
+
+
+def sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:
+    """sqrt of the Jensen-Shannon divergence (natural log) of distributions along the last dim,
+    as (KL(p‖m) + KL(q‖m)) / 2 = (Σ p ln p + Σ q ln q) / 2 − Σ m ln m for m = (p + q) / 2."""
+    terms = torch.stack((p, q, (p + q) / 2))
+    sums = torch.xlogy(terms, terms).sum(-1)  # Σ x ln x, with 0 ln 0 = 0
+    return ((sums[0] + sums[1]) / 2 - sums[2]).clamp(min=0).sqrt()
