@@ -2,15 +2,16 @@
 heads are query-aware and which key blocks and offset blocks each head keeps, in one launch.
 
 Program (b, h, line) of the query heads' two lines (verticals, slashes):
-1. the mean of the last ``last`` rows of q, its scores against the pooled keys of its KV head and
-   their softmax ā (online max and sum, then a second walk over the pooled keys), and
-   sqrt(JS(ā, â)) against the verticals â: the head is query-aware below tau;
-2. for its line: the smallest set of blocks holding gamma of the line's mass (the bisection of
-   `mass_threshold`'s rows in registers), its size clamped to [lo, hi] (lo for a query-aware
-   head), and that many largest blocks, ties to lower indices (`select_pages`' search), block 0
-   always, written as a mask.
-Both programs of a head compute its gate (two short serial chains in parallel rather than one
-long one: one program a head took 75 µs at 64K on the H200, select42/lines42/).
+1. the mean of the last ``last`` rows of q, its scores against the pooled keys of its KV head
+   (one walk, the scores kept in a scratch row) and their softmax ā, and sqrt(JS(ā, â)) against
+   the verticals â: the head is query-aware below tau;
+2. for its line: a query-aware head keeps lo blocks; another the smallest set holding gamma of the
+   line's mass (the bisection of `mass_threshold`'s rows in registers), its size clamped to
+   [lo, hi]. Where the clamp changes nothing that set is the answer (ties included); otherwise
+   that many largest blocks, ties to lower indices (`select_pages`' search). Block 0 always;
+   written as a mask.
+Both programs of a head compute its gate: two short serial chains in parallel rather than one
+long one (one program a head took 75 µs at 64K on the H200, two 67, `lines42/`, `lines42b/`).
 
 The twenty-odd PyTorch launches this replaces (mean, matmul, softmax, the divergence's sums, the
 threshold, the count, the top) cost a replayed plan about 2 µs each. No host synchronisation,
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from attnsieve.kernels import check_triton_device
 from attnsieve.kernels.mass_threshold import mass_cut
-from attnsieve.kernels.page_select import order_keys, store_top, top_threshold
+from attnsieve.kernels.page_select import count_above, order_keys, store_top, top_threshold
 from attnsieve.kernels.prefill import unit_last
 
 _MAX_BLOCK = 8192  # longest line a program holds in registers
@@ -44,20 +45,11 @@ def _xlogx(x):
 
 
 @triton.jit
-def _pooled_scores(p_k, q_mean, j0, KB, stride_kn, o_d, m_d, scale, CHUNK: tl.constexpr):
-    o_j = j0 + tl.arange(0, CHUNK)
-    m_j = o_j < KB
-    b_k = tl.load(p_k + o_j[:, None].to(tl.int64) * stride_kn + o_d[None, :],
-                  mask=m_j[:, None] & m_d[None, :], other=0.0)
-    return o_j, m_j, tl.where(m_j, tl.sum(b_k.to(tl.float32) * q_mean[None, :], 1) * scale,
-                              float("-inf"))
-
-
-@triton.jit
 def _query_aware(
-    Q, KP, VERT, i_b, i_h, i_kv, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-    stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
+    Q, KP, VERT, SCORE, i_b, i_h, i_kv, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
+    stride_kn, stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < HEAD_DIM
@@ -69,21 +61,31 @@ def _query_aware(
                       mask=(o_r < N)[:, None] & m_d[None, :], other=0.0)
         b_sum += tl.sum(b_q.to(tl.float32), 0)
     q_mean = b_sum / LAST
+    # one walk over the pooled keys: the scores go to this program's scratch row, read back
+    # BLOCK at a time for the divergence (a second walk over the keys took longer)
     p_k = KP + i_b * stride_kb + i_kv * stride_kh
     b_m = tl.full([], float("-inf"), tl.float32)
     b_l = tl.full([], 0.0, tl.float32)
     for j0 in range(0, KB, CHUNK):
-        _, _, b_s = _pooled_scores(p_k, q_mean, j0, KB, stride_kn, o_d, m_d, scale, CHUNK)
+        o_j = j0 + tl.arange(0, CHUNK)
+        m_j = o_j < KB
+        b_k = tl.load(p_k + o_j[:, None].to(tl.int64) * stride_kn + o_d[None, :],
+                      mask=m_j[:, None] & m_d[None, :], other=0.0)
+        b_s = tl.where(m_j, tl.sum(b_k.to(tl.float32) * q_mean[None, :], 1) * scale,
+                       float("-inf"))
+        tl.store(SCORE + o_j, b_s, mask=m_j)
         b_new = tl.maximum(b_m, tl.max(b_s, 0))
         b_l = b_l * tl.exp(b_m - b_new) + tl.sum(tl.exp(b_s - b_new), 0)
         b_m = b_new
+    tl.debug_barrier()  # the scores stored by every thread, before any reads them back
     p_v = VERT + i_b * stride_vb + i_h * stride_vh
     b_sp = tl.full([], 0.0, tl.float32)  # Σ ā ln ā, Σ â ln â, Σ m ln m for m = (ā + â) / 2
     b_sv = tl.full([], 0.0, tl.float32)
     b_sm = tl.full([], 0.0, tl.float32)
-    for j0 in range(0, KB, CHUNK):
-        o_j, m_j, b_s = _pooled_scores(p_k, q_mean, j0, KB, stride_kn, o_d, m_d, scale, CHUNK)
-        b_p = tl.exp(b_s - b_m) / b_l
+    for j0 in range(0, KB, BLOCK):
+        o_j = j0 + tl.arange(0, BLOCK)
+        m_j = o_j < KB
+        b_p = tl.exp(tl.load(SCORE + o_j, mask=m_j, other=float("-inf")) - b_m) / b_l
         b_v = tl.load(p_v + o_j.to(tl.int64) * stride_vn, mask=m_j, other=0.0)
         b_sp += tl.sum(_xlogx(b_p), 0)
         b_sv += tl.sum(_xlogx(b_v), 0)
@@ -94,7 +96,7 @@ def _query_aware(
 
 @triton.jit
 def _line_choice_kernel(
-    Q, KP, VERT, SLASH, GAMMA, QA, OUT,
+    Q, KP, VERT, SLASH, GAMMA, QA, OUT, SCORE,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_sb, stride_sh, stride_sn,
     H_Q, GROUP, N, LAST, KB, lo, hi, gamma, scale, tau,
@@ -103,10 +105,11 @@ def _line_choice_kernel(
 ):
     i_bh, i_line = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H_Q).to(tl.int64), (i_bh % H_Q).to(tl.int64)
+    i_row = i_bh.to(tl.int64) * 2 + i_line
     m_qa = _query_aware(
-        Q, KP, VERT, i_b, i_h, i_h // GROUP, stride_qb, stride_qh, stride_qn, stride_kb,
-        stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
-        HEAD_DIM, BLOCK_D, ROWS, CHUNK,
+        Q, KP, VERT, SCORE + i_row * KB, i_b, i_h, i_h // GROUP, stride_qb, stride_qh, stride_qn,
+        stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
+        HEAD_DIM, BLOCK_D, ROWS, CHUNK, BLOCK,
     )
     if i_line == 0:
         tl.store(QA + i_bh, m_qa.to(tl.uint8))
@@ -119,34 +122,44 @@ def _line_choice_kernel(
     if GAMMA_ROW:
         g = tl.load(GAMMA + i_h)
     o_b = tl.arange(0, BLOCK)
-    b_x = tl.load(p_x + o_b.to(tl.int64) * stride_x, mask=o_b < KB, other=0.0)  # SINGLE
-    b_bits = b_x.to(tl.int32, bitcast=True)
-    if SINGLE:
-        b_total = tl.sum(b_x, 0)
-    else:
-        b_total = 0.0
-        for i_l in range(0, KB, BLOCK):
-            o_l = i_l + o_b
-            b_total += tl.sum(tl.load(p_x + o_l.to(tl.int64) * stride_x, mask=o_l < KB,
-                                      other=0.0), 0)
-    # the blocks holding gamma of the mass (a gamma >= 1: every block, zeros too)
-    t = mass_cut(p_x, b_x, b_bits, g * b_total, KB, stride_x, SINGLE, BLOCK)
-    if SINGLE:
-        n_cover = tl.sum(((b_bits >= t) & (b_x > 0.0)).to(tl.int32), 0)
-    else:
-        n_cover = 0
-        for i_l in range(0, KB, BLOCK):
-            o_l = i_l + o_b
-            b_c = tl.load(p_x + o_l.to(tl.int64) * stride_x, mask=o_l < KB, other=0.0)
-            n_cover += tl.sum(((b_c.to(tl.int32, bitcast=True) >= t) & (b_c > 0.0))
-                              .to(tl.int32), 0)
-    n_cover = tl.where(g >= 1.0, KB, n_cover)
-    n_sel = tl.where(m_qa, lo, tl.minimum(tl.maximum(n_cover, lo), hi))
+    b_key = order_keys(p_x, o_b, KB, stride_x)  # SINGLE: the line in registers
+    b_x = tl.load(p_x + o_b.to(tl.int64) * stride_x, mask=o_b < KB, other=0.0)
+    # a query-aware head keeps lo blocks a line; another the fewest holding gamma of the line's
+    # mass (a gamma >= 1: every block, zeros too), clamped to [lo, hi]
+    n_sel = lo
+    t = tl.full([], 0, tl.int32)
+    n_cover = KB
+    if m_qa == 0:
+        b_bits = b_x.to(tl.int32, bitcast=True)
+        if SINGLE:
+            b_total = tl.sum(b_x, 0)
+        else:
+            b_total = 0.0
+            for i_l in range(0, KB, BLOCK):
+                o_l = i_l + o_b
+                b_total += tl.sum(tl.load(p_x + o_l.to(tl.int64) * stride_x, mask=o_l < KB,
+                                          other=0.0), 0)
+        t = mass_cut(p_x, b_x, b_bits, g * b_total, KB, stride_x, SINGLE, BLOCK)
+        if g < 1.0:
+            if SINGLE:
+                n_cover = tl.sum(((b_bits >= t) & (b_x > 0.0)).to(tl.int32), 0)
+            else:
+                n_cover = 0
+                for i_l in range(0, KB, BLOCK):
+                    o_l = i_l + o_b
+                    b_c = tl.load(p_x + o_l.to(tl.int64) * stride_x, mask=o_l < KB, other=0.0)
+                    n_cover += tl.sum(((b_c.to(tl.int32, bitcast=True) >= t) & (b_c > 0.0))
+                                      .to(tl.int32), 0)
+        n_sel = tl.minimum(tl.maximum(n_cover, lo), hi)
     n_sel = tl.minimum(tl.maximum(n_sel, 0), KB)
-    b_key = order_keys(p_x, o_b, KB, stride_x)
-    t_top, n_tie = top_threshold(p_x, b_key, n_sel, KB, stride_x, SINGLE, BLOCK)
-    p_out = OUT + (i_bh.to(tl.int64) * 2 + i_line) * KB
-    store_top(p_x, p_out, t_top, n_tie, KB, stride_x, BLOCK, True, True)
+    # the cut's own blocks, unclamped: they are the n_sel largest (t > 0 is a positive float's
+    # bits, so every block at or above it counts), ties included, and need no second search
+    if (n_sel == n_cover) & (t > 0) & (g < 1.0):  # t stays 0 for a query-aware head
+        t_top = t
+        n_tie = n_sel - count_above(p_x, b_key, t, KB, stride_x, SINGLE, BLOCK)
+    else:
+        t_top, n_tie = top_threshold(p_x, b_key, n_sel, KB, stride_x, SINGLE, BLOCK)
+    store_top(p_x, OUT + i_row * KB, t_top, n_tie, KB, stride_x, BLOCK, True, True)
 # fmt: on
 
 
@@ -171,16 +184,17 @@ def choose_lines(
     h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
     query_aware = torch.empty((b, h_q), dtype=torch.uint8, device=q.device)
     chosen = torch.empty((b, h_q, 2, kb), dtype=torch.uint8, device=q.device)
+    scores = torch.empty((b, h_q, 2, kb), dtype=torch.float32, device=q.device)
     if b * h_q * kb:
         gamma_row = isinstance(gamma, Tensor)
         g = gamma.to(torch.float32).contiguous() if gamma_row else vertical
         block = min(max(triton.next_power_of_2(kb), 128), _MAX_BLOCK)
         with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
             _line_choice_kernel[(b * h_q, 2)](
-                q, k_pooled, vertical, slash, g, query_aware, chosen,
+                q, k_pooled, vertical, slash, g, query_aware, chosen, scores,
                 *q.stride()[:3], *k_pooled.stride()[:3], *vertical.stride(), *slash.stride(),
                 h_q, h_q // h_kv, n, last, kb, lo, hi, 0.0 if gamma_row else float(gamma),
-                scale, tau, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), ROWS=16,
+                scale, tau, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), ROWS=32,
                 CHUNK=_CHUNK, SINGLE=kb <= block, BLOCK=block, GAMMA_ROW=gamma_row,
                 num_warps=min(8, max(4, block // 512)),
             )  # fmt: skip

@@ -47,7 +47,7 @@ def order_keys(p_s, o_p, P, stride_sp):
 
 
 @triton.jit
-def _count_above(p_s, b_key, t, P, stride_sp, SINGLE: tl.constexpr, BLOCK: tl.constexpr):
+def count_above(p_s, b_key, t, P, stride_sp, SINGLE: tl.constexpr, BLOCK: tl.constexpr):
     """Number of keys of the row strictly above t (b_key: the whole row when SINGLE)."""
     if SINGLE:
         n = tl.sum((b_key > t).to(tl.int32), 0)
@@ -67,17 +67,17 @@ def top_threshold(p_s, b_key, n_sel, P, stride_sp, SINGLE: tl.constexpr, BLOCK: 
     # first, setting a lower bit always raises t (two's complement), so t - 1 never wraps. Any t
     # with #(key >= t) == n_sel picks the same keys as T, so the search stops at the first one
     # (distinct scores: after about 32 - log2(the gap at the n_sel-th key) steps, not 32)
-    n = _count_above(p_s, b_key, -1, P, stride_sp, SINGLE, BLOCK)
+    n = count_above(p_s, b_key, -1, P, stride_sp, SINGLE, BLOCK)
     t = tl.where(n >= n_sel, 0, INT32_MIN)
     n_t = tl.where(n >= n_sel, n, -1)  # #(key >= t); -1: not counted (t = INT32_MIN)
     i_bit = 0
     while (i_bit < 31) & (n_t != n_sel):
         cand = t | (1 << (30 - i_bit))
-        n = _count_above(p_s, b_key, cand - 1, P, stride_sp, SINGLE, BLOCK)
+        n = count_above(p_s, b_key, cand - 1, P, stride_sp, SINGLE, BLOCK)
         t = tl.where(n >= n_sel, cand, t)
         n_t = tl.where(n >= n_sel, n, n_t)
         i_bit += 1
-    return t, n_sel - _count_above(p_s, b_key, t, P, stride_sp, SINGLE, BLOCK)
+    return t, n_sel - count_above(p_s, b_key, t, P, stride_sp, SINGLE, BLOCK)
 
 
 @triton.jit
