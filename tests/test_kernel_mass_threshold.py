@@ -95,6 +95,14 @@ def test_long_rows_match_twin(long_rows, lead, length, kind):
     _check(probs, _thresholds(lead)[-1], valid)
 
 
+def test_long_rows_with_int64_offsets(long_rows, monkeypatch):
+    """The int64 chunk offsets of rows of 2^31 entries or more (forced here) find the same t*."""
+    monkeypatch.setattr(mass_threshold, "_WIDE_AT", 0)
+    probs = _probs((3, 300), "eighths")
+    _check(probs, 0.9)
+    _check(probs, torch.tensor([[0.5], [0.99], [1.0]], device=DEVICE))
+
+
 @pytest.mark.parametrize("long", [False, True])
 def test_strided_and_broadcast_arguments(long, monkeypatch):
     if long:

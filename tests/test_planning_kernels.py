@@ -65,12 +65,16 @@ def test_pooled_block_probs(shape, causal):
     torch.testing.assert_close(sums, seen.float().expand_as(sums))  # 1 per row, 0 if blind
 
 
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("split", [(16, 1), (16, 2)])
 @pytest.mark.parametrize("causal", [True, False])
-def test_pooled_block_probs_over_key_splits(split, causal, monkeypatch):
+def test_pooled_block_probs_over_key_splits(split, causal, wide, monkeypatch):
     """Rows whose key blocks span several programs (3 and 2 splits of 44 key blocks, the last
-    partial; causal rows that end inside a split, or before it) give the twin's softmax."""
+    partial; causal rows that end inside a split, or before it) give the twin's softmax; with
+    the int64 row offsets of maps past 2^31 entries a head too (forced here)."""
     monkeypatch.setattr(pooling, "pooled_split", lambda: split)
+    if wide:
+        monkeypatch.setattr(pooling, "_WIDE_AT", 0)
     q, k = _inputs(2, 4, 2, 150, 173, 64, torch.float32)
     qp, kp = pooling_reference.block_mean_pool(q, 8), pooling_reference.block_mean_pool(k, 4)
     kwargs = dict(num_queries=150, num_keys=173, block_q=8, block_k=4, causal=causal)

@@ -42,6 +42,7 @@ _SUB = 512  # entries a long-row program compares with the candidates at once
 _WAYS = 16  # candidates per long-row pass
 _KEEP_BLOCK = 4096  # entries per program of the long-row mask pass
 _BLOCK_C = 64  # chunk partials a narrowing program sums at once
+_WIDE_AT = 2**31  # row offsets from here on need int64
 # (shift, ways) of the long-row passes: bits 30..27, 26..23, ..., 6..3, then 2..0
 _PASSES = [(27 - 4 * i, 16) for i in range(7)] + [(0, 8)]
 
@@ -128,13 +129,15 @@ def _masses_kernel(
     P, VALID, GAMMA, T, PART,
     stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, shift, ways,
     HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
-    WAYS: tl.constexpr,
+    WAYS: tl.constexpr, WIDE: tl.constexpr,
 ):
     # one grid axis over (chunk, row): y and z stop at 65535, and either count can pass it (2^28
     # entries a row are 32768 chunks; block_topk's rows at 1M tokens are 262144). Rows vary
     # fastest, as on the two-axis grid this replaced.
     i = tl.program_id(0).to(tl.int64)
-    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int32)
+    # int32 chunk offsets unless a row's pass int32 (rows of 2^31 entries or more: a query-aware
+    # map of 16-key blocks at 1M tokens); int64 ones cost the common rows instructions
+    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int64 if WIDE else tl.int32)
     if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
         return
     o_w = tl.arange(0, WAYS)
@@ -183,10 +186,10 @@ def _narrow_kernel(
 def _keep_kernel(
     P, VALID, T, GAMMA, OUT,
     stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, gamma,
-    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, BLOCK: tl.constexpr, WIDE: tl.constexpr,
 ):
     i = tl.program_id(0).to(tl.int64)  # one grid axis over (block, row), as above
-    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int32)
+    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int64 if WIDE else tl.int32)
     o_l = i_c * BLOCK + tl.arange(0, BLOCK)
     b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
     _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
@@ -235,13 +238,14 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
             )  # fmt: skip
             return out.view(torch.bool).view(probs.shape)
         n_chunks = triton.cdiv(length, _CHUNK)
+        wide = length + _CHUNK >= _WIDE_AT
         t = torch.zeros(rows, dtype=torch.int32, device=probs.device)
         target = torch.empty(rows, dtype=torch.float32, device=probs.device)
         part = torch.empty((rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
         for i, (shift, ways) in enumerate(_PASSES):
             _masses_kernel[(rows * n_chunks,)](
                 p, v, g, t, part, *strides, length, rows, n_chunks, shift, ways, **flags,
-                CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, num_warps=8,
+                CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, WIDE=wide, num_warps=8,
             )  # fmt: skip
             _narrow_kernel[(rows,)](
                 part, t, target, g, n_chunks, shift, ways, gamma, FIRST=i == 0,
@@ -249,6 +253,6 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
             )  # fmt: skip
         _keep_kernel[(rows * triton.cdiv(length, _KEEP_BLOCK),)](
             p, v, t, g, out, *strides, length, rows, gamma, **flags, BLOCK=_KEEP_BLOCK,
-            num_warps=8,
+            WIDE=wide, num_warps=8,
         )  # fmt: skip
     return out.view(torch.bool).view(probs.shape)

@@ -27,6 +27,8 @@ from attnsieve.kernels.prefill import LOG2E, unit_last
 # fp32 pooled vectors: tf32x3 keeps ~fp32 accuracy on tensor cores (the pooled work is tiny)
 _POOLED_PRECISION = tl.constexpr("ieee" if INTERPRET else "tf32x3")
 
+_WIDE_AT = 2**31  # offsets from here on need int64
+
 # fmt: off
 
 
@@ -113,12 +115,19 @@ def _pooled_key_end(i_i, QB, KB, N, M, BLOCK_Q, BLOCK_K, CAUSAL: tl.constexpr,
 
 
 @triton.jit
+def _row_offsets(o_i, stride_oi, WIDE: tl.constexpr):
+    """[BLOCK_I, 1] offsets of map rows o_i: int64 where a head's map passes int32 offsets (WIDE:
+    16-key blocks at 1M tokens), int32 otherwise (no int64 product an entry)."""
+    return o_i.to(tl.int64 if WIDE else tl.int32)[:, None] * stride_oi
+
+
+@triton.jit
 def _pooled_scores_kernel(
     QP, KP, HEADS, OUT, PART_M, PART_L, stride_qb, stride_qh, stride_qi, stride_kb, stride_kh,
     stride_kj, stride_hb, stride_hh, stride_ob, stride_oh, stride_oi, H_Q, GROUP, QB, KB, D, N, M,
     BLOCK_Q, BLOCK_K, SPLIT, NUM_SPLITS, qk_scale,
     CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_HEADS: tl.constexpr,
+    HAS_HEADS: tl.constexpr, WIDE: tl.constexpr,
 ):
     """Base-2 scores of SPLIT key blocks into OUT (-inf where masked) and the rows' partial
     (max, sum) over them. Splitting the key blocks keeps each program's walk short: one
@@ -132,6 +141,7 @@ def _pooled_scores_kernel(
         CAUSAL, BLOCK_I, BLOCK_D)
     p_k = KP + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
     p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    o_row = _row_offsets(o_i, stride_oi, WIDE)
     b_m = tl.full([BLOCK_I], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BLOCK_I], dtype=tl.float32)
     for j0 in range(i_s * SPLIT, tl.minimum(j_end, i_s * SPLIT + SPLIT), BLOCK_J):
@@ -139,8 +149,7 @@ def _pooled_scores_kernel(
         b_s = _pooled_scores(b_q, p_k, o_j, o_d, m_d, stride_kj, KB, o_last, qk_scale, BLOCK_K,
                              CAUSAL)
         b_m, b_l = lse_step(b_s, b_m, b_l)
-        tl.store(p_o + o_i[:, None] * stride_oi + o_j[None, :], b_s,
-                 mask=m_i[:, None] & (o_j < KB)[None, :])
+        tl.store(p_o + o_row + o_j[None, :], b_s, mask=m_i[:, None] & (o_j < KB)[None, :])
     o_part = (i_bh.to(tl.int64) * NUM_SPLITS + i_s) * QB + o_i
     tl.store(PART_M + o_part, b_m, mask=m_i)
     tl.store(PART_L + o_part, b_l, mask=m_i)
@@ -151,7 +160,7 @@ def _pooled_norm_kernel(
     OUT, PART_M, PART_L, HEADS, stride_hb, stride_hh, stride_ob, stride_oh, stride_oi, H_Q, QB,
     KB, N, M, BLOCK_Q, BLOCK_K, SPLIT, NUM_SPLITS,
     CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_S: tl.constexpr,
-    HAS_HEADS: tl.constexpr,
+    HAS_HEADS: tl.constexpr, WIDE: tl.constexpr,
 ):
     """The softmax of the scores _pooled_scores_kernel wrote, over the same programs. A row
     without a key, or whose sum is NaN (a NaN or +inf score), is zero, as in the twin's
@@ -173,9 +182,10 @@ def _pooled_norm_kernel(
     b_inv = 1.0 / tl.maximum(b_l, 1.0)  # b_l >= 1 once a key is seen
     m_row = b_l > 0
     p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
+    o_row = _row_offsets(o_i, stride_oi, WIDE)
     for j0 in range(i_s * SPLIT, tl.minimum(j_end, i_s * SPLIT + SPLIT), BLOCK_J):
         o_j = j0 + tl.arange(0, BLOCK_J)
-        p_s = p_o + o_i[:, None] * stride_oi + o_j[None, :]
+        p_s = p_o + o_row + o_j[None, :]
         m_s = m_i[:, None] & (o_j < KB)[None, :]
         b_p = tl.exp2(tl.load(p_s, mask=m_s, other=float("-inf")) - b_m_sub[:, None])
         tl.store(p_s, tl.where(m_row[:, None], b_p * b_inv[:, None], 0.0), mask=m_s)
@@ -237,7 +247,11 @@ def pooled_block_probs(
     on = _uint8(heads, q_pooled)
     grid = (b * h_q, triton.cdiv(qb, block_i), splits)
     sizes = (num_queries, num_keys, block_q, block_k, split, splits)
-    meta = dict(CAUSAL=causal, BLOCK_I=block_i, BLOCK_J=block_j, HAS_HEADS=heads is not None)
+    # a head's map past int32 offsets (16-key blocks at 1M tokens): int64 row offsets
+    wide = qb * out.stride(2) >= _WIDE_AT
+    meta = dict(
+        CAUSAL=causal, BLOCK_I=block_i, BLOCK_J=block_j, HAS_HEADS=heads is not None, WIDE=wide
+    )
     _pooled_scores_kernel[grid](
         q_pooled, k_pooled, on, out, part_m, part_l, *q_pooled.stride()[:3],
         *k_pooled.stride()[:3], *on.stride()[:2], *out.stride()[:3], h_q, h_q // h_kv, qb, kb, d,
