@@ -94,6 +94,33 @@ def test_lines_over_blocks(monkeypatch):
     _check(*inputs, gamma=torch.tensor([1.0, 0.6], device=DEVICE), tau=0.0, lo=2, hi=40)
 
 
+def _zero_heavy_lines():
+    """Lines with zeros among their blocks: a gamma that keeps every block keeps the zeros too,
+    one below 1 keeps only positive blocks (the twin's rule)."""
+    vertical = torch.tensor([[[0.5, 0, 0.25, 0, 0.125, 0]]], device=DEVICE)
+    slash = torch.tensor([[[0.25, 0, 0, 0.5, 0, 0]]], device=DEVICE)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 4, 16, generator=g).half().to(DEVICE)
+    k_pooled = torch.randn(1, 1, 6, 16, generator=g).to(DEVICE)
+    return vertical, slash, q, k_pooled
+
+
+@pytest.mark.parametrize("gamma", [0.99999999, 1.0, 1 - 2**-24])
+def test_gamma_near_one_follows_the_twin(gamma):
+    # 0.99999999 rounds to 1.0 in float32; it is still below 1, so zeros stay out
+    _, chosen = _check(*_zero_heavy_lines(), gamma=gamma, tau=0.0, lo=0, hi=6, last=4)
+    assert chosen.sum().item() == (12 if gamma >= 1 else 5)
+
+
+def test_nan_per_head_gamma_keeps_lo():
+    inputs = _zero_heavy_lines()
+    gamma = torch.tensor([math.nan], device=DEVICE)
+    _, chosen = _check(*inputs, gamma=gamma, tau=0.0, lo=0, hi=6, last=4)
+    assert chosen.sum().item() == 2  # block 0 of each line only
+    _, chosen = _check(*inputs, gamma=gamma, tau=0.0, lo=2, hi=6, last=4)
+    assert chosen.sum().item() == 4
+
+
 def test_strided_inputs():
     vertical, slash, q, k_pooled = _inputs(2, 2, 1, 24, 30, seed=3)
     q = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B, H, N, D) with H inner

@@ -99,7 +99,7 @@ def _line_choice_kernel(
     Q, KP, VERT, SLASH, GAMMA, QA, OUT, SCORE,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_sb, stride_sh, stride_sn,
-    H_Q, GROUP, N, LAST, KB, lo, hi, gamma, scale, tau,
+    H_Q, GROUP, N, LAST, KB, lo, hi, gamma, keep_all, scale, tau,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
     SINGLE: tl.constexpr, BLOCK: tl.constexpr, GAMMA_ROW: tl.constexpr,
 ):
@@ -121,6 +121,7 @@ def _line_choice_kernel(
     g = gamma
     if GAMMA_ROW:
         g = tl.load(GAMMA + i_h)
+        keep_all = (g >= 1.0).to(tl.int32)  # in float32, as the twin compares (NaN: keep nothing)
     o_b = tl.arange(0, BLOCK)
     b_key = order_keys(p_x, o_b, KB, stride_x)  # SINGLE: the line in registers
     b_x = tl.load(p_x + o_b.to(tl.int64) * stride_x, mask=o_b < KB, other=0.0)
@@ -140,7 +141,7 @@ def _line_choice_kernel(
                 b_total += tl.sum(tl.load(p_x + o_l.to(tl.int64) * stride_x, mask=o_l < KB,
                                           other=0.0), 0)
         t = mass_cut(p_x, b_x, b_bits, g * b_total, KB, stride_x, SINGLE, BLOCK)
-        if g < 1.0:
+        if keep_all == 0:
             if SINGLE:
                 n_cover = tl.sum(((b_bits >= t) & (b_x > 0.0)).to(tl.int32), 0)
             else:
@@ -154,7 +155,7 @@ def _line_choice_kernel(
     n_sel = tl.minimum(tl.maximum(n_sel, 0), KB)
     # the cut's own blocks, unclamped: they are the n_sel largest (t > 0 is a positive float's
     # bits, so every block at or above it counts), ties included, and need no second search
-    if (n_sel == n_cover) & (t > 0) & (g < 1.0):  # t stays 0 for a query-aware head
+    if (n_sel == n_cover) & (t > 0) & (keep_all == 0):  # t stays 0 for a query-aware head
         t_top = t
         n_tie = n_sel - count_above(p_x, b_key, t, KB, stride_x, SINGLE, BLOCK)
     else:
@@ -194,8 +195,9 @@ def choose_lines(
                 q, k_pooled, vertical, slash, g, query_aware, chosen, scores,
                 *q.stride()[:3], *k_pooled.stride()[:3], *vertical.stride(), *slash.stride(),
                 h_q, h_q // h_kv, n, last, kb, lo, hi, 0.0 if gamma_row else float(gamma),
-                scale, tau, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), ROWS=32,
-                CHUNK=_CHUNK, SINGLE=kb <= block, BLOCK=block, GAMMA_ROW=gamma_row,
+                int(not gamma_row and gamma >= 1), scale, tau, HEAD_DIM=d,
+                BLOCK_D=max(16, triton.next_power_of_2(d)), ROWS=32, CHUNK=_CHUNK,
+                SINGLE=kb <= block, BLOCK=block, GAMMA_ROW=gamma_row,
                 num_warps=min(8, max(4, block // 512)),
             )  # fmt: skip
     return query_aware.view(torch.bool), chosen.view(torch.bool)
