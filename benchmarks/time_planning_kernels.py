@@ -58,8 +58,16 @@ def compare(label: str, modules: dict, call, ref=None) -> None:
 
 def block_stats(module, q: torch.Tensor, k: torch.Tensor, *, last_q: int, block_k: int) -> tuple:
     """A module's `last_query_stats`, its vertical summed per block of keys where the module is
-    from before 2026-12-03 and summed per key (as flexprefill then did)."""
-    vertical, slash = module.last_query_stats(q, k, last_q=last_q, block_k=block_k)
+    from before 2026-12-03 and summed per key (as flexprefill then did). At blocks of more than
+    one key the keys are pooled too, as flexprefill needs them: in the same pass where the module
+    can (`pool_keys`), else by the current `block_mean_pool`; the pooled keys are not compared."""
+    if block_k > 1 and "pool_keys" in signature(module.last_query_stats).parameters:
+        stats = module.last_query_stats(q, k, last_q=last_q, block_k=block_k, pool_keys=True)
+        vertical, slash = stats[:2]
+    else:
+        vertical, slash = module.last_query_stats(q, k, last_q=last_q, block_k=block_k)
+        if block_k > 1:
+            pooling.block_mean_pool(k, block_k)
     if vertical.shape == slash.shape:
         return vertical, slash
     pad = slash.shape[-1] * block_k - vertical.shape[-1]
@@ -70,13 +78,14 @@ def block_stats(module, q: torch.Tensor, k: torch.Tensor, *, last_q: int, block_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a module")
-    args = parser.parse_args()
+    parser.add_argument("--stats-only", action="store_true", help="last_query_stats alone")
+    opts = parser.parse_args()
     stats, pools, thresholds = (
         {"current": planning},
         {"current": pooling},
         {"current": mass_threshold},
     )
-    for entry in args.variant:
+    for entry in opts.variant:
         name, module = entry.split("=")[0], load(*entry.split("=", 1))
         for kind, op in ((stats, "last_query_stats"), (pools, "pooled_block_probs"),
                          (thresholds, "mass_threshold")):  # fmt: skip
@@ -89,6 +98,8 @@ def main() -> None:
         twin = planning_reference.last_query_stats(q, k, **args)  # the float32 twin
         compare(label, stats, lambda m: block_stats(m, q, k, **args), twin)  # noqa: B023
         del twin
+    if opts.stats_only:
+        return
     one_head = torch.arange(32, device="cuda")[None] == 7  # one query-aware head of 32
     with_heads = {
         name: m for name, m in pools.items() if "heads" in signature(m.block_mean_pool).parameters
