@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a module")
     parser.add_argument("--stats-only", action="store_true", help="last_query_stats alone")
+    parser.add_argument("--mass-only", action="store_true", help="mass_threshold alone")
     opts = parser.parse_args()
     stats, pools, thresholds = (
         {"current": planning},
@@ -91,7 +92,7 @@ def main() -> None:
                          (thresholds, "mass_threshold")):  # fmt: skip
             if hasattr(module, op):
                 kind[name] = module
-    for label, h_q, h_kv, d, n, last_q, block_k in STATS_CASES:
+    for label, h_q, h_kv, d, n, last_q, block_k in [] if opts.mass_only else STATS_CASES:
         q = torch.randn(1, h_q, n, d, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, h_kv, n, d, device="cuda", dtype=torch.bfloat16)
         args = dict(last_q=last_q, block_k=block_k)
@@ -104,7 +105,7 @@ def main() -> None:
     with_heads = {
         name: m for name, m in pools.items() if "heads" in signature(m.block_mean_pool).parameters
     }
-    for n in (65536, 131072):  # FlexPrefill's query-aware maps on Llama-3-8B's pooled heads
+    for n in [] if opts.mass_only else (65536, 131072):  # FlexPrefill's query-aware maps
         qp = torch.randn(1, 32, n // 128, 128, device="cuda")
         kp = torch.randn(1, 8, n // 128, 128, device="cuda")
         sizes = dict(num_queries=n, num_keys=n, block_q=128, block_k=128)
@@ -115,7 +116,7 @@ def main() -> None:
                 lambda m: m.pooled_block_probs(qp, kp, **sizes, heads=one_head),  # noqa: B023
                 twin * one_head[..., None, None])  # fmt: skip
         del twin
-    for n in (65536, 131072):
+    for n in [] if opts.mass_only else (65536, 131072):
         x = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.bfloat16)
         compare(f"block_mean_pool llama {n // 1024}K", pools,
                 lambda m: m.block_mean_pool(x, 128))  # noqa: B023  # fmt: skip
@@ -127,7 +128,8 @@ def main() -> None:
     maps_64k, one_row = flexprefill_maps(blocks=512), torch.where(one_head[0, :, None], 0.9, 0.0)
     compare("mass_threshold 1 of 32 x 262K", thresholds,
             lambda m: m.mass_threshold(maps_64k, one_row))  # fmt: skip
-    line_masks(maps)
+    if not opts.mass_only:
+        line_masks(maps)
 
 
 def line_masks(maps: torch.Tensor) -> None:

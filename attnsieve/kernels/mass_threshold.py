@@ -12,10 +12,13 @@ threshold is >= 1.
   the 31 bits (one masked sum each) and writes the mask. One launch.
 - Longer rows (FlexPrefill's whole-head block maps: few rows of ~1M entries): 8 passes fix the
   bits 4 at a time (3 in the last). In a pass, program (row, chunk) writes the mass of its chunk
-  at or above 16 candidates t + j · 2^shift (j = 0 in the first pass is the row's total); then a
-  program per row sums the chunks in a fixed order (deterministic) and keeps the largest
-  accepted candidate. A last pass writes the mask: 17 launches, 9 reads of the row. A row whose
-  own threshold is <= 0 (it keeps nothing) skips the passes.
+  at or above 16 candidates t + j · 2^shift (j = 0 in the first pass is the row's total). Each
+  program of the next pass first sums the pass before's chunks in a fixed order
+  (deterministic) and takes the largest accepted candidate as its t, so no launch narrows in
+  between: 9 launches with the mask's, 9 reads of the row. Rows of more than 64 chunks (512K
+  entries) are narrowed by a program per row between passes instead (17 launches): there every
+  program summing every chunk cost more than the launches. A row whose own threshold is <= 0
+  (it keeps nothing) skips the passes.
 
 No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
 or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
@@ -125,12 +128,41 @@ def _keeps_nothing(GAMMA, i_r, GAMMA_ROW: tl.constexpr):
 
 
 @triton.jit
+def _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift, ways, gamma,
+              STEP: tl.constexpr, GAMMA_ROW: tl.constexpr, WAYS: tl.constexpr,
+              BLOCK_C: tl.constexpr):
+    """The row's t after a pass (its masses at 16 candidates per chunk in PART, the t before it
+    in TS) and its target: the largest candidate not rejected. STEP 1 narrows the first pass,
+    whose candidate 0 is key 0: the row's total, which sets the target."""
+    o_w = tl.arange(0, WAYS)
+    b_mass = tl.zeros([WAYS], dtype=tl.float32)
+    for i_c in range(0, n_chunks, BLOCK_C):  # chunks in a fixed order: the same t* every run
+        o_c = i_c + tl.arange(0, BLOCK_C)
+        p_part = PART + (i_r * n_chunks + o_c[:, None]) * WAYS + o_w[None, :]
+        b_mass += tl.sum(tl.load(p_part, mask=(o_c < n_chunks)[:, None], other=0.0), 0)
+    if STEP == 1:
+        g, _ = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
+        t = tl.full([], 0, tl.int32)
+        target = g * tl.sum(tl.where(o_w == 0, b_mass, 0.0), 0)
+    else:
+        t = tl.load(TS + i_r)
+        target = tl.load(TARGET + i_r)
+    cand = t + ((o_w % ways) << shift)
+    return tl.max(tl.where(b_mass < target, t, cand), 0), target
+
+
+@triton.jit
 def _masses_kernel(
-    P, VALID, GAMMA, T, PART,
-    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, shift, ways,
-    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
-    WAYS: tl.constexpr, WIDE: tl.constexpr,
+    P, VALID, GAMMA, PART_IN, TS_IN, PART, TS, TARGET,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, shift_in, ways_in, shift,
+    ways, gamma,
+    STEP: tl.constexpr, HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr,
+    SUB: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):
+    """A pass: the masses of the program's chunk at 16 candidates above the row's t (PART). With
+    STEP 1 or 2 every program first narrows the pass before itself (its chunks' partial masses:
+    no launch in between), chunk 0 keeping the t it finds (TS) for the next pass; with STEP 0
+    the t is read (TS_IN: zero in the first pass, else `_narrow_kernel`'s)."""
     # one grid axis over (chunk, row): y and z stop at 65535, and either count can pass it (2^28
     # entries a row are 32768 chunks; block_topk's rows at 1M tokens are 262144). Rows vary
     # fastest, as on the two-axis grid this replaced.
@@ -140,9 +172,18 @@ def _masses_kernel(
     i_r, i_c = i % n_rows, (i // n_rows).to(tl.int64 if WIDE else tl.int32)
     if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
         return
+    if STEP == 0:  # the first pass (TS_IN zero), or the launch before narrowed this row's t
+        t = tl.load(TS_IN + i_r)
+    else:
+        t, target = _narrowed(PART_IN, TS_IN, TARGET, GAMMA, i_r, n_chunks, shift_in, ways_in,
+                              gamma, STEP, GAMMA_ROW, WAYS, BLOCK_C)
+        if i_c == 0:
+            tl.store(TS + i_r, t)
+            if STEP == 1:
+                tl.store(TARGET + i_r, target)
     o_w = tl.arange(0, WAYS)
     # ways < WAYS (the last pass) repeats candidates rather than carrying past bit 0
-    cand = tl.load(T + i_r) + ((o_w % ways) << shift)  # [WAYS]
+    cand = t + ((o_w % ways) << shift)  # [WAYS]
     b_acc = tl.zeros([SUB, WAYS], dtype=tl.float32)  # per-lane sums: one reduction per chunk
     for i_l in range(0, CHUNK, SUB):
         # loaded as a [SUB, 1] column: widening a loaded vector to [SUB, WAYS] converted its
@@ -157,43 +198,43 @@ def _masses_kernel(
 
 @triton.jit
 def _narrow_kernel(
-    PART, T, TARGET, GAMMA,
-    n_chunks, shift, ways, gamma,
-    FIRST: tl.constexpr, GAMMA_ROW: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr,
+    PART, TS, TARGET, GAMMA, n_chunks, shift, ways, gamma,
+    STEP: tl.constexpr, GAMMA_ROW: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
+    """The row's t after a pass, in place, where its chunks are too many for every program of
+    the next pass to sum them (32 x 1M maps: 923 against 779 us, H200, mass43/)."""
     i_r = tl.program_id(0).to(tl.int64)
     if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
-        tl.store(T + i_r, 0x7FFFFFFF)  # the largest key: what the search would find
         return
-    o_w = tl.arange(0, WAYS)
-    b_mass = tl.zeros([WAYS], dtype=tl.float32)
-    for i_c in range(0, n_chunks, BLOCK_C):  # chunks in a fixed order: the same t* every run
-        o_c = i_c + tl.arange(0, BLOCK_C)
-        p_part = PART + (i_r * n_chunks + o_c[:, None]) * WAYS + o_w[None, :]
-        b_mass += tl.sum(tl.load(p_part, mask=(o_c < n_chunks)[:, None], other=0.0), 0)
-    t = tl.load(T + i_r)
-    if FIRST:  # candidate 0 of the first pass is key 0: the row's total
-        g, _ = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
-        target = g * tl.sum(tl.where(o_w == 0, b_mass, 0.0), 0)
+    t, target = _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift, ways, gamma, STEP,
+                          GAMMA_ROW, WAYS, BLOCK_C)
+    tl.store(TS + i_r, t)
+    if STEP == 1:
         tl.store(TARGET + i_r, target)
-    else:
-        target = tl.load(TARGET + i_r)
-    cand = t + ((o_w % ways) << shift)
-    tl.store(T + i_r, tl.max(tl.where(b_mass < target, t, cand), 0))
 
 
 @triton.jit
 def _keep_kernel(
-    P, VALID, T, GAMMA, OUT,
-    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, gamma,
-    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, BLOCK: tl.constexpr, WIDE: tl.constexpr,
+    P, VALID, GAMMA, PART_IN, TS_IN, TARGET, OUT,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, shift_in, ways_in, gamma,
+    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, NARROWED: tl.constexpr,
+    BLOCK: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):
+    """The mask, each program narrowing the last pass itself unless NARROWED (TS_IN holds t*); a
+    row that keeps nothing takes the largest key, what the search would find."""
     i = tl.program_id(0).to(tl.int64)  # one grid axis over (block, row), as above
     i_r, i_c = i % n_rows, (i // n_rows).to(tl.int64 if WIDE else tl.int32)
     o_l = i_c * BLOCK + tl.arange(0, BLOCK)
     b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
     _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
-    _store_keep(OUT, i_r, o_l, L, b_p, m_v, tl.load(T + i_r), keep_all)
+    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
+        t = tl.full([], 0x7FFFFFFF, tl.int32)
+    elif NARROWED:
+        t = tl.load(TS_IN + i_r)
+    else:
+        t, _ = _narrowed(PART_IN, TS_IN, TARGET, GAMMA, i_r, n_chunks, shift_in, ways_in, gamma,
+                         2, GAMMA_ROW, WAYS, BLOCK_C)
+    _store_keep(OUT, i_r, o_l, L, b_p, m_v, t, keep_all)
 # fmt: on
 
 
@@ -239,20 +280,32 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
             return out.view(torch.bool).view(probs.shape)
         n_chunks = triton.cdiv(length, _CHUNK)
         wide = length + _CHUNK >= _WIDE_AT
-        t = torch.zeros(rows, dtype=torch.int32, device=probs.device)
+        # two buffers of partial masses and of t, a pass reading one while writing the other;
+        # rows of more chunks than a narrowing program sums at once are narrowed by a launch
+        # between passes, in place in the first buffer of t
+        parts = torch.empty((2, rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
+        ts = torch.zeros((2, rows), dtype=torch.int32, device=probs.device)
         target = torch.empty(rows, dtype=torch.float32, device=probs.device)
-        part = torch.empty((rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
+        fused = n_chunks <= _BLOCK_C
+        tiles = {"WAYS": _WAYS, "BLOCK_C": _BLOCK_C}
+        before = (0, 0)  # (shift, ways) of the pass before
         for i, (shift, ways) in enumerate(_PASSES):
+            t_in = ts[(i + 1) % 2] if fused else ts[0]
             _masses_kernel[(rows * n_chunks,)](
-                p, v, g, t, part, *strides, length, rows, n_chunks, shift, ways, **flags,
-                CHUNK=_CHUNK, SUB=_SUB, WAYS=_WAYS, WIDE=wide, num_warps=8,
+                p, v, g, parts[(i + 1) % 2], t_in, parts[i % 2], ts[i % 2], target, *strides,
+                length, rows, n_chunks, *before, shift, ways, gamma, STEP=min(i, 2) if fused else 0,
+                **flags, CHUNK=_CHUNK, SUB=_SUB, **tiles, WIDE=wide, num_warps=8,
             )  # fmt: skip
-            _narrow_kernel[(rows,)](
-                part, t, target, g, n_chunks, shift, ways, gamma, FIRST=i == 0,
-                GAMMA_ROW=flags["GAMMA_ROW"], WAYS=_WAYS, BLOCK_C=_BLOCK_C, num_warps=4,
-            )  # fmt: skip
+            if not fused:
+                _narrow_kernel[(rows,)](
+                    parts[i % 2], ts[0], target, g, n_chunks, shift, ways, gamma,
+                    STEP=min(i + 1, 2), GAMMA_ROW=flags["GAMMA_ROW"], **tiles, num_warps=4,
+                )  # fmt: skip
+            before = (shift, ways)
+        last = len(_PASSES) - 1
         _keep_kernel[(rows * triton.cdiv(length, _KEEP_BLOCK),)](
-            p, v, t, g, out, *strides, length, rows, gamma, **flags, BLOCK=_KEEP_BLOCK,
-            WIDE=wide, num_warps=8,
+            p, v, g, parts[last % 2], ts[last % 2] if fused else ts[0], target, out, *strides,
+            length, rows, n_chunks, *before, gamma, **flags, NARROWED=not fused,
+            BLOCK=_KEEP_BLOCK, **tiles, WIDE=wide, num_warps=8,
         )  # fmt: skip
     return out.view(torch.bool).view(probs.shape)
