@@ -59,15 +59,12 @@ def compare(label: str, modules: dict, call, ref=None) -> None:
 def block_stats(module, q: torch.Tensor, k: torch.Tensor, *, last_q: int, block_k: int) -> tuple:
     """A module's `last_query_stats`, its vertical summed per block of keys where the module is
     from before 2026-12-03 and summed per key (as flexprefill then did). At blocks of more than
-    one key the keys are pooled too, as flexprefill needs them: in the same pass where the module
-    can (`pool_keys`), else by the current `block_mean_pool`; the pooled keys are not compared."""
-    if block_k > 1 and "pool_keys" in signature(module.last_query_stats).parameters:
-        stats = module.last_query_stats(q, k, last_q=last_q, block_k=block_k, pool_keys=True)
-        vertical, slash = stats[:2]
-    else:
-        vertical, slash = module.last_query_stats(q, k, last_q=last_q, block_k=block_k)
-        if block_k > 1:
-            pooling.block_mean_pool(k, block_k)
+    one key the keys are pooled too by the current `block_mean_pool`, as flexprefill needs them
+    (not compared). For pool43/ and pool43b/ this function also called uncommitted variants
+    that pooled in the same pass with their `pool_keys` (25c4885's version of this script)."""
+    vertical, slash = module.last_query_stats(q, k, last_q=last_q, block_k=block_k)
+    if block_k > 1:
+        pooling.block_mean_pool(k, block_k)
     if vertical.shape == slash.shape:
         return vertical, slash
     pad = slash.shape[-1] * block_k - vertical.shape[-1]
@@ -78,8 +75,9 @@ def block_stats(module, q: torch.Tensor, k: torch.Tensor, *, last_q: int, block_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", default=[], help="NAME=PATH of a module")
-    parser.add_argument("--stats-only", action="store_true", help="last_query_stats alone")
-    parser.add_argument("--mass-only", action="store_true", help="mass_threshold alone")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--stats-only", action="store_true", help="last_query_stats alone")
+    only.add_argument("--mass-only", action="store_true", help="mass_threshold alone")
     opts = parser.parse_args()
     stats, pools, thresholds = (
         {"current": planning},
