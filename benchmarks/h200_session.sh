@@ -188,6 +188,8 @@
 #   2026-12-03, forty-second session: s42a, s42b, s42c, s42d, s42e (carry .stage/s and .stage/pv,
 #   WHEELS=.stage/s).
 #   2026-12-04, forty-third session: s43a, s43b, s43c, s43d (carry .stage/s and .stage/pv, WHEELS=.stage/s).
+#   2026-12-04, forty-fourth session: s44a, s44b, s44c, s44d, s44e (carry .stage/s and .stage/pv,
+#   WHEELS=.stage/s), s44f (carry .stage/s).
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
@@ -3871,8 +3873,127 @@ s43d)  # carry .stage/s and .stage/pv, WHEELS=.stage/s, after s43c: rows of more
         --out /tmp/n_new 2>&1 | grep flexprefill
     cp /tmp/n_new/no_sync.json "$D/no_sync_new.json"
     ;;
+s44a)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the last-query passes (FlexPrefill's parts,
+    # vertical_slash's sums) walk the tiles every row sees in a loop of their own, the masked
+    # tiles in a second, where one loop branched per tile; HEAD's module is .stage/pv/planning_if.py.
+    # Their CUDA tests; the passes against HEAD's, with 2 and 4 pipeline stages, 8 warps and 16
+    # tiles a program; where the 64K plan's time goes (loops44/)
+    D="$OUT/loops44"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_planning_kernels.py \
+        tests/test_planners_dynamic.py > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    for v in st2:num_stages=2 st4:num_stages=4 w8:num_warps=8; do
+        sed "s/BLOCK_K=block_k, TILES=tiles,/BLOCK_K=block_k, TILES=tiles, ${v#*:},/" \
+            attnsieve/kernels/planning.py > "/tmp/planning_${v%%:*}.py"
+        grep -c "TILES=tiles, ${v#*:}" "/tmp/planning_${v%%:*}.py"
+    done
+    sed "s/max(1, min(8, key_tiles/max(1, min(16, key_tiles/" attnsieve/kernels/planning.py \
+        > /tmp/planning_t16.py
+    grep -c "min(16, key_tiles" /tmp/planning_t16.py
+    PYTHONPATH=. timeout 200 python3 benchmarks/time_planning_kernels.py --stats-only \
+        --variant if=.stage/pv/planning_if.py --variant st2=/tmp/planning_st2.py \
+        --variant st4=/tmp/planning_st4.py --variant w8=/tmp/planning_w8.py \
+        --variant t16=/tmp/planning_t16.py 2>&1 | tee "$D/stats.log" | grep -v "^ "
+    timeout 100 python3 benchmarks/profile_planning.py --lengths 65536 2>&1 \
+        | grep -A 16 "Self CUDA %" | head -18 | cut -c1-62,100-150 | tee "$D/profile_64k.log"
+    ;;
+s44b)  # carry .stage/s and .stage/pv, WHEELS=.stage/s, after s44a: flexprefill's plan + attention
+    # (Llama-3-8B, 32K and 64K) and replayed plan (SmolLM2, 8K and 32K), HEAD's planning.py
+    # (.stage/pv/planning_if.py) between two runs of the new one (loops44/)
+    D="$OUT/loops44"
+    mkdir -p "$D"
+    cp attnsieve/kernels/planning.py /tmp/planning_new.py
+    for which in new if new2; do
+        if [ "$which" = if ]; then
+            cp .stage/pv/planning_if.py attnsieve/kernels/planning.py
+        else
+            cp /tmp/planning_new.py attnsieve/kernels/planning.py
+        fi
+        echo "== $which"
+        llama_prefill 150 32768,65536 flexprefill "/tmp/p_$which"
+        cp "/tmp/p_$which/prefill.json" "$D/prefill_$which.json"
+        timeout 100 python3 benchmarks/check_no_sync.py --planners flexprefill --lengths 8192,32768 \
+            --out "/tmp/n_$which" 2>&1 | grep flexprefill
+        cp "/tmp/n_$which/no_sync.json" "$D/no_sync_$which.json"
+    done
+    cp /tmp/planning_new.py attnsieve/kernels/planning.py
+    ;;
+s44c)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the last-query passes with their loops split
+    # (FlexPrefill's parts at 2 pipeline stages) against HEAD's (planning_if.py), the parts at 1
+    # stage, at 2 with 8 warps, at 2 with 16 tiles a program, vertical_slash's sums at 2 stages
+    # (planning_st1.py, planning_st2w8.py, planning_t16.py, planning_sums_st2.py: one line changed
+    # each); mass_threshold's passes with their sub-chunk loop unrolled (mt_static.py), with 4096
+    # entries a chunk (mt_c4k.py) and both (mt_static_c4k.py) (loops44b/)
+    D="$OUT/loops44b"
+    mkdir -p "$D"
+    PYTHONPATH=. timeout 250 python3 benchmarks/time_planning_kernels.py --stats-only \
+        --variant if=.stage/pv/planning_if.py --variant st1=.stage/pv/planning_st1.py \
+        --variant st2w8=.stage/pv/planning_st2w8.py --variant t16=.stage/pv/planning_t16.py \
+        --variant sums_st2=.stage/pv/planning_sums_st2.py 2>&1 | tee "$D/stats.log" | grep -v "^ "
+    PYTHONPATH=. timeout 150 python3 benchmarks/time_planning_kernels.py --mass-only \
+        --variant static=.stage/pv/mt_static.py --variant c4k=.stage/pv/mt_c4k.py \
+        --variant static_c4k=.stage/pv/mt_static_c4k.py 2>&1 | tee "$D/mass.log" | grep mass
+    ;;
+s44d)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: mass_threshold's chunks as short as keep a
+    # row within 64 (HEAD's module: .stage/pv/mt_head.py); the mean pool with 64-row chunks and
+    # with 8 warps (pool_c64.py, pool_w8.py: one line changed each). CUDA tests of the planning
+    # kernels and mass_threshold; every planning kernel against those variants (loops44c/)
+    D="$OUT/loops44c"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_kernel_mass_threshold.py tests/test_planning_kernels.py > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    PYTHONPATH=. timeout 300 python3 benchmarks/time_planning_kernels.py \
+        --variant mt_head=.stage/pv/mt_head.py --variant pool_c64=.stage/pv/pool_c64.py \
+        --variant pool_w8=.stage/pv/pool_w8.py 2>&1 | tee "$D/kernels.log" | grep -v "^ "
+    ;;
+s44e)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: mass_threshold's chunks as short as keep a
+    # row within 64, but of 4096 entries at least, against HEAD's (mt_head.py) and s44d's (at
+    # least 512: mt_fit64.py); its CUDA tests; flexprefill's plan + attention (Llama-3-8B, 32K
+    # and 64K) and replayed plan (SmolLM2, 8K and 32K), HEAD's module between two runs of the new
+    # one (loops44d/)
+    D="$OUT/loops44d"
+    mkdir -p "$D"
+    timeout 100 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_kernel_mass_threshold.py > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    PYTHONPATH=. timeout 120 python3 benchmarks/time_planning_kernels.py --mass-only \
+        --variant mt_head=.stage/pv/mt_head.py --variant fit64=.stage/pv/mt_fit64.py 2>&1 \
+        | tee "$D/mass.log" | grep mass
+    cp attnsieve/kernels/mass_threshold.py /tmp/mt_new.py
+    for which in new mt_head new2; do
+        if [ "$which" = mt_head ]; then
+            cp .stage/pv/mt_head.py attnsieve/kernels/mass_threshold.py
+        else
+            cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py
+        fi
+        echo "== $which"
+        llama_prefill 150 32768,65536 flexprefill "/tmp/p_$which"
+        cp "/tmp/p_$which/prefill.json" "$D/prefill_$which.json"
+        timeout 100 python3 benchmarks/check_no_sync.py --planners flexprefill --lengths 8192,32768 \
+            --out "/tmp/n_$which" 2>&1 | grep flexprefill
+    done
+    cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py
+    ;;
+s44f)  # carry .stage/s, WHEELS=.stage/s: the session's final planning modules (s44a's split loops
+    # at 2 stages, mass_threshold's 4096-entry chunks for rows of 128K to 256K only): the CUDA
+    # tests of the planning kernels (s44a's and s44d's were cut at 150 s, 43 and 82 passed, none
+    # failed) and of mass_threshold, flexprefill's plan + attention (Llama-3-8B, 32K and 64K) and
+    # replayed plan (SmolLM2, 8K and 32K) (final44/)
+    D="$OUT/final44"
+    mkdir -p "$D"
+    timeout 330 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_planning_kernels.py \
+        tests/test_kernel_mass_threshold.py > "$D/cuda_tests.log" 2>&1
+    tail -1 "$D/cuda_tests.log"
+    llama_prefill 150 32768,65536 flexprefill /tmp/p_final
+    cp /tmp/p_final/prefill.json "$D/prefill.json"
+    timeout 100 python3 benchmarks/check_no_sync.py --planners flexprefill --lengths 8192,32768 \
+        --out /tmp/n_final 2>&1 | grep flexprefill
+    cp /tmp/n_final/no_sync.json "$D/no_sync.json"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d|s44a|s44b|s44c|s44d|s44e|s44f" >&2
     exit 2
     ;;
 esac

@@ -4,9 +4,9 @@
 `pooled_block_probs` of Llama-3-8B's pooled heads at 64K and 128K, `block_mean_pool` of
 Llama-3-8B queries at 64K and 128K (both also with one head of 32 asked for, as FlexPrefill asks
 for its query-aware heads, in the modules that take ``heads``) and `mass_threshold` on
-FlexPrefill's 32 x 1M query-aware maps, and on one of 32 x 262K (the others keep nothing)
-(CUDA-graph medians; last_query_stats' and pooled_block_probs' errors against their float32
-twins), and `line_block_mask` against its twin. A variant is a module file given by path: a
+FlexPrefill's 32 x 1M query-aware maps, and on one of 32 x 65K and of 32 x 262K (the others keep
+nothing) (CUDA-graph medians; last_query_stats' and pooled_block_probs' errors against their
+float32 twins), and `line_block_mask` against its twin. A variant is a module file given by path: a
 copy of `attnsieve/kernels/planning.py`, `pooling.py` or `mass_threshold.py` (told apart by the
 function it defines; a planning.py from before the pooling moved out serves both); its outputs
 are compared with the current module's.
@@ -122,10 +122,13 @@ def main() -> None:
                 lambda m: m.block_mean_pool(x, 128, heads=one_head))  # noqa: B023  # fmt: skip
     maps = flexprefill_maps()
     compare("mass_threshold 32 x 1M", thresholds, lambda m: m.mass_threshold(maps, 0.9))
-    # at 64K: one query-aware head's map searched, the other 31 given 0 (as flexprefill does)
-    maps_64k, one_row = flexprefill_maps(blocks=512), torch.where(one_head[0, :, None], 0.9, 0.0)
-    compare("mass_threshold 1 of 32 x 262K", thresholds,
-            lambda m: m.mass_threshold(maps_64k, one_row))  # fmt: skip
+    # at 32K and 64K: one query-aware head's map searched, the other 31 given 0 (as flexprefill
+    # does)
+    one_row = torch.where(one_head[0, :, None], 0.9, 0.0)
+    for blocks in (256, 512):
+        maps_one = flexprefill_maps(blocks=blocks)
+        compare(f"mass_threshold 1 of 32 x {blocks**2 // 1000}K", thresholds,
+                lambda m: m.mass_threshold(maps_one, one_row))  # noqa: B023  # fmt: skip
     if not opts.mass_only:
         line_masks(maps)
 

@@ -34,9 +34,11 @@ def _poisoned_masks(nan_empty, monkeypatch):
 
 @pytest.fixture
 def long_rows(monkeypatch):
-    """The multi-program path for rows over 64 entries, 48-entry chunks, 2 chunk tiles a row."""
+    """The multi-program path for rows over 64 entries, chunks of 48 entries (32 for rows of 49
+    to 128), 2 chunk tiles a row."""
     monkeypatch.setattr(mass_threshold, "_MAX_BLOCK", 64)
     monkeypatch.setattr(mass_threshold, "_CHUNK", 48)
+    monkeypatch.setattr(mass_threshold, "_SHORT_CHUNK", 32)
     monkeypatch.setattr(mass_threshold, "_SUB", 16)
     monkeypatch.setattr(mass_threshold, "_BLOCK_C", 4)
     monkeypatch.setattr(mass_threshold, "_KEEP_BLOCK", 64)
@@ -82,8 +84,8 @@ def test_rows_in_registers_match_twin(lead, length, kind):
         _check(probs, threshold, valid)
 
 
-# L: one chunk and a bit, a partial sub-block; 4 chunks (the most that the next pass's
-# programs narrow); 6 chunks (a narrowing launch between passes, two tiles of 4 chunks)
+# L: 3 short chunks of 32, the last one entry; 4 chunks of 48 (the most that the next pass's
+# programs narrow); 6 of 48 (a narrowing launch between passes, two tiles of 4 chunks)
 LONG = [((3,), 65), ((2,), 190), ((2,), 281)]
 
 

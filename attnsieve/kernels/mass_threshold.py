@@ -12,13 +12,14 @@ threshold is >= 1.
   the 31 bits (one masked sum each) and writes the mask. One launch.
 - Longer rows (FlexPrefill's whole-head block maps: few rows of ~1M entries): 8 passes fix the
   bits 4 at a time (3 in the last). In a pass, program (row, chunk) writes the mass of its chunk
-  at or above 16 candidates t + j · 2^shift (j = 0 in the first pass is the row's total). Each
-  program of the next pass first sums the pass before's chunks in a fixed order
-  (deterministic) and takes the largest accepted candidate as its t, so no launch narrows in
-  between: 9 launches with the mask's, 9 reads of the row. Rows of more than 64 chunks (512K
-  entries) are narrowed by a program per row between passes instead (17 launches): there every
-  program summing every chunk cost more than the launches. A row whose own threshold is <= 0
-  (it keeps nothing) skips the passes.
+  (8192 entries; 4096 for rows of 128K to 256K) at or above 16 candidates t + j · 2^shift (j =
+  0 in the first pass is the row's total). Each program of the next pass
+  first sums the pass before's chunks in a fixed order (deterministic) and takes the largest
+  accepted candidate as its t, so no launch narrows in between: 9 launches with the mask's, 9
+  reads of the row. Rows of more than 64 chunks of 8192 (512K entries) are narrowed by a
+  program per row between passes instead (17 launches): there every program summing every
+  chunk cost more than the launches. A row whose own threshold is <= 0 (it keeps nothing) skips
+  the passes.
 
 No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
 or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
@@ -40,7 +41,8 @@ from torch import Tensor
 from attnsieve.kernels import check_triton_device
 
 _MAX_BLOCK = 8192  # longest row one program holds in registers: 16 entries a thread at 16 warps
-_CHUNK = 8192  # entries per program of a long-row pass
+_CHUNK = 8192  # most entries per program of a long-row pass
+_SHORT_CHUNK = 4096  # entries per program of a pass over rows of 128K to 256K entries
 _SUB = 512  # entries a long-row program compares with the candidates at once
 _WAYS = 16  # candidates per long-row pass
 _KEEP_BLOCK = 4096  # entries per program of the long-row mask pass
@@ -278,8 +280,14 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
                 num_warps=min(16, max(1, block // 512)),
             )  # fmt: skip
             return out.view(torch.bool).view(probs.shape)
-        n_chunks = triton.cdiv(length, _CHUNK)
-        wide = length + _CHUNK >= _WIDE_AT
+        # shorter chunks, twice the programs, for rows past a quarter of a narrowing program's
+        # _BLOCK_C chunks that fit in it so: FlexPrefill's 64K map of 262K entries in 64 took
+        # 77.6 against 88.1 us in 32; its 32K map of 65K took 56.6 in 16 against 53.9 in 8, and
+        # 32 x 1M rows in 4096-entry chunks 871.6 against 778.1 (loops44b/, loops44d/)
+        short = _BLOCK_C // 4 * _CHUNK < length <= _BLOCK_C * _SHORT_CHUNK
+        chunk = _SHORT_CHUNK if short else _CHUNK
+        n_chunks = triton.cdiv(length, chunk)
+        wide = length + chunk >= _WIDE_AT
         # two buffers of partial masses and of t, a pass reading one while writing the other;
         # rows of more chunks than a narrowing program sums at once are narrowed by a launch
         # between passes, in place in the first buffer of t
@@ -294,7 +302,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
             _masses_kernel[(rows * n_chunks,)](
                 p, v, g, parts[(i + 1) % 2], t_in, parts[i % 2], ts[i % 2], target, *strides,
                 length, rows, n_chunks, *before, shift, ways, gamma, STEP=min(i, 2) if fused else 0,
-                **flags, CHUNK=_CHUNK, SUB=_SUB, **tiles, WIDE=wide, num_warps=8,
+                **flags, CHUNK=chunk, SUB=_SUB, **tiles, WIDE=wide, num_warps=8,
             )  # fmt: skip
             if not fused:
                 _narrow_kernel[(rows,)](

@@ -270,7 +270,9 @@ def _last_sums_kernel(
     TILES: tl.constexpr,
 ):
     """Probabilities of TILES key tiles: sums per key (vertical) and per diagonal offset
-    (slash), the second pass after the rows' log-sum-exp."""
+    (slash), the second pass after the rows' log-sum-exp. Unlike the one-pass kernel's, its
+    loop keeps the branch: split into two loops it took 1.69 against 1.50 ms at 128K on
+    Llama-3-8B's heads, at 2 or 3 stages (loops44b/)."""
     i_bh, i_n0 = tl.program_id(0), tl.program_id(1) * TILES
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_d = tl.arange(0, BLOCK_D)
@@ -324,6 +326,27 @@ def _block_sums(b_x, BLOCK_L: tl.constexpr, NB: tl.constexpr, BLOCK_K: tl.conste
 
 
 @triton.jit
+def _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, i_bh, i_t, o_r, o_pos, m_lead, o_d, m_d,
+                      stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MASKED: tl.constexpr):
+    """One key tile of _last_block_parts_kernel."""
+    NB: tl.constexpr = BLOCK_N // BLOCK_K
+    o_n = i_t * BLOCK_N + tl.arange(0, BLOCK_N)
+    b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, 1, BLOCK_L, MASKED)
+    # the max of the raw scores (qk_scale > 0), then scale and shift in one FMA an element:
+    # 258 against 268 us at 64K on Llama-3-8B's heads, 130 against 141 on SmolLM2's at 128K
+    # (planning47/)
+    b_m = tl.max(b_s, 1)
+    b_p = tl.exp2(b_s * qk_scale - tl.where(b_m == float("-inf"), 0.0, b_m * qk_scale)[:, None])
+    b_m = b_m * qk_scale
+    o_part = (i_bh.to(tl.int64) * KB_PAD + i_t * NB + tl.arange(0, NB)[None, :]) * BLOCK_L
+    o_part += o_r[:, None]  # [BLOCK_L, NB]
+    tl.store(PART_M + o_part, tl.broadcast_to(b_m[:, None], [BLOCK_L, NB]))
+    tl.store(TOTAL + o_part, _block_sums(b_p, BLOCK_L, NB, BLOCK_K))
+    tl.store(LEAD + o_part, _block_sums(tl.where(m_lead, b_p, 0.0), BLOCK_L, NB, BLOCK_K))
+
+
+@triton.jit
 def _last_block_parts_kernel(
     Q, K, PART_M, LEAD, TOTAL, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     H_Q, GROUP, N, M, L, KB_PAD, qk_scale,
@@ -338,8 +361,10 @@ def _last_block_parts_kernel(
     (_last_block_sums_kernel): each score's exp is taken once, where two passes took it twice
     (the three launches 0.27 against 0.72 ms on Llama-3-8B's heads at 64K; 8 warps took 0.44,
     planning41/ to planning43/). Blocks start at multiples of BLOCK_K, so the leading keys are
-    the block's columns up to pos % BLOCK_K, in every block."""
-    NB: tl.constexpr = BLOCK_N // BLOCK_K
+    the block's columns up to pos % BLOCK_K, in every block. The tiles that every row sees run
+    in a loop of their own, without a mask: a branch between the two inside one loop kept
+    Triton from pipelining the key loads (at 2 stages 276 against 307 us at 64K on Llama-3-8B's
+    heads, 532 against 589 at 128K; 3 stages, a program an SM, 354; loops44/, loops44b/)."""
     i_bh, i_t0 = tl.program_id(0), tl.program_id(1) * TILES
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_d = tl.arange(0, BLOCK_D)
@@ -349,25 +374,14 @@ def _last_block_parts_kernel(
     o_pos = M - L + o_r
     m_lead = (tl.arange(0, BLOCK_N) % BLOCK_K)[None, :] <= (tl.maximum(o_pos, 0) % BLOCK_K)[:, None]
     p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
-    n_seen = _seen_by_all(M, L, BLOCK_N)
-    for i_t in range(i_t0, tl.minimum(i_t0 + TILES, tl.cdiv(M, BLOCK_N))):
-        n0 = i_t * BLOCK_N
-        o_n = n0 + tl.arange(0, BLOCK_N)
-        if n0 < n_seen:  # a tile every row sees: no mask (padding rows are dropped later)
-            b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, 1, BLOCK_L, False)
-        else:
-            b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, 1, BLOCK_L, True)
-        # the max of the raw scores (qk_scale > 0), then scale and shift in one FMA an element:
-        # 258 against 268 us at 64K on Llama-3-8B's heads, 130 against 141 on SmolLM2's at 128K
-        # (planning47/)
-        b_m = tl.max(b_s, 1)
-        b_p = tl.exp2(b_s * qk_scale - tl.where(b_m == float("-inf"), 0.0, b_m * qk_scale)[:, None])
-        b_m = b_m * qk_scale
-        o_part = (i_bh.to(tl.int64) * KB_PAD + i_t * NB + tl.arange(0, NB)[None, :]) * BLOCK_L
-        o_part += o_r[:, None]  # [BLOCK_L, NB]
-        tl.store(PART_M + o_part, tl.broadcast_to(b_m[:, None], [BLOCK_L, NB]))
-        tl.store(TOTAL + o_part, _block_sums(b_p, BLOCK_L, NB, BLOCK_K))
-        tl.store(LEAD + o_part, _block_sums(tl.where(m_lead, b_p, 0.0), BLOCK_L, NB, BLOCK_K))
+    t_end = tl.minimum(i_t0 + TILES, tl.cdiv(M, BLOCK_N))
+    t_seen = tl.maximum(_seen_by_all(M, L, BLOCK_N) // BLOCK_N, i_t0)
+    for i_t in range(i_t0, tl.minimum(t_end, t_seen)):
+        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, i_bh, i_t, o_r, o_pos, m_lead, o_d, m_d,
+                          stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K, False)
+    for i_t in range(t_seen, t_end):
+        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, i_bh, i_t, o_r, o_pos, m_lead, o_d, m_d,
+                          stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K, True)
 
 
 @triton.jit
@@ -555,7 +569,7 @@ def _block_stats(
     tiles = sum_tiles_per_program(b * h_q, key_tiles, q.device)
     _last_block_parts_kernel[(b * h_q, triton.cdiv(key_tiles, tiles))](
         q, k, part_m, lead, total, *common, kb_pad, qk_scale, **meta, BLOCK_N=block_n,
-        BLOCK_K=block_k, TILES=tiles,
+        BLOCK_K=block_k, TILES=tiles, num_stages=2,
     )  # fmt: skip
     lse = _combine_lse(part_m[:, :kb], total[:, :kb])
     vertical = torch.empty(b, h_q, kb, device=q.device, dtype=torch.float32)
