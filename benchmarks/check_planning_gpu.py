@@ -10,7 +10,14 @@ import sys
 
 import torch
 
-from attnsieve.kernels import planning, planning_reference, pooling, pooling_reference
+from attnsieve.kernels import (
+    antidiagonal,
+    antidiagonal_reference,
+    planning,
+    planning_reference,
+    pooling,
+    pooling_reference,
+)
 
 # 8192: lengths Triton specialises as multiples of 16 (the last-query sums once failed only there)
 SHAPES = [
@@ -63,7 +70,7 @@ for b, h_q, h_kv, n, m, d in SHAPES:
             1e-3,
         )
         kwargs = dict(stride=8, block_q=128, block_k=128)
-        got = planning.antidiagonal_block_scores(q, k, **kwargs)
-        want = planning_reference.antidiagonal_block_scores(q, k, **kwargs)
+        got = antidiagonal.antidiagonal_block_scores(q, k, **kwargs)
+        want = antidiagonal_reference.antidiagonal_block_scores(q, k, **kwargs)
         check(f"antidiagonal_block_scores {tag}", got, want, 5e-3)
 sys.exit(1 if failed else 0)

@@ -421,7 +421,7 @@ def test_autotuning_times_a_long_candidate_by_one_call(monkeypatch):
     import triton.testing
 
     import attnsieve.kernels as kernels
-    from attnsieve.kernels import planning, quant
+    from attnsieve.kernels import antidiagonal, quant
 
     benched = []
     monkeypatch.setattr(
@@ -432,5 +432,5 @@ def test_autotuning_times_a_long_candidate_by_one_call(monkeypatch):
     monkeypatch.setattr(kernels, "call_ms", lambda fn: kernels.LONG_CALL_MS / 2)
     call = mock.Mock()
     assert kernels.tune_timing(call, (0.5, 0.2, 0.8)) == [1.0, 0.9, 1.1] and benched == [call]
-    tuned = (prefill._sparse_fwd_tuned, quant._quant_fwd_tuned, planning._antidiag_lse_kernel)
+    tuned = (prefill._sparse_fwd_tuned, quant._quant_fwd_tuned, antidiagonal._antidiag_lse_kernel)
     assert all(t.do_bench is kernels.tune_timing for t in tuned)

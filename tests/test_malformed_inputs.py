@@ -1456,7 +1456,7 @@ def test_patch_rejects_a_non_model():
 
 def _bf16_dots():
     """Each Triton entry point that dots its bfloat16 input, called with bfloat16 q."""
-    from attnsieve.kernels import decode, planning, prefill
+    from attnsieve.kernels import antidiagonal, decode, planning, prefill
 
     q, k, v = qkv(torch.bfloat16)
     pages = torch.randn(4, 16, D).bfloat16()
@@ -1467,7 +1467,7 @@ def _bf16_dots():
         lambda: attn(backend="triton", q=q, k=k, v=v),
         lambda: decode.decode_attention(q[:, :, 0], pages, pages, table, lengths),
         lambda: planning.last_query_stats(q, k, last_q=16, block_k=16),
-        lambda: planning.antidiagonal_block_scores(q, k, stride=4, block_q=16, block_k=16),
+        lambda: antidiagonal.antidiagonal_block_scores(q, k, stride=4, block_q=16, block_k=16),
     ]
 
 

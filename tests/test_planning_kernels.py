@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from attnsieve import api
-from attnsieve.kernels import INTERPRET, planning, planning_reference, pooling, pooling_reference
+from attnsieve.kernels import (
+    INTERPRET,
+    antidiagonal,
+    antidiagonal_reference,
+    planning,
+    planning_reference,
+    pooling,
+    pooling_reference,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
 
@@ -110,8 +118,8 @@ def test_pooling_and_pooled_probs_leave_out_heads(shape):
 def test_antidiagonal_block_scores(shape, causal, stride):
     q, k = _inputs(*shape)
     kwargs = dict(stride=stride, block_q=32, block_k=32, causal=causal)
-    got = planning.antidiagonal_block_scores(q, k, **kwargs)
-    want = planning_reference.antidiagonal_block_scores(q, k, **kwargs)
+    got = antidiagonal.antidiagonal_block_scores(q, k, **kwargs)
+    want = antidiagonal_reference.antidiagonal_block_scores(q, k, **kwargs)
     _close(got, want, q.dtype)
     # every strided row that sees a key contributes a mass of exactly 1
     n, m = q.shape[2], k.shape[2]
@@ -126,7 +134,7 @@ def test_antidiagonal_twin_matches_definition():
     torch.manual_seed(1)
     s, n, d = 2, 8, 4
     q, k = torch.randn(1, 1, n, d), torch.randn(1, 1, n, d)
-    got = planning_reference.antidiagonal_block_scores(q, k, stride=s, block_q=4, block_k=4)
+    got = antidiagonal_reference.antidiagonal_block_scores(q, k, stride=s, block_q=4, block_k=4)
     logits = torch.full((n // s, n // s), -math.inf)
     for r in range(n // s):
         for c in range(r + 1):  # causal, N == M: group c visible iff c <= r
@@ -144,8 +152,10 @@ def test_antidiagonal_twin_takes_transposed_views():
     q = torch.randn(1, 64, 4, 16).transpose(1, 2)
     k = torch.randn(1, 64, 2, 16).transpose(1, 2)
     kwargs = {"stride": 4, "block_q": 16, "block_k": 16}
-    got = planning_reference.antidiagonal_block_scores(q, k, **kwargs)
-    want = planning_reference.antidiagonal_block_scores(q.contiguous(), k.contiguous(), **kwargs)
+    got = antidiagonal_reference.antidiagonal_block_scores(q, k, **kwargs)
+    want = antidiagonal_reference.antidiagonal_block_scores(
+        q.contiguous(), k.contiguous(), **kwargs
+    )
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -159,18 +169,18 @@ def test_antidiagonal_scratch_split(monkeypatch, scratch, causal):
     scores, with more keys than queries (causal rows offset)."""
     q, k = _inputs(1, 4, 2, 100, 112, 32, torch.float32)
     kwargs = dict(stride=4, block_q=16, block_k=16, causal=causal)
-    whole = planning.antidiagonal_block_scores(q, k, **kwargs)
-    monkeypatch.setattr(planning, "_SCRATCH_BYTES", scratch)
+    whole = antidiagonal.antidiagonal_block_scores(q, k, **kwargs)
+    monkeypatch.setattr(antidiagonal, "_SCRATCH_BYTES", scratch)
     launches = []
-    lse_kernel = planning._antidiag_lse_kernel
+    lse_kernel = antidiagonal._antidiag_lse_kernel
 
     class Counted:
         def __getitem__(self, grid):
             launches.append(grid)
             return lse_kernel[grid]
 
-    monkeypatch.setattr(planning, "_antidiag_lse_kernel", Counted())
-    split = planning.antidiagonal_block_scores(q, k, **kwargs)
+    monkeypatch.setattr(antidiagonal, "_antidiag_lse_kernel", Counted())
+    split = antidiagonal.antidiagonal_block_scores(q, k, **kwargs)
     torch.testing.assert_close(whole, split)
     assert len(launches) == {1400: 2, 448: 8, 1: 14}[scratch]
 
@@ -360,8 +370,8 @@ def test_nonfinite_inputs_match_the_twin(causal):
     got = pooling.pooled_block_probs(qp, kp, **kw)
     _close(got, pooling_reference.pooled_block_probs(qp, kp, **kw), torch.float32)
     kw = dict(stride=4, block_q=16, block_k=16, causal=causal)
-    got = planning.antidiagonal_block_scores(q, k, **kw)
-    _close(got, planning_reference.antidiagonal_block_scores(q, k, **kw), torch.float16)
+    got = antidiagonal.antidiagonal_block_scores(q, k, **kw)
+    _close(got, antidiagonal_reference.antidiagonal_block_scores(q, k, **kw), torch.float16)
     if causal:  # last_query_stats is causal only
         for block_k in (1, 16, 64):
             got = planning.last_query_stats(q, k, last_q=20, block_k=block_k)
@@ -388,9 +398,14 @@ def test_empty_shapes_match_the_twin():
         ("last_query_stats", (q[:, :0], k), dict(last_q=2, block_k=16)),
         ("antidiagonal_block_scores", (q[:, :0], k), dict(stride=4, block_q=16, block_k=16)),
     ]
+    twins = {
+        "antidiagonal_block_scores": (antidiagonal, antidiagonal_reference),
+        "last_query_stats": (planning, planning_reference),
+    }
     for name, args, kwargs in cases:
-        got = getattr(planning, name)(*args, **kwargs)
-        want = getattr(planning_reference, name)(*args, **kwargs)
+        kernel, twin = twins[name]
+        got = getattr(kernel, name)(*args, **kwargs)
+        want = getattr(twin, name)(*args, **kwargs)
         for a, b in zip(
             got if isinstance(got, tuple) else (got,),
             want if isinstance(want, tuple) else (want,),

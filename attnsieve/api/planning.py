@@ -148,7 +148,7 @@ def antidiagonal_block_scores(
             f"stride: must divide block_q={block_q} and block_k={block_k} into powers of two, "
             f"got {stride}"
         )
-    return _kernels("planning", backend, q).antidiagonal_block_scores(
+    return _kernels("antidiagonal", backend, q).antidiagonal_block_scores(
         q, k, stride=stride, block_q=block_q, block_k=block_k, scale=scale, causal=causal
     )
 

@@ -34,7 +34,7 @@ class XAttentionPlanner(Planner):
     16. Ours is 8, the finer estimate of the two.
 
     Differences from the paper: the scoring is one fused Triton pass (no materialised strided
-    score matrix, no chunking over queries; `attnsieve.kernels.planning`); lengths need not be
+    score matrix, no chunking over queries; `attnsieve.kernels.antidiagonal`); lengths need not be
     multiples of the block size or stride (missing tokens count as zero) and N != M is bottom-right
     aligned. With ``causal=False`` the first and diagonal blocks are kept too, where the code
     forces them in causal attention only. One plan per query head (the paper repeats K per query
