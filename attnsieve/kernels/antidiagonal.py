@@ -168,8 +168,7 @@ def antidiagonal_block_scores(
     block) in a float32 scratch of B·H_q·(N/S)·KB entries, then a second small kernel turns it
     into block sums. The scratch is kept within 1 GiB by launching per group of KV heads and, where
     one KV head's rows exceed it (17 GB at 1M tokens on Llama-3-8B's heads), per run of query
-    blocks. ``block_q / stride`` and
-    ``block_k / stride`` must be powers of two.
+    blocks. ``block_q / stride`` and ``block_k / stride`` must be powers of two.
     """
     check_triton_device("q", q)
     check_interpreter_dots("q", q)

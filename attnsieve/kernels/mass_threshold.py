@@ -12,14 +12,13 @@ threshold is >= 1.
   the 31 bits (one masked sum each) and writes the mask. One launch.
 - Longer rows (FlexPrefill's whole-head block maps: few rows of ~1M entries): 8 passes fix the
   bits 4 at a time (3 in the last). In a pass, program (row, chunk) writes the mass of its chunk
-  (8192 entries; 4096 for rows of 128K to 256K) at or above 16 candidates t + j · 2^shift (j =
-  0 in the first pass is the row's total). Each program of the next pass
-  first sums the pass before's chunks in a fixed order (deterministic) and takes the largest
-  accepted candidate as its t, so no launch narrows in between: 9 launches with the mask's, 9
-  reads of the row. Rows of more than 64 chunks of 8192 (512K entries) are narrowed by a
-  program per row between passes instead (17 launches): there every program summing every
-  chunk cost more than the launches. A row whose own threshold is <= 0 (it keeps nothing) skips
-  the passes.
+  (8192 entries; 4096 for rows of 128K to 256K) at or above 16 candidates t + j · 2^shift
+  (j = 0 in the first pass is the row's total). Each program of the next pass first sums the
+  pass before's chunks in a fixed order (deterministic) and takes the largest accepted candidate
+  as its t, so no launch narrows in between: 9 launches with the mask's, 9 reads of the row.
+  Rows of more than 64 chunks of 8192 (512K entries) are narrowed by a program per row between
+  passes instead (17 launches): there every program summing every chunk cost more than the
+  launches. A row whose own threshold is <= 0 (it keeps nothing) skips the passes.
 
 No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
 or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
@@ -280,10 +279,11 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
                 num_warps=min(16, max(1, block // 512)),
             )  # fmt: skip
             return out.view(torch.bool).view(probs.shape)
-        # shorter chunks, twice the programs, for rows past a quarter of a narrowing program's
-        # _BLOCK_C chunks that fit in it so: FlexPrefill's 64K map of 262K entries in 64 took
-        # 77.6 against 88.1 us in 32; its 32K map of 65K took 56.6 in 16 against 53.9 in 8, and
-        # 32 x 1M rows in 4096-entry chunks 871.6 against 778.1 (loops44b/, loops44d/)
+        # rows of more than _BLOCK_C / 4 chunks of _CHUNK that fit in _BLOCK_C chunks of
+        # _SHORT_CHUNK (128K to 256K entries) take the short chunks, twice the programs:
+        # FlexPrefill's 64K map (262K entries) in 64 took 77.6 against 88.1 us in 32; its 32K
+        # map (65K) took 56.6 in 16 against 53.9 in 8, and 32 x 1M rows in short chunks 871.6
+        # against 778.1 (loops44b/, loops44d/)
         short = _BLOCK_C // 4 * _CHUNK < length <= _BLOCK_C * _SHORT_CHUNK
         chunk = _SHORT_CHUNK if short else _CHUNK
         n_chunks = triton.cdiv(length, chunk)
