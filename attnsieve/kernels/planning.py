@@ -5,6 +5,8 @@ beside the block pooling of `attnsieve.kernels.pooling` and XAttention's antidia
 `last_query_stats`: attention of the last queries, summed per block of keys (vertical) and per
 block of diagonal offsets (slash), never N×M; its one-pass path keeps three float32 values per
 (last row, key block) between launches (about 400 MB at 1M tokens on Llama-3-8B's 32 heads).
+On an sm_90 GPU that pass runs in Gluon for FlexPrefill's 128-key blocks
+(`attnsieve.kernels.planning_hopper`).
 
 The launcher has a plain-PyTorch twin of the same name and signature in
 `attnsieve.kernels.planning_reference`, which defines the semantics; `attnsieve.api` picks between
@@ -21,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels import check_interpreter_dots, check_triton_device, sm_count
+from attnsieve.kernels import check_interpreter_dots, check_triton_device, planning_hopper, sm_count
 from attnsieve.kernels.prefill import LOG2E, unit_last
 
 # fmt: off
@@ -368,10 +370,13 @@ def _block_stats(
         3, b * h_q, kb_pad, block_l, device=q.device, dtype=torch.float32
     ).unbind()
     tiles = sum_tiles_per_program(b * h_q, key_tiles, q.device)
-    _last_block_parts_kernel[(b * h_q, triton.cdiv(key_tiles, tiles))](
-        q, k, part_m, lead, total, *common, kb_pad, qk_scale, **meta, BLOCK_N=block_n,
-        BLOCK_K=block_k, TILES=tiles, num_stages=2,
-    )  # fmt: skip
+    if planning_hopper.fits(q, k, block_k, block_l):
+        planning_hopper.block_parts(q, k, (part_m, lead, total), last_q, tiles, qk_scale)
+    else:
+        _last_block_parts_kernel[(b * h_q, triton.cdiv(key_tiles, tiles))](
+            q, k, part_m, lead, total, *common, kb_pad, qk_scale, **meta, BLOCK_N=block_n,
+            BLOCK_K=block_k, TILES=tiles, num_stages=2,
+        )  # fmt: skip
     lse = _combine_lse(part_m[:, :kb], total[:, :kb])
     vertical = torch.empty(b, h_q, kb, device=q.device, dtype=torch.float32)
     slash = torch.empty_like(vertical)
