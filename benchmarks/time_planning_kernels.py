@@ -1,6 +1,6 @@
 """GPU time of the planning kernels under flexprefill (and vertical_slash), current vs variants.
 
-`last_query_stats` on Llama-3-8B heads at 64K and 128K and SmolLM2's at 8K, 32K and 128K,
+`last_query_stats` on Llama-3-8B heads at 32K, 64K and 128K and SmolLM2's at 8K, 32K and 128K,
 `pooled_block_probs` of Llama-3-8B's pooled heads at 64K and 128K, `block_mean_pool` of
 Llama-3-8B queries at 64K and 128K (both also with one head of 32 asked for, as FlexPrefill asks
 for its query-aware heads, in the modules that take ``heads``) and `mass_threshold` on
@@ -36,6 +36,7 @@ from benchmarks.time_mass_threshold import flexprefill_maps
 
 # (label, query heads, KV heads, head_dim, tokens, last queries, block_k)
 STATS_CASES = [
+    ("llama 32K flexprefill", 32, 8, 128, 32768, 128, 128),
     ("llama 64K flexprefill", 32, 8, 128, 65536, 128, 128),
     ("llama 128K flexprefill", 32, 8, 128, 131072, 128, 128),
     ("smollm2 8K flexprefill", 9, 3, 64, 8192, 128, 128),

@@ -80,9 +80,20 @@ def test_last_query_stats(shape, launches):
 
 @needs_hopper
 @pytest.mark.parametrize("tiles", [1, 3, 8])
-def test_any_tiles_per_program(tiles, launches, monkeypatch):
-    """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""
+def test_any_tiles_per_program_at_head_dim_64(tiles, launches, monkeypatch):
+    """Programs walking 4, 12 or 32 key tiles (four times the Triton kernel's; the last one
+    partial) give the same sums."""
     monkeypatch.setattr(planning, "sum_tiles_per_program", lambda rows, key_tiles, device: tiles)
+    _matches_twin(*_inputs(1, 4, 2, 300, 1700, 64, torch.bfloat16), 128)
+    assert len(launches) == 1
+
+
+@needs_hopper
+@pytest.mark.parametrize("sms", [132, 8, 2])
+def test_any_tiles_per_program_at_head_dim_128(sms, launches, monkeypatch):
+    """At head dim 128 the tiles a program follow the SMs (at most one wave of programs): 1, 7
+    or all 14 key tiles a program here, the last one partial, give the same sums."""
+    monkeypatch.setattr(planning_hopper, "sm_count", lambda device: sms)
     _matches_twin(*_inputs(1, 4, 2, 300, 1700, 128, torch.bfloat16), 128)
     assert len(launches) == 1
 

@@ -19,8 +19,8 @@ kernel choose:
 Both kernels are bound by latency, not by a unit: Nsight Compute at 64K on Llama-3-8B's heads
 (benchmarks/results/h200/hopper45/) finds the exponentials' pipe busy 38 % of the time, the
 integer / logic pipe 41-42 % and issue slots 46-47 % in either. At the Triton kernel's programs
-this one was 2 % faster; what it gains (about 12 % on Llama-3-8B's heads) comes mostly from
-programs four times as long, which its schedule affords (`block_parts`).
+this one was 2 % faster; what it gains (13-19 % on Llama-3-8B's heads at 32K-128K) comes mostly
+from programs four or more times as long, which its schedule affords (`block_parts`).
 
 Gluon has no interpreter: this path runs on the GPU only; its tests skip elsewhere.
 """
@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 import triton
 from torch import Tensor
+
+from attnsieve.kernels import sm_count
 
 try:  # written for (and run on) Triton 3.6's Gluon, as attnsieve.kernels.quant_hopper
     from triton.experimental import gluon
@@ -74,11 +76,15 @@ def block_parts(
 ) -> None:  # fmt: skip
     """Fill ``parts`` (part_m, lead, total, each (B·H_q, key tiles, BLOCK_L) float32) as
     `_last_block_parts_kernel` does when it walks ``tiles`` key tiles a program; ``qk_scale`` in
-    log2 units. This kernel walks four times as many, at most 32: a program's start (Q's rows,
-    its barriers, the first keys' latency) weighs more here. The pass on Llama-3-8B's heads took
-    244 / 465 us at 64K / 128K against 271 / 519 at the Triton kernel's count and 253 / 480 at
-    twice it; SmolLM2's 23.8 / 46.2 / 142 us at 8K / 32K / 128K against 29.4 / 59.0 / 143
-    (benchmarks/results/h200/hopper45/)."""
+    log2 units. This kernel walks more: a program's start (Q's rows, its barriers, the first
+    keys' latency) weighs more here. Four times as many at head_dim 64, at most 32: SmolLM2's
+    heads 23.8 / 46.2 / 142 us at 8K / 32K / 128K against 29.4 / 59.0 / 143 at the Triton
+    kernel's count and 24.7 / 48.4 / 136 at twice it; fixed counts of 16, 32 or 64 were slower
+    but for 16 at 128K (137). At head_dim 128, as many as leave at most one wave of programs (two
+    an SM), at most 64: Llama-3-8B's heads took 124 / 238 / 459 us at 32K / 64K / 128K at 64
+    tiles, 128 / 244 / 469 at 32, 145 / 245 / 473 at four times the Triton kernel's count, and
+    149 us at 32K at 56 tiles (five programs a head, a second wave of 56 programs)
+    (benchmarks/results/h200/hopper45/, final45/)."""
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     part_m, lead, total = parts
@@ -86,7 +92,11 @@ def block_parts(
     k2 = k.view(b * h_kv * m, d)
     tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], tile)
-    tiles = min(32, 4 * tiles)
+    if d == 128:
+        chunks = max(1, 2 * sm_count(q.device) // (b * h_q * (block_l // BLOCK_R)))
+        tiles = min(64, triton.cdiv(key_tiles, chunks))
+    else:
+        tiles = min(32, 4 * tiles)
     # fmt: off
     _kernel[(b * h_q, block_l // BLOCK_R, triton.cdiv(key_tiles, tiles))](
         q, k_desc, part_m, lead, total, *q.stride()[:3], h_q, h_q // h_kv, h_kv, n, m, last_q,
