@@ -44,6 +44,19 @@ def test_only_what_the_kernel_covers_is_sent_to_it():
     assert not planning_hopper.fits(q.cpu(), k.cpu(), 128, 128)
 
 
+def test_program_tiles(monkeypatch):
+    """Head dim 128: as many tiles as leave at most one wave of programs (two an SM), at most 64;
+    head dim 64: four times the Triton kernel's, at most 32."""
+    monkeypatch.setattr(planning_hopper, "sm_count", lambda device: 132)
+    cpu = torch.device("cpu")
+    for key_tiles in (256, 512, 1024):  # Llama-3-8B at 32K / 64K / 128K: 32 heads x 2 halves
+        assert planning_hopper.program_tiles(128, 64, key_tiles, 8, cpu) == 64
+    assert planning_hopper.program_tiles(128, 64, 100, 8, cpu) == 25  # 4 chunks of 25
+    assert planning_hopper.program_tiles(128, 512, 64, 8, cpu) == 64  # a wave's worth of heads
+    assert planning_hopper.program_tiles(64, 18, 64, 1, cpu) == 4  # SmolLM2 at 8K
+    assert planning_hopper.program_tiles(64, 18, 2048, 8, cpu) == 32
+
+
 # (batch, H_q, H_kv, N, M, D, dtype, last_q): GQA 2/3/4, batch 2, N != M, M unaligned to the
 # 128-key tiles, 64 row slots (last_q 40) and 128 (100: padding rows), M < last_q (rows that see
 # no key), several programs a head (M = 4133: 33 key tiles, 4 a program)

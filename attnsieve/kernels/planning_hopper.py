@@ -76,15 +76,7 @@ def block_parts(
 ) -> None:  # fmt: skip
     """Fill ``parts`` (part_m, lead, total, each (B·H_q, key tiles, BLOCK_L) float32) as
     `_last_block_parts_kernel` does when it walks ``tiles`` key tiles a program; ``qk_scale`` in
-    log2 units. This kernel walks more: a program's start (Q's rows, its barriers, the first
-    keys' latency) weighs more here. Four times as many at head_dim 64, at most 32: SmolLM2's
-    heads 23.8 / 46.2 / 142 us at 8K / 32K / 128K against 29.4 / 59.0 / 143 at the Triton
-    kernel's count and 24.7 / 48.4 / 136 at twice it; fixed counts of 16, 32 or 64 were slower
-    but for 16 at 128K (137). At head_dim 128, as many as leave at most one wave of programs (two
-    an SM), at most 64: Llama-3-8B's heads took 124 / 238 / 459 us at 32K / 64K / 128K at 64
-    tiles, 128 / 244 / 469 at 32, 145 / 245 / 473 at four times the Triton kernel's count, and
-    149 us at 32K at 56 tiles (five programs a head, a second wave of 56 programs)
-    (benchmarks/results/h200/hopper45/, final45/)."""
+    log2 units. This kernel walks `program_tiles` of them."""
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     part_m, lead, total = parts
@@ -92,11 +84,8 @@ def block_parts(
     k2 = k.view(b * h_kv * m, d)
     tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], tile)
-    if d == 128:
-        chunks = max(1, 2 * sm_count(q.device) // (b * h_q * (block_l // BLOCK_R)))
-        tiles = min(64, triton.cdiv(key_tiles, chunks))
-    else:
-        tiles = min(32, 4 * tiles)
+    programs = b * h_q * (block_l // BLOCK_R)  # per key chunk
+    tiles = program_tiles(d, programs, key_tiles, tiles, q.device)
     # fmt: off
     _kernel[(b * h_q, block_l // BLOCK_R, triton.cdiv(key_tiles, tiles))](
         q, k_desc, part_m, lead, total, *q.stride()[:3], h_q, h_q // h_kv, h_kv, n, m, last_q,
@@ -105,6 +94,25 @@ def block_parts(
         num_warps=4, maxnreg=128,  # the consumer warpgroup takes more, the producer warp 24
     )
     # fmt: on
+
+
+def program_tiles(
+    head_dim: int, programs: int, key_tiles: int, triton_tiles: int, device: torch.device
+) -> int:
+    """Key tiles a program of this kernel walks, ``programs`` programs per chunk of keys, where
+    the Triton kernel walks ``triton_tiles``: more, since a program's start (Q's rows, its
+    barriers, the first keys' latency) weighs more here. Four times as many at head_dim 64, at
+    most 32: SmolLM2's heads 23.8 / 46.2 / 142 us at 8K / 32K / 128K against 29.4 / 59.0 / 143
+    at the Triton kernel's count and 24.7 / 48.4 / 136 at twice it; fixed counts of 16, 32 or 64
+    were slower but for 16 at 128K (137). At head_dim 128, as many as leave at most one wave of
+    programs (two an SM), at most 64: Llama-3-8B's heads took 124 / 238 / 459 us at 32K / 64K /
+    128K at 64 tiles, 128 / 244 / 469 at 32, 145 / 245 / 473 at four times the Triton kernel's
+    count, and 149 us at 32K at 56 tiles (five programs a head, a second wave of 56 programs)
+    (benchmarks/results/h200/hopper45/, final45/)."""
+    if head_dim == 128:
+        chunks = max(1, 2 * sm_count(device) // programs)
+        return min(64, triton.cdiv(key_tiles, chunks))
+    return min(32, 4 * triton_tiles)
 
 
 if gluon is not None:
