@@ -1,10 +1,13 @@
 """Run FlexPrefill's last-query pass (`last_query_stats`, 128 last queries, 128-key blocks) three
 times on random Llama-3-8B heads (32 query, 8 KV, head_dim 128), batch 1, LENGTH tokens, for
 Nsight Compute; ``--module PATH`` takes the pass from a copy of `attnsieve/kernels/planning.py`.
-Profile its second launch of the one-pass kernel, e.g.:
+Profile its second launch of the one-pass kernel: on an sm_90 GPU the Gluon one
+(`attnsieve.kernels.planning_hopper`, named ``_kernel``), elsewhere, or with a module from before
+it, the Triton one, e.g.:
 
-    ncu --section SpeedOfLight --section WarpStateStats -k regex:_last_block_parts_kernel \
+    ncu --section SpeedOfLight --section WarpStateStats -k "regex:^_kernel$" \
         -s 1 -c 1 python3 benchmarks/profile_planning_ncu.py 65536
+    ncu ... -k regex:_last_block_parts_kernel ... 65536 --module OLD_PLANNING_PY
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from attnsieve.kernels import planning, planning_hopper, planning_reference
+from attnsieve.kernels import gluon_written_for, planning, planning_hopper, planning_reference
 from tests.test_planning_kernels import _close
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
@@ -44,6 +44,13 @@ def test_only_what_the_kernel_covers_is_sent_to_it():
     assert not planning_hopper.fits(q.cpu(), k.cpu(), 128, 128)
 
 
+def test_gluon_kernels_run_on_the_release_they_are_written_for():
+    """Triton 3.6's Gluon only: 3.9 renamed TMA's copy to shared memory."""
+    assert gluon_written_for("3.6.0") and gluon_written_for("3.6.1+git")
+    assert not gluon_written_for("3.5.1")
+    assert not gluon_written_for("3.9.0")
+
+
 def test_program_tiles(monkeypatch):
     """Head dim 128: as many tiles as leave at most one wave of programs (two an SM), at most 64;
     head dim 64: four times the Triton kernel's, at most 32."""
@@ -52,20 +59,22 @@ def test_program_tiles(monkeypatch):
     for key_tiles in (256, 512, 1024):  # Llama-3-8B at 32K / 64K / 128K: 32 heads x 2 halves
         assert planning_hopper.program_tiles(128, 64, key_tiles, 8, cpu) == 64
     assert planning_hopper.program_tiles(128, 64, 100, 8, cpu) == 25  # 4 chunks of 25
-    assert planning_hopper.program_tiles(128, 512, 64, 8, cpu) == 64  # a wave's worth of heads
+    assert planning_hopper.program_tiles(128, 512, 100, 8, cpu) == 64  # over a wave: one, capped
     assert planning_hopper.program_tiles(64, 18, 64, 1, cpu) == 4  # SmolLM2 at 8K
     assert planning_hopper.program_tiles(64, 18, 2048, 8, cpu) == 32
 
 
 # (batch, H_q, H_kv, N, M, D, dtype, last_q): GQA 2/3/4, batch 2, N != M, M unaligned to the
 # 128-key tiles, 64 row slots (last_q 40) and 128 (100: padding rows), M < last_q (rows that see
-# no key), several programs a head (M = 4133: 33 key tiles, 4 a program)
+# no key), several programs a head (M = 4133: 33 key tiles, 3 a program on 132 SMs); head dim 128
+# with 64 row slots (last_q 50)
 SHAPES = [
     (2, 4, 2, 300, 1001, 64, torch.float16, 128),
     (1, 8, 2, 4133, 4133, 128, torch.bfloat16, 128),
     (1, 3, 1, 200, 700, 128, torch.float16, 100),
     (1, 2, 1, 50, 2000, 64, torch.bfloat16, 40),
     (1, 2, 2, 150, 100, 64, torch.float16, 128),
+    (1, 4, 2, 500, 800, 128, torch.bfloat16, 50),
 ]
 
 

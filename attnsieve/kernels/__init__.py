@@ -32,6 +32,20 @@ def check_interpreter_dots(name: str, t: Tensor) -> None:
         )
 
 
+def gluon_written_for(triton_version: str) -> bool:
+    """Whether a Triton release is the one (3.6) whose Gluon API the sm_90 kernels
+    (`quant_hopper`, `planning_hopper`) are written for. Gluon moves between releases (3.9 renamed
+    TMA's copy to shared memory, older ones took other warp_specialize arguments): elsewhere the
+    Triton kernels run."""
+    return tuple(int(x) for x in triton_version.split(".")[:2]) == (3, 6)
+
+
+def on_gluon_hopper(t: Tensor) -> bool:
+    """Whether ``t`` lives on an sm_90 GPU that the Gluon kernels can run on (not under Triton's
+    interpreter, which has no Gluon)."""
+    return not INTERPRET and t.is_cuda and torch.cuda.get_device_capability(t.device)[0] == 9
+
+
 @functools.cache
 def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device; 4 for the interpreter (any small number)."""

@@ -311,8 +311,9 @@ def last_query_stats(
     [s·block_k, (s+1)·block_k). Twin: `planning_reference.last_query_stats`.
 
     Blocks of 16-128 keys (a power of two; FlexPrefill's) take one pass over the keys
-    (`_last_block_parts_kernel`) that keeps each row's masses per key block relative to the
-    key tile's max, then two small launches: the rows' log-sum-exps from those, and the
+    (`_last_block_parts_kernel`, or its Gluon twin on sm_90 where `planning_hopper.fits`) that
+    keeps each row's masses per key block relative to the key tile's max, then two small
+    launches: the rows' log-sum-exps from those, and the
     normalised sums. Other blocks (vertical_slash's 1: per key and per diagonal) take two passes,
     split-K log-sum-exps then probabilities, summed per offset through a skewing gather.
     """
@@ -401,7 +402,8 @@ def _combine_lse(part_m: Tensor, part_l: Tensor) -> Tensor:
 
 
 def sum_tiles_per_program(rows: int, key_tiles: int, device: torch.device) -> int:
-    """Key tiles each program of the last-query passes (two-pass sums, one-pass parts) walks
+    """Key tiles each program of the last-query passes (two-pass sums, one-pass parts; the
+    Gluon pass derives its own from it, `planning_hopper.program_tiles`) walks
     (``rows`` = batch x query heads): up to 8, so that the query rows are reloaded once per 8
     tiles rather than per tile, but few enough for eight waves of programs over the SMs. On the
     H200 (SmolLM2's 9 heads, flexprefill's replayed plan, with the sums kernel of 2026-11-30)

@@ -19,8 +19,9 @@ kernel choose:
 Both kernels are bound by latency, not by a unit: Nsight Compute at 64K on Llama-3-8B's heads
 (benchmarks/results/h200/hopper45/) finds the exponentials' pipe busy 38 % of the time, the
 integer / logic pipe 41-42 % and issue slots 46-47 % in either. At the Triton kernel's programs
-this one was 2 % faster; what it gains (13-19 % on Llama-3-8B's heads at 32K-128K) comes mostly
-from programs four or more times as long, which its schedule affords (`block_parts`).
+this one was 2 % faster on Llama-3-8B's heads and 18-20 % slower on SmolLM2's at 8K and 32K;
+what it gains (13 % at 64K and 128K on Llama-3-8B's heads, final45/) comes mostly from programs
+several times as long, which its schedule affords (`program_tiles`).
 
 Gluon has no interpreter: this path runs on the GPU only; its tests skip elsewhere.
 """
@@ -31,9 +32,9 @@ import torch
 import triton
 from torch import Tensor
 
-from attnsieve.kernels import sm_count
+from attnsieve.kernels import gluon_written_for, on_gluon_hopper, sm_count
 
-try:  # written for (and run on) Triton 3.6's Gluon, as attnsieve.kernels.quant_hopper
+try:  # written for (and run on) Triton 3.6's Gluon: `gluon_written_for`
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import (
@@ -46,7 +47,7 @@ try:  # written for (and run on) Triton 3.6's Gluon, as attnsieve.kernels.quant_
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:
     gluon = None
-if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 6):
+if not gluon_written_for(triton.__version__):
     gluon = None
 
 BLOCK_R, BLOCK_N, STAGES = 64, 128, 2  # last rows a program, keys a tile (= FlexPrefill's block)
@@ -58,8 +59,7 @@ def fits(q: Tensor, k: Tensor, block_k: int, block_l: int) -> bool:
     alike, k contiguous (a TMA view of its rows), on an sm_90 GPU."""
     return (
         gluon is not None
-        and q.is_cuda
-        and torch.cuda.get_device_capability(q.device)[0] == 9
+        and on_gluon_hopper(q)
         and block_k == BLOCK_N
         and block_l in (64, 128)
         and q.shape[-1] in (64, 128)
@@ -101,18 +101,18 @@ def program_tiles(
 ) -> int:
     """Key tiles a program of this kernel walks, ``programs`` programs per chunk of keys, where
     the Triton kernel walks ``triton_tiles``: more, since a program's start (Q's rows, its
-    barriers, the first keys' latency) weighs more here. Four times as many at head_dim 64, at
-    most 32: SmolLM2's heads 23.8 / 46.2 / 142 us at 8K / 32K / 128K against 29.4 / 59.0 / 143
-    at the Triton kernel's count and 24.7 / 48.4 / 136 at twice it; fixed counts of 16, 32 or 64
-    were slower but for 16 at 128K (137). At head_dim 128, as many as leave at most one wave of
+    barriers, the first keys' latency) weighs more here. Four times as many at head_dim 64:
+    SmolLM2's heads 23.8 / 46.2 / 142 us at 8K / 32K / 128K against 29.4 / 59.0 / 143 at the
+    Triton kernel's count and 24.7 / 48.4 / 136 at twice it; fixed counts of 16, 32 or 64 were
+    slower but for 16 at 128K (137). At head_dim 128, as many as leave at most one wave of
     programs (two an SM), at most 64: Llama-3-8B's heads took 124 / 238 / 459 us at 32K / 64K /
     128K at 64 tiles, 128 / 244 / 469 at 32, 145 / 245 / 473 at four times the Triton kernel's
-    count, and 149 us at 32K at 56 tiles (five programs a head, a second wave of 56 programs)
-    (benchmarks/results/h200/hopper45/, final45/)."""
+    count, and 149 us at 32K at 56 tiles (five chunks of keys: ten programs a head, a second
+    wave of 56 programs) (benchmarks/results/h200/hopper45/, final45/)."""
     if head_dim == 128:
         chunks = max(1, 2 * sm_count(device) // programs)
         return min(64, triton.cdiv(key_tiles, chunks))
-    return min(32, 4 * triton_tiles)
+    return 4 * triton_tiles  # the Triton kernel's at most 8: at most 32
 
 
 if gluon is not None:

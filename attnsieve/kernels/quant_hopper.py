@@ -43,9 +43,10 @@ import torch
 import triton
 from torch import Tensor
 
+from attnsieve.kernels import gluon_written_for, on_gluon_hopper
 from attnsieve.kernels.quantize import QuantizedKV
 
-try:  # Gluon's API moved between releases: this kernel is written for (and ran on) Triton 3.6
+try:  # written for (and run on) Triton 3.6's Gluon: `gluon_written_for`
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.extra import libdevice
@@ -60,8 +61,8 @@ try:  # Gluon's API moved between releases: this kernel is written for (and ran 
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:
     gluon = None
-if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 6):
-    gluon = None  # older Gluon (warp_specialize's signature, layouts) would fail to compile
+if not gluon_written_for(triton.__version__):
+    gluon = None
 
 BLOCK_M, BLOCK_N, HEAD_DIM, STAGES = 64, 128, 128, 2
 
@@ -72,8 +73,7 @@ def fits(q: Tensor, k: Tensor, causal: bool, tiles: tuple[int, int]) -> bool:
     return (
         gluon is not None
         and tiles == (BLOCK_M, BLOCK_N)
-        and q.is_cuda
-        and torch.cuda.get_device_capability(q.device)[0] == 9
+        and on_gluon_hopper(q)
         and causal
         and q.shape[-1] == HEAD_DIM
         and k.shape[2] >= q.shape[2]  # every query sees key 0: no row without a key
