@@ -313,9 +313,9 @@ def last_query_stats(
     Blocks of 16-128 keys (a power of two; FlexPrefill's) take one pass over the keys
     (`_last_block_parts_kernel`, or its Gluon twin on sm_90 where `planning_hopper.fits`) that
     keeps each row's masses per key block relative to the key tile's max, then two small
-    launches: the rows' log-sum-exps from those, and the
-    normalised sums. Other blocks (vertical_slash's 1: per key and per diagonal) take two passes,
-    split-K log-sum-exps then probabilities, summed per offset through a skewing gather.
+    launches: the rows' log-sum-exps from those, and the normalised sums. Other blocks
+    (vertical_slash's 1: per key and per diagonal) take two passes, split-K log-sum-exps then
+    probabilities, summed per offset through a skewing gather.
     """
     check_triton_device("q", q)
     check_interpreter_dots("q", q)
