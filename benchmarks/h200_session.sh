@@ -192,6 +192,8 @@
 #   WHEELS=.stage/s), s44f and s44g (carry .stage/s).
 #   2026-12-04, forty-fifth session: s45a, s45b, s45c, s45d, s45e, s45f, s45g (carry .stage/s and .stage/pv,
 #   WHEELS=.stage/s), s45h (also .stage/t), s45i (carry .stage/s), s45j (as s45a), s45k (carry .stage/s), s45l and s45m (as s45a).
+#   2026-12-04, forty-sixth session: s46a, s46b, s46c, s46d, s46e (carry .stage/s and .stage/pv, WHEELS=.stage/s),
+#   s46f (carry .stage/s).
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
@@ -4185,8 +4187,139 @@ s45m)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the Gluon pass at eight 
     done
     cp /tmp/planning_new.py attnsieve/kernels/planning.py
     ;;
+s46a)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: mass_threshold's long-row passes with
+    # their loads unrolled, FlexPrefill's line choice with its loads in flight and its softmax per
+    # lane, several rows a pack program: their CUDA tests; flexprefill's plan + attention
+    # (Llama-3-8B, 32K and 64K) and replayed plan (SmolLM2, 8K and 32K), new then HEAD's three
+    # modules (.stage/pv/*_head.py); where the new plan's time goes (plan46/)
+    D="$OUT/plan46"
+    mkdir -p "$D"
+    timeout 240 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_planning_hopper.py \
+        tests/test_kernel_mass_threshold.py tests/test_kernel_line_choice.py tests/test_kernel_pack.py \
+        > "$D/cuda_tests.log" 2>&1
+    tail -3 "$D/cuda_tests.log"
+    mkdir -p /tmp/new46
+    for f in line_choice pack mass_threshold; do cp attnsieve/kernels/$f.py /tmp/new46/; done
+    for which in new head; do
+        if [ "$which" = head ]; then
+            for f in line_choice pack mass_threshold; do
+                cp .stage/pv/${f}_head.py attnsieve/kernels/$f.py
+            done
+        fi
+        echo "== $which"
+        llama_prefill 100 32768,65536 flexprefill "/tmp/p_$which"
+        cp "/tmp/p_$which/prefill.json" "$D/prefill_$which.json"
+        timeout 60 python3 benchmarks/check_no_sync.py --planners flexprefill --lengths 8192,32768 \
+            --out "/tmp/n_$which" 2>&1 | grep flexprefill
+        cp "/tmp/n_$which/no_sync.json" "$D/no_sync_$which.json"
+    done
+    for f in line_choice pack mass_threshold; do cp /tmp/new46/$f.py attnsieve/kernels/; done
+    for n in 32768 65536; do
+        timeout 100 python3 benchmarks/profile_planning.py --lengths $n 2>&1 \
+            | grep -A 22 "Self CUDA %" | head -24 | cut -c1-62,100-150 > "$D/profile_$n.log"
+        cut -c40-62,100-113 "$D/profile_$n.log" | head -18
+    done
+    ;;
+s46b)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: FlexPrefill's key pooling on a side stream
+    # beside its last-query pass (kernels.beside), then also its line mask beside the query-aware
+    # maps (.stage/pv/flexprefill_b.py, ORed after): their CUDA tests; flexprefill's plan +
+    # attention (Llama-3-8B, 32K and 64K) and replayed plan (SmolLM2, 8K and 32K) for both and for
+    # HEAD's four modules (.stage/pv/*_head.py); where each plan's time goes at 64K (plan46/)
+    D="$OUT/plan46"
+    mkdir -p "$D" /tmp/new46
+    timeout 200 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_beside.py \
+        tests/test_graphs.py tests/test_planners_dynamic.py > "$D/cuda_tests_b.log" 2>&1
+    tail -3 "$D/cuda_tests_b.log"
+    F="line_choice mass_threshold"
+    for f in $F; do cp attnsieve/kernels/$f.py /tmp/new46/; done
+    cp attnsieve/methods/prefill/flexprefill.py /tmp/new46/
+    for which in a b head; do
+        if [ "$which" = b ]; then
+            cp .stage/pv/flexprefill_b.py attnsieve/methods/prefill/flexprefill.py
+        elif [ "$which" = head ]; then
+            cp .stage/pv/flexprefill_head.py attnsieve/methods/prefill/flexprefill.py
+            for f in $F; do cp .stage/pv/${f}_head.py attnsieve/kernels/$f.py; done
+        fi
+        echo "== $which"
+        llama_prefill 100 32768,65536 flexprefill "/tmp/p_$which"
+        cp "/tmp/p_$which/prefill.json" "$D/prefill_$which.json"
+        timeout 60 python3 benchmarks/check_no_sync.py --planners flexprefill --lengths 8192,32768 \
+            --out "/tmp/n_$which" 2>&1 | grep flexprefill
+        [ "$which" = head ] || timeout 100 python3 benchmarks/profile_planning.py --lengths 65536 \
+            2>&1 | grep -A 22 "Self CUDA %" | head -24 | cut -c1-62,100-150 > "$D/profile_$which.log"
+    done
+    for f in $F; do cp /tmp/new46/$f.py attnsieve/kernels/; done
+    cp /tmp/new46/flexprefill.py attnsieve/methods/prefill/
+    ;;
+s46c)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: flexprefill's replayed plan in interleaved
+    # rounds (benchmarks/time_plan_variants.py): this checkout, its key pooling run sequentially,
+    # its line mask beside the query-aware maps (.stage/pv/flexprefill_b.py), every head's queries
+    # pooled beside the last-query pass (_c), both (_d); Llama-3-8B's heads at 32K and 64K,
+    # SmolLM2's at 8K and 32K (plan46/)
+    D="$OUT/plan46"
+    mkdir -p "$D"
+    V="--variant b=.stage/pv/flexprefill_b.py --variant c=.stage/pv/flexprefill_c.py"
+    V="$V --variant d=.stage/pv/flexprefill_d.py"
+    PYTHONPATH=. timeout 250 python3 benchmarks/time_plan_variants.py $V 2>&1 | tee "$D/variants_llama.log"
+    PYTHONPATH=. timeout 150 python3 benchmarks/time_plan_variants.py --shape smollm2 \
+        --lengths 8192,32768 $V 2>&1 | tee "$D/variants_smollm2.log"
+    ;;
+s46d)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: flexprefill's replayed plan in interleaved
+    # rounds (benchmarks/time_plan_variants.py): its last-query pass on a stream of the highest
+    # priority beside the key pooling (this checkout), both sequential, and the pooling on a side
+    # stream of equal priority (.stage/pv/flexprefill_plain.py, s46c's "current"); Llama-3-8B's
+    # heads at 32K, 64K and 128K, SmolLM2's at 8K and 32K; the CUDA tests of kernels.beside
+    # (plan46/)
+    D="$OUT/plan46"
+    mkdir -p "$D"
+    timeout 60 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_beside.py 2>&1 | tail -1
+    V="--variant plain=.stage/pv/flexprefill_plain.py"
+    PYTHONPATH=. timeout 250 python3 benchmarks/time_plan_variants.py $V --lengths 32768,65536,131072 \
+        2>&1 | tee "$D/priority_llama.log"
+    PYTHONPATH=. timeout 150 python3 benchmarks/time_plan_variants.py --shape smollm2 \
+        --lengths 8192,32768 $V 2>&1 | tee "$D/priority_smollm2.log"
+    ;;
+s46e)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the planning kernels' CUDA tests; flexprefill's
+    # replayed plan (benchmarks/time_plan_variants.py, five rounds) with this checkout's
+    # kernels and HEAD's (.stage/pv/{line_choice,mass_threshold,line_mask,planning}_head.py), in
+    # alternating processes, Llama-3-8B's heads at 32K, 64K and 128K; then `bench prefill`
+    # (flexprefill, 32K-128K) and the SmolLM2 replayed plan (8K, 32K) on this checkout (plan46/)
+    D="$OUT/plan46"
+    mkdir -p "$D" /tmp/new46
+    timeout 240 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_planning_hopper.py \
+        tests/test_planning_kernels.py tests/test_kernel_mass_threshold.py \
+        tests/test_kernel_line_choice.py tests/test_kernel_line_mask.py > "$D/cuda_tests_e.log" 2>&1
+    tail -2 "$D/cuda_tests_e.log"
+    F="line_choice mass_threshold line_mask planning"
+    for f in $F; do cp attnsieve/kernels/$f.py /tmp/new46/; done
+    for which in new head new head; do
+        for f in $F; do
+            if [ "$which" = head ]; then cp .stage/pv/${f}_head.py attnsieve/kernels/$f.py
+            else cp /tmp/new46/$f.py attnsieve/kernels/; fi
+        done
+        PYTHONPATH=. timeout 100 python3 benchmarks/time_plan_variants.py --rounds 5 \
+            --lengths 32768,65536,131072 2>&1 | sed "s/current/$which/" | tee -a "$D/kernels_llama.log"
+    done
+    for f in $F; do cp /tmp/new46/$f.py attnsieve/kernels/; done
+    llama_prefill 200 32768,65536,131072 flexprefill /tmp/p_e
+    cp /tmp/p_e/prefill.json /tmp/p_e/prefill.png "$D/"
+    timeout 60 python3 benchmarks/check_no_sync.py --planners flexprefill --lengths 8192,32768 \
+        --out /tmp/n_e 2>&1 | grep flexprefill
+    cp /tmp/n_e/no_sync.json "$D/"
+    ;;
+s46f)  # carry .stage/s: the CUDA tests of the line mask, the last-query statistics and the Gluon pass,
+    # rerun after s46e's test step ran past its 240 s (run as one command line, not through this
+    # script; an earlier try without TRITON_INTERPRET=0 ran them in Triton 3.6's interpreter,
+    # which found the line mask's range bound a 1-element array: now plain arithmetic) (plan46/)
+    D="$OUT/plan46"
+    mkdir -p "$D"
+    timeout 300 python3 -m pytest -v -p no:cacheprovider -rf --tb=short --durations=8 \
+        tests/test_kernel_line_mask.py tests/test_planning_kernels.py tests/test_planning_hopper.py \
+        > "$D/cuda_tests_g.log" 2>&1
+    tail -1 "$D/cuda_tests_g.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d|s44a|s44b|s44c|s44d|s44e|s44f|s44g|s45a|s45b|s45c|s45d|s45e|s45f|s45g|s45h|s45i|s45j|s45k|s45l|s45m" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d|s44a|s44b|s44c|s44d|s44e|s44f|s44g|s45a|s45b|s45c|s45d|s45e|s45f|s45g|s45h|s45i|s45j|s45k|s45l|s45m|s46a|s46b|s46c|s46d|s46e|s46f" >&2
     exit 2
     ;;
 esac

@@ -56,6 +56,7 @@ def test_twin_matches_token_lines(band):
         (1, 2, 300, 1301, 64, 32, 32),  # M > N, more key blocks than one tile of the kernel
         (2, 1, 200, 130, 16, 32, 5),  # M < N: early rows see nothing; a band narrower
         (1, 1, 77, 77, 32, 16, 1),  # one diagonal a band
+        (1, 1, 3000, 3000, 16, 16, 16),  # early query blocks see fewer key blocks than a tile
     ],
 )
 def test_kernel_matches_the_twin(b, h, n, m, bq, bk, band):

@@ -48,35 +48,50 @@ def _xlogx(x):
 def _query_aware(
     Q, KP, VERT, SCORE, i_b, i_h, i_kv, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
     stride_kn, stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
-    BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, UNROLL: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 ):
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < HEAD_DIM
     p_q = Q + i_b * stride_qb + i_h * stride_qh
-    b_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for r0 in range(N - LAST, N, ROWS):
-        o_r = r0 + tl.arange(0, ROWS)
-        b_q = tl.load(p_q + o_r[:, None].to(tl.int64) * stride_qn + o_d[None, :],
-                      mask=(o_r < N)[:, None] & m_d[None, :], other=0.0)
-        b_sum += tl.sum(b_q.to(tl.float32), 0)
-    q_mean = b_sum / LAST
+    # rows summed elementwise, UNROLL loads in flight at once, reduced across threads once
+    b_acc = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)
+    for r0 in range(N - LAST, N, ROWS * UNROLL):
+        for i_u in tl.static_range(UNROLL):
+            o_r = r0 + i_u * ROWS + tl.arange(0, ROWS)
+            b_q = tl.load(p_q + o_r[:, None].to(tl.int64) * stride_qn + o_d[None, :],
+                          mask=(o_r < N)[:, None] & m_d[None, :], other=0.0)
+            b_acc += b_q.to(tl.float32)
+    q_mean = tl.sum(b_acc, 0) / LAST
     # one walk over the pooled keys: the scores go to this program's scratch row, read back
-    # BLOCK at a time for the divergence (a second walk over the keys took longer)
+    # BLOCK at a time for the divergence (a second walk over the keys took longer). The next
+    # chunk's load is issued before this one's scores, and the softmax's max and sum are kept
+    # per lane, reduced once after the walk: a walk that reduced and waited per chunk spent
+    # each chunk's load latency and two barriers in sequence.
     p_k = KP + i_b * stride_kb + i_kv * stride_kh
-    b_m = tl.full([], float("-inf"), tl.float32)
-    b_l = tl.full([], 0.0, tl.float32)
+    o_c = tl.arange(0, CHUNK)
+    m_dk = m_d[None, :]
+    b_k = tl.load(p_k + o_c[:, None].to(tl.int64) * stride_kn + o_d[None, :],
+                  mask=(o_c < KB)[:, None] & m_dk, other=0.0)
+    b_m = tl.full([CHUNK], float("-inf"), tl.float32)
+    b_l = tl.zeros([CHUNK], dtype=tl.float32)
     for j0 in range(0, KB, CHUNK):
-        o_j = j0 + tl.arange(0, CHUNK)
+        o_j = j0 + o_c
         m_j = o_j < KB
-        b_k = tl.load(p_k + o_j[:, None].to(tl.int64) * stride_kn + o_d[None, :],
-                      mask=m_j[:, None] & m_d[None, :], other=0.0)
+        o_next = o_j + CHUNK
+        b_next = tl.load(p_k + o_next[:, None].to(tl.int64) * stride_kn + o_d[None, :],
+                         mask=(o_next < KB)[:, None] & m_dk, other=0.0)
         b_s = tl.where(m_j, tl.sum(b_k.to(tl.float32) * q_mean[None, :], 1) * scale,
                        float("-inf"))
         tl.store(SCORE + o_j, b_s, mask=m_j)
-        b_new = tl.maximum(b_m, tl.max(b_s, 0))
-        b_l = b_l * tl.exp(b_m - b_new) + tl.sum(tl.exp(b_s - b_new), 0)
+        b_new = tl.maximum(b_m, b_s)
+        b_new_safe = tl.where(b_new == float("-inf"), 0.0, b_new)  # no -inf - -inf
+        b_l = b_l * tl.exp(b_m - b_new_safe) + tl.exp(b_s - b_new_safe)
         b_m = b_new
+        b_k = b_next
+    b_max = tl.max(b_m, 0)
+    b_l = tl.sum(b_l * tl.exp(b_m - b_max), 0)
+    b_m = b_max
     tl.debug_barrier()  # the scores stored by every thread, before any reads them back
     p_v = VERT + i_b * stride_vb + i_h * stride_vh
     b_sp = tl.full([], 0.0, tl.float32)  # Σ ā ln ā, Σ â ln â, Σ m ln m for m = (ā + â) / 2
@@ -100,8 +115,8 @@ def _line_choice_kernel(
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_sb, stride_sh, stride_sn,
     H_Q, GROUP, N, LAST, KB, lo, hi, gamma, keep_all, scale, tau,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
-    SINGLE: tl.constexpr, BLOCK: tl.constexpr, GAMMA_ROW: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, UNROLL: tl.constexpr,
+    CHUNK: tl.constexpr, SINGLE: tl.constexpr, BLOCK: tl.constexpr, GAMMA_ROW: tl.constexpr,
 ):
     i_bh, i_line = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H_Q).to(tl.int64), (i_bh % H_Q).to(tl.int64)
@@ -109,7 +124,7 @@ def _line_choice_kernel(
     m_qa = _query_aware(
         Q, KP, VERT, SCORE + i_row * KB, i_b, i_h, i_h // GROUP, stride_qb, stride_qh, stride_qn,
         stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
-        HEAD_DIM, BLOCK_D, ROWS, CHUNK, BLOCK,
+        HEAD_DIM, BLOCK_D, ROWS, UNROLL, CHUNK, BLOCK,
     )
     if i_line == 0:
         tl.store(QA + i_bh, m_qa.to(tl.uint8))
@@ -196,7 +211,7 @@ def choose_lines(
                 *q.stride()[:3], *k_pooled.stride()[:3], *vertical.stride(), *slash.stride(),
                 h_q, h_q // h_kv, n, last, kb, lo, hi, 0.0 if gamma_row else float(gamma),
                 int(not gamma_row and gamma >= 1), scale, tau, HEAD_DIM=d,
-                BLOCK_D=max(16, triton.next_power_of_2(d)), ROWS=32, CHUNK=_CHUNK,
+                BLOCK_D=max(16, triton.next_power_of_2(d)), ROWS=32, UNROLL=4, CHUNK=_CHUNK,
                 SINGLE=kb <= block, BLOCK=block, GAMMA_ROW=gamma_row,
                 num_warps=min(8, max(4, block // 512)),
             )  # fmt: skip

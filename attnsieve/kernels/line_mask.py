@@ -43,7 +43,22 @@ def _line_mask_kernel(
         # [1, 1] tile, as the interpreter types a scalar bool & a bool tile as uint8
         p_head = HEADS + i_b * stride_hb + i_h * stride_hh
         head_on = tl.load(p_head + tl.zeros([1, 1], dtype=tl.int32)) != 0
-    for j0 in range(0, KB, BLOCK_J):
+    if HAS_EXTRA:
+        p_x = EXTRA + i_b * stride_xb + i_h * stride_xh + o_i.to(tl.int64)[:, None] * stride_xq
+    # key blocks past the last one the program's query blocks see keep only their extra blocks
+    # (kept as given), not computed: causal masks leave about half of them, and the kernel is
+    # bound by its per-entry instructions, not by memory
+    last_seen = M - N + tl.minimum(tl.minimum(i_q * BLOCK_I + BLOCK_I, QB) * BLOCK_Q, N) - 1
+    kb_seen = tl.minimum(tl.maximum(last_seen, 0) // BLOCK_K + 1, KB)
+    for j0 in range((kb_seen + BLOCK_J - 1) // BLOCK_J * BLOCK_J, KB, BLOCK_J):
+        o_j = j0 + tl.arange(0, BLOCK_J)
+        m_ij = (o_i < QB)[:, None] & (o_j < KB)[None, :]
+        keep = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.int1)
+        if HAS_EXTRA:
+            m_x = m_ij & head_on if HAS_HEADS else m_ij
+            keep |= tl.load(p_x + o_j[None, :], mask=m_x, other=0) != 0
+        tl.store(p_out + o_j[None, :], keep.to(tl.uint8), mask=m_ij)
+    for j0 in range(0, kb_seen, BLOCK_J):
         o_j = j0 + tl.arange(0, BLOCK_J)
         m_j = o_j < KB
         k0 = o_j * BLOCK_K
@@ -63,7 +78,6 @@ def _line_mask_kernel(
                 m_t = m_ij & (hi >= lo) & (s_lo + t <= s_hi)
                 keep |= tl.load(p_band + s_lo + t, mask=m_t, other=0) != 0
         if HAS_EXTRA:
-            p_x = EXTRA + i_b * stride_xb + i_h * stride_xh + o_i.to(tl.int64)[:, None] * stride_xq
             m_x = m_ij & head_on if HAS_HEADS else m_ij
             keep |= tl.load(p_x + o_j[None, :], mask=m_x, other=0) != 0
         tl.store(p_out + o_j[None, :], keep.to(tl.uint8), mask=m_ij)

@@ -136,6 +136,9 @@ def _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift, ways, gamma,
     in TS) and its target: the largest candidate not rejected. STEP 1 narrows the first pass,
     whose candidate 0 is key 0: the row's total, which sets the target."""
     o_w = tl.arange(0, WAYS)
+    if STEP != 1:  # loaded before the partial masses, so that the two loads overlap
+        t = tl.load(TS + i_r)
+        target = tl.load(TARGET + i_r)
     b_mass = tl.zeros([WAYS], dtype=tl.float32)
     for i_c in range(0, n_chunks, BLOCK_C):  # chunks in a fixed order: the same t* every run
         o_c = i_c + tl.arange(0, BLOCK_C)
@@ -145,9 +148,6 @@ def _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift, ways, gamma,
         g, _ = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
         t = tl.full([], 0, tl.int32)
         target = g * tl.sum(tl.where(o_w == 0, b_mass, 0.0), 0)
-    else:
-        t = tl.load(TS + i_r)
-        target = tl.load(TARGET + i_r)
     cand = t + ((o_w % ways) << shift)
     return tl.max(tl.where(b_mass < target, t, cand), 0), target
 
@@ -186,7 +186,9 @@ def _masses_kernel(
     # ways < WAYS (the last pass) repeats candidates rather than carrying past bit 0
     cand = t + ((o_w % ways) << shift)  # [WAYS]
     b_acc = tl.zeros([SUB, WAYS], dtype=tl.float32)  # per-lane sums: one reduction per chunk
-    for i_l in range(0, CHUNK, SUB):
+    # unrolled, so that every load of the chunk is in flight at once: a loop waited for each
+    # (offline sm_90 SASS), 16 latencies a program where a pass has little else to do
+    for i_l in tl.static_range(0, CHUNK, SUB):
         # loaded as a [SUB, 1] column: widening a loaded vector to [SUB, WAYS] converted its
         # layout through shared memory on every step (1.69 against 0.75 ms for 32 x 1M, H200)
         o_l = i_c * CHUNK + i_l + tl.arange(0, SUB)[:, None]
@@ -222,15 +224,17 @@ def _keep_kernel(
     BLOCK: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):
     """The mask, each program narrowing the last pass itself unless NARROWED (TS_IN holds t*); a
-    row that keeps nothing takes the largest key, what the search would find."""
+    row that keeps nothing is written as such without being read (the largest key, what the
+    search would find, keeps no entry p > 0)."""
     i = tl.program_id(0).to(tl.int64)  # one grid axis over (block, row), as above
     i_r, i_c = i % n_rows, (i // n_rows).to(tl.int64 if WIDE else tl.int32)
     o_l = i_c * BLOCK + tl.arange(0, BLOCK)
+    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
+        tl.store(OUT + i_r * L + o_l, tl.zeros([BLOCK], dtype=tl.uint8), mask=o_l < L)
+        return
     b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
     _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
-    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
-        t = tl.full([], 0x7FFFFFFF, tl.int32)
-    elif NARROWED:
+    if NARROWED:
         t = tl.load(TS_IN + i_r)
     else:
         t, _ = _narrowed(PART_IN, TS_IN, TARGET, GAMMA, i_r, n_chunks, shift_in, ways_in, gamma,
