@@ -4,7 +4,10 @@ The twin, `attnsieve.layout_spans.pack_sorted`, takes a prefix sum, a sum, an in
 and a scatter over the whole (B, H, QB, KB) mask, each a pass over it. Here one program packs one
 row: its kept key blocks in ascending order, then PAD to the row's end, and the count. In the
 patched SmolLM2 at 128K that saved 0.2 ms a planned layer end to end
-(benchmarks/results/h200/pack/e2e/ against pairs/e2e/).
+(benchmarks/results/h200/pack/e2e/ against pairs/e2e/). A program is one warp, whose scan needs
+no shared memory and no barrier: FlexPrefill's replayed plan on Llama-3-8B's heads (H200) took
+0.254 / 0.403 / 0.735 ms at 32K / 64K / 128K against 0.260 / 0.418 / 0.772 at four warps and
+0.254 / 0.408 / 0.750 at two (benchmarks/results/h200/plan46/pack_warps.log).
 """
 
 from __future__ import annotations
@@ -58,6 +61,6 @@ def pack_block_mask(mask: Tensor) -> tuple[Tensor, Tensor]:
     with torch.cuda.device(mask.device) if mask.is_cuda else contextlib.nullcontext():
         _pack_kernel[(b * h * qb,)](
             mask.view(torch.uint8), idx, count, *mask.stride()[:3], h, qb, kb,
-            PAD_VALUE=PAD, BLOCK=min(_BLOCK, triton.next_power_of_2(kb)),
+            PAD_VALUE=PAD, BLOCK=min(_BLOCK, triton.next_power_of_2(kb)), num_warps=1,
         )  # fmt: skip
     return idx, count
