@@ -87,6 +87,18 @@ def test_per_head_gamma_and_last_rows():
     _check(*inputs, gamma=gamma, tau=0.0, lo=1, hi=90, last=1)
 
 
+@pytest.mark.parametrize("last", [128, 200, 300])
+def test_last_rows_over_several_loads(last):
+    """More last rows than the kernel sums in one round of loads (4 x 32): a query-aware gate
+    near each head's divergence flips the head if their mean is off."""
+    inputs = _inputs(1, 3, 1, 300, 40, seed=4)
+    js = _divergence(inputs[0], inputs[2], inputs[3], last, 1 / math.sqrt(32))
+    taus = _taus(js)[2:]
+    assert len(taus) >= 4  # most heads' divergences are apart
+    for tau in taus:
+        _check(*inputs, gamma=0.9, tau=tau, lo=2, hi=13, last=last)
+
+
 def test_lines_over_blocks(monkeypatch):
     monkeypatch.setattr(line_choice, "_MAX_BLOCK", 64)
     inputs = _inputs(1, 2, 1, 20, 150, seed=2)
