@@ -15,25 +15,21 @@ Variants: "current" (this checkout) and NAME=PATH for a copy of
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 
 import torch
 
 from attnsieve.bench.common import graph_ms
 from attnsieve.eval.workloads import MODEL_SHAPES, model_workload
 from attnsieve.methods.prefill import flexprefill
+from benchmarks.check_masked_cost import load
 
 
 def _planners(variants: list[str]) -> dict[str, object]:
     planners = {"current": flexprefill.FlexPrefillPlanner()}
     for text in variants:
         name, path = text.split("=", 1)
-        spec = importlib.util.spec_from_file_location(f"variant_{name}", path)
-        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses
-        spec.loader.exec_module(module)
-        planners[name] = module.FlexPrefillPlanner()
+        planners[name] = load(f"variant_{name}", path).FlexPrefillPlanner()
     return planners
 
 
