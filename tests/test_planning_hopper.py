@@ -86,10 +86,13 @@ def _inputs(b, h_q, h_kv, n, m, d, dtype, sharp=3.0):
 
 
 def _matches_twin(q, k, last_q):
-    got = planning.last_query_stats(q, k, last_q=last_q, block_k=128)
-    want = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=128)
-    for g, w in zip(got, want, strict=True):
-        _close(g, w, torch.float16)
+    """(vertical, slash, pooled) as the twin's, and (vertical, slash) without pooled."""
+    for pooled in (True, False):
+        kw = dict(last_q=last_q, block_k=128, pooled=pooled)
+        got = planning.last_query_stats(q, k, **kw)
+        want = planning_reference.last_query_stats(q, k, **kw)
+        for g, w in zip(got, want, strict=True):
+            _close(g, w, torch.float16)
 
 
 @needs_hopper
@@ -97,7 +100,7 @@ def _matches_twin(q, k, last_q):
 def test_last_query_stats(shape, launches):
     q, k = _inputs(*shape[:-1])
     _matches_twin(q, k, shape[-1])
-    assert len(launches) == 1
+    assert len(launches) == 2
 
 
 @needs_hopper
@@ -107,7 +110,7 @@ def test_any_tiles_per_program_at_head_dim_64(tiles, launches, monkeypatch):
     partial) give the same sums."""
     monkeypatch.setattr(planning, "sum_tiles_per_program", lambda rows, key_tiles, device: tiles)
     _matches_twin(*_inputs(1, 4, 2, 300, 1700, 64, torch.bfloat16), 128)
-    assert len(launches) == 1
+    assert len(launches) == 2
 
 
 @needs_hopper
@@ -117,7 +120,7 @@ def test_any_tiles_per_program_at_head_dim_128(sms, launches, monkeypatch):
     or all 14 key tiles a program here, the last one partial, give the same sums."""
     monkeypatch.setattr(planning_hopper, "sm_count", lambda device: sms)
     _matches_twin(*_inputs(1, 4, 2, 300, 1700, 128, torch.bfloat16), 128)
-    assert len(launches) == 1
+    assert len(launches) == 2
 
 
 @needs_hopper
@@ -127,5 +130,10 @@ def test_nonfinite_inputs_match_the_twin(launches):
     q, k = _inputs(2, 4, 2, 300, 500, 64, torch.float16)
     q[0, 1, 250, 3] = math.nan
     k[0, 0, 37, 2], k[1, 1, 3, 0] = math.inf, -math.inf
-    _matches_twin(q, k, 128)
+    kw = dict(last_q=128, block_k=128, pooled=True)
+    *got, got_pooled = planning.last_query_stats(q, k, **kw)
+    *want, want_pooled = planning_reference.last_query_stats(q, k, **kw)
+    for g, w in zip(got, want, strict=True):
+        _close(g, w, torch.float16)
+    torch.testing.assert_close(got_pooled, want_pooled, rtol=2e-3, atol=2e-3, equal_nan=True)
     assert len(launches) == 1

@@ -55,6 +55,7 @@ def test_block_mean_pool(shape):
     assert pooling_reference.block_mean_pool(x, 2)[0, 0].tolist() == [[1, 2], [5, 6], [8, 9]]
 
 
+@pytest.mark.usefixtures("nan_empty")  # an entry left unwritten fails
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("causal", [True, False])
 def test_pooled_block_probs(shape, causal):
@@ -73,14 +74,19 @@ def test_pooled_block_probs(shape, causal):
     torch.testing.assert_close(sums, seen.float().expand_as(sums))  # 1 per row, 0 if blind
 
 
+@pytest.mark.usefixtures("nan_empty")  # an entry left unwritten fails
 @pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("split", [(16, 1), (16, 2)])
 @pytest.mark.parametrize("causal", [True, False])
-def test_pooled_block_probs_over_key_splits(split, causal, wide, monkeypatch):
+@pytest.mark.parametrize("sms", [4, 1000])
+def test_pooled_block_probs_over_key_splits(split, causal, wide, sms, monkeypatch):
     """Rows whose key blocks span several programs (3 and 2 splits of 44 key blocks, the last
     partial; causal rows that end inside a split, or before it) give the twin's softmax; with
-    the int64 row offsets of maps past 2^31 entries a head too (forced here)."""
+    the int64 row offsets of maps past 2^31 entries a head too (forced here). With many SMs a
+    program takes 16 query blocks, the first 16 of which see 38 key blocks: the rest of their
+    rows are the zeros the norm launch writes past them."""
     monkeypatch.setattr(pooling, "pooled_split", lambda: split)
+    monkeypatch.setattr(pooling, "sm_count", lambda device: sms)
     if wide:
         monkeypatch.setattr(pooling, "_WIDE_AT", 0)
     q, k = _inputs(2, 4, 2, 150, 173, 64, torch.float32)
@@ -90,10 +96,13 @@ def test_pooled_block_probs_over_key_splits(split, causal, wide, monkeypatch):
     _close(got, pooling_reference.pooled_block_probs(qp, kp, **kwargs), torch.float32)
 
 
+@pytest.mark.usefixtures("nan_empty")
 @pytest.mark.parametrize("shape", SHAPES[:2])
 def test_pooling_and_pooled_probs_leave_out_heads(shape):
-    """The heads that ``heads`` leaves out are zero and not read (NaN inputs there stay out) or
-    scored; the others are as without it. ``heads`` is a strided view (after a transpose)."""
+    """The heads that ``heads`` leaves out are not read (NaN inputs there stay out): pooled to
+    zero, and not scored: zero in the twin's map, not written in the kernel's (NaN from
+    torch.empty here). The others are as without it. ``heads`` is a strided view (after a
+    transpose)."""
     q, k = _inputs(*shape)
     b, h_q, n = q.shape[:3]
     heads = (torch.arange(b * h_q, device=DEVICE).view(h_q, b) % 3 != 1).t()
@@ -107,7 +116,7 @@ def test_pooling_and_pooled_probs_leave_out_heads(shape):
         # scored, the heads left out would not be zero (a NaN row would: not stored)
         qp = torch.where(heads[..., None, None], qp, 1.0)
         probs = ops.pooled_block_probs(qp, kp, **sizes, heads=heads)
-        assert (probs[~heads] == 0).all()
+        assert (probs[~heads].isnan() if ops is pooling else probs[~heads] == 0).all()
         want = ops.pooled_block_probs(ops.block_mean_pool(q, 32), kp, **sizes)
         _close(probs[heads], want[heads], torch.float32)
 
@@ -194,11 +203,15 @@ def test_last_query_stats(shape, block_k):
     q, k = _inputs(*shape)
     n, m = q.shape[2], k.shape[2]
     last_q = min(40, n)
-    vertical, slash = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k)
-    want_v, want_s = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
-    assert vertical.shape == slash.shape == (q.shape[0], q.shape[1], -(-m // block_k))
+    kw = dict(last_q=last_q, block_k=block_k)
+    vertical, slash, pooled = planning.last_query_stats(q, k, **kw, pooled=True)
+    want_v, want_s, want_p = planning_reference.last_query_stats(q, k, **kw, pooled=True)
+    assert vertical.shape == slash.shape == pooled.shape == (*q.shape[:2], -(-m // block_k))
     _close(vertical, want_v, q.dtype)
     _close(slash, want_s, q.dtype)
+    _close(pooled, want_p, q.dtype)
+    without = planning.last_query_stats(q, k, **kw)  # the same two without pooled
+    assert len(without) == 2 and torch.equal(without[0], vertical)
     # both are averaged probability distributions over the rows that see a key
     seen = float((torch.arange(m - last_q, m) >= 0).sum()) / last_q
     torch.testing.assert_close(
@@ -209,10 +222,26 @@ def test_last_query_stats(shape, block_k):
 
 def _matches_twin(q, k, last_q, block_ks):
     for block_k in block_ks:
-        got = planning.last_query_stats(q, k, last_q=last_q, block_k=block_k)
-        want = planning_reference.last_query_stats(q, k, last_q=last_q, block_k=block_k)
+        kw = dict(last_q=last_q, block_k=block_k, pooled=True)
+        got = planning.last_query_stats(q, k, **kw)
+        want = planning_reference.last_query_stats(q, k, **kw)
         for g, w in zip(got, want, strict=True):
             _close(g, w, q.dtype)
+
+
+@pytest.mark.parametrize("block_k", [1, 16, 48])
+def test_pooled_is_the_mean_query_against_the_mean_key(block_k):
+    """The twin's pooled scores (the mean of the scores over the rows and each block's keys,
+    the last block partial) are FlexPrefill's ā logits: mean last query · mean key × scale."""
+    q, k = _inputs(2, 4, 2, 60, 100, 32, torch.float32)
+    q, k = q.cpu().double(), k.cpu().double()
+    *_, pooled = planning_reference.last_query_stats(
+        q.float(), k.float(), last_q=24, block_k=block_k, scale=0.3, pooled=True
+    )
+    q_mean = q[:, :, -24:].mean(2).view(2, 2, 2, 32)
+    k_mean = pooling_reference.block_mean_pool(k, block_k).double()
+    want = (q_mean @ k_mean.transpose(-1, -2) * 0.3).view(2, 4, -1)
+    torch.testing.assert_close(pooled.double(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_last_query_stats_more_rows_than_a_key_tile():
@@ -374,10 +403,16 @@ def test_nonfinite_inputs_match_the_twin(causal):
     _close(got, antidiagonal_reference.antidiagonal_block_scores(q, k, **kw), torch.float16)
     if causal:  # last_query_stats is causal only
         for block_k in (1, 16, 64):
-            got = planning.last_query_stats(q, k, last_q=20, block_k=block_k)
-            want = planning_reference.last_query_stats(q, k, last_q=20, block_k=block_k)
+            kw = dict(last_q=20, block_k=block_k, pooled=True)
+            *got, got_pooled = planning.last_query_stats(q, k, **kw)
+            *want, want_pooled = planning_reference.last_query_stats(q, k, **kw)
             for a, b in zip(got, want, strict=True):
                 _close(a, b, torch.float16)
+            # a NaN or infinite score makes its block's mean score NaN or infinite in both (which
+            # one may differ: the per-key path scores the mean query, not each row)
+            finite = want_pooled.isfinite()
+            assert torch.equal(got_pooled.isfinite(), finite)
+            _close(got_pooled[finite], want_pooled[finite], torch.float16)
 
 
 def test_empty_shapes_match_the_twin():
@@ -396,6 +431,8 @@ def test_empty_shapes_match_the_twin():
         ("last_query_stats", (q[:0], k[:0]), dict(last_q=2, block_k=1)),
         ("last_query_stats", (q[:0], k[:0]), dict(last_q=2, block_k=64)),
         ("last_query_stats", (q[:, :0], k), dict(last_q=2, block_k=16)),
+        ("last_query_stats", (q[:0], k[:0]), dict(last_q=2, block_k=1, pooled=True)),
+        ("last_query_stats", (q, k[:, :, :0]), dict(last_q=2, block_k=16, pooled=True)),
         ("antidiagonal_block_scores", (q[:, :0], k), dict(stride=4, block_q=16, block_k=16)),
     ]
     twins = {

@@ -80,8 +80,9 @@ def pooled_block_probs(
     FlexPrefill's query-aware estimate (and SpargeAttn's). Inputs are `block_mean_pool` outputs,
     (B, H_q, QB, D) and (B, H_kv, KB, D); rows that see no key block are zero. With ``causal``, key
     block j is visible iff its first key is at or before the query block's last query.
-    ``heads``: None, or bool (B, H_q) on their device: the heads it leaves out are zero, and the
-    kernel does not score them.
+    ``heads``: None, or bool (B, H_q) on their device: the kernel neither scores nor writes the
+    heads it leaves out, so their entries are undefined (the twin's are zero): whatever reads the
+    map must skip them (FlexPrefill's `mass_threshold` gives them a threshold of 0).
     """
     for name, value in (("num_queries", num_queries), ("num_keys", num_keys)):
         check_int(name, value, 1)
@@ -160,36 +161,39 @@ def last_query_stats(
     last_q: int,
     block_k: int,
     scale: float | None = None,
+    pooled: bool = False,
     backend: str | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
+) -> tuple[Tensor, ...]:
+    """Causal attention of the last ``last_q`` queries as (vertical, slash), float32, and with
+    ``pooled`` their mean score per key block as a third.
 
     ``vertical`` (B, H_q, KB): their probability mass per block of ``block_k`` keys, averaged
     over the rows; ``slash`` (B, H_q, KB): per block of diagonal offsets
-    [s·block_k, (s+1)·block_k). ``block_k`` 1: per key and per diagonal.
+    [s·block_k, (s+1)·block_k). ``block_k`` 1: per key and per diagonal. ``pooled``
+    (B, H_q, KB): q·k × scale (default 1/sqrt(D)) averaged over the rows and the block's keys,
+    unmasked: the mean last query against the block's mean key, the logits of FlexPrefill's
+    pooled estimate ā (`choose_lines`), taken from the same pass over the keys.
     """
     check_qk(q, k)
     _check_head_dim("q, k", q.shape[3])
     check_scale(scale)
     check_int("block_k", block_k, 1)
+    check_bool("pooled", pooled)
     if not isinstance(last_q, int) or isinstance(last_q, bool) or not 1 <= last_q <= q.shape[2]:
         raise ValueError(f"last_q: expected an int in [1, N={q.shape[2]}], got {last_q!r}")
     ops = _kernels("planning", backend, q)
-    return ops.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale)
+    return ops.last_query_stats(q, k, last_q=last_q, block_k=block_k, scale=scale, pooled=pooled)
 
 
 def choose_lines(
     vertical: Tensor,
     slash: Tensor,
-    q: Tensor,
-    k_pooled: Tensor,
+    pooled: Tensor,
     *,
-    last: int,
     gamma: float | Tensor,
     tau: float,
     lo: int,
     hi: int,
-    scale: float | None = None,
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """FlexPrefill's choice of lines: ``(query_aware, chosen)``.
@@ -197,9 +201,8 @@ def choose_lines(
     Args:
         vertical, slash: float32 (B, H_q, KB) the last queries' mass per key block and per offset
             block (`last_query_stats`); ``vertical`` is their estimate â.
-        q: (B, H_q, N, D) queries, float; the mean of the last ``last`` rows (an int in [1, N])
-            against ``k_pooled``, float32 (B, H_kv, KB, D) the mean key of each block, gives
-            ā = softmax(mean q · pooled k × scale) (scale: default 1/sqrt(D)).
+        pooled: float32 (B, H_q, KB) the mean last query's scaled score against each block's
+            mean key (`last_query_stats` with ``pooled``): ā = softmax(pooled).
         gamma: the share of each line's mass to keep: a number, or float32 (H_q,) per head.
         tau: a head is query-aware where sqrt(JS(ā, â)) < tau (natural log).
         lo, hi: the fewest and most blocks a line keeps (0 <= lo <= hi); a query-aware head's
@@ -211,42 +214,27 @@ def choose_lines(
     ``count`` the size of the smallest set holding ``gamma`` of the line's mass (`mass_threshold`;
     every block where gamma >= 1) clamped to [lo, hi]; block 0 always. No host synchronisation.
     """
-    check_tensor("q", q, 4, "(batch, q_heads, seq, head_dim)")
-    b, h_q, n, d = q.shape
-    _check_head_dim("q", d)
-    check_tensor("k_pooled", k_pooled, 4, "(batch, kv_heads, key_blocks, head_dim)")
-    check_dtype("k_pooled", k_pooled, (torch.float32,))
-    h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
-    if k_pooled.shape[0] != b or k_pooled.shape[3] != d or h_kv < 1 or h_q % h_kv or kb < 1:
-        raise ValueError(
-            f"k_pooled: expected (B={b}, H_kv dividing H_q={h_q}, KB >= 1, D={d}), got "
-            f"{tuple(k_pooled.shape)}"
-        )
-    for name, line in (("vertical", vertical), ("slash", slash)):
+    check_tensor("vertical", vertical, 3, "(batch, q_heads, key_blocks)")
+    b, h_q, kb = vertical.shape
+    if kb < 1:
+        raise ValueError(f"vertical: expected at least one key block, got shape {(b, h_q, kb)}")
+    for name, line in (("vertical", vertical), ("slash", slash), ("pooled", pooled)):
         check_tensor(name, line, 3, "(batch, q_heads, key_blocks)")
         check_dtype(name, line, (torch.float32,))
-        if line.shape != (b, h_q, kb) or line.device != q.device:
+        if line.shape != (b, h_q, kb) or line.device != vertical.device:
             raise ValueError(
-                f"{name}: expected shape {(b, h_q, kb)} on {q.device}, got {tuple(line.shape)} on "
-                f"{line.device}"
+                f"{name}: expected shape {(b, h_q, kb)} on {vertical.device}, got "
+                f"{tuple(line.shape)} on {line.device}"
             )
-    if k_pooled.device != q.device:
-        raise ValueError(f"k_pooled: expected device {q.device}, got {k_pooled.device}")
-    if not isinstance(last, int) or isinstance(last, bool) or not 1 <= last <= n:
-        raise ValueError(f"last: expected an int in [1, N={n}], got {last!r}")
     if isinstance(gamma, Tensor):
-        check_index("gamma", gamma, (h_q,), torch.float32, q.device)
+        check_index("gamma", gamma, (h_q,), torch.float32, vertical.device)
     else:
         check_float("gamma", gamma, 0.0, math.inf)
     check_float("tau", tau, 0.0, math.inf)
     check_int("lo", lo, 0)
     check_int("hi", hi, lo)
-    check_scale(scale)
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     ops = _kernels("line_choice", backend, vertical, (torch.float32,))
-    return ops.choose_lines(
-        vertical, slash, q, k_pooled, last=last, gamma=gamma, tau=tau, lo=lo, hi=hi, scale=scale
-    )
+    return ops.choose_lines(vertical, slash, pooled, gamma=gamma, tau=tau, lo=lo, hi=hi)
 
 
 def mass_threshold(

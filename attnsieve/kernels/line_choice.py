@@ -2,16 +2,17 @@
 heads are query-aware and which key blocks and offset blocks each head keeps, in one launch.
 
 Program (b, h, line) of the query heads' two lines (verticals, slashes):
-1. the mean of the last ``last`` rows of q, its scores against the pooled keys of its KV head
-   (one walk, the scores kept in a scratch row) and their softmax ā, and sqrt(JS(ā, â)) against
-   the verticals â: the head is query-aware below tau;
+1. the softmax ā of the head's pooled scores (`last_query_stats`' ``pooled``: the mean last
+   query against each block's mean key), and sqrt(JS(ā, â)) against the verticals â: the head
+   is query-aware below tau;
 2. for its line: a query-aware head keeps lo blocks; another the smallest set holding gamma of the
    line's mass (the bisection of `mass_threshold`'s rows in registers), its size clamped to
    [lo, hi]. Where the clamp changes nothing that set is the answer (ties included); otherwise
    that many largest blocks, ties to lower indices (`select_pages`' search). Block 0 always;
    written as a mask.
 Both programs of a head compute its gate: two short serial chains in parallel rather than one
-long one (one program a head took 75 µs at 64K on the H200, two 67, `lines42/`, `lines42b/`).
+long one (one program a head took 75 µs at 64K on the H200, two 67, `lines42/`, `lines42b/`,
+when the gate still pooled the last queries and scored the pooled keys itself).
 
 The twenty-odd PyTorch launches this replaces (mean, matmul, softmax, the divergence's sums, the
 threshold, the count, the top) cost a replayed plan about 2 µs each. No host synchronisation,
@@ -32,10 +33,8 @@ from torch import Tensor
 from attnsieve.kernels import check_triton_device
 from attnsieve.kernels.mass_threshold import mass_cut
 from attnsieve.kernels.page_select import count_above, order_keys, store_top, top_threshold
-from attnsieve.kernels.prefill import unit_last
 
 _MAX_BLOCK = 8192  # longest line a program holds in registers
-_CHUNK = 64  # pooled keys a program scores at once
 
 
 # fmt: off
@@ -45,62 +44,31 @@ def _xlogx(x):
 
 
 @triton.jit
-def _query_aware(
-    Q, KP, VERT, SCORE, i_b, i_h, i_kv, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
-    stride_kn, stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, UNROLL: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK: tl.constexpr,
-):
-    o_d = tl.arange(0, BLOCK_D)
-    m_d = o_d < HEAD_DIM
-    p_q = Q + i_b * stride_qb + i_h * stride_qh
-    # rows summed elementwise, UNROLL loads in flight at once, reduced across threads once
-    b_acc = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)
-    for r0 in range(N - LAST, N, ROWS * UNROLL):
-        for i_u in tl.static_range(UNROLL):
-            o_r = r0 + i_u * ROWS + tl.arange(0, ROWS)
-            b_q = tl.load(p_q + o_r[:, None].to(tl.int64) * stride_qn + o_d[None, :],
-                          mask=(o_r < N)[:, None] & m_d[None, :], other=0.0)
-            b_acc += b_q.to(tl.float32)
-    q_mean = tl.sum(b_acc, 0) / LAST
-    # one walk over the pooled keys: the scores go to this program's scratch row, read back
-    # BLOCK at a time for the divergence (a second walk over the keys took longer). The next
-    # chunk's load is issued before this one's scores, and the softmax's max and sum are kept
-    # per lane, reduced once after the walk: a walk that reduced and waited per chunk spent
-    # each chunk's load latency and two barriers in sequence.
-    p_k = KP + i_b * stride_kb + i_kv * stride_kh
-    o_c = tl.arange(0, CHUNK)
-    m_dk = m_d[None, :]
-    b_k = tl.load(p_k + o_c[:, None].to(tl.int64) * stride_kn + o_d[None, :],
-                  mask=(o_c < KB)[:, None] & m_dk, other=0.0)
-    b_m = tl.full([CHUNK], float("-inf"), tl.float32)
-    b_l = tl.zeros([CHUNK], dtype=tl.float32)
-    for j0 in range(0, KB, CHUNK):
-        o_j = j0 + o_c
-        m_j = o_j < KB
-        o_next = o_j + CHUNK
-        b_next = tl.load(p_k + o_next[:, None].to(tl.int64) * stride_kn + o_d[None, :],
-                         mask=(o_next < KB)[:, None] & m_dk, other=0.0)
-        b_s = tl.where(m_j, tl.sum(b_k.to(tl.float32) * q_mean[None, :], 1) * scale,
-                       float("-inf"))
-        tl.store(SCORE + o_j, b_s, mask=m_j)
+def _query_aware(POOL, VERT, i_b, i_h, stride_pb, stride_ph, stride_pn, stride_vb, stride_vh,
+                 stride_vn, KB, tau, BLOCK: tl.constexpr):
+    """sqrt(JS(ā, â)) < tau: ā the softmax of the head's pooled scores, â its verticals."""
+    p_s = POOL + i_b * stride_pb + i_h * stride_ph
+    p_v = VERT + i_b * stride_vb + i_h * stride_vh
+    # the softmax's max and sum per lane, reduced once after the walk
+    b_m = tl.full([BLOCK], float("-inf"), tl.float32)
+    b_l = tl.zeros([BLOCK], dtype=tl.float32)
+    for j0 in range(0, KB, BLOCK):
+        o_j = j0 + tl.arange(0, BLOCK)
+        b_s = tl.load(p_s + o_j.to(tl.int64) * stride_pn, mask=o_j < KB, other=float("-inf"))
         b_new = tl.maximum(b_m, b_s)
         b_new_safe = tl.where(b_new == float("-inf"), 0.0, b_new)  # no -inf - -inf
         b_l = b_l * tl.exp(b_m - b_new_safe) + tl.exp(b_s - b_new_safe)
         b_m = b_new
-        b_k = b_next
     b_max = tl.max(b_m, 0)
     b_l = tl.sum(b_l * tl.exp(b_m - b_max), 0)
-    b_m = b_max
-    tl.debug_barrier()  # the scores stored by every thread, before any reads them back
-    p_v = VERT + i_b * stride_vb + i_h * stride_vh
     b_sp = tl.full([], 0.0, tl.float32)  # Σ ā ln ā, Σ â ln â, Σ m ln m for m = (ā + â) / 2
     b_sv = tl.full([], 0.0, tl.float32)
     b_sm = tl.full([], 0.0, tl.float32)
     for j0 in range(0, KB, BLOCK):
         o_j = j0 + tl.arange(0, BLOCK)
         m_j = o_j < KB
-        b_p = tl.exp(tl.load(SCORE + o_j, mask=m_j, other=float("-inf")) - b_m) / b_l
+        b_s = tl.load(p_s + o_j.to(tl.int64) * stride_pn, mask=m_j, other=float("-inf"))
+        b_p = tl.exp(b_s - b_max) / b_l
         b_v = tl.load(p_v + o_j.to(tl.int64) * stride_vn, mask=m_j, other=0.0)
         b_sp += tl.sum(_xlogx(b_p), 0)
         b_sv += tl.sum(_xlogx(b_v), 0)
@@ -111,21 +79,16 @@ def _query_aware(
 
 @triton.jit
 def _line_choice_kernel(
-    Q, KP, VERT, SLASH, GAMMA, QA, OUT, SCORE,
-    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-    stride_vb, stride_vh, stride_vn, stride_sb, stride_sh, stride_sn,
-    H_Q, GROUP, N, LAST, KB, lo, hi, gamma, keep_all, scale, tau,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, UNROLL: tl.constexpr,
-    CHUNK: tl.constexpr, SINGLE: tl.constexpr, BLOCK: tl.constexpr, GAMMA_ROW: tl.constexpr,
+    POOL, VERT, SLASH, GAMMA, QA, OUT,
+    stride_pb, stride_ph, stride_pn, stride_vb, stride_vh, stride_vn, stride_sb, stride_sh,
+    stride_sn, H_Q, KB, lo, hi, gamma, keep_all, tau,
+    SINGLE: tl.constexpr, BLOCK: tl.constexpr, GAMMA_ROW: tl.constexpr,
 ):
     i_bh, i_line = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H_Q).to(tl.int64), (i_bh % H_Q).to(tl.int64)
     i_row = i_bh.to(tl.int64) * 2 + i_line
-    m_qa = _query_aware(
-        Q, KP, VERT, SCORE + i_row * KB, i_b, i_h, i_h // GROUP, stride_qb, stride_qh, stride_qn,
-        stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, N, LAST, KB, scale, tau,
-        HEAD_DIM, BLOCK_D, ROWS, UNROLL, CHUNK, BLOCK,
-    )
+    m_qa = _query_aware(POOL, VERT, i_b, i_h, stride_pb, stride_ph, stride_pn, stride_vb,
+                        stride_vh, stride_vn, KB, tau, BLOCK)
     if i_line == 0:
         tl.store(QA + i_bh, m_qa.to(tl.uint8))
         p_x = VERT + i_b * stride_vb + i_h * stride_vh
@@ -182,36 +145,29 @@ def _line_choice_kernel(
 def choose_lines(
     vertical: Tensor,
     slash: Tensor,
-    q: Tensor,
-    k_pooled: Tensor,
+    pooled: Tensor,
     *,
-    last: int,
     gamma: float | Tensor,
     tau: float,
     lo: int,
     hi: int,
-    scale: float,
 ) -> tuple[Tensor, Tensor]:
     """(query_aware bool (B, H_q), chosen bool (B, H_q, 2, KB), contiguous), Triton; see
     :func:`attnsieve.kernels.line_choice_reference.choose_lines`."""
-    check_triton_device("q", q)
-    q, k_pooled = unit_last(q), unit_last(k_pooled)
-    b, h_q, n, d = q.shape
-    h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
-    query_aware = torch.empty((b, h_q), dtype=torch.uint8, device=q.device)
-    chosen = torch.empty((b, h_q, 2, kb), dtype=torch.uint8, device=q.device)
-    scores = torch.empty((b, h_q, 2, kb), dtype=torch.float32, device=q.device)
+    check_triton_device("vertical", vertical)
+    b, h_q, kb = vertical.shape
+    query_aware = torch.empty((b, h_q), dtype=torch.uint8, device=vertical.device)
+    chosen = torch.empty((b, h_q, 2, kb), dtype=torch.uint8, device=vertical.device)
     if b * h_q * kb:
         gamma_row = isinstance(gamma, Tensor)
         g = gamma.to(torch.float32).contiguous() if gamma_row else vertical
         block = min(max(triton.next_power_of_2(kb), 128), _MAX_BLOCK)
-        with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        on_cuda = vertical.is_cuda
+        with torch.cuda.device(vertical.device) if on_cuda else contextlib.nullcontext():
             _line_choice_kernel[(b * h_q, 2)](
-                q, k_pooled, vertical, slash, g, query_aware, chosen, scores,
-                *q.stride()[:3], *k_pooled.stride()[:3], *vertical.stride(), *slash.stride(),
-                h_q, h_q // h_kv, n, last, kb, lo, hi, 0.0 if gamma_row else float(gamma),
-                int(not gamma_row and gamma >= 1), scale, tau, HEAD_DIM=d,
-                BLOCK_D=max(16, triton.next_power_of_2(d)), ROWS=32, UNROLL=4, CHUNK=_CHUNK,
+                pooled, vertical, slash, g, query_aware, chosen, *pooled.stride(),
+                *vertical.stride(), *slash.stride(), h_q, kb, lo, hi,
+                0.0 if gamma_row else float(gamma), int(not gamma_row and gamma >= 1), tau,
                 SINGLE=kb <= block, BLOCK=block, GAMMA_ROW=gamma_row,
                 num_warps=min(8, max(4, block // 512)),
             )  # fmt: skip

@@ -12,28 +12,22 @@ from attnsieve.kernels.page_select_reference import top_mask
 def choose_lines(
     vertical: Tensor,
     slash: Tensor,
-    q: Tensor,
-    k_pooled: Tensor,
+    pooled: Tensor,
     *,
-    last: int,
     gamma: float | Tensor,
     tau: float,
     lo: int,
     hi: int,
-    scale: float,
 ) -> tuple[Tensor, Tensor]:
     """(query_aware bool (B, H_q), chosen bool (B, H_q, 2, KB)); see `attnsieve.api.choose_lines`.
 
-    â is ``vertical``; ā the softmax of the mean of q's ``last`` rows against ``k_pooled``.
-    A head is query-aware where sqrt(JS(ā, â)) < tau. Each line (vertical, then slash) keeps
-    its ``count`` largest blocks, ties to lower indices: ``lo`` for a query-aware head, else
-    the size of its smallest set holding ``gamma`` of its mass clamped to [lo, hi]; block 0 always.
+    â is ``vertical``; ā the softmax of ``pooled``. A head is query-aware where
+    sqrt(JS(ā, â)) < tau. Each line (vertical, then slash) keeps its ``count`` largest blocks,
+    ties to lower indices: ``lo`` for a query-aware head, else the size of its smallest set
+    holding ``gamma`` of its mass clamped to [lo, hi]; block 0 always.
     """
-    b, h_q, n, d = q.shape
-    h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
-    q_mean = q[:, :, n - last :].float().mean(2).view(b, h_kv, h_q // h_kv, d)
-    pooled = (q_mean @ k_pooled.float().transpose(-1, -2) * scale).softmax(-1).view(b, h_q, kb)
-    query_aware = sqrt_js_divergence(pooled, vertical.float()) < tau
+    b, h_q, kb = vertical.shape
+    query_aware = sqrt_js_divergence(pooled.float().softmax(-1), vertical.float()) < tau
     lines = torch.stack((vertical, slash), 2).float()  # (B, H_q, 2, KB)
     threshold = gamma[:, None, None] if isinstance(gamma, Tensor) else gamma
     cover = mass_threshold(lines, threshold).sum(-1)

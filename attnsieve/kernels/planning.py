@@ -46,11 +46,23 @@ def _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, qk_scale,
     """[BLOCK_L, BLOCK_N] base-2 causal scores of the last rows vs keys ``o_n``, masked -inf.
     Without MASKED, for a tile of keys that every row sees (all before position M - L + 1): no
     mask, so padding rows past L score 0 and their log-sum-exp must be dropped by the caller."""
+    b_s = _raw_scores(b_q, p_k, o_n, o_d, m_d, stride_kn, M, MASKED) * qk_scale
+    return _causal(b_s, o_n, o_pos, M, L, BLOCK_L, MASKED)
+
+
+@triton.jit
+def _raw_scores(b_q, p_k, o_n, o_d, m_d, stride_kn, M, MASKED: tl.constexpr):
+    """q·k of the last rows (zero past L) and keys ``o_n``; with MASKED, keys past M read 0."""
     m_k = m_d[None, :]
     if MASKED:
         m_k = m_k & (o_n < M)[:, None]
     b_k = tl.load(p_k + o_n.to(tl.int64)[:, None] * stride_kn + o_d[None, :], mask=m_k, other=0.0)
-    b_s = tl.dot(b_q, tl.trans(b_k)) * qk_scale
+    return tl.dot(b_q, tl.trans(b_k))
+
+
+@triton.jit
+def _causal(b_s, o_n, o_pos, M, L, BLOCK_L: tl.constexpr, MASKED: tl.constexpr):
+    """b_s with MASKED: -inf past each row's position, past M and in rows past L."""
     if MASKED:
         m_s = (tl.arange(0, BLOCK_L) < L)[:, None] & (o_n < M)[None, :]
         m_s = m_s & (o_n[None, :] <= o_pos[:, None])
@@ -206,21 +218,25 @@ def _block_sums(b_x, BLOCK_L: tl.constexpr, NB: tl.constexpr, BLOCK_K: tl.conste
 
 
 @triton.jit
-def _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, i_bh, i_t, o_r, o_pos, m_lead, o_d, m_d,
-                      stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MASKED: tl.constexpr):
+def _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos, m_lead, o_d,
+                      m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MASKED: tl.constexpr,
+                      POOLED: tl.constexpr):
     """One key tile of _last_block_parts_kernel."""
     NB: tl.constexpr = BLOCK_N // BLOCK_K
     o_n = i_t * BLOCK_N + tl.arange(0, BLOCK_N)
-    b_s = _last_scores(b_q, p_k, o_n, o_pos, o_d, m_d, stride_kn, M, L, 1, BLOCK_L, MASKED)
+    b_s = _raw_scores(b_q, p_k, o_n, o_d, m_d, stride_kn, M, MASKED)  # 0 past L and past M
+    o_part = (i_bh.to(tl.int64) * KB_PAD + i_t * NB + tl.arange(0, NB)[None, :]) * BLOCK_L
+    o_part += o_r[:, None]  # [BLOCK_L, NB]
+    if POOLED:
+        tl.store(RAW + o_part, _block_sums(b_s, BLOCK_L, NB, BLOCK_K))
+    b_s = _causal(b_s, o_n, o_pos, M, L, BLOCK_L, MASKED)
     # the max of the raw scores (qk_scale > 0), then scale and shift in one FMA an element:
     # 258 against 268 us at 64K on Llama-3-8B's heads, 130 against 141 on SmolLM2's at 128K
     # (planning47/)
     b_m = tl.max(b_s, 1)
     b_p = tl.exp2(b_s * qk_scale - tl.where(b_m == float("-inf"), 0.0, b_m * qk_scale)[:, None])
     b_m = b_m * qk_scale
-    o_part = (i_bh.to(tl.int64) * KB_PAD + i_t * NB + tl.arange(0, NB)[None, :]) * BLOCK_L
-    o_part += o_r[:, None]  # [BLOCK_L, NB]
     tl.store(PART_M + o_part, tl.broadcast_to(b_m[:, None], [BLOCK_L, NB]))
     tl.store(TOTAL + o_part, _block_sums(b_p, BLOCK_L, NB, BLOCK_K))
     tl.store(LEAD + o_part, _block_sums(tl.where(m_lead, b_p, 0.0), BLOCK_L, NB, BLOCK_K))
@@ -228,15 +244,16 @@ def _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, i_bh, i_t, o_r, o_pos, m_le
 
 @triton.jit
 def _last_block_parts_kernel(
-    Q, K, PART_M, LEAD, TOTAL, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-    H_Q, GROUP, N, M, L, KB_PAD, qk_scale,
+    Q, K, PART_M, LEAD, TOTAL, RAW, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
+    stride_kn, H_Q, GROUP, N, M, L, KB_PAD, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, TILES: tl.constexpr,
+    BLOCK_K: tl.constexpr, TILES: tl.constexpr, POOLED: tl.constexpr,
 ):
     """One pass of the last rows over TILES key tiles. Per row and block of BLOCK_K keys: the
     tile's max score (PART_M), and the probability mass relative to it of the block (TOTAL) and
     of its leading keys (LEAD), those on the row's offset block (pos - first key) // BLOCK_K;
-    the rest lie on the offset block below. A row's log-sum-exp is known only after every tile,
+    the rest lie on the offset block below. With POOLED also the sum of its raw scores q·k,
+    unmasked (RAW), for the pooled estimate. A row's log-sum-exp is known only after every tile,
     so the masses stay relative to each tile's max and are normalised afterwards
     (_last_block_sums_kernel): each score's exp is taken once, where two passes took it twice
     (the three launches 0.27 against 0.72 ms on Llama-3-8B's heads at 64K; 8 warps took 0.44,
@@ -257,11 +274,13 @@ def _last_block_parts_kernel(
     t_end = tl.minimum(i_t0 + TILES, tl.cdiv(M, BLOCK_N))
     t_seen = tl.maximum(_seen_by_all(M, L, BLOCK_N) // BLOCK_N, i_t0)
     for i_t in range(i_t0, tl.minimum(t_end, t_seen)):
-        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, i_bh, i_t, o_r, o_pos, m_lead, o_d, m_d,
-                          stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K, False)
+        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos, m_lead, o_d,
+                          m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K,
+                          False, POOLED)
     for i_t in range(t_seen, t_end):
-        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, i_bh, i_t, o_r, o_pos, m_lead, o_d, m_d,
-                          stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K, True)
+        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos, m_lead, o_d,
+                          m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K,
+                          True, POOLED)
 
 
 @triton.jit
@@ -276,15 +295,22 @@ def _block_weights(PART_M, b_lse, m_row, o_kb, i_bh, KB, KB_PAD, BLOCK_L: tl.con
 
 @triton.jit
 def _last_block_sums_kernel(
-    PART_M, LEAD, TOTAL, LSE, VERT, SLASH, M, L, KB, KB_PAD, inv_rows,
-    BLOCK_L: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr,
+    PART_M, LEAD, TOTAL, RAW, LSE, VERT, SLASH, POOL, M, L, KB, KB_PAD, inv_rows, pool_scale,
+    BLOCK_L: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, POOLED: tl.constexpr,
 ):
     """Vertical and slash sums of CHUNK blocks from _last_block_parts_kernel's masses: key block
     s's mass over the rows, and offset block s's: each row's leading mass of key block
     pos // BLOCK_K - s and the rest of key block pos // BLOCK_K - s - 1, the one before it. Each
-    output has one writer (no atomics: the sums are the same from run to run)."""
+    output has one writer (no atomics: the sums are the same from run to run). With POOLED, key
+    block s's raw scores summed over the rows, × pool_scale / its keys (POOL)."""
     i_bh = tl.program_id(0).to(tl.int64)
     o_s = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
+    m_s = o_s < KB
+    if POOLED:  # rows past L hold 0 (their queries are zero)
+        o_raw = (i_bh * KB_PAD + o_s[:, None]) * BLOCK_L + tl.arange(0, BLOCK_L)[None, :]
+        b_raw = tl.sum(tl.load(RAW + o_raw, mask=m_s[:, None], other=0.0), 1)
+        keys = tl.minimum(M - o_s * BLOCK_K, BLOCK_K)
+        tl.store(POOL + i_bh * KB + o_s, b_raw * pool_scale / keys, mask=m_s)
     b_lse = tl.load(LSE + i_bh * BLOCK_L + tl.arange(0, BLOCK_L))
     m_row = _rows_with_softmax(b_lse, L, BLOCK_L)
     b_lse = tl.where(m_row, b_lse, 0.0)
@@ -297,7 +323,6 @@ def _last_block_sums_kernel(
     o_p, m_p, b_w = _block_weights(PART_M, b_lse, m_row, o_lead - 1, i_bh, KB, KB_PAD, BLOCK_L)
     b_rest = tl.load(TOTAL + o_p, mask=m_p, other=0.0) - tl.load(LEAD + o_p, mask=m_p, other=0.0)
     b_slash += b_w * tl.maximum(b_rest, 0.0)  # rounding must not make a mass negative
-    m_s = o_s < KB
     tl.store(VERT + i_bh * KB + o_s, b_vert * inv_rows, mask=m_s)
     tl.store(SLASH + i_bh * KB + o_s, tl.sum(b_slash, 1) * inv_rows, mask=m_s)
 
@@ -312,19 +337,23 @@ def last_query_stats(
     last_q: int,
     block_k: int,
     scale: float | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Causal attention of the last ``last_q`` queries as (vertical, slash), float32.
+    pooled: bool = False,
+) -> tuple[Tensor, ...]:
+    """Causal attention of the last ``last_q`` queries as (vertical, slash), float32, and with
+    ``pooled`` their mean scaled score per key block.
 
     ``vertical`` (B, H_q, KB): their probability mass per block of ``block_k`` keys, averaged
     over the rows; ``slash`` (B, H_q, KB): per block of diagonal offsets
-    [s·block_k, (s+1)·block_k). Twin: `planning_reference.last_query_stats`.
+    [s·block_k, (s+1)·block_k); ``pooled`` (B, H_q, KB): q·k × scale averaged over the rows and
+    the block's keys, unmasked. Twin: `planning_reference.last_query_stats`.
 
     Blocks of 16-128 keys (a power of two; FlexPrefill's) take one pass over the keys
     (`_last_block_parts_kernel`, or its Gluon twin on sm_90 where `planning_hopper.fits`) that
-    keeps each row's masses per key block relative to the key tile's max, then two small
-    launches: the rows' log-sum-exps from those, and the normalised sums. Other blocks
-    (vertical_slash's 1: per key and per diagonal) take two passes, split-K log-sum-exps then
-    probabilities, summed per offset through a skewing gather.
+    keeps each row's masses per key block relative to the key tile's max (and the block's raw
+    score sum, for ``pooled``), then two small launches: the rows' log-sum-exps from those, and
+    the normalised sums. Other blocks (vertical_slash's 1: per key and per diagonal) take two
+    passes, split-K log-sum-exps then probabilities, summed per offset through a skewing gather;
+    there ``pooled`` is the mean last query against `pooling.block_mean_pool`'s keys.
     """
     check_triton_device("q", q)
     check_interpreter_dots("q", q)
@@ -333,14 +362,14 @@ def last_query_stats(
     kb = triton.cdiv(m, block_k)
     if b * h_q * m == 0:  # no key, query head or batch: nothing to launch
         empty = torch.zeros(b, h_q, kb, device=q.device, dtype=torch.float32)
-        return empty, empty.clone()
+        return (empty, empty.clone(), empty.clone())[: 3 if pooled else 2]
     q, k = unit_last(q), unit_last(k)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     block_l = max(16, triton.next_power_of_2(last_q))
     common = (*q.stride()[:3], *k.stride()[:3], h_q, h_q // h_kv, n, m, last_q)
     meta = {"HEAD_DIM": d, "BLOCK_D": max(16, triton.next_power_of_2(d)), "BLOCK_L": block_l}
     if block_k in (16, 32, 64, 128):
-        return _block_stats(q, k, common, meta, last_q, block_k, scale * LOG2E)
+        return _block_stats(q, k, common, meta, last_q, block_k, scale, pooled)
     block_n = 64
     split = block_n * max(1, triton.cdiv(triton.cdiv(m, block_n), 32))  # ≤ 32 splits per head
     splits = triton.cdiv(m, split)
@@ -357,18 +386,31 @@ def last_query_stats(
         q, k, lse, vertical, slash, *common, scale * LOG2E, 1.0 / last_q, **meta, BLOCK_N=block_n,
         TILES=tiles,
     )  # fmt: skip
-    if block_k == 1:
+    if block_k != 1:
+        pad = (0, kb * block_k - m)
+        vertical, slash = (
+            torch.nn.functional.pad(x, pad).view(b, h_q, kb, block_k).sum(-1)
+            for x in (vertical, slash)
+        )
+    if not pooled:
         return vertical, slash
-    pad = (0, kb * block_k - m)
-    vertical, slash = (
-        torch.nn.functional.pad(x, pad).view(b, h_q, kb, block_k).sum(-1) for x in (vertical, slash)
-    )
-    return vertical, slash
+    from attnsieve.kernels.pooling import block_mean_pool  # pooling imports this module
+
+    q_mean = q[:, :, n - last_q :].float().mean(2).view(b, h_kv, h_q // h_kv, d)
+    k_mean = block_mean_pool(k, block_k)
+    return vertical, slash, (q_mean @ k_mean.transpose(-1, -2) * scale).view(b, h_q, kb)
 
 
 def _block_stats(
-    q: Tensor, k: Tensor, common: tuple, meta: dict, last_q: int, block_k: int, qk_scale: float
-) -> tuple[Tensor, Tensor]:
+    q: Tensor,
+    k: Tensor,
+    common: tuple,
+    meta: dict,
+    last_q: int,
+    block_k: int,
+    scale: float,
+    pooled: bool,
+) -> tuple[Tensor, ...]:
     """`last_query_stats` for blocks of 16-128 keys: one pass, then the log-sum-exps, then the
     normalised sums."""
     b, h_q = q.shape[:2]
@@ -376,26 +418,30 @@ def _block_stats(
     block_n = max(64, block_k)  # the key tile: one or more whole blocks
     key_tiles = triton.cdiv(m, block_n)
     kb, kb_pad = triton.cdiv(m, block_k), key_tiles * (block_n // block_k)
-    part_m, lead, total = torch.empty(
-        3, b * h_q, kb_pad, block_l, device=q.device, dtype=torch.float32
+    parts = torch.empty(
+        4 if pooled else 3, b * h_q, kb_pad, block_l, device=q.device, dtype=torch.float32
     ).unbind()
+    part_m, lead, total = parts[:3]
+    raw = parts[3] if pooled else total  # never written nor read without pooled
     tiles = sum_tiles_per_program(b * h_q, key_tiles, q.device)
+    qk_scale = scale * LOG2E
     if planning_hopper.fits(q, k, block_k, block_l):
-        planning_hopper.block_parts(q, k, (part_m, lead, total), last_q, tiles, qk_scale)
+        planning_hopper.block_parts(q, k, parts, last_q, tiles, qk_scale)
     else:
         _last_block_parts_kernel[(b * h_q, triton.cdiv(key_tiles, tiles))](
-            q, k, part_m, lead, total, *common, kb_pad, qk_scale, **meta, BLOCK_N=block_n,
-            BLOCK_K=block_k, TILES=tiles, num_stages=2,
+            q, k, part_m, lead, total, raw, *common, kb_pad, qk_scale, **meta, BLOCK_N=block_n,
+            BLOCK_K=block_k, TILES=tiles, POOLED=pooled, num_stages=2,
         )  # fmt: skip
     lse = _combine_lse(part_m[:, :kb], total[:, :kb])
-    vertical = torch.empty(b, h_q, kb, device=q.device, dtype=torch.float32)
-    slash = torch.empty_like(vertical)
+    out = torch.empty(3 if pooled else 2, b, h_q, kb, device=q.device, dtype=torch.float32)
+    vertical, slash = out[0], out[1]
     chunk = 4  # blocks a program: 0.27 against 0.32 ms at 32 (Llama-3-8B at 64K, planning43/)
     _last_block_sums_kernel[(b * h_q, triton.cdiv(kb, chunk))](
-        part_m, lead, total, lse, vertical, slash, m, last_q, kb, kb_pad, 1.0 / last_q,
-        BLOCK_L=block_l, BLOCK_K=block_k, CHUNK=chunk,
+        part_m, lead, total, raw, lse, vertical, slash, out[-1], m, last_q, kb, kb_pad,
+        1.0 / last_q, scale / last_q, BLOCK_L=block_l, BLOCK_K=block_k, CHUNK=chunk,
+        POOLED=pooled,
     )  # fmt: skip
-    return vertical, slash
+    return tuple(out.unbind())
 
 
 def _combine_lse(part_m: Tensor, part_l: Tensor) -> Tensor:

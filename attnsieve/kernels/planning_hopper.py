@@ -71,15 +71,15 @@ def fits(q: Tensor, k: Tensor, block_k: int, block_l: int) -> bool:
 
 
 def block_parts(
-    q: Tensor, k: Tensor, parts: tuple[Tensor, Tensor, Tensor], last_q: int, tiles: int,
-    qk_scale: float,
-) -> None:  # fmt: skip
-    """Fill ``parts`` (part_m, lead, total, each (B·H_q, key tiles, BLOCK_L) float32) as
-    `_last_block_parts_kernel` does when it walks ``tiles`` key tiles a program; ``qk_scale`` in
-    log2 units. This kernel walks `program_tiles` of them."""
+    q: Tensor, k: Tensor, parts: tuple[Tensor, ...], last_q: int, tiles: int, qk_scale: float
+) -> None:
+    """Fill ``parts`` (part_m, lead, total and optionally raw, each (B·H_q, key tiles, BLOCK_L)
+    float32) as `_last_block_parts_kernel` does when it walks ``tiles`` key tiles a program;
+    ``qk_scale`` in log2 units. This kernel walks `program_tiles` of them."""
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
-    part_m, lead, total = parts
+    part_m, lead, total = parts[:3]
+    pooled = len(parts) == 4
     key_tiles, block_l = part_m.shape[1], part_m.shape[2]
     k2 = k.view(b * h_kv * m, d)
     tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
@@ -88,9 +88,9 @@ def block_parts(
     tiles = program_tiles(d, programs, key_tiles, tiles, q.device)
     # fmt: off
     _kernel[(b * h_q, block_l // BLOCK_R, triton.cdiv(key_tiles, tiles))](
-        q, k_desc, part_m, lead, total, *q.stride()[:3], h_q, h_q // h_kv, h_kv, n, m, last_q,
-        key_tiles, tiles, qk_scale,
-        BLOCK_R=BLOCK_R, BLOCK_L=block_l, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES,
+        q, k_desc, part_m, lead, total, parts[-1], *q.stride()[:3], h_q, h_q // h_kv, h_kv, n, m,
+        last_q, key_tiles, tiles, qk_scale,
+        BLOCK_R=BLOCK_R, BLOCK_L=block_l, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES, POOLED=pooled,
         num_warps=4, maxnreg=128,  # the consumer warpgroup takes more, the producer warp 24
     )
     # fmt: on
@@ -129,29 +129,35 @@ if gluon is not None:
                                             k_ready.index(s), k_smem.index(s))
 
     @gluon.jit
-    def _tile_parts(s, t, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, p_row, M, L,
+    def _tile_parts(s, t, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, RAW, p_row, M, L,
                     qk_scale, BLOCK_L: gl.constexpr, BLOCK_N: gl.constexpr,
-                    MASKED: gl.constexpr):
-        """Store key tile t's (max, total, lead) of the rows: MASKED hides keys past a row's
-        position or past M, and rows past L (unmasked, those score 0: their parts are junk,
-        which the sums drop)."""
+                    MASKED: gl.constexpr, POOLED: gl.constexpr):
+        """Store key tile t's (max, total, lead) of the rows, and with POOLED the sum of their
+        raw scores (rows past L score 0: their queries are zero): MASKED hides keys past a row's
+        position or past M (the next head's keys, in the tile's TMA view), and rows past L
+        (unmasked, those score 0: their parts are junk, which the sums drop)."""
+        o_p = p_row + t * BLOCK_L
         if MASKED:
             o_n = t * BLOCK_N + o_c
+            if POOLED:
+                gl.store(RAW + o_p, gl.sum(gl.where(o_n[None, :] < M, s, 0.0), 1))
             m_s = (o_n[None, :] <= o_pos[:, None]) & (o_n[None, :] < M) & (o_row < L)[:, None]
             s = gl.where(m_s, s, float("-inf"))
+        elif POOLED:
+            gl.store(RAW + o_p, gl.sum(s, 1))
         b_m = gl.max(s, 1)  # raw scores' max (qk_scale > 0): one FMA an element below
         b_p = gl.exp2(s * qk_scale - gl.where(b_m == float("-inf"), 0.0, b_m * qk_scale)[:, None])
-        o_p = p_row + t * BLOCK_L
         gl.store(PART_M + o_p, b_m * qk_scale)
         gl.store(TOTAL + o_p, gl.sum(b_p, 1))
         gl.store(LEAD + o_p, gl.sum(gl.where(o_c[None, :] <= o_lead[:, None], b_p, 0.0), 1))
 
     @gluon.jit
-    def _consumer(Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL,
+    def _consumer(Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL, RAW,
                   stride_qb, stride_qh, stride_qn, i_b, i_h, i_bh, i_half, t0, n_tiles, n_full,
                   N, M, L, KEY_TILES, qk_scale,
                   BLOCK_R: gl.constexpr, BLOCK_L: gl.constexpr, BLOCK_N: gl.constexpr,
-                  HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+                  HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, POOLED: gl.constexpr,
+                  num_warps: gl.constexpr):
         blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
         o_qr = i_half * BLOCK_R + gl.arange(0, BLOCK_R, layout=gl.SliceLayout(1, blk))
         o_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, blk))
@@ -177,35 +183,37 @@ if gluon is not None:
         n_plain = gl.minimum(n_full, n_tiles - 1)
         for j in range(0, n_plain):
             s = _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos, o_lead,
-                             o_c, PART_M, LEAD, TOTAL, p_row, t0, M, L, qk_scale, BLOCK_L,
-                             BLOCK_N, STAGES, False)
+                             o_c, PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L, qk_scale, BLOCK_L,
+                             BLOCK_N, STAGES, False, POOLED)
         for j in range(n_plain, n_tiles - 1):
             s = _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos, o_lead,
-                             o_c, PART_M, LEAD, TOTAL, p_row, t0, M, L, qk_scale, BLOCK_L,
-                             BLOCK_N, STAGES, True)
-        _tile_parts(s, t0 + n_tiles - 1, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, p_row,
-                    M, L, qk_scale, BLOCK_L, BLOCK_N, True)
+                             o_c, PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L, qk_scale, BLOCK_L,
+                             BLOCK_N, STAGES, True, POOLED)
+        _tile_parts(s, t0 + n_tiles - 1, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, RAW,
+                    p_row, M, L, qk_scale, BLOCK_L, BLOCK_N, True, POOLED)
 
     @gluon.jit
     def _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos, o_lead, o_c,
-                     PART_M, LEAD, TOTAL, p_row, t0, M, L, qk_scale, BLOCK_L: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr):
+                     PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L, qk_scale, BLOCK_L: gl.constexpr,
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr,
+                     POOLED: gl.constexpr):
         """Issue tile j + 1's Q·Kᵀ, store tile j's parts from ``s``, return tile j + 1's scores."""
         st1 = (j + 1) % STAGES
         mbarrier.wait(k_ready.index(st1), ((j + 1) // STAGES) & 1)
         s_tok = warpgroup_mma(q_smem, k_smem.index(st1).permute((1, 0)), zero_s, use_acc=False,
                               is_async=True)
-        _tile_parts(s, t0 + j, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, p_row, M, L,
-                    qk_scale, BLOCK_L, BLOCK_N, MASKED)
+        _tile_parts(s, t0 + j, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, RAW, p_row, M, L,
+                    qk_scale, BLOCK_L, BLOCK_N, MASKED, POOLED)
         s = warpgroup_mma_wait(0, deps=[s_tok])
         mbarrier.arrive(k_empty.index(st1), count=1)
         return s
 
     @gluon.jit
-    def _kernel(Q, k_desc, PART_M, LEAD, TOTAL, stride_qb, stride_qh, stride_qn,
+    def _kernel(Q, k_desc, PART_M, LEAD, TOTAL, RAW, stride_qb, stride_qh, stride_qn,
                 H_Q, GROUP, H_KV, N, M, L, KEY_TILES, TILES, qk_scale,
                 BLOCK_R: gl.constexpr, BLOCK_L: gl.constexpr, BLOCK_N: gl.constexpr,
-                HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+                HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, POOLED: gl.constexpr,
+                num_warps: gl.constexpr):
         i_bh = gl.program_id(0)
         i_half = gl.program_id(1)
         t0 = gl.program_id(2) * TILES
@@ -224,10 +232,10 @@ if gluon is not None:
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(k_empty.index(i), count=1)
         gl.warp_specialize([
-            (_consumer, (Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL,
+            (_consumer, (Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL, RAW,
                          stride_qb, stride_qh, stride_qn, i_b, i_h, i_bh, i_half, t0, n_tiles,
                          n_full, N, M, L, KEY_TILES, qk_scale, BLOCK_R, BLOCK_L, BLOCK_N,
-                         HEAD_DIM, STAGES, num_warps)),
+                         HEAD_DIM, STAGES, POOLED, num_warps)),
             (_producer, (k_desc, k_smem, k_ready, k_empty, (i_b * H_KV + i_h // GROUP) * M, t0,
                          n_tiles, BLOCK_N, STAGES)),
         ], [1], [24])

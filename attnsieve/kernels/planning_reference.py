@@ -18,9 +18,16 @@ from attnsieve.checks import cdiv
 
 
 def last_query_stats(
-    q: Tensor, k: Tensor, *, last_q: int, block_k: int, scale: float | None = None
-) -> tuple[Tensor, Tensor]:
-    """Causal attention of the last ``last_q`` queries, summarised as (vertical, slash), float32.
+    q: Tensor,
+    k: Tensor,
+    *,
+    last_q: int,
+    block_k: int,
+    scale: float | None = None,
+    pooled: bool = False,
+) -> tuple[Tensor, ...]:
+    """Causal attention of the last ``last_q`` queries, summarised as (vertical, slash), float32,
+    and with ``pooled`` their mean score per key block.
 
     ``vertical`` (B, H_q, KB): per block of ``block_k`` keys, the attention probability mass
     averaged over the last rows. ``slash`` (B, H_q, KB): per block of diagonal offsets
@@ -41,4 +48,8 @@ def last_query_stats(
     vertical = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, key_block, p.sum(2))
     slash_block = (offset.clamp(min=0) // block_k).flatten()
     slash = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, slash_block, p.flatten(2))
-    return vertical / last_q, slash / last_q
+    if not pooled:
+        return vertical / last_q, slash / last_q
+    keys = torch.zeros(kb, device=q.device).index_add_(0, key_block, torch.ones(m, device=q.device))
+    scores = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, key_block, s.sum(2))
+    return vertical / last_q, slash / last_q, scores / (last_q * keys)

@@ -6,7 +6,10 @@ with.
   in two launches over splits of key blocks (scores and partial sums, then the softmax).
 
 Both take the heads to compute (FlexPrefill's query-aware heads); the others' programs return at
-once, leaving zeros, so that no host sync picks the heads. Each launcher has a plain-PyTorch twin
+once, so that no host sync picks the heads: the mean pool leaves zeros there, the pooled map
+leaves those heads unwritten (FlexPrefill's threshold search never reads them; zeroing the whole
+map first, 33.5 MB on Llama-3-8B's heads at 64K, was most of a 0.4 ms plan's 10.4 us of fills,
+benchmarks/results/h200/plan46/profile_65536.log). Each launcher has a plain-PyTorch twin
 of the same name and signature in `attnsieve.kernels.pooling_reference`; `attnsieve.api` picks
 between them and checks the arguments. Scores are kept in base 2 (log2(e) folded into the scale).
 """
@@ -162,9 +165,9 @@ def _pooled_norm_kernel(
     CAUSAL: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_S: tl.constexpr,
     HAS_HEADS: tl.constexpr, WIDE: tl.constexpr,
 ):
-    """The softmax of the scores _pooled_scores_kernel wrote, over the same programs. A row
-    without a key, or whose sum is NaN (a NaN or +inf score), is zero, as in the twin's
-    nan_to_num."""
+    """The softmax of the scores _pooled_scores_kernel wrote, over the same programs, and zeros
+    past the key blocks its rows see (the map is not zeroed first). A row without a key, or whose
+    sum is NaN (a NaN or +inf score), is zero, as in the twin's nan_to_num."""
     i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):
@@ -189,6 +192,10 @@ def _pooled_norm_kernel(
         m_s = m_i[:, None] & (o_j < KB)[None, :]
         b_p = tl.exp2(tl.load(p_s, mask=m_s, other=float("-inf")) - b_m_sub[:, None])
         tl.store(p_s, tl.where(m_row[:, None], b_p * b_inv[:, None], 0.0), mask=m_s)
+    zeros = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
+    for j0 in range(tl.maximum(j_end, i_s * SPLIT), tl.minimum(KB, i_s * SPLIT + SPLIT), BLOCK_J):
+        o_j = j0 + tl.arange(0, BLOCK_J)
+        tl.store(p_o + o_row + o_j[None, :], zeros, mask=m_i[:, None] & (o_j < KB)[None, :])
 # fmt: on
 
 
@@ -228,15 +235,15 @@ def pooled_block_probs(
     causal: bool = True,
     heads: Tensor | None = None,
 ) -> Tensor:
-    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K; zero in the heads
-    that ``heads`` (bool (B, H_q)) leaves out, which are not scored."""
+    """float32 (B, H_q, QB, KB): softmax over key blocks of pooled-Q · pooled-K; the heads that
+    ``heads`` (bool (B, H_q)) leaves out are neither scored nor written."""
     check_triton_device("q_pooled", q_pooled)
     qb, kb = triton.cdiv(num_queries, block_q), triton.cdiv(num_keys, block_k)
     b, h_q, _, d = q_pooled.shape
     h_kv = k_pooled.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     q_pooled, k_pooled = unit_last(q_pooled), unit_last(k_pooled)
-    out = torch.zeros(b, h_q, qb, kb, device=q_pooled.device, dtype=torch.float32)
+    out = torch.empty(b, h_q, qb, kb, device=q_pooled.device, dtype=torch.float32)
     # 64 query blocks a program read each pooled key a quarter as often as 16 (0.27 against 0.33 ms
     # at 128K on Llama-3-8B's heads, planning43/), where they still fill the SMs
     block_i = 64 if b * h_q * triton.cdiv(qb, 64) >= sm_count(q_pooled.device) else 16

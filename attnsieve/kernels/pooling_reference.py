@@ -53,7 +53,8 @@ def pooled_block_probs(
     ``q_pooled`` (B, H_q, QB, D) and ``k_pooled`` (B, H_kv, KB, D) are block means (see
     `block_mean_pool`). With ``causal``, key block j is visible to query block i iff its first key
     is at or before the last query of i; rows that see no block are all zero. ``scale`` defaults to
-    1/sqrt(D). With ``heads`` (bool (B, H_q)), the heads it leaves out are zero.
+    1/sqrt(D). With ``heads`` (bool (B, H_q)), the heads it leaves out are zero (the kernel's are
+    undefined: it does not write them).
     """
     b, h_q, qb, d = q_pooled.shape
     h_kv, kb = k_pooled.shape[1], k_pooled.shape[2]
