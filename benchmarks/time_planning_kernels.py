@@ -60,9 +60,11 @@ def compare(label: str, modules: dict, call, ref=None) -> None:
 def block_stats(module, q: torch.Tensor, k: torch.Tensor, *, last_q: int, block_k: int) -> tuple:
     """A module's `last_query_stats`, its vertical summed per block of keys where the module is
     from before 2026-12-03 and summed per key (as flexprefill then did). At blocks of more than
-    one key the keys are pooled too by the current `block_mean_pool`, as flexprefill needs them
-    (not compared). For pool43/ and pool43b/ this function also called uncommitted variants
-    that pooled in the same pass with their `pool_keys` (25c4885's version of this script)."""
+    one key the keys are pooled too by the current `block_mean_pool`, as flexprefill needed them
+    before 2026-12-04 (not compared; it now takes its pooled logits from `last_query_stats` with
+    ``pooled`` and pools only its query-aware heads' keys). For pool43/ and pool43b/ this
+    function also called uncommitted variants that pooled in the same pass with their
+    `pool_keys` (25c4885's version of this script)."""
     vertical, slash = module.last_query_stats(q, k, last_q=last_q, block_k=block_k)
     if block_k > 1:
         pooling.block_mean_pool(k, block_k)
@@ -111,9 +113,10 @@ def main() -> None:
         twin = pooling_reference.pooled_block_probs(qp, kp, **sizes)
         compare(f"pooled_block_probs llama {n // 1024}K", pools,
                 lambda m: m.pooled_block_probs(qp, kp, **sizes), twin)  # noqa: B023  # fmt: skip
+        # head 7 only: the heads left out are not written (zeros before 2026-12-04)
         compare(f"pooled_block_probs {n // 1024}K 1 head", with_heads,
-                lambda m: m.pooled_block_probs(qp, kp, **sizes, heads=one_head),  # noqa: B023
-                twin * one_head[..., None, None])  # fmt: skip
+                lambda m: m.pooled_block_probs(qp, kp, **sizes, heads=one_head)[:, 7],  # noqa: B023
+                twin[:, 7])  # fmt: skip
         del twin
     for n in [] if opts.mass_only else (65536, 131072):
         x = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.bfloat16)

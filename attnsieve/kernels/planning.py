@@ -3,8 +3,9 @@ beside the block pooling of `attnsieve.kernels.pooling` and XAttention's antidia
 `attnsieve.kernels.antidiagonal`.
 
 `last_query_stats`: attention of the last queries, summed per block of keys (vertical) and per
-block of diagonal offsets (slash), never N×M; its one-pass path keeps three float32 values per
-(last row, key block) between launches (about 400 MB at 1M tokens on Llama-3-8B's 32 heads).
+block of diagonal offsets (slash), and optionally the mean score per key block (pooled), never
+N×M; its one-pass path keeps three float32 values per (last row, key block) between launches,
+four with pooled (about 400 and 530 MB at 1M tokens on Llama-3-8B's 32 heads).
 On an sm_90 GPU that pass runs in Gluon for FlexPrefill's 128-key blocks
 (`attnsieve.kernels.planning_hopper`).
 

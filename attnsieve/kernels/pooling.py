@@ -137,7 +137,7 @@ def _pooled_scores_kernel(
     query-aware head's map is a handful of programs, whose longest walk was the launch's time."""
     i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
-    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # not scored: zeros
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # neither scored nor written
         return
     o_i, m_i, o_d, m_d, b_q, o_last, j_end = _pooled_rows(
         QP, i_b, i_h, i_i, stride_qb, stride_qh, stride_qi, QB, D, N, M, BLOCK_Q, KB, BLOCK_K,
