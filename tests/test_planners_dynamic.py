@@ -191,6 +191,24 @@ def test_flexprefill_query_aware_heads_cover_gamma_of_the_pooled_map():
     assert (kept >= 0.9).all()  # tau = 1 > sqrt(ln 2) makes every head query-aware
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_flexprefill_query_aware_map_pools_its_own_kv_head(backend, monkeypatch):
+    """GQA 4/2: a head that is the only query-aware one (only its KV head's keys pooled) gets
+    the block map it gets when every head is query-aware; the other heads' maps are empty."""
+    q, k = qk(1, 4, 2, 300, 300, seed=4)
+    if backend == "triton":  # the interpreted kernels on CPU (float16 dots), or a GPU's
+        monkeypatch.setenv("ATTNSIEVE_BACKEND", "triton")
+        q, k = (x.to("cpu" if INTERPRET else "cuda", torch.float16) for x in (q, k))
+    planner = get_planner("flexprefill", block_q=16, block_k=16, min_budget=0)
+    every = planner._query_aware(q, k, torch.ones(1, 4, dtype=torch.bool, device=q.device), 0.9)
+    assert every.any(-1).any(-1).all()
+    for h in range(4):
+        heads = torch.arange(4, device=q.device)[None] == h
+        alone = planner._query_aware(q, k, heads, 0.9)
+        assert torch.equal(alone[0, h], every[0, h]), h
+        assert not alone[0, ~heads[0]].any()
+
+
 def testsqrt_js_divergence():
     p = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
     disjoint = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.25, 0.25]])
