@@ -50,6 +50,6 @@ def last_query_stats(
     slash = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, slash_block, p.flatten(2))
     if not pooled:
         return vertical / last_q, slash / last_q
-    keys = torch.zeros(kb, device=q.device).index_add_(0, key_block, torch.ones(m, device=q.device))
+    keys = (m - torch.arange(kb, device=q.device) * block_k).clamp(max=block_k)  # a block's keys
     scores = torch.zeros(b, h_q, kb, device=q.device).index_add_(-1, key_block, s.sum(2))
     return vertical / last_q, slash / last_q, scores / (last_q * keys)
