@@ -277,6 +277,15 @@ llama_prefill() {  # SECONDS LENGTHS PLANNERS DIR [OPTION...]: `bench prefill` o
     grep "^[0-9]" "$4/prefill.log"
 }
 
+replayed_plans() {  # WHICH PYTHONPATH LLAMA_SECONDS DIR [SUFFIX]: flexprefill's replayed plan
+    # (benchmarks/time_plan_variants.py, five rounds) on Llama-3-8B's heads at 32K-128K and
+    # SmolLM2's at 8K and 32K, "current" printed as WHICH, appended to DIR/{llama,smollm2}SUFFIX.log
+    PYTHONPATH=$2:/tmp/site timeout "$3" python3 benchmarks/time_plan_variants.py --rounds 5 \
+        --lengths 32768,65536,131072 2>&1 | sed "s/current/$1/" | tee -a "$4/llama$5.log"
+    PYTHONPATH=$2:/tmp/site timeout 40 python3 benchmarks/time_plan_variants.py --rounds 5 \
+        --shape smollm2 --lengths 8192,32768 2>&1 | sed "s/current/$1/" | tee -a "$4/smollm2$5.log"
+}
+
 smollm2_prefill() {  # SECONDS PLANNERS DIR: `bench prefill` on SmolLM2's heads at 128K (the log
     # and JSON in DIR, the PNG dropped), its table's rows printed
     mkdir -p "$3"
@@ -4352,10 +4361,7 @@ s47a)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: FlexPrefill's pooled est
     for which in new head new head; do
         P=.
         [ "$which" = head ] && P=.stage/pv/head47:.
-        PYTHONPATH=$P:/tmp/site timeout 100 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --lengths 32768,65536,131072 2>&1 | sed "s/current/$which/" | tee -a "$D/llama.log"
-        PYTHONPATH=$P:/tmp/site timeout 40 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --shape smollm2 --lengths 8192,32768 2>&1 | sed "s/current/$which/" | tee -a "$D/smollm2.log"
+        replayed_plans "$which" "$P" 100 "$D"
     done
     ;;
 s47b)  # carry .stage/s, WHEELS=.stage/s: `bench prefill` (flexprefill, 32K-128K, Llama-3-8B's heads)
@@ -4384,10 +4390,7 @@ s47c)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: as s47a (whose test step
     for which in new head; do
         P=.
         [ "$which" = head ] && P=.stage/pv/head47:.
-        PYTHONPATH=$P:/tmp/site timeout 100 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --lengths 32768,65536,131072 2>&1 | sed "s/current/$which/" | tee -a "$D/llama_c.log"
-        PYTHONPATH=$P:/tmp/site timeout 40 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --shape smollm2 --lengths 8192,32768 2>&1 | sed "s/current/$which/" | tee -a "$D/smollm2_c.log"
+        replayed_plans "$which" "$P" 100 "$D" _c
     done
     ;;
 s47d)  # carry nothing (run as one command line after s47b, not through this script): a second
@@ -4418,10 +4421,7 @@ s47e)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the pooled scores from a
     for which in new rowsum new rowsum; do
         P=.
         [ "$which" = rowsum ] && P=.stage/pv/head48:.
-        PYTHONPATH=$P:/tmp/site timeout 100 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --lengths 32768,65536,131072 2>&1 | sed "s/current/$which/" | tee -a "$D/llama.log"
-        PYTHONPATH=$P:/tmp/site timeout 40 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --shape smollm2 --lengths 8192,32768 2>&1 | sed "s/current/$which/" | tee -a "$D/smollm2.log"
+        replayed_plans "$which" "$P" 100 "$D"
     done
     llama_prefill 150 32768,65536,131072 flexprefill /tmp/p_e
     cp /tmp/p_e/prefill.json /tmp/p_e/prefill.png "$D/"
@@ -4442,10 +4442,7 @@ s47f)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: mass_threshold with more
     for which in new head new; do
         if [ "$which" = head ]; then cp .stage/pv/mass_threshold_head47.py attnsieve/kernels/mass_threshold.py
         else cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py; fi
-        PYTHONPATH=. timeout 90 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --lengths 32768,65536,131072 2>&1 | sed "s/current/$which/" | tee -a "$D/llama.log"
-        PYTHONPATH=. timeout 40 python3 benchmarks/time_plan_variants.py --rounds 5 \
-            --shape smollm2 --lengths 8192,32768 2>&1 | sed "s/current/$which/" | tee -a "$D/smollm2.log"
+        replayed_plans "$which" . 90 "$D"
     done
     cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py
     timeout 40 python3 benchmarks/time_mass_threshold.py 2>&1 | tee "$D/mass.log"
