@@ -306,6 +306,8 @@ def test_bad_inputs_name_the_argument():
         api.antidiagonal_block_scores(q, k, stride=4, block_q=48, block_k=32)
     with pytest.raises(ValueError, match="last_q"):
         api.last_query_stats(q, k, last_q=65, block_k=16)
+    with pytest.raises(TypeError, match="^pooled:"):
+        api.last_query_stats(q, k, last_q=8, block_k=16, pooled=1)
     with pytest.raises(ValueError, match="block"):
         api.block_mean_pool(q, 0)
     with pytest.raises(ValueError, match="H_q"):
