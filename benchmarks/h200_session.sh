@@ -198,6 +198,8 @@
 #   (as s47a), s47b (carry .stage/s), s47d; by hand after s47a, .stage/t/aware47.py (carry
 #   .stage/t; the code of benchmarks/check_pooled_pass.py, plan47/pooled_pass.log); s47e, s47f
 #   (as s47a).
+#   2026-12-04, forty-eighth session: s48a, s48b (carry .stage/s and .stage/pv), s48c (carry
+#   .stage/s), s48d, s48e, s48f, s48g, s48h (as s48a), s48i (as s48c).
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
@@ -281,9 +283,9 @@ replayed_plans() {  # WHICH PYTHONPATH LLAMA_SECONDS DIR [SUFFIX]: flexprefill's
     # (benchmarks/time_plan_variants.py, five rounds) on Llama-3-8B's heads at 32K-128K and
     # SmolLM2's at 8K and 32K, "current" printed as WHICH, appended to DIR/{llama,smollm2}SUFFIX.log
     PYTHONPATH=$2:/tmp/site timeout "$3" python3 benchmarks/time_plan_variants.py --rounds 5 \
-        --lengths 32768,65536,131072 2>&1 | sed "s/current/$1/" | tee -a "$4/llama$5.log"
+        --lengths 32768,65536,131072 2>&1 | sed "s/current/$1/" | tee -a "$4/llama${5:-}.log"
     PYTHONPATH=$2:/tmp/site timeout 40 python3 benchmarks/time_plan_variants.py --rounds 5 \
-        --shape smollm2 --lengths 8192,32768 2>&1 | sed "s/current/$1/" | tee -a "$4/smollm2$5.log"
+        --shape smollm2 --lengths 8192,32768 2>&1 | sed "s/current/$1/" | tee -a "$4/smollm2${5:-}.log"
 }
 
 smollm2_prefill() {  # SECONDS PLANNERS DIR: `bench prefill` on SmolLM2's heads at 128K (the log
@@ -4449,8 +4451,162 @@ s47f)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: mass_threshold with more
     llama_prefill 150 32768,65536,131072 flexprefill /tmp/p_f
     cp /tmp/p_f/prefill.json /tmp/p_f/prefill.png "$D/"
     ;;
+s48a)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: mass_threshold's long rows in one launch (all
+    # eight passes and the masks, the programs waiting on a counter between passes): its CUDA
+    # tests and the planners' (parallel processes); benchmarks/time_planning_kernels.py
+    # --mass-only against HEAD's module (.stage/pv/mass_threshold_head47.py = git show
+    # d9ffdde:attnsieve/kernels/mass_threshold.py); benchmarks/time_mass_threshold.py;
+    # flexprefill's replayed plan with it and with HEAD's module, alternating processes (plan48/)
+    D="$OUT/plan48"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_kernel_mass_threshold.py > "$D/cuda_tests_mass.log" 2>&1 &
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_planners_static.py > "$D/cuda_tests_planners.log" 2>&1 &
+    wait
+    tail -qn 1 "$D"/cuda_tests_*.log
+    timeout 60 python3 benchmarks/time_planning_kernels.py --mass-only \
+        --variant head=.stage/pv/mass_threshold_head47.py 2>&1 | tee "$D/mass.log"
+    timeout 40 python3 benchmarks/time_mass_threshold.py 2>&1 | tee "$D/mass_check.log"
+    cp attnsieve/kernels/mass_threshold.py /tmp/mt_new.py
+    for which in new head; do
+        if [ "$which" = head ]; then cp .stage/pv/mass_threshold_head47.py attnsieve/kernels/mass_threshold.py
+        else cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py; fi
+        replayed_plans "$which" . 90 "$D"
+    done
+    cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py
+    ;;
+s48b)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: after s48a, two variants of the one-launch
+    # search: as many programs as SMs (.stage/pv/mt_full64.py), and that with up to 128 chunks a
+    # row (mt_full128.py; mt_full128c4.py with loads of 4096 entries at once), in
+    # benchmarks/time_planning_kernels.py --mass-only beside the committed module and HEAD's;
+    # then flexprefill's replayed plan with the module, HEAD's and mt_full128.py (plan48/)
+    D="$OUT/plan48"
+    mkdir -p "$D"
+    timeout 90 python3 benchmarks/time_planning_kernels.py --mass-only \
+        --variant head=.stage/pv/mass_threshold_head47.py --variant full64=.stage/pv/mt_full64.py \
+        --variant full128=.stage/pv/mt_full128.py --variant full128c4=.stage/pv/mt_full128c4.py \
+        2>&1 | tee "$D/mass_variants.log"
+    cp attnsieve/kernels/mass_threshold.py /tmp/mt_new.py
+    for which in new head full128; do
+        case $which in
+            head) cp .stage/pv/mass_threshold_head47.py attnsieve/kernels/mass_threshold.py ;;
+            full128) cp .stage/pv/mt_full128.py attnsieve/kernels/mass_threshold.py ;;
+            *) cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py ;;
+        esac
+        replayed_plans "$which" . 90 "$D"
+    done
+    cp /tmp/mt_new.py attnsieve/kernels/mass_threshold.py
+    ;;
+s48c)  # carry .stage/s, WHEELS=.stage/s: with mass_threshold's one-launch search at one program an
+    # SM (mt_full64.py of s48b, now the module): flexprefill's plan profiled at 32K on
+    # Llama-3-8B's heads (benchmarks/profile_planning.py), then `bench prefill` (flexprefill,
+    # 32K-128K) (plan48/)
+    D="$OUT/plan48"
+    mkdir -p "$D"
+    timeout 60 python3 benchmarks/profile_planning.py --lengths 32768 > "$D/profile_32768.log" 2>&1
+    grep "per plan" "$D/profile_32768.log"
+    llama_prefill 240 32768,65536,131072 flexprefill /tmp/p_c
+    cp /tmp/p_c/prefill.json /tmp/p_c/prefill.png "$D/"
+    ;;
+s48d)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the one-launch search with 5 and 6 bits a pass
+    # (7 and 6 passes: .stage/pv/mt_bits5.py, mt_bits6.py) beside the committed 4, and the mean
+    # pool walking up to 32 heads a program where `heads` is given (HEAD's module:
+    # .stage/pv/pooling_head48.py = git show d9ffdde:attnsieve/kernels/pooling.py): the CUDA tests
+    # of both (parallel processes), then benchmarks/time_planning_kernels.py with the variants
+    # (plan48/)
+    D="$OUT/plan48"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_kernel_mass_threshold.py > "$D/cuda_tests_mass_d.log" 2>&1 &
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_planning_kernels.py -k pool > "$D/cuda_tests_pool_d.log" 2>&1 &
+    wait
+    tail -qn 1 "$D"/cuda_tests_*_d.log
+    timeout 200 python3 benchmarks/time_planning_kernels.py \
+        --variant head=.stage/pv/mass_threshold_head47.py --variant bits5=.stage/pv/mt_bits5.py \
+        --variant bits6=.stage/pv/mt_bits6.py --variant headpool=.stage/pv/pooling_head48.py \
+        2>&1 | tee "$D/kernels_d.log"
+    ;;
+s48e)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the mean pool's runs of heads with each head's
+    # flag a scalar load (s48d's version summed a loaded vector a head): its CUDA tests;
+    # benchmarks/time_planning_kernels.py --pool-only against HEAD's module
+    # (.stage/pv/pooling_head48.py); flexprefill's replayed plan on this checkout and on HEAD's
+    # (.stage/pv/head48 = git archive d9ffdde attnsieve), alternating processes (plan48/)
+    D="$OUT/plan48"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_planning_kernels.py -k pool > "$D/cuda_tests_pool_e.log" 2>&1
+    tail -n 1 "$D/cuda_tests_pool_e.log"
+    timeout 100 python3 benchmarks/time_planning_kernels.py --pool-only \
+        --variant head=.stage/pv/pooling_head48.py 2>&1 | tee "$D/pool_e.log"
+    for which in new head; do
+        P=.
+        [ "$which" = head ] && P=.stage/pv/head48:.
+        replayed_plans "$which" "$P" 90 "$D" _e
+    done
+    ;;
+s48f)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the line choice at one and at two warps a
+    # program for lines of up to 1024 blocks (.stage/pv/lc_w1.py, lc_w2.py; four today), in
+    # benchmarks/time_planning_kernels.py --lines-only (plan48/)
+    D="$OUT/plan48"
+    mkdir -p "$D"
+    timeout 150 python3 benchmarks/time_planning_kernels.py --lines-only \
+        --variant w1=.stage/pv/lc_w1.py --variant w2=.stage/pv/lc_w2.py 2>&1 | tee "$D/lines_f.log"
+    ;;
+s48g)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the search's arrival not waited for (its
+    # counter's count read by the spin's acquire loads) and its rows' thresholds counted in
+    # vectors of the rows' count; the line choice at one warp to 512 blocks: the CUDA tests of
+    # both (parallel processes); benchmarks/time_planning_kernels.py --mass-only against s48c's
+    # module (.stage/pv/mt_full64.py); flexprefill's replayed plan; `bench prefill`
+    # (flexprefill, 32K-128K, Llama-3-8B's heads) (plan48/final/)
+    D="$OUT/plan48/final"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_kernel_mass_threshold.py > "$D/cuda_tests_mass.log" 2>&1 &
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_kernel_line_choice.py > "$D/cuda_tests_lines.log" 2>&1 &
+    wait
+    tail -qn 1 "$D"/cuda_tests_*.log
+    timeout 60 python3 benchmarks/time_planning_kernels.py --mass-only \
+        --variant s48c=.stage/pv/mt_full64.py 2>&1 | tee "$D/mass.log"
+    replayed_plans new . 90 "$D"
+    llama_prefill 200 32768,65536,131072 flexprefill /tmp/p_g
+    cp /tmp/p_g/prefill.json /tmp/p_g/prefill.png "$D/"
+    ;;
+s48h)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: the mean pool with `heads` at 4 blocks a program
+    # (2 and 8: .stage/pv/pool_b2.py, pool_b8.py): its CUDA tests; benchmarks/
+    # time_planning_kernels.py --pool-only against those and HEAD's module
+    # (.stage/pv/pooling_head48.py); flexprefill's replayed plan; `bench prefill` (flexprefill,
+    # 32K-128K) (plan48/pool/)
+    D="$OUT/plan48/pool"
+    mkdir -p "$D"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_planning_kernels.py -k pool > "$D/cuda_tests_pool.log" 2>&1
+    tail -n 1 "$D/cuda_tests_pool.log"
+    timeout 100 python3 benchmarks/time_planning_kernels.py --pool-only \
+        --variant b2=.stage/pv/pool_b2.py --variant b8=.stage/pv/pool_b8.py \
+        --variant head=.stage/pv/pooling_head48.py 2>&1 | grep block_mean_pool | tee "$D/pool.log"
+    replayed_plans new . 90 "$D"
+    llama_prefill 200 32768,65536,131072 flexprefill /tmp/p_h
+    cp /tmp/p_h/prefill.json /tmp/p_h/prefill.png "$D/"
+    ;;
+s48i)  # carry .stage/s, WHEELS=.stage/s: on the committed code (s48g's), flexprefill's host-sync check
+    # and replayed plan on SmolLM2's heads (8K, 32K), then a second `bench prefill` at 32K and
+    # 64K (plan48/final/)
+    D="$OUT/plan48/final"
+    mkdir -p "$D"
+    timeout 60 python3 benchmarks/check_no_sync.py --planners flexprefill --lengths 8192,32768 \
+        --out /tmp/n_i 2>&1 | grep flexprefill
+    cp /tmp/n_i/no_sync.json "$D/"
+    timeout 200 python3 -m attnsieve bench prefill --lengths 32768,65536 --planners flexprefill \
+        --out /tmp/p_i > /tmp/p_i.log 2>&1
+    grep "^[0-9]" /tmp/p_i.log
+    cp /tmp/p_i/prefill.json "$D/prefill_second.json"
+    cp /tmp/p_i.log "$D/prefill_second.log"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d|s44a|s44b|s44c|s44d|s44e|s44f|s44g|s45a|s45b|s45c|s45d|s45e|s45f|s45g|s45h|s45i|s45j|s45k|s45l|s45m|s46a|s46b|s46c|s46d|s46e|s46f|s46g|s47a|s47b|s47c|s47d|s47e|s47f" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d|s44a|s44b|s44c|s44d|s44e|s44f|s44g|s45a|s45b|s45c|s45d|s45e|s45f|s45g|s45h|s45i|s45j|s45k|s45l|s45m|s46a|s46b|s46c|s46d|s46e|s46f|s46g|s47a|s47b|s47c|s47d|s47e|s47f|s48a|s48b|s48c|s48d|s48e|s48f|s48g|s48h|s48i" >&2
     exit 2
     ;;
 esac

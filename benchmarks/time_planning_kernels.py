@@ -2,16 +2,18 @@
 
 `last_query_stats` on Llama-3-8B heads at 32K, 64K and 128K and SmolLM2's at 8K, 32K and 128K,
 `pooled_block_probs` of Llama-3-8B's pooled heads at 64K and 128K, `block_mean_pool` of
-Llama-3-8B queries at 64K and 128K (both also with one head of 32 asked for, as FlexPrefill asks
-for its query-aware heads, in the modules that take ``heads``) and `mass_threshold` on
-FlexPrefill's 32 x 1M query-aware maps, and on one of 32 x 65K and of 32 x 262K (the others keep
+Llama-3-8B queries at 32K, 64K and 128K (both also with one head of 32 asked for, as FlexPrefill
+asks for its query-aware heads, in the modules that take ``heads``) and `mass_threshold` on
+FlexPrefill's 32 x 1M query-aware maps, and on one of 32 x 65K, 262K and 1M (the others keep
 nothing) (CUDA-graph medians; last_query_stats' and pooled_block_probs' errors against their
-float32 twins), and `line_block_mask` against its twin. A variant is a module file given by path: a
-copy of `attnsieve/kernels/planning.py`, `pooling.py` or `mass_threshold.py` (told apart by the
-function it defines; a planning.py from before the pooling moved out serves both); its outputs
-are compared with the current module's.
+float32 twins), and `line_block_mask` against its twin; with ``--lines-only``, `choose_lines`
+alone (see `line_choices`). A variant is a module file given by path: a copy of
+`attnsieve/kernels/planning.py`, `pooling.py`, `mass_threshold.py` or (with ``--lines-only``)
+`line_choice.py` (told apart by the function it defines; a planning.py from before the pooling
+moved out serves both); its outputs are compared with the current module's.
 
     PYTHONPATH=. python3 benchmarks/time_planning_kernels.py [--variant NAME=PATH ...]
+        [--stats-only | --mass-only | --pool-only | --lines-only]
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import torch
 
 from attnsieve import api
 from attnsieve.bench.common import graph_ms, rel_err
+from attnsieve.eval.workloads import model_workload
 from attnsieve.kernels import (
+    line_choice,
     mass_threshold,
     planning,
     planning_reference,
@@ -81,19 +85,24 @@ def main() -> None:
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--stats-only", action="store_true", help="last_query_stats alone")
     only.add_argument("--mass-only", action="store_true", help="mass_threshold alone")
+    only.add_argument("--pool-only", action="store_true", help="the pooling kernels alone")
+    only.add_argument("--lines-only", action="store_true", help="choose_lines alone")
     opts = parser.parse_args()
     stats, pools, thresholds = (
         {"current": planning},
         {"current": pooling},
         {"current": mass_threshold},
     )
+    if opts.lines_only:
+        return line_choices(opts.variant)
     for entry in opts.variant:
         name, module = entry.split("=")[0], load(*entry.split("=", 1))
         for kind, op in ((stats, "last_query_stats"), (pools, "pooled_block_probs"),
                          (thresholds, "mass_threshold")):  # fmt: skip
             if hasattr(module, op):
                 kind[name] = module
-    for label, h_q, h_kv, d, n, last_q, block_k in [] if opts.mass_only else STATS_CASES:
+    skip_stats = opts.mass_only or opts.pool_only
+    for label, h_q, h_kv, d, n, last_q, block_k in [] if skip_stats else STATS_CASES:
         q = torch.randn(1, h_q, n, d, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, h_kv, n, d, device="cuda", dtype=torch.bfloat16)
         args = dict(last_q=last_q, block_k=block_k)
@@ -118,23 +127,40 @@ def main() -> None:
                 lambda m: m.pooled_block_probs(qp, kp, **sizes, heads=one_head)[:, 7],  # noqa: B023
                 twin[:, 7])  # fmt: skip
         del twin
-    for n in [] if opts.mass_only else (65536, 131072):
+    for n in [] if opts.mass_only else (32768, 65536, 131072):
         x = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.bfloat16)
         compare(f"block_mean_pool llama {n // 1024}K", pools,
                 lambda m: m.block_mean_pool(x, 128))  # noqa: B023  # fmt: skip
         compare(f"block_mean_pool {n // 1024}K 1 head", with_heads,
                 lambda m: m.block_mean_pool(x, 128, heads=one_head))  # noqa: B023  # fmt: skip
+    if opts.pool_only:
+        return
     maps = flexprefill_maps()
     compare("mass_threshold 32 x 1M", thresholds, lambda m: m.mass_threshold(maps, 0.9))
-    # at 32K and 64K: one query-aware head's map searched, the other 31 given 0 (as flexprefill
-    # does)
+    # at 32K, 64K and 128K: one query-aware head's map searched, the other 31 given 0 (as
+    # flexprefill does)
     one_row = torch.where(one_head[0, :, None], 0.9, 0.0)
-    for blocks in (256, 512):
+    for blocks in (256, 512, 1024):
         maps_one = flexprefill_maps(blocks=blocks)
         compare(f"mass_threshold 1 of 32 x {blocks**2 // 1000}K", thresholds,
                 lambda m: m.mass_threshold(maps_one, one_row))  # noqa: B023  # fmt: skip
     if not opts.mass_only:
         line_masks(maps)
+
+
+def line_choices(variants: list[str]) -> None:
+    """`choose_lines` (FlexPrefill's gate and lines, γ 0.9, τ 0.1, 8 to all blocks) of the
+    synthetic heads' last-query statistics (`model_workload`, as `bench prefill` plans them) on
+    Llama-3-8B's heads at 32K-128K and SmolLM2's at 8K and 32K, this checkout's module against
+    variants (copies of `attnsieve/kernels/line_choice.py`)."""
+    modules = {"current": line_choice}
+    modules.update({text.split("=")[0]: load(*text.split("=", 1)) for text in variants})
+    for shape, n in (("llama", 32768), ("llama", 65536), ("llama", 131072), ("smollm2", 8192),
+                     ("smollm2", 32768)):  # fmt: skip
+        w = model_workload(shape, n, device="cuda", dtype=torch.bfloat16)
+        stats = planning.last_query_stats(w.q, w.k, last_q=128, block_k=128, pooled=True)
+        compare(f"choose_lines {shape} {n // 1024}K", modules,
+                lambda m: m.choose_lines(*stats, gamma=0.9, tau=0.1, lo=8, hi=n // 128))  # noqa: B023  # fmt: skip
 
 
 def line_masks(maps: torch.Tensor) -> None:

@@ -34,14 +34,17 @@ def _poisoned_masks(nan_empty, monkeypatch):
 
 @pytest.fixture
 def long_rows(monkeypatch):
-    """The multi-program path for rows over 64 entries, chunks of 48 entries (32 for rows of 49
-    to 128), 2 chunk tiles a row."""
+    """The long-row search for rows over 64 entries: at most 4 chunks of 16 entries or more,
+    loaded 32 at a time (chunks of 64+ in several loads), thresholds counted 2 rows at a time,
+    zeros written 16 at a time. One program under the interpreter (it runs programs one after
+    another); on a GPU as many as there are chunks, up to one an SM."""
     monkeypatch.setattr(mass_threshold, "_MAX_BLOCK", 64)
-    monkeypatch.setattr(mass_threshold, "_CHUNK", 48)
-    monkeypatch.setattr(mass_threshold, "_SHORT_CHUNK", 32)
-    monkeypatch.setattr(mass_threshold, "_SUB", 16)
-    monkeypatch.setattr(mass_threshold, "_BLOCK_C", 4)
-    monkeypatch.setattr(mass_threshold, "_KEEP_BLOCK", 64)
+    monkeypatch.setattr(mass_threshold, "_MAX_CHUNKS", 4)
+    monkeypatch.setattr(mass_threshold, "_MIN_CHUNK", 16)
+    monkeypatch.setattr(mass_threshold, "_CHUNK", 32)
+    monkeypatch.setattr(mass_threshold, "_SUB_WAYS", 16 * 16)
+    monkeypatch.setattr(mass_threshold, "_BLOCK_R", 2)
+    monkeypatch.setattr(mass_threshold, "_KEEP_BLOCK", 16)
 
 
 def _probs(shape, kind):
@@ -98,6 +101,16 @@ def test_long_rows_match_twin(long_rows, lead, length, kind):
     _check(probs, _thresholds(lead)[-1], valid)
 
 
+def test_long_rows_shared_among_programs(long_rows):
+    """More chunks than programs (40 rows of 4 chunks, some rows not searched): on a GPU, runs of
+    3 chunks that cross rows (one program takes all under the interpreter); then no row
+    searched, every mask written as zeros."""
+    probs = _probs((40, 100), "eighths")
+    _check(probs, 0.7)
+    _check(probs, _thresholds((40,))[-1])
+    assert not _check(probs, torch.zeros(40, 1, device=DEVICE)).any()
+
+
 def test_long_rows_with_int64_offsets(long_rows, monkeypatch):
     """The int64 chunk offsets of rows of 2^31 entries or more (forced here) find the same t*."""
     monkeypatch.setattr(mass_threshold, "_WIDE_AT", 0)
@@ -112,7 +125,7 @@ def test_strided_and_broadcast_arguments(long, monkeypatch):
     if long:
         monkeypatch.setattr(mass_threshold, "_MAX_BLOCK", 64)
         monkeypatch.setattr(mass_threshold, "_CHUNK", 64)
-        monkeypatch.setattr(mass_threshold, "_SUB", 32)
+        monkeypatch.setattr(mass_threshold, "_SUB_WAYS", 32 * 16)
     probs = _probs((2, 150, 3), "eighths").transpose(1, 2)  # (2, 3, 150), last dim strided
     valid = torch.rand(150, device=DEVICE) > 0.2  # one mask for every row
     per_head = torch.tensor([0.2, 0.95, 1.0], device=DEVICE)[:, None]  # (3, 1)

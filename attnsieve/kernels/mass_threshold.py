@@ -10,15 +10,21 @@ threshold is >= 1.
 
 - Rows of at most _MAX_BLOCK entries: one program per row holds its row in registers, bisects
   the 31 bits (one masked sum each) and writes the mask. One launch.
-- Longer rows (FlexPrefill's whole-head block maps: few rows of ~1M entries): 8 passes fix the
-  bits 4 at a time (3 in the last). In a pass, program (row, chunk) writes the mass of its chunk
-  (8192 entries; 4096 for rows of 128K to 256K) at or above 16 candidates t + j · 2^shift
-  (j = 0 in the first pass is the row's total). Each program of the next pass first sums the
-  pass before's chunks in a fixed order (deterministic) and takes the largest accepted candidate
-  as its t, so no launch narrows in between: 9 launches with the mask's, 9 reads of the row.
-  Rows of more than 64 chunks of 8192 (512K entries) are narrowed by a program per row between
-  passes instead (17 launches): there every program summing every chunk cost more than the
-  launches. A row whose own threshold is <= 0 (it keeps nothing) skips the passes.
+- Longer rows (FlexPrefill's whole-head block maps: few rows of 65K-1M entries, of which a
+  plan searches the query-aware heads' only): 8 passes fix the bits 4 at a time (3 in the last),
+  all in one launch. A row is cut into at most 64 chunks (of 512 entries or more); a pass writes
+  the mass of each chunk at or above 16 candidates t + j · 2^shift (j = 0 in the first pass is
+  the row's total), and the next one sums a row's chunks in a fixed order (deterministic) and
+  takes the largest accepted candidate as its t. The chunks of the searched rows are shared out
+  among at most as many programs as the GPU has SMs, which wait for each other between passes
+  on a counter in global memory, where nine launches (eight passes and the masks) each waited
+  a few microseconds of latency for little work: one of 32 rows of 65K entries (FlexPrefill's
+  one query-aware head at 32K) 31 against 52 us on the H200, of 1M entries 76 against 138, all
+  32 rows of 1M entries searched 893 against 893 (benchmarks/results/h200/plan48/). So the
+  programs must all run at once. Each fits an SM alone and waits for nothing but the others,
+  so they do beside any work that ends; a launch confined to fewer SMs than the device has (an
+  MPS share, a green context) could stall. A row whose own threshold is <= 0 (it keeps nothing)
+  is not searched.
 
 No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
 or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
@@ -37,18 +43,17 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels import check_triton_device
+from attnsieve.kernels import INTERPRET, check_triton_device, sm_count
 
 _MAX_BLOCK = 8192  # longest row one program holds in registers: 16 entries a thread at 16 warps
-_CHUNK = 8192  # most entries per program of a long-row pass
-_SHORT_CHUNK = 4096  # entries per program of a pass over rows of 128K to 256K entries
-_SUB = 512  # entries a long-row program compares with the candidates at once
-_WAYS = 16  # candidates per long-row pass
-_KEEP_BLOCK = 4096  # entries per program of the long-row mask pass
-_BLOCK_C = 64  # chunk partials a narrowing program sums at once
+_MAX_CHUNKS = 64  # chunks of a long row (the partial masses every narrowing reads)
+_MIN_CHUNK = 512  # fewest entries in a chunk
+_CHUNK = 8192  # most entries whose loads a long-row program issues at once
+_SUB_WAYS = 8192  # entries x candidates a long-row program compares at once
+_BITS = 4  # bits of t* a long-row pass fixes (2^_BITS candidates)
+_BLOCK_R = 1024  # rows' thresholds a long-row program counts at once
+_KEEP_BLOCK = 4096  # entries a long-row program zeroes at once
 _WIDE_AT = 2**31  # row offsets from here on need int64
-# (shift, ways) of the long-row passes: bits 30..27, 26..23, ..., 6..3, then 2..0
-_PASSES = [(27 - 4 * i, 16) for i in range(7)] + [(0, 8)]
 
 
 # fmt: off
@@ -69,7 +74,7 @@ def _gamma(GAMMA, gamma, i_r, GAMMA_ROW: tl.constexpr):
     """The row's threshold and whether it keeps every valid entry (a number >= 1 never gets here:
     the launcher answers it, so a number rounding up to 1.0 in float32 is not taken for one)."""
     g = gamma
-    keep_all = False
+    keep_all = tl.full([], 0, tl.int1)  # a tensor either way: loops carry it
     if GAMMA_ROW:
         g = tl.load(GAMMA + i_r)
         keep_all = g >= 1.0
@@ -120,30 +125,21 @@ def mass_cut(p_x, b_p, b_key, target, L, stride, SINGLE: tl.constexpr, BLOCK: tl
 
 
 @triton.jit
-def _keeps_nothing(GAMMA, i_r, GAMMA_ROW: tl.constexpr):
-    """A row whose own threshold is <= 0 keeps nothing (every candidate is accepted): its passes
-    are skipped. FlexPrefill gives 0 to the heads whose query-aware map it drops."""
-    if GAMMA_ROW:
-        return tl.load(GAMMA + i_r) <= 0.0
-    return False
-
-
-@triton.jit
 def _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift, ways, gamma,
               STEP: tl.constexpr, GAMMA_ROW: tl.constexpr, WAYS: tl.constexpr,
               BLOCK_C: tl.constexpr):
-    """The row's t after a pass (its masses at 16 candidates per chunk in PART, the t before it
-    in TS) and its target: the largest candidate not rejected. STEP 1 narrows the first pass,
-    whose candidate 0 is key 0: the row's total, which sets the target."""
+    """The row's t after a pass (its masses at WAYS candidates per chunk in PART, the t before
+    it in TS) and its target: the largest candidate not rejected. STEP 1 narrows the first pass,
+    whose candidate 0 is key 0: the row's total, which sets the target. Read past L1 (".cg"):
+    other programs wrote them since this program last read the same buffers."""
     o_w = tl.arange(0, WAYS)
-    if STEP != 1:  # loaded before the partial masses, so that the two loads overlap
-        t = tl.load(TS + i_r)
-        target = tl.load(TARGET + i_r)
-    b_mass = tl.zeros([WAYS], dtype=tl.float32)
-    for i_c in range(0, n_chunks, BLOCK_C):  # chunks in a fixed order: the same t* every run
-        o_c = i_c + tl.arange(0, BLOCK_C)
-        p_part = PART + (i_r * n_chunks + o_c[:, None]) * WAYS + o_w[None, :]
-        b_mass += tl.sum(tl.load(p_part, mask=(o_c < n_chunks)[:, None], other=0.0), 0)
+    if STEP != 1:  # loaded before the partial masses, so that the loads overlap
+        t = tl.load(TS + i_r, cache_modifier=".cg")
+        target = tl.load(TARGET + i_r, cache_modifier=".cg")
+    o_c = tl.arange(0, BLOCK_C)  # every chunk at once, in a fixed order: the same t* every run
+    p_part = PART + (i_r * n_chunks + o_c[:, None]) * WAYS + o_w[None, :]
+    b_part = tl.load(p_part, mask=(o_c < n_chunks)[:, None], other=0.0, cache_modifier=".cg")
+    b_mass = tl.sum(b_part, 0)
     if STEP == 1:
         g, _ = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
         t = tl.full([], 0, tl.int32)
@@ -153,93 +149,175 @@ def _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift, ways, gamma,
 
 
 @triton.jit
-def _masses_kernel(
-    P, VALID, GAMMA, PART_IN, TS_IN, PART, TS, TARGET,
-    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, shift_in, ways_in, shift,
-    ways, gamma,
-    STEP: tl.constexpr, HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr,
-    SUB: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
+def _pass_t(PART, TS, TARGET, GAMMA, i_r, i_pass, n_chunks, gamma,
+            GAMMA_ROW: tl.constexpr, BITS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The row's t and target for pass i_pass, narrowed from the pass before (PART, TS); pass 0
+    starts at t 0 with no target yet."""
+    t = tl.full([], 0, tl.int32)
+    target = tl.full([], 0.0, tl.float32)
+    if i_pass > 0:
+        shift_in, ways_in = _shift_ways(i_pass - 1, BITS)
+        if i_pass == 1:
+            t, target = _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift_in, ways_in,
+                                  gamma, 1, GAMMA_ROW, 1 << BITS, BLOCK_C)
+        else:
+            t, target = _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift_in, ways_in,
+                                  gamma, 2, GAMMA_ROW, 1 << BITS, BLOCK_C)
+    return t, target
+
+
+@triton.jit
+def _shift_ways(i_pass, BITS: tl.constexpr):
+    """Pass i_pass fixes the BITS bits above ``shift`` (30..31-BITS first), the last pass the
+    bits left (2^those candidates, fewer than 2^BITS)."""
+    last: tl.constexpr = (31 - 1) // BITS
+    return (tl.maximum(31 - BITS * (i_pass + 1), 0),
+            tl.where(i_pass < last, 1 << BITS, 1 << (31 - BITS * last)))
+
+
+@triton.jit
+def _searched_row(GAMMA, n_rows, k, GAMMA_ROW: tl.constexpr, BLOCK_R: tl.constexpr):
+    """The k-th searched row (int64): the k-th whose threshold is not <= 0 (NaN is searched),
+    counted BLOCK_R rows at a time; the k-th row without per-row thresholds."""
+    if not GAMMA_ROW:
+        return tl.cast(k, tl.int64)
+    row = tl.full([], -1, tl.int64)
+    seen = 0
+    for i0 in range(0, n_rows, BLOCK_R):
+        o_r = i0 + tl.arange(0, BLOCK_R)
+        g = tl.load(GAMMA + o_r, mask=o_r < n_rows, other=0.0)
+        searched = ~(g <= 0.0) & (o_r < n_rows)
+        rank = seen + tl.cumsum(searched.to(tl.int32), 0) - 1
+        row = tl.maximum(row, tl.max(tl.where(searched & (rank == k), o_r, -1), 0).to(tl.int64))
+        seen += tl.sum(searched.to(tl.int32), 0)
+    return row
+
+
+@triton.jit
+def _all_arrived(CNT, expected):
+    """Wait until ``expected`` arrivals are counted at CNT (this program's included). The
+    bar.syncs order every thread's stores before the release, and the acquire before every
+    thread's loads after it. The arrival's old count goes unused, so the first acquire load
+    need not wait for it."""
+    tl.debug_barrier()
+    tl.atomic_add(CNT, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(CNT, 0, sem="acquire", scope="gpu")  # an ld.acquire (Triton)
+    while seen < expected:
+        seen = tl.atomic_add(CNT, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _search_kernel(
+    P, VALID, GAMMA, PART, TS, TARGET, CNT, OUT,
+    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, chunk, gamma,
+    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr,
+    BITS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+    KEEP_BLOCK: tl.constexpr, WIDE: tl.constexpr,
 ):
-    """A pass: the masses of the program's chunk at 16 candidates above the row's t (PART). With
-    STEP 1 or 2 every program first narrows the pass before itself (its chunks' partial masses:
-    no launch in between), chunk 0 keeping the t it finds (TS) for the next pass; with STEP 0
-    the t is read (TS_IN: zero in the first pass, else `_narrow_kernel`'s)."""
-    # one grid axis over (chunk, row): y and z stop at 65535, and either count can pass it (2^28
-    # entries a row are 32768 chunks; block_topk's rows at 1M tokens are 262144). Rows vary
-    # fastest, as on the two-axis grid this replaced.
-    i = tl.program_id(0).to(tl.int64)
-    # int32 chunk offsets unless a row's pass int32 (rows of 2^31 entries or more: a query-aware
-    # map of 16-key blocks at 1M tokens); int64 ones cost the common rows instructions
-    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int64 if WIDE else tl.int32)
-    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
-        return
-    if STEP == 0:  # the first pass (TS_IN zero), or the launch before narrowed this row's t
-        t = tl.load(TS_IN + i_r)
-    else:
-        t, target = _narrowed(PART_IN, TS_IN, TARGET, GAMMA, i_r, n_chunks, shift_in, ways_in,
-                              gamma, STEP, GAMMA_ROW, WAYS, BLOCK_C)
-        if i_c == 0:
-            tl.store(TS + i_r, t)
-            if STEP == 1:
-                tl.store(TARGET + i_r, target)
+    """Every pass of the long rows' search and their masks in one launch of programs that all
+    run at once (at most one an SM). The searched rows' chunks (items) are spread over the
+    programs in contiguous runs, and the programs wait for each other between passes (a
+    counter at CNT) where a launch a pass did. A pass writes the masses of an item at 2^BITS
+    candidates above its row's t (PART) and, for the row's chunk 0, that t (TS); the next pass
+    narrows them itself, reading every chunk in a fixed order (the same t* in every program).
+    Rows that keep nothing are not searched: their masks are zeros, written while the first
+    pass's last programs finish."""
+    i_p, n_p = tl.program_id(0), tl.num_programs(0)
+    n_searched = n_rows
+    if GAMMA_ROW:
+        n_searched = 0
+        for i0 in range(0, n_rows, BLOCK_R):
+            o_r = i0 + tl.arange(0, BLOCK_R)
+            g = tl.load(GAMMA + o_r, mask=o_r < n_rows, other=0.0)
+            n_searched += tl.sum((~(g <= 0.0) & (o_r < n_rows)).to(tl.int32), 0)
+    items = n_searched * n_chunks
+    per = tl.maximum(tl.cdiv(items, n_p), 1)
+    n_busy = tl.cdiv(items, per)  # programs with items; the others only write zeros
+    lo = tl.minimum(i_p * per, items)
+    hi = tl.minimum(lo + per, items)
+    # row 0 stands in for a program without items (read, never used)
+    r_first = tl.maximum(_searched_row(GAMMA, n_rows, lo // n_chunks, GAMMA_ROW, BLOCK_R), 0)
+    WAYS: tl.constexpr = 1 << BITS
+    LAST: tl.constexpr = (31 - 1) // BITS  # the last pass
     o_w = tl.arange(0, WAYS)
-    # ways < WAYS (the last pass) repeats candidates rather than carrying past bit 0
-    cand = t + ((o_w % ways) << shift)  # [WAYS]
-    b_acc = tl.zeros([SUB, WAYS], dtype=tl.float32)  # per-lane sums: one reduction per chunk
-    # unrolled, so that every load of the chunk is in flight at once: a loop waited for each
-    # (offline sm_90 SASS), 16 latencies a program where a pass has little else to do
-    for i_l in tl.static_range(0, CHUNK, SUB):
-        # loaded as a [SUB, 1] column: widening a loaded vector to [SUB, WAYS] converted its
-        # layout through shared memory on every step (1.69 against 0.75 ms for 32 x 1M, H200)
-        o_l = i_c * CHUNK + i_l + tl.arange(0, SUB)[:, None]
-        b_p, _ = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl,
-                       HAS_VALID)
-        b_key = b_p.to(tl.int32, bitcast=True)
-        b_acc += tl.where(b_key >= cand[None, :], b_p, 0.0)  # [SUB, WAYS]
-    tl.store(PART + (i_r * n_chunks + i_c) * WAYS + o_w, tl.sum(b_acc, 0))
-
-
-@triton.jit
-def _narrow_kernel(
-    PART, TS, TARGET, GAMMA, n_chunks, shift, ways, gamma,
-    STEP: tl.constexpr, GAMMA_ROW: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """The row's t after a pass, in place, where its chunks are too many for every program of
-    the next pass to sum them (32 x 1M maps: 923 against 779 us, H200, mass43/)."""
-    i_r = tl.program_id(0).to(tl.int64)
-    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
-        return
-    t, target = _narrowed(PART, TS, TARGET, GAMMA, i_r, n_chunks, shift, ways, gamma, STEP,
-                          GAMMA_ROW, WAYS, BLOCK_C)
-    tl.store(TS + i_r, t)
-    if STEP == 1:
-        tl.store(TARGET + i_r, target)
-
-
-@triton.jit
-def _keep_kernel(
-    P, VALID, GAMMA, PART_IN, TS_IN, TARGET, OUT,
-    stride_pr, stride_pl, stride_vr, stride_vl, L, n_rows, n_chunks, shift_in, ways_in, gamma,
-    HAS_VALID: tl.constexpr, GAMMA_ROW: tl.constexpr, NARROWED: tl.constexpr,
-    BLOCK: tl.constexpr, WAYS: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
-):
-    """The mask, each program narrowing the last pass itself unless NARROWED (TS_IN holds t*); a
-    row that keeps nothing is written as such without being read (the largest key, what the
-    search would find, keeps no entry p > 0)."""
-    i = tl.program_id(0).to(tl.int64)  # one grid axis over (block, row), as above
-    i_r, i_c = i % n_rows, (i // n_rows).to(tl.int64 if WIDE else tl.int32)
-    o_l = i_c * BLOCK + tl.arange(0, BLOCK)
-    if _keeps_nothing(GAMMA, i_r, GAMMA_ROW):
-        tl.store(OUT + i_r * L + o_l, tl.zeros([BLOCK], dtype=tl.uint8), mask=o_l < L)
-        return
-    b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl, HAS_VALID)
+    stride_part = n_rows * n_chunks * WAYS
+    for i_pass in range(tl.where(i_p < n_busy, LAST + 1, 0)):
+        shift, ways = _shift_ways(i_pass, BITS)
+        part_in = PART + ((i_pass + 1) % 2) * stride_part  # the pass before's
+        ts_in = TS + ((i_pass + 1) % 2) * n_rows
+        i_r = r_first
+        t, target = _pass_t(part_in, ts_in, TARGET, GAMMA, i_r, i_pass, n_chunks, gamma,
+                            GAMMA_ROW, BITS, BLOCK_C)
+        for it in range(lo, hi):
+            i_c = tl.cast(it % n_chunks, tl.int64 if WIDE else tl.int32)  # a tensor (interpreter)
+            if (i_c == 0) & (it != lo):  # the next searched row
+                i_r = _searched_row(GAMMA, n_rows, it // n_chunks, GAMMA_ROW, BLOCK_R)
+                t, target = _pass_t(part_in, ts_in, TARGET, GAMMA, i_r, i_pass, n_chunks,
+                                    gamma, GAMMA_ROW, BITS, BLOCK_C)
+            # ways < WAYS (the last pass) repeats candidates rather than carrying past bit 0
+            cand = t + ((o_w % ways) << shift)  # [WAYS]
+            b_acc = tl.zeros([SUB, WAYS], dtype=tl.float32)  # per-lane sums: one reduction
+            for i_o in range(0, chunk, CHUNK):
+                # unrolled, so that every load of CHUNK entries is in flight at once; each a
+                # [SUB, 1] column: widening a loaded vector to [SUB, WAYS] converted its layout
+                # through shared memory on every step (1.69 against 0.75 ms for 32 x 1M, H200)
+                for i_l in tl.static_range(0, CHUNK, SUB):
+                    o_l = i_c * chunk + i_o + i_l + tl.arange(0, SUB)[:, None]
+                    b_p, _ = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr,
+                                   stride_vl, HAS_VALID)
+                    b_key = b_p.to(tl.int32, bitcast=True)
+                    b_acc += tl.where(b_key >= cand[None, :], b_p, 0.0)  # [SUB, WAYS]
+            p_part = PART + (i_pass % 2) * stride_part + (i_r * n_chunks + i_c) * WAYS
+            tl.store(p_part + o_w, tl.sum(b_acc, 0))
+            if i_c == 0:
+                tl.store(TS + (i_pass % 2) * n_rows + i_r, t)
+                if i_pass == 1:
+                    tl.store(TARGET + i_r, target)
+        _all_arrived(CNT, n_busy * (i_pass + 1))
+        if i_pass == 0:
+            _zero_rows(GAMMA, OUT, L, n_rows, i_p, n_p, GAMMA_ROW, KEEP_BLOCK)
+    if n_busy <= i_p:
+        _zero_rows(GAMMA, OUT, L, n_rows, i_p, n_p, GAMMA_ROW, KEEP_BLOCK)
+    # the masks of this program's items, by the t* the last pass narrows to
+    part_last, ts_last = PART + (LAST % 2) * stride_part, TS + (LAST % 2) * n_rows
+    shift_last, ways_last = _shift_ways(LAST, BITS)
+    i_r = r_first
+    t, _ = _narrowed(part_last, ts_last, TARGET, GAMMA, i_r, n_chunks, shift_last, ways_last,
+                     gamma, 2, GAMMA_ROW, WAYS, BLOCK_C)
     _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
-    if NARROWED:
-        t = tl.load(TS_IN + i_r)
-    else:
-        t, _ = _narrowed(PART_IN, TS_IN, TARGET, GAMMA, i_r, n_chunks, shift_in, ways_in, gamma,
-                         2, GAMMA_ROW, WAYS, BLOCK_C)
-    _store_keep(OUT, i_r, o_l, L, b_p, m_v, t, keep_all)
+    for it in range(lo, hi):
+        i_c = tl.cast(it % n_chunks, tl.int64 if WIDE else tl.int32)  # a tensor (interpreter)
+        if (i_c == 0) & (it != lo):
+            i_r = _searched_row(GAMMA, n_rows, it // n_chunks, GAMMA_ROW, BLOCK_R)
+            t, _ = _narrowed(part_last, ts_last, TARGET, GAMMA, i_r, n_chunks, shift_last,
+                             ways_last, gamma, 2, GAMMA_ROW, WAYS, BLOCK_C)
+            _, keep_all = _gamma(GAMMA, gamma, i_r, GAMMA_ROW)
+        for i_o in range(0, chunk, CHUNK):
+            o_l = i_c * chunk + i_o + tl.arange(0, CHUNK)
+            b_p, m_v = _load(P, VALID, i_r, o_l, L, stride_pr, stride_pl, stride_vr, stride_vl,
+                             HAS_VALID)
+            _store_keep(OUT, i_r, o_l, L, b_p, m_v, t, keep_all)
+
+
+@triton.jit
+def _zero_rows(GAMMA, OUT, L, n_rows, i_p, n_p, GAMMA_ROW: tl.constexpr,
+               KEEP_BLOCK: tl.constexpr):
+    """Zeros for the masks of the rows that keep nothing (none without per-row thresholds):
+    program i_p's share of (row, block)."""
+    if not GAMMA_ROW:
+        return
+    n_blk = tl.cdiv(L, KEEP_BLOCK)
+    per = tl.cdiv(n_rows * n_blk, n_p)
+    u_lo = i_p * per
+    u_hi = tl.minimum(u_lo + per, n_rows * n_blk)
+    for i_r in range(u_lo // n_blk, tl.cdiv(u_hi, n_blk)):
+        if tl.load(GAMMA + i_r) <= 0.0:  # one load a row, not a block
+            b_lo = tl.maximum(u_lo - i_r * n_blk, 0)
+            for i_b in range(b_lo, tl.minimum(u_hi - i_r * n_blk, n_blk)):
+                o_l = i_b * KEEP_BLOCK + tl.arange(0, KEEP_BLOCK)
+                p_out = OUT + tl.cast(i_r, tl.int64) * L + o_l
+                tl.store(p_out, tl.zeros([KEEP_BLOCK], dtype=tl.uint8), mask=o_l < L)
 # fmt: on
 
 
@@ -283,41 +361,22 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
                 num_warps=min(16, max(1, block // 512)),
             )  # fmt: skip
             return out.view(torch.bool).view(probs.shape)
-        # rows of more than _BLOCK_C / 4 chunks of _CHUNK that fit in _BLOCK_C chunks of
-        # _SHORT_CHUNK (128K to 256K entries) take the short chunks, twice the programs:
-        # FlexPrefill's 64K map (262K entries) in 64 took 77.6 against 88.1 us in 32; its 32K
-        # map (65K) took 56.6 in 16 against 53.9 in 8, and 32 x 1M rows in short chunks 871.6
-        # against 778.1 (loops44b/, loops44d/)
-        short = _BLOCK_C // 4 * _CHUNK < length <= _BLOCK_C * _SHORT_CHUNK
-        chunk = _SHORT_CHUNK if short else _CHUNK
+        # at most _MAX_CHUNKS chunks a row, none shorter than _MIN_CHUNK entries: one searched
+        # row (most of FlexPrefill's) then gives every program about one chunk a pass
+        chunk = max(_MIN_CHUNK, triton.next_power_of_2(triton.cdiv(length, _MAX_CHUNKS)))
         n_chunks = triton.cdiv(length, chunk)
-        wide = length + chunk >= _WIDE_AT
-        # two buffers of partial masses and of t, a pass reading one while writing the other;
-        # rows of more chunks than a narrowing program sums at once are narrowed by a launch
-        # between passes, in place in the first buffer of t
-        parts = torch.empty((2, rows, n_chunks, _WAYS), dtype=torch.float32, device=probs.device)
-        ts = torch.zeros((2, rows), dtype=torch.int32, device=probs.device)
+        # the interpreter runs programs one after the other: one program, which waits for no other
+        programs = 1 if INTERPRET else min(sm_count(probs.device), rows * n_chunks)
+        # two buffers of partial masses and of t (a pass reads one, writes the other), the
+        # targets, and the arrival counter (zeroed with the t of the first pass)
+        parts = torch.empty((2, rows, n_chunks, 2**_BITS), dtype=torch.float32, device=probs.device)
+        ts = torch.zeros(2 * rows + 1, dtype=torch.int32, device=probs.device)
         target = torch.empty(rows, dtype=torch.float32, device=probs.device)
-        fused = n_chunks <= _BLOCK_C
-        tiles = {"WAYS": _WAYS, "BLOCK_C": _BLOCK_C}
-        before = (0, 0)  # (shift, ways) of the pass before
-        for i, (shift, ways) in enumerate(_PASSES):
-            t_in = ts[(i + 1) % 2] if fused else ts[0]
-            _masses_kernel[(rows * n_chunks,)](
-                p, v, g, parts[(i + 1) % 2], t_in, parts[i % 2], ts[i % 2], target, *strides,
-                length, rows, n_chunks, *before, shift, ways, gamma, STEP=min(i, 2) if fused else 0,
-                **flags, CHUNK=chunk, SUB=_SUB, **tiles, WIDE=wide, num_warps=8,
-            )  # fmt: skip
-            if not fused:
-                _narrow_kernel[(rows,)](
-                    parts[i % 2], ts[0], target, g, n_chunks, shift, ways, gamma,
-                    STEP=min(i + 1, 2), GAMMA_ROW=flags["GAMMA_ROW"], **tiles, num_warps=4,
-                )  # fmt: skip
-            before = (shift, ways)
-        last = len(_PASSES) - 1
-        _keep_kernel[(rows * triton.cdiv(length, _KEEP_BLOCK),)](
-            p, v, g, parts[last % 2], ts[last % 2] if fused else ts[0], target, out, *strides,
-            length, rows, n_chunks, *before, gamma, **flags, NARROWED=not fused,
-            BLOCK=_KEEP_BLOCK, **tiles, WIDE=wide, num_warps=8,
+        _search_kernel[(programs,)](
+            p, v, g, parts, ts, target, ts[2 * rows:], out, *strides, length, rows, n_chunks,
+            chunk, gamma, **flags, CHUNK=min(chunk, _CHUNK), SUB=min(chunk, _SUB_WAYS >> _BITS),
+            BITS=_BITS, BLOCK_C=triton.next_power_of_2(n_chunks),
+            BLOCK_R=min(_BLOCK_R, triton.next_power_of_2(rows)), KEEP_BLOCK=_KEEP_BLOCK,
+            WIDE=length + chunk >= _WIDE_AT, num_warps=8,
         )  # fmt: skip
     return out.view(torch.bool).view(probs.shape)
