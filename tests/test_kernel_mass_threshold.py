@@ -87,9 +87,9 @@ def test_rows_in_registers_match_twin(lead, length, kind):
         _check(probs, threshold, valid)
 
 
-# L: 3 short chunks of 32, the last one entry; 4 chunks of 48 (the most that the next pass's
-# programs narrow); 6 of 48 (a narrowing launch between passes, two tiles of 4 chunks)
-LONG = [((3,), 65), ((2,), 190), ((2,), 281)]
+# L: 3 chunks of 32, the last one entry; 4 of 32 (the most a row has here); 3 of 64 and of 128,
+# each loaded 32 entries at a time
+LONG = [((3,), 65), ((2,), 100), ((2,), 190), ((2,), 281)]
 
 
 @pytest.mark.parametrize("kind", ["eighths", "ints"])
@@ -102,19 +102,51 @@ def test_long_rows_match_twin(long_rows, lead, length, kind):
 
 
 def test_long_rows_shared_among_programs(long_rows):
-    """More chunks than programs (40 rows of 4 chunks, some rows not searched): on a GPU, runs of
-    3 chunks that cross rows (one program takes all under the interpreter); then no row
-    searched, every mask written as zeros."""
-    probs = _probs((40, 100), "eighths")
+    """On a GPU more chunks than an H200 has SMs (140 rows of 3 chunks, some rows not searched):
+    runs of 4 chunks that cross rows at 132 programs; under the interpreter, which runs one
+    program, 12 rows (its runs cross rows in every test). Then no row searched, every mask
+    written as zeros."""
+    rows = 140 if DEVICE == "cuda" else 12
+    probs = _probs((rows, 65), "eighths")
     _check(probs, 0.7)
-    _check(probs, _thresholds((40,))[-1])
-    assert not _check(probs, torch.zeros(40, 1, device=DEVICE)).any()
+    _check(probs, _thresholds((rows,))[-1])
+    assert not _check(probs, torch.zeros(rows, 1, device=DEVICE)).any()
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="programs that wait for each other: a GPU")
+@pytest.mark.parametrize("sms", [2, 3, 5, 7, 13])
+def test_long_rows_over_few_programs(long_rows, monkeypatch, sms):
+    """As if the GPU had ``sms`` SMs (7 rows of 4 chunks): runs that start mid-row and cross
+    rows, and (13) programs left without chunks, with a number and with per-row thresholds."""
+    monkeypatch.setattr(mass_threshold, "sm_count", lambda _: sms)
+    probs = _probs((7, 100), "eighths")
+    _check(probs, 0.7)
+    _check(probs, _thresholds((7,))[-1], torch.rand(7, 100, device=DEVICE) > 0.3)
+
+
+def test_long_rows_first_searched_row_keeps_all(long_rows):
+    """A program's first searched row has a threshold >= 1 (every valid entry kept) and the
+    next ones do not."""
+    probs = _probs((4, 100), "eighths")
+    valid = torch.rand(4, 100, device=DEVICE) > 0.3
+    _check(probs, torch.tensor([[0.0], [1.0], [0.5], [2.0]], device=DEVICE), valid)
+
+
+def test_long_rows_programs_without_chunks(long_rows, monkeypatch):
+    """Four programs, one with the only searched row's only chunk (it waits for itself alone,
+    so the interpreter runs this too): the others write their shares of the zero rows."""
+    monkeypatch.setattr(mass_threshold, "_MAX_CHUNKS", 1)
+    monkeypatch.setattr(mass_threshold, "INTERPRET", False)
+    monkeypatch.setattr(mass_threshold, "sm_count", lambda _: 4)
+    threshold = torch.zeros(5, 1, device=DEVICE)
+    threshold[2] = 0.6
+    assert _check(_probs((5, 100), "eighths"), threshold)[2].any()
 
 
 def test_long_rows_with_int64_offsets(long_rows, monkeypatch):
     """The int64 chunk offsets of rows of 2^31 entries or more (forced here) find the same t*."""
     monkeypatch.setattr(mass_threshold, "_WIDE_AT", 0)
-    for length in (150, 300):  # narrowed by the next pass's programs, by a launch
+    for length in (150, 300):  # 3 chunks of 64 (2 loads each), of 128 (4)
         probs = _probs((3, length), "eighths")
         _check(probs, 0.9)
         _check(probs, torch.tensor([[0.5], [0.99], [1.0]], device=DEVICE))

@@ -22,9 +22,11 @@ threshold is >= 1.
   one query-aware head at 32K) 31 against 52 us on the H200, of 1M entries 76 against 138, all
   32 rows of 1M entries searched 893 against 893 (benchmarks/results/h200/plan48/). So the
   programs must all run at once. Each fits an SM alone and waits for nothing but the others,
-  so they do beside any work that ends; a launch confined to fewer SMs than the device has (an
-  MPS share, a green context) could stall. A row whose own threshold is <= 0 (it keeps nothing)
-  is not searched.
+  so they do on a GPU that runs one such launch at a time beside work that ends; a launch
+  confined to fewer SMs than the device has (an MPS share, a green context), or two of them on
+  two streams each holding part of the SMs, could stall (CUDA guarantees co-residency only to
+  cooperative launches, which this is not: not measured, nor tried under graph capture). A row
+  whose own threshold is <= 0 (it keeps nothing) is not searched.
 
 No host synchronisation, fixed shapes (CUDA-graph capturable). A NaN target (a valid NaN entry,
 or a NaN threshold) rejects no candidate, t* becomes the largest key and nothing is kept (as in
@@ -221,8 +223,8 @@ def _search_kernel(
     counter at CNT) where a launch a pass did. A pass writes the masses of an item at 2^BITS
     candidates above its row's t (PART) and, for the row's chunk 0, that t (TS); the next pass
     narrows them itself, reading every chunk in a fixed order (the same t* in every program).
-    Rows that keep nothing are not searched: their masks are zeros, written while the first
-    pass's last programs finish."""
+    Rows that keep nothing are not searched: every program writes its share of their zero masks
+    after the first pass (the programs without items, at once)."""
     i_p, n_p = tl.program_id(0), tl.num_programs(0)
     n_searched = n_rows
     if GAMMA_ROW:
@@ -233,11 +235,13 @@ def _search_kernel(
             n_searched += tl.sum((~(g <= 0.0) & (o_r < n_rows)).to(tl.int32), 0)
     items = n_searched * n_chunks
     per = tl.maximum(tl.cdiv(items, n_p), 1)
-    n_busy = tl.cdiv(items, per)  # programs with items; the others only write zeros
+    n_busy = tl.cdiv(items, per)  # programs with items; the others take part in no pass
     lo = tl.minimum(i_p * per, items)
     hi = tl.minimum(lo + per, items)
-    # row 0 stands in for a program without items (read, never used)
-    r_first = tl.maximum(_searched_row(GAMMA, n_rows, lo // n_chunks, GAMMA_ROW, BLOCK_R), 0)
+    # a row in range stands in for a program without items (its first row -1, or n_rows without
+    # per-row thresholds): read by the mask phase's narrowing, never used
+    r_first = _searched_row(GAMMA, n_rows, lo // n_chunks, GAMMA_ROW, BLOCK_R)
+    r_first = tl.minimum(tl.maximum(r_first, 0), n_rows - 1)
     WAYS: tl.constexpr = 1 << BITS
     LAST: tl.constexpr = (31 - 1) // BITS  # the last pass
     o_w = tl.arange(0, WAYS)
@@ -315,7 +319,8 @@ def _zero_rows(GAMMA, OUT, L, n_rows, i_p, n_p, GAMMA_ROW: tl.constexpr,
         if tl.load(GAMMA + i_r) <= 0.0:  # one load a row, not a block
             b_lo = tl.maximum(u_lo - i_r * n_blk, 0)
             for i_b in range(b_lo, tl.minimum(u_hi - i_r * n_blk, n_blk)):
-                o_l = i_b * KEEP_BLOCK + tl.arange(0, KEEP_BLOCK)
+                # int64: rows of just under 2^31 entries would overflow int32 in the last block
+                o_l = tl.cast(i_b, tl.int64) * KEEP_BLOCK + tl.arange(0, KEEP_BLOCK)
                 p_out = OUT + tl.cast(i_r, tl.int64) * L + o_l
                 tl.store(p_out, tl.zeros([KEEP_BLOCK], dtype=tl.uint8), mask=o_l < L)
 # fmt: on
@@ -362,7 +367,7 @@ def mass_threshold(probs: Tensor, threshold: float | Tensor, valid: Tensor | Non
             )  # fmt: skip
             return out.view(torch.bool).view(probs.shape)
         # at most _MAX_CHUNKS chunks a row, none shorter than _MIN_CHUNK entries: one searched
-        # row (most of FlexPrefill's) then gives every program about one chunk a pass
+        # row (most of FlexPrefill's plans) is then one chunk a program, on up to 64 programs
         chunk = max(_MIN_CHUNK, triton.next_power_of_2(triton.cdiv(length, _MAX_CHUNKS)))
         n_chunks = triton.cdiv(length, chunk)
         # the interpreter runs programs one after the other: one program, which waits for no other
