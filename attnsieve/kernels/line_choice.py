@@ -162,11 +162,10 @@ def choose_lines(
         gamma_row = isinstance(gamma, Tensor)
         g = gamma.to(torch.float32).contiguous() if gamma_row else vertical
         block = min(max(triton.next_power_of_2(kb), 128), _MAX_BLOCK)
-        on_cuda = vertical.is_cuda
         # one warp for lines of up to 512 blocks: the bisections' sums then need no cross-warp
         # step (H200: 11.3 against 14.4 us at 32K on Llama-3-8B's heads, 9.9 against 13.5 on
         # SmolLM2's at 8K; 1024 blocks took 23.5 against 16.8, plan48/lines_f.log)
-        with torch.cuda.device(vertical.device) if on_cuda else contextlib.nullcontext():
+        with torch.cuda.device(vertical.device) if vertical.is_cuda else contextlib.nullcontext():
             _line_choice_kernel[(b * h_q, 2)](
                 pooled, vertical, slash, g, query_aware, chosen, *pooled.stride(),
                 *vertical.stride(), *slash.stride(), h_q, kb, lo, hi,

@@ -178,17 +178,24 @@ def _shift_ways(i_pass, BITS: tl.constexpr):
 
 
 @triton.jit
+def _searched(GAMMA, o_r, n_rows):
+    """Which of the rows o_r are searched: those in range whose threshold is not <= 0 (such a
+    row keeps nothing; a NaN threshold is searched, and the search keeps nothing)."""
+    g = tl.load(GAMMA + o_r, mask=o_r < n_rows, other=0.0)
+    return ~(g <= 0.0) & (o_r < n_rows)
+
+
+@triton.jit
 def _searched_row(GAMMA, n_rows, k, GAMMA_ROW: tl.constexpr, BLOCK_R: tl.constexpr):
-    """The k-th searched row (int64): the k-th whose threshold is not <= 0 (NaN is searched),
-    counted BLOCK_R rows at a time; the k-th row without per-row thresholds."""
+    """The k-th searched row (int64), counted BLOCK_R rows at a time; the k-th row without
+    per-row thresholds."""
     if not GAMMA_ROW:
         return tl.cast(k, tl.int64)
     row = tl.full([], -1, tl.int64)
     seen = 0
     for i0 in range(0, n_rows, BLOCK_R):
         o_r = i0 + tl.arange(0, BLOCK_R)
-        g = tl.load(GAMMA + o_r, mask=o_r < n_rows, other=0.0)
-        searched = ~(g <= 0.0) & (o_r < n_rows)
+        searched = _searched(GAMMA, o_r, n_rows)
         rank = seen + tl.cumsum(searched.to(tl.int32), 0) - 1
         row = tl.maximum(row, tl.max(tl.where(searched & (rank == k), o_r, -1), 0).to(tl.int64))
         seen += tl.sum(searched.to(tl.int32), 0)
@@ -230,9 +237,8 @@ def _search_kernel(
     if GAMMA_ROW:
         n_searched = 0
         for i0 in range(0, n_rows, BLOCK_R):
-            o_r = i0 + tl.arange(0, BLOCK_R)
-            g = tl.load(GAMMA + o_r, mask=o_r < n_rows, other=0.0)
-            n_searched += tl.sum((~(g <= 0.0) & (o_r < n_rows)).to(tl.int32), 0)
+            searched = _searched(GAMMA, i0 + tl.arange(0, BLOCK_R), n_rows)
+            n_searched += tl.sum(searched.to(tl.int32), 0)
     items = n_searched * n_chunks
     per = tl.maximum(tl.cdiv(items, n_p), 1)
     n_busy = tl.cdiv(items, per)  # programs with items; the others take part in no pass
@@ -316,7 +322,7 @@ def _zero_rows(GAMMA, OUT, L, n_rows, i_p, n_p, GAMMA_ROW: tl.constexpr,
     u_lo = i_p * per
     u_hi = tl.minimum(u_lo + per, n_rows * n_blk)
     for i_r in range(u_lo // n_blk, tl.cdiv(u_hi, n_blk)):
-        if tl.load(GAMMA + i_r) <= 0.0:  # one load a row, not a block
+        if tl.load(GAMMA + i_r) <= 0.0:  # not `_searched`; one load a row, not a block
             b_lo = tl.maximum(u_lo - i_r * n_blk, 0)
             for i_b in range(b_lo, tl.minimum(u_hi - i_r * n_blk, n_blk)):
                 # int64: rows of just under 2^31 entries would overflow int32 in the last block
