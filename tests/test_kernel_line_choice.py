@@ -39,7 +39,10 @@ def _check(vertical, slash, pooled, **kw):
     assert got[0].dtype == got[1].dtype == torch.bool
     assert got[1].shape == (*vertical.shape[:2], 2, vertical.shape[2])
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert got[2].dtype == torch.float32 and torch.equal(got[2], want[2])
     assert bool(got[1][..., 0].all())
+    assert bool((got[2] == torch.where(got[0], got[2], 0.0)).all())  # 0 for every other head
+    assert bool((got[2] < 1).all())
     return got
 
 
@@ -63,11 +66,11 @@ def test_matches_twin(b, h_q, kb, gamma):
 
 def test_query_aware_heads_keep_lo_and_budgets_clamp():
     inputs = _inputs(1, 2, 64)
-    query_aware, chosen = _check(*inputs, tau=100.0, lo=3, hi=5)
+    query_aware, chosen, _ = _check(*inputs, tau=100.0, lo=3, hi=5)
     assert bool(query_aware.all())
     kept = chosen.sum(-1)  # lo blocks, and block 0 if it is not among them
     assert bool(((kept == 3) | (kept == 4)).all())
-    query_aware, chosen = _check(*inputs, tau=0.0, lo=3, hi=5)
+    query_aware, chosen, _ = _check(*inputs, tau=0.0, lo=3, hi=5)
     assert not bool(query_aware.any())
     assert bool((chosen.sum(-1) >= 3).all()) and bool((chosen.sum(-1) <= 6).all())  # + block 0
 
@@ -76,6 +79,20 @@ def test_per_head_gamma():
     inputs = _inputs(2, 4, 90, seed=1)
     gamma = torch.tensor([0.5, 1.0, 0.95, 0.0], device=DEVICE)
     _check(*inputs, gamma=gamma, tau=0.0, lo=1, hi=90)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 0.99999999])
+def test_map_gamma_of_query_aware_heads(gamma):
+    """Every head query-aware (tau 100): its map's threshold is gamma, just below 1 at most
+    (0.99999999 rounds to 1.0 in float32), per head too (NaN: just below 1, 0: 0)."""
+    inputs = _inputs(2, 4, 40, seed=5)
+    below_one = 1 - 2**-24
+    query_aware, _, map_gamma = _check(*inputs, gamma=gamma, tau=100.0, lo=1, hi=40)
+    assert bool(query_aware.all())
+    assert map_gamma.tolist() == [[min(gamma, below_one)] * 4] * 2
+    per_head = torch.tensor([0.25, 1.0, math.nan, 0.0], device=DEVICE)
+    _, _, map_gamma = _check(*inputs, gamma=per_head, tau=100.0, lo=1, hi=40)
+    assert map_gamma.tolist() == [[0.25, below_one, below_one, 0.0]] * 2
 
 
 def test_lines_over_blocks(monkeypatch):
@@ -104,16 +121,16 @@ def _zero_heavy_lines():
 @pytest.mark.parametrize("gamma", [0.99999999, 1.0, 1 - 2**-24])
 def test_gamma_near_one_follows_the_twin(gamma):
     # 0.99999999 rounds to 1.0 in float32; it is still below 1, so zeros stay out
-    _, chosen = _check(*_zero_heavy_lines(), gamma=gamma, tau=0.0, lo=0, hi=6)
+    _, chosen, _ = _check(*_zero_heavy_lines(), gamma=gamma, tau=0.0, lo=0, hi=6)
     assert chosen.sum().item() == (12 if gamma >= 1 else 5)
 
 
 def test_nan_per_head_gamma_keeps_lo():
     inputs = _zero_heavy_lines()
     gamma = torch.tensor([math.nan], device=DEVICE)
-    _, chosen = _check(*inputs, gamma=gamma, tau=0.0, lo=0, hi=6)
+    _, chosen, _ = _check(*inputs, gamma=gamma, tau=0.0, lo=0, hi=6)
     assert chosen.sum().item() == 2  # block 0 of each line only
-    _, chosen = _check(*inputs, gamma=gamma, tau=0.0, lo=2, hi=6)
+    _, chosen, _ = _check(*inputs, gamma=gamma, tau=0.0, lo=2, hi=6)
     assert chosen.sum().item() == 4
 
 

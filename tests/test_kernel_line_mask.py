@@ -1,12 +1,15 @@
-"""The line block-mask kernel (compiled on a GPU, else the interpreter) against its twin, and the
-twin against a token-level construction of the same blocks."""
+"""The line block-mask kernel (compiled on a GPU, else the interpreter) against its twin, as a
+mask and as a layout's packed lists, and the twin against a token-level construction of the same
+blocks."""
 
 import pytest
 import torch
 
-from attnsieve.kernels.line_mask import line_block_mask
+from attnsieve import api
+from attnsieve.kernels.line_mask import line_block_lists, line_block_mask
 from attnsieve.kernels.line_mask_reference import line_block_mask as line_block_mask_reference
 from attnsieve.layout import causal_token_mask
+from attnsieve.layout_spans import pack_sorted
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -69,13 +72,20 @@ def test_kernel_matches_the_twin(b, h, n, m, bq, bk, band):
     ):
         want = line_block_mask_reference(verticals, args[0], **sizes, extra=args[1],
                                          extra_heads=args[2])  # fmt: skip
-        got = line_block_mask(
-            *(t if t is None else t.to(DEVICE) for t in (verticals, args[0])), **sizes,
-            extra=None if args[1] is None else args[1].to(DEVICE),
-            extra_heads=None if args[2] is None else args[2].to(DEVICE),
-        )  # fmt: skip
+        on_device = [None if t is None else t.to(DEVICE) for t in (verticals, *args)]
+        kwargs = dict(**sizes, extra=on_device[2], extra_heads=on_device[3])
+        got = line_block_mask(*on_device[:2], **kwargs)
         assert got.dtype == torch.bool
         assert torch.equal(got.cpu(), want)
+        _check_lists(line_block_lists(*on_device[:2], **kwargs), want)
+
+
+def _check_lists(got, mask):
+    """The kernel's lists are `pack_sorted`'s of the twin's mask, bit for bit (PAD included)."""
+    idx, count = pack_sorted(mask)
+    assert got[0].dtype == got[1].dtype == torch.int32
+    assert torch.equal(got[0].cpu(), idx.to(torch.int32))
+    assert torch.equal(got[1].cpu(), count.to(torch.int32))
 
 
 def test_strided_inputs():
@@ -87,11 +97,28 @@ def test_strided_inputs():
     extra = (torch.rand(1, 1, 7, 9) < 0.3).expand(2, 3, 7, 9)
     sizes = dict(band=bk, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
     want = line_block_mask_reference(verticals, bands, **sizes, extra=extra, extra_heads=heads)
-    got = line_block_mask(
-        verticals.to(DEVICE), bands.to(DEVICE), **sizes, extra=extra.to(DEVICE),
-        extra_heads=heads.to(DEVICE),
-    )  # fmt: skip
-    assert torch.equal(got.cpu(), want)
+    args = (verticals.to(DEVICE), bands.to(DEVICE))
+    kwargs = dict(**sizes, extra=extra.to(DEVICE), extra_heads=heads.to(DEVICE))
+    assert torch.equal(line_block_mask(*args, **kwargs).cpu(), want)
+    _check_lists(line_block_lists(*args, **kwargs), want)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_api_layout_is_the_mask_layout(backend):
+    """`api.line_block_layout` is `api.block_layout` of `api.line_block_mask` (Triton: one
+    launch); a key block past the chosen ones that only ``extra`` keeps stays in its row."""
+    n, m, bq, bk = 300, 1301, 64, 32
+    verticals, bands, extra, heads = _inputs(2, 2, n, m, bq, bk, bk, seed=7)
+    on_device = [t.to(DEVICE) for t in (verticals, bands, extra, heads)]
+    sizes = dict(block_q=bq, block_k=bk, num_queries=n, num_keys=m)
+    kwargs = dict(**sizes, band=bk, extra=on_device[2], extra_heads=on_device[3])
+    mask = api.line_block_mask(*on_device[:2], **kwargs, backend=backend)
+    want = api.block_layout(mask, **sizes, backend="reference")
+    got = api.line_block_layout(*on_device[:2], **kwargs, backend=backend)
+    assert torch.equal(got.block_idx.cpu(), want.block_idx.cpu())
+    assert torch.equal(got.block_count.cpu(), want.block_count.cpu())
+    with pytest.raises(ValueError, match="^extra_heads"):
+        api.line_block_layout(*on_device[:2], **sizes, band=bk, extra_heads=on_device[3])
 
 
 def test_empty_batch_and_heads():
@@ -101,3 +128,5 @@ def test_empty_batch_and_heads():
         got = line_block_mask(none.to(DEVICE), none.to(DEVICE), **sizes)
         want = line_block_mask_reference(none, none, **sizes)
         assert got.shape == want.shape == (b, h, 4, 4) and got.dtype == torch.bool
+        idx, count = line_block_lists(none.to(DEVICE), none.to(DEVICE), **sizes)
+        assert idx.shape == (b, h, 4, 4) and count.shape == (b, h, 4)

@@ -200,11 +200,12 @@ def test_flexprefill_query_aware_map_pools_its_own_kv_head(backend, monkeypatch)
         monkeypatch.setenv("ATTNSIEVE_BACKEND", "triton")
         q, k = (x.to("cpu" if INTERPRET else "cuda", torch.float16) for x in (q, k))
     planner = get_planner("flexprefill", block_q=16, block_k=16, min_budget=0)
-    every = planner._query_aware(q, k, torch.ones(1, 4, dtype=torch.bool, device=q.device), 0.9)
+    every = torch.ones(1, 4, dtype=torch.bool, device=q.device)
+    every = planner._query_aware(q, k, every, torch.full((1, 4), 0.9, device=q.device))
     assert every.any(-1).any(-1).all()
     for h in range(4):
         heads = torch.arange(4, device=q.device)[None] == h
-        alone = planner._query_aware(q, k, heads, 0.9)
+        alone = planner._query_aware(q, k, heads, torch.where(heads, 0.9, 0.0))
         assert torch.equal(alone[0, h], every[0, h]), h
         assert not alone[0, ~heads[0]].any()
 

@@ -121,6 +121,37 @@ def test_pooling_and_pooled_probs_leave_out_heads(shape):
         _close(probs[heads], want[heads], torch.float32)
 
 
+@pytest.mark.usefixtures("nan_empty")
+@pytest.mark.parametrize("shape", SHAPES[:2])
+def test_query_and_key_heads_pooled_in_one_launch(shape):
+    """`block_mean_pool_qk`: Q's heads by the flags, K's by their query heads' flags (a KV head
+    is pooled where any of its g query heads is flagged); the others are not read (NaN there
+    stays out) and pool to zero."""
+    q, k = _inputs(*shape)
+    b, h_q, h_kv = q.shape[0], q.shape[1], k.shape[1]
+    g = h_q // h_kv
+    heads = torch.zeros(b, h_q, dtype=torch.bool, device=DEVICE)
+    heads[0, h_q - 1] = True  # the last query head of the last group only
+    heads[-1, 0] = True
+    kv_on = torch.zeros(b, h_kv, dtype=torch.bool, device=DEVICE)
+    kv_on[0, h_kv - 1] = kv_on[-1, 0] = True
+    assert g > 1 or h_kv == h_q
+    k_out = k.masked_fill(~kv_on[..., None, None], math.nan)
+    q_out = q.masked_fill(~heads[..., None, None], math.nan)
+    for ops in (pooling, pooling_reference):
+        qp, kp = ops.block_mean_pool_qk(q_out, k_out, 32, 16, heads)
+        assert (qp[~heads] == 0).all() and (kp[~kv_on] == 0).all()
+        _close(qp[heads], ops.block_mean_pool(q, 32)[heads], torch.float32)
+        _close(kp[kv_on], ops.block_mean_pool(k, 16)[kv_on], torch.float32)
+    qp, kp = api.block_mean_pool_qk(q_out, k_out, block_q=32, block_k=16, heads=heads)
+    _close(kp[kv_on], pooling_reference.block_mean_pool(k, 16)[kv_on], torch.float32)
+    # no flags: every head, blocks of either size over lengths of either (N < M, N > M)
+    for block_q, block_k in ((32, 16), (16, 64)):
+        qp, kp = pooling.block_mean_pool_qk(q, k, block_q, block_k)
+        _close(qp, pooling_reference.block_mean_pool(q, block_q), torch.float32)
+        _close(kp, pooling_reference.block_mean_pool(k, block_k), torch.float32)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("stride", [4, 8])
@@ -319,6 +350,16 @@ def test_bad_inputs_name_the_argument():
         api.pooled_block_probs(qp.half(), qp, num_queries=64, num_keys=64, block_q=32, block_k=32)
     with pytest.raises(TypeError, match=r"^heads: expected torch.bool"):
         api.block_mean_pool(q, 32, heads=torch.ones(1, 2, dtype=torch.uint8, device=DEVICE))
+    with pytest.raises(ValueError, match=r"^heads: expected shape \(1, 2\)"):
+        api.block_mean_pool(q, 32, heads=torch.ones(1, 3, dtype=torch.bool, device=DEVICE))
+    with pytest.raises(ValueError, match=r"^heads: expected shape \(1, 2\)"):
+        api.block_mean_pool_qk(
+            q, k, block_q=32, block_k=32, heads=torch.ones(1, 1, dtype=torch.bool, device=DEVICE)
+        )
+    with pytest.raises(ValueError, match="^block_k"):
+        api.block_mean_pool_qk(q, k, block_q=32, block_k=0)
+    with pytest.raises(ValueError, match="^q, k"):
+        api.block_mean_pool_qk(q, k[..., :16], block_q=32, block_k=32)
     with pytest.raises(ValueError, match=r"^heads: expected shape \(1, 2\)"):
         api.pooled_block_probs(
             qp, qp, num_queries=64, num_keys=64, block_q=32, block_k=32,

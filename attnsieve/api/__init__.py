@@ -7,8 +7,8 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
   soft-capping (the fallback of the transformers adapter).
 - `decode_attention`: one query token per sequence over a paged `Cache` layer, optionally
   restricted to a list of pages (sparse decode).
-- Planning estimates (`block_mean_pool`, `pooled_block_probs`, `antidiagonal_block_scores`,
-  `last_query_stats`): the inner steps of planners.
+- Planning estimates (`block_mean_pool`, `block_mean_pool_qk`, `pooled_block_probs`,
+  `antidiagonal_block_scores`, `last_query_stats`): the inner steps of planners.
 - `quest_page_scores`: the page scores by which Quest picks the pages a decode step reads.
 - `select_pages`: the ascending lists of each row's top-``count`` pages by a score; `top_mask`:
   the same selection as a mask (FlexPrefill's key blocks and diagonals).
@@ -18,17 +18,18 @@ in three modules re-exported here: `attnsieve.api.prefill`, `attnsieve.api.decod
   one launch.
 - `page_budget`: the pages each head of a decode step reads under a selector's token budget.
 - `line_block_mask`: the block mask of chosen key blocks and diagonal bands (FlexPrefill's
-  vertical-slash selection); `block_layout`: a layout from a block mask; `line_layout`:
+  vertical-slash selection), `line_block_layout` its layout in one launch; `block_layout`: a
+  layout from a block mask; `line_layout`:
   MInference's vertical-slash layout from its key columns and diagonals; `layout_density`: a
   layout's computed pairs over dense attention's, per batch and head.
 
 Backends: "auto" (default) runs Triton for float16/bfloat16 CUDA tensors (`quest_page_scores`:
 any CUDA query, it computes in float32 either way; `pooled_block_probs`, `select_pages`,
 `top_mask`, `mass_threshold`, `choose_lines`: float32 CUDA inputs; `line_block_mask`,
-`block_layout`, `layout_density`: a CUDA mask or layout; `line_layout`: CUDA columns;
-`page_budget`: CUDA lengths) and the PyTorch reference twin elsewhere; "triton" or "reference"
-(argument or $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs TRITON_INTERPRET=1 set before
-triton is imported.
+`line_block_layout`, `block_layout`, `layout_density`: a CUDA mask or layout; `line_layout`:
+CUDA columns; `page_budget`: CUDA lengths) and the PyTorch reference twin elsewhere; "triton"
+or "reference" (argument or $ATTNSIEVE_BACKEND) forces one. "triton" on CPU needs
+TRITON_INTERPRET=1 set before triton is imported.
 """
 
 from attnsieve.api.backend import BACKENDS, resolve_backend
@@ -43,9 +44,11 @@ from attnsieve.api.planning import (
     antidiagonal_block_scores,
     block_layout,
     block_mean_pool,
+    block_mean_pool_qk,
     choose_lines,
     last_query_stats,
     layout_density,
+    line_block_layout,
     line_block_mask,
     line_layout,
     mass_threshold,
@@ -60,11 +63,13 @@ __all__ = [
     "attention",
     "block_layout",
     "block_mean_pool",
+    "block_mean_pool_qk",
     "choose_lines",
     "decode_attention",
     "dense_attention",
     "last_query_stats",
     "layout_density",
+    "line_block_layout",
     "line_block_mask",
     "line_layout",
     "mass_threshold",

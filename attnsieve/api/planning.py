@@ -57,6 +57,26 @@ def block_mean_pool(
     return _kernels("pooling", backend, x).block_mean_pool(x, block, heads)
 
 
+def block_mean_pool_qk(
+    q: Tensor,
+    k: Tensor,
+    *,
+    block_q: int,
+    block_k: int,
+    heads: Tensor | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`block_mean_pool` of q (B, H_q, N, D) by ``block_q`` and of k (B, H_kv, M, D) by
+    ``block_k``, in one launch: ``heads`` (None, or bool (B, H_q)) picks q's heads and, through
+    them, k's (a KV head where any of its query heads is). FlexPrefill's query-aware maps.
+    """
+    check_int("block_q", block_q, 1)
+    check_int("block_k", block_k, 1)
+    check_qk(q, k)
+    _check_heads(heads, q.shape[:2], q.device)
+    return _kernels("pooling", backend, q).block_mean_pool_qk(q, k, block_q, block_k, heads)
+
+
 def _check_heads(heads: object, shape: torch.Size, device: torch.device) -> None:
     if heads is not None:
         check_index("heads", heads, tuple(shape), torch.bool, device)
@@ -195,8 +215,8 @@ def choose_lines(
     lo: int,
     hi: int,
     backend: str | None = None,
-) -> tuple[Tensor, Tensor]:
-    """FlexPrefill's choice of lines: ``(query_aware, chosen)``.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FlexPrefill's choice of lines: ``(query_aware, chosen, map_gamma)``.
 
     Args:
         vertical, slash: float32 (B, H_q, KB) the last queries' mass per key block and per offset
@@ -209,10 +229,13 @@ def choose_lines(
             lines keep lo (its blocks come from its pooled map instead).
         backend: see `attnsieve.api`.
 
-    Returns ``query_aware`` bool (B, H_q) and ``chosen`` bool (B, H_q, 2, KB): per line
+    Returns ``query_aware`` bool (B, H_q), ``chosen`` bool (B, H_q, 2, KB): per line
     (verticals, then slashes) its ``count`` largest blocks, ties to lower indices, with
     ``count`` the size of the smallest set holding ``gamma`` of the line's mass (`mass_threshold`;
-    every block where gamma >= 1) clamped to [lo, hi]; block 0 always. No host synchronisation.
+    every block where gamma >= 1) clamped to [lo, hi], block 0 always; and ``map_gamma`` float32
+    (B, H_q), the `mass_threshold` of each head's pooled block map: gamma for a query-aware head
+    (at most the largest float32 below 1, which keeps only entries > 0), 0 (nothing) for another.
+    No host synchronisation.
     """
     check_tensor("vertical", vertical, 3, "(batch, q_heads, key_blocks)")
     b, h_q, kb = vertical.shape
@@ -320,6 +343,56 @@ def line_block_mask(
     FlexPrefill's (arXiv 2502.20766) block plan in one pass (`attnsieve.kernels.line_mask`); the
     twin composes tensor ops. Positions are bottom-right aligned. No host synchronisation.
     """
+    kwargs = _line_mask_args(
+        verticals, bands, band, block_q, block_k, num_queries, num_keys, extra, extra_heads
+    )
+    if resolve_backend(backend, verticals, (torch.bool,)) == "reference":
+        return line_mask_reference.line_block_mask(verticals, bands, **kwargs)
+    from attnsieve.kernels.line_mask import line_block_mask as launch
+
+    return launch(verticals, bands, **kwargs)
+
+
+def line_block_layout(
+    verticals: Tensor,
+    bands: Tensor | None,
+    *,
+    band: int,
+    block_q: int,
+    block_k: int,
+    num_queries: int,
+    num_keys: int,
+    extra: Tensor | None = None,
+    extra_heads: Tensor | None = None,
+    backend: str | None = None,
+) -> Layout:
+    """`block_layout` of `line_block_mask` (same arguments): for a CUDA ``verticals`` one launch
+    writes the layout's lists, where the mask and its packing took two (FlexPrefill's plan)."""
+    kwargs = _line_mask_args(
+        verticals, bands, band, block_q, block_k, num_queries, num_keys, extra, extra_heads
+    )
+    if resolve_backend(backend, verticals, (torch.bool,)) == "reference":
+        idx, count = pack_sorted(line_mask_reference.line_block_mask(verticals, bands, **kwargs))
+    else:
+        from attnsieve.kernels.line_mask import line_block_lists
+
+        idx, count = line_block_lists(verticals, bands, **kwargs)
+    sizes = dict(block_q=block_q, block_k=block_k, num_queries=num_queries, num_keys=num_keys)
+    return Layout(idx, count, **sizes, _valid=True)  # sorted, in range: pack_sorted's
+
+
+def _line_mask_args(
+    verticals: Tensor,
+    bands: Tensor | None,
+    band: int,
+    block_q: int,
+    block_k: int,
+    num_queries: int,
+    num_keys: int,
+    extra: Tensor | None,
+    extra_heads: Tensor | None,
+) -> dict:
+    """`line_block_mask`'s checks; its keyword arguments but ``bands`` and the backend."""
     sizes = dict(num_queries=num_queries, num_keys=num_keys, block_q=block_q, block_k=block_k)
     for name, value in (*sizes.items(), ("band", band)):
         check_int(name, value, 1)
@@ -337,12 +410,7 @@ def line_block_mask(
                 raise ValueError(f"{name}: expected a tensor on {verticals.device}, got {t.device}")
     if extra_heads is not None and extra is None:
         raise ValueError("extra_heads: expected None when extra is None")
-    kwargs = dict(**sizes, band=band, extra=extra, extra_heads=extra_heads)
-    if resolve_backend(backend, verticals, (torch.bool,)) == "reference":
-        return line_mask_reference.line_block_mask(verticals, bands, **kwargs)
-    from attnsieve.kernels.line_mask import line_block_mask as launch
-
-    return launch(verticals, bands, **kwargs)
+    return dict(**sizes, band=band, extra=extra, extra_heads=extra_heads)
 
 
 def _check_bool(name: str, t: object, shape: tuple[int | None, ...]) -> None:

@@ -4,7 +4,8 @@ heads are query-aware and which key blocks and offset blocks each head keeps, in
 Program (b, h, line) of the query heads' two lines (verticals, slashes):
 1. the softmax ā of the head's pooled scores (`last_query_stats`' ``pooled``: the mean last
    query against each block's mean key), and sqrt(JS(ā, â)) against the verticals â: the head
-   is query-aware below tau;
+   is query-aware below tau, and then its block map's threshold is gamma (just below 1 at most:
+   1.0 is `mass_threshold`'s every entry, zeros above the diagonal too), else 0 (no map);
 2. for its line: a query-aware head keeps lo blocks; another the smallest set holding gamma of the
    line's mass (the bisection of `mass_threshold`'s rows in registers), its size clamped to
    [lo, hi]. Where the clamp changes nothing that set is the answer (ties included); otherwise
@@ -35,6 +36,7 @@ from attnsieve.kernels.mass_threshold import mass_cut
 from attnsieve.kernels.page_select import count_above, order_keys, store_top, top_threshold
 
 _MAX_BLOCK = 8192  # longest line a program holds in registers
+BELOW_ONE = tl.constexpr(1.0 - 2.0**-24)  # the largest float32 below 1
 
 
 # fmt: off
@@ -79,7 +81,7 @@ def _query_aware(POOL, VERT, i_b, i_h, stride_pb, stride_ph, stride_pn, stride_v
 
 @triton.jit
 def _line_choice_kernel(
-    POOL, VERT, SLASH, GAMMA, QA, OUT,
+    POOL, VERT, SLASH, GAMMA, QA, MAP_GAMMA, OUT,
     stride_pb, stride_ph, stride_pn, stride_vb, stride_vh, stride_vn, stride_sb, stride_sh,
     stride_sn, H_Q, KB, lo, hi, gamma, keep_all, tau,
     SINGLE: tl.constexpr, BLOCK: tl.constexpr, GAMMA_ROW: tl.constexpr,
@@ -89,17 +91,18 @@ def _line_choice_kernel(
     i_row = i_bh.to(tl.int64) * 2 + i_line
     m_qa = _query_aware(POOL, VERT, i_b, i_h, stride_pb, stride_ph, stride_pn, stride_vb,
                         stride_vh, stride_vn, KB, tau, BLOCK)
+    g = gamma
+    if GAMMA_ROW:
+        g = tl.load(GAMMA + i_h)
+        keep_all = (g >= 1.0).to(tl.int32)  # in float32, as the twin compares (NaN: keep nothing)
     if i_line == 0:
         tl.store(QA + i_bh, m_qa.to(tl.uint8))
+        tl.store(MAP_GAMMA + i_bh, tl.where(m_qa, tl.where(g < BELOW_ONE, g, BELOW_ONE), 0.0))
         p_x = VERT + i_b * stride_vb + i_h * stride_vh
         stride_x = stride_vn
     else:
         p_x = SLASH + i_b * stride_sb + i_h * stride_sh
         stride_x = stride_sn
-    g = gamma
-    if GAMMA_ROW:
-        g = tl.load(GAMMA + i_h)
-        keep_all = (g >= 1.0).to(tl.int32)  # in float32, as the twin compares (NaN: keep nothing)
     o_b = tl.arange(0, BLOCK)
     b_key = order_keys(p_x, o_b, KB, stride_x)  # SINGLE: the line in registers
     b_x = tl.load(p_x + o_b.to(tl.int64) * stride_x, mask=o_b < KB, other=0.0)
@@ -151,12 +154,13 @@ def choose_lines(
     tau: float,
     lo: int,
     hi: int,
-) -> tuple[Tensor, Tensor]:
-    """(query_aware bool (B, H_q), chosen bool (B, H_q, 2, KB), contiguous), Triton; see
-    :func:`attnsieve.kernels.line_choice_reference.choose_lines`."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(query_aware bool (B, H_q), chosen bool (B, H_q, 2, KB), contiguous, map_gamma float32
+    (B, H_q)), Triton; see :func:`attnsieve.kernels.line_choice_reference.choose_lines`."""
     check_triton_device("vertical", vertical)
     b, h_q, kb = vertical.shape
     query_aware = torch.empty((b, h_q), dtype=torch.uint8, device=vertical.device)
+    map_gamma = torch.empty((b, h_q), dtype=torch.float32, device=vertical.device)
     chosen = torch.empty((b, h_q, 2, kb), dtype=torch.uint8, device=vertical.device)
     if b * h_q * kb:
         gamma_row = isinstance(gamma, Tensor)
@@ -167,10 +171,10 @@ def choose_lines(
         # SmolLM2's at 8K; 1024 blocks took 23.5 against 16.8, plan48/lines_f.log)
         with torch.cuda.device(vertical.device) if vertical.is_cuda else contextlib.nullcontext():
             _line_choice_kernel[(b * h_q, 2)](
-                pooled, vertical, slash, g, query_aware, chosen, *pooled.stride(),
+                pooled, vertical, slash, g, query_aware, map_gamma, chosen, *pooled.stride(),
                 *vertical.stride(), *slash.stride(), h_q, kb, lo, hi,
                 0.0 if gamma_row else float(gamma), int(not gamma_row and gamma >= 1), tau,
                 SINGLE=kb <= block, BLOCK=block, GAMMA_ROW=gamma_row,
                 num_warps=1 if block <= 512 else min(8, max(4, block // 512)),
             )  # fmt: skip
-    return query_aware.view(torch.bool), chosen.view(torch.bool)
+    return query_aware.view(torch.bool), chosen.view(torch.bool), map_gamma

@@ -8,6 +8,8 @@ from torch import Tensor
 from attnsieve.kernels.mass_threshold_reference import mass_threshold
 from attnsieve.kernels.page_select_reference import top_mask
 
+BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
+
 
 def choose_lines(
     vertical: Tensor,
@@ -18,13 +20,15 @@ def choose_lines(
     tau: float,
     lo: int,
     hi: int,
-) -> tuple[Tensor, Tensor]:
-    """(query_aware bool (B, H_q), chosen bool (B, H_q, 2, KB)); see `attnsieve.api.choose_lines`.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(query_aware bool (B, H_q), chosen bool (B, H_q, 2, KB), map_gamma float32 (B, H_q)); see
+    `attnsieve.api.choose_lines`.
 
     â is ``vertical``; ā the softmax of ``pooled``. A head is query-aware where
     sqrt(JS(ā, â)) < tau. Each line (vertical, then slash) keeps its ``count`` largest blocks,
     ties to lower indices: ``lo`` for a query-aware head, else the size of its smallest set
-    holding ``gamma`` of its mass clamped to [lo, hi]; block 0 always.
+    holding ``gamma`` of its mass clamped to [lo, hi]; block 0 always. A query-aware head's
+    ``map_gamma`` is gamma, at most the largest float32 below 1; another head's 0.
     """
     b, h_q, kb = vertical.shape
     query_aware = sqrt_js_divergence(pooled.float().softmax(-1), vertical.float()) < tau
@@ -34,7 +38,9 @@ def choose_lines(
     count = torch.where(query_aware[..., None], lo, cover.clamp(lo, hi))
     chosen = top_mask(lines.view(b, h_q * 2, kb), count.view(b, h_q * 2)).view_as(lines)
     chosen[..., 0] = True
-    return query_aware, chosen
+    g = torch.as_tensor(gamma, dtype=torch.float32, device=vertical.device)
+    map_gamma = torch.where(query_aware, torch.where(g < BELOW_ONE, g, BELOW_ONE), 0.0)
+    return query_aware, chosen, map_gamma
 
 
 def sqrt_js_divergence(p: Tensor, q: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
 """Block pooling in Triton: the cheap estimate FlexPrefill, HiP and SpargeAttn score key blocks
 with.
 
-- `block_mean_pool`: mean of every block of tokens (Q per query head, K per KV head).
+- `block_mean_pool`: mean of every block of tokens (Q per query head, K per KV head);
+  `block_mean_pool_qk` pools Q and K in one launch, K's heads picked by their query heads'.
 - `pooled_block_probs`: pooled-Q · pooled-K scores, causal block mask, softmax over key blocks,
   in two launches over splits of key blocks (scores and partial sums, then the softmax).
 
@@ -38,17 +39,40 @@ _WIDE_AT = 2**31  # offsets from here on need int64
 # ---- block mean pooling --------------------------------------------------------------------------
 @triton.jit
 def _mean_pool_kernel(
-    X, HEADS, OUT, stride_xb, stride_xh, stride_xn, stride_hb, stride_hh, stride_ob, stride_oh,
-    stride_on, H, L, D,
-    BLOCK: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_HEADS: tl.constexpr,
+    X, HEADS, OUT, stride_xb, stride_xh, stride_xn, stride_ob, stride_oh, stride_on, H, L, group,
+    X2, OUT2, stride_x2b, stride_x2h, stride_x2n, stride_o2b, stride_o2h, stride_o2n, H2, L2,
+    group2, B, D, stride_hb, stride_hh,
+    BLOCK: tl.constexpr, BLOCK2: tl.constexpr, CHUNK: tl.constexpr, CHUNK2: tl.constexpr,
+    BLOCK_D: tl.constexpr, HAS_HEADS: tl.constexpr, G_PAD: tl.constexpr, G_PAD2: tl.constexpr,
+    PAIR: tl.constexpr,
 ):
+    """Block means of X's heads (grid y < B·H) and, with PAIR, of X2's after them (Q and K in
+    one launch: each of the two was a few microseconds of latency for little work)."""
     # pooled blocks on the grid's x axis: y stops at 65535 (16-token blocks of 1M tokens)
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
+    if PAIR and i_bh >= B * H:
+        i_bh -= B * H
+        _pool_block(X2, HEADS, OUT2, i_n, i_bh // H2, i_bh % H2, stride_x2b, stride_x2h,
+                    stride_x2n, stride_hb, stride_hh, stride_o2b, stride_o2h, stride_o2n, L2, D,
+                    group2, BLOCK2, CHUNK2, BLOCK_D, HAS_HEADS, G_PAD2)
+    else:
+        _pool_block(X, HEADS, OUT, i_n, i_bh // H, i_bh % H, stride_xb, stride_xh, stride_xn,
+                    stride_hb, stride_hh, stride_ob, stride_oh, stride_on, L, D, group, BLOCK,
+                    CHUNK, BLOCK_D, HAS_HEADS, G_PAD)
+
+
+@triton.jit
+def _pool_block(X, HEADS, OUT, i_n, i_b, i_h, stride_xb, stride_xh, stride_xn, stride_hb,
+                stride_hh, stride_ob, stride_oh, stride_on, L, D, group, BLOCK: tl.constexpr,
+                CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_HEADS: tl.constexpr,
+                G_PAD: tl.constexpr):
+    """The mean of pooled block i_n of head (i_b, i_h) (none past L: a pair's shorter tensor)."""
+    if i_n * BLOCK >= L:
+        return
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < D
     p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh + i_n * stride_on
-    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # not read: pools to zeros
+    if _group_off(HEADS, i_b, i_h, stride_hb, stride_hh, group, HAS_HEADS, G_PAD):  # not read
         tl.store(p_o + o_d, tl.zeros([BLOCK_D], dtype=tl.float32), mask=m_d)
         return
     p_x = X + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
@@ -71,6 +95,18 @@ def _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS: tl.constexpr):
     return at once."""
     if HAS_HEADS:
         return tl.load(HEADS + i_b.to(tl.int64) * stride_hb + i_h.to(tl.int64) * stride_hh) == 0
+    return False
+
+
+@triton.jit
+def _group_off(HEADS, i_b, i_h, stride_hb, stride_hh, group, HAS_HEADS: tl.constexpr,
+               G_PAD: tl.constexpr):
+    """Whether HEADS leaves out all ``group`` heads group * i_h... of batch row i_b (K's head
+    i_h and its query heads); `_head_off` for a group of 1."""
+    if HAS_HEADS:
+        o_g = tl.arange(0, G_PAD)
+        p_h = HEADS + i_b.to(tl.int64) * stride_hb + (i_h * group + o_g).to(tl.int64) * stride_hh
+        return tl.max(tl.load(p_h, mask=o_g < group, other=0), 0) == 0
     return False
 
 
@@ -203,19 +239,47 @@ def block_mean_pool(x: Tensor, block: int, heads: Tensor | None = None) -> Tenso
     """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D); zero
     in the heads that ``heads`` (bool (B, H)) leaves out, which are not read."""
     check_triton_device("x", x)
-    x = unit_last(x)
-    b, h, n, d = x.shape
-    nb = triton.cdiv(n, block)
-    out = torch.empty(b, h, nb, d, device=x.device, dtype=torch.float32)
-    if out.numel() == 0:  # nothing to launch (an empty head: no arange of zero width)
-        return out
-    on = _uint8(heads, x)
-    _mean_pool_kernel[(nb, b * h)](
-        x, on, out, *x.stride()[:3], *on.stride()[:2], *out.stride()[:3], h, n, d,
-        BLOCK=block, CHUNK=min(32, triton.next_power_of_2(block)),
-        BLOCK_D=triton.next_power_of_2(d), HAS_HEADS=heads is not None,
+    return _mean_pools(((x, block),), heads)[0]
+
+
+def block_mean_pool_qk(
+    q: Tensor, k: Tensor, block_q: int, block_k: int, heads: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """`block_mean_pool` of q by ``heads`` (bool (B, H_q)) and of k by the same flags (a KV head
+    where any of its query heads is), in one launch."""
+    check_triton_device("q", q)
+    return _mean_pools(((q, block_q), (k, block_k)), heads)
+
+
+def _mean_pools(tensors: tuple[tuple[Tensor, int], ...], heads: Tensor | None) -> list[Tensor]:
+    """The block means of one or two (x, block) in one launch."""
+    xs = [unit_last(x) for x, _ in tensors]
+    blocks = [block for _, block in tensors]
+    outs = [
+        torch.empty(*x.shape[:2], triton.cdiv(x.shape[2], block), x.shape[3], device=x.device,
+                    dtype=torch.float32)
+        for x, block in zip(xs, blocks, strict=True)
+    ]  # fmt: skip
+    b, d = xs[0].shape[0], xs[0].shape[3]
+    rows = [b * x.shape[1] for x in xs]
+    if sum(out.numel() for out in outs) == 0:  # nothing to launch (no arange of zero width)
+        return outs
+    on = _uint8(heads, xs[0])
+    groups = [1 if heads is None else heads.shape[1] // x.shape[1] for x in xs]
+    pair = len(xs) == 2
+    second = 1 if pair else 0  # without a pair, the first tensor's arguments again (unused)
+    x2, out2, block2, group2 = xs[second], outs[second], blocks[second], groups[second]
+    grid = (max(out.shape[2] for out in outs), sum(rows) if pair else rows[0])
+    _mean_pool_kernel[grid](
+        xs[0], on, outs[0], *xs[0].stride()[:3], *outs[0].stride()[:3], xs[0].shape[1],
+        xs[0].shape[2], groups[0], x2, out2, *x2.stride()[:3], *out2.stride()[:3], x2.shape[1],
+        x2.shape[2], group2, b, d, *on.stride()[:2],
+        BLOCK=blocks[0], BLOCK2=block2, CHUNK=min(32, triton.next_power_of_2(blocks[0])),
+        CHUNK2=min(32, triton.next_power_of_2(block2)), BLOCK_D=triton.next_power_of_2(d),
+        HAS_HEADS=heads is not None, G_PAD=triton.next_power_of_2(groups[0]),
+        G_PAD2=triton.next_power_of_2(group2), PAIR=pair,
     )  # fmt: skip
-    return out
+    return outs
 
 
 def _uint8(heads: Tensor | None, x: Tensor) -> Tensor:

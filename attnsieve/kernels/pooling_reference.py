@@ -15,8 +15,9 @@ from attnsieve.layout import query_block_positions
 def block_mean_pool(x: Tensor, block: int, heads: Tensor | None = None) -> Tensor:
     """float32 (B, H, ceil(L / block), D): mean of every ``block`` tokens of x (B, H, L, D).
 
-    The last block averages only the tokens it has. With ``heads`` (bool (B, H)), the heads it
-    leaves out are zero.
+    The last block averages only the tokens it has. With ``heads`` (bool (B, H), or (B, g·H):
+    each head's g query heads, as `block_mean_pool_qk` pools K), the heads it leaves out are
+    zero.
     """
     b, h, n, d = x.shape
     nb = cdiv(n, block)
@@ -26,7 +27,16 @@ def block_mean_pool(x: Tensor, block: int, heads: Tensor | None = None) -> Tenso
         .sum(3)
     )
     counts = torch.clamp(n - torch.arange(nb, device=x.device) * block, max=block)
+    if heads is not None:
+        heads = heads.view(b, h, -1).any(-1)
     return _only(sums / counts[:, None].float(), heads)
+
+
+def block_mean_pool_qk(
+    q: Tensor, k: Tensor, block_q: int, block_k: int, heads: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """`block_mean_pool` of q by ``heads`` (bool (B, H_q)) and of k by the same flags."""
+    return block_mean_pool(q, block_q, heads), block_mean_pool(k, block_k, heads)
 
 
 def _only(x: Tensor, heads: Tensor | None) -> Tensor:

@@ -10,11 +10,10 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import (
-    block_layout,
-    block_mean_pool,
+    block_mean_pool_qk,
     choose_lines,
     last_query_stats,
-    line_block_mask,
+    line_block_layout,
     mass_threshold,
     pooled_block_probs,
 )
@@ -132,22 +131,21 @@ class FlexPrefillPlanner(Planner):
         # its arithmetic, are its cost at short prompts)
         vertical, slash, pooled = last_query_stats(q, k, last_q=min(bq, n), block_k=bk, pooled=True)
         gamma = self._gamma(q)
-        query_aware, chosen = choose_lines(
+        query_aware, chosen, map_gamma = choose_lines(
             vertical, slash, pooled, gamma=gamma, tau=self.tau, lo=lo, hi=hi
         )  # chosen: (B, H_q, 2, KB), the first key block (sink) and the diagonal always
         chosen_vertical, chosen_slash = chosen.unbind(2)
+        if isinstance(gamma, Tensor):  # a head of γ 1 keeps every causal block, as γ 1 alone:
+            chosen_vertical = chosen_vertical | (gamma >= 1)[:, None]  # every column's
         # a chosen key block keeps its column of blocks, a chosen offset block every key block
         # its diagonals cross (with spans: the span, below); the query-aware heads' block maps are
-        # scored by kernels that read which heads those are (no host sync, a graph captures it)
-        query_aware_map = self._query_aware(q, k, query_aware, gamma)
-        mask = line_block_mask(
+        # scored by kernels that read which heads those are (no host sync, a graph captures it).
+        # The layout's lists are written straight from them (one launch, no mask)
+        query_aware_map = self._query_aware(q, k, query_aware, map_gamma)
+        layout = line_block_layout(
             chosen_vertical, None if self.slash_spans else chosen_slash, band=bk, block_q=bq,
             block_k=bk, num_queries=n, num_keys=m, extra=query_aware_map, extra_heads=query_aware,
         )  # fmt: skip
-        if isinstance(gamma, Tensor):  # a head of γ 1 keeps every causal block, as γ 1 alone
-            visible = Layout.causal_block_mask(n, m, bq, bk, q.device)
-            mask = mask | ((gamma >= 1)[:, None, None] & visible)
-        layout = block_layout(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
         if not self.slash_spans:
             return layout
         # a chosen offset block s: the band of diagonals [s·bk, (s+1)·bk), one span per block
@@ -168,17 +166,18 @@ class FlexPrefillPlanner(Planner):
             self._gamma_on[key] = gamma
         return self._gamma_on[key]
 
-    def _query_aware(self, q: Tensor, k: Tensor, heads: Tensor, gamma: float | Tensor) -> Tensor:
-        """bool (B, H_q, QB, KB): per head, the blocks holding ``gamma`` (a float or (H_q,)) of
-        its pooled map; none outside the query-aware ``heads`` (B, H_q), whose Q and KV head are
-        not pooled, whose maps are not scored, and whose threshold searches are skipped."""
+    def _query_aware(self, q: Tensor, k: Tensor, heads: Tensor, map_gamma: Tensor) -> Tensor:
+        """bool (B, H_q, QB, KB): per head, the blocks holding ``map_gamma`` (B, H_q) of its
+        pooled map; none outside the query-aware ``heads`` (B, H_q), whose Q and KV head are not
+        pooled, whose maps are not scored, and whose threshold searches are skipped."""
         # only the query-aware heads' Q and K are read and scored (what a plan reads is mostly
         # Q and K; 1-2 of 32 heads are query-aware on synthetic Llama-3-8B heads)
-        b, h_q = heads.shape
-        kv_heads = heads.view(b, k.shape[1], h_q // k.shape[1]).any(-1)
+        q_pooled, k_pooled = block_mean_pool_qk(
+            q, k, block_q=self.block_q, block_k=self.block_k, heads=heads
+        )  # K's heads: those of the query-aware heads
         probs = pooled_block_probs(
-            block_mean_pool(q, self.block_q, heads=heads),
-            block_mean_pool(k, self.block_k, heads=kv_heads),
+            q_pooled,
+            k_pooled,
             num_queries=q.shape[2],
             num_keys=k.shape[2],
             block_q=self.block_q,
@@ -186,17 +185,7 @@ class FlexPrefillPlanner(Planner):
             heads=heads,
         )
         # one cumulative threshold over the whole map of a head (the code's flattened selection)
-        # 0 keeps nothing; a gamma just below 1 must not round to float32's 1.0, which as a
-        # per-row threshold keeps every entry, zeros above the diagonal too
-        if isinstance(gamma, Tensor):
-            below_one: float | Tensor = gamma.clamp(max=_BELOW_ONE)
-        else:
-            below_one = min(gamma, _BELOW_ONE)
-        threshold = torch.where(heads, below_one, 0.0)[..., None]
-        return mass_threshold(probs.flatten(2), threshold).view_as(probs)
-
-
-_BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
+        return mass_threshold(probs.flatten(2), map_gamma[..., None]).view_as(probs)
 
 
 def _float32(x: float) -> float:
