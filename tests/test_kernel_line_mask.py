@@ -119,6 +119,8 @@ def test_api_layout_is_the_mask_layout(backend):
     assert torch.equal(got.block_count.cpu(), want.block_count.cpu())
     with pytest.raises(ValueError, match="^extra_heads"):
         api.line_block_layout(*on_device[:2], **sizes, band=bk, extra_heads=on_device[3])
+    with pytest.raises(ValueError, match=r"^verticals: a layout needs B >= 1"):
+        api.line_block_layout(on_device[0][:0], None, **sizes, band=bk, backend=backend)
 
 
 def test_empty_batch_and_heads():

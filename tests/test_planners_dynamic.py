@@ -322,14 +322,16 @@ def test_plan_refuses_a_bad_scale(scale):
         get_planner("flexprefill").plan(q, k, scale=scale)
 
 
-def test_a_flexprefill_head_of_gamma_one_keeps_the_causal_blocks_only():
+@pytest.mark.parametrize(("n", "m"), [(300, 300), (200, 300), (300, 250)])
+def test_a_flexprefill_head_of_gamma_one_keeps_the_causal_blocks_only(n, m):
     """Per-head γ: a head of γ 1 kept every block, those above the diagonal too (its block lists
-    and non-causal density twice the dense plan's), where γ 1 alone plans the causal blocks."""
-    q, k = torch.randn(1, 2, 300, 16), torch.randn(1, 1, 300, 16)
+    and non-causal density twice the dense plan's), where γ 1 alone plans the causal blocks
+    (bottom-right aligned where N != M)."""
+    q, k = torch.randn(1, 2, n, 16), torch.randn(1, 1, m, 16)
     fields = {"block_q": 16, "block_k": 16, "min_budget": 0}
     layout = get_planner("flexprefill", gamma=[1.0, 0.5], **fields).plan(q, k)
     alone = get_planner("flexprefill", gamma=1.0, **fields).plan(q, k)
-    visible = Layout.causal_block_mask(300, 300, 16, 16)
+    visible = Layout.causal_block_mask(n, m, 16, 16)
     assert torch.equal(layout.block_mask()[0, 0], visible)
     assert int(layout.block_count[0, 0].sum()) == int(alone.block_count.sum())
 

@@ -122,7 +122,7 @@ def test_pooling_and_pooled_probs_leave_out_heads(shape):
 
 
 @pytest.mark.usefixtures("nan_empty")
-@pytest.mark.parametrize("shape", SHAPES[:2])
+@pytest.mark.parametrize("shape", SHAPES[:3])
 def test_query_and_key_heads_pooled_in_one_launch(shape):
     """`block_mean_pool_qk`: Q's heads by the flags, K's by their query heads' flags (a KV head
     is pooled where any of its g query heads is flagged); the others are not read (NaN there
@@ -145,7 +145,8 @@ def test_query_and_key_heads_pooled_in_one_launch(shape):
         _close(kp[kv_on], ops.block_mean_pool(k, 16)[kv_on], torch.float32)
     qp, kp = api.block_mean_pool_qk(q_out, k_out, block_q=32, block_k=16, heads=heads)
     _close(kp[kv_on], pooling_reference.block_mean_pool(k, 16)[kv_on], torch.float32)
-    # no flags: every head, blocks of either size over lengths of either (N < M, N > M)
+    # no flags: every head, blocks of either size over lengths of either (N < M, N > M with
+    # SHAPES[2], where the grid's blocks are K's in one case and Q's in the other)
     for block_q, block_k in ((32, 16), (16, 64)):
         qp, kp = pooling.block_mean_pool_qk(q, k, block_q, block_k)
         _close(qp, pooling_reference.block_mean_pool(q, block_q), torch.float32)

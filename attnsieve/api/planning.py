@@ -371,6 +371,10 @@ def line_block_layout(
     kwargs = _line_mask_args(
         verticals, bands, band, block_q, block_k, num_queries, num_keys, extra, extra_heads
     )
+    if 0 in verticals.shape[:2]:  # as `block_layout` refuses such a mask
+        raise ValueError(
+            f"verticals: a layout needs B >= 1 and H >= 1, got shape {tuple(verticals.shape)}"
+        )
     if resolve_backend(backend, verticals, (torch.bool,)) == "reference":
         idx, count = pack_sorted(line_mask_reference.line_block_mask(verticals, bands, **kwargs))
     else:

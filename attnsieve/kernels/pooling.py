@@ -48,7 +48,8 @@ def _mean_pool_kernel(
 ):
     """Block means of X's heads (grid y < B·H) and, with PAIR, of X2's after them (Q and K in
     one launch: each of the two was a few microseconds of latency for little work)."""
-    # pooled blocks on the grid's x axis: y stops at 65535 (16-token blocks of 1M tokens)
+    # pooled blocks on the grid's x axis (16-token blocks of 1M tokens), heads on y, which stops
+    # at 65535: B · (H_q + H_kv) for a pair
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     if PAIR and i_bh >= B * H:
         i_bh -= B * H
