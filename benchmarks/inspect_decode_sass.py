@@ -37,7 +37,8 @@ def compile_split_kernel(path: str, fp8: bool, block_n: int, warps: int, stages:
     spec.loader.exec_module(module)
     fn = module._decode_split_kernel
     constexprs = dict(HEAD_DIM=128, G_PAD=16, PAGE_SIZE=page, BLOCK_N=block_n, SPARSE=False,
-                      FP8=fp8, LOG_WEIGHT=False, DOT_PRECISION="tf32")  # fmt: skip
+                      FP8=fp8, F16=fp8, LOG_WEIGHT=False, DOT_PRECISION="tf32",
+                      INT32_OFFSETS=True)  # fmt: skip
     pool = "*fp8e4nv" if fp8 else "*bf16"
     signature, constants, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
