@@ -31,12 +31,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels import check_triton_device
+from attnsieve.kernels import check_triton_device, line_choice_reference
 from attnsieve.kernels.mass_threshold import mass_cut
 from attnsieve.kernels.page_select import count_above, order_keys, store_top, top_threshold
 
 _MAX_BLOCK = 8192  # longest line a program holds in registers
-BELOW_ONE = tl.constexpr(1.0 - 2.0**-24)  # the largest float32 below 1
+BELOW_ONE = tl.constexpr(line_choice_reference.BELOW_ONE)  # a global a kernel reads: constexpr
 
 
 # fmt: off

@@ -73,7 +73,7 @@ def _pool_block(X, HEADS, OUT, i_n, i_b, i_h, stride_xb, stride_xh, stride_xn, s
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < D
     p_o = OUT + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh + i_n * stride_on
-    if _group_off(HEADS, i_b, i_h, stride_hb, stride_hh, group, HAS_HEADS, G_PAD):  # not read
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, group, HAS_HEADS, G_PAD):  # not read
         tl.store(p_o + o_d, tl.zeros([BLOCK_D], dtype=tl.float32), mask=m_d)
         return
     p_x = X + i_b.to(tl.int64) * stride_xb + i_h.to(tl.int64) * stride_xh
@@ -91,19 +91,11 @@ def _pool_block(X, HEADS, OUT, i_n, i_b, i_h, stride_xb, stride_xh, stride_xn, s
 
 
 @triton.jit
-def _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS: tl.constexpr):
+def _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, group, HAS_HEADS: tl.constexpr,
+              G_PAD: tl.constexpr):
     """Whether the uint8 HEADS leaves head (i_b, i_h) out (without HEADS: none is): its programs
-    return at once."""
-    if HAS_HEADS:
-        return tl.load(HEADS + i_b.to(tl.int64) * stride_hb + i_h.to(tl.int64) * stride_hh) == 0
-    return False
-
-
-@triton.jit
-def _group_off(HEADS, i_b, i_h, stride_hb, stride_hh, group, HAS_HEADS: tl.constexpr,
-               G_PAD: tl.constexpr):
-    """Whether HEADS leaves out all ``group`` heads group * i_h... of batch row i_b (K's head
-    i_h and its query heads); `_head_off` for a group of 1."""
+    return at once. With ``group`` > 1 the head is a KV head, left out where all of its query
+    heads group * i_h ... are."""
     if HAS_HEADS:
         o_g = tl.arange(0, G_PAD)
         p_h = HEADS + i_b.to(tl.int64) * stride_hb + (i_h * group + o_g).to(tl.int64) * stride_hh
@@ -174,7 +166,7 @@ def _pooled_scores_kernel(
     query-aware head's map is a handful of programs, whose longest walk was the launch's time."""
     i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
-    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):  # neither scored nor written
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, 1, HAS_HEADS, 1):  # not scored, not written
         return
     o_i, m_i, o_d, m_d, b_q, o_last, j_end = _pooled_rows(
         QP, i_b, i_h, i_i, stride_qb, stride_qh, stride_qi, QB, D, N, M, BLOCK_Q, KB, BLOCK_K,
@@ -207,7 +199,7 @@ def _pooled_norm_kernel(
     sum is NaN (a NaN or +inf score), is zero, as in the twin's nan_to_num."""
     i_bh, i_i, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
-    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, HAS_HEADS):
+    if _head_off(HEADS, i_b, i_h, stride_hb, stride_hh, 1, HAS_HEADS, 1):
         return
     o_i = i_i * BLOCK_I + tl.arange(0, BLOCK_I)
     m_i = o_i < QB
