@@ -81,6 +81,14 @@ def lse_step(b_s, b_m, b_l):
 
 
 @triton.jit
+def lse_fold(b_m, b_l, b_m_in, b_l_in):
+    """The running (max, sum) pair of base-2 scores folded with another (a tile's, a part's)."""
+    b_new = tl.maximum(b_m, b_m_in)
+    b_sub = tl.where(b_new == float("-inf"), 0.0, b_new)
+    return b_new, b_l * tl.exp2(b_m - b_sub) + b_l_in * tl.exp2(b_m_in - b_sub)
+
+
+@triton.jit
 def _seen_by_all(M, L, BLOCK_N: tl.constexpr):
     """The end of the key tiles (from key 0, BLOCK_N wide) that every last row sees: each key
     before M - L + 1, the first row's position + 1. 0 or below where no tile is (plain ints
@@ -144,10 +152,8 @@ def _combine_lse_kernel(PART_M, PART_L, LSE, NUM_PARTS, STRIDE_H,
         m_s = (s0 + tl.arange(0, CHUNK) < NUM_PARTS)[:, None]
         b_m_next = tl.load(PART_M + o_p, mask=m_s, other=float("-inf"))
         b_l_next = tl.load(PART_L + o_p, mask=m_s, other=0.0)
-        b_new = tl.maximum(b_top, b_m)
-        b_sub = tl.where(b_new == float("-inf"), 0.0, b_new)
-        b_total = b_total * tl.exp2(b_top - b_sub) + b_l * tl.exp2(b_m - b_sub)
-        b_top, b_m, b_l = b_new, b_m_next, b_l_next
+        b_top, b_total = lse_fold(b_top, b_total, b_m, b_l)
+        b_m, b_l = b_m_next, b_l_next
     b_max = tl.max(b_top, 0)
     b_sub = tl.where(b_max == float("-inf"), 0.0, b_max)
     b_total = tl.sum(b_total * tl.exp2(b_top - b_sub[None, :]), 0)
@@ -223,7 +229,7 @@ def _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos,
                       m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MASKED: tl.constexpr,
                       POOLED: tl.constexpr):
-    """One key tile of _last_block_parts_kernel."""
+    """One key tile of _last_block_parts_kernel; returns its rows' (max, total), base 2."""
     NB: tl.constexpr = BLOCK_N // BLOCK_K
     o_n = i_t * BLOCK_N + tl.arange(0, BLOCK_N)
     b_s = _raw_scores(b_q, p_k, o_n, o_d, m_d, stride_kn, M, MASKED)  # 0 past L and past M
@@ -238,15 +244,17 @@ def _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos,
     b_m = tl.max(b_s, 1)
     b_p = tl.exp2(b_s * qk_scale - tl.where(b_m == float("-inf"), 0.0, b_m * qk_scale)[:, None])
     b_m = b_m * qk_scale
+    b_total = _block_sums(b_p, BLOCK_L, NB, BLOCK_K)
     tl.store(PART_M + o_part, tl.broadcast_to(b_m[:, None], [BLOCK_L, NB]))
-    tl.store(TOTAL + o_part, _block_sums(b_p, BLOCK_L, NB, BLOCK_K))
+    tl.store(TOTAL + o_part, b_total)
     tl.store(LEAD + o_part, _block_sums(tl.where(m_lead, b_p, 0.0), BLOCK_L, NB, BLOCK_K))
+    return b_m, tl.sum(b_total, 1)
 
 
 @triton.jit
 def _last_block_parts_kernel(
-    Q, K, PART_M, LEAD, TOTAL, RAW, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
-    stride_kn, H_Q, GROUP, N, M, L, KB_PAD, qk_scale,
+    Q, K, PART_M, LEAD, TOTAL, RAW, ROWS_M, ROWS_L, stride_qb, stride_qh, stride_qn, stride_kb,
+    stride_kh, stride_kn, H_Q, GROUP, N, M, L, KB_PAD, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, TILES: tl.constexpr, POOLED: tl.constexpr,
 ):
@@ -256,7 +264,9 @@ def _last_block_parts_kernel(
     the rest lie on the offset block below. With POOLED also the sum of its raw scores q·k,
     unmasked (RAW), for the pooled estimate. A row's log-sum-exp is known only after every tile,
     so the masses stay relative to each tile's max and are normalised afterwards
-    (_last_block_sums_kernel): each score's exp is taken once, where two passes took it twice
+    (_last_block_sums_kernel) by the rows' log-sum-exps, which come from each program's (max,
+    sum) a row over its tiles (ROWS_M, ROWS_L): each score's exp is taken once, where two passes
+    took it twice
     (the three launches 0.27 against 0.72 ms on Llama-3-8B's heads at 64K; 8 warps took 0.44,
     planning41/ to planning43/). Blocks start at multiples of BLOCK_K, so the leading keys are
     the block's columns up to pos % BLOCK_K, in every block. The tiles that every row sees run
@@ -274,14 +284,21 @@ def _last_block_parts_kernel(
     p_k = K + i_b.to(tl.int64) * stride_kb + (i_h // GROUP).to(tl.int64) * stride_kh
     t_end = tl.minimum(i_t0 + TILES, tl.cdiv(M, BLOCK_N))
     t_seen = tl.maximum(_seen_by_all(M, L, BLOCK_N) // BLOCK_N, i_t0)
+    r_m = tl.full([BLOCK_L], float("-inf"), dtype=tl.float32)
+    r_l = tl.zeros([BLOCK_L], dtype=tl.float32)
     for i_t in range(i_t0, tl.minimum(t_end, t_seen)):
-        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos, m_lead, o_d,
-                          m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K,
-                          False, POOLED)
+        t_m, t_l = _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos,
+                                     m_lead, o_d, m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L,
+                                     BLOCK_N, BLOCK_K, False, POOLED)
+        r_m, r_l = lse_fold(r_m, r_l, t_m, t_l)
     for i_t in range(t_seen, t_end):
-        _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos, m_lead, o_d,
-                          m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L, BLOCK_N, BLOCK_K,
-                          True, POOLED)
+        t_m, t_l = _block_parts_tile(b_q, p_k, PART_M, LEAD, TOTAL, RAW, i_bh, i_t, o_r, o_pos,
+                                     m_lead, o_d, m_d, stride_kn, M, L, KB_PAD, qk_scale, BLOCK_L,
+                                     BLOCK_N, BLOCK_K, True, POOLED)
+        r_m, r_l = lse_fold(r_m, r_l, t_m, t_l)
+    o_rows = (i_bh.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * BLOCK_L + o_r
+    tl.store(ROWS_M + o_rows, r_m)
+    tl.store(ROWS_L + o_rows, r_l)
 
 
 @triton.jit
@@ -412,9 +429,9 @@ def _block_stats(
     scale: float,
     pooled: bool,
 ) -> tuple[Tensor, ...]:
-    """`last_query_stats` for blocks of 16-128 keys: one pass, then the log-sum-exps, then the
-    normalised sums."""
-    b, h_q = q.shape[:2]
+    """`last_query_stats` for blocks of 16-128 keys: one pass, then the rows' log-sum-exps from
+    its programs' (max, sum) pairs, then the normalised sums."""
+    b, h_q, d = q.shape[0], q.shape[1], q.shape[3]
     m, block_l = k.shape[2], meta["BLOCK_L"]
     block_n = max(64, block_k)  # the key tile: one or more whole blocks
     key_tiles = triton.cdiv(m, block_n)
@@ -425,15 +442,26 @@ def _block_stats(
     part_m, lead, total = parts[:3]
     raw = parts[3] if pooled else total  # never written nor read without pooled
     tiles = sum_tiles_per_program(b * h_q, key_tiles, q.device)
+    hopper = planning_hopper.fits(q, k, block_k, block_l)
+    if hopper:
+        programs = b * h_q * (block_l // planning_hopper.BLOCK_R)  # per chunk of keys
+        tiles = planning_hopper.program_tiles(d, programs, key_tiles, tiles, q.device)
+    num_parts = triton.cdiv(key_tiles, tiles)
+    rows_m, rows_l = torch.empty(
+        2, b * h_q, num_parts, block_l, device=q.device, dtype=torch.float32
+    ).unbind()
     qk_scale = scale * LOG2E
-    if planning_hopper.fits(q, k, block_k, block_l):
-        planning_hopper.block_parts(q, k, parts, last_q, tiles, qk_scale)
+    if hopper:
+        planning_hopper.block_parts(q, k, parts, (rows_m, rows_l), last_q, tiles, qk_scale)
     else:
-        _last_block_parts_kernel[(b * h_q, triton.cdiv(key_tiles, tiles))](
-            q, k, part_m, lead, total, raw, *common, kb_pad, qk_scale, **meta, BLOCK_N=block_n,
-            BLOCK_K=block_k, TILES=tiles, POOLED=pooled, num_stages=2,
+        _last_block_parts_kernel[(b * h_q, num_parts)](
+            q, k, part_m, lead, total, raw, rows_m, rows_l, *common, kb_pad, qk_scale, **meta,
+            BLOCK_N=block_n, BLOCK_K=block_k, TILES=tiles, POOLED=pooled, num_stages=2,
         )  # fmt: skip
-    lse = _combine_lse(part_m[:, :kb], total[:, :kb])
+    # from the programs' pairs, not the blocks' (4 against 256 a row at 32K on Llama-3-8B's
+    # heads). Folded in each sums program instead, 4-8 pairs a row took 12 and 22 us more there
+    # than this launch over 256-512 blocks' pairs at 32K and 64K (h200/fold50/b/)
+    lse = _combine_lse(rows_m, rows_l)
     out = torch.empty(3 if pooled else 2, b, h_q, kb, device=q.device, dtype=torch.float32)
     vertical, slash = out[0], out[1]
     chunk = 4  # blocks a program: 0.27 against 0.32 ms at 32 (Llama-3-8B at 64K, planning43/)
@@ -451,8 +479,9 @@ def _combine_lse(part_m: Tensor, part_l: Tensor) -> Tensor:
     bh, parts, block_l = part_m.shape
     lse = torch.empty(bh, block_l, device=part_m.device, dtype=torch.float32)
     rows = min(16, block_l)
+    chunk = min(64, triton.next_power_of_2(parts))  # a few parts: no masked-off loads
     _combine_lse_kernel[(bh, block_l // rows)](
-        part_m, part_l, lse, parts, part_m.stride(0), BLOCK_L=block_l, ROWS=rows, CHUNK=64
+        part_m, part_l, lse, parts, part_m.stride(0), BLOCK_L=block_l, ROWS=rows, CHUNK=chunk
     )
     return lse
 

@@ -71,11 +71,18 @@ def fits(q: Tensor, k: Tensor, block_k: int, block_l: int) -> bool:
 
 
 def block_parts(
-    q: Tensor, k: Tensor, parts: tuple[Tensor, ...], last_q: int, tiles: int, qk_scale: float
+    q: Tensor,
+    k: Tensor,
+    parts: tuple[Tensor, ...],
+    rows: tuple[Tensor, Tensor],
+    last_q: int,
+    tiles: int,
+    qk_scale: float,
 ) -> None:
     """Fill ``parts`` (part_m, lead, total and optionally raw, each (B·H_q, key tiles, BLOCK_L)
-    float32) as `_last_block_parts_kernel` does when it walks ``tiles`` key tiles a program;
-    ``qk_scale`` in log2 units. This kernel walks `program_tiles` of them."""
+    float32) and ``rows`` (each program's (max, sum) a row over its tiles, each (B·H_q, chunks
+    of ``tiles`` key tiles, BLOCK_L)) as `_last_block_parts_kernel` does; ``tiles`` a program
+    (`program_tiles`), ``qk_scale`` in log2 units."""
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     part_m, lead, total = parts[:3]
@@ -84,12 +91,10 @@ def block_parts(
     k2 = k.view(b * h_kv * m, d)
     tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], tile)
-    programs = b * h_q * (block_l // BLOCK_R)  # per key chunk
-    tiles = program_tiles(d, programs, key_tiles, tiles, q.device)
     # fmt: off
     _kernel[(b * h_q, block_l // BLOCK_R, triton.cdiv(key_tiles, tiles))](
-        q, k_desc, part_m, lead, total, parts[-1], *q.stride()[:3], h_q, h_q // h_kv, h_kv, n, m,
-        last_q, key_tiles, tiles, qk_scale,
+        q, k_desc, part_m, lead, total, parts[-1], *rows, *q.stride()[:3], h_q, h_q // h_kv, h_kv,
+        n, m, last_q, key_tiles, tiles, qk_scale,
         BLOCK_R=BLOCK_R, BLOCK_L=block_l, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES, POOLED=pooled,
         num_warps=4, maxnreg=128,  # the consumer warpgroup takes more, the producer warp 24
     )
@@ -135,7 +140,8 @@ if gluon is not None:
         """Store key tile t's (max, total, lead) of the rows, and with POOLED the sum of their
         raw scores (rows past L score 0: their queries are zero): MASKED hides keys past a row's
         position or past M (the next head's keys, in the tile's TMA view), and rows past L
-        (unmasked, those score 0: their parts are junk, which the sums drop)."""
+        (unmasked, those score 0: their parts are junk, which the sums drop). Returns the rows'
+        (max, total), base 2."""
         o_p = p_row + t * BLOCK_L
         if MASKED:
             o_n = t * BLOCK_N + o_c
@@ -147,12 +153,22 @@ if gluon is not None:
             gl.store(RAW + o_p, gl.sum(s, 1))
         b_m = gl.max(s, 1)  # raw scores' max (qk_scale > 0): one FMA an element below
         b_p = gl.exp2(s * qk_scale - gl.where(b_m == float("-inf"), 0.0, b_m * qk_scale)[:, None])
-        gl.store(PART_M + o_p, b_m * qk_scale)
-        gl.store(TOTAL + o_p, gl.sum(b_p, 1))
+        b_m = b_m * qk_scale
+        b_total = gl.sum(b_p, 1)
+        gl.store(PART_M + o_p, b_m)
+        gl.store(TOTAL + o_p, b_total)
         gl.store(LEAD + o_p, gl.sum(gl.where(o_c[None, :] <= o_lead[:, None], b_p, 0.0), 1))
+        return b_m, b_total
 
     @gluon.jit
-    def _consumer(Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL, RAW,
+    def _fold(r_m, r_l, t_m, t_l):
+        """The rows' running (max, sum) folded with a tile's (`planning.lse_fold`)."""
+        new = gl.maximum(r_m, t_m)
+        sub = gl.where(new == float("-inf"), 0.0, new)
+        return new, r_l * gl.exp2(r_m - sub) + t_l * gl.exp2(t_m - sub)
+
+    @gluon.jit
+    def _consumer(Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL, RAW, ROWS_M, ROWS_L,
                   stride_qb, stride_qh, stride_qn, i_b, i_h, i_bh, i_half, t0, n_tiles, n_full,
                   N, M, L, KEY_TILES, qk_scale,
                   BLOCK_R: gl.constexpr, BLOCK_L: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -179,38 +195,48 @@ if gluon is not None:
                               is_async=True)
         s = warpgroup_mma_wait(0, deps=[s_tok])
         mbarrier.arrive(k_empty.index(0), count=1)
+        r_m = gl.full([BLOCK_R], float("-inf"), gl.float32, gl.SliceLayout(1, mma))
+        r_l = gl.zeros([BLOCK_R], gl.float32, gl.SliceLayout(1, mma))
         # tile j's exponentials while tile j + 1's scores run; the last tile after the loops
         n_plain = gl.minimum(n_full, n_tiles - 1)
         for j in range(0, n_plain):
-            s = _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos, o_lead,
-                             o_c, PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L, qk_scale, BLOCK_L,
-                             BLOCK_N, STAGES, False, POOLED)
+            s, t_m, t_l = _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos,
+                                       o_lead, o_c, PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L,
+                                       qk_scale, BLOCK_L, BLOCK_N, STAGES, False, POOLED)
+            r_m, r_l = _fold(r_m, r_l, t_m, t_l)
         for j in range(n_plain, n_tiles - 1):
-            s = _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos, o_lead,
-                             o_c, PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L, qk_scale, BLOCK_L,
-                             BLOCK_N, STAGES, True, POOLED)
-        _tile_parts(s, t0 + n_tiles - 1, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, RAW,
-                    p_row, M, L, qk_scale, BLOCK_L, BLOCK_N, True, POOLED)
+            s, t_m, t_l = _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos,
+                                       o_lead, o_c, PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L,
+                                       qk_scale, BLOCK_L, BLOCK_N, STAGES, True, POOLED)
+            r_m, r_l = _fold(r_m, r_l, t_m, t_l)
+        t_m, t_l = _tile_parts(s, t0 + n_tiles - 1, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL,
+                               RAW, p_row, M, L, qk_scale, BLOCK_L, BLOCK_N, True, POOLED)
+        r_m, r_l = _fold(r_m, r_l, t_m, t_l)
+        # this program's pair a row: the sums fold the programs' pairs into the log-sum-exps
+        o_rows = (i_bh.to(gl.int64) * gl.num_programs(2) + gl.program_id(2)) * BLOCK_L + o_row
+        gl.store(ROWS_M + o_rows, r_m)
+        gl.store(ROWS_L + o_rows, r_l)
 
     @gluon.jit
     def _next_scores(j, s, q_smem, k_smem, k_ready, k_empty, zero_s, o_row, o_pos, o_lead, o_c,
                      PART_M, LEAD, TOTAL, RAW, p_row, t0, M, L, qk_scale, BLOCK_L: gl.constexpr,
                      BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr,
                      POOLED: gl.constexpr):
-        """Issue tile j + 1's Q·Kᵀ, store tile j's parts from ``s``, return tile j + 1's scores."""
+        """Issue tile j + 1's Q·Kᵀ, store tile j's parts from ``s``; return tile j + 1's scores
+        and tile j's (max, total) a row."""
         st1 = (j + 1) % STAGES
         mbarrier.wait(k_ready.index(st1), ((j + 1) // STAGES) & 1)
         s_tok = warpgroup_mma(q_smem, k_smem.index(st1).permute((1, 0)), zero_s, use_acc=False,
                               is_async=True)
-        _tile_parts(s, t0 + j, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, RAW, p_row, M, L,
-                    qk_scale, BLOCK_L, BLOCK_N, MASKED, POOLED)
+        t_m, t_l = _tile_parts(s, t0 + j, o_row, o_pos, o_lead, o_c, PART_M, LEAD, TOTAL, RAW,
+                               p_row, M, L, qk_scale, BLOCK_L, BLOCK_N, MASKED, POOLED)
         s = warpgroup_mma_wait(0, deps=[s_tok])
         mbarrier.arrive(k_empty.index(st1), count=1)
-        return s
+        return s, t_m, t_l
 
     @gluon.jit
-    def _kernel(Q, k_desc, PART_M, LEAD, TOTAL, RAW, stride_qb, stride_qh, stride_qn,
-                H_Q, GROUP, H_KV, N, M, L, KEY_TILES, TILES, qk_scale,
+    def _kernel(Q, k_desc, PART_M, LEAD, TOTAL, RAW, ROWS_M, ROWS_L, stride_qb, stride_qh,
+                stride_qn, H_Q, GROUP, H_KV, N, M, L, KEY_TILES, TILES, qk_scale,
                 BLOCK_R: gl.constexpr, BLOCK_L: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, POOLED: gl.constexpr,
                 num_warps: gl.constexpr):
@@ -232,9 +258,9 @@ if gluon is not None:
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(k_empty.index(i), count=1)
         gl.warp_specialize([
-            (_consumer, (Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL, RAW,
-                         stride_qb, stride_qh, stride_qn, i_b, i_h, i_bh, i_half, t0, n_tiles,
-                         n_full, N, M, L, KEY_TILES, qk_scale, BLOCK_R, BLOCK_L, BLOCK_N,
+            (_consumer, (Q, q_smem, k_smem, k_ready, k_empty, PART_M, LEAD, TOTAL, RAW, ROWS_M,
+                         ROWS_L, stride_qb, stride_qh, stride_qn, i_b, i_h, i_bh, i_half, t0,
+                         n_tiles, n_full, N, M, L, KEY_TILES, qk_scale, BLOCK_R, BLOCK_L, BLOCK_N,
                          HEAD_DIM, STAGES, POOLED, num_warps)),
             (_producer, (k_desc, k_smem, k_ready, k_empty, (i_b * H_KV + i_h // GROUP) * M, t0,
                          n_tiles, BLOCK_N, STAGES)),
