@@ -4,8 +4,9 @@ operations on its pages that `attnsieve.cache.Cache` composes.
 Per layer (`LayerCache`; `kernels/decode.py` reads exactly this):
 
 - ``k_pages``, ``v_pages``: (num_pages, page_size, D) pool, in the model dtype or float8_e4m3fn
-  (``kv_dtype="fp8"``), then ``k_scale``, ``v_scale``: float32 (num_pages, page_size) per-token
-  scales (value = fp8 * scale, scale = absmax over D / 448); else None.
+  (``kv_dtype="fp8"``), then ``k_scale``, ``v_scale``: uint8 (num_pages, page_size) per-token
+  scale exponents (value = fp8 * 2^(e - 127), the smallest power of two at or above absmax over
+  D / 448; `kernels.decode_reference.fp8_scales`); else None.
 - ``page_table``: int32 (B, H_kv, max_pages), the physical page of each logical page, -1 unused.
 - ``lengths``: int32 (B, H_kv) valid tokens per head. Token t of a head lives at
   ``page_table[b, h, t // page_size]``, slot ``t % page_size``.
@@ -34,9 +35,7 @@ import torch
 from torch import Tensor
 
 from attnsieve import cache_reference as ref
-from attnsieve.kernels.quantize import FP8_MAX
-
-FP8 = torch.float8_e4m3fn
+from attnsieve.kernels.decode_reference import FP8, fp8_scale_exponents, fp8_scales
 
 
 class KernelArgs(NamedTuple):
@@ -97,20 +96,23 @@ def raw(t: Tensor) -> Tensor:
 
 
 def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-token FP8: (x / scale as float8_e4m3fn, float32 scale = absmax over D / 448); an
-    all-zero row stays 0 with scale 0, so that it never sets the decode kernel's per-tile scale
-    (`kernels.decode`: float16 P relative to the tile's largest V scale)."""
+    """Per-token FP8: (x / scale as float8_e4m3fn, the scale's uint8 exponent), the scale the
+    smallest power of two at or above absmax over D / 448 (`fp8_scale_exponents`), so the
+    division is exact and the cast the one rounding, on every device and in the fused append
+    kernel (`kernels.cache_append`). An all-zero row stays 0 with scale 0, so that it never sets
+    the decode kernel's per-tile scale (`kernels.decode`: float16 P relative to the tile's
+    largest V scale)."""
     x = x.float()
-    amax = x.abs().amax(-1)
-    # times the reciprocal, as PyTorch's CUDA division by a scalar does: one rounding on every
-    # device, which the fused append kernel (`kernels.cache_append`) reproduces
-    scale = amax * (1 / FP8_MAX)  # 0 for an all-zero row, and for float32 rows below ~3e-43
-    return (x / torch.where(scale > 0, scale, 1.0)[..., None]).to(FP8), scale
+    exponents = fp8_scale_exponents(x.abs().amax(-1))
+    scale = fp8_scales(exponents)
+    return (x / torch.where(scale > 0, scale, 1.0)[..., None]).to(FP8), exponents
 
 
-def dequant(data: Tensor, scale: Tensor | None) -> Tensor:
-    """float32 values of stored K or V (data (..., D), scale (...))."""
-    return data.float() if scale is None else data.float() * scale[..., None]
+def dequant(data: Tensor, exponents: Tensor | None) -> Tensor:
+    """float32 values of stored K or V (data (..., D), scale exponents (...))."""
+    if exponents is None:
+        return data.float()
+    return data.float() * fp8_scales(exponents)[..., None]
 
 
 def pool(
@@ -137,7 +139,7 @@ def empty_layer(
     ps, d, b, h = page_size, head_dim, batch, kv_heads
     fp8 = kv_dtype == "fp8"
     store = FP8 if fp8 else dtype
-    scale = (lambda: pool(0, ps, dtype=torch.float32, device=device)) if fp8 else (lambda: None)
+    scale = (lambda: pool(0, ps, dtype=torch.uint8, device=device)) if fp8 else (lambda: None)
     return LayerCache(
         k_pages=pool(0, ps, d, dtype=store, device=device),
         v_pages=pool(0, ps, d, dtype=store, device=device),

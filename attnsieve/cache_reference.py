@@ -4,7 +4,8 @@ It defines what the paged cache means: each head holds a list of (key, value, po
 in order; `compact` keeps the listed entries and inserts the extras (`Kept`) by position, each with
 the log of its weight (plain tokens: 0); a page is ``page_size`` consecutive entries of a head, and
 its summary the channel-wise min / max of its keys, in bfloat16 rounded outward (`round_bf16`). FP8
-stores ``fp8(x / scale) * scale`` with one scale per token (absmax over D / 448). The argument
+stores ``fp8(x / scale) * scale`` with one scale per token: the smallest power of two at or above
+absmax over D / 448 (`attnsieve.kernels.decode_reference.fp8_scale_exponents`). The argument
 checks both share live here (as the kernels' twins hold theirs).
 """
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.checks import cdiv, check_index, check_int, check_pow2, check_tensor
+from attnsieve.kernels.decode_reference import fp8_scale_exponents, fp8_scales
 from attnsieve.views import Kept, KVView, PageView
 
 MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -242,9 +244,7 @@ class ReferenceCache:
         x = x.float()
         if self.kv_dtype != "fp8":
             return x
-        fp8_max = torch.finfo(torch.float8_e4m3fn).max  # 448
-        # a row whose absmax / 448 rounds to 0 (float32 below ~3e-43) has scale 0: stored as 0
-        scale = x.abs().amax(-1, keepdim=True) * (1 / fp8_max)
+        scale = fp8_scales(fp8_scale_exponents(x.abs().amax(-1, keepdim=True)))
         return (x / torch.where(scale > 0, scale, 1.0)).to(torch.float8_e4m3fn).float() * scale
 
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
@@ -398,7 +398,7 @@ class ReferenceCache:
         elem = 1 if fp8 else torch.finfo(self.dtype).bits // 8
         total = 0
         for i in layers:
-            page = 2 * ps * d * elem + (2 * ps * 4 if fp8 else 0) + ps * 8 + 2 * d * 2
+            page = 2 * ps * d * elem + (2 * ps if fp8 else 0) + ps * 8 + 2 * d * 2
             page += ps * 4 if self._weighted[i] else 0
             if self._channels[i] is not None:
                 page += ps * self._channels[i].shape[1] * (torch.finfo(self.dtype).bits // 8)

@@ -265,6 +265,7 @@ def test_compensation_token_weighs_as_its_copies(device, kv_dtype):
     itself."""
     from attnsieve.cache_pages import quantize_fp8
     from attnsieve.kernels.decode import decode_attention
+    from attnsieve.kernels.decode_reference import fp8_scales
 
     cache = Cache(1, 2, 2, 16, page_size=8, dtype=F32, device=device, kv_dtype=kv_dtype)
     torch.manual_seed(0)
@@ -292,8 +293,8 @@ def test_compensation_token_weighs_as_its_copies(device, kv_dtype):
         assert lw[b, h, i] == weight[b, h].log() and lw[b, h].count_nonzero() == (weight[b, h] > 1)
         want = extra_k[b, h, 0]
         if kv_dtype == "fp8":
-            q8, sc = quantize_fp8(want)
-            want = q8.float() * sc
+            q8, exponent = quantize_fp8(want)
+            want = q8.float() * fp8_scales(exponent)
         assert torch.equal(keys[b, h, i].cpu(), want)
     assert not lw[0, 1].any()
     q = torch.randn(2, 4, 16, device=device)
@@ -400,13 +401,14 @@ def test_fp8_round_trip_error_bound(device):
     cache.append(0, k.to(device), v.to(device))
     a = cache.kernel_args(0)
     assert a.k_pages.dtype == a.v_pages.dtype == torch.float8_e4m3fn
-    assert a.k_scale.dtype == torch.float32
+    assert a.k_scale.dtype == torch.uint8  # the scales' exponents
     keys, values, _ = cache.gather(0)
     for got, want in ((keys, k), (values, v)):
         got, want = got.float().cpu(), want.float()
         amax = want.abs().amax(-1, keepdim=True)
-        # e4m3: 3 mantissa bits (relative 2^-4), subnormals below 2^-6 * scale (step 2^-9 * scale)
-        bound = want.abs() * 2**-4 + amax / 448 * 2**-9 + want.abs() * 2**-8  # + bf16 output
+        # e4m3: 3 mantissa bits (relative 2^-4), subnormals below 2^-6 * scale (step 2^-9 *
+        # scale), the scale a power of two below 2 * amax / 448
+        bound = want.abs() * 2**-4 + amax / 448 * 2**-8 + want.abs() * 2**-8  # + bf16 output
         assert ((got - want).abs() <= bound).all()
         assert (got - want).abs().max() > 0  # it really is quantised
     bf16 = Cache(1, 2, 2, 64, dtype=BF16, device=device)
@@ -671,15 +673,33 @@ def test_malformed_input_names_the_argument(case):
 
 
 def test_quantize_fp8_rows_too_small_for_a_scale():
-    """A float32 row whose absmax / 448 rounds to 0 (absmax below ~3e-43) is stored as zeros with
-    scale 0, not divided by that 0 into NaN."""
-    from attnsieve.cache_pages import quantize_fp8
+    """Float32 rows of subnormal absmax take the smallest normal scale 2^-126 (exponent 1) and
+    are stored as zeros, not NaN; an all-zero row takes exponent 0, the scale 0."""
+    from attnsieve.cache_pages import dequant, quantize_fp8
 
     x = torch.zeros(3, 16)
     x[0], x[1, 3] = 1e-43, -2e-44
-    q8, scale = quantize_fp8(x)
-    assert not q8.float().isnan().any() and (scale == 0).all()
-    assert not (q8.float() * scale[:, None]).any()
+    q8, exponents = quantize_fp8(x)
+    assert not q8.float().isnan().any() and exponents.tolist() == [1, 1, 0]
+    assert not dequant(q8, exponents).any()
+
+
+def test_fp8_scales_are_the_least_powers_of_two_that_fit():
+    """The scale exponent of absmax a is that of the smallest power of two s with 448 s >= a,
+    for every binade (normal and subnormal a) and at the edges of the mantissa's cut at 1.75 =
+    448 / 2^8, against float64 arithmetic; the scale decodes to 2^(e - 127), 0 for e = 0."""
+    from attnsieve.kernels.decode_reference import fp8_scale_exponents, fp8_scales
+
+    m = torch.tensor([1.0, 1.0 + 2**-23, 1.5, 1.75 - 2**-22, 1.75, 1.75 + 2**-22, 2 - 2**-23])
+    amax = (m[:, None] * torch.exp2(torch.arange(-149, 128.0))[None, :]).flatten()
+    amax = amax[torch.isfinite(amax) & (amax > 0)].float()
+    scale = fp8_scales(fp8_scale_exponents(amax)).double()
+    a = amax.double()
+    at_least = torch.where(scale < 2.0**-125, True, 448 * scale / 2 < a)  # 2^-126: the least
+    assert (448 * scale >= a).all() and at_least.all()
+    assert fp8_scales(torch.tensor([0, 1, 127, 254], dtype=torch.uint8)).tolist() == [
+        0.0, 2.0**-126, 1.0, 2.0**127,
+    ]  # fmt: skip
 
 
 def test_twin_stores_rows_too_small_for_a_scale_as_zeros():
@@ -710,9 +730,9 @@ def test_a_host_state_restores_as_often_as_asked():
 @needs_interpreter
 @pytest.mark.parametrize("fused", [True, False])
 def test_fp8_all_zero_rows_store_scale_zero(fused, monkeypatch):
-    """An all-zero K or V row is stored as zeros with scale 0 (not 1), by the one-launch append
-    kernel and by the PyTorch path alike, so that it never sets the decode kernel's per-tile V
-    scale (float16 P is taken relative to the tile's largest)."""
+    """An all-zero K or V row is stored as zeros with scale 0 (exponent 0, not 2^-127), by the
+    one-launch append kernel and by the PyTorch path alike, so that it never sets the decode
+    kernel's per-tile V scale (float16 P is taken relative to the tile's largest)."""
     import attnsieve.cache as cache_module
 
     monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU

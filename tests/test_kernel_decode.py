@@ -7,11 +7,17 @@ import torch
 
 from attnsieve.kernels import decode
 from attnsieve.kernels.decode import decode_attention, num_splits_for
-from attnsieve.kernels.decode_reference import FP8, decode_reference
+from attnsieve.kernels.decode_reference import (
+    FP8,
+    decode_reference,
+    fp8_scale_exponents,
+    fp8_scales,
+)
 
 pytestmark = pytest.mark.usefixtures("nan_empty")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+UNUSED_SCALE = 255  # the exponent of an infinite scale: a slot read by mistake poisons the output
 RTOL = 4e-3  # relative RMS: fp16 inputs and P, fp32 accumulation
 
 
@@ -19,7 +25,7 @@ def _paged(lengths, h_q, d, page_size, dtype=torch.float16, fp8=False, fill=math
     """A paged cache holding ``lengths`` (B, H_kv) tokens per head, on shuffled physical pages.
 
     Every slot that no valid token uses (the tail of a head's last page, unused and spare pages)
-    holds ``fill``, in the pages and in the FP8 scales."""
+    holds ``fill`` in the pages, and in FP8 pools the scale exponent 255 (an infinite scale)."""
     lengths = torch.tensor(lengths, dtype=torch.int32)
     b, h_kv = lengths.shape
     n_pages = (lengths + page_size - 1) // page_size
@@ -39,13 +45,13 @@ def _paged(lengths, h_q, d, page_size, dtype=torch.float16, fp8=False, fill=math
     k = torch.randn(num, page_size, d)
     v = torch.randn(num, page_size, d)
     k_scale = v_scale = None
-    if fp8:  # per-token scales; values in [-448, 448] after division
-        k_scale = k.abs().amax(-1) / 448 * torch.rand(num, page_size).add(0.5)
-        v_scale = v.abs().amax(-1) / 448 * torch.rand(num, page_size).add(0.5)
-        k = (k / k_scale[..., None]).clamp(-448, 448).to(FP8)
-        v = (v / v_scale[..., None]).clamp(-448, 448).to(FP8)
-        k_scale = torch.where(valid, k_scale, fill).to(DEVICE)
-        v_scale = torch.where(valid, v_scale, fill).to(DEVICE)
+    if fp8:  # per-token powers of two, up to 2x the least that fits; values within ±448 after
+        k_scale = fp8_scale_exponents(k.abs().amax(-1) * torch.rand(num, page_size).add(0.5))
+        v_scale = fp8_scale_exponents(v.abs().amax(-1) * torch.rand(num, page_size).add(0.5))
+        k = (k / fp8_scales(k_scale)[..., None]).clamp(-448, 448).to(FP8)
+        v = (v / fp8_scales(v_scale)[..., None]).clamp(-448, 448).to(FP8)
+        k_scale = torch.where(valid, k_scale, UNUSED_SCALE).to(DEVICE)
+        v_scale = torch.where(valid, v_scale, UNUSED_SCALE).to(DEVICE)
         bits = torch.tensor([fill]).to(FP8).view(torch.uint8)  # fp8 has no masked_fill on CPU
         k.view(torch.uint8)[~valid] = bits
         v.view(torch.uint8)[~valid] = bits
@@ -140,7 +146,9 @@ def test_log_weights(fp8, sparse, splits):
     q, cache = _paged(lengths, 8, 64, 16, fp8=fp8)
     lw = torch.rand(cache["k_pages"].shape[:2]) * 5
     lw.view(-1)[torch.randperm(lw.numel())[: lw.numel() // 2]] = 0  # plain tokens among them
-    unused = (cache["k_scale"] if fp8 else cache["k_pages"][..., 0].float()).isnan().cpu()
+    unused = (
+        cache["k_scale"] == UNUSED_SCALE if fp8 else cache["k_pages"][..., 0].float().isnan()
+    ).cpu()
     lw[unused] = math.nan
     sel = _select(lengths, 16) if sparse else {}
     out, _ = _check(q, cache, num_splits=splits, log_weight=lw.to(DEVICE), **sel)
@@ -304,10 +312,22 @@ BAD = [
 BAD_FP8 = [
     (_with(k_scale=lambda a: None), TypeError, "k_scale"),
     (_with(v_scale=lambda a: a["v_scale"].half()), TypeError, "v_scale"),
+    # scales, not their exponents
+    (_with(k_scale=lambda a: fp8_scales(a["k_scale"])), TypeError, "k_scale: expected uint8"),
     (_with(v_scale=lambda a: a["v_scale"][:, :4]), ValueError, "v_scale"),
     # other strides than k_scale's: the kernel reads both scales with one offset
-    (_with(v_scale=lambda a: a["v_scale"].t().contiguous().t()), ValueError, "v_scale"),
+    (_with(v_scale=lambda a: a["v_scale"][:, :4].repeat(1, 4)[:, ::2]), ValueError, "v_scale"),
+    # rows of another stride than 1, or off a 4-byte word: the kernel loads 4 exponents at once
+    (_with(k_scale=lambda a: a["k_scale"].t().contiguous().t()), ValueError, "k_scale: expected"),
+    (_with(k_scale=lambda a: _off_word(a["k_scale"])), ValueError, "k_scale: expected rows"),
 ]
+
+
+def _off_word(exponents):
+    """The same exponents one byte past a 4-byte boundary."""
+    flat = torch.empty(exponents.numel() + 1, dtype=exponents.dtype, device=exponents.device)
+    flat[1:] = exponents.flatten()
+    return flat[1:].view_as(exponents)
 
 
 @pytest.mark.parametrize("fn", [decode_attention, decode_reference], ids=["kernel", "twin"])
@@ -371,19 +391,19 @@ def test_twin_checks_values(key, edit, name):
 @pytest.mark.parametrize(
     ("dtype", "q_gain", "v_gain"),
     [
-        (torch.bfloat16, 1e6, 1.0),  # past float16's range: the query rows are scaled first
-        (torch.float16, 25.0, 1.0),  # a non-power-of-two row scale would round every element
-        (torch.bfloat16, 1.0, 1e-3),  # V scales near 1e-6: P times them underflows in float16
-        (torch.float16, 1.0, 1e3),
+        (torch.bfloat16, 1e6, 0),  # past float16's range: the query rows are scaled first
+        (torch.float16, 25.0, 0),  # a non-power-of-two row scale would round every element
+        (torch.bfloat16, 1.0, -10),  # V scales near 2^-18: P times them underflows in float16
+        (torch.float16, 1.0, 10),
     ],
 )
 def test_fp8_pages_keep_their_range_in_float16(dtype, q_gain, v_gain):
     """FP8 pages with 16-bit queries run both dots in float16 (bfloat16 ones too, so this runs
-    under the interpreter): queries far outside float16's range and V scales far from 1 keep
-    the twin's accuracy."""
+    under the interpreter): queries far outside float16's range and V scales far from 1 (times
+    2^v_gain) keep the twin's accuracy."""
     q, cache = _paged([[300, 17, 0], [64, 129, 1]], 9, 64, 16, dtype=dtype, fp8=True)
     q = (q.float() * q_gain).to(dtype)
-    cache["v_scale"] = cache["v_scale"] * v_gain
+    cache["v_scale"] = _times_pow2(cache["v_scale"], v_gain)
     _check(q, cache, rtol=1e-2, lse_rtol=1e-5)  # log-sum-exps near 1e6 at q_gain 1e6
 
 
@@ -396,7 +416,7 @@ def test_query_heads_of_far_apart_magnitudes_in_float16(log_weight):
     q, cache = _paged([[300, 17, 0], [64, 129, 1]], 9, 64, 16, fp8=True)
     gains = torch.tensor([1e4, 1e-3, 1.0] * 3, device=DEVICE)
     q = (q.float() * gains[:, None]).half()
-    cache["k_scale"] = cache["k_scale"] * 1e3
+    cache["k_scale"] = _times_pow2(cache["k_scale"], 10)
     kw = (
         {"log_weight": torch.zeros(cache["k_pages"].shape[:2], device=DEVICE)} if log_weight else {}
     )
@@ -406,16 +426,24 @@ def test_query_heads_of_far_apart_magnitudes_in_float16(log_weight):
     assert _rel_rms(out[:, small], ref[:, small]) < 1e-2
 
 
+def _times_pow2(exponents, k):
+    """Scale exponents of scales times 2^k (k an int or a tensor like them), the unused slots'
+    left as they are."""
+    shifted = exponents.int() + torch.as_tensor(k, device=exponents.device)
+    return torch.where(exponents == UNUSED_SCALE, exponents, shifted.to(torch.uint8))
+
+
 def test_fp8_tiles_of_far_apart_v_scales():
-    """Tiles whose largest V scales differ by 1e39 and 1e40 (the first 128 tokens against the
-    next 128, so every tile size, 16 to 128, keeps them apart): the accumulator's rescale between
-    them stays finite, also where the first tiles have no weight at all (it was inf and 0 · inf)."""
-    for v0, v1, w0 in [(1e36, 1e-3, -math.inf), (1e20, 1e-20, -46.0)]:
+    """Tiles whose largest V scales differ by 2^130 and 2^132 (1.4e39, 5.4e39; the first 128
+    tokens against the next 128, so every tile size, 16 to 128, keeps them apart): the
+    accumulator's rescale between them stays finite, also where the first tiles have no weight
+    at all (it was inf and 0 · inf)."""
+    for v0, v1, w0 in [(120, -10, -math.inf), (66, -66, -46.0)]:
         q, cache = _paged([[256]], 2, 64, 16, fp8=True)
         first = cache["page_table"][0, 0, :8].long()  # the pages of tokens 0-127
-        gain = torch.full_like(cache["v_scale"], v1)
+        gain = torch.full(cache["v_scale"].shape, v1, device=DEVICE)
         gain[first] = v0
-        cache["v_scale"] = cache["v_scale"] * gain
+        cache["v_scale"] = _times_pow2(cache["v_scale"], gain)
         lw = torch.zeros(cache["k_pages"].shape[:2], device=DEVICE)
         lw[first] = w0
         _check(q, cache, rtol=1e-2, log_weight=lw, num_splits=1)

@@ -46,8 +46,8 @@ from attnsieve.bench.common import (
     seed,
     write_json,
 )
+from attnsieve.cache_pages import quantize_fp8
 from attnsieve.checks import cdiv
-from attnsieve.kernels.quantize import FP8_MAX
 
 # one Llama-3-8B layer's decode shapes, the defaults of the options below (scripts reuse them)
 LLAMA3_8B_DECODE = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)
@@ -239,10 +239,7 @@ def make_cache(
     lengths = torch.full((b, h_kv), n, dtype=torch.int32, device=dev)
     kp, vp = (torch.nn.functional.pad(x, (0, 0, 0, per_head * ps - n)) for x in (k, v))
     paged = {"k_pages": pool(kp), "v_pages": pool(vp), "page_table": table, "lengths": lengths}
-    ks = kp.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX  # per-token scales
-    vs = vp.float().abs().amax(-1).clamp(min=1e-6) / FP8_MAX
-    k8 = (kp.float() / ks[..., None]).to(torch.float8_e4m3fn)
-    v8 = (vp.float() / vs[..., None]).to(torch.float8_e4m3fn)
+    (k8, ks), (v8, vs) = quantize_fp8(kp), quantize_fp8(vp)  # per-token scales, as the cache's
     fp8 = {"k_pages": pool(k8), "v_pages": pool(v8), "k_scale": pool(ks[..., None])[..., 0]}
     fp8.update(v_scale=pool(vs[..., None])[..., 0], page_table=table, lengths=lengths)
     return Paged(q, k, v, paged, fp8, ps)
@@ -255,7 +252,7 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
 
     c = make_cache(b, n, args)
     h_kv, d = args.kv_heads, args.head_dim
-    tok_bytes = {"bf16": 2 * 2 * d, "fp8": 2 * (d + 4)}  # K + V rows (+ two fp32 scales)
+    tok_bytes = {"bf16": 2 * 2 * d, "fp8": 2 * (d + 1)}  # K + V rows (+ two scale exponents)
     rows: list[dict] = []
 
     def record(method, fn, tokens, dtype, ref=None, ref_fn=None, extra_ms=0.0):

@@ -36,11 +36,11 @@ def _append_one_kernel(
     o_d = tl.arange(0, HEAD_DIM)
     b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_d)
     b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_d)
-    if FP8:  # per-token scale = absmax / 448, as `attnsieve.cache_pages.quantize_fp8`
-        b_k, b_ks = _quantize(b_k)
-        b_v, b_vs = _quantize(b_v)
-        tl.store(K_SCALE + slot, b_ks)
-        tl.store(V_SCALE + slot, b_vs)
+    if FP8:  # per-token power-of-two scales, as `attnsieve.cache_pages.quantize_fp8`
+        b_k, b_ke, b_ks = _quantize(b_k)
+        b_v, b_ve, _ = _quantize(b_v)
+        tl.store(K_SCALE + slot, b_ke)
+        tl.store(V_SCALE + slot, b_ve)
         b_kf = b_k.to(tl.float32) * b_ks  # the page summaries hold the dequantised key
     else:
         b_kf = b_k.to(tl.float32)
@@ -76,18 +76,23 @@ def _round_bf16(x, UP: tl.constexpr):
 
 @triton.jit
 def _quantize(x):
-    """(x / scale as float8 e4m3, scale = absmax / 448, 0 for an all-zero x) of one token.
+    """(x / scale as float8 e4m3, the scale's uint8 exponent, the scale) of one token: the
+    smallest power of two at or above absmax / 448, 0 for an all-zero x, as
+    `attnsieve.kernels.decode_reference.fp8_scale_exponents` finds it from absmax's bits.
 
-    The scale is absmax times the fp32 reciprocal of 448, as `attnsieve.cache_pages.quantize_fp8`
-    computes it on every device (PyTorch's CUDA division by a scalar multiplies by the
-    reciprocal). It rounds on the e4m3 grid in fp32 first (`to_fp8`'s emulation, on every
-    device), so the cast itself is exact and rounds to nearest even like torch's: the first
-    version of this kernel, with a true division and the plain cast, stored other values than the
-    PyTorch path on the H200 (benchmarks/results/h200/decode_graphs/cuda_tests_fp8_first.log)."""
+    Dividing by a power of two is exact; the value is rounded on the e4m3 grid in fp32
+    (`to_fp8`'s emulation, on every device), so the cast itself is exact and rounds to nearest
+    even like torch's: the first version of this kernel, with the plain cast, stored other values
+    than the PyTorch path on the H200 (benchmarks/results/h200/decode_graphs/
+    cuda_tests_fp8_first.log)."""
     b_x = x.to(tl.float32)
     b_amax = tl.max(tl.abs(b_x), 0)
-    b_scale = b_amax * (1.0 / 448.0)
-    return to_fp8(tl.math.div_rn(b_x, tl.where(b_scale > 0, b_scale, 1.0)), True), b_scale
+    bits = b_amax.to(tl.int32, bitcast=True)
+    b_e = (bits >> 23) - 8 + ((bits & 0x7FFFFF) > 0x600000).to(tl.int32)
+    b_e = tl.where(b_amax > 0, tl.maximum(b_e, 1), 0)
+    b_scale = (b_e << 23).to(tl.float32, bitcast=True)
+    b_q = to_fp8(tl.math.div_rn(b_x, tl.where(b_e > 0, b_scale, 1.0)), True)
+    return b_q, b_e.to(tl.uint8), b_scale
 
 
 def append_one(
@@ -106,8 +111,9 @@ def append_one(
     log_weight: Tensor | None = None,
 ) -> None:
     """Write k, v (B, H_kv, 1, D) at position ``positions`` (B,) into each head's next slot;
-    into FP8 pools (``k_scale``, ``v_scale`` float32 (num_pages, page_size)) quantised with a
-    per-token scale; into ``log_weight`` (float32 (num_pages, page_size)), when given, 0.
+    into FP8 pools (``k_scale``, ``v_scale`` uint8 (num_pages, page_size) scale exponents)
+    quantised with a per-token power-of-two scale; into ``log_weight`` (float32 (num_pages,
+    page_size)), when given, 0.
 
     ``page_table`` must already hold the page of that slot; ``lengths`` (contiguous int32 (B, H_kv))
     is bumped by one. Pools, scales and log weights are contiguous (num_pages, page_size[, D]); k
