@@ -304,11 +304,45 @@ def test_last_query_stats_more_rows_than_keys():
     _matches_twin(*_inputs(1, 2, 1, 50, 20, 32, torch.float32), 40, (1, 16, 64))
 
 
-@pytest.mark.parametrize("tiles", [1, 3, 8])
+@pytest.mark.parametrize("tiles", [1, 2, 3, 8])
 def test_last_query_stats_any_tiles_per_program(tiles, monkeypatch):
-    """Programs walking 1, 3 or 8 key tiles (the last one partial) give the same sums."""
+    """Programs walking 1, 2, 3 or 8 key tiles (the last one partial: 11, 6, 4 or 2 programs a
+    head, whose (max, sum) pairs a row give the log-sum-exps) give the same sums."""
     monkeypatch.setattr(planning, "sum_tiles_per_program", lambda rows, key_tiles, device: tiles)
     _matches_twin(*_inputs(1, 4, 2, 100, 700, 64, torch.float16), 64, (1, 16, 64))
+
+
+def test_last_query_stats_programs_of_rows_that_see_no_key(monkeypatch):
+    """Two key tiles a program, 100 last rows over 100 keys in 128 row slots: 28 padding rows,
+    and rows whose first tiles are all masked, so that a program folds finite pairs into -inf
+    ones and -inf into -inf."""
+    monkeypatch.setattr(planning, "sum_tiles_per_program", lambda rows, key_tiles, device: 2)
+    _matches_twin(*_inputs(1, 2, 1, 150, 100, 32, torch.float32), 100, (16,))
+
+
+@pytest.mark.parametrize("parts", [1, 3, 64, 65, 130])
+@pytest.mark.parametrize("block_l", [16, 128])
+def test_combine_lse_folds_any_number_of_parts(parts, block_l):
+    """The rows' log-sum-exps from (max, sum) pairs, over one chunk of parts or several (a
+    partial last one), from a strided view, against torch: -inf for a row of no pair or whose
+    sum is NaN (a NaN or +inf pair)."""
+    g = torch.Generator().manual_seed(parts)
+    whole = torch.randn(2, 3, parts + 2, block_l, generator=g)
+    part_max, part_sum = (whole[:, :, 1 : parts + 1] * 20).unbind()  # strided views
+    part_sum = part_sum.abs() + 0.5
+    part_max[0, :, 1], part_sum[0, :, 1] = -math.inf, 0.0  # a row that saw no key
+    part_max[1, parts // 2, 2] = math.nan
+    part_max[2, 0, 3], part_sum[2, 0, 3] = math.inf, math.nan
+    part_max[..., 4] = -math.inf  # every pair of the row but one saw no key
+    part_max[1, -1, 4] = 7.0
+    part_max, part_sum = part_max.to(DEVICE), part_sum.to(DEVICE)
+    got = planning._combine_lse(part_max, part_sum)
+    top = part_max.amax(1).where(part_max.amax(1) > -math.inf, 0.0)
+    total = (part_sum * torch.exp2(part_max - top[:, None])).sum(1)
+    want = torch.where(total > 0, top + torch.log2(total), -math.inf)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (got[:, 1:4] == -math.inf).tolist() == [[True, False, False], [False, True, False],
+                                                    [False, False, True]]  # fmt: skip
 
 
 def test_sum_tiles_per_program_fills_eight_waves(monkeypatch):

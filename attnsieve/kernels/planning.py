@@ -135,12 +135,13 @@ def _last_lse_kernel(
 def _combine_lse_kernel(PART_M, PART_L, LSE, NUM_PARTS, STRIDE_H,
                         BLOCK_L: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr):
     """Base-2 log-sum-exp of the last rows from partial (max, sum) pairs, [NUM_PARTS, BLOCK_L]
-    per head (split-K splits, or key blocks), ROWS rows a program; -inf for a row that saw no
-    key, or whose sum is NaN."""
+    per head (split-K splits, or the one-pass programs' runs of key tiles), ROWS rows a program;
+    -inf for a row that saw no key, or whose sum is NaN."""
     i_bh, o_l = tl.program_id(0).to(tl.int64), tl.program_id(1) * ROWS + tl.arange(0, ROWS)
     # per lane: each chunk's loads are issued before the one before it is folded in, and no
-    # chunk waits on a reduction across threads (a fold per chunk waited on both: 11.6 us at
-    # 64K on Llama-3-8B's heads, eight chunks a program)
+    # chunk waits on a reduction across threads, where there are more parts than CHUNK (a fold
+    # per chunk waited on both: 11.6 us at 64K on Llama-3-8B's heads, when its 512 key blocks'
+    # pairs were eight chunks a program)
     b_top = tl.full([CHUNK, ROWS], float("-inf"), dtype=tl.float32)
     b_total = tl.zeros([CHUNK, ROWS], dtype=tl.float32)
     o_p = i_bh * STRIDE_H + tl.arange(0, CHUNK)[:, None] * BLOCK_L + o_l[None, :]
@@ -261,18 +262,17 @@ def _last_block_parts_kernel(
     """One pass of the last rows over TILES key tiles. Per row and block of BLOCK_K keys: the
     tile's max score (PART_M), and the probability mass relative to it of the block (TOTAL) and
     of its leading keys (LEAD), those on the row's offset block (pos - first key) // BLOCK_K;
-    the rest lie on the offset block below. With POOLED also the sum of its raw scores q·k,
-    unmasked (RAW), for the pooled estimate. A row's log-sum-exp is known only after every tile,
-    so the masses stay relative to each tile's max and are normalised afterwards
-    (_last_block_sums_kernel) by the rows' log-sum-exps, which come from each program's (max,
-    sum) a row over its tiles (ROWS_M, ROWS_L): each score's exp is taken once, where two passes
-    took it twice
-    (the three launches 0.27 against 0.72 ms on Llama-3-8B's heads at 64K; 8 warps took 0.44,
-    planning41/ to planning43/). Blocks start at multiples of BLOCK_K, so the leading keys are
-    the block's columns up to pos % BLOCK_K, in every block. The tiles that every row sees run
-    in a loop of their own, without a mask: a branch between the two inside one loop kept
-    Triton from pipelining the key loads (at 2 stages 276 against 307 us at 64K on Llama-3-8B's
-    heads, 532 against 589 at 128K; 3 stages, a program an SM, 354; loops44/, loops44b/)."""
+    the rest lie on the offset block below. With POOLED also the sum of its raw scores q·k, unmasked
+    (RAW), for the pooled estimate. A row's log-sum-exp is known only after every tile, so the
+    masses stay relative to each tile's max and are normalised afterwards (_last_block_sums_kernel)
+    by the rows' log-sum-exps, which come from each program's (max, sum) a row over its tiles
+    (ROWS_M, ROWS_L): each score's exp is taken once, where two passes took it twice (the three
+    launches 0.27 against 0.72 ms on Llama-3-8B's heads at 64K; 8 warps took 0.44, planning41/ to
+    planning43/). Blocks start at multiples of BLOCK_K, so the leading keys are the block's columns
+    up to pos % BLOCK_K, in every block. The tiles that every row sees run in a loop of their own,
+    without a mask: a branch between the two inside one loop kept Triton from pipelining the key
+    loads (at 2 stages 276 against 307 us at 64K on Llama-3-8B's heads, 532 against 589 at 128K; 3
+    stages, a program an SM, 354; loops44/, loops44b/)."""
     i_bh, i_t0 = tl.program_id(0), tl.program_id(1) * TILES
     i_b, i_h = i_bh // H_Q, i_bh % H_Q
     o_d = tl.arange(0, BLOCK_D)
@@ -366,12 +366,13 @@ def last_query_stats(
     the block's keys, unmasked. Twin: `planning_reference.last_query_stats`.
 
     Blocks of 16-128 keys (a power of two; FlexPrefill's) take one pass over the keys
-    (`_last_block_parts_kernel`, or its Gluon twin on sm_90 where `planning_hopper.fits`) that
-    keeps each row's masses per key block relative to the key tile's max (and the block's raw
-    score sum, for ``pooled``), then two small launches: the rows' log-sum-exps from those, and
-    the normalised sums. Other blocks (vertical_slash's 1: per key and per diagonal) take two
-    passes, split-K log-sum-exps then probabilities, summed per offset through a skewing gather;
-    there ``pooled`` is the mean last query against `pooling.block_mean_pool`'s keys.
+    (`_last_block_parts_kernel`, or its Gluon twin on sm_90 where `planning_hopper.fits`) that keeps
+    each row's masses per key block relative to the key tile's max (and the block's raw score sum,
+    for ``pooled``) and each program's (max, sum) a row over its tiles, then two small launches: the
+    rows' log-sum-exps from those pairs, and the normalised sums. Other blocks (vertical_slash's 1:
+    per key and per diagonal) take two passes, split-K log-sum-exps then probabilities, summed per
+    offset through a skewing gather; there ``pooled`` is the mean last query against
+    `pooling.block_mean_pool`'s keys.
     """
     check_triton_device("q", q)
     check_interpreter_dots("q", q)
@@ -458,9 +459,10 @@ def _block_stats(
             q, k, part_m, lead, total, raw, rows_m, rows_l, *common, kb_pad, qk_scale, **meta,
             BLOCK_N=block_n, BLOCK_K=block_k, TILES=tiles, POOLED=pooled, num_stages=2,
         )  # fmt: skip
-    # from the programs' pairs, not the blocks' (4 against 256 a row at 32K on Llama-3-8B's
-    # heads). Folded in each sums program instead, 4-8 pairs a row took 12 and 22 us more there
-    # than this launch over 256-512 blocks' pairs at 32K and 64K (h200/fold50/b/)
+    # from the programs' pairs, not the blocks' (the Gluon pass's 4 against 256 a row at 32K on
+    # Llama-3-8B's heads). Folded in each sums program instead, its 4-8 pairs a row made that
+    # kernel 12.3 and 21.8 us slower at 32K and 64K, where this launch over the 256-512 blocks'
+    # pairs took 5.4 and 9.1 (h200/fold50/b/)
     lse = _combine_lse(rows_m, rows_l)
     out = torch.empty(3 if pooled else 2, b, h_q, kb, device=q.device, dtype=torch.float32)
     vertical, slash = out[0], out[1]
@@ -479,7 +481,8 @@ def _combine_lse(part_m: Tensor, part_l: Tensor) -> Tensor:
     bh, parts, block_l = part_m.shape
     lse = torch.empty(bh, block_l, device=part_m.device, dtype=torch.float32)
     rows = min(16, block_l)
-    chunk = min(64, triton.next_power_of_2(parts))  # a few parts: no masked-off loads
+    # lanes sized to the pairs: 4-16 a row would leave 48-60 of 64 masked (not measured apart)
+    chunk = min(64, triton.next_power_of_2(parts))
     _combine_lse_kernel[(bh, block_l // rows)](
         part_m, part_l, lse, parts, part_m.stride(0), BLOCK_L=block_l, ROWS=rows, CHUNK=chunk
     )

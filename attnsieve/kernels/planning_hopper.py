@@ -92,7 +92,7 @@ def block_parts(
     tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], tile)
     # fmt: off
-    _kernel[(b * h_q, block_l // BLOCK_R, triton.cdiv(key_tiles, tiles))](
+    _kernel[(b * h_q, block_l // BLOCK_R, rows[0].shape[1])](  # a pair a row per run of tiles
         q, k_desc, part_m, lead, total, parts[-1], *rows, *q.stride()[:3], h_q, h_q // h_kv, h_kv,
         n, m, last_q, key_tiles, tiles, qk_scale,
         BLOCK_R=BLOCK_R, BLOCK_L=block_l, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES, POOLED=pooled,
