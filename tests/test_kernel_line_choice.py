@@ -81,6 +81,19 @@ def test_per_head_gamma():
     _check(*inputs, gamma=gamma, tau=0.0, lo=1, hi=90)
 
 
+def test_a_head_of_gamma_one_keeps_every_vertical():
+    """A head of gamma 1 keeps every key block of its verticals, query-aware (tau 100) or not,
+    whatever hi: it is dense, and FlexPrefill plans it so with nothing more."""
+    inputs = _inputs(2, 4, 40, seed=3)
+    gamma = torch.tensor([0.5, 1.0, 0.9, 1.0], device=DEVICE)
+    for tau in (0.0, 100.0):
+        _, chosen, _ = _check(*inputs, gamma=gamma, tau=tau, lo=1, hi=5)
+        assert bool(chosen[:, [1, 3], 0].all()) and not bool(chosen[:, [0, 2], 0].all())
+        assert not bool(chosen[:, :, 1].all())  # slashes: clamped to hi
+    _, chosen, _ = _check(*inputs, gamma=1.0, tau=100.0, lo=1, hi=5)
+    assert bool(chosen[:, :, 0].all())
+
+
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 0.99999999])
 def test_map_gamma_of_query_aware_heads(gamma):
     """Every head query-aware (tau 100): its map's threshold is gamma, just below 1 at most

@@ -232,9 +232,11 @@ def choose_lines(
     Returns ``query_aware`` bool (B, H_q), ``chosen`` bool (B, H_q, 2, KB): per line
     (verticals, then slashes) its ``count`` largest blocks, ties to lower indices, with
     ``count`` the size of the smallest set holding ``gamma`` of the line's mass (`mass_threshold`;
-    every block where gamma >= 1) clamped to [lo, hi], block 0 always; and ``map_gamma`` float32
-    (B, H_q), the `mass_threshold` of each head's pooled block map: gamma for a query-aware head
-    (at most the largest float32 below 1, which keeps only entries > 0), 0 (nothing) for another.
+    every block where gamma >= 1) clamped to [lo, hi], block 0 always, and every vertical block
+    of a head whose gamma is >= 1 (query-aware or not, whatever ``hi``: that head is dense); and
+    ``map_gamma`` float32 (B, H_q), the `mass_threshold` of each head's pooled block map: gamma
+    for a query-aware head (at most the largest float32 below 1, which keeps only entries > 0),
+    0 (nothing) for another.
     No host synchronisation.
     """
     check_tensor("vertical", vertical, 3, "(batch, q_heads, key_blocks)")

@@ -134,6 +134,8 @@ def _line_choice_kernel(
                                       .to(tl.int32), 0)
         n_sel = tl.minimum(tl.maximum(n_cover, lo), hi)
     n_sel = tl.minimum(tl.maximum(n_sel, 0), KB)
+    if i_line == 0:  # a head of gamma >= 1 keeps every key block, query-aware or not: dense
+        n_sel = tl.where(keep_all != 0, KB, n_sel)
     # the cut's own blocks, unclamped: they are the n_sel largest (t > 0 is a positive float's
     # bits, so every block at or above it counts), ties included, and need no second search
     if (n_sel == n_cover) & (t > 0) & (keep_all == 0):  # t stays 0 for a query-aware head

@@ -27,8 +27,10 @@ def choose_lines(
     â is ``vertical``; ā the softmax of ``pooled``. A head is query-aware where
     sqrt(JS(ā, â)) < tau. Each line (vertical, then slash) keeps its ``count`` largest blocks,
     ties to lower indices: ``lo`` for a query-aware head, else the size of its smallest set
-    holding ``gamma`` of its mass clamped to [lo, hi]; block 0 always. A query-aware head's
-    ``map_gamma`` is gamma, at most the largest float32 below 1; another head's 0.
+    holding ``gamma`` of its mass clamped to [lo, hi]; block 0 always. A head of gamma >= 1
+    keeps every block of its vertical line, query-aware or not, whatever ``hi``: it is dense. A
+    query-aware head's ``map_gamma`` is gamma, at most the largest float32 below 1; another
+    head's 0.
     """
     b, h_q, kb = vertical.shape
     query_aware = sqrt_js_divergence(pooled.float().softmax(-1), vertical.float()) < tau
@@ -36,6 +38,8 @@ def choose_lines(
     threshold = gamma[:, None, None] if isinstance(gamma, Tensor) else gamma
     cover = mass_threshold(lines, threshold).sum(-1)
     count = torch.where(query_aware[..., None], lo, cover.clamp(lo, hi))
+    dense = torch.as_tensor(gamma >= 1, device=vertical.device)  # float32 per head, as given
+    count[..., 0] = torch.where(dense, kb, count[..., 0])
     chosen = top_mask(lines.view(b, h_q * 2, kb), count.view(b, h_q * 2)).view_as(lines)
     chosen[..., 0] = True
     g = torch.as_tensor(gamma, dtype=torch.float32, device=vertical.device)

@@ -134,9 +134,7 @@ class FlexPrefillPlanner(Planner):
         query_aware, chosen, map_gamma = choose_lines(
             vertical, slash, pooled, gamma=gamma, tau=self.tau, lo=lo, hi=hi
         )  # chosen: (B, H_q, 2, KB), the first key block (sink) and the diagonal always
-        chosen_vertical, chosen_slash = chosen.unbind(2)
-        if isinstance(gamma, Tensor):  # a head of γ 1 keeps every causal block, as γ 1 alone:
-            chosen_vertical = chosen_vertical | (gamma >= 1)[:, None]  # every column's
+        chosen_vertical, chosen_slash = chosen.unbind(2)  # a head of γ 1: every vertical
         # a chosen key block keeps its column of blocks, a chosen offset block every key block
         # its diagonals cross (with spans: the span, below); the query-aware heads' block maps are
         # scored by kernels that read which heads those are (no host sync, a graph captures it).
