@@ -4751,7 +4751,8 @@ s50b)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: after s50a (the folded l
     ;;
 s50c)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: after s50b, the rows' log-sum-exps in their
     # own launch again, from the pass programs' pairs (4 a row at 32K) rather than the blocks'
-    # (256): the CUDA tests of the pass; flexprefill's replayed plan on this checkout, on HEAD's
+    # (256): the CUDA tests of the pass, and of the line choice (a head of gamma 1 keeps every
+    # vertical itself); flexprefill's replayed plan on this checkout, on HEAD's
     # (.stage/pv/head50) and on this checkout with 8 or 2 blocks a sums program (.stage/pv/c8,
     # .stage/pv/c2) where it has 4, alternating processes; `bench prefill` (flexprefill, 32K-128K,
     # Llama-3-8B's heads) (fold50/c/)
@@ -4759,8 +4760,13 @@ s50c)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: after s50b, the rows' lo
     mkdir -p "$D"
     timeout 200 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
         tests/test_planning_hopper.py tests/test_planning_kernels.py \
-        -k "hopper or last_query or program_tiles or tiles" > "$D/cuda_tests_pass.log" 2>&1
+        -k "hopper or last_query or program_tiles or tiles or combine_lse" \
+        > "$D/cuda_tests_pass.log" 2>&1
     tail -n 3 "$D/cuda_tests_pass.log"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_kernel_line_choice.py tests/test_flexprefill_per_head.py \
+        > "$D/cuda_tests_lines.log" 2>&1
+    tail -n 3 "$D/cuda_tests_lines.log"
     for which in new head c8 c2; do
         P=.
         [ "$which" = head ] && P=.stage/pv/head50:.
