@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from attnsieve import cache_reference as ref
-from attnsieve.kernels.decode_reference import FP8, fp8_scale_exponents, fp8_scales
+from attnsieve.kernels.decode_reference import FP8, fp8_scales, quantize_fp8
 
 
 class KernelArgs(NamedTuple):
@@ -93,19 +93,6 @@ class LayerCache:
 def raw(t: Tensor) -> Tensor:
     """FP8 data moves as bytes: not every device implements indexing for float8."""
     return t.view(torch.uint8) if t.dtype == FP8 else t
-
-
-def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-token FP8: (x / scale as float8_e4m3fn, the scale's uint8 exponent), the scale the
-    smallest power of two at or above absmax over D / 448 (`fp8_scale_exponents`), so the
-    division is exact and the cast the one rounding, on every device and in the fused append
-    kernel (`kernels.cache_append`). An all-zero row stays 0 with scale 0, so that it never sets
-    the decode kernel's per-tile scale (`kernels.decode`: float16 P relative to the tile's
-    largest V scale)."""
-    x = x.float()
-    exponents = fp8_scale_exponents(x.abs().amax(-1))
-    scale = fp8_scales(exponents)
-    return (x / torch.where(scale > 0, scale, 1.0)[..., None]).to(FP8), exponents
 
 
 def dequant(data: Tensor, exponents: Tensor | None) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.checks import cdiv, check_index, check_int, check_pow2, check_tensor
-from attnsieve.kernels.decode_reference import fp8_scale_exponents, fp8_scales
+from attnsieve.kernels.decode_reference import fp8_scales, quantize_fp8
 from attnsieve.views import Kept, KVView, PageView
 
 MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -244,8 +244,8 @@ class ReferenceCache:
         x = x.float()
         if self.kv_dtype != "fp8":
             return x
-        scale = fp8_scales(fp8_scale_exponents(x.abs().amax(-1, keepdim=True)))
-        return (x / torch.where(scale > 0, scale, 1.0)).to(torch.float8_e4m3fn).float() * scale
+        data, exponents = quantize_fp8(x)
+        return data.float() * fp8_scales(exponents)[..., None]
 
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
         check_layer(layer, self.num_layers)

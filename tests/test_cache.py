@@ -263,9 +263,8 @@ def test_compensation_token_weighs_as_its_copies(device, kv_dtype):
     """A stored extra of weight w sits at its position among the kept tokens (after a kept one
     of the same position) and attends, in the decode kernel and its twin, as w copies of
     itself."""
-    from attnsieve.cache_pages import quantize_fp8
     from attnsieve.kernels.decode import decode_attention
-    from attnsieve.kernels.decode_reference import fp8_scales
+    from attnsieve.kernels.decode_reference import fp8_scales, quantize_fp8
 
     cache = Cache(1, 2, 2, 16, page_size=8, dtype=F32, device=device, kv_dtype=kv_dtype)
     torch.manual_seed(0)
@@ -673,15 +672,17 @@ def test_malformed_input_names_the_argument(case):
 
 
 def test_quantize_fp8_rows_too_small_for_a_scale():
-    """Float32 rows of subnormal absmax take the smallest normal scale 2^-126 (exponent 1) and
-    are stored as zeros, not NaN; an all-zero row takes exponent 0, the scale 0."""
-    from attnsieve.cache_pages import dequant, quantize_fp8
+    """Float32 subnormals (below 2^-126, which the GPU's division flushes to zero) count as 0:
+    rows of them are stored as zeros with exponent 0, the scale 0, as an all-zero row is; the
+    smallest normal absmax takes the smallest scale, 2^-126 (exponent 1)."""
+    from attnsieve.cache_pages import dequant
+    from attnsieve.kernels.decode_reference import quantize_fp8
 
-    x = torch.zeros(3, 16)
-    x[0], x[1, 3] = 1e-43, -2e-44
+    x = torch.zeros(4, 16)
+    x[0], x[1, 3], x[3, 2] = 1e-43, -2e-44, 2.0**-126
     q8, exponents = quantize_fp8(x)
-    assert not q8.float().isnan().any() and exponents.tolist() == [1, 1, 0]
-    assert not dequant(q8, exponents).any()
+    assert not q8.float().isnan().any() and exponents.tolist() == [0, 0, 0, 1]
+    assert not dequant(q8, exponents)[:3].any() and dequant(q8, exponents)[3, 2] == 2.0**-126
 
 
 def test_fp8_scales_are_the_least_powers_of_two_that_fit():
@@ -725,6 +726,30 @@ def test_a_host_state_restores_as_often_as_asked():
     cache.set_host_state(state)
     assert cache.head_tokens(0).tolist() == [[0, 0]] and cache.seq_length() == 0
     assert cache.reserved_tokens() == 8
+
+
+@needs_interpreter
+@pytest.mark.parametrize("fused", [True, False])
+def test_fp8_non_finite_rows_store_the_infinite_scale(fused, monkeypatch):
+    """A K or V row holding NaN or ±inf is stored as zeros with exponent 255 (the infinite
+    scale), by the one-launch append kernel (whose max drops NaN) and by the PyTorch path (whose
+    amax keeps it) alike: it reads back NaN throughout, its neighbours untouched."""
+    import attnsieve.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
+    cache = Cache(1, batch=1, kv_heads=2, head_dim=16, page_size=8, dtype=F32, device="cpu",
+                  kv_dtype="fp8")  # fmt: skip
+    k, v = kv(cache, 1)
+    k[0, 0, 0, 3], v[0, 1, 0, 5], v[0, 1, 0, 6] = math.nan, math.inf, -math.inf
+    cache.append(0, k, v)
+    lc = cache.layers[0]
+    slot = lc.page_table[0, :, 0].long() * 8  # each head's first slot
+    k_e, v_e = lc.k_scale.view(-1)[slot].tolist(), lc.v_scale.view(-1)[slot].tolist()
+    assert k_e[0] == 255 and 0 < k_e[1] < 255 and v_e[1] == 255 and 0 < v_e[0] < 255
+    assert not lc.k_pages.view(torch.uint8).view(-1, 16)[slot[0]].any()
+    keys, values, _ = cache.gather(0)
+    assert keys[0, 0, 0].isnan().all() and values[0, 1, 0].isnan().all()
+    assert keys[0, 1, 0].isfinite().all() and values[0, 0, 0].isfinite().all()
 
 
 @needs_interpreter

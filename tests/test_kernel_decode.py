@@ -449,6 +449,25 @@ def test_fp8_tiles_of_far_apart_v_scales():
         _check(q, cache, rtol=1e-2, log_weight=lw, num_splits=1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("int64", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_scale_exponents_of_128_and_more_in_every_byte(dtype, int64, sparse, monkeypatch):
+    """The kernel reads a token's exponent out of a 4-byte word: exponents of 128-134 (a sign
+    bit set in every byte of the word), each token's own, read through every load path: float16
+    and float32 dots, int32 and int64 offsets, dense and sparse reads."""
+    if int64:
+        monkeypatch.setattr(decode, "_fits_int32", lambda *pools: False)
+    lengths = [[300, 17, 0], [64, 129, 1]]
+    q, cache = _paged(lengths, 6, 32, 16, dtype=dtype, fp8=True)
+    slot = torch.arange(cache["k_scale"].shape[1], device=DEVICE)
+    page = torch.arange(cache["k_scale"].shape[0], device=DEVICE)[:, None]
+    for name in ("k_scale", "v_scale"):
+        high = (128 + slot % 4 + page % 3).to(torch.uint8)
+        cache[name] = torch.where(cache[name] == UNUSED_SCALE, cache[name], high)
+    _check(q, cache, rtol=1e-2, lse_rtol=1e-5, **(_select(lengths, 16) if sparse else {}))
+
+
 @pytest.mark.parametrize("fp8", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_int64_row_addresses(fp8, sparse, monkeypatch):

@@ -46,8 +46,8 @@ from attnsieve.bench.common import (
     seed,
     write_json,
 )
-from attnsieve.cache_pages import quantize_fp8
 from attnsieve.checks import cdiv
+from attnsieve.kernels.decode_reference import quantize_fp8
 
 # one Llama-3-8B layer's decode shapes, the defaults of the options below (scripts reuse them)
 LLAMA3_8B_DECODE = argparse.Namespace(heads=32, kv_heads=8, head_dim=128, page_size=16)

@@ -36,7 +36,7 @@ def _append_one_kernel(
     o_d = tl.arange(0, HEAD_DIM)
     b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_d)
     b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_d)
-    if FP8:  # per-token power-of-two scales, as `attnsieve.cache_pages.quantize_fp8`
+    if FP8:  # per-token power-of-two scales, as `decode_reference.quantize_fp8`
         b_k, b_ke, b_ks = _quantize(b_k)
         b_v, b_ve, _ = _quantize(b_v)
         tl.store(K_SCALE + slot, b_ke)
@@ -78,7 +78,9 @@ def _round_bf16(x, UP: tl.constexpr):
 def _quantize(x):
     """(x / scale as float8 e4m3, the scale's uint8 exponent, the scale) of one token: the
     smallest power of two at or above absmax / 448, 0 for an all-zero x, as
-    `attnsieve.kernels.decode_reference.fp8_scale_exponents` finds it from absmax's bits.
+    `attnsieve.kernels.decode_reference.fp8_scale_exponents` finds it from absmax's bits;
+    elements below 2^-126 count as 0, and a token holding NaN or ±inf is stored as zeros with the
+    infinite scale (exponent 255), as `attnsieve.kernels.decode_reference.quantize_fp8` does.
 
     Dividing by a power of two is exact; the value is rounded on the e4m3 grid in fp32
     (`to_fp8`'s emulation, on every device), so the cast itself is exact and rounds to nearest
@@ -86,12 +88,16 @@ def _quantize(x):
     than the PyTorch path on the H200 (benchmarks/results/h200/decode_graphs/
     cuda_tests_fp8_first.log)."""
     b_x = x.to(tl.float32)
+    b_x = tl.where(tl.abs(b_x) < 2.0**-126, 0.0, b_x)
+    # tl.max drops NaN: a non-finite token is told apart first (not |x| < inf: NaN or ±inf)
+    bad = tl.max((~(tl.abs(b_x) < float("inf"))).to(tl.int32), 0) > 0
+    b_x = tl.where(bad, 0.0, b_x)
     b_amax = tl.max(tl.abs(b_x), 0)
     bits = b_amax.to(tl.int32, bitcast=True)
     b_e = (bits >> 23) - 8 + ((bits & 0x7FFFFF) > 0x600000).to(tl.int32)
-    b_e = tl.where(b_amax > 0, tl.maximum(b_e, 1), 0)
+    b_e = tl.where(bad, 255, tl.where(b_amax > 0, tl.maximum(b_e, 1), 0))
     b_scale = (b_e << 23).to(tl.float32, bitcast=True)
-    b_q = to_fp8(tl.math.div_rn(b_x, tl.where(b_e > 0, b_scale, 1.0)), True)
+    b_q = to_fp8(tl.math.div_rn(b_x, tl.where((b_e > 0) & (b_e < 255), b_scale, 1.0)), True)
     return b_q, b_e.to(tl.uint8), b_scale
 
 

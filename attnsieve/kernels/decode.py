@@ -134,7 +134,7 @@ def _attend_tile(
         # that draws the attention, in a tile with an unattended token of a 1e4x / 1e5x / 1e6x
         # larger scale, comes out 0.4 % / 1.5 % / 12 % off (interpreter); the accumulator
         # overflows only if all the tile's V rows are below ~1e-26. All-zero rows are stored
-        # with scale 0 (`attnsieve.cache_pages.quantize_fp8`), so they never set it.
+        # with scale 0 (`decode_reference.quantize_fp8`), so they never set it.
         b_smax = tl.max(tl.abs(b_sv), 0)
         b_smax = tl.where(b_smax > 0.0, b_smax, 1.0)
         b_p = b_p * (b_sv / b_smax)[None, :]
@@ -307,9 +307,9 @@ def decode_attention(
             tokens past ``lengths`` still masked.
         scale: softmax scale, default 1/sqrt(D).
         k_scale, v_scale: uint8 (num_pages, page_size) per-token scale exponents of FP8 pools
-            (value = fp8 * 2^(e - 127), 0 for e = 0: `decode_reference.fp8_scale_exponents`,
-            `attnsieve.cache_pages.quantize_fp8`); None otherwise. With 16-bit queries FP8 pools are
-            attended in float16 (exact for e4m3; see the module docstring and `_attend_tile`).
+            (value = fp8 * 2^(e - 127), 0 for e = 0, as `decode_reference.quantize_fp8` writes
+            them); None otherwise. With 16-bit queries FP8 pools are attended in float16 (exact
+            for e4m3; see the module docstring and `_attend_tile`).
         log_weight: optional float32 (num_pages, page_size), natural log of the number of tokens
             each cached token stands for, added to its logit (a token of weight w counts as w
             copies of itself); None: every token counts once.

@@ -241,13 +241,32 @@ def decode_reference(
 def fp8_scale_exponents(amax: Tensor) -> Tensor:
     """uint8 biased exponents of the smallest powers of two s with 448 · s >= ``amax`` (float32,
     >= 0): amax / s then fits e4m3. Exact: with amax = m · 2^E, m in [1, 2), s is 2^(E - 8), or
-    2^(E - 7) where m > 1.75 = 448 / 2^8. 0 for amax 0; at least 1 (2^-126) for a subnormal amax.
-    A non-finite amax gives a scale that makes its row NaN."""
+    2^(E - 7) where m > 1.75 = 448 / 2^8. 0 for amax 0; at least 1 (2^-126) for a subnormal amax;
+    255 (an infinite scale) for an infinite or NaN amax."""
     bits = amax.view(torch.int32)
     e = (bits >> 23) - 8 + ((bits & 0x7FFFFF) > 0x600000).to(torch.int32)
-    return torch.where(amax > 0, e.clamp(min=1), 0).to(torch.uint8)
+    e = torch.where(amax > 0, e.clamp(min=1), 0)
+    return torch.where(amax.isfinite(), e, 255).to(torch.uint8)
 
 
 def fp8_scales(exponents: Tensor) -> Tensor:
-    """float32 scales 2^(e - 127) of uint8 biased exponents ``exponents``, 0 where e is 0."""
+    """float32 scales 2^(e - 127) of uint8 biased exponents ``exponents``, 0 where e is 0, +inf
+    where it is 255."""
     return (exponents.to(torch.int32) << 23).view(torch.float32)
+
+
+def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token FP8: (x / scale as float8_e4m3fn, the scale's uint8 exponent), the scale the
+    smallest power of two at or above absmax over D / 448 (`fp8_scale_exponents`), so the
+    division is exact and the cast the one rounding, on every device and in the fused append
+    kernel (`attnsieve.kernels.cache_append`). Elements below 2^-126 in magnitude (float32
+    subnormals, which the GPU's division flushes) count as 0. An all-zero row stays 0 with
+    scale 0, so that it never sets the decode kernel's per-tile scale (`attnsieve.kernels.decode`:
+    float16 P relative to the tile's largest V scale); a row holding NaN or ±inf is stored as
+    zeros with the infinite scale, so it dequantises to NaN throughout."""
+    x = x.float()
+    x = x.masked_fill(x.abs() < 2.0**-126, 0.0)
+    exponents = fp8_scale_exponents(x.abs().amax(-1))
+    scale = fp8_scales(exponents)[..., None]
+    x = torch.where(scale.isinf(), 0.0, x / torch.where(scale > 0, scale, 1.0))
+    return x.to(FP8), exponents
