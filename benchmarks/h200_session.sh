@@ -4753,9 +4753,11 @@ s50c)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: after s50b, the rows' lo
     # own launch again, from the pass programs' pairs (4 a row at 32K) rather than the blocks'
     # (256): the CUDA tests of the pass, and of the line choice (a head of gamma 1 keeps every
     # vertical itself); flexprefill's replayed plan on this checkout, on HEAD's
-    # (.stage/pv/head50) and on this checkout with 8 or 2 blocks a sums program (.stage/pv/c8,
-    # .stage/pv/c2) where it has 4, alternating processes; `bench prefill` (flexprefill, 32K-128K,
-    # Llama-3-8B's heads) (fold50/c/)
+    # (.stage/pv/head50), on this checkout with 8 or 2 blocks a sums program (.stage/pv/c8,
+    # .stage/pv/c2) where it has 4, and with the mean pool's programs on one axis, the heads
+    # varying fastest (.stage/pv/pool1d: the pooled heads' programs in every wave, not in the last
+    # ones behind the left-out heads' flag reads), alternating processes; `bench prefill`
+    # (flexprefill, 32K-128K, Llama-3-8B's heads) (fold50/c/)
     D="$OUT/fold50/c"
     mkdir -p "$D"
     timeout 200 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
@@ -4767,11 +4769,10 @@ s50c)  # carry .stage/s and .stage/pv, WHEELS=.stage/s: after s50b, the rows' lo
         tests/test_kernel_line_choice.py tests/test_flexprefill_per_head.py \
         > "$D/cuda_tests_lines.log" 2>&1
     tail -n 3 "$D/cuda_tests_lines.log"
-    for which in new head c8 c2; do
-        P=.
+    for which in new head c8 c2 pool1d; do
+        P=.stage/pv/$which:.
+        [ "$which" = new ] && P=.
         [ "$which" = head ] && P=.stage/pv/head50:.
-        [ "$which" = c8 ] && P=.stage/pv/c8:.
-        [ "$which" = c2 ] && P=.stage/pv/c2:.
         replayed_plans "$which" "$P" 70 "$D"
     done
     llama_prefill 150 32768,65536,131072 flexprefill /tmp/p_c
