@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from attnsieve.kernels.decode import fp8_scale
 from attnsieve.kernels.quantize import to_fp8
 
 
@@ -96,7 +97,7 @@ def _quantize(x):
     bits = b_amax.to(tl.int32, bitcast=True)
     b_e = (bits >> 23) - 8 + ((bits & 0x7FFFFF) > 0x600000).to(tl.int32)
     b_e = tl.where(bad, 255, tl.where(b_amax > 0, tl.maximum(b_e, 1), 0))
-    b_scale = (b_e << 23).to(tl.float32, bitcast=True)
+    b_scale = fp8_scale(b_e)
     b_q = to_fp8(tl.math.div_rn(b_x, tl.where((b_e > 0) & (b_e < 255), b_scale, 1.0)), True)
     return b_q, b_e.to(tl.uint8), b_scale
 

@@ -71,6 +71,13 @@ def _gather_rows(
 
 
 @triton.jit
+def fp8_scale(exponent):
+    """float32 scale 2^(e - 127) of int32 biased exponents e in [0, 255] (0 for e = 0): e into
+    float32's exponent field. Twin: `decode_reference.fp8_scales`."""
+    return (exponent << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _attend_tile(
     b_acc, b_l, b_m, b_c, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
     stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_wp, stride_ws,
@@ -98,10 +105,10 @@ def _attend_tile(
         if FP8:
             b_sk = tl.load(KS.to(tl.pointer_type(tl.int32)) + o_word)
             b_sv = tl.load(VS.to(tl.pointer_type(tl.int32)) + o_word)
-    if FP8:  # each exponent into float32's exponent field: 2^(e - 127), 0 for e = 0
+    if FP8:
         o_byte = ((o_s % 4) * 8).to(tl.int32)  # little-endian
-        b_sk = (((b_sk >> o_byte) & 255) << 23).to(tl.float32, bitcast=True) * qk_scale
-        b_sv = (((b_sv >> o_byte) & 255) << 23).to(tl.float32, bitcast=True)
+        b_sk = fp8_scale((b_sk >> o_byte) & 255) * qk_scale
+        b_sv = fp8_scale((b_sv >> o_byte) & 255)
         b_k = b_k.to(b_q.dtype)
         b_v = b_v.to(b_q.dtype)
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION)  # [G_PAD, BLOCK_N]
