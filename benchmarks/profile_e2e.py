@@ -25,7 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from attnsieve.bench.common import environment
-from attnsieve.bench.e2e import _prompt
+from attnsieve.bench.e2e import prompt_ids
 from attnsieve.bench.e2e_timing import ATTENTION_FREE, attention_free
 from attnsieve.eval.models import load_model
 from attnsieve.integrations import AttentionConfig, patch
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     model, tokenizer, _ = load_model("smollm2", device=device, dtype=torch.bfloat16, rope_scale=16)
-    ids = _prompt(tokenizer, model, args.length, 0, device)
+    ids = prompt_ids(tokenizer, model, args.length, 0, device)
     runs = [profiled(model, ids, "sdpa", args.top)]
     with patch(model, AttentionConfig(prefill=args.method), cost=DEFAULT_COST) as st:
         runs.append(profiled(model, ids, args.method, args.top))

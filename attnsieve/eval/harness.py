@@ -184,7 +184,8 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
     scores, predictions, seconds, rates, kv, densities, layers, peaks = ([] for _ in range(8))
     handle = patch(model, config, cost=None)
     with handle:
-        generate(model, tokenizer, samples[0].prompt, 2, handle)  # warm-up: compile, autotune
+        if model.device.type == "cuda":  # the CPU compiles and tunes nothing: no warm-up there
+            generate(model, tokenizer, samples[0].prompt, 2, handle)
         for sample in samples:
             memory.reset()
             text, prefill, rate, kv_bytes, density = generate(
