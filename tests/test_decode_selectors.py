@@ -342,6 +342,22 @@ def test_tidaldecode_needs_keys_and_an_ordered_step():
     )
 
 
+def test_tidaldecode_reselects_at_the_first_layer_past_a_whole_reselect_layer():
+    """Gemma 3 runs its sliding-window layers whole, without the selector: of the default
+    selection layers 2 and 13 only global layers 5, 11, 17 and 23 run it. 5 takes layer 2's
+    role and 17 layer 13's; 11 and 23 read the selection before them."""
+    keys, q = random_case(g=2, seed=7)
+    selector, step = TidalDecode(budget_tokens=6), StepState()
+    made = {}
+    for layer in (5, 11, 17, 23):
+        qq = q if layer < 13 else torch.flip(q, dims=[0])  # a different query past layer 13
+        before = step.values.get(STATE_KEY)
+        pages = selector.select(qq, make_view(keys, LENGTHS, layer=layer, num_layers=26), step)
+        made[layer] = step.values[STATE_KEY] is not before
+        assert (pages is None) == made[layer]  # a selecting layer attends to everything
+    assert made == {5: True, 11: False, 17: True, 23: False}
+
+
 @pytest.mark.parametrize(
     "build,error,match",
     [

@@ -136,11 +136,13 @@ def calibrate_label_channels(q_samples: Tensor, k_samples: Tensor, r: int) -> Te
     (B, H_q, N, D) and keys (B, H_kv, M, D) of one layer (after RoPE), N <= M, query i at the
     token of key M - N + i (bottom-right, as everywhere here).
 
-    A channel's importance is the paper's "qk-outlier" statistic as the official calibration
-    (``offline_calibration.py``, its method 1) computes it: the mean over tokens of
-    ``|q_t,d k_t,d|``, each query with its own token's key. The official code ranks channels per
-    query head; one label cache per KV head here, so the g query heads' importances are summed
-    and each KV head keeps its r most important channels."""
+    A channel's importance is the paper's "qk-outlier" statistic, per head as the paper defines
+    it: the mean over tokens of ``|q_t,d k_t,d|``, each query with its own token's key. The
+    official calibration (``offline_calibration.py``, its method 1) means to compute the same, but
+    its reshape of (B, H, T, D) to (-1, H, D) mixes heads and tokens, and it keeps the last batch
+    only; its scripts default to the query-only statistic. One label cache per KV head here, so
+    the g query heads' importances are summed and each KV head keeps its r most important
+    channels."""
     check_qk(q_samples, k_samples)
     d, n, m = q_samples.shape[-1], q_samples.shape[2], k_samples.shape[2]
     check_int("r", r, 1)

@@ -23,6 +23,7 @@ from attnsieve.methods.decode.base import (
 from attnsieve.methods.kv.base import pack_indices
 
 STATE_KEY = "tidaldecode.tokens"
+LAYER_KEY = "tidaldecode.layer"  # the layer that made the step's selection
 
 
 @dataclass
@@ -47,10 +48,11 @@ class TidalDecode(DecodeSelector):
     256 tokens and re-selection layer 13 (their other scripts to layer 9); the default budget here,
     4096, is their LongBench script's (``experiments/LongBench/run_longbench.sh``: ``--top_k 4096
     --sparse_layer_start 2 --correction_layer 13``). The paper's KV-cache correction (re-filling
-    tokens decoded sparsely) is not done. A step's first layer past ``select_layer`` that finds no
-    selection of this step selects itself: the integration runs sliding-window and soft-capped
-    layers whole, without the selector (Gemma 3's layer 2 is one), so its next layer takes the
-    selection layer's role.
+    tokens decoded sparsely) is not done. The integration runs sliding-window and soft-capped
+    layers whole, without the selector (Gemma 3's layers 2 and 13 are such layers), so the first
+    layer of a step past ``select_layer`` that finds no selection of this step selects itself,
+    and the first layer at or past ``reselect_layer`` whose selection came from before it
+    re-selects.
     """
 
     select_layer: int = 2
@@ -91,10 +93,17 @@ class TidalDecode(DecodeSelector):
             raise TypeError(f"step: expected a StepState, got {type(step).__name__}")
         if view.layer < self.select_layer:
             return None
-        # a selection layer, or the first layer of the step past it that runs the selector
-        # (the model may run select_layer whole: a sliding-window or soft-capped layer)
-        if view.layer in (self.select_layer, self.reselect_layer) or STATE_KEY not in step.values:
+        # a selection layer, or the first layer past it that runs the selector (the model may run
+        # a selection layer whole: a sliding-window or soft-capped layer)
+        made = step.values.get(LAYER_KEY)
+        stale = self.reselect_layer is not None and made is not None and made < self.reselect_layer
+        if (
+            made is None
+            or view.layer == self.select_layer
+            or (stale and view.layer >= self.reselect_layer)
+        ):
             step.values[STATE_KEY] = self._choose(q, view)
+            step.values[LAYER_KEY] = view.layer
             return None  # a selection layer attends to everything
         chosen = step.values[STATE_KEY]  # int32 (B, H_kv, K) token indices, -1 padded
         b, h, p = view.page_table.shape
