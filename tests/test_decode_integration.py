@@ -160,6 +160,33 @@ def test_explicit_compression_keeps_the_question_out_of_the_window():
 
 
 @torch.no_grad()
+def test_a_second_turn_is_compressed_by_its_own_queries():
+    """Without kv_interval a layer's window stopped at its first pass: compress() after a second
+    chunk scored with the first chunk's queries, so every token from their positions on counted
+    as the window's and the policy kept the newest 24. The chunk's own queries score it now;
+    decode steps after the pass are not recorded, and a compress() after them says so."""
+    model = build("llama")
+    config = AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 24, "window": 8})
+    handle = patch(model, config)
+    with handle:
+        cache = handle.new_cache()
+        model(input_ids=prompt(length=80), past_key_values=cache, use_cache=True)
+        handle.compress()
+        model(input_ids=prompt(length=40)[:, :40], past_key_values=cache, use_cache=True)
+        session = handle.session
+        assert session.queries[0][1][:, -1].tolist() == [119]  # the newest query's position
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            handle.compress()
+        view = session.paged.kv_view(0, *session.queries[0])
+        kept = view.positions[0, 0, : int(view.lengths[0, 0])]
+        assert len(kept) == 24 and int(kept.min()) < 119 - 24  # scored, not the newest 24
+        model(input_ids=prompt(length=1)[:, :1], past_key_values=cache, use_cache=True)
+        with pytest.warns(UserWarning, match="after 1 decode steps with kv_interval=0"):
+            handle.compress()
+
+
+@torch.no_grad()
 def test_explicit_compression_of_a_padded_batch_drops_the_padding_first():
     """handle.compress() ends the prompt: the padding leaves before the policy runs (it compacted
     the padded cache, then the first decode step's padding removal indexed the compacted one)."""

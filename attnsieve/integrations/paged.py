@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -67,6 +68,8 @@ class PagedSession:
         # back to
         self.periodic: dict[int, tuple[Any, Tensor, Tensor, Tensor]] = {}
         self.steps: dict[int, int] = {}  # layer -> decode steps since the last compression
+        # layer -> decode steps whose queries its window lacks (no periodic pass reads them)
+        self.unrecorded: dict[int, int] = {}
         self.step = StepState()
         self.step_layer = -1  # the last layer that decoded in this step
         self.scales: dict[int, float | None] = {}
@@ -104,17 +107,23 @@ class PagedSession:
     @normal_tensors
     def observe(self, layer: int, query: Tensor, scale: float | None) -> None:
         """On the layer's first call, give the cache its selector's label channels (Double
-        Sparsity); with a KV policy that will still compress, keep the layer's last `WINDOW`
-        queries, or as many as the policy's observation window if longer (the newest
-        positions), which its observation window reads."""
+        Sparsity); with a KV policy, keep the layer's last `WINDOW` queries, or as many as the
+        policy's observation window if longer (the newest positions), which its observation
+        window reads. Without ``kv_interval`` no pass reads a decode step's query once the layer
+        has compressed, so those are not kept (each would cost a decode step launches); prompt
+        chunks always are, for an explicit `compress` after a later chunk (a new turn)."""
         if layer not in self.started:
             self.started.add(layer)
             channels = getattr(self.config.selector(layer), "label_channels", None)
             if channels is not None and (table := channels(query.device)) is not None:
                 self.paged.set_label_channels(layer, table)
         policy = self.config.policy(layer)
-        if policy is None or (layer in self.compressed and not self.config.kv_interval):
-            return  # no compression will read the window
+        if policy is None:
+            return
+        if query.shape[2] == 1 and layer in self.compressed and not self.config.kv_interval:
+            self.unrecorded[layer] = self.unrecorded.get(layer, 0) + 1
+            return
+        self.unrecorded.pop(layer, None)
         self.scales[layer] = scale
         window = self._window(layer)
         old = self.queries.get(layer)
@@ -276,6 +285,13 @@ class PagedSession:
     def compress(self, layer: int | None = None) -> None:
         """Run the KV policy of ``layer`` (default: every layer with one) and compact the cache."""
         layers = range(self.num_layers) if layer is None else [layer]
+        if missed := max((self.unrecorded.get(i, 0) for i in layers), default=0):
+            warnings.warn(
+                f"attnsieve: compress() after {missed} decode steps with kv_interval=0: the "
+                "policy's observation window holds the queries before them (decode steps are "
+                "recorded only with kv_interval set; a prompt chunk always is)",
+                stacklevel=3,
+            )
         for i in layers:
             policy = self.config.policy(i)
             if policy is None or i not in self.queries or i in self.whole or self.paged is None:

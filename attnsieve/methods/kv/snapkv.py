@@ -64,4 +64,4 @@ def snapkv_score(view: KVView, window: int, kernel: int) -> Tensor:
     votes = window_attention(view, window).sum(2).double()
     votes = votes.masked_fill(window_tokens(view, window), 0.0)  # votes >= 0: a max ignores a 0
     pooled = F.max_pool1d(votes, kernel, stride=1, padding=kernel // 2)
-    return pooled + votes * 2.0**-20  # votes <= W * g: a tie-break far below any real gap
+    return pooled + votes * 2.0**-20  # votes <= W (means over a group): a tie-break below noise
