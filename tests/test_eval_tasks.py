@@ -163,6 +163,28 @@ def test_niah_values_follow_their_key():
     assert s.score(f" {distractor}.") == 0.0
 
 
+@pytest.mark.parametrize("task", ["niah_multikey", "niah_multiquery"])
+def test_no_two_keys_share_a_word(task):
+    """RULER's keys (wonderwords' thousands of words) almost never share one: drawn with
+    replacement from 24 adjectives and 24 nouns, a fifth of the multikey samples had a
+    distractor sharing the asked key's adjective or noun."""
+    for seed in range(10):
+        for s in make_samples(task, BYTES, 1024, 4, seed):
+            keys = re.findall(r"special magic numbers for (\w+)-(\w+) is", s.prompt)
+            assert len(keys) == 4
+            for words in zip(*keys, strict=True):
+                assert len(set(words)) == 4, (seed, s.index, keys)
+
+
+def test_common_words_repeats_follow_the_length_asked_for():
+    """A tokenizer that adds a BOS made prefill_sample fit its prompt to 4095 tokens, under cwe's
+    4096 threshold: its words were repeated 6 / 2 times instead of RULER's 30 / 3."""
+    s = tasks.prefill_sample("common_words", BYTES, 4096, 0)
+    assert s.num_tokens + len(BYTES.encode("")) <= 4096
+    counts = Counter(re.findall(r"\d+\. (\w+)", s.prompt.split("\n")[1]))
+    assert sorted(set(counts.values())) == [3, 30]
+
+
 def test_multi_answer_scores_are_fractions_and_targets_follow_the_text():
     s = make_samples("niah_multivalue", BYTES, 2048, 1, seed=0)[0]
     assert len(s.answers) == 4

@@ -7,15 +7,23 @@ multi-needle NIAH variants, 7-digit values, 1 chain of 4 hops for variable track
 seen 30 times vs 3 for cwe, Zipf alpha 2 over 2000 coded words for fwe).
 
 Where we differ: RULER's haystack is Paul Graham essays and its words come from the `wonderwords`
-package; here the "essay" filler is generated from a fixed word list by a tiny grammar and the cwe
-words are pronounceable pseudo-words, so nothing has to be downloaded. cwe uses 6/2 repetitions
-below 4K tokens (RULER shrinks them there too). Lengths are measured in the given tokenizer's
-tokens: any object with ``encode(text) -> list[int]`` (a Hugging Face tokenizer or the probe's
-byte tokenizer). A sample of length L holds its prompt and its answer within L, as RULER's input
-gets max_seq_length - tokens_to_generate: the prompt is the largest that fits L -
-`answer_budget` tokens (what `attnsieve eval` generates) and falls short of that by less than one
-filler unit (a sentence, or one cwe/fwe word with its repetitions). Callers that only prefill ask
-for prompts of up to L tokens (``answer_room=False``).
+package; here the "essay" filler is generated from a fixed word list by a tiny grammar, needle keys
+pair 24 adjectives with 24 nouns (no two keys of a sample share a word) and the cwe words are
+pronounceable pseudo-words, so nothing has to be downloaded. cwe uses 6/2 repetitions below 4K
+tokens (RULER 6/1). RULER puts a one-shot example before vt and cwe; here there is none. vt's chain
+starts at the swept depth, its later hops at random places after it (RULER places all at random).
+niah_single and niah_multikey are RULER's niah_single_2 and niah_multikey_1 (essay haystack, word
+keys, number values); its UUID variants and QA are left out. The templates' wording follows RULER's
+with small changes (an "Answer:" line after every question). A cell generates the target's tokens
+plus ``ANSWER_SLACK``: an answer worded as a numbered list (cwe) can outgrow that, where RULER
+generates a fixed 128 / 30 / 120 / 50 tokens for niah / vt / cwe / fwe.
+
+Lengths are measured in the given tokenizer's tokens: any object with ``encode(text) ->
+list[int]`` (a Hugging Face tokenizer or the probe's byte tokenizer). A sample of length L holds
+its prompt and its answer within L, as RULER's input gets max_seq_length - tokens_to_generate: the
+prompt is the largest that fits L - `answer_budget` tokens (what `attnsieve eval` generates) and
+falls short of that by less than one filler unit (a sentence, or one cwe/fwe word with its
+repetitions). Callers that only prefill ask for prompts of up to L tokens (``answer_room=False``).
 
 The filler, needles and prompt builders are in `attnsieve.eval.task_texts`; this module fits
 them to lengths and draws the samples.
@@ -213,8 +221,10 @@ def _make_samples(
     depths: Sequence[float] | None,
     answer_room: bool,
     fit: Callable[..., tuple[Draft, int]],
+    regime_length: int | None = None,
 ) -> list[Sample]:
-    """`make_samples` with ``fit`` choosing each sample's draft from its builder."""
+    """`make_samples` with ``fit`` choosing each sample's draft from its builder; a task without
+    a needle takes its settings (cwe's repetitions) from ``regime_length`` (default ``length``)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     if not callable(getattr(tokenizer, "encode", None)):
@@ -248,7 +258,7 @@ def _make_samples(
         if spec.uses_depth:
             build = spec.factory(rng, depth, filler(spec.haystack, f"{rng.random()}"))
         else:
-            build = spec.factory(rng, length)
+            build = spec.factory(rng, regime_length or length)
         draft, num_tokens = fit(build, count, reserve, length, task)
         samples.append(
             Sample(
@@ -282,7 +292,7 @@ def prefill_sample(task: str, tokenizer: Tokenizer, length: int, seed: int) -> S
     added = len(tokenizer.encode(sample.prompt)) - sample.num_tokens
     if added <= 0:
         return sample
-    try:
-        return make_samples(task, tokenizer, length - added, 1, seed, answer_room=False)[0]
+    try:  # cwe's repetitions stay those of ``length`` (4096 - 1 would fall below their 4K step)
+        return _make_samples(task, tokenizer, length - added, 1, seed, None, False, _fit, length)[0]
     except LengthTooShortError as e:
         raise LengthTooShortError(f"{e} and the tokenizer adds {added}") from None
