@@ -29,9 +29,10 @@ class PyramidKV(ScoredPolicy):
 
     Differences from the code: the schedule is computed per head from that head's length (heads
     are ragged here), so a head shorter than its layer budget keeps everything and the mean over
-    layers is then below the budget. Steps between layers are not rounded down to whole tokens,
-    and ``min`` is rounded to the nearest token where the code floors ``c // beta``: a layer's
-    budget can differ from the code's by a few tokens either way (the last layer's most). Periodic
+    layers is then below the budget. ``min`` and the steps between layers are not floored to whole
+    tokens as the code's ``c // beta`` and integer steps are; each layer's budget is rounded to
+    the nearest token at the end, so it can differ from the code's by a few tokens either way
+    (the last layer's most). Periodic
     passes (``kv_interval``) after a first pass that clamped ``max`` grow the lower layers back
     towards the unclamped schedule while the upper ones keep the raised ``min``: the mean can end
     up to ``window / num_layers`` tokens a head above the budget. GQA query heads are averaged, as
