@@ -36,7 +36,7 @@ from attnsieve.cache_pages import (
     take,
     write_kv,
 )
-from attnsieve.checks import cdiv, check_int
+from attnsieve.checks import cdiv, check_device, check_int
 from attnsieve.kernels import INTERPRET
 from attnsieve.kernels.cache_append import append_one
 from attnsieve.views import Kept, KVView, PageView
@@ -88,7 +88,7 @@ class Cache:
         self.num_layers, self.batch = num_layers, batch
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.page_size, self.dtype, self.kv_dtype = page_size, dtype, kv_dtype
-        self.device = ref.check_device(device)
+        self.device = check_device(device)
         self.layers = [self._empty_layer() for _ in range(num_layers)]
         # bumped whenever a pool, table or page assignment changes: a CUDA graph that captured
         # decode steps is valid while it holds (`attnsieve.integrations.decode_graphs`)

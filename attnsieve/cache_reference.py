@@ -16,7 +16,14 @@ import math
 import torch
 from torch import Tensor
 
-from attnsieve.checks import cdiv, check_index, check_int, check_pow2, check_tensor
+from attnsieve.checks import (
+    cdiv,
+    check_device,
+    check_index,
+    check_int,
+    check_pow2,
+    check_tensor,
+)
 from attnsieve.kernels.decode_reference import fp8_scales, quantize_fp8
 from attnsieve.views import Kept, KVView, PageView
 
@@ -169,20 +176,6 @@ def check_label_channels(channels: object, h: int, d: int, device) -> None:
     )
     if channels.shape[1] < 1 or ((channels < 0) | (channels >= d)).any():
         raise ValueError(f"channels: expected R >= 1 channel indices in [0, {d})")
-
-
-def check_device(device: object) -> torch.device:
-    """The device a cache lives on, as a full `torch.device` ("cuda" -> "cuda:0": comparable): a
-    CPU or an available accelerator (not meta: a cache holds data)."""
-    if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
-        raise TypeError(f"device: expected a torch.device, str or int, got {device!r}")
-    try:
-        dev = torch.empty(0, device=device).device
-    except (RuntimeError, AssertionError) as e:  # torch without CUDA asserts
-        raise ValueError(f"device: expected an available device, got {device!r} ({e})") from None
-    if dev.type == "meta":
-        raise ValueError("device: meta tensors hold no data; expected a CPU or CUDA device")
-    return dev
 
 
 def check_config(num_layers, batch, kv_heads, head_dim, page_size, dtype, kv_dtype) -> None:

@@ -261,6 +261,20 @@ def _self_overlapping(t: Tensor) -> bool:
     return False
 
 
+def check_device(device: object) -> torch.device:
+    """The device a cache lives on, as a full `torch.device` ("cuda" -> "cuda:0": comparable): a
+    CPU or an available accelerator (not meta: a cache holds data)."""
+    if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
+        raise TypeError(f"device: expected a torch.device, str or int, got {device!r}")
+    try:
+        dev = torch.empty(0, device=device).device
+    except (RuntimeError, AssertionError) as e:  # torch without CUDA asserts
+        raise ValueError(f"device: expected an available device, got {device!r} ({e})") from None
+    if dev.type == "meta":
+        raise ValueError("device: meta tensors hold no data; expected a CPU or CUDA device")
+    return dev
+
+
 def check_dtype(name: str, t: Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
     if t.dtype not in dtypes:
         raise TypeError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from attnsieve import layout_checks
-from attnsieve.checks import cdiv, check_bool, check_int
+from attnsieve.checks import cdiv, check_bool, check_device, check_int, check_storage
 from attnsieve.layout_counts import causal_pairs, count_pairs
 from attnsieve.layout_spans import (
     PAD,
@@ -121,6 +121,8 @@ class Layout:
         return self.span_start is not None
 
     def to(self, device: torch.device | str) -> Layout:
+        if not isinstance(device, torch.device):
+            device = check_device(device)
         return self._map(lambda t: t.to(device))
 
     def _map(self, fn) -> Layout:
@@ -152,6 +154,7 @@ class Layout:
         device: torch.device | str | None = None,
     ) -> Tensor:
         """bool (QB, KB): key blocks holding at least one key visible to some query of the block."""
+        layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         _, last_pos = query_block_positions(num_queries, num_keys, block_q, device)
         first_key = torch.arange(cdiv(num_keys, block_k), device=device) * block_k
         return first_key[None, :] <= last_pos[:, None]
@@ -174,6 +177,8 @@ class Layout:
         check_int("batch", batch, 1)
         check_int("heads", heads, 1)
         check_bool("causal", causal)
+        if device is not None and not isinstance(device, torch.device):  # planners pass q's
+            device = check_device(device)
         mask = cls.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
         if not causal:
             mask = torch.ones_like(mask)
@@ -201,6 +206,7 @@ class Layout:
         """What `from_block_mask` requires of its arguments (a named error otherwise)."""
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError("mask: expected a torch.bool tensor of shape (B, H, QB, KB)")
+        check_storage("mask", mask)
         layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
         expected = (cdiv(num_queries, block_q), cdiv(num_keys, block_k))
         if mask.dim() != 4 or tuple(mask.shape[2:]) != expected or 0 in mask.shape[:2]:
@@ -228,6 +234,7 @@ class Layout:
         """
         if not isinstance(scores, Tensor) or not scores.is_floating_point():
             raise TypeError("scores: expected a floating-point tensor of shape (B, H, QB, KB)")
+        check_storage("scores", scores)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ValueError(f"k: expected a non-negative int, got {k!r}")
         check_bool("causal", causal)
@@ -275,14 +282,21 @@ class Layout:
         (`layout_spans.line_rows` by default; `attnsieve.api.line_layout` passes its Triton kernel).
         """
         layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
+        if rows is not None and not callable(rows):
+            raise TypeError(f"rows: expected a callable or None, got {type(rows).__name__}")
         for name, t, dims in (("columns", columns, "(B, H, C)"), ("offsets", offsets, "(B, H, S)")):
             if not isinstance(t, Tensor) or t.dtype not in (torch.int32, torch.int64):
                 raise TypeError(f"{name}: expected an int32/int64 tensor of shape {dims}")
+            check_storage(name, t)
             if t.dim() != 3 or tuple(t.shape[:2]) != tuple(columns.shape[:2]):
                 raise ValueError(
                     f"{name}: expected shape {dims} with columns' (B, H) = "
                     f"{tuple(columns.shape[:2])}, got {tuple(t.shape)}"
                 )
+        if not columns.shape[0] or not columns.shape[1]:
+            raise ValueError(
+                f"columns: a layout needs B >= 1 and H >= 1, got shape {tuple(columns.shape)}"
+            )
         if offsets.device != columns.device:
             raise ValueError(f"offsets: on {offsets.device}, columns on {columns.device}")
         outside = [((t < 0) | (t >= num_keys)).any() for t in (columns, offsets)]
@@ -386,8 +400,9 @@ class Layout:
 
     def _rows(self, idx, count, name: str, count_name: str, dims: tuple[int, ...]) -> Tensor:
         return checked_rows(
-            idx, count, name, count_name, dims, self.batch, self.heads, self.num_q_blocks
-        )
+            idx, count, name, count_name, dims, self.batch, self.heads, self.num_q_blocks,
+            self.device,
+        )  # fmt: skip
 
     def _outside(self, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Key tokens ``cols`` (B, H, QB, C of this layout) outside its blocks and spans, packed."""
@@ -488,7 +503,9 @@ class Layout:
 
     def mask_rows(self, start: int, stop: int) -> Tensor:
         """bool (B, H, stop - start, M): the layout's token mask for query rows [start, stop)."""
-        if not 0 <= start <= stop <= self.num_queries:
+        check_int("start", start, 0)
+        check_int("stop", stop, 0)
+        if not start <= stop <= self.num_queries:
             raise ValueError(
                 f"rows: expected 0 <= start <= stop <= {self.num_queries}, got [{start}, {stop})"
             )

@@ -62,6 +62,10 @@ def check_structure(layout: Layout) -> None:
         raise ValueError(
             f"block_idx: expected 4 dims (B, H, QB, K), got shape {tuple(layout.block_idx.shape)}"
         )
+    if not layout.block_idx.shape[0] or not layout.block_idx.shape[1]:
+        raise ValueError(
+            f"block_idx: a layout needs B >= 1 and H >= 1, got {tuple(layout.block_idx.shape)}"
+        )
     lead = (*layout.block_idx.shape[:2], layout.num_q_blocks)
     if tuple(layout.block_idx.shape[:3]) != lead:
         raise ValueError(

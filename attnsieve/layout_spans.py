@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from attnsieve.checks import check_storage
+
 PAD = -1
 BIG = torch.iinfo(torch.int32).max
 
@@ -134,13 +136,18 @@ def checked_rows(
     batch: int,
     heads: int,
     num_q_blocks: int,
+    device: torch.device,
 ) -> Tensor:
     """A constructor's index argument ``idx`` as int64, entries past ``count`` set to PAD, after
-    checking its type and shape: (B, H, QB, C) or, with 3 in ``dims``, (B, H, C), its batch and
-    heads broadcasting against the layout's ``batch`` and ``heads``."""
+    checking its type, shape and device: (B, H, QB, C) or, with 3 in ``dims``, (B, H, C), its
+    batch and heads broadcasting against the layout's ``batch`` and ``heads``, on its
+    ``device``."""
     shapes = " or ".join("(B, H, C)" if d == 3 else f"(B, H, {num_q_blocks}, C)" for d in dims)
     if not isinstance(idx, Tensor) or idx.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{name}: expected an int32/int64 tensor of shape {shapes}")
+    check_storage(name, idx)
+    if idx.device != device:
+        raise ValueError(f"{name}: on {idx.device}, expected the layout's device {device}")
     if idx.dim() not in dims or (idx.dim() == 4 and idx.shape[2] != num_q_blocks):
         raise ValueError(f"{name}: expected shape {shapes}, got {tuple(idx.shape)}")
     for dim, label, own in ((0, "batch", batch), (1, "heads", heads)):
@@ -153,11 +160,13 @@ def checked_rows(
         return idx
     if not isinstance(count, Tensor) or count.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{count_name}: expected an int32/int64 tensor shaped like {name}[..., 0]")
-    if tuple(count.shape) != tuple(idx.shape[:-1]):
+    check_storage(count_name, count)
+    if tuple(count.shape) != tuple(idx.shape[:-1]) or count.device != device:
         raise ValueError(
-            f"{count_name}: expected shape {tuple(idx.shape[:-1])}, got {tuple(count.shape)}"
+            f"{count_name}: expected shape {tuple(idx.shape[:-1])} on {device}, got "
+            f"{tuple(count.shape)} on {count.device}"
         )
-    return torch.where(valid_slots(idx, count.to(idx.device)), idx, PAD)
+    return torch.where(valid_slots(idx, count), idx, PAD)
 
 
 def check_spans(

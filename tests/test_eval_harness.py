@@ -78,7 +78,7 @@ def test_parse_length():
     assert sweep_args.parse_length("4k") == 4096
     assert sweep_args.parse_length(" 128K ") == 131072
     assert sweep_args.parse_length("1000") == 1000
-    for bad in ("0", "4m", "k", "-1"):
+    for bad in ("0", "4m", "k", "-1", "²", "4²k"):  # isdigit() takes "²", int() does not
         with pytest.raises(ValueError, match="lengths"):
             sweep_args.parse_length(bad)
 

@@ -17,6 +17,7 @@ from attnsieve.checks import (
     check_fraction,
     check_int,
     check_int32,
+    check_storage,
     check_tensor,
 )
 from attnsieve.kernels import page_scores_reference, page_select_reference
@@ -140,6 +141,7 @@ def quest_page_scores(
     if not isinstance(page_count, Tensor) or page_count.dtype != torch.int32:
         got = page_count.dtype if isinstance(page_count, Tensor) else type(page_count).__name__
         raise TypeError(f"page_count: expected an int32 tensor, got {got}")
+    check_storage("page_count", page_count)
     if page_count.shape != (b, h_kv) or page_count.device != q.device:
         raise ValueError(
             f"page_count: expected shape {(b, h_kv)} on {q.device}, got "
@@ -209,6 +211,7 @@ def _check_score_count(score: object, count: object, dims: str) -> None:
     ):
         got = count.dtype if isinstance(count, Tensor) else type(count).__name__
         raise TypeError(f"count: expected an integer tensor, got {got}")
+    check_storage("count", count)
     if count.shape != score.shape[:2] or count.device != score.device:
         raise ValueError(
             f"count: expected shape {tuple(score.shape[:2])} on {score.device}, got "

@@ -122,6 +122,7 @@ def pooled_block_probs(
             f"q_pooled, k_pooled: expected one device, got {q_pooled.device} and {k_pooled.device}"
         )
     check_storage("q_pooled", q_pooled)
+    check_storage("k_pooled", k_pooled)
     if q_pooled.shape[0] != k_pooled.shape[0]:
         raise ValueError(
             f"q_pooled, k_pooled: batch sizes differ ({q_pooled.shape[0]} vs {k_pooled.shape[0]})"
@@ -300,6 +301,7 @@ def mass_threshold(
                 f"threshold: expected a float tensor on {probs.device}, got {threshold.dtype} on "
                 f"{threshold.device}"
             )
+        check_storage("threshold", threshold)
         _check_broadcasts("threshold", threshold, rows)
     elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold: expected a number or a float tensor, got {threshold!r:.80}")
@@ -309,6 +311,7 @@ def mass_threshold(
             raise TypeError(f"valid: expected None or a bool tensor, got {got}")
         if valid.device != probs.device:
             raise ValueError(f"valid: expected device {probs.device}, got {valid.device}")
+        check_storage("valid", valid)
         _check_broadcasts("valid", valid, probs.shape)
     if resolve_backend(backend, probs, (torch.float32,)) == "reference":
         return mass_threshold_reference.mass_threshold(probs, threshold, valid)
@@ -424,6 +427,7 @@ def _check_bool(name: str, t: object, shape: tuple[int | None, ...]) -> None:
     if not isinstance(t, Tensor) or t.dtype != torch.bool:
         got = t.dtype if isinstance(t, Tensor) else type(t).__name__
         raise TypeError(f"{name}: expected a torch.bool tensor, got {got}")
+    check_storage(name, t)
     sizes = zip(shape, t.shape, strict=False)
     if t.dim() != len(shape) or any(want not in (None, got) for want, got in sizes):
         want = ", ".join("BH"[i] if w is None else str(w) for i, w in enumerate(shape))

@@ -17,6 +17,7 @@ from attnsieve.checks import (
     check_out,
     check_qkv,
     check_scale,
+    check_storage,
 )
 from attnsieve.kernels import check_triton_device
 from attnsieve.kernels.prefill_reference import attention_reference
@@ -144,6 +145,7 @@ def dense_attention(
             raise TypeError(f"mask: expected bool or q's dtype {q.dtype}, got {mask.dtype}")
         if mask.device != q.device:
             raise ValueError(f"mask: expected q's device {q.device}, got {mask.device}")
+        check_storage("mask", mask)
         full = (b, h_q, n, m)
         try:
             fits = mask.dim() <= 4 and torch.broadcast_shapes(mask.shape, full) == full

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from attnsieve.cache_reference import check_device
+from attnsieve.checks import check_device
 from attnsieve.eval.probe import weights_dir
 from attnsieve.eval.probe.tokenizer import FILE_NAME as BYTE_TOKENIZER_FILE
 from attnsieve.eval.probe.tokenizer import ByteTokenizer

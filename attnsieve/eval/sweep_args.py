@@ -131,7 +131,7 @@ def parse_length(text: str, name: str = "lengths") -> int:
     """'4k' -> 4096, '4096' -> 4096; ``name``: the option an error names."""
     t = text.strip().lower()
     digits = t[:-1] if t.endswith("k") else t
-    if not digits.isdigit() or int(digits) <= 0:
+    if not (digits.isascii() and digits.isdigit()) or int(digits) <= 0:  # not "²"
         raise ValueError(f"{name}: expected entries like 4k or 4096, got {text!r}")
     return int(digits) * (1024 if t.endswith("k") else 1)
 

@@ -169,6 +169,7 @@ class AttentionConfig:
         return self._role(layer, "decode")
 
     def _role(self, layer: int, role: str) -> Any:
+        check_int("layer", layer, 0)  # "0" or -1 would miss the layer's entry silently
         built = self._built.get(layer)
         return built[role] if built is not None and role in built else self._default[role]
 
@@ -320,10 +321,12 @@ def read_json(path: str | os.PathLike, where: str, what: str) -> Any:
     """The JSON value in ``path``; a file that cannot be read or is not JSON is a ValueError
     beginning with ``where`` (the option and file it names) and calling the file ``what``."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except OSError as e:
         raise ValueError(f"{where}: cannot read {what} ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: {what} is not UTF-8 text ({e.reason})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not valid JSON ({e})") from e
 

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import page_budget
-from attnsieve.checks import check_fraction, check_int, check_tensor, checked_fields
+from attnsieve.api.backend import FLOAT
+from attnsieve.checks import check_dtype, check_fraction, check_int, check_tensor, checked_fields
 from attnsieve.methods.kv.base import pack_indices, rank_key, top_mask
 from attnsieve.views import Pages, PageView
 
@@ -130,15 +131,17 @@ def warn_no_sparse_layer(name: str, value: int, num_layers: int | None, effect: 
 
 
 def check_query(q: Tensor, view: PageView) -> None:
-    """``q`` is a (B, H_q, D) float tensor matching the view (H_q a multiple of H_kv)."""
+    """``q`` is a (B, H_q, D) float16, bfloat16 or float32 tensor matching the view (H_q a
+    positive multiple of H_kv)."""
     check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    check_dtype("q", q, FLOAT)
     if not isinstance(view, PageView):
         raise TypeError(f"view: expected a PageView, got {type(view).__name__}")
     b, h, _ = view.page_table.shape
     d = view.head_dim
-    if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h:
+    if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h or not q.shape[1]:
         raise ValueError(
-            f"q: expected (B={b}, a multiple of H_kv={h}, D={d}), got {tuple(q.shape)}"
+            f"q: expected (B={b}, a positive multiple of H_kv={h}, D={d}), got {tuple(q.shape)}"
         )
 
 
