@@ -143,6 +143,16 @@ def test_decode_steps_must_fit_the_positions_after_the_prompt(
     assert err[0].endswith("--rope-scale F extends a pretrained model to F x its trained length")
 
 
+@pytest.mark.parametrize("text", ["0", "4m", "²"])
+def test_a_bad_length_names_the_option(text, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(e2e, "_load", lambda *a: pytest.fail("the model loaded"))
+    assert cli.main(["bench", "e2e", "--lengths", text, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"attnsieve bench e2e: error: --lengths: expected entries like 4k or 4096, got {text!r}"
+    ]
+
+
 def test_random_model_decode_steps_must_fit_its_positions(tmp_path, capsys, monkeypatch):
     """The random model's 131072 positions were checked only after its 16 GB of weights were
     built; it takes no --rope-scale, so the error does not suggest one."""

@@ -414,7 +414,7 @@ def _parse_lengths(texts: list[str] | None) -> list[int] | None:
     """'8k,32k' or '65536 131072' -> [8192, 32768] / [65536, 131072]; None stays None."""
     if texts is None:
         return None
-    lengths = [parse_length(t) for text in texts for t in text.split(",") if t.strip()]
+    lengths = [parse_length(t, "--lengths") for text in texts for t in text.split(",") if t.strip()]
     if not lengths:
         raise ValueError("--lengths: expected at least one length")
     return list(dict.fromkeys(lengths))  # a length given twice is timed once, as eval does
