@@ -205,6 +205,43 @@ def test_each_precision_takes_its_defaults():
     assert args.no_flex is False
 
 
+def test_flex_compiles_every_length_or_fails():
+    """Each length compiles FlexAttention twice; past torch's limit of 8 versions a fifth length
+    ran Flex unfused (correct, so checked and timed) and inflated vs_flex."""
+    import torch
+
+    from attnsieve.bench import kernels
+
+    limit = torch._dynamo.config.recompile_limit
+    with kernels.flex_compile_budget(6):
+        assert torch._dynamo.config.recompile_limit >= 12
+        assert torch._dynamo.config.fail_on_recompile_limit_hit is True
+    assert torch._dynamo.config.recompile_limit == limit
+    assert torch._dynamo.config.fail_on_recompile_limit_hit is False
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8-fp8", "bf16,int8-fp8"])
+def test_the_recorded_command_runs_again(precision):
+    """kernels.json recorded every mode's defaults, so `--precision bf16`'s command named
+    --quant-lengths, which the same command then refused."""
+    import argparse
+    import shlex
+
+    from attnsieve.bench import kernels
+    from attnsieve.bench.common import command_line
+
+    def parsed(argv):
+        parser = argparse.ArgumentParser()
+        kernels.add_arguments(parser)
+        args = parser.parse_args(argv)
+        kernels.check_mode_options(args)
+        return args
+
+    first = parsed(["--precision", precision])
+    again = parsed(shlex.split(command_line("bench kernels", first))[3:])
+    assert vars(again) == vars(first)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -108,6 +108,24 @@ def _row(planner, w, args):
             "total_ms": 2.0}  # fmt: skip
 
 
+def test_a_failed_check_fails_the_command(monkeypatch, tmp_path):
+    """The row's speed-up was withheld, but the command exited 0 (bench kernels, decode and e2e
+    exit 1): a scripted session did not notice."""
+
+    def bench(planner, w, args):
+        if planner.name == "dense":
+            return _row(planner, w, args)
+        return {"density": 0.5, "recall": 1.0, "check": "FAILED: relative error 0.5 > 0.02"}
+
+    _stub_gpu(monkeypatch, bench)
+    parser = argparse.ArgumentParser()
+    prefill.add_arguments(parser)
+    argv = ["--lengths", "128", "--planners", "streaming,dense", "--out", str(tmp_path)]
+    assert prefill.main(parser.parse_args(argv)) == 1
+    monkeypatch.setattr(prefill, "_bench", _row)
+    assert prefill.main(parser.parse_args(argv)) == 0
+
+
 @pytest.mark.parametrize("cut_after", [None, 0, 1])
 def test_prefill_json_keeps_the_rows_a_run_finished(monkeypatch, tmp_path, cut_after):
     """prefill.json is written before the first row and after every row: a run cut short (here

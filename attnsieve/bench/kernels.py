@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -141,7 +142,8 @@ MODE_OPTIONS = {
 
 def check_mode_options(args: argparse.Namespace) -> None:
     """Refuse an option of a precision mode that --precision leaves out (it would change nothing),
-    then fill in every mode's defaults."""
+    then fill in the defaults of the modes asked for (the others stay unset: the recorded command
+    names only options that apply, so it runs again as it is)."""
     for mode, options in MODE_OPTIONS.items():
         for name, default in options.items():
             given = getattr(args, name) not in (None, False)
@@ -149,7 +151,7 @@ def check_mode_options(args: argparse.Namespace) -> None:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag}: an option of the {mode} rows, but --precision is "
                                  f"{','.join(args.precision)}")  # fmt: skip
-            if getattr(args, name) is None:
+            if getattr(args, name) is None and mode in args.precision:
                 setattr(args, name, default)
 
 
@@ -180,9 +182,9 @@ def main(args: argparse.Namespace) -> int:
     quant_rows: list[dict] = []
     lengths = args.lengths if "bf16" in args.precision else []
     quant = "int8-fp8" in args.precision
-    total = len(lengths) * (5 + 2 * len(args.densities))
+    total = len(lengths) * (5 + 2 * len(args.densities or ()))
     total += 4 * len(args.quant_lengths) + 2 * len(args.quant_sparse_lengths) if quant else 0
-    with tqdm(total=total, desc="bench kernels") as bar:
+    with tqdm(total=total, desc="bench kernels") as bar, flex_compile_budget(len(lengths)):
         for n in lengths:
             rows += _bench_length(n, args, flex, bar, device)
             gc.collect()  # inputs, masks and outputs of this length are gone: free them
@@ -349,6 +351,14 @@ def flex_block_mask(layout: Layout):
     return BlockMask.from_kv_blocks(
         p_cnt, p_idx, f_cnt, f_idx, BLOCK_SIZE=(bq, bk), mask_mod=causal, seq_lengths=(n, m)
     )
+
+
+def flex_compile_budget(lengths: int) -> Any:
+    """Room for the compiled FlexAttention of every length (two each: the dense mask's one head and
+    the random masks' H heads), and an error past it: past torch's 8 compiled versions Flex runs
+    unfused, slower by far and still correct, which would pass its check and inflate vs_flex."""
+    limit = max(torch._dynamo.config.recompile_limit, 2 * lengths + 2)
+    return torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True)
 
 
 def _compiled_flex() -> Callable:

@@ -187,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
     columns = ["length", "planner", "density", "recall", "plan_ms", "graph_plan_ms", "attn_ms",
                "speedup", "graph_speedup", "peak_gib", "check"]  # fmt: skip
     print(format_table(rows, columns))
-    return 0
+    return 1 if any(row["check"] != "ok" for row in rows) else 0  # as the other benches do
 
 
 def _payload(
