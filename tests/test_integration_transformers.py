@@ -154,6 +154,25 @@ def test_left_padded_batch_falls_back(arch):
     assert all(r is not None for r in stats.fallback_per_layer)
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_mask_changed_in_place_is_checked_again(mode):
+    """The verdict on a 4D mask was cached on the tensor's identity: a caller that keeps one mask
+    buffer and changes it in place (two packed documents now) got the plain causal layout, the
+    mask unread. An inference tensor has no version counter: its verdict holds one forward."""
+    model, n = build("llama"), PROMPT
+    ids = prompt(length=n)
+    with mode():
+        mask = torch.tril(torch.ones(n, n, dtype=torch.bool))[None, None].clone()
+        with patch(model, FULL) as stats:
+            model(input_ids=ids, attention_mask=mask)
+            assert stats.fallback_per_layer == [None, None]
+            mask[..., n // 2 :, : n // 2] = False
+            with pytest.warns(UserWarning, match="attention_mask has padding"):
+                patched = model(input_ids=ids, attention_mask=mask).logits
+            assert stats.fallback_per_layer == ["mask", "mask"]
+        torch.testing.assert_close(patched, model(input_ids=ids, attention_mask=mask).logits)
+
+
 @torch.no_grad()
 def test_chunked_prefill_uses_bottom_right_alignment():
     model = build("llama")

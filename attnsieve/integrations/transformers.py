@@ -381,7 +381,7 @@ def attention_forward(
             module, query, key, value, attention_mask, scaling, dropout, softcap, is_causal, kwargs
         ), None
     reason = _fallback_reason(
-        handle, attention_mask, query, key, value, dropout, softcap, is_causal, kwargs
+        handle, layer, attention_mask, query, key, value, dropout, softcap, is_causal, kwargs
     )
     if reason is not None:
         kind, detail = reason
@@ -422,6 +422,7 @@ def attention_forward(
 
 def _fallback_reason(
     handle: PatchHandle,
+    layer: int,
     mask: Tensor | None,
     query: Tensor,
     key: Tensor,
@@ -455,7 +456,7 @@ def _fallback_reason(
     if mask.dtype != torch.bool:
         return "float_mask", f"an additive {mask.dtype} attention_mask is not supported"
     window = kwargs.get("sliding_window")
-    verdict = _mask_verdict(handle, mask, query.shape[2], key.shape[2], window)
+    verdict = _mask_verdict(handle, layer, mask, query.shape[2], key.shape[2], window)
     if verdict == "window":
         return "sliding_window", (
             f"a sliding window ({window} tokens) shorter than the keys is not expressible as a "
@@ -469,14 +470,25 @@ def _fallback_reason(
     return None
 
 
-def _mask_verdict(handle: PatchHandle, mask: Tensor, n: int, m: int, window: int | None) -> str:
+def _mask_verdict(
+    handle: PatchHandle, layer: int, mask: Tensor, n: int, m: int, window: int | None
+) -> str:
     """'causal', 'window' (causal + a restricting sliding window) or 'other' for a bool mask.
 
-    Layers of one forward share the mask tensor, so the verdict is cached on its identity.
-    """
+    Layers of one forward share the mask tensor, so the verdict is cached on its identity, for
+    the later layers of the forward, and across forwards while its version counter stands still:
+    a caller may change a mask it keeps in place (a static serving buffer). An inference tensor
+    has no version counter: its verdict holds for one forward."""
+    version = None if mask.is_inference() else mask._version
     checked = handle.checked_mask
-    if checked and checked[0]() is mask and checked[1] == window:
-        return checked[2]
+    if (
+        checked
+        and checked[0]() is mask
+        and checked[1] == window
+        and (layer > checked[3] or (version is not None and version == checked[2]))
+    ):
+        handle.checked_mask = (*checked[:3], layer, checked[4])
+        return checked[4]
     restricts = window is not None and window < m
     verdict = "window" if restricts else "causal"
     if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (n, m):
@@ -491,7 +503,7 @@ def _mask_verdict(handle: PatchHandle, mask: Tensor, n: int, m: int, window: int
         if not torch.equal(mask[:, 0, start:stop], expected.expand(mask.shape[0], -1, -1)):
             verdict = "other"
             break
-    handle.checked_mask = (weakref.ref(mask), window, verdict)
+    handle.checked_mask = (weakref.ref(mask), window, version, layer, verdict)
     return verdict
 
 
