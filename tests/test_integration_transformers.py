@@ -755,3 +755,19 @@ def test_a_vision_language_model_patches_its_decoder_only():
     torch.testing.assert_close(patched, stock, atol=1e-4, rtol=1e-4)
     configs = (model.config, model.config.text_config, model.config.vision_config)
     assert [c._attn_implementation for c in configs] == ["sdpa", "sdpa", "eager"]
+    # observe_attention switched every tower to its observer and restored only the top-level
+    # implementation: the vision tower came back as "sdpa", a patched decoder as unpatched
+    from attnsieve.integrations.transformers import observe_attention
+
+    seen = []
+    with observe_attention(model, lambda module, *_: seen.append(module.layer_idx)):
+        model(input_ids=ids, pixel_values=pixels)
+    assert seen == [0, 1]  # the decoder's layers only
+    assert [c._attn_implementation for c in configs] == ["sdpa", "sdpa", "eager"]
+    with patch(model, FULL) as stats:
+        with observe_attention(model, lambda *_: None):
+            pass
+        stats.clear()
+        model(input_ids=ids, pixel_values=pixels)
+        assert stats.fallback_per_layer == [None, None]  # still patched
+    assert [c._attn_implementation for c in configs] == ["sdpa", "sdpa", "eager"]

@@ -184,13 +184,13 @@ def _implementations(config: Any) -> str | dict[str, Any]:
     return {"": config._attn_implementation, **subs} if subs else config._attn_implementation
 
 
-def _text_only(config: Any, text_config: Any) -> str | dict[str, str]:
-    """What switches the decoder's attention to attnsieve and nothing else: a multimodal model's
+def _text_only(config: Any, text_config: Any, name: str = ATTN_NAME) -> str | dict[str, str]:
+    """What switches the decoder's attention to ``name`` and nothing else: a multimodal model's
     other towers (CLIP's attention, which has no ``layer_idx``) keep theirs."""
     for key in getattr(config, "sub_configs", {}):
         if getattr(config, key, None) is text_config:
-            return {key: ATTN_NAME}
-    return ATTN_NAME
+            return {key: name}
+    return name
 
 
 class _PagedGenerate:
@@ -265,8 +265,8 @@ def output_cache(out: Any) -> Any:
 def observe_attention(
     model: Any, observer: Callable[[torch.nn.Module, Tensor, Tensor, Tensor, float | None], None]
 ) -> Iterator[None]:
-    """Within the block, ``model``'s attention runs PyTorch SDPA ("sdpa" conventions) and every
-    call first shows its inputs to ``observer(module, query, key, value, scaling)``: q
+    """Within the block, ``model``'s decoder attention runs PyTorch SDPA ("sdpa" conventions) and
+    every call first shows its inputs to ``observer(module, query, key, value, scaling)``: q
     (B, H_q, N, D) and k, v (B, H_kv, M, D) as the layer computed them (after RoPE). Capture for
     calibration and fidelity; the model's attention implementation is restored on exit.
     """
@@ -290,8 +290,11 @@ def observe_attention(
 
     AttentionInterface.register(OBSERVE_NAME, forward)
     AttentionMaskInterface.register(OBSERVE_NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(OBSERVE_NAME)
+    # the decoder only, and every tower restored as it was (a patched decoder stays patched)
+    previous = _implementations(model.config)
+    model.set_attn_implementation(
+        _text_only(model.config, model.config.get_text_config(), OBSERVE_NAME)
+    )
     try:
         yield
     finally:
