@@ -732,6 +732,27 @@ def test_a_removed_handle_cannot_be_entered_again():
 
 
 @torch.no_grad()
+@torch.no_grad()
+def test_values_of_another_head_dim_run_dense():
+    """DeepSeek-V3's latent attention has keys of 24 channels and values of 16 here: a planned
+    prompt raised "k, v: expected equal shapes" from attnsieve's attention."""
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    config = DeepseekV3Config(
+        **COMMON, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=16,
+        qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, n_routed_experts=4,
+        num_experts_per_tok=2, first_k_dense_replace=2, moe_intermediate_size=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = DeepseekV3ForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    ids = prompt()
+    stock = model(input_ids=ids).logits
+    with pytest.warns(UserWarning, match="latent attention"), patch(model, SPARSE) as stats:
+        patched = model(input_ids=ids).logits
+    assert stats.fallback_per_layer == ["head_dims", "head_dims"]
+    torch.testing.assert_close(patched, stock)
+
+
 def test_a_vision_language_model_patches_its_decoder_only():
     """LLaVA: patch switched every sub-config, so the CLIP vision tower (no layer_idx) failed in
     attnsieve's attention, and removal left the tower on the decoder's implementation."""

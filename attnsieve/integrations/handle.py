@@ -35,8 +35,8 @@ class PatchStats:
     a layer configured without a planner, "short" for a call of fewer query tokens than
     ``min_prefill_length``, "paged" for a prompt chunk after the KV policy compressed the layer:
     dense attention over each head's kept tokens; for a call the kernels cannot run, "dtype",
-    "grad", "softcap", "dropout", "non_causal", "float_mask", "sliding_window", or "mask" for a
-    padded or non-causal mask).
+    "head_dims" (values of another head dim than the keys), "grad", "softcap", "dropout",
+    "non_causal", "float_mask", "sliding_window", or "mask" for a padded or non-causal mask).
     Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
     kept as device tensors and read on access, so recording them never waits for the GPU.
     """

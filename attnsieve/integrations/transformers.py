@@ -438,6 +438,11 @@ def _fallback_reason(
     """(kind, message) of why this prefill call cannot run a sparse layout, or None."""
     if query.dtype not in FLOAT:
         return "dtype", f"{query.dtype} attention is not supported by the kernels"
+    if value.shape[-1] != key.shape[-1]:
+        return "head_dims", (
+            f"values of head_dim {value.shape[-1]} beside keys of {key.shape[-1]} (multi-head "
+            "latent attention) are not supported by the kernels"
+        )
     config = handle.config
     use = resolve_backend(config.backend, query)
     if forward_only_error(use, config.prefill_precision, q=query, k=key, v=value) is not None:
