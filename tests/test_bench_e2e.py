@@ -587,6 +587,43 @@ def test_a_length_or_batch_given_twice_runs_once():
     assert e2e_decode.plan(args)[0] == [1, 2]
 
 
+def _stub_check(monkeypatch, failing):
+    """e2e's correctness checks, one per prefill precision, those in ``failing`` failed."""
+    checked = []
+
+    def check(model, device, precision="bf16"):
+        checked.append(precision)
+        return {"rel_err": 0.0, "tolerance": 0.05, "dense_fallback_layers": 0,
+                "graph_replay": False, "passed": precision not in failing}  # fmt: skip
+
+    monkeypatch.setattr(e2e, "correctness_check", check)
+    return checked
+
+
+def test_each_precision_is_gated_by_its_own_check(tiny_probe_dir, tmp_path, monkeypatch):
+    """INT8·FP8 methods' speed-ups were gated by the bf16 kernel's check alone: a broken INT8
+    kernel would still have reported one."""
+    logits = torch.zeros(1, 8)
+    monkeypatch.setattr(e2e, "require_cuda", lambda: torch.device("cpu"))
+    monkeypatch.setattr(
+        e2e, "time_alternating", lambda *a, **k: ([(2.0, logits, 0.1)], [(1.0, logits, 0.1)])
+    )
+    monkeypatch.setattr(e2e, "time_attention_free", lambda *a, **k: 0.5)
+    monkeypatch.setattr(e2e, "sdpa_backend", lambda model, device: "stubbed")
+    checked = _stub_check(monkeypatch, failing=("int8-fp8",))
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    argv = ["--model", str(tiny_probe_dir), "--lengths", "512", "--methods", "streaming",
+            "--precision", "bf16,int8-fp8", "--out", str(tmp_path)]  # fmt: skip
+    assert e2e.main(parser.parse_args(argv)) == 0
+    assert checked == ["bf16", "int8-fp8"]
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    speedups = {label: m["speedup"] for label, m in result["results"][0]["methods"].items()}
+    assert speedups == {"streaming": 2.0, "streaming+int8-fp8": None}
+    assert result["correctness_check_int8_fp8"]["passed"] is False
+
+
 @pytest.mark.parametrize("cut", [False, True])
 def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
     tiny_probe_dir, tmp_path, monkeypatch, capsys, cut
@@ -610,9 +647,8 @@ def test_time_to_first_token_json_keeps_the_lengths_a_run_finished(
             tick("attention_free")
         return 0.5
 
-    check = {"rel_err": 0.0, "dense_fallback_layers": 0, "graph_replay": False, "passed": True}
+    _stub_check(monkeypatch, failing=())
     monkeypatch.setattr(e2e, "require_cuda", lambda: torch.device("cpu"))
-    monkeypatch.setattr(e2e, "correctness_check", lambda model, device: check)
     monkeypatch.setattr(e2e, "time_alternating", alternating)
     monkeypatch.setattr(e2e, "time_attention_free", attention_free)
     monkeypatch.setattr(e2e, "sdpa_backend", lambda model, device: "stubbed")

@@ -264,12 +264,18 @@ def main(args: argparse.Namespace) -> int:
             model, prompts, batches, configs, args.decode_steps, meta, stem, not args.no_graphs
         )
 
-    check = correctness_check(model, device)
-    print(
-        f"check (full-budget layout vs sdpa, {CHECK_LENGTH} tokens): rel err {check['rel_err']:.2e}"
-        f", {check['dense_fallback_layers']} layers ran dense"
-        + (", from a CUDA-graph replay" if check["graph_replay"] else "")
-    )
+    # each prefill precision's kernel is checked, and gates the speed-ups of its methods
+    checks = {"bf16": correctness_check(model, device)}
+    for precision in {config.prefill_precision for _, config in methods} - {"bf16"}:
+        checks[precision] = correctness_check(model, device, precision)
+    check = checks["bf16"]
+    for precision, each in checks.items():
+        print(
+            f"check ({precision} full-budget layout vs sdpa, {CHECK_LENGTH} tokens): rel err "
+            f"{each['rel_err']:.2e} (limit {each['tolerance']}), "
+            f"{each['dense_fallback_layers']} layers ran dense"
+            + (", from a CUDA-graph replay" if each["graph_replay"] else "")
+        )
     labels = "-".join(label for label, _ in methods)
     labels += "_nocost" * args.no_cost + "_nographs" * args.no_graphs
     stem = Path(args.out) / (f"e2e_{labels}" if name == RANDOM_MODEL else f"e2e_{name}_{labels}")
@@ -285,6 +291,11 @@ def main(args: argparse.Namespace) -> int:
             "cost_model": not args.no_cost,
             "graphs": not args.no_graphs,
             "correctness_check": check,
+            **{
+                f"correctness_check_{p.replace('-', '_')}": each
+                for p, each in checks.items()
+                if p != "bf16"
+            },
             "results": rows,
             "wall_s": time.perf_counter() - started,
         }
@@ -337,8 +348,10 @@ def main(args: argparse.Namespace) -> int:
             free_ms = row["attention_free_ttft_s"] * 1e3
             bar.write(f"{length:>7} tokens: attention-free forward {free_ms:.1f} ms, so no "
                       f"attention method exceeds {row['speedup_bound']:.2f}x here")  # fmt: skip
-            for label, entry in row["methods"].items():
-                entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if check["passed"] else None
+            for label, config in methods:
+                entry = row["methods"][label]
+                passed = checks[config.prefill_precision]["passed"]
+                entry["speedup"] = row["sdpa_ttft_s"] / entry["ttft_s"] if passed else None
                 bar.write(summary(length, row["sdpa_ttft_s"], label, entry))
             rows.append(row)
             write_json(json_path, result(False))  # a run cut short keeps its lengths
