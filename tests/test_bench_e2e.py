@@ -453,7 +453,7 @@ def test_decode_graph_reservation_covers_the_timed_steps(tiny_probe_dir, monkeyp
     from attnsieve.integrations.transformers import handle_of
 
     model = AutoModelForCausalLM.from_pretrained(tiny_probe_dir).eval()
-    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 2)  # one by hand (the check), one in decode
     monkeypatch.setattr(
         e2e_decode,
         "graph_handle",
@@ -473,6 +473,31 @@ def test_decode_graph_reservation_covers_the_timed_steps(tiny_probe_dir, monkeyp
     (warm, warm_reserved), (timed, timed_reserved) = reserved
     assert warm == 1 and timed == 40
     assert warm_reserved >= warm + timed and timed_reserved >= timed
+
+
+def test_decode_speed_ups_need_the_dense_configs_first_step_to_match_sdpa(
+    tiny_probe_dir, tmp_path, monkeypatch
+):
+    """Decode rows reported speed-ups with no check of what the steps computed: a broken paged
+    cache or decode kernel would have had one. The dense config's first decode step must give
+    SDPA's logits; every row records its own error against them."""
+    time_decode = e2e_decode.time_decode
+
+    def broken_dense(model, ids, steps, config, graphs=True):
+        cell = time_decode(model, ids, steps, config, graphs)
+        if config is not None and not config.needs_paged_cache:
+            cell["first_step_logits"] = torch.zeros_like(cell["first_step_logits"])
+        return cell
+
+    monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)
+    assert cli.main(_argv(tiny_probe_dir, tmp_path / "ok")) == 0
+    rows = json.loads(next((tmp_path / "ok").glob("*.json")).read_text())["results"]
+    assert all(r["check"] is True and r["vs_sdpa"] is not None for r in rows)
+    assert max(r["first_step_rel_err"] for r in rows if r["label"] == "dense") < 1e-5
+    monkeypatch.setattr(e2e_decode, "time_decode", broken_dense)
+    assert cli.main(_argv(tiny_probe_dir, tmp_path / "broken")) == 1
+    rows = json.loads(next((tmp_path / "broken").glob("*.json")).read_text())["results"]
+    assert all(r["check"] is False and r["vs_sdpa"] is None for r in rows)
 
 
 def test_decode_kv_memory_counts_reserved_pages_apart(tiny_probe_dir, monkeypatch):
@@ -615,7 +640,7 @@ def test_each_precision_is_gated_by_its_own_check(tiny_probe_dir, tmp_path, monk
     e2e.add_arguments(parser)
     argv = ["--model", str(tiny_probe_dir), "--lengths", "512", "--methods", "streaming",
             "--precision", "bf16,int8-fp8", "--out", str(tmp_path)]  # fmt: skip
-    assert e2e.main(parser.parse_args(argv)) == 0
+    assert e2e.main(parser.parse_args(argv)) == 1  # a check failed
     assert checked == ["bf16", "int8-fp8"]
     (path,) = tmp_path.glob("*.json")
     result = json.loads(path.read_text())

@@ -362,7 +362,7 @@ def main(args: argparse.Namespace) -> int:
     write_json(json_path, final)
     plot(final, png_path)
     print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
-    return 0 if check["passed"] else 1
+    return 0 if all(each["passed"] for each in checks.values()) else 1
 
 
 def _mode_options(args: argparse.Namespace, decode: bool) -> None:

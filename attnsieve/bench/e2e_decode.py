@@ -21,7 +21,9 @@ With a KV policy the prompt is compressed once after the prefill; the timed step
 periodic compression and each step's page selection. On attnsieve's paged cache (every config with
 --paged-cache) on CUDA the warm-up captures a CUDA graph of the decode step and the timed steps
 replay it (unless --no-graphs; `attnsieve.integrations.decode_graphs`); each row records whether
-they did. With --paged-cache, an "attention-free" row decodes as the dense config does with
+they did. The first warm-up step is the check: its logits against SDPA's (``first_step_rel_err``);
+where the dense config's exceed ``CHECK_REL_ERR`` (a broken paged cache or decode kernel), no row
+of that length and batch gets ``vs_sdpa`` or ``vs_dense`` and the command exits 1. With --paged-cache, an "attention-free" row decodes as the dense config does with
 attention replaced by zeros (the cache still appends): the part of a step that no KV policy or
 decode selector removes, so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a
 table to stdout.
@@ -46,7 +48,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from attnsieve.bench.common import environment, format_table, ints, save_line_plots, write_json
+from attnsieve.bench.common import (
+    environment,
+    format_table,
+    ints,
+    rel_err,
+    save_line_plots,
+    write_json,
+)
+from attnsieve.bench.e2e_timing import CHECK_REL_ERR
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.decode_graphs import graph_handle
 from attnsieve.integrations.generate import decode, dense_cache_bytes
@@ -57,7 +67,7 @@ SDPA = "sdpa"
 ATTENTION_FREE = "attention-free"
 WARMUP_STEPS = 4
 COLUMNS = ["length", "batch", "label", "ms_per_step", "tokens_per_s", "vs_dense", "vs_sdpa",
-           "kv_mib", "kv_reserved_mib"]  # fmt: skip
+           "kv_mib", "kv_reserved_mib", "first_step_rel_err"]  # fmt: skip
 
 
 def plan(args: argparse.Namespace) -> tuple[list[int], list[tuple[str, AttentionConfig]]]:
@@ -136,19 +146,28 @@ def run(
             attention = contextlib.nullcontext()
         with attention:
             cell = time_decode(model, prompts[length].repeat(batch, 1), steps, config, graphs)
+        logits = cell.pop("first_step_logits")
+        if label == SDPA:  # every (length, batch) starts with it
+            reference = logits
+        cell["first_step_rel_err"] = rel_err(logits, reference)
         rows.append({"length": length, "batch": batch, "label": label, **cell})
         write_json(json_path, result(False))
     rate = {(r["length"], r["batch"], r["label"]): r["tokens_per_s"] for r in rows}
+    error = {(r["length"], r["batch"], r["label"]): r["first_step_rel_err"] for r in rows}
     for row in rows:
         at = row["length"], row["batch"]
-        row["vs_sdpa"] = row["tokens_per_s"] / rate[(*at, SDPA)]
-        row["vs_dense"] = row["tokens_per_s"] / rate[(*at, dense)] if dense else None
+        # the dense config's first decode step must give SDPA's logits: the paged cache and the
+        # decode kernel are sound, or no row of this length and batch gets a speed-up
+        row["check"] = None if dense is None else bool(error[(*at, dense)] < CHECK_REL_ERR)
+        speedups = row["check"] is not False
+        row["vs_sdpa"] = row["tokens_per_s"] / rate[(*at, SDPA)] if speedups else None
+        row["vs_dense"] = row["tokens_per_s"] / rate[(*at, dense)] if dense and speedups else None
     final = result(True)
     write_json(json_path, final)
     plot(final, png_path)
     print(format_table(rows, COLUMNS))
     print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
-    return 0
+    return 1 if any(row["check"] is False for row in rows) else 0
 
 
 def _zeros(session: PagedSession, layer: int, query: Tensor, scale: float | None) -> Tensor:
@@ -179,8 +198,13 @@ def time_decode(
             # timed steps (else past its own reservation the timed call reserves and captures)
             cache.finish_prefill()
             cache.cache.reserve(WARMUP_STEPS + steps)
-        warm, cache, _ = decode(model, token, cache, WARMUP_STEPS)
-        del out
+        # the first warm-up step by hand: its logits are the cell's correctness check
+        first = model(input_ids=token[:, None], **{key: cache}, use_cache=True, logits_to_keep=1)
+        first_logits = first.logits[:, -1].float()
+        cache = output_cache(first)
+        warm, cache, _ = decode(model, first_logits.argmax(-1), cache, WARMUP_STEPS - 1)
+        warm = warm or [first_logits.argmax(-1)]
+        del out, first
         graph = None if handle is None or handle.session is None else handle.session.decode_graph
         _, cache, seconds = decode(model, warm[-1], cache, steps)
         # the timed steps replayed the warm-up's graph, with no capture of their own
@@ -212,6 +236,7 @@ def time_decode(
         "kv_reserved_mib": ahead / 2**20,
         "kv_pool_mib": None if pool is None else pool / 2**20,
         "graph_replayed": replayed,
+        "first_step_logits": first_logits,  # popped by `run` once compared with SDPA's
     }
 
 
