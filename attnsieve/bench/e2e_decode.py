@@ -23,10 +23,10 @@ periodic compression and each step's page selection. On attnsieve's paged cache 
 replay it (unless --no-graphs; `attnsieve.integrations.decode_graphs`); each row records whether
 they did. The first warm-up step is the check: its logits against SDPA's (``first_step_rel_err``);
 where the dense config's exceed ``CHECK_REL_ERR`` (a broken paged cache or decode kernel), no row
-of that length and batch gets ``vs_sdpa`` or ``vs_dense`` and the command exits 1. With --paged-cache, an "attention-free" row decodes as the dense config does with
-attention replaced by zeros (the cache still appends): the part of a step that no KV policy or
-decode selector removes, so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a
-table to stdout.
+of that length and batch gets ``vs_sdpa`` or ``vs_dense`` and the command exits 1. With
+--paged-cache, an "attention-free" row decodes as the dense config does with attention replaced by
+zeros (the cache still appends): the part of a step that no KV policy or decode selector removes,
+so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a table to stdout.
 
     attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k --decode-steps 64 \\
         --batch 1,8 --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --decode none,quest \\
