@@ -284,3 +284,14 @@ def test_next_token_kl_ignores_a_shift_that_rel_err_counts():
     p, q = ruled_out.softmax(-1)[kept], out.softmax(-1)[kept]
     want = float((p * (p / q).log()).sum())
     assert math.isfinite(want) and next_token_kl(out, ruled_out) == pytest.approx(want, rel=1e-3)
+
+
+def test_sdpa_choice_names_the_backend_pytorch_picks():
+    """bench decode's SDPA baseline and bench e2e's name the kernel they were timed against."""
+    from torch.nn.attention import SDPBackend
+
+    from attnsieve.bench.common import sdpa_choice
+
+    q, k = torch.zeros(1, 4, 1, 64), torch.zeros(1, 2, 16, 64)
+    assert sdpa_choice(q, k, k, enable_gqa=True) in SDPBackend.__members__
+    assert sdpa_choice(q, k, k, enable_gqa="yes").startswith("unknown (")

@@ -163,6 +163,19 @@ def check_heads(args: argparse.Namespace) -> None:
         )
 
 
+def sdpa_choice(q: Tensor, k: Tensor, v: Tensor, **kwargs: Any) -> str:
+    """The SDPA backend PyTorch picks for these inputs ("FLASH_ATTENTION", "CUDNN_ATTENTION", ...),
+    through its private but long-standing chooser: the name is informative only."""
+    from torch.nn.attention import SDPBackend
+
+    try:
+        choice = torch._fused_sdp_choice(q, k, v, **kwargs)
+        names = {int(v): k for k, v in SDPBackend.__members__.items()}
+        return names.get(int(choice), f"unknown ({choice})")
+    except (AttributeError, RuntimeError, TypeError) as e:
+        return f"unknown ({type(e).__name__})"
+
+
 def rel_err(out: Tensor, ref: Tensor) -> float:
     """|out - ref| / |ref| over all elements, in float32."""
     return float((out.float() - ref.float()).norm() / ref.float().norm().clamp(min=1e-12))

@@ -43,6 +43,7 @@ from attnsieve.bench.common import (
     rel_err,
     require_cuda,
     save_line_plots,
+    sdpa_choice,
     seed,
     write_json,
 )
@@ -198,11 +199,11 @@ def copy_bandwidth(gib: float = 4.0) -> float:
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e12
 
 
-def selection_ms(case: SparseCase, c: Paged, reps: int) -> float:
-    """A selector's time: in a CUDA graph when it can be captured, else eagerly (its launches and
-    any host synchronisation then count, as they would when serving)."""
+def selection_ms(case: SparseCase, c: Paged, reps: int) -> tuple[float, str]:
+    """(a selector's time, "graph" or "eager"): in a CUDA graph when it can be captured, else
+    eagerly (its launches and any host synchronisation then count, as they would when serving)."""
     try:
-        return graph_ms(lambda: case.select(c.q, c), reps)
+        return graph_ms(lambda: case.select(c.q, c), reps), "graph"
     except RuntimeError:
         torch.cuda.synchronize()
         times = []
@@ -211,7 +212,7 @@ def selection_ms(case: SparseCase, c: Paged, reps: int) -> float:
             case.select(c.q, c)
             torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1e3)
-        return float(torch.tensor(times[3:]).median())
+        return float(torch.tensor(times[3:]).median()), "eager"
 
 
 def make_cache(
@@ -282,6 +283,7 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
 
     ref = sdpa()[:, :, 0]
     sd = record("sdpa", sdpa, n, "bf16")
+    sd["backend"] = sdpa_choice(q4, c.k, c.v, enable_gqa=True)  # the baseline's kernel, named
     dense = record("dense bf16", lambda: decode_attention(c.q, **c.paged), n, "bf16", ref=ref)
 
     def twin(cache, **kw):
@@ -295,7 +297,7 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
     for case in sparse_cases(args):
         pages, count = case.select(c.q, c)
         sel = {"pages": pages, "page_count": count}
-        sel_ms = selection_ms(case, c, args.reps) if case.timed else 0.0
+        sel_ms, sel_timing = selection_ms(case, c, args.reps) if case.timed else (0.0, None)
         kept = tokens_read(pages, count, c.paged["lengths"], c.page_size)
         for label, cache in (("bf16", c.paged), ("fp8", c.fp8)):
             row = record(
@@ -307,7 +309,7 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
                 extra_ms=sel_ms,
             )
             if case.timed:
-                row["select_ms"] = sel_ms
+                row["select_ms"], row["select_timing"] = sel_ms, sel_timing
             _speedup(row, dense if label == "bf16" else fp8)
     return rows
 

@@ -9,26 +9,19 @@ from typing import Any
 
 import torch
 
-from attnsieve.bench.common import command_line, save_line_plots
+from attnsieve.bench.common import command_line, save_line_plots, sdpa_choice
 from attnsieve.integrations.transformers import head_dim_of
 
 
 def sdpa_backend(model: Any, device: torch.device) -> str:
     """The SDPA backend PyTorch picks for this model's prefill (causal, GQA, no mask, bf16)."""
-    from torch.nn.attention import SDPBackend
-
     config = model.config
     head_dim = head_dim_of(config)
     q = torch.zeros(
         1, config.num_attention_heads, 1024, head_dim, device=device, dtype=torch.bfloat16
     )
     kv = torch.zeros(1, config.num_key_value_heads, 1024, head_dim, device=device, dtype=q.dtype)
-    try:  # private but long-standing; the name is informative only
-        choice = torch._fused_sdp_choice(q, kv, kv, is_causal=True, enable_gqa=True)
-        names = {int(v): k for k, v in SDPBackend.__members__.items()}
-        return names.get(int(choice), f"unknown ({choice})")
-    except (AttributeError, RuntimeError, TypeError) as e:
-        return f"unknown ({type(e).__name__})"
+    return sdpa_choice(q, kv, kv, is_causal=True, enable_gqa=True)
 
 
 def summary(length: int, sdpa_s: float, label: str, r: dict[str, Any]) -> str:
