@@ -262,8 +262,8 @@ def _self_overlapping(t: Tensor) -> bool:
 
 
 def check_device(device: object) -> torch.device:
-    """The device a cache lives on, as a full `torch.device` ("cuda" -> "cuda:0": comparable): a
-    CPU or an available accelerator (not meta: a cache holds data)."""
+    """The device a cache or layout lives on, as a full `torch.device` ("cuda" -> "cuda:0":
+    comparable): a CPU or an available accelerator (not meta: both hold data)."""
     if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
         raise TypeError(f"device: expected a torch.device, str or int, got {device!r}")
     try:

@@ -201,9 +201,9 @@ def time_decode(
         # the first warm-up step by hand: its logits are the cell's correctness check
         first = model(input_ids=token[:, None], **{key: cache}, use_cache=True, logits_to_keep=1)
         first_logits = first.logits[:, -1].float()
-        cache = output_cache(first)
-        warm, cache, _ = decode(model, first_logits.argmax(-1), cache, WARMUP_STEPS - 1)
-        warm = warm or [first_logits.argmax(-1)]
+        token, cache = first_logits.argmax(-1), output_cache(first)
+        warm, cache, _ = decode(model, token, cache, WARMUP_STEPS - 1)
+        warm = warm or [token]
         del out, first
         graph = None if handle is None or handle.session is None else handle.session.decode_graph
         _, cache, seconds = decode(model, warm[-1], cache, steps)

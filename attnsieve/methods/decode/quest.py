@@ -36,8 +36,8 @@ class Quest(DecodeSelector):
     the max over its g query heads of their bounds, so a page critical to any head is read. The
     official code's argument default is 1024 tokens; its passkey and LongBench scripts sweep 512 to
     4096 and its PG-19 script runs 4096. The default here, 4096, is the largest of them (the
-    setting that tracks dense accuracy closest). The
-    official evaluation reads at least 3 pages a head; this reads at least the current one.
+    setting that tracks dense accuracy closest). The official evaluation reads at least 3 pages a
+    head; this reads at least the current one.
     ``ratio`` reads ceil(ratio x length) tokens' worth of pages per head. When the budget covers
     every page the selector returns None (dense); a head whose whole length the budget covers (a
     shorter head of a ragged batch) reads all its pages. A page holding a compensation token

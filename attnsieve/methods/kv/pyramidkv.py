@@ -32,11 +32,10 @@ class PyramidKV(ScoredPolicy):
     layers is then below the budget. ``min`` and the steps between layers are not floored to whole
     tokens as the code's ``c // beta`` and integer steps are; each layer's budget is rounded to
     the nearest token at the end, so it can differ from the code's by a few tokens either way
-    (the last layer's most). Periodic
-    passes (``kv_interval``) after a first pass that clamped ``max`` grow the lower layers back
-    towards the unclamped schedule while the upper ones keep the raised ``min``: the mean can end
-    up to ``window / num_layers`` tokens a head above the budget. GQA query heads are averaged, as
-    in `SnapKV`.
+    (the last layer's most). Periodic passes (``kv_interval``) after a first pass that clamped
+    ``max`` grow the lower layers back towards the unclamped schedule while the upper ones keep
+    the raised ``min``: the mean can end up to ``window / num_layers`` tokens a head above the
+    budget. GQA query heads are averaged, as in `SnapKV`.
     """
 
     window: int = 8
