@@ -896,6 +896,30 @@ def _decode_cases():
 QP, KP = api.block_mean_pool(Q32, 16), api.block_mean_pool(K32, 16)
 POOLED = dict(num_queries=N, num_keys=M, block_q=16, block_k=16)
 GAPS = [
+    *(
+        (
+            f"{name}-float64",
+            call,
+            TypeError,
+            r"^(x|q): expected dtype in \(torch.float16, torch.bfloat16, torch.float32\)",
+            "the planning estimates' twins computed float64 inputs in float32 (api.attention "
+            "refused them)",
+        )
+        for name, call in (
+            ("pool", lambda: api.block_mean_pool(qkv(torch.float64)[0], 16)),
+            (
+                "pool-qk",
+                lambda: api.block_mean_pool_qk(*qkv(torch.float64)[:2], block_q=16, block_k=16),
+            ),
+            ("lqs", lambda: api.last_query_stats(*qkv(torch.float64)[:2], last_q=8, block_k=16)),
+            (
+                "antidiag",
+                lambda: api.antidiagonal_block_scores(
+                    *qkv(torch.float64)[:2], stride=8, block_q=16, block_k=16
+                ),
+            ),
+        )
+    ),
     (
         "lqs-scale-negative",
         lambda: api.last_query_stats(Q32, K32, last_q=8, block_k=16, scale=-1.0),

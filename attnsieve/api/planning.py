@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-from attnsieve.api.backend import HALF, resolve_backend
+from attnsieve.api.backend import FLOAT, HALF, resolve_backend
 from attnsieve.checks import (
     cdiv,
     check_bool,
@@ -53,6 +53,7 @@ def block_mean_pool(
     """
     check_int("block", block, 1)
     check_tensor("x", x, 4, "(batch, heads, seq, head_dim)")
+    check_dtype("x", x, FLOAT)  # the twin pools in float32: a float64 x would be cast silently
     _check_heads(heads, x.shape[:2], x.device)
     return _kernels("pooling", backend, x).block_mean_pool(x, block, heads)
 
@@ -73,6 +74,7 @@ def block_mean_pool_qk(
     check_int("block_q", block_q, 1)
     check_int("block_k", block_k, 1)
     check_qk(q, k)
+    check_dtype("q", q, FLOAT)
     _check_heads(heads, q.shape[:2], q.device)
     return _kernels("pooling", backend, q).block_mean_pool_qk(q, k, block_q, block_k, heads)
 
@@ -158,6 +160,7 @@ def antidiagonal_block_scores(
     block, key block). ``block_q / stride`` and ``block_k / stride`` must be powers of two.
     """
     check_qk(q, k)
+    check_dtype("q", q, FLOAT)
     _check_head_dim("q, k", q.shape[3])
     check_scale(scale)
     check_int("stride", stride, 1)
@@ -196,6 +199,7 @@ def last_query_stats(
     pooled estimate ā (`choose_lines`), taken from the same pass over the keys.
     """
     check_qk(q, k)
+    check_dtype("q", q, FLOAT)
     _check_head_dim("q, k", q.shape[3])
     check_scale(scale)
     check_int("block_k", block_k, 1)
