@@ -895,6 +895,22 @@ def _decode_cases():
 # ---- gaps found by this table (fixed unless listed in OPEN, which are strict xfails) ---------
 QP, KP = api.block_mean_pool(Q32, 16), api.block_mean_pool(K32, 16)
 POOLED = dict(num_queries=N, num_keys=M, block_q=16, block_k=16)
+
+
+def quest_scores_edited(edit):
+    """`api.quest_page_scores` over a filled cache's view after ``edit(page_table, page_count)``."""
+    from attnsieve.cache import Cache
+
+    cache = Cache(1, 2, 2, 32, dtype=torch.float32, device="cpu")
+    cache.append(0, torch.randn(2, 2, 40, 32), torch.randn(2, 2, 40, 32))
+    view = cache.page_view(0)
+    table, count = view.page_table.clone(), view.page_count.clone()
+    edit(table, count)
+    return api.quest_page_scores(
+        torch.randn(2, 2, 32), view.key_min_pool, view.key_max_pool, table, count
+    )
+
+
 GAPS = [
     *(
         (
@@ -919,6 +935,20 @@ GAPS = [
                 ),
             ),
         )
+    ),
+    (
+        "quest-scores-reference-negative-page",
+        lambda: quest_scores_edited(lambda table, count: table[0, 0, 0].fill_(-1)),
+        ValueError,
+        r"^page_table: counted entries must be pool rows in \[0, ",
+        "the reference read a negative page table entry as another pool row (Python indexing)",
+    ),
+    (
+        "quest-scores-reference-count-past-table",
+        lambda: quest_scores_edited(lambda table, count: count[0, 0].fill_(table.shape[-1] + 1)),
+        ValueError,
+        r"^page_count: expected values in \[0, ",
+        "the reference clamped a count past the table where decode's reference refuses it",
     ),
     (
         "lqs-scale-negative",

@@ -110,8 +110,9 @@ def quest_page_scores(
     A page's score is the max over the KV head's g query heads of the upper bound of q . k over
     its keys, ``sum_d max(q_d min_d, q_d max_d)``. The last valid page (the current token's)
     scores +inf and pages past the count -inf, so a plain top-k picks the current page first and
-    an invalid page never; a head with no page scores -inf throughout. Page table entries are
-    trusted (reading them would synchronise with the GPU).
+    an invalid page never; a head with no page scores -inf throughout. The counts and the counted
+    page table entries are trusted on the Triton backend (reading them would synchronise with the
+    GPU); the reference backend checks them.
     """
     check_tensor("q", q, 3, "(batch, heads, head_dim)")
     check_dtype("q", q, FLOAT)

@@ -23,11 +23,20 @@ def page_scores(
     """
     b, h_kv, p = page_table.shape
     pages = torch.arange(p, device=q.device)
-    count = page_count[..., None].long().clamp(max=p)  # as the kernel: never past the table
-    rows = torch.where(pages < count, page_table.long(), 0)  # entries past the count: anything
+    count = page_count[..., None].long()
+    # what the kernel trusts (reading it would synchronise with the GPU); unchecked, a negative
+    # entry would wrap to another page's summaries
+    if bool(((count < 0) | (count > p)).any()):
+        raise ValueError(f"page_count: expected values in [0, {p}]")
+    used = pages < count
+    if bool(((page_table < 0) | (page_table >= key_min.shape[0]))[used].any()):
+        raise ValueError(
+            f"page_table: counted entries must be pool rows in [0, {key_min.shape[0]})"
+        )
+    rows = torch.where(used, page_table.long(), 0)  # entries past the count: anything
     kmin, kmax = key_min[rows].float(), key_max[rows].float()  # (B, H_kv, P, D)
     qg = q.float().unflatten(1, (h_kv, -1))  # (B, H_kv, g, D)
     bound = qg.clamp(min=0) @ kmax.mT + qg.clamp(max=0) @ kmin.mT  # (B, H_kv, g, P)
     nan = bound.isnan().any(2)  # 0 x inf as well as a NaN summary
-    score = bound.amax(2).masked_fill((pages >= count) | nan, -math.inf)
+    score = bound.amax(2).masked_fill(~used | nan, -math.inf)
     return score.masked_fill(pages == count - 1, math.inf)
