@@ -231,6 +231,26 @@ def test_a_dense_causal_layout_runs_in_block_order(monkeypatch, n, m, bq, bk):
     _check(q, k, v, dense, True)
 
 
+@pytest.mark.parametrize("layout", [False, True], ids=["dense", "layout"])
+def test_lse_adds_back_the_smoothing_shift_of_q_as_given(layout):
+    """A large mean of K on every channel: the lse matches exact attention's as closely as
+    without one. The shift q . mean(K) is taken of Q as given; of its INT8 rounding, the lse was
+    off by that rounding times mean(K) (0.46 at |mean(K)| 235, the first review's reproducer)."""
+    n, m, d = 70, 96, 64
+    lay = _random_layout(1, 1, n, m, 32, 32, p=0.7) if layout else None
+    errors = []
+    for offset in (0.0, 30.0):
+        torch.manual_seed(0)
+        q, k, v = _qkv(1, 2, 1, n, m, d)
+        k += (offset * torch.randn(1, 1, 1, d, device=DEVICE)).to(k.dtype)
+        out, lse = _check(q, k, v, lay, True)
+        _, exact_lse = attention_reference(q, k, v, lay, causal=True, return_lse=True)
+        finite = exact_lse.isfinite()
+        errors.append(float((lse - exact_lse)[finite].abs().max()))
+    assert errors[1] < 0.02, errors
+    assert errors[1] < 3 * errors[0] + 0.005, errors
+
+
 def test_custom_scale_and_smoothing_of_a_key_offset():
     """A large shared offset in K (the outlier channel smoothing is for) leaves the accuracy and,
     once the shift is added back, the lse exact."""

@@ -57,9 +57,10 @@ def attention(
         backend: see `attnsieve.api`.
 
     Rows that see no key give 0 and lse -inf. Keys that the layout or causality hides never
-    contribute, whatever their values, on every backend. A dense causal layout with N == M and no
-    lse runs PyTorch SDPA (cuDNN / flash) on CUDA, faster than the Triton kernel on dense work;
-    SDPA propagates a NaN in a hidden key (see README, "Use").
+    contribute, whatever their values, on every backend (with int8-fp8 their finite values still
+    set the quantisation scales of the keys a row sees: `attnsieve.kernels.quant`). A dense
+    causal layout with N == M and no lse runs PyTorch SDPA (cuDNN / flash) on CUDA, faster than
+    the Triton kernel on dense work; SDPA propagates a NaN in a hidden key (see README, "Use").
     """
     check_qkv(q, k, v)
     # the reference computes in float32: a float64 input would be cast silently, float8 rounded

@@ -23,6 +23,11 @@ Differences from the papers:
   row that is non-finite or sees a flagged key comes out NaN, as in the bf16 kernel, unless it sees
   no key at all (0, lse -inf). Flagged keys hidden from a row never reach it: tiles that every row
   sees whole read one flag per K block, masked tiles a flag per key.
+- Finite keys and values hidden from a row still set the scales its visible ones are rounded
+  with (K's mean and block scales, V's channel scales, all taken over every key, as in
+  SageAttention2): a large hidden key or value raises a row's rounding error, never its weights.
+- The lse adds K smoothing's shift q · mean(K) back from Q as given, not from its INT8 rounding
+  (which would put the rounding times mean(K), the outlier term smoothing removes, into the lse).
 
 On an sm_90 GPU the in-order path (no layout or `Layout.dense`, causal, head_dim 128, M >= N)
 runs `attnsieve.kernels.quant_hopper` instead: the same quantisation and semantics in a
@@ -151,9 +156,10 @@ def _attend_tile(
     "stride_sq", "stride_tb", "stride_th", "stride_tq", "stride_vd", "N", "M", "LEN_BUCKET",
 ])
 def _quant_fwd_kernel(
-    Q8, QS, QBAD, K8, KS, KMEAN, VT8, VS, KVBAD, KBLOCKBAD, DK, DV, Out, LSE, BIDX, BCNT, CIDX,
+    Q, Q8, QS, QBAD, K8, KS, KMEAN, VT8, VS, KVBAD, KBLOCKBAD, DK, DV, Out, LSE, BIDX, BCNT, CIDX,
     CCNT, SSTART, SEND, SCNT,
-    stride_ob, stride_oh, stride_on, stride_od, stride_vd,
+    stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od,
+    stride_vd,
     stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
     stride_xb, stride_xh, stride_xq, stride_yb, stride_yh, stride_yq,
     stride_sb, stride_sh, stride_sq, stride_tb, stride_th, stride_tq,
@@ -161,7 +167,7 @@ def _quant_fwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
     CAUSAL: tl.constexpr, DENSE: tl.constexpr, HAS_COLUMNS: tl.constexpr,
     HAS_SPANS: tl.constexpr, USE_TMA: tl.constexpr, EMULATE_FP8: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    RETURN_LSE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # heaviest query tiles (last rows under causal masking) launch first: fewer idle SMs at the end
     i_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -297,13 +303,19 @@ def _quant_fwd_kernel(
     p_o = Out + i_b.to(tl.int64) * stride_ob + i_h.to(tl.int64) * stride_oh
     o_o = o_m.to(tl.int64)[:, None] * stride_on + o_d[None, :] * stride_od
     tl.store(p_o + o_o, b_o.to(Out.dtype.element_ty), mask=m_m[:, None])
-    # K smoothing shifted every score of a row by q . mean(K): softmax ignores it, the lse does not
-    b_shift = tl.sum(b_q.to(tl.float32) * tl.load(KMEAN + i_bkv64 * HEAD_DIM + o_d)[None, :], 1)
-    b_lse = b_m + tl.log2(tl.where(b_empty, 1.0, b_l)) - 8.807354922057604 + b_shift * b_qs
-    b_lse = b_lse * 0.6931471805599453  # x ln 2: natural log
-    b_lse = tl.where(b_empty, float("-inf"), b_lse)
-    b_lse = tl.where(b_bad, float("nan"), b_lse)
-    tl.store(LSE + i_bh64 * N + o_m, b_lse, mask=m_m)
+    if RETURN_LSE:
+        # K smoothing shifted every score of a row by q . mean(K): softmax ignores it, the lse
+        # does not. From Q as given: the INT8 tile's rounding times mean(K), the outlier term
+        # smoothing takes out of the scores, would be put back into the lse
+        p_x = (Q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
+               + o_m.to(tl.int64)[:, None] * stride_qn + o_d[None, :] * stride_qd)
+        b_x = tl.load(p_x, mask=m_m[:, None], other=0.0).to(tl.float32)
+        b_shift = tl.sum(b_x * tl.load(KMEAN + i_bkv64 * HEAD_DIM + o_d)[None, :], 1)
+        b_lse = b_m + tl.log2(tl.where(b_empty, 1.0, b_l)) - 8.807354922057604 + b_shift * qk_scale
+        b_lse = b_lse * 0.6931471805599453  # x ln 2: natural log
+        b_lse = tl.where(b_empty, float("-inf"), b_lse)
+        b_lse = tl.where(b_bad, float("nan"), b_lse)
+        tl.store(LSE + i_bh64 * N + o_m, b_lse, mask=m_m)
 # fmt: on
 
 
@@ -392,7 +404,7 @@ def quant_attention(
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         z, q_tiles = quantize_for_kernel(q, k, v, layout, causal)
         if q_tiles is None:
-            quant_hopper.attention(q, z, out, lse, scale * LOG2E)
+            quant_hopper.attention(q, z, out, lse if return_lse else None, scale * LOG2E)
             return (out, lse) if return_lse else out
         q8, q_scale, q_bad = q_tiles
         if in_order:  # the index pointers are never read: placeholders
@@ -406,9 +418,9 @@ def quant_attention(
         dk, dv = (_descriptor(z.k, 1), _descriptor(z.v_t, 2)) if use_tma else (z.k, z.v_t)
         # fmt: off
         args = (
-            q8, q_scale, q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad,
+            q, q8, q_scale, q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad,
             z.k_block_bad, dk, dv, out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
-            *out.stride(), z.v_t.stride(2),
+            *q.stride(), *out.stride(), z.v_t.stride(2),
             *_strides(bidx, bs), *_strides(bcnt, bs), *_strides(cidx, bs), *_strides(ccnt, bs),
             *_strides(sstart, bs), *_strides(scnt, bs),
             h_q, h_kv, div, n, m, scale * LOG2E,
@@ -426,6 +438,7 @@ def quant_attention(
             "HAS_SPANS": not in_order and layout.has_spans,
             "USE_TMA": use_tma,
             "EMULATE_FP8": INTERPRET,
+            "RETURN_LSE": return_lse,
             "BLOCK_M": block_m,
             "BLOCK_N": block_n,
         }

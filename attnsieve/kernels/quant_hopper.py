@@ -80,9 +80,12 @@ def fits(q: Tensor, k: Tensor, causal: bool, tiles: tuple[int, int]) -> bool:
     )
 
 
-def attention(q: Tensor, z: QuantizedKV, out: Tensor, lse: Tensor, scale_log2: float) -> None:
-    """Write ``out`` (B, H_q, N, D, any strides) and ``lse`` (B, H_q, N, contiguous) from ``q``
-    (any strides) and ``z``; ``scale_log2`` is the softmax scale times log2(e)."""
+def attention(
+    q: Tensor, z: QuantizedKV, out: Tensor, lse: Tensor | None, scale_log2: float
+) -> None:
+    """Write ``out`` (B, H_q, N, D, any strides) and, unless None, ``lse`` (B, H_q, N,
+    contiguous) from ``q`` (any strides) and ``z``; ``scale_log2`` is the softmax scale times
+    log2(e)."""
     b, h_q, n, d = q.shape
     h_kv, m = z.k.shape[1], z.k.shape[2]
     k2 = z.k.view(b * h_kv * m, d)
@@ -93,9 +96,9 @@ def attention(q: Tensor, z: QuantizedKV, out: Tensor, lse: Tensor, scale_log2: f
     v_desc = TensorDescriptor(v2, list(v2.shape), list(v2.stride()), [d, BLOCK_N], int8_tile)
     # fmt: off
     _kernel[(triton.cdiv(n, BLOCK_M), b * h_q)](
-        q, k_desc, v_desc, out, lse, z.k_scale, z.k_mean, z.v_scale, z.kv_bad, z.k_block_bad,
-        *q.stride(), *out.stride(), n, m, h_q, h_kv, scale_log2,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES,
+        q, k_desc, v_desc, out, out if lse is None else lse, z.k_scale, z.k_mean, z.v_scale,
+        z.kv_bad, z.k_block_bad, *q.stride(), *out.stride(), n, m, h_q, h_kv, scale_log2,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES, RETURN_LSE=lse is not None,
         # one consumer warpgroup and a producer warpgroup (one warp works) at 128 registers a
         # thread: the consumer takes 232, the producer 24, and two programs share an SM
         num_warps=4, maxnreg=128,
@@ -212,7 +215,7 @@ if gluon is not None:
                   stride_ob, stride_oh, stride_on, stride_od,
                   i_b, i_h, i_bh, i_bkv, i_m, n_tiles, n_full, N, M, qk_scale,
                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                  STAGES: gl.constexpr, num_warps: gl.constexpr):
+                  STAGES: gl.constexpr, RETURN_LSE: gl.constexpr, num_warps: gl.constexpr):
         q_scale, q_bad = _quantize_q(Q, bufs[0], stride_qb, stride_qh, stride_qn, stride_qd, i_b,
                                      i_h, i_m, N, BLOCK_M, HEAD_DIM, num_warps)
         # one layout serves S (BLOCK_M x BLOCK_N) and O (BLOCK_M x HEAD_DIM): BLOCK_N == HEAD_DIM
@@ -246,12 +249,15 @@ if gluon is not None:
         p_o = (Out + i_b.to(gl.int64) * stride_ob + i_h.to(gl.int64) * stride_oh
                + o_m.to(gl.int64)[:, None] * stride_on + o_d[None, :] * stride_od)
         gl.store(p_o, b_o.to(Out.dtype.element_ty), mask=m_row[:, None])
-        # K smoothing shifted every score of a row by q . mean(K): softmax ignores it, the lse not
-        q_smem = bufs[0]
-        b_q = q_smem.load(mma).to(gl.float32)
-        b_shift = gl.sum(b_q * gl.load(KMEAN + i_bkv64 * HEAD_DIM + o_d)[None, :], 1)
-        b_lse = (m_i + gl.log2(l_i) - LOG2_FP8_MAX + b_shift * qs) * 0.6931471805599453  # ln
-        gl.store(LSE + i_bh64 * N + o_m, gl.where(row_bad, float("nan"), b_lse), mask=m_row)
+        if RETURN_LSE:
+            # K smoothing shifted every score of a row by q . mean(K): softmax ignores it, the lse
+            # does not. From Q as given, as the Triton kernel (`quant._quant_fwd_kernel`) does
+            p_x = (Q + i_b.to(gl.int64) * stride_qb + i_h.to(gl.int64) * stride_qh
+                   + o_m.to(gl.int64)[:, None] * stride_qn + o_d[None, :] * stride_qd)
+            b_x = gl.load(p_x, mask=m_row[:, None], other=0.0).to(gl.float32)
+            b_shift = gl.sum(b_x * gl.load(KMEAN + i_bkv64 * HEAD_DIM + o_d)[None, :], 1)
+            b_lse = (m_i + gl.log2(l_i) - LOG2_FP8_MAX + b_shift * qk_scale) * 0.6931471805599453
+            gl.store(LSE + i_bh64 * N + o_m, gl.where(row_bad, float("nan"), b_lse), mask=m_row)
 
     @gluon.jit
     def _attend(bufs, bars, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full, M,
@@ -299,7 +305,7 @@ if gluon is not None:
                 stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on,
                 stride_od, N, M, H_Q, H_KV, qk_scale,
                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                STAGES: gl.constexpr, num_warps: gl.constexpr):
+                STAGES: gl.constexpr, RETURN_LSE: gl.constexpr, num_warps: gl.constexpr):
         # heaviest query tiles (last rows under causal masking) launch first
         i_m = gl.num_programs(0) - 1 - gl.program_id(0)
         i_bh = gl.program_id(1)
@@ -333,7 +339,7 @@ if gluon is not None:
                          stride_qb, stride_qh, stride_qn, stride_qd,
                          stride_ob, stride_oh, stride_on, stride_od, i_b, i_h, i_bh, i_bkv, i_m,
                          n_tiles, n_full, N, M, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
-                         num_warps)),
+                         RETURN_LSE, num_warps)),
             (_producer, (k_desc, v_desc, bufs, bars, i_bkv * M, i_bkv * HEAD_DIM, n_tiles,
                          BLOCK_N, STAGES)),
         ], [1], [24])

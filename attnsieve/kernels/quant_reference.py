@@ -93,7 +93,8 @@ def quant_attention_reference(
     out = o if out is None else out.copy_(o)
     if not return_lse:
         return out
-    shift = (qf * z.k_mean[:, kv_head, None, :]).sum(-1) * q_scale  # K smoothing's shift
+    # K smoothing's shift, from q as given (as the kernels: not from its INT8 rounding)
+    shift = (q.float() * z.k_mean[:, kv_head, None, :]).sum(-1) * qk_scale
     lse = row_m + torch.log2(torch.where(empty, 1.0, row_l)) - LOG2_FP8_MAX + shift
     lse = lse * math.log(2)
     lse = torch.where(empty, -math.inf, lse)
