@@ -37,7 +37,7 @@ from attnsieve.cache_pages import (
     write_kv,
 )
 from attnsieve.checks import cdiv, check_device, check_int
-from attnsieve.kernels import INTERPRET
+from attnsieve.kernels import INTERPRET, check_fp8_device
 from attnsieve.kernels.cache_append import append_one
 from attnsieve.views import Kept, KVView, PageView
 
@@ -89,6 +89,8 @@ class Cache:
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.page_size, self.dtype, self.kv_dtype = page_size, dtype, kv_dtype
         self.device = check_device(device)
+        if kv_dtype is not None:
+            check_fp8_device("kv_dtype", self.device)
         self.layers = [self._empty_layer() for _ in range(num_layers)]
         # bumped whenever a pool, table or page assignment changes: a CUDA graph that captured
         # decode steps is valid while it holds (`attnsieve.integrations.decode_graphs`)

@@ -579,3 +579,24 @@ def test_cuda_bf16_4k(sparse):
     assert (diff <= 1e-3).float().mean() > 0.999 and diff.max() < 0.05
     exact = attention_reference(q, k, v, layout, causal=True)
     assert _head_cosines(out, exact).min() >= MIN_COSINE
+
+
+@pytest.mark.parametrize(
+    ("capability", "refused"), [((8, 0), True), ((8, 9), False), ((9, 0), False)]
+)
+def test_fp8_needs_compute_capability_8_9(monkeypatch, capability, refused):
+    """On a GPU older than Ada (an A100: 8.0) FP8 e4m3 does not compile: the INT8·FP8 kernels,
+    the FP8 KV cache and `patch` with an FP8 precision name the argument before Triton fails."""
+    import attnsieve.kernels as kernels
+
+    monkeypatch.setattr(kernels, "INTERPRET", False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cuda = torch.device("cuda", 0)
+    if refused:
+        with pytest.raises(
+            ValueError, match=r"^q: FP8 e4m3 needs a GPU of compute capability 8\.9"
+        ):
+            kernels.check_fp8_device("q", cuda)
+    else:
+        kernels.check_fp8_device("q", cuda)
+    kernels.check_fp8_device("q", torch.zeros(1))  # CPU tensors run the twins

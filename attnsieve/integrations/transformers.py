@@ -41,6 +41,7 @@ from attnsieve.integrations.handle import (
     _detach,
     planner_name,
 )
+from attnsieve.kernels import check_fp8_device
 from attnsieve.layout import causal_token_mask
 
 ATTN_NAME = "attnsieve"
@@ -132,6 +133,8 @@ def patch(
     heads = int(getattr(text_config, "num_attention_heads", 0) or 0)
     kv_heads = getattr(text_config, "num_key_value_heads", None) or heads or None
     config.check_model(num_layers, heads, kv_heads, head_dim_of(text_config))
+    if config.precision != "bf16" and (weight := next(model.parameters(), None)) is not None:
+        check_fp8_device(f"config.precision ({config.precision!r})", weight.device)
     modules = [m for m in model.modules() if getattr(m, "layer_idx", None) is not None]
     if handle_of(model) is not None:
         raise ValueError(

@@ -22,6 +22,19 @@ def check_triton_device(name: str, t: Tensor) -> None:
         )
 
 
+def check_fp8_device(name: str, where: Tensor | torch.device) -> None:
+    """FP8 e4m3 (Triton's fp8e4nv: the INT8·FP8 kernels, FP8 KV pages) compiles for compute
+    capability 8.9 and later only; on an older GPU, a named error before any compile fails."""
+    device = where.device if isinstance(where, Tensor) else where
+    if device.type == "cuda" and not INTERPRET:
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) < (8, 9):
+            raise ValueError(
+                f"{name}: FP8 e4m3 needs a GPU of compute capability 8.9 or later (Ada, Hopper), "
+                f"got {major}.{minor} ({device})"
+            )
+
+
 def check_interpreter_dots(name: str, t: Tensor) -> None:
     """Triton's interpreter computes ``tl.dot`` on bfloat16 operands wrong (off by orders of
     magnitude, without an error): a kernel that dots its bfloat16 input refuses it there."""

@@ -29,7 +29,13 @@ import triton.language as tl
 from torch import Tensor
 
 from attnsieve.checks import cdiv
-from attnsieve.kernels import INTERPRET, check_interpreter_dots, check_triton_device, sm_count
+from attnsieve.kernels import (
+    INTERPRET,
+    check_fp8_device,
+    check_interpreter_dots,
+    check_triton_device,
+    sm_count,
+)
 from attnsieve.kernels.decode_reference import FP8, check_decode_inputs
 
 LOG2E = 1.4426950408889634
@@ -344,7 +350,9 @@ def decode_attention(
     page_size = k_pages.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     sparse, fp8 = pages is not None, k_pages.dtype == FP8
-    if not fp8:  # FP8 pages are dotted in float16 (or float32)
+    if fp8:
+        check_fp8_device("k_pages", k_pages)
+    else:  # FP8 pages are dotted in float16 (or float32)
         check_interpreter_dots("q", q)
     max_list = pages.shape[2] if sparse else max_pages
     tokens = min(max_list, max_pages) * page_size  # the most any head reads

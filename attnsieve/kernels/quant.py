@@ -57,7 +57,13 @@ from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attnsieve.checks import check_bool, check_out, check_pow2, check_scale
-from attnsieve.kernels import INTERPRET, check_triton_device, quant_hopper, tune_timing
+from attnsieve.kernels import (
+    INTERPRET,
+    check_fp8_device,
+    check_triton_device,
+    quant_hopper,
+    tune_timing,
+)
 from attnsieve.kernels.prefill import LOG2E, layout_tensors, table_tile
 from attnsieve.kernels.quantize import (
     FP8_MAX,
@@ -522,3 +528,4 @@ def check_quant_inputs(
         check_out(out, q, q=q, k=k, v=v)
     if kernel:
         check_triton_device("q", q)
+        check_fp8_device("q", q)

@@ -46,7 +46,7 @@ from torch import Tensor
 from triton.language.extra import libdevice
 
 from attnsieve.checks import check_dtype, check_pow2, check_qkv, check_tensor, check_v
-from attnsieve.kernels import INTERPRET, check_triton_device
+from attnsieve.kernels import INTERPRET, check_fp8_device, check_triton_device
 
 FP8_MAX = 448.0  # largest finite float8 e4m3fn
 INT8_MAX = 127.0
@@ -350,6 +350,7 @@ def quantize_kv(k: Tensor, v: Tensor, *, block_n: int = 128) -> QuantizedKV:
     under the Triton interpreter."""
     check_kv_to_quantize(k, v)
     check_triton_device("k", k)
+    check_fp8_device("v", v)
     check_pow2("block_n", block_n, 32, 128)
     with torch.cuda.device(k.device) if k.is_cuda else contextlib.nullcontext():
         return quantize_kv_blocks(k, v, block_n)
