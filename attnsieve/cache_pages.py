@@ -11,9 +11,9 @@ Per layer (`LayerCache`; `kernels/decode.py` reads exactly this):
 - ``lengths``: int32 (B, H_kv) valid tokens per head. Token t of a head lives at
   ``page_table[b, h, t // page_size]``, slot ``t % page_size``.
 - ``positions``: int64 (num_pages, page_size) absolute position of each stored token.
-- ``key_min``, ``key_max``: bfloat16 (num_pages, D) channel-wise min / max of a page's stored keys,
-  rounded outward (`cache_reference.round_bf16`)
-  (dequantised when FP8), +inf / -inf for an empty page.
+- ``key_min``, ``key_max``: bfloat16 (num_pages, D) channel-wise min / max of a page's stored keys
+  (dequantised when FP8), rounded outward (`cache_reference.round_bf16`), +inf / -inf for an
+  empty page.
 - ``labels``: (num_pages, page_size, R) the label channels of every stored key (Double Sparsity),
   once `Cache.set_label_channels` gave the layer its channels; else None.
 - ``log_weight``: float32 (num_pages, page_size), the natural log of how many tokens each stored

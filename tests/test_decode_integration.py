@@ -623,23 +623,39 @@ def test_selectors_see_the_model_softmax_scale(monkeypatch):
 
 
 @pytest.mark.parametrize("chunk_size", [1, 8, 1000])
-def test_prompt_chunks_of_one_token_are_prompt(chunk_size):
+@pytest.mark.parametrize(
+    "kv, interval",
+    [({"method": "snapkv", "budget": 64}, 0), ({"method": "snapkv", "ratio": 0.72}, 4)],
+    ids=["budget", "ratio-periodic"],
+)
+def test_prompt_chunks_of_one_token_are_prompt(monkeypatch, chunk_size, kv, interval):
     """A prompt chunk of one token read as a decode step: with chunks of 1 the policy never ran
     at the prompt's end (every head held all 89 tokens and the answer's), and with chunks of 8
-    (89 = 11 x 8 + 1) it ran one token early, before the last prompt token arrived. Every chunk
-    size now compresses the whole prompt once, at its end."""
+    (89 = 11 x 8 + 1) it ran one token early, before the last prompt token arrived. With
+    ``kv_interval`` each one-token chunk was also counted as a step: periodic passes ran inside
+    the prompt, a ratio's budget fixed from its first 4 tokens (3 kept, not 64), and the decode
+    selector chose pages for prompt tokens. Every chunk size now compresses the whole prompt
+    once, at its end, and the selector runs at decode steps only."""
     from attnsieve.integrations.generate import generate
+    from attnsieve.methods.decode import Quest
 
+    calls = []
+    select = Quest.select
+    monkeypatch.setattr(Quest, "select", lambda *a, **k: calls.append(1) or select(*a, **k))
     model = build("llama")
     ids = prompt(length=89)
-    handle = patch(model, AttentionConfig(prefill="dense", kv={"method": "snapkv", "budget": 64}))
+    quest = {"method": "quest", "budget_tokens": 64, "dense_layers": 0}
+    config = AttentionConfig(prefill="dense", kv=kv, decode=quest, kv_interval=interval)
+    handle = patch(model, config)
     with handle:
         cache = handle.new_cache()
         tokens, *_ = generate(model, ids, 3, chunk_size, set(), handle.stats, cache)
         kept = handle.session.paged.head_tokens(0)
-    # 64 kept at the prompt's end, then the first token's and two decode steps' K/V
+    # 64 kept at the prompt's end (0.72 x 89 rounds to 64), then the first token's and two
+    # decode steps' K/V
     assert kept.tolist() == [[64 + 2] * kept.shape[1]], chunk_size
     assert len(tokens) == 3
+    assert len(calls) == 2 * 2  # two decode steps, two layers
 
 
 @pytest.mark.parametrize(

@@ -79,9 +79,11 @@ def test_generate_matches_stock_transformers(batch):
 
 def test_update_returns_what_the_attention_reads():
     cache = read_by_attnsieve(AttnsieveCache(2, page_size=8))
+    assert not cache.is_initialized
     k, v = torch.randn(1, 2, 5, 16), torch.randn(1, 2, 5, 16)
     out = cache.update(k, v, 0)
     assert out[0] is k and out[1] is v  # prefill: the prompt's own K/V
+    assert cache.is_initialized  # as DynamicCache after its first update
     assert isinstance(cache.cache, Cache) and cache.cache.head_dim == 16
     k1, v1 = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16)
     assert cache.update(k1, v1, 0)[0] is k1  # decode: the new token only

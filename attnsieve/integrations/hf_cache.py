@@ -212,6 +212,13 @@ class AttnsieveCache(HFCache):
         self.returned[layer_idx] = weakref.ref(out[0])
         return out
 
+    @property
+    def is_initialized(self) -> bool:
+        """Whether a first update built the paged cache; transformers' own property counts only
+        layers that support early initialisation (none here), so it always said False, which
+        models such as PaliGemma read as "the first iteration"."""
+        return self.cache is not None
+
     def finish_prefill(self) -> None:
         """Run ``on_prefill_end`` now for every layer whose last call was a prefill, as its next
         decode call would (the cache holds exactly the prompt either way)."""

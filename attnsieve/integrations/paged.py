@@ -120,7 +120,7 @@ class PagedSession:
         policy = self.config.policy(layer)
         if policy is None:
             return
-        if query.shape[2] == 1 and layer in self.compressed and not self.config.kv_interval:
+        if self._is_step(query) and layer in self.compressed and not self.config.kv_interval:
             self.unrecorded[layer] = self.unrecorded.get(layer, 0) + 1
             return
         self.unrecorded.pop(layer, None)
@@ -210,6 +210,11 @@ class PagedSession:
     def ragged(self, layer: int) -> bool:
         return layer in self.compressed or layer in self.unpadded
 
+    def _is_step(self, query: Tensor) -> bool:
+        """Whether a call is a decode step: one query token, outside a prompt fed in chunks
+        (`AttnsieveCache.prompt`), whose one-token chunks are prompt too."""
+        return query.shape[2] == 1 and not self.cache.prompt
+
     def attend(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
         """(B, N, H_q, D) attention of ``query`` over the layer's paged cache (after update)."""
         if query.shape[2] == 1:
@@ -217,12 +222,15 @@ class PagedSession:
         return self._chunk(layer, query, scale)
 
     def _decode(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
+        """One query token over the pages: a decode step (its selector's pages, then a periodic
+        pass when due), or a one-token prompt chunk (every token; no step, no pass)."""
+        step = self._is_step(query)
         if layer <= self.step_layer:  # a new step: not `layer == 0`, which may run whole
             self.step = StepState()  # (a sliding-window layer) and never come here
         self.step_layer = layer
         selector = self.config.selector(layer)
         pages = None
-        if selector is not None:
+        if selector is not None and step:
             # with the model's softmax scale: TidalDecode ranks tokens by probabilities summed
             # over a GQA group, which the temperature changes
             view = self.paged.page_view(layer, scale)
@@ -231,7 +239,7 @@ class PagedSession:
             query[:, :, 0], self.paged, layer, pages=pages, scale=scale,
             backend=self.config.backend,
         )  # fmt: skip
-        if self.config.kv_interval and self.config.policy(layer) is not None:
+        if step and self.config.kv_interval and self.config.policy(layer) is not None:
             self.steps[layer] = self.steps.get(layer, 0) + 1
             if self.steps[layer] >= self.config.kv_interval:
                 self.compress(layer)
