@@ -581,6 +581,33 @@ def test_razor_compensation_tokens_weigh_the_same_in_prompt_chunks_and_decode(dt
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("kv", ["razor", "adakv"])
+def test_a_ragged_prompt_chunk_in_pieces_is_the_chunk_whole(monkeypatch, kv):
+    """A prompt chunk over compressed heads builds its per-head mask a few rows at a time
+    (`CHUNK_MASK_ELEMENTS`), so a second turn's long chunk over a long cache does not hold a
+    (B, H_q, n, L) mask: one row a piece gives the logits of the chunk at once."""
+    from attnsieve.integrations import paged
+
+    model = build("llama")
+    context, question = prompt(batch=2, length=80), prompt(batch=2, length=7)
+    policies = {
+        "razor": {"method": "razor", "budget": 16, "retrieval_heads": {0: [1]}},
+        "adakv": {"method": "adakv", "budget": 24},
+    }
+    handle = patch(model, AttentionConfig(prefill="dense", kv=policies[kv]))
+    logits = []
+    with handle:
+        for elements in (paged.CHUNK_MASK_ELEMENTS, 1):
+            monkeypatch.setattr(paged, "CHUNK_MASK_ELEMENTS", elements)
+            cache = handle.new_cache()
+            model(input_ids=context, past_key_values=cache, use_cache=True)
+            handle.compress()
+            assert handle.session.ragged(0)
+            logits.append(model(input_ids=question, past_key_values=cache, use_cache=True).logits)
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
 def test_razor_and_quest_compose_on_one_cache():
     """RazorAttention compresses, Quest selects over the ragged heads, reading the compensation
     tokens' pages; generation runs."""

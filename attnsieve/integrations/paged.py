@@ -43,6 +43,7 @@ from attnsieve.methods.kv.base import ScoredPolicy, pack
 from attnsieve.methods.kv.razor import RazorAttention
 
 WINDOW = 64  # recent queries kept per layer, at least (more for a policy's longer window)
+CHUNK_MASK_ELEMENTS = 1 << 26  # a ragged prompt chunk's mask (and SDPA's scores) per piece
 
 
 class PagedSession:
@@ -246,25 +247,31 @@ class PagedSession:
         return out[:, None]
 
     def _chunk(self, layer: int, query: Tensor, scale: float | None) -> Tensor:
-        """A prompt chunk over ragged heads: each head's kept tokens then the chunk, causal."""
+        """A prompt chunk over ragged heads: each head's kept tokens then the chunk, causal. Its
+        per-head mask (B, H_q, rows, L) is built for `CHUNK_MASK_ELEMENTS` at a time: a long
+        chunk (a second turn's document) over a long cache would need it whole otherwise."""
         keys, values, lengths = self.paged.gather(layer)  # the chunk is each head's last n tokens
         b, h_q, n, _ = query.shape
         g = h_q // keys.shape[1]
         col = torch.arange(keys.shape[2], device=query.device)
-        row_end = lengths[..., None].long() - n + torch.arange(n, device=query.device)  # [B, H, n]
-        visible = col <= row_end[..., None]  # [B, H_kv, n, L]
-        mask = visible.repeat_interleave(g, 1)
         log_weights = self.paged.log_weights(layer)
         dtype = query.dtype
         if log_weights is not None:
             # compensation tokens weigh as the tokens they replaced; in float32, as the decode
             # kernel adds them (a bfloat16 mask would move a weight of 64 by 0.3 %)
             bias = log_weights[:, :, None].repeat_interleave(g, 1)
-            mask = bias.masked_fill(~mask, -torch.inf)
             query, keys, values = query.float(), keys.float(), values.float()
-        out = F.scaled_dot_product_attention(
-            query, keys, values, attn_mask=mask, scale=scale, enable_gqa=g > 1
-        )
+        rows = max(1, CHUNK_MASK_ELEMENTS // (b * h_q * keys.shape[2]))
+        out = torch.empty_like(query)
+        for lo in range(0, n, rows):
+            hi = min(n, lo + rows)
+            row_end = lengths[..., None].long() - n + torch.arange(lo, hi, device=query.device)
+            mask = (col <= row_end[..., None]).repeat_interleave(g, 1)  # [B, H_q, rows, L]
+            if log_weights is not None:
+                mask = bias.masked_fill(~mask, -torch.inf)
+            out[:, :, lo:hi] = F.scaled_dot_product_attention(
+                query[:, :, lo:hi], keys, values, attn_mask=mask, scale=scale, enable_gqa=g > 1
+            )
         return out.to(dtype).transpose(1, 2)
 
     def _prefill_ended(self, layer: int) -> None:
