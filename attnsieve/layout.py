@@ -30,6 +30,7 @@ from attnsieve.layout_spans import (
     check_spans,
     checked_rows,
     compact,
+    counted_slots,
     diagonal_ranges,
     in_ranges,
     intersect_ranges,
@@ -46,7 +47,8 @@ from attnsieve.layout_spans import (
 class Layout:
     """Block-sparse pattern of a prefill; see the module docstring.
 
-    Fields: ``block_idx`` int32 (B, H, QB, K) sorted key blocks padded with -1;
+    Fields: ``block_idx`` int32 (B, H, QB, K) sorted key blocks, each row's first ``block_count``
+    entries (the constructors pad the rest with -1; entries past a count are never read);
     ``block_count`` int32 (B, H, QB); ``column_idx`` int32 (B, H, QB, C) sorted key tokens outside
     the chosen blocks, or None; ``column_count`` int32 (B, H, QB) or None; ``span_start`` and
     ``span_end`` int32 (B, H, QB, S): sorted, disjoint key ranges [start, end) within [0, M),
@@ -311,7 +313,8 @@ class Layout:
         return cls(*parts[:2], block_q, block_k, num_queries, num_keys, *parts[2:], _valid=True)
 
     def with_columns(self, column_idx: Tensor, column_count: Tensor | None = None) -> Layout:
-        """Copy with a column part; columns in chosen blocks or spans, or repeated, are dropped.
+        """Copy whose column part is ``column_idx`` (replacing any present, where `with_spans`
+        adds to the spans); columns in chosen blocks or spans, or repeated, are dropped.
 
         ``column_idx`` is int (B, H, QB, C) of key token indices (-1 = none); ``column_count``,
         int (B, H, QB), limits the valid prefix of each row when given. Batch and heads broadcast
@@ -364,13 +367,15 @@ class Layout:
         end <= start for none; ``count`` as in `with_columns`. Ranges are clipped to [0, M),
         merged with the present spans, minus the chosen key blocks; columns inside are dropped.
         """
-        start = self._rows(start, count, "start", "count", (4,))
-        end = self._rows(end, count, "end", "count", (4,))
+        start = self._rows(start, None, "start", "count", (4,))
+        end = self._rows(end, None, "end", "count", (4,))
         if start.shape != end.shape:
             raise ValueError(
                 f"end: shape {tuple(end.shape)} differs from start's {tuple(start.shape)}"
             )
-        return self._with_ranges(start.clamp(min=0), torch.where(start == PAD, 0, end))
+        if count is not None:  # uncounted slots: empty ranges (a start of -1 is a start)
+            end = torch.where(counted_slots(start, count, "start", "count", self.device), end, PAD)
+        return self._with_ranges(start.clamp(min=0), end)
 
     def _with_ranges(self, start: Tensor, end: Tensor) -> Layout:
         """`with_spans` on ranges known to fit (B, H, QB, S) and broadcast (no checks)."""
@@ -394,7 +399,7 @@ class Layout:
             _valid=True,
         )
         if base.has_columns:
-            idx, count = base._outside(base.column_idx.long())
+            idx, count = base._outside(base._part("column_idx").long())
             base = replace(base, column_idx=idx, column_count=count, _valid=True)
         return base
 

@@ -96,6 +96,8 @@ def in_ranges(x: Tensor, start: Tensor, end: Tensor, count: Tensor, strict: bool
     Rows of x and of the ranges share their leading dims. A binary search finds the last range
     starting at or before x (before x with ``strict``); x is inside iff it ends after x.
     """
+    if start.shape[-1] == 0:  # rows without range slots hold nothing
+        return torch.zeros_like(x, dtype=torch.bool)
     keys = _sorted_keys(start, count)
     x = x.to(torch.int32).contiguous()
     j = torch.searchsorted(keys, x, right=not strict) - 1
@@ -158,6 +160,14 @@ def checked_rows(
     idx = idx.to(torch.int64)
     if count is None:
         return idx
+    return torch.where(counted_slots(idx, count, name, count_name, device), idx, PAD)
+
+
+def counted_slots(
+    idx: Tensor, count: object, name: str, count_name: str, device: torch.device
+) -> Tensor:
+    """`valid_slots` of ``idx`` after checking ``count``: an int tensor shaped like
+    ``idx[..., 0]`` on ``device``."""
     if not isinstance(count, Tensor) or count.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{count_name}: expected an int32/int64 tensor shaped like {name}[..., 0]")
     check_storage(count_name, count)
@@ -166,7 +176,7 @@ def checked_rows(
             f"{count_name}: expected shape {tuple(idx.shape[:-1])} on {device}, got "
             f"{tuple(count.shape)} on {count.device}"
         )
-    return torch.where(valid_slots(idx, count), idx, PAD)
+    return valid_slots(idx, count)
 
 
 def check_spans(
@@ -238,6 +248,8 @@ def subtract_blocks(
     blocks = blocks.contiguous()
 
     def listed(kb: Tensor) -> Tensor:
+        if blocks.shape[-1] == 0:  # rows without block slots list none
+            return torch.zeros_like(kb, dtype=torch.bool)
         pos = torch.searchsorted(blocks, kb.to(torch.int32).contiguous())
         return blocks.gather(-1, pos.clamp(max=blocks.shape[-1] - 1)) == kb
 

@@ -193,7 +193,7 @@ class PageView:
         per head (tests, diagnostics); Quest's kernel reads the pools through the table."""
         used = torch.arange(self.num_pages, device=self.page_table.device)
         used = (used < self.page_count[..., None])[..., None]
-        rows = self.page_table.long().clamp(min=0)
+        rows = torch.where(used[..., 0], self.page_table.long(), 0)  # the rest: never read
         key_min = self.key_min_pool[rows].float().masked_fill(~used, math.inf)
         return key_min, self.key_max_pool[rows].float().masked_fill(~used, -math.inf)
 

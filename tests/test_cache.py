@@ -456,6 +456,21 @@ def test_summaries_forget_evicted_keys():
     assert torch.isinf(key_min[0, 1, 1]).all() and (key_min[0, 1, 1] > 0).all()
 
 
+def test_bounds_never_read_table_entries_past_the_count():
+    """`PageView.page_table` entries past a head's page count are "anything (never read)":
+    `bounds` indexed the pools with them (an IndexError for a stale row past the pool)."""
+    cache = Cache(1, 1, 2, 16, page_size=8, dtype=F32, device="cpu")
+    cache.append(0, *kv(cache, 12))
+    cache.compact(0, kept_from([[[0, 1, 2, 4, 5, 6, 7, 8, 9], [3]]]))  # pages [2, 1] of 2
+    view = cache.page_view(0)
+    want = view.bounds()
+    past = torch.arange(view.page_table.shape[-1]) >= view.page_count[..., None]
+    assert past.any()
+    stale = dataclasses.replace(view, page_table=view.page_table.masked_fill(past, 10**6))
+    for got, expected in zip(stale.bounds(), want, strict=True):
+        assert torch.equal(got, expected)
+
+
 def test_summaries_are_bfloat16_bounds():
     """The page summaries round outward to bfloat16: every stored key lies within its page's
     [min, max], which are within one bfloat16 step of the exact ones."""

@@ -137,6 +137,60 @@ def test_with_spans_clips_merges_and_cuts_out_blocks():
     assert spans.span_end[0, 0, :, :2].tolist() == [[30, 64]] * 3 + [[16, 64]]
 
 
+def test_with_spans_clips_a_start_of_minus_one_as_any_other():
+    """-1 is a start like -2 (a window start ``pos - w`` meets it): [-1, 10) clips to [0, 10).
+    The range was dropped, as if -1 marked an absent slot; uncounted slots are what is absent."""
+    layout = Layout.from_block_mask(
+        torch.zeros(1, 1, 4, 4, dtype=torch.bool), block_q=16, block_k=16, num_queries=64,
+        num_keys=64,
+    )  # fmt: skip
+    for start in (-3, -1, 0):
+        spans = layout.with_spans(torch.full((1, 1, 4, 1), start), torch.full((1, 1, 4, 1), 10))
+        assert spans.to_dense_mask(causal=False)[0, 0, -1].sum() == 10, start
+    uncounted = layout.with_spans(
+        torch.full((1, 1, 4, 1), -1), torch.full((1, 1, 4, 1), 10), torch.zeros(1, 1, 4, dtype=I32)
+    )
+    assert not uncounted.to_dense_mask(causal=False).any()
+
+
+def test_ranges_keep_the_counted_columns_only():
+    """Column slots past a row's count may hold anything (`validate` reads the counted prefix,
+    the kernel and `pairs` ignore the rest); `with_diagonals` brought them back as columns
+    (pairs 128 -> 192, the kernel's output off by 1.37 in the review's reproducer)."""
+    no_blocks = (torch.full((1, 1, 4, 1), -1, dtype=I32), torch.zeros(1, 1, 4, dtype=I32))
+    for stale in (9, 10**6):
+        columns = torch.tensor([5, stale], dtype=I32).expand(1, 1, 4, 2).contiguous()
+        layout = Layout(*no_blocks, 16, 16, 64, 64, columns, torch.ones(1, 1, 4, dtype=I32))
+        far = torch.tensor([[[60]]])
+        want = layout.to_dense_mask(causal=False) | Layout.from_block_mask(
+            torch.zeros(1, 1, 4, 4, dtype=torch.bool), block_q=16, block_k=16, num_queries=64,
+            num_keys=64,
+        ).with_diagonals(far).to_dense_mask(causal=False)  # fmt: skip
+        assert torch.equal(layout.with_diagonals(far).to_dense_mask(causal=False), want)
+
+
+def test_layouts_with_no_block_or_span_slots_take_ranges():
+    """Zero-width index lists, which the constructor accepts: K = 0 block slots under
+    `with_spans` / `with_diagonals`, S = 0 span slots beside columns (both raised IndexError)."""
+    columns = (torch.tensor([3, 20], dtype=I32).expand(1, 1, 3, 2).contiguous(),
+               torch.full((1, 1, 3), 2, dtype=I32))  # fmt: skip
+    empty = (torch.zeros(1, 1, 3, 0, dtype=I32), torch.zeros(1, 1, 3, dtype=I32))
+    padded = (torch.full((1, 1, 3, 1), -1, dtype=I32), torch.zeros(1, 1, 3, dtype=I32))
+    layouts = [Layout(*blocks, 16, 16, 40, 40, *columns) for blocks in (empty, padded)]
+    start, end = torch.full((1, 1, 3, 1), 5), torch.full((1, 1, 3, 1), 9)
+    for change in (
+        lambda x: x.with_diagonals(torch.tensor([[[0]]])),
+        lambda x: x.with_spans(start, end),
+    ):
+        masks = [change(x).to_dense_mask() for x in layouts]
+        assert torch.equal(masks[0], masks[1])
+    no_spans = dict(span_start=torch.zeros(1, 1, 3, 0, dtype=I32),
+                    span_end=torch.zeros(1, 1, 3, 0, dtype=I32),
+                    span_count=torch.zeros(1, 1, 3, dtype=I32))  # fmt: skip
+    with_no_spans = Layout(*padded, 16, 16, 40, 40, *columns, **no_spans)
+    assert torch.equal(with_no_spans.to_dense_mask(), layouts[1].to_dense_mask())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_set_algebra_and_views_with_spans(seed):
     n, m, bq, bk = 70 + seed, 90 - 3 * seed, 16, 8

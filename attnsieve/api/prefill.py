@@ -45,7 +45,7 @@ def attention(
     Args:
         q, k, v: one dtype (float16, bfloat16 or float32) and device; H_q a multiple of H_kv
             (native GQA, K/V never repeated).
-        layout: the key blocks (and columns) each query block computes; None is dense.
+        layout: the key blocks (and columns, spans) each query block computes; None is dense.
         causal: bottom-right aligned (query i sits at key position M - N + i = query_offset + i).
         scale: softmax scale, default 1/sqrt(D); a positive finite number.
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
