@@ -93,6 +93,22 @@ def test_run_chunked_prefill_matches_generate(model_dir, tmp_path, capsys):
     assert "prefill" in out.err  # the progress bar of a multi-chunk prompt
 
 
+def test_run_reports_each_layer_s_fallback_over_the_whole_chunked_prompt(
+    model_dir, tmp_path, capsys
+):
+    """Chunks of 16, 16, 8 with min_prefill_length 16: the last chunk runs dense as "short",
+    but layer 1 planned most of the prompt's pairs and layer 0 has no planner. The summary said
+    "short" for both (the last chunk's reasons)."""
+    window = {"sink_tokens": 0, "window_tokens": 8, **BLOCKS}
+    config = {"prefill": {"method": "streaming", **window}, "min_prefill_length": 16,
+              "layers": {"0": {"prefill": None}}}  # fmt: skip
+    args, _ = cli(model_dir, tmp_path, config, "--max-new-tokens", "1", "--chunk-size", "16")
+    assert run.main(args) == 0
+    summary = capsys.readouterr().out.split("\n---\n")[1]
+    assert "dense fallback (unplanned): layers [0]" in summary
+    assert "short" not in summary
+
+
 def test_run_on_the_paged_cache_matches_generate(model_dir, tmp_path, capsys):
     """--paged-cache: dense decode through attnsieve's paged cache and decode attention gives
     transformers' greedy text and reports the cache it held."""

@@ -49,7 +49,8 @@ def generate(
     is prefilled as one chunk. Returns
     (new token ids, seconds to first token, seconds of decode, density per layer). The density of
     a layer is over the whole prompt: each chunk's density weighted by its number of dense-causal
-    pairs; a chunk that ran dense (shorter than ``min_prefill_length``) counts as 1.
+    pairs; a chunk that ran dense (shorter than ``min_prefill_length``) counts as 1. ``stats``'
+    fallback of a layer is then its outcome over most of the prompt's pairs (None: planned).
     """
     key = cache_keyword(model)
     if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
@@ -74,6 +75,7 @@ def generate(
     bounds = list(range(0, split, chunk_size)) + [split] + ([length] if split < length else [])
     num_layers = len(stats.density_per_layer)
     weighted, total = [0.0] * num_layers, 0
+    outcomes: list[dict[str | None, int]] = [{} for _ in range(num_layers)]  # pairs per outcome
     _sync(input_ids.device)
     start = time.perf_counter()
     paged = cache if isinstance(cache, AttnsieveCache) else None
@@ -87,6 +89,9 @@ def generate(
             pairs = causal_pairs(hi - lo, hi)
             for i, d in enumerate(stats.density_per_layer[:num_layers]):
                 weighted[i] += pairs * (1.0 if d is None else d)
+                if d is not None:  # the layer recorded this chunk: its planner ran, or why not
+                    reason = stats.fallback_per_layer[i]
+                    outcomes[i][reason] = outcomes[i].get(reason, 0) + pairs
             total += pairs
             bar.update(hi - lo)
             if hi == split and after_context is not None:
@@ -94,6 +99,11 @@ def generate(
     token = out.logits[:, -1].argmax(-1)
     _sync(input_ids.device)
     ttft = time.perf_counter() - start
+    # the prompt's, not its last chunk's: each layer's outcome over most of its pairs (a short
+    # last chunk ran dense as "short" where every chunk before it was planned)
+    for i, outcome in enumerate(outcomes):
+        if outcome:
+            stats.fallback_per_layer[i] = max(outcome, key=outcome.__getitem__)
 
     steps, _, decode_s = decode(model, token, cache, max_new_tokens - 1, eos_ids)
     new_tokens = [int(t) for t in [token, *steps]]
