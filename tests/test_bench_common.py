@@ -257,6 +257,15 @@ def test_write_json_never_leaves_a_truncated_file(tmp_path, monkeypatch):
     assert json.loads(path.read_text()) == {"rows": [1]}
 
 
+def test_written_results_have_a_plain_file_s_mode(tmp_path):
+    """The temporary file's private mode (0600) reached results.json and results.csv, where the
+    PNGs beside them were readable by all: the umask's mode now, as for any new file."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    path = write_json(tmp_path / "r.json", {"rows": [1]})
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_write_json_without_a_default_refuses_what_json_cannot_hold(tmp_path):
     """eval's results.json stays strict (a Tensor in a cell is a TypeError, not its str), and the
     failed write leaves no temporary file beside the old one."""

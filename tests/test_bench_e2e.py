@@ -551,9 +551,7 @@ def test_arguments_are_checked_before_the_gpu(argv, message, capsys, monkeypatch
     """A bad argument is reported as itself, not hidden behind 'needs a CUDA GPU' on a machine
     without one (nor found only after a GPU run loaded the weights)."""
     monkeypatch.setattr(e2e, "require_cuda", lambda: pytest.fail("checked after the GPU"))
-    parser = argparse.ArgumentParser()
-    e2e.add_arguments(parser)
-    assert e2e.main(parser.parse_args(argv)) == 2
+    assert cli.main(["bench", "e2e", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("attnsieve bench e2e: error: ") and message in err and "CUDA" not in err
 

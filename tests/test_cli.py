@@ -253,6 +253,24 @@ def test_debug_env_reraises_for_the_traceback(fake_command, monkeypatch):
         cli.main(["fake"])
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--model", "probe", "--lengths", "0"],
+        ["bench", "e2e", "--lengths", "0"],
+        ["run", "--model", "probe", "--prompt-file", "/nonexistent/prompt.txt"],
+        ["calibrate", "--model", "probe", "--target-recall", "2"],
+    ],
+    ids=["eval", "bench-e2e", "run", "calibrate"],
+)
+def test_every_command_s_user_error_reaches_the_debug_env(argv, monkeypatch):
+    """eval and bench e2e printed their argument errors themselves, so ATTNSIEVE_DEBUG=1 showed
+    no traceback for them: every command now leaves them to the CLI."""
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ValueError):
+        cli.main(argv)
+
+
 @pytest.mark.parametrize("error", [RuntimeError("bug"), KeyError("bug"), AssertionError("bug")])
 def test_bugs_are_not_swallowed(fake_command, error):
     fake_command["error"] = error

@@ -13,9 +13,20 @@ pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
 import attnsieve.eval.probe as probe  # noqa: E402
+from attnsieve import cli  # noqa: E402
 from attnsieve.eval import harness, model_fidelity, plots, sweep_args  # noqa: E402
 from attnsieve.eval.probe.tokenizer import ByteTokenizer  # noqa: E402
 from attnsieve.eval.tasks import answer_budget, make_samples  # noqa: E402
+
+
+def eval_cli(args: argparse.Namespace) -> int:
+    """`harness.main` as `attnsieve eval` runs it: a user error it raises is one line on stderr
+    and exit 2 (the CLI's, which ATTNSIEVE_DEBUG=1 turns into the traceback)."""
+    try:
+        return harness.main(args)
+    except cli.USER_ERRORS as e:
+        return cli._fail("attnsieve eval", e)
+
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STREAMING = {"streaming": {"sink_tokens": 4, "window_tokens": 64, "block_q": 64, "block_k": 64}}
@@ -59,7 +70,7 @@ def test_a_length_too_short_for_a_task_is_refused_before_the_weights_load(
     args = _args(tiny_probe_dir, tmp_path / "out", *extra)
     if "--fidelity" in extra:
         args.lengths = None
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"attnsieve eval: error: {message}"), err
     assert not (tmp_path / "out").exists()
@@ -316,7 +327,7 @@ def test_fidelity_of_an_unplanned_layer_at_low_precision_is_sdpa(tiny_probe_dir,
 def test_missing_probe_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(probe, "WEIGHTS_DIR", tmp_path / "weights")
     args = _args("probe", tmp_path)
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err
     assert "probe weights not found" in err and "README.md" in err
 
@@ -342,7 +353,7 @@ def test_fidelity_refuses_the_decode_side_roles(tiny_probe_dir, tmp_path, capsys
         *extra,
         methods=f"dense,{config}" if not extra else "dense",
     )
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err
     assert label in err and "--fidelity" in err and "\n" not in err.rstrip("\n")
     assert not (tmp_path / "out" / "fidelity.json").exists()
@@ -358,10 +369,10 @@ def test_fidelity_takes_kv_none(tiny_probe_dir, tmp_path):
 def test_unknown_task_and_method_are_errors(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.tasks = "niah_single,nope"
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     assert "unknown tasks ['nope']" in capsys.readouterr().err
     args = _args(tiny_probe_dir, tmp_path, methods="dense,no_such_planner")
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     assert "no_such_planner" in capsys.readouterr().err
 
 
@@ -520,7 +531,7 @@ def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeyp
     calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
     assert harness.main(args) == 0 and len(calls) == 1
     args.dtype = "bfloat16"  # another precision: not the float32 cell again
-    assert harness.main(args) == 0 and len(calls) == 2
+    assert eval_cli(args) == 0 and len(calls) == 2
     cells = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert [c["dtype"] for c in cells] == ["bfloat16"]
     copy = tmp_path / "other" / tiny_probe_dir.name  # the same folder name elsewhere
@@ -533,8 +544,8 @@ def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_pat
     calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
     assert harness.main(args) == 0 and len(calls) == 1
     args.rope_scale = 2.0  # another model (YaRN): not the unscaled cell again
-    assert harness.main(args) == 0 and len(calls) == 2
-    assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
+    assert eval_cli(args) == 0 and len(calls) == 2
+    assert eval_cli(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
 def _probe_positions(monkeypatch, tiny_probe_dir):
@@ -565,7 +576,7 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
     args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 0 and len(calls) == 1
     args.model = "org-b/model"  # another model: not org-a's cell again
-    assert harness.main(args) == 0 and len(calls) == 2
+    assert eval_cli(args) == 0 and len(calls) == 2
 
 
 def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, monkeypatch):
@@ -594,8 +605,8 @@ def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, mon
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q4))
     assert harness.main(args) == 0 and len(calls) == 1
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q8))
-    assert harness.main(args) == 0 and len(calls) == 2
-    assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
+    assert eval_cli(args) == 0 and len(calls) == 2
+    assert eval_cli(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
 def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
@@ -618,7 +629,7 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(gguf))
     args = _args("smollm2", tmp_path / "out", methods="dense")
     args.tasks, args.samples = "passkey", 1
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     lines = capsys.readouterr().err.splitlines()  # the loading progress bar, then the error
     errors = [line for line in lines if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("attnsieve eval: error: ")
@@ -642,7 +653,7 @@ def test_a_length_or_task_given_twice_or_none_is_refused(
     monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
     args = _args(tiny_probe_dir, tmp_path, methods="dense")
     setattr(args, option, text)
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"attnsieve eval: error: {error}")
 
@@ -665,9 +676,9 @@ def test_a_cell_after_a_line_cut_short_is_kept(tiny_probe_dir, tmp_path, monkeyp
     assert harness.main(args) == 0
     path = tmp_path / "cells.jsonl"
     path.write_text(path.read_text()[:100])  # a run killed while writing its cell
-    assert harness.main(args) == 0 and len(calls) == 2
+    assert eval_cli(args) == 0 and len(calls) == 2
     assert "cells.jsonl:1: a cell cut short" in capsys.readouterr().err
-    assert harness.main(args) == 0 and len(calls) == 2  # kept
+    assert eval_cli(args) == 0 and len(calls) == 2  # kept
     assert "cut short" not in capsys.readouterr().err
     assert [json.loads(line)["method"] for line in path.read_text().splitlines()] == ["dense"]
 
@@ -709,7 +720,7 @@ def test_two_configs_of_one_name_are_refused(tiny_probe_dir, tmp_path, capsys):
         tmp_path,
         methods=f"{tmp_path / 'a' / 'calibration.json'},{tmp_path / 'b' / 'calibration.json'}",
     )
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     assert "two entries would be labelled ['calibration']" in capsys.readouterr().err
 
 
@@ -735,7 +746,7 @@ def test_an_entry_given_twice_is_named_so(argv, option, twice):
 def test_lengths_beyond_the_model_positions(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.lengths = "64k"  # the probe has 32768 positions
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     assert "--lengths: expected 1 to 32768 tokens" in capsys.readouterr().err
     assert sweep_args.within_positions([4096, 8192, 16384], 8192, None) == [4096, 8192]
 
@@ -749,7 +760,7 @@ def test_fidelity_refuses_samples_and_tasks_it_would_not_measure(
 ):
     """--fidelity measured the first task's one prompt and left the others and --samples out."""
     monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
-    assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity", *extra)) == 2
+    assert eval_cli(_args(tiny_probe_dir, tmp_path, "--fidelity", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{option}: --fidelity measures one prompt of one task" in err[0]
 
@@ -761,11 +772,11 @@ def test_fidelity_length_beyond_the_model_positions(tiny_probe_dir, tmp_path, ca
     monkeypatch.setattr(harness, "run_fidelity", never)
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--fidelity-length", "64k")
     args.lengths = None
-    assert harness.main(args) == 2  # the probe has 32768 positions
+    assert eval_cli(args) == 2  # the probe has 32768 positions
     assert "--fidelity-length: expected 1 to 32768 tokens" in capsys.readouterr().err
     for bad in ("4m", ""):  # "" ran at the largest default length
         args.fidelity_length = bad
-        assert harness.main(args) == 2
+        assert eval_cli(args) == 2
         assert "--fidelity-length: expected entries like 4k" in capsys.readouterr().err
 
 
@@ -775,7 +786,7 @@ def test_an_out_folder_that_cannot_be_made_is_refused_first(
     """--out under a file loaded the model, then failed on a bare [Errno 20]."""
     monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
     (tmp_path / "afile").write_text("")
-    assert harness.main(_args(tiny_probe_dir, tmp_path / "afile" / "sub")) == 2
+    assert eval_cli(_args(tiny_probe_dir, tmp_path / "afile" / "sub")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error: --out: expected a folder" in err[0]
 
@@ -783,7 +794,7 @@ def test_an_out_folder_that_cannot_be_made_is_refused_first(
 def test_fidelity_length_and_lengths_together_are_refused(tiny_probe_dir, tmp_path, capsys):
     """--lengths was checked and then dropped for --fidelity-length."""
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--fidelity-length", "256")
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error: --lengths, --fidelity-length: " in err[0]
     assert not (tmp_path / "fidelity.json").exists()
@@ -806,7 +817,7 @@ def test_lengths_are_checked_before_the_weights_load(tiny_probe_dir, tmp_path, c
     monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
     args = _args(tiny_probe_dir, tmp_path)
     args.lengths = "64k"
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--lengths: expected 1 to 32768 tokens" in err[0]
 
@@ -977,7 +988,7 @@ def test_the_budget_plot_draws_each_config_swept_over_one_ratio(tmp_path):
 def test_fidelity_length_without_fidelity_is_refused(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.fidelity_length = "4k"
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--fidelity-length: applies to --fidelity" in err[0]
 
@@ -985,6 +996,6 @@ def test_fidelity_length_without_fidelity_is_refused(tiny_probe_dir, tmp_path, c
 def test_empty_lengths_are_refused_not_read_as_the_defaults(tiny_probe_dir, tmp_path, capsys):
     args = _args(tiny_probe_dir, tmp_path)
     args.lengths = ""
-    assert harness.main(args) == 2
+    assert eval_cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--lengths: expected a comma-separated list, got ''" in err[0]

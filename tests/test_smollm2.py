@@ -99,6 +99,18 @@ def test_missing_path_names_the_argument(spec):
         models.load_model(spec, device="cpu")
 
 
+@pytest.mark.parametrize("kind", ["text-file", "empty-folder", "fake-gguf"])
+def test_a_path_that_is_no_model_names_the_argument(tmp_path, kind):
+    """A text file, a folder without config.json, a file named .gguf that is none: transformers'
+    own words named no argument and called a prompt file "the config file"."""
+    path = {"text-file": tmp_path / "prompt.txt", "empty-folder": tmp_path,
+            "fake-gguf": tmp_path / "model.gguf"}[kind]  # fmt: skip
+    if kind != "empty-folder":
+        path.write_text("not a model")
+    with pytest.raises(ValueError, match=r"^spec: .* is neither a transformers model folder"):
+        models.model_positions(str(path))
+
+
 def test_an_unknown_hub_name_is_one_line_naming_the_spec(monkeypatch, caplog):
     """A name that is no file, folder or cached model: the cache is tried first, then the Hub
     with its retry warnings held back, and the failure names the spec."""

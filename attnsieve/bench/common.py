@@ -288,8 +288,11 @@ def replace_file(path: Path, write: Callable[[Path], object]) -> Path:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        tmp.chmod(0o666 & ~umask)  # a plain file's mode (mkstemp's is private: 0600)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -219,40 +218,33 @@ def _yarn_factor(text: str) -> float:
 def main(args: argparse.Namespace) -> int:
     decode = args.decode_steps is not None
     decoded = e2e_decode.WARMUP_STEPS + args.decode_steps if decode else 0
-    try:  # every argument is checked before the GPU is asked for and the weights load
-        _mode_options(args, decode)
-        if decode:
-            batches, configs = e2e_decode.plan(args)
-        else:
-            methods = _methods(args)
-        requested = _parse_lengths(args.lengths)
-        check_out(args.out)
-        if args.model == RANDOM_MODEL:
-            positions = LLAMA3_8B["max_position_embeddings"]
-        else:  # the model's config alone: a bad name fails here
-            from attnsieve.eval.models import model_positions
+    # every argument is checked before the GPU is asked for and the weights load
+    _mode_options(args, decode)
+    if decode:
+        batches, configs = e2e_decode.plan(args)
+    else:
+        methods = _methods(args)
+    requested = _parse_lengths(args.lengths)
+    check_out(args.out)
+    if args.model == RANDOM_MODEL:
+        positions = LLAMA3_8B["max_position_embeddings"]
+    else:  # the model's config alone: a bad name fails here
+        from attnsieve.eval.models import model_positions
 
-            positions = model_positions(args.model, args.rope_scale)
-        lengths = _lengths(requested, args.model, positions, decoded)
-        if args.model != RANDOM_MODEL:
-            # the default lengths are cut to the positions the decode steps leave
-            option = "--lengths" if requested else "--decode-steps" if decode else "--model"
-            _check_prompts(args.model, lengths, args.seed, option)
-    except (ValueError, OSError) as e:
-        print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        positions = model_positions(args.model, args.rope_scale)
+    lengths = _lengths(requested, args.model, positions, decoded)
+    if args.model != RANDOM_MODEL:
+        # the default lengths are cut to the positions the decode steps leave
+        option = "--lengths" if requested else "--decode-steps" if decode else "--model"
+        _check_prompts(args.model, lengths, args.seed, option)
     device = torch.device("cpu") if args.device == "cpu" else require_cuda()
     started = time.perf_counter()
-    try:
-        torch.manual_seed(args.seed)
-        model, tokenizer, name = _load(args, device)
-        # a multimodal model (Gemma 3) keeps its decoder's sizes in the text config
-        text = model.config.get_text_config()
-        positions = text.max_position_embeddings
-        lengths = _lengths(requested, name, positions, decoded)
-    except (ValueError, OSError) as e:
-        print(f"attnsieve bench e2e: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    torch.manual_seed(args.seed)
+    model, tokenizer, name = _load(args, device)
+    # a multimodal model (Gemma 3) keeps its decoder's sizes in the text config
+    text = model.config.get_text_config()
+    positions = text.max_position_embeddings
+    lengths = _lengths(requested, name, positions, decoded)
     dtype = str(model.dtype).removeprefix("torch.")
     print(f"model: {name}, {text.num_hidden_layers} layers, {dtype}, {positions} "
           f"positions, loaded in {time.perf_counter() - started:.0f} s")  # fmt: skip

@@ -370,80 +370,76 @@ def _fidelity_sample(task: str, tokenizer: Any, length: int, args: argparse.Name
 def main(args: argparse.Namespace) -> int:
     from attnsieve.eval import plots
 
-    try:
-        # an entry given twice ("4k,4096") is refused, as --methods' are: it would run once
-        lengths = [
-            parse_length(x, "--lengths")
-            for x in split(DEFAULT_LENGTHS if args.lengths is None else args.lengths)
-        ]
-        tasks = entries(",".join(TASKS) if args.tasks is None else args.tasks, "--tasks")
-        twice = repeated(lengths)
-        if twice:
-            raise ValueError(f"--lengths: {twice} given twice; give each length once")
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            raise ValueError(f"--tasks: unknown tasks {unknown} (known: {sorted(TASKS)})")
-        for option, text, given in (
-            ("--tasks", args.tasks, tasks),
-            ("--lengths", args.lengths, lengths),
-        ):
-            if not given:
-                raise ValueError(f"{option}: expected a comma-separated list, got {text!r}")
-        methods = method_configs(args)
-        if args.fidelity:
-            check_prefill_only(methods)
-            if args.samples is not None:
-                raise ValueError("--samples: --fidelity measures one prompt of one task")
-            if args.tasks is not None and len(tasks) > 1:
-                raise ValueError(
-                    f"--tasks: --fidelity measures one prompt of one task, got {len(tasks)}"
-                )
-            if args.fidelity_length is not None and args.lengths is not None:
-                raise ValueError(
-                    "--lengths, --fidelity-length: --fidelity measures one prompt, of "
-                    "--fidelity-length tokens or else the largest of --lengths: give one of them"
-                )
-        elif args.fidelity_length is not None:
-            raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
-        # a copy: the caller's args stay as given, to be read again
-        samples = 10 if args.samples is None else args.samples
-        args = argparse.Namespace(**{**vars(args), "samples": samples})
-        if args.samples <= 0:
-            raise ValueError(f"--samples: expected a positive int, got {args.samples}")
-        # lengths are checked against the model's positions before its weights are loaded
-        positions = model_positions(args.model, args.rope_scale)
-        lengths = within_positions(lengths, positions, args.lengths)
-        if args.fidelity:
-            asked = args.fidelity_length
-            length = max(lengths) if asked is None else parse_length(asked, "--fidelity-length")
-            check_lengths_fit([length], positions, name="--fidelity-length")
-        check_out(args.out or "eval-results")  # before the model loads and the cells run
-        tokenizer = spec_tokenizer(args.model)
-        if args.fidelity:
-            sample = _fidelity_sample(tasks[0], tokenizer, length, args)
-        else:  # every cell's samples hold their task's shortest prompt
-            for task, n in itertools.product(tasks, lengths):
-                check_length(task, tokenizer, n, args.samples, args.seed)
-        model, tokenizer, name = load_model(
-            args.model,
-            device=args.device,
-            dtype=args.dtype,
-            rope_scale=args.rope_scale,
-            tokenizer=tokenizer,
-        )
-        # a local folder by its full path, a Hub id whole (org/name): two folders or Hub models of
-        # one name are two models; so are two GGUF files behind "smollm2" (e.g. two
-        # quantisations); YaRN's factor makes another model of it (name has it as "-yarnF"). Read
-        # here, where a GGUF file gone since loading is a one-line error like the others
-        yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
-        where = Path(args.model).resolve() if Path(args.model).exists() else args.model
-        if args.model == "smollm2":
-            gguf = smollm2_path().resolve()
-            where = f"smollm2:{gguf}:{gguf.stat().st_size}"
-        source = f"{where}{yarn}"
-    except (ValueError, TypeError, FileNotFoundError, OSError) as e:
-        print(f"attnsieve eval: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    # an entry given twice ("4k,4096") is refused, as --methods' are: it would run once
+    lengths = [
+        parse_length(x, "--lengths")
+        for x in split(DEFAULT_LENGTHS if args.lengths is None else args.lengths)
+    ]
+    tasks = entries(",".join(TASKS) if args.tasks is None else args.tasks, "--tasks")
+    twice = repeated(lengths)
+    if twice:
+        raise ValueError(f"--lengths: {twice} given twice; give each length once")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"--tasks: unknown tasks {unknown} (known: {sorted(TASKS)})")
+    for option, text, given in (
+        ("--tasks", args.tasks, tasks),
+        ("--lengths", args.lengths, lengths),
+    ):
+        if not given:
+            raise ValueError(f"{option}: expected a comma-separated list, got {text!r}")
+    methods = method_configs(args)
+    if args.fidelity:
+        check_prefill_only(methods)
+        if args.samples is not None:
+            raise ValueError("--samples: --fidelity measures one prompt of one task")
+        if args.tasks is not None and len(tasks) > 1:
+            raise ValueError(
+                f"--tasks: --fidelity measures one prompt of one task, got {len(tasks)}"
+            )
+        if args.fidelity_length is not None and args.lengths is not None:
+            raise ValueError(
+                "--lengths, --fidelity-length: --fidelity measures one prompt, of "
+                "--fidelity-length tokens or else the largest of --lengths: give one of them"
+            )
+    elif args.fidelity_length is not None:
+        raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
+    # a copy: the caller's args stay as given, to be read again
+    samples = 10 if args.samples is None else args.samples
+    args = argparse.Namespace(**{**vars(args), "samples": samples})
+    if args.samples <= 0:
+        raise ValueError(f"--samples: expected a positive int, got {args.samples}")
+    # lengths are checked against the model's positions before its weights are loaded
+    positions = model_positions(args.model, args.rope_scale)
+    lengths = within_positions(lengths, positions, args.lengths)
+    if args.fidelity:
+        asked = args.fidelity_length
+        length = max(lengths) if asked is None else parse_length(asked, "--fidelity-length")
+        check_lengths_fit([length], positions, name="--fidelity-length")
+    check_out(args.out or "eval-results")  # before the model loads and the cells run
+    tokenizer = spec_tokenizer(args.model)
+    if args.fidelity:
+        sample = _fidelity_sample(tasks[0], tokenizer, length, args)
+    else:  # every cell's samples hold their task's shortest prompt
+        for task, n in itertools.product(tasks, lengths):
+            check_length(task, tokenizer, n, args.samples, args.seed)
+    model, tokenizer, name = load_model(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        rope_scale=args.rope_scale,
+        tokenizer=tokenizer,
+    )
+    # a local folder by its full path, a Hub id whole (org/name): two folders or Hub models of
+    # one name are two models; so are two GGUF files behind "smollm2" (e.g. two
+    # quantisations); YaRN's factor makes another model of it (name has it as "-yarnF"). Read
+    # here, where a GGUF file gone since loading is a one-line error like the others
+    yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
+    where = Path(args.model).resolve() if Path(args.model).exists() else args.model
+    if args.model == "smollm2":
+        gguf = smollm2_path().resolve()
+        where = f"smollm2:{gguf}:{gguf.stat().st_size}"
+    source = f"{where}{yarn}"
     out = Path(args.out or Path("eval-results") / name.replace("/", "--"))
     out.mkdir(parents=True, exist_ok=True)
     if args.fidelity:

@@ -177,11 +177,19 @@ def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None
 
     if isinstance(path, str):  # not a file or folder here: a Hub id
         config = _hub_config(path)
-    elif gguf_file:  # a copy: YaRN below changes it in place
-        stat = (path / gguf_file).stat()
-        config = copy.deepcopy(_gguf_config(path, gguf_file, stat.st_mtime_ns, stat.st_size))
     else:
-        config = AutoConfig.from_pretrained(path)
+        try:
+            if gguf_file:  # a copy: YaRN below changes it in place
+                stat = (path / gguf_file).stat()
+                config = _gguf_config(path, gguf_file, stat.st_mtime_ns, stat.st_size)
+                config = copy.deepcopy(config)
+            else:
+                config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as e:  # transformers' own words name no argument
+            raise ValueError(
+                f"spec: {spec!r} is neither a transformers model folder (with its config.json) "
+                f"nor a GGUF file ({' '.join(str(e).split())[:200]})"
+            ) from None
     if rope_scale is not None:
         _set_yarn(config.get_text_config(), float(rope_scale))
         name = f"{name}-yarn{rope_scale:g}"
