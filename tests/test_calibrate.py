@@ -68,8 +68,22 @@ def test_a_non_finite_key_is_refused_not_calibrated(bad):
 
 def test_without_a_candidate_reaching_the_target_the_best_recall_wins():
     result = calibrate(layers()[:1], 0.999999, CANDIDATES[:2])
-    heads = result["layers"]["0"]["prefill"]
-    assert heads[1]["window_tokens"] == 256  # diffuse head: wider is better
+    # both heads recall best with the wider window (the diffuse head needs it): one entry
+    assert result["layers"]["0"]["prefill"] == {"method": "streaming", **CANDIDATES[1][1]}
+
+
+def test_heads_of_one_choice_get_one_entry_and_share_kv_group_is_refused():
+    """Every head of a layer on one candidate: the candidate itself, one plan as measured, not a
+    per-head list of H plans. A share_kv_group candidate, measured here with its KV group planned
+    together, ran each head alone once written per head (recall 0.3885 recorded, 0.4204 run, in
+    the review's reproducer): refused per head, taken per layer."""
+    sharp = CANDIDATES[0]
+    result = calibrate(layers()[:1], 0.0, [sharp])
+    assert result["layers"]["0"]["prefill"] == {"method": "streaming", **sharp[1]}
+    shared = ("vertical_slash", {"vertical_size": 64, "slash_size": 128, "share_kv_group": True})
+    with pytest.raises(ValueError, match=r"^candidates\[1\]: share_kv_group plans the query"):
+        calibrate(layers()[:1], 0.9, [sharp, shared])
+    calibrate(layers()[:1], 0.9, [sharp, shared], granularity="layer")
 
 
 def test_per_layer_takes_the_fastest_choices_whose_mean_recall_reaches_the_target(tmp_path):

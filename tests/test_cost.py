@@ -68,6 +68,12 @@ def test_planning_time_is_read_at_the_nearest_measured_length():
     model = CostModel(plan_ms={"a": (1.0, 2.0, 3.0)}, plan_lengths=(10, 20, 30))
     assert [model.planning_ms("a", n) for n in (5, 10, 11, 25, 99)] == [1, 1, 2, 3, 3]
     assert model.planning_ms("per_head", 15) == 2.0  # unknown: the slowest planner's time
+    # the slowest at the length asked: "b" is slower at 10 and 20 tokens, "a" only at 30 (its
+    # worst time); reading the planner of the largest worst time priced 2.0 at 10 tokens
+    crossing = CostModel(
+        plan_ms={"a": (1.0, 2.0, 9.0), "b": (4.0, 5.0, 6.0)}, plan_lengths=(10, 20, 30)
+    )
+    assert [crossing.planning_ms("per_head", n) for n in (10, 20, 30)] == [4.0, 5.0, 9.0]
 
 
 def test_graphed_plans_cost_their_gpu_time_scaled_by_heads():

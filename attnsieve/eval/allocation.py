@@ -243,15 +243,17 @@ def head_entries(
     recall: Tensor,
     density: Tensor,
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """A layer's config entry for its heads' ``choice`` of candidates (one entry with per-head
-    values where `one_plan_for_heads` merges them: vertical_slash's budgets, flexprefill's γ),
-    and each head's record from the (C, H) ``recall`` and ``density``."""
+    """A layer's config entry for its heads' ``choice`` of candidates (the candidate itself where
+    every head chose it; one entry with per-head values where `one_plan_for_heads` merges them:
+    vertical_slash's budgets, flexprefill's γ), and each head's record from the (C, H)
+    ``recall`` and ``density``."""
     merged = one_plan_for_heads([planners[c] for c in choice])
-    entry = (
-        [{"method": candidates[c][0], **candidates[c][1]} for c in choice]
-        if merged is None
-        else {"method": merged.name, **dataclasses.asdict(merged)}
-    )
+    if len(set(choice)) == 1:  # one plan of every head, as measured
+        entry = {"method": candidates[choice[0]][0], **candidates[choice[0]][1]}
+    elif merged is None:
+        entry = [{"method": candidates[c][0], **candidates[c][1]} for c in choice]
+    else:
+        entry = {"method": merged.name, **dataclasses.asdict(merged)}
     records = [
         {"recall": float(recall[c, h]), "density": float(density[c, h])}
         for h, c in enumerate(choice)

@@ -142,6 +142,14 @@ def calibrate(
         raise ValueError("candidates: expected a non-empty list of (planner name, kwargs) pairs")
     candidates = [_candidate(c, i) for i, c in enumerate(candidates)]
     planners = [get_planner(name, **kwargs) for name, kwargs in candidates]  # fail early
+    for i, planner in enumerate(planners):
+        if granularity == "head" and getattr(planner, "share_kv_group", False):
+            # measured here on every head at once, it plans a KV group together; a layer of
+            # several per-head choices runs each head alone (`PerHeadPlanner`)
+            raise ValueError(
+                f"candidates[{i}]: share_kv_group plans the query heads of a KV head together, "
+                "which a per-head choice cannot keep; leave it out, or calibrate per layer"
+            )
 
     layers: dict[str, Any] = {}
     stats: dict[str, Any] = {}

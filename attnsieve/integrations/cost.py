@@ -149,15 +149,17 @@ class CostModel:
     def planning_ms(self, planner: str, n: int, graphed_heads: int | None = None) -> float:
         """Planning time of ``planner`` at ``n`` tokens, read at the first measured length at or
         above ``n`` (the last beyond them; unknown planners, e.g. per-head mixes, cost the
-        slowest measured planner's). With ``graphed_heads`` (batch x query heads of a plan
+        slowest measured planner's at that length, eagerly: a per-head mix makes a plan a head,
+        so this is a floor on its eager time). With ``graphed_heads`` (batch x query heads of a plan
         replayed from a CUDA graph), the graph time scaled linearly to those heads where one was
         measured, if below the eager time (linear scaling overstates many heads). The eager
         time is read unscaled: much of it is launches, which do not grow with the heads
         (vertical_slash at 128K: 2.73 ms on 9 query heads, 4.12 on 32; vs22/ on the H200).
         Scaled linearly, SmolLM2's eager flexprefill plan would be priced to pay at 32K, where
         it loses end to end."""
-        eager = self.plan_ms.get(planner) or max(self.plan_ms.values(), key=max)
-        eager_ms = eager[_at(self.plan_lengths, n)]
+        at = _at(self.plan_lengths, n)
+        known = self.plan_ms.get(planner)
+        eager_ms = known[at] if known else max(times[at] for times in self.plan_ms.values())
         if graphed_heads is None or planner not in self.graph_plan_ms:
             return eager_ms
         graphed = self.graph_plan_ms[planner][_at(self.graph_plan_lengths, n)]
