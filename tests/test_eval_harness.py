@@ -167,6 +167,26 @@ def test_a_run_cut_short_leaves_results_of_its_finished_cells(
         assert len(list(csv.DictReader(f))) == 1
 
 
+def test_as_patched_follows_the_prior_that_keeps_a_layer_from_planning():
+    """On SmolLM2's heads at 16K flexprefill pays below density 0.207, under the prior 0.3 that a
+    patched layer is judged by before its first plan: it never plans, so a plan of density 0.15
+    runs dense as patched (it read as planned). At 32K both pay; a plan of 0.9 does not."""
+    from types import SimpleNamespace
+
+    from attnsieve.methods import get_planner
+
+    planner = get_planner("flexprefill")
+
+    def runs_dense(n, density):
+        q = SimpleNamespace(is_cuda=True, shape=(1, 9, n, 64))
+        k = SimpleNamespace(is_cuda=True, shape=(1, 3, n, 64))
+        return model_fidelity.cost_model_runs_dense(planner, q, k, density)
+
+    assert runs_dense(16384, 0.15)
+    assert not runs_dense(32768, 0.15)
+    assert runs_dense(32768, 0.9)
+
+
 def test_fidelity_mode(tiny_probe_dir, tmp_path):
     assert harness.main(_args(tiny_probe_dir, tmp_path, "--fidelity")) == 0
     result = json.loads((tmp_path / "fidelity.json").read_text())

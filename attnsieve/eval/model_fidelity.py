@@ -21,16 +21,21 @@ from attnsieve.bench.common import next_token_kl
 
 def cost_model_runs_dense(planner: Any, query: Tensor, key: Tensor, density: float) -> bool:
     """Whether `attnsieve.patch`'s default cost model sends a layer whose plan has ``density`` to
-    dense attention (with CUDA graphs, as patched by default). Only on a GPU: elsewhere the
-    patched model plans every layer."""
+    dense attention (with CUDA graphs, as patched by default), from the patched model's second
+    prompt of these shapes on: a layer that its prior density (no plan measured yet) sends dense
+    never plans, so never measures a density that would pay; one that plans goes dense once its
+    plan's density does not pay. Only on a GPU: elsewhere the patched model plans every layer."""
     from attnsieve.integrations.handle import planner_name
     from attnsieve.integrations.transformers import DEFAULT_COST
 
     if not query.is_cuda:
         return False
     b, h, n, d = query.shape
+    shape = (b, h, n, key.shape[2], d)
     name = planner_name(planner)
-    return not DEFAULT_COST.plan_pays(name, density, b, h, n, key.shape[2], d, graphed=True)
+    return not all(
+        DEFAULT_COST.plan_pays(name, known, *shape, graphed=True) for known in (None, density)
+    )
 
 
 def check_prefill_only(methods: list[tuple[str, Any]]) -> None:
