@@ -117,6 +117,22 @@ def test_a_name_no_method_field_has_is_refused_on_a_built_method(method, monkeyp
     monkeypatch.setattr(method, "check_layer" if hasattr(method, "check_layer") else "plan", None)
 
 
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ({"prefill": {"method": "flexprefill", "gama": 0.9}},
+         r"^prefill: flexprefill has no field 'gama'; its fields: gamma, tau, "),
+        ({"kv": {"method": "snapkv", "budgt": 64}}, r"^kv: snapkv has no field 'budgt'; its "),
+        ({"layers": {"1": {"decode": {"method": "quest", "x": 1, "y": 2}}}},
+         r"^layers\[1\]\['decode'\]: quest has no field 'x', 'y'; its fields: budget_tokens"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_field_in_a_config_names_the_method_s_fields(entry, match):
+    """The constructor's "unexpected keyword argument 'gama'" did not say what the fields are."""
+    with pytest.raises(TypeError, match=match):
+        AttentionConfig(**entry)
+
+
 def test_a_kv_interval_without_a_kv_policy_is_refused():
     """It was silently ignored: no policy, nothing to compress again."""
     with pytest.raises(ValueError, match="^kv_interval: 64 .* needs a kv policy"):

@@ -357,6 +357,14 @@ def _build(role: str, entry: Any, where: str) -> Any:
         raise ValueError(
             f"{where}: unknown {role} method {entry['method']!r}; available: {sorted(registry)}"
         )
+    cls = registry[entry["method"]]
+    if dataclasses.is_dataclass(cls):  # a mistyped field: say which ones there are
+        known = [f.name for f in dataclasses.fields(cls) if f.init]
+        if unknown := sorted(set(fields) - set(known)):
+            raise TypeError(
+                f"{where}: {entry['method']} has no field {', '.join(map(repr, unknown))}; its "
+                f"fields: {', '.join(known)}"
+            )
     try:
         method = factory(entry["method"], **fields)
     except (TypeError, ValueError) as e:  # a bad field: name the entry it came from
