@@ -108,7 +108,9 @@ def quest_page_scores(
         backend: see `attnsieve.api`.
 
     A page's score is the max over the KV head's g query heads of the upper bound of q . k over
-    its keys, ``sum_d max(q_d min_d, q_d max_d)``. The last valid page (the current token's)
+    its keys, ``sum_d max(q_d min_d, q_d max_d)``, computed as ``q+ . max + q- . min``; a page
+    whose bound is NaN for some query head (a NaN summary, or an infinite one met by a query
+    channel of the other sign) scores -inf. The last valid page (the current token's)
     scores +inf and pages past the count -inf, so a plain top-k picks the current page first and
     an invalid page never; a head with no page scores -inf throughout. The counts and the counted
     page table entries are trusted on the Triton backend (reading them would synchronise with the

@@ -145,14 +145,18 @@ def _attend_tile(
         # tile's scale b_c, rescaled by the next tile's factor: no multiply after the dot. A term
         # loses float16 precision below 6e-5 of that scale (P * scale): a token of small V scale
         # that draws the attention, in a tile with an unattended token of a 1e4x / 1e5x / 1e6x
-        # larger scale, comes out 0.4 % / 1.5 % / 12 % off (interpreter); the accumulator
-        # overflows only if all the tile's V rows are below ~1e-26. All-zero rows are stored
-        # with scale 0 (`decode_reference.quantize_fp8`), so they never set it.
+        # larger scale, comes out 0.4 % / 1.5 % / 12 % off (interpreter). The accumulator
+        # overflows float32 where a tile's largest V scale is 2^115 or more below the tile
+        # before's while the row maximum holds (V rows of 1e37 beside rows of 1: far outside
+        # 16-bit activations; the twin, which scales every token alone, does not overflow), a
+        # bound kept rather than pay a per-row unit a score in this instruction-bound loop.
+        # All-zero rows are stored with scale 0 (`decode_reference.quantize_fp8`), so they
+        # never set it.
         b_smax = tl.max(tl.abs(b_sv), 0)
         b_smax = tl.where(b_smax > 0.0, b_smax, 1.0)
         b_p = b_p * (b_sv / b_smax)[None, :]
-        # alpha first: alpha * b_c / b_smax is 0 where alpha is, and stays finite whatever the
-        # ratio of two tiles' scales (b_c / b_smax alone can overflow, and 0 * inf is NaN)
+        # alpha first: alpha * b_c / b_smax is 0 where alpha is (b_c / b_smax alone can
+        # overflow, and 0 * inf is NaN); finite while b_c / b_smax stays below the bound above
         b_acc = tl.dot(b_p.to(b_v.dtype), b_v, b_acc * (b_alpha * b_c / b_smax)[:, None],
                        input_precision=DOT_PRECISION)  # [G_PAD, D], in units of b_smax
         b_c = b_smax
