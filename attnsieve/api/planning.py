@@ -157,7 +157,9 @@ def antidiagonal_block_scores(
     Strided row r pairs the query group [rS, rS+S) read backwards with key group c read forwards
     (one antidiagonal per S×S tile), is softmax-normalised over the key groups it sees (logits
     scaled by ``scale / stride``, as the paper), and its probabilities are summed per (query
-    block, key block). ``block_q / stride`` and ``block_k / stride`` must be powers of two.
+    block, key block). ``block_q / stride`` and ``block_k / stride`` must be powers of two of at
+    most 128 (the Triton kernel's largest tiles; the twin is held to them too, so that a call
+    runs on either backend).
     """
     check_qk(q, k)
     check_dtype("q", q, FLOAT)
@@ -168,10 +170,10 @@ def antidiagonal_block_scores(
     check_int("block_k", block_k, 1)
     check_bool("causal", causal)
     rq, rb = block_q // stride, block_k // stride
-    if block_q % stride or block_k % stride or rq & (rq - 1) or rb & (rb - 1):
+    if block_q % stride or block_k % stride or rq & (rq - 1) or rb & (rb - 1) or max(rq, rb) > 128:
         raise ValueError(
-            f"stride: must divide block_q={block_q} and block_k={block_k} into powers of two, "
-            f"got {stride}"
+            f"stride: must divide block_q={block_q} and block_k={block_k} into powers of two of "
+            f"at most 128, got {stride}"
         )
     return _kernels("antidiagonal", backend, q).antidiagonal_block_scores(
         q, k, stride=stride, block_q=block_q, block_k=block_k, scale=scale, causal=causal
@@ -228,7 +230,8 @@ def choose_lines(
             block (`last_query_stats`); ``vertical`` is their estimate â.
         pooled: float32 (B, H_q, KB) the mean last query's scaled score against each block's
             mean key (`last_query_stats` with ``pooled``): ā = softmax(pooled).
-        gamma: the share of each line's mass to keep: a number, or float32 (H_q,) per head.
+        gamma: the share of each line's mass to keep: a number >= 0, or float32 (H_q,) per
+            head, whose values are trusted (reading them would synchronise with the GPU).
         tau: a head is query-aware where sqrt(JS(ā, â)) < tau (natural log).
         lo, hi: the fewest and most blocks a line keeps (0 <= lo <= hi); a query-aware head's
             lines keep lo (its blocks come from its pooled map instead).
