@@ -547,11 +547,37 @@ def _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch):
     return calls, args
 
 
+def test_resume_keys_hold_the_tasks_version(tiny_probe_dir, tmp_path, monkeypatch):
+    """Cells of samples from before a change to the tasks (the fifty-first session's multikey
+    keys) resumed as if current: the samples' version is part of a cell's identity."""
+    calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
+    assert harness.main(args) == 0 and len(calls) == 1
+    assert harness.main(args) == 0 and len(calls) == 1  # resumed
+    monkeypatch.setattr(harness, "TASKS_VERSION", harness.TASKS_VERSION + 1)
+    assert harness.main(args) == 0 and len(calls) == 2
+
+
+def test_the_shipped_probe_resumes_whatever_the_working_folder(tmp_path, monkeypatch):
+    """``--model probe`` loads the shipped weights; its cells were keyed by a folder named probe
+    in the working directory when there was one (the run again, under that folder's name)."""
+    from attnsieve.eval.probe import weights_dir
+
+    calls, args = _counted_passkey_run(weights_dir(), tmp_path, monkeypatch)
+    args.model = "probe"
+    assert harness.main(args) == 0 and len(calls) == 1
+    (tmp_path / "cwd" / "probe").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert harness.main(args) == 0 and len(calls) == 1
+    weights = (weights_dir() / "model.safetensors").resolve()
+    source = json.loads((tmp_path / "results.json").read_text())["model_source"]
+    assert source == f"probe:{weights}:{weights.stat().st_size}"
+
+
 def test_resume_keys_hold_dtype_and_model_path(tiny_probe_dir, tmp_path, monkeypatch):
     calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
     assert harness.main(args) == 0 and len(calls) == 1
     args.dtype = "bfloat16"  # another precision: not the float32 cell again
-    assert eval_cli(args) == 0 and len(calls) == 2
+    assert harness.main(args) == 0 and len(calls) == 2
     cells = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert [c["dtype"] for c in cells] == ["bfloat16"]
     copy = tmp_path / "other" / tiny_probe_dir.name  # the same folder name elsewhere
@@ -564,8 +590,8 @@ def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_pat
     calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
     assert harness.main(args) == 0 and len(calls) == 1
     args.rope_scale = 2.0  # another model (YaRN): not the unscaled cell again
-    assert eval_cli(args) == 0 and len(calls) == 2
-    assert eval_cli(args) == 0 and len(calls) == 2  # its own cell resumes
+    assert harness.main(args) == 0 and len(calls) == 2
+    assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
 def _probe_positions(monkeypatch, tiny_probe_dir):
@@ -596,7 +622,7 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
     args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 0 and len(calls) == 1
     args.model = "org-b/model"  # another model: not org-a's cell again
-    assert eval_cli(args) == 0 and len(calls) == 2
+    assert harness.main(args) == 0 and len(calls) == 2
 
 
 def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, monkeypatch):
@@ -625,8 +651,8 @@ def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, mon
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q4))
     assert harness.main(args) == 0 and len(calls) == 1
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(q8))
-    assert eval_cli(args) == 0 and len(calls) == 2
-    assert eval_cli(args) == 0 and len(calls) == 2  # its own cell resumes
+    assert harness.main(args) == 0 and len(calls) == 2
+    assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
 def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
@@ -696,9 +722,9 @@ def test_a_cell_after_a_line_cut_short_is_kept(tiny_probe_dir, tmp_path, monkeyp
     assert harness.main(args) == 0
     path = tmp_path / "cells.jsonl"
     path.write_text(path.read_text()[:100])  # a run killed while writing its cell
-    assert eval_cli(args) == 0 and len(calls) == 2
+    assert harness.main(args) == 0 and len(calls) == 2
     assert "cells.jsonl:1: a cell cut short" in capsys.readouterr().err
-    assert eval_cli(args) == 0 and len(calls) == 2  # kept
+    assert harness.main(args) == 0 and len(calls) == 2  # kept
     assert "cut short" not in capsys.readouterr().err
     assert [json.loads(line)["method"] for line in path.read_text().splitlines()] == ["dense"]
 

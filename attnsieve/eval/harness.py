@@ -69,6 +69,7 @@ from attnsieve.eval.models import (
     smollm2_path,
     spec_tokenizer,
 )
+from attnsieve.eval.probe import weights_dir
 from attnsieve.eval.sweep_args import (
     DEFAULT_LENGTHS,
     add_arguments,  # noqa: F401 (the command's options, as cli.COMMANDS expects)
@@ -82,6 +83,7 @@ from attnsieve.eval.sweep_args import (
 )
 from attnsieve.eval.tasks import (
     TASKS,
+    TASKS_VERSION,
     LengthTooShortError,
     Sample,
     answer_budget,
@@ -273,8 +275,9 @@ def run_grid(
     def key(label: str, config: Any, length: int, task: str) -> str:
         spec = json.dumps(config.to_dict(), sort_keys=True)
         run = f"{meta['model_source']}|{meta['dtype']}|{meta['device']}"
-        # a cell from before the answer was counted in its length had longer prompts: not resumed
-        return f"{run}|{label}|{spec}|{length}|answer-in-length|{task}|{args.samples}|{args.seed}"
+        # a cell of other samples (`TASKS_VERSION`) is not resumed
+        cell = f"{length}|tasks-v{TASKS_VERSION}|{task}|{args.samples}|{args.seed}"
+        return f"{run}|{label}|{spec}|{cell}"
 
     done = {r["key"]: r for r in _read_jsonl(path)}
     grid = [(lab, cfg, n, t) for n in lengths for t in tasks for lab, cfg in methods]
@@ -435,10 +438,12 @@ def main(args: argparse.Namespace) -> int:
     # quantisations); YaRN's factor makes another model of it (name has it as "-yarnF"). Read
     # here, where a GGUF file gone since loading is a one-line error like the others
     yarn = "" if args.rope_scale is None else f"-yarn{args.rope_scale:g}"
-    where = Path(args.model).resolve() if Path(args.model).exists() else args.model
-    if args.model == "smollm2":
-        gguf = smollm2_path().resolve()
-        where = f"smollm2:{gguf}:{gguf.stat().st_size}"
+    if args.model in ("smollm2", "probe"):  # the shipped files, whatever the working folder holds
+        file = smollm2_path() if args.model == "smollm2" else weights_dir() / "model.safetensors"
+        file = file.resolve()
+        where = f"{args.model}:{file}:{file.stat().st_size}"
+    else:
+        where = Path(args.model).resolve() if Path(args.model).exists() else args.model
     source = f"{where}{yarn}"
     out = Path(args.out or Path("eval-results") / name.replace("/", "--"))
     out.mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,11 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
 # New tokens generated past the target's own, for an answer worded otherwise (RULER's
 # tokens_to_generate also exceed its answers).
 ANSWER_SLACK = 8
+# The samples' and scores' version, part of every `attnsieve eval` cell's identity: bump it
+# whenever a change here or in `task_texts` gives other samples, prompts or scores, so that a
+# resumed sweep runs such cells again. 1: the answer counted inside the length (twenty-ninth
+# session); 2: the keys of a multikey / multiquery sample share no word (fifty-first).
+TASKS_VERSION = 2
 
 
 def answer_budget(tokenizer: Tokenizer, target: str) -> int:
