@@ -113,7 +113,7 @@ def test_eval_end_to_end_and_resume(tiny_probe_dir, tmp_path, monkeypatch, capsy
     assert len(cells) == 4
     for (method, _), cell in cells.items():
         assert 0.0 <= cell["accuracy"] <= 1.0 and len(cell["scores"]) == 2
-        assert cell["prefill_seconds"] > 0 and cell["peak_memory_mb"] > 0
+        assert cell["prefill_seconds"] > 0 and cell["peak_memory_mib"] > 0
         assert cell["mean_prompt_tokens"] <= 512
         assert len(cell["density_per_layer"]) == 2
         if method == "dense":
@@ -508,7 +508,7 @@ def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
     assert set(cells) == {"dense+quest@0.125", "dense+snapkv@0.25+quest@0.125"}
     full, snap = cells["dense+quest@0.125"], cells["dense+snapkv@0.25+quest@0.125"]
     # the context is compressed to a quarter: far less KV memory than keeping every token
-    assert snap["kv_memory_mb"] < 0.6 * full["kv_memory_mb"]
+    assert snap["kv_memory_mib"] < 0.6 * full["kv_memory_mib"]
     assert snap["decode_tokens_per_s"] is None or snap["decode_tokens_per_s"] > 0
     assert (tmp_path / "kv_frontier.png").stat().st_size > 0
     # dense is among --methods, but every label has a decode selector: no baseline cell

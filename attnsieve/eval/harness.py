@@ -106,8 +106,8 @@ CSV_COLUMNS = [
     "prefill_seconds",
     "prefill_seconds_median",
     "decode_tokens_per_s",
-    "kv_memory_mb",
-    "peak_memory_mb",
+    "kv_memory_mib",
+    "peak_memory_mib",
     "memory_kind",
     "mean_prompt_tokens",
     "device",
@@ -214,8 +214,8 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
         "prefill_seconds": statistics.fmean(seconds),
         "prefill_seconds_median": statistics.median(seconds),
         "decode_tokens_per_s": statistics.median(finite_rates) if finite_rates else None,
-        "kv_memory_mb": statistics.fmean(kv),
-        "peak_memory_mb": max(peaks),
+        "kv_memory_mib": statistics.fmean(kv),
+        "peak_memory_mib": max(peaks),
         "memory_kind": memory.kind,
         "mean_prompt_tokens": statistics.fmean(s.num_tokens for s in samples),
     }
@@ -224,7 +224,7 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
 # what the summary, the tables and the plots read of a finished cell
 _CELL_FIELDS = (
     "key", "method", "length", "task", "accuracy", "scores", "density", "prefill_seconds",
-    "kv_memory_mb",
+    "kv_memory_mib",
 )  # fmt: skip
 
 

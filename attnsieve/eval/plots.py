@@ -106,7 +106,7 @@ def plot_kv_frontier(cells: list[dict], path: Path) -> None:
     ax = axes[0, 0]
     for method in dict.fromkeys(c["method"] for c in cells):
         points = sorted(
-            (statistics.fmean(c["kv_memory_mb"] for c in group), statistics.fmean(
+            (statistics.fmean(c["kv_memory_mib"] for c in group), statistics.fmean(
                 c["accuracy"] for c in group), length)
             for (m, length), group in by.items()
             if m == method
