@@ -143,18 +143,29 @@ def fake_cuda(monkeypatch):
 
     import attnsieve.integrations.graphs as graphs_module
 
-    state = {"debug": 0, "capture": None, "fail_capture": False}
+    state = {"debug": 0, "capture": None, "fail_capture": False, "stream": None}
 
     class Graph:
         def replay(self):  # what the captured body does
             self.buffers.density.copy_(self.call(*self.buffers.inputs, self.buffers.out))
 
     @contextlib.contextmanager
+    def on_stream(s):
+        before, state["stream"] = state["stream"], s
+        try:
+            yield
+        finally:
+            state["stream"] = before
+
+    @contextlib.contextmanager
     def graph(g, pool=None, stream=None):
-        state["capture"] = g
+        # as torch's: the capture stream is made current, and a capture whose end raises leaves
+        # it current (its stream context is exited after capture_end)
+        state["capture"], before, state["stream"] = g, state["stream"], stream
         yield
         if state["fail_capture"]:
             raise RuntimeError("operation not permitted when stream is capturing")
+        state["stream"] = before
 
     class Stream:
         def __init__(self, *args, **kwargs):
@@ -165,7 +176,7 @@ def fake_cuda(monkeypatch):
 
     cuda = torch.cuda
     for name, value in {
-        "Stream": Stream, "stream": lambda s: contextlib.nullcontext(),
+        "Stream": Stream, "stream": on_stream,
         "current_stream": lambda *a: Stream(), "device": lambda d: contextlib.nullcontext(),
         "synchronize": lambda *a: None, "graph_pool_handle": object,
         "is_current_stream_capturing": lambda: False, "CUDAGraph": Graph, "graph": graph,
@@ -177,7 +188,7 @@ def fake_cuda(monkeypatch):
 
     def capture(self, signature, key, name, call, *tensors):
         result = original(self, signature, key, name, call, *tensors)
-        g = self._buffers[signature].graphs.get(key)
+        g = self._buffers[signature].graphs.get(key) if signature in self._buffers else None
         if g is not None:
             g.call, g.buffers = call, self._buffers[signature]
         return result
@@ -212,3 +223,32 @@ def test_graph_control_flow_on_stubs(fake_cuda, case):
     assert graphs.captured == (case == "captured")
     assert graphs.eager == (set() if case == "captured" else {case})
     assert sum("cannot be captured" in str(w.message) for w in caught) == (case != "captured")
+    # a shape left without a graph keeps no static copies (they stayed, a planner's that never
+    # captures never evicted them); a failed capture leaves the caller's stream current
+    assert len(graphs._buffers) == (case == "captured")
+    assert fake_cuda["stream"] is None
+
+
+def test_a_call_that_raises_during_capture_captures_at_the_next(fake_cuda):
+    """An error other than a host wait (out of memory, say) while a shape is captured: it
+    propagates, the shape keeps nothing, and its next call captures (it ran eagerly for good,
+    without a warning, while the cost model priced it as a replay)."""
+    from attnsieve.integrations.graphs import PlanGraphs
+
+    calls = []
+
+    def once_out_of_memory(q, k, v, out):
+        calls.append(1)
+        if len(calls) == 2:  # the capture's first run on the static buffers
+            raise RuntimeError("CUDA out of memory")
+        return _toy(q, k, v, out)
+
+    graphs = PlanGraphs()
+    q, k, v = (torch.randn(2, 3, 40, 16).as_subclass(_OnCuda) for _ in range(3))
+    out = torch.empty(2, 40, 3, 16).as_subclass(_OnCuda)
+    graphs.run(("toy",), "toy", once_out_of_memory, q, k, v, out)  # seen once: eager
+    with pytest.raises(RuntimeError, match="out of memory"):
+        graphs.run(("toy",), "toy", once_out_of_memory, q, k, v, out)
+    assert not graphs._buffers and not graphs.eager
+    graphs.run(("toy",), "toy", once_out_of_memory, q, k, v, out)
+    assert graphs.captured == 1

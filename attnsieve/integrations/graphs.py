@@ -11,10 +11,11 @@ and autotunes the kernels); the second runs once more under ``torch.cuda.set_syn
 ("error")`` and, if nothing waited for the device, is captured; later calls copy q, k, v into the
 graph's inputs, replay, and copy the output out. Work that synchronises (e.g. vertical_slash's
 index checks) or whose capture fails keeps running eagerly, with one warning per planner. Graphs
-of the same shapes share their input / output buffers and one memory pool (they replay one at a
-time and their results are copied out at once), so 30 layers of per-layer planners cost one set
-of buffers. The sync debug mode is process-wide: another thread that synchronises during that
-one checking run gets its error.
+of the same shapes share their input / output buffers, and every graph of the handle one memory
+pool (they replay one at a time and their results are copied out at once), so 30 layers of
+per-layer planners cost one set of buffers; a shape left without a graph keeps none. The sync
+debug mode is process-wide: another thread that synchronises during that one checking run gets
+its error.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class _Buffers:
         self.out = _like(out)
         # Layout.density's dtype, so replayed densities equal eager ones bit for bit
         self.density = torch.zeros((), dtype=torch.float64, device=out.device)
-        self.graphs: dict[tuple, torch.cuda.CUDAGraph | None] = {}  # None: runs eagerly
+        self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}  # by key: the graphs captured
 
     def load(self, q: Tensor, k: Tensor, v: Tensor) -> None:
         for static, t in zip(self.inputs, (q, k, v), strict=True):
@@ -100,8 +101,6 @@ class PlanGraphs:
         with torch.cuda.device(q.device):
             buffers = self._buffers.get(signature)
             graph = None if buffers is None else buffers.graphs.get(key)
-            if graph is None and buffers is not None and key in buffers.graphs:
-                return call(q, k, v, out)  # its capture failed
             if graph is None:
                 return self._capture(signature, key, name, call, q, k, v, out)
             self._buffers.move_to_end(signature)
@@ -116,36 +115,58 @@ class PlanGraphs:
     ) -> Tensor:  # fmt: skip
         """Run ``call`` on the static buffers (this call's result), again without any host
         synchronisation, then capture it. A call that synchronises, or whose capture fails, runs
-        eagerly from then on."""
+        eagerly from then on (its planner is `eager`); a shape left without a graph keeps no
+        static copies, nor does one whose call raised (an out-of-memory error, say), which then
+        captures at its next call."""
         buffers = self._buffers.get(signature)
         if buffers is None:
             buffers = self._buffers[signature] = _Buffers(q, k, v, out)
             while len(self._buffers) > MAX_SHAPES:
                 self._buffers.popitem(last=False)
         self._buffers.move_to_end(signature)
-        buffers.graphs[key] = None
-        buffers.load(q, k, v)
-        # first without the sync check: the buffers' strides may compile and autotune anew
-        buffers.density.copy_(call(*buffers.inputs, buffers.out))
-        out.copy_(buffers.out)
-        result = buffers.density.clone()
-        if not self._runs_without_sync(name, call, buffers):
-            return result
+        try:
+            buffers.load(q, k, v)
+            # first without the sync check: the buffers' strides may compile and autotune anew
+            buffers.density.copy_(call(*buffers.inputs, buffers.out))
+            out.copy_(buffers.out)
+            result = buffers.density.clone()
+            synced = not self._runs_without_sync(name, call, buffers)
+            graph = None if synced else self._record(name, call, buffers)
+        except BaseException:
+            self._drop_unused(signature)
+            raise
+        if graph is None:
+            self._drop_unused(signature)
+        else:
+            buffers.graphs[key] = graph
+        return result
+
+    def _record(self, name: str, call: PlannedCall, buffers: _Buffers) -> Any:
+        """The graph of ``call`` on the buffers, or None (and the planner eager) if the capture
+        failed."""
+        device = buffers.out.device
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        if q.device not in self._streams:  # one capture stream per device, made once
-            self._streams[q.device] = torch.cuda.Stream(q.device)
-        stream = self._streams[q.device]
+        if device not in self._streams:  # one capture stream per device, made once
+            self._streams[device] = torch.cuda.Stream(device)
+        stream = self._streams[device]
         try:  # the capture only records
-            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            # the outer context puts the caller's stream back when the capture's end raises
+            # (torch's graph context leaves its stream current then)
+            with torch.cuda.stream(stream), torch.cuda.graph(graph, pool=self._pool, stream=stream):
                 buffers.density.copy_(call(*buffers.inputs, buffers.out))
         except RuntimeError as error:
             self._give_up(name, error)
-            torch.cuda.synchronize(q.device)
-            return result
-        buffers.graphs[key] = graph
-        return result
+            torch.cuda.synchronize(device)
+            return None
+        return graph
+
+    def _drop_unused(self, signature: tuple) -> None:
+        """Free a shape's static copies where it holds no graph."""
+        buffers = self._buffers.get(signature)
+        if buffers is not None and not buffers.graphs:
+            del self._buffers[signature]
 
     def _runs_without_sync(self, name: str, call: PlannedCall, buffers: _Buffers) -> bool:
         """Run ``call`` on the buffers on a side stream, where any wait for the GPU raises; False
@@ -176,7 +197,7 @@ class PlanGraphs:
     @property
     def captured(self) -> int:
         """How many graphs are held (keys that replay rather than run eagerly)."""
-        return sum(g is not None for b in self._buffers.values() for g in b.graphs.values())
+        return sum(len(b.graphs) for b in self._buffers.values())
 
     def clear(self) -> None:
         self._buffers.clear()
