@@ -4843,13 +4843,15 @@ s51d)  # nothing carried, at once after s51c: issue 10's niah_multikey (flexpref
 s52a)  # carry .stage/s, WHEELS=.stage/s: the fifty-second session's kernel changes, compiled for
     # sm_90 offline only: the INT8·FP8 lse's smoothing shift from Q as given in the Triton and
     # the Gluon kernels (computed only with the lse asked for: RETURN_LSE), the FP8 compute
-    # capability check on the kernels' paths, the layout's range fixes and the paged session's
-    # one-token prompt chunks; the CUDA tests of quant, prefill layouts, decode and the cache
+    # capability check on the kernels' paths, the layout's range fixes, the antidiagonal tiles,
+    # the plan graphs' failure paths and the paged session's one-token prompt chunks; the CUDA
+    # tests of quant, prefill layouts, plan graphs, planning kernels, decode and the cache
     # (s52a/)
     D="$OUT/s52a"
     mkdir -p "$D"
     timeout 280 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
         tests/test_kernel_quant.py tests/test_kernel_quant_hopper.py tests/test_layout_spans.py \
+        tests/test_graphs.py tests/test_planning_kernels.py -k "not fuzz" \
         > "$D/cuda_tests_quant.log" 2>&1
     tail -n 3 "$D/cuda_tests_quant.log"
     timeout 250 python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
