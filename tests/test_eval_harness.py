@@ -557,6 +557,15 @@ def test_resume_keys_hold_the_tasks_version(tiny_probe_dir, tmp_path, monkeypatc
     assert harness.main(args) == 0 and len(calls) == 2
 
 
+def test_one_device_spelled_two_ways_resumes(tiny_probe_dir, tmp_path, monkeypatch):
+    """Cells are keyed by the device the model runs on: `cpu:0` after `cpu` (as `cuda:0` after
+    `cuda`) resumes; the device string as typed keyed them apart."""
+    calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
+    assert harness.main(args) == 0 and len(calls) == 1
+    args.device = "cpu:0"
+    assert harness.main(args) == 0 and len(calls) == 1
+
+
 def test_the_shipped_probe_resumes_whatever_the_working_folder(tmp_path, monkeypatch):
     """``--model probe`` loads the shipped weights; its cells were keyed by a folder named probe
     in the working directory when there was one (the run again, under that folder's name)."""

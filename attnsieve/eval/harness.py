@@ -303,7 +303,7 @@ def run_grid(
                         "task": task,
                         "samples": args.samples,
                         "seed": args.seed,
-                        "device": args.device,
+                        "device": meta["device"],
                         "dtype": meta["dtype"],
                         **run_cell(model, tokenizer, samples, config, bar),
                         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -471,7 +471,7 @@ def main(args: argparse.Namespace) -> int:
     meta = {
         "model": name,
         "model_source": source,
-        "device": args.device,
+        "device": str(model.device),  # resolved: --device cuda and cuda:0 are one device
         "dtype": str(model.dtype).removeprefix("torch."),
         "environment": environment(model.device),
         "lengths": lengths,
