@@ -590,7 +590,7 @@ def test_fp8_needs_compute_capability_8_9(monkeypatch, capability, refused):
     import attnsieve.kernels as kernels
 
     monkeypatch.setattr(kernels, "INTERPRET", False)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(kernels, "capability", lambda device: capability)
     cuda = torch.device("cuda", 0)
     if refused:
         with pytest.raises(

@@ -27,7 +27,7 @@ def check_fp8_device(name: str, where: Tensor | torch.device) -> None:
     capability 8.9 and later only; on an older GPU, a named error before any compile fails."""
     device = where.device if isinstance(where, Tensor) else where
     if device.type == "cuda" and not INTERPRET:
-        major, minor = torch.cuda.get_device_capability(device)
+        major, minor = capability(device)
         if (major, minor) < (8, 9):
             raise ValueError(
                 f"{name}: FP8 e4m3 needs a GPU of compute capability 8.9 or later (Ada, Hopper), "
@@ -56,7 +56,13 @@ def gluon_written_for(triton_version: str) -> bool:
 def on_gluon_hopper(t: Tensor) -> bool:
     """Whether ``t`` lives on an sm_90 GPU that the Gluon kernels can run on (not under Triton's
     interpreter, which has no Gluon)."""
-    return not INTERPRET and t.is_cuda and torch.cuda.get_device_capability(t.device)[0] == 9
+    return not INTERPRET and t.is_cuda and capability(t.device)[0] == 9
+
+
+@functools.cache
+def capability(device: torch.device) -> tuple[int, int]:
+    """A CUDA device's compute capability, read once: the launchers ask on every call."""
+    return torch.cuda.get_device_capability(device)
 
 
 @functools.cache

@@ -33,6 +33,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from attnsieve.checks import check_out, check_qkv
 from attnsieve.kernels import (
     INTERPRET,
+    capability,
     check_interpreter_dots,
     check_triton_device,
     tune_timing,
@@ -553,7 +554,7 @@ def sdpa_dense(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 
 def _use_tma(q: Tensor, k: Tensor, v: Tensor) -> bool:
     """K/V blocks through the bulk tensor copy engine: Hopper or newer, 16-byte aligned strides."""
-    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] < 9:
+    if not q.is_cuda or capability(q.device)[0] < 9:
         return False
     return _aligned(k, v)
 

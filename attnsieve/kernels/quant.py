@@ -59,6 +59,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from attnsieve.checks import check_bool, check_out, check_pow2, check_scale
 from attnsieve.kernels import (
     INTERPRET,
+    capability,
     check_fp8_device,
     check_triton_device,
     quant_hopper,
@@ -492,7 +493,7 @@ def _strides(t: Tensor, batch: int) -> tuple[int, int, int]:
 
 def _use_tma(q: Tensor) -> bool:
     """Hopper or newer (the quantised buffers are allocated aligned)."""
-    return q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
+    return q.is_cuda and capability(q.device)[0] >= 9
 
 
 def _descriptor(t: Tensor, tile_dim: int) -> TensorDescriptor:
