@@ -63,7 +63,7 @@ class DecodeGraph:
             where = {"position_ids": self.positions}
             if "cache_position" in inspect.signature(model.forward).parameters:
                 where["cache_position"] = self.positions[0]
-            host, steps = paged.host_state(), dict(cache.reader.steps)
+            host, steps = paged.host_state(), cache.reader.step_counters()
             try:
                 with torch.cuda.graph(self.graph, stream=stream):
                     out = model(input_ids=self.ids, **where, **{keyword: cache}, use_cache=True)
@@ -71,7 +71,8 @@ class DecodeGraph:
                     self.positions.add_(1)
             finally:
                 paged.set_host_state(host)
-                cache.reader.steps = steps  # the capture ran the step's host code, not the step
+                # the capture ran the step's host code, not the step
+                cache.reader.set_step_counters(steps)
         torch.cuda.current_stream(token.device).wait_stream(stream)
         self.version = paged.version
 

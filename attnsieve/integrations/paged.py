@@ -172,9 +172,22 @@ class PagedSession:
         )
 
     def advance_steps(self, steps: int) -> None:
-        """Count ``steps`` decode steps replayed without host code towards each periodic pass."""
+        """Count ``steps`` decode steps replayed without host code towards each periodic pass,
+        or, without ``kv_interval``, as steps a compressed layer's window lacks."""
         for i in self._periodic_layers():
             self.steps[i] = self.steps.get(i, 0) + steps
+        if not self.config.kv_interval:
+            for i in self.compressed:
+                if self.config.policy(i) is not None:
+                    self.unrecorded[i] = self.unrecorded.get(i, 0) + steps
+
+    def step_counters(self) -> tuple[dict[int, int], dict[int, int]]:
+        """The host's step counts, which a captured step's host code advances but a replay
+        does not (`advance_steps` counts replays): restored after a capture."""
+        return dict(self.steps), dict(self.unrecorded)
+
+    def set_step_counters(self, counters: tuple[dict[int, int], dict[int, int]]) -> None:
+        self.steps, self.unrecorded = dict(counters[0]), dict(counters[1])
 
     def _periodic_layers(self) -> list[int]:
         return [
