@@ -4,9 +4,9 @@ operations on its pages that `attnsieve.cache.Cache` composes.
 Per layer (`LayerCache`; `kernels/decode.py` reads exactly this):
 
 - ``k_pages``, ``v_pages``: (num_pages, page_size, D) pool, in the model dtype or float8_e4m3fn
-  (``kv_dtype="fp8"``), then ``k_scale``, ``v_scale``: uint8 (num_pages, page_size) per-token
-  scale exponents (value = fp8 * 2^(e - 127), the smallest power of two at or above absmax over
-  D / 448; `kernels.decode_reference.fp8_scales`); else None.
+  (``kv_dtype="fp8"``), then ``k_scale``, ``v_scale``: float32 (num_pages, page_size) per-token
+  scales (value = fp8 * scale, the smallest power of two at or above absmax over D / 448;
+  `kernels.decode_reference.fp8_scales`); else None.
 - ``page_table``: int32 (B, H_kv, max_pages), the physical page of each logical page, -1 unused.
 - ``lengths``: int32 (B, H_kv) valid tokens per head. Token t of a head lives at
   ``page_table[b, h, t // page_size]``, slot ``t % page_size``.
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from attnsieve import cache_reference as ref
-from attnsieve.kernels.decode_reference import FP8, fp8_scales, quantize_fp8
+from attnsieve.kernels.decode_reference import FP8, quantize_fp8
 
 
 class KernelArgs(NamedTuple):
@@ -95,11 +95,9 @@ def raw(t: Tensor) -> Tensor:
     return t.view(torch.uint8) if t.dtype == FP8 else t
 
 
-def dequant(data: Tensor, exponents: Tensor | None) -> Tensor:
-    """float32 values of stored K or V (data (..., D), scale exponents (...))."""
-    if exponents is None:
-        return data.float()
-    return data.float() * fp8_scales(exponents)[..., None]
+def dequant(data: Tensor, scale: Tensor | None) -> Tensor:
+    """float32 values of stored K or V (data (..., D), scale (...))."""
+    return data.float() if scale is None else data.float() * scale[..., None]
 
 
 def pool(
@@ -126,7 +124,7 @@ def empty_layer(
     ps, d, b, h = page_size, head_dim, batch, kv_heads
     fp8 = kv_dtype == "fp8"
     store = FP8 if fp8 else dtype
-    scale = (lambda: pool(0, ps, dtype=torch.uint8, device=device)) if fp8 else (lambda: None)
+    scale = (lambda: pool(0, ps, dtype=torch.float32, device=device)) if fp8 else (lambda: None)
     return LayerCache(
         k_pages=pool(0, ps, d, dtype=store, device=device),
         v_pages=pool(0, ps, d, dtype=store, device=device),

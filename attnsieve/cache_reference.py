@@ -5,7 +5,7 @@ in order; `compact` keeps the listed entries and inserts the extras (`Kept`) by 
 the log of its weight (plain tokens: 0); a page is ``page_size`` consecutive entries of a head, and
 its summary the channel-wise min / max of its keys, in bfloat16 rounded outward (`round_bf16`). FP8
 stores ``fp8(x / scale) * scale`` with one scale per token: the smallest power of two at or above
-absmax over D / 448 (`attnsieve.kernels.decode_reference.fp8_scale_exponents`). The argument
+absmax over D / 448 (`attnsieve.kernels.decode_reference.fp8_scales`). The argument
 checks both share live here (as the kernels' twins hold theirs).
 """
 
@@ -24,7 +24,7 @@ from attnsieve.checks import (
     check_pow2,
     check_tensor,
 )
-from attnsieve.kernels.decode_reference import fp8_scales, quantize_fp8
+from attnsieve.kernels.decode_reference import quantize_fp8
 from attnsieve.views import Kept, KVView, PageView
 
 MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -237,8 +237,8 @@ class ReferenceCache:
         x = x.float()
         if self.kv_dtype != "fp8":
             return x
-        data, exponents = quantize_fp8(x)
-        return data.float() * fp8_scales(exponents)[..., None]
+        data, scale = quantize_fp8(x)
+        return data.float() * scale[..., None]
 
     def append(self, layer: int, k: Tensor, v: Tensor, positions: Tensor | None = None) -> None:
         check_layer(layer, self.num_layers)
@@ -391,7 +391,7 @@ class ReferenceCache:
         elem = 1 if fp8 else torch.finfo(self.dtype).bits // 8
         total = 0
         for i in layers:
-            page = 2 * ps * d * elem + (2 * ps if fp8 else 0) + ps * 8 + 2 * d * 2
+            page = 2 * ps * d * elem + (2 * ps * 4 if fp8 else 0) + ps * 8 + 2 * d * 2
             page += ps * 4 if self._weighted[i] else 0
             if self._channels[i] is not None:
                 page += ps * self._channels[i].shape[1] * (torch.finfo(self.dtype).bits // 8)

@@ -24,10 +24,10 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-POINTERS = {"Q": "*bf16", "KS": "*u8", "VS": "*u8", "PT": "*i32", "LEN": "*i32",
+POINTERS = {"Q": "*bf16", "KS": "*fp32", "VS": "*fp32", "PT": "*i32", "LEN": "*i32",
             "LIST": "*i32", "CNT": "*i32", "Part": "*fp32", "PartLSE": "*fp32"}  # fmt: skip
 # strides that are 1 in every call, which the JIT turns into constants
-UNIT_STRIDES = {"stride_od", "stride_tp", "stride_ch", "stride_lh", "stride_ip"}
+UNIT_STRIDES = {"stride_od", "stride_ss", "stride_tp", "stride_ch", "stride_lh", "stride_ip"}
 
 
 def compile_split_kernel(path: str, fp8: bool, block_n: int, warps: int, stages: int, page: int):

@@ -264,7 +264,7 @@ def test_compensation_token_weighs_as_its_copies(device, kv_dtype):
     of the same position) and attends, in the decode kernel and its twin, as w copies of
     itself."""
     from attnsieve.kernels.decode import decode_attention
-    from attnsieve.kernels.decode_reference import fp8_scales, quantize_fp8
+    from attnsieve.kernels.decode_reference import quantize_fp8
 
     cache = Cache(1, 2, 2, 16, page_size=8, dtype=F32, device=device, kv_dtype=kv_dtype)
     torch.manual_seed(0)
@@ -292,8 +292,8 @@ def test_compensation_token_weighs_as_its_copies(device, kv_dtype):
         assert lw[b, h, i] == weight[b, h].log() and lw[b, h].count_nonzero() == (weight[b, h] > 1)
         want = extra_k[b, h, 0]
         if kv_dtype == "fp8":
-            q8, exponent = quantize_fp8(want)
-            want = q8.float() * fp8_scales(exponent)
+            q8, scale = quantize_fp8(want)
+            want = q8.float() * scale
         assert torch.equal(keys[b, h, i].cpu(), want)
     assert not lw[0, 1].any()
     q = torch.randn(2, 4, 16, device=device)
@@ -400,7 +400,7 @@ def test_fp8_round_trip_error_bound(device):
     cache.append(0, k.to(device), v.to(device))
     a = cache.kernel_args(0)
     assert a.k_pages.dtype == a.v_pages.dtype == torch.float8_e4m3fn
-    assert a.k_scale.dtype == torch.uint8  # the scales' exponents
+    assert a.k_scale.dtype == torch.float32
     keys, values, _ = cache.gather(0)
     for got, want in ((keys, k), (values, v)):
         got, want = got.float().cpu(), want.float()
@@ -688,34 +688,34 @@ def test_malformed_input_names_the_argument(case):
 
 def test_quantize_fp8_rows_too_small_for_a_scale():
     """Float32 subnormals (below 2^-126, which the GPU's division flushes to zero) count as 0:
-    rows of them are stored as zeros with exponent 0, the scale 0, as an all-zero row is; the
-    smallest normal absmax takes the smallest scale, 2^-126 (exponent 1)."""
+    rows of them are stored as zeros with the scale 0, as an all-zero row is; the smallest normal
+    absmax takes the smallest scale, 2^-126."""
     from attnsieve.cache_pages import dequant
     from attnsieve.kernels.decode_reference import quantize_fp8
 
     x = torch.zeros(4, 16)
     x[0], x[1, 3], x[3, 2] = 1e-43, -2e-44, 2.0**-126
-    q8, exponents = quantize_fp8(x)
-    assert not q8.float().isnan().any() and exponents.tolist() == [0, 0, 0, 1]
-    assert not dequant(q8, exponents)[:3].any() and dequant(q8, exponents)[3, 2] == 2.0**-126
+    q8, scales = quantize_fp8(x)
+    assert not q8.float().isnan().any() and scales.tolist() == [0, 0, 0, 2.0**-126]
+    assert not dequant(q8, scales)[:3].any() and dequant(q8, scales)[3, 2] == 2.0**-126
 
 
 def test_fp8_scales_are_the_least_powers_of_two_that_fit():
-    """The scale exponent of absmax a is that of the smallest power of two s with 448 s >= a,
-    for every binade (normal and subnormal a) and at the edges of the mantissa's cut at 1.75 =
-    448 / 2^8, against float64 arithmetic; the scale decodes to 2^(e - 127), 0 for e = 0."""
-    from attnsieve.kernels.decode_reference import fp8_scale_exponents, fp8_scales
+    """The scale of absmax a is the smallest power of two s with 448 s >= a, for every binade
+    (normal and subnormal a) and at the edges of the mantissa's cut at 1.75 = 448 / 2^8, against
+    float64 arithmetic; 0 for 0, +inf for a non-finite a."""
+    from attnsieve.kernels.decode_reference import fp8_scales
 
     m = torch.tensor([1.0, 1.0 + 2**-23, 1.5, 1.75 - 2**-22, 1.75, 1.75 + 2**-22, 2 - 2**-23])
     amax = (m[:, None] * torch.exp2(torch.arange(-149, 128.0))[None, :]).flatten()
     amax = amax[torch.isfinite(amax) & (amax > 0)].float()
-    scale = fp8_scales(fp8_scale_exponents(amax)).double()
+    scale = fp8_scales(amax).double()
     a = amax.double()
     at_least = torch.where(scale < 2.0**-125, True, 448 * scale / 2 < a)  # 2^-126: the least
     assert (448 * scale >= a).all() and at_least.all()
-    assert fp8_scales(torch.tensor([0, 1, 127, 254], dtype=torch.uint8)).tolist() == [
-        0.0, 2.0**-126, 1.0, 2.0**127,
-    ]  # fmt: skip
+    assert (torch.frexp(scale).mantissa == 0.5).all()  # powers of two
+    special = torch.tensor([0.0, 448.0, math.inf, math.nan])
+    assert fp8_scales(special).tolist() == [0.0, 1.0, math.inf, math.inf]
 
 
 def test_twin_stores_rows_too_small_for_a_scale_as_zeros():
@@ -746,9 +746,9 @@ def test_a_host_state_restores_as_often_as_asked():
 @needs_interpreter
 @pytest.mark.parametrize("fused", [True, False])
 def test_fp8_non_finite_rows_store_the_infinite_scale(fused, monkeypatch):
-    """A K or V row holding NaN or ±inf is stored as zeros with exponent 255 (the infinite
-    scale), by the one-launch append kernel (whose max drops NaN) and by the PyTorch path (whose
-    amax keeps it) alike: it reads back NaN throughout, its neighbours untouched."""
+    """A K or V row holding NaN or ±inf is stored as zeros with the infinite scale, by the
+    one-launch append kernel (whose max drops NaN) and by the PyTorch path (whose amax keeps it)
+    alike: it reads back NaN throughout, its neighbours untouched."""
     import attnsieve.cache as cache_module
 
     monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
@@ -759,8 +759,9 @@ def test_fp8_non_finite_rows_store_the_infinite_scale(fused, monkeypatch):
     cache.append(0, k, v)
     lc = cache.layers[0]
     slot = lc.page_table[0, :, 0].long() * 8  # each head's first slot
-    k_e, v_e = lc.k_scale.view(-1)[slot].tolist(), lc.v_scale.view(-1)[slot].tolist()
-    assert k_e[0] == 255 and 0 < k_e[1] < 255 and v_e[1] == 255 and 0 < v_e[0] < 255
+    k_s, v_s = lc.k_scale.view(-1)[slot].tolist(), lc.v_scale.view(-1)[slot].tolist()
+    assert k_s[0] == math.inf and 0 < k_s[1] < math.inf
+    assert v_s[1] == math.inf and 0 < v_s[0] < math.inf
     assert not lc.k_pages.view(torch.uint8).view(-1, 16)[slot[0]].any()
     keys, values, _ = cache.gather(0)
     assert keys[0, 0, 0].isnan().all() and values[0, 1, 0].isnan().all()
@@ -770,7 +771,7 @@ def test_fp8_non_finite_rows_store_the_infinite_scale(fused, monkeypatch):
 @needs_interpreter
 @pytest.mark.parametrize("fused", [True, False])
 def test_fp8_all_zero_rows_store_scale_zero(fused, monkeypatch):
-    """An all-zero K or V row is stored as zeros with scale 0 (exponent 0, not 2^-127), by the
+    """An all-zero K or V row is stored as zeros with scale 0 (not 2^-126), by the
     one-launch append kernel and by the PyTorch path alike, so that it never sets the decode
     kernel's per-tile V scale (float16 P is taken relative to the tile's largest)."""
     import attnsieve.cache as cache_module

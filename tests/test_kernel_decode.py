@@ -7,17 +7,12 @@ import torch
 
 from attnsieve.kernels import decode
 from attnsieve.kernels.decode import decode_attention, num_splits_for
-from attnsieve.kernels.decode_reference import (
-    FP8,
-    decode_reference,
-    fp8_scale_exponents,
-    fp8_scales,
-)
+from attnsieve.kernels.decode_reference import FP8, decode_reference, fp8_scales
 
 pytestmark = pytest.mark.usefixtures("nan_empty")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-UNUSED_SCALE = 255  # the exponent of an infinite scale: a slot read by mistake poisons the output
+UNUSED_SCALE = math.inf  # a slot read by mistake poisons the output
 RTOL = 4e-3  # relative RMS: fp16 inputs and P, fp32 accumulation
 
 
@@ -25,7 +20,7 @@ def _paged(lengths, h_q, d, page_size, dtype=torch.float16, fp8=False, fill=math
     """A paged cache holding ``lengths`` (B, H_kv) tokens per head, on shuffled physical pages.
 
     Every slot that no valid token uses (the tail of a head's last page, unused and spare pages)
-    holds ``fill`` in the pages, and in FP8 pools the scale exponent 255 (an infinite scale)."""
+    holds ``fill`` in the pages, and in FP8 pools an infinite scale."""
     lengths = torch.tensor(lengths, dtype=torch.int32)
     b, h_kv = lengths.shape
     n_pages = (lengths + page_size - 1) // page_size
@@ -46,10 +41,10 @@ def _paged(lengths, h_q, d, page_size, dtype=torch.float16, fp8=False, fill=math
     v = torch.randn(num, page_size, d)
     k_scale = v_scale = None
     if fp8:  # per-token powers of two, up to 2x the least that fits; values within ±448 after
-        k_scale = fp8_scale_exponents(k.abs().amax(-1) * torch.rand(num, page_size).add(0.5))
-        v_scale = fp8_scale_exponents(v.abs().amax(-1) * torch.rand(num, page_size).add(0.5))
-        k = (k / fp8_scales(k_scale)[..., None]).clamp(-448, 448).to(FP8)
-        v = (v / fp8_scales(v_scale)[..., None]).clamp(-448, 448).to(FP8)
+        k_scale = fp8_scales(k.abs().amax(-1) * torch.rand(num, page_size).add(0.5))
+        v_scale = fp8_scales(v.abs().amax(-1) * torch.rand(num, page_size).add(0.5))
+        k = (k / k_scale[..., None]).clamp(-448, 448).to(FP8)
+        v = (v / v_scale[..., None]).clamp(-448, 448).to(FP8)
         k_scale = torch.where(valid, k_scale, UNUSED_SCALE).to(DEVICE)
         v_scale = torch.where(valid, v_scale, UNUSED_SCALE).to(DEVICE)
         bits = torch.tensor([fill]).to(FP8).view(torch.uint8)  # fp8 has no masked_fill on CPU
@@ -312,22 +307,13 @@ BAD = [
 BAD_FP8 = [
     (_with(k_scale=lambda a: None), TypeError, "k_scale"),
     (_with(v_scale=lambda a: a["v_scale"].half()), TypeError, "v_scale"),
-    # scales, not their exponents
-    (_with(k_scale=lambda a: fp8_scales(a["k_scale"])), TypeError, "k_scale: expected uint8"),
+    # the fiftieth session's one-byte exponents, not scales
+    (_with(k_scale=lambda a: a["k_scale"].to(torch.uint8)), TypeError, "k_scale: expected float32"),
     (_with(v_scale=lambda a: a["v_scale"][:, :4]), ValueError, "v_scale"),
     # other strides than k_scale's: the kernel reads both scales with one offset
     (_with(v_scale=lambda a: a["v_scale"][:, :4].repeat(1, 4)[:, ::2]), ValueError, "v_scale"),
-    # rows of another stride than 1, or off a 4-byte word: the kernel loads 4 exponents at once
-    (_with(k_scale=lambda a: a["k_scale"].t().contiguous().t()), ValueError, "k_scale: expected"),
-    (_with(k_scale=lambda a: _off_word(a["k_scale"])), ValueError, "k_scale: expected rows"),
+    (_with(k_scale=lambda a: a["k_scale"].t().contiguous().t()), ValueError, "v_scale: expected"),
 ]
-
-
-def _off_word(exponents):
-    """The same exponents one byte past a 4-byte boundary."""
-    flat = torch.empty(exponents.numel() + 1, dtype=exponents.dtype, device=exponents.device)
-    flat[1:] = exponents.flatten()
-    return flat[1:].view_as(exponents)
 
 
 @pytest.mark.parametrize("fn", [decode_attention, decode_reference], ids=["kernel", "twin"])
@@ -426,11 +412,10 @@ def test_query_heads_of_far_apart_magnitudes_in_float16(log_weight):
     assert _rel_rms(out[:, small], ref[:, small]) < 1e-2
 
 
-def _times_pow2(exponents, k):
-    """Scale exponents of scales times 2^k (k an int or a tensor like them), the unused slots'
-    left as they are."""
-    shifted = exponents.int() + torch.as_tensor(k, device=exponents.device)
-    return torch.where(exponents == UNUSED_SCALE, exponents, shifted.to(torch.uint8))
+def _times_pow2(scales, k):
+    """Scales times 2^k (k an int or a tensor like them), the unused slots' left as they are."""
+    shifted = scales * torch.exp2(torch.as_tensor(k, dtype=torch.float32, device=scales.device))
+    return torch.where(scales == UNUSED_SCALE, scales, shifted)
 
 
 def test_fp8_tiles_of_far_apart_v_scales():
@@ -450,21 +435,15 @@ def test_fp8_tiles_of_far_apart_v_scales():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-@pytest.mark.parametrize("int64", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_scale_exponents_of_128_and_more_in_every_byte(dtype, int64, sparse, monkeypatch):
-    """The kernel reads a token's exponent out of a 4-byte word: exponents of 128-134 (a sign
-    bit set in every byte of the word), each token's own, read through every load path: float16
-    and float32 dots, int32 and int64 offsets, dense and sparse reads."""
-    if int64:
-        monkeypatch.setattr(decode, "_fits_int32", lambda *pools: False)
+def test_scales_of_any_shared_stride(dtype, sparse):
+    """K and V scales stored page-major (strides (1, num_pages)) read as their rows do, through
+    the float16 and float32 dots, dense and sparse."""
     lengths = [[300, 17, 0], [64, 129, 1]]
     q, cache = _paged(lengths, 6, 32, 16, dtype=dtype, fp8=True)
-    slot = torch.arange(cache["k_scale"].shape[1], device=DEVICE)
-    page = torch.arange(cache["k_scale"].shape[0], device=DEVICE)[:, None]
     for name in ("k_scale", "v_scale"):
-        high = (128 + slot % 4 + page % 3).to(torch.uint8)
-        cache[name] = torch.where(cache[name] == UNUSED_SCALE, cache[name], high)
+        cache[name] = cache[name].t().contiguous().t()
+    assert cache["k_scale"].stride(0) == 1
     _check(q, cache, rtol=1e-2, lse_rtol=1e-5, **(_select(lengths, 16) if sparse else {}))
 
 

@@ -253,7 +253,7 @@ def bench_one(b: int, n: int, args: argparse.Namespace, copy_tbps: float) -> lis
 
     c = make_cache(b, n, args)
     h_kv, d = args.kv_heads, args.head_dim
-    tok_bytes = {"bf16": 2 * 2 * d, "fp8": 2 * (d + 1)}  # K + V rows (+ two scale exponents)
+    tok_bytes = {"bf16": 2 * 2 * d, "fp8": 2 * (d + 4)}  # K + V rows (+ two float32 scales)
     rows: list[dict] = []
 
     def record(method, fn, tokens, dtype, ref=None, ref_fn=None, extra_ms=0.0):

@@ -19,7 +19,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attnsieve.kernels.decode import fp8_scale
 from attnsieve.kernels.quantize import to_fp8
 
 
@@ -38,10 +37,10 @@ def _append_one_kernel(
     b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_d)
     b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_d)
     if FP8:  # per-token power-of-two scales, as `decode_reference.quantize_fp8`
-        b_k, b_ke, b_ks = _quantize(b_k)
-        b_v, b_ve, _ = _quantize(b_v)
-        tl.store(K_SCALE + slot, b_ke)
-        tl.store(V_SCALE + slot, b_ve)
+        b_k, b_ks = _quantize(b_k)
+        b_v, b_vs = _quantize(b_v)
+        tl.store(K_SCALE + slot, b_ks)
+        tl.store(V_SCALE + slot, b_vs)
         b_kf = b_k.to(tl.float32) * b_ks  # the page summaries hold the dequantised key
     else:
         b_kf = b_k.to(tl.float32)
@@ -77,11 +76,11 @@ def _round_bf16(x, UP: tl.constexpr):
 
 @triton.jit
 def _quantize(x):
-    """(x / scale as float8 e4m3, the scale's uint8 exponent, the scale) of one token: the
-    smallest power of two at or above absmax / 448, 0 for an all-zero x, as
-    `attnsieve.kernels.decode_reference.fp8_scale_exponents` finds it from absmax's bits;
-    elements below 2^-126 count as 0, and a token holding NaN or ±inf is stored as zeros with the
-    infinite scale (exponent 255), as `attnsieve.kernels.decode_reference.quantize_fp8` does.
+    """(x / scale as float8 e4m3, the float32 scale) of one token: the smallest power of two at
+    or above absmax / 448, 0 for an all-zero x, as `attnsieve.kernels.decode_reference.fp8_scales`
+    finds it from absmax's bits; elements below 2^-126 count as 0, and a token holding NaN or
+    ±inf is stored as zeros with the infinite scale, as
+    `attnsieve.kernels.decode_reference.quantize_fp8` does.
 
     Dividing by a power of two is exact; the value is rounded on the e4m3 grid in fp32
     (`to_fp8`'s emulation, on every device), so the cast itself is exact and rounds to nearest
@@ -97,9 +96,9 @@ def _quantize(x):
     bits = b_amax.to(tl.int32, bitcast=True)
     b_e = (bits >> 23) - 8 + ((bits & 0x7FFFFF) > 0x600000).to(tl.int32)
     b_e = tl.where(bad, 255, tl.where(b_amax > 0, tl.maximum(b_e, 1), 0))
-    b_scale = fp8_scale(b_e)
+    b_scale = (b_e << 23).to(tl.float32, bitcast=True)  # 2^(e - 127); 0 for e = 0, inf for 255
     b_q = to_fp8(tl.math.div_rn(b_x, tl.where((b_e > 0) & (b_e < 255), b_scale, 1.0)), True)
-    return b_q, b_e.to(tl.uint8), b_scale
+    return b_q, b_scale
 
 
 def append_one(
@@ -118,8 +117,8 @@ def append_one(
     log_weight: Tensor | None = None,
 ) -> None:
     """Write k, v (B, H_kv, 1, D) at position ``positions`` (B,) into each head's next slot;
-    into FP8 pools (``k_scale``, ``v_scale`` uint8 (num_pages, page_size) scale exponents)
-    quantised with a per-token power-of-two scale; into ``log_weight`` (float32 (num_pages,
+    into FP8 pools (``k_scale``, ``v_scale`` float32 (num_pages, page_size)) quantised with a
+    per-token power-of-two scale; into ``log_weight`` (float32 (num_pages,
     page_size)), when given, 0.
 
     ``page_table`` must already hold the page of that slot; ``lengths`` (contiguous int32 (B, H_kv))

@@ -6,8 +6,8 @@ head's tokens (all of them, or the pages of a sparse read list) BLOCK_N at a tim
 addresses through the page table so that pages smaller than BLOCK_N work (int32 addresses where
 the pools allow: `_fits_int32`). Each split writes its normalised partial output and log-sum-exp;
 a small second kernel merges the splits (skipped when there is one). FP8 pools are loaded as FP8
-and widened in registers, with per-token power-of-two scales (one byte each:
-`decode_reference.fp8_scales`) applied to the scores and folded into P (a constexpr flag). For
+and widened in registers, with per-token power-of-two float32 scales
+(`decode_reference.quantize_fp8`) applied to the scores and folded into P (a constexpr flag). For
 16-bit queries both dots run in float16, which holds every e4m3 value exactly (another flag):
 each query row over the power of two at or above its largest magnitude (exact), P times each
 token's V scale over the tile's largest, the accumulator kept in units of that scale (its range:
@@ -77,16 +77,9 @@ def _gather_rows(
 
 
 @triton.jit
-def fp8_scale(exponent):
-    """float32 scale 2^(e - 127) of int32 biased exponents e in [0, 255] (0 for e = 0): e into
-    float32's exponent field. Twin: `decode_reference.fp8_scales`."""
-    return (exponent << 23).to(tl.float32, bitcast=True)
-
-
-@triton.jit
 def _attend_tile(
     b_acc, b_l, b_m, b_c, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
-    stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_wp, stride_ws,
+    stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
     FP8: tl.constexpr, F16: tl.constexpr, LOG_WEIGHT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     MASKED: tl.constexpr,
 ):
@@ -94,27 +87,21 @@ def _attend_tile(
     (rows outside m_n left out, unless the tile is known full: not MASKED)."""
     o_k = o_pp * stride_kp + o_slot * stride_ks
     o_v = o_pp * stride_vp + o_slot * stride_vs
-    # a token's scale exponent is a byte of the 4-byte word at o_s // 4: loads of single bytes
-    # cannot be asynchronous copies, and left the FP8 loop 3 tiles in flight where it had 5
-    # (offline sm_90 SASS, one-warp 32-token tiles); the scale rows have a unit stride
-    o_s = o_pp * stride_sp + o_slot
-    o_word = o_s // 4
+    o_s = o_pp * stride_sp + o_slot * stride_ss
     if MASKED:  # masked rows are never loaded: garbage or NaN in padding slots stays out
         b_k = tl.load(KP + o_k[:, None] + o_d[None, :], mask=m_n[:, None], other=0.0)
         b_v = tl.load(VP + o_v[:, None] + o_d[None, :], mask=m_n[:, None], other=0.0)
         if FP8:
-            b_sk = tl.load(KS.to(tl.pointer_type(tl.int32)) + o_word, mask=m_n, other=0)
-            b_sv = tl.load(VS.to(tl.pointer_type(tl.int32)) + o_word, mask=m_n, other=0)
+            b_sk = tl.load(KS + o_s, mask=m_n, other=0.0)
+            b_sv = tl.load(VS + o_s, mask=m_n, other=0.0)
     else:
         b_k = tl.load(KP + o_k[:, None] + o_d[None, :])  # [BLOCK_N, D]
         b_v = tl.load(VP + o_v[:, None] + o_d[None, :])
         if FP8:
-            b_sk = tl.load(KS.to(tl.pointer_type(tl.int32)) + o_word)
-            b_sv = tl.load(VS.to(tl.pointer_type(tl.int32)) + o_word)
+            b_sk = tl.load(KS + o_s)
+            b_sv = tl.load(VS + o_s)
     if FP8:
-        o_byte = ((o_s % 4) * 8).to(tl.int32)  # little-endian
-        b_sk = fp8_scale((b_sk >> o_byte) & 255) * qk_scale
-        b_sv = fp8_scale((b_sv >> o_byte) & 255)
+        b_sk = b_sk * qk_scale  # k dequantisation folded in
         b_k = b_k.to(b_q.dtype)
         b_v = b_v.to(b_q.dtype)
     b_s = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION)  # [G_PAD, BLOCK_N]
@@ -174,7 +161,7 @@ def _attend_tile(
 ])
 def _decode_split_kernel(
     Q, KP, VP, KS, VS, LW, PT, LEN, LIST, CNT, Part, PartLSE,
-    stride_qb, stride_qh, stride_kp, stride_ks, stride_vp, stride_vs, stride_sp,
+    stride_qb, stride_qh, stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss,
     stride_wp, stride_ws,
     stride_tb, stride_th, stride_tp, stride_lb, stride_lh,
     stride_ib, stride_ih, stride_ip, stride_cb, stride_ch,
@@ -228,7 +215,7 @@ def _decode_split_kernel(
                                          stride_ip, PAGE_SIZE, SPARSE, INT32_OFFSETS, SPARSE)
         b_acc, b_l, b_m, b_c = _attend_tile(
             b_acc, b_l, b_m, b_c, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d, qk_scale,
-            stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_wp, stride_ws,
+            stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss, stride_wp, stride_ws,
             FP8, F16, LOG_WEIGHT, DOT_PRECISION, SPARSE,
         )
     if not SPARSE:  # noqa: SIM102 (a constexpr: sparse kernels compile no tail)
@@ -237,7 +224,7 @@ def _decode_split_kernel(
                                              stride_ip, PAGE_SIZE, SPARSE, INT32_OFFSETS, True)
             b_acc, b_l, b_m, b_c = _attend_tile(
                 b_acc, b_l, b_m, b_c, b_q, b_qs, KP, VP, KS, VS, LW, o_pp, o_slot, m_n, o_d,
-                qk_scale, stride_kp, stride_ks, stride_vp, stride_vs, stride_sp,
+                qk_scale, stride_kp, stride_ks, stride_vp, stride_vs, stride_sp, stride_ss,
                 stride_wp, stride_ws, FP8, F16, LOG_WEIGHT, DOT_PRECISION, True,
             )
 
@@ -323,10 +310,10 @@ def decode_attention(
             padded with -1, and int32 (B, H_kv) entries used; only those pages are read, their
             tokens past ``lengths`` still masked.
         scale: softmax scale, default 1/sqrt(D).
-        k_scale, v_scale: uint8 (num_pages, page_size) per-token scale exponents of FP8 pools
-            (value = fp8 * 2^(e - 127), 0 for e = 0, as `decode_reference.quantize_fp8` writes
-            them); None otherwise. With 16-bit queries FP8 pools are attended in float16 (exact
-            for e4m3; see the module docstring and `_attend_tile`).
+        k_scale, v_scale: float32 (num_pages, page_size) per-token scales of FP8 pools, of one
+            stride (value = fp8 * scale; `decode_reference.quantize_fp8` writes powers of two, 0
+            for an all-zero token); None otherwise. With 16-bit queries FP8 pools are attended in
+            float16 (exact for e4m3; see the module docstring and `_attend_tile`).
         log_weight: optional float32 (num_pages, page_size), natural log of the number of tokens
             each cached token stands for, added to its logit (a token of weight w counts as w
             copies of itself); None: every token counts once.
@@ -382,7 +369,7 @@ def decode_attention(
     args = (
         q, k_pages, v_pages, ks, vs, lw, page_table, lengths, lst, cnt, part, part_lse,
         q.stride(0), q.stride(1), k_pages.stride(0), k_pages.stride(1),
-        v_pages.stride(0), v_pages.stride(1), ks.stride(0),
+        v_pages.stride(0), v_pages.stride(1), ks.stride(0), ks.stride(-1),
         lw.stride(0), lw.stride(-1),
         *page_table.stride(), *lengths.stride(), *lst.stride(), *cnt.stride(),
         *part.stride(), *part_lse.stride(),

@@ -6,12 +6,13 @@ its logits, and runs an exact softmax for its ``g = H_q // H_kv`` query heads.
 :func:`check_decode_inputs` is the argument check shared with
 :func:`attnsieve.kernels.decode.decode_attention`.
 
-FP8 pages' per-token scales are powers of two, stored as one byte each: the biased exponent e of
-the scale 2^(e - 127), as in the E8M0 scales of the OCP Microscaling formats, except that e = 0
-stands for 0 (an all-zero token). A power-of-two scale costs e4m3 no precision (its relative
-rounding is the same in every binade); it only leaves up to one binade of the range unused at the
-top. One byte instead of a float32 scale a token and head cuts an FP8 cache's K and V bytes by 2.3 %
-at head_dim 128 (132 + 132 against 129 + 129 bytes a token and head).
+FP8 pages' per-token scales are powers of two (`fp8_scales`), stored as float32. A power-of-two
+scale costs e4m3 no precision (its relative rounding is the same in every binade; it only leaves
+up to one binade of the range unused at the top) and makes the division exact, so the cast is the
+one rounding on every device. The fiftieth session stored each as its one-byte biased exponent
+(E8M0, 2.3 % fewer K and V bytes at head_dim 128); the decode kernel, which then loaded four
+exponents as one 4-byte word, ran 6-8 % slower on dense FP8 pages on the H200 (1.56x against
+1.66x bf16 at batch 1 / 128K; benchmarks/results/h200/fp8s50/), so the scales went back to float32.
 """
 
 from __future__ import annotations
@@ -122,22 +123,12 @@ def check_decode_inputs(
                 raise ValueError(f"{name}: only FP8 pages take scales; expected None")
             continue
         if not isinstance(s, Tensor):
-            raise TypeError(
-                f"{name}: FP8 pages need a uint8 tensor of scale exponents "
-                f"(`fp8_scale_exponents`), got {s!r}"
-            )
-        _check_per_slot(name, s, (num_pages, page_size), q.device, torch.uint8)
-    if fp8:  # the kernel reads both with one offset, four exponents (a 4-byte word) at a time
-        if k_scale.stride(1) != 1 or k_scale.stride(0) % 4 or k_scale.data_ptr() % 4:
-            raise ValueError(
-                f"k_scale: expected rows of unit stride, 4-byte aligned, got strides "
-                f"{k_scale.stride()} at byte {k_scale.data_ptr() % 4} of a word"
-            )
-        if k_scale.stride() != v_scale.stride() or v_scale.data_ptr() % 4:
-            raise ValueError(
-                f"v_scale: expected k_scale's strides {k_scale.stride()}, 4-byte aligned, got "
-                f"{v_scale.stride()} at byte {v_scale.data_ptr() % 4} of a word"
-            )
+            raise TypeError(f"{name}: FP8 pages need a float32 tensor of scales, got {s!r}")
+        _check_per_slot(name, s, (num_pages, page_size), q.device, torch.float32)
+    if fp8 and k_scale.stride() != v_scale.stride():  # the kernel reads both with one offset
+        raise ValueError(
+            f"v_scale: expected k_scale's strides {k_scale.stride()}, got {v_scale.stride()}"
+        )
     if log_weight is not None:
         if not isinstance(log_weight, Tensor):
             raise TypeError(f"log_weight: expected a float32 tensor or None, got {log_weight!r}")
@@ -221,8 +212,8 @@ def decode_reference(
             k = k_pages[phys, slot].float()  # [T, D]
             v = v_pages[phys, slot].float()
             if k_scale is not None:
-                k = k * fp8_scales(k_scale[phys, slot])[:, None]
-                v = v * fp8_scales(v_scale[phys, slot])[:, None]
+                k = k * k_scale[phys, slot][:, None]
+                v = v * v_scale[phys, slot][:, None]
             if k.shape[0] == 0:
                 continue  # empty head (or empty selection): out 0, lse -inf
             rows = slice(i_h * g, (i_h + 1) * g)
@@ -238,35 +229,29 @@ def decode_reference(
     return (out, lse) if return_lse else out
 
 
-def fp8_scale_exponents(amax: Tensor) -> Tensor:
-    """uint8 biased exponents of the smallest powers of two s with 448 · s >= ``amax`` (float32,
-    >= 0): amax / s then fits e4m3. Exact: with amax = m · 2^E, m in [1, 2), s is 2^(E - 8), or
-    2^(E - 7) where m > 1.75 = 448 / 2^8. 0 for amax 0; at least 1 (2^-126) for a subnormal amax;
-    255 (an infinite scale) for an infinite or NaN amax."""
+def fp8_scales(amax: Tensor) -> Tensor:
+    """float32 scales: the smallest powers of two s with 448 · s >= ``amax`` (float32, >= 0), so
+    amax / s fits e4m3. Exact: with amax = m · 2^E, m in [1, 2), s is 2^(E - 8), or 2^(E - 7)
+    where m > 1.75 = 448 / 2^8. 0 for amax 0; at least 2^-126 for a subnormal amax; +inf for an
+    infinite or NaN amax."""
     bits = amax.view(torch.int32)
     e = (bits >> 23) - 8 + ((bits & 0x7FFFFF) > 0x600000).to(torch.int32)
     e = torch.where(amax > 0, e.clamp(min=1), 0)
-    return torch.where(amax.isfinite(), e, 255).to(torch.uint8)
-
-
-def fp8_scales(exponents: Tensor) -> Tensor:
-    """float32 scales 2^(e - 127) of uint8 biased exponents ``exponents``, 0 where e is 0, +inf
-    where it is 255."""
-    return (exponents.to(torch.int32) << 23).view(torch.float32)
+    e = torch.where(amax.isfinite(), e, 255)  # biased exponent 255: +inf
+    return (e << 23).view(torch.float32)
 
 
 def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-token FP8: (x / scale as float8_e4m3fn, the scale's uint8 exponent), the scale the
-    smallest power of two at or above absmax over D / 448 (`fp8_scale_exponents`), so the
-    division is exact and the cast the one rounding, on every device and in the fused append
-    kernel (`attnsieve.kernels.cache_append`). Elements below 2^-126 in magnitude (float32
-    subnormals, which the GPU's division flushes) count as 0. An all-zero row stays 0 with
-    scale 0, so that it never sets the decode kernel's per-tile scale (`attnsieve.kernels.decode`:
-    float16 P relative to the tile's largest V scale); a row holding NaN or ±inf is stored as
-    zeros with the infinite scale, so it dequantises to NaN throughout."""
+    """Per-token FP8: (x / scale as float8_e4m3fn, the float32 scale), the scale the smallest
+    power of two at or above absmax over D / 448 (`fp8_scales`), so the division is exact and the
+    cast the one rounding, on every device and in the fused append kernel
+    (`attnsieve.kernels.cache_append`). Elements below 2^-126 in magnitude (float32 subnormals,
+    which the GPU's division flushes) count as 0. An all-zero row stays 0 with scale 0, so that
+    it never sets the decode kernel's per-tile scale (`attnsieve.kernels.decode`: float16 P
+    relative to the tile's largest V scale); a row holding NaN or ±inf is stored as zeros with
+    the infinite scale, so it dequantises to NaN throughout."""
     x = x.float()
     x = x.masked_fill(x.abs() < 2.0**-126, 0.0)
-    exponents = fp8_scale_exponents(x.abs().amax(-1))
-    scale = fp8_scales(exponents)[..., None]
+    scale = fp8_scales(x.abs().amax(-1))[..., None]
     x = torch.where(scale.isinf(), 0.0, x / torch.where(scale > 0, scale, 1.0))
-    return x.to(FP8), exponents
+    return x.to(FP8), scale[..., 0]
