@@ -207,6 +207,9 @@
 #   to .stage/g7 one a call, then s51b, s51c and s51d (nothing more carried).
 #   Prepared in the fifty-second session (no device lent): s52a (carry .stage/s,
 #   WHEELS=.stage/s), first of all: the CUDA tests of that session's kernel changes.
+#   2026-12-05, fifty-third session: s52a (its quant tests ran past their timeout), s50c, s53a,
+#   s50d (carry .stage/s, and .stage/pv for s50c and s50d, WHEELS=.stage/s); s53b (carry
+#   .stage/s and .stage/pv). Still not run: s51a-s51d.
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
