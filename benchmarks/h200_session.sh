@@ -4825,7 +4825,8 @@ s51a)  # carry one of .stage/g1-g7, the calls at once one after another: SmolLM2
 s51b)  # nothing carried, at once after the last s51a: the FP8 KV cache with one-byte power-of-two
     # scales (fiftieth session) against bf16 pages under RULER's rule, on issue 12's three tasks,
     # seeds 0 and 1 (fp8kv51.tgz: fp8kv51/seed0-1/; the eighteenth session's fp8-kv18/ predates
-    # the rule and had float32 scales)
+    # the rule and had float32 scales). Since the fifty-third session the scales are float32
+    # powers of two: the same values as the one-byte exponents, so this measures today's code
     [ -f "$HOME/m/smollm2.gguf" ] || exit 1
     accuracy_seeds 560 dense 4k,8k niah_single,passkey,variable_tracking \
         "--precision bf16,fp8-kv" fp8kv51 0 1
