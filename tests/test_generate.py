@@ -51,3 +51,23 @@ def test_decode_refuses_a_bad_number_of_steps(model, steps):
     """-1 ran no step, silently; 2.0 failed in range() without a name."""
     with pytest.raises(ValueError, match="^steps: expected an int >= 0"):
         decode(model, torch.tensor([3]), None, steps)
+
+
+@pytest.mark.parametrize(
+    ("token", "error", "match"),
+    [
+        (
+            torch.tensor([[3]]),
+            ValueError,
+            r"^token: expected \(B,\), one token per row, got \(1, 1\)",
+        ),
+        (torch.tensor([3.0]), TypeError, r"^token: .*got torch\.float32"),
+        ([3], TypeError, "^token: .*got list"),
+    ],
+    ids=["2d", "float", "list"],
+)
+def test_decode_refuses_a_bad_token_by_name(model, token, error, match):
+    """A (B, 1) token ran and returned (1, 1) tokens, silently; a float or list token failed
+    inside the model (an embedding RuntimeError, an AttributeError)."""
+    with pytest.raises(error, match=match):
+        decode(model, token, None, 2)

@@ -674,6 +674,25 @@ def test_a_paged_config_refuses_a_cache_it_does_not_serve():
         assert torch.equal(out, model.generate(input_ids=ids, **kw))
 
 
+@torch.no_grad()
+def test_the_handle_s_own_cache_goes_by_the_same_rules():
+    """The handle's own new_cache() skipped the wrapper's rules: a model whose generation config
+    names a cache implementation (Gemma's "hybrid" from the Hub) failed in transformers ("both
+    cache_implementation and cache"), and use_cache=False re-fed the sequence into it."""
+    model = build("llama")
+    ids = prompt(batch=2, length=30)
+    kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=0)
+    name = hf.cache_keyword(model)
+    model.generation_config.cache_implementation = "static"
+    handle = patch(model, PAGED)
+    with handle:
+        fresh = model.generate(input_ids=ids, **kw)
+        assert torch.equal(model.generate(input_ids=ids, **{name: handle.new_cache()}, **kw), fresh)
+        assert model.generation_config.cache_implementation == "static"
+        with pytest.raises(ValueError, match="^use_cache: False"):
+            model.generate(input_ids=ids, use_cache=False, **{name: handle.new_cache()}, **kw)
+
+
 @pytest.mark.parametrize("config", [PAGED, SPARSE], ids=["paged", "not-paged"])
 def test_remove_restores_a_generate_of_the_users(config):
     model = build("llama")
@@ -692,6 +711,10 @@ def test_remove_restores_a_generate_of_the_users(config):
     with patch(model, config):
         pass
     assert "generate" not in model.__dict__
+    if not config.paged:  # one set while patched: removal took it away, though none was put there
+        with patch(model, config):
+            model.generate = mine
+        assert model.__dict__["generate"] is mine
 
 
 @pytest.mark.parametrize("config", [PAGED, SPARSE], ids=["paged", "not-paged"])
@@ -729,6 +752,17 @@ def test_a_removed_handle_cannot_be_entered_again():
         handle,
     ):
         pass
+
+
+@torch.no_grad()
+def test_a_removed_handle_gives_no_paged_cache():
+    """new_cache() after removal handed out a cache its (ended) patch still seemed to read: the
+    unpatched model's SDPA saw only each decode step's own token, and generated other tokens."""
+    model = build("llama")
+    handle = patch(model, PAGED)
+    handle.remove()
+    with pytest.raises(ValueError, match="^handle: already removed; patch the model again"):
+        handle.new_cache()
 
 
 @torch.no_grad()
@@ -792,3 +826,33 @@ def test_a_vision_language_model_patches_its_decoder_only():
         model(input_ids=ids, pixel_values=pixels)
         assert stats.fallback_per_layer == [None, None]  # still patched
     assert [c._attn_implementation for c in configs] == ["sdpa", "sdpa", "eager"]
+
+
+@torch.no_grad()
+def test_a_position_bias_runs_dense_with_the_bias():
+    """T5's decoder adds relative-position logits (``position_bias``): a planned prompt ran the
+    layout without them, and a decode step's dense attention dropped them, silently."""
+    config = transformers.T5Config(
+        vocab_size=128, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, initializer_factor=1.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration._from_config(config, attn_implementation="sdpa")
+    model.eval()
+    ids, dec = prompt(length=PROMPT), prompt(length=33)
+
+    def logits():
+        prompt_logits = model(input_ids=ids, decoder_input_ids=dec).logits
+        past = model(input_ids=ids, decoder_input_ids=dec[:, :-1], use_cache=True)
+        step = model(
+            encoder_outputs=(past.encoder_last_hidden_state,),
+            decoder_input_ids=dec[:, -1:],
+            **{hf.cache_keyword(model): hf.output_cache(past)},
+        ).logits
+        return prompt_logits, step
+
+    stock = logits()
+    with pytest.warns(UserWarning, match="position bias"), patch(model, DENSE) as stats:
+        patched = logits()
+    assert "position_bias" in stats.fallback_per_layer
+    torch.testing.assert_close(patched, stock)

@@ -134,6 +134,11 @@ def decode(
     A batch of one stops before a step once its last token is in ``eos_ids`` (a host read per
     step, as generation needs); with no ``eos_ids``, or a larger batch, all steps run and this
     loop adds no host wait."""
+    if not isinstance(token, Tensor) or token.dtype not in (torch.int64, torch.int32):
+        kind = token.dtype if isinstance(token, Tensor) else type(token).__name__
+        raise TypeError(f"token: expected an int64 or int32 tensor of token ids, got {kind}")
+    if token.dim() != 1:  # a (B, 1) token ran a batch of one row per token, silently
+        raise ValueError(f"token: expected (B,), one token per row, got {tuple(token.shape)}")
     check_int("steps", steps, 0)
     key = cache_keyword(model)
     handle = decode_graphs.graph_handle(model, cache)

@@ -35,8 +35,9 @@ class PatchStats:
     a layer configured without a planner, "short" for a call of fewer query tokens than
     ``min_prefill_length``, "paged" for a prompt chunk after the KV policy compressed the layer:
     dense attention over each head's kept tokens; for a call the kernels cannot run, "dtype",
-    "head_dims" (values of another head dim than the keys), "grad", "softcap", "dropout",
-    "non_causal", "float_mask", "sliding_window", or "mask" for a padded or non-causal mask).
+    "head_dims" (values of another head dim than the keys), "position_bias" (T5's relative
+    buckets), "grad", "softcap", "dropout", "non_causal", "float_mask", "sliding_window", or
+    "mask" for a padded or non-causal mask).
     Entries stay None until the layer has seen a prefill call (or since `clear`). Densities are
     kept as device tensors and read on access, so recording them never waits for the GPU.
     """
@@ -125,6 +126,8 @@ class PatchHandle:
         selector and KV precision: pass it as ``cache`` (``past_key_values`` before transformers
         5.2x); ``model.generate`` does so by itself while the model is patched with a config
         that needs one."""
+        if self.removed:  # the model runs unpatched: plain attention would see each new token only
+            raise ValueError("handle: already removed; patch the model again for a paged cache")
         num_layers = len(self.stats.density_per_layer)
         if self.session is not None:  # only the newest cache is served
             self.session.end()
@@ -216,7 +219,10 @@ class PatchHandle:
 
     def restore_generate(self) -> None:
         """Undo the paged-cache wrapper of ``model.generate``: the model's own attribute back (a
-        user's wrapper), or none."""
+        user's wrapper), or none. A ``generate`` that is not this handle's wrapper (none was
+        installed, or the user set one since) is the user's, and stays."""
+        if getattr(self.model.__dict__.get("generate"), "handle", None) is not self:
+            return
         if self.own_generate is None:
             self.model.__dict__.pop("generate", None)
         else:

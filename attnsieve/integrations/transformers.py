@@ -225,7 +225,8 @@ class _PagedGenerate:
                     f"{name}: {why}; pass the handle's newest new_cache() or leave it unset, got "
                     f"a {type(given).__name__} it does not serve"
                 )
-            return self.generate(*args, **kwargs)
+            break
+        # the checks and the model's own default set aside below hold for the handle's cache too
         own = self.handle.model.generation_config
         # generate(inputs, generation_config, ...): the second positional argument
         settings = kwargs.get("generation_config", args[1] if len(args) > 1 else None) or own
@@ -235,7 +236,8 @@ class _PagedGenerate:
             settings is not own and getattr(settings, "cache_implementation", None)
         ):
             raise ValueError(f"cache_implementation: leave it unset: {why}")
-        kwargs[self.keyword] = self.handle.new_cache()
+        if given is None:
+            kwargs[self.keyword] = self.handle.new_cache()
         default, own.cache_implementation = own.cache_implementation, None
         try:
             return self.generate(*args, **kwargs)
@@ -446,6 +448,11 @@ def _fallback_reason(
             f"values of head_dim {value.shape[-1]} beside keys of {key.shape[-1]} (multi-head "
             "latent attention) are not supported by the kernels"
         )
+    if kwargs.get("position_bias") is not None:
+        return "position_bias", (
+            "a position bias added to the attention logits (T5's relative buckets) is not "
+            "supported by the kernels"
+        )
     config = handle.config
     use = resolve_backend(config.backend, query)
     if forward_only_error(use, config.prefill_precision, q=query, k=key, v=value) is not None:
@@ -538,17 +545,18 @@ def _dense(
     without the function's Python around it. On SmolLM2's host-bound short prompts every
     microsecond a layer shows in time to first token (benchmarks/results/h200/adapter/parts.log);
     forcing cuDNN instead cost 33-62 us of host time a call and was 4x slower at 1K on the H200
-    (adapter/dense_path.log there). A decode step, and Gemma-2's logit soft-capping (which
-    transformers' SDPA lacks), go through `attnsieve.api.dense_attention`: one SDPA call with
-    native GQA, which decoded SmolLM2 at 32K in 19.9 / 31.2 ms a step at batch 1 / 8 on the H200
-    where the stock model took 68.1 / 55.3 ms (its SDPA function of transformers 5.17;
-    decode_graphs/hfcache/ there).
+    (adapter/dense_path.log there). A decode step (but one with a position bias, which only that
+    function adds), and Gemma-2's logit soft-capping (which transformers' SDPA lacks), go through
+    `attnsieve.api.dense_attention`: one SDPA call with native GQA, which decoded SmolLM2 at 32K
+    in 19.9 / 31.2 ms a step at batch 1 / 8 on the H200 where the stock model took 68.1 / 55.3 ms
+    (its SDPA function of transformers 5.17; decode_graphs/hfcache/ there).
     """
-    if softcap is None and query.shape[2] > 1:
+    bias = kwargs.get("position_bias") is not None  # dense_attention would drop it
+    if softcap is None and (query.shape[2] > 1 or bias):
         plain = (
             mask is None
             and (query.is_cuda or query.is_cpu)  # XPU, MPS and NPU have GQA rules of their own
-            and kwargs.get("position_bias") is None
+            and not bias
             and not kwargs.get("output_attentions", False)
             and key.shape[-1] == value.shape[-1] <= 256
         )
