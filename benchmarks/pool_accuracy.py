@@ -3,11 +3,12 @@
 At 20 samples a cell one sample is 5 points, so a "within N points of dense" target measured on
 one seed mostly measures which samples were drawn. This reads the results.json of runs that share
 methods and tasks but differ in ``--seed``, pairs each method's score on a sample with the
-reference method's on the same sample, and prints, per length and task: each method's accuracy
-pooled over every seed, its difference from the reference in points, the samples it answers
-better / worse than the reference, and the spread of the per-seed differences. A method's cells
-must share the model, dtype and config of every run; a run given twice, or two runs of one seed
-(the same samples counted twice), are refused.
+reference method's on the same sample (of one model, dtype and tasks' version), and prints, per
+length and task: each method's accuracy pooled over every seed, its difference from the reference
+in points, the samples it answers better / worse than the reference, and the spread of the
+per-seed differences. A method's cells must share the model, dtype, tasks' version and config of
+every run, and the reference's its model, dtype and tasks' version; a run given twice, or two
+runs of one seed (the same samples counted twice), are refused.
 
     PYTHONPATH=. python3 benchmarks/pool_accuracy.py RUN_DIR... [--reference dense] [--out FILE]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -25,12 +27,15 @@ from attnsieve.eval.harness import paired_difference
 
 _CELL_FIELDS = ("length", "task", "method", "seed", "samples", "scores")
 # what makes two runs' cells of one method, length and task the same measurement
-_SAME = ("model", "model_source", "dtype", "config")
+_SAME = ("model", "model_source", "dtype", "tasks_version", "config")
+# what makes two methods' cells of one length, task and seed hold the same samples, measured alike
+_PAIRED = _SAME[:-1]
 
 
 def load_cells(paths: list[str]) -> list[dict]:
-    """Every run's cells, each with its file under "run" and its model's source (path or Hub id,
-    from the run's header) under "model_source"."""
+    """Every run's cells, each with its file under "run", its model's source (path or Hub id,
+    from the run's header) under "model_source" and the version of its samples (`TASKS_VERSION`,
+    read from its key; None before there was one) under "tasks_version"."""
     cells, files = [], set()
     for path in paths:
         file = Path(path) / "results.json" if Path(path).is_dir() else Path(path)
@@ -51,17 +56,28 @@ def load_cells(paths: list[str]) -> list[dict]:
                 f'{file}: expected the results.json of attnsieve eval, a "cells" list of cells '
                 f"with {list(_CELL_FIELDS)}"
             )
-        cells += [{**c, "run": str(file), "model_source": data.get("model_source")} for c in run]
+        source = data.get("model_source")
+        cells += [{**c, "run": str(file), "model_source": source, "tasks_version": _version(c)}
+                  for c in run]  # fmt: skip
     return cells
+
+
+def _version(cell: dict) -> int | None:
+    """The `TASKS_VERSION` in a cell's resume key (None: a cell from before it, or no key)."""
+    found = re.search(r"\|tasks-v(\d+)\|", str(cell.get("key", "")))
+    return int(found[1]) if found else None
 
 
 def pool(cells: list[dict], reference: str) -> list[dict]:
     """One row per (length, task, method other than the reference), in the cells' order. Cells of
-    one (length, task, method) that differ in model, dtype or config, or two of one seed (the same
-    samples counted twice), are refused, naming their runs."""
+    one (length, task, method) that differ in model, dtype, tasks' version or config, cells of
+    one (length, task) that differ in model, dtype or tasks' version (paired, their samples would
+    differ), or two of one seed (the same samples counted twice), are refused, naming their
+    runs."""
     scores: dict[tuple, dict[tuple, float]] = defaultdict(dict)  # (length, task, method) -> ...
     first: dict[tuple, dict] = {}  # (length, task, method) -> its first cell
     by_seed: dict[tuple, dict] = {}  # (length, task, method, seed) -> its cell
+    paired: dict[tuple, dict] = {}  # (length, task) -> its first cell, of any method
     for cell in cells:
         where = cell["length"], cell["task"], cell["method"]
         mine, other = scores[where], first.setdefault(where, cell)
@@ -70,7 +86,15 @@ def pool(cells: list[dict], reference: str) -> list[dict]:
             raise ValueError(
                 f"runs {other.get('run')} and {cell.get('run')}: {cell['method']} at "
                 f"{cell['length']} on {cell['task']} differs in {', '.join(differ)}; pool runs "
-                "of one model, dtype and config"
+                "of one model, dtype, tasks' version and config"
+            )
+        other = paired.setdefault((cell["length"], cell["task"]), cell)
+        differ = [field for field in _PAIRED if cell.get(field) != other.get(field)]
+        if differ:
+            raise ValueError(
+                f"runs {other.get('run')} and {cell.get('run')}: {other['method']} and "
+                f"{cell['method']} at {cell['length']} on {cell['task']} differ in "
+                f"{', '.join(differ)}; pool runs of one model, dtype and tasks' version"
             )
         other = by_seed.setdefault((*where, cell["seed"]), cell)
         if other is not cell:

@@ -766,6 +766,22 @@ def test_a_line_that_is_no_cell_is_refused_by_file_and_line(tiny_probe_dir, tmp_
         harness.main(args)
 
 
+def test_a_cell_of_an_older_version_runs_again(tiny_probe_dir, tmp_path):
+    """A cell written before a field was added or renamed (kv_memory_mb before kv_memory_mib,
+    under an older TASKS_VERSION key) stopped the sweep with 'not a cell': it must run again."""
+    path = tmp_path / "cells.jsonl"
+    args = _args(tiny_probe_dir, tmp_path, methods="dense")
+    args.tasks, args.samples = "passkey", 1
+    assert harness.main(args) == 0
+    cell = json.loads(path.read_text())
+    old = {**cell, "key": cell["key"].replace("|tasks-v", "|tasks-v0"), "kv_memory_mb": 1.0}
+    del old["kv_memory_mib"]
+    path.write_text(json.dumps(old) + "\n")
+    assert harness.main(args) == 0
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["key"] for line in lines] == [old["key"], cell["key"]]
+
+
 def test_two_configs_of_one_name_are_refused(tiny_probe_dir, tmp_path, capsys):
     for run in ("a", "b"):
         (tmp_path / run).mkdir()

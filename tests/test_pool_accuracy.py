@@ -98,3 +98,19 @@ def test_a_file_that_is_no_eval_run_is_named(tmp_path, capsys, text):
     path.write_text(text)
     err = _error(capsys, [path])
     assert err.startswith(f"error: {path}: expected the results.json of attnsieve eval")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("model", "smollm2"), ("dtype", "bfloat16"),
+     ("key", "probe|float32|cpu|flex|{}|4096|tasks-v1|passkey|1|0")],
+)  # fmt: skip
+def test_a_reference_of_other_samples_is_not_paired(tmp_path, capsys, field, value):
+    """The reference's run and a method's, each alone in its run: they were paired sample by
+    sample though another model's tokenizer or another tasks' version draws other samples."""
+    key = {"key": "probe|float32|cpu|dense|{}|4096|tasks-v2|passkey|1|0"}
+    a = write_run(tmp_path / "a", [cell("dense", 0, [1], **key)])
+    b = write_run(tmp_path / "b", [cell("flex", 0, [0], **{**key, field: value})])
+    err = _error(capsys, [a, b])
+    assert f"runs {a / 'results.json'} and {b / 'results.json'}: dense and flex" in err
+    assert f"differ in {'tasks_version' if field == 'key' else field}" in err

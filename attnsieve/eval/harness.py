@@ -54,6 +54,7 @@ import json
 import resource
 import statistics
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -228,10 +229,12 @@ _CELL_FIELDS = (
 )  # fmt: skip
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The finished cells. A line cut short (a run killed while writing it) is left out, and
-    removed from the file's end, where the next cell would be appended to it; a line that is not
-    a cell (edited, or another program's) is refused by file and line."""
+def _read_jsonl(path: Path, keys: Collection[str] | None = None) -> list[dict]:
+    """The finished cells (of ``keys`` where given). A line cut short (a run killed while writing
+    it) is left out, and removed from the file's end, where the next cell would be appended to
+    it; a line that is not a cell (edited, or another program's) is refused by file and line. A
+    cell of another key is left out unread: one of an older version lacks today's fields, and
+    must run again, not stop the sweep."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -246,6 +249,9 @@ def _read_jsonl(path: Path) -> list[dict]:
                 print(f"attnsieve eval: {where}: a cell cut short, run again", file=sys.stderr)
             continue
         cut_short = False
+        keyed = isinstance(cell, dict) and isinstance(cell.get("key"), str)
+        if keys is not None and keyed and cell["key"] not in keys:
+            continue
         missing = [f for f in _CELL_FIELDS if f not in cell] if isinstance(cell, dict) else None
         if missing is None or missing:
             what = f"lacks {missing}" if missing else f"is a {type(cell).__name__}"
@@ -279,8 +285,8 @@ def run_grid(
         cell = f"{length}|tasks-v{TASKS_VERSION}|{task}|{args.samples}|{args.seed}"
         return f"{run}|{label}|{spec}|{cell}"
 
-    done = {r["key"]: r for r in _read_jsonl(path)}
     grid = [(lab, cfg, n, t) for n in lengths for t in tasks for lab, cfg in methods]
+    done = {r["key"]: r for r in _read_jsonl(path, {key(*cell) for cell in grid})}
     todo = [cell for cell in grid if key(*cell) not in done]
     bar = tqdm(total=len(todo) * args.samples, desc="attnsieve eval", unit="sample")
     try:
