@@ -862,6 +862,15 @@ def test_an_out_folder_that_cannot_be_made_is_refused_first(
     assert len(err) == 1 and "error: --out: expected a folder" in err[0]
 
 
+def test_an_out_folder_the_system_refuses_is_named(tiny_probe_dir, capsys):
+    """A folder that passes the early check but cannot be made (under /proc, even for root)
+    printed a bare [Errno 2] without naming --out."""
+    assert eval_cli(_args(tiny_probe_dir, "/proc/attnsieve-no-such-folder")) == 2
+    err = capsys.readouterr().err  # after the weights' loading bar
+    assert "Traceback" not in err and "[Errno" not in err
+    assert "error: --out: cannot make the folder /proc/attnsieve-no-such-folder" in err
+
+
 def test_fidelity_length_and_lengths_together_are_refused(tiny_probe_dir, tmp_path, capsys):
     """--lengths was checked and then dropped for --fidelity-length."""
     args = _args(tiny_probe_dir, tmp_path, "--fidelity", "--fidelity-length", "256")

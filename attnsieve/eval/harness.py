@@ -452,7 +452,10 @@ def main(args: argparse.Namespace) -> int:
         where = Path(args.model).resolve() if Path(args.model).exists() else args.model
     source = f"{where}{yarn}"
     out = Path(args.out or Path("eval-results") / name.replace("/", "--"))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # the user's folder by its option, not a bare errno line
+        raise ValueError(f"--out: cannot make the folder {out}: {e.strerror}") from e
     if args.fidelity:
         result = run_fidelity(model, tokenizer, name, methods, sample, length, args)
         result["environment"] = environment(model.device)
