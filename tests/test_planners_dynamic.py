@@ -301,6 +301,14 @@ def test_flexprefill_is_causal_only():
         get_planner("flexprefill", block_q=16, block_k=16, min_budget=0).plan(q, k, causal=False)
 
 
+def test_flexprefill_plans_fewer_keys_than_its_min_budget_dense():
+    """N > M: 300 queries (past the prompt-length test) over 100 keys, which a min_budget of 8
+    key blocks covers whole: the plan is dense, where the line choice refused its budget."""
+    q, k = qk(2, 4, 2, 300, 100)
+    layout = get_planner("flexprefill", block_q=32, block_k=32, min_budget=256).plan(q, k)
+    assert torch.equal(layout.validate().block_mask(), dense_mask_like(layout))
+
+
 @pytest.mark.parametrize("name", ["flexprefill", "xattention"])  # hip ranks: scale-free
 def test_plan_at_a_softmax_scale_is_the_plan_of_rescaled_queries(name):
     """Granite's and Gemma's scales are not 1/sqrt(D): a planner estimates attention at the

@@ -325,6 +325,15 @@ def test_bad_inputs(name):
         planner.plan(q[0], k[:, :1])
 
 
+@pytest.mark.parametrize("name", sorted(PLANNERS))
+def test_a_float64_q_is_refused_by_its_name(name):
+    """float64 is not an attention dtype: hip and block_topk refused it by their pooling
+    helper's argument name (x), the static planners planned for it."""
+    q, k = qk(1, 2, 1, 64, 64)
+    with pytest.raises(TypeError, match=r"^q: expected dtype in"):
+        get_planner(name).plan(q.double(), k.double())
+
+
 # ---- pooling helpers against brute force -------------------------------------------------------
 def test_mean_pool_and_self_similarity_ragged():
     x = torch.randn(2, 3, 37, 8)

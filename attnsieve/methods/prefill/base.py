@@ -9,7 +9,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attnsieve.checks import check_qk, check_scale, checked_fields
+from attnsieve.api.backend import FLOAT
+from attnsieve.checks import check_dtype, check_qk, check_scale, checked_fields
 from attnsieve.layout import Layout
 
 
@@ -32,6 +33,9 @@ class Planner:
     ) -> Layout:
         """The layout for attention of softmax scale ``scale`` (None: 1/sqrt(D))."""
         check_qk(q, k)
+        # what attention takes: the estimates' helpers would name their own argument (x), and
+        # a static plan would be made for inputs that attention then refuses
+        check_dtype("q", q, FLOAT)
         check_scale(scale)
         if not isinstance(causal, bool):
             raise TypeError(f"causal: expected a bool, got {causal!r}")

@@ -44,11 +44,11 @@ class FlexPrefillPlanner(Planner):
     to [``min_budget``, ``max_budget``] tokens (rounded up to blocks); query-aware heads also keep
     ``min_budget`` of verticals and slashes. The first key block and the diagonal are always kept,
     and prompts of at most max(2, ⌈min_budget / block_k⌉) · block_k tokens stay dense, as in the
-    code. Verticals and query-aware maps are key blocks. A chosen slash block s (diagonals
-    [s·bk, (s+1)·bk)) keeps, in each query block, every key block those diagonals cross; with
-    ``slash_spans=True`` it is instead one key span of ``block_q + block_k - 1`` keys that starts
-    anywhere (`Layout.with_diagonals` with ``width=block_k``), spans of adjacent slash blocks
-    merged.
+    code (and so do fewer keys than ``min_budget`` covers, N > M). Verticals and query-aware maps
+    are key blocks. A chosen slash block s (diagonals [s·bk, (s+1)·bk)) keeps, in each query
+    block, every key block those diagonals cross; with ``slash_spans=True`` it is instead one key
+    span of ``block_q + block_k - 1`` keys that starts anywhere (`Layout.with_diagonals` with
+    ``width=block_k``), spans of adjacent slash blocks merged.
     Blocks are the default: with ``block_q == block_k`` and N - M a multiple of the block, the span
     covers as many keys as the two blocks it crosses, and the kernel runs span tiles (masked,
     gathered, unaligned) slower than blocks: on the H200 at 128K (bench prefill, Llama-3-8B shapes)
@@ -118,9 +118,11 @@ class FlexPrefillPlanner(Planner):
         bq, bk = self.block_q, self.block_k
         lo = max(1, cdiv(self.min_budget, bk))
         least_gamma = min(self.gamma) if isinstance(self.gamma, tuple) else self.gamma
-        if _float32(least_gamma) >= 1 or n <= max(2, lo) * bk:
-            return Layout.dense(n, m, block_q=bq, block_k=bk, device=q.device)
         kb = cdiv(m, bk)
+        # a minimum budget of every key block keeps them all (only with N > M can that happen
+        # past the prompt-length test): dense, not a line choice whose budget exceeds its blocks
+        if _float32(least_gamma) >= 1 or n <= max(2, lo) * bk or kb <= lo:
+            return Layout.dense(n, m, block_q=bq, block_k=bk, device=q.device)
         hi = kb if self.max_budget is None else max(lo, cdiv(self.max_budget, bk))
 
         # â: attention of the last block of queries; ā: their mean against pooled keys, whose
