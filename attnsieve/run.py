@@ -3,8 +3,9 @@
 Prefill runs in chunks of ``--chunk-size`` tokens with a progress bar (each chunk attends to the
 cache plus itself; the kernels' bottom-right causal alignment makes that exact), then greedy decode.
 ``--chat`` sends the prompt as one user turn of the model's chat template.
-Prints the output text, the layers' prefill method, time to first token, decode tokens/s and the
-mean density of each layer.
+Prints the output text, the layers' prefill method, time to first token, decode tokens/s, the KV
+memory held (on the paged cache only), the mean density of each layer and the layers that fell back
+to dense, by reason.
 """
 
 from __future__ import annotations

@@ -33,11 +33,12 @@ reports each method's attention recall and relative output error and cosine per 
 whole length. A method at ``int8-fp8`` precision is compared with the float32 reference of dense
 attention (the others with dense attention at the model's precision); its layers without a
 planner run SDPA at the model's precision, as patched, and are measured so.
-It also reports each method's relative error of the last position's logits against the stock
-model, and whether their top token agrees. "as_patched" gives recall and density of what
-`attnsieve.patch` runs by default: a prompt shorter than the config's ``min_prefill_length`` runs
-dense, and on a GPU its cost model sends a layer whose plan (this density) would not pay for itself
-to dense attention, which recalls everything. It measures prefill only: a method with a KV
+It also reports each method's relative error of the last position's logits against the stock model
+(``logit_rel_err``), the KL divergence from the stock model's next-token distribution (``logit_kl``,
+nats) and whether their top token agrees (``top1_agrees``). "as_patched" gives recall and density of
+what `attnsieve.patch` runs by default: a prompt shorter than the config's ``min_prefill_length``
+runs dense, and on a GPU its cost model sends a layer whose plan (this density) would not pay for
+itself to dense attention, which recalls everything. It measures prefill only: a method with a KV
 policy, a decode selector or an FP8 KV cache (``--kv``, ``--decode``, ``fp8-kv`` or a config file's)
 is refused there.
 
