@@ -397,6 +397,29 @@ def test_plot_draws_the_attention_free_bound(tmp_path):
     assert (tmp_path / "e2e.png").read_bytes().startswith(PNG)
 
 
+@pytest.mark.parametrize("failed", ["bf16", "int8-fp8"])
+def test_plot_draws_the_speed_ups_each_precision_check_allowed(monkeypatch, tmp_path, failed):
+    """Each precision's check gates its own methods' speed-ups: the plot drew the speed-up panel
+    only where the bf16 check passed, so a passing INT8·FP8 method's speed-ups (in the JSON) were
+    never drawn, and drew a failed one's as an empty line."""
+    panels = []
+    monkeypatch.setattr(e2e_report, "save_line_plots", lambda path, p, title: panels.extend(p))
+    speedups = {"streaming": 2.0, "streaming+int8-fp8": 3.0}
+    speedups[{"bf16": "streaming", "int8-fp8": "streaming+int8-fp8"}[failed]] = None
+    rows = [{"length": 4096, "sdpa_ttft_s": 0.4, "attention_free_ttft_s": 0.1,
+             "speedup_bound": 4.0, "methods": {label: {"ttft_s": 0.2, "speedup": s,
+                                                       "mean_density": 0.3}
+                                               for label, s in speedups.items()}}]  # fmt: skip
+    result = {"results": rows, "methods": dict.fromkeys(speedups, {}), "sdpa_backend": "stubbed",
+              "correctness_check": {"passed": failed != "bf16"},
+              "environment": {"device": "cpu"},
+              "model": {"name": "m", "layers": 2, "weights": "random"}}  # fmt: skip
+    e2e_report.plot(result, tmp_path / "e2e.png")
+    (panel,) = [p for p in panels if p["ylabel"] == "speed-up over sdpa"]
+    passed = [label for label, s in speedups.items() if s is not None]
+    assert list(panel["series"]) == [*passed, "bound (attention free)"]
+
+
 def test_summary_line_gives_the_best_and_the_medians():
     entry = {"speedup": 1.5, "mean_density": 0.25, "fallback_per_layer": [None, "cost"],
              "graphs_captured": 1, "ttft_s": 0.010, "median_ttft_s": 0.012,

@@ -32,6 +32,15 @@ def test_vs_sage_compares_dense_rows_only():
     assert sparse["vs_bf16"] == pytest.approx(2.0 / 1.0)
 
 
+def test_vs_sage_of_a_sparse_row_is_none_without_sageattention():
+    """Without SageAttention the sparse INT8·FP8 row read vs_sage "not installed", as if
+    installing it would give that row a comparison; it never has one."""
+    rows = [_row("attnsieve", "int8-fp8", 5.0), _row("attnsieve", "int8-fp8", 1.0, target=0.1)]
+    _add_precision_speedups(rows, have_sage=False)
+    assert rows[0]["vs_sage"] == "not installed"
+    assert rows[1]["vs_sage"] is None
+
+
 class _Bar:
     def update(self, *args):
         pass
@@ -272,3 +281,16 @@ def test_no_row_to_plot_writes_no_png(tmp_path):
              "precision": "int8-fp8"}]  # fmt: skip
     assert _plot([], rows, tmp_path / "kernels.png", "cpu") is None
     assert not (tmp_path / "kernels.png").exists()
+
+
+def test_no_row_to_plot_leaves_no_earlier_png(tmp_path):
+    """With no row to plot, kernels.json said "(no row ran to plot)" while an earlier run's
+    kernels.png stayed beside it, showing other rows."""
+    from attnsieve.bench.kernels import _plot
+
+    path = tmp_path / "kernels.png"
+    path.write_bytes(b"an earlier run's plot")
+    rows = [{"status": "failed", "N": 4096, "method": "attnsieve", "density_target": None,
+             "precision": "int8-fp8"}]  # fmt: skip
+    assert _plot([], rows, path, "cpu") is None
+    assert not path.exists()

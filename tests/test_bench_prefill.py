@@ -164,6 +164,26 @@ def test_prefill_json_keeps_the_rows_a_run_finished(monkeypatch, tmp_path, cut_a
     assert (tmp_path / "prefill.png").exists() is not cut
 
 
+def test_head_kinds_are_recorded_as_the_rows_name_them(monkeypatch, tmp_path):
+    """--kinds block (an alias of retrieval) was recorded as 'block' in settings.head_kinds while
+    the workload, and each row's recall_by_kind, call those heads 'retrieval'."""
+    workloads = []
+
+    def bench(planner, w, args):
+        workloads.append(w)
+        return _row(planner, w, args)
+
+    _stub_gpu(monkeypatch, bench)
+    parser = argparse.ArgumentParser()
+    prefill.add_arguments(parser)
+    argv = ["--lengths", "128", "--planners", "dense", "--kinds", "block,slash", "--heads", "4",
+            "--kv-heads", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert prefill.main(parser.parse_args(argv)) == 0
+    payload = json.loads((tmp_path / "prefill.json").read_text())
+    assert payload["settings"]["head_kinds"] == list(workloads[0].head_kinds)
+    assert payload["settings"]["head_kinds"] == ["retrieval", "slash"] * 2
+
+
 def test_config_rows_take_layer_0_of_a_config_file(tmp_path):
     """--config benches layer 0's planner of each AttentionConfig file, per-head budgets included,
     and prefill.json records its method and fields and the command that reproduces it. Refused

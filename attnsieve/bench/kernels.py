@@ -432,6 +432,7 @@ def _plot(rows: list[dict], quant_rows: list[dict], path: Path, device: str) -> 
             }
         )
     if not panels:  # every low-precision dense row failed: its table says why
+        path.unlink(missing_ok=True)  # an earlier run's plot, beside this run's kernels.json
         return None
     return save_line_plots(path, panels, f"attnsieve bench kernels on {device}")
 

@@ -154,11 +154,11 @@ def _add_precision_speedups(rows: list[dict], have_sage: bool) -> None:
         if r["status"] == "ok"
     }
     for r in rows:
-        if r["precision"] == "int8-fp8":
-            r["vs_sage"] = None if have_sage else "not installed"
+        dense = r["density_target"] is None
+        if r["precision"] == "int8-fp8":  # SageAttention runs dense causal only: never sparse
+            r["vs_sage"] = None if have_sage or not dense else "not installed"
         if r["status"] != "ok":
             continue
-        dense = r["density_target"] is None
         base = ("sdpa-cudnn", "bf16") if dense else ("attnsieve", "bf16")
         base_ms = ok.get((r["N"], *base, r["density_target"]))
         r["vs_bf16"] = base_ms / r["ms"] if base_ms else None

@@ -137,8 +137,8 @@ def main(args: argparse.Namespace) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     if not kinds:
         raise ValueError(f"--kinds: expected at least one head kind, got {args.kinds!r}")
-    for kind in kinds:
-        canonical_kind(kind, "--kinds")
+    # 'block' as 'retrieval': settings.head_kinds then names the kinds rows' recall_by_kind keys
+    kinds = [canonical_kind(kind, "--kinds") for kind in kinds]
     if short := [n for n in args.lengths if n < min_seq_len()]:
         raise ValueError(
             f"--lengths: expected at least {min_seq_len()} tokens (the synthetic heads' sinks and "
@@ -241,7 +241,7 @@ def _planners(text: str, kwargs: str) -> dict[str, Any]:
 def _config_planners(paths: list[str], heads: int, kv_heads: int) -> dict[str, Any]:
     """{'config:<file name>': layer 0's prefill planner} of each AttentionConfig JSON, checked
     against the bench's heads before anything runs (named errors; one name per file). The bench
-    times bf16 planning and attention at every length: a file's other precision is refused, its
+    times bf16 planning and attention at every length: a file's int8-fp8 prefill is refused, its
     min_prefill_length and other roles are not timed."""
     from attnsieve.integrations.config import AttentionConfig
 
