@@ -586,6 +586,8 @@ def test_arguments_are_checked_before_the_gpu(argv, message, capsys, monkeypatch
         (["--methods", "{a},{b}"], "--methods: two entries would be labelled ['cd']"),
         (["--methods", "streaming,{s}"], "--methods: two entries would be labelled ['streaming']"),
         (["--methods", "streaming", "--config", "{a}"], "--methods: not used with --config"),
+        # a planner's name was timed as if it were a config file
+        (["--config", "streaming"], "--config: expected an AttentionConfig JSON file"),
         (["--precision", "bf16,bf16"], "--precision: ['bf16'] given twice"),
     ],
 )

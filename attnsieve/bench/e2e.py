@@ -398,6 +398,8 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
         raise ValueError(
             "--methods: not used with --config (which is timed instead); give its file to --methods"
         )
+    if args.config is not None and not args.config.endswith(".json"):  # not a planner's name
+        raise ValueError(f"--config: expected an AttentionConfig JSON file, got {args.config!r}")
     out = []
     for entry in [args.config] if args.config is not None else entries(args.methods, "--methods"):
         if entry.endswith(".json"):
