@@ -515,6 +515,37 @@ def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
     assert "needs a cell labelled 'dense'" in capsys.readouterr().err
 
 
+def test_question_in_window_compresses_after_the_question(tiny_probe_dir, tmp_path, monkeypatch):
+    """--question-in-window prefills the whole prompt before the KV policy runs (SnapKV's
+    setting), where the default compresses the context alone (kvpress's); its cells have keys of
+    their own, so a run of the default protocol is not resumed as one of it."""
+    contexts = []
+    run_generate = harness.run_generate
+
+    def spy(model, ids, *args):
+        contexts.append((ids.shape[1], args[5]))  # (prompt tokens, tokens before compression)
+        return run_generate(model, ids, *args)
+
+    monkeypatch.setattr(harness, "run_generate", spy)
+    args = _args(tiny_probe_dir, tmp_path, "--kv", "snapkv", methods="dense")
+    args.tasks, args.samples = "passkey", 1
+    assert harness.main(args) == 0
+    ((prompt, context),) = contexts
+    assert context < prompt
+    args.question_in_window = True
+    assert harness.main(args) == 0  # not resumed: run again
+    assert contexts[1] == (prompt, None)
+    cells = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
+    assert [c["question_in_window"] for c in cells] == [False, True]
+    assert len({c["key"] for c in cells}) == 2
+
+
+def test_question_in_window_without_a_kv_policy_is_refused(tiny_probe_dir, tmp_path, capsys):
+    args = _args(tiny_probe_dir, tmp_path, "--question-in-window", "--decode", "quest")
+    assert eval_cli(args) == 2
+    assert "--question-in-window: applies to methods with a KV policy" in capsys.readouterr().err
+
+
 def test_paged_cells_report_the_whole_prompt_density(tiny_probe_dir, tmp_path):
     """A cell on the paged cache prefills context then question; its density is the prompt's,
     not the question chunk's (nor None where the question ran over a compressed cache)."""

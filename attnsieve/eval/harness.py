@@ -10,7 +10,9 @@ given (`attnsieve.eval.tasks.answer_budget`: the target's tokens + 8, 15-48 on S
 measured before this rule had prompts of up to L tokens; their resume keys differ, so they run
 again. With a KV policy the protocol is kvpress's: the context is prefilled and compressed, then
 the question is prefilled uncompressed, so a policy that looks at the last queries (SnapKV) never
-sees the question. Accuracy, mean layout density, prefill time, decode tokens/s, KV-cache memory
+sees the question. ``--question-in-window`` compresses after the question instead, as SnapKV's
+paper evaluates it (the observation window holds the question's queries); its cells have resume
+keys of their own. Accuracy, mean layout density, prefill time, decode tokens/s, KV-cache memory
 (held after the answer; the dense cache's size without a paged cache) and peak memory are
 recorded. Each finished cell is appended to
 OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep resumes. Then
@@ -125,20 +127,27 @@ def split_question(prompt: str) -> tuple[str, str]:
 
 
 def generate(
-    model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, handle: Any
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int,
+    handle: Any,
+    question_in_window: bool = False,
 ) -> tuple[str, float, float, int, list[float]]:
     """Greedy continuation of ``prompt`` under the patch ``handle`` (stops at EOS, which is left
     out): (text, seconds to first token, decode tokens/s, KV-cache bytes held at the end, each
     layer's density over the whole prompt: context and question).
 
     The prompt runs in one chunk; with a paged cache (a KV policy, a decode selector or FP8 KV)
-    the context is compressed before the question is prefilled (see the module docstring)."""
+    the context is compressed before the question is prefilled, or with ``question_in_window``
+    the whole prompt after it (see the module docstring)."""
     ids = torch.tensor([list(tokenizer.encode(prompt))], device=model.device)
     eos = eos_token_ids(model, tokenizer)
     cache, context = None, None
     if handle.config.paged:
         cache = handle.new_cache()
-        context = len(tokenizer.encode(split_question(prompt)[0]))
+        if not question_in_window:
+            context = len(tokenizer.encode(split_question(prompt)[0]))
     tokens, ttft, decode_s, density = run_generate(
         model, ids, max_new_tokens, ids.shape[1], eos, handle.stats, cache, context,
         handle.compress if cache is not None else None,
@@ -180,8 +189,22 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar: tqdm) -> dict:
-    """Accuracy, density, prefill and decode time and memory of one method on ``samples``."""
+def _has_kv_policy(method: tuple[str, Any]) -> bool:
+    """Whether a (label, config) compresses the KV cache, in any layer."""
+    config = method[1]
+    return config.kv is not None or any(roles.get("kv") for roles in config.layers.values())
+
+
+def run_cell(
+    model: Any,
+    tokenizer: Any,
+    samples: list[Sample],
+    config: Any,
+    bar: tqdm,
+    question_in_window: bool = False,
+) -> dict:
+    """Accuracy, density, prefill and decode time and memory of one method on ``samples``
+    (``question_in_window``: see `generate`)."""
     from attnsieve.integrations import patch
 
     memory = PeakMemory(model.device)
@@ -192,8 +215,9 @@ def run_cell(model: Any, tokenizer: Any, samples: list[Sample], config: Any, bar
             generate(model, tokenizer, samples[0].prompt, 2, handle)
         for sample in samples:
             memory.reset()
+            budget = answer_budget(tokenizer, sample.target)
             text, prefill, rate, kv_bytes, density = generate(
-                model, tokenizer, sample.prompt, answer_budget(tokenizer, sample.target), handle
+                model, tokenizer, sample.prompt, budget, handle, question_in_window
             )
             peaks.append(memory.peak_mb())
             scores.append(sample.score(text))
@@ -282,6 +306,7 @@ def run_grid(
     def key(label: str, config: Any, length: int, task: str) -> str:
         spec = json.dumps(config.to_dict(), sort_keys=True)
         run = f"{meta['model_source']}|{meta['dtype']}|{meta['device']}"
+        run += "|question-in-window" * args.question_in_window  # other cells: their keys as before
         # a cell of other samples (`TASKS_VERSION`) is not resumed
         cell = f"{length}|tasks-v{TASKS_VERSION}|{task}|{args.samples}|{args.seed}"
         return f"{run}|{label}|{spec}|{cell}"
@@ -312,7 +337,8 @@ def run_grid(
                         "seed": args.seed,
                         "device": meta["device"],
                         "dtype": meta["dtype"],
-                        **run_cell(model, tokenizer, samples, config, bar),
+                        "question_in_window": args.question_in_window,
+                        **run_cell(model, tokenizer, samples, config, bar, args.question_in_window),
                         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
                     }
                     with open(path, "a") as f:
@@ -414,6 +440,11 @@ def main(args: argparse.Namespace) -> int:
             )
     elif args.fidelity_length is not None:
         raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
+    if args.question_in_window and not any(map(_has_kv_policy, methods)):
+        raise ValueError(
+            "--question-in-window: applies to methods with a KV policy (--kv, or a config "
+            "file's), and none has one"
+        )
     # a copy: the caller's args stay as given, to be read again
     samples = 10 if args.samples is None else args.samples
     args = argparse.Namespace(**{**vars(args), "samples": samples})

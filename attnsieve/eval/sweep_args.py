@@ -118,6 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file's own)",
     )
     parser.add_argument(
+        "--question-in-window",
+        action="store_true",
+        help="a KV policy compresses after the question is prefilled, its queries in the policy's "
+        "observation window (SnapKV's setting); default: before it (kvpress's protocol)",
+    )
+    parser.add_argument(
         "--fidelity",
         action="store_true",
         help="report per layer/head attention recall and output error instead",
