@@ -518,7 +518,8 @@ def test_eval_kv_and_decode_axes(tiny_probe_dir, tmp_path, capsys):
 def test_question_in_window_compresses_after_the_question(tiny_probe_dir, tmp_path, monkeypatch):
     """--question-in-window prefills the whole prompt before the KV policy runs (SnapKV's
     setting), where the default compresses the context alone (kvpress's); its cells have keys of
-    their own, so a run of the default protocol is not resumed as one of it."""
+    their own, so a run of the default protocol is not resumed as one of it. A cell without a KV
+    policy is the same under both: resumed."""
     contexts = []
     run_generate = harness.run_generate
 
@@ -527,17 +528,18 @@ def test_question_in_window_compresses_after_the_question(tiny_probe_dir, tmp_pa
         return run_generate(model, ids, *args)
 
     monkeypatch.setattr(harness, "run_generate", spy)
-    args = _args(tiny_probe_dir, tmp_path, "--kv", "snapkv", methods="dense")
+    args = _args(tiny_probe_dir, tmp_path, "--kv", "none,snapkv", methods="dense")
     args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 0
-    ((prompt, context),) = contexts
+    (_, (prompt, context)) = contexts  # dense, then dense+snapkv
     assert context < prompt
     args.question_in_window = True
-    assert harness.main(args) == 0  # not resumed: run again
-    assert contexts[1] == (prompt, None)
+    assert harness.main(args) == 0  # dense resumed, dense+snapkv run again
+    assert contexts[2:] == [(prompt, None)]
     cells = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
-    assert [c["question_in_window"] for c in cells] == [False, True]
-    assert len({c["key"] for c in cells}) == 2
+    assert [(c["method"], c["question_in_window"]) for c in cells] == [
+        ("dense", False), ("dense+snapkv@0.25", False), ("dense+snapkv@0.25", True)
+    ]  # fmt: skip
 
 
 def test_question_in_window_without_a_kv_policy_is_refused(tiny_probe_dir, tmp_path, capsys):

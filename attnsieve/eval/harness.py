@@ -11,8 +11,8 @@ measured before this rule had prompts of up to L tokens; their resume keys diffe
 again. With a KV policy the protocol is kvpress's: the context is prefilled and compressed, then
 the question is prefilled uncompressed, so a policy that looks at the last queries (SnapKV) never
 sees the question. ``--question-in-window`` compresses after the question instead, as SnapKV's
-paper evaluates it (the observation window holds the question's queries); its cells have resume
-keys of their own. Accuracy, mean layout density, prefill time, decode tokens/s, KV-cache memory
+paper evaluates it (the observation window holds the question's queries); the cells with a KV
+policy then have resume keys of their own. Accuracy, mean layout density, prefill time, decode tokens/s, KV-cache memory
 (held after the answer; the dense cache's size without a paged cache) and peak memory are
 recorded. Each finished cell is appended to
 OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep resumes. Then
@@ -195,6 +195,12 @@ def _has_kv_policy(method: tuple[str, Any]) -> bool:
     return config.kv is not None or any(roles.get("kv") for roles in config.layers.values())
 
 
+def _in_window(args: argparse.Namespace, config: Any) -> bool:
+    """Whether ``config``'s cells compress after the question (--question-in-window, and a KV
+    policy to compress with)."""
+    return args.question_in_window and _has_kv_policy(("", config))
+
+
 def run_cell(
     model: Any,
     tokenizer: Any,
@@ -306,7 +312,8 @@ def run_grid(
     def key(label: str, config: Any, length: int, task: str) -> str:
         spec = json.dumps(config.to_dict(), sort_keys=True)
         run = f"{meta['model_source']}|{meta['dtype']}|{meta['device']}"
-        run += "|question-in-window" * args.question_in_window  # other cells: their keys as before
+        # the protocol changes only cells that compress; the others keep their keys
+        run += "|question-in-window" * _in_window(args, config)
         # a cell of other samples (`TASKS_VERSION`) is not resumed
         cell = f"{length}|tasks-v{TASKS_VERSION}|{task}|{args.samples}|{args.seed}"
         return f"{run}|{label}|{spec}|{cell}"
@@ -326,6 +333,7 @@ def run_grid(
                 samples = make_samples(task, tokenizer, length, args.samples, args.seed)
                 for label, config in pending:
                     bar.set_postfix_str(f"{label} {task} {length}")
+                    in_window = _in_window(args, config)
                     record = {
                         "key": key(label, config, length, task),
                         "model": name,
@@ -337,8 +345,8 @@ def run_grid(
                         "seed": args.seed,
                         "device": meta["device"],
                         "dtype": meta["dtype"],
-                        "question_in_window": args.question_in_window,
-                        **run_cell(model, tokenizer, samples, config, bar, args.question_in_window),
+                        "question_in_window": in_window,
+                        **run_cell(model, tokenizer, samples, config, bar, in_window),
                         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
                     }
                     with open(path, "a") as f:
