@@ -30,6 +30,13 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 @torch.inference_mode()
+def _check_token_ids(name: str, ids: Any) -> None:
+    """TypeError naming ``name`` unless ``ids`` is an int64 or int32 tensor."""
+    if not isinstance(ids, Tensor) or ids.dtype not in (torch.int64, torch.int32):
+        kind = ids.dtype if isinstance(ids, Tensor) else type(ids).__name__
+        raise TypeError(f"{name}: expected an int64 or int32 tensor of token ids, got {kind}")
+
+
 def generate(
     model: Any,
     input_ids: Tensor,
@@ -53,9 +60,7 @@ def generate(
     fallback of a layer is then its outcome over most of the prompt's pairs (None: planned).
     """
     key = cache_keyword(model)
-    if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
-        kind = input_ids.dtype if isinstance(input_ids, Tensor) else type(input_ids).__name__
-        raise TypeError(f"input_ids: expected an int64 or int32 tensor of token ids, got {kind}")
+    _check_token_ids("input_ids", input_ids)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(
             f"input_ids: expected (1, L), a batch of one, got {tuple(input_ids.shape)}"
@@ -134,9 +139,7 @@ def decode(
     A batch of one stops before a step once its last token is in ``eos_ids`` (a host read per
     step, as generation needs); with no ``eos_ids``, or a larger batch, all steps run and this
     loop adds no host wait."""
-    if not isinstance(token, Tensor) or token.dtype not in (torch.int64, torch.int32):
-        kind = token.dtype if isinstance(token, Tensor) else type(token).__name__
-        raise TypeError(f"token: expected an int64 or int32 tensor of token ids, got {kind}")
+    _check_token_ids("token", token)
     if token.dim() != 1:  # a (B, 1) token ran a batch of one row per token, silently
         raise ValueError(f"token: expected (B,), one token per row, got {tuple(token.shape)}")
     check_int("steps", steps, 0)
