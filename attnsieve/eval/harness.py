@@ -12,9 +12,9 @@ again. With a KV policy the protocol is kvpress's: the context is prefilled and 
 the question is prefilled uncompressed, so a policy that looks at the last queries (SnapKV) never
 sees the question. ``--question-in-window`` compresses after the question instead, as SnapKV's
 paper evaluates it (the observation window holds the question's queries); the cells with a KV
-policy then have resume keys of their own. Accuracy, mean layout density, prefill time, decode tokens/s, KV-cache memory
-(held after the answer; the dense cache's size without a paged cache) and peak memory are
-recorded. Each finished cell is appended to
+policy then have resume keys of their own. Accuracy, mean layout density, prefill time, decode
+tokens/s, KV-cache memory (held after the answer; the dense cache's size without a paged cache) and
+peak memory are recorded. Each finished cell is appended to
 OUT/cells.jsonl and skipped when the command runs again, so an interrupted sweep resumes. Then
 OUT/results.json, OUT/results.csv and the plots are written: accuracy vs length, accuracy vs
 prefill speed-up over dense (needs ``dense``), accuracy vs KV memory, and accuracy vs budget
@@ -189,16 +189,10 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _has_kv_policy(method: tuple[str, Any]) -> bool:
-    """Whether a (label, config) compresses the KV cache, in any layer."""
-    config = method[1]
-    return config.kv is not None or any(roles.get("kv") for roles in config.layers.values())
-
-
 def _in_window(args: argparse.Namespace, config: Any) -> bool:
     """Whether ``config``'s cells compress after the question (--question-in-window, and a KV
     policy to compress with)."""
-    return args.question_in_window and _has_kv_policy(("", config))
+    return args.question_in_window and config.has_kv_policy
 
 
 def run_cell(
@@ -448,7 +442,7 @@ def main(args: argparse.Namespace) -> int:
             )
     elif args.fidelity_length is not None:
         raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
-    if args.question_in_window and not any(map(_has_kv_policy, methods)):
+    if args.question_in_window and not any(config.has_kv_policy for _, config in methods):
         raise ValueError(
             "--question-in-window: applies to methods with a KV policy (--kv, or a config "
             "file's), and none has one"

@@ -184,11 +184,16 @@ class AttentionConfig:
         return self.paged_cache or self.needs_paged_cache
 
     @property
+    def has_kv_policy(self) -> bool:
+        """Whether a KV policy is configured, for every layer or some."""
+        return self._default["kv"] is not None or any(b.get("kv") for b in self._built.values())
+
+    @property
     def needs_paged_cache(self) -> bool:
         """Whether a KV policy, a decode selector or an FP8 KV cache is configured."""
-        if self.fp8_kv or self._default["kv"] is not None or self._default["decode"] is not None:
+        if self.fp8_kv or self.has_kv_policy or self._default["decode"] is not None:
             return True
-        return any(b.get("kv") or b.get("decode") for b in self._built.values())
+        return any(b.get("decode") for b in self._built.values())
 
     @property
     def prefill_precision(self) -> str:
