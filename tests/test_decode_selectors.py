@@ -79,10 +79,10 @@ def page_sets(pages, view):
 LENGTHS = [[64, 37], [50, 64]]  # batch 2, 2 KV heads, ragged (16, 10, 13, 16 pages)
 
 
-def random_case(g=2, seed=0, lengths=LENGTHS):
+def random_case(g=2, seed=0, lengths=LENGTHS, seq_len=64):
     gen = torch.Generator().manual_seed(seed)
     b, h = len(lengths), len(lengths[0])
-    keys = torch.randn(b, h, 64, D, generator=gen)
+    keys = torch.randn(b, h, seq_len, D, generator=gen)
     q = torch.randn(b, h * g, D, generator=gen)
     return keys, q
 
@@ -93,17 +93,28 @@ def test_registry_names_every_selector():
         assert cls.name == name and isinstance(get_selector(name), cls)
 
 
+DENSE_LAYERS = {"quest": {0, 1}, "double_sparsity": {0, 1}, "tidaldecode": {0, 1, 2, 13}}
+
+
 @pytest.mark.parametrize("name", sorted(SELECTORS))
 def test_every_selector_with_its_defaults_through_all_layers(name):
-    """Each registered selector, paper defaults, one step through every layer (GQA, ragged)."""
-    keys, q = random_case(g=4)
+    """Each registered selector, paper defaults, one step through every layer (GQA, ragged),
+    on heads long enough for the default budgets (4096 tokens, 1/16) to read sparsely: on 64
+    tokens Quest and TidalDecode read every page at every layer, and the test checked nothing
+    of theirs. Only the paper's dense layers (and TidalDecode's selection layers) read all."""
+    lengths = [[8192, 5001], [6000, 8192]]
+    keys, q = random_case(g=4, lengths=lengths, seq_len=8192)
     channels = torch.tensor([[0, 3], [5, 9]])
     selector, step = get_selector(name), StepState()
     for layer in range(16):
-        view = make_view(keys, LENGTHS, layer=layer, num_layers=16, channels=channels)
+        view = make_view(keys, lengths, layer=layer, num_layers=16, channels=channels)
         pages = selector.select(q, view, step)
+        assert (pages is None) == (layer in DENSE_LAYERS[name])
         if pages is not None:
             page_sets(pages, view)
+            assert bool((pages.count < view.page_count).all())
+            if name == "quest":
+                assert torch.equal(pages.count, selector.page_targets(view))
 
 
 @pytest.mark.parametrize("g", [1, 2])

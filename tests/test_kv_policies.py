@@ -96,20 +96,34 @@ def test_registry_names_every_policy():
         assert isinstance(get_policy(name), cls)
 
 
+LONG = [[3000, 2100, 2501], [900, 3000, 2600]]  # past the default budgets of 2004-2048 tokens
+
+
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_every_policy_with_its_defaults(name):
-    """kvpress style: each registered policy, paper defaults, on a ragged GQA view."""
-    view = make_view(LENGTHS, g=4)
+    """kvpress style: each registered policy, paper defaults, on a ragged GQA view long enough
+    for every default budget to evict (on 40-token heads the budget policies kept everything
+    and Razor's counts went unchecked: the test could not fail)."""
+    view = make_view(LONG, g=4, window=32)
     policy = get_policy(name)
     kept = policy.compress(view)
     assert_valid(kept, view)
-    lengths = view.lengths.long()
-    if policy.budget is not None:  # defaults of 2004-2048 tokens: everything fits
-        assert torch.equal(kept.count.long(), lengths)
-    elif name != "razor":
-        assert torch.equal(
-            kept.count.long(), torch.floor(policy.ratio * lengths.double() + 0.5).long()
-        )
+    lengths, count = view.lengths.long(), kept.count.long()
+    if policy.budget is not None:  # PyramidKV too: no head reaches 2 (budget - window)
+        target = lengths.clamp(max=policy.budget)
+    else:
+        target = torch.floor(policy.ratio * lengths.double() + 0.5).long()
+    assert bool((target < lengths).any())
+    if name == "adakv":  # the layer's total, spread over its heads
+        assert torch.equal(count.sum(-1), target.sum(-1))
+    elif name == "razor":  # one retrieval head a row (15 % of 3, rounded up) keeps everything
+        whole = count == lengths
+        assert whole.sum(-1).tolist() == [1, 1]
+        assert torch.equal(count[~whole], target[~whole])
+        weight = kept.extra_weight[..., 0][~whole]
+        assert torch.equal(weight, (lengths - target)[~whole].float())
+    else:
+        assert torch.equal(count, target)
 
 
 @pytest.mark.parametrize("name,fields", SCORED)
@@ -525,6 +539,25 @@ def test_echo_induction_scores_on_a_planted_pattern():
     torch.testing.assert_close(induction, torch.tensor([[0.0, 1.0]]))
 
 
+def test_echo_induction_scores_refuse_tokens_that_do_not_fit_the_probabilities():
+    """One row of tokens against a batch of two was broadcast (the first sequence's tokens
+    scored every row) and float token ids were compared as they came."""
+    probs = torch.rand(2, 3, 8, 8).softmax(-1)
+    tokens = torch.randint(0, 4, (2, 8))
+    cases = [
+        ((probs, tokens[:1]), ValueError, r"^tokens: expected shape \(2, 8\)"),
+        ((probs, tokens[:, :5]), ValueError, r"^tokens: expected shape \(2, 8\)"),
+        ((probs, tokens.float()), TypeError, "^tokens: expected an integer tensor"),
+        ((probs, tokens.tolist()), TypeError, "^tokens: expected a torch.Tensor"),
+        ((probs[..., :5], tokens), ValueError, "^probs: expected as many queries as keys"),
+        ((probs[0], tokens), ValueError, "^probs: expected 4 dims"),
+        ((probs.long(), tokens), TypeError, "^probs: expected a floating-point tensor"),
+    ]
+    for args, error, match in cases:
+        with pytest.raises(error, match=match):
+            echo_induction_scores(*args)
+
+
 @pytest.mark.parametrize(
     "build,error,match",
     [
@@ -647,6 +680,22 @@ def test_malformed_views():
         adakv.keep(view, torch.tensor([8.0]))
     with pytest.raises(TypeError, match="^view: expected a KVView"):
         adakv.keep(None, torch.tensor([8]))
+    # a target per row (or one for all) was broadcast over the heads by Razor, and failed
+    # deep inside the top-k of a scored policy
+    target = torch.full((1, 2), 8)
+    for policy, args in (
+        (SnapKV(budget=4), (8,)),
+        (RazorAttention(budget=4, retrieval_heads={0: []}), ()),
+    ):
+        for bad, error in ((target[:, 0], ValueError), (target[0, 0], ValueError),
+                           (target.int(), TypeError)):  # fmt: skip
+            with pytest.raises(error, match=r"^target: expected (shape \(1, 2\)|torch.int64)"):
+                policy.keep(view, bad, *args)
+        with pytest.raises(TypeError, match="^view: expected a KVView"):
+            policy.keep(None, target, *args)
+        assert policy.keep(view, target, *args).count.tolist() == [[8, 8]]
+    with pytest.raises(ValueError, match="^width: expected an int >= 0"):
+        SnapKV(budget=4).keep(view, target, -1)
 
 
 def test_razor_folds_its_earlier_compensation_token_by_weight():

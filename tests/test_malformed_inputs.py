@@ -377,7 +377,7 @@ PLANNERS = [
     (
         "vertical-slash-bool",
         lambda: get_planner("vertical_slash", share_kv_group="yes"),
-        ValueError,
+        TypeError,
         r"^share_kv_group",
     ),
     (

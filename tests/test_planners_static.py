@@ -301,7 +301,6 @@ BAD = [
     ("power", {"sink_blocks": True}, "sink_blocks"),
     ("vertical_slash", {"last_q": 0}, "last_q"),
     ("vertical_slash", {"slash_size": -3}, "slash_size"),
-    ("vertical_slash", {"share_kv_group": 1}, "share_kv_group"),
     ("block_topk", {"cdf_threshold": 1.5}, "cdf_threshold"),
     ("block_topk", {"topk": 3}, "topk, cdf_threshold"),
     ("block_topk", {"topk": 0, "cdf_threshold": None}, "topk"),
@@ -313,6 +312,22 @@ BAD = [
 def test_bad_config_names_the_field(name, kwargs, field):
     with pytest.raises(ValueError, match=field):
         get_planner(name, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "name,field",
+    [
+        ("vertical_slash", "share_kv_group"),
+        ("block_topk", "share_kv_group"),
+        ("block_topk", "smooth_k"),
+    ],
+)
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_a_non_bool_flag_is_a_type_error(name, field, bad):
+    """A flag of the wrong type is a TypeError, as a plan's ``causal`` is (these raised
+    ValueError)."""
+    with pytest.raises(TypeError, match=f"^{field}: expected a bool"):
+        get_planner(name, **{field: bad})
 
 
 @pytest.mark.parametrize("name", ["dense", "streaming", "power", "vertical_slash", "block_topk"])

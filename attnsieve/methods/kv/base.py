@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int, checked_fields
+from attnsieve.checks import check_float, check_index, check_int, checked_fields
 from attnsieve.views import Kept, KVView
 
 FORCED = 1e12  # ranking key of always-kept entries (+ index: the later first); exact in float64
@@ -124,6 +124,8 @@ class ScoredPolicy(KVPolicy):
     def keep(self, view: KVView, target: Tensor, width: int) -> Kept:
         """Each head's ``target`` (int64 (B, H_kv), at most ``width``) entries: its always-kept
         ones, then its highest-scoring ones."""
+        check_target(view, target)
+        check_int("width", width, 0)
         key = rank_key(self.score(view), self.always_kept(view, target), valid_entries(view))
         return pack(top_mask(key, target, width), width)
 
@@ -132,6 +134,13 @@ def check_view(view: object) -> None:
     """A TypeError naming ``view`` unless it is a `KVView` (whose fields check themselves)."""
     if not isinstance(view, KVView):
         raise TypeError(f"view: expected a KVView, got {type(view).__name__}")
+
+
+def check_target(view: KVView, target: object) -> None:
+    """``view`` is a `KVView` and ``target`` an int64 (B, H_kv) tensor on its device (a per-row
+    or scalar target was broadcast over the heads)."""
+    check_view(view)
+    check_index("target", target, tuple(view.lengths.shape), torch.int64, view.keys.device)
 
 
 def valid_entries(view: KVView) -> Tensor:

@@ -10,11 +10,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnsieve.checks import check_float, check_int, layer_keys
+from attnsieve.checks import check_float, check_int, check_tensor, layer_keys
 from attnsieve.methods.kv.base import (
     Kept,
     KVPolicy,
     KVView,
+    check_target,
     pack,
     top_mask,
     valid_entries,
@@ -96,6 +97,7 @@ class RazorAttention(KVPolicy):
     def keep(self, view: KVView, target: Tensor) -> Kept:
         """`choose` at a given target, int64 (B, H_kv), each at most its head's length: the tokens
         each non-retrieval head keeps, sink included (a periodic pass's own, `PagedSession`)."""
+        check_target(view, target)
         b, h, n = view.positions.shape
         valid = valid_entries(view)
         target = target[..., None]
@@ -168,7 +170,20 @@ def echo_induction_scores(probs: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor
     int (B, N). Returns the (B, H) echo scores (mean attention mass a query puts on earlier
     occurrences of its own token) and induction scores (mass on the tokens that followed them),
     each averaged over the queries that have an earlier occurrence."""
-    n = tokens.shape[1]
+    check_tensor("probs", probs, 4, "(batch, heads, queries, keys)")
+    b, _, n, m = probs.shape
+    if n != m:
+        raise ValueError(f"probs: expected as many queries as keys, got shape {tuple(probs.shape)}")
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"tokens: expected a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise TypeError(f"tokens: expected an integer tensor of token ids, got {tokens.dtype}")
+    if tuple(tokens.shape) != (b, n) or tokens.device != probs.device:
+        # a (1, N) row was broadcast over a batch of probs: one sequence's tokens scored every row
+        raise ValueError(
+            f"tokens: expected shape {(b, n)} on {probs.device} (probs' batch and length), got "
+            f"{tuple(tokens.shape)} on {tokens.device}"
+        )
     same = tokens[:, :, None] == tokens[:, None, :]  # (B, N query, N key)
     earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)
     echo = same & earlier

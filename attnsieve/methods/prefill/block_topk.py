@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import block_layout, mass_threshold
-from attnsieve.checks import check_float, check_int, check_pow2
+from attnsieve.checks import check_bool, check_float, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
 from attnsieve.methods.prefill.masks import window_block_mask
@@ -71,9 +71,8 @@ class BlockTopKPlanner(Planner):
         if self.cdf_threshold is not None:
             check_float("cdf_threshold", self.cdf_threshold, 0.0, 1.0)
         check_float("simthreshd1", self.simthreshd1, -1.0, 1.0)
-        for field in ("smooth_k", "share_kv_group"):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field}: expected a bool, got {getattr(self, field)!r}")
+        check_bool("smooth_k", self.smooth_k)
+        check_bool("share_kv_group", self.share_kv_group)
 
     def _plan(self, q: Tensor, k: Tensor, causal: bool) -> Layout:
         _, h_q, n, _ = q.shape

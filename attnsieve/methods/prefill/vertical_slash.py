@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from attnsieve.api import last_query_stats, line_layout
-from attnsieve.checks import check_int, check_pow2
+from attnsieve.checks import check_bool, check_int, check_pow2
 from attnsieve.layout import Layout
 from attnsieve.methods.prefill.base import Planner
 from attnsieve.methods.prefill.scores import group_reduce
@@ -77,8 +77,7 @@ class VerticalSlashPlanner(Planner):
         check_int("last_q", self.last_q, 1)
         check_pow2("block_q", self.block_q, 16, 128)
         check_pow2("block_k", self.block_k, 16, 128)
-        if not isinstance(self.share_kv_group, bool):
-            raise ValueError(f"share_kv_group: expected a bool, got {self.share_kv_group!r}")
+        check_bool("share_kv_group", self.share_kv_group)
 
     def check_heads(self, num_heads: int, kv_heads: int | None) -> None:
         planned = kv_heads if self.share_kv_group else num_heads
