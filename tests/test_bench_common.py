@@ -304,3 +304,20 @@ def test_sdpa_choice_names_the_backend_pytorch_picks():
     q, k = torch.zeros(1, 4, 1, 64), torch.zeros(1, 2, 16, 64)
     assert sdpa_choice(q, k, k, enable_gqa=True) in SDPBackend.__members__
     assert sdpa_choice(q, k, k, enable_gqa="yes").startswith("unknown (")
+
+
+def test_results_paths_keep_a_name_whole_and_cut_a_long_one(tmp_path):
+    """A run's results are named by its labels: one holding a dot ("quest@0.125") lost its end to
+    Path.with_suffix, and a sweep's many labels need a name a file system takes (255 bytes), each
+    configuration its own."""
+    from attnsieve.bench.common import STEM_BYTES, results_paths
+
+    stem = "e2e_decode_m_dense+quest@0.125"
+    assert results_paths(tmp_path, stem) == (tmp_path / f"{stem}.json", tmp_path / f"{stem}.png")
+    long = "e2e_decode_m_" + "-".join(f"dense+snapkv@0.{i}+quest@0.125" for i in range(1, 10))
+    paths = [results_paths(tmp_path, name) for name in (long, long + "_nographs", "é" * 150)]
+    assert len({p.stem for p, _ in paths}) == 3
+    for json_path, png_path in paths:
+        assert len(json_path.stem.encode()) <= STEM_BYTES and png_path.stem == json_path.stem
+        write_json(json_path, {"rows": []})  # with write_json's temporary name beside it
+    assert paths[0][0].name.startswith(long[:100])

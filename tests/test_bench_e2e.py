@@ -23,13 +23,20 @@ def _argv(model_dir, out, *extra):
             "--decode", "none,quest", "--out", str(out), "--device", DEVICE, *extra]  # fmt: skip
 
 
+def _decode_result(folder):
+    """The one decode-speed results file in ``folder``, read."""
+    (path,) = folder.glob("e2e_decode_*.json")
+    return json.loads(path.read_text())
+
+
 def test_decode_speed_rows(tiny_probe_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 1)  # the CPU reference needs no warm-up
     assert cli.main(_argv(tiny_probe_dir, tmp_path)) == 0
-    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
-    assert (tmp_path / f"e2e_decode_{tiny_probe_dir.name}.png").read_bytes().startswith(PNG)
     labels = ["sdpa", "dense", "dense+quest@0.125", "dense+streaming@0.25",
               "dense+streaming@0.25+quest@0.125"]  # fmt: skip
+    stem = f"e2e_decode_{tiny_probe_dir.name}_{'-'.join(labels[1:])}"
+    result = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert (tmp_path / f"{stem}.png").read_bytes().startswith(PNG)
     rows = {(r["label"], r["batch"]): r for r in result["results"]}
     assert len(rows) == len(result["results"]) == 2 * len(labels)
     assert set(rows) == {(label, b) for label in labels for b in (1, 2)}
@@ -294,7 +301,7 @@ def test_paged_cache_runs_dense_on_the_paged_cache(tiny_probe_dir, tmp_path, mon
     monkeypatch.setattr(e2e_decode, "WARMUP_STEPS", 2)
     argv = _argv(tiny_probe_dir, tmp_path, "--paged-cache", "--kv", "none", "--batch", "2")
     assert cli.main(argv) == 0
-    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    result = _decode_result(tmp_path)
     labels = {r["label"] for r in result["results"]}
     assert labels == {"sdpa", "dense+paged", "dense+quest@0.125", "attention-free"}
     assert result["dense_reference"] == "dense+paged" and result["graphs"]
@@ -326,8 +333,8 @@ def test_attention_free_decode_row_reads_no_cache(tiny_probe_dir, tmp_path, monk
     monkeypatch.setattr(e2e_decode, "time_decode", each_cell)
     monkeypatch.setattr(paged, "decode_attention", counted)
     flags = ["--kv", "none", "--decode", "none", "--batch", "1"]
-    assert cli.main(_argv(tiny_probe_dir, tmp_path, "--paged-cache", *flags)) == 0
-    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    assert cli.main(_argv(tiny_probe_dir, tmp_path / "paged", "--paged-cache", *flags)) == 0
+    result = _decode_result(tmp_path / "paged")
     rows = {r["label"]: r for r in result["results"]}
     assert set(rows) == {"sdpa", "dense+paged", "attention-free"}
     assert reads["dense+paged"] >= 2 * 3 and "attention-free" not in reads  # 2 layers, 3 steps
@@ -336,8 +343,8 @@ def test_attention_free_decode_row_reads_no_cache(tiny_probe_dir, tmp_path, monk
     assert free["kv_mib"] == dense["kv_mib"]
 
     labels = iter(["sdpa", "dense"])
-    assert cli.main(_argv(tiny_probe_dir, tmp_path, *flags)) == 0
-    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    assert cli.main(_argv(tiny_probe_dir, tmp_path / "dense", *flags)) == 0
+    result = _decode_result(tmp_path / "dense")
     assert {r["label"] for r in result["results"]} == {"sdpa", "dense"}
 
 
@@ -648,9 +655,9 @@ def _stub_check(monkeypatch, failing):
     return checked
 
 
-def test_each_precision_is_gated_by_its_own_check(tiny_probe_dir, tmp_path, monkeypatch):
-    """INT8·FP8 methods' speed-ups were gated by the bf16 kernel's check alone: a broken INT8
-    kernel would still have reported one."""
+def _stub_ttft(monkeypatch):
+    """Time to first token on the CPU: every method twice as fast as SDPA, the GPU's parts
+    stubbed."""
     logits = torch.zeros(1, 8)
     monkeypatch.setattr(e2e, "require_cuda", lambda: torch.device("cpu"))
     monkeypatch.setattr(
@@ -658,6 +665,12 @@ def test_each_precision_is_gated_by_its_own_check(tiny_probe_dir, tmp_path, monk
     )
     monkeypatch.setattr(e2e, "time_attention_free", lambda *a, **k: 0.5)
     monkeypatch.setattr(e2e, "sdpa_backend", lambda model, device: "stubbed")
+
+
+def test_each_precision_is_gated_by_its_own_check(tiny_probe_dir, tmp_path, monkeypatch):
+    """INT8·FP8 methods' speed-ups were gated by the bf16 kernel's check alone: a broken INT8
+    kernel would still have reported one."""
+    _stub_ttft(monkeypatch)
     checked = _stub_check(monkeypatch, failing=("int8-fp8",))
     parser = argparse.ArgumentParser()
     e2e.add_arguments(parser)
@@ -754,7 +767,7 @@ def test_decode_speed_json_keeps_the_cells_a_run_finished(tiny_probe_dir, tmp_pa
     monkeypatch.setattr(e2e_decode, "time_decode", each_cell)
     with pytest.raises(KeyboardInterrupt):
         cli.main(_argv(tiny_probe_dir, tmp_path))
-    result = json.loads((tmp_path / f"e2e_decode_{tiny_probe_dir.name}.json").read_text())
+    result = _decode_result(tmp_path)
     assert result["complete"] is False
     assert [r["label"] for r in result["results"]] == ["sdpa", "dense"]
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.tmp"))
@@ -773,3 +786,86 @@ def test_default_lengths_cut_by_the_decode_steps_are_checked_before_the_weights_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("attnsieve bench e2e: error: --decode-steps: length=")
+
+
+def test_only_the_precisions_the_methods_run_in_are_checked(
+    tiny_probe_dir, tmp_path, monkeypatch, capsys
+):
+    """--precision int8-fp8 alone still ran the bf16 check, which gates no method: where it failed,
+    the command exited 1 with every speed-up reported and no line saying what failed. Only the
+    methods' precisions are checked now, and each check's line says whether it passed."""
+    _stub_ttft(monkeypatch)
+    checked = _stub_check(monkeypatch, failing=("bf16",))
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    argv = ["--model", str(tiny_probe_dir), "--lengths", "512", "--methods", "streaming",
+            "--precision", "int8-fp8", "--out", str(tmp_path)]  # fmt: skip
+    assert e2e.main(parser.parse_args(argv)) == 0
+    assert checked == ["int8-fp8"]
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    assert result["correctness_check"] is None and result["correctness_check_int8_fp8"]["passed"]
+    assert result["results"][0]["methods"]["streaming+int8-fp8"]["speedup"] == 2.0
+    assert "check (int8-fp8 full-budget layout vs sdpa, 4096 tokens): " in capsys.readouterr().out
+    _stub_check(monkeypatch, failing=("int8-fp8",))
+    assert e2e.main(parser.parse_args(argv)) == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("check (")]
+    assert line.endswith(": FAILED, no speed-up for int8-fp8 methods")
+
+
+def test_a_label_with_a_dot_names_its_file_whole(tiny_probe_dir, tmp_path, monkeypatch):
+    """A config file gamma0.9.json is labelled gamma0.9: its results went to e2e_MODEL_gamma0.json
+    (Path.with_suffix took ".9" for a suffix), where gamma0.5.json's went too."""
+    _stub_ttft(monkeypatch)
+    _stub_check(monkeypatch, failing=())
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    for gamma in ("0.9", "0.5"):
+        config = tmp_path / f"gamma{gamma}.json"
+        config.write_text('{"prefill": "streaming"}')
+        argv = ["--model", str(tiny_probe_dir), "--lengths", "512", "--methods", str(config),
+                "--out", str(tmp_path / "out")]  # fmt: skip
+        assert e2e.main(parser.parse_args(argv)) == 0
+    stem = f"e2e_{tiny_probe_dir.name}_gamma"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"{stem}0.5.json",
+        f"{stem}0.5.png",
+        f"{stem}0.9.json",
+        f"{stem}0.9.png",
+    ]
+
+
+def _stub_decode_cells(monkeypatch):
+    """Decode speed's cells stubbed: every config and SDPA decode alike, with SDPA's logits."""
+
+    def cell(model, ids, steps, config, graphs=True):
+        return {"config": None if config is None else config.to_dict(),
+                "prompt_tokens": ids.shape[1], "seconds": 1.0, "ms_per_step": 1e3 / steps,
+                "tokens_per_s": float(ids.shape[0] * steps), "kv_mib": 1.0,
+                "kv_reserved_mib": 0.0, "kv_pool_mib": None, "graph_replayed": False,
+                "first_step_logits": torch.zeros(ids.shape[0], 8)}  # fmt: skip
+
+    monkeypatch.setattr(e2e_decode, "time_decode", cell)
+
+
+def test_decode_runs_of_other_configs_keep_files_of_their_own(
+    tiny_probe_dir, tmp_path, monkeypatch
+):
+    """Decode speed wrote e2e_decode_MODEL.json whatever ran: a second run of other configs in the
+    same --out overwrote the first. Its files are named by the configs' labels now, as time to
+    first token's are (and by --no-graphs); the JSON records the transformers that ran, as time
+    to first token's does."""
+    import transformers
+
+    _stub_decode_cells(monkeypatch)
+    runs = {"dense": ["--kv", "none"], "dense+streaming@0.25": ["--kv", "streaming"],
+            "dense+streaming@0.25_nographs": ["--kv", "streaming", "--no-graphs"]}  # fmt: skip
+    for extra in runs.values():
+        assert cli.main(_argv(tiny_probe_dir, tmp_path, "--decode", "none", *extra)) == 0
+    stem = f"e2e_decode_{tiny_probe_dir.name}_"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{stem}{labels}{ext}" for labels in runs for ext in (".json", ".png")
+    )
+    result = json.loads((tmp_path / f"{stem}dense+streaming@0.25.json").read_text())
+    assert {r["label"] for r in result["results"]} == {"sdpa", "dense+streaming@0.25"}
+    assert result["environment"]["transformers"] == transformers.__version__

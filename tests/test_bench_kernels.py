@@ -294,3 +294,24 @@ def test_no_row_to_plot_leaves_no_earlier_png(tmp_path):
              "precision": "int8-fp8"}]  # fmt: skip
     assert _plot([], rows, path, "cpu") is None
     assert not path.exists()
+
+
+def test_a_kernel_of_ours_that_raises_fails_the_command(monkeypatch):
+    """Every row of attnsieve's kernel was an error row (a Triton failure, memory) and the command
+    exited 0, as for a backend this GPU or torch lacks, which still does not fail it."""
+    from attnsieve.bench import kernels
+    from attnsieve.kernels.prefill_reference import attention_reference
+
+    def right(q, k, v, layout, dense_dispatch=True):
+        return attention_reference(q, k, v, layout)
+
+    def raises(q, k, v, layout, dense_dispatch=True):
+        raise RuntimeError("triton: out of resources")
+
+    rows = _cpu_bench_length(monkeypatch, right)
+    missing = {"method": "sdpa-cudnn", "status": "error: RuntimeError: no kernel"}
+    assert kernels.exit_status([*rows, missing]) == 0
+    rows = _cpu_bench_length(monkeypatch, raises)
+    ours = [r for r in rows if r["method"].startswith("attnsieve")]
+    assert len(ours) == 3 and all(r["status"].startswith("error") for r in ours)
+    assert kernels.exit_status(rows) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -270,6 +271,22 @@ def command_line(name: str, args: argparse.Namespace) -> str:
             text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
             parts += [flag, shlex.quote(text)]
     return " ".join(parts)
+
+
+STEM_BYTES = 200  # a file name holds 255 bytes; ".json" and write_json's temporary name add 19
+
+
+def results_paths(out: Path, stem: str) -> tuple[Path, Path]:
+    """``out``/``stem``.json and .png, a run's results files. ``stem`` names what ran (a sweep's
+    labels, e.g. "dense+quest@0.125"); past `STEM_BYTES` it keeps its start and a hash of the
+    whole: a long sweep's labels make a name the file system refuses, and each configuration
+    keeps files of its own."""
+    raw = stem.encode()
+    if len(raw) > STEM_BYTES:
+        digest = hashlib.sha256(raw).hexdigest()[:16]
+        stem = raw[: STEM_BYTES - 17].decode(errors="ignore") + "-" + digest
+    # appended, not Path.with_suffix, which took the end of "quest@0.125" for a suffix
+    return Path(out) / f"{stem}.json", Path(out) / f"{stem}.png"
 
 
 def write_json(path: Path, payload: dict, default: Callable[[Any], Any] | None = str) -> Path:

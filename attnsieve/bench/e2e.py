@@ -22,19 +22,24 @@ how much a host-bound forward scatters. Every run records the mean layout
 density and each layer's dense-fallback decision (None: the layer ran its layout). Layers plan as
 `attnsieve.patch` does by default: the cost model on (``--no-cost``: every layer plans) and
 plan + attention replayed from CUDA graphs once a shape repeats (``--no-graphs``: eager). Before
-timing, a full-budget streaming layout (every block, through the attnsieve kernel) must reproduce
-SDPA's last-position logits; if it does not, no speed-up is reported and the command exits 1.
+timing, in each prefill precision the methods run in (and no other), a full-budget streaming
+layout (every block, through the attnsieve kernel) must reproduce SDPA's last-position logits;
+where it does not, that precision's methods get no speed-up and the command exits 1.
 Each length also times the model with attention that costs nothing (its output is zeros, its
 logits meaningless): the rest of the forward, whose time no attention method removes, so
 ``sdpa_ttft_s / attention_free_ttft_s`` bounds every method's speed-up at that length
-(``speedup_bound``). JSON + PNG go to ``--out``.
+(``speedup_bound``). ``peak_mem_gb`` and ``sdpa_peak_mem_gb`` are the most CUDA memory allocated
+during a forward, the weights included, in GiB (2**30 bytes, whatever the name says). JSON + PNG
+go to ``--out`` as e2e_MODEL_LABELS.json/.png (e2e_LABELS for the random model): the methods'
+labels joined by "-", then _nocost, _nographs where given.
 
     attnsieve bench e2e --model smollm2 --rope-scale 16 --lengths 8k,32k,64k,128k \\
         --methods flexprefill,xattention,streaming
 
 ``--decode-steps N`` measures decode tokens/s instead, at each of ``--batch``, for every
 combination of ``--methods``, ``--kv``, ``--decode`` and ``--precision`` and stock SDPA
-(`attnsieve.bench.e2e_decode`; ``--device cpu`` runs it without a GPU, for development). The
+(`attnsieve.bench.e2e_decode`; ``--device cpu`` runs it without a GPU, for development), into
+e2e_decode_MODEL_LABELS.json/.png (the configs' labels joined by "-", then _nographs). The
 prompt, the warm-up steps and the N timed ones must fit the model's positions (checked before it
 loads; ``--rope-scale`` extends a loaded model's).
 
@@ -65,6 +70,7 @@ from attnsieve.bench.common import (
     positive_int,
     rel_err,
     require_cuda,
+    results_paths,
     seed,
     write_json,
 )
@@ -251,26 +257,30 @@ def main(args: argparse.Namespace) -> int:
     if decode:
         prompts = {n: prompt_ids(tokenizer, model, n, args.seed, device) for n in lengths}
         meta = {"command": command(args), "model": _describe(model, name, args)}
-        stem = Path(args.out) / f"e2e_decode_{name}"
+        # one file a run configuration, as time to first token names its own
+        labels = "-".join(label for label, _ in configs) + "_nographs" * args.no_graphs
+        paths = results_paths(args.out, f"e2e_decode_{name}_{labels}")
         return e2e_decode.run(
-            model, prompts, batches, configs, args.decode_steps, meta, stem, not args.no_graphs
+            model, prompts, batches, configs, args.decode_steps, meta, paths, not args.no_graphs
         )
 
-    # each prefill precision's kernel is checked, and gates the speed-ups of its methods
-    checks = {"bf16": correctness_check(model, device)}
-    for precision in {config.prefill_precision for _, config in methods} - {"bf16"}:
-        checks[precision] = correctness_check(model, device, precision)
-    check = checks["bf16"]
+    # the kernel of each prefill precision the methods run in is checked, and gates their
+    # speed-ups; only those: a check of another precision would gate nothing, yet fail the command
+    precisions = dict.fromkeys(config.prefill_precision for _, config in methods)
+    checks = {precision: correctness_check(model, device, precision) for precision in precisions}
     for precision, each in checks.items():
         print(
             f"check ({precision} full-budget layout vs sdpa, {CHECK_LENGTH} tokens): rel err "
             f"{each['rel_err']:.2e} (limit {each['tolerance']}), "
             f"{each['dense_fallback_layers']} layers ran dense"
             + (", from a CUDA-graph replay" if each["graph_replay"] else "")
+            + (": passed" if each["passed"] else f": FAILED, no speed-up for {precision} methods")
         )
     labels = "-".join(label for label, _ in methods)
     labels += "_nocost" * args.no_cost + "_nographs" * args.no_graphs
-    stem = Path(args.out) / (f"e2e_{labels}" if name == RANDOM_MODEL else f"e2e_{name}_{labels}")
+    json_path, png_path = results_paths(
+        args.out, f"e2e_{labels}" if name == RANDOM_MODEL else f"e2e_{name}_{labels}"
+    )
 
     def result(complete: bool) -> dict[str, Any]:
         return {
@@ -282,7 +292,7 @@ def main(args: argparse.Namespace) -> int:
             "sdpa_backend": sdpa_backend(model, device),
             "cost_model": not args.no_cost,
             "graphs": not args.no_graphs,
-            "correctness_check": check,
+            "correctness_check": checks.get("bf16"),  # None where no method runs in bf16
             **{
                 f"correctness_check_{p.replace('-', '_')}": each
                 for p, each in checks.items()
@@ -293,7 +303,6 @@ def main(args: argparse.Namespace) -> int:
         }
 
     rows: list[dict[str, Any]] = []
-    json_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".png")
     png_path.unlink(missing_ok=True)  # an earlier run's, beside this run's partial JSON
     write_json(json_path, result(False))
     # each method's stock and patched forwards, then the attention-free ones, warm-ups included
@@ -353,7 +362,7 @@ def main(args: argparse.Namespace) -> int:
     final = result(True)
     write_json(json_path, final)
     plot(final, png_path)
-    print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
+    print(f"wrote {json_path} and {png_path} in {final['wall_s']:.0f} s")
     return 0 if all(each["passed"] for each in checks.values()) else 1
 
 

@@ -26,7 +26,8 @@ where the dense config's exceed ``CHECK_REL_ERR`` (a broken paged cache or decod
 of that length and batch gets ``vs_sdpa`` or ``vs_dense`` and the command exits 1. With
 --paged-cache, an "attention-free" row decodes as the dense config does with attention replaced by
 zeros (the cache still appends): the part of a step that no KV policy or decode selector removes,
-so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out``, a table to stdout.
+so its ``vs_dense`` bounds their speed-up. JSON + PNG go to ``--out`` (as
+e2e_decode_MODEL_LABELS.json/.png: `attnsieve.bench.e2e` names them), a table to stdout.
 
     attnsieve bench e2e --model smollm2 --rope-scale 5 --lengths 32k --decode-steps 64 \\
         --batch 1,8 --methods dense --kv none,snapkv,adakv --kv-ratio 0.25 --decode none,quest \\
@@ -56,6 +57,7 @@ from attnsieve.bench.common import (
     save_line_plots,
     write_json,
 )
+from attnsieve.bench.e2e_report import transformers_version
 from attnsieve.bench.e2e_timing import CHECK_REL_ERR
 from attnsieve.integrations import AttentionConfig, patch
 from attnsieve.integrations.decode_graphs import graph_handle
@@ -107,12 +109,12 @@ def run(
     configs: list[tuple[str, AttentionConfig]],
     steps: int,
     meta: dict[str, Any],
-    stem: Path,
+    paths: tuple[Path, Path],
     graphs: bool = True,
 ) -> int:
-    """Time every (length, batch, config) cell, write ``stem``.json/.png and print a table.
-    ``prompts`` maps each length to its (1, L) prompt ids; ``graphs`` is `patch`'s. The JSON is
-    written after every cell (``"complete": false``, without the ratios to SDPA and dense, until
+    """Time every (length, batch, config) cell, write the JSON and PNG ``paths`` and print a
+    table. ``prompts`` maps each length to its (1, L) prompt ids; ``graphs`` is `patch`'s. The JSON
+    is written after every cell (``"complete": false``, without the ratios to SDPA and dense, until
     the last), so a run cut short keeps the cells it finished."""
     started = time.perf_counter()
     dense = next((label for label, config in configs if not config.needs_paged_cache), None)
@@ -126,7 +128,7 @@ def run(
         return {
             **meta,
             "complete": complete,
-            "environment": environment(model.device),
+            "environment": {**environment(model.device), "transformers": transformers_version()},
             "decode_steps": steps,
             "warmup_steps": WARMUP_STEPS,
             "graphs": graphs,
@@ -136,7 +138,7 @@ def run(
             "wall_s": time.perf_counter() - started,
         }
 
-    json_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".png")
+    json_path, png_path = paths
     png_path.unlink(missing_ok=True)  # an earlier run's, beside this run's partial JSON
     write_json(json_path, result(False))
     for length, batch, (label, config) in tqdm(cells, desc="bench e2e decode", unit="cell"):
@@ -166,7 +168,7 @@ def run(
     write_json(json_path, final)
     plot(final, png_path)
     print(format_table(rows, COLUMNS))
-    print(f"wrote {stem}.json and {stem}.png in {final['wall_s']:.0f} s")
+    print(f"wrote {json_path} and {png_path} in {final['wall_s']:.0f} s")
     return 1 if any(row["check"] is False for row in rows) else 0
 
 

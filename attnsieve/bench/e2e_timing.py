@@ -23,7 +23,7 @@ CHECK_REL_ERR = 0.05  # bf16 through every layer; a wrong kernel or transpose gi
 CHECK_REL_ERR_INT8 = 0.5
 ATTENTION_FREE = "attnsieve_attention_free"  # the attention implementation of the bound's runs
 
-Run = tuple[float, Tensor, float]  # seconds to first token, last-position logits, peak GB
+Run = tuple[float, Tensor, float]  # seconds to first token, last-position logits, peak GiB
 Tick = Callable[[str], None]  # told each forward's attention implementation, for a progress bar
 
 
@@ -52,7 +52,7 @@ def median(runs: list[Run]) -> float:
 
 
 def time_prefill(model: Any, ids: Tensor, repeats: int, tick: Tick | None = None) -> Run:
-    """(best seconds to first token, last-position logits, peak GB) after one warm-up run;
+    """(best seconds to first token, last-position logits, peak GiB) after one warm-up run;
     ``tick(attention implementation)`` after every forward."""
     runs = []
     for _ in range(repeats + 1):
