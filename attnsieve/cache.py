@@ -180,12 +180,14 @@ class Cache:
                 isinstance(given, tuple)
                 and len(given) == 3
                 and all(
-                    isinstance(t, Tensor) and t.shape == h.shape and t.dtype == h.dtype
+                    isinstance(t, Tensor)
+                    and (t.shape, t.dtype, t.device) == (h.shape, h.dtype, h.device)
                     for t, h in zip(given, held, strict=True)
                 )
             ):
-                raise ValueError(
-                    f"state[{layer}]: expected host_state's (lengths, pages, seen) of that layer"
+                raise ValueError(  # on the CPU: host bookkeeping must never wait for the device
+                    f"state[{layer}]: expected host_state's (lengths, pages, seen) of that layer, "
+                    "CPU tensors"
                 )
         for lc, (lengths, pages, seen) in zip(self.layers, state, strict=True):
             # copies: appends count in place, which would change ``state`` for a later restore
@@ -319,7 +321,8 @@ class Cache:
 
     def log_weights(self, layer: int) -> Tensor | None:
         """float32 (B, H_kv, L) log weight of every entry, padded like `gather` (0 past a head's
-        length), or None when the layer holds no weighted token."""
+        length), or None until a compaction stored a compensation token in the layer (zeros once
+        a later one dropped it)."""
         ref.check_layer(layer, self.num_layers)
         lc, ps = self.layers[layer], self.page_size
         return None if lc.log_weight is None else log_weights(lc, *slots(lc, ps, self.device))

@@ -651,6 +651,11 @@ BAD = {
     ),  # fmt: skip
     "host_state_list": (lambda: C.set_host_state([]), TypeError, "^state: "),
     "host_state_layer": (lambda: C.set_host_state([(1, 2, 3)] * 2), ValueError, r"^state\[0\]"),
+    "host_state_device": (
+        lambda: C.set_host_state([tuple(t.to("meta") for t in s) for s in C.host_state()]),
+        ValueError,
+        r"^state\[0\]: .* CPU tensors",
+    ),  # fmt: skip
     "queries_none": (lambda: C.kv_view(0, Q[:, :, :0], QP[:, :0]), ValueError, "^queries"),
     "queries_heads": (lambda: C.kv_view(0, Q[:, :3], QP), ValueError, "queries"),
     "queries_no_heads": (lambda: C.kv_view(0, Q[:, :0], QP), ValueError, "^queries"),

@@ -30,10 +30,13 @@ COMMON = dict(
 PROMPT, NEW = 30, 20
 
 
-def read_by_attnsieve(cache):
+def read_by_attnsieve(cache, ragged=()):
     """Stand in for a patched model's live session, whose attention reads the pages at a decode
-    step (a cache without one refuses decode steps)."""
-    cache.reader = SimpleNamespace(ended=False, restart=lambda: None)
+    step (a cache without one refuses decode steps) and in prompt chunks on the layers it reads
+    as ragged."""
+    cache.reader = SimpleNamespace(
+        ended=False, restart=lambda: None, ragged=set(ragged).__contains__
+    )
     return cache
 
 
@@ -298,3 +301,61 @@ def test_update_keeps_no_returned_keys_alive():
     del k
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("kv_dtype", [None, "fp8"])
+def test_prompt_chunks_gather_the_cache_only_for_plain_attention(kv_dtype, monkeypatch):
+    """A prompt chunk returns the cached K/V (gathered once, before its append: FP8 quantises the
+    cache, never the chunk) then its own, where plain attention reads them; where attnsieve's
+    attention reads the pages itself (a one-token chunk, a layer the session reads as ragged,
+    even one that kept every token), or after an eviction, it gathers nothing: it gathered there,
+    for keys that no attention read (the session's chunk attention gathers the pages again)."""
+    gathers, gather = [], Cache.gather
+
+    def counted(self, layer):
+        gathers.append(layer)
+        return gather(self, layer)
+
+    monkeypatch.setattr(Cache, "gather", counted)
+    cache = read_by_attnsieve(AttnsieveCache(1, page_size=8, kv_dtype=kv_dtype))
+    x, y, z = (torch.randn(1, 2, n, 16) for n in (10, 5, 4))
+    assert cache.update(x, -x, 0)[0] is x and gathers == []  # nothing cached: nothing read
+    held = gather(cache.cache, 0)
+    keys, values = cache.update(y, -y, 0)
+    assert gathers == [0]
+    assert torch.equal(keys, torch.cat([held[0], y], 2))
+    assert torch.equal(values, torch.cat([held[1], -y], 2))
+    if kv_dtype == "fp8":
+        assert not torch.equal(held[0], x)  # the cached part is the quantised one
+    cache.prompt = True  # one-token chunks: attnsieve's attention reads the pages
+    one = z[:, :, :1]
+    keys, values = cache.update(one, one_v := -one, 0)
+    assert keys is one and values is one_v and gathers == [0]
+    cache.materialize = True  # plain attention: every cached K/V, then the token's
+    held = gather(cache.cache, 0)
+    keys, values = cache.update(one, -one, 0)
+    assert gathers == [0, 0] and torch.equal(values, torch.cat([held[1], -one], 2))
+    cache.materialize, cache.prompt = False, False
+    n = int(cache.cache.head_tokens(0).max())
+    every = Kept(torch.arange(n, dtype=torch.int32).repeat(1, 2, 1), torch.full((1, 2), n).int())
+    cache.cache.compact(0, every)
+    read_by_attnsieve(cache, ragged=[0])  # compressed, if to every token: the session reads it
+    assert cache.update(z, -z, 0)[0] is z and gathers == [0, 0]
+    idx = torch.tensor([[[0, 1, 2], [5, 6, 7]]], dtype=torch.int32)
+    cache.cache.compact(0, Kept(idx, torch.tensor([[3, 3]], dtype=torch.int32)))  # even heads
+    read_by_attnsieve(cache)  # evicted, though not read as ragged: no position matches them
+    keys, values = cache.update(z, z_v := -z, 0)
+    assert keys is z and values is z_v and gathers == [0, 0]
+    cache.reader = None  # no attnsieve attention reads the pages: refused, without a gather
+    with pytest.raises(ValueError, match="a prompt chunk after an eviction"):
+        cache.update(z, -z, 0)
+    assert gathers == [0, 0] and cache.cache.head_tokens(0).tolist() == [[7, 7]]
+
+
+def test_a_refused_first_update_builds_no_cache():
+    """The paged cache was built from the first call's keys before its values were checked: a
+    refused call left it built, of that call's batch, heads and dtype."""
+    cache = AttnsieveCache(1)
+    with pytest.raises(ValueError, match="^v: expected shape"):
+        cache.update(torch.randn(1, 2, 3, 16), torch.randn(1, 2, 3, 8), 0)
+    assert cache.cache is None and not cache.is_initialized

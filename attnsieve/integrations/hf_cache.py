@@ -8,10 +8,12 @@
 The paged cache is built on the first ``update`` (batch, KV heads, head_dim, dtype and device come
 from the keys) unless one is passed in. What ``update`` returns to the attention function:
 
-- a multi-token (prefill) call: the prompt's K/V, after the tokens already cached if any (its
-  own only once a compression left the heads ragged); after an eviction, only attnsieve's
-  attention can serve it, reading the pages itself (the live session's cache, as below; any
-  other cache refuses the call);
+- a prompt chunk (a multi-token call, or any call while ``prompt`` is set): the layer's cached
+  K/V, then the chunk's; the chunk's own only where attnsieve's attention reads the cached ones
+  from the pages itself (the live session's cache, ``reader``: a chunk of one token, or a layer
+  the session compressed), or where an eviction left the heads without some of the positions
+  seen (plain attention masks by position: only attnsieve's attention can serve the chunk, and
+  any other cache refuses it);
 - a single-token (decode) call: that token's K/V only, for attnsieve's decode attention, which
   reads the pages itself (the cache of a patched model's live session, ``reader``; any other is
   refused, since plain attention would see that token alone); or, with ``materialize=True``,
@@ -139,9 +141,10 @@ class AttnsieveCache(HFCache):
         self.materialize = materialize
         self.cache = cache
         self.on_prefill_end: Callable[[int], None] | None = None
-        # the paged session whose attention reads the pages at a decode step (`PatchHandle.
-        # new_cache` sets it): without one, or once it has ended, the new token's K/V alone
-        # would reach plain attention, which would attend to that token only
+        # the paged session whose attention reads the pages at a decode step and in a prompt
+        # chunk on a layer it reads as ragged (`ragged(layer)`; `PatchHandle.new_cache` sets it):
+        # without one, or once it has ended, the new token's K/V alone would reach plain
+        # attention, which would attend to that token only
         self.reader: Any = None
         # set by a caller while it feeds a prompt in chunks: a chunk of one token is prompt too,
         # where an update of one token otherwise reads as a decode step (which ends the prompt)
@@ -167,9 +170,12 @@ class AttnsieveCache(HFCache):
                     f"key_states: expected one of {ref.MODEL_DTYPES}, got {key_states.dtype}"
                 )
             b, h, _, d = key_states.shape
+            dtype, device = key_states.dtype, key_states.device
+            # before the cache is built: a refused first call leaves none
+            ref.check_kv_append(key_states, value_states, (b, h, d), dtype, device)
             self.cache = Cache(
-                self.num_layers, b, h, d, page_size=self.page_size, dtype=key_states.dtype,
-                device=key_states.device, kv_dtype=self.kv_dtype,
+                self.num_layers, b, h, d, page_size=self.page_size, dtype=dtype, device=device,
+                kv_dtype=self.kv_dtype,
             )  # fmt: skip
         prefill = key_states.shape[2] > 1 or self.prompt
         # without a live session, attnsieve's attention does not read the pages: what this call
@@ -190,16 +196,16 @@ class AttnsieveCache(HFCache):
             if self.on_prefill_end is not None:
                 self.on_prefill_end(layer_idx)
         past = None
-        seen = self.cache.seq_length(layer_idx) if prefill else 0  # decode steps: no host work
-        if seen and (self.materialize or self._even(layer_idx)):
-            past = self._dense(layer_idx)
-        if unread and seen and (past is None or past[0].shape[2] < seen):  # evicted: partial
-            raise _unread("a prompt chunk after an eviction")
+        tokens = key_states.shape[2]
+        if prefill and self.cache.seq_length(layer_idx) and not self._paged(layer_idx, tokens):
+            # plain attention reads the cached K/V only where every head holds every position
+            if self._whole(layer_idx):
+                past = self._dense(layer_idx)
+            elif unread:
+                raise _unread("a prompt chunk after an eviction")
         self.cache.append(layer_idx, key_states, value_states)
         if prefill:
             self._prefilled.add(layer_idx)
-            # after a compression that left heads ragged, a prompt chunk gets its own K/V only:
-            # attnsieve's attention reads the rest from the pages (`integrations.paged`)
             out = (key_states, value_states) if past is None else (
                 torch.cat([past[0], key_states], 2), torch.cat([past[1], value_states], 2)
             )  # fmt: skip
@@ -227,29 +233,37 @@ class AttnsieveCache(HFCache):
             if self.on_prefill_end is not None:
                 self.on_prefill_end(layer)
 
-    def _even(self, layer: int) -> bool:
-        """Whether plain attention can read the layer: every head holds as many tokens, none of
-        them weighted."""
-        n = self.cache.head_tokens(layer)
-        return bool((n == n.flatten()[0]).all()) and not self.cache.layers[layer].weighted
+    def _paged(self, layer: int, tokens: int) -> bool:
+        """Whether attnsieve's attention reads the cached K/V of a call of ``tokens`` tokens from
+        the pages itself (`integrations.paged`), needing the call's own only: the live session's
+        cache, and a call of one token or a layer the session reads as ragged."""
+        live = not self.materialize and self.reader is not None and not self.reader.ended
+        return live and (tokens == 1 or self.reader.ragged(layer))
+
+    def _whole(self, layer: int) -> bool:
+        """Whether every head of ``layer`` holds exactly the positions seen, none of them
+        weighted: what plain attention reads under the mask transformers builds over them."""
+        n, seen = self.cache.head_tokens(layer), self.cache.seq_length(layer)
+        return bool((n == seen).all()) and not self.cache.layers[layer].weighted
 
     def _check_dense(self, layer: int) -> None:
         """Plain attention (``materialize=True``) reads the layer as one dense tensor, under the
         mask transformers may build over the positions seen (it does for eager attention and a
         padded batch; the cache cannot tell): every head must hold exactly those positions, none
         of them weighted."""
+        if self._whole(layer):
+            return
         n, seen = self.cache.head_tokens(layer), self.cache.seq_length(layer)
         weighted = self.cache.layers[layer].weighted
-        if (n != seen).any() or weighted:
-            low, high = int(n.min()), int(n.max())
-            held = f"{low}" if low == high else f"{low} to {high}"
-            raise ValueError(
-                f"layer {layer}: its heads hold {held} of the {seen} positions seen"
-                + (" and weighted compensation tokens" if weighted else "")
-                + " after compression; plain attention (materialize=True) masks the keys by "
-                "position and cannot read them: use attnsieve's attention (materialize=False, "
-                "the cache of a patched model's handle.new_cache())"
-            )
+        low, high = int(n.min()), int(n.max())
+        held = f"{low}" if low == high else f"{low} to {high}"
+        raise ValueError(
+            f"layer {layer}: its heads hold {held} of the {seen} positions seen"
+            + (" and weighted compensation tokens" if weighted else "")
+            + " after compression; plain attention (materialize=True) masks the keys by "
+            "position and cannot read them: use attnsieve's attention (materialize=False, "
+            "the cache of a patched model's handle.new_cache())"
+        )
 
     def _dense(self, layer: int) -> tuple[Tensor, Tensor]:
         """Every cached K/V of ``layer`` as (B, H_kv, L, D); every head holds L tokens."""
