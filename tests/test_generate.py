@@ -71,3 +71,18 @@ def test_decode_refuses_a_bad_token_by_name(model, token, error, match):
     inside the model (an embedding RuntimeError, an AttributeError)."""
     with pytest.raises(error, match=match):
         decode(model, token, None, 2)
+
+
+def test_generate_and_decode_record_no_autograd(model):
+    """Every forward runs under inference mode: with autograd on, a 4K prompt of SmolLM2 kept
+    each layer's attention for a backward pass and took 24 GB on the CPU (the decorator had
+    moved from `generate` to the helper written above it)."""
+    grad_enabled = []
+    hook = model.register_forward_pre_hook(lambda *_: grad_enabled.append(torch.is_grad_enabled()))
+    try:
+        ids = torch.randint(3, 128, (1, 9), generator=torch.Generator().manual_seed(0))
+        tokens, *_ = generate(model, ids, 2, 4, set(), PatchStats(2))
+        decode(model, torch.tensor(tokens[-1:]), None, 2)
+    finally:
+        hook.remove()
+    assert len(grad_enabled) >= 4 and not any(grad_enabled)

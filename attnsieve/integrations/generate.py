@@ -29,7 +29,6 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-@torch.inference_mode()
 def _check_token_ids(name: str, ids: Any) -> None:
     """TypeError naming ``name`` unless ``ids`` is an int64 or int32 tensor."""
     if not isinstance(ids, Tensor) or ids.dtype not in (torch.int64, torch.int32):
@@ -37,6 +36,7 @@ def _check_token_ids(name: str, ids: Any) -> None:
         raise TypeError(f"{name}: expected an int64 or int32 tensor of token ids, got {kind}")
 
 
+@torch.inference_mode()
 def generate(
     model: Any,
     input_ids: Tensor,
