@@ -121,15 +121,19 @@ def check_scale(scale: object, name: str = "scale") -> None:
         raise ValueError(f"{name}: expected a positive finite float or None, got {scale!r}")
 
 
-def check_tensor(name: str, t: object, dims: int, what: str) -> None:
+def check_tensor(
+    name: str, t: object, dims: int, what: str, device: torch.device | None = None
+) -> None:
     """A floating-point tensor with strided data (`check_storage`) and ``dims`` dims, described by
-    ``what``."""
+    ``what``, on ``device`` where given (the device of the tensors it is read with)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dim() != dims:
         raise ValueError(f"{name}: expected {dims} dims {what}, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name}: expected device {device}, got {t.device}")
     check_storage(name, t)
 
 

@@ -123,8 +123,7 @@ class Layout:
         return self.span_start is not None
 
     def to(self, device: torch.device | str) -> Layout:
-        if not isinstance(device, torch.device):
-            device = check_device(device)
+        device = check_device(device)  # a torch.device too: "cuda:9" or "meta" is named here
         return self._map(lambda t: t.to(device))
 
     def _map(self, fn) -> Layout:

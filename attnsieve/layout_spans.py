@@ -167,7 +167,8 @@ def counted_slots(
     idx: Tensor, count: object, name: str, count_name: str, device: torch.device
 ) -> Tensor:
     """`valid_slots` of ``idx`` after checking ``count``: an int tensor shaped like
-    ``idx[..., 0]`` on ``device``."""
+    ``idx[..., 0]`` on ``device``, each value in [0, width of ``idx``] as a layout's own counts
+    (one host sync: a larger count would read as the whole row, a negative one as none)."""
     if not isinstance(count, Tensor) or count.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{count_name}: expected an int32/int64 tensor shaped like {name}[..., 0]")
     check_storage(count_name, count)
@@ -176,6 +177,8 @@ def counted_slots(
             f"{count_name}: expected shape {tuple(idx.shape[:-1])} on {device}, got "
             f"{tuple(count.shape)} on {count.device}"
         )
+    if ((count < 0) | (count > idx.shape[-1])).any():
+        raise ValueError(f"{count_name}: expected values in [0, {idx.shape[-1]}] ({name}'s width)")
     return valid_slots(idx, count)
 
 

@@ -20,7 +20,8 @@ from attnsieve.checks import check_index, check_int, check_int32, check_scale, c
 
 @dataclass(frozen=True)
 class KVView:
-    """What a policy sees of one layer's cache, padded to the longest head.
+    """What a policy sees of one layer's cache, padded to the longest head; every tensor on the
+    keys' device.
 
     Fields:
         keys, values: (B, H_kv, L, D) cached keys (after RoPE) and values; entries past a head's
@@ -53,11 +54,11 @@ class KVView:
 
     def __post_init__(self) -> None:  # shapes and dtypes only: no host synchronisation
         check_tensor("keys", self.keys, 4, "(batch, kv_heads, len, head_dim)")
-        check_tensor("queries", self.queries, 4, "(batch, heads, window, head_dim)")
+        dev = self.keys.device
+        check_tensor("queries", self.queries, 4, "(batch, heads, window, head_dim)", dev)
         b, h, n, _ = self.keys.shape
         if h == 0:
             raise ValueError(f"keys: expected at least one KV head, got shape {(b, h, n)}")
-        dev = self.keys.device
         check_index("values", self.values, tuple(self.keys.shape), self.keys.dtype, dev)
         check_index("positions", self.positions, (b, h, n), torch.int64, dev)
         check_index("lengths", self.lengths, (b, h), torch.int32, dev)
@@ -98,7 +99,8 @@ class Kept:
 
 @dataclass(frozen=True)
 class PageView:
-    """What a selector sees of one layer's paged cache at a decode step.
+    """What a selector sees of one layer's paged cache at a decode step; every tensor on the page
+    table's device (a selector's query too).
 
     Fields:
         key_min_pool, key_max_pool: (N, D) channel-wise min / max of the keys of every page of
@@ -138,15 +140,18 @@ class PageView:
     scale: float | None = None
     weighted_pages: Tensor | None = None
 
-    def __post_init__(self) -> None:  # shapes only: no host synchronisation
-        check_tensor("key_min_pool", self.key_min_pool, 2, "(pool pages, head_dim)")
+    def __post_init__(self) -> None:  # shapes and devices only: no host synchronisation
+        check_int32("page_table", self.page_table, 3, "(batch, kv_heads, pages)")
+        b, h, p = self.page_table.shape
+        # one device for the whole view: selectors check their query against the page table's
+        dev = self.page_table.device
+        for name in ("key_min_pool", "key_max_pool"):
+            check_tensor(name, getattr(self, name), 2, "(pool pages, head_dim)", dev)
         if self.key_max_pool.shape != self.key_min_pool.shape:
             raise ValueError(
                 f"key_max_pool: expected shape {tuple(self.key_min_pool.shape)}, "
                 f"got {tuple(self.key_max_pool.shape)}"
             )
-        check_int32("page_table", self.page_table, 3, "(batch, kv_heads, pages)")
-        b, h, p = self.page_table.shape
         check_int32("page_count", self.page_count, 2, "(batch, kv_heads)")
         check_int32("lengths", self.lengths, 2, "(batch, kv_heads)")
         if self.page_count.shape != (b, h) or self.lengths.shape != (b, h):
@@ -176,6 +181,10 @@ class PageView:
                     f"weighted_pages: expected shape ({b}, {h}, E), "
                     f"got {tuple(self.weighted_pages.shape)}"
                 )
+        for name in ("page_count", "lengths", "labels", "label_channels", "weighted_pages"):
+            t = getattr(self, name)
+            if t is not None and t.device != dev:
+                raise ValueError(f"{name}: expected the page table's device {dev}, got {t.device}")
         _check_layer_and_scale(self.layer, self.num_layers, self.scale)
 
     @property

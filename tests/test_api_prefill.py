@@ -93,3 +93,16 @@ def test_forward_only_refusals_name_the_inputs_that_require_a_gradient(backend, 
         inputs = {name: t.detach().requires_grad_(name in wanting) for name, t in qkv.items()}
         with pytest.raises(ValueError, match=f"^{names} a gradient, but .* is forward-only"):
             attention(**inputs, backend=backend, precision=precision)
+
+
+@pytest.mark.skipif(not INTERPRET, reason="Triton on CPU tensors: TRITON_INTERPRET=1 only")
+def test_block_mean_pool_qk_returns_a_tuple_on_both_backends():
+    """The Triton launcher returned a list where the twin (and the annotation) give a tuple."""
+    from attnsieve.api import block_mean_pool_qk
+
+    q, k = torch.randn(1, 4, 37, 32).half(), torch.randn(1, 2, 37, 32).half()
+    want = block_mean_pool_qk(q, k, block_q=16, block_k=16, backend="reference")
+    got = block_mean_pool_qk(q, k, block_q=16, block_k=16, backend="triton")
+    assert type(want) is tuple and type(got) is tuple
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)

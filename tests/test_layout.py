@@ -235,7 +235,7 @@ def test_malformed_operations():
         Layout.from_block_mask(
             torch.ones(1, 1, 2, 2), block_q=16, block_k=16, num_queries=32, num_keys=32
         )
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match="^k: expected a non-negative int"):
         Layout.from_topk(
             torch.randn(1, 1, 2, 2), -1, block_q=16, block_k=16, num_queries=32, num_keys=32
         )

@@ -911,6 +911,133 @@ def quest_scores_edited(edit):
     )
 
 
+def _device_and_count_gaps():
+    """Found by the api review: a tensor on another device than the tensors it is read with, and
+    an index count outside its row. "meta" is the other device a CPU-only run has; the device
+    comparison comes before the meta refusal, so these cases reach it."""
+    from attnsieve.cache import Cache
+    from attnsieve.methods.decode import DoubleSparsity, Quest, StepState, TidalDecode
+    from attnsieve.views import KVView, PageView
+
+    def cache():
+        filled = Cache(1, 2, 2, 32, dtype=torch.float32, device="cpu")
+        filled.append(0, torch.randn(2, 2, 40, 32), torch.randn(2, 2, 40, 32))
+        filled.set_label_channels(0, torch.tensor([[0, 1], [2, 3]]))
+        return filled
+
+    def kv_view(**change):
+        keys = torch.randn(2, 2, 40, 32)
+        fields = dict(
+            keys=keys, values=keys, positions=torch.arange(40).expand(2, 2, 40),
+            lengths=torch.full((2, 2), 40, dtype=I32), queries=torch.randn(2, 4, 3, 32),
+            query_positions=torch.arange(37, 40).expand(2, 3), layer=0, num_layers=1,
+        )  # fmt: skip
+        return KVView(**{**fields, **change})
+
+    def page_view(name):
+        fields = vars(cache().page_view(0)).copy()
+        fields[name] = meta(fields[name])
+        return PageView(**fields)
+
+    def select(selector):
+        return selector.select(meta(torch.randn(2, 4, 32)), cache().page_view(0), StepState())
+
+    dense = Layout.dense(40, 48, block_q=16, block_k=16)
+    cols = torch.full((1, 1, 3, 2), 20)
+    unchecked = "accepted without an error: the selectors read it with the rest"
+    return [
+        (
+            "kv-view-queries-device",
+            lambda: kv_view(queries=meta(torch.randn(2, 4, 3, 32))),
+            ValueError,
+            r"^queries: expected device cpu, got meta",
+            "KVView compared every field's device with the keys' but the queries'",
+        ),
+        (
+            "decode-attention-query-device",
+            lambda: api.decode_attention(meta(torch.randn(2, 4, 32)), cache(), 0),
+            ValueError,
+            r"^q: expected device cpu, got meta",
+            "api.decode_attention left q's device to the kernel's check, which names k_pages",
+        ),
+        *(
+            (
+                f"selector-query-device-{type(selector).__name__}",
+                lambda selector=selector: select(selector),
+                ValueError,
+                r"^q: expected device cpu, got meta",
+                "the selectors' query check did not compare q's device with the view's",
+            )
+            for selector in (
+                Quest(budget_tokens=16, dense_layers=0),
+                TidalDecode(budget_tokens=16, select_layer=0),
+                DoubleSparsity(budget_tokens=16, dense_layers=0, channels=[[0, 1], [2, 3]]),
+            )
+        ),
+        (
+            "page-view-pool-device",
+            lambda: page_view("key_max_pool"),
+            ValueError,
+            r"^key_max_pool: expected device cpu, got meta",
+            f"PageView checked key_max_pool's shape only: {unchecked}",
+        ),
+        (
+            "page-view-labels-device",
+            lambda: page_view("labels"),
+            ValueError,
+            r"^labels: expected the page table's device cpu, got meta",
+            f"PageView checked the labels' shape only: {unchecked}",
+        ),
+        (
+            "mass-threshold-device",
+            lambda: api.mass_threshold(torch.rand(2, 3, 10), meta(torch.full((2, 3, 1), 0.5))),
+            ValueError,
+            r"^threshold: expected device cpu, got meta",
+            "api.mass_threshold raised a TypeError for a threshold on another device",
+        ),
+        *(
+            (
+                f"layout-to-device-object-{name}",
+                lambda device=device: dense.to(device),
+                ValueError,
+                pattern,
+                "Layout.to checked a device given as a str only: a torch.device got an "
+                "AssertionError or RuntimeError from torch, or an error naming block_idx",
+            )
+            for name, device, pattern in (
+                ("meta", torch.device("meta"), r"^device: meta tensors hold no data"),
+                ("absent", torch.device("cuda", 99), r"^device: expected an available device"),
+            )
+        ),
+        *(
+            (
+                f"{where}-count-{name}",
+                call,
+                ValueError,
+                rf"^{count}: expected values in \[0, 2\] \({idx}'s width\)",
+                "a count past the row's width was read as the whole row, a negative one as none",
+            )
+            for name, value in (("past-width", 3), ("negative", -1))
+            for where, call, count, idx in (
+                (
+                    "with-columns",
+                    lambda value=value: dense.with_columns(cols, torch.full((1, 1, 3), value)),
+                    "column_count",
+                    "column_idx",
+                ),
+                (
+                    "with-spans",
+                    lambda value=value: dense.with_spans(
+                        cols, cols + 4, torch.full((1, 1, 3), value)
+                    ),
+                    "count",
+                    "start",
+                ),
+            )
+        ),
+    ]
+
+
 GAPS = [
     *(
         (
@@ -1163,6 +1290,7 @@ GAPS = [
         )
         for path, softcap in (("sdpa", None), ("softcap", 5.0))
     ),
+    *_device_and_count_gaps(),
 ]
 
 

@@ -69,12 +69,12 @@ def test_dense_reference_matches_sdpa_and_keeps_dtype():
 
 MALFORMED = [
     (
-        "q",
+        "^q: ",
         lambda: (torch.randn(2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)),
         ValueError,
     ),
     (
-        "q",
+        "^q: ",
         lambda: (
             torch.randint(0, 3, (1, 2, 8, 16)),
             torch.randn(1, 2, 8, 16),
@@ -111,7 +111,7 @@ MALFORMED = [
         lambda: (torch.randn(1, 3, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)),
         ValueError,
     ),
-    ("k", lambda: (torch.randn(1, 2, 8, 16), "k", torch.randn(1, 2, 8, 16)), TypeError),
+    ("^k: ", lambda: (torch.randn(1, 2, 8, 16), "k", torch.randn(1, 2, 8, 16)), TypeError),
 ]
 
 

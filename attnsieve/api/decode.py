@@ -41,9 +41,10 @@ def decode_attention(
     """Attention of one query token per sequence, q (B, H_q, D), over layer ``layer`` of ``cache``.
 
     ``pages`` (from a decode selector) restricts the read to those logical pages of each KV head;
-    None reads every cached token. Returns (B, H_q, D) in q's dtype (and lse float32 (B, H_q)).
-    Heads with no cached token give 0 and lse -inf. q is in the cache's dtype (float16, bfloat16 or
-    float32 over FP8 pages).
+    None reads every cached token. Returns (B, H_q, D) in q's dtype (and lse float32 (B, H_q)),
+    into ``out`` if given (a (B, H_q, D) buffer of q's dtype). Heads with no cached token give 0
+    and lse -inf. q is on the cache's device, in its dtype (float16, bfloat16 or float32 over FP8
+    pages); ``scale`` defaults to 1/sqrt(D).
 
     A page list is trusted on the Triton backend (reading it would synchronise with the GPU): each
     head's listed pages must be distinct logical pages it holds, ascending, as selectors return
@@ -54,11 +55,12 @@ def decode_attention(
     from attnsieve.kernels import decode_reference
     from attnsieve.views import Pages
 
-    # q is checked here only as far as choosing a backend needs; the layer (kernel_args), scale
-    # and everything else are checked once, by the kernel's or the twin's argument check
-    check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    # q is checked here only as far as choosing a backend needs (and against the cache: the
+    # kernel's check would name its pools); the layer (kernel_args), scale and everything else
+    # are checked once, by the kernel's or the twin's argument check
     if not isinstance(cache, Cache):
         raise TypeError(f"cache: expected an attnsieve.cache.Cache, got {type(cache).__name__}")
+    check_tensor("q", q, 3, "(batch, heads, head_dim)", cache.device)
     if pages is not None and not isinstance(pages, Pages):
         raise TypeError(
             f"pages: expected a decode selector's Pages or None, got {type(pages).__name__}"

@@ -76,7 +76,11 @@ def block_mean_pool_qk(
     check_qk(q, k)
     check_dtype("q", q, FLOAT)
     _check_heads(heads, q.shape[:2], q.device)
-    return _kernels("pooling", backend, q).block_mean_pool_qk(q, k, block_q, block_k, heads)
+    # a tuple on both backends (the Triton launcher returns a list)
+    q_pooled, k_pooled = _kernels("pooling", backend, q).block_mean_pool_qk(
+        q, k, block_q, block_k, heads
+    )
+    return q_pooled, k_pooled
 
 
 def _check_heads(heads: object, shape: torch.Size, device: torch.device) -> None:
@@ -303,11 +307,10 @@ def mass_threshold(
     check_storage("probs", probs)
     rows = (*probs.shape[:-1], 1)
     if isinstance(threshold, Tensor):
-        if not threshold.is_floating_point() or threshold.device != probs.device:
-            raise TypeError(
-                f"threshold: expected a float tensor on {probs.device}, got {threshold.dtype} on "
-                f"{threshold.device}"
-            )
+        if not threshold.is_floating_point():
+            raise TypeError(f"threshold: expected a float tensor, got {threshold.dtype}")
+        if threshold.device != probs.device:
+            raise ValueError(f"threshold: expected device {probs.device}, got {threshold.device}")
         check_storage("threshold", threshold)
         _check_broadcasts("threshold", threshold, rows)
     elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)):

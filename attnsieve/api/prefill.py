@@ -44,8 +44,12 @@ def attention(
 
     Args:
         q, k, v: one dtype (float16, bfloat16 or float32) and device; H_q a multiple of H_kv
-            (native GQA, K/V never repeated).
+            (native GQA, K/V never repeated); any N and M, any strides. The Triton backend takes
+            float16 / bfloat16 with D a power of two in [16, 256] and unit stride on D;
+            int8-fp8 (either backend) D a power of two in [32, 256].
         layout: the key blocks (and columns, spans) each query block computes; None is dense.
+            Block sizes: powers of two in [16, 128] on the Triton backend and at int8-fp8
+            (there block_k >= 32).
         causal: bottom-right aligned (query i sits at key position M - N + i = query_offset + i).
         scale: softmax scale, default 1/sqrt(D); a positive finite number.
         return_lse: also return the natural-log log-sum-exp, float32 (B, H_q, N).
@@ -121,6 +125,9 @@ def dense_attention(
 ) -> Tensor:
     """Dense attention with transformers' "sdpa" conventions, (B, H_q, N, D).
 
+    q (B, H_q, N, D) and k, v (B, H_kv, M, D) share one float dtype (float16, bfloat16, float32
+    or float64) and device, H_q a multiple of H_kv (native GQA); ``scale`` defaults to 1/sqrt(D);
+    ``dropout`` in [0, 1] applies whenever it is above 0 (pass 0 at inference).
     ``mask`` is None or a bool (True = attend) / additive float mask of q's dtype broadcasting to
     (B, H_q, N, M); ``causal`` applies only without a mask, top-left aligned as in SDPA (keys past
     N are empty static-cache slots and are dropped). ``softcap`` is Gemma-2's tanh logit

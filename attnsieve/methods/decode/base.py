@@ -132,11 +132,11 @@ def warn_no_sparse_layer(name: str, value: int, num_layers: int | None, effect: 
 
 def check_query(q: Tensor, view: PageView) -> None:
     """``q`` is a (B, H_q, D) float16, bfloat16 or float32 tensor matching the view (H_q a
-    positive multiple of H_kv)."""
-    check_tensor("q", q, 3, "(batch, heads, head_dim)")
-    check_dtype("q", q, FLOAT)
+    positive multiple of H_kv) and on its device."""
     if not isinstance(view, PageView):
         raise TypeError(f"view: expected a PageView, got {type(view).__name__}")
+    check_tensor("q", q, 3, "(batch, heads, head_dim)", view.page_table.device)
+    check_dtype("q", q, FLOAT)
     b, h, _ = view.page_table.shape
     d = view.head_dim
     if q.shape[0] != b or q.shape[2] != d or q.shape[1] % h or not q.shape[1]:
