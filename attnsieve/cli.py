@@ -5,8 +5,9 @@ module is imported only when its subcommand runs.
 
 User errors (a bad option value, a missing file, CUDA asked for where there is none: the
 ValueError, TypeError or OSError a subcommand raises, or the message it exits with) print one line,
-``attnsieve COMMAND: error: MESSAGE``, and exit 2. ``ATTNSIEVE_DEBUG=1`` re-raises them instead,
-for the traceback.
+``attnsieve COMMAND: error: MESSAGE``, and exit 2; a message that names the model loader's argument
+(``spec: ...``) names the option instead (``--model: ...``, `OPTION_OF`). ``ATTNSIEVE_DEBUG=1``
+re-raises them instead, for the traceback.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ EXTRAS = {
     "accelerate": "smollm2",
 }
 DEBUG_ENV = "ATTNSIEVE_DEBUG"
+# Python argument names that the shared model loader (`attnsieve.eval.models`: "spec: ...",
+# "rope_scale: ...") and AttentionConfig put at the head of their messages, and the options that
+# give them: a command with that option reports the error under the option's name
+OPTION_OF = {
+    "spec": "--model",
+    "rope_scale": "--rope-scale",
+    "min_prefill_length": "--min-prefill-length",
+}
 _HELP = ("-h", "--help")
 
 
@@ -115,7 +124,7 @@ def _run(name: str, rest: list[str]) -> int:
     except USER_ERRORS as e:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        return _fail(prog, e)
+        return _fail(prog, _option_named(parser, str(e)))
     except ModuleNotFoundError as e:  # an optional package not installed: a user error too
         package = (e.name or "").split(".")[0]
         if package not in EXTRAS or os.environ.get(DEBUG_ENV) == "1":
@@ -132,6 +141,16 @@ def _run(name: str, rest: list[str]) -> int:
             raise
         asked = str(e).split(". GPU")[0]  # "CUDA out of memory. Tried to allocate 238.42 GiB"
         return _fail(prog, f"{asked}: try shorter lengths, a smaller batch or fewer heads")
+
+
+def _option_named(parser: argparse.ArgumentParser, message: str) -> str:
+    """``message`` with a leading argument name of `OPTION_OF` ("spec: ...") replaced by the
+    option that gave it ("--model: ..."), where the command has that option."""
+    head, sep, rest = message.partition(": ")
+    option = OPTION_OF.get(head)
+    if sep and any(option in action.option_strings for action in parser._actions):
+        return f"{option}: {rest}"
+    return message
 
 
 def _check_device(args: argparse.Namespace) -> None:

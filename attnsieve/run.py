@@ -86,10 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help=DTYPE_HELP)
     add_device_argument(parser)
     parser.add_argument(
-        "--min-prefill-length", type=int, default=None, help="override the config's value"
+        "--min-prefill-length",
+        type=int,
+        default=None,
+        help="prompts shorter than this stay dense (default: the config's, 2048 where it sets "
+        "none)",
     )
     parser.add_argument(
-        "--chunk-size", type=int, default=8192, help="prefill chunk length in tokens"
+        "--chunk-size", type=int, default=8192, help="prefill chunk length in tokens (default 8192)"
     )
 
 

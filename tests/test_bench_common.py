@@ -213,11 +213,20 @@ def test_an_empty_out_is_refused(command, capsys):
     ]
 
 
-def test_a_missing_out_is_left_to_be_made(tmp_path):
+def test_a_missing_out_is_made_before_the_run(tmp_path):
     from attnsieve.bench.common import check_out
 
     check_out(tmp_path / "a" / "b")
-    assert not list(tmp_path.iterdir())
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_an_out_the_system_cannot_make_is_refused_before_the_run():
+    """An access test passed root under /proc, where no folder can be made: eval, bench and the
+    demo ran to the end and failed writing their results."""
+    from attnsieve.bench.common import check_out
+
+    with pytest.raises(ValueError, match="^--out: cannot make the folder /proc/attnsieve-out"):
+        check_out("/proc/attnsieve-out")
 
 
 @pytest.mark.parametrize("command", ["decode", "prefill"])

@@ -185,6 +185,43 @@ def test_run_names_the_option_of_a_bad_file(capsys, tmp_path, prompt, option, co
     assert re.search(pattern, one_error_line(capsys, "attnsieve run"))
 
 
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [(["--model", "/no/such.gguf"], r"^--model: no such file or folder: /no/such\.gguf$"),
+     (["--model", "probe", "--rope-scale", "0.5"], r"^--rope-scale: expected a finite number >= 1"),
+     (["--model", "probe", "--min-prefill-length", "0"],
+      r"^--min-prefill-length: expected an int >= 1, got 0$")],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_the_model_loader_s_errors_name_the_option(capsys, prompt, command, extra, pattern):
+    """The shared loader and AttentionConfig name their Python arguments ("spec: no such file or
+    folder", "rope_scale: ..."): the command line said so, where the user typed --model."""
+    argv = [command, *extra, "--device", "cpu"]
+    if command == "run":
+        argv += ["--prompt-file", str(prompt)]
+    assert cli.main(argv) == 2
+    assert re.search(pattern, one_error_line(capsys, f"attnsieve {command}"))
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc, where no folder can be made")
+def test_demo_refuses_an_out_folder_it_cannot_make_before_the_model_loads(capsys, monkeypatch):
+    """Run as root, check_out's access test passed /proc/...: the demo ran its two minutes and
+    failed at the plot with "[Errno 2] No such file or directory", naming no option."""
+    from attnsieve.eval import models
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model loaded before --out was checked")
+
+    text_config = types.SimpleNamespace(
+        max_position_embeddings=8192, num_hidden_layers=30, num_attention_heads=9
+    )
+    monkeypatch.setattr(models, "smollm2_path", lambda: Path("SmolLM2.gguf"))
+    monkeypatch.setattr(models, "model_text_config", lambda *args: text_config)
+    monkeypatch.setattr(models, "load_model", load_model)
+    assert cli.main(["demo", "--out", "/proc/attnsieve-no-such/out"]) == 2
+    assert one_error_line(capsys, "attnsieve demo").startswith("--out: ")
+
+
 def test_out_of_device_memory_is_one_line(capsys, monkeypatch):
     """Sizes past the GPU's memory (bench kernels --lengths 1000000000) are the user's to change:
     one line, not torch's traceback."""

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         default="dense,flexprefill",
-        help="comma-separated planner names and/or AttentionConfig JSON files",
+        help="comma-separated planner names and/or AttentionConfig JSON files (default "
+        "dense,flexprefill)",
     )
     parser.add_argument(
         "--method-kwargs",
