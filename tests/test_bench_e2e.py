@@ -667,16 +667,21 @@ def _stub_ttft(monkeypatch):
     monkeypatch.setattr(e2e, "sdpa_backend", lambda model, device: "stubbed")
 
 
+def _streaming_run(model_dir, out, precision: str) -> int:
+    """`bench e2e` of streaming at 512 tokens in ``precision``: its exit status."""
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    argv = ["--model", str(model_dir), "--lengths", "512", "--methods", "streaming",
+            "--precision", precision, "--out", str(out)]  # fmt: skip
+    return e2e.main(parser.parse_args(argv))
+
+
 def test_each_precision_is_gated_by_its_own_check(tiny_probe_dir, tmp_path, monkeypatch):
     """INT8·FP8 methods' speed-ups were gated by the bf16 kernel's check alone: a broken INT8
     kernel would still have reported one."""
     _stub_ttft(monkeypatch)
     checked = _stub_check(monkeypatch, failing=("int8-fp8",))
-    parser = argparse.ArgumentParser()
-    e2e.add_arguments(parser)
-    argv = ["--model", str(tiny_probe_dir), "--lengths", "512", "--methods", "streaming",
-            "--precision", "bf16,int8-fp8", "--out", str(tmp_path)]  # fmt: skip
-    assert e2e.main(parser.parse_args(argv)) == 1  # a check failed
+    assert _streaming_run(tiny_probe_dir, tmp_path, "bf16,int8-fp8") == 1  # a check failed
     assert checked == ["bf16", "int8-fp8"]
     (path,) = tmp_path.glob("*.json")
     result = json.loads(path.read_text())
@@ -796,11 +801,7 @@ def test_only_the_precisions_the_methods_run_in_are_checked(
     methods' precisions are checked now, and each check's line says whether it passed."""
     _stub_ttft(monkeypatch)
     checked = _stub_check(monkeypatch, failing=("bf16",))
-    parser = argparse.ArgumentParser()
-    e2e.add_arguments(parser)
-    argv = ["--model", str(tiny_probe_dir), "--lengths", "512", "--methods", "streaming",
-            "--precision", "int8-fp8", "--out", str(tmp_path)]  # fmt: skip
-    assert e2e.main(parser.parse_args(argv)) == 0
+    assert _streaming_run(tiny_probe_dir, tmp_path, "int8-fp8") == 0
     assert checked == ["int8-fp8"]
     (path,) = tmp_path.glob("*.json")
     result = json.loads(path.read_text())
@@ -808,7 +809,7 @@ def test_only_the_precisions_the_methods_run_in_are_checked(
     assert result["results"][0]["methods"]["streaming+int8-fp8"]["speedup"] == 2.0
     assert "check (int8-fp8 full-budget layout vs sdpa, 4096 tokens): " in capsys.readouterr().out
     _stub_check(monkeypatch, failing=("int8-fp8",))
-    assert e2e.main(parser.parse_args(argv)) == 1
+    assert _streaming_run(tiny_probe_dir, tmp_path, "int8-fp8") == 1
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("check (")]
     assert line.endswith(": FAILED, no speed-up for int8-fp8 methods")
 
