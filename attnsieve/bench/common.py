@@ -144,18 +144,22 @@ def fraction(text: str) -> float:
 
 
 def check_out(out: str | Path) -> None:
-    """Make the results folder ``out`` (--out) or refuse it, before the benchmark: its results
-    file is first written once the benchmark has begun. Made, not only tested for access, which
-    passes root where no folder can be made (under /proc)."""
+    """Refuse a results folder ``out`` (--out) that could not be made or written in, before the
+    benchmark: its results file is first written once the benchmark has begun. A missing folder is
+    made and removed again: an access test passes root where none can be made (under /proc), and a
+    refused command leaves no folder behind."""
     folder = Path(out)
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # made from here on
     if not existing.is_dir():
         raise ValueError(f"--out: expected a folder (made if missing); {existing} is not a folder")
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]  # the deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out: cannot make the folder {folder} ({e.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
+    for made in missing:
+        made.rmdir()
+    if not missing and not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"--out: cannot write in {folder}")
 
 
