@@ -61,6 +61,23 @@ class _UsageError(Exception):
     """A command line argparse rejects; reported in one line like every other user error."""
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Each option's help ends with its default ("(default 16)"), unless the help already says
+    it or there is none to say (None, a flag's False, an empty string or list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        unset = unset or (isinstance(default, (str, list, tuple)) and not default)
+        if unset or not action.option_strings or "default" in text:
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(map(str, default))
+        shown = str(default).replace("%", "%%")  # argparse %-formats help strings
+        return f"{text} (default {shown})"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own: usage block + line, then exit 2
         raise _UsageError(message)
@@ -110,7 +127,7 @@ def _run(name: str, rest: list[str]) -> int:
     prog = f"attnsieve {name}"
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = _Parser(prog=prog, description=help_text)
+    parser = _Parser(prog=prog, description=help_text, formatter_class=_DefaultsShown)
     module.add_arguments(parser)
     try:
         args = parser.parse_args(rest)

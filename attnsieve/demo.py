@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "attention recall, CPU prefill time, and a plot of one layer's plans (CPU, ~1-2 min)"
     )
     parser.add_argument(
-        "--length", type=int, default=2048, help="prompt tokens, at most (1024 to 8192; 2048)"
+        "--length", type=int, default=2048, help="prompt tokens, at most (1024 to 8192)"
     )
     parser.add_argument(
         "--depth",

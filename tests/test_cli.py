@@ -103,6 +103,22 @@ def test_every_option_says_what_it_does(name):
     assert bare == [], f"{name}: options without help"
 
 
+def test_help_shows_each_options_default_once(capsys):
+    """Defaults the help text did not spell out are added; those it did are not repeated, and
+    an option without one (None, a flag, an empty string) gets none."""
+    assert cli.main(["bench", "decode", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "context L (default 32768,131072)" in out
+    assert "timed graph replays per row (default 50)" in out
+    assert "seed of the inputs (default 0) " in out and out.count("(default 0)") == 1
+    assert cli.main(["bench", "prefill", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default )" not in out
+    assert cli.main(["eval", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--question-in-window" in out and "(default False)" not in out
+
+
 # ---- user errors: one line, exit 2 ---------------------------------------------------------
 @pytest.mark.parametrize(
     ("argv", "prog", "pattern"),
