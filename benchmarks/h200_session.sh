@@ -4927,23 +4927,25 @@ s55a)  # nothing carried, in the same call as the last s51a (bash h200_session.s
     # (SmolLM2 at batch 1 leaves it idle between launches; accuracy is per sample, so running
     # beside others changes no answer): fp8kv51 seeds 0-2, mk51 seeds 0-3, kv54 and kvq54 seed 0
     # one process a length (seed0_4k, seed0_8k); fp8kv51.tgz, mk51.tgz, kv54.tgz, kvq54.tgz, each
-    # run's log beside its results
+    # run's log beside its results; each run stops after $S55_SECS seconds (520), its finished
+    # cells kept
     [ -f "$HOME/m/smollm2.gguf" ] || exit 1
     export OMP_NUM_THREADS=1
+    secs=${S55_SECS:-520}
     K="none,snapkv,adakv,benchmarks/configs/snapkv_k15.json,benchmarks/configs/adakv_k15.json"
     T=niah_single,passkey,variable_tracking
     for seed in 0 1 2; do
-        eval_beside 520 fp8kv51 "seed$seed" --lengths 4k,8k --tasks "$T" --seed "$seed" \
+        eval_beside "$secs" fp8kv51 "seed$seed" --lengths 4k,8k --tasks "$T" --seed "$seed" \
             --methods dense --precision bf16,fp8-kv &
     done
     for seed in 0 1 2 3; do
-        eval_beside 520 mk51 "seed$seed" --lengths 4k,8k --tasks niah_multikey --seed "$seed" \
+        eval_beside "$secs" mk51 "seed$seed" --lengths 4k,8k --tasks niah_multikey --seed "$seed" \
             --methods dense,flexprefill &
     done
     for n in 4k 8k; do
-        eval_beside 520 kv54 "seed0_$n" --lengths "$n" --tasks "$T" --seed 0 --methods dense \
+        eval_beside "$secs" kv54 "seed0_$n" --lengths "$n" --tasks "$T" --seed 0 --methods dense \
             --kv "$K" --kv-ratio 0.25 &
-        eval_beside 520 kvq54 "seed0_$n" --lengths "$n" --tasks "$T" --seed 0 --methods dense \
+        eval_beside "$secs" kvq54 "seed0_$n" --lengths "$n" --tasks "$T" --seed 0 --methods dense \
             --kv "$K" --kv-ratio 0.25 --question-in-window &
     done
     wait
