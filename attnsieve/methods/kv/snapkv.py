@@ -38,10 +38,10 @@ class SnapKV(ScoredPolicy):
 
     The pooling width matters where a tokenizer writes numbers digit by digit (SmolLM2, Llama):
     a 7-digit needle is 9 tokens, the window's votes peak at its ends, and width 7 can leave a
-    digit between them evicted, so the number is copied with a digit missing. On SmolLM2 at 4K,
-    25 % budget, question in the window, width 15 kept niah_single at 0.95 against 0.80 at 7
-    (Ada-KV around it: 0.95 against 0.40; dense 1.00;
-    ``benchmarks/results/cpu-smollm2-kv-question/``).
+    digit between them evicted, so the number is copied with a digit missing. On SmolLM2 at 25 %
+    budget with the question in the window (GPU, 40 samples), niah_single is 17.5 / 12.5 points
+    below dense at 4K / 8K at width 7 and level with it at 15 (Ada-KV around it: 47.5 / 22.5
+    and 2.5 / 2.5; ``benchmarks/configs/*_k15.json``, ``benchmarks/results/h100/smollm2-eval/``).
     """
 
     window: int = 32
