@@ -215,8 +215,11 @@
 #   2026-12-05, fifty-fifth session, on an H100 (files in benchmarks/results/h100/): s51a
 #   carrying .stage/g1-g4 in one call, then s51a and s55a in one call carrying .stage/g5-g7
 #   (s55a runs s51b-s51d and s54a side by side), then s55b; benchmarks/results/ and the probe's
-#   weights were untracked for those calls (git rm --cached, .git/info/exclude) so that the
-#   GGUF travels in two calls.
+#   weights were untracked for those calls so that the GGUF travels in two calls:
+#     git rm -r --cached -q benchmarks/results attnsieve/eval/probe/weights/model.safetensors
+#     printf '/benchmarks/results/\n/attnsieve/eval/probe/weights/model.safetensors\n' \
+#         >> .git/info/exclude
+#   and after them the same two paths `git reset -q --`, their two lines taken out of the exclude.
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
