@@ -167,6 +167,26 @@ def test_a_run_cut_short_leaves_results_of_its_finished_cells(
         assert len(list(csv.DictReader(f))) == 1
 
 
+def test_a_resumed_run_cut_short_in_its_first_cell_is_not_left_complete(
+    tiny_probe_dir, tmp_path, monkeypatch
+):
+    """A finished run, then a larger one cut short before its first new cell ends: results.json
+    said the first run's "complete": true, its grid and cells, as if nothing were missing."""
+    calls, args = _counted_passkey_run(tiny_probe_dir, tmp_path, monkeypatch)
+    assert harness.main(args) == 0 and len(calls) == 1
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt  # as a timeout's signal would end it
+
+    monkeypatch.setattr(harness, "run_cell", cut)
+    args.tasks = "passkey,niah_single"
+    with pytest.raises(KeyboardInterrupt):
+        harness.main(args)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["complete"] is False and results["tasks"] == ["passkey", "niah_single"]
+    assert [c["task"] for c in results["cells"]] == ["passkey"]
+
+
 def test_as_patched_follows_the_prior_that_keeps_a_layer_from_planning():
     """On SmolLM2's heads at 16K flexprefill pays below density 0.207, under the prior 0.3 that a
     patched layer is judged by before its first plan: it never plans, so a plan of density 0.15

@@ -264,6 +264,10 @@ def test_frequent_words_answers_are_ranks_two_to_four():
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="task must be one of"):
         make_samples("nope", BYTES, 1024, 1, seed=0)
+    with pytest.raises(ValueError, match="task must be one of"):  # was "unhashable type"
+        make_samples(["passkey"], BYTES, 1024, 1, seed=0)
+    with pytest.raises(TypeError, match="answer_room must be a bool"):  # was read as True
+        make_samples("passkey", BYTES, 1024, 1, seed=0, answer_room="no")
     with pytest.raises(ValueError, match="length must be a positive int"):
         make_samples("passkey", BYTES, 0, 1, seed=0)
     with pytest.raises(ValueError, match="n must be a positive int"):

@@ -298,9 +298,10 @@ def _read_jsonl(path: Path, keys: Collection[str] | None = None) -> list[dict]:
 def run_grid(
     model, tokenizer, name, methods, lengths, tasks, args, out: Path, meta: dict
 ) -> list[dict]:
-    """Every (method, length, task) cell, resuming from OUT/cells.jsonl. After each cell the grid's
-    finished cells are written out (``"complete": false`` until the last), so a run cut short by a
-    timeout leaves results.json and results.csv of what it finished."""
+    """Every (method, length, task) cell, resuming from OUT/cells.jsonl. Before the first cell to
+    run and after each the grid's finished cells are written out (``"complete": false`` until the
+    last), so a run cut short by a timeout leaves results.json and results.csv of what it
+    finished, never an earlier run's."""
     path = out / "cells.jsonl"
 
     def key(label: str, config: Any, length: int, task: str) -> str:
@@ -315,6 +316,9 @@ def run_grid(
     grid = [(lab, cfg, n, t) for n in lengths for t in tasks for lab, cfg in methods]
     done = {r["key"]: r for r in _read_jsonl(path, {key(*cell) for cell in grid})}
     todo = [cell for cell in grid if key(*cell) not in done]
+    if todo:  # a run cut short in its first cell must not leave the last run's "complete" table
+        finished = [done[key(*cell)] for cell in grid if key(*cell) in done]
+        write_results(out, finished, {**meta, "complete": False})
     bar = tqdm(total=len(todo) * args.samples, desc="attnsieve eval", unit="sample")
     try:
         for length in lengths:

@@ -230,8 +230,10 @@ def _make_samples(
 ) -> list[Sample]:
     """`make_samples` with ``fit`` choosing each sample's draft from its builder; a task without
     a needle takes its settings (cwe's repetitions) from ``regime_length`` (default ``length``)."""
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:  # a list: "unhashable type", unnamed
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    if not isinstance(answer_room, bool):  # "no" would keep the room, silently
+        raise TypeError(f"answer_room must be a bool, got {answer_room!r}")
     if not callable(getattr(tokenizer, "encode", None)):
         raise TypeError(f"tokenizer must have an encode(text) method, got {type(tokenizer)}")
     for name, value in (("length", length), ("n", n)):
