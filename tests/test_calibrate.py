@@ -685,3 +685,69 @@ def test_cli_a_length_too_short_for_the_generated_sample_names_the_option(
     message = line.removeprefix("attnsieve calibrate: error: ")
     assert message.startswith(f"--length: {length} tokens cannot hold the generated sample: its ")
     assert message.endswith(f" tokens{plus}")
+
+
+def test_short_of_the_target_the_sparsest_of_the_best_recall_wins():
+    """A head no candidate brings to the target took the first candidate of the highest recall,
+    though a later one of that recall computes fewer pairs (``mean_recall`` took the sparser).
+    Here the wider sink adds key block 1, which holds no weight."""
+    n, d = 512, 32
+    q, k = torch.zeros(1, 1, n, d), torch.zeros(1, 1, n, d)
+    q[..., 0], k[..., 0] = 20 * d**0.5, -1.0
+    k[:, :, :32, 0] = k[:, :, 160:192, 0] = 1.0  # the mass: the sink block and block 5
+    wide, narrow = ({"sink_tokens": s, "window_tokens": 64, **BLOCKS} for s in (64, 4))
+    candidates = [("streaming", wide), ("streaming", narrow)]
+    for mean_recall in (False, True):
+        result = calibrate([(q, k)], 0.99, candidates, mean_recall=mean_recall)
+        assert _candidate(result["layers"]["0"]["prefill"]) == candidates[1]
+        assert result["metadata"]["layers"]["0"][0]["recall"] < 0.99
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (lambda q, k: (q[0], k[0]), ValueError, "q: expected 4 dims"),
+        (lambda q, k: (q.double(), k.double()), TypeError, "q: expected dtype in"),
+        (lambda q, k: (q, k.half()), TypeError, "q, k: expected one dtype"),
+    ],
+)
+def test_cli_a_bad_qk_layer_is_named_before_any_layer_is_calibrated(
+    tmp_path, monkeypatch, bad, error, message
+):
+    """Layer 1 was checked by calibrate() after layer 0 had been calibrated, in a message naming
+    neither --qk nor the layer."""
+    import argparse
+
+    from attnsieve.eval import calibrate as module
+    from attnsieve.eval.calibrate import add_arguments
+
+    qk = tmp_path / "qk.pt"
+    torch.save([layers()[0], bad(*layers()[1])], qk)
+    monkeypatch.setattr(module, "calibrate", lambda *a, **k: pytest.fail("checked too late"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--qk", str(qk), "--device", "cpu", "--output", str(tmp_path / "o")])
+    with pytest.raises(error, match=f"^--qk: layer 1: {message}"):
+        main(args)
+
+
+def test_cli_label_channels_with_fewer_keys_than_queries_are_refused_before_calibrating(
+    tmp_path, monkeypatch
+):
+    """calibrate_label_channels pairs each query with its own key: N > M failed there, after the
+    whole calibration, naming its own arguments."""
+    import argparse
+
+    from attnsieve.eval import calibrate as module
+    from attnsieve.eval.calibrate import add_arguments
+
+    q, k = layers()[0]
+    qk = tmp_path / "qk.pt"
+    torch.save([(q, k[:, :, :100])], qk)
+    monkeypatch.setattr(module, "calibrate", lambda *a, **k: pytest.fail("checked too late"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--qk", str(qk), "--device", "cpu", "--output", str(tmp_path / "o.json")]
+    args = parser.parse_args([*argv, "--label-channels", "4"])
+    with pytest.raises(ValueError, match=r"^--label-channels: expected N <= M .* N=512, M=100"):
+        main(args)

@@ -5,7 +5,8 @@ searched once on a sample), MoA (arXiv 2406.14909: heterogeneous budgets across 
 and TCA-Attention (one calibration pass over a sample, no training). Every candidate (planner
 name, hyper-parameters) plans every layer of a captured sample once; each query head then takes
 the candidate of least density (computed / dense-causal pairs) among those whose attention recall
-(`attnsieve.eval.fidelity.attention_recall`) reaches the target, else the one of highest recall.
+(`attnsieve.eval.fidelity.attention_recall`) reaches the target, else the least dense of those of
+highest recall.
 With ``--per-layer`` each layer takes one candidate instead: together the fastest by the cost model
 (`attnsieve.integrations.cost`: planning replayed from a CUDA graph + the sparse kernel at the
 density) whose recall, averaged over layers and heads, reaches the target, as the issue's metric
@@ -60,7 +61,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from attnsieve.checks import check_float, check_qk
+from attnsieve.api.backend import FLOAT
+from attnsieve.checks import check_dtype, check_float, check_qk
 from attnsieve.eval.allocation import head_entries, per_head_mean, per_layer, predicted_ms
 from attnsieve.eval.fidelity import attention_recall, dense_attention
 from attnsieve.eval.retrieval_heads import repeated_random_tokens, retrieval_heads
@@ -181,7 +183,9 @@ def calibrate(
             continue
         reached = recall_t >= target_recall
         cheapest = torch.where(reached, density_t, torch.inf).argmin(0)  # first of equal minima
-        choice = torch.where(reached.any(0), cheapest, recall_t.argmax(0)).tolist()
+        # short of the target: the sparsest of the highest recall (as `allocate`), not the first
+        best = torch.where(recall_t == recall_t.amax(0), density_t, torch.inf).argmin(0)
+        choice = torch.where(reached.any(0), cheapest, best).tolist()
         layers[str(index)], stats[str(index)] = head_entries(
             choice, candidates, planners, recall_t, density_t
         )
@@ -357,13 +361,23 @@ def main(args: argparse.Namespace) -> int:
                 isinstance(t, torch.Tensor) for t in pair
             ):
                 raise ValueError(f"--qk: layer {index}: expected a (q, k) pair of tensors")
+            q, k = pair
+            try:  # every layer before any is calibrated, naming the file's layer
+                check_qk(q, k)
+                check_dtype("q", q, FLOAT)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"--qk: layer {index}: {e}") from None
+            if args.label_channels and q.shape[2] > k.shape[2]:
+                raise ValueError(
+                    f"--label-channels: expected N <= M (each query with its own key), got "
+                    f"N={q.shape[2]}, M={k.shape[2]} in layer {index} of --qk"
+                )
     else:
         layers = _model_sample(args)
     device = torch.device(args.device)
     layers = {index: (q.to(device), k.to(device)) for index, (q, k) in by_layer(layers)}
     for q, _ in layers.values():  # before the calibration, which takes a while
-        if q.dim():
-            _check_label_channels(args.label_channels, q.shape[-1])
+        _check_label_channels(args.label_channels, q.shape[-1])
     granularity = "layer" if args.per_layer else "head"
     result = calibrate(
         layers, args.target_recall, candidates, granularity=granularity,
