@@ -48,23 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--depth",
         type=float,
         default=0.25,
-        help="needle position in the text, 0 (start) to 1 (default 0.25)",
+        help="needle position in the text, 0 (start) to 1",
     )
     parser.add_argument(
         "--recall-layers",
         default="5,15,25",
-        help="comma-separated layers (of 30) whose Q/K measure attention recall (default 5,15,25)",
+        help="comma-separated layers (of 30) whose Q/K measure attention recall",
     )
-    parser.add_argument(
-        "--plot-layer", type=int, default=15, help="layer drawn in plan.png (default 15)"
-    )
+    parser.add_argument("--plot-layer", type=int, default=15, help="layer drawn in plan.png")
     parser.add_argument(
         "--plot-head", type=int, default=0, help="query head drawn (of 9; default 0)"
     )
-    parser.add_argument("--out", default="demo-out", help="folder for plan.png (default demo-out)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the generated text (default 0)"
-    )
+    parser.add_argument("--out", default="demo-out", help="folder for plan.png")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated text")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "none)",
     )
     parser.add_argument(
-        "--chunk-size", type=int, default=8192, help="prefill chunk length in tokens (default 8192)"
+        "--chunk-size", type=int, default=8192, help="prefill chunk length in tokens"
     )
 
 

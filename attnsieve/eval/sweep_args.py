@@ -67,8 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         default="dense,flexprefill",
-        help="comma-separated planner names and/or AttentionConfig JSON files (default "
-        "dense,flexprefill)",
+        help="comma-separated planner names and/or AttentionConfig JSON files",
     )
     parser.add_argument(
         "--method-kwargs",
