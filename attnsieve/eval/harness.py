@@ -316,9 +316,13 @@ def run_grid(
     grid = [(lab, cfg, n, t) for n in lengths for t in tasks for lab, cfg in methods]
     done = {r["key"]: r for r in _read_jsonl(path, {key(*cell) for cell in grid})}
     todo = [cell for cell in grid if key(*cell) not in done]
-    if todo:  # a run cut short in its first cell must not leave the last run's "complete" table
+
+    def write_finished() -> None:
         finished = [done[key(*cell)] for cell in grid if key(*cell) in done]
-        write_results(out, finished, {**meta, "complete": False})
+        write_results(out, finished, {**meta, "complete": len(finished) == len(grid)})
+
+    if todo:  # a run cut short in its first cell must not leave the last run's "complete" table
+        write_finished()
     bar = tqdm(total=len(todo) * args.samples, desc="attnsieve eval", unit="sample")
     try:
         for length in lengths:
@@ -350,8 +354,7 @@ def run_grid(
                     with open(path, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     done[record["key"]] = record
-                    finished = [done[key(*cell)] for cell in grid if key(*cell) in done]
-                    write_results(out, finished, {**meta, "complete": len(finished) == len(grid)})
+                    write_finished()
     finally:  # an error below is printed on a line of its own
         bar.close()
     return [done[key(*cell)] for cell in grid]
