@@ -731,6 +731,26 @@ def test_cli_a_bad_qk_layer_is_named_before_any_layer_is_calibrated(
         main(args)
 
 
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (lambda q, k: (q[0], k[0]), ValueError, "q: expected 4 dims"),
+        (lambda q, k: (q.double(), k.double()), TypeError, "q: expected dtype in"),
+        (lambda q, k: (q, k.half()), TypeError, "q, k: expected one dtype"),
+        (lambda q, k: (q,), ValueError, "expected a \\(q, k\\) pair of tensors"),
+    ],
+)
+def test_a_bad_layer_is_named_before_any_layer_is_calibrated(monkeypatch, bad, error, message):
+    """calibrate() checked each layer inside its loop: a bad last layer failed after every layer
+    before it had been calibrated, in a message naming neither qk_per_layer nor the layer."""
+    from attnsieve.eval import calibrate as module
+
+    monkeypatch.setattr(module, "dense_attention", lambda *a, **k: pytest.fail("checked too late"))
+    good, last = layers()[:2]
+    with pytest.raises(error, match=f"^qk_per_layer\\[7\\]: {message}"):
+        calibrate({3: good, 7: bad(*last)})
+
+
 def test_cli_label_channels_with_fewer_keys_than_queries_are_refused_before_calibrating(
     tmp_path, monkeypatch
 ):

@@ -103,6 +103,25 @@ def by_layer(qk_per_layer: Mapping[int, QK] | Iterable[QK]) -> list[tuple[int, Q
     return list(enumerate(qk_per_layer))
 
 
+def checked_layers(
+    qk_per_layer: Mapping[int, QK] | Iterable[QK], where: str
+) -> list[tuple[int, QK]]:
+    """`by_layer`'s pairs, every one checked before any is calibrated (a calibration takes a
+    while); an error names layer i as ``where.format(i)``."""
+    pairs = by_layer(qk_per_layer)
+    for index, pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or not all(
+            isinstance(t, torch.Tensor) for t in pair
+        ):
+            raise ValueError(f"{where.format(index)}: expected a (q, k) pair of tensors")
+        try:
+            check_qk(*pair)
+            check_dtype("q", pair[0], FLOAT)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{where.format(index)}: {e}") from None
+    return pairs
+
+
 def calibrate(
     qk_per_layer: Mapping[int, QK] | Iterable[QK],
     target_recall: float = 0.95,
@@ -157,8 +176,8 @@ def calibrate(
     stats: dict[str, Any] = {}
     options: list[tuple[int, Tensor, Tensor, Tensor]] = []  # per layer: index, ms, recall, density
     head_options: list[tuple[int, Tensor, Tensor]] = []  # per layer: index, recall, density
-    for index, (q, k) in tqdm(by_layer(qk_per_layer), desc="attnsieve calibrate", unit="layer"):
-        check_qk(q, k)
+    pairs = checked_layers(qk_per_layer, "qk_per_layer[{}]")
+    for index, (q, k) in tqdm(pairs, desc="attnsieve calibrate", unit="layer"):
         h_q, h_kv = q.shape[1], k.shape[1]
         recall, density = [], []
         lse = dense_attention(q, k, k, causal=causal)[1]  # shared by every candidate's recall
@@ -356,17 +375,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--qk: expected layer numbers >= 0 as the dict's keys, got {list(layers)[:8]}"
             )
-        for index, pair in by_layer(layers):
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or not all(
-                isinstance(t, torch.Tensor) for t in pair
-            ):
-                raise ValueError(f"--qk: layer {index}: expected a (q, k) pair of tensors")
-            q, k = pair
-            try:  # every layer before any is calibrated, naming the file's layer
-                check_qk(q, k)
-                check_dtype("q", q, FLOAT)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"--qk: layer {index}: {e}") from None
+        for index, (q, k) in checked_layers(layers, "--qk: layer {}"):
             if args.label_channels and q.shape[2] > k.shape[2]:
                 raise ValueError(
                     f"--label-channels: expected N <= M (each query with its own key), got "
