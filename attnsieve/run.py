@@ -25,7 +25,7 @@ from attnsieve.eval.models import (
     read_prompt_file,
     spec_tokenizer,
 )
-from attnsieve.eval.sweep_args import EXTEND_HINT
+from attnsieve.eval.sweep_args import EXTEND_HINT, by_option
 from attnsieve.integrations.config import PRECISIONS, AttentionConfig, read_entry
 from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.transformers import patch
@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode",
         default=None,
         help="decode selector name, or none; replaces the config's 'decode' (its per-layer "
-        "entries too)",
+        "entries too); double_sparsity needs its label channels, so give the config that "
+        "attnsieve calibrate --label-channels R writes to --config instead",
     )
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=None, help="replaces the config's precision"
@@ -97,6 +98,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# the option that sets each of AttentionConfig's fields here (`by_option`)
+RUN_OPTIONS = {
+    "prefill": "--method",
+    "kv": "--kv",
+    "decode": "--decode",
+    "precision": "--precision",
+    "min_prefill_length": "--min-prefill-length",
+    "paged_cache": "--paged-cache",
+}
+
+
 def main(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens: expected >= 1, got {args.max_new_tokens}")
@@ -123,7 +135,11 @@ def main(args: argparse.Namespace) -> int:
         changes["min_prefill_length"] = args.min_prefill_length
     if args.paged_cache:
         changes["paged_cache"] = True
-    config = config.override(**changes)  # a role given here replaces the config's in every layer
+    given = {field: option for field, option in RUN_OPTIONS.items() if field in changes}
+    try:  # a role given here replaces the config's in every layer
+        config = config.override(**changes)
+    except (ValueError, TypeError) as e:
+        raise by_option(e, given) from None
 
     # the prompt is checked against the model's positions before its weights load
     tokenizer = spec_tokenizer(args.model)

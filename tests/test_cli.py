@@ -203,6 +203,20 @@ def test_run_names_the_option_of_a_bad_file(capsys, tmp_path, prompt, option, co
 
 @pytest.mark.parametrize(
     "extra, pattern",
+    [(["--method", "nope"], r"^--method: unknown prefill method 'nope'"),
+     (["--kv", "nope"], r"^--kv: unknown kv method 'nope'"),
+     (["--decode", "nope"], r"^--decode: unknown decode method 'nope'"),
+     (["--kv", "snapkv", "--decode", "tidaldecode"], r"^--decode, --kv: TidalDecode reuses")],
+)  # fmt: skip
+def test_run_names_the_option_of_a_bad_role(capsys, prompt, extra, pattern):
+    """The config's errors named its fields ("kv: unknown kv method"), not run's options."""
+    argv = ["run", "--model", "m", "--prompt-file", str(prompt), "--device", "cpu", *extra]
+    assert cli.main(argv) == 2
+    assert re.search(pattern, one_error_line(capsys, "attnsieve run"))
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
     [(["--model", "/no/such.gguf"], r"^--model: no such file or folder: /no/such\.gguf$"),
      (["--model", "probe", "--rope-scale", "0.5"], r"^--rope-scale: expected a finite number >= 1"),
      (["--model", "probe", "--min-prefill-length", "0"],

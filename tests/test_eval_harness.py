@@ -431,8 +431,51 @@ def test_bad_method_kwargs_name_the_option(text, capsys):
     args = parser.parse_args(
         ["--model", "probe", "--methods", "streaming", "--method-kwargs", text]
     )
-    with pytest.raises(ValueError, match="^method-kwargs: "):
+    with pytest.raises(ValueError, match="^--method-kwargs: "):
         sweep_args.method_configs(args)  # a typo'd planner would run at its defaults unnoticed
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (["--methods", "nope"], ValueError, "--methods: nope: unknown prefill method 'nope'"),
+        (["--kv", "nope"], ValueError, "--kv: unknown kv method 'nope'"),
+        (["--decode", "nope"], ValueError, "--decode: unknown decode method 'nope'"),
+        (["--precision", "fp16"], ValueError, "--precision: expected one of"),
+        (["--backend", "cuda"], ValueError, "--backend: expected None or one of"),
+        (["--min-prefill-length", "0"], ValueError, "--min-prefill-length: expected an int >= 1"),
+        (
+            ["--methods", "flexprefill", "--method-kwargs", '{"flexprefill": {"gamma": 2}}'],
+            ValueError,
+            "--method-kwargs: flexprefill: gamma: expected a number in [0.0, 1.0]",
+        ),
+        (
+            ["--kv", "snapkv", "--decode", "tidaldecode"],
+            ValueError,
+            "--decode, --kv: TidalDecode reuses",
+        ),
+    ],
+)
+def test_a_bad_axis_is_named_by_its_option(options, error, message):
+    """The config's errors named its fields ("kv: unknown kv method"), not the options."""
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    args = parser.parse_args(["--model", "probe", "--methods", "dense", *options])
+    with pytest.raises(error, match="^" + re.escape(message)):
+        sweep_args.method_configs(args)
+
+
+def test_a_config_files_own_field_is_not_named_by_an_option(tmp_path):
+    """A field the file set, not the command line, keeps its name."""
+    path = tmp_path / "config.json"
+    path.write_text('{"prefill": "dense", "kv": {"method": "snapkv"}}')
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", "probe", "--methods", str(path), "--decode", "tidaldecode"]
+    )
+    with pytest.raises(ValueError, match="^decode, kv: TidalDecode reuses"):
+        sweep_args.method_configs(args)
 
 
 @pytest.mark.parametrize(
@@ -453,7 +496,7 @@ def test_a_bad_config_file_among_methods_is_named(text, message, tmp_path):
     parser = argparse.ArgumentParser()
     sweep_args.add_arguments(parser)
     args = parser.parse_args(["--model", "probe", "--methods", f"dense,{path}"])
-    with pytest.raises(ValueError, match=re.escape(f"methods: {path}: {message}")):
+    with pytest.raises(ValueError, match="^" + re.escape(f"--methods: {path}: {message}")):
         sweep_args.method_configs(args)
 
 
@@ -496,7 +539,7 @@ def test_options_that_nothing_would_read_are_refused_and_given_ones_win(tmp_path
         args = parser.parse_args(["--model", "probe", *argv])
         return dict(sweep_args.method_configs(args))
 
-    with pytest.raises(ValueError, match=r"^method-kwargs: \['streaming'\] not among --methods"):
+    with pytest.raises(ValueError, match=r"^--method-kwargs: \['streaming'\] not among --methods"):
         configs("--methods", f"dense,{config}", "--method-kwargs", json.dumps(STREAMING))
     with pytest.raises(ValueError, match="^--kv-ratio: every --kv entry sets its own"):
         configs("--methods", "dense", "--kv", str(sized), "--kv-ratio", "0.5")

@@ -185,10 +185,10 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
     from attnsieve.integrations import AttentionConfig
     from attnsieve.methods import PLANNERS
 
-    kwargs = planner_kwargs(args.method_kwargs, "method-kwargs", PLANNERS)
+    kwargs = planner_kwargs(args.method_kwargs, "--method-kwargs", PLANNERS)
     unused = sorted(set(kwargs) - set(split(args.methods)))
     if unused:
-        raise ValueError(f"method-kwargs: {unused} not among --methods {args.methods!r}")
+        raise ValueError(f"--method-kwargs: {unused} not among --methods {args.methods!r}")
     given = {
         name: value
         for name, value in (
@@ -232,21 +232,29 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
                 roles["decode"] = decode
             parts += [part for part in (kv_part, decode_part) if part]
             parts += [precision] if precision != "bf16" else []
-            if method.endswith(".json"):
-                data = _config_file(method)
-                try:
-                    config = AttentionConfig.from_json({**defaults, **data, **given})
-                except (ValueError, TypeError) as e:  # named "source:", the dict it was given
-                    raise type(e)(
-                        f"--methods: {method}: {str(e).removeprefix('source: ')}"
-                    ) from None
-                config = config.override(**roles)
-            else:
-                prefill = {"method": method, **kwargs.get(method, {})}
-                config = AttentionConfig(prefill=prefill, **roles, **{**defaults, **given})
+            options = {f: o for f, o in AXIS_OPTIONS.items() if f in roles or f in given}
+            if not method.endswith(".json"):
+                options["prefill"] = (
+                    f"--{'method-kwargs' if method in kwargs else 'methods'}: {method}"
+                )
+            try:
+                if method.endswith(".json"):
+                    data = _config_file(method)
+                    try:
+                        config = AttentionConfig.from_json({**defaults, **data, **given})
+                    except (ValueError, TypeError) as e:  # named "source:", the dict it was given
+                        raise type(e)(
+                            f"--methods: {method}: {str(e).removeprefix('source: ')}"
+                        ) from None
+                    config = config.override(**roles)
+                else:
+                    prefill = {"method": method, **kwargs.get(method, {})}
+                    config = AttentionConfig(prefill=prefill, **roles, **{**defaults, **given})
+            except (ValueError, TypeError) as e:
+                raise by_option(e, options) from None
             out.append(("+".join(parts), config))
     if not out:
-        raise ValueError("methods: expected at least one method")
+        raise ValueError("--methods: expected at least one method")
     if args.kv_ratio is not None and not ratio_read:
         raise ValueError("--kv-ratio: every --kv entry sets its own budget or ratio")
     check_labels([label for label, _ in out], "--methods, --kv")  # files of one name in either
@@ -254,6 +262,14 @@ def method_configs(args: argparse.Namespace, min_prefill_default: int = 1) -> li
 
 
 _KEEP = object()  # --kv / --decode not given: a config file keeps its role
+# the option that sets each of AttentionConfig's fields in a sweep where given (`by_option`)
+AXIS_OPTIONS = {
+    "kv": "--kv",
+    "decode": "--decode",
+    "precision": "--precision",
+    "min_prefill_length": "--min-prefill-length",
+    "backend": "--backend",
+}
 
 
 def _ratios(
@@ -299,9 +315,9 @@ def _kv_variants(kvs: list, ratios: list[float]) -> tuple[list[tuple[Any, str | 
 
 def _config_file(path: str) -> dict[str, Any]:
     """An AttentionConfig JSON file among --methods, read with errors naming it."""
-    data = read_json(path, f"methods: {path}", "the config file")
+    data = read_json(path, f"--methods: {path}", "the config file")
     if not isinstance(data, dict):
-        raise ValueError(f"methods: {path}: expected a JSON object, got {type(data).__name__}")
+        raise ValueError(f"--methods: {path}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -318,6 +334,20 @@ def _kv_entry(kv: str | None, ratio: float) -> tuple[dict[str, Any] | None, bool
     if any(entry.get(name) is not None for name in ("budget", "ratio")):
         return entry, False
     return {**entry, "ratio": ratio}, True
+
+
+def by_option(error: Exception, options: dict[str, str]) -> Exception:
+    """``error`` from building an `AttentionConfig`, whose message begins with the fields at fault
+    (``kv: ...``, ``decode (layer 2): ...``, ``decode, kv: ...``), reworded to begin with the
+    options that set them instead (``options``: field -> option); an error naming another field
+    comes back as is."""
+    field, sep, rest = str(error).partition(": ")
+    field, _, where = field.partition(" (")
+    names = field.split(", ")
+    if not sep or not all(name in options for name in names):
+        return error
+    where = f"{where.removesuffix(')')}: " if where else ""
+    return type(error)(f"{', '.join(options[name] for name in names)}: {where}{rest}")
 
 
 def planner_kwargs(text: str, option: str, planners: Iterable[str]) -> dict[str, dict[str, Any]]:
