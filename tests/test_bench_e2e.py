@@ -570,7 +570,7 @@ def test_decode_kv_memory_counts_reserved_pages_apart(tiny_probe_dir, monkeypatc
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--methods", "nope"], "nope"),
+        (["--methods", "nope"], "error: --methods: nope: unknown prefill method"),
         (["--precision", "foo"], "--precision"),
         (["--lengths", "0"], "lengths: "),
         (["--model", "/nonexistent/model"], "/nonexistent/model"),

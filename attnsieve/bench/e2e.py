@@ -86,6 +86,7 @@ from attnsieve.bench.e2e_timing import (
 from attnsieve.eval.sweep_args import (
     EXTEND_HINT,
     add_compression_axes,
+    by_option,
     check_labels,
     check_lengths_fit,
     entries,
@@ -414,7 +415,10 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
         if entry.endswith(".json"):
             label, config = Path(entry).stem, AttentionConfig.from_json(entry)
         else:
-            label, config = entry, AttentionConfig(prefill=entry)
+            try:
+                label, config = entry, AttentionConfig(prefill=entry)
+            except (ValueError, TypeError) as e:
+                raise by_option(e, {"prefill": f"--methods: {entry}"}) from None
         for precision in precisions:  # bf16, the default, keeps a config file's own precision
             if precision == "bf16":
                 out.append((label, config))
