@@ -220,6 +220,10 @@
 #     printf '/benchmarks/results/\n/attnsieve/eval/probe/weights/model.safetensors\n' \
 #         >> .git/info/exclude
 #   and after them the same two paths `git reset -q --`, their two lines taken out of the exclude.
+#   2026-12-05, fifty-sixth session (untracked in the same way for its calls): s51a carrying
+#   .stage/g1-g4, then s51a && s56a carrying .stage/g5-g7 (S56_SECS=510), then s56b carrying
+#   .stage/s (WHEELS=.stage/s), on the H200; later s51a and s51a && s56c (S56_SECS=270) in the
+#   same way on an H100 (benchmarks/results/h100/smollm2-eval/dec56c/).
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
@@ -4988,8 +4992,94 @@ s55b)  # nothing carried, at once after s55a (the GGUF still in $HOME/m): more s
         tar czf "$OUT/$name.tgz" -C "$HOME/r" "$name"
     done
     ;;
+s56a)  # nothing carried, in the same call as the last s51a (bash h200_session.sh s51a && bash
+    # h200_session.sh s56a): every method whose SmolLM2 accuracy predates RULER's rule (the
+    # thirtieth session), seed 0 at 4K and 8K, fourteen evals side by side: the prefill planners
+    # other than flexprefill on issue 10's four tasks (pl56.tgz); the KV policies other than
+    # SnapKV and Ada-KV at 25 % under both protocols (kv56.tgz, kvq56.tgz); TidalDecode at 1/8
+    # and Double Sparsity at 1/8 with 16 label channels a KV head calibrated on the CPU
+    # (benchmarks/configs/double_sparsity_r16.json) on issue 11's three tasks (dec56.tgz); each
+    # run stops after $S56_SECS seconds (540), its finished cells kept
+    [ -f "$HOME/m/smollm2.gguf" ] || exit 1
+    export OMP_NUM_THREADS=1
+    secs=${S56_SECS:-540}
+    T=niah_single,passkey,variable_tracking
+    T4=niah_single,niah_multikey,passkey,variable_tracking
+    K=none,streaming,pyramidkv,h2o,a2sf,razor
+    for n in 4k 8k; do
+        eval_beside "$secs" pl56 "a_$n" --lengths "$n" --tasks "$T4" --seed 0 \
+            --methods dense,xattention,vertical_slash &
+        eval_beside "$secs" pl56 "b_$n" --lengths "$n" --tasks "$T4" --seed 0 \
+            --methods streaming,block_topk &
+        eval_beside "$secs" pl56 "c_$n" --lengths "$n" --tasks "$T4" --seed 0 \
+            --methods hip,power &
+        eval_beside "$secs" kv56 "seed0_$n" --lengths "$n" --tasks "$T" --seed 0 --methods dense \
+            --kv "$K" --kv-ratio 0.25 &
+        eval_beside "$secs" kvq56 "seed0_$n" --lengths "$n" --tasks "$T" --seed 0 \
+            --methods dense --kv "$K" --kv-ratio 0.25 --question-in-window &
+        eval_beside "$secs" dec56 "tidal_$n" --lengths "$n" --tasks "$T" --seed 0 \
+            --methods dense --decode none,tidaldecode --decode-ratio 0.125 &
+        eval_beside "$secs" dec56 "ds_$n" --lengths "$n" --tasks "$T" --seed 0 \
+            --methods benchmarks/configs/double_sparsity_r16.json &
+    done
+    wait
+    for name in pl56 kv56 kvq56 dec56; do
+        tar czf "$OUT/$name.tgz" -C "$HOME/r" "$name"
+        grep -h "Error\|error" "$HOME/r/$name"/*.log | head -3
+    done
+    ls -l "$OUT"
+    ;;
+s56b)  # carry .stage/s, WHEELS=.stage/s, at once after s56a (the GGUF still in $HOME/m), on an
+    # H200 only: issue 10-12's speed rows on today's code, each against its baseline in the same
+    # run (decode: bench decode's SDPA and copy rate, last on decode28/ and s53b/; INT8-FP8:
+    # cuDNN, SageAttention 1.0.6 and the bf16 sparse kernel, last on quant27/kv_b/; time to first
+    # token: SDPA, last on ttft39/) (s56b/)
+    [ -f "$HOME/m/smollm2.gguf" ] || exit 1
+    D="$OUT/s56b"
+    mkdir -p "$D"
+    nvidia-smi --query-gpu=name --format=csv,noheader | tee "$D/device.txt"
+    timeout 120 python3 -m attnsieve bench decode --out "$D/decode" > "$D/decode.log" 2>&1
+    grep -E "dense|sdpa|fp8|quest|error" "$D/decode.log" | head -20
+    timeout 150 python3 -m attnsieve bench kernels --precision int8-fp8 \
+        --quant-lengths 32768,131072 --quant-sparse-lengths 65536 --out "$D/quant" \
+        > "$D/quant.log" 2>&1
+    tail -n 12 "$D/quant.log"
+    smollm2_ttft 300 flexprefill "$D/ttft"
+    ;;
+s56c)  # nothing carried, in the same call as the last s51a (bash h200_session.sh s51a && bash
+    # h200_session.sh s56c): s56a's Double Sparsity at 1/8 (within 5 points of dense on seed 0)
+    # on seeds 1 and 2 beside dense, and Quest at 0.4 of the pages on seed 0, the share of pages
+    # that Double Sparsity's 1/8 of the tokens read on the CPU (benchmarks/decode_read_fraction.py,
+    # which runs each eval and prints the share of pages each selector read), six runs side by
+    # side, each cut at $S56_SECS seconds (420) (dec56c.tgz)
+    [ -f "$HOME/m/smollm2.gguf" ] || exit 1
+    export OMP_NUM_THREADS=1
+    secs=${S56_SECS:-420}
+    T=niah_single,passkey,variable_tracking
+    mkdir -p "$HOME/r/dec56c"
+    reads() {  # DIR OPTION...: one eval through decode_read_fraction.py into $HOME/r/dec56c/DIR
+        local dir=$1
+        shift
+        timeout "$secs" python3 benchmarks/decode_read_fraction.py eval --model smollm2 \
+            --device cuda --samples 20 --tasks "$T" "$@" --out "$HOME/r/dec56c/$dir" \
+            > "$HOME/r/dec56c/$dir.log" 2>&1
+        echo "$dir: exit $?; $(grep "pages held" "$HOME/r/dec56c/$dir.log")"
+        rm -f "$HOME/r/dec56c/$dir/cells.jsonl"
+    }
+    for n in 4k 8k; do
+        for seed in 1 2; do
+            reads "ds_seed${seed}_$n" --lengths "$n" --seed "$seed" \
+                --methods dense,benchmarks/configs/double_sparsity_r16.json &
+        done
+        reads "quest40_seed0_$n" --lengths "$n" --seed 0 --methods dense --decode quest \
+            --decode-ratio 0.4 &
+    done
+    wait
+    tar czf "$OUT/dec56c.tgz" -C "$HOME/r" dec56c
+    ls -l "$OUT"
+    ;;
 *)
-    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d|s44a|s44b|s44c|s44d|s44e|s44f|s44g|s45a|s45b|s45c|s45d|s45e|s45f|s45g|s45h|s45i|s45j|s45k|s45l|s45m|s46a|s46b|s46c|s46d|s46e|s46f|s46g|s47a|s47b|s47c|s47d|s47e|s47f|s48a|s48b|s48c|s48d|s48e|s48f|s48g|s48h|s48i|s49a|s49b|s49c|s49d|s49e|s50a|s50b|s50c|s50d|s51a|s51b|s51c|s51d|s52a|s53a|s53b|s54a|s55a|s55b" >&2
+    echo "usage: h200_session.sh fuzz|bench|masked|kernel|model1|model2|eval1|eval2|stage1|decode|final1|final2|final3|final4|repair1|repair2|repair3|adapter1|adapter2|adapter3|alt1|alt2|alt3|gd1|gd2|gd3|gd4|gd5|gd6|gd7|gd8|gd9|gd10|gd11|gd12|gd13|gd14|dk1|dk2|dk3|dk4|dk5|s6a|s6b|s6c|s6d|s6e|s6f|s6g|s6h|s6i|s6j|s6k|s6l|s6m|s6n|s6o|s6p|s6q|s6r|s7a|s7b|s7c|s7d|s7e|s7f|s7g|s7h|s7i|s7j|s7k|s7l|s7m|s7n|s7o|s7p|s7q|s7r|s7s|s8a|s8b|s8c|s8d|s8e|s8f|s8g|s8h|s8i|s8j|s8k|s8l|s8m|s8n|s8o|s9a|s9b|s9c|s9d|s9e|s9f|s9g|s9h|s9i|s10a|s10b|s10c|s10d|s10e|s10f|s10g|s10h|s10i|s10j|s11a|s11b|s11c|s11d|s11e|s11f|s11g|s11h|s11i|s11j|s12a|s12c|s12d|s12e|s12f|s12g|s12h|s12i|s12j|s12k|s13a|s13b|s13c|s13d|s13e|s13f|s13g|s13h|s13i|s13j|s14a|s14b|s14c|s14d|s14e|s14f|s14g|s14h|s14i|s14j|s14k|s14l|s14m|s14n|s14o|s15a|s15b|s15c|s15d|s15e|s15f|s15g|s15h|s15i|s15j|s15k|s15l|s15m|s15n|s16a|s16b|s16c|s16d|s16e|s16f|s16g|s16h|s16i|s16j|s16k|s16l|s17a|s17b|s17c|s17d|s17e|s17f|s17g|s17h|s17i|s17j|s17k|s18a|s18b|s18c|s18d|s18e|s18f|s18g|s18h|s18i|s18j|s18k|s18l|s18m|s18n|s18o|s19a|s19b|s19c|s19d|s19e|s19f|s19g|s19h|s20a|s20b|s20c|s20d|s20e|s20f|s20g|s20h|s20i|s20j|s20k|s20l|s20m|s21a|s21b|s21c|s21d|s21e|s21f|s21g|s21h|s21i|s21j|s21k|s21l|s22a|s22b|s22c|s22d|s22e|s22f|s22g|s23a|s23b|s23c|s23d|s23e|s23f|s23g|s23h|s23i|s23j|s23k|s23l|s23m|s23n|s23o|s24a|s24b|s24c|s24d|s24e|s24f|s24g|s24h|s24i|s24j|s25a|s25b|s25c|s26a|s26b|s27a|s27b|s27c|s27d|s28a|s28b|s28c|s28d|s28e|s29a|s29b|s29c|s29d|s30a|s30b|s30c|s30d|s30e|s30f|s30g|s30h|s30i|s31a|s31b|s32a|s32b|s32c|s32d|s32e|s33a|s33b|s33c|s33d|s33e|s33f|s35a|s35b|s35c|s36a|s36b|s36c|s36e|s36f|s36g|s37a|s37b|s37s|s37c|s37d|s37e|s38a|s38c|s38e|s38f|s39a|s39b|s40a|s40b|s40c|s40d|s41a|s41b|s41c|s41d|s41e|s41f|s42a|s42b|s42c|s42d|s42e|s43a|s43b|s43c|s43d|s44a|s44b|s44c|s44d|s44e|s44f|s44g|s45a|s45b|s45c|s45d|s45e|s45f|s45g|s45h|s45i|s45j|s45k|s45l|s45m|s46a|s46b|s46c|s46d|s46e|s46f|s46g|s47a|s47b|s47c|s47d|s47e|s47f|s48a|s48b|s48c|s48d|s48e|s48f|s48g|s48h|s48i|s49a|s49b|s49c|s49d|s49e|s50a|s50b|s50c|s50d|s51a|s51b|s51c|s51d|s52a|s53a|s53b|s54a|s55a|s55b|s56a|s56b|s56c" >&2
     exit 2
     ;;
 esac
