@@ -180,8 +180,8 @@ def _check_device(args: argparse.Namespace) -> None:
 
     try:
         kind = torch.device(device).type
-    except RuntimeError as e:
-        raise ValueError(f"--device: {e}") from None
+    except RuntimeError:  # torch's message lists its twenty device types
+        raise ValueError(f"--device: expected cpu or cuda[:N], got {device!r}") from None
     if kind not in ("cpu", "cuda"):  # meta tensors hold no data; other backends are untested
         raise ValueError(f"--device: expected cpu or cuda[:N], got {device!r}")
     index = torch.device(device).index

@@ -771,3 +771,15 @@ def test_cli_label_channels_with_fewer_keys_than_queries_are_refused_before_cali
     args = parser.parse_args([*argv, "--label-channels", "4"])
     with pytest.raises(ValueError, match=r"^--label-channels: expected N <= M .* N=512, M=100"):
         main(args)
+
+
+def test_cli_qk_that_is_not_a_tensor_file_is_refused_without_torchs_unsafe_advice(
+    tmp_path, capsys
+):
+    """torch.load's weights_only refusal was passed on whole, advising to load with
+    weights_only=False: "arbitrary code execution" for a file the user only mistyped."""
+    qk = tmp_path / "qk.json"
+    qk.write_text("{}")
+    message = _cli_error(capsys, ["--qk", str(qk)])
+    reads = "is not a file of tensors that torch.load(weights_only=True) reads"
+    assert message == f"--qk: {qk} {reads}"

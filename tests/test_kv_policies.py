@@ -96,6 +96,17 @@ def test_registry_names_every_policy():
         assert isinstance(get_policy(name), cls)
 
 
+def test_the_three_registries_are_reachable_from_attnsieve_methods():
+    """attnsieve.methods exported get_planner only: `from attnsieve.methods import get_policy`,
+    as a user would write it after get_planner, failed."""
+    import attnsieve.methods as methods
+    from attnsieve.methods import decode, kv, prefill
+
+    assert (methods.get_planner, methods.PLANNERS) == (prefill.get_planner, prefill.PLANNERS)
+    assert (methods.get_policy, methods.POLICIES) == (kv.get_policy, kv.POLICIES)
+    assert (methods.get_selector, methods.SELECTORS) == (decode.get_selector, decode.SELECTORS)
+
+
 LONG = [[3000, 2100, 2501], [900, 3000, 2600]]  # past the default budgets of 2004-2048 tokens
 
 

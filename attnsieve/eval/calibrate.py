@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -362,7 +363,11 @@ def main(args: argparse.Namespace) -> int:
     if args.qk:
         try:
             layers = torch.load(args.qk, map_location="cpu")
-        except Exception as e:  # missing, or not a torch file: OS, pickle, zip and key errors
+        except pickle.UnpicklingError:  # torch's weights_only refusal advises an unsafe load
+            raise ValueError(
+                f"--qk: {args.qk} is not a file of tensors that torch.load(weights_only=True) reads"
+            ) from None
+        except Exception as e:  # missing, or not a torch file: OS, zip and key errors
             raise ValueError(f"--qk: cannot read {args.qk} as a torch file ({e})") from None
         if not isinstance(layers, (list, tuple, dict)):
             raise ValueError(

@@ -5,6 +5,17 @@
 - `attnsieve.methods.decode`: decode selectors (``select(q, view, step) -> Pages``).
 """
 
+from attnsieve.methods.decode import SELECTORS, get_selector
+from attnsieve.methods.kv import POLICIES, get_policy
 from attnsieve.methods.prefill import PLANNERS, PerHeadPlanner, Planner, get_planner
 
-__all__ = ["PLANNERS", "PerHeadPlanner", "Planner", "get_planner"]
+__all__ = [
+    "PLANNERS",
+    "POLICIES",
+    "SELECTORS",
+    "PerHeadPlanner",
+    "Planner",
+    "get_planner",
+    "get_policy",
+    "get_selector",
+]
