@@ -16,6 +16,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Any
 
 COMMANDS = {
     "demo": ("attnsieve.demo", "dense vs sparse prefill on SmolLM2-135M-Instruct (CPU, ~1-2 min)"),
@@ -78,7 +79,28 @@ class _DefaultsShown(argparse.HelpFormatter):
         return f"{text} (default {shown})"
 
 
+class _StoreOnce(argparse._StoreAction):
+    """A value option given twice: argparse would keep the last silently."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(self, "given", False):
+            parser.error(f"{option_string}: given twice; give it once (the last would win)")
+        self.given = True
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
     def error(self, message: str) -> None:  # argparse's own: usage block + line, then exit 2
         raise _UsageError(message)
 

@@ -18,9 +18,16 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _argv(model_dir, out, *extra):
-    return ["bench", "e2e", "--model", str(model_dir), "--lengths", "512", "--decode-steps", "3",
-            "--batch", "1,2", "--methods", "dense", "--kv", "none,streaming",
-            "--decode", "none,quest", "--out", str(out), "--device", DEVICE, *extra]  # fmt: skip
+    """bench e2e's decode-speed arguments on the tiny model; an option in ``extra`` replaces its
+    value here (the command refuses an option given twice)."""
+    defaults = {"--model": str(model_dir), "--lengths": "512", "--decode-steps": "3",
+                "--batch": "1,2", "--methods": "dense", "--kv": "none,streaming",
+                "--decode": "none,quest", "--out": str(out), "--device": DEVICE}  # fmt: skip
+    argv = ["bench", "e2e"]
+    for option, value in defaults.items():
+        if option not in extra:
+            argv += [option, value]
+    return [*argv, *extra]
 
 
 def _decode_result(folder):

@@ -773,9 +773,7 @@ def test_cli_label_channels_with_fewer_keys_than_queries_are_refused_before_cali
         main(args)
 
 
-def test_cli_qk_that_is_not_a_tensor_file_is_refused_without_torchs_unsafe_advice(
-    tmp_path, capsys
-):
+def test_cli_qk_that_is_not_a_tensor_file_is_refused_without_torchs_unsafe_advice(tmp_path, capsys):
     """torch.load's weights_only refusal was passed on whole, advising to load with
     weights_only=False: "arbitrary code execution" for a file the user only mistyped."""
     qk = tmp_path / "qk.json"

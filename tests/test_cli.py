@@ -195,8 +195,9 @@ def test_run_names_the_option_of_a_bad_file(capsys, tmp_path, prompt, option, co
     """A bad config file's message began with its path, a binary prompt with 'utf-8' codec ...:
     neither named the option."""
     (tmp_path / "cfg").write_bytes(content)
-    argv = ["run", "--model", "m", "--prompt-file", str(prompt), "--device", "cpu"]
-    argv += [option, str(tmp_path / "cfg")]
+    argv = ["run", "--model", "m", "--device", "cpu", option, str(tmp_path / "cfg")]
+    if option != "--prompt-file":
+        argv += ["--prompt-file", str(prompt)]
     assert cli.main(argv) == 2
     assert re.search(pattern, one_error_line(capsys, "attnsieve run"))
 
@@ -414,3 +415,18 @@ def test_an_empty_prompt_is_refused():
 
     with pytest.raises(ValueError, match="^input_ids: the prompt has no tokens"):
         generate(build("llama"), torch.zeros(1, 0, dtype=torch.long), 4, 16, set(), PatchStats(2))
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["eval", "--model", "probe", "--methods", "streaming", "--methods", "dense"], "--methods"),
+        (["run", "--model", "m", "--prompt-file", "p", "--kv", "snapkv", "--kv=none"], "--kv"),
+        (["demo", "--length", "1024", "--length", "2048"], "--length"),
+    ],
+)
+def test_a_value_option_given_twice_is_refused(capsys, argv, option):
+    """argparse keeps the last of two: `--methods streaming --methods dense` ran dense alone."""
+    assert cli.main(argv) == 2
+    message = one_error_line(capsys, "attnsieve " + argv[0])
+    assert message == f"{option}: given twice; give it once (the last would win)"

@@ -218,7 +218,8 @@ def test_demo_arguments_beyond_the_model_exit_2_before_it_loads(monkeypatch, tmp
         (["--out", str(tmp_path / "file" / "sub")], "--out: expected a folder (made if missing)"),
         (["--recall-layers", "5,5"], "--recall-layers: ['5'] given twice"),  # measured twice
     ]:
-        assert cli.main(["demo", "--out", str(tmp_path), *argv]) == 2
+        out = [] if "--out" in argv else ["--out", str(tmp_path)]
+        assert cli.main(["demo", *out, *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"attnsieve demo: error: {message}") and "\n" not in err, err
     monkeypatch.setenv("ATTNSIEVE_DEBUG", "1")  # the traceback, as every command gives it
