@@ -2,6 +2,9 @@ import os
 
 # The Triton interpreter must be chosen before triton is first imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# No test may reach the Hub: a name that is not a local path fails at once instead of retrying a
+# download for minutes where the network is closed (CI, these machines).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import math  # noqa: E402
 
