@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -91,6 +92,12 @@ class Cache:
         self.device = check_device(device)
         if kv_dtype is not None:
             check_fp8_device("kv_dtype", self.device)
+        # A CPU cache appends by the PyTorch path, as every op's "auto" backend runs the reference
+        # on CPU: the interpreted kernel took ~60 ms a (layer, KV head) and decode step, the bulk
+        # of CPU decode; it runs only where $ATTNSIEVE_BACKEND is "triton" (its tests)
+        self.append_kernel = self.device.type == "cuda" or (
+            INTERPRET and os.environ.get("ATTNSIEVE_BACKEND") == "triton"
+        )
         self.layers = [self._empty_layer() for _ in range(num_layers)]
         # bumped whenever a pool, table or page assignment changes: a CUDA graph that captured
         # decode steps is valid while it holds (`attnsieve.integrations.decode_graphs`)
@@ -241,11 +248,11 @@ class Cache:
 
     def _fused(self, lc: LayerCache, k: Tensor, v: Tensor) -> bool:
         """Whether `append` can take the one-launch decode path (`kernels.cache_append`) for a
-        default-positioned token: one token, no label channels, a Triton device, and the layouts
-        that kernel indexes."""
+        default-positioned token: one token, no label channels, a Triton device (`append_kernel`),
+        and the layouts that kernel indexes."""
         scales = [t for t in (lc.k_scale, lc.v_scale) if t is not None]
         return (
-            (k.is_cuda or INTERPRET)
+            self.append_kernel
             and k.shape[2] == 1
             and lc.labels is None
             and all(t.is_contiguous() for t in scales)

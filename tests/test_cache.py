@@ -748,15 +748,23 @@ def test_a_host_state_restores_as_often_as_asked():
     assert cache.reserved_tokens() == 8
 
 
+def use_append_kernel(monkeypatch, fused: bool) -> None:
+    """CPU caches made after this append by the interpreted kernel (fused) or by the PyTorch path,
+    which "auto" takes on CPU (no $ATTNSIEVE_BACKEND)."""
+    if fused:
+        monkeypatch.setenv("ATTNSIEVE_BACKEND", "triton")
+    else:
+        monkeypatch.delenv("ATTNSIEVE_BACKEND", raising=False)
+
+
 @needs_interpreter
 @pytest.mark.parametrize("fused", [True, False])
 def test_fp8_non_finite_rows_store_the_infinite_scale(fused, monkeypatch):
     """A K or V row holding NaN or ±inf is stored as zeros with the infinite scale, by the
     one-launch append kernel (whose max drops NaN) and by the PyTorch path (whose amax keeps it)
     alike: it reads back NaN throughout, its neighbours untouched."""
-    import attnsieve.cache as cache_module
 
-    monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
+    use_append_kernel(monkeypatch, fused)
     cache = Cache(1, batch=1, kv_heads=2, head_dim=16, page_size=8, dtype=F32, device="cpu",
                   kv_dtype="fp8")  # fmt: skip
     k, v = kv(cache, 1)
@@ -779,9 +787,8 @@ def test_fp8_all_zero_rows_store_scale_zero(fused, monkeypatch):
     """An all-zero K or V row is stored as zeros with scale 0 (not 2^-126), by the
     one-launch append kernel and by the PyTorch path alike, so that it never sets the decode
     kernel's per-tile V scale (float16 P is taken relative to the tile's largest)."""
-    import attnsieve.cache as cache_module
 
-    monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
+    use_append_kernel(monkeypatch, fused)
     cache = Cache(1, batch=1, kv_heads=2, head_dim=16, page_size=8, dtype=F16, device="cpu",
                   kv_dtype="fp8")  # fmt: skip
     k, v = kv(cache, 1)
@@ -812,7 +819,7 @@ def test_one_token_appends_match_the_pytorch_path(dtype, kv_dtype, monkeypatch):
     )
     caches = []
     for fused in (True, False):
-        monkeypatch.setattr(cache_module, "INTERPRET", fused)  # False: the PyTorch path on CPU
+        use_append_kernel(monkeypatch, fused)
         g = torch.Generator().manual_seed(0)
         cache = Cache(1, batch=2, kv_heads=3, head_dim=16, page_size=8, dtype=dtype, device="cpu",
                       kv_dtype=kv_dtype)  # fmt: skip
@@ -851,8 +858,8 @@ def test_appends_reset_the_log_weight_of_reused_slots(fused, device, kv_dtype, m
     (log weight 0) once an append reuses it: on the one-launch path and the PyTorch one."""
     import attnsieve.cache as cache_module
 
-    monkeypatch.setattr(cache_module, "INTERPRET", fused)  # CPU: the interpreted kernel
-    if not fused:
+    use_append_kernel(monkeypatch, fused)
+    if not fused and device != "cpu":
         monkeypatch.setattr(Cache, "_fused", lambda *a: False)
     launches = []
     append_one = cache_module.append_one
