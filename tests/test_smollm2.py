@@ -75,10 +75,24 @@ def test_patched_forward_close_to_dense(smollm2):
     assert int(sparse.argmax()) == int(dense.argmax())
 
 
-def test_yarn_rope_scale():
-    _gguf_or_skip()
-    model, _, name = models.load_model("smollm2", device="cpu", dtype="float32", rope_scale=4)
-    assert name == "smollm2-yarn4"
+def test_yarn_rope_scale(monkeypatch):
+    """rope_scale=4 hands transformers SmolLM2's config with YaRN set. The model is built from
+    that config with random weights: the GGUF's tensors do not depend on the scale (test_shape
+    loads them), and parsing the file again took ~45 s of the suite."""
+    path = _gguf_or_skip()
+    from transformers import AutoModelForCausalLM
+
+    files = []
+
+    def from_config(folder, *, config, gguf_file, **kwargs):
+        files.append(folder / gguf_file)
+        return AutoModelForCausalLM.from_config(config, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_config)
+    model, tokenizer, name = models.load_model(
+        "smollm2", device="cpu", dtype="float32", rope_scale=4, tokenizer="given"
+    )
+    assert files == [path] and tokenizer == "given" and name == "smollm2-yarn4"
     assert model.config.rope_parameters == {
         "rope_type": "yarn",
         "factor": 4.0,
