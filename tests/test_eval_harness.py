@@ -442,7 +442,6 @@ def test_bad_method_kwargs_name_the_option(text, capsys):
         (["--kv", "nope"], ValueError, "--kv: unknown kv method 'nope'"),
         (["--decode", "nope"], ValueError, "--decode: unknown decode method 'nope'"),
         (["--precision", "fp16"], ValueError, "--precision: expected one of"),
-        (["--backend", "cuda"], ValueError, "--backend: expected None or one of"),
         (["--min-prefill-length", "0"], ValueError, "--min-prefill-length: expected an int >= 1"),
         (
             ["--methods", "flexprefill", "--method-kwargs", '{"flexprefill": {"gamma": 2}}'],
@@ -463,6 +462,16 @@ def test_a_bad_axis_is_named_by_its_option(options, error, message):
     args = parser.parse_args(["--model", "probe", "--methods", "dense", *options])
     with pytest.raises(error, match="^" + re.escape(message)):
         sweep_args.method_configs(args)
+
+
+def test_an_unknown_backend_is_refused_with_the_choices(capsys):
+    """Not the config's "expected None or one of": None is no value an option can give."""
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "probe", "--backend", "cuda"])
+    err = capsys.readouterr().err
+    assert "--backend: invalid choice: 'cuda' (choose from" in err and "None" not in err
 
 
 def test_a_config_files_own_field_is_not_named_by_an_option(tmp_path):

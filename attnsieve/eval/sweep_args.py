@@ -14,6 +14,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from attnsieve.api.backend import BACKENDS
 from attnsieve.bench.common import seed
 from attnsieve.eval.models import DTYPE_HELP, DTYPES, add_device_argument
 from attnsieve.eval.tasks import TASKS
@@ -114,8 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        help="attnsieve kernel backend: auto, triton or reference (given, it replaces a config "
-        "file's own)",
+        choices=BACKENDS,
+        help="attnsieve kernel backend (given, it replaces a config file's own)",
     )
     parser.add_argument(
         "--question-in-window",
