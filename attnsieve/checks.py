@@ -273,7 +273,11 @@ def check_device(device: object) -> torch.device:
     try:
         dev = torch.empty(0, device=device).device
     except (RuntimeError, AssertionError) as e:  # torch without CUDA asserts
-        raise ValueError(f"device: expected an available device, got {device!r} ({e})") from None
+        # CUDA's own words run to five lines of debugging advice after the first
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"device: expected an available device, got {device!r} ({reason})"
+        ) from None
     if dev.type == "meta":
         raise ValueError("device: meta tensors hold no data; expected a CPU or CUDA device")
     return dev

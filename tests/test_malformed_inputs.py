@@ -1558,6 +1558,24 @@ def test_malformed_input_is_named(call, exc, pattern):
     _check(call, exc, pattern)
 
 
+def test_an_absent_device_is_one_line_whatever_torch_says(monkeypatch):
+    """CUDA's bad-ordinal error runs to five lines (an H100 run, tests57/): its first is kept."""
+    from attnsieve.checks import check_device
+
+    def absent(*args, **kwargs):
+        raise RuntimeError(
+            "CUDA error: invalid device ordinal\nGPU device may be out of range, do you have "
+            "enough GPUs?\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1\n"
+        )
+
+    monkeypatch.setattr(torch, "empty", absent)
+    pattern = (
+        r"^device: expected an available device, got 'cuda:7' "
+        r"\(CUDA error: invalid device ordinal\)$"
+    )
+    _check(lambda: check_device("cuda:7"), ValueError, pattern)
+
+
 @pytest.mark.parametrize(
     ("text", "exc", "pattern"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES]
 )
