@@ -1,4 +1,4 @@
-"""benchmarks/fuzz_prefill.py under Triton's interpreter: ~25 small fp16 cases against the float32
+"""benchmarks/fuzz_prefill.py under Triton's interpreter: 12 small fp16 cases against the float32
 reference, and proof that its comparison catches a wrong kernel (the GPU run does 2000+:
 `benchmarks/h200_session.sh fuzz`). On a GPU the script draws another palette (bf16 too) and
 dense layouts go to cuDNN, so the runs below are the interpreter's only."""
@@ -24,9 +24,12 @@ INTERPRETER_RUN = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPR
 
 @INTERPRETER_RUN
 def test_small_cases_match_the_reference(tmp_path):
-    assert fuzz.main(["--cases", "25", "--max-len", "160", "--out", str(tmp_path)]) == 0
+    # Seeds 0-11 already hold both entry points, every head dim, causal or not, random and dense
+    # layouts with columns and spans, N > M, N = 1, lengths beside 128, broadcast batch and heads,
+    # lse, strided K/V and an out buffer; each further case costs the interpreter ~2 s.
+    assert fuzz.main(["--cases", "12", "--max-len", "160", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "fuzz_prefill.json").read_text())
-    assert summary["cases"] == 25 and summary["mismatches"] == []
+    assert summary["cases"] == 12 and summary["mismatches"] == []
     assert summary["max_errors"]["err float16"] <= fuzz.OUT_TOL["float16"]
     assert (tmp_path / "fuzz_prefill.log").read_text().count("\n") >= 2
 

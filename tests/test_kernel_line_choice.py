@@ -53,14 +53,17 @@ def _taus(js):
     return [0.0, 100.0] + [t for t in near if bool(((js - t).abs() > 1e-4).all())][:6]
 
 
-@pytest.mark.parametrize(("b", "h_q", "kb"), [(2, 4, 37), (1, 3, 5), (1, 2, 300)])
+@pytest.mark.parametrize(("b", "h_q", "kb"), [(2, 2, 37), (1, 3, 5), (1, 2, 300)])
 @pytest.mark.parametrize("gamma", [0.9, 0.3, 1.0, 0.0])
 def test_matches_twin(b, h_q, kb, gamma):
     inputs = _inputs(b, h_q, kb)
     js = _divergence(inputs[0], inputs[2])
     taus = _taus(js)
     assert len(taus) >= 2 + min(6, b * h_q)  # most heads' divergences are apart
-    for tau in taus:
+    # the gate (sqrt JS < tau) reads no gamma and each head's programs are its own: the taus
+    # near the divergences, which flip the heads' gates one at a time, at gamma 0.9; at every
+    # gamma, no head and every head query-aware (tau 0 and 100)
+    for tau in taus if gamma == 0.9 else taus[:2]:
         _check(*inputs, gamma=gamma, tau=tau, lo=2, hi=max(2, kb // 3))
 
 
@@ -84,7 +87,7 @@ def test_per_head_gamma():
 def test_a_head_of_gamma_one_keeps_every_vertical():
     """A head of gamma 1 keeps every key block of its verticals, query-aware (tau 100) or not,
     whatever hi: it is dense, and FlexPrefill plans it so with nothing more."""
-    inputs = _inputs(2, 4, 40, seed=3)
+    inputs = _inputs(1, 4, 40, seed=3)
     gamma = torch.tensor([0.5, 1.0, 0.9, 1.0], device=DEVICE)
     for tau in (0.0, 100.0):
         _, chosen, _ = _check(*inputs, gamma=gamma, tau=tau, lo=1, hi=5)
@@ -98,14 +101,14 @@ def test_a_head_of_gamma_one_keeps_every_vertical():
 def test_map_gamma_of_query_aware_heads(gamma):
     """Every head query-aware (tau 100): its map's threshold is gamma, just below 1 at most
     (0.99999999 rounds to 1.0 in float32), per head too (NaN: just below 1, 0: 0)."""
-    inputs = _inputs(2, 4, 40, seed=5)
+    inputs = _inputs(1, 4, 40, seed=5)
     below_one = 1 - 2**-24
     query_aware, _, map_gamma = _check(*inputs, gamma=gamma, tau=100.0, lo=1, hi=40)
     assert bool(query_aware.all())
-    assert map_gamma.tolist() == [[min(gamma, below_one)] * 4] * 2
+    assert map_gamma.tolist() == [[min(gamma, below_one)] * 4]
     per_head = torch.tensor([0.25, 1.0, math.nan, 0.0], device=DEVICE)
     _, _, map_gamma = _check(*inputs, gamma=per_head, tau=100.0, lo=1, hi=40)
-    assert map_gamma.tolist() == [[0.25, below_one, below_one, 0.0]] * 2
+    assert map_gamma.tolist() == [[0.25, below_one, below_one, 0.0]]
 
 
 def test_lines_over_blocks(monkeypatch):
@@ -113,9 +116,9 @@ def test_lines_over_blocks(monkeypatch):
     divergence walk them too, so a gate near each head's divergence flips a head whose sums
     over the blocks are off."""
     monkeypatch.setattr(line_choice, "_MAX_BLOCK", 64)
-    inputs = _inputs(1, 3, 150, seed=2)
-    _check(*inputs, gamma=0.8, tau=0.0, lo=2, hi=150)
-    _check(*inputs, gamma=torch.tensor([1.0, 0.6, 0.9], device=DEVICE), tau=0.0, lo=2, hi=40)
+    inputs = _inputs(1, 2, 100, seed=2)  # two blocks of 64 a line, the last one partial
+    _check(*inputs, gamma=0.8, tau=0.0, lo=2, hi=100)
+    _check(*inputs, gamma=torch.tensor([1.0, 0.6], device=DEVICE), tau=0.0, lo=2, hi=40)
     taus = _taus(_divergence(inputs[0], inputs[2]))[2:]
     assert len(taus) >= 4  # most heads' divergences are apart
     for tau in taus:

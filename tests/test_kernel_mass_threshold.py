@@ -73,12 +73,18 @@ def _thresholds(lead):
     return [0.3, 0.9999, per_row.to(DEVICE)]
 
 
-# (lead dims, L): one entry, odd lengths, a single warp's block, more than one register block
-SHORT = [((2, 3), 1), ((5,), 7), ((2, 3), 100), ((3,), 1000), ((1, 2), 4097)]
+# (lead dims, L): one entry, odd lengths, a single warp's block, more than one register block;
+# each kind of data on some of them (a row's bisection is the same code whatever its length)
+SHORT = [
+    ((2, 3), 1, "eighths"),
+    ((5,), 7, "ints"),
+    ((2, 3), 100, "eighths"),
+    ((3,), 1000, "ints"),
+    ((1, 2), 4097, "eighths"),
+]
 
 
-@pytest.mark.parametrize("kind", ["eighths", "ints"])
-@pytest.mark.parametrize(("lead", "length"), SHORT)
+@pytest.mark.parametrize(("lead", "length", "kind"), SHORT)
 def test_rows_in_registers_match_twin(lead, length, kind):
     probs = _probs((*lead, length), kind)
     valid = torch.rand(*lead, length, device=DEVICE) > 0.3
@@ -88,12 +94,12 @@ def test_rows_in_registers_match_twin(lead, length, kind):
 
 
 # L: 3 chunks of 32, the last one entry; 4 of 32 (the most a row has here); 3 of 64 and of 128,
-# each loaded 32 entries at a time
-LONG = [((3,), 65), ((2,), 100), ((2,), 190), ((2,), 281)]
+# each loaded 32 entries at a time. The chunks are cut whatever the data: each chunking with
+# one kind, eighths (more distinct sums) where a chunk takes several loads
+LONG = [((3,), 65, "ints"), ((2,), 100, "ints"), ((2,), 190, "eighths"), ((2,), 281, "eighths")]
 
 
-@pytest.mark.parametrize("kind", ["eighths", "ints"])
-@pytest.mark.parametrize(("lead", "length"), LONG)
+@pytest.mark.parametrize(("lead", "length", "kind"), LONG)
 def test_long_rows_match_twin(long_rows, lead, length, kind):
     probs = _probs((*lead, length), kind)
     valid = torch.rand(*lead, length, device=DEVICE) > 0.3
@@ -104,9 +110,10 @@ def test_long_rows_match_twin(long_rows, lead, length, kind):
 def test_long_rows_shared_among_programs(long_rows):
     """On a GPU more chunks than an H200 has SMs (140 rows of 3 chunks, some rows not searched):
     runs of 4 chunks that cross rows at 132 programs; under the interpreter, which runs one
-    program, 12 rows (its runs cross rows in every test). Then no row searched, every mask
-    written as zeros."""
-    rows = 140 if DEVICE == "cuda" else 12
+    program, 6 rows, whose per-row thresholds give each kind of row: searched, kept whole, not
+    searched (0, -0.25), NaN (its runs cross rows in every test). Then no row searched, every
+    mask written as zeros."""
+    rows = 140 if DEVICE == "cuda" else 6
     probs = _probs((rows, 65), "eighths")
     _check(probs, 0.7)
     _check(probs, _thresholds((rows,))[-1])
@@ -146,19 +153,23 @@ def test_long_rows_programs_without_chunks(long_rows, monkeypatch):
 def test_long_rows_with_int64_offsets(long_rows, monkeypatch):
     """The int64 chunk offsets of rows of 2^31 entries or more (forced here) find the same t*."""
     monkeypatch.setattr(mass_threshold, "_WIDE_AT", 0)
-    for length in (150, 300):  # 3 chunks of 64 (2 loads each), of 128 (4)
-        probs = _probs((3, length), "eighths")
-        _check(probs, 0.9)
-        _check(probs, torch.tensor([[0.5], [0.99], [1.0]], device=DEVICE))
+    # 3 chunks of 64, 2 loads each: int64 offsets across chunks and within one (chunks of 128, 4
+    # loads each, take the same steps)
+    probs = _probs((3, 150), "eighths")
+    _check(probs, 0.9)
+    _check(probs, torch.tensor([[0.5], [0.99], [1.0]], device=DEVICE))
 
 
 @pytest.mark.parametrize("long", [False, True])
 def test_strided_and_broadcast_arguments(long, monkeypatch):
-    if long:
+    if long:  # 2 chunks of 128 a row, each loaded 64 entries at a time, in 2 steps of 32
         monkeypatch.setattr(mass_threshold, "_MAX_BLOCK", 64)
+        monkeypatch.setattr(mass_threshold, "_MIN_CHUNK", 128)
         monkeypatch.setattr(mass_threshold, "_CHUNK", 64)
         monkeypatch.setattr(mass_threshold, "_SUB_WAYS", 32 * 16)
-    probs = _probs((2, 150, 3), "eighths").transpose(1, 2)  # (2, 3, 150), last dim strided
+    # (1, 3, 150), last dim strided: with batch 1 its rows stay a view that the kernel reads in
+    # place (a batch of 2 made the launcher's reshape to rows copy them)
+    probs = _probs((1, 150, 3), "eighths").transpose(1, 2)
     valid = torch.rand(150, device=DEVICE) > 0.2  # one mask for every row
     per_head = torch.tensor([0.2, 0.95, 1.0], device=DEVICE)[:, None]  # (3, 1)
     _check(probs, per_head, valid)
@@ -199,14 +210,14 @@ def test_threshold_resolves_the_last_bit(long, long_rows, monkeypatch):
 def test_edge_rows(long, long_rows, monkeypatch):
     if not long:
         monkeypatch.setattr(mass_threshold, "_MAX_BLOCK", 8192)
-    probs = torch.rand(6, 100, device=DEVICE)
+    probs = torch.rand(6, 65, device=DEVICE)  # long: 3 chunks of 32, the last one entry
     probs[0] = 0.0  # total 0: nothing, unless threshold >= 1
     probs[1, :50] = 0.0  # zeros kept only by threshold >= 1
     probs[2, 7] = math.nan  # a NaN total: nothing (threshold < 1)
     probs[3, 7] = math.nan  # ... but an invalid NaN counts as 0
     probs[4, 5] = math.inf  # an infinite total: the infinite entries
     probs[4, 9] = math.inf
-    valid = torch.ones(6, 100, dtype=torch.bool, device=DEVICE)
+    valid = torch.ones(6, 65, dtype=torch.bool, device=DEVICE)
     valid[3, 7] = valid[5] = False  # row 5: nothing valid
     for threshold in (1.0, 2.0):
         assert torch.equal(_check(probs, threshold, valid), valid)
@@ -217,7 +228,7 @@ def test_edge_rows(long, long_rows, monkeypatch):
     assert not _check(probs[1:2], 0.999)[0, :50].any()  # zeros never, short of threshold >= 1
     per_row = torch.tensor([0.0, -1.0, math.nan, 1.0, 0.5, 0.5], device=DEVICE)[:, None]
     got = _check(probs, per_row, valid)
-    assert got.sum(-1).tolist()[:4] == [0, 0, 0, 99]
+    assert got.sum(-1).tolist()[:4] == [0, 0, 0, 64]
 
 
 def test_empty_shapes():

@@ -96,12 +96,15 @@ def _check(q, k, v, layout, causal, scale=None, exact_inputs=None, twin_rtol=TWI
 
 
 # (b, h_q, h_kv, n, m, d, block_q, block_k, density, columns, causal, layout heads, layout batch)
+# Small, as the interpreter's cost grows with heads x row tiles x key tiles; between them still
+# GQA 1, 2 and 4, layout heads 1, H_kv (of groups of 2) and H_q, a layout batch of 2 and one
+# broadcast, partial last blocks everywhere, 129 keys: one past a 128-key block.
 CASES = [
     (1, 4, 1, 63, 150, 64, 32, 64, 0.6, 0, True, "q", 1),
-    (2, 2, 2, 100, 140, 128, 64, 32, 0.5, 8, False, "kv", 2),
-    (1, 8, 2, 300, 310, 64, 64, 64, 0.4, 16, True, "kv", 1),
-    (2, 4, 1, 130, 257, 128, 16, 128, 0.5, 5, True, "one", 1),
-    (1, 4, 4, 200, 333, 64, 128, 32, 0.3, 12, False, "q", 1),
+    (2, 2, 2, 70, 100, 128, 64, 32, 0.5, 8, False, "kv", 2),
+    (1, 4, 2, 150, 160, 64, 64, 64, 0.4, 16, True, "kv", 1),
+    (2, 2, 1, 70, 129, 128, 16, 128, 0.5, 5, True, "one", 1),
+    (1, 2, 2, 200, 333, 64, 128, 32, 0.3, 12, False, "q", 1),
 ]
 
 
@@ -116,9 +119,9 @@ def test_sparse_layouts_match_twin_and_exact(case):
 # (b, h_q, h_kv, n, m, d, block_q, block_k, density, columns, causal, layout heads, batch, width)
 SPAN_CASES = [
     (1, 4, 1, 63, 150, 64, 32, 64, 0.2, 0, True, "q", 1, 1),
-    (2, 2, 2, 100, 140, 64, 64, 32, 0.2, 6, False, "kv", 2, 2),
+    (2, 2, 2, 70, 100, 64, 64, 32, 0.2, 6, False, "kv", 2, 2),
     (1, 4, 2, 150, 97, 64, 32, 32, 0.15, 4, True, "kv", 1, 3),
-    (2, 4, 1, 130, 257, 128, 16, 128, 0.1, 5, False, "one", 1, 1),
+    (2, 2, 1, 70, 129, 128, 16, 128, 0.1, 5, False, "one", 1, 1),
     (1, 2, 2, 97, 97, 64, 64, 32, 0.1, 3, True, "q", 1, 1),
 ]
 
@@ -139,7 +142,7 @@ def test_long_unaligned_spans_take_each_keys_own_k_scale():
     """Spans only, many tiles long, starting off the tile grid, over K whose quantisation blocks
     have scales 1 and 4 in turn: a span tile that took one scale for all its keys would fail."""
     n, m = 64, 200
-    q, k, v = _qkv(1, 2, 1, n, m, 64)
+    q, k, v = _qkv(1, 1, 1, n, m, 64)
     block_n = 32  # K's quantisation block under the interpreter (block_k 32)
     k = k * (1 + 3 * ((torch.arange(m, device=DEVICE) // block_n) % 2)).to(k.dtype)[:, None]
     empty = _random_layout(1, 1, n, m, 32, 32, empty_blocks=True)
@@ -175,7 +178,7 @@ def test_nan_outside_every_span_block_and_column_changes_nothing():
     nan_k[:, 1, 45, 9] = math.nan
     nan_v[:, 0, 35, 2] = math.inf
     nan_v[:, 1, 35] = math.nan
-    for causal in (True, False):
+    for causal in (False, True):  # the causal clean run serves the check below too
         out, lse = _check(q, nan_k, nan_v, layout, causal, exact_inputs=(q, k, v))
         clean, clean_lse = quant_attention(q, k, v, layout, causal=causal, return_lse=True)
         assert torch.equal(out, clean) and torch.equal(lse, clean_lse)
@@ -187,25 +190,25 @@ def test_nan_outside_every_span_block_and_column_changes_nothing():
     assert torch.equal(out.isnan().all(-1), expect) and torch.equal(out.isnan().any(-1), expect)
     assert torch.equal(lse.isnan(), expect) and torch.equal(ref_lse.isnan(), expect)
     assert torch.equal(ref.isnan().any(-1), expect)
-    clean = quant_attention(q, k, v, layout, causal=True)
     assert torch.equal(out[~expect], clean[~expect])
 
 
 @pytest.mark.parametrize(
     ("b", "h_q", "h_kv", "n", "m", "d", "causal"),
-    [(1, 4, 1, 200, 260, 128, True), (2, 2, 1, 77, 90, 64, False), (1, 2, 2, 96, 161, 64, True)],
+    [(1, 4, 1, 100, 130, 128, True), (2, 2, 1, 77, 90, 64, False), (1, 2, 2, 96, 161, 64, True)],
 )
 def test_dense_matches_twin_and_exact(b, h_q, h_kv, n, m, d, causal):
     q, k, v = _qkv(b, h_q, h_kv, n, m, d)
     _check(q, k, v, None, causal)
 
 
-@pytest.mark.parametrize(("n", "m", "bq", "bk"), [(200, 260, 64, 128), (96, 96, 32, 32)])
+# N != M with partial last blocks (32-row and 64-key tiles, two per key block); N == M, whole blocks
+@pytest.mark.parametrize(("n", "m", "bq", "bk"), [(100, 130, 64, 128), (64, 64, 32, 32)])
 def test_a_dense_causal_layout_runs_in_block_order(monkeypatch, n, m, bq, bk):
     """`Layout.dense` (the dense planner's) takes the in-order path, with its own tiles: the
     same result bit for bit as the table path on the same blocks (a layout not marked dense), and
     as the twin. Not causal, the layout decides which blocks run: the table path."""
-    q, k, v = _qkv(1, 4, 2, n, m, 64)
+    q, k, v = _qkv(1, 2, 1, n, m, 64)  # GQA 2
     dense = Layout.dense(n, m, block_q=bq, block_k=bk, device=DEVICE)
     listed = Layout.from_block_mask(
         Layout.causal_block_mask(n, m, bq, bk, DEVICE)[None, None],
@@ -261,8 +264,8 @@ def test_custom_scale_and_smoothing_of_a_key_offset():
 
 
 def test_empty_rows_give_zero_and_minus_inf():
-    q, k, v = _qkv(1, 4, 2, 70, 100, 64)
-    layout = _random_layout(1, 2, 70, 100, 32, 32, p=0.5)
+    q, k, v = _qkv(1, 2, 1, 70, 100, 64)
+    layout = _random_layout(1, 1, 70, 100, 32, 32, p=0.5)
     layout = Layout.from_block_mask(
         layout.block_mask() & (torch.arange(3, device=DEVICE) != 1)[:, None],  # q block 1 empty
         block_q=32,
@@ -310,8 +313,8 @@ def test_empty_batch_on_the_tma_path():
 
 
 def test_columns_only():
-    q, k, v = _qkv(1, 4, 2, 100, 130, 64)
-    layout = _random_layout(1, 2, 100, 130, 32, 32, columns=40, empty_blocks=True)
+    q, k, v = _qkv(1, 2, 1, 100, 130, 64)
+    layout = _random_layout(1, 1, 100, 130, 32, 32, columns=40, empty_blocks=True)
     assert layout.has_columns and int(layout.block_count.sum()) == 0
     _check(q, k, v, layout, causal=False)
 
@@ -320,7 +323,7 @@ def test_nan_in_hidden_keys_changes_nothing():
     """NaN / inf in K / V rows that the layout hides from every query is quantised as 0: the
     output equals that of zeros there, bit for bit, with no NaN."""
     n, m = 64, 160
-    q, k, v = _qkv(1, 4, 1, n, m, 64)
+    q, k, v = _qkv(1, 2, 1, n, m, 64)
     mask = torch.ones(1, 1, 2, 5, dtype=torch.bool, device=DEVICE)
     mask[..., 2] = False  # keys 64..95, causally visible to every query, hidden by the layout
     layout = Layout.from_block_mask(mask, block_q=32, block_k=32, num_queries=n, num_keys=m)
@@ -476,9 +479,9 @@ def test_q_rounds_half_away_from_zero_as_in_the_twin():
 
 
 def test_out_buffer_any_strides():
-    q, k, v = _qkv(1, 4, 2, 80, 100, 64)
-    layout = _random_layout(1, 4, 80, 100, 32, 32, p=0.6, columns=4)
-    buf = torch.zeros(1, 80, 4, 64, dtype=q.dtype, device=DEVICE).transpose(1, 2)
+    q, k, v = _qkv(1, 2, 1, 80, 100, 64)
+    layout = _random_layout(1, 2, 80, 100, 32, 32, p=0.6, columns=4)
+    buf = torch.zeros(1, 80, 2, 64, dtype=q.dtype, device=DEVICE).transpose(1, 2)
     got = quant_attention(q, k, v, layout, out=buf)
     assert got is buf
     assert torch.equal(buf, quant_attention(q, k, v, layout))
@@ -488,11 +491,11 @@ def test_out_buffer_any_strides():
 def test_tma_descriptor_path(kind):
     """The Hopper path (int8 K and fp8 Vᵀ tiles through TMA descriptors) forced on; columns and
     spans still gather."""
-    q, k, v = _qkv(1, 4, 2, 70, 150, 64)
+    q, k, v = _qkv(1, 2, 1, 70, 150, 64)  # GQA 2
     layout = {
         "dense": lambda: None,
-        "sparse": lambda: _random_layout(1, 4, 70, 150, 32, 64, p=0.6, columns=3),
-        "spans": lambda: _span_layout(1, 4, 70, 150, 32, 64, p=0.3, columns=3, width=2),
+        "sparse": lambda: _random_layout(1, 2, 70, 150, 32, 64, p=0.6, columns=3),
+        "spans": lambda: _span_layout(1, 2, 70, 150, 32, 64, p=0.3, columns=3, width=2),
     }[kind]()
     with mock.patch.object(quant, "_use_tma", lambda *_: True):
         _check(q, k, v, layout, causal=True)

@@ -347,19 +347,22 @@ def check_kernel(q, k, v, layout, causal):
     torch.testing.assert_close(lse[finite], ref_lse[finite], atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize(("n", "m"), [(70, 150), (150, 70), (97, 97), (1, 90), (64, 95)])
+# N < M, N > M (the first 50 rows see no key), one past whole blocks, a single query row, and
+# M - N = 31 (the first row's reach ends on a block edge)
+@pytest.mark.parametrize(("n", "m"), [(40, 90), (90, 40), (65, 65), (1, 90), (64, 95)])
 @pytest.mark.parametrize("causal", [True, False])
 def test_kernel_spans_blocks_columns(n, m, causal, nan_empty):
-    q, k, v = qkv(1, 4, 2, n, m)
-    layout = span_layout(1, 2, n, m, 32, 16, columns=4, width=1 + n % 3, seed=n + m)
+    q, k, v = qkv(1, 1, 1, n, m)  # one head: GQA and layout heads are the next test's
+    layout = span_layout(1, 1, n, m, 32, 16, columns=4, width=1 + n % 3, seed=n + m)
     assert int(layout.span_count.sum()) > 0
     check_kernel(q, k, v, layout, causal)
 
 
 @pytest.mark.parametrize(("g", "layout_heads"), [(1, 2), (4, 1), (4, 2), (2, 4)])
 def test_kernel_spans_gqa_and_broadcast(g, layout_heads, nan_empty):
-    q, k, v = qkv(2, 2 * g, 2, 80, 120)
-    layout = span_layout(1, layout_heads, 80, 120, 16, 32, p=0.1, seed=g)  # batch broadcasts
+    # two query blocks, a ragged last key block (56 = 32 + 24), the diagonal inside key blocks
+    q, k, v = qkv(2, 2 * g, 2, 32, 56)
+    layout = span_layout(1, layout_heads, 32, 56, 16, 32, p=0.1, seed=g)  # batch broadcasts
     check_kernel(q, k, v, layout, causal=True)
 
 
@@ -393,9 +396,13 @@ def test_spans_hidden_by_causality_are_skipped(nan_empty):
     check_kernel(q, k, v, layout, causal=True)
 
 
-@pytest.mark.parametrize("start", [0, 1, 2, 15, 16])
-@pytest.mark.parametrize(("n", "m"), [(64, 64), (48, 64)])
-def test_unmasked_span_tiles_stop_where_the_tile_first_row_stops_seeing(start, n, m):
+# Two row tiles each, M - N 0 and 16. At M - N = 16 every row sees keys 0..15, where no key is
+# poisoned: a span from 16 meets the same tiles as one from 0 there.
+@pytest.mark.parametrize(
+    ("n", "m", "start"),
+    [(32, 32, s) for s in (0, 1, 2, 15, 16)] + [(32, 48, s) for s in (0, 1, 2, 15)],
+)
+def test_unmasked_span_tiles_stop_where_the_tile_first_row_stops_seeing(n, m, start):
     """A span's whole tiles run without a mask only up to the first key hidden from a row of the
     query tile: a NaN value there (the interpreter's 16-row tiles start every 16 rows) reaches
     exactly the rows that see it. The others keep their output up to rounding: on a GPU the
@@ -551,8 +558,8 @@ def test_vertical_slash_spans_run_on_the_kernel(nan_empty):
 def test_int8_fp8_executes_spans(causal, nan_empty):
     """precision 'int8-fp8' runs span layouts: the kernel matches its twin and the exact attention
     over the same layout (tests/test_kernel_quant.py has the thorough cases)."""
-    q, k, v = qkv(1, 4, 2, 70, 90)
-    layout = span_layout(1, 2, 70, 90, 32, 32, columns=3, seed=4).to(DEVICE)
+    q, k, v = qkv(1, 1, 1, 70, 90)
+    layout = span_layout(1, 1, 70, 90, 32, 32, columns=3, seed=4).to(DEVICE)
     assert int(layout.span_count.sum()) > 0
     got = attention(q, k, v, layout, causal=causal, precision="int8-fp8", backend="triton")
     twin = attention(q, k, v, layout, causal=causal, precision="int8-fp8", backend="reference")

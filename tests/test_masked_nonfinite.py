@@ -64,21 +64,21 @@ def _qkv(b, h_q, h_kv, n, m, d=32, dtype=torch.float16, seed=0):
 
 def _random_layout(b, h, n, m, bq, bk, p, columns, seed=0, diagonals=0):
     """Random blocks (one key block per (batch, head) left out of every row), columns and, where
-    layouts have them, spans covering ``diagonals`` random diagonals."""
-    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    layouts have them, spans covering ``diagonals`` random diagonals. Drawn on the CPU: a GPU
+    run tests the layouts the CPU run does (CUDA's generator drew one where a poisoned key met no
+    block, failing a precondition: benchmarks/results/h100/tests57/shrunk.log)."""
+    g = torch.Generator().manual_seed(seed)
     qb, kb = -(-n // bq), -(-m // bk)
-    mask = torch.rand(b, h, qb, kb, generator=g, device=DEVICE) < p
-    dropped = torch.randint(kb, (b, h, 1, 1), generator=g, device=DEVICE)
-    mask &= torch.arange(kb, device=DEVICE) != dropped
+    mask = torch.rand(b, h, qb, kb, generator=g) < p
+    dropped = torch.randint(kb, (b, h, 1, 1), generator=g)
+    mask &= torch.arange(kb) != dropped
     layout = Layout.from_block_mask(mask, block_q=bq, block_k=bk, num_queries=n, num_keys=m)
     if columns:
-        cols = torch.randint(-1, m, (b, h, qb, columns), generator=g, device=DEVICE)
-        layout = layout.with_columns(cols)
+        layout = layout.with_columns(torch.randint(-1, m, (b, h, qb, columns), generator=g))
     if diagonals and SPANS:
-        offsets = torch.randint(-1, m, (b, h, diagonals), generator=g, device=DEVICE)
-        layout = layout.with_diagonals(offsets)
+        layout = layout.with_diagonals(torch.randint(-1, m, (b, h, diagonals), generator=g))
         assert layout.has_spans
-    return layout
+    return layout.to(DEVICE)
 
 
 def _check_poison(backend, q, k, v, layout, causal, poison, where, value, lse=True, clean=None):
@@ -128,11 +128,13 @@ def _hidden_keys(layout, causal, b, h_q, h_kv):
 
 
 # (b, h_q, h_kv, n, m, bq, bk, p, columns, diagonals)
+# Kept small, as the interpreter's time grows with heads x row tiles x key tiles (all 16 wide
+# here); every case still has partial last tiles and two or more row tiles per head.
 SHAPES = [
-    (1, 2, 1, 70, 70, 32, 32, 0.5, 0, 2),  # partial last blocks, N == M (spans: partial test)
-    (2, 4, 2, 40, 72, 16, 32, 0.4, 6, 1),  # query_offset 32, columns (and spans), GQA 2, batch 2
-    (1, 4, 1, 90, 50, 32, 16, 0.6, 4, 0),  # N > M: the first 40 rows see nothing
-    (1, 8, 1, 40, 40, 16, 16, 0.7, 0, 0),  # GQA 8
+    (1, 2, 1, 40, 40, 32, 32, 0.5, 0, 2),  # partial last blocks, N == M (spans: partial test)
+    (2, 4, 2, 24, 56, 16, 32, 0.4, 6, 1),  # query_offset 32, columns (and spans), GQA 2, batch 2
+    (1, 2, 1, 90, 50, 32, 16, 0.6, 4, 0),  # N > M: the first 40 rows see nothing
+    (1, 8, 1, 24, 24, 16, 16, 0.7, 0, 0),  # GQA 8
 ]
 
 
@@ -157,12 +159,12 @@ def test_keys_inside_the_diagonal_block(backend, value, where):
     """A key in the diagonal block is seen by the rows at or after it and hidden from those
     before: poison reaches exactly the rows that see it."""
     n = m = 64
-    q, k, v = _qkv(1, 2, 1, n, m)
+    q, k, v = _qkv(1, 1, 1, n, m)  # one head: GQA is the other tests' business
     layout = Layout.dense(n, m, block_q=32, block_k=32, device=DEVICE)
     poison = torch.zeros(1, 1, m, dtype=torch.bool, device=DEVICE)
     poison[..., 45] = True  # diagonal block of rows 32..63: rows 32..44 must not see it
     seen = _check_poison(backend, q, k, v, layout, True, poison, where, value)
-    assert seen == 2 * (n - 45)
+    assert seen == n - 45
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -190,20 +192,23 @@ def test_partially_visible_keys(backend, shape):
 def test_long_prompt_repairs_every_marked_tile(backend):
     """Value rows poisoned far apart in a prompt longer than one repair program's rows (256 under
     the interpreter): every tile they reach through a masked tile is rerun, in each program."""
-    n = 600
+    n = 300  # two repair programs (rows 0..255 and 256..299), a poisoned key in each
     q, k, v = _qkv(1, 2, 1, n, n)
-    layout = Layout.dense(n, n, block_q=32, block_k=32, device=DEVICE)
+    # block_q 64: 32-row tiles in the fast pass, 64-row ones in the repair, half the programs of
+    # block_q 32. block_k stays 32: both passes walk 16-key tiles, so a rerun row rounds as it did
+    # in the fast pass (`_same`; 32-key tiles there moved rows that never see a poisoned key)
+    layout = Layout.dense(n, n, block_q=64, block_k=32, device=DEVICE)
     poison = torch.zeros(1, 1, n, dtype=torch.bool, device=DEVICE)
-    poison[..., [100, 333, 590]] = True
+    poison[..., [100, 290]] = True
     assert _check_poison(backend, q, k, v, layout, True, poison, "v", math.nan) == 2 * (n - 100)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reference_without_lse_matches(backend):
     """The fused softmax branch of the reference (no lse) masks like the lse branch."""
-    q, k, v = _qkv(2, 4, 2, 50, 90)
-    layout = _random_layout(2, 2, 50, 90, 16, 32, 0.4, 6)
-    hidden = _hidden_keys(layout, True, 2, 4, 2)
+    q, k, v = _qkv(1, 2, 1, 50, 90)  # GQA 2 kept; more heads or batch: the same branch
+    layout = _random_layout(1, 1, 50, 90, 16, 32, 0.4, 6)
+    hidden = _hidden_keys(layout, True, 1, 2, 1)
     _check_poison(backend, q, k, v, layout, True, hidden, "kv", math.nan, lse=False)
     poison = torch.zeros_like(hidden)
     poison[:, :, 60] = True
@@ -215,7 +220,7 @@ def test_reference_without_lse_matches(backend):
 def test_storage_past_the_last_key_is_never_read(backend, n, m):
     """K/V are views into buffers that hold NaN past key M (inside the last partial block's tile):
     nothing past the tensor's end is read."""
-    q, k, v = _qkv(1, 2, 1, n, m)
+    q, k, v = _qkv(1, 1, 1, n, m)
     layout = Layout.dense(n, m, block_q=32, block_k=32, causal=False, device=DEVICE)
     big = torch.full((2, 1, 1, m + 64, 32), math.nan, dtype=q.dtype, device=DEVICE)
     big[0, :, :, :m], big[1, :, :, :m] = k, v
