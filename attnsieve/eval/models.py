@@ -9,8 +9,9 @@
 - ``"probe"``: the probe model shipped in ``attnsieve/eval/probe/weights``.
 - a path to a ``.gguf`` file, or a transformers model folder or Hub name.
 
-GGUF files are dequantized by transformers to the requested dtype (needs ``gguf`` and
-``accelerate``). ``rope_scale=F`` applies YaRN to reach F times the model's trained length.
+GGUF files are dequantized by transformers (needs ``gguf`` and ``accelerate``) once, into a
+transformers folder of the cache that later loads read (`attnsieve.eval.gguf_cache`).
+``rope_scale=F`` applies YaRN to reach F times the model's trained length.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from attnsieve.checks import check_device
+from attnsieve.eval.gguf_cache import converted_folder
 from attnsieve.eval.probe import weights_dir
 from attnsieve.eval.probe.tokenizer import FILE_NAME as BYTE_TOKENIZER_FILE
 from attnsieve.eval.probe.tokenizer import ByteTokenizer
@@ -179,7 +181,11 @@ def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None
         config = _hub_config(path)
     else:
         try:
-            if gguf_file:  # a copy: YaRN below changes it in place
+            folder = converted_folder(path / gguf_file) if gguf_file else None
+            if folder is not None:  # the file's model, converted once (`gguf_cache`)
+                path, gguf_file = folder, None
+                config = AutoConfig.from_pretrained(folder)
+            elif gguf_file:  # a copy: YaRN below changes it in place
                 stat = (path / gguf_file).stat()
                 config = _gguf_config(path, gguf_file, stat.st_mtime_ns, stat.st_size)
                 config = copy.deepcopy(config)

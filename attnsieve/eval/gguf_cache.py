@@ -1,0 +1,183 @@
+"""A GGUF model converted once into a transformers folder, so that later loads skip the parse.
+
+transformers reads a GGUF file's metadata with gguf-py one field at a time, and a load parses the
+file three times (config, weights, tokenizer): SmolLM2-135M-Instruct took 53 s to load on a
+2-core CPU, of which the dequantization was about 5 s. The first load of a GGUF file loads it
+as transformers does (as long as before), writes the dequantized float32 weights (safetensors),
+the config, the generation config and the tokenizer into a folder of the cache, checks that the
+folder loads back to the same weights, config, tokens and chat template, and only then marks it
+done. Later loads read that folder (0.8 s there). The folder is named by the file's path, size and modification
+time and by the transformers version, so a changed file or another transformers converts anew.
+
+The cache lives in ``$ATTNSIEVE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/attnsieve``, else
+``~/.cache/attnsieve``); SmolLM2's folder takes 517 MB. An empty ``ATTNSIEVE_CACHE_DIR`` turns the
+cache off, and a cache that cannot be written is skipped with a warning: every load then parses
+the file, as transformers does. Processes that load the same file at once convert it once: the
+others wait on a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_ENV = "ATTNSIEVE_CACHE_DIR"
+FORMAT = 1  # the folder's layout: a new one converts every file anew
+DONE = "attnsieve-converted"  # written last, once the folder has loaded back as the file did
+# what the folder may change in a config: where it came from, the GGUF quantizer's record, and
+# the dtype, which each load sets
+CONFIG_KEYS_LEFT_OUT = ("_name_or_path", "quantization_config", "transformers_version", "dtype")
+# the tokenizer is checked on a sample that reaches bytes, merges, special tokens and the template
+TOKENIZER_SAMPLE = "The passkey is 68391. Remember it!\n\tünïcödé 東京 🙂  <|im_end|>"
+
+
+def cache_root() -> Path | None:
+    """The cache folder, or None when ``$ATTNSIEVE_CACHE_DIR`` is set empty (no cache)."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return Path(env).expanduser() if env else None
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "attnsieve"
+
+
+def converted_folder(gguf: Path) -> Path | None:
+    """The transformers folder of ``gguf``'s model, converted now if the cache lacks it; None when
+    the cache is off or cannot be written (a warning says why). A file that is no model raises
+    what transformers raises."""
+    root = cache_root()
+    if root is None:
+        return None
+    import transformers
+
+    stat = gguf.stat()
+    key = f"{FORMAT}|{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    folder = root / "gguf" / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if (folder / DONE).is_file():
+        return folder
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(folder.with_name(folder.name + ".lock"), "w")  # noqa: SIM115 (held below)
+    except OSError as e:
+        _cannot_write(root, gguf, e)
+        return None
+    with lock, _locked(lock, gguf):
+        if (folder / DONE).is_file():  # another process converted it while this one waited
+            return folder
+        print(
+            f"attnsieve: converting {gguf.name} once into {folder} (a minute on a CPU; later "
+            "loads read that folder)",
+            file=sys.stderr,
+        )
+        model, tokenizer = _load_gguf(gguf)
+        try:
+            _write(model, tokenizer, folder)
+        except (OSError, RuntimeError) as e:  # RuntimeError: the folder did not load back
+            _cannot_write(root, gguf, e)
+            return None
+    return folder
+
+
+def _load_gguf(gguf: Path) -> tuple[Any, Any]:
+    """The file's model (float32, on the CPU) and tokenizer, as transformers reads them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = gguf.parent, gguf.name
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(folder, gguf_file=name)
+
+
+def _write(model: Any, tokenizer: Any, folder: Path) -> None:
+    """``model`` and ``tokenizer`` into ``folder``, through a temporary folder beside it that is
+    renamed once it loads back as they are (`check_folder`); the marker is written last."""
+    from safetensors.torch import save_model
+
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):  # a float folder, not a quantized model
+            del config.quantization_config
+        config.save_pretrained(partial)
+        model.generation_config.save_pretrained(partial)
+        save_model(model, str(partial / "model.safetensors"))  # tied weights stored once
+        tokenizer.save_pretrained(partial)
+        check_folder(model, tokenizer, partial)
+        shutil.rmtree(folder, ignore_errors=True)  # a folder left by a crash, never marked done
+        partial.rename(folder)
+        (folder / DONE).write_text(f"format {FORMAT}\n")
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def check_folder(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Raise RuntimeError unless ``folder`` loads back to ``model``'s weights (bit for bit) and
+    config, and to ``tokenizer``'s tokens and chat template on `TOKENIZER_SAMPLE`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    want, got = model.state_dict(), loaded.state_dict()
+    differ = sorted(set(want) ^ set(got)) or [k for k in want if not torch.equal(want[k], got[k])]
+    if differ:
+        raise RuntimeError(f"{folder}: weights differ from the GGUF file's: {differ[:3]}")
+    want_config, got_config = (_plain_config(m.config) for m in (model, loaded))
+    if want_config != got_config:
+        keys = sorted(k for k in want_config.keys() | got_config.keys()
+                      if want_config.get(k) != got_config.get(k))  # fmt: skip
+        raise RuntimeError(f"{folder}: config differs from the GGUF file's in {keys}")
+    reloaded = AutoTokenizer.from_pretrained(folder)
+    chat = [{"role": "user", "content": TOKENIZER_SAMPLE}]
+    for name, use in (("tokens", lambda t: t(TOKENIZER_SAMPLE).input_ids),
+                      ("chat template", lambda t: _chat(t, chat))):  # fmt: skip
+        if use(tokenizer) != use(reloaded):
+            raise RuntimeError(f"{folder}: the tokenizer's {name} differ from the GGUF file's")
+
+
+def _plain_config(config: Any) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in CONFIG_KEYS_LEFT_OUT}
+
+
+def _chat(tokenizer: Any, chat: list[dict]) -> str | None:
+    """The chat template's text, or None for a tokenizer without one (in both, then: equal)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+
+@contextlib.contextmanager
+def _locked(lock: Any, gguf: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the open file ``lock``, saying so when another process has it."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"attnsieve: waiting for another process converting {gguf.name}", file=sys.stderr)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _cannot_write(root: Path, gguf: Path, error: Exception) -> None:
+    warnings.warn(
+        f"{CACHE_ENV}: cannot use the model cache in {root} ({error}); {gguf.name} is parsed "
+        f"again on every load (set {CACHE_ENV} to a writable folder, or empty to turn this off)",
+        stacklevel=3,
+    )
+
+
+if __name__ == "__main__":  # `make`'s install step: SmolLM2's file converted before the demo runs
+    from attnsieve.eval.models import smollm2_path
+
+    print(f"SmolLM2-135M-Instruct: {converted_folder(smollm2_path()) or 'no cache, parsed on load'}")

@@ -1,0 +1,165 @@
+"""The GGUF conversion cache (`attnsieve.eval.gguf_cache`) on a tiny random Llama standing in
+for the file's model: a first load converts, later loads read the folder, a folder that does not
+load back is never used, and a cache that cannot be written leaves loading as it was."""
+
+import fcntl
+import os
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("transformers")
+import torch  # noqa: E402
+
+from attnsieve.eval import gguf_cache  # noqa: E402
+
+CHAT = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+
+
+def _tiny_model_and_tokenizer(chat_template=CHAT):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=True,
+    )  # fmt: skip
+    bytes_ = pre_tokenizers.ByteLevel.alphabet()
+    bpe = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(bytes_))}, merges=[]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    tokenizer.chat_template = chat_template
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+@pytest.fixture
+def gguf(tmp_path, monkeypatch):
+    """A file standing in for a GGUF model, the cache in tmp_path, and the conversions made."""
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF")
+    monkeypatch.setenv(gguf_cache.CACHE_ENV, str(tmp_path / "cache"))
+    loads = []
+
+    def load(file):
+        loads.append(file)
+        return _tiny_model_and_tokenizer()
+
+    monkeypatch.setattr(gguf_cache, "_load_gguf", load)
+    return path, loads
+
+
+def test_the_first_load_converts_and_later_loads_read_the_folder(gguf, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, loads = gguf
+    folder = gguf_cache.converted_folder(path)
+    assert loads == [path] and "converting model.gguf once" in capsys.readouterr().err
+    assert (folder / gguf_cache.DONE).is_file()
+    assert folder.parent.parent == gguf_cache.cache_root()
+    assert gguf_cache.converted_folder(path) == folder and len(loads) == 1
+    assert capsys.readouterr().err == ""
+    model, tokenizer = _tiny_model_and_tokenizer()
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    want, got = model.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert not hasattr(loaded.config, "quantization_config")
+    assert AutoTokenizer.from_pretrained(folder)("x ü").input_ids == tokenizer("x ü").input_ids
+    assert [p.name for p in folder.parent.iterdir() if ".partial" in p.name] == []
+
+
+def test_a_changed_file_converts_anew(gguf):
+    path, loads = gguf
+    first = gguf_cache.converted_folder(path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = gguf_cache.converted_folder(path)
+    assert second != first and len(loads) == 2
+    assert (first / gguf_cache.DONE).is_file() and (second / gguf_cache.DONE).is_file()
+
+
+def test_an_empty_variable_turns_the_cache_off(gguf, monkeypatch):
+    path, loads = gguf
+    monkeypatch.setenv(gguf_cache.CACHE_ENV, "")
+    assert gguf_cache.cache_root() is None
+    assert gguf_cache.converted_folder(path) is None and loads == []
+
+
+def test_the_default_root_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv(gguf_cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert gguf_cache.cache_root() == tmp_path / "attnsieve"
+
+
+def test_a_cache_that_cannot_be_written_warns_and_loads_as_before(gguf, monkeypatch, tmp_path):
+    path, loads = gguf
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(gguf_cache.CACHE_ENV, str(blocked / "cache"))  # under a file: no folder
+    with pytest.warns(UserWarning, match=f"^{gguf_cache.CACHE_ENV}: cannot use the model cache"):
+        assert gguf_cache.converted_folder(path) is None
+    assert loads == []  # found before the file was parsed
+
+
+def test_a_folder_that_does_not_load_back_is_never_marked_done(gguf, monkeypatch):
+    """Weights written wrong (one element changed on its way to disk): the check that reloads the
+    folder refuses it, the load warns, and nothing is left in the cache but the lock."""
+    import safetensors.torch
+
+    path, loads = gguf
+    save = safetensors.torch.save_model
+
+    def corrupting(model, file):
+        with torch.no_grad():
+            model.model.norm.weight[0] += 1
+        save(model, file)
+        with torch.no_grad():
+            model.model.norm.weight[0] -= 1
+
+    monkeypatch.setattr(safetensors.torch, "save_model", corrupting)
+    with pytest.warns(UserWarning, match=r"weights differ from the GGUF file's: \['model.norm"):
+        assert gguf_cache.converted_folder(path) is None
+    names = [p.name for p in (gguf_cache.cache_root() / "gguf").iterdir()]
+    assert len(names) == 1 and names[0].endswith(".lock")
+    monkeypatch.setattr(safetensors.torch, "save_model", save)
+    assert gguf_cache.converted_folder(path) is not None and len(loads) == 2
+
+
+@pytest.mark.parametrize("change", ["weights", "config", "tokens", "chat template"])
+def test_the_check_sees_each_part(tmp_path, change):
+    model, tokenizer = _tiny_model_and_tokenizer()
+    folder = tmp_path / "folder"
+    gguf_cache._write(model, tokenizer, folder)
+    gguf_cache.check_folder(model, tokenizer, folder)  # as written: passes
+    if change == "weights":
+        with torch.no_grad():
+            model.lm_head.weight[3, 2] += 1e-6  # tied: the embedding too
+    elif change == "config":
+        model.config.rms_norm_eps = 1e-5
+    elif change == "tokens":
+        tokenizer.add_tokens(["passkey"])
+    else:
+        tokenizer.chat_template = CHAT.replace("<", "[")
+    with pytest.raises(RuntimeError, match=change):
+        gguf_cache.check_folder(model, tokenizer, folder)
+
+
+def test_a_second_process_waits_for_the_conversion(gguf, capsys):
+    """Another process holds the lock (converting): the load waits, says so once, and then reads
+    the folder that process marked done, without converting it again."""
+    path, loads = gguf
+    folder = gguf_cache.converted_folder(path)
+    (folder / gguf_cache.DONE).unlink()  # as if the other process were still writing it
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(gguf_cache.converted_folder(path)))
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not got
+        (folder / gguf_cache.DONE).write_text("format 1\n")  # the other process finishes
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    waiter.join(timeout=30)
+    assert got == [folder] and len(loads) == 1
+    assert "waiting for another process converting model.gguf" in capsys.readouterr().err
