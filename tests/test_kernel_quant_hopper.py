@@ -1,5 +1,6 @@
-"""The Hopper (Gluon) path of the INT8·FP8 kernel against the twin and exact attention, and the
-dispatch that picks it. Gluon has no interpreter: the kernel tests need an sm_90 GPU."""
+"""The Hopper (Gluon) path of the INT8·FP8 kernel, in order and over key-block layouts, against
+the twin and exact attention, and the dispatch that picks it. Gluon has no interpreter: the kernel
+tests need an sm_90 GPU."""
 
 import math
 
@@ -11,7 +12,14 @@ from attnsieve.kernels.prefill_reference import attention_reference
 from attnsieve.kernels.quant import quant_attention
 from attnsieve.kernels.quant_reference import quant_attention_reference
 from attnsieve.layout import Layout
-from tests.test_kernel_quant import MIN_COSINE, _check, _head_cosines, _qkv, _rel_rms
+from tests.test_kernel_quant import (
+    MIN_COSINE,
+    _check,
+    _head_cosines,
+    _qkv,
+    _random_layout,
+    _rel_rms,
+)
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 # P·V accumulates inside the FP8 MMA (about 14 bits kept from tile to tile) where the twin adds
@@ -37,30 +45,73 @@ def launches(monkeypatch):
 
 
 def test_only_what_the_kernel_covers_is_sent_to_it():
-    """Causal, head dim 128, M >= N, 64 x 128 quantisation tiles, on an sm_90 GPU: anything else
-    (and every CPU tensor) stays on the Triton kernel."""
+    """Causal, head dim 128, M >= N, 64 x 128 quantisation tiles, key blocks alone, on an sm_90
+    GPU: anything else (and every CPU tensor) stays on the Triton kernel."""
     dev = "cuda" if HOPPER else "cpu"
     q = torch.zeros(1, 2, 100, 128, device=dev)
     k = torch.zeros(1, 1, 200, 128, device=dev)
-    assert quant_hopper.fits(q, k, True, (64, 128)) == HOPPER
-    assert not quant_hopper.fits(q, k, False, (64, 128))
-    assert not quant_hopper.fits(q, k, True, (64, 64))
-    assert not quant_hopper.fits(q[..., :64], k[..., :64], True, (64, 128))
-    assert not quant_hopper.fits(k, q, True, (64, 128))  # more queries than keys
-    assert not quant_hopper.fits(q.cpu(), k.cpu(), True, (64, 128))
+    blocks = Layout.dense(100, 200, block_q=64, block_k=128, device=dev)
+    assert quant_hopper.fits(q, k, None, True, (64, 128)) == HOPPER
+    assert quant_hopper.fits(q, k, blocks, True, (64, 128)) == HOPPER
+    columns = blocks.with_columns(torch.zeros(1, 1, 2, 1, dtype=torch.int32, device=dev))
+    assert not quant_hopper.fits(q, k, columns, True, (64, 128))
+    assert not quant_hopper.fits(q, k, None, False, (64, 128))
+    assert not quant_hopper.fits(q, k, None, True, (64, 64))
+    assert not quant_hopper.fits(q[..., :64], k[..., :64], None, True, (64, 128))
+    assert not quant_hopper.fits(k, q, None, True, (64, 128))  # more queries than keys
+    assert not quant_hopper.fits(q.cpu(), k.cpu(), None, True, (64, 128))
+
+
+# (b, h_q, h_kv, n, m, block_q, layout heads, layout batch, p): GQA 1 and 4, layout heads 1, H_kv
+# and H_q, a layout batch of 2 and one broadcast, 64- and 128-row blocks, M - N of 0, 60 (the
+# diagonal across two key tiles) and 3000, partial last blocks; p = 0: every list empty
+SPARSE_CASES = [
+    (1, 4, 1, 1000, 1000, 128, "q", 1, 0.4),
+    (2, 8, 2, 700, 1100, 64, "kv", 2, 0.5),
+    (1, 4, 4, 200, 260, 128, "one", 1, 0.6),
+    (2, 4, 1, 129, 3129, 64, "q", 1, 0.3),
+    (1, 2, 1, 300, 300, 128, "q", 1, 0.0),
+]
 
 
 @needs_hopper
-def test_block_lists_stay_on_the_triton_kernel(launches):
-    """A sparse layout runs the Triton kernel: through this kernel's schedule its block lists
-    measured 2 % slower (benchmarks/NOTES-kernels.md, twenty-fifth session)."""
-    q, k, v = _qkv(1, 4, 1, 1000, 1000, 128)
-    mask = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4
-    layout = Layout.from_block_mask(
-        mask.to("cuda"), block_q=128, block_k=128, num_queries=1000, num_keys=1000
-    )
-    _check(q, k, v, layout, True)
-    assert not launches
+@pytest.mark.parametrize("case", SPARSE_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_block_lists_match_twin_and_exact(launches, case):
+    """A layout of key blocks runs this kernel: each program walks its query block's sorted list
+    (loaded two tiles ahead), its blocks seen whole first and the masked ones after; a row that
+    sees no key (an empty list, or only blocks past its position) gives 0 and lse -inf."""
+    b, h_q, h_kv, n, m, block_q, heads, batch, p = case
+    q, k, v = _qkv(b, h_q, h_kv, n, m, 128)
+    h = {"q": h_q, "kv": h_kv, "one": 1}[heads]
+    layout = _random_layout(batch, h, n, m, block_q, 128, p=p)
+    if p == 0:  # no output to compare the twin's with
+        out, lse = quant_attention(q, k, v, layout, return_lse=True)
+        assert not out.any() and (lse == -math.inf).all()
+    else:
+        _check(q, k, v, layout, True, twin_rtol=TWIN_RTOL)
+    assert len(launches) == 1
+
+
+@needs_hopper
+def test_block_lists_flag_the_rows_that_see_a_nan(launches):
+    """A non-finite key in a listed block reaches exactly the rows that see it, in a block seen
+    whole and in a masked diagonal block; unlisted blocks' NaN and inf reach no row."""
+    n = m = 512
+    q, k, v = _qkv(1, 2, 1, n, m, 128)
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    for q_block, key_blocks in enumerate([[0], [1], [0, 2], [3]]):
+        mask[0, 0, q_block, key_blocks] = True
+    layout = Layout.from_block_mask(mask.cuda(), block_q=128, block_k=128, num_queries=n,
+                                    num_keys=m)  # fmt: skip
+    k[:, :, 10, 3] = math.nan  # block 0: query block 0's diagonal from row 10, query block 2 whole
+    k[:, :, 200, 1] = math.inf  # block 1: query block 1's diagonal from row 200
+    out, lse = quant_attention(q, k, v, layout, return_lse=True)
+    _, ref_lse = quant_attention_reference(q, k, v, layout, return_lse=True)
+    expect = torch.zeros(1, 2, n, dtype=torch.bool, device="cuda")
+    expect[..., 10:128] = expect[..., 200:256] = expect[..., 256:384] = True  # query block 3: none
+    assert torch.equal(out.isnan().all(-1), expect) and torch.equal(out.isnan().any(-1), expect)
+    assert torch.equal(lse.isnan(), expect) and torch.equal(ref_lse.isnan(), expect)
+    assert len(launches) == 1
 
 
 @needs_hopper

@@ -6,8 +6,9 @@ file three times (config, weights, tokenizer): SmolLM2-135M-Instruct took 53 s t
 as transformers does (as long as before), writes the dequantized float32 weights (safetensors),
 the config, the generation config and the tokenizer into a folder of the cache, checks that the
 folder loads back to the same weights, config, tokens and chat template, and only then marks it
-done. Later loads read that folder (0.8 s there). The folder is named by the file's path, size and modification
-time and by the transformers version, so a changed file or another transformers converts anew.
+done. Later loads read that folder (0.8 s there). The folder is named by the file's path, size
+and modification time and by the transformers version, so a changed file or another transformers
+converts anew.
 
 The cache lives in ``$ATTNSIEVE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/attnsieve``, else
 ``~/.cache/attnsieve``); SmolLM2's folder takes 517 MB. An empty ``ATTNSIEVE_CACHE_DIR`` turns the
@@ -180,4 +181,5 @@ def _cannot_write(root: Path, gguf: Path, error: Exception) -> None:
 if __name__ == "__main__":  # `make`'s install step: SmolLM2's file converted before the demo runs
     from attnsieve.eval.models import smollm2_path
 
-    print(f"SmolLM2-135M-Instruct: {converted_folder(smollm2_path()) or 'no cache, parsed on load'}")
+    folder = converted_folder(smollm2_path())
+    print(f"SmolLM2-135M-Instruct: {folder or 'no cache: parsed on every load'}")

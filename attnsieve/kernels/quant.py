@@ -29,14 +29,15 @@ Differences from the papers:
 - The lse adds K smoothing's shift q · mean(K) back from Q as given, not from its INT8 rounding
   (which would put the rounding times mean(K), the outlier term smoothing removes, into the lse).
 
-On an sm_90 GPU the in-order path (no layout or `Layout.dense`, causal, head_dim 128, M >= N)
-runs `attnsieve.kernels.quant_hopper` instead: the same quantisation and semantics in a
-warp-specialised Gluon kernel with FlashAttention-3's schedule, whose P·V accumulates inside the
-FP8 MMA (its docstring says why and what that costs), and which quantises Q itself as it loads it.
-This kernel does not: with Q quantised in its prologue (the same `load_quantized_rows`) the sparse
-row of `bench kernels` (64K, 10 %, H200) took 6.89 ms, since Triton moved the computed tile through
-shared memory on every key tile where it keeps a loaded one in the dot's registers; routed through
-memory and loaded back, 6.68 / 6.72 ms; with the pass, 6.14–6.36 ms over six earlier runs
+On an sm_90 GPU causal calls at head_dim 128 with M >= N, in order (no layout or `Layout.dense`)
+or over a layout of key blocks alone (no columns or spans), run `attnsieve.kernels.quant_hopper`
+instead: the same quantisation and semantics in a warp-specialised Gluon kernel with
+FlashAttention-3's schedule, whose P·V accumulates inside the FP8 MMA (its docstring says why and
+what that costs), and which quantises Q itself as it loads it. This kernel does not: with Q
+quantised in its prologue (the same `load_quantized_rows`) the sparse row of `bench kernels` (64K,
+10 %, H200) took 6.89 ms, since Triton moved the computed tile through shared memory on every key
+tile where it keeps a loaded one in the dot's registers; routed through memory and loaded back,
+6.68 / 6.72 ms; with the pass, 6.14–6.36 ms over six earlier runs
 (benchmarks/results/h200/quant26/).
 
 Under the Triton interpreter (CPU tests) P is rounded to FP8 through `to_fp8`'s emulation
@@ -411,7 +412,8 @@ def quant_attention(
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         z, q_tiles = quantize_for_kernel(q, k, v, layout, causal)
         if q_tiles is None:
-            quant_hopper.attention(q, z, out, lse if return_lse else None, scale * LOG2E)
+            blocks = None if in_order else layout
+            quant_hopper.attention(q, z, out, lse if return_lse else None, scale * LOG2E, blocks)
             return (out, lse) if return_lse else out
         q8, q_scale, q_bad = q_tiles
         if in_order:  # the index pointers are never read: placeholders
@@ -483,7 +485,8 @@ def quantize_for_kernel(
 def runs_hopper_kernel(q: Tensor, k: Tensor, layout: Layout | None, causal: bool) -> bool:
     """Whether `quant_attention` runs `attnsieve.kernels.quant_hopper` (not the Triton kernel)
     on these inputs."""
-    return _in_order(layout, causal) and quant_hopper.fits(q, k, causal, quant_tiles(layout))
+    blocks = None if _in_order(layout, causal) else layout
+    return quant_hopper.fits(q, k, blocks, causal, quant_tiles(layout))
 
 
 def _strides(t: Tensor, batch: int) -> tuple[int, int, int]:

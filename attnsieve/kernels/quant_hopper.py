@@ -1,11 +1,13 @@
-"""INT8 Q·Kᵀ / FP8 P·V dense causal attention for Hopper (sm_90), written in Gluon.
+"""INT8 Q·Kᵀ / FP8 P·V causal attention for Hopper (sm_90), in order or over key blocks, in Gluon.
 
-SageAttention2's quantised attention (Zhang et al., arXiv 2411.10958) as the in-order path of
-`attnsieve.kernels.quant` (no layout, or `Layout.dense`) at head_dim 128, causal, with at least as
-many keys as queries, on an sm_90 GPU. Same inputs (q, and `quantize_kv_blocks`' 128-key K blocks),
-the same quantisation of each program's 64-row Q tile (`quantize.quantize_int8`, spelt in Gluon),
-the same outputs and the same non-finite semantics as the Triton kernel; what differs is the
-schedule, which Triton does not let a kernel choose:
+SageAttention2's quantised attention (Zhang et al., arXiv 2411.10958) as the sm_90 path of
+`attnsieve.kernels.quant` at head_dim 128, causal, with at least as many keys as queries: in
+order (no layout, or `Layout.dense`), or over a layout of 128-key blocks alone (SpargeAttn's block
+sparsity, arXiv 2502.18137; columns and spans stay on the Triton kernel). Same inputs (q, and
+`quantize_kv_blocks`' 128-key K blocks), the same quantisation of each program's 64-row Q tile
+(`quantize.quantize_int8`, spelt in Gluon), the same outputs and the same non-finite semantics as
+the Triton kernel (a row that sees no key gives 0 and lse -inf); what differs is the schedule,
+which Triton does not let a kernel choose:
 
 - Warp-specialised (FlashAttention-3, Shah et al., arXiv 2407.08608): one producer warp streams K
   and Vᵀ tiles into a two-stage ring by TMA (while the consumer warpgroup quantises Q into shared
@@ -24,6 +26,13 @@ schedule, which Triton does not let a kernel choose:
   kernel covers K and V only. Side by side in one run on Llama-3-8B's heads, whole calls took
   11.94 / 186.4 ms at 32K / 128K against 12.11 / 189.8 for this kernel reading Q by TMA from the
   Q pass (benchmarks/results/h200/quant27/qpass/).
+- Over a layout each program walks its query block's sorted block list, the blocks every row sees
+  whole first and the masked ones after. A tile's block index is loaded two tiles ahead and its
+  K scale one tile ahead, so no softmax waits on a chain of dependent loads (the main loop: 592
+  SASS instructions a tile against 579 in order, offline sm_90). The twenty-fifth session's
+  version, with the loads in the tile's own iteration and a Q pass in front, ran 2 % slower than
+  the Triton kernel; this one took 5.92-5.96 ms against the Triton path's 6.22 on `bench
+  kernels`' 10 % / 64K row on an H100 (benchmarks/results/h100/quant58/).
 - P reaches the MMA through shared memory: an fp8 operand in registers that lives across loop
   iterations is unpacked and repacked byte by byte (185 PRMT a tile, offline sm_90 SASS).
 - The int32 scores' conversion offset (s + 1.5·2²³ as fp32 bits) folds into exp2's FMA, and Q's
@@ -44,7 +53,9 @@ import triton
 from torch import Tensor
 
 from attnsieve.kernels import gluon_written_for, on_gluon_hopper
+from attnsieve.kernels.prefill import layout_tensors
 from attnsieve.kernels.quantize import QuantizedKV
+from attnsieve.layout import Layout
 
 try:  # written for (and run on) Triton 3.6's Gluon: `gluon_written_for`
     from triton.experimental import gluon
@@ -67,25 +78,32 @@ if not gluon_written_for(triton.__version__):
 BLOCK_M, BLOCK_N, HEAD_DIM, STAGES = 64, 128, 128, 2
 
 
-def fits(q: Tensor, k: Tensor, causal: bool, tiles: tuple[int, int]) -> bool:
-    """Whether this kernel runs an in-order call of `quant_attention` on these inputs and
-    quantisation ``tiles`` (BLOCK_M, BLOCK_N): causal, head_dim 128, M >= N, an sm_90 GPU."""
+def fits(q: Tensor, k: Tensor, layout: Layout | None, causal: bool, tiles: tuple[int, int]) -> bool:
+    """Whether this kernel runs a call of `quant_attention` on these inputs, ``layout`` (None: in
+    order) and quantisation ``tiles`` (BLOCK_M, BLOCK_N): causal, head_dim 128, M >= N, an sm_90
+    GPU, and a layout of key blocks alone (no columns or spans)."""
     return (
         gluon is not None
         and tiles == (BLOCK_M, BLOCK_N)
         and on_gluon_hopper(q)
         and causal
         and q.shape[-1] == HEAD_DIM
-        and k.shape[2] >= q.shape[2]  # every query sees key 0: no row without a key
+        and k.shape[2] >= q.shape[2]
+        and (layout is None or not (layout.has_columns or layout.has_spans))
     )
 
 
 def attention(
-    q: Tensor, z: QuantizedKV, out: Tensor, lse: Tensor | None, scale_log2: float
+    q: Tensor,
+    z: QuantizedKV,
+    out: Tensor,
+    lse: Tensor | None,
+    scale_log2: float,
+    layout: Layout | None = None,
 ) -> None:
     """Write ``out`` (B, H_q, N, D, any strides) and, unless None, ``lse`` (B, H_q, N,
-    contiguous) from ``q`` (any strides) and ``z``; ``scale_log2`` is the softmax scale times
-    log2(e)."""
+    contiguous) from ``q`` (any strides) and ``z``, over ``layout``'s key blocks (None: every
+    block in order); ``scale_log2`` is the softmax scale times log2(e)."""
     b, h_q, n, d = q.shape
     h_kv, m = z.k.shape[1], z.k.shape[2]
     k2 = z.k.view(b * h_kv * m, d)
@@ -94,11 +112,21 @@ def attention(
     int8_tile = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [BLOCK_N, d], int8_tile)
     v_desc = TensorDescriptor(v2, list(v2.shape), list(v2.stride()), [d, BLOCK_N], int8_tile)
+    if layout is None:  # the block list is never read: placeholders
+        bidx, bcnt, block_q, div, list_strides = z.k_scale, z.k_scale, BLOCK_M, 1, (0,) * 6
+    else:
+        bidx, bcnt = layout_tensors(layout)[:2]
+        bs = 0 if layout.batch == 1 else 1  # a layout's batch of 1 broadcasts: a zero stride
+        list_strides = (bs * bidx.stride(0), *bidx.stride()[1:3], bs * bcnt.stride(0),
+                        *bcnt.stride()[1:])  # fmt: skip
+        block_q, div = layout.block_q, h_q // layout.heads
     # fmt: off
     _kernel[(triton.cdiv(n, BLOCK_M), b * h_q)](
         q, k_desc, v_desc, out, out if lse is None else lse, z.k_scale, z.k_mean, z.v_scale,
-        z.kv_bad, z.k_block_bad, *q.stride(), *out.stride(), n, m, h_q, h_kv, scale_log2,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=d, STAGES=STAGES, RETURN_LSE=lse is not None,
+        z.kv_bad, z.k_block_bad, bidx, bcnt, *q.stride(), *out.stride(), *list_strides, n, m,
+        h_q, h_kv, div, scale_log2,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_Q=block_q, HEAD_DIM=d, STAGES=STAGES,
+        SPARSE=layout is not None, RETURN_LSE=lse is not None,
         # one consumer warpgroup and a producer warpgroup (one warp works) at 128 registers a
         # thread: the consumer takes 232, the producer 24, and two programs share an SM
         num_warps=4, maxnreg=128,
@@ -113,14 +141,23 @@ if gluon is not None:
     # Kernel argument lists stay dense (one role per line) rather than one name per line.
     # fmt: off
     @gluon.jit
-    def _producer(k_desc, v_desc, bufs, bars, kv_row, vt_row, n_tiles, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr):
+    def _block(p_idx, j, n_tiles, SPARSE: gl.constexpr):
+        """Key block of the program's tile j: its j-th listed block, or block j in order (0 past
+        the list's end, so that a tile loaded ahead stays in bounds)."""
+        if SPARSE:
+            return gl.load(p_idx + j, mask=j < n_tiles, other=0)
+        else:
+            return j
+
+    @gluon.jit
+    def _producer(k_desc, v_desc, bufs, bars, p_idx, kv_row, vt_row, n_tiles,
+                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SPARSE: gl.constexpr):
         q_smem, k_smem, v_smem, p_smem = bufs
         k_ready, k_empty, v_ready, v_empty = bars
         for j in range(n_tiles):
             s = j % STAGES
             phase = (j // STAGES) & 1
-            start = j * BLOCK_N
+            start = _block(p_idx, j, n_tiles, SPARSE) * BLOCK_N  # loaded while the stage frees
             mbarrier.wait(k_empty.index(s), phase ^ 1)  # a fresh barrier passes phase 1
             mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(k_desc, [kv_row + start, 0], k_ready.index(s),
@@ -131,7 +168,8 @@ if gluon is not None:
                                             v_smem.index(s))
 
     @gluon.jit
-    def _softmax(s_int, sc, m_i, l_i, row_bad, o_qpos, o_n, KVBAD, M, MASKED: gl.constexpr):
+    def _softmax(s_int, sc, m_i, l_i, row_bad, o_qpos, o_n, KVBAD, M, MASKED: gl.constexpr,
+                 SPARSE: gl.constexpr):
         """Fold one tile of int32 scores into the running softmax: (P x 448 in fp8, alpha, m, l,
         row_bad). ``sc`` is the tile's score scale (one Q block x one K block, log2 units);
         masked tiles hide keys past a row's position (or past M) and flag the rows that see a
@@ -141,13 +179,18 @@ if gluon is not None:
             m_s = (o_n[None, :] <= o_qpos[:, None]) & (o_n[None, :] < M)
             s = gl.where(m_s, (s - MAGIC) * sc, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 1))
-            p = gl.exp2(s - (m_new - LOG2_FP8_MAX)[:, None])
+            m_sub = m_new
+            if SPARSE:  # a row may have seen no key yet: subtract 0, so exp2 gives 0, not NaN
+                m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
+            p = gl.exp2(s - (m_sub - LOG2_FP8_MAX)[:, None])
             k_bad = gl.load(KVBAD + o_n, mask=o_n < M, other=0)
             row_bad = row_bad | (gl.max((m_s & (k_bad[None, :] != 0)).to(gl.int32), 1) > 0)
         else:
             m_new = gl.maximum(m_i, (gl.max(s, 1) - MAGIC) * sc)
+            m_sub = m_new
             p = gl.exp2(s * sc - (MAGIC * sc + m_new - LOG2_FP8_MAX)[:, None])
-        alpha = gl.exp2(m_i - m_new)  # 0 on the first tile; m is finite from it on (key 0)
+        # 0 on a row's first keys; in order m is finite from the first tile on (key 0)
+        alpha = gl.exp2(m_i - m_sub)
         l_i = l_i * alpha + gl.sum(p, 1)
         return p.to(gl.float8e4nv), alpha, m_new, l_i, row_bad
 
@@ -168,7 +211,7 @@ if gluon is not None:
 
     @gluon.jit
     def _step(j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, o_qpos, o_n, KVBAD, M,
-              zero_s, STAGES: gl.constexpr, MASKED: gl.constexpr):
+              zero_s, STAGES: gl.constexpr, MASKED: gl.constexpr, SPARSE: gl.constexpr):
         """Softmax of tile j while Q·Kᵀ of tile j + 1 and P·V of tile j - 1 run; then P·V of tile
         j is issued and the scores of tile j + 1 are taken."""
         q_smem, k_smem, v_smem, p_smem = bufs
@@ -178,7 +221,7 @@ if gluon is not None:
         s_tok = warpgroup_mma(q_smem, k_smem.index(st1).permute((1, 0)), zero_s, use_acc=False,
                               is_async=True)
         p8, alpha, m_i, l_i, row_bad = _softmax(s_int, sc, m_i, l_i, row_bad, o_qpos, o_n, KVBAD,
-                                                M, MASKED)
+                                                M, MASKED, SPARSE)
         acc = _issue_pv(j, acc, alpha, p8, bufs, bars, STAGES, 1)  # Q·Kᵀ of j + 1 stays in flight
         s_int = warpgroup_mma_wait(1, deps=[s_tok])  # Q·Kᵀ of tile j + 1
         mbarrier.arrive(k_empty.index(st1), count=1)
@@ -210,12 +253,13 @@ if gluon is not None:
         return scale, q_bad.to(gl.int8)
 
     @gluon.jit
-    def _consumer(Q, bufs, bars, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD,
+    def _consumer(Q, bufs, bars, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD, p_idx,
                   stride_qb, stride_qh, stride_qn, stride_qd,
                   stride_ob, stride_oh, stride_on, stride_od,
                   i_b, i_h, i_bh, i_bkv, i_m, n_tiles, n_full, N, M, qk_scale,
                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                  STAGES: gl.constexpr, RETURN_LSE: gl.constexpr, num_warps: gl.constexpr):
+                  STAGES: gl.constexpr, SPARSE: gl.constexpr, RETURN_LSE: gl.constexpr,
+                  num_warps: gl.constexpr):
         q_scale, q_bad = _quantize_q(Q, bufs[0], stride_qb, stride_qh, stride_qn, stride_qd, i_b,
                                      i_h, i_m, N, BLOCK_M, HEAD_DIM, num_warps)
         # one layout serves S (BLOCK_M x BLOCK_N) and O (BLOCK_M x HEAD_DIM): BLOCK_N == HEAD_DIM
@@ -234,17 +278,26 @@ if gluon is not None:
         l_i = gl.zeros([BLOCK_M], gl.float32, rows)
         row_bad = gl.zeros([BLOCK_M], gl.int1, rows)
         qs = q_scale * qk_scale
-        acc, m_i, l_i, row_bad = _attend(
-            bufs, bars, KS + i_bkv64 * gl.cdiv(M, BLOCK_N),
-            KBLOCKBAD + i_bkv64 * gl.cdiv(M, BLOCK_N), p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full,
-            M, acc, m_i, l_i, row_bad, BLOCK_M, BLOCK_N, STAGES, mma)
+        p_ks = KS + i_bkv64 * gl.cdiv(M, BLOCK_N)
+        p_kbb = KBLOCKBAD + i_bkv64 * gl.cdiv(M, BLOCK_N)
+        if SPARSE:
+            if n_tiles > 0:  # an empty list: no tile, nothing to wait for
+                acc, m_i, l_i, row_bad = _attend(
+                    bufs, bars, p_idx, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full,
+                    M, acc, m_i, l_i, row_bad, BLOCK_M, BLOCK_N, STAGES, SPARSE, mma)
+        else:
+            acc, m_i, l_i, row_bad = _attend(
+                bufs, bars, p_idx, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full, M,
+                acc, m_i, l_i, row_bad, BLOCK_M, BLOCK_N, STAGES, SPARSE, mma)
 
-        # rows that saw a non-finite query or key: NaN (every row sees key 0, so l > 0)
+        # rows that saw no key: 0 and lse -inf (never in order: every row sees key 0); rows that
+        # saw a non-finite query or key: NaN
         m_row = o_m < N
         i_bh64 = i_bh.to(gl.int64)
-        row_bad = row_bad | (gl.convert_layout(q_bad, rows) != 0)
+        empty = l_i == 0.0
+        row_bad = row_bad | ((gl.convert_layout(q_bad, rows) != 0) & ~empty)
         b_vs = gl.load(VS + i_bkv64 * HEAD_DIM + o_d)  # V's channel scale (l carries P's 448)
-        b_r = gl.where(row_bad, float("nan"), 1.0 / l_i)
+        b_r = gl.where(row_bad, float("nan"), 1.0 / gl.where(empty, 1.0, l_i))
         b_o = acc * b_r[:, None] * b_vs[None, :]
         p_o = (Out + i_b.to(gl.int64) * stride_ob + i_h.to(gl.int64) * stride_oh
                + o_m.to(gl.int64)[:, None] * stride_on + o_d[None, :] * stride_od)
@@ -256,19 +309,27 @@ if gluon is not None:
                    + o_m.to(gl.int64)[:, None] * stride_qn + o_d[None, :] * stride_qd)
             b_x = gl.load(p_x, mask=m_row[:, None], other=0.0).to(gl.float32)
             b_shift = gl.sum(b_x * gl.load(KMEAN + i_bkv64 * HEAD_DIM + o_d)[None, :], 1)
-            b_lse = (m_i + gl.log2(l_i) - LOG2_FP8_MAX + b_shift * qk_scale) * 0.6931471805599453
+            b_lse = (m_i + gl.log2(gl.where(empty, 1.0, l_i)) - LOG2_FP8_MAX
+                     + b_shift * qk_scale) * 0.6931471805599453
+            b_lse = gl.where(empty, float("-inf"), b_lse)
             gl.store(LSE + i_bh64 * N + o_m, gl.where(row_bad, float("nan"), b_lse), mask=m_row)
 
     @gluon.jit
-    def _attend(bufs, bars, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full, M,
+    def _attend(bufs, bars, p_idx, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full, M,
                 acc, m_i, l_i, row_bad, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                STAGES: gl.constexpr, mma: gl.constexpr):
-        """The program's n_tiles key tiles (n_full of them seen whole by every row)."""
+                STAGES: gl.constexpr, SPARSE: gl.constexpr, mma: gl.constexpr):
+        """The program's n_tiles key tiles (n_full of them seen whole by every row). Each tile's
+        block is loaded two tiles ahead and its K scale and flag one tile ahead, so that no
+        softmax waits on a load of its own tile's (a block list's loads depend on each other)."""
         q_smem, k_smem, v_smem, p_smem = bufs
         k_ready, k_empty, v_ready, v_empty = bars
         zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
         acc = warpgroup_mma_init(acc)
         tiles_bad = gl.to_tensor(0)  # tiles seen whole: one flag a K block for every row
+        blk = _block(p_idx, gl.to_tensor(0), n_tiles, SPARSE)
+        blk_next = _block(p_idx, gl.to_tensor(1), n_tiles, SPARSE)
+        sc = qs * gl.load(p_ks + blk)
+        kbb = gl.load(p_kbb + blk).to(gl.int32)
         mbarrier.wait(k_ready.index(0), 0)
         s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False,
                               is_async=True)
@@ -277,35 +338,38 @@ if gluon is not None:
         # the very last tile is taken after the loops (no next tile to overlap), masked
         n_plain = gl.minimum(n_full, n_tiles - 1)
         for j in range(0, n_plain):
-            start = j * BLOCK_N
-            tiles_bad = tiles_bad | gl.load(p_kbb + start // BLOCK_N).to(gl.int32)
+            blk_after = _block(p_idx, j + 2, n_tiles, SPARSE)
+            sc_next = qs * gl.load(p_ks + blk_next)
+            kbb_next = gl.load(p_kbb + blk_next).to(gl.int32)
+            tiles_bad = tiles_bad | kbb
             s_int, acc, m_i, l_i, row_bad = _step(
-                j, s_int, acc, m_i, l_i, row_bad, bufs, bars,
-                qs * gl.load(p_ks + start // BLOCK_N), o_qpos, start + o_n0, p_kvbad, M, zero_s,
-                STAGES, False)
+                j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, o_qpos, blk * BLOCK_N + o_n0,
+                p_kvbad, M, zero_s, STAGES, False, SPARSE)
+            blk, blk_next, sc, kbb = blk_next, blk_after, sc_next, kbb_next
         for j in range(n_plain, n_tiles - 1):
-            start = j * BLOCK_N
+            blk_after = _block(p_idx, j + 2, n_tiles, SPARSE)
+            sc_next = qs * gl.load(p_ks + blk_next)
             s_int, acc, m_i, l_i, row_bad = _step(
-                j, s_int, acc, m_i, l_i, row_bad, bufs, bars,
-                qs * gl.load(p_ks + start // BLOCK_N), o_qpos, start + o_n0, p_kvbad, M, zero_s,
-                STAGES, True)
+                j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, o_qpos, blk * BLOCK_N + o_n0,
+                p_kvbad, M, zero_s, STAGES, True, SPARSE)
+            blk, blk_next, sc = blk_next, blk_after, sc_next
         j = n_tiles - 1
         st = j % STAGES
-        start = j * BLOCK_N
         p8, alpha, m_i, l_i, row_bad = _softmax(
-            s_int, qs * gl.load(p_ks + start // BLOCK_N), m_i, l_i, row_bad, o_qpos, start + o_n0,
-            p_kvbad, M, True)
+            s_int, sc, m_i, l_i, row_bad, o_qpos, blk * BLOCK_N + o_n0, p_kvbad, M, True, SPARSE)
         acc = _issue_pv(j, acc, alpha, p8, bufs, bars, STAGES, 0)
         acc = warpgroup_mma_wait(0, deps=[acc])
         mbarrier.arrive(v_empty.index(st), count=1)
         return acc, m_i, l_i, row_bad | (tiles_bad != 0)
 
     @gluon.jit
-    def _kernel(Q, k_desc, v_desc, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD,
+    def _kernel(Q, k_desc, v_desc, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD, BIDX, BCNT,
                 stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on,
-                stride_od, N, M, H_Q, H_KV, qk_scale,
-                BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                STAGES: gl.constexpr, RETURN_LSE: gl.constexpr, num_warps: gl.constexpr):
+                stride_od, stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
+                N, M, H_Q, H_KV, LAYOUT_DIV, qk_scale,
+                BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_Q: gl.constexpr,
+                HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, SPARSE: gl.constexpr,
+                RETURN_LSE: gl.constexpr, num_warps: gl.constexpr):
         # heaviest query tiles (last rows under causal masking) launch first
         i_m = gl.num_programs(0) - 1 - gl.program_id(0)
         i_bh = gl.program_id(1)
@@ -315,8 +379,27 @@ if gluon is not None:
         q_lo = i_m * BLOCK_M
         q_hi = gl.minimum(q_lo + BLOCK_M, N) - 1
         kv_end = gl.minimum(M, q_hi + (M - N) + 1)  # keys from it on: hidden from every row
-        n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        n_full = gl.minimum(M, q_lo + (M - N) + 1) // BLOCK_N  # tiles before it: seen by all
+        full_end = gl.minimum(M, q_lo + (M - N) + 1)  # keys before it: seen by every row
+        if SPARSE:
+            # this query block's sorted list (batch / heads broadcast through zero strides and
+            # LAYOUT_DIV): blocks past kv_end form a suffix, and the blocks that need the mask
+            # the suffix before it; both scanned from the end
+            i_hl = i_h // LAYOUT_DIV
+            i_qb = i_m // (BLOCK_Q // BLOCK_M)
+            p_idx = (BIDX + i_b.to(gl.int64) * stride_ib + i_hl.to(gl.int64) * stride_ih
+                     + i_qb.to(gl.int64) * stride_iq)
+            n_tiles = gl.load(BCNT + i_b * stride_cb + i_hl * stride_ch + i_qb * stride_cq)
+            while (n_tiles > 0) & (gl.load(p_idx + n_tiles - 1, mask=n_tiles > 0, other=0)
+                                   * BLOCK_N >= kv_end):
+                n_tiles -= 1
+            n_full = n_tiles
+            while (n_full > 0) & ((gl.load(p_idx + n_full - 1, mask=n_full > 0, other=0) + 1)
+                                  * BLOCK_N > full_end):
+                n_full -= 1
+        else:
+            p_idx = BIDX  # never read
+            n_tiles = gl.cdiv(kv_end, BLOCK_N)
+            n_full = full_end // BLOCK_N
 
         q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, HEAD_DIM], k_desc.layout)
         k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
@@ -335,12 +418,12 @@ if gluon is not None:
         bufs = (q_smem, k_smem, v_smem, p_smem)
         bars = (k_ready, k_empty, v_ready, v_empty)
         gl.warp_specialize([
-            (_consumer, (Q, bufs, bars, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD,
+            (_consumer, (Q, bufs, bars, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD, p_idx,
                          stride_qb, stride_qh, stride_qn, stride_qd,
                          stride_ob, stride_oh, stride_on, stride_od, i_b, i_h, i_bh, i_bkv, i_m,
                          n_tiles, n_full, N, M, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
-                         RETURN_LSE, num_warps)),
-            (_producer, (k_desc, v_desc, bufs, bars, i_bkv * M, i_bkv * HEAD_DIM, n_tiles,
-                         BLOCK_N, STAGES)),
+                         SPARSE, RETURN_LSE, num_warps)),
+            (_producer, (k_desc, v_desc, bufs, bars, p_idx, i_bkv * M, i_bkv * HEAD_DIM,
+                         n_tiles, BLOCK_N, STAGES, SPARSE)),
         ], [1], [24])
     # fmt: on
