@@ -1,6 +1,7 @@
 """Which tile the bf16 sparse kernel's autotuner picks, per process, on `bench kernels`' sparse
 row (64K tokens, Llama-3-8B heads, a random causal block layout of density 0.10), with each
-candidate's tuning time and the row's median time: the fifty-eighth session saw that row's bf16
+candidate's tuning time, the row's median time, the call's host time (the GPU kept busy) and each
+CUDA kernel's time in one call (torch.profiler): the fifty-eighth session saw that row's bf16
 time range 7.07-8.18 ms across processes on one H100 while cuDNN's stayed within 1.5 %.
 
     PYTHONPATH=. python3 benchmarks/check_sparse_tuning.py --runs 3 [--length 65536]
@@ -12,8 +13,10 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 
 def one_run(n: int) -> dict:
@@ -29,8 +32,22 @@ def one_run(n: int) -> dict:
     prefill.sparse_attention(q, k, v, layout)  # tunes
     tuner = prefill._sparse_fwd_tuned
     timings = {str(c): t for c, t in (tuner.configs_timings or {}).items()}
-    ms = median_ms(lambda: prefill.sparse_attention(q, k, v, layout))
-    return {"best": str(tuner.best_config), "tuning_ms": timings, "median_ms": ms}
+    call = lambda: prefill.sparse_attention(q, k, v, layout)  # noqa: E731
+    ms = median_ms(call)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)  # the GPU busy: the host never waits, launches only
+    start = time.perf_counter()
+    for _ in range(10):
+        call()
+    host_ms = (time.perf_counter() - start) / 10 * 1e3
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    kernels = {e.key[:60]: round(e.device_time_total / 1e3, 4) for e in prof.key_averages()
+               if e.device_time_total > 0}  # fmt: skip
+    return {"best": str(tuner.best_config), "tuning_ms": timings, "median_ms": ms,
+            "host_ms": host_ms, "kernels_ms": kernels}  # fmt: skip
 
 
 def main() -> None:
