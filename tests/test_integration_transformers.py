@@ -587,6 +587,18 @@ def test_from_json_rejects_bad_input(tmp_path):
         AttentionConfig.from_json(broken)
     with pytest.raises(ValueError, match="missing.json: cannot read"):
         AttentionConfig.from_json(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match=r"^source: not valid JSON \(Expecting"):
+        AttentionConfig.from_json(' {"prefill": ')
+
+
+def test_from_json_reads_json_text():
+    """JSON text (``json.dumps(config.to_dict())``) reads back as the dict does; a string that
+    does not start with "{" stays a path."""
+    config = AttentionConfig(prefill={"method": "streaming", "window_tokens": 256}, kv="snapkv")
+    text = json.dumps(config.to_dict())
+    assert AttentionConfig.from_json("\n " + text).to_dict() == config.to_dict()
+    with pytest.raises(ValueError, match="^prefill.json: cannot read"):
+        AttentionConfig.from_json("prefill.json")
 
 
 def test_patch_rejects_bad_arguments_and_double_patch():

@@ -769,7 +769,7 @@ CONFIG = [
         "from-json-type",
         lambda: AttentionConfig.from_json(3),
         TypeError,
-        r"^source: expected a path",
+        r"^source: expected a path, JSON text or a dict, got int",
     ),
     (
         "from-json-dict-unknown",

@@ -288,16 +288,24 @@ class AttentionConfig:
 
     @classmethod
     def from_json(cls, source: str | os.PathLike | dict[str, Any]) -> AttentionConfig:
-        """A config from a JSON file (or an already-parsed dict) in the format above; a free-form
-        ``"metadata"`` entry (as calibrate writes) is ignored."""
+        """A config from a JSON file, JSON text (a str whose first non-blank character is ``{``,
+        such as ``json.dumps(config.to_dict())``) or an already-parsed dict, in the format above;
+        a free-form ``"metadata"`` entry (as calibrate writes) is ignored."""
         where = "source"
-        if isinstance(source, (str, os.PathLike)):
+        if isinstance(source, str) and source.lstrip().startswith("{"):
+            try:
+                data = json.loads(source)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"source: not valid JSON ({e})") from None
+        elif isinstance(source, (str, os.PathLike)):
             where = os.fspath(source)
             data = read_json(source, where, "the config file")
         elif isinstance(source, dict):
             data = source
         else:
-            raise TypeError(f"source: expected a path or a dict, got {type(source).__name__}")
+            raise TypeError(
+                f"source: expected a path, JSON text or a dict, got {type(source).__name__}"
+            )
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
         unknown = set(data) - set(_FIELDS) - {"metadata"}
