@@ -1,10 +1,11 @@
 """Which tile the bf16 sparse kernel's autotuner picks, per process, on `bench kernels`' sparse
 row (64K tokens, Llama-3-8B heads, a random causal block layout of density 0.10), with each
 candidate's tuning time, the row's median time, the call's host time (the GPU kept busy) and each
-CUDA kernel's time in one call (torch.profiler): the fifty-eighth session saw that row's bf16
+CUDA kernel's time in one call (torch.profiler), and with ``--copies C`` the row's time on C
+copies of q, k and v in new allocations: the fifty-eighth session saw that row's bf16
 time range 7.07-8.18 ms across processes on one H100 while cuDNN's stayed within 1.5 %.
 
-    PYTHONPATH=. python3 benchmarks/check_sparse_tuning.py --runs 3 [--length 65536]
+    PYTHONPATH=. python3 benchmarks/check_sparse_tuning.py --runs 3 [--length 65536] [--copies 6]
 
 Each run is a fresh process (the autotuner's choice lives for a process).
 """
@@ -19,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def one_run(n: int) -> dict:
+def one_run(n: int, args_copies: int = 0) -> dict:
     from attnsieve.bench.baselines import random_causal_layout
     from attnsieve.bench.common import median_ms
     from attnsieve.kernels import prefill
@@ -46,21 +47,28 @@ def one_run(n: int) -> dict:
         torch.cuda.synchronize()
     kernels = {e.key[:60]: round(e.device_time_total / 1e3, 4) for e in prof.key_averages()
                if e.device_time_total > 0}  # fmt: skip
+    # the same values in new allocations, each kept alive so that the next lands elsewhere
+    copies, copy_ms = [], []
+    for _ in range(args_copies):
+        copies.append(tuple(t.clone() for t in (q, k, v)))
+        copy_ms.append(round(median_ms(lambda: prefill.sparse_attention(*copies[-1], layout)), 3))
     return {"best": str(tuner.best_config), "tuning_ms": timings, "median_ms": ms,
-            "host_ms": host_ms, "kernels_ms": kernels}  # fmt: skip
+            "host_ms": host_ms, "kernels_ms": kernels, "copies_ms": copy_ms}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--length", type=int, default=65536)
+    parser.add_argument("--copies", type=int, default=0, help="also time this many copies of q/k/v")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(one_run(args.length)))
+        print(json.dumps(one_run(args.length, args.copies)))
         return
     for i in range(args.runs):
-        out = subprocess.run([sys.executable, __file__, "--child", "--length", str(args.length)],
+        child = ["--child", "--length", str(args.length), "--copies", str(args.copies)]
+        out = subprocess.run([sys.executable, __file__, *child],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
         print(f"run {i}: {out.strip().splitlines()[-1]}", flush=True)
 
