@@ -55,6 +55,8 @@ def test_only_what_the_kernel_covers_is_sent_to_it():
     assert quant_hopper.fits(q, k, blocks, True, (64, 128)) == HOPPER
     columns = blocks.with_columns(torch.zeros(1, 1, 2, 1, dtype=torch.int32, device=dev))
     assert not quant_hopper.fits(q, k, columns, True, (64, 128))
+    spans = blocks.with_diagonals(torch.full((1, 1, 1), 150, device=dev), width=1)
+    assert spans.has_spans and not quant_hopper.fits(q, k, spans, True, (64, 128))
     assert not quant_hopper.fits(q, k, None, False, (64, 128))
     assert not quant_hopper.fits(q, k, None, True, (64, 64))
     assert not quant_hopper.fits(q[..., :64], k[..., :64], None, True, (64, 128))
@@ -89,6 +91,23 @@ def test_block_lists_match_twin_and_exact(launches, case):
         assert not out.any() and (lse == -math.inf).all()
     else:
         _check(q, k, v, layout, True, twin_rtol=TWIN_RTOL)
+    assert len(launches) == 1
+
+
+@needs_hopper
+def test_rows_before_their_only_block_see_no_key(launches):
+    """A 64-row program whose one listed block starts among its rows: the rows before it see no
+    key (0 and lse -inf, no NaN from a row maximum of -inf), the rows from it on attend to it."""
+    n, m = 128, 224  # query i sits at key position i + 96
+    q, k, v = _qkv(1, 2, 1, n, m, 128)
+    mask = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
+    mask[0, 0, 0, 1] = True  # rows 0-63 (positions 96-159): key block 1 (keys 128-223) alone
+    mask[0, 0, 1, 0] = True  # rows 64-127: key block 0, seen whole
+    layout = Layout.from_block_mask(mask.cuda(), block_q=64, block_k=128, num_queries=n,
+                                    num_keys=m)  # fmt: skip
+    out, lse = _check(q, k, v, layout, True, twin_rtol=TWIN_RTOL)
+    assert (lse[..., :32] == -math.inf).all() and not out[..., :32, :].any()  # positions 96-127
+    assert lse[..., 32:].isfinite().all() and out[..., 32:, :].abs().sum(-1).gt(0).all()
     assert len(launches) == 1
 
 

@@ -362,7 +362,10 @@ if gluon is not None:
         mbarrier.arrive(v_empty.index(st), count=1)
         return acc, m_i, l_i, row_bad | (tiles_bad != 0)
 
-    @gluon.jit
+    # a layout's list strides vary per call (its width is its densest row's): specialising on
+    # their divisibility would only recompile, as for the Triton kernel
+    @gluon.jit(do_not_specialize=["stride_ib", "stride_ih", "stride_iq", "stride_cb", "stride_ch",
+                                  "stride_cq", "LAYOUT_DIV"])
     def _kernel(Q, k_desc, v_desc, Out, LSE, KS, KMEAN, VS, KVBAD, KBLOCKBAD, BIDX, BCNT,
                 stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on,
                 stride_od, stride_ib, stride_ih, stride_iq, stride_cb, stride_ch, stride_cq,
