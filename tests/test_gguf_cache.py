@@ -102,9 +102,10 @@ def test_a_cache_that_cannot_be_written_warns_and_loads_as_before(gguf, monkeypa
     assert loads == []  # found before the file was parsed
 
 
-def test_a_folder_that_does_not_load_back_is_never_marked_done(gguf, monkeypatch):
+def test_a_folder_that_does_not_load_back_is_never_used(gguf, monkeypatch):
     """Weights written wrong (one element changed on its way to disk): the check that reloads the
-    folder refuses it, the load warns, and nothing is left in the cache but the lock."""
+    folder refuses it and the load warns; a note beside it keeps later loads from converting
+    again (a minute each) until it is deleted."""
     import safetensors.torch
 
     path, loads = gguf
@@ -120,10 +121,55 @@ def test_a_folder_that_does_not_load_back_is_never_marked_done(gguf, monkeypatch
     monkeypatch.setattr(safetensors.torch, "save_model", corrupting)
     with pytest.warns(UserWarning, match=r"weights differ from the GGUF file's: \['model.norm"):
         assert gguf_cache.converted_folder(path) is None
-    names = [p.name for p in (gguf_cache.cache_root() / "gguf").iterdir()]
-    assert len(names) == 1 and names[0].endswith(".lock")
+    names = sorted(p.suffix for p in (gguf_cache.cache_root() / "gguf").iterdir())
+    assert names == [".failed", ".lock"]  # no folder, no partial one
+    monkeypatch.setattr(safetensors.torch, "save_model", save)
+    with pytest.warns(UserWarning, match="weights differ"):
+        assert gguf_cache.converted_folder(path) is None
+    assert len(loads) == 1  # not converted again
+    next((gguf_cache.cache_root() / "gguf").glob("*.failed")).unlink()
+    assert gguf_cache.converted_folder(path) is not None and len(loads) == 2
+
+
+def test_a_full_disk_warns_and_a_later_load_converts_again(gguf, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    path, loads = gguf
+    save = safetensors.torch.save_model
+
+    def full(model, file):
+        raise SafetensorError("No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", full)
+    with pytest.warns(UserWarning, match=r"cannot use the model cache .*No space left"):
+        assert gguf_cache.converted_folder(path) is None
     monkeypatch.setattr(safetensors.torch, "save_model", save)
     assert gguf_cache.converted_folder(path) is not None and len(loads) == 2
+
+
+def test_an_unreadable_cache_warns_before_parsing(gguf, monkeypatch):
+    """A cache folder this user cannot enter (is_file raises PermissionError): the load goes on
+    without the cache (it had ended in a traceback, in make's install step too)."""
+    path, loads = gguf
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "is_file", denied)
+    with pytest.warns(UserWarning, match="cannot use the model cache .*Permission denied"):
+        assert gguf_cache.converted_folder(path) is None
+    assert loads == []
+
+
+def test_a_partial_folder_left_by_a_killed_conversion_goes(gguf):
+    path, loads = gguf
+    folder = gguf_cache.converted_folder(path)
+    (folder / gguf_cache.DONE).unlink()  # as if killed before its marker
+    left = folder.with_name(folder.name + ".partial-99999999")
+    (left / "sub").mkdir(parents=True)
+    assert gguf_cache.converted_folder(path) == folder and len(loads) == 2
+    assert not left.exists() and (folder / gguf_cache.DONE).is_file()
 
 
 @pytest.mark.parametrize("change", ["weights", "config", "tokens", "chat template"])

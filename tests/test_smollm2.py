@@ -80,17 +80,17 @@ def test_later_loads_read_the_converted_folder(smollm2, monkeypatch):
     folder against the file's model as it writes it); a later load reads that folder alone."""
     from attnsieve.eval import gguf_cache
 
+    folder = gguf_cache.converted_folder(models.smollm2_path())
+    if folder is None:
+        pytest.skip("no model cache here (ATTNSIEVE_CACHE_DIR empty, or not writable)")
+
     def parse(path):
         raise AssertionError("the GGUF file was parsed again")
 
     monkeypatch.setattr(gguf_cache, "_load_gguf", parse)
-    model, tokenizer, name = models.load_model("smollm2", device="cpu", dtype="float32")
-    folder = gguf_cache.converted_folder(models.smollm2_path())
-    assert folder is not None and (folder / gguf_cache.DONE).is_file()
+    model, _, name = models.load_model("smollm2", device="cpu", dtype="float32")
+    assert (folder / gguf_cache.DONE).is_file()
     assert model.config.name_or_path == str(folder) and name == "smollm2"
-    want, got = smollm2[0].state_dict(), model.state_dict()
-    assert all(torch.equal(want[k], got[k]) for k in want)
-    assert tokenizer("Paris").input_ids == smollm2[1]("Paris").input_ids
 
 
 def test_yarn_rope_scale(smollm2, monkeypatch):
@@ -101,17 +101,19 @@ def test_yarn_rope_scale(smollm2, monkeypatch):
 
     from attnsieve.eval import gguf_cache
 
-    folders = []
+    path = models.smollm2_path()
+    folder = gguf_cache.converted_folder(path)  # None where the cache is off: the file itself
+    sources = []
 
-    def from_config(folder, *, config, **kwargs):
-        folders.append(folder)
+    def from_config(folder, *, config, gguf_file=None, **kwargs):
+        sources.append((folder, gguf_file))
         return AutoModelForCausalLM.from_config(config, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_config)
     model, tokenizer, name = models.load_model(
         "smollm2", device="cpu", dtype="float32", rope_scale=4, tokenizer="given"
     )
-    assert folders == [gguf_cache.converted_folder(models.smollm2_path())]
+    assert sources == [(folder, None) if folder else (path.parent, path.name)]
     assert tokenizer == "given" and name == "smollm2-yarn4"
     assert model.config.rope_parameters == {
         "rope_type": "yarn",

@@ -13,8 +13,10 @@ converts anew.
 The cache lives in ``$ATTNSIEVE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/attnsieve``, else
 ``~/.cache/attnsieve``); SmolLM2's folder takes 517 MB. An empty ``ATTNSIEVE_CACHE_DIR`` turns the
 cache off, and a cache that cannot be written is skipped with a warning: every load then parses
-the file, as transformers does. Processes that load the same file at once convert it once: the
-others wait on a lock file.
+the file, as transformers does. So is a folder that did not load back as the file does, which
+leaves a ``.failed`` note beside it so that later loads do not convert again (delete the note to
+retry). Old folders (another file version or transformers) stay until deleted. Processes that
+load the same file at once convert it once: the others wait on a lock file.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 CACHE_ENV = "ATTNSIEVE_CACHE_DIR"
 FORMAT = 1  # the folder's layout: a new one converts every file anew
@@ -44,18 +47,22 @@ TOKENIZER_SAMPLE = "The passkey is 68391. Remember it!\n\tünïcödé 東京 �
 
 
 def cache_root() -> Path | None:
-    """The cache folder, or None when ``$ATTNSIEVE_CACHE_DIR`` is set empty (no cache)."""
+    """The cache folder, or None when ``$ATTNSIEVE_CACHE_DIR`` is set empty (no cache) or there
+    is no home folder to put it in."""
     env = os.environ.get(CACHE_ENV)
     if env is not None:
         return Path(env).expanduser() if env else None
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "attnsieve"
+    try:
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "attnsieve"
+    except RuntimeError:  # no $HOME and no passwd entry
+        return None
 
 
 def converted_folder(gguf: Path) -> Path | None:
     """The transformers folder of ``gguf``'s model, converted now if the cache lacks it; None when
-    the cache is off or cannot be written (a warning says why). A file that is no model raises
-    what transformers raises."""
+    the cache is off, cannot be used, or once held a folder that did not load back as the file
+    does (a warning says which). A file that is no model raises what transformers raises."""
     root = cache_root()
     if root is None:
         return None
@@ -64,13 +71,17 @@ def converted_folder(gguf: Path) -> Path | None:
     stat = gguf.stat()
     key = f"{FORMAT}|{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
     folder = root / "gguf" / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    if (folder / DONE).is_file():
-        return folder
+    failed = folder.with_name(folder.name + ".failed")
     try:
+        if (folder / DONE).is_file():
+            return folder
+        if failed.is_file():  # converting again would fail again, at a minute a load
+            _cannot_use(root, gguf, failed.read_text().strip())
+            return None
         folder.parent.mkdir(parents=True, exist_ok=True)
         lock = open(folder.with_name(folder.name + ".lock"), "w")  # noqa: SIM115 (held below)
     except OSError as e:
-        _cannot_write(root, gguf, e)
+        _cannot_use(root, gguf, e)
         return None
     with lock, _locked(lock, gguf):
         if (folder / DONE).is_file():  # another process converted it while this one waited
@@ -83,8 +94,12 @@ def converted_folder(gguf: Path) -> Path | None:
         model, tokenizer = _load_gguf(gguf)
         try:
             _write(model, tokenizer, folder)
-        except (OSError, RuntimeError) as e:  # RuntimeError: the folder did not load back
-            _cannot_write(root, gguf, e)
+        except RuntimeError as e:  # the folder did not load back as the file does
+            failed.write_text(f"{e}\n")
+            _cannot_use(root, gguf, e)
+            return None
+        except (OSError, ValueError, SafetensorError) as e:  # a full disk, a folder unreadable
+            _cannot_use(root, gguf, e)
             return None
     return folder
 
@@ -103,8 +118,9 @@ def _write(model: Any, tokenizer: Any, folder: Path) -> None:
     renamed once it loads back as they are (`check_folder`); the marker is written last."""
     from safetensors.torch import save_model
 
+    for left in folder.parent.glob(f"{folder.name}.partial-*"):  # by a killed conversion
+        shutil.rmtree(left, ignore_errors=True)
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
         config = copy.deepcopy(model.config)
@@ -170,9 +186,9 @@ def _locked(lock: Any, gguf: Path) -> Iterator[None]:
         fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _cannot_write(root: Path, gguf: Path, error: Exception) -> None:
+def _cannot_use(root: Path, gguf: Path, why: object) -> None:
     warnings.warn(
-        f"{CACHE_ENV}: cannot use the model cache in {root} ({error}); {gguf.name} is parsed "
+        f"{CACHE_ENV}: cannot use the model cache in {root} ({why}); {gguf.name} is parsed "
         f"again on every load (set {CACHE_ENV} to a writable folder, or empty to turn this off)",
         stacklevel=3,
     )
