@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def one_run(n: int, args_copies: int = 0) -> dict:
+def one_run(n: int, copies: int = 0) -> dict:
     from attnsieve.bench.baselines import random_causal_layout
     from attnsieve.bench.common import median_ms
     from attnsieve.kernels import prefill
@@ -48,10 +48,10 @@ def one_run(n: int, args_copies: int = 0) -> dict:
     kernels = {e.key[:60]: round(e.device_time_total / 1e3, 4) for e in prof.key_averages()
                if e.device_time_total > 0}  # fmt: skip
     # the same values in new allocations, each kept alive so that the next lands elsewhere
-    copies, copy_ms = [], []
-    for _ in range(args_copies):
-        copies.append(tuple(t.clone() for t in (q, k, v)))
-        copy_ms.append(round(median_ms(lambda: prefill.sparse_attention(*copies[-1], layout)), 3))
+    kept, copy_ms = [], []
+    for _ in range(copies):
+        kept.append(tuple(t.clone() for t in (q, k, v)))
+        copy_ms.append(round(median_ms(lambda: prefill.sparse_attention(*kept[-1], layout)), 3))
     return {"best": str(tuner.best_config), "tuning_ms": timings, "median_ms": ms,
             "host_ms": host_ms, "kernels_ms": kernels, "copies_ms": copy_ms}  # fmt: skip
 

@@ -5079,10 +5079,11 @@ s56c)  # nothing carried, in the same call as the last s51a (bash h200_session.s
     tar czf "$OUT/dec56c.tgz" -C "$HOME/r" dec56c
     ls -l "$OUT"
     ;;
-s57a)  # carrying .stage/x (WHEELS=.stage/x: .stage/s's wheels and pytest-xdist 3.8.0 with execnet
-    # 2.1.2): the whole test suite on the GPU in eight workers, failures named (tests57/), the
-    # first run of every file since s28b-s28e and of the shapes the fifty-seventh session shrank
-    D="$OUT/tests57"
+s57a|s58b)  # carrying .stage/x (WHEELS=.stage/x: .stage/s's wheels and pytest-xdist 3.8.0 with
+    # execnet 2.1.2): the whole test suite on the GPU in eight workers, failures named (s57a:
+    # tests57/, the first run of every file since s28b-s28e and of the shapes the fifty-seventh
+    # session shrank; s58b: tests58/, after the fifty-eighth session's key-block Gluon path)
+    D="$OUT/tests${1:1:2}"
     mkdir -p "$D"
     nvidia-smi --query-gpu=name --format=csv,noheader > "$D/device.txt"
     timeout 480 python3 -m pytest -q -p no:cacheprovider --tb=short -rfE -n 8 --durations=20 \
@@ -5131,16 +5132,6 @@ s58a)  # carrying .stage/s (WHEELS=.stage/s) and .stage/head (quant_hopper.py an
             grep -E "int8|sparse" "$D/$tree$round.log" | tail -8
         done
     done
-    ;;
-s58b)  # as s57a (carrying .stage/x, WHEELS=.stage/x): the whole suite on the GPU in eight
-    # workers, after the fifty-eighth session's key-block path of the Gluon INT8-FP8 kernel (tests58/)
-    D="$OUT/tests58"
-    mkdir -p "$D"
-    nvidia-smi --query-gpu=name --format=csv,noheader > "$D/device.txt"
-    timeout 480 python3 -m pytest -q -p no:cacheprovider --tb=short -rfE -n 8 --durations=20 \
-        tests > "$D/suite.log" 2>&1
-    echo "exit $?" >> "$D/suite.log"
-    tail -40 "$D/suite.log"
     ;;
 s58c)  # carrying .stage/s (WHEELS=.stage/s), in the call of s51a's last part (WHEELS=.stage/s
     # bash h200_session.sh s51a && WHEELS=.stage/s bash h200_session.sh s58c): the GGUF cache

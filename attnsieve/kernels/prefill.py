@@ -478,7 +478,6 @@ def sparse_attention(
     if b == 0:  # nothing to compute (and TMA descriptors refuse an empty K)
         return (out, lse) if return_lse else out
     bidx, bcnt, cidx, ccnt, sstart, send, scnt = layout_tensors(layout)
-    bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch through a zero stride
     use_tma = _use_tma(q, k, v)
     dk, dv = (_descriptor(k), _descriptor(v)) if use_tma else (k, v)
     # fmt: off
@@ -486,12 +485,8 @@ def sparse_attention(
         q, k, v, dk, dv, out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        bs * bidx.stride(0), bidx.stride(1), bidx.stride(2),
-        bs * bcnt.stride(0), bcnt.stride(1), bcnt.stride(2),
-        bs * cidx.stride(0), cidx.stride(1), cidx.stride(2),
-        bs * ccnt.stride(0), ccnt.stride(1), ccnt.stride(2),
-        bs * sstart.stride(0), sstart.stride(1), sstart.stride(2),
-        bs * scnt.stride(0), scnt.stride(1), scnt.stride(2),
+        *(x for t in (bidx, bcnt, cidx, ccnt, sstart, scnt)
+          for x in index_strides(t, layout.batch)),
         h_q, h_q // h_kv, h_q // layout.heads, n, m, scale * LOG2E,
         # autotune key only (unused in the kernel): short and long prefills tune apart
         min(max((m - 1).bit_length(), 12), 17),
@@ -592,6 +587,12 @@ def layout_tensors(layout: Layout) -> tuple[Tensor, ...]:
         if sstart.stride() != send.stride():
             sstart, send = sstart.contiguous(), send.contiguous()
     return bidx, bcnt, cidx, ccnt, sstart, send, scnt
+
+
+def index_strides(t: Tensor, layout_batch: int) -> tuple[int, int, int]:
+    """(batch, head, query-block) strides of a layout index tensor as the kernels read them: a
+    layout batch of 1 broadcasts over the call's batch through a zero stride."""
+    return (0 if layout_batch == 1 else t.stride(0)), t.stride(1), t.stride(2)
 
 
 def _pow2_in(x: int, lo: int, hi: int) -> bool:

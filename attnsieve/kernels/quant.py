@@ -66,7 +66,7 @@ from attnsieve.kernels import (
     quant_hopper,
     tune_timing,
 )
-from attnsieve.kernels.prefill import LOG2E, layout_tensors, table_tile
+from attnsieve.kernels.prefill import LOG2E, index_strides, layout_tensors, table_tile
 from attnsieve.kernels.quantize import (
     FP8_MAX,
     QuantizedKV,
@@ -418,11 +418,11 @@ def quant_attention(
         q8, q_scale, q_bad = q_tiles
         if in_order:  # the index pointers are never read: placeholders
             bidx = bcnt = cidx = ccnt = sstart = send = scnt = lse
-            bq, bk, div, bs = block_m, block_n, h_q, 0
+            bq, bk, div, batch = block_m, block_n, h_q, 1
         else:
             bidx, bcnt, cidx, ccnt, sstart, send, scnt = layout_tensors(layout)
             bq, bk, div = layout.block_q, layout.block_k, h_q // layout.heads
-            bs = 0 if layout.batch == 1 else 1  # broadcast the layout's batch: a zero stride
+            batch = layout.batch
         use_tma = _use_tma(q)
         dk, dv = (_descriptor(z.k, 1), _descriptor(z.v_t, 2)) if use_tma else (z.k, z.v_t)
         # fmt: off
@@ -430,8 +430,7 @@ def quant_attention(
             q, q8, q_scale, q_bad, z.k, z.k_scale, z.k_mean, z.v_t, z.v_scale, z.kv_bad,
             z.k_block_bad, dk, dv, out, lse, bidx, bcnt, cidx, ccnt, sstart, send, scnt,
             *q.stride(), *out.stride(), z.v_t.stride(2),
-            *_strides(bidx, bs), *_strides(bcnt, bs), *_strides(cidx, bs), *_strides(ccnt, bs),
-            *_strides(sstart, bs), *_strides(scnt, bs),
+            *(x for t in (bidx, bcnt, cidx, ccnt, sstart, scnt) for x in index_strides(t, batch)),
             h_q, h_kv, div, n, m, scale * LOG2E,
             # autotune key only (unused in the kernel): short and long prefills tune apart
             min(max((m - 1).bit_length(), 12), 17),
@@ -487,11 +486,6 @@ def runs_hopper_kernel(q: Tensor, k: Tensor, layout: Layout | None, causal: bool
     on these inputs."""
     blocks = None if _in_order(layout, causal) else layout
     return quant_hopper.fits(q, k, blocks, causal, quant_tiles(layout))
-
-
-def _strides(t: Tensor, batch: int) -> tuple[int, int, int]:
-    """(batch, head, query-block) strides of a layout index tensor; batch 0 broadcasts."""
-    return batch * t.stride(0), t.stride(1), t.stride(2)
 
 
 def _use_tma(q: Tensor) -> bool:

@@ -53,7 +53,7 @@ import triton
 from torch import Tensor
 
 from attnsieve.kernels import gluon_written_for, on_gluon_hopper
-from attnsieve.kernels.prefill import layout_tensors
+from attnsieve.kernels.prefill import index_strides, layout_tensors
 from attnsieve.kernels.quantize import QuantizedKV
 from attnsieve.layout import Layout
 
@@ -116,9 +116,7 @@ def attention(
         bidx, bcnt, block_q, div, list_strides = z.k_scale, z.k_scale, BLOCK_M, 1, (0,) * 6
     else:
         bidx, bcnt = layout_tensors(layout)[:2]
-        bs = 0 if layout.batch == 1 else 1  # a layout's batch of 1 broadcasts: a zero stride
-        list_strides = (bs * bidx.stride(0), *bidx.stride()[1:3], bs * bcnt.stride(0),
-                        *bcnt.stride()[1:])  # fmt: skip
+        list_strides = (*index_strides(bidx, layout.batch), *index_strides(bcnt, layout.batch))
         block_q, div = layout.block_q, h_q // layout.heads
     # fmt: off
     _kernel[(triton.cdiv(n, BLOCK_M), b * h_q)](
