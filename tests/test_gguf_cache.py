@@ -3,9 +3,11 @@ for the file's model: a first load converts, later loads read the folder, a fold
 load back is never used, and a cache that cannot be written leaves loading as it was."""
 
 import fcntl
+import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,14 +71,84 @@ def test_the_first_load_converts_and_later_loads_read_the_folder(gguf, capsys):
     assert [p.name for p in folder.parent.iterdir() if ".partial" in p.name] == []
 
 
-def test_a_changed_file_converts_anew(gguf):
+def test_a_changed_file_converts_anew_and_its_old_folder_goes(gguf, capsys):
     path, loads = gguf
     first = gguf_cache.converted_folder(path)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     second = gguf_cache.converted_folder(path)
-    assert second != first and len(loads) == 2
-    assert (first / gguf_cache.DONE).is_file() and (second / gguf_cache.DONE).is_file()
+    assert second != first and len(loads) == 2 and (second / gguf_cache.DONE).is_file()
+    assert sorted(p.name for p in first.parent.iterdir()) == [second.name, second.name + ".lock"]
+    assert "removed 1 converted model folder(s)" in capsys.readouterr().err
+
+
+def _stand_in_folder(gguf_dir, name, marker=None):
+    """A converted folder named ``name`` in ``gguf_dir``, with ``marker`` as its DONE file."""
+    folder = gguf_dir / name
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(bytes(1000))
+    if marker is not None:
+        (folder / gguf_cache.DONE).write_text(marker)
+    return folder
+
+
+def test_a_conversion_removes_only_the_folders_no_load_can_reach(gguf, tmp_path, monkeypatch):
+    """Kept: a folder of another transformers version whose file is unchanged (another
+    environment may load it), one whose lock another process holds, one whose file cannot be
+    read now, and files that are not the cache's. Removed: a folder whose file is gone, one of
+    format 1, one without its marker, and a partial one whose conversion is not running."""
+    import transformers
+
+    path, loads = gguf
+    gone = tmp_path / "gone.gguf"
+    gone.write_bytes(b"GGUF")
+    gone_folder = gguf_cache.converted_folder(gone)
+    monkeypatch.setattr(transformers, "__version__", "0.0.1")
+    other_version = gguf_cache.converted_folder(path)
+    monkeypatch.undo()
+    monkeypatch.setenv(gguf_cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(gguf_cache, "_load_gguf", lambda file: _tiny_model_and_tokenizer())
+    gone.unlink()
+    folders = gone_folder.parent
+    format_1 = _stand_in_folder(folders, "old-0123456789abcdef", "format 1\n")
+    no_marker = _stand_in_folder(folders, "crashed-0123456789abcdef")
+    partial = _stand_in_folder(folders, "killed-0123456789abcdef.partial-99999999")
+    locked = _stand_in_folder(folders, "locked-0123456789abcdef", "format 1\n")
+    changed_if_read = dict(
+        format=gguf_cache.FORMAT, gguf=str(tmp_path / "unreadable.gguf"), size=0, mtime_ns=0,
+        transformers=transformers.__version__,
+    )  # fmt: skip
+    (tmp_path / "unreadable.gguf").write_bytes(b"GGUF")
+    unreadable = _stand_in_folder(
+        folders, "unreadable-0123456789abcdef", json.dumps(changed_if_read)
+    )
+    stranger = _stand_in_folder(folders, "notes")
+    stat = Path.stat
+
+    def denied(self, **kwargs):
+        if self.name == "unreadable.gguf":
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, **kwargs)
+
+    (tmp_path / "new.gguf").write_bytes(b"GGUF")
+    with open(folders / (locked.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        monkeypatch.setattr(Path, "stat", denied)
+        new = gguf_cache.converted_folder(tmp_path / "new.gguf")
+    kept = {p.name for p in folders.iterdir() if p.is_dir()}
+    assert kept == {new.name, other_version.name, locked.name, unreadable.name, stranger.name}
+    assert not {gone_folder, format_1, no_marker, partial} & set(folders.iterdir())
+    assert not (folders / (gone_folder.name + ".lock")).exists()
+
+
+def test_a_running_conversions_partial_folder_stays(gguf, tmp_path):
+    path, loads = gguf
+    folders = tmp_path / "cache" / "gguf"
+    partial = _stand_in_folder(folders, "busy-0123456789abcdef.partial-99999999")
+    with open(folders / "busy-0123456789abcdef.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        gguf_cache.converted_folder(path)
+    assert partial.is_dir()
 
 
 def test_an_empty_variable_turns_the_cache_off(gguf, monkeypatch):
@@ -176,7 +248,7 @@ def test_a_partial_folder_left_by_a_killed_conversion_goes(gguf):
 def test_the_check_sees_each_part(tmp_path, change):
     model, tokenizer = _tiny_model_and_tokenizer()
     folder = tmp_path / "folder"
-    gguf_cache._write(model, tokenizer, folder)
+    gguf_cache._write(model, tokenizer, folder, {"format": gguf_cache.FORMAT})
     gguf_cache.check_folder(model, tokenizer, folder)  # as written: passes
     if change == "weights":
         with torch.no_grad():

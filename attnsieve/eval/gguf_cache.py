@@ -15,8 +15,11 @@ The cache lives in ``$ATTNSIEVE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/attnsieve
 cache off, and a cache that cannot be written is skipped with a warning: every load then parses
 the file, as transformers does. So is a folder that did not load back as the file does, which
 leaves a ``.failed`` note beside it so that later loads do not convert again (delete the note to
-retry). Old folders (another file version or transformers) stay until deleted. Processes that
-load the same file at once convert it once: the others wait on a lock file.
+retry). Each conversion removes the folders that no load can reach again: those whose file has
+changed or gone (a clone's virtual environment deleted, a file downloaded anew) and those of an
+older cache format. A folder of another transformers version stays while its file does (another
+environment may load it). Processes that load the same file at once convert it once: the others
+wait on a lock file, and a folder whose lock is held is never removed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import contextlib
 import copy
 import fcntl
 import hashlib
+import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -37,8 +42,10 @@ import torch
 from safetensors import SafetensorError
 
 CACHE_ENV = "ATTNSIEVE_CACHE_DIR"
-FORMAT = 1  # the folder's layout: a new one converts every file anew
-DONE = "attnsieve-converted"  # written last, once the folder has loaded back as the file did
+FORMAT = 2  # the folder's layout: a new one converts every file anew (2: the marker's source)
+# written last, once the folder has loaded back as the file did: the source (`_source`) as JSON
+DONE = "attnsieve-converted"
+FOLDER_NAME = re.compile(r".+-[0-9a-f]{16}")  # a file's stem and its key's hash
 # what the folder may change in a config: where it came from, the GGUF quantizer's record, and
 # the dtype, which each load sets
 CONFIG_KEYS_LEFT_OUT = ("_name_or_path", "quantization_config", "transformers_version", "dtype")
@@ -66,11 +73,9 @@ def converted_folder(gguf: Path) -> Path | None:
     root = cache_root()
     if root is None:
         return None
-    import transformers
-
-    stat = gguf.stat()
-    key = f"{FORMAT}|{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
-    folder = root / "gguf" / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    source = _source(gguf)
+    key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
+    folder = root / "gguf" / f"{gguf.stem}-{key}"
     failed = folder.with_name(folder.name + ".failed")
     try:
         if (folder / DONE).is_file():
@@ -93,7 +98,7 @@ def converted_folder(gguf: Path) -> Path | None:
         )
         model, tokenizer = _load_gguf(gguf)
         try:
-            _write(model, tokenizer, folder)
+            _write(model, tokenizer, folder, source)
         except RuntimeError as e:  # the folder did not load back as the file does
             failed.write_text(f"{e}\n")
             _cannot_use(root, gguf, e)
@@ -101,7 +106,66 @@ def converted_folder(gguf: Path) -> Path | None:
         except (OSError, ValueError, SafetensorError) as e:  # a full disk, a folder unreadable
             _cannot_use(root, gguf, e)
             return None
+    prune(folder.parent)
     return folder
+
+
+def _source(gguf: Path) -> dict[str, Any]:
+    """What a folder is converted from: the file (path, size, modification time), the
+    transformers that read it and the cache's format; a change in any converts anew."""
+    import transformers
+
+    stat = gguf.stat()
+    return {"format": FORMAT, "gguf": str(gguf.resolve()), "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "transformers": transformers.__version__}  # fmt: skip
+
+
+def prune(folders: Path) -> None:
+    """Remove the converted folders in ``folders`` that no load can reach again (`_unreachable`),
+    and the partial ones of killed conversions, skipping any whose lock another process holds
+    (converting it, or waiting to); say on stderr how much that freed."""
+    removed, freed = 0, 0
+    for path in sorted(folders.iterdir()):
+        name, partial, _ = path.name.partition(".partial-")  # partial: "" for a folder
+        if not (FOLDER_NAME.fullmatch(name) and path.is_dir()):
+            continue
+        if not (partial or _unreachable(path / DONE)):
+            continue
+        with contextlib.suppress(OSError), open(path.with_name(name + ".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            shutil.rmtree(path)
+            if not partial:
+                Path(lock.name).unlink()
+            removed, freed = removed + 1, freed + size
+    if removed:
+        print(
+            f"attnsieve: removed {removed} converted model folder(s) that no load can reach again "
+            f"(GGUF file changed or gone, older cache format, killed conversion): "
+            f"{freed / 2**20:.0f} MiB freed in {folders}",
+            file=sys.stderr,
+        )
+
+
+def _unreachable(marker: Path) -> bool:
+    """Whether no load can reach the folder of ``marker`` again: it has no marker (a crash
+    before it), is of an older format, or its file has changed or is gone. A file that cannot be
+    read now (permissions, an unmounted drive) counts as still there."""
+    try:
+        source = json.loads(marker.read_text())
+        if source["format"] != FORMAT:
+            return True
+        stat = Path(source["gguf"]).stat()
+    except FileNotFoundError:
+        return True
+    except (ValueError, KeyError, TypeError):  # not this format's marker (format 1: plain text)
+        return True
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) != (source["size"], source["mtime_ns"])
 
 
 def _load_gguf(gguf: Path) -> tuple[Any, Any]:
@@ -113,9 +177,10 @@ def _load_gguf(gguf: Path) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
 
-def _write(model: Any, tokenizer: Any, folder: Path) -> None:
+def _write(model: Any, tokenizer: Any, folder: Path, source: dict[str, Any]) -> None:
     """``model`` and ``tokenizer`` into ``folder``, through a temporary folder beside it that is
-    renamed once it loads back as they are (`check_folder`); the marker is written last."""
+    renamed once it loads back as they are (`check_folder`); the marker, ``source`` as JSON, is
+    written last."""
     from safetensors.torch import save_model
 
     for left in folder.parent.glob(f"{folder.name}.partial-*"):  # by a killed conversion
@@ -133,7 +198,7 @@ def _write(model: Any, tokenizer: Any, folder: Path) -> None:
         check_folder(model, tokenizer, partial)
         shutil.rmtree(folder, ignore_errors=True)  # a folder left by a crash, never marked done
         partial.rename(folder)
-        (folder / DONE).write_text(f"format {FORMAT}\n")
+        (folder / DONE).write_text(json.dumps(source, indent=1) + "\n")
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 
