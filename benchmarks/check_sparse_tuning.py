@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 def one_run(n: int, copies: int = 0) -> dict:
     from attnsieve.bench.baselines import random_causal_layout
-    from attnsieve.bench.common import median_ms
+    from attnsieve.bench.common import median_ms, median_ms_over_copies, on_inputs
     from attnsieve.kernels import prefill
 
     dev = torch.device("cuda")
@@ -47,13 +47,11 @@ def one_run(n: int, copies: int = 0) -> dict:
         torch.cuda.synchronize()
     kernels = {e.key[:60]: round(e.device_time_total / 1e3, 4) for e in prof.key_averages()
                if e.device_time_total > 0}  # fmt: skip
-    # the same values in new allocations, each kept alive so that the next lands elsewhere
-    kept, copy_ms = [], []
-    for _ in range(copies):
-        kept.append(tuple(t.clone() for t in (q, k, v)))
-        copy_ms.append(round(median_ms(lambda: prefill.sparse_attention(*kept[-1], layout)), 3))
+    on_copy = on_inputs(prefill.sparse_attention, layout)  # the inputs first, then the copies
+    copy_ms = median_ms_over_copies(on_copy, (q, k, v), copies + 1)[1][1:] if copies else []
     return {"best": str(tuner.best_config), "tuning_ms": timings, "median_ms": ms,
-            "host_ms": host_ms, "kernels_ms": kernels, "copies_ms": copy_ms}  # fmt: skip
+            "host_ms": host_ms, "kernels_ms": kernels,
+            "copies_ms": [round(t, 3) for t in copy_ms]}  # fmt: skip
 
 
 def main() -> None:

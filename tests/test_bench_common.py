@@ -330,3 +330,29 @@ def test_results_paths_keep_a_name_whole_and_cut_a_long_one(tmp_path):
         assert len(json_path.stem.encode()) <= STEM_BYTES and png_path.stem == json_path.stem
         write_json(json_path, {"rows": []})  # with write_json's temporary name beside it
     assert paths[0][0].name.startswith(long[:100])
+
+
+def test_copies_are_timed_at_new_addresses_and_the_median_reported(monkeypatch):
+    """`median_ms_over_copies`: the first placement is the inputs themselves, every other one a
+    clone with the same values at new addresses, all alive while they are timed; the time is the
+    median of the placements' medians, and each is returned."""
+    from attnsieve.bench import common
+
+    inputs = [torch.randn(2, 3), torch.arange(3.0)]
+    placed, times = [], iter([4.0, 1.0, 9.0, 2.0, 3.0])
+
+    def fake_median(call, rep_ms):
+        assert rep_ms == 50
+        placed.append(call.args)
+        return next(times)
+
+    monkeypatch.setattr(common, "median_ms", fake_median)
+    call = common.on_inputs(torch.add, alpha=2)
+    ms, each = common.median_ms_over_copies(call, inputs, 5, rep_ms=50)
+    assert (ms, each) == (3.0, [4.0, 1.0, 9.0, 2.0, 3.0])
+    assert placed[0][0] is inputs[0] and placed[0][1] is inputs[1]
+    addresses = {tuple(t.data_ptr() for t in args) for args in placed}
+    assert len(addresses) == 5  # alive together: no clone reuses another's memory
+    for args in placed:
+        assert all(torch.equal(a, b) for a, b in zip(args, inputs, strict=True))
+    assert torch.equal(call(*inputs)(), torch.add(*inputs, alpha=2))

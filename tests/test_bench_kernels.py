@@ -59,7 +59,9 @@ def _cpu_bench_length(monkeypatch, kernel):
     for name, value in (("reset_peak_memory_stats", None), ("memory_allocated", 0),
                         ("max_memory_allocated", 0), ("synchronize", None)):  # fmt: skip
         monkeypatch.setattr(torch.cuda, name, lambda value=value: value)
-    monkeypatch.setattr(kernels, "median_ms", lambda fn, rep_ms: 1.0)
+    from attnsieve.bench import common
+
+    monkeypatch.setattr(common, "median_ms", lambda fn, rep_ms: 1.0)
     monkeypatch.setattr(attnsieve.kernels.prefill, "sparse_attention", kernel)
 
     def sdpa(q, k, v, backend):
@@ -69,7 +71,7 @@ def _cpu_bench_length(monkeypatch, kernel):
 
     monkeypatch.setattr(kernels, "sdpa_call", sdpa)
     args = argparse.Namespace(dtype="bf16", batch=1, heads=4, kv_heads=2, head_dim=16, block=16,
-                              densities=[0.3], rep_ms=1.0, seed=0)  # fmt: skip
+                              densities=[0.3], rep_ms=1.0, seed=0, copies=2)  # fmt: skip
     return kernels._bench_length(200, args, None, _Bar(), torch.device("cpu"))
 
 
@@ -86,6 +88,7 @@ def test_no_flex_still_checks_sparse_rows(monkeypatch):
     sparse = [r for r in rows if r["density_target"] is not None]
     assert [r["method"] for r in sparse] == ["attnsieve"]
     assert sparse[0]["status"] == "ok" and sparse[0]["rel_err"] < 1e-2
+    assert sparse[0]["copies_ms"] == [1.0, 1.0]
     assert all(r["status"] == "ok" for r in rows if r["method"].startswith("attnsieve"))
 
     def dense_instead(q, k, v, layout, dense_dispatch=True):  # ignores the layout
@@ -119,13 +122,14 @@ def _cpu_precision_rows(monkeypatch):
 
     import torch
 
-    from attnsieve.bench import kernels_precision
+    from attnsieve.bench import common, kernels_precision
 
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    monkeypatch.setattr(kernels_precision, "median_ms", lambda fn, rep_ms: 1.0)
+    monkeypatch.setattr(kernels_precision, "median_ms", lambda fn, rep_ms: 1.0)  # quant_ms
+    monkeypatch.setattr(common, "median_ms", lambda fn, rep_ms: 1.0)
     args = argparse.Namespace(batch=1, heads=2, kv_heads=1, head_dim=32, block=32, seed=0,
                               rep_ms=1.0, quant_lengths=[64], quant_sparse_lengths=[96],
-                              quant_density=0.5)  # fmt: skip
+                              quant_density=0.5, copies=2)  # fmt: skip
     rows = kernels_precision.bench_precision(args, _Bar(), torch.device("cpu"))
     assert [(r["N"], r["method"], r["precision"]) for r in rows] == [
         (64, "sdpa-cudnn", "bf16"), (64, "attnsieve-triton", "bf16"),
@@ -146,6 +150,7 @@ def test_precision_rows_check_before_they_time(monkeypatch):
     for key in ((64, "attnsieve", "int8-fp8"), (96, "attnsieve", "int8-fp8")):
         assert rows[key]["status"] == "ok" and rows[key]["cosine"] >= MIN_COSINE
         assert rows[key]["ms"] == 1.0 and rows[key]["quant_ms"] == 1.0
+        assert rows[key]["copies_ms"] == [1.0, 1.0]
     assert rows[64, "attnsieve", "int8-fp8"]["vs_sage"] in (None, "not installed")
     cudnn = rows[64, "sdpa-cudnn", "bf16"]  # no cuDNN on the CPU
     assert cudnn["status"].startswith("error") and "ms" not in cudnn

@@ -12,6 +12,7 @@ import shlex
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,30 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
     if 1.2 * MIN_CALLS * call_ms(fn) >= rep_ms:  # with a margin: do_bench estimates anew
         return _median_of_calls(fn, MIN_CALLS)
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def on_inputs(fn: Callable[..., object], *args: Any, **kwargs: Any) -> Callable[..., Callable]:
+    """What `median_ms_over_copies` takes: inputs -> the call ``fn(*inputs, *args, **kwargs)``."""
+    return lambda *inputs: partial(fn, *inputs, *args, **kwargs)
+
+
+def median_ms_over_copies(
+    make_call: Callable[..., Callable[[], object]],
+    inputs: Sequence[Tensor],
+    copies: int,
+    rep_ms: float = 200,
+) -> tuple[float, list[float]]:
+    """`median_ms` of ``make_call(*inputs)`` on ``copies`` placements of ``inputs``: the inputs,
+    then clones, each kept until all are timed so that every one lands at new addresses. Returns
+    the median of those medians, and each. A kernel's time can depend on where its inputs lie:
+    the bf16 sparse kernel's 64K row took 7.05-7.20 ms on most copies of the same values and
+    7.8-8.2 ms on some, in one process on one H100 (benchmarks/check_sparse_tuning.py)."""
+    kept: list[Sequence[Tensor]] = []
+    times = []
+    for i in range(copies):
+        kept.append(inputs if i == 0 else [t.clone() for t in inputs])
+        times.append(median_ms(make_call(*kept[-1]), rep_ms=rep_ms))
+    return statistics.median(times), times
 
 
 def _median_of_calls(fn: Callable[[], object], calls: int, device: str = "cuda") -> float:

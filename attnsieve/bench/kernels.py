@@ -11,7 +11,9 @@ reference on query blocks spread evenly over the sequence (all heads, every key;
 speed-up, and the command exits 1, as where one of attnsieve's kernels raised (another backend
 missing on this GPU or torch is its row's status only). ``extra_mem_gb``: the most CUDA memory a
 call allocated beyond what was allocated before it, in GiB (2**30 bytes, whatever the name says).
-Writes kernels.json and kernels.png.
+Each row's ``ms`` is the median over ``--copies`` placements of its inputs (the inputs, then clones
+at new addresses; each placement's median time in ``copies_ms``): a kernel's time can depend on
+where its inputs lie. Writes kernels.json and kernels.png.
 
 ``--precision bf16,int8-fp8`` adds the low-precision rows (`attnsieve.bench.kernels_precision`):
 our INT8·FP8 kernel against cuDNN bf16 and SageAttention dense, and against our bf16 kernel on a
@@ -50,7 +52,8 @@ from attnsieve.bench.common import (
     head_dim,
     ints,
     ints_in,
-    median_ms,
+    median_ms_over_copies,
+    on_inputs,
     positive_float,
     positive_int,
     rel_err,
@@ -112,6 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "float32 reference)",
     )
     parser.add_argument("--seed", type=seed, default=0, help="seed of the inputs (default 0)")
+    parser.add_argument(
+        "--copies",
+        type=ints_in(1, 16),
+        default=3,
+        help="time every row on this many placements of its inputs (the inputs, then clones at "
+        "new addresses) and report the median (default 3): a kernel's time can depend on where "
+        "its inputs lie; each placement's time is in the JSON (copies_ms)",
+    )
     parser.add_argument(
         "--out", type=folder, default=Path("benchmarks/results"), help="folder for JSON + PNG"
     )
@@ -257,8 +268,9 @@ def _bench_length(
     full_pairs = causal_pairs(n, n)
     rows: list[dict] = []
 
-    def record(method, fn, density, target=None, ref=None, needs_ref=False):
-        """Check ``fn`` against ``ref``, time it, append a row; return its output (or None)."""
+    def record(method, make_call, density, target=None, ref=None, needs_ref=False):
+        """Check ``make_call(q, k, v)`` against ``ref``, time it on ``--copies`` placements of q,
+        k and v, append a row; return its output (or None)."""
         row = {"N": n, "method": method, "density": density, "density_target": target}
         rows.append(row)
         bar.update()
@@ -268,7 +280,7 @@ def _bench_length(
         try:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-            out = fn()
+            out = make_call(q, k, v)()
             torch.cuda.synchronize()
         except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
             row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
@@ -279,31 +291,27 @@ def _bench_length(
             row["status"] = "correctness failed"
             return None
         row["status"] = "ok"
-        row["ms"] = median_ms(fn, rep_ms=args.rep_ms)
+        row["ms"], row["copies_ms"] = median_ms_over_copies(
+            make_call, (q, k, v), args.copies, args.rep_ms
+        )
         row["tflops"] = attention_tflops(row["ms"], b, h, d, density * full_pairs)
         return out
 
     # dense causal: the reference is the first backend that runs (flash, else cuDNN)
     dense = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)
-    ref = record("sdpa-flash", sdpa_call(q, k, v, "FLASH_ATTENTION"), 1.0)
-    out = record("sdpa-cudnn", sdpa_call(q, k, v, "CUDNN_ATTENTION"), 1.0, ref=ref)
+    ref = record("sdpa-flash", partial(sdpa_call, backend="FLASH_ATTENTION"), 1.0)
+    out = record("sdpa-cudnn", partial(sdpa_call, backend="CUDNN_ATTENTION"), 1.0, ref=ref)
     ref = out if ref is None else ref
     del out
     if flex is not None:
         mask = flex_block_mask(dense)
-        record("flex", lambda: flex(q, k, v, block_mask=mask, enable_gqa=True), 1.0, ref=ref)
+        record("flex", on_inputs(flex, block_mask=mask, enable_gqa=True), 1.0, ref=ref)
     else:
         bar.update()
-    record(
-        "attnsieve-triton",
-        lambda: sparse_attention(q, k, v, dense, dense_dispatch=False),
-        1.0,
-        ref=ref,
-        needs_ref=True,
-    )
-    record(
-        "attnsieve-dispatch", lambda: sparse_attention(q, k, v, dense), 1.0, ref=ref, needs_ref=True
-    )
+    triton_only = on_inputs(sparse_attention, dense, dense_dispatch=False)
+    record("attnsieve-triton", triton_only, 1.0, ref=ref, needs_ref=True)
+    dispatch = on_inputs(sparse_attention, dense)
+    record("attnsieve-dispatch", dispatch, 1.0, ref=ref, needs_ref=True)
     del ref
 
     # block-sparse: the same random block mask through FlexAttention and attnsieve, both checked
@@ -314,18 +322,12 @@ def _bench_length(
         ref = sampled_reference(q, k, v, layout)
         if flex is not None:
             mask = flex_block_mask(layout)
-            run = partial(flex, q, k, v, block_mask=mask, enable_gqa=True)
+            run = on_inputs(flex, block_mask=mask, enable_gqa=True)
             record("flex", run, density, target, ref=ref)
         else:
             bar.update()
-        record(
-            "attnsieve",
-            lambda lay=layout: sparse_attention(q, k, v, lay),
-            density,
-            target,
-            ref=ref,
-            needs_ref=True,
-        )
+        sparse = on_inputs(sparse_attention, layout)
+        record("attnsieve", sparse, density, target, ref=ref, needs_ref=True)
         del ref
     return rows
 

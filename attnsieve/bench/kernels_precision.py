@@ -5,7 +5,8 @@ Dense causal at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT
 ``import sageattention`` works); a random block layout of ``--quant-density`` at
 ``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on the same layout. Each output
 must reach a per-head cosine similarity of ``MIN_COSINE`` with the reference (bf16 SDPA dense; the
-float32 reference on sampled query blocks sparse) before it is timed. INT8·FP8 times include
+float32 reference on sampled query blocks sparse) before it is timed (on ``--copies`` placements
+of its inputs, as every `bench kernels` row). INT8·FP8 times include
 quantising Q, K and V; what runs before the kernel is also timed on its own (quant_ms): the pass
 over K and V, and over Q for the Triton kernel (the Hopper one quantises Q itself); ``kernel``
 names the INT8·FP8
@@ -29,7 +30,13 @@ from attnsieve.bench.baselines import (
     sampled_reference,
     sdpa_call,
 )
-from attnsieve.bench.common import attention_tflops, median_ms, rel_err
+from attnsieve.bench.common import (
+    attention_tflops,
+    median_ms,
+    median_ms_over_copies,
+    on_inputs,
+    rel_err,
+)
 from attnsieve.layout import Layout
 from attnsieve.layout_counts import causal_pairs
 
@@ -69,20 +76,21 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
     def kernel_name(q, k, layout):
         return "gluon-sm90" if runs_hopper_kernel(q, k, layout, True) else "triton"
 
-    def record(n, method, precision, fn, density, target, ref, extra_ms=None):
-        """Check ``fn`` against ``ref`` (per-head cosine), time it, append a row."""
+    def record(n, inputs, method, precision, make_call, density, target, ref, extra_ms=None):
+        """Check ``make_call(*inputs)`` against ``ref`` (per-head cosine), time it on ``--copies``
+        placements of the inputs, append a row."""
         row = {"N": n, "method": method, "precision": precision, "density": density}
         row["density_target"] = target
         rows.append(row)
         bar.update()
-        if fn is None:
+        if make_call is None:
             row["status"] = "not installed"
             return
         if ref is None:  # nothing to check against: refuse to time
             row["status"] = "correctness failed (no reference)"
             return
         try:
-            out = fn()
+            out = make_call(*inputs)()
             torch.cuda.synchronize()
         except Exception as exc:  # a backend missing on this GPU / torch is a result, not a crash
             row["status"] = f"error: {type(exc).__name__}: {str(exc)[:100]}"
@@ -94,7 +102,9 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
             row["status"] = "correctness failed"
             return
         row["status"] = "ok"
-        row["ms"] = median_ms(fn, rep_ms=args.rep_ms)
+        row["ms"], row["copies_ms"] = median_ms_over_copies(
+            make_call, inputs, args.copies, args.rep_ms
+        )
         row["tflops"] = attention_tflops(row["ms"], b, h, d, density * causal_pairs(n, n))
         if extra_ms is not None:
             row["quant_ms"] = median_ms(extra_ms, rep_ms=args.rep_ms)
@@ -104,32 +114,33 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
                 for hh in (h, h_kv, h_kv)]  # fmt: skip
 
     def dense_rows(n):
-        q, k, v = inputs(n)
+        q, k, v = qkv = inputs(n)
         layout = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)
         ref = None
         for backend in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
             with contextlib.suppress(RuntimeError):
                 ref = ref if ref is not None else sdpa_call(q, k, v, backend)()
-        record(n, "sdpa-cudnn", "bf16", sdpa_call(q, k, v, "CUDNN_ATTENTION"), 1.0, None, ref)
-        bf16 = partial(sparse_attention, q, k, v, layout, dense_dispatch=False)
-        record(n, "attnsieve-triton", "bf16", bf16, 1.0, None, ref)
+        cudnn = partial(sdpa_call, backend="CUDNN_ATTENTION")
+        record(n, qkv, "sdpa-cudnn", "bf16", cudnn, 1.0, None, ref)
+        bf16 = on_inputs(sparse_attention, layout, dense_dispatch=False)
+        record(n, qkv, "attnsieve-triton", "bf16", bf16, 1.0, None, ref)
         quantize = partial(quantize_for_kernel, q, k, v, None, True)
-        low = partial(quant_attention, q, k, v)
-        record(n, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
+        low = on_inputs(quant_attention)
+        record(n, qkv, "attnsieve", "int8-fp8", low, 1.0, None, ref, extra_ms=quantize)
         rows[-1]["kernel"] = kernel_name(q, k, None)
-        sage_fn = None if sage is None else partial(sage, q, k, v, "HND", is_causal=True)
-        record(n, "sageattention", "int8-fp16", sage_fn, 1.0, None, ref)
+        sage_call = None if sage is None else on_inputs(sage, "HND", is_causal=True)
+        record(n, qkv, "sageattention", "int8-fp16", sage_call, 1.0, None, ref)
 
     def sparse_rows(n):  # the same random block layout through both precisions
-        q, k, v = inputs(n)
+        q, k, v = qkv = inputs(n)
         layout = random_causal_layout(n, h, blk, args.quant_density, dev, gen)
         density, target = layout.density(causal=True), args.quant_density
         ref = sampled_reference(q, k, v, layout)
-        bf16 = partial(sparse_attention, q, k, v, layout)
-        record(n, "attnsieve", "bf16", bf16, density, target, ref)
+        bf16 = on_inputs(sparse_attention, layout)
+        record(n, qkv, "attnsieve", "bf16", bf16, density, target, ref)
         quantize = partial(quantize_for_kernel, q, k, v, layout, True)
-        low = partial(quant_attention, q, k, v, layout)
-        record(n, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
+        low = on_inputs(quant_attention, layout)
+        record(n, qkv, "attnsieve", "int8-fp8", low, density, target, ref, extra_ms=quantize)
         rows[-1]["kernel"] = kernel_name(q, k, layout)
 
     for n in args.quant_lengths:
