@@ -78,8 +78,36 @@ def test_a_changed_file_converts_anew_and_its_old_folder_goes(gguf, capsys):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     second = gguf_cache.converted_folder(path)
     assert second != first and len(loads) == 2 and (second / gguf_cache.DONE).is_file()
-    assert sorted(p.name for p in first.parent.iterdir()) == [second.name, second.name + ".lock"]
+    names = sorted(p.name for p in first.parent.iterdir())
+    assert names == sorted([first.name + ".lock", second.name, second.name + ".lock"])
     assert "removed 1 converted model folder(s)" in capsys.readouterr().err
+
+
+def test_the_folder_just_converted_stays_when_its_file_changed_meanwhile(gguf, monkeypatch):
+    """The file touched during its conversion (the folder's key was taken before): the folder
+    returned is still there, marked done, not removed as stale by the cleanup after it."""
+    path, loads = gguf
+
+    def touching(file):
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        return _tiny_model_and_tokenizer()
+
+    monkeypatch.setattr(gguf_cache, "_load_gguf", touching)
+    folder = gguf_cache.converted_folder(path)
+    assert (folder / gguf_cache.DONE).is_file()
+
+
+def test_a_cleanup_that_fails_warns_and_the_load_goes_on(gguf, monkeypatch):
+    path, loads = gguf
+
+    def failing(folders, keep):
+        raise PermissionError(13, "Permission denied", str(folders))
+
+    monkeypatch.setattr(gguf_cache, "prune", failing)
+    with pytest.warns(UserWarning, match="could not remove old folders .*Permission denied"):
+        folder = gguf_cache.converted_folder(path)
+    assert (folder / gguf_cache.DONE).is_file()
 
 
 def _stand_in_folder(gguf_dir, name, marker=None):
@@ -93,10 +121,11 @@ def _stand_in_folder(gguf_dir, name, marker=None):
 
 
 def test_a_conversion_removes_only_the_folders_no_load_can_reach(gguf, tmp_path, monkeypatch):
-    """Kept: a folder of another transformers version whose file is unchanged (another
-    environment may load it), one whose lock another process holds, one whose file cannot be
-    read now, and files that are not the cache's. Removed: a folder whose file is gone, one of
-    format 1, one without its marker, and a partial one whose conversion is not running."""
+    """Kept: a folder of another transformers version or cache format whose file is unchanged
+    (another environment may load it), one whose lock another process holds, one whose file
+    cannot be read now, and files that are not the cache's. Removed: a folder whose file is gone,
+    one of format 1, one with a marker that names no file's size, one without its marker, and a
+    partial one whose conversion is not running. Lock files stay."""
     import transformers
 
     path, loads = gguf
@@ -114,6 +143,11 @@ def test_a_conversion_removes_only_the_folders_no_load_can_reach(gguf, tmp_path,
     no_marker = _stand_in_folder(folders, "crashed-0123456789abcdef")
     partial = _stand_in_folder(folders, "killed-0123456789abcdef.partial-99999999")
     locked = _stand_in_folder(folders, "locked-0123456789abcdef", "format 1\n")
+    newer = json.loads((other_version / gguf_cache.DONE).read_text()) | {"format": 99}
+    newer_format = _stand_in_folder(folders, "newer-0123456789abcdef", json.dumps(newer))
+    sizeless = newer | {"format": gguf_cache.FORMAT}
+    del sizeless["size"]
+    malformed = _stand_in_folder(folders, "malformed-0123456789abcdef", json.dumps(sizeless))
     changed_if_read = dict(
         format=gguf_cache.FORMAT, gguf=str(tmp_path / "unreadable.gguf"), size=0, mtime_ns=0,
         transformers=transformers.__version__,
@@ -136,9 +170,10 @@ def test_a_conversion_removes_only_the_folders_no_load_can_reach(gguf, tmp_path,
         monkeypatch.setattr(Path, "stat", denied)
         new = gguf_cache.converted_folder(tmp_path / "new.gguf")
     kept = {p.name for p in folders.iterdir() if p.is_dir()}
-    assert kept == {new.name, other_version.name, locked.name, unreadable.name, stranger.name}
-    assert not {gone_folder, format_1, no_marker, partial} & set(folders.iterdir())
-    assert not (folders / (gone_folder.name + ".lock")).exists()
+    assert kept == {new.name, other_version.name, newer_format.name, locked.name,
+                    unreadable.name, stranger.name}  # fmt: skip
+    assert not {gone_folder, format_1, malformed, no_marker, partial} & set(folders.iterdir())
+    assert (folders / (gone_folder.name + ".lock")).is_file()
 
 
 def test_a_running_conversions_partial_folder_stays(gguf, tmp_path):

@@ -16,10 +16,12 @@ cache off, and a cache that cannot be written is skipped with a warning: every l
 the file, as transformers does. So is a folder that did not load back as the file does, which
 leaves a ``.failed`` note beside it so that later loads do not convert again (delete the note to
 retry). Each conversion removes the folders that no load can reach again: those whose file has
-changed or gone (a clone's virtual environment deleted, a file downloaded anew) and those of an
-older cache format. A folder of another transformers version stays while its file does (another
-environment may load it). Processes that load the same file at once convert it once: the others
-wait on a lock file, and a folder whose lock is held is never removed.
+changed or gone (a clone's virtual environment deleted, a file downloaded anew; also a file on a
+drive not mounted now), those of cache format 1 (before the marker recorded the file) and those
+a crash left unfinished. A folder of another transformers version or cache format stays while
+its file is unchanged (another environment may load it). Processes that load the same file at
+once convert it once: the others wait on a lock file, and a folder whose lock is held is never
+removed.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import torch
 from safetensors import SafetensorError
 
 CACHE_ENV = "ATTNSIEVE_CACHE_DIR"
-FORMAT = 2  # the folder's layout: a new one converts every file anew (2: the marker's source)
+FORMAT = 2  # the folder's layout: a new one converts every file anew (2: the marker's JSON)
 # written last, once the folder has loaded back as the file did: the source (`_source`) as JSON
 DONE = "attnsieve-converted"
 FOLDER_NAME = re.compile(r".+-[0-9a-f]{16}")  # a file's stem and its key's hash
@@ -106,7 +108,10 @@ def converted_folder(gguf: Path) -> Path | None:
         except (OSError, ValueError, SafetensorError) as e:  # a full disk, a folder unreadable
             _cannot_use(root, gguf, e)
             return None
-    prune(folder.parent)
+    try:
+        prune(folder.parent, keep=folder)
+    except OSError as e:  # the cleanup: never a reason to fail the load
+        warnings.warn(f"{CACHE_ENV}: could not remove old folders of {root}: {e}", stacklevel=2)
     return folder
 
 
@@ -120,31 +125,31 @@ def _source(gguf: Path) -> dict[str, Any]:
             "mtime_ns": stat.st_mtime_ns, "transformers": transformers.__version__}  # fmt: skip
 
 
-def prune(folders: Path) -> None:
-    """Remove the converted folders in ``folders`` that no load can reach again (`_unreachable`),
-    and the partial ones of killed conversions, skipping any whose lock another process holds
-    (converting it, or waiting to); say on stderr how much that freed."""
+def prune(folders: Path, keep: Path) -> None:
+    """Remove the converted folders in ``folders`` that no load can reach again (`_unreachable`)
+    and the partial ones of killed conversions, but not ``keep`` (the folder just converted) nor
+    any whose lock another process holds (converting it, or waiting to); say on stderr how much
+    that freed. Lock files stay (empty): one unlinked while another process has it open would let
+    a third take a second lock on a new file of the same name."""
     removed, freed = 0, 0
     for path in sorted(folders.iterdir()):
         name, partial, _ = path.name.partition(".partial-")  # partial: "" for a folder
-        if not (FOLDER_NAME.fullmatch(name) and path.is_dir()):
+        if path == keep or not (FOLDER_NAME.fullmatch(name) and path.is_dir()):
             continue
         if not (partial or _unreachable(path / DONE)):
             continue
-        with contextlib.suppress(OSError), open(path.with_name(name + ".lock"), "w") as lock:
+        with open(path.with_name(name + ".lock"), "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue
             size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
             shutil.rmtree(path)
-            if not partial:
-                Path(lock.name).unlink()
             removed, freed = removed + 1, freed + size
     if removed:
         print(
             f"attnsieve: removed {removed} converted model folder(s) that no load can reach again "
-            f"(GGUF file changed or gone, older cache format, killed conversion): "
+            f"(GGUF file changed or gone, no readable marker, killed conversion): "
             f"{freed / 2**20:.0f} MiB freed in {folders}",
             file=sys.stderr,
         )
@@ -152,20 +157,20 @@ def prune(folders: Path) -> None:
 
 def _unreachable(marker: Path) -> bool:
     """Whether no load can reach the folder of ``marker`` again: it has no marker (a crash
-    before it), is of an older format, or its file has changed or is gone. A file that cannot be
-    read now (permissions, an unmounted drive) counts as still there."""
+    before it), one that is not JSON (cache format 1's), or its file has changed or is gone
+    (a file on a drive not mounted now reads as gone). A folder of another cache format or
+    transformers version stays while its file is unchanged (another environment may load it),
+    and so does one whose file cannot be read for another reason (permissions)."""
     try:
         source = json.loads(marker.read_text())
-        if source["format"] != FORMAT:
-            return True
         stat = Path(source["gguf"]).stat()
+        return (stat.st_size, stat.st_mtime_ns) != (source["size"], source["mtime_ns"])
     except FileNotFoundError:
         return True
-    except (ValueError, KeyError, TypeError):  # not this format's marker (format 1: plain text)
+    except (ValueError, KeyError, TypeError):  # no marker of any JSON format: format 1's
         return True
     except OSError:
         return False
-    return (stat.st_size, stat.st_mtime_ns) != (source["size"], source["mtime_ns"])
 
 
 def _load_gguf(gguf: Path) -> tuple[Any, Any]:
