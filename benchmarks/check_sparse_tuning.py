@@ -19,6 +19,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from attnsieve.bench.common import ints_in
+
 
 def one_run(n: int, copies: int = 0) -> dict:
     from attnsieve.bench.baselines import random_causal_layout
@@ -47,8 +49,8 @@ def one_run(n: int, copies: int = 0) -> dict:
         torch.cuda.synchronize()
     kernels = {e.key[:60]: round(e.device_time_total / 1e3, 4) for e in prof.key_averages()
                if e.device_time_total > 0}  # fmt: skip
-    on_copy = on_inputs(prefill.sparse_attention, layout)  # the inputs first, then the copies
-    copy_ms = median_ms_over_copies(on_copy, (q, k, v), copies + 1)[1][1:] if copies else []
+    on_copy = on_inputs(prefill.sparse_attention, layout)
+    copy_ms = median_ms_over_copies(on_copy, (q, k, v), copies)[1] if copies else []
     return {"best": str(tuner.best_config), "tuning_ms": timings, "median_ms": ms,
             "host_ms": host_ms, "kernels_ms": kernels,
             "copies_ms": [round(t, 3) for t in copy_ms]}  # fmt: skip
@@ -58,7 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--length", type=int, default=65536)
-    parser.add_argument("--copies", type=int, default=0, help="also time this many copies of q/k/v")
+    parser.add_argument(
+        "--copies", type=ints_in(0, 64), default=0, help="also time this many copies of q/k/v"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -5139,7 +5139,7 @@ s58a)  # carrying .stage/s (WHEELS=.stage/s) and .stage/head (quant_hopper.py an
 s59a)  # carrying .stage/s (WHEELS=.stage/s): the Gluon INT8-FP8 kernel's GPU tests (the two
     # the fifty-eighth session added after its device time: spans stay on Triton, rows before
     # their only listed block), then bench kernels --precision int8-fp8 in $S59_RUNS (3)
-    # processes, every row timed on three placements of its inputs (--copies 3, the default
+    # processes, every row timed on three copies of its inputs (--copies 3, the default
     # since the fifty-ninth session; quant59/)
     D="$OUT/quant59"
     mkdir -p "$D"

@@ -333,9 +333,11 @@ def test_results_paths_keep_a_name_whole_and_cut_a_long_one(tmp_path):
 
 
 def test_copies_are_timed_at_new_addresses_and_the_median_reported(monkeypatch):
-    """`median_ms_over_copies`: the first placement is the inputs themselves, every other one a
-    clone with the same values at new addresses, all alive while they are timed; the time is the
-    median of the placements' medians, and each is returned."""
+    """`median_ms_over_copies`: every copy is a clone with the inputs' values at new addresses,
+    all earlier ones still alive while the next is timed (so that it cannot reuse their memory);
+    the time is the median of the copies' medians, and each is returned."""
+    import weakref
+
     from attnsieve.bench import common
 
     inputs = [torch.randn(2, 3), torch.arange(3.0)]
@@ -343,16 +345,30 @@ def test_copies_are_timed_at_new_addresses_and_the_median_reported(monkeypatch):
 
     def fake_median(call, rep_ms):
         assert rep_ms == 50
-        placed.append(call.args)
+        assert all(ref() is not None for refs in placed for ref in refs), "a copy was freed"
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(call.args, inputs, strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(call.args, inputs, strict=True))
+        assert torch.equal(call(), torch.add(*inputs, alpha=2))
+        placed.append([weakref.ref(t) for t in call.args])
         return next(times)
 
     monkeypatch.setattr(common, "median_ms", fake_median)
-    call = common.on_inputs(torch.add, alpha=2)
-    ms, each = common.median_ms_over_copies(call, inputs, 5, rep_ms=50)
-    assert (ms, each) == (3.0, [4.0, 1.0, 9.0, 2.0, 3.0])
-    assert placed[0][0] is inputs[0] and placed[0][1] is inputs[1]
-    addresses = {tuple(t.data_ptr() for t in args) for args in placed}
-    assert len(addresses) == 5  # alive together: no clone reuses another's memory
-    for args in placed:
-        assert all(torch.equal(a, b) for a, b in zip(args, inputs, strict=True))
-    assert torch.equal(call(*inputs)(), torch.add(*inputs, alpha=2))
+    ms, each = common.median_ms_over_copies(common.on_inputs(torch.add, alpha=2), inputs, 5, 50)
+    assert (ms, each) == (3.0, [4.0, 1.0, 9.0, 2.0, 3.0]) and len(placed) == 5
+
+
+def test_copies_that_do_not_fit_are_an_error_row(monkeypatch):
+    """Out of GPU memory while the copies are timed (after the row passed its check): the row says
+    so and has no time, and the bench goes on."""
+    from attnsieve.bench import common
+
+    def out_of_memory(call, rep_ms):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(common, "median_ms", out_of_memory)
+    row = {}
+    assert not common.time_on_copies(row, common.on_inputs(torch.neg), [torch.ones(2)], 3, 1.0)
+    assert row == {"status": "error: out of memory holding 3 copies of the inputs (--copies)"}
+    monkeypatch.setattr(common, "median_ms", lambda call, rep_ms: float(call()[0]))
+    assert common.time_on_copies(row, common.on_inputs(torch.neg), [torch.ones(2)], 3, 1.0)
+    assert row == {"status": "ok", "ms": -1.0, "copies_ms": [-1.0, -1.0, -1.0]}

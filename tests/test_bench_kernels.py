@@ -61,7 +61,7 @@ def _cpu_bench_length(monkeypatch, kernel):
         monkeypatch.setattr(torch.cuda, name, lambda value=value: value)
     from attnsieve.bench import common
 
-    monkeypatch.setattr(common, "median_ms", lambda fn, rep_ms: 1.0)
+    monkeypatch.setattr(common, "median_ms", lambda fn, rep_ms: fn() is not None and 1.0)
     monkeypatch.setattr(attnsieve.kernels.prefill, "sparse_attention", kernel)
 
     def sdpa(q, k, v, backend):
@@ -126,7 +126,7 @@ def _cpu_precision_rows(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(kernels_precision, "median_ms", lambda fn, rep_ms: 1.0)  # quant_ms
-    monkeypatch.setattr(common, "median_ms", lambda fn, rep_ms: 1.0)
+    monkeypatch.setattr(common, "median_ms", lambda fn, rep_ms: fn() is not None and 1.0)
     args = argparse.Namespace(batch=1, heads=2, kv_heads=1, head_dim=32, block=32, seed=0,
                               rep_ms=1.0, quant_lengths=[64], quant_sparse_lengths=[96],
                               quant_density=0.5, copies=2)  # fmt: skip

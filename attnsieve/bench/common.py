@@ -61,17 +61,37 @@ def median_ms_over_copies(
     copies: int,
     rep_ms: float = 200,
 ) -> tuple[float, list[float]]:
-    """`median_ms` of ``make_call(*inputs)`` on ``copies`` placements of ``inputs``: the inputs,
-    then clones, each kept until all are timed so that every one lands at new addresses. Returns
-    the median of those medians, and each. A kernel's time can depend on where its inputs lie:
-    the bf16 sparse kernel's 64K row took 7.05-7.20 ms on most copies of the same values and
-    7.8-8.2 ms on some, in one process on one H100 (benchmarks/check_sparse_tuning.py)."""
-    kept: list[Sequence[Tensor]] = []
+    """`median_ms` of ``make_call`` on ``copies`` clones of ``inputs``, each kept until all are
+    timed so that every one lies at new addresses. Returns the median of those medians, and each.
+    A kernel's time can depend on where its inputs lie: the bf16 sparse kernel's 64K row took
+    7.05-7.20 ms on 15 of 18 copies of the same values and 7.8-8.2 ms on the others, in one
+    process on one H100 (benchmarks/check_sparse_tuning.py), and the inputs as `bench kernels`
+    first allocated them were slow in 9 of its 10 processes: clones only, so that one placement
+    that is slow in most processes does not weigh in every median."""
+    kept: list[list[Tensor]] = []
     times = []
-    for i in range(copies):
-        kept.append(inputs if i == 0 else [t.clone() for t in inputs])
+    for _ in range(copies):
+        kept.append([t.clone() for t in inputs])
         times.append(median_ms(make_call(*kept[-1]), rep_ms=rep_ms))
     return statistics.median(times), times
+
+
+def time_on_copies(
+    row: dict[str, Any],
+    make_call: Callable[..., Callable[[], object]],
+    inputs: Sequence[Tensor],
+    copies: int,
+    rep_ms: float,
+) -> bool:
+    """``row``'s ms and copies_ms from `median_ms_over_copies`, and status ok; False, with an error
+    status and no time, where the copies do not fit in GPU memory (the row passed its check)."""
+    try:
+        row["ms"], row["copies_ms"] = median_ms_over_copies(make_call, inputs, copies, rep_ms)
+    except torch.OutOfMemoryError:
+        row["status"] = f"error: out of memory holding {copies} copies of the inputs (--copies)"
+        return False
+    row["status"] = "ok"
+    return True
 
 
 def _median_of_calls(fn: Callable[[], object], calls: int, device: str = "cuda") -> float:

@@ -2,17 +2,18 @@
 
 For every (batch, context length): SDPA decode (one query token, enable_gqa) over the same tokens
 laid out contiguously, our dense paged kernel in bf16 and over an FP8 pool, and sparse reads of
-1/16 of the pages (bf16 and FP8). Each kernel row is checked against SDPA or the float32 twin
-before it is timed; a failed check is reported as such, with no speed-up. Times are medians of
+1/``--keep`` (16) of the pages (bf16 and FP8). Each kernel row is checked against SDPA or the
+float32 twin before it is timed; a failed check is reported as such, with no speed-up, and the
+command exits 1 (as it does where a row did not run). Times are medians of
 CUDA-graph replays with L2 flushed before each by reading a 256 MB buffer (a decode step runs in a
 graph, after other layers evicted L2; `attnsieve.bench.common.graph_ms` says why reading).
 Bandwidth = bytes of K, V (and FP8 scales) read / time, also as a share of the
 4.3 TB/s quoted copy rate and of the device-to-device copy rate measured in the same run. Writes
 decode.json and decode.png.
 
-Sparse rows take a selector ``select(q, cache) -> (pages, page_count)``: ``sparse_cases`` lists the
-random page list (not timed: it stands for a plan made elsewhere); a method's selector added there
-with ``timed=True`` gets its own time, added to the kernel's.
+Sparse rows take a selector ``select(q, cache) -> (pages, page_count)``: ``sparse_cases`` lists a
+random page list (not timed: it stands for a plan made elsewhere) and Quest's selection (timed:
+its time is added to the kernel's); a selector added there with ``timed=True`` gets the same.
 """
 
 from __future__ import annotations

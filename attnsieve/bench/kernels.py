@@ -11,9 +11,9 @@ reference on query blocks spread evenly over the sequence (all heads, every key;
 speed-up, and the command exits 1, as where one of attnsieve's kernels raised (another backend
 missing on this GPU or torch is its row's status only). ``extra_mem_gb``: the most CUDA memory a
 call allocated beyond what was allocated before it, in GiB (2**30 bytes, whatever the name says).
-Each row's ``ms`` is the median over ``--copies`` placements of its inputs (the inputs, then clones
-at new addresses; each placement's median time in ``copies_ms``): a kernel's time can depend on
-where its inputs lie. Writes kernels.json and kernels.png.
+Each row's ``ms`` is the median over ``--copies`` copies of its inputs, each at new addresses
+(each copy's median time in ``copies_ms``): a kernel's time can depend on where its inputs lie.
+Writes kernels.json and kernels.png.
 
 ``--precision bf16,int8-fp8`` adds the low-precision rows (`attnsieve.bench.kernels_precision`):
 our INT8·FP8 kernel against cuDNN bf16 and SageAttention dense, and against our bf16 kernel on a
@@ -52,7 +52,6 @@ from attnsieve.bench.common import (
     head_dim,
     ints,
     ints_in,
-    median_ms_over_copies,
     on_inputs,
     positive_float,
     positive_int,
@@ -60,6 +59,7 @@ from attnsieve.bench.common import (
     require_cuda,
     save_line_plots,
     seed,
+    time_on_copies,
     write_json,
 )
 from attnsieve.layout import Layout
@@ -119,9 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--copies",
         type=ints_in(1, 16),
         default=3,
-        help="time every row on this many placements of its inputs (the inputs, then clones at "
-        "new addresses) and report the median (default 3): a kernel's time can depend on where "
-        "its inputs lie; each placement's time is in the JSON (copies_ms)",
+        help="time every row on this many copies of its inputs, each at new addresses, and report "
+        "the median (default 3): a kernel's time can depend on where its inputs lie; each "
+        "copy's time is in the JSON (copies_ms)",
     )
     parser.add_argument(
         "--out", type=folder, default=Path("benchmarks/results"), help="folder for JSON + PNG"
@@ -269,8 +269,8 @@ def _bench_length(
     rows: list[dict] = []
 
     def record(method, make_call, density, target=None, ref=None, needs_ref=False):
-        """Check ``make_call(q, k, v)`` against ``ref``, time it on ``--copies`` placements of q,
-        k and v, append a row; return its output (or None)."""
+        """Check ``make_call(q, k, v)`` against ``ref``, time it on ``--copies`` copies of q, k and
+        v, append a row; return its output (or None where it did not run or failed its check)."""
         row = {"N": n, "method": method, "density": density, "density_target": target}
         rows.append(row)
         bar.update()
@@ -290,12 +290,9 @@ def _bench_length(
         if ref is not None and not row["rel_err"] < REL_TOL:
             row["status"] = "correctness failed"
             return None
-        row["status"] = "ok"
-        row["ms"], row["copies_ms"] = median_ms_over_copies(
-            make_call, (q, k, v), args.copies, args.rep_ms
-        )
-        row["tflops"] = attention_tflops(row["ms"], b, h, d, density * full_pairs)
-        return out
+        if time_on_copies(row, make_call, (q, k, v), args.copies, args.rep_ms):
+            row["tflops"] = attention_tflops(row["ms"], b, h, d, density * full_pairs)
+        return out  # checked: a reference for the rows after it, timed or not
 
     # dense causal: the reference is the first backend that runs (flash, else cuDNN)
     dense = Layout.dense(n, n, block_q=blk, block_k=blk, causal=True, device=dev)

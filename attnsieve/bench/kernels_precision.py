@@ -5,8 +5,8 @@ Dense causal at ``--quant-lengths`` through cuDNN bf16, our bf16 kernel, our INT
 ``import sageattention`` works); a random block layout of ``--quant-density`` at
 ``--quant-sparse-lengths`` through our bf16 and INT8·FP8 kernels on the same layout. Each output
 must reach a per-head cosine similarity of ``MIN_COSINE`` with the reference (bf16 SDPA dense; the
-float32 reference on sampled query blocks sparse) before it is timed (on ``--copies`` placements
-of its inputs, as every `bench kernels` row). INT8·FP8 times include
+float32 reference on sampled query blocks sparse) before it is timed (on ``--copies`` copies of
+its inputs, as every `bench kernels` row). INT8·FP8 times include
 quantising Q, K and V; what runs before the kernel is also timed on its own (quant_ms): the pass
 over K and V, and over Q for the Triton kernel (the Hopper one quantises Q itself); ``kernel``
 names the INT8·FP8
@@ -33,9 +33,9 @@ from attnsieve.bench.baselines import (
 from attnsieve.bench.common import (
     attention_tflops,
     median_ms,
-    median_ms_over_copies,
     on_inputs,
     rel_err,
+    time_on_copies,
 )
 from attnsieve.layout import Layout
 from attnsieve.layout_counts import causal_pairs
@@ -78,7 +78,8 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
 
     def record(n, inputs, method, precision, make_call, density, target, ref, extra_ms=None):
         """Check ``make_call(*inputs)`` against ``ref`` (per-head cosine), time it on ``--copies``
-        placements of the inputs, append a row."""
+        copies of the inputs (``extra_ms``, the quantisation pass, on the inputs), append a
+        row."""
         row = {"N": n, "method": method, "precision": precision, "density": density}
         row["density_target"] = target
         rows.append(row)
@@ -101,10 +102,8 @@ def bench_precision(args: argparse.Namespace, bar, dev: torch.device) -> list[di
         if not row["cosine"] >= MIN_COSINE:
             row["status"] = "correctness failed"
             return
-        row["status"] = "ok"
-        row["ms"], row["copies_ms"] = median_ms_over_copies(
-            make_call, inputs, args.copies, args.rep_ms
-        )
+        if not time_on_copies(row, make_call, inputs, args.copies, args.rep_ms):
+            return
         row["tflops"] = attention_tflops(row["ms"], b, h, d, density * causal_pairs(n, n))
         if extra_ms is not None:
             row["quant_ms"] = median_ms(extra_ms, rep_ms=args.rep_ms)

@@ -31,8 +31,8 @@ cut short keeps the rows it finished; prefill.png is drawn at the end (an earlie
 first, so that it never sits beside this run's rows).
 
 The sparse output is checked against the float32 reference on the sampled rows first; a planner
-whose check fails gets no times or speed-up. Writes prefill.json and prefill.png (recall vs
-speed-up per length, speed-up vs length).
+whose check fails gets no times or speed-up, and the command exits 1. Writes prefill.json and
+prefill.png (recall vs speed-up per length, speed-up vs length).
 """
 
 from __future__ import annotations
