@@ -10,7 +10,10 @@ For ``--samples`` samples per task at ``--length`` tokens:
    attnsieve's paged cache, for: dense; Quest; the best pages of the same budget ("best": what a
    perfect selector would read); Quest with each head's first page always read ("quest+first",
    the attention sink of StreamingLLM, arXiv 2309.17453; one of the budget's pages); Quest's
-   bound ranked per query head, then the best rank of the group ("quest per head").
+   bound ranked per query head, then the best rank of the group ("quest per head"); each query
+   head's bounds through a softmax over the pages, summed over the group ("quest group softmax").
+   The random pages are one draw for every head and sample: their mass swings with whether the
+   draw holds the first page (the attention sink).
 
 ``--ablate N``: on sample N (of ``--samples``) of the first task, Quest in one layer at a time and
 the best pages in every other: which layers' selections cost the answer.
@@ -117,6 +120,25 @@ def quest_per_head(self: Quest, q: Tensor, view, step):
     return Pages(*select_pages(score, self.page_targets(view), width))
 
 
+def quest_group_softmax(self: Quest, q: Tensor, view, step):
+    """Quest's bound as each query head's logit of a page: a softmax over the pages per query
+    head (the layer's scale), summed over the group, as Double Sparsity sums a group's
+    approximate attention here (`top_group_attention`), instead of the largest raw bound: a head
+    whose bounds are large everywhere no longer decides the group's pages alone."""
+    if (width := self.width(view)) is None:
+        return None
+    key_min, key_max = view.bounds()  # (B, H_kv, P, D), +-inf past the pages
+    b, hk, p, d = key_min.shape
+    qg = q.float().view(b, hk, -1, 1, d)
+    valid = torch.arange(p) < view.page_count[..., None]  # (B, H_kv, P)
+    lo, hi = key_min.nan_to_num(posinf=0.0)[:, :, None], key_max.nan_to_num(neginf=0.0)[:, :, None]
+    bound = torch.maximum(qg * lo, qg * hi).sum(-1) * (view.scale or d**-0.5)
+    probs = bound.masked_fill(~valid[:, :, None], -torch.inf).softmax(-1)
+    score = probs.sum(2).masked_fill(~valid, -torch.inf)
+    score = score.masked_fill(last_page(view), torch.inf)
+    return Pages(*select_pages(score, self.page_targets(view), width))
+
+
 def only_in_layer(layer: int) -> Callable:
     """Quest's own pages in ``layer``, the best pages in every other."""
 
@@ -131,6 +153,7 @@ VARIANTS = {
     "best": best_pages,
     "quest+first": quest_with_first_page,
     "quest per head": quest_per_head,
+    "quest group softmax": quest_group_softmax,
 }
 
 
