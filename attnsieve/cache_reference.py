@@ -176,6 +176,8 @@ def check_label_channels(channels: object, h: int, d: int, device) -> None:
     )
     if channels.shape[1] < 1 or ((channels < 0) | (channels >= d)).any():
         raise ValueError(f"channels: expected R >= 1 channel indices in [0, {d})")
+    if (channels.sort(-1).values.diff(dim=-1) == 0).any():  # one would count twice in a score
+        raise ValueError("channels: expected R distinct channel indices per KV head")
 
 
 def check_config(num_layers, batch, kv_heads, head_dim, page_size, dtype, kv_dtype) -> None:

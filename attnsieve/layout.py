@@ -136,6 +136,10 @@ class Layout:
 
     def heads_for(self, h_q: int, h_kv: int) -> Tensor:
         """Layout head used by each of ``h_q`` query heads (0, h // g or h)."""
+        check_int("h_q", h_q, 1)
+        check_int("h_kv", h_kv, 1)
+        if h_q % h_kv:
+            raise ValueError(f"h_q: expected a multiple of h_kv={h_kv}, got {h_q}")
         heads = torch.arange(h_q, device=self.device)
         if self.heads == 1:
             return torch.zeros_like(heads)
@@ -156,6 +160,8 @@ class Layout:
     ) -> Tensor:
         """bool (QB, KB): key blocks holding at least one key visible to some query of the block."""
         layout_checks.check_sizes(num_queries, num_keys, block_q, block_k)
+        if device is not None and not isinstance(device, torch.device):  # planners pass q's
+            device = check_device(device)
         _, last_pos = query_block_positions(num_queries, num_keys, block_q, device)
         first_key = torch.arange(cdiv(num_keys, block_k), device=device) * block_k
         return first_key[None, :] <= last_pos[:, None]
@@ -178,8 +184,6 @@ class Layout:
         check_int("batch", batch, 1)
         check_int("heads", heads, 1)
         check_bool("causal", causal)
-        if device is not None and not isinstance(device, torch.device):  # planners pass q's
-            device = check_device(device)
         mask = cls.causal_block_mask(num_queries, num_keys, block_q, block_k, device)
         if not causal:
             mask = torch.ones_like(mask)

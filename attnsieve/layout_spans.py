@@ -153,7 +153,7 @@ def checked_rows(
     if idx.dim() not in dims or (idx.dim() == 4 and idx.shape[2] != num_q_blocks):
         raise ValueError(f"{name}: expected shape {shapes}, got {tuple(idx.shape)}")
     for dim, label, own in ((0, "batch", batch), (1, "heads", heads)):
-        if idx.shape[dim] != own and 1 not in (idx.shape[dim], own):
+        if idx.shape[dim] == 0 or (idx.shape[dim] != own and 1 not in (idx.shape[dim], own)):
             raise ValueError(
                 f"{name}: {label} {idx.shape[dim]} does not broadcast against the layout's {own}"
             )

@@ -22,6 +22,11 @@ TRITON_DEVICES = [pytest.param("cpu", marks=needs_interpreter)] + DEVICES[1:]
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
 
+def _channels(kv_heads, head_dim, r, generator):
+    """int64 (kv_heads, r): r distinct random label channels a head, as calibrate picks them."""
+    return torch.stack([torch.randperm(head_dim, generator=generator)[:r] for _ in range(kv_heads)])
+
+
 def pair(num_layers=2, batch=2, kv_heads=2, head_dim=16, device="cpu", **kw):
     args = (num_layers, batch, kv_heads, head_dim)
     kw = {"dtype": F32, "page_size": 8, "device": device, **kw}
@@ -140,7 +145,7 @@ def test_random_appends_and_compactions_match_twin(name, device):
         layer = step % 2
         op = torch.rand((), generator=g).item()
         if step == 9:  # label channels set after tokens exist: back-filled, then kept up to date
-            ch = torch.randint(0, cfg["head_dim"], (cfg["kv_heads"], 3), generator=g).to(device)
+            ch = _channels(cfg["kv_heads"], cfg["head_dim"], 3, g).to(device)
             cache.set_label_channels(layer, ch)
             twin.set_label_channels(layer, ch)
         elif op < 0.55 or cache.seq_length(layer) == 0:
@@ -211,7 +216,7 @@ def test_random_op_sequences_match_twin(name, ops):
         elif op == "labels":
             layer, seed = args
             h = torch.Generator().manual_seed(seed)
-            ch = torch.randint(0, cfg["head_dim"], (cfg["kv_heads"], 2), generator=h)
+            ch = _channels(cfg["kv_heads"], cfg["head_dim"], 2, h)
             for c in (cache, twin):
                 c.set_label_channels(layer, ch)
         else:
@@ -670,6 +675,11 @@ BAD = {
         lambda: C.set_label_channels(0, torch.zeros(3, 1, dtype=torch.int64)),
         ValueError,
         "channels",
+    ),  # fmt: skip
+    "channels_twice": (
+        lambda: C.set_label_channels(0, torch.tensor([[1, 1], [2, 3]])),
+        ValueError,
+        "^channels: expected R distinct channel indices",
     ),  # fmt: skip
     "channels_dtype": (
         lambda: C.set_label_channels(0, torch.zeros(2, 1, dtype=I32)),

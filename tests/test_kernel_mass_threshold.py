@@ -289,3 +289,14 @@ MALFORMED = [
 def test_malformed_input_is_named(change, error, name):
     with pytest.raises(error, match=f"^{name}:"):
         api.mass_threshold(**{**_args(), **change})
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_a_numpy_threshold_is_a_number(backend):
+    """A NumPy float64 is a Python float: taken as its value on both backends (the reference
+    had raised NotImplementedError from a torch op on it)."""
+    np = pytest.importorskip("numpy")
+    probs = torch.tensor([[0.5, 0.25, 0.125, 0.125]], device=DEVICE)
+    got = api.mass_threshold(probs, np.float64(0.75), backend=backend)
+    assert got.tolist() == api.mass_threshold(probs, 0.75, backend=backend).tolist()
+    assert got.tolist() == [[True, True, False, False]]

@@ -191,3 +191,22 @@ def test_an_infinite_summary_scores_as_the_twin(summary):
     assert out[0, 0, 3] == math.inf and out[0, 1, 4] == -math.inf and out[0, 1, 5] == math.inf
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
     assert not out.isnan().any()
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_empty_pools_score_every_page_minus_inf(backend):
+    """Pools with no row: no page can be counted, so every page scores -inf on both backends; the
+    reference refuses a counted page there, and the Triton kernel, which trusts the counts (no
+    device read), no longer reads the empty pools for one (it had crashed the process)."""
+    q = torch.randn(1, 4, 16, device=DEVICE)
+    empty = torch.zeros(0, 16, device=DEVICE)
+    table = torch.zeros(1, 2, 3, dtype=torch.int32, device=DEVICE)
+    none = torch.zeros(1, 2, dtype=torch.int32, device=DEVICE)
+    got = api.quest_page_scores(q, empty, empty, table, none, backend=backend)
+    assert got.shape == (1, 2, 3) and bool((got == -math.inf).all())
+    if backend == "reference":
+        with pytest.raises(ValueError, match="page_table: counted entries must be pool rows"):
+            api.quest_page_scores(q, empty, empty, table, none + 1, backend=backend)
+    else:
+        got = api.quest_page_scores(q, empty, empty, table, none + 2, backend=backend)
+        assert bool((got == -math.inf).all())

@@ -740,6 +740,18 @@ CONFIG = [
         r"^kv: per-head lists",
     ),
     (
+        "config-per-head-nested",
+        lambda: AttentionConfig(layers={0: {"prefill": ["dense", ["dense"]]}}),
+        TypeError,
+        r"^layers\[0\]\['prefill'\]\[1\]: expected a method name .* got \['dense'\]",
+    ),
+    (
+        "config-per-head-none",
+        lambda: AttentionConfig(prefill=["dense", None]),
+        TypeError,
+        r"^prefill\[1\]: expected a method name .* got None",
+    ),
+    (
         "config-int8-fp8-key-blocks",
         lambda: AttentionConfig(
             prefill={"method": "streaming", "block_q": 16, "block_k": 16}, precision="int8-fp8"
@@ -770,6 +782,12 @@ CONFIG = [
         lambda: AttentionConfig.from_json(3),
         TypeError,
         r"^source: expected a path, JSON text or a dict, got int",
+    ),
+    (
+        "from-json-text-list",
+        lambda: AttentionConfig.from_json(" [1, 2]"),
+        ValueError,
+        r"^source: expected a JSON object, got list",
     ),
     (
         "from-json-dict-unknown",
@@ -1450,6 +1468,18 @@ def _review51_cases():
         ),
         ("with-columns-meta", lambda: dense.with_columns(meta_idx), ValueError, r"^column_idx: "),
         (
+            "with-columns-no-batch",
+            lambda: dense.with_columns(torch.zeros(0, 1, dense.num_q_blocks, 1, dtype=torch.long)),
+            ValueError,
+            r"^column_idx: batch 0 does not broadcast",
+        ),
+        (
+            "with-diagonals-no-heads",
+            lambda: dense.with_diagonals(torch.zeros(1, 0, 1, dtype=torch.long)),
+            ValueError,
+            r"^offsets: heads 0 does not broadcast",
+        ),
+        (
             "with-spans-meta",
             lambda: dense.with_spans(meta_idx, meta_idx),
             ValueError,
@@ -1469,6 +1499,19 @@ def _review51_cases():
             lambda: Layout.causal_block_mask(40, 48, 0, 16),
             ValueError,
             r"^block_q: ",
+        ),
+        (
+            "heads-for-not-a-multiple",
+            lambda: Layout.dense(40, 48, heads=3).heads_for(4, 3),
+            ValueError,
+            r"^h_q: expected a multiple of h_kv=3, got 4",
+        ),
+        ("heads-for-float", lambda: dense.heads_for(2.5, 1), ValueError, r"^h_q: "),
+        (
+            "causal-block-mask-device",
+            lambda: Layout.causal_block_mask(40, 48, 16, 16, "xyz"),
+            ValueError,
+            r"^device: expected an available device, got 'xyz'",
         ),
         (
             "dense-attention-sparse-mask",

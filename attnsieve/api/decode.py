@@ -114,7 +114,8 @@ def quest_page_scores(
     whose bound is NaN for some query head (a NaN summary, or an infinite one met by a query
     channel of the other sign) scores -inf. The last valid page (the current token's)
     scores +inf and pages past the count -inf, so a plain top-k picks the current page first and
-    an invalid page never; a head with no page scores -inf throughout. The counts and the counted
+    an invalid page never; a head with no page scores -inf throughout, as does every head over
+    empty pools (no page can be counted there). The counts and the counted
     page table entries are trusted on the Triton backend (reading them would synchronise with the
     GPU); the reference backend checks them.
     """

@@ -315,6 +315,8 @@ def mass_threshold(
         _check_broadcasts("threshold", threshold, rows)
     elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold: expected a number or a float tensor, got {threshold!r:.80}")
+    else:
+        threshold = float(threshold)  # a NumPy float64 is a float, but not to every torch op
     if valid is not None:
         if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
             got = valid.dtype if isinstance(valid, Tensor) else type(valid).__name__

@@ -289,10 +289,11 @@ class AttentionConfig:
     @classmethod
     def from_json(cls, source: str | os.PathLike | dict[str, Any]) -> AttentionConfig:
         """A config from a JSON file, JSON text (a str whose first non-blank character is ``{``,
-        such as ``json.dumps(config.to_dict())``) or an already-parsed dict, in the format above;
-        a free-form ``"metadata"`` entry (as calibrate writes) is ignored."""
+        such as ``json.dumps(config.to_dict())``, or ``[``, refused as no object) or an
+        already-parsed dict, in the format above; a free-form ``"metadata"`` entry (as calibrate
+        writes) is ignored."""
         where = "source"
-        if isinstance(source, str) and source.lstrip().startswith("{"):
+        if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
             try:
                 data = json.loads(source)
             except json.JSONDecodeError as e:
@@ -353,6 +354,12 @@ def _build(role: str, entry: Any, where: str) -> Any:
             raise ValueError(f"{where}: per-head lists are supported for 'prefill' only")
         if not entry:
             raise ValueError(f"{where}: expected a non-empty list of per-head entries")
+        for i, e in enumerate(entry):
+            if e is None or isinstance(e, list):  # one planner a head: no gap, no nesting
+                raise TypeError(
+                    f"{where}[{i}]: expected a method name or a dict with a 'method' name (one "
+                    f"planner a head), got {e!r}"
+                )
         from attnsieve.methods.prefill import PerHeadPlanner
 
         per_head = PerHeadPlanner([_build(role, e, f"{where}[{i}]") for i, e in enumerate(entry)])

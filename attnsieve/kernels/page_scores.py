@@ -21,6 +21,7 @@ twin is
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import triton
@@ -118,6 +119,8 @@ def page_scores(
     out = torch.empty((b, h_kv, p), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out
+    if key_min.shape[0] == 0:  # no summaries: no page can be counted, and none is read
+        return out.fill_(-math.inf)
     g = q.shape[1] // h_kv
     # bfloat16 tl.dot is wrong under the interpreter: the CPU takes the per-channel form
     mma = (

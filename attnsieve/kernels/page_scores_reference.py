@@ -33,6 +33,8 @@ def page_scores(
         raise ValueError(
             f"page_table: counted entries must be pool rows in [0, {key_min.shape[0]})"
         )
+    if key_min.shape[0] == 0:  # no summaries, so no page counted (checked above): -inf
+        return torch.full((b, h_kv, p), -math.inf, device=q.device)
     rows = torch.where(used, page_table.long(), 0)  # entries past the count: anything
     kmin, kmax = key_min[rows].float(), key_max[rows].float()  # (B, H_kv, P, D)
     qg = q.float().unflatten(1, (h_kv, -1))  # (B, H_kv, g, D)
