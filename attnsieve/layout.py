@@ -557,12 +557,14 @@ class Layout:
 
     def dense_pairs(self, causal: bool = True) -> int:
         """The (query, key) pairs of dense (causal) attention over this layout's rows and keys."""
+        check_bool("causal", causal)
         n, m = self.num_queries, self.num_keys
         return causal_pairs(n, m) if causal else n * m
 
     def pairs(self, causal: bool = True) -> Tensor:
         """int64 (B, H): the (query, key) pairs this layout computes, each once, in closed form
         (the twin of `attnsieve.kernels.layout_pairs`)."""
+        check_bool("causal", causal)
         return count_pairs(self, causal)
 
     # ---- set algebra ---------------------------------------------------------------------------

@@ -628,6 +628,8 @@ LAYOUT = [
     ("cat-dim", lambda: Layout.cat([layout()], dim=2), ValueError, r"^dim: expected 0"),
     ("cat-dim-bool", lambda: Layout.cat([layout()], dim=True), ValueError, r"^dim: expected 0"),
     ("density-causal-int", lambda: layout().density(causal=0), TypeError, r"^causal: expected a b"),
+    ("pairs-causal-int", lambda: layout().pairs(1), TypeError, r"^causal: expected a bool"),
+    ("dense-pairs-causal-str", lambda: layout().dense_pairs("no"), TypeError, r"^causal: "),
     ("density-reduce-str", lambda: layout().density(reduce="no"), TypeError, r"^reduce: expected"),
     (
         "layout-meta",
