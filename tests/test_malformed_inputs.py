@@ -1243,6 +1243,19 @@ GAPS = [
         "api.page_budget took ratio 0, which the selectors that call it refuse",
     ),
     (
+        "page-budget-negative-count",
+        lambda: api.page_budget(
+            torch.full((1, 2), 20, dtype=I32),
+            torch.full((1, 2), -2, dtype=I32),
+            16,
+            budget_tokens=16,
+            backend="reference",
+        ),  # fmt: skip
+        ValueError,
+        r"^page_count: expected values >= 0",
+        "api.page_budget returned -2 pages for a head (its reference trusted the counts)",
+    ),
+    (
         "config-override-layers-list",
         lambda: AttentionConfig().override(layers=[1]),
         TypeError,

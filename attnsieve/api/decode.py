@@ -246,7 +246,8 @@ def page_budget(
     A head's token target is min(budget_tokens, length) or min(ceil(ratio x length), length)
     (float32); it reads that many tokens' worth of whole pages, at least 1 (the current token's)
     and at most its page count, and every page when the target is its whole length. No host
-    synchronisation (capturable in a CUDA graph).
+    synchronisation on the Triton backend (capturable in a CUDA graph), which trusts the values;
+    the reference backend refuses negative ones.
     """
     check_int32("lengths", lengths, 2, "(batch, heads)")
     check_int32("page_count", page_count, 2, "(batch, heads)")

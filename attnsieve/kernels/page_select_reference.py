@@ -54,8 +54,12 @@ def page_budget(
     """int32 (B, H): the pages each head reads under a token budget: its token target (at most
     ``budget_tokens``, or ceil(``ratio`` x length) computed in float32, and never past its
     length) in whole pages, at least 1 and at most its page count (0 for an empty head); every
-    page when the target is the head's whole length (its partial last page included)."""
+    page when the target is the head's whole length (its partial last page included). Negative
+    lengths or counts are refused here (the kernel trusts them: reading them would synchronise)."""
     n = lengths.long()
+    for name, t in (("lengths", lengths), ("page_count", page_count)):
+        if bool((t < 0).any()):
+            raise ValueError(f"{name}: expected values >= 0")
     if budget_tokens is not None:
         target = n.clamp(max=budget_tokens)
     else:
