@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnsieve.bench.common import check_out
+from attnsieve.bench.common import check_out, seed
 from attnsieve.checks import cdiv
 from attnsieve.eval.sweep_args import entries
 
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot-head", type=int, default=0, help="query head drawn (of 9; default 0)"
     )
     parser.add_argument("--out", default="demo-out", help="folder for plan.png")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated text")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the generated text")
 
 
 def main(args: argparse.Namespace) -> int:

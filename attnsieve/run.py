@@ -116,6 +116,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--chunk-size: expected >= 1, got {args.chunk_size}")
     prompt = read_prompt_file(args.prompt_file)
     try:
+        if args.config is not None and not args.config.strip():  # not the default config
+            raise ValueError(f"expected an AttentionConfig JSON file, got {args.config!r}")
         config = AttentionConfig.from_json(args.config) if args.config else AttentionConfig()
     except (ValueError, TypeError) as e:  # the file's own errors begin with its path
         raise type(e)(f"--config: {e}") from None

@@ -147,10 +147,11 @@ def test_help_shows_each_options_default_once(capsys):
         (["run", "--model", "m", "--prompt-file", "p", "--device", "meta"], "attnsieve run",
          r"^--device: expected cpu or cuda\[:N\], got 'meta'"),
         (["eval", "--seed", "-1"], "attnsieve eval", r"argument --seed: expected an int in \[0, "),
+        (["demo", "--seed", "-1"], "attnsieve demo", r"argument --seed: expected an int in \[0, "),
     ],
     ids=["unknown", "unknown-bench", "missing-option", "bad-choice", "bad-int", "unknown-option",
          "missing-prompt", "prompt-folder", "missing-qk-file", "unknown-device", "qk-not-torch",
-         "length-0", "meta-device", "negative-seed"],
+         "length-0", "meta-device", "negative-seed", "negative-demo-seed"],
 )  # fmt: skip
 def test_user_errors_are_one_line(capsys, argv, prog, pattern):
     assert cli.main(argv) == 2
@@ -207,7 +208,8 @@ def test_run_names_the_option_of_a_bad_file(capsys, tmp_path, prompt, option, co
     [(["--method", "nope"], r"^--method: unknown prefill method 'nope'"),
      (["--kv", "nope"], r"^--kv: unknown kv method 'nope'"),
      (["--decode", "nope"], r"^--decode: unknown decode method 'nope'"),
-     (["--kv", "snapkv", "--decode", "tidaldecode"], r"^--decode, --kv: TidalDecode reuses")],
+     (["--kv", "snapkv", "--decode", "tidaldecode"], r"^--decode, --kv: TidalDecode reuses"),
+     (["--config", ""], r"^--config: expected an AttentionConfig JSON file, got ''$")],
 )  # fmt: skip
 def test_run_names_the_option_of_a_bad_role(capsys, prompt, extra, pattern):
     """The config's errors named its fields ("kv: unknown kv method"), not run's options."""

@@ -967,6 +967,16 @@ def test_an_out_folder_that_cannot_be_made_is_refused_first(
     assert len(err) == 1 and "error: --out: expected a folder" in err[0]
 
 
+def test_an_empty_out_folder_is_refused(capsys):
+    """--out '' wrote into eval-results/MODEL of the working folder, as if no --out were given."""
+    parser = argparse.ArgumentParser()
+    sweep_args.add_arguments(parser)
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--out", ""])
+    assert exit_.value.code == 2
+    assert "argument --out: expected a folder, got ''" in capsys.readouterr().err
+
+
 def test_an_out_folder_the_system_refuses_is_named(tiny_probe_dir, capsys):
     """A folder that passes the early check but cannot be made (under /proc, even for root)
     printed a bare [Errno 2] without naming --out."""

@@ -5,6 +5,7 @@ package nor $ATTNSIEVE_SMOLLM2_GGUF provides the GGUF file.
 """
 
 import importlib.util
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -136,18 +137,27 @@ def test_missing_path_names_the_argument(spec):
 
 
 @pytest.mark.parametrize("cache", ["cache", ""])
-@pytest.mark.parametrize("kind", ["text-file", "empty-folder", "fake-gguf"])
+@pytest.mark.parametrize(
+    "kind", ["text-file", "empty-folder", "fake-gguf", "truncated-gguf", "config-value-type"]
+)
 def test_a_path_that_is_no_model_names_the_argument(tmp_path, monkeypatch, kind, cache):
-    """A text file, a folder without config.json, a file named .gguf that is none (converted into
-    the cache, or parsed with the cache off): transformers' own words named no argument and
-    called a prompt file "the config file"."""
+    """A text file, a folder without config.json, a file named .gguf that is none or is cut
+    short after its header (converted into the cache, or parsed with the cache off), a
+    config.json value of the wrong type: transformers' own words named no argument and called a
+    prompt file "the config file", and the last two ended in a traceback."""
     monkeypatch.setenv("ATTNSIEVE_CACHE_DIR", cache and str(tmp_path / cache))
     path = {"text-file": tmp_path / "prompt.txt", "empty-folder": tmp_path,
-            "fake-gguf": tmp_path / "model.gguf"}[kind]  # fmt: skip
-    if kind == "fake-gguf":  # without them the missing package is the error (its own test)
+            "fake-gguf": tmp_path / "model.gguf", "truncated-gguf": tmp_path / "model.gguf",
+            "config-value-type": tmp_path}[kind]  # fmt: skip
+    if kind.endswith("gguf"):  # without them the missing package is the error (its own test)
         for package in ("gguf", "accelerate"):
             pytest.importorskip(package)
-    if kind != "empty-folder":
+    if kind == "truncated-gguf":
+        path.write_bytes(b"GGUF\x03\x00\x00\x00garbagegarbage")
+    elif kind == "config-value-type":
+        config = {"model_type": "llama", "max_position_embeddings": "x"}
+        (path / "config.json").write_text(json.dumps(config))
+    elif kind != "empty-folder":
         path.write_text("not a model")
     with pytest.raises(ValueError, match=r"^spec: .* is neither a transformers model folder"):
         models.model_positions(str(path))

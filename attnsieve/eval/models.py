@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,7 @@ def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None
                 )
         path, gguf_file = Path(path).parent, Path(path).name
 
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     if isinstance(path, str):  # not a file or folder here: a Hub id
@@ -192,7 +194,9 @@ def _config(spec: str, rope_scale: float | None) -> tuple[Path | str, str | None
                 config = copy.deepcopy(config)
             else:
                 config = AutoConfig.from_pretrained(path)
-        except (OSError, ValueError) as e:  # transformers' own words name no argument
+        # transformers' own words name no argument; a truncated GGUF file ends in struct.error,
+        # a config.json value of the wrong type in huggingface_hub's StrictDataclassError
+        except (OSError, ValueError, struct.error, StrictDataclassError) as e:
             raise ValueError(
                 f"spec: {spec!r} is neither a transformers model folder (with its config.json) "
                 f"nor a GGUF file ({' '.join(str(e).split())[:200]})"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attnsieve.api.backend import BACKENDS
-from attnsieve.bench.common import seed
+from attnsieve.bench.common import folder, seed
 from attnsieve.eval.models import DTYPE_HELP, DTYPES, add_device_argument
 from attnsieve.eval.tasks import TASKS
 from attnsieve.integrations.config import read_json
@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--samples", type=int, help="samples per cell (default 10; not with --fidelity)"
     )
     parser.add_argument("--seed", type=seed, default=0, help="seed of the task samples (default 0)")
-    parser.add_argument("--out", help="results folder (default: eval-results/MODEL)")
+    parser.add_argument("--out", type=folder, help="results folder (default: eval-results/MODEL)")
     add_device_argument(parser)
     parser.add_argument(
         "--dtype",
