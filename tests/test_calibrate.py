@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -508,12 +509,15 @@ def test_cli_candidates_file_of_another_shape_is_named(tmp_path, capsys, text):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("where", ["no_such_folder/out.json", "."])
+@pytest.mark.parametrize("where", ["no_such_folder/out.json", ".", "/proc/out.json"])
 def test_cli_output_that_cannot_be_written_is_refused_before_calibrating(
     tmp_path, capsys, monkeypatch, where
 ):
-    """--output (and --retrieval-heads' PATH) in a missing folder or naming a folder fails before
-    the calibration (or the model) runs, not after."""
+    """--output (and --retrieval-heads' PATH) in a missing folder, naming a folder, or where no
+    file can be made (/proc, whose permission bits let root through) fails before the calibration
+    (or the model) runs, not after; the probe leaves no file behind."""
+    if where.startswith("/proc") and not Path("/proc").is_dir():
+        pytest.skip("no /proc")
     from attnsieve.eval import calibrate as module
 
     monkeypatch.setattr(module, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
@@ -524,6 +528,16 @@ def test_cli_output_that_cannot_be_written_is_refused_before_calibrating(
     assert _cli_error(capsys, ["--qk", str(qk), "--output", path]).startswith("--output: ")
     message = _cli_error(capsys, ["--model", "x", "--retrieval-heads", path])
     assert message.startswith("--retrieval-heads: ")
+
+
+def test_cli_output_probe_leaves_no_file(tmp_path):
+    from attnsieve.eval.calibrate import _check_output
+
+    _check_output(str(tmp_path / "new.json"), "--output")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "old.json").write_text("kept")
+    _check_output(str(tmp_path / "old.json"), "--output")
+    assert (tmp_path / "old.json").read_text() == "kept"
 
 
 def test_cli_options_of_the_other_mode_are_refused(tmp_path, capsys, monkeypatch):

@@ -512,8 +512,14 @@ def _check_output(path: str, name: str) -> None:
         raise ValueError(f"{name}: {path} is a folder; expected a file to write")
     if not os.path.isdir(folder):
         raise ValueError(f"{name}: no such folder: {folder}")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise ValueError(f"{name}: cannot write {path}")
+    existed = os.path.exists(path)
+    try:  # by opening it: permission bits do not bind root, and /proc takes no new file
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{name}: cannot write {path} ({e.strerror})") from None
+    if not existed:
+        os.remove(path)
 
 
 def _read_candidates(path: str) -> list[Candidate]:
