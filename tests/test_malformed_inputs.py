@@ -792,6 +792,12 @@ CONFIG = [
         r"^source: expected a JSON object, got list",
     ),
     (
+        "from-json-text-key-twice",
+        lambda: AttentionConfig.from_json('{"kv": "snapkv", "kv": null}'),
+        ValueError,
+        r"^source: not valid JSON \(key 'kv' given twice in one object\)",
+    ),
+    (
         "from-json-dict-unknown",
         lambda: AttentionConfig.from_json({"prefil": "dense"}),
         ValueError,
@@ -805,6 +811,12 @@ FILE_CASES = [
     ("from-json-empty", "", ValueError, r"cfg\.json: not valid JSON"),
     ("from-json-array", "[1, 2]", ValueError, r"cfg\.json: expected a JSON object, got list"),
     ("from-json-unknown-key", '{"prefil": "dense"}', ValueError, r"cfg\.json: unknown keys"),
+    (
+        "from-json-key-twice",
+        '{"prefill": "dense", "layers": {"1": {"prefill": "streaming", "prefill": "dense"}}}',
+        ValueError,
+        r"cfg\.json: key 'prefill' given twice in one object$",
+    ),
     (
         "from-json-bad-layer",
         json.dumps({"layers": {"2": {"prefill": "nope"}}}),
@@ -1886,3 +1898,12 @@ def test_interpreter_refuses_bfloat16_dots(entry):
     """Triton's interpreter gets bfloat16 dots wrong by orders of magnitude without an error, so
     the kernels that dot their input refuse bfloat16 there (float16 runs)."""
     _check(_bf16_dots()[entry], ValueError, r"^q: bfloat16 under Triton's interpreter")
+
+
+def test_a_kwargs_key_given_twice_is_refused():
+    """json keeps the last of two equal keys: --method-kwargs' first entry was dropped unnoticed."""
+    from attnsieve.eval.sweep_args import planner_kwargs
+
+    text = '{"streaming": {"sink_blocks": 2}, "streaming": {}}'
+    pattern = r"^--method-kwargs: not JSON \(key 'streaming' given twice in one object\)"
+    _check(lambda: planner_kwargs(text, "--method-kwargs", ["streaming"]), ValueError, pattern)

@@ -18,7 +18,7 @@ from attnsieve.api.backend import BACKENDS
 from attnsieve.bench.common import folder, seed
 from attnsieve.eval.models import DTYPE_HELP, DTYPES, add_device_argument
 from attnsieve.eval.tasks import TASKS
-from attnsieve.integrations.config import read_json
+from attnsieve.integrations.config import read_json, unique_keys
 
 DEFAULT_LENGTHS = "4k,8k,16k"
 EXTEND_HINT = "--rope-scale F extends a pretrained model to F x its trained length"
@@ -356,8 +356,8 @@ def planner_kwargs(text: str, option: str, planners: Iterable[str]) -> dict[str,
     (a typo'd planner would run at its defaults unnoticed; a "method" key would run another
     planner under this one's label)."""
     try:
-        kwargs = json.loads(text)
-    except json.JSONDecodeError as e:
+        kwargs = json.loads(text, object_pairs_hook=unique_keys)
+    except ValueError as e:  # not JSON, or a key given twice
         raise ValueError(f"{option}: not JSON ({e}): {text!r}") from None
     shape = isinstance(kwargs, dict) and all(
         isinstance(v, dict) and "method" not in v for v in kwargs.values()

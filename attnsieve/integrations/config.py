@@ -295,8 +295,8 @@ class AttentionConfig:
         where = "source"
         if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
             try:
-                data = json.loads(source)
-            except json.JSONDecodeError as e:
+                data = json.loads(source, object_pairs_hook=unique_keys)
+            except ValueError as e:  # not JSON, or a key given twice
                 raise ValueError(f"source: not valid JSON ({e})") from None
         elif isinstance(source, (str, os.PathLike)):
             where = os.fspath(source)
@@ -331,18 +331,32 @@ def read_entry(path: str | os.PathLike, name: str) -> dict[str, Any]:
     return entry
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict (json's ``object_pairs_hook``), refusing a key given twice: json
+    keeps the last, so an edited file's earlier entry would be dropped unnoticed."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} given twice in one object")
+        out[key] = value
+    return out
+
+
 def read_json(path: str | os.PathLike, where: str, what: str) -> Any:
-    """The JSON value in ``path``; a file that cannot be read or is not JSON is a ValueError
-    beginning with ``where`` (the option and file it names) and calling the file ``what``."""
+    """The JSON value in ``path``; a file that cannot be read or is not JSON (a key given twice
+    in an object included) is a ValueError beginning with ``where`` (the option and file it
+    names) and calling the file ``what``."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=unique_keys)
     except OSError as e:
         raise ValueError(f"{where}: cannot read {what} ({e.strerror})") from e
     except UnicodeDecodeError as e:
         raise ValueError(f"{where}: {what} is not UTF-8 text ({e.reason})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not valid JSON ({e})") from e
+    except ValueError as e:  # unique_keys
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _build(role: str, entry: Any, where: str) -> Any:
