@@ -71,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", default=None, help="AttentionConfig JSON (e.g. from attnsieve calibrate)"
     )
-    parser.add_argument("--prompt-file", required=True, help="text file holding the prompt")
+    parser.add_argument(
+        "--prompt-file", required=True, help="text file holding the prompt (- for standard input)"
+    )
     parser.add_argument(
         "--chat",
         action="store_true",

@@ -259,3 +259,32 @@ def test_a_prompt_past_the_positions_is_refused_before_the_weights_load(
     monkeypatch.setattr(run, "load_model", load_model)
     with pytest.raises(ValueError, match="250 prompt tokens and --max-new-tokens 7 need more"):
         run.main(args)
+
+
+def test_a_prompt_from_standard_input_or_a_pipe(tmp_path, monkeypatch):
+    """`--prompt-file -` reads standard input, and a pipe (as /dev/stdin is) reads as a file: a
+    pipe had been called missing ('no such file: /dev/stdin'); a path that cannot be opened is
+    named with the reason."""
+    import io
+    import os
+    import threading
+
+    from attnsieve.eval.models import read_prompt_file
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("piped ü\n".encode())))
+    assert read_prompt_file("-") == "piped ü\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("from a pipe"))
+    writer.start()
+    assert read_prompt_file(str(fifo)) == "from a pipe"
+    writer.join(timeout=10)
+    locked = tmp_path / "locked.txt"
+    locked.write_text("x")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(ValueError, match=r"^--prompt-file: cannot read .*locked.txt \(Permission"):
+        read_prompt_file(str(locked))

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -277,17 +278,23 @@ def _set_yarn(config: Any, factor: float) -> None:
 
 
 def read_prompt_file(path: str) -> str:
-    """The text of ``--prompt-file``; a missing, binary or empty file is a ValueError naming it
-    (`attnsieve run`, and `attnsieve calibrate` before its model loads)."""
+    """The text of ``--prompt-file`` (``-``: standard input; a pipe such as /dev/stdin reads as a
+    file); a missing, unreadable, binary or empty one is a ValueError naming it (`attnsieve run`,
+    and `attnsieve calibrate` before its model loads)."""
     if os.path.isdir(path):
         raise ValueError(f"--prompt-file: expected a text file, got the folder {path}")
-    if not os.path.isfile(path):
+    if path != "-" and not os.path.exists(path):
         raise ValueError(f"--prompt-file: no such file: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            prompt = f.read()
+        if path == "-":
+            prompt = sys.stdin.buffer.read().decode("utf-8")
+        else:
+            with open(path, encoding="utf-8") as f:
+                prompt = f.read()
     except UnicodeDecodeError as e:
         raise ValueError(f"--prompt-file: {path} is not UTF-8 text ({e.reason})") from None
+    except OSError as e:
+        raise ValueError(f"--prompt-file: cannot read {path} ({e.strerror})") from None
     if not prompt.strip():
         raise ValueError(f"--prompt-file: {path} holds no text")
     return prompt
