@@ -103,18 +103,25 @@ def quest_with_first_page(self: Quest, q: Tensor, view, step):
     return Pages(*select_pages(score, self.page_targets(view), width))
 
 
+def head_bounds(q: Tensor, view) -> tuple[Tensor, Tensor]:
+    """Each query head's Quest bound of every page, float32 (B, H_kv, g, P), -inf past a head's
+    pages, and which pages are valid, bool (B, H_kv, P)."""
+    key_min, key_max = view.bounds()  # (B, H_kv, P, D), +-inf past the pages
+    b, hk, p, d = key_min.shape
+    qg = q.float().view(b, hk, -1, 1, d)
+    valid = torch.arange(p) < view.page_count[..., None]
+    lo, hi = key_min.nan_to_num(posinf=0.0)[:, :, None], key_max.nan_to_num(neginf=0.0)[:, :, None]
+    bound = torch.maximum(qg * lo, qg * hi).sum(-1).masked_fill(~valid[:, :, None], -torch.inf)
+    return bound, valid
+
+
 def quest_per_head(self: Quest, q: Tensor, view, step):
     """Quest's bound ranked per query head: each head's bounds less that head's largest, the
     group's score the largest of those (a page near the top for any head, whatever the scale of
     that head's logits), instead of the largest raw bound of the group."""
     if (width := self.width(view)) is None:
         return None
-    key_min, key_max = view.bounds()  # (B, H_kv, P, D), +-inf past the pages
-    b, hk, p, d = key_min.shape
-    qg = q.float().view(b, hk, -1, 1, d)
-    valid = torch.arange(p) < view.page_count[..., None]  # (B, H_kv, P)
-    lo, hi = key_min.nan_to_num(posinf=0.0)[:, :, None], key_max.nan_to_num(neginf=0.0)[:, :, None]
-    bound = torch.maximum(qg * lo, qg * hi).sum(-1).masked_fill(~valid[:, :, None], -torch.inf)
+    bound, valid = head_bounds(q, view)
     score = (bound - bound.amax(-1, keepdim=True)).amax(2).masked_fill(~valid, -torch.inf)
     score = score.masked_fill(last_page(view), torch.inf)
     return Pages(*select_pages(score, self.page_targets(view), width))
@@ -127,13 +134,8 @@ def quest_group_softmax(self: Quest, q: Tensor, view, step):
     whose bounds are large everywhere no longer decides the group's pages alone."""
     if (width := self.width(view)) is None:
         return None
-    key_min, key_max = view.bounds()  # (B, H_kv, P, D), +-inf past the pages
-    b, hk, p, d = key_min.shape
-    qg = q.float().view(b, hk, -1, 1, d)
-    valid = torch.arange(p) < view.page_count[..., None]  # (B, H_kv, P)
-    lo, hi = key_min.nan_to_num(posinf=0.0)[:, :, None], key_max.nan_to_num(neginf=0.0)[:, :, None]
-    bound = torch.maximum(qg * lo, qg * hi).sum(-1) * (view.scale or d**-0.5)
-    probs = bound.masked_fill(~valid[:, :, None], -torch.inf).softmax(-1)
+    bound, valid = head_bounds(q, view)
+    probs = (bound * (view.scale or view.head_dim**-0.5)).softmax(-1)
     score = probs.sum(2).masked_fill(~valid, -torch.inf)
     score = score.masked_fill(last_page(view), torch.inf)
     return Pages(*select_pages(score, self.page_targets(view), width))

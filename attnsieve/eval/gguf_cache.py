@@ -165,9 +165,7 @@ def _unreachable(marker: Path) -> bool:
         source = json.loads(marker.read_text())
         stat = Path(source["gguf"]).stat()
         return (stat.st_size, stat.st_mtime_ns) != (source["size"], source["mtime_ns"])
-    except FileNotFoundError:
-        return True
-    except (ValueError, KeyError, TypeError):  # no marker of any JSON format: format 1's
+    except (FileNotFoundError, ValueError, KeyError, TypeError):  # gone, or format 1's marker
         return True
     except OSError:
         return False
