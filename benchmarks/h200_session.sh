@@ -228,6 +228,9 @@
 #   2026-12-05, fifty-eighth session: s58a carrying .stage/s and .stage/head, s58b carrying
 #   .stage/x, s51a then s51a && s58c carrying the GGUF parts (on an H100). Fifty-ninth session:
 #   no device lent; s59a written for the next one (carry .stage/s, WHEELS=.stage/s), not run.
+#   2026-12-05, sixtieth session: s59a (OUT=$OUT, carry .stage/s, WHEELS=.stage/s) on an H100
+#   (benchmarks/results/h100/quant59/; a call brings back 8 files, so run3's JSON and PNG
+#   stayed behind: run3.log holds its table).
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.

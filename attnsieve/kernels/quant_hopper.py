@@ -278,12 +278,7 @@ if gluon is not None:
         qs = q_scale * qk_scale
         p_ks = KS + i_bkv64 * gl.cdiv(M, BLOCK_N)
         p_kbb = KBLOCKBAD + i_bkv64 * gl.cdiv(M, BLOCK_N)
-        if SPARSE:
-            if n_tiles > 0:  # an empty list: no tile, nothing to wait for
-                acc, m_i, l_i, row_bad = _attend(
-                    bufs, bars, p_idx, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full,
-                    M, acc, m_i, l_i, row_bad, BLOCK_M, BLOCK_N, STAGES, SPARSE, mma)
-        else:
+        if not SPARSE or n_tiles > 0:  # an empty block list: no tile, nothing to wait for
             acc, m_i, l_i, row_bad = _attend(
                 bufs, bars, p_idx, p_ks, p_kbb, p_kvbad, qs, o_qpos, o_n0, n_tiles, n_full, M,
                 acc, m_i, l_i, row_bad, BLOCK_M, BLOCK_N, STAGES, SPARSE, mma)
