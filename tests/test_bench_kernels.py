@@ -288,6 +288,35 @@ def test_no_row_to_plot_writes_no_png(tmp_path):
     assert not (tmp_path / "kernels.png").exists()
 
 
+def test_plot_shows_each_low_precision_speedup_over_its_bf16_baseline(monkeypatch, tmp_path):
+    """The PNG had TFLOP/s by precision for dense rows only: the sparse INT8·FP8 row's speed-up
+    over the bf16 kernel on its layout (issue 12's sparse target) was in the table alone."""
+    from attnsieve.bench import kernels
+
+    panels = []
+    monkeypatch.setattr(kernels, "save_line_plots", lambda path, p, title: panels.extend(p))
+
+    def row(n, method, precision, target, vs_bf16, status="ok"):
+        return {"N": n, "method": method, "precision": precision, "density_target": target,
+                "status": status, "tflops": 1.0, "vs_bf16": vs_bf16}  # fmt: skip
+
+    rows = [
+        row(4096, "sdpa-cudnn", "bf16", None, 1.0),
+        row(4096, "attnsieve", "int8-fp8", None, 1.2),
+        row(8192, "attnsieve", "int8-fp8", None, 1.3),
+        row(4096, "sageattention", "int8-fp16", None, 0.8, status="correctness failed"),
+        row(8192, "attnsieve", "bf16", 0.1, 1.0),
+        row(8192, "attnsieve", "int8-fp8", 0.1, 1.15),
+    ]
+    kernels._plot([], rows, tmp_path / "kernels.png", "cpu")
+    (speedups,) = [p for p in panels if p["ylabel"].startswith("speed-up over bf16")]
+    assert speedups["series"] == {
+        "attnsieve int8-fp8 dense, vs cuDNN bf16": ([4096, 8192], [1.2, 1.3]),
+        "attnsieve int8-fp8 block-sparse at density 0.1, vs its bf16 kernel": ([8192], [1.15]),
+    }
+    assert speedups["hlines"] == {"bf16": 1.0}
+
+
 def test_no_row_to_plot_leaves_no_earlier_png(tmp_path):
     """With no row to plot, kernels.json said "(no row ran to plot)" while an earlier run's
     kernels.png stayed beside it, showing other rows."""

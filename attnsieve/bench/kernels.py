@@ -393,8 +393,9 @@ def _add_speedups(rows: list[dict]) -> None:
 
 
 def _plot(rows: list[dict], quant_rows: list[dict], path: Path, device: str) -> Path | None:
-    """Dense TFLOP/s by length; speed-up over the attnsieve dense kernel by density; dense
-    TFLOP/s by length per precision (with ``--precision int8-fp8``)."""
+    """Dense TFLOP/s by length; speed-up over the attnsieve dense kernel by density; with
+    ``--precision int8-fp8``, dense TFLOP/s by length per precision and each low-precision row's
+    speed-up over its bf16 baseline by length."""
     ok = [r for r in rows if r["status"] == "ok"]
     dense_ms = {r["N"]: r["ms"] for r in ok if r["method"] == "attnsieve-triton"}
     dense, sparse = {}, {}
@@ -442,10 +443,39 @@ def _plot(rows: list[dict], quant_rows: list[dict], path: Path, device: str) -> 
                 "title": "dense causal by precision",
             }
         )
+    if over_bf16 := _speedups_over_bf16(quant_rows):
+        panels.append(
+            {
+                "series": over_bf16,
+                "xlabel": "sequence length N",
+                "ylabel": "speed-up over bf16 (its vs_bf16)",
+                "logx": True,
+                "title": "low precision against bf16, dense and block-sparse",
+                "hlines": {"bf16": 1.0},
+            }
+        )
     if not panels:  # every low-precision dense row failed: its table says why
         path.unlink(missing_ok=True)  # an earlier run's plot, beside this run's kernels.json
         return None
     return save_line_plots(path, panels, f"attnsieve bench kernels on {device}")
+
+
+def _speedups_over_bf16(quant_rows: list[dict]) -> dict[str, tuple[list, list]]:
+    """Each low-precision row's ``vs_bf16`` by length: dense rows against cuDNN bf16, sparse rows
+    against our bf16 kernel on the same layout (a series for each requested density)."""
+    series: dict[str, tuple[list, list]] = {}
+    for r in quant_rows:
+        if r["status"] != "ok" or r["precision"] == "bf16" or not r.get("vs_bf16"):
+            continue
+        if r["density_target"] is None:
+            label = f"{r['method']} {r['precision']} dense, vs cuDNN bf16"
+        else:
+            label = (f"{r['method']} {r['precision']} block-sparse at density "
+                     f"{r['density_target']:g}, vs its bf16 kernel")  # fmt: skip
+        xs, ys = series.setdefault(label, ([], []))
+        xs.append(r["N"])
+        ys.append(r["vs_bf16"])
+    return series
 
 
 if __name__ == "__main__":
