@@ -2,7 +2,8 @@
 
 Prefill runs in chunks of ``--chunk-size`` tokens with a progress bar (each chunk attends to the
 cache plus itself; the kernels' bottom-right causal alignment makes that exact), then greedy decode.
-``--chat`` sends the prompt as one user turn of the model's chat template.
+The prompt is ``--prompt`` text or a ``--prompt-file``; ``--chat`` sends it as one user turn of
+the model's chat template.
 Prints the output text, the layers' prefill method, time to first token, decode tokens/s, the KV
 memory held (on the paged cache only), the mean density of each layer and the layers that fell back
 to dense, by reason.
@@ -71,8 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", default=None, help="AttentionConfig JSON (e.g. from attnsieve calibrate)"
     )
-    parser.add_argument(
-        "--prompt-file", required=True, help="text file holding the prompt (- for standard input)"
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", default=None, help="the prompt itself, as text")
+    prompt.add_argument(
+        "--prompt-file", default=None, help="text file holding the prompt (- for standard input)"
     )
     parser.add_argument(
         "--chat",
@@ -116,7 +119,12 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-new-tokens: expected >= 1, got {args.max_new_tokens}")
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size: expected >= 1, got {args.chunk_size}")
-    prompt = read_prompt_file(args.prompt_file)
+    if args.prompt is None:
+        prompt, prompt_option = read_prompt_file(args.prompt_file), "--prompt-file"
+    elif args.prompt.strip():
+        prompt, prompt_option = args.prompt, "--prompt"
+    else:
+        raise ValueError(f"--prompt: expected text, got {args.prompt!r}")
     try:
         if args.config is not None and not args.config.strip():  # not the default config
             raise ValueError(f"expected an AttentionConfig JSON file, got {args.config!r}")
@@ -151,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
     positions = model_positions(args.model, args.rope_scale)
     if len(ids) + args.max_new_tokens > positions:
         raise ValueError(
-            f"--prompt-file: {len(ids)} prompt tokens and --max-new-tokens "
+            f"{prompt_option}: {len(ids)} prompt tokens and --max-new-tokens "
             f"{args.max_new_tokens} need more than the model's {positions} positions; "
             + EXTEND_HINT
         )

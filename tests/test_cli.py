@@ -125,7 +125,8 @@ def test_help_shows_each_options_default_once(capsys):
     [
         (["nope"], "attnsieve", r"unknown command 'nope'; expected one of: demo, run, eval"),
         (["bench", "nope"], "attnsieve bench", r"unknown command 'bench nope'.*bench decode"),
-        (["run", "--model", "m"], "attnsieve run", r"required: --prompt-file"),
+        (["run", "--model", "m"], "attnsieve run",
+         r"one of the arguments --prompt --prompt-file is required"),
         (["run", "--model", "m", "--prompt-file", "p", "--dtype", "fp8"], "attnsieve run",
          r"argument --dtype: invalid choice: 'fp8'"),
         (["run", "--model", "m", "--prompt-file", "p", "--max-new-tokens", "x"], "attnsieve run",

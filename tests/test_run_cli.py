@@ -244,6 +244,28 @@ def test_run_refuses_an_empty_prompt_and_one_past_the_model_s_positions(model_di
         run.main(args)
 
 
+def test_run_takes_the_prompt_as_text(model_dir, tmp_path, capsys):
+    """`--prompt TEXT` beside `--prompt-file`: the same output as the file; an empty text and one
+    past the positions are errors naming --prompt; the two together are refused."""
+    args, prompt = cli(model_dir, tmp_path, {"prefill": "dense"}, "--max-new-tokens", "4")
+    args.prompt, args.prompt_file = prompt.read_text(), None
+    assert run.main(args) == 0
+    assert capsys.readouterr().out.split("\n---\n")[0].strip() == (
+        expected_text(model_dir, prompt, 4).strip()
+    )
+    args.prompt = " \n"
+    with pytest.raises(ValueError, match=r"^--prompt: expected text, got ' \\n'$"):
+        run.main(args)
+    args.prompt, args.max_new_tokens = " ".join(WORDS[i % len(WORDS)] for i in range(250)), 7
+    with pytest.raises(ValueError, match="^--prompt: 250 prompt tokens and --max-new-tokens 7"):
+        run.main(args)
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "m", "--prompt", "a", "--prompt-file", str(prompt)])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_a_prompt_past_the_positions_is_refused_before_the_weights_load(
     model_dir, tmp_path, monkeypatch
 ):
