@@ -437,7 +437,7 @@ def _parse_lengths(texts: list[str] | None) -> list[int] | None:
     lengths = [parse_length(t, "--lengths") for text in texts for t in text.split(",") if t.strip()]
     if not lengths:
         raise ValueError("--lengths: expected at least one length")
-    return list(dict.fromkeys(lengths))  # a length given twice is timed once, as eval does
+    return list(dict.fromkeys(lengths))  # a length given twice is timed once (eval refuses it)
 
 
 def _lengths(lengths: list[int] | None, name: str, positions: int, decoded: int = 0) -> list[int]:
