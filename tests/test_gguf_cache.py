@@ -316,3 +316,12 @@ def test_a_second_process_waits_for_the_conversion(gguf, capsys):
     waiter.join(timeout=30)
     assert got == [folder] and len(loads) == 1
     assert "waiting for another process converting model.gguf" in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_gguf_fails_before_any_conversion_is_announced(gguf, capsys):
+    path, loads = gguf
+    path.write_text("not a model")
+    with pytest.raises(ValueError, match=r"does not start with the GGUF magic bytes b'GGUF'"):
+        gguf_cache.converted_folder(path)
+    assert loads == [] and capsys.readouterr().err == ""
+    assert not gguf_cache.cache_root().exists()  # no folder, no lock file left behind

@@ -47,6 +47,7 @@ CACHE_ENV = "ATTNSIEVE_CACHE_DIR"
 FORMAT = 2  # the folder's layout: a new one converts every file anew (2: the marker's JSON)
 # written last, once the folder has loaded back as the file did: the source (`_source`) as JSON
 DONE = "attnsieve-converted"
+GGUF_MAGIC = b"GGUF"  # every GGUF file's first bytes
 FOLDER_NAME = re.compile(r".+-[0-9a-f]{16}")  # a file's stem and its key's hash
 # what the folder may change in a config: where it came from, the GGUF quantizer's record, and
 # the dtype, which each load sets
@@ -71,10 +72,15 @@ def cache_root() -> Path | None:
 def converted_folder(gguf: Path) -> Path | None:
     """The transformers folder of ``gguf``'s model, converted now if the cache lacks it; None when
     the cache is off, cannot be used, or once held a folder that did not load back as the file
-    does (a warning says which). A file that is no model raises what transformers raises."""
+    does (a warning says which). A file that does not start as GGUF files do raises ValueError
+    before any conversion is announced; one that does but is no model raises what transformers
+    raises."""
     root = cache_root()
     if root is None:
         return None
+    with open(gguf, "rb") as file:
+        if file.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise ValueError(f"{gguf} does not start with the GGUF magic bytes {GGUF_MAGIC!r}")
     source = _source(gguf)
     key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
     folder = root / "gguf" / f"{gguf.stem}-{key}"
