@@ -350,8 +350,9 @@ class Cache:
 
         ref.check_layer(layer, self.num_layers)
         ref.check_queries(
-            queries, query_positions, self.batch, self.kv_heads, self.head_dim, self.device
-        )
+            queries, query_positions, self.batch, self.kv_heads, self.head_dim, self.device,
+            self.dtype,
+        )  # fmt: skip
         keys, values, pos, lw = self._gather(self.layers[layer])
         n = self.layers[layer].lengths.clone()
         return KVView(

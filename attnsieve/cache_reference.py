@@ -153,7 +153,11 @@ def _check_extras(kept: Kept, b: int, h: int, seen: Tensor, dtype, head_dim: int
     return stored.sum(-1)
 
 
-def check_queries(queries: object, query_positions: object, b: int, h: int, d: int, device) -> None:
+def check_queries(
+    queries: object, query_positions: object, b: int, h: int, d: int, device, dtype
+) -> None:
+    """The observation window a KV policy scores with: queries in the cache's attention dtype
+    (a policy would cast others silently), their positions >= 0, or -1 for an absent query."""
     check_tensor("queries", queries, 4, "(batch, q_heads, window, head_dim)")
     n, hq, w, dd = queries.shape
     if n != b or dd != d or hq % h or hq == 0 or queries.device != device:
@@ -161,7 +165,11 @@ def check_queries(queries: object, query_positions: object, b: int, h: int, d: i
             f"queries: expected ({b}, a positive multiple of {h}, W, {d}) on {device}, got "
             f"{tuple(queries.shape)} on {queries.device}"
         )
+    if queries.dtype != dtype:
+        raise TypeError(f"queries: expected the cache's dtype {dtype}, got {queries.dtype}")
     check_index("query_positions", query_positions, (b, w), torch.int64, device)
+    if bool((query_positions < -1).any()):
+        raise ValueError("query_positions: expected positions >= 0, or -1 for an absent query")
 
 
 def check_label_channels(channels: object, h: int, d: int, device) -> None:
@@ -323,8 +331,9 @@ class ReferenceCache:
 
         check_layer(layer, self.num_layers)
         check_queries(
-            queries, query_positions, self.batch, self.kv_heads, self.head_dim, self.device
-        )
+            queries, query_positions, self.batch, self.kv_heads, self.head_dim, self.device,
+            self.dtype,
+        )  # fmt: skip
         keys, values, pos, lw = self._padded(layer)
         lengths = self._lengths(layer).to(torch.int32).to(self.device)
         return KVView(

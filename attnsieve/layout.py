@@ -499,6 +499,8 @@ class Layout:
     # ---- views ---------------------------------------------------------------------------------
     def block_mask(self, q_blocks: slice = slice(None)) -> Tensor:
         """bool (B, H, QB, KB) of the block part (of the query blocks ``q_blocks`` only)."""
+        if not isinstance(q_blocks, slice):  # an int or None would index away or add an axis
+            raise TypeError(f"q_blocks: expected a slice, got {type(q_blocks).__name__}")
         idx, count = self.block_idx[:, :, q_blocks], self.block_count[:, :, q_blocks]
         mask = torch.zeros(
             (*count.shape, self.num_k_blocks + 1), dtype=torch.bool, device=self.device

@@ -63,8 +63,33 @@ def test_a_non_finite_key_is_refused_not_calibrated(bad):
     (q, k), _ = layers()
     k = k.clone()
     k[0, 0, 40] = bad
+    with pytest.raises(ValueError, match=r"^qk_per_layer\[0\]: q and k must be finite"):
+        calibrate([(q, k)], 0.9, CANDIDATES)
+
+
+def test_logits_that_overflow_are_refused_not_calibrated():
+    """Finite q and k whose products overflow float32 give the same non-finite recall."""
+    (q, k), _ = layers()
+    k = k.clone()
+    k[0, 0, 40] = 1e37
     with pytest.raises(ValueError, match=r"qk_per_layer\[0\]: the attention recall is not finite"):
         calibrate([(q, k)], 0.9, CANDIDATES)
+
+
+@pytest.mark.parametrize(
+    ("qk", "pattern"),
+    [
+        ([], r"^qk_per_layer: expected at least one \(q, k\) layer"),
+        (
+            [(torch.randn(1, 4, 0, 16), torch.randn(1, 2, 0, 16))],
+            r"^qk_per_layer\[0\]: expected no empty dimension",
+        ),
+    ],
+)
+def test_nothing_to_calibrate_is_refused_before_the_progress_bar(qk, pattern, capsys):
+    with pytest.raises(ValueError, match=pattern):
+        calibrate(qk, 0.9, CANDIDATES)
+    assert capsys.readouterr().err == ""
 
 
 def test_without_a_candidate_reaching_the_target_the_best_recall_wins():
@@ -723,6 +748,8 @@ def test_short_of_the_target_the_sparsest_of_the_best_recall_wins():
         (lambda q, k: (q[0], k[0]), ValueError, "q: expected 4 dims"),
         (lambda q, k: (q.double(), k.double()), TypeError, "q: expected dtype in"),
         (lambda q, k: (q, k.half()), TypeError, "q, k: expected one dtype"),
+        (lambda q, k: (q, k[:, :, :0]), ValueError, "expected no empty dimension"),
+        (lambda q, k: (q * math.nan, k), ValueError, "q and k must be finite"),
     ],
 )
 def test_cli_a_bad_qk_layer_is_named_before_any_layer_is_calibrated(

@@ -620,6 +620,21 @@ def test_question_in_window_without_a_kv_policy_is_refused(tiny_probe_dir, tmp_p
     assert "--question-in-window: applies to methods with a KV policy" in capsys.readouterr().err
 
 
+def test_the_triton_backend_on_a_float32_model_is_refused_before_it_loads(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch
+):
+    """The Triton kernels take float16 and bfloat16: on the CPU's float32 default every cell
+    failed once the model had loaded and the progress bar had started."""
+    from attnsieve.eval import harness
+
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded"))
+    assert eval_cli(_args(tiny_probe_dir, tmp_path / "out", "--backend", "triton")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert "--backend: the triton backend (dense, streaming) runs float16 or bfloat16, and " in err
+    assert "--dtype auto is torch.float32 on cpu: give --dtype bf16 or fp16" in err
+
+
 def test_paged_cells_report_the_whole_prompt_density(tiny_probe_dir, tmp_path):
     """A cell on the paged cache prefills context then question; its density is the prompt's,
     not the question chunk's (nor None where the question ran over a compressed cache)."""

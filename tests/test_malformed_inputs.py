@@ -1589,6 +1589,70 @@ def _review51_cases():
     ]
 
 
+def _review61_cases():
+    """A review's probes of the sixty-first session: each was accepted before (silently used,
+    cast, or read as truthy)."""
+    from attnsieve.cache import Cache
+    from attnsieve.cache_reference import ReferenceCache
+    from attnsieve.kernels import prefill
+    from attnsieve.methods.decode import DoubleSparsity, Quest
+
+    tq = triton_qkv()
+    kernel = lambda **kw: prefill.sparse_attention(tq["q"], tq["k"], tq["v"], layout(), **kw)  # noqa: E731
+    caches = {
+        kind: cls(2, 1, 2, 32, dtype=torch.float32, device="cpu")
+        for kind, cls in (("paged", Cache), ("reference", ReferenceCache))
+    }
+    for cache in caches.values():
+        cache.append(0, torch.randn(1, 2, 40, 32), torch.randn(1, 2, 40, 32))
+    positions = torch.arange(32, 40).view(1, 8)
+    view = caches["paged"].page_view(0)
+    q = torch.randn(1, 4, 32)
+    dense = layout()
+    cases = [
+        (f"kernel-{name}", lambda kw=kw: kernel(**kw), exc, pattern)
+        for name, kw, exc, pattern in (
+            ("scale-negative", {"scale": -1.0}, ValueError, r"^scale: expected a positive"),
+            ("scale-str", {"scale": "2"}, TypeError, r"^scale: expected a positive"),
+            ("causal-int", {"causal": 1}, TypeError, r"^causal: expected a bool"),
+            ("causal-none", {"causal": None}, TypeError, r"^causal: expected a bool"),
+            ("return-lse-int", {"return_lse": 1}, TypeError, r"^return_lse: expected a bool"),
+            ("dense-dispatch-str", {"dense_dispatch": "no"}, TypeError, r"^dense_dispatch: "),
+        )
+    ]
+    for kind, cache in caches.items():
+        cases += [
+            (
+                f"kv-view-{kind}-float64-queries",
+                lambda c=cache: c.kv_view(0, torch.randn(1, 4, 8, 32).double(), positions),
+                TypeError,
+                r"^queries: expected the cache's dtype torch.float32, got torch.float64",
+            ),
+            (
+                f"kv-view-{kind}-position-below-minus-one",
+                lambda c=cache: c.kv_view(0, torch.randn(1, 4, 8, 32), torch.full((1, 8), -7)),
+                ValueError,
+                r"^query_positions: expected positions >= 0, or -1 for an absent query",
+            ),
+        ]
+    return cases + [
+        ("block-mask-none", lambda: dense.block_mask(None), TypeError, r"^q_blocks: expected a "),
+        ("block-mask-int", lambda: dense.block_mask(2), TypeError, r"^q_blocks: expected a slice"),
+        (
+            "quest-step-none",
+            lambda: Quest(budget_tokens=16).select(q, view, None),
+            TypeError,
+            r"^step: expected a StepState, got NoneType",
+        ),
+        (
+            "double-sparsity-step-none",
+            lambda: DoubleSparsity(budget_tokens=16).select(q, view, None),
+            TypeError,
+            r"^step: expected a StepState, got NoneType",
+        ),
+    ]
+
+
 CASES = (
     ATTENTION
     + SCALE_CASES
@@ -1602,6 +1666,7 @@ CASES = (
     + _decode_cases()
     + _edge_cases()
     + _review51_cases()
+    + _review61_cases()
 )
 OPEN: set[str] = set()  # gaps not fixed yet
 PARAMS = (

@@ -105,11 +105,14 @@ def by_layer(qk_per_layer: Mapping[int, QK] | Iterable[QK]) -> list[tuple[int, Q
 
 
 def checked_layers(
-    qk_per_layer: Mapping[int, QK] | Iterable[QK], where: str
+    qk_per_layer: Mapping[int, QK] | Iterable[QK], name: str, where: str
 ) -> list[tuple[int, QK]]:
     """`by_layer`'s pairs, every one checked before any is calibrated (a calibration takes a
-    while); an error names layer i as ``where.format(i)``."""
+    while): at least one, each of non-empty, finite tensors; an error names them all as ``name``
+    and layer i as ``where.format(i)``."""
     pairs = by_layer(qk_per_layer)
+    if not pairs:
+        raise ValueError(f"{name}: expected at least one (q, k) layer")
     for index, pair in pairs:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or not all(
             isinstance(t, torch.Tensor) for t in pair
@@ -120,6 +123,11 @@ def checked_layers(
             check_dtype("q", pair[0], FLOAT)
         except (ValueError, TypeError) as e:
             raise type(e)(f"{where.format(index)}: {e}") from None
+        if 0 in pair[0].shape or 0 in pair[1].shape:
+            shapes = [tuple(t.shape) for t in pair]
+            raise ValueError(f"{where.format(index)}: expected no empty dimension, got {shapes}")
+        if not all(bool(torch.isfinite(t).all()) for t in pair):
+            raise ValueError(f"{where.format(index)}: q and k must be finite (a NaN or inf)")
     return pairs
 
 
@@ -177,7 +185,7 @@ def calibrate(
     stats: dict[str, Any] = {}
     options: list[tuple[int, Tensor, Tensor, Tensor]] = []  # per layer: index, ms, recall, density
     head_options: list[tuple[int, Tensor, Tensor]] = []  # per layer: index, recall, density
-    pairs = checked_layers(qk_per_layer, "qk_per_layer[{}]")
+    pairs = checked_layers(qk_per_layer, "qk_per_layer", "qk_per_layer[{}]")
     for index, (q, k) in tqdm(pairs, desc="attnsieve calibrate", unit="layer"):
         h_q, h_kv = q.shape[1], k.shape[1]
         recall, density = [], []
@@ -192,7 +200,7 @@ def calibrate(
         recall_t, density_t = torch.stack(recall), torch.stack(density).float()  # (C, H_q)
         if not torch.isfinite(recall_t).all():
             raise ValueError(
-                f"qk_per_layer[{index}]: the attention recall is not finite (non-finite q or k?)"
+                f"qk_per_layer[{index}]: the attention recall is not finite (q·k overflows?)"
             )
         if layer_cost is not None:
             ms = predicted_ms(layer_cost, candidates, density_t.mean(1), q, k)
@@ -220,8 +228,6 @@ def calibrate(
                 choice, candidates, planners, recall_t, density_t
             )
         metadata.update(summary)
-    if not layers:
-        raise ValueError("qk_per_layer: expected at least one (q, k) layer")
     metadata.update(
         target_recall=target_recall, candidates=[list(c) for c in candidates], layers=stats
     )
@@ -380,7 +386,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--qk: expected layer numbers >= 0 as the dict's keys, got {list(layers)[:8]}"
             )
-        for index, (q, k) in checked_layers(layers, "--qk: layer {}"):
+        for index, (q, k) in checked_layers(layers, "--qk", "--qk: layer {}"):
             if args.label_channels and q.shape[2] > k.shape[2]:
                 raise ValueError(
                     f"--label-channels: expected N <= M (each query with its own key), got "

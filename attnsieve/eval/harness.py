@@ -70,6 +70,7 @@ from attnsieve.eval.models import (
     load_model,
     load_tokenizer,  # noqa: F401 (re-exported)
     model_positions,
+    resolve_dtype,
     smollm2_path,
     spec_tokenizer,
 )
@@ -449,6 +450,14 @@ def main(args: argparse.Namespace) -> int:
             )
     elif args.fidelity_length is not None:
         raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
+    triton = [label for label, config in methods if config.backend == "triton"]
+    dtype = resolve_dtype(args.dtype, torch.device(args.device))
+    if triton and dtype not in (torch.float16, torch.bfloat16):  # else every cell fails, later
+        option = "--backend" if args.backend else "--methods"
+        raise ValueError(
+            f"{option}: the triton backend ({', '.join(triton)}) runs float16 or bfloat16, and "
+            f"--dtype {args.dtype} is {dtype} on {args.device}: give --dtype bf16 or fp16"
+        )
     if args.question_in_window and not any(config.has_kv_policy for _, config in methods):
         raise ValueError(
             "--question-in-window: applies to methods with a KV policy (--kv, or a config "

@@ -112,7 +112,7 @@ def load_model(
     `spec_tokenizer` (to check prompts before the weights load), used as it is. Bad arguments
     raise ValueError naming the argument.
     """
-    torch_dtype = _dtype(dtype, check_device(device))  # before the weights load
+    torch_dtype = resolve_dtype(dtype, check_device(device))  # before the weights load
     path, gguf_file, config, name = _config(spec, rope_scale)
     from transformers import AutoModelForCausalLM
 
@@ -241,7 +241,8 @@ def _hub_config(repo: str) -> Any:
         hub_log.setLevel(level)
 
 
-def _dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """The torch dtype a ``load_model`` ``dtype`` argument names on ``device``."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if not isinstance(dtype, str):

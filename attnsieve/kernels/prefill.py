@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attnsieve.checks import check_out, check_qkv
+from attnsieve.checks import check_bool, check_out, check_qkv, check_scale
 from attnsieve.kernels import (
     INTERPRET,
     capability,
@@ -461,6 +461,13 @@ def sparse_attention(
         >>> out = sparse_attention(q, k, v, layout, causal=True)  # doctest: +SKIP
     """
     _check_kernel_inputs(q, k, v, layout, out)
+    check_scale(scale)
+    for name, flag in (
+        ("causal", causal),
+        ("return_lse", return_lse),
+        ("dense_dispatch", dense_dispatch),
+    ):
+        check_bool(name, flag)
     b, h_q, n, d = q.shape
     h_kv, m = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)

@@ -130,11 +130,14 @@ def warn_no_sparse_layer(name: str, value: int, num_layers: int | None, effect: 
         )
 
 
-def check_query(q: Tensor, view: PageView) -> None:
-    """``q`` is a (B, H_q, D) float16, bfloat16 or float32 tensor matching the view (H_q a
-    positive multiple of H_kv) and on its device."""
+def check_query(q: Tensor, view: PageView, step: StepState) -> None:
+    """A selector's arguments: ``q`` is a (B, H_q, D) float16, bfloat16 or float32 tensor
+    matching the view (H_q a positive multiple of H_kv) and on its device; ``step`` a
+    `StepState`, whether or not the selector reads it."""
     if not isinstance(view, PageView):
         raise TypeError(f"view: expected a PageView, got {type(view).__name__}")
+    if not isinstance(step, StepState):
+        raise TypeError(f"step: expected a StepState, got {type(step).__name__}")
     check_tensor("q", q, 3, "(batch, heads, head_dim)", view.page_table.device)
     check_dtype("q", q, FLOAT)
     b, h, _ = view.page_table.shape

@@ -111,7 +111,7 @@ class DoubleSparsity(DecodeSelector):
             raise ValueError(f"channels: index {top}, but the head dimension is {head_dim}")
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
-        check_query(q, view)
+        check_query(q, view, step)
         b, h, p = view.page_table.shape
         d = view.head_dim
         width = self.max_tokens(p * view.page_size)

@@ -76,7 +76,7 @@ class Quest(DecodeSelector):
         return min(p, cdiv(tokens, ps))  # a head the budget covers reads its partial last page
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
-        check_query(q, view)
+        check_query(q, view, step)
         if (width := self.width(view)) is None:
             return None
         score = quest_page_scores(

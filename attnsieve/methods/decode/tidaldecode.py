@@ -88,9 +88,7 @@ class TidalDecode(DecodeSelector):
             )
 
     def select(self, q: Tensor, view: PageView, step: StepState) -> Pages | None:
-        check_query(q, view)
-        if not isinstance(step, StepState):
-            raise TypeError(f"step: expected a StepState, got {type(step).__name__}")
+        check_query(q, view, step)
         if view.layer < self.select_layer:
             return None
         # a selection layer, or the first layer past it that runs the selector (the model may run
