@@ -173,7 +173,11 @@ def main(args: argparse.Namespace) -> int:
     input_ids = torch.tensor([ids], device=model.device)
     eos_ids = eos_token_ids(model, tokenizer)
 
-    handle = patch(model, config)
+    try:
+        handle = patch(model, config)
+    except (ValueError, TypeError) as e:  # the config against the model (a layer past its last)
+        error = by_option(e, given)
+        raise (type(e)(f"--config: {e}") if error is e and args.config else error) from None
     with handle as stats:
         cache = handle.new_cache() if config.paged else None
         new_tokens, ttft, decode_s, density = generate(

@@ -605,6 +605,9 @@ def test_arguments_are_checked_before_the_gpu(argv, message, capsys, monkeypatch
         (["--methods", "streaming", "--config", "{a}"], "--methods: not used with --config"),
         # a planner's name was timed as if it were a config file
         (["--config", "streaming"], "--config: expected an AttentionConfig JSON file"),
+        # a file's own errors began with its path, naming no option
+        (["--config", "{a}x.json"], "--config: "),
+        (["--methods", "{a}x.json"], "--methods: "),
         (["--precision", "bf16,bf16"], "--precision: ['bf16'] given twice"),
     ],
 )

@@ -231,6 +231,14 @@ def test_run_rejects_bad_arguments(model_dir, tmp_path):
         run.main(args)
 
 
+def test_run_names_the_config_that_does_not_fit_the_model(model_dir, tmp_path):
+    """A layer past the model's last is found once the model has loaded; the message named the
+    config's field (layers[9]), not the option that gave it."""
+    args, _ = cli(model_dir, tmp_path, {"layers": {"9": {"prefill": "streaming"}}})
+    with pytest.raises(ValueError, match=r"^--config: layers\[9\]: the model has 2 layers"):
+        run.main(args)
+
+
 def test_run_refuses_an_empty_prompt_and_one_past_the_model_s_positions(model_dir, tmp_path):
     """A prompt file with no text, and a prompt plus the new tokens beyond the model's 256
     positions, are named errors (the latter used to prefill and answer with nothing)."""

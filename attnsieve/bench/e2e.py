@@ -413,7 +413,10 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, AttentionConfig]]:
     out = []
     for entry in [args.config] if args.config is not None else entries(args.methods, "--methods"):
         if entry.endswith(".json"):
-            label, config = Path(entry).stem, AttentionConfig.from_json(entry)
+            try:  # the file's own errors begin with its path
+                label, config = Path(entry).stem, AttentionConfig.from_json(entry)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{'--config' if args.config else '--methods'}: {e}") from None
         else:
             try:
                 label, config = entry, AttentionConfig(prefill=entry)
