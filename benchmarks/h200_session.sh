@@ -232,6 +232,9 @@
 #   (benchmarks/results/h100/quant59/; a call brings back 8 files, so run3's JSON and PNG
 #   stayed behind: run3.log holds its table); s60a written after it (OUT=$OUT, carrying
 #   nothing), not run: three later calls got no machine.
+#   2026-12-06, sixty-first session: s60a (OUT=$OUT, carrying nothing; h100/dens60/), then s61a
+#   (carry .stage/x, WHEELS=.stage/x; h100/tests61/), then test_malformed_inputs.py alone
+#   (carrying .stage/s), all on an H100.
 # Each case records what ran that day, on that day's code: some options have since changed or
 # are refused (bench kernels --precision int8-fp8 --no-flex, for one), so an old case may need
 # today's spelling to run again.
@@ -5086,10 +5089,10 @@ s56c)  # nothing carried, in the same call as the last s51a (bash h200_session.s
     tar czf "$OUT/dec56c.tgz" -C "$HOME/r" dec56c
     ls -l "$OUT"
     ;;
-s57a|s58b)  # carrying .stage/x (WHEELS=.stage/x: .stage/s's wheels and pytest-xdist 3.8.0 with
+s57a|s58b|s61a)  # carrying .stage/x (WHEELS=.stage/x: .stage/s's wheels and pytest-xdist 3.8.0 with
     # execnet 2.1.2): the whole test suite on the GPU in eight workers, failures named (s57a:
     # tests57/, the first run of every file since s28b-s28e and of the shapes the fifty-seventh
-    # session shrank; s58b: tests58/, after the fifty-eighth session's key-block Gluon path)
+    # session shrank; s58b: tests58/, after the fifty-eighth session's key-block Gluon path; s61a: tests61/, after the sixty-first session's input checks)
     D="$OUT/tests${1:1:2}"
     mkdir -p "$D"
     nvidia-smi --query-gpu=name --format=csv,noheader > "$D/device.txt"

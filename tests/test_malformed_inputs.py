@@ -1598,7 +1598,8 @@ def _review61_cases():
     from attnsieve.methods.decode import DoubleSparsity, Quest
 
     tq = triton_qkv()
-    kernel = lambda **kw: prefill.sparse_attention(tq["q"], tq["k"], tq["v"], layout(), **kw)  # noqa: E731
+    lay = layout().to(TRITON_DEVICE)
+    kernel = lambda **kw: prefill.sparse_attention(tq["q"], tq["k"], tq["v"], lay, **kw)  # noqa: E731
     caches = {
         kind: cls(2, 1, 2, 32, dtype=torch.float32, device="cpu")
         for kind, cls in (("paged", Cache), ("reference", ReferenceCache))
