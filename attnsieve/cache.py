@@ -346,7 +346,10 @@ class Cache:
         return out[0], out[1], positions, lw
 
     def kv_view(self, layer: int, queries: Tensor, query_positions: Tensor) -> KVView:
-        """What a KV policy sees of ``layer``: a padded copy, positions -1 past a head's end."""
+        """What a KV policy sees of ``layer``: a padded copy, positions -1 past a head's end.
+        ``queries`` (B, H_q, W, D) are in the cache's ``dtype`` (an FP8 cache's too: the policy
+        scores them against keys read back in that dtype), ``query_positions`` int64 (B, W)
+        >= 0, or -1 for an absent query."""
 
         ref.check_layer(layer, self.num_layers)
         ref.check_queries(

@@ -27,7 +27,7 @@ from attnsieve.eval.models import (
     spec_tokenizer,
 )
 from attnsieve.eval.sweep_args import EXTEND_HINT, by_option
-from attnsieve.integrations.config import PRECISIONS, AttentionConfig, read_entry
+from attnsieve.integrations.config import PRECISIONS, ROLES, AttentionConfig, read_entry
 from attnsieve.integrations.generate import eos_token_ids, generate
 from attnsieve.integrations.transformers import patch
 from attnsieve.methods.prefill.base import PerHeadPlanner, Planner
@@ -177,7 +177,8 @@ def main(args: argparse.Namespace) -> int:
         handle = patch(model, config)
     except (ValueError, TypeError) as e:  # the config against the model (a layer past its last)
         error = by_option(e, given)
-        raise (type(e)(f"--config: {e}") if error is e and args.config else error) from None
+        from_file = args.config and str(e).startswith(("layers[", *ROLES))  # not head_dim: ...
+        raise (type(e)(f"--config: {e}") if error is e and from_file else error) from None
     with handle as stats:
         cache = handle.new_cache() if config.paged else None
         new_tokens, ttft, decode_s, density = generate(

@@ -17,7 +17,7 @@ from attnsieve.methods.decode.base import Pages, check_query, last_page, weighte
 
 
 def select(self, q, view, step):
-    check_query(q, view)
+    check_query(q, view, step)
     if (width := self.width(view)) is None:
         return None
     b, h, p = view.page_table.shape

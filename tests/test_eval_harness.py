@@ -620,19 +620,49 @@ def test_question_in_window_without_a_kv_policy_is_refused(tiny_probe_dir, tmp_p
     assert "--question-in-window: applies to methods with a KV policy" in capsys.readouterr().err
 
 
-def test_the_triton_backend_on_a_float32_model_is_refused_before_it_loads(
-    tiny_probe_dir, tmp_path, capsys, monkeypatch
+@pytest.mark.parametrize(
+    ("extra", "env", "option"),
+    [(["--backend", "triton"], None, "--backend"), ([], "triton", "$ATTNSIEVE_BACKEND")],
+)
+def test_triton_prefill_on_a_float32_model_is_refused_before_it_loads(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch, extra, env, option
 ):
-    """The Triton kernels take float16 and bfloat16: on the CPU's float32 default every cell
-    failed once the model had loaded and the progress bar had started."""
+    """The Triton prefill kernels take float16 and bfloat16: on the CPU's float32 default every
+    cell failed once the model had loaded and the progress bar had started."""
     from attnsieve.eval import harness
 
+    if env is None:
+        monkeypatch.delenv("ATTNSIEVE_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("ATTNSIEVE_BACKEND", env)
     monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded"))
-    assert eval_cli(_args(tiny_probe_dir, tmp_path / "out", "--backend", "triton")) == 2
+    assert eval_cli(_args(tiny_probe_dir, tmp_path / "out", *extra)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
-    assert "--backend: the triton backend (dense, streaming) runs float16 or bfloat16, and " in err
+    assert f"{option}: the triton backend's prefill (dense, streaming) runs float16 or " in err
     assert "--dtype auto is torch.float32 on cpu: give --dtype bf16 or fp16" in err
+
+
+def test_triton_decode_alone_on_a_float32_model_is_not_refused(
+    tiny_probe_dir, tmp_path, monkeypatch
+):
+    """The decode kernel takes float32: a config that plans no prompt runs on the Triton
+    backend of a float32 model (the model loads)."""
+    from attnsieve.eval import harness
+
+    config = tmp_path / "quest_only.json"
+    config.write_text('{"prefill": null, "decode": {"method": "quest", "ratio": 0.5}}')
+
+    class Loaded(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr(harness, "load_model", load)
+    args = _args(tiny_probe_dir, tmp_path / "out", "--backend", "triton", methods=str(config))
+    with pytest.raises(Loaded):
+        harness.main(args)
 
 
 def test_paged_cells_report_the_whole_prompt_density(tiny_probe_dir, tmp_path):

@@ -237,6 +237,10 @@ def test_run_names_the_config_that_does_not_fit_the_model(model_dir, tmp_path):
     args, _ = cli(model_dir, tmp_path, {"layers": {"9": {"prefill": "streaming"}}})
     with pytest.raises(ValueError, match=r"^--config: layers\[9\]: the model has 2 layers"):
         run.main(args)
+    # the model against the precision, whichever option set it: not the file's
+    args, _ = cli(model_dir, tmp_path, {"prefill": "streaming"}, "--precision", "int8-fp8")
+    with pytest.raises(ValueError, match=r"^head_dim: the model's is 16, but INT8·FP8 prefill"):
+        run.main(args)
 
 
 def test_run_refuses_an_empty_prompt_and_one_past_the_model_s_positions(model_dir, tmp_path):

@@ -54,6 +54,7 @@ import csv
 import datetime
 import itertools
 import json
+import os
 import resource
 import statistics
 import sys
@@ -413,6 +414,26 @@ def _fidelity_sample(task: str, tokenizer: Any, length: int, args: argparse.Name
         raise ValueError(f"{option}: {length} tokens cannot hold the prompt: {e}") from None
 
 
+def check_prefill_dtype(methods: list[tuple[str, Any]], args: argparse.Namespace) -> None:
+    """The Triton prefill kernels take float16 and bfloat16 (the decode kernel float32 too): a
+    planned prompt on the Triton backend (the config's, else $ATTNSIEVE_BACKEND) of a float32
+    model would fail in every cell, after the model had loaded."""
+    env = os.environ.get("ATTNSIEVE_BACKEND")
+    planned = [(label, config.backend) for label, config in methods if config.has_planner]
+    triton = [label for label, backend in planned if (backend or env) == "triton"]
+    dtype = resolve_dtype(args.dtype, torch.device(args.device))
+    if triton and dtype not in (torch.float16, torch.bfloat16):
+        if args.backend or any(backend == "triton" for _, backend in planned):
+            option = "--backend" if args.backend else "--methods"
+        else:
+            option = "$ATTNSIEVE_BACKEND"
+        raise ValueError(
+            f"{option}: the triton backend's prefill ({', '.join(triton)}) runs float16 or "
+            f"bfloat16, and --dtype {args.dtype} is {dtype} on {args.device}: give --dtype bf16 "
+            "or fp16"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     from attnsieve.eval import plots
 
@@ -450,14 +471,7 @@ def main(args: argparse.Namespace) -> int:
             )
     elif args.fidelity_length is not None:
         raise ValueError("--fidelity-length: applies to --fidelity, which is not given")
-    triton = [label for label, config in methods if config.backend == "triton"]
-    dtype = resolve_dtype(args.dtype, torch.device(args.device))
-    if triton and dtype not in (torch.float16, torch.bfloat16):  # else every cell fails, later
-        option = "--backend" if args.backend else "--methods"
-        raise ValueError(
-            f"{option}: the triton backend ({', '.join(triton)}) runs float16 or bfloat16, and "
-            f"--dtype {args.dtype} is {dtype} on {args.device}: give --dtype bf16 or fp16"
-        )
+    check_prefill_dtype(methods, args)
     if args.question_in_window and not any(config.has_kv_policy for _, config in methods):
         raise ValueError(
             "--question-in-window: applies to methods with a KV policy (--kv, or a config "

@@ -184,6 +184,13 @@ class AttentionConfig:
         return self.paged_cache or self.needs_paged_cache
 
     @property
+    def has_planner(self) -> bool:
+        """Whether a prefill planner is configured, for every layer or some."""
+        return self._default["prefill"] is not None or any(
+            b.get("prefill") is not None for b in self._built.values()
+        )
+
+    @property
     def has_kv_policy(self) -> bool:
         """Whether a KV policy is configured, for every layer or some."""
         return self._default["kv"] is not None or any(b.get("kv") for b in self._built.values())
