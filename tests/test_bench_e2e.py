@@ -597,6 +597,28 @@ def test_arguments_are_checked_before_the_gpu(argv, message, capsys, monkeypatch
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [["--config", "{f}"], ["--methods", "{f}"], ["--methods", "{f}", "--decode-steps", "2"]],
+)
+def test_a_config_that_does_not_fit_the_model_is_refused_before_it_loads(
+    argv, tmp_path, capsys, monkeypatch
+):
+    """A layer past the model's last was found once the model had loaded (and, with decode
+    steps, after the first configuration had run), naming no option."""
+    far = tmp_path / "far.json"
+    far.write_text('{"layers": {"99": {"prefill": "streaming"}}}')
+    monkeypatch.setattr(e2e, "_load", lambda *a: pytest.fail("loaded"))
+    monkeypatch.setattr(e2e, "require_cuda", lambda: pytest.fail("checked after the GPU"))
+    argv = [x.format(f=far) for x in argv]
+    out = ["--out", str(tmp_path / "out")] + ["--device", "cpu"] * ("--decode-steps" in argv)
+    assert cli.main(["bench", "e2e", "--model", "probe", *argv, *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    option = argv[0]
+    assert err == [f"attnsieve bench e2e: error: {option}: far: layers[99]: the model has 6 "
+                   "layers (0..5)"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--methods", "dense, streaming,dense"], "--methods: ['dense'] given twice"),

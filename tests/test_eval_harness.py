@@ -665,6 +665,22 @@ def test_triton_decode_alone_on_a_float32_model_is_not_refused(
         harness.main(args)
 
 
+def test_a_config_that_does_not_fit_the_model_is_refused_before_it_loads(
+    tiny_probe_dir, tmp_path, capsys, monkeypatch
+):
+    """A layer past the model's last was found in the first cell, after the model had loaded
+    and the progress bar had started, in a message naming no option."""
+    from attnsieve.eval import harness
+
+    config = tmp_path / "far.json"
+    config.write_text('{"layers": {"99": {"prefill": "streaming"}}}')
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: pytest.fail("loaded"))
+    assert eval_cli(_args(tiny_probe_dir, tmp_path / "out", methods=str(config))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert "--methods: far: layers[99]: the model has " in err
+
+
 def test_paged_cells_report_the_whole_prompt_density(tiny_probe_dir, tmp_path):
     """A cell on the paged cache prefills context then question; its density is the prompt's,
     not the question chunk's (nor None where the question ran over a compressed cache)."""
@@ -754,12 +770,18 @@ def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_pat
 
 
 def _probe_positions(monkeypatch, tiny_probe_dir):
-    """The probe's positions and tokenizer for a model name that a test's stand-in load_model
-    maps to it."""
+    """The probe's positions, tokenizer and config checks for a model name that a test's
+    stand-in load_model maps to it."""
     positions = harness.model_positions(str(tiny_probe_dir))
     tokenizer = harness.spec_tokenizer(str(tiny_probe_dir))
+    check = harness.check_configs_fit
     monkeypatch.setattr(harness, "model_positions", lambda *a, **k: positions)
     monkeypatch.setattr(harness, "spec_tokenizer", lambda *a, **k: tokenizer)
+    monkeypatch.setattr(
+        harness,
+        "check_configs_fit",
+        lambda methods, _, rope: check(methods, str(tiny_probe_dir), rope),
+    )
 
 
 def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path, monkeypatch):

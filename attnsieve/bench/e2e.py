@@ -87,6 +87,7 @@ from attnsieve.eval.sweep_args import (
     EXTEND_HINT,
     add_compression_axes,
     by_option,
+    check_configs_fit,
     check_labels,
     check_lengths_fit,
     entries,
@@ -239,6 +240,8 @@ def main(args: argparse.Namespace) -> int:
         from attnsieve.eval.models import model_positions
 
         positions = model_positions(args.model, args.rope_scale)
+        option = "--config" if args.config is not None else "--methods"
+        check_configs_fit(configs if decode else methods, args.model, args.rope_scale, option)
     lengths = _lengths(requested, args.model, positions, decoded)
     if args.model != RANDOM_MODEL:
         # the default lengths are cut to the positions the decode steps leave

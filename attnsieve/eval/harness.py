@@ -79,6 +79,7 @@ from attnsieve.eval.probe import weights_dir
 from attnsieve.eval.sweep_args import (
     DEFAULT_LENGTHS,
     add_arguments,  # noqa: F401 (the command's options, as cli.COMMANDS expects)
+    check_configs_fit,
     check_lengths_fit,
     entries,
     method_configs,
@@ -484,6 +485,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--samples: expected a positive int, got {args.samples}")
     # lengths are checked against the model's positions before its weights are loaded
     positions = model_positions(args.model, args.rope_scale)
+    check_configs_fit(methods, args.model, args.rope_scale)
     lengths = within_positions(lengths, positions, args.lengths)
     if args.fidelity:
         asked = args.fidelity_length

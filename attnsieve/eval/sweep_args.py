@@ -337,6 +337,23 @@ def _kv_entry(kv: str | None, ratio: float) -> tuple[dict[str, Any] | None, bool
     return {**entry, "ratio": ratio}, True
 
 
+def check_configs_fit(
+    methods: list[tuple[str, Any]], spec: str, rope_scale: float | None, option: str = "--methods"
+) -> None:
+    """Each (label, config) of ``methods`` against the model ``spec`` names, read from its config
+    alone (`check_fits`: a layer past its last, per-head entries of another length): found
+    before the weights load and the cells run, not in the first cell."""
+    from attnsieve.eval.models import model_text_config
+    from attnsieve.integrations.transformers import check_fits
+
+    text_config = model_text_config(spec, rope_scale)
+    for label, config in methods:
+        try:
+            check_fits(config, text_config)
+        except ValueError as e:
+            raise ValueError(f"{option}: {label}: {e}") from None
+
+
 def by_option(error: Exception, options: dict[str, str]) -> Exception:
     """``error`` from building an `AttentionConfig`, whose message begins with the fields at fault
     (``kv: ...``, ``decode (layer 2): ...``, ``decode, kv: ...``), reworded to begin with the

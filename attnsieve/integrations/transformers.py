@@ -88,6 +88,15 @@ def default_stats() -> PatchStats:
     return _default.stats
 
 
+def check_fits(config: AttentionConfig, text_config: Any) -> None:
+    """`AttentionConfig.check_model` against a transformers text config: what `patch` checks of
+    a model, which a command checks from the model's config before its weights load."""
+    num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
+    heads = int(getattr(text_config, "num_attention_heads", 0) or 0)
+    kv_heads = getattr(text_config, "num_key_value_heads", None) or heads or None
+    config.check_model(num_layers, heads, kv_heads, head_dim_of(text_config))
+
+
 def head_dim_of(config: Any) -> int | None:
     """A (text) model config's attention head size: its ``head_dim``, else hidden_size / heads
     (None where neither is known)."""
@@ -129,10 +138,8 @@ def patch(
     if not isinstance(config, AttentionConfig):
         raise TypeError(f"config: expected an AttentionConfig, got {type(config).__name__}")
     text_config = model.config.get_text_config()
+    check_fits(config, text_config)
     num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
-    heads = int(getattr(text_config, "num_attention_heads", 0) or 0)
-    kv_heads = getattr(text_config, "num_key_value_heads", None) or heads or None
-    config.check_model(num_layers, heads, kv_heads, head_dim_of(text_config))
     if config.precision != "bf16" and (weight := next(model.parameters(), None)) is not None:
         check_fp8_device(f"config.precision ({config.precision!r})", weight.device)
     modules = [m for m in model.modules() if getattr(m, "layer_idx", None) is not None]
