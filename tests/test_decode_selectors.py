@@ -234,6 +234,15 @@ def test_label_channels_pair_each_query_with_its_own_key():
         calibrate_label_channels(q, k[:, :, :20], 1)
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_label_channels_refuse_non_finite_samples(bad):
+    """A NaN in one query ranked its channel first (topk puts NaN above every number)."""
+    q, k = torch.randn(1, 2, 40, D), torch.randn(1, 1, 40, D)
+    q[0, 0, 7, 2] = bad
+    with pytest.raises(ValueError, match=r"^q_samples, k_samples: expected finite values"):
+        calibrate_label_channels(q, k, 1)
+
+
 def test_double_sparsity_with_all_channels_reads_the_pages_of_the_exact_top_tokens():
     keys, q = random_case(g=2, seed=3)
     channels = torch.arange(D).expand(2, D)

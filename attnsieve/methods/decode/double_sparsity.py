@@ -156,4 +156,8 @@ def calibrate_label_channels(q_samples: Tensor, k_samples: Tensor, r: int) -> Te
     q = q_samples.float().unflatten(1, (h, -1))  # (B, H_kv, g, N, D)
     k = k_samples[:, :, m - n :].float()[:, :, None]  # (B, H_kv, 1, N, D): each query's own key
     importance = (q * k).abs().mean((0, 3)).sum(1)  # (H_kv, D)
+    if not bool(torch.isfinite(importance).all()):  # topk would rank a NaN channel first
+        raise ValueError(
+            "q_samples, k_samples: expected finite values (a NaN or inf, or |q·k| overflows)"
+        )
     return importance.topk(r, dim=-1).indices.sort(-1).values
