@@ -22,14 +22,14 @@ from attnsieve.eval.models import (
     DTYPES,
     add_device_argument,
     load_model,
-    model_positions,
+    model_text_config,
     read_prompt_file,
     spec_tokenizer,
 )
 from attnsieve.eval.sweep_args import EXTEND_HINT, by_option
 from attnsieve.integrations.config import PRECISIONS, ROLES, AttentionConfig, read_entry
 from attnsieve.integrations.generate import eos_token_ids, generate
-from attnsieve.integrations.transformers import patch
+from attnsieve.integrations.transformers import check_fits, patch
 from attnsieve.methods.prefill.base import PerHeadPlanner, Planner
 
 
@@ -153,10 +153,17 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise by_option(e, given) from None
 
-    # the prompt is checked against the model's positions before its weights load
+    # the config and the prompt are checked against the model's config before its weights load
+    text_config = model_text_config(args.model, args.rope_scale)
+    try:
+        check_fits(config, text_config)
+    except ValueError as e:  # e.g. a layer past the model's last
+        error = by_option(e, given)
+        from_file = args.config and str(e).startswith(("layers[", *ROLES))  # not head_dim: ...
+        raise (ValueError(f"--config: {e}") if error is e and from_file else error) from None
     tokenizer = spec_tokenizer(args.model)
     ids = prompt_ids(tokenizer, prompt, args.chat)
-    positions = model_positions(args.model, args.rope_scale)
+    positions = text_config.max_position_embeddings
     if len(ids) + args.max_new_tokens > positions:
         raise ValueError(
             f"{prompt_option}: {len(ids)} prompt tokens and --max-new-tokens "
@@ -173,12 +180,7 @@ def main(args: argparse.Namespace) -> int:
     input_ids = torch.tensor([ids], device=model.device)
     eos_ids = eos_token_ids(model, tokenizer)
 
-    try:
-        handle = patch(model, config)
-    except (ValueError, TypeError) as e:  # the config against the model (a layer past its last)
-        error = by_option(e, given)
-        from_file = args.config and str(e).startswith(("layers[", *ROLES))  # not head_dim: ...
-        raise (type(e)(f"--config: {e}") if error is e and from_file else error) from None
+    handle = patch(model, config)
     with handle as stats:
         cache = handle.new_cache() if config.paged else None
         new_tokens, ttft, decode_s, density = generate(

@@ -769,19 +769,13 @@ def test_resume_keys_hold_the_rope_scale_of_a_model_path(tiny_probe_dir, tmp_pat
     assert harness.main(args) == 0 and len(calls) == 2  # its own cell resumes
 
 
-def _probe_positions(monkeypatch, tiny_probe_dir):
-    """The probe's positions, tokenizer and config checks for a model name that a test's
-    stand-in load_model maps to it."""
-    positions = harness.model_positions(str(tiny_probe_dir))
+def _probe_config(monkeypatch, tiny_probe_dir):
+    """The probe's config (positions, layers, heads) and tokenizer for a model name that a
+    test's stand-in load_model maps to it."""
+    text_config = harness.model_text_config(str(tiny_probe_dir))
     tokenizer = harness.spec_tokenizer(str(tiny_probe_dir))
-    check = harness.check_configs_fit
-    monkeypatch.setattr(harness, "model_positions", lambda *a, **k: positions)
+    monkeypatch.setattr(harness, "model_text_config", lambda *a, **k: text_config)
     monkeypatch.setattr(harness, "spec_tokenizer", lambda *a, **k: tokenizer)
-    monkeypatch.setattr(
-        harness,
-        "check_configs_fit",
-        lambda methods, _, rope: check(methods, str(tiny_probe_dir), rope),
-    )
 
 
 def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path, monkeypatch):
@@ -798,7 +792,7 @@ def test_resume_keys_tell_hub_models_of_one_name_apart(tiny_probe_dir, tmp_path,
 
     monkeypatch.setattr(harness, "run_cell", counting)
     monkeypatch.setattr(harness, "load_model", hub)
-    _probe_positions(monkeypatch, tiny_probe_dir)
+    _probe_config(monkeypatch, tiny_probe_dir)
     args = _args("org-a/model", tmp_path, methods="dense")
     args.tasks, args.samples = "passkey", 1
     assert harness.main(args) == 0 and len(calls) == 1
@@ -822,7 +816,7 @@ def test_resume_keys_tell_smollm2_gguf_files_apart(tiny_probe_dir, tmp_path, mon
 
     monkeypatch.setattr(harness, "run_cell", counting)
     monkeypatch.setattr(harness, "load_model", smollm2)
-    _probe_positions(monkeypatch, tiny_probe_dir)
+    _probe_config(monkeypatch, tiny_probe_dir)
     q4, q8 = tmp_path / "q4" / "model.gguf", tmp_path / "q8" / "model.gguf"
     for path, size in ((q4, 10), (q8, 20)):
         path.parent.mkdir()
@@ -852,7 +846,7 @@ def test_smollm2_gguf_gone_after_loading_is_a_one_line_error(
         return model, tokenizer, spec
 
     monkeypatch.setattr(harness, "load_model", smollm2)
-    _probe_positions(monkeypatch, tiny_probe_dir)
+    _probe_config(monkeypatch, tiny_probe_dir)
     monkeypatch.setenv("ATTNSIEVE_SMOLLM2_GGUF", str(gguf))
     args = _args("smollm2", tmp_path / "out", methods="dense")
     args.tasks, args.samples = "passkey", 1

@@ -231,9 +231,10 @@ def test_run_rejects_bad_arguments(model_dir, tmp_path):
         run.main(args)
 
 
-def test_run_names_the_config_that_does_not_fit_the_model(model_dir, tmp_path):
-    """A layer past the model's last is found once the model has loaded; the message named the
-    config's field (layers[9]), not the option that gave it."""
+def test_run_names_the_config_that_does_not_fit_the_model(model_dir, tmp_path, monkeypatch):
+    """A layer past the model's last is found from the model's config, before its weights load;
+    the message named the config's field (layers[9]), not the option that gave it."""
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: pytest.fail("loaded"))
     args, _ = cli(model_dir, tmp_path, {"layers": {"9": {"prefill": "streaming"}}})
     with pytest.raises(ValueError, match=r"^--config: layers\[9\]: the model has 2 layers"):
         run.main(args)

@@ -237,11 +237,12 @@ def main(args: argparse.Namespace) -> int:
     if args.model == RANDOM_MODEL:
         positions = LLAMA3_8B["max_position_embeddings"]
     else:  # the model's config alone: a bad name fails here
-        from attnsieve.eval.models import model_positions
+        from attnsieve.eval.models import model_text_config
 
-        positions = model_positions(args.model, args.rope_scale)
+        text_config = model_text_config(args.model, args.rope_scale)
+        positions = text_config.max_position_embeddings
         option = "--config" if args.config is not None else "--methods"
-        check_configs_fit(configs if decode else methods, args.model, args.rope_scale, option)
+        check_configs_fit(configs if decode else methods, text_config, option)
     lengths = _lengths(requested, args.model, positions, decoded)
     if args.model != RANDOM_MODEL:
         # the default lengths are cut to the positions the decode steps leave

@@ -70,7 +70,7 @@ from attnsieve.eval.model_fidelity import check_prefill_only, run_fidelity
 from attnsieve.eval.models import (
     load_model,
     load_tokenizer,  # noqa: F401 (re-exported)
-    model_positions,
+    model_text_config,
     resolve_dtype,
     smollm2_path,
     spec_tokenizer,
@@ -484,8 +484,9 @@ def main(args: argparse.Namespace) -> int:
     if args.samples <= 0:
         raise ValueError(f"--samples: expected a positive int, got {args.samples}")
     # lengths are checked against the model's positions before its weights are loaded
-    positions = model_positions(args.model, args.rope_scale)
-    check_configs_fit(methods, args.model, args.rope_scale)
+    text_config = model_text_config(args.model, args.rope_scale)
+    positions = text_config.max_position_embeddings
+    check_configs_fit(methods, text_config)
     lengths = within_positions(lengths, positions, args.lengths)
     if args.fidelity:
         asked = args.fidelity_length

@@ -338,15 +338,13 @@ def _kv_entry(kv: str | None, ratio: float) -> tuple[dict[str, Any] | None, bool
 
 
 def check_configs_fit(
-    methods: list[tuple[str, Any]], spec: str, rope_scale: float | None, option: str = "--methods"
+    methods: list[tuple[str, Any]], text_config: Any, option: str = "--methods"
 ) -> None:
-    """Each (label, config) of ``methods`` against the model ``spec`` names, read from its config
-    alone (`check_fits`: a layer past its last, per-head entries of another length): found
-    before the weights load and the cells run, not in the first cell."""
-    from attnsieve.eval.models import model_text_config
+    """Each (label, config) of ``methods`` against the model's text config (`model_text_config`,
+    read without its weights; `check_fits`: a layer past its last, per-head entries of another
+    length): found before the weights load and the cells run, not in the first cell."""
     from attnsieve.integrations.transformers import check_fits
 
-    text_config = model_text_config(spec, rope_scale)
     for label, config in methods:
         try:
             check_fits(config, text_config)
