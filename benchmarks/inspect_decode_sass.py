@@ -58,6 +58,17 @@ def compile_split_kernel(path: str, fp8: bool, block_n: int, warps: int, stages:
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
+def cuobjdump(kernel, flag: str) -> str:
+    """What the cuobjdump in Triton's wheel prints for the compiled ``kernel``'s cubin with ``flag``
+    (``-sass``: the disassembly; ``-res-usage``: registers and memory)."""
+    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(kernel.asm["cubin"])
+        cubin.flush()
+        run = [f"{bin_dir}/cuobjdump", flag, cubin.name]
+        return subprocess.run(run, capture_output=True, text=True, check=True).stdout
+
+
 def loop_mix(sass: str) -> collections.Counter:
     """Opcode counts of the longest backward branch's body (the kernel's main loop)."""
     code = re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)
@@ -84,14 +95,8 @@ def main() -> None:
         args.kernel, args.fp8, args.block_n, args.warps, args.stages, args.page_size
     )
     ttgir = kernel.asm["ttgir"]
-    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-        cubin.write(kernel.asm["cubin"])
-        cubin.flush()
-        dump = [f"{bin_dir}/cuobjdump", "-sass", cubin.name]
-        sass = subprocess.run(dump, capture_output=True, text=True, check=True).stdout
-        usage = [f"{bin_dir}/cuobjdump", "-res-usage", cubin.name]
-        regs = re.search(r"REG:(\d+)", subprocess.run(usage, capture_output=True, text=True).stdout)
+    sass = cuobjdump(kernel, "-sass")
+    regs = re.search(r"REG:(\d+)", cuobjdump(kernel, "-res-usage"))
     buffers = sorted(set(re.findall(r"memdesc<(\d+)x\d+x\d+x", ttgir)))
     waits = re.findall(r"async_wait %[^{]*\{num = (\d+)", ttgir)
     mix = loop_mix(sass)

@@ -28,20 +28,25 @@ which Triton does not let a kernel choose:
   Q pass (benchmarks/results/h200/quant27/qpass/).
 - Over a layout each program walks its query block's sorted block list, the blocks every row sees
   whole first and the masked ones after. A tile's block index is loaded two tiles ahead and its
-  K scale one tile ahead, so no softmax waits on a chain of dependent loads (the main loop: 592
-  SASS instructions a tile against 579 in order, offline sm_90). The twenty-fifth session's
+  K scale and non-finite flag one tile ahead, so no softmax waits on a chain of dependent loads
+  (the main loop: 587 SASS instructions a tile against 574 in order, offline sm_90:
+  benchmarks/inspect_quant_hopper_sass.py). The twenty-fifth session's
   version, with the loads in the tile's own iteration and a Q pass in front, ran 2 % slower than
   the Triton kernel; this one took 5.92-5.96 ms against the Triton path's 6.22 on `bench
   kernels`' 10 % / 64K row on an H100 (benchmarks/results/h100/quant58/).
 - P reaches the MMA through shared memory: an fp8 operand in registers that lives across loop
   iterations is unpacked and repacked byte by byte (185 PRMT a tile, offline sm_90 SASS).
-- The int32 scores' conversion offset (s + 1.5·2²³ as fp32 bits) folds into exp2's FMA, and Q's
-  block scale is one scalar a program: 581 instructions a thread a tile against 675 in the Triton
-  kernel's loop (offline sm_90 SASS). The fold rounds each row's exp2 offset at the magnitude of
-  1.5·2²³ times the tile's score scale: an error of up to about that scale in log2 units, one per
-  (row, tile), which a review simulated at 7.7e-4 / 6.7e-3 for Q·K absmax products of 100 / 1000
-  (the Triton kernel: 1.8e-5 / 1.4e-4). It is far below INT8's own score error: the relative error
-  to cuDNN's output at 32K / 128K is 0.0367 / 0.0370 against the Triton kernel's 0.0367 / 0.0368.
+- The int32 scores' conversion offset (s + 1.5·2²³ as fp32 bits) folds into exp2's FMA, in whole and
+  masked tiles alike, and Q's block scale is one scalar a program: 574 instructions a thread a tile
+  in order against 675 in the Triton kernel's loop (offline sm_90 SASS). A masked tile, one or more
+  a program, takes 982, where it took 1557 with its scores scaled before exp2 and each row's
+  non-finite flag reduced over the whole tile (now: from the block's first flagged key, the keys'
+  flags read only where the block's own flag is set). The fold rounds each row's exp2 offset at the
+  magnitude of 1.5·2²³ times the tile's score scale: an error of up to about that scale in log2
+  units, one per (row, tile), which a review simulated at 7.7e-4 / 6.7e-3 for Q·K absmax products of
+  100 / 1000 (the Triton kernel: 1.8e-5 / 1.4e-4). It is far below INT8's own score error: the
+  relative error to cuDNN's output at 32K / 128K is 0.0367 / 0.0370 against the Triton kernel's
+  0.0367 / 0.0368.
 
 Gluon has no interpreter: this path runs on the GPU only; its tests skip elsewhere.
 """
@@ -166,23 +171,26 @@ if gluon is not None:
                                             v_smem.index(s))
 
     @gluon.jit
-    def _softmax(s_int, sc, m_i, l_i, row_bad, o_qpos, o_n, KVBAD, M, MASKED: gl.constexpr,
+    def _softmax(s_int, sc, kbb, m_i, l_i, row_bad, o_qpos, o_n, KVBAD, M, MASKED: gl.constexpr,
                  SPARSE: gl.constexpr):
         """Fold one tile of int32 scores into the running softmax: (P x 448 in fp8, alpha, m, l,
         row_bad). ``sc`` is the tile's score scale (one Q block x one K block, log2 units);
-        masked tiles hide keys past a row's position (or past M) and flag the rows that see a
-        non-finite key, per key."""
+        masked tiles hide keys past a row's position (or past M), their scores folded into exp2
+        as whole tiles' are, and flag the rows that reach the block's first non-finite key,
+        reading the keys' flags only where the block's flag ``kbb`` says it holds one (their
+        load, in each program's last tile, was its longest wait)."""
         s = (s_int + 0x4B400000).to(gl.float32, bitcast=True)  # = s + 1.5 * 2^23, exactly
         if MASKED:
             m_s = (o_n[None, :] <= o_qpos[:, None]) & (o_n[None, :] < M)
-            s = gl.where(m_s, (s - MAGIC) * sc, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(s, 1))
+            s = gl.where(m_s, s, float("-inf"))  # sc > 0: stays -inf, exp2 gives 0
+            m_new = gl.maximum(m_i, (gl.max(s, 1) - MAGIC) * sc)
             m_sub = m_new
             if SPARSE:  # a row may have seen no key yet: subtract 0, so exp2 gives 0, not NaN
                 m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
-            p = gl.exp2(s - (m_sub - LOG2_FP8_MAX)[:, None])
-            k_bad = gl.load(KVBAD + o_n, mask=o_n < M, other=0)
-            row_bad = row_bad | (gl.max((m_s & (k_bad[None, :] != 0)).to(gl.int32), 1) > 0)
+            p = gl.exp2(s * sc - (MAGIC * sc + m_sub - LOG2_FP8_MAX)[:, None])
+            k_bad = gl.load(KVBAD + o_n, mask=(o_n < M) & (kbb != 0), other=0)
+            first_bad = gl.min(gl.where(k_bad != 0, o_n, 2147483647), 0)
+            row_bad = row_bad | (o_qpos >= first_bad)
         else:
             m_new = gl.maximum(m_i, (gl.max(s, 1) - MAGIC) * sc)
             m_sub = m_new
@@ -208,7 +216,7 @@ if gluon is not None:
         return warpgroup_mma(p_smem, v_smem.index(st).permute((1, 0)), acc, is_async=True)
 
     @gluon.jit
-    def _step(j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, o_qpos, o_n, KVBAD, M,
+    def _step(j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, kbb, o_qpos, o_n, KVBAD, M,
               zero_s, STAGES: gl.constexpr, MASKED: gl.constexpr, SPARSE: gl.constexpr):
         """Softmax of tile j while Q·Kᵀ of tile j + 1 and P·V of tile j - 1 run; then P·V of tile
         j is issued and the scores of tile j + 1 are taken."""
@@ -218,8 +226,8 @@ if gluon is not None:
         mbarrier.wait(k_ready.index(st1), ((j + 1) // STAGES) & 1)
         s_tok = warpgroup_mma(q_smem, k_smem.index(st1).permute((1, 0)), zero_s, use_acc=False,
                               is_async=True)
-        p8, alpha, m_i, l_i, row_bad = _softmax(s_int, sc, m_i, l_i, row_bad, o_qpos, o_n, KVBAD,
-                                                M, MASKED, SPARSE)
+        p8, alpha, m_i, l_i, row_bad = _softmax(s_int, sc, kbb, m_i, l_i, row_bad, o_qpos, o_n,
+                                                KVBAD, M, MASKED, SPARSE)
         acc = _issue_pv(j, acc, alpha, p8, bufs, bars, STAGES, 1)  # Q·Kᵀ of j + 1 stays in flight
         s_int = warpgroup_mma_wait(1, deps=[s_tok])  # Q·Kᵀ of tile j + 1
         mbarrier.arrive(k_empty.index(st1), count=1)
@@ -336,20 +344,22 @@ if gluon is not None:
             kbb_next = gl.load(p_kbb + blk_next).to(gl.int32)
             tiles_bad = tiles_bad | kbb
             s_int, acc, m_i, l_i, row_bad = _step(
-                j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, o_qpos, blk * BLOCK_N + o_n0,
-                p_kvbad, M, zero_s, STAGES, False, SPARSE)
+                j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, kbb, o_qpos,
+                blk * BLOCK_N + o_n0, p_kvbad, M, zero_s, STAGES, False, SPARSE)
             blk, blk_next, sc, kbb = blk_next, blk_after, sc_next, kbb_next
         for j in range(n_plain, n_tiles - 1):
             blk_after = _block(p_idx, j + 2, n_tiles, SPARSE)
             sc_next = qs * gl.load(p_ks + blk_next)
+            kbb_next = gl.load(p_kbb + blk_next).to(gl.int32)
             s_int, acc, m_i, l_i, row_bad = _step(
-                j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, o_qpos, blk * BLOCK_N + o_n0,
-                p_kvbad, M, zero_s, STAGES, True, SPARSE)
-            blk, blk_next, sc = blk_next, blk_after, sc_next
+                j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, kbb, o_qpos,
+                blk * BLOCK_N + o_n0, p_kvbad, M, zero_s, STAGES, True, SPARSE)
+            blk, blk_next, sc, kbb = blk_next, blk_after, sc_next, kbb_next
         j = n_tiles - 1
         st = j % STAGES
         p8, alpha, m_i, l_i, row_bad = _softmax(
-            s_int, sc, m_i, l_i, row_bad, o_qpos, blk * BLOCK_N + o_n0, p_kvbad, M, True, SPARSE)
+            s_int, sc, kbb, m_i, l_i, row_bad, o_qpos, blk * BLOCK_N + o_n0, p_kvbad, M, True,
+            SPARSE)
         acc = _issue_pv(j, acc, alpha, p8, bufs, bars, STAGES, 0)
         acc = warpgroup_mma_wait(0, deps=[acc])
         mbarrier.arrive(v_empty.index(st), count=1)
