@@ -85,7 +85,7 @@ def loops(sass: str) -> list[collections.Counter]:
     code = re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)
     found = []
     for addr, text in code:
-        target = re.search(r"BRA .*?0x([0-9a-f]+)", text)
+        target = re.search(r"BRA(?:\.\S+)? .*?0x([0-9a-f]+)", text)
         if target and int(target.group(1), 16) < int(addr, 16):
             lo, hi = int(target.group(1), 16), int(addr, 16)
             body = [t for a, t in code if lo <= int(a, 16) <= hi]
@@ -93,6 +93,14 @@ def loops(sass: str) -> list[collections.Counter]:
             if any("GMMA" in op for op in mix) and not any(op.startswith("STG") for op in mix):
                 found.append(mix)
     return found
+
+
+def spills(mix: collections.Counter) -> str:
+    """Local-memory stores and loads of any width (STL, STL.64, LDL.128, ...) in ``mix``."""
+    count = {
+        op: sum(n for name, n in mix.items() if name.split(".")[0] == op) for op in ("STL", "LDL")
+    }
+    return f"spills {count['STL']} stores, {count['LDL']} loads"
 
 
 def main() -> None:
@@ -108,13 +116,11 @@ def main() -> None:
             f.write(sass)
     opcode = r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z]\S*)"
     ops = collections.Counter(re.findall(opcode, sass))
-    spills = f"spills {ops['STL']} stores, {ops['LDL']} loads"
     print(f"triton {triton.__version__}; shared memory {kernel.metadata.shared} B a program; "
-          f"{sum(ops.values())} instructions; {spills}")  # fmt: skip
+          f"{sum(ops.values())} instructions; {spills(ops)}")  # fmt: skip
     for i, mix in enumerate(loops(sass)):
         top = ", ".join(f"{op} {n}" for op, n in mix.most_common(10))
-        print(f"loop {i}: {sum(mix.values())} instructions a tile; spills {mix['STL']} stores, "
-              f"{mix['LDL']} loads; {top}")  # fmt: skip
+        print(f"loop {i}: {sum(mix.values())} instructions a tile; {spills(mix)}; {top}")
 
 
 if __name__ == "__main__":

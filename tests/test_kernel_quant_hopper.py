@@ -154,6 +154,21 @@ def test_matches_twin_and_exact(launches, b, h_q, h_kv, n, m):
 
 
 @needs_hopper
+def test_a_score_scale_that_underflows_gives_uniform_weights(launches):
+    """A softmax scale whose product with the block scales underflows float32 (1e-46 passes the
+    scale check): every score is 0 and each row averages the keys it sees, in order and over a
+    layout, in whole and masked tiles alike (a masked score's -inf times a 0 scale was NaN)."""
+    q, k, v = _qkv(1, 4, 1, 200, 260, 128)
+    _check(q, k, v, None, True, scale=1e-46, twin_rtol=TWIN_RTOL)
+    dense = Layout.dense(200, 260, block_q=64, block_k=128, device="cuda")
+    out, _ = _check(q, k, v, dense, True, scale=1e-46, twin_rtol=TWIN_RTOL)
+    seen = torch.arange(1, 201, device="cuda") + 60  # query i sees keys 0 .. i + 60
+    uniform = v.float().cumsum(2)[:, :, 60:] / seen[:, None]
+    assert _rel_rms(out[:, :1], uniform) < 0.05  # query head 0; all four read KV head 0
+    assert len(launches) == 2
+
+
+@needs_hopper
 def test_bf16_4k_llama_heads(launches):
     """bf16 inputs, 4K tokens, Llama-3 heads (32 / 8): the benchmark's shapes."""
     q, k, v = _qkv(1, 32, 8, 4096, 4096, 128, dtype=torch.bfloat16)

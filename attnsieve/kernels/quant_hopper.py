@@ -27,19 +27,19 @@ which Triton does not let a kernel choose:
   11.94 / 186.4 ms at 32K / 128K against 12.11 / 189.8 for this kernel reading Q by TMA from the
   Q pass (benchmarks/results/h200/quant27/qpass/).
 - Over a layout each program walks its query block's sorted block list, the blocks every row sees
-  whole first and the masked ones after. A tile's block index is loaded two tiles ahead and its
-  K scale and non-finite flag one tile ahead, so no softmax waits on a chain of dependent loads
-  (the main loop: 587 SASS instructions a tile against 574 in order, offline sm_90:
-  benchmarks/inspect_quant_hopper_sass.py). The twenty-fifth session's
-  version, with the loads in the tile's own iteration and a Q pass in front, ran 2 % slower than
-  the Triton kernel; this one took 5.92-5.96 ms against the Triton path's 6.22 on `bench
-  kernels`' 10 % / 64K row on an H100 (benchmarks/results/h100/quant58/).
+  whole first and the masked ones after. A tile's block index is loaded two tiles ahead and its K
+  scale and non-finite flag one tile ahead, so no softmax waits on a chain of dependent loads (the
+  main loop: 589 SASS instructions a tile against 576 in order, offline sm_90:
+  benchmarks/inspect_quant_hopper_sass.py). The twenty-fifth session's version, with the loads in
+  the tile's own iteration and a Q pass in front, ran 2 % slower than the Triton kernel; this one
+  took 5.92-5.96 ms against the Triton path's 6.22 on `bench kernels`' 10 % / 64K row on an H100
+  (benchmarks/results/h100/quant58/).
 - P reaches the MMA through shared memory: an fp8 operand in registers that lives across loop
   iterations is unpacked and repacked byte by byte (185 PRMT a tile, offline sm_90 SASS).
 - The int32 scores' conversion offset (s + 1.5·2²³ as fp32 bits) folds into exp2's FMA, in whole and
-  masked tiles alike, and Q's block scale is one scalar a program: 574 instructions a thread a tile
+  masked tiles alike, and Q's block scale is one scalar a program: 576 instructions a thread a tile
   in order against 675 in the Triton kernel's loop (offline sm_90 SASS). A masked tile, one or more
-  a program, takes 982, where it took 1557 with its scores scaled before exp2 and each row's
+  a program, takes 981, where it took 1557 with its scores scaled before exp2 and each row's
   non-finite flag reduced over the whole tile (now: from the block's first flagged key, the keys'
   flags read only where the block's own flag is set). The fold rounds each row's exp2 offset at the
   magnitude of 1.5·2²³ times the tile's score scale: an error of up to about that scale in log2
@@ -171,6 +171,13 @@ if gluon is not None:
                                             v_smem.index(s))
 
     @gluon.jit
+    def _score_scale(qs, p_ks, blk):
+        """A tile's score scale, Q's times its K block's, never below float32's least normal: a
+        product that underflows to 0 would turn a masked score's -inf into NaN (-inf x 0); at
+        that floor every score is far below 1, as the 0 it replaces."""
+        return gl.maximum(qs * gl.load(p_ks + blk), 1.1754943508222875e-38)
+
+    @gluon.jit
     def _softmax(s_int, sc, kbb, m_i, l_i, row_bad, o_qpos, o_n, KVBAD, M, MASKED: gl.constexpr,
                  SPARSE: gl.constexpr):
         """Fold one tile of int32 scores into the running softmax: (P x 448 in fp8, alpha, m, l,
@@ -182,7 +189,7 @@ if gluon is not None:
         s = (s_int + 0x4B400000).to(gl.float32, bitcast=True)  # = s + 1.5 * 2^23, exactly
         if MASKED:
             m_s = (o_n[None, :] <= o_qpos[:, None]) & (o_n[None, :] < M)
-            s = gl.where(m_s, s, float("-inf"))  # sc > 0: stays -inf, exp2 gives 0
+            s = gl.where(m_s, s, float("-inf"))  # sc > 0 (`_score_scale`): -inf, exp2 gives 0
             m_new = gl.maximum(m_i, (gl.max(s, 1) - MAGIC) * sc)
             m_sub = m_new
             if SPARSE:  # a row may have seen no key yet: subtract 0, so exp2 gives 0, not NaN
@@ -321,7 +328,8 @@ if gluon is not None:
                 STAGES: gl.constexpr, SPARSE: gl.constexpr, mma: gl.constexpr):
         """The program's n_tiles key tiles (n_full of them seen whole by every row). Each tile's
         block is loaded two tiles ahead and its K scale and flag one tile ahead, so that no
-        softmax waits on a load of its own tile's (a block list's loads depend on each other)."""
+        softmax waits on a load of its own tile's (a block list's loads depend on each other),
+        but for a masked tile's per-key non-finite flags, read where its block holds one."""
         q_smem, k_smem, v_smem, p_smem = bufs
         k_ready, k_empty, v_ready, v_empty = bars
         zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
@@ -329,7 +337,7 @@ if gluon is not None:
         tiles_bad = gl.to_tensor(0)  # tiles seen whole: one flag a K block for every row
         blk = _block(p_idx, gl.to_tensor(0), n_tiles, SPARSE)
         blk_next = _block(p_idx, gl.to_tensor(1), n_tiles, SPARSE)
-        sc = qs * gl.load(p_ks + blk)
+        sc = _score_scale(qs, p_ks, blk)
         kbb = gl.load(p_kbb + blk).to(gl.int32)
         mbarrier.wait(k_ready.index(0), 0)
         s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False,
@@ -340,7 +348,7 @@ if gluon is not None:
         n_plain = gl.minimum(n_full, n_tiles - 1)
         for j in range(0, n_plain):
             blk_after = _block(p_idx, j + 2, n_tiles, SPARSE)
-            sc_next = qs * gl.load(p_ks + blk_next)
+            sc_next = _score_scale(qs, p_ks, blk_next)
             kbb_next = gl.load(p_kbb + blk_next).to(gl.int32)
             tiles_bad = tiles_bad | kbb
             s_int, acc, m_i, l_i, row_bad = _step(
@@ -349,7 +357,7 @@ if gluon is not None:
             blk, blk_next, sc, kbb = blk_next, blk_after, sc_next, kbb_next
         for j in range(n_plain, n_tiles - 1):
             blk_after = _block(p_idx, j + 2, n_tiles, SPARSE)
-            sc_next = qs * gl.load(p_ks + blk_next)
+            sc_next = _score_scale(qs, p_ks, blk_next)
             kbb_next = gl.load(p_kbb + blk_next).to(gl.int32)
             s_int, acc, m_i, l_i, row_bad = _step(
                 j, s_int, acc, m_i, l_i, row_bad, bufs, bars, sc, kbb, o_qpos,
