@@ -245,7 +245,7 @@ def test_a_multimodal_model_is_described_from_its_text_config(tmp_path, monkeypa
     monkeypatch.setattr(e2e, "_load", lambda *a, **k: (model, None, "gemma3"))
     monkeypatch.setattr(e2e, "prompt_ids", prompt)
     monkeypatch.setattr(e2e, "_check_prompts", lambda *a: None)  # its tokenizer is the Hub's
-    monkeypatch.setattr(  # what models.model_positions reads, with the weights left alone
+    monkeypatch.setattr(  # what models.model_text_config reads, with the weights left alone
         "transformers.AutoConfig.from_pretrained", lambda *a, **k: config
     )
     parser = argparse.ArgumentParser()

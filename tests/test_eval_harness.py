@@ -1065,7 +1065,8 @@ def test_positions_of_a_multimodal_model_come_from_its_text_config(monkeypatch):
     config = Gemma3Config()
     assert not hasattr(config, "max_position_embeddings")
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: config)
-    assert models.model_positions("gemma3") == config.get_text_config().max_position_embeddings
+    positions = models.model_text_config("gemma3").max_position_embeddings
+    assert positions == config.get_text_config().max_position_embeddings
 
 
 def test_lengths_are_checked_before_the_weights_load(tiny_probe_dir, tmp_path, capsys, monkeypatch):

@@ -126,8 +126,8 @@ def test_yarn_rope_scale(smollm2, monkeypatch):
     rotary = model.model.rotary_emb
     assert rotary.rope_type == "yarn" and rotary.attention_scaling > 1  # YaRN's mscale
     # the commands check lengths against these before loading the weights
-    assert models.model_positions("smollm2") == 8192
-    assert models.model_positions("smollm2", rope_scale=4) == 32768
+    assert models.model_text_config("smollm2").max_position_embeddings == 8192
+    assert models.model_text_config("smollm2", rope_scale=4).max_position_embeddings == 32768
 
 
 @pytest.mark.parametrize("spec", ["/no/such/model.gguf", "./no-such-folder", "missing.gguf"])
@@ -160,7 +160,7 @@ def test_a_path_that_is_no_model_names_the_argument(tmp_path, monkeypatch, kind,
     elif kind != "empty-folder":
         path.write_text("not a model")
     with pytest.raises(ValueError, match=r"^spec: .* is neither a transformers model folder"):
-        models.model_positions(str(path))
+        models.model_text_config(str(path))
 
 
 def test_an_unknown_hub_name_is_one_line_naming_the_spec(monkeypatch, caplog):

@@ -132,16 +132,11 @@ def spec_tokenizer(spec: str) -> Any:
     return load_tokenizer(path, gguf_file)
 
 
-def model_positions(spec: str, rope_scale: float | None = None) -> int:
-    """The positions ``load_model(spec, rope_scale=...)`` would have (YaRN included), read from
-    its config alone: the commands check asked lengths against them before loading weights. A
-    GGUF file not yet in the cache is converted first (`gguf_cache`), as a load would."""
-    return model_text_config(spec, rope_scale).max_position_embeddings
-
-
 def model_text_config(spec: str, rope_scale: float | None = None) -> Any:
-    """The text config ``load_model(spec, rope_scale=...)`` would have (layers, heads, positions),
-    read without building the model (a GGUF file not yet in the cache is converted first)."""
+    """The text config ``load_model(spec, rope_scale=...)`` would have (layers, heads, positions
+    with YaRN included), read without building the model: the commands check asked lengths and
+    configs against it before loading weights. A GGUF file not yet in the cache is converted
+    first (`gguf_cache`), as a load would."""
     return _config(spec, rope_scale)[2].get_text_config()
 
 
