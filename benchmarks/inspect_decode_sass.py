@@ -69,17 +69,22 @@ def cuobjdump(kernel, flag: str) -> str:
         return subprocess.run(run, capture_output=True, text=True, check=True).stdout
 
 
-def loop_mix(sass: str) -> collections.Counter:
-    """Opcode counts of the longest backward branch's body (the kernel's main loop)."""
+def loop_bodies(sass: str) -> list[collections.Counter]:
+    """Opcode counts of the body of each backward branch (``BRA`` of any form) in ``sass``."""
     code = re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)
-    best: list[str] = []
+    bodies = []
     for addr, text in code:
-        target = re.search(r"BRA .*?0x([0-9a-f]+)", text)
+        target = re.search(r"BRA(?:\.\S+)? .*?0x([0-9a-f]+)", text)
         if target and int(target.group(1), 16) < int(addr, 16):
             lo, hi = int(target.group(1), 16), int(addr, 16)
             body = [t for a, t in code if lo <= int(a, 16) <= hi]
-            best = max(best, body, key=len)
-    return collections.Counter(t.split()[1 if t.startswith("@") else 0] for t in best)
+            bodies.append(collections.Counter(t.split()[1 if t[0] == "@" else 0] for t in body))
+    return bodies
+
+
+def loop_mix(sass: str) -> collections.Counter:
+    """Opcode counts of the longest backward branch's body (the kernel's main loop)."""
+    return max(loop_bodies(sass), key=lambda mix: sum(mix.values()), default=collections.Counter())
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.runtime import driver
 
-from benchmarks.inspect_decode_sass import cuobjdump
+from benchmarks.inspect_decode_sass import cuobjdump, loop_bodies
 
 
 class Sm90Driver:
@@ -82,17 +82,11 @@ def loops(sass: str) -> list[collections.Counter]:
     """Opcode counts of the body of each backward branch that issues a warpgroup MMA and stores
     nothing to global memory: the consumer's loops over key tiles (whole tiles, then masked
     ones). Longer back edges span the partitions and the epilogue's stores."""
-    code = re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)
-    found = []
-    for addr, text in code:
-        target = re.search(r"BRA(?:\.\S+)? .*?0x([0-9a-f]+)", text)
-        if target and int(target.group(1), 16) < int(addr, 16):
-            lo, hi = int(target.group(1), 16), int(addr, 16)
-            body = [t for a, t in code if lo <= int(a, 16) <= hi]
-            mix = collections.Counter(t.split()[1 if t[0] == "@" else 0] for t in body)
-            if any("GMMA" in op for op in mix) and not any(op.startswith("STG") for op in mix):
-                found.append(mix)
-    return found
+    return [
+        mix
+        for mix in loop_bodies(sass)
+        if any("GMMA" in op for op in mix) and not any(op.startswith("STG") for op in mix)
+    ]
 
 
 def spills(mix: collections.Counter) -> str:
